@@ -1,0 +1,47 @@
+//! Connection tracking: forward flows (client -> VIP) and their reverse NAT entries.
+
+/// A flow 5-tuple as seen on the wire; addresses and ports in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Forward translation of a client flow: where it goes and which source it wears.
+///
+/// The backend address is copied here, not referenced by id, so an established flow keeps
+/// its backend even when the backend table changes under it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowNat {
+    pub backend: [u32; 4],
+    pub snat: [u32; 4],
+    /// Backend port, network byte order.
+    pub backend_port: u16,
+    /// Source port after SNAT, network byte order.
+    pub snat_port: u16,
+    pub vip_id: u32,
+}
+
+/// Reverse translation for replies arriving from a backend to the SNAT address and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ReplyNat {
+    pub client: [u32; 4],
+    pub vip: [u32; 4],
+    /// Client port, network byte order.
+    pub client_port: u16,
+    /// VIP port, network byte order.
+    pub vip_port: u16,
+    pub vip_id: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowNat>() == 40);
+const _: () = assert!(core::mem::size_of::<ReplyNat>() == 40);

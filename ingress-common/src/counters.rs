@@ -1,0 +1,95 @@
+//! Verdicts and drop reasons: one enum, counted per CPU by the kernel, named for metrics.
+
+/// A packet and byte count, one slot per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+
+macro_rules! stats {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, )*) => {
+        /// Every outcome of the XDP program, verdicts and drop reasons alike.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Stat { $( $(#[$doc])* $variant, )* }
+
+        impl Stat {
+            /// All variants in index order.
+            pub const ALL: &'static [Stat] = &[ $( Stat::$variant, )* ];
+            /// Stable metric label.
+            pub const fn name(self) -> &'static str {
+                match self { $( Stat::$variant => $name, )* }
+            }
+            /// Whether this outcome drops the packet.
+            pub const fn is_drop(self) -> bool {
+                let n = self.name().as_bytes();
+                n.len() > 5 && n[0] == b'd' && n[1] == b'r' && n[2] == b'o' && n[3] == b'p'
+            }
+        }
+    };
+}
+
+stats! {
+    /// Not IPv4/IPv6 (ARP, LLDP, ...): passed.
+    PassNotIp = "pass_not_ip",
+    /// IP header too short to tell where the packet goes: passed.
+    PassUnparsed = "pass_unparsed",
+    /// IP but not addressed to a VIP or a SNAT reply: passed.
+    PassNotOurs = "pass_not_ours",
+    /// IPv6 with extension headers before L4: passed to the stack.
+    PassIpv6Ext = "pass_ipv6_ext",
+    /// IPv4 fragment to a VIP address: passed, ports unknown.
+    PassFragment = "pass_fragment",
+    /// TTL or hop limit would expire: passed so the stack answers with ICMP.
+    PassTtl = "pass_ttl",
+    /// Neighbour of the next hop unknown: passed so the stack resolves it.
+    PassNoNeigh = "pass_no_neigh",
+    /// Tagged frame whose route leaves by another interface: passed to the stack.
+    PassVlanEgress = "pass_vlan_egress",
+    /// Route lookup failed or not forwardable: passed to the stack.
+    PassFibMiss = "pass_fib_miss",
+    /// L4 path not configured yet: passed.
+    PassNotReady = "pass_not_ready",
+    /// New flow: backend picked by Maglev, NATed and forwarded.
+    FwdNewFlow = "fwd_new_flow",
+    /// Established flow found in conntrack, NATed and forwarded.
+    FwdConntrack = "fwd_conntrack",
+    /// Reply from a backend, reverse-NATed and forwarded.
+    FwdReply = "fwd_reply",
+    /// Forwarded out of the interface it came in on.
+    Tx = "tx",
+    /// Forwarded out of another interface.
+    Redirect = "redirect",
+    /// Headers to a VIP truncated or inconsistent.
+    DropMalformed = "drop_malformed",
+    /// VIP has no backend.
+    DropNoBackend = "drop_no_backend",
+    /// No free SNAT port for this backend.
+    DropNatExhausted = "drop_nat_exhausted",
+    /// A map update failed (conntrack full or kernel error).
+    DropMapError = "drop_map_error",
+}
+
+/// Number of counter slots.
+pub const STAT_COUNT: u32 = Stat::ALL.len() as u32;
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_drop_prefix_matches() {
+        let mut names: std::vec::Vec<_> = Stat::ALL.iter().map(|s| s.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Stat::ALL.len());
+        assert!(Stat::DropMalformed.is_drop());
+        assert!(!Stat::PassNotIp.is_drop());
+        assert_eq!(Stat::ALL[Stat::FwdReply as usize], Stat::FwdReply);
+    }
+}

@@ -1,0 +1,81 @@
+//! L4 service table: VIPs, backends and the Maglev lookup ring.
+
+/// Address family tag stored in keys (`AF_INET`).
+pub const FAMILY_V4: u8 = 2;
+/// Address family tag stored in keys (`AF_INET6`).
+pub const FAMILY_V6: u8 = 10;
+/// IP protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const PROTO_UDP: u8 = 17;
+
+/// Maglev lookup table size per VIP; prime, so every skip value is a generator.
+pub const MAGLEV_RING_SIZE: u32 = 65537;
+
+/// Backend id that means "no backend": slot 0 of the backend array is never used.
+pub const NO_BACKEND: u32 = 0;
+
+/// Identifies a VIP: destination address, port and protocol.
+///
+/// Addresses are in network byte order; an IPv4 address lives in `addr[0]` with the other
+/// words zero. `port` is in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// What the kernel needs to know about a VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipMeta {
+    /// Index of this VIP's ring in the Maglev map and of its counters.
+    pub id: u32,
+    /// Number of backends currently in the ring (0 means drop with `NoBackend`).
+    pub backends: u32,
+}
+
+/// A VIP address alone: tells "malformed packet aimed at a VIP" from "not ours".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipAddrKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// One backend endpoint (pod address and port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Backend {
+    pub addr: [u32; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub family: u8,
+    pub _pad: u8,
+}
+
+/// Node-wide settings of the L4 path, slot 0 of the config array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LbConfig {
+    /// Source address written into forwarded IPv4 packets (network byte order).
+    pub snat_v4: u32,
+    /// Source address written into forwarded IPv6 packets (network byte order).
+    pub snat_v6: [u32; 4],
+    /// First source port handed out by SNAT (host byte order).
+    pub port_min: u16,
+    /// Number of ports in the SNAT range (host byte order).
+    pub port_count: u16,
+    /// Non-zero once userspace has written this slot; until then VIP traffic is passed.
+    pub ready: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+const _: () = assert!(core::mem::size_of::<VipMeta>() == 8);
+const _: () = assert!(core::mem::size_of::<VipAddrKey>() == 20);
+const _: () = assert!(core::mem::size_of::<Backend>() == 20);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 28);

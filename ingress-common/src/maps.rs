@@ -1,0 +1,35 @@
+//! Map names, sizes and the pin layout version: the kernel/userspace contract.
+
+/// Bumped whenever a map's key or value layout changes; pinned maps of another version are
+/// never adopted.
+pub const MAPS_VERSION: u32 = 1;
+
+/// VipKey -> VipMeta.
+pub const VIPS: &str = "VIPS";
+/// Backend id -> Backend.
+pub const BACKENDS: &str = "BACKENDS";
+/// vip_id * MAGLEV_RING_SIZE + slot -> backend id.
+pub const MAGLEV: &str = "MAGLEV";
+/// FlowKey (client side) -> FlowNat.
+pub const CONNTRACK: &str = "CONNTRACK";
+/// FlowKey (backend side reply) -> ReplyNat.
+pub const REPLY_NAT: &str = "REPLY_NAT";
+/// Slot 0: LbConfig.
+pub const LB_CONFIG: &str = "LB_CONFIG";
+/// Stat -> Counter, per CPU.
+pub const STATS: &str = "STATS";
+/// vip_id -> Counter, per CPU.
+pub const VIP_STATS: &str = "VIP_STATS";
+/// Socket cookie -> socket, for the passthrough splice.
+pub const SPLICE_SOCKS: &str = "SPLICE_SOCKS";
+/// Socket cookie -> SplicePeer.
+pub const SPLICE_PEERS: &str = "SPLICE_PEERS";
+
+/// Compiled-in VIP capacity; userspace may resize VIPS, MAGLEV and VIP_STATS at load.
+pub const DEFAULT_MAX_VIPS: u32 = 64;
+/// Compiled-in backend capacity.
+pub const DEFAULT_MAX_BACKENDS: u32 = 65536;
+/// Compiled-in conntrack capacity (entries in each of CONNTRACK and REPLY_NAT).
+pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262144;
+/// Compiled-in passthrough capacity (sockets).
+pub const MAX_SPLICE_SOCKS: u32 = 65536;

@@ -1,0 +1,11 @@
+//! aya::Pod impls so userspace can use the shared types as map keys and values.
+//!
+//! Sound because every type is `#[repr(C)]`, made of integers only, with no padding
+//! (sizes asserted next to each type).
+use crate::{conntrack::*, counters::Counter, l4::*, passthrough::SplicePeer};
+
+macro_rules! pod {
+    ($($t:ty),*) => { $( unsafe impl aya::Pod for $t {} )* };
+}
+
+pod!(VipKey, VipAddrKey, VipMeta, Backend, LbConfig, FlowKey, FlowNat, ReplyNat, Counter, SplicePeer);

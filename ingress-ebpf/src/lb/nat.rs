@@ -1,0 +1,92 @@
+//! Header rewrite: addresses, ports, TTL, MACs, with incremental checksum updates.
+use aya_ebpf::programs::XdpContext;
+use ingress_common::l4::{FAMILY_V6, PROTO_UDP};
+
+use super::csum::Delta;
+use crate::parse::{ptr_at, Truncated};
+
+/// The addressing of a packet: before or after translation. Ports in network byte order.
+#[derive(Clone, Copy)]
+pub struct Tuple {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Where the headers are and what kind they are.
+pub struct Layout {
+    pub family: u8,
+    pub proto: u8,
+    pub l3_off: usize,
+    pub l4_off: usize,
+    pub csum_off: usize,
+    /// Frame carries an 802.1Q tag.
+    pub vlan: bool,
+}
+
+#[inline(always)]
+fn write<T>(ctx: &XdpContext, off: usize, v: T) -> Result<(), Truncated> {
+    let p = ptr_at::<T>(ctx, off)?;
+    // SAFETY: ptr_at checked that the whole T is inside the packet.
+    unsafe { p.write_unaligned(v) };
+    Ok(())
+}
+
+#[inline(always)]
+fn read<T: Copy>(ctx: &XdpContext, off: usize) -> Result<T, Truncated> {
+    crate::parse::read(ctx, off)
+}
+
+/// Writes the next hop's MACs into the Ethernet header.
+#[inline(always)]
+pub fn set_macs(ctx: &XdpContext, smac: [u8; 6], dmac: [u8; 6]) -> Result<(), Truncated> {
+    write(ctx, 0, dmac)?;
+    write(ctx, 6, smac)
+}
+
+/// Rewrites `old` into `new`, decrements the TTL or hop limit, and fixes the IPv4 header
+/// checksum and the TCP/UDP checksum (whose pseudo-header covers the addresses).
+#[inline(always)]
+pub fn rewrite(ctx: &XdpContext, l: &Layout, old: &Tuple, new: &Tuple) -> Result<(), Truncated> {
+    let v6 = l.family == FAMILY_V6;
+    let mut l4 = Delta::new();
+    l4.addr(v6, &old.src, &new.src);
+    l4.addr(v6, &old.dst, &new.dst);
+    l4.word16(old.sport, new.sport);
+    l4.word16(old.dport, new.dport);
+
+    if v6 {
+        write(ctx, l.l3_off + 8, new.src)?;
+        write(ctx, l.l3_off + 24, new.dst)?;
+        let hop = read::<u8>(ctx, l.l3_off + 7)?;
+        write(ctx, l.l3_off + 7, hop.wrapping_sub(1))?;
+    } else {
+        // TTL and protocol share one 16-bit word of the header checksum.
+        let ttl_proto = read::<u16>(ctx, l.l3_off + 8)?;
+        let ttl = read::<u8>(ctx, l.l3_off + 8)?;
+        write(ctx, l.l3_off + 8, ttl.wrapping_sub(1))?;
+        let new_ttl_proto = read::<u16>(ctx, l.l3_off + 8)?;
+        let mut ip = Delta::new();
+        ip.word32(old.src[0], new.src[0]);
+        ip.word32(old.dst[0], new.dst[0]);
+        ip.word16(ttl_proto, new_ttl_proto);
+        let csum = read::<u16>(ctx, l.l3_off + 10)?;
+        write(ctx, l.l3_off + 10, ip.apply(csum))?;
+        write(ctx, l.l3_off + 12, new.src[0])?;
+        write(ctx, l.l3_off + 16, new.dst[0])?;
+    }
+
+    write(ctx, l.l4_off, new.sport)?;
+    write(ctx, l.l4_off + 2, new.dport)?;
+    let csum = read::<u16>(ctx, l.csum_off)?;
+    if l.proto == PROTO_UDP && csum == 0 && !v6 {
+        // IPv4 UDP without checksum stays without one.
+        return Ok(());
+    }
+    let mut out = l4.apply(csum);
+    if l.proto == PROTO_UDP && out == 0 {
+        out = 0xffff;
+    }
+    write(ctx, l.csum_off, out)
+}

@@ -1,0 +1,2 @@
+//! Empty library target; the kernel programs live in the `ingress` binary target.
+#![no_std]

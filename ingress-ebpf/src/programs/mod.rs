@@ -1,0 +1,2 @@
+//! One program per concern.
+pub mod xdp_lb;
