@@ -1,0 +1,29 @@
+//! `ingressd`: the userspace half of the XDP ingress data plane.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! source (kube watchers | manifest dir) --SourceEvent--> store (one writer task)
+//!   --> translate (pure: objects -> Snapshot + Diagnostics)
+//!   --> Arc<Snapshot> --> apply::proxy (ArcSwap) | apply::maps (diffs via MapWriter)
+//!                         | apply::status (leader only)
+//! ```
+//!
+//! Glossary: a *snapshot* is one immutable, complete configuration; an *upstream* is a
+//! Service port resolved to pod endpoints; a *VIP* is an address:port/protocol balanced in the
+//! kernel; *passthrough* is TLS routed by SNI and spliced to the backend without termination.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod maps;
+pub mod passthrough;
+pub mod proxy;
+pub mod snapshot;
+pub mod source;
+pub mod store;
+pub mod telemetry;
+pub mod translate;

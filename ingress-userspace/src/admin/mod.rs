@@ -1,0 +1,1 @@
+//! Admin HTTP endpoint: /healthz, /readyz, /metrics, and the inspect report.

@@ -1,0 +1,1 @@
+//! Appliers: each takes a new snapshot and brings one target up to date with it, by diff.

@@ -1,0 +1,180 @@
+//! Command line: `ingressd run | inspect | cleanup`. Parsing only; validation is in `config`.
+use std::{net::IpAddr, net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// eBPF/XDP-accelerated Kubernetes ingress data plane.
+#[derive(Debug, Parser)]
+#[command(name = "ingressd", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log output format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the data plane and the controller.
+    Run(Box<RunArgs>),
+    /// Print the live kernel state from the pinned maps.
+    Inspect(InspectArgs),
+    /// Detach programs and remove everything pinned under the pin directory.
+    Cleanup(PinArgs),
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where kernel state is pinned.
+#[derive(Debug, Args, Clone)]
+pub struct PinArgs {
+    /// bpffs directory holding this instance's pinned maps and links.
+    #[arg(long, default_value = "/sys/fs/bpf/ingressd")]
+    pub pin_dir: PathBuf,
+}
+
+/// `ingressd inspect`.
+#[derive(Debug, Args, Clone)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub pin: PinArgs,
+    /// Also list conntrack entries (up to this many).
+    #[arg(long, default_value_t = 0)]
+    pub conntrack: usize,
+}
+
+/// `ingressd run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Standalone mode: read Kubernetes manifests from this directory and watch it.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+    /// Kubernetes mode with this kubeconfig (default: in-cluster config, then ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Plain HTTP listener.
+    #[arg(long, default_value = "0.0.0.0:80")]
+    pub http_addr: SocketAddr,
+    /// HTTPS listener (TLS termination and passthrough).
+    #[arg(long, default_value = "0.0.0.0:443")]
+    pub https_addr: SocketAddr,
+    /// Admin listener: /healthz, /readyz, /metrics.
+    #[arg(long, default_value = "127.0.0.1:10254")]
+    pub admin_addr: SocketAddr,
+
+    /// Controller string an IngressClass must name in `spec.controller` to be ours.
+    #[arg(long, default_value = "ingress.example.dev/xdp-ingress")]
+    pub controller_name: String,
+    /// Name of the IngressClass also accepted through the legacy annotation.
+    #[arg(long, default_value = "xdp")]
+    pub ingress_class: String,
+    /// Address written to `status.loadBalancer.ingress` of owned Ingresses.
+    #[arg(long)]
+    pub publish_address: Vec<IpAddr>,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, default_value = "default")]
+    pub election_namespace: String,
+    /// Name of this replica in the Lease (default: hostname).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// ConfigMap `namespace/name` listing TCP services (`"port": "ns/svc:port"`).
+    #[arg(long)]
+    pub tcp_services_configmap: Option<String>,
+    /// ConfigMap `namespace/name` listing UDP services.
+    #[arg(long)]
+    pub udp_services_configmap: Option<String>,
+    /// VIP addresses on which the L4 services are exposed (default: the publish addresses).
+    #[arg(long)]
+    pub l4_address: Vec<IpAddr>,
+    /// Service `namespace/name:port` answering requests that match no rule.
+    #[arg(long)]
+    pub default_backend_service: Option<String>,
+
+    #[command(flatten)]
+    pub xdp: XdpArgs,
+
+    /// Log one JSON line per request.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+    /// On SIGTERM, wait this long for in-flight requests before exiting.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: std::time::Duration,
+    /// Coalesce source events for this long before translating.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub debounce: std::time::Duration,
+    /// TLS passthrough: force the userspace copy instead of the sockmap splice.
+    #[arg(long)]
+    pub passthrough_userspace: bool,
+}
+
+/// Kernel data path settings.
+#[derive(Debug, Args, Clone)]
+pub struct XdpArgs {
+    /// Interfaces to attach the XDP L4 program to (none: kernel path off).
+    #[arg(long = "xdp-interface")]
+    pub interfaces: Vec<String>,
+    /// Source address for SNAT of IPv4 L4 traffic to backends.
+    #[arg(long)]
+    pub snat_v4: Option<std::net::Ipv4Addr>,
+    /// Source address for SNAT of IPv6 L4 traffic to backends.
+    #[arg(long)]
+    pub snat_v6: Option<std::net::Ipv6Addr>,
+    /// SNAT source port range, `min-max`.
+    #[arg(long, default_value = "20000-32767")]
+    pub snat_ports: String,
+    /// VIP capacity of the kernel maps.
+    #[arg(long, default_value_t = ingress_common::maps::DEFAULT_MAX_VIPS)]
+    pub max_vips: u32,
+    /// Conntrack capacity (flows).
+    #[arg(long, default_value_t = ingress_common::maps::DEFAULT_CONNTRACK_ENTRIES)]
+    pub conntrack_entries: u32,
+    /// Attach in generic (skb) mode instead of trying native first.
+    #[arg(long)]
+    pub xdp_generic: bool,
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(std::time::Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Ok(std::time::Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(std::time::Duration::from_secs(120)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Kernel maps: the MapWriter seam, the aya-backed writer, its fake, the loader and counters.

@@ -1,0 +1,1 @@
+//! The L7 proxy: listeners, TLS termination, routing, upstreams, and error responses.

@@ -1,0 +1,381 @@
+//! The immutable configuration snapshot: the one thing `translate` produces and every applier
+//! consumes. Nothing here knows about Kubernetes types; the proxy, the passthrough listener and
+//! the map writer read only this.
+use std::{collections::BTreeMap, fmt, net::IpAddr, net::SocketAddr, sync::Arc, time::Duration};
+
+use ipnet::IpNet;
+
+/// Namespace/name of the object a piece of config came from, for logs, metrics and Events.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ObjectRef {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Everything the data plane needs, built in one pass and swapped in atomically.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Increases by one for every snapshot built.
+    pub generation: u64,
+    /// Host/path routing for terminated HTTP and HTTPS.
+    pub http: HttpConfig,
+    /// Certificates for TLS termination, chosen by SNI.
+    pub tls: TlsConfig,
+    /// Hosts whose TLS is not terminated but spliced to the backend by SNI.
+    pub passthrough: Vec<PassthroughRoute>,
+    /// VIP:port services balanced in the kernel.
+    pub l4: Vec<L4Service>,
+}
+
+/// Virtual hosts and the global fallback.
+#[derive(Clone, Debug, Default)]
+pub struct HttpConfig {
+    /// Ordered: exact hosts, then wildcards (longer suffix first), then the catch-all (`Any`).
+    pub hosts: Vec<VirtualHost>,
+    /// Used when no host matches, or a matching host has no route and no fallback of its own.
+    /// `None` means the proxy answers 404 itself.
+    pub default_backend: Option<Arc<RouteTarget>>,
+}
+
+/// How a request's host is matched (case-insensitive, port ignored).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostMatch {
+    /// Lower-case host name.
+    Exact(String),
+    /// `*.example.com` stored as `example.com`: matches exactly one extra leading label.
+    Wildcard(String),
+    /// Rules without a host.
+    Any,
+}
+
+impl HostMatch {
+    /// Whether `host` (already lower-cased, port stripped) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Wildcard(suffix) => host
+                .strip_suffix(suffix.as_str())
+                .and_then(|p| p.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+            HostMatch::Any => true,
+        }
+    }
+}
+
+/// The routes of one host, ordered by precedence.
+#[derive(Clone, Debug)]
+pub struct VirtualHost {
+    pub host: HostMatch,
+    /// Highest precedence first: longer paths first, `Exact` before `Prefix` at equal length.
+    pub routes: Vec<Route>,
+    /// `spec.defaultBackend` of the oldest Ingress contributing to this host, if any.
+    pub fallback: Option<Arc<RouteTarget>>,
+    /// Some Ingress lists this host under `spec.tls` (drives `ssl-redirect`).
+    pub tls: bool,
+}
+
+/// One path rule.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub path: PathMatch,
+    pub target: Arc<RouteTarget>,
+}
+
+/// Ingress path types. `ImplementationSpecific` is translated to `Prefix`.
+#[derive(Clone, Debug)]
+pub enum PathMatch {
+    /// Whole path equal, case-sensitive.
+    Exact(String),
+    /// Element-wise prefix on `/`-separated segments; stored without a trailing slash
+    /// (except the root, stored as `/`).
+    Prefix(String),
+    /// `use-regex`: the regex anchored at the start of the path, case-insensitive
+    /// (ingress-nginx semantics). Precedence by the length of the source string.
+    Regex(RegexPath),
+}
+
+/// A compiled path regex and the text it came from.
+#[derive(Clone, Debug)]
+pub struct RegexPath {
+    pub source: String,
+    pub regex: regex::Regex,
+}
+
+impl PathMatch {
+    /// Whether the request path (without query) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => p == path,
+            PathMatch::Prefix(p) => {
+                p == "/"
+                    || path
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
+            PathMatch::Regex(r) => r.regex.find(path).is_some_and(|m| m.start() == 0),
+        }
+    }
+
+    /// The path text, for ordering and logs.
+    pub fn as_str(&self) -> &str {
+        match self {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+            PathMatch::Regex(r) => &r.source,
+        }
+    }
+}
+
+/// Where a matched request goes and what happens to it on the way.
+#[derive(Clone, Debug)]
+pub struct RouteTarget {
+    /// The Ingress this rule came from.
+    pub origin: ObjectRef,
+    pub upstream: Arc<Upstream>,
+    pub policy: RoutePolicy,
+    /// Alternative backend chosen by weight or header (ingress-nginx canary Ingress).
+    pub canary: Option<Canary>,
+}
+
+/// A Service port resolved to its endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// `namespace/service:port`, stable across snapshots; keys pools and metrics.
+    pub name: String,
+    /// Ready pod endpoints (or serving+terminating ones when none is ready). Empty -> 503.
+    pub endpoints: Vec<SocketAddr>,
+    pub protocol: BackendProtocol,
+}
+
+/// `backend-protocol` annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendProtocol {
+    #[default]
+    Http,
+    Https,
+    /// gRPC over h2c.
+    Grpc,
+    /// gRPC over TLS.
+    Grpcs,
+}
+
+/// A canary backend for a route.
+#[derive(Clone, Debug)]
+pub struct Canary {
+    pub origin: ObjectRef,
+    pub upstream: Arc<Upstream>,
+    /// Percentage 0..=100 of requests sent to the canary.
+    pub weight: u32,
+    /// `canary-by-header`: header name; value "always" forces the canary, "never" forbids it.
+    pub header: Option<String>,
+    /// `canary-by-header-value`: if set, only this value forces the canary.
+    pub header_value: Option<String>,
+}
+
+/// Per-route behaviour from annotations. Defaults mean "annotation absent".
+#[derive(Clone, Debug)]
+pub struct RoutePolicy {
+    /// Redirect HTTP to HTTPS (308) when the host has TLS (`ssl-redirect`, default true).
+    pub ssl_redirect: bool,
+    /// Redirect HTTP to HTTPS (308) even without TLS on the host.
+    pub force_ssl_redirect: bool,
+    /// `rewrite-target`: replacement for the matched path; `$1`.. refer to regex groups.
+    pub rewrite_target: Option<String>,
+    /// `app-root`: redirect `/` to this path (302).
+    pub app_root: Option<String>,
+    /// `permanent-redirect` / `temporal-redirect`.
+    pub redirect: Option<Redirect>,
+    pub timeouts: Timeouts,
+    /// `proxy-body-size`: larger request bodies get 413. `None`: unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// `affinity: cookie`.
+    pub affinity: Option<CookieAffinity>,
+    /// `whitelist-source-range`: if non-empty, only these client networks are served (403).
+    pub allow_sources: Vec<IpNet>,
+    /// `denylist-source-range`: these client networks get 403.
+    pub deny_sources: Vec<IpNet>,
+    /// `limit-rps`: requests per second per client address; excess gets 503 (ingress-nginx).
+    pub limit_rps: Option<u32>,
+    /// `enable-cors` family.
+    pub cors: Option<Cors>,
+    /// `auth-type: basic` with an htpasswd Secret.
+    pub basic_auth: Option<Arc<BasicAuth>>,
+    /// `custom-http-errors`: upstream responses with these codes are replaced by the
+    /// default backend's answer (or a short proxy-generated body if there is none).
+    pub custom_http_errors: Vec<u16>,
+    pub load_balance: LoadBalance,
+    /// Retry idempotent requests that failed before any byte was sent (tries incl. first).
+    pub max_attempts: u32,
+}
+
+impl Default for RoutePolicy {
+    fn default() -> Self {
+        RoutePolicy {
+            ssl_redirect: true,
+            force_ssl_redirect: false,
+            rewrite_target: None,
+            app_root: None,
+            redirect: None,
+            timeouts: Timeouts::default(),
+            max_body_bytes: Some(1024 * 1024),
+            affinity: None,
+            allow_sources: Vec::new(),
+            deny_sources: Vec::new(),
+            limit_rps: None,
+            cors: None,
+            basic_auth: None,
+            custom_http_errors: Vec::new(),
+            load_balance: LoadBalance::RoundRobin,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// A fixed redirect answered by the proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// 301/308 for permanent, 302/307 for temporal (`*-redirect-code` annotations).
+    pub status: u16,
+    pub location: String,
+}
+
+/// Upstream timeouts (`proxy-*-timeout`, seconds in annotations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Time allowed between two reads of the upstream response (and for the first byte).
+    pub read: Duration,
+    /// Time allowed between two writes of the request body to the upstream.
+    pub send: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(60),
+            send: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Sticky sessions by cookie.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieAffinity {
+    /// `session-cookie-name`, default `INGRESSCOOKIE`.
+    pub name: String,
+    /// `session-cookie-path`, default the route's path.
+    pub path: Option<String>,
+    /// `session-cookie-max-age` seconds.
+    pub max_age: Option<u64>,
+}
+
+/// CORS settings (`enable-cors`, `cors-allow-*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cors {
+    /// Allowed origins; `*` allows any.
+    pub allow_origins: Vec<String>,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    pub expose_headers: String,
+    pub allow_credentials: bool,
+    pub max_age: u64,
+}
+
+/// Users of an htpasswd Secret (`auth-secret`, key `auth`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// `auth-realm`.
+    pub realm: String,
+    /// user -> hash as found in the htpasswd file (bcrypt, apr1, {SHA}, crypt).
+    pub users: BTreeMap<String, String>,
+}
+
+/// Endpoint selection (`load-balance` annotation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LoadBalance {
+    #[default]
+    RoundRobin,
+    /// Power of two choices over peak-EWMA latency (`load-balance: ewma`).
+    PeakEwma,
+}
+
+/// Certificates for TLS termination.
+#[derive(Clone, Debug, Default)]
+pub struct TlsConfig {
+    /// Ordered: exact names first, then wildcards.
+    pub certs: Vec<TlsCert>,
+}
+
+/// A certificate from an Ingress `spec.tls` entry, and the SNI names it serves.
+#[derive(Clone, Debug)]
+pub struct TlsCert {
+    pub origin: ObjectRef,
+    /// `spec.tls[].hosts` turned into matchers; `Any` never appears here.
+    pub hosts: Vec<HostMatch>,
+    /// Parsed chain and key, checked to match each other.
+    pub key: Arc<rustls::sign::CertifiedKey>,
+}
+
+/// A TLS passthrough host.
+#[derive(Clone, Debug)]
+pub struct PassthroughRoute {
+    pub origin: ObjectRef,
+    pub host: HostMatch,
+    pub upstream: Arc<Upstream>,
+    /// Send a PROXY protocol v2 header to the backend first.
+    pub proxy_protocol: bool,
+    pub load_balance: LoadBalance,
+}
+
+/// L4 protocol of a kernel-balanced service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4Protocol {
+    Tcp,
+    Udp,
+}
+
+/// A VIP:port balanced by the XDP program over pod endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L4Service {
+    pub origin: ObjectRef,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: L4Protocol,
+    /// Pod endpoints; the same list is hashed into the same Maglev table on every node.
+    pub backends: Vec<SocketAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_matches_exactly_one_label() {
+        let w = HostMatch::Wildcard("example.com".into());
+        assert!(w.matches("a.example.com"));
+        assert!(!w.matches("example.com"));
+        assert!(!w.matches("a.b.example.com"));
+        assert!(!w.matches(".example.com"));
+        assert!(!w.matches("aexample.com"));
+    }
+
+    #[test]
+    fn prefix_matches_by_segment() {
+        let p = PathMatch::Prefix("/foo".into());
+        assert!(p.matches("/foo"));
+        assert!(p.matches("/foo/"));
+        assert!(p.matches("/foo/bar"));
+        assert!(!p.matches("/foobar"));
+        assert!(PathMatch::Prefix("/".into()).matches("/anything"));
+        let e = PathMatch::Exact("/foo".into());
+        assert!(e.matches("/foo"));
+        assert!(!e.matches("/foo/"));
+    }
+}

@@ -1,0 +1,1 @@
+//! The object store: one writer task applies source events and publishes snapshots.
