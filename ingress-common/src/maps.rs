@@ -6,6 +6,8 @@ pub const MAPS_VERSION: u32 = 1;
 
 /// VipKey -> VipMeta.
 pub const VIPS: &str = "VIPS";
+/// VipAddrKey -> number of VIPs on that address.
+pub const VIP_ADDRS: &str = "VIP_ADDRS";
 /// Backend id -> Backend.
 pub const BACKENDS: &str = "BACKENDS";
 /// vip_id * MAGLEV_RING_SIZE + slot -> backend id.

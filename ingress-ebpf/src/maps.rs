@@ -1,6 +1,7 @@
 //! Every map of the kernel programs, one line each: what it maps and who writes it.
 //! Names and value types are the contract in `ingress_common::maps`.
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
     macros::btf_map,
 };
@@ -29,9 +30,10 @@ pub static VIP_ADDRS: HashMap<VipAddrKey, u32, MAX_VIPS> = HashMap::new();
 #[btf_map]
 pub static BACKENDS: Array<Backend, { DEFAULT_MAX_BACKENDS as usize }> = Array::new();
 
-/// vip_id * MAGLEV_RING_SIZE + slot -> backend id. Written by userspace (Maglev tables).
+/// vip_id * MAGLEV_RING_SIZE + slot -> backend id. Written by userspace (Maglev tables)
+/// through an mmap, hence BPF_F_MMAPABLE.
 #[btf_map]
-pub static MAGLEV: Array<u32, RING_ENTRIES> = Array::new();
+pub static MAGLEV: Array<u32, RING_ENTRIES, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// Client-side flow -> its NAT. Written by the XDP program, read by userspace for inspection.
 #[btf_map]
