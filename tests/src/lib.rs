@@ -1,2 +1,8 @@
 //! Test harness shared by the integration tests and the benchmarks: network-namespace guards,
 //! packet builders, certificates, and helpers to run `ingressd`.
+// Privileged test helpers call a few libc functions (setns, geteuid).
+#![allow(unsafe_code)]
+
+pub mod netns;
+pub mod xdp;
+pub mod packet;

@@ -113,7 +113,8 @@ impl Datapath {
     /// Loads the object, adopting pinned maps of the current layout version if present.
     pub fn load(opts: &LoaderOptions) -> Result<Self, LoadError> {
         let mut loader = EbpfLoader::new();
-        let ring_entries = opts.max_vips.saturating_mul(MAGLEV_RING_SIZE);
+        // Two ring slots per array element (see ingress_common::maps::MAGLEV).
+        let ring_entries = opts.max_vips.saturating_mul(MAGLEV_RING_SIZE).div_ceil(2);
         loader
             .map_max_entries(names::VIPS, opts.max_vips)
             .map_max_entries(names::VIP_ADDRS, opts.max_vips)
@@ -248,6 +249,11 @@ impl Datapath {
     /// Opens readers for the counters.
     pub fn counters(&self) -> Result<Counters, LoadError> {
         Ok(Counters::from_ebpf(&self.ebpf)?)
+    }
+
+    /// The loaded object, read-only (inspection, tests).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
     }
 
     /// The loaded object, for programs other than XDP (passthrough).

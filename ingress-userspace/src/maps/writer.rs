@@ -107,17 +107,18 @@ impl AyaMapWriter {
         let config = Array::try_from(take(ebpf, names::LB_CONFIG)?)
             .map_err(map_err("open", names::LB_CONFIG))?;
         let ring_map = data(take(ebpf, names::MAGLEV)?, names::MAGLEV)?;
-        let ring_entries = ring_map.info().map_err(map_err("info", names::MAGLEV))?.max_entries();
+        // Elements are [u32; 2]: the mapping is a flat u32 array of twice the entries.
+        let slots = ring_map.info().map_err(map_err("info", names::MAGLEV))?.max_entries() * 2;
         let max_backends = backends.len();
         let ring_size = ingress_common::l4::MAGLEV_RING_SIZE;
-        let ring = MmapRing::new(ring_map, ring_entries)?;
+        let ring = MmapRing::new(ring_map, slots)?;
         Ok(AyaMapWriter {
             vips,
             vip_addrs,
             backends,
             config,
             ring,
-            capacity: Capacity { max_vips: ring_entries / ring_size, max_backends, ring_size },
+            capacity: Capacity { max_vips: slots / ring_size, max_backends, ring_size },
         })
     }
 }
