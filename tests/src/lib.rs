@@ -6,3 +6,4 @@
 pub mod netns;
 pub mod xdp;
 pub mod packet;
+pub mod topology;

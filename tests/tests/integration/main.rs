@@ -2,3 +2,4 @@
 //! the reason when the machine cannot run them; they are never skipped silently.
 
 mod xdp_lb;
+mod xdp_netns;
