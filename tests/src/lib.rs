@@ -4,6 +4,6 @@
 #![allow(unsafe_code)]
 
 pub mod netns;
-pub mod xdp;
 pub mod packet;
 pub mod topology;
+pub mod xdp;

@@ -12,9 +12,15 @@ use anyhow::{bail, Context, Result};
 pub fn sh(cmd: &str) -> Result<String> {
     let mut parts = cmd.split_whitespace();
     let prog = parts.next().context("empty command")?;
-    let out = Command::new(prog).args(parts).output().with_context(|| format!("running {cmd}"))?;
+    let out = Command::new(prog)
+        .args(parts)
+        .output()
+        .with_context(|| format!("running {cmd}"))?;
     if !out.status.success() {
-        bail!("`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -66,7 +72,8 @@ impl NetNs {
     /// meanwhile stay in the namespace.
     pub fn enter(&self) -> Result<NsGuard> {
         let home = File::open("/proc/thread-self/ns/net").context("opening current netns")?;
-        let target = File::open(format!("/var/run/netns/{}", self.name)).context("opening netns")?;
+        let target =
+            File::open(format!("/var/run/netns/{}", self.name)).context("opening netns")?;
         setns(&target)?;
         Ok(NsGuard { home })
     }

@@ -51,7 +51,10 @@ impl Spec {
 
     /// A UDP datagram.
     pub fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> Spec {
-        Spec { l4: L4::Udp, ..Spec::tcp(src, sport, dst, dport, 0) }
+        Spec {
+            l4: L4::Udp,
+            ..Spec::tcp(src, sport, dst, dport, 0)
+        }
     }
 
     /// Builds the frame.
@@ -215,21 +218,41 @@ pub fn parse(frame: &[u8]) -> Option<Parsed> {
             let ok = fold(sum16(hdr, 0)) == 0xffff;
             let s: [u8; 4] = ip[12..16].try_into().ok()?;
             let d: [u8; 4] = ip[16..20].try_into().ok()?;
-            (IpAddr::from(s), IpAddr::from(d), ip[9], ip[8], off + ihl, total - ihl, ok)
+            (
+                IpAddr::from(s),
+                IpAddr::from(d),
+                ip[9],
+                ip[8],
+                off + ihl,
+                total - ihl,
+                ok,
+            )
         }
         0x86DD => {
             let ip = frame.get(off..off + 40)?;
             let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
             let s: [u8; 16] = ip[8..24].try_into().ok()?;
             let d: [u8; 16] = ip[24..40].try_into().ok()?;
-            (IpAddr::from(s), IpAddr::from(d), ip[6], ip[7], off + 40, len, true)
+            (
+                IpAddr::from(s),
+                IpAddr::from(d),
+                ip[6],
+                ip[7],
+                off + 40,
+                len,
+                true,
+            )
         }
         _ => return None,
     };
     let l4 = frame.get(l4_off..l4_off + l4_len)?;
     let sport = u16::from_be_bytes([l4[0], l4[1]]);
     let dport = u16::from_be_bytes([l4[2], l4[3]]);
-    let (hlen, csum_at) = if proto == 6 { (usize::from(l4[12] >> 4) * 4, 16) } else { (8, 6) };
+    let (hlen, csum_at) = if proto == 6 {
+        (usize::from(l4[12] >> 4) * 4, 16)
+    } else {
+        (8, 6)
+    };
     let udp_csum_zero = proto == 17 && l4[6] == 0 && l4[7] == 0;
     let l4_csum_ok = udp_csum_zero && src.is_ipv4()
         || fold(sum16(l4, pseudo_sum(src, dst, proto, l4.len()))) == 0xffff && l4.len() > csum_at;
@@ -260,11 +283,17 @@ mod tests {
             Spec::tcp("198.18.0.2", 40000, "198.19.0.10", 80, SYN),
             Spec::udp("198.18.0.2", 40000, "198.19.0.10", 53),
             Spec::tcp("2001:2::2", 40000, "2001:2:1::10", 80, ACK),
-            Spec { vlan: Some(7), ..Spec::udp("2001:2::2", 1, "2001:2:1::10", 2) },
+            Spec {
+                vlan: Some(7),
+                ..Spec::udp("2001:2::2", 1, "2001:2:1::10", 2)
+            },
         ] {
             let p = parse(&spec.build()).expect("parses");
             assert!(p.ip_csum_ok && p.l4_csum_ok, "{spec:?}");
-            assert_eq!((p.src, p.dst, p.sport, p.dport), (spec.src, spec.dst, spec.sport, spec.dport));
+            assert_eq!(
+                (p.src, p.dst, p.sport, p.dport),
+                (spec.src, spec.dst, spec.sport, spec.dport)
+            );
             assert_eq!(p.payload, spec.payload);
         }
         let mut bad = Spec::tcp("198.18.0.2", 1, "198.19.0.10", 2, SYN).build();

@@ -45,7 +45,12 @@ impl Topology {
         crate::netns::require_privileges()?;
         let client = NetNs::new("tc")?;
         let node = NetNs::new("tn")?;
-        let mut topo = Topology { backends: Vec::new(), node, client, node_links: Vec::new() };
+        let mut topo = Topology {
+            backends: Vec::new(),
+            node,
+            client,
+            node_links: Vec::new(),
+        };
         topo.link(&topo.client.name.clone(), "nc", 0)?;
         topo.client.run("ip route add default via 198.18.0.1")?;
         for k in 1..=backends {
@@ -69,7 +74,9 @@ impl Topology {
     /// A veth pair between `peer_ns` (eth0, 198.18.k.2) and the node (`node_if`, 198.18.k.1).
     fn link(&mut self, peer_ns: &str, node_if: &str, k: usize) -> Result<()> {
         let node = &self.node;
-        node.run(&format!("ip link add name {node_if} type veth peer name eth0 netns {peer_ns}"))?;
+        node.run(&format!(
+            "ip link add name {node_if} type veth peer name eth0 netns {peer_ns}"
+        ))?;
         node.run(&format!("ip addr add 198.18.{k}.1/24 dev {node_if}"))?;
         node.run(&format!("ip link set {node_if} up"))?;
         let sh = |cmd: &str| crate::netns::sh(&format!("ip netns exec {peer_ns} {cmd}"));
@@ -123,7 +130,9 @@ fn serve(mut s: TcpStream, name: &str) {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 let line = String::from_utf8_lossy(&buf[..n]);
-                if s.write_all(format!("{name} {}", line.trim_end()).as_bytes()).is_err() {
+                if s.write_all(format!("{name} {}", line.trim_end()).as_bytes())
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -145,8 +154,10 @@ pub struct Conn {
 impl Conn {
     /// Connects to `addr` from inside `ns`.
     pub fn open(ns: &NetNs, addr: SocketAddr) -> Result<Self> {
-        let s = in_ns(ns, move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))?
-            .with_context(|| format!("connecting to {addr}"))?;
+        let s = in_ns(ns, move || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        })?
+        .with_context(|| format!("connecting to {addr}"))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         Ok(Conn { s })
     }

@@ -37,19 +37,36 @@ pub const SNAT_V6: &str = "2001:2:ff::1";
 /// The lab's services: VIP, port, protocol, backends.
 pub fn lab_services() -> Vec<L4Service> {
     let svc = |vip: &str, port, protocol, backends: &[&str]| L4Service {
-        origin: ObjectRef { kind: "ConfigMap", namespace: "lab".into(), name: "tcp-services".into() },
+        origin: ObjectRef {
+            kind: "ConfigMap",
+            namespace: "lab".into(),
+            name: "tcp-services".into(),
+        },
         vip: vip.parse().expect("lab address"),
         port,
         protocol,
-        backends: backends.iter().map(|b| b.parse::<SocketAddr>().expect("lab address")).collect(),
+        backends: backends
+            .iter()
+            .map(|b| b.parse::<SocketAddr>().expect("lab address"))
+            .collect(),
     };
     vec![
-        svc("198.19.0.10", 80, L4Protocol::Tcp, &["198.18.1.2:8080", "198.18.1.3:8080"]),
+        svc(
+            "198.19.0.10",
+            80,
+            L4Protocol::Tcp,
+            &["198.18.1.2:8080", "198.18.1.3:8080"],
+        ),
         svc("198.19.0.10", 53, L4Protocol::Udp, &["198.18.1.2:5353"]),
         svc("198.19.0.11", 80, L4Protocol::Tcp, &["198.18.0.3:8080"]),
         svc("198.19.0.12", 80, L4Protocol::Tcp, &[]),
         svc("198.19.0.13", 80, L4Protocol::Tcp, &["198.18.1.4:80"]),
-        svc("2001:2:ff::10", 80, L4Protocol::Tcp, &["[2001:2:1::2]:8080"]),
+        svc(
+            "2001:2:ff::10",
+            80,
+            L4Protocol::Tcp,
+            &["[2001:2:1::2]:8080"],
+        ),
     ]
 }
 
@@ -66,7 +83,9 @@ pub struct XdpLab {
 
 /// Interface index inside `ns` (sysfs of the test process shows the host's interfaces).
 pub fn ifindex(ns: &NetNs, name: &str) -> Result<u32> {
-    let text = ns.run(&format!("cat /sys/class/net/{name}/ifindex")).with_context(|| format!("ifindex of {name}"))?;
+    let text = ns
+        .run(&format!("cat /sys/class/net/{name}/ifindex"))
+        .with_context(|| format!("ifindex of {name}"))?;
     Ok(text.trim().parse()?)
 }
 
@@ -117,7 +136,14 @@ impl XdpLab {
         if !report.skipped.is_empty() {
             bail!("lab services skipped: {:?}", report.skipped);
         }
-        Ok(XdpLab { datapath, applier, ifindex_a, ifindex_b, _guard: guard, ns })
+        Ok(XdpLab {
+            datapath,
+            applier,
+            ifindex_a,
+            ifindex_b,
+            _guard: guard,
+            ns,
+        })
     }
 
     /// The XDP program.
@@ -140,7 +166,11 @@ pub fn run_once(prog: &Xdp, frame: &[u8], ifindex: u32) -> Result<(u32, Vec<u8>)
         data_in: Some(frame),
         data_out: Some(&mut out),
         ctx_in: if ifindex == 0 { None } else { Some(&ctx) },
-        ctx_out: if ifindex == 0 { None } else { Some(&mut ctx_out) },
+        ctx_out: if ifindex == 0 {
+            None
+        } else {
+            Some(&mut ctx_out)
+        },
         ..TestRunOptions::default()
     })?;
     out.truncate(res.data_size_out as usize);

@@ -11,7 +11,8 @@ use std::{
 };
 
 use ingress_common::l4::{
-    Backend, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V4, FAMILY_V6, NO_BACKEND, PROTO_TCP, PROTO_UDP,
+    Backend, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V4, FAMILY_V6, NO_BACKEND, PROTO_TCP,
+    PROTO_UDP,
 };
 use thiserror::Error;
 use tracing::{debug, warn};
@@ -98,7 +99,12 @@ pub fn vip_key(svc: &L4Service) -> VipKey {
 /// The map value of a backend.
 pub fn backend_value(addr: SocketAddr) -> Backend {
     let (a, family) = addr_words(addr.ip());
-    Backend { addr: a, port: addr.port().to_be(), family, _pad: 0 }
+    Backend {
+        addr: a,
+        port: addr.port().to_be(),
+        family,
+        _pad: 0,
+    }
 }
 
 fn backend_addr(b: &Backend) -> SocketAddr {
@@ -107,7 +113,11 @@ fn backend_addr(b: &Backend) -> SocketAddr {
 
 fn vip_name(k: &VipKey) -> String {
     let proto = if k.proto == PROTO_UDP { "udp" } else { "tcp" };
-    format!("{}:{}/{proto}", words_addr(k.addr, k.family), u16::from_be(k.port))
+    format!(
+        "{}:{}/{proto}",
+        words_addr(k.addr, k.family),
+        u16::from_be(k.port)
+    )
 }
 
 /// Owns the kernel's L4 tables and the id bookkeeping behind them.
@@ -129,21 +139,42 @@ impl<W: MapWriter> L4Applier<W> {
         let state = writer.read_state()?;
         let mut vips = BTreeMap::new();
         for (key, meta) in state.vips {
-            vips.insert(key, VipState { id: meta.id, backends: None });
+            vips.insert(
+                key,
+                VipState {
+                    id: meta.id,
+                    backends: None,
+                },
+            );
         }
         let mut backend_ids = BTreeMap::new();
         for (id, b) in state.backends {
             backend_ids.insert(backend_addr(&b), id);
         }
-        let vip_addrs = state.vip_addrs.iter().map(|(k, n)| ((k.addr, k.family), *n)).collect();
+        let vip_addrs = state
+            .vip_addrs
+            .iter()
+            .map(|(k, n)| ((k.addr, k.family), *n))
+            .collect();
         let used_vips: BTreeSet<u32> = vips.values().map(|v| v.id).collect();
         let used_backends: BTreeSet<u32> = backend_ids.values().copied().collect();
-        let free_vip_ids = (0..cap.max_vips).filter(|i| !used_vips.contains(i)).collect();
-        let free_backend_ids = (1..cap.max_backends).filter(|i| !used_backends.contains(i)).collect();
+        let free_vip_ids = (0..cap.max_vips)
+            .filter(|i| !used_vips.contains(i))
+            .collect();
+        let free_backend_ids = (1..cap.max_backends)
+            .filter(|i| !used_backends.contains(i))
+            .collect();
         if !vips.is_empty() {
-            debug!(vips = vips.len(), backends = backend_ids.len(), "adopted kernel L4 state");
+            debug!(
+                vips = vips.len(),
+                backends = backend_ids.len(),
+                "adopted kernel L4 state"
+            );
         }
-        let mut cfg = LbConfig { ready: 1, ..LbConfig::default() };
+        let mut cfg = LbConfig {
+            ready: 1,
+            ..LbConfig::default()
+        };
         if let Some(v4) = snat.v4 {
             cfg.snat_v4 = u32::from_ne_bytes(v4.octets());
         }
@@ -151,9 +182,20 @@ impl<W: MapWriter> L4Applier<W> {
             cfg.snat_v6 = addr_words(IpAddr::V6(v6)).0;
         }
         cfg.port_min = snat.port_min;
-        cfg.port_count = snat.port_max.saturating_sub(snat.port_min).saturating_add(1);
+        cfg.port_count = snat
+            .port_max
+            .saturating_sub(snat.port_min)
+            .saturating_add(1);
         writer.write_config(&cfg)?;
-        Ok(L4Applier { writer, vips, backend_ids, free_vip_ids, free_backend_ids, vip_addrs, snat })
+        Ok(L4Applier {
+            writer,
+            vips,
+            backend_ids,
+            free_vip_ids,
+            free_backend_ids,
+            vip_addrs,
+            snat,
+        })
     }
 
     /// The writer, e.g. to inspect a fake in tests.
@@ -184,26 +226,39 @@ impl<W: MapWriter> L4Applier<W> {
         for svc in services {
             let key = vip_key(svc);
             if !self.has_snat(key.family) {
-                report.skipped.push(format!("{} (no SNAT address for its family)", vip_name(&key)));
+                report.skipped.push(format!(
+                    "{} (no SNAT address for its family)",
+                    vip_name(&key)
+                ));
                 continue;
             }
             if desired.contains_key(&key) {
                 continue;
             }
-            let mut b: Vec<SocketAddr> =
-                svc.backends.iter().copied().filter(|a| a.is_ipv6() == svc.vip.is_ipv6()).collect();
+            let mut b: Vec<SocketAddr> = svc
+                .backends
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv6() == svc.vip.is_ipv6())
+                .collect();
             b.sort();
             b.dedup();
             desired.insert(key, b);
         }
 
         // Remove VIPs no longer wanted: entry first, then its ring.
-        let gone: Vec<VipKey> = self.vips.keys().filter(|k| !desired.contains_key(k)).copied().collect();
+        let gone: Vec<VipKey> = self
+            .vips
+            .keys()
+            .filter(|k| !desired.contains_key(k))
+            .copied()
+            .collect();
         for key in gone {
             if let Some(state) = self.vips.remove(&key) {
                 self.writer.remove_vip(&key)?;
-                report.ring_slots_written +=
-                    self.writer.write_ring(state.id, &vec![NO_BACKEND; ring_size as usize])?;
+                report.ring_slots_written += self
+                    .writer
+                    .write_ring(state.id, &vec![NO_BACKEND; ring_size as usize])?;
                 self.free_vip_ids.insert(state.id);
                 report.vips_removed += 1;
             }
@@ -211,7 +266,10 @@ impl<W: MapWriter> L4Applier<W> {
 
         // Add or update the rest.
         for (key, backends) in &desired {
-            let unchanged = self.vips.get(key).is_some_and(|s| s.backends.as_ref() == Some(backends));
+            let unchanged = self
+                .vips
+                .get(key)
+                .is_some_and(|s| s.backends.as_ref() == Some(backends));
             if unchanged {
                 continue;
             }
@@ -223,7 +281,9 @@ impl<W: MapWriter> L4Applier<W> {
                         id
                     }
                     None => {
-                        report.skipped.push(format!("{} (VIP capacity exhausted)", vip_name(key)));
+                        report
+                            .skipped
+                            .push(format!("{} (VIP capacity exhausted)", vip_name(key)));
                         continue;
                     }
                 },
@@ -232,16 +292,24 @@ impl<W: MapWriter> L4Applier<W> {
             for addr in backends {
                 match self.ensure_backend(*addr, &mut report)? {
                     Some(bid) => ids.push(bid),
-                    None => report.skipped.push(format!("backend {addr} (backend capacity exhausted)")),
+                    None => report
+                        .skipped
+                        .push(format!("backend {addr} (backend capacity exhausted)")),
                 }
             }
             let ring: Vec<u32> = if ids.is_empty() {
                 vec![NO_BACKEND; ring_size as usize]
             } else {
                 let names: Vec<String> = backends.iter().map(|a| a.to_string()).collect();
-                maglev::table(&names, ring_size).into_iter().map(|i| ids[i as usize]).collect()
+                maglev::table(&names, ring_size)
+                    .into_iter()
+                    .map(|i| ids[i as usize])
+                    .collect()
             };
-            let meta = VipMeta { id, backends: ids.len() as u32 };
+            let meta = VipMeta {
+                id,
+                backends: ids.len() as u32,
+            };
             if ids.is_empty() {
                 // New flows must stop before the ring is cleared.
                 self.writer.put_vip(key, &meta)?;
@@ -251,7 +319,13 @@ impl<W: MapWriter> L4Applier<W> {
                 self.writer.put_vip(key, &meta)?;
             }
             report.rings_rebuilt += 1;
-            self.vips.insert(*key, VipState { id, backends: Some(backends.clone()) });
+            self.vips.insert(
+                *key,
+                VipState {
+                    id,
+                    backends: Some(backends.clone()),
+                },
+            );
         }
 
         self.sync_vip_addrs()?;
@@ -262,11 +336,17 @@ impl<W: MapWriter> L4Applier<W> {
         Ok(report)
     }
 
-    fn ensure_backend(&mut self, addr: SocketAddr, report: &mut ApplyReport) -> Result<Option<u32>, ApplyError> {
+    fn ensure_backend(
+        &mut self,
+        addr: SocketAddr,
+        report: &mut ApplyReport,
+    ) -> Result<Option<u32>, ApplyError> {
         if let Some(id) = self.backend_ids.get(&addr) {
             return Ok(Some(*id));
         }
-        let Some(id) = self.free_backend_ids.pop_first() else { return Ok(None) };
+        let Some(id) = self.free_backend_ids.pop_first() else {
+            return Ok(None);
+        };
         self.writer.put_backend(id, &backend_value(addr))?;
         self.backend_ids.insert(addr, id);
         report.backends_added += 1;
@@ -281,8 +361,12 @@ impl<W: MapWriter> L4Applier<W> {
             .flatten()
             .copied()
             .collect();
-        let unused: Vec<(SocketAddr, u32)> =
-            self.backend_ids.iter().filter(|(a, _)| !used.contains(a)).map(|(a, i)| (*a, *i)).collect();
+        let unused: Vec<(SocketAddr, u32)> = self
+            .backend_ids
+            .iter()
+            .filter(|(a, _)| !used.contains(a))
+            .map(|(a, i)| (*a, *i))
+            .collect();
         for (addr, id) in unused {
             self.writer.put_backend(id, &Backend::default())?;
             self.backend_ids.remove(&addr);
@@ -297,7 +381,11 @@ impl<W: MapWriter> L4Applier<W> {
         for key in self.vips.keys() {
             *counts.entry((key.addr, key.family)).or_default() += 1;
         }
-        let key = |(addr, family): ([u32; 4], u8)| VipAddrKey { addr, family, _pad: [0; 3] };
+        let key = |(addr, family): ([u32; 4], u8)| VipAddrKey {
+            addr,
+            family,
+            _pad: [0; 3],
+        };
         for old in self.vip_addrs.keys() {
             if !counts.contains_key(old) {
                 self.writer.remove_vip_addr(&key(*old))?;
@@ -327,11 +415,20 @@ mod tests {
     const RING: u32 = 251;
 
     fn fake() -> FakeMapWriter {
-        FakeMapWriter::new(Capacity { max_vips: 4, max_backends: 16, ring_size: RING })
+        FakeMapWriter::new(Capacity {
+            max_vips: 4,
+            max_backends: 16,
+            ring_size: RING,
+        })
     }
 
     fn snat() -> SnatSettings {
-        SnatSettings { v4: Some("198.18.0.1".parse().unwrap()), v6: None, port_min: 20000, port_max: 20999 }
+        SnatSettings {
+            v4: Some("198.18.0.1".parse().unwrap()),
+            v6: None,
+            port_min: 20000,
+            port_max: 20999,
+        }
     }
 
     fn svc(vip: &str, port: u16, backends: &[&str]) -> L4Service {
@@ -345,7 +442,10 @@ mod tests {
     }
 
     fn backends_in_ring(w: &FakeMapWriter, id: u32) -> BTreeSet<SocketAddr> {
-        w.ring(id).iter().map(|b| backend_addr(&w.backends[*b as usize])).collect()
+        w.ring(id)
+            .iter()
+            .map(|b| backend_addr(&w.backends[*b as usize]))
+            .collect()
     }
 
     #[test]
@@ -362,14 +462,22 @@ mod tests {
         assert_eq!(meta.backends, 2);
         let want: BTreeSet<SocketAddr> = s.backends.iter().copied().collect();
         assert_eq!(backends_in_ring(a.writer(), meta.id), want);
-        let addr = VipAddrKey { addr: key.addr, family: FAMILY_V4, _pad: [0; 3] };
+        let addr = VipAddrKey {
+            addr: key.addr,
+            family: FAMILY_V4,
+            _pad: [0; 3],
+        };
         assert_eq!(a.writer().vip_addr(&addr), Some(1));
     }
 
     #[test]
     fn unchanged_snapshot_writes_nothing() {
         let mut a = L4Applier::new(fake(), snat()).unwrap();
-        let s = vec![svc("198.18.0.10", 80, &["198.18.1.2:8080", "198.18.2.2:8080"])];
+        let s = vec![svc(
+            "198.18.0.10",
+            80,
+            &["198.18.1.2:8080", "198.18.2.2:8080"],
+        )];
         a.apply(&s).unwrap();
         let before = a.writer().ops.len();
         let r = a.apply(&s).unwrap();
@@ -388,38 +496,53 @@ mod tests {
         let owned = before.iter().filter(|b| **b == removed_id).count();
         let r = a.apply(&[svc("198.18.0.10", 80, &three[..2])]).unwrap();
         assert_eq!(r.backends_freed, 1);
-        assert!(r.ring_slots_written >= owned && r.ring_slots_written <= owned * 13 / 10, "{r:?} owned={owned}");
+        assert!(
+            r.ring_slots_written >= owned && r.ring_slots_written <= owned * 13 / 10,
+            "{r:?} owned={owned}"
+        );
         assert!(!a.writer().ring(id).contains(&removed_id));
         assert_eq!(a.writer().backends[removed_id as usize], Backend::default());
         // Order: ring written before the VIP entry is updated, backend freed last.
         let ops = &a.writer().ops;
         let ring_pos = ops.iter().rposition(|o| matches!(o, Op::Ring(..))).unwrap();
-        let vip_pos = ops.iter().rposition(|o| matches!(o, Op::PutVip(..))).unwrap();
-        let free_pos = ops.iter().rposition(|o| matches!(o, Op::PutBackend(..))).unwrap();
+        let vip_pos = ops
+            .iter()
+            .rposition(|o| matches!(o, Op::PutVip(..)))
+            .unwrap();
+        let free_pos = ops
+            .iter()
+            .rposition(|o| matches!(o, Op::PutBackend(..)))
+            .unwrap();
         assert!(ring_pos < vip_pos && vip_pos < free_pos);
     }
 
     #[test]
     fn removed_vip_is_deleted_before_its_ring_is_cleared_and_id_reused() {
         let mut a = L4Applier::new(fake(), snat()).unwrap();
-        a.apply(&[svc("198.18.0.10", 80, &["198.18.1.2:80"])]).unwrap();
+        a.apply(&[svc("198.18.0.10", 80, &["198.18.1.2:80"])])
+            .unwrap();
         let r = a.apply(&[]).unwrap();
         assert_eq!(r.vips_removed, 1);
         assert!(a.writer().vips.is_empty());
         assert!(a.writer().vip_addrs.is_empty());
         assert!(a.writer().ring(0).iter().all(|b| *b == NO_BACKEND));
         let ops = &a.writer().ops;
-        let rm = ops.iter().position(|o| matches!(o, Op::RemoveVip(..))).unwrap();
+        let rm = ops
+            .iter()
+            .position(|o| matches!(o, Op::RemoveVip(..)))
+            .unwrap();
         assert!(matches!(ops[rm + 1], Op::Ring(0, _)));
-        a.apply(&[svc("198.18.0.11", 80, &["198.18.1.2:80"])]).unwrap();
+        a.apply(&[svc("198.18.0.11", 80, &["198.18.1.2:80"])])
+            .unwrap();
         assert_eq!(a.vip_id(&vip_key(&svc("198.18.0.11", 80, &[]))), Some(0));
     }
 
     #[test]
     fn capacity_and_family_limits_are_reported_not_fatal() {
         let mut a = L4Applier::new(fake(), snat()).unwrap();
-        let many: Vec<L4Service> =
-            (0..6).map(|i| svc(&format!("198.18.0.{}", 10 + i), 80, &["198.18.1.2:80"])).collect();
+        let many: Vec<L4Service> = (0..6)
+            .map(|i| svc(&format!("198.18.0.{}", 10 + i), 80, &["198.18.1.2:80"]))
+            .collect();
         let r = a.apply(&many).unwrap();
         assert_eq!(r.vips_added, 4);
         assert_eq!(r.skipped.len(), 2);
@@ -431,7 +554,8 @@ mod tests {
     #[test]
     fn empty_backend_set_stops_new_flows_first() {
         let mut a = L4Applier::new(fake(), snat()).unwrap();
-        a.apply(&[svc("198.18.0.10", 80, &["198.18.1.2:80"])]).unwrap();
+        a.apply(&[svc("198.18.0.10", 80, &["198.18.1.2:80"])])
+            .unwrap();
         a.writer.ops.clear();
         a.apply(&[svc("198.18.0.10", 80, &[])]).unwrap();
         let ops = &a.writer().ops;
@@ -452,7 +576,10 @@ mod tests {
         let mut b = L4Applier::new(w, snat()).unwrap();
         let r = b.apply(&s).unwrap();
         assert_eq!(r.ring_slots_written, 0, "{r:?}");
-        assert_eq!((r.vips_added, r.backends_added, r.backends_freed), (0, 0, 0));
+        assert_eq!(
+            (r.vips_added, r.backends_added, r.backends_freed),
+            (0, 0, 0)
+        );
     }
 
     #[test]

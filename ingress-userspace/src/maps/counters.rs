@@ -17,13 +17,24 @@ fn open(ebpf: &aya::Ebpf, name: &'static str) -> Result<PerCpuArray<MapData, Cou
     let map = ebpf.map(name).ok_or(MapError::Missing(name))?;
     let data = match map {
         aya::maps::Map::PerCpuArray(d) => {
-            let info = d.info().map_err(|source| MapError::Map { op: "info", map: name, source })?;
-            MapData::from_id(info.id()).map_err(|source| MapError::Map { op: "open", map: name, source })?
+            let info = d.info().map_err(|source| MapError::Map {
+                op: "info",
+                map: name,
+                source,
+            })?;
+            MapData::from_id(info.id()).map_err(|source| MapError::Map {
+                op: "open",
+                map: name,
+                source,
+            })?
         }
         _ => return Err(MapError::Missing(name)),
     };
-    PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))
-        .map_err(|source| MapError::Map { op: "open", map: name, source })
+    PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).map_err(|source| MapError::Map {
+        op: "open",
+        map: name,
+        source,
+    })
 }
 
 fn sum(values: &aya::maps::PerCpuValues<Counter>) -> Counter {
@@ -36,18 +47,32 @@ fn sum(values: &aya::maps::PerCpuValues<Counter>) -> Counter {
 impl Counters {
     /// Opens the counters of a loaded object.
     pub fn from_ebpf(ebpf: &aya::Ebpf) -> Result<Self, MapError> {
-        Ok(Counters { stats: open(ebpf, names::STATS)?, vip_stats: open(ebpf, names::VIP_STATS)? })
+        Ok(Counters {
+            stats: open(ebpf, names::STATS)?,
+            vip_stats: open(ebpf, names::VIP_STATS)?,
+        })
     }
 
     /// Opens pinned counters (for `ingressd inspect`).
     pub fn from_pins(maps_dir: &std::path::Path) -> Result<Self, MapError> {
         let pin = |name: &'static str| -> Result<PerCpuArray<MapData, Counter>, MapError> {
-            let data = MapData::from_pin(maps_dir.join(name))
-                .map_err(|source| MapError::Map { op: "open pinned", map: name, source })?;
-            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))
-                .map_err(|source| MapError::Map { op: "open", map: name, source })
+            let data = MapData::from_pin(maps_dir.join(name)).map_err(|source| MapError::Map {
+                op: "open pinned",
+                map: name,
+                source,
+            })?;
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).map_err(|source| {
+                MapError::Map {
+                    op: "open",
+                    map: name,
+                    source,
+                }
+            })
         };
-        Ok(Counters { stats: pin(names::STATS)?, vip_stats: pin(names::VIP_STATS)? })
+        Ok(Counters {
+            stats: pin(names::STATS)?,
+            vip_stats: pin(names::VIP_STATS)?,
+        })
     }
 
     /// Every verdict and drop reason with its totals.
@@ -58,7 +83,11 @@ impl Counters {
                 let v = self
                     .stats
                     .get(&(*s as u32), 0)
-                    .map_err(|source| MapError::Map { op: "read", map: names::STATS, source })?;
+                    .map_err(|source| MapError::Map {
+                        op: "read",
+                        map: names::STATS,
+                        source,
+                    })?;
                 Ok((*s, sum(&v)))
             })
             .collect()
@@ -69,7 +98,11 @@ impl Counters {
         let v = self
             .stats
             .get(&(s as u32), 0)
-            .map_err(|source| MapError::Map { op: "read", map: names::STATS, source })?;
+            .map_err(|source| MapError::Map {
+                op: "read",
+                map: names::STATS,
+                source,
+            })?;
         Ok(sum(&v))
     }
 
@@ -78,7 +111,11 @@ impl Counters {
         let v = self
             .vip_stats
             .get(&vip_id, 0)
-            .map_err(|source| MapError::Map { op: "read", map: names::VIP_STATS, source })?;
+            .map_err(|source| MapError::Map {
+                op: "read",
+                map: names::VIP_STATS,
+                source,
+            })?;
         Ok(sum(&v))
     }
 }

@@ -133,11 +133,14 @@ impl MapWriter for FakeMapWriter {
 
     fn put_backend(&mut self, id: u32, backend: &Backend) -> Result<(), MapError> {
         let cap = self.capacity.max_backends;
-        let slot = self.backends.get_mut(id as usize).ok_or(MapError::OutOfRange {
-            what: "backend",
-            index: id,
-            capacity: cap,
-        })?;
+        let slot = self
+            .backends
+            .get_mut(id as usize)
+            .ok_or(MapError::OutOfRange {
+                what: "backend",
+                index: id,
+                capacity: cap,
+            })?;
         *slot = *backend;
         self.ops.push(Op::PutBackend(id, *backend));
         Ok(())

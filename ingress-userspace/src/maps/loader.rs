@@ -36,13 +36,25 @@ pub enum LoadError {
     #[error("program {0} missing from the object")]
     MissingProgram(&'static str),
     #[error("{step}: {source}")]
-    Program { step: String, source: aya::programs::ProgramError },
+    Program {
+        step: String,
+        source: aya::programs::ProgramError,
+    },
     #[error("{step}: {source}")]
-    Io { step: String, source: std::io::Error },
+    Io {
+        step: String,
+        source: std::io::Error,
+    },
     #[error("{step}: {source}")]
-    Link { step: String, source: aya::programs::links::LinkError },
+    Link {
+        step: String,
+        source: aya::programs::links::LinkError,
+    },
     #[error("{step}: {source}")]
-    Pin { step: String, source: aya::pin::PinError },
+    Pin {
+        step: String,
+        source: aya::pin::PinError,
+    },
     #[error(transparent)]
     Map(#[from] MapError),
     #[error("unknown interface {0}")]
@@ -125,7 +137,8 @@ impl Datapath {
         let mut paths = Vec::new();
         if let Some(dir) = &opts.pin_dir {
             let maps = maps_dir(dir);
-            std::fs::create_dir_all(&maps).map_err(io_err(format!("creating {}", maps.display())))?;
+            std::fs::create_dir_all(&maps)
+                .map_err(io_err(format!("creating {}", maps.display())))?;
             for name in PINNED_MAPS {
                 paths.push((*name, maps.join(name)));
             }
@@ -138,9 +151,19 @@ impl Datapath {
             .program_mut(XDP_PROGRAM)
             .ok_or(LoadError::MissingProgram(XDP_PROGRAM))?
             .try_into()
-            .map_err(|source| LoadError::Program { step: "program type".into(), source })?;
-        prog.load().map_err(|source| LoadError::Program { step: "verifying xdp_lb".into(), source })?;
-        Ok(Datapath { ebpf, pin_dir: opts.pin_dir.clone(), attached: BTreeMap::new() })
+            .map_err(|source| LoadError::Program {
+                step: "program type".into(),
+                source,
+            })?;
+        prog.load().map_err(|source| LoadError::Program {
+            step: "verifying xdp_lb".into(),
+            source,
+        })?;
+        Ok(Datapath {
+            ebpf,
+            pin_dir: opts.pin_dir.clone(),
+            attached: BTreeMap::new(),
+        })
     }
 
     /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -149,7 +172,10 @@ impl Datapath {
             .program(XDP_PROGRAM)
             .ok_or(LoadError::MissingProgram(XDP_PROGRAM))?
             .try_into()
-            .map_err(|source| LoadError::Program { step: "program type".into(), source })
+            .map_err(|source| LoadError::Program {
+                step: "program type".into(),
+                source,
+            })
     }
 
     fn xdp_mut(&mut self) -> Result<&mut Xdp, LoadError> {
@@ -157,7 +183,10 @@ impl Datapath {
             .program_mut(XDP_PROGRAM)
             .ok_or(LoadError::MissingProgram(XDP_PROGRAM))?
             .try_into()
-            .map_err(|source| LoadError::Program { step: "program type".into(), source })
+            .map_err(|source| LoadError::Program {
+                step: "program type".into(),
+                source,
+            })
     }
 
     /// Attaches to `ifname`: swaps this program into an existing pinned link (no gap in
@@ -167,16 +196,29 @@ impl Datapath {
         if let Some(dir) = &pin_dir {
             let path = link_path(dir, ifname);
             if path.exists() {
-                let pinned = PinnedLink::from_pin(&path)
-                    .map_err(|source| LoadError::Link { step: format!("opening {}", path.display()), source })?;
-                let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned))
-                    .map_err(|source| LoadError::Link { step: "adopting xdp link".into(), source })?;
-                let id = self
-                    .xdp_mut()?
-                    .attach_to_link(link)
-                    .map_err(|source| LoadError::Program { step: format!("updating link on {ifname}"), source })?;
-                info!(interface = ifname, "xdp program swapped into the existing pinned link");
-                self.attached.insert(ifname.to_string(), (XdpMode::Default, Some(id)));
+                let pinned = PinnedLink::from_pin(&path).map_err(|source| LoadError::Link {
+                    step: format!("opening {}", path.display()),
+                    source,
+                })?;
+                let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(
+                    |source| LoadError::Link {
+                        step: "adopting xdp link".into(),
+                        source,
+                    },
+                )?;
+                let id =
+                    self.xdp_mut()?
+                        .attach_to_link(link)
+                        .map_err(|source| LoadError::Program {
+                            step: format!("updating link on {ifname}"),
+                            source,
+                        })?;
+                info!(
+                    interface = ifname,
+                    "xdp program swapped into the existing pinned link"
+                );
+                self.attached
+                    .insert(ifname.to_string(), (XdpMode::Default, Some(id)));
                 return Ok(XdpMode::Default);
             }
         }
@@ -184,7 +226,10 @@ impl Datapath {
         let (id, mode) = if generic_only {
             let id = prog
                 .attach(ifname, XdpMode::Skb)
-                .map_err(|source| LoadError::Program { step: format!("attaching to {ifname}"), source })?;
+                .map_err(|source| LoadError::Program {
+                    step: format!("attaching to {ifname}"),
+                    source,
+                })?;
             (id, XdpMode::Skb)
         } else {
             match prog.attach(ifname, XdpMode::Driver) {
@@ -194,25 +239,32 @@ impl Datapath {
                 }
                 Err(err) => {
                     warn!(interface = ifname, error = %err, "native XDP unavailable, attaching in generic (skb) mode");
-                    let id = prog
-                        .attach(ifname, XdpMode::Skb)
-                        .map_err(|source| LoadError::Program { step: format!("attaching to {ifname}"), source })?;
+                    let id =
+                        prog.attach(ifname, XdpMode::Skb)
+                            .map_err(|source| LoadError::Program {
+                                step: format!("attaching to {ifname}"),
+                                source,
+                            })?;
                     (id, XdpMode::Skb)
                 }
             }
         };
         let mut held = Some(id);
         if let (Some(dir), Some(id)) = (&pin_dir, held.take()) {
-            let link = prog
-                .take_link(id)
-                .map_err(|source| LoadError::Program { step: "taking link".into(), source })?;
-            let fd_link = FdLink::try_from(link)
-                .map_err(|source| LoadError::Link { step: format!("link of {ifname} is not a bpf_link"), source })?;
+            let link = prog.take_link(id).map_err(|source| LoadError::Program {
+                step: "taking link".into(),
+                source,
+            })?;
+            let fd_link = FdLink::try_from(link).map_err(|source| LoadError::Link {
+                step: format!("link of {ifname} is not a bpf_link"),
+                source,
+            })?;
             std::fs::create_dir_all(links_dir(dir)).map_err(io_err("creating links dir"))?;
             let path = link_path(dir, ifname);
-            fd_link
-                .pin(&path)
-                .map_err(|source| LoadError::Pin { step: format!("pinning {}", path.display()), source })?;
+            fd_link.pin(&path).map_err(|source| LoadError::Pin {
+                step: format!("pinning {}", path.display()),
+                source,
+            })?;
         }
         info!(interface = ifname, mode = ?mode, "xdp program attached");
         self.attached.insert(ifname.to_string(), (mode, held));
@@ -224,13 +276,17 @@ impl Datapath {
         if let Some((_, Some(id))) = self.attached.remove(ifname) {
             self.xdp_mut()?
                 .detach(id)
-                .map_err(|source| LoadError::Program { step: format!("detaching from {ifname}"), source })?;
+                .map_err(|source| LoadError::Program {
+                    step: format!("detaching from {ifname}"),
+                    source,
+                })?;
         }
         // The pin is the last reference to a pinned link: removing it detaches.
         if let Some(dir) = &self.pin_dir {
             let path = link_path(dir, ifname);
             if path.exists() {
-                std::fs::remove_file(&path).map_err(io_err(format!("removing {}", path.display())))?;
+                std::fs::remove_file(&path)
+                    .map_err(io_err(format!("removing {}", path.display())))?;
             }
         }
         Ok(())
@@ -263,15 +319,20 @@ impl Datapath {
 
     /// Removes maps pinned under older layout versions (call once links use this program).
     pub fn remove_stale_versions(&self) -> Result<(), LoadError> {
-        let Some(dir) = &self.pin_dir else { return Ok(()) };
+        let Some(dir) = &self.pin_dir else {
+            return Ok(());
+        };
         let current = maps_dir(dir);
-        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let is_maps = entry.file_name().to_string_lossy().starts_with("maps_v");
             if is_maps && path != current {
                 warn!(path = %path.display(), "removing maps of an older layout version");
-                std::fs::remove_dir_all(&path).map_err(io_err(format!("removing {}", path.display())))?;
+                std::fs::remove_dir_all(&path)
+                    .map_err(io_err(format!("removing {}", path.display())))?;
             }
         }
         Ok(())

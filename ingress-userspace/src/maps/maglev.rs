@@ -61,7 +61,9 @@ mod tests {
     use ingress_common::l4::MAGLEV_RING_SIZE;
 
     fn names(n: usize) -> Vec<String> {
-        let mut v: Vec<String> = (0..n).map(|i| format!("10.0.{}.{}:8080", i / 250, i % 250)).collect();
+        let mut v: Vec<String> = (0..n)
+            .map(|i| format!("10.0.{}.{}:8080", i / 250, i % 250))
+            .collect();
         v.sort();
         v
     }
@@ -77,7 +79,11 @@ mod tests {
             let ideal = f64::from(MAGLEV_RING_SIZE) / n as f64;
             for c in counts {
                 let dev = (c as f64 - ideal).abs() / ideal;
-                assert!(dev <= 0.01, "n={n}: {c} slots vs ideal {ideal:.1} ({:.3}%)", dev * 100.0);
+                assert!(
+                    dev <= 0.01,
+                    "n={n}: {c} slots vs ideal {ideal:.1} ({:.3}%)",
+                    dev * 100.0
+                );
             }
         }
     }
@@ -88,7 +94,12 @@ mod tests {
             let all = names(n);
             let before = table(&all, MAGLEV_RING_SIZE);
             let removed = n / 2;
-            let rest: Vec<String> = all.iter().enumerate().filter(|(i, _)| *i != removed).map(|(_, s)| s.clone()).collect();
+            let rest: Vec<String> = all
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != removed)
+                .map(|(_, s)| s.clone())
+                .collect();
             let after = table(&rest, MAGLEV_RING_SIZE);
             let mut moved = 0u64;
             for (slot, &b) in before.iter().enumerate() {
@@ -102,7 +113,10 @@ mod tests {
             let frac = moved as f64 / f64::from(MAGLEV_RING_SIZE);
             let ideal = 1.0 / n as f64;
             // Maglev moves the removed backend's slots plus a small excess.
-            assert!(frac >= ideal * 0.99 && frac <= ideal * 1.25, "n={n}: moved {frac:.4}, ideal {ideal:.4}");
+            assert!(
+                frac >= ideal * 0.99 && frac <= ideal * 1.25,
+                "n={n}: moved {frac:.4}, ideal {ideal:.4}"
+            );
             // Every slot of a surviving backend that moved went... only slots of the removed one must move.
             let owned_by_removed = before.iter().filter(|&&b| b as usize == removed).count();
             assert!(moved as usize >= owned_by_removed);

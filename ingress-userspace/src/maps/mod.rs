@@ -20,13 +20,24 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 #[derive(Debug, Error)]
 pub enum MapError {
     #[error("{op} on map {map}: {source}")]
-    Map { op: &'static str, map: &'static str, source: aya::maps::MapError },
+    Map {
+        op: &'static str,
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("map {0} is missing from the loaded object")]
     Missing(&'static str),
     #[error("mmap of map {map}: {source}")]
-    Mmap { map: &'static str, source: std::io::Error },
+    Mmap {
+        map: &'static str,
+        source: std::io::Error,
+    },
     #[error("{what} {index} out of range (capacity {capacity})")]
-    OutOfRange { what: &'static str, index: u32, capacity: u32 },
+    OutOfRange {
+        what: &'static str,
+        index: u32,
+        capacity: u32,
+    },
 }
 
 /// What the maps hold now; read once when adopting pinned maps after a restart.

@@ -9,13 +9,21 @@ use tracing::debug;
 
 /// The next hop towards `addr`: (gateway or `addr` itself, egress device).
 fn next_hop(addr: IpAddr) -> Option<(IpAddr, String)> {
-    let out = Command::new("ip").args(["-o", "route", "get", &addr.to_string()]).output().ok()?;
+    let out = Command::new("ip")
+        .args(["-o", "route", "get", &addr.to_string()])
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let words: Vec<&str> = text.split_whitespace().collect();
-    let after = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1));
+    let after = |key: &str| {
+        words
+            .iter()
+            .position(|w| *w == key)
+            .and_then(|i| words.get(i + 1))
+    };
     let dev = after("dev")?.to_string();
     if dev == "lo" {
         return None;
@@ -29,7 +37,9 @@ fn next_hop(addr: IpAddr) -> Option<(IpAddr, String)> {
 pub fn keep_resolved(addrs: impl IntoIterator<Item = IpAddr>) {
     let mut seen = std::collections::BTreeSet::new();
     for addr in addrs {
-        let Some((hop, dev)) = next_hop(addr) else { continue };
+        let Some((hop, dev)) = next_hop(addr) else {
+            continue;
+        };
         if !seen.insert((hop, dev.clone())) {
             continue;
         }
@@ -38,7 +48,9 @@ pub fn keep_resolved(addrs: impl IntoIterator<Item = IpAddr>) {
             .output();
         match status {
             Ok(o) if o.status.success() => debug!(%hop, %dev, "managed neighbour entry"),
-            Ok(o) => debug!(%hop, %dev, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "ip neigh failed"),
+            Ok(o) => {
+                debug!(%hop, %dev, stderr = %String::from_utf8_lossy(&o.stderr).trim(), "ip neigh failed")
+            }
             Err(err) => debug!(%hop, %dev, error = %err, "ip neigh failed"),
         }
     }

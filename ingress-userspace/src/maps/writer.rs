@@ -49,13 +49,21 @@ impl MmapRing {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(MapError::Mmap { map: names::MAGLEV, source: std::io::Error::last_os_error() });
+            return Err(MapError::Mmap {
+                map: names::MAGLEV,
+                source: std::io::Error::last_os_error(),
+            });
         }
         let ptr = NonNull::new(p.cast::<u32>()).ok_or(MapError::Mmap {
             map: names::MAGLEV,
             source: std::io::Error::other("mmap returned null"),
         })?;
-        Ok(MmapRing { ptr, len: entries as usize, bytes, _map: map })
+        Ok(MmapRing {
+            ptr,
+            len: entries as usize,
+            bytes,
+            _map: map,
+        })
     }
 
     /// The ring words; atomics because the kernel reads them while we write.
@@ -99,7 +107,8 @@ fn data(map: Map, name: &'static str) -> Result<MapData, MapError> {
 impl AyaMapWriter {
     /// Takes the L4 maps out of a loaded object.
     pub fn from_ebpf(ebpf: &mut aya::Ebpf) -> Result<Self, MapError> {
-        let vips = HashMap::try_from(take(ebpf, names::VIPS)?).map_err(map_err("open", names::VIPS))?;
+        let vips =
+            HashMap::try_from(take(ebpf, names::VIPS)?).map_err(map_err("open", names::VIPS))?;
         let vip_addrs = HashMap::try_from(take(ebpf, names::VIP_ADDRS)?)
             .map_err(map_err("open", names::VIP_ADDRS))?;
         let backends: Array<MapData, Backend> = Array::try_from(take(ebpf, names::BACKENDS)?)
@@ -108,7 +117,11 @@ impl AyaMapWriter {
             .map_err(map_err("open", names::LB_CONFIG))?;
         let ring_map = data(take(ebpf, names::MAGLEV)?, names::MAGLEV)?;
         // Elements are [u32; 2]: the mapping is a flat u32 array of twice the entries.
-        let slots = ring_map.info().map_err(map_err("info", names::MAGLEV))?.max_entries() * 2;
+        let slots = ring_map
+            .info()
+            .map_err(map_err("info", names::MAGLEV))?
+            .max_entries()
+            * 2;
         let max_backends = backends.len();
         let ring_size = ingress_common::l4::MAGLEV_RING_SIZE;
         let ring = MmapRing::new(ring_map, slots)?;
@@ -118,7 +131,11 @@ impl AyaMapWriter {
             backends,
             config,
             ring,
-            capacity: Capacity { max_vips: slots / ring_size, max_backends, ring_size },
+            capacity: Capacity {
+                max_vips: slots / ring_size,
+                max_backends,
+                ring_size,
+            },
         })
     }
 }
@@ -131,10 +148,14 @@ impl MapWriter for AyaMapWriter {
     fn read_state(&self) -> Result<KernelState, MapError> {
         let mut state = KernelState::default();
         for entry in self.vips.iter() {
-            state.vips.push(entry.map_err(map_err("iterate", names::VIPS))?);
+            state
+                .vips
+                .push(entry.map_err(map_err("iterate", names::VIPS))?);
         }
         for entry in self.vip_addrs.iter() {
-            state.vip_addrs.push(entry.map_err(map_err("iterate", names::VIP_ADDRS))?);
+            state
+                .vip_addrs
+                .push(entry.map_err(map_err("iterate", names::VIP_ADDRS))?);
         }
         for (i, b) in self.backends.iter().enumerate() {
             let b = b.map_err(map_err("read", names::BACKENDS))?;
@@ -146,27 +167,39 @@ impl MapWriter for AyaMapWriter {
     }
 
     fn write_config(&mut self, cfg: &LbConfig) -> Result<(), MapError> {
-        self.config.set(0, cfg, 0).map_err(map_err("update", names::LB_CONFIG))
+        self.config
+            .set(0, cfg, 0)
+            .map_err(map_err("update", names::LB_CONFIG))
     }
 
     fn put_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<(), MapError> {
-        self.vips.insert(key, meta, 0).map_err(map_err("update", names::VIPS))
+        self.vips
+            .insert(key, meta, 0)
+            .map_err(map_err("update", names::VIPS))
     }
 
     fn remove_vip(&mut self, key: &VipKey) -> Result<(), MapError> {
-        self.vips.remove(key).map_err(map_err("delete", names::VIPS))
+        self.vips
+            .remove(key)
+            .map_err(map_err("delete", names::VIPS))
     }
 
     fn put_vip_addr(&mut self, key: &VipAddrKey, count: u32) -> Result<(), MapError> {
-        self.vip_addrs.insert(key, count, 0).map_err(map_err("update", names::VIP_ADDRS))
+        self.vip_addrs
+            .insert(key, count, 0)
+            .map_err(map_err("update", names::VIP_ADDRS))
     }
 
     fn remove_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), MapError> {
-        self.vip_addrs.remove(key).map_err(map_err("delete", names::VIP_ADDRS))
+        self.vip_addrs
+            .remove(key)
+            .map_err(map_err("delete", names::VIP_ADDRS))
     }
 
     fn put_backend(&mut self, id: u32, backend: &Backend) -> Result<(), MapError> {
-        self.backends.set(id, backend, 0).map_err(map_err("update", names::BACKENDS))
+        self.backends
+            .set(id, backend, 0)
+            .map_err(map_err("update", names::BACKENDS))
     }
 
     fn write_ring(&mut self, vip_id: u32, ring: &[u32]) -> Result<usize, MapError> {

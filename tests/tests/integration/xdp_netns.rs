@@ -19,12 +19,19 @@ fn service(backends: &[usize]) -> L4Service {
         vip: "198.19.0.10".parse().unwrap(),
         port: 80,
         protocol: L4Protocol::Tcp,
-        backends: backends.iter().map(|k| format!("{}:8080", backend_ip(*k)).parse().unwrap()).collect(),
+        backends: backends
+            .iter()
+            .map(|k| format!("{}:8080", backend_ip(*k)).parse().unwrap())
+            .collect(),
     }
 }
 
 fn backend_of(answer: &str) -> String {
-    answer.split_whitespace().next().unwrap_or_default().to_string()
+    answer
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -34,14 +41,27 @@ fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal
     let _s2 = Server::start(&topo.backends[1], "b2", 8080).unwrap();
 
     let guard = topo.node.enter().unwrap();
-    let mut dp = Datapath::load(&LoaderOptions { pin_dir: None, max_vips: 4, conntrack_entries: 4096 }).unwrap();
+    let mut dp = Datapath::load(&LoaderOptions {
+        pin_dir: None,
+        max_vips: 4,
+        conntrack_entries: 4096,
+    })
+    .unwrap();
     for link in &topo.node_links {
         dp.attach(link, false).unwrap();
     }
-    let snat = SnatSettings { v4: Some(SNAT.parse().unwrap()), v6: None, port_min: 20000, port_max: 29999 };
+    let snat = SnatSettings {
+        v4: Some(SNAT.parse().unwrap()),
+        v6: None,
+        port_min: 20000,
+        port_max: 29999,
+    };
     let mut applier = L4Applier::new(dp.map_writer().unwrap(), snat).unwrap();
     applier.apply(&[service(&[1, 2])]).unwrap();
-    neigh::keep_resolved([backend_ip(1).parse().unwrap(), backend_ip(2).parse().unwrap()]);
+    neigh::keep_resolved([
+        backend_ip(1).parse().unwrap(),
+        backend_ip(2).parse().unwrap(),
+    ]);
     let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
 
     // Many flows: every one answered, both backends used.
@@ -52,7 +72,11 @@ fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal
         assert!(answer.ends_with(&format!("hello {i}")), "{answer}");
         *seen.entry(backend_of(&answer)).or_insert(0) += 1;
     }
-    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), vec!["b1", "b2"], "{seen:?}");
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        vec!["b1", "b2"],
+        "{seen:?}"
+    );
 
     // An established flow to the backend about to be removed.
     let mut kept = Conn::open(&topo.client, vip).unwrap();
@@ -61,20 +85,35 @@ fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal
     applier.apply(&[service(&[remaining])]).unwrap();
 
     let answer = kept.ask("second").unwrap();
-    assert_eq!(backend_of(&answer), victim, "established flow must stay on its backend");
+    assert_eq!(
+        backend_of(&answer),
+        victim,
+        "established flow must stay on its backend"
+    );
     for i in 0..20 {
         let mut c = Conn::open(&topo.client, vip).unwrap();
         let answer = c.ask(&format!("after {i}")).unwrap();
-        assert_ne!(backend_of(&answer), victim, "new flows must avoid the removed backend");
+        assert_ne!(
+            backend_of(&answer),
+            victim,
+            "new flows must avoid the removed backend"
+        );
     }
     assert_eq!(backend_of(&kept.ask("third").unwrap()), victim);
 
     // The kernel did the work: the VIP is not routable in the node's stack.
     let c = dp.counters().unwrap();
     let get = |s| c.stat(s).unwrap().packets;
-    assert!(get(Stat::FwdNewFlow) >= 61, "new flows: {}", get(Stat::FwdNewFlow));
+    assert!(
+        get(Stat::FwdNewFlow) >= 61,
+        "new flows: {}",
+        get(Stat::FwdNewFlow)
+    );
     assert!(get(Stat::FwdConntrack) > 0 && get(Stat::FwdReply) > 0);
-    assert_eq!(get(Stat::DropMalformed) + get(Stat::DropNatExhausted) + get(Stat::DropMapError), 0);
+    assert_eq!(
+        get(Stat::DropMalformed) + get(Stat::DropNatExhausted) + get(Stat::DropMapError),
+        0
+    );
     drop(kept);
     drop(dp);
     drop(guard);
