@@ -8,6 +8,10 @@ pub const MAPS_VERSION: u32 = 1;
 pub const VIPS: &str = "VIPS";
 /// VipAddrKey -> number of VIPs on that address.
 pub const VIP_ADDRS: &str = "VIP_ADDRS";
+/// Word i of the VIP prefilter bitmap (see `l4::vip_filter_bit`).
+pub const VIP_FILTER: &str = "VIP_FILTER";
+/// Backend id -> cached next hop towards that backend (written by the kernel).
+pub const BACKEND_HOPS: &str = "BACKEND_HOPS";
 /// Backend id -> Backend.
 pub const BACKENDS: &str = "BACKENDS";
 /// Maglev rings: slot g = vip_id * MAGLEV_RING_SIZE + slot is lane g % 2 of element g / 2

@@ -9,5 +9,6 @@ macro_rules! pod {
 }
 
 pod!(
-    VipKey, VipAddrKey, VipMeta, Backend, LbConfig, FlowKey, FlowNat, ReplyNat, Counter, SplicePeer
+    Hop, VipKey, VipAddrKey, VipMeta, Backend, LbConfig, FlowKey, FlowNat, ReplyNat, Counter,
+    SplicePeer
 );

@@ -93,6 +93,16 @@ impl XdpLab {
     /// Builds the namespace, loads the program (private maps) and applies `services`. The
     /// calling thread stays inside the namespace until the lab drops.
     pub fn new(services: &[L4Service], max_vips: u32, conntrack: u32) -> Result<Self> {
+        Self::with_ports(services, max_vips, conntrack, (20000, 29999))
+    }
+
+    /// Like [`XdpLab::new`] with a chosen SNAT port range.
+    pub fn with_ports(
+        services: &[L4Service],
+        max_vips: u32,
+        conntrack: u32,
+        ports: (u16, u16),
+    ) -> Result<Self> {
         crate::netns::require_privileges()?;
         let ns = NetNs::new("xl")?;
         for cmd in [
@@ -128,8 +138,8 @@ impl XdpLab {
         let snat = SnatSettings {
             v4: Some(SNAT_V4.parse()?),
             v6: Some(SNAT_V6.parse()?),
-            port_min: 20000,
-            port_max: 29999,
+            port_min: ports.0,
+            port_max: ports.1,
         };
         let mut applier = L4Applier::new(writer, snat)?;
         let report = applier.apply(services)?;
@@ -144,6 +154,21 @@ impl XdpLab {
             _guard: guard,
             ns,
         })
+    }
+
+    /// Adds static neighbours for backends 198.18.1.2 ..= 198.18.1.(n+1) on `xb`.
+    pub fn add_backend_neighbours(&self, n: u8) -> Result<()> {
+        let mut batch = String::new();
+        for i in 4..n.saturating_add(2) {
+            batch.push_str(&format!(
+                "neigh replace 198.18.1.{i} lladdr 02:00:00:00:01:{i:02x} dev xb nud permanent\n"
+            ));
+        }
+        let path = std::env::temp_dir().join(format!("{}.neigh", self.ns.name));
+        std::fs::write(&path, batch)?;
+        let res = self.ns.run(&format!("ip -batch {}", path.display()));
+        let _ = std::fs::remove_file(&path);
+        res.map(|_| ())
     }
 
     /// The XDP program.

@@ -1,2 +1,3 @@
 //! One program per concern.
+pub mod bench;
 pub mod xdp_lb;

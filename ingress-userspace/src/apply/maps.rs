@@ -11,8 +11,8 @@ use std::{
 };
 
 use ingress_common::l4::{
-    Backend, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V4, FAMILY_V6, NO_BACKEND, PROTO_TCP,
-    PROTO_UDP,
+    vip_filter_bit, Backend, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V4, FAMILY_V6,
+    NO_BACKEND, PROTO_TCP, PROTO_UDP, VIP_FILTER_BITS,
 };
 use thiserror::Error;
 use tracing::{debug, warn};
@@ -127,6 +127,8 @@ pub struct L4Applier<W: MapWriter> {
     backend_ids: BTreeMap<SocketAddr, u32>,
     free_vip_ids: BTreeSet<u32>,
     free_backend_ids: BTreeSet<u32>,
+    /// Prefilter words as last written (`None` until the first write after start).
+    vip_filter: Option<Vec<u64>>,
     /// (address words, family) -> VIP count, as last written.
     vip_addrs: BTreeMap<([u32; 4], u8), u32>,
     snat: SnatSettings,
@@ -154,7 +156,7 @@ impl<W: MapWriter> L4Applier<W> {
         let vip_addrs = state
             .vip_addrs
             .iter()
-            .map(|(k, n)| ((k.addr, k.family), *n))
+            .map(|(k, n)| ((k.addr, k.family as u8), *n))
             .collect();
         let used_vips: BTreeSet<u32> = vips.values().map(|v| v.id).collect();
         let used_backends: BTreeSet<u32> = backend_ids.values().copied().collect();
@@ -188,6 +190,7 @@ impl<W: MapWriter> L4Applier<W> {
             .saturating_add(1);
         writer.write_config(&cfg)?;
         Ok(L4Applier {
+            vip_filter: None,
             writer,
             vips,
             backend_ids,
@@ -329,6 +332,7 @@ impl<W: MapWriter> L4Applier<W> {
         }
 
         self.sync_vip_addrs()?;
+        self.sync_vip_filter()?;
         self.free_unused_backends(&mut report)?;
         if !report.skipped.is_empty() {
             warn!(skipped = ?report.skipped, "some L4 services were not programmed");
@@ -376,6 +380,19 @@ impl<W: MapWriter> L4Applier<W> {
         Ok(())
     }
 
+    fn sync_vip_filter(&mut self) -> Result<(), ApplyError> {
+        let mut words = vec![0u64; (VIP_FILTER_BITS / 64) as usize];
+        for k in self.vips.keys() {
+            let bit = vip_filter_bit(&k.addr, k.port, k.proto);
+            words[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        if self.vip_filter.as_ref() != Some(&words) {
+            self.writer.write_vip_filter(&words)?;
+            self.vip_filter = Some(words);
+        }
+        Ok(())
+    }
+
     fn sync_vip_addrs(&mut self) -> Result<(), ApplyError> {
         let mut counts: BTreeMap<([u32; 4], u8), u32> = BTreeMap::new();
         for key in self.vips.keys() {
@@ -383,8 +400,7 @@ impl<W: MapWriter> L4Applier<W> {
         }
         let key = |(addr, family): ([u32; 4], u8)| VipAddrKey {
             addr,
-            family,
-            _pad: [0; 3],
+            family: u32::from(family),
         };
         for old in self.vip_addrs.keys() {
             if !counts.contains_key(old) {
@@ -464,8 +480,7 @@ mod tests {
         assert_eq!(backends_in_ring(a.writer(), meta.id), want);
         let addr = VipAddrKey {
             addr: key.addr,
-            family: FAMILY_V4,
-            _pad: [0; 3],
+            family: u32::from(FAMILY_V4),
         };
         assert_eq!(a.writer().vip_addr(&addr), Some(1));
     }

@@ -17,6 +17,8 @@ pub enum Op {
     PutBackend(u32, Backend),
     /// vip id and number of slots written.
     Ring(u32, usize),
+    /// Number of prefilter words written.
+    Filter(usize),
 }
 
 /// In-memory maps plus an operation log.
@@ -28,6 +30,7 @@ pub struct FakeMapWriter {
     pub vip_addrs: BTreeMap<[u8; 20], (VipAddrKey, u32)>,
     pub backends: Vec<Backend>,
     pub rings: Vec<u32>,
+    pub vip_filter: Vec<u64>,
     pub ops: Vec<Op>,
 }
 
@@ -47,7 +50,7 @@ fn addr_bytes(k: &VipAddrKey) -> [u8; 20] {
     for (i, w) in k.addr.iter().enumerate() {
         b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
     }
-    b[16] = k.family;
+    b[16] = k.family as u8;
     b
 }
 
@@ -61,6 +64,7 @@ impl FakeMapWriter {
             vip_addrs: BTreeMap::new(),
             backends: vec![Backend::default(); capacity.max_backends as usize],
             rings: vec![0; (capacity.max_vips * capacity.ring_size) as usize],
+            vip_filter: vec![0; (ingress_common::l4::VIP_FILTER_BITS / 64) as usize],
             ops: Vec::new(),
         }
     }
@@ -128,6 +132,20 @@ impl MapWriter for FakeMapWriter {
     fn remove_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), MapError> {
         self.vip_addrs.remove(&addr_bytes(key));
         self.ops.push(Op::RemoveVipAddr(*key));
+        Ok(())
+    }
+
+    fn write_vip_filter(&mut self, words: &[u64]) -> Result<(), MapError> {
+        let mut n = 0;
+        for (d, s) in self.vip_filter.iter_mut().zip(words) {
+            if d != s {
+                *d = *s;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.ops.push(Op::Filter(n));
+        }
         Ok(())
     }
 

@@ -112,7 +112,9 @@ fn io_err(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> LoadError {
 const PINNED_MAPS: &[&str] = &[
     names::VIPS,
     names::VIP_ADDRS,
+    names::VIP_FILTER,
     names::BACKENDS,
+    names::BACKEND_HOPS,
     names::MAGLEV,
     names::CONNTRACK,
     names::REPLY_NAT,

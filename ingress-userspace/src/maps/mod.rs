@@ -74,6 +74,8 @@ pub trait MapWriter: Send {
     fn put_vip_addr(&mut self, key: &VipAddrKey, count: u32) -> Result<(), MapError>;
     /// Forgets a VIP address.
     fn remove_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), MapError>;
+    /// Makes the VIP prefilter bitmap equal `words`, writing only words that differ.
+    fn write_vip_filter(&mut self, words: &[u64]) -> Result<(), MapError>;
     /// Writes backend slot `id` (an all-zero backend frees it).
     fn put_backend(&mut self, id: u32, backend: &Backend) -> Result<(), MapError>;
     /// Makes the ring of `vip_id` equal to `ring` (backend ids, `ring_size` long), writing

@@ -89,6 +89,7 @@ pub struct AyaMapWriter {
     vip_addrs: HashMap<MapData, VipAddrKey, u32>,
     backends: Array<MapData, Backend>,
     config: Array<MapData, LbConfig>,
+    vip_filter: Array<MapData, u64>,
     ring: MmapRing,
     capacity: Capacity,
 }
@@ -115,6 +116,8 @@ impl AyaMapWriter {
             .map_err(map_err("open", names::BACKENDS))?;
         let config = Array::try_from(take(ebpf, names::LB_CONFIG)?)
             .map_err(map_err("open", names::LB_CONFIG))?;
+        let vip_filter = Array::try_from(take(ebpf, names::VIP_FILTER)?)
+            .map_err(map_err("open", names::VIP_FILTER))?;
         let ring_map = data(take(ebpf, names::MAGLEV)?, names::MAGLEV)?;
         // Elements are [u32; 2]: the mapping is a flat u32 array of twice the entries.
         let slots = ring_map
@@ -130,6 +133,7 @@ impl AyaMapWriter {
             vip_addrs,
             backends,
             config,
+            vip_filter,
             ring,
             capacity: Capacity {
                 max_vips: slots / ring_size,
@@ -194,6 +198,22 @@ impl MapWriter for AyaMapWriter {
         self.vip_addrs
             .remove(key)
             .map_err(map_err("delete", names::VIP_ADDRS))
+    }
+
+    fn write_vip_filter(&mut self, words: &[u64]) -> Result<(), MapError> {
+        for (i, w) in words.iter().enumerate() {
+            let i = i as u32;
+            let cur = self
+                .vip_filter
+                .get(&i, 0)
+                .map_err(map_err("read", names::VIP_FILTER))?;
+            if cur != *w {
+                self.vip_filter
+                    .set(i, w, 0)
+                    .map_err(map_err("update", names::VIP_FILTER))?;
+            }
+        }
+        Ok(())
     }
 
     fn put_backend(&mut self, id: u32, backend: &Backend) -> Result<(), MapError> {
