@@ -101,6 +101,9 @@ pub async fn run(
                 if previous.contains(&key(diagnostic)) {
                     continue;
                 }
+                if !*leader.borrow() {
+                    break;
+                }
                 if !limiter.admit(diagnostic, now) {
                     debug!(object = %diagnostic.object, reason = diagnostic.reason, "event suppressed");
                     continue;

@@ -26,6 +26,8 @@ use crate::{snapshot::ObjectRef, translate::Translation};
 
 /// Field manager recorded for our status writes.
 pub const FIELD_MANAGER: &str = "ingressd";
+/// Bound on one request, including kube's own retries of 429/503 answers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to write and how often to re-check it.
 #[derive(Clone, Debug)]
@@ -54,6 +56,8 @@ impl StatusConfig {
 pub enum StatusError {
     #[error("status request for {0} failed: {1}")]
     Api(String, #[source] kube::Error),
+    #[error("status request for {0} timed out after {REQUEST_TIMEOUT:?}")]
+    Timeout(String),
 }
 
 /// Namespace and name of an Ingress.
@@ -90,7 +94,7 @@ pub async fn run(
                     warn!(%error, "listing Ingresses for status failed");
                 }
             }
-            retry_at = match writer.sync(&translation.owned_ingresses).await {
+            retry_at = match writer.sync(&translation.owned_ingresses, &leader).await {
                 0 => None,
                 failed => {
                     warn!(failed, "some Ingress status writes failed; retrying");
@@ -223,8 +227,8 @@ impl StatusWriter {
     }
 
     /// Sets the status of owned Ingresses and clears it on the others that show our
-    /// addresses; returns how many writes failed.
-    async fn sync(&mut self, owned: &[ObjectRef]) -> usize {
+    /// addresses; returns how many writes failed. Stops as soon as leadership is lost.
+    async fn sync(&mut self, owned: &[ObjectRef], leader: &watch::Receiver<bool>) -> usize {
         let owned: BTreeSet<IngressKey> = owned
             .iter()
             .map(|o| (o.namespace.clone(), o.name.clone()))
@@ -232,11 +236,15 @@ impl StatusWriter {
         let set: Vec<IngressKey> = owned.difference(&self.known).cloned().collect();
         let clear: Vec<IngressKey> = self.known.difference(&owned).cloned().collect();
         let mut failed = 0;
-        for key in &set {
-            failed += usize::from(!self.write(key, true).await);
-        }
-        for key in &clear {
-            failed += usize::from(!self.write(key, false).await);
+        let writes = set
+            .iter()
+            .map(|k| (k, true))
+            .chain(clear.iter().map(|k| (k, false)));
+        for (key, set) in writes {
+            if !*leader.borrow() {
+                break;
+            }
+            failed += usize::from(!self.write(key, set).await);
         }
         failed
     }
@@ -251,7 +259,13 @@ impl StatusWriter {
             ..Default::default()
         };
         let patch = Patch::Merge(patch_body(if set { &self.addresses } else { &[] }));
-        match api.patch_status(name, &params, &patch).await {
+        let patched =
+            tokio::time::timeout(REQUEST_TIMEOUT, api.patch_status(name, &params, &patch));
+        let Ok(result) = patched.await else {
+            warn!(namespace, name, "writing Ingress status timed out");
+            return false;
+        };
+        match result {
             Ok(ingress) => {
                 debug!(namespace, name, set, "Ingress status written");
                 if self.shows_ours(&ingress) {
