@@ -2,7 +2,7 @@
 
 /// A flow 5-tuple as seen on the wire; addresses and ports in network byte order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct FlowKey {
     pub src: [u32; 4],
     pub dst: [u32; 4],

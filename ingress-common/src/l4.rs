@@ -20,7 +20,7 @@ pub const NO_BACKEND: u32 = 0;
 /// Addresses are in network byte order; an IPv4 address lives in `addr[0]` with the other
 /// words zero. `port` is in network byte order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct VipKey {
     pub addr: [u32; 4],
     pub port: u16,
@@ -40,7 +40,7 @@ pub struct VipMeta {
 
 /// A VIP address alone: tells "malformed packet aimed at a VIP" from "not ours".
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct VipAddrKey {
     pub addr: [u32; 4],
     pub family: u8,
@@ -49,7 +49,7 @@ pub struct VipAddrKey {
 
 /// One backend endpoint (pod address and port).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Backend {
     pub addr: [u32; 4],
     /// Network byte order.

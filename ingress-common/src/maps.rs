@@ -6,9 +6,12 @@ pub const MAPS_VERSION: u32 = 1;
 
 /// VipKey -> VipMeta.
 pub const VIPS: &str = "VIPS";
+/// VipAddrKey -> number of VIPs on that address.
+pub const VIP_ADDRS: &str = "VIP_ADDRS";
 /// Backend id -> Backend.
 pub const BACKENDS: &str = "BACKENDS";
-/// vip_id * MAGLEV_RING_SIZE + slot -> backend id.
+/// Maglev rings: slot g = vip_id * MAGLEV_RING_SIZE + slot is lane g % 2 of element g / 2
+/// ([u32; 2] values); an mmap of the array reads as one flat u32 array indexed by g.
 pub const MAGLEV: &str = "MAGLEV";
 /// FlowKey (client side) -> FlowNat.
 pub const CONNTRACK: &str = "CONNTRACK";

@@ -1,6 +1,7 @@
 //! Every map of the kernel programs, one line each: what it maps and who writes it.
 //! Names and value types are the contract in `ingress_common::maps`.
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
     macros::btf_map,
 };
@@ -13,7 +14,7 @@ use ingress_common::{
 };
 
 const MAX_VIPS: usize = DEFAULT_MAX_VIPS as usize;
-const RING_ENTRIES: usize = MAX_VIPS * ingress_common::l4::MAGLEV_RING_SIZE as usize;
+const RING_ENTRIES: usize = (MAX_VIPS * ingress_common::l4::MAGLEV_RING_SIZE as usize).div_ceil(2);
 const CT_ENTRIES: usize = DEFAULT_CONNTRACK_ENTRIES as usize;
 
 /// VIP address:port/proto -> id and backend count. Written by userspace.
@@ -29,9 +30,11 @@ pub static VIP_ADDRS: HashMap<VipAddrKey, u32, MAX_VIPS> = HashMap::new();
 #[btf_map]
 pub static BACKENDS: Array<Backend, { DEFAULT_MAX_BACKENDS as usize }> = Array::new();
 
-/// vip_id * MAGLEV_RING_SIZE + slot -> backend id. Written by userspace (Maglev tables).
+/// Maglev rings: global slot g = vip_id * MAGLEV_RING_SIZE + slot lives in lane g % 2 of
+/// element g / 2 (array elements are 8-byte aligned, so pairs waste nothing). Written by
+/// userspace through an mmap, hence BPF_F_MMAPABLE.
 #[btf_map]
-pub static MAGLEV: Array<u32, RING_ENTRIES> = Array::new();
+pub static MAGLEV: Array<[u32; 2], RING_ENTRIES, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// Client-side flow -> its NAT. Written by the XDP program, read by userspace for inspection.
 #[btf_map]
@@ -59,5 +62,4 @@ pub static SPLICE_SOCKS: SockHash<u64, { MAX_SPLICE_SOCKS as usize }> = SockHash
 
 /// Socket cookie -> cookie of the socket that receives its bytes. Written by userspace.
 #[btf_map]
-pub static SPLICE_PEERS: HashMap<u64, SplicePeer, { MAX_SPLICE_SOCKS as usize }> =
-    HashMap::new();
+pub static SPLICE_PEERS: HashMap<u64, SplicePeer, { MAX_SPLICE_SOCKS as usize }> = HashMap::new();

@@ -1,4 +1,10 @@
 //! Test harness shared by the integration tests and the benchmarks: network-namespace guards,
 //! packet builders, certificates, and helpers to run `ingressd`.
+// Privileged test helpers call a few libc functions (setns, geteuid).
+#![allow(unsafe_code)]
 
 pub mod fake_api;
+pub mod netns;
+pub mod packet;
+pub mod topology;
+pub mod xdp;

@@ -42,7 +42,8 @@ pub fn port_hash(h: u32) -> u32 {
 #[inline(always)]
 pub fn pick(vip_id: u32, h: u32) -> Option<&'static Backend> {
     let slot = vip_id * MAGLEV_RING_SIZE + h % MAGLEV_RING_SIZE;
-    let id = *MAGLEV.get(slot)?;
+    let pair = MAGLEV.get(slot >> 1)?;
+    let id = pair[(slot & 1) as usize];
     if id == NO_BACKEND {
         return None;
     }

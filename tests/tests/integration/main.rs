@@ -2,3 +2,5 @@
 //! the reason when the machine cannot run them; they are never skipped silently.
 
 mod kube_source;
+mod xdp_lb;
+mod xdp_netns;
