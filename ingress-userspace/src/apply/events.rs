@@ -97,11 +97,15 @@ pub async fn run(
         if leading && translation.snapshot.generation != 0 {
             let now = Instant::now();
             limiter.prune(now);
-            for diagnostic in &translation.diagnostics {
-                if previous.contains(&key(diagnostic)) {
-                    continue;
-                }
+            let fresh = translation
+                .diagnostics
+                .iter()
+                .filter(|d| !previous.contains(&key(d)));
+            let mut completed = true;
+            for diagnostic in fresh {
                 if !*leader.borrow() {
+                    // Whoever leads now reports the rest.
+                    completed = false;
                     break;
                 }
                 if !limiter.admit(diagnostic, now) {
@@ -113,7 +117,9 @@ pub async fn run(
                     _ = record(&client, &config, diagnostic) => {}
                 }
             }
-            previous = translation.diagnostics.iter().map(key).collect();
+            if completed {
+                previous = translation.diagnostics.iter().map(key).collect();
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -31,10 +31,11 @@ pub struct LeaderConfig {
     pub name: String,
     /// This replica's `holderIdentity`; must be unique among replicas.
     pub identity: String,
-    /// How long a holder's claim lasts after its last renewal (`leaseDurationSeconds`; whole
-    /// seconds, at least 1).
+    /// How long a holder's claim lasts after its last renewal (`leaseDurationSeconds`; rounded
+    /// down to whole seconds, at least 1).
     pub lease_duration: Duration,
-    /// A leader that has not renewed for this long steps down. Must be below `lease_duration`.
+    /// A leader that has not renewed for this long steps down. Kept below `lease_duration`
+    /// (clamped to 2/3 of it otherwise).
     pub renew_deadline: Duration,
     /// Time between attempts to acquire or renew.
     pub retry_period: Duration,
@@ -87,7 +88,7 @@ pub async fn run(
     tx: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
-    let mut elector = Elector::new(client, config);
+    let mut elector = Elector::new(client, normalized(config));
     let mut last_renewal: Option<Instant> = None;
     loop {
         let deadline = elector.config.renew_deadline;
@@ -129,6 +130,23 @@ pub async fn run(
             Err(_) => warn!("releasing lease timed out"),
         }
     }
+}
+
+/// Whole-second lease (as written to the Lease) and a renew deadline below it, so this
+/// replica always steps down before anyone else may take over.
+fn normalized(mut config: LeaderConfig) -> LeaderConfig {
+    config.lease_duration = Duration::from_secs(config.lease_duration.as_secs().max(1));
+    if config.renew_deadline >= config.lease_duration {
+        let clamped = config.lease_duration * 2 / 3;
+        warn!(
+            renew_deadline = ?config.renew_deadline,
+            lease_duration = ?config.lease_duration,
+            ?clamped,
+            "renew deadline must be below the lease duration; clamping"
+        );
+        config.renew_deadline = clamped;
+    }
+    config
 }
 
 /// The election state of one replica.
@@ -252,5 +270,26 @@ impl Elector {
             ..Default::default()
         };
         self.replace(lease, next).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renew_deadline_stays_below_the_written_lease() {
+        let config = LeaderConfig {
+            lease_duration: Duration::from_millis(1500),
+            renew_deadline: Duration::from_secs(5),
+            ..LeaderConfig::new("ns", "me")
+        };
+        let n = normalized(config);
+        assert_eq!(n.lease_duration, Duration::from_secs(1));
+        assert!(n.renew_deadline < n.lease_duration);
+        assert_eq!(n.lease_seconds(), 1);
+        let defaults = normalized(LeaderConfig::new("ns", "me"));
+        assert_eq!(defaults.renew_deadline, Duration::from_secs(10));
+        assert_eq!(defaults.name, LEASE_NAME);
     }
 }

@@ -84,30 +84,33 @@ pub async fn run(
     loop {
         let leading = *leader.borrow_and_update();
         let translation = translations.borrow_and_update().clone();
+        // Timers run only while there is something to keep in line.
+        let active = leading && translation.snapshot.generation != 0;
         if !leading {
             // Another leader may write meanwhile; start from the server's view next time.
             writer.forget();
-        } else if translation.snapshot.generation != 0 {
-            if !writer.refreshed || Instant::now() >= resync_at {
+            retry_at = None;
+        } else if active {
+            let refresh = !writer.refreshed || Instant::now() >= resync_at;
+            if refresh {
                 resync_at = Instant::now() + config.resync;
-                if let Err(error) = writer.refresh().await {
-                    warn!(%error, "listing Ingresses for status failed");
-                }
             }
-            retry_at = match writer.sync(&translation.owned_ingresses, &leader).await {
-                0 => None,
-                failed => {
-                    warn!(failed, "some Ingress status writes failed; retrying");
-                    Some(Instant::now() + config.retry)
-                }
+            let owned = &translation.owned_ingresses;
+            let failed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                failed = writer.round(refresh, owned, &leader) => failed,
             };
+            retry_at = (failed > 0).then(|| {
+                warn!(failed, "Ingress status requests failed; retrying");
+                Instant::now() + config.retry
+            });
         }
         let wake = retry_at.map_or(resync_at, |r| r.min(resync_at));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = translations.changed() => if r.is_err() { return },
             r = leader.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep_until(wake), if leading => {}
+            _ = tokio::time::sleep_until(wake), if active => {}
         }
     }
 }
@@ -197,6 +200,23 @@ impl StatusWriter {
 
     fn shows_ours(&self, ingress: &Ingress) -> bool {
         status_addresses(ingress).as_deref() == Some(&self.addresses[..])
+    }
+
+    /// Optionally refreshes, then syncs; returns how many requests failed.
+    async fn round(
+        &mut self,
+        refresh: bool,
+        owned: &[ObjectRef],
+        leader: &watch::Receiver<bool>,
+    ) -> usize {
+        let mut failed = 0;
+        if refresh {
+            if let Err(error) = self.refresh().await {
+                warn!(%error, "listing Ingresses for status failed");
+                failed += 1;
+            }
+        }
+        failed + self.sync(owned, leader).await
     }
 
     /// Reloads `known` from a paged LIST. This also finds Ingresses we no longer own that still

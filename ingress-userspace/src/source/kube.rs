@@ -86,6 +86,15 @@ pub fn strip_metadata(meta: &mut ObjectMeta) {
     }
 }
 
+/// Spawns [`run`] on the current runtime.
+pub fn spawn(
+    client: Client,
+    settings: Settings,
+    tx: mpsc::Sender<SourceEvent>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { run(client, &settings, tx).await })
+}
+
 /// Watches every kind the translator needs and sends [`SourceEvent`]s until `tx` is closed.
 /// Transient API errors are logged and retried with backoff; this never gives up.
 pub async fn run(client: Client, settings: &Settings, tx: mpsc::Sender<SourceEvent>) {

@@ -424,6 +424,34 @@ async fn kube_source_resumes_or_relists_after_dropped_connection() {
 }
 
 #[tokio::test]
+async fn kube_source_keeps_retrying_until_the_api_answers() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    seed(&api);
+    // 500s are not retried inside kube's client: the watcher's own backoff must do it.
+    api.set_failing(Some(http::StatusCode::INTERNAL_SERVER_ERROR));
+    let (tx, mut rx) = mpsc::channel(64);
+    let task = kube_source::spawn(client(&api), settings(), tx);
+    let lists = |a: &FakeApi| {
+        a.requests()
+            .iter()
+            .filter(|r| r.path() == "/apis/networking.k8s.io/v1/ingresses")
+            .count()
+    };
+    api.wait_until(WAIT, "a retried Ingress list", |a| lists(a) >= 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!task.is_finished(), "the source gave up");
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing is sent before a list succeeds"
+    );
+    api.set_failing(None);
+    let mut source = Source { rx, task };
+    let events = source.until_synced().await;
+    assert_eq!(events.len(), 7, "6 Replaces and Synced: {events:?}");
+}
+
+#[tokio::test]
 async fn kube_client_reads_a_kubeconfig_file() {
     let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
     api.apply(service("shop", "web", 80));
