@@ -32,7 +32,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// What to write and how often to re-check it.
 #[derive(Clone, Debug)]
 pub struct StatusConfig {
-    /// Addresses published on owned Ingresses, in this order.
+    /// Addresses published on owned Ingresses, in this order (duplicates dropped).
     pub addresses: Vec<IpAddr>,
     /// Interval of the full re-check against the API server.
     pub resync: Duration,
@@ -78,7 +78,13 @@ pub async fn run(
         info!("no publish address; Ingress status is not written");
         return;
     }
-    let mut writer = StatusWriter::new(client, config.addresses.clone());
+    let mut addresses = Vec::new();
+    for a in &config.addresses {
+        if !addresses.contains(a) {
+            addresses.push(*a);
+        }
+    }
+    let mut writer = StatusWriter::new(client, addresses);
     let mut resync_at = Instant::now();
     let mut retry_at: Option<Instant> = None;
     loop {
@@ -225,10 +231,9 @@ impl StatusWriter {
         let mut known = BTreeSet::new();
         let mut params = ListParams::default().limit(500);
         loop {
-            let page = self
-                .api
-                .list(&params)
+            let page = tokio::time::timeout(REQUEST_TIMEOUT, self.api.list(&params))
                 .await
+                .map_err(|_| StatusError::Timeout("Ingresses".into()))?
                 .map_err(|e| StatusError::Api("Ingresses".into(), e))?;
             known.extend(page.items.iter().filter(|i| self.shows_ours(i)).map(|i| {
                 (
