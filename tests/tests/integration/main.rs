@@ -1,5 +1,6 @@
 //! The one integration test binary. Privileged tests (BPF, netns) run here too and fail with
 //! the reason when the machine cannot run them; they are never skipped silently.
 
+mod kube_source;
 mod xdp_lb;
 mod xdp_netns;
