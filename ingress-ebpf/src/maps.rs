@@ -76,6 +76,11 @@ pub static SPLICE_SOCKS: SockHash<u64, { MAX_SPLICE_SOCKS as usize }> = SockHash
 #[btf_map]
 pub static SPLICE_PEERS: HashMap<u64, SplicePeer, { MAX_SPLICE_SOCKS as usize }> = HashMap::new();
 
+/// The 64-byte frame the benchmark generator rewrites into every buffer it sends (live-frame
+/// buffers are recycled after the receiver rewrote them). Written by userspace.
+#[btf_map]
+pub static BENCH_FRAME: Array<[u64; 8], 1> = Array::new();
+
 /// Generator and sink counters of the benchmark fixtures (programs/bench.rs), per CPU.
 #[btf_map]
 pub static BENCH: PerCpuArray<u64, 4> = PerCpuArray::new();
