@@ -25,7 +25,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Removes hop-by-hop headers: those listed in `Connection`, `Connection` itself,
 /// `Keep-Alive`, `Proxy-*`, `TE` (except a `trailers` request), `Trailer`,
-/// `Transfer-Encoding`, and `Upgrade` unless the exchange is an upgrade.
+/// `Transfer-Encoding`, and `Upgrade` unless the exchange is an upgrade (then `Connection:
+/// upgrade` is set afresh for the next hop).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
@@ -44,7 +45,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     headers.remove(&KEEP_ALIVE);
     headers.remove(header::TRAILER);
     headers.remove(header::TRANSFER_ENCODING);
-    if !upgrading {
+    if upgrading {
+        // The next hop must see the upgrade request (or acceptance) too.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
         headers.remove(header::UPGRADE);
     }
     if let Some(te) = headers.remove(header::TE) {
@@ -199,6 +203,7 @@ mod tests {
         assert!(wants_upgrade(&h));
         remove_hop_by_hop(&mut h, true);
         assert!(h.contains_key("upgrade"));
+        assert_eq!(h["connection"], "upgrade");
         assert!(!h.contains_key("te"));
     }
 

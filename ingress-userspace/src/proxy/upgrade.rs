@@ -2,7 +2,7 @@
 //! a dedicated HTTP/1.1 connection; on `101 Switching Protocols` both sides are taken over by
 //! hyper and joined with `copy_bidirectional`. Tunnels are tracked by the drain and cut when
 //! the drain timeout passes.
-use http::{header, HeaderMap, HeaderValue};
+use http::HeaderMap;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -36,5 +36,4 @@ pub(crate) fn spawn_tunnel(shared: &Shared, client: OnUpgrade, upstream: OnUpgra
 /// Headers of a `101` going back to the client: hop-by-hop removed, `Upgrade` kept.
 pub fn switching_headers(headers: &mut HeaderMap) {
     remove_hop_by_hop(headers, true);
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
