@@ -68,16 +68,21 @@ impl TestServer {
     /// `/slowbody/MS` sends a first chunk then stalls MS before the rest; anything else
     /// answers 200 with a JSON description of the request. Every answer has `x-upstream`.
     pub async fn echo(name: &str) -> anyhow::Result<TestServer> {
-        Self::serve(name, false).await
+        Self::serve(name, false, Duration::ZERO).await
+    }
+
+    /// An echo server that waits `delay` before every answer.
+    pub async fn echo_slow(name: &str, delay: Duration) -> anyhow::Result<TestServer> {
+        Self::serve(name, false, delay).await
     }
 
     /// A gRPC-like h2c server: echoes the request body as one data frame and ends with
     /// trailers `grpc-status: 0`, `grpc-message: ok`, `x-te: <request te>`.
     pub async fn grpc(name: &str) -> anyhow::Result<TestServer> {
-        Self::serve(name, true).await
+        Self::serve(name, true, Duration::ZERO).await
     }
 
-    async fn serve(name: &str, grpc: bool) -> anyhow::Result<TestServer> {
+    async fn serve(name: &str, grpc: bool, delay: Duration) -> anyhow::Result<TestServer> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let connections = Arc::new(AtomicUsize::new(0));
@@ -94,6 +99,9 @@ impl TestServer {
                         let (r, s, n) = (r.clone(), s.clone(), n.clone());
                         async move {
                             r.fetch_add(1, SeqCst);
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
                             Ok::<_, Infallible>(if grpc { grpc_answer(&n, req, &s).await } else { echo_answer(&n, req, &s).await })
                         }
                     });
