@@ -4,3 +4,4 @@ mod l7_routing;
 mod l7_tls;
 mod l7_protocols;
 mod l7_upstream;
+mod l7_annotations;
