@@ -5,3 +5,4 @@ mod l7_tls;
 mod l7_protocols;
 mod l7_upstream;
 mod l7_annotations;
+mod l7_limits;
