@@ -20,8 +20,13 @@ impl TestCa {
     pub fn new() -> anyhow::Result<Self> {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "ingress test CA");
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ingress test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
         let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
         Ok(TestCa { issuer })
     }
@@ -33,13 +38,20 @@ impl TestCa {
 
     /// A server certificate for `names` (DNS names, `*.` wildcards allowed), signed by the CA.
     pub fn issue(&self, names: &[&str]) -> anyhow::Result<Arc<CertifiedKey>> {
-        let mut params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("test"));
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("test"),
+        );
         let key = rcgen::KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
         let signing = provider().key_provider.load_private_key(der)?;
-        Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone(), self.cert_der()], signing)))
+        Ok(Arc::new(CertifiedKey::new(
+            vec![cert.der().clone(), self.cert_der()],
+            signing,
+        )))
     }
 
     /// A client config trusting only this CA, offering `alpn`.

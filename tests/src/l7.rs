@@ -16,8 +16,8 @@ use ingress::{
     apply::proxy::ProxyApplier,
     proxy::{Proxy, ProxyOptions},
     snapshot::{
-        BackendProtocol, HostMatch, HttpConfig, ObjectRef, PathMatch, RegexPath, Route, RouteTarget,
-        RoutePolicy, Snapshot, TlsCert, TlsConfig, Upstream, VirtualHost,
+        BackendProtocol, HostMatch, HttpConfig, ObjectRef, PathMatch, RegexPath, Route,
+        RoutePolicy, RouteTarget, Snapshot, TlsCert, TlsConfig, Upstream, VirtualHost,
     },
 };
 use rustls::ClientConfig;
@@ -38,8 +38,16 @@ pub fn upstream(name: &str, endpoints: &[SocketAddr]) -> Arc<Upstream> {
 }
 
 /// An upstream with a backend protocol.
-pub fn upstream_with(name: &str, endpoints: &[SocketAddr], protocol: BackendProtocol) -> Arc<Upstream> {
-    Arc::new(Upstream { name: format!("default/{name}:80"), endpoints: endpoints.to_vec(), protocol })
+pub fn upstream_with(
+    name: &str,
+    endpoints: &[SocketAddr],
+    protocol: BackendProtocol,
+) -> Arc<Upstream> {
+    Arc::new(Upstream {
+        name: format!("default/{name}:80"),
+        endpoints: endpoints.to_vec(),
+        protocol,
+    })
 }
 
 /// A target of Ingress `default/<ingress>` with the default policy.
@@ -48,13 +56,26 @@ pub fn target(ingress: &str, upstream: Arc<Upstream>) -> Arc<RouteTarget> {
 }
 
 /// A target with a given policy.
-pub fn target_with(ingress: &str, upstream: Arc<Upstream>, policy: RoutePolicy) -> Arc<RouteTarget> {
-    Arc::new(RouteTarget { origin: ingress_ref(ingress), upstream, policy, canary: None })
+pub fn target_with(
+    ingress: &str,
+    upstream: Arc<Upstream>,
+    policy: RoutePolicy,
+) -> Arc<RouteTarget> {
+    Arc::new(RouteTarget {
+        origin: ingress_ref(ingress),
+        upstream,
+        policy,
+        canary: None,
+    })
 }
 
 /// `Ingress default/<name>`.
 pub fn ingress_ref(name: &str) -> ObjectRef {
-    ObjectRef { kind: "Ingress", namespace: "default".into(), name: name.into() }
+    ObjectRef {
+        kind: "Ingress",
+        namespace: "default".into(),
+        name: name.into(),
+    }
 }
 
 /// The default policy with test-sized timeouts.
@@ -68,12 +89,18 @@ pub fn test_policy() -> RoutePolicy {
 
 /// A `Prefix` route.
 pub fn prefix(path: &str, target: &Arc<RouteTarget>) -> Route {
-    Route { path: PathMatch::Prefix(path.into()), target: target.clone() }
+    Route {
+        path: PathMatch::Prefix(path.into()),
+        target: target.clone(),
+    }
 }
 
 /// An `Exact` route.
 pub fn exact(path: &str, target: &Arc<RouteTarget>) -> Route {
-    Route { path: PathMatch::Exact(path.into()), target: target.clone() }
+    Route {
+        path: PathMatch::Exact(path.into()),
+        target: target.clone(),
+    }
 }
 
 /// A `use-regex` route (anchored at the start, case-insensitive).
@@ -82,7 +109,13 @@ pub fn regex(source: &str, target: &Arc<RouteTarget>) -> Route {
         .case_insensitive(true)
         .build()
         .unwrap_or_else(|e| panic!("bad test regex {source}: {e}"));
-    Route { path: PathMatch::Regex(RegexPath { source: source.into(), regex }), target: target.clone() }
+    Route {
+        path: PathMatch::Regex(RegexPath {
+            source: source.into(),
+            regex,
+        }),
+        target: target.clone(),
+    }
 }
 
 /// A host matcher: `*.x` is a wildcard, empty is the catch-all.
@@ -96,21 +129,37 @@ pub fn host_match(host: &str) -> HostMatch {
 
 /// A virtual host without TLS or fallback.
 pub fn vhost(host: &str, routes: Vec<Route>) -> VirtualHost {
-    VirtualHost { host: host_match(host), routes, fallback: None, tls: false }
+    VirtualHost {
+        host: host_match(host),
+        routes,
+        fallback: None,
+        tls: false,
+    }
 }
 
 /// A snapshot with `hosts` (in the given order) and a fresh generation.
 pub fn snapshot(hosts: Vec<VirtualHost>) -> Snapshot {
     Snapshot {
         generation: GENERATION.fetch_add(1, SeqCst),
-        http: HttpConfig { hosts, default_backend: None },
+        http: HttpConfig {
+            hosts,
+            default_backend: None,
+        },
         ..Default::default()
     }
 }
 
 /// Adds a certificate for `hosts` to a snapshot.
-pub fn with_cert(mut snap: Snapshot, hosts: &[&str], key: Arc<rustls::sign::CertifiedKey>) -> Snapshot {
-    snap.tls.certs.push(TlsCert { origin: ingress_ref("tls"), hosts: hosts.iter().map(|h| host_match(h)).collect(), key });
+pub fn with_cert(
+    mut snap: Snapshot,
+    hosts: &[&str],
+    key: Arc<rustls::sign::CertifiedKey>,
+) -> Snapshot {
+    snap.tls.certs.push(TlsCert {
+        origin: ingress_ref("tls"),
+        hosts: hosts.iter().map(|h| host_match(h)).collect(),
+        key,
+    });
     snap
 }
 
@@ -139,7 +188,14 @@ impl Drop for L7 {
 impl L7 {
     /// Starts with the access log off and default limits.
     pub async fn start(snap: Snapshot) -> anyhow::Result<L7> {
-        Self::start_with(ProxyOptions { access_log: false, ..Default::default() }, snap).await
+        Self::start_with(
+            ProxyOptions {
+                access_log: false,
+                ..Default::default()
+            },
+            snap,
+        )
+        .await
     }
 
     /// Starts with `options` (the https port is set from the bound listener).
@@ -151,8 +207,17 @@ impl L7 {
         let proxy = Proxy::new(options)?;
         let applier = ProxyApplier::new(proxy.clone());
         applier.apply(&Arc::new(snap));
-        let tasks = vec![tokio::spawn(proxy.serve_http(http_l)), tokio::spawn(proxy.serve_https(https_l))];
-        Ok(L7 { proxy, applier, http, https, tasks })
+        let tasks = vec![
+            tokio::spawn(proxy.serve_http(http_l)),
+            tokio::spawn(proxy.serve_https(https_l)),
+        ];
+        Ok(L7 {
+            proxy,
+            applier,
+            http,
+            https,
+            tasks,
+        })
     }
 
     /// Applies a new snapshot.
@@ -174,7 +239,8 @@ pub struct Reply {
 impl Reply {
     /// The body as JSON (the echo server's description of the request).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
     }
 
     /// The body as text.
@@ -204,9 +270,17 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, body) = resp.into_parts();
-    let collected = tokio::time::timeout(WAIT, body.collect()).await?.map_err(|e| anyhow::anyhow!(e.into()))?;
+    let collected = tokio::time::timeout(WAIT, body.collect())
+        .await?
+        .map_err(|e| anyhow::anyhow!(e.into()))?;
     let trailers = collected.trailers().cloned();
-    Ok(Reply { status: parts.status, version: parts.version, headers: parts.headers, body: collected.to_bytes(), trailers })
+    Ok(Reply {
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    })
 }
 
 /// Sends one HTTP/1.1 request on a new connection to `addr`.
@@ -267,13 +341,23 @@ pub async fn tls_connect(
     } else {
         rustls_pki_types::ServerName::try_from(sni.to_string())?
     };
-    let tls = tokio::time::timeout(WAIT, tokio_rustls::TlsConnector::from(config).connect(name, tcp)).await??;
+    let tls = tokio::time::timeout(
+        WAIT,
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await??;
     Ok(tls)
 }
 
 /// The leaf certificate the server presented.
-pub fn peer_leaf(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> Option<rustls_pki_types::CertificateDer<'static>> {
-    tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned())
+pub fn peer_leaf(
+    tls: &tokio_rustls::client::TlsStream<TcpStream>,
+) -> Option<rustls_pki_types::CertificateDer<'static>> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned())
 }
 
 /// An HTTP/1.1 request over an established TLS stream.

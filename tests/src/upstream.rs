@@ -55,7 +55,11 @@ impl TestServer {
 
     /// The last request seen.
     pub fn last(&self) -> Option<Seen> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).last().cloned()
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .cloned()
     }
 
     /// Number of requests received.
@@ -88,10 +92,17 @@ impl TestServer {
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (c, r, s, n) = (connections.clone(), requests.clone(), seen.clone(), name.to_string());
+        let (c, r, s, n) = (
+            connections.clone(),
+            requests.clone(),
+            seen.clone(),
+            name.to_string(),
+        );
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 c.fetch_add(1, SeqCst);
                 let (r, s, n) = (r.clone(), s.clone(), n.clone());
                 tokio::spawn(async move {
@@ -102,15 +113,29 @@ impl TestServer {
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
                             }
-                            Ok::<_, Infallible>(if grpc { grpc_answer(&n, req, &s).await } else { echo_answer(&n, req, &s).await })
+                            Ok::<_, Infallible>(if grpc {
+                                grpc_answer(&n, req, &s).await
+                            } else {
+                                echo_answer(&n, req, &s).await
+                            })
                         }
                     });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
-        Ok(TestServer { name: name.to_string(), addr, connections, requests, seen, task })
+        Ok(TestServer {
+            name: name.to_string(),
+            addr,
+            connections,
+            requests,
+            seen,
+            task,
+        })
     }
 }
 
@@ -118,13 +143,29 @@ type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 async fn record(req: Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> Seen {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let s = Seen { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, body };
-    seen.lock().unwrap_or_else(|e| e.into_inner()).push(s.clone());
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let s = Seen {
+        method: parts.method,
+        uri: parts.uri,
+        version: parts.version,
+        headers: parts.headers,
+        body,
+    };
+    seen.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(s.clone());
     s
 }
 
-async fn echo_answer(name: &str, req: Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> Response<EchoBody> {
+async fn echo_answer(
+    name: &str,
+    req: Request<Incoming>,
+    seen: &Mutex<Vec<Seen>>,
+) -> Response<EchoBody> {
     let s = record(req, seen).await;
     let path = s.uri.path().to_string();
     // The behaviour is the first `<kind>/<number>` pair anywhere in the path.
@@ -133,7 +174,9 @@ async fn echo_answer(name: &str, req: Request<Incoming>, seen: &Mutex<Vec<Seen>>
         .windows(2)
         .find_map(|w| {
             let n = w[1].parse::<u64>().ok()?;
-            ["status", "bytes", "slowbody", "delay"].contains(&w[0]).then_some((w[0], Some(n)))
+            ["status", "bytes", "slowbody", "delay"]
+                .contains(&w[0])
+                .then_some((w[0], Some(n)))
         })
         .unwrap_or(("", None));
     let mut resp = match (kind, arg) {
@@ -146,7 +189,10 @@ async fn echo_answer(name: &str, req: Request<Incoming>, seen: &Mutex<Vec<Seen>>
         ("slowbody", Some(ms)) => {
             let stream = futures_util::stream::unfold(0u8, move |step| async move {
                 match step {
-                    0 => Some((Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"first;"))), 1)),
+                    0 => Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"first;"))),
+                        1,
+                    )),
                     1 => {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         Some((Ok(Frame::data(Bytes::from_static(b"second"))), 2))
@@ -170,7 +216,10 @@ async fn echo_answer(name: &str, req: Request<Incoming>, seen: &Mutex<Vec<Seen>>
                         .iter()
                         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                         .collect();
-                    (k.as_str().to_string(), serde_json::Value::String(v.join(", ")))
+                    (
+                        k.as_str().to_string(),
+                        serde_json::Value::String(v.join(", ")),
+                    )
                 })
                 .collect();
             let body = serde_json::json!({
@@ -182,7 +231,10 @@ async fn echo_answer(name: &str, req: Request<Incoming>, seen: &Mutex<Vec<Seen>>
                 "body_len": s.body.len(),
             });
             let mut r = Response::new(full(body.to_string()));
-            r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
             r
         }
     };
@@ -192,7 +244,11 @@ async fn echo_answer(name: &str, req: Request<Incoming>, seen: &Mutex<Vec<Seen>>
     resp
 }
 
-async fn grpc_answer(name: &str, req: Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> Response<EchoBody> {
+async fn grpc_answer(
+    name: &str,
+    req: Request<Incoming>,
+    seen: &Mutex<Vec<Seen>>,
+) -> Response<EchoBody> {
     let s = record(req, seen).await;
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
@@ -200,9 +256,17 @@ async fn grpc_answer(name: &str, req: Request<Incoming>, seen: &Mutex<Vec<Seen>>
     if let Some(te) = s.headers.get("te") {
         trailers.insert("x-te", te.clone());
     }
-    let frames = vec![Ok::<_, Infallible>(Frame::data(s.body.clone())), Ok(Frame::trailers(trailers))];
-    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames))));
-    resp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
+    let frames = vec![
+        Ok::<_, Infallible>(Frame::data(s.body.clone())),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+        frames,
+    ))));
+    resp.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(name) {
         resp.headers_mut().insert("x-upstream", v);
     }
@@ -219,9 +283,13 @@ pub async fn websocket_echo() -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
                 while let Some(Ok(msg)) = ws.next().await {
                     if msg.is_close() {
                         break;
@@ -269,6 +337,10 @@ impl Blackhole {
                 Err(_) => break,
             }
         }
-        Ok(Blackhole { addr, _listener: listener, _fill: fill })
+        Ok(Blackhole {
+            addr,
+            _listener: listener,
+            _fill: fill,
+        })
     }
 }

@@ -10,8 +10,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::Result<()> {
     let up = TestServer::echo("victim").await?;
     let t = target("victim", upstream("victim", &[up.addr]));
-    let limits = Limits { max_header_bytes: 8192, max_headers: 20, ..Default::default() };
-    let opts = ProxyOptions { access_log: false, limits, ..Default::default() };
+    let limits = Limits {
+        max_header_bytes: 8192,
+        max_headers: 20,
+        ..Default::default()
+    };
+    let opts = ProxyOptions {
+        access_log: false,
+        limits,
+        ..Default::default()
+    };
     let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
 
     let smuggled = "GET /admin HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -43,8 +51,15 @@ async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::R
     for (name, req, want) in &cases {
         let out = raw(l7.http, req.as_bytes()).await?;
         let status = raw_status(&out);
-        assert!(status.is_some_and(|s| want.contains(&s)), "{name}: got {out:?}");
-        assert_eq!(up.connections.load(SeqCst), 0, "{name}: something reached the upstream");
+        assert!(
+            status.is_some_and(|s| want.contains(&s)),
+            "{name}: got {out:?}"
+        );
+        assert_eq!(
+            up.connections.load(SeqCst),
+            0,
+            "{name}: something reached the upstream"
+        );
     }
     // A well-formed chunked request passes.
     let out = raw(l7.http, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n").await?;
@@ -57,8 +72,15 @@ async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::R
 async fn l7_slowloris_header_timeout() -> anyhow::Result<()> {
     let up = TestServer::echo("slow").await?;
     let t = target("slow", upstream("slow", &[up.addr]));
-    let limits = Limits { header_read_timeout: Duration::from_millis(500), ..Default::default() };
-    let opts = ProxyOptions { access_log: false, limits, ..Default::default() };
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let opts = ProxyOptions {
+        access_log: false,
+        limits,
+        ..Default::default()
+    };
     let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
 
     let mut s = tokio::net::TcpStream::connect(l7.http).await?;
@@ -81,8 +103,12 @@ async fn l7_slowloris_header_timeout() -> anyhow::Result<()> {
             Err(_) => {}
         }
     }
-    let closed_after = closed_after.ok_or_else(|| anyhow::anyhow!("slowloris connection still open after 3 s"))?;
-    assert!(closed_after < Duration::from_millis(1500), "{closed_after:?}");
+    let closed_after =
+        closed_after.ok_or_else(|| anyhow::anyhow!("slowloris connection still open after 3 s"))?;
+    assert!(
+        closed_after < Duration::from_millis(1500),
+        "{closed_after:?}"
+    );
     assert_eq!(up.connections.load(SeqCst), 0);
 
     // An idle keep-alive connection is closed by the same timer.
@@ -99,8 +125,15 @@ async fn l7_slowloris_header_timeout() -> anyhow::Result<()> {
 async fn l7_h2_max_concurrent_streams_advertised() -> anyhow::Result<()> {
     let up = TestServer::echo("h2").await?;
     let t = target("h2", upstream("h2", &[up.addr]));
-    let limits = Limits { h2_max_concurrent_streams: 7, ..Default::default() };
-    let opts = ProxyOptions { access_log: false, limits, ..Default::default() };
+    let limits = Limits {
+        h2_max_concurrent_streams: 7,
+        ..Default::default()
+    };
+    let opts = ProxyOptions {
+        access_log: false,
+        limits,
+        ..Default::default()
+    };
     let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
     let tcp = tokio::net::TcpStream::connect(l7.http).await?;
     let (client, conn) = h2::client::handshake(tcp).await?;

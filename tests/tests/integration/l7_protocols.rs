@@ -14,12 +14,17 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test]
 async fn l7_h2_clients_over_tls_and_h2c() -> anyhow::Result<()> {
     let up = TestServer::echo("h2").await?;
-    let l7 = L7::start(snapshot(vec![vhost("h2.test", vec![prefix("/", &target("h2", upstream("h2", &[up.addr])))])])).await?;
+    let l7 = L7::start(snapshot(vec![vhost(
+        "h2.test",
+        vec![prefix("/", &target("h2", upstream("h2", &[up.addr])))],
+    )]))
+    .await?;
 
     // TLS with ALPN h2.
     let tls = tls_connect(l7.https, "h2.test", insecure_client_config(&[b"h2"])?).await?;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
     tokio::spawn(conn);
     for i in 0..3 {
         let req = http::Request::builder()
@@ -40,9 +45,12 @@ async fn l7_h2_clients_over_tls_and_h2c() -> anyhow::Result<()> {
     }
     // h2c with prior knowledge on the plain port.
     let tcp = TcpStream::connect(l7.http).await?;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
-    let req = http::Request::builder().uri("http://h2.test/c").body(Full::new(Bytes::new()))?;
+    let req = http::Request::builder()
+        .uri("http://h2.test/c")
+        .body(Full::new(Bytes::new()))?;
     let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await??;
     assert_eq!(resp.status(), 200);
     assert_eq!(up.hits(), 4);
@@ -55,7 +63,11 @@ async fn l7_h2_clients_over_tls_and_h2c() -> anyhow::Result<()> {
 async fn l7_grpc_trailers_end_to_end() -> anyhow::Result<()> {
     let grpc = TestServer::grpc("grpc").await?;
     let up = upstream_with("grpc", &[grpc.addr], BackendProtocol::Grpc);
-    let l7 = L7::start(snapshot(vec![vhost("grpc.test", vec![prefix("/", &target("grpc", up))])])).await?;
+    let l7 = L7::start(snapshot(vec![vhost(
+        "grpc.test",
+        vec![prefix("/", &target("grpc", up))],
+    )]))
+    .await?;
     let tls = tls_connect(l7.https, "grpc.test", insecure_client_config(&[b"h2"])?).await?;
     let (client, conn) = h2::client::handshake(tls).await?;
     tokio::spawn(conn);
@@ -80,34 +92,63 @@ async fn l7_grpc_trailers_end_to_end() -> anyhow::Result<()> {
             data.extend_from_slice(&chunk);
         }
         assert_eq!(data, b"\0\0\0\0\x05hello");
-        let trailers = tokio::time::timeout(WAIT, body.trailers()).await??.unwrap_or_default();
-        assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
-        assert_eq!(trailers.get("grpc-message").map(|v| v.as_bytes()), Some(&b"ok"[..]));
-        assert_eq!(trailers.get("x-te").map(|v| v.as_bytes()), Some(&b"trailers"[..]), "TE: trailers forwarded");
+        let trailers = tokio::time::timeout(WAIT, body.trailers())
+            .await??
+            .unwrap_or_default();
+        assert_eq!(
+            trailers.get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"0"[..])
+        );
+        assert_eq!(
+            trailers.get("grpc-message").map(|v| v.as_bytes()),
+            Some(&b"ok"[..])
+        );
+        assert_eq!(
+            trailers.get("x-te").map(|v| v.as_bytes()),
+            Some(&b"trailers"[..]),
+            "TE: trailers forwarded"
+        );
     }
-    let seen = grpc.last().ok_or_else(|| anyhow::anyhow!("nothing reached the gRPC upstream"))?;
+    let seen = grpc
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("nothing reached the gRPC upstream"))?;
     assert_eq!(seen.version, http::Version::HTTP_2);
     assert_eq!(seen.uri.path(), "/pkg.Echo/Say");
     assert_eq!(seen.uri.authority().map(|a| a.as_str()), Some("grpc.test"));
     // One multiplexed upstream connection for both calls.
-    assert_eq!(grpc.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        grpc.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn l7_websocket_echo() -> anyhow::Result<()> {
     let (ws_addr, ws_task) = websocket_echo().await?;
-    let l7 = L7::start(snapshot(vec![vhost("ws.test", vec![prefix("/", &target("ws", upstream("ws", &[ws_addr])))])])).await?;
+    let l7 = L7::start(snapshot(vec![vhost(
+        "ws.test",
+        vec![prefix("/", &target("ws", upstream("ws", &[ws_addr])))],
+    )]))
+    .await?;
     let tcp = TcpStream::connect(l7.http).await?;
-    let (mut ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async("ws://ws.test/chat", tcp)).await??;
+    let (mut ws, resp) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async("ws://ws.test/chat", tcp),
+    )
+    .await??;
     assert_eq!(resp.status(), 101);
     for i in 0..5 {
         ws.send(Message::text(format!("hello {i}"))).await?;
-        let echoed = tokio::time::timeout(WAIT, ws.next()).await?.ok_or_else(|| anyhow::anyhow!("closed"))??;
+        let echoed = tokio::time::timeout(WAIT, ws.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("closed"))??;
         assert_eq!(echoed, Message::text(format!("hello {i}")));
     }
     ws.send(Message::binary(vec![0u8, 1, 2, 255])).await?;
-    let echoed = tokio::time::timeout(WAIT, ws.next()).await?.ok_or_else(|| anyhow::anyhow!("closed"))??;
+    let echoed = tokio::time::timeout(WAIT, ws.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("closed"))??;
     assert_eq!(echoed, Message::binary(vec![0u8, 1, 2, 255]));
     ws.close(None).await?;
     ws_task.abort();
@@ -129,15 +170,29 @@ async fn https_upstream(ca: &TestCa) -> anyhow::Result<(SocketAddr, tokio::task:
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let alpn = tls.get_ref().1.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
-                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let alpn = alpn.clone();
-                    async move {
-                        let body = format!("tls {:?} alpn={alpn} path={}", req.version(), req.uri().path());
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
-                    }
-                });
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let alpn = tls
+                    .get_ref()
+                    .1
+                    .alpn_protocol()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .unwrap_or_default();
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let alpn = alpn.clone();
+                        async move {
+                            let body = format!(
+                                "tls {:?} alpn={alpn} path={}",
+                                req.version(),
+                                req.uri().path()
+                            );
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(body),
+                            )))
+                        }
+                    });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;
@@ -151,7 +206,10 @@ async fn https_upstream(ca: &TestCa) -> anyhow::Result<(SocketAddr, tokio::task:
 struct Fixed(Arc<rustls::sign::CertifiedKey>);
 
 impl rustls::server::ResolvesServerCert for Fixed {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         Some(self.0.clone())
     }
 }
@@ -161,7 +219,11 @@ async fn l7_https_backend_protocol() -> anyhow::Result<()> {
     let ca = TestCa::new()?;
     let (addr, task) = https_upstream(&ca).await?;
     let up = upstream_with("secure", &[addr], BackendProtocol::Https);
-    let l7 = L7::start(snapshot(vec![vhost("s.test", vec![prefix("/", &target("secure", up))])])).await?;
+    let l7 = L7::start(snapshot(vec![vhost(
+        "s.test",
+        vec![prefix("/", &target("secure", up))],
+    )]))
+    .await?;
     for _ in 0..2 {
         let r = get(l7.http, "s.test", "/over-tls").await?;
         assert_eq!(r.status, 200, "{}", r.text());

@@ -80,22 +80,44 @@ async fn l7_errors_502_503_504_and_connect_timeout() -> anyhow::Result<()> {
         "e.test",
         vec![
             prefix("/none", &target("none", upstream("none", &[]))),
-            prefix("/refused", &target("refused", upstream("refused", &[refused]))),
-            prefix("/slow", &target_with("slow", upstream("slow", &[slow.addr]), quick.clone())),
-            prefix("/hole", &target_with("hole", upstream("hole", &[blackhole.addr]), quick)),
+            prefix(
+                "/refused",
+                &target("refused", upstream("refused", &[refused])),
+            ),
+            prefix(
+                "/slow",
+                &target_with("slow", upstream("slow", &[slow.addr]), quick.clone()),
+            ),
+            prefix(
+                "/hole",
+                &target_with("hole", upstream("hole", &[blackhole.addr]), quick),
+            ),
         ],
     )]);
     let l7 = L7::start(snap).await?;
 
     let r = get(l7.http, "e.test", "/none").await?;
-    assert_eq!((r.status.as_u16(), r.text().as_str()), (503, "503 Service Temporarily Unavailable\n"));
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (503, "503 Service Temporarily Unavailable\n")
+    );
     let r = get(l7.http, "e.test", "/refused").await?;
-    assert_eq!((r.status.as_u16(), r.text().as_str()), (502, "502 Bad Gateway\n"));
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (502, "502 Bad Gateway\n")
+    );
 
     let started = std::time::Instant::now();
     let r = get(l7.http, "e.test", "/slow/delay/2000").await?;
-    assert_eq!((r.status.as_u16(), r.text().as_str()), (504, "504 Gateway Timeout\n"));
-    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (504, "504 Gateway Timeout\n")
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(slow.hits(), 1);
     // Within the read timeout it is served.
     let r = get(l7.http, "e.test", "/slow/delay/50").await?;
@@ -104,7 +126,11 @@ async fn l7_errors_502_503_504_and_connect_timeout() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let r = get(l7.http, "e.test", "/hole").await?;
     assert_eq!(r.status, 504, "{}", r.text());
-    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
     let m = l7.proxy.metrics();
     use ingress::proxy::metrics::UpstreamErrorKind as K;
     assert!(m.upstream_errors(K::ConnectRefused) >= 1);
@@ -116,7 +142,11 @@ async fn l7_errors_502_503_504_and_connect_timeout() -> anyhow::Result<()> {
 #[tokio::test]
 async fn l7_forwarded_and_hop_by_hop_headers() -> anyhow::Result<()> {
     let up = TestServer::echo("h").await?;
-    let l7 = L7::start(snapshot(vec![vhost("h.test", vec![prefix("/", &target("h", upstream("h", &[up.addr])))])])).await?;
+    let l7 = L7::start(snapshot(vec![vhost(
+        "h.test",
+        vec![prefix("/", &target("h", upstream("h", &[up.addr])))],
+    )]))
+    .await?;
     let req = http::Request::builder()
         .uri("/p")
         .header("host", "h.test:8080")
@@ -155,7 +185,10 @@ async fn l7_forwarded_and_hop_by_hop_headers() -> anyhow::Result<()> {
         .body(http_body_util::Full::new(bytes::Bytes::new()))?;
     let r = send(l7.http, req).await?;
     assert_eq!(r.seen_header("x-request-id").as_deref(), Some("abc-123"));
-    assert_eq!(r.seen_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        r.seen_header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
     let _ = Arc::new(());
     Ok(())
 }

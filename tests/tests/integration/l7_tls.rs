@@ -11,18 +11,32 @@ async fn l7_tls_sni_selects_exact_wildcard_and_default() -> anyhow::Result<()> {
     let wild = ca.issue(&["*.example.com"])?;
     let up = TestServer::echo("tls").await?;
     let t = target("tls", upstream("tls", &[up.addr]));
-    let mut hosts = vec![vhost("a.example.com", vec![prefix("/", &t)]), vhost("*.example.com", vec![prefix("/", &t)])];
+    let mut hosts = vec![
+        vhost("a.example.com", vec![prefix("/", &t)]),
+        vhost("*.example.com", vec![prefix("/", &t)]),
+    ];
     hosts.iter_mut().for_each(|h| h.tls = true);
-    let snap = with_cert(with_cert(snapshot(hosts), &["a.example.com"], exact.clone()), &["*.example.com"], wild.clone());
+    let snap = with_cert(
+        with_cert(snapshot(hosts), &["a.example.com"], exact.clone()),
+        &["*.example.com"],
+        wild.clone(),
+    );
     let l7 = L7::start(snap).await?;
     let verified = ca.client_config(&[b"http/1.1"])?;
 
     let s = tls_connect(l7.https, "a.example.com", verified.clone()).await?;
     assert_eq!(peer_leaf(&s).as_ref(), exact.cert.first());
-    let (r, _) = h1_over(s, build(http::Method::GET, "a.example.com", "/x", Default::default())).await?;
+    let (r, _) = h1_over(
+        s,
+        build(http::Method::GET, "a.example.com", "/x", Default::default()),
+    )
+    .await?;
     assert_eq!(r.status, 200);
     assert_eq!(r.seen_header("x-forwarded-proto").as_deref(), Some("https"));
-    assert_eq!(r.seen_header("x-forwarded-port"), Some(l7.https.port().to_string()));
+    assert_eq!(
+        r.seen_header("x-forwarded-port"),
+        Some(l7.https.port().to_string())
+    );
 
     let s = tls_connect(l7.https, "b.example.com", verified.clone()).await?;
     assert_eq!(peer_leaf(&s).as_ref(), wild.cert.first());
@@ -31,7 +45,9 @@ async fn l7_tls_sni_selects_exact_wildcard_and_default() -> anyhow::Result<()> {
     assert_eq!(peer_leaf(&s).as_ref(), wild.cert.first());
     // Two labels below the wildcard: not covered, so the default certificate (which the
     // CA-verifying client rejects).
-    assert!(tls_connect(l7.https, "x.b.example.com", verified.clone()).await.is_err());
+    assert!(tls_connect(l7.https, "x.b.example.com", verified.clone())
+        .await
+        .is_err());
 
     let insecure = insecure_client_config(&[b"http/1.1"])?;
     for sni in ["unknown.org", ""] {
@@ -50,9 +66,20 @@ async fn l7_tls_sni_selects_exact_wildcard_and_default() -> anyhow::Result<()> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let s = tls_connect(l7.https, "a.example.com", Arc::new(tls12)).await?;
-    assert_eq!(s.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
-    let s = tls_connect(l7.https, "a.example.com", ca.client_config(&[b"h2", b"http/1.1"])?).await?;
-    assert_eq!(s.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let s = tls_connect(
+        l7.https,
+        "a.example.com",
+        ca.client_config(&[b"h2", b"http/1.1"])?,
+    )
+    .await?;
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 
     // Garbage instead of a ClientHello fails the handshake and is counted.
@@ -60,7 +87,10 @@ async fn l7_tls_sni_selects_exact_wildcard_and_default() -> anyhow::Result<()> {
     assert!(!out.contains("200"));
     let mut metrics = String::new();
     l7.proxy.metrics().render(&mut metrics);
-    assert!(metrics.contains("ingress_tls_handshake_failures_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("ingress_tls_handshake_failures_total 2"),
+        "{metrics}"
+    );
     Ok(())
 }
 
@@ -71,23 +101,66 @@ async fn l7_tls_certificate_hot_swap_keeps_open_connections() -> anyhow::Result<
     let new = ca.issue(&["swap.example.com"])?;
     let up = TestServer::echo("swap").await?;
     let t = target("swap", upstream("swap", &[up.addr]));
-    let snap = |key| with_cert(snapshot(vec![vhost("swap.example.com", vec![prefix("/", &t)])]), &["swap.example.com"], key);
+    let snap = |key| {
+        with_cert(
+            snapshot(vec![vhost("swap.example.com", vec![prefix("/", &t)])]),
+            &["swap.example.com"],
+            key,
+        )
+    };
     let l7 = L7::start(snap(old.clone())).await?;
-    let s = tls_connect(l7.https, "swap.example.com", ca.client_config(&[b"http/1.1"])?).await?;
+    let s = tls_connect(
+        l7.https,
+        "swap.example.com",
+        ca.client_config(&[b"http/1.1"])?,
+    )
+    .await?;
     assert_eq!(peer_leaf(&s).as_ref(), old.cert.first());
-    let (r, mut open) = h1_over(s, build(http::Method::GET, "swap.example.com", "/1", Default::default())).await?;
+    let (r, mut open) = h1_over(
+        s,
+        build(
+            http::Method::GET,
+            "swap.example.com",
+            "/1",
+            Default::default(),
+        ),
+    )
+    .await?;
     assert_eq!(r.status, 200);
 
     l7.apply(snap(new.clone()));
 
     // The open connection keeps working on the old certificate.
-    let r = again(&mut open, build(http::Method::GET, "swap.example.com", "/2", Default::default())).await?;
+    let r = again(
+        &mut open,
+        build(
+            http::Method::GET,
+            "swap.example.com",
+            "/2",
+            Default::default(),
+        ),
+    )
+    .await?;
     assert_eq!(r.status, 200);
     // A new full handshake gets the new one (a fresh client: no session to resume, since a
     // resumed session keeps the identity it was established with).
-    let s = tls_connect(l7.https, "swap.example.com", ca.client_config(&[b"http/1.1"])?).await?;
+    let s = tls_connect(
+        l7.https,
+        "swap.example.com",
+        ca.client_config(&[b"http/1.1"])?,
+    )
+    .await?;
     assert_eq!(peer_leaf(&s).as_ref(), new.cert.first());
-    let (r, _) = h1_over(s, build(http::Method::GET, "swap.example.com", "/3", Default::default())).await?;
+    let (r, _) = h1_over(
+        s,
+        build(
+            http::Method::GET,
+            "swap.example.com",
+            "/3",
+            Default::default(),
+        ),
+    )
+    .await?;
     assert_eq!(r.status, 200);
     Ok(())
 }
@@ -103,15 +176,27 @@ async fn l7_ssl_redirect_and_force_ssl_redirect() -> anyhow::Result<()> {
     let mut off_policy = test_policy();
     off_policy.ssl_redirect = false;
     let off = target_with("off", u.clone(), off_policy);
-    let mut secure = vhost("secure.test", vec![prefix("/off", &off), prefix("/", &plain)]);
+    let mut secure = vhost(
+        "secure.test",
+        vec![prefix("/off", &off), prefix("/", &plain)],
+    );
     secure.tls = true;
-    let snap = snapshot(vec![secure, vhost("open.test", vec![prefix("/forced", &forced), prefix("/", &plain)])]);
+    let snap = snapshot(vec![
+        secure,
+        vhost(
+            "open.test",
+            vec![prefix("/forced", &forced), prefix("/", &plain)],
+        ),
+    ]);
     let l7 = L7::start(snap).await?;
     let port = l7.https.port();
 
     let r = get(l7.http, "secure.test", "/a/b?x=1").await?;
     assert_eq!(r.status, 308);
-    assert_eq!(r.header("location"), Some(format!("https://secure.test:{port}/a/b?x=1").as_str()));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://secure.test:{port}/a/b?x=1").as_str())
+    );
     assert_eq!(up.hits(), 0);
     // ssl-redirect: "false" on the route.
     assert_eq!(get(l7.http, "secure.test", "/off").await?.status, 200);
@@ -119,10 +204,22 @@ async fn l7_ssl_redirect_and_force_ssl_redirect() -> anyhow::Result<()> {
     assert_eq!(get(l7.http, "open.test", "/x").await?.status, 200);
     let r = get(l7.http, "open.test", "/forced").await?;
     assert_eq!(r.status, 308);
-    assert_eq!(r.header("location"), Some(format!("https://open.test:{port}/forced").as_str()));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://open.test:{port}/forced").as_str())
+    );
     // Over HTTPS nothing redirects.
-    let s = tls_connect(l7.https, "secure.test", insecure_client_config(&[b"http/1.1"])?).await?;
-    let (r, _) = h1_over(s, build(http::Method::GET, "secure.test", "/a", Default::default())).await?;
+    let s = tls_connect(
+        l7.https,
+        "secure.test",
+        insecure_client_config(&[b"http/1.1"])?,
+    )
+    .await?;
+    let (r, _) = h1_over(
+        s,
+        build(http::Method::GET, "secure.test", "/a", Default::default()),
+    )
+    .await?;
     assert_eq!(r.status, 200);
     Ok(())
 }

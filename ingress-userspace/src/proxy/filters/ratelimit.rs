@@ -2,13 +2,7 @@
 //! (ingress-nginx's default `limit-burst-multiplier`), answered 503 when empty. Memory is
 //! bounded: each shard holds at most `MAX_PER_SHARD` buckets and drops idle (refilled) ones
 //! first. Sharded locks, taken only on routes that have a limit.
-use std::{
-    collections::HashMap,
-    hash::BuildHasher,
-    net::IpAddr,
-    sync::Mutex,
-    time::Instant,
-};
+use std::{collections::HashMap, hash::BuildHasher, net::IpAddr, sync::Mutex, time::Instant};
 
 const SHARDS: usize = 16;
 const MAX_PER_SHARD: usize = 4096;
