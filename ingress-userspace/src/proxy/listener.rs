@@ -31,6 +31,21 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{headers::ForwardedValues, limits::FramingGuard, service, Proxy, Shared};
 
+/// Binds a listening socket for the proxy: `SO_REUSEADDR`, a deep accept backlog, and for
+/// IPv6 addresses `IPV6_V6ONLY` off so `[::]` serves IPv4 too.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// Cancellation and tracking of everything the proxy runs.
 #[derive(Debug, Default)]
 pub(crate) struct DrainState {

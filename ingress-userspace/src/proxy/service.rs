@@ -96,6 +96,10 @@ async fn pipeline(
     if let Err(e) = limits::check_framing(&req, &conn.framing) {
         return unrouted(e.response());
     }
+    if req.method() == Method::CONNECT {
+        // Not a forward proxy: nothing behind an Ingress expects a tunnel request.
+        return unrouted(errors::status_response(StatusCode::METHOD_NOT_ALLOWED));
+    }
     let matched = {
         let host = request_host(&req);
         config.routes.find(&host, req.uri().path())

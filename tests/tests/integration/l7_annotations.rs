@@ -452,3 +452,39 @@ async fn l7_upstream_body_read_timeout_cuts_stalled_response() -> anyhow::Result
     assert_eq!(r.text(), "first;second");
     Ok(())
 }
+
+#[tokio::test]
+async fn l7_send_timeout_on_stalled_request_body() -> anyhow::Result<()> {
+    let up = TestServer::echo("upload").await?;
+    let t = target_with(
+        "upload",
+        upstream("upload", &[up.addr]),
+        policy(|p| p.timeouts.send = Duration::from_millis(300)),
+    );
+    let l7 = L7::start(snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    let started = std::time::Instant::now();
+    // Promise 100 bytes, send 10, then stall (the connection stays open).
+    let mut s = tokio::net::TcpStream::connect(l7.http).await?;
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await?;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await??;
+    let out = String::from_utf8_lossy(&buf[..n]);
+    assert_eq!(raw_status(&out), Some(408), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // CONNECT is not proxied.
+    let out = raw(
+        l7.http,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    assert_eq!(raw_status(&out), Some(405), "{out}");
+    Ok(())
+}

@@ -223,3 +223,59 @@ async fn l7_ssl_redirect_and_force_ssl_redirect() -> anyhow::Result<()> {
     assert_eq!(r.status, 200);
     Ok(())
 }
+
+#[tokio::test]
+async fn l7_serve_tls_with_peeked_bytes_replayed() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let ca = TestCa::new()?;
+    let key = ca.issue(&["pt.example.com"])?;
+    let up = TestServer::echo("handed").await?;
+    let t = target("handed", upstream("handed", &[up.addr]));
+    let l7 = L7::start(with_cert(
+        snapshot(vec![vhost("pt.example.com", vec![prefix("/", &t)])]),
+        &["pt.example.com"],
+        key.clone(),
+    ))
+    .await?;
+
+    // What the passthrough listener does for a host it does not pass through: it has already
+    // read the start of the ClientHello, and hands the connection over with those bytes.
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let front_addr = front.local_addr()?;
+    let proxy = l7.proxy.clone();
+    let handoff = tokio::spawn(async move {
+        let (mut tcp, peer) = front.accept().await?;
+        let mut peeked = vec![0u8; 64];
+        tcp.read_exact(&mut peeked).await?;
+        let local = tcp.local_addr()?;
+        let stream = ingress::proxy::listener::Prefixed::new(bytes::Bytes::from(peeked), tcp);
+        proxy.serve_tls(stream, peer, local).await;
+        anyhow::Ok(())
+    });
+    let s = tls_connect(
+        front_addr,
+        "pt.example.com",
+        ca.client_config(&[b"http/1.1"])?,
+    )
+    .await?;
+    assert_eq!(peer_leaf(&s).as_ref(), key.cert.first());
+    let (r, sender) = h1_over(
+        s,
+        build(
+            http::Method::GET,
+            "pt.example.com",
+            "/via-handoff",
+            Default::default(),
+        ),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        r.seen_header("x-forwarded-port"),
+        Some(front_addr.port().to_string())
+    );
+    drop(sender);
+    tokio::time::timeout(WAIT, handoff).await???;
+    Ok(())
+}

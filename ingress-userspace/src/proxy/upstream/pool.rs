@@ -53,15 +53,29 @@ impl Pool {
         }
     }
 
-    fn take_h1(&self) -> Option<http1::SendRequest<RequestBody>> {
+    /// Pops the most recently idled connection that is still open and fresh.
+    fn pop_h1(&self) -> Option<http1::SendRequest<RequestBody>> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(i) = idle.pop() {
-            if !i.sender.is_closed()
-                && i.sender.is_ready()
-                && now.duration_since(i.since) < self.idle_timeout
-            {
+            if !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout {
                 return Some(i.sender);
+            }
+        }
+        None
+    }
+
+    /// An idle HTTP/1.1 connection ready for a request. A connection given back right at the
+    /// end of a body may need a moment before hyper marks it ready: wait briefly here rather
+    /// than spawn a task per request to watch it.
+    async fn take_h1(&self) -> Option<http1::SendRequest<RequestBody>> {
+        while let Some(mut sender) = self.pop_h1() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            let ready = tokio::time::timeout(Duration::from_millis(50), sender.ready()).await;
+            if let Ok(Ok(())) = ready {
+                return Some(sender);
             }
         }
         None
@@ -129,27 +143,13 @@ impl PoolReturn {
 
 impl Drop for PoolReturn {
     fn drop(&mut self) {
-        let Some(mut sender) = self.sender.take() else {
+        let Some(sender) = self.sender.take() else {
             return;
         };
         // A body dropped early leaves the connection mid-message: let it close.
-        if !self.ended || sender.is_closed() {
-            return;
-        }
-        if sender.is_ready() {
+        if self.ended {
             self.endpoint.pool.put_h1(sender);
-            return;
         }
-        // hyper flips the connection to idle just after the last body frame.
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let endpoint = self.endpoint.clone();
-        rt.spawn(async move {
-            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), sender.ready()).await {
-                endpoint.pool.put_h1(sender);
-            }
-        });
     }
 }
 
@@ -263,12 +263,11 @@ impl Connector {
         }
         if mode == ConnMode::Pooled {
             let pooled = match protocol {
-                BackendProtocol::Http => ep.pool.take_h1().map(Conn::H1),
-                BackendProtocol::Https => ep
-                    .pool
-                    .take_h2()
-                    .map(Conn::H2)
-                    .or_else(|| ep.pool.take_h1().map(Conn::H1)),
+                BackendProtocol::Http => ep.pool.take_h1().await.map(Conn::H1),
+                BackendProtocol::Https => match ep.pool.take_h2() {
+                    Some(h2) => Some(Conn::H2(h2)),
+                    None => ep.pool.take_h1().await.map(Conn::H1),
+                },
                 BackendProtocol::Grpc | BackendProtocol::Grpcs => ep.pool.take_h2().map(Conn::H2),
             };
             if let Some(conn) = pooled {
