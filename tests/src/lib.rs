@@ -3,9 +3,12 @@
 // Privileged test helpers call a few libc functions (setns, geteuid).
 #![allow(unsafe_code)]
 
+pub mod certs;
 pub mod fake_api;
 pub mod fixtures;
+pub mod l7;
 pub mod netns;
 pub mod packet;
 pub mod topology;
+pub mod upstream;
 pub mod xdp;

@@ -2,4 +2,5 @@
 pub mod events;
 pub mod leader;
 pub mod maps;
+pub mod proxy;
 pub mod status;

@@ -275,17 +275,16 @@ fn main() -> Result<()> {
         .map(|r| [median(&mut r[0]), median(&mut r[1])])
         .collect();
     let ipt = rigs.len() - 1;
-    let ratio = |i: usize, j: usize, k: usize| {
-        format!("{:.2}/{:.2}", med[i][0] / med[k][0], med[i][1] / med[k][1])
-    };
+    let ratio =
+        |i: usize, k: usize| format!("{:.2}/{:.2}", med[i][0] / med[k][0], med[i][1] / med[k][1]);
     for (i, rig) in rigs.iter().enumerate() {
-        let vs_ipvs = if ipvs { ratio(i, 0, 1) } else { "n/a".into() };
+        let vs_ipvs = if ipvs { ratio(i, 1) } else { "n/a".into() };
         println!(
             "{:<24} {:>14.0} {:>14.0} {:>12} {:>12}",
             rig.mode.name(),
             med[i][0],
             med[i][1],
-            ratio(i, 0, ipt),
+            ratio(i, ipt),
             vs_ipvs,
         );
     }

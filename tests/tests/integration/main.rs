@@ -2,5 +2,12 @@
 //! the reason when the machine cannot run them; they are never skipped silently.
 
 mod kube_source;
+mod l7_annotations;
+mod l7_lifecycle;
+mod l7_limits;
+mod l7_protocols;
+mod l7_routing;
+mod l7_tls;
+mod l7_upstream;
 mod xdp_lb;
 mod xdp_netns;
