@@ -8,6 +8,9 @@ use std::{
     },
 };
 
+pub mod inspect;
+pub mod kernel;
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;

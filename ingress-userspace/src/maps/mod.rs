@@ -8,6 +8,7 @@ pub mod fake;
 pub mod loader;
 pub mod maglev;
 pub mod neigh;
+pub mod pinned;
 pub mod writer;
 
 use ingress_common::l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta};

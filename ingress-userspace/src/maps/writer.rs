@@ -20,7 +20,7 @@ fn map_err(op: &'static str, map: &'static str) -> impl Fn(aya::maps::MapError) 
 }
 
 /// A shared, writable mapping of a `BPF_F_MMAPABLE` array of `u32`.
-struct MmapRing {
+pub(crate) struct MmapRing {
     ptr: NonNull<u32>,
     len: usize,
     bytes: usize,
@@ -28,11 +28,13 @@ struct MmapRing {
     _map: MapData,
 }
 
-// SAFETY: the mapping is owned by this value; access goes through &self/&mut self.
+// SAFETY: the mapping is owned by this value and only ever accessed as atomics.
 unsafe impl Send for MmapRing {}
+// SAFETY: as above: shared access is through AtomicU32 only.
+unsafe impl Sync for MmapRing {}
 
 impl MmapRing {
-    fn new(map: MapData, entries: u32) -> Result<Self, MapError> {
+    pub(crate) fn new(map: MapData, entries: u32) -> Result<Self, MapError> {
         let page = 4096usize;
         let bytes = (entries as usize * 4).div_ceil(page) * page;
         let fd = map.fd().as_fd();
@@ -67,7 +69,7 @@ impl MmapRing {
     }
 
     /// The ring words; atomics because the kernel reads them while we write.
-    fn words(&self) -> &[AtomicU32] {
+    pub(crate) fn words(&self) -> &[AtomicU32] {
         // SAFETY: ptr covers len page-aligned u32 values for the life of self, and AtomicU32
         // has the layout of u32.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU32>(), self.len) }
