@@ -10,7 +10,7 @@ use k8s_openapi::api::{
 };
 
 /// One watched object, typed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Ingress(Ingress),
     IngressClass(IngressClass),
