@@ -356,7 +356,11 @@ impl DirState {
             }
         }
         for (key, obj) in &merged {
-            if self.merged.get(key) != Some(obj) {
+            if !self
+                .merged
+                .get(key)
+                .is_some_and(|old| same_object(old, obj))
+            {
                 report.events.push(SourceEvent::Apply(obj.clone()));
             }
         }
@@ -391,6 +395,18 @@ impl DirState {
                 SourceEvent::Replace(kind, objs)
             })
             .collect()
+    }
+}
+
+fn same_object(a: &Object, b: &Object) -> bool {
+    match (a, b) {
+        (Object::Ingress(a), Object::Ingress(b)) => a == b,
+        (Object::IngressClass(a), Object::IngressClass(b)) => a == b,
+        (Object::Service(a), Object::Service(b)) => a == b,
+        (Object::EndpointSlice(a), Object::EndpointSlice(b)) => a == b,
+        (Object::Secret(a), Object::Secret(b)) => a == b,
+        (Object::ConfigMap(a), Object::ConfigMap(b)) => a == b,
+        _ => false,
     }
 }
 

@@ -91,7 +91,7 @@ pub fn build(
             }
         }
     }
-    out.sort_by(|a, b| (a.vip, a.port, a.protocol).cmp(&(b.vip, b.port, b.protocol)));
+    out.sort_by_key(|s| (s.vip, s.port, s.protocol));
     out
 }
 

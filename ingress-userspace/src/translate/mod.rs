@@ -158,11 +158,19 @@ pub fn translate(objects: &ObjectCache, settings: &Settings) -> Translation {
 pub struct Translator {
     settings: Settings,
     run: u64,
-    /// namespace/name -> (object parsed, result, last run that saw it).
-    ingresses: HashMap<(String, String), (Arc<Ingress>, Arc<ingress::ParsedIngress>, u64)>,
+    /// namespace/name -> parsed Ingress.
+    ingresses: HashMap<(String, String), IngressEntry>,
     backends: backends::BackendCache,
     certs: tls::CertCache,
     auth: HashMap<(String, String, String, bool), AuthEntry>,
+}
+
+/// A parsed Ingress and the object it was parsed from.
+#[derive(Debug)]
+struct IngressEntry {
+    object: Arc<Ingress>,
+    parsed: Arc<ingress::ParsedIngress>,
+    used_run: u64,
 }
 
 #[derive(Debug)]
@@ -293,21 +301,26 @@ impl Translator {
                 ing.metadata.name.clone().unwrap_or_default(),
             );
             let parsed = match self.ingresses.get_mut(&key) {
-                Some(e) if Arc::ptr_eq(&e.0, ing) => {
-                    e.2 = run;
-                    e.1.clone()
+                Some(e) if Arc::ptr_eq(&e.object, ing) => {
+                    e.used_run = run;
+                    e.parsed.clone()
                 }
                 _ => {
-                    let p = Arc::new(ingress::parse(ing));
-                    self.ingresses.insert(key, (ing.clone(), p.clone(), run));
-                    p
+                    let parsed = Arc::new(ingress::parse(ing));
+                    let entry = IngressEntry {
+                        object: ing.clone(),
+                        parsed: parsed.clone(),
+                        used_run: run,
+                    };
+                    self.ingresses.insert(key, entry);
+                    parsed
                 }
             };
             if classes.owns(&parsed.class) {
                 owned.push(parsed);
             }
         }
-        self.ingresses.retain(|_, e| e.2 == run);
+        self.ingresses.retain(|_, e| e.used_run == run);
         owned.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
         owned
     }

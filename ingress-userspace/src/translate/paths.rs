@@ -233,7 +233,8 @@ mod tests {
     #[test]
     fn first_match_in_precedence_order_is_longest_match() {
         // (rules, request, index of the rule that must win)
-        let table: &[(&[(&str, &str)], &str, usize)] = &[
+        type Rules<'a> = &'a [(&'a str, &'a str)];
+        let table: &[(Rules, &str, usize)] = &[
             (&[("/", "Prefix"), ("/foo", "Prefix")], "/foo/x", 1),
             (&[("/foo", "Prefix"), ("/foo", "Exact")], "/foo", 1),
             (&[("/foo", "Prefix"), ("/foo", "Exact")], "/foo/", 0),
