@@ -89,6 +89,10 @@ pub struct Settings {
     pub l4_addresses: Vec<IpAddr>,
     /// Global default backend Service port.
     pub default_backend: Option<ServicePortRef>,
+    /// Honour the static-endpoints Service annotation
+    /// ([`crate::translate::STATIC_ENDPOINTS_ANNOTATION`]). Standalone (manifest) mode only:
+    /// in a cluster it would let anyone who can annotate a Service point traffic anywhere.
+    pub static_endpoints: bool,
 }
 
 #[cfg(test)]
