@@ -7,5 +7,6 @@ pub mod fake_api;
 pub mod fixtures;
 pub mod netns;
 pub mod packet;
+pub mod rbac;
 pub mod topology;
 pub mod xdp;
