@@ -101,7 +101,10 @@ fn diff(path: &str, original: &Value, back: &Value, out: &mut Vec<String>) {
 
 /// Deserializes into `T` and fails if the typed object does not hold every field of the
 /// document: k8s-openapi ignores unknown fields, so a misspelt key would otherwise vanish.
-fn strict<T: DeserializeOwned + Serialize>(doc: &serde_yaml::Value, what: &str) -> Result<T, String> {
+fn strict<T: DeserializeOwned + Serialize>(
+    doc: &serde_yaml::Value,
+    what: &str,
+) -> Result<T, String> {
     let typed: T = serde_yaml::from_value(doc.clone()).map_err(|e| format!("{what}: {e}"))?;
     let original = serde_json::to_value(doc).map_err(|e| format!("{what}: not JSON: {e}"))?;
     let back = serde_json::to_value(&typed).map_err(|e| format!("{what}: {e}"))?;
@@ -193,8 +196,9 @@ impl Manifests {
             m.parse(&format!("deploy/{f}"), &read(f)?)?;
             resources.push(f.clone());
         }
-        let kustomization: serde_yaml::Value = serde_yaml::from_str(&read("kustomization.yaml")?)
-            .map_err(|e| format!("deploy/kustomization.yaml: {e}"))?;
+        let kustomization: serde_yaml::Value =
+            serde_yaml::from_str(&read("kustomization.yaml")?)
+                .map_err(|e| format!("deploy/kustomization.yaml: {e}"))?;
         let mut listed: Vec<String> = kustomization
             .get("resources")
             .and_then(serde_yaml::Value::as_sequence)
@@ -295,9 +299,9 @@ fn expand_args(container: &Container) -> Result<Vec<String>, String> {
                     .find(')')
                     .ok_or_else(|| format!("unclosed $( in {arg:?}"))?;
                 let name = &after[..end];
-                let value = env
-                    .get(name)
-                    .ok_or_else(|| format!("{arg:?} uses $({name}), which the container's env does not define"))?;
+                let value = env.get(name).ok_or_else(|| {
+                    format!("{arg:?} uses $({name}), which the container's env does not define")
+                })?;
                 out.push_str(value);
                 rest = &after[end + 1..];
             }
@@ -438,11 +442,21 @@ fn deploy_daemonset_is_privileged_but_minimal() {
     let sc = c.security_context.as_ref().expect("securityContext");
     let caps = sc.capabilities.as_ref().expect("capabilities");
     let add: BTreeSet<&str> = caps.add.iter().flatten().map(String::as_str).collect();
-    let want: BTreeSet<&str> = ["BPF", "NET_ADMIN", "PERFMON", "SYS_RESOURCE", "NET_BIND_SERVICE"]
-        .into_iter()
-        .collect();
+    let want: BTreeSet<&str> = [
+        "BPF",
+        "NET_ADMIN",
+        "PERFMON",
+        "SYS_RESOURCE",
+        "NET_BIND_SERVICE",
+    ]
+    .into_iter()
+    .collect();
     assert_eq!(add, want, "capabilities added");
-    assert_eq!(caps.add.as_ref().map(Vec::len), Some(want.len()), "duplicates");
+    assert_eq!(
+        caps.add.as_ref().map(Vec::len),
+        Some(want.len()),
+        "duplicates"
+    );
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
     assert_eq!(sc.privileged, Some(false));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -474,7 +488,10 @@ fn deploy_daemonset_is_privileged_but_minimal() {
         Some("Bidirectional"),
         "Bidirectional needs a privileged container and is not needed for pins"
     );
-    let host = volume(&bpf.name).host_path.as_ref().expect("bpffs is a hostPath");
+    let host = volume(&bpf.name)
+        .host_path
+        .as_ref()
+        .expect("bpffs is a hostPath");
     assert_eq!(host.path, "/sys/fs/bpf");
     assert_eq!(host.type_.as_deref(), Some("DirectoryOrCreate"));
     assert!(
@@ -484,7 +501,10 @@ fn deploy_daemonset_is_privileged_but_minimal() {
     );
     for m in mounts.iter().filter(|m| m.mount_path != "/sys/fs/bpf") {
         assert_eq!(m.mount_path, "/tmp", "unexpected mount {}", m.mount_path);
-        let tmp = volume(&m.name).empty_dir.as_ref().expect("/tmp is an emptyDir");
+        let tmp = volume(&m.name)
+            .empty_dir
+            .as_ref()
+            .expect("/tmp is an emptyDir");
         assert!(tmp.size_limit.is_some(), "/tmp is bounded");
     }
 
@@ -512,7 +532,10 @@ fn deploy_daemonset_is_privileged_but_minimal() {
     );
 
     // Probes hit the admin listener, which therefore cannot be loopback-only.
-    assert!(!run.admin_addr.ip().is_loopback(), "kubelet probes the node address");
+    assert!(
+        !run.admin_addr.ip().is_loopback(),
+        "kubelet probes the node address"
+    );
     let port = |p: &IntOrString| match p {
         IntOrString::Int(n) => *n,
         IntOrString::String(name) => c
@@ -523,13 +546,20 @@ fn deploy_daemonset_is_privileged_but_minimal() {
             .map(|cp| cp.container_port)
             .unwrap_or_else(|| panic!("probe names unknown port {name}")),
     };
-    for (probe, path) in [(&c.liveness_probe, "/healthz"), (&c.readiness_probe, "/readyz")] {
+    for (probe, path) in [
+        (&c.liveness_probe, "/healthz"),
+        (&c.readiness_probe, "/readyz"),
+    ] {
         let get = probe
             .as_ref()
             .and_then(|p| p.http_get.as_ref())
             .unwrap_or_else(|| panic!("{path} probe is an httpGet"));
         assert_eq!(get.path.as_deref(), Some(path));
-        assert_eq!(port(&get.port), i32::from(run.admin_addr.port()), "{path} probe port");
+        assert_eq!(
+            port(&get.port),
+            i32::from(run.admin_addr.port()),
+            "{path} probe port"
+        );
     }
     let declared: BTreeSet<i32> = c.ports.iter().flatten().map(|p| p.container_port).collect();
     for addr in [run.http_addr, run.https_addr, run.admin_addr] {
@@ -542,17 +572,22 @@ fn deploy_daemonset_is_privileged_but_minimal() {
 
     // Resources and lifecycle.
     let res = c.resources.as_ref().expect("resources");
-    let q = |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| {
-        m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
-    };
+    let q =
+        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         k: &str| { m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
     assert_eq!(q(&res.requests, "cpu").as_deref(), Some("100m"));
     assert_eq!(q(&res.requests, "memory").as_deref(), Some("128Mi"));
     assert_eq!(q(&res.limits, "memory").as_deref(), Some("512Mi"));
-    assert_eq!(q(&res.limits, "cpu"), None, "no CPU limit: throttling adds latency");
+    assert_eq!(
+        q(&res.limits, "cpu"),
+        None,
+        "no CPU limit: throttling adds latency"
+    );
     let grace = pod.termination_grace_period_seconds.expect("grace period");
     assert_eq!(grace, 40);
     assert!(
-        Duration::from_secs(u64::try_from(grace).unwrap_or(0)) >= run.drain_timeout + Duration::from_secs(5),
+        Duration::from_secs(u64::try_from(grace).unwrap_or(0))
+            >= run.drain_timeout + Duration::from_secs(5),
         "grace {grace}s leaves no room after --drain-timeout {:?}",
         run.drain_timeout
     );
@@ -585,13 +620,25 @@ fn deploy_daemonset_args_parse_with_the_real_cli() {
 
     let run = run_args(&m);
     let node: IpAddr = NODE_IP.parse().expect("stand-in");
-    assert_eq!(run.http_addr, "0.0.0.0:80".parse::<SocketAddr>().expect("addr"));
-    assert_eq!(run.https_addr, "0.0.0.0:443".parse::<SocketAddr>().expect("addr"));
-    assert_eq!(run.admin_addr, "0.0.0.0:10254".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        run.http_addr,
+        "0.0.0.0:80".parse::<SocketAddr>().expect("addr")
+    );
+    assert_eq!(
+        run.https_addr,
+        "0.0.0.0:443".parse::<SocketAddr>().expect("addr")
+    );
+    assert_eq!(
+        run.admin_addr,
+        "0.0.0.0:10254".parse::<SocketAddr>().expect("addr")
+    );
     assert_eq!(run.publish_address, vec![node]);
     assert_eq!(run.xdp.snat_v4.map(IpAddr::V4), Some(node));
     assert_eq!(run.xdp.interfaces, vec!["eth0".to_string()]);
-    assert!(run.manifests.is_none() && run.kubeconfig.is_none(), "in-cluster config");
+    assert!(
+        run.manifests.is_none() && run.kubeconfig.is_none(),
+        "in-cluster config"
+    );
     assert_eq!(run.drain_timeout, Duration::from_secs(30));
 
     // The namespaces the args name are the ones the manifests create and grant.
@@ -601,10 +648,16 @@ fn deploy_daemonset_args_parse_with_the_real_cli() {
     let cm = Manifests::one(&m.config_maps, "ConfigMap");
     assert_eq!(
         (Some(tcp.namespace.as_str()), Some(tcp.name.as_str())),
-        (cm.metadata.namespace.as_deref(), cm.metadata.name.as_deref()),
+        (
+            cm.metadata.namespace.as_deref(),
+            cm.metadata.name.as_deref()
+        ),
         "--tcp-services-configmap names the ConfigMap deploy/ creates"
     );
-    assert!(run.udp_services_configmap.is_none(), "rbac.yaml grants no UDP ConfigMap");
+    assert!(
+        run.udp_services_configmap.is_none(),
+        "rbac.yaml grants no UDP ConfigMap"
+    );
 
     // The check has teeth: a flag the CLI does not know fails to parse.
     let mut args = expand_args(c).expect("args");
@@ -623,9 +676,18 @@ fn deploy_daemonset_args_parse_with_the_real_cli() {
 #[test]
 fn deploy_rbac_evaluator_follows_kubernetes_semantics() {
     let access = |m: &str, uri: &str| rbac::access(m, uri).unwrap_or_else(|e| panic!("{e}"));
-    let a = access("GET", "/apis/networking.k8s.io/v1/ingresses?&watch=true&resourceVersion=5");
+    let a = access(
+        "GET",
+        "/apis/networking.k8s.io/v1/ingresses?&watch=true&resourceVersion=5",
+    );
     assert_eq!(
-        (a.verb.as_str(), a.group.as_str(), a.resource.as_str(), &a.namespace, &a.name),
+        (
+            a.verb.as_str(),
+            a.group.as_str(),
+            a.resource.as_str(),
+            &a.namespace,
+            &a.name
+        ),
         ("watch", "networking.k8s.io", "ingresses", &None, &None)
     );
     let a = access(
@@ -633,7 +695,12 @@ fn deploy_rbac_evaluator_follows_kubernetes_semantics() {
         "/apis/networking.k8s.io/v1/namespaces/shop/ingresses/web/status?&fieldManager=x",
     );
     assert_eq!(
-        (a.verb.as_str(), a.resource.as_str(), a.namespace.as_deref(), a.name.as_deref()),
+        (
+            a.verb.as_str(),
+            a.resource.as_str(),
+            a.namespace.as_deref(),
+            a.name.as_deref()
+        ),
         ("patch", "ingresses/status", Some("shop"), Some("web"))
     );
     let a = access(
@@ -671,13 +738,34 @@ fn deploy_rbac_evaluator_follows_kubernetes_semantics() {
     assert!(policy.problems.is_empty(), "{:?}", policy.problems);
     let allowed = |m: &str, uri: &str| policy.allowing(&access(m, uri)).next().is_some();
     assert!(allowed("GET", "/api/v1/namespaces/ns/configmaps/tcp"));
-    assert!(allowed("GET", "/api/v1/namespaces/ns/configmaps?fieldSelector=metadata.name%3Dtcp"));
-    assert!(!allowed("GET", "/api/v1/namespaces/ns/configmaps"), "list of all");
+    assert!(allowed(
+        "GET",
+        "/api/v1/namespaces/ns/configmaps?fieldSelector=metadata.name%3Dtcp"
+    ));
+    assert!(
+        !allowed("GET", "/api/v1/namespaces/ns/configmaps"),
+        "list of all"
+    );
     assert!(!allowed("GET", "/api/v1/namespaces/ns/configmaps/other"));
-    assert!(!allowed("GET", "/api/v1/namespaces/other/configmaps/tcp"), "other namespace");
-    assert!(!allowed("GET", "/api/v1/configmaps?fieldSelector=metadata.name%3Dtcp"), "cluster-wide");
-    assert!(!allowed("PUT", "/api/v1/namespaces/ns/configmaps/tcp"), "verb");
-    assert!(!allowed("GET", "/api/v1/namespaces/ns/configmaps/tcp/status"), "subresource");
+    assert!(
+        !allowed("GET", "/api/v1/namespaces/other/configmaps/tcp"),
+        "other namespace"
+    );
+    assert!(
+        !allowed(
+            "GET",
+            "/api/v1/configmaps?fieldSelector=metadata.name%3Dtcp"
+        ),
+        "cluster-wide"
+    );
+    assert!(
+        !allowed("PUT", "/api/v1/namespaces/ns/configmaps/tcp"),
+        "verb"
+    );
+    assert!(
+        !allowed("GET", "/api/v1/namespaces/ns/configmaps/tcp/status"),
+        "subresource"
+    );
 
     let other = Policy::for_service_account(objects, "ns", "someone-else");
     assert!(other.grants.is_empty());
@@ -830,7 +918,9 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     api.wait_until(WAIT, "a lease renewal", |a| {
-        a.requests().iter().any(|r| is(r, "PUT", "/leases/ingressd-leader"))
+        a.requests()
+            .iter()
+            .any(|r| is(r, "PUT", "/leases/ingressd-leader"))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -842,12 +932,19 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
         ("status", status_task),
         ("events", events_task),
     ] {
-        bounded(what, task).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        bounded(what, task)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
     }
     source.abort();
     drop(rx);
     let lease = api
-        .get("coordination.k8s.io/v1", "Lease", &run.election_namespace, leader::LEASE_NAME)
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            &run.election_namespace,
+            leader::LEASE_NAME,
+        )
         .expect("lease");
     assert!(
         lease["spec"]["holderIdentity"].is_null(),
@@ -857,9 +954,17 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
     // Every call allowed, every permission used.
     let ds = m.daemon_set();
     let sa_namespace = ds.metadata.namespace.clone().expect("namespace");
-    let sa = m.pod().service_account_name.clone().expect("serviceAccountName");
+    let sa = m
+        .pod()
+        .service_account_name
+        .clone()
+        .expect("serviceAccountName");
     let policy = Policy::for_service_account(m.rbac(), &sa_namespace, &sa);
-    assert!(policy.problems.is_empty(), "RBAC objects: {:#?}", policy.problems);
+    assert!(
+        policy.problems.is_empty(),
+        "RBAC objects: {:#?}",
+        policy.problems
+    );
     let mut denied = BTreeSet::new();
     let mut calls = BTreeSet::new();
     let mut used = BTreeSet::new();
