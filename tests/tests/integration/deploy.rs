@@ -36,7 +36,9 @@ use k8s_openapi::{
 };
 use serde_json::{json, Value};
 use tests::{
+    caps,
     fake_api::FakeApi,
+    netns::{require_privileges, sh, unique, NetNs},
     rbac::{self, Policy, RbacObjects},
 };
 use tokio::{
@@ -48,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 /// Bound on every wait in this file.
 const WAIT: Duration = Duration::from_secs(15);
 /// Stand-ins for the values the kubelet fills in from `fieldRef`s.
-const NODE_IP: &str = "192.0.2.10";
+const NODE_IP: &str = "198.18.0.10";
 const POD_NAME: &str = "ingressd-x7k2p";
 
 fn deploy_dir() -> PathBuf {
@@ -1011,4 +1013,377 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
             );
         }
     }
+}
+
+// ---- capabilities against the kernel ---------------------------------------------------------
+
+/// The DaemonSet's added capabilities, as numbers.
+fn granted_caps(m: &Manifests) -> Vec<u32> {
+    granted_names(m)
+        .iter()
+        .map(|n| caps::number(n).unwrap_or_else(|| panic!("unknown capability {n}")))
+        .collect()
+}
+
+/// `512Mi` and friends, in bytes.
+fn quantity_bytes(q: &str) -> u64 {
+    let (num, mult) = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
+        .iter()
+        .find_map(|(s, m)| q.strip_suffix(s).map(|n| (n, *m)))
+        .unwrap_or((q, 1));
+    num.parse::<u64>()
+        .unwrap_or_else(|e| panic!("quantity {q}: {e}"))
+        * mult
+}
+
+/// Kernel memory of the loaded object's maps (`memlock` in the map fds' fdinfo), which Linux
+/// 5.11+ charges to the loading process's memory cgroup.
+fn map_memory(datapath: &ingress::maps::loader::Datapath) -> Result<u64, String> {
+    use aya::maps::Map;
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut total = 0;
+    for (name, map) in datapath.ebpf().maps() {
+        let data = match map {
+            Map::Array(d)
+            | Map::HashMap(d)
+            | Map::LruHashMap(d)
+            | Map::PerCpuArray(d)
+            | Map::PerCpuHashMap(d)
+            | Map::SockHash(d)
+            | Map::SockMap(d) => d,
+            _ => return Err(format!("map {name}: type not handled by this test")),
+        };
+        let fd = data.fd().as_fd().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+            .map_err(|e| format!("fdinfo of {name}: {e}"))?;
+        let memlock = info
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("no memlock for map {name}"))?;
+        total += memlock;
+    }
+    Ok(total)
+}
+
+/// What `ingressd run` does with the kernel and the node's ports at startup, in order, as in
+/// the DaemonSet's args. Stops at the first failing step; returns each step's outcome.
+fn startup(
+    run: &RunArgs,
+    pin_dir: &Path,
+    backend: SocketAddr,
+) -> Vec<(&'static str, Result<String, String>)> {
+    use ingress::{
+        apply::maps::{L4Applier, SnatSettings},
+        maps::{counters::Counters, loader, neigh},
+        snapshot::{L4Protocol, L4Service},
+    };
+    let mut steps = Vec::new();
+    macro_rules! step {
+        ($name:expr, $body:expr) => {{
+            let r: Result<_, String> = $body;
+            match r {
+                Ok(v) => {
+                    steps.push(($name, Ok(String::new())));
+                    v
+                }
+                Err(e) => {
+                    steps.push(($name, Err(e)));
+                    return steps;
+                }
+            }
+        }};
+    }
+    let _listeners = step!("bind the HTTP and HTTPS ports", {
+        let bind =
+            |a: SocketAddr| std::net::TcpListener::bind(a).map_err(|e| format!("bind {a}: {e}"));
+        bind(run.http_addr).and_then(|h| Ok((h, bind(run.https_addr)?)))
+    });
+    let mut datapath = step!(
+        "load the programs, create and pin the maps",
+        loader::Datapath::load(&loader::LoaderOptions {
+            pin_dir: Some(pin_dir.to_path_buf()),
+            max_vips: run.xdp.max_vips,
+            conntrack_entries: run.xdp.conntrack_entries,
+        })
+        .map_err(|e| format!("{e:#}"))
+    );
+    let memory = step!("measure map memory", map_memory(&datapath));
+    if let Some(last) = steps.last_mut() {
+        last.1 = Ok(format!("{} MiB", memory >> 20));
+    }
+    let iface = run.xdp.interfaces.first().cloned().unwrap_or_default();
+    step!(
+        "attach XDP (a pinned link)",
+        datapath
+            .attach(&iface, run.xdp.xdp_generic)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    );
+    let writer = step!(
+        "open the maps for writing",
+        datapath.map_writer().map_err(|e| format!("{e:#}"))
+    );
+    let (port_min, port_max) = step!(
+        "parse --snat-ports",
+        ingress::config::parse_port_range(&run.xdp.snat_ports).map_err(|e| e.to_string())
+    );
+    let snat = SnatSettings {
+        v4: run.xdp.snat_v4,
+        v6: run.xdp.snat_v6,
+        port_min,
+        port_max,
+    };
+    let mut applier = step!(
+        "write the SNAT config",
+        L4Applier::new(writer, snat).map_err(|e| format!("{e:#}"))
+    );
+    let service = L4Service {
+        origin: ObjectRef {
+            kind: "ConfigMap",
+            namespace: "ingressd-system".into(),
+            name: "tcp-services".into(),
+        },
+        vip: run
+            .publish_address
+            .first()
+            .copied()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        port: 9000,
+        protocol: L4Protocol::Tcp,
+        backends: vec![backend],
+    };
+    step!(
+        "program a VIP with Maglev and backends",
+        applier
+            .apply(&[service])
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|r| match r.skipped.as_slice() {
+                [] => Ok(()),
+                s => Err(format!("skipped {s:?}")),
+            })
+    );
+    step!(
+        "read the pinned counters",
+        Counters::from_pins(&loader::maps_dir(pin_dir))
+            .and_then(|c| c.stats())
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    );
+    step!("keep the backend's next hop resolved (ip neigh)", {
+        neigh::keep_resolved([backend.ip()]);
+        std::process::Command::new("ip")
+            .args(["neigh", "show", &backend.ip().to_string()])
+            .output()
+            .map_err(|e| format!("ip neigh show: {e}"))
+            .and_then(|out| {
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                if text.contains("managed") {
+                    Ok(())
+                } else {
+                    Err(format!("no managed neighbour entry: {text:?}"))
+                }
+            })
+    });
+    steps
+}
+
+/// A pin directory on the host's bpffs, removed (detaching pinned links) on drop.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = ingress::maps::loader::cleanup(&self.0);
+    }
+}
+
+/// A namespace whose `eth0` is one end of a veth pair, holding the node address and a backend
+/// route, like a node's uplink.
+fn node_namespace() -> (NetNs, SocketAddr) {
+    let ns = NetNs::new("dpl").expect("netns");
+    for cmd in [
+        "ip link add name eth0 type veth peer name peer0",
+        "ip link set eth0 up",
+        "ip link set peer0 up",
+        &format!("ip addr add {NODE_IP}/24 dev eth0"),
+    ] {
+        ns.run(cmd).unwrap_or_else(|e| panic!("{e}"));
+    }
+    (ns, "198.18.0.20:8080".parse().expect("addr"))
+}
+
+/// The first failing step and its error, shortened: a verifier log keeps its first line and
+/// its verdict (the last line before the statistics).
+fn failed_step(steps: &[(&'static str, Result<String, String>)]) -> Option<(&'static str, String)> {
+    let (name, error) = steps
+        .iter()
+        .find_map(|(name, r)| r.as_ref().err().map(|e| (*name, e)))?;
+    let lines: Vec<&str> = error.lines().collect();
+    if lines.len() <= 2 {
+        return Some((name, error.clone()));
+    }
+    let verdict = lines
+        .iter()
+        .rev()
+        .find(|l| {
+            !l.is_empty()
+                && !["verification time", "stack depth", "processed "]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+        })
+        .copied()
+        .unwrap_or_default();
+    Some((name, format!("{} ... {verdict}", lines[0])))
+}
+
+#[test]
+fn deploy_capabilities_are_enough_for_ingressd_startup_and_each_is_needed() {
+    require_privileges().unwrap_or_else(|e| panic!("{e}"));
+    let m = manifests();
+    let run = run_args(&m);
+    // The test process may itself lack some of them (this is then reported below); they
+    // cannot be exercised, and the run proves ingressd starts without them.
+    let held = caps::permitted().expect("own capabilities");
+    let (granted, not_held): (Vec<u32>, Vec<u32>) = granted_caps(&m)
+        .into_iter()
+        .partition(|c| held & caps::mask(&[*c]) != 0);
+    let (ns, backend) = node_namespace();
+    let netns = PathBuf::from(format!("/var/run/netns/{}", ns.name));
+    let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(unique("ingressd-deploy-")));
+
+    // First start with exactly the DaemonSet's capabilities.
+    let steps = caps::run_with(&granted, Some(&netns), || startup(&run, &pins.0, backend))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    if let Some((step, error)) = failed_step(&steps) {
+        panic!("with the DaemonSet's capabilities, `{step}` failed: {error}\nsteps: {steps:#?}");
+    }
+    // The maps fit in the container's memory limit with room for the proxy.
+    let memory = steps
+        .iter()
+        .find(|(n, _)| *n == "measure map memory")
+        .and_then(|(_, r)| r.as_ref().ok())
+        .and_then(|s| s.trim_end_matches(" MiB").parse::<u64>().ok())
+        .expect("map memory measured")
+        << 20;
+    let limit = m
+        .container()
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .map(|q| quantity_bytes(&q.0))
+        .expect("memory limit");
+    eprintln!(
+        "kernel maps: {} MiB of the {} MiB memory limit",
+        memory >> 20,
+        limit >> 20
+    );
+    assert!(
+        memory + (256 << 20) <= limit,
+        "kernel maps take {} MiB of the {} MiB limit; the proxy needs room too",
+        memory >> 20,
+        limit >> 20
+    );
+
+    // What the README says to inspect is there, readable by bpftool on the node.
+    let vips = ingress::maps::loader::maps_dir(&pins.0).join("VIPS");
+    let dump = sh(&format!("bpftool -j map dump pinned {}", vips.display()))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let entries: Vec<Value> = serde_json::from_str(&dump).expect("bpftool JSON");
+    assert_eq!(entries.len(), 1, "one VIP programmed: {dump}");
+    let iface = &run.xdp.interfaces[0];
+    assert!(
+        pins.0.join(format!("links/xdp_{iface}")).exists(),
+        "XDP link pinned"
+    );
+
+    // A restart (new pod on the same node) adopts the pins and swaps into the pinned link.
+    let steps = caps::run_with(&granted, Some(&netns), || startup(&run, &pins.0, backend))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    if let Some((step, error)) = failed_step(&steps) {
+        panic!("on restart, `{step}` failed: {error}\nsteps: {steps:#?}");
+    }
+    assert!(
+        ns.run(&format!("ip link show dev {iface}"))
+            .expect("ip link")
+            .contains("xdp"),
+        "program attached"
+    );
+
+    // `ingressd cleanup` in the pod removes the pins, which detaches the program.
+    let removed = caps::run_with(&granted, Some(&netns), || {
+        ingress::maps::loader::cleanup(&pins.0)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
+    .unwrap_or_else(|e| panic!("cleanup with the DaemonSet's capabilities: {e}"));
+    assert!(!removed.is_empty() && !pins.0.exists());
+    assert!(
+        !ns.run(&format!("ip link show dev {iface}"))
+            .expect("ip link")
+            .contains("xdp"),
+        "cleanup detached the program"
+    );
+
+    // Each capability is needed: without it, a startup step fails. The one exception is
+    // SYS_RESOURCE, which only matters where BPF memory counts against RLIMIT_MEMLOCK (Linux
+    // before 5.11); there it must be unneeded, and everything else must be needed.
+    let mut report = Vec::new();
+    for cap in &granted {
+        let fewer: Vec<u32> = granted.iter().copied().filter(|c| c != cap).collect();
+        let dir = PinDir(PathBuf::from("/sys/fs/bpf").join(unique("ingressd-deploy-")));
+        let steps = caps::run_with(&fewer, Some(&netns), || startup(&run, &dir.0, backend))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        report.push((*cap, failed_step(&steps)));
+    }
+    // Not held by this process: the runs above already went without them.
+    report.extend(not_held.iter().map(|c| (*c, None)));
+    let name = |cap: u32| {
+        granted_names(&m)
+            .into_iter()
+            .find(|n| caps::number(n) == Some(cap))
+            .unwrap_or_default()
+    };
+    let summary: Vec<String> = report
+        .iter()
+        .map(|(cap, failed)| match failed {
+            Some((step, error)) => format!("without {}: `{step}` fails: {error}", name(*cap)),
+            None => format!("without {}: startup succeeds", name(*cap)),
+        })
+        .collect();
+    eprintln!("{summary:#?}");
+    let memlock_accounting = kernel_version() < (5, 11);
+    for (cap, failed) in &report {
+        let needed = failed.is_some();
+        if name(*cap) == "SYS_RESOURCE" {
+            assert_eq!(
+                needed, memlock_accounting,
+                "SYS_RESOURCE is documented as needed only before Linux 5.11: {summary:#?}"
+            );
+        } else {
+            assert!(
+                needed,
+                "{} is granted but not needed: {summary:#?}",
+                name(*cap)
+            );
+        }
+    }
+}
+
+fn granted_names(m: &Manifests) -> Vec<String> {
+    m.container()
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.add.clone())
+        .unwrap_or_default()
+}
+
+/// The running kernel's (major, minor).
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
