@@ -73,6 +73,8 @@ struct Manifests {
     config_maps: Vec<ConfigMap>,
     /// `(file, namespace)` of every namespaced object, to check they agree.
     namespaced: Vec<(String, Option<String>)>,
+    /// Image names the kustomization rewrites.
+    kustomize_images: Vec<String>,
 }
 
 /// Where a JSON value and its round trip through a typed object differ: each entry is a path
@@ -213,6 +215,14 @@ impl Manifests {
                 "deploy/kustomization.yaml must list namespace.yaml first: {listed:?}"
             ));
         }
+        m.kustomize_images = kustomization
+            .get("images")
+            .and_then(serde_yaml::Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("name").and_then(serde_yaml::Value::as_str))
+            .map(String::from)
+            .collect();
         listed.sort();
         if listed != resources {
             return Err(format!(
@@ -353,6 +363,11 @@ fn deploy_manifests_parse_into_typed_objects_without_losing_fields() {
     ] {
         assert_eq!(n, 1, "expected exactly one {kind}");
     }
+
+    // The kustomization's image override applies to the DaemonSet's image.
+    let image = m.container().image.clone().expect("image");
+    let image_name = image.split_once(':').map_or(image.as_str(), |(n, _)| n);
+    assert_eq!(m.kustomize_images, vec![image_name.to_string()]);
 
     // The IngressClass names the controller ingressd answers to by default, and is not the
     // default class unless the operator says so.
