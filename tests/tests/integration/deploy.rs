@@ -1081,30 +1081,44 @@ fn map_memory(datapath: &ingress::maps::loader::Datapath) -> Result<u64, String>
     Ok(total)
 }
 
+/// The outcome of each startup step, in order, up to the first failure.
+type Steps = Vec<(&'static str, Result<(), String>)>;
+
+/// One startup under some capability set.
+struct Startup {
+    steps: Steps,
+    /// Kernel memory of the maps, once loaded.
+    map_memory: Option<u64>,
+}
+
 /// What `ingressd run` does with the kernel and the node's ports at startup, in order, as in
-/// the DaemonSet's args. Stops at the first failing step; returns each step's outcome.
-fn startup(
-    run: &RunArgs,
-    pin_dir: &Path,
-    backend: SocketAddr,
-) -> Vec<(&'static str, Result<String, String>)> {
+/// the DaemonSet's args. Stops at the first failing step.
+fn startup(run: &RunArgs, pin_dir: &Path, backend: SocketAddr) -> Startup {
+    let mut out = Startup {
+        steps: Vec::new(),
+        map_memory: None,
+    };
+    startup_steps(run, pin_dir, backend, &mut out);
+    out
+}
+
+fn startup_steps(run: &RunArgs, pin_dir: &Path, backend: SocketAddr, out: &mut Startup) {
     use ingress::{
         apply::maps::{L4Applier, SnatSettings},
         maps::{counters::Counters, loader, neigh},
         snapshot::{L4Protocol, L4Service},
     };
-    let mut steps = Vec::new();
     macro_rules! step {
         ($name:expr, $body:expr) => {{
             let r: Result<_, String> = $body;
             match r {
                 Ok(v) => {
-                    steps.push(($name, Ok(String::new())));
+                    out.steps.push(($name, Ok(())));
                     v
                 }
                 Err(e) => {
-                    steps.push(($name, Err(e)));
-                    return steps;
+                    out.steps.push(($name, Err(e)));
+                    return;
                 }
             }
         }};
@@ -1123,10 +1137,7 @@ fn startup(
         })
         .map_err(|e| format!("{e:#}"))
     );
-    let memory = step!("measure map memory", map_memory(&datapath));
-    if let Some(last) = steps.last_mut() {
-        last.1 = Ok(format!("{} MiB", memory >> 20));
-    }
+    out.map_memory = Some(step!("measure map memory", map_memory(&datapath)));
     let iface = run.xdp.interfaces.first().cloned().unwrap_or_default();
     step!(
         "attach XDP (a pinned link)",
@@ -1200,7 +1211,6 @@ fn startup(
                 }
             })
     });
-    steps
 }
 
 /// A pin directory on the host's bpffs, removed (detaching pinned links) on drop.
@@ -1229,7 +1239,7 @@ fn node_namespace() -> (NetNs, SocketAddr) {
 
 /// The first failing step and its error, shortened: a verifier log keeps its first line and
 /// its verdict (the last line before the statistics).
-fn failed_step(steps: &[(&'static str, Result<String, String>)]) -> Option<(&'static str, String)> {
+fn failed_step(steps: &Steps) -> Option<(&'static str, String)> {
     let (name, error) = steps
         .iter()
         .find_map(|(name, r)| r.as_ref().err().map(|e| (*name, e)))?;
@@ -1267,19 +1277,16 @@ fn deploy_capabilities_are_enough_for_ingressd_startup_and_each_is_needed() {
     let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(unique("ingressd-deploy-")));
 
     // First start with exactly the DaemonSet's capabilities.
-    let steps = caps::run_with(&granted, Some(&netns), || startup(&run, &pins.0, backend))
+    let first = caps::run_with(&granted, Some(&netns), || startup(&run, &pins.0, backend))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    if let Some((step, error)) = failed_step(&steps) {
-        panic!("with the DaemonSet's capabilities, `{step}` failed: {error}\nsteps: {steps:#?}");
+    if let Some((step, error)) = failed_step(&first.steps) {
+        panic!(
+            "with the DaemonSet's capabilities, `{step}` failed: {error}\nsteps: {:#?}",
+            first.steps
+        );
     }
     // The maps fit in the container's memory limit with room for the proxy.
-    let memory = steps
-        .iter()
-        .find(|(n, _)| *n == "measure map memory")
-        .and_then(|(_, r)| r.as_ref().ok())
-        .and_then(|s| s.trim_end_matches(" MiB").parse::<u64>().ok())
-        .expect("map memory measured")
-        << 20;
+    let memory = first.map_memory.expect("map memory measured");
     let limit = m
         .container()
         .resources
@@ -1313,10 +1320,13 @@ fn deploy_capabilities_are_enough_for_ingressd_startup_and_each_is_needed() {
     );
 
     // A restart (new pod on the same node) adopts the pins and swaps into the pinned link.
-    let steps = caps::run_with(&granted, Some(&netns), || startup(&run, &pins.0, backend))
+    let restart = caps::run_with(&granted, Some(&netns), || startup(&run, &pins.0, backend))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    if let Some((step, error)) = failed_step(&steps) {
-        panic!("on restart, `{step}` failed: {error}\nsteps: {steps:#?}");
+    if let Some((step, error)) = failed_step(&restart.steps) {
+        panic!(
+            "on restart, `{step}` failed: {error}\nsteps: {:#?}",
+            restart.steps
+        );
     }
     assert!(
         ns.run(&format!("ip link show dev {iface}"))
@@ -1346,9 +1356,9 @@ fn deploy_capabilities_are_enough_for_ingressd_startup_and_each_is_needed() {
     for cap in &granted {
         let fewer: Vec<u32> = granted.iter().copied().filter(|c| c != cap).collect();
         let dir = PinDir(PathBuf::from("/sys/fs/bpf").join(unique("ingressd-deploy-")));
-        let steps = caps::run_with(&fewer, Some(&netns), || startup(&run, &dir.0, backend))
+        let without = caps::run_with(&fewer, Some(&netns), || startup(&run, &dir.0, backend))
             .unwrap_or_else(|e| panic!("{e:#}"));
-        report.push((*cap, failed_step(&steps)));
+        report.push((*cap, failed_step(&without.steps)));
     }
     // Not held by this process: the runs above already went without them.
     report.extend(not_held.iter().map(|c| (*c, None)));
