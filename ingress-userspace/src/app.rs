@@ -46,14 +46,20 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Inspect(a) => {
-            let report = crate::admin::inspect::report(&a.pin.pin_dir, a.conntrack)
-                .with_context(|| format!("reading pinned maps under {}", a.pin.pin_dir.display()))?;
+            let report =
+                crate::admin::inspect::report(&a.pin.pin_dir, a.conntrack).with_context(|| {
+                    format!("reading pinned maps under {}", a.pin.pin_dir.display())
+                })?;
             print!("{report}");
             Ok(())
         }
         Command::Cleanup(p) => {
             let removed = loader::cleanup(&p.pin_dir)?;
-            println!("removed {} pinned objects under {}", removed.len(), p.pin_dir.display());
+            println!(
+                "removed {} pinned objects under {}",
+                removed.len(),
+                p.pin_dir.display()
+            );
             Ok(())
         }
     }
@@ -72,7 +78,11 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
         ingress_class: args.ingress_class.clone(),
         tcp_services: parse_nn(&args.tcp_services_configmap)?,
         udp_services: parse_nn(&args.udp_services_configmap)?,
-        l4_addresses: if args.l4_address.is_empty() { args.publish_address.clone() } else { args.l4_address.clone() },
+        l4_addresses: if args.l4_address.is_empty() {
+            args.publish_address.clone()
+        } else {
+            args.l4_address.clone()
+        },
         default_backend: match &args.default_backend_service {
             Some(s) => Some(s.parse()?),
             None => None,
@@ -85,7 +95,9 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = settings(&args)?;
     let snat = snat_settings(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let app = App::build(args, settings, snat).await?;
         app.run().await
@@ -94,7 +106,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
 fn snat_settings(args: &RunArgs) -> anyhow::Result<SnatSettings> {
     let (port_min, port_max) = parse_port_range(&args.xdp.snat_ports)?;
-    let snat = SnatSettings { v4: args.xdp.snat_v4, v6: args.xdp.snat_v6, port_min, port_max };
+    let snat = SnatSettings {
+        v4: args.xdp.snat_v4,
+        v6: args.xdp.snat_v6,
+        port_min,
+        port_max,
+    };
     if !args.xdp.interfaces.is_empty() && snat.v4.is_none() && snat.v6.is_none() {
         bail!("--xdp-interface needs --snat-v4 and/or --snat-v6: the source address for L4 traffic to backends");
     }
@@ -122,12 +139,19 @@ impl Kernel {
             datapath.attach(ifname, x.xdp_generic)?;
         }
         datapath.remove_stale_versions()?;
-        Ok(Kernel { _datapath: datapath, applier, resolved: BTreeSet::new() })
+        Ok(Kernel {
+            _datapath: datapath,
+            applier,
+            resolved: BTreeSet::new(),
+        })
     }
 
     fn apply(&mut self, services: &[L4Service]) -> anyhow::Result<()> {
         let report = self.applier.apply(services)?;
-        let wanted: BTreeSet<IpAddr> = services.iter().flat_map(|s| s.backends.iter().map(|b| b.ip())).collect();
+        let wanted: BTreeSet<IpAddr> = services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| b.ip()))
+            .collect();
         let new: Vec<IpAddr> = wanted.difference(&self.resolved).copied().collect();
         if !new.is_empty() {
             neigh::keep_resolved(new);
@@ -156,7 +180,11 @@ pub struct App {
 
 impl App {
     /// Loads the kernel programs (if any interface is configured) and binds the listeners.
-    pub async fn build(args: RunArgs, settings: Settings, snat: SnatSettings) -> anyhow::Result<Self> {
+    pub async fn build(
+        args: RunArgs,
+        settings: Settings,
+        snat: SnatSettings,
+    ) -> anyhow::Result<Self> {
         let proxy = Proxy::new(ProxyOptions::from_run_args(&args))?;
         let (kernel, kernel_metrics) = if args.xdp.interfaces.is_empty() {
             info!("no --xdp-interface: the kernel L4 path is off");
@@ -183,7 +211,18 @@ impl App {
 
     /// Runs until SIGTERM or SIGINT, then drains in-flight requests and stops.
     pub async fn run(self) -> anyhow::Result<()> {
-        let App { args, settings, proxy, readiness, shutdown, kernel, kernel_metrics, http, https, admin } = self;
+        let App {
+            args,
+            settings,
+            proxy,
+            readiness,
+            shutdown,
+            kernel,
+            kernel_metrics,
+            http,
+            https,
+            admin,
+        } = self;
         let store = store::spawn(settings.clone(), args.debounce, 1);
 
         // Sources.
@@ -204,7 +243,13 @@ impl App {
 
         // Appliers.
         let applier = ProxyApplier::new(proxy.clone());
-        tokio::spawn(apply_loop(store.translations.clone(), applier, kernel.clone(), readiness.clone(), shutdown.clone()));
+        tokio::spawn(apply_loop(
+            store.translations.clone(),
+            applier,
+            kernel.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        ));
         if let Some(client) = kube_client {
             let identity = args.identity.clone().unwrap_or_else(hostname);
             let (leading, _) = apply::leader::spawn(
@@ -279,7 +324,10 @@ async fn apply_loop(
         let mut kernel_ok = true;
         if let Some(k) = kernel.clone() {
             let snap = snapshot.clone();
-            let res = tokio::task::spawn_blocking(move || k.lock().unwrap_or_else(|e| e.into_inner()).apply(&snap.l4)).await;
+            let res = tokio::task::spawn_blocking(move || {
+                k.lock().unwrap_or_else(|e| e.into_inner()).apply(&snap.l4)
+            })
+            .await;
             match res {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -317,7 +365,9 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "ingressd".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "ingressd".into())
 }
 
 /// Keeps the event channel type in one place for the sources (used by tests).

@@ -3,12 +3,14 @@
 // Privileged test helpers call a few libc functions (setns, geteuid).
 #![allow(unsafe_code)]
 
+pub mod caps;
 pub mod certs;
 pub mod fake_api;
 pub mod fixtures;
 pub mod l7;
 pub mod netns;
 pub mod packet;
+pub mod rbac;
 pub mod topology;
 pub mod upstream;
 pub mod xdp;

@@ -12,13 +12,25 @@ use crate::{
 const COUNT_LIMIT: usize = 4_000_000;
 
 fn snat_line(cfg: &LbConfig) -> String {
-    let v4 = if cfg.snat_v4 == 0 { "-".to_string() } else { words_addr([cfg.snat_v4, 0, 0, 0], 2).to_string() };
-    let v6 = if cfg.snat_v6 == [0; 4] { "-".to_string() } else { words_addr(cfg.snat_v6, 10).to_string() };
+    let v4 = if cfg.snat_v4 == 0 {
+        "-".to_string()
+    } else {
+        words_addr([cfg.snat_v4, 0, 0, 0], 2).to_string()
+    };
+    let v6 = if cfg.snat_v6 == [0; 4] {
+        "-".to_string()
+    } else {
+        words_addr(cfg.snat_v6, 10).to_string()
+    };
     let max = u32::from(cfg.port_min) + u32::from(cfg.port_count).saturating_sub(1);
     format!(
         "SNAT {v4} / {v6}, ports {}-{max}, {}",
         cfg.port_min,
-        if cfg.ready != 0 { "ready" } else { "not ready (VIP traffic passed to the stack)" }
+        if cfg.ready != 0 {
+            "ready"
+        } else {
+            "not ready (VIP traffic passed to the stack)"
+        }
     )
 }
 
@@ -33,7 +45,11 @@ pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
     let _ = writeln!(out, "\nVIPs: {}", vips.len());
     for v in &vips {
         let addr = words_addr(v.key.addr, v.key.family);
-        let proto = if v.key.proto == PROTO_UDP { "udp" } else { "tcp" };
+        let proto = if v.key.proto == PROTO_UDP {
+            "udp"
+        } else {
+            "tcp"
+        };
         let c = maps.counters.vip(v.meta.id)?;
         let _ = writeln!(
             out,
@@ -47,11 +63,18 @@ pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
         for (b, slots) in &v.spread {
             let ep = SocketAddr::new(words_addr(b.addr, b.family), u16::from_be(b.port));
             let pct = f64::from(*slots) * 100.0 / f64::from(MAGLEV_RING_SIZE);
-            let _ = writeln!(out, "         -> {ep:<28} {slots:>6} Maglev slots ({pct:5.2}%)");
+            let _ = writeln!(
+                out,
+                "         -> {ep:<28} {slots:>6} Maglev slots ({pct:5.2}%)"
+            );
         }
     }
     let n = maps.conntrack_count(COUNT_LIMIT);
-    let _ = writeln!(out, "\nconntrack: {n} flows{}", if n >= COUNT_LIMIT { " (or more)" } else { "" });
+    let _ = writeln!(
+        out,
+        "\nconntrack: {n} flows{}",
+        if n >= COUNT_LIMIT { " (or more)" } else { "" }
+    );
     for (k, nat) in maps.conntrack(flows) {
         let _ = writeln!(
             out,
@@ -59,13 +82,22 @@ pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
             SocketAddr::new(words_addr(k.src, k.family), u16::from_be(k.sport)),
             SocketAddr::new(words_addr(k.dst, k.family), u16::from_be(k.dport)),
             SocketAddr::new(words_addr(nat.snat, k.family), u16::from_be(nat.snat_port)),
-            SocketAddr::new(words_addr(nat.backend, k.family), u16::from_be(nat.backend_port)),
+            SocketAddr::new(
+                words_addr(nat.backend, k.family),
+                u16::from_be(nat.backend_port)
+            ),
         );
     }
     let _ = writeln!(out, "\ncounters (packets, bytes, all CPUs):");
     for (stat, c) in maps.counters.stats()? {
         if c.packets > 0 {
-            let _ = writeln!(out, "  {:<18} {:>12} {:>14}", stat.name(), c.packets, c.bytes);
+            let _ = writeln!(
+                out,
+                "  {:<18} {:>12} {:>14}",
+                stat.name(),
+                c.packets,
+                c.bytes
+            );
         }
     }
     Ok(out)

@@ -26,7 +26,9 @@ pub struct KernelMetrics {
 
 impl std::fmt::Debug for KernelMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KernelMetrics").field("dir", &self.maps.dir).finish()
+        f.debug_struct("KernelMetrics")
+            .field("dir", &self.maps.dir)
+            .finish()
     }
 }
 
@@ -56,42 +58,82 @@ impl KernelMetrics {
 // Safe to share: aya map handles are file descriptors; reads do not mutate them.
 impl MetricsSource for KernelMetrics {
     fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP ingress_xdp_packets_total Packets seen by the XDP program, by outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP ingress_xdp_packets_total Packets seen by the XDP program, by outcome."
+        );
         let _ = writeln!(out, "# TYPE ingress_xdp_packets_total counter");
         let stats = self.maps.counters.stats().unwrap_or_default();
         for (s, c) in &stats {
-            let _ = writeln!(out, "ingress_xdp_packets_total{{outcome=\"{}\"}} {}", s.name(), c.packets);
+            let _ = writeln!(
+                out,
+                "ingress_xdp_packets_total{{outcome=\"{}\"}} {}",
+                s.name(),
+                c.packets
+            );
         }
-        let _ = writeln!(out, "# HELP ingress_xdp_bytes_total Bytes seen by the XDP program, by outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP ingress_xdp_bytes_total Bytes seen by the XDP program, by outcome."
+        );
         let _ = writeln!(out, "# TYPE ingress_xdp_bytes_total counter");
         for (s, c) in &stats {
-            let _ = writeln!(out, "ingress_xdp_bytes_total{{outcome=\"{}\"}} {}", s.name(), c.bytes);
+            let _ = writeln!(
+                out,
+                "ingress_xdp_bytes_total{{outcome=\"{}\"}} {}",
+                s.name(),
+                c.bytes
+            );
         }
         if let Ok(vips) = self.maps.vips() {
             let names: Vec<(u32, String)> = vips
                 .iter()
                 .map(|v| {
-                    let proto = if v.key.proto == PROTO_UDP { "udp" } else { "tcp" };
-                    let ep = SocketAddr::new(words_addr(v.key.addr, v.key.family), u16::from_be(v.key.port));
+                    let proto = if v.key.proto == PROTO_UDP {
+                        "udp"
+                    } else {
+                        "tcp"
+                    };
+                    let ep = SocketAddr::new(
+                        words_addr(v.key.addr, v.key.family),
+                        u16::from_be(v.key.port),
+                    );
                     (v.meta.id, format!("{ep}/{proto}"))
                 })
                 .collect();
             self.names.store(Arc::new(names));
         }
-        let _ = writeln!(out, "# HELP ingress_xdp_vip_packets_total Packets forwarded for a VIP (both directions).");
+        let _ = writeln!(
+            out,
+            "# HELP ingress_xdp_vip_packets_total Packets forwarded for a VIP (both directions)."
+        );
         let _ = writeln!(out, "# TYPE ingress_xdp_vip_packets_total counter");
         let names = self.names.load();
         let mut bytes = String::new();
         for (id, name) in names.iter() {
             if let Ok(c) = self.maps.counters.vip(*id) {
-                let _ = writeln!(out, "ingress_xdp_vip_packets_total{{vip=\"{name}\"}} {}", c.packets);
-                let _ = writeln!(bytes, "ingress_xdp_vip_bytes_total{{vip=\"{name}\"}} {}", c.bytes);
+                let _ = writeln!(
+                    out,
+                    "ingress_xdp_vip_packets_total{{vip=\"{name}\"}} {}",
+                    c.packets
+                );
+                let _ = writeln!(
+                    bytes,
+                    "ingress_xdp_vip_bytes_total{{vip=\"{name}\"}} {}",
+                    c.bytes
+                );
             }
         }
-        let _ = writeln!(out, "# HELP ingress_xdp_vip_bytes_total Bytes forwarded for a VIP (both directions).");
+        let _ = writeln!(
+            out,
+            "# HELP ingress_xdp_vip_bytes_total Bytes forwarded for a VIP (both directions)."
+        );
         let _ = writeln!(out, "# TYPE ingress_xdp_vip_bytes_total counter");
         out.push_str(&bytes);
-        let _ = writeln!(out, "# HELP ingress_xdp_conntrack_entries Flows in the conntrack map (sampled every 30 s).");
+        let _ = writeln!(
+            out,
+            "# HELP ingress_xdp_conntrack_entries Flows in the conntrack map (sampled every 30 s)."
+        );
         let _ = writeln!(out, "# TYPE ingress_xdp_conntrack_entries gauge");
         let _ = writeln!(out, "ingress_xdp_conntrack_entries {}", self.conntrack());
     }

@@ -1,4 +1,6 @@
 //! Reads the per-CPU counters and sums them across CPUs.
+use std::os::fd::AsFd;
+
 use aya::maps::{MapData, PerCpuArray};
 use ingress_common::{
     counters::{Counter, Stat},
@@ -15,21 +17,21 @@ pub struct Counters {
 
 fn open(ebpf: &aya::Ebpf, name: &'static str) -> Result<PerCpuArray<MapData, Counter>, MapError> {
     let map = ebpf.map(name).ok_or(MapError::Missing(name))?;
-    let data = match map {
-        aya::maps::Map::PerCpuArray(d) => {
-            let info = d.info().map_err(|source| MapError::Map {
-                op: "info",
-                map: name,
-                source,
-            })?;
-            MapData::from_id(info.id()).map_err(|source| MapError::Map {
-                op: "open",
-                map: name,
-                source,
-            })?
-        }
-        _ => return Err(MapError::Missing(name)),
+    let aya::maps::Map::PerCpuArray(d) = map else {
+        return Err(MapError::Missing(name));
     };
+    // A second handle from a duplicated fd: reopening by id would need CAP_SYS_ADMIN, which
+    // the DaemonSet does not grant.
+    let fd = d
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| MapError::Mmap { map: name, source })?;
+    let data = MapData::from_fd(fd).map_err(|source| MapError::Map {
+        op: "open",
+        map: name,
+        source,
+    })?;
     PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).map_err(|source| MapError::Map {
         op: "open",
         map: name,

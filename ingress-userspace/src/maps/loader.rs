@@ -126,6 +126,7 @@ const PINNED_MAPS: &[&str] = &[
 impl Datapath {
     /// Loads the object, adopting pinned maps of the current layout version if present.
     pub fn load(opts: &LoaderOptions) -> Result<Self, LoadError> {
+        raise_memlock();
         let mut loader = EbpfLoader::new();
         // Two ring slots per array element (see ingress_common::maps::MAGLEV).
         let ring_entries = opts.max_vips.saturating_mul(MAGLEV_RING_SIZE).div_ceil(2);
@@ -366,4 +367,18 @@ fn remove_tree(path: &Path, removed: &mut Vec<PathBuf>) -> Result<(), LoadError>
     }
     std::fs::remove_dir(path).map_err(io_err(format!("removing {}", path.display())))?;
     Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (hence CAP_SYS_RESOURCE in the
+/// DaemonSet); newer ones use memory cgroups and ignore it. Best effort.
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid, fully initialised struct.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+    }
 }

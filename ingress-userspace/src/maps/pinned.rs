@@ -16,7 +16,11 @@ use ingress_common::{
 use super::{counters::Counters, loader::maps_dir, writer::MmapRing, MapError};
 
 fn open(dir: &Path, name: &'static str) -> Result<MapData, MapError> {
-    MapData::from_pin(dir.join(name)).map_err(|source| MapError::Map { op: "open pinned", map: name, source })
+    MapData::from_pin(dir.join(name)).map_err(|source| MapError::Map {
+        op: "open pinned",
+        map: name,
+        source,
+    })
 }
 
 /// The L4 state as pinned.
@@ -43,13 +47,22 @@ impl PinnedMaps {
     /// Opens the maps pinned under `pin_dir` (current layout version).
     pub fn open(pin_dir: &Path) -> Result<Self, MapError> {
         let dir = maps_dir(pin_dir);
-        let err = |name: &'static str| move |source| MapError::Map { op: "open", map: name, source };
+        let err = |name: &'static str| {
+            move |source| MapError::Map {
+                op: "open",
+                map: name,
+                source,
+            }
+        };
         let ring_data = open(&dir, names::MAGLEV)?;
         let slots = ring_data.info().map_err(err(names::MAGLEV))?.max_entries() * 2;
         Ok(PinnedMaps {
-            vips: HashMap::try_from(Map::HashMap(open(&dir, names::VIPS)?)).map_err(err(names::VIPS))?,
-            backends: Array::try_from(Map::Array(open(&dir, names::BACKENDS)?)).map_err(err(names::BACKENDS))?,
-            config: Array::try_from(Map::Array(open(&dir, names::LB_CONFIG)?)).map_err(err(names::LB_CONFIG))?,
+            vips: HashMap::try_from(Map::HashMap(open(&dir, names::VIPS)?))
+                .map_err(err(names::VIPS))?,
+            backends: Array::try_from(Map::Array(open(&dir, names::BACKENDS)?))
+                .map_err(err(names::BACKENDS))?,
+            config: Array::try_from(Map::Array(open(&dir, names::LB_CONFIG)?))
+                .map_err(err(names::LB_CONFIG))?,
             conntrack: HashMap::try_from(Map::LruHashMap(open(&dir, names::CONNTRACK)?))
                 .map_err(err(names::CONNTRACK))?,
             ring: MmapRing::new(ring_data, slots)?,
@@ -60,7 +73,11 @@ impl PinnedMaps {
 
     /// Node settings.
     pub fn config(&self) -> Result<LbConfig, MapError> {
-        self.config.get(&0, 0).map_err(|source| MapError::Map { op: "read", map: names::LB_CONFIG, source })
+        self.config.get(&0, 0).map_err(|source| MapError::Map {
+            op: "read",
+            map: names::LB_CONFIG,
+            source,
+        })
     }
 
     /// Every VIP with its Maglev spread.
@@ -68,7 +85,11 @@ impl PinnedMaps {
         let mut out = Vec::new();
         let words = self.ring.words();
         for entry in self.vips.iter() {
-            let (key, meta) = entry.map_err(|source| MapError::Map { op: "iterate", map: names::VIPS, source })?;
+            let (key, meta) = entry.map_err(|source| MapError::Map {
+                op: "iterate",
+                map: names::VIPS,
+                source,
+            })?;
             let start = meta.id as usize * MAGLEV_RING_SIZE as usize;
             let mut owned: BTreeMap<u32, u32> = BTreeMap::new();
             for w in words.iter().skip(start).take(MAGLEV_RING_SIZE as usize) {
@@ -79,10 +100,11 @@ impl PinnedMaps {
                 if id == 0 {
                     continue;
                 }
-                let b = self
-                    .backends
-                    .get(&id, 0)
-                    .map_err(|source| MapError::Map { op: "read", map: names::BACKENDS, source })?;
+                let b = self.backends.get(&id, 0).map_err(|source| MapError::Map {
+                    op: "read",
+                    map: names::BACKENDS,
+                    source,
+                })?;
                 spread.push((b, n));
             }
             out.push(VipView { key, meta, spread });
@@ -93,11 +115,19 @@ impl PinnedMaps {
 
     /// Number of conntrack entries, counting at most `limit`.
     pub fn conntrack_count(&self, limit: usize) -> usize {
-        self.conntrack.keys().take(limit).filter(|k| k.is_ok()).count()
+        self.conntrack
+            .keys()
+            .take(limit)
+            .filter(|k| k.is_ok())
+            .count()
     }
 
     /// Up to `limit` conntrack entries.
     pub fn conntrack(&self, limit: usize) -> Vec<(FlowKey, FlowNat)> {
-        self.conntrack.iter().take(limit).filter_map(Result::ok).collect()
+        self.conntrack
+            .iter()
+            .take(limit)
+            .filter_map(Result::ok)
+            .collect()
     }
 }

@@ -1,6 +1,7 @@
 //! The one integration test binary. Privileged tests (BPF, netns) run here too and fail with
 //! the reason when the machine cannot run them; they are never skipped silently.
 
+mod deploy;
 mod kube_source;
 mod l7_annotations;
 mod l7_lifecycle;
