@@ -7,6 +7,7 @@ pub mod caps;
 pub mod certs;
 pub mod fake_api;
 pub mod fixtures;
+pub mod ingressd;
 pub mod l7;
 pub mod netns;
 pub mod packet;
