@@ -9,6 +9,7 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData};
 use ingress_common::{
+    conntrack::Hop,
     l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta},
     maps as names,
 };
@@ -92,6 +93,7 @@ pub struct AyaMapWriter {
     backends: Array<MapData, Backend>,
     config: Array<MapData, LbConfig>,
     vip_filter: Array<MapData, u64>,
+    backend_hops: Array<MapData, Hop>,
     ring: MmapRing,
     capacity: Capacity,
 }
@@ -120,6 +122,8 @@ impl AyaMapWriter {
             .map_err(map_err("open", names::LB_CONFIG))?;
         let vip_filter = Array::try_from(take(ebpf, names::VIP_FILTER)?)
             .map_err(map_err("open", names::VIP_FILTER))?;
+        let backend_hops = Array::try_from(take(ebpf, names::BACKEND_HOPS)?)
+            .map_err(map_err("open", names::BACKEND_HOPS))?;
         let ring_map = data(take(ebpf, names::MAGLEV)?, names::MAGLEV)?;
         // Elements are [u32; 2]: the mapping is a flat u32 array of twice the entries.
         let slots = ring_map
@@ -136,6 +140,7 @@ impl AyaMapWriter {
             backends,
             config,
             vip_filter,
+            backend_hops,
             ring,
             capacity: Capacity {
                 max_vips: slots / ring_size,
@@ -219,9 +224,16 @@ impl MapWriter for AyaMapWriter {
     }
 
     fn put_backend(&mut self, id: u32, backend: &Backend) -> Result<(), MapError> {
+        // A reused id must not inherit the next hop cached for its previous backend: cleared
+        // before (so a lookup racing the write starts over) and after the write.
+        let clear = |hops: &mut Array<MapData, Hop>| {
+            hops.set(id, Hop::default(), 0).map_err(map_err("update", names::BACKEND_HOPS))
+        };
+        clear(&mut self.backend_hops)?;
         self.backends
             .set(id, backend, 0)
-            .map_err(map_err("update", names::BACKENDS))
+            .map_err(map_err("update", names::BACKENDS))?;
+        clear(&mut self.backend_hops)
     }
 
     fn write_ring(&mut self, vip_id: u32, ring: &[u32]) -> Result<usize, MapError> {
