@@ -1,2 +1,3 @@
 //! One program per concern.
+pub mod sk_passthrough;
 pub mod xdp_lb;
