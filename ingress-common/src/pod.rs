@@ -8,6 +8,4 @@ macro_rules! pod {
     ($($t:ty),*) => { $( unsafe impl aya::Pod for $t {} )* };
 }
 
-pod!(
-    VipKey, VipAddrKey, VipMeta, Backend, LbConfig, FlowKey, FlowNat, ReplyNat, Counter, SplicePeer
-);
+pod!(VipKey, VipAddrKey, VipMeta, Backend, LbConfig, FlowKey, FlowNat, ReplyNat, Counter, SplicePeer);

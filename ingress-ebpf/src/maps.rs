@@ -59,4 +59,5 @@ pub static SPLICE_SOCKS: SockHash<u64, { MAX_SPLICE_SOCKS as usize }> = SockHash
 
 /// Socket cookie -> cookie of the socket that receives its bytes. Written by userspace.
 #[btf_map]
-pub static SPLICE_PEERS: HashMap<u64, SplicePeer, { MAX_SPLICE_SOCKS as usize }> = HashMap::new();
+pub static SPLICE_PEERS: HashMap<u64, SplicePeer, { MAX_SPLICE_SOCKS as usize }> =
+    HashMap::new();

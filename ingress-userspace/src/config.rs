@@ -35,10 +35,7 @@ impl std::str::FromStr for NamespacedName {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                Ok(NamespacedName {
-                    namespace: ns.into(),
-                    name: name.into(),
-                })
+                Ok(NamespacedName { namespace: ns.into(), name: name.into() })
             }
             _ => Err(ConfigError::NamespacedName(s.into())),
         }
@@ -54,11 +51,7 @@ impl std::str::FromStr for ServicePortRef {
         if port.is_empty() {
             return Err(err());
         }
-        Ok(ServicePortRef {
-            namespace: nn.namespace,
-            name: nn.name,
-            port: port.into(),
-        })
+        Ok(ServicePortRef { namespace: nn.namespace, name: nn.name, port: port.into() })
     }
 }
 

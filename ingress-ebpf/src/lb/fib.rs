@@ -53,19 +53,10 @@ pub fn lookup(ctx: &XdpContext, q: &FibQuery) -> Result<NextHop, FibMiss> {
     }
     // SAFETY: p is a valid, fully initialised parameter block of the size passed.
     let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.as_ptr(),
-            &mut p,
-            core::mem::size_of::<FibParams>() as i32,
-            0,
-        )
+        bpf_fib_lookup(ctx.as_ptr(), &mut p, core::mem::size_of::<FibParams>() as i32, 0)
     };
     match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => Ok(NextHop {
-            ifindex: p.ifindex,
-            smac: p.smac,
-            dmac: p.dmac,
-        }),
+        BPF_FIB_LKUP_RET_SUCCESS => Ok(NextHop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac }),
         BPF_FIB_LKUP_RET_NO_NEIGH => Err(FibMiss::NoNeigh),
         _ => Err(FibMiss::Other),
     }

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use ingress_common::{
     conntrack::{FlowKey, FlowNat, ReplyNat},
     counters::Stat,
-    l4::{LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V6, PROTO_TCP, PROTO_UDP},
+    l4::{LbConfig, VipAddrKey, VipMeta, VipKey, FAMILY_V6, PROTO_TCP, PROTO_UDP},
 };
 
 use crate::{
@@ -41,20 +41,10 @@ struct Outcome {
 
 impl Outcome {
     const fn pass(stat: Stat) -> Self {
-        Outcome {
-            action: xdp_action::XDP_PASS,
-            stat,
-            egress: None,
-            vip_id: NO_VIP,
-        }
+        Outcome { action: xdp_action::XDP_PASS, stat, egress: None, vip_id: NO_VIP }
     }
     const fn drop(stat: Stat, vip_id: u32) -> Self {
-        Outcome {
-            action: xdp_action::XDP_DROP,
-            stat,
-            egress: None,
-            vip_id,
-        }
+        Outcome { action: xdp_action::XDP_DROP, stat, egress: None, vip_id }
     }
 }
 
@@ -114,28 +104,14 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
         csum_off: ports.csum_off,
         vlan: l2.vlan,
     };
-    let tuple = Tuple {
-        src: l3.src,
-        dst: l3.dst,
-        sport: ports.sport,
-        dport: ports.dport,
-    };
-    let vip = VipKey {
-        addr: l3.dst,
-        port: ports.dport,
-        proto: l3.proto,
-        family: l3.family,
-    };
+    let tuple = Tuple { src: l3.src, dst: l3.dst, sport: ports.sport, dport: ports.dport };
+    let vip = VipKey { addr: l3.dst, port: ports.dport, proto: l3.proto, family: l3.family };
     // SAFETY: VIPS values are plain data; a concurrent userspace update can only swap in
     // another valid VipMeta.
     if let Some(meta) = unsafe { VIPS.get(&vip) } {
         return forward(ctx, &layout, &l3, &tuple, meta, cfg);
     }
-    let snat = if l3.family == FAMILY_V6 {
-        cfg.snat_v6
-    } else {
-        [cfg.snat_v4, 0, 0, 0]
-    };
+    let snat = if l3.family == FAMILY_V6 { cfg.snat_v6 } else { [cfg.snat_v4, 0, 0, 0] };
     if l3.dst == snat {
         return reply(ctx, &layout, &l3, &tuple);
     }
@@ -151,11 +127,7 @@ fn is_v6_ext(next: u8) -> bool {
 /// A header we could not trust: drop it if it was aimed at a VIP, else it is not ours.
 #[inline(always)]
 fn malformed(family: u8, dst: [u32; 4]) -> Outcome {
-    let key = VipAddrKey {
-        addr: dst,
-        family,
-        _pad: [0; 3],
-    };
+    let key = VipAddrKey { addr: dst, family, _pad: [0; 3] };
     // SAFETY: read-only peek at a plain counter.
     if unsafe { VIP_ADDRS.get(&key) }.is_some() {
         return Outcome::drop(Stat::DropMalformed, NO_VIP);
@@ -199,12 +171,7 @@ fn forward(
             Err(s) => return Outcome::drop(s, vip_id),
         },
     };
-    let new = Tuple {
-        src: nat.snat,
-        dst: nat.backend,
-        sport: nat.snat_port,
-        dport: nat.backend_port,
-    };
+    let new = Tuple { src: nat.snat, dst: nat.backend, sport: nat.snat_port, dport: nat.backend_port };
     // Forward misses pass the packet untranslated: the stack would reject a packet already
     // carrying our own address as its source (martian), and the flow entry keeps the
     // backend for the retransmission.
@@ -220,11 +187,7 @@ fn new_flow(key: &FlowKey, l3: &L3, meta: &VipMeta, cfg: &LbConfig) -> Result<Fl
     let v6 = l3.family == FAMILY_V6;
     let h = maglev::flow_hash(key, v6);
     let backend = maglev::pick(meta.id, h).ok_or(Stat::DropNoBackend)?;
-    let snat = if v6 {
-        cfg.snat_v6
-    } else {
-        [cfg.snat_v4, 0, 0, 0]
-    };
+    let snat = if v6 { cfg.snat_v6 } else { [cfg.snat_v4, 0, 0, 0] };
     let reply = ReplyNat {
         client: key.src,
         vip: key.dst,
@@ -249,9 +212,7 @@ fn new_flow(key: &FlowKey, l3: &L3, meta: &VipMeta, cfg: &LbConfig) -> Result<Fl
         snat_port: port,
         vip_id: meta.id,
     };
-    CONNTRACK
-        .insert(key, &nat, 0)
-        .map_err(|_| Stat::DropMapError)?;
+    CONNTRACK.insert(key, &nat, 0).map_err(|_| Stat::DropMapError)?;
     Ok(nat)
 }
 
@@ -293,12 +254,7 @@ fn reply(ctx: &XdpContext, layout: &Layout, l3: &L3, t: &Tuple) -> Outcome {
     if l3.ttl <= 1 {
         return Outcome::pass(Stat::PassTtl);
     }
-    let new = Tuple {
-        src: r.vip,
-        dst: r.client,
-        sport: r.vip_port,
-        dport: r.client_port,
-    };
+    let new = Tuple { src: r.vip, dst: r.client, sport: r.vip_port, dport: r.client_port };
     // A reply whose neighbour is unknown is passed translated: its source is the VIP, not a
     // local address, so the stack forwards it and resolves the neighbour.
     emit(ctx, layout, l3, t, &new, Stat::FwdReply, r.vip_id, true)
@@ -340,12 +296,7 @@ fn emit(
             if pass_translated && nat::rewrite(ctx, layout, old, new).is_err() {
                 return Outcome::drop(Stat::DropMalformed, vip_id);
             }
-            return Outcome {
-                action: xdp_action::XDP_PASS,
-                stat: s,
-                egress: None,
-                vip_id,
-            };
+            return Outcome { action: xdp_action::XDP_PASS, stat: s, egress: None, vip_id };
         }
     };
     if nat::rewrite(ctx, layout, old, new).is_err()
@@ -354,19 +305,9 @@ fn emit(
         return Outcome::drop(Stat::DropMalformed, vip_id);
     }
     if hop.ifindex == ctx.ingress_ifindex() as u32 {
-        return Outcome {
-            action: xdp_action::XDP_TX,
-            stat,
-            egress: Some(Stat::Tx),
-            vip_id,
-        };
+        return Outcome { action: xdp_action::XDP_TX, stat, egress: Some(Stat::Tx), vip_id };
     }
     // SAFETY: plain helper call; the verdict it returns is what we hand back.
     let action = unsafe { bpf_redirect(hop.ifindex, 0) } as u32;
-    Outcome {
-        action,
-        stat,
-        egress: Some(Stat::Redirect),
-        vip_id,
-    }
+    Outcome { action, stat, egress: Some(Stat::Redirect), vip_id }
 }
