@@ -3,6 +3,7 @@
 //! fragment their ClientHello over TCP segments.
 use std::{
     collections::HashSet,
+    future::Future as _,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -132,21 +133,12 @@ pub enum BackendEnd {
 }
 
 /// How a test backend behaves.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct BackendBehavior {
     /// Read a PROXY v2 header before TLS.
     pub expect_proxy: bool,
     /// Bytes written after the client's EOF, before closing (`BYE` then a pattern).
     pub tail: usize,
-}
-
-impl Default for BackendBehavior {
-    fn default() -> Self {
-        BackendBehavior {
-            expect_proxy: false,
-            tail: 0,
-        }
-    }
 }
 
 /// A TLS echo backend with its own certificate. It echoes everything; on `RST!` it resets
@@ -454,8 +446,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Chunked<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
-
-use std::future::Future as _;
 
 /// Open file descriptors of this process that are TCP sockets with a local or remote port
 /// in `ports` (not listeners). Immune to other tests running in parallel.

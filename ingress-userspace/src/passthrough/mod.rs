@@ -121,7 +121,7 @@ impl Router {
                 }
             }
         }
-        t.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        t.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         self.table.store(Arc::new(t));
     }
 
@@ -214,7 +214,7 @@ pub struct ServeReport {
 /// The engine moving bytes of passthrough connections.
 #[derive(Debug)]
 enum Engine {
-    Kernel(SpliceEngine),
+    Kernel(Box<SpliceEngine>),
     Userspace,
 }
 
@@ -239,7 +239,7 @@ impl Passthrough {
                 Ok(engine) => match engine.self_test().await {
                     Ok(()) => {
                         tracing::info!("TLS passthrough: in-kernel sockmap splice");
-                        Engine::Kernel(engine)
+                        Engine::Kernel(Box::new(engine))
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "TLS passthrough: sockmap splice unreliable; using the userspace copy");
