@@ -496,4 +496,44 @@ mod tests {
             matches!(parse_client_hello(&records(&m, 999)), HelloParse::Found(n) if n.len() == 253)
         );
     }
+
+    /// Real first flights of rustls clients, committed under tests/data/clienthello/.
+    #[test]
+    fn captured_rustls_hellos_byte_by_byte() {
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/clienthello/");
+        let cases = [
+            (
+                "found__pass.test__rustls_x25519mlkem768.bin",
+                HelloParse::Found("pass.test".into()),
+            ),
+            (
+                "found__pass.test__rustls_records_of_64_bytes.bin",
+                HelloParse::Found("pass.test".into()),
+            ),
+            (
+                "found__pass.test__rustls_tls12_only.bin",
+                HelloParse::Found("pass.test".into()),
+            ),
+            (
+                "found__upper.example.com__rustls_mixed_case.bin",
+                HelloParse::Found("upper.example.com".into()),
+            ),
+            ("nosni__rustls_sni_disabled.bin", HelloParse::NoSni),
+        ];
+        for (file, want) in cases {
+            let wire = std::fs::read(format!("{corpus}{file}")).expect("corpus file");
+            for end in 0..wire.len() {
+                assert_eq!(
+                    parse_client_hello(&wire[..end]),
+                    HelloParse::Incomplete,
+                    "{file} prefix {end}"
+                );
+            }
+            assert_eq!(parse_client_hello(&wire), want, "{file}");
+            // Bytes after the hello (early data, the next flight) change nothing.
+            let mut more = wire.clone();
+            more.extend([23, 3, 3, 0, 2, 0, 0]);
+            assert_eq!(parse_client_hello(&more), want, "{file} + trailing record");
+        }
+    }
 }
