@@ -12,7 +12,12 @@
 //!
 //! `Passthrough::handle` does all three. The ClientHello is only peeked, never consumed: the
 //! kernel splice forwards it from the socket's receive queue, and the terminator reads it
-//! normally.
+//! normally (the `Replay` handed over has an empty prefix).
+//!
+//! Wiring (app.rs): `let pt = Arc::new(Passthrough::start(PassthroughConfig { userspace:
+//! args.passthrough_userspace, ..Default::default() }).await);` once, `pt.apply(&snapshot)`
+//! for every snapshot, and per accepted HTTPS connection, in its own task:
+//! `if let Some(tls) = pt.handle(tcp).await { /* terminate TLS on `tls` */ }`.
 pub mod balance;
 pub mod copy;
 pub mod peek;
