@@ -394,13 +394,16 @@ async fn backend_reset_propagates_userspace() {
     backend_reset(Mode::Userspace).await;
 }
 
-async fn proxy_v2(bind: &str) {
+/// `connect_to`: the address the client dials (default: the front's own address).
+async fn proxy_v2(bind: &str, connect_to: Option<std::net::IpAddr>) {
     let behavior = BackendBehavior {
         expect_proxy: true,
         ..BackendBehavior::default()
     };
     let mut s = setup_with(Mode::Kernel, config(Mode::Kernel), behavior, bind).await;
-    let tcp = connect(s.front.addr).await;
+    let target =
+        std::net::SocketAddr::new(connect_to.unwrap_or(s.front.addr.ip()), s.front.addr.port());
+    let tcp = connect(target).await;
     let client_addr = tcp.local_addr().expect("client addr");
     let mut tls = tls_over(tcp, PASS, s.pki.client_config())
         .await
@@ -417,10 +420,11 @@ async fn proxy_v2(bind: &str) {
         .await
         .expect("in time")
         .expect("EOF");
+    assert_eq!(rest, b"BYE");
     let conn = s.backend.next().await;
     assert_eq!(
         conn.proxy,
-        Some((client_addr, s.front.addr)),
+        Some((client_addr, target)),
         "PROXY v2 addresses"
     );
     assert_eq!(conn.end, BackendEnd::Eof);
@@ -429,12 +433,19 @@ async fn proxy_v2(bind: &str) {
 
 #[tokio::test]
 async fn proxy_protocol_v2_ipv4() {
-    proxy_v2("127.0.0.1:0").await;
+    proxy_v2("127.0.0.1:0", None).await;
 }
 
 #[tokio::test]
 async fn proxy_protocol_v2_ipv6() {
-    proxy_v2("[::1]:0").await;
+    proxy_v2("[::1]:0", None).await;
+}
+
+/// A dual-stack `[::]` listener (as ingressd binds) sees IPv4 clients as mapped addresses:
+/// the header carries plain IPv4, and the FIN drain (sock_diag lookups) works on them.
+#[tokio::test]
+async fn proxy_protocol_v2_ipv4_client_on_dual_stack_listener() {
+    proxy_v2("[::]:0", Some(std::net::Ipv4Addr::LOCALHOST.into())).await;
 }
 
 fn short_peek(mode: Mode, max_handshakes: usize) -> PassthroughConfig {
