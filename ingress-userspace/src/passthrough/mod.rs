@@ -234,13 +234,29 @@ pub struct Passthrough {
 
 impl Passthrough {
     /// Chooses the engine (kernel splice unless disabled, unavailable or failing its
-    /// self-test) and logs the choice. Needs a tokio runtime.
+    /// self-test) and logs the choice. Loads its own copy of the kernel object. Needs a
+    /// tokio runtime.
     pub async fn start(cfg: PassthroughConfig) -> Self {
-        let engine = if cfg.userspace {
-            tracing::info!("TLS passthrough: userspace copy (forced by --passthrough-userspace)");
-            Engine::Userspace
-        } else {
-            match SpliceEngine::new() {
+        if cfg.userspace {
+            return Self::start_with_kernel(cfg, None).await;
+        }
+        let kernel = splice::load_kernel();
+        Self::start_with_kernel(cfg, Some(kernel)).await
+    }
+
+    /// Like [`Passthrough::start`] with the splice program already attached by the caller
+    /// (`splice::attach_kernel` on the unified loader's object), or its error. `None`:
+    /// userspace copy.
+    pub async fn start_with_kernel(
+        cfg: PassthroughConfig,
+        kernel: Option<Result<splice::KernelSplice, splice::SpliceError>>,
+    ) -> Self {
+        let engine = match kernel {
+            None => {
+                tracing::info!("TLS passthrough: userspace copy (--passthrough-userspace)");
+                Engine::Userspace
+            }
+            Some(kernel) => match kernel.and_then(SpliceEngine::with_kernel) {
                 Ok(engine) => match engine.self_test().await {
                     Ok(()) => {
                         tracing::info!("TLS passthrough: in-kernel sockmap splice");
@@ -255,7 +271,7 @@ impl Passthrough {
                     tracing::warn!(error = %e, "TLS passthrough: sockmap splice unavailable; using the userspace copy");
                     Engine::Userspace
                 }
-            }
+            },
         };
         let handshakes = Arc::new(Semaphore::new(cfg.max_handshakes));
         Passthrough {

@@ -69,8 +69,8 @@ pub enum SpliceError {
 
 /// The loaded program and the two maps it uses.
 pub struct KernelSplice {
-    // Keeps the program and its attachment alive.
-    _ebpf: Ebpf,
+    // Keeps the program and its attachment alive when this module loaded the object itself.
+    _ebpf: Option<Ebpf>,
     socks: SockHash<MapData, u64>,
     peers: BpfHashMap<MapData, u64, SplicePeer>,
 }
@@ -83,7 +83,7 @@ impl std::fmt::Debug for KernelSplice {
 
 /// Loads the kernel object for the splice only and attaches the verdict program to the
 /// sockhash. Maps of the XDP program are shrunk to one entry since it is not loaded here.
-/// The one function to replace when loading is unified in `maps::loader`.
+/// With a unified loader, call [`attach_kernel`] on its object instead.
 pub fn load_kernel() -> Result<KernelSplice, SpliceError> {
     let mut loader = EbpfLoader::new();
     for map in [
@@ -98,6 +98,15 @@ pub fn load_kernel() -> Result<KernelSplice, SpliceError> {
         loader.map_max_entries(map, 1);
     }
     let mut ebpf = loader.load(crate::maps::OBJECT)?;
+    let mut kernel = attach_kernel(&mut ebpf)?;
+    kernel._ebpf = Some(ebpf);
+    Ok(kernel)
+}
+
+/// Takes SPLICE_SOCKS and SPLICE_PEERS out of an already loaded object, loads the verdict
+/// program and attaches it to the sockhash. The program stays attached while `ebpf` lives.
+/// The sockhash must not be pinned: its sockets die with the process.
+pub fn attach_kernel(ebpf: &mut Ebpf) -> Result<KernelSplice, SpliceError> {
     let socks: SockHash<MapData, u64> = ebpf
         .take_map(names::SPLICE_SOCKS)
         .ok_or(SpliceError::MissingMap(names::SPLICE_SOCKS))?
@@ -113,7 +122,7 @@ pub fn load_kernel() -> Result<KernelSplice, SpliceError> {
     prog.load()?;
     prog.attach(socks.fd())?;
     Ok(KernelSplice {
-        _ebpf: ebpf,
+        _ebpf: None,
         socks,
         peers,
     })
@@ -177,8 +186,13 @@ fn sock_id(s: &TcpStream) -> io::Result<SockId> {
 impl SpliceEngine {
     /// Loads the program and starts the close watcher; needs a tokio runtime.
     pub fn new() -> Result<Self, SpliceError> {
+        Self::with_kernel(load_kernel()?)
+    }
+
+    /// An engine over an attached program (from [`load_kernel`] or [`attach_kernel`]).
+    pub fn with_kernel(kernel: KernelSplice) -> Result<Self, SpliceError> {
         Ok(SpliceEngine {
-            kernel: Mutex::new(load_kernel()?),
+            kernel: Mutex::new(kernel),
             watcher: Watcher::new()?,
             diag: SockDiag::open()?,
             next_conn: AtomicU64::new(1),

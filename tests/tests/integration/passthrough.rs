@@ -128,6 +128,34 @@ async fn kernel_splice_self_test_passes() {
     assert_eq!(engine.map_entries(), (0, 0));
 }
 
+/// The unified-loader path: the object is loaded by someone else, the splice only takes its
+/// two maps and attaches the program; it works while that object lives.
+#[tokio::test]
+async fn kernel_splice_on_an_object_loaded_elsewhere() {
+    let mut loader = aya::EbpfLoader::new();
+    for map in [
+        "VIPS",
+        "VIP_ADDRS",
+        "BACKENDS",
+        "MAGLEV",
+        "CONNTRACK",
+        "REPLY_NAT",
+        "VIP_STATS",
+    ] {
+        loader.map_max_entries(map, 1);
+    }
+    let mut ebpf = loader.load(ingress::maps::OBJECT).expect("load object");
+    let kernel = ingress::passthrough::splice::attach_kernel(&mut ebpf).expect("attach");
+    let pt = Passthrough::start_with_kernel(config(Mode::Kernel), Some(Ok(kernel))).await;
+    assert!(
+        pt.is_kernel_splice(),
+        "self-test passed on the shared object"
+    );
+    assert_eq!(pt.map_entries(), Some((0, 0)));
+    drop(pt);
+    drop(ebpf);
+}
+
 #[tokio::test]
 async fn basic_passthrough_kernel_splice() {
     let mut s = setup(Mode::Kernel).await;
