@@ -2,7 +2,7 @@
 
 /// A flow 5-tuple as seen on the wire; addresses and ports in network byte order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct FlowKey {
     pub src: [u32; 4],
     pub dst: [u32; 4],
@@ -10,8 +10,23 @@ pub struct FlowKey {
     pub dport: u16,
     pub proto: u8,
     pub family: u8,
-    pub _pad: [u8; 2],
+    pub _pad: u16,
 }
+
+/// A cached next hop: egress interface and MACs from `bpf_fib_lookup`, and when it was
+/// looked up (`bpf_ktime_get_coarse_ns`; 0 = never). Trusted for `HOP_TTL_NS`, so a route or
+/// neighbour change takes effect within that time without a lookup per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Hop {
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub stamp_ns: u64,
+}
+
+/// How long a cached next hop is used before it is looked up again.
+pub const HOP_TTL_NS: u64 = 1_000_000_000;
 
 /// Forward translation of a client flow: where it goes and which source it wears.
 ///
@@ -27,6 +42,8 @@ pub struct FlowNat {
     /// Source port after SNAT, network byte order.
     pub snat_port: u16,
     pub vip_id: u32,
+    /// Next hop towards the backend.
+    pub hop: Hop,
 }
 
 /// Reverse translation for replies arriving from a backend to the SNAT address and port.
@@ -40,8 +57,11 @@ pub struct ReplyNat {
     /// VIP port, network byte order.
     pub vip_port: u16,
     pub vip_id: u32,
+    /// Next hop towards the client.
+    pub hop: Hop,
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowNat>() == 40);
-const _: () = assert!(core::mem::size_of::<ReplyNat>() == 40);
+const _: () = assert!(core::mem::size_of::<Hop>() == 24);
+const _: () = assert!(core::mem::size_of::<FlowNat>() == 64);
+const _: () = assert!(core::mem::size_of::<ReplyNat>() == 64);

@@ -20,7 +20,7 @@ pub const NO_BACKEND: u32 = 0;
 /// Addresses are in network byte order; an IPv4 address lives in `addr[0]` with the other
 /// words zero. `port` is in network byte order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct VipKey {
     pub addr: [u32; 4],
     pub port: u16,
@@ -38,18 +38,32 @@ pub struct VipMeta {
     pub backends: u32,
 }
 
+/// Bits in the VIP prefilter bitmap (an array of u64 words).
+pub const VIP_FILTER_BITS: u32 = 1 << 16;
+
+/// Bit of a VIP in the prefilter: lets the kernel pass most non-VIP packets with one array
+/// read instead of a hash lookup. Computed identically by the kernel and by userspace.
+#[inline(always)]
+pub fn vip_filter_bit(addr: &[u32; 4], port: u16, proto: u8) -> u32 {
+    let mut h =
+        addr[0] ^ addr[1].rotate_left(7) ^ addr[2].rotate_left(13) ^ addr[3].rotate_left(19);
+    h ^= ((port as u32) << 8) ^ proto as u32;
+    h = h.wrapping_mul(0x9e37_79b1);
+    (h >> 16) & (VIP_FILTER_BITS - 1)
+}
+
 /// A VIP address alone: tells "malformed packet aimed at a VIP" from "not ours".
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct VipAddrKey {
     pub addr: [u32; 4],
-    pub family: u8,
-    pub _pad: [u8; 3],
+    /// A whole word, so the key has no padding bytes to zero.
+    pub family: u32,
 }
 
 /// One backend endpoint (pod address and port).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Backend {
     pub addr: [u32; 4],
     /// Network byte order.

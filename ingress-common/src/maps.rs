@@ -6,9 +6,16 @@ pub const MAPS_VERSION: u32 = 2;
 
 /// VipKey -> VipMeta.
 pub const VIPS: &str = "VIPS";
+/// VipAddrKey -> number of VIPs on that address.
+pub const VIP_ADDRS: &str = "VIP_ADDRS";
+/// Word i of the VIP prefilter bitmap (see `l4::vip_filter_bit`).
+pub const VIP_FILTER: &str = "VIP_FILTER";
+/// Backend id -> cached next hop towards that backend (written by the kernel).
+pub const BACKEND_HOPS: &str = "BACKEND_HOPS";
 /// Backend id -> Backend.
 pub const BACKENDS: &str = "BACKENDS";
-/// vip_id * MAGLEV_RING_SIZE + slot -> backend id.
+/// Maglev rings: slot g = vip_id * MAGLEV_RING_SIZE + slot is lane g % 2 of element g / 2
+/// ([u32; 2] values); an mmap of the array reads as one flat u32 array indexed by g.
 pub const MAGLEV: &str = "MAGLEV";
 /// FlowKey (client side) -> FlowNat.
 pub const CONNTRACK: &str = "CONNTRACK";

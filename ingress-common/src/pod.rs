@@ -8,4 +8,7 @@ macro_rules! pod {
     ($($t:ty),*) => { $( unsafe impl aya::Pod for $t {} )* };
 }
 
-pod!(VipKey, VipAddrKey, VipMeta, Backend, LbConfig, FlowKey, FlowNat, ReplyNat, Counter, SplicePeer);
+pod!(
+    Hop, VipKey, VipAddrKey, VipMeta, Backend, LbConfig, FlowKey, FlowNat, ReplyNat, Counter,
+    SplicePeer
+);

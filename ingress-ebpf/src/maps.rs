@@ -1,19 +1,20 @@
 //! Every map of the kernel programs, one line each: what it maps and who writes it.
 //! Names and value types are the contract in `ingress_common::maps`.
 use aya_ebpf::{
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
     macros::btf_map,
 };
 use ingress_common::{
-    conntrack::{FlowKey, FlowNat, ReplyNat},
+    conntrack::{FlowKey, FlowNat, Hop, ReplyNat},
     counters::{Counter, STAT_COUNT},
-    l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta},
+    l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta, VIP_FILTER_BITS},
     maps::{DEFAULT_CONNTRACK_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MAX_SPLICE_SOCKS},
     passthrough::SplicePeer,
 };
 
 const MAX_VIPS: usize = DEFAULT_MAX_VIPS as usize;
-const RING_ENTRIES: usize = MAX_VIPS * ingress_common::l4::MAGLEV_RING_SIZE as usize;
+const RING_ENTRIES: usize = (MAX_VIPS * ingress_common::l4::MAGLEV_RING_SIZE as usize).div_ceil(2);
 const CT_ENTRIES: usize = DEFAULT_CONNTRACK_ENTRIES as usize;
 
 /// VIP address:port/proto -> id and backend count. Written by userspace.
@@ -25,21 +26,35 @@ pub static VIPS: HashMap<VipKey, VipMeta, MAX_VIPS> = HashMap::new();
 #[btf_map]
 pub static VIP_ADDRS: HashMap<VipAddrKey, u32, MAX_VIPS> = HashMap::new();
 
+/// Prefilter bitmap of VIPs (see `l4::vip_filter_bit`). Written by userspace.
+#[btf_map]
+pub static VIP_FILTER: Array<u64, { (VIP_FILTER_BITS / 64) as usize }> = Array::new();
+
+/// Backend id -> cached next hop towards it. Written by the XDP program.
+#[btf_map]
+pub static BACKEND_HOPS: Array<Hop, { DEFAULT_MAX_BACKENDS as usize }> = Array::new();
+
 /// Backend id -> backend endpoint. Written by userspace.
 #[btf_map]
 pub static BACKENDS: Array<Backend, { DEFAULT_MAX_BACKENDS as usize }> = Array::new();
 
-/// vip_id * MAGLEV_RING_SIZE + slot -> backend id. Written by userspace (Maglev tables).
+/// Maglev rings: global slot g = vip_id * MAGLEV_RING_SIZE + slot lives in lane g % 2 of
+/// element g / 2 (array elements are 8-byte aligned, so pairs waste nothing). Written by
+/// userspace through an mmap, hence BPF_F_MMAPABLE.
 #[btf_map]
-pub static MAGLEV: Array<u32, RING_ENTRIES> = Array::new();
+pub static MAGLEV: Array<[u32; 2], RING_ENTRIES, { BPF_F_MMAPABLE as usize }> = Array::new();
+
+/// LRU lists per CPU: inserts and evictions take no shared lock (the table stays shared, so a
+/// flow is found from any CPU).
+const PER_CPU_LRU: usize = BPF_F_NO_COMMON_LRU as usize;
 
 /// Client-side flow -> its NAT. Written by the XDP program, read by userspace for inspection.
 #[btf_map]
-pub static CONNTRACK: LruHashMap<FlowKey, FlowNat, CT_ENTRIES> = LruHashMap::new();
+pub static CONNTRACK: LruHashMap<FlowKey, FlowNat, CT_ENTRIES, PER_CPU_LRU> = LruHashMap::new();
 
 /// Backend-side reply flow -> original client and VIP. Written by the XDP program.
 #[btf_map]
-pub static REPLY_NAT: LruHashMap<FlowKey, ReplyNat, CT_ENTRIES> = LruHashMap::new();
+pub static REPLY_NAT: LruHashMap<FlowKey, ReplyNat, CT_ENTRIES, PER_CPU_LRU> = LruHashMap::new();
 
 /// Slot 0: node-wide settings (SNAT addresses and ports). Written by userspace.
 #[btf_map]
@@ -59,5 +74,27 @@ pub static SPLICE_SOCKS: SockHash<u64, { MAX_SPLICE_SOCKS as usize }> = SockHash
 
 /// Socket cookie -> cookie of the socket that receives its bytes. Written by userspace.
 #[btf_map]
-pub static SPLICE_PEERS: HashMap<u64, SplicePeer, { MAX_SPLICE_SOCKS as usize }> =
-    HashMap::new();
+pub static SPLICE_PEERS: HashMap<u64, SplicePeer, { MAX_SPLICE_SOCKS as usize }> = HashMap::new();
+
+/// The 64-byte frame the benchmark generator rewrites into every buffer it sends (live-frame
+/// buffers are recycled after the receiver rewrote them). Written by userspace.
+#[btf_map]
+pub static BENCH_FRAME: Array<[u64; 8], 1> = Array::new();
+
+/// Generator and sink counters of the benchmark fixtures (programs/bench.rs), per CPU.
+#[btf_map]
+pub static BENCH: PerCpuArray<u64, 4> = PerCpuArray::new();
+
+/// Per-CPU scratch space for the flow keys and entries of one packet, which do not fit the
+/// 512-byte BPF stack together with everything else. Kernel-internal.
+#[repr(C)]
+pub struct Scratch {
+    pub key: FlowKey,
+    pub rkey: FlowKey,
+    pub nat: FlowNat,
+    pub reply: ReplyNat,
+}
+
+/// One Scratch per CPU. Written and read by the XDP program only.
+#[btf_map]
+pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();

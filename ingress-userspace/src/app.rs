@@ -1,7 +1,374 @@
 //! Wires the pipeline together: sources, store, translate, appliers, listeners; and drains it.
-use crate::cli::Cli;
+//!
+//! `build` validates flags, loads and attaches the kernel programs and binds every socket;
+//! `run` starts the tasks and waits for SIGTERM/SIGINT, then drains. Nothing here contains
+//! logic of its own beyond ordering: readiness turns true only once the first snapshot is live
+//! in the proxy and in the kernel maps.
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use anyhow::{bail, Context as _};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, watch},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::{
+    admin::{kernel::KernelMetrics, AdminServer, Readiness},
+    apply::{
+        self,
+        maps::{L4Applier, SnatSettings},
+        proxy::ProxyApplier,
+    },
+    cli::{Cli, Command, RunArgs},
+    config::{self, parse_port_range, Settings},
+    maps::{
+        loader::{self, Datapath, LoaderOptions},
+        neigh,
+        writer::AyaMapWriter,
+    },
+    proxy::{self, Proxy, ProxyOptions},
+    snapshot::L4Service,
+    source::{self, SourceEvent},
+    store,
+    translate::Translation,
+};
 
 /// Runs the command given on the command line.
 pub fn main(cli: Cli) -> anyhow::Result<()> {
-    anyhow::bail!("command not wired yet: {:?}", cli.command)
+    match cli.command {
+        Command::Run(args) => run(*args),
+        Command::Inspect(a) => {
+            let report =
+                crate::admin::inspect::report(&a.pin.pin_dir, a.conntrack).with_context(|| {
+                    format!("reading pinned maps under {}", a.pin.pin_dir.display())
+                })?;
+            print!("{report}");
+            Ok(())
+        }
+        Command::Cleanup(p) => {
+            let removed = loader::cleanup(&p.pin_dir)?;
+            println!(
+                "removed {} pinned objects under {}",
+                removed.len(),
+                p.pin_dir.display()
+            );
+            Ok(())
+        }
+    }
 }
+
+/// The translator's settings from the flags, validated before anything is bound or loaded.
+pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
+    let parse_nn = |s: &Option<String>| -> anyhow::Result<Option<config::NamespacedName>> {
+        Ok(match s {
+            Some(s) => Some(s.parse()?),
+            None => None,
+        })
+    };
+    Ok(Settings {
+        controller_name: args.controller_name.clone(),
+        ingress_class: args.ingress_class.clone(),
+        tcp_services: parse_nn(&args.tcp_services_configmap)?,
+        udp_services: parse_nn(&args.udp_services_configmap)?,
+        l4_addresses: if args.l4_address.is_empty() {
+            args.publish_address.clone()
+        } else {
+            args.l4_address.clone()
+        },
+        default_backend: match &args.default_backend_service {
+            Some(s) => Some(s.parse()?),
+            None => None,
+        },
+        // Only a manifest directory the operator wrote may name endpoints directly.
+        static_endpoints: args.manifests.is_some(),
+    })
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = settings(&args)?;
+    let snat = snat_settings(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let app = App::build(args, settings, snat).await?;
+        app.run().await
+    })
+}
+
+fn snat_settings(args: &RunArgs) -> anyhow::Result<SnatSettings> {
+    let (port_min, port_max) = parse_port_range(&args.xdp.snat_ports)?;
+    let snat = SnatSettings {
+        v4: args.xdp.snat_v4,
+        v6: args.xdp.snat_v6,
+        port_min,
+        port_max,
+    };
+    if !args.xdp.interfaces.is_empty() && snat.v4.is_none() && snat.v6.is_none() {
+        bail!("--xdp-interface needs --snat-v4 and/or --snat-v6: the source address for L4 traffic to backends");
+    }
+    Ok(snat)
+}
+
+/// The kernel side: loaded programs, the L4 applier, and which next hops are kept resolved.
+struct Kernel {
+    // Held so the programs and links live as long as the process.
+    _datapath: Datapath,
+    applier: L4Applier<AyaMapWriter>,
+    resolved: BTreeSet<IpAddr>,
+}
+
+impl Kernel {
+    fn load(args: &RunArgs, snat: SnatSettings) -> anyhow::Result<Self> {
+        let x = &args.xdp;
+        let mut datapath = Datapath::load(&LoaderOptions {
+            pin_dir: Some(x.pin.pin_dir.clone()),
+            max_vips: x.max_vips,
+            conntrack_entries: x.conntrack_entries,
+        })?;
+        let applier = L4Applier::new(datapath.map_writer()?, snat)?;
+        for ifname in &x.interfaces {
+            datapath.attach(ifname, x.xdp_generic)?;
+        }
+        datapath.remove_stale_versions()?;
+        Ok(Kernel {
+            _datapath: datapath,
+            applier,
+            resolved: BTreeSet::new(),
+        })
+    }
+
+    fn apply(&mut self, services: &[L4Service]) -> anyhow::Result<()> {
+        let report = self.applier.apply(services)?;
+        let wanted: BTreeSet<IpAddr> = services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| b.ip()))
+            .collect();
+        let new: Vec<IpAddr> = wanted.difference(&self.resolved).copied().collect();
+        if !new.is_empty() {
+            neigh::keep_resolved(new);
+        }
+        self.resolved = wanted;
+        if report != Default::default() {
+            info!(?report, "kernel L4 tables updated");
+        }
+        Ok(())
+    }
+}
+
+/// Everything bound and loaded, ready to run.
+pub struct App {
+    args: RunArgs,
+    settings: Settings,
+    proxy: Proxy,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+    kernel: Option<Arc<Mutex<Kernel>>>,
+    kernel_metrics: Option<Arc<KernelMetrics>>,
+    http: TcpListener,
+    https: TcpListener,
+    admin: TcpListener,
+}
+
+impl App {
+    /// Loads the kernel programs (if any interface is configured) and binds the listeners.
+    pub async fn build(
+        args: RunArgs,
+        settings: Settings,
+        snat: SnatSettings,
+    ) -> anyhow::Result<Self> {
+        let proxy = Proxy::new(ProxyOptions::from_run_args(&args))?;
+        let (kernel, kernel_metrics) = if args.xdp.interfaces.is_empty() {
+            info!("no --xdp-interface: the kernel L4 path is off");
+            (None, None)
+        } else {
+            let k = Kernel::load(&args, snat)?;
+            let m = KernelMetrics::open(&args.xdp.pin.pin_dir)?;
+            (Some(Arc::new(Mutex::new(k))), Some(m))
+        };
+        let bind = |addr| proxy::listener::bind(addr).with_context(|| format!("binding {addr}"));
+        Ok(App {
+            http: bind(args.http_addr)?,
+            https: bind(args.https_addr)?,
+            admin: bind(args.admin_addr)?,
+            args,
+            settings,
+            proxy,
+            readiness: Arc::new(Readiness::default()),
+            shutdown: CancellationToken::new(),
+            kernel,
+            kernel_metrics,
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT, then drains in-flight requests and stops.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let App {
+            args,
+            settings,
+            proxy,
+            readiness,
+            shutdown,
+            kernel,
+            kernel_metrics,
+            http,
+            https,
+            admin,
+        } = self;
+        let store = store::spawn(settings.clone(), args.debounce, 1);
+
+        // Sources.
+        let mut kube_client = None;
+        if let Some(dir) = args.manifests.clone() {
+            let events = store.events.clone();
+            tokio::spawn(async move {
+                if let Err(e) = source::manifests::run(dir, events).await {
+                    error!("manifest source stopped: {e}");
+                }
+            });
+        } else {
+            let client = source::kube::client(args.kubeconfig.as_deref()).await?;
+            source::kube::spawn(client.clone(), settings.clone(), store.events.clone());
+            kube_client = Some(client);
+        }
+        drop(store.events);
+
+        // Appliers.
+        let applier = ProxyApplier::new(proxy.clone());
+        tokio::spawn(apply_loop(
+            store.translations.clone(),
+            applier,
+            kernel.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(client) = kube_client {
+            let identity = args.identity.clone().unwrap_or_else(hostname);
+            let (leading, _) = apply::leader::spawn(
+                client.clone(),
+                apply::leader::LeaderConfig::new(&args.election_namespace, &identity),
+                shutdown.clone(),
+            );
+            tokio::spawn(apply::status::run(
+                client.clone(),
+                apply::status::StatusConfig::new(args.publish_address.clone()),
+                store.translations.clone(),
+                leading.clone(),
+                shutdown.clone(),
+            ));
+            tokio::spawn(apply::events::run(
+                client,
+                apply::events::EventsConfig::new(&args.controller_name, &identity),
+                store.translations.clone(),
+                leading,
+                shutdown.clone(),
+            ));
+        }
+
+        // Listeners.
+        let mut admin_server = AdminServer::new(readiness.clone()).with_source(proxy.metrics());
+        if let Some(m) = kernel_metrics {
+            admin_server = admin_server.with_source(m);
+        }
+        tokio::spawn(admin_server.serve(admin, shutdown.clone()));
+        tokio::spawn(proxy.serve_http(http));
+        tokio::spawn(proxy.serve_https(https));
+        info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, "ingressd running");
+
+        wait_for_signal().await?;
+        info!(timeout = ?args.drain_timeout, "draining");
+        readiness.set_draining();
+        let clean = proxy.drain_handle().drain(args.drain_timeout).await;
+        if !clean {
+            warn!("drain timeout reached with requests still in flight");
+        }
+        shutdown.cancel();
+        // Let the leader task release its Lease.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if kernel.is_some() {
+            info!(pin_dir = %args.xdp.pin.pin_dir.display(), "XDP programs stay attached through their pinned links; `ingressd cleanup` removes them");
+        }
+        Ok(())
+    }
+}
+
+/// Applies every new translation to the proxy and the kernel maps; readiness follows the
+/// first one that reached both.
+async fn apply_loop(
+    mut translations: watch::Receiver<Arc<Translation>>,
+    proxy: ProxyApplier,
+    kernel: Option<Arc<Mutex<Kernel>>>,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            changed = translations.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        let t = translations.borrow_and_update().clone();
+        let snapshot = t.snapshot.clone();
+        if snapshot.generation == 0 {
+            continue;
+        }
+        let started = Instant::now();
+        let summary = proxy.apply(&snapshot);
+        let mut kernel_ok = true;
+        if let Some(k) = kernel.clone() {
+            let snap = snapshot.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                k.lock().unwrap_or_else(|e| e.into_inner()).apply(&snap.l4)
+            })
+            .await;
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    kernel_ok = false;
+                    error!("applying L4 services to the kernel maps failed: {e:#}");
+                }
+                Err(e) => {
+                    kernel_ok = false;
+                    error!("kernel applier panicked: {e}");
+                }
+            }
+        }
+        if kernel_ok {
+            readiness.set_ready();
+        }
+        info!(
+            generation = snapshot.generation,
+            upstreams = summary.upstreams,
+            l4_services = snapshot.l4.len(),
+            diagnostics = t.diagnostics.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "configuration applied"
+        );
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "ingressd".into())
+}
+
+/// Keeps the event channel type in one place for the sources (used by tests).
+pub type EventSender = mpsc::Sender<SourceEvent>;

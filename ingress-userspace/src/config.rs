@@ -35,7 +35,10 @@ impl std::str::FromStr for NamespacedName {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                Ok(NamespacedName { namespace: ns.into(), name: name.into() })
+                Ok(NamespacedName {
+                    namespace: ns.into(),
+                    name: name.into(),
+                })
             }
             _ => Err(ConfigError::NamespacedName(s.into())),
         }
@@ -51,7 +54,11 @@ impl std::str::FromStr for ServicePortRef {
         if port.is_empty() {
             return Err(err());
         }
-        Ok(ServicePortRef { namespace: nn.namespace, name: nn.name, port: port.into() })
+        Ok(ServicePortRef {
+            namespace: nn.namespace,
+            name: nn.name,
+            port: port.into(),
+        })
     }
 }
 
@@ -82,6 +89,10 @@ pub struct Settings {
     pub l4_addresses: Vec<IpAddr>,
     /// Global default backend Service port.
     pub default_backend: Option<ServicePortRef>,
+    /// Honour the static-endpoints Service annotation
+    /// ([`crate::translate::STATIC_ENDPOINTS_ANNOTATION`]). Standalone (manifest) mode only:
+    /// in a cluster it would let anyone who can annotate a Service point traffic anywhere.
+    pub static_endpoints: bool,
 }
 
 #[cfg(test)]

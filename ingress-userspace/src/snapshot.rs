@@ -20,7 +20,7 @@ impl fmt::Display for ObjectRef {
 }
 
 /// Everything the data plane needs, built in one pass and swapped in atomically.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Increases by one for every snapshot built.
     pub generation: u64,
@@ -34,8 +34,18 @@ pub struct Snapshot {
     pub l4: Vec<L4Service>,
 }
 
+impl Snapshot {
+    /// Whether both snapshots configure the data plane identically (`generation` ignored).
+    pub fn same_config(&self, other: &Snapshot) -> bool {
+        self.http == other.http
+            && self.tls == other.tls
+            && self.passthrough == other.passthrough
+            && self.l4 == other.l4
+    }
+}
+
 /// Virtual hosts and the global fallback.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpConfig {
     /// Ordered: exact hosts, then wildcards (longer suffix first), then the catch-all (`Any`).
     pub hosts: Vec<VirtualHost>,
@@ -70,7 +80,7 @@ impl HostMatch {
 }
 
 /// The routes of one host, ordered by precedence.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VirtualHost {
     pub host: HostMatch,
     /// Highest precedence first: longer paths first, `Exact` before `Prefix` at equal length.
@@ -82,14 +92,14 @@ pub struct VirtualHost {
 }
 
 /// One path rule.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub path: PathMatch,
     pub target: Arc<RouteTarget>,
 }
 
 /// Ingress path types. `ImplementationSpecific` is translated to `Prefix`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathMatch {
     /// Whole path equal, case-sensitive.
     Exact(String),
@@ -107,6 +117,15 @@ pub struct RegexPath {
     pub source: String,
     pub regex: regex::Regex,
 }
+
+/// Two regex paths are equal when their source is: they are always compiled the same way.
+impl PartialEq for RegexPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for RegexPath {}
 
 impl PathMatch {
     /// Whether the request path (without query) matches.
@@ -133,7 +152,7 @@ impl PathMatch {
 }
 
 /// Where a matched request goes and what happens to it on the way.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteTarget {
     /// The Ingress this rule came from.
     pub origin: ObjectRef,
@@ -154,7 +173,7 @@ pub struct Upstream {
 }
 
 /// `backend-protocol` annotation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum BackendProtocol {
     #[default]
     Http,
@@ -166,7 +185,7 @@ pub enum BackendProtocol {
 }
 
 /// A canary backend for a route.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Canary {
     pub origin: ObjectRef,
     pub upstream: Arc<Upstream>,
@@ -179,7 +198,7 @@ pub struct Canary {
 }
 
 /// Per-route behaviour from annotations. Defaults mean "annotation absent".
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoutePolicy {
     /// Redirect HTTP to HTTPS (308) when the host has TLS (`ssl-redirect`, default true).
     pub ssl_redirect: bool,
@@ -307,7 +326,7 @@ pub enum LoadBalance {
 }
 
 /// Certificates for TLS termination.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsConfig {
     /// Ordered: exact names first, then wildcards.
     pub certs: Vec<TlsCert>,
@@ -323,8 +342,20 @@ pub struct TlsCert {
     pub key: Arc<rustls::sign::CertifiedKey>,
 }
 
+/// Certificates compare by origin, names and chain; the key is checked to match the chain
+/// when it is parsed, so an equal chain means an equal key.
+impl PartialEq for TlsCert {
+    fn eq(&self, other: &Self) -> bool {
+        self.origin == other.origin
+            && self.hosts == other.hosts
+            && (Arc::ptr_eq(&self.key, &other.key) || self.key.cert == other.key.cert)
+    }
+}
+
+impl Eq for TlsCert {}
+
 /// A TLS passthrough host.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PassthroughRoute {
     pub origin: ObjectRef,
     pub host: HostMatch,

@@ -1,4 +1,18 @@
 //! Test harness shared by the integration tests and the benchmarks: network-namespace guards,
 //! packet builders, certificates, and helpers to run `ingressd`.
+// Privileged test helpers call a few libc functions (setns, geteuid).
+#![allow(unsafe_code)]
 
+pub mod caps;
+pub mod certs;
+pub mod fake_api;
+pub mod fixtures;
+pub mod ingressd;
+pub mod l7;
+pub mod netns;
+pub mod packet;
 pub mod passthrough;
+pub mod rbac;
+pub mod topology;
+pub mod upstream;
+pub mod xdp;

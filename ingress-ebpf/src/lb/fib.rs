@@ -5,7 +5,14 @@ use aya_ebpf::{
     programs::XdpContext,
     EbpfContext,
 };
+use core::mem::MaybeUninit;
+
 use ingress_common::l4::FAMILY_V6;
+
+#[repr(C, align(8))]
+struct Aligned(FibParams);
+
+const _: () = assert!(core::mem::size_of::<Aligned>() == 64);
 
 /// Where a packet leaves, and the MACs to write.
 pub struct NextHop {
@@ -36,14 +43,40 @@ pub struct FibQuery<'a> {
 /// Looks up the route and neighbour for `q` in the ingress interface's namespace.
 #[inline(always)]
 pub fn lookup(ctx: &XdpContext, q: &FibQuery) -> Result<NextHop, FibMiss> {
+    let mut hop = NextHop {
+        ifindex: 0,
+        smac: [0; 6],
+        dmac: [0; 6],
+    };
+    match lookup_into(ctx.as_ptr(), ctx.ingress_ifindex() as u32, q, &mut hop) {
+        BPF_FIB_LKUP_RET_SUCCESS => Ok(hop),
+        BPF_FIB_LKUP_RET_NO_NEIGH => Err(FibMiss::NoNeigh),
+        _ => Err(FibMiss::Other),
+    }
+}
+
+/// The lookup itself, kept out of line: its 64-byte parameter block would otherwise be
+/// inlined at every call site and overflow the 512-byte BPF stack. Returns the helper's code.
+#[inline(never)]
+fn lookup_into(ctx: *mut core::ffi::c_void, ifindex: u32, q: &FibQuery, out: &mut NextHop) -> u32 {
+    // Zeroed with eight volatile word stores: `mem::zeroed` or a zero array is lowered to a
+    // call to the byte-loop memset, the costliest part of this function.
+    let mut buf = MaybeUninit::<Aligned>::uninit();
+    let words = buf.as_mut_ptr().cast::<u64>();
+    let mut i = 0;
+    while i < core::mem::size_of::<Aligned>() / 8 {
+        // SAFETY: writing within buf, which is 8-byte aligned and a whole number of words.
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
     // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of integers).
-    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    let p = unsafe { &mut (*buf.as_mut_ptr()).0 };
     p.family = q.family;
     p.l4_protocol = q.proto;
     p.sport = q.sport;
     p.dport = q.dport;
     p.__bindgen_anon_1.tot_len = q.ip_len;
-    p.ifindex = ctx.ingress_ifindex() as u32;
+    p.ifindex = ifindex;
     if q.family == FAMILY_V6 {
         p.__bindgen_anon_3.ipv6_src = *q.src;
         p.__bindgen_anon_4.ipv6_dst = *q.dst;
@@ -52,12 +85,12 @@ pub fn lookup(ctx: &XdpContext, q: &FibQuery) -> Result<NextHop, FibMiss> {
         p.__bindgen_anon_4.ipv4_dst = q.dst[0];
     }
     // SAFETY: p is a valid, fully initialised parameter block of the size passed.
-    let rc = unsafe {
-        bpf_fib_lookup(ctx.as_ptr(), &mut p, core::mem::size_of::<FibParams>() as i32, 0)
-    };
-    match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => Ok(NextHop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac }),
-        BPF_FIB_LKUP_RET_NO_NEIGH => Err(FibMiss::NoNeigh),
-        _ => Err(FibMiss::Other),
+    let rc = unsafe { bpf_fib_lookup(ctx.cast(), p, core::mem::size_of::<FibParams>() as i32, 0) };
+    let rc = rc as u32;
+    if rc == BPF_FIB_LKUP_RET_SUCCESS {
+        out.ifindex = p.ifindex;
+        out.smac = p.smac;
+        out.dmac = p.dmac;
     }
+    rc
 }

@@ -38,11 +38,12 @@ pub fn port_hash(h: u32) -> u32 {
     mix(h ^ 0x7f4a_7c15)
 }
 
-/// The backend of the VIP with id `vip_id` for a flow with hash `h`.
+/// The backend (id and endpoint) of the VIP with id `vip_id` for a flow with hash `h`.
 #[inline(always)]
-pub fn pick(vip_id: u32, h: u32) -> Option<&'static Backend> {
+pub fn pick(vip_id: u32, h: u32) -> Option<(u32, &'static Backend)> {
     let slot = vip_id * MAGLEV_RING_SIZE + h % MAGLEV_RING_SIZE;
-    let id = *MAGLEV.get(slot)?;
+    let pair = MAGLEV.get(slot >> 1)?;
+    let id = pair[(slot & 1) as usize];
     if id == NO_BACKEND {
         return None;
     }
@@ -50,5 +51,5 @@ pub fn pick(vip_id: u32, h: u32) -> Option<&'static Backend> {
     if b.family == 0 {
         return None;
     }
-    Some(b)
+    Some((id, b))
 }

@@ -2,5 +2,21 @@
 //! next hop, rewrite headers and checksums.
 pub mod csum;
 pub mod fib;
+pub mod hop;
 pub mod maglev;
 pub mod nat;
+
+/// Copies an address out of map memory word by word. A plain copy of a 16-byte array from a
+/// map value is lowered to a call to the byte-loop memmove.
+#[inline(always)]
+pub fn copy_addr(a: &[u32; 4]) -> [u32; 4] {
+    // SAFETY: reading four initialised words of a live reference.
+    unsafe {
+        [
+            core::ptr::read_volatile(&a[0]),
+            core::ptr::read_volatile(&a[1]),
+            core::ptr::read_volatile(&a[2]),
+            core::ptr::read_volatile(&a[3]),
+        ]
+    }
+}

@@ -3,7 +3,7 @@ use aya_ebpf::programs::XdpContext;
 use ingress_common::l4::{FAMILY_V6, PROTO_UDP};
 
 use super::csum::Delta;
-use crate::parse::{ptr_at, Truncated};
+use crate::parse::{read, write, Truncated};
 
 /// The addressing of a packet: before or after translation. Ports in network byte order.
 #[derive(Clone, Copy)]
@@ -23,19 +23,6 @@ pub struct Layout {
     pub csum_off: usize,
     /// Frame carries an 802.1Q tag.
     pub vlan: bool,
-}
-
-#[inline(always)]
-fn write<T>(ctx: &XdpContext, off: usize, v: T) -> Result<(), Truncated> {
-    let p = ptr_at::<T>(ctx, off)?;
-    // SAFETY: ptr_at checked that the whole T is inside the packet.
-    unsafe { p.write_unaligned(v) };
-    Ok(())
-}
-
-#[inline(always)]
-fn read<T: Copy>(ctx: &XdpContext, off: usize) -> Result<T, Truncated> {
-    crate::parse::read(ctx, off)
 }
 
 /// Writes the next hop's MACs into the Ethernet header.

@@ -21,8 +21,16 @@ pub struct L2 {
 pub fn parse(ctx: &XdpContext) -> Result<L2, Truncated> {
     let ethertype = u16::from_be(read::<u16>(ctx, 12)?);
     if ethertype != ETH_P_8021Q {
-        return Ok(L2 { ethertype, l3_off: ETH_HLEN, vlan: false });
+        return Ok(L2 {
+            ethertype,
+            l3_off: ETH_HLEN,
+            vlan: false,
+        });
     }
     let inner = u16::from_be(read::<u16>(ctx, ETH_HLEN + 2)?);
-    Ok(L2 { ethertype: inner, l3_off: ETH_HLEN + VLAN_HLEN, vlan: true })
+    Ok(L2 {
+        ethertype: inner,
+        l3_off: ETH_HLEN + VLAN_HLEN,
+        vlan: true,
+    })
 }

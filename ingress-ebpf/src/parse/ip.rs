@@ -41,7 +41,10 @@ impl From<Truncated> for IpError {
 pub fn parse_v4(ctx: &XdpContext, off: usize) -> Result<L3, IpError> {
     let vihl = read::<u8>(ctx, off)?;
     let dst = [read::<u32>(ctx, off + 16)?, 0, 0, 0];
-    let malformed = IpError::Malformed { family: FAMILY_V4, dst };
+    let malformed = IpError::Malformed {
+        family: FAMILY_V4,
+        dst,
+    };
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < IPV4_HLEN_MIN {
         return Err(malformed);
@@ -69,7 +72,10 @@ pub fn parse_v4(ctx: &XdpContext, off: usize) -> Result<L3, IpError> {
 pub fn parse_v6(ctx: &XdpContext, off: usize) -> Result<L3, IpError> {
     let src = read::<[u32; 4]>(ctx, off + 8)?;
     let dst = read::<[u32; 4]>(ctx, off + 24)?;
-    let malformed = IpError::Malformed { family: FAMILY_V6, dst };
+    let malformed = IpError::Malformed {
+        family: FAMILY_V6,
+        dst,
+    };
     if read::<u8>(ctx, off)? >> 4 != 6 {
         return Err(malformed);
     }

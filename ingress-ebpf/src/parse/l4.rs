@@ -31,12 +31,20 @@ pub fn parse(ctx: &XdpContext, off: usize, proto: u8, l4_len: usize) -> Result<P
         }
         // Checksum is inside the first 20 bytes, which doff >= 20 guarantees present.
         read::<u16>(ctx, off + TCP_CSUM_OFF)?;
-        Ok(Ports { sport, dport, csum_off: off + TCP_CSUM_OFF })
+        Ok(Ports {
+            sport,
+            dport,
+            csum_off: off + TCP_CSUM_OFF,
+        })
     } else {
         let ulen = u16::from_be(read::<u16>(ctx, off + 4)?) as usize;
         if l4_len < UDP_HLEN || ulen < UDP_HLEN || ulen > l4_len {
             return Err(Truncated);
         }
-        Ok(Ports { sport, dport, csum_off: off + UDP_CSUM_OFF })
+        Ok(Ports {
+            sport,
+            dport,
+            csum_off: off + UDP_CSUM_OFF,
+        })
     }
 }

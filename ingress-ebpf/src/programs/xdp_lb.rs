@@ -7,19 +7,23 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use ingress_common::{
-    conntrack::{FlowKey, FlowNat, ReplyNat},
+    conntrack::{FlowKey, FlowNat, Hop, ReplyNat},
     counters::Stat,
-    l4::{LbConfig, VipAddrKey, VipMeta, VipKey, FAMILY_V6, PROTO_TCP, PROTO_UDP},
+    l4::{vip_filter_bit, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V6, PROTO_TCP, PROTO_UDP},
 };
 
 use crate::{
     counters,
     lb::{
-        fib::{self, FibMiss, FibQuery},
-        maglev,
+        copy_addr,
+        fib::FibQuery,
+        hop, maglev,
         nat::{self, Layout, Tuple},
     },
-    maps::{CONNTRACK, LB_CONFIG, REPLY_NAT, VIPS, VIP_ADDRS},
+    maps::{
+        Scratch, BACKEND_HOPS, CONNTRACK, LB_CONFIG, REPLY_NAT, SCRATCH, VIPS, VIP_ADDRS,
+        VIP_FILTER,
+    },
     parse::{
         eth::{self, ETH_P_IP, ETH_P_IPV6},
         ip::{self, IpError, L3},
@@ -41,10 +45,20 @@ struct Outcome {
 
 impl Outcome {
     const fn pass(stat: Stat) -> Self {
-        Outcome { action: xdp_action::XDP_PASS, stat, egress: None, vip_id: NO_VIP }
+        Outcome {
+            action: xdp_action::XDP_PASS,
+            stat,
+            egress: None,
+            vip_id: NO_VIP,
+        }
     }
     const fn drop(stat: Stat, vip_id: u32) -> Self {
-        Outcome { action: xdp_action::XDP_DROP, stat, egress: None, vip_id }
+        Outcome {
+            action: xdp_action::XDP_DROP,
+            stat,
+            egress: None,
+            vip_id,
+        }
     }
 }
 
@@ -104,18 +118,35 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
         csum_off: ports.csum_off,
         vlan: l2.vlan,
     };
-    let tuple = Tuple { src: l3.src, dst: l3.dst, sport: ports.sport, dport: ports.dport };
-    let vip = VipKey { addr: l3.dst, port: ports.dport, proto: l3.proto, family: l3.family };
-    // SAFETY: VIPS values are plain data; a concurrent userspace update can only swap in
-    // another valid VipMeta.
-    if let Some(meta) = unsafe { VIPS.get(&vip) } {
-        return forward(ctx, &layout, &l3, &tuple, meta, cfg);
+    let tuple = Tuple {
+        src: l3.src,
+        dst: l3.dst,
+        sport: ports.sport,
+        dport: ports.dport,
+    };
+    // One array read rules out most traffic before any hash lookup.
+    if may_be_vip(&l3.dst, ports.dport, l3.proto) {
+        if let Some(out) = forward(ctx, &layout, &l3, &tuple, cfg) {
+            return out;
+        }
     }
-    let snat = if l3.family == FAMILY_V6 { cfg.snat_v6 } else { [cfg.snat_v4, 0, 0, 0] };
-    if l3.dst == snat {
+    let is_snat = if l3.family == FAMILY_V6 {
+        l3.dst == copy_addr(&cfg.snat_v6)
+    } else {
+        l3.dst[0] == cfg.snat_v4
+    };
+    if is_snat {
         return reply(ctx, &layout, &l3, &tuple);
     }
     Outcome::pass(Stat::PassNotOurs)
+}
+
+#[inline(always)]
+fn may_be_vip(addr: &[u32; 4], port: u16, proto: u8) -> bool {
+    let bit = vip_filter_bit(addr, port, proto);
+    VIP_FILTER
+        .get(bit >> 6)
+        .is_some_and(|w| *w & (1u64 << (bit & 63)) != 0)
 }
 
 #[inline(always)]
@@ -127,7 +158,10 @@ fn is_v6_ext(next: u8) -> bool {
 /// A header we could not trust: drop it if it was aimed at a VIP, else it is not ours.
 #[inline(always)]
 fn malformed(family: u8, dst: [u32; 4]) -> Outcome {
-    let key = VipAddrKey { addr: dst, family, _pad: [0; 3] };
+    let key = VipAddrKey {
+        addr: dst,
+        family: family as u32,
+    };
     // SAFETY: read-only peek at a plain counter.
     if unsafe { VIP_ADDRS.get(&key) }.is_some() {
         return Outcome::drop(Stat::DropMalformed, NO_VIP);
@@ -144,76 +178,160 @@ fn flow_key(l3: &L3, t: &Tuple) -> FlowKey {
         dport: t.dport,
         proto: l3.proto,
         family: l3.family,
-        _pad: [0; 2],
+        _pad: 0,
+    }
+}
+
+#[inline(always)]
+fn query<'a>(l3: &L3, t: &'a Tuple) -> FibQuery<'a> {
+    FibQuery {
+        family: l3.family,
+        proto: l3.proto,
+        src: &t.src,
+        dst: &t.dst,
+        sport: t.sport,
+        dport: t.dport,
+        ip_len: l3.ip_len,
     }
 }
 
 /// Client -> VIP: established flows keep their NAT; new flows get a backend and a port.
+/// `None` when the packet is not for a VIP after all (a prefilter false positive).
+///
+/// Conntrack is consulted before the VIP table: an established flow needs one hash lookup,
+/// and keeps going even if its VIP was removed since, as established flows do in kube-proxy.
 #[inline(always)]
 fn forward(
     ctx: &XdpContext,
     layout: &Layout,
     l3: &L3,
     t: &Tuple,
-    meta: &VipMeta,
     cfg: &LbConfig,
-) -> Outcome {
-    let vip_id = meta.id;
-    if l3.ttl <= 1 {
-        return Outcome::pass(Stat::PassTtl);
-    }
-    let key = flow_key(l3, t);
-    // SAFETY: the entry is copied out at once; LRU reuse after this point cannot affect it.
-    let (nat, stat) = match unsafe { CONNTRACK.get(&key) } {
-        Some(n) => (*n, Stat::FwdConntrack),
-        None => match new_flow(&key, l3, meta, cfg) {
-            Ok(n) => (n, Stat::FwdNewFlow),
-            Err(s) => return Outcome::drop(s, vip_id),
-        },
+) -> Option<Outcome> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot, used by this packet only.
+    let scratch = unsafe { &mut *scratch };
+    scratch.key = flow_key(l3, t);
+    let now = hop::now();
+    let (new, next, stat, vip_id) = match CONNTRACK.get_ptr_mut(&scratch.key) {
+        Some(entry) => {
+            if l3.ttl <= 1 {
+                return Some(Outcome::pass(Stat::PassTtl));
+            }
+            // SAFETY: entry points at a live map value; fields are copied out at once.
+            let nat = unsafe { &*entry };
+            let new = Tuple {
+                src: copy_addr(&nat.snat),
+                dst: copy_addr(&nat.backend),
+                sport: nat.snat_port,
+                dport: nat.backend_port,
+            };
+            let vip_id = nat.vip_id;
+            // SAFETY: the hop field of the same live value.
+            let next = hop::resolve(ctx, &query(l3, &new), unsafe { &raw mut (*entry).hop }, now);
+            (new, next, Stat::FwdConntrack, vip_id)
+        }
+        None => {
+            let vip = VipKey {
+                addr: l3.dst,
+                port: t.dport,
+                proto: l3.proto,
+                family: l3.family,
+            };
+            // SAFETY: VIPS values are plain data; a concurrent userspace update can only
+            // swap in another valid VipMeta.
+            let meta = unsafe { VIPS.get(&vip) }?;
+            if l3.ttl <= 1 {
+                return Some(Outcome::pass(Stat::PassTtl));
+            }
+            match new_flow(ctx, scratch, l3, meta, cfg, now) {
+                Ok(next) => {
+                    let nat = &scratch.nat;
+                    let new = Tuple {
+                        src: copy_addr(&nat.snat),
+                        dst: copy_addr(&nat.backend),
+                        sport: nat.snat_port,
+                        dport: nat.backend_port,
+                    };
+                    (new, next, Stat::FwdNewFlow, meta.id)
+                }
+                Err(s) => return Some(Outcome::drop(s, meta.id)),
+            }
+        }
     };
-    let new = Tuple { src: nat.snat, dst: nat.backend, sport: nat.snat_port, dport: nat.backend_port };
     // Forward misses pass the packet untranslated: the stack would reject a packet already
     // carrying our own address as its source (martian), and the flow entry keeps the
     // backend for the retransmission.
-    emit(ctx, layout, l3, t, &new, stat, vip_id, false)
+    Some(emit(ctx, layout, t, &new, next, stat, vip_id, false))
 }
 
-/// Picks a backend by Maglev, reserves a SNAT port and records both directions.
+/// Picks a backend by Maglev, resolves its next hop, reserves a SNAT port and records both
+/// directions. Builds the entries in `scratch` (`scratch.key` is the client flow) and leaves
+/// the forward entry in `scratch.nat`.
 #[inline(always)]
-fn new_flow(key: &FlowKey, l3: &L3, meta: &VipMeta, cfg: &LbConfig) -> Result<FlowNat, Stat> {
+fn new_flow(
+    ctx: &XdpContext,
+    scratch: &mut Scratch,
+    l3: &L3,
+    meta: &VipMeta,
+    cfg: &LbConfig,
+    now: u64,
+) -> Result<Result<Hop, Stat>, Stat> {
     if meta.backends == 0 {
         return Err(Stat::DropNoBackend);
     }
     let v6 = l3.family == FAMILY_V6;
-    let h = maglev::flow_hash(key, v6);
-    let backend = maglev::pick(meta.id, h).ok_or(Stat::DropNoBackend)?;
-    let snat = if v6 { cfg.snat_v6 } else { [cfg.snat_v4, 0, 0, 0] };
-    let reply = ReplyNat {
+    let h = maglev::flow_hash(&scratch.key, v6);
+    let (backend_id, backend) = maglev::pick(meta.id, h).ok_or(Stat::DropNoBackend)?;
+    let key = &scratch.key;
+    scratch.reply = ReplyNat {
         client: key.src,
         vip: key.dst,
         client_port: key.sport,
         vip_port: key.dport,
         vip_id: meta.id,
+        hop: Hop::default(),
     };
-    let mut rkey = FlowKey {
-        src: backend.addr,
+    let snat = if v6 {
+        copy_addr(&cfg.snat_v6)
+    } else {
+        [cfg.snat_v4, 0, 0, 0]
+    };
+    scratch.rkey = FlowKey {
+        src: copy_addr(&backend.addr),
         dst: snat,
         sport: backend.port,
         dport: 0,
         proto: key.proto,
         family: key.family,
-        _pad: [0; 2],
+        _pad: 0,
     };
-    let port = reserve_port(&mut rkey, &reply, maglev::port_hash(h), cfg)?;
-    let nat = FlowNat {
-        backend: backend.addr,
+    let port = reserve_port(&mut scratch.rkey, &scratch.reply, maglev::port_hash(h), cfg)?;
+    let to_backend = Tuple {
+        src: snat,
+        dst: scratch.rkey.src,
+        sport: port,
+        dport: scratch.rkey.sport,
+    };
+    let next = match BACKEND_HOPS.get_ptr_mut(backend_id) {
+        Some(cache) => hop::resolve(ctx, &query(l3, &to_backend), cache, now),
+        None => hop::lookup(ctx, &query(l3, &to_backend), now),
+    };
+    scratch.nat = FlowNat {
+        backend: to_backend.dst,
         snat,
-        backend_port: backend.port,
+        backend_port: to_backend.dport,
         snat_port: port,
         vip_id: meta.id,
+        hop: match next {
+            Ok(h) => h,
+            Err(_) => Hop::default(),
+        },
     };
-    CONNTRACK.insert(key, &nat, 0).map_err(|_| Stat::DropMapError)?;
-    Ok(nat)
+    CONNTRACK
+        .insert(&scratch.key, &scratch.nat, 0)
+        .map_err(|_| Stat::DropMapError)?;
+    Ok(next)
 }
 
 /// Claims a SNAT port towards this backend: the reply entry is inserted only if absent,
@@ -232,9 +350,13 @@ fn reserve_port(rkey: &mut FlowKey, reply: &ReplyNat, h: u32, cfg: &LbConfig) ->
         if REPLY_NAT.insert(&*rkey, reply, BPF_NOEXIST as u64).is_ok() {
             return Ok(rkey.dport);
         }
-        // SAFETY: compared by value immediately.
-        if let Some(existing) = unsafe { REPLY_NAT.get(&*rkey) } {
-            if existing == reply {
+        // SAFETY: compared field by field immediately.
+        if let Some(e) = unsafe { REPLY_NAT.get(&*rkey) } {
+            if e.client == reply.client
+                && e.client_port == reply.client_port
+                && e.vip == reply.vip
+                && e.vip_port == reply.vip_port
+            {
                 return Ok(rkey.dport);
             }
         }
@@ -246,57 +368,72 @@ fn reserve_port(rkey: &mut FlowKey, reply: &ReplyNat, h: u32, cfg: &LbConfig) ->
 /// Backend -> SNAT address: translate back to VIP -> client.
 #[inline(always)]
 fn reply(ctx: &XdpContext, layout: &Layout, l3: &L3, t: &Tuple) -> Outcome {
-    let key = flow_key(l3, t);
-    // SAFETY: copied out at once.
-    let Some(r) = (unsafe { REPLY_NAT.get(&key) }).copied() else {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Outcome::pass(Stat::PassNotOurs);
+    };
+    // SAFETY: this CPU's scratch slot, used by this packet only.
+    let scratch = unsafe { &mut *scratch };
+    scratch.key = flow_key(l3, t);
+    let Some(entry) = REPLY_NAT.get_ptr_mut(&scratch.key) else {
         return Outcome::pass(Stat::PassNotOurs);
     };
     if l3.ttl <= 1 {
         return Outcome::pass(Stat::PassTtl);
     }
-    let new = Tuple { src: r.vip, dst: r.client, sport: r.vip_port, dport: r.client_port };
+    // SAFETY: entry points at a live map value; fields are copied out at once.
+    let r = unsafe { &*entry };
+    let vip_id = r.vip_id;
+    let new = Tuple {
+        src: copy_addr(&r.vip),
+        dst: copy_addr(&r.client),
+        sport: r.vip_port,
+        dport: r.client_port,
+    };
+    // SAFETY: the hop field of the same live value.
+    let next = hop::resolve(
+        ctx,
+        &query(l3, &new),
+        unsafe { &raw mut (*entry).hop },
+        hop::now(),
+    );
     // A reply whose neighbour is unknown is passed translated: its source is the VIP, not a
     // local address, so the stack forwards it and resolves the neighbour.
-    emit(ctx, layout, l3, t, &new, Stat::FwdReply, r.vip_id, true)
+    emit(ctx, layout, t, &new, next, Stat::FwdReply, vip_id, true)
 }
 
-/// Finds the next hop for the translated packet, rewrites it and sends it on its way.
+/// Rewrites the packet for its next hop and sends it on its way; a missing hop hands the
+/// packet to the stack (translated or not, as the caller decides).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn emit(
     ctx: &XdpContext,
     layout: &Layout,
-    l3: &L3,
     old: &Tuple,
     new: &Tuple,
+    next: Result<Hop, Stat>,
     stat: Stat,
     vip_id: u32,
     pass_translated: bool,
 ) -> Outcome {
-    let q = FibQuery {
-        family: l3.family,
-        proto: l3.proto,
-        src: &new.src,
-        dst: &new.dst,
-        sport: new.sport,
-        dport: new.dport,
-        ip_len: l3.ip_len,
-    };
+    let ingress = ctx.ingress_ifindex() as u32;
     // A tagged frame can only go back out tagged on the link it came from; any other
     // egress belongs to a VLAN device, which the stack must handle.
-    let hop = match fib::lookup(ctx, &q) {
-        Ok(hop) if !layout.vlan || hop.ifindex == ctx.ingress_ifindex() as u32 => Ok(hop),
-        Ok(_) => Err(Stat::PassVlanEgress),
-        Err(FibMiss::NoNeigh) => Err(Stat::PassNoNeigh),
-        Err(FibMiss::Other) => Err(Stat::PassFibMiss),
+    let next = match next {
+        Ok(h) if layout.vlan && h.ifindex != ingress => Err(Stat::PassVlanEgress),
+        other => other,
     };
-    let hop = match hop {
-        Ok(hop) => hop,
+    let hop = match next {
+        Ok(h) => h,
         Err(s) => {
             if pass_translated && nat::rewrite(ctx, layout, old, new).is_err() {
                 return Outcome::drop(Stat::DropMalformed, vip_id);
             }
-            return Outcome { action: xdp_action::XDP_PASS, stat: s, egress: None, vip_id };
+            return Outcome {
+                action: xdp_action::XDP_PASS,
+                stat: s,
+                egress: None,
+                vip_id,
+            };
         }
     };
     if nat::rewrite(ctx, layout, old, new).is_err()
@@ -304,10 +441,20 @@ fn emit(
     {
         return Outcome::drop(Stat::DropMalformed, vip_id);
     }
-    if hop.ifindex == ctx.ingress_ifindex() as u32 {
-        return Outcome { action: xdp_action::XDP_TX, stat, egress: Some(Stat::Tx), vip_id };
+    if hop.ifindex == ingress {
+        return Outcome {
+            action: xdp_action::XDP_TX,
+            stat,
+            egress: Some(Stat::Tx),
+            vip_id,
+        };
     }
     // SAFETY: plain helper call; the verdict it returns is what we hand back.
     let action = unsafe { bpf_redirect(hop.ifindex, 0) } as u32;
-    Outcome { action, stat, egress: Some(Stat::Redirect), vip_id }
+    Outcome {
+        action,
+        stat,
+        egress: Some(Stat::Redirect),
+        vip_id,
+    }
 }

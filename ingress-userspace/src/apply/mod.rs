@@ -1,1 +1,6 @@
 //! Appliers: each takes a new snapshot and brings one target up to date with it, by diff.
+pub mod events;
+pub mod leader;
+pub mod maps;
+pub mod proxy;
+pub mod status;

@@ -1,1 +1,201 @@
 //! The L7 proxy: listeners, TLS termination, routing, upstreams, and error responses.
+//!
+//! The proxy reads only [`crate::snapshot::Snapshot`], compiled by
+//! [`crate::apply::proxy::ProxyApplier`] into an [`ActiveConfig`] (routing table + certificate
+//! index) held in one `ArcSwap`: a config change is one pointer swap, requests in flight keep
+//! the config they started with, and TLS handshakes read the certificate index live.
+//!
+//! Wiring (in `app.rs`):
+//!
+//! ```ignore
+//! let proxy = Proxy::new(ProxyOptions::from_run_args(&args))?;
+//! let readiness = Arc::new(admin::Readiness::default());
+//! let applier = apply::proxy::ProxyApplier::new(proxy.clone()).with_readiness(readiness.clone());
+//! // for every published snapshot: applier.apply(&snapshot);
+//! tokio::spawn(proxy.serve_http(proxy::listener::bind(args.http_addr)?));
+//! // Without TLS passthrough:
+//! tokio::spawn(proxy.serve_https(proxy::listener::bind(args.https_addr)?));
+//! // With it, the passthrough accept loop peeks the SNI and, for terminated hosts, spawns
+//! // proxy.serve_tls(proxy::listener::Prefixed::new(peeked, tcp), peer, local).
+//! tokio::spawn(admin::AdminServer::new(readiness.clone())
+//!     .with_source(proxy.metrics())
+//!     .serve(proxy::listener::bind(args.admin_addr)?, shutdown.clone()));
+//! // On SIGTERM:
+//! readiness.set_draining();
+//! proxy.drain_handle().drain(args.drain_timeout).await;
+//! ```
+pub mod access_log;
+pub mod body;
+pub mod errors;
+pub mod filters;
+mod forward;
+pub mod headers;
+pub mod limits;
+pub mod listener;
+pub mod metrics;
+pub mod router;
+mod service;
+pub mod tls;
+pub mod upgrade;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hyper_util::{rt::TokioExecutor, rt::TokioTimer, server::conn::auto};
+use rustls::sign::CertifiedKey;
+use tokio_rustls::TlsAcceptor;
+
+use crate::cli::RunArgs;
+
+pub use listener::DrainHandle;
+pub use tls::TlsSetupError;
+
+use filters::{auth::Authenticator, ratelimit::RateLimiter};
+use limits::Limits;
+use metrics::ProxyMetrics;
+use router::RouteTable;
+use tls::CertTable;
+use upstream::pool::Connector;
+
+/// The compiled configuration the proxy serves from.
+#[derive(Debug, Default)]
+pub struct ActiveConfig {
+    /// Generation of the snapshot this was compiled from (0: nothing applied yet).
+    pub generation: u64,
+    pub routes: RouteTable,
+    pub certs: CertTable,
+}
+
+/// Settings of the proxy that do not come from the snapshot.
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    /// Write one JSON access-log line per request (tracing target `access_log`).
+    pub access_log: bool,
+    pub limits: Limits,
+    /// Port put in `ssl-redirect` locations (omitted when 443).
+    pub https_port: u16,
+    /// Certificate for unknown or missing SNI; a self-signed one is generated when `None`.
+    pub default_certificate: Option<Arc<CertifiedKey>>,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            access_log: true,
+            limits: Limits::default(),
+            https_port: 443,
+            default_certificate: None,
+        }
+    }
+}
+
+impl ProxyOptions {
+    /// Options from the `run` command line.
+    pub fn from_run_args(args: &RunArgs) -> Self {
+        ProxyOptions {
+            access_log: args.access_log,
+            https_port: args.https_addr.port(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Handle to the L7 proxy; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+/// State shared by every connection of the proxy.
+pub(crate) struct Shared {
+    config: Arc<ArcSwap<ActiveConfig>>,
+    metrics: Arc<ProxyMetrics>,
+    options: ProxyOptions,
+    acceptor: TlsAcceptor,
+    connector: Connector,
+    limiter: RateLimiter,
+    auth: Authenticator,
+    server: auto::Builder<TokioExecutor>,
+    drain: Arc<listener::DrainState>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("generation", &self.config.load().generation)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A proxy serving nothing (every request 404) until a snapshot is applied.
+    pub fn new(options: ProxyOptions) -> Result<Proxy, TlsSetupError> {
+        let config = Arc::new(ArcSwap::from_pointee(ActiveConfig::default()));
+        let default_cert = match &options.default_certificate {
+            Some(c) => c.clone(),
+            None => tls::generate_default_certificate()?,
+        };
+        let resolver = Arc::new(tls::CertResolver::new(config.clone(), default_cert));
+        let acceptor = TlsAcceptor::from(tls::server_config(resolver)?);
+        let connector = Connector::new(tls::upstream_client_configs()?);
+        let server = server_builder(&options.limits);
+        Ok(Proxy {
+            shared: Arc::new(Shared {
+                config,
+                metrics: Arc::new(ProxyMetrics::default()),
+                options,
+                acceptor,
+                connector,
+                limiter: RateLimiter::default(),
+                auth: Authenticator::default(),
+                server,
+                drain: Arc::new(listener::DrainState::default()),
+            }),
+        })
+    }
+
+    /// The proxy's metrics (for the admin endpoint).
+    pub fn metrics(&self) -> Arc<ProxyMetrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// The configuration being served.
+    pub fn active(&self) -> Arc<ActiveConfig> {
+        self.shared.config.load_full()
+    }
+
+    /// Options the proxy was built with.
+    pub fn options(&self) -> &ProxyOptions {
+        &self.shared.options
+    }
+
+    /// Makes `config` the one new requests and handshakes use.
+    pub(crate) fn install(&self, config: ActiveConfig) {
+        self.shared.config.store(Arc::new(config));
+    }
+
+    /// The handle that drains this proxy's listeners and connections.
+    pub fn drain_handle(&self) -> DrainHandle {
+        DrainHandle::new(self.shared.drain.clone())
+    }
+}
+
+/// The client-side HTTP server settings from the limits.
+fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(std::time::Duration::from_secs(60)))
+        .keep_alive_timeout(std::time::Duration::from_secs(20));
+    b
+}

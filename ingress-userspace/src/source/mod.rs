@@ -10,6 +10,8 @@ use k8s_openapi::api::{
 };
 
 /// One watched object, typed.
+// Objects move once, source -> store; boxing would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Object {
     Ingress(Ingress),
@@ -40,6 +42,7 @@ pub struct Key {
 }
 
 /// What a source tells the store.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SourceEvent {
     /// Object added or modified.

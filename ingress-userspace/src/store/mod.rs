@@ -1,1 +1,253 @@
 //! The object store: one writer task applies source events and publishes snapshots.
+//!
+//! Sources send [`SourceEvent`]s on [`StoreHandle::events`]. The writer task owns the
+//! [`ObjectCache`] and a [`Translator`]; after a change it translates and publishes an
+//! `Arc<Translation>` on [`StoreHandle::translations`], with `snapshot.generation` increased
+//! by one per publish. Nothing is translated before every source has sent `Synced` (a
+//! partial view would withdraw routes); [`StoreHandle::ready`] turns true with the first
+//! publish after that.
+//!
+//! Coalescing: a change arriving when nothing was translated during the last `debounce` is
+//! translated at once (after draining what is already queued); changes arriving within
+//! `debounce` of the previous translation wait for the end of that window and are translated
+//! together. So an isolated change is never delayed, and a burst costs at most two
+//! translations per window. An event that changes nothing translation can see (e.g. a
+//! `resourceVersion`-only update) triggers nothing, and a translation equal in content to the
+//! previous one is not published.
+pub mod cache;
+
+use std::{
+    collections::HashSet,
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+    time::Instant,
+};
+use tracing::{debug, error, info, warn};
+
+pub use cache::ObjectCache;
+
+use crate::{
+    config::Settings,
+    source::SourceEvent,
+    translate::{Diagnostic, Translation, Translator},
+};
+
+/// Capacity of the event channel; sources wait when the writer falls behind.
+pub const EVENT_QUEUE: usize = 4096;
+/// Events applied at most between two checks of the debounce timer.
+const MAX_DRAIN: usize = 16 * 1024;
+
+/// The store's channels.
+#[derive(Debug)]
+pub struct StoreHandle {
+    /// Where sources send events (clone it per source).
+    pub events: mpsc::Sender<SourceEvent>,
+    /// The latest published translation (generation 0 and empty until the first publish).
+    pub translations: watch::Receiver<Arc<Translation>>,
+    /// True once every source has synced and a translation has been published.
+    pub ready: watch::Receiver<bool>,
+    /// The writer task; it ends when every event sender is dropped.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts the writer task. `sources` is how many sources will each send one `Synced`.
+/// Must be called within a Tokio runtime.
+pub fn spawn(settings: Settings, debounce: Duration, sources: usize) -> StoreHandle {
+    let (events, rx) = mpsc::channel(EVENT_QUEUE);
+    let (tx_translations, translations) = watch::channel(Arc::new(Translation::default()));
+    let (tx_ready, ready) = watch::channel(false);
+    let writer = Writer {
+        state: Some(State {
+            cache: ObjectCache::default(),
+            translator: Translator::new(settings.clone()),
+        }),
+        settings,
+        debounce,
+        sources,
+        synced: 0,
+        dirty: true,
+        generation: 0,
+        last: Arc::new(Translation::default()),
+        translations: tx_translations,
+        ready: tx_ready,
+    };
+    let task = tokio::spawn(writer.run(rx));
+    StoreHandle {
+        events,
+        translations,
+        ready,
+        task,
+    }
+}
+
+struct State {
+    cache: ObjectCache,
+    translator: Translator,
+}
+
+struct Writer {
+    /// `None` only while a translation runs on the blocking pool.
+    state: Option<State>,
+    settings: Settings,
+    debounce: Duration,
+    sources: usize,
+    synced: usize,
+    /// Something changed since the last translation (true at start: publish the first one).
+    dirty: bool,
+    generation: u64,
+    last: Arc<Translation>,
+    translations: watch::Sender<Arc<Translation>>,
+    ready: watch::Sender<bool>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<SourceEvent>) {
+        let mut next_allowed = Instant::now();
+        loop {
+            let pending = self.dirty && self.synced >= self.sources;
+            if pending {
+                tokio::select! {
+                    biased;
+                    () = tokio::time::sleep_until(next_allowed) => {
+                        self.drain(&mut rx);
+                        if !self.translate_and_publish().await {
+                            return;
+                        }
+                        next_allowed = Instant::now() + self.debounce;
+                    }
+                    ev = rx.recv() => match ev {
+                        Some(ev) => self.handle(ev),
+                        None => break,
+                    },
+                }
+            } else {
+                match rx.recv().await {
+                    Some(ev) => {
+                        self.handle(ev);
+                        self.drain(&mut rx);
+                    }
+                    None => break,
+                }
+            }
+        }
+        // Every sender is gone: publish what was received, then stop.
+        if self.dirty && self.synced >= self.sources {
+            self.translate_and_publish().await;
+        }
+        debug!("store writer stopped");
+    }
+
+    /// Applies what is already queued, up to a bound.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<SourceEvent>) {
+        for _ in 0..MAX_DRAIN {
+            match rx.try_recv() {
+                Ok(ev) => self.handle(ev),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: SourceEvent) {
+        let Some(state) = self.state.as_mut() else {
+            return;
+        };
+        let changed = match ev {
+            SourceEvent::Apply(obj) => state.cache.apply(obj),
+            SourceEvent::Delete(key) => state.cache.delete(&key),
+            SourceEvent::Replace(kind, objs) => state.cache.replace(kind, objs),
+            SourceEvent::Synced => {
+                self.synced += 1;
+                debug!(
+                    synced = self.synced,
+                    sources = self.sources,
+                    "source synced"
+                );
+                false
+            }
+        };
+        self.dirty |= changed;
+    }
+
+    /// Translates on the blocking pool and publishes if the result differs. Returns false
+    /// when the runtime is shutting down.
+    async fn translate_and_publish(&mut self) -> bool {
+        let Some(mut state) = self.state.take() else {
+            return false;
+        };
+        self.dirty = false;
+        let started = std::time::Instant::now();
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                state.translator.translate(&state.cache)
+            }));
+            (state, result)
+        })
+        .await;
+        let (mut state, result) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "translation task lost; store stopping");
+                return false;
+            }
+        };
+        let elapsed = started.elapsed();
+        let translation = match result {
+            Ok(t) => t,
+            Err(_) => {
+                // A bug, not bad input: start over with empty memory and keep serving the
+                // previous snapshot.
+                error!("translation panicked; keeping the previous snapshot");
+                state.translator = Translator::new(self.settings.clone());
+                self.state = Some(state);
+                return true;
+            }
+        };
+        let objects = state.cache.len();
+        self.state = Some(state);
+        if self.generation > 0 && translation.same_content(&self.last) {
+            debug!(?elapsed, "translation unchanged; not published");
+            return true;
+        }
+        self.publish(translation, elapsed, objects);
+        true
+    }
+
+    fn publish(&mut self, mut translation: Translation, elapsed: Duration, objects: usize) {
+        self.generation += 1;
+        Arc::make_mut(&mut translation.snapshot).generation = self.generation;
+        log_new_diagnostics(&self.last.diagnostics, &translation.diagnostics);
+        let s = &translation.snapshot;
+        info!(
+            generation = self.generation,
+            objects,
+            hosts = s.http.hosts.len(),
+            certs = s.tls.certs.len(),
+            passthrough = s.passthrough.len(),
+            l4 = s.l4.len(),
+            diagnostics = translation.diagnostics.len(),
+            translate_ms = elapsed.as_secs_f64() * 1000.0,
+            "configuration published"
+        );
+        let translation = Arc::new(translation);
+        self.last = translation.clone();
+        self.translations.send_replace(translation);
+        self.ready.send_if_modified(|r| !std::mem::replace(r, true));
+    }
+}
+
+/// Logs diagnostics that were not in the previous translation, once.
+fn log_new_diagnostics(previous: &[Diagnostic], current: &[Diagnostic]) {
+    let old: HashSet<&Diagnostic> = previous.iter().collect();
+    for d in current.iter().filter(|d| !old.contains(d)) {
+        warn!(object = %d.object, reason = d.reason, "{}", d.message);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,16 @@
 //! The one integration test binary. Privileged tests (BPF, netns) run here too and fail with
 //! the reason when the machine cannot run them; they are never skipped silently.
 
+mod deploy;
+mod kube_source;
+mod l7_annotations;
+mod l7_lifecycle;
+mod l7_limits;
+mod l7_protocols;
+mod l7_routing;
+mod l7_tls;
+mod l7_upstream;
 mod passthrough;
+mod restart;
+mod xdp_lb;
+mod xdp_netns;

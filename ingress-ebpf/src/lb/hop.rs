@@ -1,0 +1,53 @@
+//! Next-hop cache: `bpf_fib_lookup` is the costliest step of forwarding, so its answer is kept
+//! in the flow entry (or per backend for new flows) and trusted for `HOP_TTL_NS`.
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use ingress_common::{
+    conntrack::{Hop, HOP_TTL_NS},
+    counters::Stat,
+};
+
+use super::fib::{self, FibMiss, FibQuery};
+
+/// Coarse monotonic time (jiffy resolution, a few ns to read).
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Whether a cached hop can be used at `now`.
+#[inline(always)]
+pub fn fresh(h: &Hop, now: u64) -> bool {
+    h.stamp_ns != 0 && now.wrapping_sub(h.stamp_ns) < HOP_TTL_NS
+}
+
+/// The next hop for `q`: from `cache` when fresh, else looked up (and stored in `cache`).
+/// Misses are returned as the stat explaining why the packet goes to the stack.
+#[inline(always)]
+pub fn resolve(ctx: &XdpContext, q: &FibQuery, cache: *mut Hop, now: u64) -> Result<Hop, Stat> {
+    // SAFETY: cache points at a live map value; a concurrent writer can only store another
+    // complete lookup result for the same destination.
+    let cached = unsafe { *cache };
+    if fresh(&cached, now) {
+        return Ok(cached);
+    }
+    let hop = lookup(ctx, q, now)?;
+    // SAFETY: as above.
+    unsafe { *cache = hop };
+    Ok(hop)
+}
+
+/// A fresh lookup, stamped with `now`.
+#[inline(always)]
+pub fn lookup(ctx: &XdpContext, q: &FibQuery, now: u64) -> Result<Hop, Stat> {
+    match fib::lookup(ctx, q) {
+        Ok(n) => Ok(Hop {
+            ifindex: n.ifindex,
+            smac: n.smac,
+            dmac: n.dmac,
+            stamp_ns: now,
+        }),
+        Err(FibMiss::NoNeigh) => Err(Stat::PassNoNeigh),
+        Err(FibMiss::Other) => Err(Stat::PassFibMiss),
+    }
+}

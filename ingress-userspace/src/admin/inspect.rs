@@ -1,0 +1,104 @@
+//! `ingressd inspect`: the live kernel state in human terms, read from the pinned maps.
+use std::{fmt::Write as _, net::SocketAddr, path::Path};
+
+use ingress_common::l4::{LbConfig, MAGLEV_RING_SIZE, PROTO_UDP};
+
+use crate::{
+    apply::maps::words_addr,
+    maps::{pinned::PinnedMaps, MapError},
+};
+
+/// Conntrack entries counted at most (counting walks the map key by key).
+const COUNT_LIMIT: usize = 4_000_000;
+
+fn snat_line(cfg: &LbConfig) -> String {
+    let v4 = if cfg.snat_v4 == 0 {
+        "-".to_string()
+    } else {
+        words_addr([cfg.snat_v4, 0, 0, 0], 2).to_string()
+    };
+    let v6 = if cfg.snat_v6 == [0; 4] {
+        "-".to_string()
+    } else {
+        words_addr(cfg.snat_v6, 10).to_string()
+    };
+    let max = u32::from(cfg.port_min) + u32::from(cfg.port_count).saturating_sub(1);
+    format!(
+        "SNAT {v4} / {v6}, ports {}-{max}, {}",
+        cfg.port_min,
+        if cfg.ready != 0 {
+            "ready"
+        } else {
+            "not ready (VIP traffic passed to the stack)"
+        }
+    )
+}
+
+/// Builds the report for the maps pinned under `pin_dir`; lists up to `flows` conntrack
+/// entries.
+pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
+    let maps = PinnedMaps::open(pin_dir)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "kernel state in {}", maps.dir.display());
+    let _ = writeln!(out, "{}", snat_line(&maps.config()?));
+    let vips = maps.vips()?;
+    let _ = writeln!(out, "\nVIPs: {}", vips.len());
+    for v in &vips {
+        let addr = words_addr(v.key.addr, v.key.family);
+        let proto = if v.key.proto == PROTO_UDP {
+            "udp"
+        } else {
+            "tcp"
+        };
+        let c = maps.counters.vip(v.meta.id)?;
+        let _ = writeln!(
+            out,
+            "  #{:<4} {}/{proto}  backends {}  packets {}  bytes {}",
+            v.meta.id,
+            SocketAddr::new(addr, u16::from_be(v.key.port)),
+            v.meta.backends,
+            c.packets,
+            c.bytes
+        );
+        for (b, slots) in &v.spread {
+            let ep = SocketAddr::new(words_addr(b.addr, b.family), u16::from_be(b.port));
+            let pct = f64::from(*slots) * 100.0 / f64::from(MAGLEV_RING_SIZE);
+            let _ = writeln!(
+                out,
+                "         -> {ep:<28} {slots:>6} Maglev slots ({pct:5.2}%)"
+            );
+        }
+    }
+    let n = maps.conntrack_count(COUNT_LIMIT);
+    let _ = writeln!(
+        out,
+        "\nconntrack: {n} flows{}",
+        if n >= COUNT_LIMIT { " (or more)" } else { "" }
+    );
+    for (k, nat) in maps.conntrack(flows) {
+        let _ = writeln!(
+            out,
+            "  {} -> {}  via {} -> {}",
+            SocketAddr::new(words_addr(k.src, k.family), u16::from_be(k.sport)),
+            SocketAddr::new(words_addr(k.dst, k.family), u16::from_be(k.dport)),
+            SocketAddr::new(words_addr(nat.snat, k.family), u16::from_be(nat.snat_port)),
+            SocketAddr::new(
+                words_addr(nat.backend, k.family),
+                u16::from_be(nat.backend_port)
+            ),
+        );
+    }
+    let _ = writeln!(out, "\ncounters (packets, bytes, all CPUs):");
+    for (stat, c) in maps.counters.stats()? {
+        if c.packets > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<18} {:>12} {:>14}",
+                stat.name(),
+                c.packets,
+                c.bytes
+            );
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,610 @@
+//! Kernel applier: brings the L4 maps in line with `Snapshot.l4`, by diff.
+//!
+//! Ids are stable: a VIP keeps its id (ring and counters) while it exists, a backend keeps
+//! its id while any VIP uses it. Maglev tables are rebuilt only for VIPs whose backend set
+//! changed, and only slots that differ are written. Writes are ordered so the kernel never
+//! sees a VIP whose ring or backends are not in place: backends, then ring, then the VIP entry;
+//! removal goes the other way.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use ingress_common::l4::{
+    vip_filter_bit, Backend, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V4, FAMILY_V6,
+    NO_BACKEND, PROTO_TCP, PROTO_UDP, VIP_FILTER_BITS,
+};
+use thiserror::Error;
+use tracing::{debug, warn};
+
+use crate::{
+    maps::{maglev, MapError, MapWriter},
+    snapshot::{L4Protocol, L4Service},
+};
+
+/// Why an apply did not complete.
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Map(#[from] MapError),
+}
+
+/// Node-wide SNAT settings written to the config slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnatSettings {
+    pub v4: Option<std::net::Ipv4Addr>,
+    pub v6: Option<std::net::Ipv6Addr>,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+/// What one apply did, for logs, metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub vips_added: usize,
+    pub vips_removed: usize,
+    pub rings_rebuilt: usize,
+    pub ring_slots_written: usize,
+    pub backends_added: usize,
+    pub backends_freed: usize,
+    /// VIPs left out: capacity exhausted or no SNAT address for their family.
+    pub skipped: Vec<String>,
+}
+
+struct VipState {
+    id: u32,
+    /// Sorted backend addresses; `None` after adoption until the first apply recomputes it.
+    backends: Option<Vec<SocketAddr>>,
+}
+
+/// Converts an IP address to the kernel's 4-word network-order layout.
+pub fn addr_words(ip: IpAddr) -> ([u32; 4], u8) {
+    match ip {
+        IpAddr::V4(v4) => ([u32::from_ne_bytes(v4.octets()), 0, 0, 0], FAMILY_V4),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
+        }
+    }
+}
+
+/// Converts the kernel's address layout back to an IP address.
+pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
+    if family == FAMILY_V6 {
+        let mut o = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::from(o)
+    } else {
+        IpAddr::from(words[0].to_ne_bytes())
+    }
+}
+
+/// The map key of a service's VIP.
+pub fn vip_key(svc: &L4Service) -> VipKey {
+    let (addr, family) = addr_words(svc.vip);
+    VipKey {
+        addr,
+        port: svc.port.to_be(),
+        proto: match svc.protocol {
+            L4Protocol::Tcp => PROTO_TCP,
+            L4Protocol::Udp => PROTO_UDP,
+        },
+        family,
+    }
+}
+
+/// The map value of a backend.
+pub fn backend_value(addr: SocketAddr) -> Backend {
+    let (a, family) = addr_words(addr.ip());
+    Backend {
+        addr: a,
+        port: addr.port().to_be(),
+        family,
+        _pad: 0,
+    }
+}
+
+fn backend_addr(b: &Backend) -> SocketAddr {
+    SocketAddr::new(words_addr(b.addr, b.family), u16::from_be(b.port))
+}
+
+fn vip_name(k: &VipKey) -> String {
+    let proto = if k.proto == PROTO_UDP { "udp" } else { "tcp" };
+    format!(
+        "{}:{}/{proto}",
+        words_addr(k.addr, k.family),
+        u16::from_be(k.port)
+    )
+}
+
+/// Owns the kernel's L4 tables and the id bookkeeping behind them.
+pub struct L4Applier<W: MapWriter> {
+    writer: W,
+    vips: BTreeMap<VipKey, VipState>,
+    backend_ids: BTreeMap<SocketAddr, u32>,
+    free_vip_ids: BTreeSet<u32>,
+    free_backend_ids: BTreeSet<u32>,
+    /// Prefilter words as last written (`None` until the first write after start).
+    vip_filter: Option<Vec<u64>>,
+    /// (address words, family) -> VIP count, as last written.
+    vip_addrs: BTreeMap<([u32; 4], u8), u32>,
+    snat: SnatSettings,
+}
+
+impl<W: MapWriter> L4Applier<W> {
+    /// Adopts whatever the maps already hold (after a restart) and writes the SNAT settings.
+    pub fn new(mut writer: W, snat: SnatSettings) -> Result<Self, ApplyError> {
+        let cap = writer.capacity();
+        let state = writer.read_state()?;
+        let mut vips = BTreeMap::new();
+        for (key, meta) in state.vips {
+            vips.insert(
+                key,
+                VipState {
+                    id: meta.id,
+                    backends: None,
+                },
+            );
+        }
+        let mut backend_ids = BTreeMap::new();
+        for (id, b) in state.backends {
+            backend_ids.insert(backend_addr(&b), id);
+        }
+        let vip_addrs = state
+            .vip_addrs
+            .iter()
+            .map(|(k, n)| ((k.addr, k.family as u8), *n))
+            .collect();
+        let used_vips: BTreeSet<u32> = vips.values().map(|v| v.id).collect();
+        let used_backends: BTreeSet<u32> = backend_ids.values().copied().collect();
+        let free_vip_ids = (0..cap.max_vips)
+            .filter(|i| !used_vips.contains(i))
+            .collect();
+        let free_backend_ids = (1..cap.max_backends)
+            .filter(|i| !used_backends.contains(i))
+            .collect();
+        if !vips.is_empty() {
+            debug!(
+                vips = vips.len(),
+                backends = backend_ids.len(),
+                "adopted kernel L4 state"
+            );
+        }
+        let mut cfg = LbConfig {
+            ready: 1,
+            ..LbConfig::default()
+        };
+        if let Some(v4) = snat.v4 {
+            cfg.snat_v4 = u32::from_ne_bytes(v4.octets());
+        }
+        if let Some(v6) = snat.v6 {
+            cfg.snat_v6 = addr_words(IpAddr::V6(v6)).0;
+        }
+        cfg.port_min = snat.port_min;
+        cfg.port_count = snat
+            .port_max
+            .saturating_sub(snat.port_min)
+            .saturating_add(1);
+        writer.write_config(&cfg)?;
+        Ok(L4Applier {
+            vip_filter: None,
+            writer,
+            vips,
+            backend_ids,
+            free_vip_ids,
+            free_backend_ids,
+            vip_addrs,
+            snat,
+        })
+    }
+
+    /// The writer, e.g. to inspect a fake in tests.
+    pub fn writer(&self) -> &W {
+        &self.writer
+    }
+
+    /// The id of a VIP, if present.
+    pub fn vip_id(&self, key: &VipKey) -> Option<u32> {
+        self.vips.get(key).map(|v| v.id)
+    }
+
+    fn has_snat(&self, family: u8) -> bool {
+        if family == FAMILY_V6 {
+            self.snat.v6.is_some()
+        } else {
+            self.snat.v4.is_some()
+        }
+    }
+
+    /// Makes the kernel tables equal `services`.
+    pub fn apply(&mut self, services: &[L4Service]) -> Result<ApplyReport, ApplyError> {
+        let mut report = ApplyReport::default();
+        let ring_size = self.writer.capacity().ring_size;
+
+        // Desired state; the first service for a VIP wins.
+        let mut desired: BTreeMap<VipKey, Vec<SocketAddr>> = BTreeMap::new();
+        for svc in services {
+            let key = vip_key(svc);
+            if !self.has_snat(key.family) {
+                report.skipped.push(format!(
+                    "{} (no SNAT address for its family)",
+                    vip_name(&key)
+                ));
+                continue;
+            }
+            if desired.contains_key(&key) {
+                continue;
+            }
+            let mut b: Vec<SocketAddr> = svc
+                .backends
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv6() == svc.vip.is_ipv6())
+                .collect();
+            b.sort();
+            b.dedup();
+            desired.insert(key, b);
+        }
+
+        // Remove VIPs no longer wanted: entry first, then its ring.
+        let gone: Vec<VipKey> = self
+            .vips
+            .keys()
+            .filter(|k| !desired.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(state) = self.vips.remove(&key) {
+                self.writer.remove_vip(&key)?;
+                report.ring_slots_written += self
+                    .writer
+                    .write_ring(state.id, &vec![NO_BACKEND; ring_size as usize])?;
+                self.free_vip_ids.insert(state.id);
+                report.vips_removed += 1;
+            }
+        }
+
+        // Add or update the rest.
+        for (key, backends) in &desired {
+            let unchanged = self
+                .vips
+                .get(key)
+                .is_some_and(|s| s.backends.as_ref() == Some(backends));
+            if unchanged {
+                continue;
+            }
+            let id = match self.vips.get(key) {
+                Some(s) => s.id,
+                None => match self.free_vip_ids.pop_first() {
+                    Some(id) => {
+                        report.vips_added += 1;
+                        id
+                    }
+                    None => {
+                        report
+                            .skipped
+                            .push(format!("{} (VIP capacity exhausted)", vip_name(key)));
+                        continue;
+                    }
+                },
+            };
+            let mut ids = Vec::with_capacity(backends.len());
+            for addr in backends {
+                match self.ensure_backend(*addr, &mut report)? {
+                    Some(bid) => ids.push(bid),
+                    None => report
+                        .skipped
+                        .push(format!("backend {addr} (backend capacity exhausted)")),
+                }
+            }
+            let ring: Vec<u32> = if ids.is_empty() {
+                vec![NO_BACKEND; ring_size as usize]
+            } else {
+                let names: Vec<String> = backends.iter().map(|a| a.to_string()).collect();
+                maglev::table(&names, ring_size)
+                    .into_iter()
+                    .map(|i| ids[i as usize])
+                    .collect()
+            };
+            let meta = VipMeta {
+                id,
+                backends: ids.len() as u32,
+            };
+            if ids.is_empty() {
+                // New flows must stop before the ring is cleared.
+                self.writer.put_vip(key, &meta)?;
+                report.ring_slots_written += self.writer.write_ring(id, &ring)?;
+            } else {
+                report.ring_slots_written += self.writer.write_ring(id, &ring)?;
+                self.writer.put_vip(key, &meta)?;
+            }
+            report.rings_rebuilt += 1;
+            self.vips.insert(
+                *key,
+                VipState {
+                    id,
+                    backends: Some(backends.clone()),
+                },
+            );
+        }
+
+        self.sync_vip_addrs()?;
+        self.sync_vip_filter()?;
+        self.free_unused_backends(&mut report)?;
+        if !report.skipped.is_empty() {
+            warn!(skipped = ?report.skipped, "some L4 services were not programmed");
+        }
+        Ok(report)
+    }
+
+    fn ensure_backend(
+        &mut self,
+        addr: SocketAddr,
+        report: &mut ApplyReport,
+    ) -> Result<Option<u32>, ApplyError> {
+        if let Some(id) = self.backend_ids.get(&addr) {
+            return Ok(Some(*id));
+        }
+        let Some(id) = self.free_backend_ids.pop_first() else {
+            return Ok(None);
+        };
+        self.writer.put_backend(id, &backend_value(addr))?;
+        self.backend_ids.insert(addr, id);
+        report.backends_added += 1;
+        Ok(Some(id))
+    }
+
+    fn free_unused_backends(&mut self, report: &mut ApplyReport) -> Result<(), ApplyError> {
+        let used: BTreeSet<SocketAddr> = self
+            .vips
+            .values()
+            .filter_map(|v| v.backends.as_ref())
+            .flatten()
+            .copied()
+            .collect();
+        let unused: Vec<(SocketAddr, u32)> = self
+            .backend_ids
+            .iter()
+            .filter(|(a, _)| !used.contains(a))
+            .map(|(a, i)| (*a, *i))
+            .collect();
+        for (addr, id) in unused {
+            self.writer.put_backend(id, &Backend::default())?;
+            self.backend_ids.remove(&addr);
+            self.free_backend_ids.insert(id);
+            report.backends_freed += 1;
+        }
+        Ok(())
+    }
+
+    fn sync_vip_filter(&mut self) -> Result<(), ApplyError> {
+        let mut words = vec![0u64; (VIP_FILTER_BITS / 64) as usize];
+        for k in self.vips.keys() {
+            let bit = vip_filter_bit(&k.addr, k.port, k.proto);
+            words[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        if self.vip_filter.as_ref() != Some(&words) {
+            self.writer.write_vip_filter(&words)?;
+            self.vip_filter = Some(words);
+        }
+        Ok(())
+    }
+
+    fn sync_vip_addrs(&mut self) -> Result<(), ApplyError> {
+        let mut counts: BTreeMap<([u32; 4], u8), u32> = BTreeMap::new();
+        for key in self.vips.keys() {
+            *counts.entry((key.addr, key.family)).or_default() += 1;
+        }
+        let key = |(addr, family): ([u32; 4], u8)| VipAddrKey {
+            addr,
+            family: u32::from(family),
+        };
+        for old in self.vip_addrs.keys() {
+            if !counts.contains_key(old) {
+                self.writer.remove_vip_addr(&key(*old))?;
+            }
+        }
+        for (k, n) in &counts {
+            if self.vip_addrs.get(k) != Some(n) {
+                self.writer.put_vip_addr(&key(*k), *n)?;
+            }
+        }
+        self.vip_addrs = counts;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        maps::{
+            fake::{FakeMapWriter, Op},
+            Capacity,
+        },
+        snapshot::ObjectRef,
+    };
+
+    const RING: u32 = 251;
+
+    fn fake() -> FakeMapWriter {
+        FakeMapWriter::new(Capacity {
+            max_vips: 4,
+            max_backends: 16,
+            ring_size: RING,
+        })
+    }
+
+    fn snat() -> SnatSettings {
+        SnatSettings {
+            v4: Some("198.18.0.1".parse().unwrap()),
+            v6: None,
+            port_min: 20000,
+            port_max: 20999,
+        }
+    }
+
+    fn svc(vip: &str, port: u16, backends: &[&str]) -> L4Service {
+        L4Service {
+            origin: ObjectRef::default(),
+            vip: vip.parse().unwrap(),
+            port,
+            protocol: L4Protocol::Tcp,
+            backends: backends.iter().map(|b| b.parse().unwrap()).collect(),
+        }
+    }
+
+    fn backends_in_ring(w: &FakeMapWriter, id: u32) -> BTreeSet<SocketAddr> {
+        w.ring(id)
+            .iter()
+            .map(|b| backend_addr(&w.backends[*b as usize]))
+            .collect()
+    }
+
+    #[test]
+    fn programs_vip_ring_backends_and_config() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        assert_eq!(a.writer().config.port_count, 1000);
+        assert_eq!(a.writer().config.ready, 1);
+        let s = svc("198.18.0.10", 80, &["198.18.1.2:8080", "198.18.2.2:8080"]);
+        let r = a.apply(std::slice::from_ref(&s)).unwrap();
+        assert_eq!((r.vips_added, r.backends_added, r.rings_rebuilt), (1, 2, 1));
+        assert_eq!(r.ring_slots_written, RING as usize);
+        let key = vip_key(&s);
+        let meta = a.writer().vip(&key).unwrap();
+        assert_eq!(meta.backends, 2);
+        let want: BTreeSet<SocketAddr> = s.backends.iter().copied().collect();
+        assert_eq!(backends_in_ring(a.writer(), meta.id), want);
+        let addr = VipAddrKey {
+            addr: key.addr,
+            family: u32::from(FAMILY_V4),
+        };
+        assert_eq!(a.writer().vip_addr(&addr), Some(1));
+    }
+
+    #[test]
+    fn unchanged_snapshot_writes_nothing() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        let s = vec![svc(
+            "198.18.0.10",
+            80,
+            &["198.18.1.2:8080", "198.18.2.2:8080"],
+        )];
+        a.apply(&s).unwrap();
+        let before = a.writer().ops.len();
+        let r = a.apply(&s).unwrap();
+        assert_eq!(r, ApplyReport::default());
+        assert_eq!(a.writer().ops.len(), before);
+    }
+
+    #[test]
+    fn removing_a_backend_rewrites_only_its_slots_and_frees_it() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        let three = ["198.18.1.2:8080", "198.18.2.2:8080", "198.18.3.2:8080"];
+        a.apply(&[svc("198.18.0.10", 80, &three)]).unwrap();
+        let id = a.vip_id(&vip_key(&svc("198.18.0.10", 80, &[]))).unwrap();
+        let before: Vec<u32> = a.writer().ring(id).to_vec();
+        let removed_id = a.backend_ids[&"198.18.3.2:8080".parse().unwrap()];
+        let owned = before.iter().filter(|b| **b == removed_id).count();
+        let r = a.apply(&[svc("198.18.0.10", 80, &three[..2])]).unwrap();
+        assert_eq!(r.backends_freed, 1);
+        assert!(
+            r.ring_slots_written >= owned && r.ring_slots_written <= owned * 13 / 10,
+            "{r:?} owned={owned}"
+        );
+        assert!(!a.writer().ring(id).contains(&removed_id));
+        assert_eq!(a.writer().backends[removed_id as usize], Backend::default());
+        // Order: ring written before the VIP entry is updated, backend freed last.
+        let ops = &a.writer().ops;
+        let ring_pos = ops.iter().rposition(|o| matches!(o, Op::Ring(..))).unwrap();
+        let vip_pos = ops
+            .iter()
+            .rposition(|o| matches!(o, Op::PutVip(..)))
+            .unwrap();
+        let free_pos = ops
+            .iter()
+            .rposition(|o| matches!(o, Op::PutBackend(..)))
+            .unwrap();
+        assert!(ring_pos < vip_pos && vip_pos < free_pos);
+    }
+
+    #[test]
+    fn removed_vip_is_deleted_before_its_ring_is_cleared_and_id_reused() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        a.apply(&[svc("198.18.0.10", 80, &["198.18.1.2:80"])])
+            .unwrap();
+        let r = a.apply(&[]).unwrap();
+        assert_eq!(r.vips_removed, 1);
+        assert!(a.writer().vips.is_empty());
+        assert!(a.writer().vip_addrs.is_empty());
+        assert!(a.writer().ring(0).iter().all(|b| *b == NO_BACKEND));
+        let ops = &a.writer().ops;
+        let rm = ops
+            .iter()
+            .position(|o| matches!(o, Op::RemoveVip(..)))
+            .unwrap();
+        assert!(matches!(ops[rm + 1], Op::Ring(0, _)));
+        a.apply(&[svc("198.18.0.11", 80, &["198.18.1.2:80"])])
+            .unwrap();
+        assert_eq!(a.vip_id(&vip_key(&svc("198.18.0.11", 80, &[]))), Some(0));
+    }
+
+    #[test]
+    fn capacity_and_family_limits_are_reported_not_fatal() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        let many: Vec<L4Service> = (0..6)
+            .map(|i| svc(&format!("198.18.0.{}", 10 + i), 80, &["198.18.1.2:80"]))
+            .collect();
+        let r = a.apply(&many).unwrap();
+        assert_eq!(r.vips_added, 4);
+        assert_eq!(r.skipped.len(), 2);
+        let v6 = svc("2001:db8::1", 80, &["[2001:db8::2]:80"]);
+        let r = a.apply(&[v6]).unwrap();
+        assert_eq!(r.skipped.len(), 1, "no IPv6 SNAT address configured");
+    }
+
+    #[test]
+    fn empty_backend_set_stops_new_flows_first() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        a.apply(&[svc("198.18.0.10", 80, &["198.18.1.2:80"])])
+            .unwrap();
+        a.writer.ops.clear();
+        a.apply(&[svc("198.18.0.10", 80, &[])]).unwrap();
+        let ops = &a.writer().ops;
+        assert!(matches!(ops[0], Op::PutVip(_, VipMeta { backends: 0, .. })));
+        assert!(matches!(ops[1], Op::Ring(..)));
+    }
+
+    #[test]
+    fn restart_adopts_state_without_rewriting() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        let s = vec![
+            svc("198.18.0.10", 80, &["198.18.1.2:80", "198.18.2.2:80"]),
+            svc("198.18.0.10", 53, &["198.18.1.2:53"]),
+        ];
+        a.apply(&s).unwrap();
+        let mut w = a.writer;
+        w.ops.clear();
+        let mut b = L4Applier::new(w, snat()).unwrap();
+        let r = b.apply(&s).unwrap();
+        assert_eq!(r.ring_slots_written, 0, "{r:?}");
+        assert_eq!(
+            (r.vips_added, r.backends_added, r.backends_freed),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn address_conversions_round_trip() {
+        for ip in ["198.18.0.1", "2001:db8::1", "::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let (w, f) = addr_words(ip);
+            assert_eq!(words_addr(w, f), ip);
+        }
+        let (w, _) = addr_words("1.2.3.4".parse().unwrap());
+        assert_eq!(w[0].to_ne_bytes(), [1, 2, 3, 4]);
+    }
+}

@@ -1,0 +1,370 @@
+//! Ingress status: writes the publish addresses into `status.loadBalancer.ingress` of every
+//! owned Ingress and clears it on Ingresses we stop owning. Only the elected leader writes.
+//!
+//! Writes are JSON merge patches (`application/merge-patch+json`) on the `status` subresource:
+//! a merge patch replaces the `ingress` list whole, which is exactly "we own this field", and
+//! clearing is `"ingress": null`. Server-side apply would also work but would make us co-own
+//! the field with other managers' history for no benefit here.
+//!
+//! Which Ingresses the API server shows our addresses on is tracked in memory: a patch goes out
+//! only when that has to change. On becoming leader and then every `resync`, one paged LIST
+//! of Ingresses refreshes `known`, which repairs anything changed behind our back.
+use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
+
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::{
+    api::{ListParams, Patch, PatchParams},
+    Api, Client,
+};
+use serde::Serialize;
+use thiserror::Error;
+use tokio::{sync::watch, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{snapshot::ObjectRef, translate::Translation};
+
+/// Field manager recorded for our status writes.
+pub const FIELD_MANAGER: &str = "ingressd";
+/// Bound on one request, including kube's own retries of 429/503 answers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to write and how often to re-check it.
+#[derive(Clone, Debug)]
+pub struct StatusConfig {
+    /// Addresses published on owned Ingresses, in this order (duplicates dropped).
+    pub addresses: Vec<IpAddr>,
+    /// Interval of the full re-check against the API server.
+    pub resync: Duration,
+    /// Delay before retrying after a failed write.
+    pub retry: Duration,
+}
+
+impl StatusConfig {
+    /// Re-check every 60 s, retry failed writes after 5 s.
+    pub fn new(addresses: Vec<IpAddr>) -> Self {
+        StatusConfig {
+            addresses,
+            resync: Duration::from_secs(60),
+            retry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A status write or list failed.
+#[derive(Debug, Error)]
+pub enum StatusError {
+    #[error("status request for {0} failed: {1}")]
+    Api(String, #[source] kube::Error),
+    #[error("status request for {0} timed out after {REQUEST_TIMEOUT:?}")]
+    Timeout(String),
+}
+
+/// Namespace and name of an Ingress.
+type IngressKey = (String, String);
+
+/// Keeps Ingress statuses in line with the translations while `leader` is true, until
+/// `shutdown`. Translations with snapshot generation 0 (the `Default` placeholder published
+/// before the store has synced) are ignored: clearing is driven by the owned list, so only a
+/// translation built from a complete view may count. With no addresses nothing is written.
+pub async fn run(
+    client: Client,
+    config: StatusConfig,
+    mut translations: watch::Receiver<Arc<Translation>>,
+    mut leader: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    if config.addresses.is_empty() {
+        info!("no publish address; Ingress status is not written");
+        return;
+    }
+    let mut addresses = Vec::new();
+    for a in &config.addresses {
+        if !addresses.contains(a) {
+            addresses.push(*a);
+        }
+    }
+    let mut writer = StatusWriter::new(client, addresses);
+    let mut resync_at = Instant::now();
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let leading = *leader.borrow_and_update();
+        let translation = translations.borrow_and_update().clone();
+        // Timers run only while there is something to keep in line.
+        let active = leading && translation.snapshot.generation != 0;
+        if !leading {
+            // Another leader may write meanwhile; start from the server's view next time.
+            writer.forget();
+            retry_at = None;
+        } else if active {
+            let refresh = !writer.refreshed || Instant::now() >= resync_at;
+            if refresh {
+                resync_at = Instant::now() + config.resync;
+            }
+            let owned = &translation.owned_ingresses;
+            let failed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                failed = writer.round(refresh, owned, &leader) => failed,
+            };
+            retry_at = (failed > 0).then(|| {
+                warn!(failed, "Ingress status requests failed; retrying");
+                Instant::now() + config.retry
+            });
+        }
+        let wake = retry_at.map_or(resync_at, |r| r.min(resync_at));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = translations.changed() => if r.is_err() { return },
+            r = leader.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep_until(wake), if active => {}
+        }
+    }
+}
+
+/// `{"status":{"loadBalancer":{"ingress":[...]}}}`; typed so the bytes are stable.
+#[derive(Debug, Serialize)]
+struct StatusPatch {
+    status: PatchStatus,
+}
+
+#[derive(Debug, Serialize)]
+struct PatchStatus {
+    #[serde(rename = "loadBalancer")]
+    load_balancer: PatchLoadBalancer,
+}
+
+#[derive(Debug, Serialize)]
+struct PatchLoadBalancer {
+    /// `None` serializes as `null`, which a merge patch turns into "remove".
+    ingress: Option<Vec<PatchIngress>>,
+}
+
+#[derive(Debug, Serialize)]
+struct PatchIngress {
+    ip: String,
+}
+
+/// The merge patch setting `addresses`, or clearing the list when empty.
+fn patch_body(addresses: &[IpAddr]) -> StatusPatch {
+    let ingress = (!addresses.is_empty()).then(|| {
+        addresses
+            .iter()
+            .map(|a| PatchIngress { ip: a.to_string() })
+            .collect()
+    });
+    StatusPatch {
+        status: PatchStatus {
+            load_balancer: PatchLoadBalancer { ingress },
+        },
+    }
+}
+
+/// The addresses an Ingress status lists, if it lists only IPs; anything else (hostnames,
+/// ports, unparsable) counts as "not ours", so it is overwritten.
+fn status_addresses(ingress: &Ingress) -> Option<Vec<IpAddr>> {
+    let entries = ingress
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    let Some(entries) = entries else {
+        return Some(Vec::new());
+    };
+    entries
+        .iter()
+        .map(|e| match (&e.ip, &e.hostname, &e.ports) {
+            (Some(ip), None, None) => ip.parse().ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Writes statuses and remembers which Ingresses the server shows our addresses on.
+struct StatusWriter {
+    api: Api<Ingress>,
+    addresses: Vec<IpAddr>,
+    /// Ingresses whose status is exactly `addresses`, as far as we know.
+    known: BTreeSet<IngressKey>,
+    /// `known` reflects a LIST made while leading.
+    refreshed: bool,
+}
+
+impl StatusWriter {
+    fn new(client: Client, addresses: Vec<IpAddr>) -> Self {
+        StatusWriter {
+            api: Api::all(client),
+            addresses,
+            known: BTreeSet::new(),
+            refreshed: false,
+        }
+    }
+
+    fn forget(&mut self) {
+        self.known.clear();
+        self.refreshed = false;
+    }
+
+    fn shows_ours(&self, ingress: &Ingress) -> bool {
+        status_addresses(ingress).as_deref() == Some(&self.addresses[..])
+    }
+
+    /// Optionally refreshes, then syncs; returns how many requests failed.
+    async fn round(
+        &mut self,
+        refresh: bool,
+        owned: &[ObjectRef],
+        leader: &watch::Receiver<bool>,
+    ) -> usize {
+        let mut failed = 0;
+        if refresh {
+            if let Err(error) = self.refresh().await {
+                warn!(%error, "listing Ingresses for status failed");
+                failed += 1;
+            }
+        }
+        failed + self.sync(owned, leader).await
+    }
+
+    /// Reloads `known` from a paged LIST. This also finds Ingresses we no longer own that still
+    /// show our addresses from an earlier run, so they get cleared.
+    async fn refresh(&mut self) -> Result<(), StatusError> {
+        let mut known = BTreeSet::new();
+        let mut params = ListParams::default().limit(500);
+        loop {
+            let page = tokio::time::timeout(REQUEST_TIMEOUT, self.api.list(&params))
+                .await
+                .map_err(|_| StatusError::Timeout("Ingresses".into()))?
+                .map_err(|e| StatusError::Api("Ingresses".into(), e))?;
+            known.extend(page.items.iter().filter(|i| self.shows_ours(i)).map(|i| {
+                (
+                    i.metadata.namespace.clone().unwrap_or_default(),
+                    i.metadata.name.clone().unwrap_or_default(),
+                )
+            }));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        self.known = known;
+        self.refreshed = true;
+        Ok(())
+    }
+
+    /// Sets the status of owned Ingresses and clears it on the others that show our
+    /// addresses; returns how many writes failed. Stops as soon as leadership is lost.
+    async fn sync(&mut self, owned: &[ObjectRef], leader: &watch::Receiver<bool>) -> usize {
+        let owned: BTreeSet<IngressKey> = owned
+            .iter()
+            .map(|o| (o.namespace.clone(), o.name.clone()))
+            .collect();
+        let set: Vec<IngressKey> = owned.difference(&self.known).cloned().collect();
+        let clear: Vec<IngressKey> = self.known.difference(&owned).cloned().collect();
+        let mut failed = 0;
+        let writes = set
+            .iter()
+            .map(|k| (k, true))
+            .chain(clear.iter().map(|k| (k, false)));
+        for (key, set) in writes {
+            if !*leader.borrow() {
+                break;
+            }
+            failed += usize::from(!self.write(key, set).await);
+        }
+        failed
+    }
+
+    /// One merge patch; true if the server holds the wanted status afterwards (or the Ingress
+    /// is gone).
+    async fn write(&mut self, key: &IngressKey, set: bool) -> bool {
+        let (namespace, name) = key;
+        let api = Api::<Ingress>::namespaced(self.api.clone().into_client(), namespace);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let patch = Patch::Merge(patch_body(if set { &self.addresses } else { &[] }));
+        let patched =
+            tokio::time::timeout(REQUEST_TIMEOUT, api.patch_status(name, &params, &patch));
+        let Ok(result) = patched.await else {
+            warn!(namespace, name, "writing Ingress status timed out");
+            return false;
+        };
+        match result {
+            Ok(ingress) => {
+                debug!(namespace, name, set, "Ingress status written");
+                if self.shows_ours(&ingress) {
+                    self.known.insert(key.clone());
+                } else {
+                    self.known.remove(key);
+                }
+                true
+            }
+            Err(kube::Error::Api(s)) if s.is_not_found() => {
+                debug!(
+                    namespace,
+                    name, "Ingress gone before its status was written"
+                );
+                self.known.remove(key);
+                true
+            }
+            Err(error) => {
+                warn!(namespace, name, %error, "writing Ingress status failed");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::networking::v1::{
+        IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
+    };
+
+    #[test]
+    fn patch_bodies_are_stable() {
+        let set = serde_json::to_string(&patch_body(&[
+            "192.0.2.10".parse().unwrap_or_else(|e| panic!("{e}")),
+            "2001:db8::1".parse().unwrap_or_else(|e| panic!("{e}")),
+        ]))
+        .unwrap_or_default();
+        assert_eq!(
+            set,
+            r#"{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.10"},{"ip":"2001:db8::1"}]}}}"#
+        );
+        let clear = serde_json::to_string(&patch_body(&[])).unwrap_or_default();
+        assert_eq!(clear, r#"{"status":{"loadBalancer":{"ingress":null}}}"#);
+    }
+
+    #[test]
+    fn reads_only_plain_ip_statuses() {
+        let with = |entries: Option<Vec<IngressLoadBalancerIngress>>| Ingress {
+            status: Some(IngressStatus {
+                load_balancer: Some(IngressLoadBalancerStatus { ingress: entries }),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(status_addresses(&Ingress::default()), Some(vec![]));
+        assert_eq!(status_addresses(&with(None)), Some(vec![]));
+        let ip = IngressLoadBalancerIngress {
+            ip: Some("192.0.2.1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_addresses(&with(Some(vec![ip]))),
+            Some(vec!["192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}"))])
+        );
+        let host = IngressLoadBalancerIngress {
+            hostname: Some("lb".into()),
+            ..Default::default()
+        };
+        assert_eq!(status_addresses(&with(Some(vec![host]))), None);
+        let bad = IngressLoadBalancerIngress {
+            ip: Some("nope".into()),
+            ..Default::default()
+        };
+        assert_eq!(status_addresses(&with(Some(vec![bad]))), None);
+    }
+}

@@ -1,0 +1,384 @@
+//! Loads the kernel object, adopts or creates the pinned maps, attaches the XDP program through
+//! pinned links, and takes it all down again.
+//!
+//! Pin layout under the pin directory (default `/sys/fs/bpf/ingressd`):
+//! `maps_v<MAPS_VERSION>/<MAP>` and `links/xdp_<ifname>`. A new process adopts maps of the same
+//! version and swaps its program into existing links (`bpf_link_update`), so the XDP path keeps
+//! forwarding across restarts. Maps of another version are never adopted: they are removed
+//! once the links point at the new program.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLinkId,
+        Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use ingress_common::{l4::MAGLEV_RING_SIZE, maps as names};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::{counters::Counters, writer::AyaMapWriter, MapError, OBJECT};
+
+/// Name of the XDP program in the object.
+pub const XDP_PROGRAM: &str = "xdp_lb";
+
+/// A loader failure, with the step that failed.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("loading the BPF object (is this root with bpffs mounted at /sys/fs/bpf?): {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {0} missing from the object")]
+    MissingProgram(&'static str),
+    #[error("{step}: {source}")]
+    Program {
+        step: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        source: std::io::Error,
+    },
+    #[error("{step}: {source}")]
+    Link {
+        step: String,
+        source: aya::programs::links::LinkError,
+    },
+    #[error("{step}: {source}")]
+    Pin {
+        step: String,
+        source: aya::pin::PinError,
+    },
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error("unknown interface {0}")]
+    UnknownInterface(String),
+}
+
+/// How to load.
+#[derive(Clone, Debug)]
+pub struct LoaderOptions {
+    /// Where to pin maps and links; `None` loads private, unpinned maps (tests).
+    pub pin_dir: Option<PathBuf>,
+    pub max_vips: u32,
+    pub conntrack_entries: u32,
+}
+
+impl Default for LoaderOptions {
+    fn default() -> Self {
+        LoaderOptions {
+            pin_dir: None,
+            max_vips: names::DEFAULT_MAX_VIPS,
+            conntrack_entries: names::DEFAULT_CONNTRACK_ENTRIES,
+        }
+    }
+}
+
+/// The loaded object and what is attached.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    /// Interface name -> attach mode, and the link this process still holds (a freshly pinned
+    /// link is handed to bpffs and not held).
+    attached: BTreeMap<String, (XdpMode, Option<XdpLinkId>)>,
+}
+
+/// Directory of the maps of the current layout version.
+pub fn maps_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join(format!("maps_v{}", names::MAPS_VERSION))
+}
+
+fn links_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("links")
+}
+
+fn link_path(pin_dir: &Path, ifname: &str) -> PathBuf {
+    links_dir(pin_dir).join(format!("xdp_{ifname}"))
+}
+
+fn io_err(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> LoadError {
+    let step = step.into();
+    move |source| LoadError::Io { step, source }
+}
+
+/// Maps that belong to the L4 path and are pinned so they survive restarts. Counters are
+/// pinned too so `ingressd inspect` and `bpftool` read the live values.
+const PINNED_MAPS: &[&str] = &[
+    names::VIPS,
+    names::VIP_ADDRS,
+    names::VIP_FILTER,
+    names::BACKENDS,
+    names::BACKEND_HOPS,
+    names::MAGLEV,
+    names::CONNTRACK,
+    names::REPLY_NAT,
+    names::LB_CONFIG,
+    names::STATS,
+    names::VIP_STATS,
+];
+
+impl Datapath {
+    /// Loads the object, adopting pinned maps of the current layout version if present.
+    pub fn load(opts: &LoaderOptions) -> Result<Self, LoadError> {
+        raise_memlock();
+        let mut loader = EbpfLoader::new();
+        // Two ring slots per array element (see ingress_common::maps::MAGLEV).
+        let ring_entries = opts.max_vips.saturating_mul(MAGLEV_RING_SIZE).div_ceil(2);
+        loader
+            .map_max_entries(names::VIPS, opts.max_vips)
+            .map_max_entries(names::VIP_ADDRS, opts.max_vips)
+            .map_max_entries(names::VIP_STATS, opts.max_vips)
+            .map_max_entries(names::MAGLEV, ring_entries)
+            .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
+            .map_max_entries(names::REPLY_NAT, opts.conntrack_entries);
+        let mut paths = Vec::new();
+        if let Some(dir) = &opts.pin_dir {
+            let maps = maps_dir(dir);
+            std::fs::create_dir_all(&maps)
+                .map_err(io_err(format!("creating {}", maps.display())))?;
+            for name in PINNED_MAPS {
+                paths.push((*name, maps.join(name)));
+            }
+        }
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(LoadError::MissingProgram(XDP_PROGRAM))?
+            .try_into()
+            .map_err(|source| LoadError::Program {
+                step: "program type".into(),
+                source,
+            })?;
+        prog.load().map_err(|source| LoadError::Program {
+            step: "verifying xdp_lb".into(),
+            source,
+        })?;
+        Ok(Datapath {
+            ebpf,
+            pin_dir: opts.pin_dir.clone(),
+            attached: BTreeMap::new(),
+        })
+    }
+
+    /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn xdp(&self) -> Result<&Xdp, LoadError> {
+        self.ebpf
+            .program(XDP_PROGRAM)
+            .ok_or(LoadError::MissingProgram(XDP_PROGRAM))?
+            .try_into()
+            .map_err(|source| LoadError::Program {
+                step: "program type".into(),
+                source,
+            })
+    }
+
+    fn xdp_mut(&mut self) -> Result<&mut Xdp, LoadError> {
+        self.ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(LoadError::MissingProgram(XDP_PROGRAM))?
+            .try_into()
+            .map_err(|source| LoadError::Program {
+                step: "program type".into(),
+                source,
+            })
+    }
+
+    /// Attaches to `ifname`: swaps this program into an existing pinned link (no gap in
+    /// forwarding), or attaches natively, falling back to generic mode with a log line.
+    pub fn attach(&mut self, ifname: &str, generic_only: bool) -> Result<XdpMode, LoadError> {
+        let pin_dir = self.pin_dir.clone();
+        if let Some(dir) = &pin_dir {
+            let path = link_path(dir, ifname);
+            if path.exists() {
+                let pinned = PinnedLink::from_pin(&path).map_err(|source| LoadError::Link {
+                    step: format!("opening {}", path.display()),
+                    source,
+                })?;
+                let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(
+                    |source| LoadError::Link {
+                        step: "adopting xdp link".into(),
+                        source,
+                    },
+                )?;
+                let id =
+                    self.xdp_mut()?
+                        .attach_to_link(link)
+                        .map_err(|source| LoadError::Program {
+                            step: format!("updating link on {ifname}"),
+                            source,
+                        })?;
+                info!(
+                    interface = ifname,
+                    "xdp program swapped into the existing pinned link"
+                );
+                self.attached
+                    .insert(ifname.to_string(), (XdpMode::Default, Some(id)));
+                return Ok(XdpMode::Default);
+            }
+        }
+        let prog = self.xdp_mut()?;
+        let (id, mode) = if generic_only {
+            let id = prog
+                .attach(ifname, XdpMode::Skb)
+                .map_err(|source| LoadError::Program {
+                    step: format!("attaching to {ifname}"),
+                    source,
+                })?;
+            (id, XdpMode::Skb)
+        } else {
+            match prog.attach(ifname, XdpMode::Driver) {
+                Ok(id) => (id, XdpMode::Driver),
+                Err(aya::programs::ProgramError::UnknownInterface { name }) => {
+                    return Err(LoadError::UnknownInterface(name));
+                }
+                Err(err) => {
+                    warn!(interface = ifname, error = %err, "native XDP unavailable, attaching in generic (skb) mode");
+                    let id =
+                        prog.attach(ifname, XdpMode::Skb)
+                            .map_err(|source| LoadError::Program {
+                                step: format!("attaching to {ifname}"),
+                                source,
+                            })?;
+                    (id, XdpMode::Skb)
+                }
+            }
+        };
+        let mut held = Some(id);
+        if let (Some(dir), Some(id)) = (&pin_dir, held.take()) {
+            let link = prog.take_link(id).map_err(|source| LoadError::Program {
+                step: "taking link".into(),
+                source,
+            })?;
+            let fd_link = FdLink::try_from(link).map_err(|source| LoadError::Link {
+                step: format!("link of {ifname} is not a bpf_link"),
+                source,
+            })?;
+            std::fs::create_dir_all(links_dir(dir)).map_err(io_err("creating links dir"))?;
+            let path = link_path(dir, ifname);
+            fd_link.pin(&path).map_err(|source| LoadError::Pin {
+                step: format!("pinning {}", path.display()),
+                source,
+            })?;
+        }
+        info!(interface = ifname, mode = ?mode, "xdp program attached");
+        self.attached.insert(ifname.to_string(), (mode, held));
+        Ok(mode)
+    }
+
+    /// Detaches from `ifname` (removing its pinned link).
+    pub fn detach(&mut self, ifname: &str) -> Result<(), LoadError> {
+        if let Some((_, Some(id))) = self.attached.remove(ifname) {
+            self.xdp_mut()?
+                .detach(id)
+                .map_err(|source| LoadError::Program {
+                    step: format!("detaching from {ifname}"),
+                    source,
+                })?;
+        }
+        // The pin is the last reference to a pinned link: removing it detaches.
+        if let Some(dir) = &self.pin_dir {
+            let path = link_path(dir, ifname);
+            if path.exists() {
+                std::fs::remove_file(&path)
+                    .map_err(io_err(format!("removing {}", path.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Interfaces this process attached to, and how.
+    pub fn attached(&self) -> impl Iterator<Item = (&str, XdpMode)> {
+        self.attached.iter().map(|(k, (m, _))| (k.as_str(), *m))
+    }
+
+    /// Takes the L4 maps for writing.
+    pub fn map_writer(&mut self) -> Result<AyaMapWriter, LoadError> {
+        Ok(AyaMapWriter::from_ebpf(&mut self.ebpf)?)
+    }
+
+    /// Opens readers for the counters.
+    pub fn counters(&self) -> Result<Counters, LoadError> {
+        Ok(Counters::from_ebpf(&self.ebpf)?)
+    }
+
+    /// The loaded object, read-only (inspection, tests).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    /// The loaded object, for programs other than XDP (passthrough).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Removes maps pinned under older layout versions (call once links use this program).
+    pub fn remove_stale_versions(&self) -> Result<(), LoadError> {
+        let Some(dir) = &self.pin_dir else {
+            return Ok(());
+        };
+        let current = maps_dir(dir);
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_maps = entry.file_name().to_string_lossy().starts_with("maps_v");
+            if is_maps && path != current {
+                warn!(path = %path.display(), "removing maps of an older layout version");
+                std::fs::remove_dir_all(&path)
+                    .map_err(io_err(format!("removing {}", path.display())))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Detaches every pinned link and removes everything pinned under `pin_dir`
+/// (`ingressd cleanup`). Idempotent.
+pub fn cleanup(pin_dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut removed = Vec::new();
+    if !pin_dir.exists() {
+        return Ok(removed);
+    }
+    // Removing the last reference to a pinned bpf_link detaches it.
+    remove_tree(pin_dir, &mut removed)?;
+    Ok(removed)
+}
+
+fn remove_tree(path: &Path, removed: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    let entries = std::fs::read_dir(path).map_err(io_err(format!("reading {}", path.display())))?;
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            remove_tree(&p, removed)?;
+        } else {
+            std::fs::remove_file(&p).map_err(io_err(format!("removing {}", p.display())))?;
+            removed.push(p);
+        }
+    }
+    std::fs::remove_dir(path).map_err(io_err(format!("removing {}", path.display())))?;
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (hence CAP_SYS_RESOURCE in the
+/// DaemonSet); newer ones use memory cgroups and ignore it. Best effort.
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid, fully initialised struct.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+    }
+}

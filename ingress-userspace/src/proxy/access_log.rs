@@ -1,0 +1,99 @@
+//! The per-request record: metrics always, and one JSON access-log line (tracing target
+//! `access_log`) when enabled. Emitted when the response body is finished or dropped, so the
+//! duration and byte count cover the whole response.
+use std::{net::IpAddr, net::SocketAddr, sync::Arc, time::Instant};
+
+use http::{HeaderValue, Method, Version};
+use serde_json::json;
+
+use super::metrics::RouteMetrics;
+
+/// Tracing target of access-log lines.
+pub const TARGET: &str = "access_log";
+
+/// What the access log says about one request, beyond status, bytes and duration.
+#[derive(Debug)]
+pub(crate) struct AccessRecord {
+    pub method: Method,
+    pub host: String,
+    pub path: String,
+    pub version: Version,
+    pub client: IpAddr,
+    pub request_id: HeaderValue,
+    pub upstream: Option<SocketAddr>,
+    pub upstream_name: Option<Arc<str>>,
+    pub ingress: Option<String>,
+}
+
+/// Finishes a request when dropped: records metrics, writes the access-log line.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    start: Instant,
+    status: u16,
+    bytes: u64,
+    aborted: bool,
+    metrics: Arc<RouteMetrics>,
+    record: Option<Box<AccessRecord>>,
+}
+
+impl Completion {
+    /// A completion for a response with `status`, started at `start`.
+    pub fn new(
+        start: Instant,
+        status: u16,
+        metrics: Arc<RouteMetrics>,
+        record: Option<Box<AccessRecord>>,
+    ) -> Self {
+        Completion {
+            start,
+            status,
+            bytes: 0,
+            aborted: false,
+            metrics,
+            record,
+        }
+    }
+
+    /// Counts body bytes sent.
+    pub fn add_bytes(&mut self, n: usize) {
+        self.bytes += n as u64;
+    }
+
+    /// Notes that the body was cut off by an error.
+    pub fn mark_aborted(&mut self) {
+        self.aborted = true;
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        self.metrics.record(self.status, elapsed);
+        if let Some(r) = self.record.take() {
+            let line = json!({
+                "time": httpdate_now(),
+                "request_id": r.request_id.to_str().unwrap_or(""),
+                "client": r.client.to_string(),
+                "method": r.method.as_str(),
+                "host": r.host,
+                "path": r.path,
+                "protocol": format!("{:?}", r.version),
+                "status": self.status,
+                "bytes": self.bytes,
+                "duration_ms": elapsed.as_secs_f64() * 1000.0,
+                "upstream": r.upstream.map(|a| a.to_string()),
+                "upstream_name": r.upstream_name.as_deref(),
+                "ingress": r.ingress,
+                "aborted": self.aborted,
+            });
+            tracing::info!(target: TARGET, "{line}");
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, with milliseconds.
+fn httpdate_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| (d.as_millis() as f64) / 1000.0)
+}

@@ -1,0 +1,243 @@
+//! Header handling on the way through: hop-by-hop removal (RFC 9110 §7.6.1), the
+//! `X-Forwarded-*` / `X-Real-IP` / `X-Request-ID` set, and request ids.
+use std::net::IpAddr;
+
+use http::{
+    header::{self, HeaderName},
+    HeaderMap, HeaderValue,
+};
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Port`.
+pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `X-Real-IP`.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `X-Request-ID`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers: those listed in `Connection`, `Connection` itself,
+/// `Keep-Alive`, `Proxy-*`, `TE` (except a `trailers` request), `Trailer`,
+/// `Transfer-Encoding`, and `Upgrade` unless the exchange is an upgrade (then `Connection:
+/// upgrade` is set afresh for the next hop).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(upgrading && n == header::UPGRADE))
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    if upgrading {
+        // The next hop must see the upgrade request (or acceptance) too.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+    if let Some(te) = headers.remove(header::TE) {
+        let trailers = te.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Per-connection values of the forwarded headers, computed once per connection.
+#[derive(Clone, Debug)]
+pub struct ForwardedValues {
+    pub client_ip: IpAddr,
+    /// The client address as a header value (`X-Real-IP`, `X-Forwarded-For`).
+    pub client: HeaderValue,
+    /// `http` or `https`.
+    pub proto: HeaderValue,
+    /// Port the client connected to.
+    pub port: HeaderValue,
+}
+
+impl ForwardedValues {
+    /// Values for a client at `client` connected to `port`, over TLS or not.
+    pub fn new(client: IpAddr, port: u16, tls: bool) -> Self {
+        let client = client.to_canonical();
+        ForwardedValues {
+            client_ip: client,
+            client: HeaderValue::from_str(&client.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("0.0.0.0")),
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            port: HeaderValue::from(port),
+        }
+    }
+}
+
+/// Sets the forwarding headers on a request going upstream.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    fwd: &ForwardedValues,
+    host: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+) {
+    let xff = match headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + fwd.client.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(fwd.client.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| fwd.client.clone())
+        }
+        _ => fwd.client.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_REAL_IP.clone(), fwd.client.clone());
+    headers.insert(X_FORWARDED_PROTO.clone(), fwd.proto.clone());
+    headers.insert(X_FORWARDED_PORT.clone(), fwd.port.clone());
+    if let Some(h) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+    }
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+}
+
+/// The request's id: a sane client-supplied `X-Request-ID`, else 32 random hex digits.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let ok =
+            !v.is_empty() && v.len() <= 200 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        if ok {
+            return v.clone();
+        }
+    }
+    let n: u128 = rand::random();
+    let mut buf = [0u8; 32];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((n >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Whether the request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap_or_else(|e| panic!("{e}")),
+                HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{e}")),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "x"),
+            ("proxy-foo", "x"),
+            ("te", "gzip, trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-keep", "1"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["te", "x-keep"], "{names:?}");
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn upgrade_kept_when_upgrading() {
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+        ]);
+        assert!(wants_upgrade(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert!(h.contains_key("upgrade"));
+        assert_eq!(h["connection"], "upgrade");
+        assert!(!h.contains_key("te"));
+    }
+
+    #[test]
+    fn forwarded_appends_and_sets() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-real-ip", "6.6.6.6")]);
+        let fwd = ForwardedValues::new(
+            "::ffff:192.0.2.7".parse().unwrap_or_else(|e| panic!("{e}")),
+            443,
+            true,
+        );
+        let id = HeaderValue::from_static("abc");
+        set_forwarded(
+            &mut h,
+            &fwd,
+            Some(&HeaderValue::from_static("a.example")),
+            &id,
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-port"], "443");
+        assert_eq!(h["x-forwarded-host"], "a.example");
+        assert_eq!(h["x-request-id"], "abc");
+    }
+
+    #[test]
+    fn request_ids() {
+        let a = request_id(&HeaderMap::new());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, request_id(&HeaderMap::new()));
+        let h = map(&[("x-request-id", "given-1")]);
+        assert_eq!(request_id(&h), "given-1");
+        let h = map(&[("x-request-id", "has space")]);
+        assert_eq!(request_id(&h).len(), 32);
+    }
+}

@@ -1,0 +1,317 @@
+//! Listeners and connections: the accept loops, serving one connection (HTTP/1.1 or HTTP/2,
+//! with upgrades), and draining.
+//!
+//! HTTPS accept loop, deliberately simple: accept, `TCP_NODELAY`, spawn [`Proxy::serve_tls`].
+//! When TLS passthrough shares the port, its SNI peek replaces [`Proxy::serve_https`]: for a
+//! connection it does not pass through it calls [`Proxy::serve_tls`] with a stream that
+//! replays the peeked bytes first (for example [`Prefixed`]).
+//!
+//! Drain: [`DrainHandle::drain`] stops the accept loops (their listeners close, so new
+//! connections are refused), asks every connection to finish its in-flight requests and close
+//! (HTTP/1.1: close after the current response; HTTP/2: GOAWAY), waits up to the drain timeout,
+//! then cuts whatever is left, including upgraded tunnels.
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes};
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{headers::ForwardedValues, limits::FramingGuard, service, Proxy, Shared};
+
+/// Binds a listening socket for the proxy: `SO_REUSEADDR`, a deep accept backlog, and for
+/// IPv6 addresses `IPV6_V6ONLY` off so `[::]` serves IPv4 too.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Cancellation and tracking of everything the proxy runs.
+#[derive(Debug, Default)]
+pub(crate) struct DrainState {
+    /// Stop accepting; connections finish in-flight work and close.
+    pub stop: CancellationToken,
+    /// Drain timeout passed: cut everything.
+    pub force: CancellationToken,
+    /// Connections and upgraded tunnels.
+    pub tracker: TaskTracker,
+}
+
+/// Drains the proxy (graceful shutdown).
+#[derive(Clone, Debug)]
+pub struct DrainHandle {
+    state: Arc<DrainState>,
+}
+
+impl DrainHandle {
+    pub(crate) fn new(state: Arc<DrainState>) -> Self {
+        DrainHandle { state }
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `timeout`, then closes what
+    /// is left. Returns true when everything finished within the timeout.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.state.stop.cancel();
+        self.state.tracker.close();
+        let clean = tokio::time::timeout(timeout, self.state.tracker.wait())
+            .await
+            .is_ok();
+        if !clean {
+            tracing::warn!(
+                left = self.state.tracker.len(),
+                "drain timeout: closing remaining connections"
+            );
+            self.state.force.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.state.tracker.wait()).await;
+        }
+        clean
+    }
+
+    /// Whether a drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.state.stop.is_cancelled()
+    }
+
+    /// Connections (and tunnels) still open.
+    pub fn open(&self) -> usize {
+        self.state.tracker.len()
+    }
+}
+
+/// What the request handler knows about the connection a request came on.
+#[derive(Debug)]
+pub(crate) struct ConnCtx {
+    pub tls: bool,
+    pub fwd: ForwardedValues,
+    pub framing: Arc<super::limits::FramingFlag>,
+}
+
+impl Proxy {
+    /// Accepts plain HTTP on `listener` until drained.
+    pub fn serve_http(&self, listener: TcpListener) -> impl Future<Output = ()> + Send + 'static {
+        let proxy = self.clone();
+        async move {
+            let local = listener.local_addr().ok();
+            accept_loop(&proxy.shared, listener, |stream, peer| {
+                let local = local.unwrap_or(peer);
+                proxy.shared.drain.tracker.spawn(serve_conn(
+                    proxy.shared.clone(),
+                    stream,
+                    peer,
+                    local,
+                    false,
+                ));
+            })
+            .await;
+        }
+    }
+
+    /// Accepts TLS on `listener` and terminates every connection (no passthrough) until
+    /// drained.
+    pub fn serve_https(&self, listener: TcpListener) -> impl Future<Output = ()> + Send + 'static {
+        let proxy = self.clone();
+        async move {
+            let local = listener.local_addr().ok();
+            accept_loop(&proxy.shared, listener, |stream, peer| {
+                let local = local.unwrap_or(peer);
+                tokio::spawn(proxy.serve_tls(stream, peer, local));
+            })
+            .await;
+        }
+    }
+
+    /// Terminates TLS on an accepted connection and serves it. `stream` may replay bytes
+    /// already peeked (SNI routing); `peer` is the client, `local` the address it connected
+    /// to. The future is tracked by the drain.
+    pub fn serve_tls<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let tracker = shared.drain.tracker.clone();
+        tracker.track_future(async move {
+            let timeout = shared.options.limits.tls_handshake_timeout;
+            let handshake = super::tls::accept(&shared.acceptor, stream, timeout, &shared.metrics);
+            let tls = tokio::select! {
+                tls = handshake => tls,
+                _ = shared.drain.force.cancelled() => None,
+            };
+            if let Some(tls) = tls {
+                serve_conn(shared, tls, peer, local, true).await;
+            }
+        })
+    }
+
+    /// Serves plain HTTP on an accepted connection (e.g. handed over by another listener).
+    pub fn serve_plain<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let tracker = shared.drain.tracker.clone();
+        tracker.track_future(serve_conn(shared, stream, peer, local, false))
+    }
+}
+
+async fn accept_loop(
+    shared: &Shared,
+    listener: TcpListener,
+    mut on_conn: impl FnMut(TcpStream, SocketAddr),
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shared.drain.stop.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                on_conn(stream, peer);
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // Dropping the listener here makes new connections fail fast during the drain.
+    drop(listener);
+}
+
+/// Serves HTTP on one connection until it closes, or the drain says so.
+async fn serve_conn<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (io, framing) = FramingGuard::new(stream);
+    let ctx = Arc::new(ConnCtx {
+        tls,
+        fwd: ForwardedValues::new(peer.ip(), local.port(), tls),
+        framing,
+    });
+    shared.metrics.connection_opened();
+    let svc_shared = shared.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = svc_shared.clone();
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(service::handle(shared, ctx, req).await) }
+    });
+    let conn = shared
+        .server
+        .serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let stop = shared.drain.stop.clone();
+    let force = shared.drain.force.clone();
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = force.cancelled() => {}
+            }
+        }
+    }
+    shared.metrics.connection_closed();
+}
+
+/// A stream that first replays `prefix` (bytes already read, e.g. a peeked ClientHello).
+#[derive(Debug)]
+pub struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// Replays `prefix`, then reads from `inner`.
+    pub fn new(prefix: Bytes, inner: S) -> Self {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.has_remaining() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

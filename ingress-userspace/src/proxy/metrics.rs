@@ -1,0 +1,363 @@
+//! L7 metrics: lock-free atomics on the request path, rendered in the Prometheus text format.
+//! Label sets are bounded by the configuration: one series set per (ingress, service) pair that
+//! exists in the current snapshot, pruned when a pair leaves it.
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A fixed-bucket histogram of durations.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Non-cumulative counts; the last slot is `+Inf`.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let idx = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[idx].fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.buckets[BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {sum}");
+        let _ = writeln!(out, "{name}_count{braced} {}", self.count.load(Relaxed));
+    }
+}
+
+/// Counters of one (ingress, service) pair.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    ingress: Box<str>,
+    service: Box<str>,
+    /// Responses by status class 1xx..5xx.
+    classes: [AtomicU64; 5],
+    latency: Histogram,
+}
+
+impl RouteMetrics {
+    fn new(ingress: &str, service: &str) -> Self {
+        RouteMetrics {
+            ingress: ingress.into(),
+            service: service.into(),
+            classes: Default::default(),
+            latency: Histogram::default(),
+        }
+    }
+
+    /// Records a finished request.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.classes[class].fetch_add(1, Relaxed);
+        self.latency.observe(elapsed);
+    }
+
+    /// Requests counted in status class `class` (1..=5).
+    pub fn class_count(&self, class: u16) -> u64 {
+        usize::from(class)
+            .checked_sub(1)
+            .and_then(|i| self.classes.get(i))
+            .map_or(0, |c| c.load(Relaxed))
+    }
+}
+
+/// Kinds of upstream failure, for the `upstream_errors_total` counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    ConnectRefused,
+    ConnectTimeout,
+    Connect,
+    Tls,
+    Timeout,
+    Protocol,
+}
+
+impl UpstreamErrorKind {
+    const ALL: [UpstreamErrorKind; 6] = [
+        UpstreamErrorKind::ConnectRefused,
+        UpstreamErrorKind::ConnectTimeout,
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Tls,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Protocol,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::ConnectRefused => "connect_refused",
+            UpstreamErrorKind::ConnectTimeout => "connect_timeout",
+            UpstreamErrorKind::Connect => "connect_error",
+            UpstreamErrorKind::Tls => "tls",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+/// (ingress, service).
+type RouteKey = (Box<str>, Box<str>);
+
+/// All L7 metrics of one proxy.
+#[derive(Debug)]
+pub struct ProxyMetrics {
+    /// (ingress, service) -> counters; locked only at apply and scrape time.
+    routes: Mutex<BTreeMap<RouteKey, Arc<RouteMetrics>>>,
+    /// Requests that matched nothing (404 from the proxy).
+    unrouted: Arc<RouteMetrics>,
+    upstream_errors: [AtomicU64; 6],
+    tls_handshakes: AtomicU64,
+    tls_handshake_failures: AtomicU64,
+    config_applies: AtomicU64,
+    config_generation: AtomicU64,
+    apply_duration: Histogram,
+    open_connections: AtomicI64,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        ProxyMetrics {
+            routes: Mutex::default(),
+            unrouted: Arc::new(RouteMetrics::new("", "")),
+            upstream_errors: Default::default(),
+            tls_handshakes: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
+            config_applies: AtomicU64::new(0),
+            config_generation: AtomicU64::new(0),
+            apply_duration: Histogram::default(),
+            open_connections: AtomicI64::new(0),
+        }
+    }
+}
+
+impl ProxyMetrics {
+    /// The counters of an (ingress, service) pair, created on first use (apply time).
+    pub fn route(&self, ingress: &str, service: &str) -> Arc<RouteMetrics> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes
+            .entry((ingress.into(), service.into()))
+            .or_insert_with(|| Arc::new(RouteMetrics::new(ingress, service)))
+            .clone()
+    }
+
+    /// Counters for requests that matched no route.
+    pub fn unrouted(&self) -> Arc<RouteMetrics> {
+        self.unrouted.clone()
+    }
+
+    /// Drops the series no configuration or in-flight request refers to any more.
+    pub fn prune(&self) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.retain(|_, m| Arc::strong_count(m) > 1);
+    }
+
+    /// Counts an upstream failure.
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        if let Some(i) = UpstreamErrorKind::ALL.iter().position(|k| *k == kind) {
+            self.upstream_errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Upstream failures of `kind` so far.
+    pub fn upstream_errors(&self, kind: UpstreamErrorKind) -> u64 {
+        UpstreamErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.upstream_errors[i].load(Relaxed))
+    }
+
+    /// Counts a TLS handshake and whether it failed.
+    pub fn tls_handshake(&self, ok: bool) {
+        self.tls_handshakes.fetch_add(1, Relaxed);
+        if !ok {
+            self.tls_handshake_failures.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a configuration applied to the proxy.
+    pub fn config_applied(&self, generation: u64, took: Duration) {
+        self.config_applies.fetch_add(1, Relaxed);
+        self.config_generation.store(generation, Relaxed);
+        self.apply_duration.observe(took);
+    }
+
+    /// Number of configurations applied.
+    pub fn config_applies(&self) -> u64 {
+        self.config_applies.load(Relaxed)
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.open_connections.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Relaxed);
+    }
+
+    /// Appends every metric in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let routes: Vec<Arc<RouteMetrics>> = {
+            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            std::iter::once(self.unrouted.clone())
+                .chain(routes.values().cloned())
+                .collect()
+        };
+        out.push_str("# HELP ingress_requests_total Requests answered, by ingress, service and status class.\n");
+        out.push_str("# TYPE ingress_requests_total counter\n");
+        for m in &routes {
+            for (i, c) in m.classes.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "ingress_requests_total{{ingress=\"{}\",service=\"{}\",status_class=\"{}xx\"}} {}",
+                    escape(&m.ingress),
+                    escape(&m.service),
+                    i + 1,
+                    c.load(Relaxed)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP ingress_request_duration_seconds Time from request to response end.\n",
+        );
+        out.push_str("# TYPE ingress_request_duration_seconds histogram\n");
+        for m in &routes {
+            let labels = format!(
+                "ingress=\"{}\",service=\"{}\"",
+                escape(&m.ingress),
+                escape(&m.service)
+            );
+            m.latency
+                .render("ingress_request_duration_seconds", &labels, out);
+        }
+        out.push_str("# HELP ingress_upstream_errors_total Upstream failures by kind.\n");
+        out.push_str("# TYPE ingress_upstream_errors_total counter\n");
+        for (i, kind) in UpstreamErrorKind::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ingress_upstream_errors_total{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                self.upstream_errors[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ingress_tls_handshakes_total TLS handshakes attempted.\n\
+             # TYPE ingress_tls_handshakes_total counter\n\
+             ingress_tls_handshakes_total {}\n\
+             # HELP ingress_tls_handshake_failures_total TLS handshakes that failed or timed out.\n\
+             # TYPE ingress_tls_handshake_failures_total counter\n\
+             ingress_tls_handshake_failures_total {}\n\
+             # HELP ingress_config_applies_total Configurations applied to the proxy.\n\
+             # TYPE ingress_config_applies_total counter\n\
+             ingress_config_applies_total {}\n\
+             # HELP ingress_config_generation Generation of the configuration in use.\n\
+             # TYPE ingress_config_generation gauge\n\
+             ingress_config_generation {}\n\
+             # HELP ingress_open_connections Client connections open.\n\
+             # TYPE ingress_open_connections gauge\n\
+             ingress_open_connections {}",
+            self.tls_handshakes.load(Relaxed),
+            self.tls_handshake_failures.load(Relaxed),
+            self.config_applies.load(Relaxed),
+            self.config_generation.load(Relaxed),
+            self.open_connections.load(Relaxed),
+        );
+        out.push_str(
+            "# HELP ingress_config_apply_duration_seconds Time to apply a configuration.\n",
+        );
+        out.push_str("# TYPE ingress_config_apply_duration_seconds histogram\n");
+        self.apply_duration
+            .render("ingress_config_apply_duration_seconds", "", out);
+    }
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\\', '"', '\n']) {
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        s.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_classes_histogram_and_prunes() {
+        let m = ProxyMetrics::default();
+        let r = m.route("ns/ing", "ns/svc:80");
+        r.record(200, Duration::from_millis(3));
+        r.record(503, Duration::from_millis(30));
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains(
+            "ingress_requests_total{ingress=\"ns/ing\",service=\"ns/svc:80\",status_class=\"2xx\"} 1"
+        ));
+        assert!(out.contains(
+            "ingress_request_duration_seconds_bucket{ingress=\"ns/ing\",service=\"ns/svc:80\",le=\"0.005\"} 1"
+        ));
+        assert!(out.contains(
+            "ingress_request_duration_seconds_count{ingress=\"ns/ing\",service=\"ns/svc:80\"} 2"
+        ));
+        drop(r);
+        m.prune();
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(!out.contains("ns/ing"));
+    }
+
+    #[test]
+    fn escapes_labels() {
+        assert_eq!(escape("a\"b\\c\n"), "a\\\"b\\\\c\\n");
+    }
+}

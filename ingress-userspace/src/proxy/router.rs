@@ -1,0 +1,307 @@
+//! The routing table: a snapshot's `HttpConfig` compiled once per apply into hash lookups by
+//! host, with upstream state (pools, balancers, metrics) attached to every target.
+//!
+//! Semantics (Ingress): host (lower-case, port stripped) -> the first `VirtualHost` in snapshot
+//! order (exact, then one-label wildcard, then catch-all); within it the first route in
+//! `routes` order whose path matches; else the host's `fallback`; else the global
+//! `default_backend`; else 404.
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::Arc,
+};
+
+use crate::snapshot::{HostMatch, HttpConfig, PathMatch, RouteTarget, Upstream};
+
+use super::{
+    metrics::{ProxyMetrics, RouteMetrics},
+    upstream::{pool::Pool, Endpoint, UpstreamState},
+};
+
+/// A route target with its compiled upstream state.
+#[derive(Debug)]
+pub struct Target {
+    pub spec: Arc<RouteTarget>,
+    pub primary: Arc<UpstreamState>,
+    pub primary_metrics: Arc<RouteMetrics>,
+    pub canary: Option<CanaryTarget>,
+    /// `namespace/name` of the Ingress.
+    pub ingress: Arc<str>,
+    /// Rate-limit zone of the Ingress (one per Ingress, like ingress-nginx).
+    pub limit_zone: u64,
+}
+
+/// The canary side of a target.
+#[derive(Debug)]
+pub struct CanaryTarget {
+    pub upstream: Arc<UpstreamState>,
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// One compiled path rule.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub path: PathMatch,
+    pub target: Arc<Target>,
+}
+
+/// One compiled virtual host.
+#[derive(Debug)]
+pub struct CompiledHost {
+    pub tls: bool,
+    pub routes: Vec<CompiledRoute>,
+    pub fallback: Option<Arc<Target>>,
+}
+
+/// A routing decision.
+#[derive(Debug)]
+pub struct Matched<'a> {
+    /// The matched host is listed under some Ingress' `spec.tls`.
+    pub host_tls: bool,
+    /// The path rule, when one matched (not for fallbacks and the default backend).
+    pub route: Option<&'a CompiledRoute>,
+    pub target: &'a Arc<Target>,
+}
+
+/// Hosts and routes of one snapshot.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    exact: HashMap<Box<str>, usize>,
+    wildcard: HashMap<Box<str>, usize>,
+    any: Option<usize>,
+    hosts: Vec<CompiledHost>,
+    default_backend: Option<Arc<Target>>,
+}
+
+impl RouteTable {
+    /// Routes a request by its normalized host and its path (without query).
+    pub fn find(&self, host: &str, path: &str) -> Option<Matched<'_>> {
+        let vhost = self
+            .exact
+            .get(host)
+            .or_else(|| {
+                let (label, suffix) = host.split_once('.')?;
+                (!label.is_empty())
+                    .then(|| self.wildcard.get(suffix))
+                    .flatten()
+            })
+            .copied()
+            .or(self.any)
+            .and_then(|i| self.hosts.get(i));
+        let Some(vhost) = vhost else {
+            return self.default_backend.as_ref().map(|target| Matched {
+                host_tls: false,
+                route: None,
+                target,
+            });
+        };
+        if let Some(route) = vhost.routes.iter().find(|r| r.path.matches(path)) {
+            return Some(Matched {
+                host_tls: vhost.tls,
+                route: Some(route),
+                target: &route.target,
+            });
+        }
+        vhost
+            .fallback
+            .as_ref()
+            .or(self.default_backend.as_ref())
+            .map(|target| Matched {
+                host_tls: vhost.tls,
+                route: None,
+                target,
+            })
+    }
+
+    /// The global default backend, used by `custom-http-errors`.
+    pub fn default_backend(&self) -> Option<&Arc<Target>> {
+        self.default_backend.as_ref()
+    }
+
+    /// Every distinct upstream of the table, by name.
+    pub fn upstreams(&self) -> HashMap<Arc<str>, Arc<UpstreamState>> {
+        let mut out = HashMap::new();
+        let mut add = |t: &Arc<Target>| {
+            out.insert(t.primary.name.clone(), t.primary.clone());
+            if let Some(c) = &t.canary {
+                out.insert(c.upstream.name.clone(), c.upstream.clone());
+            }
+        };
+        for h in &self.hosts {
+            h.routes.iter().for_each(|r| add(&r.target));
+            h.fallback.iter().for_each(&mut add);
+        }
+        self.default_backend.iter().for_each(add);
+        out
+    }
+
+    /// Compiles `http`, reusing endpoint state from `previous` where the endpoint remains.
+    pub fn compile(http: &HttpConfig, previous: &RouteTable, ctx: &CompileContext<'_>) -> Self {
+        let mut c = Compiler {
+            ctx,
+            previous: previous.upstreams(),
+            upstreams: HashMap::new(),
+            targets: HashMap::new(),
+        };
+        let mut table = RouteTable::default();
+        for vhost in &http.hosts {
+            let idx = table.hosts.len();
+            let fresh = match &vhost.host {
+                HostMatch::Exact(h) => insert_first(&mut table.exact, h, idx),
+                HostMatch::Wildcard(s) => insert_first(&mut table.wildcard, s, idx),
+                HostMatch::Any => table.any.is_none().then(|| table.any = Some(idx)).is_some(),
+            };
+            if !fresh {
+                // A later duplicate can never be reached: first in order wins.
+                continue;
+            }
+            let routes = vhost
+                .routes
+                .iter()
+                .map(|r| CompiledRoute {
+                    path: r.path.clone(),
+                    target: c.target(&r.target),
+                })
+                .collect();
+            let fallback = vhost.fallback.as_ref().map(|t| c.target(t));
+            table.hosts.push(CompiledHost {
+                tls: vhost.tls,
+                routes,
+                fallback,
+            });
+        }
+        table.default_backend = http.default_backend.as_ref().map(|t| c.target(t));
+        table
+    }
+}
+
+fn insert_first(map: &mut HashMap<Box<str>, usize>, key: &str, idx: usize) -> bool {
+    let key: Box<str> = key.to_ascii_lowercase().into();
+    if map.contains_key(&key) {
+        return false;
+    }
+    map.insert(key, idx);
+    true
+}
+
+/// What compiling needs from the proxy.
+#[derive(Debug)]
+pub struct CompileContext<'a> {
+    pub metrics: &'a ProxyMetrics,
+    /// Idle HTTP/1.1 connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+    pub idle_timeout: std::time::Duration,
+}
+
+struct Compiler<'a, 'b> {
+    ctx: &'a CompileContext<'b>,
+    previous: HashMap<Arc<str>, Arc<UpstreamState>>,
+    upstreams: HashMap<Arc<str>, Arc<UpstreamState>>,
+    targets: HashMap<*const RouteTarget, Arc<Target>>,
+}
+
+impl Compiler<'_, '_> {
+    fn target(&mut self, spec: &Arc<RouteTarget>) -> Arc<Target> {
+        if let Some(t) = self.targets.get(&Arc::as_ptr(spec)) {
+            return t.clone();
+        }
+        let ingress: Arc<str> = format!("{}/{}", spec.origin.namespace, spec.origin.name).into();
+        let primary = self.upstream(&spec.upstream);
+        let primary_metrics = self.ctx.metrics.route(&ingress, &primary.name);
+        let canary = spec.canary.as_ref().map(|c| {
+            let upstream = self.upstream(&c.upstream);
+            let canary_ingress = format!("{}/{}", c.origin.namespace, c.origin.name);
+            let metrics = self.ctx.metrics.route(&canary_ingress, &upstream.name);
+            CanaryTarget { upstream, metrics }
+        });
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ingress.hash(&mut h);
+        let t = Arc::new(Target {
+            spec: spec.clone(),
+            primary,
+            primary_metrics,
+            canary,
+            ingress,
+            limit_zone: h.finish(),
+        });
+        self.targets.insert(Arc::as_ptr(spec), t.clone());
+        t
+    }
+
+    fn upstream(&mut self, u: &Upstream) -> Arc<UpstreamState> {
+        if let Some(s) = self.upstreams.get(u.name.as_str()) {
+            return s.clone();
+        }
+        let prev = self
+            .previous
+            .get(u.name.as_str())
+            .filter(|p| p.protocol == u.protocol);
+        let state = match prev {
+            Some(p)
+                if p.endpoints
+                    .iter()
+                    .map(|e| e.addr)
+                    .eq(u.endpoints.iter().copied()) =>
+            {
+                p.clone()
+            }
+            _ => {
+                let eps = u
+                    .endpoints
+                    .iter()
+                    .map(|addr| {
+                        prev.and_then(|p| p.endpoints.iter().find(|e| e.addr == *addr))
+                            .cloned()
+                            .unwrap_or_else(|| {
+                                let pool = Pool::new(
+                                    self.ctx.max_idle_per_endpoint,
+                                    self.ctx.idle_timeout,
+                                );
+                                Arc::new(Endpoint::new(&u.name, *addr, pool))
+                            })
+                    })
+                    .collect();
+                Arc::new(UpstreamState::new(u.name.as_str().into(), u.protocol, eps))
+            }
+        };
+        self.upstreams.insert(state.name.clone(), state.clone());
+        state
+    }
+}
+
+/// The host of a request, lower-cased, without port or trailing dot.
+pub fn normalize_host(raw: &str) -> Cow<'_, str> {
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // IPv6 literal: keep the brackets' content.
+        rest.split_once(']').map_or(rest, |(h, _)| h)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                raw
+            }
+        })
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_normalization() {
+        assert_eq!(normalize_host("Foo.Example.COM:8080"), "foo.example.com");
+        assert_eq!(normalize_host("foo.example.com."), "foo.example.com");
+        assert_eq!(normalize_host("[::1]:80"), "::1");
+        assert_eq!(normalize_host("example.com"), "example.com");
+        assert_eq!(normalize_host(""), "");
+    }
+}

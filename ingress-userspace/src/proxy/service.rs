@@ -1,0 +1,391 @@
+//! The request pipeline: framing check, routing, the annotation behaviours in
+//! ingress-nginx's phase order, forwarding, and the response on its way back.
+use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Instant};
+
+use http::{
+    header, uri::Authority, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode,
+    Version,
+};
+use hyper::body::Incoming;
+
+use crate::snapshot::PathMatch;
+
+use super::{
+    access_log::{AccessRecord, Completion},
+    body::{RequestBody, ResponseBody},
+    errors::{self, ProxyError},
+    filters::{access, affinity, canary, cors, custom_errors, redirect, rewrite},
+    forward::{self, Destination},
+    headers, limits,
+    listener::ConnCtx,
+    metrics::RouteMetrics,
+    router::{normalize_host, Target},
+    upgrade,
+    upstream::pool::ConnMode,
+    ActiveConfig, Shared,
+};
+
+/// What the pipeline produced, and what the access log and metrics need to know about it.
+struct Outcome {
+    response: Response<ResponseBody>,
+    metrics: Arc<RouteMetrics>,
+    upstream: Option<SocketAddr>,
+    upstream_name: Option<Arc<str>>,
+    ingress: Option<Arc<str>>,
+}
+
+/// Handles one request from a client connection.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let config = shared.config.load_full();
+    let request_id = headers::request_id(req.headers());
+    let client_version = req.version();
+    let record = shared.options.access_log.then(|| {
+        Box::new(AccessRecord {
+            method: req.method().clone(),
+            host: request_host(&req).into_owned(),
+            path: req.uri().path().to_string(),
+            version: req.version(),
+            client: conn.fwd.client_ip,
+            request_id: request_id.clone(),
+            upstream: None,
+            upstream_name: None,
+            ingress: None,
+        })
+    });
+    let out = pipeline(&shared, &conn, &config, req, &request_id).await;
+    let Outcome {
+        mut response,
+        metrics,
+        upstream,
+        upstream_name,
+        ingress,
+    } = out;
+    if client_version <= Version::HTTP_11 && response.version() != Version::HTTP_11 {
+        *response.version_mut() = Version::HTTP_11;
+    }
+    let record = record.map(|mut r| {
+        r.upstream = upstream;
+        r.upstream_name = upstream_name;
+        r.ingress = ingress.map(|i| i.to_string());
+        r
+    });
+    let completion = Completion::new(start, response.status().as_u16(), metrics, record);
+    response.body_mut().set_completion(completion);
+    response
+}
+
+async fn pipeline(
+    shared: &Shared,
+    conn: &ConnCtx,
+    config: &ActiveConfig,
+    mut req: Request<Incoming>,
+    request_id: &HeaderValue,
+) -> Outcome {
+    let unrouted = |response| Outcome {
+        response,
+        metrics: shared.metrics.unrouted(),
+        upstream: None,
+        upstream_name: None,
+        ingress: None,
+    };
+    if let Err(e) = limits::check_framing(&req, &conn.framing) {
+        return unrouted(e.response());
+    }
+    if req.method() == Method::CONNECT {
+        // Not a forward proxy: nothing behind an Ingress expects a tunnel request.
+        return unrouted(errors::status_response(StatusCode::METHOD_NOT_ALLOWED));
+    }
+    let matched = {
+        let host = request_host(&req);
+        config.routes.find(&host, req.uri().path())
+    };
+    let Some(m) = matched else {
+        return unrouted(ProxyError::NotFound.response());
+    };
+    let target: &Target = m.target;
+    let policy = &target.spec.policy;
+    let local = |response| Outcome {
+        response,
+        metrics: target.primary_metrics.clone(),
+        upstream: None,
+        upstream_name: None,
+        ingress: Some(target.ingress.clone()),
+    };
+
+    // Rewrite phase: redirects.
+    if !conn.tls {
+        let host = request_host(&req);
+        let https_port = shared.options.https_port;
+        if let Some(r) = redirect::ssl_redirect(policy, m.host_tls, &host, req.uri(), https_port) {
+            return local(r);
+        }
+    }
+    if let Some(r) = redirect::fixed(policy) {
+        return local(r);
+    }
+    if let Some(r) = redirect::app_root(policy, req.uri().path()) {
+        return local(r);
+    }
+    // Preaccess and access phases.
+    if let Some(rps) = policy.limit_rps {
+        if !shared
+            .limiter
+            .check(target.limit_zone, conn.fwd.client_ip, rps, Instant::now())
+        {
+            return local(ProxyError::RateLimited.response());
+        }
+    }
+    if !access::source_allowed(policy, conn.fwd.client_ip) {
+        return local(ProxyError::Forbidden.response());
+    }
+    let origin = policy
+        .cors
+        .as_ref()
+        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
+    if let Some(c) = &policy.cors {
+        if req.method() == Method::OPTIONS {
+            if let Some(r) = cors::preflight(c, origin.as_ref()) {
+                return local(r);
+            }
+        }
+    }
+    if let Some(auth) = &policy.basic_auth {
+        if !shared.auth.check(auth, req.headers()).await {
+            return local(errors::unauthorized(&auth.realm));
+        }
+    }
+    if let Some(max) = policy.max_body_bytes {
+        if declared_length(&req).is_some_and(|n| n > max) {
+            return local(ProxyError::PayloadTooLarge.response());
+        }
+    }
+
+    // Upstream choice.
+    let (upstream, metrics) = match (&target.canary, &target.spec.canary) {
+        (Some(c), Some(spec))
+            if !c.upstream.endpoints.is_empty() && canary::use_canary(spec, req.headers()) =>
+        {
+            (&c.upstream, &c.metrics)
+        }
+        _ => (&target.primary, &target.primary_metrics),
+    };
+    let routed = |response, endpoint| Outcome {
+        response,
+        metrics: metrics.clone(),
+        upstream: endpoint,
+        upstream_name: Some(upstream.name.clone()),
+        ingress: Some(target.ingress.clone()),
+    };
+    if upstream.endpoints.is_empty() {
+        return routed(ProxyError::NoEndpoints.response(), None);
+    }
+    let sticky = policy
+        .affinity
+        .as_ref()
+        .and_then(|a| affinity::cookie_value(req.headers(), &a.name))
+        .and_then(|v| upstream.by_cookie(v));
+    let error_ctx = (!policy.custom_http_errors.is_empty()).then(|| {
+        (
+            req.headers().get(header::ACCEPT).cloned(),
+            req.uri().to_string(),
+        )
+    });
+
+    // The request as it goes upstream.
+    let upgrading = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+    let path_and_query = match (&policy.rewrite_target, m.route) {
+        (Some(t), Some(route)) => {
+            let path = rewrite::rewrite_path(&route.path, t, req.uri().path());
+            let pq = match req.uri().query() {
+                Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+                None => PathAndQuery::try_from(path),
+            };
+            match pq {
+                Ok(pq) => pq,
+                Err(_) => return local(errors::status_response(StatusCode::INTERNAL_SERVER_ERROR)),
+            }
+        }
+        _ => req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    let authority = req.uri().authority().cloned().or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+    });
+    let (mut parts, body) = req.into_parts();
+    let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
+        authority
+            .as_ref()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    headers::remove_hop_by_hop(&mut parts.headers, upgrading);
+    if let Some(h) = &host_value {
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, h.clone());
+        }
+    }
+    headers::set_forwarded(
+        &mut parts.headers,
+        &conn.fwd,
+        host_value.as_ref(),
+        request_id,
+    );
+    let (body, progress) = RequestBody::client(body, policy.max_body_bytes, policy.timeouts.send);
+    let dest = Destination {
+        path_and_query,
+        authority,
+        progress,
+        mode: if upgrading {
+            ConnMode::Upgrade
+        } else {
+            ConnMode::Pooled
+        },
+    };
+    let fwd = match forward::send(
+        shared,
+        upstream,
+        policy,
+        sticky,
+        Request::from_parts(parts, body),
+        &dest,
+    )
+    .await
+    {
+        Ok(f) => f,
+        Err(e) => return routed(e.response(), None),
+    };
+    let endpoint = Some(fwd.endpoint.addr);
+    let mut response = fwd.response;
+    let status = response.status();
+
+    if let Some(client_upgrade) = client_upgrade {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            upgrade::spawn_tunnel(shared, client_upgrade, upstream_upgrade);
+            let (mut rparts, _) = response.into_parts();
+            upgrade::switching_headers(&mut rparts.headers);
+            return routed(
+                Response::from_parts(rparts, ResponseBody::empty()),
+                endpoint,
+            );
+        }
+    }
+    if let Some((accept, original_uri)) = &error_ctx {
+        if custom_errors::intercepts(&policy.custom_http_errors, status.as_u16()) {
+            drop(response);
+            let r = custom_error(
+                shared,
+                config,
+                target,
+                status,
+                accept.as_ref(),
+                original_uri,
+                request_id,
+            )
+            .await;
+            return routed(r, endpoint);
+        }
+    }
+    let (mut rparts, rbody) = response.into_parts();
+    headers::remove_hop_by_hop(&mut rparts.headers, false);
+    if let Some(c) = &policy.cors {
+        cors::decorate(c, origin.as_ref(), &mut rparts.headers);
+    }
+    if let Some(aff) = &policy.affinity {
+        if sticky != Some(fwd.index) {
+            let route_path = match m.route.map(|r| &r.path) {
+                Some(PathMatch::Prefix(p) | PathMatch::Exact(p)) => p.as_str(),
+                _ => "/",
+            };
+            if let Some(v) = affinity::set_cookie(aff, &fwd.endpoint.cookie, route_path) {
+                rparts.headers.append(header::SET_COOKIE, v);
+            }
+        }
+    }
+    // An upgradable connection never goes back to the pool.
+    let pool_return = if upgrading { None } else { fwd.pool_return };
+    let body = ResponseBody::upstream(rbody, policy.timeouts.read, pool_return);
+    routed(Response::from_parts(rparts, body), endpoint)
+}
+
+/// Replaces an intercepted upstream response with the default backend's answer for `status`.
+async fn custom_error(
+    shared: &Shared,
+    config: &ActiveConfig,
+    target: &Target,
+    status: StatusCode,
+    accept: Option<&HeaderValue>,
+    original_uri: &str,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    let Some(db) = config.routes.default_backend() else {
+        return errors::status_response(status);
+    };
+    if db.primary.endpoints.is_empty() {
+        return errors::status_response(status);
+    }
+    let mut req_headers = http::HeaderMap::new();
+    if let Some(a) = accept {
+        req_headers.insert(header::ACCEPT, a.clone());
+    }
+    let mut req = Request::new(RequestBody::empty());
+    *req.headers_mut() = custom_errors::error_headers(
+        status.as_u16(),
+        &req_headers,
+        original_uri,
+        target,
+        request_id,
+    );
+    let dest = Destination {
+        path_and_query: PathAndQuery::from_static("/"),
+        authority: None,
+        progress: None,
+        mode: ConnMode::Pooled,
+    };
+    match forward::send(shared, &db.primary, &db.spec.policy, None, req, &dest).await {
+        Ok(f) => {
+            let (mut parts, body) = f.response.into_parts();
+            headers::remove_hop_by_hop(&mut parts.headers, false);
+            Response::from_parts(
+                parts,
+                ResponseBody::upstream(body, db.spec.policy.timeouts.read, f.pool_return),
+            )
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "default backend failed for a custom error page");
+            errors::status_response(status)
+        }
+    }
+}
+
+/// The request's host, normalized (from the URI authority, else the `Host` header).
+fn request_host<B>(req: &Request<B>) -> Cow<'_, str> {
+    if let Some(a) = req.uri().authority() {
+        return normalize_host(a.host());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Cow::Borrowed(""), normalize_host)
+}
+
+/// The declared `Content-Length`, if any.
+fn declared_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

@@ -1,0 +1,281 @@
+//! TLS termination: certificate choice by SNI from the live configuration (hot-swapped with it),
+//! the default certificate, the server config (TLS 1.2/1.3, ALPN h2 + http/1.1), the handshake,
+//! and the client configs used towards TLS upstreams.
+use std::{borrow::Cow, collections::HashMap, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+    ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
+
+use crate::snapshot::{HostMatch, TlsConfig};
+
+use super::{metrics::ProxyMetrics, ActiveConfig};
+
+/// Setting up TLS failed (certificate generation or config building).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("generating the default certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("building the TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The crypto provider used everywhere (aws-lc-rs, rustls' default).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Certificates of one snapshot, indexed by SNI.
+#[derive(Debug, Default)]
+pub struct CertTable {
+    exact: HashMap<Box<str>, Arc<CertifiedKey>>,
+    /// `*.example.com` stored under `example.com`.
+    wildcard: HashMap<Box<str>, Arc<CertifiedKey>>,
+}
+
+impl CertTable {
+    /// Indexes `tls.certs`; the first certificate naming a host wins (the snapshot is ordered).
+    pub fn compile(tls: &TlsConfig) -> Self {
+        let mut table = CertTable::default();
+        for cert in &tls.certs {
+            for host in &cert.hosts {
+                let (map, name) = match host {
+                    HostMatch::Exact(h) => (&mut table.exact, h),
+                    HostMatch::Wildcard(s) => (&mut table.wildcard, s),
+                    HostMatch::Any => continue,
+                };
+                map.entry(name.to_ascii_lowercase().into())
+                    .or_insert_with(|| cert.key.clone());
+            }
+        }
+        table
+    }
+
+    /// The certificate for a lower-case server name: exact first, then a one-label wildcard.
+    pub fn lookup(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+        self.exact.get(name).or_else(|| {
+            let (label, suffix) = name.split_once('.')?;
+            if label.is_empty() {
+                return None;
+            }
+            self.wildcard.get(suffix)
+        })
+    }
+
+    /// Number of names indexed.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    /// Whether no certificate is configured.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Picks the certificate by SNI from whatever configuration is live at handshake time.
+#[derive(Debug)]
+pub struct CertResolver {
+    config: Arc<ArcSwap<ActiveConfig>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl CertResolver {
+    pub(crate) fn new(config: Arc<ArcSwap<ActiveConfig>>, default: Arc<CertifiedKey>) -> Self {
+        CertResolver { config, default }
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(sni) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        let sni: Cow<'_, str> = if sni.bytes().any(|b| b.is_ascii_uppercase()) {
+            sni.to_ascii_lowercase().into()
+        } else {
+            sni.into()
+        };
+        let sni = sni.trim_end_matches('.');
+        let config = self.config.load();
+        Some(
+            config
+                .certs
+                .lookup(sni)
+                .cloned()
+                .unwrap_or_else(|| self.default.clone()),
+        )
+    }
+}
+
+/// A self-signed certificate for unknown or missing SNI, made at start.
+pub fn generate_default_certificate() -> Result<Arc<CertifiedKey>, TlsSetupError> {
+    let mut params = rcgen::CertificateParams::new(vec!["ingress.local".to_string()])?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "Ingress Controller Fake Certificate",
+    );
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signing = provider().key_provider.load_private_key(der)?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing,
+    )))
+}
+
+/// The server config: TLS 1.3 and 1.2 only, ALPN h2 then http/1.1, session tickets on.
+pub fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    Ok(Arc::new(config))
+}
+
+/// Terminates TLS on `stream` within `timeout`, counting the outcome.
+pub(crate) async fn accept<S>(
+    acceptor: &TlsAcceptor,
+    stream: S,
+    timeout: Duration,
+    metrics: &ProxyMetrics,
+) -> Option<TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            metrics.tls_handshake(true);
+            Some(tls)
+        }
+        Ok(Err(e)) => {
+            metrics.tls_handshake(false);
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            metrics.tls_handshake(false);
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Client configs towards TLS upstreams: (HTTPS: h2+http/1.1, GRPCS: h2, upgrades: http/1.1).
+pub fn upstream_client_configs() -> Result<[Arc<ClientConfig>; 3], TlsSetupError> {
+    let build = |alpn: &[&[u8]]| -> Result<Arc<ClientConfig>, TlsSetupError> {
+        let p = provider();
+        let mut c = ClientConfig::builder_with_provider(p.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoCertificateCheck(p)))
+            .with_no_client_auth();
+        c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        Ok(Arc::new(c))
+    };
+    Ok([
+        build(&[b"h2", b"http/1.1"])?,
+        build(&[b"h2"])?,
+        build(&[b"http/1.1"])?,
+    ])
+}
+
+/// Accepts any upstream certificate (pod endpoints are not named by certificates) but still
+/// checks the handshake signatures, so the connection is at least bound to the presented key.
+#[derive(Debug)]
+struct NoCertificateCheck(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoCertificateCheck {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{ObjectRef, TlsCert};
+
+    #[test]
+    fn exact_wins_over_wildcard_and_wildcard_is_one_label() -> Result<(), TlsSetupError> {
+        let a = generate_default_certificate()?;
+        let b = generate_default_certificate()?;
+        let tls = TlsConfig {
+            certs: vec![
+                TlsCert {
+                    origin: ObjectRef::default(),
+                    hosts: vec![HostMatch::Exact("a.example.com".into())],
+                    key: a.clone(),
+                },
+                TlsCert {
+                    origin: ObjectRef::default(),
+                    hosts: vec![HostMatch::Wildcard("example.com".into())],
+                    key: b.clone(),
+                },
+            ],
+        };
+        let t = CertTable::compile(&tls);
+        assert!(t
+            .lookup("a.example.com")
+            .is_some_and(|k| Arc::ptr_eq(k, &a)));
+        assert!(t
+            .lookup("z.example.com")
+            .is_some_and(|k| Arc::ptr_eq(k, &b)));
+        assert!(t.lookup("x.z.example.com").is_none());
+        assert!(t.lookup("example.com").is_none());
+        assert!(t.lookup(".example.com").is_none());
+        Ok(())
+    }
+}

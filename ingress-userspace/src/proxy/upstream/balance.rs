@@ -1,0 +1,155 @@
+//! Endpoint choice: round robin, or power of two choices over a peak-EWMA latency estimate
+//! weighted by requests in flight (the linkerd/Finagle balancer).
+use std::sync::{
+    atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed},
+    Arc,
+};
+use std::time::Duration;
+
+use crate::snapshot::LoadBalance;
+
+use super::{Endpoint, Tried};
+
+/// Decay time constant of the latency estimate.
+const DECAY_MS: f64 = 10_000.0;
+/// Latency assumed for an endpoint never measured (nanoseconds).
+const DEFAULT_RTT_NS: f64 = 1_000_000.0;
+
+/// Peak-EWMA latency and requests in flight of one endpoint.
+#[derive(Debug)]
+pub struct PeakEwma {
+    /// f64 nanoseconds, as bits.
+    rtt_ns: AtomicU64,
+    stamp_ms: AtomicU64,
+    pending: AtomicU32,
+}
+
+impl Default for PeakEwma {
+    fn default() -> Self {
+        PeakEwma {
+            rtt_ns: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
+            stamp_ms: AtomicU64::new(0),
+            pending: AtomicU32::new(0),
+        }
+    }
+}
+
+impl PeakEwma {
+    /// Folds in one latency sample: a peak is taken at once, lower samples decay into it.
+    pub fn observe(&self, rtt: Duration, now_ms: u64) {
+        let sample = rtt.as_nanos() as f64;
+        let prev = f64::from_bits(self.rtt_ns.load(Relaxed));
+        let elapsed = now_ms.saturating_sub(self.stamp_ms.swap(now_ms, Relaxed)) as f64;
+        let next = if sample > prev {
+            sample
+        } else {
+            let w = (-elapsed / DECAY_MS).exp();
+            prev * w + sample * (1.0 - w)
+        };
+        // Racing updates lose a sample at worst; the estimate stays sane.
+        self.rtt_ns.store(next.to_bits(), Relaxed);
+    }
+
+    /// Load score: latency times (requests in flight + 1).
+    pub fn cost(&self) -> f64 {
+        f64::from_bits(self.rtt_ns.load(Relaxed)) * f64::from(self.pending.load(Relaxed) + 1)
+    }
+
+    /// Requests in flight.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Relaxed)
+    }
+
+    fn begin(&self) {
+        self.pending.fetch_add(1, Relaxed);
+    }
+
+    fn end(&self) {
+        self.pending.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts one request in flight on an endpoint until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Endpoint>);
+
+impl InFlight {
+    /// Starts counting on `ep`.
+    pub fn new(ep: &Arc<Endpoint>) -> Self {
+        ep.load.begin();
+        InFlight(ep.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.load.end();
+    }
+}
+
+/// Chooses an endpoint index. Ejected endpoints are avoided unless nothing else is left.
+pub fn pick(
+    eps: &[Arc<Endpoint>],
+    rr: &AtomicUsize,
+    lb: LoadBalance,
+    tried: &Tried,
+    now_ms: u64,
+) -> Option<usize> {
+    let n = eps.len();
+    if n == 0 {
+        return None;
+    }
+    let healthy = |i: usize| !tried.contains(i) && !eps[i].outlier.is_ejected(now_ms);
+    let untried = |i: usize| !tried.contains(i);
+    match lb {
+        LoadBalance::RoundRobin => {
+            let start = rr.fetch_add(1, Relaxed);
+            scan(n, start, healthy).or_else(|| scan(n, start, untried))
+        }
+        LoadBalance::PeakEwma => {
+            if n == 1 {
+                return untried(0).then_some(0);
+            }
+            let a = rand::random_range(0..n);
+            let mut b = rand::random_range(0..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            match (healthy(a), healthy(b)) {
+                (true, true) => Some(if eps[b].load.cost() < eps[a].load.cost() {
+                    b
+                } else {
+                    a
+                }),
+                (true, false) => Some(a),
+                (false, true) => Some(b),
+                (false, false) => scan(n, a, healthy).or_else(|| scan(n, a, untried)),
+            }
+        }
+    }
+}
+
+fn scan(n: usize, start: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
+    (0..n).map(|k| (start.wrapping_add(k)) % n).find(|&i| ok(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_is_taken_then_decays() {
+        let e = PeakEwma::default();
+        e.observe(Duration::from_millis(100), 0);
+        assert!((e.cost() - 100e6).abs() < 1.0);
+        e.observe(Duration::from_millis(1), 20_000);
+        assert!(e.cost() < 20e6, "{}", e.cost());
+        e.begin();
+        let one = e.cost();
+        e.begin();
+        assert!((e.cost() - one * 1.5).abs() < 1.0);
+        e.end();
+        e.end();
+        assert_eq!(e.pending(), 0);
+    }
+}

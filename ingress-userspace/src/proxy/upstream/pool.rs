@@ -1,0 +1,454 @@
+//! Upstream connections: dialing (TCP, optional TLS, HTTP/1.1 or HTTP/2 handshake) and
+//! keep-alive pooling per endpoint. HTTP/1.1 connections are checked out exclusively and come
+//! back when their response body has been read to the end; one HTTP/2 connection per endpoint
+//! is shared by all requests. Each endpoint has its own small lock: no global lock on the path.
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+
+use crate::{
+    proxy::{body::RequestBody, errors::ProxyError, metrics::UpstreamErrorKind},
+    snapshot::BackendProtocol,
+};
+
+use super::Endpoint;
+
+/// Idle HTTP/1.1 connections and the shared HTTP/2 connection of one endpoint.
+#[derive(Debug)]
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+impl Pool {
+    /// A pool keeping at most `max_idle` idle HTTP/1.1 connections for `idle_timeout`.
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+        Pool {
+            idle: Mutex::default(),
+            h2: Mutex::default(),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    /// Pops the most recently idled connection that is still open and fresh.
+    fn pop_h1(&self) -> Option<http1::SendRequest<RequestBody>> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(i) = idle.pop() {
+            if !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout {
+                return Some(i.sender);
+            }
+        }
+        None
+    }
+
+    /// An idle HTTP/1.1 connection ready for a request. A connection given back right at the
+    /// end of a body may need a moment before hyper marks it ready: wait briefly here rather
+    /// than spawn a task per request to watch it.
+    async fn take_h1(&self) -> Option<http1::SendRequest<RequestBody>> {
+        while let Some(mut sender) = self.pop_h1() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            let ready = tokio::time::timeout(Duration::from_millis(50), sender.ready()).await;
+            if let Ok(Ok(())) = ready {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put_h1(&self, sender: http1::SendRequest<RequestBody>) {
+        if sender.is_closed() || self.max_idle == 0 {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= self.max_idle {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    fn take_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        match h2.as_ref() {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                *h2 = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn set_h2(&self, sender: http2::SendRequest<RequestBody>) {
+        *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+    }
+
+    /// Idle HTTP/1.1 connections held (for tests and introspection).
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Gives an HTTP/1.1 connection back to its pool once the response body has ended.
+#[derive(Debug)]
+pub struct PoolReturn {
+    endpoint: Arc<Endpoint>,
+    sender: Option<http1::SendRequest<RequestBody>>,
+    ended: bool,
+}
+
+impl PoolReturn {
+    /// Returns `sender` to `endpoint`'s pool on drop, if the body was read to its end.
+    pub fn new(endpoint: Arc<Endpoint>, sender: http1::SendRequest<RequestBody>) -> Self {
+        PoolReturn {
+            endpoint,
+            sender: Some(sender),
+            ended: false,
+        }
+    }
+
+    /// The response body was read to its end: the connection may be reused.
+    pub fn mark_ended(&mut self) {
+        self.ended = true;
+    }
+}
+
+impl Drop for PoolReturn {
+    fn drop(&mut self) {
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        // A body dropped early leaves the connection mid-message: let it close.
+        if self.ended {
+            self.endpoint.pool.put_h1(sender);
+        }
+    }
+}
+
+/// Which kind of connection a request needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnMode {
+    /// Reuse a pooled connection if there is one.
+    Pooled,
+    /// Dial a new connection (after a pooled one turned out closed).
+    Fresh,
+    /// A new HTTP/1.1 connection that may switch protocols; never pooled.
+    Upgrade,
+}
+
+/// A connection ready to take a request.
+#[derive(Debug)]
+pub enum Conn {
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
+}
+
+/// A checked-out connection and whether it came from the pool.
+#[derive(Debug)]
+pub struct Checkout {
+    pub conn: Conn,
+    pub reused: bool,
+}
+
+/// Why a connection to an endpoint could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out")]
+    Timeout,
+    #[error("connection refused")]
+    Refused,
+    #[error("connect failed: {0}")]
+    Io(io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(hyper::Error),
+}
+
+impl ConnectError {
+    /// The metric label of this failure.
+    pub fn kind(&self) -> UpstreamErrorKind {
+        match self {
+            ConnectError::Timeout => UpstreamErrorKind::ConnectTimeout,
+            ConnectError::Refused => UpstreamErrorKind::ConnectRefused,
+            ConnectError::Io(_) => UpstreamErrorKind::Connect,
+            ConnectError::Tls(_) => UpstreamErrorKind::Tls,
+            ConnectError::Handshake(_) => UpstreamErrorKind::Protocol,
+        }
+    }
+
+    /// The response the client gets when no attempt succeeded.
+    pub fn proxy_error(&self) -> ProxyError {
+        match self {
+            ConnectError::Timeout => ProxyError::ConnectTimeout,
+            _ => ProxyError::ConnectFailed,
+        }
+    }
+}
+
+/// Dials endpoints. Upstream TLS does not verify the certificate: endpoints are pod
+/// addresses, which certificates do not name (ingress-nginx's `proxy-ssl-verify` default).
+#[derive(Debug)]
+pub struct Connector {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    /// `backend-protocol: HTTPS`: ALPN h2 and http/1.1.
+    tls_https: Arc<ClientConfig>,
+    /// `backend-protocol: GRPCS`: ALPN h2.
+    tls_grpcs: Arc<ClientConfig>,
+    /// Upgrades over TLS: ALPN http/1.1.
+    tls_upgrade: Arc<ClientConfig>,
+}
+
+impl Connector {
+    /// A connector using `configs` for (HTTPS, GRPCS, upgrade) upstream TLS.
+    pub fn new(configs: [Arc<ClientConfig>; 3]) -> Self {
+        let [tls_https, tls_grpcs, tls_upgrade] = configs;
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .adaptive_window(true);
+        Connector {
+            h1: http1::Builder::new(),
+            h2,
+            tls_https,
+            tls_grpcs,
+            tls_upgrade,
+        }
+    }
+
+    /// A connection to `ep` for `mode`, dialed within `timeout` unless pooled.
+    pub async fn checkout(
+        &self,
+        ep: &Arc<Endpoint>,
+        protocol: BackendProtocol,
+        timeout: Duration,
+        mode: ConnMode,
+    ) -> Result<Checkout, ConnectError> {
+        if mode == ConnMode::Upgrade {
+            let sender = self.connect_upgradable(ep, protocol, timeout).await?;
+            return Ok(Checkout {
+                conn: Conn::H1(sender),
+                reused: false,
+            });
+        }
+        if mode == ConnMode::Pooled {
+            let pooled = match protocol {
+                BackendProtocol::Http => ep.pool.take_h1().await.map(Conn::H1),
+                BackendProtocol::Https => match ep.pool.take_h2() {
+                    Some(h2) => Some(Conn::H2(h2)),
+                    None => ep.pool.take_h1().await.map(Conn::H1),
+                },
+                BackendProtocol::Grpc | BackendProtocol::Grpcs => ep.pool.take_h2().map(Conn::H2),
+            };
+            if let Some(conn) = pooled {
+                return Ok(Checkout { conn, reused: true });
+            }
+        }
+        let conn = tokio::time::timeout(timeout, self.connect(ep, protocol))
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+        Ok(Checkout {
+            conn,
+            reused: false,
+        })
+    }
+
+    async fn connect(
+        &self,
+        ep: &Endpoint,
+        protocol: BackendProtocol,
+    ) -> Result<Conn, ConnectError> {
+        let tls = match protocol {
+            BackendProtocol::Http | BackendProtocol::Grpc => None,
+            BackendProtocol::Https => Some(&self.tls_https),
+            BackendProtocol::Grpcs => Some(&self.tls_grpcs),
+        };
+        let io = dial(ep.addr, tls).await?;
+        let h2 = match protocol {
+            BackendProtocol::Http => false,
+            BackendProtocol::Grpc => true,
+            BackendProtocol::Https | BackendProtocol::Grpcs => io.negotiated_h2(),
+        };
+        let io = TokioIo::new(io);
+        if h2 {
+            let (sender, conn) = self
+                .h2
+                .handshake(io)
+                .await
+                .map_err(ConnectError::Handshake)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream h2 connection ended");
+                }
+            });
+            ep.pool.set_h2(sender.clone());
+            Ok(Conn::H2(sender))
+        } else {
+            let (sender, conn) = self
+                .h1
+                .handshake(io)
+                .await
+                .map_err(ConnectError::Handshake)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+            });
+            Ok(Conn::H1(sender))
+        }
+    }
+
+    /// A new, unpooled HTTP/1.1 connection able to switch protocols (WebSocket and friends).
+    async fn connect_upgradable(
+        &self,
+        ep: &Endpoint,
+        protocol: BackendProtocol,
+        timeout: Duration,
+    ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
+        let tls = match protocol {
+            BackendProtocol::Http | BackendProtocol::Grpc => None,
+            BackendProtocol::Https | BackendProtocol::Grpcs => Some(&self.tls_upgrade),
+        };
+        let fut = async {
+            let io = TokioIo::new(dial(ep.addr, tls).await?);
+            let (sender, conn) = self
+                .h1
+                .handshake(io)
+                .await
+                .map_err(ConnectError::Handshake)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream upgradable connection ended");
+                }
+            });
+            Ok(sender)
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+    }
+}
+
+async fn dial(addr: SocketAddr, tls: Option<&Arc<ClientConfig>>) -> Result<UpIo, ConnectError> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
+        io::ErrorKind::ConnectionRefused => ConnectError::Refused,
+        _ => ConnectError::Io(e),
+    })?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => Ok(UpIo::Plain(tcp)),
+        Some(cfg) => {
+            // An IP server name: rustls sends no SNI, as ingress-nginx does by default.
+            let name = ServerName::IpAddress(addr.ip().into());
+            let stream = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(ConnectError::Tls)?;
+            Ok(UpIo::Tls(Box::new(stream)))
+        }
+    }
+}
+
+/// A plain or TLS upstream stream.
+#[derive(Debug)]
+pub enum UpIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl UpIo {
+    fn negotiated_h2(&self) -> bool {
+        match self {
+            UpIo::Plain(_) => false,
+            UpIo::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+}
+
+impl AsyncRead for UpIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpIo::Plain(s) => s.is_write_vectored(),
+            UpIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! `affinity: cookie` with `session-cookie-name`, `session-cookie-path`,
+//! `session-cookie-max-age`. The `session-cookie-*` annotations are read only with
+//! `affinity: cookie`.
+use super::{is_token, no_space_or_control, AnnotationError, Annotations, Reader};
+use crate::snapshot::CookieAffinity;
+
+/// ingress-nginx's default cookie name.
+pub const DEFAULT_COOKIE: &str = "INGRESSCOOKIE";
+
+pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
+    let Some(()) = r.get("affinity", |v| match v {
+        "cookie" => Ok(()),
+        _ => Err("only \"cookie\" is supported".to_string()),
+    })?
+    else {
+        return Ok(());
+    };
+    let name = r
+        .get("session-cookie-name", |v| {
+            if is_token(v) {
+                Ok(v.to_owned())
+            } else {
+                Err("not a valid cookie name".to_string())
+            }
+        })?
+        .unwrap_or_else(|| DEFAULT_COOKIE.to_owned());
+    let path = r.get("session-cookie-path", |v| {
+        no_space_or_control(v)?;
+        if v.starts_with('/') && !v.contains(';') {
+            Ok(v.to_owned())
+        } else {
+            Err("must be a path starting with / and without ;".to_string())
+        }
+    })?;
+    let max_age = r.get("session-cookie-max-age", |v| {
+        v.parse::<u64>()
+            .map_err(|_| "expected a number of seconds".to_string())
+    })?;
+    a.policy.affinity = Some(CookieAffinity {
+        name,
+        path,
+        max_age,
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use crate::snapshot::CookieAffinity;
+
+    #[test]
+    fn cookie_affinity() {
+        assert_eq!(
+            ok("affinity", "cookie").policy.affinity,
+            Some(CookieAffinity {
+                name: "INGRESSCOOKIE".into(),
+                path: None,
+                max_age: None
+            })
+        );
+        let a = nginx(&[
+            ("affinity", "cookie"),
+            ("session-cookie-name", "route"),
+            ("session-cookie-path", "/app"),
+            ("session-cookie-max-age", "3600"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            a.policy.affinity,
+            Some(CookieAffinity {
+                name: "route".into(),
+                path: Some("/app".into()),
+                max_age: Some(3600)
+            })
+        );
+        // Without affinity the cookie settings are inert.
+        assert_eq!(ok("session-cookie-name", "x y").policy.affinity, None);
+        assert_rejects("affinity", &["ip", "Cookie"]);
+        for (name, bad) in [
+            ("session-cookie-name", "a b"),
+            ("session-cookie-name", "a;b"),
+            ("session-cookie-path", "app"),
+            ("session-cookie-path", "/a;Domain=x"),
+            ("session-cookie-max-age", "-1"),
+            ("session-cookie-max-age", "1h"),
+        ] {
+            let e = nginx(&[("affinity", "cookie"), (name, bad)]).expect_err(bad);
+            assert!(e.key.ends_with(name) && e.value == bad, "{e}");
+        }
+    }
+}

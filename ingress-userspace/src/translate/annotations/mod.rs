@@ -1,0 +1,366 @@
+//! Ingress annotations -> [`RoutePolicy`] and the other per-Ingress switches.
+//!
+//! Annotations are read under `nginx.ingress.kubernetes.io/` (ingress-nginx compatibility) and
+//! under our own prefix `ingress.example.dev/`; when both name the same annotation, ours wins
+//! and the other is not looked at. Values are validated: one invalid value rejects the whole
+//! Ingress rather than applying it half-way. Unknown annotations are ignored. Annotations never
+//! execute anything: every `*-snippet` annotation is rejected and ignored.
+//!
+//! One file per family; each `parse` reads its annotations into [`Annotations`].
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use crate::{
+    config::NamespacedName,
+    snapshot::{BackendProtocol, RoutePolicy},
+};
+
+mod affinity;
+pub(crate) mod auth;
+mod canary;
+mod cors;
+mod errors;
+mod passthrough;
+mod proxy;
+mod ratelimit;
+mod redirect;
+mod rewrite;
+mod source_range;
+mod upstream;
+
+/// ingress-nginx's annotation prefix.
+pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
+/// Our own annotation prefix; takes precedence over [`NGINX_PREFIX`].
+pub const OWN_PREFIX: &str = "ingress.example.dev/";
+
+/// An annotation whose value cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("annotation {key}: invalid value {value:?}: {reason}")]
+pub struct AnnotationError {
+    /// Full annotation key, with its prefix.
+    pub key: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Everything an Ingress's annotations say, before the objects they name are resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Annotations {
+    /// Policy for every route of the Ingress; `basic_auth` is filled in later from `auth`.
+    pub policy: RoutePolicy,
+    /// `auth-type: basic`: where the users are.
+    pub auth: Option<AuthRef>,
+    /// `backend-protocol`.
+    pub protocol: BackendProtocol,
+    /// `use-regex` (also implied by `rewrite-target`, as in ingress-nginx).
+    pub use_regex: bool,
+    /// `canary: "true"` and its settings.
+    pub canary: Option<CanaryConfig>,
+    /// `ssl-passthrough`.
+    pub passthrough: bool,
+    /// `ingress.example.dev/proxy-protocol` (passthrough only).
+    pub proxy_protocol: bool,
+}
+
+/// The htpasswd Secret of `auth-type: basic`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthRef {
+    pub secret: NamespacedName,
+    /// `auth-realm`.
+    pub realm: String,
+    /// `auth-secret-type: auth-map`: one key per user instead of an htpasswd file in `auth`.
+    pub map: bool,
+}
+
+/// A canary Ingress's selection rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanaryConfig {
+    /// `canary-weight`, 0..=100.
+    pub weight: u32,
+    /// `canary-by-header`.
+    pub header: Option<String>,
+    /// `canary-by-header-value`.
+    pub header_value: Option<String>,
+}
+
+/// The outcome of reading one Ingress's annotations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub result: Result<Annotations, AnnotationError>,
+    /// `*-snippet` annotation keys that were ignored.
+    pub rejected_snippets: Vec<String>,
+}
+
+type Family = fn(&Reader<'_>, &mut Annotations) -> Result<(), AnnotationError>;
+
+const FAMILIES: &[Family] = &[
+    redirect::parse,
+    rewrite::parse,
+    upstream::parse,
+    proxy::parse,
+    affinity::parse,
+    canary::parse,
+    source_range::parse,
+    ratelimit::parse,
+    cors::parse,
+    auth::parse,
+    errors::parse,
+    passthrough::parse,
+];
+
+/// Reads the annotations of an Ingress in `namespace`.
+pub fn parse(namespace: &str, annotations: Option<&BTreeMap<String, String>>) -> Parsed {
+    let (reader, rejected_snippets) = Reader::new(namespace, annotations);
+    let mut out = Annotations::default();
+    let result = FAMILIES
+        .iter()
+        .try_for_each(|family| family(&reader, &mut out))
+        .map(|()| out);
+    Parsed {
+        result,
+        rejected_snippets,
+    }
+}
+
+/// One annotation as found on the object.
+#[derive(Clone, Copy, Debug)]
+struct Value<'a> {
+    key: &'a str,
+    value: &'a str,
+    own: bool,
+}
+
+/// Annotation lookup by short name (without prefix), ours taking precedence.
+pub(crate) struct Reader<'a> {
+    by_name: BTreeMap<&'a str, Value<'a>>,
+    namespace: &'a str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(
+        namespace: &'a str,
+        annotations: Option<&'a BTreeMap<String, String>>,
+    ) -> (Self, Vec<String>) {
+        let mut by_name: BTreeMap<&str, Value<'_>> = BTreeMap::new();
+        let mut rejected = Vec::new();
+        for (key, value) in annotations.into_iter().flatten() {
+            let (name, own) = if let Some(n) = key.strip_prefix(OWN_PREFIX) {
+                (n, true)
+            } else if let Some(n) = key.strip_prefix(NGINX_PREFIX) {
+                (n, false)
+            } else {
+                continue;
+            };
+            if name.ends_with("-snippet") {
+                rejected.push(key.clone());
+                continue;
+            }
+            let v = Value { key, value, own };
+            match by_name.get(name) {
+                Some(existing) if existing.own => {}
+                _ => {
+                    by_name.insert(name, v);
+                }
+            }
+        }
+        (Reader { by_name, namespace }, rejected)
+    }
+
+    /// Namespace of the Ingress being read.
+    fn namespace(&self) -> &str {
+        self.namespace
+    }
+
+    /// Parsed value under either prefix; a parse failure names the annotation and value.
+    fn get<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, AnnotationError> {
+        self.get_where(name, false, parse)
+    }
+
+    /// Like [`Reader::get`] but only under our own prefix.
+    fn get_own<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, AnnotationError> {
+        self.get_where(name, true, parse)
+    }
+
+    fn get_where<T>(
+        &self,
+        name: &str,
+        own_only: bool,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, AnnotationError> {
+        let Some(v) = self.by_name.get(name).filter(|v| v.own || !own_only) else {
+            return Ok(None);
+        };
+        parse(v.value.trim())
+            .map(Some)
+            .map_err(|reason| AnnotationError {
+                key: v.key.to_owned(),
+                value: v.value.to_owned(),
+                reason,
+            })
+    }
+
+    /// A boolean annotation.
+    fn flag(&self, name: &str) -> Result<Option<bool>, AnnotationError> {
+        self.get(name, parse_bool)
+    }
+}
+
+/// Booleans as Go's `strconv.ParseBool` (what ingress-nginx uses) accepts them.
+pub(crate) fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// An unsigned integer within `range`.
+pub(crate) fn parse_in_range<T>(v: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let n: T = v
+        .parse()
+        .map_err(|_| format!("expected an integer in {}..={}", range.start(), range.end()))?;
+    if range.contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be in {}..={}", range.start(), range.end()))
+    }
+}
+
+/// Rejects values that would break a header or a log line.
+pub(crate) fn no_space_or_control(v: &str) -> Result<(), String> {
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err("must not contain whitespace or control characters".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// An HTTP token (header names, cookie names).
+pub(crate) fn is_token(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// Parses `(name, value)` pairs given under the ingress-nginx prefix.
+    pub fn nginx(pairs: &[(&str, &str)]) -> Result<Annotations, AnnotationError> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (format!("{NGINX_PREFIX}{k}"), (*v).to_owned()))
+            .collect();
+        parse("ns", Some(&map)).result
+    }
+
+    /// Asserts that every value is rejected for `name`, naming annotation and value.
+    pub fn assert_rejects(name: &str, values: &[&str]) {
+        for v in values {
+            match nginx(&[(name, v)]) {
+                Err(e) => {
+                    assert_eq!(e.key, format!("{NGINX_PREFIX}{name}"));
+                    assert_eq!(e.value, *v);
+                    let text = e.to_string();
+                    assert!(text.contains(name) && text.contains(v), "{text}");
+                }
+                Ok(a) => panic!("{name}: {v:?} accepted: {a:?}"),
+            }
+        }
+    }
+
+    /// Parses a single annotation that must be valid.
+    pub fn ok(name: &str, value: &str) -> Annotations {
+        nginx(&[(name, value)]).unwrap_or_else(|e| panic!("{name}={value:?}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{test_support::*, *};
+
+    #[test]
+    fn own_prefix_wins_over_nginx() {
+        let map = BTreeMap::from([
+            (format!("{NGINX_PREFIX}limit-rps"), "nonsense".to_owned()),
+            (format!("{OWN_PREFIX}limit-rps"), "7".to_owned()),
+        ]);
+        let a = parse("ns", Some(&map)).result.expect("valid");
+        assert_eq!(a.policy.limit_rps, Some(7));
+        // And the other way round: our invalid value is not rescued by a valid nginx one.
+        let map = BTreeMap::from([
+            (format!("{NGINX_PREFIX}limit-rps"), "7".to_owned()),
+            (format!("{OWN_PREFIX}limit-rps"), "x".to_owned()),
+        ]);
+        let e = parse("ns", Some(&map)).result.expect_err("invalid");
+        assert_eq!(e.key, format!("{OWN_PREFIX}limit-rps"));
+    }
+
+    #[test]
+    fn snippets_are_rejected_and_ignored() {
+        let map = BTreeMap::from([
+            (
+                format!("{NGINX_PREFIX}configuration-snippet"),
+                "more_set_headers x;".to_owned(),
+            ),
+            (
+                format!("{OWN_PREFIX}server-snippet"),
+                "return 200;".to_owned(),
+            ),
+            (format!("{NGINX_PREFIX}ssl-redirect"), "false".to_owned()),
+        ]);
+        let p = parse("ns", Some(&map));
+        let a = p.result.expect("rest still valid");
+        assert!(!a.policy.ssl_redirect);
+        assert_eq!(
+            p.rejected_snippets,
+            vec![
+                format!("{OWN_PREFIX}server-snippet"),
+                format!("{NGINX_PREFIX}configuration-snippet")
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_and_foreign_annotations_are_ignored() {
+        let map = BTreeMap::from([
+            (format!("{NGINX_PREFIX}no-such-thing"), "???".to_owned()),
+            ("example.com/limit-rps".to_owned(), "x".to_owned()),
+        ]);
+        let p = parse("ns", Some(&map));
+        assert_eq!(p.result, Ok(Annotations::default()));
+        assert!(p.rejected_snippets.is_empty());
+        assert_eq!(parse("ns", None).result, Ok(Annotations::default()));
+    }
+
+    #[test]
+    fn booleans_accept_go_forms() {
+        for v in ["1", "t", "T", "true", "TRUE", "True"] {
+            assert_eq!(parse_bool(v), Ok(true));
+        }
+        for v in ["0", "f", "F", "false", "FALSE", "False"] {
+            assert_eq!(parse_bool(v), Ok(false));
+        }
+        for v in ["yes", "", "on", "2"] {
+            assert!(parse_bool(v).is_err());
+        }
+    }
+
+    #[test]
+    fn values_are_trimmed() {
+        assert_eq!(ok("limit-rps", " 5 ").policy.limit_rps, Some(5));
+    }
+}

@@ -1,0 +1,635 @@
+//! Backends: a Service port resolved to endpoints.
+//!
+//! The Ingress names a Service port by number or name; the Service port's *name* then selects
+//! the port of each EndpointSlice of that Service (label `kubernetes.io/service-name`), whose
+//! number is the resolved `targetPort` (so named targetPorts work). Endpoints whose
+//! `conditions.ready` is not `false` are used; when none is ready, those both serving and
+//! terminating are (as kube-proxy does). Upstreams are cached per Service and reused, as the
+//! same `Arc`, while the Service and its EndpointSlices are the same objects.
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use k8s_openapi::api::{
+    core::v1::{Service, ServicePort},
+    discovery::v1::EndpointSlice,
+};
+
+use super::reason;
+use crate::{
+    snapshot::{BackendProtocol, L4Protocol, ObjectRef, Upstream},
+    store::ObjectCache,
+};
+
+/// Service annotation listing static endpoints, `"127.0.0.1:8080,[::1]:8081"`: standalone
+/// mode has no EndpointSlice controller. The listed addresses are ready endpoints of every
+/// port of the Service (each with its own port), in addition to any EndpointSlice. Honoured
+/// only when `Settings::static_endpoints` is set (the manifest source).
+pub const STATIC_ENDPOINTS_ANNOTATION: &str = "ingress.example.dev/endpoints";
+
+/// A Service port as an Ingress backend or a ConfigMap entry names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PortRef {
+    Number(i32),
+    Name(String),
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A Service backend in the Ingress's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BackendRef {
+    pub service: String,
+    pub port: PortRef,
+}
+
+/// Why a backend has no endpoints to offer (it still routes, and answers 503).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Upstreams kept across translations.
+#[derive(Debug, Default)]
+pub struct BackendCache {
+    /// namespace -> service -> entry.
+    services: HashMap<String, HashMap<String, ServiceEntry>>,
+}
+
+#[derive(Debug)]
+struct ServiceEntry {
+    service: Option<Arc<Service>>,
+    slices: Vec<Arc<EndpointSlice>>,
+    checked_run: u64,
+    /// (canonical port label, protocol) -> upstream.
+    upstreams: HashMap<(String, BackendProtocol), Arc<Upstream>>,
+    static_endpoints: Vec<SocketAddr>,
+    static_problem: Option<String>,
+}
+
+impl ServiceEntry {
+    fn empty() -> Self {
+        ServiceEntry {
+            service: None,
+            slices: Vec::new(),
+            checked_run: 0,
+            upstreams: HashMap::new(),
+            static_endpoints: Vec::new(),
+            static_problem: None,
+        }
+    }
+}
+
+/// Resolves backends during one translation.
+pub struct Resolver<'a> {
+    cache: &'a mut BackendCache,
+    objects: &'a ObjectCache,
+    static_endpoints: bool,
+    run: u64,
+}
+
+impl<'a> Resolver<'a> {
+    /// A resolver for translation number `run`.
+    pub fn new(
+        cache: &'a mut BackendCache,
+        objects: &'a ObjectCache,
+        static_endpoints: bool,
+        run: u64,
+    ) -> Self {
+        Resolver {
+            cache,
+            objects,
+            static_endpoints,
+            run,
+        }
+    }
+
+    /// The upstream for `backend` in `namespace`; with a problem, it has no endpoints.
+    pub fn upstream(
+        &mut self,
+        namespace: &str,
+        backend: &BackendRef,
+        protocol: BackendProtocol,
+    ) -> (Arc<Upstream>, Option<Problem>) {
+        let qualified = || format!("{namespace}/{}", backend.service);
+        let entry = self.entry(namespace, &backend.service);
+        let problem;
+        let label = match &entry.service {
+            None => {
+                problem = Some(Problem {
+                    reason: reason::BACKEND_NOT_FOUND,
+                    message: format!("service {} not found", qualified()),
+                });
+                backend.port.to_string()
+            }
+            Some(svc) => match find_port(svc, &backend.port, None) {
+                None => {
+                    problem = Some(Problem {
+                        reason: reason::BACKEND_NOT_FOUND,
+                        message: format!("service {} has no port {}", qualified(), backend.port),
+                    });
+                    backend.port.to_string()
+                }
+                Some(sp) => {
+                    problem = external_name_problem(svc, &qualified());
+                    sp.port.to_string()
+                }
+            },
+        };
+        if let Some(up) = entry.upstreams.get(&(label.clone(), protocol)) {
+            return (up.clone(), problem);
+        }
+        let endpoints = match (&entry.service, &problem) {
+            (Some(svc), None) => match find_port(svc, &backend.port, None) {
+                Some(sp) => endpoints_of(sp, &entry.slices, &entry.static_endpoints),
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        let up = Arc::new(Upstream {
+            name: format!("{}:{label}", qualified()),
+            endpoints,
+            protocol,
+        });
+        entry.upstreams.insert((label, protocol), up.clone());
+        (up, problem)
+    }
+
+    /// Endpoints of a Service port for an L4 service: the port must also have `protocol`.
+    pub fn l4_endpoints(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+        protocol: L4Protocol,
+    ) -> Result<Vec<SocketAddr>, Problem> {
+        let qualified = format!("{namespace}/{service}");
+        let entry = self.entry(namespace, service);
+        let Some(svc) = &entry.service else {
+            return Err(Problem {
+                reason: reason::BACKEND_NOT_FOUND,
+                message: format!("service {qualified} not found"),
+            });
+        };
+        let proto = match protocol {
+            L4Protocol::Tcp => "TCP",
+            L4Protocol::Udp => "UDP",
+        };
+        let Some(sp) = find_port(svc, port, Some(proto)) else {
+            return Err(Problem {
+                reason: reason::BACKEND_NOT_FOUND,
+                message: format!("service {qualified} has no {proto} port {port}"),
+            });
+        };
+        if let Some(p) = external_name_problem(svc, &qualified) {
+            return Err(p);
+        }
+        Ok(endpoints_of(sp, &entry.slices, &entry.static_endpoints))
+    }
+
+    /// Problems with Services themselves (a bad static-endpoints annotation), for those
+    /// looked at in this run.
+    pub fn service_problems(&self) -> Vec<(ObjectRef, String)> {
+        let mut out = Vec::new();
+        for (ns, services) in &self.cache.services {
+            for (name, e) in services {
+                if let (true, Some(p)) = (e.checked_run == self.run, &e.static_problem) {
+                    let object = ObjectRef {
+                        kind: "Service",
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    };
+                    out.push((object, p.clone()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Forgets Services not looked at in this run.
+    pub fn finish(self) {
+        let run = self.run;
+        self.cache.services.retain(|_, m| {
+            m.retain(|_, e| e.checked_run == run);
+            !m.is_empty()
+        });
+    }
+
+    /// The cache entry of a Service, refreshed if its objects changed since it was built.
+    fn entry(&mut self, namespace: &str, service: &str) -> &mut ServiceEntry {
+        let objects = self.objects;
+        let (run, static_ok) = (self.run, self.static_endpoints);
+        let services = &mut self.cache.services;
+        // Look up before inserting: the common path must not allocate keys.
+        if !services
+            .get(namespace)
+            .is_some_and(|m| m.contains_key(service))
+        {
+            services
+                .entry(namespace.to_owned())
+                .or_default()
+                .insert(service.to_owned(), ServiceEntry::empty());
+        }
+        let entry = services
+            .get_mut(namespace)
+            .and_then(|m| m.get_mut(service))
+            .expect("entry inserted above");
+        if entry.checked_run == run {
+            return entry;
+        }
+        let fresh = entry.checked_run == 0;
+        entry.checked_run = run;
+        let current_svc = objects.service(namespace, service);
+        let same_svc = match (current_svc, &entry.service) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let slices = objects.slices_of(namespace, service);
+        let same_slices = slices.map_or(0, |s| s.len()) == entry.slices.len()
+            && slices
+                .into_iter()
+                .flat_map(|s| s.values())
+                .zip(&entry.slices)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same_svc && same_slices && !fresh {
+            return entry;
+        }
+        entry.service = current_svc.cloned();
+        entry.slices = slices
+            .into_iter()
+            .flat_map(|s| s.values().cloned())
+            .collect();
+        entry.upstreams.clear();
+        (entry.static_endpoints, entry.static_problem) = match (static_ok, &entry.service) {
+            (true, Some(svc)) => static_endpoints(svc),
+            _ => (Vec::new(), None),
+        };
+        entry
+    }
+}
+
+fn external_name_problem(svc: &Service, qualified: &str) -> Option<Problem> {
+    (svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName")).then(|| Problem {
+        reason: reason::UNSUPPORTED_BACKEND,
+        message: format!("service {qualified} is of type ExternalName, which is not supported"),
+    })
+}
+
+/// The Service port named by `port`, with `protocol` if given (default protocol is TCP).
+fn find_port<'s>(
+    svc: &'s Service,
+    port: &PortRef,
+    protocol: Option<&str>,
+) -> Option<&'s ServicePort> {
+    svc.spec.as_ref()?.ports.iter().flatten().find(|sp| {
+        let proto_ok = protocol.is_none_or(|p| sp.protocol.as_deref().unwrap_or("TCP") == p);
+        let port_ok = match port {
+            PortRef::Number(n) => sp.port == *n,
+            PortRef::Name(name) => sp.name.as_deref() == Some(name.as_str()),
+        };
+        proto_ok && port_ok
+    })
+}
+
+/// Parses the static-endpoints annotation; bad entries are skipped and reported.
+fn static_endpoints(svc: &Service) -> (Vec<SocketAddr>, Option<String>) {
+    let Some(value) = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(STATIC_ENDPOINTS_ANNOTATION))
+    else {
+        return (Vec::new(), None);
+    };
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item.parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => good.push(a),
+            _ => bad.push(item),
+        }
+    }
+    let problem = (!bad.is_empty()).then(|| {
+        format!("annotation {STATIC_ENDPOINTS_ANNOTATION}: ignored entries {bad:?} (expected ip:port or [ipv6]:port)")
+    });
+    (good, problem)
+}
+
+/// Endpoints of one Service port: static ones plus those of the EndpointSlices, sorted.
+pub fn endpoints_of(
+    port: &ServicePort,
+    slices: &[Arc<EndpointSlice>],
+    static_eps: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    let want_name = port.name.as_deref().unwrap_or("");
+    let want_proto = port.protocol.as_deref().unwrap_or("TCP");
+    let mut ready = static_eps.to_vec();
+    let mut fallback = Vec::new();
+    for slice in slices {
+        let Some(number) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| {
+                p.name.as_deref().unwrap_or("") == want_name
+                    && p.protocol.as_deref().unwrap_or("TCP") == want_proto
+            })
+            .and_then(|p| p.port)
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n != 0)
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            let cond = ep.conditions.as_ref();
+            let is_ready = cond.and_then(|c| c.ready) != Some(false);
+            let serving_terminating =
+                cond.is_some_and(|c| c.serving == Some(true) && c.terminating == Some(true));
+            let list = if is_ready {
+                &mut ready
+            } else if serving_terminating {
+                &mut fallback
+            } else {
+                continue;
+            };
+            list.extend(
+                ep.addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<IpAddr>().ok())
+                    .map(|ip| SocketAddr::new(ip, number)),
+            );
+        }
+    }
+    let mut out = if ready.is_empty() { fallback } else { ready };
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{source::Object, translate::testutil::*};
+
+    fn resolve(
+        objects: Vec<Object>,
+        backend: BackendRef,
+        static_ok: bool,
+    ) -> (Arc<Upstream>, Option<Problem>) {
+        let cache = ObjectCache::from_objects(objects);
+        let mut bc = BackendCache::default();
+        let mut r = Resolver::new(&mut bc, &cache, static_ok, 1);
+        r.upstream("ns", &backend, BackendProtocol::Http)
+    }
+
+    fn be(service: &str, port: PortRef) -> BackendRef {
+        BackendRef {
+            service: service.into(),
+            port,
+        }
+    }
+
+    fn addrs(v: &[&str]) -> Vec<SocketAddr> {
+        v.iter().map(|s| s.parse().expect("addr")).collect()
+    }
+
+    #[test]
+    fn endpoint_conditions_table() {
+        // (ready, serving, terminating) per endpoint -> which are used
+        type Cond = (Option<bool>, Option<bool>, Option<bool>);
+        let table: &[(&[Cond], &[&str])] = &[
+            (
+                &[(Some(true), None, None), (Some(false), None, None)],
+                &["10.0.0.1:8080"],
+            ),
+            (&[(None, None, None)], &["10.0.0.1:8080"]),
+            (
+                &[
+                    (Some(false), Some(true), Some(true)),
+                    (Some(false), Some(false), Some(true)),
+                ],
+                &["10.0.0.1:8080"],
+            ),
+            (
+                &[
+                    (Some(true), None, None),
+                    (Some(false), Some(true), Some(true)),
+                ],
+                &["10.0.0.1:8080"],
+            ),
+            (&[(Some(false), Some(true), Some(false))], &[]),
+            (
+                &[
+                    (Some(false), Some(true), Some(true)),
+                    (Some(false), Some(true), Some(true)),
+                ],
+                &["10.0.0.1:8080", "10.0.0.2:8080"],
+            ),
+        ];
+        for (conds, want) in table {
+            let mut slice = mk_slice("ns", "web-1", "web").port("http", 8080);
+            for (i, c) in conds.iter().enumerate() {
+                slice = slice.endpoint_cond(&format!("10.0.0.{}", i + 1), c.0, c.1, c.2);
+            }
+            let objs = vec![
+                Object::Service(mk_service("ns", "web").port("http", 80, 8080).build()),
+                Object::EndpointSlice(slice.build()),
+            ];
+            let (up, problem) = resolve(objs, be("web", PortRef::Number(80)), false);
+            assert_eq!(problem, None);
+            assert_eq!(up.endpoints, addrs(want), "{conds:?}");
+        }
+    }
+
+    #[test]
+    fn named_ports_and_named_target_ports() {
+        // Service port 80 "http" -> targetPort "web" (named); the slices carry the number.
+        let objs = || {
+            vec![
+                Object::Service(
+                    mk_service("ns", "web")
+                        .port("http", 80, "web")
+                        .port("metrics", 9090, 9090)
+                        .build(),
+                ),
+                Object::EndpointSlice(
+                    mk_slice("ns", "web-a", "web")
+                        .port("http", 8080)
+                        .port("metrics", 9090)
+                        .endpoint("10.0.0.1")
+                        .build(),
+                ),
+                Object::EndpointSlice(
+                    mk_slice("ns", "web-b", "web")
+                        .port("http", 8081)
+                        .port("metrics", 9090)
+                        .endpoint("fd00::2")
+                        .build(),
+                ),
+            ]
+        };
+        let (up, _) = resolve(objs(), be("web", PortRef::Name("http".into())), false);
+        assert_eq!(up.endpoints, addrs(&["10.0.0.1:8080", "[fd00::2]:8081"]));
+        assert_eq!(up.name, "ns/web:80");
+        let (by_number, _) = resolve(objs(), be("web", PortRef::Number(80)), false);
+        assert_eq!(by_number.endpoints, up.endpoints);
+        assert_eq!(by_number.name, "ns/web:80");
+        let (metrics, _) = resolve(objs(), be("web", PortRef::Number(9090)), false);
+        assert_eq!(
+            metrics.endpoints,
+            addrs(&["10.0.0.1:9090", "[fd00::2]:9090"])
+        );
+    }
+
+    #[test]
+    fn unnamed_single_port_matches_unnamed_slice_port() {
+        let objs = vec![
+            Object::Service(mk_service("ns", "web").port("", 80, 8080).build()),
+            Object::EndpointSlice(
+                mk_slice("ns", "web-a", "web")
+                    .port("", 8080)
+                    .endpoint("10.0.0.1")
+                    .build(),
+            ),
+            Object::EndpointSlice(
+                mk_slice("ns", "other", "not-web")
+                    .port("", 8080)
+                    .endpoint("10.0.0.9")
+                    .build(),
+            ),
+        ];
+        let (up, problem) = resolve(objs, be("web", PortRef::Number(80)), false);
+        assert_eq!(problem, None);
+        assert_eq!(up.endpoints, addrs(&["10.0.0.1:8080"]));
+    }
+
+    #[test]
+    fn unknown_service_or_port_routes_with_no_endpoints() {
+        let (up, problem) = resolve(vec![], be("ghost", PortRef::Number(80)), false);
+        assert!(up.endpoints.is_empty());
+        assert_eq!(up.name, "ns/ghost:80");
+        assert_eq!(problem.map(|p| p.reason), Some(reason::BACKEND_NOT_FOUND));
+        let objs = vec![Object::Service(
+            mk_service("ns", "web").port("http", 80, 8080).build(),
+        )];
+        let (up, problem) = resolve(objs, be("web", PortRef::Name("grpc".into())), false);
+        assert!(up.endpoints.is_empty());
+        assert!(problem.expect("problem").message.contains("no port grpc"));
+    }
+
+    #[test]
+    fn static_endpoints_annotation() {
+        let svc = || {
+            mk_service("ns", "web")
+                .port("http", 80, 8080)
+                .annotation(
+                    STATIC_ENDPOINTS_ANNOTATION,
+                    "127.0.0.1:18081, [::1]:18082,bogus",
+                )
+                .build()
+        };
+        let (up, _) = resolve(
+            vec![Object::Service(svc())],
+            be("web", PortRef::Number(80)),
+            true,
+        );
+        assert_eq!(up.endpoints, addrs(&["127.0.0.1:18081", "[::1]:18082"]));
+        // Not honoured unless enabled (Kubernetes mode).
+        let (up, _) = resolve(
+            vec![Object::Service(svc())],
+            be("web", PortRef::Number(80)),
+            false,
+        );
+        assert!(up.endpoints.is_empty());
+        let cache = ObjectCache::from_objects([Object::Service(svc())]);
+        let mut bc = BackendCache::default();
+        let mut r = Resolver::new(&mut bc, &cache, true, 1);
+        r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Http);
+        let problems = r.service_problems();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].1.contains("bogus"), "{}", problems[0].1);
+    }
+
+    #[test]
+    fn upstreams_are_shared_and_reused_until_their_objects_change() {
+        let mut cache = ObjectCache::from_objects([
+            Object::Service(mk_service("ns", "web").port("http", 80, 8080).build()),
+            Object::EndpointSlice(
+                mk_slice("ns", "web-a", "web")
+                    .port("http", 8080)
+                    .endpoint("10.0.0.1")
+                    .build(),
+            ),
+        ]);
+        let mut bc = BackendCache::default();
+        let mut r = Resolver::new(&mut bc, &cache, false, 1);
+        let (a, _) = r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Http);
+        let (b, _) = r.upstream(
+            "ns",
+            &be("web", PortRef::Name("http".into())),
+            BackendProtocol::Http,
+        );
+        let (g, _) = r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Grpc);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &g));
+        assert_eq!(g.protocol, BackendProtocol::Grpc);
+        r.finish();
+        let mut r = Resolver::new(&mut bc, &cache, false, 2);
+        let (a2, _) = r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Http);
+        assert!(Arc::ptr_eq(&a, &a2), "unchanged objects reuse the upstream");
+        r.finish();
+        cache.apply(Object::EndpointSlice(
+            mk_slice("ns", "web-a", "web")
+                .port("http", 8080)
+                .endpoint("10.0.0.2")
+                .build(),
+        ));
+        let mut r = Resolver::new(&mut bc, &cache, false, 3);
+        let (a3, _) = r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Http);
+        assert_eq!(a3.endpoints, addrs(&["10.0.0.2:8080"]));
+    }
+
+    #[test]
+    fn l4_endpoints_match_protocol() {
+        let cache = ObjectCache::from_objects([
+            Object::Service(
+                mk_service("kube-system", "dns")
+                    .port_proto("dns-tcp", 53, 53, "TCP")
+                    .port_proto("dns", 53, 53, "UDP")
+                    .build(),
+            ),
+            Object::EndpointSlice(
+                mk_slice("kube-system", "dns-a", "dns")
+                    .port_proto("dns-tcp", 5353, "TCP")
+                    .port_proto("dns", 5354, "UDP")
+                    .endpoint("10.0.0.10")
+                    .build(),
+            ),
+        ]);
+        let mut bc = BackendCache::default();
+        let mut r = Resolver::new(&mut bc, &cache, false, 1);
+        let tcp = r.l4_endpoints("kube-system", "dns", &PortRef::Number(53), L4Protocol::Tcp);
+        let udp = r.l4_endpoints("kube-system", "dns", &PortRef::Number(53), L4Protocol::Udp);
+        assert_eq!(tcp, Ok(addrs(&["10.0.0.10:5353"])));
+        assert_eq!(udp, Ok(addrs(&["10.0.0.10:5354"])));
+        assert!(r
+            .l4_endpoints("kube-system", "dns", &PortRef::Number(54), L4Protocol::Tcp)
+            .is_err());
+        assert!(r
+            .l4_endpoints("kube-system", "nope", &PortRef::Number(53), L4Protocol::Tcp)
+            .is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! Which Ingresses are ours.
+//!
+//! An Ingress is ours when its legacy `kubernetes.io/ingress.class` annotation equals
+//! `Settings::ingress_class` (when the annotation is present it alone decides, as in
+//! ingress-nginx); otherwise when `spec.ingressClassName` names an IngressClass whose
+//! `spec.controller` is `Settings::controller_name`; otherwise, for an Ingress naming no class
+//! at all, when one of our IngressClasses is marked as the cluster default.
+use std::collections::HashSet;
+
+use super::ingress::ClassRef;
+use crate::{config::Settings, store::ObjectCache};
+
+/// Annotation marking the default IngressClass.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+
+/// The class filter for one translation.
+#[derive(Debug)]
+pub struct ClassFilter<'a> {
+    ours: HashSet<&'a str>,
+    default_is_ours: bool,
+    legacy: &'a str,
+}
+
+impl<'a> ClassFilter<'a> {
+    /// Reads our IngressClasses from the cache.
+    pub fn new(objects: &'a ObjectCache, settings: &'a Settings) -> Self {
+        let mut ours = HashSet::new();
+        let mut default_is_ours = false;
+        for (name, class) in objects.ingress_classes() {
+            let controller = class.spec.as_ref().and_then(|s| s.controller.as_deref());
+            if controller != Some(settings.controller_name.as_str()) {
+                continue;
+            }
+            ours.insert(name.as_str());
+            let is_default = class
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .is_some_and(|v| v == "true");
+            default_is_ours |= is_default;
+        }
+        ClassFilter {
+            ours,
+            default_is_ours,
+            legacy: &settings.ingress_class,
+        }
+    }
+
+    /// Whether an Ingress with this class reference is ours.
+    pub fn owns(&self, class: &ClassRef) -> bool {
+        match class {
+            ClassRef::Annotation(a) => !self.legacy.is_empty() && a == self.legacy,
+            ClassRef::Name(n) => self.ours.contains(n.as_str()),
+            ClassRef::Unset => self.default_is_ours,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{source::Object, translate::testutil::*};
+
+    #[test]
+    fn class_filter_table() {
+        let objects = ObjectCache::from_objects([
+            Object::IngressClass(mk_class("xdp", CONTROLLER, false)),
+            Object::IngressClass(mk_class("xdp-internal", CONTROLLER, false)),
+            Object::IngressClass(mk_class("nginx", "k8s.io/ingress-nginx", true)),
+        ]);
+        let s = settings();
+        let f = ClassFilter::new(&objects, &s);
+        let table = [
+            (ClassRef::Name("xdp".into()), true),
+            (ClassRef::Name("xdp-internal".into()), true),
+            (ClassRef::Name("nginx".into()), false),
+            (ClassRef::Name("missing".into()), false),
+            (ClassRef::Annotation("xdp".into()), true),
+            (ClassRef::Annotation("nginx".into()), false),
+            (ClassRef::Annotation("xdp-internal".into()), false),
+            // A foreign class is the default: class-less Ingresses are not ours.
+            (ClassRef::Unset, false),
+        ];
+        for (class, want) in table {
+            assert_eq!(f.owns(&class), want, "{class:?}");
+        }
+    }
+
+    #[test]
+    fn default_class_claims_classless_ingresses() {
+        let objects =
+            ObjectCache::from_objects([Object::IngressClass(mk_class("xdp", CONTROLLER, true))]);
+        let s = settings();
+        assert!(ClassFilter::new(&objects, &s).owns(&ClassRef::Unset));
+        let objects = ObjectCache::default();
+        assert!(!ClassFilter::new(&objects, &s).owns(&ClassRef::Unset));
+        assert!(!ClassFilter::new(&objects, &s).owns(&ClassRef::Name("xdp".into())));
+    }
+}

@@ -1,0 +1,307 @@
+//! Phase one of translation: everything an Ingress says on its own, before any other object
+//! is looked at. The translator caches the result per Ingress object, so an unchanged Ingress
+//! is parsed once, not on every snapshot.
+use k8s_openapi::{
+    api::networking::v1::{Ingress, IngressBackend},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+
+use super::{
+    annotations::{self, Annotations},
+    backends::{BackendRef, PortRef},
+    hosts::parse_host,
+    paths::parse_path,
+    reason, Diagnostic,
+};
+use crate::snapshot::{HostMatch, ObjectRef, PathMatch};
+
+/// Legacy class annotation, still honoured when present.
+pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
+/// How an Ingress names its class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClassRef {
+    /// `kubernetes.io/ingress.class` annotation (takes precedence, as in ingress-nginx).
+    Annotation(String),
+    /// `spec.ingressClassName`.
+    Name(String),
+    /// Neither: only the default class may claim it.
+    Unset,
+}
+
+/// One Ingress, validated.
+#[derive(Clone, Debug)]
+pub struct ParsedIngress {
+    pub origin: ObjectRef,
+    pub created: Option<Time>,
+    pub class: ClassRef,
+    /// Invalid annotations reject the whole Ingress; this is then the diagnostic.
+    pub annotations: Result<Annotations, Diagnostic>,
+    /// Parts that were dropped (and rejected snippets), reported if the Ingress is ours.
+    pub notes: Vec<Diagnostic>,
+    pub rules: Vec<ParsedRule>,
+    pub default_backend: Option<BackendRef>,
+    pub tls: Vec<ParsedTls>,
+}
+
+/// One `spec.rules[]` entry.
+#[derive(Clone, Debug)]
+pub struct ParsedRule {
+    pub host: HostMatch,
+    pub paths: Vec<ParsedPath>,
+}
+
+/// One valid path of a rule.
+#[derive(Clone, Debug)]
+pub struct ParsedPath {
+    pub path: PathMatch,
+    pub backend: BackendRef,
+}
+
+/// One `spec.tls[]` entry.
+#[derive(Clone, Debug)]
+pub struct ParsedTls {
+    pub secret: Option<String>,
+    pub hosts: Vec<HostMatch>,
+}
+
+impl ParsedIngress {
+    /// Sort key: oldest first, then namespace/name. A missing timestamp counts as oldest.
+    pub fn age_key(&self) -> (Option<&Time>, &str, &str) {
+        (
+            self.created.as_ref(),
+            &self.origin.namespace,
+            &self.origin.name,
+        )
+    }
+}
+
+/// Parses an Ingress.
+pub fn parse(ing: &Ingress) -> ParsedIngress {
+    let meta = &ing.metadata;
+    let origin = ObjectRef {
+        kind: "Ingress",
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+    };
+    let spec = ing.spec.as_ref();
+    let class = match (
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION)),
+        spec.and_then(|s| s.ingress_class_name.as_ref()),
+    ) {
+        (Some(a), _) => ClassRef::Annotation(a.clone()),
+        (None, Some(n)) => ClassRef::Name(n.clone()),
+        (None, None) => ClassRef::Unset,
+    };
+    let mut out = ParsedIngress {
+        origin: origin.clone(),
+        created: meta.creation_timestamp.clone(),
+        class,
+        annotations: Err(Diagnostic::new(
+            origin.clone(),
+            reason::INVALID_ANNOTATION,
+            String::new(),
+        )),
+        notes: Vec::new(),
+        rules: Vec::new(),
+        default_backend: None,
+        tls: Vec::new(),
+    };
+    let parsed = annotations::parse(&origin.namespace, meta.annotations.as_ref());
+    for key in parsed.rejected_snippets {
+        out.notes.push(Diagnostic::new(
+            origin.clone(),
+            reason::SNIPPET_REJECTED,
+            format!("annotation {key} ignored: snippets are not supported"),
+        ));
+    }
+    let ann = match parsed.result {
+        Ok(a) => a,
+        Err(e) => {
+            out.annotations = Err(Diagnostic::new(
+                origin,
+                reason::INVALID_ANNOTATION,
+                format!("{e}; the Ingress is not applied"),
+            ));
+            return out;
+        }
+    };
+    let Some(spec) = spec else {
+        out.annotations = Ok(ann);
+        return out;
+    };
+    let mut note = |reason: &'static str, message: String| {
+        out.notes
+            .push(Diagnostic::new(origin.clone(), reason, message));
+    };
+    if let Some(b) = &spec.default_backend {
+        match parse_backend(b) {
+            Ok(b) => out.default_backend = Some(b),
+            Err((r, m)) => note(r, format!("spec.defaultBackend: {m}")),
+        }
+    }
+    for (i, rule) in spec.rules.iter().flatten().enumerate() {
+        let host = match parse_host(rule.host.as_deref().unwrap_or("")) {
+            Ok(h) => h,
+            Err(m) => {
+                note(
+                    reason::INVALID_HOST,
+                    format!("spec.rules[{i}] dropped: {m}"),
+                );
+                continue;
+            }
+        };
+        let mut paths = Vec::new();
+        for (j, p) in rule.http.iter().flat_map(|h| &h.paths).enumerate() {
+            let where_ = format!("spec.rules[{i}].http.paths[{j}]");
+            let path = match parse_path(p.path.as_deref(), &p.path_type, ann.use_regex) {
+                Ok(path) => path,
+                Err(m) => {
+                    note(reason::INVALID_PATH, format!("{where_} dropped: {m}"));
+                    continue;
+                }
+            };
+            match parse_backend(&p.backend) {
+                Ok(backend) => paths.push(ParsedPath { path, backend }),
+                Err((r, m)) => note(r, format!("{where_} dropped: {m}")),
+            }
+        }
+        out.rules.push(ParsedRule { host, paths });
+    }
+    for (i, tls) in spec.tls.iter().flatten().enumerate() {
+        let mut hosts = Vec::new();
+        for h in tls.hosts.iter().flatten() {
+            match parse_host(h) {
+                Ok(HostMatch::Any) => note(
+                    reason::INVALID_HOST,
+                    format!("spec.tls[{i}]: empty host ignored"),
+                ),
+                Ok(host) => hosts.push(host),
+                Err(m) => note(
+                    reason::INVALID_HOST,
+                    format!("spec.tls[{i}]: {m}; host ignored"),
+                ),
+            }
+        }
+        out.tls.push(ParsedTls {
+            secret: tls.secret_name.clone().filter(|s| !s.is_empty()),
+            hosts,
+        });
+    }
+    out.annotations = Ok(ann);
+    out
+}
+
+fn parse_backend(b: &IngressBackend) -> Result<BackendRef, (&'static str, String)> {
+    if b.resource.is_some() {
+        return Err((
+            reason::UNSUPPORTED_BACKEND,
+            "resource backends are not supported".into(),
+        ));
+    }
+    let Some(svc) = &b.service else {
+        return Err((reason::INVALID_BACKEND, "backend names no service".into()));
+    };
+    if svc.name.is_empty() {
+        return Err((
+            reason::INVALID_BACKEND,
+            "backend service has no name".into(),
+        ));
+    }
+    let port = match svc.port.as_ref().map(|p| (p.number, p.name.as_deref())) {
+        Some((Some(n), _)) if (1..=65535).contains(&n) => PortRef::Number(n),
+        Some((None, Some(name))) if !name.is_empty() => PortRef::Name(name.to_owned()),
+        _ => {
+            return Err((
+                reason::INVALID_BACKEND,
+                format!(
+                    "service {}: port needs a number in 1..=65535 or a name",
+                    svc.name
+                ),
+            ))
+        }
+    };
+    Ok(BackendRef {
+        service: svc.name.clone(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::testutil::*;
+
+    #[test]
+    fn class_reference_precedence() {
+        let p = parse(&mk_ingress("ns", "a").class("x").build());
+        assert_eq!(p.class, ClassRef::Name("x".into()));
+        let p = parse(
+            &mk_ingress("ns", "a")
+                .class("x")
+                .raw_annotation(LEGACY_CLASS_ANNOTATION, "y")
+                .build(),
+        );
+        assert_eq!(p.class, ClassRef::Annotation("y".into()));
+        let p = parse(&mk_ingress("ns", "a").no_class().build());
+        assert_eq!(p.class, ClassRef::Unset);
+    }
+
+    #[test]
+    fn bad_parts_are_dropped_with_notes() {
+        let ing = mk_ingress("ns", "a")
+            .host("bad host")
+            .path("/", "Prefix", "svc", 80)
+            .host("ok.example")
+            .path("nope", "Prefix", "svc", 80)
+            .path("/x", "Weird", "svc", 80)
+            .path("/y", "Prefix", "svc", 0)
+            .path("/z", "Prefix", "svc", "http")
+            .resource_path("/r")
+            .build();
+        let p = parse(&ing);
+        assert_eq!(p.rules.len(), 1);
+        assert_eq!(p.rules[0].paths.len(), 1);
+        assert_eq!(
+            p.rules[0].paths[0].backend.port,
+            PortRef::Name("http".into())
+        );
+        let reasons: Vec<&str> = p.notes.iter().map(|d| d.reason).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                reason::INVALID_HOST,
+                reason::INVALID_PATH,
+                reason::INVALID_PATH,
+                reason::INVALID_BACKEND,
+                reason::UNSUPPORTED_BACKEND
+            ]
+        );
+        assert!(
+            p.notes[0].message.contains("bad host"),
+            "{}",
+            p.notes[0].message
+        );
+    }
+
+    #[test]
+    fn invalid_annotation_rejects_everything() {
+        let p = parse(
+            &mk_ingress("ns", "a")
+                .annotation("proxy-body-size", "huge")
+                .host("a.example")
+                .path("/", "Prefix", "s", 80)
+                .build(),
+        );
+        let d = p.annotations.expect_err("rejected");
+        assert_eq!(d.reason, reason::INVALID_ANNOTATION);
+        assert!(
+            d.message.contains("proxy-body-size") && d.message.contains("huge"),
+            "{}",
+            d.message
+        );
+        assert!(p.rules.is_empty());
+    }
+}

@@ -1,0 +1,1016 @@
+//! Whole-translation conformance tests: objects in, snapshot and diagnostics out.
+use std::{net::SocketAddr, sync::Arc};
+
+use super::{testutil::*, *};
+use crate::{
+    config::{NamespacedName, ServicePortRef},
+    snapshot::{BackendProtocol, L4Protocol, L4Service, PathMatch, VirtualHost},
+    source::Object,
+};
+
+fn class() -> Object {
+    Object::IngressClass(mk_class("xdp", CONTROLLER, false))
+}
+
+/// Service `ns/name` port 80 "http" -> 8080, with one ready endpoint `ip`.
+fn backend_objects(ns: &str, name: &str, ip: &str) -> Vec<Object> {
+    vec![
+        Object::Service(mk_service(ns, name).port("http", 80, 8080).build()),
+        Object::EndpointSlice(
+            mk_slice(ns, &format!("{name}-x"), name)
+                .port("http", 8080)
+                .endpoint(ip)
+                .build(),
+        ),
+    ]
+}
+
+fn ing(b: IngressBuilder) -> Object {
+    Object::Ingress(b.build())
+}
+
+fn run_with(objs: Vec<Object>, settings: &Settings) -> Translation {
+    translate(&ObjectCache::from_objects(objs), settings)
+}
+
+fn run(mut objs: Vec<Object>) -> Translation {
+    objs.push(class());
+    run_with(objs, &settings())
+}
+
+fn exact(h: &str) -> HostMatch {
+    HostMatch::Exact(h.into())
+}
+
+fn vhost<'a>(t: &'a Translation, host: &HostMatch) -> &'a VirtualHost {
+    t.snapshot
+        .http
+        .hosts
+        .iter()
+        .find(|v| &v.host == host)
+        .unwrap_or_else(|| panic!("no vhost {host:?} in {:#?}", t.snapshot.http.hosts))
+}
+
+/// (kind, path, upstream name, origin name) of every route.
+fn routes(vh: &VirtualHost) -> Vec<(&'static str, String, String, String)> {
+    vh.routes
+        .iter()
+        .map(|r| {
+            let kind = match r.path {
+                PathMatch::Exact(_) => "Exact",
+                PathMatch::Prefix(_) => "Prefix",
+                PathMatch::Regex(_) => "Regex",
+            };
+            (
+                kind,
+                r.path.as_str().to_owned(),
+                r.target.upstream.name.clone(),
+                r.target.origin.name.clone(),
+            )
+        })
+        .collect()
+}
+
+fn diags(t: &Translation) -> Vec<(String, &'static str)> {
+    t.diagnostics
+        .iter()
+        .map(|d| (d.object.name.clone(), d.reason))
+        .collect()
+}
+
+fn r(
+    kind: &'static str,
+    path: &str,
+    up: &str,
+    origin: &str,
+) -> (&'static str, String, String, String) {
+    (kind, path.into(), up.into(), origin.into())
+}
+
+#[test]
+fn routes_are_in_precedence_order_and_hosts_sorted() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(ing(mk_ingress("ns", "a")
+        .host("Foo.Example.com")
+        .path("/", "Prefix", "web", 80)
+        .path("/api", "Prefix", "web", 80)
+        .path("/api", "Exact", "web", 80)
+        .path("/api/v1/", "ImplementationSpecific", "web", 80)
+        .host("*.example.com")
+        .path("/", "Prefix", "web", 80)
+        .host("*.api.example.com")
+        .path("/", "Prefix", "web", 80)
+        .host("")
+        .path("/", "Prefix", "web", 80)
+        .host("bar.example.com")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let hosts: Vec<&HostMatch> = t.snapshot.http.hosts.iter().map(|v| &v.host).collect();
+    assert_eq!(
+        hosts,
+        vec![
+            &exact("bar.example.com"),
+            &exact("foo.example.com"),
+            &HostMatch::Wildcard("api.example.com".into()),
+            &HostMatch::Wildcard("example.com".into()),
+            &HostMatch::Any,
+        ]
+    );
+    assert_eq!(
+        routes(vhost(&t, &exact("foo.example.com"))),
+        vec![
+            r("Prefix", "/api/v1", "ns/web:80", "a"),
+            r("Exact", "/api", "ns/web:80", "a"),
+            r("Prefix", "/api", "ns/web:80", "a"),
+            r("Prefix", "/", "ns/web:80", "a"),
+        ]
+    );
+    let up = &vhost(&t, &exact("foo.example.com")).routes[0]
+        .target
+        .upstream;
+    assert_eq!(
+        up.endpoints,
+        vec!["10.0.0.1:8080".parse::<SocketAddr>().expect("addr")]
+    );
+    assert_eq!(t.owned_ingresses.len(), 1);
+}
+
+#[test]
+fn rules_merge_across_ingresses_and_conflicts_go_to_the_oldest() {
+    // (created a, created b) -> which Ingress owns the shared rule
+    let table: &[(Option<i64>, Option<i64>, &str)] = &[
+        (Some(100), Some(200), "a"),
+        (Some(200), Some(100), "b"),
+        (Some(100), Some(100), "a"), // tie: namespace/name
+        (None, Some(100), "a"),      // no timestamp counts as oldest
+        (Some(100), None, "b"),
+    ];
+    for (ca, cb, winner) in table {
+        let mut objs = backend_objects("ns", "web", "10.0.0.1");
+        objs.extend(backend_objects("ns", "api", "10.0.0.2"));
+        let mut a = mk_ingress("ns", "a")
+            .host("shop.example")
+            .path("/", "Prefix", "web", 80)
+            .path("/a", "Prefix", "web", 80);
+        let mut b = mk_ingress("ns", "b")
+            .host("shop.example")
+            .path("/", "Prefix", "api", 80)
+            .path("/", "Exact", "api", 80);
+        if let Some(c) = ca {
+            a = a.created(*c);
+        }
+        if let Some(c) = cb {
+            b = b.created(*c);
+        }
+        objs.push(ing(a));
+        objs.push(ing(b));
+        let t = run(objs);
+        let vh = vhost(&t, &exact("shop.example"));
+        let shared = vh
+            .routes
+            .iter()
+            .find(|r| matches!(&r.path, PathMatch::Prefix(p) if p == "/"))
+            .expect("shared rule");
+        assert_eq!(shared.target.origin.name, *winner, "{ca:?} {cb:?}");
+        // Different pathType on the same path is a different rule: no conflict.
+        assert_eq!(vh.routes.len(), 3, "{ca:?} {cb:?}");
+        let loser = if *winner == "a" { "b" } else { "a" };
+        assert_eq!(
+            diags(&t),
+            vec![(loser.to_owned(), reason::RULE_CONFLICT)],
+            "{ca:?} {cb:?}"
+        );
+        assert!(
+            t.diagnostics[0].message.contains(&format!("ns/{winner}")),
+            "{}",
+            t.diagnostics[0].message
+        );
+    }
+}
+
+#[test]
+fn default_backends() {
+    let base = || {
+        let mut objs = backend_objects("ns", "web", "10.0.0.1");
+        objs.extend(backend_objects("ns", "fallback-old", "10.0.0.2"));
+        objs.extend(backend_objects("ns", "fallback-new", "10.0.0.3"));
+        objs.extend(backend_objects("ns", "only-default", "10.0.0.4"));
+        objs
+    };
+    let mut objs = base();
+    objs.push(ing(mk_ingress("ns", "new")
+        .created(300)
+        .host("a.example")
+        .path("/x", "Prefix", "web", 80)
+        .default_backend("fallback-new", 80)));
+    objs.push(ing(mk_ingress("ns", "old")
+        .created(200)
+        .host("a.example")
+        .path("/y", "Prefix", "web", 80)
+        .default_backend("fallback-old", "http")));
+    objs.push(ing(mk_ingress("ns", "nodefault")
+        .created(100)
+        .host("a.example")
+        .path("/z", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "lonely")
+        .created(250)
+        .default_backend("only-default", 80)));
+    let t = run(objs.clone());
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let fb = vhost(&t, &exact("a.example"))
+        .fallback
+        .as_ref()
+        .expect("host fallback");
+    assert_eq!(fb.upstream.name, "ns/fallback-old:80");
+    assert_eq!(fb.origin.name, "old");
+    // Global: the oldest Ingress with a defaultBackend, here "old" (200) before "lonely" (250).
+    let global = t
+        .snapshot
+        .http
+        .default_backend
+        .as_ref()
+        .expect("global default");
+    assert_eq!(global.upstream.name, "ns/fallback-old:80");
+
+    // The flag wins over Ingresses.
+    let mut s = settings();
+    s.default_backend = Some(ServicePortRef {
+        namespace: "ns".into(),
+        name: "only-default".into(),
+        port: "http".into(),
+    });
+    let mut with_flag = objs;
+    with_flag.push(class());
+    let t = run_with(with_flag, &s);
+    let global = t
+        .snapshot
+        .http
+        .default_backend
+        .as_ref()
+        .expect("global default");
+    assert_eq!(global.upstream.name, "ns/only-default:80");
+    assert_eq!(global.upstream.endpoints.len(), 1);
+
+    // An Ingress with only a defaultBackend is valid and gives the global default.
+    let mut objs = base();
+    objs.push(ing(
+        mk_ingress("ns", "lonely").default_backend("only-default", 80)
+    ));
+    let t = run(objs);
+    assert!(t.diagnostics.is_empty());
+    assert!(t.snapshot.http.hosts.is_empty());
+    assert_eq!(
+        t.snapshot
+            .http
+            .default_backend
+            .as_ref()
+            .map(|d| d.upstream.name.as_str()),
+        Some("ns/only-default:80")
+    );
+
+    // Nothing anywhere: the proxy answers 404 itself.
+    let t = run(vec![ing(mk_ingress("ns", "a")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80))]);
+    assert!(t.snapshot.http.default_backend.is_none());
+    assert!(vhost(&t, &exact("a.example")).fallback.is_none());
+}
+
+#[test]
+fn class_filtering_end_to_end() {
+    let bad = |b: IngressBuilder| {
+        ing(b
+            .host("bad host!")
+            .path("/", "Prefix", "nope", 80)
+            .annotation("limit-rps", "x"))
+    };
+    let objs = vec![
+        Object::IngressClass(mk_class("xdp", CONTROLLER, true)),
+        Object::IngressClass(mk_class("nginx", "k8s.io/ingress-nginx", false)),
+        ing(mk_ingress("ns", "by-name")
+            .host("a.example")
+            .path("/", "Prefix", "web", 80)),
+        ing(mk_ingress("ns", "by-annotation")
+            .class("nginx")
+            .raw_annotation(ingress::LEGACY_CLASS_ANNOTATION, "xdp")
+            .host("b.example")
+            .path("/", "Prefix", "web", 80)),
+        ing(mk_ingress("ns", "by-default")
+            .no_class()
+            .host("c.example")
+            .path("/", "Prefix", "web", 80)),
+        bad(mk_ingress("ns", "foreign").class("nginx")),
+        bad(mk_ingress("ns", "foreign-annotation")
+            .raw_annotation(ingress::LEGACY_CLASS_ANNOTATION, "nginx")),
+        bad(mk_ingress("ns", "missing-class").class("gone")),
+    ];
+    let t = run_with(objs.clone(), &settings());
+    let owned: Vec<&str> = t.owned_ingresses.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(owned, vec!["by-annotation", "by-default", "by-name"]);
+    // Foreign Ingresses are ignored completely: no diagnostics about them.
+    assert!(
+        t.diagnostics
+            .iter()
+            .all(|d| d.object.name.starts_with("by-")),
+        "{:?}",
+        t.diagnostics
+    );
+    assert_eq!(t.snapshot.http.hosts.len(), 3);
+
+    // Without the default mark, the class-less one is not ours.
+    let mut objs = objs;
+    objs[0] = class();
+    let t = run_with(objs, &settings());
+    assert!(!t.owned_ingresses.iter().any(|o| o.name == "by-default"));
+}
+
+#[test]
+fn unknown_service_still_routes_to_an_empty_upstream() {
+    let t = run(vec![ing(mk_ingress("ns", "a")
+        .host("a.example")
+        .path("/ghost", "Prefix", "ghost", 80)
+        .path("/noport", "Prefix", "web", 81))
+    .clone()]
+    .into_iter()
+    .chain(backend_objects("ns", "web", "10.0.0.1"))
+    .collect());
+    let vh = vhost(&t, &exact("a.example"));
+    assert_eq!(vh.routes.len(), 2);
+    assert!(vh
+        .routes
+        .iter()
+        .all(|r| r.target.upstream.endpoints.is_empty()));
+    assert_eq!(
+        diags(&t),
+        vec![
+            ("a".into(), reason::BACKEND_NOT_FOUND),
+            ("a".into(), reason::BACKEND_NOT_FOUND)
+        ]
+    );
+}
+
+#[test]
+fn resource_backends_and_bad_paths_are_dropped_rest_applied() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(ing(mk_ingress("ns", "a")
+        .host("a.example")
+        .resource_path("/bucket")
+        .path("relative", "Prefix", "web", 80)
+        .path("/ok", "Prefix", "web", 80)
+        .host("-bad-.example")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    assert_eq!(
+        routes(vhost(&t, &exact("a.example"))),
+        vec![r("Prefix", "/ok", "ns/web:80", "a")]
+    );
+    assert_eq!(t.snapshot.http.hosts.len(), 1);
+    assert_eq!(
+        diags(&t),
+        vec![
+            ("a".into(), reason::UNSUPPORTED_BACKEND),
+            ("a".into(), reason::INVALID_PATH),
+            ("a".into(), reason::INVALID_HOST),
+        ]
+    );
+}
+
+#[test]
+fn upstreams_are_shared_per_service_port_and_protocol() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(ing(mk_ingress("ns", "a")
+        .host("a.example")
+        .path("/1", "Prefix", "web", 80)
+        .path("/2", "Prefix", "web", "http")));
+    objs.push(ing(mk_ingress("ns", "b")
+        .host("b.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "g")
+        .annotation("backend-protocol", "GRPC")
+        .host("g.example")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    let a = vhost(&t, &exact("a.example"));
+    let b = vhost(&t, &exact("b.example"));
+    let g = vhost(&t, &exact("g.example"));
+    assert!(Arc::ptr_eq(
+        &a.routes[0].target.upstream,
+        &a.routes[1].target.upstream
+    ));
+    assert!(Arc::ptr_eq(
+        &a.routes[0].target.upstream,
+        &b.routes[0].target.upstream
+    ));
+    assert!(!Arc::ptr_eq(
+        &a.routes[0].target.upstream,
+        &g.routes[0].target.upstream
+    ));
+    assert_eq!(g.routes[0].target.upstream.protocol, BackendProtocol::Grpc);
+    assert_eq!(a.routes[0].target.upstream.protocol, BackendProtocol::Http);
+}
+
+#[test]
+fn tls_good_missing_and_garbage_secrets() {
+    let (cert, key) = self_signed(&["secure.example", "*.wild.example"]);
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(Object::Secret(mk_tls_secret("ns", "good", &cert, &key)));
+    objs.push(Object::Secret(mk_tls_secret(
+        "ns",
+        "garbage",
+        "not a cert",
+        "not a key",
+    )));
+    objs.push(ing(mk_ingress("ns", "a")
+        .created(1)
+        .tls(&["secure.example"], "good")
+        .tls(&["*.wild.example"], "good")
+        .host("secure.example")
+        .path("/", "Prefix", "web", 80)
+        .host("x.wild.example")
+        .path("/", "Prefix", "web", 80)
+        .host("plain.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "missing")
+        .created(2)
+        .tls(&["m.example"], "nope")
+        .host("m.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "bad")
+        .created(3)
+        .tls(&["g.example"], "garbage")
+        .host("g.example")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    assert_eq!(
+        diags(&t),
+        vec![
+            ("missing".into(), reason::TLS_SECRET_INVALID),
+            ("bad".into(), reason::TLS_SECRET_INVALID)
+        ]
+    );
+    let certs = &t.snapshot.tls.certs;
+    assert_eq!(certs.len(), 2);
+    assert_eq!(certs[0].hosts, vec![exact("secure.example")]);
+    assert_eq!(
+        certs[1].hosts,
+        vec![HostMatch::Wildcard("wild.example".into())]
+    );
+    assert!(
+        Arc::ptr_eq(&certs[0].key, &certs[1].key),
+        "one Secret is parsed once"
+    );
+    // Routes are served either way; tls marks hosts listed under spec.tls (wildcards cover).
+    for (host, tls) in [
+        ("secure.example", true),
+        ("x.wild.example", true),
+        ("plain.example", false),
+        ("m.example", true),
+        ("g.example", true),
+    ] {
+        let vh = vhost(&t, &exact(host));
+        assert_eq!(vh.tls, tls, "{host}");
+        assert_eq!(vh.routes.len(), 1, "{host}");
+    }
+}
+
+#[test]
+fn tls_host_claimed_by_two_secrets_goes_to_the_oldest() {
+    let (c1, k1) = self_signed(&["s.example"]);
+    let (c2, k2) = self_signed(&["s.example"]);
+    let objs = vec![
+        Object::Secret(mk_tls_secret("ns", "one", &c1, &k1)),
+        Object::Secret(mk_tls_secret("ns", "two", &c2, &k2)),
+        ing(mk_ingress("ns", "new")
+            .created(2)
+            .tls(&["s.example"], "two")),
+        ing(mk_ingress("ns", "old")
+            .created(1)
+            .tls(&["s.example"], "one")),
+        ing(mk_ingress("ns", "same")
+            .created(3)
+            .tls(&["s.example"], "one")),
+    ];
+    let t = run(objs);
+    assert_eq!(t.snapshot.tls.certs.len(), 1);
+    assert_eq!(t.snapshot.tls.certs[0].origin.name, "old");
+    assert_eq!(diags(&t), vec![("new".into(), reason::RULE_CONFLICT)]);
+}
+
+#[test]
+fn passthrough_ingresses_become_sni_routes_only() {
+    let mut objs = backend_objects("ns", "tls-app", "10.0.0.5");
+    objs.extend(backend_objects("ns", "other", "10.0.0.6"));
+    objs.push(ing(mk_ingress("ns", "pt")
+        .created(1)
+        .annotation("ssl-passthrough", "true")
+        .own_annotation("proxy-protocol", "true")
+        .host("pt.example")
+        .path("/other", "Prefix", "other", 80)
+        .path("/", "Prefix", "tls-app", 80)
+        .host("first.example")
+        .path("/x", "Prefix", "other", 80)
+        .host("")
+        .path("/", "Prefix", "tls-app", 80)));
+    objs.push(ing(mk_ingress("ns", "pt2")
+        .created(2)
+        .own_annotation("ssl-passthrough", "true")
+        .host("pt.example")
+        .path("/", "Prefix", "other", 80)
+        .host("*.pt.example")
+        .default_backend("other", 80)));
+    let t = run(objs);
+    assert!(
+        t.snapshot.http.hosts.is_empty(),
+        "passthrough rules are not HTTP routes"
+    );
+    let pt: Vec<(HostMatch, String, bool)> = t
+        .snapshot
+        .passthrough
+        .iter()
+        .map(|p| (p.host.clone(), p.upstream.name.clone(), p.proxy_protocol))
+        .collect();
+    assert_eq!(
+        pt,
+        vec![
+            (exact("first.example"), "ns/other:80".into(), true),
+            (exact("pt.example"), "ns/tls-app:80".into(), true),
+            (
+                HostMatch::Wildcard("pt.example".into()),
+                "ns/other:80".into(),
+                false
+            ),
+        ]
+    );
+    assert_eq!(
+        diags(&t),
+        vec![
+            ("pt".into(), reason::INVALID_PASSTHROUGH),
+            ("pt2".into(), reason::RULE_CONFLICT)
+        ]
+    );
+}
+
+#[test]
+fn l4_services_from_configmaps() {
+    let mut s = settings();
+    s.tcp_services = Some(NamespacedName {
+        namespace: "ingress".into(),
+        name: "tcp".into(),
+    });
+    s.udp_services = Some(NamespacedName {
+        namespace: "ingress".into(),
+        name: "udp".into(),
+    });
+    s.l4_addresses = vec![
+        "192.0.2.1".parse().expect("ip"),
+        "2001:db8::1".parse().expect("ip"),
+    ];
+    let objs = vec![
+        Object::Service(mk_service("db", "pg").port("pg", 5432, 5432).build()),
+        Object::EndpointSlice(
+            mk_slice("db", "pg-v4", "pg")
+                .port("pg", 5432)
+                .endpoint("10.0.0.7")
+                .endpoint("10.0.0.8")
+                .build(),
+        ),
+        Object::EndpointSlice({
+            let mut sl = mk_slice("db", "pg-v6", "pg")
+                .port("pg", 5432)
+                .endpoint("fd00::7")
+                .build();
+            sl.address_type = "IPv6".into();
+            sl
+        }),
+        Object::Service(
+            mk_service("kube-system", "dns")
+                .port_proto("dns", 53, 53, "UDP")
+                .build(),
+        ),
+        Object::EndpointSlice(
+            mk_slice("kube-system", "dns-a", "dns")
+                .port_proto("dns", 53, "UDP")
+                .endpoint("10.0.0.53")
+                .build(),
+        ),
+        Object::ConfigMap(mk_configmap(
+            "ingress",
+            "tcp",
+            &[
+                ("5432", "db/pg:5432"),
+                ("5433", "db/pg:pg:PROXY"),
+                ("x", "db/pg:5432"),
+                ("6000", "db/ghost:1"),
+            ],
+        )),
+        Object::ConfigMap(mk_configmap(
+            "ingress",
+            "udp",
+            &[("53", "kube-system/dns:53")],
+        )),
+    ];
+    let t = run_with(objs, &s);
+    let got: Vec<(String, u16, L4Protocol, Vec<String>)> = t
+        .snapshot
+        .l4
+        .iter()
+        .map(|l: &L4Service| {
+            (
+                l.vip.to_string(),
+                l.port,
+                l.protocol,
+                l.backends.iter().map(|b| b.to_string()).collect(),
+            )
+        })
+        .collect();
+    let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "192.0.2.1".into(),
+                53,
+                L4Protocol::Udp,
+                v(&["10.0.0.53:53"])
+            ),
+            (
+                "192.0.2.1".into(),
+                5432,
+                L4Protocol::Tcp,
+                v(&["10.0.0.7:5432", "10.0.0.8:5432"])
+            ),
+            (
+                "192.0.2.1".into(),
+                5433,
+                L4Protocol::Tcp,
+                v(&["10.0.0.7:5432", "10.0.0.8:5432"])
+            ),
+            ("192.0.2.1".into(), 6000, L4Protocol::Tcp, v(&[])),
+            ("2001:db8::1".into(), 53, L4Protocol::Udp, v(&[])),
+            (
+                "2001:db8::1".into(),
+                5432,
+                L4Protocol::Tcp,
+                v(&["[fd00::7]:5432"])
+            ),
+            (
+                "2001:db8::1".into(),
+                5433,
+                L4Protocol::Tcp,
+                v(&["[fd00::7]:5432"])
+            ),
+            ("2001:db8::1".into(), 6000, L4Protocol::Tcp, v(&[])),
+        ]
+    );
+    assert!(t.snapshot.l4.iter().all(|l| l.origin.kind == "ConfigMap"));
+    let reasons: Vec<&str> = t.diagnostics.iter().map(|d| d.reason).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            reason::INVALID_L4_SERVICE,
+            reason::BACKEND_NOT_FOUND,
+            reason::INVALID_L4_SERVICE
+        ]
+    );
+    assert!(t.diagnostics.iter().all(|d| d.object.name == "tcp"));
+}
+
+#[test]
+fn annotations_apply_to_every_route_of_the_ingress() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(ing(mk_ingress("ns", "limited")
+        .annotation("limit-rps", "5")
+        .annotation("proxy-body-size", "8m")
+        .own_annotation("whitelist-source-range", "10.0.0.0/8")
+        .annotation("configuration-snippet", "deny all;")
+        .host("a.example")
+        .path("/x", "Prefix", "web", 80)
+        .path("/y", "Prefix", "web", 80)
+        .default_backend("web", 80)));
+    objs.push(ing(mk_ingress("ns", "plain")
+        .host("a.example")
+        .path("/z", "Prefix", "web", 80)));
+    let t = run(objs);
+    assert_eq!(
+        diags(&t),
+        vec![("limited".into(), reason::SNIPPET_REJECTED)]
+    );
+    let vh = vhost(&t, &exact("a.example"));
+    for route in &vh.routes {
+        let limited = route.target.origin.name == "limited";
+        assert_eq!(route.target.policy.limit_rps, limited.then_some(5));
+        assert_eq!(
+            route.target.policy.max_body_bytes,
+            Some(if limited { 8 << 20 } else { 1 << 20 })
+        );
+        assert_eq!(
+            route.target.policy.allow_sources.len(),
+            usize::from(limited)
+        );
+    }
+    assert_eq!(
+        vh.fallback.as_ref().and_then(|f| f.policy.limit_rps),
+        Some(5)
+    );
+}
+
+#[test]
+fn an_invalid_annotation_rejects_the_whole_ingress() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(ing(mk_ingress("ns", "broken")
+        .annotation("limit-rps", "5")
+        .annotation("proxy-read-timeout", "soon")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)
+        .default_backend("web", 80)));
+    objs.push(ing(mk_ingress("ns", "fine")
+        .host("b.example")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    assert_eq!(
+        diags(&t),
+        vec![("broken".into(), reason::INVALID_ANNOTATION)]
+    );
+    assert!(t.diagnostics[0]
+        .message
+        .contains("nginx.ingress.kubernetes.io/proxy-read-timeout"));
+    assert!(t.diagnostics[0].message.contains("\"soon\""));
+    let hosts: Vec<&HostMatch> = t.snapshot.http.hosts.iter().map(|v| &v.host).collect();
+    assert_eq!(hosts, vec![&exact("b.example")]);
+    assert!(t.snapshot.http.default_backend.is_none());
+    assert_eq!(
+        t.owned_ingresses.len(),
+        2,
+        "still ours, so status and events can be written"
+    );
+}
+
+#[test]
+fn use_regex_and_rewrite_target() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(ing(mk_ingress("ns", "rx")
+        .annotation("rewrite-target", "/$2")
+        .host("a.example")
+        .path("/something(/|$)(.*)", "ImplementationSpecific", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "plain").host("a.example").path(
+        "/something",
+        "Prefix",
+        "web",
+        80,
+    )));
+    let t = run(objs);
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let vh = vhost(&t, &exact("a.example"));
+    assert_eq!(
+        routes(vh),
+        vec![
+            r("Regex", "/something(/|$)(.*)", "ns/web:80", "rx"),
+            r("Prefix", "/something", "ns/web:80", "plain")
+        ]
+    );
+    assert_eq!(
+        vh.routes[0].target.policy.rewrite_target.as_deref(),
+        Some("/$2")
+    );
+    assert!(vh.routes[0].path.matches("/SOMETHING/else"));
+}
+
+#[test]
+fn canary_attaches_to_main_routes() {
+    let mut objs = backend_objects("ns", "stable", "10.0.0.1");
+    objs.extend(backend_objects("ns", "next", "10.0.0.2"));
+    objs.push(ing(mk_ingress("ns", "main")
+        .created(1)
+        .host("a.example")
+        .path("/", "Prefix", "stable", 80)
+        .path("/", "Exact", "stable", 80)
+        .path("/b", "Prefix", "stable", 80)));
+    objs.push(ing(mk_ingress("ns", "canary")
+        .created(2)
+        .annotation("canary", "true")
+        .annotation("canary-weight", "20")
+        .annotation("canary-by-header", "X-Canary")
+        .host("a.example")
+        .path("/", "Prefix", "next", 80)
+        .path("/nomatch", "Prefix", "next", 80)
+        .host("other.example")
+        .path("/", "Prefix", "next", 80)));
+    objs.push(ing(mk_ingress("ns", "canary2")
+        .created(3)
+        .annotation("canary", "true")
+        .host("a.example")
+        .path("/", "Prefix", "next", 80)));
+    let t = run(objs);
+    let vh = vhost(&t, &exact("a.example"));
+    assert_eq!(
+        t.snapshot.http.hosts.len(),
+        1,
+        "a canary creates no host of its own"
+    );
+    assert_eq!(vh.routes.len(), 3, "a canary creates no route of its own");
+    for route in &vh.routes {
+        let c = route.target.canary.as_ref();
+        if route.path.as_str() == "/" {
+            let c = c.expect("canary on /");
+            assert_eq!(
+                (c.weight, c.header.as_deref(), c.origin.name.as_str()),
+                (20, Some("X-Canary"), "canary")
+            );
+            assert_eq!(c.upstream.name, "ns/next:80");
+            assert_eq!(route.target.upstream.name, "ns/stable:80");
+        } else {
+            assert!(c.is_none());
+        }
+    }
+    assert_eq!(
+        diags(&t),
+        vec![
+            ("canary".into(), reason::CANARY_WITHOUT_MAIN_ROUTE),
+            ("canary".into(), reason::CANARY_WITHOUT_MAIN_ROUTE),
+            // One per path text: the Prefix and Exact "/" routes give the same message.
+            ("canary2".into(), reason::RULE_CONFLICT),
+        ]
+    );
+}
+
+#[test]
+fn basic_auth_resolves_the_secret_or_rejects_the_ingress() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(Object::Secret(mk_secret(
+        "ns",
+        "users",
+        &[("auth", "alice:$apr1$abc$def\n")],
+    )));
+    objs.push(Object::Secret(mk_secret("ns", "empty", &[("auth", "\n")])));
+    let with_auth = |name: &str, host: &str, secret: &str| {
+        ing(mk_ingress("ns", name)
+            .annotation("auth-type", "basic")
+            .annotation("auth-secret", secret)
+            .annotation("auth-realm", "Staff")
+            .host(host)
+            .path("/", "Prefix", "web", 80))
+    };
+    objs.push(with_auth("ok", "a.example", "users"));
+    objs.push(with_auth("ok2", "c.example", "users"));
+    objs.push(with_auth("missing", "b.example", "ghost"));
+    objs.push(with_auth("bad", "d.example", "empty"));
+    let t = run(objs);
+    let auth = vhost(&t, &exact("a.example")).routes[0]
+        .target
+        .policy
+        .basic_auth
+        .clone()
+        .expect("auth");
+    assert_eq!(auth.realm, "Staff");
+    assert_eq!(
+        auth.users.get("alice").map(String::as_str),
+        Some("$apr1$abc$def")
+    );
+    let auth2 = vhost(&t, &exact("c.example")).routes[0]
+        .target
+        .policy
+        .basic_auth
+        .clone()
+        .expect("auth");
+    assert!(Arc::ptr_eq(&auth, &auth2));
+    // Fail closed: no route at all rather than an unprotected one.
+    assert_eq!(t.snapshot.http.hosts.len(), 2);
+    assert_eq!(
+        diags(&t),
+        vec![
+            ("bad".into(), reason::AUTH_SECRET_INVALID),
+            ("missing".into(), reason::AUTH_SECRET_INVALID)
+        ]
+    );
+}
+
+#[test]
+fn static_endpoints_setting() {
+    let objs = vec![
+        Object::Service(
+            mk_service("ns", "web")
+                .port("http", 80, 8080)
+                .annotation(STATIC_ENDPOINTS_ANNOTATION, "127.0.0.1:18081,nope")
+                .build(),
+        ),
+        ing(mk_ingress("ns", "a")
+            .host("a.example")
+            .path("/", "Prefix", "web", 80)),
+        class(),
+    ];
+    let mut s = settings();
+    s.static_endpoints = true;
+    let t = run_with(objs.clone(), &s);
+    let up = &vhost(&t, &exact("a.example")).routes[0].target.upstream;
+    assert_eq!(
+        up.endpoints,
+        vec!["127.0.0.1:18081".parse::<SocketAddr>().expect("addr")]
+    );
+    assert_eq!(diags(&t), vec![("web".into(), reason::INVALID_ENDPOINTS)]);
+    let t = run_with(objs, &settings());
+    assert!(vhost(&t, &exact("a.example")).routes[0]
+        .target
+        .upstream
+        .endpoints
+        .is_empty());
+    assert!(t.diagnostics.is_empty());
+}
+
+/// The memoising translator must produce exactly what a fresh translation does, and reuse
+/// what did not change.
+#[test]
+fn translator_memory_is_transparent() {
+    let (cert, key) = self_signed(&["s.example"]);
+    let mut cache = ObjectCache::from_objects(
+        [
+            vec![
+                class(),
+                Object::Secret(mk_tls_secret("ns", "tls", &cert, &key)),
+            ],
+            backend_objects("ns", "web", "10.0.0.1"),
+            backend_objects("ns", "api", "10.0.0.2"),
+        ]
+        .concat(),
+    );
+    cache.apply(ing(mk_ingress("ns", "a")
+        .tls(&["s.example"], "tls")
+        .host("s.example")
+        .path("/", "Prefix", "web", 80)));
+    cache.apply(ing(mk_ingress("ns", "b")
+        .host("b.example")
+        .path("/", "Prefix", "api", 80)));
+    let s = settings();
+    let mut tr = Translator::new(s.clone());
+    let first = tr.translate(&cache);
+    assert!(first.same_content(&translate(&cache, &s)));
+
+    // Endpoint change of one service: only its upstream is rebuilt.
+    cache.apply(Object::EndpointSlice(
+        mk_slice("ns", "api-x", "api")
+            .port("http", 8080)
+            .endpoint("10.0.0.3")
+            .build(),
+    ));
+    let second = tr.translate(&cache);
+    assert!(second.same_content(&translate(&cache, &s)));
+    let up = |t: &Translation, h: &str| vhost(t, &exact(h)).routes[0].target.upstream.clone();
+    assert!(Arc::ptr_eq(
+        &up(&first, "s.example"),
+        &up(&second, "s.example")
+    ));
+    assert!(!Arc::ptr_eq(
+        &up(&first, "b.example"),
+        &up(&second, "b.example")
+    ));
+    assert_eq!(
+        up(&second, "b.example").endpoints,
+        vec!["10.0.0.3:8080".parse::<SocketAddr>().expect("addr")]
+    );
+    assert!(Arc::ptr_eq(
+        &first.snapshot.tls.certs[0].key,
+        &second.snapshot.tls.certs[0].key
+    ));
+
+    // Ingress edited, Secret replaced, Service deleted: still identical to a fresh run.
+    cache.apply(ing(mk_ingress("ns", "b")
+        .annotation("limit-rps", "3")
+        .host("b.example")
+        .path("/v2", "Prefix", "api", 80)));
+    let (cert2, key2) = self_signed(&["s.example"]);
+    cache.apply(Object::Secret(mk_tls_secret("ns", "tls", &cert2, &key2)));
+    cache.delete(&crate::source::Key {
+        kind: crate::source::Kind::Service,
+        namespace: "ns".into(),
+        name: "web".into(),
+    });
+    let third = tr.translate(&cache);
+    let fresh = translate(&cache, &s);
+    assert!(third.same_content(&fresh));
+    assert!(!third.same_content(&second));
+    assert!(!Arc::ptr_eq(
+        &second.snapshot.tls.certs[0].key,
+        &third.snapshot.tls.certs[0].key
+    ));
+    assert_eq!(diags(&third), vec![("a".into(), reason::BACKEND_NOT_FOUND)]);
+
+    // Nothing changed: equal content.
+    assert!(tr.translate(&cache).same_content(&third));
+}
+
+#[test]
+fn translation_is_deterministic() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    for i in 0..20 {
+        objs.push(ing(mk_ingress("ns", &format!("i{i}"))
+            .host(&format!("h{}.example", i % 3))
+            .path("/", "Prefix", "web", 80)
+            .path(&format!("/p{i}"), "Prefix", "ghost", 80)));
+    }
+    let a = run(objs.clone());
+    let mut rev = objs;
+    rev.reverse();
+    let b = run(rev);
+    assert!(a.same_content(&b));
+    assert_eq!(a.diagnostics, b.diagnostics);
+}

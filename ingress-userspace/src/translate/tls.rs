@@ -1,0 +1,247 @@
+//! TLS termination: `spec.tls[]` Secrets parsed into certified keys.
+//!
+//! A Secret of type `kubernetes.io/tls` (or `Opaque`) with PEM `tls.crt` (chain, leaf first)
+//! and `tls.key`. Parsed keys are cached per Secret object, so a certificate is parsed once
+//! and not on every snapshot. A missing or invalid Secret drops that TLS entry only; the
+//! Ingress's routes are still served.
+use std::{collections::HashMap, sync::Arc};
+
+use k8s_openapi::api::core::v1::Secret;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+use super::{hosts::host_order, ingress::ParsedIngress, reason, Diagnostics};
+use crate::{
+    snapshot::{HostMatch, TlsCert, TlsConfig},
+    store::ObjectCache,
+};
+
+/// Parsed certificates kept across translations.
+#[derive(Debug, Default)]
+pub struct CertCache {
+    entries: HashMap<(String, String), CertEntry>,
+}
+
+#[derive(Debug)]
+struct CertEntry {
+    secret: Arc<Secret>,
+    result: Result<Arc<CertifiedKey>, String>,
+    used_run: u64,
+}
+
+impl CertCache {
+    /// The certified key of Secret `namespace/name`, parsed once per Secret object.
+    pub fn get(
+        &mut self,
+        objects: &ObjectCache,
+        namespace: &str,
+        name: &str,
+        run: u64,
+    ) -> Result<Arc<CertifiedKey>, String> {
+        let Some(secret) = objects.secret(namespace, name) else {
+            return Err(format!("secret {namespace}/{name} not found"));
+        };
+        let key = (namespace.to_owned(), name.to_owned());
+        match self.entries.get_mut(&key) {
+            Some(e) if Arc::ptr_eq(&e.secret, secret) => {
+                e.used_run = run;
+                e.result.clone()
+            }
+            _ => {
+                let result = certified_key_from_secret(secret)
+                    .map(Arc::new)
+                    .map_err(|e| format!("secret {namespace}/{name}: {e}"));
+                self.entries.insert(
+                    key,
+                    CertEntry {
+                        secret: secret.clone(),
+                        result: result.clone(),
+                        used_run: run,
+                    },
+                );
+                result
+            }
+        }
+    }
+
+    /// Forgets Secrets not used in this run.
+    pub fn evict(&mut self, run: u64) {
+        self.entries.retain(|_, e| e.used_run == run);
+    }
+}
+
+/// Parses a TLS Secret.
+pub fn certified_key_from_secret(secret: &Secret) -> Result<CertifiedKey, String> {
+    match secret.type_.as_deref() {
+        None | Some("kubernetes.io/tls") | Some("Opaque") => {}
+        Some(other) => return Err(format!("type {other} is not kubernetes.io/tls")),
+    }
+    let data = secret.data.as_ref();
+    let get = |k: &str| {
+        data.and_then(|d| d.get(k))
+            .map(|b| b.0.as_slice())
+            .ok_or(format!("no key {k}"))
+    };
+    certified_key_from_pem(get("tls.crt")?, get("tls.key")?)
+}
+
+/// Parses a PEM chain (leaf first) and PEM private key, and checks that they belong together.
+pub fn certified_key_from_pem(chain: &[u8], key: &[u8]) -> Result<CertifiedKey, String> {
+    let certs = CertificateDer::pem_slice_iter(chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.crt: {e}"))?;
+    if certs.is_empty() {
+        return Err("tls.crt: no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("tls.key: {e}"))?;
+    let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
+        .map_err(|e| format!("tls.key: {e}"))?;
+    let ck = CertifiedKey::new(certs, signer);
+    match ck.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
+        Err(e) => Err(format!("tls.crt and tls.key do not match: {e}")),
+    }
+}
+
+/// Builds the certificate list from Ingresses (oldest first). A host already served by an
+/// older Ingress's different Secret is taken off the newer entry (`RuleConflict`). Returns
+/// the certificates and every host listed under `spec.tls` (for `VirtualHost.tls`).
+pub fn build(
+    ingresses: &[&ParsedIngress],
+    certs: &mut CertCache,
+    objects: &ObjectCache,
+    run: u64,
+    diags: &mut Diagnostics,
+) -> (TlsConfig, Vec<HostMatch>) {
+    let mut claimed: HashMap<HostMatch, (String, &ParsedIngress)> = HashMap::new();
+    let mut out: Vec<(bool, TlsCert)> = Vec::new();
+    let mut tls_hosts = Vec::new();
+    for ing in ingresses {
+        let ns = &ing.origin.namespace;
+        for (i, entry) in ing.tls.iter().enumerate() {
+            tls_hosts.extend(entry.hosts.iter().cloned());
+            let Some(secret) = &entry.secret else {
+                diags.push(
+                    ing.origin.clone(),
+                    reason::TLS_SECRET_INVALID,
+                    format!("spec.tls[{i}] has no secretName"),
+                );
+                continue;
+            };
+            let key = match certs.get(objects, ns, secret, run) {
+                Ok(k) => k,
+                Err(e) => {
+                    diags.push(
+                        ing.origin.clone(),
+                        reason::TLS_SECRET_INVALID,
+                        format!("spec.tls[{i}] ignored (hosts still served without this certificate): {e}"),
+                    );
+                    continue;
+                }
+            };
+            let qualified = format!("{ns}/{secret}");
+            let mut hosts = Vec::new();
+            for h in &entry.hosts {
+                match claimed.get(h) {
+                    Some((s, _)) if *s == qualified => {}
+                    Some((_, winner)) => {
+                        diags.push(
+                            ing.origin.clone(),
+                            reason::RULE_CONFLICT,
+                            format!(
+                                "spec.tls[{i}]: host {} already has a certificate from {}",
+                                show(h),
+                                winner.origin
+                            ),
+                        );
+                    }
+                    None => {
+                        claimed.insert(h.clone(), (qualified.clone(), ing));
+                        hosts.push(h.clone());
+                    }
+                }
+            }
+            // Every listed host is already served (by this Secret or an older one). An entry
+            // listing no host at all is kept: it names no SNI, the proxy may use it as default.
+            if hosts.is_empty() && !entry.hosts.is_empty() {
+                continue;
+            }
+            let has_exact = hosts.iter().any(|h| matches!(h, HostMatch::Exact(_)));
+            hosts.sort_by(host_order);
+            out.push((
+                has_exact,
+                TlsCert {
+                    origin: ing.origin.clone(),
+                    hosts,
+                    key,
+                },
+            ));
+        }
+    }
+    // Stable sort: certificates with exact names first, each group in Ingress age order.
+    out.sort_by_key(|(has_exact, _)| !*has_exact);
+    (
+        TlsConfig {
+            certs: out.into_iter().map(|(_, c)| c).collect(),
+        },
+        tls_hosts,
+    )
+}
+
+/// A host as written in an Ingress.
+pub fn show(h: &HostMatch) -> String {
+    match h {
+        HostMatch::Exact(h) => h.clone(),
+        HostMatch::Wildcard(s) => format!("*.{s}"),
+        HostMatch::Any => "*".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::testutil::*;
+
+    #[test]
+    fn parses_a_generated_certificate() {
+        let (cert, key) = self_signed(&["secure.example.test"]);
+        let ck = certified_key_from_pem(cert.as_bytes(), key.as_bytes()).expect("valid");
+        assert_eq!(ck.cert.len(), 1);
+        let ck = certified_key_from_secret(&mk_tls_secret("ns", "s", &cert, &key))
+            .expect("valid secret");
+        assert!(ck.end_entity_cert().is_ok());
+    }
+
+    #[test]
+    fn rejects_garbage_and_mismatched_keys() {
+        let (cert, key) = self_signed(&["a.test"]);
+        let (_, other_key) = self_signed(&["b.test"]);
+        let table: &[(&str, &str, &str)] = &[
+            ("garbage", &key, "no certificate"),
+            (&cert, "garbage", "tls.key"),
+            (&cert, &other_key, "do not match"),
+            ("", "", "no certificate"),
+            (
+                "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+                &key,
+                "tls.crt",
+            ),
+        ];
+        for (c, k, want) in table {
+            let err = certified_key_from_pem(c.as_bytes(), k.as_bytes()).expect_err(want);
+            assert!(err.contains(want), "{err} should mention {want}");
+        }
+        let mut wrong_type = mk_tls_secret("ns", "s", &cert, &key);
+        wrong_type.type_ = Some("kubernetes.io/dockerconfigjson".into());
+        assert!(certified_key_from_secret(&wrong_type).is_err());
+        let mut opaque = mk_tls_secret("ns", "s", &cert, &key);
+        opaque.type_ = Some("Opaque".into());
+        assert!(certified_key_from_secret(&opaque).is_ok());
+        let mut missing = mk_tls_secret("ns", "s", &cert, &key);
+        missing.data.as_mut().map(|d| d.remove("tls.key"));
+        assert_eq!(
+            certified_key_from_secret(&missing).err().as_deref(),
+            Some("no key tls.key")
+        );
+    }
+}

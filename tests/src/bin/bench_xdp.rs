@@ -1,0 +1,383 @@
+//! `cargo xtask bench xdp`, part 1: per-packet cost of the XDP program through
+//! BPF_PROG_TEST_RUN, one packet per call, mean of the kernel-measured run time over many
+//! calls, batches interleaved across cases, net of a trivial XDP_PASS program timed the same
+//! way. Every timed call's verdict and output bytes are checked.
+use std::{net::IpAddr, time::Duration};
+
+use anyhow::{bail, ensure, Context, Result};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use ingress::snapshot::{L4Protocol, L4Service, ObjectRef};
+use tests::{
+    packet::{parse, Spec, ACK, SYN},
+    xdp::{xdp_md, XdpLab, SNAT_V4},
+};
+
+const PASS: u32 = 2;
+const REDIRECT: u32 = 4;
+const BACKENDS: u8 = 64;
+
+struct Args {
+    /// Profile mode: time only new flows, for this many calls, in the small configuration.
+    profile_new_flows: usize,
+    calls: usize,
+    batches: usize,
+    big_vips: u32,
+    big_conntrack: u32,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        profile_new_flows: 0,
+        calls: 20_000,
+        batches: 5,
+        big_vips: 10_000,
+        big_conntrack: 1_000_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v: usize = it.next().context("flag needs a value")?.parse()?;
+        match k.as_str() {
+            "--calls" => a.calls = v,
+            "--batches" => a.batches = v,
+            "--vips" => a.big_vips = v as u32,
+            "--conntrack" => a.big_conntrack = v as u32,
+            "--profile-new-flows" => a.profile_new_flows = v,
+            _ => bail!("unknown flag {k}"),
+        }
+    }
+    Ok(a)
+}
+
+fn services(vips: u32) -> Vec<L4Service> {
+    let backends: Vec<_> = (2..2 + BACKENDS)
+        .map(|i| format!("198.18.1.{i}:8080").parse().unwrap())
+        .collect();
+    (0..vips)
+        .map(|i| L4Service {
+            origin: ObjectRef::default(),
+            vip: IpAddr::from([198, 19, (i / 250) as u8, (i % 250) as u8 + 1]),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+            backends: backends.clone(),
+        })
+        .collect()
+}
+
+/// One timed call: kernel-measured duration, verdict and output checked by `check`.
+fn call(prog: &Xdp, frame: &[u8], ifindex: u32, out: &mut [u8]) -> Result<(u32, Duration, usize)> {
+    let ctx = xdp_md(frame.len(), ifindex);
+    let mut ctx_out = [0u8; 24];
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(out),
+        ctx_in: Some(&ctx),
+        ctx_out: Some(&mut ctx_out),
+        ..TestRunOptions::default()
+    })?;
+    Ok((r.return_value, r.duration, r.data_size_out as usize))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Floor,
+    NonVip,
+    ConntrackHit,
+    NewFlow,
+    Reply,
+}
+
+impl Case {
+    const ALL: [Case; 5] = [
+        Case::Floor,
+        Case::NonVip,
+        Case::ConntrackHit,
+        Case::NewFlow,
+        Case::Reply,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            Case::Floor => "floor (XDP_PASS program)",
+            Case::NonVip => "non-VIP packet",
+            Case::ConntrackHit => "conntrack hit (ACK)",
+            Case::NewFlow => "new flow (SYN, new 5-tuple)",
+            Case::Reply => "reply (reverse NAT)",
+        }
+    }
+}
+
+struct Bench<'a> {
+    lab: &'a XdpLab,
+    pass: &'a Xdp,
+    vip: String,
+    ct_frame: Vec<u8>,
+    ct_out: Vec<u8>,
+    reply_frame: Vec<u8>,
+    reply_out: Vec<u8>,
+    next_flow: u32,
+}
+
+impl<'a> Bench<'a> {
+    fn new(lab: &'a XdpLab, pass: &'a Xdp, vip: String) -> Result<Self> {
+        let prog = lab.prog()?;
+        let mut out = vec![0u8; 512];
+        let syn = Spec::tcp("198.18.0.2", 40000, &vip, 80, SYN).build();
+        let (v, _, _) = call(prog, &syn, lab.ifindex_a, &mut out)?;
+        ensure!(v == REDIRECT, "seeding SYN verdict {v}");
+        let ct_frame = Spec::tcp("198.18.0.2", 40000, &vip, 80, ACK).build();
+        let (v, _, n) = call(prog, &ct_frame, lab.ifindex_a, &mut out)?;
+        ensure!(v == REDIRECT, "seeding ACK verdict {v}");
+        let ct_out = out[..n].to_vec();
+        let fwd = parse(&ct_out).context("forwarded frame")?;
+        let reply_frame = Spec::tcp(&fwd.dst.to_string(), 8080, SNAT_V4, fwd.sport, ACK).build();
+        let (v, _, n) = call(prog, &reply_frame, lab.ifindex_b, &mut out)?;
+        ensure!(v == REDIRECT, "seeding reply verdict {v}");
+        let reply_out = out[..n].to_vec();
+        Ok(Bench {
+            lab,
+            pass,
+            vip,
+            ct_frame,
+            ct_out,
+            reply_frame,
+            reply_out,
+            next_flow: 0,
+        })
+    }
+
+    fn new_flow_frame(&mut self) -> Vec<u8> {
+        let n = self.next_flow;
+        self.next_flow += 1;
+        let src = format!(
+            "198.18.{}.{}",
+            64 + (n / 60000) % 128,
+            1 + (n / 60000 / 128) % 250
+        );
+        Spec::tcp(&src, 1024 + (n % 60000) as u16, &self.vip, 80, SYN).build()
+    }
+
+    /// Mean kernel-measured ns per call over `calls` calls of one case.
+    fn batch(&mut self, case: Case, calls: usize) -> Result<f64> {
+        let prog = self.lab.prog()?;
+        let mut out = vec![0u8; 512];
+        let non_vip = Spec::tcp("198.18.0.2", 40000, "198.18.0.1", 22, SYN).build();
+        let mut total = Duration::ZERO;
+        for _ in 0..calls {
+            let (v, d, n) = match case {
+                Case::Floor => {
+                    let r = call(self.pass, &self.ct_frame, self.lab.ifindex_a, &mut out)?;
+                    ensure!(
+                        r.0 == PASS && out[..r.2] == self.ct_frame[..],
+                        "floor output"
+                    );
+                    r
+                }
+                Case::NonVip => {
+                    let r = call(prog, &non_vip, self.lab.ifindex_a, &mut out)?;
+                    ensure!(
+                        r.0 == PASS && out[..r.2] == non_vip[..],
+                        "non-VIP must pass unchanged"
+                    );
+                    r
+                }
+                Case::ConntrackHit => {
+                    let r = call(prog, &self.ct_frame, self.lab.ifindex_a, &mut out)?;
+                    ensure!(
+                        out[..r.2] == self.ct_out[..],
+                        "conntrack hit output differs from run 1"
+                    );
+                    r
+                }
+                Case::Reply => {
+                    let r = call(prog, &self.reply_frame, self.lab.ifindex_b, &mut out)?;
+                    ensure!(
+                        out[..r.2] == self.reply_out[..],
+                        "reply output differs from run 1"
+                    );
+                    r
+                }
+                Case::NewFlow => {
+                    let f = self.new_flow_frame();
+                    let r = call(prog, &f, self.lab.ifindex_a, &mut out)?;
+                    let p = parse(&out[..r.2]).context("new-flow output")?;
+                    ensure!(
+                        p.src.to_string() == SNAT_V4 && p.l4_csum_ok,
+                        "new flow not translated"
+                    );
+                    r
+                }
+            };
+            ensure!(v == PASS || v == REDIRECT, "{}: verdict {v}", case.name());
+            let _ = n;
+            total += d;
+        }
+        Ok(total.as_nanos() as f64 / calls as f64)
+    }
+
+    /// The optimistic figure: `repeat` runs in one call (valid only where output == input).
+    fn repeated(&self, case: Case, repeat: u32) -> Result<f64> {
+        let (prog, frame) = match case {
+            Case::Floor => (self.pass, self.ct_frame.clone()),
+            Case::NonVip => (
+                self.lab.prog()?,
+                Spec::tcp("198.18.0.2", 40000, "198.18.0.1", 22, SYN).build(),
+            ),
+            _ => bail!("repeat is only valid where the program leaves the packet unchanged"),
+        };
+        let ctx = xdp_md(frame.len(), self.lab.ifindex_a);
+        let mut out = vec![0u8; 512];
+        let mut ctx_out = [0u8; 24];
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(&frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ctx_out: Some(&mut ctx_out),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        ensure!(r.return_value == PASS && out[..r.data_size_out as usize] == frame[..]);
+        Ok(r.duration.as_nanos() as f64)
+    }
+}
+
+struct Row {
+    case: Case,
+    raw: Vec<f64>,
+    net: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) -> Result<Vec<Row>> {
+    eprintln!(
+        "==> {label}: {vips} VIPs, conntrack capacity {conntrack}, prefilling {prefill} flows"
+    );
+    let mut lab = XdpLab::with_ports(&services(vips), vips.max(1), conntrack, (1024, 65535))?;
+    lab.add_backend_neighbours(BACKENDS)?;
+    let ebpf = lab.datapath.ebpf_mut();
+    let pass: &mut Xdp = ebpf
+        .program_mut("xdp_pass")
+        .context("xdp_pass")?
+        .try_into()?;
+    pass.load()?;
+    let pass: &Xdp = lab
+        .datapath
+        .ebpf()
+        .program("xdp_pass")
+        .context("xdp_pass")?
+        .try_into()?;
+    let last = vips - 1;
+    let vip = format!("198.19.{}.{}", last / 250, last % 250 + 1);
+    let mut bench = Bench::new(&lab, pass, vip)?;
+    // Fill conntrack with distinct flows through the program itself.
+    let prog = lab.prog()?;
+    let mut out = vec![0u8; 512];
+    for _ in 0..prefill {
+        let f = bench.new_flow_frame();
+        call(prog, &f, lab.ifindex_a, &mut out)?;
+    }
+    let mut rows: Vec<Row> = Case::ALL
+        .iter()
+        .map(|c| Row {
+            case: *c,
+            raw: vec![],
+            net: vec![],
+        })
+        .collect();
+    for b in 0..a.batches {
+        let mut floor = 0.0;
+        for row in rows.iter_mut() {
+            let ns = bench.batch(row.case, a.calls)?;
+            if row.case == Case::Floor {
+                floor = ns;
+            }
+            row.raw.push(ns);
+            row.net.push(ns - floor);
+        }
+        eprintln!("    batch {}/{} done", b + 1, a.batches);
+    }
+    println!(
+        "\n{label} ({} calls per batch, {} batches, mean of kernel-measured ns per call):",
+        a.calls, a.batches
+    );
+    println!(
+        "{:<30} {:>9} {:>9} {:>19}",
+        "case", "raw ns", "net ns", "net min..max"
+    );
+    for r in &rows {
+        let (lo, hi) = r
+            .net
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+        println!(
+            "{:<30} {:>9.1} {:>9.1} {:>9.1}..{:<9.1}",
+            r.case.name(),
+            median(&r.raw),
+            median(&r.net),
+            lo,
+            hi
+        );
+    }
+    let floor_rep = bench.repeated(Case::Floor, 100_000)?;
+    let nonvip_rep = bench.repeated(Case::NonVip, 100_000)?;
+    println!(
+        "optimistic (repeat=100000, output == input): floor {floor_rep:.1} ns, non-VIP {nonvip_rep:.1} ns, net {:.1} ns",
+        nonvip_rep - floor_rep
+    );
+    Ok(rows)
+}
+
+fn main() -> Result<()> {
+    let a = args()?;
+    if a.profile_new_flows > 0 {
+        let mut lab = XdpLab::with_ports(
+            &services(1),
+            1,
+            4 * a.profile_new_flows as u32,
+            (1024, 65535),
+        )?;
+        lab.add_backend_neighbours(BACKENDS)?;
+        let ebpf = lab.datapath.ebpf_mut();
+        let pass: &mut Xdp = ebpf
+            .program_mut("xdp_pass")
+            .context("xdp_pass")?
+            .try_into()?;
+        pass.load()?;
+        let pass: &Xdp = lab
+            .datapath
+            .ebpf()
+            .program("xdp_pass")
+            .context("xdp_pass")?
+            .try_into()?;
+        let mut bench = Bench::new(&lab, pass, "198.19.0.1".into())?;
+        let ns = bench.batch(Case::NewFlow, a.profile_new_flows)?;
+        println!(
+            "new flow: {ns:.1} ns raw per call over {} calls",
+            a.profile_new_flows
+        );
+        return Ok(());
+    }
+    let small = run_config("1 VIP", 1, 65_536, 0, &a)?;
+    let big = run_config(
+        &format!("{} VIPs, {} conntrack entries", a.big_vips, a.big_conntrack),
+        a.big_vips,
+        a.big_conntrack.saturating_mul(2),
+        a.big_conntrack,
+        &a,
+    )?;
+    println!("\nflatness (large / small, net ns; target within 1.10):");
+    for (s, b) in small.iter().zip(&big) {
+        if s.case == Case::Floor {
+            continue;
+        }
+        println!(
+            "{:<30} {:>6.2}",
+            s.case.name(),
+            median(&b.net) / median(&s.net).max(1.0)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Runs `ingressd` (the `ingressd_under_test` binary) as a child process, optionally inside a
+//! network namespace, and stops it when dropped.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns::NetNs;
+
+/// A running ingressd.
+pub struct Ingressd {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub admin: String,
+    ns: Option<String>,
+}
+
+impl Ingressd {
+    /// Starts `bin run <args>` (in `ns` if given), logging to `log`.
+    pub fn start(
+        bin: &Path,
+        ns: Option<&NetNs>,
+        args: &[String],
+        admin: &str,
+        log: &Path,
+    ) -> Result<Self> {
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(bin);
+        if let Some(ns) = ns {
+            // Enter the namespace between fork and exec rather than through `ip netns exec`,
+            // which remounts /sys and would hide the host's bpffs at /sys/fs/bpf (as a
+            // hostNetwork pod sees it).
+            let f = std::fs::File::open(format!("/var/run/netns/{}", ns.name))
+                .context("opening netns")?;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+            // SAFETY: the closure only calls setns(2), which is async-signal-safe; `f` outlives
+            // the spawn below.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            std::mem::forget(f);
+        }
+        cmd.arg("run")
+            .args(args)
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .env("RUST_LOG", "info");
+        let child = cmd.spawn().context("starting ingressd")?;
+        Ok(Ingressd {
+            child: Some(child),
+            log: log.to_path_buf(),
+            admin: admin.to_string(),
+            ns: ns.map(|n| n.name.clone()),
+        })
+    }
+
+    fn curl(&self, path: &str) -> Option<String> {
+        let url = format!("http://{}{path}", self.admin);
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "curl"]);
+                c
+            }
+            None => Command::new("curl"),
+        };
+        let out = cmd.args(["-s", "-m", "1", &url]).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until `/readyz` answers `ready`.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "ingressd exited early ({status}); log:\n{}",
+                        self.log_text()
+                    );
+                }
+            }
+            if self.curl("/readyz").is_some_and(|b| b.contains("ready")) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "ingressd not ready after {timeout:?}; log:\n{}",
+            self.log_text()
+        )
+    }
+
+    /// `/metrics` text.
+    pub fn metrics(&self) -> Option<String> {
+        self.curl("/metrics")
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`, `libc::SIGKILL`).
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        let pid = self.child.as_ref().context("not running")?.id();
+        // SAFETY: kill(2) on our own child.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid as i32, sig) };
+        if rc != 0 {
+            bail!("kill: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits for exit, up to `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let start = Instant::now();
+        let child = self.child.as_mut().context("not running")?;
+        loop {
+            if let Some(s) = child.try_wait()? {
+                self.child = None;
+                return Ok(s);
+            }
+            if start.elapsed() > timeout {
+                bail!("ingressd did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ingressd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

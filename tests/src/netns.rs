@@ -1,0 +1,119 @@
+//! Network namespaces and veth pairs that tests create and always delete, even on panic.
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Runs a command line (split on whitespace), failing with its stderr.
+pub fn sh(cmd: &str) -> Result<String> {
+    let mut parts = cmd.split_whitespace();
+    let prog = parts.next().context("empty command")?;
+    let out = Command::new(prog)
+        .args(parts)
+        .output()
+        .with_context(|| format!("running {cmd}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Fails with a clear reason when this process cannot run privileged tests.
+pub fn require_privileges() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code)]
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        bail!("privileged test: needs root (BPF, XDP, network namespaces); run via `cargo xtask test` as root");
+    }
+    if !std::path::Path::new("/sys/fs/bpf").exists() {
+        bail!("privileged test: bpffs is not mounted at /sys/fs/bpf");
+    }
+    sh("ip netns list").context("privileged test: iproute2 `ip netns` unavailable")?;
+    Ok(())
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short name (interface names are limited to 15 bytes).
+pub fn unique(prefix: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}{n}", std::process::id() % 10000)
+}
+
+/// A named network namespace, deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    /// Creates a namespace with loopback up.
+    pub fn new(prefix: &str) -> Result<Self> {
+        let name = unique(prefix);
+        sh(&format!("ip netns add {name}"))?;
+        let ns = NetNs { name };
+        ns.run("ip link set lo up")?;
+        Ok(ns)
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn run(&self, cmd: &str) -> Result<String> {
+        sh(&format!("ip netns exec {} {cmd}", self.name))
+    }
+
+    /// Moves the calling thread into this namespace until the guard drops. Sockets created
+    /// meanwhile stay in the namespace.
+    pub fn enter(&self) -> Result<NsGuard> {
+        let home = File::open("/proc/thread-self/ns/net").context("opening current netns")?;
+        let target =
+            File::open(format!("/var/run/netns/{}", self.name)).context("opening netns")?;
+        setns(&target)?;
+        Ok(NsGuard { home })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = sh(&format!("ip netns del {}", self.name));
+    }
+}
+
+fn setns(f: &File) -> Result<()> {
+    // SAFETY: setns on a valid namespace fd affects only the calling thread.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        bail!("setns: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Returns the thread to its original namespace on drop.
+pub struct NsGuard {
+    home: File,
+}
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = setns(&self.home);
+    }
+}
+
+/// Runs `f` on a fresh thread inside `ns` and returns its result.
+pub fn in_ns<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let path = format!("/var/run/netns/{}", ns.name);
+    std::thread::spawn(move || -> Result<T> {
+        let target = File::open(&path).context("opening netns")?;
+        setns(&target)?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
+}

@@ -1,0 +1,1029 @@
+//! The Kubernetes-facing parts against the in-process fake API server (`tests::fake_api`):
+//! the watch source, the Ingress status writer, leader election and Events. Every request goes
+//! over real HTTP on loopback through kube-rs's own client.
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use ingress::{
+    apply::{
+        events::{self, EventsConfig},
+        leader::{self, LeaderConfig},
+        status::{self, StatusConfig},
+    },
+    config::{NamespacedName, Settings},
+    snapshot::{ObjectRef, Snapshot},
+    source::{kube as kube_source, Key, Kind, Object, SourceEvent},
+    translate::{Diagnostic, Translation},
+};
+use serde_json::{json, Value};
+use tests::fake_api::{FakeApi, RecordedRequest};
+use tokio::{
+    sync::{mpsc, watch},
+    time::{timeout, Instant},
+};
+use tokio_util::sync::CancellationToken;
+
+/// Bound on every wait in this file.
+const WAIT: Duration = Duration::from_secs(15);
+const TCP_SERVICES: &str = "tcp-services";
+
+fn client(api: &FakeApi) -> kube::Client {
+    let url = api.url().parse().unwrap_or_else(|e| panic!("{e}"));
+    kube::Client::try_from(kube::Config::new(url)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn meta(ns: &str, name: &str) -> Value {
+    json!({
+        "namespace": ns,
+        "name": name,
+        "annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": "{\"huge\":\"copy\"}",
+            "nginx.ingress.kubernetes.io/ssl-redirect": "false",
+        },
+        "managedFields": [{
+            "manager": "kubectl-client-side-apply",
+            "operation": "Update",
+            "apiVersion": "v1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {}},
+        }],
+    })
+}
+
+fn ingress(ns: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta(ns, name),
+        "spec": {"ingressClassName": "xdp", "rules": [{"host": format!("{name}.example"), "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}
+        ]}}]},
+    })
+}
+
+fn service(ns: &str, name: &str, port: u16) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": meta(ns, name),
+        "spec": {"ports": [{"name": "http", "port": port, "targetPort": 8080, "protocol": "TCP"}]},
+    })
+}
+
+fn slice(ns: &str, name: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": ns, "name": name, "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    })
+}
+
+fn secret(ns: &str, name: &str, type_: &str, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta(ns, name), "type": type_, "data": data})
+}
+
+fn configmap(ns: &str, name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(ns, name), "data": {"9000": "shop/db:5432"}})
+}
+
+fn ingress_class(name: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": name},
+        "spec": {"controller": "ingress.example.dev/xdp-ingress"},
+    })
+}
+
+/// One of each kind, plus a ConfigMap that must not be watched.
+fn seed(api: &FakeApi) {
+    api.apply(ingress("shop", "web"));
+    api.apply(ingress_class("xdp"));
+    api.apply(service("shop", "web", 80));
+    api.apply(slice("shop", "web-abc", "10.1.0.5"));
+    api.apply(secret(
+        "shop",
+        "web-tls",
+        "kubernetes.io/tls",
+        json!({"tls.crt": "Y3J0", "tls.key": "a2V5"}),
+    ));
+    api.apply(secret(
+        "shop",
+        "basic-auth",
+        "Opaque",
+        json!({"auth": "dXNlcjokYXByMSR4"}),
+    ));
+    api.apply(configmap("ingress", TCP_SERVICES));
+    api.apply(configmap("ingress", "unrelated"));
+}
+
+fn settings() -> Settings {
+    Settings {
+        tcp_services: Some(NamespacedName {
+            namespace: "ingress".into(),
+            name: TCP_SERVICES.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A running Kubernetes source and its output.
+struct Source {
+    rx: mpsc::Receiver<SourceEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Source {
+    fn start(client: kube::Client, settings: Settings) -> Source {
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(async move { kube_source::run(client, &settings, tx).await });
+        Source { rx, task }
+    }
+
+    async fn next(&mut self) -> SourceEvent {
+        match timeout(WAIT, self.rx.recv()).await {
+            Ok(Some(e)) => e,
+            Ok(None) => panic!("source stopped"),
+            Err(_) => panic!("no source event within {WAIT:?}"),
+        }
+    }
+
+    /// Events up to and including `Synced`.
+    async fn until_synced(&mut self) -> Vec<SourceEvent> {
+        let mut out = Vec::new();
+        loop {
+            let e = self.next().await;
+            let done = matches!(e, SourceEvent::Synced);
+            out.push(e);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Skips events of other kinds (other watchers' relists) until one concerning `kind`
+    /// arrives; fails on `Synced`.
+    async fn next_of(&mut self, kind: Kind) -> SourceEvent {
+        loop {
+            let e = self.next().await;
+            let k = match &e {
+                SourceEvent::Apply(o) => kube_source::key_of(o).kind,
+                SourceEvent::Delete(key) => key.kind,
+                SourceEvent::Replace(k, _) => *k,
+                SourceEvent::Synced => panic!("a second Synced"),
+            };
+            if k == kind {
+                return e;
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `quiet`.
+    async fn assert_quiet(&mut self, quiet: Duration) {
+        if let Ok(Some(e)) = timeout(quiet, self.rx.recv()).await {
+            panic!("unexpected event {e:?}");
+        }
+    }
+}
+
+fn names(objects: &[Object]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| kube_source::key_of(o).name)
+        .collect()
+}
+
+fn assert_stripped(object: &Object) {
+    let meta = match object {
+        Object::Ingress(o) => &o.metadata,
+        Object::Service(o) => &o.metadata,
+        Object::Secret(o) => &o.metadata,
+        Object::ConfigMap(o) => &o.metadata,
+        Object::EndpointSlice(o) => &o.metadata,
+        Object::IngressClass(o) => &o.metadata,
+    };
+    assert!(
+        meta.managed_fields.is_none(),
+        "managedFields kept: {meta:?}"
+    );
+    if let Some(a) = &meta.annotations {
+        assert!(
+            !a.contains_key("kubectl.kubernetes.io/last-applied-configuration"),
+            "{a:?}"
+        );
+        assert_eq!(
+            a.get("nginx.ingress.kubernetes.io/ssl-redirect")
+                .map(String::as_str),
+            Some("false"),
+            "other annotations must stay"
+        );
+    }
+}
+
+#[tokio::test]
+async fn kube_source_lists_every_kind_then_synced_once() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    seed(&api);
+    let mut source = Source::start(client(&api), settings());
+    let events = source.until_synced().await;
+    let mut replaced: Vec<(Kind, Vec<String>)> = Vec::new();
+    for e in &events[..events.len() - 1] {
+        match e {
+            SourceEvent::Replace(kind, objects) => {
+                objects.iter().for_each(assert_stripped);
+                replaced.push((*kind, names(objects)));
+            }
+            other => panic!("only Replace before Synced, got {other:?}"),
+        }
+    }
+    replaced.sort();
+    let expect = |k: Kind, n: &[&str]| (k, n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        replaced,
+        vec![
+            expect(Kind::Ingress, &["web"]),
+            expect(Kind::IngressClass, &["xdp"]),
+            expect(Kind::Service, &["web"]),
+            expect(Kind::EndpointSlice, &["web-abc"]),
+            expect(Kind::Secret, &["basic-auth", "web-tls"]),
+            expect(Kind::ConfigMap, &[TCP_SERVICES]),
+        ]
+    );
+    // The ConfigMap was watched by name, in its namespace only.
+    let cm = api
+        .wait_for_request(WAIT, |r| {
+            r.path() == "/api/v1/namespaces/ingress/configmaps"
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cm.query("fieldSelector").as_deref(),
+        Some("metadata.name=tcp-services")
+    );
+    assert!(
+        !api.requests()
+            .iter()
+            .any(|r| r.path() == "/api/v1/configmaps"),
+        "no cluster-wide ConfigMap watch"
+    );
+    source.assert_quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn kube_source_streams_add_modify_delete() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    seed(&api);
+    let mut source = Source::start(client(&api), settings());
+    source.until_synced().await;
+    // Watches must be open before the changes, or they would arrive as part of a list.
+    api.wait_until(WAIT, "6 watches", |a| a.open_watches() == 6)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    api.apply(ingress("shop", "api"));
+    match source.next_of(Kind::Ingress).await {
+        SourceEvent::Apply(o @ Object::Ingress(_)) => {
+            assert_eq!(kube_source::key_of(&o).name, "api");
+            assert_stripped(&o);
+        }
+        other => panic!("expected Apply(Ingress api), got {other:?}"),
+    }
+
+    api.apply(service("shop", "web", 81));
+    match source.next_of(Kind::Service).await {
+        SourceEvent::Apply(Object::Service(s)) => {
+            let port = s
+                .spec
+                .and_then(|s| s.ports)
+                .and_then(|p| p.first().map(|p| p.port));
+            assert_eq!(port, Some(81));
+        }
+        other => panic!("expected Apply(Service), got {other:?}"),
+    }
+
+    api.apply(slice("shop", "web-abc", "10.1.0.6"));
+    assert!(matches!(
+        source.next_of(Kind::EndpointSlice).await,
+        SourceEvent::Apply(_)
+    ));
+    api.delete("discovery.k8s.io/v1", "EndpointSlice", "shop", "web-abc");
+    match source.next_of(Kind::EndpointSlice).await {
+        SourceEvent::Delete(key) => assert_eq!(
+            key,
+            Key {
+                kind: Kind::EndpointSlice,
+                namespace: "shop".into(),
+                name: "web-abc".into()
+            }
+        ),
+        other => panic!("expected Delete, got {other:?}"),
+    }
+
+    api.apply(secret(
+        "shop",
+        "new-tls",
+        "kubernetes.io/tls",
+        json!({"tls.crt": "YQ==", "tls.key": "Yg=="}),
+    ));
+    match source.next_of(Kind::Secret).await {
+        SourceEvent::Apply(Object::Secret(s)) => {
+            assert_eq!(s.type_.as_deref(), Some("kubernetes.io/tls"));
+            assert_eq!(s.data.map(|d| d.len()), Some(2));
+        }
+        other => panic!("expected Apply(Secret), got {other:?}"),
+    }
+    api.delete("v1", "Secret", "shop", "basic-auth");
+    assert!(
+        matches!(source.next_of(Kind::Secret).await, SourceEvent::Delete(k) if k.name == "basic-auth")
+    );
+
+    // A ConfigMap that is not configured never shows up.
+    api.apply(configmap("ingress", "unrelated-2"));
+    api.apply(configmap("other", TCP_SERVICES));
+    source.assert_quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn kube_source_relists_after_410_gone() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    seed(&api);
+    let mut source = Source::start(client(&api), settings());
+    source.until_synced().await;
+    api.wait_until(WAIT, "6 watches", |a| a.open_watches() == 6)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Changes the watches cannot deliver: the API is down, then every watch gets 410.
+    api.set_unavailable(true);
+    api.expire_watches();
+    api.delete("networking.k8s.io/v1", "Ingress", "shop", "web");
+    api.apply(ingress("shop", "late"));
+    api.set_unavailable(false);
+
+    // Every kind relists, in any order, each as one Replace; no second Synced.
+    let mut relisted = std::collections::BTreeMap::new();
+    while relisted.len() < 6 {
+        match source.next().await {
+            SourceEvent::Replace(kind, objects) => {
+                objects.iter().for_each(assert_stripped);
+                relisted.insert(kind, names(&objects));
+            }
+            other => panic!("expected relist Replaces only, got {other:?}"),
+        }
+    }
+    assert_eq!(relisted[&Kind::Ingress], ["late"]);
+    assert_eq!(relisted[&Kind::Secret], ["basic-auth", "web-tls"]);
+    assert_eq!(relisted[&Kind::ConfigMap], [TCP_SERVICES]);
+    let relists = api
+        .requests()
+        .iter()
+        .filter(|r| r.path() == "/apis/networking.k8s.io/v1/ingresses" && !r.is_watch())
+        .count();
+    assert!(
+        relists >= 2,
+        "initial list and at least one relist, got {relists}"
+    );
+}
+
+#[tokio::test]
+async fn kube_source_resumes_or_relists_after_dropped_connection() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    seed(&api);
+    let mut source = Source::start(client(&api), settings());
+    source.until_synced().await;
+    api.wait_until(WAIT, "6 watches", |a| a.open_watches() == 6)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Cut connections, history intact: the watch resumes and the change arrives as an Apply.
+    api.set_unavailable(true);
+    api.drop_watches();
+    api.apply(ingress("shop", "during-outage"));
+    api.set_unavailable(false);
+    match source.next_of(Kind::Ingress).await {
+        SourceEvent::Apply(o) => assert_eq!(kube_source::key_of(&o).name, "during-outage"),
+        other => panic!("expected the missed change as Apply, got {other:?}"),
+    }
+    api.wait_until(WAIT, "6 watches again", |a| a.open_watches() == 6)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Cut connections and compact history: resuming gets 410, so the source relists.
+    api.set_unavailable(true);
+    api.drop_watches();
+    api.delete("networking.k8s.io/v1", "Ingress", "shop", "web");
+    api.compact();
+    api.set_unavailable(false);
+    match source.next_of(Kind::Ingress).await {
+        SourceEvent::Replace(Kind::Ingress, objects) => {
+            assert_eq!(names(&objects), ["during-outage"])
+        }
+        other => panic!("expected a relist Replace, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn kube_source_keeps_retrying_until_the_api_answers() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    seed(&api);
+    // 500s are not retried inside kube's client: the watcher's own backoff must do it.
+    api.set_failing(Some(http::StatusCode::INTERNAL_SERVER_ERROR));
+    let (tx, mut rx) = mpsc::channel(64);
+    let task = kube_source::spawn(client(&api), settings(), tx);
+    let lists = |a: &FakeApi| {
+        a.requests()
+            .iter()
+            .filter(|r| r.path() == "/apis/networking.k8s.io/v1/ingresses")
+            .count()
+    };
+    api.wait_until(WAIT, "a retried Ingress list", |a| lists(a) >= 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!task.is_finished(), "the source gave up");
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing is sent before a list succeeds"
+    );
+    api.set_failing(None);
+    let mut source = Source { rx, task };
+    let events = source.until_synced().await;
+    assert_eq!(events.len(), 7, "6 Replaces and Synced: {events:?}");
+}
+
+#[tokio::test]
+async fn kube_client_reads_a_kubeconfig_file() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(service("shop", "web", 80));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("kubeconfig");
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\nusers:\n- name: me\n  user:\n    token: not-a-secret\n",
+        api.url()
+    );
+    std::fs::write(&path, kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+    let client = kube_source::client(Some(&path))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::all(client);
+    let list = timeout(WAIT, services.list(&Default::default()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(list.items.len(), 1);
+
+    let missing = kube_source::client(Some(&dir.path().join("nope"))).await;
+    let err = missing.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        err.contains("reading kubeconfig") && err.contains("nope"),
+        "{err}"
+    );
+}
+
+// ---- status --------------------------------------------------------------------------------
+
+const PUBLISH: &str = "192.0.2.10";
+const SET_BODY: &str = r#"{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.10"}]}}}"#;
+const CLEAR_BODY: &str = r#"{"status":{"loadBalancer":{"ingress":null}}}"#;
+
+fn owned(names: &[&str]) -> Vec<ObjectRef> {
+    names
+        .iter()
+        .map(|n| ObjectRef {
+            kind: "Ingress",
+            namespace: "shop".into(),
+            name: (*n).into(),
+        })
+        .collect()
+}
+
+fn translation(
+    generation: u64,
+    owned_ingresses: Vec<ObjectRef>,
+    diagnostics: Vec<Diagnostic>,
+) -> Arc<Translation> {
+    Arc::new(Translation {
+        snapshot: Arc::new(Snapshot {
+            generation,
+            ..Default::default()
+        }),
+        diagnostics,
+        owned_ingresses,
+    })
+}
+
+fn patches(api: &FakeApi) -> Vec<RecordedRequest> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == http::Method::PATCH)
+        .collect()
+}
+
+async fn wait_patches(api: &FakeApi, n: usize) -> Vec<RecordedRequest> {
+    api.wait_until(WAIT, &format!("{n} PATCH requests"), |a| {
+        patches(a).len() >= n
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    patches(api)
+}
+
+fn status_path(name: &str) -> String {
+    format!(
+        "/apis/networking.k8s.io/v1/namespaces/shop/ingresses/{name}/status?&fieldManager=ingressd"
+    )
+}
+
+fn assert_patch(r: &RecordedRequest, name: &str, body: &str) {
+    assert_eq!(r.method, http::Method::PATCH);
+    assert_eq!(r.uri, status_path(name));
+    assert_eq!(
+        r.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(std::str::from_utf8(&r.body).unwrap_or("<not utf-8>"), body);
+}
+
+fn lb(api: &FakeApi, name: &str) -> Value {
+    let ing = api
+        .get("networking.k8s.io/v1", "Ingress", "shop", name)
+        .unwrap_or_default();
+    ing["status"]["loadBalancer"].clone()
+}
+
+struct StatusTask {
+    translations: watch::Sender<Arc<Translation>>,
+    leader: watch::Sender<bool>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusTask {
+    fn start(api: &FakeApi, leading: bool, resync: Duration) -> StatusTask {
+        let (translations, trx) = watch::channel(Arc::new(Translation::default()));
+        let (leader, lrx) = watch::channel(leading);
+        let shutdown = CancellationToken::new();
+        let addr: IpAddr = PUBLISH.parse().unwrap_or_else(|e| panic!("{e}"));
+        let config = StatusConfig {
+            resync,
+            retry: Duration::from_millis(200),
+            ..StatusConfig::new(vec![addr])
+        };
+        let task = tokio::spawn(status::run(client(api), config, trx, lrx, shutdown.clone()));
+        StatusTask {
+            translations,
+            leader,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        timeout(WAIT, self.task)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[tokio::test]
+async fn status_patches_set_and_clear_exactly_and_skips_no_ops() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    api.apply(ingress("shop", "api"));
+    let st = StatusTask::start(&api, true, Duration::from_secs(3600));
+    st.translations
+        .send_replace(translation(1, owned(&["api", "web"]), vec![]));
+
+    let p = wait_patches(&api, 2).await;
+    assert_patch(&p[0], "api", SET_BODY);
+    assert_patch(&p[1], "web", SET_BODY);
+    assert_eq!(lb(&api, "web"), json!({"ingress": [{"ip": PUBLISH}]}));
+    // The first thing a new leader does is one LIST to learn the current statuses.
+    let first = &api.requests()[0];
+    assert_eq!(
+        (first.method.as_str(), first.path()),
+        ("GET", "/apis/networking.k8s.io/v1/ingresses")
+    );
+
+    st.translations
+        .send_replace(translation(2, owned(&["web"]), vec![]));
+    let p = wait_patches(&api, 3).await;
+    assert_patch(&p[2], "api", CLEAR_BODY);
+    assert_eq!(lb(&api, "api"), json!({}));
+
+    // Nothing changed: no request at all.
+    let before = api.requests().len();
+    st.translations
+        .send_replace(translation(3, owned(&["web"]), vec![]));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        api.requests().len(),
+        before,
+        "{:#?}",
+        &api.requests()[before..]
+    );
+
+    // An owned Ingress that disappears is not an error and is not retried.
+    st.translations
+        .send_replace(translation(4, owned(&["web", "gone"]), vec![]));
+    let p = wait_patches(&api, 4).await;
+    assert_eq!(p[3].uri, status_path("gone"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(patches(&api).len(), 4, "a 404 is final");
+    st.stop().await;
+}
+
+#[tokio::test]
+async fn status_non_leader_and_placeholder_write_nothing() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    let st = StatusTask::start(&api, true, Duration::from_secs(3600));
+    // The Default translation (generation 0) is a placeholder, never acted on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+
+    st.leader.send_replace(false);
+    st.translations
+        .send_replace(translation(1, owned(&["web"]), vec![]));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        api.requests().is_empty(),
+        "a non-leader sent {:?}",
+        api.requests()
+    );
+
+    st.leader.send_replace(true);
+    let p = wait_patches(&api, 1).await;
+    assert_patch(&p[0], "web", SET_BODY);
+    st.stop().await;
+}
+
+#[tokio::test]
+async fn status_resync_repairs_and_clears_leftovers() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    // Left by an earlier run: shows our address but is no longer ours.
+    let mut old = ingress("shop", "old");
+    old["status"] = json!({"loadBalancer": {"ingress": [{"ip": PUBLISH}]}});
+    api.apply(old);
+    let st = StatusTask::start(&api, true, Duration::from_millis(500));
+    st.translations
+        .send_replace(translation(1, owned(&["web"]), vec![]));
+    let p = wait_patches(&api, 2).await;
+    let mut uris: Vec<&str> = p.iter().map(|r| r.uri.as_str()).collect();
+    uris.sort();
+    assert_eq!(uris, [status_path("old"), status_path("web")]);
+    assert_eq!(lb(&api, "old"), json!({}));
+
+    // Someone else overwrites our status; the periodic re-check puts it back.
+    let mut web = api
+        .get("networking.k8s.io/v1", "Ingress", "shop", "web")
+        .unwrap_or_default();
+    web["status"] = json!({"loadBalancer": {"ingress": [{"hostname": "elsewhere.example"}]}});
+    api.apply(web);
+    api.wait_until(WAIT, "status repaired", |a| {
+        lb(a, "web") == json!({"ingress": [{"ip": PUBLISH}]})
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_patch(&patches(&api)[2], "web", SET_BODY);
+    st.stop().await;
+}
+
+#[tokio::test]
+async fn status_retries_after_api_errors() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    // 500s are not retried inside kube's client; the status writer retries on its own, with
+    // no new translation needed.
+    api.set_failing(Some(http::StatusCode::INTERNAL_SERVER_ERROR));
+    let st = StatusTask::start(&api, true, Duration::from_secs(3600));
+    st.translations
+        .send_replace(translation(1, owned(&["web"]), vec![]));
+    wait_patches(&api, 2).await;
+    api.set_failing(None);
+    api.wait_until(WAIT, "status written after the outage", |a| {
+        lb(a, "web") == json!({"ingress": [{"ip": PUBLISH}]})
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    st.stop().await;
+}
+
+// ---- leader election -----------------------------------------------------------------------
+
+fn lease_config(identity: &str) -> LeaderConfig {
+    LeaderConfig {
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1000),
+        retry_period: Duration::from_millis(100),
+        ..LeaderConfig::new("ingress", identity)
+    }
+}
+
+fn lease(api: &FakeApi) -> Value {
+    api.get(
+        "coordination.k8s.io/v1",
+        "Lease",
+        "ingress",
+        leader::LEASE_NAME,
+    )
+    .unwrap_or_default()
+}
+
+async fn wait_leading(rx: &mut watch::Receiver<bool>, want: bool) -> Instant {
+    timeout(WAIT, rx.wait_for(|l| *l == want))
+        .await
+        .unwrap_or_else(|_| panic!("leadership never became {want}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    Instant::now()
+}
+
+#[tokio::test]
+async fn leader_acquires_renews_and_is_taken_over_only_after_expiry() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let stop_a = CancellationToken::new();
+    let (mut a, task_a) = leader::spawn(client(&api), lease_config("pod-a"), stop_a.clone());
+    wait_leading(&mut a, true).await;
+    let first = lease(&api);
+    assert_eq!(first["spec"]["holderIdentity"], "pod-a");
+    assert_eq!(first["spec"]["leaseDurationSeconds"], 2);
+    assert_eq!(first["spec"]["leaseTransitions"], 0);
+
+    api.wait_until(WAIT, "a renewal", |api| {
+        lease(api)["spec"]["renewTime"] != first["spec"]["renewTime"]
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let renewed = lease(&api);
+    assert_eq!(renewed["spec"]["acquireTime"], first["spec"]["acquireTime"]);
+    assert_eq!(renewed["spec"]["holderIdentity"], "pod-a");
+
+    let stop_b = CancellationToken::new();
+    let (mut b, task_b) = leader::spawn(client(&api), lease_config("pod-b"), stop_b.clone());
+    // B waits while A renews, for longer than the lease duration.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(3000) {
+        assert!(!*b.borrow(), "pod-b led while pod-a renewed");
+        assert!(*a.borrow(), "pod-a lost the lease while renewing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A dies without releasing: B takes over, but only once the lease has expired.
+    task_a.abort();
+    let died = Instant::now();
+    let took_over = wait_leading(&mut b, true).await;
+    let waited = took_over - died;
+    assert!(
+        waited >= Duration::from_millis(1700),
+        "took over after only {waited:?}"
+    );
+    assert!(
+        waited <= Duration::from_secs(5),
+        "took over after {waited:?}"
+    );
+    let taken = lease(&api);
+    assert_eq!(taken["spec"]["holderIdentity"], "pod-b");
+    assert_eq!(taken["spec"]["leaseTransitions"], 1);
+    assert_ne!(taken["spec"]["acquireTime"], first["spec"]["acquireTime"]);
+
+    stop_b.cancel();
+    timeout(WAIT, task_b)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stop_a.cancel();
+}
+
+#[tokio::test]
+async fn leader_releases_on_shutdown_for_a_fast_handover() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let stop_a = CancellationToken::new();
+    let (mut a, task_a) = leader::spawn(client(&api), lease_config("pod-a"), stop_a.clone());
+    wait_leading(&mut a, true).await;
+    let stop_b = CancellationToken::new();
+    let (mut b, task_b) = leader::spawn(client(&api), lease_config("pod-b"), stop_b.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!*b.borrow());
+
+    stop_a.cancel();
+    let released = wait_leading(&mut a, false).await;
+    timeout(WAIT, task_a)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let took_over = wait_leading(&mut b, true).await;
+    assert!(
+        took_over - released < Duration::from_millis(1500),
+        "handover took {:?}",
+        took_over - released
+    );
+    assert_eq!(lease(&api)["spec"]["holderIdentity"], "pod-b");
+    stop_b.cancel();
+    timeout(WAIT, task_b)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn leader_steps_down_when_it_cannot_renew() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let stop = CancellationToken::new();
+    let (mut a, task) = leader::spawn(client(&api), lease_config("pod-a"), stop.clone());
+    wait_leading(&mut a, true).await;
+    api.set_unavailable(true);
+    let cut = Instant::now();
+    let stepped_down = wait_leading(&mut a, false).await;
+    // Before the 2 s lease can expire for anyone else.
+    assert!(
+        stepped_down - cut < Duration::from_millis(1900),
+        "stepped down after {:?}",
+        stepped_down - cut
+    );
+    api.set_unavailable(false);
+    wait_leading(&mut a, true).await;
+    assert_eq!(
+        lease(&api)["spec"]["leaseTransitions"],
+        0,
+        "renewed its own lease, no transition"
+    );
+    stop.cancel();
+    timeout(WAIT, task)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn leader_racing_candidates_never_both_lead() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let stop = CancellationToken::new();
+    let candidates: Vec<_> = ["pod-a", "pod-b", "pod-c"]
+        .iter()
+        .map(|id| leader::spawn(client(&api), lease_config(id), stop.clone()))
+        .collect();
+    let start = Instant::now();
+    let mut saw_leader = false;
+    while start.elapsed() < Duration::from_millis(1500) {
+        let leading = candidates.iter().filter(|(rx, _)| *rx.borrow()).count();
+        assert!(leading <= 1, "{leading} leaders at once");
+        saw_leader |= leading == 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saw_leader);
+    let creates = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == http::Method::POST && r.path().ends_with("/leases"))
+        .count();
+    assert!(creates >= 1);
+    stop.cancel();
+    for (_, task) in candidates {
+        timeout(WAIT, task)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+// ---- events --------------------------------------------------------------------------------
+
+fn diagnostic(name: &str, message: &str) -> Diagnostic {
+    Diagnostic {
+        object: ObjectRef {
+            kind: "Ingress",
+            namespace: "shop".into(),
+            name: name.into(),
+        },
+        reason: "BackendNotFound",
+        message: message.into(),
+    }
+}
+
+fn posts(api: &FakeApi) -> Vec<RecordedRequest> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == http::Method::POST)
+        .collect()
+}
+
+#[tokio::test]
+async fn events_one_post_per_new_diagnostic() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let web = api.apply(ingress("shop", "web"));
+    let (translations, trx) = watch::channel(Arc::new(Translation::default()));
+    let (leader_tx, lrx) = watch::channel(true);
+    let shutdown = CancellationToken::new();
+    let config = EventsConfig::new("ingress.example.dev/xdp-ingress", "pod-a");
+    let task = tokio::spawn(events::run(
+        client(&api),
+        config,
+        trx,
+        lrx,
+        shutdown.clone(),
+    ));
+
+    let missing = diagnostic("web", "service shop/missing not found");
+    translations.send_replace(translation(1, vec![], vec![missing.clone()]));
+    api.wait_until(WAIT, "an event POST", |a| posts(a).len() == 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let post = &posts(&api)[0];
+    assert_eq!(post.uri, "/apis/events.k8s.io/v1/namespaces/shop/events?");
+    assert_eq!(post.content_type.as_deref(), Some("application/json"));
+    let body = post.json();
+    let name = body["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let time = body["eventTime"].as_str().unwrap_or_default().to_string();
+    assert!(
+        name.strip_prefix("web.")
+            .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit())),
+        "{name}"
+    );
+    assert!(
+        time.len() == 27 && time.ends_with('Z'),
+        "microsecond RFC 3339: {time}"
+    );
+    assert_eq!(
+        body,
+        json!({
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": "shop"},
+            "eventTime": time,
+            "action": "Translate",
+            "reason": "BackendNotFound",
+            "note": "service shop/missing not found",
+            "type": "Warning",
+            "regarding": {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "namespace": "shop",
+                "name": "web",
+                "uid": web["metadata"]["uid"],
+                "resourceVersion": web["metadata"]["resourceVersion"],
+            },
+            "reportingController": "ingress.example.dev/xdp-ingress",
+            "reportingInstance": "pod-a",
+        })
+    );
+    // The uid came from a metadata-only read (Secrets' data is never fetched this way).
+    let get = api
+        .wait_for_request(WAIT, |r| {
+            r.method == http::Method::GET && r.path().ends_with("/ingresses/web")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        get.accept
+            .as_deref()
+            .unwrap_or("")
+            .contains("as=PartialObjectMetadata"),
+        "{get:?}"
+    );
+
+    // The same diagnostic again, gone and back (flapping): nothing.
+    translations.send_replace(translation(2, vec![], vec![missing.clone()]));
+    translations.send_replace(translation(3, vec![], vec![]));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    translations.send_replace(translation(4, vec![], vec![missing.clone()]));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(posts(&api).len(), 1, "{:#?}", posts(&api));
+
+    // A different diagnostic is news; an object that no longer exists gets no event.
+    translations.send_replace(translation(
+        5,
+        vec![],
+        vec![
+            missing.clone(),
+            diagnostic("web", "port 81 not found"),
+            diagnostic("deleted", "x"),
+        ],
+    ));
+    api.wait_until(WAIT, "a second POST", |a| posts(a).len() == 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(posts(&api)[1].json()["note"], "port 81 not found");
+
+    // A non-leader records nothing.
+    leader_tx.send_replace(false);
+    translations.send_replace(translation(
+        6,
+        vec![],
+        vec![diagnostic("web", "while not leading")],
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(posts(&api).len(), 2);
+    assert_eq!(api.list("events.k8s.io/v1", "Event").len(), 2);
+
+    shutdown.cancel();
+    timeout(WAIT, task)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -1,0 +1,490 @@
+//! Annotation behaviours from `RoutePolicy`, end to end.
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use ingress::snapshot::{BasicAuth, Cors, Redirect, RoutePolicy};
+use tests::{l7::*, upstream::*};
+
+fn policy(f: impl FnOnce(&mut RoutePolicy)) -> RoutePolicy {
+    let mut p = test_policy();
+    f(&mut p);
+    p
+}
+
+#[tokio::test]
+async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
+    let up = TestServer::echo("rw").await?;
+    let u = upstream("rw", &[up.addr]);
+    let re = target_with(
+        "re",
+        u.clone(),
+        policy(|p| p.rewrite_target = Some("/$2".into())),
+    );
+    let pre = target_with(
+        "pre",
+        u.clone(),
+        policy(|p| p.rewrite_target = Some("/v2".into())),
+    );
+    let root = target_with(
+        "root",
+        u.clone(),
+        policy(|p| p.app_root = Some("/app1".into())),
+    );
+    let perm = target_with(
+        "perm",
+        u.clone(),
+        policy(|p| {
+            p.redirect = Some(Redirect {
+                status: 308,
+                location: "https://new.example/".into(),
+            })
+        }),
+    );
+    let temp = target_with(
+        "temp",
+        u.clone(),
+        policy(|p| {
+            p.redirect = Some(Redirect {
+                status: 302,
+                location: "https://tmp.example/x".into(),
+            })
+        }),
+    );
+    let snap = snapshot(vec![
+        vhost(
+            "rw.test",
+            vec![regex("/something(/|$)(.*)", &re), prefix("/api", &pre)],
+        ),
+        vhost("root.test", vec![prefix("/", &root)]),
+        vhost("perm.test", vec![prefix("/", &perm)]),
+        vhost("temp.test", vec![prefix("/", &temp)]),
+    ]);
+    let l7 = L7::start(snap).await?;
+
+    for (path, want) in [
+        ("/something/new/path?x=1", "/new/path?x=1"),
+        ("/something", "/"),
+        ("/SOMETHING/Case", "/Case"),
+        ("/api/users/7", "/v2/users/7"),
+        ("/api", "/v2"),
+    ] {
+        let r = get(l7.http, "rw.test", path).await?;
+        assert_eq!(r.json()["uri"], want, "{path}");
+    }
+    let r = get(l7.http, "root.test", "/").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.header("location")),
+        (302, Some("/app1"))
+    );
+    assert_eq!(get(l7.http, "root.test", "/app1").await?.status, 200);
+    let r = get(l7.http, "perm.test", "/any").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.header("location")),
+        (308, Some("https://new.example/"))
+    );
+    let r = get(l7.http, "temp.test", "/any").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.header("location")),
+        (302, Some("https://tmp.example/x"))
+    );
+    assert_eq!(up.hits(), 6);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_body_size_limit_413() -> anyhow::Result<()> {
+    let up = TestServer::echo("body").await?;
+    let t = target_with(
+        "body",
+        upstream("body", &[up.addr]),
+        policy(|p| p.max_body_bytes = Some(1000)),
+    );
+    let l7 = L7::start(snapshot(vec![vhost("b.test", vec![prefix("/", &t)])])).await?;
+
+    // Declared too large: refused up front, nothing forwarded.
+    let r = send(
+        l7.http,
+        build(
+            http::Method::POST,
+            "b.test",
+            "/",
+            Bytes::from(vec![b'x'; 1001]),
+        ),
+    )
+    .await?;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (413, "413 Request Entity Too Large\n")
+    );
+    assert_eq!(up.hits(), 0);
+    let r = send(
+        l7.http,
+        build(
+            http::Method::POST,
+            "b.test",
+            "/",
+            Bytes::from(vec![b'x'; 1000]),
+        ),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_len"], 1000);
+
+    // Chunked (no length): cut off once it passes the limit.
+    let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = (0..5)
+        .map(|_| Ok(Frame::data(Bytes::from(vec![b'y'; 400]))))
+        .collect();
+    let body = StreamBody::new(futures_util::stream::iter(chunks));
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "b.test")
+        .body(body)?;
+    let stream = tokio::net::TcpStream::connect(l7.http).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await??;
+    assert_eq!(resp.status(), 413);
+    let body = resp.into_body().collect().await?.to_bytes();
+    assert_eq!(&body[..], b"413 Request Entity Too Large\n");
+    // The upstream never got a complete request.
+    assert!(up.seen().iter().all(|s| s.body.len() <= 1000));
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_source_ranges_and_rate_limit() -> anyhow::Result<()> {
+    let up = TestServer::echo("acl").await?;
+    let u = upstream("acl", &[up.addr]);
+    let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap_or_else(|e| panic!("{e}"));
+    let allow_other = target_with(
+        "allow-other",
+        u.clone(),
+        policy(|p| p.allow_sources = vec![net("10.0.0.0/8")]),
+    );
+    let allow_me = target_with(
+        "allow-me",
+        u.clone(),
+        policy(|p| p.allow_sources = vec![net("127.0.0.1/32")]),
+    );
+    let deny_me = target_with(
+        "deny-me",
+        u.clone(),
+        policy(|p| p.deny_sources = vec![net("127.0.0.0/8")]),
+    );
+    let limited = target_with("limited", u.clone(), policy(|p| p.limit_rps = Some(2)));
+    let snap = snapshot(vec![vhost(
+        "acl.test",
+        vec![
+            prefix("/other", &allow_other),
+            prefix("/me", &allow_me),
+            prefix("/deny", &deny_me),
+            prefix("/limited", &limited),
+        ],
+    )]);
+    let l7 = L7::start(snap).await?;
+    let r = get(l7.http, "acl.test", "/other").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (403, "403 Forbidden\n")
+    );
+    assert_eq!(get(l7.http, "acl.test", "/me").await?.status, 200);
+    assert_eq!(get(l7.http, "acl.test", "/deny").await?.status, 403);
+    assert_eq!(up.hits(), 1);
+
+    // 2 rps with a burst of 10: the first 10 pass, the rest get 503 until tokens refill.
+    let mut conn = H1::connect(l7.http).await?;
+    let mut codes = Vec::new();
+    for _ in 0..15 {
+        codes.push(
+            conn.send(build(
+                http::Method::GET,
+                "acl.test",
+                "/limited",
+                Bytes::new(),
+            ))
+            .await?
+            .status
+            .as_u16(),
+        );
+    }
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 10, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 503).count(), 5, "{codes:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        conn.send(build(
+            http::Method::GET,
+            "acl.test",
+            "/limited",
+            Bytes::new()
+        ))
+        .await?
+        .status,
+        200
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_cors_preflight_and_response_headers() -> anyhow::Result<()> {
+    let up = TestServer::echo("cors").await?;
+    let cors = Cors {
+        allow_origins: vec!["https://app.example".into()],
+        allow_methods: "GET, PUT, POST".into(),
+        allow_headers: "Authorization, X-Custom".into(),
+        expose_headers: "X-Upstream".into(),
+        allow_credentials: true,
+        max_age: 1728000,
+    };
+    let t = target_with(
+        "cors",
+        upstream("cors", &[up.addr]),
+        policy(|p| p.cors = Some(cors)),
+    );
+    let l7 = L7::start(snapshot(vec![vhost("cors.test", vec![prefix("/", &t)])])).await?;
+    let with_origin = |method: &str, origin: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri("/res")
+            .header("host", "cors.test")
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .body(Full::new(Bytes::new()))
+    };
+    let r = send(l7.http, with_origin("OPTIONS", "https://app.example")?).await?;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, PUT, POST")
+    );
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("Authorization, X-Custom")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.header("access-control-max-age"), Some("1728000"));
+    assert_eq!(up.hits(), 0, "preflight answered by the proxy");
+
+    let r = send(l7.http, with_origin("GET", "https://app.example")?).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("X-Upstream")
+    );
+    // A foreign origin gets no CORS headers (and its OPTIONS goes to the upstream).
+    let r = send(l7.http, with_origin("GET", "https://evil.example")?).await?;
+    assert!(r.header("access-control-allow-origin").is_none());
+    let r = send(l7.http, with_origin("OPTIONS", "https://evil.example")?).await?;
+    assert_eq!(r.upstream(), Some("cors"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_basic_auth() -> anyhow::Result<()> {
+    let up = TestServer::echo("auth").await?;
+    let bcrypt = pwhash::bcrypt::hash_with(
+        pwhash::bcrypt::BcryptSetup {
+            cost: Some(4),
+            variant: Some(pwhash::bcrypt::BcryptVariant::V2y),
+            ..Default::default()
+        },
+        "b-pass",
+    )?;
+    let users = BTreeMap::from([
+        (
+            "apr".to_string(),
+            "$apr1$xyzsalt$JVPGl77ThvY9HAGwus/Uu1".to_string(),
+        ),
+        (
+            "sha".to_string(),
+            "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=".to_string(),
+        ),
+        ("bc".to_string(), bcrypt),
+        (
+            "md5".to_string(),
+            "$1$xyzsalt$2eTsT8hwLX2wFYs8OL8u20".to_string(),
+        ),
+    ]);
+    let auth = Arc::new(BasicAuth {
+        realm: "Staff Only".into(),
+        users,
+    });
+    let t = target_with(
+        "auth",
+        upstream("auth", &[up.addr]),
+        policy(|p| p.basic_auth = Some(auth)),
+    );
+    let l7 = L7::start(snapshot(vec![vhost("auth.test", vec![prefix("/", &t)])])).await?;
+    let with_creds = |user: &str, pass: &str| {
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        http::Request::builder()
+            .uri("/")
+            .header("host", "auth.test")
+            .header("authorization", format!("Basic {v}"))
+            .body(Full::new(Bytes::new()))
+    };
+    let r = get(l7.http, "auth.test", "/").await?;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"Staff Only\"")
+    );
+    for (user, pass) in [
+        ("apr", "password"),
+        ("sha", "password"),
+        ("bc", "b-pass"),
+        ("md5", "password"),
+        ("bc", "b-pass"),
+    ] {
+        let r = send(l7.http, with_creds(user, pass)?).await?;
+        assert_eq!(r.status, 200, "{user}");
+    }
+    for (user, pass) in [
+        ("apr", "wrong"),
+        ("bc", "wrong"),
+        ("nobody", "password"),
+        ("sha", ""),
+    ] {
+        let r = send(l7.http, with_creds(user, pass)?).await?;
+        assert_eq!(r.status, 401, "{user}:{pass}");
+    }
+    assert_eq!(up.hits(), 5);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_custom_http_errors() -> anyhow::Result<()> {
+    let app = TestServer::echo("app").await?;
+    let errors = TestServer::echo("errors").await?;
+    let t = target_with(
+        "app",
+        upstream("app", &[app.addr]),
+        policy(|p| p.custom_http_errors = vec![404, 503]),
+    );
+    let mut snap = snapshot(vec![vhost("ce.test", vec![prefix("/", &t)])]);
+    snap.http.default_backend = Some(target(
+        "default-backend",
+        upstream("errors", &[errors.addr]),
+    ));
+    let l7 = L7::start(snap.clone()).await?;
+
+    let req = http::Request::builder()
+        .uri("/status/503?x=1")
+        .header("host", "ce.test")
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::new()))?;
+    let r = send(l7.http, req).await?;
+    assert_eq!(r.upstream(), Some("errors"), "{}", r.text());
+    let seen = r.json();
+    let h = &seen["headers"];
+    assert_eq!(h["x-code"], "503");
+    assert_eq!(h["x-format"], "application/json");
+    assert_eq!(h["x-original-uri"], "/status/503?x=1");
+    assert_eq!(h["x-namespace"], "default");
+    assert_eq!(h["x-ingress-name"], "app");
+    assert_eq!(h["x-service-name"], "app");
+    assert_eq!(h["x-service-port"], "80");
+    assert!(h["x-request-id"].as_str().is_some_and(|v| v.len() == 32));
+    // Codes not listed pass through.
+    let r = get(l7.http, "ce.test", "/status/500").await?;
+    assert_eq!((r.status.as_u16(), r.upstream()), (500, Some("app")));
+
+    // No default backend: a short proxy body with the original code.
+    snap.http.default_backend = None;
+    snap.generation += 1000;
+    l7.apply(snap);
+    let r = get(l7.http, "ce.test", "/status/404").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (404, "404 Not Found\n")
+    );
+    assert_eq!(r.upstream(), None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_upstream_body_read_timeout_cuts_stalled_response() -> anyhow::Result<()> {
+    let up = TestServer::echo("stall").await?;
+    let t = target_with(
+        "stall",
+        upstream("stall", &[up.addr]),
+        policy(|p| p.timeouts.read = Duration::from_millis(300)),
+    );
+    let l7 = L7::start(snapshot(vec![vhost("st.test", vec![prefix("/", &t)])])).await?;
+    // The head comes at once; the body stalls past the read timeout: the response is cut.
+    let stream = tokio::net::TcpStream::connect(l7.http).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(
+        WAIT,
+        sender.send_request(build(
+            http::Method::GET,
+            "st.test",
+            "/slowbody/3000",
+            Bytes::new(),
+        )),
+    )
+    .await??;
+    assert_eq!(resp.status(), 200);
+    let started = std::time::Instant::now();
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect()).await?;
+    assert!(body.is_err(), "a stalled body must not complete");
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        started.elapsed()
+    );
+    // A stall shorter than the timeout is fine.
+    let r = get(l7.http, "st.test", "/slowbody/100").await?;
+    assert_eq!(r.text(), "first;second");
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_send_timeout_on_stalled_request_body() -> anyhow::Result<()> {
+    let up = TestServer::echo("upload").await?;
+    let t = target_with(
+        "upload",
+        upstream("upload", &[up.addr]),
+        policy(|p| p.timeouts.send = Duration::from_millis(300)),
+    );
+    let l7 = L7::start(snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    let started = std::time::Instant::now();
+    // Promise 100 bytes, send 10, then stall (the connection stays open).
+    let mut s = tokio::net::TcpStream::connect(l7.http).await?;
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await?;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await??;
+    let out = String::from_utf8_lossy(&buf[..n]);
+    assert_eq!(raw_status(&out), Some(408), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // CONNECT is not proxied.
+    let out = raw(
+        l7.http,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    assert_eq!(raw_status(&out), Some(405), "{out}");
+    Ok(())
+}

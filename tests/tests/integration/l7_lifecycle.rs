@@ -1,0 +1,290 @@
+//! Lifecycle: config swaps under load, graceful drain, the admin endpoint and the access log.
+use std::{
+    io::Write,
+    sync::{
+        atomic::{AtomicUsize, Ordering::SeqCst},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use ingress::{
+    admin::{AdminServer, Readiness},
+    apply::proxy::ProxyApplier,
+    proxy::{Proxy, ProxyOptions},
+};
+use tests::{l7::*, upstream::*};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l7_config_swap_under_load_drops_nothing() -> anyhow::Result<()> {
+    let servers = [
+        TestServer::echo("u0").await?,
+        TestServer::echo("u1").await?,
+        TestServer::echo("u2").await?,
+    ];
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let snap_for = move |i: usize| {
+        // Each generation has a different endpoint set and route table shape.
+        let eps = [addrs[i % 3], addrs[(i + 1) % 3]];
+        let t = target("load", upstream("load", &eps));
+        let extra = target(
+            &format!("extra{i}"),
+            upstream(&format!("extra{i}"), &[addrs[i % 3]]),
+        );
+        snapshot(vec![vhost(
+            "load.test",
+            vec![prefix(&format!("/extra{i}"), &extra), prefix("/", &t)],
+        )])
+    };
+    let l7 = Arc::new(L7::start(snap_for(0)).await?);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (l7, done) = (l7.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut i = 1;
+            while !done.load(SeqCst) && i < 200 {
+                l7.apply(snap_for(i));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            i
+        })
+    };
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (addr, ok) = (l7.http, ok.clone());
+        clients.push(tokio::spawn(async move {
+            let mut conn = H1::connect(addr).await?;
+            for i in 0..500 {
+                let path = if i % 2 == 0 {
+                    "/a".to_string()
+                } else {
+                    format!("/b/{c}/{i}")
+                };
+                let r = conn
+                    .send(build(http::Method::GET, "load.test", &path, Bytes::new()))
+                    .await?;
+                anyhow::ensure!(
+                    r.status == 200,
+                    "request {c}/{i} got {}: {}",
+                    r.status,
+                    r.text()
+                );
+                ok.fetch_add(1, SeqCst);
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = std::time::Instant::now();
+    for c in clients {
+        tokio::time::timeout(Duration::from_secs(30), c).await???;
+    }
+    done.store(true, SeqCst);
+    let swaps = swapper.await?;
+    assert_eq!(ok.load(SeqCst), 2000);
+    assert!(
+        swaps >= 5,
+        "only {swaps} swaps during {:?}",
+        started.elapsed()
+    );
+    assert!(l7.proxy.metrics().config_applies() >= swaps as u64);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_drain_finishes_in_flight_and_refuses_new() -> anyhow::Result<()> {
+    let up = TestServer::echo("drain").await?;
+    let t = target("drain", upstream("drain", &[up.addr]));
+    let l7 = L7::start(snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    let drain = l7.proxy.drain_handle();
+
+    let in_flight = tokio::spawn(get(l7.http, "d.test", "/delay/600"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let drained = tokio::spawn({
+        let drain = drain.clone();
+        async move { drain.drain(Duration::from_secs(5)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(drain.is_draining());
+    // New connections are refused while the in-flight request is still running.
+    let refused = tokio::time::timeout(WAIT, get(l7.http, "d.test", "/")).await?;
+    assert!(
+        refused.is_err(),
+        "a new request was served during the drain: {refused:?}"
+    );
+    let r = tokio::time::timeout(WAIT, in_flight).await???;
+    assert_eq!(r.status, 200);
+    assert!(
+        tokio::time::timeout(WAIT, drained).await??,
+        "drain did not finish cleanly"
+    );
+    assert_eq!(drain.open(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_drain_timeout_cuts_what_is_left() -> anyhow::Result<()> {
+    let up = TestServer::echo("stuck").await?;
+    let t = target("stuck", upstream("stuck", &[up.addr]));
+    let l7 = L7::start(snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    let stuck = tokio::spawn(get(l7.http, "d.test", "/delay/8000"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = std::time::Instant::now();
+    let clean = l7
+        .proxy
+        .drain_handle()
+        .drain(Duration::from_millis(300))
+        .await;
+    assert!(!clean);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let r = tokio::time::timeout(WAIT, stuck).await??;
+    assert!(r.is_err(), "the stuck request should have been cut: {r:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
+    let up = TestServer::echo("m").await?;
+    let proxy = Proxy::new(ProxyOptions {
+        access_log: false,
+        ..Default::default()
+    })?;
+    let readiness = Arc::new(Readiness::default());
+    let applier = ProxyApplier::new(proxy.clone()).with_readiness(readiness.clone());
+    let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = admin_l.local_addr()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let admin_task = tokio::spawn(
+        AdminServer::new(readiness.clone())
+            .with_source(proxy.metrics())
+            .serve(admin_l, stop.clone()),
+    );
+    let http_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http = http_l.local_addr()?;
+    let serve = tokio::spawn(proxy.serve_http(http_l));
+
+    assert_eq!(get(admin, "admin", "/healthz").await?.status, 200);
+    assert_eq!(get(admin, "admin", "/readyz").await?.status, 503);
+    let t = target("metered", upstream("metered", &[up.addr]));
+    applier.apply(&Arc::new(snapshot(vec![vhost(
+        "m.test",
+        vec![prefix("/", &t)],
+    )])));
+    assert_eq!(get(admin, "admin", "/readyz").await?.status, 200);
+
+    for _ in 0..3 {
+        assert_eq!(get(http, "m.test", "/").await?.status, 200);
+    }
+    assert_eq!(get(http, "m.test", "/status/503").await?.status, 503);
+    assert_eq!(get(http, "nowhere.test", "/").await?.status, 404);
+    let m = get(admin, "admin", "/metrics").await?;
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain; version=0.0.4")));
+    let text = m.text();
+    for want in [
+        "ingress_requests_total{ingress=\"default/metered\",service=\"default/metered:80\",status_class=\"2xx\"} 3",
+        "ingress_requests_total{ingress=\"default/metered\",service=\"default/metered:80\",status_class=\"5xx\"} 1",
+        "ingress_requests_total{ingress=\"\",service=\"\",status_class=\"4xx\"} 1",
+        "ingress_request_duration_seconds_count{ingress=\"default/metered\",service=\"default/metered:80\"} 4",
+        "ingress_config_applies_total 1",
+        "ingress_config_apply_duration_seconds_count 1",
+        "ingress_upstream_errors_total{kind=\"connect_refused\"} 0",
+        "ingress_tls_handshakes_total 0",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    readiness.set_draining();
+    assert_eq!(get(admin, "admin", "/readyz").await?.status, 503);
+    assert_eq!(get(admin, "admin", "/nope").await?.status, 404);
+    stop.cancel();
+    tokio::time::timeout(WAIT, admin_task).await??;
+    serve.abort();
+    Ok(())
+}
+
+/// Collects what the subscriber writes.
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn l7_access_log_json_lines() -> anyhow::Result<()> {
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_env_filter("access_log=info")
+        .with_ansi(false)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .finish();
+    // Current-thread runtime: the proxy's tasks run on this thread and see this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let up = TestServer::echo("logged").await?;
+    let t = target("logged", upstream("logged", &[up.addr]));
+    let snap = snapshot(vec![vhost("log.test", vec![prefix("/", &t)])]);
+    let l7 = L7::start_with(
+        ProxyOptions {
+            access_log: true,
+            ..Default::default()
+        },
+        snap.clone(),
+    )
+    .await?;
+    let req = http::Request::builder()
+        .uri("/bytes/123?q=1")
+        .header("host", "log.test")
+        .header("x-request-id", "req-42")
+        .body(http_body_util::Full::new(Bytes::new()))?;
+    assert_eq!(send(l7.http, req).await?.status, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let out = String::from_utf8(buf.0.lock().unwrap_or_else(|e| e.into_inner()).clone())?;
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(lines[0].trim())?;
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["host"], "log.test");
+    assert_eq!(v["path"], "/bytes/123");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["bytes"], 123);
+    assert_eq!(v["request_id"], "req-42");
+    assert_eq!(v["upstream"], up.addr.to_string());
+    assert_eq!(v["upstream_name"], "default/logged:80");
+    assert_eq!(v["ingress"], "default/logged");
+    assert!(v["duration_ms"].as_f64().is_some());
+
+    // Switched off: nothing is written.
+    let quiet = L7::start_with(
+        ProxyOptions {
+            access_log: false,
+            ..Default::default()
+        },
+        snap,
+    )
+    .await?;
+    assert_eq!(get(quiet.http, "log.test", "/").await?.status, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let out2 = String::from_utf8(buf.0.lock().unwrap_or_else(|e| e.into_inner()).clone())?;
+    assert_eq!(out2.lines().filter(|l| !l.trim().is_empty()).count(), 1);
+    Ok(())
+}

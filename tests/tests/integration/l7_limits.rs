@@ -1,0 +1,148 @@
+//! Limits against abuse: smuggling-shaped and malformed requests (400, never forwarded),
+//! oversized heads, slowloris, and HTTP/2 stream limits.
+use std::{sync::atomic::Ordering::SeqCst, time::Duration};
+
+use ingress::proxy::{limits::Limits, ProxyOptions};
+use tests::{l7::*, upstream::*};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::Result<()> {
+    let up = TestServer::echo("victim").await?;
+    let t = target("victim", upstream("victim", &[up.addr]));
+    let limits = Limits {
+        max_header_bytes: 8192,
+        max_headers: 20,
+        ..Default::default()
+    };
+    let opts = ProxyOptions {
+        access_log: false,
+        limits,
+        ..Default::default()
+    };
+    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+
+    let smuggled = "GET /admin HTTP/1.1\r\nHost: x\r\n\r\n";
+    let cases: Vec<(&str, String, &[u16])> = vec![
+        (
+            "CL then TE",
+            format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+            &[400],
+        ),
+        (
+            "TE then CL",
+            format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n{smuggled}"),
+            &[400],
+        ),
+        ("differing CLs", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde".into(), &[400]),
+        ("TE gzip,chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".into(), &[400]),
+        ("TE chunked,gzip", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n".into(), &[400]),
+        ("TE identity", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n".into(), &[400]),
+        ("TE twice", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), &[400]),
+        ("TE in HTTP/1.0", "POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), &[400]),
+        ("space before colon", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nabcde".into(), &[400]),
+        ("obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n".into(), &[400]),
+        ("bad CL", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nabcde".into(), &[400]),
+        ("too many headers", format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", (0..40).map(|i| format!("X-{i}: v\r\n")).collect::<String>()), &[431, 400]),
+        ("huge header", format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000)), &[431]),
+        ("huge request line", format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(20_000)), &[414, 431]),
+        ("garbage", "\x16\x03\x01\x00\x00 nonsense\r\n\r\n".into(), &[400]),
+    ];
+    for (name, req, want) in &cases {
+        let out = raw(l7.http, req.as_bytes()).await?;
+        let status = raw_status(&out);
+        assert!(
+            status.is_some_and(|s| want.contains(&s)),
+            "{name}: got {out:?}"
+        );
+        assert_eq!(
+            up.connections.load(SeqCst),
+            0,
+            "{name}: something reached the upstream"
+        );
+    }
+    // A well-formed chunked request passes.
+    let out = raw(l7.http, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n").await?;
+    assert_eq!(raw_status(&out), Some(200), "{out}");
+    assert_eq!(up.hits(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_slowloris_header_timeout() -> anyhow::Result<()> {
+    let up = TestServer::echo("slow").await?;
+    let t = target("slow", upstream("slow", &[up.addr]));
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let opts = ProxyOptions {
+        access_log: false,
+        limits,
+        ..Default::default()
+    };
+    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+
+    let mut s = tokio::net::TcpStream::connect(l7.http).await?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await?;
+    let started = std::time::Instant::now();
+    // Trickle one header byte every 100 ms; the connection must be closed anyway.
+    let mut closed_after = None;
+    for _ in 0..30 {
+        if s.write_all(b"X").await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            Ok(Ok(_)) => {} // a 408 may be written before closing
+            Err(_) => {}
+        }
+    }
+    let closed_after =
+        closed_after.ok_or_else(|| anyhow::anyhow!("slowloris connection still open after 3 s"))?;
+    assert!(
+        closed_after < Duration::from_millis(1500),
+        "{closed_after:?}"
+    );
+    assert_eq!(up.connections.load(SeqCst), 0);
+
+    // An idle keep-alive connection is closed by the same timer.
+    let mut s = tokio::net::TcpStream::connect(l7.http).await?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut all)).await;
+    assert!(read.is_ok(), "idle connection not closed");
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_h2_max_concurrent_streams_advertised() -> anyhow::Result<()> {
+    let up = TestServer::echo("h2").await?;
+    let t = target("h2", upstream("h2", &[up.addr]));
+    let limits = Limits {
+        h2_max_concurrent_streams: 7,
+        ..Default::default()
+    };
+    let opts = ProxyOptions {
+        access_log: false,
+        limits,
+        ..Default::default()
+    };
+    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
+    let (client, conn) = h2::client::handshake(tcp).await?;
+    tokio::spawn(conn);
+    let mut client = tokio::time::timeout(WAIT, client.ready()).await??;
+    let req = http::Request::builder().uri("http://h/").body(())?;
+    let (resp, _) = client.send_request(req, true)?;
+    let resp = tokio::time::timeout(WAIT, resp).await??;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(client.current_max_send_streams(), 7);
+    Ok(())
+}

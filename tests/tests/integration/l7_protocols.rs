@@ -1,0 +1,235 @@
+//! Protocols: HTTP/2 from clients (TLS+ALPN and h2c), gRPC over h2c upstreams with trailers
+//! end to end, WebSocket upgrades, and HTTPS upstreams.
+use std::{net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ingress::snapshot::BackendProtocol;
+use tests::{certs::*, l7::*, upstream::*};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn l7_h2_clients_over_tls_and_h2c() -> anyhow::Result<()> {
+    let up = TestServer::echo("h2").await?;
+    let l7 = L7::start(snapshot(vec![vhost(
+        "h2.test",
+        vec![prefix("/", &target("h2", upstream("h2", &[up.addr])))],
+    )]))
+    .await?;
+
+    // TLS with ALPN h2.
+    let tls = tls_connect(l7.https, "h2.test", insecure_client_config(&[b"h2"])?).await?;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    for i in 0..3 {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://h2.test/p/{i}?q=1"))
+            .body(Full::new(Bytes::from_static(b"payload")))?;
+        let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await??;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = resp.into_body().collect().await?.to_bytes();
+        let seen: serde_json::Value = serde_json::from_slice(&body)?;
+        // Routed by :authority, forwarded as HTTP/1.1 with Host set from it.
+        assert_eq!(seen["version"], "HTTP/1.1");
+        assert_eq!(seen["uri"], format!("/p/{i}?q=1"));
+        assert_eq!(seen["headers"]["host"], "h2.test");
+        assert_eq!(seen["body_len"], 7);
+        assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    }
+    // h2c with prior knowledge on the plain port.
+    let tcp = TcpStream::connect(l7.http).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("http://h2.test/c")
+        .body(Full::new(Bytes::new()))?;
+    let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await??;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.hits(), 4);
+    // The upstream connection was reused (keep-alive pool).
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_grpc_trailers_end_to_end() -> anyhow::Result<()> {
+    let grpc = TestServer::grpc("grpc").await?;
+    let up = upstream_with("grpc", &[grpc.addr], BackendProtocol::Grpc);
+    let l7 = L7::start(snapshot(vec![vhost(
+        "grpc.test",
+        vec![prefix("/", &target("grpc", up))],
+    )]))
+    .await?;
+    let tls = tls_connect(l7.https, "grpc.test", insecure_client_config(&[b"h2"])?).await?;
+    let (client, conn) = h2::client::handshake(tls).await?;
+    tokio::spawn(conn);
+    for _ in 0..2 {
+        let mut client = tokio::time::timeout(WAIT, client.clone().ready()).await??;
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("https://grpc.test/pkg.Echo/Say")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())?;
+        let (resp, mut stream) = client.send_request(req, false)?;
+        stream.send_data(Bytes::from_static(b"\0\0\0\0\x05hello"), true)?;
+        let resp = tokio::time::timeout(WAIT, resp).await??;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+        let mut body = resp.into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(WAIT, body.data()).await? {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        assert_eq!(data, b"\0\0\0\0\x05hello");
+        let trailers = tokio::time::timeout(WAIT, body.trailers())
+            .await??
+            .unwrap_or_default();
+        assert_eq!(
+            trailers.get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"0"[..])
+        );
+        assert_eq!(
+            trailers.get("grpc-message").map(|v| v.as_bytes()),
+            Some(&b"ok"[..])
+        );
+        assert_eq!(
+            trailers.get("x-te").map(|v| v.as_bytes()),
+            Some(&b"trailers"[..]),
+            "TE: trailers forwarded"
+        );
+    }
+    let seen = grpc
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("nothing reached the gRPC upstream"))?;
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(seen.uri.path(), "/pkg.Echo/Say");
+    assert_eq!(seen.uri.authority().map(|a| a.as_str()), Some("grpc.test"));
+    // One multiplexed upstream connection for both calls.
+    assert_eq!(
+        grpc.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_websocket_echo() -> anyhow::Result<()> {
+    let (ws_addr, ws_task) = websocket_echo().await?;
+    let l7 = L7::start(snapshot(vec![vhost(
+        "ws.test",
+        vec![prefix("/", &target("ws", upstream("ws", &[ws_addr])))],
+    )]))
+    .await?;
+    let tcp = TcpStream::connect(l7.http).await?;
+    let (mut ws, resp) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async("ws://ws.test/chat", tcp),
+    )
+    .await??;
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        ws.send(Message::text(format!("hello {i}"))).await?;
+        let echoed = tokio::time::timeout(WAIT, ws.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("closed"))??;
+        assert_eq!(echoed, Message::text(format!("hello {i}")));
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await?;
+    let echoed = tokio::time::timeout(WAIT, ws.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("closed"))??;
+    assert_eq!(echoed, Message::binary(vec![0u8, 1, 2, 255]));
+    ws.close(None).await?;
+    ws_task.abort();
+    Ok(())
+}
+
+/// An HTTPS upstream with a certificate the proxy cannot verify (it does not try to).
+async fn https_upstream(ca: &TestCa) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let key = ca.issue(&["pod.internal"])?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(key)));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let alpn = tls
+                    .get_ref()
+                    .1
+                    .alpn_protocol()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .unwrap_or_default();
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let alpn = alpn.clone();
+                        async move {
+                            let body = format!(
+                                "tls {:?} alpn={alpn} path={}",
+                                req.version(),
+                                req.uri().path()
+                            );
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(body),
+                            )))
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+#[derive(Debug)]
+struct Fixed(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Fixed {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn l7_https_backend_protocol() -> anyhow::Result<()> {
+    let ca = TestCa::new()?;
+    let (addr, task) = https_upstream(&ca).await?;
+    let up = upstream_with("secure", &[addr], BackendProtocol::Https);
+    let l7 = L7::start(snapshot(vec![vhost(
+        "s.test",
+        vec![prefix("/", &target("secure", up))],
+    )]))
+    .await?;
+    for _ in 0..2 {
+        let r = get(l7.http, "s.test", "/over-tls").await?;
+        assert_eq!(r.status, 200, "{}", r.text());
+        // ALPN offered h2 first; the upstream picked it.
+        assert_eq!(r.text(), "tls HTTP/2.0 alpn=h2 path=/over-tls");
+    }
+    task.abort();
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! L7 routing end to end: host and path precedence, fallbacks, the default backend, 404, and
+//! the 502/503/504 answers.
+use std::{sync::Arc, time::Duration};
+
+use tests::{l7::*, upstream::*};
+
+#[tokio::test]
+async fn l7_routing_precedence_table() -> anyhow::Result<()> {
+    let names = ["a", "b", "c", "d", "e", "f", "dflt"];
+    let mut servers = Vec::new();
+    for n in names {
+        servers.push(TestServer::echo(n).await?);
+    }
+    let t = |i: usize| target(names[i], upstream(names[i], &[servers[i].addr]));
+    let (a, b, c, d, e, f, dflt) = (t(0), t(1), t(2), t(3), t(4), t(5), t(6));
+    let mut foo = vhost(
+        "foo.example.com",
+        vec![
+            exact("/exact", &a),
+            prefix("/app/v2", &b),
+            prefix("/app", &c),
+            regex("/re[0-9]+", &d),
+        ],
+    );
+    foo.fallback = Some(e.clone());
+    let mut snap = snapshot(vec![
+        foo,
+        vhost("*.example.com", vec![prefix("/", &f)]),
+        vhost("", vec![prefix("/any", &a)]),
+    ]);
+    snap.http.default_backend = Some(dflt.clone());
+    let l7 = L7::start(snap.clone()).await?;
+
+    let table: &[(&str, &str, &str)] = &[
+        ("foo.example.com", "/exact", "a"),
+        ("foo.example.com", "/exact/", "e"),
+        ("foo.example.com", "/app/v2/x", "b"),
+        ("foo.example.com", "/app/v2", "b"),
+        ("foo.example.com", "/app/v20", "c"),
+        ("foo.example.com", "/app", "c"),
+        ("foo.example.com", "/app/", "c"),
+        ("foo.example.com", "/apple", "e"),
+        ("foo.example.com", "/RE123/x", "d"),
+        ("FOO.Example.COM:8080", "/app?q=1", "c"),
+        ("bar.example.com", "/anything", "f"),
+        ("a.b.example.com", "/any/x", "a"),
+        ("a.b.example.com", "/nothing", "dflt"),
+        ("example.com", "/zzz", "dflt"),
+        ("other.org", "/any", "a"),
+    ];
+    for (host, path, want) in table {
+        let r = get(l7.http, host, path).await?;
+        assert_eq!(r.status, 200, "{host}{path}: {}", r.text());
+        assert_eq!(r.upstream(), Some(*want), "{host}{path}");
+    }
+    // The query string and the original path reach the upstream unchanged.
+    let r = get(l7.http, "foo.example.com", "/app/x?y=1&z=%20").await?;
+    assert_eq!(r.json()["uri"], "/app/x?y=1&z=%20");
+
+    // Without a default backend, an unmatched request is 404 from the proxy.
+    snap.http.default_backend = None;
+    snap.generation += 100;
+    l7.apply(snap);
+    let r = get(l7.http, "a.b.example.com", "/nothing").await?;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text(), "404 Not Found\n");
+    assert_eq!(r.upstream(), None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_errors_502_503_504_and_connect_timeout() -> anyhow::Result<()> {
+    let slow = TestServer::echo("slow").await?;
+    let refused = refused_addr().await?;
+    let blackhole = Blackhole::new()?;
+    let mut quick = test_policy();
+    quick.timeouts.read = Duration::from_millis(300);
+    quick.timeouts.connect = Duration::from_millis(300);
+    let snap = snapshot(vec![vhost(
+        "e.test",
+        vec![
+            prefix("/none", &target("none", upstream("none", &[]))),
+            prefix(
+                "/refused",
+                &target("refused", upstream("refused", &[refused])),
+            ),
+            prefix(
+                "/slow",
+                &target_with("slow", upstream("slow", &[slow.addr]), quick.clone()),
+            ),
+            prefix(
+                "/hole",
+                &target_with("hole", upstream("hole", &[blackhole.addr]), quick),
+            ),
+        ],
+    )]);
+    let l7 = L7::start(snap).await?;
+
+    let r = get(l7.http, "e.test", "/none").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (503, "503 Service Temporarily Unavailable\n")
+    );
+    let r = get(l7.http, "e.test", "/refused").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (502, "502 Bad Gateway\n")
+    );
+
+    let started = std::time::Instant::now();
+    let r = get(l7.http, "e.test", "/slow/delay/2000").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (504, "504 Gateway Timeout\n")
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(slow.hits(), 1);
+    // Within the read timeout it is served.
+    let r = get(l7.http, "e.test", "/slow/delay/50").await?;
+    assert_eq!(r.status, 200);
+
+    let started = std::time::Instant::now();
+    let r = get(l7.http, "e.test", "/hole").await?;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let m = l7.proxy.metrics();
+    use ingress::proxy::metrics::UpstreamErrorKind as K;
+    assert!(m.upstream_errors(K::ConnectRefused) >= 1);
+    assert!(m.upstream_errors(K::Timeout) >= 1);
+    assert!(m.upstream_errors(K::ConnectTimeout) >= 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_forwarded_and_hop_by_hop_headers() -> anyhow::Result<()> {
+    let up = TestServer::echo("h").await?;
+    let l7 = L7::start(snapshot(vec![vhost(
+        "h.test",
+        vec![prefix("/", &target("h", upstream("h", &[up.addr])))],
+    )]))
+    .await?;
+    let req = http::Request::builder()
+        .uri("/p")
+        .header("host", "h.test:8080")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("connection", "keep-alive, x-secret")
+        .header("x-secret", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic eA==")
+        .header("te", "trailers, deflate")
+        .header("upgrade", "h2c")
+        .header("x-kept", "yes")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let r = send(l7.http, req).await?;
+    assert_eq!(r.status, 200);
+    let seen = r.json();
+    let h = &seen["headers"];
+    assert_eq!(h["host"], "h.test:8080", "Host is preserved");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "h.test:8080");
+    assert_eq!(h["x-forwarded-port"], l7.http.port().to_string());
+    assert_eq!(h["te"], "trailers");
+    assert_eq!(h["x-kept"], "yes");
+    for gone in ["x-secret", "keep-alive", "proxy-authorization", "upgrade"] {
+        assert!(h.get(gone).is_none(), "{gone} must not be forwarded: {h}");
+    }
+    let id = h["x-request-id"].as_str().unwrap_or("");
+    assert_eq!(id.len(), 32, "generated request id: {id:?}");
+
+    // A client-supplied request id is kept.
+    let req = http::Request::builder()
+        .uri("/")
+        .header("host", "h.test")
+        .header("x-request-id", "abc-123")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let r = send(l7.http, req).await?;
+    assert_eq!(r.seen_header("x-request-id").as_deref(), Some("abc-123"));
+    assert_eq!(
+        r.seen_header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    let _ = Arc::new(());
+    Ok(())
+}

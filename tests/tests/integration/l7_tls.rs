@@ -1,0 +1,281 @@
+//! TLS termination: certificate by SNI (exact, wildcard, default), TLS 1.2 and 1.3, ALPN,
+//! hot-swap of certificates with open connections, and ssl-redirect.
+use std::sync::Arc;
+
+use tests::{certs::*, l7::*, upstream::*};
+
+#[tokio::test]
+async fn l7_tls_sni_selects_exact_wildcard_and_default() -> anyhow::Result<()> {
+    let ca = TestCa::new()?;
+    let exact = ca.issue(&["a.example.com"])?;
+    let wild = ca.issue(&["*.example.com"])?;
+    let up = TestServer::echo("tls").await?;
+    let t = target("tls", upstream("tls", &[up.addr]));
+    let mut hosts = vec![
+        vhost("a.example.com", vec![prefix("/", &t)]),
+        vhost("*.example.com", vec![prefix("/", &t)]),
+    ];
+    hosts.iter_mut().for_each(|h| h.tls = true);
+    let snap = with_cert(
+        with_cert(snapshot(hosts), &["a.example.com"], exact.clone()),
+        &["*.example.com"],
+        wild.clone(),
+    );
+    let l7 = L7::start(snap).await?;
+    let verified = ca.client_config(&[b"http/1.1"])?;
+
+    let s = tls_connect(l7.https, "a.example.com", verified.clone()).await?;
+    assert_eq!(peer_leaf(&s).as_ref(), exact.cert.first());
+    let (r, _) = h1_over(
+        s,
+        build(http::Method::GET, "a.example.com", "/x", Default::default()),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        r.seen_header("x-forwarded-port"),
+        Some(l7.https.port().to_string())
+    );
+
+    let s = tls_connect(l7.https, "b.example.com", verified.clone()).await?;
+    assert_eq!(peer_leaf(&s).as_ref(), wild.cert.first());
+    // Case-insensitive SNI.
+    let s = tls_connect(l7.https, "B.Example.COM", verified.clone()).await?;
+    assert_eq!(peer_leaf(&s).as_ref(), wild.cert.first());
+    // Two labels below the wildcard: not covered, so the default certificate (which the
+    // CA-verifying client rejects).
+    assert!(tls_connect(l7.https, "x.b.example.com", verified.clone())
+        .await
+        .is_err());
+
+    let insecure = insecure_client_config(&[b"http/1.1"])?;
+    for sni in ["unknown.org", ""] {
+        let s = tls_connect(l7.https, sni, insecure.clone()).await?;
+        let leaf = peer_leaf(&s);
+        assert!(leaf.is_some());
+        assert_ne!(leaf.as_ref(), exact.cert.first(), "sni {sni:?}");
+        assert_ne!(leaf.as_ref(), wild.cert.first(), "sni {sni:?}");
+    }
+
+    // TLS 1.2 only client, and ALPN h2.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der())?;
+    let tls12 = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let s = tls_connect(l7.https, "a.example.com", Arc::new(tls12)).await?;
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let s = tls_connect(
+        l7.https,
+        "a.example.com",
+        ca.client_config(&[b"h2", b"http/1.1"])?,
+    )
+    .await?;
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+
+    // Garbage instead of a ClientHello fails the handshake and is counted.
+    let out = raw(l7.https, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await?;
+    assert!(!out.contains("200"));
+    let mut metrics = String::new();
+    l7.proxy.metrics().render(&mut metrics);
+    assert!(
+        metrics.contains("ingress_tls_handshake_failures_total 2"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_tls_certificate_hot_swap_keeps_open_connections() -> anyhow::Result<()> {
+    let ca = TestCa::new()?;
+    let old = ca.issue(&["swap.example.com"])?;
+    let new = ca.issue(&["swap.example.com"])?;
+    let up = TestServer::echo("swap").await?;
+    let t = target("swap", upstream("swap", &[up.addr]));
+    let snap = |key| {
+        with_cert(
+            snapshot(vec![vhost("swap.example.com", vec![prefix("/", &t)])]),
+            &["swap.example.com"],
+            key,
+        )
+    };
+    let l7 = L7::start(snap(old.clone())).await?;
+    let s = tls_connect(
+        l7.https,
+        "swap.example.com",
+        ca.client_config(&[b"http/1.1"])?,
+    )
+    .await?;
+    assert_eq!(peer_leaf(&s).as_ref(), old.cert.first());
+    let (r, mut open) = h1_over(
+        s,
+        build(
+            http::Method::GET,
+            "swap.example.com",
+            "/1",
+            Default::default(),
+        ),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+
+    l7.apply(snap(new.clone()));
+
+    // The open connection keeps working on the old certificate.
+    let r = again(
+        &mut open,
+        build(
+            http::Method::GET,
+            "swap.example.com",
+            "/2",
+            Default::default(),
+        ),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    // A new full handshake gets the new one (a fresh client: no session to resume, since a
+    // resumed session keeps the identity it was established with).
+    let s = tls_connect(
+        l7.https,
+        "swap.example.com",
+        ca.client_config(&[b"http/1.1"])?,
+    )
+    .await?;
+    assert_eq!(peer_leaf(&s).as_ref(), new.cert.first());
+    let (r, _) = h1_over(
+        s,
+        build(
+            http::Method::GET,
+            "swap.example.com",
+            "/3",
+            Default::default(),
+        ),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_ssl_redirect_and_force_ssl_redirect() -> anyhow::Result<()> {
+    let up = TestServer::echo("r").await?;
+    let u = upstream("r", &[up.addr]);
+    let plain = target("plain", u.clone());
+    let mut forced_policy = test_policy();
+    forced_policy.force_ssl_redirect = true;
+    let forced = target_with("forced", u.clone(), forced_policy);
+    let mut off_policy = test_policy();
+    off_policy.ssl_redirect = false;
+    let off = target_with("off", u.clone(), off_policy);
+    let mut secure = vhost(
+        "secure.test",
+        vec![prefix("/off", &off), prefix("/", &plain)],
+    );
+    secure.tls = true;
+    let snap = snapshot(vec![
+        secure,
+        vhost(
+            "open.test",
+            vec![prefix("/forced", &forced), prefix("/", &plain)],
+        ),
+    ]);
+    let l7 = L7::start(snap).await?;
+    let port = l7.https.port();
+
+    let r = get(l7.http, "secure.test", "/a/b?x=1").await?;
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://secure.test:{port}/a/b?x=1").as_str())
+    );
+    assert_eq!(up.hits(), 0);
+    // ssl-redirect: "false" on the route.
+    assert_eq!(get(l7.http, "secure.test", "/off").await?.status, 200);
+    // Host without TLS: no redirect, unless forced.
+    assert_eq!(get(l7.http, "open.test", "/x").await?.status, 200);
+    let r = get(l7.http, "open.test", "/forced").await?;
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://open.test:{port}/forced").as_str())
+    );
+    // Over HTTPS nothing redirects.
+    let s = tls_connect(
+        l7.https,
+        "secure.test",
+        insecure_client_config(&[b"http/1.1"])?,
+    )
+    .await?;
+    let (r, _) = h1_over(
+        s,
+        build(http::Method::GET, "secure.test", "/a", Default::default()),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_serve_tls_with_peeked_bytes_replayed() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let ca = TestCa::new()?;
+    let key = ca.issue(&["pt.example.com"])?;
+    let up = TestServer::echo("handed").await?;
+    let t = target("handed", upstream("handed", &[up.addr]));
+    let l7 = L7::start(with_cert(
+        snapshot(vec![vhost("pt.example.com", vec![prefix("/", &t)])]),
+        &["pt.example.com"],
+        key.clone(),
+    ))
+    .await?;
+
+    // What the passthrough listener does for a host it does not pass through: it has already
+    // read the start of the ClientHello, and hands the connection over with those bytes.
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let front_addr = front.local_addr()?;
+    let proxy = l7.proxy.clone();
+    let handoff = tokio::spawn(async move {
+        let (mut tcp, peer) = front.accept().await?;
+        let mut peeked = vec![0u8; 64];
+        tcp.read_exact(&mut peeked).await?;
+        let local = tcp.local_addr()?;
+        let stream = ingress::proxy::listener::Prefixed::new(bytes::Bytes::from(peeked), tcp);
+        proxy.serve_tls(stream, peer, local).await;
+        anyhow::Ok(())
+    });
+    let s = tls_connect(
+        front_addr,
+        "pt.example.com",
+        ca.client_config(&[b"http/1.1"])?,
+    )
+    .await?;
+    assert_eq!(peer_leaf(&s).as_ref(), key.cert.first());
+    let (r, sender) = h1_over(
+        s,
+        build(
+            http::Method::GET,
+            "pt.example.com",
+            "/via-handoff",
+            Default::default(),
+        ),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        r.seen_header("x-forwarded-port"),
+        Some(front_addr.port().to_string())
+    );
+    drop(sender);
+    tokio::time::timeout(WAIT, handoff).await???;
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! Upstream behaviour: retries, outlier ejection, round robin, peak-EWMA, cookie affinity,
+//! canaries, and config swaps under load.
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use ingress::{
+    proxy::metrics::UpstreamErrorKind,
+    snapshot::{Canary, CookieAffinity, LoadBalance, RouteTarget},
+};
+use tests::{l7::*, upstream::*};
+
+#[tokio::test]
+async fn l7_retries_idempotent_only_and_ejects_failing_endpoint() -> anyhow::Result<()> {
+    let good = TestServer::echo("good").await?;
+    let refused = refused_addr().await?;
+    let t = target("retry", upstream("retry", &[refused, good.addr]));
+    let l7 = L7::start(snapshot(vec![vhost("r.test", vec![prefix("/", &t)])])).await?;
+    let m = l7.proxy.metrics();
+
+    // Round robin sends every GET to the refusing endpoint first; each is retried on the
+    // other endpoint and succeeds.
+    for i in 0..4 {
+        let r = get(l7.http, "r.test", &format!("/get/{i}")).await?;
+        assert_eq!(r.status, 200, "GET {i}");
+        assert_eq!(r.upstream(), Some("good"));
+    }
+    assert_eq!(m.upstream_errors(UpstreamErrorKind::ConnectRefused), 4);
+    // A POST that meets the refusing endpoint is not retried: 502, nothing reached `good`.
+    let hits_before = good.hits();
+    let r = send(
+        l7.http,
+        build(
+            http::Method::POST,
+            "r.test",
+            "/post",
+            Bytes::from_static(b"x"),
+        ),
+    )
+    .await?;
+    assert_eq!(r.status, 502);
+    assert_eq!(good.hits(), hits_before);
+    // That was the fifth consecutive failure: the endpoint is ejected and not tried again.
+    assert_eq!(m.upstream_errors(UpstreamErrorKind::ConnectRefused), 5);
+    for i in 0..6 {
+        let r = send(
+            l7.http,
+            build(
+                http::Method::POST,
+                "r.test",
+                &format!("/post/{i}"),
+                Bytes::from_static(b"x"),
+            ),
+        )
+        .await?;
+        assert_eq!(r.status, 200, "POST {i} after ejection");
+    }
+    assert_eq!(m.upstream_errors(UpstreamErrorKind::ConnectRefused), 5);
+
+    // The only endpoint is never ejected: still tried (502), never turned into 503.
+    let lone = target("lone", upstream("lone", &[refused]));
+    l7.apply(snapshot(vec![vhost("r.test", vec![prefix("/", &lone)])]));
+    for _ in 0..7 {
+        assert_eq!(get(l7.http, "r.test", "/").await?.status, 502);
+    }
+    assert_eq!(m.upstream_errors(UpstreamErrorKind::ConnectRefused), 12);
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_round_robin_and_peak_ewma() -> anyhow::Result<()> {
+    let a = TestServer::echo("a").await?;
+    let b = TestServer::echo("b").await?;
+    let c = TestServer::echo("c").await?;
+    let slow = TestServer::echo_slow("slow", Duration::from_millis(40)).await?;
+    let rr = target("rr", upstream("rr", &[a.addr, b.addr, c.addr]));
+    let mut ewma_policy = test_policy();
+    ewma_policy.load_balance = LoadBalance::PeakEwma;
+    let ewma = target_with("ewma", upstream("ewma", &[slow.addr, a.addr]), ewma_policy);
+    let l7 = L7::start(snapshot(vec![vhost(
+        "lb.test",
+        vec![prefix("/ewma", &ewma), prefix("/", &rr)],
+    )]))
+    .await?;
+
+    let mut conn = H1::connect(l7.http).await?;
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for _ in 0..30 {
+        let r = conn
+            .send(build(http::Method::GET, "lb.test", "/", Bytes::new()))
+            .await?;
+        *count
+            .entry(r.upstream().unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(count.get("a"), Some(&10), "{count:?}");
+    assert_eq!(count.get("b"), Some(&10), "{count:?}");
+    assert_eq!(count.get("c"), Some(&10), "{count:?}");
+    // Upstream connections are kept alive and reused: one per endpoint.
+    assert_eq!(a.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let mut fast = 0;
+    for _ in 0..30 {
+        let r = conn
+            .send(build(http::Method::GET, "lb.test", "/ewma", Bytes::new()))
+            .await?;
+        if r.upstream() == Some("a") {
+            fast += 1;
+        }
+    }
+    assert!(
+        fast >= 25,
+        "peak-EWMA sent only {fast}/30 to the fast endpoint"
+    );
+    // At most the first probe (an unmeasured endpoint) went to the slow one.
+    assert!(
+        slow.hits() <= 5,
+        "slow endpoint got {} requests",
+        slow.hits()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_cookie_affinity() -> anyhow::Result<()> {
+    let servers = [
+        TestServer::echo("s0").await?,
+        TestServer::echo("s1").await?,
+        TestServer::echo("s2").await?,
+    ];
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let mut policy = test_policy();
+    policy.affinity = Some(CookieAffinity {
+        name: "INGRESSCOOKIE".into(),
+        path: None,
+        max_age: Some(3600),
+    });
+    let snap_for = |addrs: &[std::net::SocketAddr]| {
+        let t = target_with("sticky", upstream("sticky", addrs), policy.clone());
+        snapshot(vec![vhost("aff.test", vec![prefix("/app", &t)])])
+    };
+    let l7 = L7::start(snap_for(&addrs)).await?;
+
+    let first = get(l7.http, "aff.test", "/app/x").await?;
+    let set = first.header("set-cookie").unwrap_or_default().to_string();
+    assert!(
+        set.starts_with("INGRESSCOOKIE=")
+            && set.contains("Path=/app")
+            && set.contains("Max-Age=3600"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap_or_default().to_string();
+    let pinned = first.upstream().unwrap_or_default().to_string();
+    for _ in 0..10 {
+        let req = http::Request::builder()
+            .uri("/app/y")
+            .header("host", "aff.test")
+            .header("cookie", format!("other=1; {cookie}"))
+            .body(http_body_util::Full::new(Bytes::new()))?;
+        let r = send(l7.http, req).await?;
+        assert_eq!(r.upstream(), Some(pinned.as_str()));
+        assert!(
+            r.header("set-cookie").is_none(),
+            "a valid cookie is not reset"
+        );
+    }
+    // The pinned endpoint goes away: another one serves and the cookie is replaced.
+    let remaining: Vec<_> = servers
+        .iter()
+        .filter(|s| s.name != pinned)
+        .map(|s| s.addr)
+        .collect();
+    l7.apply(snap_for(&remaining));
+    let req = http::Request::builder()
+        .uri("/app/z")
+        .header("host", "aff.test")
+        .header("cookie", cookie.clone())
+        .body(http_body_util::Full::new(Bytes::new()))?;
+    let r = send(l7.http, req).await?;
+    assert_eq!(r.status, 200);
+    assert_ne!(r.upstream(), Some(pinned.as_str()));
+    assert!(r
+        .header("set-cookie")
+        .is_some_and(|c| !c.starts_with(&cookie)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
+    let main = TestServer::echo("main").await?;
+    let canary = TestServer::echo("canary").await?;
+    let with_canary = |weight: u32, header_value: Option<&str>| -> Arc<RouteTarget> {
+        let mut t = (*target("app", upstream("main", &[main.addr]))).clone();
+        t.canary = Some(Canary {
+            origin: ingress_ref("app-canary"),
+            upstream: upstream("canary", &[canary.addr]),
+            weight,
+            header: Some("X-Canary".into()),
+            header_value: header_value.map(str::to_string),
+        });
+        Arc::new(t)
+    };
+    let l7 = L7::start(snapshot(vec![vhost(
+        "c.test",
+        vec![prefix("/", &with_canary(0, None))],
+    )]))
+    .await?;
+    let with_header = |v: &str| {
+        http::Request::builder()
+            .uri("/")
+            .header("host", "c.test")
+            .header("x-canary", v)
+            .body(http_body_util::Full::new(Bytes::new()))
+    };
+    assert_eq!(get(l7.http, "c.test", "/").await?.upstream(), Some("main"));
+    assert_eq!(
+        send(l7.http, with_header("always")?).await?.upstream(),
+        Some("canary")
+    );
+    assert_eq!(
+        send(l7.http, with_header("never")?).await?.upstream(),
+        Some("main")
+    );
+
+    l7.apply(snapshot(vec![vhost(
+        "c.test",
+        vec![prefix("/", &with_canary(100, None))],
+    )]));
+    assert_eq!(
+        get(l7.http, "c.test", "/").await?.upstream(),
+        Some("canary")
+    );
+    assert_eq!(
+        send(l7.http, with_header("never")?).await?.upstream(),
+        Some("main")
+    );
+
+    l7.apply(snapshot(vec![vhost(
+        "c.test",
+        vec![prefix("/", &with_canary(0, Some("v2")))],
+    )]));
+    assert_eq!(
+        send(l7.http, with_header("v2")?).await?.upstream(),
+        Some("canary")
+    );
+    assert_eq!(
+        send(l7.http, with_header("always")?).await?.upstream(),
+        Some("main")
+    );
+
+    l7.apply(snapshot(vec![vhost(
+        "c.test",
+        vec![prefix("/", &with_canary(50, None))],
+    )]));
+    let mut canary_hits = 0;
+    let mut conn = H1::connect(l7.http).await?;
+    for _ in 0..200 {
+        let r = conn
+            .send(build(http::Method::GET, "c.test", "/", Bytes::new()))
+            .await?;
+        if r.upstream() == Some("canary") {
+            canary_hits += 1;
+        }
+    }
+    assert!(
+        (60..=140).contains(&canary_hits),
+        "weight 50 gave {canary_hits}/200"
+    );
+    // Canary traffic is counted under the canary Ingress.
+    let mut metrics = String::new();
+    l7.proxy.metrics().render(&mut metrics);
+    assert!(
+        metrics.contains(
+            "ingress=\"default/app-canary\",service=\"default/canary:80\",status_class=\"2xx\""
+        ),
+        "{metrics}"
+    );
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! Hitless restarts: the XDP L4 path keeps forwarding while `ingressd` is killed and started
+//! again (pinned maps and links), and a SIGTERM lets in-flight L7 requests finish.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use tests::{
+    ingressd::Ingressd,
+    netns::{in_ns, sh},
+    topology::{backend_ip, Server, Topology, SNAT},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ingressd_under_test");
+
+fn l4_manifests(dir: &std::path::Path) {
+    let endpoints = format!("{}:8080,{}:8080", backend_ip(1), backend_ip(2));
+    std::fs::write(
+        dir.join("l4.yaml"),
+        format!(
+            r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: tcp-services
+  namespace: default
+data:
+  "80": "default/echo:8080"
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+  namespace: default
+  annotations:
+    ingress.example.dev/endpoints: "{endpoints}"
+spec:
+  ports:
+  - name: echo
+    port: 8080
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn run_args(dir: &std::path::Path, pin_dir: &str) -> Vec<String> {
+    [
+        "--manifests",
+        &dir.to_string_lossy(),
+        "--http-addr",
+        "198.18.0.1:8081",
+        "--https-addr",
+        "198.18.0.1:8443",
+        "--admin-addr",
+        "127.0.0.1:10254",
+        "--xdp-interface",
+        "nc",
+        "--xdp-interface",
+        "nb1",
+        "--xdp-interface",
+        "nb2",
+        "--snat-v4",
+        SNAT,
+        "--l4-address",
+        "198.19.0.10",
+        "--tcp-services-configmap",
+        "default/tcp-services",
+        "--pin-dir",
+        pin_dir,
+        "--max-vips",
+        "4",
+        "--conntrack-entries",
+        "65536",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// One short L4 exchange through the VIP from the client namespace.
+fn exchange(vip: SocketAddr, msg: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(1)))?;
+    s.write_all(msg.as_bytes())?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn l4_path_keeps_forwarding_through_kill_9_and_restart() {
+    let topo = Topology::new(2).expect("topology (needs root, netns, ethtool)");
+    let _s1 = Server::start(&topo.backends[0], "b1", 8080).unwrap();
+    let _s2 = Server::start(&topo.backends[1], "b2", 8080).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    l4_manifests(dir.path());
+    let pin_dir = format!("/sys/fs/bpf/ingressd-test-{}", std::process::id());
+    let args = run_args(dir.path(), &pin_dir);
+    let log = dir.path().join("first.log");
+    let mut first = Ingressd::start(
+        BIN.as_ref(),
+        Some(&topo.node),
+        &args,
+        "127.0.0.1:10254",
+        &log,
+    )
+    .unwrap();
+    first.wait_ready(Duration::from_secs(20)).unwrap();
+
+    // Continuous load: new connections back to back, from the client namespace.
+    let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(Arc::new(std::sync::Mutex::new(Vec::<String>::new())));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let ns = topo.client.name.clone();
+        workers.push(thread::spawn(move || {
+            let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+            nix_setns(&f);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let msg = format!("w{w}-{i}");
+                match exchange(vip, &msg) {
+                    Ok(a) if a.ends_with(&msg) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => failed.lock().unwrap().push(format!("{msg}: {other:?}")),
+                }
+                i += 1;
+                thread::sleep(Duration::from_millis(5));
+            }
+        }));
+    }
+    thread::sleep(Duration::from_millis(700));
+    let before_kill = ok.load(Ordering::Relaxed);
+    first.signal(libc::SIGKILL).unwrap();
+    first.wait(Duration::from_secs(5)).unwrap();
+    // ingressd is gone: the pinned program and maps keep serving.
+    thread::sleep(Duration::from_millis(800));
+    let while_dead = ok.load(Ordering::Relaxed) - before_kill;
+    let mut second = Ingressd::start(
+        BIN.as_ref(),
+        Some(&topo.node),
+        &args,
+        "127.0.0.1:10254",
+        &dir.path().join("second.log"),
+    )
+    .unwrap();
+    second.wait_ready(Duration::from_secs(20)).unwrap();
+    thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let failures = failed.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed exchanges: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        while_dead > 20,
+        "only {while_dead} exchanges while ingressd was down"
+    );
+    assert!(
+        second
+            .log_text()
+            .contains("swapped into the existing pinned link"),
+        "restart must adopt the pinned links:\n{}",
+        second.log_text()
+    );
+    let metrics = second.metrics().unwrap_or_default();
+    assert!(
+        metrics.contains("ingress_xdp_packets_total{outcome=\"fwd_new_flow\"}"),
+        "{metrics}"
+    );
+
+    // `cleanup` detaches everything and removes the pins.
+    second.signal(libc::SIGTERM).unwrap();
+    second.wait(Duration::from_secs(10)).unwrap();
+    // Pins live in the host's bpffs; cleanup needs no namespace.
+    let out = std::process::Command::new(BIN)
+        .args(["cleanup", "--pin-dir", &pin_dir])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!std::path::Path::new(&pin_dir).exists());
+    let links = topo.node.run("ip -d link show").unwrap();
+    assert!(
+        !links.contains("prog/xdp"),
+        "XDP still attached after cleanup:\n{links}"
+    );
+    // With the program gone the VIP is no longer served.
+    let r = in_ns(&topo.client, move || exchange(vip, "after cleanup")).unwrap();
+    assert!(r.is_err(), "VIP answered after cleanup: {r:?}");
+    let _ = sh(&format!("rm -rf {pin_dir}"));
+}
+
+fn nix_setns(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns on a valid netns fd, affecting only this thread.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// A slow HTTP/1.1 upstream on loopback: answers every request after `delay`.
+fn slow_upstream(delay: Duration) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            thread::spawn(move || {
+                let mut s = s;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        thread::sleep(delay);
+                        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn get(addr: SocketAddr, host: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
+    let upstream = slow_upstream(Duration::from_millis(600));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("web.yaml"),
+        format!(
+            r#"apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: xdp
+  annotations:
+    ingressclass.kubernetes.io/is-default-class: "true"
+spec:
+  controller: ingress.example.dev/xdp-ingress
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: slow
+  namespace: default
+  annotations:
+    ingress.example.dev/endpoints: "{upstream}"
+spec:
+  ports:
+  - name: http
+    port: 80
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: slow
+  namespace: default
+spec:
+  rules:
+  - host: slow.test
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: slow
+            port:
+              number: 80
+"#
+        ),
+    )
+    .unwrap();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let args: Vec<String> = [
+        "--manifests",
+        &dir.path().to_string_lossy(),
+        "--http-addr",
+        &http.to_string(),
+        "--https-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        &admin.to_string(),
+        "--drain-timeout",
+        "5s",
+        "--pin-dir",
+        &format!("/sys/fs/bpf/ingressd-drain-{}", std::process::id()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = Ingressd::start(
+        BIN.as_ref(),
+        None,
+        &args,
+        &admin.to_string(),
+        &dir.path().join("log"),
+    )
+    .unwrap();
+    p.wait_ready(Duration::from_secs(20)).unwrap();
+
+    let inflight: Vec<_> = (0..20)
+        .map(|_| thread::spawn(move || get(http, "slow.test")))
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    p.signal(libc::SIGTERM).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    // Draining: new connections are refused while the old ones finish.
+    assert!(
+        get(http, "slow.test").is_err(),
+        "a new connection was accepted during the drain"
+    );
+    for (i, h) in inflight.into_iter().enumerate() {
+        let r = h
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("in-flight request {i} failed: {e}"));
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.ends_with("slow"),
+            "request {i}: {r}"
+        );
+    }
+    let status = p.wait(Duration::from_secs(10)).unwrap();
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        p.log_text()
+    );
+}

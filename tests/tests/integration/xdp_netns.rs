@@ -1,0 +1,121 @@
+//! The XDP L4 path end to end: real TCP connections from a client namespace to a VIP, balanced
+//! by the program attached to every link of the node namespace, to backend namespaces.
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use ingress::{
+    apply::maps::{L4Applier, SnatSettings},
+    maps::{
+        loader::{Datapath, LoaderOptions},
+        neigh,
+    },
+    snapshot::{L4Protocol, L4Service, ObjectRef},
+};
+use ingress_common::counters::Stat;
+use tests::topology::{backend_ip, Conn, Server, Topology, SNAT};
+
+fn service(backends: &[usize]) -> L4Service {
+    L4Service {
+        origin: ObjectRef::default(),
+        vip: "198.19.0.10".parse().unwrap(),
+        port: 80,
+        protocol: L4Protocol::Tcp,
+        backends: backends
+            .iter()
+            .map(|k| format!("{}:8080", backend_ip(*k)).parse().unwrap())
+            .collect(),
+    }
+}
+
+fn backend_of(answer: &str) -> String {
+    answer
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal() {
+    let topo = Topology::new(2).expect("topology (needs root, netns, ethtool)");
+    let _s1 = Server::start(&topo.backends[0], "b1", 8080).unwrap();
+    let _s2 = Server::start(&topo.backends[1], "b2", 8080).unwrap();
+
+    let guard = topo.node.enter().unwrap();
+    let mut dp = Datapath::load(&LoaderOptions {
+        pin_dir: None,
+        max_vips: 4,
+        conntrack_entries: 4096,
+    })
+    .unwrap();
+    for link in &topo.node_links {
+        dp.attach(link, false).unwrap();
+    }
+    let snat = SnatSettings {
+        v4: Some(SNAT.parse().unwrap()),
+        v6: None,
+        port_min: 20000,
+        port_max: 29999,
+    };
+    let mut applier = L4Applier::new(dp.map_writer().unwrap(), snat).unwrap();
+    applier.apply(&[service(&[1, 2])]).unwrap();
+    neigh::keep_resolved([
+        backend_ip(1).parse().unwrap(),
+        backend_ip(2).parse().unwrap(),
+    ]);
+    let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
+
+    // Many flows: every one answered, both backends used.
+    let mut seen = BTreeMap::new();
+    for i in 0..40 {
+        let mut c = Conn::open(&topo.client, vip).unwrap();
+        let answer = c.ask(&format!("hello {i}")).unwrap();
+        assert!(answer.ends_with(&format!("hello {i}")), "{answer}");
+        *seen.entry(backend_of(&answer)).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        vec!["b1", "b2"],
+        "{seen:?}"
+    );
+
+    // An established flow to the backend about to be removed.
+    let mut kept = Conn::open(&topo.client, vip).unwrap();
+    let victim = backend_of(&kept.ask("first").unwrap());
+    let remaining = if victim == "b1" { 2 } else { 1 };
+    applier.apply(&[service(&[remaining])]).unwrap();
+
+    let answer = kept.ask("second").unwrap();
+    assert_eq!(
+        backend_of(&answer),
+        victim,
+        "established flow must stay on its backend"
+    );
+    for i in 0..20 {
+        let mut c = Conn::open(&topo.client, vip).unwrap();
+        let answer = c.ask(&format!("after {i}")).unwrap();
+        assert_ne!(
+            backend_of(&answer),
+            victim,
+            "new flows must avoid the removed backend"
+        );
+    }
+    assert_eq!(backend_of(&kept.ask("third").unwrap()), victim);
+
+    // The kernel did the work: the VIP is not routable in the node's stack.
+    let c = dp.counters().unwrap();
+    let get = |s| c.stat(s).unwrap().packets;
+    assert!(
+        get(Stat::FwdNewFlow) >= 61,
+        "new flows: {}",
+        get(Stat::FwdNewFlow)
+    );
+    assert!(get(Stat::FwdConntrack) > 0 && get(Stat::FwdReply) > 0);
+    assert_eq!(
+        get(Stat::DropMalformed) + get(Stat::DropNatExhausted) + get(Stat::DropMapError),
+        0
+    );
+    drop(kept);
+    drop(dp);
+    drop(guard);
+    std::thread::sleep(Duration::from_millis(10));
+}

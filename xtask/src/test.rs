@@ -1,0 +1,47 @@
+//! `cargo xtask test`: unit tests and the privileged integration tests (BPF, XDP, network
+//! namespaces). Fails loudly, before building, when the machine cannot run them.
+use anyhow::{bail, Result};
+
+use crate::exec::{have, output, run, step};
+
+/// Checks that privileged tests can run; each failure names what is missing.
+pub fn preflight() -> Result<()> {
+    let mut problems = Vec::new();
+    if output("id", &["-u"]).is_none_or(|u| u.trim() != "0") {
+        problems.push("not root: BPF, XDP and network namespaces need root".to_string());
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if !mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
+        problems.push("bpffs not mounted at /sys/fs/bpf (run `cargo xtask setup`)".to_string());
+    }
+    for tool in ["ip", "ethtool", "bpf-linker"] {
+        if !have(tool) {
+            problems.push(format!("`{tool}` not found (run `cargo xtask setup`)"));
+        }
+    }
+    if output("ip", &["netns", "list"]).is_none() {
+        problems.push("`ip netns` does not work here".to_string());
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        bail!("privileged tests cannot run on this machine; refusing to report a partial pass");
+    }
+    step("preflight ok: root, bpffs, iproute2, ethtool, bpf-linker");
+    Ok(())
+}
+
+/// Runs all tests of the workspace.
+pub fn test(extra: &[String]) -> Result<()> {
+    preflight()?;
+    step("building and running every test (unit + privileged integration)");
+    let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+    args.extend(extra.iter().map(String::as_str));
+    run("cargo", &args)?;
+    step("all tests passed");
+    Ok(())
+}
