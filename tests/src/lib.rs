@@ -11,6 +11,7 @@ pub mod ingressd;
 pub mod l7;
 pub mod netns;
 pub mod packet;
+pub mod passthrough;
 pub mod rbac;
 pub mod topology;
 pub mod upstream;

@@ -1,3 +1,4 @@
 //! One program per concern.
 pub mod bench;
+pub mod sk_passthrough;
 pub mod xdp_lb;

@@ -1,1 +1,477 @@
-//! TLS passthrough: SNI peek, backend choice, and the in-kernel splice (or its userspace fallback).
+//! TLS passthrough: SNI peek, backend choice, and the in-kernel splice (or its userspace
+//! fallback).
+//!
+//! In front of the HTTPS accept loop:
+//!
+//! ```text
+//! accept -> Passthrough::classify(stream)
+//!   Passthrough(conn) -> Passthrough::serve(conn)   connect, PROXY v2, splice until closed
+//!   Terminate(replay) -> TLS termination            the ClientHello is still unread
+//!   Reject(reason)    -> dropped (reason logged)
+//! ```
+//!
+//! `Passthrough::handle` does all three. The ClientHello is only peeked, never consumed: the
+//! kernel splice forwards it from the socket's receive queue, and the terminator reads it
+//! normally (the `Replay` handed over has an empty prefix).
+//!
+//! Wiring (app.rs): `let pt = Arc::new(Passthrough::start(PassthroughConfig { userspace:
+//! args.passthrough_userspace, ..Default::default() }).await);` once, `pt.apply(&snapshot)`
+//! for every snapshot, and per accepted HTTPS connection, in its own task:
+//! `if let Some(tls) = pt.handle(tcp).await { /* terminate TLS on `tls` */ }`.
+pub mod balance;
+pub mod copy;
+pub mod peek;
+pub mod proxy_v2;
+pub mod sni;
+mod sockdiag;
+pub mod splice;
+pub mod watch;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Semaphore};
+
+use crate::snapshot::{HostMatch, PassthroughRoute, Snapshot};
+use balance::{Balancer, ConnectError};
+use peek::{Hello, PeekError, PeekLimits, Replay};
+use splice::{Ending, SpliceEngine};
+
+/// Passthrough settings, fixed at start.
+#[derive(Clone, Debug)]
+pub struct PassthroughConfig {
+    /// Use the userspace copy even if the kernel splice works (`--passthrough-userspace`).
+    pub userspace: bool,
+    /// Bounds on reading one ClientHello (16 KiB, 5 s).
+    pub peek: PeekLimits,
+    /// ClientHellos being read at once; further connections are closed at once.
+    pub max_handshakes: usize,
+    /// Backend connect timeout per endpoint tried.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PassthroughConfig {
+    fn default() -> Self {
+        PassthroughConfig {
+            userspace: false,
+            peek: PeekLimits::default(),
+            max_handshakes: 1024,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A passthrough route with its balancer.
+#[derive(Debug)]
+pub struct RouteEntry {
+    pub route: PassthroughRoute,
+    balancer: Arc<Balancer>,
+}
+
+/// Passthrough routes by SNI: exact names, then wildcards (longest suffix first), then a
+/// host-less route.
+#[derive(Debug, Default)]
+struct RouteTable {
+    generation: u64,
+    exact: HashMap<String, Arc<RouteEntry>>,
+    wildcards: Vec<(String, Arc<RouteEntry>)>,
+    any: Option<Arc<RouteEntry>>,
+    balancers: HashMap<String, Arc<Balancer>>,
+}
+
+/// The swappable passthrough route table, rebuilt from each snapshot.
+#[derive(Debug, Default)]
+pub struct Router {
+    table: ArcSwap<RouteTable>,
+}
+
+impl Router {
+    /// Replaces the table with the passthrough routes of `snapshot`. Balancing state is kept
+    /// for upstreams whose endpoints did not change. The first route of a host wins.
+    pub fn apply(&self, snapshot: &Snapshot) {
+        let prev = self.table.load();
+        let mut t = RouteTable {
+            generation: snapshot.generation,
+            ..RouteTable::default()
+        };
+        for route in &snapshot.passthrough {
+            let balancer = t
+                .balancers
+                .get(&route.upstream.name)
+                .filter(|b| b.upstream() == &route.upstream)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Balancer::carry_over(&prev.balancers, &route.upstream, route.load_balance)
+                });
+            t.balancers
+                .insert(route.upstream.name.clone(), balancer.clone());
+            let entry = Arc::new(RouteEntry {
+                route: route.clone(),
+                balancer,
+            });
+            match &route.host {
+                HostMatch::Exact(h) => {
+                    t.exact.entry(h.to_ascii_lowercase()).or_insert(entry);
+                }
+                HostMatch::Wildcard(s) => {
+                    let s = s.to_ascii_lowercase();
+                    if !t.wildcards.iter().any(|(w, _)| *w == s) {
+                        t.wildcards.push((s, entry));
+                    }
+                }
+                HostMatch::Any => {
+                    t.any.get_or_insert(entry);
+                }
+            }
+        }
+        t.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        self.table.store(Arc::new(t));
+    }
+
+    /// The route for a (lower-cased) SNI, if it is a passthrough host.
+    pub fn lookup(&self, sni: &str) -> Option<Arc<RouteEntry>> {
+        let t = self.table.load();
+        if let Some(e) = t.exact.get(sni) {
+            return Some(e.clone());
+        }
+        t.wildcards
+            .iter()
+            .find(|(suffix, _)| HostMatch::Wildcard(suffix.clone()).matches(sni))
+            .map(|(_, e)| e.clone())
+            .or_else(|| t.any.clone())
+    }
+
+    /// The host-less route, for hellos without SNI.
+    pub fn lookup_no_sni(&self) -> Option<Arc<RouteEntry>> {
+        self.table.load().any.clone()
+    }
+
+    /// Generation of the snapshot the table was built from.
+    pub fn generation(&self) -> u64 {
+        self.table.load().generation
+    }
+}
+
+/// What to do with a freshly accepted HTTPS connection.
+#[derive(Debug)]
+pub enum Classified {
+    /// SNI names a passthrough host: call [`Passthrough::serve`].
+    Passthrough(PassthroughConn),
+    /// Any other SNI: terminate TLS on this stream (the ClientHello is still unread in it).
+    Terminate(Replay<TcpStream>),
+    /// Closed; the reason was logged.
+    Reject(RejectReason),
+}
+
+/// A connection routed to a passthrough backend, its ClientHello unread.
+#[derive(Debug)]
+pub struct PassthroughConn {
+    stream: TcpStream,
+    sni: Option<String>,
+    route: Arc<RouteEntry>,
+}
+
+impl PassthroughConn {
+    /// The SNI that selected the route (`None` for a host-less route).
+    pub fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+    /// The route.
+    pub fn route(&self) -> &PassthroughRoute {
+        &self.route.route
+    }
+}
+
+/// Why a connection was closed before TLS.
+#[derive(Debug, Error)]
+pub enum RejectReason {
+    #[error("too many ClientHellos being read at once")]
+    Overloaded,
+    #[error("ClientHello without SNI")]
+    NoSni,
+    #[error(transparent)]
+    Peek(#[from] PeekError),
+}
+
+/// Why a passthrough connection failed.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("writing the PROXY header: {0}")]
+    ProxyHeader(std::io::Error),
+    #[error("splice setup lost the connection: {0}")]
+    Setup(splice::SpliceError),
+}
+
+/// How a passthrough connection ended.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeReport {
+    pub ending: Ending,
+    pub client_bytes: u64,
+    pub backend_bytes: u64,
+    /// True when the kernel moved the bytes.
+    pub spliced: bool,
+}
+
+/// The engine moving bytes of passthrough connections.
+#[derive(Debug)]
+enum Engine {
+    Kernel(Box<SpliceEngine>),
+    Userspace,
+}
+
+/// The passthrough side of the HTTPS listener.
+#[derive(Debug)]
+pub struct Passthrough {
+    router: Router,
+    engine: Engine,
+    cfg: PassthroughConfig,
+    handshakes: Arc<Semaphore>,
+}
+
+impl Passthrough {
+    /// Chooses the engine (kernel splice unless disabled, unavailable or failing its
+    /// self-test) and logs the choice. Loads its own copy of the kernel object. Needs a
+    /// tokio runtime.
+    pub async fn start(cfg: PassthroughConfig) -> Self {
+        if cfg.userspace {
+            return Self::start_with_kernel(cfg, None).await;
+        }
+        let kernel = splice::load_kernel();
+        Self::start_with_kernel(cfg, Some(kernel)).await
+    }
+
+    /// Like [`Passthrough::start`] with the splice program already attached by the caller
+    /// (`splice::attach_kernel` on the unified loader's object), or its error. `None`:
+    /// userspace copy.
+    pub async fn start_with_kernel(
+        cfg: PassthroughConfig,
+        kernel: Option<Result<splice::KernelSplice, splice::SpliceError>>,
+    ) -> Self {
+        let engine = match kernel {
+            None => {
+                tracing::info!("TLS passthrough: userspace copy (--passthrough-userspace)");
+                Engine::Userspace
+            }
+            Some(kernel) => match kernel.and_then(SpliceEngine::with_kernel) {
+                Ok(engine) => match engine.self_test().await {
+                    Ok(()) => {
+                        tracing::info!("TLS passthrough: in-kernel sockmap splice");
+                        Engine::Kernel(Box::new(engine))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS passthrough: sockmap splice unreliable; using the userspace copy");
+                        Engine::Userspace
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS passthrough: sockmap splice unavailable; using the userspace copy");
+                    Engine::Userspace
+                }
+            },
+        };
+        let handshakes = Arc::new(Semaphore::new(cfg.max_handshakes));
+        Passthrough {
+            router: Router::default(),
+            engine,
+            cfg,
+            handshakes,
+        }
+    }
+
+    /// Takes the passthrough routes of a new snapshot.
+    pub fn apply(&self, snapshot: &Snapshot) {
+        self.router.apply(snapshot);
+    }
+
+    /// The route table.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Whether connections are spliced in the kernel.
+    pub fn is_kernel_splice(&self) -> bool {
+        matches!(self.engine, Engine::Kernel(_))
+    }
+
+    /// Entries in (SPLICE_SOCKS, SPLICE_PEERS) when splicing in the kernel.
+    pub fn map_entries(&self) -> Option<(usize, usize)> {
+        match &self.engine {
+            Engine::Kernel(k) => Some(k.map_entries()),
+            Engine::Userspace => None,
+        }
+    }
+
+    /// Peeks at the ClientHello (bounded in bytes, time and concurrency) and decides.
+    pub async fn classify(&self, stream: TcpStream) -> Classified {
+        let peer = stream.peer_addr().ok();
+        let Ok(_permit) = self.handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(
+                ?peer,
+                "passthrough: closing connection: too many pending ClientHellos"
+            );
+            return Classified::Reject(RejectReason::Overloaded);
+        };
+        let hello = match peek::peek_client_hello(&stream, self.cfg.peek).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::info!(?peer, reason = %e, "passthrough: closing connection before TLS");
+                return Classified::Reject(e.into());
+            }
+        };
+        let (sni, route) = match hello {
+            Hello::Sni(name) => {
+                let route = self.router.lookup(&name);
+                (Some(name), route)
+            }
+            Hello::NoSni => match self.router.lookup_no_sni() {
+                Some(r) => (None, Some(r)),
+                None => {
+                    tracing::info!(
+                        ?peer,
+                        "passthrough: closing connection: ClientHello without SNI"
+                    );
+                    return Classified::Reject(RejectReason::NoSni);
+                }
+            },
+        };
+        match route {
+            Some(route) => Classified::Passthrough(PassthroughConn { stream, sni, route }),
+            None => Classified::Terminate(Replay::new(Bytes::new(), stream)),
+        }
+    }
+
+    /// Connects to a backend of the route, sends the PROXY header if enabled, and moves bytes
+    /// (kernel splice, or the copy if the splice cannot take this pair) until both sides are
+    /// closed.
+    pub async fn serve(&self, conn: PassthroughConn) -> Result<ServeReport, ServeError> {
+        let PassthroughConn {
+            stream: client,
+            sni,
+            route,
+        } = conn;
+        let peer = client.peer_addr().ok();
+        let (mut backend, endpoint, _active) =
+            route.balancer.connect(self.cfg.connect_timeout).await?;
+        let _ = client.set_nodelay(true);
+        let _ = backend.set_nodelay(true);
+        let mut prelude = 0;
+        if route.route.proxy_protocol {
+            let (Ok(src), Ok(dst)) = (client.peer_addr(), client.local_addr()) else {
+                return Err(ServeError::ProxyHeader(std::io::Error::other(
+                    "client address unknown",
+                )));
+            };
+            let header = proxy_v2::encode(src, dst);
+            backend
+                .write_all(&header)
+                .await
+                .map_err(ServeError::ProxyHeader)?;
+            prelude = header.len() as u64;
+        }
+        tracing::debug!(?peer, ?sni, %endpoint, upstream = %route.route.upstream.name, "passthrough: connected");
+        let report = match &self.engine {
+            Engine::Kernel(k) => match k.splice(client, backend, prelude).await {
+                Ok(r) => ServeReport {
+                    ending: r.ending,
+                    client_bytes: r.client_bytes,
+                    backend_bytes: r.backend_bytes,
+                    spliced: true,
+                },
+                Err(splice::SetupFailed {
+                    streams: Some((client, backend)),
+                    error,
+                }) => {
+                    tracing::warn!(error = %error, "passthrough: kernel splice setup failed; copying in userspace");
+                    copied(copy::copy(client, backend).await)
+                }
+                Err(splice::SetupFailed {
+                    streams: None,
+                    error,
+                }) => return Err(ServeError::Setup(error)),
+            },
+            Engine::Userspace => copied(copy::copy(client, backend).await),
+        };
+        tracing::debug!(?peer, ?sni, %endpoint, ending = ?report.ending, client_bytes = report.client_bytes,
+            backend_bytes = report.backend_bytes, "passthrough: closed");
+        Ok(report)
+    }
+
+    /// Classifies and serves passthrough connections to the end; returns the stream when it
+    /// is for TLS termination. The one call the HTTPS accept loop needs.
+    pub async fn handle(&self, stream: TcpStream) -> Option<Replay<TcpStream>> {
+        match self.classify(stream).await {
+            Classified::Passthrough(conn) => {
+                let sni = conn.sni.clone();
+                if let Err(e) = self.serve(conn).await {
+                    tracing::warn!(?sni, error = %e, "passthrough: connection failed");
+                }
+                None
+            }
+            Classified::Terminate(s) => Some(s),
+            Classified::Reject(_) => None,
+        }
+    }
+}
+
+fn copied(r: copy::CopyReport) -> ServeReport {
+    ServeReport {
+        ending: r.ending,
+        client_bytes: r.client_bytes,
+        backend_bytes: r.backend_bytes,
+        spliced: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{BackendProtocol, LoadBalance, ObjectRef, Upstream};
+
+    fn route(host: HostMatch, name: &str) -> PassthroughRoute {
+        PassthroughRoute {
+            origin: ObjectRef::default(),
+            host,
+            upstream: Arc::new(Upstream {
+                name: name.into(),
+                endpoints: vec![],
+                protocol: BackendProtocol::Https,
+            }),
+            proxy_protocol: false,
+            load_balance: LoadBalance::RoundRobin,
+        }
+    }
+
+    #[test]
+    fn router_precedence_and_swap() {
+        let r = Router::default();
+        let snap = Snapshot {
+            generation: 3,
+            passthrough: vec![
+                route(HostMatch::Wildcard("example.com".into()), "wild"),
+                route(HostMatch::Wildcard("b.example.com".into()), "wild-long"),
+                route(HostMatch::Exact("a.example.com".into()), "exact"),
+                route(HostMatch::Exact("a.example.com".into()), "dup"),
+            ],
+            ..Snapshot::default()
+        };
+        r.apply(&snap);
+        assert_eq!(r.generation(), 3);
+        let name = |h: &str| r.lookup(h).map(|e| e.route.upstream.name.clone());
+        assert_eq!(name("a.example.com").as_deref(), Some("exact"));
+        assert_eq!(name("c.example.com").as_deref(), Some("wild"));
+        assert_eq!(name("x.b.example.com").as_deref(), Some("wild-long"));
+        assert_eq!(name("example.com"), None);
+        assert_eq!(name("other.test"), None);
+        assert!(r.lookup_no_sni().is_none());
+        r.apply(&Snapshot {
+            passthrough: vec![route(HostMatch::Any, "any")],
+            ..Snapshot::default()
+        });
+        assert_eq!(name("a.example.com").as_deref(), Some("any"));
+        assert!(r.lookup_no_sni().is_some());
+    }
+}

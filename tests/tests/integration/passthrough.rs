@@ -1,0 +1,769 @@
+//! TLS passthrough end to end on loopback: real rustls clients verify the BACKEND's
+//! certificate (test CA) through the front, with the kernel sockmap splice and with the
+//! userspace copy.
+use std::{sync::Arc, time::Duration};
+
+use ingress::passthrough::{
+    peek::PeekLimits,
+    sni::{parse_client_hello, HelloParse},
+    splice::SpliceEngine,
+    Passthrough, PassthroughConfig,
+};
+use tests::passthrough::{
+    capture_client_hello, connect, eventually, open_fds, open_sockets_on, pattern, route, snapshot,
+    tls_over, BackendBehavior, BackendEnd, Chunked, Front, Pki, TlsBackend, STEP,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    time::timeout,
+};
+
+const PASS: &str = "pass.test";
+const TERM: &str = "term.test";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Kernel,
+    Userspace,
+}
+
+fn config(mode: Mode) -> PassthroughConfig {
+    PassthroughConfig {
+        userspace: mode == Mode::Userspace,
+        ..PassthroughConfig::default()
+    }
+}
+
+/// A CA, a backend for PASS (behaving as told), and a front with a terminator for TERM.
+struct Setup {
+    pki: Pki,
+    backend: TlsBackend,
+    front: Front,
+}
+
+async fn setup_with(
+    mode: Mode,
+    cfg: PassthroughConfig,
+    behavior: BackendBehavior,
+    bind: &str,
+) -> Setup {
+    let pki = Pki::new();
+    let proxy_protocol = behavior.expect_proxy;
+    let backend = TlsBackend::start(pki.server_config(&[PASS, "*.wild.test"]), behavior).await;
+    let pt = Passthrough::start(cfg).await;
+    assert_eq!(
+        pt.is_kernel_splice(),
+        mode == Mode::Kernel,
+        "engine choice for {mode:?}"
+    );
+    pt.apply(&snapshot(vec![
+        route(PASS, &[backend.addr], proxy_protocol),
+        route("*.wild.test", &[backend.addr], proxy_protocol),
+    ]));
+    let front = Front::start(Arc::new(pt), bind, Some(pki.server_config(&[TERM]))).await;
+    Setup {
+        pki,
+        backend,
+        front,
+    }
+}
+
+async fn setup(mode: Mode) -> Setup {
+    setup_with(
+        mode,
+        config(mode),
+        BackendBehavior::default(),
+        "127.0.0.1:0",
+    )
+    .await
+}
+
+/// Waits until the front has no spliced pair left in the maps and no socket open towards
+/// the front or the backend.
+async fn assert_clean(s: &Setup) {
+    let ports = [s.front.addr.port(), s.backend.addr.port()];
+    let pt = s.front.pt.clone();
+    let clean = eventually(STEP, || {
+        pt.map_entries().is_none_or(|e| e == (0, 0)) && open_sockets_on(&ports) == 0
+    })
+    .await;
+    assert!(
+        clean,
+        "left behind: map entries {:?}, sockets {}",
+        pt.map_entries(),
+        open_sockets_on(&ports)
+    );
+}
+
+/// One echo round trip through the front, then a clean close; checks what the backend saw.
+async fn echo_once(s: &mut Setup, sni: &str, payload: &[u8]) {
+    let tcp = connect(s.front.addr).await;
+    let mut tls = tls_over(tcp, sni, s.pki.client_config())
+        .await
+        .expect("handshake with the backend through the front");
+    tls.write_all(payload).await.expect("write");
+    let mut back = vec![0u8; payload.len()];
+    timeout(STEP, tls.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(back, payload);
+    tls.shutdown().await.expect("close_notify");
+    let mut rest = Vec::new();
+    timeout(STEP, tls.read_to_end(&mut rest))
+        .await
+        .expect("EOF in time")
+        .expect("read to end");
+    assert_eq!(rest, b"BYE");
+    let conn = s.backend.next().await;
+    assert_eq!(conn.sni.as_deref(), Some(sni));
+    assert_eq!(conn.end, BackendEnd::Eof);
+    assert_eq!(conn.received, payload.len() as u64);
+}
+
+#[tokio::test]
+async fn kernel_splice_self_test_passes() {
+    let engine = SpliceEngine::new().expect("load the sk_skb program (needs root and BPF)");
+    engine.self_test().await.expect("self-test");
+    assert_eq!(engine.map_entries(), (0, 0));
+}
+
+/// The unified-loader path: the object is loaded by someone else, the splice only takes its
+/// two maps and attaches the program; it works while that object lives.
+#[tokio::test]
+async fn kernel_splice_on_an_object_loaded_elsewhere() {
+    let mut loader = aya::EbpfLoader::new();
+    for map in [
+        "VIPS",
+        "VIP_ADDRS",
+        "BACKENDS",
+        "MAGLEV",
+        "CONNTRACK",
+        "REPLY_NAT",
+        "VIP_STATS",
+    ] {
+        loader.map_max_entries(map, 1);
+    }
+    let mut ebpf = loader.load(ingress::maps::OBJECT).expect("load object");
+    let kernel = ingress::passthrough::splice::attach_kernel(&mut ebpf).expect("attach");
+    let pt = Passthrough::start_with_kernel(config(Mode::Kernel), Some(Ok(kernel))).await;
+    assert!(
+        pt.is_kernel_splice(),
+        "self-test passed on the shared object"
+    );
+    assert_eq!(pt.map_entries(), Some((0, 0)));
+    drop(pt);
+    drop(ebpf);
+}
+
+#[tokio::test]
+async fn basic_passthrough_kernel_splice() {
+    let mut s = setup(Mode::Kernel).await;
+    echo_once(&mut s, PASS, b"hello through the kernel").await;
+    echo_once(&mut s, "a.wild.test", &vec![7u8; 300_000]).await;
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn basic_passthrough_userspace_copy() {
+    let mut s = setup(Mode::Userspace).await;
+    echo_once(&mut s, PASS, b"hello through userspace").await;
+    echo_once(&mut s, "a.wild.test", &vec![7u8; 300_000]).await;
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn non_passthrough_sni_is_terminated_with_the_hello_replayed() {
+    let s = setup(Mode::Kernel).await;
+    let tcp = connect(s.front.addr).await;
+    // The client verifies a certificate for TERM: only the terminator holds one.
+    let mut tls = tls_over(tcp, TERM, s.pki.client_config())
+        .await
+        .expect("handshake with the terminator");
+    tls.write_all(b"ping").await.expect("write");
+    let mut got = [0u8; 9];
+    timeout(STEP, tls.read_exact(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(&got, b"TERM:ping");
+    // A passthrough name is not served by the terminator, and vice versa.
+    let tcp = connect(s.front.addr).await;
+    let cfg = s.pki.client_config();
+    assert!(
+        tls_over(tcp, "unknown.wild2.test", cfg).await.is_err(),
+        "terminator has no cert for it"
+    );
+}
+
+async fn split_hello(mode: Mode, fragment: Option<usize>) {
+    let mut s = setup(mode).await;
+    let cfg = s.pki.client_config_with(|c| c.max_fragment_size = fragment);
+    let hello = capture_client_hello(cfg.clone(), PASS);
+    assert!(
+        hello.len() > 1200,
+        "post-quantum key share expected, hello is {} bytes",
+        hello.len()
+    );
+    if fragment.is_some() {
+        let records = count_records(&hello);
+        assert!(records > 10, "hello spans {records} records");
+    }
+    let tcp = connect(s.front.addr).await;
+    // 7-byte segments 2 ms apart for the whole first flight.
+    let chunked = Chunked::new(tcp, 7, Duration::from_millis(2), hello.len());
+    let mut tls = tls_over(chunked, PASS, cfg)
+        .await
+        .expect("handshake through a fragmented hello");
+    tls.write_all(b"split").await.expect("write");
+    let mut back = [0u8; 5];
+    timeout(STEP, tls.read_exact(&mut back))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(&back, b"split");
+    tls.shutdown().await.expect("shutdown");
+    let mut rest = Vec::new();
+    timeout(STEP, tls.read_to_end(&mut rest))
+        .await
+        .expect("in time")
+        .expect("EOF");
+    assert_eq!(s.backend.next().await.end, BackendEnd::Eof);
+    assert_clean(&s).await;
+}
+
+fn count_records(mut b: &[u8]) -> usize {
+    let mut n = 0;
+    while b.len() >= 5 {
+        let len = usize::from(u16::from_be_bytes([b[3], b[4]]));
+        b = &b[(5 + len).min(b.len())..];
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test]
+async fn clienthello_split_across_tcp_segments_kernel() {
+    split_hello(Mode::Kernel, None).await;
+}
+
+#[tokio::test]
+async fn clienthello_split_across_tcp_segments_userspace() {
+    split_hello(Mode::Userspace, None).await;
+}
+
+#[tokio::test]
+async fn clienthello_split_across_tls_records_and_segments() {
+    split_hello(Mode::Kernel, Some(64)).await;
+}
+
+async fn concurrent(mode: Mode) {
+    let s = setup(mode).await;
+    let mut tasks = Vec::new();
+    for i in 0..64usize {
+        let (addr, cfg) = (s.front.addr, s.pki.client_config());
+        tasks.push(tokio::spawn(async move {
+            let payload: Vec<u8> = (0..64 * 1024).map(|j| pattern(i + j)).collect();
+            let mut tls = tls_over(connect(addr).await, PASS, cfg)
+                .await
+                .expect("handshake");
+            let (mut r, mut w) = tokio::io::split(&mut tls);
+            let write = async {
+                w.write_all(&payload).await.expect("write");
+            };
+            let read = async {
+                let mut back = vec![0u8; payload.len()];
+                timeout(STEP, r.read_exact(&mut back))
+                    .await
+                    .expect("in time")
+                    .expect("read");
+                back
+            };
+            let ((), back) = tokio::join!(write, read);
+            assert_eq!(back, payload, "connection {i}");
+            tls.shutdown().await.expect("shutdown");
+            let mut rest = Vec::new();
+            timeout(STEP, tls.read_to_end(&mut rest))
+                .await
+                .expect("in time")
+                .expect("EOF");
+            assert_eq!(rest, b"BYE");
+        }));
+    }
+    for t in tasks {
+        timeout(STEP * 3, t)
+            .await
+            .expect("client in time")
+            .expect("client ok");
+    }
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn concurrent_connections_kernel() {
+    concurrent(Mode::Kernel).await;
+}
+
+#[tokio::test]
+async fn concurrent_connections_userspace() {
+    concurrent(Mode::Userspace).await;
+}
+
+/// The client shuts its write side (close_notify + FIN); the backend still sends 4 MiB and
+/// then closes. Every byte must arrive before the FIN: this is what the drain check guards.
+async fn half_close(mode: Mode) {
+    let tail = 4 << 20;
+    let mut s = setup_with(
+        mode,
+        config(mode),
+        BackendBehavior {
+            tail,
+            ..BackendBehavior::default()
+        },
+        "127.0.0.1:0",
+    )
+    .await;
+    for _ in 0..5 {
+        let mut tls = tls_over(connect(s.front.addr).await, PASS, s.pki.client_config())
+            .await
+            .expect("handshake");
+        tls.write_all(b"half").await.expect("write");
+        let mut back = [0u8; 4];
+        timeout(STEP, tls.read_exact(&mut back))
+            .await
+            .expect("in time")
+            .expect("read");
+        tls.shutdown().await.expect("shutdown write");
+        let mut rest = Vec::new();
+        timeout(STEP, tls.read_to_end(&mut rest))
+            .await
+            .expect("tail in time")
+            .expect("tail");
+        assert_eq!(rest.len(), 3 + tail, "tail length");
+        assert_eq!(&rest[..3], b"BYE");
+        assert!(
+            rest[3..].iter().enumerate().all(|(i, &b)| b == pattern(i)),
+            "tail intact"
+        );
+        assert_eq!(s.backend.next().await.end, BackendEnd::Eof);
+    }
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn half_close_kernel() {
+    half_close(Mode::Kernel).await;
+}
+
+#[tokio::test]
+async fn half_close_userspace() {
+    half_close(Mode::Userspace).await;
+}
+
+async fn client_reset(mode: Mode) {
+    let mut s = setup(mode).await;
+    let tcp = connect(s.front.addr).await;
+    let mut tls = tls_over(tcp, PASS, s.pki.client_config())
+        .await
+        .expect("handshake");
+    tls.write_all(b"x").await.expect("write");
+    let mut b = [0u8; 1];
+    timeout(STEP, tls.read_exact(&mut b))
+        .await
+        .expect("in time")
+        .expect("read");
+    let (tcp, _) = tls.into_inner();
+    socket2::SockRef::from(&tcp)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger 0");
+    drop(tcp);
+    let conn = s.backend.next().await;
+    assert_eq!(
+        conn.end,
+        BackendEnd::Error(std::io::ErrorKind::ConnectionReset),
+        "the backend must see the reset"
+    );
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn client_reset_propagates_kernel() {
+    client_reset(Mode::Kernel).await;
+}
+
+#[tokio::test]
+async fn client_reset_propagates_userspace() {
+    client_reset(Mode::Userspace).await;
+}
+
+async fn backend_reset(mode: Mode) {
+    let mut s = setup(mode).await;
+    let mut tls = tls_over(connect(s.front.addr).await, PASS, s.pki.client_config())
+        .await
+        .expect("handshake");
+    tls.write_all(b"RST!").await.expect("write");
+    let mut buf = [0u8; 16];
+    let res = timeout(STEP, tls.read(&mut buf))
+        .await
+        .expect("reset seen in time");
+    let err = res.expect_err("the client must see an error, not data or a clean EOF");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert_eq!(s.backend.next().await.end, BackendEnd::ResetByBackend);
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn backend_reset_propagates_kernel() {
+    backend_reset(Mode::Kernel).await;
+}
+
+#[tokio::test]
+async fn backend_reset_propagates_userspace() {
+    backend_reset(Mode::Userspace).await;
+}
+
+/// `connect_to`: the address the client dials (default: the front's own address).
+async fn proxy_v2(bind: &str, connect_to: Option<std::net::IpAddr>) {
+    let behavior = BackendBehavior {
+        expect_proxy: true,
+        ..BackendBehavior::default()
+    };
+    let mut s = setup_with(Mode::Kernel, config(Mode::Kernel), behavior, bind).await;
+    let target =
+        std::net::SocketAddr::new(connect_to.unwrap_or(s.front.addr.ip()), s.front.addr.port());
+    let tcp = connect(target).await;
+    let client_addr = tcp.local_addr().expect("client addr");
+    let mut tls = tls_over(tcp, PASS, s.pki.client_config())
+        .await
+        .expect("handshake after the PROXY header");
+    tls.write_all(b"pp").await.expect("write");
+    let mut b = [0u8; 2];
+    timeout(STEP, tls.read_exact(&mut b))
+        .await
+        .expect("in time")
+        .expect("read");
+    tls.shutdown().await.expect("shutdown");
+    let mut rest = Vec::new();
+    timeout(STEP, tls.read_to_end(&mut rest))
+        .await
+        .expect("in time")
+        .expect("EOF");
+    assert_eq!(rest, b"BYE");
+    let conn = s.backend.next().await;
+    assert_eq!(
+        conn.proxy,
+        Some((client_addr, target)),
+        "PROXY v2 addresses"
+    );
+    assert_eq!(conn.end, BackendEnd::Eof);
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn proxy_protocol_v2_ipv4() {
+    proxy_v2("127.0.0.1:0", None).await;
+}
+
+#[tokio::test]
+async fn proxy_protocol_v2_ipv6() {
+    proxy_v2("[::1]:0", None).await;
+}
+
+/// A dual-stack `[::]` listener (as ingressd binds) sees IPv4 clients as mapped addresses:
+/// the header carries plain IPv4, and the FIN drain (sock_diag lookups) works on them.
+#[tokio::test]
+async fn proxy_protocol_v2_ipv4_client_on_dual_stack_listener() {
+    proxy_v2("[::]:0", Some(std::net::Ipv4Addr::LOCALHOST.into())).await;
+}
+
+fn short_peek(mode: Mode, max_handshakes: usize) -> PassthroughConfig {
+    PassthroughConfig {
+        peek: PeekLimits {
+            timeout: Duration::from_millis(400),
+            ..PeekLimits::default()
+        },
+        max_handshakes,
+        ..config(mode)
+    }
+}
+
+/// Reads until EOF or error; true if the peer closed within `limit`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    let start = tokio::time::Instant::now();
+    loop {
+        match timeout(limit.saturating_sub(start.elapsed()), tcp.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_and_partial_clients_time_out() {
+    let mut s = setup_with(
+        Mode::Kernel,
+        short_peek(Mode::Kernel, 64),
+        BackendBehavior::default(),
+        "127.0.0.1:0",
+    )
+    .await;
+    let mut silent = connect(s.front.addr).await;
+    let mut partial = connect(s.front.addr).await;
+    let hello = capture_client_hello(s.pki.client_config(), PASS);
+    partial
+        .write_all(&hello[..hello.len() / 2])
+        .await
+        .expect("write half");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3)).await,
+        "silent client closed"
+    );
+    assert!(
+        closed_within(&mut partial, Duration::from_secs(3)).await,
+        "partial client closed"
+    );
+    drop((silent, partial));
+    // Still serving.
+    echo_once(&mut s, PASS, b"after timeouts").await;
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn hostile_partial_hellos_are_bounded() {
+    let mut s = setup_with(
+        Mode::Kernel,
+        short_peek(Mode::Kernel, 16),
+        BackendBehavior::default(),
+        "127.0.0.1:0",
+    )
+    .await;
+    let hello = capture_client_hello(s.pki.client_config(), PASS);
+    let mut conns = Vec::new();
+    for _ in 0..200 {
+        let mut c = connect(s.front.addr).await;
+        c.write_all(&hello[..10]).await.expect("write");
+        conns.push(c);
+    }
+    // 16 are being read; the rest were closed at once; all are closed after the timeout.
+    let mut closed = 0;
+    for c in &mut conns {
+        if closed_within(c, Duration::from_secs(3)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 200);
+    drop(conns);
+    echo_once(&mut s, PASS, b"still alive").await;
+    // No descriptor of this process still points at a socket of the front or the backend.
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn oversized_hello_is_rejected() {
+    let s = setup(Mode::Kernel).await;
+    // Valid record headers, a ClientHello announcing 20000 bytes: refused before buffering.
+    let mut c = connect(s.front.addr).await;
+    c.write_all(&[22, 3, 1, 0, 4, 1, 0, 0x4e, 0x20])
+        .await
+        .expect("write");
+    assert!(closed_within(&mut c, Duration::from_secs(2)).await);
+    // 17 KiB of small valid-looking records that never complete the message.
+    let mut c = connect(s.front.addr).await;
+    let mut junk = vec![22, 3, 1, 0, 4, 1, 0, 0x3f, 0xf0];
+    while junk.len() < 17 * 1024 {
+        junk.extend([22, 3, 1, 0, 1, 0]);
+    }
+    let _ = c.write_all(&junk).await;
+    assert!(closed_within(&mut c, Duration::from_secs(2)).await);
+    assert_clean(&s).await;
+}
+
+/// The committed corpus: crafted malformed hellos and real rustls captures. Each file name
+/// starts with the expected verdict. Every file is parsed, and sent to a live front, which
+/// must close the connection (or route it) and keep serving.
+#[tokio::test]
+async fn clienthello_corpus_replay() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/clienthello");
+    let mut s = setup_with(
+        Mode::Kernel,
+        short_peek(Mode::Kernel, 64),
+        BackendBehavior::default(),
+        "127.0.0.1:0",
+    )
+    .await;
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("corpus dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    files.retain(|p| p.extension().is_some_and(|e| e == "bin"));
+    files.sort();
+    assert!(files.len() >= 15, "corpus has {} files", files.len());
+    for path in files {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 name")
+            .to_string();
+        let bytes = std::fs::read(&path).expect("read corpus file");
+        let verdict = parse_client_hello(&bytes);
+        let mut parts = name.trim_end_matches(".bin").split("__");
+        match (parts.next(), verdict.clone()) {
+            (Some("found"), HelloParse::Found(h)) => {
+                assert_eq!(Some(h.as_str()), parts.next(), "{name}")
+            }
+            (Some("nosni"), HelloParse::NoSni)
+            | (Some("invalid"), HelloParse::Invalid(_))
+            | (Some("incomplete"), HelloParse::Incomplete) => {}
+            (want, got) => panic!("{name}: expected {want:?}, parser says {got:?}"),
+        }
+        let mut c = connect(s.front.addr).await;
+        c.write_all(&bytes).await.expect("write corpus bytes");
+        if matches!(verdict, HelloParse::Found(_)) {
+            // Routed to the backend or the terminator; the handshake goes no further.
+            let _ = c.shutdown().await;
+            assert!(
+                closed_within(&mut c, Duration::from_secs(5)).await,
+                "{name}: closed after EOF"
+            );
+        } else {
+            assert!(
+                closed_within(&mut c, Duration::from_secs(3)).await,
+                "{name}: connection closed"
+            );
+        }
+    }
+    echo_once(&mut s, PASS, b"after the corpus").await;
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn captured_rustls_hellos_parse_byte_by_byte() {
+    let pki = Pki::new();
+    let cases = [
+        (pki.client_config(), "pass.test"),
+        (
+            pki.client_config_with(|c| c.max_fragment_size = Some(100)),
+            "Mixed.Case.Test",
+        ),
+        (
+            pki.client_config_with(|c| c.enable_sni = false),
+            "nosni.test",
+        ),
+    ];
+    for (cfg, sni) in cases {
+        let no_sni = !cfg.enable_sni;
+        let hello = capture_client_hello(cfg, sni);
+        for end in 0..hello.len() {
+            assert_eq!(
+                parse_client_hello(&hello[..end]),
+                HelloParse::Incomplete,
+                "{sni} prefix {end}"
+            );
+        }
+        let want = if no_sni {
+            HelloParse::NoSni
+        } else {
+            HelloParse::Found(sni.to_ascii_lowercase())
+        };
+        assert_eq!(parse_client_hello(&hello), want);
+    }
+}
+
+/// More than 2,000 spliced connections (a quarter reset by the client), run in a child
+/// process of this test binary so that its file descriptor count is not disturbed by the
+/// other tests running in parallel here.
+#[tokio::test]
+async fn no_leaks_after_thousands_of_connections() {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = tokio::process::Command::new(exe)
+        .args([
+            "passthrough::leak_check_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PASSTHROUGH_LEAK_CHILD", "1")
+        .kill_on_drop(true)
+        .output();
+    let out = timeout(Duration::from_secs(300), out)
+        .await
+        .expect("child in time")
+        .expect("run child");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "leak check failed:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+}
+
+/// The body of `no_leaks_after_thousands_of_connections`, alone in its process.
+#[tokio::test]
+#[ignore = "run in a child process by no_leaks_after_thousands_of_connections"]
+async fn leak_check_child() {
+    assert_eq!(
+        std::env::var("PASSTHROUGH_LEAK_CHILD").as_deref(),
+        Ok("1"),
+        "run through the parent test"
+    );
+    let mut s = setup(Mode::Kernel).await;
+    // Warm up (lazy statics, runtime threads), then take the baseline.
+    echo_once(&mut s, PASS, b"warm up").await;
+    assert_clean(&s).await;
+    let fds_before = open_fds();
+    let total = 2048usize;
+    let batch = 32usize;
+    let mut done = 0;
+    while done < total {
+        let mut tasks = Vec::new();
+        for i in 0..batch {
+            let (addr, cfg) = (s.front.addr, s.pki.client_config());
+            tasks.push(tokio::spawn(async move {
+                let mut tls = tls_over(connect(addr).await, PASS, cfg)
+                    .await
+                    .expect("handshake");
+                let msg = format!("conn {}", done + i);
+                tls.write_all(msg.as_bytes()).await.expect("write");
+                let mut back = vec![0u8; msg.len()];
+                timeout(STEP, tls.read_exact(&mut back))
+                    .await
+                    .expect("in time")
+                    .expect("read");
+                assert_eq!(back, msg.as_bytes());
+                if i % 4 == 0 {
+                    // A quarter end abruptly.
+                    let (tcp, _) = tls.into_inner();
+                    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+                } else {
+                    tls.shutdown().await.expect("shutdown");
+                    let mut rest = Vec::new();
+                    timeout(STEP, tls.read_to_end(&mut rest))
+                        .await
+                        .expect("in time")
+                        .expect("EOF");
+                }
+            }));
+        }
+        for t in tasks {
+            timeout(STEP * 3, t)
+                .await
+                .expect("in time")
+                .expect("client ok");
+        }
+        done += batch;
+    }
+    // Drain the backend's reports so its channel holds nothing.
+    while s.backend.conns.try_recv().is_ok() {}
+    assert_clean(&s).await;
+    let fds_after = open_fds();
+    println!(
+        "fds before {fds_before}, after {fds_after}, map entries {:?}",
+        s.front.pt.map_entries()
+    );
+    assert!(
+        fds_after <= fds_before,
+        "fds grew from {fds_before} to {fds_after} over {total} connections"
+    );
+}
