@@ -34,6 +34,7 @@ use crate::{
         neigh,
         writer::AyaMapWriter,
     },
+    passthrough::{splice, Passthrough, PassthroughConfig},
     proxy::{self, Proxy, ProxyOptions},
     snapshot::L4Service,
     source::{self, SourceEvent},
@@ -120,6 +121,8 @@ fn snat_settings(args: &RunArgs) -> anyhow::Result<SnatSettings> {
 
 /// The kernel side: loaded programs, the L4 applier, and which next hops are kept resolved.
 struct Kernel {
+    /// The passthrough splice program, attached from the same object (taken once at start).
+    splice: Option<Result<splice::KernelSplice, splice::SpliceError>>,
     // Held so the programs and links live as long as the process.
     _datapath: Datapath,
     applier: L4Applier<AyaMapWriter>,
@@ -135,11 +138,14 @@ impl Kernel {
             conntrack_entries: x.conntrack_entries,
         })?;
         let applier = L4Applier::new(datapath.map_writer()?, snat)?;
+        let splice =
+            (!args.passthrough_userspace).then(|| splice::attach_kernel(datapath.ebpf_mut()));
         for ifname in &x.interfaces {
             datapath.attach(ifname, x.xdp_generic)?;
         }
         datapath.remove_stale_versions()?;
         Ok(Kernel {
+            splice,
             _datapath: datapath,
             applier,
             resolved: BTreeSet::new(),
@@ -169,6 +175,7 @@ pub struct App {
     args: RunArgs,
     settings: Settings,
     proxy: Proxy,
+    passthrough: Arc<Passthrough>,
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
     kernel: Option<Arc<Mutex<Kernel>>>,
@@ -186,13 +193,19 @@ impl App {
         snat: SnatSettings,
     ) -> anyhow::Result<Self> {
         let proxy = Proxy::new(ProxyOptions::from_run_args(&args))?;
-        let (kernel, kernel_metrics) = if args.xdp.interfaces.is_empty() {
+        let pt_config = PassthroughConfig {
+            userspace: args.passthrough_userspace,
+            ..Default::default()
+        };
+        let (kernel, kernel_metrics, passthrough) = if args.xdp.interfaces.is_empty() {
             info!("no --xdp-interface: the kernel L4 path is off");
-            (None, None)
+            (None, None, Passthrough::start(pt_config).await)
         } else {
-            let k = Kernel::load(&args, snat)?;
+            let mut k = Kernel::load(&args, snat)?;
             let m = KernelMetrics::open(&args.xdp.pin.pin_dir)?;
-            (Some(Arc::new(Mutex::new(k))), Some(m))
+            // The splice program comes from the object already loaded for XDP.
+            let pt = Passthrough::start_with_kernel(pt_config, k.splice.take()).await;
+            (Some(Arc::new(Mutex::new(k))), Some(m), pt)
         };
         let bind = |addr| proxy::listener::bind(addr).with_context(|| format!("binding {addr}"));
         Ok(App {
@@ -202,6 +215,7 @@ impl App {
             args,
             settings,
             proxy,
+            passthrough: Arc::new(passthrough),
             readiness: Arc::new(Readiness::default()),
             shutdown: CancellationToken::new(),
             kernel,
@@ -215,6 +229,7 @@ impl App {
             args,
             settings,
             proxy,
+            passthrough,
             readiness,
             shutdown,
             kernel,
@@ -246,6 +261,7 @@ impl App {
         tokio::spawn(apply_loop(
             store.translations.clone(),
             applier,
+            passthrough.clone(),
             kernel.clone(),
             readiness.clone(),
             shutdown.clone(),
@@ -280,12 +296,19 @@ impl App {
         }
         tokio::spawn(admin_server.serve(admin, shutdown.clone()));
         tokio::spawn(proxy.serve_http(http));
-        tokio::spawn(proxy.serve_https(https));
+        let stop_accepting = CancellationToken::new();
+        tokio::spawn(serve_https(
+            https,
+            proxy.clone(),
+            passthrough,
+            stop_accepting.clone(),
+        ));
         info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, "ingressd running");
 
         wait_for_signal().await?;
         info!(timeout = ?args.drain_timeout, "draining");
         readiness.set_draining();
+        stop_accepting.cancel();
         let clean = proxy.drain_handle().drain(args.drain_timeout).await;
         if !clean {
             warn!("drain timeout reached with requests still in flight");
@@ -305,6 +328,7 @@ impl App {
 async fn apply_loop(
     mut translations: watch::Receiver<Arc<Translation>>,
     proxy: ProxyApplier,
+    passthrough: Arc<Passthrough>,
     kernel: Option<Arc<Mutex<Kernel>>>,
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
@@ -321,6 +345,7 @@ async fn apply_loop(
         }
         let started = Instant::now();
         let summary = proxy.apply(&snapshot);
+        passthrough.apply(&snapshot);
         let mut kernel_ok = true;
         if let Some(k) = kernel.clone() {
             let snap = snapshot.clone();
@@ -351,6 +376,39 @@ async fn apply_loop(
             elapsed_us = started.elapsed().as_micros() as u64,
             "configuration applied"
         );
+    }
+}
+
+/// The HTTPS port: each connection's ClientHello is peeked; passthrough hosts are spliced to
+/// their backend, everything else is handed to the proxy for TLS termination.
+async fn serve_https(
+    listener: TcpListener,
+    proxy: Proxy,
+    passthrough: Arc<Passthrough>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!("https accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(local) = tcp.local_addr() else {
+            continue;
+        };
+        let (proxy, passthrough) = (proxy.clone(), passthrough.clone());
+        tokio::spawn(async move {
+            if let Some(tls) = passthrough.handle(tcp).await {
+                proxy.serve_tls(tls, peer, local).await;
+            }
+        });
     }
 }
 

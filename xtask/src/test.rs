@@ -40,7 +40,13 @@ pub fn test(extra: &[String]) -> Result<()> {
     preflight()?;
     step("building and running every test (unit + privileged integration)");
     // The kernel crate only builds for bpfel-unknown-none (build.rs of ingress-userspace does it).
-    let mut args = vec!["test", "--workspace", "--exclude", "ingress-ebpf", "--no-fail-fast"];
+    let mut args = vec![
+        "test",
+        "--workspace",
+        "--exclude",
+        "ingress-ebpf",
+        "--no-fail-fast",
+    ];
     args.extend(extra.iter().map(String::as_str));
     run("cargo", &args)?;
     step("all tests passed");

@@ -227,7 +227,8 @@ impl MapWriter for AyaMapWriter {
         // A reused id must not inherit the next hop cached for its previous backend: cleared
         // before (so a lookup racing the write starts over) and after the write.
         let clear = |hops: &mut Array<MapData, Hop>| {
-            hops.set(id, Hop::default(), 0).map_err(map_err("update", names::BACKEND_HOPS))
+            hops.set(id, Hop::default(), 0)
+                .map_err(map_err("update", names::BACKEND_HOPS))
         };
         clear(&mut self.backend_hops)?;
         self.backends

@@ -5,25 +5,8 @@
 //! index) held in one `ArcSwap`: a config change is one pointer swap, requests in flight keep
 //! the config they started with, and TLS handshakes read the certificate index live.
 //!
-//! Wiring (in `app.rs`):
-//!
-//! ```ignore
-//! let proxy = Proxy::new(ProxyOptions::from_run_args(&args))?;
-//! let readiness = Arc::new(admin::Readiness::default());
-//! let applier = apply::proxy::ProxyApplier::new(proxy.clone()).with_readiness(readiness.clone());
-//! // for every published snapshot: applier.apply(&snapshot);
-//! tokio::spawn(proxy.serve_http(proxy::listener::bind(args.http_addr)?));
-//! // Without TLS passthrough:
-//! tokio::spawn(proxy.serve_https(proxy::listener::bind(args.https_addr)?));
-//! // With it, the passthrough accept loop peeks the SNI and, for terminated hosts, spawns
-//! // proxy.serve_tls(proxy::listener::Prefixed::new(peeked, tcp), peer, local).
-//! tokio::spawn(admin::AdminServer::new(readiness.clone())
-//!     .with_source(proxy.metrics())
-//!     .serve(proxy::listener::bind(args.admin_addr)?, shutdown.clone()));
-//! // On SIGTERM:
-//! readiness.set_draining();
-//! proxy.drain_handle().drain(args.drain_timeout).await;
-//! ```
+//! Wiring: see `app.rs` (`Proxy::new`, `ProxyApplier`, `serve_http`, and `serve_tls` behind the
+//! passthrough dispatcher on the HTTPS port).
 pub mod access_log;
 pub mod body;
 pub mod errors;
