@@ -72,8 +72,10 @@ struct ServiceEntry {
     service: Option<Arc<Service>>,
     slices: Vec<Arc<EndpointSlice>>,
     checked_run: u64,
-    /// (canonical port label, protocol) -> upstream.
-    upstreams: HashMap<(String, BackendProtocol), Arc<Upstream>>,
+    /// (Service port number, protocol) -> upstream.
+    upstreams: HashMap<(i32, BackendProtocol), Arc<Upstream>>,
+    /// (port as the Ingress names it, protocol) -> empty upstream, for unknown ports.
+    unresolved: HashMap<(String, BackendProtocol), Arc<Upstream>>,
     static_endpoints: Vec<SocketAddr>,
     static_problem: Option<String>,
 }
@@ -85,6 +87,7 @@ impl ServiceEntry {
             slices: Vec::new(),
             checked_run: 0,
             upstreams: HashMap::new(),
+            unresolved: HashMap::new(),
             static_endpoints: Vec::new(),
             static_problem: None,
         }
@@ -124,45 +127,48 @@ impl<'a> Resolver<'a> {
     ) -> (Arc<Upstream>, Option<Problem>) {
         let qualified = || format!("{namespace}/{}", backend.service);
         let entry = self.entry(namespace, &backend.service);
-        let problem;
-        let label = match &entry.service {
-            None => {
-                problem = Some(Problem {
-                    reason: reason::BACKEND_NOT_FOUND,
-                    message: format!("service {} not found", qualified()),
-                });
-                backend.port.to_string()
-            }
-            Some(svc) => match find_port(svc, &backend.port, None) {
-                None => {
-                    problem = Some(Problem {
-                        reason: reason::BACKEND_NOT_FOUND,
-                        message: format!("service {} has no port {}", qualified(), backend.port),
-                    });
-                    backend.port.to_string()
-                }
-                Some(sp) => {
-                    problem = external_name_problem(svc, &qualified());
-                    sp.port.to_string()
-                }
-            },
+        // The common case (Service and port exist) must not allocate: this runs per path.
+        let resolved = entry
+            .service
+            .as_ref()
+            .and_then(|svc| find_port(svc, &backend.port, None).map(|sp| (svc, sp)));
+        let Some((svc, sp)) = resolved else {
+            let message = match &entry.service {
+                None => format!("service {} not found", qualified()),
+                Some(_) => format!("service {} has no port {}", qualified(), backend.port),
+            };
+            let problem = Problem {
+                reason: reason::BACKEND_NOT_FOUND,
+                message,
+            };
+            let key = (backend.port.to_string(), protocol);
+            let up = entry
+                .unresolved
+                .entry(key)
+                .or_insert_with(|| {
+                    Arc::new(Upstream {
+                        name: format!("{}:{}", qualified(), backend.port),
+                        endpoints: Vec::new(),
+                        protocol,
+                    })
+                })
+                .clone();
+            return (up, Some(problem));
         };
-        if let Some(up) = entry.upstreams.get(&(label.clone(), protocol)) {
+        let problem = external_name_problem(svc, namespace, &backend.service);
+        if let Some(up) = entry.upstreams.get(&(sp.port, protocol)) {
             return (up.clone(), problem);
         }
-        let endpoints = match (&entry.service, &problem) {
-            (Some(svc), None) => match find_port(svc, &backend.port, None) {
-                Some(sp) => endpoints_of(sp, &entry.slices, &entry.static_endpoints),
-                None => Vec::new(),
-            },
-            _ => Vec::new(),
+        let endpoints = match problem {
+            None => endpoints_of(sp, &entry.slices, &entry.static_endpoints),
+            Some(_) => Vec::new(),
         };
         let up = Arc::new(Upstream {
-            name: format!("{}:{label}", qualified()),
+            name: format!("{}:{}", qualified(), sp.port),
             endpoints,
             protocol,
         });
-        entry.upstreams.insert((label, protocol), up.clone());
+        entry.upstreams.insert((sp.port, protocol), up.clone());
         (up, problem)
     }
 
@@ -192,7 +198,7 @@ impl<'a> Resolver<'a> {
                 message: format!("service {qualified} has no {proto} port {port}"),
             });
         };
-        if let Some(p) = external_name_problem(svc, &qualified) {
+        if let Some(p) = external_name_problem(svc, namespace, service) {
             return Err(p);
         }
         Ok(endpoints_of(sp, &entry.slices, &entry.static_endpoints))
@@ -273,6 +279,7 @@ impl<'a> Resolver<'a> {
             .flat_map(|s| s.values().cloned())
             .collect();
         entry.upstreams.clear();
+        entry.unresolved.clear();
         (entry.static_endpoints, entry.static_problem) = match (static_ok, &entry.service) {
             (true, Some(svc)) => static_endpoints(svc),
             _ => (Vec::new(), None),
@@ -281,10 +288,12 @@ impl<'a> Resolver<'a> {
     }
 }
 
-fn external_name_problem(svc: &Service, qualified: &str) -> Option<Problem> {
+fn external_name_problem(svc: &Service, namespace: &str, name: &str) -> Option<Problem> {
     (svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName")).then(|| Problem {
         reason: reason::UNSUPPORTED_BACKEND,
-        message: format!("service {qualified} is of type ExternalName, which is not supported"),
+        message: format!(
+            "service {namespace}/{name} is of type ExternalName, which is not supported"
+        ),
     })
 }
 

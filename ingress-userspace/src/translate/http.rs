@@ -18,15 +18,16 @@ use super::{
     Diagnostics,
 };
 use crate::snapshot::{
-    Canary, HostMatch, PathMatch, Route, RoutePolicy, RouteTarget, Upstream, VirtualHost,
+    BasicAuth, Canary, HostMatch, PathMatch, Route, RoutePolicy, RouteTarget, Upstream, VirtualHost,
 };
 
-/// An owned, valid Ingress with its policy (Secrets resolved).
+/// An owned, valid Ingress with the objects its annotations name, resolved.
 #[derive(Debug)]
 pub struct HttpIngress<'a> {
-    pub parsed: &'a ParsedIngress,
+    pub parsed: &'a Arc<ParsedIngress>,
     pub ann: &'a Annotations,
-    pub policy: RoutePolicy,
+    /// The users of `auth-secret`, if any.
+    pub auth: Option<Arc<BasicAuth>>,
 }
 
 impl HttpIngress<'_> {
@@ -45,28 +46,110 @@ impl HttpIngress<'_> {
         up
     }
 
-    /// A route target of this Ingress.
+    /// The route policy of this Ingress.
+    pub fn policy(&self) -> RoutePolicy {
+        RoutePolicy {
+            basic_auth: self.auth.clone(),
+            ..self.ann.policy.clone()
+        }
+    }
+
+    /// A new route target of this Ingress.
     pub fn target(&self, upstream: Arc<Upstream>) -> Arc<RouteTarget> {
         Arc::new(RouteTarget {
             origin: self.parsed.origin.clone(),
             upstream,
-            policy: self.policy.clone(),
+            policy: self.policy(),
             canary: None,
         })
     }
 }
 
+/// Route targets kept across translations: one per backend slot of an Ingress (slot 0 is its
+/// default backend, then its paths in order). A target is reused, as the same `Arc`, while
+/// the Ingress, its auth Secret and the slot's upstream are the same objects; so unchanged
+/// routes cost no allocation and compare by pointer.
+#[derive(Debug, Default)]
+pub struct TargetCache {
+    /// Keyed by the address of the parsed Ingress, which the entry keeps alive.
+    entries: HashMap<usize, TargetEntry>,
+    run: u64,
+}
+
+#[derive(Debug)]
+struct TargetEntry {
+    parsed: Arc<ParsedIngress>,
+    auth: Option<Arc<BasicAuth>>,
+    slots: Vec<Option<Arc<RouteTarget>>>,
+    used_run: u64,
+}
+
+impl TargetCache {
+    /// Starts translation number `run`.
+    pub fn begin(&mut self, run: u64) {
+        self.run = run;
+    }
+
+    /// Forgets Ingresses not seen in this run.
+    pub fn finish(&mut self) {
+        let run = self.run;
+        self.entries.retain(|_, e| e.used_run == run);
+    }
+
+    /// The target of `slot` of `ing` with `upstream`, reused when nothing changed.
+    pub fn target(
+        &mut self,
+        ing: &HttpIngress<'_>,
+        slot: usize,
+        upstream: Arc<Upstream>,
+    ) -> Arc<RouteTarget> {
+        let run = self.run;
+        let entry = self
+            .entries
+            .entry(Arc::as_ptr(ing.parsed) as usize)
+            .or_insert_with(|| TargetEntry {
+                parsed: ing.parsed.clone(),
+                auth: ing.auth.clone(),
+                slots: Vec::new(),
+                used_run: run,
+            });
+        let same_auth = match (&entry.auth, &ing.auth) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        // The key is the address of `parsed`, which the entry keeps alive: always the same
+        // Ingress, checked anyway because a stale target would be a silent misroute.
+        if !same_auth || !Arc::ptr_eq(&entry.parsed, ing.parsed) {
+            entry.parsed = ing.parsed.clone();
+            entry.auth = ing.auth.clone();
+            entry.slots.clear();
+        }
+        entry.used_run = run;
+        if entry.slots.len() <= slot {
+            entry.slots.resize(slot + 1, None);
+        }
+        if let Some(t) = &entry.slots[slot] {
+            if Arc::ptr_eq(&t.upstream, &upstream) {
+                return t.clone();
+            }
+        }
+        let t = ing.target(upstream);
+        entry.slots[slot] = Some(t.clone());
+        t
+    }
+}
+
 struct RouteDraft<'a> {
-    path: PathMatch,
+    path: &'a PathMatch,
     owner: &'a HttpIngress<'a>,
-    upstream: Arc<Upstream>,
+    target: Arc<RouteTarget>,
     canary: Option<Canary>,
 }
 
 #[derive(Default)]
 struct HostDraft<'a> {
     routes: Vec<RouteDraft<'a>>,
-    index: HashMap<(u8, String), usize>,
     fallback: Option<Arc<RouteTarget>>,
 }
 
@@ -75,40 +158,47 @@ pub fn build<'a>(
     mains: &'a [HttpIngress<'a>],
     canaries: &[HttpIngress<'_>],
     resolver: &mut Resolver<'_>,
+    targets: &mut TargetCache,
     diags: &mut Diagnostics,
 ) -> Vec<VirtualHost> {
-    let mut drafts: HashMap<HostMatch, HostDraft<'a>> = HashMap::new();
+    let mut drafts: HashMap<&'a HostMatch, HostDraft<'a>> = HashMap::new();
     for ing in mains {
+        let mut slot = 0;
         for rule in &ing.parsed.rules {
-            let draft = drafts.entry(rule.host.clone()).or_default();
+            let draft = drafts.entry(&rule.host).or_default();
             if draft.fallback.is_none() {
                 if let Some(b) = &ing.parsed.default_backend {
-                    draft.fallback = Some(ing.target(ing.upstream(resolver, b, diags)));
+                    let up = ing.upstream(resolver, b, diags);
+                    draft.fallback = Some(targets.target(ing, 0, up));
                 }
             }
             for p in &rule.paths {
-                let (kind, text) = rule_identity(&p.path);
-                if let Some(&i) = draft.index.get(&(kind, text.to_owned())) {
+                slot += 1;
+                // Hosts rarely have many paths: a scan beats building an index every time.
+                let identity = rule_identity(&p.path);
+                if let Some(winner) = draft
+                    .routes
+                    .iter()
+                    .find(|r| rule_identity(r.path) == identity)
+                {
                     diags.push(
                         ing.parsed.origin.clone(),
                         reason::RULE_CONFLICT,
                         format!(
                             "host {} path {} is already defined by {}; this rule is ignored",
                             show(&rule.host),
-                            text,
-                            draft.routes[i].owner.parsed.origin
+                            identity.1,
+                            winner.owner.parsed.origin
                         ),
                     );
                     continue;
                 }
                 let upstream = ing.upstream(resolver, &p.backend, diags);
-                draft
-                    .index
-                    .insert((kind, text.to_owned()), draft.routes.len());
+                let target = targets.target(ing, slot, upstream);
                 draft.routes.push(RouteDraft {
-                    path: p.path.clone(),
+                    path: &p.path,
                     owner: ing,
-                    upstream,
+                    target,
                     canary: None,
                 });
             }
@@ -174,22 +264,26 @@ pub fn build<'a>(
         .into_iter()
         .map(|(host, mut d)| {
             d.routes
-                .sort_by(|a, b| Precedence(&a.path).cmp(&Precedence(&b.path)));
+                .sort_by(|a, b| Precedence(a.path).cmp(&Precedence(b.path)));
             let routes = d
                 .routes
                 .into_iter()
-                .map(|r| Route {
-                    path: r.path,
-                    target: Arc::new(RouteTarget {
-                        origin: r.owner.parsed.origin.clone(),
-                        upstream: r.upstream,
-                        policy: r.owner.policy.clone(),
-                        canary: r.canary,
-                    }),
+                .map(|r| {
+                    let target = match r.canary {
+                        None => r.target,
+                        Some(c) => Arc::new(RouteTarget {
+                            canary: Some(c),
+                            ..(*r.target).clone()
+                        }),
+                    };
+                    Route {
+                        path: r.path.clone(),
+                        target,
+                    }
                 })
                 .collect();
             VirtualHost {
-                host,
+                host: host.clone(),
                 routes,
                 fallback: d.fallback,
                 tls: false,

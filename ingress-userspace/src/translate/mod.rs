@@ -158,8 +158,9 @@ pub fn translate(objects: &ObjectCache, settings: &Settings) -> Translation {
 pub struct Translator {
     settings: Settings,
     run: u64,
-    /// namespace/name -> parsed Ingress.
-    ingresses: HashMap<(String, String), IngressEntry>,
+    /// namespace -> name -> parsed Ingress (nested so lookups do not allocate).
+    ingresses: HashMap<String, HashMap<String, IngressEntry>>,
+    targets: http::TargetCache,
     backends: backends::BackendCache,
     certs: tls::CertCache,
     auth: HashMap<(String, String, String, bool), AuthEntry>,
@@ -187,6 +188,7 @@ impl Translator {
             settings,
             run: 0,
             ingresses: HashMap::new(),
+            targets: Default::default(),
             backends: Default::default(),
             certs: Default::default(),
             auth: HashMap::new(),
@@ -222,16 +224,13 @@ impl Translator {
                     continue;
                 }
             };
-            let mut policy = ann.policy.clone();
-            if let Some(auth) = &ann.auth {
-                match self.basic_auth(objects, auth, run) {
-                    Ok(b) => policy.basic_auth = Some(b),
+            let mut auth = None;
+            if let Some(auth_ref) = &ann.auth {
+                match self.basic_auth(objects, auth_ref, run) {
+                    Ok(b) => auth = Some(b),
                     Err(m) => {
-                        diags.push(
-                            p.origin.clone(),
-                            reason::AUTH_SECRET_INVALID,
-                            format!("{m}; the Ingress is not applied"),
-                        );
+                        let message = format!("{m}; the Ingress is not applied");
+                        diags.push(p.origin.clone(), reason::AUTH_SECRET_INVALID, message);
                         continue;
                     }
                 }
@@ -239,7 +238,7 @@ impl Translator {
             let hi = http::HttpIngress {
                 parsed: p,
                 ann,
-                policy,
+                auth,
             };
             if ann.canary.is_some() {
                 canaries.push(hi);
@@ -251,14 +250,15 @@ impl Translator {
         }
         self.auth.retain(|_, e| e.used_run == run);
 
-        let mut resolver = backends::Resolver::new(
-            &mut self.backends,
-            objects,
-            self.settings.static_endpoints,
-            run,
-        );
-        let mut hosts = http::build(&mains, &canaries, &mut resolver, &mut diags);
-        let default_backend = global_default(&self.settings, &mains, &mut resolver, &mut diags);
+        let static_endpoints = self.settings.static_endpoints;
+        let mut resolver =
+            backends::Resolver::new(&mut self.backends, objects, static_endpoints, run);
+        let targets = &mut self.targets;
+        targets.begin(run);
+        let mut hosts = http::build(&mains, &canaries, &mut resolver, targets, &mut diags);
+        let default_backend =
+            global_default(&self.settings, &mains, &mut resolver, targets, &mut diags);
+        targets.finish();
         let passthrough = passthrough::build(&passthroughs, &mut resolver, &mut diags);
         let l4 = l4::build(objects, &self.settings, &mut resolver, &mut diags);
         for (object, message) in resolver.service_problems() {
@@ -266,8 +266,11 @@ impl Translator {
         }
         resolver.finish();
 
-        let mut terminated: Vec<&ingress::ParsedIngress> =
-            mains.iter().chain(&canaries).map(|h| h.parsed).collect();
+        let mut terminated: Vec<&ingress::ParsedIngress> = mains
+            .iter()
+            .chain(&canaries)
+            .map(|h| h.parsed.as_ref())
+            .collect();
         terminated.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
         let (tls, tls_hosts) = tls::build(&terminated, &mut self.certs, objects, run, &mut diags);
         self.certs.evict(run);
@@ -296,11 +299,10 @@ impl Translator {
         let classes = class::ClassFilter::new(objects, &self.settings);
         let mut owned = Vec::new();
         for ing in objects.ingresses().iter() {
-            let key = (
-                ing.metadata.namespace.clone().unwrap_or_default(),
-                ing.metadata.name.clone().unwrap_or_default(),
-            );
-            let parsed = match self.ingresses.get_mut(&key) {
+            let ns = ing.metadata.namespace.as_deref().unwrap_or_default();
+            let name = ing.metadata.name.as_deref().unwrap_or_default();
+            let cached = self.ingresses.get_mut(ns).and_then(|m| m.get_mut(name));
+            let parsed = match cached {
                 Some(e) if Arc::ptr_eq(&e.object, ing) => {
                     e.used_run = run;
                     e.parsed.clone()
@@ -312,7 +314,10 @@ impl Translator {
                         parsed: parsed.clone(),
                         used_run: run,
                     };
-                    self.ingresses.insert(key, entry);
+                    self.ingresses
+                        .entry(ns.to_owned())
+                        .or_default()
+                        .insert(name.to_owned(), entry);
                     parsed
                 }
             };
@@ -320,7 +325,10 @@ impl Translator {
                 owned.push(parsed);
             }
         }
-        self.ingresses.retain(|_, e| e.used_run == run);
+        self.ingresses.retain(|_, m| {
+            m.retain(|_, e| e.used_run == run);
+            !m.is_empty()
+        });
         owned.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
         owned
     }
@@ -369,6 +377,7 @@ fn global_default(
     settings: &Settings,
     mains: &[http::HttpIngress<'_>],
     resolver: &mut backends::Resolver<'_>,
+    targets: &mut http::TargetCache,
     diags: &mut Diagnostics,
 ) -> Option<Arc<RouteTarget>> {
     if let Some(ServicePortRef {
@@ -408,7 +417,8 @@ fn global_default(
     let (ing, backend) = mains
         .iter()
         .find_map(|m| m.parsed.default_backend.as_ref().map(|b| (m, b)))?;
-    Some(ing.target(ing.upstream(resolver, backend, diags)))
+    let upstream = ing.upstream(resolver, backend, diags);
+    Some(targets.target(ing, 0, upstream))
 }
 
 /// Sets `VirtualHost.tls` for hosts covered by some `spec.tls[].hosts` entry.

@@ -60,7 +60,7 @@ pub fn build(
                 host: rule.host.clone(),
                 upstream: ing.upstream(resolver, backend, diags),
                 proxy_protocol: ing.ann.proxy_protocol,
-                load_balance: ing.policy.load_balance,
+                load_balance: ing.ann.policy.load_balance,
             });
         }
     }
