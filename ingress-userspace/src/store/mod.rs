@@ -183,9 +183,12 @@ impl Writer {
         self.dirty = false;
         let started = std::time::Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
+            let version = state.cache.version();
             let result = catch_unwind(AssertUnwindSafe(|| {
                 state.translator.translate(&state.cache)
             }));
+            // The translator has consumed the change log up to here.
+            state.cache.discard_changes_until(version);
             (state, result)
         })
         .await;

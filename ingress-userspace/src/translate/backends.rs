@@ -7,7 +7,7 @@
 //! terminating are (as kube-proxy does). Upstreams are cached per Service and reused, as the
 //! same `Arc`, while the Service and its EndpointSlices are the same objects.
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fmt,
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -65,6 +65,8 @@ pub struct Problem {
 pub struct BackendCache {
     /// namespace -> service -> entry.
     services: HashMap<String, HashMap<String, ServiceEntry>>,
+    /// Services whose static-endpoints annotation has bad entries.
+    problems: BTreeMap<(String, String), String>,
 }
 
 #[derive(Debug)]
@@ -204,40 +206,53 @@ impl<'a> Resolver<'a> {
         Ok(endpoints_of(sp, &entry.slices, &entry.static_endpoints))
     }
 
-    /// Problems with Services themselves (a bad static-endpoints annotation), for those
-    /// looked at in this run.
-    pub fn service_problems(&self) -> Vec<(ObjectRef, String)> {
-        let mut out = Vec::new();
-        for (ns, services) in &self.cache.services {
-            for (name, e) in services {
-                if let (true, Some(p)) = (e.checked_run == self.run, &e.static_problem) {
-                    let object = ObjectRef {
+    /// Problems with Services themselves (a bad static-endpoints annotation), for the
+    /// Services `referenced` says are in use.
+    pub fn service_problems(
+        &self,
+        referenced: impl Fn(&str, &str) -> bool,
+    ) -> Vec<(ObjectRef, String)> {
+        self.cache
+            .problems
+            .iter()
+            .filter(|((ns, name), _)| referenced(ns, name))
+            .map(|((ns, name), p)| {
+                (
+                    ObjectRef {
                         kind: "Service",
                         namespace: ns.clone(),
                         name: name.clone(),
-                    };
-                    out.push((object, p.clone()));
-                }
-            }
-        }
-        out.sort();
-        out
+                    },
+                    p.clone(),
+                )
+            })
+            .collect()
     }
 
-    /// Forgets Services not looked at in this run.
+    /// Brings the entry of a Service up to date with the cache now (after it changed).
+    pub fn refresh(&mut self, namespace: &str, service: &str) {
+        self.entry(namespace, service);
+    }
+
+    /// Forgets Services not looked at in this run (call only after a run that looked at
+    /// every Service in use).
     pub fn finish(self) {
         let run = self.run;
         self.cache.services.retain(|_, m| {
             m.retain(|_, e| e.checked_run == run);
             !m.is_empty()
         });
+        let services = &self.cache.services;
+        self.cache
+            .problems
+            .retain(|(ns, name), _| services.get(ns).is_some_and(|m| m.contains_key(name)));
     }
 
     /// The cache entry of a Service, refreshed if its objects changed since it was built.
     fn entry(&mut self, namespace: &str, service: &str) -> &mut ServiceEntry {
         let objects = self.objects;
         let (run, static_ok) = (self.run, self.static_endpoints);
-        let services = &mut self.cache.services;
+        let BackendCache { services, problems } = &mut *self.cache;
         // Look up before inserting: the common path must not allocate keys.
         if !services
             .get(namespace)
@@ -284,6 +299,15 @@ impl<'a> Resolver<'a> {
             (true, Some(svc)) => static_endpoints(svc),
             _ => (Vec::new(), None),
         };
+        let key = (namespace.to_owned(), service.to_owned());
+        match &entry.static_problem {
+            Some(p) => {
+                problems.insert(key, p.clone());
+            }
+            None => {
+                problems.remove(&key);
+            }
+        }
         entry
     }
 }
@@ -567,7 +591,7 @@ mod tests {
         let mut bc = BackendCache::default();
         let mut r = Resolver::new(&mut bc, &cache, true, 1);
         r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Http);
-        let problems = r.service_problems();
+        let problems = r.service_problems(|_, _| true);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].1.contains("bogus"), "{}", problems[0].1);
     }

@@ -1,257 +1,181 @@
-//! HTTP routing: owned Ingresses -> virtual hosts with routes in precedence order.
+//! HTTP routing: the virtual host of one host name, from the Ingresses with rules for it.
 //!
 //! Rules for the same host merge across Ingresses. The same (host, pathType, path) defined
 //! twice goes to the oldest Ingress (then namespace/name); the other gets a `RuleConflict`.
-//! Each host's fallback is the `spec.defaultBackend` of the oldest Ingress contributing rules
+//! The host's fallback is the `spec.defaultBackend` of the oldest Ingress contributing rules
 //! to it that has one. Canary Ingresses add no routes: they attach to the main routes with
-//! the same host and path.
-use std::{collections::HashMap, sync::Arc};
+//! the same host and path text.
+//!
+//! Hosts are built one at a time so that the translator can rebuild only those whose inputs
+//! changed; the result only depends on the contributing Ingresses (oldest first) and their
+//! backends.
+use std::sync::Arc;
 
 use super::{
-    annotations::Annotations,
     backends::{BackendRef, Resolver},
-    hosts::host_order,
     ingress::ParsedIngress,
     paths::{rule_identity, Precedence},
     reason,
+    state::{AgeKey, IngressState, IngressStates},
     tls::show,
-    Diagnostics,
+    Diagnostic,
 };
 use crate::snapshot::{
-    BasicAuth, Canary, HostMatch, PathMatch, Route, RoutePolicy, RouteTarget, Upstream, VirtualHost,
+    Canary, HostMatch, PathMatch, Route, RoutePolicy, RouteTarget, Upstream, VirtualHost,
 };
 
-/// An owned, valid Ingress with the objects its annotations name, resolved.
-#[derive(Debug)]
-pub struct HttpIngress<'a> {
-    pub parsed: &'a Arc<ParsedIngress>,
-    pub ann: &'a Annotations,
-    /// The users of `auth-secret`, if any.
-    pub auth: Option<Arc<BasicAuth>>,
+/// Resolves a backend of an Ingress, reporting why it has no endpoints if so.
+pub fn upstream(
+    resolver: &mut Resolver<'_>,
+    st: &IngressState,
+    backend: &BackendRef,
+    diags: &mut Vec<Diagnostic>,
+) -> Arc<Upstream> {
+    let (up, problem) = resolver.upstream(&st.parsed.origin.namespace, backend, st.protocol());
+    if let Some(p) = problem {
+        diags.push(Diagnostic::new(
+            st.parsed.origin.clone(),
+            p.reason,
+            p.message,
+        ));
+    }
+    up
 }
 
-impl HttpIngress<'_> {
-    /// Resolves a backend of this Ingress, reporting why it has no endpoints if so.
-    pub fn upstream(
-        &self,
-        resolver: &mut Resolver<'_>,
-        backend: &BackendRef,
-        diags: &mut Diagnostics,
-    ) -> Arc<Upstream> {
-        let (up, problem) =
-            resolver.upstream(&self.parsed.origin.namespace, backend, self.ann.protocol);
-        if let Some(p) = problem {
-            diags.push(self.parsed.origin.clone(), p.reason, p.message);
-        }
-        up
+/// The route target of `slot` of an Ingress, reused (same `Arc`) while its upstream is the
+/// same object: unchanged routes then cost no allocation and compare by pointer.
+pub fn target(st: &mut IngressState, slot: usize, upstream: Arc<Upstream>) -> Arc<RouteTarget> {
+    if st.slots.len() <= slot {
+        st.slots.resize(slot + 1, None);
     }
-
-    /// The route policy of this Ingress.
-    pub fn policy(&self) -> RoutePolicy {
-        RoutePolicy {
-            basic_auth: self.auth.clone(),
-            ..self.ann.policy.clone()
+    if let Some(t) = &st.slots[slot] {
+        if Arc::ptr_eq(&t.upstream, &upstream) {
+            return t.clone();
         }
     }
-
-    /// A new route target of this Ingress.
-    pub fn target(&self, upstream: Arc<Upstream>) -> Arc<RouteTarget> {
-        Arc::new(RouteTarget {
-            origin: self.parsed.origin.clone(),
-            upstream,
-            policy: self.policy(),
-            canary: None,
-        })
-    }
+    let policy = match st.annotations() {
+        Some(a) => RoutePolicy {
+            basic_auth: st.auth.clone(),
+            ..a.policy.clone()
+        },
+        None => RoutePolicy::default(),
+    };
+    let t = Arc::new(RouteTarget {
+        origin: st.parsed.origin.clone(),
+        upstream,
+        policy,
+        canary: None,
+    });
+    st.slots[slot] = Some(t.clone());
+    t
 }
 
-/// Route targets kept across translations: one per backend slot of an Ingress (slot 0 is its
-/// default backend, then its paths in order). A target is reused, as the same `Arc`, while
-/// the Ingress, its auth Secret and the slot's upstream are the same objects; so unchanged
-/// routes cost no allocation and compare by pointer.
-#[derive(Debug, Default)]
-pub struct TargetCache {
-    /// Keyed by the address of the parsed Ingress, which the entry keeps alive.
-    entries: HashMap<usize, TargetEntry>,
-    run: u64,
-}
-
-#[derive(Debug)]
-struct TargetEntry {
-    parsed: Arc<ParsedIngress>,
-    auth: Option<Arc<BasicAuth>>,
-    slots: Vec<Option<Arc<RouteTarget>>>,
-    used_run: u64,
-}
-
-impl TargetCache {
-    /// Starts translation number `run`.
-    pub fn begin(&mut self, run: u64) {
-        self.run = run;
-    }
-
-    /// Forgets Ingresses not seen in this run.
-    pub fn finish(&mut self) {
-        let run = self.run;
-        self.entries.retain(|_, e| e.used_run == run);
-    }
-
-    /// The target of `slot` of `ing` with `upstream`, reused when nothing changed.
-    pub fn target(
-        &mut self,
-        ing: &HttpIngress<'_>,
-        slot: usize,
-        upstream: Arc<Upstream>,
-    ) -> Arc<RouteTarget> {
-        let run = self.run;
-        let entry = self
-            .entries
-            .entry(Arc::as_ptr(ing.parsed) as usize)
-            .or_insert_with(|| TargetEntry {
-                parsed: ing.parsed.clone(),
-                auth: ing.auth.clone(),
-                slots: Vec::new(),
-                used_run: run,
-            });
-        let same_auth = match (&entry.auth, &ing.auth) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        // The key is the address of `parsed`, which the entry keeps alive: always the same
-        // Ingress, checked anyway because a stale target would be a silent misroute.
-        if !same_auth || !Arc::ptr_eq(&entry.parsed, ing.parsed) {
-            entry.parsed = ing.parsed.clone();
-            entry.auth = ing.auth.clone();
-            entry.slots.clear();
-        }
-        entry.used_run = run;
-        if entry.slots.len() <= slot {
-            entry.slots.resize(slot + 1, None);
-        }
-        if let Some(t) = &entry.slots[slot] {
-            if Arc::ptr_eq(&t.upstream, &upstream) {
-                return t.clone();
-            }
-        }
-        let t = ing.target(upstream);
-        entry.slots[slot] = Some(t.clone());
-        t
-    }
-}
-
-struct RouteDraft<'a> {
-    path: &'a PathMatch,
-    owner: &'a HttpIngress<'a>,
+struct RouteDraft {
+    path: PathMatch,
+    owner: Arc<ParsedIngress>,
     target: Arc<RouteTarget>,
     canary: Option<Canary>,
 }
 
-#[derive(Default)]
-struct HostDraft<'a> {
-    routes: Vec<RouteDraft<'a>>,
-    fallback: Option<Arc<RouteTarget>>,
-}
-
-/// Builds the virtual hosts. `mains` and `canaries` must be sorted oldest first.
-pub fn build<'a>(
-    mains: &'a [HttpIngress<'a>],
-    canaries: &[HttpIngress<'_>],
+/// Builds the virtual host `host` from its main and canary Ingresses (each oldest first).
+/// `None` when no main Ingress has a rule for it. Diagnostics go to `diags`.
+pub fn build_host(
+    host: &HostMatch,
+    mains: &std::collections::BTreeSet<AgeKey>,
+    canaries: &std::collections::BTreeSet<AgeKey>,
+    states: &mut IngressStates,
     resolver: &mut Resolver<'_>,
-    targets: &mut TargetCache,
-    diags: &mut Diagnostics,
-) -> Vec<VirtualHost> {
-    let mut drafts: HashMap<&'a HostMatch, HostDraft<'a>> = HashMap::new();
-    for ing in mains {
-        let mut slot = 0;
-        for rule in &ing.parsed.rules {
-            let draft = drafts.entry(&rule.host).or_default();
-            if draft.fallback.is_none() {
-                if let Some(b) = &ing.parsed.default_backend {
-                    let up = ing.upstream(resolver, b, diags);
-                    draft.fallback = Some(targets.target(ing, 0, up));
+    diags: &mut Vec<Diagnostic>,
+) -> Option<VirtualHost> {
+    let mut routes: Vec<RouteDraft> = Vec::new();
+    let mut fallback = None;
+    let mut any_main = false;
+    for key in mains {
+        let Some(st) = states.get_mut(&key.1, &key.2) else {
+            continue;
+        };
+        let parsed = st.parsed.clone();
+        for rule in parsed.rules.iter().filter(|r| &r.host == host) {
+            any_main = true;
+            if fallback.is_none() {
+                if let Some(b) = &parsed.default_backend {
+                    let up = upstream(resolver, st, b, diags);
+                    fallback = Some(target(st, 0, up));
                 }
             }
             for p in &rule.paths {
-                slot += 1;
-                // Hosts rarely have many paths: a scan beats building an index every time.
                 let identity = rule_identity(&p.path);
-                if let Some(winner) = draft
-                    .routes
-                    .iter()
-                    .find(|r| rule_identity(r.path) == identity)
-                {
-                    diags.push(
-                        ing.parsed.origin.clone(),
+                // Hosts rarely have many paths: a scan beats an index.
+                if let Some(winner) = routes.iter().find(|r| rule_identity(&r.path) == identity) {
+                    diags.push(Diagnostic::new(
+                        parsed.origin.clone(),
                         reason::RULE_CONFLICT,
                         format!(
                             "host {} path {} is already defined by {}; this rule is ignored",
-                            show(&rule.host),
+                            show(host),
                             identity.1,
-                            winner.owner.parsed.origin
+                            winner.owner.origin
                         ),
-                    );
+                    ));
                     continue;
                 }
-                let upstream = ing.upstream(resolver, &p.backend, diags);
-                let target = targets.target(ing, slot, upstream);
-                draft.routes.push(RouteDraft {
-                    path: &p.path,
-                    owner: ing,
-                    target,
+                let up = upstream(resolver, st, &p.backend, diags);
+                let t = target(st, p.slot, up);
+                routes.push(RouteDraft {
+                    path: p.path.clone(),
+                    owner: parsed.clone(),
+                    target: t,
                     canary: None,
                 });
             }
         }
     }
-    for ing in canaries {
-        let Some(cfg) = &ing.ann.canary else { continue };
-        for rule in &ing.parsed.rules {
+    for key in canaries {
+        let Some(st) = states.get_mut(&key.1, &key.2) else {
+            continue;
+        };
+        let parsed = st.parsed.clone();
+        let Some(cfg) = st.annotations().and_then(|a| a.canary.clone()) else {
+            continue;
+        };
+        for rule in parsed.rules.iter().filter(|r| &r.host == host) {
             for p in &rule.paths {
                 let text = p.path.as_str();
-                let matching: Vec<usize> = drafts
-                    .get(&rule.host)
-                    .map(|d| {
-                        d.routes
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, r)| r.path.as_str() == text)
-                            .map(|(i, _)| i)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let matching: Vec<usize> = routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.path.as_str() == text)
+                    .map(|(i, _)| i)
+                    .collect();
                 if matching.is_empty() {
-                    diags.push(
-                        ing.parsed.origin.clone(),
+                    diags.push(Diagnostic::new(
+                        parsed.origin.clone(),
                         reason::CANARY_WITHOUT_MAIN_ROUTE,
                         format!(
                             "canary host {} path {text} matches no main route; ignored",
-                            show(&rule.host)
+                            show(host)
                         ),
-                    );
+                    ));
                     continue;
                 }
-                let upstream = ing.upstream(resolver, &p.backend, diags);
-                let Some(draft) = drafts.get_mut(&rule.host) else {
-                    continue;
-                };
+                let up = upstream(resolver, st, &p.backend, diags);
                 for i in matching {
-                    let route = &mut draft.routes[i];
+                    let route = &mut routes[i];
                     if let Some(existing) = &route.canary {
-                        diags.push(
-                            ing.parsed.origin.clone(),
+                        diags.push(Diagnostic::new(
+                            parsed.origin.clone(),
                             reason::RULE_CONFLICT,
                             format!(
                                 "host {} path {text} already has a canary from {}; ignored",
-                                show(&rule.host),
+                                show(host),
                                 existing.origin
                             ),
-                        );
+                        ));
                         continue;
                     }
                     route.canary = Some(Canary {
-                        origin: ing.parsed.origin.clone(),
-                        upstream: upstream.clone(),
+                        origin: parsed.origin.clone(),
+                        upstream: up.clone(),
                         weight: cfg.weight,
                         header: cfg.header.clone(),
                         header_value: cfg.header_value.clone(),
@@ -260,36 +184,30 @@ pub fn build<'a>(
             }
         }
     }
-    let mut hosts: Vec<VirtualHost> = drafts
+    if !any_main {
+        return None;
+    }
+    routes.sort_by(|a, b| Precedence(&a.path).cmp(&Precedence(&b.path)));
+    let routes = routes
         .into_iter()
-        .map(|(host, mut d)| {
-            d.routes
-                .sort_by(|a, b| Precedence(a.path).cmp(&Precedence(b.path)));
-            let routes = d
-                .routes
-                .into_iter()
-                .map(|r| {
-                    let target = match r.canary {
-                        None => r.target,
-                        Some(c) => Arc::new(RouteTarget {
-                            canary: Some(c),
-                            ..(*r.target).clone()
-                        }),
-                    };
-                    Route {
-                        path: r.path.clone(),
-                        target,
-                    }
-                })
-                .collect();
-            VirtualHost {
-                host: host.clone(),
-                routes,
-                fallback: d.fallback,
-                tls: false,
+        .map(|r| {
+            let target = match r.canary {
+                None => r.target,
+                Some(c) => Arc::new(RouteTarget {
+                    canary: Some(c),
+                    ..(*r.target).clone()
+                }),
+            };
+            Route {
+                path: r.path,
+                target,
             }
         })
         .collect();
-    hosts.sort_by(|a, b| host_order(&a.host, &b.host));
-    hosts
+    Some(VirtualHost {
+        host: host.clone(),
+        routes,
+        fallback,
+        tls: false,
+    })
 }

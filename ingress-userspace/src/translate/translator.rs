@@ -1,0 +1,679 @@
+//! The incremental translator.
+//!
+//! It keeps, per Ingress, what it was translated to (role, hosts, route targets) and, per
+//! host, the virtual host built from the Ingresses with rules for it. Each call reads the
+//! changes the [`ObjectCache`] logged since the previous call and redoes only what depends
+//! on them: changed Ingresses are re-read, hosts they (or the Services they use) touch are
+//! rebuilt; TLS, passthrough and L4 are rebuilt when their inputs changed. IngressClass
+//! changes, the first call, or a cache whose log no longer reaches back, start from scratch.
+//! The result is always what a from-scratch translation gives (tests check this on random
+//! change sequences).
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
+
+use k8s_openapi::api::{core::v1::Secret, networking::v1::Ingress};
+
+use super::{
+    annotations::{self, AuthRef},
+    backends::{self, BackendCache, Resolver},
+    class::ClassFilter,
+    http,
+    ingress::{self, ParsedIngress},
+    l4, passthrough, reason,
+    state::{AgeKey, HostState, IngressState, IngressStates, Role},
+    tls::{self, CertCache},
+    Diagnostic, Translation,
+};
+use crate::{
+    config::{ServicePortRef, Settings},
+    snapshot::{
+        BackendProtocol, BasicAuth, HostMatch, HttpConfig, L4Service, ObjectRef, PassthroughRoute,
+        RoutePolicy, RouteTarget, Snapshot, TlsConfig, VirtualHost,
+    },
+    store::{cache::Change, ObjectCache},
+};
+
+type NsName = (String, String);
+
+/// Translation with memory between calls (see the module documentation).
+#[derive(Debug)]
+pub struct Translator {
+    settings: Settings,
+    run: u64,
+    /// (cache id, cache version) of the last translation.
+    seen: Option<(u64, u64)>,
+    model: Model,
+    backends: BackendCache,
+    certs: CertCache,
+    auth: HashMap<(String, String, String, bool), AuthEntry>,
+}
+
+#[derive(Debug)]
+struct AuthEntry {
+    secret: Arc<Secret>,
+    result: Result<Arc<BasicAuth>, String>,
+}
+
+/// Everything derived, kept between translations.
+#[derive(Debug, Default)]
+struct Model {
+    ingresses: IngressStates,
+    hosts: HashMap<HostMatch, HostState>,
+    /// Hosts with a virtual host, in snapshot order; `None` when the set changed.
+    sorted_hosts: Option<Vec<HostMatch>>,
+    /// (namespace, service) -> Ingresses routing to it.
+    service_users: HashMap<NsName, BTreeSet<NsName>>,
+    /// (namespace, secret) -> Ingresses using it for basic auth.
+    secret_users: HashMap<NsName, BTreeSet<NsName>>,
+    owned: BTreeSet<ObjectRef>,
+    /// Main Ingresses with a `spec.defaultBackend`.
+    defaults: BTreeSet<AgeKey>,
+    passthroughs: BTreeSet<AgeKey>,
+    /// Main and canary Ingresses with `spec.tls` entries.
+    tls_ingresses: BTreeSet<AgeKey>,
+    /// Owned Ingresses with diagnostics of their own.
+    diag_ingresses: BTreeSet<NsName>,
+    /// Hosts whose build produced diagnostics.
+    diag_hosts: HashSet<HostMatch>,
+    passthrough: (Vec<PassthroughRoute>, Vec<Diagnostic>),
+    tls: (TlsConfig, HashSet<HostMatch>, Vec<Diagnostic>),
+    l4: (Vec<L4Service>, Vec<Diagnostic>),
+    /// Services the L4 ConfigMaps name.
+    l4_services: HashSet<NsName>,
+}
+
+/// What to redo in one translation.
+#[derive(Debug, Default)]
+struct Work {
+    ingresses: BTreeSet<NsName>,
+    /// Services that changed.
+    services: BTreeSet<NsName>,
+    /// Services (newly) in use: their cache entry must be current even if no route
+    /// resolves them (e.g. only an unmatched canary does), for their diagnostics.
+    refresh: BTreeSet<NsName>,
+    hosts: HashSet<HostMatch>,
+    passthrough: bool,
+    tls: bool,
+    l4: bool,
+}
+
+impl Translator {
+    /// A translator with empty memory.
+    pub fn new(settings: Settings) -> Self {
+        Translator {
+            settings,
+            run: 0,
+            seen: None,
+            model: Model::default(),
+            backends: BackendCache::default(),
+            certs: CertCache::default(),
+            auth: HashMap::new(),
+        }
+    }
+
+    /// The settings translations use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Translates the objects. `snapshot.generation` is left at 0 for the caller to set.
+    pub fn translate(&mut self, objects: &ObjectCache) -> Translation {
+        self.run += 1;
+        let run = self.run;
+        let changes = match self.seen {
+            Some((id, version)) if id == objects.id() => objects.changes_since(version),
+            _ => None,
+        };
+        let mut work = Work::default();
+        let full = match changes {
+            Some(changes) if !changes.contains(&Change::IngressClass) => {
+                self.collect_work(changes, &mut work);
+                false
+            }
+            _ => {
+                self.model = Model::default();
+                for ing in objects.ingresses().iter() {
+                    let ns = ing.metadata.namespace.clone().unwrap_or_default();
+                    work.ingresses
+                        .insert((ns, ing.metadata.name.clone().unwrap_or_default()));
+                }
+                (work.passthrough, work.tls, work.l4) = (true, true, true);
+                true
+            }
+        };
+        self.seen = Some((objects.id(), objects.version()));
+
+        // A copy: the filter borrows it while `self` is updated.
+        let settings = self.settings.clone();
+        let classes = ClassFilter::new(objects, &settings);
+        let keys: Vec<NsName> = work.ingresses.iter().cloned().collect();
+        for (ns, name) in &keys {
+            self.reevaluate(objects, &classes, ns, name, &mut work);
+        }
+
+        let Translator {
+            settings,
+            model,
+            backends,
+            certs,
+            ..
+        } = self;
+        let mut resolver = Resolver::new(backends, objects, settings.static_endpoints, run);
+        for (ns, svc) in &work.services {
+            resolver.refresh(ns, svc);
+            for user in model
+                .service_users
+                .get(&(ns.clone(), svc.clone()))
+                .into_iter()
+                .flatten()
+            {
+                let Some(st) = model.ingresses.get(&user.0, &user.1) else {
+                    continue;
+                };
+                match st.role {
+                    Role::Main | Role::Canary => {
+                        work.hosts.extend(st.parsed.hosts().into_iter().cloned())
+                    }
+                    Role::Passthrough => work.passthrough = true,
+                    Role::Foreign | Role::Rejected => {}
+                }
+            }
+            work.l4 = true;
+        }
+        for (ns, svc) in &work.refresh {
+            resolver.refresh(ns, svc);
+        }
+        if full {
+            work.hosts.extend(model.hosts.keys().cloned());
+        }
+
+        model.rebuild_hosts(&work.hosts, &mut resolver);
+        if work.passthrough {
+            let list: Vec<&IngressState> = model
+                .passthroughs
+                .iter()
+                .filter_map(|k| model.ingresses.get(&k.1, &k.2))
+                .collect();
+            let mut diags = Vec::new();
+            let routes = passthrough::build(&list, &mut resolver, &mut diags);
+            model.passthrough = (routes, diags);
+        }
+        if work.l4 {
+            let mut diags = Vec::new();
+            let (services, referenced) = l4::build(objects, settings, &mut resolver, &mut diags);
+            model.l4_services = referenced;
+            model.l4 = (services, diags);
+        }
+        let mut default_diags = Vec::new();
+        let default_backend = model.global_default(settings, &mut resolver, &mut default_diags);
+        let referenced = |ns: &str, svc: &str| {
+            let key = (ns.to_owned(), svc.to_owned());
+            model.service_users.contains_key(&key)
+                || model.l4_services.contains(&key)
+                || settings
+                    .default_backend
+                    .as_ref()
+                    .is_some_and(|d| d.namespace == ns && d.name == svc)
+        };
+        let service_problems = resolver.service_problems(referenced);
+        if full {
+            resolver.finish();
+        }
+
+        if work.tls {
+            let list: Vec<&ParsedIngress> = model
+                .tls_ingresses
+                .iter()
+                .filter_map(|k| model.ingresses.get(&k.1, &k.2))
+                .map(|st| st.parsed.as_ref())
+                .collect();
+            let mut diags = Vec::new();
+            let (config, hosts) = tls::build(&list, certs, objects, run, &mut diags);
+            certs.evict(run);
+            model.tls = (config, hosts.into_iter().collect(), diags);
+        }
+        if full {
+            let used: HashSet<(String, String, String, bool)> = model.auth_keys();
+            self.auth.retain(|k, _| used.contains(k));
+        }
+        let model = &mut self.model;
+
+        let hosts = model.assemble_hosts();
+        let mut diagnostics = model.diagnostics();
+        diagnostics.extend(default_diags);
+        for (object, message) in service_problems {
+            diagnostics.push(Diagnostic::new(object, reason::INVALID_ENDPOINTS, message));
+        }
+        diagnostics.sort_by(|a, b| {
+            (&a.object, a.reason, &a.message).cmp(&(&b.object, b.reason, &b.message))
+        });
+        diagnostics.dedup();
+
+        let snapshot = Snapshot {
+            generation: 0,
+            http: HttpConfig {
+                hosts,
+                default_backend,
+            },
+            tls: model.tls.0.clone(),
+            passthrough: model.passthrough.0.clone(),
+            l4: model.l4.0.clone(),
+        };
+        Translation {
+            snapshot: Arc::new(snapshot),
+            diagnostics,
+            owned_ingresses: model.owned.iter().cloned().collect(),
+        }
+    }
+
+    /// Turns logged changes into work.
+    fn collect_work(&self, changes: &[Change], work: &mut Work) {
+        for c in changes {
+            match c {
+                Change::Ingress { namespace, name } => {
+                    work.ingresses.insert((namespace.clone(), name.clone()));
+                }
+                Change::Service { namespace, name } => {
+                    work.services.insert((namespace.clone(), name.clone()));
+                }
+                Change::Secret { namespace, name } => {
+                    work.tls = true;
+                    let users = self
+                        .model
+                        .secret_users
+                        .get(&(namespace.clone(), name.clone()));
+                    work.ingresses.extend(users.into_iter().flatten().cloned());
+                }
+                Change::ConfigMap { .. } => work.l4 = true,
+                Change::IngressClass => {}
+            }
+        }
+    }
+
+    /// Forgets what Ingress `ns/name` contributed and translates it again.
+    fn reevaluate(
+        &mut self,
+        objects: &ObjectCache,
+        classes: &ClassFilter<'_>,
+        ns: &str,
+        name: &str,
+        work: &mut Work,
+    ) {
+        let old = self.model.ingresses.remove(ns, name);
+        if let Some(old) = &old {
+            self.model.detach(old, work);
+        }
+        let Some(object) = objects.ingresses().get(ns, name) else {
+            return;
+        };
+        let parsed = match &old {
+            Some(o) if Arc::ptr_eq(&o.object, object) => o.parsed.clone(),
+            _ => Arc::new(ingress::parse(object)),
+        };
+        let st = self.evaluate(objects, classes, object, parsed);
+        self.model.attach(st, work);
+    }
+
+    /// Decides what an Ingress is to us and resolves its auth Secret.
+    fn evaluate(
+        &mut self,
+        objects: &ObjectCache,
+        classes: &ClassFilter<'_>,
+        object: &Arc<Ingress>,
+        parsed: Arc<ParsedIngress>,
+    ) -> IngressState {
+        let age = (
+            parsed.created.clone(),
+            parsed.origin.namespace.clone(),
+            parsed.origin.name.clone(),
+        );
+        let mut st = IngressState {
+            object: object.clone(),
+            parsed: parsed.clone(),
+            age,
+            role: Role::Foreign,
+            auth: None,
+            auth_secret: None,
+            diags: Vec::new(),
+            slots: Vec::new(),
+        };
+        if !classes.owns(&parsed.class) {
+            return st;
+        }
+        st.diags.extend(parsed.notes.iter().cloned());
+        let ann = match &parsed.annotations {
+            Ok(a) => a,
+            Err(d) => {
+                st.diags.push(d.clone());
+                st.role = Role::Rejected;
+                return st;
+            }
+        };
+        if let Some(auth) = &ann.auth {
+            st.auth_secret = Some((auth.secret.namespace.clone(), auth.secret.name.clone()));
+            match self.basic_auth(objects, auth) {
+                Ok(b) => st.auth = Some(b),
+                Err(m) => {
+                    let message = format!("{m}; the Ingress is not applied");
+                    st.diags.push(Diagnostic::new(
+                        parsed.origin.clone(),
+                        reason::AUTH_SECRET_INVALID,
+                        message,
+                    ));
+                    st.role = Role::Rejected;
+                    return st;
+                }
+            }
+        }
+        st.role = if ann.canary.is_some() {
+            Role::Canary
+        } else if ann.passthrough {
+            Role::Passthrough
+        } else {
+            Role::Main
+        };
+        st
+    }
+
+    /// The users of an `auth-secret`, parsed once per Secret object and realm.
+    fn basic_auth(
+        &mut self,
+        objects: &ObjectCache,
+        auth: &AuthRef,
+    ) -> Result<Arc<BasicAuth>, String> {
+        let (ns, name) = (&auth.secret.namespace, &auth.secret.name);
+        let Some(secret) = objects.secret(ns, name) else {
+            return Err(format!("auth secret {ns}/{name} not found"));
+        };
+        let key = (ns.clone(), name.clone(), auth.realm.clone(), auth.map);
+        if let Some(e) = self.auth.get(&key) {
+            if Arc::ptr_eq(&e.secret, secret) {
+                return e.result.clone();
+            }
+        }
+        let result = annotations::auth::users_from_secret(secret, auth.map)
+            .map(|users| {
+                Arc::new(BasicAuth {
+                    realm: auth.realm.clone(),
+                    users,
+                })
+            })
+            .map_err(|e| format!("auth secret {ns}/{name}: {e}"));
+        self.auth.insert(
+            key,
+            AuthEntry {
+                secret: secret.clone(),
+                result: result.clone(),
+            },
+        );
+        result
+    }
+}
+
+impl Model {
+    /// Removes what an Ingress contributed; marks what must be rebuilt.
+    fn detach(&mut self, st: &IngressState, work: &mut Work) {
+        let key = st.key();
+        if st.role != Role::Foreign {
+            self.owned.remove(&st.parsed.origin);
+        }
+        self.diag_ingresses.remove(&key);
+        if let Some(secret) = &st.auth_secret {
+            remove_user(&mut self.secret_users, secret, &key);
+        }
+        for svc in st.parsed.services() {
+            remove_user(
+                &mut self.service_users,
+                &(key.0.clone(), svc.to_owned()),
+                &key,
+            );
+        }
+        match st.role {
+            Role::Main | Role::Canary => {
+                for host in st.parsed.hosts() {
+                    if let Some(hs) = self.hosts.get_mut(host) {
+                        hs.mains.remove(&st.age);
+                        hs.canaries.remove(&st.age);
+                    }
+                    work.hosts.insert(host.clone());
+                }
+            }
+            Role::Passthrough => work.passthrough = true,
+            Role::Foreign | Role::Rejected => {}
+        }
+        self.defaults.remove(&st.age);
+        self.passthroughs.remove(&st.age);
+        if self.tls_ingresses.remove(&st.age) {
+            work.tls = true;
+        }
+    }
+
+    /// Records what an Ingress contributes; marks what must be rebuilt.
+    fn attach(&mut self, st: IngressState, work: &mut Work) {
+        let key = st.key();
+        if st.role != Role::Foreign {
+            self.owned.insert(st.parsed.origin.clone());
+            if !st.diags.is_empty() {
+                self.diag_ingresses.insert(key.clone());
+            }
+        }
+        if let Some(secret) = &st.auth_secret {
+            self.secret_users
+                .entry(secret.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if matches!(st.role, Role::Main | Role::Canary | Role::Passthrough) {
+            for svc in st.parsed.services() {
+                let service = (key.0.clone(), svc.to_owned());
+                work.refresh.insert(service.clone());
+                self.service_users
+                    .entry(service)
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
+        match st.role {
+            Role::Main | Role::Canary => {
+                for host in st.parsed.hosts() {
+                    let hs = self.hosts.entry(host.clone()).or_default();
+                    if st.role == Role::Main {
+                        hs.mains.insert(st.age.clone());
+                    } else {
+                        hs.canaries.insert(st.age.clone());
+                    }
+                    work.hosts.insert(host.clone());
+                }
+                if st.role == Role::Main && st.parsed.default_backend.is_some() {
+                    self.defaults.insert(st.age.clone());
+                }
+                if !st.parsed.tls.is_empty() {
+                    self.tls_ingresses.insert(st.age.clone());
+                    work.tls = true;
+                }
+            }
+            Role::Passthrough => {
+                self.passthroughs.insert(st.age.clone());
+                work.passthrough = true;
+            }
+            Role::Foreign | Role::Rejected => {}
+        }
+        self.ingresses.insert(st);
+    }
+
+    /// Rebuilds the given hosts.
+    fn rebuild_hosts(&mut self, hosts: &HashSet<HostMatch>, resolver: &mut Resolver<'_>) {
+        for host in hosts {
+            let Some(hs) = self.hosts.get_mut(host) else {
+                continue;
+            };
+            if hs.mains.is_empty() && hs.canaries.is_empty() {
+                if hs.built.is_some() {
+                    self.sorted_hosts = None;
+                }
+                self.hosts.remove(host);
+                self.diag_hosts.remove(host);
+                continue;
+            }
+            let mut diags = Vec::new();
+            let built = http::build_host(
+                host,
+                &hs.mains,
+                &hs.canaries,
+                &mut self.ingresses,
+                resolver,
+                &mut diags,
+            );
+            if built.is_some() != hs.built.is_some() {
+                self.sorted_hosts = None;
+            }
+            hs.built = built;
+            if diags.is_empty() {
+                self.diag_hosts.remove(host);
+            } else {
+                self.diag_hosts.insert(host.clone());
+            }
+            hs.diags = diags;
+        }
+    }
+
+    /// The global default backend: the configured Service, else the `spec.defaultBackend` of
+    /// the oldest main Ingress that has one.
+    fn global_default(
+        &mut self,
+        settings: &Settings,
+        resolver: &mut Resolver<'_>,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<Arc<RouteTarget>> {
+        if let Some(ServicePortRef {
+            namespace,
+            name,
+            port,
+        }) = &settings.default_backend
+        {
+            let port = match port.parse::<i32>() {
+                Ok(n) => backends::PortRef::Number(n),
+                Err(_) => backends::PortRef::Name(port.clone()),
+            };
+            let backend = backends::BackendRef {
+                service: name.clone(),
+                port,
+            };
+            let (upstream, problem) = resolver.upstream(namespace, &backend, BackendProtocol::Http);
+            let origin = ObjectRef {
+                kind: "Service",
+                namespace: namespace.clone(),
+                name: name.clone(),
+            };
+            if let Some(p) = problem {
+                diags.push(Diagnostic::new(
+                    origin.clone(),
+                    p.reason,
+                    format!("default backend: {}", p.message),
+                ));
+            }
+            return Some(Arc::new(RouteTarget {
+                origin,
+                upstream,
+                policy: RoutePolicy::default(),
+                canary: None,
+            }));
+        }
+        let key = self.defaults.iter().next()?;
+        let st = self.ingresses.get_mut(&key.1, &key.2)?;
+        let backend = st.parsed.default_backend.clone()?;
+        let upstream = http::upstream(resolver, st, &backend, diags);
+        Some(http::target(st, 0, upstream))
+    }
+
+    /// The virtual hosts in snapshot order, with their TLS flags.
+    fn assemble_hosts(&mut self) -> Vec<VirtualHost> {
+        let hosts = &self.hosts;
+        let sorted = self.sorted_hosts.get_or_insert_with(|| {
+            let mut v: Vec<HostMatch> = hosts
+                .iter()
+                .filter(|(_, hs)| hs.built.is_some())
+                .map(|(h, _)| h.clone())
+                .collect();
+            v.sort_by(super::hosts::host_order);
+            v
+        });
+        let tls_hosts = &self.tls.1;
+        let mut wild: HashSet<&str> = HashSet::new();
+        for h in tls_hosts {
+            if let HostMatch::Wildcard(s) = h {
+                wild.insert(s.as_str());
+            }
+        }
+        sorted
+            .iter()
+            .filter_map(|h| hosts.get(h)?.built.as_ref())
+            .map(|vh| {
+                let mut vh = vh.clone();
+                vh.tls = match &vh.host {
+                    HostMatch::Exact(e) => {
+                        tls_hosts.contains(&vh.host)
+                            || e.split_once('.')
+                                .is_some_and(|(_, parent)| wild.contains(parent))
+                    }
+                    HostMatch::Wildcard(_) => tls_hosts.contains(&vh.host),
+                    HostMatch::Any => false,
+                };
+                vh
+            })
+            .collect()
+    }
+
+    /// Diagnostics of Ingresses, hosts, TLS, passthrough and L4, unsorted.
+    fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for (ns, name) in &self.diag_ingresses {
+            if let Some(st) = self.ingresses.get(ns, name) {
+                out.extend(st.diags.iter().cloned());
+            }
+        }
+        for host in &self.diag_hosts {
+            if let Some(hs) = self.hosts.get(host) {
+                out.extend(hs.diags.iter().cloned());
+            }
+        }
+        out.extend(self.tls.2.iter().cloned());
+        out.extend(self.passthrough.1.iter().cloned());
+        out.extend(self.l4.1.iter().cloned());
+        out
+    }
+
+    /// Keys of the auth cache still in use.
+    fn auth_keys(&self) -> HashSet<(String, String, String, bool)> {
+        let mut out = HashSet::new();
+        for users in self.secret_users.values() {
+            for (ns, name) in users {
+                let Some(st) = self.ingresses.get(ns, name) else {
+                    continue;
+                };
+                if let Some(AuthRef { secret, realm, map }) =
+                    st.annotations().and_then(|a| a.auth.as_ref())
+                {
+                    out.insert((
+                        secret.namespace.clone(),
+                        secret.name.clone(),
+                        realm.clone(),
+                        *map,
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn remove_user(map: &mut HashMap<NsName, BTreeSet<NsName>>, of: &NsName, user: &NsName) {
+    if let Some(users) = map.get_mut(of) {
+        users.remove(user);
+        if users.is_empty() {
+            map.remove(of);
+        }
+    }
+}
