@@ -105,7 +105,8 @@ async fn no_sources_means_an_empty_first_snapshot_and_ready() {
     assert!(*h.ready.borrow());
 }
 
-#[tokio::test]
+/// On a multi-thread runtime the writer translates in place (`block_in_place`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_change_propagates() {
     let mut h = started(Duration::from_millis(20)).await;
     h.events

@@ -63,6 +63,12 @@ struct Model {
     hosts: HashMap<HostMatch, HostState>,
     /// Hosts with a virtual host, in snapshot order; `None` when the set changed.
     sorted_hosts: Option<Vec<HostMatch>>,
+    /// The virtual hosts as last output (TLS flags set), with each host's position; rebuilt
+    /// hosts are patched in place, so an unchanged host costs nothing but its clone.
+    assembled: Option<(Vec<VirtualHost>, HashMap<HostMatch, usize>)>,
+    /// Secrets named by `spec.tls` of the TLS Ingresses (a change to another Secret does
+    /// not rebuild TLS).
+    tls_secrets: HashSet<NsName>,
     /// (namespace, service) -> Ingresses routing to it.
     service_users: HashMap<NsName, BTreeSet<NsName>>,
     /// (namespace, secret) -> Ingresses using it for basic auth.
@@ -232,7 +238,19 @@ impl Translator {
             let mut diags = Vec::new();
             let (config, hosts) = tls::build(&list, certs, objects, run, &mut diags);
             certs.evict(run);
-            model.tls = (config, hosts.into_iter().collect(), diags);
+            model.tls_secrets = list
+                .iter()
+                .flat_map(|p| {
+                    p.tls
+                        .iter()
+                        .filter_map(|t| Some((p.origin.namespace.clone(), t.secret.clone()?)))
+                })
+                .collect();
+            let hosts: HashSet<HostMatch> = hosts.into_iter().collect();
+            if hosts != model.tls.1 {
+                model.assembled = None;
+            }
+            model.tls = (config, hosts, diags);
         }
         if full {
             let used: HashSet<(String, String, String, bool)> = model.auth_keys();
@@ -279,11 +297,9 @@ impl Translator {
                     work.services.insert((namespace.clone(), name.clone()));
                 }
                 Change::Secret { namespace, name } => {
-                    work.tls = true;
-                    let users = self
-                        .model
-                        .secret_users
-                        .get(&(namespace.clone(), name.clone()));
+                    let key = (namespace.clone(), name.clone());
+                    work.tls |= self.model.tls_secrets.contains(&key);
+                    let users = self.model.secret_users.get(&key);
                     work.ingresses.extend(users.into_iter().flatten().cloned());
                 }
                 Change::ConfigMap { .. } => work.l4 = true,
@@ -512,6 +528,7 @@ impl Model {
             if hs.mains.is_empty() && hs.canaries.is_empty() {
                 if hs.built.is_some() {
                     self.sorted_hosts = None;
+                    self.assembled = None;
                 }
                 self.hosts.remove(host);
                 self.diag_hosts.remove(host);
@@ -528,6 +545,12 @@ impl Model {
             );
             if built.is_some() != hs.built.is_some() {
                 self.sorted_hosts = None;
+                self.assembled = None;
+            }
+            if let (Some((list, positions)), Some(vh)) = (&mut self.assembled, &built) {
+                if let Some(&i) = positions.get(host) {
+                    list[i] = with_tls_flag(vh.clone(), &self.tls.1);
+                }
             }
             hs.built = built;
             if diags.is_empty() {
@@ -590,40 +613,33 @@ impl Model {
 
     /// The virtual hosts in snapshot order, with their TLS flags.
     fn assemble_hosts(&mut self) -> Vec<VirtualHost> {
-        let hosts = &self.hosts;
-        let sorted = self.sorted_hosts.get_or_insert_with(|| {
-            let mut v: Vec<HostMatch> = hosts
+        if self.assembled.is_none() {
+            let hosts = &self.hosts;
+            let sorted = self.sorted_hosts.get_or_insert_with(|| {
+                let mut v: Vec<HostMatch> = hosts
+                    .iter()
+                    .filter(|(_, hs)| hs.built.is_some())
+                    .map(|(h, _)| h.clone())
+                    .collect();
+                v.sort_by(super::hosts::host_order);
+                v
+            });
+            let list: Vec<VirtualHost> = sorted
                 .iter()
-                .filter(|(_, hs)| hs.built.is_some())
-                .map(|(h, _)| h.clone())
+                .filter_map(|h| hosts.get(h)?.built.clone())
+                .map(|vh| with_tls_flag(vh, &self.tls.1))
                 .collect();
-            v.sort_by(super::hosts::host_order);
-            v
-        });
-        let tls_hosts = &self.tls.1;
-        let mut wild: HashSet<&str> = HashSet::new();
-        for h in tls_hosts {
-            if let HostMatch::Wildcard(s) = h {
-                wild.insert(s.as_str());
-            }
+            let positions = list
+                .iter()
+                .enumerate()
+                .map(|(i, vh)| (vh.host.clone(), i))
+                .collect();
+            self.assembled = Some((list, positions));
         }
-        sorted
-            .iter()
-            .filter_map(|h| hosts.get(h)?.built.as_ref())
-            .map(|vh| {
-                let mut vh = vh.clone();
-                vh.tls = match &vh.host {
-                    HostMatch::Exact(e) => {
-                        tls_hosts.contains(&vh.host)
-                            || e.split_once('.')
-                                .is_some_and(|(_, parent)| wild.contains(parent))
-                    }
-                    HostMatch::Wildcard(_) => tls_hosts.contains(&vh.host),
-                    HostMatch::Any => false,
-                };
-                vh
-            })
-            .collect()
+        self.assembled
+            .as_ref()
+            .map(|(list, _)| list.clone())
+            .unwrap_or_default()
     }
 
     /// Diagnostics of Ingresses, hosts, TLS, passthrough and L4, unsorted.
@@ -667,6 +683,22 @@ impl Model {
         }
         out
     }
+}
+
+/// Sets `VirtualHost.tls`: the host is listed under some `spec.tls[].hosts`, exactly or by a
+/// wildcard covering it.
+fn with_tls_flag(mut vh: VirtualHost, tls_hosts: &HashSet<HostMatch>) -> VirtualHost {
+    vh.tls = match &vh.host {
+        HostMatch::Exact(e) => {
+            tls_hosts.contains(&vh.host)
+                || e.split_once('.').is_some_and(|(_, parent)| {
+                    tls_hosts.contains(&HostMatch::Wildcard(parent.to_owned()))
+                })
+        }
+        HostMatch::Wildcard(_) => tls_hosts.contains(&vh.host),
+        HostMatch::Any => false,
+    };
+    vh
 }
 
 fn remove_user(map: &mut HashMap<NsName, BTreeSet<NsName>>, of: &NsName, user: &NsName) {
