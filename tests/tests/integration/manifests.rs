@@ -30,7 +30,10 @@ fn settings() -> Settings {
     Settings {
         controller_name: "ingress.example.dev/xdp-ingress".into(),
         ingress_class: "xdp".into(),
-        tcp_services: Some(NamespacedName { namespace: "ingress-system".into(), name: "tcp-services".into() }),
+        tcp_services: Some(NamespacedName {
+            namespace: "ingress-system".into(),
+            name: "tcp-services".into(),
+        }),
         udp_services: None,
         l4_addresses: vec![VIP.parse().unwrap()],
         default_backend: None,
@@ -39,10 +42,18 @@ fn settings() -> Settings {
 }
 
 /// Starts the store and the manifest source on `dir`; returns once the store is ready.
-async fn start(dir: PathBuf) -> (StoreHandle, tokio::task::JoinHandle<Result<(), manifests::ManifestError>>) {
+async fn start(
+    dir: PathBuf,
+) -> (
+    StoreHandle,
+    tokio::task::JoinHandle<Result<(), manifests::ManifestError>>,
+) {
     let mut store = store::spawn(settings(), Duration::from_millis(20), 1);
     let source = tokio::spawn(manifests::run(dir, store.events.clone()));
-    timeout(WAIT, store.ready.wait_for(|r| *r)).await.expect("ready in time").expect("store running");
+    timeout(WAIT, store.ready.wait_for(|r| *r))
+        .await
+        .expect("ready in time")
+        .expect("store running");
     (store, source)
 }
 
@@ -71,7 +82,11 @@ fn check_examples(s: &Snapshot) {
     let hosts: Vec<&HostMatch> = s.http.hosts.iter().map(|v| &v.host).collect();
     assert_eq!(
         hosts,
-        vec![&exact("secure.example.test"), &exact("www.example.test"), &HostMatch::Wildcard("apps.example.test".into())]
+        vec![
+            &exact("secure.example.test"),
+            &exact("www.example.test"),
+            &HostMatch::Wildcard("apps.example.test".into())
+        ]
     );
 
     let www = &s.http.hosts[1];
@@ -84,15 +99,31 @@ fn check_examples(s: &Snapshot) {
                 PathMatch::Prefix(p) => format!("Prefix {p}"),
                 PathMatch::Regex(r) => format!("Regex {}", r.source),
             };
-            (kind, r.target.upstream.name.as_str(), r.target.upstream.endpoints.clone())
+            (
+                kind,
+                r.target.upstream.name.as_str(),
+                r.target.upstream.endpoints.clone(),
+            )
         })
         .collect();
     assert_eq!(
         routes,
         vec![
-            ("Exact /healthz".to_owned(), "default/web:80", addrs(&["127.0.0.1:18081"])),
-            ("Prefix /api".to_owned(), "default/api:80", addrs(&["127.0.0.1:18082"])),
-            ("Prefix /".to_owned(), "default/web:80", addrs(&["127.0.0.1:18081"])),
+            (
+                "Exact /healthz".to_owned(),
+                "default/web:80",
+                addrs(&["127.0.0.1:18081"])
+            ),
+            (
+                "Prefix /api".to_owned(),
+                "default/api:80",
+                addrs(&["127.0.0.1:18082"])
+            ),
+            (
+                "Prefix /".to_owned(),
+                "default/web:80",
+                addrs(&["127.0.0.1:18081"])
+            ),
         ]
     );
     assert!(!www.tls);
@@ -101,18 +132,28 @@ fn check_examples(s: &Snapshot) {
     let secure = &s.http.hosts[0];
     assert!(secure.tls);
     assert_eq!(secure.routes.len(), 2);
-    assert!(secure.routes.iter().all(|r| r.target.policy.max_body_bytes == Some(8 << 20)));
+    assert!(secure
+        .routes
+        .iter()
+        .all(|r| r.target.policy.max_body_bytes == Some(8 << 20)));
     assert!(secure.routes.iter().all(|r| r.target.policy.ssl_redirect));
 
     let apps = &s.http.hosts[2];
-    assert!(apps.host.matches("shop.apps.example.test") && !apps.host.matches("a.b.apps.example.test"));
-    assert_eq!(apps.routes[0].target.upstream.endpoints, addrs(&["127.0.0.1:18081"]));
+    assert!(
+        apps.host.matches("shop.apps.example.test") && !apps.host.matches("a.b.apps.example.test")
+    );
+    assert_eq!(
+        apps.routes[0].target.upstream.endpoints,
+        addrs(&["127.0.0.1:18081"])
+    );
 
     // The demo certificate, parsed, for its host.
     assert_eq!(s.tls.certs.len(), 1);
     let cert = &s.tls.certs[0];
     assert_eq!(cert.hosts, vec![exact("secure.example.test")]);
-    let want = CertificateDer::from_pem_file(examples_dir().join("demo-certs/secure.example.test.crt")).unwrap();
+    let want =
+        CertificateDer::from_pem_file(examples_dir().join("demo-certs/secure.example.test.crt"))
+            .unwrap();
     assert_eq!(cert.key.cert, vec![want]);
     cert.key.keys_match().unwrap();
 
@@ -127,7 +168,12 @@ fn check_examples(s: &Snapshot) {
     let l4 = &s.l4[0];
     assert_eq!(
         (l4.vip, l4.port, l4.protocol, l4.backends.clone()),
-        (VIP.parse::<IpAddr>().unwrap(), 9000, L4Protocol::Tcp, addrs(&["127.0.0.1:18082"]))
+        (
+            VIP.parse::<IpAddr>().unwrap(),
+            9000,
+            L4Protocol::Tcp,
+            addrs(&["127.0.0.1:18082"])
+        )
     );
     assert!(s.http.default_backend.is_none());
 }
@@ -137,8 +183,15 @@ async fn example_manifests_translate_cleanly() {
     let (store, source) = start(examples_dir()).await;
     let t = store.translations.borrow().clone();
     assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
-    let owned: Vec<String> = t.owned_ingresses.iter().map(|o| format!("{}/{}", o.namespace, o.name)).collect();
-    assert_eq!(owned, vec!["default/passthrough", "default/secure", "default/web"]);
+    let owned: Vec<String> = t
+        .owned_ingresses
+        .iter()
+        .map(|o| format!("{}/{}", o.namespace, o.name))
+        .collect();
+    assert_eq!(
+        owned,
+        vec!["default/passthrough", "default/secure", "default/web"]
+    );
     assert_eq!(t.snapshot.generation, 1);
     check_examples(&t.snapshot);
     source.abort();
@@ -160,13 +213,22 @@ async fn live_edits_to_the_example_set_are_applied() {
     let (mut store, source) = start(dir.path().to_owned()).await;
     check_examples(&store.translations.borrow_and_update().snapshot);
     let web = |t: &Translation| {
-        t.snapshot.http.hosts.iter().find(|v| v.host == exact("www.example.test")).map(|v| v.routes[2].target.upstream.endpoints.clone())
+        t.snapshot
+            .http
+            .hosts
+            .iter()
+            .find(|v| v.host == exact("www.example.test"))
+            .map(|v| v.routes[2].target.upstream.endpoints.clone())
     };
 
     // Scale web to two endpoints.
     let services = dir.path().join("10-services.yaml");
     let text = std::fs::read_to_string(&services).unwrap();
-    std::fs::write(&services, text.replace("\"127.0.0.1:18081\"", "\"127.0.0.1:18081,127.0.0.1:18091\"")).unwrap();
+    std::fs::write(
+        &services,
+        text.replace("\"127.0.0.1:18081\"", "\"127.0.0.1:18081,127.0.0.1:18091\""),
+    )
+    .unwrap();
     let t = wait_for(&mut store.translations, "two web endpoints", |t| {
         web(t) == Some(addrs(&["127.0.0.1:18081", "127.0.0.1:18091"]))
     })
@@ -175,7 +237,11 @@ async fn live_edits_to_the_example_set_are_applied() {
 
     // A broken file keeps its previous objects: no change is published.
     let generation = t.snapshot.generation;
-    std::fs::write(dir.path().join("20-ingress-web.yaml"), "apiVersion: networking.k8s.io/v1\nkind: Ingress\nspec: [").unwrap();
+    std::fs::write(
+        dir.path().join("20-ingress-web.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nspec: [",
+    )
+    .unwrap();
     tokio::time::sleep(manifests::SETTLE * 5).await;
     let now = store.translations.borrow_and_update().clone();
     assert_eq!(now.snapshot.generation, generation);
@@ -183,16 +249,34 @@ async fn live_edits_to_the_example_set_are_applied() {
 
     // A deleted file removes its objects.
     std::fs::remove_file(dir.path().join("40-ingress-passthrough.yaml")).unwrap();
-    let t = wait_for(&mut store.translations, "passthrough removed", |t| t.snapshot.passthrough.is_empty()).await;
+    let t = wait_for(&mut store.translations, "passthrough removed", |t| {
+        t.snapshot.passthrough.is_empty()
+    })
+    .await;
     assert_eq!(t.owned_ingresses.len(), 2);
-    assert!(web(&t).is_some(), "the broken file's Ingress is still served");
+    assert!(
+        web(&t).is_some(),
+        "the broken file's Ingress is still served"
+    );
 
     // Repairing the broken file applies its new content.
-    std::fs::copy(examples_dir().join("20-ingress-web.yaml"), dir.path().join("20-ingress-web.yaml")).unwrap();
+    std::fs::copy(
+        examples_dir().join("20-ingress-web.yaml"),
+        dir.path().join("20-ingress-web.yaml"),
+    )
+    .unwrap();
     let text = std::fs::read_to_string(dir.path().join("20-ingress-web.yaml")).unwrap();
-    std::fs::write(dir.path().join("20-ingress-web.yaml"), text.replace("/healthz", "/livez")).unwrap();
+    std::fs::write(
+        dir.path().join("20-ingress-web.yaml"),
+        text.replace("/healthz", "/livez"),
+    )
+    .unwrap();
     wait_for(&mut store.translations, "new exact path", |t| {
-        t.snapshot.http.hosts.iter().any(|v| v.routes.iter().any(|r| r.path == PathMatch::Exact("/livez".into())))
+        t.snapshot.http.hosts.iter().any(|v| {
+            v.routes
+                .iter()
+                .any(|r| r.path == PathMatch::Exact("/livez".into()))
+        })
     })
     .await;
     source.abort();
