@@ -47,8 +47,11 @@ pub struct Translator {
     model: Model,
     backends: BackendCache,
     certs: CertCache,
-    auth: HashMap<(String, String, String, bool), AuthEntry>,
+    auth: HashMap<AuthKey, AuthEntry>,
 }
+
+/// Auth cache key: Secret namespace, name, realm, auth-map.
+type AuthKey = (String, String, String, bool);
 
 #[derive(Debug)]
 struct AuthEntry {
@@ -128,10 +131,52 @@ impl Translator {
     pub fn translate(&mut self, objects: &ObjectCache) -> Translation {
         self.run += 1;
         let run = self.run;
+        let (mut work, full) = self.plan(objects);
+        self.reevaluate_ingresses(objects, &mut work);
+
+        let Translator {
+            settings,
+            model,
+            backends,
+            certs,
+            auth,
+            ..
+        } = self;
+        let mut resolver = Resolver::new(backends, objects, settings.static_endpoints, run);
+        model.services_changed(&mut work, &mut resolver);
+        if full {
+            work.hosts.extend(model.hosts.keys().cloned());
+        }
+        model.rebuild_hosts(&work.hosts, &mut resolver);
+        if work.passthrough {
+            model.rebuild_passthrough(&mut resolver);
+        }
+        if work.l4 {
+            model.rebuild_l4(objects, settings, &mut resolver);
+        }
+        let mut diagnostics = Vec::new();
+        let default_backend = model.global_default(settings, &mut resolver, &mut diagnostics);
+        diagnostics.extend(model.service_problems(&resolver, settings));
+        if full {
+            resolver.finish();
+            let used = model.auth_keys();
+            auth.retain(|k, _| used.contains(k));
+        }
+        if work.tls {
+            model.rebuild_tls(objects, certs, run);
+        }
+        model.output(default_backend, diagnostics)
+    }
+
+    /// Decides what to redo: the logged changes, or everything (first call, another cache,
+    /// a log that no longer reaches back, an IngressClass change). Also returns whether it
+    /// is everything.
+    fn plan(&mut self, objects: &ObjectCache) -> (Work, bool) {
         let changes = match self.seen {
             Some((id, version)) if id == objects.id() => objects.changes_since(version),
             _ => None,
         };
+        self.seen = Some((objects.id(), objects.version()));
         let mut work = Work::default();
         let full = match changes {
             Some(changes) if !changes.contains(&Change::IngressClass) => {
@@ -149,140 +194,17 @@ impl Translator {
                 true
             }
         };
-        self.seen = Some((objects.id(), objects.version()));
+        (work, full)
+    }
 
+    /// Translates the changed Ingresses again.
+    fn reevaluate_ingresses(&mut self, objects: &ObjectCache, work: &mut Work) {
         // A copy: the filter borrows it while `self` is updated.
         let settings = self.settings.clone();
         let classes = ClassFilter::new(objects, &settings);
         let keys: Vec<NsName> = work.ingresses.iter().cloned().collect();
         for (ns, name) in &keys {
-            self.reevaluate(objects, &classes, ns, name, &mut work);
-        }
-
-        let Translator {
-            settings,
-            model,
-            backends,
-            certs,
-            ..
-        } = self;
-        let mut resolver = Resolver::new(backends, objects, settings.static_endpoints, run);
-        for (ns, svc) in &work.services {
-            resolver.refresh(ns, svc);
-            for user in model
-                .service_users
-                .get(&(ns.clone(), svc.clone()))
-                .into_iter()
-                .flatten()
-            {
-                let Some(st) = model.ingresses.get(&user.0, &user.1) else {
-                    continue;
-                };
-                match st.role {
-                    Role::Main | Role::Canary => {
-                        work.hosts.extend(st.parsed.hosts().into_iter().cloned())
-                    }
-                    Role::Passthrough => work.passthrough = true,
-                    Role::Foreign | Role::Rejected => {}
-                }
-            }
-            work.l4 = true;
-        }
-        for (ns, svc) in &work.refresh {
-            resolver.refresh(ns, svc);
-        }
-        if full {
-            work.hosts.extend(model.hosts.keys().cloned());
-        }
-
-        model.rebuild_hosts(&work.hosts, &mut resolver);
-        if work.passthrough {
-            let list: Vec<&IngressState> = model
-                .passthroughs
-                .iter()
-                .filter_map(|k| model.ingresses.get(&k.1, &k.2))
-                .collect();
-            let mut diags = Vec::new();
-            let routes = passthrough::build(&list, &mut resolver, &mut diags);
-            model.passthrough = (routes, diags);
-        }
-        if work.l4 {
-            let mut diags = Vec::new();
-            let (services, referenced) = l4::build(objects, settings, &mut resolver, &mut diags);
-            model.l4_services = referenced;
-            model.l4 = (services, diags);
-        }
-        let mut default_diags = Vec::new();
-        let default_backend = model.global_default(settings, &mut resolver, &mut default_diags);
-        let referenced = |ns: &str, svc: &str| {
-            let key = (ns.to_owned(), svc.to_owned());
-            model.service_users.contains_key(&key)
-                || model.l4_services.contains(&key)
-                || settings
-                    .default_backend
-                    .as_ref()
-                    .is_some_and(|d| d.namespace == ns && d.name == svc)
-        };
-        let service_problems = resolver.service_problems(referenced);
-        if full {
-            resolver.finish();
-        }
-
-        if work.tls {
-            let list: Vec<&ParsedIngress> = model
-                .tls_ingresses
-                .iter()
-                .filter_map(|k| model.ingresses.get(&k.1, &k.2))
-                .map(|st| st.parsed.as_ref())
-                .collect();
-            let mut diags = Vec::new();
-            let (config, hosts) = tls::build(&list, certs, objects, run, &mut diags);
-            certs.evict(run);
-            model.tls_secrets = list
-                .iter()
-                .flat_map(|p| {
-                    p.tls
-                        .iter()
-                        .filter_map(|t| Some((p.origin.namespace.clone(), t.secret.clone()?)))
-                })
-                .collect();
-            let hosts: HashSet<HostMatch> = hosts.into_iter().collect();
-            if hosts != model.tls.1 {
-                model.assembled = None;
-            }
-            model.tls = (config, hosts, diags);
-        }
-        if full {
-            let used: HashSet<(String, String, String, bool)> = model.auth_keys();
-            self.auth.retain(|k, _| used.contains(k));
-        }
-        let model = &mut self.model;
-
-        let hosts = model.assemble_hosts();
-        let mut diagnostics = model.diagnostics();
-        diagnostics.extend(default_diags);
-        for (object, message) in service_problems {
-            diagnostics.push(Diagnostic::new(object, reason::INVALID_ENDPOINTS, message));
-        }
-        diagnostics.sort_by(|a, b| {
-            (&a.object, a.reason, &a.message).cmp(&(&b.object, b.reason, &b.message))
-        });
-        diagnostics.dedup();
-
-        let snapshot = Snapshot {
-            generation: 0,
-            http: HttpConfig {
-                hosts,
-                default_backend,
-            },
-            tls: model.tls.0.clone(),
-            passthrough: model.passthrough.0.clone(),
-            l4: model.l4.0.clone(),
-        };
-        Translation {
-            snapshot: Arc::new(snapshot),
-            diagnostics,
-            owned_ingresses: model.owned.iter().cloned().collect(),
+            self.reevaluate(objects, &classes, ns, name, work);
         }
     }
 
@@ -519,6 +441,126 @@ impl Model {
         self.ingresses.insert(st);
     }
 
+    /// Marks what depends on the Services that changed, and refreshes Services in use.
+    fn services_changed(&mut self, work: &mut Work, resolver: &mut Resolver<'_>) {
+        for (ns, svc) in &work.services {
+            resolver.refresh(ns, svc);
+            let users = self.service_users.get(&(ns.clone(), svc.clone()));
+            for (user_ns, user) in users.into_iter().flatten() {
+                let Some(st) = self.ingresses.get(user_ns, user) else {
+                    continue;
+                };
+                match st.role {
+                    Role::Main | Role::Canary => {
+                        work.hosts.extend(st.parsed.hosts().into_iter().cloned())
+                    }
+                    Role::Passthrough => work.passthrough = true,
+                    Role::Foreign | Role::Rejected => {}
+                }
+            }
+            work.l4 = true;
+        }
+        for (ns, svc) in &work.refresh {
+            resolver.refresh(ns, svc);
+        }
+    }
+
+    fn rebuild_passthrough(&mut self, resolver: &mut Resolver<'_>) {
+        let list: Vec<&IngressState> = self
+            .passthroughs
+            .iter()
+            .filter_map(|k| self.ingresses.get(&k.1, &k.2))
+            .collect();
+        let mut diags = Vec::new();
+        let routes = passthrough::build(&list, resolver, &mut diags);
+        self.passthrough = (routes, diags);
+    }
+
+    fn rebuild_l4(
+        &mut self,
+        objects: &ObjectCache,
+        settings: &Settings,
+        resolver: &mut Resolver<'_>,
+    ) {
+        let mut diags = Vec::new();
+        let (services, referenced) = l4::build(objects, settings, resolver, &mut diags);
+        self.l4_services = referenced;
+        self.l4 = (services, diags);
+    }
+
+    fn rebuild_tls(&mut self, objects: &ObjectCache, certs: &mut CertCache, run: u64) {
+        let list: Vec<&ParsedIngress> = self
+            .tls_ingresses
+            .iter()
+            .filter_map(|k| self.ingresses.get(&k.1, &k.2))
+            .map(|st| st.parsed.as_ref())
+            .collect();
+        let mut diags = Vec::new();
+        let (config, hosts) = tls::build(&list, certs, objects, run, &mut diags);
+        certs.evict(run);
+        self.tls_secrets = list
+            .iter()
+            .flat_map(|p| {
+                p.tls
+                    .iter()
+                    .filter_map(|t| Some((p.origin.namespace.clone(), t.secret.clone()?)))
+            })
+            .collect();
+        let hosts: HashSet<HostMatch> = hosts.into_iter().collect();
+        if hosts != self.tls.1 {
+            self.assembled = None;
+        }
+        self.tls = (config, hosts, diags);
+    }
+
+    /// Bad static-endpoints annotations of the Services in use.
+    fn service_problems(&self, resolver: &Resolver<'_>, settings: &Settings) -> Vec<Diagnostic> {
+        let referenced = |ns: &str, svc: &str| {
+            let key = (ns.to_owned(), svc.to_owned());
+            self.service_users.contains_key(&key)
+                || self.l4_services.contains(&key)
+                || settings
+                    .default_backend
+                    .as_ref()
+                    .is_some_and(|d| d.namespace == ns && d.name == svc)
+        };
+        resolver
+            .service_problems(referenced)
+            .into_iter()
+            .map(|(object, message)| Diagnostic::new(object, reason::INVALID_ENDPOINTS, message))
+            .collect()
+    }
+
+    /// The translation: the snapshot from the current state, all diagnostics sorted and
+    /// unique.
+    fn output(
+        &mut self,
+        default_backend: Option<Arc<RouteTarget>>,
+        mut diagnostics: Vec<Diagnostic>,
+    ) -> Translation {
+        let hosts = self.assemble_hosts();
+        diagnostics.extend(self.diagnostics());
+        diagnostics.sort_by(|a, b| {
+            (&a.object, a.reason, &a.message).cmp(&(&b.object, b.reason, &b.message))
+        });
+        diagnostics.dedup();
+        let snapshot = Snapshot {
+            generation: 0,
+            http: HttpConfig {
+                hosts,
+                default_backend,
+            },
+            tls: self.tls.0.clone(),
+            passthrough: self.passthrough.0.clone(),
+            l4: self.l4.0.clone(),
+        };
+        Translation {
+            snapshot: Arc::new(snapshot),
+            diagnostics,
+            owned_ingresses: self.owned.iter().cloned().collect(),
+        }
+    }
+
     /// Rebuilds the given hosts.
     fn rebuild_hosts(&mut self, hosts: &HashSet<HostMatch>, resolver: &mut Resolver<'_>) {
         for host in hosts {
@@ -662,7 +704,7 @@ impl Model {
     }
 
     /// Keys of the auth cache still in use.
-    fn auth_keys(&self) -> HashSet<(String, String, String, bool)> {
+    fn auth_keys(&self) -> HashSet<AuthKey> {
         let mut out = HashSet::new();
         for users in self.secret_users.values() {
             for (ns, name) in users {
