@@ -257,12 +257,17 @@ fn dispose<T: Send + 'static>(value: T) {
     tokio::task::spawn_blocking(move || drop(value));
 }
 
-/// Logs diagnostics that were not in the previous translation, once.
+/// Logs diagnostics that were not in the previous translation, so each is logged once.
 fn log_new_diagnostics(previous: &[Diagnostic], current: &[Diagnostic]) {
-    let old: HashSet<&Diagnostic> = previous.iter().collect();
-    for d in current.iter().filter(|d| !old.contains(d)) {
+    for d in new_diagnostics(previous, current) {
         warn!(object = %d.object, reason = d.reason, "{}", d.message);
     }
+}
+
+/// The diagnostics of `current` that are not in `previous`.
+fn new_diagnostics<'a>(previous: &[Diagnostic], current: &'a [Diagnostic]) -> Vec<&'a Diagnostic> {
+    let old: HashSet<&Diagnostic> = previous.iter().collect();
+    current.iter().filter(|d| !old.contains(d)).collect()
 }
 
 #[cfg(test)]

@@ -256,3 +256,21 @@ async fn replace_removes_objects_and_the_writer_stops_with_its_senders() {
         .expect("writer stops")
         .expect("no panic");
 }
+
+#[test]
+fn only_new_diagnostics_are_logged() {
+    use crate::{snapshot::ObjectRef, translate::reason};
+    let d = |name: &str| {
+        let object = ObjectRef {
+            kind: "Ingress",
+            namespace: "ns".into(),
+            name: name.into(),
+        };
+        Diagnostic::new(object, reason::BACKEND_NOT_FOUND, "service ns/x not found")
+    };
+    let (a, b, c) = (d("a"), d("b"), d("c"));
+    assert_eq!(new_diagnostics(&[], std::slice::from_ref(&a)), vec![&a]);
+    let current = [a.clone(), b.clone(), c.clone()];
+    assert_eq!(new_diagnostics(&[a.clone(), c.clone()], &current), vec![&b]);
+    assert!(new_diagnostics(&current, &current).is_empty());
+}
