@@ -295,7 +295,7 @@ impl DirState {
             }
         }
         present.sort();
-        self.files.retain(|p, _| present.contains(p));
+        self.files.retain(|p, _| present.binary_search(p).is_ok());
         for path in present {
             let bytes = match read_bounded(&path) {
                 Ok(b) => b,

@@ -3,7 +3,10 @@
 //! changes nothing translation could see is a no-op, so it never triggers a new snapshot.
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use k8s_openapi::{
@@ -90,9 +93,43 @@ impl<T> NsMap<T> {
     }
 }
 
-/// All watched objects, indexed for translation.
-#[derive(Debug, Default)]
+/// One change to the cache, as incremental translation needs to know it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Change {
+    Ingress {
+        namespace: String,
+        name: String,
+    },
+    /// Any IngressClass: ownership of every Ingress may change.
+    IngressClass,
+    /// The Service or one of the EndpointSlices labelled with its name.
+    Service {
+        namespace: String,
+        name: String,
+    },
+    Secret {
+        namespace: String,
+        name: String,
+    },
+    ConfigMap {
+        namespace: String,
+        name: String,
+    },
+}
+
+/// Changes kept before the oldest are dropped (a consumer then starts from scratch).
+const MAX_LOG: usize = 1 << 20;
+
+/// All watched objects, indexed for translation, with a log of what changed.
+#[derive(Debug)]
 pub struct ObjectCache {
+    /// Unique per cache, so a consumer of the log never mixes up two caches.
+    id: u64,
+    /// Number of changes ever made.
+    version: u64,
+    /// The changes numbered `log_start + 1 ..= version`.
+    log: Vec<Change>,
+    log_start: u64,
     ingresses: NsMap<Ingress>,
     ingress_classes: BTreeMap<String, Arc<IngressClass>>,
     services: NsMap<Service>,
@@ -103,7 +140,65 @@ pub struct ObjectCache {
     config_maps: NsMap<ConfigMap>,
 }
 
+impl Default for ObjectCache {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        ObjectCache {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            version: 0,
+            log: Vec::new(),
+            log_start: 0,
+            ingresses: NsMap::default(),
+            ingress_classes: BTreeMap::new(),
+            services: NsMap::default(),
+            endpoint_slices: NsMap::default(),
+            slices_by_service: HashMap::new(),
+            secrets: NsMap::default(),
+            config_maps: NsMap::default(),
+        }
+    }
+}
+
 impl ObjectCache {
+    /// Identity of this cache (for consumers of [`ObjectCache::changes_since`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Number of changes made so far.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The changes made after `version`, or `None` if some were already discarded.
+    pub fn changes_since(&self, version: u64) -> Option<&[Change]> {
+        let skip = usize::try_from(version.checked_sub(self.log_start)?).ok()?;
+        self.log.get(skip..)
+    }
+
+    /// Forgets the changes up to and including `version` (they have been consumed).
+    pub fn discard_changes_until(&mut self, version: u64) {
+        let version = version.min(self.version);
+        if version <= self.log_start {
+            return;
+        }
+        let n = usize::try_from(version - self.log_start)
+            .unwrap_or(usize::MAX)
+            .min(self.log.len());
+        self.log.drain(..n);
+        self.log_start = version;
+    }
+
+    fn record(&mut self, change: Change) {
+        self.version += 1;
+        if self.log.len() >= MAX_LOG {
+            self.log.clear();
+            self.log_start = self.version;
+            return;
+        }
+        self.log.push(change);
+    }
+
     /// A cache holding `objects` (later duplicates replace earlier ones).
     pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
         let mut cache = ObjectCache::default();
@@ -116,6 +211,18 @@ impl ObjectCache {
     /// Adds or replaces an object. Returns whether translation could see a difference.
     /// Objects without a name are ignored.
     pub fn apply(&mut self, obj: Object) -> bool {
+        let change = match &obj {
+            Object::EndpointSlice(_) => None, // recorded by apply_slice, with both labels
+            other => key_of(other).map(|k| change_of(&k)),
+        };
+        let changed = self.apply_inner(obj);
+        if let (true, Some(c)) = (changed, change) {
+            self.record(c);
+        }
+        changed
+    }
+
+    fn apply_inner(&mut self, obj: Object) -> bool {
         match obj {
             Object::Ingress(o) => upsert(&mut self.ingresses, o, |a, b| a.spec == b.spec),
             Object::IngressClass(mut o) => {
@@ -144,6 +251,14 @@ impl ObjectCache {
 
     /// Removes an object. Returns whether it was present.
     pub fn delete(&mut self, key: &Key) -> bool {
+        let changed = self.delete_inner(key);
+        if changed && key.kind != Kind::EndpointSlice {
+            self.record(change_of(key));
+        }
+        changed
+    }
+
+    fn delete_inner(&mut self, key: &Key) -> bool {
         let (ns, name) = (key.namespace.as_str(), key.name.as_str());
         match key.kind {
             Kind::Ingress => self.ingresses.remove(ns, name).is_some(),
@@ -266,6 +381,10 @@ impl ObjectCache {
             self.unindex_slice(&ns, &name, &old);
         }
         if let Some(service) = service_label(&new.metadata) {
+            self.record(Change::Service {
+                namespace: ns.clone(),
+                name: service.to_owned(),
+            });
             self.slices_by_service
                 .entry(ns)
                 .or_default()
@@ -280,6 +399,10 @@ impl ObjectCache {
         let Some(service) = service_label(&old.metadata) else {
             return;
         };
+        self.record(Change::Service {
+            namespace: ns.to_owned(),
+            name: service.to_owned(),
+        });
         let Some(by_ns) = self.slices_by_service.get_mut(ns) else {
             return;
         };
@@ -339,6 +462,18 @@ fn meta_eq(a: &ObjectMeta, b: &ObjectMeta) -> bool {
 fn ns_name(meta: &ObjectMeta) -> Option<(String, String)> {
     let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
     Some((meta.namespace.clone().unwrap_or_default(), name.to_owned()))
+}
+
+fn change_of(key: &Key) -> Change {
+    let (namespace, name) = (key.namespace.clone(), key.name.clone());
+    match key.kind {
+        Kind::Ingress => Change::Ingress { namespace, name },
+        Kind::IngressClass => Change::IngressClass,
+        // A slice is recorded under its Service's name, by the slice paths.
+        Kind::Service | Kind::EndpointSlice => Change::Service { namespace, name },
+        Kind::Secret => Change::Secret { namespace, name },
+        Kind::ConfigMap => Change::ConfigMap { namespace, name },
+    }
 }
 
 fn service_label(meta: &ObjectMeta) -> Option<&str> {
@@ -493,6 +628,51 @@ mod tests {
         assert!(!cache.replace(Kind::Ingress, vec![Object::Ingress(ingress("a", "y", "3"))]));
         assert!(cache.replace(Kind::EndpointSlice, vec![]));
         assert!(cache.slices_of("a", "web").is_none());
+    }
+
+    #[test]
+    fn changes_are_logged_for_incremental_consumers() {
+        let mut cache = ObjectCache::default();
+        assert_eq!(cache.changes_since(0), Some(&[][..]));
+        cache.apply(Object::Ingress(ingress("a", "x", "1")));
+        cache.apply(Object::Ingress(ingress("a", "x", "2"))); // no change, not logged
+        cache.apply(Object::EndpointSlice(slice(
+            "a",
+            "s",
+            Some("web"),
+            "10.0.0.1",
+        )));
+        cache.apply(Object::EndpointSlice(slice(
+            "a",
+            "s",
+            Some("api"),
+            "10.0.0.1",
+        )));
+        let svc = |n: &str| Change::Service {
+            namespace: "a".into(),
+            name: n.into(),
+        };
+        let ing = Change::Ingress {
+            namespace: "a".into(),
+            name: "x".into(),
+        };
+        assert_eq!(cache.version(), 4);
+        assert_eq!(
+            cache.changes_since(0).expect("kept"),
+            &[ing.clone(), svc("web"), svc("web"), svc("api")][..]
+        );
+        assert_eq!(cache.changes_since(3).expect("kept"), &[svc("api")][..]);
+        cache.discard_changes_until(2);
+        assert_eq!(cache.changes_since(1), None, "discarded");
+        assert_eq!(cache.changes_since(2).map(<[Change]>::len), Some(2));
+        let key = Key {
+            kind: Kind::EndpointSlice,
+            namespace: "a".into(),
+            name: "s".into(),
+        };
+        cache.delete(&key);
+        assert_eq!(cache.changes_since(4).expect("kept"), &[svc("api")][..]);
+        assert_ne!(ObjectCache::default().id(), cache.id());
     }
 
     #[test]

@@ -177,23 +177,22 @@ impl Writer {
     /// Translates on the blocking pool and publishes if the result differs. Returns false
     /// when the runtime is shutting down.
     async fn translate_and_publish(&mut self) -> bool {
-        let Some(mut state) = self.state.take() else {
+        let Some(state) = self.state.take() else {
             return false;
         };
         self.dirty = false;
         let started = std::time::Instant::now();
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                state.translator.translate(&state.cache)
-            }));
-            (state, result)
-        })
-        .await;
-        let (mut state, result) = match joined {
-            Ok(r) => r,
-            Err(e) => {
-                error!(error = %e, "translation task lost; store stopping");
-                return false;
+        let flavor = tokio::runtime::Handle::current().runtime_flavor();
+        let (mut state, result) = if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
+            // On this thread: no hand-off to the blocking pool and back on the latency path.
+            tokio::task::block_in_place(move || run_translation(state))
+        } else {
+            match tokio::task::spawn_blocking(move || run_translation(state)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    error!(error = %e, "translation task lost; store stopping");
+                    return false;
+                }
             }
         };
         let elapsed = started.elapsed();
@@ -212,6 +211,7 @@ impl Writer {
         self.state = Some(state);
         if self.generation > 0 && translation.same_content(&self.last) {
             debug!(?elapsed, "translation unchanged; not published");
+            dispose(translation);
             return true;
         }
         self.publish(translation, elapsed, objects);
@@ -235,18 +235,39 @@ impl Writer {
             "configuration published"
         );
         let translation = Arc::new(translation);
-        self.last = translation.clone();
-        self.translations.send_replace(translation);
+        let previous = std::mem::replace(&mut self.last, translation.clone());
+        let replaced = self.translations.send_replace(translation);
         self.ready.send_if_modified(|r| !std::mem::replace(r, true));
+        dispose((previous, replaced));
     }
 }
 
-/// Logs diagnostics that were not in the previous translation, once.
+/// Translates, catching a panic, and marks the change log consumed.
+fn run_translation(mut state: State) -> (State, std::thread::Result<Translation>) {
+    let version = state.cache.version();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        state.translator.translate(&state.cache)
+    }));
+    state.cache.discard_changes_until(version);
+    (state, result)
+}
+
+/// Frees a large value off the writer task (a snapshot of 10,000 hosts takes milliseconds).
+fn dispose<T: Send + 'static>(value: T) {
+    tokio::task::spawn_blocking(move || drop(value));
+}
+
+/// Logs diagnostics that were not in the previous translation, so each is logged once.
 fn log_new_diagnostics(previous: &[Diagnostic], current: &[Diagnostic]) {
-    let old: HashSet<&Diagnostic> = previous.iter().collect();
-    for d in current.iter().filter(|d| !old.contains(d)) {
+    for d in new_diagnostics(previous, current) {
         warn!(object = %d.object, reason = d.reason, "{}", d.message);
     }
+}
+
+/// The diagnostics of `current` that are not in `previous`.
+fn new_diagnostics<'a>(previous: &[Diagnostic], current: &'a [Diagnostic]) -> Vec<&'a Diagnostic> {
+    let old: HashSet<&Diagnostic> = previous.iter().collect();
+    current.iter().filter(|d| !old.contains(d)).collect()
 }
 
 #[cfg(test)]

@@ -105,7 +105,8 @@ async fn no_sources_means_an_empty_first_snapshot_and_ready() {
     assert!(*h.ready.borrow());
 }
 
-#[tokio::test]
+/// On a multi-thread runtime the writer translates in place (`block_in_place`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_change_propagates() {
     let mut h = started(Duration::from_millis(20)).await;
     h.events
@@ -254,4 +255,22 @@ async fn replace_removes_objects_and_the_writer_stops_with_its_senders() {
         .await
         .expect("writer stops")
         .expect("no panic");
+}
+
+#[test]
+fn only_new_diagnostics_are_logged() {
+    use crate::{snapshot::ObjectRef, translate::reason};
+    let d = |name: &str| {
+        let object = ObjectRef {
+            kind: "Ingress",
+            namespace: "ns".into(),
+            name: name.into(),
+        };
+        Diagnostic::new(object, reason::BACKEND_NOT_FOUND, "service ns/x not found")
+    };
+    let (a, b, c) = (d("a"), d("b"), d("c"));
+    assert_eq!(new_diagnostics(&[], std::slice::from_ref(&a)), vec![&a]);
+    let current = [a.clone(), b.clone(), c.clone()];
+    assert_eq!(new_diagnostics(&[a.clone(), c.clone()], &current), vec![&b]);
+    assert!(new_diagnostics(&current, &current).is_empty());
 }

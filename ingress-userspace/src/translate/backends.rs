@@ -7,7 +7,7 @@
 //! terminating are (as kube-proxy does). Upstreams are cached per Service and reused, as the
 //! same `Arc`, while the Service and its EndpointSlices are the same objects.
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fmt,
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -65,6 +65,8 @@ pub struct Problem {
 pub struct BackendCache {
     /// namespace -> service -> entry.
     services: HashMap<String, HashMap<String, ServiceEntry>>,
+    /// Services whose static-endpoints annotation has bad entries.
+    problems: BTreeMap<(String, String), String>,
 }
 
 #[derive(Debug)]
@@ -72,8 +74,10 @@ struct ServiceEntry {
     service: Option<Arc<Service>>,
     slices: Vec<Arc<EndpointSlice>>,
     checked_run: u64,
-    /// (canonical port label, protocol) -> upstream.
-    upstreams: HashMap<(String, BackendProtocol), Arc<Upstream>>,
+    /// (Service port number, protocol) -> upstream.
+    upstreams: HashMap<(i32, BackendProtocol), Arc<Upstream>>,
+    /// (port as the Ingress names it, protocol) -> empty upstream, for unknown ports.
+    unresolved: HashMap<(String, BackendProtocol), Arc<Upstream>>,
     static_endpoints: Vec<SocketAddr>,
     static_problem: Option<String>,
 }
@@ -85,6 +89,7 @@ impl ServiceEntry {
             slices: Vec::new(),
             checked_run: 0,
             upstreams: HashMap::new(),
+            unresolved: HashMap::new(),
             static_endpoints: Vec::new(),
             static_problem: None,
         }
@@ -124,45 +129,48 @@ impl<'a> Resolver<'a> {
     ) -> (Arc<Upstream>, Option<Problem>) {
         let qualified = || format!("{namespace}/{}", backend.service);
         let entry = self.entry(namespace, &backend.service);
-        let problem;
-        let label = match &entry.service {
-            None => {
-                problem = Some(Problem {
-                    reason: reason::BACKEND_NOT_FOUND,
-                    message: format!("service {} not found", qualified()),
-                });
-                backend.port.to_string()
-            }
-            Some(svc) => match find_port(svc, &backend.port, None) {
-                None => {
-                    problem = Some(Problem {
-                        reason: reason::BACKEND_NOT_FOUND,
-                        message: format!("service {} has no port {}", qualified(), backend.port),
-                    });
-                    backend.port.to_string()
-                }
-                Some(sp) => {
-                    problem = external_name_problem(svc, &qualified());
-                    sp.port.to_string()
-                }
-            },
+        // The common case (Service and port exist) must not allocate: this runs per path.
+        let resolved = entry
+            .service
+            .as_ref()
+            .and_then(|svc| find_port(svc, &backend.port, None).map(|sp| (svc, sp)));
+        let Some((svc, sp)) = resolved else {
+            let message = match &entry.service {
+                None => format!("service {} not found", qualified()),
+                Some(_) => format!("service {} has no port {}", qualified(), backend.port),
+            };
+            let problem = Problem {
+                reason: reason::BACKEND_NOT_FOUND,
+                message,
+            };
+            let key = (backend.port.to_string(), protocol);
+            let up = entry
+                .unresolved
+                .entry(key)
+                .or_insert_with(|| {
+                    Arc::new(Upstream {
+                        name: format!("{}:{}", qualified(), backend.port),
+                        endpoints: Vec::new(),
+                        protocol,
+                    })
+                })
+                .clone();
+            return (up, Some(problem));
         };
-        if let Some(up) = entry.upstreams.get(&(label.clone(), protocol)) {
+        let problem = external_name_problem(svc, namespace, &backend.service);
+        if let Some(up) = entry.upstreams.get(&(sp.port, protocol)) {
             return (up.clone(), problem);
         }
-        let endpoints = match (&entry.service, &problem) {
-            (Some(svc), None) => match find_port(svc, &backend.port, None) {
-                Some(sp) => endpoints_of(sp, &entry.slices, &entry.static_endpoints),
-                None => Vec::new(),
-            },
-            _ => Vec::new(),
+        let endpoints = match problem {
+            None => endpoints_of(sp, &entry.slices, &entry.static_endpoints),
+            Some(_) => Vec::new(),
         };
         let up = Arc::new(Upstream {
-            name: format!("{}:{label}", qualified()),
+            name: format!("{}:{}", qualified(), sp.port),
             endpoints,
             protocol,
         });
-        entry.upstreams.insert((label, protocol), up.clone());
+        entry.upstreams.insert((sp.port, protocol), up.clone());
         (up, problem)
     }
 
@@ -192,46 +200,59 @@ impl<'a> Resolver<'a> {
                 message: format!("service {qualified} has no {proto} port {port}"),
             });
         };
-        if let Some(p) = external_name_problem(svc, &qualified) {
+        if let Some(p) = external_name_problem(svc, namespace, service) {
             return Err(p);
         }
         Ok(endpoints_of(sp, &entry.slices, &entry.static_endpoints))
     }
 
-    /// Problems with Services themselves (a bad static-endpoints annotation), for those
-    /// looked at in this run.
-    pub fn service_problems(&self) -> Vec<(ObjectRef, String)> {
-        let mut out = Vec::new();
-        for (ns, services) in &self.cache.services {
-            for (name, e) in services {
-                if let (true, Some(p)) = (e.checked_run == self.run, &e.static_problem) {
-                    let object = ObjectRef {
+    /// Problems with Services themselves (a bad static-endpoints annotation), for the
+    /// Services `referenced` says are in use.
+    pub fn service_problems(
+        &self,
+        referenced: impl Fn(&str, &str) -> bool,
+    ) -> Vec<(ObjectRef, String)> {
+        self.cache
+            .problems
+            .iter()
+            .filter(|((ns, name), _)| referenced(ns, name))
+            .map(|((ns, name), p)| {
+                (
+                    ObjectRef {
                         kind: "Service",
                         namespace: ns.clone(),
                         name: name.clone(),
-                    };
-                    out.push((object, p.clone()));
-                }
-            }
-        }
-        out.sort();
-        out
+                    },
+                    p.clone(),
+                )
+            })
+            .collect()
     }
 
-    /// Forgets Services not looked at in this run.
+    /// Brings the entry of a Service up to date with the cache now (after it changed).
+    pub fn refresh(&mut self, namespace: &str, service: &str) {
+        self.entry(namespace, service);
+    }
+
+    /// Forgets Services not looked at in this run (call only after a run that looked at
+    /// every Service in use).
     pub fn finish(self) {
         let run = self.run;
         self.cache.services.retain(|_, m| {
             m.retain(|_, e| e.checked_run == run);
             !m.is_empty()
         });
+        let services = &self.cache.services;
+        self.cache
+            .problems
+            .retain(|(ns, name), _| services.get(ns).is_some_and(|m| m.contains_key(name)));
     }
 
     /// The cache entry of a Service, refreshed if its objects changed since it was built.
     fn entry(&mut self, namespace: &str, service: &str) -> &mut ServiceEntry {
         let objects = self.objects;
         let (run, static_ok) = (self.run, self.static_endpoints);
-        let services = &mut self.cache.services;
+        let BackendCache { services, problems } = &mut *self.cache;
         // Look up before inserting: the common path must not allocate keys.
         if !services
             .get(namespace)
@@ -273,18 +294,30 @@ impl<'a> Resolver<'a> {
             .flat_map(|s| s.values().cloned())
             .collect();
         entry.upstreams.clear();
+        entry.unresolved.clear();
         (entry.static_endpoints, entry.static_problem) = match (static_ok, &entry.service) {
             (true, Some(svc)) => static_endpoints(svc),
             _ => (Vec::new(), None),
         };
+        let key = (namespace.to_owned(), service.to_owned());
+        match &entry.static_problem {
+            Some(p) => {
+                problems.insert(key, p.clone());
+            }
+            None => {
+                problems.remove(&key);
+            }
+        }
         entry
     }
 }
 
-fn external_name_problem(svc: &Service, qualified: &str) -> Option<Problem> {
+fn external_name_problem(svc: &Service, namespace: &str, name: &str) -> Option<Problem> {
     (svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName")).then(|| Problem {
         reason: reason::UNSUPPORTED_BACKEND,
-        message: format!("service {qualified} is of type ExternalName, which is not supported"),
+        message: format!(
+            "service {namespace}/{name} is of type ExternalName, which is not supported"
+        ),
     })
 }
 
@@ -558,7 +591,7 @@ mod tests {
         let mut bc = BackendCache::default();
         let mut r = Resolver::new(&mut bc, &cache, true, 1);
         r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Http);
-        let problems = r.service_problems();
+        let problems = r.service_problems(|_, _| true);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].1.contains("bogus"), "{}", problems[0].1);
     }

@@ -1,167 +1,181 @@
-//! HTTP routing: owned Ingresses -> virtual hosts with routes in precedence order.
+//! HTTP routing: the virtual host of one host name, from the Ingresses with rules for it.
 //!
 //! Rules for the same host merge across Ingresses. The same (host, pathType, path) defined
 //! twice goes to the oldest Ingress (then namespace/name); the other gets a `RuleConflict`.
-//! Each host's fallback is the `spec.defaultBackend` of the oldest Ingress contributing rules
+//! The host's fallback is the `spec.defaultBackend` of the oldest Ingress contributing rules
 //! to it that has one. Canary Ingresses add no routes: they attach to the main routes with
-//! the same host and path.
-use std::{collections::HashMap, sync::Arc};
+//! the same host and path text.
+//!
+//! Hosts are built one at a time so that the translator can rebuild only those whose inputs
+//! changed; the result only depends on the contributing Ingresses (oldest first) and their
+//! backends.
+use std::sync::Arc;
 
 use super::{
-    annotations::Annotations,
     backends::{BackendRef, Resolver},
-    hosts::host_order,
     ingress::ParsedIngress,
     paths::{rule_identity, Precedence},
     reason,
+    state::{AgeKey, IngressState, IngressStates},
     tls::show,
-    Diagnostics,
+    Diagnostic,
 };
 use crate::snapshot::{
     Canary, HostMatch, PathMatch, Route, RoutePolicy, RouteTarget, Upstream, VirtualHost,
 };
 
-/// An owned, valid Ingress with its policy (Secrets resolved).
-#[derive(Debug)]
-pub struct HttpIngress<'a> {
-    pub parsed: &'a ParsedIngress,
-    pub ann: &'a Annotations,
-    pub policy: RoutePolicy,
+/// Resolves a backend of an Ingress, reporting why it has no endpoints if so.
+pub fn upstream(
+    resolver: &mut Resolver<'_>,
+    st: &IngressState,
+    backend: &BackendRef,
+    diags: &mut Vec<Diagnostic>,
+) -> Arc<Upstream> {
+    let (up, problem) = resolver.upstream(&st.parsed.origin.namespace, backend, st.protocol());
+    if let Some(p) = problem {
+        diags.push(Diagnostic::new(
+            st.parsed.origin.clone(),
+            p.reason,
+            p.message,
+        ));
+    }
+    up
 }
 
-impl HttpIngress<'_> {
-    /// Resolves a backend of this Ingress, reporting why it has no endpoints if so.
-    pub fn upstream(
-        &self,
-        resolver: &mut Resolver<'_>,
-        backend: &BackendRef,
-        diags: &mut Diagnostics,
-    ) -> Arc<Upstream> {
-        let (up, problem) =
-            resolver.upstream(&self.parsed.origin.namespace, backend, self.ann.protocol);
-        if let Some(p) = problem {
-            diags.push(self.parsed.origin.clone(), p.reason, p.message);
+/// The route target of `slot` of an Ingress, reused (same `Arc`) while its upstream is the
+/// same object: unchanged routes then cost no allocation and compare by pointer.
+pub fn target(st: &mut IngressState, slot: usize, upstream: Arc<Upstream>) -> Arc<RouteTarget> {
+    if st.slots.len() <= slot {
+        st.slots.resize(slot + 1, None);
+    }
+    if let Some(t) = &st.slots[slot] {
+        if Arc::ptr_eq(&t.upstream, &upstream) {
+            return t.clone();
         }
-        up
     }
-
-    /// A route target of this Ingress.
-    pub fn target(&self, upstream: Arc<Upstream>) -> Arc<RouteTarget> {
-        Arc::new(RouteTarget {
-            origin: self.parsed.origin.clone(),
-            upstream,
-            policy: self.policy.clone(),
-            canary: None,
-        })
-    }
+    let policy = match st.annotations() {
+        Some(a) => RoutePolicy {
+            basic_auth: st.auth.clone(),
+            ..a.policy.clone()
+        },
+        None => RoutePolicy::default(),
+    };
+    let t = Arc::new(RouteTarget {
+        origin: st.parsed.origin.clone(),
+        upstream,
+        policy,
+        canary: None,
+    });
+    st.slots[slot] = Some(t.clone());
+    t
 }
 
-struct RouteDraft<'a> {
+struct RouteDraft {
     path: PathMatch,
-    owner: &'a HttpIngress<'a>,
-    upstream: Arc<Upstream>,
+    owner: Arc<ParsedIngress>,
+    target: Arc<RouteTarget>,
     canary: Option<Canary>,
 }
 
-#[derive(Default)]
-struct HostDraft<'a> {
-    routes: Vec<RouteDraft<'a>>,
-    index: HashMap<(u8, String), usize>,
-    fallback: Option<Arc<RouteTarget>>,
-}
-
-/// Builds the virtual hosts. `mains` and `canaries` must be sorted oldest first.
-pub fn build<'a>(
-    mains: &'a [HttpIngress<'a>],
-    canaries: &[HttpIngress<'_>],
+/// Builds the virtual host `host` from its main and canary Ingresses (each oldest first).
+/// `None` when no main Ingress has a rule for it. Diagnostics go to `diags`.
+pub fn build_host(
+    host: &HostMatch,
+    mains: &std::collections::BTreeSet<AgeKey>,
+    canaries: &std::collections::BTreeSet<AgeKey>,
+    states: &mut IngressStates,
     resolver: &mut Resolver<'_>,
-    diags: &mut Diagnostics,
-) -> Vec<VirtualHost> {
-    let mut drafts: HashMap<HostMatch, HostDraft<'a>> = HashMap::new();
-    for ing in mains {
-        for rule in &ing.parsed.rules {
-            let draft = drafts.entry(rule.host.clone()).or_default();
-            if draft.fallback.is_none() {
-                if let Some(b) = &ing.parsed.default_backend {
-                    draft.fallback = Some(ing.target(ing.upstream(resolver, b, diags)));
+    diags: &mut Vec<Diagnostic>,
+) -> Option<VirtualHost> {
+    let mut routes: Vec<RouteDraft> = Vec::new();
+    let mut fallback = None;
+    let mut any_main = false;
+    for key in mains {
+        let Some(st) = states.get_mut(&key.1, &key.2) else {
+            continue;
+        };
+        let parsed = st.parsed.clone();
+        for rule in parsed.rules.iter().filter(|r| &r.host == host) {
+            any_main = true;
+            if fallback.is_none() {
+                if let Some(b) = &parsed.default_backend {
+                    let up = upstream(resolver, st, b, diags);
+                    fallback = Some(target(st, 0, up));
                 }
             }
             for p in &rule.paths {
-                let (kind, text) = rule_identity(&p.path);
-                if let Some(&i) = draft.index.get(&(kind, text.to_owned())) {
-                    diags.push(
-                        ing.parsed.origin.clone(),
+                let identity = rule_identity(&p.path);
+                // Hosts rarely have many paths: a scan beats an index.
+                if let Some(winner) = routes.iter().find(|r| rule_identity(&r.path) == identity) {
+                    diags.push(Diagnostic::new(
+                        parsed.origin.clone(),
                         reason::RULE_CONFLICT,
                         format!(
                             "host {} path {} is already defined by {}; this rule is ignored",
-                            show(&rule.host),
-                            text,
-                            draft.routes[i].owner.parsed.origin
+                            show(host),
+                            identity.1,
+                            winner.owner.origin
                         ),
-                    );
+                    ));
                     continue;
                 }
-                let upstream = ing.upstream(resolver, &p.backend, diags);
-                draft
-                    .index
-                    .insert((kind, text.to_owned()), draft.routes.len());
-                draft.routes.push(RouteDraft {
+                let up = upstream(resolver, st, &p.backend, diags);
+                let t = target(st, p.slot, up);
+                routes.push(RouteDraft {
                     path: p.path.clone(),
-                    owner: ing,
-                    upstream,
+                    owner: parsed.clone(),
+                    target: t,
                     canary: None,
                 });
             }
         }
     }
-    for ing in canaries {
-        let Some(cfg) = &ing.ann.canary else { continue };
-        for rule in &ing.parsed.rules {
+    for key in canaries {
+        let Some(st) = states.get_mut(&key.1, &key.2) else {
+            continue;
+        };
+        let parsed = st.parsed.clone();
+        let Some(cfg) = st.annotations().and_then(|a| a.canary.clone()) else {
+            continue;
+        };
+        for rule in parsed.rules.iter().filter(|r| &r.host == host) {
             for p in &rule.paths {
                 let text = p.path.as_str();
-                let matching: Vec<usize> = drafts
-                    .get(&rule.host)
-                    .map(|d| {
-                        d.routes
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, r)| r.path.as_str() == text)
-                            .map(|(i, _)| i)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let matching: Vec<usize> = routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.path.as_str() == text)
+                    .map(|(i, _)| i)
+                    .collect();
                 if matching.is_empty() {
-                    diags.push(
-                        ing.parsed.origin.clone(),
+                    diags.push(Diagnostic::new(
+                        parsed.origin.clone(),
                         reason::CANARY_WITHOUT_MAIN_ROUTE,
                         format!(
                             "canary host {} path {text} matches no main route; ignored",
-                            show(&rule.host)
+                            show(host)
                         ),
-                    );
+                    ));
                     continue;
                 }
-                let upstream = ing.upstream(resolver, &p.backend, diags);
-                let Some(draft) = drafts.get_mut(&rule.host) else {
-                    continue;
-                };
+                let up = upstream(resolver, st, &p.backend, diags);
                 for i in matching {
-                    let route = &mut draft.routes[i];
+                    let route = &mut routes[i];
                     if let Some(existing) = &route.canary {
-                        diags.push(
-                            ing.parsed.origin.clone(),
+                        diags.push(Diagnostic::new(
+                            parsed.origin.clone(),
                             reason::RULE_CONFLICT,
                             format!(
                                 "host {} path {text} already has a canary from {}; ignored",
-                                show(&rule.host),
+                                show(host),
                                 existing.origin
                             ),
-                        );
+                        ));
                         continue;
                     }
                     route.canary = Some(Canary {
-                        origin: ing.parsed.origin.clone(),
-                        upstream: upstream.clone(),
+                        origin: parsed.origin.clone(),
+                        upstream: up.clone(),
                         weight: cfg.weight,
                         header: cfg.header.clone(),
                         header_value: cfg.header_value.clone(),
@@ -170,32 +184,30 @@ pub fn build<'a>(
             }
         }
     }
-    let mut hosts: Vec<VirtualHost> = drafts
+    if !any_main {
+        return None;
+    }
+    routes.sort_by(|a, b| Precedence(&a.path).cmp(&Precedence(&b.path)));
+    let routes = routes
         .into_iter()
-        .map(|(host, mut d)| {
-            d.routes
-                .sort_by(|a, b| Precedence(&a.path).cmp(&Precedence(&b.path)));
-            let routes = d
-                .routes
-                .into_iter()
-                .map(|r| Route {
-                    path: r.path,
-                    target: Arc::new(RouteTarget {
-                        origin: r.owner.parsed.origin.clone(),
-                        upstream: r.upstream,
-                        policy: r.owner.policy.clone(),
-                        canary: r.canary,
-                    }),
-                })
-                .collect();
-            VirtualHost {
-                host,
-                routes,
-                fallback: d.fallback,
-                tls: false,
+        .map(|r| {
+            let target = match r.canary {
+                None => r.target,
+                Some(c) => Arc::new(RouteTarget {
+                    canary: Some(c),
+                    ..(*r.target).clone()
+                }),
+            };
+            Route {
+                path: r.path,
+                target,
             }
         })
         .collect();
-    hosts.sort_by(|a, b| host_order(&a.host, &b.host));
-    hosts
+    Some(VirtualHost {
+        host: host.clone(),
+        routes,
+        fallback,
+        tls: false,
+    })
 }

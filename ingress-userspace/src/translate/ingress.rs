@@ -56,6 +56,9 @@ pub struct ParsedRule {
 pub struct ParsedPath {
     pub path: PathMatch,
     pub backend: BackendRef,
+    /// Position among all paths of the Ingress, from 1 (0 is the default backend): where
+    /// its route target is kept between translations.
+    pub slot: usize,
 }
 
 /// One `spec.tls[]` entry.
@@ -66,6 +69,30 @@ pub struct ParsedTls {
 }
 
 impl ParsedIngress {
+    /// Names of the Services this Ingress routes to (same namespace), sorted, unique.
+    pub fn services(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.paths.iter().map(|p| p.backend.service.as_str()))
+            .chain(self.default_backend.iter().map(|b| b.service.as_str()))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Hosts of its rules, unique, in rule order.
+    pub fn hosts(&self) -> Vec<&HostMatch> {
+        let mut out: Vec<&HostMatch> = Vec::new();
+        for r in &self.rules {
+            if !out.contains(&&r.host) {
+                out.push(&r.host);
+            }
+        }
+        out
+    }
+
     /// Sort key: oldest first, then namespace/name. A missing timestamp counts as oldest.
     pub fn age_key(&self) -> (Option<&Time>, &str, &str) {
         (
@@ -142,6 +169,7 @@ pub fn parse(ing: &Ingress) -> ParsedIngress {
             Err((r, m)) => note(r, format!("spec.defaultBackend: {m}")),
         }
     }
+    let mut slots = 0;
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
         let host = match parse_host(rule.host.as_deref().unwrap_or("")) {
             Ok(h) => h,
@@ -164,7 +192,14 @@ pub fn parse(ing: &Ingress) -> ParsedIngress {
                 }
             };
             match parse_backend(&p.backend) {
-                Ok(backend) => paths.push(ParsedPath { path, backend }),
+                Ok(backend) => {
+                    slots += 1;
+                    paths.push(ParsedPath {
+                        path,
+                        backend,
+                        slot: slots,
+                    });
+                }
                 Err((r, m)) => note(r, format!("{where_} dropped: {m}")),
             }
         }

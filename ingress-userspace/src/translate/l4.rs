@@ -3,11 +3,11 @@
 //! third and fourth fields (`:PROXY`) are not supported and ignored with a diagnostic. Each
 //! entry is exposed on every `Settings::l4_addresses` address, with the endpoints of the same
 //! address family.
-use std::net::SocketAddr;
+use std::{collections::HashSet, net::SocketAddr};
 
 use super::{
     backends::{PortRef, Resolver},
-    reason, Diagnostics,
+    reason, Diagnostic,
 };
 use crate::{
     config::{NamespacedName, Settings},
@@ -15,14 +15,16 @@ use crate::{
     store::ObjectCache,
 };
 
-/// Builds the L4 services, ordered by address, port and protocol.
+/// Builds the L4 services, ordered by address, port and protocol; also returns the Services
+/// the entries name.
 pub fn build(
     objects: &ObjectCache,
     settings: &Settings,
     resolver: &mut Resolver<'_>,
-    diags: &mut Diagnostics,
-) -> Vec<L4Service> {
+    diags: &mut Vec<Diagnostic>,
+) -> (Vec<L4Service>, HashSet<(String, String)>) {
     let mut out = Vec::new();
+    let mut referenced = HashSet::new();
     let sources = [
         (L4Protocol::Tcp, &settings.tcp_services),
         (L4Protocol::Udp, &settings.udp_services),
@@ -43,23 +45,24 @@ pub fn build(
             let entry = match parse_entry(key, value) {
                 Ok(e) => e,
                 Err(m) => {
-                    diags.push(
+                    diags.push(Diagnostic::new(
                         origin.clone(),
                         reason::INVALID_L4_SERVICE,
                         format!("entry {key:?}: {m}; skipped"),
-                    );
+                    ));
                     continue;
                 }
             };
             if entry.proxy_fields {
-                diags.push(
+                diags.push(Diagnostic::new(
                     origin.clone(),
                     reason::INVALID_L4_SERVICE,
                     format!(
                         "entry {key:?}: PROXY protocol fields are not supported and are ignored"
                     ),
-                );
+                ));
             }
+            referenced.insert((entry.namespace.clone(), entry.service.clone()));
             let backends = match resolver.l4_endpoints(
                 &entry.namespace,
                 &entry.service,
@@ -68,11 +71,11 @@ pub fn build(
             ) {
                 Ok(b) => b,
                 Err(p) => {
-                    diags.push(
+                    diags.push(Diagnostic::new(
                         origin.clone(),
                         p.reason,
                         format!("entry {key:?}: {}", p.message),
-                    );
+                    ));
                     Vec::new()
                 }
             };
@@ -92,7 +95,7 @@ pub fn build(
         }
     }
     out.sort_by_key(|s| (s.vip, s.port, s.protocol));
-    out
+    (out, referenced)
 }
 
 #[derive(Debug, PartialEq, Eq)]

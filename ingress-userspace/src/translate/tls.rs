@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
-use super::{hosts::host_order, ingress::ParsedIngress, reason, Diagnostics};
+use super::{hosts::host_order, ingress::ParsedIngress, reason, Diagnostic};
 use crate::{
     snapshot::{HostMatch, TlsCert, TlsConfig},
     store::ObjectCache,
@@ -111,7 +111,7 @@ pub fn build(
     certs: &mut CertCache,
     objects: &ObjectCache,
     run: u64,
-    diags: &mut Diagnostics,
+    diags: &mut Vec<Diagnostic>,
 ) -> (TlsConfig, Vec<HostMatch>) {
     let mut claimed: HashMap<HostMatch, (String, &ParsedIngress)> = HashMap::new();
     let mut out: Vec<(bool, TlsCert)> = Vec::new();
@@ -121,21 +121,21 @@ pub fn build(
         for (i, entry) in ing.tls.iter().enumerate() {
             tls_hosts.extend(entry.hosts.iter().cloned());
             let Some(secret) = &entry.secret else {
-                diags.push(
+                diags.push(Diagnostic::new(
                     ing.origin.clone(),
                     reason::TLS_SECRET_INVALID,
                     format!("spec.tls[{i}] has no secretName"),
-                );
+                ));
                 continue;
             };
             let key = match certs.get(objects, ns, secret, run) {
                 Ok(k) => k,
                 Err(e) => {
-                    diags.push(
+                    diags.push(Diagnostic::new(
                         ing.origin.clone(),
                         reason::TLS_SECRET_INVALID,
                         format!("spec.tls[{i}] ignored (hosts still served without this certificate): {e}"),
-                    );
+                    ));
                     continue;
                 }
             };
@@ -145,7 +145,7 @@ pub fn build(
                 match claimed.get(h) {
                     Some((s, _)) if *s == qualified => {}
                     Some((_, winner)) => {
-                        diags.push(
+                        diags.push(Diagnostic::new(
                             ing.origin.clone(),
                             reason::RULE_CONFLICT,
                             format!(
@@ -153,7 +153,7 @@ pub fn build(
                                 show(h),
                                 winner.origin
                             ),
-                        );
+                        ));
                     }
                     None => {
                         claimed.insert(h.clone(), (qualified.clone(), ing));

@@ -10,6 +10,7 @@ mod l7_protocols;
 mod l7_routing;
 mod l7_tls;
 mod l7_upstream;
+mod manifests;
 mod passthrough;
 mod restart;
 mod xdp_lb;

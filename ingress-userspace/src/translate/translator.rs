@@ -1,0 +1,753 @@
+//! The incremental translator.
+//!
+//! It keeps, per Ingress, what it was translated to (role, hosts, route targets) and, per
+//! host, the virtual host built from the Ingresses with rules for it. Each call reads the
+//! changes the [`ObjectCache`] logged since the previous call and redoes only what depends
+//! on them: changed Ingresses are re-read, hosts they (or the Services they use) touch are
+//! rebuilt; TLS, passthrough and L4 are rebuilt when their inputs changed. IngressClass
+//! changes, the first call, or a cache whose log no longer reaches back, start from scratch.
+//! The result is always what a from-scratch translation gives (tests check this on random
+//! change sequences).
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
+
+use k8s_openapi::api::{core::v1::Secret, networking::v1::Ingress};
+
+use super::{
+    annotations::{self, AuthRef},
+    backends::{self, BackendCache, Resolver},
+    class::ClassFilter,
+    http,
+    ingress::{self, ParsedIngress},
+    l4, passthrough, reason,
+    state::{AgeKey, HostState, IngressState, IngressStates, Role},
+    tls::{self, CertCache},
+    Diagnostic, Translation,
+};
+use crate::{
+    config::{ServicePortRef, Settings},
+    snapshot::{
+        BackendProtocol, BasicAuth, HostMatch, HttpConfig, L4Service, ObjectRef, PassthroughRoute,
+        RoutePolicy, RouteTarget, Snapshot, TlsConfig, VirtualHost,
+    },
+    store::{cache::Change, ObjectCache},
+};
+
+type NsName = (String, String);
+
+/// Translation with memory between calls (see the module documentation).
+#[derive(Debug)]
+pub struct Translator {
+    settings: Settings,
+    run: u64,
+    /// (cache id, cache version) of the last translation.
+    seen: Option<(u64, u64)>,
+    model: Model,
+    backends: BackendCache,
+    certs: CertCache,
+    auth: HashMap<AuthKey, AuthEntry>,
+}
+
+/// Auth cache key: Secret namespace, name, realm, auth-map.
+type AuthKey = (String, String, String, bool);
+
+#[derive(Debug)]
+struct AuthEntry {
+    secret: Arc<Secret>,
+    result: Result<Arc<BasicAuth>, String>,
+}
+
+/// Everything derived, kept between translations.
+#[derive(Debug, Default)]
+struct Model {
+    ingresses: IngressStates,
+    hosts: HashMap<HostMatch, HostState>,
+    /// Hosts with a virtual host, in snapshot order; `None` when the set changed.
+    sorted_hosts: Option<Vec<HostMatch>>,
+    /// The virtual hosts as last output (TLS flags set), with each host's position; rebuilt
+    /// hosts are patched in place, so an unchanged host costs nothing but its clone.
+    assembled: Option<(Vec<VirtualHost>, HashMap<HostMatch, usize>)>,
+    /// Secrets named by `spec.tls` of the TLS Ingresses (a change to another Secret does
+    /// not rebuild TLS).
+    tls_secrets: HashSet<NsName>,
+    /// (namespace, service) -> Ingresses routing to it.
+    service_users: HashMap<NsName, BTreeSet<NsName>>,
+    /// (namespace, secret) -> Ingresses using it for basic auth.
+    secret_users: HashMap<NsName, BTreeSet<NsName>>,
+    owned: BTreeSet<ObjectRef>,
+    /// Main Ingresses with a `spec.defaultBackend`.
+    defaults: BTreeSet<AgeKey>,
+    passthroughs: BTreeSet<AgeKey>,
+    /// Main and canary Ingresses with `spec.tls` entries.
+    tls_ingresses: BTreeSet<AgeKey>,
+    /// Owned Ingresses with diagnostics of their own.
+    diag_ingresses: BTreeSet<NsName>,
+    /// Hosts whose build produced diagnostics.
+    diag_hosts: HashSet<HostMatch>,
+    passthrough: (Vec<PassthroughRoute>, Vec<Diagnostic>),
+    tls: (TlsConfig, HashSet<HostMatch>, Vec<Diagnostic>),
+    l4: (Vec<L4Service>, Vec<Diagnostic>),
+    /// Services the L4 ConfigMaps name.
+    l4_services: HashSet<NsName>,
+}
+
+/// What to redo in one translation.
+#[derive(Debug, Default)]
+struct Work {
+    ingresses: BTreeSet<NsName>,
+    /// Services that changed.
+    services: BTreeSet<NsName>,
+    /// Services (newly) in use: their cache entry must be current even if no route
+    /// resolves them (e.g. only an unmatched canary does), for their diagnostics.
+    refresh: BTreeSet<NsName>,
+    hosts: HashSet<HostMatch>,
+    passthrough: bool,
+    tls: bool,
+    l4: bool,
+}
+
+impl Translator {
+    /// A translator with empty memory.
+    pub fn new(settings: Settings) -> Self {
+        Translator {
+            settings,
+            run: 0,
+            seen: None,
+            model: Model::default(),
+            backends: BackendCache::default(),
+            certs: CertCache::default(),
+            auth: HashMap::new(),
+        }
+    }
+
+    /// The settings translations use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Translates the objects. `snapshot.generation` is left at 0 for the caller to set.
+    pub fn translate(&mut self, objects: &ObjectCache) -> Translation {
+        self.run += 1;
+        let run = self.run;
+        let (mut work, full) = self.plan(objects);
+        self.reevaluate_ingresses(objects, &mut work);
+
+        let Translator {
+            settings,
+            model,
+            backends,
+            certs,
+            auth,
+            ..
+        } = self;
+        let mut resolver = Resolver::new(backends, objects, settings.static_endpoints, run);
+        model.services_changed(&mut work, &mut resolver);
+        if full {
+            work.hosts.extend(model.hosts.keys().cloned());
+        }
+        model.rebuild_hosts(&work.hosts, &mut resolver);
+        if work.passthrough {
+            model.rebuild_passthrough(&mut resolver);
+        }
+        if work.l4 {
+            model.rebuild_l4(objects, settings, &mut resolver);
+        }
+        let mut diagnostics = Vec::new();
+        let default_backend = model.global_default(settings, &mut resolver, &mut diagnostics);
+        diagnostics.extend(model.service_problems(&resolver, settings));
+        if full {
+            resolver.finish();
+            let used = model.auth_keys();
+            auth.retain(|k, _| used.contains(k));
+        }
+        if work.tls {
+            model.rebuild_tls(objects, certs, run);
+        }
+        model.output(default_backend, diagnostics)
+    }
+
+    /// Decides what to redo: the logged changes, or everything (first call, another cache,
+    /// a log that no longer reaches back, an IngressClass change). Also returns whether it
+    /// is everything.
+    fn plan(&mut self, objects: &ObjectCache) -> (Work, bool) {
+        let changes = match self.seen {
+            Some((id, version)) if id == objects.id() => objects.changes_since(version),
+            _ => None,
+        };
+        self.seen = Some((objects.id(), objects.version()));
+        let mut work = Work::default();
+        let full = match changes {
+            Some(changes) if !changes.contains(&Change::IngressClass) => {
+                self.collect_work(changes, &mut work);
+                false
+            }
+            _ => {
+                self.model = Model::default();
+                for ing in objects.ingresses().iter() {
+                    let ns = ing.metadata.namespace.clone().unwrap_or_default();
+                    work.ingresses
+                        .insert((ns, ing.metadata.name.clone().unwrap_or_default()));
+                }
+                (work.passthrough, work.tls, work.l4) = (true, true, true);
+                true
+            }
+        };
+        (work, full)
+    }
+
+    /// Translates the changed Ingresses again.
+    fn reevaluate_ingresses(&mut self, objects: &ObjectCache, work: &mut Work) {
+        // A copy: the filter borrows it while `self` is updated.
+        let settings = self.settings.clone();
+        let classes = ClassFilter::new(objects, &settings);
+        let keys: Vec<NsName> = work.ingresses.iter().cloned().collect();
+        for (ns, name) in &keys {
+            self.reevaluate(objects, &classes, ns, name, work);
+        }
+    }
+
+    /// Turns logged changes into work.
+    fn collect_work(&self, changes: &[Change], work: &mut Work) {
+        for c in changes {
+            match c {
+                Change::Ingress { namespace, name } => {
+                    work.ingresses.insert((namespace.clone(), name.clone()));
+                }
+                Change::Service { namespace, name } => {
+                    work.services.insert((namespace.clone(), name.clone()));
+                }
+                Change::Secret { namespace, name } => {
+                    let key = (namespace.clone(), name.clone());
+                    work.tls |= self.model.tls_secrets.contains(&key);
+                    let users = self.model.secret_users.get(&key);
+                    work.ingresses.extend(users.into_iter().flatten().cloned());
+                }
+                Change::ConfigMap { .. } => work.l4 = true,
+                Change::IngressClass => {}
+            }
+        }
+    }
+
+    /// Forgets what Ingress `ns/name` contributed and translates it again.
+    fn reevaluate(
+        &mut self,
+        objects: &ObjectCache,
+        classes: &ClassFilter<'_>,
+        ns: &str,
+        name: &str,
+        work: &mut Work,
+    ) {
+        let old = self.model.ingresses.remove(ns, name);
+        if let Some(old) = &old {
+            self.model.detach(old, work);
+        }
+        let Some(object) = objects.ingresses().get(ns, name) else {
+            return;
+        };
+        let parsed = match &old {
+            Some(o) if Arc::ptr_eq(&o.object, object) => o.parsed.clone(),
+            _ => Arc::new(ingress::parse(object)),
+        };
+        let st = self.evaluate(objects, classes, object, parsed);
+        self.model.attach(st, work);
+    }
+
+    /// Decides what an Ingress is to us and resolves its auth Secret.
+    fn evaluate(
+        &mut self,
+        objects: &ObjectCache,
+        classes: &ClassFilter<'_>,
+        object: &Arc<Ingress>,
+        parsed: Arc<ParsedIngress>,
+    ) -> IngressState {
+        let age = (
+            parsed.created.clone(),
+            parsed.origin.namespace.clone(),
+            parsed.origin.name.clone(),
+        );
+        let mut st = IngressState {
+            object: object.clone(),
+            parsed: parsed.clone(),
+            age,
+            role: Role::Foreign,
+            auth: None,
+            auth_secret: None,
+            diags: Vec::new(),
+            slots: Vec::new(),
+        };
+        if !classes.owns(&parsed.class) {
+            return st;
+        }
+        st.diags.extend(parsed.notes.iter().cloned());
+        let ann = match &parsed.annotations {
+            Ok(a) => a,
+            Err(d) => {
+                st.diags.push(d.clone());
+                st.role = Role::Rejected;
+                return st;
+            }
+        };
+        if let Some(auth) = &ann.auth {
+            st.auth_secret = Some((auth.secret.namespace.clone(), auth.secret.name.clone()));
+            match self.basic_auth(objects, auth) {
+                Ok(b) => st.auth = Some(b),
+                Err(m) => {
+                    let message = format!("{m}; the Ingress is not applied");
+                    st.diags.push(Diagnostic::new(
+                        parsed.origin.clone(),
+                        reason::AUTH_SECRET_INVALID,
+                        message,
+                    ));
+                    st.role = Role::Rejected;
+                    return st;
+                }
+            }
+        }
+        st.role = if ann.canary.is_some() {
+            Role::Canary
+        } else if ann.passthrough {
+            Role::Passthrough
+        } else {
+            Role::Main
+        };
+        st
+    }
+
+    /// The users of an `auth-secret`, parsed once per Secret object and realm.
+    fn basic_auth(
+        &mut self,
+        objects: &ObjectCache,
+        auth: &AuthRef,
+    ) -> Result<Arc<BasicAuth>, String> {
+        let (ns, name) = (&auth.secret.namespace, &auth.secret.name);
+        let Some(secret) = objects.secret(ns, name) else {
+            return Err(format!("auth secret {ns}/{name} not found"));
+        };
+        let key = (ns.clone(), name.clone(), auth.realm.clone(), auth.map);
+        if let Some(e) = self.auth.get(&key) {
+            if Arc::ptr_eq(&e.secret, secret) {
+                return e.result.clone();
+            }
+        }
+        let result = annotations::auth::users_from_secret(secret, auth.map)
+            .map(|users| {
+                Arc::new(BasicAuth {
+                    realm: auth.realm.clone(),
+                    users,
+                })
+            })
+            .map_err(|e| format!("auth secret {ns}/{name}: {e}"));
+        self.auth.insert(
+            key,
+            AuthEntry {
+                secret: secret.clone(),
+                result: result.clone(),
+            },
+        );
+        result
+    }
+}
+
+impl Model {
+    /// Removes what an Ingress contributed; marks what must be rebuilt.
+    fn detach(&mut self, st: &IngressState, work: &mut Work) {
+        let key = st.key();
+        if st.role != Role::Foreign {
+            self.owned.remove(&st.parsed.origin);
+        }
+        self.diag_ingresses.remove(&key);
+        if let Some(secret) = &st.auth_secret {
+            remove_user(&mut self.secret_users, secret, &key);
+        }
+        for svc in st.parsed.services() {
+            remove_user(
+                &mut self.service_users,
+                &(key.0.clone(), svc.to_owned()),
+                &key,
+            );
+        }
+        match st.role {
+            Role::Main | Role::Canary => {
+                for host in st.parsed.hosts() {
+                    if let Some(hs) = self.hosts.get_mut(host) {
+                        hs.mains.remove(&st.age);
+                        hs.canaries.remove(&st.age);
+                    }
+                    work.hosts.insert(host.clone());
+                }
+            }
+            Role::Passthrough => work.passthrough = true,
+            Role::Foreign | Role::Rejected => {}
+        }
+        self.defaults.remove(&st.age);
+        self.passthroughs.remove(&st.age);
+        if self.tls_ingresses.remove(&st.age) {
+            work.tls = true;
+        }
+    }
+
+    /// Records what an Ingress contributes; marks what must be rebuilt.
+    fn attach(&mut self, st: IngressState, work: &mut Work) {
+        let key = st.key();
+        if st.role != Role::Foreign {
+            self.owned.insert(st.parsed.origin.clone());
+            if !st.diags.is_empty() {
+                self.diag_ingresses.insert(key.clone());
+            }
+        }
+        if let Some(secret) = &st.auth_secret {
+            self.secret_users
+                .entry(secret.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if matches!(st.role, Role::Main | Role::Canary | Role::Passthrough) {
+            for svc in st.parsed.services() {
+                let service = (key.0.clone(), svc.to_owned());
+                work.refresh.insert(service.clone());
+                self.service_users
+                    .entry(service)
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
+        match st.role {
+            Role::Main | Role::Canary => {
+                for host in st.parsed.hosts() {
+                    let hs = self.hosts.entry(host.clone()).or_default();
+                    if st.role == Role::Main {
+                        hs.mains.insert(st.age.clone());
+                    } else {
+                        hs.canaries.insert(st.age.clone());
+                    }
+                    work.hosts.insert(host.clone());
+                }
+                if st.role == Role::Main && st.parsed.default_backend.is_some() {
+                    self.defaults.insert(st.age.clone());
+                }
+                if !st.parsed.tls.is_empty() {
+                    self.tls_ingresses.insert(st.age.clone());
+                    work.tls = true;
+                }
+            }
+            Role::Passthrough => {
+                self.passthroughs.insert(st.age.clone());
+                work.passthrough = true;
+            }
+            Role::Foreign | Role::Rejected => {}
+        }
+        self.ingresses.insert(st);
+    }
+
+    /// Marks what depends on the Services that changed, and refreshes Services in use.
+    fn services_changed(&mut self, work: &mut Work, resolver: &mut Resolver<'_>) {
+        for (ns, svc) in &work.services {
+            resolver.refresh(ns, svc);
+            let users = self.service_users.get(&(ns.clone(), svc.clone()));
+            for (user_ns, user) in users.into_iter().flatten() {
+                let Some(st) = self.ingresses.get(user_ns, user) else {
+                    continue;
+                };
+                match st.role {
+                    Role::Main | Role::Canary => {
+                        work.hosts.extend(st.parsed.hosts().into_iter().cloned())
+                    }
+                    Role::Passthrough => work.passthrough = true,
+                    Role::Foreign | Role::Rejected => {}
+                }
+            }
+            work.l4 = true;
+        }
+        for (ns, svc) in &work.refresh {
+            resolver.refresh(ns, svc);
+        }
+    }
+
+    fn rebuild_passthrough(&mut self, resolver: &mut Resolver<'_>) {
+        let list: Vec<&IngressState> = self
+            .passthroughs
+            .iter()
+            .filter_map(|k| self.ingresses.get(&k.1, &k.2))
+            .collect();
+        let mut diags = Vec::new();
+        let routes = passthrough::build(&list, resolver, &mut diags);
+        self.passthrough = (routes, diags);
+    }
+
+    fn rebuild_l4(
+        &mut self,
+        objects: &ObjectCache,
+        settings: &Settings,
+        resolver: &mut Resolver<'_>,
+    ) {
+        let mut diags = Vec::new();
+        let (services, referenced) = l4::build(objects, settings, resolver, &mut diags);
+        self.l4_services = referenced;
+        self.l4 = (services, diags);
+    }
+
+    fn rebuild_tls(&mut self, objects: &ObjectCache, certs: &mut CertCache, run: u64) {
+        let list: Vec<&ParsedIngress> = self
+            .tls_ingresses
+            .iter()
+            .filter_map(|k| self.ingresses.get(&k.1, &k.2))
+            .map(|st| st.parsed.as_ref())
+            .collect();
+        let mut diags = Vec::new();
+        let (config, hosts) = tls::build(&list, certs, objects, run, &mut diags);
+        certs.evict(run);
+        self.tls_secrets = list
+            .iter()
+            .flat_map(|p| {
+                p.tls
+                    .iter()
+                    .filter_map(|t| Some((p.origin.namespace.clone(), t.secret.clone()?)))
+            })
+            .collect();
+        let hosts: HashSet<HostMatch> = hosts.into_iter().collect();
+        if hosts != self.tls.1 {
+            self.assembled = None;
+        }
+        self.tls = (config, hosts, diags);
+    }
+
+    /// Bad static-endpoints annotations of the Services in use.
+    fn service_problems(&self, resolver: &Resolver<'_>, settings: &Settings) -> Vec<Diagnostic> {
+        let referenced = |ns: &str, svc: &str| {
+            let key = (ns.to_owned(), svc.to_owned());
+            self.service_users.contains_key(&key)
+                || self.l4_services.contains(&key)
+                || settings
+                    .default_backend
+                    .as_ref()
+                    .is_some_and(|d| d.namespace == ns && d.name == svc)
+        };
+        resolver
+            .service_problems(referenced)
+            .into_iter()
+            .map(|(object, message)| Diagnostic::new(object, reason::INVALID_ENDPOINTS, message))
+            .collect()
+    }
+
+    /// The translation: the snapshot from the current state, all diagnostics sorted and
+    /// unique.
+    fn output(
+        &mut self,
+        default_backend: Option<Arc<RouteTarget>>,
+        mut diagnostics: Vec<Diagnostic>,
+    ) -> Translation {
+        let hosts = self.assemble_hosts();
+        diagnostics.extend(self.diagnostics());
+        diagnostics.sort_by(|a, b| {
+            (&a.object, a.reason, &a.message).cmp(&(&b.object, b.reason, &b.message))
+        });
+        diagnostics.dedup();
+        let snapshot = Snapshot {
+            generation: 0,
+            http: HttpConfig {
+                hosts,
+                default_backend,
+            },
+            tls: self.tls.0.clone(),
+            passthrough: self.passthrough.0.clone(),
+            l4: self.l4.0.clone(),
+        };
+        Translation {
+            snapshot: Arc::new(snapshot),
+            diagnostics,
+            owned_ingresses: self.owned.iter().cloned().collect(),
+        }
+    }
+
+    /// Rebuilds the given hosts.
+    fn rebuild_hosts(&mut self, hosts: &HashSet<HostMatch>, resolver: &mut Resolver<'_>) {
+        for host in hosts {
+            let Some(hs) = self.hosts.get_mut(host) else {
+                continue;
+            };
+            if hs.mains.is_empty() && hs.canaries.is_empty() {
+                if hs.built.is_some() {
+                    self.sorted_hosts = None;
+                    self.assembled = None;
+                }
+                self.hosts.remove(host);
+                self.diag_hosts.remove(host);
+                continue;
+            }
+            let mut diags = Vec::new();
+            let built = http::build_host(
+                host,
+                &hs.mains,
+                &hs.canaries,
+                &mut self.ingresses,
+                resolver,
+                &mut diags,
+            );
+            if built.is_some() != hs.built.is_some() {
+                self.sorted_hosts = None;
+                self.assembled = None;
+            }
+            if let (Some((list, positions)), Some(vh)) = (&mut self.assembled, &built) {
+                if let Some(&i) = positions.get(host) {
+                    list[i] = with_tls_flag(vh.clone(), &self.tls.1);
+                }
+            }
+            hs.built = built;
+            if diags.is_empty() {
+                self.diag_hosts.remove(host);
+            } else {
+                self.diag_hosts.insert(host.clone());
+            }
+            hs.diags = diags;
+        }
+    }
+
+    /// The global default backend: the configured Service, else the `spec.defaultBackend` of
+    /// the oldest main Ingress that has one.
+    fn global_default(
+        &mut self,
+        settings: &Settings,
+        resolver: &mut Resolver<'_>,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<Arc<RouteTarget>> {
+        if let Some(ServicePortRef {
+            namespace,
+            name,
+            port,
+        }) = &settings.default_backend
+        {
+            let port = match port.parse::<i32>() {
+                Ok(n) => backends::PortRef::Number(n),
+                Err(_) => backends::PortRef::Name(port.clone()),
+            };
+            let backend = backends::BackendRef {
+                service: name.clone(),
+                port,
+            };
+            let (upstream, problem) = resolver.upstream(namespace, &backend, BackendProtocol::Http);
+            let origin = ObjectRef {
+                kind: "Service",
+                namespace: namespace.clone(),
+                name: name.clone(),
+            };
+            if let Some(p) = problem {
+                diags.push(Diagnostic::new(
+                    origin.clone(),
+                    p.reason,
+                    format!("default backend: {}", p.message),
+                ));
+            }
+            return Some(Arc::new(RouteTarget {
+                origin,
+                upstream,
+                policy: RoutePolicy::default(),
+                canary: None,
+            }));
+        }
+        let key = self.defaults.iter().next()?;
+        let st = self.ingresses.get_mut(&key.1, &key.2)?;
+        let backend = st.parsed.default_backend.clone()?;
+        let upstream = http::upstream(resolver, st, &backend, diags);
+        Some(http::target(st, 0, upstream))
+    }
+
+    /// The virtual hosts in snapshot order, with their TLS flags.
+    fn assemble_hosts(&mut self) -> Vec<VirtualHost> {
+        if self.assembled.is_none() {
+            let hosts = &self.hosts;
+            let sorted = self.sorted_hosts.get_or_insert_with(|| {
+                let mut v: Vec<HostMatch> = hosts
+                    .iter()
+                    .filter(|(_, hs)| hs.built.is_some())
+                    .map(|(h, _)| h.clone())
+                    .collect();
+                v.sort_by(super::hosts::host_order);
+                v
+            });
+            let list: Vec<VirtualHost> = sorted
+                .iter()
+                .filter_map(|h| hosts.get(h)?.built.clone())
+                .map(|vh| with_tls_flag(vh, &self.tls.1))
+                .collect();
+            let positions = list
+                .iter()
+                .enumerate()
+                .map(|(i, vh)| (vh.host.clone(), i))
+                .collect();
+            self.assembled = Some((list, positions));
+        }
+        self.assembled
+            .as_ref()
+            .map(|(list, _)| list.clone())
+            .unwrap_or_default()
+    }
+
+    /// Diagnostics of Ingresses, hosts, TLS, passthrough and L4, unsorted.
+    fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for (ns, name) in &self.diag_ingresses {
+            if let Some(st) = self.ingresses.get(ns, name) {
+                out.extend(st.diags.iter().cloned());
+            }
+        }
+        for host in &self.diag_hosts {
+            if let Some(hs) = self.hosts.get(host) {
+                out.extend(hs.diags.iter().cloned());
+            }
+        }
+        out.extend(self.tls.2.iter().cloned());
+        out.extend(self.passthrough.1.iter().cloned());
+        out.extend(self.l4.1.iter().cloned());
+        out
+    }
+
+    /// Keys of the auth cache still in use.
+    fn auth_keys(&self) -> HashSet<AuthKey> {
+        let mut out = HashSet::new();
+        for users in self.secret_users.values() {
+            for (ns, name) in users {
+                let Some(st) = self.ingresses.get(ns, name) else {
+                    continue;
+                };
+                if let Some(AuthRef { secret, realm, map }) =
+                    st.annotations().and_then(|a| a.auth.as_ref())
+                {
+                    out.insert((
+                        secret.namespace.clone(),
+                        secret.name.clone(),
+                        realm.clone(),
+                        *map,
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Sets `VirtualHost.tls`: the host is listed under some `spec.tls[].hosts`, exactly or by a
+/// wildcard covering it.
+fn with_tls_flag(mut vh: VirtualHost, tls_hosts: &HashSet<HostMatch>) -> VirtualHost {
+    vh.tls = match &vh.host {
+        HostMatch::Exact(e) => {
+            tls_hosts.contains(&vh.host)
+                || e.split_once('.').is_some_and(|(_, parent)| {
+                    tls_hosts.contains(&HostMatch::Wildcard(parent.to_owned()))
+                })
+        }
+        HostMatch::Wildcard(_) => tls_hosts.contains(&vh.host),
+        HostMatch::Any => false,
+    };
+    vh
+}
+
+fn remove_user(map: &mut HashMap<NsName, BTreeSet<NsName>>, of: &NsName, user: &NsName) {
+    if let Some(users) = map.get_mut(of) {
+        users.remove(user);
+        if users.is_empty() {
+            map.remove(of);
+        }
+    }
+}
