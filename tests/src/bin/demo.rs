@@ -243,12 +243,13 @@ fn main() -> Result<()> {
     }
 
     println!(
-        "\nTry it yourself (another terminal):\n  ip netns exec {cl} curl -H Host:www.example.test http://{NODE}/\n  ip netns exec {cl} curl http://{admin}/metrics\n  {bin} inspect --pin-dir {pin_dir}\n  bpftool map dump pinned {pin_dir}/maps_v1/VIPS\n  ip netns exec {node} ip -d link show nc     # the XDP program on the node's link\n  logs: {log}\nEdit files in {m} and watch ingressd apply them. Ctrl-C stops the demo and cleans up.",
+        "\nTry it yourself (another terminal):\n  ip netns exec {cl} curl -H Host:www.example.test http://{NODE}/\n  ip netns exec {cl} curl http://{admin}/metrics\n  {bin} inspect --pin-dir {pin_dir}\n  bpftool map dump pinned {maps}/VIPS\n  ip netns exec {node} ip -d link show nc     # the XDP program on the node's link\n  logs: {log}\nEdit files in {m} and watch ingressd apply them. Ctrl-C stops the demo and cleans up.",
         cl = c.name,
         node = topo.node.name,
         bin = bin.display(),
         log = log.display(),
         m = manifests.display(),
+        maps = ingress::maps::loader::maps_dir(Path::new(&pin_dir)).display(),
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
