@@ -290,7 +290,9 @@ impl App {
         }
 
         // Listeners.
-        let mut admin_server = AdminServer::new(readiness.clone()).with_source(proxy.metrics());
+        let mut admin_server = AdminServer::new(readiness.clone())
+            .with_source(proxy.metrics())
+            .with_source(passthrough.metrics());
         if let Some(m) = kernel_metrics {
             admin_server = admin_server.with_source(m);
         }

@@ -51,6 +51,12 @@ pub trait MetricsSource: Send + Sync + std::fmt::Debug {
     fn render(&self, out: &mut String);
 }
 
+impl MetricsSource for crate::passthrough::metrics::PassthroughMetrics {
+    fn render(&self, out: &mut String) {
+        crate::passthrough::metrics::PassthroughMetrics::render(self, out);
+    }
+}
+
 impl MetricsSource for ProxyMetrics {
     fn render(&self, out: &mut String) {
         ProxyMetrics::render(self, out);

@@ -20,6 +20,7 @@
 //! `if let Some(tls) = pt.handle(tcp).await { /* terminate TLS on `tls` */ }`.
 pub mod balance;
 pub mod copy;
+pub mod metrics;
 pub mod peek;
 pub mod proxy_v2;
 pub mod sni;
@@ -226,6 +227,7 @@ enum Engine {
 /// The passthrough side of the HTTPS listener.
 #[derive(Debug)]
 pub struct Passthrough {
+    metrics: Arc<metrics::PassthroughMetrics>,
     router: Router,
     engine: Engine,
     cfg: PassthroughConfig,
@@ -275,6 +277,7 @@ impl Passthrough {
         };
         let handshakes = Arc::new(Semaphore::new(cfg.max_handshakes));
         Passthrough {
+            metrics: Arc::default(),
             router: Router::default(),
             engine,
             cfg,
@@ -285,6 +288,11 @@ impl Passthrough {
     /// Takes the passthrough routes of a new snapshot.
     pub fn apply(&self, snapshot: &Snapshot) {
         self.router.apply(snapshot);
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> Arc<metrics::PassthroughMetrics> {
+        self.metrics.clone()
     }
 
     /// The route table.
@@ -403,16 +411,40 @@ impl Passthrough {
     /// Classifies and serves passthrough connections to the end; returns the stream when it
     /// is for TLS termination. The one call the HTTPS accept loop needs.
     pub async fn handle(&self, stream: TcpStream) -> Option<Replay<TcpStream>> {
+        use metrics::Outcome;
         match self.classify(stream).await {
             Classified::Passthrough(conn) => {
                 let sni = conn.sni.clone();
-                if let Err(e) = self.serve(conn).await {
-                    tracing::warn!(?sni, error = %e, "passthrough: connection failed");
+                self.metrics.active(true);
+                match self.serve(conn).await {
+                    Ok(r) => {
+                        self.metrics.count(if r.spliced {
+                            Outcome::Spliced
+                        } else {
+                            Outcome::Copied
+                        });
+                        self.metrics.bytes(r.client_bytes, r.backend_bytes);
+                    }
+                    Err(e) => {
+                        self.metrics.count(Outcome::Failed);
+                        tracing::warn!(?sni, error = %e, "passthrough: connection failed");
+                    }
                 }
+                self.metrics.active(false);
                 None
             }
-            Classified::Terminate(s) => Some(s),
-            Classified::Reject(_) => None,
+            Classified::Terminate(s) => {
+                self.metrics.count(Outcome::Terminated);
+                Some(s)
+            }
+            Classified::Reject(reason) => {
+                self.metrics.count(match reason {
+                    RejectReason::Overloaded => Outcome::RejectedOverloaded,
+                    RejectReason::NoSni => Outcome::RejectedNoSni,
+                    RejectReason::Peek(_) => Outcome::RejectedHello,
+                });
+                None
+            }
         }
     }
 }

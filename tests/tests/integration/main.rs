@@ -12,6 +12,7 @@ mod l7_tls;
 mod l7_upstream;
 mod manifests;
 mod passthrough;
+mod pins;
 mod restart;
 mod xdp_lb;
 mod xdp_netns;

@@ -1,0 +1,71 @@
+//! Pinned maps: adopted by the next process of the same layout version, replaced (and the old
+//! version removed) when the layout version differs, all removed by cleanup.
+use ingress::{
+    apply::maps::{L4Applier, SnatSettings},
+    maps::{
+        loader::{cleanup, maps_dir, Datapath, LoaderOptions},
+        MapWriter,
+    },
+    snapshot::{L4Protocol, L4Service, ObjectRef},
+};
+
+fn opts(dir: &std::path::Path) -> LoaderOptions {
+    LoaderOptions {
+        pin_dir: Some(dir.to_path_buf()),
+        max_vips: 4,
+        conntrack_entries: 1024,
+    }
+}
+
+fn snat() -> SnatSettings {
+    SnatSettings {
+        v4: Some("198.18.255.1".parse().unwrap()),
+        v6: None,
+        port_min: 20000,
+        port_max: 20999,
+    }
+}
+
+#[test]
+fn pinned_maps_are_adopted_by_version_and_stale_versions_removed() {
+    tests::netns::require_privileges().expect("privileged test");
+    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/ingressd-pins-{}", std::process::id()));
+    let svc = L4Service {
+        origin: ObjectRef::default(),
+        vip: "198.19.0.10".parse().unwrap(),
+        port: 80,
+        protocol: L4Protocol::Tcp,
+        backends: vec!["198.18.1.2:8080".parse().unwrap()],
+    };
+    {
+        let mut dp = Datapath::load(&opts(&dir)).unwrap();
+        let mut a = L4Applier::new(dp.map_writer().unwrap(), snat()).unwrap();
+        a.apply(std::slice::from_ref(&svc)).unwrap();
+    }
+    // Same version: the next process sees the VIP that is already programmed.
+    {
+        let mut dp = Datapath::load(&opts(&dir)).unwrap();
+        let state = dp.map_writer().unwrap().read_state().unwrap();
+        assert_eq!(state.vips.len(), 1, "pinned VIP adopted");
+        assert_eq!(state.backends.len(), 1);
+    }
+    // Pretend the pinned maps are of an older layout.
+    let current = maps_dir(&dir);
+    let old = dir.join("maps_v0");
+    std::fs::rename(&current, &old).unwrap();
+    {
+        let mut dp = Datapath::load(&opts(&dir)).unwrap();
+        let state = dp.map_writer().unwrap().read_state().unwrap();
+        assert!(
+            state.vips.is_empty(),
+            "maps of another version must not be adopted"
+        );
+        dp.remove_stale_versions().unwrap();
+        assert!(!old.exists(), "old version removed");
+        assert!(current.exists());
+    }
+    let removed = cleanup(&dir).unwrap();
+    assert!(!removed.is_empty());
+    assert!(!dir.exists());
+    assert!(cleanup(&dir).unwrap().is_empty(), "cleanup is idempotent");
+}
