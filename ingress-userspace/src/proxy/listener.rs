@@ -4,27 +4,17 @@
 //! HTTPS accept loop, deliberately simple: accept, `TCP_NODELAY`, spawn [`Proxy::serve_tls`].
 //! When TLS passthrough shares the port, its SNI peek replaces [`Proxy::serve_https`]: for a
 //! connection it does not pass through it calls [`Proxy::serve_tls`] with a stream that
-//! replays the peeked bytes first (for example [`Prefixed`]).
+//! replays the peeked bytes first (for example `passthrough::peek::Replay`).
 //!
 //! Drain: [`DrainHandle::drain`] stops the accept loops (their listeners close, so new
 //! connections are refused), asks every connection to finish its in-flight requests and close
 //! (HTTP/1.1: close after the current response; HTTP/2: GOAWAY), waits up to the drain timeout,
 //! then cuts whatever is left, including upgraded tunnels.
-use std::{
-    convert::Infallible,
-    future::Future,
-    io,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
-use bytes::{Buf, Bytes};
 use hyper_util::rt::TokioIo;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -253,65 +243,4 @@ async fn serve_conn<S>(
         }
     }
     shared.metrics.connection_closed();
-}
-
-/// A stream that first replays `prefix` (bytes already read, e.g. a peeked ClientHello).
-#[derive(Debug)]
-pub struct Prefixed<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    /// Replays `prefix`, then reads from `inner`.
-    pub fn new(prefix: Bytes, inner: S) -> Self {
-        Prefixed { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.prefix.has_remaining() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }

@@ -248,7 +248,7 @@ async fn l7_serve_tls_with_peeked_bytes_replayed() -> anyhow::Result<()> {
         let mut peeked = vec![0u8; 64];
         tcp.read_exact(&mut peeked).await?;
         let local = tcp.local_addr()?;
-        let stream = ingress::proxy::listener::Prefixed::new(bytes::Bytes::from(peeked), tcp);
+        let stream = ingress::passthrough::peek::Replay::new(bytes::Bytes::from(peeked), tcp);
         proxy.serve_tls(stream, peer, local).await;
         anyhow::Ok(())
     });
