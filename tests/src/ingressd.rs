@@ -75,7 +75,8 @@ impl Ingressd {
             }
             None => Command::new("curl"),
         };
-        let out = cmd.args(["-s", "-m", "1", &url]).output().ok()?;
+        // -f: a 503 (not ready, draining) is a failure, whatever the body says.
+        let out = cmd.args(["-sf", "-m", "1", &url]).output().ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -93,7 +94,7 @@ impl Ingressd {
                     );
                 }
             }
-            if self.curl("/readyz").is_some_and(|b| b.contains("ready")) {
+            if self.curl("/readyz").is_some() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
