@@ -8,7 +8,11 @@
 //!
 //! Usage: bench_l7 [--rounds N] [--duration SECS] [--connections N] [--pause SECS]
 //!   [--workloads http,https,handshake] [--proxies ingressd,nginx,haproxy]
-//!   [--ingressd PATH] [--ingressd-threads N] [--markdown FILE] [--perf-dir DIR]
+//!   [--ingressd PATH] [--baseline-ingressd PATH] [--ingressd-threads N] [--markdown FILE]
+//!   [--perf-dir DIR] [--hold SECS]
+//!
+//! `--baseline-ingressd` adds a second ingressd binary (e.g. built from an older commit) as
+//! one more proxy in the same interleaved rounds: before/after numbers from one run.
 use std::{
     fmt::Write as _,
     net::SocketAddr,
@@ -74,6 +78,8 @@ impl Workload {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Peer {
     Ingressd,
+    /// Another ingressd binary (`--baseline-ingressd`), for before/after comparisons.
+    IngressdBaseline,
     Nginx,
     Haproxy,
 }
@@ -82,6 +88,7 @@ impl Peer {
     fn key(self) -> &'static str {
         match self {
             Peer::Ingressd => "ingressd",
+            Peer::IngressdBaseline => "ingressd-baseline",
             Peer::Nginx => "nginx",
             Peer::Haproxy => "haproxy",
         }
@@ -96,15 +103,19 @@ struct Opts {
     workloads: Vec<Workload>,
     peers: Vec<Peer>,
     ingressd: Option<PathBuf>,
+    baseline: Option<PathBuf>,
     ingressd_threads: usize,
     markdown: Option<PathBuf>,
     perf_dir: Option<PathBuf>,
+    /// Keep everything running this long after the checks, for manual probing, then exit.
+    hold: Option<Duration>,
 }
 
 const USAGE: &str =
     "usage: bench_l7 [--rounds N] [--duration SECS] [--connections N] [--pause SECS]
   [--workloads http,https,handshake] [--proxies ingressd,nginx,haproxy]
-  [--ingressd PATH] [--ingressd-threads N] [--markdown FILE] [--perf-dir DIR]";
+  [--ingressd PATH] [--baseline-ingressd PATH] [--ingressd-threads N] [--markdown FILE]
+  [--perf-dir DIR] [--hold SECS]";
 
 impl Opts {
     fn parse(args: &[String]) -> Result<Opts> {
@@ -116,9 +127,11 @@ impl Opts {
             workloads: Workload::ALL.to_vec(),
             peers: vec![Peer::Ingressd, Peer::Nginx, Peer::Haproxy],
             ingressd: None,
+            baseline: None,
             ingressd_threads: 1,
             markdown: None,
             perf_dir: None,
+            hold: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -145,8 +158,10 @@ impl Opts {
                     o.ingressd_threads = value.parse().context("bad --ingressd-threads")?
                 }
                 "--ingressd" => o.ingressd = Some(value.into()),
+                "--baseline-ingressd" => o.baseline = Some(value.into()),
                 "--markdown" => o.markdown = Some(value.into()),
                 "--perf-dir" => o.perf_dir = Some(value.into()),
+                "--hold" => o.hold = Some(secs(value)?),
                 "--workloads" => {
                     o.workloads = value
                         .split(',')
@@ -177,6 +192,9 @@ impl Opts {
         }
         if o.duration < Duration::from_secs(1) {
             bail!("--duration must be at least 1 second");
+        }
+        if o.baseline.is_some() && !o.peers.contains(&Peer::IngressdBaseline) {
+            o.peers.insert(1, Peer::IngressdBaseline);
         }
         if o.workloads.is_empty() || o.peers.is_empty() {
             bail!("nothing to measure");
@@ -290,6 +308,16 @@ fn locate_ingressd(o: &Opts) -> Result<PathBuf> {
     Ok(dir.join("ingressd"))
 }
 
+/// The bpffs pin directory given to an ingressd instance (it pins nothing without
+/// `--xdp-interface`).
+fn pin_dir(peer: Peer) -> PathBuf {
+    PathBuf::from(format!(
+        "/sys/fs/bpf/bench-l7-{}-{}",
+        std::process::id(),
+        peer.key()
+    ))
+}
+
 /// One proxy, started and verified.
 struct Running {
     peer: Peer,
@@ -341,14 +369,19 @@ fn start_peer(
     let (http, https, admin) = (p[0], p[1], p[2]);
     let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let (cmd, ready) = match peer {
-        Peer::Ingressd => {
-            let mdir = dir.join("manifests");
+        Peer::Ingressd | Peer::IngressdBaseline => {
+            let bin = match (peer, &o.baseline) {
+                (Peer::IngressdBaseline, Some(b)) => b.as_path(),
+                (Peer::IngressdBaseline, None) => bail!("--baseline-ingressd not given"),
+                _ => ingressd_bin,
+            };
+            let mdir = dir.join(format!("manifests-{}", peer.key()));
             std::fs::create_dir_all(&mdir)?;
             std::fs::write(
                 mdir.join("bench.json"),
                 serde_json::to_vec_pretty(&peers::ingressd_manifests(upstream_port, certs))?,
             )?;
-            let mut c = taskset(PROXY_CPU, ingressd_bin);
+            let mut c = taskset(PROXY_CPU, bin);
             c.arg("run")
                 .arg("--manifests")
                 .arg(&mdir)
@@ -356,10 +389,7 @@ fn start_peer(
                 .args(["--https-addr", &format!("127.0.0.1:{https}")])
                 .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
                 .args(["--access-log", "false"])
-                .args([
-                    "--pin-dir",
-                    &format!("/sys/fs/bpf/bench-l7-{}", std::process::id()),
-                ])
+                .args(["--pin-dir", &pin_dir(peer).display().to_string()])
                 .env("TOKIO_WORKER_THREADS", o.ingressd_threads.to_string());
             (c, Some(addr(admin)))
         }
@@ -737,6 +767,16 @@ fn report(o: &Opts, peers_run: &[Peer], results: &[Vec<Vec<Sample>>], markdown: 
             );
         }
         out.push_str(&render(&header, &rows, markdown));
+        if let (Some(i), Some(b)) = (find(Peer::Ingressd), find(Peer::IngressdBaseline)) {
+            let _ = writeln!(
+                out,
+                "{}ingressd vs ingressd-baseline: {unit} {}, CPU {}, p99 {}",
+                if markdown { "\n" } else { "" },
+                ratio(i.rate, b.rate),
+                ratio(i.cpu, b.cpu),
+                ratio(i.p99, b.p99),
+            );
+        }
         if let (Some(i), Some(n)) = (find(Peer::Ingressd), nginx) {
             let cpu_target = if *w == Workload::Handshake { 0.5 } else { 0.6 };
             let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
@@ -963,6 +1003,24 @@ fn main() -> Result<()> {
             tree.iter().map(|p| threads(*p)).sum::<usize>()
         );
     }
+    if let Some(hold) = o.hold {
+        eprint!("{setup}");
+        for r in &running {
+            eprintln!(
+                "    {} pid {} http {} https {}",
+                r.peer.key(),
+                r.proc.pid(),
+                r.http,
+                r.https
+            );
+        }
+        eprintln!(
+            "==> holding for {hold:?} (hosts file {}), then exiting",
+            hosts.display()
+        );
+        std::thread::sleep(hold);
+        return Ok(());
+    }
     let load_start = loadavg();
     eprintln!(
         "==> {} rounds x {} workloads x {} proxies, {:?} each; load average {load_start}",
@@ -1043,11 +1101,11 @@ fn main() -> Result<()> {
             profile(&o, r, pd, &hosts, &ca)?;
         }
     }
-    let pin = PathBuf::from(format!("/sys/fs/bpf/bench-l7-{}", std::process::id()));
     drop(running);
     drop(upstream);
-    if pin.exists() {
-        let _ = std::fs::remove_dir_all(&pin);
+    for p in [Peer::Ingressd, Peer::IngressdBaseline] {
+        // ingressd pins nothing without --xdp-interface; remove the directory if it made one.
+        let _ = std::fs::remove_dir_all(pin_dir(p));
     }
     Ok(())
 }
