@@ -254,10 +254,8 @@ impl Connector {
         timeout: Duration,
         mode: ConnMode,
     ) -> Result<Checkout, ConnectError> {
-        // Dialing is the cold path: boxed, so the future of every pooled request stays small
-        // (it is moved several times on its way into the connection task).
         if mode == ConnMode::Upgrade {
-            let sender = Box::pin(self.connect_upgradable(ep, protocol, timeout)).await?;
+            let sender = self.connect_upgradable(ep, protocol, timeout).await?;
             return Ok(Checkout {
                 conn: Conn::H1(sender),
                 reused: false,
@@ -276,7 +274,7 @@ impl Connector {
                 return Ok(Checkout { conn, reused: true });
             }
         }
-        let conn = Box::pin(tokio::time::timeout(timeout, self.connect(ep, protocol)))
+        let conn = tokio::time::timeout(timeout, self.connect(ep, protocol))
             .await
             .map_err(|_| ConnectError::Timeout)??;
         Ok(Checkout {
