@@ -190,8 +190,8 @@ impl Opts {
         if o.rounds == 0 || o.connections == 0 || o.connections > 10_000 {
             bail!("--rounds must be >= 1 and --connections in 1..=10000");
         }
-        if o.duration < Duration::from_secs(1) {
-            bail!("--duration must be at least 1 second");
+        if o.duration < Duration::from_secs(1) || o.duration.subsec_nanos() != 0 {
+            bail!("--duration must be a whole number of seconds, at least 1 (wrk's -d)");
         }
         if o.baseline.is_some() && !o.peers.contains(&Peer::IngressdBaseline) {
             o.peers.insert(1, Peer::IngressdBaseline);
