@@ -3,6 +3,7 @@
 // Privileged test helpers call a few libc functions (setns, geteuid).
 #![allow(unsafe_code)]
 
+pub mod bench;
 pub mod caps;
 pub mod certs;
 pub mod fake_api;

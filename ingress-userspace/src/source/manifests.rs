@@ -424,8 +424,12 @@ fn log_report(report: &ScanReport) {
 pub async fn run(dir: PathBuf, events: mpsc::Sender<SourceEvent>) -> Result<(), ManifestError> {
     let (tx, mut changed) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Err(e) = &res {
-            warn!(error = %e, "manifest watch error; rescanning");
+        match &res {
+            // Our own reads of the files (open/close without writing) change nothing; reacting
+            // to them would rescan forever.
+            Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => return,
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "manifest watch error; rescanning"),
         }
         // One pending signal is enough: every rescan reads the whole directory.
         let _ = tx.try_send(());
