@@ -126,7 +126,7 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
     };
     // One array read rules out most traffic before any hash lookup.
     if may_be_vip(&l3.dst, ports.dport, l3.proto) {
-        if let Some(out) = forward(ctx, &layout, &l3, &tuple, cfg) {
+        if let Some(out) = forward(ctx, &layout, &l3, &tuple, cfg, ports.syn) {
             return out;
         }
     }
@@ -200,6 +200,8 @@ fn query<'a>(l3: &L3, t: &'a Tuple) -> FibQuery<'a> {
 ///
 /// Conntrack is consulted before the VIP table: an established flow needs one hash lookup,
 /// and keeps going even if its VIP was removed since, as established flows do in kube-proxy.
+/// A SYN skips conntrack: it starts a connection, and a retransmitted one picks the same
+/// backend (Maglev) and finds its own SNAT port again (see `reserve_port`).
 #[inline(always)]
 fn forward(
     ctx: &XdpContext,
@@ -207,13 +209,19 @@ fn forward(
     l3: &L3,
     t: &Tuple,
     cfg: &LbConfig,
+    syn: bool,
 ) -> Option<Outcome> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot, used by this packet only.
     let scratch = unsafe { &mut *scratch };
     scratch.key = flow_key(l3, t);
     let now = hop::now();
-    let (new, next, stat, vip_id) = match CONNTRACK.get_ptr_mut(&scratch.key) {
+    let existing = if syn {
+        None
+    } else {
+        CONNTRACK.get_ptr_mut(&scratch.key)
+    };
+    let (new, next, stat, vip_id) = match existing {
         Some(entry) => {
             if l3.ttl <= 1 {
                 return Some(Outcome::pass(Stat::PassTtl));

@@ -83,6 +83,12 @@ fn new_flow_conntrack_hit_and_reply_round_trip() {
     assert_eq!(fwd.dst_mac, mac_backend(last));
     assert_eq!(fwd.payload, syn.payload);
 
+    // A retransmitted SYN starts the flow again (conntrack is skipped for SYNs) and lands on
+    // the same backend with the same SNAT port.
+    let (verdict, again) = lab.run(&syn.build(), lab.ifindex_a).unwrap();
+    assert_eq!(verdict, REDIRECT);
+    assert_eq!(again, out, "retransmitted SYN translated differently");
+
     // The next packet of the flow hits conntrack and goes the same way.
     let ack = Spec::tcp("198.18.0.2", 40001, "198.19.0.10", 80, ACK);
     let stats = Stats::snap(&lab);
@@ -112,10 +118,10 @@ fn new_flow_conntrack_hit_and_reply_round_trip() {
     assert_eq!((back.dst, back.dport), (ip("198.18.0.2"), 40001));
     assert_eq!((back.src_mac, back.dst_mac), (MAC_A, MAC_CLIENT));
 
-    // Per-VIP counters saw all three packets.
+    // Per-VIP counters saw all four packets (two SYNs, the ACK, the reply).
     let key = ingress::apply::maps::vip_key(&lab_services()[0]);
     let id = lab.applier.vip_id(&key).unwrap();
-    assert_eq!(lab.datapath.counters().unwrap().vip(id).unwrap().packets, 3);
+    assert_eq!(lab.datapath.counters().unwrap().vip(id).unwrap().packets, 4);
 }
 
 #[test]
