@@ -2,18 +2,20 @@
 //! sends a real ClientHello for `passthrough.bench.test` and downloads a body from a TLS
 //! backend through: ingressd's in-kernel sockmap splice, ingressd's userspace copy (the
 //! fallback), nginx `stream` + `ssl_preread`, HAProxy `mode tcp` on `req.ssl_sni` with
-//! `option splice-auto`, and no proxy at all (the ceiling). Proxies are pinned to CPU 1 with
-//! one worker/thread each; client and backend (rustls, one thread each) to CPU 0. Cases: one
-//! connection, N concurrent connections, and small request/response round trips on one
-//! connection. Rounds are interleaved (the path order rotates each round); medians printed
-//! with throughput, proxy CPU per GB (its processes' utime+stime), system CPU per GB
-//! (/proc/stat user+nice+system+irq+softirq: kernel splicing runs in softirq and kworkers,
-//! not in the proxy), and ratios.
+//! `option splice-auto` (alone, and with splicing forced), and no proxy at all (the ceiling).
+//! Proxies are pinned to CPU 1 with one worker/thread each; client and backend (rustls, one
+//! thread each) to CPU 0. Cases: one connection, N concurrent connections, and small
+//! request/response round trips on one connection. Rounds are interleaved (the path order
+//! rotates each round) and each sample waits for a quiet machine (no `bench_l7`, little other
+//! load); medians printed with throughput, proxy CPU per GB (its processes' utime+stime),
+//! system CPU per GB (/proc/stat user+nice+system+irq+softirq: kernel splicing runs in
+//! softirq and kworkers, not in the proxy), the same split by exact per-task clocks, and
+//! ratios.
 //!
 //! Usage: bench_passthrough [--rounds N] [--single-mib N] [--multi-mib N] [--conns N]
 //!   [--rr-secs S] [--rr-response BYTES] [--pause S] [--cases single,multi,rr]
-//!   [--paths kernel,userspace,nginx,haproxy,direct] [--ingressd PATH]
-//!   [--wait-l7-mins M] [--markdown FILE]
+//!   [--paths kernel,userspace,nginx,haproxy-auto,haproxy,direct] [--ingressd PATH]
+//!   [--wait-mins M] [--quiet-cpus X] [--markdown FILE]
 use std::{
     fmt::Write as _,
     net::SocketAddr,
@@ -39,25 +41,28 @@ const LOAD_CPU: usize = 0;
 const PROXY_CPU: usize = 1;
 const MIB: u64 = 1 << 20;
 
-const USAGE: &str = "usage: bench_passthrough [--rounds N] [--single-mib N] [--multi-mib N] [--conns N]
+const USAGE: &str =
+    "usage: bench_passthrough [--rounds N] [--single-mib N] [--multi-mib N] [--conns N]
   [--rr-secs S] [--rr-response BYTES] [--pause S] [--cases single,multi,rr]
-  [--paths kernel,userspace,nginx,haproxy,direct] [--ingressd PATH]
-  [--wait-l7-mins M] [--markdown FILE]";
+  [--paths kernel,userspace,nginx,haproxy-auto,haproxy,direct] [--ingressd PATH]
+  [--wait-mins M] [--quiet-cpus X] [--markdown FILE]";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
     Kernel,
     Userspace,
     Nginx,
+    HaproxyAuto,
     Haproxy,
     Direct,
 }
 
 impl Path {
-    const ALL: [Path; 5] = [
+    const ALL: [Path; 6] = [
         Path::Kernel,
         Path::Userspace,
         Path::Nginx,
+        Path::HaproxyAuto,
         Path::Haproxy,
         Path::Direct,
     ];
@@ -67,6 +72,7 @@ impl Path {
             Path::Kernel => "kernel",
             Path::Userspace => "userspace",
             Path::Nginx => "nginx",
+            Path::HaproxyAuto => "haproxy-auto",
             Path::Haproxy => "haproxy",
             Path::Direct => "direct",
         }
@@ -77,7 +83,8 @@ impl Path {
             Path::Kernel => "ingressd, in-kernel sockmap splice",
             Path::Userspace => "ingressd, userspace copy (fallback)",
             Path::Nginx => "nginx stream + ssl_preread",
-            Path::Haproxy => "HAProxy mode tcp, splice-auto",
+            Path::HaproxyAuto => "HAProxy mode tcp, splice-auto only",
+            Path::Haproxy => "HAProxy mode tcp, splice forced",
             Path::Direct => "direct to backend (ceiling)",
         }
     }
@@ -113,7 +120,8 @@ struct Opts {
     cases: Vec<Case>,
     paths: Vec<Path>,
     ingressd: Option<PathBuf>,
-    wait_l7: Duration,
+    wait: Duration,
+    quiet_cpus: f64,
     markdown: Option<PathBuf>,
 }
 
@@ -142,7 +150,8 @@ impl Opts {
             cases: Case::ALL.to_vec(),
             paths: Path::ALL.to_vec(),
             ingressd: None,
-            wait_l7: Duration::from_secs(30 * 60),
+            wait: Duration::from_secs(30 * 60),
+            quiet_cpus: 0.25,
             markdown: None,
         };
         let mut it = args.iter();
@@ -167,7 +176,8 @@ impl Opts {
                 "--rr-secs" => o.rr_duration = Duration::from_secs_f64(num(v)?),
                 "--rr-response" => o.rr_response = num(v)? as u64,
                 "--pause" => o.pause = Duration::from_secs_f64(num(v)?),
-                "--wait-l7-mins" => o.wait_l7 = Duration::from_secs_f64(num(v)? * 60.0),
+                "--wait-mins" => o.wait = Duration::from_secs_f64(num(v)? * 60.0),
+                "--quiet-cpus" => o.quiet_cpus = num(v)?,
                 "--cases" => o.cases = parse_list(v, &Case::ALL, Case::key)?,
                 "--paths" => o.paths = parse_list(v, &Path::ALL, Path::key)?,
                 "--ingressd" => o.ingressd = Some(v.into()),
@@ -182,7 +192,8 @@ impl Opts {
             "sizes of at least 1 MiB"
         );
         ensure!(
-            o.rr_duration >= Duration::from_millis(100) && o.rr_duration <= Duration::from_secs(600),
+            o.rr_duration >= Duration::from_millis(100)
+                && o.rr_duration <= Duration::from_secs(600),
             "--rr-secs in 0.1..=600"
         );
         ensure!(
@@ -190,7 +201,10 @@ impl Opts {
             "--rr-response in 1..={}",
             traffic::MAX_RESPONSE
         );
-        ensure!(!o.cases.is_empty() && !o.paths.is_empty(), "nothing to measure");
+        ensure!(
+            !o.cases.is_empty() && !o.paths.is_empty(),
+            "nothing to measure"
+        );
         Ok(o)
     }
 }
@@ -209,7 +223,7 @@ impl Lab {
         let backend = Backend::start(pki.server_config(&[HOST]), LOAD_CPU)?;
         let client = pki.client_config();
         let dir = tempfile::Builder::new().prefix("bench-pt-").tempdir()?;
-        let ports = free_ports(8)?;
+        let ports = free_ports(9)?;
         let at = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
         let (exe, prefix) = match &o.ingressd {
             Some(p) => (p.clone(), vec![]),
@@ -243,10 +257,15 @@ impl Lab {
                     at(6),
                     Some(peers::nginx(dir.path(), at(6), backend.addr, PROXY_CPU)?),
                 ),
-                Path::Haproxy => (
-                    at(7),
-                    Some(peers::haproxy(dir.path(), at(7), backend.addr, PROXY_CPU)?),
-                ),
+                Path::HaproxyAuto | Path::Haproxy => {
+                    let (port, forced) = if p == Path::Haproxy {
+                        (at(7), true)
+                    } else {
+                        (at(8), false)
+                    };
+                    let proc = peers::haproxy(dir.path(), port, backend.addr, forced, PROXY_CPU)?;
+                    (port, Some(proc))
+                }
                 Path::Direct => (backend.addr, None),
             };
             if let Some(proc) = &proc {
@@ -265,6 +284,15 @@ impl Lab {
             targets,
             _dir: dir,
         })
+    }
+
+    /// Pipe fds held by the proxy of `p` (HAProxy keeps the pipes it spliced through).
+    fn pipes(&self, p: Path) -> Option<usize> {
+        self.targets
+            .iter()
+            .find(|(q, _, _)| *q == p)
+            .and_then(|(_, _, proc)| proc.as_ref())
+            .map(|proc| peers::pipe_fds(&proc.pids))
     }
 
     fn target(&mut self, p: Path) -> Result<(SocketAddr, Meter)> {
@@ -405,6 +433,7 @@ struct Row {
     kthreads: Stat,
     softirq: Stat,
     rest: Stat,
+    attributed: Stat,
 }
 
 impl Row {
@@ -423,6 +452,9 @@ impl Row {
             endpoints: Stat::of(s, |x| per(x, x.usage.endpoints)),
             kthreads: Stat::of(s, |x| per(x, x.usage.kthreads)),
             softirq: Stat::of(s, |x| per(x, x.usage.softirq)),
+            attributed: Stat::of(s, |x| {
+                per(x, x.usage.proxy + x.usage.endpoints + x.usage.kthreads)
+            }),
             rest: Stat::of(s, |x| {
                 per(
                     x,
@@ -476,18 +508,23 @@ fn throughput_tables(out: &mut String, title: &str, rows: &[Row]) {
     }
     let _ = writeln!(
         out,
-        "\nWhere the system CPU went (CPU-s/GB, medians): endpoints = client + backend threads (TLS both ways, identical work on every path); proxy = its processes; kthreads = kworker + ksoftirqd; rest = system − the three (softirq on idle CPUs, other processes, measurement); softirq = ticks in softirq context, whoever ran.\n"
+        "\nWhere the CPU went (CPU-s/GB, medians): endpoints = client + backend threads (TLS both ways; softirq work that ran on their stacks is charged to them too); proxy = its processes; kthreads = kworker + ksoftirqd (the sockmap redirect's send side runs in a kworker); attributed = the sum of those three, from exact per-task clocks; system = /proc/stat (tick-sampled); rest = system − attributed (other processes, softirq on idle CPUs, tick-sampling error, which can be negative); softirq = ticks in softirq context, whoever ran.\n"
     );
-    let _ = writeln!(out, "| path | endpoints | proxy | kthreads | rest | softirq |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| path | endpoints | proxy | kthreads | attributed | system | rest | softirq |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
             r.path.title(),
             r.endpoints.med,
             r.proxy.med,
             r.kthreads.med,
+            r.attributed.med,
+            r.system.med,
             r.rest.med,
             r.softirq.med
         );
@@ -526,17 +563,20 @@ fn rr_table(out: &mut String, title: &str, rows: &[Row]) {
     }
     let _ = writeln!(
         out,
-        "\nSystem CPU-µs per round trip split: | path | endpoints | proxy | kthreads | rest |\n|---|---|---|---|---|"
+        "\nCPU-µs per round trip by where it ran (medians; attributed = endpoints + proxy + kthreads from exact per-task clocks; /proc/stat's tick sampling undercounts this sleep/wake-heavy load, hence negative rest):\n\n| path | endpoints | proxy | kthreads | attributed | system | rest | round trips per attributed CPU-s |\n|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
             r.path.title(),
             r.endpoints.med,
             r.proxy.med,
             r.kthreads.med,
-            r.rest.med
+            r.attributed.med,
+            r.system.med,
+            r.rest.med,
+            1e6 / r.attributed.med
         );
     }
     let _ = writeln!(out);
@@ -570,8 +610,9 @@ fn verdicts(out: &mut String, cases: &[(Case, Vec<Row>)], conns: usize) {
             line(
                 r <= 0.6,
                 format!(
-                    "{label}: sockmap splice {:.3} system CPU-s/GB = {r:.2}× HAProxy-splice's {:.3} (target ≤ 0.6×)",
-                    k.system.med, h.system.med
+                    "{label}: sockmap splice {:.3} system CPU-s/GB = {r:.2}× HAProxy-splice's {:.3} (target ≤ 0.6×; by exact per-task clocks {:.3} vs {:.3} = {:.2}×)",
+                    k.system.med, h.system.med, k.attributed.med, h.attributed.med,
+                    k.attributed.med / h.attributed.med
                 ),
             );
         }
@@ -580,8 +621,8 @@ fn verdicts(out: &mut String, cases: &[(Case, Vec<Row>)], conns: usize) {
             line(
                 r >= 2.0,
                 format!(
-                    "{label}: sockmap splice moves {r:.2}× the bytes per system CPU-second of the userspace fallback ({:.3} vs {:.3} CPU-s/GB; target ≥ 2×)",
-                    k.system.med, u.system.med
+                    "{label}: sockmap splice moves {r:.2}× the bytes per system CPU-second of the userspace fallback ({:.3} vs {:.3} CPU-s/GB; target ≥ 2×; by exact per-task clocks {:.2}×)",
+                    k.system.med, u.system.med, u.attributed.med / k.attributed.med
                 ),
             );
         }
@@ -605,6 +646,63 @@ fn verdicts(out: &mut String, cases: &[(Case, Vec<Row>)], conns: usize) {
     let _ = writeln!(out);
 }
 
+/// CPUs busy on average over `window` (what other processes on the machine use).
+fn background_busy(window: Duration) -> Result<f64> {
+    let a = tests::ptbench::cpu::SystemCpu::read()?;
+    std::thread::sleep(window);
+    let b = tests::ptbench::cpu::SystemCpu::read()?;
+    Ok(a.busy_secs_until(&b).0 / window.as_secs_f64())
+}
+
+/// Holds each sample until the machine is quiet.
+struct Gate {
+    deadline: Instant,
+    quiet_cpus: f64,
+    /// CPUs busy in the second before each sample.
+    backgrounds: Vec<f64>,
+    /// Samples taken above `quiet_cpus` because the budget ran out.
+    noisy: usize,
+    /// Samples that overlapped bench_l7 (budget or retries exhausted).
+    contended: usize,
+}
+
+impl Gate {
+    fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Waits until bench_l7 is gone and the machine's other load is at most `quiet_cpus`,
+    /// or the budget is spent.
+    fn wait_quiet(&mut self) -> Result<()> {
+        let mut said = false;
+        loop {
+            let left = self.left();
+            if !left.is_zero() && !peers::wait_until_gone("bench_l7", Duration::from_secs(30), left)
+            {
+                eprintln!("==> bench_l7 still running; wait budget spent, measuring anyway");
+            }
+            let busy = background_busy(Duration::from_secs(1))?;
+            if busy <= self.quiet_cpus {
+                self.backgrounds.push(busy);
+                return Ok(());
+            }
+            if self.left().is_zero() {
+                self.backgrounds.push(busy);
+                self.noisy += 1;
+                return Ok(());
+            }
+            if !said {
+                eprintln!(
+                    "==> machine busy ({busy:.2} CPUs by others); waiting for ≤ {:.2}",
+                    self.quiet_cpus
+                );
+                said = true;
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__ingressd") {
@@ -626,7 +724,7 @@ fn main() -> Result<()> {
         "needs CPUs 0 and 1 (client+backend vs proxy); this process may use {cpus}"
     );
     let needs_nginx = o.paths.contains(&Path::Nginx);
-    let needs_haproxy = o.paths.contains(&Path::Haproxy);
+    let needs_haproxy = o.paths.contains(&Path::Haproxy) || o.paths.contains(&Path::HaproxyAuto);
     let mut pkgs = vec![];
     if needs_nginx {
         pkgs.extend(["nginx", "libnginx-mod-stream"]);
@@ -652,15 +750,16 @@ fn main() -> Result<()> {
         );
     }
 
-    if !o.wait_l7.is_zero()
-        && !peers::wait_until_gone("bench_l7", Duration::from_secs(30), o.wait_l7)
-    {
-        eprintln!(
-            "==> bench_l7 still running after {:.0} min; measuring anyway (noted in the output)",
-            o.wait_l7.as_secs_f64() / 60.0
-        );
-    }
-    let l7_running = !peers::processes_matching("bench_l7").is_empty();
+    // The machine is shared: wait for the L7 benchmark (same two cores) to be gone and for
+    // the rest of the machine to be quiet before each sample, within one overall budget.
+    let wait_deadline = Instant::now() + o.wait;
+    let mut gate = Gate {
+        deadline: wait_deadline,
+        quiet_cpus: o.quiet_cpus,
+        backgrounds: Vec::new(),
+        noisy: 0,
+        contended: 0,
+    };
     let load_before = loadavg();
     let started = Instant::now();
 
@@ -671,8 +770,22 @@ fn main() -> Result<()> {
             let n = order.len();
             order.rotate_left(round % n);
             for p in order {
-                std::thread::sleep(o.pause);
-                let m = lab.run(p, case, &o, o.single_bytes)?;
+                let mut tries = 0;
+                let m = loop {
+                    std::thread::sleep(o.pause);
+                    gate.wait_quiet()?;
+                    let m = lab.run(p, case, &o, o.single_bytes)?;
+                    tries += 1;
+                    // A sample that overlapped the L7 benchmark is retaken once it is gone.
+                    if peers::processes_matching("bench_l7").is_empty() {
+                        break m;
+                    }
+                    if tries >= 3 || gate.left().is_zero() {
+                        gate.contended += 1;
+                        break m;
+                    }
+                    eprintln!("==> bench_l7 started during this sample; retaking it");
+                };
                 let s = Sample {
                     amount: m.amount,
                     usage: m.usage,
@@ -729,11 +842,27 @@ fn main() -> Result<()> {
         kernel.trim(),
         o.rounds,
         started.elapsed().as_secs_f64(),
-        if l7_running { "; bench_l7 WAS RUNNING during the measurement" } else { "; bench_l7 not running" }
+        if gate.contended > 0 { format!("; bench_l7 WAS RUNNING during {} samples", gate.contended) } else { "; bench_l7 not running during any kept sample".into() }
+    );
+    let bg = &gate.backgrounds;
+    let _ = writeln!(
+        out,
+        "- Background (the second before each sample, nothing of this benchmark running): median {:.2}, max {:.2} CPUs busy; each sample waited for ≤ {:.2}{}. Whatever else runs is inside the system figures.",
+        median(bg.clone()),
+        bg.iter().copied().fold(0.0, f64::max),
+        o.quiet_cpus,
+        if gate.noisy > 0 { format!(" ({} samples ran without reaching it: wait budget spent)", gate.noisy) } else { String::new() }
     );
     let _ = writeln!(
         out,
-        "- Pinning: each proxy on CPU {PROXY_CPU} (ingressd: 1 tokio worker; nginx: worker_processes 1; HAProxy: nbthread 1); client and backend threads on CPU {LOAD_CPU}. The kernel does the sockmap redirect in softirq and kworker context on whichever CPU the traffic arrives on (here mostly CPU {LOAD_CPU})."
+        "- Pinning: each proxy on CPU {PROXY_CPU} (ingressd: 1 tokio worker; nginx: worker_processes 1; HAProxy: nbthread 1); client and backend threads on CPU {LOAD_CPU}. The kernel does the sockmap redirect in softirq and kworker context on the CPU the bytes arrive on, which on loopback is the sender's: CPU {LOAD_CPU}, shared with the TLS endpoints."
+    );
+    let pipes = |p| lab.pipes(p).map_or("–".to_string(), |n| n.to_string());
+    let _ = writeln!(
+        out,
+        "- HAProxy 2.6 runs twice: `option splice-auto` alone, and with `option splice-request` + `option splice-response` added (forced). Pipe fds held after the run (HAProxy keeps the pipes it spliced through): splice-auto {}, forced {}. \"× HAProxy\" compares with the forced-splice row.",
+        pipes(Path::HaproxyAuto),
+        pipes(Path::Haproxy)
     );
     let _ = writeln!(
         out,
@@ -752,7 +881,6 @@ fn main() -> Result<()> {
         out,
         "- Proxy CPU = utime+stime of all its processes and threads (CPU-time clocks). System CPU = /proc/stat user+nice+system+irq+softirq deltas over both CPUs, so it includes the TLS endpoints, the kernel's splice work and anything else running; \"system − direct\" is what the proxy path adds.\n"
     );
-
     let mut per_case = Vec::new();
     for &case in &o.cases {
         let rows: Vec<Row> = o

@@ -252,8 +252,8 @@ mod tests {
 
     #[test]
     fn parses_proc_stat_and_pid_stat() {
-        let s = SystemCpu::parse("cpu  10 1 20 300 4 5 6 7 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
-            .unwrap();
+        let s =
+            SystemCpu::parse("cpu  10 1 20 300 4 5 6 7 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n").unwrap();
         assert_eq!(s.busy(), 10 + 1 + 20 + 5 + 6);
         assert!(SystemCpu::parse("intr 1 2\n").is_err());
         let line = "42 (a b) c) S 7 42 42 0 -1 4194560 100 0 0 0 11 22 0 0 20 0 1 0 5 0 0";

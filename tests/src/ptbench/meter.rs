@@ -71,7 +71,8 @@ impl Snap {
             softirq,
             proxy: (later.proxy - self.proxy).max(0.0),
             kthreads: self.kthreads.secs_until(&later.kthreads),
-            endpoints: (later.backend - self.backend).max(0.0) + (later.client - self.client).max(0.0),
+            endpoints: (later.backend - self.backend).max(0.0)
+                + (later.client - self.client).max(0.0),
         }
     }
 }

@@ -35,7 +35,8 @@ impl Proc {
         log: &Path,
         pin_dir: Option<PathBuf>,
     ) -> Result<Self> {
-        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out));
@@ -48,8 +49,7 @@ impl Proc {
             cmd.pre_exec(move || {
                 // The spawning thread is the bench's main thread, alive for the whole run.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0
-                    || libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-                        != 0
+                    || libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -97,7 +97,8 @@ impl Proc {
         let start = Instant::now();
         loop {
             self.check_alive()?;
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && ready(self)? {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && ready(self)?
+            {
                 break;
             }
             if start.elapsed() > limit {
@@ -160,7 +161,10 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
 pub fn nginx(dir: &Path, listen: SocketAddr, backend: SocketAddr, cpu: usize) -> Result<Proc> {
     let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
     if !module.exists() {
-        bail!("{} missing (apt-get install libnginx-mod-stream)", module.display());
+        bail!(
+            "{} missing (apt-get install libnginx-mod-stream)",
+            module.display()
+        );
     }
     let d = dir.display();
     let conf = format!(
@@ -201,8 +205,21 @@ stream {{
     Ok(p)
 }
 
-/// HAProxy `mode tcp`, routing on `req.ssl_sni`, with `option splice-auto`.
-pub fn haproxy(dir: &Path, listen: SocketAddr, backend: SocketAddr, cpu: usize) -> Result<Proc> {
+/// HAProxy `mode tcp`, routing on `req.ssl_sni`, with `option splice-auto`, and when
+/// `forced` also `option splice-request` + `option splice-response` (splice every transfer:
+/// on loopback HAProxy 2.6's splice-auto heuristic was seen never to engage).
+pub fn haproxy(
+    dir: &Path,
+    listen: SocketAddr,
+    backend: SocketAddr,
+    forced: bool,
+    cpu: usize,
+) -> Result<Proc> {
+    let force = if forced {
+        "    option splice-request\n    option splice-response\n"
+    } else {
+        ""
+    };
     let conf = format!(
         r#"global
     nbthread 1
@@ -211,7 +228,7 @@ pub fn haproxy(dir: &Path, listen: SocketAddr, backend: SocketAddr, cpu: usize) 
 defaults
     mode tcp
     option splice-auto
-    timeout connect 5s
+{force}    timeout connect 5s
     timeout client 120s
     timeout server 120s
 
@@ -225,13 +242,35 @@ backend b
     server s1 {backend}
 "#
     );
-    let path = dir.join("haproxy.cfg");
+    let tag = if forced { "forced" } else { "auto" };
+    let path = dir.join(format!("haproxy-{tag}.cfg"));
     std::fs::write(&path, conf)?;
     let mut cmd = Command::new("haproxy");
     cmd.arg("-db").arg("-f").arg(&path);
-    let mut p = Proc::spawn("haproxy", cmd, cpu, &dir.join("haproxy.out"), None)?;
+    let name = if forced {
+        "haproxy (forced splice)"
+    } else {
+        "haproxy (splice-auto)"
+    };
+    let mut p = Proc::spawn(
+        name,
+        cmd,
+        cpu,
+        &dir.join(format!("haproxy-{tag}.out")),
+        None,
+    )?;
     p.wait_listening(listen, Duration::from_secs(10), |_| Ok(true))?;
     Ok(p)
+}
+
+/// Pipe file descriptors held by `pids` (HAProxy keeps the pipes it spliced through).
+pub fn pipe_fds(pids: &[u32]) -> usize {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .flat_map(|d| d.flatten())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("pipe:"))
+        .count()
 }
 
 /// Manifests for `ingressd run --manifests`: the default IngressClass, a Service with a
@@ -321,10 +360,7 @@ pub fn ingressd(
         Engine::Kernel => "kernel",
         Engine::Userspace => "userspace",
     };
-    let pin_dir = PathBuf::from(format!(
-        "/sys/fs/bpf/bench-pt-{}-{tag}",
-        std::process::id()
-    ));
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/bench-pt-{}-{tag}", std::process::id()));
     let admin = SocketAddr::from(([127, 0, 0, 1], ports.1));
     let mut cmd = Command::new(exe);
     cmd.args(prefix)
@@ -377,8 +413,7 @@ fn readyz(admin: SocketAddr) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return false;
