@@ -13,7 +13,6 @@ pub mod l7;
 pub mod netns;
 pub mod packet;
 pub mod passthrough;
-pub mod ptbench;
 pub mod rbac;
 pub mod topology;
 pub mod upstream;

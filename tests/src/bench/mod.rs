@@ -1,9 +1,3 @@
-//! Helpers of the L7 benchmark (`bench_l7`): a fixed-response upstream, a full-handshake load
-//! generator, `wrk` output parsing, per-process CPU accounting, the peer proxies' configs and a
-//! guard that stops the processes it started.
-pub mod cpu;
-pub mod handshake;
-pub mod peers;
-pub mod stats;
-pub mod upstream;
-pub mod wrk;
+//! Helpers of the benchmark binaries (`src/bin/bench_*.rs`), one module per benchmark.
+pub mod l7;
+pub mod passthrough;

@@ -22,7 +22,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use tests::bench::{
+use tests::bench::l7::{
     cpu,
     handshake::{self, ClientTls, LoadReport},
     peers::{self, free_ports, output_bounded, Certs, Proc, HOST},

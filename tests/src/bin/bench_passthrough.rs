@@ -29,7 +29,7 @@ use clap::Parser as _;
 use rustls::ClientConfig;
 use tests::{
     passthrough::Pki,
-    ptbench::{
+    bench::passthrough::{
         cpu::{loadavg, pin_to_cpu},
         meter::{Meter, Usage},
         peers::{self, free_ports, Engine, Proc, HOST},
@@ -648,9 +648,9 @@ fn verdicts(out: &mut String, cases: &[(Case, Vec<Row>)], conns: usize) {
 
 /// CPUs busy on average over `window` (what other processes on the machine use).
 fn background_busy(window: Duration) -> Result<f64> {
-    let a = tests::ptbench::cpu::SystemCpu::read()?;
+    let a = tests::bench::passthrough::cpu::SystemCpu::read()?;
     std::thread::sleep(window);
-    let b = tests::ptbench::cpu::SystemCpu::read()?;
+    let b = tests::bench::passthrough::cpu::SystemCpu::read()?;
     Ok(a.busy_secs_until(&b).0 / window.as_secs_f64())
 }
 

@@ -112,13 +112,13 @@ impl Proc {
         }
         // nginx forks its worker after binding; give it a moment to appear.
         std::thread::sleep(Duration::from_millis(200));
-        self.pids = crate::ptbench::cpu::process_tree(self.pids[0]);
+        self.pids = crate::bench::passthrough::cpu::process_tree(self.pids[0]);
         Ok(())
     }
 
     /// CPU seconds of the whole tree so far.
     pub fn cpu_secs(&self) -> f64 {
-        crate::ptbench::cpu::tree_cpu_secs(&self.pids)
+        crate::bench::passthrough::cpu::tree_cpu_secs(&self.pids)
     }
 }
 
