@@ -28,13 +28,13 @@ use anyhow::{bail, ensure, Context as _, Result};
 use clap::Parser as _;
 use rustls::ClientConfig;
 use tests::{
-    passthrough::Pki,
     bench::passthrough::{
         cpu::{loadavg, pin_to_cpu},
         meter::{Meter, Usage},
         peers::{self, free_ports, Engine, Proc, HOST},
         traffic::{self, Backend, Measured},
     },
+    passthrough::Pki,
 };
 
 const LOAD_CPU: usize = 0;

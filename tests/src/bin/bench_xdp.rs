@@ -17,8 +17,10 @@ const REDIRECT: u32 = 4;
 const BACKENDS: u8 = 64;
 
 struct Args {
-    /// Profile mode: time only new flows, for this many calls, in the small configuration.
-    profile_new_flows: usize,
+    /// Profile mode (for `perf record`): time only this case, `profile_calls` times, in the
+    /// small configuration.
+    profile: Option<Case>,
+    profile_calls: usize,
     calls: usize,
     batches: usize,
     big_vips: u32,
@@ -27,7 +29,8 @@ struct Args {
 
 fn args() -> Result<Args> {
     let mut a = Args {
-        profile_new_flows: 0,
+        profile: None,
+        profile_calls: 300_000,
         calls: 20_000,
         batches: 5,
         big_vips: 10_000,
@@ -35,13 +38,24 @@ fn args() -> Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let v: usize = it.next().context("flag needs a value")?.parse()?;
+        let raw = it.next().context("flag needs a value")?;
+        if k == "--profile" {
+            a.profile = Some(match raw.as_str() {
+                "non-vip" => Case::NonVip,
+                "ct-hit" => Case::ConntrackHit,
+                "new-flow" => Case::NewFlow,
+                "reply" => Case::Reply,
+                other => bail!("--profile {other}: expected non-vip, ct-hit, new-flow or reply"),
+            });
+            continue;
+        }
+        let v: usize = raw.parse()?;
         match k.as_str() {
             "--calls" => a.calls = v,
             "--batches" => a.batches = v,
             "--vips" => a.big_vips = v as u32,
             "--conntrack" => a.big_conntrack = v as u32,
-            "--profile-new-flows" => a.profile_new_flows = v,
+            "--profile-calls" => a.profile_calls = v,
             _ => bail!("unknown flag {k}"),
         }
     }
@@ -201,7 +215,11 @@ impl<'a> Bench<'a> {
                     let p = parse(&out[..r.2]).context("new-flow output")?;
                     ensure!(
                         p.src.to_string() == SNAT_V4 && p.l4_csum_ok,
-                        "new flow not translated"
+                        "new flow {} not translated: verdict {}, checksum ok {}, drops so far: {}",
+                        self.next_flow - 1,
+                        r.0,
+                        p.l4_csum_ok,
+                        self.drops()?
                     );
                     r
                 }
@@ -211,6 +229,17 @@ impl<'a> Bench<'a> {
             total += d;
         }
         Ok(total.as_nanos() as f64 / calls as f64)
+    }
+
+    /// The drop counters that are not zero, for error messages.
+    fn drops(&self) -> Result<String> {
+        let stats = self.lab.datapath.counters()?.stats()?;
+        Ok(stats
+            .iter()
+            .filter(|(s, c)| s.is_drop() && c.packets > 0)
+            .map(|(s, c)| format!("{} {}", s.name(), c.packets))
+            .collect::<Vec<_>>()
+            .join(", "))
     }
 
     /// The optimistic figure: `repeat` runs in one call (valid only where output == input).
@@ -275,10 +304,18 @@ fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) ->
     // Fill conntrack with distinct flows through the program itself.
     let prog = lab.prog()?;
     let mut out = vec![0u8; 512];
+    let mut refused = 0u32;
     for _ in 0..prefill {
         let f = bench.new_flow_frame();
-        call(prog, &f, lab.ifindex_a, &mut out)?;
+        if call(prog, &f, lab.ifindex_a, &mut out)?.0 != REDIRECT {
+            refused += 1;
+        }
     }
+    ensure!(
+        refused == 0,
+        "{refused} of {prefill} prefill flows were not forwarded: {}",
+        bench.drops()?
+    );
     let mut rows: Vec<Row> = Case::ALL
         .iter()
         .map(|c| Row {
@@ -330,13 +367,40 @@ fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) ->
     Ok(rows)
 }
 
+/// Keeps the benchmark on one CPU: every call then uses the same per-CPU LRU list and
+/// scratch slot, and the other core stays free for the rest of the machine.
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only
+    // touch the set passed to them.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    ensure!(
+        rc == 0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// Conntrack capacity that holds `flows` entries on one CPU without evicting: the maps use
+/// per-CPU LRU lists (BPF_F_NO_COMMON_LRU), each with capacity / CPUs entries.
+fn capacity_for(flows: u32) -> u32 {
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
+    (flows.saturating_add(flows / 8).saturating_add(4096)).saturating_mul(cpus)
+}
+
 fn main() -> Result<()> {
     let a = args()?;
-    if a.profile_new_flows > 0 {
+    pin_to_cpu(aya::util::nr_cpus().map_or(0, |n| n.saturating_sub(1)))?;
+    if let Some(case) = a.profile {
         let mut lab = XdpLab::with_ports(
             &services(1),
             1,
-            4 * a.profile_new_flows as u32,
+            capacity_for(a.profile_calls as u32),
             (1024, 65535),
         )?;
         lab.add_backend_neighbours(BACKENDS)?;
@@ -353,18 +417,21 @@ fn main() -> Result<()> {
             .context("xdp_pass")?
             .try_into()?;
         let mut bench = Bench::new(&lab, pass, "198.19.0.1".into())?;
-        let ns = bench.batch(Case::NewFlow, a.profile_new_flows)?;
+        let ns = bench.batch(case, a.profile_calls)?;
         println!(
-            "new flow: {ns:.1} ns raw per call over {} calls",
-            a.profile_new_flows
+            "{}: {ns:.1} ns raw per call over {} calls",
+            case.name(),
+            a.profile_calls
         );
         return Ok(());
     }
-    let small = run_config("1 VIP", 1, 65_536, 0, &a)?;
+    // New flows created by the timed batches also stay in the table.
+    let timed_flows = (a.calls * a.batches) as u32;
+    let small = run_config("1 VIP", 1, capacity_for(timed_flows), 0, &a)?;
     let big = run_config(
         &format!("{} VIPs, {} conntrack entries", a.big_vips, a.big_conntrack),
         a.big_vips,
-        a.big_conntrack.saturating_mul(2),
+        capacity_for(a.big_conntrack.saturating_add(timed_flows)),
         a.big_conntrack,
         &a,
     )?;
