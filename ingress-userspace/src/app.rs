@@ -30,6 +30,7 @@ use crate::{
     cli::{Cli, Command, RunArgs},
     config::{self, parse_port_range, Settings},
     maps::{
+        kernel_log,
         loader::{self, Datapath, LoaderOptions},
         neigh,
         writer::AyaMapWriter,
@@ -136,7 +137,15 @@ impl Kernel {
             pin_dir: Some(x.pin.pin_dir.clone()),
             max_vips: x.max_vips,
             conntrack_entries: x.conntrack_entries,
+            kernel_log: args.kernel_log,
         })?;
+        if args.kernel_log {
+            kernel_log::spawn(datapath.ebpf_mut())?;
+            info!(
+                "kernel log records on (--kernel-log), target {}",
+                kernel_log::TARGET
+            );
+        }
         let applier = L4Applier::new(datapath.map_writer()?, snat)?;
         let splice =
             (!args.passthrough_userspace).then(|| splice::attach_kernel(datapath.ebpf_mut()));
@@ -195,6 +204,7 @@ impl App {
         let proxy = Proxy::new(ProxyOptions::from_run_args(&args))?;
         let pt_config = PassthroughConfig {
             userspace: args.passthrough_userspace,
+            kernel_log: args.kernel_log,
             ..Default::default()
         };
         let (kernel, kernel_metrics, passthrough) = if args.xdp.interfaces.is_empty() {

@@ -114,6 +114,11 @@ pub struct RunArgs {
     /// TLS passthrough: force the userspace copy instead of the sockmap splice.
     #[arg(long)]
     pub passthrough_userspace: bool,
+    /// Debugging: turn on the kernel programs' log statements (drops, new flows, unpaired
+    /// splice sockets) and log them under target `ingress::programs`. Costs a ring-buffer
+    /// write per logged packet; off, the statements are removed at load.
+    #[arg(long)]
+    pub kernel_log: bool,
 }
 
 /// Kernel data path settings.

@@ -3,6 +3,7 @@ use clap::Parser as _;
 
 fn main() -> anyhow::Result<()> {
     let cli = ingress::cli::Cli::parse();
-    ingress::telemetry::init(cli.log_format);
+    let kernel_log = matches!(&cli.command, ingress::cli::Command::Run(r) if r.kernel_log);
+    ingress::telemetry::init(cli.log_format, kernel_log);
     ingress::app::main(cli)
 }

@@ -4,8 +4,14 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::LogFormat;
 
 /// Installs the global subscriber; safe to call more than once (later calls are ignored).
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// `kernel_log` lets the kernel programs' records (all at debug level) through the filter.
+pub fn init(format: LogFormat, kernel_log: bool) {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if kernel_log {
+        if let Ok(d) = format!("{}=trace", crate::maps::kernel_log::TARGET).parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

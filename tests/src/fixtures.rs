@@ -24,7 +24,9 @@ pub struct Fixture {
 impl Fixture {
     /// Loads `name` (the big L4 maps shrunk to nothing: fixtures do not use them).
     pub fn load(name: &'static str) -> Result<Self> {
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        ingress::maps::kernel_log::configure(&mut loader, false);
+        let mut ebpf = loader
             .map_max_entries(names::MAGLEV, 1)
             .map_max_entries(names::CONNTRACK, 2)
             .map_max_entries(names::REPLY_NAT, 2)

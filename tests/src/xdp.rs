@@ -103,6 +103,21 @@ impl XdpLab {
         conntrack: u32,
         ports: (u16, u16),
     ) -> Result<Self> {
+        Self::build(services, max_vips, conntrack, ports, false)
+    }
+
+    /// Like [`XdpLab::new`] with the kernel programs' log statements turned on.
+    pub fn with_kernel_log(services: &[L4Service]) -> Result<Self> {
+        Self::build(services, 16, 4096, (20000, 29999), true)
+    }
+
+    fn build(
+        services: &[L4Service],
+        max_vips: u32,
+        conntrack: u32,
+        ports: (u16, u16),
+        kernel_log: bool,
+    ) -> Result<Self> {
         crate::netns::require_privileges()?;
         let ns = NetNs::new("xl")?;
         for cmd in [
@@ -133,6 +148,7 @@ impl XdpLab {
             pin_dir: None,
             max_vips,
             conntrack_entries: conntrack,
+            kernel_log,
         })?;
         let writer = datapath.map_writer()?;
         let snat = SnatSettings {

@@ -4,6 +4,7 @@ use aya_ebpf::{
     bindings::sk_action, helpers::bpf_get_socket_cookie, macros::stream_verdict,
     programs::SkBuffContext, EbpfContext,
 };
+use aya_log_ebpf::debug;
 
 use crate::maps::{SPLICE_PEERS, SPLICE_SOCKS};
 
@@ -19,6 +20,7 @@ pub fn sk_passthrough(ctx: SkBuffContext) -> u32 {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let Some(peer) = SPLICE_PEERS.get_ptr_mut(cookie) else {
         // Not (or no longer) paired: nothing sane to do with the bytes.
+        debug!(&ctx, "unpaired socket {}: {} bytes dropped", cookie, len);
         return sk_action::SK_DROP;
     };
     // SAFETY: `peer` points into a live map value. The verdict of one socket runs under that

@@ -6,6 +6,7 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
+use aya_log_ebpf::debug;
 use ingress_common::{
     conntrack::{FlowKey, FlowNat, Hop, ReplyNat},
     counters::Stat,
@@ -67,6 +68,10 @@ impl Outcome {
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let out = try_lb(&ctx);
+    if out.action == xdp_action::XDP_DROP {
+        // Dead code unless loaded with --kernel-log (AYA_LOG_LEVEL is a load-time constant).
+        debug!(&ctx, "drop: stat {} vip {}", out.stat as u32, out.vip_id);
+    }
     counters::count(out.stat, bytes);
     if let Some(e) = out.egress {
         counters::count(e, bytes);
@@ -316,6 +321,13 @@ fn new_flow(
         _pad: 0,
     };
     let port = reserve_port(&mut scratch.rkey, &scratch.reply, maglev::port_hash(h), cfg)?;
+    debug!(
+        ctx,
+        "new flow: vip {} backend {} snat port {}",
+        meta.id,
+        backend_id,
+        u16::from_be(port)
+    );
     let to_backend = Tuple {
         src: snat,
         dst: scratch.rkey.src,

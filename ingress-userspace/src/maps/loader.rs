@@ -68,6 +68,8 @@ pub struct LoaderOptions {
     pub pin_dir: Option<PathBuf>,
     pub max_vips: u32,
     pub conntrack_entries: u32,
+    /// Turn on the kernel programs' log statements (see [`super::kernel_log`]).
+    pub kernel_log: bool,
 }
 
 impl Default for LoaderOptions {
@@ -76,6 +78,7 @@ impl Default for LoaderOptions {
             pin_dir: None,
             max_vips: names::DEFAULT_MAX_VIPS,
             conntrack_entries: names::DEFAULT_CONNTRACK_ENTRIES,
+            kernel_log: false,
         }
     }
 }
@@ -128,6 +131,7 @@ impl Datapath {
     pub fn load(opts: &LoaderOptions) -> Result<Self, LoadError> {
         raise_memlock();
         let mut loader = EbpfLoader::new();
+        super::kernel_log::configure(&mut loader, opts.kernel_log);
         // Two ring slots per array element (see ingress_common::maps::MAGLEV).
         let ring_entries = opts.max_vips.saturating_mul(MAGLEV_RING_SIZE).div_ceil(2);
         loader

@@ -5,6 +5,7 @@
 
 pub mod counters;
 pub mod fake;
+pub mod kernel_log;
 pub mod loader;
 pub mod maglev;
 pub mod neigh;

@@ -51,6 +51,8 @@ pub struct PassthroughConfig {
     pub max_handshakes: usize,
     /// Backend connect timeout per endpoint tried.
     pub connect_timeout: Duration,
+    /// Turn on the splice program's log statements when this loads its own object.
+    pub kernel_log: bool,
 }
 
 impl Default for PassthroughConfig {
@@ -60,6 +62,7 @@ impl Default for PassthroughConfig {
             peek: PeekLimits::default(),
             max_handshakes: 1024,
             connect_timeout: Duration::from_secs(5),
+            kernel_log: false,
         }
     }
 }
@@ -242,7 +245,7 @@ impl Passthrough {
         if cfg.userspace {
             return Self::start_with_kernel(cfg, None).await;
         }
-        let kernel = splice::load_kernel();
+        let kernel = splice::load_kernel(cfg.kernel_log);
         Self::start_with_kernel(cfg, Some(kernel)).await
     }
 

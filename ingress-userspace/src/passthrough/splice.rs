@@ -84,8 +84,9 @@ impl std::fmt::Debug for KernelSplice {
 /// Loads the kernel object for the splice only and attaches the verdict program to the
 /// sockhash. Maps of the XDP program are shrunk to one entry since it is not loaded here.
 /// With a unified loader, call [`attach_kernel`] on its object instead.
-pub fn load_kernel() -> Result<KernelSplice, SpliceError> {
+pub fn load_kernel(kernel_log: bool) -> Result<KernelSplice, SpliceError> {
     let mut loader = EbpfLoader::new();
+    crate::maps::kernel_log::configure(&mut loader, kernel_log);
     for map in [
         names::VIPS,
         "VIP_ADDRS",
@@ -98,6 +99,12 @@ pub fn load_kernel() -> Result<KernelSplice, SpliceError> {
         loader.map_max_entries(map, 1);
     }
     let mut ebpf = loader.load(crate::maps::OBJECT)?;
+    if kernel_log {
+        // A debugging aid: the splice works without it.
+        if let Err(e) = crate::maps::kernel_log::spawn(&mut ebpf) {
+            tracing::warn!(error = %e, "kernel log records unavailable");
+        }
+    }
     let mut kernel = attach_kernel(&mut ebpf)?;
     kernel._ebpf = Some(ebpf);
     Ok(kernel)
@@ -186,7 +193,7 @@ fn sock_id(s: &TcpStream) -> io::Result<SockId> {
 impl SpliceEngine {
     /// Loads the program and starts the close watcher; needs a tokio runtime.
     pub fn new() -> Result<Self, SpliceError> {
-        Self::with_kernel(load_kernel()?)
+        Self::with_kernel(load_kernel(false)?)
     }
 
     /// An engine over an attached program (from [`load_kernel`] or [`attach_kernel`]).

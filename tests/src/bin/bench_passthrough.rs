@@ -710,7 +710,10 @@ fn main() -> Result<()> {
         let cli = ingress::cli::Cli::parse_from(
             std::iter::once("ingressd".to_string()).chain(args[2..].iter().cloned()),
         );
-        ingress::telemetry::init(cli.log_format);
+        ingress::telemetry::init(
+            cli.log_format,
+            matches!(&cli.command, ingress::cli::Command::Run(r) if r.kernel_log),
+        );
         return ingress::app::main(cli);
     }
     let o = Opts::parse(&args[1..])?;

@@ -93,6 +93,7 @@ impl Rig {
                         pin_dir: None,
                         max_vips: 4,
                         conntrack_entries: 1 << 16,
+                        kernel_log: false,
                     })?;
                     for l in &links {
                         dp.attach(l, false)?;

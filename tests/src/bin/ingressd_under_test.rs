@@ -4,6 +4,9 @@ use clap::Parser as _;
 
 fn main() -> anyhow::Result<()> {
     let cli = ingress::cli::Cli::parse();
-    ingress::telemetry::init(cli.log_format);
+    ingress::telemetry::init(
+        cli.log_format,
+        matches!(&cli.command, ingress::cli::Command::Run(r) if r.kernel_log),
+    );
     ingress::app::main(cli)
 }

@@ -1130,6 +1130,7 @@ fn startup_steps(run: &RunArgs, pin_dir: &Path, backend: SocketAddr, out: &mut S
             pin_dir: Some(pin_dir.to_path_buf()),
             max_vips: run.xdp.max_vips,
             conntrack_entries: run.xdp.conntrack_entries,
+            kernel_log: run.kernel_log,
         })
         .map_err(|e| format!("{e:#}"))
     );

@@ -2,6 +2,7 @@
 //! the reason when the machine cannot run them; they are never skipped silently.
 
 mod deploy;
+mod kernel_log;
 mod kube_mode;
 mod kube_source;
 mod l7_annotations;

@@ -133,6 +133,7 @@ async fn kernel_splice_self_test_passes() {
 #[tokio::test]
 async fn kernel_splice_on_an_object_loaded_elsewhere() {
     let mut loader = aya::EbpfLoader::new();
+    ingress::maps::kernel_log::configure(&mut loader, false);
     for map in [
         "VIPS",
         "VIP_ADDRS",

@@ -14,6 +14,7 @@ fn opts(dir: &std::path::Path) -> LoaderOptions {
         pin_dir: Some(dir.to_path_buf()),
         max_vips: 4,
         conntrack_entries: 1024,
+        kernel_log: false,
     }
 }
 

@@ -45,6 +45,7 @@ fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal
         pin_dir: None,
         max_vips: 4,
         conntrack_entries: 4096,
+        kernel_log: false,
     })
     .unwrap();
     for link in &topo.node_links {
