@@ -19,7 +19,9 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{headers::ForwardedValues, limits::FramingGuard, service, Proxy, Shared};
+use super::{
+    headers::ForwardedValues, limits::FramingGuard, preface::Preface, service, Proxy, Shared,
+};
 
 /// Binds a listening socket for the proxy: `SO_REUSEADDR`, a deep accept backlog, and for
 /// IPv6 addresses `IPV6_V6ONLY` off so `[::]` serves IPv4 too.
@@ -209,7 +211,8 @@ async fn serve_conn<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (io, framing) = FramingGuard::new(stream);
+    let (io, decided) = Preface::new(stream);
+    let (io, framing) = FramingGuard::new(io);
     let ctx = Arc::new(ConnCtx {
         tls,
         fwd: ForwardedValues::new(peer.ip(), local.port(), tls),
@@ -228,11 +231,15 @@ async fn serve_conn<S>(
     tokio::pin!(conn);
     let stop = shared.drain.stop.clone();
     let force = shared.drain.force.clone();
+    let silent = decided.expired(shared.options.limits.header_read_timeout);
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+        }
+        _ = silent => {
+            tracing::debug!(%peer, "no request started within the header-read timeout: closed");
         }
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();

@@ -16,6 +16,7 @@ pub mod headers;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod preface;
 pub mod router;
 mod service;
 pub mod tls;

@@ -1061,7 +1061,8 @@ fn map_memory(datapath: &ingress::maps::loader::Datapath) -> Result<u64, String>
             | Map::PerCpuArray(d)
             | Map::PerCpuHashMap(d)
             | Map::SockHash(d)
-            | Map::SockMap(d) => d,
+            | Map::SockMap(d)
+            | Map::RingBuf(d) => d,
             _ => return Err(format!("map {name}: type not handled by this test")),
         };
         let fd = data.fd().as_fd().as_raw_fd();
@@ -1318,6 +1319,19 @@ fn deploy_capabilities_are_enough_for_ingressd_startup_and_each_is_needed() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     let entries: Vec<Value> = serde_json::from_str(&dump).expect("bpftool JSON");
     assert_eq!(entries.len(), 1, "one VIP programmed: {dump}");
+    // BTF-typed: bpftool names the fields of VipKey and VipMeta, as the README shows.
+    for field in [
+        "\"addr\"",
+        "\"port\"",
+        "\"proto\"",
+        "\"family\"",
+        "\"backends\"",
+    ] {
+        assert!(
+            dump.contains(field),
+            "bpftool dump lacks field {field}: {dump}"
+        );
+    }
     let iface = &run.xdp.interfaces[0];
     assert!(
         pins.0.join(format!("links/xdp_{iface}")).exists(),

@@ -146,3 +146,63 @@ async fn l7_h2_max_concurrent_streams_advertised() -> anyhow::Result<()> {
     assert_eq!(client.current_max_send_streams(), 7);
     Ok(())
 }
+
+/// Reads until the server closes the connection; returns how long that took, or None if it
+/// was still open after `limit`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    limit: Duration,
+) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    let mut sink = Vec::new();
+    match tokio::time::timeout(limit, s.read_to_end(&mut sink)).await {
+        Ok(_) => Some(started.elapsed()),
+        Err(_) => None,
+    }
+}
+
+/// Connections that never start a request (silent, or stalled inside the HTTP/2 preface,
+/// plain or after TLS) are closed by the header-read timeout too, before hyper's own timer
+/// would start.
+#[tokio::test]
+async fn l7_silent_and_stalled_preface_connections_are_closed() -> anyhow::Result<()> {
+    let up = TestServer::echo("quiet").await?;
+    let t = target("quiet", upstream("quiet", &[up.addr]));
+    let opts = ProxyOptions {
+        access_log: false,
+        limits: Limits {
+            header_read_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    let limit = Duration::from_secs(3);
+
+    let mut silent = tokio::net::TcpStream::connect(l7.http).await?;
+    let took = closed_within(&mut silent, limit).await;
+    assert!(
+        took.is_some_and(|d| d >= Duration::from_millis(400)),
+        "silent: {took:?}"
+    );
+
+    let mut stalled = tokio::net::TcpStream::connect(l7.http).await?;
+    stalled.write_all(b"PRI * HTTP/2.0\r\n").await?;
+    let took = closed_within(&mut stalled, limit).await;
+    assert!(took.is_some(), "stalled in the h2 preface: still open");
+
+    let insecure = tests::certs::insecure_client_config(&[b"h2", b"http/1.1"])?;
+    let mut tls = tls_connect(l7.https, "quiet.example", insecure).await?;
+    let took = closed_within(&mut tls, limit).await;
+    assert!(took.is_some(), "silent after the TLS handshake: still open");
+
+    // A client that does send a request in time is served as before.
+    let mut ok = tokio::net::TcpStream::connect(l7.http).await?;
+    ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut all = Vec::new();
+    ok.read_to_end(&mut all).await?;
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"));
+    assert_eq!(up.connections.load(SeqCst), 1);
+    Ok(())
+}
