@@ -47,10 +47,14 @@ async fn setup_with(
     behavior: BackendBehavior,
     bind: &str,
 ) -> Setup {
+    setup_on(Passthrough::start(cfg).await, mode, behavior, bind).await
+}
+
+/// Like [`setup_with`] over an engine the caller started.
+async fn setup_on(pt: Passthrough, mode: Mode, behavior: BackendBehavior, bind: &str) -> Setup {
     let pki = Pki::new();
     let proxy_protocol = behavior.expect_proxy;
     let backend = TlsBackend::start(pki.server_config(&[PASS, "*.wild.test"]), behavior).await;
-    let pt = Passthrough::start(cfg).await;
     assert_eq!(
         pt.is_kernel_splice(),
         mode == Mode::Kernel,
@@ -170,6 +174,23 @@ async fn basic_passthrough_userspace_copy() {
     let mut s = setup(Mode::Userspace).await;
     echo_once(&mut s, PASS, b"hello through userspace").await;
     echo_once(&mut s, "a.wild.test", &vec![7u8; 300_000]).await;
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn unavailable_splice_falls_back_to_the_userspace_copy() {
+    // The kernel side could not be had (here: its program missing); the splice was not
+    // disabled by the operator, so the engine falls back by itself.
+    let failed = Err(ingress::passthrough::splice::SpliceError::MissingProgram);
+    let pt = Passthrough::start_with_kernel(config(Mode::Kernel), Some(failed)).await;
+    let mut s = setup_on(
+        pt,
+        Mode::Userspace,
+        BackendBehavior::default(),
+        "127.0.0.1:0",
+    )
+    .await;
+    echo_once(&mut s, PASS, b"through the fallback").await;
     assert_clean(&s).await;
 }
 

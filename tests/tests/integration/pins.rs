@@ -70,3 +70,50 @@ fn pinned_maps_are_adopted_by_version_and_stale_versions_removed() {
     assert!(!dir.exists());
     assert!(cleanup(&dir).unwrap().is_empty(), "cleanup is idempotent");
 }
+
+/// Native XDP where the driver has it (veth), generic (skb) mode with a warning where it does
+/// not (the loopback device), without the operator asking.
+#[test]
+fn native_attach_falls_back_to_generic_where_the_driver_lacks_xdp() {
+    tests::netns::require_privileges().expect("privileged test");
+    let ns = tests::netns::NetNs::new("xg").expect("namespace");
+    for cmd in [
+        "ip link set lo up",
+        "ip link add v0 type veth peer name v1",
+        "ip link set v0 up",
+        "ip link set v1 up",
+    ] {
+        ns.run(cmd).expect(cmd);
+    }
+    let guard = ns.enter().expect("enter namespace");
+    let mut dp = Datapath::load(&LoaderOptions {
+        pin_dir: None,
+        max_vips: 4,
+        conntrack_entries: 1024,
+        kernel_log: false,
+    })
+    .expect("load");
+    assert_eq!(
+        dp.attach("lo", false).expect("attach lo"),
+        aya::programs::XdpMode::Skb
+    );
+    assert_eq!(
+        dp.attach("v0", false).expect("attach v0"),
+        aya::programs::XdpMode::Driver
+    );
+    let shown = ns.run("ip -d link show").expect("ip link");
+    let line = |name: &str| {
+        shown
+            .lines()
+            .find(|l| l.contains(&format!(": {name}:")) || l.contains(&format!(": {name}@")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("lo").contains("xdpgeneric"), "{shown}");
+    assert!(
+        line("v0").contains("xdp ") || line("v0").contains("xdp/"),
+        "{shown}"
+    );
+    drop(dp);
+    drop(guard);
+}

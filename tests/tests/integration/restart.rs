@@ -140,6 +140,32 @@ fn l4_path_keeps_forwarding_through_kill_9_and_restart() {
             }
         }));
     }
+    // One long-lived connection, established before the kill and used again after the
+    // restart: its conntrack entry must carry it through.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let held = {
+        let ns = topo.client.name.clone();
+        thread::spawn(move || -> Result<(String, String), String> {
+            let f =
+                std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
+            nix_setns(&f);
+            let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(1))
+                .map_err(|e| format!("connect: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .map_err(|e| e.to_string())?;
+            let mut talk = |msg: &str| -> Result<String, String> {
+                s.write_all(msg.as_bytes())
+                    .map_err(|e| format!("{msg}: {e}"))?;
+                let mut buf = [0u8; 256];
+                let n = s.read(&mut buf).map_err(|e| format!("{msg}: {e}"))?;
+                Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+            };
+            let before = talk("held-before")?;
+            go_rx.recv().map_err(|e| e.to_string())?;
+            let after = talk("held-after")?;
+            Ok((before, after))
+        })
+    };
     thread::sleep(Duration::from_millis(700));
     let before_kill = ok.load(Ordering::Relaxed);
     first.signal(libc::SIGKILL).unwrap();
@@ -157,6 +183,18 @@ fn l4_path_keeps_forwarding_through_kill_9_and_restart() {
     .unwrap();
     second.wait_ready(Duration::from_secs(20)).unwrap();
     thread::sleep(Duration::from_millis(700));
+    go_tx.send(()).unwrap();
+    let (before, after) = held
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("held connection: {e}"));
+    let backend = before.split(' ').next().unwrap_or_default().to_string();
+    assert!(before.ends_with("held-before"), "{before}");
+    assert_eq!(
+        after,
+        format!("{backend} held-after"),
+        "the established connection survives kill -9 + restart on the same backend"
+    );
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();
@@ -180,9 +218,45 @@ fn l4_path_keeps_forwarding_through_kill_9_and_restart() {
         second.log_text()
     );
     let metrics = second.metrics().unwrap_or_default();
+    for series in [
+        "ingress_xdp_packets_total{outcome=\"fwd_new_flow\"}",
+        "ingress_xdp_packets_total{outcome=\"fwd_conntrack\"}",
+        "ingress_xdp_vip_packets_total{vip=\"",
+        "ingress_xdp_vip_bytes_total{vip=\"",
+        "ingress_xdp_conntrack_entries ",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "/metrics lacks {series}:\n{metrics}"
+        );
+    }
+
+    // `inspect` reads the same state from the pins, in human terms.
+    let out = std::process::Command::new(BIN)
+        .args(["inspect", "--pin-dir", &pin_dir, "--conntrack", "3"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
     assert!(
-        metrics.contains("ingress_xdp_packets_total{outcome=\"fwd_new_flow\"}"),
-        "{metrics}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "VIPs: 1",
+        "198.19.0.10:80/tcp  backends 2",
+        "Maglev slots",
+        "conntrack: ",
+        "fwd_new_flow",
+    ] {
+        assert!(
+            report.contains(needle),
+            "inspect lacks {needle:?}:\n{report}"
+        );
+    }
+    assert!(
+        !report.contains("conntrack: 0 flows"),
+        "inspect sees the flows:\n{report}"
     );
 
     // `cleanup` detaches everything and removes the pins.
