@@ -403,6 +403,8 @@ spec:
         "5s",
         "--pin-dir",
         &format!("/sys/fs/bpf/ingressd-drain-{}", std::process::id()),
+        "--log-format",
+        "json",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -443,5 +445,28 @@ spec:
         status.success(),
         "exit status {status}; log:\n{}",
         p.log_text()
+    );
+
+    // `--log-format json`: every line is one JSON object with level, target and message,
+    // access-log records included (one per request, with its fields at the top level).
+    let log = p.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|v| v["level"].is_string() && v["target"].is_string()),
+        "{log}"
+    );
+    let access = lines
+        .iter()
+        .filter(|v| v["host"] == "slow.test" && v["status"] == 200)
+        .count();
+    assert_eq!(
+        access, 20,
+        "one access record per in-flight request:\n{log}"
     );
 }
