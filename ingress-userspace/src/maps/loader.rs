@@ -90,6 +90,32 @@ pub struct Datapath {
     /// Interface name -> attach mode, and the link this process still holds (a freshly pinned
     /// link is handed to bpffs and not held).
     attached: BTreeMap<String, (XdpMode, Option<XdpLinkId>)>,
+    /// Pinned maps adopted with another capacity than this process asked for.
+    resized: Vec<CapacityMismatch>,
+}
+
+/// A pinned map whose capacity differs from the one asked for: the pinned map is kept (its
+/// state is live traffic), so the new size only takes effect after `ingressd cleanup`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapacityMismatch {
+    pub map: &'static str,
+    pub pinned: u32,
+    pub wanted: u32,
+}
+
+/// Compares the capacity of each pinned map in `wanted` with the requested one.
+fn capacity_mismatches(maps: &Path, wanted: &[(&'static str, u32)]) -> Vec<CapacityMismatch> {
+    wanted
+        .iter()
+        .filter_map(|(map, want)| {
+            let info = aya::maps::MapInfo::from_pin(maps.join(map)).ok()?;
+            (info.max_entries() != *want).then_some(CapacityMismatch {
+                map,
+                pinned: info.max_entries(),
+                wanted: *want,
+            })
+        })
+        .collect()
 }
 
 /// Directory of the maps of the current layout version.
@@ -142,8 +168,28 @@ impl Datapath {
             .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
             .map_max_entries(names::REPLY_NAT, opts.conntrack_entries);
         let mut paths = Vec::new();
+        let mut resized = Vec::new();
         if let Some(dir) = &opts.pin_dir {
             let maps = maps_dir(dir);
+            resized = capacity_mismatches(
+                &maps,
+                &[
+                    (names::VIPS, opts.max_vips),
+                    (names::VIP_ADDRS, opts.max_vips),
+                    (names::VIP_STATS, opts.max_vips),
+                    (names::MAGLEV, ring_entries),
+                    (names::CONNTRACK, opts.conntrack_entries),
+                    (names::REPLY_NAT, opts.conntrack_entries),
+                ],
+            );
+            for m in &resized {
+                warn!(
+                    map = m.map,
+                    pinned = m.pinned,
+                    wanted = m.wanted,
+                    "pinned map kept at its old capacity (it holds live state); run `ingressd cleanup` and restart to resize"
+                );
+            }
             std::fs::create_dir_all(&maps)
                 .map_err(io_err(format!("creating {}", maps.display())))?;
             for name in PINNED_MAPS {
@@ -170,7 +216,13 @@ impl Datapath {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             attached: BTreeMap::new(),
+            resized,
         })
+    }
+
+    /// Pinned maps adopted with another capacity than asked for (also logged at load).
+    pub fn capacity_mismatches(&self) -> &[CapacityMismatch] {
+        &self.resized
     }
 
     /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.

@@ -46,9 +46,30 @@ fn pinned_maps_are_adopted_by_version_and_stale_versions_removed() {
     // Same version: the next process sees the VIP that is already programmed.
     {
         let mut dp = Datapath::load(&opts(&dir)).unwrap();
+        assert!(dp.capacity_mismatches().is_empty());
         let state = dp.map_writer().unwrap().read_state().unwrap();
         assert_eq!(state.vips.len(), 1, "pinned VIP adopted");
         assert_eq!(state.backends.len(), 1);
+    }
+    // A bigger conntrack asked of a node with pinned maps: they are kept (live flows) and
+    // the difference is reported, not silently ignored.
+    {
+        let bigger = LoaderOptions {
+            conntrack_entries: 4096,
+            ..opts(&dir)
+        };
+        let mut dp = Datapath::load(&bigger).unwrap();
+        let names: Vec<_> = dp
+            .capacity_mismatches()
+            .iter()
+            .map(|m| (m.map, m.pinned, m.wanted))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("CONNTRACK", 1024, 4096), ("REPLY_NAT", 1024, 4096)]
+        );
+        let state = dp.map_writer().unwrap().read_state().unwrap();
+        assert_eq!(state.vips.len(), 1, "state kept");
     }
     // Pretend the pinned maps are of an older layout.
     let current = maps_dir(&dir);
