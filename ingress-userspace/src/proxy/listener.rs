@@ -20,7 +20,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    headers::ForwardedValues, limits::FramingGuard, preface::Preface, service, Proxy, Shared,
+    headers::ForwardedValues, limits::guard_framing, preface::watch_preface, service, Proxy, Shared,
 };
 
 /// Binds a listening socket for the proxy: `SO_REUSEADDR`, a deep accept backlog, and for
@@ -211,8 +211,8 @@ async fn serve_conn<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (io, decided) = Preface::new(stream);
-    let (io, framing) = FramingGuard::new(io);
+    let (io, decided) = watch_preface(stream);
+    let (io, framing) = guard_framing(io);
     let ctx = Arc::new(ConnCtx {
         tls,
         fwd: ForwardedValues::new(peer.ip(), local.port(), tls),

@@ -22,6 +22,7 @@ mod service;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
+pub mod watched;
 
 use std::sync::Arc;
 

@@ -3,26 +3,20 @@
 //! hyper's header-read timeout starts once the HTTP/1 parser runs, but the automatic
 //! HTTP/1-or-HTTP/2 detection before it waits for the first bytes with no timer: a client that
 //! connects and sends nothing, or stalls inside the 24-byte HTTP/2 preface, would hold a
-//! connection forever. [`Preface`] watches the bytes read until the protocol is decided (24
+//! connection forever. [`PrefaceWatch`] watches the bytes read until the protocol is decided (24
 //! bytes seen, or bytes that cannot start the HTTP/2 preface) and signals it; the connection
 //! is cut if that does not happen within the header-read timeout.
-use std::{
-    io,
-    pin::Pin,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::time::Duration;
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    sync::oneshot,
-};
+use tokio::sync::oneshot;
+
+use super::watched::{ReadWatcher, Watched};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Wraps a connection and reports when its first bytes have decided the protocol.
-pub struct Preface<S> {
-    inner: S,
+/// Reports when a connection's first bytes have decided the protocol.
+#[derive(Debug)]
+pub struct PrefaceWatch {
     seen: usize,
     decided: Option<oneshot::Sender<()>>,
 }
@@ -30,30 +24,45 @@ pub struct Preface<S> {
 /// Resolves when the protocol is decided or the connection is gone.
 pub struct Decided(oneshot::Receiver<()>);
 
-impl<S> Preface<S> {
-    /// Wraps `inner`; the [`Decided`] half goes to whoever enforces the deadline.
-    pub fn new(inner: S) -> (Self, Decided) {
+/// Wraps a client connection in a [`PrefaceWatch`]; the [`Decided`] half goes to whoever
+/// enforces the deadline.
+pub fn watch_preface<S>(inner: S) -> (Watched<S, PrefaceWatch>, Decided) {
+    let (watch, decided) = PrefaceWatch::new();
+    (Watched::new(inner, watch), decided)
+}
+
+impl PrefaceWatch {
+    fn new() -> (Self, Decided) {
         let (tx, rx) = oneshot::channel();
-        let p = Preface {
-            inner,
+        let w = PrefaceWatch {
             seen: 0,
             decided: Some(tx),
         };
-        (p, Decided(rx))
+        (w, Decided(rx))
     }
 
-    fn observe(&mut self, bytes: &[u8]) {
-        if self.decided.is_none() || bytes.is_empty() {
+    fn decide(&mut self) {
+        if let Some(tx) = self.decided.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl ReadWatcher for PrefaceWatch {
+    fn saw(&mut self, bytes: &[u8]) {
+        if self.decided.is_none() {
+            return;
+        }
+        if bytes.is_empty() {
+            // EOF: nothing more will come; let the connection end on its own.
+            self.decide();
             return;
         }
         let end = (self.seen + bytes.len()).min(H2_PREFACE.len());
-        let expected = &H2_PREFACE[self.seen..end];
-        let diverged = bytes[..end - self.seen] != *expected;
+        let diverged = bytes[..end - self.seen] != H2_PREFACE[self.seen..end];
         self.seen = end;
         if diverged || self.seen == H2_PREFACE.len() {
-            if let Some(tx) = self.decided.take() {
-                let _ = tx.send(());
-            }
+            self.decide();
         }
     }
 }
@@ -67,68 +76,14 @@ impl Decided {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Preface<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            let new = &buf.filled()[before..];
-            if new.is_empty() {
-                // EOF: nothing more will come; let the connection end on its own.
-                if let Some(tx) = this.decided.take() {
-                    let _ = tx.send(());
-                }
-            } else {
-                this.observe(new);
-            }
-        }
-        res
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Preface<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn decided_after(chunks: &[&[u8]]) -> bool {
-        let (mut p, mut d) = Preface::new(());
+        let (mut w, mut d) = PrefaceWatch::new();
         for c in chunks {
-            p.observe(c);
+            w.saw(c);
         }
         d.0.try_recv().is_ok()
     }
@@ -137,6 +92,11 @@ mod tests {
     fn http1_is_decided_by_its_first_byte() {
         assert!(decided_after(&[b"G"]));
         assert!(decided_after(&[b"GET / HTTP/1.1\r\n"]));
+    }
+
+    #[test]
+    fn end_of_stream_decides() {
+        assert!(decided_after(&[b"PRI", b""]));
     }
 
     #[test]
