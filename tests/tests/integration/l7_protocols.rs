@@ -219,16 +219,21 @@ async fn l7_https_backend_protocol() -> anyhow::Result<()> {
     let ca = TestCa::new()?;
     let (addr, task) = https_upstream(&ca).await?;
     let up = upstream_with("secure", &[addr], BackendProtocol::Https);
-    let l7 = L7::start(snapshot(vec![vhost(
-        "s.test",
-        vec![prefix("/", &target("secure", up))],
-    )]))
+    // GRPCS: the same TLS upstream, reached with h2 only.
+    let grpcs = upstream_with("grpcs", &[addr], BackendProtocol::Grpcs);
+    let l7 = L7::start(snapshot(vec![
+        vhost("s.test", vec![prefix("/", &target("secure", up))]),
+        vhost("g.test", vec![prefix("/", &target("grpcs", grpcs))]),
+    ]))
     .await?;
     for _ in 0..2 {
         let r = get(l7.http, "s.test", "/over-tls").await?;
         assert_eq!(r.status, 200, "{}", r.text());
         // ALPN offered h2 first; the upstream picked it.
         assert_eq!(r.text(), "tls HTTP/2.0 alpn=h2 path=/over-tls");
+        let r = get(l7.http, "g.test", "/pkg.Svc/Method").await?;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "tls HTTP/2.0 alpn=h2 path=/pkg.Svc/Method");
     }
     task.abort();
     Ok(())
