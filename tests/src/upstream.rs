@@ -304,6 +304,48 @@ pub async fn websocket_echo() -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     Ok((addr, task))
 }
 
+/// An upstream that accepts, reads the request and resets the connection without answering.
+pub struct Resetter {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Resetter {
+    /// Starts one on loopback.
+    pub async fn start() -> anyhow::Result<Resetter> {
+        use tokio::io::AsyncReadExt;
+        let l = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = l.local_addr()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                count.fetch_add(1, SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    // Linger 0: close sends RST instead of FIN.
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    drop(s);
+                });
+            }
+        });
+        Ok(Resetter {
+            addr,
+            accepted,
+            task,
+        })
+    }
+}
+
+impl Drop for Resetter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// An address where nothing listens (connect is refused).
 pub async fn refused_addr() -> anyhow::Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0").await?;

@@ -97,7 +97,7 @@ pub(crate) async fn send(
                 Ok(c) => c,
                 Err(e) => {
                     shared.metrics.upstream_error(e.kind());
-                    upstream.connect_failed(idx);
+                    upstream.failed(idx);
                     tracing::debug!(upstream = %upstream.name, endpoint = %ep.addr, error = %e, "upstream connect failed");
                     last = e.proxy_error();
                     break;
@@ -131,6 +131,7 @@ pub(crate) async fn send(
                 }
                 Err(SendFailure::Unsent(_)) => {
                     shared.metrics.upstream_error(UpstreamErrorKind::Protocol);
+                    upstream.failed(idx);
                     return Err(ProxyError::UpstreamFailed);
                 }
                 Err(SendFailure::Failed(e)) => {
@@ -141,6 +142,7 @@ pub(crate) async fn send(
                     };
                     if let Some(kind) = kind {
                         shared.metrics.upstream_error(kind);
+                        upstream.failed(idx);
                     }
                     return Err(e);
                 }

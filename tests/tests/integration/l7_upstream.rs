@@ -276,3 +276,32 @@ async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Resets count towards ejection like connect failures do (nginx's `max_fails`): after five
+/// in a row the endpoint is skipped, and the healthy one takes everything.
+#[tokio::test]
+async fn l7_resets_eject_an_endpoint() -> anyhow::Result<()> {
+    let good = TestServer::echo("good").await?;
+    let bad = Resetter::start().await?;
+    let t = target("resets", upstream("resets", &[bad.addr, good.addr]));
+    let l7 = L7::start(snapshot(vec![vhost("x.test", vec![prefix("/", &t)])])).await?;
+    let m = l7.proxy.metrics();
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        statuses.push(get(l7.http, "x.test", &format!("/{i}")).await?.status);
+    }
+    // Round robin alternates; a GET already sent is not retried, so each reset is a 502.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 502).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(m.upstream_errors(UpstreamErrorKind::Protocol), 5);
+    for i in 0..6 {
+        let r = get(l7.http, "x.test", &format!("/after/{i}")).await?;
+        assert_eq!(r.status, 200, "after ejection {i}");
+        assert_eq!(r.upstream(), Some("good"));
+    }
+    assert_eq!(bad.accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+    Ok(())
+}

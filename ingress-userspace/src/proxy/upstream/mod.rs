@@ -111,8 +111,10 @@ impl UpstreamState {
             .position(|e| &*e.cookie == value && !e.outlier.is_ejected(now))
     }
 
-    /// Records a failed connect to endpoint `i`; may eject it, never the last healthy one.
-    pub fn connect_failed(&self, i: usize) {
+    /// Records a failed exchange with endpoint `i` (connect failure, reset or protocol error,
+    /// timeout: what nginx's `max_fails` counts; an HTTP 5xx from the app is an answer, not a
+    /// failure); may eject it, never the last healthy one.
+    pub fn failed(&self, i: usize) {
         let Some(ep) = self.endpoints.get(i) else {
             return;
         };
@@ -127,7 +129,7 @@ impl UpstreamState {
             .any(|(j, e)| j != i && !e.outlier.is_ejected(now));
         if others_healthy {
             ep.outlier.eject(now);
-            tracing::warn!(upstream = %self.name, endpoint = %ep.addr, "endpoint ejected after repeated connect failures");
+            tracing::warn!(upstream = %self.name, endpoint = %ep.addr, "endpoint ejected after repeated failures");
         }
     }
 
@@ -203,13 +205,13 @@ mod tests {
     fn repeated_failures_eject_but_never_the_last() {
         let u = upstream(2);
         for _ in 0..outlier::FAILURE_THRESHOLD {
-            u.connect_failed(0);
+            u.failed(0);
         }
         for _ in 0..10 {
             assert_eq!(u.pick(LoadBalance::RoundRobin, &Tried::default()), Some(1));
         }
         for _ in 0..outlier::FAILURE_THRESHOLD * 2 {
-            u.connect_failed(1);
+            u.failed(1);
         }
         // Endpoint 1 is the last healthy one: not ejected.
         assert_eq!(u.pick(LoadBalance::RoundRobin, &Tried::default()), Some(1));

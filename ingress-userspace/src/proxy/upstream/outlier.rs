@@ -1,7 +1,8 @@
-//! Passive outlier detection: endpoints whose connects fail repeatedly are skipped for a while.
+//! Passive outlier detection: endpoints that fail repeatedly (connects, resets, timeouts) are
+//! skipped for a while.
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// Consecutive connect failures that eject an endpoint.
+/// Consecutive failures that eject an endpoint.
 pub const FAILURE_THRESHOLD: u32 = 5;
 /// How long an ejected endpoint is skipped.
 pub const EJECTION_MS: u64 = 30_000;
