@@ -34,6 +34,8 @@ pub(crate) struct Completion {
     aborted: bool,
     metrics: Arc<RouteMetrics>,
     record: Option<Box<AccessRecord>>,
+    /// Keeps the request counted as in progress on its connection until the body ends.
+    active: Option<super::idle::ActiveStream>,
 }
 
 impl Completion {
@@ -51,7 +53,13 @@ impl Completion {
             aborted: false,
             metrics,
             record,
+            active: None,
         }
+    }
+
+    /// Holds the connection's in-progress mark until the response is finished.
+    pub fn hold(&mut self, active: super::idle::ActiveStream) {
+        self.active = Some(active);
     }
 
     /// Counts body bytes sent.

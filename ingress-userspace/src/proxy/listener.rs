@@ -96,6 +96,8 @@ pub(crate) struct ConnCtx {
     pub tls: bool,
     pub fwd: ForwardedValues,
     pub framing: Arc<super::limits::FramingFlag>,
+    /// Requests in progress, for the idle limit.
+    pub activity: Arc<super::idle::Activity>,
 }
 
 impl Proxy {
@@ -213,10 +215,12 @@ async fn serve_conn<S>(
 {
     let (io, decided) = watch_preface(stream);
     let (io, framing) = guard_framing(io);
+    let activity = super::idle::Activity::new();
     let ctx = Arc::new(ConnCtx {
         tls,
         fwd: ForwardedValues::new(peer.ip(), local.port(), tls),
         framing,
+        activity: activity.clone(),
     });
     shared.metrics.connection_opened();
     let svc_shared = shared.clone();
@@ -231,7 +235,9 @@ async fn serve_conn<S>(
     tokio::pin!(conn);
     let stop = shared.drain.stop.clone();
     let force = shared.drain.force.clone();
-    let silent = decided.expired(shared.options.limits.header_read_timeout);
+    let limit = shared.options.limits.header_read_timeout;
+    let silent = decided.expired(limit);
+    let idle = activity.idle_for(limit);
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
@@ -240,6 +246,12 @@ async fn serve_conn<S>(
         }
         _ = silent => {
             tracing::debug!(%peer, "no request started within the header-read timeout: closed");
+        }
+        _ = idle => {
+            // Nothing in progress: HTTP/2 gets its GOAWAY, HTTP/1.1 just closes.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(limit, conn.as_mut()).await;
+            tracing::debug!(%peer, "idle connection closed");
         }
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();

@@ -13,6 +13,7 @@ pub mod errors;
 pub mod filters;
 mod forward;
 pub mod headers;
+pub mod idle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

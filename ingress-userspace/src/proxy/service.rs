@@ -41,6 +41,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
+    let active = conn.activity.start();
     let config = shared.config.load_full();
     let request_id = headers::request_id(req.headers());
     let client_version = req.version();
@@ -74,7 +75,8 @@ pub(crate) async fn handle(
         r.ingress = ingress.map(|i| i.to_string());
         r
     });
-    let completion = Completion::new(start, response.status().as_u16(), metrics, record);
+    let mut completion = Completion::new(start, response.status().as_u16(), metrics, record);
+    completion.hold(active);
     response.body_mut().set_completion(completion);
     response
 }

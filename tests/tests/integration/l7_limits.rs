@@ -206,3 +206,46 @@ async fn l7_silent_and_stalled_preface_connections_are_closed() -> anyhow::Resul
     assert_eq!(up.connections.load(SeqCst), 1);
     Ok(())
 }
+
+/// An HTTP/2 connection with no request in progress is closed after the idle limit (GOAWAY),
+/// while a request that takes longer than that limit is never cut by it.
+#[tokio::test]
+async fn l7_idle_h2_connections_are_closed_but_long_requests_are_not() -> anyhow::Result<()> {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let up = TestServer::echo_slow("slowish", Duration::from_millis(1200)).await?;
+    let t = target("slowish", upstream("slowish", &[up.addr]));
+    let opts = ProxyOptions {
+        access_log: false,
+        limits: Limits {
+            header_read_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+
+    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    let conn = tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("http://h2idle.test/slow")
+        .body(Full::new(Bytes::new()))?;
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req)).await??;
+    assert_eq!(
+        resp.status(),
+        200,
+        "a request longer than the idle limit completes"
+    );
+    resp.into_body().collect().await?;
+    assert!(started.elapsed() >= Duration::from_millis(1200));
+
+    // Now idle: the server closes the connection, which ends the client's connection task.
+    let ended = tokio::time::timeout(Duration::from_secs(3), conn).await;
+    assert!(ended.is_ok(), "idle HTTP/2 connection still open after 3 s");
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Idle client connections: one with no request in progress for the idle limit is closed
+//! (HTTP/2: GOAWAY first). hyper times out the gaps between HTTP/1 requests itself, but an
+//! HTTP/2 connection whose client answers pings would otherwise stay open with no stream.
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+/// Requests in progress on one connection, and since when there have been none.
+#[derive(Debug)]
+pub struct Activity {
+    state: Mutex<(usize, Instant)>,
+}
+
+/// One request in progress; it ends when this is dropped (with the response body).
+#[derive(Debug)]
+pub struct ActiveStream(Arc<Activity>);
+
+impl Activity {
+    /// A connection with nothing in progress yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            state: Mutex::new((0, Instant::now())),
+        })
+    }
+
+    /// Marks a request as started.
+    pub fn start(self: &Arc<Self>) -> ActiveStream {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+        ActiveStream(self.clone())
+    }
+
+    /// Requests in progress, and when the last one ended.
+    fn snapshot(&self) -> (usize, Instant) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Completes once no request has been in progress for `limit`.
+    pub async fn idle_for(&self, limit: Duration) {
+        loop {
+            let (active, since) = self.snapshot();
+            let wait = if active == 0 {
+                match limit.checked_sub(since.elapsed()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return,
+                }
+            } else {
+                limit
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = s.0.saturating_sub(1);
+        if s.0 == 0 {
+            s.1 = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_only_after_the_last_request_ends() {
+        let a = Activity::new();
+        let limit = Duration::from_secs(10);
+        let first = a.start();
+        let second = a.start();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        drop(first);
+        // One request still in progress: not idle however long it runs.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(25), a.idle_for(limit))
+                .await
+                .is_err()
+        );
+        drop(second);
+        let started = tokio::time::Instant::now();
+        a.idle_for(limit).await;
+        assert!(started.elapsed() >= Duration::from_secs(9));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_requests_is_idle_from_the_start() {
+        let a = Activity::new();
+        let started = tokio::time::Instant::now();
+        a.idle_for(Duration::from_secs(5)).await;
+        assert!(started.elapsed() >= Duration::from_secs(4));
+    }
+}
