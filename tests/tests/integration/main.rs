@@ -16,5 +16,6 @@ mod manifests;
 mod passthrough;
 mod pins;
 mod restart;
+mod standalone;
 mod xdp_lb;
 mod xdp_netns;
