@@ -1,10 +1,11 @@
 //! Which Ingresses are ours.
 //!
-//! An Ingress is ours when its legacy `kubernetes.io/ingress.class` annotation equals
-//! `Settings::ingress_class` (when the annotation is present it alone decides, as in
-//! ingress-nginx); otherwise when `spec.ingressClassName` names an IngressClass whose
-//! `spec.controller` is `Settings::controller_name`; otherwise, for an Ingress naming no class
-//! at all, when one of our IngressClasses is marked as the cluster default.
+//! An Ingress is ours when its legacy `kubernetes.io/ingress.class` annotation names an
+//! IngressClass whose `spec.controller` is `Settings::controller_name`, or equals
+//! `Settings::ingress_class` (so clusters that never created the IngressClass object keep
+//! working, as with ingress-nginx; when the annotation is present it alone decides);
+//! otherwise when `spec.ingressClassName` names one of our IngressClasses; otherwise, for an
+//! Ingress naming no class at all, when one of our IngressClasses is the cluster default.
 use std::collections::HashSet;
 
 use super::ingress::ClassRef;
@@ -50,7 +51,9 @@ impl<'a> ClassFilter<'a> {
     /// Whether an Ingress with this class reference is ours.
     pub fn owns(&self, class: &ClassRef) -> bool {
         match class {
-            ClassRef::Annotation(a) => !self.legacy.is_empty() && a == self.legacy,
+            ClassRef::Annotation(a) => {
+                (!self.legacy.is_empty() && a == self.legacy) || self.ours.contains(a.as_str())
+            }
             ClassRef::Name(n) => self.ours.contains(n.as_str()),
             ClassRef::Unset => self.default_is_ours,
         }
@@ -78,7 +81,8 @@ mod tests {
             (ClassRef::Name("missing".into()), false),
             (ClassRef::Annotation("xdp".into()), true),
             (ClassRef::Annotation("nginx".into()), false),
-            (ClassRef::Annotation("xdp-internal".into()), false),
+            (ClassRef::Annotation("xdp-internal".into()), true),
+            (ClassRef::Annotation("missing".into()), false),
             // A foreign class is the default: class-less Ingresses are not ours.
             (ClassRef::Unset, false),
         ];
