@@ -201,7 +201,10 @@ impl App {
         settings: Settings,
         snat: SnatSettings,
     ) -> anyhow::Result<Self> {
-        let proxy = Proxy::new(ProxyOptions::from_run_args(&args))?;
+        let proxy = Proxy::new(ProxyOptions {
+            default_certificate: default_certificate(&args)?,
+            ..ProxyOptions::from_run_args(&args)
+        })?;
         let pt_config = PassthroughConfig {
             userspace: args.passthrough_userspace,
             kernel_log: args.kernel_log,
@@ -442,3 +445,16 @@ fn hostname() -> String {
 
 /// Keeps the event channel type in one place for the sources (used by tests).
 pub type EventSender = mpsc::Sender<SourceEvent>;
+
+/// The certificate for unknown SNI from `--default-tls-cert`/`--default-tls-key`, if given.
+fn default_certificate(args: &RunArgs) -> anyhow::Result<Option<Arc<rustls::sign::CertifiedKey>>> {
+    let (Some(cert), Some(key)) = (&args.default_tls_cert, &args.default_tls_key) else {
+        return Ok(None);
+    };
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let ck = crate::translate::tls::certified_key_from_pem(&read(cert)?, &read(key)?)
+        .map_err(|e| anyhow::anyhow!("default certificate {}: {e}", cert.display()))?;
+    info!(cert = %cert.display(), "default certificate loaded");
+    Ok(Some(Arc::new(ck)))
+}

@@ -111,6 +111,13 @@ pub struct RunArgs {
     /// Coalesce source events for this long before translating.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     pub debounce: std::time::Duration,
+    /// Certificate chain (PEM) served to HTTPS clients whose SNI matches no Ingress, e.g. the
+    /// `tls.crt` of a mounted Secret; a self-signed one is generated when absent.
+    #[arg(long, requires = "default_tls_key")]
+    pub default_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--default-tls-cert`.
+    #[arg(long, requires = "default_tls_cert")]
+    pub default_tls_key: Option<PathBuf>,
     /// TLS passthrough: force the userspace copy instead of the sockmap splice.
     #[arg(long)]
     pub passthrough_userspace: bool,

@@ -54,6 +54,18 @@ impl TestCa {
         )))
     }
 
+    /// Like [`TestCa::issue`], as PEM files would hold it: (chain with the CA, PKCS#8 key).
+    pub fn issue_pem(&self, names: &[&str]) -> anyhow::Result<(String, String)> {
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((
+            format!("{}{}", cert.pem(), self.issuer.pem()),
+            key.serialize_pem(),
+        ))
+    }
+
     /// A client config trusting only this CA, offering `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> anyhow::Result<Arc<ClientConfig>> {
         let mut roots = RootCertStore::empty();

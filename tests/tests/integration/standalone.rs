@@ -175,3 +175,77 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
         "the rejection is logged with its reason:\n{log_text}"
     );
 }
+
+/// `--default-tls-cert/--default-tls-key`: the operator's certificate is what clients with an
+/// unknown SNI get; an unusable one stops startup with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_certificate_from_files_serves_unknown_sni() {
+    let ca = tests::certs::TestCa::new().expect("CA");
+    let (chain, key) = ca.issue_pem(&["fallback.test"]).expect("certificate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = TestServer::echo("app").await.expect("upstream");
+    std::fs::write(dir.path().join("all.yaml"), manifests(up.addr)).expect("manifests");
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, chain).expect("write cert");
+    std::fs::write(&key_path, key).expect("write key");
+    let (http, https, admin) = (free_addr(), free_addr(), free_addr());
+    let args = |key: &std::path::Path| -> Vec<String> {
+        [
+            "--manifests",
+            &dir.path().to_string_lossy(),
+            "--http-addr",
+            &http.to_string(),
+            "--https-addr",
+            &https.to_string(),
+            "--admin-addr",
+            &admin.to_string(),
+            "--pin-dir",
+            &format!("/sys/fs/bpf/ingressd-defcert-{}", std::process::id()),
+            "--default-tls-cert",
+            &cert_path.to_string_lossy(),
+            "--default-tls-key",
+            &key.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    // A key file that is not a key: startup fails and says why.
+    let bad_key = dir.path().join("bad.key");
+    std::fs::write(&bad_key, "not a key").expect("write bad key");
+    let bad_args = args(&bad_key);
+    let bad_log = dir.path().join("bad.log");
+    let (status, text) = tokio::task::spawn_blocking(move || {
+        let mut p = Ingressd::start(BIN.as_ref(), None, &bad_args, &admin.to_string(), &bad_log)
+            .expect("spawn");
+        let status = p.wait(Duration::from_secs(10)).expect("exits");
+        (status, p.log_text())
+    })
+    .await
+    .expect("join");
+    assert!(!status.success(), "started with an unusable key:\n{text}");
+    assert!(text.contains("default certificate"), "{text}");
+
+    let good_args = args(&key_path);
+    let log = dir.path().join("log");
+    let mut p = tokio::task::spawn_blocking(move || {
+        let mut p = Ingressd::start(BIN.as_ref(), None, &good_args, &admin.to_string(), &log)?;
+        p.wait_ready(Duration::from_secs(20))?;
+        anyhow::Ok(p)
+    })
+    .await
+    .expect("join")
+    .expect("ingressd starts");
+    // No Ingress claims fallback.test: the client verifies the default certificate against
+    // the test CA, which only the operator's certificate passes.
+    let verified = ca.client_config(&[b"http/1.1"]).expect("client config");
+    let r = tests::l7::tls_connect(https, "fallback.test", verified).await;
+    let log_text = p.log_text();
+    p.signal(libc::SIGTERM).expect("SIGTERM");
+    let _ = p.wait(Duration::from_secs(10));
+    assert!(
+        r.is_ok(),
+        "default certificate not served: {r:?}\nlog:\n{log_text}"
+    );
+}
