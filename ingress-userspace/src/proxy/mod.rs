@@ -159,7 +159,14 @@ impl Proxy {
 
     /// Makes `config` the one new requests and handshakes use.
     pub(crate) fn install(&self, config: ActiveConfig) {
-        self.shared.config.store(Arc::new(config));
+        let old = self.shared.config.swap(Arc::new(config));
+        // Freeing a large table (10,000 hosts) takes ~20 ms: not on the apply path. Requests
+        // still holding it keep it alive; whoever drops it last frees it.
+        if Arc::strong_count(&old) == 1 {
+            let _ = std::thread::Builder::new()
+                .name("config-drop".into())
+                .spawn(move || drop(old));
+        }
     }
 
     /// The handle that drains this proxy's listeners and connections.

@@ -305,3 +305,50 @@ async fn l7_resets_eject_an_endpoint() -> anyhow::Result<()> {
     assert_eq!(bad.accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
     Ok(())
 }
+
+/// An endpoint change recompiles only what changed: routes whose target the new snapshot
+/// carries over keep their upstream state (pooled connections), while the route whose
+/// upstream changed goes to its new endpoint at once.
+#[tokio::test]
+async fn l7_config_change_keeps_unchanged_routes_and_moves_changed_ones() -> anyhow::Result<()> {
+    let a = TestServer::echo("a").await?;
+    let b_old = TestServer::echo("b-old").await?;
+    let b_new = TestServer::echo("b-new").await?;
+    let keep = target("keep", upstream("keep", &[a.addr]));
+    let moving = target("moving", upstream("moving", &[b_old.addr]));
+    let l7 = L7::start(snapshot(vec![
+        vhost("keep.test", vec![prefix("/", &keep)]),
+        vhost("moving.test", vec![prefix("/", &moving)]),
+    ]))
+    .await?;
+    for _ in 0..3 {
+        assert_eq!(get(l7.http, "keep.test", "/").await?.upstream(), Some("a"));
+        assert_eq!(
+            get(l7.http, "moving.test", "/").await?.upstream(),
+            Some("b-old")
+        );
+    }
+    assert_eq!(a.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Same Arc<RouteTarget> for keep.test (as the translator hands over unchanged routes),
+    // a new target with a new endpoint list for moving.test.
+    let moved = target("moving", upstream("moving", &[b_new.addr]));
+    l7.apply(snapshot(vec![
+        vhost("keep.test", vec![prefix("/", &keep)]),
+        vhost("moving.test", vec![prefix("/", &moved)]),
+    ]));
+    for _ in 0..3 {
+        assert_eq!(get(l7.http, "keep.test", "/").await?.upstream(), Some("a"));
+        assert_eq!(
+            get(l7.http, "moving.test", "/").await?.upstream(),
+            Some("b-new")
+        );
+    }
+    assert_eq!(
+        a.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the unchanged route kept its pooled upstream connection"
+    );
+    assert_eq!(b_old.hits(), 3);
+    Ok(())
+}
