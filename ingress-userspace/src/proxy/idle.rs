@@ -1,6 +1,9 @@
 //! Idle client connections: one with no request in progress for the idle limit is closed
 //! (HTTP/2: GOAWAY first). hyper times out the gaps between HTTP/1 requests itself, but an
-//! HTTP/2 connection whose client answers pings would otherwise stay open with no stream.
+//! HTTP/2 connection whose client answers pings would otherwise stay open with no stream, and
+//! so would one that never starts a request: hyper-util's HTTP/1-or-2 detection waits for the
+//! first bytes with no timer. The clock starts at connect, so a silent client, or one stalled
+//! inside the HTTP/2 preface, is cut at the same limit (graceful shutdown cancels detection).
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},

@@ -9,19 +9,20 @@
 //! CL+TE pair with [`FramingGuard`], which watches the raw HTTP/1 header lines because hyper
 //! drops the `Content-Length` before the request reaches us.
 use std::{
+    io,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering::Relaxed},
         Arc,
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
 use http::{header, Request, Version};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{
-    errors::ProxyError,
-    watched::{ReadWatcher, Watched},
-};
+use super::errors::ProxyError;
 
 /// Connection and request limits.
 #[derive(Clone, Debug)]
@@ -196,33 +197,79 @@ impl Scanner {
     }
 }
 
-/// Watches inbound HTTP/1 header blocks for `Content-Length` + `Transfer-Encoding` and raises
-/// a [`FramingFlag`]. The request that carries them is parsed after its bytes were read, so the
-/// flag is up before that request reaches the handler. Heuristic in one direction only: a body
-/// that itself contains both header lines flags the connection, failing closed (400) for later
-/// requests on it.
+/// An IO wrapper that watches inbound HTTP/1 header blocks for `Content-Length` +
+/// `Transfer-Encoding` and raises a [`FramingFlag`]. The request that carries them is parsed
+/// after its bytes were read, so the flag is up before that request reaches the handler.
+/// Heuristic in one direction only: a body that itself contains both header lines flags the
+/// connection, failing closed (400) for later requests on it.
 #[derive(Debug)]
-pub struct FramingWatch {
+pub struct FramingGuard<S> {
+    inner: S,
     scanner: Scanner,
     flag: Arc<FramingFlag>,
 }
 
-impl ReadWatcher for FramingWatch {
-    fn saw(&mut self, bytes: &[u8]) {
-        if self.scanner.feed(bytes) {
-            self.flag.0.store(true, Relaxed);
-        }
+impl<S> FramingGuard<S> {
+    /// Wraps `inner`; the returned flag is shared with the request handler.
+    pub fn new(inner: S) -> (Self, Arc<FramingFlag>) {
+        let flag = Arc::new(FramingFlag::default());
+        (
+            FramingGuard {
+                inner,
+                scanner: Scanner::default(),
+                flag: flag.clone(),
+            },
+            flag,
+        )
     }
 }
 
-/// Wraps a client connection in a [`FramingWatch`]; the flag is shared with the handler.
-pub fn guard_framing<S>(inner: S) -> (Watched<S, FramingWatch>, Arc<FramingFlag>) {
-    let flag = Arc::new(FramingFlag::default());
-    let watch = FramingWatch {
-        scanner: Scanner::default(),
-        flag: flag.clone(),
-    };
-    (Watched::new(inner, watch), flag)
+impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            if this.scanner.feed(&buf.filled()[before..]) {
+                this.flag.0.store(true, Relaxed);
+            }
+        }
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

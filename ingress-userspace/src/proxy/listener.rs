@@ -19,9 +19,7 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{
-    headers::ForwardedValues, limits::guard_framing, preface::watch_preface, service, Proxy, Shared,
-};
+use super::{headers::ForwardedValues, limits::FramingGuard, service, Proxy, Shared};
 
 /// Binds a listening socket for the proxy: `SO_REUSEADDR`, a deep accept backlog, and for
 /// IPv6 addresses `IPV6_V6ONLY` off so `[::]` serves IPv4 too.
@@ -213,8 +211,7 @@ async fn serve_conn<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (io, decided) = watch_preface(stream);
-    let (io, framing) = guard_framing(io);
+    let (io, framing) = FramingGuard::new(stream);
     let activity = super::idle::Activity::new();
     let ctx = Arc::new(ConnCtx {
         tls,
@@ -236,7 +233,6 @@ async fn serve_conn<S>(
     let stop = shared.drain.stop.clone();
     let force = shared.drain.force.clone();
     let limit = shared.options.limits.header_read_timeout;
-    let silent = decided.expired(limit);
     let idle = activity.idle_for(limit);
     tokio::select! {
         res = conn.as_mut() => {
@@ -244,11 +240,9 @@ async fn serve_conn<S>(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }
-        _ = silent => {
-            tracing::debug!(%peer, "no request started within the header-read timeout: closed");
-        }
         _ = idle => {
-            // Nothing in progress: HTTP/2 gets its GOAWAY, HTTP/1.1 just closes.
+            // Nothing in progress: HTTP/2 gets its GOAWAY, HTTP/1.1 just closes, and a
+            // connection still in protocol detection is cancelled.
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(limit, conn.as_mut()).await;
             tracing::debug!(%peer, "idle connection closed");

@@ -17,13 +17,11 @@ pub mod idle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
-pub mod preface;
 pub mod router;
 mod service;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
-pub mod watched;
 
 use std::sync::Arc;
 
