@@ -160,28 +160,22 @@ impl Datapath {
         super::kernel_log::configure(&mut loader, opts.kernel_log);
         // Two ring slots per array element (see ingress_common::maps::MAGLEV).
         let ring_entries = opts.max_vips.saturating_mul(MAGLEV_RING_SIZE).div_ceil(2);
-        loader
-            .map_max_entries(names::VIPS, opts.max_vips)
-            .map_max_entries(names::VIP_ADDRS, opts.max_vips)
-            .map_max_entries(names::VIP_STATS, opts.max_vips)
-            .map_max_entries(names::MAGLEV, ring_entries)
-            .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
-            .map_max_entries(names::REPLY_NAT, opts.conntrack_entries);
+        let sizes = [
+            (names::VIPS, opts.max_vips),
+            (names::VIP_ADDRS, opts.max_vips),
+            (names::VIP_STATS, opts.max_vips),
+            (names::MAGLEV, ring_entries),
+            (names::CONNTRACK, opts.conntrack_entries),
+            (names::REPLY_NAT, opts.conntrack_entries),
+        ];
+        for (map, entries) in sizes {
+            loader.map_max_entries(map, entries);
+        }
         let mut paths = Vec::new();
         let mut resized = Vec::new();
         if let Some(dir) = &opts.pin_dir {
             let maps = maps_dir(dir);
-            resized = capacity_mismatches(
-                &maps,
-                &[
-                    (names::VIPS, opts.max_vips),
-                    (names::VIP_ADDRS, opts.max_vips),
-                    (names::VIP_STATS, opts.max_vips),
-                    (names::MAGLEV, ring_entries),
-                    (names::CONNTRACK, opts.conntrack_entries),
-                    (names::REPLY_NAT, opts.conntrack_entries),
-                ],
-            );
+            resized = capacity_mismatches(&maps, &sizes);
             for m in &resized {
                 warn!(
                     map = m.map,
