@@ -203,17 +203,6 @@ impl Opts {
     }
 }
 
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity on the calling thread only
-    // (threads and processes started afterwards inherit it).
-    #[allow(unsafe_code)]
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -943,7 +932,8 @@ fn main() -> Result<()> {
     let cmdline = args.join(" ");
     ensure_packages()?;
     // The orchestration itself stays off the proxies' core.
-    pin_to_cpu(LOAD_CPU);
+    // Best effort, as before: an unpinned run is still a run.
+    let _ = tests::bench::pin_to_cpu(LOAD_CPU);
     let ingressd_bin = locate_ingressd(&o)?;
     let dir = tempfile::Builder::new().prefix("bench-l7-").tempdir()?;
     let d = dir.path();

@@ -29,7 +29,7 @@ use clap::Parser as _;
 use rustls::ClientConfig;
 use tests::{
     bench::passthrough::{
-        cpu::{loadavg, pin_to_cpu},
+        cpu::loadavg,
         meter::{Meter, Usage},
         peers::{self, free_ports, Engine, Proc, HOST},
         traffic::{self, Backend, Measured},
@@ -737,7 +737,7 @@ fn main() -> Result<()> {
     }
     peers::ensure_packages(&pkgs)?;
     // Every thread of this process (client, backend) inherits CPU 0.
-    pin_to_cpu(LOAD_CPU)?;
+    tests::bench::pin_to_cpu(LOAD_CPU)?;
     let mut lab = Lab::start(&o)?;
 
     // Warm-up, and a check that every path works and really goes through its proxy.

@@ -178,7 +178,8 @@ impl Rig {
         // The generator must run inside the client namespace (the ingress ifindex is resolved
         // there); this thread enters it for the duration of the call.
         let _inside = self.topo.client.enter()?;
-        pin_to_cpu(1);
+        // Best effort, as before: an unpinned run is still a run.
+        let _ = tests::bench::pin_to_cpu(1);
         let start = Instant::now();
         prog.test_run(TestRunOptions {
             data_in: Some(frame),
@@ -211,16 +212,6 @@ impl Rig {
             received as f64 / elapsed,
             received as f64 / f64::from(count),
         ))
-    }
-}
-
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity on the calling thread only.
-    #[allow(unsafe_code)]
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 

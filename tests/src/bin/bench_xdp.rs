@@ -367,25 +367,6 @@ fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) ->
     Ok(rows)
 }
 
-/// Keeps the benchmark on one CPU: every call then uses the same per-CPU LRU list and
-/// scratch slot, and the other core stays free for the rest of the machine.
-fn pin_to_cpu(cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only
-    // touch the set passed to them.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    ensure!(
-        rc == 0,
-        "sched_setaffinity: {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
-}
-
 /// Conntrack capacity that holds `flows` entries on one CPU without evicting: the maps use
 /// per-CPU LRU lists (BPF_F_NO_COMMON_LRU), each with capacity / CPUs entries.
 fn capacity_for(flows: u32) -> u32 {
@@ -395,7 +376,9 @@ fn capacity_for(flows: u32) -> u32 {
 
 fn main() -> Result<()> {
     let a = args()?;
-    pin_to_cpu(aya::util::nr_cpus().map_or(0, |n| n.saturating_sub(1)))?;
+    // One CPU for every call: the same per-CPU LRU list and scratch slot each time, and the
+    // other core free for the rest of the machine.
+    tests::bench::pin_to_cpu(aya::util::nr_cpus().map_or(0, |n| n.saturating_sub(1)))?;
     if let Some(case) = a.profile {
         let mut lab = XdpLab::with_ports(
             &services(1),

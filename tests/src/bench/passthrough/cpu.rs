@@ -220,25 +220,6 @@ impl KernelThreads {
     }
 }
 
-/// Pins the calling thread (and what it spawns afterwards) to `cpu`.
-pub fn pin_to_cpu(cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity(0) affects only the
-    // calling thread.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc != 0 {
-        bail!(
-            "sched_setaffinity(cpu {cpu}): {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}
-
 /// The 1, 5 and 15 minute load averages.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

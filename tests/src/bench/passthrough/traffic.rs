@@ -23,7 +23,7 @@ use tokio::{
 };
 
 use super::{
-    cpu::{pin_to_cpu, ThreadClock},
+    cpu::ThreadClock,
     meter::{Meter, Usage},
 };
 
@@ -65,7 +65,7 @@ impl Backend {
         let thread = std::thread::Builder::new()
             .name("pt-backend".into())
             .spawn(move || {
-                let _ = pin_to_cpu(cpu);
+                let _ = crate::bench::pin_to_cpu(cpu);
                 let _ = clock_tx.send(ThreadClock::current());
                 let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -218,7 +218,7 @@ fn on_client_thread<T: Send + 'static>(
     std::thread::Builder::new()
         .name("pt-client".into())
         .spawn(move || {
-            pin_to_cpu(cpu)?;
+            crate::bench::pin_to_cpu(cpu)?;
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
