@@ -152,3 +152,33 @@ impl Drop for Ingressd {
         }
     }
 }
+
+/// The start of a manifest set for `ingressd run --manifests`: our IngressClass as the cluster
+/// default, and Service `name` in `default` with static `endpoints` (the annotation manifests
+/// mode reads) on `port`, named `port_name`. Callers append their Ingresses.
+pub fn class_and_service_yaml(name: &str, endpoints: &str, port_name: &str, port: u16) -> String {
+    format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: xdp
+  annotations:
+    ingressclass.kubernetes.io/is-default-class: "true"
+spec:
+  controller: ingress.example.dev/xdp-ingress
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: default
+  annotations:
+    ingress.example.dev/endpoints: "{endpoints}"
+spec:
+  ports:
+  - name: {port_name}
+    port: {port}
+---
+"#
+    )
+}

@@ -12,7 +12,7 @@ use std::{
 };
 
 use tests::{
-    ingressd::Ingressd,
+    ingressd::{class_and_service_yaml, Ingressd},
     netns::{in_ns, sh},
     topology::{backend_ip, Server, Topology, SNAT},
 };
@@ -340,28 +340,9 @@ fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
     std::fs::write(
         dir.path().join("web.yaml"),
         format!(
+            "{}{}",
+            class_and_service_yaml("slow", &upstream.to_string(), "http", 80),
             r#"apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: xdp
-  annotations:
-    ingressclass.kubernetes.io/is-default-class: "true"
-spec:
-  controller: ingress.example.dev/xdp-ingress
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: slow
-  namespace: default
-  annotations:
-    ingress.example.dev/endpoints: "{upstream}"
-spec:
-  ports:
-  - name: http
-    port: 80
----
-apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
   name: slow

@@ -7,34 +7,20 @@ use std::{
     time::Duration,
 };
 
-use tests::{ingressd::Ingressd, upstream::TestServer};
+use tests::{
+    ingressd::{class_and_service_yaml, Ingressd},
+    upstream::TestServer,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ingressd_under_test");
 
 fn manifests(upstream: SocketAddr) -> String {
-    format!(
-        r#"apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: xdp
-  annotations:
-    ingressclass.kubernetes.io/is-default-class: "true"
-spec:
-  controller: ingress.example.dev/xdp-ingress
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: app
-  namespace: default
-  annotations:
-    ingress.example.dev/endpoints: "{upstream}"
-spec:
-  ports:
-  - name: http
-    port: 80
----
-apiVersion: networking.k8s.io/v1
+    class_and_service_yaml("app", &upstream.to_string(), "http", 80) + INGRESSES
+}
+
+/// The Ingresses of [`manifests`]: a regex rewrite, a redirect, and one with an invalid
+/// annotation.
+const INGRESSES: &str = r#"apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
   name: rewrite
@@ -50,7 +36,7 @@ spec:
       - path: /api(/|$)(.*)
         pathType: ImplementationSpecific
         backend:
-          service: {{name: app, port: {{number: 80}}}}
+          service: {name: app, port: {number: 80}}
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -67,7 +53,7 @@ spec:
       - path: /
         pathType: Prefix
         backend:
-          service: {{name: app, port: {{number: 80}}}}
+          service: {name: app, port: {number: 80}}
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -84,10 +70,8 @@ spec:
       - path: /
         pathType: Prefix
         backend:
-          service: {{name: app, port: {{number: 80}}}}
-"#
-    )
-}
+          service: {name: app, port: {number: 80}}
+"#;
 
 /// One HTTP/1.1 GET; returns the whole response text.
 fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<String> {

@@ -280,28 +280,14 @@ pub fn write_manifests(dir: &Path, backend: SocketAddr) -> Result<()> {
     std::fs::write(
         dir.join("passthrough.yaml"),
         format!(
+            "{}{}",
+            crate::ingressd::class_and_service_yaml(
+                "tls-backend",
+                &backend.to_string(),
+                "https",
+                443
+            ),
             r#"apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: xdp
-  annotations:
-    ingressclass.kubernetes.io/is-default-class: "true"
-spec:
-  controller: ingress.example.dev/xdp-ingress
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: tls-backend
-  namespace: default
-  annotations:
-    ingress.example.dev/endpoints: "{backend}"
-spec:
-  ports:
-  - name: https
-    port: 443
----
-apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
   name: passthrough
