@@ -6,21 +6,30 @@ use ingress::proxy::{limits::Limits, ProxyOptions};
 use tests::{l7::*, upstream::*};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[tokio::test]
-async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::Result<()> {
-    let up = TestServer::echo("victim").await?;
-    let t = target("victim", upstream("victim", &[up.addr]));
-    let limits = Limits {
-        max_header_bytes: 8192,
-        max_headers: 20,
-        ..Default::default()
-    };
+/// A proxy with `limits` sending every request to `up`, under the name `name`.
+async fn serving(up: &TestServer, name: &str, limits: Limits) -> anyhow::Result<L7> {
+    let t = target(name, upstream(name, &[up.addr]));
     let opts = ProxyOptions {
         access_log: false,
         limits,
         ..Default::default()
     };
-    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await
+}
+
+#[tokio::test]
+async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::Result<()> {
+    let up = TestServer::echo("victim").await?;
+    let l7 = serving(
+        &up,
+        "victim",
+        Limits {
+            max_header_bytes: 8192,
+            max_headers: 20,
+            ..Default::default()
+        },
+    )
+    .await?;
 
     let smuggled = "GET /admin HTTP/1.1\r\nHost: x\r\n\r\n";
     let cases: Vec<(&str, String, &[u16])> = vec![
@@ -71,17 +80,15 @@ async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::R
 #[tokio::test]
 async fn l7_slowloris_header_timeout() -> anyhow::Result<()> {
     let up = TestServer::echo("slow").await?;
-    let t = target("slow", upstream("slow", &[up.addr]));
-    let limits = Limits {
-        header_read_timeout: Duration::from_millis(500),
-        ..Default::default()
-    };
-    let opts = ProxyOptions {
-        access_log: false,
-        limits,
-        ..Default::default()
-    };
-    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    let l7 = serving(
+        &up,
+        "slow",
+        Limits {
+            header_read_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    )
+    .await?;
 
     let mut s = tokio::net::TcpStream::connect(l7.http).await?;
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await?;
@@ -124,17 +131,15 @@ async fn l7_slowloris_header_timeout() -> anyhow::Result<()> {
 #[tokio::test]
 async fn l7_h2_max_concurrent_streams_advertised() -> anyhow::Result<()> {
     let up = TestServer::echo("h2").await?;
-    let t = target("h2", upstream("h2", &[up.addr]));
-    let limits = Limits {
-        h2_max_concurrent_streams: 7,
-        ..Default::default()
-    };
-    let opts = ProxyOptions {
-        access_log: false,
-        limits,
-        ..Default::default()
-    };
-    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    let l7 = serving(
+        &up,
+        "h2",
+        Limits {
+            h2_max_concurrent_streams: 7,
+            ..Default::default()
+        },
+    )
+    .await?;
     let tcp = tokio::net::TcpStream::connect(l7.http).await?;
     let (client, conn) = h2::client::handshake(tcp).await?;
     tokio::spawn(conn);
@@ -167,16 +172,15 @@ async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
 #[tokio::test]
 async fn l7_silent_and_stalled_preface_connections_are_closed() -> anyhow::Result<()> {
     let up = TestServer::echo("quiet").await?;
-    let t = target("quiet", upstream("quiet", &[up.addr]));
-    let opts = ProxyOptions {
-        access_log: false,
-        limits: Limits {
+    let l7 = serving(
+        &up,
+        "quiet",
+        Limits {
             header_read_timeout: Duration::from_millis(500),
             ..Default::default()
         },
-        ..Default::default()
-    };
-    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    )
+    .await?;
     let limit = Duration::from_secs(3);
 
     let mut silent = tokio::net::TcpStream::connect(l7.http).await?;
@@ -216,16 +220,15 @@ async fn l7_idle_h2_connections_are_closed_but_long_requests_are_not() -> anyhow
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let up = TestServer::echo_slow("slowish", Duration::from_millis(1200)).await?;
-    let t = target("slowish", upstream("slowish", &[up.addr]));
-    let opts = ProxyOptions {
-        access_log: false,
-        limits: Limits {
+    let l7 = serving(
+        &up,
+        "slowish",
+        Limits {
             header_read_timeout: Duration::from_millis(500),
             ..Default::default()
         },
-        ..Default::default()
-    };
-    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    )
+    .await?;
 
     let tcp = tokio::net::TcpStream::connect(l7.http).await?;
     let (mut sender, conn) =
