@@ -2,7 +2,7 @@
 
 /// Bumped whenever a map's key or value layout changes; pinned maps of another version are
 /// never adopted.
-pub const MAPS_VERSION: u32 = 3;
+pub const MAPS_VERSION: u32 = 4;
 
 /// VipKey -> VipMeta.
 pub const VIPS: &str = "VIPS";

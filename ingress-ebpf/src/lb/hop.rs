@@ -1,24 +1,24 @@
 //! Next-hop cache: `bpf_fib_lookup` is the costliest step of forwarding, so its answer is kept
-//! in the flow entry (or per backend for new flows) and trusted for `HOP_TTL_NS`.
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+//! in the flow entry (or per backend for new flows) and trusted for `HOP_TTL_JIFFIES`.
+use aya_ebpf::{helpers::bpf_jiffies64, programs::XdpContext};
 use ingress_common::{
-    conntrack::{Hop, HOP_TTL_NS},
+    conntrack::{Hop, HOP_TTL_JIFFIES},
     counters::Stat,
 };
 
 use super::fib::{self, FibMiss, FibQuery};
 
-/// Coarse monotonic time (jiffy resolution, a few ns to read).
+/// Monotonic time in jiffies (the verifier inlines the helper into one load).
 #[inline(always)]
 pub fn now() -> u64 {
     // SAFETY: plain helper call.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    unsafe { bpf_jiffies64() }
 }
 
 /// Whether a cached hop can be used at `now`.
 #[inline(always)]
 pub fn fresh(h: &Hop, now: u64) -> bool {
-    h.stamp_ns != 0 && now.wrapping_sub(h.stamp_ns) < HOP_TTL_NS
+    h.stamp_jiffies != 0 && now.wrapping_sub(h.stamp_jiffies) < HOP_TTL_JIFFIES
 }
 
 /// The next hop for `q`: from `cache` when fresh, else looked up (and stored in `cache`).
@@ -45,7 +45,7 @@ pub fn lookup(ctx: &XdpContext, q: &FibQuery, now: u64) -> Result<Hop, Stat> {
             ifindex: n.ifindex,
             smac: n.smac,
             dmac: n.dmac,
-            stamp_ns: now,
+            stamp_jiffies: now,
         }),
         Err(FibMiss::NoNeigh) => Err(Stat::PassNoNeigh),
         Err(FibMiss::Other) => Err(Stat::PassFibMiss),

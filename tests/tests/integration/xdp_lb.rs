@@ -124,6 +124,50 @@ fn new_flow_conntrack_hit_and_reply_round_trip() {
     assert_eq!(lab.datapath.counters().unwrap().vip(id).unwrap().packets, 4);
 }
 
+/// The next hop is cached in the flow entry (`HOP_TTL_JIFFIES`: 1.02 s at this kernel's
+/// HZ=250, at most 2.56 s at HZ=100): a backend that moves to another MAC is reached by its
+/// established flows once the cache has aged out, without a new SYN.
+#[test]
+fn established_flows_follow_a_neighbour_change_after_the_hop_ttl() {
+    let lab = lab();
+    let syn = Spec::tcp("198.18.0.2", 40003, "198.19.0.10", 80, SYN);
+    let (verdict, out) = lab.run(&syn.build(), lab.ifindex_a).unwrap();
+    assert_eq!(verdict, REDIRECT);
+    let fwd = parse(&out).unwrap();
+    let IpAddr::V4(backend) = fwd.dst else {
+        panic!("IPv4 VIP translated to {fwd:?}")
+    };
+    assert_eq!(fwd.dst_mac, mac_backend(backend.octets()[3]));
+
+    let moved = [0x02, 0, 0, 0, 0x0e, 0x0e];
+    lab.ns
+        .run(&format!(
+            "ip neigh replace {backend} lladdr 02:00:00:00:0e:0e dev xb nud permanent"
+        ))
+        .unwrap();
+    let ack = Spec::tcp("198.18.0.2", 40003, "198.19.0.10", 80, ACK);
+    // Poll rather than sleep a fixed TTL: the bound depends on the kernel's HZ.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let seen = loop {
+        let (verdict, out) = lab.run(&ack.build(), lab.ifindex_a).unwrap();
+        assert_eq!(verdict, REDIRECT);
+        let p = parse(&out).unwrap();
+        assert_eq!(
+            (p.dst, p.sport),
+            (fwd.dst, fwd.sport),
+            "flow changed backend"
+        );
+        if p.dst_mac == moved || std::time::Instant::now() > deadline {
+            break p.dst_mac;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        seen, moved,
+        "established flow still sent to the old MAC after 5 s"
+    );
+}
+
 #[test]
 fn backend_on_the_ingress_link_is_sent_back_with_xdp_tx() {
     let lab = lab();
