@@ -141,10 +141,17 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
     } else {
         l3.dst[0] == cfg.snat_v4
     };
-    if is_snat {
+    // The SNAT address is usually the node's own: its ssh, kubelet and API traffic must not
+    // pay a hash lookup, and only ports we hand out can carry a reply.
+    if is_snat && in_snat_range(ports.dport, cfg) {
         return reply(ctx, &layout, &l3, &tuple);
     }
     Outcome::pass(Stat::PassNotOurs)
+}
+
+#[inline(always)]
+fn in_snat_range(port_be: u16, cfg: &LbConfig) -> bool {
+    (u16::from_be(port_be).wrapping_sub(cfg.port_min) as u32) < cfg.port_count as u32
 }
 
 #[inline(always)]

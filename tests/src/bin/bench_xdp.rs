@@ -42,10 +42,13 @@ fn args() -> Result<Args> {
         if k == "--profile" {
             a.profile = Some(match raw.as_str() {
                 "non-vip" => Case::NonVip,
+                "node" => Case::NodeTraffic,
                 "ct-hit" => Case::ConntrackHit,
                 "new-flow" => Case::NewFlow,
                 "reply" => Case::Reply,
-                other => bail!("--profile {other}: expected non-vip, ct-hit, new-flow or reply"),
+                other => {
+                    bail!("--profile {other}: expected non-vip, node, ct-hit, new-flow or reply")
+                }
             });
             continue;
         }
@@ -95,15 +98,17 @@ fn call(prog: &Xdp, frame: &[u8], ifindex: u32, out: &mut [u8]) -> Result<(u32, 
 enum Case {
     Floor,
     NonVip,
+    NodeTraffic,
     ConntrackHit,
     NewFlow,
     Reply,
 }
 
 impl Case {
-    const ALL: [Case; 5] = [
+    const ALL: [Case; 6] = [
         Case::Floor,
         Case::NonVip,
+        Case::NodeTraffic,
         Case::ConntrackHit,
         Case::NewFlow,
         Case::Reply,
@@ -112,6 +117,7 @@ impl Case {
         match self {
             Case::Floor => "floor (XDP_PASS program)",
             Case::NonVip => "non-VIP packet",
+            Case::NodeTraffic => "node address, not a SNAT port",
             Case::ConntrackHit => "conntrack hit (ACK)",
             Case::NewFlow => "new flow (SYN, new 5-tuple)",
             Case::Reply => "reply (reverse NAT)",
@@ -174,6 +180,8 @@ impl<'a> Bench<'a> {
         let prog = self.lab.prog()?;
         let mut out = vec![0u8; 512];
         let non_vip = Spec::tcp("198.18.0.2", 40000, "198.18.0.1", 22, SYN).build();
+        // The SNAT address is usually the node's own: its ssh or kubelet traffic.
+        let node = Spec::tcp("198.18.0.2", 40000, SNAT_V4, 22, ACK).build();
         let mut total = Duration::ZERO;
         for _ in 0..calls {
             let (v, d, n) = match case {
@@ -190,6 +198,14 @@ impl<'a> Bench<'a> {
                     ensure!(
                         r.0 == PASS && out[..r.2] == non_vip[..],
                         "non-VIP must pass unchanged"
+                    );
+                    r
+                }
+                Case::NodeTraffic => {
+                    let r = call(prog, &node, self.lab.ifindex_a, &mut out)?;
+                    ensure!(
+                        r.0 == PASS && out[..r.2] == node[..],
+                        "node traffic must pass unchanged"
                     );
                     r
                 }

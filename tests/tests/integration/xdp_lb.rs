@@ -230,6 +230,32 @@ fn udp_and_ipv6_are_translated_with_valid_checksums() {
 }
 
 /// Frames the program must leave alone, with the counter that explains why.
+/// Replies are looked up only on ports SNAT hands out: the range's last port works, the
+/// port just outside it is the node's own traffic.
+#[test]
+fn replies_are_taken_only_inside_the_snat_port_range() {
+    let lab = XdpLab::with_ports(&lab_services(), 16, 4096, (65535, 65535)).unwrap();
+    let (verdict, out) = lab
+        .run(
+            &Spec::tcp("198.18.0.2", 40005, "198.19.0.10", 80, SYN).build(),
+            lab.ifindex_a,
+        )
+        .unwrap();
+    assert_eq!(verdict, REDIRECT);
+    let fwd = parse(&out).unwrap();
+    assert_eq!(fwd.sport, 65535);
+    let reply = |port| Spec::tcp(&fwd.dst.to_string(), 8080, SNAT_V4, port, SYN | ACK).build();
+    let stats = Stats::snap(&lab);
+    let (verdict, _) = lab.run(&reply(65535), lab.ifindex_b).unwrap();
+    assert_eq!(verdict, REDIRECT);
+    assert_eq!(stats.changed(), vec![Stat::FwdReply, Stat::Redirect]);
+    let stats = Stats::snap(&lab);
+    let frame = reply(65534);
+    let (verdict, out) = lab.run(&frame, lab.ifindex_b).unwrap();
+    assert_eq!((verdict, out), (PASS, frame));
+    assert_eq!(stats.changed(), vec![Stat::PassNotOurs]);
+}
+
 #[test]
 fn traffic_that_is_not_ours_passes_untouched() {
     let lab = lab();
@@ -264,8 +290,13 @@ fn traffic_that_is_not_ours_passes_untouched() {
             Stat::PassNotOurs,
         ),
         (
+            "to snat address, port outside the snat range",
+            Spec::tcp("198.18.1.2", 1, SNAT_V4, 22, ACK).build(),
+            Stat::PassNotOurs,
+        ),
+        (
             "to snat address, unknown flow",
-            Spec::tcp("198.18.1.2", 1, SNAT_V4, 2, ACK).build(),
+            Spec::tcp("198.18.1.2", 8080, SNAT_V4, 20001, ACK).build(),
             Stat::PassNotOurs,
         ),
         ("ipv4 fragment", frag, Stat::PassFragment),
