@@ -277,17 +277,12 @@ pub fn pipe_fds(pids: &[u32]) -> usize {
 /// static endpoint, and an ssl-passthrough Ingress for [`HOST`].
 pub fn write_manifests(dir: &Path, backend: SocketAddr) -> Result<()> {
     std::fs::create_dir_all(dir)?;
+    let head =
+        crate::ingressd::class_and_service_yaml("tls-backend", &backend.to_string(), "https", 443);
     std::fs::write(
         dir.join("passthrough.yaml"),
         format!(
-            "{}{}",
-            crate::ingressd::class_and_service_yaml(
-                "tls-backend",
-                &backend.to_string(),
-                "https",
-                443
-            ),
-            r#"apiVersion: networking.k8s.io/v1
+            r#"{head}apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
   name: passthrough
