@@ -346,6 +346,63 @@ impl Drop for Resetter {
     }
 }
 
+/// An HTTP/1.1 upstream that answers the first request of each connection as if keeping it
+/// alive (no `Connection: close`) and then closes it, after `linger`: the stale pooled
+/// connection every proxy meets when an upstream's keep-alive timeout is shorter than its own.
+pub struct OneShot {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl OneShot {
+    /// Starts one on loopback.
+    pub async fn start(linger: Duration) -> anyhow::Result<OneShot> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = l.local_addr()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let n = count.fetch_add(1, SeqCst) + 1;
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => head.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    let body = format!("conn {n}");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-upstream: oneshot\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(linger).await;
+                    drop(s);
+                });
+            }
+        });
+        Ok(OneShot {
+            addr,
+            accepted,
+            task,
+        })
+    }
+}
+
+impl Drop for OneShot {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// An address where nothing listens (connect is refused).
 pub async fn refused_addr() -> anyhow::Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0").await?;

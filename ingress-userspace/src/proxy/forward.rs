@@ -3,7 +3,9 @@
 //! Retries: a connect failure is retried on a different endpoint, up to `max_attempts` tries,
 //! only for idempotent methods. A pooled connection found closed before the request left is
 //! retried once on a fresh connection to the same endpoint (nothing was sent). A request that
-//! reached the upstream is never retried.
+//! reached the upstream is not retried, with one exception: a bodiless idempotent request
+//! whose pooled connection failed before any response byte (the upstream closed the idle
+//! connection as we wrote) goes once more on a fresh connection.
 use std::{sync::Arc, time::Duration};
 
 use http::{
@@ -52,6 +54,21 @@ enum SendFailure {
     /// The request never left: it can go again.
     Unsent(Box<Request<RequestBody>>),
     Failed(ProxyError),
+}
+
+/// Whether the request carries no body, so its head alone can be sent again.
+fn is_bodiless(req: &Request<RequestBody>) -> bool {
+    matches!(req.body(), RequestBody::Full { data: None })
+}
+
+/// A bodiless copy of the request head, to send again.
+fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 /// Whether a method may be repeated (RFC 9110 §9.2.2).
@@ -103,9 +120,15 @@ pub(crate) async fn send(
                     break;
                 }
             };
+            // An upstream may close an idle pooled connection (its keep-alive timeout) just
+            // before we write to it, too late for hyper to have seen the FIN. A bodiless
+            // idempotent request that then fails with no response is sent once more on a new
+            // connection, as nginx does for errors on its cached keep-alive connections.
+            let resend =
+                (checkout.reused && idempotent && is_bodiless(&req)).then(|| copy_head(&req));
             let in_flight = InFlight::new(ep);
             let started = std::time::Instant::now();
-            match send_on(
+            let result = send_on(
                 checkout.conn,
                 ep,
                 upstream.protocol,
@@ -113,9 +136,9 @@ pub(crate) async fn send(
                 dest,
                 policy.timeouts.read,
             )
-            .await
-            {
-                Ok((response, pool_return)) => {
+            .await;
+            match (result, resend) {
+                (Ok((response, pool_return)), _) => {
                     upstream.succeeded(idx, started.elapsed());
                     return Ok(Forwarded {
                         response,
@@ -125,16 +148,21 @@ pub(crate) async fn send(
                         _in_flight: in_flight,
                     });
                 }
-                Err(SendFailure::Unsent(r)) if checkout.reused && mode == ConnMode::Pooled => {
+                (Err(SendFailure::Unsent(r)), _) if checkout.reused && mode == ConnMode::Pooled => {
                     req = *r;
                     mode = ConnMode::Fresh;
                 }
-                Err(SendFailure::Unsent(_)) => {
+                (Err(SendFailure::Failed(ProxyError::UpstreamFailed)), Some(again)) => {
+                    tracing::debug!(upstream = %upstream.name, endpoint = %ep.addr, "pooled connection closed under the request; sending it again on a new one");
+                    req = again;
+                    mode = ConnMode::Fresh;
+                }
+                (Err(SendFailure::Unsent(_)), _) => {
                     shared.metrics.upstream_error(UpstreamErrorKind::Protocol);
                     upstream.failed(idx);
                     return Err(ProxyError::UpstreamFailed);
                 }
-                Err(SendFailure::Failed(e)) => {
+                (Err(SendFailure::Failed(e)), _) => {
                     let kind = match e {
                         ProxyError::UpstreamTimeout => Some(UpstreamErrorKind::Timeout),
                         ProxyError::UpstreamFailed => Some(UpstreamErrorKind::Protocol),

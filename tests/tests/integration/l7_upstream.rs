@@ -352,3 +352,24 @@ async fn l7_config_change_keeps_unchanged_routes_and_moves_changed_ones() -> any
     assert_eq!(b_old.hits(), 3);
     Ok(())
 }
+
+/// An upstream that closes each kept-alive connection right after answering (or a moment
+/// later): the pool must not hand the dead connection to the next request, and a request that
+/// races the close is retried on a fresh connection rather than answered 502, as nginx does
+/// for errors on cached keep-alive connections.
+#[tokio::test]
+async fn l7_stale_pooled_connections_never_fail_idempotent_requests() -> anyhow::Result<()> {
+    for linger in [Duration::ZERO, Duration::from_millis(5)] {
+        let up = OneShot::start(linger).await?;
+        let t = target("oneshot", upstream("oneshot", &[up.addr]));
+        let l7 = L7::start(snapshot(vec![vhost("x.test", vec![prefix("/", &t)])])).await?;
+        let mut statuses = Vec::new();
+        for i in 0..100 {
+            statuses.push(get(l7.http, "x.test", &format!("/{i}")).await?.status);
+        }
+        let failed = statuses.iter().filter(|s| **s != 200).count();
+        assert_eq!(failed, 0, "close after {linger:?}: {statuses:?}");
+        assert!(up.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 100);
+    }
+    Ok(())
+}
