@@ -82,6 +82,18 @@ fn bpf_linker() -> Result<()> {
     )
 }
 
+fn cargo_fuzz() -> Result<()> {
+    if output("cargo", &["fuzz", "--version"]).is_some() {
+        step("cargo-fuzz present");
+        return Ok(());
+    }
+    step("building cargo-fuzz (about a minute)");
+    run(
+        "cargo",
+        &["install", "cargo-fuzz", "--version", "0.13.2", "--locked"],
+    )
+}
+
 /// Mounts bpffs at /sys/fs/bpf if it is not mounted.
 pub fn bpffs() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
@@ -108,6 +120,7 @@ pub fn setup() -> Result<()> {
     }
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     bpffs()?;
     step("setup complete");
     Ok(())

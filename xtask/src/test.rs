@@ -22,6 +22,9 @@ pub fn preflight() -> Result<()> {
             problems.push(format!("`{tool}` not found (run `cargo xtask setup`)"));
         }
     }
+    if output("cargo", &["fuzz", "--version"]).is_none() {
+        problems.push("`cargo fuzz` not found (run `cargo xtask setup`)".to_string());
+    }
     if output("ip", &["netns", "list"]).is_none() {
         problems.push("`ip netns` does not work here".to_string());
     }
@@ -31,7 +34,7 @@ pub fn preflight() -> Result<()> {
         }
         bail!("privileged tests cannot run on this machine; refusing to report a partial pass");
     }
-    step("preflight ok: root, bpffs, iproute2, ethtool, bpf-linker");
+    step("preflight ok: root, bpffs, iproute2, ethtool, bpf-linker, cargo-fuzz");
     Ok(())
 }
 
@@ -49,6 +52,41 @@ pub fn test(extra: &[String]) -> Result<()> {
     ];
     args.extend(extra.iter().map(String::as_str));
     run("cargo", &args)?;
+    fuzz_clienthello()?;
     step("all tests passed");
     Ok(())
+}
+
+/// How long CI fuzzes the ClientHello parser (hostile input from any client on :443).
+const FUZZ_SECS: u32 = 60;
+
+/// Fuzzes the ClientHello parser for `FUZZ_SECS`, seeded with the committed corpus (which the
+/// integration tests replay); new inputs go to a scratch directory, so the tree stays clean.
+/// A crash fails the run with libFuzzer's report and the input that caused it.
+fn fuzz_clienthello() -> Result<()> {
+    step(&format!(
+        "fuzzing the ClientHello parser for {FUZZ_SECS} s (libFuzzer, address sanitizer)"
+    ));
+    let scratch = std::env::temp_dir().join(format!("clienthello-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let scratch_dir = scratch.display().to_string();
+    let max_time = format!("-max_total_time={FUZZ_SECS}");
+    let result = run(
+        "cargo",
+        &[
+            "+nightly",
+            "fuzz",
+            "run",
+            "--fuzz-dir",
+            "fuzz",
+            "clienthello",
+            &scratch_dir,
+            "tests/data/clienthello",
+            "--",
+            &max_time,
+            "-print_final_stats=1",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }
