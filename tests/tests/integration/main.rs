@@ -1,6 +1,7 @@
 //! The one integration test binary. Privileged tests (BPF, netns) run here too and fail with
 //! the reason when the machine cannot run them; they are never skipped silently.
 
+mod bench_manifests;
 mod deploy;
 mod kernel_log;
 mod kube_mode;
