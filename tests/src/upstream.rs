@@ -304,35 +304,33 @@ pub async fn websocket_echo() -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     Ok((addr, task))
 }
 
-/// An upstream that accepts, reads the request and resets the connection without answering.
-pub struct Resetter {
+/// A raw TCP upstream on loopback: every accepted connection (numbered from 1) is handed to
+/// `serve` on a task of its own. Stops accepting when dropped.
+pub struct RawUpstream {
     pub addr: SocketAddr,
     /// Connections accepted so far.
     pub accepted: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
-impl Resetter {
+impl RawUpstream {
     /// Starts one on loopback.
-    pub async fn start() -> anyhow::Result<Resetter> {
-        use tokio::io::AsyncReadExt;
+    pub async fn start<F, Fut>(serve: F) -> anyhow::Result<RawUpstream>
+    where
+        F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let l = TcpListener::bind("127.0.0.1:0").await?;
         let addr = l.local_addr()?;
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         let task = tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                count.fetch_add(1, SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = s.read(&mut buf).await;
-                    // Linger 0: close sends RST instead of FIN.
-                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
-                    drop(s);
-                });
+            while let Ok((s, _)) = l.accept().await {
+                let n = count.fetch_add(1, SeqCst) + 1;
+                tokio::spawn(serve(s, n));
             }
         });
-        Ok(Resetter {
+        Ok(RawUpstream {
             addr,
             accepted,
             task,
@@ -340,66 +338,60 @@ impl Resetter {
     }
 }
 
-impl Drop for Resetter {
+impl Drop for RawUpstream {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// An upstream that accepts, reads the request and resets the connection without answering.
+pub struct Resetter;
+
+impl Resetter {
+    /// Starts one on loopback.
+    pub async fn start() -> anyhow::Result<RawUpstream> {
+        use tokio::io::AsyncReadExt;
+        RawUpstream::start(|mut s, _| async move {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            // Linger 0: close sends RST instead of FIN.
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            drop(s);
+        })
+        .await
     }
 }
 
 /// An HTTP/1.1 upstream that answers the first request of each connection as if keeping it
 /// alive (no `Connection: close`) and then closes it, after `linger`: the stale pooled
 /// connection every proxy meets when an upstream's keep-alive timeout is shorter than its own.
-pub struct OneShot {
-    pub addr: SocketAddr,
-    /// Connections accepted so far.
-    pub accepted: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
+pub struct OneShot;
 
 impl OneShot {
     /// Starts one on loopback.
-    pub async fn start(linger: Duration) -> anyhow::Result<OneShot> {
+    pub async fn start(linger: Duration) -> anyhow::Result<RawUpstream> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let l = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = l.local_addr()?;
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let n = count.fetch_add(1, SeqCst) + 1;
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => head.extend_from_slice(&buf[..k]),
-                        }
-                    }
-                    let body = format!("conn {n}");
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-upstream: oneshot\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if s.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(linger).await;
-                    drop(s);
-                });
+        RawUpstream::start(move |mut s, n| async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => head.extend_from_slice(&buf[..k]),
+                }
             }
-        });
-        Ok(OneShot {
-            addr,
-            accepted,
-            task,
+            let body = format!("conn {n}");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-upstream: oneshot\r\n\r\n{body}",
+                body.len()
+            );
+            if s.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(linger).await;
+            drop(s);
         })
-    }
-}
-
-impl Drop for OneShot {
-    fn drop(&mut self) {
-        self.task.abort();
+        .await
     }
 }
 
