@@ -395,6 +395,46 @@ impl OneShot {
     }
 }
 
+/// An h2c upstream that answers the first request of each connection and then shuts the
+/// connection down gracefully (GOAWAY, then close): the HTTP/2 form of a stale pooled
+/// connection.
+pub struct OneShotH2;
+
+impl OneShotH2 {
+    /// Starts one on loopback.
+    pub async fn start() -> anyhow::Result<RawUpstream> {
+        RawUpstream::start(|s, n| async move {
+            let (served, first) = tokio::sync::oneshot::channel::<()>();
+            let served = Mutex::new(Some(served));
+            let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                if let Some(tx) = served.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = tx.send(());
+                }
+                let body = Full::new(Bytes::from(format!("h2 conn {n}")));
+                async move {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("x-upstream", "oneshot-h2")
+                            .body(body)
+                            .unwrap_or_default(),
+                    )
+                }
+            });
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = first => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        })
+        .await
+    }
+}
+
 /// An address where nothing listens (connect is refused).
 pub async fn refused_addr() -> anyhow::Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0").await?;

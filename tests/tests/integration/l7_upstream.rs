@@ -373,3 +373,34 @@ async fn l7_stale_pooled_connections_never_fail_idempotent_requests() -> anyhow:
     }
     Ok(())
 }
+
+/// The HTTP/2 form: an h2c upstream that sends GOAWAY after one request per connection. The
+/// shared pooled connection must be dropped once it is going away. (Here the GOAWAY always
+/// arrives before the next request; one that raced it would take the resend path the HTTP/1.1
+/// test above exercises.)
+#[tokio::test]
+async fn l7_h2_upstream_going_away_never_fails_idempotent_requests() -> anyhow::Result<()> {
+    let up = OneShotH2::start().await?;
+    let t = target(
+        "oneshot-h2",
+        upstream_with(
+            "oneshot-h2",
+            &[up.addr],
+            ingress::snapshot::BackendProtocol::Grpc,
+        ),
+    );
+    let l7 = L7::start(snapshot(vec![vhost("x.test", vec![prefix("/", &t)])])).await?;
+    let mut statuses = Vec::new();
+    for i in 0..50 {
+        let r = get(l7.http, "x.test", &format!("/{i}")).await?;
+        statuses.push((r.status, r.upstream().map(str::to_owned)));
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|(s, u)| *s == 200 && u.as_deref() == Some("oneshot-h2")),
+        "{statuses:?}"
+    );
+    assert!(up.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 50);
+    Ok(())
+}
