@@ -91,6 +91,19 @@ fn free_addr() -> SocketAddr {
         .expect("a free port")
 }
 
+/// Starts `ingressd run <args>` and waits until it reports ready (off the async threads: the
+/// wait polls the admin port with blocking I/O).
+async fn start_ready(args: Vec<String>, admin: SocketAddr, log: std::path::PathBuf) -> Ingressd {
+    tokio::task::spawn_blocking(move || {
+        let mut p = Ingressd::start(BIN.as_ref(), None, &args, &admin.to_string(), &log)?;
+        p.wait_ready(Duration::from_secs(20))?;
+        anyhow::Ok(p)
+    })
+    .await
+    .expect("join")
+    .expect("ingressd starts")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotations_from_manifests_reach_the_running_proxy() {
     let up = TestServer::echo("app").await.expect("upstream");
@@ -112,15 +125,7 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let log = dir.path().join("log");
-    let mut p = tokio::task::spawn_blocking(move || {
-        let mut p = Ingressd::start(BIN.as_ref(), None, &args, &admin.to_string(), &log)?;
-        p.wait_ready(Duration::from_secs(20))?;
-        anyhow::Ok(p)
-    })
-    .await
-    .expect("join")
-    .expect("ingressd starts");
+    let mut p = start_ready(args, admin, dir.path().join("log")).await;
 
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
         // rewrite-target with use-regex capture groups.
@@ -211,16 +216,7 @@ async fn default_certificate_from_files_serves_unknown_sni() {
     assert!(!status.success(), "started with an unusable key:\n{text}");
     assert!(text.contains("default certificate"), "{text}");
 
-    let good_args = args(&key_path);
-    let log = dir.path().join("log");
-    let mut p = tokio::task::spawn_blocking(move || {
-        let mut p = Ingressd::start(BIN.as_ref(), None, &good_args, &admin.to_string(), &log)?;
-        p.wait_ready(Duration::from_secs(20))?;
-        anyhow::Ok(p)
-    })
-    .await
-    .expect("join")
-    .expect("ingressd starts");
+    let mut p = start_ready(args(&key_path), admin, dir.path().join("log")).await;
     // No Ingress claims fallback.test: the client verifies the default certificate against
     // the test CA, which only the operator's certificate passes.
     let verified = ca.client_config(&[b"http/1.1"]).expect("client config");
