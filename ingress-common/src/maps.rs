@@ -1,8 +1,8 @@
 //! Map names, sizes and the pin layout version: the kernel/userspace contract.
 
-/// Bumped whenever a map's key or value layout changes; pinned maps of another version are
-/// never adopted.
-pub const MAPS_VERSION: u32 = 4;
+/// Bumped whenever a map's key or value layout or its flags change; pinned maps of another
+/// version are never adopted.
+pub const MAPS_VERSION: u32 = 5;
 
 /// VipKey -> VipMeta.
 pub const VIPS: &str = "VIPS";

@@ -1,7 +1,7 @@
 //! Every map of the kernel programs, one line each: what it maps and who writes it.
 //! Names and value types are the contract in `ingress_common::maps`.
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
+    bindings::BPF_F_MMAPABLE,
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
     macros::btf_map,
 };
@@ -44,17 +44,19 @@ pub static BACKENDS: Array<Backend, { DEFAULT_MAX_BACKENDS as usize }> = Array::
 #[btf_map]
 pub static MAGLEV: Array<[u32; 2], RING_ENTRIES, { BPF_F_MMAPABLE as usize }> = Array::new();
 
-/// LRU lists per CPU: inserts and evictions take no shared lock (the table stays shared, so a
-/// flow is found from any CPU).
-const PER_CPU_LRU: usize = BPF_F_NO_COMMON_LRU as usize;
+/// One LRU list for the whole table, not one per CPU (`BPF_F_NO_COMMON_LRU`): per-CPU lists
+/// give each CPU capacity / possible CPUs entries, so a node whose flows arrive on one queue
+/// would evict live flows with most of the table free. Measured cost of the shared list: none
+/// (each CPU takes free entries in batches of 128; see BENCHMARKS.md).
+const SHARED_LRU: usize = 0;
 
 /// Client-side flow -> its NAT. Written by the XDP program, read by userspace for inspection.
 #[btf_map]
-pub static CONNTRACK: LruHashMap<FlowKey, FlowNat, CT_ENTRIES, PER_CPU_LRU> = LruHashMap::new();
+pub static CONNTRACK: LruHashMap<FlowKey, FlowNat, CT_ENTRIES, SHARED_LRU> = LruHashMap::new();
 
 /// Backend-side reply flow -> original client and VIP. Written by the XDP program.
 #[btf_map]
-pub static REPLY_NAT: LruHashMap<FlowKey, ReplyNat, CT_ENTRIES, PER_CPU_LRU> = LruHashMap::new();
+pub static REPLY_NAT: LruHashMap<FlowKey, ReplyNat, CT_ENTRIES, SHARED_LRU> = LruHashMap::new();
 
 /// Slot 0: node-wide settings (SNAT addresses and ports). Written by userspace.
 #[btf_map]

@@ -124,6 +124,41 @@ fn new_flow_conntrack_hit_and_reply_round_trip() {
     assert_eq!(lab.datapath.counters().unwrap().vip(id).unwrap().packets, 4);
 }
 
+/// Every flow of a node can arrive on one CPU (one receive queue, or RSS that hashes them
+/// together): the conntrack tables must still hold their whole capacity. Per-CPU LRU lists
+/// (`BPF_F_NO_COMMON_LRU`) would give that CPU capacity / possible CPUs entries and evict live
+/// flows long before the table is full.
+#[test]
+fn one_cpu_can_fill_the_whole_conntrack_table() {
+    const FLOWS: u16 = 3000;
+    tests::bench::pin_to_cpu(0).unwrap();
+    let lab = lab(); // 4096 entries in each table: more than FLOWS, less than FLOWS x 2 CPUs
+    let packets = |stat: Stat| {
+        let c = lab.datapath.counters().unwrap().stats().unwrap();
+        c.into_iter().find(|(s, _)| *s == stat).unwrap().1.packets
+    };
+    let flow = |i: u16, flags| Spec::tcp("198.18.0.2", 10000 + i, "198.19.0.10", 80, flags);
+    for i in 0..FLOWS {
+        let (verdict, _) = lab.run(&flow(i, SYN).build(), lab.ifindex_a).unwrap();
+        assert_eq!(verdict, REDIRECT, "SYN of flow {i}");
+    }
+    let (new_flows, hits) = (packets(Stat::FwdNewFlow), packets(Stat::FwdConntrack));
+    for i in 0..FLOWS {
+        let (verdict, _) = lab.run(&flow(i, ACK).build(), lab.ifindex_a).unwrap();
+        assert_eq!(verdict, REDIRECT, "ACK of flow {i}");
+    }
+    assert_eq!(
+        packets(Stat::FwdConntrack) - hits,
+        u64::from(FLOWS),
+        "every established flow must still be in conntrack"
+    );
+    assert_eq!(
+        packets(Stat::FwdNewFlow),
+        new_flows,
+        "no flow was started again"
+    );
+}
+
 /// The next hop is cached in the flow entry (`HOP_TTL_JIFFIES`: 1.02 s at this kernel's
 /// HZ=250, at most 2.56 s at HZ=100): a backend that moves to another MAC is reached by its
 /// established flows once the cache has aged out, without a new SYN.
