@@ -41,6 +41,17 @@ pub fn preflight() -> Result<()> {
 /// Runs all tests of the workspace.
 pub fn test(extra: &[String]) -> Result<()> {
     preflight()?;
+    // Checked before the build and the tests, not minutes later when the smoke runs start.
+    let missing: Vec<&str> = ["nginx", "haproxy", "wrk"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the benchmark smoke runs need {} (run `cargo xtask setup`)",
+            missing.join(", ")
+        );
+    }
     step("building and running every test (unit + privileged integration)");
     // The kernel crate only builds for bpfel-unknown-none (build.rs of ingress-userspace does it).
     let mut args = vec![
@@ -52,8 +63,83 @@ pub fn test(extra: &[String]) -> Result<()> {
     ];
     args.extend(extra.iter().map(String::as_str));
     run("cargo", &args)?;
+    if !extra.is_empty() {
+        // A filter or cargo flags select part of the suite: the fuzzing and the benchmark
+        // smoke runs belong to the whole run only, and the message says so.
+        step("selected tests passed (fuzzing and benchmark smoke runs are not run with arguments)");
+        return Ok(());
+    }
     fuzz_clienthello()?;
+    bench_smoke()?;
     step("all tests passed");
+    Ok(())
+}
+
+/// Runs every benchmark once at tiny sizes, from the debug builds `cargo test` just made, so a
+/// benchmark that no longer starts, routes or checks its peers fails here instead of on the
+/// next measurement. The figures are meaningless and not printed as results.
+fn bench_smoke() -> Result<()> {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let ingressd = format!("{target}/debug/ingressd_under_test");
+    let ingressd = ingressd.as_str();
+    let runs: [(&str, &[&str]); 5] = [
+        (
+            "bench_xdp",
+            &[
+                "--calls",
+                "200",
+                "--batches",
+                "2",
+                "--vips",
+                "20",
+                "--conntrack",
+                "2000",
+            ],
+        ),
+        // Rounds, frames per run.
+        ("bench_pps", &["1", "20000"]),
+        (
+            "bench_l7",
+            &[
+                "--rounds",
+                "1",
+                "--duration",
+                "1",
+                "--pause",
+                "0",
+                "--ingressd",
+                ingressd,
+            ],
+        ),
+        (
+            "bench_passthrough",
+            &[
+                "--rounds",
+                "1",
+                "--single-mib",
+                "8",
+                "--multi-mib",
+                "1",
+                "--conns",
+                "4",
+                "--rr-secs",
+                "0.5",
+                "--pause",
+                "0",
+                "--wait-mins",
+                "0",
+                "--ingressd",
+                ingressd,
+            ],
+        ),
+        ("examples/bench_control_plane", &["--small"]),
+    ];
+    for (bin, args) in runs {
+        step(&format!(
+            "benchmark smoke run (debug build, tiny sizes: the figures mean nothing): {bin}"
+        ));
+        run(&format!("{target}/debug/{bin}"), args)?;
+    }
     Ok(())
 }
 
