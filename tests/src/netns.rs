@@ -42,10 +42,20 @@ pub fn require_privileges() -> Result<()> {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// A unique short name (interface names are limited to 15 bytes).
-pub fn unique(prefix: &str) -> String {
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{}{n}", std::process::id() % 10000)
+/// The name of a namespace or pin directory this process creates: `xit-<tag>-<pid>-<suffix>`.
+/// Guards delete them on drop; a run killed before that leaves them behind, and
+/// `cargo xtask test` removes those whose pid is gone (its parser lives in xtask/src/test.rs).
+pub fn owned(tag: &str, suffix: &str) -> String {
+    debug_assert!(
+        !tag.contains('-'),
+        "the pid is found by position: no '-' in the tag"
+    );
+    format!("xit-{tag}-{}-{suffix}", std::process::id())
+}
+
+/// Like [`owned`], with a suffix unique in this process.
+pub fn owned_unique(tag: &str) -> String {
+    owned(tag, &SEQ.fetch_add(1, Ordering::Relaxed).to_string())
 }
 
 /// A named network namespace, deleted on drop.
@@ -56,7 +66,7 @@ pub struct NetNs {
 impl NetNs {
     /// Creates a namespace with loopback up.
     pub fn new(prefix: &str) -> Result<Self> {
-        let name = unique(prefix);
+        let name = owned_unique(prefix);
         sh(&format!("ip netns add {name}"))?;
         let ns = NetNs { name };
         ns.run("ip link set lo up")?;

@@ -1,5 +1,7 @@
 //! `cargo xtask test`: unit tests and the privileged integration tests (BPF, XDP, network
 //! namespaces). Fails loudly, before building, when the machine cannot run them.
+use std::path::Path;
+
 use anyhow::{bail, Result};
 
 use crate::exec::{have, output, run, step};
@@ -52,6 +54,7 @@ pub fn test(extra: &[String]) -> Result<()> {
             missing.join(", ")
         );
     }
+    sweep_leftovers();
     step("building and running every test (unit + privileged integration)");
     // The kernel crate only builds for bpfel-unknown-none (build.rs of ingress-userspace does it).
     let mut args = vec![
@@ -143,6 +146,55 @@ fn bench_smoke() -> Result<()> {
     Ok(())
 }
 
+/// The pid in a name the tests give their namespaces and pin directories,
+/// `xit-<tag>-<pid>-<suffix>` (`tests::netns::owned`).
+fn owner_pid(name: &str) -> Option<u32> {
+    let mut parts = name.split('-');
+    if parts.next()? != "xit" {
+        return None;
+    }
+    parts.next()?;
+    let pid = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some(pid)
+}
+
+/// Removes the network namespaces and bpffs pin directories of test and benchmark runs that
+/// were killed before their guards ran: those whose creating process is gone. A live run's
+/// are never touched.
+fn sweep_leftovers() {
+    let dead = |name: &str| {
+        owner_pid(name).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if dead(&name) && output("ip", &["netns", "del", &name]).is_some() {
+            removed.push(name);
+        }
+    }
+    for entry in std::fs::read_dir("/sys/fs/bpf")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if dead(&name) && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed.push(name);
+        }
+    }
+    if !removed.is_empty() {
+        step(&format!(
+            "removed what killed earlier runs left behind: {}",
+            removed.join(" ")
+        ));
+    }
+}
+
 /// How long CI fuzzes the ClientHello parser (hostile input from any client on :443).
 const FUZZ_SECS: u32 = 60;
 
@@ -175,4 +227,23 @@ fn fuzz_clienthello() -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_pid;
+
+    #[test]
+    fn owner_pid_reads_only_names_the_tests_make() {
+        assert_eq!(owner_pid("xit-tc-4242-0"), Some(4242));
+        assert_eq!(owner_pid("xit-benchl7-17-ingressd"), Some(17));
+        assert_eq!(owner_pid("xit-tc-4242"), None, "no suffix");
+        assert_eq!(owner_pid("xit-tc-notapid-0"), None);
+        assert_eq!(owner_pid("ingressd"), None, "a production pin dir");
+        assert_eq!(
+            owner_pid("cni-1234-5678-9"),
+            None,
+            "someone else's namespace"
+        );
+    }
 }

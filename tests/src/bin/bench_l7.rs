@@ -300,11 +300,7 @@ fn locate_ingressd(o: &Opts) -> Result<PathBuf> {
 /// The bpffs pin directory given to an ingressd instance (it pins nothing without
 /// `--xdp-interface`).
 fn pin_dir(peer: Peer) -> PathBuf {
-    PathBuf::from(format!(
-        "/sys/fs/bpf/bench-l7-{}-{}",
-        std::process::id(),
-        peer.key()
-    ))
+    PathBuf::from("/sys/fs/bpf").join(tests::netns::owned("benchl7", peer.key()))
 }
 
 /// One proxy, started and verified.

@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 use tests::{
     caps,
     fake_api::FakeApi,
-    netns::{require_privileges, sh, unique, NetNs},
+    netns::{owned_unique, require_privileges, sh, NetNs},
     rbac::{self, Policy, RbacObjects},
 };
 use tokio::{
@@ -1280,7 +1280,7 @@ fn deploy_capabilities_are_enough_for_ingressd_startup_and_each_is_needed() {
         .partition(|c| held & caps::mask(&[*c]) != 0);
     let (ns, backend) = node_namespace();
     let netns = PathBuf::from(format!("/var/run/netns/{}", ns.name));
-    let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(unique("ingressd-deploy-")));
+    let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(owned_unique("deploy")));
 
     // First start with exactly the DaemonSet's capabilities.
     let first = caps::run_with(&granted, Some(&netns), || startup(&run, &pins.0, backend))
@@ -1374,7 +1374,7 @@ fn deploy_capabilities_are_enough_for_ingressd_startup_and_each_is_needed() {
     let mut report = Vec::new();
     for cap in &granted {
         let fewer: Vec<u32> = granted.iter().copied().filter(|c| c != cap).collect();
-        let dir = PinDir(PathBuf::from("/sys/fs/bpf").join(unique("ingressd-deploy-")));
+        let dir = PinDir(PathBuf::from("/sys/fs/bpf").join(owned_unique("deploy")));
         let without = caps::run_with(&fewer, Some(&netns), || startup(&run, &dir.0, backend))
             .unwrap_or_else(|e| panic!("{e:#}"));
         report.push((*cap, failed_step(&without.steps)));

@@ -30,7 +30,7 @@ fn snat() -> SnatSettings {
 #[test]
 fn pinned_maps_are_adopted_by_version_and_stale_versions_removed() {
     tests::netns::require_privileges().expect("privileged test");
-    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/ingressd-pins-{}", std::process::id()));
+    let dir = std::path::PathBuf::from("/sys/fs/bpf").join(tests::netns::owned("pins", "maps"));
     let svc = L4Service {
         origin: ObjectRef::default(),
         vip: "198.19.0.10".parse().unwrap(),

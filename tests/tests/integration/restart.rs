@@ -100,7 +100,7 @@ fn l4_path_keeps_forwarding_through_kill_9_and_restart() {
     let _s2 = Server::start(&topo.backends[1], "b2", 8080).unwrap();
     let dir = tempfile::tempdir().unwrap();
     l4_manifests(dir.path());
-    let pin_dir = format!("/sys/fs/bpf/ingressd-test-{}", std::process::id());
+    let pin_dir = format!("/sys/fs/bpf/{}", tests::netns::owned("restart", "pins"));
     let args = run_args(dir.path(), &pin_dir);
     let log = dir.path().join("first.log");
     let mut first = Ingressd::start(
@@ -383,7 +383,7 @@ spec:
         "--drain-timeout",
         "5s",
         "--pin-dir",
-        &format!("/sys/fs/bpf/ingressd-drain-{}", std::process::id()),
+        &format!("/sys/fs/bpf/{}", tests::netns::owned("restart", "drain")),
         "--log-format",
         "json",
     ]

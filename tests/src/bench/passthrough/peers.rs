@@ -341,7 +341,7 @@ pub fn ingressd(
         Engine::Kernel => "kernel",
         Engine::Userspace => "userspace",
     };
-    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/bench-pt-{}-{tag}", std::process::id()));
+    let pin_dir = PathBuf::from("/sys/fs/bpf").join(crate::netns::owned("benchpt", tag));
     let admin = SocketAddr::from(([127, 0, 0, 1], ports.1));
     let mut cmd = Command::new(exe);
     cmd.args(prefix)
