@@ -22,7 +22,8 @@ pub struct Hop {
     pub ifindex: u32,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
-    pub stamp_jiffies: u64,
+    /// Low 32 bits of `bpf_jiffies64` at the lookup (compared with wrapping arithmetic).
+    pub stamp_jiffies: u32,
 }
 
 /// How long a cached next hop is used before it is looked up again, in jiffies: 1.02 s at
@@ -30,7 +31,14 @@ pub struct Hop {
 /// `bpf_jiffies64` into one load, where a nanosecond clock is a helper call costing ~15 ns
 /// of a ~125 ns conntrack hit; the kernel's HZ is not known when the program is built, and
 /// any of these bounds is short enough for a route change and long enough to be cheap.
-pub const HOP_TTL_JIFFIES: u64 = 256;
+pub const HOP_TTL_JIFFIES: u32 = 256;
+
+/// `seen` of a flow entry: the seconds part (coarse monotonic clock, wrapping in 30 bits).
+pub const SEEN_SECS: u32 = (1 << 30) - 1;
+/// `seen` of a flow entry: a FIN was seen in this direction.
+pub const SEEN_FIN: u32 = 1 << 30;
+/// `seen` of a flow entry: an RST was seen in this direction.
+pub const SEEN_RST: u32 = 1 << 31;
 
 /// Forward translation of a client flow: where it goes and which source it wears.
 ///
@@ -48,6 +56,10 @@ pub struct FlowNat {
     pub vip_id: u32,
     /// Next hop towards the backend.
     pub hop: Hop,
+    /// When a packet of this direction was last seen, to within the hop TTL (refreshed with
+    /// the hop, and on FIN or RST), and the `SEEN_FIN`/`SEEN_RST` bits: what decides when the
+    /// flow's SNAT port may be given to another flow.
+    pub seen: u32,
 }
 
 /// Reverse translation for replies arriving from a backend to the SNAT address and port.
@@ -63,9 +75,11 @@ pub struct ReplyNat {
     pub vip_id: u32,
     /// Next hop towards the client.
     pub hop: Hop,
+    /// As `FlowNat::seen`, for the reply direction.
+    pub seen: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<Hop>() == 24);
+const _: () = assert!(core::mem::size_of::<Hop>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowNat>() == 64);
 const _: () = assert!(core::mem::size_of::<ReplyNat>() == 64);

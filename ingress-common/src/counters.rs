@@ -64,6 +64,8 @@ stats! {
     Tx = "tx",
     /// Forwarded out of another interface.
     Redirect = "redirect",
+    /// A new flow took over the SNAT port of an expired flow (counted besides its verdict).
+    NatPortReused = "nat_port_reused",
     /// Headers to a VIP truncated or inconsistent.
     DropMalformed = "drop_malformed",
     /// VIP has no backend.

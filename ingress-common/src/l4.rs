@@ -89,10 +89,18 @@ pub struct LbConfig {
     pub port_count: u16,
     /// Non-zero once userspace has written this slot; until then VIP traffic is passed.
     pub ready: u32,
+    /// Seconds after which the SNAT port of a TCP flow with no packets may be reused.
+    pub tcp_established_secs: u32,
+    /// Seconds after the last packet of a TCP flow that saw a FIN before its port is reused.
+    pub tcp_time_wait_secs: u32,
+    /// Seconds after the last packet of a TCP flow that saw an RST before its port is reused.
+    pub tcp_close_secs: u32,
+    /// Seconds after which the SNAT port of a UDP flow with no packets may be reused.
+    pub udp_secs: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipMeta>() == 8);
 const _: () = assert!(core::mem::size_of::<VipAddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Backend>() == 20);
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 28);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 44);

@@ -93,6 +93,11 @@ pub static BENCH: PerCpuArray<u64, 4> = PerCpuArray::new();
 pub struct Scratch {
     pub key: FlowKey,
     pub rkey: FlowKey,
+    /// The forward key of a flow whose SNAT port is being taken over.
+    pub okey: FlowKey,
+    /// The `bpf_fib_lookup` parameter block (64 bytes, 8-aligned): on the stack it would
+    /// push the program past the 512-byte limit.
+    pub fib: [u64; 8],
     pub nat: FlowNat,
     pub reply: ReplyNat,
 }

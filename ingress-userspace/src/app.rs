@@ -24,7 +24,7 @@ use crate::{
     admin::{kernel::KernelMetrics, AdminServer, Readiness},
     apply::{
         self,
-        maps::{L4Applier, SnatSettings},
+        maps::{FlowTimeouts, L4Applier, SnatSettings},
         proxy::ProxyApplier,
     },
     cli::{Cli, Command, RunArgs},
@@ -113,6 +113,12 @@ fn snat_settings(args: &RunArgs) -> anyhow::Result<SnatSettings> {
         v6: args.xdp.snat_v6,
         port_min,
         port_max,
+        timeouts: FlowTimeouts {
+            tcp_established: args.xdp.conntrack_tcp_timeout_established,
+            tcp_time_wait: args.xdp.conntrack_tcp_timeout_time_wait,
+            tcp_close: args.xdp.conntrack_tcp_timeout_close,
+            udp: args.xdp.conntrack_udp_timeout,
+        },
     };
     if !args.xdp.interfaces.is_empty() && snat.v4.is_none() && snat.v6.is_none() {
         bail!("--xdp-interface needs --snat-v4 and/or --snat-v6: the source address for L4 traffic to backends");

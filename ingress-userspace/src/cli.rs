@@ -143,6 +143,19 @@ pub struct XdpArgs {
     /// SNAT source port range, `min-max`.
     #[arg(long, default_value = "20000-32767")]
     pub snat_ports: String,
+    /// How long a TCP flow may go without packets before its SNAT port may go to a new flow.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_established: std::time::Duration,
+    /// How long after its last packet a TCP flow that saw a FIN keeps its SNAT port (covers
+    /// the backend's TIME_WAIT, as Linux conntrack's 120 s does).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_time_wait: std::time::Duration,
+    /// How long after its last packet a TCP flow that saw an RST keeps its SNAT port.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_close: std::time::Duration,
+    /// How long a UDP flow may go without packets before its SNAT port may go to a new flow.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub conntrack_udp_timeout: std::time::Duration,
     /// VIP capacity of the kernel maps.
     #[arg(long, default_value_t = ingress_common::maps::DEFAULT_MAX_VIPS)]
     pub max_vips: u32,

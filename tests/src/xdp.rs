@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use anyhow::{bail, Context, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use ingress::{
-    apply::maps::{L4Applier, SnatSettings},
+    apply::maps::{FlowTimeouts, L4Applier, SnatSettings},
     maps::{
         loader::{Datapath, LoaderOptions},
         writer::AyaMapWriter,
@@ -103,12 +103,29 @@ impl XdpLab {
         conntrack: u32,
         ports: (u16, u16),
     ) -> Result<Self> {
-        Self::build(services, max_vips, conntrack, ports, false)
+        Self::build(
+            services,
+            max_vips,
+            conntrack,
+            ports,
+            FlowTimeouts::default(),
+            false,
+        )
+    }
+
+    /// Like [`XdpLab::with_ports`] with chosen flow timeouts (when SNAT ports are reused).
+    pub fn with_timeouts(
+        services: &[L4Service],
+        ports: (u16, u16),
+        timeouts: FlowTimeouts,
+    ) -> Result<Self> {
+        Self::build(services, 16, 4096, ports, timeouts, false)
     }
 
     /// Like [`XdpLab::new`] with the kernel programs' log statements turned on.
     pub fn with_kernel_log(services: &[L4Service]) -> Result<Self> {
-        Self::build(services, 16, 4096, (20000, 29999), true)
+        let timeouts = FlowTimeouts::default();
+        Self::build(services, 16, 4096, (20000, 29999), timeouts, true)
     }
 
     fn build(
@@ -116,6 +133,7 @@ impl XdpLab {
         max_vips: u32,
         conntrack: u32,
         ports: (u16, u16),
+        timeouts: FlowTimeouts,
         kernel_log: bool,
     ) -> Result<Self> {
         crate::netns::require_privileges()?;
@@ -156,6 +174,7 @@ impl XdpLab {
             v6: Some(SNAT_V6.parse()?),
             port_min: ports.0,
             port_max: ports.1,
+            timeouts,
         };
         let mut applier = L4Applier::new(writer, snat)?;
         let report = applier.apply(services)?;

@@ -5,14 +5,12 @@ use aya_ebpf::{
     programs::XdpContext,
     EbpfContext,
 };
-use core::mem::MaybeUninit;
-
 use ingress_common::l4::FAMILY_V6;
 
-#[repr(C, align(8))]
-struct Aligned(FibParams);
+use crate::maps::SCRATCH;
 
-const _: () = assert!(core::mem::size_of::<Aligned>() == 64);
+const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
+const _: () = assert!(core::mem::align_of::<FibParams>() <= 8);
 
 /// Where a packet leaves, and the MACs to write.
 pub struct NextHop {
@@ -55,22 +53,27 @@ pub fn lookup(ctx: &XdpContext, q: &FibQuery) -> Result<NextHop, FibMiss> {
     }
 }
 
-/// The lookup itself, kept out of line: its 64-byte parameter block would otherwise be
-/// inlined at every call site and overflow the 512-byte BPF stack. Returns the helper's code.
+/// The lookup itself, kept out of line so its code is not repeated at every call site; its
+/// parameter block lives in this CPU's scratch slot, not on the BPF stack (the program is
+/// near the 512-byte limit). Returns the helper's code.
 #[inline(never)]
 fn lookup_into(ctx: *mut core::ffi::c_void, ifindex: u32, q: &FibQuery, out: &mut NextHop) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return u32::MAX;
+    };
+    // SAFETY: this CPU's scratch slot; the block is used only within this call.
+    let words = unsafe { &raw mut (*scratch).fib }.cast::<u64>();
     // Zeroed with eight volatile word stores: `mem::zeroed` or a zero array is lowered to a
     // call to the byte-loop memset, the costliest part of this function.
-    let mut buf = MaybeUninit::<Aligned>::uninit();
-    let words = buf.as_mut_ptr().cast::<u64>();
     let mut i = 0;
-    while i < core::mem::size_of::<Aligned>() / 8 {
-        // SAFETY: writing within buf, which is 8-byte aligned and a whole number of words.
+    while i < 8 {
+        // SAFETY: writing within the 8-word, 8-aligned block.
         unsafe { words.add(i).write_volatile(0) };
         i += 1;
     }
-    // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of integers).
-    let p = unsafe { &mut (*buf.as_mut_ptr()).0 };
+    // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of integers),
+    // and the block is 64 bytes, 8-aligned.
+    let p = unsafe { &mut *words.cast::<FibParams>() };
     p.family = q.family;
     p.l4_protocol = q.proto;
     p.sport = q.sport;

@@ -8,23 +8,23 @@ use ingress_common::{
 
 use super::fib::{self, FibMiss, FibQuery};
 
-/// Monotonic time in jiffies (the verifier inlines the helper into one load).
+/// Monotonic time in jiffies, low 32 bits (the verifier inlines the helper into one load).
 #[inline(always)]
-pub fn now() -> u64 {
+pub fn now() -> u32 {
     // SAFETY: plain helper call.
-    unsafe { bpf_jiffies64() }
+    unsafe { bpf_jiffies64() as u32 }
 }
 
 /// Whether a cached hop can be used at `now`.
 #[inline(always)]
-pub fn fresh(h: &Hop, now: u64) -> bool {
+pub fn fresh(h: &Hop, now: u32) -> bool {
     h.stamp_jiffies != 0 && now.wrapping_sub(h.stamp_jiffies) < HOP_TTL_JIFFIES
 }
 
 /// The next hop for `q`: from `cache` when fresh, else looked up (and stored in `cache`).
 /// Misses are returned as the stat explaining why the packet goes to the stack.
 #[inline(always)]
-pub fn resolve(ctx: &XdpContext, q: &FibQuery, cache: *mut Hop, now: u64) -> Result<Hop, Stat> {
+pub fn resolve(ctx: &XdpContext, q: &FibQuery, cache: *mut Hop, now: u32) -> Result<Hop, Stat> {
     // SAFETY: cache points at a live map value; a concurrent writer can only store another
     // complete lookup result for the same destination.
     let cached = unsafe { *cache };
@@ -39,7 +39,7 @@ pub fn resolve(ctx: &XdpContext, q: &FibQuery, cache: *mut Hop, now: u64) -> Res
 
 /// A fresh lookup, stamped with `now`.
 #[inline(always)]
-pub fn lookup(ctx: &XdpContext, q: &FibQuery, now: u64) -> Result<Hop, Stat> {
+pub fn lookup(ctx: &XdpContext, q: &FibQuery, now: u32) -> Result<Hop, Stat> {
     match fib::lookup(ctx, q) {
         Ok(n) => Ok(Hop {
             ifindex: n.ifindex,

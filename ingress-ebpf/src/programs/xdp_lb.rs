@@ -1,7 +1,7 @@
 //! XDP L4 load balancer: VIP traffic is NATed to a Maglev-chosen backend and forwarded from
 //! the driver; replies are reverse-NATed; everything else goes to the stack untouched.
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_NOEXIST},
+    bindings::{xdp_action, BPF_EXIST, BPF_NOEXIST},
     helpers::bpf_redirect,
     macros::xdp,
     programs::XdpContext,
@@ -16,7 +16,7 @@ use ingress_common::{
 use crate::{
     counters,
     lb::{
-        copy_addr,
+        copy_addr, expiry,
         fib::FibQuery,
         hop, maglev,
         nat::{self, Layout, Tuple},
@@ -132,7 +132,7 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
     };
     // One array read rules out most traffic before any hash lookup.
     if may_be_vip(&l3.dst, ports.dport, l3.proto) {
-        if let Some(out) = forward(ctx, &layout, &l3, &tuple, cfg, ports.syn) {
+        if let Some(out) = forward(ctx, &layout, &l3, &tuple, cfg, ports.syn, ports.closing) {
             return out;
         }
     }
@@ -144,7 +144,7 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
     // The SNAT address is usually the node's own: its ssh, kubelet and API traffic must not
     // pay a hash lookup, and only ports we hand out can carry a reply.
     if is_snat && in_snat_range(ports.dport, cfg) {
-        return reply(ctx, &layout, &l3, &tuple);
+        return reply(ctx, &layout, &l3, &tuple, ports.closing);
     }
     Outcome::pass(Stat::PassNotOurs)
 }
@@ -223,6 +223,7 @@ fn forward(
     t: &Tuple,
     cfg: &LbConfig,
     syn: bool,
+    closing: u32,
 ) -> Option<Outcome> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot, used by this packet only.
@@ -248,6 +249,12 @@ fn forward(
                 dport: nat.backend_port,
             };
             let vip_id = nat.vip_id;
+            // Liveness is refreshed with the hop (rarely), and at once when the flow closes.
+            if closing != 0 || !hop::fresh(&nat.hop, now) {
+                // SAFETY: the seen field of the same live value.
+                let seen = unsafe { &raw mut (*entry).seen };
+                expiry::touch(seen, closing, expiry::now_secs());
+            }
             // SAFETY: the hop field of the same live value.
             let next = hop::resolve(ctx, &query(l3, &new), unsafe { &raw mut (*entry).hop }, now);
             (new, next, Stat::FwdConntrack, vip_id)
@@ -265,7 +272,7 @@ fn forward(
             if l3.ttl <= 1 {
                 return Some(Outcome::pass(Stat::PassTtl));
             }
-            match new_flow(ctx, scratch, l3, meta, cfg, now) {
+            match new_flow(ctx, scratch, l3, meta, cfg, now, closing) {
                 Ok(next) => {
                     let nat = &scratch.nat;
                     let new = Tuple {
@@ -296,7 +303,8 @@ fn new_flow(
     l3: &L3,
     meta: &VipMeta,
     cfg: &LbConfig,
-    now: u64,
+    now: u32,
+    closing: u32,
 ) -> Result<Result<Hop, Stat>, Stat> {
     if meta.backends == 0 {
         return Err(Stat::DropNoBackend);
@@ -305,6 +313,7 @@ fn new_flow(
     let h = maglev::flow_hash(&scratch.key, v6);
     let (backend_id, backend) = maglev::pick(meta.id, h).ok_or(Stat::DropNoBackend)?;
     let key = &scratch.key;
+    let secs = expiry::now_secs();
     scratch.reply = ReplyNat {
         client: key.src,
         vip: key.dst,
@@ -312,6 +321,7 @@ fn new_flow(
         vip_port: key.dport,
         vip_id: meta.id,
         hop: Hop::default(),
+        seen: secs,
     };
     let snat = if v6 {
         copy_addr(&cfg.snat_v6)
@@ -327,7 +337,8 @@ fn new_flow(
         family: key.family,
         _pad: 0,
     };
-    let port = reserve_port(&mut scratch.rkey, &scratch.reply, maglev::port_hash(h), cfg)?;
+    let h = maglev::port_hash(h);
+    let port = reserve_port(&mut scratch.rkey, &mut scratch.okey, &scratch.reply, cfg, h)?;
     debug!(
         ctx,
         "new flow: vip {} backend {} snat port {}",
@@ -355,6 +366,7 @@ fn new_flow(
             Ok(h) => h,
             Err(_) => Hop::default(),
         },
+        seen: secs | closing,
     };
     CONNTRACK
         .insert(&scratch.key, &scratch.nat, 0)
@@ -364,9 +376,16 @@ fn new_flow(
 
 /// Claims a SNAT port towards this backend: the reply entry is inserted only if absent,
 /// so two flows never share a port; a port already mapped to this very flow is reused
-/// (its forward entry was evicted before its reply entry).
+/// (its forward entry was evicted before its reply entry), and a port whose flow has
+/// expired is taken over (`expiry`).
 #[inline(always)]
-fn reserve_port(rkey: &mut FlowKey, reply: &ReplyNat, h: u32, cfg: &LbConfig) -> Result<u16, Stat> {
+fn reserve_port(
+    rkey: &mut FlowKey,
+    okey: &mut FlowKey,
+    reply: &ReplyNat,
+    cfg: &LbConfig,
+    h: u32,
+) -> Result<u16, Stat> {
     let count = cfg.port_count as u32;
     if count == 0 {
         return Err(Stat::DropNatExhausted);
@@ -389,6 +408,13 @@ fn reserve_port(rkey: &mut FlowKey, reply: &ReplyNat, h: u32, cfg: &LbConfig) ->
                 && e.vip == reply.vip
                 && e.vip_port == reply.vip_port
             {
+                // A new connection on the same 5-tuple, or a flow whose forward entry was
+                // evicted: its liveness starts afresh, without an old connection's FIN/RST.
+                let _ = REPLY_NAT.insert(&*rkey, reply, BPF_EXIST as u64);
+                return Ok(rkey.dport);
+            }
+            if take_over(rkey, okey, e, reply, cfg) {
+                counters::count(Stat::NatPortReused, 0);
                 return Ok(rkey.dport);
             }
         }
@@ -397,9 +423,50 @@ fn reserve_port(rkey: &mut FlowKey, reply: &ReplyNat, h: u32, cfg: &LbConfig) ->
     Err(Stat::DropNatExhausted)
 }
 
+/// Takes the port of `old`'s flow if that flow has expired: its forward entry is deleted (when
+/// it still points at this port, so a late packet of it cannot reach the new flow's backend
+/// connection) and its reply entry is overwritten with `reply`.
+///
+/// Two CPUs taking over the same expired port in the same instant could both succeed: hash
+/// maps have no compare-and-swap. The window is the few instructions between the read and
+/// the write, for a port both picked among thousands; accepted.
+///
+/// Out of line (a BPF-to-BPF call on this rare path) to keep its locals off the main
+/// program's stack frame; `reply.seen` is the current time.
+#[inline(never)]
+fn take_over(
+    rkey: &FlowKey,
+    okey: &mut FlowKey,
+    old: &ReplyNat,
+    reply: &ReplyNat,
+    cfg: &LbConfig,
+) -> bool {
+    let now = reply.seen;
+    // Field by field: a whole-struct temporary would cost BPF stack the program lacks.
+    okey.src = copy_addr(&old.client);
+    okey.dst = copy_addr(&old.vip);
+    okey.sport = old.client_port;
+    okey.dport = old.vip_port;
+    okey.proto = rkey.proto;
+    okey.family = rkey.family;
+    okey._pad = 0;
+    // SAFETY: read-only look at the old flow's forward entry; fields are copied out at once.
+    let fwd = unsafe { CONNTRACK.get(&*okey) }.filter(|f| {
+        f.snat_port == rkey.dport && f.backend_port == rkey.sport && f.backend == rkey.src
+    });
+    let fwd_seen = fwd.map(|f| f.seen);
+    if !expiry::expired(old.seen, fwd_seen, rkey.proto, cfg, now) {
+        return false;
+    }
+    if fwd_seen.is_some() {
+        let _ = CONNTRACK.remove(&*okey);
+    }
+    REPLY_NAT.insert(rkey, reply, BPF_EXIST as u64).is_ok()
+}
+
 /// Backend -> SNAT address: translate back to VIP -> client.
 #[inline(always)]
-fn reply(ctx: &XdpContext, layout: &Layout, l3: &L3, t: &Tuple) -> Outcome {
+fn reply(ctx: &XdpContext, layout: &Layout, l3: &L3, t: &Tuple, closing: u32) -> Outcome {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return Outcome::pass(Stat::PassNotOurs);
     };
@@ -415,6 +482,15 @@ fn reply(ctx: &XdpContext, layout: &Layout, l3: &L3, t: &Tuple) -> Outcome {
     // SAFETY: entry points at a live map value; fields are copied out at once.
     let r = unsafe { &*entry };
     let vip_id = r.vip_id;
+    let now = hop::now();
+    if closing != 0 || !hop::fresh(&r.hop, now) {
+        // SAFETY: the seen field of the same live value.
+        expiry::touch(
+            unsafe { &raw mut (*entry).seen },
+            closing,
+            expiry::now_secs(),
+        );
+    }
     let new = Tuple {
         src: copy_addr(&r.vip),
         dst: copy_addr(&r.client),
@@ -422,12 +498,7 @@ fn reply(ctx: &XdpContext, layout: &Layout, l3: &L3, t: &Tuple) -> Outcome {
         dport: r.client_port,
     };
     // SAFETY: the hop field of the same live value.
-    let next = hop::resolve(
-        ctx,
-        &query(l3, &new),
-        unsafe { &raw mut (*entry).hop },
-        hop::now(),
-    );
+    let next = hop::resolve(ctx, &query(l3, &new), unsafe { &raw mut (*entry).hop }, now);
     // A reply whose neighbour is unknown is passed translated: its source is the VIP, not a
     // local address, so the stack forwards it and resolves the neighbour.
     emit(ctx, layout, t, &new, next, Stat::FwdReply, vip_id, true)

@@ -8,6 +8,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
+    time::Duration,
 };
 
 use ingress_common::l4::{
@@ -36,6 +37,39 @@ pub struct SnatSettings {
     pub v6: Option<std::net::Ipv6Addr>,
     pub port_min: u16,
     pub port_max: u16,
+    pub timeouts: FlowTimeouts,
+}
+
+/// When the SNAT port of an idle or closed flow may go to a new flow. Flow entries are never
+/// deleted but by LRU eviction, so without these a backend's ports would stay taken by
+/// connections long gone and its new flows would be refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTimeouts {
+    /// TCP flow without packets (no FIN or RST seen).
+    pub tcp_established: Duration,
+    /// TCP flow that saw a FIN, after its last packet.
+    pub tcp_time_wait: Duration,
+    /// TCP flow that saw an RST, after its last packet.
+    pub tcp_close: Duration,
+    /// UDP flow without packets.
+    pub udp: Duration,
+}
+
+impl Default for FlowTimeouts {
+    /// The `ingressd run` defaults.
+    fn default() -> Self {
+        FlowTimeouts {
+            tcp_established: Duration::from_secs(3600),
+            tcp_time_wait: Duration::from_secs(120),
+            tcp_close: Duration::from_secs(10),
+            udp: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Whole seconds for the kernel, at least one: zero there means "not configured".
+fn kernel_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
 }
 
 /// What one apply did, for logs, metrics and tests.
@@ -183,6 +217,10 @@ impl<W: MapWriter> L4Applier<W> {
         if let Some(v6) = snat.v6 {
             cfg.snat_v6 = addr_words(IpAddr::V6(v6)).0;
         }
+        cfg.tcp_established_secs = kernel_secs(snat.timeouts.tcp_established);
+        cfg.tcp_time_wait_secs = kernel_secs(snat.timeouts.tcp_time_wait);
+        cfg.tcp_close_secs = kernel_secs(snat.timeouts.tcp_close);
+        cfg.udp_secs = kernel_secs(snat.timeouts.udp);
         cfg.port_min = snat.port_min;
         cfg.port_count = snat
             .port_max
@@ -444,6 +482,7 @@ mod tests {
             v6: None,
             port_min: 20000,
             port_max: 20999,
+            timeouts: FlowTimeouts::default(),
         }
     }
 

@@ -103,6 +103,7 @@ impl Rig {
                         v6: None,
                         port_min: 1024,
                         port_max: 65535,
+                        timeouts: Default::default(),
                     };
                     let mut applier = L4Applier::new(dp.map_writer()?, snat)?;
                     applier.apply(&[svc])?;

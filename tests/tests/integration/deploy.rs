@@ -1157,6 +1157,7 @@ fn startup_steps(run: &RunArgs, pin_dir: &Path, backend: SocketAddr, out: &mut S
         v6: run.xdp.snat_v6,
         port_min,
         port_max,
+        timeouts: Default::default(),
     };
     let mut applier = step!(
         "write the SNAT config",

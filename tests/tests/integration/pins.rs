@@ -24,6 +24,7 @@ fn snat() -> SnatSettings {
         v6: None,
         port_min: 20000,
         port_max: 20999,
+        timeouts: Default::default(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The XDP L4 load balancer on synthetic packets through `BPF_PROG_TEST_RUN`, with real route
 //! and neighbour lookups inside a namespace the test creates.
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
+use ingress::apply::maps::FlowTimeouts;
 use ingress_common::counters::Stat;
 use tests::{
     packet::{parse, Spec, ACK, SYN},
@@ -133,27 +134,24 @@ fn one_cpu_can_fill_the_whole_conntrack_table() {
     const FLOWS: u16 = 3000;
     tests::bench::pin_to_cpu(0).unwrap();
     let lab = lab(); // 4096 entries in each table: more than FLOWS, less than FLOWS x 2 CPUs
-    let packets = |stat: Stat| {
-        let c = lab.datapath.counters().unwrap().stats().unwrap();
-        c.into_iter().find(|(s, _)| *s == stat).unwrap().1.packets
-    };
     let flow = |i: u16, flags| Spec::tcp("198.18.0.2", 10000 + i, "198.19.0.10", 80, flags);
     for i in 0..FLOWS {
         let (verdict, _) = lab.run(&flow(i, SYN).build(), lab.ifindex_a).unwrap();
         assert_eq!(verdict, REDIRECT, "SYN of flow {i}");
     }
-    let (new_flows, hits) = (packets(Stat::FwdNewFlow), packets(Stat::FwdConntrack));
+    let new_flows = packets(&lab, Stat::FwdNewFlow);
+    let hits = packets(&lab, Stat::FwdConntrack);
     for i in 0..FLOWS {
         let (verdict, _) = lab.run(&flow(i, ACK).build(), lab.ifindex_a).unwrap();
         assert_eq!(verdict, REDIRECT, "ACK of flow {i}");
     }
     assert_eq!(
-        packets(Stat::FwdConntrack) - hits,
+        packets(&lab, Stat::FwdConntrack) - hits,
         u64::from(FLOWS),
         "every established flow must still be in conntrack"
     );
     assert_eq!(
-        packets(Stat::FwdNewFlow),
+        packets(&lab, Stat::FwdNewFlow),
         new_flows,
         "no flow was started again"
     );
@@ -510,4 +508,123 @@ fn garbage_never_crashes_or_corrupts() {
             );
         }
     }
+}
+
+fn packets(lab: &XdpLab, stat: Stat) -> u64 {
+    let c = lab.datapath.counters().unwrap().stats().unwrap();
+    c.into_iter().find(|(s, _)| *s == stat).unwrap().1.packets
+}
+
+const FIN: u8 = 0x01;
+const RST: u8 = 0x04;
+
+/// Timeouts short enough to wait for; the established one long enough never to fire.
+fn short_timeouts(tcp_close: u64, tcp_time_wait: u64, udp: u64) -> FlowTimeouts {
+    FlowTimeouts {
+        tcp_established: Duration::from_secs(3600),
+        tcp_time_wait: Duration::from_secs(tcp_time_wait),
+        tcp_close: Duration::from_secs(tcp_close),
+        udp: Duration::from_secs(udp),
+    }
+}
+
+/// Nothing deletes flow entries but LRU eviction, so before `expiry` a backend's SNAT ports
+/// stayed taken by connections long closed: with the default 12,768 ports a one-backend
+/// service refused every new flow after ~12,000 connections, for good. Closed TCP flows now
+/// give their port back after the close (RST) or time-wait (FIN) timeout, counted from their
+/// last packet in either direction; live flows keep theirs. One SNAT port, so every new flow
+/// needs exactly the port the previous one held.
+#[test]
+fn closed_tcp_flows_give_their_snat_ports_back() {
+    // 198.19.0.11:80 has one backend, 198.18.0.3:8080, reached back out of `xa`.
+    let lab =
+        XdpLab::with_timeouts(&lab_services(), (20000, 20000), short_timeouts(1, 3, 3600)).unwrap();
+    let flow = |i: u16, flags| Spec::tcp("198.18.0.2", 10000 + i, "198.19.0.11", 80, flags);
+    let send = |spec: Spec| lab.run(&spec.build(), lab.ifindex_a).unwrap().0;
+    let forwarded = |v: u32| v == TX || v == REDIRECT;
+    let wait = |ms| std::thread::sleep(Duration::from_millis(ms));
+
+    // RST: the port is free again after the close timeout (1 s, whole seconds).
+    assert!(forwarded(send(flow(0, SYN))));
+    assert!(forwarded(send(flow(0, RST | ACK))));
+    let exhausted = packets(&lab, Stat::DropNatExhausted);
+    assert_eq!(
+        send(flow(1, SYN)),
+        DROP,
+        "port given away before the flow expired"
+    );
+    assert_eq!(packets(&lab, Stat::DropNatExhausted) - exhausted, 1);
+    wait(2500);
+    let reused = packets(&lab, Stat::NatPortReused);
+    assert!(
+        forwarded(send(flow(1, SYN))),
+        "port of the reset flow not reused"
+    );
+    assert_eq!(packets(&lab, Stat::NatPortReused) - reused, 1);
+    // A late packet of the old flow is not sent out with the port it lost: its forward
+    // entry went with the port, and no other port is free.
+    assert_eq!(
+        send(flow(0, ACK)),
+        DROP,
+        "late packet of a flow whose port was taken"
+    );
+
+    // FIN from the client: held for the time-wait timeout (3 s), not the close one.
+    assert!(forwarded(send(flow(1, FIN | ACK))));
+    wait(2500);
+    assert_eq!(
+        send(flow(2, SYN)),
+        DROP,
+        "FIN-closed flow's port reused before time-wait"
+    );
+    wait(2000);
+    assert!(
+        forwarded(send(flow(2, SYN))),
+        "port of the FIN-closed flow not reused"
+    );
+
+    // FIN from the backend, a reply to the SNAT port, counts the same.
+    let fin = Spec::tcp("198.18.0.3", 8080, SNAT_V4, 20000, FIN | ACK);
+    assert!(forwarded(send(fin)));
+    wait(4500);
+    assert!(
+        forwarded(send(flow(3, SYN))),
+        "backend-closed flow's port not reused"
+    );
+
+    // A live flow without FIN or RST keeps its port past the close and time-wait timeouts.
+    wait(4500);
+    assert_eq!(send(flow(4, SYN)), DROP, "a live flow lost its port");
+    assert!(
+        forwarded(send(flow(3, ACK))),
+        "the live flow no longer forwards"
+    );
+}
+
+/// UDP has no close: a UDP flow's port is reused once the flow has been quiet for the UDP
+/// timeout, and a flow that keeps sending in one direction only (the reply entry never
+/// refreshed) keeps its port.
+#[test]
+fn quiet_udp_flows_give_their_snat_ports_back() {
+    // 198.19.0.10:53/udp has one backend, 198.18.1.2:5353.
+    let lab =
+        XdpLab::with_timeouts(&lab_services(), (20000, 20000), short_timeouts(1, 1, 4)).unwrap();
+    let flow = |port: u16| Spec::udp("198.18.0.2", port, "198.19.0.10", 53);
+    let send = |spec: Spec| lab.run(&spec.build(), lab.ifindex_a).unwrap().0;
+    let forwarded = |v: u32| v == TX || v == REDIRECT;
+    assert!(forwarded(send(flow(9999))));
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(6000) {
+        assert!(forwarded(send(flow(9999))), "the chatty flow lost its port");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert_eq!(
+        send(flow(10000)),
+        DROP,
+        "a chatty flow's port was given away"
+    );
+    std::thread::sleep(Duration::from_millis(5500));
+    let reused = packets(&lab, Stat::NatPortReused);
+    assert!(forwarded(send(flow(10000))), "quiet flow's port not reused");
+    assert_eq!(packets(&lab, Stat::NatPortReused) - reused, 1);
 }

@@ -56,6 +56,7 @@ fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal
         v6: None,
         port_min: 20000,
         port_max: 29999,
+        timeouts: Default::default(),
     };
     let mut applier = L4Applier::new(dp.map_writer().unwrap(), snat).unwrap();
     applier.apply(&[service(&[1, 2])]).unwrap();
