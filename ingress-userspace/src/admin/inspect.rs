@@ -1,7 +1,10 @@
 //! `ingressd inspect`: the live kernel state in human terms, read from the pinned maps.
 use std::{fmt::Write as _, net::SocketAddr, path::Path};
 
-use ingress_common::l4::{LbConfig, MAGLEV_RING_SIZE, PROTO_UDP};
+use ingress_common::{
+    conntrack::{SEEN_FIN, SEEN_RST, SEEN_SECS},
+    l4::{LbConfig, MAGLEV_RING_SIZE, PROTO_UDP},
+};
 
 use crate::{
     apply::maps::words_addr,
@@ -24,14 +27,37 @@ fn snat_line(cfg: &LbConfig) -> String {
     };
     let max = u32::from(cfg.port_min) + u32::from(cfg.port_count).saturating_sub(1);
     format!(
-        "SNAT {v4} / {v6}, ports {}-{max}, {}",
+        "SNAT {v4} / {v6}, ports {}-{max}, {}; a port is reused after close {} s, \
+         time-wait {} s, established {} s, udp {} s",
         cfg.port_min,
         if cfg.ready != 0 {
             "ready"
         } else {
             "not ready (VIP traffic passed to the stack)"
-        }
+        },
+        cfg.tcp_close_secs,
+        cfg.tcp_time_wait_secs,
+        cfg.tcp_established_secs,
+        cfg.udp_secs,
     )
+}
+
+/// The kernel's clock for flow liveness (`bpf_ktime_get_coarse_ns`), in `SEEN_SECS` units.
+fn kernel_secs_now() -> u32 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64 & u64::from(SEEN_SECS)) as u32
+}
+
+/// A flow direction's liveness as `seen` records it: "seen 12 s ago, fin".
+fn liveness(seen: u32, now: u32) -> String {
+    let mut s = format!("seen {} s ago", now.wrapping_sub(seen) & SEEN_SECS);
+    if seen & SEEN_FIN != 0 {
+        s.push_str(", fin");
+    }
+    if seen & SEEN_RST != 0 {
+        s.push_str(", rst");
+    }
+    s
 }
 
 /// Builds the report for the maps pinned under `pin_dir`; lists up to `flows` conntrack
@@ -75,10 +101,11 @@ pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
         "\nconntrack: {n} flows{}",
         if n >= COUNT_LIMIT { " (or more)" } else { "" }
     );
+    let now = kernel_secs_now();
     for (k, nat) in maps.conntrack(flows) {
         let _ = writeln!(
             out,
-            "  {} -> {}  via {} -> {}",
+            "  {} -> {}  via {} -> {}  ({})",
             SocketAddr::new(words_addr(k.src, k.family), u16::from_be(k.sport)),
             SocketAddr::new(words_addr(k.dst, k.family), u16::from_be(k.dport)),
             SocketAddr::new(words_addr(nat.snat, k.family), u16::from_be(nat.snat_port)),
@@ -86,6 +113,7 @@ pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
                 words_addr(nat.backend, k.family),
                 u16::from_be(nat.backend_port)
             ),
+            liveness(nat.seen, now),
         );
     }
     let _ = writeln!(out, "\ncounters (packets, bytes, all CPUs):");
@@ -101,4 +129,21 @@ pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_reads_age_and_close_bits() {
+        assert_eq!(liveness(100, 112), "seen 12 s ago");
+        assert_eq!(liveness(100 | SEEN_FIN, 100), "seen 0 s ago, fin");
+        assert_eq!(
+            liveness(5 | SEEN_FIN | SEEN_RST, 7),
+            "seen 2 s ago, fin, rst"
+        );
+        // The seconds wrap in 30 bits.
+        assert_eq!(liveness(SEEN_SECS, 1), "seen 2 s ago");
+    }
 }

@@ -247,6 +247,8 @@ fn l4_path_keeps_forwarding_through_kill_9_and_restart() {
         "198.19.0.10:80/tcp  backends 2",
         "Maglev slots",
         "conntrack: ",
+        "s ago",
+        "time-wait 120 s",
         "fwd_new_flow",
     ] {
         assert!(
