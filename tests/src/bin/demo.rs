@@ -175,7 +175,8 @@ fn main() -> Result<()> {
     let _e1 = Server::start(&topo.backends[0], "echo-1", 9000)?;
     let _e2 = Server::start(&topo.backends[1], "echo-2", 9000)?;
 
-    let pin_dir = format!("/sys/fs/bpf/ingressd-demo-{}", std::process::id());
+    // Named like the tests' pins, so `cargo xtask test` removes them if the demo is killed.
+    let pin_dir = format!("/sys/fs/bpf/{}", tests::netns::owned("demo", "pins"));
     let admin = format!("{NODE}:10254");
     let run: Vec<String> = [
         "--manifests",
@@ -243,7 +244,7 @@ fn main() -> Result<()> {
     }
 
     println!(
-        "\nTry it yourself (another terminal):\n  ip netns exec {cl} curl -H Host:www.example.test http://{NODE}/\n  ip netns exec {cl} curl http://{admin}/metrics\n  {bin} inspect --pin-dir {pin_dir}\n  bpftool map dump pinned {maps}/VIPS\n  ip netns exec {node} ip -d link show nc     # the XDP program on the node's link\n  logs: {log}\nEdit files in {m} and watch ingressd apply them. Ctrl-C stops the demo and cleans up.",
+        "\nTry it yourself (another terminal):\n  ip netns exec {cl} curl -H Host:www.example.test http://{NODE}/\n  ip netns exec {cl} curl http://{admin}/metrics\n  {bin} inspect --pin-dir {pin_dir}\n  bpftool map dump pinned {maps}/VIPS\n  ip netns exec {node} ip -d link show nc     # the XDP program on the node's link\n  logs: {log}\nEdit files in {m} and watch ingressd apply them. Ctrl-C (or SIGTERM) stops the demo and cleans up.",
         cl = c.name,
         node = topo.node.name,
         bin = bin.display(),
@@ -254,7 +255,15 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(tokio::signal::ctrl_c())?;
+    // SIGTERM too: `timeout`, a supervisor or a closed session must not leave the
+    // namespaces and pins behind.
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
 
     step("stopping ingressd and cleaning up");
     ingressd.signal(libc::SIGTERM)?;
