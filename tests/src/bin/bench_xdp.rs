@@ -44,10 +44,11 @@ fn args() -> Result<Args> {
                 "non-vip" => Case::NonVip,
                 "node" => Case::NodeTraffic,
                 "ct-hit" => Case::ConntrackHit,
+                "ct-hit-v6" => Case::ConntrackHitV6,
                 "new-flow" => Case::NewFlow,
                 "reply" => Case::Reply,
                 other => {
-                    bail!("--profile {other}: expected non-vip, node, ct-hit, new-flow or reply")
+                    bail!("--profile {other}: expected non-vip, node, ct-hit, ct-hit-v6, new-flow or reply")
                 }
             });
             continue;
@@ -69,7 +70,7 @@ fn services(vips: u32) -> Vec<L4Service> {
     let backends: Vec<_> = (2..2 + BACKENDS)
         .map(|i| format!("198.18.1.{i}:8080").parse().unwrap())
         .collect();
-    (0..vips)
+    let mut all: Vec<L4Service> = (0..vips)
         .map(|i| L4Service {
             origin: ObjectRef::default(),
             vip: IpAddr::from([198, 19, (i / 250) as u8, (i % 250) as u8 + 1]),
@@ -77,8 +78,19 @@ fn services(vips: u32) -> Vec<L4Service> {
             protocol: L4Protocol::Tcp,
             backends: backends.clone(),
         })
-        .collect()
+        .collect();
+    // One IPv6 VIP for the IPv6 conntrack hit (the lab's IPv6 backend has a neighbour).
+    all.push(L4Service {
+        origin: ObjectRef::default(),
+        vip: VIP_V6.parse().unwrap(),
+        port: 80,
+        protocol: L4Protocol::Tcp,
+        backends: vec!["[2001:2:1::2]:8080".parse().unwrap()],
+    });
+    all
 }
+
+const VIP_V6: &str = "2001:2:ff::10";
 
 /// One timed call: kernel-measured duration, verdict and output checked by `check`.
 fn call(prog: &Xdp, frame: &[u8], ifindex: u32, out: &mut [u8]) -> Result<(u32, Duration, usize)> {
@@ -100,16 +112,18 @@ enum Case {
     NonVip,
     NodeTraffic,
     ConntrackHit,
+    ConntrackHitV6,
     NewFlow,
     Reply,
 }
 
 impl Case {
-    const ALL: [Case; 6] = [
+    const ALL: [Case; 7] = [
         Case::Floor,
         Case::NonVip,
         Case::NodeTraffic,
         Case::ConntrackHit,
+        Case::ConntrackHitV6,
         Case::NewFlow,
         Case::Reply,
     ];
@@ -119,6 +133,7 @@ impl Case {
             Case::NonVip => "non-VIP packet",
             Case::NodeTraffic => "node address, not a SNAT port",
             Case::ConntrackHit => "conntrack hit (ACK)",
+            Case::ConntrackHitV6 => "conntrack hit, IPv6 (ACK)",
             Case::NewFlow => "new flow (SYN, new 5-tuple)",
             Case::Reply => "reply (reverse NAT)",
         }
@@ -131,6 +146,8 @@ struct Bench<'a> {
     vip: String,
     ct_frame: Vec<u8>,
     ct_out: Vec<u8>,
+    ct6_frame: Vec<u8>,
+    ct6_out: Vec<u8>,
     reply_frame: Vec<u8>,
     reply_out: Vec<u8>,
     next_flow: u32,
@@ -147,6 +164,13 @@ impl<'a> Bench<'a> {
         let (v, _, n) = call(prog, &ct_frame, lab.ifindex_a, &mut out)?;
         ensure!(v == REDIRECT, "seeding ACK verdict {v}");
         let ct_out = out[..n].to_vec();
+        let syn6 = Spec::tcp("2001:2::2", 40000, VIP_V6, 80, SYN).build();
+        let (v, _, _) = call(prog, &syn6, lab.ifindex_a, &mut out)?;
+        ensure!(v == REDIRECT, "seeding IPv6 SYN verdict {v}");
+        let ct6_frame = Spec::tcp("2001:2::2", 40000, VIP_V6, 80, ACK).build();
+        let (v, _, n) = call(prog, &ct6_frame, lab.ifindex_a, &mut out)?;
+        ensure!(v == REDIRECT, "seeding IPv6 ACK verdict {v}");
+        let ct6_out = out[..n].to_vec();
         let fwd = parse(&ct_out).context("forwarded frame")?;
         let reply_frame = Spec::tcp(&fwd.dst.to_string(), 8080, SNAT_V4, fwd.sport, ACK).build();
         let (v, _, n) = call(prog, &reply_frame, lab.ifindex_b, &mut out)?;
@@ -158,6 +182,8 @@ impl<'a> Bench<'a> {
             vip,
             ct_frame,
             ct_out,
+            ct6_frame,
+            ct6_out,
             reply_frame,
             reply_out,
             next_flow: 0,
@@ -214,6 +240,14 @@ impl<'a> Bench<'a> {
                     ensure!(
                         out[..r.2] == self.ct_out[..],
                         "conntrack hit output differs from run 1"
+                    );
+                    r
+                }
+                Case::ConntrackHitV6 => {
+                    let r = call(prog, &self.ct6_frame, self.lab.ifindex_a, &mut out)?;
+                    ensure!(
+                        out[..r.2] == self.ct6_out[..],
+                        "IPv6 conntrack hit output differs from run 1"
                     );
                     r
                 }
@@ -300,7 +334,7 @@ fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) ->
     eprintln!(
         "==> {label}: {vips} VIPs, conntrack capacity {conntrack}, prefilling {prefill} flows"
     );
-    let mut lab = XdpLab::with_ports(&services(vips), vips.max(1), conntrack, (1024, 65535))?;
+    let mut lab = XdpLab::with_ports(&services(vips), vips + 1, conntrack, (1024, 65535))?;
     lab.add_backend_neighbours(BACKENDS)?;
     let ebpf = lab.datapath.ebpf_mut();
     let pass: &mut Xdp = ebpf
@@ -401,7 +435,7 @@ fn main() -> Result<()> {
     if let Some(case) = a.profile {
         let mut lab = XdpLab::with_ports(
             &services(1),
-            1,
+            2,
             capacity_for(a.profile_calls as u32),
             (1024, 65535),
         )?;
