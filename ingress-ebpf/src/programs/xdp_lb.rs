@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use ingress_common::{
-    conntrack::{FlowKey, FlowNat, Hop, ReplyNat},
+    conntrack::{FlowKey, FlowNat, Hop, ReplyNat, SEEN_SECS},
     counters::Stat,
     l4::{vip_filter_bit, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V6, PROTO_TCP, PROTO_UDP},
 };
@@ -36,6 +36,54 @@ use crate::{
 /// 16 random tries all fail once in 200 million new flows (8 tries: once in 15,000).
 const PORT_TRIES: u32 = 16;
 const NO_VIP: u32 = u32::MAX;
+
+/// Whether the flow `scratch.key` with forward entry `nat` still owns its SNAT port, putting
+/// its reply entry back if the LRU evicted it. Under table pressure the LRU evicts first the
+/// reply entries of flows whose replies are rare (one-way UDP), and the port can then go to
+/// another flow: a flow that lost its port has its forward entry deleted.
+///
+/// Out of line (a BPF-to-BPF call, taken once per hop TTL per flow) to keep its locals off
+/// the main program's stack frame.
+#[inline(never)]
+fn owns_port(scratch: &mut Scratch, nat: &FlowNat) -> bool {
+    let key = &scratch.key;
+    let rkey = &mut scratch.rkey;
+    rkey.src = copy_addr(&nat.backend);
+    rkey.dst = copy_addr(&nat.snat);
+    rkey.sport = nat.backend_port;
+    rkey.dport = nat.snat_port;
+    rkey.proto = key.proto;
+    rkey.family = key.family;
+    rkey._pad = 0;
+    // SAFETY: compared field by field immediately.
+    if let Some(e) = unsafe { REPLY_NAT.get(&*rkey) } {
+        let ours = e.client == key.src
+            && e.client_port == key.sport
+            && e.vip == key.dst
+            && e.vip_port == key.dport;
+        if !ours {
+            let _ = CONNTRACK.remove(key);
+        }
+        return ours;
+    }
+    let r = &mut scratch.reply;
+    r.client = key.src;
+    r.vip = key.dst;
+    r.client_port = key.sport;
+    r.vip_port = key.dport;
+    r.vip_id = nat.vip_id;
+    r.hop = Hop::default();
+    r.seen = nat.seen & SEEN_SECS;
+    if REPLY_NAT
+        .insert(&scratch.rkey, &scratch.reply, BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        return true;
+    }
+    // Taken between the lookup and the insert.
+    let _ = CONNTRACK.remove(&scratch.key);
+    false
+}
 
 /// What happened to one packet: its verdict, what to count, and for which VIP.
 struct Outcome {
@@ -235,6 +283,11 @@ fn forward(
     } else {
         CONNTRACK.get_ptr_mut(&scratch.key)
     };
+    // Once per hop TTL, an established flow makes sure it still owns its SNAT port; one
+    // that lost it starts again as a new flow instead of joining another flow's connection.
+    // SAFETY: entry points at a live map value.
+    let existing = existing
+        .filter(|&e| hop::fresh(unsafe { &(*e).hop }, now) || owns_port(scratch, unsafe { &*e }));
     let (new, next, stat, vip_id) = match existing {
         Some(entry) => {
             if l3.ttl <= 1 {

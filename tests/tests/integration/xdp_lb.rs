@@ -3,7 +3,10 @@
 use std::{net::IpAddr, time::Duration};
 
 use ingress::apply::maps::FlowTimeouts;
-use ingress_common::counters::Stat;
+use ingress_common::{
+    conntrack::{FlowKey, ReplyNat},
+    counters::Stat,
+};
 use tests::{
     packet::{parse, Spec, ACK, SYN},
     xdp::{
@@ -627,4 +630,77 @@ fn quiet_udp_flows_give_their_snat_ports_back() {
     let reused = packets(&lab, Stat::NatPortReused);
     assert!(forwarded(send(flow(10000))), "quiet flow's port not reused");
     assert_eq!(packets(&lab, Stat::NatPortReused) - reused, 1);
+}
+
+/// Deletes the reply entry of the flow that holds `snat_port` towards `backend`, as the LRU
+/// does under table pressure to flows whose replies are rare.
+fn evict_reply(lab: &mut XdpLab, backend: [u8; 4], backend_port: u16, snat_port: u16) {
+    let map = lab
+        .datapath
+        .ebpf_mut()
+        .map_mut(ingress_common::maps::REPLY_NAT)
+        .unwrap();
+    let mut replies: aya::maps::HashMap<_, FlowKey, ReplyNat> =
+        aya::maps::HashMap::try_from(map).unwrap();
+    let snat: std::net::Ipv4Addr = SNAT_V4.parse().unwrap();
+    let key = FlowKey {
+        src: [u32::from_ne_bytes(backend), 0, 0, 0],
+        dst: [u32::from_ne_bytes(snat.octets()), 0, 0, 0],
+        sport: backend_port.to_be(),
+        dport: snat_port.to_be(),
+        proto: 6,
+        family: 2,
+        _pad: 0,
+    };
+    replies.remove(&key).unwrap();
+}
+
+/// A flow whose reply entry the LRU evicted (its forward entry lives on) puts it back on its
+/// next look, once per hop TTL; if another flow took the port meanwhile, the flow starts
+/// again instead of sending its packets out under the other flow's port.
+#[test]
+fn a_flow_that_lost_its_reply_entry_restores_it_or_starts_again() {
+    // One SNAT port; 198.19.0.11:80 has one backend, 198.18.0.3:8080, out of `xa`.
+    let mut lab =
+        XdpLab::with_timeouts(&lab_services(), (20000, 20000), short_timeouts(1, 3, 3600)).unwrap();
+    let a = |flags| Spec::tcp("198.18.0.2", 1111, "198.19.0.11", 80, flags);
+    let b = |flags| Spec::tcp("198.18.0.2", 2222, "198.19.0.11", 80, flags);
+    let from_backend = || Spec::tcp("198.18.0.3", 8080, SNAT_V4, 20000, ACK);
+    let forwarded = |v: u32| v == TX || v == REDIRECT;
+    // Longer than the hop TTL (256 jiffies: 1.02 s at HZ=250, 2.56 s at HZ=100).
+    let past_ttl = || std::thread::sleep(Duration::from_millis(2700));
+
+    let (v, _) = lab.run(&a(SYN).build(), lab.ifindex_a).unwrap();
+    assert!(forwarded(v));
+    evict_reply(&mut lab, [198, 18, 0, 3], 8080, 20000);
+    past_ttl();
+    let (v, _) = lab.run(&a(ACK).build(), lab.ifindex_a).unwrap();
+    assert!(forwarded(v), "A's next packet after the eviction: {v}");
+    let (v, out) = lab.run(&from_backend().build(), lab.ifindex_a).unwrap();
+    assert!(forwarded(v), "the backend's reply to A: {v}");
+    let back = parse(&out).unwrap();
+    assert_eq!(
+        (back.dst, back.dport),
+        (ip("198.18.0.2"), 1111),
+        "reply entry restored for A"
+    );
+
+    // Evicted again, and B takes the port before A looks.
+    evict_reply(&mut lab, [198, 18, 0, 3], 8080, 20000);
+    let (v, out) = lab.run(&b(SYN).build(), lab.ifindex_a).unwrap();
+    assert!(forwarded(v));
+    assert_eq!(parse(&out).unwrap().sport, 20000);
+    past_ttl();
+    let (v, _) = lab.run(&a(ACK).build(), lab.ifindex_a).unwrap();
+    assert_eq!(
+        v, DROP,
+        "A lost its port: it must not be sent out under B's"
+    );
+    let (v, out) = lab.run(&from_backend().build(), lab.ifindex_a).unwrap();
+    assert!(forwarded(v));
+    assert_eq!(
+        parse(&out).unwrap().dport,
+        2222,
+        "the port's replies still reach B"
+    );
 }
