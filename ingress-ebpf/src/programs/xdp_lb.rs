@@ -48,13 +48,8 @@ const NO_VIP: u32 = u32::MAX;
 fn owns_port(scratch: &mut Scratch, nat: &FlowNat) -> bool {
     let key = &scratch.key;
     let rkey = &mut scratch.rkey;
-    rkey.src = copy_addr(&nat.backend);
-    rkey.dst = copy_addr(&nat.snat);
-    rkey.sport = nat.backend_port;
-    rkey.dport = nat.snat_port;
-    rkey.proto = key.proto;
-    rkey.family = key.family;
-    rkey._pad = 0;
+    let (backend, snat) = (&nat.backend, &nat.snat);
+    set_key(rkey, backend, snat, nat.backend_port, nat.snat_port, key);
     // SAFETY: compared field by field immediately.
     if let Some(e) = unsafe { REPLY_NAT.get(&*rkey) } {
         let ours = e.client == key.src
@@ -66,14 +61,7 @@ fn owns_port(scratch: &mut Scratch, nat: &FlowNat) -> bool {
         }
         return ours;
     }
-    let r = &mut scratch.reply;
-    r.client = key.src;
-    r.vip = key.dst;
-    r.client_port = key.sport;
-    r.vip_port = key.dport;
-    r.vip_id = nat.vip_id;
-    r.hop = Hop::default();
-    r.seen = nat.seen & SEEN_SECS;
+    scratch.reply = reply_entry(key, nat.vip_id, nat.seen & SEEN_SECS);
     if REPLY_NAT
         .insert(&scratch.rkey, &scratch.reply, BPF_NOEXIST as u64)
         .is_ok()
@@ -83,6 +71,40 @@ fn owns_port(scratch: &mut Scratch, nat: &FlowNat) -> bool {
     // Taken between the lookup and the insert.
     let _ = CONNTRACK.remove(&scratch.key);
     false
+}
+
+/// Fills `k` with a flow's addresses and ports and `like`'s protocol and family, field by
+/// field: a whole-struct temporary would cost BPF stack the program lacks.
+#[inline(always)]
+fn set_key(
+    k: &mut FlowKey,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    sport: u16,
+    dport: u16,
+    like: &FlowKey,
+) {
+    k.src = copy_addr(src);
+    k.dst = copy_addr(dst);
+    k.sport = sport;
+    k.dport = dport;
+    k.proto = like.proto;
+    k.family = like.family;
+    k._pad = 0;
+}
+
+/// The reply entry of the client flow `key`: replies go back to its client from its VIP.
+#[inline(always)]
+fn reply_entry(key: &FlowKey, vip_id: u32, seen: u32) -> ReplyNat {
+    ReplyNat {
+        client: key.src,
+        vip: key.dst,
+        client_port: key.sport,
+        vip_port: key.dport,
+        vip_id,
+        hop: Hop::default(),
+        seen,
+    }
 }
 
 /// What happened to one packet: its verdict, what to count, and for which VIP.
@@ -367,15 +389,7 @@ fn new_flow(
     let (backend_id, backend) = maglev::pick(meta.id, h).ok_or(Stat::DropNoBackend)?;
     let key = &scratch.key;
     let secs = expiry::now_secs();
-    scratch.reply = ReplyNat {
-        client: key.src,
-        vip: key.dst,
-        client_port: key.sport,
-        vip_port: key.dport,
-        vip_id: meta.id,
-        hop: Hop::default(),
-        seen: secs,
-    };
+    scratch.reply = reply_entry(key, meta.id, secs);
     let snat = if v6 {
         copy_addr(&cfg.snat_v6)
     } else {
@@ -495,14 +509,14 @@ fn take_over(
     cfg: &LbConfig,
 ) -> bool {
     let now = reply.seen;
-    // Field by field: a whole-struct temporary would cost BPF stack the program lacks.
-    okey.src = copy_addr(&old.client);
-    okey.dst = copy_addr(&old.vip);
-    okey.sport = old.client_port;
-    okey.dport = old.vip_port;
-    okey.proto = rkey.proto;
-    okey.family = rkey.family;
-    okey._pad = 0;
+    set_key(
+        okey,
+        &old.client,
+        &old.vip,
+        old.client_port,
+        old.vip_port,
+        rkey,
+    );
     // SAFETY: read-only look at the old flow's forward entry; fields are copied out at once.
     let fwd = unsafe { CONNTRACK.get(&*okey) }.filter(|f| {
         f.snat_port == rkey.dport && f.backend_port == rkey.sport && f.backend == rkey.src
