@@ -12,7 +12,6 @@ pub struct PassthroughMetrics {
     failed: AtomicU64,
     terminated: AtomicU64,
     rejected_overloaded: AtomicU64,
-    rejected_no_sni: AtomicU64,
     rejected_hello: AtomicU64,
     client_bytes: AtomicU64,
     backend_bytes: AtomicU64,
@@ -32,8 +31,6 @@ pub enum Outcome {
     Terminated,
     /// Closed: too many ClientHellos being read at once.
     RejectedOverloaded,
-    /// Closed: no SNI and no host-less passthrough route.
-    RejectedNoSni,
     /// Closed: ClientHello invalid, too large or too slow.
     RejectedHello,
 }
@@ -47,7 +44,6 @@ impl PassthroughMetrics {
             Outcome::Failed => &self.failed,
             Outcome::Terminated => &self.terminated,
             Outcome::RejectedOverloaded => &self.rejected_overloaded,
-            Outcome::RejectedNoSni => &self.rejected_no_sni,
             Outcome::RejectedHello => &self.rejected_hello,
         };
         c.fetch_add(1, Relaxed);
@@ -78,7 +74,6 @@ impl PassthroughMetrics {
             ("failed", &self.failed),
             ("terminated", &self.terminated),
             ("rejected_overloaded", &self.rejected_overloaded),
-            ("rejected_no_sni", &self.rejected_no_sni),
             ("rejected_hello", &self.rejected_hello),
         ] {
             let _ = writeln!(
@@ -123,13 +118,13 @@ mod tests {
     fn counts_and_renders() {
         let m = PassthroughMetrics::default();
         m.count(Outcome::Spliced);
-        m.count(Outcome::RejectedNoSni);
+        m.count(Outcome::RejectedHello);
         m.bytes(10, 20);
         m.active(true);
         let mut s = String::new();
         m.render(&mut s);
         assert!(s.contains("ingress_passthrough_connections_total{outcome=\"spliced\"} 1"));
-        assert!(s.contains("ingress_passthrough_connections_total{outcome=\"rejected_no_sni\"} 1"));
+        assert!(s.contains("ingress_passthrough_connections_total{outcome=\"rejected_hello\"} 1"));
         assert!(s.contains("ingress_passthrough_bytes_total{from=\"backend\"} 20"));
         assert!(s.contains("ingress_passthrough_active 1"));
     }

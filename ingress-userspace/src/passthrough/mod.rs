@@ -193,8 +193,6 @@ impl PassthroughConn {
 pub enum RejectReason {
     #[error("too many ClientHellos being read at once")]
     Overloaded,
-    #[error("ClientHello without SNI")]
-    NoSni,
     #[error(transparent)]
     Peek(#[from] PeekError),
 }
@@ -338,16 +336,10 @@ impl Passthrough {
                 let route = self.router.lookup(&name);
                 (Some(name), route)
             }
-            Hello::NoSni => match self.router.lookup_no_sni() {
-                Some(r) => (None, Some(r)),
-                None => {
-                    tracing::info!(
-                        ?peer,
-                        "passthrough: closing connection: ClientHello without SNI"
-                    );
-                    return Classified::Reject(RejectReason::NoSni);
-                }
-            },
+            // No SNI (clients dialling an IP address, cloud load balancer health checks):
+            // the host-less passthrough route if there is one, else TLS termination with the
+            // default certificate and routing by Host, as ingress-nginx does.
+            Hello::NoSni => (None, self.router.lookup_no_sni()),
         };
         match route {
             Some(route) => Classified::Passthrough(PassthroughConn { stream, sni, route }),
@@ -443,7 +435,6 @@ impl Passthrough {
             Classified::Reject(reason) => {
                 self.metrics.count(match reason {
                     RejectReason::Overloaded => Outcome::RejectedOverloaded,
-                    RejectReason::NoSni => Outcome::RejectedNoSni,
                     RejectReason::Peek(_) => Outcome::RejectedHello,
                 });
                 None

@@ -218,6 +218,49 @@ async fn non_passthrough_sni_is_terminated_with_the_hello_replayed() {
     );
 }
 
+/// A ClientHello without SNI is terminated (default certificate, routing by Host) unless a
+/// host-less passthrough route exists, which then takes it.
+#[tokio::test]
+async fn no_sni_is_terminated_unless_a_hostless_route_exists() {
+    let mut s = setup(Mode::Kernel).await;
+    // Verifies the name given but does not send it as SNI.
+    let no_sni = s.pki.client_config_with(|c| c.enable_sni = false);
+    let tcp = connect(s.front.addr).await;
+    let mut tls = tls_over(tcp, TERM, no_sni.clone())
+        .await
+        .expect("terminated without SNI");
+    tls.write_all(b"ping").await.expect("write");
+    let mut got = [0u8; 9];
+    timeout(STEP, tls.read_exact(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(&got, b"TERM:ping");
+    drop(tls);
+
+    let mut hostless = route(PASS, &[s.backend.addr], false);
+    hostless.host = ingress::snapshot::HostMatch::Any;
+    s.front.pt.apply(&snapshot(vec![
+        route(PASS, &[s.backend.addr], false),
+        hostless,
+    ]));
+    let tcp = connect(s.front.addr).await;
+    let mut tls = tls_over(tcp, PASS, no_sni)
+        .await
+        .expect("passed through to the backend without SNI");
+    tls.write_all(b"hello").await.expect("write");
+    let mut back = [0u8; 5];
+    timeout(STEP, tls.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(&back, b"hello");
+    drop(tls);
+    let conn = s.backend.next().await;
+    assert_eq!(conn.sni, None, "the backend saw no SNI");
+    assert_clean(&s).await;
+}
+
 async fn split_hello(mode: Mode, fragment: Option<usize>) {
     let mut s = setup(mode).await;
     let cfg = s.pki.client_config_with(|c| c.max_fragment_size = fragment);

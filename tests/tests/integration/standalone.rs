@@ -221,6 +221,9 @@ async fn default_certificate_from_files_serves_unknown_sni() {
     // the test CA, which only the operator's certificate passes.
     let verified = ca.client_config(&[b"http/1.1"]).expect("client config");
     let r = tests::l7::tls_connect(https, "fallback.test", verified).await;
+    // A client sending no SNI at all (dialling the address, as load balancer health checks
+    // do) is terminated with the same certificate and routed by its Host header.
+    let no_sni = no_sni_get(https, &cert_path).await;
     let log_text = p.log_text();
     p.signal(libc::SIGTERM).expect("SIGTERM");
     let _ = p.wait(Duration::from_secs(10));
@@ -228,4 +231,43 @@ async fn default_certificate_from_files_serves_unknown_sni() {
         r.is_ok(),
         "default certificate not served: {r:?}\nlog:\n{log_text}"
     );
+    let (status, body) =
+        no_sni.unwrap_or_else(|e| panic!("no-SNI client: {e:#}\nlog:\n{log_text}"));
+    assert_eq!(status, 200, "{body}\nlog:\n{log_text}");
+    assert!(body.contains("/users/7"), "routed by Host: {body}");
+}
+
+/// Connects without SNI, checks the certificate is the one in `cert_pem`, and sends one
+/// `GET /api/users/7` for `r.test` (a rewrite route of [`manifests`]).
+async fn no_sni_get(
+    https: SocketAddr,
+    cert_pem: &std::path::Path,
+) -> anyhow::Result<(u16, String)> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    use tests::l7::*;
+    let want = CertificateDer::pem_file_iter(cert_pem)?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no certificate in {}", cert_pem.display()))??;
+    // An IP address as server name: rustls sends no SNI extension.
+    let s = tls_connect(
+        https,
+        "",
+        tests::certs::insecure_client_config(&[b"http/1.1"])?,
+    )
+    .await?;
+    anyhow::ensure!(
+        peer_leaf(&s).as_ref() == Some(&want),
+        "a no-SNI client did not get the default certificate"
+    );
+    let (r, _) = h1_over(
+        s,
+        build(
+            http::Method::GET,
+            "r.test",
+            "/api/users/7",
+            Default::default(),
+        ),
+    )
+    .await?;
+    Ok((r.status.as_u16(), r.text()))
 }
