@@ -408,6 +408,12 @@ async fn serve_https(
     passthrough: Arc<Passthrough>,
     stop: CancellationToken,
 ) {
+    // Only the port of the local address is used (X-Forwarded-Port): the listener's serves
+    // every connection, even on a wildcard address, without a getsockname per accept.
+    let Ok(local) = listener.local_addr() else {
+        error!("https listener has no local address");
+        return;
+    };
     loop {
         let (tcp, peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -421,9 +427,6 @@ async fn serve_https(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let Ok(local) = tcp.local_addr() else {
-            continue;
-        };
         let (proxy, passthrough) = (proxy.clone(), passthrough.clone());
         tokio::spawn(async move {
             if let Some(tls) = passthrough.handle(tcp).await {

@@ -316,10 +316,9 @@ impl Passthrough {
 
     /// Peeks at the ClientHello (bounded in bytes, time and concurrency) and decides.
     pub async fn classify(&self, stream: TcpStream) -> Classified {
-        let peer = stream.peer_addr().ok();
         let Ok(_permit) = self.handshakes.clone().try_acquire_owned() else {
             tracing::warn!(
-                ?peer,
+                peer = ?stream.peer_addr().ok(),
                 "passthrough: closing connection: too many pending ClientHellos"
             );
             return Classified::Reject(RejectReason::Overloaded);
@@ -327,7 +326,7 @@ impl Passthrough {
         let hello = match peek::peek_client_hello(&stream, self.cfg.peek).await {
             Ok(h) => h,
             Err(e) => {
-                tracing::info!(?peer, reason = %e, "passthrough: closing connection before TLS");
+                tracing::info!(peer = ?stream.peer_addr().ok(), reason = %e, "passthrough: closing connection before TLS");
                 return Classified::Reject(e.into());
             }
         };
