@@ -105,6 +105,11 @@ pub struct RunArgs {
     /// Log one JSON line per request.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
+
+    /// Append the client address to an incoming `X-Forwarded-For` instead of replacing it
+    /// (ingress-nginx's `compute-full-forwarded-for`): only behind a trusted proxy.
+    #[arg(long)]
+    pub compute_full_forwarded_for: bool,
     /// On SIGTERM, wait this long for in-flight requests before exiting.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: std::time::Duration,

@@ -85,11 +85,14 @@ pub struct ForwardedValues {
     pub proto: HeaderValue,
     /// Port the client connected to.
     pub port: HeaderValue,
+    /// Append the client to an incoming `X-Forwarded-For` instead of replacing it.
+    pub append_xff: bool,
 }
 
 impl ForwardedValues {
-    /// Values for a client at `client` connected to `port`, over TLS or not.
-    pub fn new(client: IpAddr, port: u16, tls: bool) -> Self {
+    /// Values for a client at `client` connected to `port`, over TLS or not; `append_xff` as
+    /// ingress-nginx's `compute-full-forwarded-for`.
+    pub fn new(client: IpAddr, port: u16, tls: bool, append_xff: bool) -> Self {
         let client = client.to_canonical();
         ForwardedValues {
             client_ip: client,
@@ -97,26 +100,34 @@ impl ForwardedValues {
                 .unwrap_or_else(|_| HeaderValue::from_static("0.0.0.0")),
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
             port: HeaderValue::from(port),
+            append_xff,
         }
     }
 }
 
-/// Sets the forwarding headers on a request going upstream.
+/// Sets the forwarding headers on a request going upstream. `X-Forwarded-For` is the client
+/// address alone unless `append_xff`: a client can write anything into the header it sends,
+/// so by default (as ingress-nginx) nothing of it reaches an upstream that trusts the first
+/// entry. Appending is for a proxy chain whose front hop is trusted.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     fwd: &ForwardedValues,
     host: Option<&HeaderValue>,
     request_id: &HeaderValue,
 ) {
-    let xff = match headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
-        Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + fwd.client.len());
-            v.extend_from_slice(prev);
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(fwd.client.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| fwd.client.clone())
+    let xff = if fwd.append_xff && headers.contains_key(&X_FORWARDED_FOR) {
+        // Every incoming line, in order (a list header may be split over lines).
+        let mut v = Vec::new();
+        for prev in headers.get_all(&X_FORWARDED_FOR) {
+            if !prev.is_empty() {
+                v.extend_from_slice(prev.as_bytes());
+                v.extend_from_slice(b", ");
+            }
         }
-        _ => fwd.client.clone(),
+        v.extend_from_slice(fwd.client.as_bytes());
+        HeaderValue::from_bytes(&v).unwrap_or_else(|_| fwd.client.clone())
+    } else {
+        fwd.client.clone()
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(X_REAL_IP.clone(), fwd.client.clone());
@@ -208,26 +219,45 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_appends_and_sets() {
-        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-real-ip", "6.6.6.6")]);
-        let fwd = ForwardedValues::new(
-            "::ffff:192.0.2.7".parse().unwrap_or_else(|e| panic!("{e}")),
-            443,
-            true,
-        );
+    fn forwarded_replaces_or_appends_and_sets() {
+        let incoming = || {
+            map(&[
+                ("x-forwarded-for", "10.0.0.1"),
+                ("x-forwarded-for", "10.0.0.2, 10.0.0.3"),
+                ("x-real-ip", "6.6.6.6"),
+            ])
+        };
+        let client = "::ffff:192.0.2.7".parse().unwrap_or_else(|e| panic!("{e}"));
         let id = HeaderValue::from_static("abc");
+        let host = HeaderValue::from_static("a.example");
+
+        let mut h = incoming();
         set_forwarded(
             &mut h,
-            &fwd,
-            Some(&HeaderValue::from_static("a.example")),
+            &ForwardedValues::new(client, 443, true, false),
+            Some(&host),
             &id,
         );
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-real-ip"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-port"], "443");
         assert_eq!(h["x-forwarded-host"], "a.example");
         assert_eq!(h["x-request-id"], "abc");
+
+        let mut h = incoming();
+        set_forwarded(
+            &mut h,
+            &ForwardedValues::new(client, 443, true, true),
+            Some(&host),
+            &id,
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            h["x-forwarded-for"],
+            "10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7"
+        );
     }
 
     #[test]

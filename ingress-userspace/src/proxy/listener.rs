@@ -215,7 +215,12 @@ async fn serve_conn<S>(
     let activity = super::idle::Activity::new();
     let ctx = Arc::new(ConnCtx {
         tls,
-        fwd: ForwardedValues::new(peer.ip(), local.port(), tls),
+        fwd: ForwardedValues::new(
+            peer.ip(),
+            local.port(),
+            tls,
+            shared.options.compute_full_forwarded_for,
+        ),
         framing,
         activity: activity.clone(),
     });

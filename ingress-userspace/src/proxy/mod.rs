@@ -19,6 +19,7 @@ pub mod listener;
 pub mod metrics;
 pub mod router;
 mod service;
+mod target;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
@@ -61,6 +62,8 @@ pub struct ProxyOptions {
     pub https_port: u16,
     /// Certificate for unknown or missing SNI; a self-signed one is generated when `None`.
     pub default_certificate: Option<Arc<CertifiedKey>>,
+    /// Append the client to an incoming `X-Forwarded-For` (else it is replaced).
+    pub compute_full_forwarded_for: bool,
 }
 
 impl Default for ProxyOptions {
@@ -70,6 +73,7 @@ impl Default for ProxyOptions {
             limits: Limits::default(),
             https_port: 443,
             default_certificate: None,
+            compute_full_forwarded_for: false,
         }
     }
 }
@@ -80,6 +84,7 @@ impl ProxyOptions {
         ProxyOptions {
             access_log: args.access_log,
             https_port: args.https_addr.port(),
+            compute_full_forwarded_for: args.compute_full_forwarded_for,
             ..Default::default()
         }
     }

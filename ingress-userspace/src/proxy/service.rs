@@ -20,7 +20,7 @@ use super::{
     listener::ConnCtx,
     metrics::RouteMetrics,
     router::{normalize_host, Target},
-    upgrade,
+    target, upgrade,
     upstream::pool::ConnMode,
     ActiveConfig, Shared,
 };
@@ -98,13 +98,28 @@ async fn pipeline(
     if let Err(e) = limits::check_framing(&req, &conn.framing) {
         return unrouted(e.response());
     }
+    if let Err(e) = target::check_host(&req) {
+        tracing::debug!(reason = %e, "bad request");
+        return unrouted(ProxyError::BadRequest.response());
+    }
+    // Routes match the normalized path (as nginx's locations); the upstream still gets the
+    // path as the client sent it unless a rewrite applies.
+    let normalized = match target::normalize_path(req.uri().path()) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(p)) => Some(p),
+        Err(e) => {
+            tracing::debug!(reason = %e, "bad request");
+            return unrouted(ProxyError::BadRequest.response());
+        }
+    };
     if req.method() == Method::CONNECT {
         // Not a forward proxy: nothing behind an Ingress expects a tunnel request.
         return unrouted(errors::status_response(StatusCode::METHOD_NOT_ALLOWED));
     }
     let matched = {
         let host = request_host(&req);
-        config.routes.find(&host, req.uri().path())
+        let path = normalized.as_deref().unwrap_or(req.uri().path());
+        config.routes.find(&host, path)
     };
     let Some(m) = matched else {
         return unrouted(ProxyError::NotFound.response());
@@ -130,7 +145,7 @@ async fn pipeline(
     if let Some(r) = redirect::fixed(policy) {
         return local(r);
     }
-    if let Some(r) = redirect::app_root(policy, req.uri().path()) {
+    if let Some(r) = redirect::app_root(policy, normalized.as_deref().unwrap_or(req.uri().path())) {
         return local(r);
     }
     // Preaccess and access phases.
@@ -203,10 +218,15 @@ async fn pipeline(
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let path_and_query = match (&policy.rewrite_target, m.route) {
         (Some(t), Some(route)) => {
-            let path = rewrite::rewrite_path(&route.path, t, req.uri().path());
+            let path = rewrite::rewrite_path(
+                &route.path,
+                t,
+                normalized.as_deref().unwrap_or(req.uri().path()),
+            );
+            let path = target::encode_path(&path);
             let pq = match req.uri().query() {
                 Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
-                None => PathAndQuery::try_from(path),
+                None => PathAndQuery::try_from(path.as_ref()),
             };
             match pq {
                 Ok(pq) => pq,
@@ -225,16 +245,15 @@ async fn pipeline(
             .and_then(|h| Authority::try_from(h.as_bytes()).ok())
     });
     let (mut parts, body) = req.into_parts();
-    let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
-        authority
-            .as_ref()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    // The authority of an absolute-form target (or HTTP/2's `:authority`) is what was
+    // routed on, so it is also what the upstream sees as Host (RFC 9112 §3.2.2).
+    let host_value = authority
+        .as_ref()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| parts.headers.get(header::HOST).cloned());
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
     if let Some(h) = &host_value {
-        if !parts.headers.contains_key(header::HOST) {
-            parts.headers.insert(header::HOST, h.clone());
-        }
+        parts.headers.insert(header::HOST, h.clone());
     }
     headers::set_forwarded(
         &mut parts.headers,

@@ -164,7 +164,8 @@ async fn l7_forwarded_and_hop_by_hop_headers() -> anyhow::Result<()> {
     let seen = r.json();
     let h = &seen["headers"];
     assert_eq!(h["host"], "h.test:8080", "Host is preserved");
-    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    // Replaced, not appended: the client cannot plant an address (ingress-nginx default).
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-real-ip"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "h.test:8080");
@@ -189,6 +190,127 @@ async fn l7_forwarded_and_hop_by_hop_headers() -> anyhow::Result<()> {
         r.seen_header("x-forwarded-for").as_deref(),
         Some("127.0.0.1")
     );
+
+    // Behind a trusted proxy (`--compute-full-forwarded-for`) the chain is kept.
+    let chain = L7::start_with(
+        ingress::proxy::ProxyOptions {
+            compute_full_forwarded_for: true,
+            ..Default::default()
+        },
+        snapshot(vec![vhost(
+            "h.test",
+            vec![prefix("/", &target("h", upstream("h", &[up.addr])))],
+        )]),
+    )
+    .await?;
+    let req = http::Request::builder()
+        .uri("/")
+        .header("host", "h.test")
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let r = send(chain.http, req).await?;
+    assert_eq!(
+        r.seen_header("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
     let _ = Arc::new(());
+    Ok(())
+}
+
+/// Routes match the path as nginx does (decoded, dot-segments resolved, slashes merged), so
+/// an encoded or dotted path cannot slip past a more specific rule; the upstream still gets
+/// the path as sent. Invalid paths and Host headers are 400 and never forwarded.
+#[tokio::test]
+async fn l7_paths_match_normalized_and_hosts_are_validated() -> anyhow::Result<()> {
+    let (lax, strict, api) = (
+        TestServer::echo("lax").await?,
+        TestServer::echo("strict").await?,
+        TestServer::echo("api").await?,
+    );
+    let lax_t = target("lax", upstream("lax", &[lax.addr]));
+    let strict_t = target("strict", upstream("strict", &[strict.addr]));
+    let mut rewrite = test_policy();
+    rewrite.rewrite_target = Some("/v1".into());
+    let api_t = target_with("api", upstream("api", &[api.addr]), rewrite);
+    let l7 = L7::start(snapshot(vec![vhost(
+        "r.test",
+        vec![
+            exact("/admin", &strict_t),
+            prefix("/bar", &strict_t),
+            prefix("/api", &api_t),
+            prefix("/", &lax_t),
+        ],
+    )]))
+    .await?;
+    let request = |target: &str, host: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+
+    for path in [
+        "/admin",
+        "/%61dmin",
+        "/x/../admin",
+        "//admin",
+        "/./admin",
+        "/bar/../admin",
+    ] {
+        let out = raw(l7.http, request(path, "r.test").as_bytes()).await?;
+        assert_eq!(raw_status(&out), Some(200), "{path}: {out}");
+        assert!(
+            out.contains("\"server\":\"strict\""),
+            "{path} routed by its normalized form: {out}"
+        );
+        assert!(
+            out.contains(&format!("\"uri\":\"{path}\"")),
+            "{path} sent as is: {out}"
+        );
+    }
+    let out = raw(l7.http, request("/%62ar/x", "r.test").as_bytes()).await?;
+    assert!(out.contains("\"server\":\"strict\""), "{out}");
+    // A rewrite works on the normalized path, re-encoded.
+    let out = raw(
+        l7.http,
+        request("/api/a/../x%3Fy%20z?q=1", "r.test").as_bytes(),
+    )
+    .await?;
+    assert!(out.contains("\"uri\":\"/v1/x%3Fy%20z?q=1\""), "{out}");
+    // The absolute form's authority routes and is the Host the upstream sees.
+    let out = raw(
+        l7.http,
+        request("http://r.test/admin", "other.test").as_bytes(),
+    )
+    .await?;
+    assert!(out.contains("\"server\":\"strict\""), "{out}");
+    assert!(out.contains("\"host\":\"r.test\""), "{out}");
+
+    let before = lax.hits() + strict.hits() + api.hits();
+    let bad: &[&[u8]] = &[
+        b"GET /../admin HTTP/1.1\r\nHost: r.test\r\n\r\n",
+        b"GET /%2e%2e/admin HTTP/1.1\r\nHost: r.test\r\n\r\n",
+        b"GET /a%zz HTTP/1.1\r\nHost: r.test\r\n\r\n",
+        b"GET /a%00b HTTP/1.1\r\nHost: r.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: r.test\r\nHost: x.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a@r.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: r.test/evil\r\n\r\n",
+    ];
+    for req in bad {
+        let out = raw(l7.http, req).await?;
+        assert_eq!(
+            raw_status(&out),
+            Some(400),
+            "{}: {out}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    assert_eq!(
+        lax.hits() + strict.hits() + api.hits(),
+        before,
+        "nothing bad forwarded"
+    );
+    // HTTP/1.0 may omit Host: routed (here to no host rule: 404), not refused.
+    let out = raw(l7.http, b"GET / HTTP/1.0\r\n\r\n").await?;
+    assert_eq!(raw_status(&out), Some(404), "{out}");
     Ok(())
 }

@@ -68,7 +68,7 @@ const NGINX_HEADERS: &str = "\
             proxy_set_header Host $host;
             proxy_set_header X-Request-ID $request_id;
             proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header X-Forwarded-Host $host;
             proxy_set_header X-Forwarded-Port $server_port;
             proxy_set_header X-Forwarded-Proto $scheme;";
@@ -144,7 +144,7 @@ defaults
 frontend bench
     bind 127.0.0.1:{http}
     bind 127.0.0.1:{https} ssl crt {d}/haproxy.pem alpn http/1.1
-    option forwardfor
+    http-request set-header X-Forwarded-For %[src]
     http-request set-header X-Request-ID %[uuid]
     http-request set-header X-Real-IP %[src]
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
