@@ -44,6 +44,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     }
     headers.remove(&KEEP_ALIVE);
     headers.remove(header::TRAILER);
+    // With both, the body was framed by Transfer-Encoding; a Content-Length passed on would
+    // describe a different body to the next hop (RFC 9112 §6.3 says remove it).
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     headers.remove(header::TRANSFER_ENCODING);
     if upgrading {
         // The next hop must see the upgrade request (or acceptance) too.
@@ -72,6 +77,25 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
         for name in proxy {
             headers.remove(name);
         }
+    }
+}
+
+/// Joins several `Cookie` lines into one, `; `-separated: HTTP/2 clients send one line per
+/// cookie (RFC 9113 §8.2.3), and an HTTP/1.1 upstream expects a single header.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut lines = headers.get_all(header::COOKIE).iter();
+    if lines.next().is_none() || lines.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
     }
 }
 
@@ -258,6 +282,24 @@ mod tests {
             h["x-forwarded-for"],
             "10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7"
         );
+    }
+
+    #[test]
+    fn cookies_are_joined_and_conflicting_lengths_dropped() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2; c=3");
+        let mut one = map(&[("cookie", "a=1; b=2")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1; b=2");
+
+        let mut r = map(&[("content-length", "100"), ("transfer-encoding", "chunked")]);
+        remove_hop_by_hop(&mut r, false);
+        assert!(r.is_empty(), "{r:?}");
+        let mut r = map(&[("content-length", "100")]);
+        remove_hop_by_hop(&mut r, false);
+        assert_eq!(r["content-length"], "100");
     }
 
     #[test]

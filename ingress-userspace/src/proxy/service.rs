@@ -252,6 +252,7 @@ async fn pipeline(
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         .or_else(|| parts.headers.get(header::HOST).cloned());
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
+    headers::join_cookies(&mut parts.headers);
     if let Some(h) = &host_value {
         parts.headers.insert(header::HOST, h.clone());
     }

@@ -238,3 +238,78 @@ async fn l7_https_backend_protocol() -> anyhow::Result<()> {
     task.abort();
     Ok(())
 }
+
+/// An HTTP/2 client's cookies (one header line each, RFC 9113 §8.2.3) reach an HTTP/1.1
+/// upstream as one `Cookie` line, `; `-separated.
+#[tokio::test]
+async fn l7_h2_cookie_lines_are_joined_for_http1_upstreams() -> anyhow::Result<()> {
+    let up = TestServer::echo("c").await?;
+    let l7 = L7::start(snapshot(vec![vhost(
+        "c.test",
+        vec![prefix("/", &target("c", upstream("c", &[up.addr])))],
+    )]))
+    .await?;
+    let tcp = TcpStream::connect(l7.http).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("http://c.test/")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("cookie", "c=3")
+        .body(Full::new(Bytes::new()))?;
+    let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await??;
+    assert_eq!(resp.status(), 200);
+    let seen = up
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("upstream saw nothing"))?;
+    let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2; c=3"]);
+    Ok(())
+}
+
+/// An upstream answering with both `Content-Length` and `Transfer-Encoding: chunked`: the
+/// body is framed by the chunks (RFC 9112 §6.3), and the client must not be told the
+/// Content-Length, which would cut or stall the response and the next one on the connection.
+#[tokio::test]
+async fn l7_upstream_with_length_and_chunked_reaches_the_client_whole() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = RawUpstream::start(|mut s, _| async move {
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        loop {
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => head.extend_from_slice(&buf[..k]),
+                }
+            }
+            head.clear();
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\
+                          transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+            if s.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await?;
+    let l7 = L7::start(snapshot(vec![vhost(
+        "te.test",
+        vec![prefix("/", &target("te", upstream("te", &[up.addr])))],
+    )]))
+    .await?;
+    // Two requests on one client connection: the second is answered too.
+    let out = raw(
+        l7.http,
+        b"GET /1 HTTP/1.1\r\nHost: te.test\r\n\r\nGET /2 HTTP/1.1\r\nHost: te.test\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 2, "{out}");
+    assert!(
+        !out.to_ascii_lowercase().contains("content-length: 100"),
+        "{out}"
+    );
+    assert_eq!(out.matches("abc").count(), 2, "{out}");
+    Ok(())
+}
