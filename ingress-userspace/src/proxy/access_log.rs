@@ -71,7 +71,42 @@ impl Completion {
     pub fn mark_aborted(&mut self) {
         self.aborted = true;
     }
+
+    /// A completion for a request whose response is not made yet: dropped as it is (the
+    /// client went away first, and hyper dropped the request's future), it is logged and
+    /// counted as nginx's 499.
+    pub fn pending(
+        start: Instant,
+        metrics: Arc<RouteMetrics>,
+        record: Option<Box<AccessRecord>>,
+    ) -> Self {
+        let mut c = Completion::new(start, CLIENT_CLOSED, metrics, record);
+        c.aborted = true;
+        c
+    }
+
+    /// The response is made: its status, the route's metrics and where it was sent.
+    pub fn respond(
+        &mut self,
+        status: u16,
+        metrics: Arc<RouteMetrics>,
+        upstream: Option<SocketAddr>,
+        upstream_name: Option<Arc<str>>,
+        ingress: Option<Arc<str>>,
+    ) {
+        self.status = status;
+        self.aborted = false;
+        self.metrics = metrics;
+        if let Some(r) = self.record.as_mut() {
+            r.upstream = upstream;
+            r.upstream_name = upstream_name;
+            r.ingress = ingress.map(|i| i.to_string());
+        }
+    }
 }
+
+/// nginx's status for a request whose client closed the connection before the response.
+pub const CLIENT_CLOSED: u16 = 499;
 
 impl Drop for Completion {
     fn drop(&mut self) {

@@ -35,6 +35,9 @@ pub enum BodyError {
     /// The upstream sent nothing of its body for longer than the read timeout.
     #[error("upstream response stalled past the read timeout")]
     UpstreamTimeout,
+    /// The client's body broke: bad chunked framing, or the client left mid-body.
+    #[error("client request body broken or cut short")]
+    ClientBody,
 }
 
 impl BodyError {
@@ -314,7 +317,12 @@ impl Body for RequestBody {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                    Poll::Ready(Some(Err(e))) => {
+                        // The client's fault, not the upstream's: a 400, and no mark on the
+                        // endpoint (the cause is kept in the debug log only).
+                        tracing::debug!(error = %e, "client request body failed");
+                        Poll::Ready(Some(Err(Box::new(BodyError::ClientBody))))
+                    }
                     Poll::Ready(None) => {
                         progress.finished.store(true, Relaxed);
                         Poll::Ready(None)

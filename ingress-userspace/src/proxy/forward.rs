@@ -259,6 +259,7 @@ where
             let mapped = match BodyError::find(&err) {
                 Some(BodyError::TooLarge) => ProxyError::PayloadTooLarge,
                 Some(BodyError::ClientTimeout) => ProxyError::ClientTimeout,
+                Some(BodyError::ClientBody) => ProxyError::BadRequest,
                 _ => ProxyError::UpstreamFailed,
             };
             tracing::debug!(error = %err, "upstream exchange failed");

@@ -58,6 +58,9 @@ pub(crate) async fn handle(
             ingress: None,
         })
     });
+    // Dropped with this future if the client leaves before the response: logged as 499.
+    let mut completion = Completion::pending(start, shared.metrics.unrouted(), record);
+    completion.hold(active);
     let out = pipeline(&shared, &conn, &config, req, &request_id).await;
     let Outcome {
         mut response,
@@ -69,14 +72,13 @@ pub(crate) async fn handle(
     if client_version <= Version::HTTP_11 && response.version() != Version::HTTP_11 {
         *response.version_mut() = Version::HTTP_11;
     }
-    let record = record.map(|mut r| {
-        r.upstream = upstream;
-        r.upstream_name = upstream_name;
-        r.ingress = ingress.map(|i| i.to_string());
-        r
-    });
-    let mut completion = Completion::new(start, response.status().as_u16(), metrics, record);
-    completion.hold(active);
+    completion.respond(
+        response.status().as_u16(),
+        metrics,
+        upstream,
+        upstream_name,
+        ingress,
+    );
     response.body_mut().set_completion(completion);
     response
 }

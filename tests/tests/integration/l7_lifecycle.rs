@@ -288,3 +288,99 @@ async fn l7_access_log_json_lines() -> anyhow::Result<()> {
     assert_eq!(out2.lines().filter(|l| !l.trim().is_empty()).count(), 1);
     Ok(())
 }
+
+/// The access log lines written so far, parsed.
+fn logged(buf: &Buf) -> Vec<serde_json::Value> {
+    let out = buf.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+        .collect()
+}
+
+/// A client that leaves before its response is logged and counted as 499 (nginx's code),
+/// not forgotten; a client whose request body is broken (bad chunk, cut short) gets 400 and
+/// is not counted against the upstream.
+#[tokio::test]
+async fn l7_abandoned_requests_log_499_and_broken_bodies_are_400() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_env_filter("access_log=info")
+        .with_ansi(false)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let slow = TestServer::echo_slow("slow", Duration::from_secs(2)).await?;
+    let up = TestServer::echo("body").await?;
+    let l7 = L7::start_with(
+        ProxyOptions {
+            access_log: true,
+            ..Default::default()
+        },
+        snapshot(vec![
+            vhost(
+                "slow.test",
+                vec![prefix("/", &target("slow", upstream("slow", &[slow.addr])))],
+            ),
+            vhost(
+                "body.test",
+                vec![prefix("/", &target("body", upstream("body", &[up.addr])))],
+            ),
+        ]),
+    )
+    .await?;
+
+    let mut c = tokio::net::TcpStream::connect(l7.http).await?;
+    c.write_all(b"GET /gone HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(c);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        if let Some(l) = logged(&buf).into_iter().find(|l| l["path"] == "/gone") {
+            break l;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no access-log line for the abandoned request"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["aborted"], true, "{line}");
+
+    for body in [
+        &b"zz\r\nabc\r\n0\r\n\r\n"[..],
+        b"-1\r\nabc\r\n0\r\n\r\n",
+        b"ffffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        b"3\r\nabcXX0\r\n\r\n",
+    ] {
+        let mut req =
+            b"POST /p HTTP/1.1\r\nHost: body.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        req.extend_from_slice(body);
+        let out = raw(l7.http, &req).await?;
+        assert_eq!(
+            raw_status(&out),
+            Some(400),
+            "{}: {out}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let mut text = String::new();
+    l7.proxy.metrics().render(&mut text);
+    assert!(
+        text.contains("ingress_upstream_errors_total{kind=\"protocol\"} 0"),
+        "a client's broken body counted against the upstream:\n{text}"
+    );
+    assert!(
+        text.contains("ingress_requests_total{ingress=\"\",service=\"\",status_class=\"4xx\"} 1"),
+        "the 499 is counted:\n{text}"
+    );
+    Ok(())
+}
