@@ -226,8 +226,8 @@ impl Write for Buf {
     }
 }
 
-#[tokio::test]
-async fn l7_access_log_json_lines() -> anyhow::Result<()> {
+/// Captures this thread's access-log lines until the guard drops.
+fn capture_access_log() -> (Buf, tracing::subscriber::DefaultGuard) {
     let buf = Buf::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -238,8 +238,13 @@ async fn l7_access_log_json_lines() -> anyhow::Result<()> {
         .with_level(false)
         .with_target(false)
         .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn l7_access_log_json_lines() -> anyhow::Result<()> {
     // Current-thread runtime: the proxy's tasks run on this thread and see this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buf, _guard) = capture_access_log();
     let up = TestServer::echo("logged").await?;
     let t = target("logged", upstream("logged", &[up.addr]));
     let snap = snapshot(vec![vhost("log.test", vec![prefix("/", &t)])]);
@@ -304,17 +309,7 @@ fn logged(buf: &Buf) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn l7_abandoned_requests_log_499_and_broken_bodies_are_400() -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt;
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_env_filter("access_log=info")
-        .with_ansi(false)
-        .without_time()
-        .with_level(false)
-        .with_target(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buf, _guard) = capture_access_log();
     let slow = TestServer::echo_slow("slow", Duration::from_secs(2)).await?;
     let up = TestServer::echo("body").await?;
     let l7 = L7::start_with(

@@ -229,13 +229,7 @@ async fn no_sni_is_terminated_unless_a_hostless_route_exists() {
     let mut tls = tls_over(tcp, TERM, no_sni.clone())
         .await
         .expect("terminated without SNI");
-    tls.write_all(b"ping").await.expect("write");
-    let mut got = [0u8; 9];
-    timeout(STEP, tls.read_exact(&mut got))
-        .await
-        .expect("in time")
-        .expect("read");
-    assert_eq!(&got, b"TERM:ping");
+    assert_eq!(exchange(&mut tls, b"ping", 9).await, b"TERM:ping");
     drop(tls);
 
     let mut hostless = route(PASS, &[s.backend.addr], false);
@@ -248,17 +242,26 @@ async fn no_sni_is_terminated_unless_a_hostless_route_exists() {
     let mut tls = tls_over(tcp, PASS, no_sni)
         .await
         .expect("passed through to the backend without SNI");
-    tls.write_all(b"hello").await.expect("write");
-    let mut back = [0u8; 5];
-    timeout(STEP, tls.read_exact(&mut back))
-        .await
-        .expect("echo in time")
-        .expect("echo");
-    assert_eq!(&back, b"hello");
+    assert_eq!(exchange(&mut tls, b"hello", 5).await, b"hello");
     drop(tls);
     let conn = s.backend.next().await;
     assert_eq!(conn.sni, None, "the backend saw no SNI");
     assert_clean(&s).await;
+}
+
+/// Writes `payload` and reads `n` bytes back, within `STEP`.
+async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    s: &mut S,
+    payload: &[u8],
+    n: usize,
+) -> Vec<u8> {
+    s.write_all(payload).await.expect("write");
+    let mut got = vec![0u8; n];
+    timeout(STEP, s.read_exact(&mut got))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    got
 }
 
 async fn split_hello(mode: Mode, fragment: Option<usize>) {
