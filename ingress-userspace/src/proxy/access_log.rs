@@ -39,24 +39,6 @@ pub(crate) struct Completion {
 }
 
 impl Completion {
-    /// A completion for a response with `status`, started at `start`.
-    pub fn new(
-        start: Instant,
-        status: u16,
-        metrics: Arc<RouteMetrics>,
-        record: Option<Box<AccessRecord>>,
-    ) -> Self {
-        Completion {
-            start,
-            status,
-            bytes: 0,
-            aborted: false,
-            metrics,
-            record,
-            active: None,
-        }
-    }
-
     /// Holds the connection's in-progress mark until the response is finished.
     pub fn hold(&mut self, active: super::idle::ActiveStream) {
         self.active = Some(active);
@@ -80,9 +62,15 @@ impl Completion {
         metrics: Arc<RouteMetrics>,
         record: Option<Box<AccessRecord>>,
     ) -> Self {
-        let mut c = Completion::new(start, CLIENT_CLOSED, metrics, record);
-        c.aborted = true;
-        c
+        Completion {
+            start,
+            status: CLIENT_CLOSED,
+            bytes: 0,
+            aborted: true,
+            metrics,
+            record,
+            active: None,
+        }
     }
 
     /// The response is made: its status, the route's metrics and where it was sent.
