@@ -14,7 +14,8 @@ pub const TARGET: &str = "access_log";
 /// What the access log says about one request, beyond status, bytes and duration.
 #[derive(Debug)]
 pub(crate) struct AccessRecord {
-    pub method: Method,
+    /// `None` for a request whose head could not be parsed.
+    pub method: Option<Method>,
     pub host: String,
     pub path: String,
     pub version: Version,
@@ -22,7 +23,7 @@ pub(crate) struct AccessRecord {
     pub request_id: HeaderValue,
     pub upstream: Option<SocketAddr>,
     pub upstream_name: Option<Arc<str>>,
-    pub ingress: Option<String>,
+    pub ingress: Option<Arc<str>>,
 }
 
 /// Finishes a request when dropped: records metrics, writes the access-log line.
@@ -73,24 +74,51 @@ impl Completion {
         }
     }
 
-    /// The response is made: its status, the route's metrics and where it was sent.
-    pub fn respond(
+    /// The request is routed: its route's metrics, its Ingress and (once chosen) upstream.
+    pub fn route(
         &mut self,
-        status: u16,
         metrics: Arc<RouteMetrics>,
-        upstream: Option<SocketAddr>,
-        upstream_name: Option<Arc<str>>,
-        ingress: Option<Arc<str>>,
+        ingress: &Arc<str>,
+        upstream_name: Option<&Arc<str>>,
     ) {
-        self.status = status;
-        self.aborted = false;
         self.metrics = metrics;
         if let Some(r) = self.record.as_mut() {
-            r.upstream = upstream;
-            r.upstream_name = upstream_name;
-            r.ingress = ingress.map(|i| i.to_string());
+            r.ingress = Some(ingress.clone());
+            r.upstream_name = upstream_name.cloned();
         }
     }
+
+    /// The request is being sent to `addr` (the last one tried is what is logged).
+    pub fn attempt(&mut self, addr: SocketAddr) {
+        if let Some(r) = self.record.as_mut() {
+            r.upstream = Some(addr);
+        }
+    }
+
+    /// The response is made: its status.
+    pub fn respond(&mut self, status: u16) {
+        self.status = status;
+        self.aborted = false;
+    }
+}
+
+/// Counts and logs a request that hyper refused while parsing its head (and answered with
+/// `status` itself): nothing of it is known but the client.
+pub(crate) fn refused(shared: &super::Shared, client: IpAddr, status: u16) {
+    let record = shared.options.access_log.then(|| {
+        Box::new(AccessRecord {
+            method: None,
+            host: String::new(),
+            path: String::new(),
+            version: Version::HTTP_11,
+            client,
+            request_id: super::headers::request_id(&http::HeaderMap::new()),
+            upstream: None,
+            upstream_name: None,
+            ingress: None,
+        })
+    });
+    Completion::pending(Instant::now(), shared.metrics.unrouted(), record).respond(status);
 }
 
 /// nginx's status for a request whose client closed the connection before the response.
@@ -109,7 +137,7 @@ impl Drop for Completion {
                 "time": httpdate_now(),
                 "request_id": r.request_id.to_str().unwrap_or(""),
                 "client": r.client.to_string(),
-                "method": r.method.as_str(),
+                "method": r.method.as_ref().map_or("", Method::as_str),
                 "host": r.host,
                 "path": r.path,
                 "protocol": format!("{:?}", r.version),
@@ -118,7 +146,7 @@ impl Drop for Completion {
                 "duration_ms": elapsed.as_secs_f64() * 1000.0,
                 "upstream": r.upstream.map(|a| a.to_string()),
                 "upstream_name": r.upstream_name.as_deref(),
-                "ingress": r.ingress,
+                "ingress": r.ingress.as_deref(),
                 "aborted": self.aborted,
             });
             tracing::info!(target: TARGET, "{line}");
@@ -135,7 +163,7 @@ impl Completion {
             time = httpdate_now(),
             request_id = r.request_id.to_str().unwrap_or(""),
             client = %r.client,
-            method = r.method.as_str(),
+            method = r.method.as_ref().map_or("", Method::as_str),
             host = r.host.as_str(),
             path = r.path.as_str(),
             protocol = ?r.version,

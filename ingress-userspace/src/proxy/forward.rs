@@ -6,7 +6,7 @@
 //! reached the upstream is not retried, with one exception: a bodiless idempotent request
 //! whose pooled connection failed before any response byte (the upstream closed the idle
 //! connection as we wrote) goes once more on a fresh connection.
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{
     header, uri::Authority, uri::PathAndQuery, uri::Scheme, Method, Request, Response, Uri, Version,
@@ -79,7 +79,8 @@ pub(crate) fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-/// Sends `req` to an endpoint of `upstream` (`preferred` first, e.g. from affinity).
+/// Sends `req` to an endpoint of `upstream` (`preferred` first, e.g. from affinity), telling
+/// `attempt` each endpoint it tries.
 pub(crate) async fn send(
     shared: &Shared,
     upstream: &UpstreamState,
@@ -87,6 +88,7 @@ pub(crate) async fn send(
     preferred: Option<usize>,
     mut req: Request<RequestBody>,
     dest: &Destination,
+    attempt: &mut (dyn FnMut(SocketAddr) + Send),
 ) -> Result<Forwarded, ProxyError> {
     let idempotent = is_idempotent(req.method());
     let max_attempts = policy.max_attempts.max(1) as usize;
@@ -104,6 +106,7 @@ pub(crate) async fn send(
         let Some(ep) = upstream.endpoints.get(idx) else {
             break;
         };
+        attempt(ep.addr);
         let mut mode = dest.mode;
         loop {
             let checkout = match shared

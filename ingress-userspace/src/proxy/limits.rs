@@ -272,6 +272,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
     }
 }
 
+/// The status hyper answered a request it refused while parsing its head with (400, 414 or
+/// 431), so the refusal is counted and logged like any other answer; `None` for every other
+/// connection error (nothing was answered).
+pub(crate) fn refused_status(err: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            return if h.is_parse_too_large() {
+                // hyper has no public test for its 414; its message is the one way to tell.
+                Some(if h.to_string().contains("URI too long") {
+                    414
+                } else {
+                    431
+                })
+            } else if h.is_parse() && !h.is_parse_status() && !h.is_parse_version_h2() {
+                Some(400)
+            } else {
+                None
+            };
+        }
+        cur = e.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,6 +242,9 @@ async fn serve_conn<S>(
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
+                if let Some(status) = super::limits::refused_status(&*e) {
+                    super::access_log::refused(&shared, peer.ip(), status);
+                }
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }

@@ -21,6 +21,7 @@ pub mod router;
 mod service;
 mod target;
 pub mod tls;
+mod unread;
 pub mod upgrade;
 pub mod upstream;
 

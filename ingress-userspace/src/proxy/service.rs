@@ -1,6 +1,6 @@
 //! The request pipeline: framing check, routing, the annotation behaviours in
 //! ingress-nginx's phase order, forwarding, and the response on its way back.
-use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Instant};
+use std::{borrow::Cow, sync::Arc, time::Instant};
 
 use http::{
     header, uri::Authority, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode,
@@ -18,21 +18,13 @@ use super::{
     forward::{self, Destination},
     headers, limits,
     listener::ConnCtx,
-    metrics::RouteMetrics,
     router::{normalize_host, Target},
-    target, upgrade,
+    target,
+    unread::Unread,
+    upgrade,
     upstream::pool::ConnMode,
     ActiveConfig, Shared,
 };
-
-/// What the pipeline produced, and what the access log and metrics need to know about it.
-struct Outcome {
-    response: Response<ResponseBody>,
-    metrics: Arc<RouteMetrics>,
-    upstream: Option<SocketAddr>,
-    upstream_name: Option<Arc<str>>,
-    ingress: Option<Arc<str>>,
-}
 
 /// Handles one request from a client connection.
 pub(crate) async fn handle(
@@ -47,7 +39,7 @@ pub(crate) async fn handle(
     let client_version = req.version();
     let record = shared.options.access_log.then(|| {
         Box::new(AccessRecord {
-            method: req.method().clone(),
+            method: Some(req.method().clone()),
             host: request_host(&req).into_owned(),
             path: req.uri().path().to_string(),
             version: req.version(),
@@ -61,24 +53,11 @@ pub(crate) async fn handle(
     // Dropped with this future if the client leaves before the response: logged as 499.
     let mut completion = Completion::pending(start, shared.metrics.unrouted(), record);
     completion.hold(active);
-    let out = pipeline(&shared, &conn, &config, req, &request_id).await;
-    let Outcome {
-        mut response,
-        metrics,
-        upstream,
-        upstream_name,
-        ingress,
-    } = out;
+    let mut response = pipeline(&shared, &conn, &config, req, &request_id, &mut completion).await;
     if client_version <= Version::HTTP_11 && response.version() != Version::HTTP_11 {
         *response.version_mut() = Version::HTTP_11;
     }
-    completion.respond(
-        response.status().as_u16(),
-        metrics,
-        upstream,
-        upstream_name,
-        ingress,
-    );
+    completion.respond(response.status().as_u16());
     response.body_mut().set_completion(completion);
     response
 }
@@ -87,22 +66,18 @@ async fn pipeline(
     shared: &Shared,
     conn: &ConnCtx,
     config: &ActiveConfig,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     request_id: &HeaderValue,
-) -> Outcome {
-    let unrouted = |response| Outcome {
-        response,
-        metrics: shared.metrics.unrouted(),
-        upstream: None,
-        upstream_name: None,
-        ingress: None,
-    };
+    completion: &mut Completion,
+) -> Response<ResponseBody> {
+    // Every early answer below leaves the body unread; the guard drains it (HTTP/2).
+    let mut req = Unread::new(req);
     if let Err(e) = limits::check_framing(&req, &conn.framing) {
-        return unrouted(e.response());
+        return e.response();
     }
     if let Err(e) = target::check_host(&req) {
         tracing::debug!(reason = %e, "bad request");
-        return unrouted(ProxyError::BadRequest.response());
+        return ProxyError::BadRequest.response();
     }
     // Routes match the normalized path (as nginx's locations); the upstream still gets the
     // path as the client sent it unless a rewrite applies.
@@ -111,12 +86,12 @@ async fn pipeline(
         Ok(Cow::Owned(p)) => Some(p),
         Err(e) => {
             tracing::debug!(reason = %e, "bad request");
-            return unrouted(ProxyError::BadRequest.response());
+            return ProxyError::BadRequest.response();
         }
     };
     if req.method() == Method::CONNECT {
         // Not a forward proxy: nothing behind an Ingress expects a tunnel request.
-        return unrouted(errors::status_response(StatusCode::METHOD_NOT_ALLOWED));
+        return errors::status_response(StatusCode::METHOD_NOT_ALLOWED);
     }
     let matched = {
         let host = request_host(&req);
@@ -124,31 +99,26 @@ async fn pipeline(
         config.routes.find(&host, path)
     };
     let Some(m) = matched else {
-        return unrouted(ProxyError::NotFound.response());
+        return ProxyError::NotFound.response();
     };
     let target: &Target = m.target;
     let policy = &target.spec.policy;
-    let local = |response| Outcome {
-        response,
-        metrics: target.primary_metrics.clone(),
-        upstream: None,
-        upstream_name: None,
-        ingress: Some(target.ingress.clone()),
-    };
+    // From here on a client that leaves is logged (499) against this route.
+    completion.route(target.primary_metrics.clone(), &target.ingress, None);
 
     // Rewrite phase: redirects.
     if !conn.tls {
         let host = request_host(&req);
         let https_port = shared.options.https_port;
         if let Some(r) = redirect::ssl_redirect(policy, m.host_tls, &host, req.uri(), https_port) {
-            return local(r);
+            return r;
         }
     }
     if let Some(r) = redirect::fixed(policy) {
-        return local(r);
+        return r;
     }
     if let Some(r) = redirect::app_root(policy, normalized.as_deref().unwrap_or(req.uri().path())) {
-        return local(r);
+        return r;
     }
     // Preaccess and access phases.
     if let Some(rps) = policy.limit_rps {
@@ -156,11 +126,11 @@ async fn pipeline(
             .limiter
             .check(target.limit_zone, conn.fwd.client_ip, rps, Instant::now())
         {
-            return local(ProxyError::RateLimited.response());
+            return ProxyError::RateLimited.response();
         }
     }
     if !access::source_allowed(policy, conn.fwd.client_ip) {
-        return local(ProxyError::Forbidden.response());
+        return ProxyError::Forbidden.response();
     }
     let origin = policy
         .cors
@@ -169,18 +139,18 @@ async fn pipeline(
     if let Some(c) = &policy.cors {
         if req.method() == Method::OPTIONS {
             if let Some(r) = cors::preflight(c, origin.as_ref()) {
-                return local(r);
+                return r;
             }
         }
     }
     if let Some(auth) = &policy.basic_auth {
         if !shared.auth.check(auth, req.headers()).await {
-            return local(errors::unauthorized(&auth.realm));
+            return errors::unauthorized(&auth.realm);
         }
     }
     if let Some(max) = policy.max_body_bytes {
         if declared_length(&req).is_some_and(|n| n > max) {
-            return local(ProxyError::PayloadTooLarge.response());
+            return ProxyError::PayloadTooLarge.response();
         }
     }
 
@@ -193,15 +163,9 @@ async fn pipeline(
         }
         _ => (&target.primary, &target.primary_metrics),
     };
-    let routed = |response, endpoint| Outcome {
-        response,
-        metrics: metrics.clone(),
-        upstream: endpoint,
-        upstream_name: Some(upstream.name.clone()),
-        ingress: Some(target.ingress.clone()),
-    };
+    completion.route(metrics.clone(), &target.ingress, Some(&upstream.name));
     if upstream.endpoints.is_empty() {
-        return routed(ProxyError::NoEndpoints.response(), None);
+        return ProxyError::NoEndpoints.response();
     }
     let sticky = policy
         .affinity
@@ -217,7 +181,7 @@ async fn pipeline(
 
     // The request as it goes upstream.
     let upgrading = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
-    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut *req));
     let path_and_query = match (&policy.rewrite_target, m.route) {
         (Some(t), Some(route)) => {
             let path = rewrite::rewrite_path(
@@ -232,7 +196,7 @@ async fn pipeline(
             };
             match pq {
                 Ok(pq) => pq,
-                Err(_) => return local(errors::status_response(StatusCode::INTERNAL_SERVER_ERROR)),
+                Err(_) => return errors::status_response(StatusCode::INTERNAL_SERVER_ERROR),
             }
         }
         _ => req
@@ -246,7 +210,7 @@ async fn pipeline(
             .get(header::HOST)
             .and_then(|h| Authority::try_from(h.as_bytes()).ok())
     });
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_inner().into_parts();
     // The authority of an absolute-form target (or HTTP/2's `:authority`) is what was
     // routed on, so it is also what the upstream sees as Host (RFC 9112 §3.2.2).
     let host_value = authority
@@ -282,13 +246,13 @@ async fn pipeline(
         sticky,
         Request::from_parts(parts, body),
         &dest,
+        &mut |addr| completion.attempt(addr),
     )
     .await
     {
         Ok(f) => f,
-        Err(e) => return routed(e.response(), None),
+        Err(e) => return e.response(),
     };
-    let endpoint = Some(fwd.endpoint.addr);
     let mut response = fwd.response;
     let status = response.status();
 
@@ -298,10 +262,7 @@ async fn pipeline(
             upgrade::spawn_tunnel(shared, client_upgrade, upstream_upgrade);
             let (mut rparts, _) = response.into_parts();
             upgrade::switching_headers(&mut rparts.headers);
-            return routed(
-                Response::from_parts(rparts, ResponseBody::empty()),
-                endpoint,
-            );
+            return Response::from_parts(rparts, ResponseBody::empty());
         }
     }
     if let Some((accept, original_uri)) = &error_ctx {
@@ -317,7 +278,7 @@ async fn pipeline(
                 request_id,
             )
             .await;
-            return routed(r, endpoint);
+            return r;
         }
     }
     let (mut rparts, rbody) = response.into_parts();
@@ -339,7 +300,7 @@ async fn pipeline(
     // An upgradable connection never goes back to the pool.
     let pool_return = if upgrading { None } else { fwd.pool_return };
     let body = ResponseBody::upstream(rbody, policy.timeouts.read, pool_return);
-    routed(Response::from_parts(rparts, body), endpoint)
+    Response::from_parts(rparts, body)
 }
 
 /// Replaces an intercepted upstream response with the default backend's answer for `status`.
@@ -376,7 +337,17 @@ async fn custom_error(
         progress: None,
         mode: ConnMode::Pooled,
     };
-    match forward::send(shared, &db.primary, &db.spec.policy, None, req, &dest).await {
+    match forward::send(
+        shared,
+        &db.primary,
+        &db.spec.policy,
+        None,
+        req,
+        &dest,
+        &mut |_| {},
+    )
+    .await
+    {
         Ok(f) => {
             let (mut parts, body) = f.response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers, false);

@@ -488,3 +488,92 @@ async fn l7_send_timeout_on_stalled_request_body() -> anyhow::Result<()> {
     assert_eq!(raw_status(&out), Some(405), "{out}");
     Ok(())
 }
+
+/// Uploads `len` bytes on an h2 stream, waiting for flow-control capacity; returns how many
+/// were sent before the server reset the stream (all of them if it never did).
+async fn upload(send: &mut h2::SendStream<Bytes>, len: usize, end: bool) -> anyhow::Result<usize> {
+    let mut sent = 0;
+    while sent < len {
+        send.reserve_capacity((len - sent).min(16_384));
+        let cap =
+            match tokio::time::timeout(WAIT, std::future::poll_fn(|cx| send.poll_capacity(cx)))
+                .await?
+            {
+                Some(Ok(c)) => c,
+                Some(Err(_)) | None => return Ok(sent),
+            };
+        let last = end && sent + cap >= len;
+        if send.send_data(Bytes::from(vec![b'x'; cap]), last).is_err() {
+            return Ok(sent);
+        }
+        sent += cap;
+    }
+    Ok(sent)
+}
+
+/// An h2 client still uploading when the 413 comes: the proxy reads and discards the rest of
+/// the body (up to 4 MiB) so the stream ends normally, instead of resetting it under the
+/// client (curl 7.88 reported "Stream error in the HTTP/2 framing layer" and no response).
+/// Past the bound the stream is reset with NO_ERROR.
+#[tokio::test]
+async fn l7_h2_upload_answered_early_is_drained_not_reset() -> anyhow::Result<()> {
+    let up = TestServer::echo("body3").await?;
+    let t = target_with(
+        "body3",
+        upstream("body3", &[up.addr]),
+        policy(|p| p.max_body_bytes = Some(1000)),
+    );
+    let l7 = L7::start(snapshot(vec![vhost("b3.test", vec![prefix("/", &t)])])).await?;
+    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
+    let (client, conn) = h2::client::handshake(tcp).await?;
+    tokio::spawn(conn);
+    let post = |len: usize| {
+        http::Request::builder()
+            .method("POST")
+            .uri("http://b3.test/")
+            .header("content-length", len)
+            .body(())
+    };
+
+    let total = 1 << 20;
+    let mut client = tokio::time::timeout(WAIT, client.ready()).await??;
+    let (resp, mut send) = client.send_request(post(total)?, false)?;
+    assert_eq!(upload(&mut send, 16_384, false).await?, 16_384);
+    let resp = tokio::time::timeout(WAIT, resp).await??;
+    assert_eq!(resp.status(), 413);
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, body.data()).await? {
+        text.extend_from_slice(&chunk?);
+    }
+    assert_eq!(text, b"413 Request Entity Too Large\n");
+    // The response is complete; the stream must stay open for the rest of the upload.
+    let reset = tokio::time::timeout(
+        Duration::from_millis(300),
+        std::future::poll_fn(|cx| send.poll_reset(cx)),
+    )
+    .await;
+    assert!(reset.is_err(), "stream reset after the response: {reset:?}");
+    assert_eq!(
+        upload(&mut send, total - 16_384, true).await?,
+        total - 16_384
+    );
+
+    // Far past the drain bound: the proxy stops reading and resets with NO_ERROR.
+    let mut client = tokio::time::timeout(WAIT, client.ready()).await??;
+    let (resp, mut send) = client.send_request(post(64 << 20)?, false)?;
+    let sent = upload(&mut send, 16 << 20, false).await?;
+    assert_eq!(tokio::time::timeout(WAIT, resp).await??.status(), 413);
+    assert!(sent < 16 << 20, "the proxy read 16 MiB of a refused body");
+    let reason =
+        tokio::time::timeout(WAIT, std::future::poll_fn(|cx| send.poll_reset(cx))).await??;
+    assert_eq!(reason, h2::Reason::NO_ERROR);
+
+    // The connection still serves requests, and nothing of the refused bodies went upstream.
+    let mut client = tokio::time::timeout(WAIT, client.ready()).await??;
+    let (resp, mut send) = client.send_request(post(10)?, false)?;
+    send.send_data(Bytes::from_static(b"0123456789"), true)?;
+    assert_eq!(tokio::time::timeout(WAIT, resp).await??.status(), 200);
+    assert_eq!(up.hits(), 1);
+    Ok(())
+}

@@ -348,6 +348,10 @@ async fn l7_abandoned_requests_log_499_and_broken_bodies_are_400() -> anyhow::Re
     };
     assert_eq!(line["status"], 499, "{line}");
     assert_eq!(line["aborted"], true, "{line}");
+    // Routed and sent before the client left: the line says where, as nginx's does.
+    assert_eq!(line["upstream"], slow.addr.to_string(), "{line}");
+    assert_eq!(line["upstream_name"], "default/slow:80", "{line}");
+    assert_eq!(line["ingress"], "default/slow", "{line}");
 
     for body in [
         &b"zz\r\nabc\r\n0\r\n\r\n"[..],
@@ -374,8 +378,73 @@ async fn l7_abandoned_requests_log_499_and_broken_bodies_are_400() -> anyhow::Re
         "a client's broken body counted against the upstream:\n{text}"
     );
     assert!(
-        text.contains("ingress_requests_total{ingress=\"\",service=\"\",status_class=\"4xx\"} 1"),
-        "the 499 is counted:\n{text}"
+        text.contains("ingress_requests_total{ingress=\"default/slow\",service=\"default/slow:80\",status_class=\"4xx\"} 1"),
+        "the 499 is counted against its route:\n{text}"
     );
+    Ok(())
+}
+
+/// Requests hyper refuses while parsing their head (it answers 400 or 431 itself) are logged
+/// and counted like every other answer, as nginx logs its 400s; before, they left no trace.
+#[tokio::test]
+async fn l7_requests_refused_by_the_parser_are_logged_and_counted() -> anyhow::Result<()> {
+    let (buf, _guard) = capture_access_log();
+    let up = TestServer::echo("parse").await?;
+    let l7 = L7::start_with(
+        ProxyOptions {
+            access_log: true,
+            ..Default::default()
+        },
+        snapshot(vec![vhost(
+            "",
+            vec![prefix("/", &target("parse", upstream("parse", &[up.addr])))],
+        )]),
+    )
+    .await?;
+    let cases: [(&[u8], u16); 3] = [
+        (b"\x16\x03\x01\x00\x00 nonsense\r\n\r\n", 400),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n",
+            400,
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(70_000)
+            )
+            .into_bytes()
+            .leak(),
+            431,
+        ),
+    ];
+    for (req, want) in cases {
+        let out = raw(l7.http, req).await?;
+        assert_eq!(raw_status(&out), Some(want), "{out}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = logged(&buf);
+        if lines.len() >= 3 || tokio::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let statuses: Vec<_> = lines.iter().map(|l| l["status"].as_u64()).collect();
+    assert_eq!(statuses, [Some(400), Some(400), Some(431)], "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["client"], "127.0.0.1", "{l}");
+        assert_eq!(l["method"], "", "{l}");
+        assert!(
+            l["request_id"].as_str().is_some_and(|id| id.len() == 32),
+            "{l}"
+        );
+    }
+    let mut text = String::new();
+    l7.proxy.metrics().render(&mut text);
+    assert!(
+        text.contains("ingress_requests_total{ingress=\"\",service=\"\",status_class=\"4xx\"} 3"),
+        "{text}"
+    );
+    assert_eq!(up.hits(), 0);
     Ok(())
 }
