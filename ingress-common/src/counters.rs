@@ -60,6 +60,9 @@ stats! {
     FwdConntrack = "fwd_conntrack",
     /// Reply from a backend, reverse-NATed and forwarded.
     FwdReply = "fwd_reply",
+    /// ICMP error about a NATed flow (unreachable, too big, time exceeded), translated like
+    /// the flow and forwarded to its client or backend.
+    FwdIcmp = "fwd_icmp",
     /// Forwarded out of the interface it came in on.
     Tx = "tx",
     /// Forwarded out of another interface.

@@ -8,6 +8,10 @@ pub const FAMILY_V6: u8 = 10;
 pub const PROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const PROTO_UDP: u8 = 17;
+/// IP protocol number of ICMP.
+pub const PROTO_ICMP: u8 = 1;
+/// IPv6 next-header number of ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// Maglev lookup table size per VIP; prime, so every skip value is a generator.
 pub const MAGLEV_RING_SIZE: u32 = 65537;

@@ -2,7 +2,7 @@
 
 /// Bumped whenever a map's key or value layout or its flags change; pinned maps of another
 /// version are never adopted.
-pub const MAPS_VERSION: u32 = 6;
+pub const MAPS_VERSION: u32 = 7;
 
 /// VipKey -> VipMeta.
 pub const VIPS: &str = "VIPS";
@@ -27,6 +27,8 @@ pub const LB_CONFIG: &str = "LB_CONFIG";
 pub const STATS: &str = "STATS";
 /// vip_id -> Counter, per CPU.
 pub const VIP_STATS: &str = "VIP_STATS";
+/// Slot 0: the ICMP error program, tail-called by the XDP program.
+pub const JUMPS: &str = "JUMPS";
 /// Socket cookie -> socket, for the passthrough splice.
 pub const SPLICE_SOCKS: &str = "SPLICE_SOCKS";
 /// Socket cookie -> SplicePeer.

@@ -8,6 +8,7 @@ mod lb;
 mod maps;
 mod parse;
 mod programs;
+mod verdict;
 
 #[cfg(not(test))]
 #[panic_handler]

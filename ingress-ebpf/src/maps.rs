@@ -2,7 +2,7 @@
 //! Names and value types are the contract in `ingress_common::maps`.
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, SockHash},
     macros::btf_map,
 };
 use ingress_common::{
@@ -69,6 +69,11 @@ pub static STATS: PerCpuArray<Counter, { STAT_COUNT as usize }> = PerCpuArray::n
 /// vip_id -> packets and bytes, per CPU. Written by the XDP program.
 #[btf_map]
 pub static VIP_STATS: PerCpuArray<Counter, MAX_VIPS> = PerCpuArray::new();
+
+/// Slot 0: `xdp_icmp`, tail-called by `xdp_lb` for ICMP errors (its own 512-byte stack; the
+/// forwarding program has none to spare). Written by userspace.
+#[btf_map]
+pub static JUMPS: ProgramArray<1> = ProgramArray::new();
 
 /// Socket cookie -> socket of a spliced passthrough connection. Written by userspace.
 #[btf_map]

@@ -59,7 +59,11 @@ impl Spec {
 
     /// Builds the frame.
     pub fn build(&self) -> Vec<u8> {
-        let l4 = self.l4_bytes();
+        self.frame(self.proto(), &self.l4_bytes())
+    }
+
+    /// The frame with this spec's Ethernet and IP headers around `l4` of protocol `proto`.
+    fn frame(&self, proto: u8, l4: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + l4.len());
         out.extend_from_slice(&self.dst_mac);
         out.extend_from_slice(&self.src_mac);
@@ -67,10 +71,6 @@ impl Spec {
             out.extend_from_slice(&0x8100u16.to_be_bytes());
             out.extend_from_slice(&tag.to_be_bytes());
         }
-        let proto = match self.l4 {
-            L4::Tcp { .. } => 6u8,
-            L4::Udp => 17,
-        };
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 out.extend_from_slice(&0x0800u16.to_be_bytes());
@@ -94,7 +94,7 @@ impl Spec {
             }
             _ => panic!("mixed address families in a test packet"),
         }
-        out.extend_from_slice(&l4);
+        out.extend_from_slice(l4);
         out
     }
 
@@ -173,6 +173,100 @@ fn pseudo_sum(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u64 {
         _ => {}
     }
     acc + u64::from(proto) + len as u64
+}
+
+/// An ICMP error frame from `src` to `dst` (ICMPv6 for IPv6 addresses) of type `kind` and
+/// `code`, with `info` in the second header word (the MTU of a "too big"), quoting the first
+/// `quote` bytes of the IP packet in the untagged `frame`; checksums correct.
+pub fn icmp_error(
+    src: &str,
+    dst: &str,
+    kind: u8,
+    code: u8,
+    info: u32,
+    frame: &[u8],
+    quote: usize,
+) -> Vec<u8> {
+    let spec = Spec::udp(src, 0, dst, 0);
+    let v6 = spec.src.is_ipv6();
+    let proto = if v6 { 58 } else { 1 };
+    let mut msg = vec![kind, code, 0, 0];
+    msg.extend_from_slice(&info.to_be_bytes());
+    msg.extend_from_slice(&frame[14..(14 + quote).min(frame.len())]);
+    let initial = if v6 {
+        pseudo_sum(spec.src, spec.dst, proto, msg.len())
+    } else {
+        0
+    };
+    let c = checksum(&msg, initial);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    spec.frame(proto, &msg)
+}
+
+/// An ICMP error frame (untagged) taken apart, with its checksums verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpParsed {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub ttl: u8,
+    pub kind: u8,
+    pub code: u8,
+    pub info: u32,
+    /// Outer IPv4 header checksum verified (always true for IPv6).
+    pub ip_csum_ok: bool,
+    /// ICMP checksum verified (over ICMPv6's pseudo-header too).
+    pub icmp_csum_ok: bool,
+    /// The quoted packet's addresses and ports.
+    pub quoted: (IpAddr, u16, IpAddr, u16),
+    /// Quoted IPv4 header checksum verified (always true for IPv6).
+    pub quoted_ip_csum_ok: bool,
+}
+
+/// Parses an ICMP error frame built by [`icmp_error`] (or rewritten by the program).
+pub fn parse_icmp(frame: &[u8]) -> Option<IcmpParsed> {
+    let ip = frame.get(14..)?;
+    let v6 = u16::from_be_bytes(frame.get(12..14)?.try_into().ok()?) == 0x86DD;
+    // (src, dst, ttl, header length, header checksum ok)
+    let addrs = |ip: &[u8], v6: bool| -> Option<(IpAddr, IpAddr, u8, usize, bool)> {
+        if v6 {
+            let s: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            let d: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            Some((IpAddr::from(s), IpAddr::from(d), ip[7], 40, true))
+        } else {
+            let ihl = usize::from(ip.first()? & 0x0f) * 4;
+            let s: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            let d: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            let ok = fold(sum16(ip.get(..ihl)?, 0)) == 0xffff;
+            Some((IpAddr::from(s), IpAddr::from(d), ip[8], ihl, ok))
+        }
+    };
+    let (src, dst, ttl, hlen, ip_csum_ok) = addrs(ip, v6)?;
+    let msg = ip.get(hlen..)?;
+    let initial = if v6 {
+        pseudo_sum(src, dst, 58, msg.len())
+    } else {
+        0
+    };
+    let q = msg.get(8..)?;
+    let (qs, qd, _, qhlen, quoted_ip_csum_ok) = addrs(q, v6)?;
+    let ports = q.get(qhlen..qhlen + 4)?;
+    Some(IcmpParsed {
+        src,
+        dst,
+        ttl,
+        kind: msg[0],
+        code: msg[1],
+        info: u32::from_be_bytes(msg.get(4..8)?.try_into().ok()?),
+        ip_csum_ok,
+        icmp_csum_ok: fold(sum16(msg, initial)) == 0xffff,
+        quoted: (
+            qs,
+            u16::from_be_bytes([ports[0], ports[1]]),
+            qd,
+            u16::from_be_bytes([ports[2], ports[3]]),
+        ),
+        quoted_ip_csum_ok,
+    })
 }
 
 /// A frame taken apart, with its checksums verified.
@@ -300,5 +394,37 @@ mod tests {
         let n = bad.len();
         bad[n - 1] ^= 0xff;
         assert!(!parse(&bad).expect("parses").l4_csum_ok);
+    }
+
+    #[test]
+    fn built_icmp_errors_verify() {
+        for (quoted, from, to) in [
+            (
+                Spec::udp("198.18.0.2", 40000, "198.19.0.10", 53),
+                "198.18.1.2",
+                "198.18.0.2",
+            ),
+            (
+                Spec::tcp("2001:2::2", 40000, "2001:2:1::10", 80, ACK),
+                "2001:2:1::1",
+                "2001:2::2",
+            ),
+        ] {
+            let inner = quoted.build();
+            let mut frame = icmp_error(from, to, 3, 4, 1400, &inner, 1000);
+            let p = parse_icmp(&frame).expect("parses");
+            assert!(
+                p.ip_csum_ok && p.icmp_csum_ok && p.quoted_ip_csum_ok,
+                "{p:?}"
+            );
+            assert_eq!((p.kind, p.code, p.info), (3, 4, 1400));
+            assert_eq!(
+                p.quoted,
+                (quoted.src, quoted.sport, quoted.dst, quoted.dport)
+            );
+            let n = frame.len();
+            frame[n - 1] ^= 0xff;
+            assert!(!parse_icmp(&frame).expect("parses").icmp_csum_ok);
+        }
     }
 }

@@ -4,6 +4,7 @@ pub mod csum;
 pub mod expiry;
 pub mod fib;
 pub mod hop;
+pub mod icmp;
 pub mod maglev;
 pub mod nat;
 

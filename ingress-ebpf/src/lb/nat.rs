@@ -43,27 +43,7 @@ pub fn rewrite(ctx: &XdpContext, l: &Layout, old: &Tuple, new: &Tuple) -> Result
     l4.word16(old.sport, new.sport);
     l4.word16(old.dport, new.dport);
 
-    if v6 {
-        write(ctx, l.l3_off + 8, new.src)?;
-        write(ctx, l.l3_off + 24, new.dst)?;
-        let hop = read::<u8>(ctx, l.l3_off + 7)?;
-        write(ctx, l.l3_off + 7, hop.wrapping_sub(1))?;
-    } else {
-        // TTL and protocol share one 16-bit word of the header checksum.
-        let ttl_proto = read::<u16>(ctx, l.l3_off + 8)?;
-        let ttl = read::<u8>(ctx, l.l3_off + 8)?;
-        write(ctx, l.l3_off + 8, ttl.wrapping_sub(1))?;
-        let new_ttl_proto = read::<u16>(ctx, l.l3_off + 8)?;
-        let mut ip = Delta::new();
-        ip.word32(old.src[0], new.src[0]);
-        ip.word32(old.dst[0], new.dst[0]);
-        ip.word16(ttl_proto, new_ttl_proto);
-        let csum = read::<u16>(ctx, l.l3_off + 10)?;
-        write(ctx, l.l3_off + 10, ip.apply(csum))?;
-        write(ctx, l.l3_off + 12, new.src[0])?;
-        write(ctx, l.l3_off + 16, new.dst[0])?;
-    }
-
+    rewrite_ip(ctx, l.l3_off, v6, old, new)?;
     write(ctx, l.l4_off, new.sport)?;
     write(ctx, l.l4_off + 2, new.dport)?;
     let csum = read::<u16>(ctx, l.csum_off)?;
@@ -76,4 +56,37 @@ pub fn rewrite(ctx: &XdpContext, l: &Layout, old: &Tuple, new: &Tuple) -> Result
         out = 0xffff;
     }
     write(ctx, l.csum_off, out)
+}
+
+/// Rewrites the addresses of the IP header at `l3_off` from `old` to `new` (ports are not
+/// looked at), decrements the TTL or hop limit, and fixes the IPv4 header checksum.
+#[inline(always)]
+pub fn rewrite_ip(
+    ctx: &XdpContext,
+    l3_off: usize,
+    v6: bool,
+    old: &Tuple,
+    new: &Tuple,
+) -> Result<(), Truncated> {
+    if v6 {
+        write(ctx, l3_off + 8, new.src)?;
+        write(ctx, l3_off + 24, new.dst)?;
+        let hop = read::<u8>(ctx, l3_off + 7)?;
+        write(ctx, l3_off + 7, hop.wrapping_sub(1))?;
+    } else {
+        // TTL and protocol share one 16-bit word of the header checksum.
+        let ttl_proto = read::<u16>(ctx, l3_off + 8)?;
+        let ttl = read::<u8>(ctx, l3_off + 8)?;
+        write(ctx, l3_off + 8, ttl.wrapping_sub(1))?;
+        let new_ttl_proto = read::<u16>(ctx, l3_off + 8)?;
+        let mut ip = Delta::new();
+        ip.word32(old.src[0], new.src[0]);
+        ip.word32(old.dst[0], new.dst[0]);
+        ip.word16(ttl_proto, new_ttl_proto);
+        let csum = read::<u16>(ctx, l3_off + 10)?;
+        write(ctx, l3_off + 10, ip.apply(csum))?;
+        write(ctx, l3_off + 12, new.src[0])?;
+        write(ctx, l3_off + 16, new.dst[0])?;
+    }
+    Ok(())
 }

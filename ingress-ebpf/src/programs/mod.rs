@@ -1,4 +1,5 @@
 //! One program per concern.
 pub mod bench;
 pub mod sk_passthrough;
+pub mod xdp_icmp;
 pub mod xdp_lb;

@@ -2,7 +2,6 @@
 //! the driver; replies are reverse-NATed; everything else goes to the stack untouched.
 use aya_ebpf::{
     bindings::{xdp_action, BPF_EXIST, BPF_NOEXIST},
-    helpers::bpf_redirect,
     macros::xdp,
     programs::XdpContext,
 };
@@ -10,7 +9,10 @@ use aya_log_ebpf::debug;
 use ingress_common::{
     conntrack::{FlowKey, FlowNat, Hop, ReplyNat, SEEN_SECS},
     counters::Stat,
-    l4::{vip_filter_bit, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V6, PROTO_TCP, PROTO_UDP},
+    l4::{
+        vip_filter_bit, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6,
+        PROTO_TCP, PROTO_UDP,
+    },
 };
 
 use crate::{
@@ -22,20 +24,20 @@ use crate::{
         nat::{self, Layout, Tuple},
     },
     maps::{
-        Scratch, BACKEND_HOPS, CONNTRACK, LB_CONFIG, REPLY_NAT, SCRATCH, VIPS, VIP_ADDRS,
+        Scratch, BACKEND_HOPS, CONNTRACK, JUMPS, LB_CONFIG, REPLY_NAT, SCRATCH, VIPS, VIP_ADDRS,
         VIP_FILTER,
     },
     parse::{
         eth::{self, ETH_P_IP, ETH_P_IPV6},
         ip::{self, IpError, L3},
-        l4,
+        l4, read,
     },
+    verdict::{self, Outcome, NO_VIP},
 };
 
 /// SNAT port candidates tried per new flow before giving up: with a backend's ports 30% taken,
 /// 16 random tries all fail once in 200 million new flows (8 tries: once in 15,000).
 const PORT_TRIES: u32 = 16;
-const NO_VIP: u32 = u32::MAX;
 
 /// Whether the flow `scratch.key` with forward entry `nat` still owns its SNAT port, putting
 /// its reply entry back if the LRU evicted it. Under table pressure the LRU evicts first the
@@ -107,33 +109,6 @@ fn reply_entry(key: &FlowKey, vip_id: u32, seen: u32) -> ReplyNat {
     }
 }
 
-/// What happened to one packet: its verdict, what to count, and for which VIP.
-struct Outcome {
-    action: u32,
-    stat: Stat,
-    egress: Option<Stat>,
-    vip_id: u32,
-}
-
-impl Outcome {
-    const fn pass(stat: Stat) -> Self {
-        Outcome {
-            action: xdp_action::XDP_PASS,
-            stat,
-            egress: None,
-            vip_id: NO_VIP,
-        }
-    }
-    const fn drop(stat: Stat, vip_id: u32) -> Self {
-        Outcome {
-            action: xdp_action::XDP_DROP,
-            stat,
-            egress: None,
-            vip_id,
-        }
-    }
-}
-
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
@@ -142,14 +117,7 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
         // Dead code unless loaded with --kernel-log (AYA_LOG_LEVEL is a load-time constant).
         debug!(&ctx, "drop: stat {} vip {}", out.stat as u32, out.vip_id);
     }
-    counters::count(out.stat, bytes);
-    if let Some(e) = out.egress {
-        counters::count(e, bytes);
-    }
-    if out.vip_id != NO_VIP {
-        counters::count_vip(out.vip_id, bytes);
-    }
-    out.action
+    verdict::finish(&out, bytes)
 }
 
 #[inline(always)]
@@ -168,6 +136,13 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
         Err(IpError::Malformed { family, dst }) => return malformed(family, dst),
     };
     if l3.proto != PROTO_TCP && l3.proto != PROTO_UDP {
+        if is_icmp_error(ctx, &l3) {
+            // The ICMP program has a stack of its own; if the slot is empty (not loaded yet)
+            // the call falls through and the packet goes to the stack as before.
+            // SAFETY: tail call into a program userspace put in slot 0.
+            unsafe { JUMPS.tail_call(ctx, 0) };
+            return Outcome::pass(Stat::PassNotOurs);
+        }
         if l3.family == FAMILY_V6 && is_v6_ext(l3.proto) {
             return Outcome::pass(Stat::PassIpv6Ext);
         }
@@ -230,6 +205,24 @@ fn may_be_vip(addr: &[u32; 4], port: u16, proto: u8) -> bool {
     VIP_FILTER
         .get(bit >> 6)
         .is_some_and(|w| *w & (1u64 << (bit & 63)) != 0)
+}
+
+/// Whether the packet is an ICMP or ICMPv6 error message (the kinds that quote a packet of a
+/// flow we may have NATed): destination unreachable, packet too big, time exceeded, parameter
+/// problem.
+#[inline(always)]
+fn is_icmp_error(ctx: &XdpContext, l3: &L3) -> bool {
+    let v6 = l3.family == FAMILY_V6;
+    if l3.fragment || l3.proto != if v6 { PROTO_ICMPV6 } else { PROTO_ICMP } {
+        return false;
+    }
+    // Type, code and checksum in one read: a one-byte read lets LLVM turn the bounds check
+    // into `ptr >= end`, which the verifier does not take as a range proof.
+    match read::<[u8; 4]>(ctx, l3.l4_off) {
+        Ok([t, ..]) if v6 => (1..=4).contains(&t),
+        Ok([t, ..]) => matches!(t, 3 | 11 | 12),
+        Err(_) => false,
+    }
 }
 
 #[inline(always)]
@@ -586,45 +579,17 @@ fn emit(
     pass_translated: bool,
 ) -> Outcome {
     let ingress = ctx.ingress_ifindex() as u32;
-    // A tagged frame can only go back out tagged on the link it came from; any other
-    // egress belongs to a VLAN device, which the stack must handle.
-    let next = match next {
-        Ok(h) if layout.vlan && h.ifindex != ingress => Err(Stat::PassVlanEgress),
-        other => other,
-    };
-    let hop = match next {
+    let hop = match verdict::usable(next, layout.vlan, ingress) {
         Ok(h) => h,
         Err(s) => {
             if pass_translated && nat::rewrite(ctx, layout, old, new).is_err() {
                 return Outcome::drop(Stat::DropMalformed, vip_id);
             }
-            return Outcome {
-                action: xdp_action::XDP_PASS,
-                stat: s,
-                egress: None,
-                vip_id,
-            };
+            return Outcome::pass_vip(s, vip_id);
         }
     };
-    if nat::rewrite(ctx, layout, old, new).is_err()
-        || nat::set_macs(ctx, hop.smac, hop.dmac).is_err()
-    {
+    if nat::rewrite(ctx, layout, old, new).is_err() {
         return Outcome::drop(Stat::DropMalformed, vip_id);
     }
-    if hop.ifindex == ingress {
-        return Outcome {
-            action: xdp_action::XDP_TX,
-            stat,
-            egress: Some(Stat::Tx),
-            vip_id,
-        };
-    }
-    // SAFETY: plain helper call; the verdict it returns is what we hand back.
-    let action = unsafe { bpf_redirect(hop.ifindex, 0) } as u32;
-    Outcome {
-        action,
-        stat,
-        egress: Some(Stat::Redirect),
-        vip_id,
-    }
+    verdict::transmit(ctx, &hop, ingress, stat, vip_id)
 }

@@ -27,6 +27,8 @@ use super::{counters::Counters, writer::AyaMapWriter, MapError, OBJECT};
 
 /// Name of the XDP program in the object.
 pub const XDP_PROGRAM: &str = "xdp_lb";
+/// Name of the ICMP error program, tail-called by the XDP program (slot 0 of `JUMPS`).
+pub const ICMP_PROGRAM: &str = "xdp_icmp";
 
 /// A loader failure, with the step that failed.
 #[derive(Debug, Error)]
@@ -150,7 +152,47 @@ const PINNED_MAPS: &[&str] = &[
     names::LB_CONFIG,
     names::STATS,
     names::VIP_STATS,
+    // Pinned so its slot outlives this process: the kernel empties a program array when its
+    // last user reference goes, and the pinned link keeps forwarding after an exit.
+    names::JUMPS,
 ];
+
+/// Loads the ICMP error program and puts it in the XDP program's tail-call slot.
+fn load_icmp(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(ICMP_PROGRAM)
+        .ok_or(LoadError::MissingProgram(ICMP_PROGRAM))?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            step: "program type".into(),
+            source,
+        })?;
+    prog.load().map_err(|source| LoadError::Program {
+        step: format!("verifying {ICMP_PROGRAM}"),
+        source,
+    })?;
+    let fd = prog
+        .fd()
+        .map_err(|source| LoadError::Program {
+            step: format!("{ICMP_PROGRAM} fd"),
+            source,
+        })?
+        .try_clone()
+        .map_err(io_err(format!("{ICMP_PROGRAM} fd")))?;
+    let map = ebpf
+        .map_mut(names::JUMPS)
+        .ok_or(MapError::Missing(names::JUMPS))?;
+    let map_err = |op| {
+        move |source| MapError::Map {
+            op,
+            map: names::JUMPS,
+            source,
+        }
+    };
+    let mut jumps = aya::maps::ProgramArray::try_from(map).map_err(map_err("open"))?;
+    jumps.set(0, &fd, 0).map_err(map_err("set slot 0"))?;
+    Ok(())
+}
 
 impl Datapath {
     /// Loads the object, adopting pinned maps of the current layout version if present.
@@ -206,6 +248,7 @@ impl Datapath {
             step: "verifying xdp_lb".into(),
             source,
         })?;
+        load_icmp(&mut ebpf)?;
         Ok(Datapath {
             ebpf,
             pin_dir: opts.pin_dir.clone(),

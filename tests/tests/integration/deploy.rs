@@ -1062,6 +1062,7 @@ fn map_memory(datapath: &ingress::maps::loader::Datapath) -> Result<u64, String>
             | Map::PerCpuHashMap(d)
             | Map::SockHash(d)
             | Map::SockMap(d)
+            | Map::ProgramArray(d)
             | Map::RingBuf(d) => d,
             _ => return Err(format!("map {name}: type not handled by this test")),
         };

@@ -8,7 +8,7 @@ use ingress_common::{
     counters::Stat,
 };
 use tests::{
-    packet::{parse, Spec, ACK, SYN},
+    packet::{icmp_error, parse, parse_icmp, Spec, ACK, SYN},
     xdp::{
         lab_services, mac_backend, XdpLab, MAC_A, MAC_B, MAC_CLIENT, MAC_ONE_ARMED, SNAT_V4,
         SNAT_V6,
@@ -703,4 +703,152 @@ fn a_flow_that_lost_its_reply_entry_restores_it_or_starts_again() {
         2222,
         "the port's replies still reach B"
     );
+}
+
+/// ICMP errors about NATed flows are translated like the flow, so they reach the endpoint
+/// that must act on them: an error about a packet we sent to a backend goes to its client
+/// (from the VIP, quoting the packet the client sent), one about a reply we sent to a client
+/// goes to the backend (from the SNAT address, quoting the reply the backend sent). All
+/// checksums (outer IPv4, quoted IPv4, ICMP, ICMPv6 with its pseudo-header) must verify.
+#[test]
+fn icmp_errors_about_natted_flows_are_translated_both_ways() {
+    let lab = lab();
+    let client = "198.18.0.2";
+    let vip = "198.19.0.10";
+    let (verdict, fwd) = lab
+        .run(&Spec::udp(client, 40100, vip, 53).build(), lab.ifindex_a)
+        .unwrap();
+    assert_eq!(verdict, REDIRECT);
+    let f = parse(&fwd).unwrap();
+    assert_eq!(
+        (f.src, f.dst, f.dport),
+        (ip(SNAT_V4), ip("198.18.1.2"), 5353)
+    );
+
+    // The backend's port is closed: its kernel quotes our packet (IP header + 8) to SNAT.
+    let err = icmp_error("198.18.1.2", SNAT_V4, 3, 3, 0, &fwd, 28);
+    let stats = Stats::snap(&lab);
+    let (verdict, out) = lab.run(&err, lab.ifindex_b).unwrap();
+    assert_eq!(verdict, REDIRECT);
+    assert_eq!(stats.changed(), vec![Stat::FwdIcmp, Stat::Redirect]);
+    let e = parse_icmp(&out).unwrap();
+    assert!(
+        e.ip_csum_ok && e.icmp_csum_ok && e.quoted_ip_csum_ok,
+        "{e:?}"
+    );
+    assert_eq!(
+        (e.src, e.dst, e.ttl, e.kind, e.code),
+        (ip(vip), ip(client), 63, 3, 3)
+    );
+    assert_eq!(e.quoted, (ip(client), 40100, ip(vip), 53));
+    assert_eq!(&out[0..6], &MAC_CLIENT, "sent to the client's MAC");
+
+    // The client's port is closed: its kernel quotes our translated reply to the VIP.
+    let reply = Spec {
+        src_mac: mac_backend(2),
+        dst_mac: MAC_B,
+        ..Spec::udp("198.18.1.2", 5353, SNAT_V4, f.sport)
+    };
+    let (verdict, back) = lab.run(&reply.build(), lab.ifindex_b).unwrap();
+    assert_eq!(verdict, REDIRECT);
+    let err = icmp_error(client, vip, 3, 3, 0, &back, 28);
+    let stats = Stats::snap(&lab);
+    let (verdict, out) = lab.run(&err, lab.ifindex_a).unwrap();
+    assert_eq!(verdict, REDIRECT);
+    assert_eq!(stats.changed(), vec![Stat::FwdIcmp, Stat::Redirect]);
+    let e = parse_icmp(&out).unwrap();
+    assert!(
+        e.ip_csum_ok && e.icmp_csum_ok && e.quoted_ip_csum_ok,
+        "{e:?}"
+    );
+    assert_eq!((e.src, e.dst), (ip(SNAT_V4), ip("198.18.1.2")));
+    assert_eq!(e.quoted, (ip("198.18.1.2"), 5353, ip(SNAT_V4), f.sport));
+
+    // A TCP flow's "fragmentation needed" with a whole quoted packet keeps its MTU.
+    let (_, syn) = lab
+        .run(
+            &Spec::tcp(client, 40101, vip, 80, SYN).build(),
+            lab.ifindex_a,
+        )
+        .unwrap();
+    let t = parse(&syn).unwrap();
+    let err = icmp_error(&t.dst.to_string(), SNAT_V4, 3, 4, 1400, &syn, 1000);
+    let (verdict, out) = lab.run(&err, lab.ifindex_b).unwrap();
+    assert_eq!(verdict, REDIRECT);
+    let e = parse_icmp(&out).unwrap();
+    assert!(
+        e.ip_csum_ok && e.icmp_csum_ok && e.quoted_ip_csum_ok,
+        "{e:?}"
+    );
+    assert_eq!((e.kind, e.code, e.info), (3, 4, 1400));
+    assert_eq!(e.quoted, (ip(client), 40101, ip(vip), 80));
+
+    // IPv6: a router's "packet too big" about our packet to the backend.
+    let (_, syn6) = lab
+        .run(
+            &Spec::tcp("2001:2::2", 40102, "2001:2:ff::10", 80, SYN).build(),
+            lab.ifindex_a,
+        )
+        .unwrap();
+    let err = icmp_error("2001:2:1::1", SNAT_V6, 2, 0, 1280, &syn6, 1000);
+    let stats = Stats::snap(&lab);
+    let (verdict, out) = lab.run(&err, lab.ifindex_b).unwrap();
+    assert_eq!(verdict, REDIRECT);
+    assert_eq!(stats.changed(), vec![Stat::FwdIcmp, Stat::Redirect]);
+    let e = parse_icmp(&out).unwrap();
+    assert!(
+        e.icmp_csum_ok,
+        "ICMPv6 checksum over the new addresses: {e:?}"
+    );
+    assert_eq!(
+        (e.src, e.dst, e.ttl),
+        (ip("2001:2:ff::10"), ip("2001:2::2"), 63)
+    );
+    assert_eq!(e.quoted, (ip("2001:2::2"), 40102, ip("2001:2:ff::10"), 80));
+}
+
+/// ICMP that belongs to no flow of ours, or that is cut short, goes to the stack untouched.
+#[test]
+fn icmp_errors_of_no_flow_and_short_quotes_pass_untouched() {
+    let lab = lab();
+    let (_, fwd) = lab
+        .run(
+            &Spec::udp("198.18.0.2", 40200, "198.19.0.10", 53).build(),
+            lab.ifindex_a,
+        )
+        .unwrap();
+    // About a packet of a flow we never saw (another client port).
+    let stranger = Spec::udp(SNAT_V4, 20001, "198.18.1.2", 5353).build();
+    let mut frames = vec![
+        icmp_error("198.18.1.2", SNAT_V4, 3, 3, 0, &stranger, 28),
+        // Not an error: an echo request to the VIP.
+        icmp_error("198.18.0.2", "198.19.0.10", 8, 0, 1, &fwd, 28),
+        // About the node's own traffic, not a NATed flow.
+        icmp_error(
+            "198.18.1.2",
+            SNAT_V4,
+            3,
+            3,
+            0,
+            &Spec::tcp(SNAT_V4, 22, "198.18.1.2", 50000, ACK).build(),
+            28,
+        ),
+    ];
+    // Quotes too short to hold the ports, down to none at all.
+    for quote in 0..24 {
+        frames.push(icmp_error("198.18.1.2", SNAT_V4, 3, 3, 0, &fwd, quote));
+    }
+    for frame in frames {
+        let stats = Stats::snap(&lab);
+        let (verdict, out) = lab.run(&frame, lab.ifindex_b).unwrap();
+        assert_eq!((verdict, &out), (PASS, &frame));
+        assert_eq!(stats.changed(), vec![Stat::PassNotOurs]);
+    }
+    // A frame cut at every byte past the Ethernet header (the least a test run takes): never
+    // a crash, never forwarded.
+    let whole = icmp_error("198.18.1.2", SNAT_V4, 3, 3, 0, &fwd, 28);
+    for n in 14..whole.len() {
+        let (verdict, _) = lab.run(&whole[..n], lab.ifindex_b).unwrap();
+        assert!(verdict == PASS || verdict == DROP, "{n} bytes: {verdict}");
+    }
 }

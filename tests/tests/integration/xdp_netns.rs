@@ -11,7 +11,10 @@ use ingress::{
     snapshot::{L4Protocol, L4Service, ObjectRef},
 };
 use ingress_common::counters::Stat;
-use tests::topology::{backend_ip, Conn, Server, Topology, SNAT};
+use tests::{
+    netns::in_ns,
+    topology::{backend_ip, Conn, Server, Topology, SNAT},
+};
 
 fn service(backends: &[usize]) -> L4Service {
     L4Service {
@@ -117,6 +120,121 @@ fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal
         0
     );
     drop(kept);
+    drop(dp);
+    drop(guard);
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+/// Sends on `sock` until a receive fails with "connection refused" (the kernel's report of an
+/// ICMP port unreachable on a connected UDP socket); at most `tries` sends, 1 s apart.
+fn refused_after_sending(sock: &std::net::UdpSocket, tries: usize) -> bool {
+    let mut buf = [0u8; 64];
+    for _ in 0..tries {
+        if sock.send(b"anyone?").is_err() {
+            return true;
+        }
+        if let Err(e) = sock.recv(&mut buf) {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// ICMP errors about NATed flows reach the socket that must hear them, through real kernels.
+/// The stack of the node has no socket for a NATed flow, so without the ICMP program both
+/// errors below would die there and both sockets would wait in vain.
+#[test]
+fn icmp_errors_reach_both_ends_of_a_natted_udp_flow() {
+    use std::net::UdpSocket;
+    let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
+    let guard = topo.node.enter().unwrap();
+    let mut dp = Datapath::load(&LoaderOptions {
+        pin_dir: None,
+        max_vips: 4,
+        conntrack_entries: 4096,
+        kernel_log: false,
+    })
+    .unwrap();
+    for link in &topo.node_links {
+        dp.attach(link, false).unwrap();
+    }
+    let snat = SnatSettings {
+        v4: Some(SNAT.parse().unwrap()),
+        v6: None,
+        port_min: 20000,
+        port_max: 29999,
+        timeouts: Default::default(),
+    };
+    let udp = |port: u16| L4Service {
+        origin: ObjectRef::default(),
+        vip: "198.19.0.10".parse().unwrap(),
+        port,
+        protocol: L4Protocol::Udp,
+        backends: vec![format!("{}:{port}", backend_ip(1)).parse().unwrap()],
+    };
+    let mut applier = L4Applier::new(dp.map_writer().unwrap(), snat).unwrap();
+    // Port 53 has a server on the backend, port 54 nothing.
+    applier.apply(&[udp(53), udp(54)]).unwrap();
+    neigh::keep_resolved([backend_ip(1).parse().unwrap()]);
+    let wait = Some(Duration::from_secs(1));
+
+    // The backend's kernel answers "port unreachable" to the SNAT address, about the
+    // datagram we sent it: the client must hear it about the datagram it sent the VIP.
+    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    client.connect("198.19.0.10:54").unwrap();
+    client.set_read_timeout(wait).unwrap();
+    assert!(
+        refused_after_sending(&client, 3),
+        "the client never heard of the closed backend port"
+    );
+
+    // A reply to a client port closed meanwhile: the client's kernel answers to the VIP,
+    // and the backend must hear it about the datagram it sent to the SNAT address.
+    let server = in_ns(&topo.backends[0], || UdpSocket::bind("0.0.0.0:53"))
+        .unwrap()
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    client.connect("198.19.0.10:53").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.send(b"ping").unwrap();
+    let mut buf = [0u8; 64];
+    let (n, peer) = server.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    assert_eq!(
+        peer.ip().to_string(),
+        SNAT,
+        "the backend sees the SNAT address"
+    );
+    server.connect(peer).unwrap();
+    server.send(b"pong").unwrap();
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"pong");
+    drop(client);
+    server.set_read_timeout(wait).unwrap();
+    assert!(
+        refused_after_sending(&server, 3),
+        "the backend never heard of the closed client port"
+    );
+
+    let c = dp.counters().unwrap();
+    let get = |s| c.stat(s).unwrap().packets;
+    assert!(
+        get(Stat::FwdIcmp) >= 2,
+        "translated ICMP errors: {}",
+        get(Stat::FwdIcmp)
+    );
+    assert_eq!(get(Stat::DropMalformed), 0);
     drop(dp);
     drop(guard);
     std::thread::sleep(Duration::from_millis(10));
