@@ -13,6 +13,7 @@ pub struct PassthroughMetrics {
     terminated: AtomicU64,
     rejected_overloaded: AtomicU64,
     rejected_hello: AtomicU64,
+    plain_http: AtomicU64,
     client_bytes: AtomicU64,
     backend_bytes: AtomicU64,
     active: AtomicU64,
@@ -33,6 +34,8 @@ pub enum Outcome {
     RejectedOverloaded,
     /// Closed: ClientHello invalid, too large or too slow.
     RejectedHello,
+    /// Plain HTTP sent to the HTTPS port: answered 400, closed.
+    PlainHttp,
 }
 
 impl PassthroughMetrics {
@@ -45,6 +48,7 @@ impl PassthroughMetrics {
             Outcome::Terminated => &self.terminated,
             Outcome::RejectedOverloaded => &self.rejected_overloaded,
             Outcome::RejectedHello => &self.rejected_hello,
+            Outcome::PlainHttp => &self.plain_http,
         };
         c.fetch_add(1, Relaxed);
     }
@@ -75,6 +79,7 @@ impl PassthroughMetrics {
             ("terminated", &self.terminated),
             ("rejected_overloaded", &self.rejected_overloaded),
             ("rejected_hello", &self.rejected_hello),
+            ("plain_http", &self.plain_http),
         ] {
             let _ = writeln!(
                 out,

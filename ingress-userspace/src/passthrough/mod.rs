@@ -22,6 +22,7 @@ pub mod balance;
 pub mod copy;
 pub mod metrics;
 pub mod peek;
+pub mod plain_http;
 pub mod proxy_v2;
 pub mod sni;
 mod sockdiag;
@@ -38,6 +39,7 @@ use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Semaphore};
 use crate::snapshot::{HostMatch, PassthroughRoute, Snapshot};
 use balance::{Balancer, ConnectError};
 use peek::{Hello, PeekError, PeekLimits, Replay};
+use sni::HelloError;
 use splice::{Ending, SpliceEngine};
 
 /// Passthrough settings, fixed at start.
@@ -165,6 +167,8 @@ pub enum Classified {
     Passthrough(PassthroughConn),
     /// Any other SNI: terminate TLS on this stream (the ClientHello is still unread in it).
     Terminate(Replay<TcpStream>),
+    /// Plain HTTP, not TLS: answer with [`plain_http::refuse`].
+    PlainHttp(TcpStream),
     /// Closed; the reason was logged.
     Reject(RejectReason),
 }
@@ -325,6 +329,12 @@ impl Passthrough {
         };
         let hello = match peek::peek_client_hello(&stream, self.cfg.peek).await {
             Ok(h) => h,
+            Err(PeekError::Invalid(HelloError::NotHandshake(b)))
+                if plain_http::looks_like_http(b) =>
+            {
+                tracing::debug!(peer = ?stream.peer_addr().ok(), "plain HTTP on the HTTPS port");
+                return Classified::PlainHttp(stream);
+            }
             Err(e) => {
                 tracing::info!(peer = ?stream.peer_addr().ok(), reason = %e, "passthrough: closing connection before TLS");
                 return Classified::Reject(e.into());
@@ -430,6 +440,11 @@ impl Passthrough {
             Classified::Terminate(s) => {
                 self.metrics.count(Outcome::Terminated);
                 Some(s)
+            }
+            Classified::PlainHttp(stream) => {
+                self.metrics.count(Outcome::PlainHttp);
+                plain_http::refuse(stream).await;
+                None
             }
             Classified::Reject(reason) => {
                 self.metrics.count(match reason {

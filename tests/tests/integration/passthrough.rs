@@ -249,6 +249,50 @@ async fn no_sni_is_terminated_unless_a_hostless_route_exists() {
     assert_clean(&s).await;
 }
 
+/// Plain HTTP sent to the HTTPS port gets nginx's 400 and a clean close (the request is
+/// read, so the close is a FIN, not a reset that could eat the answer); other non-TLS bytes
+/// are closed without an answer, as before.
+#[tokio::test]
+async fn plain_http_on_the_https_port_gets_400() {
+    let s = setup(Mode::Userspace).await;
+    let mut tcp = connect(s.front.addr).await;
+    tcp.write_all(b"GET /x HTTP/1.1\r\nHost: pass.test\r\nUser-Agent: probe\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    timeout(STEP, tcp.read_to_end(&mut answer))
+        .await
+        .expect("closed in time")
+        .expect("a clean close, not a reset");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("\r\n\r\nThe plain HTTP request was sent to HTTPS port\n"),
+        "{answer}"
+    );
+    drop(tcp);
+
+    let mut tcp = connect(s.front.addr).await;
+    tcp.write_all(b"\x00\x01\x02 not tls, not http")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = timeout(STEP, tcp.read_to_end(&mut answer))
+        .await
+        .expect("closed in time");
+    assert!(answer.is_empty(), "{answer:?}");
+    drop(tcp);
+
+    let mut text = String::new();
+    s.front.pt.metrics().render(&mut text);
+    assert!(text.contains("outcome=\"plain_http\"} 1"), "{text}");
+    assert!(text.contains("outcome=\"rejected_hello\"} 1"), "{text}");
+    assert_clean(&s).await;
+}
+
 /// Writes `payload` and reads `n` bytes back, within `STEP`.
 async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(
     s: &mut S,
