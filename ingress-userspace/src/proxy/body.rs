@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::{access_log::Completion, upstream::pool::PoolReturn};
+use super::{access_log::Completion, unread::ClientBody, upstream::pool::PoolReturn};
 
 /// Error type of the proxy's bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -213,7 +213,7 @@ pub enum RequestBody {
         data: Option<Bytes>,
     },
     Client {
-        body: Incoming,
+        body: ClientBody,
         limit: u64,
         seen: u64,
         timer: Pin<Box<Sleep>>,
@@ -258,7 +258,7 @@ impl RequestBody {
     /// The client's body, cut off past `limit` bytes or after `send_timeout` without data.
     /// Also returns the progress handle (`None` for an empty body).
     pub fn client(
-        body: Incoming,
+        body: ClientBody,
         limit: Option<u64>,
         send_timeout: Duration,
     ) -> (Self, Option<Arc<BodyProgress>>) {
@@ -302,7 +302,7 @@ impl Body for RequestBody {
                     timer.as_mut().reset(Instant::now() + *send_timeout);
                     *rearm = false;
                 }
-                match Pin::new(&mut *body).poll_frame(cx) {
+                match Pin::new(body.get_mut()).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {
                             *seen += d.len() as u64;

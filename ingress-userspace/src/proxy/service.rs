@@ -20,7 +20,7 @@ use super::{
     listener::ConnCtx,
     router::{normalize_host, Target},
     target,
-    unread::Unread,
+    unread::ClientBody,
     upgrade,
     upstream::pool::ConnMode,
     ActiveConfig, Shared,
@@ -70,8 +70,9 @@ async fn pipeline(
     request_id: &HeaderValue,
     completion: &mut Completion,
 ) -> Response<ResponseBody> {
-    // Every early answer below leaves the body unread; the guard drains it (HTTP/2).
-    let mut req = Unread::new(req);
+    // Every early answer below drops the body unread; it drains itself (HTTP/2).
+    let version = req.version();
+    let mut req = req.map(|b| ClientBody::new(b, version));
     if let Err(e) = limits::check_framing(&req, &conn.framing) {
         return e.response();
     }
@@ -181,7 +182,7 @@ async fn pipeline(
 
     // The request as it goes upstream.
     let upgrading = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
-    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut *req));
+    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let path_and_query = match (&policy.rewrite_target, m.route) {
         (Some(t), Some(route)) => {
             let path = rewrite::rewrite_path(
@@ -210,7 +211,7 @@ async fn pipeline(
             .get(header::HOST)
             .and_then(|h| Authority::try_from(h.as_bytes()).ok())
     });
-    let (mut parts, body) = req.into_inner().into_parts();
+    let (mut parts, body) = req.into_parts();
     // The authority of an absolute-form target (or HTTP/2's `:authority`) is what was
     // routed on, so it is also what the upstream sees as Host (RFC 9112 §3.2.2).
     let host_value = authority

@@ -1,66 +1,67 @@
-//! Request bodies the proxy answers before reading (413, 401, redirects, 404, ...).
+//! Client request bodies the proxy stops reading: answered early by the proxy (413, 401,
+//! redirects, 404, ...) or by the upstream (which may answer before it read the body).
 //!
 //! Over HTTP/1.1 hyper closes the connection after such a response, and clients read the
 //! response first. Over HTTP/2 dropping the body resets the stream while the client may still
 //! be uploading, and some clients (curl 7.88) then report a stream error instead of the
-//! response. So an HTTP/2 body the pipeline did not take is drained in the background, bounded
-//! in bytes and time, and the stream ends normally; past the bounds it is reset as before.
-use std::{
-    ops::{Deref, DerefMut},
-    time::Duration,
-};
+//! response. So an HTTP/2 body dropped before its end is drained in the background, bounded in
+//! bytes and time, and the stream ends normally; past the bounds it is reset as before.
+use std::time::Duration;
 
-use http::{Request, Version};
+use http::Version;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming, SizeHint};
 
 /// Most bytes read and thrown away from one unread HTTP/2 request body.
 const DRAIN_BYTES: u64 = 4 << 20;
 /// Longest time spent draining one unread HTTP/2 request body.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
-/// A client request that drains its unread HTTP/2 body when dropped.
-pub(crate) struct Unread(Option<Request<Incoming>>);
-
-impl Unread {
-    /// Wraps a request fresh from hyper.
-    pub(crate) fn new(req: Request<Incoming>) -> Self {
-        Unread(Some(req))
-    }
-
-    /// Takes the request out: its body is now the caller's to read.
-    pub(crate) fn into_inner(mut self) -> Request<Incoming> {
-        self.0.take().expect("Unread holds its request until taken")
-    }
+/// A client's request body that drains itself when dropped before its end (HTTP/2 only).
+#[derive(Debug)]
+pub struct ClientBody {
+    body: Option<Incoming>,
+    h2: bool,
 }
 
-impl Deref for Unread {
-    type Target = Request<Incoming>;
-
-    fn deref(&self) -> &Request<Incoming> {
-        self.0
-            .as_ref()
-            .expect("Unread holds its request until taken")
+impl ClientBody {
+    /// Wraps the body of a request of HTTP `version`.
+    pub fn new(body: Incoming, version: Version) -> Self {
+        ClientBody {
+            body: Some(body),
+            h2: version == Version::HTTP_2,
+        }
     }
-}
 
-impl DerefMut for Unread {
-    fn deref_mut(&mut self) -> &mut Request<Incoming> {
-        self.0
+    /// The body, to read from.
+    pub fn get_mut(&mut self) -> &mut Incoming {
+        self.body
             .as_mut()
-            .expect("Unread holds its request until taken")
+            .expect("ClientBody holds its body until dropped")
+    }
+
+    /// What the client declared of its length.
+    pub fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+
+    /// Whether the client has sent all of it.
+    pub fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(Body::is_end_stream)
     }
 }
 
-impl Drop for Unread {
+impl Drop for ClientBody {
     fn drop(&mut self) {
-        let Some(req) = self.0.take() else { return };
-        if req.version() != Version::HTTP_2 || hyper::body::Body::is_end_stream(req.body()) {
+        let Some(body) = self.body.take() else { return };
+        if !self.h2 || body.is_end_stream() {
             return;
         }
         // Outside a runtime (never in the proxy) the body is simply dropped: a reset stream.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(drain(req.into_body()));
+            rt.spawn(drain(body));
         }
     }
 }

@@ -577,3 +577,59 @@ async fn l7_h2_upload_answered_early_is_drained_not_reset() -> anyhow::Result<()
     assert_eq!(up.hits(), 1);
     Ok(())
 }
+
+/// The same when the upstream answers before reading the body (an application's own 401 or
+/// 413): the client's HTTP/2 stream is drained, not reset under its upload.
+#[tokio::test]
+async fn l7_h2_upload_answered_early_by_the_upstream_is_drained_not_reset() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = RawUpstream::start(|mut s, _| async move {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => head.extend_from_slice(&buf[..k]),
+            }
+        }
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope",
+            )
+            .await;
+    })
+    .await?;
+    let t = target("early", upstream("early", &[up.addr]));
+    let l7 = L7::start(snapshot(vec![vhost("e.test", vec![prefix("/", &t)])])).await?;
+    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
+    let (client, conn) = h2::client::handshake(tcp).await?;
+    tokio::spawn(conn);
+    let total = 1 << 20;
+    let mut client = tokio::time::timeout(WAIT, client.ready()).await??;
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://e.test/")
+        .header("content-length", total)
+        .body(())?;
+    let (resp, mut send) = client.send_request(req, false)?;
+    assert_eq!(upload(&mut send, 16_384, false).await?, 16_384);
+    let resp = tokio::time::timeout(WAIT, resp).await??;
+    assert_eq!(resp.status(), 401);
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, body.data()).await? {
+        text.extend_from_slice(&chunk?);
+    }
+    assert_eq!(text, b"nope");
+    let reset = tokio::time::timeout(
+        Duration::from_millis(300),
+        std::future::poll_fn(|cx| send.poll_reset(cx)),
+    )
+    .await;
+    assert!(reset.is_err(), "stream reset after the response: {reset:?}");
+    assert_eq!(
+        upload(&mut send, total - 16_384, true).await?,
+        total - 16_384
+    );
+    Ok(())
+}
