@@ -73,6 +73,21 @@ pub fn check_framing<B>(req: &Request<B>, guard: &FramingFlag) -> Result<(), Pro
     }
 }
 
+/// Rejects methods nginx would not parse: anything but upper-case letters, `_` and `-`.
+/// hyper takes any token, so `get` or `G3T` would reach an upstream that may read them
+/// differently from the proxy's own method checks (CORS preflight, retries).
+pub fn check_method(method: &http::Method) -> Result<(), ProxyError> {
+    let ok = method
+        .as_str()
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ProxyError::BadRequest)
+    }
+}
+
 /// Set when an HTTP/1 header block on the connection carried both `Content-Length` and
 /// `Transfer-Encoding`.
 #[derive(Debug, Default)]
@@ -304,6 +319,18 @@ mod tests {
     fn scan(chunks: &[&[u8]]) -> bool {
         let mut s = Scanner::default();
         chunks.iter().any(|c| s.feed(c))
+    }
+
+    #[test]
+    fn only_methods_nginx_parses_pass() {
+        for m in ["GET", "POST", "PROPFIND", "M-SEARCH", "VERSION_CONTROL"] {
+            let method = http::Method::from_bytes(m.as_bytes()).expect("token");
+            assert!(check_method(&method).is_ok(), "{m}");
+        }
+        for m in ["get", "Get", "G3T", "GET!", "x"] {
+            let method = http::Method::from_bytes(m.as_bytes()).expect("token");
+            assert!(check_method(&method).is_err(), "{m}");
+        }
     }
 
     #[test]

@@ -73,7 +73,9 @@ async fn pipeline(
     // Every early answer below drops the body unread; it drains itself (HTTP/2).
     let version = req.version();
     let mut req = req.map(|b| ClientBody::new(b, version));
-    if let Err(e) = limits::check_framing(&req, &conn.framing) {
+    if let Err(e) =
+        limits::check_framing(&req, &conn.framing).and_then(|()| limits::check_method(req.method()))
+    {
         return e.response();
     }
     if let Err(e) = target::check_host(&req) {
