@@ -72,7 +72,18 @@ pub fn test(extra: &[String]) -> Result<()> {
         step("selected tests passed (fuzzing and benchmark smoke runs are not run with arguments)");
         return Ok(());
     }
-    fuzz_clienthello()?;
+    fuzz(
+        "clienthello",
+        "the ClientHello parser",
+        "tests/data/clienthello",
+        FUZZ_HELLO_SECS,
+    )?;
+    fuzz(
+        "path",
+        "the path normalizer",
+        "tests/data/paths",
+        FUZZ_PATH_SECS,
+    )?;
     bench_smoke()?;
     step("all tests passed");
     Ok(())
@@ -196,19 +207,22 @@ fn sweep_leftovers() {
 }
 
 /// How long CI fuzzes the ClientHello parser (hostile input from any client on :443).
-const FUZZ_SECS: u32 = 60;
+const FUZZ_HELLO_SECS: u32 = 60;
+/// How long CI fuzzes the path normalizer (hostile input from any client, and routing
+/// depends on its answer).
+const FUZZ_PATH_SECS: u32 = 30;
 
-/// Fuzzes the ClientHello parser for `FUZZ_SECS`, seeded with the committed corpus (which the
-/// integration tests replay); new inputs go to a scratch directory, so the tree stays clean.
-/// A crash fails the run with libFuzzer's report and the input that caused it.
-fn fuzz_clienthello() -> Result<()> {
+/// Fuzzes the target `name` (`fuzz/fuzz_targets/<name>.rs`) for `secs`, seeded with the
+/// committed corpus in `corpus`; new inputs go to a scratch directory, so the tree stays
+/// clean. A crash fails the run with libFuzzer's report and the input that caused it.
+fn fuzz(name: &str, what: &str, corpus: &str, secs: u32) -> Result<()> {
     step(&format!(
-        "fuzzing the ClientHello parser for {FUZZ_SECS} s (libFuzzer, address sanitizer)"
+        "fuzzing {what} for {secs} s (libFuzzer, address sanitizer)"
     ));
-    let scratch = std::env::temp_dir().join(format!("clienthello-fuzz-{}", std::process::id()));
+    let scratch = std::env::temp_dir().join(format!("{name}-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let scratch_dir = scratch.display().to_string();
-    let max_time = format!("-max_total_time={FUZZ_SECS}");
+    let max_time = format!("-max_total_time={secs}");
     let result = run(
         "cargo",
         &[
@@ -217,9 +231,9 @@ fn fuzz_clienthello() -> Result<()> {
             "run",
             "--fuzz-dir",
             "fuzz",
-            "clienthello",
+            name,
             &scratch_dir,
-            "tests/data/clienthello",
+            corpus,
             "--",
             &max_time,
             "-print_final_stats=1",
