@@ -91,6 +91,46 @@ impl Topology {
     }
 }
 
+/// A client behind a router: the topology's client namespace becomes the router (it keeps
+/// 198.18.0.2 towards the node) and this namespace sits behind it at [`FAR_CLIENT`]. The
+/// router's interface towards it has a smaller MTU than the client's own, as a tunnel or a
+/// narrower link on the way would: the client's MSS does not show it, so only ICMP "too big"
+/// from the router tells senders.
+pub struct FarClient {
+    pub ns: NetNs,
+}
+
+/// The address of the client behind the router.
+pub const FAR_CLIENT: &str = "198.18.100.2";
+
+impl FarClient {
+    /// Puts a client behind `topo.client`, with `mtu` on the router's side of their link.
+    pub fn behind(topo: &Topology, mtu: u32) -> Result<Self> {
+        let ns = NetNs::new("tf")?;
+        let router = &topo.client;
+        router.run(&format!(
+            "ip link add name rc type veth peer name eth0 netns {}",
+            ns.name
+        ))?;
+        router.run("ip addr add 198.18.100.1/24 dev rc")?;
+        router.run(&format!("ip link set rc mtu {mtu} up"))?;
+        for cmd in [
+            "sysctl -qw net.ipv4.ip_forward=1",
+            "sysctl -qw net.ipv4.conf.all.rp_filter=0",
+            "sysctl -qw net.ipv4.conf.default.rp_filter=0",
+        ] {
+            router.run(cmd)?;
+        }
+        ns.run(&format!("ip addr add {FAR_CLIENT}/24 dev eth0"))?;
+        ns.run("ip link set eth0 up")?;
+        ns.run("ethtool -K eth0 tx off")?;
+        ns.run("ip route add default via 198.18.100.1")?;
+        topo.node
+            .run("ip route add 198.18.100.0/24 via 198.18.0.2")?;
+        Ok(FarClient { ns })
+    }
+}
+
 /// A TCP server in a backend namespace: answers each line with `<name> <line>`.
 pub struct Server {
     stop: Arc<AtomicBool>,

@@ -13,7 +13,7 @@ use ingress::{
 use ingress_common::counters::Stat;
 use tests::{
     netns::in_ns,
-    topology::{backend_ip, Conn, Server, Topology, SNAT},
+    topology::{backend_ip, Conn, FarClient, Server, Topology, FAR_CLIENT, SNAT},
 };
 
 fn service(backends: &[usize]) -> L4Service {
@@ -237,5 +237,77 @@ fn icmp_errors_reach_both_ends_of_a_natted_udp_flow() {
     assert_eq!(get(Stat::DropMalformed), 0);
     drop(dp);
     drop(guard);
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+/// Path MTU discovery through the balancer, with real TCP stacks: a router between the node and
+/// the client has a narrower link towards the client than the client's own, so the backend's
+/// full-size segments (sized for the client's MSS) are too big there. The router tells the
+/// sender, which for it is the VIP; the node translates that to the backend, which shrinks its
+/// segments and the download completes. Without the translation the backend never learns and
+/// the download stalls (a PMTU black hole).
+#[test]
+fn path_mtu_discovery_works_through_the_vip() {
+    use std::io::{Read, Write};
+    const BYTES: usize = 256 * 1024;
+    let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
+    let far = FarClient::behind(&topo, 1280).unwrap();
+    let listener = in_ns(&topo.backends[0], || {
+        std::net::TcpListener::bind("0.0.0.0:8080")
+    })
+    .unwrap()
+    .unwrap();
+    let server = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(&vec![b'x'; BYTES]);
+        }
+    });
+
+    let guard = topo.node.enter().unwrap();
+    let mut dp = Datapath::load(&LoaderOptions {
+        pin_dir: None,
+        max_vips: 4,
+        conntrack_entries: 4096,
+        kernel_log: false,
+    })
+    .unwrap();
+    for link in &topo.node_links {
+        dp.attach(link, false).unwrap();
+    }
+    let snat = SnatSettings {
+        v4: Some(SNAT.parse().unwrap()),
+        v6: None,
+        port_min: 20000,
+        port_max: 29999,
+        timeouts: Default::default(),
+    };
+    let mut applier = L4Applier::new(dp.map_writer().unwrap(), snat).unwrap();
+    applier.apply(&[service(&[1])]).unwrap();
+    neigh::keep_resolved([
+        backend_ip(1).parse().unwrap(),
+        "198.18.0.2".parse().unwrap(),
+    ]);
+
+    let got = in_ns(&far.ns, || -> std::io::Result<usize> {
+        let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
+        let mut s = std::net::TcpStream::connect_timeout(&vip, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut body = Vec::new();
+        s.read_to_end(&mut body)?;
+        Ok(body.len())
+    })
+    .unwrap();
+    let c = dp.counters().unwrap();
+    let icmp = c.stat(Stat::FwdIcmp).unwrap().packets;
+    assert_eq!(
+        got.ok(),
+        Some(BYTES),
+        "download from {FAR_CLIENT} stalled ({icmp} ICMP errors translated)"
+    );
+    assert!(icmp >= 1, "the backend learnt the path MTU some other way");
+    let _ = server.join();
+    drop(dp);
+    drop(guard);
+    drop(far);
     std::thread::sleep(Duration::from_millis(10));
 }
