@@ -67,6 +67,9 @@ stats! {
     Tx = "tx",
     /// Forwarded out of another interface.
     Redirect = "redirect",
+    /// Too big for its egress link (and not to be fragmented): answered with ICMP "too big"
+    /// (fragmentation needed, packet too big) to its sender, which lowers its path MTU.
+    IcmpTooBig = "icmp_too_big",
     /// A new flow took over the SNAT port of an expired flow (counted besides its verdict).
     NatPortReused = "nat_port_reused",
     /// Headers to a VIP truncated or inconsistent.
@@ -77,6 +80,9 @@ stats! {
     DropNatExhausted = "drop_nat_exhausted",
     /// A map update failed (conntrack full or kernel error).
     DropMapError = "drop_map_error",
+    /// Too big for its egress link: an IPv4 packet that may be fragmented (XDP cannot), or
+    /// one whose "too big" answer could not be made.
+    DropTooBig = "drop_too_big",
 }
 
 /// Number of counter slots.

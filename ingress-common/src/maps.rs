@@ -27,8 +27,14 @@ pub const LB_CONFIG: &str = "LB_CONFIG";
 pub const STATS: &str = "STATS";
 /// vip_id -> Counter, per CPU.
 pub const VIP_STATS: &str = "VIP_STATS";
-/// Slot 0: the ICMP error program, tail-called by the XDP program.
+/// The programs the XDP program tail-calls, by slot (`JUMP_*`).
 pub const JUMPS: &str = "JUMPS";
+/// Slot of the program translating ICMP errors about NATed flows.
+pub const JUMP_ICMP: u32 = 0;
+/// Slot of the program answering a packet too big for its egress link with ICMP "too big".
+pub const JUMP_TOO_BIG: u32 = 1;
+/// Slots in JUMPS.
+pub const JUMP_SLOTS: u32 = 2;
 /// Socket cookie -> socket, for the passthrough splice.
 pub const SPLICE_SOCKS: &str = "SPLICE_SOCKS";
 /// Socket cookie -> SplicePeer.

@@ -9,7 +9,10 @@ use ingress_common::{
     conntrack::{FlowKey, FlowNat, Hop, ReplyNat},
     counters::{Counter, STAT_COUNT},
     l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta, VIP_FILTER_BITS},
-    maps::{DEFAULT_CONNTRACK_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MAX_SPLICE_SOCKS},
+    maps::{
+        DEFAULT_CONNTRACK_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, JUMP_SLOTS,
+        MAX_SPLICE_SOCKS,
+    },
     passthrough::SplicePeer,
 };
 
@@ -70,10 +73,10 @@ pub static STATS: PerCpuArray<Counter, { STAT_COUNT as usize }> = PerCpuArray::n
 #[btf_map]
 pub static VIP_STATS: PerCpuArray<Counter, MAX_VIPS> = PerCpuArray::new();
 
-/// Slot 0: `xdp_icmp`, tail-called by `xdp_lb` for ICMP errors (its own 512-byte stack; the
-/// forwarding program has none to spare). Written by userspace.
+/// Programs tail-called by `xdp_lb` (`JUMP_*` slots: `xdp_icmp`, `xdp_too_big`), each with its
+/// own 512-byte stack, which the forwarding program has none to spare of. Written by userspace.
 #[btf_map]
-pub static JUMPS: ProgramArray<1> = ProgramArray::new();
+pub static JUMPS: ProgramArray<{ JUMP_SLOTS as usize }> = ProgramArray::new();
 
 /// Socket cookie -> socket of a spliced passthrough connection. Written by userspace.
 #[btf_map]
@@ -105,6 +108,10 @@ pub struct Scratch {
     pub fib: [u64; 8],
     pub nat: FlowNat,
     pub reply: ReplyNat,
+    /// `bpf_check_mtu`'s in/out length, then the MTU handed to `xdp_too_big`.
+    pub mtu: u32,
+    /// The VIP a packet handed to `xdp_too_big` belongs to.
+    pub vip_id: u32,
 }
 
 /// One Scratch per CPU. Written and read by the XDP program only.

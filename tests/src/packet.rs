@@ -29,6 +29,8 @@ pub struct Spec {
     pub payload: Vec<u8>,
     /// IPv4 only: leave the UDP checksum zero.
     pub udp_no_csum: bool,
+    /// IPv4 only: set DF (don't fragment), as TCP stacks do.
+    pub dont_fragment: bool,
 }
 
 impl Spec {
@@ -46,6 +48,7 @@ impl Spec {
             ttl: 64,
             payload: b"hello".to_vec(),
             udp_no_csum: false,
+            dont_fragment: true,
         }
     }
 
@@ -77,7 +80,8 @@ impl Spec {
                 let total = (20 + l4.len()) as u16;
                 let mut ip = vec![0x45, 0];
                 ip.extend_from_slice(&total.to_be_bytes());
-                ip.extend_from_slice(&[0x12, 0x34, 0x40, 0x00, self.ttl, proto, 0, 0]);
+                let df = if self.dont_fragment { 0x40 } else { 0 };
+                ip.extend_from_slice(&[0x12, 0x34, df, 0x00, self.ttl, proto, 0, 0]);
                 ip.extend_from_slice(&s.octets());
                 ip.extend_from_slice(&d.octets());
                 let c = checksum(&ip, 0);

@@ -43,6 +43,12 @@ impl Delta {
     }
 }
 
+/// The checksum field value for data whose 16-bit words (as read from memory) sum to `sum`.
+#[inline(always)]
+pub fn finish(sum: u64) -> u16 {
+    !fold(sum)
+}
+
 #[inline(always)]
 fn fold(mut s: u64) -> u16 {
     s = (s & 0xffff_ffff) + (s >> 32);

@@ -35,7 +35,6 @@ pub struct FibQuery<'a> {
     pub dst: &'a [u32; 4],
     pub sport: u16,
     pub dport: u16,
-    pub ip_len: u16,
 }
 
 /// Looks up the route and neighbour for `q` in the ingress interface's namespace.
@@ -78,7 +77,9 @@ fn lookup_into(ctx: *mut core::ffi::c_void, ifindex: u32, q: &FibQuery, out: &mu
     p.l4_protocol = q.proto;
     p.sport = q.sport;
     p.dport = q.dport;
-    p.__bindgen_anon_1.tot_len = q.ip_len;
+    // tot_len stays 0: no MTU check here. The route's hop is cached for many packets of
+    // every size, so the size is checked per packet against the egress device instead
+    // (`mtu::exceeded`).
     p.ifindex = ifindex;
     if q.family == FAMILY_V6 {
         p.__bindgen_anon_3.ipv6_src = *q.src;

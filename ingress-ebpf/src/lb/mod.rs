@@ -6,6 +6,7 @@ pub mod fib;
 pub mod hop;
 pub mod icmp;
 pub mod maglev;
+pub mod mtu;
 pub mod nat;
 
 /// Copies an address out of map memory word by word. A plain copy of a 16-byte array from a

@@ -23,6 +23,10 @@ pub struct Layout {
     pub csum_off: usize,
     /// Frame carries an 802.1Q tag.
     pub vlan: bool,
+    /// Bytes from the start of the IP header to the end of the datagram.
+    pub ip_len: u16,
+    /// Must not be fragmented (IPv4 DF, or IPv6).
+    pub dont_fragment: bool,
 }
 
 /// Writes the next hop's MACs into the Ethernet header.

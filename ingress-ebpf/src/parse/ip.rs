@@ -20,6 +20,8 @@ pub struct L3 {
     pub ttl: u8,
     /// IPv4 only: fragment (MF set or offset non-zero).
     pub fragment: bool,
+    /// Must not be fragmented: IPv4 with DF set, and every IPv6 packet.
+    pub dont_fragment: bool,
 }
 
 /// What is wrong with an IP header, once the addresses are known.
@@ -64,6 +66,7 @@ pub fn parse_v4(ctx: &XdpContext, off: usize) -> Result<L3, IpError> {
         ip_len: tot_len,
         ttl: read::<u8>(ctx, off + 8)?,
         fragment: frag & 0x3fff != 0,
+        dont_fragment: frag & 0x4000 != 0,
     })
 }
 
@@ -93,5 +96,6 @@ pub fn parse_v6(ctx: &XdpContext, off: usize) -> Result<L3, IpError> {
         ip_len: (payload + IPV6_HLEN) as u16,
         ttl: read::<u8>(ctx, off + 7)?,
         fragment: false,
+        dont_fragment: true,
     })
 }

@@ -3,3 +3,4 @@ pub mod bench;
 pub mod sk_passthrough;
 pub mod xdp_icmp;
 pub mod xdp_lb;
+pub mod xdp_too_big;

@@ -79,7 +79,6 @@ fn try_icmp(ctx: &XdpContext) -> Outcome {
         dst: &outer.dst,
         sport: 0,
         dport: 0,
-        ip_len: l3.ip_len,
     };
     let next = hop::lookup(ctx, &query, hop::now());
     let old = Tuple {

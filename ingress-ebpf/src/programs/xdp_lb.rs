@@ -13,6 +13,7 @@ use ingress_common::{
         vip_filter_bit, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6,
         PROTO_TCP, PROTO_UDP,
     },
+    maps::{JUMP_ICMP, JUMP_TOO_BIG},
 };
 
 use crate::{
@@ -20,7 +21,7 @@ use crate::{
     lb::{
         copy_addr, expiry,
         fib::FibQuery,
-        hop, maglev,
+        hop, maglev, mtu,
         nat::{self, Layout, Tuple},
     },
     maps::{
@@ -140,7 +141,7 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
             // The ICMP program has a stack of its own; if the slot is empty (not loaded yet)
             // the call falls through and the packet goes to the stack as before.
             // SAFETY: tail call into a program userspace put in slot 0.
-            unsafe { JUMPS.tail_call(ctx, 0) };
+            unsafe { JUMPS.tail_call(ctx, JUMP_ICMP) };
             return Outcome::pass(Stat::PassNotOurs);
         }
         if l3.family == FAMILY_V6 && is_v6_ext(l3.proto) {
@@ -168,6 +169,8 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
         l4_off: l3.l4_off,
         csum_off: ports.csum_off,
         vlan: l2.vlan,
+        ip_len: l3.ip_len,
+        dont_fragment: l3.dont_fragment,
     };
     let tuple = Tuple {
         src: l3.src,
@@ -267,7 +270,6 @@ fn query<'a>(l3: &L3, t: &'a Tuple) -> FibQuery<'a> {
         dst: &t.dst,
         sport: t.sport,
         dport: t.dport,
-        ip_len: l3.ip_len,
     }
 }
 
@@ -588,8 +590,32 @@ fn emit(
             return Outcome::pass_vip(s, vip_id);
         }
     };
+    if let Some(out) = too_big(ctx, layout, &hop, vip_id) {
+        return out;
+    }
     if nat::rewrite(ctx, layout, old, new).is_err() {
         return Outcome::drop(Stat::DropMalformed, vip_id);
     }
     verdict::transmit(ctx, &hop, ingress, stat, vip_id)
+}
+
+/// A packet too big for its egress link, not yet rewritten: `xdp_too_big` answers its sender
+/// with ICMP "too big" (it quotes the packet as the sender sent it). An IPv4 packet without DF
+/// would have to be fragmented, which XDP cannot do: dropped and counted.
+#[inline(always)]
+fn too_big(ctx: &XdpContext, layout: &Layout, hop: &Hop, vip_id: u32) -> Option<Outcome> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot, used by this packet only.
+    let mtu = mtu::exceeded(ctx, hop.ifindex, layout.ip_len, unsafe {
+        &raw mut (*scratch).mtu
+    })?;
+    if layout.dont_fragment && !layout.vlan {
+        // SAFETY: as above; read by the tail-called program on this CPU.
+        unsafe {
+            (*scratch).mtu = mtu;
+            (*scratch).vip_id = vip_id;
+            JUMPS.tail_call(ctx, JUMP_TOO_BIG);
+        }
+    }
+    Some(Outcome::drop(Stat::DropTooBig, vip_id))
 }

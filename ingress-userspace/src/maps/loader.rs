@@ -27,8 +27,11 @@ use super::{counters::Counters, writer::AyaMapWriter, MapError, OBJECT};
 
 /// Name of the XDP program in the object.
 pub const XDP_PROGRAM: &str = "xdp_lb";
-/// Name of the ICMP error program, tail-called by the XDP program (slot 0 of `JUMPS`).
-pub const ICMP_PROGRAM: &str = "xdp_icmp";
+/// The programs the XDP program tail-calls, by their `JUMPS` slot.
+pub const JUMP_PROGRAMS: &[(u32, &str)] = &[
+    (names::JUMP_ICMP, "xdp_icmp"),
+    (names::JUMP_TOO_BIG, "xdp_too_big"),
+];
 
 /// A loader failure, with the step that failed.
 #[derive(Debug, Error)]
@@ -157,31 +160,8 @@ const PINNED_MAPS: &[&str] = &[
     names::JUMPS,
 ];
 
-/// Loads the ICMP error program and puts it in the XDP program's tail-call slot.
-fn load_icmp(ebpf: &mut Ebpf) -> Result<(), LoadError> {
-    let prog: &mut Xdp = ebpf
-        .program_mut(ICMP_PROGRAM)
-        .ok_or(LoadError::MissingProgram(ICMP_PROGRAM))?
-        .try_into()
-        .map_err(|source| LoadError::Program {
-            step: "program type".into(),
-            source,
-        })?;
-    prog.load().map_err(|source| LoadError::Program {
-        step: format!("verifying {ICMP_PROGRAM}"),
-        source,
-    })?;
-    let fd = prog
-        .fd()
-        .map_err(|source| LoadError::Program {
-            step: format!("{ICMP_PROGRAM} fd"),
-            source,
-        })?
-        .try_clone()
-        .map_err(io_err(format!("{ICMP_PROGRAM} fd")))?;
-    let map = ebpf
-        .map_mut(names::JUMPS)
-        .ok_or(MapError::Missing(names::JUMPS))?;
+/// Loads the programs the XDP program tail-calls and puts each in its `JUMPS` slot.
+fn load_jumps(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     let map_err = |op| {
         move |source| MapError::Map {
             op,
@@ -189,8 +169,33 @@ fn load_icmp(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             source,
         }
     };
-    let mut jumps = aya::maps::ProgramArray::try_from(map).map_err(map_err("open"))?;
-    jumps.set(0, &fd, 0).map_err(map_err("set slot 0"))?;
+    for &(slot, name) in JUMP_PROGRAMS {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| LoadError::Program {
+                step: "program type".into(),
+                source,
+            })?;
+        prog.load().map_err(|source| LoadError::Program {
+            step: format!("verifying {name}"),
+            source,
+        })?;
+        let fd = prog
+            .fd()
+            .map_err(|source| LoadError::Program {
+                step: format!("{name} fd"),
+                source,
+            })?
+            .try_clone()
+            .map_err(io_err(format!("{name} fd")))?;
+        let map = ebpf
+            .map_mut(names::JUMPS)
+            .ok_or(MapError::Missing(names::JUMPS))?;
+        let mut jumps = aya::maps::ProgramArray::try_from(map).map_err(map_err("open"))?;
+        jumps.set(slot, &fd, 0).map_err(map_err("set slot"))?;
+    }
     Ok(())
 }
 
@@ -248,7 +253,7 @@ impl Datapath {
             step: "verifying xdp_lb".into(),
             source,
         })?;
-        load_icmp(&mut ebpf)?;
+        load_jumps(&mut ebpf)?;
         Ok(Datapath {
             ebpf,
             pin_dir: opts.pin_dir.clone(),

@@ -852,3 +852,107 @@ fn icmp_errors_of_no_flow_and_short_quotes_pass_untouched() {
         assert!(verdict == PASS || verdict == DROP, "{n} bytes: {verdict}");
     }
 }
+
+/// A packet too big for its egress link is answered as a router would: ICMP "fragmentation
+/// needed" (or ICMPv6 "packet too big") with the link's MTU, from where the packet was going
+/// back to its sender, quoting it as sent; XDP cannot fragment and the device would drop it
+/// silently. In both directions, IPv4 and IPv6; an IPv4 packet without DF is dropped and
+/// counted; packets that fit are forwarded as before.
+#[test]
+fn packets_too_big_for_the_egress_link_get_icmp_too_big() {
+    let lab = lab();
+    lab.ns.run("ip link set xa mtu 1400").unwrap();
+    lab.ns.run("ip link set xb mtu 1400").unwrap();
+    let big = |spec: Spec| Spec {
+        payload: vec![b'x'; 1400],
+        ..spec
+    };
+    let client = "198.18.0.2";
+    let vip = "198.19.0.10";
+    let (verdict, syn) = lab
+        .run(
+            &Spec::tcp(client, 40300, vip, 80, SYN).build(),
+            lab.ifindex_a,
+        )
+        .unwrap();
+    assert_eq!(verdict, REDIRECT);
+    let f = parse(&syn).unwrap();
+
+    // Client -> VIP, 1440 bytes for a 1400-byte link: the client hears it from the VIP.
+    let frame = big(Spec::tcp(client, 40300, vip, 80, ACK)).build();
+    let stats = Stats::snap(&lab);
+    let (verdict, out) = lab.run(&frame, lab.ifindex_a).unwrap();
+    assert_eq!(
+        (verdict, stats.changed()),
+        (TX, vec![Stat::Tx, Stat::IcmpTooBig])
+    );
+    let e = parse_icmp(&out).unwrap();
+    assert!(
+        e.ip_csum_ok && e.icmp_csum_ok && e.quoted_ip_csum_ok,
+        "{e:?}"
+    );
+    assert_eq!(
+        (e.src, e.dst, e.kind, e.code, e.info),
+        (ip(vip), ip(client), 3, 4, 1400)
+    );
+    assert_eq!(e.quoted, (ip(client), 40300, ip(vip), 80));
+    assert_eq!(
+        (&out[0..6], &out[6..12]),
+        (&frame[6..12], &frame[0..6]),
+        "MACs swapped"
+    );
+    assert_eq!(out.len(), 14 + 20 + 8 + 128);
+
+    // Backend -> SNAT, a reply too big for the client's link: the backend hears it from the
+    // SNAT address, about the packet it sent.
+    let reply = Spec {
+        src_mac: mac_backend(2),
+        dst_mac: MAC_B,
+        ..big(Spec::tcp(&f.dst.to_string(), 8080, SNAT_V4, f.sport, ACK))
+    };
+    let (verdict, out) = lab.run(&reply.build(), lab.ifindex_b).unwrap();
+    assert_eq!(verdict, TX);
+    let e = parse_icmp(&out).unwrap();
+    assert!(e.ip_csum_ok && e.icmp_csum_ok, "{e:?}");
+    assert_eq!((e.src, e.dst, e.info), (ip(SNAT_V4), f.dst, 1400));
+    assert_eq!(e.quoted, (f.dst, 8080, ip(SNAT_V4), f.sport));
+
+    // IPv6: "packet too big" with its 32-bit MTU and the pseudo-header checksum.
+    let (verdict, _) = lab
+        .run(
+            &Spec::tcp("2001:2::2", 40301, "2001:2:ff::10", 80, SYN).build(),
+            lab.ifindex_a,
+        )
+        .unwrap();
+    assert_eq!(verdict, REDIRECT);
+    let frame = big(Spec::tcp("2001:2::2", 40301, "2001:2:ff::10", 80, ACK)).build();
+    let (verdict, out) = lab.run(&frame, lab.ifindex_a).unwrap();
+    assert_eq!(verdict, TX);
+    let e = parse_icmp(&out).unwrap();
+    assert!(e.icmp_csum_ok, "{e:?}");
+    assert_eq!(
+        (e.src, e.dst, e.kind, e.code, e.info),
+        (ip("2001:2:ff::10"), ip("2001:2::2"), 2, 0, 1400)
+    );
+    assert_eq!(e.quoted, (ip("2001:2::2"), 40301, ip("2001:2:ff::10"), 80));
+
+    // IPv4 without DF would need fragmenting, which XDP cannot do: dropped, counted.
+    let frame = Spec {
+        dont_fragment: false,
+        ..big(Spec::tcp(client, 40300, vip, 80, ACK))
+    }
+    .build();
+    let stats = Stats::snap(&lab);
+    let (verdict, _) = lab.run(&frame, lab.ifindex_a).unwrap();
+    assert_eq!(verdict, DROP);
+    assert_eq!(stats.changed(), vec![Stat::DropTooBig]);
+
+    // What fits is forwarded as before.
+    let fits = Spec {
+        payload: vec![b'x'; 1300],
+        ..Spec::tcp(client, 40300, vip, 80, ACK)
+    };
+    let (verdict, out) = lab.run(&fits.build(), lab.ifindex_a).unwrap();
+    assert_eq!(verdict, REDIRECT);
+    assert!(parse(&out).unwrap().l4_csum_ok);
+}

@@ -12,6 +12,7 @@ use ingress::{
 };
 use ingress_common::counters::Stat;
 use tests::{
+    fixtures::Fixture,
     netns::in_ns,
     topology::{backend_ip, Conn, FarClient, Server, Topology, FAR_CLIENT, SNAT},
 };
@@ -309,5 +310,105 @@ fn path_mtu_discovery_works_through_the_vip() {
     drop(dp);
     drop(guard);
     drop(far);
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+/// The node's own link to a backend is narrower than the client's path so far: a datagram
+/// that fits every link up to the node does not fit the last one, and XDP can neither
+/// fragment it nor let the device drop it unseen. The client's kernel must get "fragmentation
+/// needed" from the VIP, lower its path MTU to the VIP, and report EMSGSIZE on its socket.
+#[test]
+fn the_client_learns_the_mtu_of_the_nodes_link_to_the_backend() {
+    use std::net::UdpSocket;
+    let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
+    topo.node.run("ip link set nb1 mtu 1280").unwrap();
+    // veth hands XDP_TX frames only to a peer running an XDP program of its own (a quirk of
+    // veth, not of NICs): the client's end gets one that passes everything.
+    let _pass = {
+        let _in_client = topo.client.enter().unwrap();
+        let mut pass = Fixture::load("xdp_pass").unwrap();
+        pass.attach("eth0").unwrap();
+        pass
+    };
+    let server = in_ns(&topo.backends[0], || UdpSocket::bind("0.0.0.0:53"))
+        .unwrap()
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let guard = topo.node.enter().unwrap();
+    let mut dp = Datapath::load(&LoaderOptions {
+        pin_dir: None,
+        max_vips: 4,
+        conntrack_entries: 4096,
+        kernel_log: false,
+    })
+    .unwrap();
+    for link in &topo.node_links {
+        dp.attach(link, false).unwrap();
+    }
+    let snat = SnatSettings {
+        v4: Some(SNAT.parse().unwrap()),
+        v6: None,
+        port_min: 20000,
+        port_max: 29999,
+        timeouts: Default::default(),
+    };
+    let mut applier = L4Applier::new(dp.map_writer().unwrap(), snat).unwrap();
+    applier
+        .apply(&[L4Service {
+            origin: ObjectRef::default(),
+            vip: "198.19.0.10".parse().unwrap(),
+            port: 53,
+            protocol: L4Protocol::Udp,
+            backends: vec![format!("{}:53", backend_ip(1)).parse().unwrap()],
+        }])
+        .unwrap();
+    neigh::keep_resolved([backend_ip(1).parse().unwrap()]);
+
+    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    client.connect("198.19.0.10:53").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    // A small datagram goes through.
+    client.send(b"small").unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = server.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"small");
+    // 1400 bytes of UDP: 1428 on the wire, DF set (Linux's default for UDP until it knows
+    // the path MTU).
+    let mut refused = None;
+    for _ in 0..3 {
+        match client
+            .send(&[b'x'; 1400])
+            .and_then(|_| client.recv(&mut buf))
+        {
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                refused = Some(e);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        refused.is_some(),
+        "the client never heard its datagram was too big"
+    );
+    let route = topo.client.run("ip route get 198.19.0.10").unwrap();
+    assert!(
+        route.contains("mtu 1280"),
+        "client's path MTU to the VIP: {route}"
+    );
+    assert!(
+        server.recv_from(&mut buf).is_err(),
+        "the oversized datagram reached the backend"
+    );
+    let c = dp.counters().unwrap();
+    assert!(c.stat(Stat::IcmpTooBig).unwrap().packets >= 1);
+    drop(dp);
+    drop(guard);
     std::thread::sleep(Duration::from_millis(10));
 }
