@@ -108,11 +108,27 @@ pub struct Scratch {
     pub fib: [u64; 8],
     pub nat: FlowNat,
     pub reply: ReplyNat,
-    /// `bpf_check_mtu`'s in/out length, then the MTU handed to `xdp_too_big`.
+    /// The MTU handed to `xdp_too_big`.
     pub mtu: u32,
     /// The VIP a packet handed to `xdp_too_big` belongs to.
     pub vip_id: u32,
 }
+
+/// An egress interface's MTU as one CPU last read it (see `lb::mtu`). Kernel-internal.
+#[repr(C)]
+pub struct MtuSlot {
+    pub ifindex: u32,
+    pub mtu: u32,
+    /// `bpf_jiffies64` (low 32 bits) when read; 0 = never.
+    pub stamp_jiffies: u32,
+}
+
+/// Slots of EGRESS_MTU (interface index modulo this).
+pub const MTU_SLOTS: u32 = 64;
+
+/// Egress interface -> MTU, per CPU, direct-mapped. Written and read by the XDP program only.
+#[btf_map]
+pub static EGRESS_MTU: PerCpuArray<MtuSlot, { MTU_SLOTS as usize }> = PerCpuArray::new();
 
 /// One Scratch per CPU. Written and read by the XDP program only.
 #[btf_map]

@@ -590,7 +590,7 @@ fn emit(
             return Outcome::pass_vip(s, vip_id);
         }
     };
-    if let Some(out) = too_big(ctx, layout, &hop, vip_id) {
+    if let Some(out) = too_big(ctx, layout, &hop, ingress, vip_id) {
         return out;
     }
     if nat::rewrite(ctx, layout, old, new).is_err() {
@@ -601,14 +601,21 @@ fn emit(
 
 /// A packet too big for its egress link, not yet rewritten: `xdp_too_big` answers its sender
 /// with ICMP "too big" (it quotes the packet as the sender sent it). An IPv4 packet without DF
-/// would have to be fragmented, which XDP cannot do: dropped and counted.
+/// would have to be fragmented, which XDP cannot do: dropped and counted. A packet going back
+/// out of the link it came in on fits it (a one-armed node pays nothing).
 #[inline(always)]
-fn too_big(ctx: &XdpContext, layout: &Layout, hop: &Hop, vip_id: u32) -> Option<Outcome> {
+fn too_big(
+    ctx: &XdpContext,
+    layout: &Layout,
+    hop: &Hop,
+    ingress: u32,
+    vip_id: u32,
+) -> Option<Outcome> {
+    if hop.ifindex == ingress {
+        return None;
+    }
+    let mtu = mtu::exceeded(ctx, hop.ifindex, layout.ip_len, hop::now())?;
     let scratch = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: this CPU's scratch slot, used by this packet only.
-    let mtu = mtu::exceeded(ctx, hop.ifindex, layout.ip_len, unsafe {
-        &raw mut (*scratch).mtu
-    })?;
     if layout.dont_fragment && !layout.vlan {
         // SAFETY: as above; read by the tail-called program on this CPU.
         unsafe {

@@ -15,6 +15,8 @@ use tests::{
 const PASS: u32 = 2;
 const REDIRECT: u32 = 4;
 const BACKENDS: u8 = 64;
+/// Output buffer of a test run: room for the largest frame timed.
+const OUT_LEN: usize = 2048;
 
 struct Args {
     /// Profile mode (for `perf record`): time only this case, `profile_calls` times, in the
@@ -47,8 +49,9 @@ fn args() -> Result<Args> {
                 "ct-hit-v6" => Case::ConntrackHitV6,
                 "new-flow" => Case::NewFlow,
                 "reply" => Case::Reply,
+                "ct-hit-large" => Case::ConntrackHitLarge,
                 other => {
-                    bail!("--profile {other}: expected non-vip, node, ct-hit, ct-hit-v6, new-flow or reply")
+                    bail!("--profile {other}: expected non-vip, node, ct-hit, ct-hit-v6, ct-hit-large, new-flow or reply")
                 }
             });
             continue;
@@ -115,10 +118,12 @@ enum Case {
     ConntrackHitV6,
     NewFlow,
     Reply,
+    FloorLarge,
+    ConntrackHitLarge,
 }
 
 impl Case {
-    const ALL: [Case; 7] = [
+    const ALL: [Case; 9] = [
         Case::Floor,
         Case::NonVip,
         Case::NodeTraffic,
@@ -126,6 +131,8 @@ impl Case {
         Case::ConntrackHitV6,
         Case::NewFlow,
         Case::Reply,
+        Case::FloorLarge,
+        Case::ConntrackHitLarge,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -136,6 +143,8 @@ impl Case {
             Case::ConntrackHitV6 => "conntrack hit, IPv6 (ACK)",
             Case::NewFlow => "new flow (SYN, new 5-tuple)",
             Case::Reply => "reply (reverse NAT)",
+            Case::FloorLarge => "floor, 1454-byte frame",
+            Case::ConntrackHitLarge => "conntrack hit, 1454 bytes *",
         }
     }
 }
@@ -150,13 +159,16 @@ struct Bench<'a> {
     ct6_out: Vec<u8>,
     reply_frame: Vec<u8>,
     reply_out: Vec<u8>,
+    /// A full-size packet of the conntrack-hit flow: it pays the egress MTU check.
+    large_frame: Vec<u8>,
+    large_out: Vec<u8>,
     next_flow: u32,
 }
 
 impl<'a> Bench<'a> {
     fn new(lab: &'a XdpLab, pass: &'a Xdp, vip: String) -> Result<Self> {
         let prog = lab.prog()?;
-        let mut out = vec![0u8; 512];
+        let mut out = vec![0u8; OUT_LEN];
         let syn = Spec::tcp("198.18.0.2", 40000, &vip, 80, SYN).build();
         let (v, _, _) = call(prog, &syn, lab.ifindex_a, &mut out)?;
         ensure!(v == REDIRECT, "seeding SYN verdict {v}");
@@ -176,6 +188,15 @@ impl<'a> Bench<'a> {
         let (v, _, n) = call(prog, &reply_frame, lab.ifindex_b, &mut out)?;
         ensure!(v == REDIRECT, "seeding reply verdict {v}");
         let reply_out = out[..n].to_vec();
+        let large_frame = Spec {
+            payload: vec![b'x'; 1400],
+            ..Spec::tcp("198.18.0.2", 40000, &vip, 80, ACK)
+        }
+        .build();
+        let mut big_out = vec![0u8; OUT_LEN];
+        let (v, _, n) = call(prog, &large_frame, lab.ifindex_a, &mut big_out)?;
+        ensure!(v == REDIRECT, "seeding large ACK verdict {v}");
+        let large_out = big_out[..n].to_vec();
         Ok(Bench {
             lab,
             pass,
@@ -186,6 +207,8 @@ impl<'a> Bench<'a> {
             ct6_out,
             reply_frame,
             reply_out,
+            large_frame,
+            large_out,
             next_flow: 0,
         })
     }
@@ -204,7 +227,7 @@ impl<'a> Bench<'a> {
     /// Mean kernel-measured ns per call over `calls` calls of one case.
     fn batch(&mut self, case: Case, calls: usize) -> Result<f64> {
         let prog = self.lab.prog()?;
-        let mut out = vec![0u8; 512];
+        let mut out = vec![0u8; OUT_LEN];
         let non_vip = Spec::tcp("198.18.0.2", 40000, "198.18.0.1", 22, SYN).build();
         // The SNAT address is usually the node's own: its ssh or kubelet traffic.
         let node = Spec::tcp("198.18.0.2", 40000, SNAT_V4, 22, ACK).build();
@@ -259,6 +282,22 @@ impl<'a> Bench<'a> {
                     );
                     r
                 }
+                Case::FloorLarge => {
+                    let r = call(self.pass, &self.large_frame, self.lab.ifindex_a, &mut out)?;
+                    ensure!(
+                        r.0 == PASS && out[..r.2] == self.large_frame[..],
+                        "large floor output"
+                    );
+                    r
+                }
+                Case::ConntrackHitLarge => {
+                    let r = call(prog, &self.large_frame, self.lab.ifindex_a, &mut out)?;
+                    ensure!(
+                        out[..r.2] == self.large_out[..],
+                        "large conntrack hit output differs from run 1"
+                    );
+                    r
+                }
                 Case::NewFlow => {
                     let f = self.new_flow_frame();
                     let r = call(prog, &f, self.lab.ifindex_a, &mut out)?;
@@ -303,7 +342,7 @@ impl<'a> Bench<'a> {
             _ => bail!("repeat is only valid where the program leaves the packet unchanged"),
         };
         let ctx = xdp_md(frame.len(), self.lab.ifindex_a);
-        let mut out = vec![0u8; 512];
+        let mut out = vec![0u8; OUT_LEN];
         let mut ctx_out = [0u8; 24];
         let r = prog.test_run(TestRunOptions {
             data_in: Some(&frame),
@@ -353,7 +392,7 @@ fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) ->
     let mut bench = Bench::new(&lab, pass, vip)?;
     // Fill conntrack with distinct flows through the program itself.
     let prog = lab.prog()?;
-    let mut out = vec![0u8; 512];
+    let mut out = vec![0u8; OUT_LEN];
     let mut refused = 0u32;
     for _ in 0..prefill {
         let f = bench.new_flow_frame();
@@ -375,14 +414,21 @@ fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) ->
         })
         .collect();
     for b in 0..a.batches {
-        let mut floor = 0.0;
+        let (mut floor, mut floor_large) = (0.0, 0.0);
         for row in rows.iter_mut() {
             let ns = bench.batch(row.case, a.calls)?;
-            if row.case == Case::Floor {
-                floor = ns;
+            match row.case {
+                Case::Floor => floor = ns,
+                Case::FloorLarge => floor_large = ns,
+                _ => {}
             }
             row.raw.push(ns);
-            row.net.push(ns - floor);
+            // The large packet is copied in and out of the test run: its own floor.
+            row.net.push(if row.case == Case::ConntrackHitLarge {
+                ns - floor_large
+            } else {
+                ns - floor
+            });
         }
         eprintln!("    batch {}/{} done", b + 1, a.batches);
     }
@@ -408,6 +454,7 @@ fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) ->
             hi
         );
     }
+    println!("* net of the XDP_PASS program timed on the same 1454-byte frame");
     let floor_rep = bench.repeated(Case::Floor, 100_000)?;
     let nonvip_rep = bench.repeated(Case::NonVip, 100_000)?;
     println!(
@@ -473,7 +520,7 @@ fn main() -> Result<()> {
     )?;
     println!("\nflatness (large / small, net ns; target within 1.10):");
     for (s, b) in small.iter().zip(&big) {
-        if s.case == Case::Floor {
+        if matches!(s.case, Case::Floor | Case::FloorLarge) {
             continue;
         }
         println!(

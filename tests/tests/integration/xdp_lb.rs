@@ -947,6 +947,18 @@ fn packets_too_big_for_the_egress_link_get_icmp_too_big() {
     assert_eq!(verdict, DROP);
     assert_eq!(stats.changed(), vec![Stat::DropTooBig]);
 
+    // The MTU is cached with the next hop: once the link grows, within the hop TTL (256
+    // jiffies, at most 2.56 s at HZ=100), the same packet goes through.
+    lab.ns.run("ip link set xb mtu 1500").unwrap();
+    let frame = big(Spec::tcp(client, 40300, vip, 80, ACK)).build();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut verdict = TX;
+    while verdict != REDIRECT && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        verdict = lab.run(&frame, lab.ifindex_a).unwrap().0;
+    }
+    assert_eq!(verdict, REDIRECT, "the larger MTU was not picked up");
+
     // What fits is forwarded as before.
     let fits = Spec {
         payload: vec![b'x'; 1300],
