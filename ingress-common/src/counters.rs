@@ -54,6 +54,9 @@ stats! {
     PassFibMiss = "pass_fib_miss",
     /// L4 path not configured yet: passed.
     PassNotReady = "pass_not_ready",
+    /// A reply too big for its egress link, IPv4 without DF: passed translated, for the stack
+    /// to fragment (XDP cannot).
+    PassTooBig = "pass_too_big",
     /// New flow: backend picked by Maglev, NATed and forwarded.
     FwdNewFlow = "fwd_new_flow",
     /// Established flow found in conntrack, NATed and forwarded.
@@ -80,8 +83,8 @@ stats! {
     DropNatExhausted = "drop_nat_exhausted",
     /// A map update failed (conntrack full or kernel error).
     DropMapError = "drop_map_error",
-    /// Too big for its egress link: an IPv4 packet that may be fragmented (XDP cannot), or
-    /// one whose "too big" answer could not be made.
+    /// Too big for its egress link: a client's IPv4 packet without DF (XDP cannot fragment,
+    /// and the stack cannot take it translated), or one whose "too big" answer failed.
     DropTooBig = "drop_too_big",
 }
 

@@ -590,7 +590,7 @@ fn emit(
             return Outcome::pass_vip(s, vip_id);
         }
     };
-    if let Some(out) = too_big(ctx, layout, &hop, ingress, vip_id) {
+    if let Some(out) = too_big(ctx, layout, old, new, &hop, vip_id, pass_translated) {
         return out;
     }
     if nat::rewrite(ctx, layout, old, new).is_err() {
@@ -601,28 +601,41 @@ fn emit(
 
 /// A packet too big for its egress link, not yet rewritten: `xdp_too_big` answers its sender
 /// with ICMP "too big" (it quotes the packet as the sender sent it). An IPv4 packet without DF
-/// would have to be fragmented, which XDP cannot do: dropped and counted. A packet going back
-/// out of the link it came in on fits it (a one-armed node pays nothing).
+/// must be fragmented, which XDP cannot do: a reply is passed translated (its source is the
+/// VIP, not a local address, so the stack forwards and fragments it); a client's packet
+/// cannot be (translated, its source would be our own address) and is dropped. A packet
+/// going back out of the link it came in on fits it (a one-armed node pays nothing; a tagged
+/// frame never leaves by another link).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn too_big(
     ctx: &XdpContext,
     layout: &Layout,
+    old: &Tuple,
+    new: &Tuple,
     hop: &Hop,
-    ingress: u32,
     vip_id: u32,
+    pass_translated: bool,
 ) -> Option<Outcome> {
-    if hop.ifindex == ingress {
+    if hop.ifindex == ctx.ingress_ifindex() as u32 {
         return None;
     }
     let mtu = mtu::exceeded(ctx, hop.ifindex, layout.ip_len, hop::now())?;
-    let scratch = SCRATCH.get_ptr_mut(0)?;
-    if layout.dont_fragment && !layout.vlan {
-        // SAFETY: as above; read by the tail-called program on this CPU.
-        unsafe {
-            (*scratch).mtu = mtu;
-            (*scratch).vip_id = vip_id;
-            JUMPS.tail_call(ctx, JUMP_TOO_BIG);
+    if !layout.dont_fragment {
+        if !pass_translated {
+            return Some(Outcome::drop(Stat::DropTooBig, vip_id));
         }
+        if nat::rewrite(ctx, layout, old, new).is_err() {
+            return Some(Outcome::drop(Stat::DropMalformed, vip_id));
+        }
+        return Some(Outcome::pass_vip(Stat::PassTooBig, vip_id));
+    }
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot, read by the tail-called program on this CPU.
+    unsafe {
+        (*scratch).mtu = mtu;
+        (*scratch).vip_id = vip_id;
+        JUMPS.tail_call(ctx, JUMP_TOO_BIG);
     }
     Some(Outcome::drop(Stat::DropTooBig, vip_id))
 }

@@ -936,7 +936,8 @@ fn packets_too_big_for_the_egress_link_get_icmp_too_big() {
     );
     assert_eq!(e.quoted, (ip("2001:2::2"), 40301, ip("2001:2:ff::10"), 80));
 
-    // IPv4 without DF would need fragmenting, which XDP cannot do: dropped, counted.
+    // IPv4 without DF needs fragmenting, which XDP cannot do: a client's packet is dropped
+    // (the stack cannot take it translated), a reply goes to the stack translated.
     let frame = Spec {
         dont_fragment: false,
         ..big(Spec::tcp(client, 40300, vip, 80, ACK))
@@ -946,6 +947,21 @@ fn packets_too_big_for_the_egress_link_get_icmp_too_big() {
     let (verdict, _) = lab.run(&frame, lab.ifindex_a).unwrap();
     assert_eq!(verdict, DROP);
     assert_eq!(stats.changed(), vec![Stat::DropTooBig]);
+    let frame = Spec {
+        dont_fragment: false,
+        ..reply.clone()
+    }
+    .build();
+    let stats = Stats::snap(&lab);
+    let (verdict, out) = lab.run(&frame, lab.ifindex_b).unwrap();
+    assert_eq!(verdict, PASS);
+    assert_eq!(stats.changed(), vec![Stat::PassTooBig]);
+    let p = parse(&out).unwrap();
+    assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
+    assert_eq!(
+        (p.src, p.sport, p.dst, p.dport),
+        (ip(vip), 80, ip(client), 40300)
+    );
 
     // The MTU is cached with the next hop: once the link grows, within the hop TTL (256
     // jiffies, at most 2.56 s at HZ=100), the same packet goes through.

@@ -313,12 +313,31 @@ fn path_mtu_discovery_works_through_the_vip() {
     std::thread::sleep(Duration::from_millis(10));
 }
 
+/// Sends without DF from `sock` (IP_PMTUDISC_DONT), as many UDP servers do.
+fn allow_fragments(sock: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let off: libc::c_int = libc::IP_PMTUDISC_DONT;
+    // SAFETY: setsockopt on a live socket with a c_int of the size given.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "IP_MTU_DISCOVER");
+}
+
 /// The node's own link to a backend is narrower than the client's path so far: a datagram
 /// that fits every link up to the node does not fit the last one, and XDP can neither
 /// fragment it nor let the device drop it unseen. The client's kernel must get "fragmentation
 /// needed" from the VIP, lower its path MTU to the VIP, and report EMSGSIZE on its socket.
+/// A reply without DF too big for the link to the client goes to the kernel to be fragmented.
 #[test]
-fn the_client_learns_the_mtu_of_the_nodes_link_to_the_backend() {
+fn the_client_learns_the_mtu_of_the_nodes_link_to_the_backend_and_replies_are_fragmented() {
     use std::net::UdpSocket;
     let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
     topo.node.run("ip link set nb1 mtu 1280").unwrap();
@@ -406,8 +425,33 @@ fn the_client_learns_the_mtu_of_the_nodes_link_to_the_backend() {
         server.recv_from(&mut buf).is_err(),
         "the oversized datagram reached the backend"
     );
+
+    // The other way: a reply without DF too big for the node's link to the client. XDP
+    // cannot fragment it; the kernel can, and the client gets the whole datagram.
+    // (veth also drops what exceeds the MTU of the end that receives it: nb1 gets 1500 back.)
+    topo.node.run("ip link set nb1 mtu 1500").unwrap();
+    topo.node.run("ip link set nc mtu 1280").unwrap();
+    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    client.connect("198.19.0.10:53").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    client.send(b"ask").unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let (n, peer) = server.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ask");
+    allow_fragments(&server);
+    server.send_to(&[b'y'; 1400], peer).unwrap();
+    let n = client.recv(&mut buf).expect("the fragmented reply");
+    assert_eq!(n, 1400);
+
     let c = dp.counters().unwrap();
     assert!(c.stat(Stat::IcmpTooBig).unwrap().packets >= 1);
+    assert!(c.stat(Stat::PassTooBig).unwrap().packets >= 1);
     drop(dp);
     drop(guard);
     std::thread::sleep(Duration::from_millis(10));
