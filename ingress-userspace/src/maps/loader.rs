@@ -160,6 +160,23 @@ const PINNED_MAPS: &[&str] = &[
     names::JUMPS,
 ];
 
+/// Loads (verifies) the XDP program `name` of the object.
+fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, LoadError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            step: "program type".into(),
+            source,
+        })?;
+    prog.load().map_err(|source| LoadError::Program {
+        step: format!("verifying {name}"),
+        source,
+    })?;
+    Ok(prog)
+}
+
 /// Loads the programs the XDP program tail-calls and puts each in its `JUMPS` slot.
 fn load_jumps(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     let map_err = |op| {
@@ -170,19 +187,7 @@ fn load_jumps(ebpf: &mut Ebpf) -> Result<(), LoadError> {
         }
     };
     for &(slot, name) in JUMP_PROGRAMS {
-        let prog: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| LoadError::Program {
-                step: "program type".into(),
-                source,
-            })?;
-        prog.load().map_err(|source| LoadError::Program {
-            step: format!("verifying {name}"),
-            source,
-        })?;
-        let fd = prog
+        let fd = load_xdp(ebpf, name)?
             .fd()
             .map_err(|source| LoadError::Program {
                 step: format!("{name} fd"),
@@ -241,18 +246,7 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(XDP_PROGRAM)
-            .ok_or(LoadError::MissingProgram(XDP_PROGRAM))?
-            .try_into()
-            .map_err(|source| LoadError::Program {
-                step: "program type".into(),
-                source,
-            })?;
-        prog.load().map_err(|source| LoadError::Program {
-            step: "verifying xdp_lb".into(),
-            source,
-        })?;
+        load_xdp(&mut ebpf, XDP_PROGRAM)?;
         load_jumps(&mut ebpf)?;
         Ok(Datapath {
             ebpf,

@@ -7,13 +7,14 @@ use ingress::{
     maps::{
         loader::{Datapath, LoaderOptions},
         neigh,
+        writer::AyaMapWriter,
     },
     snapshot::{L4Protocol, L4Service, ObjectRef},
 };
 use ingress_common::counters::Stat;
 use tests::{
     fixtures::Fixture,
-    netns::in_ns,
+    netns::{in_ns, NsGuard},
     topology::{backend_ip, Conn, FarClient, Server, Topology, FAR_CLIENT, SNAT},
 };
 
@@ -38,36 +39,56 @@ fn backend_of(answer: &str) -> String {
         .to_string()
 }
 
+/// The node of a topology running the XDP program on all its links for `services`; the
+/// calling thread stays inside its namespace until this drops (fields drop in order).
+struct Node {
+    applier: L4Applier<AyaMapWriter>,
+    dp: Datapath,
+    _inside: NsGuard,
+}
+
+impl Node {
+    fn start(topo: &Topology, services: &[L4Service], neighbours: &[&str]) -> Node {
+        let inside = topo.node.enter().unwrap();
+        let mut dp = Datapath::load(&LoaderOptions {
+            pin_dir: None,
+            max_vips: 4,
+            conntrack_entries: 4096,
+            kernel_log: false,
+        })
+        .unwrap();
+        for link in &topo.node_links {
+            dp.attach(link, false).unwrap();
+        }
+        let snat = SnatSettings {
+            v4: Some(SNAT.parse().unwrap()),
+            v6: None,
+            port_min: 20000,
+            port_max: 29999,
+            timeouts: Default::default(),
+        };
+        let mut applier = L4Applier::new(dp.map_writer().unwrap(), snat).unwrap();
+        applier.apply(services).unwrap();
+        neigh::keep_resolved(neighbours.iter().map(|n| n.parse().unwrap()));
+        Node {
+            applier,
+            dp,
+            _inside: inside,
+        }
+    }
+}
+
 #[test]
 fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal() {
     let topo = Topology::new(2).expect("topology (needs root, netns, ethtool)");
     let _s1 = Server::start(&topo.backends[0], "b1", 8080).unwrap();
     let _s2 = Server::start(&topo.backends[1], "b2", 8080).unwrap();
 
-    let guard = topo.node.enter().unwrap();
-    let mut dp = Datapath::load(&LoaderOptions {
-        pin_dir: None,
-        max_vips: 4,
-        conntrack_entries: 4096,
-        kernel_log: false,
-    })
-    .unwrap();
-    for link in &topo.node_links {
-        dp.attach(link, false).unwrap();
-    }
-    let snat = SnatSettings {
-        v4: Some(SNAT.parse().unwrap()),
-        v6: None,
-        port_min: 20000,
-        port_max: 29999,
-        timeouts: Default::default(),
-    };
-    let mut applier = L4Applier::new(dp.map_writer().unwrap(), snat).unwrap();
-    applier.apply(&[service(&[1, 2])]).unwrap();
-    neigh::keep_resolved([
-        backend_ip(1).parse().unwrap(),
-        backend_ip(2).parse().unwrap(),
-    ]);
+    let mut node = Node::start(
+        &topo,
+        &[service(&[1, 2])],
+        &[&backend_ip(1), &backend_ip(2)],
+    );
     let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
 
     // Many flows: every one answered, both backends used.
@@ -88,7 +109,7 @@ fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal
     let mut kept = Conn::open(&topo.client, vip).unwrap();
     let victim = backend_of(&kept.ask("first").unwrap());
     let remaining = if victim == "b1" { 2 } else { 1 };
-    applier.apply(&[service(&[remaining])]).unwrap();
+    node.applier.apply(&[service(&[remaining])]).unwrap();
 
     let answer = kept.ask("second").unwrap();
     assert_eq!(
@@ -108,7 +129,7 @@ fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal
     assert_eq!(backend_of(&kept.ask("third").unwrap()), victim);
 
     // The kernel did the work: the VIP is not routable in the node's stack.
-    let c = dp.counters().unwrap();
+    let c = node.dp.counters().unwrap();
     let get = |s| c.stat(s).unwrap().packets;
     assert!(
         get(Stat::FwdNewFlow) >= 61,
@@ -121,8 +142,7 @@ fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal
         0
     );
     drop(kept);
-    drop(dp);
-    drop(guard);
+    drop(node);
     std::thread::sleep(Duration::from_millis(10));
 }
 
@@ -150,24 +170,6 @@ fn refused_after_sending(sock: &std::net::UdpSocket, tries: usize) -> bool {
 fn icmp_errors_reach_both_ends_of_a_natted_udp_flow() {
     use std::net::UdpSocket;
     let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
-    let guard = topo.node.enter().unwrap();
-    let mut dp = Datapath::load(&LoaderOptions {
-        pin_dir: None,
-        max_vips: 4,
-        conntrack_entries: 4096,
-        kernel_log: false,
-    })
-    .unwrap();
-    for link in &topo.node_links {
-        dp.attach(link, false).unwrap();
-    }
-    let snat = SnatSettings {
-        v4: Some(SNAT.parse().unwrap()),
-        v6: None,
-        port_min: 20000,
-        port_max: 29999,
-        timeouts: Default::default(),
-    };
     let udp = |port: u16| L4Service {
         origin: ObjectRef::default(),
         vip: "198.19.0.10".parse().unwrap(),
@@ -175,10 +177,8 @@ fn icmp_errors_reach_both_ends_of_a_natted_udp_flow() {
         protocol: L4Protocol::Udp,
         backends: vec![format!("{}:{port}", backend_ip(1)).parse().unwrap()],
     };
-    let mut applier = L4Applier::new(dp.map_writer().unwrap(), snat).unwrap();
     // Port 53 has a server on the backend, port 54 nothing.
-    applier.apply(&[udp(53), udp(54)]).unwrap();
-    neigh::keep_resolved([backend_ip(1).parse().unwrap()]);
+    let node = Node::start(&topo, &[udp(53), udp(54)], &[&backend_ip(1)]);
     let wait = Some(Duration::from_secs(1));
 
     // The backend's kernel answers "port unreachable" to the SNAT address, about the
@@ -228,7 +228,7 @@ fn icmp_errors_reach_both_ends_of_a_natted_udp_flow() {
         "the backend never heard of the closed client port"
     );
 
-    let c = dp.counters().unwrap();
+    let c = node.dp.counters().unwrap();
     let get = |s| c.stat(s).unwrap().packets;
     assert!(
         get(Stat::FwdIcmp) >= 2,
@@ -236,8 +236,7 @@ fn icmp_errors_reach_both_ends_of_a_natted_udp_flow() {
         get(Stat::FwdIcmp)
     );
     assert_eq!(get(Stat::DropMalformed), 0);
-    drop(dp);
-    drop(guard);
+    drop(node);
     std::thread::sleep(Duration::from_millis(10));
 }
 
@@ -264,30 +263,7 @@ fn path_mtu_discovery_works_through_the_vip() {
         }
     });
 
-    let guard = topo.node.enter().unwrap();
-    let mut dp = Datapath::load(&LoaderOptions {
-        pin_dir: None,
-        max_vips: 4,
-        conntrack_entries: 4096,
-        kernel_log: false,
-    })
-    .unwrap();
-    for link in &topo.node_links {
-        dp.attach(link, false).unwrap();
-    }
-    let snat = SnatSettings {
-        v4: Some(SNAT.parse().unwrap()),
-        v6: None,
-        port_min: 20000,
-        port_max: 29999,
-        timeouts: Default::default(),
-    };
-    let mut applier = L4Applier::new(dp.map_writer().unwrap(), snat).unwrap();
-    applier.apply(&[service(&[1])]).unwrap();
-    neigh::keep_resolved([
-        backend_ip(1).parse().unwrap(),
-        "198.18.0.2".parse().unwrap(),
-    ]);
+    let node = Node::start(&topo, &[service(&[1])], &[&backend_ip(1), "198.18.0.2"]);
 
     let got = in_ns(&far.ns, || -> std::io::Result<usize> {
         let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
@@ -298,7 +274,7 @@ fn path_mtu_discovery_works_through_the_vip() {
         Ok(body.len())
     })
     .unwrap();
-    let c = dp.counters().unwrap();
+    let c = node.dp.counters().unwrap();
     let icmp = c.stat(Stat::FwdIcmp).unwrap().packets;
     assert_eq!(
         got.ok(),
@@ -307,8 +283,7 @@ fn path_mtu_discovery_works_through_the_vip() {
     );
     assert!(icmp >= 1, "the backend learnt the path MTU some other way");
     let _ = server.join();
-    drop(dp);
-    drop(guard);
+    drop(node);
     drop(far);
     std::thread::sleep(Duration::from_millis(10));
 }
@@ -355,35 +330,14 @@ fn the_client_learns_the_mtu_of_the_nodes_link_to_the_backend_and_replies_are_fr
     server
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    let guard = topo.node.enter().unwrap();
-    let mut dp = Datapath::load(&LoaderOptions {
-        pin_dir: None,
-        max_vips: 4,
-        conntrack_entries: 4096,
-        kernel_log: false,
-    })
-    .unwrap();
-    for link in &topo.node_links {
-        dp.attach(link, false).unwrap();
-    }
-    let snat = SnatSettings {
-        v4: Some(SNAT.parse().unwrap()),
-        v6: None,
-        port_min: 20000,
-        port_max: 29999,
-        timeouts: Default::default(),
+    let dns = L4Service {
+        origin: ObjectRef::default(),
+        vip: "198.19.0.10".parse().unwrap(),
+        port: 53,
+        protocol: L4Protocol::Udp,
+        backends: vec![format!("{}:53", backend_ip(1)).parse().unwrap()],
     };
-    let mut applier = L4Applier::new(dp.map_writer().unwrap(), snat).unwrap();
-    applier
-        .apply(&[L4Service {
-            origin: ObjectRef::default(),
-            vip: "198.19.0.10".parse().unwrap(),
-            port: 53,
-            protocol: L4Protocol::Udp,
-            backends: vec![format!("{}:53", backend_ip(1)).parse().unwrap()],
-        }])
-        .unwrap();
-    neigh::keep_resolved([backend_ip(1).parse().unwrap()]);
+    let node = Node::start(&topo, &[dns], &[&backend_ip(1)]);
 
     let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
         .unwrap()
@@ -449,10 +403,9 @@ fn the_client_learns_the_mtu_of_the_nodes_link_to_the_backend_and_replies_are_fr
     let n = client.recv(&mut buf).expect("the fragmented reply");
     assert_eq!(n, 1400);
 
-    let c = dp.counters().unwrap();
+    let c = node.dp.counters().unwrap();
     assert!(c.stat(Stat::IcmpTooBig).unwrap().packets >= 1);
     assert!(c.stat(Stat::PassTooBig).unwrap().packets >= 1);
-    drop(dp);
-    drop(guard);
+    drop(node);
     std::thread::sleep(Duration::from_millis(10));
 }
