@@ -511,6 +511,43 @@ async fn upload(send: &mut h2::SendStream<Bytes>, len: usize, end: bool) -> anyh
     Ok(sent)
 }
 
+/// Sends `req` (its content-length declared), uploads 16 KiB, expects the answer `want` before
+/// the rest, then checks the stream stays open (no reset within 300 ms) and takes the rest of
+/// the upload. Returns the client for the next request.
+async fn answered_early_then_drained(
+    mut client: h2::client::SendRequest<Bytes>,
+    req: http::Request<()>,
+    want: (u16, &[u8]),
+) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
+    let total: usize = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("the request declares no length"))?;
+    let (resp, mut send) = client.send_request(req, false)?;
+    assert_eq!(upload(&mut send, 16_384, false).await?, 16_384);
+    let resp = tokio::time::timeout(WAIT, resp).await??;
+    assert_eq!(resp.status(), want.0);
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, body.data()).await? {
+        text.extend_from_slice(&chunk?);
+    }
+    assert_eq!(text, want.1);
+    // The response is complete; the stream must stay open for the rest of the upload.
+    let reset = tokio::time::timeout(
+        Duration::from_millis(300),
+        std::future::poll_fn(|cx| send.poll_reset(cx)),
+    )
+    .await;
+    assert!(reset.is_err(), "stream reset after the response: {reset:?}");
+    assert_eq!(
+        upload(&mut send, total - 16_384, true).await?,
+        total - 16_384
+    );
+    Ok(client)
+}
+
 /// An h2 client still uploading when the 413 comes: the proxy reads and discards the rest of
 /// the body (up to 4 MiB) so the stream ends normally, instead of resetting it under the
 /// client (curl 7.88 reported "Stream error in the HTTP/2 framing layer" and no response).
@@ -535,29 +572,13 @@ async fn l7_h2_upload_answered_early_is_drained_not_reset() -> anyhow::Result<()
             .body(())
     };
 
-    let total = 1 << 20;
-    let mut client = tokio::time::timeout(WAIT, client.ready()).await??;
-    let (resp, mut send) = client.send_request(post(total)?, false)?;
-    assert_eq!(upload(&mut send, 16_384, false).await?, 16_384);
-    let resp = tokio::time::timeout(WAIT, resp).await??;
-    assert_eq!(resp.status(), 413);
-    let mut body = resp.into_body();
-    let mut text = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(WAIT, body.data()).await? {
-        text.extend_from_slice(&chunk?);
-    }
-    assert_eq!(text, b"413 Request Entity Too Large\n");
-    // The response is complete; the stream must stay open for the rest of the upload.
-    let reset = tokio::time::timeout(
-        Duration::from_millis(300),
-        std::future::poll_fn(|cx| send.poll_reset(cx)),
+    let client = tokio::time::timeout(WAIT, client.ready()).await??;
+    let client = answered_early_then_drained(
+        client,
+        post(1 << 20)?,
+        (413, b"413 Request Entity Too Large\n"),
     )
-    .await;
-    assert!(reset.is_err(), "stream reset after the response: {reset:?}");
-    assert_eq!(
-        upload(&mut send, total - 16_384, true).await?,
-        total - 16_384
-    );
+    .await?;
 
     // Far past the drain bound: the proxy stops reading and resets with NO_ERROR.
     let mut client = tokio::time::timeout(WAIT, client.ready()).await??;
@@ -604,32 +625,12 @@ async fn l7_h2_upload_answered_early_by_the_upstream_is_drained_not_reset() -> a
     let tcp = tokio::net::TcpStream::connect(l7.http).await?;
     let (client, conn) = h2::client::handshake(tcp).await?;
     tokio::spawn(conn);
-    let total = 1 << 20;
-    let mut client = tokio::time::timeout(WAIT, client.ready()).await??;
+    let client = tokio::time::timeout(WAIT, client.ready()).await??;
     let req = http::Request::builder()
         .method("POST")
         .uri("http://e.test/")
-        .header("content-length", total)
+        .header("content-length", 1 << 20)
         .body(())?;
-    let (resp, mut send) = client.send_request(req, false)?;
-    assert_eq!(upload(&mut send, 16_384, false).await?, 16_384);
-    let resp = tokio::time::timeout(WAIT, resp).await??;
-    assert_eq!(resp.status(), 401);
-    let mut body = resp.into_body();
-    let mut text = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(WAIT, body.data()).await? {
-        text.extend_from_slice(&chunk?);
-    }
-    assert_eq!(text, b"nope");
-    let reset = tokio::time::timeout(
-        Duration::from_millis(300),
-        std::future::poll_fn(|cx| send.poll_reset(cx)),
-    )
-    .await;
-    assert!(reset.is_err(), "stream reset after the response: {reset:?}");
-    assert_eq!(
-        upload(&mut send, total - 16_384, true).await?,
-        total - 16_384
-    );
+    answered_early_then_drained(client, req, (401, b"nope")).await?;
     Ok(())
 }

@@ -705,6 +705,30 @@ fn a_flow_that_lost_its_reply_entry_restores_it_or_starts_again() {
     );
 }
 
+/// Runs `frame` in on `ifindex`, expects `verdict` (and, unless empty, exactly the counters
+/// `stats` moved) and an ICMP error out whose every checksum verifies; returns it parsed, and
+/// the frame.
+fn icmp_answer(
+    lab: &XdpLab,
+    frame: &[u8],
+    ifindex: u32,
+    verdict: u32,
+    stats: &[Stat],
+) -> (tests::packet::IcmpParsed, Vec<u8>) {
+    let before = Stats::snap(lab);
+    let (v, out) = lab.run(frame, ifindex).unwrap();
+    assert_eq!(v, verdict);
+    if !stats.is_empty() {
+        assert_eq!(before.changed(), stats);
+    }
+    let e = parse_icmp(&out).unwrap();
+    assert!(
+        e.ip_csum_ok && e.icmp_csum_ok && e.quoted_ip_csum_ok,
+        "{e:?}"
+    );
+    (e, out)
+}
+
 /// ICMP errors about NATed flows are translated like the flow, so they reach the endpoint
 /// that must act on them: an error about a packet we sent to a backend goes to its client
 /// (from the VIP, quoting the packet the client sent), one about a reply we sent to a client
@@ -727,14 +751,12 @@ fn icmp_errors_about_natted_flows_are_translated_both_ways() {
 
     // The backend's port is closed: its kernel quotes our packet (IP header + 8) to SNAT.
     let err = icmp_error("198.18.1.2", SNAT_V4, 3, 3, 0, &fwd, 28);
-    let stats = Stats::snap(&lab);
-    let (verdict, out) = lab.run(&err, lab.ifindex_b).unwrap();
-    assert_eq!(verdict, REDIRECT);
-    assert_eq!(stats.changed(), vec![Stat::FwdIcmp, Stat::Redirect]);
-    let e = parse_icmp(&out).unwrap();
-    assert!(
-        e.ip_csum_ok && e.icmp_csum_ok && e.quoted_ip_csum_ok,
-        "{e:?}"
+    let (e, out) = icmp_answer(
+        &lab,
+        &err,
+        lab.ifindex_b,
+        REDIRECT,
+        &[Stat::FwdIcmp, Stat::Redirect],
     );
     assert_eq!(
         (e.src, e.dst, e.ttl, e.kind, e.code),
@@ -752,14 +774,12 @@ fn icmp_errors_about_natted_flows_are_translated_both_ways() {
     let (verdict, back) = lab.run(&reply.build(), lab.ifindex_b).unwrap();
     assert_eq!(verdict, REDIRECT);
     let err = icmp_error(client, vip, 3, 3, 0, &back, 28);
-    let stats = Stats::snap(&lab);
-    let (verdict, out) = lab.run(&err, lab.ifindex_a).unwrap();
-    assert_eq!(verdict, REDIRECT);
-    assert_eq!(stats.changed(), vec![Stat::FwdIcmp, Stat::Redirect]);
-    let e = parse_icmp(&out).unwrap();
-    assert!(
-        e.ip_csum_ok && e.icmp_csum_ok && e.quoted_ip_csum_ok,
-        "{e:?}"
+    let (e, _) = icmp_answer(
+        &lab,
+        &err,
+        lab.ifindex_a,
+        REDIRECT,
+        &[Stat::FwdIcmp, Stat::Redirect],
     );
     assert_eq!((e.src, e.dst), (ip(SNAT_V4), ip("198.18.1.2")));
     assert_eq!(e.quoted, (ip("198.18.1.2"), 5353, ip(SNAT_V4), f.sport));
@@ -773,13 +793,7 @@ fn icmp_errors_about_natted_flows_are_translated_both_ways() {
         .unwrap();
     let t = parse(&syn).unwrap();
     let err = icmp_error(&t.dst.to_string(), SNAT_V4, 3, 4, 1400, &syn, 1000);
-    let (verdict, out) = lab.run(&err, lab.ifindex_b).unwrap();
-    assert_eq!(verdict, REDIRECT);
-    let e = parse_icmp(&out).unwrap();
-    assert!(
-        e.ip_csum_ok && e.icmp_csum_ok && e.quoted_ip_csum_ok,
-        "{e:?}"
-    );
+    let (e, _) = icmp_answer(&lab, &err, lab.ifindex_b, REDIRECT, &[]);
     assert_eq!((e.kind, e.code, e.info), (3, 4, 1400));
     assert_eq!(e.quoted, (ip(client), 40101, ip(vip), 80));
 
@@ -791,14 +805,13 @@ fn icmp_errors_about_natted_flows_are_translated_both_ways() {
         )
         .unwrap();
     let err = icmp_error("2001:2:1::1", SNAT_V6, 2, 0, 1280, &syn6, 1000);
-    let stats = Stats::snap(&lab);
-    let (verdict, out) = lab.run(&err, lab.ifindex_b).unwrap();
-    assert_eq!(verdict, REDIRECT);
-    assert_eq!(stats.changed(), vec![Stat::FwdIcmp, Stat::Redirect]);
-    let e = parse_icmp(&out).unwrap();
-    assert!(
-        e.icmp_csum_ok,
-        "ICMPv6 checksum over the new addresses: {e:?}"
+    // (The ICMPv6 checksum covers the new outer addresses.)
+    let (e, _) = icmp_answer(
+        &lab,
+        &err,
+        lab.ifindex_b,
+        REDIRECT,
+        &[Stat::FwdIcmp, Stat::Redirect],
     );
     assert_eq!(
         (e.src, e.dst, e.ttl),
@@ -880,16 +893,12 @@ fn packets_too_big_for_the_egress_link_get_icmp_too_big() {
 
     // Client -> VIP, 1440 bytes for a 1400-byte link: the client hears it from the VIP.
     let frame = big(Spec::tcp(client, 40300, vip, 80, ACK)).build();
-    let stats = Stats::snap(&lab);
-    let (verdict, out) = lab.run(&frame, lab.ifindex_a).unwrap();
-    assert_eq!(
-        (verdict, stats.changed()),
-        (TX, vec![Stat::Tx, Stat::IcmpTooBig])
-    );
-    let e = parse_icmp(&out).unwrap();
-    assert!(
-        e.ip_csum_ok && e.icmp_csum_ok && e.quoted_ip_csum_ok,
-        "{e:?}"
+    let (e, out) = icmp_answer(
+        &lab,
+        &frame,
+        lab.ifindex_a,
+        TX,
+        &[Stat::Tx, Stat::IcmpTooBig],
     );
     assert_eq!(
         (e.src, e.dst, e.kind, e.code, e.info),
@@ -910,10 +919,7 @@ fn packets_too_big_for_the_egress_link_get_icmp_too_big() {
         dst_mac: MAC_B,
         ..big(Spec::tcp(&f.dst.to_string(), 8080, SNAT_V4, f.sport, ACK))
     };
-    let (verdict, out) = lab.run(&reply.build(), lab.ifindex_b).unwrap();
-    assert_eq!(verdict, TX);
-    let e = parse_icmp(&out).unwrap();
-    assert!(e.ip_csum_ok && e.icmp_csum_ok, "{e:?}");
+    let (e, _) = icmp_answer(&lab, &reply.build(), lab.ifindex_b, TX, &[]);
     assert_eq!((e.src, e.dst, e.info), (ip(SNAT_V4), f.dst, 1400));
     assert_eq!(e.quoted, (f.dst, 8080, ip(SNAT_V4), f.sport));
 
@@ -926,10 +932,7 @@ fn packets_too_big_for_the_egress_link_get_icmp_too_big() {
         .unwrap();
     assert_eq!(verdict, REDIRECT);
     let frame = big(Spec::tcp("2001:2::2", 40301, "2001:2:ff::10", 80, ACK)).build();
-    let (verdict, out) = lab.run(&frame, lab.ifindex_a).unwrap();
-    assert_eq!(verdict, TX);
-    let e = parse_icmp(&out).unwrap();
-    assert!(e.icmp_csum_ok, "{e:?}");
+    let (e, _) = icmp_answer(&lab, &frame, lab.ifindex_a, TX, &[]);
     assert_eq!(
         (e.src, e.dst, e.kind, e.code, e.info),
         (ip("2001:2:ff::10"), ip("2001:2::2"), 2, 0, 1400)
