@@ -167,8 +167,9 @@ pub enum Classified {
     Passthrough(PassthroughConn),
     /// Any other SNI: terminate TLS on this stream (the ClientHello is still unread in it).
     Terminate(Replay<TcpStream>),
-    /// Plain HTTP, not TLS: answer with [`plain_http::refuse`].
-    PlainHttp(TcpStream),
+    /// Plain HTTP, not TLS: answer with [`plain_http::refuse`], holding the permit (the
+    /// answer lingers up to 2 s, and such connections stay bounded like pending hellos).
+    PlainHttp(TcpStream, tokio::sync::OwnedSemaphorePermit),
     /// Closed; the reason was logged.
     Reject(RejectReason),
 }
@@ -320,7 +321,7 @@ impl Passthrough {
 
     /// Peeks at the ClientHello (bounded in bytes, time and concurrency) and decides.
     pub async fn classify(&self, stream: TcpStream) -> Classified {
-        let Ok(_permit) = self.handshakes.clone().try_acquire_owned() else {
+        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
             tracing::warn!(
                 peer = ?stream.peer_addr().ok(),
                 "passthrough: closing connection: too many pending ClientHellos"
@@ -333,7 +334,7 @@ impl Passthrough {
                 if plain_http::looks_like_http(b) =>
             {
                 tracing::debug!(peer = ?stream.peer_addr().ok(), "plain HTTP on the HTTPS port");
-                return Classified::PlainHttp(stream);
+                return Classified::PlainHttp(stream, permit);
             }
             Err(e) => {
                 tracing::info!(peer = ?stream.peer_addr().ok(), reason = %e, "passthrough: closing connection before TLS");
@@ -441,7 +442,7 @@ impl Passthrough {
                 self.metrics.count(Outcome::Terminated);
                 Some(s)
             }
-            Classified::PlainHttp(stream) => {
+            Classified::PlainHttp(stream, _permit) => {
                 self.metrics.count(Outcome::PlainHttp);
                 plain_http::refuse(stream).await;
                 None
