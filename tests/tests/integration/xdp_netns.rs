@@ -18,6 +18,9 @@ use tests::{
     topology::{backend_ip, Conn, FarClient, Server, Topology, FAR_CLIENT, SNAT},
 };
 
+/// The node's IPv6 SNAT address (the IPv6 test adds it to the node's loopback).
+const SNAT_V6: &str = "2001:2:ff::1";
+
 fn service(backends: &[usize]) -> L4Service {
     L4Service {
         origin: ObjectRef::default(),
@@ -62,7 +65,8 @@ impl Node {
         }
         let snat = SnatSettings {
             v4: Some(SNAT.parse().unwrap()),
-            v6: None,
+            // Used only by the IPv6 test, which gives the node this address.
+            v6: Some(SNAT_V6.parse().unwrap()),
             port_min: 20000,
             port_max: 29999,
             timeouts: Default::default(),
@@ -406,6 +410,67 @@ fn the_client_learns_the_mtu_of_the_nodes_link_to_the_backend_and_replies_are_fr
     let c = node.dp.counters().unwrap();
     assert!(c.stat(Stat::IcmpTooBig).unwrap().packets >= 1);
     assert!(c.stat(Stat::PassTooBig).unwrap().packets >= 1);
+    drop(node);
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+/// The same with IPv6 and real kernels: a backend's ICMPv6 "port unreachable" to the SNAT
+/// address reaches the client's connected socket as ECONNREFUSED, so the translated error's
+/// addresses, ports and pseudo-header checksum are what a Linux stack accepts.
+#[test]
+fn icmpv6_errors_reach_the_client_of_a_natted_flow() {
+    use std::net::UdpSocket;
+    let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
+    for (ns, cmds) in [
+        (
+            &topo.client,
+            vec![
+                "ip -6 addr add 2001:2::2/64 dev eth0 nodad",
+                "ip -6 route add default via 2001:2::1",
+            ],
+        ),
+        (
+            &topo.backends[0],
+            vec![
+                "ip -6 addr add 2001:2:1::2/64 dev eth0 nodad",
+                "ip -6 route add default via 2001:2:1::1",
+            ],
+        ),
+        (
+            &topo.node,
+            vec![
+                "sysctl -qw net.ipv6.conf.all.forwarding=1",
+                "ip -6 addr add 2001:2::1/64 dev nc nodad",
+                "ip -6 addr add 2001:2:1::1/64 dev nb1 nodad",
+                "ip -6 addr add 2001:2:ff::1/128 dev lo",
+            ],
+        ),
+    ] {
+        for cmd in cmds {
+            ns.run(cmd).unwrap();
+        }
+    }
+    let udp6 = L4Service {
+        origin: ObjectRef::default(),
+        vip: "2001:2:ff::10".parse().unwrap(),
+        port: 54,
+        protocol: L4Protocol::Udp,
+        backends: vec!["[2001:2:1::2]:54".parse().unwrap()],
+    };
+    let node = Node::start(&topo, &[udp6], &["2001:2:1::2"]);
+    let client = in_ns(&topo.client, || UdpSocket::bind("[::]:0"))
+        .unwrap()
+        .unwrap();
+    client.connect("[2001:2:ff::10]:54").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert!(
+        refused_after_sending(&client, 3),
+        "the client never heard of the closed backend port"
+    );
+    let c = node.dp.counters().unwrap();
+    assert!(c.stat(Stat::FwdIcmp).unwrap().packets >= 1);
     drop(node);
     std::thread::sleep(Duration::from_millis(10));
 }
