@@ -416,9 +416,11 @@ fn the_client_learns_the_mtu_of_the_nodes_link_to_the_backend_and_replies_are_fr
 
 /// The same with IPv6 and real kernels: a backend's ICMPv6 "port unreachable" to the SNAT
 /// address reaches the client's connected socket as ECONNREFUSED, so the translated error's
-/// addresses, ports and pseudo-header checksum are what a Linux stack accepts.
+/// addresses, ports and pseudo-header checksum are what a Linux stack accepts; and a datagram
+/// too big for the node's link to the backend gets the client "packet too big" (its route to
+/// the VIP learns the MTU, its socket reports EMSGSIZE).
 #[test]
-fn icmpv6_errors_reach_the_client_of_a_natted_flow() {
+fn icmpv6_errors_and_too_big_reach_the_client_of_a_natted_flow() {
     use std::net::UdpSocket;
     let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
     for (ns, cmds) in [
@@ -469,8 +471,41 @@ fn icmpv6_errors_reach_the_client_of_a_natted_flow() {
         refused_after_sending(&client, 3),
         "the client never heard of the closed backend port"
     );
+
+    // A 1400-byte datagram (1448 on the wire) for a 1280-byte link. (veth hands XDP_TX
+    // frames only to a peer running an XDP program: the client's end gets one.)
+    let _pass = {
+        let _in_client = topo.client.enter().unwrap();
+        let mut pass = Fixture::load("xdp_pass").unwrap();
+        pass.attach("eth0").unwrap();
+        pass
+    };
+    topo.node.run("ip link set nb1 mtu 1280").unwrap();
+    let big = in_ns(&topo.client, || UdpSocket::bind("[::]:0"))
+        .unwrap()
+        .unwrap();
+    big.connect("[2001:2:ff::10]:54").unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 64];
+    let mut too_big = false;
+    for _ in 0..3 {
+        if let Err(e) = big.send(&[b'x'; 1400]).and_then(|_| big.recv(&mut buf)) {
+            if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                too_big = true;
+                break;
+            }
+        }
+    }
+    assert!(too_big, "the client never heard its datagram was too big");
+    let route = topo.client.run("ip -6 route get 2001:2:ff::10").unwrap();
+    assert!(
+        route.contains("mtu 1280"),
+        "client's path MTU to the VIP: {route}"
+    );
+
     let c = node.dp.counters().unwrap();
     assert!(c.stat(Stat::FwdIcmp).unwrap().packets >= 1);
+    assert!(c.stat(Stat::IcmpTooBig).unwrap().packets >= 1);
     drop(node);
     std::thread::sleep(Duration::from_millis(10));
 }
