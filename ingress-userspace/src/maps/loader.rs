@@ -160,6 +160,13 @@ const PINNED_MAPS: &[&str] = &[
     names::JUMPS,
 ];
 
+/// Whether `ifname` is a virtual device (veth, bridge, tunnel): sysfs files those under
+/// `/sys/devices/virtual`.
+fn is_virtual(ifname: &str) -> bool {
+    std::fs::canonicalize(format!("/sys/class/net/{ifname}"))
+        .is_ok_and(|p| p.starts_with("/sys/devices/virtual"))
+}
+
 /// Loads (verifies) the XDP program `name` of the object.
 fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, LoadError> {
     let prog: &mut Xdp = ebpf
@@ -328,7 +335,15 @@ impl Datapath {
             (id, XdpMode::Skb)
         } else {
             match prog.attach(ifname, XdpMode::Driver) {
-                Ok(id) => (id, XdpMode::Driver),
+                Ok(id) => {
+                    if is_virtual(ifname) {
+                        warn!(
+                            interface = ifname,
+                            "native XDP on a virtual interface: a veth forwards the frames XDP sends out of it only if its peer runs an XDP program or has GRO on; if L4 traffic does not flow (kind and some VM setups), run with --xdp-generic"
+                        );
+                    }
+                    (id, XdpMode::Driver)
+                }
                 Err(aya::programs::ProgramError::UnknownInterface { name }) => {
                     return Err(LoadError::UnknownInterface(name));
                 }
