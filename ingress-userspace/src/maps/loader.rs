@@ -489,3 +489,14 @@ fn raise_memlock() {
         tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_virtual;
+
+    #[test]
+    fn loopback_is_virtual_and_unknown_names_are_not() {
+        assert!(is_virtual("lo"));
+        assert!(!is_virtual("no-such-interface0"));
+    }
+}
