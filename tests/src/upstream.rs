@@ -304,6 +304,22 @@ pub async fn websocket_echo() -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     Ok((addr, task))
 }
 
+/// Reads from `s` until a whole request head (up to its blank line) has arrived; `None` when
+/// the connection ends first. What follows the head in the last read is dropped: for
+/// upstreams that answer heads, not bodies.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(k) => head.extend_from_slice(&buf[..k]),
+        }
+    }
+    Some(head)
+}
+
 /// A raw TCP upstream on loopback: every accepted connection (numbered from 1) is handed to
 /// `serve` on a task of its own. Stops accepting when dropped.
 pub struct RawUpstream {
@@ -370,15 +386,10 @@ pub struct OneShot;
 impl OneShot {
     /// Starts one on loopback.
     pub async fn start(linger: Duration) -> anyhow::Result<RawUpstream> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         RawUpstream::start(move |mut s, n| async move {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(k) => head.extend_from_slice(&buf[..k]),
-                }
+            if read_head(&mut s).await.is_none() {
+                return;
             }
             let body = format!("conn {n}");
             let answer = format!(

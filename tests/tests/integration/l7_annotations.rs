@@ -603,15 +603,10 @@ async fn l7_h2_upload_answered_early_is_drained_not_reset() -> anyhow::Result<()
 /// 413): the client's HTTP/2 stream is drained, not reset under its upload.
 #[tokio::test]
 async fn l7_h2_upload_answered_early_by_the_upstream_is_drained_not_reset() -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let up = RawUpstream::start(|mut s, _| async move {
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(k) => head.extend_from_slice(&buf[..k]),
-            }
+        if read_head(&mut s).await.is_none() {
+            return;
         }
         let _ = s
             .write_all(

@@ -274,18 +274,9 @@ async fn l7_h2_cookie_lines_are_joined_for_http1_upstreams() -> anyhow::Result<(
 /// Content-Length, which would cut or stall the response and the next one on the connection.
 #[tokio::test]
 async fn l7_upstream_with_length_and_chunked_reaches_the_client_whole() -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let up = RawUpstream::start(|mut s, _| async move {
-        let mut buf = [0u8; 4096];
-        let mut head = Vec::new();
-        loop {
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(k) => head.extend_from_slice(&buf[..k]),
-                }
-            }
-            head.clear();
+        while read_head(&mut s).await.is_some() {
             let answer = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\
                           transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
             if s.write_all(answer.as_bytes()).await.is_err() {

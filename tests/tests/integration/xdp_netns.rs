@@ -292,6 +292,16 @@ fn path_mtu_discovery_works_through_the_vip() {
     std::thread::sleep(Duration::from_millis(10));
 }
 
+/// An XDP program passing everything on the client's end of its link: veth hands the frames
+/// XDP sends back out of a link (XDP_TX) only to a peer running an XDP program of its own (a
+/// quirk of veth, not of NICs). Detached when dropped.
+fn pass_everything_at_the_client(topo: &Topology) -> Fixture {
+    let _in_client = topo.client.enter().unwrap();
+    let mut pass = Fixture::load("xdp_pass").unwrap();
+    pass.attach("eth0").unwrap();
+    pass
+}
+
 /// Sends without DF from `sock` (IP_PMTUDISC_DONT), as many UDP servers do.
 fn allow_fragments(sock: &std::net::UdpSocket) {
     use std::os::fd::AsRawFd;
@@ -320,14 +330,7 @@ fn the_client_learns_the_mtu_of_the_nodes_link_to_the_backend_and_replies_are_fr
     use std::net::UdpSocket;
     let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
     topo.node.run("ip link set nb1 mtu 1280").unwrap();
-    // veth hands XDP_TX frames only to a peer running an XDP program of its own (a quirk of
-    // veth, not of NICs): the client's end gets one that passes everything.
-    let _pass = {
-        let _in_client = topo.client.enter().unwrap();
-        let mut pass = Fixture::load("xdp_pass").unwrap();
-        pass.attach("eth0").unwrap();
-        pass
-    };
+    let _pass = pass_everything_at_the_client(&topo);
     let server = in_ns(&topo.backends[0], || UdpSocket::bind("0.0.0.0:53"))
         .unwrap()
         .unwrap();
@@ -472,14 +475,8 @@ fn icmpv6_errors_and_too_big_reach_the_client_of_a_natted_flow() {
         "the client never heard of the closed backend port"
     );
 
-    // A 1400-byte datagram (1448 on the wire) for a 1280-byte link. (veth hands XDP_TX
-    // frames only to a peer running an XDP program: the client's end gets one.)
-    let _pass = {
-        let _in_client = topo.client.enter().unwrap();
-        let mut pass = Fixture::load("xdp_pass").unwrap();
-        pass.attach("eth0").unwrap();
-        pass
-    };
+    // A 1400-byte datagram (1448 on the wire) for a 1280-byte link.
+    let _pass = pass_everything_at_the_client(&topo);
     topo.node.run("ip link set nb1 mtu 1280").unwrap();
     let big = in_ns(&topo.client, || UdpSocket::bind("[::]:0"))
         .unwrap()
