@@ -18,7 +18,13 @@ pub fn now() -> u32 {
 /// Whether a cached hop can be used at `now`.
 #[inline(always)]
 pub fn fresh(h: &Hop, now: u32) -> bool {
-    h.stamp_jiffies != 0 && now.wrapping_sub(h.stamp_jiffies) < HOP_TTL_JIFFIES
+    fresh_stamp(h.stamp_jiffies, now)
+}
+
+/// Whether something stamped at `stamp` (jiffies; 0 = never) is within the hop TTL at `now`.
+#[inline(always)]
+pub fn fresh_stamp(stamp: u32, now: u32) -> bool {
+    stamp != 0 && now.wrapping_sub(stamp) < HOP_TTL_JIFFIES
 }
 
 /// The next hop for `q`: from `cache` when fresh, else looked up (and stored in `cache`).

@@ -4,10 +4,9 @@
 //!
 //! The device MTU (`bpf_check_mtu`, a helper call costing ~35 ns here) is cached per CPU and
 //! egress interface and trusted for the next-hop TTL, as the next hop itself is.
-use aya_ebpf::{helpers::bpf_check_mtu, programs::XdpContext, EbpfContext};
-use ingress_common::conntrack::HOP_TTL_JIFFIES;
-
+use super::hop;
 use crate::maps::{EGRESS_MTU, MTU_SLOTS};
+use aya_ebpf::{helpers::bpf_check_mtu, programs::XdpContext, EbpfContext};
 
 /// Every IP link carries this much (IPv6's minimum MTU; IPv4 links below it are not seen in
 /// practice): smaller packets skip the check, so ACKs and small requests never pay for it.
@@ -22,8 +21,7 @@ pub fn exceeded(ctx: &XdpContext, ifindex: u32, ip_len: u16, now: u32) -> Option
     let slot = EGRESS_MTU.get_ptr_mut(ifindex % MTU_SLOTS)?;
     // SAFETY: this CPU's slot of a per-CPU array, used by this packet only.
     let s = unsafe { &mut *slot };
-    let fresh = s.stamp_jiffies != 0 && now.wrapping_sub(s.stamp_jiffies) < HOP_TTL_JIFFIES;
-    if s.ifindex != ifindex || !fresh {
+    if s.ifindex != ifindex || !hop::fresh_stamp(s.stamp_jiffies, now) {
         // In: 0, so the helper measures the frame itself; out: the device MTU, either way.
         s.mtu = 0;
         // SAFETY: plain helper call; it writes the u32 it is given, in this CPU's slot.

@@ -1,8 +1,8 @@
 //! Header rewrite: addresses, ports, TTL, MACs, with incremental checksum updates.
 use aya_ebpf::programs::XdpContext;
-use ingress_common::l4::{FAMILY_V6, PROTO_UDP};
+use ingress_common::l4::{LbConfig, FAMILY_V6, PROTO_UDP};
 
-use super::csum::Delta;
+use super::{copy_addr, csum::Delta};
 use crate::parse::{read, write, Truncated};
 
 /// The addressing of a packet: before or after translation. Ports in network byte order.
@@ -93,4 +93,20 @@ pub fn rewrite_ip(
         write(ctx, l3_off + 16, new.dst[0])?;
     }
     Ok(())
+}
+
+/// The node's SNAT address for the family (`v6`), as an address array.
+#[inline(always)]
+pub fn snat_addr(cfg: &LbConfig, v6: bool) -> [u32; 4] {
+    if v6 {
+        copy_addr(&cfg.snat_v6)
+    } else {
+        [cfg.snat_v4, 0, 0, 0]
+    }
+}
+
+/// Whether `port_be` (network order) is one of the SNAT ports handed out.
+#[inline(always)]
+pub fn in_snat_range(port_be: u16, cfg: &LbConfig) -> bool {
+    (u16::from_be(port_be).wrapping_sub(cfg.port_min) as u32) < cfg.port_count as u32
 }

@@ -16,7 +16,7 @@ use crate::{
         fib::FibQuery,
         hop,
         icmp::{self, ICMP_HLEN},
-        nat::Tuple,
+        nat::{self, Tuple},
     },
     maps::{CONNTRACK, LB_CONFIG, REPLY_NAT},
     parse::{
@@ -108,13 +108,7 @@ fn translation(
     cfg: &LbConfig,
     v6: bool,
 ) -> Option<(Tuple, Tuple, u32)> {
-    let snat = if v6 {
-        copy_addr(&cfg.snat_v6)
-    } else {
-        [cfg.snat_v4, 0, 0, 0]
-    };
-    let port = u16::from_be(quoted.sport).wrapping_sub(cfg.port_min) as u32;
-    if quoted.src == snat && port < cfg.port_count as u32 {
+    if quoted.src == nat::snat_addr(cfg, v6) && nat::in_snat_range(quoted.sport, cfg) {
         // About a packet we sent to a backend: the client hears of the packet it sent, from
         // the VIP it sent it to.
         // SAFETY: fields are copied out at once.

@@ -191,15 +191,10 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
     };
     // The SNAT address is usually the node's own: its ssh, kubelet and API traffic must not
     // pay a hash lookup, and only ports we hand out can carry a reply.
-    if is_snat && in_snat_range(ports.dport, cfg) {
+    if is_snat && nat::in_snat_range(ports.dport, cfg) {
         return reply(ctx, &layout, &l3, &tuple, ports.closing);
     }
     Outcome::pass(Stat::PassNotOurs)
-}
-
-#[inline(always)]
-fn in_snat_range(port_be: u16, cfg: &LbConfig) -> bool {
-    (u16::from_be(port_be).wrapping_sub(cfg.port_min) as u32) < cfg.port_count as u32
 }
 
 #[inline(always)]
@@ -385,11 +380,7 @@ fn new_flow(
     let key = &scratch.key;
     let secs = expiry::now_secs();
     scratch.reply = reply_entry(key, meta.id, secs);
-    let snat = if v6 {
-        copy_addr(&cfg.snat_v6)
-    } else {
-        [cfg.snat_v4, 0, 0, 0]
-    };
+    let snat = nat::snat_addr(cfg, v6);
     scratch.rkey = FlowKey {
         src: copy_addr(&backend.addr),
         dst: snat,
@@ -583,12 +574,7 @@ fn emit(
     let ingress = ctx.ingress_ifindex() as u32;
     let hop = match verdict::usable(next, layout.vlan, ingress) {
         Ok(h) => h,
-        Err(s) => {
-            if pass_translated && nat::rewrite(ctx, layout, old, new).is_err() {
-                return Outcome::drop(Stat::DropMalformed, vip_id);
-            }
-            return Outcome::pass_vip(s, vip_id);
-        }
+        Err(s) => return to_stack(ctx, layout, old, new, pass_translated, s, vip_id),
     };
     if let Some(out) = too_big(ctx, layout, old, new, &hop, vip_id, pass_translated) {
         return out;
@@ -597,6 +583,24 @@ fn emit(
         return Outcome::drop(Stat::DropMalformed, vip_id);
     }
     verdict::transmit(ctx, &hop, ingress, stat, vip_id)
+}
+
+/// Hands the packet to the stack under `stat`: rewritten from `old` to `new` first when
+/// `translated`, else as it came.
+#[inline(always)]
+fn to_stack(
+    ctx: &XdpContext,
+    layout: &Layout,
+    old: &Tuple,
+    new: &Tuple,
+    translated: bool,
+    stat: Stat,
+    vip_id: u32,
+) -> Outcome {
+    if translated && nat::rewrite(ctx, layout, old, new).is_err() {
+        return Outcome::drop(Stat::DropMalformed, vip_id);
+    }
+    Outcome::pass_vip(stat, vip_id)
 }
 
 /// A packet too big for its egress link, not yet rewritten: `xdp_too_big` answers its sender
@@ -625,10 +629,15 @@ fn too_big(
         if !pass_translated {
             return Some(Outcome::drop(Stat::DropTooBig, vip_id));
         }
-        if nat::rewrite(ctx, layout, old, new).is_err() {
-            return Some(Outcome::drop(Stat::DropMalformed, vip_id));
-        }
-        return Some(Outcome::pass_vip(Stat::PassTooBig, vip_id));
+        return Some(to_stack(
+            ctx,
+            layout,
+            old,
+            new,
+            true,
+            Stat::PassTooBig,
+            vip_id,
+        ));
     }
     let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot, read by the tail-called program on this CPU.
