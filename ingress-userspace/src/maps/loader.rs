@@ -193,6 +193,7 @@ fn load_jumps(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             source,
         }
     };
+    let mut fds = Vec::with_capacity(JUMP_PROGRAMS.len());
     for &(slot, name) in JUMP_PROGRAMS {
         let fd = load_xdp(ebpf, name)?
             .fd()
@@ -202,11 +203,14 @@ fn load_jumps(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             })?
             .try_clone()
             .map_err(io_err(format!("{name} fd")))?;
-        let map = ebpf
-            .map_mut(names::JUMPS)
-            .ok_or(MapError::Missing(names::JUMPS))?;
-        let mut jumps = aya::maps::ProgramArray::try_from(map).map_err(map_err("open"))?;
-        jumps.set(slot, &fd, 0).map_err(map_err("set slot"))?;
+        fds.push((slot, fd));
+    }
+    let map = ebpf
+        .map_mut(names::JUMPS)
+        .ok_or(MapError::Missing(names::JUMPS))?;
+    let mut jumps = aya::maps::ProgramArray::try_from(map).map_err(map_err("open"))?;
+    for (slot, fd) in &fds {
+        jumps.set(*slot, fd, 0).map_err(map_err("set slot"))?;
     }
     Ok(())
 }

@@ -92,15 +92,13 @@ async fn pipeline(
             return ProxyError::BadRequest.response();
         }
     };
+    let route_path = normalized.as_deref().unwrap_or(req.uri().path());
     if req.method() == Method::CONNECT {
         // Not a forward proxy: nothing behind an Ingress expects a tunnel request.
         return errors::status_response(StatusCode::METHOD_NOT_ALLOWED);
     }
-    let matched = {
-        let host = request_host(&req);
-        let path = normalized.as_deref().unwrap_or(req.uri().path());
-        config.routes.find(&host, path)
-    };
+    let host = request_host(&req);
+    let matched = config.routes.find(&host, route_path);
     let Some(m) = matched else {
         return ProxyError::NotFound.response();
     };
@@ -111,7 +109,6 @@ async fn pipeline(
 
     // Rewrite phase: redirects.
     if !conn.tls {
-        let host = request_host(&req);
         let https_port = shared.options.https_port;
         if let Some(r) = redirect::ssl_redirect(policy, m.host_tls, &host, req.uri(), https_port) {
             return r;
@@ -120,7 +117,7 @@ async fn pipeline(
     if let Some(r) = redirect::fixed(policy) {
         return r;
     }
-    if let Some(r) = redirect::app_root(policy, normalized.as_deref().unwrap_or(req.uri().path())) {
+    if let Some(r) = redirect::app_root(policy, route_path) {
         return r;
     }
     // Preaccess and access phases.
@@ -183,15 +180,9 @@ async fn pipeline(
     });
 
     // The request as it goes upstream.
-    let upgrading = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
-    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let path_and_query = match (&policy.rewrite_target, m.route) {
         (Some(t), Some(route)) => {
-            let path = rewrite::rewrite_path(
-                &route.path,
-                t,
-                normalized.as_deref().unwrap_or(req.uri().path()),
-            );
+            let path = rewrite::rewrite_path(&route.path, t, route_path);
             let path = target::encode_path(&path);
             let pq = match req.uri().query() {
                 Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
@@ -208,6 +199,8 @@ async fn pipeline(
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
+    let upgrading = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let authority = req.uri().authority().cloned().or_else(|| {
         req.headers()
             .get(header::HOST)
