@@ -33,8 +33,14 @@ pub struct Hop {
 /// any of these bounds is short enough for a route change and long enough to be cheap.
 pub const HOP_TTL_JIFFIES: u32 = 256;
 
-/// `seen` of a flow entry: the seconds part (coarse monotonic clock, wrapping in 30 bits).
-pub const SEEN_SECS: u32 = (1 << 30) - 1;
+/// `seen` of a flow entry: the seconds part (coarse monotonic clock, wrapping in 29 bits).
+pub const SEEN_SECS: u32 = (1 << 29) - 1;
+/// `seen` of a reply entry: the backend has answered (a packet came back through it). Until
+/// then the flow is held only for `LbConfig::unreplied_secs` of quiet, so a flood of SYNs
+/// or one-way datagrams to a VIP cannot hold SNAT ports for the established timeout.
+pub const SEEN_REPLIED: u32 = 1 << 29;
+/// The flag bits of `seen`: they stay set once set.
+pub const SEEN_FLAGS: u32 = !SEEN_SECS;
 /// `seen` of a flow entry: a FIN was seen in this direction.
 pub const SEEN_FIN: u32 = 1 << 30;
 /// `seen` of a flow entry: an RST was seen in this direction.
@@ -57,8 +63,8 @@ pub struct FlowNat {
     /// Next hop towards the backend.
     pub hop: Hop,
     /// When a packet of this direction was last seen, to within the hop TTL (refreshed with
-    /// the hop, and on FIN or RST), and the `SEEN_FIN`/`SEEN_RST` bits: what decides when the
-    /// flow's SNAT port may be given to another flow.
+    /// the hop, and on FIN or RST), and the `SEEN_FIN`/`SEEN_RST` (and, in reply entries,
+    /// `SEEN_REPLIED`) bits: what decides when the flow's SNAT port may go to another flow.
     pub seen: u32,
 }
 

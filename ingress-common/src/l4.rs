@@ -101,10 +101,13 @@ pub struct LbConfig {
     pub tcp_close_secs: u32,
     /// Seconds after which the SNAT port of a UDP flow with no packets may be reused.
     pub udp_secs: u32,
+    /// Seconds after which the SNAT port of a flow the backend never answered (TCP or UDP)
+    /// may be reused, if shorter than the timeouts above.
+    pub unreplied_secs: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipMeta>() == 8);
 const _: () = assert!(core::mem::size_of::<VipAddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Backend>() == 20);
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 44);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 48);

@@ -118,6 +118,7 @@ fn snat_settings(args: &RunArgs) -> anyhow::Result<SnatSettings> {
             tcp_time_wait: args.xdp.conntrack_tcp_timeout_time_wait,
             tcp_close: args.xdp.conntrack_tcp_timeout_close,
             udp: args.xdp.conntrack_udp_timeout,
+            unreplied: args.xdp.conntrack_unreplied_timeout,
         },
     };
     if !args.xdp.interfaces.is_empty() && snat.v4.is_none() && snat.v6.is_none() {

@@ -161,6 +161,11 @@ pub struct XdpArgs {
     /// How long a UDP flow may go without packets before its SNAT port may go to a new flow.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub conntrack_udp_timeout: std::time::Duration,
+    /// How long a flow the backend never answered (TCP or UDP) may go without packets before
+    /// its SNAT port may go to a new flow: SYN floods and one-way datagrams hold ports this
+    /// long, not the established timeout (Linux conntrack: 30 s for unreplied UDP).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub conntrack_unreplied_timeout: std::time::Duration,
     /// VIP capacity of the kernel maps.
     #[arg(long, default_value_t = ingress_common::maps::DEFAULT_MAX_VIPS)]
     pub max_vips: u32,

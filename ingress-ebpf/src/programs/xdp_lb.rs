@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use ingress_common::{
-    conntrack::{FlowKey, FlowNat, Hop, ReplyNat, SEEN_SECS},
+    conntrack::{FlowKey, FlowNat, Hop, ReplyNat, SEEN_REPLIED, SEEN_SECS},
     counters::Stat,
     l4::{
         vip_filter_bit, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6,
@@ -64,7 +64,9 @@ fn owns_port(scratch: &mut Scratch, nat: &FlowNat) -> bool {
         }
         return ours;
     }
-    scratch.reply = reply_entry(key, nat.vip_id, nat.seen & SEEN_SECS);
+    // A flow old enough to have lost its reply entry to the LRU is taken as answered: it
+    // must not fall under the short timeout of flows nobody replied to.
+    scratch.reply = reply_entry(key, nat.vip_id, (nat.seen & SEEN_SECS) | SEEN_REPLIED);
     if REPLY_NAT
         .insert(&scratch.rkey, &scratch.reply, BPF_NOEXIST as u64)
         .is_ok()
@@ -537,10 +539,12 @@ fn reply(ctx: &XdpContext, layout: &Layout, l3: &L3, t: &Tuple, closing: u32) ->
     let vip_id = r.vip_id;
     let now = hop::now();
     if closing != 0 || !hop::fresh(&r.hop, now) {
+        // The first reply always lands here (a new entry has no hop): it marks the flow as
+        // answered.
         // SAFETY: the seen field of the same live value.
         expiry::touch(
             unsafe { &raw mut (*entry).seen },
-            closing,
+            closing | SEEN_REPLIED,
             expiry::now_secs(),
         );
     }

@@ -28,7 +28,7 @@ fn snat_line(cfg: &LbConfig) -> String {
     let max = u32::from(cfg.port_min) + u32::from(cfg.port_count).saturating_sub(1);
     format!(
         "SNAT {v4} / {v6}, ports {}-{max}, {}; a port is reused after close {} s, \
-         time-wait {} s, established {} s, udp {} s",
+         time-wait {} s, established {} s, udp {} s, unreplied {} s",
         cfg.port_min,
         if cfg.ready != 0 {
             "ready"
@@ -39,6 +39,7 @@ fn snat_line(cfg: &LbConfig) -> String {
         cfg.tcp_time_wait_secs,
         cfg.tcp_established_secs,
         cfg.udp_secs,
+        cfg.unreplied_secs,
     )
 }
 

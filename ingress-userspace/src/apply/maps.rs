@@ -53,6 +53,9 @@ pub struct FlowTimeouts {
     pub tcp_close: Duration,
     /// UDP flow without packets.
     pub udp: Duration,
+    /// Flow the backend never answered (a SYN flood, one-way datagrams), without packets,
+    /// when shorter than the above.
+    pub unreplied: Duration,
 }
 
 impl Default for FlowTimeouts {
@@ -63,6 +66,7 @@ impl Default for FlowTimeouts {
             tcp_time_wait: Duration::from_secs(120),
             tcp_close: Duration::from_secs(10),
             udp: Duration::from_secs(120),
+            unreplied: Duration::from_secs(30),
         }
     }
 }
@@ -221,6 +225,7 @@ impl<W: MapWriter> L4Applier<W> {
         cfg.tcp_time_wait_secs = kernel_secs(snat.timeouts.tcp_time_wait);
         cfg.tcp_close_secs = kernel_secs(snat.timeouts.tcp_close);
         cfg.udp_secs = kernel_secs(snat.timeouts.udp);
+        cfg.unreplied_secs = kernel_secs(snat.timeouts.unreplied);
         cfg.port_min = snat.port_min;
         cfg.port_count = snat
             .port_max

@@ -528,7 +528,55 @@ fn short_timeouts(tcp_close: u64, tcp_time_wait: u64, udp: u64) -> FlowTimeouts 
         tcp_time_wait: Duration::from_secs(tcp_time_wait),
         tcp_close: Duration::from_secs(tcp_close),
         udp: Duration::from_secs(udp),
+        unreplied: Duration::from_secs(30),
     }
+}
+
+/// A flow the backend never answered (a SYN flood, one-way datagrams) holds its SNAT port
+/// only for the unreplied timeout, not the established one; once a reply came back through
+/// it, the flow keeps its port as before. One SNAT port, as above.
+#[test]
+fn unanswered_flows_give_their_snat_ports_back_sooner() {
+    let timeouts = FlowTimeouts {
+        unreplied: Duration::from_secs(1),
+        ..short_timeouts(3600, 3600, 3600)
+    };
+    let lab = XdpLab::with_timeouts(&lab_services(), (20000, 20000), timeouts).unwrap();
+    let flow = |i: u16, flags| Spec::tcp("198.18.0.2", 10000 + i, "198.19.0.11", 80, flags);
+    let send = |spec: Spec| lab.run(&spec.build(), lab.ifindex_a).unwrap().0;
+    let forwarded = |v: u32| v == TX || v == REDIRECT;
+    let wait = |ms| std::thread::sleep(Duration::from_millis(ms));
+
+    // A SYN nobody answers: its port is held while it is retried, then given back.
+    assert!(forwarded(send(flow(0, SYN))));
+    assert_eq!(send(flow(1, SYN)), DROP, "port given away at once");
+    wait(2500);
+    let reused = packets(&lab, Stat::NatPortReused);
+    assert!(
+        forwarded(send(flow(1, SYN))),
+        "unanswered flow kept its port"
+    );
+    assert_eq!(packets(&lab, Stat::NatPortReused) - reused, 1);
+
+    // The backend answers flow 1: from then on the established timeout (1 h) holds.
+    let answer = Spec::tcp("198.18.0.3", 8080, SNAT_V4, 20000, SYN | ACK);
+    assert!(forwarded(send(answer)));
+    wait(2500);
+    assert_eq!(send(flow(2, SYN)), DROP, "an answered flow lost its port");
+    assert!(
+        forwarded(send(flow(1, ACK))),
+        "the answered flow no longer forwards"
+    );
+
+    // UDP: a datagram nobody answers holds its port for the unreplied timeout only.
+    let dgram = |port: u16| Spec::udp("198.18.0.2", port, "198.19.0.10", 53);
+    assert!(forwarded(send(dgram(7000))));
+    assert_eq!(send(dgram(7001)), DROP);
+    wait(2500);
+    assert!(
+        forwarded(send(dgram(7001))),
+        "one-way UDP flow kept its port"
+    );
 }
 
 /// Nothing deletes flow entries but LRU eviction, so before `expiry` a backend's SNAT ports
