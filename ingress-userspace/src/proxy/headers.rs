@@ -23,6 +23,24 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Drops request headers whose names contain `_`, as nginx does by default
+/// (`underscores_in_headers off`, ingress-nginx `enable-underscores-in-headers: false`): CGI,
+/// WSGI and PHP servers read `X_Forwarded_For` as `X-Forwarded-For`, so a client could pass
+/// forged forwarding headers beside the ones the proxy sets.
+pub fn drop_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
 /// Removes hop-by-hop headers: those listed in `Connection`, `Connection` itself,
 /// `Keep-Alive`, `Proxy-*`, `TE` (except a `trailers` request), `Trailer`,
 /// `Transfer-Encoding`, and `Upgrade` unless the exchange is an upgrade (then `Connection:
@@ -311,5 +329,18 @@ mod tests {
         assert_eq!(request_id(&h), "given-1");
         let h = map(&[("x-request-id", "has space")]);
         assert_eq!(request_id(&h).len(), 32);
+    }
+
+    #[test]
+    fn underscored_request_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("x_forwarded_for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-real_ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        drop_underscored(&mut h);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept", "x-forwarded-for"]);
     }
 }

@@ -101,20 +101,46 @@ impl FramingFlag {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Longest header-name prefix we classify (`transfer-encoding:`).
-const PREFIX: usize = 18;
+/// Longest header line start we keep: a `Content-Length` line with its value and some
+/// whitespace fits; a longer one of those fails closed.
+const LINE: usize = 64;
 
-/// Scans header lines for `Content-Length:` and `Transfer-Encoding:` in one block.
+/// Where the scanner is in the inbound HTTP/1 byte stream. Bodies are skipped by their own
+/// framing, as hyper reads them, so header-looking lines inside a body are never taken for a
+/// head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Lines of a request head (request line included).
+    Head,
+    /// This many more body bytes (Content-Length).
+    Body(u64),
+    /// A chunk-size line: the size so far, and whether the hex digits ended (extension).
+    ChunkSize { size: u64, ext: bool },
+    /// This many more chunk-data bytes, then the line break after them.
+    ChunkData(u64),
+    /// The line break after chunk data.
+    ChunkEnd,
+    /// Trailer lines after the last chunk, until an empty line.
+    Trailers,
+}
+
+/// Follows the HTTP/1 request stream (heads, then bodies by their framing) and spots a head
+/// with both `Content-Length` and `Transfer-Encoding`.
 #[derive(Debug)]
 struct Scanner {
     preface_seen: usize,
+    /// Nothing more to check: HTTP/2, or a stream hyper itself refuses and closes.
     disabled: bool,
-    collecting: bool,
-    line: [u8; PREFIX],
+    phase: Phase,
+    line: [u8; LINE],
     line_len: usize,
-    classified: bool,
+    /// The current line outgrew `line`; only its start is kept.
+    long: bool,
     saw_cl: bool,
     saw_te: bool,
+    /// The head's `Content-Length` value, when it parsed.
+    cl: Option<u64>,
+    conflict: bool,
 }
 
 impl Default for Scanner {
@@ -122,21 +148,23 @@ impl Default for Scanner {
         Scanner {
             preface_seen: 0,
             disabled: false,
-            collecting: true,
-            line: [0; PREFIX],
+            phase: Phase::Head,
+            line: [0; LINE],
             line_len: 0,
-            classified: false,
+            long: false,
             saw_cl: false,
             saw_te: false,
+            cl: None,
+            conflict: false,
         }
     }
 }
 
 impl Scanner {
-    /// Feeds bytes read from the client; true once a conflicting block was seen.
+    /// Feeds bytes read from the client; true once a conflicting head was seen.
     fn feed(&mut self, mut data: &[u8]) -> bool {
-        if self.disabled {
-            return false;
+        if self.disabled || self.conflict {
+            return self.conflict;
         }
         if self.preface_seen < H2_PREFACE.len() {
             let n = data.len().min(H2_PREFACE.len() - self.preface_seen);
@@ -151,72 +179,156 @@ impl Scanner {
                 self.preface_seen = H2_PREFACE.len();
             }
         }
-        while !data.is_empty() {
-            if self.collecting {
-                let b = data[0];
-                data = &data[1..];
-                if b == b'\n' {
-                    self.end_line();
-                } else {
-                    self.line[self.line_len] = b.to_ascii_lowercase();
-                    self.line_len += 1;
-                    if self.line_len == PREFIX {
-                        // Long enough to tell; skip the rest of the line fast.
-                        self.classify();
-                        self.collecting = false;
-                    }
+        while !data.is_empty() && !self.disabled && !self.conflict {
+            data = match self.phase {
+                Phase::Head | Phase::Trailers => self.lines(data),
+                Phase::Body(n) => {
+                    let take = n.min(data.len() as u64);
+                    self.phase = match n - take {
+                        0 => Phase::Head,
+                        left => Phase::Body(left),
+                    };
+                    &data[take as usize..]
                 }
-            } else {
-                match memchr::memchr(b'\n', data) {
+                Phase::ChunkSize { size, ext } => self.chunk_size(data, size, ext),
+                Phase::ChunkData(n) => {
+                    let take = n.min(data.len() as u64);
+                    self.phase = match n - take {
+                        0 => Phase::ChunkEnd,
+                        left => Phase::ChunkData(left),
+                    };
+                    &data[take as usize..]
+                }
+                Phase::ChunkEnd => match memchr::memchr(b'\n', data) {
                     Some(p) => {
-                        data = &data[p + 1..];
-                        self.start_line();
+                        self.phase = Phase::ChunkSize {
+                            size: 0,
+                            ext: false,
+                        };
+                        &data[p + 1..]
                     }
-                    None => data = &[],
-                }
-            }
-            if self.saw_cl && self.saw_te {
-                return true;
-            }
+                    None => &[],
+                },
+            };
         }
-        false
+        self.conflict
     }
 
-    fn start_line(&mut self) {
-        self.collecting = true;
-        self.line_len = 0;
-        self.classified = false;
+    /// Head or trailer lines, up to the end of the block or of `data`.
+    fn lines<'d>(&mut self, mut data: &'d [u8]) -> &'d [u8] {
+        while let Some((&b, rest)) = data.split_first() {
+            data = rest;
+            if b == b'\n' {
+                self.end_line();
+                if self.phase != Phase::Head && self.phase != Phase::Trailers {
+                    break;
+                }
+            } else if self.line_len < LINE {
+                self.line[self.line_len] = b.to_ascii_lowercase();
+                self.line_len += 1;
+            } else {
+                self.long = true;
+            }
+        }
+        data
     }
 
     fn end_line(&mut self) {
         let line = &self.line[..self.line_len];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            // End of a header block: the next block starts clean.
-            self.saw_cl = false;
-            self.saw_te = false;
-        } else if !self.classified {
-            self.classify();
+        if line.is_empty() && !self.long {
+            self.end_block();
+        } else if self.phase == Phase::Head {
+            self.header(self.long);
         }
-        self.start_line();
+        self.line_len = 0;
+        self.long = false;
     }
 
-    fn classify(&mut self) {
-        self.classified = true;
+    fn header(&mut self, long: bool) {
         let line = &self.line[..self.line_len];
-        if line.starts_with(b"content-length:") {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(value) = line.strip_prefix(b"content-length:") {
             self.saw_cl = true;
+            if long {
+                // Padded past any real value: its body cannot be followed, so fail closed.
+                self.conflict = true;
+            }
+            // A value that does not parse is one hyper refuses too (400, connection closed).
+            self.cl = std::str::from_utf8(value.trim_ascii())
+                .ok()
+                .and_then(|v| v.parse().ok());
         } else if line.starts_with(b"transfer-encoding:") {
             self.saw_te = true;
         }
     }
+
+    /// The empty line ending a head (or the trailers): what follows is decided by the head's
+    /// framing, as hyper decides it.
+    fn end_block(&mut self) {
+        if self.phase == Phase::Trailers {
+            self.phase = Phase::Head;
+            return;
+        }
+        let (cl, te) = (self.saw_cl, self.saw_te);
+        let len = self.cl.take();
+        self.saw_cl = false;
+        self.saw_te = false;
+        self.phase = match (cl, te, len) {
+            (true, true, _) => {
+                self.conflict = true;
+                Phase::Head
+            }
+            (_, true, _) => Phase::ChunkSize {
+                size: 0,
+                ext: false,
+            },
+            (true, false, Some(0)) | (false, false, _) => Phase::Head,
+            (true, false, Some(n)) => Phase::Body(n),
+            (true, false, None) => {
+                // hyper refuses this head; nothing after it is read as HTTP.
+                self.disabled = true;
+                Phase::Head
+            }
+        };
+    }
+
+    /// A chunk-size line: hex digits, then an optional extension, then the line break.
+    fn chunk_size<'d>(&mut self, mut data: &'d [u8], mut size: u64, mut ext: bool) -> &'d [u8] {
+        while let Some((&b, rest)) = data.split_first() {
+            data = rest;
+            if b == b'\n' {
+                self.phase = if size == 0 {
+                    Phase::Trailers
+                } else {
+                    Phase::ChunkData(size)
+                };
+                return data;
+            }
+            if ext {
+                continue;
+            }
+            match (b as char).to_digit(16) {
+                Some(d) => match size.checked_mul(16) {
+                    Some(v) => size = v + u64::from(d),
+                    None => {
+                        // hyper refuses an overflowing size and closes the connection.
+                        self.disabled = true;
+                        return &[];
+                    }
+                },
+                None => ext = true,
+            }
+        }
+        self.phase = Phase::ChunkSize { size, ext };
+        data
+    }
 }
 
-/// An IO wrapper that watches inbound HTTP/1 header blocks for `Content-Length` +
-/// `Transfer-Encoding` and raises a [`FramingFlag`]. The request that carries them is parsed
-/// after its bytes were read, so the flag is up before that request reaches the handler.
-/// Heuristic in one direction only: a body that itself contains both header lines flags the
-/// connection, failing closed (400) for later requests on it.
+/// An IO wrapper that follows the inbound HTTP/1 stream (heads, and bodies by their framing)
+/// and raises a [`FramingFlag`] at a head with both `Content-Length` and
+/// `Transfer-Encoding`. The request that carries them is parsed after its bytes were read, so
+/// the flag is up before that request reaches the handler.
 #[derive(Debug)]
 pub struct FramingGuard<S> {
     inner: S,
@@ -353,6 +465,47 @@ mod tests {
         assert!(!scan(&[
             b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nX-Transfer-Encoding: x\r\n\r\n"
         ]));
+    }
+
+    /// Every way of splitting `data` in two reads gives `want`.
+    fn scan_all_splits(data: &[u8], want: bool) {
+        assert_eq!(scan(&[data]), want, "whole");
+        for i in 0..data.len() {
+            assert_eq!(scan(&[&data[..i], &data[i..]]), want, "split at {i}");
+        }
+    }
+
+    #[test]
+    fn header_lines_inside_bodies_are_body() {
+        let body = b"Content-Length: 12\nTransfer-Encoding: chunked\n\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n";
+        let mut fixed = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        fixed.extend_from_slice(body);
+        scan_all_splits(&fixed, false);
+        let mut chunked =
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        chunked.extend_from_slice(format!("{:x};ext=1\r\n", body.len()).as_bytes());
+        chunked.extend_from_slice(body);
+        chunked.extend_from_slice(b"\r\n3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n");
+        scan_all_splits(&chunked, false);
+        // The stream is followed past each body: a conflicting head after it is still caught.
+        let bad = b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for first in [&fixed, &chunked] {
+            let mut two = first.clone();
+            two.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            two.extend_from_slice(bad);
+            scan_all_splits(&two, true);
+        }
+    }
+
+    #[test]
+    fn a_padded_content_length_fails_closed() {
+        let pad = " ".repeat(LINE);
+        let req = format!("POST / HTTP/1.1\r\nContent-Length:{pad}2\r\n\r\nhi");
+        assert!(scan(&[req.as_bytes()]));
     }
 
     #[test]

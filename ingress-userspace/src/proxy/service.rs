@@ -82,6 +82,7 @@ async fn pipeline(
         tracing::debug!(reason = %e, "bad request");
         return ProxyError::BadRequest.response();
     }
+    headers::drop_underscored(req.headers_mut());
     // Routes match the normalized path (as nginx's locations); the upstream still gets the
     // path as the client sent it unless a rewrite applies.
     let normalized = match target::normalize_path(req.uri().path()) {
@@ -252,14 +253,20 @@ async fn pipeline(
     let mut response = fwd.response;
     let status = response.status();
 
-    if let Some(client_upgrade) = client_upgrade {
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            upgrade::spawn_tunnel(shared, client_upgrade, upstream_upgrade);
-            let (mut rparts, _) = response.into_parts();
-            upgrade::switching_headers(&mut rparts.headers);
-            return Response::from_parts(rparts, ResponseBody::empty());
-        }
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            // Switching a connection that asked for nothing leaves the client waiting on a
+            // protocol it never chose (HTTP/2 cannot switch at all): 502, as nginx answers
+            // "upstream sent 101 to a request without Upgrade". The upstream connection is
+            // dropped with the response, never pooled.
+            tracing::warn!(upstream = %fwd.endpoint.addr, "upstream switched protocols without an upgrade request");
+            return ProxyError::UpstreamFailed.response();
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        upgrade::spawn_tunnel(shared, client_upgrade, upstream_upgrade);
+        let (mut rparts, _) = response.into_parts();
+        upgrade::switching_headers(&mut rparts.headers);
+        return Response::from_parts(rparts, ResponseBody::empty());
     }
     if let Some((accept, original_uri)) = &error_ctx {
         if custom_errors::intercepts(&policy.custom_http_errors, status.as_u16()) {
@@ -279,6 +286,11 @@ async fn pipeline(
     }
     let (mut rparts, rbody) = response.into_parts();
     headers::remove_hop_by_hop(&mut rparts.headers, false);
+    if status == StatusCode::NO_CONTENT || status.is_informational() {
+        // These have no body whatever the upstream claims; an HTTP/2 client treats a
+        // Content-Length on them as a framing error.
+        rparts.headers.remove(header::CONTENT_LENGTH);
+    }
     if let Some(c) = &policy.cors {
         cors::decorate(c, origin.as_ref(), &mut rparts.headers);
     }

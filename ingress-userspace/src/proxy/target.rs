@@ -109,8 +109,15 @@ pub fn encode_path(path: &str) -> Cow<'_, str> {
 }
 
 /// RFC 9112 §3.2: one `Host` at most, present in HTTP/1.1 unless the target carries the
-/// authority, and a valid host[:port] (no userinfo, path or whitespace).
+/// authority, and a valid host[:port] (no userinfo, path or whitespace). The authority of an
+/// absolute-form target or HTTP/2's `:authority` is held to the same rules: it is what is
+/// routed on and what the upstream gets as `Host`.
 pub fn check_host<B>(req: &Request<B>) -> Result<(), TargetError> {
+    if let Some(a) = req.uri().authority() {
+        if !valid_host(a.as_str().as_bytes()) {
+            return Err(TargetError::InvalidHost);
+        }
+    }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -134,6 +141,25 @@ fn valid_host(h: &[u8]) -> bool {
         && !h.windows(2).any(|w| w == b"..")
         && h[0] != b'.'
         && h[0] != b':'
+        && valid_port(h)
+}
+
+/// The port after the host, if any, is a TCP port: digits, at most 65535 (an empty port is
+/// allowed by RFC 3986). A colon outside brackets marks it.
+fn valid_port(h: &[u8]) -> bool {
+    let after_literal = match h.iter().rposition(|&b| b == b']') {
+        Some(end) => &h[end + 1..],
+        None => h,
+    };
+    match after_literal.iter().position(|&b| b == b':') {
+        None => true,
+        Some(i) => {
+            let port = &after_literal[i + 1..];
+            port.iter().all(u8::is_ascii_digit)
+                && (port.is_empty()
+                    || std::str::from_utf8(port).is_ok_and(|p| p.parse::<u16>().is_ok()))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -214,8 +240,26 @@ mod tests {
             ok(Version::HTTP_11, "/", &[]),
             Err(TargetError::MissingHost)
         );
+        // The authority of the target is checked as a Host would be.
+        for uri in ["http://evil.test:80@r.test/", "http://r.test:99999/"] {
+            assert_eq!(
+                ok(Version::HTTP_11, uri, &["r.test"]),
+                Err(TargetError::InvalidHost),
+                "{uri}"
+            );
+            assert_eq!(
+                ok(Version::HTTP_2, uri, &[]),
+                Err(TargetError::InvalidHost),
+                "{uri}"
+            );
+        }
+        assert_eq!(ok(Version::HTTP_2, "https://r.test:8443/", &[]), Ok(()));
+        assert_eq!(ok(Version::HTTP_11, "/", &["r.test:"]), Ok(()));
         for bad in [
             "",
+            "r.test:65536",
+            "r.test:1:2",
+            "[::1]:x",
             "a@r.test",
             "r.test/evil",
             "r .test",

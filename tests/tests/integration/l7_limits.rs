@@ -79,6 +79,34 @@ async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::R
     Ok(())
 }
 
+/// The CL+TE guard follows bodies by their framing: header-looking lines inside a body (a
+/// pasted HTTP message, a HAR dump) are body, on the request itself and on the ones after it.
+#[tokio::test]
+async fn l7_bodies_that_look_like_headers_are_forwarded() -> anyhow::Result<()> {
+    let up = TestServer::echo("bodies").await?;
+    let l7 = serving(&up, "bodies", Limits::default()).await?;
+    let body = "Content-Length: 12\nTransfer-Encoding: chunked\n\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n";
+    let fixed = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let chunked = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let last = "GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    // That a conflicting head after such a body is still caught is the scanner's unit test
+    // (`header_lines_inside_bodies_are_body`), split at every byte.
+    for (name, first) in [("content-length body", &fixed), ("chunked body", &chunked)] {
+        // Two body requests and a bodiless one on one connection: all three answered 200.
+        let out = raw(l7.http, format!("{first}{first}{last}").as_bytes()).await?;
+        assert_eq!(out.matches("HTTP/1.1 200").count(), 3, "{name}: {out}");
+        assert!(!out.contains("HTTP/1.1 400"), "{name}: {out}");
+    }
+    assert_eq!(up.hits(), 6);
+    Ok(())
+}
+
 #[tokio::test]
 async fn l7_slowloris_header_timeout() -> anyhow::Result<()> {
     let up = TestServer::echo("slow").await?;

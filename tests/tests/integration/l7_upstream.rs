@@ -404,3 +404,95 @@ async fn l7_h2_upstream_going_away_never_fails_idempotent_requests() -> anyhow::
     assert!(up.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 50);
     Ok(())
 }
+
+/// Answers that would break the client's protocol if passed on: a `101` to a request that
+/// asked for no upgrade is a 502 (HTTP/1.1 clients would wait on a protocol they never chose;
+/// HTTP/2 cannot switch), and a `204` claiming a body loses its `Content-Length` (an HTTP/2
+/// client takes it as a framing error).
+#[tokio::test]
+async fn l7_upstream_answers_that_would_break_the_client_protocol() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let up = RawUpstream::start(|mut s, _| async move {
+        while let Some(head) = read_head(&mut s).await {
+            let answer: &[u8] = if head.starts_with(b"GET /101") {
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n"
+            } else {
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nx-upstream: raw\r\n\r\n"
+            };
+            if s.write_all(answer).await.is_err() || head.starts_with(b"GET /101") {
+                // Hold the switched connection open, as a server that switched would.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                return;
+            }
+        }
+    })
+    .await?;
+    let t = target("raw", upstream("raw", &[up.addr]));
+    let l7 = L7::start(snapshot(vec![vhost("u.test", vec![prefix("/", &t)])])).await?;
+
+    // HTTP/1.1, pipelined on one connection: the 101 becomes a 502 and the connection goes
+    // on serving.
+    let out = raw(
+        l7.http,
+        b"GET /101 HTTP/1.1\r\nHost: u.test\r\n\r\nGET /204 HTTP/1.1\r\nHost: u.test\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    assert_eq!(raw_status(&out), Some(502), "{out}");
+    assert!(out.contains("HTTP/1.1 204"), "{out}");
+    // HTTP/2 (h2c prior knowledge): a 502, and a clean 204.
+    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await?;
+    tokio::spawn(conn);
+    for (path, want) in [("/101", 502), ("/204", 204)] {
+        let req = http::Request::builder()
+            .uri(format!("http://u.test{path}"))
+            .body(http_body_util::Full::new(Bytes::new()))?;
+        let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await??;
+        assert_eq!(resp.status(), want, "{path}: {resp:?}");
+        if want == 204 {
+            assert!(resp.headers().get(http::header::CONTENT_LENGTH).is_none());
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await?;
+            assert!(body.to_bytes().is_empty());
+        }
+    }
+    Ok(())
+}
+
+/// Client headers that would reach the upstream as forwarding headers under another spelling
+/// (`X_Forwarded_For` is `HTTP_X_FORWARDED_FOR` to CGI, WSGI and PHP) are dropped, as nginx
+/// drops every header with an underscore; an authority with userinfo or a port out of range
+/// is refused before routing, as a `Host` with them is.
+#[tokio::test]
+async fn l7_forged_forwarding_headers_and_authorities_are_refused() -> anyhow::Result<()> {
+    let up = TestServer::echo("echo").await?;
+    let t = target("echo", upstream("echo", &[up.addr]));
+    let l7 = L7::start(snapshot(vec![vhost("u.test", vec![prefix("/", &t)])])).await?;
+    let out = raw(
+        l7.http,
+        b"GET / HTTP/1.1\r\nHost: u.test\r\nX_Forwarded_For: 6.6.6.6\r\nX-Real_IP: 6.6.6.6\r\nX-Custom: kept\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    assert_eq!(raw_status(&out), Some(200), "{out}");
+    let seen = up.last().expect("request seen");
+    let names: Vec<&str> = seen.headers.keys().map(|k| k.as_str()).collect();
+    assert!(!names.iter().any(|n| n.contains('_')), "{names:?}");
+    assert_eq!(seen.headers["x-custom"], "kept");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+
+    let hits = up.hits();
+    for target in ["http://evil.test:80@u.test/", "http://u.test:99999/"] {
+        let out = raw(
+            l7.http,
+            format!("GET {target} HTTP/1.1\r\nHost: u.test\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        assert_eq!(raw_status(&out), Some(400), "{target}: {out}");
+    }
+    assert_eq!(up.hits(), hits, "a refused request reached the upstream");
+    Ok(())
+}
