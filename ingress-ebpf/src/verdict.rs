@@ -1,6 +1,11 @@
 //! What happens to one packet: its verdict, what is counted for it, and sending it to its next
 //! hop. Shared by the XDP programs so every outcome is counted the same way.
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_redirect, bpf_xdp_adjust_head},
+    programs::XdpContext,
+    EbpfContext,
+};
 use ingress_common::{conntrack::Hop, counters::Stat};
 
 use crate::{counters, lb::nat};
@@ -56,8 +61,9 @@ pub fn finish(out: &Outcome, bytes: u64) -> u32 {
     out.action
 }
 
-/// The hop a rewritten packet may take: a tagged frame can only go back out tagged on the link
-/// it came from; any other egress belongs to a VLAN device, which the stack must handle.
+/// The hop a rewritten packet may take: a tagged frame can only leave by the link it came
+/// from (untagged, see [`transmit`]); any other egress is a VLAN or other virtual device,
+/// which the stack must handle.
 #[inline(always)]
 pub fn usable(next: Result<Hop, Stat>, vlan: bool, ingress: u32) -> Result<Hop, Stat> {
     match next {
@@ -66,9 +72,24 @@ pub fn usable(next: Result<Hop, Stat>, vlan: bool, ingress: u32) -> Result<Hop, 
     }
 }
 
-/// Writes the hop's MACs and sends the (already rewritten) packet out of its interface.
+/// Writes the hop's MACs and sends the (already rewritten) packet out of its interface. A
+/// `tagged` frame leaves untagged: its route names the parent device itself, which is the
+/// untagged network (traffic for a VLAN is routed through its VLAN device instead).
 #[inline(always)]
-pub fn transmit(ctx: &XdpContext, hop: &Hop, ingress: u32, stat: Stat, vip_id: u32) -> Outcome {
+pub fn transmit(
+    ctx: &XdpContext,
+    hop: &Hop,
+    ingress: u32,
+    tagged: bool,
+    stat: Stat,
+    vip_id: u32,
+) -> Outcome {
+    // The inner EtherType already sits right before the IP header: moving the start of the
+    // frame past the tag leaves it in place, and the MACs are written below.
+    // SAFETY: plain helper call on this program's own context.
+    if tagged && unsafe { bpf_xdp_adjust_head(ctx.as_ptr() as *mut _, 4) } != 0 {
+        return Outcome::drop(Stat::DropMalformed, vip_id);
+    }
     if nat::set_macs(ctx, hop.smac, hop.dmac).is_err() {
         return Outcome::drop(Stat::DropMalformed, vip_id);
     }

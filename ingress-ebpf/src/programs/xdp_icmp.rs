@@ -92,7 +92,7 @@ fn try_icmp(ctx: &XdpContext) -> Outcome {
     }
     let ingress = ctx.ingress_ifindex() as u32;
     match verdict::usable(next, l2.vlan, ingress) {
-        Ok(h) => verdict::transmit(ctx, &h, ingress, Stat::FwdIcmp, vip_id),
+        Ok(h) => verdict::transmit(ctx, &h, ingress, l2.vlan, Stat::FwdIcmp, vip_id),
         // Passed translated: its destination is not local, so the stack forwards it and
         // resolves the neighbour.
         Err(s) => Outcome::pass_vip(s, vip_id),

@@ -586,7 +586,7 @@ fn emit(
     if nat::rewrite(ctx, layout, old, new).is_err() {
         return Outcome::drop(Stat::DropMalformed, vip_id);
     }
-    verdict::transmit(ctx, &hop, ingress, stat, vip_id)
+    verdict::transmit(ctx, &hop, ingress, layout.vlan, stat, vip_id)
 }
 
 /// Hands the packet to the stack under `stat`: rewritten from `old` to `new` first when

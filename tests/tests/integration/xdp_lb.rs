@@ -366,19 +366,38 @@ fn traffic_that_is_not_ours_passes_untouched() {
     }
 }
 
+/// A tagged frame whose route leaves by the device it came in on goes out untagged: that
+/// device is the untagged network (a VLAN's traffic is routed through its VLAN device),
+/// so keeping the tag would put the packet on the wrong VLAN.
 #[test]
-fn vlan_tagged_one_armed_flow_is_translated_and_keeps_its_tag() {
+fn vlan_tagged_flow_routed_to_the_untagged_link_leaves_untagged() {
     let lab = lab();
     let spec = Spec {
         vlan: Some(42),
         ..Spec::tcp("198.18.0.2", 40005, "198.19.0.11", 80, SYN)
     };
-    let (verdict, out) = lab.run(&spec.build(), lab.ifindex_a).unwrap();
+    let frame = spec.build();
+    let (verdict, out) = lab.run(&frame, lab.ifindex_a).unwrap();
     assert_eq!(verdict, TX);
+    assert_eq!(out.len(), frame.len() - 4);
     let p = parse(&out).unwrap();
-    assert_eq!(p.vlan, Some(42));
+    assert_eq!(p.vlan, None);
     assert_eq!((p.dst, p.dport), (ip("198.18.0.3"), 8080));
     assert!(p.ip_csum_ok && p.l4_csum_ok);
+    // Its reply is translated back and leaves untagged the same way.
+    let reply = Spec {
+        vlan: Some(42),
+        ..Spec::tcp("198.18.0.3", 8080, SNAT_V4, p.sport, SYN | ACK)
+    };
+    let (verdict, out) = lab.run(&reply.build(), lab.ifindex_a).unwrap();
+    assert_eq!(verdict, TX);
+    let r = parse(&out).unwrap();
+    assert_eq!(r.vlan, None);
+    assert_eq!(
+        (r.src, r.sport, r.dst, r.dport),
+        (ip("198.19.0.11"), 80, ip("198.18.0.2"), 40005)
+    );
+    assert!(r.ip_csum_ok && r.l4_csum_ok);
 }
 
 #[test]
