@@ -16,8 +16,12 @@
 //!
 //! The directory is watched (notify). After a change settles, files are re-read; only files
 //! whose bytes changed are parsed again, and the store gets `Apply`/`Delete` for objects that
-//! changed. A file that does not parse is reported (error log naming the file and reason) and
-//! its previous objects are kept; a deleted file's objects are deleted. When two files define
+//! changed. As with `kubectl apply -f`, each document (and each item of a `kind: List`) stands
+//! alone: a bad one is reported (error log naming the file, the document and, if readable, its
+//! kind and name) without taking the others down, and when its kind, namespace and name can
+//! be read the version of that object the file gave before is kept. Only a file of which no
+//! document is YAML (or that is not JSON) is reported as a whole and keeps all its previous
+//! objects. A deleted file's objects are deleted. When two files define
 //! the same object, the first file in name order wins (warning). The first full read is sent
 //! as one `Replace` per kind, then `Synced`.
 use std::{
@@ -71,6 +75,9 @@ pub enum ManifestError {
     /// One file is unusable; its previous objects are kept.
     #[error("{}: {reason}", path.display())]
     File { path: PathBuf, reason: String },
+    /// One document of a file is unusable; the file's other documents are applied.
+    #[error("{}: {reason}", path.display())]
+    Document { path: PathBuf, reason: String },
 }
 
 /// File formats by extension.
@@ -95,35 +102,156 @@ impl Format {
     }
 }
 
-/// Parses manifest text into objects. Any bad document fails the whole text.
-pub fn parse_manifests(text: &str, format: Format) -> Result<Vec<Object>, String> {
-    let docs: Vec<serde_json::Value> = match format {
-        Format::Json => vec![serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?],
-        Format::Yaml => serde_yaml::Deserializer::from_str(text)
-            .enumerate()
-            .map(|(i, doc)| {
-                serde_json::Value::deserialize(doc)
-                    .map_err(|e| format!("document {}: invalid YAML: {e}", i + 1))
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let mut out = Vec::new();
-    for (i, doc) in docs.into_iter().enumerate() {
-        let label = format!("document {}", i + 1);
-        collect(doc, &label, &mut out, true)?;
+/// What one manifest text defines.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Objects of the usable documents.
+    pub objects: Vec<Object>,
+    /// The unusable documents (and List items), each on its own.
+    pub rejected: Vec<Rejected>,
+}
+
+/// One unusable document.
+#[derive(Debug)]
+pub struct Rejected {
+    /// Its kind, namespace and name, when readable.
+    pub key: Option<Key>,
+    /// Why, naming the document (`document 2 (Ingress web): ...`).
+    pub reason: String,
+}
+
+/// Parses manifest text. Each document, and each item of a `kind: List`, stands alone: a bad
+/// one is rejected without its neighbours. The text fails as a whole only when it is not JSON
+/// (JSON holds one object), or when none of its YAML documents is YAML.
+pub fn parse_manifests(text: &str, format: Format) -> Result<Parsed, String> {
+    let mut out = Parsed::default();
+    match format {
+        Format::Json => {
+            let doc = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+            collect(doc, "document 1", &mut out, true);
+        }
+        Format::Yaml => {
+            let mut any_document = false;
+            let mut first_error = None;
+            for (i, (line, chunk)) in yaml_documents(text).into_iter().enumerate() {
+                let label = format!("document {}", i + 1);
+                let mut docs = Vec::new();
+                // A chunk normally holds one document, but takes any the splitter missed.
+                let parsed = serde_yaml::Deserializer::from_str(chunk).try_for_each(|d| {
+                    docs.push(serde_json::Value::deserialize(d)?);
+                    Ok::<_, serde_yaml::Error>(())
+                });
+                match parsed {
+                    Ok(()) => {
+                        for doc in docs {
+                            any_document |= !doc.is_null();
+                            collect(doc, &label, &mut out, true);
+                        }
+                    }
+                    Err(e) => {
+                        // serde_yaml counts lines from the start of the chunk.
+                        let reason = format!("{label} (from line {line}): invalid YAML: {e}");
+                        first_error.get_or_insert_with(|| reason.clone());
+                        out.rejected.push(Rejected { key: None, reason });
+                    }
+                }
+            }
+            if let (false, Some(reason)) = (any_document, first_error) {
+                return Err(reason);
+            }
+        }
     }
     Ok(out)
 }
 
-fn collect(
+/// Splits YAML text at its `---` lines (optionally followed by a comment), as kubectl's YAML
+/// reader does, so that a syntax error stays within its document. Returns each document with
+/// the number of its first line.
+fn yaml_documents(text: &str) -> Vec<(usize, &str)> {
+    let is_separator = |line: &str| {
+        line.strip_prefix("---").is_some_and(|rest| {
+            let rest = rest.trim();
+            rest.is_empty() || rest.starts_with('#')
+        })
+    };
+    let mut out = Vec::new();
+    let (mut start, mut start_line, mut offset) = (0, 1, 0);
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if is_separator(line) {
+            out.push((start_line, &text[start..offset]));
+            start = offset + line.len();
+            start_line = n + 2;
+        }
+        offset += line.len();
+    }
+    out.push((start_line, &text[start..]));
+    // Blank lines or comments before the first `---` are no document of their own.
+    let blank = |chunk: &str| {
+        chunk.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with('#')
+        })
+    };
+    if out.len() > 1 && blank(out[0].1) {
+        out.remove(0);
+    }
+    out
+}
+
+/// The kinds read from manifests, by `apiVersion` and `kind`.
+fn kind_of(api_version: &str, kind: &str) -> Option<Kind> {
+    Some(match (api_version, kind) {
+        ("networking.k8s.io/v1", "Ingress") => Kind::Ingress,
+        ("networking.k8s.io/v1", "IngressClass") => Kind::IngressClass,
+        ("v1", "Service") => Kind::Service,
+        ("v1", "Secret") => Kind::Secret,
+        ("v1", "ConfigMap") => Kind::ConfigMap,
+        ("discovery.k8s.io/v1", "EndpointSlice") => Kind::EndpointSlice,
+        _ => return None,
+    })
+}
+
+/// The identity a document claims, read without validating the rest of it (with the same
+/// default namespace as [`fill_namespace`]).
+fn identity(doc: &serde_json::Value) -> Option<Key> {
+    let kind = kind_of(doc.get("apiVersion")?.as_str()?, doc.get("kind")?.as_str()?)?;
+    let name = doc
+        .pointer("/metadata/name")?
+        .as_str()
+        .filter(|n| !n.is_empty())?;
+    let namespace = match (kind, doc.pointer("/metadata/namespace")) {
+        (Kind::IngressClass, _) => "",
+        (_, None | Some(serde_json::Value::Null)) => "default",
+        (_, Some(serde_json::Value::String(ns))) if ns.is_empty() => "default",
+        (_, Some(serde_json::Value::String(ns))) => ns,
+        // Not a string: the document does not say which object it is.
+        (_, Some(_)) => return None,
+    };
+    Some(Key {
+        kind,
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+/// Adds a document's object to `out`, or its rejection.
+fn collect(doc: serde_json::Value, label: &str, out: &mut Parsed, allow_list: bool) {
+    if doc.is_null() {
+        return; // empty YAML document, e.g. a trailing `---`
+    }
+    // Read before the document is consumed: it says which object a rejection is about.
+    let key = identity(&doc);
+    if let Err(reason) = convert(doc, label, out, allow_list) {
+        out.rejected.push(Rejected { key, reason });
+    }
+}
+
+fn convert(
     doc: serde_json::Value,
     label: &str,
-    out: &mut Vec<Object>,
+    out: &mut Parsed,
     allow_list: bool,
 ) -> Result<(), String> {
-    if doc.is_null() {
-        return Ok(()); // empty YAML document, e.g. a trailing `---`
-    }
     let api_version = doc
         .get("apiVersion")
         .and_then(|v| v.as_str())
@@ -143,29 +271,26 @@ fn collect(
         .unwrap_or("?")
         .to_owned();
     let what = format!("{label} ({kind} {name})");
-    let obj = match (api_version.as_str(), kind.as_str()) {
-        ("v1", "List") if allow_list => {
-            let items = match doc.get("items") {
-                Some(serde_json::Value::Array(items)) => items.clone(),
-                None | Some(serde_json::Value::Null) => Vec::new(),
-                Some(_) => return Err(format!("{label}: List items must be an array")),
-            };
-            for (j, item) in items.into_iter().enumerate() {
-                collect(item, &format!("{label} item {}", j + 1), out, false)?;
-            }
-            return Ok(());
+    if allow_list && api_version == "v1" && kind == "List" {
+        let items = match doc.get("items") {
+            Some(serde_json::Value::Array(items)) => items.clone(),
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(_) => return Err(format!("{label}: List items must be an array")),
+        };
+        // Each item stands alone, as with `kubectl apply`.
+        for (j, item) in items.into_iter().enumerate() {
+            collect(item, &format!("{label} item {}", j + 1), out, false);
         }
-        ("networking.k8s.io/v1", "Ingress") => Object::Ingress(typed::<Ingress>(doc, &what)?),
-        ("networking.k8s.io/v1", "IngressClass") => {
-            Object::IngressClass(typed::<IngressClass>(doc, &what)?)
-        }
-        ("v1", "Service") => Object::Service(typed::<Service>(doc, &what)?),
-        ("v1", "Secret") => Object::Secret(normalize_secret(typed::<Secret>(doc, &what)?)),
-        ("v1", "ConfigMap") => Object::ConfigMap(typed::<ConfigMap>(doc, &what)?),
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
-            Object::EndpointSlice(typed::<EndpointSlice>(doc, &what)?)
-        }
-        _ => {
+        return Ok(());
+    }
+    let obj = match kind_of(&api_version, &kind) {
+        Some(Kind::Ingress) => Object::Ingress(typed::<Ingress>(doc, &what)?),
+        Some(Kind::IngressClass) => Object::IngressClass(typed::<IngressClass>(doc, &what)?),
+        Some(Kind::Service) => Object::Service(typed::<Service>(doc, &what)?),
+        Some(Kind::Secret) => Object::Secret(normalize_secret(typed::<Secret>(doc, &what)?)),
+        Some(Kind::ConfigMap) => Object::ConfigMap(typed::<ConfigMap>(doc, &what)?),
+        Some(Kind::EndpointSlice) => Object::EndpointSlice(typed::<EndpointSlice>(doc, &what)?),
+        None => {
             debug!(
                 api_version,
                 kind, name, "manifest kind not watched; ignored"
@@ -173,7 +298,7 @@ fn collect(
             return Ok(());
         }
     };
-    out.push(fill_namespace(obj, &what)?);
+    out.objects.push(fill_namespace(obj, &what)?);
     Ok(())
 }
 
@@ -216,7 +341,7 @@ fn normalize_secret(mut s: Secret) -> Secret {
 }
 
 /// Reads one manifest file.
-pub fn load_file(path: &Path) -> Result<Vec<Object>, ManifestError> {
+pub fn load_file(path: &Path) -> Result<Parsed, ManifestError> {
     let err = |reason: String| ManifestError::File {
         path: path.to_owned(),
         reason,
@@ -247,7 +372,8 @@ pub fn load_dir(dir: &Path) -> Result<(Vec<Object>, Vec<ManifestError>), Manifes
 pub struct ScanReport {
     /// Changes to send to the store.
     pub events: Vec<SourceEvent>,
-    /// Files that could not be used (their previous objects are kept).
+    /// Files that could not be used (their previous objects are kept), and documents that
+    /// could not be (the previous version of their object is kept, when known).
     pub errors: Vec<ManifestError>,
     /// Objects defined by more than one file (the first file wins).
     pub duplicates: Vec<String>,
@@ -265,8 +391,45 @@ pub struct DirState {
 struct FileState {
     /// Bytes last read (parsed or not), to skip unchanged files.
     bytes: Vec<u8>,
-    /// Objects of the last version that parsed.
+    /// Objects the file defines: those of its last readable version, with the previous
+    /// version of objects whose new document was rejected.
     objects: Vec<Object>,
+}
+
+/// The objects a file defines after a read, and its rejected documents as errors: its good
+/// objects plus, for each rejected document whose identity is known, the version of that
+/// object the file defined before (as the API server keeps an object whose update it
+/// refuses). A rejected document without identity only loses itself.
+fn merge_file(
+    path: &Path,
+    parsed: Parsed,
+    previous: Vec<Object>,
+) -> (Vec<Object>, Vec<ManifestError>) {
+    let mut objects = parsed.objects;
+    let mut previous: HashMap<Key, Object> = previous
+        .into_iter()
+        .filter_map(|o| Some((key_of(&o)?, o)))
+        .collect();
+    let mut errors = Vec::new();
+    for r in parsed.rejected {
+        // A good document for the same object in this file already replaces it.
+        let kept = r
+            .key
+            .filter(|k| !objects.iter().any(|o| key_of(o).as_ref() == Some(k)))
+            .and_then(|k| previous.remove(&k));
+        let reason = match kept {
+            Some(obj) => {
+                objects.push(obj);
+                format!("{}; its previous version is kept", r.reason)
+            }
+            None => r.reason,
+        };
+        errors.push(ManifestError::Document {
+            path: path.to_owned(),
+            reason,
+        });
+    }
+    (objects, errors)
 }
 
 impl DirState {
@@ -311,7 +474,14 @@ impl DirState {
                 .map_err(|_| "not UTF-8".to_string())
                 .and_then(|text| parse_manifests(text, Format::of(&path).unwrap_or(Format::Yaml)));
             match parsed {
-                Ok(objects) => {
+                Ok(parsed) => {
+                    let previous = self
+                        .files
+                        .remove(&path)
+                        .map(|f| f.objects)
+                        .unwrap_or_default();
+                    let (objects, errors) = merge_file(&path, parsed, previous);
+                    report.errors.extend(errors);
                     self.files.insert(path, FileState { bytes, objects });
                 }
                 Err(reason) => {
@@ -412,7 +582,10 @@ fn same_object(a: &Object, b: &Object) -> bool {
 
 fn log_report(report: &ScanReport) {
     for e in &report.errors {
-        error!("manifest file not applied, keeping its previous objects: {e}");
+        match e {
+            ManifestError::Document { .. } => error!("manifest document not applied: {e}"),
+            _ => error!("manifest file not applied, keeping its previous objects: {e}"),
+        }
     }
     for d in &report.duplicates {
         warn!("{d}");

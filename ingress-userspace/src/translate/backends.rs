@@ -2,7 +2,10 @@
 //!
 //! The Ingress names a Service port by number or name; the Service port's *name* then selects
 //! the port of each EndpointSlice of that Service (label `kubernetes.io/service-name`), whose
-//! number is the resolved `targetPort` (so named targetPorts work). Endpoints whose
+//! number is the resolved `targetPort` (so named targetPorts work). As in ingress-nginx
+//! (`getEndpointsFromSlices`), an unnamed Service port takes every slice port of its
+//! protocol, and a numeric `targetPort` stands in for a slice port of another name and for a
+//! slice without ports. Endpoints whose
 //! `conditions.ready` is not `false` are used; when none is ready, those both serving and
 //! terminating are (as kube-proxy does). Upstreams are cached per Service and reused, as the
 //! same `Arc`, while the Service and its EndpointSlices are the same objects.
@@ -13,9 +16,12 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::{
-    core::v1::{Service, ServicePort},
-    discovery::v1::EndpointSlice,
+use k8s_openapi::{
+    api::{
+        core::v1::{Service, ServicePort},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 
 use super::reason;
@@ -367,25 +373,13 @@ pub fn endpoints_of(
     slices: &[Arc<EndpointSlice>],
     static_eps: &[SocketAddr],
 ) -> Vec<SocketAddr> {
-    let want_name = port.name.as_deref().unwrap_or("");
-    let want_proto = port.protocol.as_deref().unwrap_or("TCP");
     let mut ready = static_eps.to_vec();
     let mut fallback = Vec::new();
     for slice in slices {
-        let Some(number) = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| {
-                p.name.as_deref().unwrap_or("") == want_name
-                    && p.protocol.as_deref().unwrap_or("TCP") == want_proto
-            })
-            .and_then(|p| p.port)
-            .and_then(|n| u16::try_from(n).ok())
-            .filter(|n| *n != 0)
-        else {
+        let numbers = slice_ports(port, slice);
+        if numbers.is_empty() {
             continue;
-        };
+        }
         for ep in &slice.endpoints {
             let cond = ep.conditions.as_ref();
             let is_ready = cond.and_then(|c| c.ready) != Some(false);
@@ -398,15 +392,47 @@ pub fn endpoints_of(
             } else {
                 continue;
             };
-            list.extend(
-                ep.addresses
-                    .iter()
-                    .filter_map(|a| a.parse::<IpAddr>().ok())
-                    .map(|ip| SocketAddr::new(ip, number)),
-            );
+            for ip in ep.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                list.extend(numbers.iter().map(|n| SocketAddr::new(ip, *n)));
+            }
         }
     }
     let mut out = if ready.is_empty() { fallback } else { ready };
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The port numbers of one EndpointSlice that serve the Service port, picked as ingress-nginx's
+/// `getEndpointsFromSlices` does.
+fn slice_ports(port: &ServicePort, slice: &EndpointSlice) -> Vec<u16> {
+    let valid = |n: i32| u16::try_from(n).ok().filter(|n| *n != 0);
+    // An unset targetPort means the port itself (the API server defaults it so; manifests
+    // are not defaulted).
+    let numeric_target = match &port.target_port {
+        Some(IntOrString::Int(n)) => Some(*n),
+        Some(IntOrString::String(_)) => None,
+        None => Some(port.port),
+    };
+    let listed = slice.ports.as_deref().unwrap_or_default();
+    if listed.is_empty() {
+        // A slice without ports: only a numeric targetPort says where its endpoints listen.
+        return numeric_target.and_then(valid).into_iter().collect();
+    }
+    let want_name = port.name.as_deref().unwrap_or("");
+    let want_proto = port.protocol.as_deref().unwrap_or("TCP");
+    let mut out: Vec<u16> = listed
+        .iter()
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == want_proto)
+        .filter_map(|p| {
+            // A Service port may go without name only when it is the Service's single port,
+            // so any slice port of its protocol is for it.
+            let same = want_name.is_empty() || p.name.as_deref().unwrap_or("") == want_name;
+            let number = p.port.filter(|_| same).and_then(valid);
+            // Otherwise a numeric targetPort still names the endpoints' port.
+            number.or_else(|| numeric_target.and_then(valid))
+        })
+        .collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -547,6 +573,67 @@ mod tests {
         let (up, problem) = resolve(objs, be("web", PortRef::Number(80)), false);
         assert_eq!(problem, None);
         assert_eq!(up.endpoints, addrs(&["10.0.0.1:8080"]));
+    }
+
+    #[test]
+    fn numeric_target_port_fallbacks() {
+        // (service port name, targetPort, slice ports (name, number) or None for no ports)
+        // -> endpoints
+        type Case = (
+            &'static str,
+            IntOrString,
+            Option<&'static [(&'static str, i32)]>,
+            &'static [&'static str],
+        );
+        let int = IntOrString::Int;
+        let named = |s: &str| IntOrString::String(s.into());
+        let table: Vec<Case> = vec![
+            // No ports on the slice: a numeric targetPort is used, a named one cannot be.
+            ("http", int(8080), None, &["10.0.0.1:8080"]),
+            ("", int(8080), Some(&[]), &["10.0.0.1:8080"]),
+            ("http", named("web"), None, &[]),
+            // Unnamed Service port: any slice port of the protocol.
+            ("", named("web"), Some(&[("web", 8081)]), &["10.0.0.1:8081"]),
+            (
+                "",
+                named("web"),
+                Some(&[("a", 8081), ("b", 8082)]),
+                &["10.0.0.1:8081", "10.0.0.1:8082"],
+            ),
+            // Names differ: a numeric targetPort stands in, a named one does not.
+            (
+                "http",
+                int(8080),
+                Some(&[("other", 9000)]),
+                &["10.0.0.1:8080"],
+            ),
+            ("http", named("web"), Some(&[("other", 9000)]), &[]),
+            // Same name: the slice's number, as before.
+            (
+                "http",
+                int(8080),
+                Some(&[("http", 8090)]),
+                &["10.0.0.1:8090"],
+            ),
+        ];
+        for (name, target, ports, want) in table {
+            let mut slice = mk_slice("ns", "web-a", "web").endpoint("10.0.0.1");
+            for (n, p) in ports.into_iter().flatten() {
+                // A UDP port never matches the TCP Service port, whatever its name.
+                slice = slice.port(n, *p).port_proto(n, 5353, "UDP");
+            }
+            let mut slice = slice.build();
+            slice.ports = slice.ports.or_else(|| ports.map(|_| Vec::new()));
+            let svc_port = ServicePort {
+                name: (!name.is_empty()).then(|| name.to_owned()),
+                port: 80,
+                target_port: Some(target.clone()),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            };
+            let got = endpoints_of(&svc_port, &[Arc::new(slice)], &[]);
+            assert_eq!(got, addrs(want), "{name:?} {target:?} {ports:?}");
+        }
     }
 
     #[test]

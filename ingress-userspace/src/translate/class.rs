@@ -1,11 +1,12 @@
 //! Which Ingresses are ours.
 //!
-//! An Ingress is ours when its legacy `kubernetes.io/ingress.class` annotation names an
-//! IngressClass whose `spec.controller` is `Settings::controller_name`, or equals
-//! `Settings::ingress_class` (so clusters that never created the IngressClass object keep
-//! working, as with ingress-nginx; when the annotation is present it alone decides);
-//! otherwise when `spec.ingressClassName` names one of our IngressClasses; otherwise, for an
-//! Ingress naming no class at all, when one of our IngressClasses is the cluster default.
+//! As in ingress-nginx (`GetIngressClass`): when `spec.ingressClassName` is set it alone
+//! decides, and the Ingress is ours when it names an IngressClass whose `spec.controller` is
+//! `Settings::controller_name`. Only when it is unset is the legacy
+//! `kubernetes.io/ingress.class` annotation consulted: the Ingress is then ours when the
+//! annotation equals `Settings::ingress_class` exactly (not just any of our IngressClass
+//! names). With neither, the Ingress is ours when one of our IngressClasses is the cluster
+//! default.
 use std::collections::HashSet;
 
 use super::ingress::ClassRef;
@@ -51,9 +52,9 @@ impl<'a> ClassFilter<'a> {
     /// Whether an Ingress with this class reference is ours.
     pub fn owns(&self, class: &ClassRef) -> bool {
         match class {
-            ClassRef::Annotation(a) => {
-                (!self.legacy.is_empty() && a == self.legacy) || self.ours.contains(a.as_str())
-            }
+            // ingress-nginx compares the annotation with `--ingress-class` only; the
+            // IngressClass objects play no part here.
+            ClassRef::Annotation(a) => !self.legacy.is_empty() && a == self.legacy,
             ClassRef::Name(n) => self.ours.contains(n.as_str()),
             ClassRef::Unset => self.default_is_ours,
         }
@@ -81,7 +82,8 @@ mod tests {
             (ClassRef::Name("missing".into()), false),
             (ClassRef::Annotation("xdp".into()), true),
             (ClassRef::Annotation("nginx".into()), false),
-            (ClassRef::Annotation("xdp-internal".into()), true),
+            // Only `Settings::ingress_class` counts, not every IngressClass of ours.
+            (ClassRef::Annotation("xdp-internal".into()), false),
             (ClassRef::Annotation("missing".into()), false),
             // A foreign class is the default: class-less Ingresses are not ours.
             (ClassRef::Unset, false),

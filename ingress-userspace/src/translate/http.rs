@@ -1,9 +1,10 @@
 //! HTTP routing: the virtual host of one host name, from the Ingresses with rules for it.
 //!
 //! Rules for the same host merge across Ingresses. The same (host, pathType, path) defined
-//! twice goes to the oldest Ingress (then namespace/name); the other gets a `RuleConflict`.
-//! The host's fallback is the `spec.defaultBackend` of the oldest Ingress contributing rules
-//! to it that has one. Canary Ingresses add no routes: they attach to the main routes with
+//! twice goes to the first Ingress in [`AgeKey`] order (oldest); the other gets a `RuleConflict`.
+//! The host's fallback is the `spec.defaultBackend` of the oldest main Ingress contributing
+//! rules to it, if that one has any (as in ingress-nginx, where that Ingress creates the
+//! server); otherwise, and always for rules without host, the global default applies. Canary Ingresses add no routes: they attach to the main routes with
 //! the same host and path text.
 //!
 //! Hosts are built one at a time so that the translator can rebuild only those whose inputs
@@ -91,18 +92,21 @@ pub fn build_host(
     let mut fallback = None;
     let mut any_main = false;
     for key in mains {
-        let Some(st) = states.get_mut(&key.1, &key.2) else {
+        let Some(st) = states.get_mut(&key.namespace, &key.name) else {
             continue;
         };
         let parsed = st.parsed.clone();
         for rule in parsed.rules.iter().filter(|r| &r.host == host) {
-            any_main = true;
-            if fallback.is_none() {
+            // Only the oldest main Ingress of the host decides its fallback, even when it has
+            // no defaultBackend and a younger one does. Rules without host join the
+            // catch-all server, whose fallback is the global default.
+            if !any_main && *host != HostMatch::Any {
                 if let Some(b) = &parsed.default_backend {
                     let up = upstream(resolver, st, b, diags);
                     fallback = Some(target(st, 0, up));
                 }
             }
+            any_main = true;
             for p in &rule.paths {
                 let identity = rule_identity(&p.path);
                 // Hosts rarely have many paths: a scan beats an index.
@@ -131,7 +135,7 @@ pub fn build_host(
         }
     }
     for key in canaries {
-        let Some(st) = states.get_mut(&key.1, &key.2) else {
+        let Some(st) = states.get_mut(&key.namespace, &key.name) else {
             continue;
         };
         let parsed = st.parsed.clone();

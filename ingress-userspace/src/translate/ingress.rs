@@ -11,19 +11,22 @@ use super::{
     backends::{BackendRef, PortRef},
     hosts::parse_host,
     paths::parse_path,
-    reason, Diagnostic,
+    reason,
+    state::AgeKey,
+    Diagnostic,
 };
 use crate::snapshot::{HostMatch, ObjectRef, PathMatch};
 
-/// Legacy class annotation, still honoured when present.
+/// Legacy class annotation, consulted only when `spec.ingressClassName` is unset.
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 
 /// How an Ingress names its class.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClassRef {
-    /// `kubernetes.io/ingress.class` annotation (takes precedence, as in ingress-nginx).
+    /// `kubernetes.io/ingress.class` annotation, only when `spec.ingressClassName` is unset
+    /// (as in ingress-nginx, where the class name alone decides when it is set).
     Annotation(String),
-    /// `spec.ingressClassName`.
+    /// `spec.ingressClassName` (takes precedence over the annotation).
     Name(String),
     /// Neither: only the default class may claim it.
     Unset,
@@ -40,6 +43,9 @@ pub struct ParsedIngress {
     /// Parts that were dropped (and rejected snippets), reported if the Ingress is ours.
     pub notes: Vec<Diagnostic>,
     pub rules: Vec<ParsedRule>,
+    /// Whether `spec.rules` had entries before invalid ones were dropped: only an Ingress
+    /// without any may give the catch-all default backend (as in ingress-nginx).
+    pub has_rules: bool,
     pub default_backend: Option<BackendRef>,
     pub tls: Vec<ParsedTls>,
 }
@@ -93,13 +99,13 @@ impl ParsedIngress {
         out
     }
 
-    /// Sort key: oldest first, then namespace/name. A missing timestamp counts as oldest.
-    pub fn age_key(&self) -> (Option<&Time>, &str, &str) {
-        (
-            self.created.as_ref(),
-            &self.origin.namespace,
-            &self.origin.name,
-        )
+    /// Its precedence among Ingresses (see [`AgeKey`]).
+    pub fn age_key(&self) -> AgeKey {
+        AgeKey {
+            created: self.created.clone(),
+            namespace: self.origin.namespace.clone(),
+            name: self.origin.name.clone(),
+        }
     }
 }
 
@@ -113,13 +119,13 @@ pub fn parse(ing: &Ingress) -> ParsedIngress {
     };
     let spec = ing.spec.as_ref();
     let class = match (
+        spec.and_then(|s| s.ingress_class_name.as_ref()),
         meta.annotations
             .as_ref()
             .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION)),
-        spec.and_then(|s| s.ingress_class_name.as_ref()),
     ) {
-        (Some(a), _) => ClassRef::Annotation(a.clone()),
-        (None, Some(n)) => ClassRef::Name(n.clone()),
+        (Some(n), _) => ClassRef::Name(n.clone()),
+        (None, Some(a)) => ClassRef::Annotation(a.clone()),
         (None, None) => ClassRef::Unset,
     };
     let mut out = ParsedIngress {
@@ -133,6 +139,9 @@ pub fn parse(ing: &Ingress) -> ParsedIngress {
         )),
         notes: Vec::new(),
         rules: Vec::new(),
+        has_rules: spec
+            .and_then(|s| s.rules.as_ref())
+            .is_some_and(|r| !r.is_empty()),
         default_backend: None,
         tls: Vec::new(),
     };
@@ -276,6 +285,14 @@ mod tests {
         let p = parse(
             &mk_ingress("ns", "a")
                 .class("x")
+                .raw_annotation(LEGACY_CLASS_ANNOTATION, "y")
+                .build(),
+        );
+        // The class name alone decides when it is set.
+        assert_eq!(p.class, ClassRef::Name("x".into()));
+        let p = parse(
+            &mk_ingress("ns", "a")
+                .no_class()
                 .raw_annotation(LEGACY_CLASS_ANNOTATION, "y")
                 .build(),
         );

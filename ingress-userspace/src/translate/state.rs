@@ -1,5 +1,6 @@
 //! What the translator remembers about each Ingress and each host between translations.
 use std::{
+    cmp::Ordering,
     collections::{BTreeSet, HashMap},
     sync::Arc,
 };
@@ -9,9 +10,40 @@ use k8s_openapi::{api::networking::v1::Ingress, apimachinery::pkg::apis::meta::v
 use super::{annotations::Annotations, ingress::ParsedIngress, Diagnostic};
 use crate::snapshot::{BackendProtocol, BasicAuth, RouteTarget, VirtualHost};
 
-/// Precedence between Ingresses: oldest first (no timestamp counts as oldest), then
-/// namespace, then name.
-pub type AgeKey = (Option<Time>, String, String);
+/// Precedence between Ingresses, as ingress-nginx's `sortIngressSlice`: oldest first (no
+/// timestamp counts as oldest); on equal timestamps, `namespace/name` DESCENDING comes
+/// first. It decides path conflicts, TLS host conflicts and fallbacks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgeKey {
+    pub created: Option<Time>,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl AgeKey {
+    /// The bytes of `namespace/name`, the string ingress-nginx compares (without allocating).
+    fn qualified(&self) -> impl Iterator<Item = u8> + '_ {
+        self.namespace
+            .bytes()
+            .chain(std::iter::once(b'/'))
+            .chain(self.name.bytes())
+    }
+}
+
+impl Ord for AgeKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.created
+            .cmp(&other.created)
+            // Reversed on purpose: ingress-nginx lets the greater "ns/name" win ties.
+            .then_with(|| other.qualified().cmp(self.qualified()))
+    }
+}
+
+impl PartialOrd for AgeKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// What an Ingress is to this controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +90,7 @@ impl IngressState {
 
     /// Namespace/name key.
     pub fn key(&self) -> (String, String) {
-        (self.age.1.clone(), self.age.2.clone())
+        (self.age.namespace.clone(), self.age.name.clone())
     }
 }
 
@@ -106,4 +138,46 @@ pub struct HostState {
     /// The virtual host (its `tls` flag is set when the snapshot is assembled).
     pub built: Option<VirtualHost>,
     pub diags: Vec<Diagnostic>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(created: Option<i64>, namespace: &str, name: &str) -> AgeKey {
+        AgeKey {
+            created: created.map(|s| {
+                Time(k8s_openapi::jiff::Timestamp::from_second(s).expect("valid timestamp"))
+            }),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn age_key_orders_like_ingress_nginx() {
+        // Each list is in precedence order (first wins).
+        let table: &[&[AgeKey]] = &[
+            // Oldest first; no timestamp counts as oldest.
+            &[
+                key(None, "z", "z"),
+                key(Some(1), "z", "z"),
+                key(Some(2), "a", "a"),
+            ],
+            // Equal timestamps: "ns/name" descending.
+            &[key(Some(1), "ns", "b"), key(Some(1), "ns", "a")],
+            &[key(Some(1), "b", "a"), key(Some(1), "a", "z")],
+            &[key(None, "ns", "b"), key(None, "ns", "a")],
+            // The joined string is compared, not (namespace, name): '/' sorts after '-'.
+            &[key(Some(1), "a", "x"), key(Some(1), "a-b", "x")],
+        ];
+        for want in table {
+            let mut got = want.to_vec();
+            got.reverse();
+            got.sort();
+            assert_eq!(&got, want);
+            let set: BTreeSet<AgeKey> = want.iter().cloned().collect();
+            assert_eq!(set.into_iter().collect::<Vec<_>>(), want.to_vec());
+        }
+    }
 }

@@ -142,7 +142,7 @@ fn rules_merge_across_ingresses_and_conflicts_go_to_the_oldest() {
     let table: &[(Option<i64>, Option<i64>, &str)] = &[
         (Some(100), Some(200), "a"),
         (Some(200), Some(100), "b"),
-        (Some(100), Some(100), "a"), // tie: namespace/name
+        (Some(100), Some(100), "b"), // tie: "ns/name" descending, as ingress-nginx
         (None, Some(100), "a"),      // no timestamp counts as oldest
         (Some(100), None, "b"),
     ];
@@ -218,20 +218,19 @@ fn default_backends() {
         .default_backend("only-default", 80)));
     let t = run(objs.clone());
     assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
-    let fb = vhost(&t, &exact("a.example"))
-        .fallback
-        .as_ref()
-        .expect("host fallback");
-    assert_eq!(fb.upstream.name, "ns/fallback-old:80");
-    assert_eq!(fb.origin.name, "old");
-    // Global: the oldest Ingress with a defaultBackend, here "old" (200) before "lonely" (250).
+    // The oldest Ingress of the host ("nodefault") has no defaultBackend: the host has no
+    // fallback of its own, the younger ones' defaultBackends do not count.
+    assert!(vhost(&t, &exact("a.example")).fallback.is_none());
+    // Global: the oldest Ingress with a defaultBackend and no rules, "lonely"; "old" has
+    // rules, so its defaultBackend never catches other hosts.
     let global = t
         .snapshot
         .http
         .default_backend
         .as_ref()
         .expect("global default");
-    assert_eq!(global.upstream.name, "ns/fallback-old:80");
+    assert_eq!(global.upstream.name, "ns/only-default:80");
+    assert_eq!(global.origin.name, "lonely");
 
     // The flag wins over Ingresses.
     let mut s = settings();
@@ -278,6 +277,48 @@ fn default_backends() {
 }
 
 #[test]
+fn default_backend_with_rules_is_only_the_fallback_of_its_own_hosts() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.extend(backend_objects("ns", "fallback-a", "10.0.0.2"));
+    objs.extend(backend_objects("ns", "fallback-b", "10.0.0.3"));
+    objs.push(ing(mk_ingress("ns", "a")
+        .created(100)
+        .host("a.example")
+        .path("/x", "Prefix", "web", 80)
+        .host("")
+        .path("/x", "Prefix", "web", 80)
+        .default_backend("fallback-a", 80)));
+    objs.push(ing(mk_ingress("ns", "b")
+        .created(200)
+        .host("a.example")
+        .path("/y", "Prefix", "web", 80)
+        .default_backend("fallback-b", 80)));
+    let t = run(objs.clone());
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    // The oldest Ingress of the host gives its fallback.
+    let fb = vhost(&t, &exact("a.example"))
+        .fallback
+        .as_ref()
+        .expect("host fallback");
+    assert_eq!(fb.upstream.name, "ns/fallback-a:80");
+    // Neither Ingress has rule-less spec: no catch-all for unknown hosts, and rules without
+    // host join the catch-all server, which has no fallback of its own either.
+    assert!(t.snapshot.http.default_backend.is_none());
+    assert!(vhost(&t, &HostMatch::Any).fallback.is_none());
+
+    // An Ingress whose only rule was dropped as invalid still had rules: it is not the
+    // catch-all either.
+    let mut objs = objs;
+    objs.push(ing(mk_ingress("ns", "dropped")
+        .created(50)
+        .host("bad host!")
+        .path("/", "Prefix", "web", 80)
+        .default_backend("web", 80)));
+    let t = run(objs);
+    assert!(t.snapshot.http.default_backend.is_none());
+}
+
+#[test]
 fn class_filtering_end_to_end() {
     let bad = |b: IngressBuilder| {
         ing(b
@@ -292,22 +333,39 @@ fn class_filtering_end_to_end() {
             .host("a.example")
             .path("/", "Prefix", "web", 80)),
         ing(mk_ingress("ns", "by-annotation")
-            .class("nginx")
+            .no_class()
             .raw_annotation(ingress::LEGACY_CLASS_ANNOTATION, "xdp")
             .host("b.example")
             .path("/", "Prefix", "web", 80)),
+        // A set class name alone decides: the annotation is not consulted.
+        ing(mk_ingress("ns", "by-name-despite-annotation")
+            .raw_annotation(ingress::LEGACY_CLASS_ANNOTATION, "nginx")
+            .host("d.example")
+            .path("/", "Prefix", "web", 80)),
+        bad(mk_ingress("ns", "foreign-name-our-annotation")
+            .class("nginx")
+            .raw_annotation(ingress::LEGACY_CLASS_ANNOTATION, "xdp")),
         ing(mk_ingress("ns", "by-default")
             .no_class()
             .host("c.example")
             .path("/", "Prefix", "web", 80)),
         bad(mk_ingress("ns", "foreign").class("nginx")),
         bad(mk_ingress("ns", "foreign-annotation")
+            .no_class()
             .raw_annotation(ingress::LEGACY_CLASS_ANNOTATION, "nginx")),
         bad(mk_ingress("ns", "missing-class").class("gone")),
     ];
     let t = run_with(objs.clone(), &settings());
     let owned: Vec<&str> = t.owned_ingresses.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(owned, vec!["by-annotation", "by-default", "by-name"]);
+    assert_eq!(
+        owned,
+        vec![
+            "by-annotation",
+            "by-default",
+            "by-name",
+            "by-name-despite-annotation"
+        ]
+    );
     // Foreign Ingresses are ignored completely: no diagnostics about them.
     assert!(
         t.diagnostics
@@ -316,7 +374,7 @@ fn class_filtering_end_to_end() {
         "{:?}",
         t.diagnostics
     );
-    assert_eq!(t.snapshot.http.hosts.len(), 3);
+    assert_eq!(t.snapshot.http.hosts.len(), 4);
 
     // Without the default mark, the class-less one is not ours.
     let mut objs = objs;
@@ -427,6 +485,8 @@ fn tls_good_missing_and_garbage_secrets() {
         .tls(&["*.wild.example"], "good")
         .host("secure.example")
         .path("/", "Prefix", "web", 80)
+        .host("*.wild.example")
+        .path("/", "Prefix", "web", 80)
         .host("x.wild.example")
         .path("/", "Prefix", "web", 80)
         .host("plain.example")
@@ -451,7 +511,12 @@ fn tls_good_missing_and_garbage_secrets() {
     );
     let certs = &t.snapshot.tls.certs;
     assert_eq!(certs.len(), 2);
-    assert_eq!(certs[0].hosts, vec![exact("secure.example")]);
+    // x.wild.example is listed under no spec.tls[].hosts: it takes the first entry whose
+    // certificate is valid for it.
+    assert_eq!(
+        certs[0].hosts,
+        vec![exact("secure.example"), exact("x.wild.example")]
+    );
     assert_eq!(
         certs[1].hosts,
         vec![HostMatch::Wildcard("wild.example".into())]
@@ -460,7 +525,9 @@ fn tls_good_missing_and_garbage_secrets() {
         Arc::ptr_eq(&certs[0].key, &certs[1].key),
         "one Secret is parsed once"
     );
-    // Routes are served either way; tls marks hosts listed under spec.tls (wildcards cover).
+    // Routes are served either way; tls marks hosts a spec.tls entry of the same Ingress
+    // applies to.
+    assert!(vhost(&t, &HostMatch::Wildcard("wild.example".into())).tls);
     for (host, tls) in [
         ("secure.example", true),
         ("x.wild.example", true),
@@ -478,23 +545,107 @@ fn tls_good_missing_and_garbage_secrets() {
 fn tls_host_claimed_by_two_secrets_goes_to_the_oldest() {
     let (c1, k1) = self_signed(&["s.example"]);
     let (c2, k2) = self_signed(&["s.example"]);
-    let objs = vec![
+    // A spec.tls host counts only with a rule for it in the same Ingress; distinct paths
+    // keep route conflicts out of the way.
+    let mut objs = vec![
         Object::Secret(mk_tls_secret("ns", "one", &c1, &k1)),
         Object::Secret(mk_tls_secret("ns", "two", &c2, &k2)),
         ing(mk_ingress("ns", "new")
             .created(2)
-            .tls(&["s.example"], "two")),
+            .tls(&["s.example"], "two")
+            .host("s.example")
+            .path("/new", "Prefix", "web", 80)),
         ing(mk_ingress("ns", "old")
             .created(1)
-            .tls(&["s.example"], "one")),
+            .tls(&["s.example"], "one")
+            .host("s.example")
+            .path("/old", "Prefix", "web", 80)),
         ing(mk_ingress("ns", "same")
             .created(3)
-            .tls(&["s.example"], "one")),
+            .tls(&["s.example"], "one")
+            .host("s.example")
+            .path("/same", "Prefix", "web", 80)),
     ];
+    objs.extend(backend_objects("ns", "web", "10.0.0.1"));
     let t = run(objs);
     assert_eq!(t.snapshot.tls.certs.len(), 1);
     assert_eq!(t.snapshot.tls.certs[0].origin.name, "old");
     assert_eq!(diags(&t), vec![("new".into(), reason::RULE_CONFLICT)]);
+}
+
+#[test]
+fn tls_hosts_apply_only_with_a_rule_in_the_same_ingress() {
+    let (cert, key) = self_signed(&["a.test", "b.test"]);
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(Object::Secret(mk_tls_secret("ns", "x", &cert, &key)));
+    objs.push(ing(mk_ingress("ns", "a")
+        .created(1)
+        .host("a.test")
+        .path("/", "Prefix", "web", 80)));
+    // Lists a.test without routing it: neither its certificate nor the HTTPS redirect may
+    // reach a's host.
+    objs.push(ing(mk_ingress("ns", "b")
+        .created(2)
+        .tls(&["a.test", "b.test"], "x")
+        .tls(&["a.test"], "missing")
+        .host("b.test")
+        .path("/", "Prefix", "web", 80)));
+    // A wildcard's TLS does not spread to an exact host routed by another Ingress.
+    objs.push(ing(mk_ingress("ns", "w")
+        .created(3)
+        .tls(&["*.test"], "x")
+        .host("*.test")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    // The entry with the missing Secret applies to no host: not reported either.
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    assert!(!vhost(&t, &exact("a.test")).tls);
+    assert!(vhost(&t, &exact("b.test")).tls);
+    assert!(vhost(&t, &HostMatch::Wildcard("test".into())).tls);
+    let certs = &t.snapshot.tls.certs;
+    assert_eq!(certs.len(), 2);
+    assert_eq!(certs[0].hosts, vec![exact("b.test")]);
+}
+
+#[test]
+fn tls_entry_without_hosts_applies_by_certificate_name() {
+    let (cert, key) = self_signed(&["c.example", "*.wild.example"]);
+    let (other, other_key) = self_signed(&["elsewhere.example"]);
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(Object::Secret(mk_tls_secret("ns", "named", &cert, &key)));
+    objs.push(Object::Secret(mk_tls_secret(
+        "ns", "other", &other, &other_key,
+    )));
+    objs.push(ing(mk_ingress("ns", "a")
+        // The first entry's certificate is not valid for the hosts: the second is used.
+        .tls(&[], "other")
+        .tls(&[], "named")
+        .host("c.example")
+        .path("/", "Prefix", "web", 80)
+        .host("x.wild.example")
+        .path("/", "Prefix", "web", 80)
+        .host("plain.example")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    for (host, tls) in [
+        ("c.example", true),
+        ("x.wild.example", true),
+        ("plain.example", false),
+    ] {
+        assert_eq!(vhost(&t, &exact(host)).tls, tls, "{host}");
+    }
+    let named = t
+        .snapshot
+        .tls
+        .certs
+        .iter()
+        .find(|c| c.hosts.contains(&exact("c.example")))
+        .expect("certificate of Secret named");
+    assert_eq!(
+        named.hosts,
+        vec![exact("c.example"), exact("x.wild.example")]
+    );
 }
 
 #[test]
@@ -679,7 +830,9 @@ fn l4_services_from_configmaps() {
 #[test]
 fn annotations_apply_to_every_route_of_the_ingress() {
     let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    // "limited" is the older one, so its defaultBackend is the host's fallback.
     objs.push(ing(mk_ingress("ns", "limited")
+        .created(100)
         .annotation("limit-rps", "5")
         .annotation("proxy-body-size", "8m")
         .own_annotation("whitelist-source-range", "10.0.0.0/8")
@@ -689,6 +842,7 @@ fn annotations_apply_to_every_route_of_the_ingress() {
         .path("/y", "Prefix", "web", 80)
         .default_backend("web", 80)));
     objs.push(ing(mk_ingress("ns", "plain")
+        .created(200)
         .host("a.example")
         .path("/z", "Prefix", "web", 80)));
     let t = run(objs);

@@ -4,11 +4,18 @@
 //! and `tls.key`. Parsed keys are cached per Secret object, so a certificate is parsed once
 //! and not on every snapshot. A missing or invalid Secret drops that TLS entry only; the
 //! Ingress's routes are still served.
+//!
+//! As in ingress-nginx (`extractTLSSecretName`, called per rule host of the same Ingress), a
+//! `spec.tls` host counts only when the same Ingress has a rule for it: another Ingress cannot
+//! put a certificate (and the HTTPS redirect) on a host it does not route. A rule host listed
+//! under none of the Ingress's `spec.tls[].hosts` takes the first entry whose certificate is
+//! valid for it (SAN DNS names, wildcards included; no Common Name fallback), which is how an
+//! entry without `hosts` applies.
 use std::{collections::HashMap, sync::Arc};
 
 use k8s_openapi::api::core::v1::Secret;
-use rustls::sign::CertifiedKey;
-use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use rustls::{server::ParsedCertificate, sign::CertifiedKey};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
 
 use super::{hosts::host_order, ingress::ParsedIngress, reason, Diagnostic};
 use crate::{
@@ -103,9 +110,67 @@ pub fn certified_key_from_pem(chain: &[u8], key: &[u8]) -> Result<CertifiedKey, 
     }
 }
 
+/// Whether the leaf certificate is valid for `host` by its SAN DNS names (wildcards
+/// included), as Go's `VerifyHostname` that ingress-nginx uses.
+pub fn valid_for(key: &CertifiedKey, host: &str) -> bool {
+    let Ok(leaf) = key.end_entity_cert() else {
+        return false;
+    };
+    let (Ok(cert), Ok(name)) = (
+        ParsedCertificate::try_from(leaf),
+        ServerName::try_from(host),
+    ) else {
+        return false;
+    };
+    rustls::client::verify_server_name(&cert, &name).is_ok()
+}
+
+/// The hosts each `spec.tls` entry of an Ingress applies to (by entry index): its listed hosts
+/// that the Ingress has a rule for, plus the rule hosts listed nowhere whose first valid
+/// certificate it has.
+fn hosts_per_entry(
+    ing: &ParsedIngress,
+    certs: &mut CertCache,
+    objects: &ObjectCache,
+    run: u64,
+) -> Vec<Vec<HostMatch>> {
+    let rule_hosts = ing.hosts();
+    let mut out: Vec<Vec<HostMatch>> = ing
+        .tls
+        .iter()
+        .map(|e| {
+            e.hosts
+                .iter()
+                .filter(|h| rule_hosts.contains(h))
+                .cloned()
+                .collect()
+        })
+        .collect();
+    for host in rule_hosts {
+        // Wildcard rule hosts and rules without host are never a certificate's name.
+        let HostMatch::Exact(name) = host else {
+            continue;
+        };
+        if ing.tls.iter().any(|e| e.hosts.contains(host)) {
+            continue;
+        }
+        let found = ing.tls.iter().position(|e| {
+            // Unusable Secrets are reported with their entry; here they just do not match.
+            e.secret
+                .as_ref()
+                .and_then(|s| certs.get(objects, &ing.origin.namespace, s, run).ok())
+                .is_some_and(|key| valid_for(&key, name))
+        });
+        if let Some(i) = found {
+            out[i].push(host.clone());
+        }
+    }
+    out
+}
+
 /// Builds the certificate list from Ingresses (oldest first). A host already served by an
 /// older Ingress's different Secret is taken off the newer entry (`RuleConflict`). Returns
-/// the certificates and every host listed under `spec.tls` (for `VirtualHost.tls`).
+/// the certificates and every host a `spec.tls` entry applies to (for `VirtualHost.tls`).
 pub fn build(
     ingresses: &[&ParsedIngress],
     certs: &mut CertCache,
@@ -118,8 +183,14 @@ pub fn build(
     let mut tls_hosts = Vec::new();
     for ing in ingresses {
         let ns = &ing.origin.namespace;
-        for (i, entry) in ing.tls.iter().enumerate() {
-            tls_hosts.extend(entry.hosts.iter().cloned());
+        let applies = hosts_per_entry(ing, certs, objects, run);
+        for ((i, entry), entry_hosts) in ing.tls.iter().enumerate().zip(applies) {
+            // An entry listing hosts of which none applies has no effect: not even its Secret
+            // matters.
+            if entry_hosts.is_empty() && !entry.hosts.is_empty() {
+                continue;
+            }
+            tls_hosts.extend(entry_hosts.iter().cloned());
             let Some(secret) = &entry.secret else {
                 diags.push(Diagnostic::new(
                     ing.origin.clone(),
@@ -141,7 +212,7 @@ pub fn build(
             };
             let qualified = format!("{ns}/{secret}");
             let mut hosts = Vec::new();
-            for h in &entry.hosts {
+            for h in &entry_hosts {
                 match claimed.get(h) {
                     Some((s, _)) if *s == qualified => {}
                     Some((_, winner)) => {
@@ -161,9 +232,10 @@ pub fn build(
                     }
                 }
             }
-            // Every listed host is already served (by this Secret or an older one). An entry
-            // listing no host at all is kept: it names no SNI, the proxy may use it as default.
-            if hosts.is_empty() && !entry.hosts.is_empty() {
+            // Every host is already served (by this Secret or an older one). An entry that
+            // applies to no host and lists none is kept: it names no SNI, the proxy may use it
+            // as default.
+            if hosts.is_empty() && !entry_hosts.is_empty() {
                 continue;
             }
             let has_exact = hosts.iter().any(|h| matches!(h, HostMatch::Exact(_)));

@@ -77,7 +77,8 @@ struct Model {
     /// (namespace, secret) -> Ingresses using it for basic auth.
     secret_users: HashMap<NsName, BTreeSet<NsName>>,
     owned: BTreeSet<ObjectRef>,
-    /// Main Ingresses with a `spec.defaultBackend`.
+    /// Main Ingresses with a `spec.defaultBackend` and no `spec.rules`: candidates for the
+    /// global default backend.
     defaults: BTreeSet<AgeKey>,
     passthroughs: BTreeSet<AgeKey>,
     /// Main and canary Ingresses with `spec.tls` entries.
@@ -262,15 +263,10 @@ impl Translator {
         object: &Arc<Ingress>,
         parsed: Arc<ParsedIngress>,
     ) -> IngressState {
-        let age = (
-            parsed.created.clone(),
-            parsed.origin.namespace.clone(),
-            parsed.origin.name.clone(),
-        );
         let mut st = IngressState {
             object: object.clone(),
             parsed: parsed.clone(),
-            age,
+            age: parsed.age_key(),
             role: Role::Foreign,
             auth: None,
             auth_secret: None,
@@ -424,7 +420,12 @@ impl Model {
                     }
                     work.hosts.insert(host.clone());
                 }
-                if st.role == Role::Main && st.parsed.default_backend.is_some() {
+                // ingress-nginx takes the catch-all server's backend only from an Ingress
+                // without rules; with rules it is just the fallback of the hosts it creates.
+                if st.role == Role::Main
+                    && !st.parsed.has_rules
+                    && st.parsed.default_backend.is_some()
+                {
                     self.defaults.insert(st.age.clone());
                 }
                 if !st.parsed.tls.is_empty() {
@@ -469,7 +470,7 @@ impl Model {
         let list: Vec<&IngressState> = self
             .passthroughs
             .iter()
-            .filter_map(|k| self.ingresses.get(&k.1, &k.2))
+            .filter_map(|k| self.ingresses.get(&k.namespace, &k.name))
             .collect();
         let mut diags = Vec::new();
         let routes = passthrough::build(&list, resolver, &mut diags);
@@ -492,7 +493,7 @@ impl Model {
         let list: Vec<&ParsedIngress> = self
             .tls_ingresses
             .iter()
-            .filter_map(|k| self.ingresses.get(&k.1, &k.2))
+            .filter_map(|k| self.ingresses.get(&k.namespace, &k.name))
             .map(|st| st.parsed.as_ref())
             .collect();
         let mut diags = Vec::new();
@@ -605,7 +606,7 @@ impl Model {
     }
 
     /// The global default backend: the configured Service, else the `spec.defaultBackend` of
-    /// the oldest main Ingress that has one.
+    /// the oldest main Ingress that has one and no `spec.rules`.
     fn global_default(
         &mut self,
         settings: &Settings,
@@ -647,7 +648,7 @@ impl Model {
             }));
         }
         let key = self.defaults.iter().next()?;
-        let st = self.ingresses.get_mut(&key.1, &key.2)?;
+        let st = self.ingresses.get_mut(&key.namespace, &key.name)?;
         let backend = st.parsed.default_backend.clone()?;
         let upstream = http::upstream(resolver, st, &backend, diags);
         Some(http::target(st, 0, upstream))
@@ -727,19 +728,12 @@ impl Model {
     }
 }
 
-/// Sets `VirtualHost.tls`: the host is listed under some `spec.tls[].hosts`, exactly or by a
-/// wildcard covering it.
+/// Sets `VirtualHost.tls`: a `spec.tls` entry applies to the host (see [`tls::build`]). Only
+/// the host itself counts, not a wildcard covering it: that one comes from an Ingress with a
+/// rule for the wildcard, not for this host (a certificate valid for the host is already
+/// matched by name in `tls::build`).
 fn with_tls_flag(mut vh: VirtualHost, tls_hosts: &HashSet<HostMatch>) -> VirtualHost {
-    vh.tls = match &vh.host {
-        HostMatch::Exact(e) => {
-            tls_hosts.contains(&vh.host)
-                || e.split_once('.').is_some_and(|(_, parent)| {
-                    tls_hosts.contains(&HostMatch::Wildcard(parent.to_owned()))
-                })
-        }
-        HostMatch::Wildcard(_) => tls_hosts.contains(&vh.host),
-        HostMatch::Any => false,
-    };
+    vh.tls = tls_hosts.contains(&vh.host);
     vh
 }
 

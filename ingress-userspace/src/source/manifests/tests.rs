@@ -55,6 +55,13 @@ spec:
   controller: ingress.example.dev/xdp-ingress
 "#;
 
+/// The objects of a text every document of which is fine.
+fn good(text: &str, format: Format) -> Vec<Object> {
+    let parsed = parse_manifests(text, format).expect("valid");
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    parsed.objects
+}
+
 fn names(objs: &[Object]) -> Vec<String> {
     objs.iter()
         .filter_map(key_of)
@@ -64,7 +71,7 @@ fn names(objs: &[Object]) -> Vec<String> {
 
 #[test]
 fn multi_document_yaml() {
-    let objs = parse_manifests(INGRESS_AND_SERVICE, Format::Yaml).expect("valid");
+    let objs = good(INGRESS_AND_SERVICE, Format::Yaml);
     assert_eq!(
         names(&objs),
         vec![
@@ -91,21 +98,21 @@ fn multi_document_yaml() {
 #[test]
 fn json_object_and_lists() {
     let one = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"tcp","namespace":"ingress"},"data":{"9000":"db/pg:5432"}}"#;
-    let objs = parse_manifests(one, Format::Json).expect("valid");
+    let objs = good(one, Format::Json);
     assert_eq!(names(&objs), vec!["ConfigMap ingress/tcp"]);
     let list = r#"{"apiVersion":"v1","kind":"List","items":[
         {"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}},
         {"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}},
         {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"a-1","labels":{"kubernetes.io/service-name":"a"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}]}
     ]}"#;
-    let objs = parse_manifests(list, Format::Json).expect("valid");
+    let objs = good(list, Format::Json);
     assert_eq!(
         names(&objs),
         vec!["Service default/a", "EndpointSlice default/a-1"]
     );
     let yaml_list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Secret\n  metadata: {name: s}\n";
     assert_eq!(
-        names(&parse_manifests(yaml_list, Format::Yaml).expect("valid")),
+        names(&good(yaml_list, Format::Yaml)),
         vec!["Secret default/s"]
     );
 }
@@ -114,7 +121,7 @@ fn json_object_and_lists() {
 fn secret_string_data_is_merged_into_data() {
     let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/tls\n\
                 data: {tls.crt: b2xk, other: eA==}\nstringData: {tls.crt: new}\n";
-    let objs = parse_manifests(yaml, Format::Yaml).expect("valid");
+    let objs = good(yaml, Format::Yaml);
     let Object::Secret(s) = &objs[0] else {
         panic!("secret")
     };
@@ -149,7 +156,16 @@ fn bad_input_is_an_error_naming_the_problem() {
         ("apiVersion: v1\nkind: List\nitems: 3\n", Format::Yaml, "items must be an array"),
     ];
     for (text, format, want) in table {
-        let err = parse_manifests(text, *format).expect_err(text);
+        // Either the whole text fails, or the bad document is rejected on its own.
+        let err = match parse_manifests(text, *format) {
+            Err(e) => e,
+            Ok(p) => p
+                .rejected
+                .into_iter()
+                .map(|r| r.reason)
+                .next()
+                .unwrap_or_else(|| panic!("{text}: no error")),
+        };
         assert!(err.contains(want), "{err:?} should contain {want:?}");
     }
     // Not even valid UTF-8: an error for that file, no panic.
@@ -158,6 +174,150 @@ fn bad_input_is_an_error_naming_the_problem() {
     std::fs::write(&path, [0xff, 0xfe, 0x00]).expect("write");
     let err = load_file(&path).expect_err("not utf-8").to_string();
     assert!(err.contains("bin.yaml") && err.contains("UTF-8"), "{err}");
+}
+
+fn ingress(name: &str, port: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\n\
+         spec:\n  defaultBackend:\n    service: {{name: web, port: {{number: {port}}}}}\n"
+    )
+}
+
+#[test]
+fn a_bad_document_is_rejected_alone() {
+    let text = [
+        "# leading comment\n".to_owned(),
+        service("a"),
+        ingress("bad", "eighty"),
+        "kind: [unclosed\n".to_owned(),
+        service("c"),
+        "apiVersion: v1\nkind: List\nitems:\n\
+         - {apiVersion: v1, kind: Service, metadata: {name: 7, namespace: x}}\n\
+         - {apiVersion: v1, kind: Secret, metadata: {name: s, namespace: x}, data: 3}\n\
+         - {apiVersion: v1, kind: Service, metadata: {name: d, namespace: x}}\n"
+            .to_owned(),
+    ]
+    .join("--- # separator with a comment\n");
+    let parsed = parse_manifests(&text, Format::Yaml).expect("some documents are good");
+    assert_eq!(
+        names(&parsed.objects),
+        vec!["Service default/a", "Service default/c", "Service x/d"]
+    );
+    let rejected: Vec<(Option<String>, &str)> = parsed
+        .rejected
+        .iter()
+        .map(|r| {
+            let key = r
+                .key
+                .as_ref()
+                .map(|k| format!("{:?} {}/{}", k.kind, k.namespace, k.name));
+            (key, r.reason.as_str())
+        })
+        .collect();
+    assert_eq!(rejected.len(), 4, "{rejected:?}");
+    assert_eq!(rejected[0].0.as_deref(), Some("Ingress default/bad"));
+    assert!(
+        rejected[0]
+            .1
+            .starts_with("document 2 (Ingress bad): invalid type"),
+        "{}",
+        rejected[0].1
+    );
+    assert_eq!(rejected[1].0, None);
+    assert!(
+        rejected[1]
+            .1
+            .starts_with("document 3 (from line 15): invalid YAML"),
+        "{}",
+        rejected[1].1
+    );
+    // List items stand alone too; a name that is no string gives no identity.
+    assert_eq!(rejected[2].0, None);
+    assert!(
+        rejected[2].1.contains("document 5 item 1"),
+        "{}",
+        rejected[2].1
+    );
+    assert_eq!(rejected[3].0.as_deref(), Some("Secret x/s"));
+
+    // Not one YAML document in the file: the file fails as a whole.
+    let err = parse_manifests("# nothing\n---\nkind: [\n---\n", Format::Yaml)
+        .expect_err("no document is YAML");
+    assert!(
+        err.contains("document 1 (from line 3): invalid YAML"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_rejected_document_keeps_the_previous_version_of_its_object() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("60-mixed.yaml");
+    let write = |docs: &[String]| std::fs::write(&path, docs.join("---\n")).expect("write");
+    write(&[ingress("good", "80"), ingress("bad", "80"), service("a")]);
+    let mut state = DirState::new(dir.path().to_owned());
+    let r = state.rescan().expect("scan");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(
+        applied(&r.events),
+        vec!["apply a", "apply bad", "apply good"]
+    );
+
+    // "bad" breaks, "good" and a new Ingress change, an unreadable document appears: the
+    // good ones are applied, "bad" keeps its previous version (no delete).
+    write(&[
+        ingress("good", "81"),
+        ingress("bad", "eighty"),
+        "kind: [\n".to_owned(),
+        ingress("new", "80"),
+        service("a"),
+    ]);
+    let r = state.rescan().expect("scan");
+    assert_eq!(applied(&r.events), vec!["apply good", "apply new"]);
+    let errors: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("60-mixed.yaml: document 2 (Ingress bad): invalid type")
+            && errors[0].ends_with("its previous version is kept"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("document 3") && !errors[1].contains("kept"),
+        "{}",
+        errors[1]
+    );
+    let bad = Key {
+        kind: Kind::Ingress,
+        namespace: "default".into(),
+        name: "bad".into(),
+    };
+    let Some(Object::Ingress(kept)) = state.merged.get(&bad) else {
+        panic!("bad kept")
+    };
+    let port = kept
+        .spec
+        .as_ref()
+        .and_then(|s| s.default_backend.as_ref())
+        .and_then(|b| b.service.as_ref())
+        .and_then(|s| s.port.as_ref())
+        .and_then(|p| p.number);
+    assert_eq!(port, Some(80));
+
+    // Still kept on the next change of the file; gone once the file no longer has it.
+    write(&[ingress("bad", "eighty"), service("a")]);
+    let r = state.rescan().expect("scan");
+    assert_eq!(applied(&r.events), vec!["delete good", "delete new"]);
+    assert_eq!(r.errors.len(), 1);
+    write(&[service("a")]);
+    let r = state.rescan().expect("scan");
+    assert_eq!(applied(&r.events), vec!["delete bad"]);
+
+    // A rejected object the file never defined has nothing to keep.
+    write(&[service("a"), ingress("fresh", "eighty")]);
+    let r = state.rescan().expect("scan");
+    assert!(r.events.is_empty());
+    assert!(!r.errors[0].to_string().contains("kept"), "{}", r.errors[0]);
 }
 
 fn service(name: &str) -> String {
