@@ -21,14 +21,21 @@ pub enum TargetError {
     MissingHost,
     #[error("invalid Host header")]
     InvalidHost,
+    #[error("asterisk-form request target")]
+    Asterisk,
 }
 
 /// The path routes are matched against: percent-decoded, `.` and `..` segments resolved and
 /// repeated slashes merged, as nginx's `$uri`. Borrowed when the raw path is already in that
 /// form (nearly always). Bytes that are not UTF-8 after decoding become U+FFFD.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, TargetError> {
+    if raw == "*" {
+        // `OPTIONS *` asks about the server, not a resource behind a route: nginx refuses it
+        // (400), and no Ingress path can match it.
+        return Err(TargetError::Asterisk);
+    }
     if !raw.starts_with('/') {
-        // `*` (OPTIONS) or an authority-form target: nothing to resolve.
+        // An authority-form target (CONNECT, refused later): nothing to resolve.
         return Ok(Cow::Borrowed(raw));
     }
     if !raw.contains('%') && !raw.contains("//") && !raw.contains("/.") {
@@ -168,11 +175,16 @@ mod tests {
 
     #[test]
     fn plain_paths_are_borrowed() {
-        for p in ["/", "/foo", "/foo/bar/", "/.well-known/acme", "*"] {
+        for p in ["/", "/foo", "/foo/bar/", "/.well-known/acme"] {
             let n = normalize_path(p).expect("valid");
             assert!(matches!(n, Cow::Borrowed(_)) || n == p, "{p}");
             assert_eq!(n, p);
         }
+    }
+
+    #[test]
+    fn asterisk_form_is_refused() {
+        assert_eq!(normalize_path("*"), Err(TargetError::Asterisk));
     }
 
     #[test]

@@ -58,6 +58,7 @@ async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::R
         ("garbage", "\x16\x03\x01\x00\x00 nonsense\r\n\r\n".into(), &[400]),
         ("lower-case method", "get / HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[400]),
         ("digit in method", "G3T / HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[400]),
+        ("asterisk-form", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[400]),
     ];
     for (name, req, want) in &cases {
         let out = raw(l7.http, req.as_bytes()).await?;
