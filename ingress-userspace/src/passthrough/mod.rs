@@ -29,7 +29,11 @@ mod sockdiag;
 pub mod splice;
 pub mod watch;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -49,8 +53,13 @@ pub struct PassthroughConfig {
     pub userspace: bool,
     /// Bounds on reading one ClientHello (16 KiB, 5 s).
     pub peek: PeekLimits,
-    /// ClientHellos being read at once; further connections are closed at once.
+    /// ClientHellos being read at once; further connections are closed at once. A
+    /// connection takes a slot only once its first bytes arrived, so idle connects cannot
+    /// hold them.
     pub max_handshakes: usize,
+    /// ClientHellos being read at once from one client address: one host cannot take every
+    /// slot.
+    pub max_handshakes_per_source: usize,
     /// Backend connect timeout per endpoint tried.
     pub connect_timeout: Duration,
     /// Turn on the splice program's log statements when this loads its own object.
@@ -63,6 +72,7 @@ impl Default for PassthroughConfig {
             userspace: false,
             peek: PeekLimits::default(),
             max_handshakes: 1024,
+            max_handshakes_per_source: 64,
             connect_timeout: Duration::from_secs(5),
             kernel_log: false,
         }
@@ -77,11 +87,14 @@ pub struct RouteEntry {
 }
 
 /// Passthrough routes by SNI: exact names, then wildcards (longest suffix first), then a
-/// host-less route.
+/// host-less route. A host terminated by name (an exact HTTP virtual host) is never taken
+/// by a passthrough wildcard or the host-less route: exact beats wildcard, as in routing.
 #[derive(Debug, Default)]
 struct RouteTable {
     generation: u64,
     exact: HashMap<String, Arc<RouteEntry>>,
+    /// Exact host names of the terminated (HTTP) virtual hosts, lower-cased.
+    terminated: HashSet<String>,
     wildcards: Vec<(String, Arc<RouteEntry>)>,
     any: Option<Arc<RouteEntry>>,
     balancers: HashMap<String, Arc<Balancer>>,
@@ -133,6 +146,15 @@ impl Router {
             }
         }
         t.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        t.terminated = snapshot
+            .http
+            .hosts
+            .iter()
+            .filter_map(|vh| match &vh.host {
+                HostMatch::Exact(h) => Some(h.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect();
         self.table.store(Arc::new(t));
     }
 
@@ -141,6 +163,9 @@ impl Router {
         let t = self.table.load();
         if let Some(e) = t.exact.get(sni) {
             return Some(e.clone());
+        }
+        if t.terminated.contains(sni) {
+            return None;
         }
         t.wildcards
             .iter()
@@ -157,6 +182,20 @@ impl Router {
     /// Generation of the snapshot the table was built from.
     pub fn generation(&self) -> u64 {
         self.table.load().generation
+    }
+}
+
+/// TCP keep-alive on a passthrough socket: nothing else notices a peer that vanished (a
+/// spliced pair is never read by userspace), and its descriptors and map entries would stay
+/// for good. A dead peer is found after about two minutes of silence (60 s, then six probes
+/// 10 s apart).
+fn keepalive(s: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    if let Err(e) = socket2::SockRef::from(s).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "passthrough: TCP keep-alive not set");
     }
 }
 
@@ -238,6 +277,46 @@ pub struct Passthrough {
     engine: Engine,
     cfg: PassthroughConfig,
     handshakes: Arc<Semaphore>,
+    sources: Arc<SourceSlots>,
+}
+
+/// ClientHellos being read per client address.
+#[derive(Debug, Default)]
+struct SourceSlots(std::sync::Mutex<HashMap<std::net::IpAddr, usize>>);
+
+/// One ClientHello being read from `addr`; gives its slot back when dropped.
+#[derive(Debug)]
+struct SourceSlot {
+    slots: Arc<SourceSlots>,
+    addr: std::net::IpAddr,
+}
+
+impl SourceSlots {
+    /// A slot for `addr`, unless it already has `max`.
+    fn take(self: &Arc<Self>, addr: std::net::IpAddr, max: usize) -> Option<SourceSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(addr).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            slots: self.clone(),
+            addr,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut m = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.addr);
+            }
+        }
+    }
 }
 
 impl Passthrough {
@@ -288,6 +367,7 @@ impl Passthrough {
             engine,
             cfg,
             handshakes,
+            sources: Arc::default(),
         }
     }
 
@@ -321,6 +401,34 @@ impl Passthrough {
 
     /// Peeks at the ClientHello (bounded in bytes, time and concurrency) and decides.
     pub async fn classify(&self, stream: TcpStream) -> Classified {
+        // Slots are taken once bytes arrive: a connection that sends nothing costs a
+        // descriptor and a timer, not a slot, so idle connects cannot lock everyone out.
+        let started = tokio::time::Instant::now();
+        let limit = self.cfg.peek.timeout;
+        // `readable()` cannot tell: tokio takes a new socket as ready until a read says
+        // otherwise. A one-byte peek waits for real bytes (or EOF) and consumes nothing.
+        if tokio::time::timeout(limit, stream.peek(&mut [0u8; 1]))
+            .await
+            .is_err()
+        {
+            let e = PeekError::Timeout(limit);
+            tracing::info!(peer = ?stream.peer_addr().ok(), reason = %e, "passthrough: closing connection before TLS");
+            return Classified::Reject(e.into());
+        }
+        let peer = stream.peer_addr().ok();
+        let _source = match peer {
+            Some(p) => match self
+                .sources
+                .take(p.ip(), self.cfg.max_handshakes_per_source)
+            {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(?peer, "passthrough: closing connection: too many pending ClientHellos from this address");
+                    return Classified::Reject(RejectReason::Overloaded);
+                }
+            },
+            None => None,
+        };
         let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
             tracing::warn!(
                 peer = ?stream.peer_addr().ok(),
@@ -328,13 +436,24 @@ impl Passthrough {
             );
             return Classified::Reject(RejectReason::Overloaded);
         };
-        let hello = match peek::peek_client_hello(&stream, self.cfg.peek).await {
+        let peek = PeekLimits {
+            timeout: limit.saturating_sub(started.elapsed()),
+            ..self.cfg.peek
+        };
+        let hello = match peek::peek_client_hello(&stream, peek).await {
             Ok(h) => h,
             Err(PeekError::Invalid(HelloError::NotHandshake(b)))
                 if plain_http::looks_like_http(b) =>
             {
                 tracing::debug!(peer = ?stream.peer_addr().ok(), "plain HTTP on the HTTPS port");
                 return Classified::PlainHttp(stream, permit);
+            }
+            Err(PeekError::Invalid(HelloError::BadServerName(why))) => {
+                // A name no passthrough host can be (a trailing dot, an empty label): TLS
+                // termination decides, as nginx does behind ingress-nginx's passthrough
+                // proxy, instead of a reset.
+                tracing::debug!(peer = ?stream.peer_addr().ok(), reason = why, "unusable SNI; terminating TLS");
+                return Classified::Terminate(Replay::new(Bytes::new(), stream));
             }
             Err(e) => {
                 tracing::info!(peer = ?stream.peer_addr().ok(), reason = %e, "passthrough: closing connection before TLS");
@@ -369,8 +488,10 @@ impl Passthrough {
         let peer = client.peer_addr().ok();
         let (mut backend, endpoint, _active) =
             route.balancer.connect(self.cfg.connect_timeout).await?;
-        let _ = client.set_nodelay(true);
-        let _ = backend.set_nodelay(true);
+        for s in [&client, &backend] {
+            let _ = s.set_nodelay(true);
+            keepalive(s);
+        }
         let mut prelude = 0;
         if route.route.proxy_protocol {
             let (Ok(src), Ok(dst)) = (client.peer_addr(), client.local_addr()) else {
@@ -514,5 +635,68 @@ mod tests {
         });
         assert_eq!(name("a.example.com").as_deref(), Some("any"));
         assert!(r.lookup_no_sni().is_some());
+    }
+
+    /// A ClientHello whose server name no passthrough host can be goes to TLS termination
+    /// (which answers at the TLS level) instead of being reset.
+    #[tokio::test]
+    async fn an_unusable_server_name_is_terminated_not_reset() {
+        use super::sni::tests::{hello, records, sni_ext};
+        use tokio::io::AsyncWriteExt;
+        let pt = Passthrough::start(PassthroughConfig {
+            userspace: true,
+            ..PassthroughConfig::default()
+        })
+        .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        for name in [&b"pt.test."[..], b"foo..bar"] {
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            let (server, _) = listener.accept().await.expect("accept");
+            let bytes = records(&hello(&[sni_ext(&[(0, name)])]), 16384);
+            client.write_all(&bytes).await.expect("write");
+            let got = pt.classify(server).await;
+            assert!(
+                matches!(got, Classified::Terminate(_)),
+                "{}: {got:?}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+
+    #[test]
+    fn a_host_terminated_by_name_is_not_taken_by_a_passthrough_wildcard() {
+        let r = Router::default();
+        r.apply(&Snapshot {
+            passthrough: vec![
+                route(HostMatch::Wildcard("wild.test".into()), "wild"),
+                route(HostMatch::Exact("pt.wild.test".into()), "exact"),
+            ],
+            http: crate::snapshot::HttpConfig {
+                hosts: vec![
+                    crate::snapshot::VirtualHost {
+                        host: HostMatch::Exact("A.wild.test".into()),
+                        routes: vec![],
+                        fallback: None,
+                        tls: true,
+                    },
+                    crate::snapshot::VirtualHost {
+                        host: HostMatch::Exact("pt.wild.test".into()),
+                        routes: vec![],
+                        fallback: None,
+                        tls: true,
+                    },
+                ],
+                default_backend: None,
+            },
+            ..Snapshot::default()
+        });
+        let name = |h: &str| r.lookup(h).map(|e| e.route.upstream.name.clone());
+        assert_eq!(name("a.wild.test"), None, "terminated host spliced");
+        assert_eq!(name("b.wild.test").as_deref(), Some("wild"));
+        // An exact passthrough host stays passthrough.
+        assert_eq!(name("pt.wild.test").as_deref(), Some("exact"));
     }
 }

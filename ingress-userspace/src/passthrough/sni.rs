@@ -283,11 +283,11 @@ fn validate_host(name: &[u8]) -> Result<String, HelloError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A ClientHello handshake message (header included) with the given extensions.
-    fn hello(exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    pub(crate) fn hello(exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
         let mut body = vec![3, 3];
         body.extend([7u8; 32]);
         body.push(0);
@@ -306,7 +306,7 @@ mod tests {
         msg
     }
 
-    fn sni_ext(names: &[(u8, &[u8])]) -> (u16, Vec<u8>) {
+    pub(crate) fn sni_ext(names: &[(u8, &[u8])]) -> (u16, Vec<u8>) {
         let mut list = Vec::new();
         for (ty, n) in names {
             list.push(*ty);
@@ -319,7 +319,7 @@ mod tests {
     }
 
     /// Wraps a handshake message in records of at most `chunk` bytes.
-    fn records(msg: &[u8], chunk: usize) -> Vec<u8> {
+    pub(crate) fn records(msg: &[u8], chunk: usize) -> Vec<u8> {
         let mut out = Vec::new();
         for c in msg.chunks(chunk) {
             out.extend([22, 3, 1]);

@@ -45,8 +45,13 @@ use super::{
 pub const PROGRAM: &str = "sk_passthrough";
 /// Receive and send buffer of each spliced socket (the kernel doubles it for overhead).
 pub const SOCKET_BUFFER: usize = 4 << 20;
-/// A FIN waits at most this long without progress for queued bytes to leave the peer.
-const DRAIN_STALL: Duration = Duration::from_secs(60);
+/// A FIN waits at most this long without progress for queued bytes to leave the peer: a
+/// reader may pause (a paused download) as long as nginx's stream `proxy_timeout` lets an
+/// idle connection live (600 s); only then are both sides reset.
+const DRAIN_STALL: Duration = Duration::from_secs(600);
+/// How often a FIN's drain is checked while the peer takes bytes, and once it has paused.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+const DRAIN_POLL_PAUSED: Duration = Duration::from_secs(1);
 
 /// Why the kernel splice cannot be used.
 #[derive(Debug, Error)]
@@ -505,7 +510,13 @@ impl<'a> Armed<'a> {
                     None => return Err(Ending::Reset(side)),
                 },
             }
-            delay = (delay * 2).min(Duration::from_millis(20));
+            // A paused reader is polled once a second, not fifty times.
+            let cap = if since.elapsed() > DRAIN_POLL_PAUSED {
+                DRAIN_POLL_PAUSED
+            } else {
+                DRAIN_POLL
+            };
+            delay = (delay * 2).min(cap);
         }
         to.stream
             .shutdown(Shutdown::Write)

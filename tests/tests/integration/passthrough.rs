@@ -672,6 +672,113 @@ async fn hostile_partial_hellos_are_bounded() {
     assert_clean(&s).await;
 }
 
+/// Idle connects take no ClientHello slot (a slot is taken once bytes arrive), and one
+/// address cannot hold more than its share: neither locks other clients out.
+#[tokio::test]
+async fn idle_connects_and_one_busy_address_cannot_lock_others_out() {
+    let cfg = PassthroughConfig {
+        peek: PeekLimits {
+            timeout: Duration::from_secs(3),
+            ..PeekLimits::default()
+        },
+        max_handshakes: 4,
+        max_handshakes_per_source: 2,
+        ..config(Mode::Userspace)
+    };
+    let mut s = setup_with(
+        Mode::Userspace,
+        cfg,
+        BackendBehavior::default(),
+        "127.0.0.1:0",
+    )
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(connect(s.front.addr).await);
+    }
+    echo_once(&mut s, PASS, b"past idle connects").await;
+
+    let hello = capture_client_hello(s.pki.client_config(), PASS);
+    let mut partial = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect(s.front.addr).await;
+        c.write_all(&hello[..10]).await.expect("write");
+        partial.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = connect(s.front.addr).await;
+    third.write_all(&hello[..10]).await.expect("write");
+    assert!(
+        closed_within(&mut third, Duration::from_secs(1)).await,
+        "a third pending hello from one address was kept"
+    );
+    // Another address still gets through: the busy one holds 2 of the 4 slots.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind 127.0.0.2");
+    let tcp = timeout(STEP, sock.connect(s.front.addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let mut tls = tls_over(tcp, PASS, s.pki.client_config())
+        .await
+        .expect("handshake from another address");
+    assert_eq!(exchange(&mut tls, b"other", 5).await, b"other");
+    drop((tls, third, partial, idle));
+    assert_clean(&s).await;
+}
+
+/// Keep-alive timers (`tr` 2 in /proc/net/tcp) of the established IPv4 sockets whose local
+/// port is `local` or whose remote port is `remote`.
+fn keepalive_timers(local: u16, remote: u16) -> Vec<bool> {
+    let text = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |a: &str| {
+        a.rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let ours = f.get(3) == Some(&"01")
+                && (port(f[1]) == Some(local) || port(f[2]) == Some(remote));
+            ours.then(|| f[5].starts_with("02:"))
+        })
+        .collect()
+}
+
+/// Both sockets of a passthrough pair carry TCP keep-alive: userspace never reads a spliced
+/// pair, so only keep-alive notices a peer that vanished without a FIN or RST.
+async fn keepalive_on_both_sides(mode: Mode) {
+    let s = setup(mode).await;
+    let tcp = connect(s.front.addr).await;
+    let mut tls = tls_over(tcp, PASS, s.pki.client_config())
+        .await
+        .expect("handshake through the front");
+    assert_eq!(exchange(&mut tls, b"ka", 2).await, b"ka");
+    // A socket with bytes in flight shows its retransmit timer instead: wait until idle.
+    let (front, backend) = (s.front.addr.port(), s.backend.addr.port());
+    let armed = eventually(STEP, || keepalive_timers(front, backend) == [true, true]).await;
+    assert!(
+        armed,
+        "{mode:?}: front-side and backend-side sockets: {:?}",
+        keepalive_timers(front, backend)
+    );
+    drop(tls);
+    assert_clean(&s).await;
+}
+
+#[tokio::test]
+async fn keepalive_on_both_sides_kernel() {
+    keepalive_on_both_sides(Mode::Kernel).await;
+}
+
+#[tokio::test]
+async fn keepalive_on_both_sides_userspace() {
+    keepalive_on_both_sides(Mode::Userspace).await;
+}
+
 #[tokio::test]
 async fn oversized_hello_is_rejected() {
     let s = setup(Mode::Kernel).await;
