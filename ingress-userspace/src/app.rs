@@ -286,13 +286,15 @@ impl App {
             readiness.clone(),
             shutdown.clone(),
         ));
+        let mut leader_task = None;
         if let Some(client) = kube_client {
             let identity = args.identity.clone().unwrap_or_else(hostname);
-            let (leading, _) = apply::leader::spawn(
+            let (leading, task) = apply::leader::spawn(
                 client.clone(),
                 apply::leader::LeaderConfig::new(&args.election_namespace, &identity),
                 shutdown.clone(),
             );
+            leader_task = Some(task);
             tokio::spawn(apply::status::run(
                 client.clone(),
                 apply::status::StatusConfig::new(args.publish_address.clone()),
@@ -336,8 +338,19 @@ impl App {
             warn!("drain timeout reached with requests still in flight");
         }
         shutdown.cancel();
-        // Let the leader task release its Lease.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Let the leader task release its Lease, so another replica takes over at once instead
+        // of after the lease duration; bounded, since the API may be unreachable.
+        if let Some(task) = leader_task {
+            const LEASE_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+            match tokio::time::timeout(LEASE_RELEASE_TIMEOUT, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!("leader election task failed: {e}"),
+                Err(_) => warn!(
+                    timeout = ?LEASE_RELEASE_TIMEOUT,
+                    "lease not released in time; it expires on its own"
+                ),
+            }
+        }
         if kernel.is_some() {
             info!(pin_dir = %args.xdp.pin.pin_dir.display(), "XDP programs stay attached through their pinned links; `ingressd cleanup` removes them");
         }

@@ -6,12 +6,14 @@
 //! replayed from history and then live, an `ERROR` event with a 410 Gone Status when the
 //! requested version has been compacted away; GET (also as `PartialObjectMetadata`), POST, PUT
 //! with `resourceVersion` optimistic concurrency, DELETE, and JSON merge PATCH on objects and
-//! on the `status` subresource. Field selectors `metadata.name` / `metadata.namespace` and
-//! equality label selectors are honoured. Errors are `metav1.Status` bodies.
+//! on the `status` subresource. Field selectors `metadata.name` / `metadata.namespace` (and
+//! `type` on Secrets) and equality label selectors are honoured. Errors are `metav1.Status`
+//! bodies.
 //!
 //! Tests drive it like another API client ([`FakeApi::apply`], [`FakeApi::delete`]), inject
-//! faults ([`FakeApi::drop_watches`], [`FakeApi::expire_watches`], [`FakeApi::set_failing`])
-//! and inspect every request received ([`FakeApi::requests`], [`FakeApi::wait_for_request`]).
+//! faults ([`FakeApi::drop_watches`], [`FakeApi::expire_watches`], [`FakeApi::set_failing`],
+//! [`FakeApi::set_stalled`], [`FakeApi::set_delay`]) and inspect every request received ([`FakeApi::requests`],
+//! [`FakeApi::wait_for_request`]).
 //!
 //! Known simplifications: one global resourceVersion counter like etcd, but no admission, no
 //! validation beyond names, no strategic-merge or apply patches (415), no server-side apply
@@ -128,6 +130,8 @@ pub struct RecordedRequest {
     pub content_type: Option<String>,
     pub accept: Option<String>,
     pub body: Bytes,
+    /// When it was received.
+    pub at: tokio::time::Instant,
 }
 
 impl RecordedRequest {
@@ -185,6 +189,12 @@ struct State {
     watches: Vec<WatchSub>,
     requests: Vec<RecordedRequest>,
     failing: Option<StatusCode>,
+    /// New requests are held unanswered.
+    stalled: bool,
+    /// Requests held so far.
+    held: usize,
+    /// New requests are answered this late.
+    delay: Option<Duration>,
     uid: u64,
 }
 
@@ -330,6 +340,24 @@ impl FakeApi {
     /// While set, every new request fails with this status code.
     pub fn set_failing(&self, code: Option<StatusCode>) {
         self.lock().failing = code;
+    }
+
+    /// While true, every new request is recorded and then never answered (also not after
+    /// this is turned off), as by a wedged API server or a black-holed connection: the client
+    /// waits until it gives up.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.lock().stalled = stalled;
+    }
+
+    /// While set, every new request is answered only after this delay, as by a slow or
+    /// distant API server.
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        self.lock().delay = delay;
+    }
+
+    /// How many requests have been held unanswered by [`FakeApi::set_stalled`].
+    pub fn held_requests(&self) -> usize {
+        self.lock().held
     }
 
     /// Watch connections currently open.
@@ -568,7 +596,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// `metadata.name` / `metadata.namespace` field selectors and equality label selectors.
+/// `metadata.name` / `metadata.namespace` field selectors (and `type` on Secrets, as the real
+/// server supports) and equality label selectors.
 #[derive(Clone, Debug, Default)]
 struct Selector {
     fields: Vec<(String, bool, String)>,
@@ -576,7 +605,11 @@ struct Selector {
 }
 
 impl Selector {
-    fn parse(fields: Option<&str>, labels: Option<&str>) -> Result<Selector, String> {
+    fn parse(
+        t: &ResourceType,
+        fields: Option<&str>,
+        labels: Option<&str>,
+    ) -> Result<Selector, String> {
         let terms = |s: Option<&str>| -> Result<Vec<(String, bool, String)>, String> {
             s.unwrap_or("")
                 .split(',')
@@ -596,10 +629,10 @@ impl Selector {
                 .collect()
         };
         let fields = terms(fields)?;
-        if let Some((k, _, _)) = fields
-            .iter()
-            .find(|(k, _, _)| k != "metadata.name" && k != "metadata.namespace")
-        {
+        let supported = |k: &str| {
+            k == "metadata.name" || k == "metadata.namespace" || (t.kind == "Secret" && k == "type")
+        };
+        if let Some((k, _, _)) = fields.iter().find(|(k, _, _)| !supported(k)) {
             return Err(format!("field label not supported: {k}"));
         }
         Ok(Selector {
@@ -610,8 +643,8 @@ impl Selector {
 
     fn matches(&self, object: &Value) -> bool {
         let fields_ok = self.fields.iter().all(|(k, eq, v)| {
-            let field = k.strip_prefix("metadata.").unwrap_or(k);
-            let actual = str_at(object, &["metadata", field]).unwrap_or_default();
+            let path: Vec<&str> = k.split('.').collect();
+            let actual = str_at(object, &path).unwrap_or_default();
             (actual == *v) == *eq
         });
         let labels_ok = self.labels.iter().all(|(k, eq, v)| {
@@ -785,9 +818,21 @@ async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Response<Bo
         content_type: header(http::header::CONTENT_TYPE),
         accept: header(http::header::ACCEPT),
         body,
+        at: tokio::time::Instant::now(),
     };
+    let (stalled, delay) = {
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        st.requests.push(recorded.clone());
+        st.held += usize::from(st.stalled);
+        (st.stalled, st.delay)
+    };
+    if stalled {
+        return std::future::pending().await;
+    }
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-    st.requests.push(recorded.clone());
     if let Some(code) = st.failing {
         let reason = match code {
             StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
@@ -829,6 +874,7 @@ async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Response<Bo
     match (&parts.method, target.name.as_deref()) {
         (&Method::GET, None) => {
             let selector = match Selector::parse(
+                &t,
                 query.get("fieldSelector").map(String::as_str),
                 query.get("labelSelector").map(String::as_str),
             ) {

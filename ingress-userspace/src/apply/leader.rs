@@ -69,7 +69,7 @@ pub enum LeaderError {
 }
 
 /// Starts the election in a task. The receiver says whether this replica leads right now; it
-/// turns false on shutdown, after the Lease has been released.
+/// turns false on shutdown, before the Lease is released.
 pub fn spawn(
     client: Client,
     config: LeaderConfig,
@@ -82,6 +82,10 @@ pub fn spawn(
 
 /// Runs the election until `shutdown` is cancelled, publishing leadership on `tx`. On shutdown
 /// a held Lease is released so another replica can take over at once.
+///
+/// Leadership ends exactly `renew_deadline` after the last successful renewal was sent, even
+/// while a round or the pause between rounds is still running: another replica may take over
+/// `lease_duration` after it saw that renewal land, which is no earlier than it was sent.
 pub async fn run(
     client: Client,
     config: LeaderConfig,
@@ -89,47 +93,77 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut elector = Elector::new(client, normalized(config));
+    let deadline = elector.config.renew_deadline;
+    let retry_period = elector.config.retry_period;
+    // When the write of the last successful renewal was sent; `None` while not leading.
     let mut last_renewal: Option<Instant> = None;
     loop {
-        let deadline = elector.config.renew_deadline;
-        let round = tokio::time::timeout(deadline, elector.try_acquire_or_renew()).await;
-        let leading = match round.unwrap_or(Err(LeaderError::Timeout(deadline))) {
-            Ok(true) => {
-                last_renewal = Some(Instant::now());
-                true
-            }
-            Ok(false) => false,
-            Err(error) => {
-                let still = last_renewal.is_some_and(|t| t.elapsed() < deadline);
-                warn!(%error, lease = %elector.config.name, leading = still, "lease round failed");
-                still
-            }
+        let round = async {
+            let round = tokio::time::timeout(deadline, elector.try_acquire_or_renew()).await;
+            round.unwrap_or(Err(LeaderError::Timeout(deadline)))
         };
-        if !leading {
-            last_renewal = None;
-        }
-        tx.send_if_modified(|current| {
-            let changed = *current != leading;
-            if changed {
-                info!(identity = %elector.config.identity, leading, "leadership changed");
-            }
-            *current = leading;
-            changed
-        });
         tokio::select! {
+            biased;
+            // Also mid-round: a hanging request must not delay the release.
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(elector.config.retry_period) => {}
+            _ = step_down_at(last_renewal, deadline) => last_renewal = None,
+            round = round => match round {
+                Ok(renewed) => last_renewal = renewed,
+                // Still leading until the deadline, which `step_down_at` enforces.
+                Err(error) => warn!(
+                    %error,
+                    lease = %elector.config.name,
+                    leading = last_renewal.is_some(),
+                    "lease round failed"
+                ),
+            },
+        }
+        publish(&tx, &elector.config.identity, last_renewal.is_some());
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = step_down_at(last_renewal, deadline) => {
+                last_renewal = None;
+                publish(&tx, &elector.config.identity, false);
+            }
+            _ = tokio::time::sleep(retry_period) => {}
         }
     }
-    if *tx.borrow() {
-        tx.send_replace(false);
-        let deadline = elector.config.renew_deadline;
-        match tokio::time::timeout(deadline, elector.release()).await {
-            Ok(Ok(())) => info!(identity = %elector.config.identity, "lease released"),
-            Ok(Err(error)) => warn!(%error, "releasing lease failed"),
-            Err(_) => warn!("releasing lease timed out"),
-        }
+    tx.send_replace(false);
+    // Released even when not leading: a write abandoned by shutdown or by the deadline may
+    // still have landed. `release` writes only if the Lease names this replica.
+    match tokio::time::timeout(deadline, elector.release()).await {
+        Ok(Ok(true)) => info!(identity = %elector.config.identity, "lease released"),
+        Ok(Ok(false)) => {}
+        Ok(Err(error)) => warn!(%error, "releasing lease failed"),
+        Err(_) => warn!("releasing lease timed out"),
     }
+}
+
+/// Resolves when a leader whose last renewal was sent at `last_renewal` must step down; never
+/// if it is not leading.
+async fn step_down_at(last_renewal: Option<Instant>, renew_deadline: Duration) {
+    match last_renewal {
+        Some(sent) => {
+            tokio::time::sleep_until(sent + renew_deadline).await;
+            warn!(
+                ?renew_deadline,
+                "could not renew the lease in time; stepping down"
+            );
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn publish(tx: &watch::Sender<bool>, identity: &str, leading: bool) {
+    tx.send_if_modified(|current| {
+        let changed = *current != leading;
+        if changed {
+            info!(identity, leading, "leadership changed");
+        }
+        *current = leading;
+        changed
+    });
 }
 
 /// Whole-second lease (as written to the Lease) and a renew deadline below it, so this
@@ -177,8 +211,9 @@ impl Elector {
         }
     }
 
-    /// One round: true if this replica holds the Lease afterwards.
-    async fn try_acquire_or_renew(&mut self) -> Result<bool, LeaderError> {
+    /// One round: if this replica holds the Lease afterwards, when the write that took or
+    /// renewed it was sent.
+    async fn try_acquire_or_renew(&mut self) -> Result<Option<Instant>, LeaderError> {
         let now = MicroTime(Timestamp::now());
         let Some(lease) = self.api.get_opt(&self.config.name).await? else {
             let lease = Lease {
@@ -196,12 +231,13 @@ impl Elector {
                     ..Default::default()
                 }),
             };
+            let sent = Instant::now();
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(created) => {
                     self.observe(&created.spec.unwrap_or_default());
-                    Ok(true)
+                    Ok(Some(sent))
                 }
-                Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(false),
+                Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(None),
                 Err(e) => Err(e.into()),
             };
         };
@@ -216,7 +252,7 @@ impl Elector {
                 .map_or(self.config.lease_duration, Duration::from_secs);
             if seen_at.elapsed() < duration {
                 debug!(holder, "lease held by another replica");
-                return Ok(false);
+                return Ok(None);
             }
             info!(holder, "lease expired; taking over");
         }
@@ -231,9 +267,15 @@ impl Elector {
         self.replace(lease, next).await
     }
 
-    /// Writes `spec` over `lease`; a conflict means another replica wrote first.
-    async fn replace(&mut self, mut lease: Lease, spec: LeaseSpec) -> Result<bool, LeaderError> {
+    /// Writes `spec` over `lease` and returns when the write was sent; a conflict (`None`)
+    /// means another replica wrote first.
+    async fn replace(
+        &mut self,
+        mut lease: Lease,
+        spec: LeaseSpec,
+    ) -> Result<Option<Instant>, LeaderError> {
         lease.spec = Some(spec);
+        let sent = Instant::now();
         match self
             .api
             .replace(&self.config.name, &PostParams::default(), &lease)
@@ -241,24 +283,25 @@ impl Elector {
         {
             Ok(written) => {
                 self.observe(&written.spec.unwrap_or_default());
-                Ok(true)
+                Ok(Some(sent))
             }
             Err(kube::Error::Api(s)) if s.is_conflict() => {
                 debug!("lease changed under us; lost this round");
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(e.into()),
         }
     }
 
     /// Gives the Lease up if we hold it: no holder, one-second duration (as client-go does).
-    async fn release(&mut self) -> Result<(), LeaderError> {
+    /// True if it was ours and is released now.
+    async fn release(&mut self) -> Result<bool, LeaderError> {
         let Some(lease) = self.api.get_opt(&self.config.name).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let spec = lease.spec.clone().unwrap_or_default();
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
-            return Ok(());
+            return Ok(false);
         }
         let now = MicroTime(Timestamp::now());
         let next = LeaseSpec {
@@ -269,7 +312,7 @@ impl Elector {
             lease_transitions: spec.lease_transitions,
             ..Default::default()
         };
-        self.replace(lease, next).await.map(|_| ())
+        Ok(self.replace(lease, next).await?.is_some())
     }
 }
 

@@ -1,7 +1,8 @@
 //! Kubernetes source: kube-rs watchers for every watched kind, relisting with backoff after errors.
 //!
 //! Each kind gets a `kube::runtime::watcher` (ConfigMaps get one per configured ConfigMap, by
-//! field selector). A watcher's `Init .. InitDone` run, which is both the first list and every
+//! field selector; Secrets leave out Helm release and service-account token Secrets, by field
+//! selector). A watcher's `Init .. InitDone` run, which is both the first list and every
 //! relist after a watch error, becomes one [`SourceEvent::Replace`]; live changes become
 //! [`SourceEvent::Apply`] / [`SourceEvent::Delete`]. Once every watcher has listed once, one
 //! [`SourceEvent::Synced`] follows.
@@ -37,6 +38,13 @@ use crate::config::{NamespacedName, Settings};
 
 /// Annotation `kubectl apply` stores the whole previous manifest in; dropped to save memory.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Secrets never read but big or numerous enough to matter when every Secret is cached: Helm v3
+/// keeps each release revision as a `helm.sh/release.v1` Secret (often 100 KB to 1 MB), and
+/// service-account token Secrets add one per account. Only TLS and Opaque Secrets are read;
+/// ingress-nginx filters Helm releases out the same way.
+const SECRET_FIELD_SELECTOR: &str =
+    "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
 
 /// Building a Kubernetes client failed.
 #[derive(Debug, Error)]
@@ -161,13 +169,17 @@ fn watches(client: &Client, settings: &Settings) -> Vec<(Kind, ObjectStream)> {
             Kind::EndpointSlice,
             watch(
                 Api::<EndpointSlice>::all(client.clone()),
-                all.clone(),
+                all,
                 Object::EndpointSlice,
             ),
         ),
         (
             Kind::Secret,
-            watch(Api::<Secret>::all(client.clone()), all, Object::Secret),
+            watch(
+                Api::<Secret>::all(client.clone()),
+                watcher::Config::default().fields(SECRET_FIELD_SELECTOR),
+                Object::Secret,
+            ),
         ),
     ];
     for nn in configmaps(settings) {

@@ -308,7 +308,6 @@ fn default_backend_with_rules_is_only_the_fallback_of_its_own_hosts() {
 
     // An Ingress whose only rule was dropped as invalid still had rules: it is not the
     // catch-all either.
-    let mut objs = objs;
     objs.push(ing(mk_ingress("ns", "dropped")
         .created(50)
         .host("bad host!")

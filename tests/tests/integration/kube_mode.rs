@@ -174,6 +174,9 @@ async fn kubernetes_mode_routes_follows_endpoints_and_writes_status() {
             )
             .expect("lease");
         assert_eq!(lease["spec"]["holderIdentity"], "replica-1");
+        // A slow API: releasing the Lease (a GET and a PUT) takes longer than a token grace
+        // period, so shutdown has to wait for it.
+        api.set_delay(Some(Duration::from_millis(300)));
         p.signal(libc::SIGTERM).unwrap();
         let status = p.wait(Duration::from_secs(35)).unwrap();
         assert!(status.success(), "{}", p.log_text());

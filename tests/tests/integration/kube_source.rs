@@ -344,6 +344,83 @@ async fn kube_source_streams_add_modify_delete() {
     source.assert_quiet(Duration::from_millis(300)).await;
 }
 
+/// Helm v3 keeps every release revision as a Secret (often 100 KB to 1 MB each) and token
+/// Secrets are never read either: neither may be listed, watched or cached.
+#[tokio::test]
+async fn kube_source_skips_helm_release_and_token_secrets() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    seed(&api);
+    let helm = |revision: u32| {
+        secret(
+            "shop",
+            &format!("sh.helm.release.v1.web.v{revision}"),
+            "helm.sh/release.v1",
+            json!({"release": "SDRzSUFBQUFBQUFD"}),
+        )
+    };
+    let token = |value: &str| {
+        secret(
+            "shop",
+            "default-token-x7k2p",
+            "kubernetes.io/service-account-token",
+            json!({"token": value}),
+        )
+    };
+    api.apply(helm(1));
+    api.apply(token("dG9rZW4x"));
+    let mut source = Source::start(client(&api), settings());
+    let listed = source
+        .until_synced()
+        .await
+        .into_iter()
+        .find_map(|e| match e {
+            SourceEvent::Replace(Kind::Secret, objects) => Some(names(&objects)),
+            _ => None,
+        });
+    assert_eq!(
+        listed.as_deref(),
+        Some(["basic-auth".to_string(), "web-tls".to_string()].as_slice())
+    );
+    api.wait_until(WAIT, "6 watches", |a| a.open_watches() == 6)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let secret_requests: Vec<RecordedRequest> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path() == "/api/v1/secrets")
+        .collect();
+    assert!(
+        secret_requests.iter().any(|r| r.is_watch())
+            && secret_requests.iter().any(|r| !r.is_watch()),
+        "{secret_requests:#?}"
+    );
+    for r in &secret_requests {
+        assert_eq!(
+            r.query("fieldSelector").as_deref(),
+            Some("type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token"),
+            "{} {}",
+            r.method,
+            r.uri
+        );
+    }
+
+    // Live changes: a new Helm revision and a rotated token never arrive; a TLS Secret written
+    // after them (so on the same watch, later) does.
+    api.apply(helm(2));
+    api.apply(token("dG9rZW4y"));
+    api.apply(secret(
+        "shop",
+        "new-tls",
+        "kubernetes.io/tls",
+        json!({"tls.crt": "YQ==", "tls.key": "Yg=="}),
+    ));
+    match source.next().await {
+        SourceEvent::Apply(o) => assert_eq!(kube_source::key_of(&o).name, "new-tls"),
+        other => panic!("expected Apply(Secret new-tls), got {other:?}"),
+    }
+    source.assert_quiet(Duration::from_millis(300)).await;
+}
+
 #[tokio::test]
 async fn kube_source_relists_after_410_gone() {
     let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
@@ -852,6 +929,98 @@ async fn leader_steps_down_when_it_cannot_renew() {
     );
     stop.cancel();
     timeout(WAIT, task)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The last Lease write received before `api` was stalled: every one before was answered.
+fn last_lease_write(api: &FakeApi) -> RecordedRequest {
+    api.requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == http::Method::PUT && r.path().ends_with(leader::LEASE_NAME))
+        .unwrap_or_else(|| panic!("no lease write: {:#?}", api.requests()))
+}
+
+/// Renewals that hang (a wedged API server, a black-holed connection) end leadership
+/// `renew_deadline` after the last successful renewal was sent, not when the hanging round
+/// gives up: another replica may take over `lease_duration` after that renewal.
+#[tokio::test]
+async fn leader_steps_down_at_the_deadline_while_a_renewal_hangs() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    // A pause between rounds that is long against the deadline, so leading on past the
+    // deadline (into the pause, then the hanging round) shows.
+    let config = LeaderConfig {
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_secs(1),
+        ..LeaderConfig::new("ingress", "pod-a")
+    };
+    let stop = CancellationToken::new();
+    let (mut a, task) = leader::spawn(client(&api), config, stop.clone());
+    wait_leading(&mut a, true).await;
+    let first = lease(&api);
+    api.wait_until(WAIT, "a renewal", |api| {
+        lease(api)["spec"]["renewTime"] != first["spec"]["renewTime"]
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    api.set_stalled(true);
+    let renewed = last_lease_write(&api).at;
+
+    let stepped_down = wait_leading(&mut a, false).await;
+    let led = stepped_down - renewed;
+    assert!(
+        led >= Duration::from_millis(1800) && led < Duration::from_millis(2300),
+        "led for {led:?} after the last renewal; renew deadline 2 s"
+    );
+    assert!(api.held_requests() > 0, "a renewal must have hung");
+
+    api.set_stalled(false);
+    wait_leading(&mut a, true).await;
+    stop.cancel();
+    timeout(WAIT, task)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Shutdown while a renewal hangs releases the Lease at once, not after the round gives up.
+#[tokio::test]
+async fn leader_releases_on_shutdown_during_a_hanging_renewal() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let config = LeaderConfig {
+        lease_duration: Duration::from_secs(10),
+        renew_deadline: Duration::from_secs(6),
+        retry_period: Duration::from_millis(100),
+        ..LeaderConfig::new("ingress", "pod-a")
+    };
+    let stop = CancellationToken::new();
+    let (mut a, task) = leader::spawn(client(&api), config, stop.clone());
+    wait_leading(&mut a, true).await;
+    api.set_stalled(true);
+    api.wait_until(WAIT, "a renewal request hanging", |a| a.held_requests() > 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The hanging request stays unanswered; the release's own requests are served.
+    api.set_stalled(false);
+
+    let cancelled = Instant::now();
+    stop.cancel();
+    api.wait_until(WAIT, "the lease released", |a| {
+        lease(a)["spec"]["holderIdentity"].is_null()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        cancelled.elapsed() < Duration::from_secs(1),
+        "released {:?} after shutdown",
+        cancelled.elapsed()
+    );
+    assert_eq!(lease(&api)["spec"]["leaseDurationSeconds"], 1);
+    assert!(!*a.borrow());
+    timeout(Duration::from_secs(1), task)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
