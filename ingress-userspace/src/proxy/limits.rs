@@ -214,20 +214,28 @@ impl Scanner {
         self.conflict
     }
 
-    /// Head or trailer lines, up to the end of the block or of `data`.
+    /// Head or trailer lines, up to the end of the block or of `data`. Only the first
+    /// `LINE` bytes of a line are kept; the rest is skipped to the line break.
     fn lines<'d>(&mut self, mut data: &'d [u8]) -> &'d [u8] {
-        while let Some((&b, rest)) = data.split_first() {
-            data = rest;
-            if b == b'\n' {
-                self.end_line();
-                if self.phase != Phase::Head && self.phase != Phase::Trailers {
-                    break;
-                }
-            } else if self.line_len < LINE {
-                self.line[self.line_len] = b.to_ascii_lowercase();
-                self.line_len += 1;
-            } else {
-                self.long = true;
+        while !data.is_empty() {
+            let end = memchr::memchr(b'\n', data);
+            let line = &data[..end.unwrap_or(data.len())];
+            let take = line.len().min(LINE - self.line_len);
+            for (dst, src) in self.line[self.line_len..self.line_len + take]
+                .iter_mut()
+                .zip(line)
+            {
+                *dst = src.to_ascii_lowercase();
+            }
+            self.line_len += take;
+            self.long |= line.len() > take;
+            let Some(end) = end else {
+                return &[];
+            };
+            data = &data[end + 1..];
+            self.end_line();
+            if self.phase != Phase::Head && self.phase != Phase::Trailers {
+                break;
             }
         }
         data
