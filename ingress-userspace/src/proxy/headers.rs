@@ -28,12 +28,17 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// WSGI and PHP servers read `X_Forwarded_For` as `X-Forwarded-For`, so a client could pass
 /// forged forwarding headers beside the ones the proxy sets.
 pub fn drop_underscored(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| k.as_str().contains('_')) {
+    remove_where(headers, |name| name.contains('_'));
+}
+
+/// Removes every header whose name satisfies `pred`; allocates only when one does.
+fn remove_where(headers: &mut HeaderMap, pred: impl Fn(&str) -> bool) {
+    if !headers.keys().any(|k| pred(k.as_str())) {
         return;
     }
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| pred(k.as_str()))
         .cloned()
         .collect();
     for name in names {
@@ -86,16 +91,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     headers.remove(&PROXY_CONNECTION);
     headers.remove(header::PROXY_AUTHORIZATION);
     headers.remove(header::PROXY_AUTHENTICATE);
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
-        for name in proxy {
-            headers.remove(name);
-        }
-    }
+    remove_where(headers, |name| name.starts_with("proxy-"));
 }
 
 /// Joins several `Cookie` lines into one, `; `-separated: HTTP/2 clients send one line per

@@ -124,6 +124,12 @@ enum Phase {
     Trailers,
 }
 
+/// Skips up to `n` body bytes of `data`: how many are still to come, and what follows them.
+fn skip(n: u64, data: &[u8]) -> (u64, &[u8]) {
+    let take = n.min(data.len() as u64);
+    (n - take, &data[take as usize..])
+}
+
 /// Follows the HTTP/1 request stream (heads, then bodies by their framing) and spots a head
 /// with both `Content-Length` and `Transfer-Encoding`.
 #[derive(Debug)]
@@ -183,21 +189,23 @@ impl Scanner {
             data = match self.phase {
                 Phase::Head | Phase::Trailers => self.lines(data),
                 Phase::Body(n) => {
-                    let take = n.min(data.len() as u64);
-                    self.phase = match n - take {
-                        0 => Phase::Head,
-                        left => Phase::Body(left),
+                    let (left, rest) = skip(n, data);
+                    self.phase = if left == 0 {
+                        Phase::Head
+                    } else {
+                        Phase::Body(left)
                     };
-                    &data[take as usize..]
+                    rest
                 }
                 Phase::ChunkSize { size, ext } => self.chunk_size(data, size, ext),
                 Phase::ChunkData(n) => {
-                    let take = n.min(data.len() as u64);
-                    self.phase = match n - take {
-                        0 => Phase::ChunkEnd,
-                        left => Phase::ChunkData(left),
+                    let (left, rest) = skip(n, data);
+                    self.phase = if left == 0 {
+                        Phase::ChunkEnd
+                    } else {
+                        Phase::ChunkData(left)
                     };
-                    &data[take as usize..]
+                    rest
                 }
                 Phase::ChunkEnd => match memchr::memchr(b'\n', data) {
                     Some(p) => {
