@@ -91,8 +91,12 @@ pub struct ApplyReport {
 
 struct VipState {
     id: u32,
-    /// Sorted backend addresses; `None` after adoption until the first apply recomputes it.
+    /// Sorted backend addresses in its ring; `None` after adoption until the first apply
+    /// recomputes it.
     backends: Option<Vec<SocketAddr>>,
+    /// Some wanted backends found no slot (backend capacity): rebuilt at every apply until
+    /// they fit.
+    partial: bool,
 }
 
 /// Converts an IP address to the kernel's 4-word network-order layout.
@@ -184,6 +188,7 @@ impl<W: MapWriter> L4Applier<W> {
                 VipState {
                     id: meta.id,
                     backends: None,
+                    partial: false,
                 },
             );
         }
@@ -264,6 +269,26 @@ impl<W: MapWriter> L4Applier<W> {
 
     /// Makes the kernel tables equal `services`.
     pub fn apply(&mut self, services: &[L4Service]) -> Result<ApplyReport, ApplyError> {
+        let mut report = self.apply_once(services)?;
+        // Backends are freed only after no ring names them, so a VIP that found no slot for
+        // some of its backends may fit once this pass freed others: one more pass, not a
+        // wait for the next snapshot.
+        if report.backends_freed > 0 && self.vips.values().any(|v| v.partial) {
+            let again = self.apply_once(services)?;
+            report.vips_added += again.vips_added;
+            report.rings_rebuilt += again.rings_rebuilt;
+            report.ring_slots_written += again.ring_slots_written;
+            report.backends_added += again.backends_added;
+            report.backends_freed += again.backends_freed;
+            report.skipped = again.skipped;
+        }
+        if !report.skipped.is_empty() {
+            warn!(skipped = ?report.skipped, "some L4 services were not programmed");
+        }
+        Ok(report)
+    }
+
+    fn apply_once(&mut self, services: &[L4Service]) -> Result<ApplyReport, ApplyError> {
         let mut report = ApplyReport::default();
         let ring_size = self.writer.capacity().ring_size;
 
@@ -315,7 +340,7 @@ impl<W: MapWriter> L4Applier<W> {
             let unchanged = self
                 .vips
                 .get(key)
-                .is_some_and(|s| s.backends.as_ref() == Some(backends));
+                .is_some_and(|s| !s.partial && s.backends.as_ref() == Some(backends));
             if unchanged {
                 continue;
             }
@@ -334,29 +359,31 @@ impl<W: MapWriter> L4Applier<W> {
                     }
                 },
             };
-            let mut ids = Vec::with_capacity(backends.len());
+            // The ring is built over the backends that got a slot: one without a slot has no
+            // id for the ring to name.
+            let mut admitted: Vec<(SocketAddr, u32)> = Vec::with_capacity(backends.len());
             for addr in backends {
                 match self.ensure_backend(*addr, &mut report)? {
-                    Some(bid) => ids.push(bid),
+                    Some(bid) => admitted.push((*addr, bid)),
                     None => report
                         .skipped
                         .push(format!("backend {addr} (backend capacity exhausted)")),
                 }
             }
-            let ring: Vec<u32> = if ids.is_empty() {
+            let ring: Vec<u32> = if admitted.is_empty() {
                 vec![NO_BACKEND; ring_size as usize]
             } else {
-                let names: Vec<String> = backends.iter().map(|a| a.to_string()).collect();
+                let names: Vec<String> = admitted.iter().map(|(a, _)| a.to_string()).collect();
                 maglev::table(&names, ring_size)
                     .into_iter()
-                    .map(|i| ids[i as usize])
+                    .map(|i| admitted[i as usize].1)
                     .collect()
             };
             let meta = VipMeta {
                 id,
-                backends: ids.len() as u32,
+                backends: admitted.len() as u32,
             };
-            if ids.is_empty() {
+            if admitted.is_empty() {
                 // New flows must stop before the ring is cleared.
                 self.writer.put_vip(key, &meta)?;
                 report.ring_slots_written += self.writer.write_ring(id, &ring)?;
@@ -369,7 +396,8 @@ impl<W: MapWriter> L4Applier<W> {
                 *key,
                 VipState {
                     id,
-                    backends: Some(backends.clone()),
+                    partial: admitted.len() < backends.len(),
+                    backends: Some(admitted.into_iter().map(|(a, _)| a).collect()),
                 },
             );
         }
@@ -377,9 +405,6 @@ impl<W: MapWriter> L4Applier<W> {
         self.sync_vip_addrs()?;
         self.sync_vip_filter()?;
         self.free_unused_backends(&mut report)?;
-        if !report.skipped.is_empty() {
-            warn!(skipped = ?report.skipped, "some L4 services were not programmed");
-        }
         Ok(report)
     }
 
@@ -608,6 +633,40 @@ mod tests {
         let v6 = svc("2001:db8::1", 80, &["[2001:db8::2]:80"]);
         let r = a.apply(&[v6]).unwrap();
         assert_eq!(r.skipped.len(), 1, "no IPv6 SNAT address configured");
+    }
+
+    /// More backends than backend slots: the ring names only backends that got a slot (it
+    /// used to index past them and panic, for every later apply too), and the rest get in
+    /// once slots free up.
+    #[test]
+    fn backends_beyond_capacity_are_left_out_of_the_ring_and_added_later() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        let addrs: Vec<String> = (0..20).map(|i| format!("198.18.1.{}:80", i + 1)).collect();
+        let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        let big = svc("198.18.0.10", 80, &refs);
+        let used = |w: &FakeMapWriter| -> Vec<u32> {
+            w.backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b != Backend::default())
+                .map(|(i, _)| i as u32)
+                .collect()
+        };
+        let r = a.apply(std::slice::from_ref(&big)).unwrap();
+        assert_eq!(r.skipped.len(), 5, "{r:?}");
+        let admitted = used(a.writer());
+        assert_eq!(admitted.len(), 15);
+        let ring = a.writer().ring(0);
+        assert!(
+            ring.iter().all(|id| admitted.contains(id)),
+            "ring names a backend without a slot"
+        );
+        // Applying again is not stuck, and once the VIP needs fewer backends all are in.
+        a.apply(std::slice::from_ref(&big)).unwrap();
+        let r = a.apply(&[svc("198.18.0.10", 80, &refs[5..])]).unwrap();
+        assert!(r.skipped.is_empty(), "{r:?}");
+        assert_eq!(used(a.writer()).len(), 15);
+        assert_eq!(a.writer().vip(&vip_key(&big)).map(|m| m.backends), Some(15));
     }
 
     #[test]
