@@ -159,6 +159,7 @@ impl Kernel {
         for ifname in &x.interfaces {
             datapath.attach(ifname, x.xdp_generic)?;
         }
+        datapath.detach_others(&x.interfaces)?;
         datapath.remove_stale_versions()?;
         Ok(Kernel {
             splice,

@@ -296,36 +296,22 @@ impl Datapath {
     }
 
     /// Attaches to `ifname`: swaps this program into an existing pinned link (no gap in
-    /// forwarding), or attaches natively, falling back to generic mode with a log line.
+    /// forwarding), or attaches natively, falling back to generic mode with a log line. A
+    /// pinned link that cannot take the program (its interface was deleted and made again)
+    /// is removed and the program attached afresh.
     pub fn attach(&mut self, ifname: &str, generic_only: bool) -> Result<XdpMode, LoadError> {
         let pin_dir = self.pin_dir.clone();
         if let Some(dir) = &pin_dir {
             let path = link_path(dir, ifname);
             if path.exists() {
-                let pinned = PinnedLink::from_pin(&path).map_err(|source| LoadError::Link {
-                    step: format!("opening {}", path.display()),
-                    source,
-                })?;
-                let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(
-                    |source| LoadError::Link {
-                        step: "adopting xdp link".into(),
-                        source,
-                    },
-                )?;
-                let id =
-                    self.xdp_mut()?
-                        .attach_to_link(link)
-                        .map_err(|source| LoadError::Program {
-                            step: format!("updating link on {ifname}"),
-                            source,
-                        })?;
-                info!(
-                    interface = ifname,
-                    "xdp program swapped into the existing pinned link"
-                );
-                self.attached
-                    .insert(ifname.to_string(), (XdpMode::Default, Some(id)));
-                return Ok(XdpMode::Default);
+                match self.swap_into_pinned(&path, ifname) {
+                    Ok(mode) => return Ok(mode),
+                    Err(error) => {
+                        warn!(interface = ifname, %error, "pinned xdp link unusable; removing it and attaching afresh");
+                        std::fs::remove_file(&path)
+                            .map_err(io_err(format!("removing {}", path.display())))?;
+                    }
+                }
             }
         }
         let prog = self.xdp_mut()?;
@@ -383,6 +369,64 @@ impl Datapath {
         info!(interface = ifname, mode = ?mode, "xdp program attached");
         self.attached.insert(ifname.to_string(), (mode, held));
         Ok(mode)
+    }
+
+    /// Swaps this program into the link pinned at `path` (`bpf_link_update`).
+    fn swap_into_pinned(&mut self, path: &Path, ifname: &str) -> Result<XdpMode, LoadError> {
+        let pinned = PinnedLink::from_pin(path).map_err(|source| LoadError::Link {
+            step: format!("opening {}", path.display()),
+            source,
+        })?;
+        let link =
+            aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|source| {
+                LoadError::Link {
+                    step: "adopting xdp link".into(),
+                    source,
+                }
+            })?;
+        let id = self
+            .xdp_mut()?
+            .attach_to_link(link)
+            .map_err(|source| LoadError::Program {
+                step: format!("updating link on {ifname}"),
+                source,
+            })?;
+        info!(
+            interface = ifname,
+            "xdp program swapped into the existing pinned link"
+        );
+        self.attached
+            .insert(ifname.to_string(), (XdpMode::Default, Some(id)));
+        Ok(XdpMode::Default)
+    }
+
+    /// Removes the pinned links of interfaces not in `keep` (dropped from
+    /// `--xdp-interface` since the last run), which would otherwise keep forwarding with an
+    /// old program. Returns the interfaces detached.
+    pub fn detach_others(&mut self, keep: &[String]) -> Result<Vec<String>, LoadError> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Ok(Vec::new());
+        };
+        let Ok(entries) = std::fs::read_dir(links_dir(&dir)) else {
+            return Ok(Vec::new());
+        };
+        let mut gone = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(ifname) = name.strip_prefix("xdp_") else {
+                continue;
+            };
+            if keep.iter().any(|k| k == ifname) {
+                continue;
+            }
+            warn!(
+                interface = ifname,
+                "detaching xdp from an interface no longer configured"
+            );
+            self.detach(ifname)?;
+            gone.push(ifname.to_string());
+        }
+        Ok(gone)
     }
 
     /// Detaches from `ifname` (removing its pinned link).

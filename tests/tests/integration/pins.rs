@@ -139,3 +139,64 @@ fn native_attach_falls_back_to_generic_where_the_driver_lacks_xdp() {
     drop(dp);
     drop(guard);
 }
+
+/// Pinned links across restarts: the link of an interface deleted and made again cannot take
+/// the new program (the kernel refuses the update) and is replaced by a fresh attach instead
+/// of failing startup; an interface dropped from the configuration is detached, not left
+/// forwarding with the old program.
+#[test]
+fn pinned_links_of_recreated_and_dropped_interfaces() {
+    tests::netns::require_privileges().expect("privileged test");
+    let dir = std::path::PathBuf::from("/sys/fs/bpf").join(tests::netns::owned("pins", "links"));
+    let ns = tests::netns::NetNs::new("xl").expect("namespace");
+    let veth = |name: &str| {
+        for cmd in [
+            format!("ip link add {name}0 type veth peer name {name}1"),
+            format!("ip link set {name}0 up"),
+            format!("ip link set {name}1 up"),
+        ] {
+            ns.run(&cmd).expect(&cmd);
+        }
+    };
+    veth("a");
+    veth("b");
+    let guard = ns.enter().expect("enter namespace");
+    let shown = || ns.run("ip -d link show").expect("ip link");
+    let has_xdp = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!(": {name}@")))
+            .is_some_and(|l| l.contains("xdp"))
+    };
+    {
+        let mut dp = Datapath::load(&opts(&dir)).expect("load");
+        dp.attach("a0", false).expect("attach a0");
+        dp.attach("b0", false).expect("attach b0");
+    }
+    let before = shown();
+    assert!(has_xdp(&before, "a0") && has_xdp(&before, "b0"), "{before}");
+
+    ns.run("ip link del a0").expect("delete a0");
+    veth("a");
+    {
+        let mut dp = Datapath::load(&opts(&dir)).expect("load again");
+        dp.attach("a0", false)
+            .expect("attach to the recreated a0 despite its dead pinned link");
+        let gone = dp
+            .detach_others(&["a0".to_string()])
+            .expect("detach others");
+        assert_eq!(gone, ["b0"]);
+    }
+    let after = shown();
+    assert!(
+        has_xdp(&after, "a0"),
+        "recreated a0 has the program: {after}"
+    );
+    assert!(
+        !has_xdp(&after, "b0"),
+        "dropped b0 still has a program: {after}"
+    );
+    assert!(!dir.join("links/xdp_b0").exists());
+    drop(guard);
+    cleanup(&dir).expect("cleanup");
+    assert!(!dir.exists());
+}
