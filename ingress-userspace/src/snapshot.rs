@@ -314,6 +314,10 @@ pub struct BasicAuth {
     pub realm: String,
     /// user -> hash as found in the htpasswd file (bcrypt, apr1, {SHA}, crypt).
     pub users: BTreeMap<String, String>,
+    /// The auth Secret is missing or unusable: every request is answered 503, as
+    /// ingress-nginx answers a denied location. Dropping the routes instead would let a
+    /// less specific route of the host serve the protected path without authentication.
+    pub denied: bool,
 }
 
 /// Endpoint selection (`load-balance` annotation).

@@ -145,6 +145,9 @@ async fn pipeline(
         }
     }
     if let Some(auth) = &policy.basic_auth {
+        if auth.denied {
+            return errors::status_response(StatusCode::SERVICE_UNAVAILABLE);
+        }
         if !shared.auth.check(auth, req.headers()).await {
             return errors::unauthorized(&auth.realm);
         }

@@ -50,7 +50,7 @@ impl PartialOrd for AgeKey {
 pub enum Role {
     /// Another controller's: ignored completely.
     Foreign,
-    /// Ours, but not applied (invalid annotation, unusable auth Secret).
+    /// Ours, but not applied (invalid annotation).
     Rejected,
     /// Ours: host/path routes.
     Main,

@@ -1027,8 +1027,18 @@ fn basic_auth_resolves_the_secret_or_rejects_the_ingress() {
         .clone()
         .expect("auth");
     assert!(Arc::ptr_eq(&auth, &auth2));
-    // Fail closed: no route at all rather than an unprotected one.
-    assert_eq!(t.snapshot.http.hosts.len(), 2);
+    // Fail closed: the routes stay, denied (503), so no less specific route of the host
+    // serves their paths unauthenticated.
+    assert_eq!(t.snapshot.http.hosts.len(), 4);
+    for host in ["b.example", "d.example"] {
+        let auth = vhost(&t, &exact(host)).routes[0]
+            .target
+            .policy
+            .basic_auth
+            .clone()
+            .expect("denied auth");
+        assert!(auth.denied && auth.users.is_empty(), "{host}");
+    }
     assert_eq!(
         diags(&t),
         vec![

@@ -290,14 +290,17 @@ impl Translator {
             match self.basic_auth(objects, auth) {
                 Ok(b) => st.auth = Some(b),
                 Err(m) => {
-                    let message = format!("{m}; the Ingress is not applied");
+                    let message = format!("{m}; its routes answer 503 until it is fixed");
                     st.diags.push(Diagnostic::new(
                         parsed.origin.clone(),
                         reason::AUTH_SECRET_INVALID,
                         message,
                     ));
-                    st.role = Role::Rejected;
-                    return st;
+                    st.auth = Some(Arc::new(BasicAuth {
+                        realm: auth.realm.clone(),
+                        users: Default::default(),
+                        denied: true,
+                    }));
                 }
             }
         }
@@ -332,6 +335,7 @@ impl Translator {
                 Arc::new(BasicAuth {
                     realm: auth.realm.clone(),
                     users,
+                    denied: false,
                 })
             })
             .map_err(|e| format!("auth secret {ns}/{name}: {e}"));

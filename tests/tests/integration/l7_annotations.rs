@@ -291,6 +291,36 @@ async fn l7_cors_preflight_and_response_headers() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A route whose auth Secret is missing or unusable is denied (503), as ingress-nginx denies
+/// the location: the protected path is neither served unauthenticated by the host's
+/// less specific route nor passed to its own upstream.
+#[tokio::test]
+async fn l7_denied_auth_answers_503() -> anyhow::Result<()> {
+    let up = TestServer::echo("auth").await?;
+    let open = target("open", upstream("auth", &[up.addr]));
+    let denied = Arc::new(BasicAuth {
+        realm: "Staff Only".into(),
+        users: Default::default(),
+        denied: true,
+    });
+    let admin = target_with(
+        "admin",
+        upstream("auth", &[up.addr]),
+        policy(|p| p.basic_auth = Some(denied)),
+    );
+    let l7 = L7::start(snapshot(vec![vhost(
+        "auth.test",
+        vec![prefix("/admin", &admin), prefix("/", &open)],
+    )]))
+    .await?;
+    let r = get(l7.http, "auth.test", "/admin/secret").await?;
+    assert_eq!(r.status, 503);
+    assert_eq!(up.hits(), 0, "a denied route reached the upstream");
+    let r = get(l7.http, "auth.test", "/public").await?;
+    assert_eq!(r.status, 200);
+    Ok(())
+}
+
 #[tokio::test]
 async fn l7_basic_auth() -> anyhow::Result<()> {
     let up = TestServer::echo("auth").await?;
@@ -320,6 +350,7 @@ async fn l7_basic_auth() -> anyhow::Result<()> {
     let auth = Arc::new(BasicAuth {
         realm: "Staff Only".into(),
         users,
+        denied: false,
     });
     let t = target_with(
         "auth",
