@@ -293,6 +293,11 @@ pub struct CookieAffinity {
     pub path: Option<String>,
     /// `session-cookie-max-age` seconds.
     pub max_age: Option<u64>,
+    /// `session-cookie-samesite`: `Strict`, `Lax` or `None`.
+    pub same_site: Option<&'static str>,
+    /// `session-cookie-secure`: `Secure` even over plain HTTP (it is always set over HTTPS,
+    /// and with `SameSite=None`, which browsers accept only with it).
+    pub secure: bool,
 }
 
 /// CORS settings (`enable-cors`, `cors-allow-*`).

@@ -303,7 +303,7 @@ async fn pipeline(
                 Some(PathMatch::Prefix(p) | PathMatch::Exact(p)) => p.as_str(),
                 _ => "/",
             };
-            if let Some(v) = affinity::set_cookie(aff, &fwd.endpoint.cookie, route_path) {
+            if let Some(v) = affinity::set_cookie(aff, &fwd.endpoint.cookie, route_path, conn.tls) {
                 rparts.headers.append(header::SET_COOKIE, v);
             }
         }

@@ -133,6 +133,8 @@ async fn l7_cookie_affinity() -> anyhow::Result<()> {
         name: "INGRESSCOOKIE".into(),
         path: None,
         max_age: Some(3600),
+        same_site: None,
+        secure: false,
     });
     let snap_for = |addrs: &[std::net::SocketAddr]| {
         let t = target_with("sticky", upstream("sticky", addrs), policy.clone());
@@ -148,6 +150,21 @@ async fn l7_cookie_affinity() -> anyhow::Result<()> {
             && set.contains("Max-Age=3600"),
         "{set}"
     );
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+    // Over HTTPS the cookie is Secure, as ingress-nginx sets it.
+    let tls = tls_connect(
+        l7.https,
+        "aff.test",
+        tests::certs::insecure_client_config(&[b"http/1.1"])?,
+    )
+    .await?;
+    let (over_tls, _) = h1_over(
+        tls,
+        build(http::Method::GET, "aff.test", "/app/t", Bytes::new()),
+    )
+    .await?;
+    let secure = over_tls.header("set-cookie").unwrap_or_default();
+    assert!(secure.contains("; Secure"), "HTTPS: {secure}");
     let cookie = set.split(';').next().unwrap_or_default().to_string();
     let pinned = first.upstream().unwrap_or_default().to_string();
     for _ in 0..10 {

@@ -15,12 +15,24 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim_matches('"'))
 }
 
-/// The `Set-Cookie` value naming endpoint cookie `value`.
-pub fn set_cookie(aff: &CookieAffinity, value: &str, route_path: &str) -> Option<HeaderValue> {
+/// The `Set-Cookie` value naming endpoint cookie `value`, for a request that came over TLS
+/// or not (`Secure` over HTTPS, as ingress-nginx sets it).
+pub fn set_cookie(
+    aff: &CookieAffinity,
+    value: &str,
+    route_path: &str,
+    tls: bool,
+) -> Option<HeaderValue> {
     let path = aff.path.as_deref().unwrap_or(route_path);
     let mut s = format!("{}={}; Path={}", aff.name, value, path);
     if let Some(age) = aff.max_age {
         s.push_str(&format!("; Max-Age={age}"));
+    }
+    if let Some(same_site) = aff.same_site {
+        s.push_str(&format!("; SameSite={same_site}"));
+    }
+    if tls || aff.secure || aff.same_site == Some("None") {
+        s.push_str("; Secure");
     }
     s.push_str("; HttpOnly");
     HeaderValue::from_str(&s).ok()
@@ -39,12 +51,25 @@ mod tests {
         );
         assert_eq!(cookie_value(&h, "INGRESSCOOKIE"), Some("abc"));
         assert_eq!(cookie_value(&h, "c"), None);
-        let aff = CookieAffinity {
+        let mut aff = CookieAffinity {
             name: "INGRESSCOOKIE".into(),
             path: None,
             max_age: Some(60),
+            same_site: None,
+            secure: false,
         };
-        let v = set_cookie(&aff, "abc", "/app").unwrap_or_else(|| panic!("no cookie"));
+        let v = set_cookie(&aff, "abc", "/app", false).unwrap_or_else(|| panic!("no cookie"));
         assert_eq!(v, "INGRESSCOOKIE=abc; Path=/app; Max-Age=60; HttpOnly");
+        let v = set_cookie(&aff, "abc", "/app", true).unwrap_or_else(|| panic!("no cookie"));
+        assert_eq!(
+            v,
+            "INGRESSCOOKIE=abc; Path=/app; Max-Age=60; Secure; HttpOnly"
+        );
+        aff.same_site = Some("None");
+        let v = set_cookie(&aff, "abc", "/app", false).unwrap_or_else(|| panic!("no cookie"));
+        assert_eq!(
+            v,
+            "INGRESSCOOKIE=abc; Path=/app; Max-Age=60; SameSite=None; Secure; HttpOnly"
+        );
     }
 }

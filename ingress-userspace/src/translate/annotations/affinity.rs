@@ -1,6 +1,6 @@
 //! `affinity: cookie` with `session-cookie-name`, `session-cookie-path`,
-//! `session-cookie-max-age`. The `session-cookie-*` annotations are read only with
-//! `affinity: cookie`.
+//! `session-cookie-max-age`, `session-cookie-samesite`, `session-cookie-secure`. The
+//! `session-cookie-*` annotations are read only with `affinity: cookie`.
 use super::{is_token, no_space_or_control, AnnotationError, Annotations, Reader};
 use crate::snapshot::CookieAffinity;
 
@@ -36,10 +36,25 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         v.parse::<u64>()
             .map_err(|_| "expected a number of seconds".to_string())
     })?;
+    let same_site = r.get("session-cookie-samesite", |v| {
+        ["Strict", "Lax", "None"]
+            .into_iter()
+            .find(|s| s.eq_ignore_ascii_case(v))
+            .ok_or_else(|| "expected Strict, Lax or None".to_string())
+    })?;
+    let secure = r
+        .get("session-cookie-secure", |v| match v {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err("expected \"true\" or \"false\"".to_string()),
+        })?
+        .unwrap_or(false);
     a.policy.affinity = Some(CookieAffinity {
         name,
         path,
         max_age,
+        same_site,
+        secure,
     });
     Ok(())
 }
@@ -56,7 +71,9 @@ mod tests {
             Some(CookieAffinity {
                 name: "INGRESSCOOKIE".into(),
                 path: None,
-                max_age: None
+                max_age: None,
+                same_site: None,
+                secure: false,
             })
         );
         let a = nginx(&[
@@ -64,6 +81,8 @@ mod tests {
             ("session-cookie-name", "route"),
             ("session-cookie-path", "/app"),
             ("session-cookie-max-age", "3600"),
+            ("session-cookie-samesite", "lax"),
+            ("session-cookie-secure", "true"),
         ])
         .expect("valid");
         assert_eq!(
@@ -71,7 +90,9 @@ mod tests {
             Some(CookieAffinity {
                 name: "route".into(),
                 path: Some("/app".into()),
-                max_age: Some(3600)
+                max_age: Some(3600),
+                same_site: Some("Lax"),
+                secure: true,
             })
         );
         // Without affinity the cookie settings are inert.
@@ -84,6 +105,8 @@ mod tests {
             ("session-cookie-path", "/a;Domain=x"),
             ("session-cookie-max-age", "-1"),
             ("session-cookie-max-age", "1h"),
+            ("session-cookie-samesite", "Sometimes"),
+            ("session-cookie-secure", "yes"),
         ] {
             let e = nginx(&[("affinity", "cookie"), (name, bad)]).expect_err(bad);
             assert!(e.key.ends_with(name) && e.value == bad, "{e}");
