@@ -32,6 +32,17 @@ fn next_hop(addr: IpAddr) -> Option<(IpAddr, String)> {
     Some((via, dev))
 }
 
+/// Whether the neighbour entry of `hop` on `dev` is static (`permanent` or `noarp`).
+fn is_static(hop: IpAddr, dev: &str) -> bool {
+    Command::new("ip")
+        .args(["neigh", "show", &hop.to_string(), "dev", dev])
+        .output()
+        .is_ok_and(|o| {
+            let text = String::from_utf8_lossy(&o.stdout);
+            text.contains("PERMANENT") || text.contains("NOARP")
+        })
+}
+
 /// Asks the kernel to resolve and keep resolved the next hop of each address. Best effort:
 /// failures are logged at debug and the stack resolves on first use instead.
 pub fn keep_resolved(addrs: impl IntoIterator<Item = IpAddr>) {
@@ -41,6 +52,12 @@ pub fn keep_resolved(addrs: impl IntoIterator<Item = IpAddr>) {
             continue;
         };
         if !seen.insert((hop, dev.clone())) {
+            continue;
+        }
+        if is_static(hop, &dev) {
+            // An operator's or the CNI's static entry (a fixed MAC) is theirs to keep;
+            // `replace` would turn it into a managed one and forget the MAC.
+            debug!(%hop, %dev, "static neighbour entry left as it is");
             continue;
         }
         let status = Command::new("ip")

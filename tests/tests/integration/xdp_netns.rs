@@ -506,3 +506,30 @@ fn icmpv6_errors_and_too_big_reach_the_client_of_a_natted_flow() {
     drop(node);
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// Backends' next hops become kernel-managed neighbour entries, except a static one (an
+/// operator's or the CNI's fixed MAC), which stays exactly as it was.
+#[test]
+fn static_neighbour_entries_are_left_alone() {
+    tests::netns::require_privileges().expect("privileged test");
+    let ns = tests::netns::NetNs::new("nb").expect("namespace");
+    for cmd in [
+        "ip link add v0 type veth peer name v1",
+        "ip addr add 198.18.9.1/24 dev v0",
+        "ip link set v0 up",
+        "ip link set v1 up",
+        "ip neigh add 198.18.9.2 lladdr 02:00:00:00:00:07 dev v0 nud permanent",
+    ] {
+        ns.run(cmd).expect(cmd);
+    }
+    let guard = ns.enter().expect("enter namespace");
+    neigh::keep_resolved(["198.18.9.2".parse().unwrap(), "198.18.9.3".parse().unwrap()]);
+    drop(guard);
+    let fixed = ns.run("ip neigh show 198.18.9.2 dev v0").expect("ip neigh");
+    assert!(
+        fixed.contains("lladdr 02:00:00:00:00:07") && fixed.contains("PERMANENT"),
+        "static entry changed: {fixed}"
+    );
+    let managed = ns.run("ip neigh show 198.18.9.3 dev v0").expect("ip neigh");
+    assert!(managed.contains("managed"), "{managed}");
+}
