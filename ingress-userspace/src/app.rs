@@ -75,6 +75,15 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
             None => None,
         })
     };
+    if (args.tcp_services_configmap.is_some() || args.udp_services_configmap.is_some())
+        && args.l4_address.is_empty()
+        && args.publish_address.is_empty()
+    {
+        anyhow::bail!(
+            "--tcp-services-configmap/--udp-services-configmap need --l4-address (or \
+             --publish-address): the VIP addresses the L4 services are exposed on"
+        );
+    }
     Ok(Settings {
         controller_name: args.controller_name.clone(),
         ingress_class: args.ingress_class.clone(),

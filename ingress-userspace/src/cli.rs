@@ -166,8 +166,9 @@ pub struct XdpArgs {
     /// long, not the established timeout (Linux conntrack: 30 s for unreplied UDP).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub conntrack_unreplied_timeout: std::time::Duration,
-    /// VIP capacity of the kernel maps.
-    #[arg(long, default_value_t = ingress_common::maps::DEFAULT_MAX_VIPS)]
+    /// VIP capacity of the kernel maps (each VIP's Maglev ring takes 256 KiB).
+    #[arg(long, default_value_t = ingress_common::maps::DEFAULT_MAX_VIPS,
+          value_parser = clap::value_parser!(u32).range(1..=16384))]
     pub max_vips: u32,
     /// Conntrack capacity (flows).
     #[arg(long, default_value_t = ingress_common::maps::DEFAULT_CONNTRACK_ENTRIES)]

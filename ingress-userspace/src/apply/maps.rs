@@ -335,8 +335,19 @@ impl<W: MapWriter> L4Applier<W> {
             }
         }
 
-        // Add or update the rest.
-        for (key, backends) in &desired {
+        // Add or update the rest, in the order an operator reads them (address, then port in
+        // host order): when VIP capacity runs out, the last ones by that order wait, not
+        // whichever sort after others by the port's low byte.
+        let mut order: Vec<(&VipKey, &Vec<SocketAddr>)> = desired.iter().collect();
+        order.sort_by_key(|(k, _)| {
+            (
+                k.family,
+                k.addr.map(u32::from_be),
+                u16::from_be(k.port),
+                k.proto,
+            )
+        });
+        for (key, backends) in order {
             let unchanged = self
                 .vips
                 .get(key)
@@ -619,6 +630,25 @@ mod tests {
         a.apply(&[svc("198.18.0.11", 80, &["198.18.1.2:80"])])
             .unwrap();
         assert_eq!(a.vip_id(&vip_key(&svc("198.18.0.11", 80, &[]))), Some(0));
+    }
+
+    /// Past VIP capacity the VIPs left out are the last by address and port (host order),
+    /// not an arbitrary set picked by the port's low byte.
+    #[test]
+    fn vips_past_capacity_are_the_last_by_port() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        let many: Vec<L4Service> = [1000u16, 1024, 1025, 1001, 1002, 1026]
+            .iter()
+            .map(|p| svc("198.18.0.10", *p, &["198.18.1.2:80"]))
+            .collect();
+        let r = a.apply(&many).unwrap();
+        let mut skipped = r.skipped.clone();
+        skipped.sort();
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(
+            skipped[0].contains(":1025") && skipped[1].contains(":1026"),
+            "{skipped:?}"
+        );
     }
 
     #[test]

@@ -271,3 +271,40 @@ async fn no_sni_get(
     .await?;
     Ok((r.status.as_u16(), r.text()))
 }
+
+/// Flags that cannot work are refused at startup with a reason, before anything is bound
+/// or loaded: a VIP capacity of zero, and L4 services with no VIP address to expose them on.
+#[tokio::test]
+async fn unusable_flags_are_refused_at_startup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, &[&str], &str); 2] = [
+        ("max-vips", &["--max-vips", "0"], "--max-vips"),
+        (
+            "l4 without address",
+            &["--tcp-services-configmap", "ingressd-system/tcp-services"],
+            "--l4-address",
+        ),
+    ];
+    for (name, extra, want) in cases {
+        let mut args: Vec<String> = vec![
+            "--manifests".into(),
+            dir.path().to_string_lossy().into_owned(),
+            "--http-addr".into(),
+            "127.0.0.1:0".into(),
+            "--https-addr".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = dir.path().join(format!("{name}.log"));
+        let (status, text) = tokio::task::spawn_blocking(move || {
+            let mut p =
+                Ingressd::start(BIN.as_ref(), None, &args, "127.0.0.1:0", &log).expect("spawn");
+            let status = p.wait(Duration::from_secs(10)).expect("exits");
+            (status, p.log_text())
+        })
+        .await
+        .expect("join");
+        assert!(!status.success(), "{name}: started anyway:\n{text}");
+        assert!(text.contains(want), "{name}: {text}");
+    }
+}
