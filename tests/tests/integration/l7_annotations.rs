@@ -233,7 +233,10 @@ async fn l7_source_ranges_and_rate_limit() -> anyhow::Result<()> {
 async fn l7_cors_preflight_and_response_headers() -> anyhow::Result<()> {
     let up = TestServer::echo("cors").await?;
     let cors = Cors {
-        allow_origins: vec!["https://app.example".into()],
+        allow_origins: vec![
+            "https://app.example".into(),
+            "https://*.wild.example".into(),
+        ],
         allow_methods: "GET, PUT, POST".into(),
         allow_headers: "Authorization, X-Custom".into(),
         expose_headers: "X-Upstream".into(),
@@ -255,6 +258,17 @@ async fn l7_cors_preflight_and_response_headers() -> anyhow::Result<()> {
             .header("access-control-request-method", "PUT")
             .body(Full::new(Bytes::new()))
     };
+    // A wildcard origin covers one label under it.
+    let r = send(
+        l7.http,
+        with_origin("OPTIONS", "https://team.wild.example")?,
+    )
+    .await?;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://team.wild.example")
+    );
     let r = send(l7.http, with_origin("OPTIONS", "https://app.example")?).await?;
     assert_eq!(r.status, 204);
     assert_eq!(

@@ -14,10 +14,36 @@ fn allowed_origin(cors: &Cors, origin: Option<&HeaderValue>) -> Option<HeaderVal
         };
     }
     let origin = origin?;
+    let text = origin.to_str().ok()?;
     cors.allow_origins
         .iter()
-        .any(|o| o.as_bytes() == origin.as_bytes())
+        .any(|o| origin_matches(o, text))
         .then(|| origin.clone())
+}
+
+/// Whether `origin` is the allowed origin `allowed`, case-insensitively as ingress-nginx
+/// compares them; `scheme://*.example.com[:port]` stands for one more DNS label before
+/// `example.com`, with that scheme and port.
+fn origin_matches(allowed: &str, origin: &str) -> bool {
+    let Some((scheme, rest)) = allowed.split_once("://") else {
+        return false;
+    };
+    let Some(suffix) = rest.strip_prefix("*.") else {
+        return allowed.eq_ignore_ascii_case(origin);
+    };
+    let Some((o_scheme, o_rest)) = origin.split_once("://") else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case(o_scheme) || o_rest.len() <= suffix.len() + 1 {
+        return false;
+    }
+    let (label, dot_suffix) = o_rest.split_at(o_rest.len() - suffix.len() - 1);
+    dot_suffix.starts_with('.')
+        && dot_suffix[1..].eq_ignore_ascii_case(suffix)
+        && !label.is_empty()
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// The preflight answer, for an `OPTIONS` request from an allowed origin.
@@ -112,5 +138,34 @@ mod tests {
         assert_eq!(p.status(), 204);
         assert_eq!(p.headers()["access-control-allow-methods"], "GET, PUT");
         assert_eq!(p.headers()["access-control-max-age"], "600");
+    }
+
+    #[test]
+    fn wildcard_origins_match_one_label() {
+        let allowed = "https://*.example.com";
+        for (origin, want) in [
+            ("https://app.example.com", true),
+            ("https://APP.Example.com", true),
+            ("https://a.b.example.com", false),
+            ("https://example.com", false),
+            ("http://app.example.com", false),
+            ("https://app.example.com:8443", false),
+            ("https://appexample.com", false),
+            ("https://app.example.com.evil.test", false),
+        ] {
+            assert_eq!(origin_matches(allowed, origin), want, "{origin}");
+        }
+        assert!(origin_matches(
+            "https://*.example.com:8443",
+            "https://x.example.com:8443"
+        ));
+        assert!(origin_matches(
+            "https://Exact.example.org",
+            "https://exact.example.org"
+        ));
+        assert!(!origin_matches(
+            "https://exact.example.org",
+            "https://other.example.org"
+        ));
     }
 }
