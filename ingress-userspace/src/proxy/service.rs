@@ -266,7 +266,12 @@ async fn pipeline(
             return ProxyError::UpstreamFailed.response();
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        upgrade::spawn_tunnel(shared, client_upgrade, upstream_upgrade);
+        upgrade::spawn_tunnel(
+            shared,
+            client_upgrade,
+            upstream_upgrade,
+            policy.timeouts.read,
+        );
         let (mut rparts, _) = response.into_parts();
         upgrade::switching_headers(&mut rparts.headers);
         return Response::from_parts(rparts, ResponseBody::empty());

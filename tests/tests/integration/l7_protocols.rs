@@ -155,6 +155,45 @@ async fn l7_websocket_echo() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An upgraded tunnel with no traffic either way for the route's read timeout is closed, as
+/// nginx closes a WebSocket its upstream leaves silent; one that keeps talking stays open.
+#[tokio::test]
+async fn l7_idle_websocket_is_closed_after_the_read_timeout() -> anyhow::Result<()> {
+    let (ws_addr, ws_task) = websocket_echo().await?;
+    let t = target_with("ws", upstream("ws", &[ws_addr]), {
+        let mut p = test_policy();
+        p.timeouts.read = std::time::Duration::from_millis(800);
+        p
+    });
+    let l7 = L7::start(snapshot(vec![vhost("ws.test", vec![prefix("/", &t)])])).await?;
+    let tcp = TcpStream::connect(l7.http).await?;
+    let (mut ws, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async("ws://ws.test/chat", tcp),
+    )
+    .await??;
+    // Talking every 300 ms for 2 s: longer than the timeout, never idle for it.
+    for i in 0..7 {
+        ws.send(Message::text(format!("still here {i}"))).await?;
+        let echoed = tokio::time::timeout(WAIT, ws.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("closed while talking"))??;
+        assert_eq!(echoed, Message::text(format!("still here {i}")));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // Then silence: the proxy closes the tunnel.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await;
+    assert!(
+        matches!(
+            ended,
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_))))
+        ),
+        "idle tunnel still open: {ended:?}"
+    );
+    ws_task.abort();
+    Ok(())
+}
+
 /// An HTTPS upstream with a certificate the proxy cannot verify (it does not try to).
 async fn https_upstream(ca: &TestCa) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let key = ca.issue(&["pod.internal"])?;
