@@ -5,14 +5,23 @@
 //! first bytes with no timer. The clock starts at connect, so a silent client, or one stalled
 //! inside the HTTP/2 preface, is cut at the same limit (graceful shutdown cancels detection).
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering::Relaxed},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
-/// Requests in progress on one connection, and since when there have been none.
+use tokio::sync::Notify;
+
+/// Requests in progress on one connection, and since when there have been none; and how many
+/// it has served, to retire it after `max_requests`.
 #[derive(Debug)]
 pub struct Activity {
     state: Mutex<(usize, Instant)>,
+    served: AtomicUsize,
+    max_requests: usize,
+    retire: Notify,
 }
 
 /// One request in progress; it ends when this is dropped (with the response body).
@@ -20,17 +29,32 @@ pub struct Activity {
 pub struct ActiveStream(Arc<Activity>);
 
 impl Activity {
-    /// A connection with nothing in progress yet.
-    pub fn new() -> Arc<Self> {
+    /// A connection with nothing in progress yet, retired after `max_requests` (0: never).
+    pub fn new(max_requests: usize) -> Arc<Self> {
         Arc::new(Activity {
             state: Mutex::new((0, Instant::now())),
+            served: AtomicUsize::new(0),
+            max_requests,
+            retire: Notify::new(),
         })
     }
 
     /// Marks a request as started.
     pub fn start(self: &Arc<Self>) -> ActiveStream {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+        let served = self.served.fetch_add(1, Relaxed) + 1;
+        if self.max_requests != 0 && served == self.max_requests {
+            self.retire.notify_one();
+        }
         ActiveStream(self.clone())
+    }
+
+    /// Completes once the connection has started `max_requests` requests.
+    pub async fn retired(&self) {
+        if self.max_requests == 0 {
+            return std::future::pending().await;
+        }
+        self.retire.notified().await;
     }
 
     /// Requests in progress, and when the last one ended.
@@ -71,7 +95,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_only_after_the_last_request_ends() {
-        let a = Activity::new();
+        let a = Activity::new(0);
         let limit = Duration::from_secs(10);
         let first = a.start();
         let second = a.start();
@@ -89,9 +113,25 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_secs(9));
     }
 
+    #[tokio::test]
+    async fn retired_after_max_requests() {
+        let a = Activity::new(3);
+        let wait = tokio::time::timeout(Duration::from_millis(50), a.retired());
+        assert!(wait.await.is_err(), "retired before any request");
+        for _ in 0..2 {
+            drop(a.start());
+        }
+        let wait = tokio::time::timeout(Duration::from_millis(50), a.retired());
+        assert!(wait.await.is_err(), "retired after 2 of 3");
+        drop(a.start());
+        tokio::time::timeout(Duration::from_secs(1), a.retired())
+            .await
+            .expect("retired after 3");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_connection_without_requests_is_idle_from_the_start() {
-        let a = Activity::new();
+        let a = Activity::new(0);
         let started = tokio::time::Instant::now();
         a.idle_for(Duration::from_secs(5)).await;
         assert!(started.elapsed() >= Duration::from_secs(4));

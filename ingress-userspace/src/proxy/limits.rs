@@ -37,6 +37,11 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     /// Concurrent streams per HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
+    /// Requests (HTTP/2 streams) served on one client connection before it is closed
+    /// gracefully (HTTP/2: GOAWAY), as nginx's `keepalive_requests` (1000): a client that
+    /// opens and resets streams just slowly enough to pass the HTTP/2 codec's reset limit
+    /// must reconnect, not drive requests on one connection forever. 0: no limit.
+    pub max_requests_per_connection: usize,
     /// Idle HTTP/1.1 upstream connections kept per endpoint.
     pub upstream_max_idle_per_endpoint: usize,
     /// How long an idle upstream connection is kept.
@@ -51,6 +56,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
             h2_max_concurrent_streams: 128,
+            max_requests_per_connection: 1000,
             upstream_max_idle_per_endpoint: 64,
             upstream_idle_timeout: Duration::from_secs(60),
         }

@@ -212,7 +212,7 @@ async fn serve_conn<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (io, framing) = FramingGuard::new(stream);
-    let activity = super::idle::Activity::new();
+    let activity = super::idle::Activity::new(shared.options.limits.max_requests_per_connection);
     let ctx = Arc::new(ConnCtx {
         tls,
         fwd: ForwardedValues::new(
@@ -254,6 +254,16 @@ async fn serve_conn<S>(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(limit, conn.as_mut()).await;
             tracing::debug!(%peer, "idle connection closed");
+        }
+        _ = activity.retired() => {
+            // Served its share: HTTP/2 gets GOAWAY (streams in flight finish), HTTP/1.1
+            // closes after the current response; the client reconnects.
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = force.cancelled() => {}
+            }
+            tracing::debug!(%peer, "connection served its request limit; closed");
         }
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();

@@ -283,3 +283,44 @@ async fn l7_idle_h2_connections_are_closed_but_long_requests_are_not() -> anyhow
     assert!(ended.is_ok(), "idle HTTP/2 connection still open after 3 s");
     Ok(())
 }
+
+/// A client connection is closed gracefully after its request limit (nginx's
+/// `keepalive_requests`): HTTP/2 gets GOAWAY once its streams are done, HTTP/1.1 closes after
+/// the response, so resetting streams slowly enough to pass the codec's reset limit cannot
+/// drive requests on one connection forever.
+#[tokio::test]
+async fn l7_connections_are_retired_after_their_request_limit() -> anyhow::Result<()> {
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let up = TestServer::echo("limit").await?;
+    let l7 = serving(
+        &up,
+        "limit",
+        Limits {
+            max_requests_per_connection: 5,
+            ..Default::default()
+        },
+    )
+    .await?;
+    // HTTP/2 (h2c prior knowledge).
+    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    let conn = tokio::spawn(conn);
+    for i in 0..5 {
+        let req = http::Request::builder()
+            .uri(format!("http://x/{i}"))
+            .body(Full::new(bytes::Bytes::new()))?;
+        let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await??;
+        assert_eq!(resp.status(), 200, "request {i}");
+    }
+    let ended = tokio::time::timeout(WAIT, conn).await;
+    assert!(ended.is_ok(), "HTTP/2 connection still open after its limit");
+    // HTTP/1.1 keep-alive, pipelined: five answered, then the connection closes.
+    let many: String = (0..8)
+        .map(|i| format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n"))
+        .collect();
+    let out = raw(l7.http, many.as_bytes()).await?;
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 5, "{out}");
+    Ok(())
+}
