@@ -168,20 +168,42 @@ async fn pipeline(
         _ => (&target.primary, &target.primary_metrics),
     };
     completion.route(metrics.clone(), &target.ingress, Some(&upstream.name));
-    if upstream.endpoints.is_empty() {
-        return ProxyError::NoEndpoints.response();
-    }
-    let sticky = policy
-        .affinity
-        .as_ref()
-        .and_then(|a| affinity::cookie_value(req.headers(), &a.name))
-        .and_then(|v| upstream.by_cookie(v));
     let error_ctx = (!policy.custom_http_errors.is_empty()).then(|| {
         (
             req.headers().get(header::ACCEPT).cloned(),
             req.uri().to_string(),
         )
     });
+    // The proxy's own 502/503/504 go to the custom error page too, as nginx's error_page
+    // covers the answers nginx makes itself.
+    let error_ctx = &error_ctx;
+    let own_error = |e: ProxyError| async move {
+        match error_ctx {
+            Some((accept, original_uri))
+                if custom_errors::intercepts(&policy.custom_http_errors, e.status().as_u16()) =>
+            {
+                custom_error(
+                    shared,
+                    config,
+                    target,
+                    e.status(),
+                    accept.as_ref(),
+                    original_uri,
+                    request_id,
+                )
+                .await
+            }
+            _ => e.response(),
+        }
+    };
+    if upstream.endpoints.is_empty() {
+        return own_error(ProxyError::NoEndpoints).await;
+    }
+    let sticky = policy
+        .affinity
+        .as_ref()
+        .and_then(|a| affinity::cookie_value(req.headers(), &a.name))
+        .and_then(|v| upstream.by_cookie(v));
 
     // The request as it goes upstream.
     let path_and_query = match (&policy.rewrite_target, m.route) {
@@ -251,7 +273,7 @@ async fn pipeline(
     .await
     {
         Ok(f) => f,
-        Err(e) => return e.response(),
+        Err(e) => return own_error(e).await,
     };
     let mut response = fwd.response;
     let status = response.status();
@@ -276,7 +298,7 @@ async fn pipeline(
         upgrade::switching_headers(&mut rparts.headers);
         return Response::from_parts(rparts, ResponseBody::empty());
     }
-    if let Some((accept, original_uri)) = &error_ctx {
+    if let Some((accept, original_uri)) = error_ctx {
         if custom_errors::intercepts(&policy.custom_http_errors, status.as_u16()) {
             drop(response);
             let r = custom_error(

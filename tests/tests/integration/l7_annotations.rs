@@ -446,6 +446,34 @@ async fn l7_custom_http_errors() -> anyhow::Result<()> {
     let r = get(l7.http, "ce.test", "/status/500").await?;
     assert_eq!((r.status.as_u16(), r.upstream()), (500, Some("app")));
 
+    // The proxy's own 502/503 are replaced too (nginx's error_page covers them): a route
+    // whose only endpoint refuses connections, and one with no endpoint at all.
+    let refused = refused_addr().await?;
+    let dead = target_with(
+        "dead",
+        upstream("dead", &[refused]),
+        policy(|p| p.custom_http_errors = vec![502, 503]),
+    );
+    let empty = target_with(
+        "empty",
+        upstream("empty", &[]),
+        policy(|p| p.custom_http_errors = vec![502, 503]),
+    );
+    let mut own = snap.clone();
+    own.http
+        .hosts
+        .push(vhost("dead.test", vec![prefix("/", &dead)]));
+    own.http
+        .hosts
+        .push(vhost("empty.test", vec![prefix("/", &empty)]));
+    own.generation += 500;
+    l7.apply(own);
+    for (host, code) in [("dead.test", "502"), ("empty.test", "503")] {
+        let r = get(l7.http, host, "/x").await?;
+        assert_eq!(r.upstream(), Some("errors"), "{host}: {}", r.text());
+        assert_eq!(r.json()["headers"]["x-code"], code, "{host}");
+    }
+
     // No default backend: a short proxy body with the original code.
     snap.http.default_backend = None;
     snap.generation += 1000;

@@ -315,7 +315,10 @@ async fn l7_connections_are_retired_after_their_request_limit() -> anyhow::Resul
         assert_eq!(resp.status(), 200, "request {i}");
     }
     let ended = tokio::time::timeout(WAIT, conn).await;
-    assert!(ended.is_ok(), "HTTP/2 connection still open after its limit");
+    assert!(
+        ended.is_ok(),
+        "HTTP/2 connection still open after its limit"
+    );
     // HTTP/1.1 keep-alive, pipelined: five answered, then the connection closes.
     let many: String = (0..8)
         .map(|i| format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n"))
