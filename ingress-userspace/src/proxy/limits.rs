@@ -35,6 +35,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Time allowed for a TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Time a write to the client may make no progress (a client that stopped reading)
+    /// before the connection is closed: nginx's `send_timeout`.
+    pub client_send_timeout: Duration,
     /// Concurrent streams per HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
     /// Requests (HTTP/2 streams) served on one client connection before it is closed
@@ -55,6 +58,7 @@ impl Default for Limits {
             max_headers: 100,
             header_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
+            client_send_timeout: Duration::from_secs(60),
             h2_max_concurrent_streams: 128,
             max_requests_per_connection: 1000,
             upstream_max_idle_per_endpoint: 64,

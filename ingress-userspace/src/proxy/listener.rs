@@ -211,6 +211,8 @@ async fn serve_conn<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let stream =
+        super::slow_reader::SendDeadline::new(stream, shared.options.limits.client_send_timeout);
     let (io, framing) = FramingGuard::new(stream);
     let activity = super::idle::Activity::new(shared.options.limits.max_requests_per_connection);
     let ctx = Arc::new(ConnCtx {

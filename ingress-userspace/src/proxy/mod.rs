@@ -19,6 +19,7 @@ pub mod listener;
 pub mod metrics;
 pub mod router;
 mod service;
+pub mod slow_reader;
 mod target;
 pub mod tls;
 mod unread;

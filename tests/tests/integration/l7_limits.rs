@@ -327,3 +327,39 @@ async fn l7_connections_are_retired_after_their_request_limit() -> anyhow::Resul
     assert_eq!(out.matches("HTTP/1.1 200").count(), 5, "{out}");
     Ok(())
 }
+
+/// A client that stops reading its response is cut after the send timeout (nginx's
+/// `send_timeout`) instead of holding its connection, the upstream's and the response in
+/// flight for as long as it likes: it gets a truncated body, not the whole one later.
+#[tokio::test]
+async fn l7_a_client_that_stops_reading_is_cut_after_the_send_timeout() -> anyhow::Result<()> {
+    let up = TestServer::echo("slowread").await?;
+    let l7 = serving(
+        &up,
+        "slowread",
+        Limits {
+            client_send_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await?;
+    const BODY: usize = 32 << 20;
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.set_recv_buffer_size(4096)?;
+    sock.connect(&l7.http.into())?;
+    sock.set_nonblocking(true)?;
+    let mut tcp = tokio::net::TcpStream::from_std(sock.into())?;
+    tcp.write_all(format!("GET /bytes/{BODY} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    // Not reading for well past the timeout.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut got)).await;
+    assert!(
+        got.len() < BODY,
+        "the whole {} bytes arrived: the stalled connection was kept",
+        got.len()
+    );
+    assert!(String::from_utf8_lossy(&got[..got.len().min(64)]).starts_with("HTTP/1.1 200"));
+    Ok(())
+}
