@@ -121,6 +121,19 @@ async fn pipeline(
     if let Some(r) = redirect::app_root(policy, route_path) {
         return r;
     }
+    // A CORS preflight is answered in the rewrite phase too, as ingress-nginx's `return 204`
+    // is: before the rate limit and the access checks.
+    let origin = policy
+        .cors
+        .as_ref()
+        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
+    if let Some(c) = &policy.cors {
+        if req.method() == Method::OPTIONS {
+            if let Some(r) = cors::preflight(c, origin.as_ref()) {
+                return r;
+            }
+        }
+    }
     // Preaccess and access phases.
     if let Some(rps) = policy.limit_rps {
         if !shared
@@ -132,17 +145,6 @@ async fn pipeline(
     }
     if !access::source_allowed(policy, conn.fwd.client_ip) {
         return ProxyError::Forbidden.response();
-    }
-    let origin = policy
-        .cors
-        .as_ref()
-        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
-    if let Some(c) = &policy.cors {
-        if req.method() == Method::OPTIONS {
-            if let Some(r) = cors::preflight(c, origin.as_ref()) {
-                return r;
-            }
-        }
     }
     if let Some(auth) = &policy.basic_auth {
         if auth.denied {

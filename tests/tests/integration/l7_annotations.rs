@@ -229,6 +229,51 @@ async fn l7_source_ranges_and_rate_limit() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CORS preflights are answered before the rate limit, as ingress-nginx answers them in
+/// its rewrite phase: a page's preflights do not use up its client's requests.
+#[tokio::test]
+async fn l7_cors_preflights_are_not_rate_limited() -> anyhow::Result<()> {
+    let up = TestServer::echo("corsrl").await?;
+    let cors = Cors {
+        allow_origins: vec!["https://app.example".into()],
+        allow_methods: "GET, PUT".into(),
+        allow_headers: "X-Custom".into(),
+        expose_headers: String::new(),
+        allow_credentials: false,
+        max_age: 60,
+    };
+    let t = target_with(
+        "corsrl",
+        upstream("corsrl", &[up.addr]),
+        policy(|p| {
+            p.cors = Some(cors);
+            p.limit_rps = Some(1);
+        }),
+    );
+    let l7 = L7::start(snapshot(vec![vhost("rl.test", vec![prefix("/", &t)])])).await?;
+    let req = |method: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri("/r")
+            .header("host", "rl.test")
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "PUT")
+            .body(Full::new(Bytes::new()))
+    };
+    for i in 0..12 {
+        let r = send(l7.http, req("OPTIONS")?).await?;
+        assert_eq!(r.status, 204, "preflight {i}");
+    }
+    let mut limited = 0;
+    for _ in 0..12 {
+        if send(l7.http, req("GET")?).await?.status == 503 {
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "the rate limit never applied to GETs");
+    Ok(())
+}
+
 #[tokio::test]
 async fn l7_cors_preflight_and_response_headers() -> anyhow::Result<()> {
     let up = TestServer::echo("cors").await?;
