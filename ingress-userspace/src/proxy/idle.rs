@@ -39,12 +39,14 @@ impl Activity {
         })
     }
 
-    /// Marks a request as started.
-    pub fn start(self: &Arc<Self>) -> ActiveStream {
+    /// Marks a request as started; `counted` ones count towards `max_requests`.
+    pub fn start(self: &Arc<Self>, counted: bool) -> ActiveStream {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
-        let served = self.served.fetch_add(1, Relaxed) + 1;
-        if self.max_requests != 0 && served == self.max_requests {
-            self.retire.notify_one();
+        if counted {
+            let served = self.served.fetch_add(1, Relaxed) + 1;
+            if self.max_requests != 0 && served == self.max_requests {
+                self.retire.notify_one();
+            }
         }
         ActiveStream(self.clone())
     }
@@ -97,8 +99,8 @@ mod tests {
     async fn idle_only_after_the_last_request_ends() {
         let a = Activity::new(0);
         let limit = Duration::from_secs(10);
-        let first = a.start();
-        let second = a.start();
+        let first = a.start(true);
+        let second = a.start(true);
         tokio::time::advance(Duration::from_secs(30)).await;
         drop(first);
         // One request still in progress: not idle however long it runs.
@@ -119,11 +121,11 @@ mod tests {
         let wait = tokio::time::timeout(Duration::from_millis(50), a.retired());
         assert!(wait.await.is_err(), "retired before any request");
         for _ in 0..2 {
-            drop(a.start());
+            drop(a.start(true));
         }
         let wait = tokio::time::timeout(Duration::from_millis(50), a.retired());
         assert!(wait.await.is_err(), "retired after 2 of 3");
-        drop(a.start());
+        drop(a.start(true));
         tokio::time::timeout(Duration::from_secs(1), a.retired())
             .await
             .expect("retired after 3");

@@ -40,10 +40,12 @@ pub struct Limits {
     pub client_send_timeout: Duration,
     /// Concurrent streams per HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
-    /// Requests (HTTP/2 streams) served on one client connection before it is closed
-    /// gracefully (HTTP/2: GOAWAY), as nginx's `keepalive_requests` (1000): a client that
-    /// opens and resets streams just slowly enough to pass the HTTP/2 codec's reset limit
-    /// must reconnect, not drive requests on one connection forever. 0: no limit.
+    /// HTTP/2 streams served on one client connection before it is closed gracefully
+    /// (GOAWAY), as nginx's `keepalive_requests` (1000): a client that opens and resets
+    /// streams just slowly enough to pass the HTTP/2 codec's reset limit must reconnect, not
+    /// drive requests on one connection forever. HTTP/1.1 connections are not counted: one
+    /// request at a time cannot pile up, and closing one races the client's next request.
+    /// 0: no limit.
     pub max_requests_per_connection: usize,
     /// Idle HTTP/1.1 upstream connections kept per endpoint.
     pub upstream_max_idle_per_endpoint: usize,

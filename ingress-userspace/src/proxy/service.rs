@@ -33,7 +33,9 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
-    let active = conn.activity.start();
+    // Only HTTP/2 streams count towards the connection's request limit: GOAWAY retires it
+    // cleanly, where closing a keep-alive HTTP/1.1 connection races the client's next request.
+    let active = conn.activity.start(req.version() == Version::HTTP_2);
     let config = shared.config.load_full();
     let request_id = headers::request_id(req.headers());
     let client_version = req.version();
