@@ -453,7 +453,7 @@ async fn serve_https(
         let _ = tcp.set_nodelay(true);
         let (proxy, passthrough) = (proxy.clone(), passthrough.clone());
         tokio::spawn(async move {
-            if let Some(tls) = passthrough.handle(tcp).await {
+            if let Some(tls) = passthrough.handle(tcp, peer).await {
                 proxy.serve_tls(tls, peer, local).await;
             }
         });

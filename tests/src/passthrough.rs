@@ -318,10 +318,10 @@ impl Front {
         let task = tokio::spawn({
             let pt = pt.clone();
             async move {
-                while let Ok((tcp, _)) = listener.accept().await {
+                while let Ok((tcp, peer)) = listener.accept().await {
                     let (pt, terminator) = (pt.clone(), terminator.clone());
                     tokio::spawn(async move {
-                        let Some(replay) = pt.handle(tcp).await else {
+                        let Some(replay) = pt.handle(tcp, peer).await else {
                             return;
                         };
                         let Some(cfg) = terminator else { return };

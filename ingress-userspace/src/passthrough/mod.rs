@@ -17,7 +17,7 @@
 //! Wiring (app.rs): `let pt = Arc::new(Passthrough::start(PassthroughConfig { userspace:
 //! args.passthrough_userspace, ..Default::default() }).await);` once, `pt.apply(&snapshot)`
 //! for every snapshot, and per accepted HTTPS connection, in its own task:
-//! `if let Some(tls) = pt.handle(tcp).await { /* terminate TLS on `tls` */ }`.
+//! `if let Some(tls) = pt.handle(tcp, peer).await { /* terminate TLS on `tls` */ }`.
 pub mod balance;
 pub mod copy;
 pub mod metrics;
@@ -399,8 +399,9 @@ impl Passthrough {
         }
     }
 
-    /// Peeks at the ClientHello (bounded in bytes, time and concurrency) and decides.
-    pub async fn classify(&self, stream: TcpStream) -> Classified {
+    /// Peeks at the ClientHello (bounded in bytes, time and concurrency) and decides. `peer`
+    /// is the client address the connection was accepted from.
+    pub async fn classify(&self, stream: TcpStream, peer: std::net::SocketAddr) -> Classified {
         // Slots are taken once bytes arrive: a connection that sends nothing costs a
         // descriptor and a timer, not a slot, so idle connects cannot lock everyone out.
         let started = tokio::time::Instant::now();
@@ -415,19 +416,12 @@ impl Passthrough {
             tracing::info!(peer = ?stream.peer_addr().ok(), reason = %e, "passthrough: closing connection before TLS");
             return Classified::Reject(e.into());
         }
-        let peer = stream.peer_addr().ok();
-        let _source = match peer {
-            Some(p) => match self
-                .sources
-                .take(p.ip(), self.cfg.max_handshakes_per_source)
-            {
-                Some(slot) => Some(slot),
-                None => {
-                    tracing::debug!(?peer, "passthrough: closing connection: too many pending ClientHellos from this address");
-                    return Classified::Reject(RejectReason::Overloaded);
-                }
-            },
-            None => None,
+        let Some(_source) = self
+            .sources
+            .take(peer.ip(), self.cfg.max_handshakes_per_source)
+        else {
+            tracing::debug!(%peer, "passthrough: closing connection: too many pending ClientHellos from this address");
+            return Classified::Reject(RejectReason::Overloaded);
         };
         let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
             tracing::warn!(
@@ -536,9 +530,13 @@ impl Passthrough {
 
     /// Classifies and serves passthrough connections to the end; returns the stream when it
     /// is for TLS termination. The one call the HTTPS accept loop needs.
-    pub async fn handle(&self, stream: TcpStream) -> Option<Replay<TcpStream>> {
+    pub async fn handle(
+        &self,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+    ) -> Option<Replay<TcpStream>> {
         use metrics::Outcome;
-        match self.classify(stream).await {
+        match self.classify(stream, peer).await {
             Classified::Passthrough(conn) => {
                 let sni = conn.sni.clone();
                 self.metrics.active(true);
@@ -654,10 +652,10 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         for name in [&b"pt.test."[..], b"foo..bar"] {
             let mut client = TcpStream::connect(addr).await.expect("connect");
-            let (server, _) = listener.accept().await.expect("accept");
+            let (server, peer) = listener.accept().await.expect("accept");
             let bytes = records(&hello(&[sni_ext(&[(0, name)])]), 16384);
             client.write_all(&bytes).await.expect("write");
-            let got = pt.classify(server).await;
+            let got = pt.classify(server, peer).await;
             assert!(
                 matches!(got, Classified::Terminate(_)),
                 "{}: {got:?}",

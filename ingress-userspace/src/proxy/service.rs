@@ -178,26 +178,28 @@ async fn pipeline(
             req.uri().to_string(),
         )
     });
-    // The proxy's own 502/503/504 go to the custom error page too, as nginx's error_page
-    // covers the answers nginx makes itself.
-    let error_ctx = &error_ctx;
-    let own_error = |e: ProxyError| async move {
-        match error_ctx {
-            Some((accept, original_uri))
-                if custom_errors::intercepts(&policy.custom_http_errors, e.status().as_u16()) =>
-            {
+    // The custom error page for `status`, if the route replaces it: for upstream answers
+    // and for the proxy's own 502/503/504 alike, as nginx's error_page covers both.
+    let error_page = |status: StatusCode| {
+        error_ctx
+            .as_ref()
+            .filter(|_| custom_errors::intercepts(&policy.custom_http_errors, status.as_u16()))
+            .map(|(accept, original_uri)| {
                 custom_error(
                     shared,
                     config,
                     target,
-                    e.status(),
+                    status,
                     accept.as_ref(),
                     original_uri,
                     request_id,
                 )
-                .await
-            }
-            _ => e.response(),
+            })
+    };
+    let own_error = |e: ProxyError| async move {
+        match error_page(e.status()) {
+            Some(page) => page.await,
+            None => e.response(),
         }
     };
     if upstream.endpoints.is_empty() {
@@ -302,21 +304,9 @@ async fn pipeline(
         upgrade::switching_headers(&mut rparts.headers);
         return Response::from_parts(rparts, ResponseBody::empty());
     }
-    if let Some((accept, original_uri)) = error_ctx {
-        if custom_errors::intercepts(&policy.custom_http_errors, status.as_u16()) {
-            drop(response);
-            let r = custom_error(
-                shared,
-                config,
-                target,
-                status,
-                accept.as_ref(),
-                original_uri,
-                request_id,
-            )
-            .await;
-            return r;
-        }
+    if let Some(page) = error_page(status) {
+        drop(response);
+        return page.await;
     }
     let (mut rparts, rbody) = response.into_parts();
     headers::remove_hop_by_hop(&mut rparts.headers, false);

@@ -24,7 +24,8 @@ use tokio::{
 
 use super::{headers::remove_hop_by_hop, Shared};
 
-/// One side of a tunnel that records, in milliseconds since `start`, when bytes last moved.
+/// One side of a tunnel that records, in milliseconds since `start`, when bytes last came in
+/// from it. Every byte the tunnel moves is read from one side first, so reads alone tell.
 struct Active<T> {
     io: T,
     start: Instant,
@@ -60,12 +61,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.io).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.touch();
-        }
-        r
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
