@@ -381,6 +381,23 @@ pub async fn again(
     read_reply(resp).await
 }
 
+/// An HTTP/2 client connection with prior knowledge (h2c) to `addr`; the task drives it and
+/// ends when the connection does.
+pub async fn h2c(
+    addr: SocketAddr,
+) -> anyhow::Result<(
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+)> {
+    let tcp = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await??;
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await?;
+    Ok((sender, tokio::spawn(conn)))
+}
+
 /// Writes raw bytes and reads until the server closes (or `WAIT`).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<String> {
     let mut s = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await??;

@@ -248,7 +248,6 @@ async fn l7_silent_and_stalled_preface_connections_are_closed() -> anyhow::Resul
 async fn l7_idle_h2_connections_are_closed_but_long_requests_are_not() -> anyhow::Result<()> {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let up = TestServer::echo_slow("slowish", Duration::from_millis(1200)).await?;
     let l7 = serving(
@@ -261,10 +260,7 @@ async fn l7_idle_h2_connections_are_closed_but_long_requests_are_not() -> anyhow
     )
     .await?;
 
-    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2c(l7.http).await?;
     let req = http::Request::builder()
         .uri("http://h2idle.test/slow")
         .body(Full::new(Bytes::new()))?;
@@ -290,7 +286,6 @@ async fn l7_idle_h2_connections_are_closed_but_long_requests_are_not() -> anyhow
 #[tokio::test]
 async fn l7_connections_are_retired_after_their_request_limit() -> anyhow::Result<()> {
     use http_body_util::Full;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let up = TestServer::echo("limit").await?;
     let l7 = serving(
         &up,
@@ -302,10 +297,7 @@ async fn l7_connections_are_retired_after_their_request_limit() -> anyhow::Resul
     )
     .await?;
     // HTTP/2 (h2c prior knowledge).
-    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2c(l7.http).await?;
     for i in 0..5 {
         let req = http::Request::builder()
             .uri(format!("http://x/{i}"))

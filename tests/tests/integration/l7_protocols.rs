@@ -44,10 +44,7 @@ async fn l7_h2_clients_over_tls_and_h2c() -> anyhow::Result<()> {
         assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
     }
     // h2c with prior knowledge on the plain port.
-    let tcp = TcpStream::connect(l7.http).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2c(l7.http).await?;
     let req = http::Request::builder()
         .uri("http://h2.test/c")
         .body(Full::new(Bytes::new()))?;
@@ -288,10 +285,7 @@ async fn l7_h2_cookie_lines_are_joined_for_http1_upstreams() -> anyhow::Result<(
         vec![prefix("/", &target("c", upstream("c", &[up.addr])))],
     )]))
     .await?;
-    let tcp = TcpStream::connect(l7.http).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2c(l7.http).await?;
     let req = http::Request::builder()
         .uri("http://c.test/")
         .header("cookie", "a=1")

@@ -457,13 +457,7 @@ async fn l7_upstream_answers_that_would_break_the_client_protocol() -> anyhow::R
     assert_eq!(raw_status(&out), Some(502), "{out}");
     assert!(out.contains("HTTP/1.1 204"), "{out}");
     // HTTP/2 (h2c prior knowledge): a 502, and a clean 204.
-    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await?;
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2c(l7.http).await?;
     for (path, want) in [("/101", 502), ("/204", 204)] {
         let req = http::Request::builder()
             .uri(format!("http://u.test{path}"))
