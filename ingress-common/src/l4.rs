@@ -104,10 +104,17 @@ pub struct LbConfig {
     /// Seconds after which the SNAT port of a flow the backend never answered (TCP or UDP)
     /// may be reused, if shorter than the timeouts above.
     pub unreplied_secs: u32,
+    /// Buckets in CONNTRACK (its max_entries; 0 until userspace writes this slot).
+    pub conntrack_buckets: u32,
+    /// Buckets in REPLY_NAT.
+    pub reply_buckets: u32,
+    /// Seed of the conntrack hash (`conntrack::place`): random, chosen once per set of maps.
+    pub conntrack_seed: u32,
+    pub _pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipMeta>() == 8);
 const _: () = assert!(core::mem::size_of::<VipAddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Backend>() == 20);
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 48);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 64);

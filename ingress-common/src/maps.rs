@@ -2,7 +2,7 @@
 
 /// Bumped whenever a map's key or value layout or its flags change; pinned maps of another
 /// version are never adopted.
-pub const MAPS_VERSION: u32 = 10;
+pub const MAPS_VERSION: u32 = 11;
 
 /// VipKey -> VipMeta.
 pub const VIPS: &str = "VIPS";
@@ -17,9 +17,9 @@ pub const BACKENDS: &str = "BACKENDS";
 /// Maglev rings: slot g = vip_id * MAGLEV_RING_SIZE + slot is lane g % 2 of element g / 2
 /// ([u32; 2] values); an mmap of the array reads as one flat u32 array indexed by g.
 pub const MAGLEV: &str = "MAGLEV";
-/// FlowKey (client side) -> FlowNat.
+/// Buckets of FlowKey (client side) -> FlowNat (`conntrack::Bucket`).
 pub const CONNTRACK: &str = "CONNTRACK";
-/// FlowKey (backend side reply) -> ReplyNat.
+/// Buckets of FlowKey (backend side reply) -> ReplyNat.
 pub const REPLY_NAT: &str = "REPLY_NAT";
 /// Slot 0: LbConfig.
 pub const LB_CONFIG: &str = "LB_CONFIG";
@@ -33,8 +33,16 @@ pub const JUMPS: &str = "JUMPS";
 pub const JUMP_ICMP: u32 = 0;
 /// Slot of the program answering a packet too big for its egress link with ICMP "too big".
 pub const JUMP_TOO_BIG: u32 = 1;
+/// Slot of the program that records new flows (and re-checks established ones).
+pub const JUMP_FLOW: u32 = 2;
+/// Slot of the forwarding program itself, which `xdp_flow` calls back once a flow is recorded.
+pub const JUMP_LB: u32 = 3;
 /// Slots in JUMPS.
-pub const JUMP_SLOTS: u32 = 2;
+pub const JUMP_SLOTS: u32 = 4;
+/// Per CPU: what `xdp_lb` hands the programs it tail-calls (flow key, MTU, ...). Pinned with
+/// the L4 maps: during a restart the old forwarding program tail-calls the new process's
+/// programs, and both must read the same slot.
+pub const SCRATCH: &str = "SCRATCH";
 /// Socket cookie -> socket, for the passthrough splice.
 pub const SPLICE_SOCKS: &str = "SPLICE_SOCKS";
 /// Socket cookie -> SplicePeer.

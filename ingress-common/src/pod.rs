@@ -9,6 +9,17 @@ macro_rules! pod {
 }
 
 pod!(
-    Hop, VipKey, VipAddrKey, VipMeta, Backend, LbConfig, FlowKey, FlowNat, ReplyNat, Counter,
-    SplicePeer
+    Hop,
+    VipKey,
+    VipAddrKey,
+    VipMeta,
+    Backend,
+    LbConfig,
+    FlowKey,
+    FlowNat,
+    ReplyNat,
+    Counter,
+    SplicePeer,
+    Bucket<FlowNat>,
+    Bucket<ReplyNat>
 );

@@ -2,6 +2,11 @@
 //! license.
 #![no_std]
 #![no_main]
+// BPF has compare-and-swap; the bpfel target spec does not expose it (see lb::table).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+// An empty asm statement hides loop bounds from LLVM's unroller (see lb::table::ways).
+#![feature(asm_experimental_arch)]
 
 mod counters;
 mod lb;

@@ -1,12 +1,13 @@
 //! Every map of the kernel programs, one line each: what it maps and who writes it.
 //! Names and value types are the contract in `ingress_common::maps`.
+use crate::lb::table::Table;
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, SockHash},
+    btf_maps::{Array, HashMap, PerCpuArray, ProgramArray, SockHash},
     macros::btf_map,
 };
 use ingress_common::{
-    conntrack::{FlowKey, FlowNat, Hop, ReplyNat},
+    conntrack::{buckets_for, Bucket, FlowKey, FlowNat, Hop, ReplyNat},
     counters::{Counter, STAT_COUNT},
     l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta, VIP_FILTER_BITS},
     maps::{
@@ -18,7 +19,8 @@ use ingress_common::{
 
 const MAX_VIPS: usize = DEFAULT_MAX_VIPS as usize;
 const RING_ENTRIES: usize = (MAX_VIPS * ingress_common::l4::MAGLEV_RING_SIZE as usize).div_ceil(2);
-const CT_ENTRIES: usize = DEFAULT_CONNTRACK_ENTRIES as usize;
+/// Compiled-in buckets of each conntrack table; userspace sizes them at load.
+pub const CT_BUCKETS: usize = buckets_for(DEFAULT_CONNTRACK_ENTRIES) as usize;
 
 /// VIP address:port/proto -> id and backend count. Written by userspace.
 #[btf_map]
@@ -47,19 +49,21 @@ pub static BACKENDS: Array<Backend, { DEFAULT_MAX_BACKENDS as usize }> = Array::
 #[btf_map]
 pub static MAGLEV: Array<[u32; 2], RING_ENTRIES, { BPF_F_MMAPABLE as usize }> = Array::new();
 
-/// One LRU list for the whole table, not one per CPU (`BPF_F_NO_COMMON_LRU`): per-CPU lists
-/// give each CPU capacity / possible CPUs entries, so a node whose flows arrive on one queue
-/// would evict live flows with most of the table free. Measured cost of the shared list: none
-/// (each CPU takes free entries in batches of 128; see BENCHMARKS.md).
-const SHARED_LRU: usize = 0;
-
-/// Client-side flow -> its NAT. Written by the XDP program, read by userspace for inspection.
+/// Client-side flow -> its NAT, as a hash table in an array (see `lb::table`). Written by
+/// the XDP program, read by userspace for inspection.
 #[btf_map]
-pub static CONNTRACK: LruHashMap<FlowKey, FlowNat, CT_ENTRIES, SHARED_LRU> = LruHashMap::new();
+pub static CONNTRACK: Array<Bucket<FlowNat>, CT_BUCKETS> = Array::new();
 
-/// Backend-side reply flow -> original client and VIP. Written by the XDP program.
+/// Backend-side reply flow -> original client and VIP, laid out as CONNTRACK. Written by the
+/// XDP program.
 #[btf_map]
-pub static REPLY_NAT: LruHashMap<FlowKey, ReplyNat, CT_ENTRIES, SHARED_LRU> = LruHashMap::new();
+pub static REPLY_NAT: Array<Bucket<ReplyNat>, CT_BUCKETS> = Array::new();
+
+/// CONNTRACK through its lookup and insert code.
+pub static FLOWS: Table<FlowNat> = Table::new(&CONNTRACK, false);
+
+/// REPLY_NAT through its lookup and insert code.
+pub static REPLIES: Table<ReplyNat> = Table::new(&REPLY_NAT, true);
 
 /// Slot 0: node-wide settings (SNAT addresses and ports). Written by userspace.
 #[btf_map]
@@ -112,7 +116,20 @@ pub struct Scratch {
     pub mtu: u32,
     /// The VIP a packet handed to `xdp_too_big` belongs to.
     pub vip_id: u32,
+    /// For `xdp_flow`: whether the packet is a SYN (1) and its FIN/RST `seen` bits.
+    pub syn: u32,
+    pub closing: u32,
+    /// Set by `xdp_flow` just before it calls `xdp_lb` again for the same packet (`AGAIN_*`);
+    /// `xdp_lb` clears it on reading.
+    pub again: u32,
 }
+
+/// `Scratch::again`: a fresh packet.
+pub const AGAIN_NONE: u32 = 0;
+/// `Scratch::again`: the packet's flow was just recorded (counted as a new flow).
+pub const AGAIN_NEW: u32 = 1;
+/// `Scratch::again`: the packet's flow passed its port check.
+pub const AGAIN_CHECKED: u32 = 2;
 
 /// An egress interface's MTU as one CPU last read it (see `lb::mtu`). Kernel-internal.
 #[repr(C)]
@@ -129,6 +146,12 @@ pub const MTU_SLOTS: u32 = 64;
 /// Egress interface -> MTU, per CPU, direct-mapped. Written and read by the XDP program only.
 #[btf_map]
 pub static EGRESS_MTU: PerCpuArray<MtuSlot, { MTU_SLOTS as usize }> = PerCpuArray::new();
+
+/// Per CPU: the slot index a conntrack lookup found, stored and read back so the verifier
+/// sees an index in 0..WAYS rather than one constant per slot (see `lb::table::opaque`).
+/// Kernel-internal.
+#[btf_map]
+pub static TABLE_WAY: PerCpuArray<u32, 1> = PerCpuArray::new();
 
 /// One Scratch per CPU. Written and read by the XDP program only.
 #[btf_map]

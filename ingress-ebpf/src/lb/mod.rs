@@ -8,6 +8,7 @@ pub mod icmp;
 pub mod maglev;
 pub mod mtu;
 pub mod nat;
+pub mod table;
 
 /// Copies an address out of map memory word by word. A plain copy of a 16-byte array from a
 /// map value is lowered to a call to the byte-loop memmove.

@@ -18,7 +18,7 @@ use crate::{
         icmp::{self, ICMP_HLEN},
         nat::{self, Tuple},
     },
-    maps::{CONNTRACK, LB_CONFIG, REPLY_NAT},
+    maps::{FLOWS, LB_CONFIG, REPLIES, SCRATCH},
     parse::{
         eth::{self, ETH_P_IP, ETH_P_IPV6},
         ip,
@@ -56,8 +56,14 @@ fn try_icmp(ctx: &XdpContext) -> Outcome {
     let Some(q) = icmp::quoted(ctx, l3.l4_off + ICMP_HLEN, v6) else {
         return Outcome::pass(Stat::PassNotOurs);
     };
-    // The quoted packet's flow as its receiver keys it.
-    let key = FlowKey {
+    // The quoted packet's flow as its receiver keys it; in the scratch slot, as the stack
+    // has no 40 bytes to spare.
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Outcome::pass(Stat::PassNotOurs);
+    };
+    // SAFETY: this CPU's scratch slot, used by this packet only.
+    let key = unsafe { &mut (*scratch).key };
+    *key = FlowKey {
         src: q.tuple.dst,
         dst: q.tuple.src,
         sport: q.tuple.dport,
@@ -66,7 +72,7 @@ fn try_icmp(ctx: &XdpContext) -> Outcome {
         family: l3.family,
         _pad: 0,
     };
-    let Some((outer, inner, vip_id)) = translation(&key, &q.tuple, cfg, v6) else {
+    let Some((outer, inner, vip_id)) = translation(key, &q.tuple, cfg, v6) else {
         return Outcome::pass(Stat::PassNotOurs);
     };
     if l3.ttl <= 1 {
@@ -112,7 +118,7 @@ fn translation(
         // About a packet we sent to a backend: the client hears of the packet it sent, from
         // the VIP it sent it to.
         // SAFETY: fields are copied out at once.
-        let r = unsafe { REPLY_NAT.get(key) }?;
+        let r = unsafe { REPLIES.get(cfg, key) }?;
         let outer = Tuple {
             src: copy_addr(&r.vip),
             dst: copy_addr(&r.client),
@@ -129,7 +135,7 @@ fn translation(
     }
     // About a reply we sent to a client: the backend hears of the reply it sent, from us.
     // SAFETY: fields are copied out at once.
-    let n = unsafe { CONNTRACK.get(key) }?;
+    let n = unsafe { FLOWS.get(cfg, key) }?;
     let outer = Tuple {
         src: copy_addr(&n.snat),
         dst: copy_addr(&n.backend),

@@ -1,31 +1,26 @@
 //! XDP L4 load balancer: VIP traffic is NATed to a Maglev-chosen backend and forwarded from
 //! the driver; replies are reverse-NATed; everything else goes to the stack untouched.
-use aya_ebpf::{
-    bindings::{xdp_action, BPF_EXIST, BPF_NOEXIST},
-    macros::xdp,
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use ingress_common::{
-    conntrack::{FlowKey, FlowNat, Hop, ReplyNat, SEEN_REPLIED, SEEN_SECS},
+    conntrack::{FlowKey, FlowNat, Hop, SEEN_REPLIED},
     counters::Stat,
     l4::{
-        vip_filter_bit, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6,
+        vip_filter_bit, LbConfig, VipAddrKey, VipKey, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6,
         PROTO_TCP, PROTO_UDP,
     },
-    maps::{JUMP_ICMP, JUMP_TOO_BIG},
+    maps::{JUMP_FLOW, JUMP_ICMP, JUMP_TOO_BIG},
 };
 
 use crate::{
-    counters,
     lb::{
         copy_addr, expiry,
         fib::FibQuery,
-        hop, maglev, mtu,
+        hop, mtu,
         nat::{self, Layout, Tuple},
     },
     maps::{
-        Scratch, BACKEND_HOPS, CONNTRACK, JUMPS, LB_CONFIG, REPLY_NAT, SCRATCH, VIPS, VIP_ADDRS,
+        Scratch, AGAIN_NEW, AGAIN_NONE, FLOWS, JUMPS, LB_CONFIG, REPLIES, SCRATCH, VIPS, VIP_ADDRS,
         VIP_FILTER,
     },
     parse::{
@@ -35,82 +30,6 @@ use crate::{
     },
     verdict::{self, Outcome, NO_VIP},
 };
-
-/// SNAT port candidates tried per new flow before giving up: with a backend's ports 30% taken,
-/// 16 random tries all fail once in 200 million new flows (8 tries: once in 15,000).
-const PORT_TRIES: u32 = 16;
-
-/// Whether the flow `scratch.key` with forward entry `nat` still owns its SNAT port, putting
-/// its reply entry back if the LRU evicted it. Under table pressure the LRU evicts first the
-/// reply entries of flows whose replies are rare (one-way UDP), and the port can then go to
-/// another flow: a flow that lost its port has its forward entry deleted.
-///
-/// Out of line (a BPF-to-BPF call, taken once per hop TTL per flow) to keep its locals off
-/// the main program's stack frame.
-#[inline(never)]
-fn owns_port(scratch: &mut Scratch, nat: &FlowNat) -> bool {
-    let key = &scratch.key;
-    let rkey = &mut scratch.rkey;
-    let (backend, snat) = (&nat.backend, &nat.snat);
-    set_key(rkey, backend, snat, nat.backend_port, nat.snat_port, key);
-    // SAFETY: compared field by field immediately.
-    if let Some(e) = unsafe { REPLY_NAT.get(&*rkey) } {
-        let ours = e.client == key.src
-            && e.client_port == key.sport
-            && e.vip == key.dst
-            && e.vip_port == key.dport;
-        if !ours {
-            let _ = CONNTRACK.remove(key);
-        }
-        return ours;
-    }
-    // A flow old enough to have lost its reply entry to the LRU is taken as answered: it
-    // must not fall under the short timeout of flows nobody replied to.
-    scratch.reply = reply_entry(key, nat.vip_id, (nat.seen & SEEN_SECS) | SEEN_REPLIED);
-    if REPLY_NAT
-        .insert(&scratch.rkey, &scratch.reply, BPF_NOEXIST as u64)
-        .is_ok()
-    {
-        return true;
-    }
-    // Taken between the lookup and the insert.
-    let _ = CONNTRACK.remove(&scratch.key);
-    false
-}
-
-/// Fills `k` with a flow's addresses and ports and `like`'s protocol and family, field by
-/// field: a whole-struct temporary would cost BPF stack the program lacks.
-#[inline(always)]
-fn set_key(
-    k: &mut FlowKey,
-    src: &[u32; 4],
-    dst: &[u32; 4],
-    sport: u16,
-    dport: u16,
-    like: &FlowKey,
-) {
-    k.src = copy_addr(src);
-    k.dst = copy_addr(dst);
-    k.sport = sport;
-    k.dport = dport;
-    k.proto = like.proto;
-    k.family = like.family;
-    k._pad = 0;
-}
-
-/// The reply entry of the client flow `key`: replies go back to its client from its VIP.
-#[inline(always)]
-fn reply_entry(key: &FlowKey, vip_id: u32, seen: u32) -> ReplyNat {
-    ReplyNat {
-        client: key.src,
-        vip: key.dst,
-        client_port: key.sport,
-        vip_port: key.dport,
-        vip_id,
-        hop: Hop::default(),
-        seen,
-    }
-}
 
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
@@ -194,7 +113,7 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
     // The SNAT address is usually the node's own: its ssh, kubelet and API traffic must not
     // pay a hash lookup, and only ports we hand out can carry a reply.
     if is_snat && nat::in_snat_range(ports.dport, cfg) {
-        return reply(ctx, &layout, &l3, &tuple, ports.closing);
+        return reply(ctx, &layout, &l3, &tuple, cfg, ports.closing);
     }
     Outcome::pass(Stat::PassNotOurs)
 }
@@ -270,13 +189,16 @@ fn query<'a>(l3: &L3, t: &'a Tuple) -> FibQuery<'a> {
     }
 }
 
-/// Client -> VIP: established flows keep their NAT; new flows get a backend and a port.
-/// `None` when the packet is not for a VIP after all (a prefilter false positive).
+/// Client -> VIP: established flows keep their NAT; everything else (new flows, and flows
+/// due for their once-per-hop-TTL port check) is handed to `xdp_flow`, which records the
+/// flow and calls this program again to forward the packet. `None` when the packet is not
+/// for a VIP after all (a prefilter false positive).
 ///
-/// Conntrack is consulted before the VIP table: an established flow needs one hash lookup,
-/// and keeps going even if its VIP was removed since, as established flows do in kube-proxy.
+/// Conntrack is consulted before the VIP table: an established flow needs one lookup, and
+/// keeps going even if its VIP was removed since, as established flows do in kube-proxy.
 /// A SYN skips conntrack: it starts a connection, and a retransmitted one picks the same
-/// backend (Maglev) and finds its own SNAT port again (see `reserve_port`).
+/// backend (Maglev) and finds its own SNAT port again (see `xdp_flow::reserve_port`).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward(
     ctx: &XdpContext,
@@ -290,69 +212,57 @@ fn forward(
     let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot, used by this packet only.
     let scratch = unsafe { &mut *scratch };
+    let again = scratch.again;
+    scratch.again = AGAIN_NONE;
     scratch.key = flow_key(l3, t);
     let now = hop::now();
-    let existing = if syn {
+    let existing = if syn && again == AGAIN_NONE {
         None
     } else {
-        CONNTRACK.get_ptr_mut(&scratch.key)
+        FLOWS.get_ptr_mut(cfg, &scratch.key)
     };
-    // Once per hop TTL, an established flow makes sure it still owns its SNAT port; one
-    // that lost it starts again as a new flow instead of joining another flow's connection.
     // SAFETY: entry points at a live map value.
-    let existing = existing
-        .filter(|&e| hop::fresh(unsafe { &(*e).hop }, now) || owns_port(scratch, unsafe { &*e }));
-    let (new, next, stat, vip_id) = match existing {
-        Some(entry) => {
-            if l3.ttl <= 1 {
-                return Some(Outcome::pass(Stat::PassTtl));
-            }
-            // SAFETY: entry points at a live map value; fields are copied out at once.
-            let nat = unsafe { &*entry };
-            let new = Tuple {
-                src: copy_addr(&nat.snat),
-                dst: copy_addr(&nat.backend),
-                sport: nat.snat_port,
-                dport: nat.backend_port,
-            };
-            let vip_id = nat.vip_id;
-            // Liveness is refreshed with the hop (rarely), and at once when the flow closes.
-            if closing != 0 || !hop::fresh(&nat.hop, now) {
-                // SAFETY: the seen field of the same live value.
-                let seen = unsafe { &raw mut (*entry).seen };
-                expiry::touch(seen, closing, expiry::now_secs());
-            }
-            // SAFETY: the hop field of the same live value.
-            let next = hop::resolve(ctx, &query(l3, &new), unsafe { &raw mut (*entry).hop }, now);
-            (new, next, Stat::FwdConntrack, vip_id)
+    let ready = |e: *mut FlowNat| again != AGAIN_NONE || hop::fresh(unsafe { &(*e).hop }, now);
+    let entry = match existing {
+        Some(e) if ready(e) => e,
+        // Recorded a moment ago and gone already: never hand it over a second time.
+        _ if again != AGAIN_NONE => return Some(Outcome::drop(Stat::DropMapError, NO_VIP)),
+        _ => {
+            return Some(hand_over(
+                ctx,
+                scratch,
+                l3,
+                t,
+                syn,
+                closing,
+                existing.is_some(),
+            )?)
         }
-        None => {
-            let vip = VipKey {
-                addr: l3.dst,
-                port: t.dport,
-                proto: l3.proto,
-                family: l3.family,
-            };
-            // SAFETY: VIPS values are plain data; a concurrent userspace update can only
-            // swap in another valid VipMeta.
-            let meta = unsafe { VIPS.get(&vip) }?;
-            if l3.ttl <= 1 {
-                return Some(Outcome::pass(Stat::PassTtl));
-            }
-            match new_flow(ctx, scratch, l3, meta, cfg, now, closing) {
-                Ok(next) => {
-                    let nat = &scratch.nat;
-                    let new = Tuple {
-                        src: copy_addr(&nat.snat),
-                        dst: copy_addr(&nat.backend),
-                        sport: nat.snat_port,
-                        dport: nat.backend_port,
-                    };
-                    (new, next, Stat::FwdNewFlow, meta.id)
-                }
-                Err(s) => return Some(Outcome::drop(s, meta.id)),
-            }
-        }
+    };
+    if l3.ttl <= 1 {
+        return Some(Outcome::pass(Stat::PassTtl));
+    }
+    // SAFETY: entry points at a live map value; fields are copied out at once.
+    let nat = unsafe { &*entry };
+    let new = Tuple {
+        src: copy_addr(&nat.snat),
+        dst: copy_addr(&nat.backend),
+        sport: nat.snat_port,
+        dport: nat.backend_port,
+    };
+    let vip_id = nat.vip_id;
+    // Liveness is refreshed with the hop (rarely), and at once when the flow closes.
+    if closing != 0 || !hop::fresh(&nat.hop, now) {
+        // SAFETY: the seen field of the same live value.
+        let seen = unsafe { &raw mut (*entry).seen };
+        expiry::touch(seen, closing, expiry::now_secs());
+    }
+    // SAFETY: the hop field of the same live value.
+    let next = hop::resolve(ctx, &query(l3, &new), unsafe { &raw mut (*entry).hop }, now);
+    let stat = if again == AGAIN_NEW {
+        Stat::FwdNewFlow
+    } else {
+        Stat::FwdConntrack
     };
     // Forward misses pass the packet untranslated: the stack would reject a packet already
     // carrying our own address as its source (martian), and the flow entry keeps the
@@ -360,175 +270,55 @@ fn forward(
     Some(emit(ctx, layout, t, &new, next, stat, vip_id, false))
 }
 
-/// Picks a backend by Maglev, resolves its next hop, reserves a SNAT port and records both
-/// directions. Builds the entries in `scratch` (`scratch.key` is the client flow) and leaves
-/// the forward entry in `scratch.nat`.
+/// Tail-calls `xdp_flow` for a packet of a new flow (`known` false: only if it is for a VIP)
+/// or of a flow due for its port check. Returns only if that program is not loaded.
 #[inline(always)]
-fn new_flow(
+fn hand_over(
     ctx: &XdpContext,
     scratch: &mut Scratch,
     l3: &L3,
-    meta: &VipMeta,
-    cfg: &LbConfig,
-    now: u32,
+    t: &Tuple,
+    syn: bool,
     closing: u32,
-) -> Result<Result<Hop, Stat>, Stat> {
-    if meta.backends == 0 {
-        return Err(Stat::DropNoBackend);
+    known: bool,
+) -> Option<Outcome> {
+    if !known {
+        let vip = VipKey {
+            addr: l3.dst,
+            port: t.dport,
+            proto: l3.proto,
+            family: l3.family,
+        };
+        // SAFETY: a presence check only.
+        unsafe { VIPS.get(&vip) }?;
     }
-    let v6 = l3.family == FAMILY_V6;
-    let h = maglev::flow_hash(&scratch.key, v6);
-    let (backend_id, backend) = maglev::pick(meta.id, h).ok_or(Stat::DropNoBackend)?;
-    let key = &scratch.key;
-    let secs = expiry::now_secs();
-    scratch.reply = reply_entry(key, meta.id, secs);
-    let snat = nat::snat_addr(cfg, v6);
-    scratch.rkey = FlowKey {
-        src: copy_addr(&backend.addr),
-        dst: snat,
-        sport: backend.port,
-        dport: 0,
-        proto: key.proto,
-        family: key.family,
-        _pad: 0,
-    };
-    let h = maglev::port_hash(h);
-    let port = reserve_port(&mut scratch.rkey, &mut scratch.okey, &scratch.reply, cfg, h)?;
-    debug!(
-        ctx,
-        "new flow: vip {} backend {} snat port {}",
-        meta.id,
-        backend_id,
-        u16::from_be(port)
-    );
-    let to_backend = Tuple {
-        src: snat,
-        dst: scratch.rkey.src,
-        sport: port,
-        dport: scratch.rkey.sport,
-    };
-    let next = match BACKEND_HOPS.get_ptr_mut(backend_id) {
-        Some(cache) => hop::resolve(ctx, &query(l3, &to_backend), cache, now),
-        None => hop::lookup(ctx, &query(l3, &to_backend), now),
-    };
-    scratch.nat = FlowNat {
-        backend: to_backend.dst,
-        snat,
-        backend_port: to_backend.dport,
-        snat_port: port,
-        vip_id: meta.id,
-        hop: match next {
-            Ok(h) => h,
-            Err(_) => Hop::default(),
-        },
-        seen: secs | closing,
-    };
-    CONNTRACK
-        .insert(&scratch.key, &scratch.nat, 0)
-        .map_err(|_| Stat::DropMapError)?;
-    Ok(next)
-}
-
-/// Claims a SNAT port towards this backend: the reply entry is inserted only if absent,
-/// so two flows never share a port; a port already mapped to this very flow is reused
-/// (its forward entry was evicted before its reply entry), and a port whose flow has
-/// expired is taken over (`expiry`).
-#[inline(always)]
-fn reserve_port(
-    rkey: &mut FlowKey,
-    okey: &mut FlowKey,
-    reply: &ReplyNat,
-    cfg: &LbConfig,
-    h: u32,
-) -> Result<u16, Stat> {
-    let count = cfg.port_count as u32;
-    if count == 0 {
-        return Err(Stat::DropNatExhausted);
+    if l3.ttl <= 1 {
+        return Some(Outcome::pass(Stat::PassTtl));
     }
-    let mut i = 0;
-    let mut h = h;
-    while i < PORT_TRIES {
-        // Each try rehashes instead of probing the next port: taken ports cluster, and a
-        // linear probe that lands in a cluster fails far more often than the load suggests.
-        let port = (cfg.port_min as u32 + h % count) as u16;
-        h = maglev::port_hash(h);
-        rkey.dport = port.to_be();
-        if REPLY_NAT.insert(&*rkey, reply, BPF_NOEXIST as u64).is_ok() {
-            return Ok(rkey.dport);
-        }
-        // SAFETY: compared field by field immediately.
-        if let Some(e) = unsafe { REPLY_NAT.get(&*rkey) } {
-            if e.client == reply.client
-                && e.client_port == reply.client_port
-                && e.vip == reply.vip
-                && e.vip_port == reply.vip_port
-            {
-                // A new connection on the same 5-tuple, or a flow whose forward entry was
-                // evicted: its liveness starts afresh, without an old connection's FIN/RST.
-                let _ = REPLY_NAT.insert(&*rkey, reply, BPF_EXIST as u64);
-                return Ok(rkey.dport);
-            }
-            if take_over(rkey, okey, e, reply, cfg) {
-                counters::count(Stat::NatPortReused, 0);
-                return Ok(rkey.dport);
-            }
-        }
-        i += 1;
-    }
-    Err(Stat::DropNatExhausted)
-}
-
-/// Takes the port of `old`'s flow if that flow has expired: its forward entry is deleted (when
-/// it still points at this port, so a late packet of it cannot reach the new flow's backend
-/// connection) and its reply entry is overwritten with `reply`.
-///
-/// Two CPUs taking over the same expired port in the same instant could both succeed: hash
-/// maps have no compare-and-swap. The window is the few instructions between the read and
-/// the write, for a port both picked among thousands; accepted.
-///
-/// Out of line (a BPF-to-BPF call on this rare path) to keep its locals off the main
-/// program's stack frame; `reply.seen` is the current time.
-#[inline(never)]
-fn take_over(
-    rkey: &FlowKey,
-    okey: &mut FlowKey,
-    old: &ReplyNat,
-    reply: &ReplyNat,
-    cfg: &LbConfig,
-) -> bool {
-    let now = reply.seen;
-    set_key(
-        okey,
-        &old.client,
-        &old.vip,
-        old.client_port,
-        old.vip_port,
-        rkey,
-    );
-    // SAFETY: read-only look at the old flow's forward entry; fields are copied out at once.
-    let fwd = unsafe { CONNTRACK.get(&*okey) }.filter(|f| {
-        f.snat_port == rkey.dport && f.backend_port == rkey.sport && f.backend == rkey.src
-    });
-    let fwd_seen = fwd.map(|f| f.seen);
-    if !expiry::expired(old.seen, fwd_seen, rkey.proto, cfg, now) {
-        return false;
-    }
-    if fwd_seen.is_some() {
-        let _ = CONNTRACK.remove(&*okey);
-    }
-    REPLY_NAT.insert(rkey, reply, BPF_EXIST as u64).is_ok()
+    scratch.syn = syn as u32;
+    scratch.closing = closing;
+    // SAFETY: tail call into the program userspace put in the slot.
+    unsafe { JUMPS.tail_call(ctx, JUMP_FLOW) };
+    Some(Outcome::pass(Stat::PassNotReady))
 }
 
 /// Backend -> SNAT address: translate back to VIP -> client.
 #[inline(always)]
-fn reply(ctx: &XdpContext, layout: &Layout, l3: &L3, t: &Tuple, closing: u32) -> Outcome {
+fn reply(
+    ctx: &XdpContext,
+    layout: &Layout,
+    l3: &L3,
+    t: &Tuple,
+    cfg: &LbConfig,
+    closing: u32,
+) -> Outcome {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return Outcome::pass(Stat::PassNotOurs);
     };
     // SAFETY: this CPU's scratch slot, used by this packet only.
     let scratch = unsafe { &mut *scratch };
     scratch.key = flow_key(l3, t);
-    let Some(entry) = REPLY_NAT.get_ptr_mut(&scratch.key) else {
+    let Some(entry) = REPLIES.get_ptr_mut(cfg, &scratch.key) else {
         return Outcome::pass(Stat::PassNotOurs);
     };
     if l3.ttl <= 1 {

@@ -19,7 +19,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use ingress_common::{l4::MAGLEV_RING_SIZE, maps as names};
+use ingress_common::{conntrack::buckets_for, l4::MAGLEV_RING_SIZE, maps as names};
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -31,6 +31,7 @@ pub const XDP_PROGRAM: &str = "xdp_lb";
 pub const JUMP_PROGRAMS: &[(u32, &str)] = &[
     (names::JUMP_ICMP, "xdp_icmp"),
     (names::JUMP_TOO_BIG, "xdp_too_big"),
+    (names::JUMP_FLOW, "xdp_flow"),
 ];
 
 /// A loader failure, with the step that failed.
@@ -158,6 +159,9 @@ const PINNED_MAPS: &[&str] = &[
     // Pinned so its slot outlives this process: the kernel empties a program array when its
     // last user reference goes, and the pinned link keeps forwarding after an exit.
     names::JUMPS,
+    // The tail-called programs read what xdp_lb left here; while a restart swaps programs,
+    // an old xdp_lb tail-calls a new xdp_flow, so both must see one map.
+    names::SCRATCH,
 ];
 
 /// Whether `ifname` is a virtual device (veth, bridge, tunnel): sysfs files those under
@@ -193,7 +197,25 @@ fn load_jumps(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             source,
         }
     };
-    let mut fds = Vec::with_capacity(JUMP_PROGRAMS.len());
+    let mut fds = Vec::with_capacity(JUMP_PROGRAMS.len() + 1);
+    // xdp_flow hands packets back to the (already loaded) forwarding program.
+    let lb: &Xdp = ebpf
+        .program(XDP_PROGRAM)
+        .ok_or(LoadError::MissingProgram(XDP_PROGRAM))?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            step: "program type".into(),
+            source,
+        })?;
+    let lb_fd = lb
+        .fd()
+        .map_err(|source| LoadError::Program {
+            step: format!("{XDP_PROGRAM} fd"),
+            source,
+        })?
+        .try_clone()
+        .map_err(io_err(format!("{XDP_PROGRAM} fd")))?;
+    fds.push((names::JUMP_LB, lb_fd));
     for &(slot, name) in JUMP_PROGRAMS {
         let fd = load_xdp(ebpf, name)?
             .fd()
@@ -228,8 +250,8 @@ impl Datapath {
             (names::VIP_ADDRS, opts.max_vips),
             (names::VIP_STATS, opts.max_vips),
             (names::MAGLEV, ring_entries),
-            (names::CONNTRACK, opts.conntrack_entries),
-            (names::REPLY_NAT, opts.conntrack_entries),
+            (names::CONNTRACK, buckets_for(opts.conntrack_entries)),
+            (names::REPLY_NAT, buckets_for(opts.conntrack_entries)),
         ];
         for (map, entries) in sizes {
             loader.map_max_entries(map, entries);

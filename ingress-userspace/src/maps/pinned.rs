@@ -8,7 +8,7 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData};
 use ingress_common::{
-    conntrack::{FlowKey, FlowNat},
+    conntrack::{is_live, Bucket, FlowKey, FlowNat},
     l4::{Backend, LbConfig, VipKey, VipMeta, MAGLEV_RING_SIZE},
     maps as names,
 };
@@ -29,7 +29,7 @@ pub struct PinnedMaps {
     vips: HashMap<MapData, VipKey, VipMeta>,
     backends: Array<MapData, Backend>,
     config: Array<MapData, LbConfig>,
-    conntrack: HashMap<MapData, FlowKey, FlowNat>,
+    conntrack: Array<MapData, Bucket<FlowNat>>,
     ring: MmapRing,
     pub counters: Counters,
 }
@@ -63,7 +63,7 @@ impl PinnedMaps {
                 .map_err(err(names::BACKENDS))?,
             config: Array::try_from(Map::Array(open(&dir, names::LB_CONFIG)?))
                 .map_err(err(names::LB_CONFIG))?,
-            conntrack: HashMap::try_from(Map::LruHashMap(open(&dir, names::CONNTRACK)?))
+            conntrack: Array::try_from(Map::Array(open(&dir, names::CONNTRACK)?))
                 .map_err(err(names::CONNTRACK))?,
             ring: MmapRing::new(ring_data, slots)?,
             counters: Counters::from_pins(&dir)?,
@@ -113,21 +113,25 @@ impl PinnedMaps {
         Ok(out)
     }
 
+    /// The used slots of the conntrack table, bucket by bucket (a bucket that cannot be read
+    /// is skipped).
+    fn flows(&self) -> impl Iterator<Item = (FlowKey, FlowNat)> + '_ {
+        self.conntrack.iter().filter_map(Result::ok).flat_map(|b| {
+            b.tags
+                .into_iter()
+                .zip(b.slots)
+                .filter(|(tag, _)| is_live(*tag))
+                .map(|(_, s)| (s.key, s.value))
+        })
+    }
+
     /// Number of conntrack entries, counting at most `limit`.
     pub fn conntrack_count(&self, limit: usize) -> usize {
-        self.conntrack
-            .keys()
-            .take(limit)
-            .filter(|k| k.is_ok())
-            .count()
+        self.flows().take(limit).count()
     }
 
     /// Up to `limit` conntrack entries.
     pub fn conntrack(&self, limit: usize) -> Vec<(FlowKey, FlowNat)> {
-        self.conntrack
-            .iter()
-            .take(limit)
-            .filter_map(Result::ok)
-            .collect()
+        self.flows().take(limit).collect()
     }
 }

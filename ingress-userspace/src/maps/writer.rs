@@ -96,6 +96,23 @@ pub struct AyaMapWriter {
     backend_hops: Array<MapData, Hop>,
     ring: MmapRing,
     capacity: Capacity,
+    /// Conntrack geometry and hash seed, stamped into every config written (see `conntrack`).
+    tables: Tables,
+}
+
+/// What the kernel needs in `LbConfig` to find flows in the conntrack tables.
+#[derive(Clone, Copy, Debug)]
+struct Tables {
+    conntrack_buckets: u32,
+    reply_buckets: u32,
+    seed: u32,
+}
+
+fn buckets(ebpf: &aya::Ebpf, name: &'static str) -> Result<u32, MapError> {
+    match ebpf.map(name) {
+        Some(Map::Array(d)) => Ok(d.info().map_err(map_err("info", name))?.max_entries()),
+        _ => Err(MapError::Missing(name)),
+    }
 }
 
 fn take(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<Map, MapError> {
@@ -118,8 +135,19 @@ impl AyaMapWriter {
             .map_err(map_err("open", names::VIP_ADDRS))?;
         let backends: Array<MapData, Backend> = Array::try_from(take(ebpf, names::BACKENDS)?)
             .map_err(map_err("open", names::BACKENDS))?;
-        let config = Array::try_from(take(ebpf, names::LB_CONFIG)?)
+        let config: Array<MapData, LbConfig> = Array::try_from(take(ebpf, names::LB_CONFIG)?)
             .map_err(map_err("open", names::LB_CONFIG))?;
+        // Flows already in pinned tables were placed with the seed in the pinned config: keep
+        // it. A fresh set of maps gets a new random one.
+        let seed = match config.get(&0, 0) {
+            Ok(c) if c.conntrack_seed != 0 => c.conntrack_seed,
+            _ => rand::random_range(1..=u32::MAX),
+        };
+        let tables = Tables {
+            conntrack_buckets: buckets(ebpf, names::CONNTRACK)?,
+            reply_buckets: buckets(ebpf, names::REPLY_NAT)?,
+            seed,
+        };
         let vip_filter = Array::try_from(take(ebpf, names::VIP_FILTER)?)
             .map_err(map_err("open", names::VIP_FILTER))?;
         let backend_hops = Array::try_from(take(ebpf, names::BACKEND_HOPS)?)
@@ -147,6 +175,7 @@ impl AyaMapWriter {
                 max_backends,
                 ring_size,
             },
+            tables,
         })
     }
 }
@@ -178,6 +207,12 @@ impl MapWriter for AyaMapWriter {
     }
 
     fn write_config(&mut self, cfg: &LbConfig) -> Result<(), MapError> {
+        let cfg = LbConfig {
+            conntrack_buckets: self.tables.conntrack_buckets,
+            reply_buckets: self.tables.reply_buckets,
+            conntrack_seed: self.tables.seed,
+            ..*cfg
+        };
         self.config
             .set(0, cfg, 0)
             .map_err(map_err("update", names::LB_CONFIG))

@@ -64,7 +64,7 @@ fn kernel_log_reports_new_flows_and_drops_only_when_turned_on() {
     assert_eq!(verdicts, (REDIRECT, DROP), "logging changes no verdict");
     assert_eq!(lines.len(), 2, "one record per event: {lines:?}");
     assert!(
-        lines[0].starts_with("ingress::programs::xdp_lb: new flow: vip ")
+        lines[0].starts_with("ingress::programs::xdp_flow: new flow: vip ")
             && lines[0].contains(" backend ")
             && lines[0].contains(" snat port 2"),
         "{lines:?}"

@@ -8,6 +8,7 @@ use ingress::{
     },
     snapshot::{L4Protocol, L4Service, ObjectRef},
 };
+use ingress_common::conntrack::buckets_for;
 
 fn opts(dir: &std::path::Path) -> LoaderOptions {
     LoaderOptions {
@@ -65,9 +66,10 @@ fn pinned_maps_are_adopted_by_version_and_stale_versions_removed() {
             .iter()
             .map(|m| (m.map, m.pinned, m.wanted))
             .collect();
+        let (pinned, wanted) = (buckets_for(1024), buckets_for(4096));
         assert_eq!(
             names,
-            vec![("CONNTRACK", 1024, 4096), ("REPLY_NAT", 1024, 4096)]
+            vec![("CONNTRACK", pinned, wanted), ("REPLY_NAT", pinned, wanted)]
         );
         let state = dp.map_writer().unwrap().read_state().unwrap();
         assert_eq!(state.vips.len(), 1, "state kept");

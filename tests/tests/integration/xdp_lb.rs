@@ -4,7 +4,7 @@ use std::{net::IpAddr, time::Duration};
 
 use ingress::apply::maps::FlowTimeouts;
 use ingress_common::{
-    conntrack::{FlowKey, ReplyNat},
+    conntrack::{is_live, Bucket, FlowKey, FlowNat, ReplyNat, TAG_GONE, WAYS},
     counters::Stat,
 };
 use tests::{
@@ -129,9 +129,9 @@ fn new_flow_conntrack_hit_and_reply_round_trip() {
 }
 
 /// Every flow of a node can arrive on one CPU (one receive queue, or RSS that hashes them
-/// together): the conntrack tables must still hold their whole capacity. Per-CPU LRU lists
-/// (`BPF_F_NO_COMMON_LRU`) would give that CPU capacity / possible CPUs entries and evict live
-/// flows long before the table is full.
+/// together): the conntrack tables must still hold their whole capacity. A table split per
+/// CPU (as LRU hash maps with `BPF_F_NO_COMMON_LRU` are) would give that CPU capacity /
+/// possible CPUs entries and evict live flows long before the table is full.
 #[test]
 fn one_cpu_can_fill_the_whole_conntrack_table() {
     const FLOWS: u16 = 3000;
@@ -699,16 +699,68 @@ fn quiet_udp_flows_give_their_snat_ports_back() {
     assert_eq!(packets(&lab, Stat::NatPortReused) - reused, 1);
 }
 
-/// Deletes the reply entry of the flow that holds `snat_port` towards `backend`, as the LRU
-/// does under table pressure to flows whose replies are rare.
+/// A conntrack table asked to hold far more flows than it has slots keeps forwarding: a full
+/// bucket gives its longest-quiet slot to the new flow, no insert fails, every slot holds a
+/// different flow, and each flow still held is found.
+#[test]
+fn an_overfull_conntrack_table_evicts_instead_of_failing() {
+    // 16 entries: 2 buckets of 30 slots in each table.
+    let mut lab = XdpLab::new(&lab_services(), 16, 16).unwrap();
+    let flow = |i: u16, flags| Spec::tcp("198.18.0.2", 10000 + i, "198.19.0.10", 80, flags);
+    for i in 0..300 {
+        let (verdict, _) = lab.run(&flow(i, SYN).build(), lab.ifindex_a).unwrap();
+        assert_eq!(verdict, REDIRECT, "SYN of flow {i}");
+    }
+    assert_eq!(packets(&lab, Stat::DropMapError), 0);
+    assert_eq!(packets(&lab, Stat::FwdNewFlow), 300);
+    let live = |lab: &mut XdpLab| -> Vec<FlowKey> {
+        let map = lab
+            .datapath
+            .ebpf_mut()
+            .map(ingress_common::maps::CONNTRACK)
+            .unwrap();
+        let flows: aya::maps::Array<_, Bucket<FlowNat>> = aya::maps::Array::try_from(map).unwrap();
+        let mut keys = Vec::new();
+        for b in flows.iter() {
+            let b = b.unwrap();
+            keys.extend(
+                (0..WAYS)
+                    .filter(|&w| is_live(b.tags[w]))
+                    .map(|w| b.slots[w].key),
+            );
+        }
+        keys
+    };
+    let held = live(&mut lab);
+    assert_eq!(held.len(), 2 * WAYS, "every slot in use, none twice");
+    let mut ports: Vec<u16> = held.iter().map(|k| u16::from_be(k.sport) - 10000).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), held.len(), "a flow held twice");
+    let hits = packets(&lab, Stat::FwdConntrack);
+    for &p in &ports {
+        let (verdict, _) = lab.run(&flow(p, ACK).build(), lab.ifindex_a).unwrap();
+        assert_eq!(verdict, REDIRECT);
+    }
+    assert_eq!(packets(&lab, Stat::FwdConntrack) - hits, ports.len() as u64);
+    assert_eq!(
+        packets(&lab, Stat::FwdNewFlow),
+        300,
+        "no held flow was started again"
+    );
+}
+
+/// Deletes the reply entry of the flow that holds `snat_port` towards `backend`, as table
+/// pressure does (a full bucket gives its longest-quiet slot to a new flow) to flows whose
+/// replies are rare.
 fn evict_reply(lab: &mut XdpLab, backend: [u8; 4], backend_port: u16, snat_port: u16) {
     let map = lab
         .datapath
         .ebpf_mut()
         .map_mut(ingress_common::maps::REPLY_NAT)
         .unwrap();
-    let mut replies: aya::maps::HashMap<_, FlowKey, ReplyNat> =
-        aya::maps::HashMap::try_from(map).unwrap();
+    let mut replies: aya::maps::Array<_, Bucket<ReplyNat>> =
+        aya::maps::Array::try_from(map).unwrap();
     let snat: std::net::Ipv4Addr = SNAT_V4.parse().unwrap();
     let key = FlowKey {
         src: [u32::from_ne_bytes(backend), 0, 0, 0],
@@ -719,10 +771,20 @@ fn evict_reply(lab: &mut XdpLab, backend: [u8; 4], backend_port: u16, snat_port:
         family: 2,
         _pad: 0,
     };
-    replies.remove(&key).unwrap();
+    // The bucket depends on the node's random hash seed: search them all (a test table).
+    for i in 0..replies.len() {
+        let mut bucket = replies.get(&i, 0).unwrap();
+        let used = |w: usize| is_live(bucket.tags[w]) && bucket.slots[w].key == key;
+        if let Some(w) = (0..WAYS).find(|&w| used(w)) {
+            bucket.tags[w] = TAG_GONE;
+            replies.set(i, bucket, 0).unwrap();
+            return;
+        }
+    }
+    panic!("no reply entry for {key:?}");
 }
 
-/// A flow whose reply entry the LRU evicted (its forward entry lives on) puts it back on its
+/// A flow whose reply entry was evicted (its forward entry lives on) puts it back on its
 /// next look, once per hop TTL; if another flow took the port meanwhile, the flow starts
 /// again instead of sending its packets out under the other flow's port.
 #[test]

@@ -1,0 +1,337 @@
+//! Records flows for `xdp_lb`: a new flow gets a Maglev backend, a SNAT port and both of its
+//! conntrack entries; an established flow due for its once-per-hop-TTL check makes sure it
+//! still owns its SNAT port. Then the packet goes back to `xdp_lb`, which forwards it as it
+//! forwards every established flow.
+//!
+//! A program of its own (tail-called, with `Scratch` carrying the flow key) because this path
+//! needs the table inserts' stack and verifier budget, which the forwarding program has no
+//! room for.
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+use aya_log_ebpf::debug;
+use ingress_common::{
+    conntrack::{FlowKey, FlowNat, Hop, ReplyNat, SEEN_REPLIED, SEEN_SECS},
+    counters::Stat,
+    l4::{LbConfig, VipKey, VipMeta, FAMILY_V6},
+    maps::JUMP_LB,
+};
+
+use crate::{
+    counters,
+    lb::{
+        copy_addr, expiry,
+        fib::FibQuery,
+        hop, maglev,
+        nat::{self, Tuple},
+        table::InsertError,
+    },
+    maps::{
+        Scratch, AGAIN_CHECKED, AGAIN_NEW, AGAIN_NONE, BACKEND_HOPS, FLOWS, JUMPS, LB_CONFIG,
+        REPLIES, SCRATCH, VIPS,
+    },
+    verdict::{self, Outcome, NO_VIP},
+};
+
+#[xdp]
+pub fn xdp_flow(ctx: XdpContext) -> u32 {
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let out = try_flow(&ctx);
+    verdict::finish(&out, bytes)
+}
+
+#[inline(always)]
+fn try_flow(ctx: &XdpContext) -> Outcome {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Outcome::pass(Stat::PassNotReady);
+    };
+    // SAFETY: this CPU's scratch slot, filled by xdp_lb for this packet.
+    let scratch = unsafe { &mut *scratch };
+    let Some(cfg) = LB_CONFIG.get(0) else {
+        return Outcome::pass(Stat::PassNotReady);
+    };
+    let now = hop::now();
+    if scratch.syn == 0 {
+        if let Some(e) = FLOWS.get_ptr_mut(cfg, &scratch.key) {
+            // SAFETY: a live table value.
+            if owns_port(scratch, cfg, unsafe { &*e }) {
+                return again(ctx, scratch, AGAIN_CHECKED, NO_VIP);
+            }
+        }
+    }
+    let key = &scratch.key;
+    let vip = VipKey {
+        addr: key.dst,
+        port: key.dport,
+        proto: key.proto,
+        family: key.family,
+    };
+    // SAFETY: VIPS values are plain data; a concurrent userspace update can only swap in
+    // another valid VipMeta.
+    let Some(meta) = (unsafe { VIPS.get(&vip) }) else {
+        // An established flow that lost its port, of a VIP removed since.
+        return Outcome::pass(Stat::PassNotOurs);
+    };
+    match new_flow(ctx, scratch, meta, cfg, now) {
+        Ok(()) => again(ctx, scratch, AGAIN_NEW, meta.id),
+        Err(s) => Outcome::drop(s, meta.id),
+    }
+}
+
+/// Hands the packet back to `xdp_lb`, marked `how`. Returns only if that slot is empty.
+#[inline(always)]
+fn again(ctx: &XdpContext, scratch: &mut Scratch, how: u32, vip_id: u32) -> Outcome {
+    scratch.again = how;
+    // SAFETY: tail call into the program userspace put in the slot.
+    unsafe { JUMPS.tail_call(ctx, JUMP_LB) };
+    scratch.again = AGAIN_NONE;
+    Outcome::drop(Stat::DropMapError, vip_id)
+}
+
+/// SNAT port candidates tried per new flow before giving up: with a backend's ports 30% taken,
+/// 16 random tries all fail once in 200 million new flows (8 tries: once in 15,000).
+const PORT_TRIES: u32 = 16;
+
+/// Whether the flow `scratch.key` with forward entry `nat` still owns its SNAT port, putting
+/// its reply entry back if the LRU evicted it. Under table pressure the LRU evicts first the
+/// reply entries of flows whose replies are rare (one-way UDP), and the port can then go to
+/// another flow: a flow that lost its port has its forward entry deleted.
+///
+/// Out of line (a BPF-to-BPF call, taken once per hop TTL per flow) to keep its locals off
+/// the main program's stack frame.
+#[inline(never)]
+fn owns_port(scratch: &mut Scratch, cfg: &LbConfig, nat: &FlowNat) -> bool {
+    let key = &scratch.key;
+    let rkey = &mut scratch.rkey;
+    let (backend, snat) = (&nat.backend, &nat.snat);
+    set_key(rkey, backend, snat, nat.backend_port, nat.snat_port, key);
+    // SAFETY: compared field by field immediately.
+    if let Some(e) = unsafe { REPLIES.get(cfg, &*rkey) } {
+        let ours = e.client == key.src
+            && e.client_port == key.sport
+            && e.vip == key.dst
+            && e.vip_port == key.dport;
+        if !ours {
+            FLOWS.remove(cfg, key);
+        }
+        return ours;
+    }
+    // A flow old enough to have lost its reply entry to the LRU is taken as answered: it
+    // must not fall under the short timeout of flows nobody replied to.
+    scratch.reply = reply_entry(key, nat.vip_id, (nat.seen & SEEN_SECS) | SEEN_REPLIED);
+    if REPLIES
+        .insert_new(cfg, &scratch.rkey, &scratch.reply)
+        .is_ok()
+    {
+        return true;
+    }
+    // Taken between the lookup and the insert.
+    FLOWS.remove(cfg, &scratch.key);
+    false
+}
+
+/// Fills `k` with a flow's addresses and ports and `like`'s protocol and family, field by
+/// field: a whole-struct temporary would cost BPF stack the program lacks.
+#[inline(always)]
+fn set_key(
+    k: &mut FlowKey,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    sport: u16,
+    dport: u16,
+    like: &FlowKey,
+) {
+    k.src = copy_addr(src);
+    k.dst = copy_addr(dst);
+    k.sport = sport;
+    k.dport = dport;
+    k.proto = like.proto;
+    k.family = like.family;
+    k._pad = 0;
+}
+
+/// The reply entry of the client flow `key`: replies go back to its client from its VIP.
+#[inline(always)]
+fn reply_entry(key: &FlowKey, vip_id: u32, seen: u32) -> ReplyNat {
+    ReplyNat {
+        client: key.src,
+        vip: key.dst,
+        client_port: key.sport,
+        vip_port: key.dport,
+        vip_id,
+        hop: Hop::default(),
+        seen,
+    }
+}
+
+/// Picks a backend by Maglev, resolves its next hop, reserves a SNAT port and records both
+/// directions. Builds the entries in `scratch` (`scratch.key` is the client flow); a next hop
+/// that cannot be resolved is left unset, for `xdp_lb` to look up (and miss) again.
+#[inline(always)]
+fn new_flow(
+    ctx: &XdpContext,
+    scratch: &mut Scratch,
+    meta: &VipMeta,
+    cfg: &LbConfig,
+    now: u32,
+) -> Result<(), Stat> {
+    if meta.backends == 0 {
+        return Err(Stat::DropNoBackend);
+    }
+    let closing = scratch.closing;
+    let v6 = scratch.key.family == FAMILY_V6;
+    let h = maglev::flow_hash(&scratch.key, v6);
+    let (backend_id, backend) = maglev::pick(meta.id, h).ok_or(Stat::DropNoBackend)?;
+    let key = &scratch.key;
+    let secs = expiry::now_secs();
+    scratch.reply = reply_entry(key, meta.id, secs);
+    let snat = nat::snat_addr(cfg, v6);
+    scratch.rkey = FlowKey {
+        src: copy_addr(&backend.addr),
+        dst: snat,
+        sport: backend.port,
+        dport: 0,
+        proto: key.proto,
+        family: key.family,
+        _pad: 0,
+    };
+    let h = maglev::port_hash(h);
+    let port = reserve_port(&mut scratch.rkey, &mut scratch.okey, &scratch.reply, cfg, h)?;
+    debug!(
+        ctx,
+        "new flow: vip {} backend {} snat port {}",
+        meta.id,
+        backend_id,
+        u16::from_be(port)
+    );
+    let to_backend = Tuple {
+        src: snat,
+        dst: scratch.rkey.src,
+        sport: port,
+        dport: scratch.rkey.sport,
+    };
+    let q = FibQuery {
+        family: scratch.key.family,
+        proto: scratch.key.proto,
+        src: &to_backend.src,
+        dst: &to_backend.dst,
+        sport: to_backend.sport,
+        dport: to_backend.dport,
+    };
+    let next = match BACKEND_HOPS.get_ptr_mut(backend_id) {
+        Some(cache) => hop::resolve(ctx, &q, cache, now),
+        None => hop::lookup(ctx, &q, now),
+    };
+    scratch.nat = FlowNat {
+        backend: to_backend.dst,
+        snat,
+        backend_port: to_backend.dport,
+        snat_port: port,
+        vip_id: meta.id,
+        hop: match next {
+            Ok(h) => h,
+            Err(_) => Hop::default(),
+        },
+        seen: secs | closing,
+    };
+    FLOWS
+        .insert(cfg, &scratch.key, &scratch.nat)
+        .map_err(|_| Stat::DropMapError)
+}
+
+/// Claims a SNAT port towards this backend: the reply entry is inserted only if absent,
+/// so two flows never share a port; a port already mapped to this very flow is reused
+/// (its forward entry was evicted before its reply entry), and a port whose flow has
+/// expired is taken over (`expiry`).
+#[inline(always)]
+fn reserve_port(
+    rkey: &mut FlowKey,
+    okey: &mut FlowKey,
+    reply: &ReplyNat,
+    cfg: &LbConfig,
+    h: u32,
+) -> Result<u16, Stat> {
+    let count = cfg.port_count as u32;
+    if count == 0 {
+        return Err(Stat::DropNatExhausted);
+    }
+    let mut i = 0;
+    let mut h = h;
+    while i < PORT_TRIES {
+        // Each try rehashes instead of probing the next port: taken ports cluster, and a
+        // linear probe that lands in a cluster fails far more often than the load suggests.
+        let port = (cfg.port_min as u32 + h % count) as u16;
+        h = maglev::port_hash(h);
+        rkey.dport = port.to_be();
+        let e = match REPLIES.insert_new(cfg, &*rkey, reply) {
+            Ok(()) => return Ok(rkey.dport),
+            Err(InsertError::Exists(e)) => e,
+            Err(InsertError::Busy) => {
+                i += 1;
+                continue;
+            }
+        };
+        // SAFETY: compared field by field immediately.
+        let old = unsafe { &*e };
+        if old.client == reply.client
+            && old.client_port == reply.client_port
+            && old.vip == reply.vip
+            && old.vip_port == reply.vip_port
+        {
+            // A new connection on the same 5-tuple, or a flow whose forward entry was
+            // evicted: its liveness starts afresh, without an old connection's FIN/RST.
+            // Written in place: only the hop and the liveness differ from what is there.
+            // SAFETY: a live table value.
+            unsafe { *e = *reply };
+            return Ok(rkey.dport);
+        }
+        if take_over(rkey, okey, e, reply, cfg) {
+            counters::count(Stat::NatPortReused, 0);
+            return Ok(rkey.dport);
+        }
+        i += 1;
+    }
+    Err(Stat::DropNatExhausted)
+}
+
+/// Takes the port of `old`'s flow if that flow has expired: its forward entry is deleted (when
+/// it still points at this port, so a late packet of it cannot reach the new flow's backend
+/// connection) and its reply entry is overwritten with `reply`.
+///
+/// Out of line (a BPF-to-BPF call on this rare path) to keep its locals off the main
+/// program's stack frame; `reply.seen` is the current time.
+#[inline(never)]
+fn take_over(
+    rkey: &FlowKey,
+    okey: &mut FlowKey,
+    entry: *mut ReplyNat,
+    reply: &ReplyNat,
+    cfg: &LbConfig,
+) -> bool {
+    let now = reply.seen;
+    // SAFETY: a live table value; fields are copied out at once.
+    let old = unsafe { &*entry };
+    set_key(
+        okey,
+        &old.client,
+        &old.vip,
+        old.client_port,
+        old.vip_port,
+        rkey,
+    );
+    // SAFETY: read-only look at the old flow's forward entry; fields are copied out at once.
+    let fwd = unsafe { FLOWS.get(cfg, &*okey) }.filter(|f| {
+        f.snat_port == rkey.dport && f.backend_port == rkey.sport && f.backend == rkey.src
+    });
+    let fwd_seen = fwd.map(|f| f.seen);
+    if !expiry::expired(old.seen, fwd_seen, rkey.proto, cfg, now) {
+        return false;
+    }
+    if fwd_seen.is_some() {
+        FLOWS.remove(cfg, &*okey);
+    }
+    // Written in place (the old flow is quiet). Two CPUs taking over the same expired port
+    // in the same instant could both succeed: the window is the few instructions between
+    // the check and this write, for a port both picked among thousands; accepted.
+    // SAFETY: a live table value.
+    unsafe { *entry = *reply };
+    true
+}
