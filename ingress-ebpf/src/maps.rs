@@ -119,6 +119,9 @@ pub struct Scratch {
     /// For `xdp_flow`: whether the packet is a SYN (1) and its FIN/RST `seen` bits.
     pub syn: u32,
     pub closing: u32,
+    /// For `xdp_flow`: the packet's VIP, if `vip_known` is 1 (new flows).
+    pub vip: VipMeta,
+    pub vip_known: u32,
     /// Set by `xdp_flow` just before it calls `xdp_lb` again for the same packet (`AGAIN_*`);
     /// `xdp_lb` clears it on reading.
     pub again: u32,
@@ -139,6 +142,18 @@ pub struct MtuSlot {
     /// `bpf_jiffies64` (low 32 bits) when read; 0 = never.
     pub stamp_jiffies: u32,
 }
+
+/// A CPU's last read of the coarse clock (see `lb::expiry::now_secs`). Kernel-internal.
+#[repr(C)]
+pub struct Clock {
+    /// `bpf_jiffies64` (low 32 bits) at the read; 0 = never.
+    pub jiffies: u32,
+    pub secs: u32,
+}
+
+/// Per CPU: the coarse clock as last read. Written and read by the XDP programs only.
+#[btf_map]
+pub static CLOCK: PerCpuArray<Clock, 1> = PerCpuArray::new();
 
 /// Slots of EGRESS_MTU (interface index modulo this).
 pub const MTU_SLOTS: u32 = 64;

@@ -170,7 +170,7 @@ pub struct XdpArgs {
     #[arg(long, default_value_t = ingress_common::maps::DEFAULT_MAX_VIPS,
           value_parser = clap::value_parser!(u32).range(1..=16384))]
     pub max_vips: u32,
-    /// Conntrack capacity (flows).
+    /// Conntrack capacity (flows). Each of the two tables gives a flow 2 slots of 108 bytes.
     #[arg(long, default_value_t = ingress_common::maps::DEFAULT_CONNTRACK_ENTRIES)]
     pub conntrack_entries: u32,
     /// Attach in generic (skb) mode instead of trying native first.

@@ -9,7 +9,7 @@
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use ingress_common::{
-    conntrack::{FlowKey, FlowNat, Hop, ReplyNat, SEEN_REPLIED, SEEN_SECS},
+    conntrack::{FlowKey, FlowNat, ReplyNat, SEEN_REPLIED, SEEN_SECS},
     counters::Stat,
     l4::{LbConfig, VipKey, VipMeta, FAMILY_V6},
     maps::JUMP_LB,
@@ -57,20 +57,26 @@ fn try_flow(ctx: &XdpContext) -> Outcome {
             }
         }
     }
-    let key = &scratch.key;
-    let vip = VipKey {
-        addr: key.dst,
-        port: key.dport,
-        proto: key.proto,
-        family: key.family,
+    // xdp_lb looked the VIP up for a new flow; an established flow that lost its port looks
+    // it up here.
+    let meta = if scratch.vip_known != 0 {
+        scratch.vip
+    } else {
+        let key = &scratch.key;
+        let vip = VipKey {
+            addr: key.dst,
+            port: key.dport,
+            proto: key.proto,
+            family: key.family,
+        };
+        // SAFETY: VIPS values are plain data, copied at once.
+        match unsafe { VIPS.get(&vip) } {
+            Some(m) => *m,
+            // An established flow that lost its port, of a VIP removed since.
+            None => return Outcome::pass(Stat::PassNotOurs),
+        }
     };
-    // SAFETY: VIPS values are plain data; a concurrent userspace update can only swap in
-    // another valid VipMeta.
-    let Some(meta) = (unsafe { VIPS.get(&vip) }) else {
-        // An established flow that lost its port, of a VIP removed since.
-        return Outcome::pass(Stat::PassNotOurs);
-    };
-    match new_flow(ctx, scratch, meta, cfg, now) {
+    match new_flow(ctx, scratch, &meta, cfg, now) {
         Ok(()) => again(ctx, scratch, AGAIN_NEW, meta.id),
         Err(s) => Outcome::drop(s, meta.id),
     }
@@ -91,7 +97,7 @@ fn again(ctx: &XdpContext, scratch: &mut Scratch, how: u32, vip_id: u32) -> Outc
 const PORT_TRIES: u32 = 16;
 
 /// Whether the flow `scratch.key` with forward entry `nat` still owns its SNAT port, putting
-/// its reply entry back if the LRU evicted it. Under table pressure the LRU evicts first the
+/// its reply entry back if it was evicted. Under table pressure a full bucket evicts first the
 /// reply entries of flows whose replies are rare (one-way UDP), and the port can then go to
 /// another flow: a flow that lost its port has its forward entry deleted.
 ///
@@ -114,9 +120,10 @@ fn owns_port(scratch: &mut Scratch, cfg: &LbConfig, nat: &FlowNat) -> bool {
         }
         return ours;
     }
-    // A flow old enough to have lost its reply entry to the LRU is taken as answered: it
+    // A flow old enough to have lost its reply entry to eviction is taken as answered: it
     // must not fall under the short timeout of flows nobody replied to.
-    scratch.reply = reply_entry(key, nat.vip_id, (nat.seen & SEEN_SECS) | SEEN_REPLIED);
+    let seen = (nat.seen & SEEN_SECS) | SEEN_REPLIED;
+    set_reply_entry(&mut scratch.reply, key, nat.vip_id, seen);
     if REPLIES
         .insert_new(cfg, &scratch.rkey, &scratch.reply)
         .is_ok()
@@ -148,18 +155,18 @@ fn set_key(
     k._pad = 0;
 }
 
-/// The reply entry of the client flow `key`: replies go back to its client from its VIP.
+/// Writes into `r` the reply entry of the client flow `key`: replies go back to its client
+/// from its VIP. Field by field, with the hop cleared word by word: a struct literal zeroes
+/// the hop through a call to the byte-loop `memset`.
 #[inline(always)]
-fn reply_entry(key: &FlowKey, vip_id: u32, seen: u32) -> ReplyNat {
-    ReplyNat {
-        client: key.src,
-        vip: key.dst,
-        client_port: key.sport,
-        vip_port: key.dport,
-        vip_id,
-        hop: Hop::default(),
-        seen,
-    }
+fn set_reply_entry(r: &mut ReplyNat, key: &FlowKey, vip_id: u32, seen: u32) {
+    r.client = copy_addr(&key.src);
+    r.vip = copy_addr(&key.dst);
+    r.client_port = key.sport;
+    r.vip_port = key.dport;
+    r.vip_id = vip_id;
+    hop::clear(&mut r.hop);
+    r.seen = seen;
 }
 
 /// Picks a backend by Maglev, resolves its next hop, reserves a SNAT port and records both
@@ -182,7 +189,7 @@ fn new_flow(
     let (backend_id, backend) = maglev::pick(meta.id, h).ok_or(Stat::DropNoBackend)?;
     let key = &scratch.key;
     let secs = expiry::now_secs();
-    scratch.reply = reply_entry(key, meta.id, secs);
+    set_reply_entry(&mut scratch.reply, key, meta.id, secs);
     let snat = nat::snat_addr(cfg, v6);
     scratch.rkey = FlowKey {
         src: copy_addr(&backend.addr),
@@ -220,18 +227,17 @@ fn new_flow(
         Some(cache) => hop::resolve(ctx, &q, cache, now),
         None => hop::lookup(ctx, &q, now),
     };
-    scratch.nat = FlowNat {
-        backend: to_backend.dst,
-        snat,
-        backend_port: to_backend.dport,
-        snat_port: port,
-        vip_id: meta.id,
-        hop: match next {
-            Ok(h) => h,
-            Err(_) => Hop::default(),
-        },
-        seen: secs | closing,
-    };
+    let nat = &mut scratch.nat;
+    nat.backend = to_backend.dst;
+    nat.snat = snat;
+    nat.backend_port = to_backend.dport;
+    nat.snat_port = port;
+    nat.vip_id = meta.id;
+    match next {
+        Ok(h) => nat.hop = h,
+        Err(_) => hop::clear(&mut nat.hop),
+    }
+    nat.seen = secs | closing;
     FLOWS
         .insert(cfg, &scratch.key, &scratch.nat)
         .map_err(|_| Stat::DropMapError)

@@ -282,6 +282,7 @@ fn hand_over(
     closing: u32,
     known: bool,
 ) -> Option<Outcome> {
+    scratch.vip_known = 0;
     if !known {
         let vip = VipKey {
             addr: l3.dst,
@@ -289,8 +290,10 @@ fn hand_over(
             proto: l3.proto,
             family: l3.family,
         };
-        // SAFETY: a presence check only.
-        unsafe { VIPS.get(&vip) }?;
+        // SAFETY: VIPS values are plain data, copied at once (for xdp_flow, which would
+        // otherwise look it up again).
+        scratch.vip = *unsafe { VIPS.get(&vip) }?;
+        scratch.vip_known = 1;
     }
     if l3.ttl <= 1 {
         return Some(Outcome::pass(Stat::PassTtl));

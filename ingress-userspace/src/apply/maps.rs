@@ -41,7 +41,7 @@ pub struct SnatSettings {
 }
 
 /// When the SNAT port of an idle or closed flow may go to a new flow. Flow entries are never
-/// deleted but by LRU eviction, so without these a backend's ports would stay taken by
+/// deleted but by eviction, so without these a backend's ports would stay taken by
 /// connections long gone and its new flows would be refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowTimeouts {

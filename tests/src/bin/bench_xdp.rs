@@ -464,8 +464,8 @@ fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) ->
     Ok(rows)
 }
 
-/// Conntrack capacity that holds `flows` entries without evicting, with room for the free
-/// entries each CPU keeps aside (the LRU hands them out in batches of 128).
+/// Conntrack capacity that holds `flows` entries without evicting: a table gets twice the
+/// slots of its capacity, and the margin keeps bucket overflow out of the measured runs.
 fn capacity_for(flows: u32) -> u32 {
     let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
     flows
