@@ -128,17 +128,17 @@ impl<V: Aged + Copy + 'static> Table<V> {
         if !lock(b) {
             return Err(InsertError::Busy);
         }
-        let out = match find_way(b, tag, key) {
-            Some(i) if !replace => {
+        let out = match scan(b, tag, key) {
+            Scan::Found(i) if !replace => {
                 // SAFETY: i < WAYS, in a live array element.
                 Err(InsertError::Exists(unsafe { &raw mut (*b).slots[i].value }))
             }
-            Some(i) => {
+            Scan::Found(i) | Scan::Open(i) => {
                 write_slot(b, i, tag, key, value);
                 Ok(())
             }
-            None => {
-                write_slot(b, victim(b, value.seen()), tag, key, value);
+            Scan::Full => {
+                write_slot(b, oldest(b, value.seen()), tag, key, value);
                 Ok(())
             }
         };
@@ -237,27 +237,60 @@ fn find<V>(b: *mut Bucket<V>, tag: u32, key: &FlowKey) -> Option<*mut V> {
     Some(unsafe { &raw mut (*b).slots[i].value })
 }
 
-/// The slot a new key takes: the first free or deleted one, else the one quiet longest (an
-/// LRU per bucket). `now` is the new value's `seen`: the time it was made, without another
-/// clock read. The tags are scanned first: they share two cache lines, where reading every
-/// slot's age would touch one line per slot.
+/// What an insert found in a locked bucket.
+enum Scan {
+    /// The key, in this slot.
+    Found(usize),
+    /// Not the key; this slot is free (never used), and so are all after it.
+    Open(usize),
+    /// Not the key, and no slot is free: a new key takes a deleted slot or evicts a flow.
+    Full,
+}
+
+/// One pass over the tags of a locked bucket: the key's slot, else the first free one (one
+/// pass, not a search and then another for room: the tag loop is most of an insert).
 #[inline(always)]
-fn victim<V: Aged>(b: *mut Bucket<V>, now: u32) -> usize {
+fn scan<V>(b: *mut Bucket<V>, tag: u32, key: &FlowKey) -> Scan {
     let n = ways();
     let mut i = 0;
     while i < n && i < WAYS {
         // SAFETY: i < WAYS, in a live array element; the lock keeps other writers out.
-        if !is_live(unsafe { read_volatile(&raw const (*b).tags[i]) }) {
-            return opaque(i).unwrap_or(WAYS);
+        unsafe {
+            let t = read_volatile(&raw const (*b).tags[i]);
+            if t == TAG_FREE {
+                return opaque(i).map_or(Scan::Full, Scan::Open);
+            }
+            if t == tag && same(&(*b).slots[i].key, key) {
+                return opaque(i).map_or(Scan::Full, Scan::Found);
+            }
         }
         i += 1;
     }
+    Scan::Full
+}
+
+/// The slot a new key takes in a bucket without free slots: a deleted one, else the one quiet
+/// longest (an LRU per bucket). `now` is the new value's `seen`, the time it was made.
+#[inline(always)]
+fn oldest<V: Aged>(b: *mut Bucket<V>, now: u32) -> usize {
+    let n = ways();
     let mut best = 0;
     let mut best_age = 0;
     let mut i = 0;
     while i < n && i < WAYS {
-        // SAFETY: as above.
-        let age = now.wrapping_sub(unsafe { (*b).slots[i].value.seen() }) & SEEN_SECS;
+        // SAFETY: i < WAYS, in a live array element; the lock keeps other writers out.
+        let (tag, seen) = unsafe {
+            (
+                read_volatile(&raw const (*b).tags[i]),
+                (*b).slots[i].value.seen(),
+            )
+        };
+        // A deleted slot counts as quiet forever.
+        let age = if is_live(tag) {
+            now.wrapping_sub(seen) & SEEN_SECS
+        } else {
+            u32::MAX
+        };
         if age >= best_age {
             best = i;
             best_age = age;

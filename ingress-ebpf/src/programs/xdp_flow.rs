@@ -284,9 +284,8 @@ fn reserve_port(
         {
             // A new connection on the same 5-tuple, or a flow whose forward entry was
             // evicted: its liveness starts afresh, without an old connection's FIN/RST.
-            // Written in place: only the hop and the liveness differ from what is there.
-            // SAFETY: a live table value.
-            unsafe { *e = *reply };
+            // Through the lock, not through `e`: the slot may change hands once unlocked.
+            let _ = REPLIES.insert(cfg, &*rkey, reply);
             return Ok(rkey.dport);
         }
         if take_over(rkey, okey, e, reply, cfg) {
@@ -334,10 +333,9 @@ fn take_over(
     if fwd_seen.is_some() {
         FLOWS.remove(cfg, &*okey);
     }
-    // Written in place (the old flow is quiet). Two CPUs taking over the same expired port
-    // in the same instant could both succeed: the window is the few instructions between
-    // the check and this write, for a port both picked among thousands; accepted.
-    // SAFETY: a live table value.
-    unsafe { *entry = *reply };
-    true
+    // Through the lock, not through `entry`: the slot may change hands once unlocked. Two
+    // CPUs taking over the same expired port in the same instant could both succeed: the
+    // window is the few instructions between the check and this write, for a port both
+    // picked among thousands; accepted.
+    REPLIES.insert(cfg, rkey, reply).is_ok()
 }
