@@ -4,7 +4,7 @@
 //! bounds check and an add, so a flow lookup makes no kernel call at all, and an insert only
 //! an atomic compare-and-swap for the bucket lock.
 use core::{
-    intrinsics::{atomic_cxchg, atomic_xchg, AtomicOrdering},
+    intrinsics::{atomic_cxchg, AtomicOrdering},
     ptr::{read_volatile, write_volatile},
     sync::atomic::{compiler_fence, Ordering},
 };
@@ -80,6 +80,17 @@ impl<V: Aged + Copy + 'static> Table<V> {
     pub fn get_ptr_mut(&self, cfg: &LbConfig, key: &FlowKey) -> Option<*mut V> {
         let (b, tag) = self.bucket(cfg, key)?;
         find(b, tag, key)
+    }
+
+    /// Starts loading the cache line of `key`'s bucket (its lock word and first tags), so a
+    /// later insert does not wait for it: in a big table that line is a memory access away,
+    /// and the insert's compare-and-swap would stall on it.
+    #[inline(always)]
+    pub fn touch(&self, cfg: &LbConfig, key: &FlowKey) {
+        if let Some((b, _)) = self.bucket(cfg, key) {
+            // SAFETY: reading a word of a live array element; the value is not used.
+            let _ = unsafe { read_volatile(&raw const (*b).tags[0]) };
+        }
     }
 
     /// The value stored for `key`, as a reference.
@@ -343,6 +354,10 @@ fn lock<V>(b: *mut Bucket<V>) -> bool {
 
 #[inline(always)]
 fn unlock<V>(b: *mut Bucket<V>) {
-    // SAFETY: as in lock().
-    unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(&raw mut (*b).lock, 0) };
+    // A plain store, not an exchange: a locked instruction would wait for the slot's stores
+    // (cache misses in a big table) to drain. x86 keeps stores in order, so the slot is
+    // written before the lock reads free; see `write_slot` for the same reliance.
+    compiler_fence(Ordering::Release);
+    // SAFETY: the lock word of a live array element, which this CPU holds.
+    unsafe { write_volatile(&raw mut (*b).lock, 0) };
 }

@@ -231,6 +231,7 @@ fn forward(
             return Some(hand_over(
                 ctx,
                 scratch,
+                cfg,
                 l3,
                 t,
                 syn,
@@ -272,10 +273,12 @@ fn forward(
 
 /// Tail-calls `xdp_flow` for a packet of a new flow (`known` false: only if it is for a VIP)
 /// or of a flow due for its port check. Returns only if that program is not loaded.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn hand_over(
     ctx: &XdpContext,
     scratch: &mut Scratch,
+    cfg: &LbConfig,
     l3: &L3,
     t: &Tuple,
     syn: bool,
@@ -294,6 +297,8 @@ fn hand_over(
         // otherwise look it up again).
         scratch.vip = *unsafe { VIPS.get(&vip) }?;
         scratch.vip_known = 1;
+        // The flow's conntrack bucket is fetched while xdp_flow picks a backend and a port.
+        FLOWS.touch(cfg, &scratch.key);
     }
     if l3.ttl <= 1 {
         return Some(Outcome::pass(Stat::PassTtl));
