@@ -189,22 +189,10 @@ fn ways() -> usize {
 /// The slot of `key` in bucket `b`, if there.
 #[inline(always)]
 fn find_way<V>(b: *mut Bucket<V>, tag: u32, key: &FlowKey) -> Option<usize> {
-    let n = ways();
-    let mut i = 0;
-    while i < n && i < WAYS {
-        // SAFETY: i < WAYS, in a live array element; the tag is read once, then the key.
-        unsafe {
-            let t = read_volatile(&raw const (*b).tags[i]);
-            if t == TAG_FREE {
-                return None;
-            }
-            if t == tag && same(&(*b).slots[i].key, key) {
-                return opaque(i);
-            }
-        }
-        i += 1;
+    match scan(b, tag, key) {
+        Scan::Found(i) => Some(i),
+        Scan::Open(_) | Scan::Full => None,
     }
-    None
 }
 
 /// `i` as the verifier sees a value read from memory: some index below WAYS. Returned as a
@@ -258,14 +246,15 @@ enum Scan {
     Full,
 }
 
-/// One pass over the tags of a locked bucket: the key's slot, else the first free one (one
-/// pass, not a search and then another for room: the tag loop is most of an insert).
+/// One pass over a bucket's tags: the key's slot, else the first free one (an insert needs
+/// both from one pass: the tag loop is most of its instructions). Lookups take no lock: a
+/// slot being rewritten has no live tag until its bytes are in place.
 #[inline(always)]
 fn scan<V>(b: *mut Bucket<V>, tag: u32, key: &FlowKey) -> Scan {
     let n = ways();
     let mut i = 0;
     while i < n && i < WAYS {
-        // SAFETY: i < WAYS, in a live array element; the lock keeps other writers out.
+        // SAFETY: i < WAYS, in a live array element; the tag is read once, then the key.
         unsafe {
             let t = read_volatile(&raw const (*b).tags[i]);
             if t == TAG_FREE {

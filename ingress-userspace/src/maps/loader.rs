@@ -171,6 +171,17 @@ fn is_virtual(ifname: &str) -> bool {
         .is_ok_and(|p| p.starts_with("/sys/devices/virtual"))
 }
 
+/// The XDP program `name` of the object.
+fn xdp_program<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Xdp, LoadError> {
+    ebpf.program(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            step: "program type".into(),
+            source,
+        })
+}
+
 /// Loads (verifies) the XDP program `name` of the object.
 fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, LoadError> {
     let prog: &mut Xdp = ebpf
@@ -199,15 +210,7 @@ fn load_jumps(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     };
     let mut fds = Vec::with_capacity(JUMP_PROGRAMS.len() + 1);
     // xdp_flow hands packets back to the (already loaded) forwarding program.
-    let lb: &Xdp = ebpf
-        .program(XDP_PROGRAM)
-        .ok_or(LoadError::MissingProgram(XDP_PROGRAM))?
-        .try_into()
-        .map_err(|source| LoadError::Program {
-            step: "program type".into(),
-            source,
-        })?;
-    let lb_fd = lb
+    let lb_fd = xdp_program(ebpf, XDP_PROGRAM)?
         .fd()
         .map_err(|source| LoadError::Program {
             step: format!("{XDP_PROGRAM} fd"),
@@ -296,14 +299,7 @@ impl Datapath {
 
     /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.
     pub fn xdp(&self) -> Result<&Xdp, LoadError> {
-        self.ebpf
-            .program(XDP_PROGRAM)
-            .ok_or(LoadError::MissingProgram(XDP_PROGRAM))?
-            .try_into()
-            .map_err(|source| LoadError::Program {
-                step: "program type".into(),
-                source,
-            })
+        xdp_program(&self.ebpf, XDP_PROGRAM)
     }
 
     fn xdp_mut(&mut self) -> Result<&mut Xdp, LoadError> {
