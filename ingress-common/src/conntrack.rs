@@ -171,9 +171,9 @@ fn mix(h: u64, lo: u32, hi: u32) -> u64 {
 }
 
 /// The bucket and tag of `key` in a table of `buckets` buckets hashed with `seed` (random per
-/// node, kept in `LbConfig`, so nobody can aim flows at one bucket). A few multiplies, cheap
-/// enough for the per-packet path; the same function on both sides lets tests and tools find
-/// entries.
+/// node, kept in `LbConfig`, so flows cannot be aimed at one bucket without knowing it). A few
+/// multiplies, cheap enough for the per-packet path; the same function on both sides lets
+/// tests and tools find entries.
 #[inline(always)]
 pub fn place(key: &FlowKey, seed: u32, buckets: u32) -> Place {
     let mut h = MIX ^ seed as u64;
