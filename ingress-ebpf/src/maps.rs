@@ -1,6 +1,9 @@
 //! Every map of the kernel programs, one line each: what it maps and who writes it.
 //! Names and value types are the contract in `ingress_common::maps`.
-use crate::lb::table::Table;
+use crate::lb::{
+    nat::{Layout, Tuple},
+    table::Table,
+};
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     btf_maps::{Array, HashMap, PerCpuArray, ProgramArray, SockHash},
@@ -122,6 +125,10 @@ pub struct Scratch {
     /// For `xdp_flow`: the packet's VIP, if `vip_known` is 1 (new flows).
     pub vip: VipMeta,
     pub vip_known: u32,
+    /// For `xdp_flow`, which forwards a new flow's first packet itself: the packet's headers
+    /// as `xdp_lb` parsed them, and its addressing.
+    pub layout: Layout,
+    pub tuple: Tuple,
     /// Set by `xdp_flow` just before it calls `xdp_lb` again for the same packet (`AGAIN_*`);
     /// `xdp_lb` clears it on reading.
     pub again: u32,
@@ -129,8 +136,6 @@ pub struct Scratch {
 
 /// `Scratch::again`: a fresh packet.
 pub const AGAIN_NONE: u32 = 0;
-/// `Scratch::again`: the packet's flow was just recorded (counted as a new flow).
-pub const AGAIN_NEW: u32 = 1;
 /// `Scratch::again`: the packet's flow passed its port check.
 pub const AGAIN_CHECKED: u32 = 2;
 

@@ -1,6 +1,7 @@
 //! Load-balancing steps, each a small verb: pick a backend, allocate a SNAT port, look up the
 //! next hop, rewrite headers and checksums.
 pub mod csum;
+pub mod emit;
 pub mod expiry;
 pub mod fib;
 pub mod hop;

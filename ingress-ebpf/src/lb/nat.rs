@@ -14,7 +14,11 @@ pub struct Tuple {
     pub dport: u16,
 }
 
+/// Mask for header offsets (see `rewrite`).
+const HEADER_BOUND: usize = 0x1ff;
+
 /// Where the headers are and what kind they are.
+#[derive(Clone, Copy)]
 pub struct Layout {
     pub family: u8,
     pub proto: u8,
@@ -47,10 +51,18 @@ pub fn rewrite(ctx: &XdpContext, l: &Layout, old: &Tuple, new: &Tuple) -> Result
     l4.word16(old.sport, new.sport);
     l4.word16(old.dport, new.dport);
 
-    rewrite_ip(ctx, l.l3_off, v6, old, new)?;
-    write(ctx, l.l4_off, new.sport)?;
-    write(ctx, l.l4_off + 2, new.dport)?;
-    let csum = read::<u16>(ctx, l.csum_off)?;
+    // A layout handed from xdp_lb to xdp_flow through a map comes back with offsets the
+    // verifier knows nothing of, and it refuses packet pointers moved by unbounded values:
+    // bound them (every header we parse ends well within HEADER_BOUND).
+    let (l3_off, l4_off, csum_off) = (
+        l.l3_off & HEADER_BOUND,
+        l.l4_off & HEADER_BOUND,
+        l.csum_off & HEADER_BOUND,
+    );
+    rewrite_ip(ctx, l3_off, v6, old, new)?;
+    write(ctx, l4_off, new.sport)?;
+    write(ctx, l4_off + 2, new.dport)?;
+    let csum = read::<u16>(ctx, csum_off)?;
     if l.proto == PROTO_UDP && csum == 0 && !v6 {
         // IPv4 UDP without checksum stays without one.
         return Ok(());
@@ -59,7 +71,7 @@ pub fn rewrite(ctx: &XdpContext, l: &Layout, old: &Tuple, new: &Tuple) -> Result
     if l.proto == PROTO_UDP && out == 0 {
         out = 0xffff;
     }
-    write(ctx, l.csum_off, out)
+    write(ctx, csum_off, out)
 }
 
 /// Rewrites the addresses of the IP header at `l3_off` from `old` to `new` (ports are not

@@ -1,7 +1,7 @@
 //! Records flows for `xdp_lb`: a new flow gets a Maglev backend, a SNAT port and both of its
-//! conntrack entries; an established flow due for its once-per-hop-TTL check makes sure it
-//! still owns its SNAT port. Then the packet goes back to `xdp_lb`, which forwards it as it
-//! forwards every established flow.
+//! conntrack entries, and its first packet is forwarded from here; an established flow due
+//! for its once-per-hop-TTL check makes sure it still owns its SNAT port, and the packet goes
+//! back to `xdp_lb`, which forwards it as it forwards every established flow.
 //!
 //! A program of its own (tail-called, with `Scratch` carrying the flow key) because this path
 //! needs the table inserts' stack and verifier budget, which the forwarding program has no
@@ -9,7 +9,7 @@
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use ingress_common::{
-    conntrack::{FlowKey, FlowNat, ReplyNat, SEEN_REPLIED, SEEN_SECS},
+    conntrack::{FlowKey, FlowNat, Hop, ReplyNat, SEEN_REPLIED, SEEN_SECS},
     counters::Stat,
     l4::{LbConfig, VipKey, VipMeta, FAMILY_V6},
     maps::JUMP_LB,
@@ -18,15 +18,17 @@ use ingress_common::{
 use crate::{
     counters,
     lb::{
-        copy_addr, expiry,
+        copy_addr,
+        emit::emit,
+        expiry,
         fib::FibQuery,
         hop, maglev,
         nat::{self, Tuple},
         table::InsertError,
     },
     maps::{
-        Scratch, AGAIN_CHECKED, AGAIN_NEW, AGAIN_NONE, BACKEND_HOPS, FLOWS, JUMPS, LB_CONFIG,
-        REPLIES, SCRATCH, VIPS,
+        Scratch, AGAIN_CHECKED, AGAIN_NONE, BACKEND_HOPS, FLOWS, JUMPS, LB_CONFIG, REPLIES,
+        SCRATCH, VIPS,
     },
     verdict::{self, Outcome, NO_VIP},
 };
@@ -76,10 +78,29 @@ fn try_flow(ctx: &XdpContext) -> Outcome {
             None => return Outcome::pass(Stat::PassNotOurs),
         }
     };
-    match new_flow(ctx, scratch, &meta, cfg, now) {
-        Ok(()) => again(ctx, scratch, AGAIN_NEW, meta.id),
-        Err(s) => Outcome::drop(s, meta.id),
-    }
+    let next = match new_flow(ctx, scratch, &meta, cfg, now) {
+        Ok(next) => next,
+        Err(s) => return Outcome::drop(s, meta.id),
+    };
+    let nat = &scratch.nat;
+    let new = Tuple {
+        src: copy_addr(&nat.snat),
+        dst: copy_addr(&nat.backend),
+        sport: nat.snat_port,
+        dport: nat.backend_port,
+    };
+    // Sent from here rather than through xdp_lb again: that second pass (parse, lookup)
+    // was a fifth of a new flow's cost. A miss passes the packet untranslated, as there.
+    emit(
+        ctx,
+        &scratch.layout,
+        &scratch.tuple,
+        &new,
+        next,
+        Stat::FwdNewFlow,
+        meta.id,
+        false,
+    )
 }
 
 /// Hands the packet back to `xdp_lb`, marked `how`. Returns only if that slot is empty.
@@ -179,7 +200,7 @@ fn new_flow(
     meta: &VipMeta,
     cfg: &LbConfig,
     now: u32,
-) -> Result<(), Stat> {
+) -> Result<Result<Hop, Stat>, Stat> {
     if meta.backends == 0 {
         return Err(Stat::DropNoBackend);
     }
@@ -240,7 +261,8 @@ fn new_flow(
     nat.seen = secs | closing;
     FLOWS
         .insert(cfg, &scratch.key, &scratch.nat)
-        .map_err(|_| Stat::DropMapError)
+        .map_err(|_| Stat::DropMapError)?;
+    Ok(next)
 }
 
 /// Claims a SNAT port towards this backend: the reply entry is inserted only if absent,

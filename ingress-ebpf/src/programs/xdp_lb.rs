@@ -3,25 +3,26 @@
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use ingress_common::{
-    conntrack::{FlowKey, FlowNat, Hop, SEEN_REPLIED},
+    conntrack::{FlowKey, FlowNat, SEEN_REPLIED},
     counters::Stat,
     l4::{
         vip_filter_bit, LbConfig, VipAddrKey, VipKey, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6,
         PROTO_TCP, PROTO_UDP,
     },
-    maps::{JUMP_FLOW, JUMP_ICMP, JUMP_TOO_BIG},
+    maps::{JUMP_FLOW, JUMP_ICMP},
 };
 
 use crate::{
     lb::{
-        copy_addr, expiry,
+        copy_addr,
+        emit::emit,
+        expiry,
         fib::FibQuery,
-        hop, mtu,
+        hop,
         nat::{self, Layout, Tuple},
     },
     maps::{
-        Scratch, AGAIN_NEW, AGAIN_NONE, FLOWS, JUMPS, LB_CONFIG, REPLIES, SCRATCH, VIPS, VIP_ADDRS,
-        VIP_FILTER,
+        Scratch, AGAIN_NONE, FLOWS, JUMPS, LB_CONFIG, REPLIES, SCRATCH, VIPS, VIP_ADDRS, VIP_FILTER,
     },
     parse::{
         eth::{self, ETH_P_IP, ETH_P_IPV6},
@@ -189,9 +190,9 @@ fn query<'a>(l3: &L3, t: &'a Tuple) -> FibQuery<'a> {
     }
 }
 
-/// Client -> VIP: established flows keep their NAT; everything else (new flows, and flows
-/// due for their once-per-hop-TTL port check) is handed to `xdp_flow`, which records the
-/// flow and calls this program again to forward the packet. `None` when the packet is not
+/// Client -> VIP: established flows keep their NAT; everything else is handed to
+/// `xdp_flow`, which records a new flow and forwards its packet, or checks that a flow due
+/// for its once-per-hop-TTL port check still owns its port and calls this program again. `None` when the packet is not
 /// for a VIP after all (a prefilter false positive).
 ///
 /// Conntrack is consulted before the VIP table: an established flow needs one lookup, and
@@ -232,6 +233,7 @@ fn forward(
                 ctx,
                 scratch,
                 cfg,
+                layout,
                 l3,
                 t,
                 syn,
@@ -260,15 +262,19 @@ fn forward(
     }
     // SAFETY: the hop field of the same live value.
     let next = hop::resolve(ctx, &query(l3, &new), unsafe { &raw mut (*entry).hop }, now);
-    let stat = if again == AGAIN_NEW {
-        Stat::FwdNewFlow
-    } else {
-        Stat::FwdConntrack
-    };
     // Forward misses pass the packet untranslated: the stack would reject a packet already
     // carrying our own address as its source (martian), and the flow entry keeps the
     // backend for the retransmission.
-    Some(emit(ctx, layout, t, &new, next, stat, vip_id, false))
+    Some(emit(
+        ctx,
+        layout,
+        t,
+        &new,
+        next,
+        Stat::FwdConntrack,
+        vip_id,
+        false,
+    ))
 }
 
 /// Tail-calls `xdp_flow` for a packet of a new flow (`known` false: only if it is for a VIP)
@@ -279,6 +285,7 @@ fn hand_over(
     ctx: &XdpContext,
     scratch: &mut Scratch,
     cfg: &LbConfig,
+    layout: &Layout,
     l3: &L3,
     t: &Tuple,
     syn: bool,
@@ -305,6 +312,8 @@ fn hand_over(
     }
     scratch.syn = syn as u32;
     scratch.closing = closing;
+    scratch.layout = *layout;
+    scratch.tuple = *t;
     // SAFETY: tail call into the program userspace put in the slot.
     unsafe { JUMPS.tail_call(ctx, JUMP_FLOW) };
     Some(Outcome::pass(Stat::PassNotReady))
@@ -357,96 +366,4 @@ fn reply(
     // A reply whose neighbour is unknown is passed translated: its source is the VIP, not a
     // local address, so the stack forwards it and resolves the neighbour.
     emit(ctx, layout, t, &new, next, Stat::FwdReply, vip_id, true)
-}
-
-/// Rewrites the packet for its next hop and sends it on its way; a missing hop hands the
-/// packet to the stack (translated or not, as the caller decides).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn emit(
-    ctx: &XdpContext,
-    layout: &Layout,
-    old: &Tuple,
-    new: &Tuple,
-    next: Result<Hop, Stat>,
-    stat: Stat,
-    vip_id: u32,
-    pass_translated: bool,
-) -> Outcome {
-    let ingress = ctx.ingress_ifindex() as u32;
-    let hop = match verdict::usable(next, layout.vlan, ingress) {
-        Ok(h) => h,
-        Err(s) => return to_stack(ctx, layout, old, new, pass_translated, s, vip_id),
-    };
-    if let Some(out) = too_big(ctx, layout, old, new, &hop, vip_id, pass_translated) {
-        return out;
-    }
-    if nat::rewrite(ctx, layout, old, new).is_err() {
-        return Outcome::drop(Stat::DropMalformed, vip_id);
-    }
-    verdict::transmit(ctx, &hop, ingress, layout.vlan, stat, vip_id)
-}
-
-/// Hands the packet to the stack under `stat`: rewritten from `old` to `new` first when
-/// `translated`, else as it came.
-#[inline(always)]
-fn to_stack(
-    ctx: &XdpContext,
-    layout: &Layout,
-    old: &Tuple,
-    new: &Tuple,
-    translated: bool,
-    stat: Stat,
-    vip_id: u32,
-) -> Outcome {
-    if translated && nat::rewrite(ctx, layout, old, new).is_err() {
-        return Outcome::drop(Stat::DropMalformed, vip_id);
-    }
-    Outcome::pass_vip(stat, vip_id)
-}
-
-/// A packet too big for its egress link, not yet rewritten: `xdp_too_big` answers its sender
-/// with ICMP "too big" (it quotes the packet as the sender sent it). An IPv4 packet without DF
-/// must be fragmented, which XDP cannot do: a reply is passed translated (its source is the
-/// VIP, not a local address, so the stack forwards and fragments it); a client's packet
-/// cannot be (translated, its source would be our own address) and is dropped. A packet
-/// going back out of the link it came in on fits it (a one-armed node pays nothing; a tagged
-/// frame never leaves by another link).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn too_big(
-    ctx: &XdpContext,
-    layout: &Layout,
-    old: &Tuple,
-    new: &Tuple,
-    hop: &Hop,
-    vip_id: u32,
-    pass_translated: bool,
-) -> Option<Outcome> {
-    if hop.ifindex == ctx.ingress_ifindex() as u32 {
-        return None;
-    }
-    let mtu = mtu::exceeded(ctx, hop.ifindex, layout.ip_len, hop::now())?;
-    if !layout.dont_fragment {
-        if !pass_translated {
-            return Some(Outcome::drop(Stat::DropTooBig, vip_id));
-        }
-        return Some(to_stack(
-            ctx,
-            layout,
-            old,
-            new,
-            true,
-            Stat::PassTooBig,
-            vip_id,
-        ));
-    }
-    let scratch = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: this CPU's scratch slot, read by the tail-called program on this CPU.
-    unsafe {
-        (*scratch).mtu = mtu;
-        (*scratch).vip_id = vip_id;
-        JUMPS.tail_call(ctx, JUMP_TOO_BIG);
-    }
-    Some(Outcome::drop(Stat::DropTooBig, vip_id))
 }
