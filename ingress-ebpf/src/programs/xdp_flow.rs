@@ -55,7 +55,7 @@ fn try_flow(ctx: &XdpContext) -> Outcome {
         if let Some(e) = FLOWS.get_ptr_mut(cfg, &scratch.key) {
             // SAFETY: a live table value.
             if owns_port(scratch, cfg, unsafe { &*e }) {
-                return again(ctx, scratch, AGAIN_CHECKED, NO_VIP);
+                return back_to_lb(ctx, scratch);
             }
         }
     }
@@ -103,14 +103,15 @@ fn try_flow(ctx: &XdpContext) -> Outcome {
     )
 }
 
-/// Hands the packet back to `xdp_lb`, marked `how`. Returns only if that slot is empty.
+/// Hands the packet of a flow that passed its port check back to `xdp_lb`, marked so.
+/// Returns only if that slot is empty.
 #[inline(always)]
-fn again(ctx: &XdpContext, scratch: &mut Scratch, how: u32, vip_id: u32) -> Outcome {
-    scratch.again = how;
+fn back_to_lb(ctx: &XdpContext, scratch: &mut Scratch) -> Outcome {
+    scratch.again = AGAIN_CHECKED;
     // SAFETY: tail call into the program userspace put in the slot.
     unsafe { JUMPS.tail_call(ctx, JUMP_LB) };
     scratch.again = AGAIN_NONE;
-    Outcome::drop(Stat::DropMapError, vip_id)
+    Outcome::drop(Stat::DropMapError, NO_VIP)
 }
 
 /// SNAT port candidates tried per new flow before giving up: with a backend's ports 30% taken,

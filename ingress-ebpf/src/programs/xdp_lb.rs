@@ -217,7 +217,8 @@ fn forward(
     scratch.again = AGAIN_NONE;
     scratch.key = flow_key(l3, t);
     let now = hop::now();
-    let existing = if syn && again == AGAIN_NONE {
+    // (A packet handed back after its port check is never a SYN.)
+    let existing = if syn {
         None
     } else {
         FLOWS.get_ptr_mut(cfg, &scratch.key)
@@ -226,7 +227,7 @@ fn forward(
     let ready = |e: *mut FlowNat| again != AGAIN_NONE || hop::fresh(unsafe { &(*e).hop }, now);
     let entry = match existing {
         Some(e) if ready(e) => e,
-        // Recorded a moment ago and gone already: never hand it over a second time.
+        // Checked a moment ago and gone already: never hand it over a second time.
         _ if again != AGAIN_NONE => return Some(Outcome::drop(Stat::DropMapError, NO_VIP)),
         _ => {
             return Some(hand_over(

@@ -15,7 +15,7 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLinkId,
-        Xdp, XdpMode,
+        ProgramFd, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -199,6 +199,18 @@ fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, L
     Ok(prog)
 }
 
+/// A descriptor of the loaded program `prog` (named `name`) that outlives the borrow of the
+/// object it came from.
+fn owned_fd(prog: &Xdp, name: &str) -> Result<ProgramFd, LoadError> {
+    prog.fd()
+        .map_err(|source| LoadError::Program {
+            step: format!("{name} fd"),
+            source,
+        })?
+        .try_clone()
+        .map_err(io_err(format!("{name} fd")))
+}
+
 /// Loads the programs the XDP program tail-calls and puts each in its `JUMPS` slot.
 fn load_jumps(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     let map_err = |op| {
@@ -210,25 +222,12 @@ fn load_jumps(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     };
     let mut fds = Vec::with_capacity(JUMP_PROGRAMS.len() + 1);
     // xdp_flow hands packets back to the (already loaded) forwarding program.
-    let lb_fd = xdp_program(ebpf, XDP_PROGRAM)?
-        .fd()
-        .map_err(|source| LoadError::Program {
-            step: format!("{XDP_PROGRAM} fd"),
-            source,
-        })?
-        .try_clone()
-        .map_err(io_err(format!("{XDP_PROGRAM} fd")))?;
-    fds.push((names::JUMP_LB, lb_fd));
+    fds.push((
+        names::JUMP_LB,
+        owned_fd(xdp_program(ebpf, XDP_PROGRAM)?, XDP_PROGRAM)?,
+    ));
     for &(slot, name) in JUMP_PROGRAMS {
-        let fd = load_xdp(ebpf, name)?
-            .fd()
-            .map_err(|source| LoadError::Program {
-                step: format!("{name} fd"),
-                source,
-            })?
-            .try_clone()
-            .map_err(io_err(format!("{name} fd")))?;
-        fds.push((slot, fd));
+        fds.push((slot, owned_fd(load_xdp(ebpf, name)?, name)?));
     }
     let map = ebpf
         .map_mut(names::JUMPS)
