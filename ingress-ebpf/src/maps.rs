@@ -1,9 +1,5 @@
 //! Every map of the kernel programs, one line each: what it maps and who writes it.
 //! Names and value types are the contract in `ingress_common::maps`.
-use crate::lb::{
-    nat::{Layout, Tuple},
-    table::Table,
-};
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     btf_maps::{Array, HashMap, PerCpuArray, ProgramArray, SockHash},
@@ -18,6 +14,11 @@ use ingress_common::{
         MAX_SPLICE_SOCKS,
     },
     passthrough::SplicePeer,
+};
+
+use crate::lb::{
+    nat::{Layout, Tuple},
+    table::Table,
 };
 
 const MAX_VIPS: usize = DEFAULT_MAX_VIPS as usize;

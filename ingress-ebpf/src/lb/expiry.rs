@@ -5,12 +5,12 @@
 //! since it is refreshed with the hop cache, and exactly on FIN or RST) and FIN/RST bits; the
 //! reply entry also marks that the backend ever answered.
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
-
-use crate::maps::CLOCK;
 use ingress_common::{
     conntrack::{SEEN_FIN, SEEN_FLAGS, SEEN_REPLIED, SEEN_RST, SEEN_SECS},
     l4::{LbConfig, PROTO_TCP},
 };
+
+use crate::maps::CLOCK;
 
 /// Jiffies a CPU reuses its last clock read for: 16 ms at HZ=1000, 64 ms at HZ=250, 160 ms at
 /// HZ=100. Timeouts are whole seconds, so a stamp this much early only keeps a port a little

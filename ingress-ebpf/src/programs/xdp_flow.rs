@@ -311,7 +311,7 @@ fn reserve_port(
             let _ = REPLIES.insert(cfg, &*rkey, reply);
             return Ok(rkey.dport);
         }
-        if take_over(rkey, okey, e, reply, cfg) {
+        if take_over(rkey, okey, old, reply, cfg) {
             counters::count(Stat::NatPortReused, 0);
             return Ok(rkey.dport);
         }
@@ -330,13 +330,11 @@ fn reserve_port(
 fn take_over(
     rkey: &FlowKey,
     okey: &mut FlowKey,
-    entry: *mut ReplyNat,
+    old: &ReplyNat,
     reply: &ReplyNat,
     cfg: &LbConfig,
 ) -> bool {
     let now = reply.seen;
-    // SAFETY: a live table value; fields are copied out at once.
-    let old = unsafe { &*entry };
     set_key(
         okey,
         &old.client,
@@ -356,7 +354,7 @@ fn take_over(
     if fwd_seen.is_some() {
         FLOWS.remove(cfg, &*okey);
     }
-    // Through the lock, not through `entry`: the slot may change hands once unlocked. Two
+    // Through the lock, not through `old`: the slot may change hands once unlocked. Two
     // CPUs taking over the same expired port in the same instant could both succeed: the
     // window is the few instructions between the check and this write, for a port both
     // picked among thousands; accepted.
