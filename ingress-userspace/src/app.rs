@@ -452,11 +452,13 @@ async fn serve_https(
         };
         let _ = tcp.set_nodelay(true);
         let (proxy, passthrough) = (proxy.clone(), passthrough.clone());
-        tokio::spawn(async move {
+        // Tracked by the drain: a passthrough connection (spliced or copied) gets the drain
+        // timeout to finish, like an in-flight request, instead of being cut by the exit.
+        tokio::spawn(proxy.drain_handle().track(async move {
             if let Some(tls) = passthrough.handle(tcp, peer).await {
                 proxy.serve_tls(tls, peer, local).await;
             }
-        });
+        }));
     }
 }
 

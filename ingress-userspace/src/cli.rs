@@ -110,7 +110,8 @@ pub struct RunArgs {
     /// (ingress-nginx's `compute-full-forwarded-for`): only behind a trusted proxy.
     #[arg(long)]
     pub compute_full_forwarded_for: bool,
-    /// On SIGTERM, wait this long for in-flight requests before exiting.
+    /// On SIGTERM, wait this long for in-flight requests and open TLS passthrough connections
+    /// before exiting.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: std::time::Duration,
     /// Coalesce source events for this long before translating.

@@ -77,6 +77,13 @@ impl DrainHandle {
         clean
     }
 
+    /// Makes the drain wait for `fut` too (up to its timeout): for connections served outside
+    /// the proxy's own accept loops, such as TLS passthrough, which the drain cannot cut
+    /// early and which end when the process exits.
+    pub fn track<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
+        self.state.tracker.track_future(fut)
+    }
+
     /// Whether a drain has started.
     pub fn is_draining(&self) -> bool {
         self.state.stop.is_cancelled()

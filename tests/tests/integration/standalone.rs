@@ -308,3 +308,129 @@ async fn unusable_flags_are_refused_at_startup() {
         assert!(text.contains(want), "{name}: {text}");
     }
 }
+
+/// SIGTERM drains TLS passthrough connections as it drains requests: an open spliced
+/// connection keeps working after the signal while new connections are refused, and the
+/// process exits once the connection closes, well before the drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_open_passthrough_connections_finish() {
+    use tests::passthrough::{
+        connect, tls_over, BackendBehavior, BackendEnd, Pki, TlsBackend, STEP,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HOST: &str = "pass.test";
+    let pki = Pki::new();
+    let mut backend =
+        TlsBackend::start(pki.server_config(&[HOST]), BackendBehavior::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ingress = format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: passthrough
+  namespace: default
+  annotations:
+    nginx.ingress.kubernetes.io/ssl-passthrough: "true"
+spec:
+  rules:
+  - host: {HOST}
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service: {{name: tls-backend, port: {{number: 443}}}}
+"#
+    );
+    let yaml = class_and_service_yaml("tls-backend", &backend.addr.to_string(), "https", 443);
+    std::fs::write(dir.path().join("all.yaml"), yaml + &ingress).expect("manifests");
+    let (https, admin) = (free_addr(), free_addr());
+    let args: Vec<String> = [
+        "--manifests",
+        &dir.path().to_string_lossy(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--https-addr",
+        &https.to_string(),
+        "--admin-addr",
+        &admin.to_string(),
+        "--drain-timeout",
+        "30s",
+        "--pin-dir",
+        &format!("/sys/fs/bpf/ingressd-ptdrain-{}", std::process::id()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+
+    let mut tls = tls_over(connect(https).await, HOST, pki.client_config())
+        .await
+        .unwrap_or_else(|e| panic!("handshake through the front: {e}\n{}", p.log_text()));
+    echo_tls(&mut tls, b"before the signal").await;
+
+    p.signal(libc::SIGTERM).expect("SIGTERM");
+    let draining = tests::passthrough::eventually(STEP, || p.log_text().contains("draining")).await;
+    assert!(draining, "no drain logged:\n{}", p.log_text());
+    // The listener is gone: a new connection is refused (or reset before any TLS).
+    let refused = match tokio::net::TcpStream::connect(https).await {
+        Err(_) => true,
+        Ok(mut s) => {
+            let mut b = [0u8; 1];
+            matches!(
+                tokio::time::timeout(STEP, s.read(&mut b)).await,
+                Ok(Ok(0) | Err(_))
+            )
+        }
+    };
+    assert!(refused, "a new connection was accepted during the drain");
+    echo_tls(&mut tls, b"after the signal").await;
+    let running = p.wait(Duration::from_millis(300)).is_err();
+    assert!(
+        running,
+        "ingressd exited with a passthrough connection open"
+    );
+
+    tls.shutdown().await.expect("close_notify");
+    let mut rest = Vec::new();
+    tokio::time::timeout(STEP, tls.read_to_end(&mut rest))
+        .await
+        .expect("EOF in time")
+        .expect("read to end");
+    assert_eq!(rest, b"BYE");
+    let conn = backend.next().await;
+    assert_eq!(conn.end, BackendEnd::Eof);
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let s = p.wait(Duration::from_secs(10));
+        (s, p.log_text())
+    })
+    .await
+    .expect("join");
+    let (status, log) = status;
+    let status = status.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(status.success(), "exit status {status:?}\n{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "exit waited for the drain timeout"
+    );
+    assert!(
+        !log.contains("drain timeout"),
+        "the drain timed out:\n{log}"
+    );
+}
+
+/// Writes `payload` and reads the same bytes back (the test backend echoes).
+async fn echo_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    tls: &mut S,
+    payload: &[u8],
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(payload).await.expect("write");
+    let mut back = vec![0u8; payload.len()];
+    tokio::time::timeout(tests::passthrough::STEP, tls.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(back, payload);
+}
