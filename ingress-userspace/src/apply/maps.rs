@@ -1,12 +1,13 @@
 //! Kernel applier: brings the L4 maps in line with `Snapshot.l4`, by diff.
 //!
 //! Ids are stable: a VIP keeps its id (ring and counters) while it exists, a backend keeps
-//! its id while any VIP uses it. Maglev tables are rebuilt only for VIPs whose backend set
+//! its id while any VIP uses it. A freed VIP id goes to a new VIP only after every id freed
+//! before it, and with its counters zeroed. Maglev tables are rebuilt only for VIPs whose backend set
 //! changed, and only slots that differ are written. Writes are ordered so the kernel never
 //! sees a VIP whose ring or backends are not in place: backends, then ring, then the VIP entry;
 //! removal goes the other way.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -167,7 +168,9 @@ pub struct L4Applier<W: MapWriter> {
     writer: W,
     vips: BTreeMap<VipKey, VipState>,
     backend_ids: BTreeMap<SocketAddr, u32>,
-    free_vip_ids: BTreeSet<u32>,
+    /// Oldest freed first: flows of a removed VIP go on counting against its id until they
+    /// end, so an id waits as long as it can before another VIP takes it over.
+    free_vip_ids: VecDeque<u32>,
     free_backend_ids: BTreeSet<u32>,
     /// Prefilter words as last written (`None` until the first write after start).
     vip_filter: Option<Vec<u64>>,
@@ -330,7 +333,7 @@ impl<W: MapWriter> L4Applier<W> {
                 report.ring_slots_written += self
                     .writer
                     .write_ring(state.id, &vec![NO_BACKEND; ring_size as usize])?;
-                self.free_vip_ids.insert(state.id);
+                self.free_vip_ids.push_back(state.id);
                 report.vips_removed += 1;
             }
         }
@@ -357,8 +360,11 @@ impl<W: MapWriter> L4Applier<W> {
             }
             let id = match self.vips.get(key) {
                 Some(s) => s.id,
-                None => match self.free_vip_ids.pop_first() {
+                None => match self.free_vip_ids.pop_front() {
                     Some(id) => {
+                        // Before the VIP entry exists, so nothing new counts against the id
+                        // until its counters start from zero.
+                        self.writer.reset_vip_stats(id)?;
                         report.vips_added += 1;
                         id
                     }
@@ -612,7 +618,7 @@ mod tests {
     }
 
     #[test]
-    fn removed_vip_is_deleted_before_its_ring_is_cleared_and_id_reused() {
+    fn removed_vip_is_deleted_before_its_ring_is_cleared_and_its_id_reused_last() {
         let mut a = L4Applier::new(fake(), snat()).unwrap();
         a.apply(&[svc("198.18.0.10", 80, &["198.18.1.2:80"])])
             .unwrap();
@@ -627,9 +633,44 @@ mod tests {
             .position(|o| matches!(o, Op::RemoveVip(..)))
             .unwrap();
         assert!(matches!(ops[rm + 1], Op::Ring(0, _)));
-        a.apply(&[svc("198.18.0.11", 80, &["198.18.1.2:80"])])
+        // Every never-used id goes before the freed one, and each id handed out has its
+        // counters zeroed first.
+        let max = a.writer().capacity.max_vips;
+        let all: Vec<L4Service> = (1..=max)
+            .map(|i| svc(&format!("198.18.2.{i}"), 80, &["198.18.1.2:80"]))
+            .collect();
+        for n in 1..=all.len() {
+            a.apply(&all[..n]).unwrap();
+        }
+        let ids: Vec<Option<u32>> = all.iter().map(|s| a.vip_id(&vip_key(s))).collect();
+        let want: Vec<Option<u32>> = (1..max).chain([0]).map(Some).collect();
+        assert_eq!(ids, want);
+        let resets: Vec<u32> = a
+            .writer()
+            .ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::ResetVipStats(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            resets,
+            [0].into_iter().chain(1..max).chain([0]).collect::<Vec<_>>()
+        );
+        let reset0 = a
+            .writer()
+            .ops
+            .iter()
+            .rposition(|o| matches!(o, Op::ResetVipStats(0)))
             .unwrap();
-        assert_eq!(a.vip_id(&vip_key(&svc("198.18.0.11", 80, &[]))), Some(0));
+        let put0 = a
+            .writer()
+            .ops
+            .iter()
+            .rposition(|o| matches!(o, Op::PutVip(_, m) if m.id == 0))
+            .unwrap();
+        assert!(reset0 < put0, "counters zeroed after the VIP went live");
     }
 
     /// Past VIP capacity the VIPs left out are the last by address and port (host order),

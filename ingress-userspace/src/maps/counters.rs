@@ -15,7 +15,11 @@ pub struct Counters {
     vip_stats: PerCpuArray<MapData, Counter>,
 }
 
-fn open(ebpf: &aya::Ebpf, name: &'static str) -> Result<PerCpuArray<MapData, Counter>, MapError> {
+/// A handle on the per-CPU counter map `name` of a loaded object, which keeps its own.
+pub(super) fn open(
+    ebpf: &aya::Ebpf,
+    name: &'static str,
+) -> Result<PerCpuArray<MapData, Counter>, MapError> {
     let map = ebpf.map(name).ok_or(MapError::Missing(name))?;
     let aya::maps::Map::PerCpuArray(d) = map else {
         return Err(MapError::Missing(name));

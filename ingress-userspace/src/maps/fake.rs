@@ -19,6 +19,8 @@ pub enum Op {
     Ring(u32, usize),
     /// Number of prefilter words written.
     Filter(usize),
+    /// Per-VIP counters zeroed for this vip id.
+    ResetVipStats(u32),
 }
 
 /// In-memory maps plus an operation log.
@@ -161,6 +163,18 @@ impl MapWriter for FakeMapWriter {
             })?;
         *slot = *backend;
         self.ops.push(Op::PutBackend(id, *backend));
+        Ok(())
+    }
+
+    fn reset_vip_stats(&mut self, vip_id: u32) -> Result<(), MapError> {
+        if vip_id >= self.capacity.max_vips {
+            return Err(MapError::OutOfRange {
+                what: "vip counters",
+                index: vip_id,
+                capacity: self.capacity.max_vips,
+            });
+        }
+        self.ops.push(Op::ResetVipStats(vip_id));
         Ok(())
     }
 

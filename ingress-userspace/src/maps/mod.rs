@@ -34,6 +34,8 @@ pub enum MapError {
         map: &'static str,
         source: std::io::Error,
     },
+    #[error("counting possible CPUs for a per-CPU map: {0}")]
+    Cpus(std::io::Error),
     #[error("{what} {index} out of range (capacity {capacity})")]
     OutOfRange {
         what: &'static str,
@@ -80,6 +82,9 @@ pub trait MapWriter: Send {
     fn write_vip_filter(&mut self, words: &[u64]) -> Result<(), MapError>;
     /// Writes backend slot `id` (an all-zero backend frees it).
     fn put_backend(&mut self, id: u32, backend: &Backend) -> Result<(), MapError>;
+    /// Zeroes the per-VIP counters of `vip_id`, on every CPU (an id handed to a new VIP must
+    /// not carry the traffic of the VIP that had it before).
+    fn reset_vip_stats(&mut self, vip_id: u32) -> Result<(), MapError>;
     /// Makes the ring of `vip_id` equal to `ring` (backend ids, `ring_size` long), writing
     /// only slots that differ; returns how many were written.
     fn write_ring(&mut self, vip_id: u32, ring: &[u32]) -> Result<usize, MapError>;

@@ -7,9 +7,10 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use aya::maps::{Array, HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use ingress_common::{
     conntrack::Hop,
+    counters::Counter,
     l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta},
     maps as names,
 };
@@ -98,6 +99,7 @@ pub struct AyaMapWriter {
     capacity: Capacity,
     /// Conntrack geometry and hash seed, stamped into every config written (see `conntrack`).
     tables: Tables,
+    vip_stats: PerCpuArray<MapData, Counter>,
 }
 
 /// What the kernel needs in `LbConfig` to find flows in the conntrack tables.
@@ -162,6 +164,7 @@ impl AyaMapWriter {
         let max_backends = backends.len();
         let ring_size = ingress_common::l4::MAGLEV_RING_SIZE;
         let ring = MmapRing::new(ring_map, slots)?;
+        let vip_stats = super::counters::open(ebpf, names::VIP_STATS)?;
         Ok(AyaMapWriter {
             vips,
             vip_addrs,
@@ -176,6 +179,7 @@ impl AyaMapWriter {
                 ring_size,
             },
             tables,
+            vip_stats,
         })
     }
 }
@@ -270,6 +274,15 @@ impl MapWriter for AyaMapWriter {
             .set(id, backend, 0)
             .map_err(map_err("update", names::BACKENDS))?;
         clear(&mut self.backend_hops)
+    }
+
+    fn reset_vip_stats(&mut self, vip_id: u32) -> Result<(), MapError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapError::Cpus(e))?;
+        let zeros =
+            PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(MapError::Cpus)?;
+        self.vip_stats
+            .set(vip_id, zeros, 0)
+            .map_err(map_err("update", names::VIP_STATS))
     }
 
     fn write_ring(&mut self, vip_id: u32, ring: &[u32]) -> Result<usize, MapError> {

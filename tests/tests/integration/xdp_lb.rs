@@ -1116,3 +1116,56 @@ fn packets_too_big_for_the_egress_link_get_icmp_too_big() {
     assert_eq!(verdict, REDIRECT);
     assert!(parse(&out).unwrap().l4_csum_ok);
 }
+
+/// A VIP id given to a new VIP starts its per-VIP counters at zero, and ids are reused
+/// oldest-freed first: the counters of `ingress_xdp_vip_packets_total` never carry the
+/// traffic of the VIP that held the id before.
+#[test]
+fn a_reused_vip_id_starts_its_counters_from_zero() {
+    let svc = |vip: &str| {
+        let mut s = lab_services()[0].clone();
+        s.vip = vip.parse().unwrap();
+        s
+    };
+    let (a, b, c) = (svc("198.19.0.20"), svc("198.19.0.21"), svc("198.19.0.22"));
+    let mut lab = XdpLab::new(std::slice::from_ref(&a), 2, 4096).expect("XDP lab");
+    let vip_packets = |lab: &XdpLab, id: u32| lab.datapath.counters().unwrap().vip(id).unwrap();
+    let id_a = lab
+        .applier
+        .vip_id(&ingress::apply::maps::vip_key(&a))
+        .unwrap();
+    for port in [40001, 40002, 40003] {
+        let syn = Spec::tcp("198.18.0.2", port, "198.19.0.20", 80, SYN);
+        let (verdict, _) = lab.run(&syn.build(), lab.ifindex_a).unwrap();
+        assert_eq!(verdict, REDIRECT);
+    }
+    assert_eq!(vip_packets(&lab, id_a).packets, 3);
+
+    // A goes; B takes the never-used id, not A's.
+    lab.applier.apply(std::slice::from_ref(&b)).unwrap();
+    let id_b = lab
+        .applier
+        .vip_id(&ingress::apply::maps::vip_key(&b))
+        .unwrap();
+    assert_ne!(
+        id_b, id_a,
+        "a freed id was reused while a never-used one was free"
+    );
+    // C gets A's old id, with its counters zeroed.
+    lab.applier.apply(&[b.clone(), c.clone()]).unwrap();
+    let id_c = lab
+        .applier
+        .vip_id(&ingress::apply::maps::vip_key(&c))
+        .unwrap();
+    assert_eq!(id_c, id_a);
+    let before = vip_packets(&lab, id_c);
+    assert_eq!(
+        (before.packets, before.bytes),
+        (0, 0),
+        "A's traffic carried over to C"
+    );
+    let syn = Spec::tcp("198.18.0.2", 40004, "198.19.0.22", 80, SYN);
+    let (verdict, _) = lab.run(&syn.build(), lab.ifindex_a).unwrap();
+    assert_eq!(verdict, REDIRECT);
+    assert_eq!(vip_packets(&lab, id_c).packets, 1);
+}
