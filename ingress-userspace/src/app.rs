@@ -307,7 +307,11 @@ impl App {
             leader_task = Some(task);
             tokio::spawn(apply::status::run(
                 client.clone(),
-                apply::status::StatusConfig::new(args.publish_address.clone()),
+                apply::status::StatusConfig::following(apply::publish::spawn(
+                    Some(client.clone()),
+                    publish_source(&args),
+                    shutdown.clone(),
+                )),
                 store.translations.clone(),
                 leading.clone(),
                 shutdown.clone(),
@@ -459,6 +463,17 @@ async fn serve_https(
                 proxy.serve_tls(tls, peer, local).await;
             }
         }));
+    }
+}
+
+/// Where the Ingress status addresses come from, by the flags.
+pub fn publish_source(args: &RunArgs) -> apply::publish::PublishSource {
+    match &args.publish_pods {
+        Some(selector) => apply::publish::PublishSource::Pods {
+            namespace: args.election_namespace.clone(),
+            selector: selector.clone(),
+        },
+        None => apply::publish::PublishSource::Fixed(args.publish_address.clone()),
     }
 }
 

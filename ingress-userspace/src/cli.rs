@@ -79,6 +79,11 @@ pub struct RunArgs {
     /// Address written to `status.loadBalancer.ingress` of owned Ingresses.
     #[arg(long)]
     pub publish_address: Vec<IpAddr>,
+    /// Instead of fixed addresses, publish the node address (`status.hostIP`) of every running
+    /// pod matching this label selector in `--election-namespace` (ingressd's own): with the
+    /// DaemonSet, every node that takes traffic.
+    #[arg(long, value_name = "SELECTOR", conflicts_with = "publish_address")]
+    pub publish_pods: Option<String>,
     /// Namespace of the leader-election Lease.
     #[arg(long, default_value = "default")]
     pub election_namespace: String,

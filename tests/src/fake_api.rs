@@ -49,6 +49,7 @@ struct ResourceType {
 
 const TYPES: &[ResourceType] = &[
     rt("", "v1", "services", "Service", true, true),
+    rt("", "v1", "pods", "Pod", true, true),
     rt("", "v1", "secrets", "Secret", true, false),
     rt("", "v1", "configmaps", "ConfigMap", true, false),
     rt("", "v1", "events", "Event", true, false),

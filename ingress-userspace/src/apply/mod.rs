@@ -3,4 +3,5 @@ pub mod events;
 pub mod leader;
 pub mod maps;
 pub mod proxy;
+pub mod publish;
 pub mod status;

@@ -8,7 +8,10 @@
 //!
 //! Which Ingresses the API server shows our addresses on is tracked in memory: a patch goes out
 //! only when that has to change. On becoming leader and then every `resync`, one paged LIST
-//! of Ingresses refreshes `known`, which repairs anything changed behind our back.
+//! of Ingresses refreshes `known`, which repairs anything changed behind our back. When the
+//! addresses change (a node joins or leaves, with `--publish-pods`), the same LIST runs and
+//! every owned Ingress is written again; an Ingress we stopped owning at that very moment
+//! keeps the old list (it no longer shows "ours", the current one).
 use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
 
 use k8s_openapi::api::networking::v1::Ingress;
@@ -32,8 +35,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// What to write and how often to re-check it.
 #[derive(Clone, Debug)]
 pub struct StatusConfig {
-    /// Addresses published on owned Ingresses, in this order (duplicates dropped).
-    pub addresses: Vec<IpAddr>,
+    /// Addresses published on owned Ingresses, in this order (duplicates dropped); when they
+    /// change (`apply::publish`), every owned Ingress is written again.
+    pub addresses: watch::Receiver<Vec<IpAddr>>,
     /// Interval of the full re-check against the API server.
     pub resync: Duration,
     /// Delay before retrying after a failed write.
@@ -41,8 +45,13 @@ pub struct StatusConfig {
 }
 
 impl StatusConfig {
-    /// Re-check every 60 s, retry failed writes after 5 s.
+    /// Fixed addresses; re-check every 60 s, retry failed writes after 5 s.
     pub fn new(addresses: Vec<IpAddr>) -> Self {
+        Self::following(watch::channel(addresses).1)
+    }
+
+    /// Addresses that change (see `apply::publish`); the same timers as [`StatusConfig::new`].
+    pub fn following(addresses: watch::Receiver<Vec<IpAddr>>) -> Self {
         StatusConfig {
             addresses,
             resync: Duration::from_secs(60),
@@ -66,7 +75,8 @@ type IngressKey = (String, String);
 /// Keeps Ingress statuses in line with the translations while `leader` is true, until
 /// `shutdown`. Translations with snapshot generation 0 (the `Default` placeholder published
 /// before the store has synced) are ignored: clearing is driven by the owned list, so only a
-/// translation built from a complete view may count. With no addresses nothing is written.
+/// translation built from a complete view may count. With no addresses nothing is written
+/// (an address source that has none yet is waited for).
 pub async fn run(
     client: Client,
     config: StatusConfig,
@@ -74,24 +84,30 @@ pub async fn run(
     mut leader: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
-    if config.addresses.is_empty() {
+    let mut source = config.addresses.clone();
+    // A fixed list has no sender left: nothing will change it.
+    let mut source_live = source.has_changed().is_ok();
+    if !source_live && source.borrow().is_empty() {
         info!("no publish address; Ingress status is not written");
         return;
     }
-    let mut addresses = Vec::new();
-    for a in &config.addresses {
-        if !addresses.contains(a) {
-            addresses.push(*a);
-        }
-    }
-    let mut writer = StatusWriter::new(client, addresses);
+    let mut writer = StatusWriter::new(client, Vec::new());
     let mut resync_at = Instant::now();
     let mut retry_at: Option<Instant> = None;
     loop {
+        let addresses = distinct(&source.borrow_and_update());
+        if addresses != writer.addresses {
+            // Every owned Ingress shows the old list now: relist and write them all.
+            debug!(?addresses, "publishing new Ingress status addresses");
+            writer.addresses = addresses;
+            writer.forget();
+            retry_at = None;
+        }
         let leading = *leader.borrow_and_update();
         let translation = translations.borrow_and_update().clone();
         // Timers run only while there is something to keep in line.
-        let active = leading && translation.snapshot.generation != 0;
+        let active =
+            leading && translation.snapshot.generation != 0 && !writer.addresses.is_empty();
         if !leading {
             // Another leader may write meanwhile; start from the server's view next time.
             writer.forget();
@@ -116,9 +132,21 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             r = translations.changed() => if r.is_err() { return },
             r = leader.changed() => if r.is_err() { return },
+            r = source.changed(), if source_live => source_live = r.is_ok(),
             _ = tokio::time::sleep_until(wake), if active => {}
         }
     }
+}
+
+/// `addresses` in order without repeats.
+fn distinct(addresses: &[IpAddr]) -> Vec<IpAddr> {
+    let mut out = Vec::with_capacity(addresses.len());
+    for a in addresses {
+        if !out.contains(a) {
+            out.push(*a);
+        }
+    }
+    out
 }
 
 /// `{"status":{"loadBalancer":{"ingress":[...]}}}`; typed so the bytes are stable.

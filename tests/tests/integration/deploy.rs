@@ -649,7 +649,25 @@ fn deploy_daemonset_args_parse_with_the_real_cli() {
         run.admin_addr,
         "0.0.0.0:10254".parse::<SocketAddr>().expect("addr")
     );
-    assert_eq!(run.publish_address, vec![node]);
+    assert!(run.publish_address.is_empty(), "status follows the pods");
+    assert_eq!(run.l4_address, vec![node]);
+    // --publish-pods selects this DaemonSet's own pods.
+    let selector = run.publish_pods.as_deref().expect("--publish-pods");
+    let labels = m
+        .daemon_set()
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|meta| meta.labels.clone())
+        .unwrap_or_default();
+    for term in selector.split(',') {
+        let (k, v) = term.split_once('=').expect("equality selector");
+        assert_eq!(
+            labels.get(k).map(String::as_str),
+            Some(v),
+            "--publish-pods {selector} does not select the pod template ({labels:?})"
+        );
+    }
     assert_eq!(run.xdp.snat_v4.map(IpAddr::V4), Some(node));
     assert_eq!(run.xdp.interfaces, vec!["eth0".to_string()]);
     assert!(
@@ -859,6 +877,20 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
 
     let api = FakeApi::start().await.expect("fake API server");
     seed(&api, Manifests::one(&m.config_maps, "ConfigMap"));
+    // This replica's own pod, running on its node: the address --publish-pods publishes.
+    let pod_labels = m
+        .daemon_set()
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|meta| meta.labels.clone())
+        .unwrap_or_default();
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": run.election_namespace, "name": POD_NAME, "labels": pod_labels},
+        "spec": {"containers": [{"name": "ingressd", "image": "ingressd:0.1.0"}]},
+        "status": {"phase": "Running", "hostIP": NODE_IP},
+    }));
     let url = api.url().parse().expect("url");
     let client = kube::Client::try_from(kube::Config::new(url)).expect("client");
 
@@ -892,9 +924,14 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
         .await
         .expect("leader channel");
     let (translations, trx) = watch::channel(Arc::new(Translation::default()));
+    let addresses = ingress::apply::publish::spawn(
+        Some(client.clone()),
+        ingress::app::publish_source(&run),
+        shutdown.clone(),
+    );
     let status_task = tokio::spawn(status::run(
         client.clone(),
-        StatusConfig::new(run.publish_address.clone()),
+        StatusConfig::following(addresses),
         trx.clone(),
         leading.clone(),
         shutdown.clone(),
@@ -930,6 +967,14 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    let web = api
+        .get("networking.k8s.io/v1", "Ingress", "shop", "web")
+        .expect("Ingress");
+    assert_eq!(
+        web["status"]["loadBalancer"]["ingress"],
+        json!([{"ip": NODE_IP}]),
+        "the status lists the node of the running pod"
+    );
     api.wait_until(WAIT, "a lease renewal", |a| {
         a.requests()
             .iter()
@@ -1013,6 +1058,7 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
     for (group_resource, verbs) in [
         ("networking.k8s.io/ingresses", &["list", "watch", "get"][..]),
         ("networking.k8s.io/ingresses/status", &["patch"]),
+        ("core/pods", &["list", "watch"]),
         ("coordination.k8s.io/leases", &["create", "get", "update"]),
         ("events.k8s.io/events", &["create"]),
     ] {
@@ -1171,7 +1217,7 @@ fn startup_steps(run: &RunArgs, pin_dir: &Path, backend: SocketAddr, out: &mut S
             name: "tcp-services".into(),
         },
         vip: run
-            .publish_address
+            .l4_address
             .first()
             .copied()
             .unwrap_or(IpAddr::from([0, 0, 0, 0])),

@@ -7,6 +7,7 @@ use ingress::{
     apply::{
         events::{self, EventsConfig},
         leader::{self, LeaderConfig},
+        publish::{self, PublishSource},
         status::{self, StatusConfig},
     },
     config::{NamespacedName, Settings},
@@ -798,6 +799,108 @@ fn lease_config(identity: &str) -> LeaderConfig {
         retry_period: Duration::from_millis(100),
         ..LeaderConfig::new("ingress", identity)
     }
+}
+
+/// A pod of ingressd (label `app=ingressd` in namespace `ingress`) on the node `host_ip`.
+fn ingressd_pod(name: &str, host_ip: &str, phase: &str, deleting: bool) -> Value {
+    let mut metadata = json!({"namespace": "ingress", "name": name, "labels": {"app": "ingressd"}});
+    if deleting {
+        metadata["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+        "spec": {"containers": [{"name": "ingressd", "image": "ingressd"}]},
+        "status": {"phase": phase, "hostIP": host_ip},
+    })
+}
+
+/// `--publish-pods`: the status lists the node of every running ingressd pod, follows pods
+/// coming, starting and leaving, ignores other pods, and is never cleared by an empty view.
+#[tokio::test]
+async fn status_publishes_the_nodes_of_running_ingressd_pods() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    api.apply(ingressd_pod("ingressd-a", "192.0.2.2", "Running", false));
+    api.apply(ingressd_pod("ingressd-b", "192.0.2.1", "Running", false));
+    // Not ours: another label.
+    let mut other = ingressd_pod("web-x", "192.0.2.9", "Running", false);
+    other["metadata"]["labels"]["app"] = json!("web");
+    api.apply(other);
+    let shutdown = CancellationToken::new();
+    let source = PublishSource::Pods {
+        namespace: "ingress".into(),
+        selector: "app=ingressd".into(),
+    };
+    let addresses = publish::spawn(Some(client(&api)), source, shutdown.clone());
+    let (translations, trx) = watch::channel(translation(1, owned(&["web"]), vec![]));
+    let (_leader, lrx) = watch::channel(true);
+    let config = StatusConfig {
+        retry: Duration::from_millis(200),
+        ..StatusConfig::following(addresses)
+    };
+    let task = tokio::spawn(status::run(
+        client(&api),
+        config,
+        trx,
+        lrx,
+        shutdown.clone(),
+    ));
+    let shows = |want: &[&str]| {
+        let want: Vec<Value> = want.iter().map(|ip| json!({"ip": ip})).collect();
+        move |a: &FakeApi| {
+            let ing = a
+                .get("networking.k8s.io/v1", "Ingress", "shop", "web")
+                .unwrap_or_default();
+            ing["status"]["loadBalancer"]["ingress"] == Value::Array(want.clone())
+        }
+    };
+    let wait = |want: &'static [&'static str]| {
+        let api = &api;
+        async move {
+            api.wait_until(WAIT, &format!("status {want:?}"), shows(want))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    wait(&["192.0.2.1", "192.0.2.2"]).await;
+
+    // A new node's pod counts once it runs.
+    api.apply(ingressd_pod("ingressd-c", "192.0.2.3", "Pending", false));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        shows(&["192.0.2.1", "192.0.2.2"])(&api),
+        "a pending pod was published"
+    );
+    api.apply(ingressd_pod("ingressd-c", "192.0.2.3", "Running", false));
+    wait(&["192.0.2.1", "192.0.2.2", "192.0.2.3"]).await;
+    // A terminating pod's node leaves first; a deleted pod's too.
+    api.apply(ingressd_pod("ingressd-a", "192.0.2.2", "Running", true));
+    wait(&["192.0.2.1", "192.0.2.3"]).await;
+    api.delete("v1", "Pod", "ingress", "ingressd-a");
+    api.delete("v1", "Pod", "ingress", "ingressd-c");
+    wait(&["192.0.2.1"]).await;
+    // With no running pod at all the status stays (never an empty list).
+    let before = patches(&api).len();
+    api.delete("v1", "Pod", "ingress", "ingressd-b");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(patches(&api).len(), before, "statuses cleared");
+    assert!(shows(&["192.0.2.1"])(&api));
+    // Ingresses owned later get the current list too.
+    api.apply(ingress("shop", "api"));
+    translations.send_replace(translation(2, owned(&["api", "web"]), vec![]));
+    api.wait_until(WAIT, "api status", |a| {
+        let ing = a
+            .get("networking.k8s.io/v1", "Ingress", "shop", "api")
+            .unwrap_or_default();
+        ing["status"]["loadBalancer"]["ingress"] == json!([{"ip": "192.0.2.1"}])
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    shutdown.cancel();
+    timeout(WAIT, task)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn lease(api: &FakeApi) -> Value {
