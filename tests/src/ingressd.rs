@@ -182,3 +182,30 @@ spec:
 "#
     )
 }
+
+/// An Ingress annotated `ssl-passthrough` for `host`, to Service `service` (in `default`) on
+/// `port`: append it to [`class_and_service_yaml`].
+pub fn passthrough_ingress_yaml(host: &str, service: &str, port: u16) -> String {
+    format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: passthrough
+  namespace: default
+  annotations:
+    nginx.ingress.kubernetes.io/ssl-passthrough: "true"
+spec:
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: {service}
+            port:
+              number: {port}
+"#
+    )
+}

@@ -110,6 +110,27 @@ impl XdpLab {
             ports,
             FlowTimeouts::default(),
             false,
+            None,
+        )
+    }
+
+    /// Like [`XdpLab::with_ports`] running another build of the kernel object (`object`: the
+    /// ELF bytes), e.g. a baseline timed against this build.
+    pub fn with_object(
+        services: &[L4Service],
+        max_vips: u32,
+        conntrack: u32,
+        ports: (u16, u16),
+        object: &[u8],
+    ) -> Result<Self> {
+        Self::build(
+            services,
+            max_vips,
+            conntrack,
+            ports,
+            FlowTimeouts::default(),
+            false,
+            Some(object),
         )
     }
 
@@ -119,13 +140,13 @@ impl XdpLab {
         ports: (u16, u16),
         timeouts: FlowTimeouts,
     ) -> Result<Self> {
-        Self::build(services, 16, 4096, ports, timeouts, false)
+        Self::build(services, 16, 4096, ports, timeouts, false, None)
     }
 
     /// Like [`XdpLab::new`] with the kernel programs' log statements turned on.
     pub fn with_kernel_log(services: &[L4Service]) -> Result<Self> {
         let timeouts = FlowTimeouts::default();
-        Self::build(services, 16, 4096, (20000, 29999), timeouts, true)
+        Self::build(services, 16, 4096, (20000, 29999), timeouts, true, None)
     }
 
     fn build(
@@ -135,6 +156,7 @@ impl XdpLab {
         ports: (u16, u16),
         timeouts: FlowTimeouts,
         kernel_log: bool,
+        object: Option<&[u8]>,
     ) -> Result<Self> {
         crate::netns::require_privileges()?;
         let ns = NetNs::new("xl")?;
@@ -162,12 +184,16 @@ impl XdpLab {
         let ifindex_a = ifindex(&ns, "xa")?;
         let ifindex_b = ifindex(&ns, "xb")?;
         let guard = ns.enter()?;
-        let mut datapath = Datapath::load(&LoaderOptions {
+        let opts = LoaderOptions {
             pin_dir: None,
             max_vips,
             conntrack_entries: conntrack,
             kernel_log,
-        })?;
+        };
+        let mut datapath = match object {
+            Some(o) => Datapath::load_object(&opts, o)?,
+            None => Datapath::load(&opts)?,
+        };
         let writer = datapath.map_writer()?;
         let snat = SnatSettings {
             v4: Some(SNAT_V4.parse()?),

@@ -242,6 +242,12 @@ fn load_jumps(ebpf: &mut Ebpf) -> Result<(), LoadError> {
 impl Datapath {
     /// Loads the object, adopting pinned maps of the current layout version if present.
     pub fn load(opts: &LoaderOptions) -> Result<Self, LoadError> {
+        Self::load_object(opts, OBJECT)
+    }
+
+    /// Like [`Datapath::load`] with another build of the kernel object (benchmarks time two
+    /// builds side by side in one process).
+    pub fn load_object(opts: &LoaderOptions, object: &[u8]) -> Result<Self, LoadError> {
         raise_memlock();
         let mut loader = EbpfLoader::new();
         super::kernel_log::configure(&mut loader, opts.kernel_log);
@@ -280,7 +286,7 @@ impl Datapath {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(OBJECT)?;
+        let mut ebpf = loader.load(object)?;
         load_xdp(&mut ebpf, XDP_PROGRAM)?;
         load_jumps(&mut ebpf)?;
         Ok(Datapath {

@@ -27,6 +27,9 @@ struct Args {
     batches: usize,
     big_vips: u32,
     big_conntrack: u32,
+    /// Another build of the kernel object, timed in the same batches as this one (before /
+    /// after): `--baseline-object PATH`.
+    baseline: Option<std::path::PathBuf>,
 }
 
 fn args() -> Result<Args> {
@@ -37,6 +40,7 @@ fn args() -> Result<Args> {
         batches: 5,
         big_vips: 10_000,
         big_conntrack: 1_000_000,
+        baseline: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -54,6 +58,10 @@ fn args() -> Result<Args> {
                     bail!("--profile {other}: expected non-vip, node, ct-hit, ct-hit-v6, ct-hit-large, new-flow or reply")
                 }
             });
+            continue;
+        }
+        if k == "--baseline-object" {
+            a.baseline = Some(raw.into());
             continue;
         }
         let v: usize = raw.parse()?;
@@ -369,66 +377,134 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) -> Result<Vec<Row>> {
-    eprintln!(
-        "==> {label}: {vips} VIPs, conntrack capacity {conntrack}, prefilling {prefill} flows"
-    );
-    let mut lab = XdpLab::with_ports(&services(vips), vips + 1, conntrack, (1024, 65535))?;
+/// A lab with its `xdp_pass` program loaded (the floor), running `object` or this build.
+fn lab_for(vips: u32, conntrack: u32, object: Option<&[u8]>) -> Result<XdpLab> {
+    let ports = (1024, 65535);
+    let mut lab = match object {
+        Some(o) => XdpLab::with_object(&services(vips), vips + 1, conntrack, ports, o)?,
+        None => XdpLab::with_ports(&services(vips), vips + 1, conntrack, ports)?,
+    };
     lab.add_backend_neighbours(BACKENDS)?;
-    let ebpf = lab.datapath.ebpf_mut();
-    let pass: &mut Xdp = ebpf
+    let pass: &mut Xdp = lab
+        .datapath
+        .ebpf_mut()
         .program_mut("xdp_pass")
         .context("xdp_pass")?
         .try_into()?;
     pass.load()?;
-    let pass: &Xdp = lab
+    Ok(lab)
+}
+
+fn pass_of(lab: &XdpLab) -> Result<&Xdp> {
+    Ok(lab
         .datapath
         .ebpf()
         .program("xdp_pass")
         .context("xdp_pass")?
-        .try_into()?;
+        .try_into()?)
+}
+
+/// One build under test in a configuration: its lab, its bench and its results.
+struct Side<'a> {
+    lab: &'a XdpLab,
+    bench: Bench<'a>,
+    rows: Vec<Row>,
+}
+
+impl<'a> Side<'a> {
+    /// Seeds the bench flows and fills conntrack with `prefill` distinct flows through the
+    /// program itself.
+    fn new(lab: &'a XdpLab, vip: &str, prefill: u32) -> Result<Self> {
+        let _ns = lab.ns.enter()?;
+        let mut bench = Bench::new(lab, pass_of(lab)?, vip.to_string())?;
+        let prog = lab.prog()?;
+        let mut out = vec![0u8; OUT_LEN];
+        let mut refused = 0u32;
+        for _ in 0..prefill {
+            let f = bench.new_flow_frame();
+            if call(prog, &f, lab.ifindex_a, &mut out)?.0 != REDIRECT {
+                refused += 1;
+            }
+        }
+        ensure!(
+            refused == 0,
+            "{refused} of {prefill} prefill flows were not forwarded: {}",
+            bench.drops()?
+        );
+        let rows = Case::ALL
+            .iter()
+            .map(|c| Row {
+                case: *c,
+                raw: vec![],
+                net: vec![],
+            })
+            .collect();
+        Ok(Side { lab, bench, rows })
+    }
+
+    /// One batch of case `case_idx`, net of this batch's floor (floors run first).
+    fn batch_case(&mut self, case_idx: usize, calls: usize, floors: &mut (f64, f64)) -> Result<()> {
+        let _ns = self.lab.ns.enter()?;
+        let row = &mut self.rows[case_idx];
+        let ns = self.bench.batch(row.case, calls)?;
+        match row.case {
+            Case::Floor => floors.0 = ns,
+            Case::FloorLarge => floors.1 = ns,
+            _ => {}
+        }
+        row.raw.push(ns);
+        // The large packet is copied in and out of the test run: its own floor.
+        row.net.push(if row.case == Case::ConntrackHitLarge {
+            ns - floors.1
+        } else {
+            ns - floors.0
+        });
+        Ok(())
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)))
+}
+
+fn run_config(
+    label: &str,
+    vips: u32,
+    conntrack: u32,
+    prefill: u32,
+    a: &Args,
+    baseline: Option<&[u8]>,
+) -> Result<Vec<Row>> {
+    eprintln!(
+        "==> {label}: {vips} VIPs, conntrack capacity {conntrack}, prefilling {prefill} flows"
+    );
+    let lab = lab_for(vips, conntrack, None)?;
+    let base_lab = baseline
+        .map(|o| lab_for(vips, conntrack, Some(o)))
+        .transpose()?;
     let last = vips - 1;
     let vip = format!("198.19.{}.{}", last / 250, last % 250 + 1);
-    let mut bench = Bench::new(&lab, pass, vip)?;
-    // Fill conntrack with distinct flows through the program itself.
-    let prog = lab.prog()?;
-    let mut out = vec![0u8; OUT_LEN];
-    let mut refused = 0u32;
-    for _ in 0..prefill {
-        let f = bench.new_flow_frame();
-        if call(prog, &f, lab.ifindex_a, &mut out)?.0 != REDIRECT {
-            refused += 1;
-        }
-    }
-    ensure!(
-        refused == 0,
-        "{refused} of {prefill} prefill flows were not forwarded: {}",
-        bench.drops()?
-    );
-    let mut rows: Vec<Row> = Case::ALL
-        .iter()
-        .map(|c| Row {
-            case: *c,
-            raw: vec![],
-            net: vec![],
-        })
-        .collect();
+    let mut this = Side::new(&lab, &vip, prefill)?;
+    let mut base = base_lab
+        .as_ref()
+        .map(|l| Side::new(l, &vip, prefill))
+        .transpose()?;
     for b in 0..a.batches {
-        let (mut floor, mut floor_large) = (0.0, 0.0);
-        for row in rows.iter_mut() {
-            let ns = bench.batch(row.case, a.calls)?;
-            match row.case {
-                Case::Floor => floor = ns,
-                Case::FloorLarge => floor_large = ns,
-                _ => {}
+        let (mut f_this, mut f_base) = ((0.0, 0.0), (0.0, 0.0));
+        for i in 0..Case::ALL.len() {
+            // Builds alternate which goes first, so a drift within a batch cancels out.
+            match base.as_mut() {
+                Some(base) if b % 2 == 1 => {
+                    base.batch_case(i, a.calls, &mut f_base)?;
+                    this.batch_case(i, a.calls, &mut f_this)?;
+                }
+                Some(base) => {
+                    this.batch_case(i, a.calls, &mut f_this)?;
+                    base.batch_case(i, a.calls, &mut f_base)?;
+                }
+                None => this.batch_case(i, a.calls, &mut f_this)?,
             }
-            row.raw.push(ns);
-            // The large packet is copied in and out of the test run: its own floor.
-            row.net.push(if row.case == Case::ConntrackHitLarge {
-                ns - floor_large
-            } else {
-                ns - floor
-            });
         }
         eprintln!("    batch {}/{} done", b + 1, a.batches);
     }
@@ -440,11 +516,8 @@ fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) ->
         "{:<30} {:>9} {:>9} {:>19}",
         "case", "raw ns", "net ns", "net min..max"
     );
-    for r in &rows {
-        let (lo, hi) = r
-            .net
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+    for r in &this.rows {
+        let (lo, hi) = min_max(&r.net);
         println!(
             "{:<30} {:>9.1} {:>9.1} {:>9.1}..{:<9.1}",
             r.case.name(),
@@ -455,13 +528,45 @@ fn run_config(label: &str, vips: u32, conntrack: u32, prefill: u32, a: &Args) ->
         );
     }
     println!("* net of the XDP_PASS program timed on the same 1454-byte frame");
-    let floor_rep = bench.repeated(Case::Floor, 100_000)?;
-    let nonvip_rep = bench.repeated(Case::NonVip, 100_000)?;
+    if let Some(base) = &base {
+        println!(
+            "\nthis build against the baseline object, same batches (net ns; ratio = this / \
+             baseline per batch, median and min..max over batches):"
+        );
+        println!(
+            "{:<30} {:>9} {:>9} {:>7} {:>15}",
+            "case", "this", "baseline", "ratio", "min..max"
+        );
+        for (t, bl) in this.rows.iter().zip(&base.rows) {
+            if matches!(t.case, Case::Floor | Case::FloorLarge) {
+                continue;
+            }
+            let ratios: Vec<f64> = t
+                .net
+                .iter()
+                .zip(&bl.net)
+                .map(|(x, y)| x / y.max(1.0))
+                .collect();
+            let (lo, hi) = min_max(&ratios);
+            println!(
+                "{:<30} {:>9.1} {:>9.1} {:>7.3} {:>7.3}..{:<7.3}",
+                t.case.name(),
+                median(&t.net),
+                median(&bl.net),
+                median(&ratios),
+                lo,
+                hi
+            );
+        }
+    }
+    let _ns = lab.ns.enter()?;
+    let floor_rep = this.bench.repeated(Case::Floor, 100_000)?;
+    let nonvip_rep = this.bench.repeated(Case::NonVip, 100_000)?;
     println!(
         "optimistic (repeat=100000, output == input): floor {floor_rep:.1} ns, non-VIP {nonvip_rep:.1} ns, net {:.1} ns",
         nonvip_rep - floor_rep
     );
-    Ok(rows)
+    Ok(this.rows)
 }
 
 /// Conntrack capacity that holds `flows` entries without evicting: a table gets twice the
@@ -480,25 +585,8 @@ fn main() -> Result<()> {
     // other core free for the rest of the machine.
     tests::bench::pin_to_cpu(aya::util::nr_cpus().map_or(0, |n| n.saturating_sub(1)))?;
     if let Some(case) = a.profile {
-        let mut lab = XdpLab::with_ports(
-            &services(1),
-            2,
-            capacity_for(a.profile_calls as u32),
-            (1024, 65535),
-        )?;
-        lab.add_backend_neighbours(BACKENDS)?;
-        let ebpf = lab.datapath.ebpf_mut();
-        let pass: &mut Xdp = ebpf
-            .program_mut("xdp_pass")
-            .context("xdp_pass")?
-            .try_into()?;
-        pass.load()?;
-        let pass: &Xdp = lab
-            .datapath
-            .ebpf()
-            .program("xdp_pass")
-            .context("xdp_pass")?
-            .try_into()?;
+        let lab = lab_for(1, capacity_for(a.profile_calls as u32), None)?;
+        let pass = pass_of(&lab)?;
         let mut bench = Bench::new(&lab, pass, "198.19.0.1".into())?;
         let ns = bench.batch(case, a.profile_calls)?;
         println!(
@@ -508,15 +596,30 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
+    let baseline = match &a.baseline {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            // ELF parsing reads 8-byte fields in place; the allocator aligns to 16.
+            ensure!(
+                (bytes.as_ptr() as usize).is_multiple_of(8),
+                "object buffer not aligned"
+            );
+            Some(bytes)
+        }
+        None => None,
+    };
+    let baseline = baseline.as_deref();
     // New flows created by the timed batches also stay in the table.
     let timed_flows = (a.calls * a.batches) as u32;
-    let small = run_config("1 VIP", 1, capacity_for(timed_flows), 0, &a)?;
+    let small = run_config("1 VIP", 1, capacity_for(timed_flows), 0, &a, baseline)?;
     let big = run_config(
         &format!("{} VIPs, {} conntrack entries", a.big_vips, a.big_conntrack),
         a.big_vips,
         capacity_for(a.big_conntrack.saturating_add(timed_flows)),
         a.big_conntrack,
         &a,
+        baseline,
     )?;
     println!("\nflatness (large / small, net ns; target within 1.10):");
     for (s, b) in small.iter().zip(&big) {

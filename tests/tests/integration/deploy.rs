@@ -243,6 +243,16 @@ impl Manifests {
         Self::one(&self.daemon_sets, "DaemonSet")
     }
 
+    /// The labels of the DaemonSet's pods.
+    fn pod_labels(&self) -> std::collections::BTreeMap<String, String> {
+        self.daemon_set()
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|meta| meta.labels.clone())
+            .unwrap_or_default()
+    }
+
     fn pod(&self) -> &PodSpec {
         self.daemon_set()
             .spec
@@ -653,13 +663,7 @@ fn deploy_daemonset_args_parse_with_the_real_cli() {
     assert_eq!(run.l4_address, vec![node]);
     // --publish-pods selects this DaemonSet's own pods.
     let selector = run.publish_pods.as_deref().expect("--publish-pods");
-    let labels = m
-        .daemon_set()
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|meta| meta.labels.clone())
-        .unwrap_or_default();
+    let labels = m.pod_labels();
     for term in selector.split(',') {
         let (k, v) = term.split_once('=').expect("equality selector");
         assert_eq!(
@@ -878,13 +882,7 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
     let api = FakeApi::start().await.expect("fake API server");
     seed(&api, Manifests::one(&m.config_maps, "ConfigMap"));
     // This replica's own pod, running on its node: the address --publish-pods publishes.
-    let pod_labels = m
-        .daemon_set()
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|meta| meta.labels.clone())
-        .unwrap_or_default();
+    let pod_labels = m.pod_labels();
     api.apply(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"namespace": run.election_namespace, "name": POD_NAME, "labels": pod_labels},

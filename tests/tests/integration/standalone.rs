@@ -277,12 +277,22 @@ async fn no_sni_get(
 #[tokio::test]
 async fn unusable_flags_are_refused_at_startup() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cases: [(&str, &[&str], &str); 2] = [
+    let cases: [(&str, &[&str], &str); 3] = [
         ("max-vips", &["--max-vips", "0"], "--max-vips"),
         (
             "l4 without address",
             &["--tcp-services-configmap", "ingressd-system/tcp-services"],
             "--l4-address",
+        ),
+        (
+            "two status address sources",
+            &[
+                "--publish-address",
+                "192.0.2.1",
+                "--publish-pods",
+                "app=ingressd",
+            ],
+            "--publish-pods",
         ),
     ];
     for (name, extra, want) in cases {
@@ -323,25 +333,7 @@ async fn sigterm_lets_open_passthrough_connections_finish() {
     let mut backend =
         TlsBackend::start(pki.server_config(&[HOST]), BackendBehavior::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let ingress = format!(
-        r#"apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: passthrough
-  namespace: default
-  annotations:
-    nginx.ingress.kubernetes.io/ssl-passthrough: "true"
-spec:
-  rules:
-  - host: {HOST}
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service: {{name: tls-backend, port: {{number: 443}}}}
-"#
-    );
+    let ingress = tests::ingressd::passthrough_ingress_yaml(HOST, "tls-backend", 443);
     let yaml = class_and_service_yaml("tls-backend", &backend.addr.to_string(), "https", 443);
     std::fs::write(dir.path().join("all.yaml"), yaml + &ingress).expect("manifests");
     let (https, admin) = (free_addr(), free_addr());

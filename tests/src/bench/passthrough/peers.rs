@@ -279,31 +279,8 @@ pub fn write_manifests(dir: &Path, backend: SocketAddr) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let head =
         crate::ingressd::class_and_service_yaml("tls-backend", &backend.to_string(), "https", 443);
-    std::fs::write(
-        dir.join("passthrough.yaml"),
-        format!(
-            r#"{head}apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: passthrough
-  namespace: default
-  annotations:
-    nginx.ingress.kubernetes.io/ssl-passthrough: "true"
-spec:
-  rules:
-  - host: {HOST}
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service:
-            name: tls-backend
-            port:
-              number: 443
-"#
-        ),
-    )?;
+    let ingress = crate::ingressd::passthrough_ingress_yaml(HOST, "tls-backend", 443);
+    std::fs::write(dir.join("passthrough.yaml"), head + &ingress)?;
     Ok(())
 }
 
