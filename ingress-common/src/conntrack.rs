@@ -39,6 +39,19 @@ pub const HOP_TTL_JIFFIES: u32 = 256;
 
 /// `seen` of a flow entry: the seconds part (coarse monotonic clock, wrapping in 29 bits).
 pub const SEEN_SECS: u32 = (1 << 29) - 1;
+
+/// A bucket's stamp for a value last seen at `seen` (see `Bucket::stamps`).
+#[inline(always)]
+pub const fn stamp_of(seen: u32) -> u16 {
+    seen as u16
+}
+
+/// Seconds between stamp `stamp` and `now` (a `seen` time), wrapping: a flow quiet for more
+/// than 18 hours looks younger than it is, which only delays its eviction.
+#[inline(always)]
+pub const fn stamp_age(stamp: u16, now: u32) -> u16 {
+    (now as u16).wrapping_sub(stamp)
+}
 /// `seen` of a reply entry: the backend has answered (a packet came back through it). Until
 /// then the flow is held only for `LbConfig::unreplied_secs` of quiet, so a flood of SYNs
 /// or one-way datagrams to a VIP cannot hold SNAT ports for the established timeout.
@@ -89,7 +102,8 @@ pub struct ReplyNat {
     pub seen: u32,
 }
 
-/// Slots per conntrack bucket: with the lock word, their tags fill two 64-byte cache lines.
+/// Slots per conntrack bucket: with the lock word, their tags fill two 64-byte cache lines
+/// (their stamps a third).
 /// Wide buckets keep overflow rare at twice the slots per flow (at a full table, ~2 buckets
 /// in 10,000 evict a flow early), where 14 slots would need three times the memory.
 pub const WAYS: usize = 30;
@@ -129,6 +143,11 @@ pub struct Bucket<V> {
     pub lock: u64,
     /// Per slot: `TAG_FREE`, `TAG_GONE`, or the high half of the key's hash with `TAG_LIVE` set.
     pub tags: [u32; WAYS],
+    /// Per slot: the low 16 bits of its value's `seen` seconds, written with it. A full bucket
+    /// evicts its longest-quiet flow by these, reading no slot: once every bucket is full (flows
+    /// are only evicted, never deleted when they close), every new flow evicts one.
+    pub stamps: [u16; WAYS],
+    pub _pad: [u16; 2],
     pub slots: [Slot<V>; WAYS],
 }
 
@@ -137,6 +156,8 @@ impl<V: Default + Copy> Default for Bucket<V> {
         Bucket {
             lock: 0,
             tags: [TAG_FREE; WAYS],
+            stamps: [0; WAYS],
+            _pad: [0; 2],
             slots: [Slot::default(); WAYS],
         }
     }
@@ -196,8 +217,10 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<Hop>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowNat>() == 64);
 const _: () = assert!(core::mem::size_of::<ReplyNat>() == 64);
-const _: () = assert!(core::mem::size_of::<Bucket<FlowNat>>() == 8 + WAYS * 108);
-const _: () = assert!(core::mem::size_of::<Bucket<ReplyNat>>() == 8 + WAYS * 108);
+const _: () = assert!(core::mem::size_of::<Bucket<FlowNat>>() == 12 + WAYS * 110);
+const _: () = assert!(core::mem::size_of::<Bucket<ReplyNat>>() == 12 + WAYS * 110);
+/// The header (lock, tags, stamps) fills three cache lines exactly.
+const _: () = assert!(core::mem::offset_of!(Bucket<FlowNat>, slots) == 192);
 
 #[cfg(test)]
 mod tests {

@@ -259,7 +259,9 @@ fn forward(
     if closing != 0 || !hop::fresh(&nat.hop, now) {
         // SAFETY: the seen field of the same live value.
         let seen = unsafe { &raw mut (*entry).seen };
-        expiry::touch(seen, closing, expiry::now_secs());
+        let secs = expiry::now_secs();
+        expiry::touch(seen, closing, secs);
+        FLOWS.stamp(cfg, &scratch.key, secs);
     }
     // SAFETY: the hop field of the same live value.
     let next = hop::resolve(ctx, &query(l3, &new), unsafe { &raw mut (*entry).hop }, now);
@@ -350,11 +352,13 @@ fn reply(
         // The first reply always lands here (a new entry has no hop): it marks the flow as
         // answered.
         // SAFETY: the seen field of the same live value.
+        let secs = expiry::now_secs();
         expiry::touch(
             unsafe { &raw mut (*entry).seen },
             closing | SEEN_REPLIED,
-            expiry::now_secs(),
+            secs,
         );
+        REPLIES.stamp(cfg, &scratch.key, secs);
     }
     let new = Tuple {
         src: copy_addr(&r.vip),

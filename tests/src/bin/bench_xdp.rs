@@ -27,6 +27,9 @@ struct Args {
     batches: usize,
     big_vips: u32,
     big_conntrack: u32,
+    /// Capacity of the table of the steady-state configuration, filled with three times as
+    /// many flows (so every bucket is full and each new flow evicts one); 0 skips it.
+    full_table: u32,
     /// Another build of the kernel object, timed in the same batches as this one (before /
     /// after): `--baseline-object PATH`.
     baseline: Option<std::path::PathBuf>,
@@ -40,6 +43,7 @@ fn args() -> Result<Args> {
         batches: 5,
         big_vips: 10_000,
         big_conntrack: 1_000_000,
+        full_table: 65_536,
         baseline: None,
     };
     let mut it = std::env::args().skip(1);
@@ -70,6 +74,7 @@ fn args() -> Result<Args> {
             "--batches" => a.batches = v,
             "--vips" => a.big_vips = v as u32,
             "--conntrack" => a.big_conntrack = v as u32,
+            "--full-table" => a.full_table = v as u32,
             "--profile-calls" => a.profile_calls = v,
             _ => bail!("unknown flag {k}"),
         }
@@ -621,6 +626,21 @@ fn main() -> Result<()> {
         &a,
         baseline,
     )?;
+    // Steady state: flows are never deleted when they close, only evicted, so after about
+    // twice the capacity of new flows every bucket is full and each new flow evicts one.
+    let full = if a.full_table > 0 {
+        let rows = run_config(
+            &format!("1 VIP, full table of capacity {}", a.full_table),
+            1,
+            a.full_table,
+            a.full_table.saturating_mul(3),
+            &a,
+            baseline,
+        )?;
+        Some(rows)
+    } else {
+        None
+    };
     println!("\nflatness (large / small, net ns; target within 1.10):");
     for (s, b) in small.iter().zip(&big) {
         if matches!(s.case, Case::Floor | Case::FloorLarge) {
@@ -631,6 +651,19 @@ fn main() -> Result<()> {
             s.case.name(),
             median(&b.net) / median(&s.net).max(1.0)
         );
+    }
+    if let Some(full) = full {
+        println!("\nfull table / 1 VIP (net ns):");
+        for (s, f) in small.iter().zip(&full) {
+            if matches!(s.case, Case::Floor | Case::FloorLarge) {
+                continue;
+            }
+            println!(
+                "{:<30} {:>6.2}",
+                s.case.name(),
+                median(&f.net) / median(&s.net).max(1.0)
+            );
+        }
     }
     Ok(())
 }

@@ -750,6 +750,63 @@ fn an_overfull_conntrack_table_evicts_instead_of_failing() {
     );
 }
 
+/// A full bucket evicts the flow quiet longest, by when its packets were last seen (the
+/// bucket header's stamps, refreshed with the traffic), not the one inserted first.
+#[test]
+fn a_full_bucket_evicts_the_longest_quiet_flow_not_the_oldest() {
+    // 15 entries: one bucket of 30 slots in each table, so every flow shares it.
+    let mut lab = XdpLab::new(&lab_services(), 16, 15).unwrap();
+    let flow = |i: u16, flags| Spec::tcp("198.18.0.2", 10000 + i, "198.19.0.10", 80, flags);
+    let run = |lab: &XdpLab, spec: Spec, ifindex: u32| {
+        let (verdict, out) = lab.run(&spec.build(), ifindex).unwrap();
+        assert_eq!(verdict, REDIRECT);
+        out
+    };
+    // Flow 0 first; the other 29 two seconds later (stamps are whole seconds).
+    let first = parse(&run(&lab, flow(0, SYN), lab.ifindex_a)).unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    for i in 1..WAYS as u16 {
+        run(&lab, flow(i, SYN), lab.ifindex_a);
+    }
+    // Two seconds on, flow 0 has traffic both ways (its hop is stale by then, so its entries'
+    // times are refreshed); the other 29 stay quiet.
+    std::thread::sleep(Duration::from_millis(2100));
+    run(&lab, flow(0, ACK), lab.ifindex_a);
+    let reply = Spec {
+        src_mac: mac_backend(
+            first
+                .dst
+                .to_string()
+                .rsplit('.')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        ),
+        dst_mac: MAC_B,
+        ..Spec::tcp(&first.dst.to_string(), 8080, SNAT_V4, first.sport, ACK)
+    };
+    run(&lab, reply, lab.ifindex_b);
+    // A new flow into the full bucket takes the slot of a quiet one.
+    run(&lab, flow(100, SYN), lab.ifindex_a);
+    let map = lab
+        .datapath
+        .ebpf_mut()
+        .map(ingress_common::maps::CONNTRACK)
+        .unwrap();
+    let flows: aya::maps::Array<_, Bucket<FlowNat>> = aya::maps::Array::try_from(map).unwrap();
+    let bucket = flows.get(&0, 0).unwrap();
+    let held: Vec<u16> = (0..WAYS)
+        .filter(|&w| is_live(bucket.tags[w]))
+        .map(|w| u16::from_be(bucket.slots[w].key.sport) - 10000)
+        .collect();
+    assert_eq!(held.len(), WAYS);
+    assert!(held.contains(&0), "the active flow was evicted: {held:?}");
+    assert!(held.contains(&100), "the new flow is missing: {held:?}");
+    let quiet_gone = (1..WAYS as u16).filter(|i| !held.contains(i)).count();
+    assert_eq!(quiet_gone, 1, "{held:?}");
+}
+
 /// Deletes the reply entry of the flow that holds `snat_port` towards `backend`, as table
 /// pressure does (a full bucket gives its longest-quiet slot to a new flow) to flows whose
 /// replies are rare.
