@@ -59,6 +59,13 @@ pub fn vip_filter_bit(addr: &[u32; 4], port: u16, proto: u8) -> u32 {
     h >> (32 - VIP_FILTER_BITS_LOG2)
 }
 
+/// Bit of a VIP's address alone in the same prefilter (as port 0, protocol 0, which no VIP
+/// has): the kernel passes traffic for other addresses before reading its ports.
+#[inline(always)]
+pub fn vip_addr_filter_bit(addr: &[u32; 4]) -> u32 {
+    vip_filter_bit(addr, 0, 0)
+}
+
 /// A VIP address alone: tells "malformed packet aimed at a VIP" from "not ours".
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

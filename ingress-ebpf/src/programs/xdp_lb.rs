@@ -6,8 +6,8 @@ use ingress_common::{
     conntrack::{FlowKey, FlowNat, SEEN_REPLIED},
     counters::Stat,
     l4::{
-        vip_filter_bit, LbConfig, VipAddrKey, VipKey, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6,
-        PROTO_TCP, PROTO_UDP,
+        vip_addr_filter_bit, vip_filter_bit, LbConfig, VipAddrKey, VipKey, FAMILY_V6, PROTO_ICMP,
+        PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
     },
     maps::{JUMP_FLOW, JUMP_ICMP},
 };
@@ -74,16 +74,26 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
     if l3.fragment {
         return Outcome::pass(Stat::PassFragment);
     }
-    let l4_len = (l3.ip_len as usize).saturating_sub(l3.l4_off - l2.l3_off);
-    let Ok(ports) = l4::parse(ctx, l3.l4_off, l3.proto, l4_len) else {
-        return malformed(l3.family, l3.dst);
-    };
     let Some(cfg) = LB_CONFIG.get(0) else {
         return Outcome::pass(Stat::PassNotReady);
     };
     if cfg.ready == 0 {
         return Outcome::pass(Stat::PassNotReady);
     }
+    let is_snat = if l3.family == FAMILY_V6 {
+        l3.dst == copy_addr(&cfg.snat_v6)
+    } else {
+        l3.dst[0] == cfg.snat_v4
+    };
+    // Most traffic is for neither a VIP address nor the SNAT address: it leaves before its
+    // ports are read.
+    if !is_snat && !may_be_vip_addr(&l3.dst) {
+        return Outcome::pass(Stat::PassNotOurs);
+    }
+    let l4_len = (l3.ip_len as usize).saturating_sub(l3.l4_off - l2.l3_off);
+    let Ok(ports) = l4::parse(ctx, l3.l4_off, l3.proto, l4_len) else {
+        return malformed(l3.family, l3.dst);
+    };
     let layout = Layout {
         family: l3.family,
         proto: l3.proto,
@@ -106,11 +116,6 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
             return out;
         }
     }
-    let is_snat = if l3.family == FAMILY_V6 {
-        l3.dst == copy_addr(&cfg.snat_v6)
-    } else {
-        l3.dst[0] == cfg.snat_v4
-    };
     // The SNAT address is usually the node's own: its ssh, kubelet and API traffic must not
     // pay a hash lookup, and only ports we hand out can carry a reply.
     if is_snat && nat::in_snat_range(ports.dport, cfg) {
@@ -121,7 +126,16 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
 
 #[inline(always)]
 fn may_be_vip(addr: &[u32; 4], port: u16, proto: u8) -> bool {
-    let bit = vip_filter_bit(addr, port, proto);
+    filter_has(vip_filter_bit(addr, port, proto))
+}
+
+#[inline(always)]
+fn may_be_vip_addr(addr: &[u32; 4]) -> bool {
+    filter_has(vip_addr_filter_bit(addr))
+}
+
+#[inline(always)]
+fn filter_has(bit: u32) -> bool {
     VIP_FILTER
         .get(bit >> 6)
         .is_some_and(|w| *w & (1u64 << (bit & 63)) != 0)

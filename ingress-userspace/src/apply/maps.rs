@@ -13,8 +13,8 @@ use std::{
 };
 
 use ingress_common::l4::{
-    vip_filter_bit, Backend, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V4, FAMILY_V6,
-    NO_BACKEND, PROTO_TCP, PROTO_UDP, VIP_FILTER_BITS,
+    vip_addr_filter_bit, vip_filter_bit, Backend, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V4,
+    FAMILY_V6, NO_BACKEND, PROTO_TCP, PROTO_UDP, VIP_FILTER_BITS,
 };
 use thiserror::Error;
 use tracing::{debug, warn};
@@ -468,8 +468,12 @@ impl<W: MapWriter> L4Applier<W> {
     fn sync_vip_filter(&mut self) -> Result<(), ApplyError> {
         let mut words = vec![0u64; (VIP_FILTER_BITS / 64) as usize];
         for k in self.vips.keys() {
-            let bit = vip_filter_bit(&k.addr, k.port, k.proto);
-            words[(bit / 64) as usize] |= 1 << (bit % 64);
+            for bit in [
+                vip_filter_bit(&k.addr, k.port, k.proto),
+                vip_addr_filter_bit(&k.addr),
+            ] {
+                words[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
         }
         if self.vip_filter.as_ref() != Some(&words) {
             self.writer.write_vip_filter(&words)?;

@@ -15,7 +15,7 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLinkId,
-        ProgramFd, Xdp, XdpMode,
+        ProgramError, ProgramFd, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -192,12 +192,43 @@ fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, L
             step: "program type".into(),
             source,
         })?;
-    prog.load().map_err(|source| LoadError::Program {
+    // The verifier gives up with EAGAIN when a signal arrives for the process while it works
+    // (SIGCHLD of a child, in a process with a handler for it): only a retry helps.
+    let interrupted = |e: &ProgramError| {
+        matches!(e, ProgramError::LoadError { io_error, .. }
+            if io_error.raw_os_error() == Some(libc::EAGAIN))
+    };
+    retry_interrupted(|| prog.load(), interrupted, name).map_err(|source| LoadError::Program {
         step: format!("verifying {name}"),
         source,
     })?;
     Ok(prog)
 }
+
+/// Runs `load` until it succeeds, fails for another reason than `interrupted`, or was
+/// interrupted `LOAD_TRIES` times in a row.
+fn retry_interrupted<T, E>(
+    mut load: impl FnMut() -> Result<T, E>,
+    interrupted: impl Fn(&E) -> bool,
+    name: &str,
+) -> Result<T, E> {
+    let mut tries = 0;
+    loop {
+        match load() {
+            Err(e) if interrupted(&e) && tries < LOAD_TRIES => {
+                tries += 1;
+                warn!(
+                    program = name,
+                    tries, "verifier interrupted by a signal; loading again"
+                );
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Loads of one program tried while the verifier keeps being interrupted.
+const LOAD_TRIES: u32 = 5;
 
 /// A descriptor of the loaded program `prog` (named `name`) that outlives the borrow of the
 /// object it came from.
@@ -563,6 +594,49 @@ fn raise_memlock() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn interrupted_loads_are_retried_a_bounded_number_of_times() {
+        use super::{retry_interrupted, LOAD_TRIES};
+        let eagain = || std::io::Error::from_raw_os_error(libc::EAGAIN);
+        let is_eagain = |e: &std::io::Error| e.raw_os_error() == Some(libc::EAGAIN);
+        let mut calls = 0;
+        let r = retry_interrupted(
+            || {
+                calls += 1;
+                if calls < 3 {
+                    Err(eagain())
+                } else {
+                    Ok(calls)
+                }
+            },
+            is_eagain,
+            "p",
+        );
+        assert_eq!(r.ok(), Some(3));
+        let mut calls = 0;
+        let r: Result<(), _> = retry_interrupted(
+            || {
+                calls += 1;
+                Err(eagain())
+            },
+            is_eagain,
+            "p",
+        );
+        assert!(r.is_err());
+        assert_eq!(calls, LOAD_TRIES + 1);
+        let mut calls = 0;
+        let r: Result<(), _> = retry_interrupted(
+            || {
+                calls += 1;
+                Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+            },
+            is_eagain,
+            "p",
+        );
+        assert!(r.is_err());
+        assert_eq!(calls, 1, "a verifier rejection is not retried");
+    }
+
     use super::is_virtual;
 
     #[test]
