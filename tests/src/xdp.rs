@@ -103,15 +103,7 @@ impl XdpLab {
         conntrack: u32,
         ports: (u16, u16),
     ) -> Result<Self> {
-        Self::build(
-            services,
-            max_vips,
-            conntrack,
-            ports,
-            FlowTimeouts::default(),
-            false,
-            None,
-        )
+        Self::with_build(services, max_vips, conntrack, ports, None)
     }
 
     /// Like [`XdpLab::with_ports`] running another build of the kernel object (`object`: the
@@ -123,14 +115,19 @@ impl XdpLab {
         ports: (u16, u16),
         object: &[u8],
     ) -> Result<Self> {
+        Self::with_build(services, max_vips, conntrack, ports, Some(object))
+    }
+
+    fn with_build(
+        services: &[L4Service],
+        max_vips: u32,
+        conntrack: u32,
+        ports: (u16, u16),
+        object: Option<&[u8]>,
+    ) -> Result<Self> {
+        let timeouts = FlowTimeouts::default();
         Self::build(
-            services,
-            max_vips,
-            conntrack,
-            ports,
-            FlowTimeouts::default(),
-            false,
-            Some(object),
+            services, max_vips, conntrack, ports, timeouts, false, object,
         )
     }
 

@@ -714,15 +714,8 @@ fn an_overfull_conntrack_table_evicts_instead_of_failing() {
     assert_eq!(packets(&lab, Stat::DropMapError), 0);
     assert_eq!(packets(&lab, Stat::FwdNewFlow), 300);
     let live = |lab: &mut XdpLab| -> Vec<FlowKey> {
-        let map = lab
-            .datapath
-            .ebpf_mut()
-            .map(ingress_common::maps::CONNTRACK)
-            .unwrap();
-        let flows: aya::maps::Array<_, Bucket<FlowNat>> = aya::maps::Array::try_from(map).unwrap();
         let mut keys = Vec::new();
-        for b in flows.iter() {
-            let b = b.unwrap();
+        for b in conntrack_buckets(lab) {
             keys.extend(
                 (0..WAYS)
                     .filter(|&w| is_live(b.tags[w]))
@@ -789,13 +782,7 @@ fn a_full_bucket_evicts_the_longest_quiet_flow_not_the_oldest() {
     run(&lab, reply, lab.ifindex_b);
     // A new flow into the full bucket takes the slot of a quiet one.
     run(&lab, flow(100, SYN), lab.ifindex_a);
-    let map = lab
-        .datapath
-        .ebpf_mut()
-        .map(ingress_common::maps::CONNTRACK)
-        .unwrap();
-    let flows: aya::maps::Array<_, Bucket<FlowNat>> = aya::maps::Array::try_from(map).unwrap();
-    let bucket = flows.get(&0, 0).unwrap();
+    let bucket = conntrack_buckets(&mut lab).remove(0);
     let held: Vec<u16> = (0..WAYS)
         .filter(|&w| is_live(bucket.tags[w]))
         .map(|w| u16::from_be(bucket.slots[w].key.sport) - 10000)
@@ -805,6 +792,17 @@ fn a_full_bucket_evicts_the_longest_quiet_flow_not_the_oldest() {
     assert!(held.contains(&100), "the new flow is missing: {held:?}");
     let quiet_gone = (1..WAYS as u16).filter(|i| !held.contains(i)).count();
     assert_eq!(quiet_gone, 1, "{held:?}");
+}
+
+/// Every bucket of the lab's forward conntrack table, as userspace reads it.
+fn conntrack_buckets(lab: &mut XdpLab) -> Vec<Bucket<FlowNat>> {
+    let map = lab
+        .datapath
+        .ebpf_mut()
+        .map(ingress_common::maps::CONNTRACK)
+        .unwrap();
+    let flows: aya::maps::Array<_, Bucket<FlowNat>> = aya::maps::Array::try_from(map).unwrap();
+    flows.iter().map(|b| b.unwrap()).collect()
 }
 
 /// Deletes the reply entry of the flow that holds `snat_port` towards `backend`, as table
