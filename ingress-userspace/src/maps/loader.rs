@@ -192,22 +192,26 @@ fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, L
             step: "program type".into(),
             source,
         })?;
-    // The verifier gives up with EAGAIN when a signal arrives for the process while it works
-    // (SIGCHLD of a child, in a process with a handler for it): only a retry helps.
-    let interrupted = |e: &ProgramError| {
-        matches!(e, ProgramError::LoadError { io_error, .. }
-            if io_error.raw_os_error() == Some(libc::EAGAIN))
-    };
-    retry_interrupted(|| prog.load(), interrupted, name).map_err(|source| LoadError::Program {
-        step: format!("verifying {name}"),
-        source,
+    retry_interrupted(|| prog.load(), verifier_interrupted, name).map_err(|source| {
+        LoadError::Program {
+            step: format!("verifying {name}"),
+            source,
+        }
     })?;
     Ok(prog)
 }
 
+/// Whether a program load failed only because the verifier was interrupted: it gives up with
+/// EAGAIN when a signal arrives for the process while it works (SIGCHLD of a child, in a
+/// process with a handler for it), and only a retry helps.
+pub(crate) fn verifier_interrupted(e: &ProgramError) -> bool {
+    matches!(e, ProgramError::LoadError { io_error, .. }
+        if io_error.raw_os_error() == Some(libc::EAGAIN))
+}
+
 /// Runs `load` until it succeeds, fails for another reason than `interrupted`, or was
 /// interrupted `LOAD_TRIES` times in a row.
-fn retry_interrupted<T, E>(
+pub(crate) fn retry_interrupted<T, E>(
     mut load: impl FnMut() -> Result<T, E>,
     interrupted: impl Fn(&E) -> bool,
     name: &str,

@@ -131,7 +131,11 @@ pub fn attach_kernel(ebpf: &mut Ebpf) -> Result<KernelSplice, SpliceError> {
         .program_mut(PROGRAM)
         .ok_or(SpliceError::MissingProgram)?
         .try_into()?;
-    prog.load()?;
+    crate::maps::loader::retry_interrupted(
+        || prog.load(),
+        crate::maps::loader::verifier_interrupted,
+        PROGRAM,
+    )?;
     prog.attach(socks.fd())?;
     Ok(KernelSplice {
         _ebpf: None,
