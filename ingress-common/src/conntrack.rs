@@ -40,6 +40,17 @@ pub const HOP_TTL_JIFFIES: u32 = 256;
 /// `seen` of a flow entry: the seconds part (coarse monotonic clock, wrapping in 29 bits).
 pub const SEEN_SECS: u32 = (1 << 29) - 1;
 
+/// `seen` of a reply entry: the backend has answered (a packet came back through it). Until
+/// then the flow is held only for `LbConfig::unreplied_secs` of quiet, so a flood of SYNs
+/// or one-way datagrams to a VIP cannot hold SNAT ports for the established timeout.
+pub const SEEN_REPLIED: u32 = 1 << 29;
+/// The flag bits of `seen`: they stay set once set.
+pub const SEEN_FLAGS: u32 = !SEEN_SECS;
+/// `seen` of a flow entry: a FIN was seen in this direction.
+pub const SEEN_FIN: u32 = 1 << 30;
+/// `seen` of a flow entry: an RST was seen in this direction.
+pub const SEEN_RST: u32 = 1 << 31;
+
 /// A bucket's stamp for a value last seen at `seen` (see `Bucket::stamps`).
 #[inline(always)]
 pub const fn stamp_of(seen: u32) -> u16 {
@@ -52,16 +63,6 @@ pub const fn stamp_of(seen: u32) -> u16 {
 pub const fn stamp_age(stamp: u16, now: u32) -> u16 {
     (now as u16).wrapping_sub(stamp)
 }
-/// `seen` of a reply entry: the backend has answered (a packet came back through it). Until
-/// then the flow is held only for `LbConfig::unreplied_secs` of quiet, so a flood of SYNs
-/// or one-way datagrams to a VIP cannot hold SNAT ports for the established timeout.
-pub const SEEN_REPLIED: u32 = 1 << 29;
-/// The flag bits of `seen`: they stay set once set.
-pub const SEEN_FLAGS: u32 = !SEEN_SECS;
-/// `seen` of a flow entry: a FIN was seen in this direction.
-pub const SEEN_FIN: u32 = 1 << 30;
-/// `seen` of a flow entry: an RST was seen in this direction.
-pub const SEEN_RST: u32 = 1 << 31;
 
 /// Forward translation of a client flow: where it goes and which source it wears.
 ///

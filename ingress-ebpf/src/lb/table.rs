@@ -18,7 +18,10 @@ use ingress_common::{
     l4::LbConfig,
 };
 
-use crate::maps::{CT_BUCKETS, TABLE_WAY};
+use crate::{
+    lb::expiry,
+    maps::{CT_BUCKETS, TABLE_WAY},
+};
 
 /// Tries at the bucket lock before an insert gives up: a holder keeps it for a few dozen
 /// instructions, so failing means another CPU is inserting into this very bucket right now.
@@ -160,15 +163,25 @@ impl<V: Aged + Copy + 'static> Table<V> {
         out
     }
 
+    /// Records a packet of `key`'s flow, carrying the `flags` bits, at the current time: in
+    /// its value's `seen` (`seen` points at that field of the value found for `key`) and in
+    /// its bucket's stamp, which eviction reads instead of the value.
+    #[inline(always)]
+    pub fn mark_seen(&self, cfg: &LbConfig, key: &FlowKey, seen: *mut u32, flags: u32) {
+        let secs = expiry::now_secs();
+        expiry::touch(seen, flags, secs);
+        self.stamp(cfg, key, secs);
+    }
+
     /// Records in `key`'s bucket header that its flow was seen at `seen` (the time just
-    /// written into its value), so eviction knows without reading the slot. No lock: only
-    /// this slot's stamp is written, and a racing writer stores an equally recent one.
+    /// written into its value). No lock: only this slot's stamp is written, and a racing
+    /// writer stores an equally recent one.
     ///
     /// Out of line: it runs once per hop TTL per flow, and inlined, its second search of the
     /// bucket kept the first one's results alive across the forwarding path (~5% of a
     /// conntrack hit).
     #[inline(never)]
-    pub fn stamp(&self, cfg: &LbConfig, key: &FlowKey, seen: u32) {
+    fn stamp(&self, cfg: &LbConfig, key: &FlowKey, seen: u32) {
         let Some((b, tag)) = self.bucket(cfg, key) else {
             return;
         };

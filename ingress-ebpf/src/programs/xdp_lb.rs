@@ -16,7 +16,6 @@ use crate::{
     lb::{
         copy_addr,
         emit::emit,
-        expiry,
         fib::FibQuery,
         hop,
         nat::{self, Layout, Tuple},
@@ -206,8 +205,8 @@ fn query<'a>(l3: &L3, t: &'a Tuple) -> FibQuery<'a> {
 
 /// Client -> VIP: established flows keep their NAT; everything else is handed to
 /// `xdp_flow`, which records a new flow and forwards its packet, or checks that a flow due
-/// for its once-per-hop-TTL port check still owns its port and calls this program again. `None` when the packet is not
-/// for a VIP after all (a prefilter false positive).
+/// for its once-per-hop-TTL port check still owns its port and calls this program again.
+/// `None` when the packet is not for a VIP after all (a prefilter false positive).
 ///
 /// Conntrack is consulted before the VIP table: an established flow needs one lookup, and
 /// keeps going even if its VIP was removed since, as established flows do in kube-proxy.
@@ -273,9 +272,7 @@ fn forward(
     if closing != 0 || !hop::fresh(&nat.hop, now) {
         // SAFETY: the seen field of the same live value.
         let seen = unsafe { &raw mut (*entry).seen };
-        let secs = expiry::now_secs();
-        expiry::touch(seen, closing, secs);
-        FLOWS.stamp(cfg, &scratch.key, secs);
+        FLOWS.mark_seen(cfg, &scratch.key, seen, closing);
     }
     // SAFETY: the hop field of the same live value.
     let next = hop::resolve(ctx, &query(l3, &new), unsafe { &raw mut (*entry).hop }, now);
@@ -366,13 +363,8 @@ fn reply(
         // The first reply always lands here (a new entry has no hop): it marks the flow as
         // answered.
         // SAFETY: the seen field of the same live value.
-        let secs = expiry::now_secs();
-        expiry::touch(
-            unsafe { &raw mut (*entry).seen },
-            closing | SEEN_REPLIED,
-            secs,
-        );
-        REPLIES.stamp(cfg, &scratch.key, secs);
+        let seen = unsafe { &raw mut (*entry).seen };
+        REPLIES.mark_seen(cfg, &scratch.key, seen, closing | SEEN_REPLIED);
     }
     let new = Tuple {
         src: copy_addr(&r.vip),
