@@ -494,6 +494,27 @@ pub fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
+/// What each open file descriptor of this process points at (`fd -> target`), to name
+/// the descriptors a leak check found extra.
+pub fn open_fd_targets() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some(format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                target.to_string_lossy()
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Polls `f` every 20 ms until it returns true or `limit` passes; returns the last value.
 pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
