@@ -10,8 +10,9 @@
 //! only when that has to change. On becoming leader and then every `resync`, one paged LIST
 //! of Ingresses refreshes `known`, which repairs anything changed behind our back. When the
 //! addresses change (a node joins or leaves, with `--publish-pods`), the same LIST runs and
-//! every owned Ingress is written again; an Ingress we stopped owning at that very moment
-//! keeps the old list (it no longer shows "ours", the current one).
+//! every owned Ingress is written again. Lists this process published before still count as
+//! ours for clearing, so an Ingress we stopped owning while the addresses changed is cleared
+//! too instead of keeping the old list.
 use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
 
 use k8s_openapi::api::networking::v1::Ingress;
@@ -31,6 +32,9 @@ use crate::{snapshot::ObjectRef, translate::Translation};
 pub const FIELD_MANAGER: &str = "ingressd";
 /// Bound on one request, including kube's own retries of 429/503 answers.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Earlier address lists remembered for clearing; a node pool that churns faster than the
+/// status is written only needs the last few.
+const PAST_LISTS: usize = 16;
 
 /// What to write and how often to re-check it.
 #[derive(Clone, Debug)]
@@ -99,7 +103,7 @@ pub async fn run(
         if addresses != writer.addresses {
             // Every owned Ingress shows the old list now: relist and write them all.
             debug!(?addresses, "publishing new Ingress status addresses");
-            writer.addresses = addresses;
+            writer.replace_addresses(addresses);
             writer.forget();
             retry_at = None;
         }
@@ -211,8 +215,12 @@ fn status_addresses(ingress: &Ingress) -> Option<Vec<IpAddr>> {
 struct StatusWriter {
     api: Api<Ingress>,
     addresses: Vec<IpAddr>,
+    /// Lists published before `addresses`, newest last.
+    past: Vec<Vec<IpAddr>>,
     /// Ingresses whose status is exactly `addresses`, as far as we know.
     known: BTreeSet<IngressKey>,
+    /// Ingresses whose status is one of the `past` lists, as the last LIST showed.
+    stale: BTreeSet<IngressKey>,
     /// `known` reflects a LIST made while leading.
     refreshed: bool,
 }
@@ -222,18 +230,37 @@ impl StatusWriter {
         StatusWriter {
             api: Api::all(client),
             addresses,
+            past: Vec::new(),
             known: BTreeSet::new(),
+            stale: BTreeSet::new(),
             refreshed: false,
         }
     }
 
     fn forget(&mut self) {
         self.known.clear();
+        self.stale.clear();
         self.refreshed = false;
+    }
+
+    /// Publishes `addresses` from now on; the current list joins the past ones.
+    fn replace_addresses(&mut self, addresses: Vec<IpAddr>) {
+        let old = std::mem::replace(&mut self.addresses, addresses);
+        self.past.retain(|p| *p != old && *p != self.addresses);
+        if !old.is_empty() {
+            self.past.push(old);
+        }
+        if self.past.len() > PAST_LISTS {
+            self.past.remove(0);
+        }
     }
 
     fn shows_ours(&self, ingress: &Ingress) -> bool {
         status_addresses(ingress).as_deref() == Some(&self.addresses[..])
+    }
+
+    fn shows_past(&self, ingress: &Ingress) -> bool {
+        status_addresses(ingress).is_some_and(|a| !a.is_empty() && self.past.contains(&a))
     }
 
     /// Optionally refreshes, then syncs; returns how many requests failed.
@@ -253,41 +280,56 @@ impl StatusWriter {
         failed + self.sync(owned, leader).await
     }
 
-    /// Reloads `known` from a paged LIST. This also finds Ingresses we no longer own that still
-    /// show our addresses from an earlier run, so they get cleared.
+    /// Reloads `known` and `stale` from a paged LIST. This also finds Ingresses we no longer
+    /// own that still show our addresses from an earlier run, so they get cleared.
     async fn refresh(&mut self) -> Result<(), StatusError> {
         let mut known = BTreeSet::new();
+        let mut stale = BTreeSet::new();
         let mut params = ListParams::default().limit(500);
         loop {
             let page = tokio::time::timeout(REQUEST_TIMEOUT, self.api.list(&params))
                 .await
                 .map_err(|_| StatusError::Timeout("Ingresses".into()))?
                 .map_err(|e| StatusError::Api("Ingresses".into(), e))?;
-            known.extend(page.items.iter().filter(|i| self.shows_ours(i)).map(|i| {
-                (
-                    i.metadata.namespace.clone().unwrap_or_default(),
-                    i.metadata.name.clone().unwrap_or_default(),
-                )
-            }));
+            for i in &page.items {
+                let key = || {
+                    (
+                        i.metadata.namespace.clone().unwrap_or_default(),
+                        i.metadata.name.clone().unwrap_or_default(),
+                    )
+                };
+                if self.shows_ours(i) {
+                    known.insert(key());
+                } else if self.shows_past(i) {
+                    stale.insert(key());
+                }
+            }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
                 None => break,
             }
         }
         self.known = known;
+        self.stale = stale;
         self.refreshed = true;
         Ok(())
     }
 
     /// Sets the status of owned Ingresses and clears it on the others that show our
-    /// addresses; returns how many writes failed. Stops as soon as leadership is lost.
+    /// addresses, current or past; returns how many writes failed. Stops as soon as
+    /// leadership is lost.
     async fn sync(&mut self, owned: &[ObjectRef], leader: &watch::Receiver<bool>) -> usize {
         let owned: BTreeSet<IngressKey> = owned
             .iter()
             .map(|o| (o.namespace.clone(), o.name.clone()))
             .collect();
         let set: Vec<IngressKey> = owned.difference(&self.known).cloned().collect();
-        let clear: Vec<IngressKey> = self.known.difference(&owned).cloned().collect();
+        let clear: Vec<IngressKey> = self
+            .known
+            .union(&self.stale)
+            .filter(|k| !owned.contains(*k))
+            .cloned()
+            .collect();
         let mut failed = 0;
         let writes = set
             .iter()
@@ -321,6 +363,7 @@ impl StatusWriter {
         match result {
             Ok(ingress) => {
                 debug!(namespace, name, set, "Ingress status written");
+                self.stale.remove(key);
                 if self.shows_ours(&ingress) {
                     self.known.insert(key.clone());
                 } else {
@@ -334,6 +377,7 @@ impl StatusWriter {
                     name, "Ingress gone before its status was written"
                 );
                 self.known.remove(key);
+                self.stale.remove(key);
                 true
             }
             Err(error) => {

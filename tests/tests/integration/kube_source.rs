@@ -903,6 +903,62 @@ async fn status_publishes_the_nodes_of_running_ingressd_pods() {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// An Ingress un-owned while the published addresses change still shows the old list,
+/// which is no longer "ours" by the current one; it is cleared all the same, and a status
+/// this process never wrote is left alone.
+#[tokio::test]
+async fn status_clears_an_ingress_unowned_while_the_addresses_change() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    api.apply(ingress("shop", "api"));
+    let mut foreign = ingress("shop", "foreign");
+    foreign["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}});
+    api.apply(foreign);
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap_or_else(|e| panic!("{e}")) };
+    let (addresses, arx) = watch::channel(vec![ip("192.0.2.1")]);
+    let (translations, trx) = watch::channel(translation(1, owned(&["api", "web"]), vec![]));
+    let (_leader, lrx) = watch::channel(true);
+    let shutdown = CancellationToken::new();
+    let config = StatusConfig {
+        resync: Duration::from_secs(3600),
+        retry: Duration::from_millis(200),
+        ..StatusConfig::following(arx)
+    };
+    let task = tokio::spawn(status::run(
+        client(&api),
+        config,
+        trx,
+        lrx,
+        shutdown.clone(),
+    ));
+    let old = json!({"ingress": [{"ip": "192.0.2.1"}]});
+    api.wait_until(WAIT, "both statuses set", |a| {
+        lb(a, "web") == old && lb(a, "api") == old
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // Both changes before the writer runs again.
+    addresses.send_replace(vec![ip("192.0.2.2")]);
+    translations.send_replace(translation(2, owned(&["web"]), vec![]));
+    let new = json!({"ingress": [{"ip": "192.0.2.2"}]});
+    api.wait_until(WAIT, "web moved to the new list, api cleared", |a| {
+        lb(a, "web") == new && lb(a, "api") == json!({})
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: web {}, api {}", lb(&api, "web"), lb(&api, "api")));
+    assert_eq!(
+        lb(&api, "foreign"),
+        json!({"ingress": [{"ip": "198.51.100.7"}]}),
+        "a status this process never wrote was touched"
+    );
+    shutdown.cancel();
+    timeout(WAIT, task)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 fn lease(api: &FakeApi) -> Value {
     api.get(
         "coordination.k8s.io/v1",
