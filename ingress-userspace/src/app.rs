@@ -106,9 +106,17 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = settings(&args)?;
     let snat = snat_settings(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // Pinned to one CPU (a cpuset of one, `taskset`), one worker is all a multi-thread
+    // runtime would start; the current-thread scheduler does the same work without the
+    // cross-thread queues and wake-up bookkeeping.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder.enable_all().build()?;
+    info!(one_cpu, "runtime started");
     runtime.block_on(async move {
         let app = App::build(args, settings, snat).await?;
         app.run().await

@@ -27,10 +27,49 @@ impl Ingressd {
         admin: &str,
         log: &Path,
     ) -> Result<Self> {
+        Self::spawn(bin, ns, args, admin, log, None)
+    }
+
+    /// Starts `bin run <args>` with its CPU affinity set to `cpu` alone (as `taskset -c`, or
+    /// a cpuset of one CPU), logging to `log`.
+    pub fn start_on_cpu(
+        bin: &Path,
+        args: &[String],
+        admin: &str,
+        log: &Path,
+        cpu: usize,
+    ) -> Result<Self> {
+        Self::spawn(bin, None, args, admin, log, Some(cpu))
+    }
+
+    fn spawn(
+        bin: &Path,
+        ns: Option<&NetNs>,
+        args: &[String],
+        admin: &str,
+        log: &Path,
+        cpu: Option<usize>,
+    ) -> Result<Self> {
         let out =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(bin);
+        if let Some(cpu) = cpu {
+            // SAFETY: the closure only calls sched_setaffinity(2), which is async-signal-safe,
+            // on a set built on its own stack.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         if let Some(ns) = ns {
             // Enter the namespace between fork and exec rather than through `ip netns exec`,
             // which remounts /sys and would hide the host's bpffs at /sys/fs/bpf (as a

@@ -337,6 +337,29 @@ fn get(addr: SocketAddr, host: &str) -> std::io::Result<String> {
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
+    let log = drain_case(None);
+    assert!(
+        log.iter().any(|v| v["one_cpu"] == false),
+        "a multi-thread runtime on this multi-CPU machine"
+    );
+}
+
+/// Pinned to one CPU, ingressd runs on a current-thread runtime: the same 20 concurrent slow
+/// requests are in flight at once and finish through the drain, and a manifest change is
+/// translated and served meanwhile (the translation leaves the runtime's only thread).
+#[test]
+fn pinned_to_one_cpu_it_serves_reloads_and_drains_on_one_thread() {
+    let log = drain_case(Some(0));
+    assert!(
+        log.iter().any(|v| v["one_cpu"] == true),
+        "no current-thread runtime"
+    );
+}
+
+/// Starts ingressd (pinned to `cpu` if given) in front of a slow upstream, SIGTERMs it with
+/// 20 requests in flight, checks every one finishes and the exit is clean; returns its JSON
+/// log lines.
+fn drain_case(cpu: Option<usize>) -> Vec<serde_json::Value> {
     let upstream = slow_upstream(Duration::from_millis(600));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -344,24 +367,7 @@ fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
         format!(
             "{}{}",
             class_and_service_yaml("slow", &upstream.to_string(), "http", 80),
-            r#"apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: slow
-  namespace: default
-spec:
-  rules:
-  - host: slow.test
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service:
-            name: slow
-            port:
-              number: 80
-"#
+            slow_ingress_yaml("slow", "slow.test")
         ),
     )
     .unwrap();
@@ -385,22 +391,43 @@ spec:
         "--drain-timeout",
         "5s",
         "--pin-dir",
-        &format!("/sys/fs/bpf/{}", tests::netns::owned("restart", "drain")),
+        &format!("/sys/fs/bpf/{}", tests::netns::owned_unique("restart")),
         "--log-format",
         "json",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut p = Ingressd::start(
-        BIN.as_ref(),
-        None,
-        &args,
-        &admin.to_string(),
-        &dir.path().join("log"),
-    )
+    let log_path = dir.path().join("log");
+    let mut p = match cpu {
+        Some(cpu) => {
+            Ingressd::start_on_cpu(BIN.as_ref(), &args, &admin.to_string(), &log_path, cpu)
+        }
+        None => Ingressd::start(BIN.as_ref(), None, &args, &admin.to_string(), &log_path),
+    }
     .unwrap();
     p.wait_ready(Duration::from_secs(20)).unwrap();
+    if cpu.is_some() {
+        // A manifest change goes through the watcher and the translation off the runtime.
+        std::fs::write(
+            dir.path().join("two.yaml"),
+            slow_ingress_yaml("two", "two.test"),
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = get(http, "two.test").unwrap_or_default();
+            if r.starts_with("HTTP/1.1 200") && r.ends_with("slow") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "two.test never routed: {r}\n{}",
+                p.log_text()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
 
     let inflight: Vec<_> = (0..20)
         .map(|_| thread::spawn(move || get(http, "slow.test")))
@@ -452,4 +479,29 @@ spec:
         access, 20,
         "one access record per in-flight request:\n{log}"
     );
+    lines
+}
+
+/// An Ingress named `name` routing `host` to the `slow` Service.
+fn slow_ingress_yaml(name: &str, host: &str) -> String {
+    format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: slow
+            port:
+              number: 80
+"#
+    )
 }
