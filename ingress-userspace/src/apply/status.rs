@@ -3,7 +3,9 @@
 //!
 //! Writes are JSON merge patches (`application/merge-patch+json`) on the `status` subresource:
 //! a merge patch replaces the `ingress` list whole, which is exactly "we own this field", and
-//! clearing is `"ingress": null`. Server-side apply would also work but would make us co-own
+//! clearing is `"ingress": null`. A clear is guarded: the Ingress is read first and the patch
+//! carries the `resourceVersion` read, so a status that another controller wrote meanwhile (the
+//! Ingress moved to its class) is never removed; on a conflict the read is repeated. Server-side apply would also work but would make us co-own
 //! the field with other managers' history for no benefit here.
 //!
 //! Which Ingresses the API server shows our addresses on is tracked in memory: a patch goes out
@@ -35,6 +37,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Earlier address lists remembered for clearing; a node pool that churns faster than the
 /// status is written only needs the last few.
 const PAST_LISTS: usize = 16;
+/// Reads and conditional patches per clear before it waits for the retry timer.
+const CLEAR_TRIES: usize = 3;
 
 /// What to write and how often to re-check it.
 #[derive(Clone, Debug)]
@@ -174,6 +178,21 @@ struct PatchLoadBalancer {
 #[derive(Debug, Serialize)]
 struct PatchIngress {
     ip: String,
+}
+
+/// `{"metadata":{"resourceVersion":..},"status":{"loadBalancer":{"ingress":null}}}`: a clear
+/// that the API server refuses (409) if the object changed since `resource_version`.
+#[derive(Debug, Serialize)]
+struct GuardedClear {
+    metadata: PatchMetadata,
+    #[serde(flatten)]
+    clear: StatusPatch,
+}
+
+#[derive(Debug, Serialize)]
+struct PatchMetadata {
+    #[serde(rename = "resourceVersion")]
+    resource_version: String,
 }
 
 /// The merge patch setting `addresses`, or clearing the list when empty.
@@ -344,32 +363,93 @@ impl StatusWriter {
         failed
     }
 
-    /// One merge patch; true if the server holds the wanted status afterwards (or the Ingress
-    /// is gone).
+    /// Sets our addresses (`set`) or clears them; true if the server holds the wanted status
+    /// afterwards (or the Ingress is gone, or shows a status that is not ours to clear).
     async fn write(&mut self, key: &IngressKey, set: bool) -> bool {
+        if set {
+            let patch = Patch::Merge(patch_body(&self.addresses));
+            return self.patch(key, &patch).await == Patched::Done;
+        }
+        for _ in 0..CLEAR_TRIES {
+            let Some(resource_version) = self.still_ours(key).await else {
+                return !self.known.contains(key) && !self.stale.contains(key);
+            };
+            let patch = Patch::Merge(GuardedClear {
+                metadata: PatchMetadata { resource_version },
+                clear: patch_body(&[]),
+            });
+            match self.patch(key, &patch).await {
+                Patched::Done => return true,
+                Patched::Failed => return false,
+                Patched::Conflict => debug!(
+                    ?key,
+                    "Ingress changed before its status was cleared; reading it again"
+                ),
+            }
+        }
+        false
+    }
+
+    /// Reads the Ingress: its resourceVersion if its status still shows a list of ours.
+    /// Otherwise (gone, or another writer's status) it is forgotten and `None` returned; a
+    /// failed read also returns `None` but keeps the key, so the clear is retried.
+    async fn still_ours(&mut self, key: &IngressKey) -> Option<String> {
+        let (namespace, name) = key;
+        let api = Api::<Ingress>::namespaced(self.api.clone().into_client(), namespace);
+        let got = match tokio::time::timeout(REQUEST_TIMEOUT, api.get_opt(name)).await {
+            Ok(Ok(got)) => got,
+            Ok(Err(error)) => {
+                warn!(namespace, name, %error, "reading Ingress before clearing its status failed");
+                return None;
+            }
+            Err(_) => {
+                warn!(
+                    namespace,
+                    name, "reading Ingress before clearing its status timed out"
+                );
+                return None;
+            }
+        };
+        let ours = got
+            .as_ref()
+            .filter(|i| self.shows_ours(i) || self.shows_past(i))
+            .and_then(|i| i.metadata.resource_version.clone());
+        if ours.is_none() {
+            debug!(namespace, name, "status no longer ours; left as it is");
+            self.known.remove(key);
+            self.stale.remove(key);
+        }
+        ours
+    }
+
+    /// One merge patch of the status subresource; updates `known` from the answer.
+    async fn patch<P: Serialize + std::fmt::Debug>(
+        &mut self,
+        key: &IngressKey,
+        patch: &Patch<P>,
+    ) -> Patched {
         let (namespace, name) = key;
         let api = Api::<Ingress>::namespaced(self.api.clone().into_client(), namespace);
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        let patch = Patch::Merge(patch_body(if set { &self.addresses } else { &[] }));
-        let patched =
-            tokio::time::timeout(REQUEST_TIMEOUT, api.patch_status(name, &params, &patch));
+        let patched = tokio::time::timeout(REQUEST_TIMEOUT, api.patch_status(name, &params, patch));
         let Ok(result) = patched.await else {
             warn!(namespace, name, "writing Ingress status timed out");
-            return false;
+            return Patched::Failed;
         };
         match result {
             Ok(ingress) => {
-                debug!(namespace, name, set, "Ingress status written");
                 self.stale.remove(key);
-                if self.shows_ours(&ingress) {
+                let ours = self.shows_ours(&ingress);
+                debug!(namespace, name, ours, "Ingress status written");
+                if ours {
                     self.known.insert(key.clone());
                 } else {
                     self.known.remove(key);
                 }
-                true
+                Patched::Done
             }
             Err(kube::Error::Api(s)) if s.is_not_found() => {
                 debug!(
@@ -378,14 +458,26 @@ impl StatusWriter {
                 );
                 self.known.remove(key);
                 self.stale.remove(key);
-                true
+                Patched::Done
             }
+            Err(kube::Error::Api(s)) if s.is_conflict() => Patched::Conflict,
             Err(error) => {
                 warn!(namespace, name, %error, "writing Ingress status failed");
-                false
+                Patched::Failed
             }
         }
     }
+}
+
+/// How one status patch ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Patched {
+    /// Applied, or the Ingress is gone.
+    Done,
+    /// The resourceVersion precondition failed.
+    Conflict,
+    /// Anything else: retried on the timer.
+    Failed,
 }
 
 #[cfg(test)]
@@ -408,6 +500,17 @@ mod tests {
         );
         let clear = serde_json::to_string(&patch_body(&[])).unwrap_or_default();
         assert_eq!(clear, r#"{"status":{"loadBalancer":{"ingress":null}}}"#);
+        let guarded = serde_json::to_string(&GuardedClear {
+            metadata: PatchMetadata {
+                resource_version: "42".into(),
+            },
+            clear: patch_body(&[]),
+        })
+        .unwrap_or_default();
+        assert_eq!(
+            guarded,
+            r#"{"metadata":{"resourceVersion":"42"},"status":{"loadBalancer":{"ingress":null}}}"#
+        );
     }
 
     #[test]

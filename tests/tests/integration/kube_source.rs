@@ -562,7 +562,27 @@ async fn kube_client_reads_a_kubeconfig_file() {
 
 const PUBLISH: &str = "192.0.2.10";
 const SET_BODY: &str = r#"{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.10"}]}}}"#;
-const CLEAR_BODY: &str = r#"{"status":{"loadBalancer":{"ingress":null}}}"#;
+
+/// A clear: guarded by the resourceVersion of the Ingress as it was read just before.
+fn clear_body(resource_version: &str) -> String {
+    format!(
+        r#"{{"metadata":{{"resourceVersion":"{resource_version}"}},"status":{{"loadBalancer":{{"ingress":null}}}}}}"#
+    )
+}
+
+fn resource_version(api: &FakeApi, name: &str) -> String {
+    api.get("networking.k8s.io/v1", "Ingress", "shop", name)
+        .and_then(|i| {
+            i["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+fn object_path(name: &str) -> String {
+    format!("/apis/networking.k8s.io/v1/namespaces/shop/ingresses/{name}")
+}
 
 fn owned(names: &[&str]) -> Vec<ObjectRef> {
     names
@@ -685,10 +705,11 @@ async fn status_patches_set_and_clear_exactly_and_skips_no_ops() {
         ("GET", "/apis/networking.k8s.io/v1/ingresses")
     );
 
+    let rv = resource_version(&api, "api");
     st.translations
         .send_replace(translation(2, owned(&["web"]), vec![]));
     let p = wait_patches(&api, 3).await;
-    assert_patch(&p[2], "api", CLEAR_BODY);
+    assert_patch(&p[2], "api", &clear_body(&rv));
     assert_eq!(lb(&api, "api"), json!({}));
 
     // Nothing changed: no request at all.
@@ -710,6 +731,85 @@ async fn status_patches_set_and_clear_exactly_and_skips_no_ops() {
     assert_eq!(p[3].uri, status_path("gone"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(patches(&api).len(), 4, "a 404 is final");
+    st.stop().await;
+}
+
+/// A clear never removes a status another controller wrote: not one it wrote before we
+/// looked (no patch at all), and not one it wrote between our read and our patch (the
+/// patch's resourceVersion no longer matches, the re-read shows the other status).
+#[tokio::test]
+async fn status_clear_never_removes_a_status_another_controller_wrote() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    api.apply(ingress("shop", "api"));
+    api.apply(ingress("shop", "keep"));
+    let st = StatusTask::start(&api, true, Duration::from_secs(3600));
+    st.translations
+        .send_replace(translation(1, owned(&["api", "keep", "web"]), vec![]));
+    wait_patches(&api, 3).await;
+    let other = json!({"ingress": [{"hostname": "lb.other.example"}]});
+    let write_other = |name: &str| {
+        let mut ing = api
+            .get("networking.k8s.io/v1", "Ingress", "shop", name)
+            .unwrap_or_default();
+        ing["status"]["loadBalancer"] = other.clone();
+        api.apply(ing);
+    };
+
+    // Written before we look: read, found not ours, left alone.
+    write_other("web");
+    st.translations
+        .send_replace(translation(2, owned(&["api", "keep"]), vec![]));
+    api.wait_for_request(WAIT, |r| {
+        r.method == http::Method::GET && r.uri == object_path("web")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(patches(&api).len(), 3, "{:#?}", patches(&api));
+    assert_eq!(lb(&api, "web"), other);
+
+    // Written between our read and our patch: every answer is held back a second, and the
+    // other controller writes half a second after our read has been answered.
+    api.set_delay(Some(Duration::from_secs(1)));
+    st.translations
+        .send_replace(translation(3, owned(&["keep"]), vec![]));
+    let read = api
+        .wait_for_request(WAIT, |r| {
+            r.method == http::Method::GET && r.uri == object_path("api")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep_until(read.at + Duration::from_millis(1500)).await;
+    write_other("api");
+    api.wait_until(WAIT, "a second read of api after the conflict", |a| {
+        a.requests()
+            .iter()
+            .filter(|r| r.method == http::Method::GET && r.uri == object_path("api"))
+            .count()
+            >= 2
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    api.set_delay(None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let api_patches: Vec<String> = patches(&api)
+        .iter()
+        .filter(|r| r.uri == status_path("api"))
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(
+        api_patches.len(),
+        2,
+        "one set, one refused clear: {api_patches:#?}"
+    );
+    assert_eq!(
+        lb(&api, "api"),
+        other,
+        "the other controller's status was removed"
+    );
+    // Still ours: untouched throughout.
+    assert_eq!(lb(&api, "keep"), json!({"ingress": [{"ip": PUBLISH}]}));
     st.stop().await;
 }
 
