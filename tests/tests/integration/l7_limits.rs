@@ -80,6 +80,35 @@ async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::R
     Ok(())
 }
 
+/// The default header count limit (100, as hyper's own, which the proxy leaves in place)
+/// holds: 101 fields get 431 from the proxy and nothing reaches the upstream; 100 fields are
+/// forwarded (what the upstream answers is its own business: the proxy adds the forwarding
+/// headers, which takes this test upstream past its own limit of 100).
+#[tokio::test]
+async fn l7_default_header_count_limit_is_100() -> anyhow::Result<()> {
+    let up = TestServer::echo("counted").await?;
+    let l7 = serving(&up, "counted", Limits::default()).await?;
+    assert_eq!(Limits::default().max_headers, 100);
+    let request = |fields: usize| {
+        // Host and Connection count too.
+        let extra: String = (0..fields - 2).map(|i| format!("X-{i}: v\r\n")).collect();
+        format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n")
+    };
+    let out = raw(l7.http, request(101).as_bytes()).await?;
+    assert_eq!(raw_status(&out), Some(431), "{out}");
+    assert_eq!(up.connections.load(SeqCst), 0, "101 fields were forwarded");
+    let out = raw(l7.http, request(100).as_bytes()).await?;
+    assert!(raw_status(&out).is_some(), "{out}");
+    assert_eq!(
+        up.connections.load(SeqCst),
+        1,
+        "100 fields were refused: {out}"
+    );
+    let out = raw(l7.http, request(90).as_bytes()).await?;
+    assert_eq!(raw_status(&out), Some(200), "{out}");
+    Ok(())
+}
+
 /// The CL+TE guard follows bodies by their framing: header-looking lines inside a body (a
 /// pasted HTTP message, a HAR dump) are body, on the request itself and on the ones after it.
 #[tokio::test]
