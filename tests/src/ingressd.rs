@@ -222,6 +222,31 @@ spec:
     )
 }
 
+/// An Ingress `name` in `default` routing every path of `host` to Service `service` on
+/// `port`: append it to [`class_and_service_yaml`].
+pub fn ingress_yaml(name: &str, host: &str, service: &str, port: u16) -> String {
+    format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: {service}
+            port:
+              number: {port}
+"#
+    )
+}
+
 /// An Ingress annotated `ssl-passthrough` for `host`, to Service `service` (in `default`) on
 /// `port`: append it to [`class_and_service_yaml`].
 pub fn passthrough_ingress_yaml(host: &str, service: &str, port: u16) -> String {

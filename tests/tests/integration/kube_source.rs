@@ -657,15 +657,33 @@ struct StatusTask {
 }
 
 impl StatusTask {
+    /// The status writer publishing [`PUBLISH`].
     fn start(api: &FakeApi, leading: bool, resync: Duration) -> StatusTask {
-        let (translations, trx) = watch::channel(Arc::new(Translation::default()));
+        let addr: IpAddr = PUBLISH.parse().unwrap_or_else(|e| panic!("{e}"));
+        Self::following(
+            api,
+            watch::channel(vec![addr]).1,
+            Arc::new(Translation::default()),
+            leading,
+            resync,
+        )
+    }
+
+    /// The status writer publishing whatever `addresses` holds, starting from `first`.
+    fn following(
+        api: &FakeApi,
+        addresses: watch::Receiver<Vec<IpAddr>>,
+        first: Arc<Translation>,
+        leading: bool,
+        resync: Duration,
+    ) -> StatusTask {
+        let (translations, trx) = watch::channel(first);
         let (leader, lrx) = watch::channel(leading);
         let shutdown = CancellationToken::new();
-        let addr: IpAddr = PUBLISH.parse().unwrap_or_else(|e| panic!("{e}"));
         let config = StatusConfig {
             resync,
             retry: Duration::from_millis(200),
-            ..StatusConfig::new(vec![addr])
+            ..StatusConfig::following(addresses)
         };
         let task = tokio::spawn(status::run(client(api), config, trx, lrx, shutdown.clone()));
         StatusTask {
@@ -932,19 +950,13 @@ async fn status_publishes_the_nodes_of_running_ingressd_pods() {
         selector: "app=ingressd".into(),
     };
     let addresses = publish::spawn(Some(client(&api)), source, shutdown.clone());
-    let (translations, trx) = watch::channel(translation(1, owned(&["web"]), vec![]));
-    let (_leader, lrx) = watch::channel(true);
-    let config = StatusConfig {
-        retry: Duration::from_millis(200),
-        ..StatusConfig::following(addresses)
-    };
-    let task = tokio::spawn(status::run(
-        client(&api),
-        config,
-        trx,
-        lrx,
-        shutdown.clone(),
-    ));
+    let st = StatusTask::following(
+        &api,
+        addresses,
+        translation(1, owned(&["web"]), vec![]),
+        true,
+        Duration::from_secs(60),
+    );
     let shows = |want: &[&str]| {
         let want: Vec<Value> = want.iter().map(|ip| json!({"ip": ip})).collect();
         move |a: &FakeApi| {
@@ -987,7 +999,8 @@ async fn status_publishes_the_nodes_of_running_ingressd_pods() {
     assert!(shows(&["192.0.2.1"])(&api));
     // Ingresses owned later get the current list too.
     api.apply(ingress("shop", "api"));
-    translations.send_replace(translation(2, owned(&["api", "web"]), vec![]));
+    st.translations
+        .send_replace(translation(2, owned(&["api", "web"]), vec![]));
     api.wait_until(WAIT, "api status", |a| {
         let ing = a
             .get("networking.k8s.io/v1", "Ingress", "shop", "api")
@@ -996,11 +1009,8 @@ async fn status_publishes_the_nodes_of_running_ingressd_pods() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    st.stop().await;
     shutdown.cancel();
-    timeout(WAIT, task)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// An Ingress un-owned while the published addresses change still shows the old list,
@@ -1016,21 +1026,13 @@ async fn status_clears_an_ingress_unowned_while_the_addresses_change() {
     api.apply(foreign);
     let ip = |s: &str| -> IpAddr { s.parse().unwrap_or_else(|e| panic!("{e}")) };
     let (addresses, arx) = watch::channel(vec![ip("192.0.2.1")]);
-    let (translations, trx) = watch::channel(translation(1, owned(&["api", "web"]), vec![]));
-    let (_leader, lrx) = watch::channel(true);
-    let shutdown = CancellationToken::new();
-    let config = StatusConfig {
-        resync: Duration::from_secs(3600),
-        retry: Duration::from_millis(200),
-        ..StatusConfig::following(arx)
-    };
-    let task = tokio::spawn(status::run(
-        client(&api),
-        config,
-        trx,
-        lrx,
-        shutdown.clone(),
-    ));
+    let st = StatusTask::following(
+        &api,
+        arx,
+        translation(1, owned(&["api", "web"]), vec![]),
+        true,
+        Duration::from_secs(3600),
+    );
     let old = json!({"ingress": [{"ip": "192.0.2.1"}]});
     api.wait_until(WAIT, "both statuses set", |a| {
         lb(a, "web") == old && lb(a, "api") == old
@@ -1040,7 +1042,8 @@ async fn status_clears_an_ingress_unowned_while_the_addresses_change() {
 
     // Both changes before the writer runs again.
     addresses.send_replace(vec![ip("192.0.2.2")]);
-    translations.send_replace(translation(2, owned(&["web"]), vec![]));
+    st.translations
+        .send_replace(translation(2, owned(&["web"]), vec![]));
     let new = json!({"ingress": [{"ip": "192.0.2.2"}]});
     api.wait_until(WAIT, "web moved to the new list, api cleared", |a| {
         lb(a, "web") == new && lb(a, "api") == json!({})
@@ -1052,11 +1055,7 @@ async fn status_clears_an_ingress_unowned_while_the_addresses_change() {
         json!({"ingress": [{"ip": "198.51.100.7"}]}),
         "a status this process never wrote was touched"
     );
-    shutdown.cancel();
-    timeout(WAIT, task)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    st.stop().await;
 }
 
 fn lease(api: &FakeApi) -> Value {

@@ -12,7 +12,7 @@ use std::{
 };
 
 use tests::{
-    ingressd::{class_and_service_yaml, Ingressd},
+    ingressd::{class_and_service_yaml, ingress_yaml, Ingressd},
     netns::{in_ns, sh},
     topology::{backend_ip, Server, Topology, SNAT},
 };
@@ -367,7 +367,7 @@ fn drain_case(cpu: Option<usize>) -> Vec<serde_json::Value> {
         format!(
             "{}{}",
             class_and_service_yaml("slow", &upstream.to_string(), "http", 80),
-            slow_ingress_yaml("slow", "slow.test")
+            ingress_yaml("slow", "slow.test", "slow", 80)
         ),
     )
     .unwrap();
@@ -411,7 +411,7 @@ fn drain_case(cpu: Option<usize>) -> Vec<serde_json::Value> {
         // A manifest change goes through the watcher and the translation off the runtime.
         std::fs::write(
             dir.path().join("two.yaml"),
-            slow_ingress_yaml("two", "two.test"),
+            ingress_yaml("two", "two.test", "slow", 80),
         )
         .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -480,28 +480,4 @@ fn drain_case(cpu: Option<usize>) -> Vec<serde_json::Value> {
         "one access record per in-flight request:\n{log}"
     );
     lines
-}
-
-/// An Ingress named `name` routing `host` to the `slow` Service.
-fn slow_ingress_yaml(name: &str, host: &str) -> String {
-    format!(
-        r#"apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  rules:
-  - host: {host}
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service:
-            name: slow
-            port:
-              number: 80
-"#
-    )
 }
