@@ -250,26 +250,9 @@ spec:
 /// An Ingress annotated `ssl-passthrough` for `host`, to Service `service` (in `default`) on
 /// `port`: append it to [`class_and_service_yaml`].
 pub fn passthrough_ingress_yaml(host: &str, service: &str, port: u16) -> String {
-    format!(
-        r#"apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: passthrough
-  namespace: default
-  annotations:
-    nginx.ingress.kubernetes.io/ssl-passthrough: "true"
-spec:
-  rules:
-  - host: {host}
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service:
-            name: {service}
-            port:
-              number: {port}
-"#
+    ingress_yaml("passthrough", host, service, port).replacen(
+        "  namespace: default\n",
+        "  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/ssl-passthrough: \"true\"\n",
+        1,
     )
 }
