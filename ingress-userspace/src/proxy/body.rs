@@ -35,6 +35,10 @@ pub enum BodyError {
     /// The upstream sent nothing of its body for longer than the read timeout.
     #[error("upstream response stalled past the read timeout")]
     UpstreamTimeout,
+    /// An HTTP/2 client granted no flow-control window for the response for longer than the
+    /// send timeout.
+    #[error("client took none of the response past the send timeout")]
+    ClientStalled,
     /// The client's body broke: bad chunked framing, or the client left mid-body.
     #[error("client request body broken or cut short")]
     ClientBody,
@@ -76,6 +80,149 @@ pin_project! {
             rearm: bool,
             ret: Option<PoolReturn>,
         },
+        // An upstream body shared with its stall watchdog (`guard_client_stalls`).
+        Guarded { shared: Arc<StallShared> },
+    }
+}
+
+/// An upstream body sent to an HTTP/2 client, and when its last chunk was handed over.
+///
+/// hyper polls a response body for its next chunk only once the previous one has been sent,
+/// and waits for the stream's flow-control window before sending it. A client that grants no
+/// window stops the polling altogether, so the body cannot time the stall itself (the
+/// connection's `SendDeadline` does not see it either: the socket is writable). A watchdog
+/// task does, and drops the upstream body when the send timeout has passed: the upstream
+/// connection or stream is released, and the client's stream is reset when it is next polled.
+/// The watchdog starts with the first chunk that has more after it (a response sent in one
+/// chunk needs none) and stops as soon as the body ends or is dropped.
+pub struct StallShared {
+    state: std::sync::Mutex<StallState>,
+}
+
+struct StallState {
+    /// `None` once finished or cut off.
+    body: Option<Pin<Box<RespKind>>>,
+    /// What is left of an upstream chunk larger than [`PIECE`].
+    rest: Option<Bytes>,
+    /// Set when a chunk was handed to hyper, cleared when hyper asks for the next one.
+    handed_at: Option<Instant>,
+    /// The watchdog cut the body off.
+    cut: bool,
+    timeout: Duration,
+    /// Held while a watchdog runs: dropping it (body ended, or dropped with this state)
+    /// stops the watchdog at once instead of at its next check.
+    watchdog: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Most bytes handed to hyper at once from a guarded body (one HTTP/2 frame at the default
+/// size): hyper asks for the next piece once this one has window, so the time between asks
+/// measures the client's progress, whatever the size of the upstream's chunks.
+const PIECE: usize = 16 * 1024;
+
+impl StallShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StallState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poll_frame(
+        self: &Arc<Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut st = self.lock();
+        st.handed_at = None;
+        let polled = if let Some(rest) = st.rest.take() {
+            Poll::Ready(Some(Ok(Frame::data(rest))))
+        } else if let Some(body) = st.body.as_mut() {
+            poll_kind(body.as_mut(), cx)
+        } else {
+            return Poll::Ready(
+                st.cut
+                    .then(|| Err(Box::new(BodyError::ClientStalled) as BoxError)),
+            );
+        };
+        let polled = match polled {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_data() {
+                Ok(mut data) => {
+                    if data.len() > PIECE {
+                        st.rest = Some(data.split_off(PIECE));
+                    }
+                    Frame::data(data)
+                }
+                Err(frame) => frame,
+            }))),
+            other => other,
+        };
+        if polled.is_ready() {
+            let ended = match &polled {
+                Poll::Ready(Some(Ok(_))) => st.body.as_ref().is_none_or(|b| kind_is_end_stream(b)),
+                _ => true,
+            };
+            if ended {
+                // A last chunk gives its upstream connection back now, not once the client
+                // has taken it.
+                st.body = None;
+            }
+        }
+        if matches!(polled, Poll::Ready(Some(Ok(_)))) && (st.rest.is_some() || st.body.is_some()) {
+            st.handed_at = Some(Instant::now());
+            if st.watchdog.is_none() {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                st.watchdog = Some(tx);
+                tokio::spawn(watch_stalls(Arc::downgrade(self), st.timeout, rx));
+            }
+        } else if polled.is_ready() {
+            // Nothing left to watch.
+            st.watchdog = None;
+        }
+        polled
+    }
+}
+
+/// Watches a guarded body: drops it once a chunk has waited `timeout` for the client.
+async fn watch_stalls(
+    shared: std::sync::Weak<StallShared>,
+    timeout: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut next = Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            _ = &mut stop => return,
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let cut = {
+            let mut st = shared.lock();
+            if st.body.is_none() && st.rest.is_none() {
+                return;
+            }
+            match st.handed_at {
+                Some(at) if at.elapsed() >= timeout => {
+                    st.cut = true;
+                    st.watchdog = None;
+                    st.rest = None;
+                    Some(st.body.take())
+                }
+                Some(at) => {
+                    next = at + timeout;
+                    None
+                }
+                None => {
+                    next = Instant::now() + timeout;
+                    None
+                }
+            }
+        };
+        if let Some(body) = cut {
+            tracing::info!(
+                ?timeout,
+                "HTTP/2 client took none of the response past the send timeout; upstream body dropped"
+            );
+            drop(body);
+            return;
+        }
     }
 }
 
@@ -122,6 +269,30 @@ impl ResponseBody {
         }
     }
 
+    /// For a response to an HTTP/2 client: an upstream body is cut off (and its upstream
+    /// connection or stream released) when the client grants it no flow-control window for
+    /// `timeout`, as nginx's `send_timeout` does. Fixed bodies are left as they are.
+    pub(crate) fn guard_client_stalls(self, timeout: Duration) -> Self {
+        let ResponseBody { kind, completion } = self;
+        if !matches!(kind, RespKind::Upstream { .. }) {
+            return ResponseBody { kind, completion };
+        }
+        let shared = Arc::new(StallShared {
+            state: std::sync::Mutex::new(StallState {
+                body: Some(Box::pin(kind)),
+                rest: None,
+                handed_at: None,
+                cut: false,
+                timeout,
+                watchdog: None,
+            }),
+        });
+        ResponseBody {
+            kind: RespKind::Guarded { shared },
+            completion,
+        }
+    }
+
     /// Attaches the access-log and metrics record emitted when the body is done.
     pub(crate) fn set_completion(&mut self, completion: Completion) {
         self.completion = Some(completion);
@@ -137,46 +308,7 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let polled = match this.kind.project() {
-            RespProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            RespProj::Upstream {
-                mut body,
-                mut timer,
-                read_timeout,
-                rearm,
-                ret,
-            } => {
-                if *rearm {
-                    // Time spent while the client was not asking for data is not the upstream's.
-                    timer.as_mut().reset(Instant::now() + *read_timeout);
-                    *rearm = false;
-                }
-                match body.as_mut().poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        *rearm = true;
-                        if body.is_end_stream() {
-                            if let Some(r) = ret.as_mut() {
-                                r.mark_ended();
-                            }
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                    Poll::Ready(None) => {
-                        if let Some(r) = ret.as_mut() {
-                            r.mark_ended();
-                        }
-                        Poll::Ready(None)
-                    }
-                    Poll::Pending => match timer.poll(cx) {
-                        Poll::Ready(()) => {
-                            Poll::Ready(Some(Err(Box::new(BodyError::UpstreamTimeout) as BoxError)))
-                        }
-                        Poll::Pending => Poll::Pending,
-                    },
-                }
-            }
-        };
+        let polled = poll_kind(this.kind, cx);
         if let (Poll::Ready(Some(Ok(frame))), Some(c)) = (&polled, this.completion.as_mut()) {
             if let Some(d) = frame.data_ref() {
                 c.add_bytes(d.len());
@@ -189,10 +321,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            RespKind::Full { data } => data.is_none(),
-            RespKind::Upstream { body, .. } => body.is_end_stream(),
-        }
+        kind_is_end_stream(&self.kind)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -201,6 +330,75 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             RespKind::Upstream { body, .. } => body.size_hint(),
+            RespKind::Guarded { shared } => {
+                shared
+                    .lock()
+                    .body
+                    .as_ref()
+                    .map_or_else(SizeHint::default, |b| match b.as_ref().get_ref() {
+                        RespKind::Upstream { body, .. } => body.size_hint(),
+                        _ => SizeHint::default(),
+                    })
+            }
+        }
+    }
+}
+
+fn kind_is_end_stream(kind: &RespKind) -> bool {
+    match kind {
+        RespKind::Full { data } => data.is_none(),
+        RespKind::Upstream { body, .. } => body.is_end_stream(),
+        RespKind::Guarded { shared } => {
+            let st = shared.lock();
+            !st.cut && st.rest.is_none() && st.body.as_ref().is_none_or(|b| kind_is_end_stream(b))
+        }
+    }
+}
+
+/// The next frame of a response body of any kind.
+fn poll_kind(
+    kind: Pin<&mut RespKind>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match kind.project() {
+        RespProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        RespProj::Guarded { shared } => shared.poll_frame(cx),
+        RespProj::Upstream {
+            mut body,
+            mut timer,
+            read_timeout,
+            rearm,
+            ret,
+        } => {
+            if *rearm {
+                // Time spent while the client was not asking for data is not the upstream's.
+                timer.as_mut().reset(Instant::now() + *read_timeout);
+                *rearm = false;
+            }
+            match body.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    *rearm = true;
+                    if body.is_end_stream() {
+                        if let Some(r) = ret.as_mut() {
+                            r.mark_ended();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => {
+                    if let Some(r) = ret.as_mut() {
+                        r.mark_ended();
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Pending => match timer.poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(BodyError::UpstreamTimeout) as BoxError)))
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+            }
         }
     }
 }

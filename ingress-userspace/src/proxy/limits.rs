@@ -36,7 +36,8 @@ pub struct Limits {
     /// Time allowed for a TLS handshake.
     pub tls_handshake_timeout: Duration,
     /// Time a write to the client may make no progress (a client that stopped reading)
-    /// before the connection is closed: nginx's `send_timeout`.
+    /// before the connection is closed: nginx's `send_timeout`. An HTTP/2 stream that gets
+    /// no flow-control window for this long is reset instead (`body::StallShared`).
     pub client_send_timeout: Duration,
     /// Concurrent streams per HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,

@@ -59,6 +59,11 @@ pub(crate) async fn handle(
     if client_version <= Version::HTTP_11 && response.version() != Version::HTTP_11 {
         *response.version_mut() = Version::HTTP_11;
     }
+    if client_version == Version::HTTP_2 {
+        // Flow control can stall an HTTP/2 stream while its connection stays writable.
+        let timeout = shared.options.limits.client_send_timeout;
+        response = response.map(|b| b.guard_client_stalls(timeout));
+    }
     completion.respond(response.status().as_u16());
     response.body_mut().set_completion(completion);
     response

@@ -386,3 +386,93 @@ async fn l7_a_client_that_stops_reading_is_cut_after_the_send_timeout() -> anyho
     assert!(String::from_utf8_lossy(&got[..got.len().min(64)]).starts_with("HTTP/1.1 200"));
     Ok(())
 }
+
+/// An HTTP/2 client that grants a response no flow-control window stalls its stream while
+/// the connection stays writable (the socket send deadline never fires): the stream is cut
+/// after the send timeout too, and the connection's other streams carry on.
+#[tokio::test]
+async fn l7_an_h2_stream_stalled_by_flow_control_is_cut_after_the_send_timeout(
+) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    let up = TestServer::echo("h2stall").await?;
+    let l7 = serving(
+        &up,
+        "h2stall",
+        Limits {
+            client_send_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await?;
+    const BODY: usize = 32 << 20;
+    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65_535)
+            .handshake::<_, http_body_util::Full<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await?;
+    let conn = tokio::spawn(conn);
+    let get = |path: String| {
+        hyper::Request::get(format!("http://x{path}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+    };
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        sender.send_request(get(format!("/bytes/{BODY}"))?),
+    )
+    .await??;
+    assert_eq!(resp.status(), 200);
+    // Not reading (so granting no window) for well past the timeout.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut body = resp.into_body();
+    let mut got = 0usize;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(30), body.frame()).await {
+            Ok(Some(Ok(frame))) => got += frame.data_ref().map_or(0, |d| d.len()),
+            Ok(Some(Err(e))) => break format!("error: {e}"),
+            Ok(None) => break "end".to_string(),
+            Err(_) => break "timeout".to_string(),
+        }
+    };
+    assert!(
+        got < BODY && ended.starts_with("error"),
+        "the stalled stream was kept: {got} bytes, then {ended}"
+    );
+    // The connection itself is fine: the next stream is answered.
+    sender.ready().await?;
+    let again = tokio::time::timeout(
+        Duration::from_secs(10),
+        sender.send_request(get("/again".into())?),
+    )
+    .await??;
+    assert_eq!(again.status(), 200);
+    let _ = again.into_body().collect().await?;
+    // A client that reads slowly, but keeps reading, is never cut: 1 MiB through a 64 KiB
+    // window at about 340 KiB/s, 3 s in all against the 1 s timeout (the upstream's chunks
+    // are far larger than what the client takes in a second).
+    const SLOW: usize = 1 << 20;
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        sender.send_request(get(format!("/bytes/{SLOW}"))?),
+    )
+    .await??;
+    let mut body = resp.into_body();
+    let (mut got, mut frames) = (0usize, 0usize);
+    let started = tokio::time::Instant::now();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame()).await? {
+        let len = frame?.data_ref().map_or(0, |d| d.len());
+        got += len;
+        frames += 1;
+        // About 3 s per MiB, whatever the frame sizes.
+        tokio::time::sleep(Duration::from_nanos(2_900 * len as u64)).await;
+    }
+    assert_eq!(got, SLOW, "a slow reader was cut after {frames} frames");
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "not slow enough to test anything: {frames} frames in {:?}",
+        started.elapsed()
+    );
+    drop(sender);
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    Ok(())
+}
