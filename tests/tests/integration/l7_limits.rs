@@ -424,6 +424,18 @@ async fn l7_an_h2_stream_stalled_by_flow_control_is_cut_after_the_send_timeout(
     assert_eq!(resp.status(), 200);
     // Not reading (so granting no window) for well past the timeout.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The upstream connection was released meanwhile (closed: it stopped mid-body), while
+    // the client still holds its stream.
+    let port = [up.addr.port()];
+    let released = tests::passthrough::eventually(Duration::from_secs(5), || {
+        tests::passthrough::open_sockets_on(&port) == 0
+    })
+    .await;
+    assert!(
+        released,
+        "{} sockets still open to the upstream",
+        tests::passthrough::open_sockets_on(&port)
+    );
     let mut body = resp.into_body();
     let mut got = 0usize;
     let ended = loop {
