@@ -389,12 +389,23 @@ pub async fn h2c(
     hyper::client::conn::http2::SendRequest<Full<Bytes>>,
     tokio::task::JoinHandle<Result<(), hyper::Error>>,
 )> {
-    let tcp = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await??;
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tcp),
+    h2c_with(
+        addr,
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new()),
     )
-    .await?;
+    .await
+}
+
+/// Like [`h2c`], with the client settings of `builder` (flow-control windows, ...).
+pub async fn h2c_with(
+    addr: SocketAddr,
+    builder: hyper::client::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
+) -> anyhow::Result<(
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+)> {
+    let tcp = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await??;
+    let (sender, conn) = builder.handshake(TokioIo::new(tcp)).await?;
     Ok((sender, tokio::spawn(conn)))
 }
 

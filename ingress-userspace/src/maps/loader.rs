@@ -598,6 +598,8 @@ fn raise_memlock() {
 
 #[cfg(test)]
 mod tests {
+    use super::is_virtual;
+
     #[test]
     fn interrupted_loads_are_retried_a_bounded_number_of_times() {
         use super::{retry_interrupted, LOAD_TRIES};
@@ -640,8 +642,6 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(calls, 1, "a verifier rejection is not retried");
     }
-
-    use super::is_virtual;
 
     #[test]
     fn loopback_is_virtual_and_unknown_names_are_not() {

@@ -325,22 +325,21 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            RespKind::Full { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-            RespKind::Upstream { body, .. } => body.size_hint(),
-            RespKind::Guarded { shared } => {
-                shared
-                    .lock()
-                    .body
-                    .as_ref()
-                    .map_or_else(SizeHint::default, |b| match b.as_ref().get_ref() {
-                        RespKind::Upstream { body, .. } => body.size_hint(),
-                        _ => SizeHint::default(),
-                    })
-            }
+        kind_size_hint(&self.kind)
+    }
+}
+
+fn kind_size_hint(kind: &RespKind) -> SizeHint {
+    match kind {
+        RespKind::Full { data } => {
+            SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
         }
+        RespKind::Upstream { body, .. } => body.size_hint(),
+        RespKind::Guarded { shared } => shared
+            .lock()
+            .body
+            .as_ref()
+            .map_or_else(SizeHint::default, |b| kind_size_hint(b)),
     }
 }
 

@@ -405,13 +405,9 @@ async fn l7_an_h2_stream_stalled_by_flow_control_is_cut_after_the_send_timeout(
     )
     .await?;
     const BODY: usize = 32 << 20;
-    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .initial_stream_window_size(65_535)
-            .handshake::<_, http_body_util::Full<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp))
-            .await?;
-    let conn = tokio::spawn(conn);
+    let mut client = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    client.initial_stream_window_size(65_535);
+    let (mut sender, conn) = h2c_with(l7.http, client).await?;
     let get = |path: String| {
         hyper::Request::get(format!("http://x{path}"))
             .body(http_body_util::Full::new(bytes::Bytes::new()))
