@@ -107,6 +107,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub xdp: XdpArgs,
 
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
     /// Log one JSON line per request.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
@@ -137,6 +140,26 @@ pub struct RunArgs {
     /// write per logged packet; off, the statements are removed at load.
     #[arg(long)]
     pub kernel_log: bool,
+}
+
+/// Connection limits of the L7 proxy, named after ingress-nginx's ConfigMap keys.
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Idle keep-alive connections kept per upstream endpoint (ingress-nginx's
+    /// `upstream-keepalive-connections`, which counts per upstream and worker). A burst of
+    /// more concurrent requests than this opens connections that are closed afterwards.
+    #[arg(long, default_value_t = 320)]
+    pub upstream_keepalive_connections: usize,
+    /// How long an idle upstream connection is kept (`upstream-keepalive-timeout`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub upstream_keepalive_timeout: std::time::Duration,
+    /// HTTP/2 streams served on one client connection before it is closed gracefully
+    /// (`keep-alive-requests`); 0: no limit. HTTP/1.1 connections are not counted.
+    #[arg(long, default_value_t = 1000)]
+    pub keep_alive_requests: usize,
+    /// Concurrent streams per HTTP/2 client connection (`http2-max-concurrent-streams`).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// Kernel data path settings.
@@ -224,5 +247,52 @@ mod tests {
         );
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let argv = ["ingressd", "run", "--manifests", "/nonexistent"];
+        let cli = Cli::try_parse_from(argv.iter().chain(extra)).expect("valid arguments");
+        match cli.command {
+            Command::Run(r) => *r,
+            other => panic!("not a run command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limit_flags_reach_the_proxy_limits() {
+        let defaults = crate::proxy::limits::Limits::default();
+        let l = crate::proxy::ProxyOptions::from_run_args(&run_args(&[])).limits;
+        assert_eq!(
+            (
+                l.upstream_max_idle_per_endpoint,
+                l.upstream_idle_timeout,
+                l.max_requests_per_connection,
+                l.h2_max_concurrent_streams
+            ),
+            (
+                defaults.upstream_max_idle_per_endpoint,
+                defaults.upstream_idle_timeout,
+                defaults.max_requests_per_connection,
+                defaults.h2_max_concurrent_streams
+            ),
+            "the flags' defaults are the library's"
+        );
+        let l = crate::proxy::ProxyOptions::from_run_args(&run_args(&[
+            "--upstream-keepalive-connections",
+            "1024",
+            "--upstream-keepalive-timeout",
+            "5s",
+            "--keep-alive-requests",
+            "0",
+            "--http2-max-concurrent-streams",
+            "16",
+        ]))
+        .limits;
+        assert_eq!(l.upstream_max_idle_per_endpoint, 1024);
+        assert_eq!(l.upstream_idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(l.max_requests_per_connection, 0);
+        assert_eq!(l.h2_max_concurrent_streams, 16);
+        let argv = ["ingressd", "run", "--http2-max-concurrent-streams", "0"];
+        assert!(Cli::try_parse_from(argv).is_err(), "no streams at all");
     }
 }

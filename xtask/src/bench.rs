@@ -37,7 +37,7 @@ pub fn bench(which: Option<&str>, args: &[String]) -> Result<()> {
             run_bin("bench_pps", &[])
         }
         Some("l7") => {
-            apt(&["nginx", "haproxy", "wrk"])?;
+            apt(&["nginx", "haproxy", "wrk", "nghttp2-client"])?;
             run_bin("bench_l7", args)
         }
         Some("passthrough") => {

@@ -23,6 +23,7 @@ const APT: &[&str] = &[
     "libnginx-mod-stream",
     "haproxy",
     "wrk",
+    "nghttp2-client",
 ];
 
 /// Installs Debian packages that are missing.

@@ -44,7 +44,7 @@ pub fn preflight() -> Result<()> {
 pub fn test(extra: &[String]) -> Result<()> {
     preflight()?;
     // Checked before the build and the tests, not minutes later when the smoke runs start.
-    let missing: Vec<&str> = ["nginx", "haproxy", "wrk"]
+    let missing: Vec<&str> = ["nginx", "haproxy", "wrk", "h2load"]
         .into_iter()
         .filter(|t| !have(t))
         .collect();

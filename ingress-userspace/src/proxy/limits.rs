@@ -64,7 +64,7 @@ impl Default for Limits {
             client_send_timeout: Duration::from_secs(60),
             h2_max_concurrent_streams: 128,
             max_requests_per_connection: 1000,
-            upstream_max_idle_per_endpoint: 64,
+            upstream_max_idle_per_endpoint: 320,
             upstream_idle_timeout: Duration::from_secs(60),
         }
     }

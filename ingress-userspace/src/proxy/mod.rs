@@ -87,6 +87,13 @@ impl ProxyOptions {
             access_log: args.access_log,
             https_port: args.https_addr.port(),
             compute_full_forwarded_for: args.compute_full_forwarded_for,
+            limits: Limits {
+                upstream_max_idle_per_endpoint: args.limits.upstream_keepalive_connections,
+                upstream_idle_timeout: args.limits.upstream_keepalive_timeout,
+                max_requests_per_connection: args.limits.keep_alive_requests,
+                h2_max_concurrent_streams: args.limits.http2_max_concurrent_streams,
+                ..Limits::default()
+            },
             ..Default::default()
         }
     }

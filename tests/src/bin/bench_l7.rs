@@ -1,13 +1,13 @@
 //! `cargo xtask bench l7`: the L7 proxy (ingressd) against nginx and HAProxy, configured
 //! equivalently (one upstream, keep-alive to it, access log off, the same forwarding headers,
 //! TLS 1.3 with the same ECDSA P-256 certificate), each pinned to core 1 with one worker;
-//! load generator and upstream on core 0. Three workloads: keep-alive HTTP/1.1 GETs (wrk),
+//! load generator and upstream on core 0. Four workloads: keep-alive HTTP/1.1 GETs (wrk),
 //! keep-alive HTTPS GETs (wrk), new full TLS handshakes with one GET each (own generator,
-//! resumption disabled). Measured in interleaved rounds; medians printed with the proxies' CPU
+//! resumption disabled), and HTTP/2 GETs over TLS, several streams per connection (h2load). Measured in interleaved rounds; medians printed with the proxies' CPU
 //! time per request (utime+stime of the whole process tree from /proc) and ratios.
 //!
 //! Usage: bench_l7 [--rounds N] [--duration SECS] [--connections N] [--pause SECS]
-//!   [--workloads http,https,handshake] [--proxies ingressd,nginx,haproxy]
+//!   [--workloads http,https,handshake,h2] [--proxies ingressd,nginx,haproxy]
 //!   [--ingressd PATH] [--baseline-ingressd PATH] [--ingressd-threads N] [--markdown FILE]
 //!   [--perf-dir DIR] [--hold SECS]
 //!
@@ -28,6 +28,7 @@ use tests::bench::l7::{
     peers::{self, free_ports, output_bounded, Certs, Proc, HOST},
     stats::median,
     upstream::{self, BODY},
+    h2load::{self, H2Report},
     wrk::{self, WrkReport},
 };
 
@@ -39,16 +40,28 @@ enum Workload {
     Http,
     Https,
     Handshake,
+    /// HTTP/2 over TLS (ALPN h2), `H2_STREAMS` concurrent streams per connection.
+    H2,
 }
 
+/// Concurrent streams per HTTP/2 connection in the h2 workload: a browser-like multiplexed
+/// load, where a proxy can answer several streams per read and write.
+const H2_STREAMS: usize = 10;
+
 impl Workload {
-    const ALL: [Workload; 3] = [Workload::Http, Workload::Https, Workload::Handshake];
+    const ALL: [Workload; 4] = [
+        Workload::Http,
+        Workload::Https,
+        Workload::Handshake,
+        Workload::H2,
+    ];
 
     fn key(self) -> &'static str {
         match self {
             Workload::Http => "http",
             Workload::Https => "https",
             Workload::Handshake => "handshake",
+            Workload::H2 => "h2",
         }
     }
 
@@ -64,6 +77,18 @@ impl Workload {
             Workload::Handshake => format!(
                 "new full TLS 1.3 handshake + 1 GET per connection, ECDSA P-256, X25519, no resumption ({c} connections, {d}s)"
             ),
+            Workload::H2 => format!(
+                "HTTP/2 GETs over TLS 1.3, {c} connections x {H2_STREAMS} streams (h2load -t1 -c{c} -m{H2_STREAMS} -D{d})"
+            ),
+        }
+    }
+
+    /// The CPU target against nginx, where it sets one.
+    fn cpu_target(self) -> Option<f64> {
+        match self {
+            Workload::Http | Workload::Https => Some(0.6),
+            Workload::Handshake => Some(0.5),
+            Workload::H2 => None,
         }
     }
 
@@ -376,6 +401,13 @@ fn start_peer(
                 .args(["--access-log", "false"])
                 .args(["--pin-dir", &pin_dir(peer).display().to_string()])
                 .env("TOKIO_WORKER_THREADS", o.ingressd_threads.to_string());
+            // As nginx's `keepalive` and `keepalive_requests` below: the h2 workload has
+            // 640 requests in flight, and HTTP/2 clients stay on their connections. Builds
+            // older than these flags (a --baseline-ingressd) run with their defaults.
+            if accepts_flag(bin, "--upstream-keepalive-connections") {
+                c.args(["--upstream-keepalive-connections", "1024"])
+                    .args(["--keep-alive-requests", "0"]);
+            }
             (c, Some(addr(admin)))
         }
         Peer::Nginx => {
@@ -522,6 +554,31 @@ fn wrk_command(o: &Opts, hosts: &Path, url: &str) -> Command {
     c
 }
 
+/// Whether `ingressd run` of this binary takes `flag`.
+fn accepts_flag(bin: &Path, flag: &str) -> bool {
+    Command::new(bin)
+        .args(["run", "--help"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
+        .unwrap_or(false)
+}
+
+fn h2load_command(o: &Opts, hosts: &Path, url: &str, log: &Path) -> Command {
+    // The same private /etc/hosts as wrk's, for the real SNI and :authority.
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/hosts && exec taskset -c \"$1\" h2load \"$2\" \"$3\" \"$4\" \"$5\" \"$6\" \"$7\"")
+        .arg(hosts)
+        .arg(LOAD_CPU.to_string())
+        .arg("-t1")
+        .arg(format!("-c{}", o.connections))
+        .arg(format!("-m{H2_STREAMS}"))
+        .arg(format!("-D{}", o.duration.as_secs()))
+        .arg(format!("--log-file={}", log.display()))
+        .arg(url);
+    c
+}
+
 fn handshake_command(o: &Opts, addr: SocketAddr, ca: &Path) -> Result<Command> {
     let exe = std::env::current_exe()?;
     let mut c = taskset(LOAD_CPU, &exe);
@@ -563,6 +620,34 @@ fn measure(r: &Running, w: Workload, o: &Opts, hosts: &Path, ca: &Path) -> Resul
                 count: rep.requests,
                 errors: rep.errors(),
                 error_note: note,
+                ..Default::default()
+            }
+        }
+        Workload::H2 => {
+            let url = format!("https://{HOST}:{}/", r.https.port());
+            let log = hosts.with_file_name("h2load.log");
+            let (status, out, err) = output_bounded(h2load_command(o, hosts, &url, &log), bound)?;
+            if !status.success() {
+                bail!("h2load failed ({status}): {err}{out}");
+            }
+            let rep: H2Report = h2load::parse(&out).map_err(|e| anyhow::anyhow!(e))?;
+            if rep.protocol != "h2" {
+                bail!("h2load negotiated {:?}, not h2", rep.protocol);
+            }
+            let (p50, p99) = h2load::latencies(&std::fs::read_to_string(&log)?)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let errors = rep.failed + rep.non_2xx_3xx;
+            Sample {
+                rate: rep.requests_per_sec,
+                p50_us: f64::from(p50),
+                p99_us: f64::from(p99),
+                count: rep.succeeded,
+                errors,
+                error_note: if errors > 0 {
+                    format!("failed {}, non-2xx/3xx {}", rep.failed, rep.non_2xx_3xx)
+                } else {
+                    String::new()
+                },
                 ..Default::default()
             }
         }
@@ -762,8 +847,9 @@ fn report(o: &Opts, peers_run: &[Peer], results: &[Vec<Vec<Sample>>], markdown: 
                 ratio(i.p99, b.p99),
             );
         }
-        if let (Some(i), Some(n)) = (find(Peer::Ingressd), nginx) {
-            let cpu_target = if *w == Workload::Handshake { 0.5 } else { 0.6 };
+        if let (Some(i), Some(n), Some(cpu_target)) =
+            (find(Peer::Ingressd), nginx, w.cpu_target())
+        {
             let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
             let _ = writeln!(
                 out,

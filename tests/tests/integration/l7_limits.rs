@@ -484,3 +484,41 @@ async fn l7_an_h2_stream_stalled_by_flow_control_is_cut_after_the_send_timeout(
     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
     Ok(())
 }
+
+/// `upstream_max_idle_per_endpoint` (`--upstream-keepalive-connections`) bounds the idle pool:
+/// after a burst of 5 concurrent requests 2 upstream connections stay open for reuse, and the
+/// next burst of 5 opens only the 3 it lacks.
+#[tokio::test]
+async fn l7_idle_upstream_connections_are_kept_up_to_the_keepalive_limit() -> anyhow::Result<()> {
+    let up = TestServer::echo_slow("pool", Duration::from_millis(300)).await?;
+    let l7 = serving(
+        &up,
+        "pool",
+        Limits {
+            upstream_max_idle_per_endpoint: 2,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let burst = |round: usize| {
+        let addr = l7.http;
+        async move {
+            let tasks: Vec<_> = (0..5)
+                .map(|i| tokio::spawn(async move { get(addr, "x", &format!("/{round}/{i}")).await }))
+                .collect();
+            for t in tasks {
+                assert_eq!(t.await??.status, 200);
+            }
+            anyhow::Ok(())
+        }
+    };
+    burst(0).await?;
+    assert_eq!(up.connections.load(SeqCst), 5, "one connection per concurrent request");
+    burst(1).await?;
+    assert_eq!(
+        up.connections.load(SeqCst),
+        8,
+        "2 pooled connections reused, 3 new ones"
+    );
+    Ok(())
+}

@@ -73,9 +73,12 @@ const NGINX_HEADERS: &str = "\
             proxy_set_header X-Forwarded-Port $server_port;
             proxy_set_header X-Forwarded-Proto $scheme;";
 
-/// nginx: one worker, TLS 1.3 only, keep-alive to the upstream, access log off. The
-/// per-connection request cap (1000 by default) is lifted: ingressd and HAProxy have none, and
-/// with it wrk's connections would re-handshake during the keep-alive runs.
+/// nginx: one worker, TLS 1.3 only, HTTP/2 on, keep-alive to the upstream, access log off.
+/// The per-connection request cap (1000 by default, HTTP/2 streams included) is lifted, as
+/// for ingressd (HAProxy has none): with it the load generators' connections would
+/// re-handshake (wrk) or stop (h2load) during the runs. Up to 1024 idle upstream connections
+/// are kept, as by ingressd (HAProxy keeps all): the h2 workload has 640 requests in flight,
+/// and with nginx's usual 32 half of its requests opened a new upstream connection.
 pub fn nginx_conf(dir: &Path, http: u16, https: u16, upstream: u16) -> String {
     let d = dir.display();
     format!(
@@ -99,12 +102,12 @@ http {{
     keepalive_timeout 75s;
     upstream echo {{
         server 127.0.0.1:{upstream};
-        keepalive 32;
+        keepalive 1024;
         keepalive_requests 10000000;
     }}
     server {{
         listen 127.0.0.1:{http};
-        listen 127.0.0.1:{https} ssl;
+        listen 127.0.0.1:{https} ssl http2;
         server_name {HOST};
         ssl_certificate {d}/tls.crt;
         ssl_certificate_key {d}/tls.key;
@@ -121,8 +124,8 @@ http {{
     )
 }
 
-/// HAProxy: one thread, TLS 1.3 only, connection reuse to the upstream, no logging, the same
-/// forwarding headers. (`option splice-auto` only matters for TCP/large bodies: not set.)
+/// HAProxy: one thread, TLS 1.3 only, ALPN h2 and http/1.1, connection reuse to the upstream,
+/// no logging, the same forwarding headers. (`option splice-auto` only matters for TCP/large bodies: not set.)
 pub fn haproxy_cfg(dir: &Path, http: u16, https: u16, upstream: u16) -> String {
     let d = dir.display();
     format!(
@@ -143,7 +146,7 @@ defaults
 
 frontend bench
     bind 127.0.0.1:{http}
-    bind 127.0.0.1:{https} ssl crt {d}/haproxy.pem alpn http/1.1
+    bind 127.0.0.1:{https} ssl crt {d}/haproxy.pem alpn h2,http/1.1
     http-request set-header X-Forwarded-For %[src]
     http-request set-header X-Request-ID %[uuid]
     http-request set-header X-Real-IP %[src]
