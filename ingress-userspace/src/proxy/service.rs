@@ -190,7 +190,10 @@ async fn pipeline(
             .as_ref()
             .filter(|_| custom_errors::intercepts(&policy.custom_http_errors, status.as_u16()))
             .map(|(accept, original_uri)| {
-                custom_error(
+                // Boxed: inline, this rare path's future (a whole upstream exchange) made
+                // every request's future twice as large, and hyper copies that future
+                // several times per request (for HTTP/2, into a task of its own).
+                Box::pin(custom_error(
                     shared,
                     config,
                     target,
@@ -198,7 +201,7 @@ async fn pipeline(
                     accept.as_ref(),
                     original_uri,
                     request_id,
-                )
+                ))
             })
     };
     let own_error = |e: ProxyError| async move {

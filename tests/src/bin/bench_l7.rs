@@ -24,11 +24,11 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use tests::bench::l7::{
     cpu,
+    h2load::{self, H2Report},
     handshake::{self, ClientTls, LoadReport},
     peers::{self, free_ports, output_bounded, Certs, Proc, HOST},
     stats::median,
     upstream::{self, BODY},
-    h2load::{self, H2Report},
     wrk::{self, WrkReport},
 };
 
@@ -847,8 +847,7 @@ fn report(o: &Opts, peers_run: &[Peer], results: &[Vec<Vec<Sample>>], markdown: 
                 ratio(i.p99, b.p99),
             );
         }
-        if let (Some(i), Some(n), Some(cpu_target)) =
-            (find(Peer::Ingressd), nginx, w.cpu_target())
+        if let (Some(i), Some(n), Some(cpu_target)) = (find(Peer::Ingressd), nginx, w.cpu_target())
         {
             let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
             let _ = writeln!(

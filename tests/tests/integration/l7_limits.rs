@@ -504,7 +504,9 @@ async fn l7_idle_upstream_connections_are_kept_up_to_the_keepalive_limit() -> an
         let addr = l7.http;
         async move {
             let tasks: Vec<_> = (0..5)
-                .map(|i| tokio::spawn(async move { get(addr, "x", &format!("/{round}/{i}")).await }))
+                .map(|i| {
+                    tokio::spawn(async move { get(addr, "x", &format!("/{round}/{i}")).await })
+                })
                 .collect();
             for t in tasks {
                 assert_eq!(t.await??.status, 200);
@@ -513,7 +515,11 @@ async fn l7_idle_upstream_connections_are_kept_up_to_the_keepalive_limit() -> an
         }
     };
     burst(0).await?;
-    assert_eq!(up.connections.load(SeqCst), 5, "one connection per concurrent request");
+    assert_eq!(
+        up.connections.load(SeqCst),
+        5,
+        "one connection per concurrent request"
+    );
     burst(1).await?;
     assert_eq!(
         up.connections.load(SeqCst),

@@ -254,8 +254,10 @@ impl Connector {
         timeout: Duration,
         mode: ConnMode,
     ) -> Result<Checkout, ConnectError> {
+        // The dials are boxed: inline, their TLS and handshake state (~1.4 KB) sat in every
+        // request's future, pooled or not, and hyper copies that future several times.
         if mode == ConnMode::Upgrade {
-            let sender = self.connect_upgradable(ep, protocol, timeout).await?;
+            let sender = Box::pin(self.connect_upgradable(ep, protocol, timeout)).await?;
             return Ok(Checkout {
                 conn: Conn::H1(sender),
                 reused: false,
@@ -274,7 +276,7 @@ impl Connector {
                 return Ok(Checkout { conn, reused: true });
             }
         }
-        let conn = tokio::time::timeout(timeout, self.connect(ep, protocol))
+        let conn = tokio::time::timeout(timeout, Box::pin(self.connect(ep, protocol)))
             .await
             .map_err(|_| ConnectError::Timeout)??;
         Ok(Checkout {

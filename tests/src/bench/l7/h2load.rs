@@ -43,7 +43,9 @@ pub fn parse(out: &str) -> Result<H2Report, String> {
                 // 98 2xx, 0 3xx, 0 4xx, 0 5xx
                 for w in rest.windows(2) {
                     if matches!(w[1].trim_end_matches(','), "4xx" | "5xx") {
-                        r.non_2xx_3xx += w[0].parse::<u64>().map_err(|_| format!("bad line {line:?}"))?;
+                        r.non_2xx_3xx += w[0]
+                            .parse::<u64>()
+                            .map_err(|_| format!("bad line {line:?}"))?;
                     }
                 }
                 saw_status = true;
