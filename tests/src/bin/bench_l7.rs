@@ -539,19 +539,31 @@ struct Sample {
     client_us: f64,
 }
 
-fn wrk_command(o: &Opts, hosts: &Path, url: &str) -> Command {
-    // A private mount namespace where /etc/hosts resolves HOST to 127.0.0.1, so wrk sends the
-    // real SNI and Host; unshare and sh exec in place, so the pid stays wrk's.
+/// `program args..` on the load core, in a private mount namespace whose /etc/hosts resolves
+/// HOST to 127.0.0.1, so the generator sends the real SNI and Host (nothing on the host is
+/// changed); unshare and sh exec in place, so the pid stays the generator's.
+fn generator_command(hosts: &Path, program: &str, args: &[String]) -> Command {
     let mut c = Command::new("unshare");
     c.args(["-m", "--", "sh", "-c"])
-        .arg("mount --bind \"$0\" /etc/hosts && exec taskset -c \"$1\" wrk \"$2\" \"$3\" \"$4\" --latency --timeout 5s \"$5\"")
+        .arg("mount --bind \"$0\" /etc/hosts && cpu=\"$1\" && shift && exec taskset -c \"$cpu\" \"$@\"")
         .arg(hosts)
         .arg(LOAD_CPU.to_string())
-        .arg("-t1")
-        .arg(format!("-c{}", o.connections))
-        .arg(format!("-d{}s", o.duration.as_secs()))
-        .arg(url);
+        .arg(program)
+        .args(args);
     c
+}
+
+fn wrk_command(o: &Opts, hosts: &Path, url: &str) -> Command {
+    let args = [
+        "-t1".to_string(),
+        format!("-c{}", o.connections),
+        format!("-d{}s", o.duration.as_secs()),
+        "--latency".into(),
+        "--timeout".into(),
+        "5s".into(),
+        url.into(),
+    ];
+    generator_command(hosts, "wrk", &args)
 }
 
 /// Whether `ingressd run` of this binary takes `flag`.
@@ -564,19 +576,15 @@ fn accepts_flag(bin: &Path, flag: &str) -> bool {
 }
 
 fn h2load_command(o: &Opts, hosts: &Path, url: &str, log: &Path) -> Command {
-    // The same private /etc/hosts as wrk's, for the real SNI and :authority.
-    let mut c = Command::new("unshare");
-    c.args(["-m", "--", "sh", "-c"])
-        .arg("mount --bind \"$0\" /etc/hosts && exec taskset -c \"$1\" h2load \"$2\" \"$3\" \"$4\" \"$5\" \"$6\" \"$7\"")
-        .arg(hosts)
-        .arg(LOAD_CPU.to_string())
-        .arg("-t1")
-        .arg(format!("-c{}", o.connections))
-        .arg(format!("-m{H2_STREAMS}"))
-        .arg(format!("-D{}", o.duration.as_secs()))
-        .arg(format!("--log-file={}", log.display()))
-        .arg(url);
-    c
+    let args = [
+        "-t1".to_string(),
+        format!("-c{}", o.connections),
+        format!("-m{H2_STREAMS}"),
+        format!("-D{}", o.duration.as_secs()),
+        format!("--log-file={}", log.display()),
+        url.into(),
+    ];
+    generator_command(hosts, "h2load", &args)
 }
 
 fn handshake_command(o: &Opts, addr: SocketAddr, ca: &Path) -> Result<Command> {
