@@ -407,15 +407,19 @@ impl Passthrough {
         let started = tokio::time::Instant::now();
         let limit = self.cfg.peek.timeout;
         // `readable()` cannot tell: tokio takes a new socket as ready until a read says
-        // otherwise. A one-byte peek waits for real bytes (or EOF) and consumes nothing.
-        if tokio::time::timeout(limit, stream.peek(&mut [0u8; 1]))
-            .await
-            .is_err()
-        {
-            let e = PeekError::Timeout(limit);
-            tracing::info!(peer = ?stream.peer_addr().ok(), reason = %e, "passthrough: closing connection before TLS");
-            return Classified::Reject(e.into());
-        }
+        // otherwise. A peek waits for real bytes (or EOF) and consumes nothing.
+        let first =
+            tokio::time::timeout(limit, peek::first_bytes(&stream, self.cfg.peek.max_bytes))
+                .await
+                .map_err(|_| PeekError::Timeout(limit))
+                .and_then(|r| r.map_err(PeekError::Io));
+        let first = match first {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::info!(peer = ?stream.peer_addr().ok(), reason = %e, "passthrough: closing connection before TLS");
+                return Classified::Reject(e.into());
+            }
+        };
         let Some(_source) = self
             .sources
             .take(peer.ip(), self.cfg.max_handshakes_per_source)
@@ -434,7 +438,7 @@ impl Passthrough {
             timeout: limit.saturating_sub(started.elapsed()),
             ..self.cfg.peek
         };
-        let hello = match peek::peek_client_hello(&stream, peek).await {
+        let hello = match peek::peek_client_hello(&stream, first, peek).await {
             Ok(h) => h,
             Err(PeekError::Invalid(HelloError::NotHandshake(b)))
                 if plain_http::looks_like_http(b) =>

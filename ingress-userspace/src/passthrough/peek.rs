@@ -63,16 +63,63 @@ pub enum PeekError {
     Io(#[from] io::Error),
 }
 
-/// Peeks at `stream` until the buffered bytes hold a complete ClientHello, within `limits`.
-pub async fn peek_client_hello(stream: &TcpStream, limits: PeekLimits) -> Result<Hello, PeekError> {
-    tokio::time::timeout(limits.timeout, peek_loop(stream, limits.max_bytes))
+/// The first bytes of a connection, peeked into the start of the ClientHello buffer.
+#[derive(Debug)]
+pub struct FirstBytes {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// Waits for the first bytes (or the end of the stream) and peeks as many as the hello
+/// buffer's first size takes, consuming nothing: a ClientHello that arrived whole is read
+/// by this one call, not by a wait for a byte and then a second peek.
+pub async fn first_bytes(stream: &TcpStream, max_bytes: usize) -> io::Result<FirstBytes> {
+    // Most hellos fit in 2 KiB; the buffer grows only when a peek fills it.
+    let mut buf = vec![0u8; max_bytes.min(2048)];
+    let len = stream.peek(&mut buf).await?;
+    Ok(FirstBytes { buf, len })
+}
+
+/// Peeks at `stream`, from `first` on, until the buffered bytes hold a complete ClientHello,
+/// within `limits`.
+pub async fn peek_client_hello(
+    stream: &TcpStream,
+    first: FirstBytes,
+    limits: PeekLimits,
+) -> Result<Hello, PeekError> {
+    tokio::time::timeout(limits.timeout, peek_loop(stream, first, limits.max_bytes))
         .await
         .map_err(|_| PeekError::Timeout(limits.timeout))?
 }
 
-async fn peek_loop(stream: &TcpStream, max_bytes: usize) -> Result<Hello, PeekError> {
-    // Start small: most hellos fit in 2 KiB; grow only when the peek filled the buffer.
-    let mut buf = vec![0u8; max_bytes.min(2048)];
+/// What `n` peeked bytes at the start of `buf` say: a verdict, or `None` when more bytes
+/// are needed (then `buf` has grown if the peek filled it).
+fn judge(buf: &mut Vec<u8>, n: usize, max_bytes: usize) -> Option<Result<Hello, PeekError>> {
+    if n == 0 {
+        return Some(Err(PeekError::Closed(0)));
+    }
+    match parse_client_hello(&buf[..n]) {
+        HelloParse::Found(name) => Some(Ok(Hello::Sni(name))),
+        HelloParse::NoSni => Some(Ok(Hello::NoSni)),
+        HelloParse::Invalid(e) => Some(Err(e.into())),
+        HelloParse::Incomplete if n == buf.len() && n < max_bytes => {
+            buf.resize((buf.len() * 2).min(max_bytes), 0);
+            None
+        }
+        HelloParse::Incomplete if n == max_bytes => Some(Err(PeekError::TooLarge(max_bytes))),
+        HelloParse::Incomplete => None,
+    }
+}
+
+async fn peek_loop(
+    stream: &TcpStream,
+    first: FirstBytes,
+    max_bytes: usize,
+) -> Result<Hello, PeekError> {
+    let FirstBytes { mut buf, len } = first;
+    if let Some(verdict) = judge(&mut buf, len, max_bytes) {
+        return verdict;
+    }
     loop {
         let ready = stream.ready(tokio::io::Interest::READABLE).await?;
         let mut seen = 0;
@@ -80,22 +127,14 @@ async fn peek_loop(stream: &TcpStream, max_bytes: usize) -> Result<Hello, PeekEr
             let (n, _) =
                 rustix::net::recv(stream, &mut buf[..], RecvFlags::PEEK | RecvFlags::DONTWAIT)?;
             seen = n;
-            if n == 0 {
-                return Ok(Err(PeekError::Closed(0)));
-            }
-            match parse_client_hello(&buf[..n]) {
-                HelloParse::Found(name) => return Ok(Ok(Hello::Sni(name))),
-                HelloParse::NoSni => return Ok(Ok(Hello::NoSni)),
-                HelloParse::Invalid(e) => return Ok(Err(e.into())),
-                HelloParse::Incomplete if n == buf.len() && n < max_bytes => {
-                    buf.resize((buf.len() * 2).min(max_bytes), 0);
-                }
-                HelloParse::Incomplete if n == max_bytes => {
-                    return Ok(Err(PeekError::TooLarge(max_bytes)))
-                }
+            let size = buf.len();
+            match judge(&mut buf, n, max_bytes) {
+                Some(verdict) => return Ok(verdict),
+                // The peek filled the buffer, which has grown: more may be queued already.
+                None if buf.len() > size => {}
                 // Wait for the next segment: WouldBlock clears the readiness so the next
                 // arrival wakes us (no busy loop on data that is already there).
-                HelloParse::Incomplete => return Err(io::ErrorKind::WouldBlock.into()),
+                None => return Err(io::ErrorKind::WouldBlock.into()),
             }
         });
         match res {
