@@ -5,8 +5,9 @@
 //! a merge patch replaces the `ingress` list whole, which is exactly "we own this field", and
 //! clearing is `"ingress": null`. A clear is guarded: the Ingress is read first and the patch
 //! carries the `resourceVersion` read, so a status that another controller wrote meanwhile (the
-//! Ingress moved to its class) is never removed; on a conflict the read is repeated. Server-side apply would also work but would make us co-own
-//! the field with other managers' history for no benefit here.
+//! Ingress moved to its class) is never removed; on a conflict the read is repeated.
+//! Server-side apply would also work but would make us co-own the field with other managers'
+//! history for no benefit here.
 //!
 //! Which Ingresses the API server shows our addresses on is tracked in memory: a patch goes out
 //! only when that has to change. On becoming leader and then every `resync`, one paged LIST
@@ -395,7 +396,7 @@ impl StatusWriter {
     /// failed read also returns `None` but keeps the key, so the clear is retried.
     async fn still_ours(&mut self, key: &IngressKey) -> Option<String> {
         let (namespace, name) = key;
-        let api = Api::<Ingress>::namespaced(self.api.clone().into_client(), namespace);
+        let api = self.namespaced(namespace);
         let got = match tokio::time::timeout(REQUEST_TIMEOUT, api.get_opt(name)).await {
             Ok(Ok(got)) => got,
             Ok(Err(error)) => {
@@ -422,6 +423,11 @@ impl StatusWriter {
         ours
     }
 
+    /// The Ingress API of one namespace.
+    fn namespaced(&self, namespace: &str) -> Api<Ingress> {
+        Api::namespaced(self.api.clone().into_client(), namespace)
+    }
+
     /// One merge patch of the status subresource; updates `known` from the answer.
     async fn patch<P: Serialize + std::fmt::Debug>(
         &mut self,
@@ -429,7 +435,7 @@ impl StatusWriter {
         patch: &Patch<P>,
     ) -> Patched {
         let (namespace, name) = key;
-        let api = Api::<Ingress>::namespaced(self.api.clone().into_client(), namespace);
+        let api = self.namespaced(namespace);
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
