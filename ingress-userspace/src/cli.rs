@@ -110,6 +110,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
 
+    #[command(flatten)]
+    pub hsts: HstsArgs,
+
     /// Log one JSON line per request.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
@@ -140,6 +143,42 @@ pub struct RunArgs {
     /// write per logged packet; off, the statements are removed at load.
     #[arg(long)]
     pub kernel_log: bool,
+}
+
+/// `Strict-Transport-Security` on HTTPS responses, as ingress-nginx's ConfigMap keys of the
+/// same names (and defaults) set it.
+#[derive(Debug, Args, Clone)]
+pub struct HstsArgs {
+    /// Send `Strict-Transport-Security` on HTTPS responses for hosts listed under some
+    /// Ingress's `spec.tls` (ingress-nginx's `hsts`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts: bool,
+    /// Its `max-age`, in seconds (`hsts-max-age`).
+    #[arg(long, default_value_t = 31_536_000)]
+    pub hsts_max_age: u64,
+    /// Add `includeSubDomains` (`hsts-include-subdomains`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts_include_subdomains: bool,
+    /// Add `preload` (`hsts-preload`).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub hsts_preload: bool,
+}
+
+impl HstsArgs {
+    /// The header value, or `None` when HSTS is off.
+    pub fn header_value(&self) -> Option<http::HeaderValue> {
+        if !self.hsts {
+            return None;
+        }
+        let mut v = format!("max-age={}", self.hsts_max_age);
+        if self.hsts_include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.hsts_preload {
+            v.push_str("; preload");
+        }
+        http::HeaderValue::from_str(&v).ok()
+    }
 }
 
 /// Connection limits of the L7 proxy, named after ingress-nginx's ConfigMap keys.
@@ -294,5 +333,38 @@ mod tests {
         assert_eq!(l.h2_max_concurrent_streams, 16);
         let argv = ["ingressd", "run", "--http2-max-concurrent-streams", "0"];
         assert!(Cli::try_parse_from(argv).is_err(), "no streams at all");
+    }
+
+    #[test]
+    fn hsts_flags_build_the_header() {
+        let hsts = |argv: &[&str]| crate::proxy::ProxyOptions::from_run_args(&run_args(argv)).hsts;
+        assert_eq!(
+            hsts(&[]).as_ref().map(|v| v.to_str().unwrap()),
+            Some("max-age=31536000; includeSubDomains"),
+            "ingress-nginx's defaults"
+        );
+        assert_eq!(
+            crate::proxy::ProxyOptions::default().hsts,
+            hsts(&[]),
+            "the flags' defaults are the library's"
+        );
+        let v = hsts(&[
+            "--hsts-max-age",
+            "600",
+            "--hsts-include-subdomains",
+            "false",
+            "--hsts-preload",
+            "true",
+        ]);
+        assert_eq!(
+            v.as_ref().map(|v| v.to_str().unwrap()),
+            Some("max-age=600; preload")
+        );
+        assert_eq!(hsts(&["--hsts", "false"]), None);
+        let argv = ["ingressd", "run", "--hsts-max-age", "-1"];
+        assert!(
+            Cli::try_parse_from(argv).is_err(),
+            "not a number of seconds"
+        );
     }
 }

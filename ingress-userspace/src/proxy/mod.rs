@@ -29,6 +29,7 @@ pub mod upstream;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use http::HeaderValue;
 use hyper_util::{rt::TokioExecutor, rt::TokioTimer, server::conn::auto};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
@@ -66,6 +67,8 @@ pub struct ProxyOptions {
     pub default_certificate: Option<Arc<CertifiedKey>>,
     /// Append the client to an incoming `X-Forwarded-For` (else it is replaced).
     pub compute_full_forwarded_for: bool,
+    /// `Strict-Transport-Security` for HTTPS responses of hosts with TLS; `None`: not sent.
+    pub hsts: Option<HeaderValue>,
 }
 
 impl Default for ProxyOptions {
@@ -76,6 +79,9 @@ impl Default for ProxyOptions {
             https_port: 443,
             default_certificate: None,
             compute_full_forwarded_for: false,
+            hsts: Some(HeaderValue::from_static(
+                "max-age=31536000; includeSubDomains",
+            )),
         }
     }
 }
@@ -87,6 +93,7 @@ impl ProxyOptions {
             access_log: args.access_log,
             https_port: args.https_addr.port(),
             compute_full_forwarded_for: args.compute_full_forwarded_for,
+            hsts: args.hsts.header_value(),
             limits: Limits {
                 upstream_max_idle_per_endpoint: args.limits.upstream_keepalive_connections,
                 upstream_idle_timeout: args.limits.upstream_keepalive_timeout,

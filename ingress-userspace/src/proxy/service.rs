@@ -55,7 +55,26 @@ pub(crate) async fn handle(
     // Dropped with this future if the client leaves before the response: logged as 499.
     let mut completion = Completion::pending(start, shared.metrics.unrouted(), record);
     completion.hold(active);
-    let mut response = pipeline(&shared, &conn, &config, req, &request_id, &mut completion).await;
+    let mut tls_host = false;
+    let mut response = pipeline(
+        &shared,
+        &conn,
+        &config,
+        req,
+        &request_id,
+        &mut completion,
+        &mut tls_host,
+    )
+    .await;
+    if conn.tls && tls_host {
+        // As ingress-nginx's `more_set_headers` in a TLS server: every answer, the proxy's
+        // own included, and in place of one the upstream sent.
+        if let Some(v) = &shared.options.hsts {
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+        }
+    }
     if client_version <= Version::HTTP_11 && response.version() != Version::HTTP_11 {
         *response.version_mut() = Version::HTTP_11;
     }
@@ -76,6 +95,7 @@ async fn pipeline(
     req: Request<Incoming>,
     request_id: &HeaderValue,
     completion: &mut Completion,
+    tls_host: &mut bool,
 ) -> Response<ResponseBody> {
     // Every early answer below drops the body unread; it drains itself (HTTP/2).
     let version = req.version();
@@ -110,6 +130,7 @@ async fn pipeline(
     let Some(m) = matched else {
         return ProxyError::NotFound.response();
     };
+    *tls_host = m.host_tls;
     let target: &Target = m.target;
     let policy = &target.spec.policy;
     // From here on a client that leaves is logged (499) against this route.

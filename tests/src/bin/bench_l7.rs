@@ -408,6 +408,10 @@ fn start_peer(
                 c.args(["--upstream-keepalive-connections", "1024"])
                     .args(["--keep-alive-requests", "0"]);
             }
+            // nginx and HAProxy are not configured to add one.
+            if accepts_flag(bin, "--hsts") {
+                c.args(["--hsts", "false"]);
+            }
             (c, Some(addr(admin)))
         }
         Peer::Nginx => {

@@ -1,5 +1,5 @@
 //! TLS termination: certificate by SNI (exact, wildcard, default), TLS 1.2 and 1.3, ALPN,
-//! hot-swap of certificates with open connections, and ssl-redirect.
+//! hot-swap of certificates with open connections, ssl-redirect, and HSTS.
 use std::sync::Arc;
 
 use tests::{certs::*, l7::*, upstream::*};
@@ -277,5 +277,119 @@ async fn l7_serve_tls_with_peeked_bytes_replayed() -> anyhow::Result<()> {
     );
     drop(sender);
     tokio::time::timeout(WAIT, handoff).await???;
+    Ok(())
+}
+
+/// A GET over TLS with ALPN `alpn`, the response fully read.
+async fn https_get(
+    l7: &L7,
+    host: &str,
+    path: &str,
+    alpn: &[u8],
+) -> anyhow::Result<(u16, http::Version, Option<String>)> {
+    use http_body_util::BodyExt;
+    let tls = tls_connect(l7.https, host, insecure_client_config(&[alpn])?).await?;
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let req = build(http::Method::GET, host, path, Default::default());
+    let resp = if alpn == b"h2" {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        let (mut parts, body) = req.into_parts();
+        parts.uri = format!("https://{host}{path}").parse()?;
+        tokio::time::timeout(
+            WAIT,
+            sender.send_request(http::Request::from_parts(parts, body)),
+        )
+        .await??
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        tokio::time::timeout(WAIT, sender.send_request(req)).await??
+    };
+    let (status, version) = (resp.status().as_u16(), resp.version());
+    let hsts = resp
+        .headers()
+        .get("strict-transport-security")
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()?;
+    resp.into_body().collect().await?;
+    Ok((status, version, hsts))
+}
+
+#[tokio::test]
+async fn l7_hsts_on_https_answers_of_tls_hosts() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    const DEFAULT: &str = "max-age=31536000; includeSubDomains";
+    let up = TestServer::echo("h").await?;
+    // An upstream that sends a weaker HSTS header of its own.
+    let weak_up = RawUpstream::start(|mut s, _| async move {
+        if read_head(&mut s).await.is_some() {
+            let answer = b"HTTP/1.1 200 OK\r\nstrict-transport-security: max-age=5\r\n\
+                content-length: 2\r\nconnection: close\r\n\r\nok";
+            let _ = s.write_all(answer).await;
+        }
+    })
+    .await?;
+    let plain = target("plain", upstream("h", &[up.addr]));
+    let weak = target("weak", upstream("w", &[weak_up.addr]));
+    let empty = target("empty", upstream("e", &[]));
+    let mut secure = vhost(
+        "secure.test",
+        vec![
+            prefix("/weak", &weak),
+            prefix("/empty", &empty),
+            prefix("/", &plain),
+        ],
+    );
+    secure.tls = true;
+    let snap = || {
+        snapshot(vec![
+            secure.clone(),
+            vhost("open.test", vec![prefix("/", &plain)]),
+        ])
+    };
+    let l7 = L7::start(snap()).await?;
+
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let (status, version, hsts) = https_get(&l7, "secure.test", "/", alpn).await?;
+        assert_eq!(
+            (status, hsts.as_deref()),
+            (200, Some(DEFAULT)),
+            "{version:?}"
+        );
+        // In place of the upstream's own.
+        let (status, _, hsts) = https_get(&l7, "secure.test", "/weak", alpn).await?;
+        assert_eq!((status, hsts.as_deref()), (200, Some(DEFAULT)));
+        // On the proxy's own answers too (no endpoint: 503).
+        let (status, _, hsts) = https_get(&l7, "secure.test", "/empty", alpn).await?;
+        assert_eq!((status, hsts.as_deref()), (503, Some(DEFAULT)));
+        // Not for a host without TLS, even over HTTPS.
+        let (status, _, hsts) = https_get(&l7, "open.test", "/", alpn).await?;
+        assert_eq!((status, hsts), (200, None));
+    }
+    // Never over plain HTTP: not on the redirect to HTTPS, nor on a forwarded answer.
+    let r = get(l7.http, "secure.test", "/").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.header("strict-transport-security")),
+        (308, None)
+    );
+    let r = get(l7.http, "open.test", "/weak").await?;
+    assert_eq!(r.status, 200);
+
+    // `--hsts false`: none, and the upstream's own header passes untouched.
+    let off = L7::start_with(
+        ingress::proxy::ProxyOptions {
+            access_log: false,
+            hsts: None,
+            ..Default::default()
+        },
+        snap(),
+    )
+    .await?;
+    let (_, _, hsts) = https_get(&off, "secure.test", "/", b"http/1.1").await?;
+    assert_eq!(hsts, None);
+    let (_, _, hsts) = https_get(&off, "secure.test", "/weak", b"http/1.1").await?;
+    assert_eq!(hsts.as_deref(), Some("max-age=5"));
     Ok(())
 }
