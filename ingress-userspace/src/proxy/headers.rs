@@ -22,6 +22,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static PROXY: HeaderName = HeaderName::from_static("proxy");
 
 /// Drops request headers whose names contain `_`, as nginx does by default
 /// (`underscores_in_headers off`, ingress-nginx `enable-underscores-in-headers: false`): CGI,
@@ -175,6 +176,9 @@ pub fn set_forwarded(
         headers.insert(X_FORWARDED_HOST.clone(), h.clone());
     }
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    // httpoxy (CVE-2016-5385): a CGI-style upstream exposes `Proxy` as `HTTP_PROXY`, which
+    // its HTTP clients then use as their proxy. ingress-nginx clears it the same way.
+    headers.remove(&PROXY);
 }
 
 /// The request's id: a sane client-supplied `X-Request-ID`, else 32 random hex digits.
@@ -263,6 +267,7 @@ mod tests {
                 ("x-forwarded-for", "10.0.0.1"),
                 ("x-forwarded-for", "10.0.0.2, 10.0.0.3"),
                 ("x-real-ip", "6.6.6.6"),
+                ("proxy", "http://attacker.example:8080"),
             ])
         };
         let client = "::ffff:192.0.2.7".parse().unwrap_or_else(|e| panic!("{e}"));
@@ -283,6 +288,7 @@ mod tests {
         assert_eq!(h["x-forwarded-port"], "443");
         assert_eq!(h["x-forwarded-host"], "a.example");
         assert_eq!(h["x-request-id"], "abc");
+        assert!(!h.contains_key("proxy"), "httpoxy");
 
         let mut h = incoming();
         set_forwarded(

@@ -158,6 +158,7 @@ async fn l7_forwarded_and_hop_by_hop_headers() -> anyhow::Result<()> {
         .header("te", "trailers, deflate")
         .header("upgrade", "h2c")
         .header("x-kept", "yes")
+        .header("proxy", "http://attacker.example:8080")
         .body(http_body_util::Full::new(bytes::Bytes::new()))?;
     let r = send(l7.http, req).await?;
     assert_eq!(r.status, 200);
@@ -172,7 +173,14 @@ async fn l7_forwarded_and_hop_by_hop_headers() -> anyhow::Result<()> {
     assert_eq!(h["x-forwarded-port"], l7.http.port().to_string());
     assert_eq!(h["te"], "trailers");
     assert_eq!(h["x-kept"], "yes");
-    for gone in ["x-secret", "keep-alive", "proxy-authorization", "upgrade"] {
+    // `Proxy` too (httpoxy: a CGI upstream would read it as HTTP_PROXY).
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "proxy-authorization",
+        "upgrade",
+        "proxy",
+    ] {
         assert!(h.get(gone).is_none(), "{gone} must not be forwarded: {h}");
     }
     let id = h["x-request-id"].as_str().unwrap_or("");
