@@ -27,7 +27,7 @@ use tests::bench::l7::{
     h2load::{self, H2Report},
     handshake::{self, ClientTls, LoadReport},
     peers::{self, free_ports, output_bounded, Certs, Proc, HOST},
-    stats::median,
+    stats::{median, paired_ratios},
     upstream::{self, BODY},
     wrk::{self, WrkReport},
 };
@@ -858,6 +858,20 @@ fn report(o: &Opts, peers_run: &[Peer], results: &[Vec<Vec<Sample>>], markdown: 
                 ratio(i.cpu, b.cpu),
                 ratio(i.p99, b.p99),
             );
+            let rounds = |p: Peer| {
+                let pi = peers_run.iter().position(|x| *x == p);
+                pi.map(|pi| results[wi][pi].iter().map(|s| s.cpu_us).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            };
+            if let Some((m, lo, hi)) =
+                paired_ratios(&rounds(Peer::Ingressd), &rounds(Peer::IngressdBaseline))
+            {
+                let _ = writeln!(
+                    out,
+                    "{}CPU ratio within each round (the two ran back to back): median {m:.3}x, range {lo:.3}x-{hi:.3}x",
+                    if markdown { "\n" } else { "  " },
+                );
+            }
         }
         if let (Some(i), Some(n), Some(cpu_target)) = (find(Peer::Ingressd), nginx, w.cpu_target())
         {
