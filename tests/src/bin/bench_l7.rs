@@ -404,12 +404,13 @@ fn start_peer(
             // As nginx's `keepalive` and `keepalive_requests` below: the h2 workload has
             // 640 requests in flight, and HTTP/2 clients stay on their connections. Builds
             // older than these flags (a --baseline-ingressd) run with their defaults.
-            if accepts_flag(bin, "--upstream-keepalive-connections") {
+            let flags = run_help(bin);
+            if flags.contains("--upstream-keepalive-connections") {
                 c.args(["--upstream-keepalive-connections", "1024"])
                     .args(["--keep-alive-requests", "0"]);
             }
             // nginx and HAProxy are not configured to add one.
-            if accepts_flag(bin, "--hsts") {
+            if flags.contains("--hsts") {
                 c.args(["--hsts", "false"]);
             }
             (c, Some(addr(admin)))
@@ -570,13 +571,13 @@ fn wrk_command(o: &Opts, hosts: &Path, url: &str) -> Command {
     generator_command(hosts, "wrk", &args)
 }
 
-/// Whether `ingressd run` of this binary takes `flag`.
-fn accepts_flag(bin: &Path, flag: &str) -> bool {
+/// `ingressd run --help` of this binary (empty if it cannot say), to see which flags it takes.
+fn run_help(bin: &Path) -> String {
     Command::new(bin)
         .args(["run", "--help"])
         .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
-        .unwrap_or(false)
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 fn h2load_command(o: &Opts, hosts: &Path, url: &str, log: &Path) -> Command {
