@@ -223,6 +223,11 @@ fn new_flow(
         _pad: 0,
     };
     let h = maglev::port_hash(h);
+    // The flow's own bucket is fetched now, after the backend pick and just before the
+    // reply bucket's insert, so the two misses overlap. Fetched earlier (in xdp_lb, or
+    // before the pick) it stalled the pick's ring read behind it: 10-20% slower with 1M
+    // flows (BENCHMARKS.md).
+    FLOWS.touch(cfg, &scratch.key);
     let port = reserve_port(&mut scratch.rkey, &mut scratch.okey, &scratch.reply, cfg, h)?;
     debug!(
         ctx,

@@ -246,7 +246,6 @@ fn forward(
             return Some(hand_over(
                 ctx,
                 scratch,
-                cfg,
                 layout,
                 l3,
                 t,
@@ -298,7 +297,6 @@ fn forward(
 fn hand_over(
     ctx: &XdpContext,
     scratch: &mut Scratch,
-    cfg: &LbConfig,
     layout: &Layout,
     l3: &L3,
     t: &Tuple,
@@ -318,8 +316,6 @@ fn hand_over(
         // otherwise look it up again).
         scratch.vip = *unsafe { VIPS.get(&vip) }?;
         scratch.vip_known = 1;
-        // The flow's conntrack bucket is fetched while xdp_flow picks a backend and a port.
-        FLOWS.touch(cfg, &scratch.key);
     }
     if l3.ttl <= 1 {
         return Some(Outcome::pass(Stat::PassTtl));
