@@ -1,5 +1,5 @@
 //! Header handling on the way through: hop-by-hop removal (RFC 9110 §7.6.1), the
-//! `X-Forwarded-*` / `X-Real-IP` / `X-Request-ID` set, and request ids.
+//! `X-Forwarded-*` / `X-Scheme` / `X-Real-IP` / `X-Request-ID` set, and request ids.
 use std::net::IpAddr;
 
 use http::{
@@ -15,6 +15,13 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// `X-Forwarded-Port`.
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `X-Forwarded-Scheme` (ingress-nginx sends it, equal to `X-Forwarded-Proto`).
+pub static X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
+/// `X-Scheme` (ingress-nginx sends it, equal to `X-Forwarded-Proto`).
+pub static X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
+/// `X-Original-Forwarded-For`: the `X-Forwarded-For` the client sent, as ingress-nginx keeps it.
+pub static X_ORIGINAL_FORWARDED_FOR: HeaderName =
+    HeaderName::from_static("x-original-forwarded-for");
 /// `X-Real-IP`.
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
@@ -154,23 +161,27 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
     request_id: &HeaderValue,
 ) {
-    let xff = if fwd.append_xff && headers.contains_key(&X_FORWARDED_FOR) {
-        // Every incoming line, in order (a list header may be split over lines).
-        let mut v = Vec::new();
-        for prev in headers.get_all(&X_FORWARDED_FOR) {
-            if !prev.is_empty() {
-                v.extend_from_slice(prev.as_bytes());
-                v.extend_from_slice(b", ");
-            }
+    let original = incoming_xff(headers);
+    let xff = match &original {
+        Some(prev) if fwd.append_xff => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + fwd.client.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(fwd.client.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| fwd.client.clone())
         }
-        v.extend_from_slice(fwd.client.as_bytes());
-        HeaderValue::from_bytes(&v).unwrap_or_else(|_| fwd.client.clone())
-    } else {
-        fwd.client.clone()
+        _ => fwd.client.clone(),
     };
+    // Upstreams written for ingress-nginx may read the client's own chain from here even
+    // when `X-Forwarded-For` is replaced.
+    if let Some(prev) = original {
+        headers.insert(X_ORIGINAL_FORWARDED_FOR.clone(), prev);
+    }
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(X_REAL_IP.clone(), fwd.client.clone());
     headers.insert(X_FORWARDED_PROTO.clone(), fwd.proto.clone());
+    headers.insert(X_FORWARDED_SCHEME.clone(), fwd.proto.clone());
+    headers.insert(X_SCHEME.clone(), fwd.proto.clone());
     headers.insert(X_FORWARDED_PORT.clone(), fwd.port.clone());
     if let Some(h) = host {
         headers.insert(X_FORWARDED_HOST.clone(), h.clone());
@@ -179,6 +190,25 @@ pub fn set_forwarded(
     // httpoxy (CVE-2016-5385): a CGI-style upstream exposes `Proxy` as `HTTP_PROXY`, which
     // its HTTP clients then use as their proxy. ingress-nginx clears it the same way.
     headers.remove(&PROXY);
+}
+
+/// The `X-Forwarded-For` the client sent, its lines joined in order (a list header may be
+/// split over lines); `None` when absent or empty.
+fn incoming_xff(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut lines = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter(|v| !v.is_empty());
+    let first = lines.next()?;
+    let Some(second) = lines.next() else {
+        return Some(first.clone());
+    };
+    let mut v = first.as_bytes().to_vec();
+    for line in std::iter::once(second).chain(lines) {
+        v.extend_from_slice(b", ");
+        v.extend_from_slice(line.as_bytes());
+    }
+    HeaderValue::from_bytes(&v).ok()
 }
 
 /// The request's id: a sane client-supplied `X-Request-ID`, else 32 random hex digits.
@@ -285,10 +315,30 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-real-ip"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-scheme"], "https");
+        assert_eq!(h["x-scheme"], "https");
         assert_eq!(h["x-forwarded-port"], "443");
         assert_eq!(h["x-forwarded-host"], "a.example");
         assert_eq!(h["x-request-id"], "abc");
         assert!(!h.contains_key("proxy"), "httpoxy");
+        // What the client sent stays readable, joined into one line.
+        assert_eq!(h.get_all("x-original-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            h["x-original-forwarded-for"],
+            "10.0.0.1, 10.0.0.2, 10.0.0.3"
+        );
+
+        // Nothing sent, nothing claimed.
+        let mut h = map(&[("x-forwarded-for", "")]);
+        set_forwarded(
+            &mut h,
+            &ForwardedValues::new(client, 80, false, true),
+            None,
+            &id,
+        );
+        assert!(!h.contains_key("x-original-forwarded-for"));
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-scheme"], "http");
 
         let mut h = incoming();
         set_forwarded(

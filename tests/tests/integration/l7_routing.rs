@@ -169,6 +169,9 @@ async fn l7_forwarded_and_hop_by_hop_headers() -> anyhow::Result<()> {
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-real-ip"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-scheme"], "http");
+    assert_eq!(h["x-scheme"], "http");
+    assert_eq!(h["x-original-forwarded-for"], "203.0.113.9");
     assert_eq!(h["x-forwarded-host"], "h.test:8080");
     assert_eq!(h["x-forwarded-port"], l7.http.port().to_string());
     assert_eq!(h["te"], "trailers");

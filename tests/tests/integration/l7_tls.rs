@@ -33,6 +33,11 @@ async fn l7_tls_sni_selects_exact_wildcard_and_default() -> anyhow::Result<()> {
     .await?;
     assert_eq!(r.status, 200);
     assert_eq!(r.seen_header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(r.seen_header("x-scheme").as_deref(), Some("https"));
+    assert_eq!(
+        r.seen_header("x-forwarded-scheme").as_deref(),
+        Some("https")
+    );
     assert_eq!(
         r.seen_header("x-forwarded-port"),
         Some(l7.https.port().to_string())

@@ -71,7 +71,10 @@ const NGINX_HEADERS: &str = "\
             proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header X-Forwarded-Host $host;
             proxy_set_header X-Forwarded-Port $server_port;
-            proxy_set_header X-Forwarded-Proto $scheme;";
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Scheme $scheme;
+            proxy_set_header X-Scheme $scheme;
+            proxy_set_header X-Original-Forwarded-For $http_x_forwarded_for;";
 
 /// nginx: one worker, TLS 1.3 only, HTTP/2 on, keep-alive to the upstream, access log off.
 /// The per-connection request cap (1000 by default, HTTP/2 streams included) is lifted, as
@@ -147,6 +150,7 @@ defaults
 frontend bench
     bind 127.0.0.1:{http}
     bind 127.0.0.1:{https} ssl crt {d}/haproxy.pem alpn h2,http/1.1
+    http-request set-header X-Original-Forwarded-For %[req.hdr(x-forwarded-for)] if {{ req.hdr(x-forwarded-for) -m found }}
     http-request set-header X-Forwarded-For %[src]
     http-request set-header X-Request-ID %[uuid]
     http-request set-header X-Real-IP %[src]
@@ -154,6 +158,10 @@ frontend bench
     http-request set-header X-Forwarded-Port %[dst_port]
     http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
     http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+    http-request set-header X-Forwarded-Scheme https if {{ ssl_fc }}
+    http-request set-header X-Forwarded-Scheme http if !{{ ssl_fc }}
+    http-request set-header X-Scheme https if {{ ssl_fc }}
+    http-request set-header X-Scheme http if !{{ ssl_fc }}
     default_backend echo
 
 backend echo
