@@ -23,13 +23,17 @@ pub fn sk_passthrough(ctx: SkBuffContext) -> u32 {
         debug!(&ctx, "unpaired socket {}: {} bytes dropped", cookie, len);
         return sk_action::SK_DROP;
     };
-    // SAFETY: `peer` points into a live map value. The verdict of one socket runs under that
-    // socket's lock (tcp_read_skb), so this entry has a single writer and a plain add is
-    // race-free; userspace only reads it.
-    let mut peer_cookie = unsafe {
-        (*peer).redirected += u64::from(len);
-        (*peer).peer_cookie
-    };
+    // SAFETY: `peer` points into a live map value.
+    let mut peer_cookie = unsafe { (*peer).peer_cookie };
     // bpf_sk_redirect_hash returns SK_PASS (queued to the peer) or SK_DROP (peer gone).
-    SPLICE_SOCKS.redirect_skb(&ctx, &mut peer_cookie, 0) as u32
+    let verdict = SPLICE_SOCKS.redirect_skb(&ctx, &mut peer_cookie, 0) as u32;
+    if verdict == sk_action::SK_PASS {
+        // Only bytes on their way to the peer count: userspace waits for the peer to have
+        // sent this many before it passes a FIN on, and bytes dropped here never will be.
+        // SAFETY: as above. The verdict of one socket runs under that socket's lock
+        // (tcp_read_skb), so this entry has a single writer and a plain add is race-free;
+        // userspace only reads it.
+        unsafe { (*peer).redirected += u64::from(len) };
+    }
+    verdict
 }
