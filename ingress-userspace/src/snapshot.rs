@@ -231,6 +231,11 @@ pub struct RoutePolicy {
     pub load_balance: LoadBalance,
     /// Retry idempotent requests that failed before any byte was sent (tries incl. first).
     pub max_attempts: u32,
+    /// `upstream-vhost`: the Host (and HTTP/2 `:authority`) the upstream sees instead of the
+    /// client's; `X-Forwarded-Host` keeps the client's. A valid `host[:port]`.
+    pub upstream_vhost: Option<String>,
+    /// `x-forwarded-prefix`: sent upstream as `X-Forwarded-Prefix`.
+    pub forwarded_prefix: Option<String>,
 }
 
 impl Default for RoutePolicy {
@@ -252,6 +257,8 @@ impl Default for RoutePolicy {
             custom_http_errors: Vec::new(),
             load_balance: LoadBalance::RoundRobin,
             max_attempts: 3,
+            upstream_vhost: None,
+            forwarded_prefix: None,
         }
     }
 }

@@ -22,6 +22,8 @@ pub static X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
 /// `X-Original-Forwarded-For`: the `X-Forwarded-For` the client sent, as ingress-nginx keeps it.
 pub static X_ORIGINAL_FORWARDED_FOR: HeaderName =
     HeaderName::from_static("x-original-forwarded-for");
+/// `X-Forwarded-Prefix` (the `x-forwarded-prefix` annotation).
+pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 /// `X-Real-IP`.
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.

@@ -8,7 +8,7 @@ use http::{
 };
 use hyper::body::Incoming;
 
-use crate::snapshot::PathMatch;
+use crate::snapshot::{PathMatch, RoutePolicy};
 
 use super::{
     access_log::{AccessRecord, Completion},
@@ -285,6 +285,21 @@ async fn pipeline(
         host_value.as_ref(),
         request_id,
     );
+    let authority = match upstream_vhost(policy) {
+        // `upstream-vhost`: the upstream sees this host; X-Forwarded-Host keeps the client's.
+        Some((a, h)) => {
+            parts.headers.insert(header::HOST, h);
+            Some(a)
+        }
+        None => authority,
+    };
+    if let Some(prefix) = policy
+        .forwarded_prefix
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
+        parts.headers.insert(&headers::X_FORWARDED_PREFIX, prefix);
+    }
     let (body, progress) = RequestBody::client(body, policy.max_body_bytes, policy.timeouts.send);
     let dest = Destination {
         path_and_query,
@@ -444,4 +459,11 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// The `upstream-vhost` of a route as an HTTP/2 authority and a Host value (validated when
+/// translated; a value that still fails here is left out).
+fn upstream_vhost(policy: &RoutePolicy) -> Option<(Authority, HeaderValue)> {
+    let v = policy.upstream_vhost.as_deref()?;
+    Some((Authority::try_from(v).ok()?, HeaderValue::from_str(v).ok()?))
 }

@@ -747,3 +747,50 @@ async fn l7_h2_upload_answered_early_by_the_upstream_is_drained_not_reset() -> a
     answered_early_then_drained(client, req, (401, b"nope")).await?;
     Ok(())
 }
+
+/// `upstream-vhost` replaces the Host the upstream sees (HTTP/1.1 `Host`, HTTP/2
+/// `:authority`) while `X-Forwarded-Host` keeps the client's; `x-forwarded-prefix` is sent as
+/// `X-Forwarded-Prefix`. Routes without them are untouched.
+#[tokio::test]
+async fn l7_upstream_vhost_and_forwarded_prefix() -> anyhow::Result<()> {
+    let up = TestServer::echo("vh").await?;
+    let with = |p: &mut RoutePolicy| {
+        p.upstream_vhost = Some("internal.svc:8080".into());
+        p.forwarded_prefix = Some("/api".into());
+    };
+    let h1 = target_with("vh1", upstream("vh1", &[up.addr]), policy(with));
+    let h2 = target_with(
+        "vh2",
+        upstream_with("vh2", &[up.addr], ingress::snapshot::BackendProtocol::Grpc),
+        policy(with),
+    );
+    let plain = target_with("plain", upstream("plain", &[up.addr]), test_policy());
+    let l7 = L7::start(snapshot(vec![
+        vhost("a.test", vec![prefix("/", &h1)]),
+        vhost("b.test", vec![prefix("/", &h2)]),
+        vhost("c.test", vec![prefix("/", &plain)]),
+    ]))
+    .await?;
+
+    let r = get(l7.http, "a.test", "/x").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_header("host").as_deref(), Some("internal.svc:8080"));
+    assert_eq!(r.seen_header("x-forwarded-host").as_deref(), Some("a.test"));
+    assert_eq!(r.seen_header("x-forwarded-prefix").as_deref(), Some("/api"));
+
+    let r = get(l7.http, "b.test", "/y").await?;
+    assert_eq!(r.status, 200);
+    let seen = up.last().ok_or_else(|| anyhow::anyhow!("nothing seen"))?;
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(
+        seen.uri.authority().map(|a| a.as_str()),
+        Some("internal.svc:8080")
+    );
+    assert_eq!(seen.headers["x-forwarded-host"], "b.test");
+    assert_eq!(seen.headers["x-forwarded-prefix"], "/api");
+
+    let r = get(l7.http, "c.test", "/z").await?;
+    assert_eq!(r.seen_header("host").as_deref(), Some("c.test"));
+    assert_eq!(r.seen_header("x-forwarded-prefix"), None);
+    Ok(())
+}
