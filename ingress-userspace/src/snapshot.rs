@@ -195,6 +195,9 @@ pub struct Canary {
     pub header: Option<String>,
     /// `canary-by-header-value`: if set, only this value forces the canary.
     pub header_value: Option<String>,
+    /// `canary-by-cookie`: cookie name; value "always" forces the canary, "never" forbids
+    /// it. Looked at after the header, before the weight.
+    pub cookie: Option<String>,
 }
 
 /// Per-route behaviour from annotations. Defaults mean "annotation absent".

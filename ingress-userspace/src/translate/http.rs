@@ -183,6 +183,7 @@ pub fn build_host(
                         weight: cfg.weight,
                         header: cfg.header.clone(),
                         header_value: cfg.header_value.clone(),
+                        cookie: cfg.cookie.clone(),
                     });
                 }
             }

@@ -944,6 +944,7 @@ fn canary_attaches_to_main_routes() {
         .annotation("canary", "true")
         .annotation("canary-weight", "20")
         .annotation("canary-by-header", "X-Canary")
+        .annotation("canary-by-cookie", "use_canary")
         .host("a.example")
         .path("/", "Prefix", "next", 80)
         .path("/nomatch", "Prefix", "next", 80)
@@ -970,6 +971,7 @@ fn canary_attaches_to_main_routes() {
                 (c.weight, c.header.as_deref(), c.origin.name.as_str()),
                 (20, Some("X-Canary"), "canary")
             );
+            assert_eq!(c.cookie.as_deref(), Some("use_canary"));
             assert_eq!(c.upstream.name, "ns/next:80");
             assert_eq!(route.target.upstream.name, "ns/stable:80");
         } else {

@@ -213,6 +213,7 @@ async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
             weight,
             header: Some("X-Canary".into()),
             header_value: header_value.map(str::to_string),
+            cookie: Some("canary".into()),
         });
         Arc::new(t)
     };
@@ -237,11 +238,30 @@ async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
         send(l7.http, with_header("never")?).await?.upstream(),
         Some("main")
     );
+    let with_cookie = |v: &str| {
+        http::Request::builder()
+            .uri("/")
+            .header("host", "c.test")
+            .header("cookie", format!("session=1; canary={v}"))
+            .body(http_body_util::Full::new(Bytes::new()))
+    };
+    assert_eq!(
+        send(l7.http, with_cookie("always")?).await?.upstream(),
+        Some("canary")
+    );
+    assert_eq!(
+        send(l7.http, with_cookie("maybe")?).await?.upstream(),
+        Some("main")
+    );
 
     l7.apply(snapshot(vec![vhost(
         "c.test",
         vec![prefix("/", &with_canary(100, None))],
     )]));
+    assert_eq!(
+        send(l7.http, with_cookie("never")?).await?.upstream(),
+        Some("main")
+    );
     assert_eq!(
         get(l7.http, "c.test", "/").await?.upstream(),
         Some("canary")

@@ -1,4 +1,5 @@
-//! `canary`, `canary-weight`, `canary-by-header`, `canary-by-header-value`.
+//! `canary`, `canary-weight`, `canary-by-header`, `canary-by-header-value`,
+//! `canary-by-cookie`.
 use super::{is_token, parse_in_range, AnnotationError, Annotations, CanaryConfig, Reader};
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
@@ -22,10 +23,18 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
             Err("must be visible ASCII without spaces".to_string())
         }
     })?;
+    let cookie = r.get("canary-by-cookie", |v| {
+        if is_token(v) {
+            Ok(v.to_owned())
+        } else {
+            Err("not a valid cookie name".to_string())
+        }
+    })?;
     a.canary = Some(CanaryConfig {
         weight,
         header,
         header_value,
+        cookie,
     });
     Ok(())
 }
@@ -43,7 +52,8 @@ mod tests {
             Some(CanaryConfig {
                 weight: 0,
                 header: None,
-                header_value: None
+                header_value: None,
+                cookie: None,
             })
         );
         let a = nginx(&[
@@ -51,6 +61,7 @@ mod tests {
             ("canary-weight", "25"),
             ("canary-by-header", "X-Canary"),
             ("canary-by-header-value", "yes-please"),
+            ("canary-by-cookie", "use_canary"),
         ])
         .expect("valid");
         assert_eq!(
@@ -58,7 +69,8 @@ mod tests {
             Some(CanaryConfig {
                 weight: 25,
                 header: Some("X-Canary".into()),
-                header_value: Some("yes-please".into())
+                header_value: Some("yes-please".into()),
+                cookie: Some("use_canary".into()),
             })
         );
         assert_rejects("canary", &["sometimes"]);
@@ -68,6 +80,7 @@ mod tests {
             ("canary-weight", "10%"),
             ("canary-by-header", "X Canary"),
             ("canary-by-header-value", "a b"),
+            ("canary-by-cookie", "a;b"),
         ] {
             let e = nginx(&[("canary", "true"), (name, bad)]).expect_err(bad);
             assert!(e.key.ends_with(name) && e.value == bad, "{e}");

@@ -82,6 +82,8 @@ pub struct CanaryConfig {
     pub header: Option<String>,
     /// `canary-by-header-value`.
     pub header_value: Option<String>,
+    /// `canary-by-cookie`.
+    pub cookie: Option<String>,
 }
 
 /// The outcome of reading one Ingress's annotations.
