@@ -189,8 +189,10 @@ pub enum BackendProtocol {
 pub struct Canary {
     pub origin: ObjectRef,
     pub upstream: Arc<Upstream>,
-    /// Percentage 0..=100 of requests sent to the canary.
+    /// Share of requests sent to the canary: `weight` out of `weight_total`.
     pub weight: u32,
+    /// `canary-weight-total` (100 unless set).
+    pub weight_total: u32,
     /// `canary-by-header`: header name; value "always" forces the canary, "never" forbids it.
     pub header: Option<String>,
     /// `canary-by-header-value`: if set, only this value forces the canary.

@@ -181,6 +181,7 @@ pub fn build_host(
                         origin: parsed.origin.clone(),
                         upstream: up.clone(),
                         weight: cfg.weight,
+                        weight_total: cfg.weight_total,
                         header: cfg.header.clone(),
                         header_value: cfg.header_value.clone(),
                         cookie: cfg.cookie.clone(),

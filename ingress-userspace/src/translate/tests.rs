@@ -972,6 +972,7 @@ fn canary_attaches_to_main_routes() {
                 (20, Some("X-Canary"), "canary")
             );
             assert_eq!(c.cookie.as_deref(), Some("use_canary"));
+            assert_eq!(c.weight_total, 100);
             assert_eq!(c.upstream.name, "ns/next:80");
             assert_eq!(route.target.upstream.name, "ns/stable:80");
         } else {

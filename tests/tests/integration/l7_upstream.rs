@@ -211,6 +211,7 @@ async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
             origin: ingress_ref("app-canary"),
             upstream: upstream("canary", &[canary.addr]),
             weight,
+            weight_total: 100,
             header: Some("X-Canary".into()),
             header_value: header_value.map(str::to_string),
             cookie: Some("canary".into()),

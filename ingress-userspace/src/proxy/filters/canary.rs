@@ -7,7 +7,7 @@ use crate::snapshot::Canary;
 
 /// Whether this request goes to the canary, in ingress-nginx's order: the header decides when
 /// it says so (`always` / `never`, or the configured value), then the cookie (`always` /
-/// `never`), then the weight, as a percentage.
+/// `never`), then the weight, out of `weight_total`.
 pub fn use_canary(canary: &Canary, headers: &HeaderMap) -> bool {
     if let Some(value) = canary.header.as_deref().and_then(|h| headers.get(h)) {
         match &canary.header_value {
@@ -32,8 +32,8 @@ pub fn use_canary(canary: &Canary, headers: &HeaderMap) -> bool {
     }
     match canary.weight {
         0 => false,
-        w if w >= 100 => true,
-        w => rand::random_range(0..100u32) < w,
+        w if w >= canary.weight_total => true,
+        w => rand::random_range(0..canary.weight_total) < w,
     }
 }
 
@@ -55,6 +55,7 @@ mod tests {
                 protocol: Default::default(),
             }),
             weight,
+            weight_total: 100,
             header: Some("x-canary".into()),
             header_value: header_value.map(str::to_string),
             cookie: Some("canary".into()),
@@ -75,6 +76,16 @@ mod tests {
         let all = canary(100, None);
         assert!(!use_canary(&none, &headers(&[])));
         assert!(use_canary(&all, &headers(&[])));
+        let mut thousandths = canary(0, None);
+        thousandths.weight_total = 1000;
+        thousandths.weight = 1000;
+        assert!(use_canary(&thousandths, &headers(&[])));
+        thousandths.weight = 1;
+        let picked = (0..20_000)
+            .filter(|_| use_canary(&thousandths, &headers(&[])))
+            .count();
+        // 1 in 1000: about 20 of 20,000, and far from the 200 a percentage would give.
+        assert!((2..=60).contains(&picked), "{picked}");
         // The cookie decides over the weight, both ways.
         assert!(use_canary(
             &none,

@@ -1,13 +1,18 @@
-//! `canary`, `canary-weight`, `canary-by-header`, `canary-by-header-value`,
-//! `canary-by-cookie`.
+//! `canary`, `canary-weight`, `canary-weight-total`, `canary-by-header`,
+//! `canary-by-header-value`, `canary-by-cookie`.
 use super::{is_token, parse_in_range, AnnotationError, Annotations, CanaryConfig, Reader};
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
     if r.flag("canary")? != Some(true) {
         return Ok(());
     }
+    let weight_total = r
+        .get("canary-weight-total", |v| {
+            parse_in_range(v, 1u32..=1_000_000)
+        })?
+        .unwrap_or(100);
     let weight = r
-        .get("canary-weight", |v| parse_in_range(v, 0u32..=100))?
+        .get("canary-weight", |v| parse_in_range(v, 0u32..=weight_total))?
         .unwrap_or(0);
     let header = r.get("canary-by-header", |v| {
         if is_token(v) {
@@ -32,6 +37,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     })?;
     a.canary = Some(CanaryConfig {
         weight,
+        weight_total,
         header,
         header_value,
         cookie,
@@ -51,6 +57,7 @@ mod tests {
             ok("canary", "true").canary,
             Some(CanaryConfig {
                 weight: 0,
+                weight_total: 100,
                 header: None,
                 header_value: None,
                 cookie: None,
@@ -68,16 +75,34 @@ mod tests {
             a.canary,
             Some(CanaryConfig {
                 weight: 25,
+                weight_total: 100,
                 header: Some("X-Canary".into()),
                 header_value: Some("yes-please".into()),
                 cookie: Some("use_canary".into()),
             })
         );
+        let a = nginx(&[
+            ("canary", "true"),
+            ("canary-weight", "150"),
+            ("canary-weight-total", "1000"),
+        ])
+        .expect("valid");
+        let c = a.canary.expect("canary");
+        assert_eq!((c.weight, c.weight_total), (150, 1000));
+        // The weight is out of the total, not out of 100.
+        let e = nginx(&[
+            ("canary", "true"),
+            ("canary-weight", "60"),
+            ("canary-weight-total", "50"),
+        ])
+        .expect_err("over the total");
+        assert!(e.key.ends_with("canary-weight"), "{e}");
         assert_rejects("canary", &["sometimes"]);
         for (name, bad) in [
             ("canary-weight", "101"),
             ("canary-weight", "-1"),
             ("canary-weight", "10%"),
+            ("canary-weight-total", "0"),
             ("canary-by-header", "X Canary"),
             ("canary-by-header-value", "a b"),
             ("canary-by-cookie", "a;b"),

@@ -76,8 +76,10 @@ pub struct AuthRef {
 /// A canary Ingress's selection rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CanaryConfig {
-    /// `canary-weight`, 0..=100.
+    /// `canary-weight`, 0..=`weight_total`.
     pub weight: u32,
+    /// `canary-weight-total`, 100 unless set.
+    pub weight_total: u32,
     /// `canary-by-header`.
     pub header: Option<String>,
     /// `canary-by-header-value`.
