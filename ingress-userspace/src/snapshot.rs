@@ -241,6 +241,9 @@ pub struct RoutePolicy {
     pub upstream_vhost: Option<String>,
     /// `x-forwarded-prefix`: sent upstream as `X-Forwarded-Prefix`.
     pub forwarded_prefix: Option<String>,
+    /// `upstream-hash-by`: requests with the same key go to the same endpoint while it is
+    /// up (consistent hashing); an affinity cookie still wins.
+    pub hash_by: Option<HashKey>,
 }
 
 impl Default for RoutePolicy {
@@ -264,6 +267,7 @@ impl Default for RoutePolicy {
             max_attempts: 3,
             upstream_vhost: None,
             forwarded_prefix: None,
+            hash_by: None,
         }
     }
 }
@@ -344,6 +348,34 @@ pub enum LoadBalance {
     RoundRobin,
     /// Power of two choices over peak-EWMA latency (`load-balance: ewma`).
     PeakEwma,
+}
+
+/// The key of `upstream-hash-by`: text and request values, concatenated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashKey {
+    pub parts: Vec<HashPart>,
+}
+
+/// One piece of a [`HashKey`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashPart {
+    Text(String),
+    /// `$request_uri`: path and query as sent.
+    RequestUri,
+    /// `$uri`: the path without the query.
+    Uri,
+    /// `$remote_addr` / `$binary_remote_addr`: the client address.
+    RemoteAddr,
+    /// `$host`.
+    Host,
+    /// `$scheme`.
+    Scheme,
+    /// `$http_<name>`: a request header (lowercase, `-` for `_`).
+    Header(String),
+    /// `$cookie_<name>`.
+    Cookie(String),
+    /// `$arg_<name>`: a query parameter.
+    Arg(String),
 }
 
 /// Certificates for TLS termination.

@@ -14,7 +14,7 @@ use super::{
     access_log::{AccessRecord, Completion},
     body::{RequestBody, ResponseBody},
     errors::{self, ProxyError},
-    filters::{access, affinity, canary, cors, custom_errors, redirect, rewrite},
+    filters::{access, affinity, canary, cors, custom_errors, hash, redirect, rewrite},
     forward::{self, Destination},
     headers, limits,
     listener::ConnCtx,
@@ -239,6 +239,11 @@ async fn pipeline(
         .as_ref()
         .and_then(|a| affinity::cookie_value(req.headers(), &a.name))
         .and_then(|v| upstream.by_cookie(v));
+    let preferred = sticky.or_else(|| {
+        let key = policy.hash_by.as_ref()?;
+        let h = hash::key(key, req.uri(), req.headers(), conn.fwd.client_ip, conn.tls);
+        upstream.by_hash(h)
+    });
 
     // The request as it goes upstream.
     let path_and_query = match (&policy.rewrite_target, m.route) {
@@ -315,7 +320,7 @@ async fn pipeline(
         shared,
         upstream,
         policy,
-        sticky,
+        preferred,
         Request::from_parts(parts, body),
         &dest,
         &mut |addr| completion.attempt(addr),

@@ -528,3 +528,64 @@ async fn l7_forged_forwarding_headers_and_authorities_are_refused() -> anyhow::R
     assert_eq!(up.hits(), hits, "a refused request reached the upstream");
     Ok(())
 }
+
+/// `upstream-hash-by`: every request with the same key reaches the same endpoint, different
+/// keys spread over all of them, and a key's endpoint leaving moves that key only.
+#[tokio::test]
+async fn l7_upstream_hash_by_keeps_a_key_on_one_endpoint() -> anyhow::Result<()> {
+    let servers = [
+        TestServer::echo("e0").await?,
+        TestServer::echo("e1").await?,
+        TestServer::echo("e2").await?,
+    ];
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let hashed = |addrs: &[std::net::SocketAddr]| {
+        let mut t = (*target("app", upstream("app", addrs))).clone();
+        t.policy.hash_by = Some(ingress::snapshot::HashKey {
+            parts: vec![ingress::snapshot::HashPart::Header("x-user".into())],
+        });
+        Arc::new(t)
+    };
+    let l7 = L7::start(snapshot(vec![vhost(
+        "h.test",
+        vec![prefix("/", &hashed(&addrs))],
+    )]))
+    .await?;
+    let as_user = |u: &str| {
+        http::Request::builder()
+            .uri("/")
+            .header("host", "h.test")
+            .header("x-user", u)
+            .body(http_body_util::Full::new(Bytes::new()))
+    };
+    let mut conn = H1::connect(l7.http).await?;
+    let mut owner = std::collections::BTreeMap::new();
+    for i in 0..60 {
+        let user = format!("user{i}");
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..5 {
+            let r = conn.send(as_user(&user)?).await?;
+            seen.insert(r.upstream().unwrap_or("?").to_string());
+        }
+        assert_eq!(seen.len(), 1, "{user} went to {seen:?}");
+        owner.insert(user, seen.into_iter().next().unwrap_or_default());
+    }
+    let used: std::collections::BTreeSet<_> = owner.values().cloned().collect();
+    assert_eq!(used.len(), 3, "60 keys over 3 endpoints: {used:?}");
+
+    // e2 leaves: only its users move.
+    l7.apply(snapshot(vec![vhost(
+        "h.test",
+        vec![prefix("/", &hashed(&addrs[..2]))],
+    )]));
+    for (user, was) in &owner {
+        let r = send(l7.http, as_user(user)?).await?;
+        let now = r.upstream().unwrap_or("?");
+        if was != "e2" {
+            assert_eq!(now, was, "{user} moved although its endpoint stayed");
+        } else {
+            assert_ne!(now, "e2");
+        }
+    }
+    Ok(())
+}

@@ -1,13 +1,14 @@
 //! Annotation behaviours, one module per phase, applied by the request pipeline in
 //! ingress-nginx's order: redirects (rewrite phase), rate limit (preaccess), source ranges
 //! (access), CORS preflight, basic auth, then the upstream-side ones (canary, affinity,
-//! rewrite, custom errors).
+//! hash, rewrite, custom errors).
 pub mod access;
 pub mod affinity;
 pub mod auth;
 pub mod canary;
 pub mod cors;
 pub mod custom_errors;
+pub mod hash;
 pub mod ratelimit;
 pub mod redirect;
 pub mod rewrite;

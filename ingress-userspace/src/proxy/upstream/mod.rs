@@ -24,6 +24,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Value of the affinity cookie naming this endpoint (a stable hash, not the address).
     pub cookie: Box<str>,
+    /// The same stable hash, for `upstream-hash-by`'s rendezvous choice.
+    pub hash_id: u64,
     pub(crate) pool: Pool,
     pub(crate) outlier: Outlier,
     pub(crate) load: PeakEwma,
@@ -32,9 +34,11 @@ pub struct Endpoint {
 impl Endpoint {
     /// A fresh endpoint of upstream `name`.
     pub fn new(name: &str, addr: SocketAddr, pool: Pool) -> Self {
+        let hash_id = endpoint_hash(name, addr);
         Endpoint {
             addr,
-            cookie: affinity_cookie(name, addr).into(),
+            cookie: format!("{hash_id:016x}").into(),
+            hash_id,
             pool,
             outlier: Outlier::default(),
             load: PeakEwma::default(),
@@ -103,6 +107,20 @@ impl UpstreamState {
         balance::pick(&self.endpoints, &self.rr, lb, tried, now_ms())
     }
 
+    /// The endpoint for a `upstream-hash-by` key, by rendezvous hashing: each endpoint scores
+    /// the key and the highest score wins, so removing an endpoint moves only its own keys,
+    /// and adding one takes about 1/n of them. Ejected endpoints are passed over, which
+    /// sends their keys to each key's next-best endpoint until they return.
+    pub fn by_hash(&self, key: u64) -> Option<usize> {
+        let now = now_ms();
+        self.endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.outlier.is_ejected(now))
+            .max_by_key(|(_, e)| mix64(key ^ e.hash_id))
+            .map(|(i, _)| i)
+    }
+
     /// The endpoint an affinity cookie names, if it exists and is not ejected.
     pub fn by_cookie(&self, value: &str) -> Option<usize> {
         let now = now_ms();
@@ -151,13 +169,23 @@ pub(crate) fn now_ms() -> u64 {
 /// A stable cookie value for an endpoint: FNV-1a over upstream name and address, hex.
 /// Stable across restarts and replicas, and does not reveal the pod address.
 pub fn affinity_cookie(upstream: &str, addr: SocketAddr) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let addr = addr.to_string();
-    for b in upstream.bytes().chain([0u8]).chain(addr.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", endpoint_hash(upstream, addr))
+}
+
+/// FNV-1a of the upstream name and the endpoint address: the same on every node.
+fn endpoint_hash(upstream: &str, addr: SocketAddr) -> u64 {
+    let mut h = super::filters::hash::Fnv::default();
+    h.write(upstream.as_bytes());
+    h.write(&[0]);
+    h.write(addr.to_string().as_bytes());
+    h.finish()
+}
+
+/// A 64-bit finalizer (splitmix64's): spreads a key/endpoint pair over the whole range.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -232,5 +260,45 @@ mod tests {
         assert_eq!(c, affinity_cookie("ns/s:80", u.endpoints[2].addr));
         assert_eq!(u.by_cookie(&c), Some(2));
         assert_eq!(u.by_cookie("nope"), None);
+    }
+
+    #[test]
+    fn hash_keys_spread_stay_put_and_move_only_with_their_endpoint() {
+        let keys: Vec<u64> = (0..20_000u64)
+            .map(|i| {
+                let mut h = crate::proxy::filters::hash::Fnv::default();
+                h.write(format!("/item/{i}").as_bytes());
+                h.finish()
+            })
+            .collect();
+        let five = upstream(5);
+        let before: Vec<usize> = keys.iter().filter_map(|&k| five.by_hash(k)).collect();
+        assert_eq!(before.len(), keys.len());
+        let mut per = [0usize; 5];
+        for &i in &before {
+            per[i] += 1;
+        }
+        // 4,000 each on average.
+        assert!(per.iter().all(|&n| (3_400..=4_600).contains(&n)), "{per:?}");
+
+        // Without the last endpoint (same addresses for the rest): only its keys move.
+        let four = upstream(4);
+        for (&k, &was) in keys.iter().zip(&before) {
+            let now = four.by_hash(k).unwrap_or(99);
+            if was < 4 {
+                assert_eq!(now, was, "a key of a remaining endpoint moved");
+            }
+        }
+
+        // An ejected endpoint's keys go elsewhere and the others stay (its keys return
+        // when the ejection ends: the choice is recomputed for every request).
+        five.endpoints[1].outlier.eject(now_ms());
+        for (&k, &was) in keys.iter().zip(&before).take(2_000) {
+            let now = five.by_hash(k).unwrap_or(99);
+            assert_ne!(now, 1);
+            if was != 1 {
+                assert_eq!(now, was);
+            }
+        }
     }
 }

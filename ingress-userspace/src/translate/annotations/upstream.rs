@@ -1,7 +1,7 @@
 //! `backend-protocol`, `load-balance`, `proxy-next-upstream-tries`, `upstream-vhost`,
-//! `x-forwarded-prefix`.
+//! `x-forwarded-prefix`, `upstream-hash-by`.
 use super::{no_space_or_control, parse_in_range, AnnotationError, Annotations, Reader};
-use crate::snapshot::{BackendProtocol, LoadBalance};
+use crate::snapshot::{BackendProtocol, HashKey, HashPart, LoadBalance};
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
     if let Some(p) = r.get("backend-protocol", parse_protocol)? {
@@ -16,6 +16,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         a.policy.max_attempts = n;
     }
     a.policy.upstream_vhost = r.get("upstream-vhost", parse_vhost)?;
+    a.policy.hash_by = r.get("upstream-hash-by", parse_hash_key)?;
     a.policy.forwarded_prefix = r.get("x-forwarded-prefix", |v| {
         no_space_or_control(v)?;
         if v.is_empty() || !v.is_ascii() {
@@ -24,6 +25,71 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         Ok(v.to_owned())
     })?;
     Ok(())
+}
+
+/// An nginx-style key (`$request_uri`, `$http_x_user$arg_id`, `${cookie_sid}-x`): text and
+/// the variables [`HashPart`] lists. Anything else is refused, not hashed as text.
+fn parse_hash_key(v: &str) -> Result<HashKey, String> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut rest = v;
+    while let Some(at) = rest.find('$') {
+        text.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        let (name, after) = match rest.strip_prefix('{') {
+            Some(inner) => {
+                let end = inner.find('}').ok_or("unclosed ${")?;
+                (&inner[..end], &inner[end + 1..])
+            }
+            None => {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                (&rest[..end], &rest[end..])
+            }
+        };
+        if !text.is_empty() {
+            parts.push(HashPart::Text(std::mem::take(&mut text)));
+        }
+        parts.push(hash_var(name)?);
+        rest = after;
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        parts.push(HashPart::Text(text));
+    }
+    if !parts.iter().any(|p| !matches!(p, HashPart::Text(_))) {
+        return Err("needs at least one variable, such as $request_uri".into());
+    }
+    Ok(HashKey { parts })
+}
+
+fn hash_var(name: &str) -> Result<HashPart, String> {
+    let named = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    };
+    Ok(match name {
+        "request_uri" => HashPart::RequestUri,
+        "uri" | "document_uri" => HashPart::Uri,
+        "remote_addr" | "binary_remote_addr" => HashPart::RemoteAddr,
+        "host" => HashPart::Host,
+        "scheme" => HashPart::Scheme,
+        _ => {
+            if let Some(h) = named("http_") {
+                HashPart::Header(h.to_ascii_lowercase().replace('_', "-"))
+            } else if let Some(c) = named("cookie_") {
+                HashPart::Cookie(c.to_owned())
+            } else if let Some(a) = named("arg_") {
+                HashPart::Arg(a.to_owned())
+            } else {
+                return Err(format!(
+                    "unsupported variable ${name} (supported: $request_uri, $uri, \
+                     $remote_addr, $binary_remote_addr, $host, $scheme, $http_*, $cookie_*, $arg_*)"
+                ));
+            }
+        }
+    })
 }
 
 /// A Host value: `host[:port]`, the host a DNS name, an IPv4 address or a bracketed IPv6 one.
@@ -80,6 +146,43 @@ fn parse_load_balance(v: &str) -> Result<LoadBalance, String> {
 mod tests {
     use super::super::test_support::*;
     use crate::snapshot::{BackendProtocol, LoadBalance};
+
+    #[test]
+    fn upstream_hash_by() {
+        use crate::snapshot::{HashKey, HashPart};
+        let key = |v: &str| ok("upstream-hash-by", v).policy.hash_by;
+        assert_eq!(
+            key("$request_uri"),
+            Some(HashKey {
+                parts: vec![HashPart::RequestUri]
+            })
+        );
+        assert_eq!(
+            key("$http_x_user-${cookie_sid}:$arg_id$binary_remote_addr"),
+            Some(HashKey {
+                parts: vec![
+                    HashPart::Header("x-user".into()),
+                    HashPart::Text("-".into()),
+                    HashPart::Cookie("sid".into()),
+                    HashPart::Text(":".into()),
+                    HashPart::Arg("id".into()),
+                    HashPart::RemoteAddr,
+                ]
+            })
+        );
+        assert_eq!(nginx(&[]).expect("empty").policy.hash_by, None);
+        assert_rejects(
+            "upstream-hash-by",
+            &[
+                "plain",
+                "$nonsense",
+                "${request_uri",
+                "$http_",
+                "$",
+                "$upstream_addr",
+            ],
+        );
+    }
 
     #[test]
     fn upstream_vhost_and_forwarded_prefix() {
