@@ -226,6 +226,13 @@ pub struct RoutePolicy {
     pub deny_sources: Vec<IpNet>,
     /// `limit-rps`: requests per second per client address; excess gets 503 (ingress-nginx).
     pub limit_rps: Option<u32>,
+    /// `limit-rpm`: requests per minute per client address, a bucket of its own beside
+    /// `limit_rps`'s.
+    pub limit_rpm: Option<u32>,
+    /// `limit-burst-multiplier`: a bucket holds this many seconds' (or minutes') worth.
+    pub limit_burst_multiplier: u32,
+    /// `limit-whitelist` / `limit-allowlist`: client networks the rate limits skip.
+    pub limit_exempt: Vec<IpNet>,
     /// `enable-cors` family.
     pub cors: Option<Cors>,
     /// `auth-type: basic` with an htpasswd Secret.
@@ -260,6 +267,9 @@ impl Default for RoutePolicy {
             allow_sources: Vec::new(),
             deny_sources: Vec::new(),
             limit_rps: None,
+            limit_rpm: None,
+            limit_burst_multiplier: 5,
+            limit_exempt: Vec::new(),
             cors: None,
             basic_auth: None,
             custom_http_errors: Vec::new(),

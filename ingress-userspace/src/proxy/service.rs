@@ -14,7 +14,7 @@ use super::{
     access_log::{AccessRecord, Completion},
     body::{RequestBody, ResponseBody},
     errors::{self, ProxyError},
-    filters::{access, affinity, canary, cors, custom_errors, hash, redirect, rewrite},
+    filters::{access, affinity, canary, cors, custom_errors, hash, ratelimit, redirect, rewrite},
     forward::{self, Destination},
     headers, limits,
     listener::ConnCtx,
@@ -163,13 +163,13 @@ async fn pipeline(
         }
     }
     // Preaccess and access phases.
-    if let Some(rps) = policy.limit_rps {
-        if !shared
-            .limiter
-            .check(target.limit_zone, conn.fwd.client_ip, rps, Instant::now())
-        {
-            return ProxyError::RateLimited.response();
-        }
+    if !ratelimit::allowed(
+        &shared.limiter,
+        policy,
+        target.limit_zone,
+        conn.fwd.client_ip,
+    ) {
+        return ProxyError::RateLimited.response();
     }
     if !access::source_allowed(policy, conn.fwd.client_ip) {
         return ProxyError::Forbidden.response();

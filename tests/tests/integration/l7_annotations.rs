@@ -177,6 +177,23 @@ async fn l7_source_ranges_and_rate_limit() -> anyhow::Result<()> {
         policy(|p| p.deny_sources = vec![net("127.0.0.0/8")]),
     );
     let limited = target_with("limited", u.clone(), policy(|p| p.limit_rps = Some(2)));
+    let per_minute = target_with(
+        "per-minute",
+        u.clone(),
+        policy(|p| {
+            p.limit_rpm = Some(3);
+            p.limit_burst_multiplier = 1;
+        }),
+    );
+    let exempt = target_with(
+        "exempt",
+        u.clone(),
+        policy(|p| {
+            p.limit_rps = Some(1);
+            p.limit_burst_multiplier = 1;
+            p.limit_exempt = vec![net("127.0.0.0/8")];
+        }),
+    );
     let snap = snapshot(vec![vhost(
         "acl.test",
         vec![
@@ -184,6 +201,8 @@ async fn l7_source_ranges_and_rate_limit() -> anyhow::Result<()> {
             prefix("/me", &allow_me),
             prefix("/deny", &deny_me),
             prefix("/limited", &limited),
+            prefix("/per-minute", &per_minute),
+            prefix("/exempt", &exempt),
         ],
     )]);
     let l7 = L7::start(snap).await?;
@@ -226,6 +245,33 @@ async fn l7_source_ranges_and_rate_limit() -> anyhow::Result<()> {
         .status,
         200
     );
+
+    // 3 a minute with a burst of 3 (multiplier 1): the fourth within the minute is refused.
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let r = conn
+            .send(build(
+                http::Method::GET,
+                "acl.test",
+                "/per-minute",
+                Bytes::new(),
+            ))
+            .await?;
+        codes.push(r.status.as_u16());
+    }
+    assert_eq!(codes, [200, 200, 200, 503]);
+    // A client in limit-whitelist is never limited (1 rps, burst 1, 10 at once).
+    for _ in 0..10 {
+        let r = conn
+            .send(build(
+                http::Method::GET,
+                "acl.test",
+                "/exempt",
+                Bytes::new(),
+            ))
+            .await?;
+        assert_eq!(r.status, 200);
+    }
     Ok(())
 }
 

@@ -1,9 +1,22 @@
-//! `limit-rps`: requests per second per client address; `0` disables the limit.
-use super::{parse_in_range, AnnotationError, Annotations, Reader};
+//! `limit-rps`, `limit-rpm` (per client address; `0` disables), `limit-burst-multiplier`,
+//! `limit-whitelist` (or its newer name `limit-allowlist`: client networks not limited).
+use super::{parse_in_range, source_range::parse_ranges, AnnotationError, Annotations, Reader};
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
     if let Some(n) = r.get("limit-rps", |v| parse_in_range(v, 0u32..=1_000_000))? {
         a.policy.limit_rps = (n != 0).then_some(n);
+    }
+    if let Some(n) = r.get("limit-rpm", |v| parse_in_range(v, 0u32..=60_000_000))? {
+        a.policy.limit_rpm = (n != 0).then_some(n);
+    }
+    if let Some(n) = r.get("limit-burst-multiplier", |v| parse_in_range(v, 1u32..=1000))? {
+        a.policy.limit_burst_multiplier = n;
+    }
+    // ingress-nginx renamed the annotation; the newer name wins when both are given.
+    for name in ["limit-whitelist", "limit-allowlist"] {
+        if let Some(nets) = r.get(name, parse_ranges)? {
+            a.policy.limit_exempt = nets;
+        }
     }
     Ok(())
 }
@@ -18,5 +31,35 @@ mod tests {
         assert_eq!(ok("limit-rps", "0").policy.limit_rps, None);
         assert_eq!(nginx(&[]).expect("empty").policy.limit_rps, None);
         assert_rejects("limit-rps", &["-1", "ten", "1.5", "2000000"]);
+    }
+
+    #[test]
+    fn limit_rpm_burst_and_exempt_networks() {
+        let a = nginx(&[
+            ("limit-rpm", "120"),
+            ("limit-burst-multiplier", "2"),
+            ("limit-whitelist", "10.0.0.0/8, 192.0.2.7"),
+        ])
+        .expect("valid");
+        assert_eq!(a.policy.limit_rpm, Some(120));
+        assert_eq!(a.policy.limit_burst_multiplier, 2);
+        let nets: Vec<String> = a
+            .policy
+            .limit_exempt
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32"]);
+        assert_eq!(nginx(&[]).expect("empty").policy.limit_burst_multiplier, 5);
+        let a = nginx(&[
+            ("limit-whitelist", "10.0.0.0/8"),
+            ("limit-allowlist", "172.16.0.0/12"),
+        ])
+        .expect("valid");
+        assert_eq!(a.policy.limit_exempt.len(), 1);
+        assert_eq!(a.policy.limit_exempt[0].to_string(), "172.16.0.0/12");
+        assert_rejects("limit-rpm", &["-1", "x"]);
+        assert_rejects("limit-burst-multiplier", &["0", "1.5"]);
+        assert_rejects("limit-allowlist", &["10.0.0.0/33", "nope"]);
     }
 }
