@@ -12,7 +12,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::snapshot::{HostMatch, HttpConfig, PathMatch, RouteTarget, Upstream};
+use crate::snapshot::{BackendProtocol, HostMatch, HttpConfig, PathMatch, RouteTarget, Upstream};
 
 use super::{
     metrics::{ProxyMetrics, RouteMetrics},
@@ -77,8 +77,10 @@ pub struct RouteTable {
     /// next compile reuses these instead of rebuilding them (a 10,000-host table recompiled
     /// from scratch took ~50 ms per endpoint change).
     targets: HashMap<usize, Arc<Target>>,
-    /// Every distinct upstream of the table, by name.
-    upstreams: HashMap<Arc<str>, Arc<UpstreamState>>,
+    /// Every distinct upstream of the table, by name and protocol: the translator gives two
+    /// Ingresses that name one Service port with different `backend-protocol`s two upstreams
+    /// of the same name.
+    upstreams: HashMap<UpstreamKey, Arc<UpstreamState>>,
 }
 
 impl RouteTable {
@@ -126,8 +128,8 @@ impl RouteTable {
         self.default_backend.as_ref()
     }
 
-    /// Every distinct upstream of the table, by name.
-    pub fn upstreams(&self) -> &HashMap<Arc<str>, Arc<UpstreamState>> {
+    /// Every distinct upstream of the table, by name and protocol.
+    pub fn upstreams(&self) -> &HashMap<UpstreamKey, Arc<UpstreamState>> {
         &self.upstreams
     }
 
@@ -192,11 +194,14 @@ pub struct CompileContext<'a> {
     pub idle_timeout: std::time::Duration,
 }
 
+/// An upstream's name and protocol.
+pub type UpstreamKey = (Arc<str>, BackendProtocol);
+
 struct Compiler<'a, 'b> {
     ctx: &'a CompileContext<'b>,
-    previous: &'a HashMap<Arc<str>, Arc<UpstreamState>>,
+    previous: &'a HashMap<UpstreamKey, Arc<UpstreamState>>,
     previous_targets: &'a HashMap<usize, Arc<Target>>,
-    upstreams: HashMap<Arc<str>, Arc<UpstreamState>>,
+    upstreams: HashMap<UpstreamKey, Arc<UpstreamState>>,
     targets: HashMap<usize, Arc<Target>>,
 }
 
@@ -248,18 +253,16 @@ impl Compiler<'_, '_> {
     /// upstream share it (the first registration of a name wins, as in [`Compiler::upstream`]).
     fn adopt_upstream(&mut self, state: &Arc<UpstreamState>) {
         self.upstreams
-            .entry(state.name.clone())
+            .entry((state.name.clone(), state.protocol))
             .or_insert_with(|| state.clone());
     }
 
     fn upstream(&mut self, u: &Upstream) -> Arc<UpstreamState> {
-        if let Some(s) = self.upstreams.get(u.name.as_str()) {
+        let key: UpstreamKey = (u.name.as_str().into(), u.protocol);
+        if let Some(s) = self.upstreams.get(&key) {
             return s.clone();
         }
-        let prev = self
-            .previous
-            .get(u.name.as_str())
-            .filter(|p| p.protocol == u.protocol);
+        let prev = self.previous.get(&key);
         let state = match prev {
             Some(p)
                 if p.endpoints
@@ -288,7 +291,7 @@ impl Compiler<'_, '_> {
                 Arc::new(UpstreamState::new(u.name.as_str().into(), u.protocol, eps))
             }
         };
-        self.upstreams.insert(state.name.clone(), state.clone());
+        self.upstreams.insert(key, state.clone());
         state
     }
 }

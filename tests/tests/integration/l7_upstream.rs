@@ -589,3 +589,30 @@ async fn l7_upstream_hash_by_keeps_a_key_on_one_endpoint() -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// Two Ingresses naming one Service port with different `backend-protocol`s get two
+/// upstreams of the same name: each keeps its own protocol in the proxy.
+#[tokio::test]
+async fn l7_one_service_port_two_backend_protocols() -> anyhow::Result<()> {
+    let up = TestServer::echo("both").await?;
+    let h1 = target("h1", upstream("both", &[up.addr]));
+    let h2 = target(
+        "h2",
+        upstream_with("both", &[up.addr], ingress::snapshot::BackendProtocol::Grpc),
+    );
+    let l7 = L7::start(snapshot(vec![
+        vhost("h1.test", vec![prefix("/", &h1)]),
+        vhost("h2.test", vec![prefix("/", &h2)]),
+    ]))
+    .await?;
+    for (host, want) in [
+        ("h1.test", http::Version::HTTP_11),
+        ("h2.test", http::Version::HTTP_2),
+        ("h1.test", http::Version::HTTP_11),
+    ] {
+        assert_eq!(get(l7.http, host, "/").await?.status, 200);
+        let seen = up.last().ok_or_else(|| anyhow::anyhow!("nothing seen"))?;
+        assert_eq!(seen.version, want, "{host}");
+    }
+    Ok(())
+}
