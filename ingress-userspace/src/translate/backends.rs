@@ -80,8 +80,8 @@ struct ServiceEntry {
     service: Option<Arc<Service>>,
     slices: Vec<Arc<EndpointSlice>>,
     checked_run: u64,
-    /// (Service port number, protocol) -> upstream.
-    upstreams: HashMap<(i32, BackendProtocol), Arc<Upstream>>,
+    /// (Service port number, protocol, through the cluster IP) -> upstream.
+    upstreams: HashMap<(i32, BackendProtocol, bool), Arc<Upstream>>,
     /// (port as the Ingress names it, protocol) -> empty upstream, for unknown ports.
     unresolved: HashMap<(String, BackendProtocol), Arc<Upstream>>,
     static_endpoints: Vec<SocketAddr>,
@@ -126,12 +126,16 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// The upstream for `backend` in `namespace`; with a problem, it has no endpoints.
+    /// The upstream for `backend` in `namespace`; with a problem, it has no endpoints. With
+    /// `via_cluster_ip` (`service-upstream`) its one endpoint is the Service's cluster IP, so
+    /// kube-proxy or a mesh sidecar picks the pod; a headless Service has none, and its pods
+    /// are used as without it.
     pub fn upstream(
         &mut self,
         namespace: &str,
         backend: &BackendRef,
         protocol: BackendProtocol,
+        via_cluster_ip: bool,
     ) -> (Arc<Upstream>, Option<Problem>) {
         let qualified = || format!("{namespace}/{}", backend.service);
         let entry = self.entry(namespace, &backend.service);
@@ -164,19 +168,31 @@ impl<'a> Resolver<'a> {
             return (up, Some(problem));
         };
         let problem = external_name_problem(svc, namespace, &backend.service);
-        if let Some(up) = entry.upstreams.get(&(sp.port, protocol)) {
+        let key = (sp.port, protocol, via_cluster_ip);
+        if let Some(up) = entry.upstreams.get(&key) {
             return (up.clone(), problem);
         }
-        let endpoints = match problem {
-            None => endpoints_of(sp, &entry.slices, &entry.static_endpoints),
-            Some(_) => Vec::new(),
+        let cluster = via_cluster_ip
+            .then(|| cluster_ip_endpoint(svc, sp))
+            .flatten();
+        let (endpoints, name) = match (problem.is_some(), cluster) {
+            (true, _) => (Vec::new(), format!("{}:{}", qualified(), sp.port)),
+            // A name of its own: the proxy keys endpoint state by upstream name.
+            (false, Some(addr)) => (
+                vec![addr],
+                format!("{}:{}@cluster-ip", qualified(), sp.port),
+            ),
+            (false, None) => (
+                endpoints_of(sp, &entry.slices, &entry.static_endpoints),
+                format!("{}:{}", qualified(), sp.port),
+            ),
         };
         let up = Arc::new(Upstream {
-            name: format!("{}:{}", qualified(), sp.port),
+            name,
             endpoints,
             protocol,
         });
-        entry.upstreams.insert((sp.port, protocol), up.clone());
+        entry.upstreams.insert(key, up.clone());
         (up, problem)
     }
 
@@ -327,6 +343,19 @@ fn external_name_problem(svc: &Service, namespace: &str, name: &str) -> Option<P
     })
 }
 
+/// The cluster IP and port of a Service port; `None` for a headless Service.
+fn cluster_ip_endpoint(svc: &Service, sp: &ServicePort) -> Option<SocketAddr> {
+    let ip = svc
+        .spec
+        .as_ref()?
+        .cluster_ip
+        .as_deref()?
+        .parse::<IpAddr>()
+        .ok()?;
+    let port = u16::try_from(sp.port).ok().filter(|p| *p != 0)?;
+    Some(SocketAddr::new(ip, port))
+}
+
 /// The Service port named by `port`, with `protocol` if given (default protocol is TCP).
 fn find_port<'s>(
     svc: &'s Service,
@@ -451,7 +480,7 @@ mod tests {
         let cache = ObjectCache::from_objects(objects);
         let mut bc = BackendCache::default();
         let mut r = Resolver::new(&mut bc, &cache, static_ok, 1);
-        r.upstream("ns", &backend, BackendProtocol::Http)
+        r.upstream("ns", &backend, BackendProtocol::Http, false)
     }
 
     fn be(service: &str, port: PortRef) -> BackendRef {
@@ -677,7 +706,12 @@ mod tests {
         let cache = ObjectCache::from_objects([Object::Service(svc())]);
         let mut bc = BackendCache::default();
         let mut r = Resolver::new(&mut bc, &cache, true, 1);
-        r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Http);
+        r.upstream(
+            "ns",
+            &be("web", PortRef::Number(80)),
+            BackendProtocol::Http,
+            false,
+        );
         let problems = r.service_problems(|_, _| true);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].1.contains("bogus"), "{}", problems[0].1);
@@ -696,19 +730,35 @@ mod tests {
         ]);
         let mut bc = BackendCache::default();
         let mut r = Resolver::new(&mut bc, &cache, false, 1);
-        let (a, _) = r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Http);
+        let (a, _) = r.upstream(
+            "ns",
+            &be("web", PortRef::Number(80)),
+            BackendProtocol::Http,
+            false,
+        );
         let (b, _) = r.upstream(
             "ns",
             &be("web", PortRef::Name("http".into())),
             BackendProtocol::Http,
+            false,
         );
-        let (g, _) = r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Grpc);
+        let (g, _) = r.upstream(
+            "ns",
+            &be("web", PortRef::Number(80)),
+            BackendProtocol::Grpc,
+            false,
+        );
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &g));
         assert_eq!(g.protocol, BackendProtocol::Grpc);
         r.finish();
         let mut r = Resolver::new(&mut bc, &cache, false, 2);
-        let (a2, _) = r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Http);
+        let (a2, _) = r.upstream(
+            "ns",
+            &be("web", PortRef::Number(80)),
+            BackendProtocol::Http,
+            false,
+        );
         assert!(Arc::ptr_eq(&a, &a2), "unchanged objects reuse the upstream");
         r.finish();
         cache.apply(Object::EndpointSlice(
@@ -718,7 +768,12 @@ mod tests {
                 .build(),
         ));
         let mut r = Resolver::new(&mut bc, &cache, false, 3);
-        let (a3, _) = r.upstream("ns", &be("web", PortRef::Number(80)), BackendProtocol::Http);
+        let (a3, _) = r.upstream(
+            "ns",
+            &be("web", PortRef::Number(80)),
+            BackendProtocol::Http,
+            false,
+        );
         assert_eq!(a3.endpoints, addrs(&["10.0.0.2:8080"]));
     }
 

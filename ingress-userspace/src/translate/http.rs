@@ -32,7 +32,12 @@ pub fn upstream(
     backend: &BackendRef,
     diags: &mut Vec<Diagnostic>,
 ) -> Arc<Upstream> {
-    let (up, problem) = resolver.upstream(&st.parsed.origin.namespace, backend, st.protocol());
+    let (up, problem) = resolver.upstream(
+        &st.parsed.origin.namespace,
+        backend,
+        st.protocol(),
+        st.service_upstream(),
+    );
     if let Some(p) = problem {
         diags.push(Diagnostic::new(
             st.parsed.origin.clone(),

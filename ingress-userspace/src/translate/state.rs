@@ -88,6 +88,11 @@ impl IngressState {
         self.annotations().map(|a| a.protocol).unwrap_or_default()
     }
 
+    /// `service-upstream`: proxy to the Service's cluster IP instead of its pods.
+    pub fn service_upstream(&self) -> bool {
+        self.annotations().is_some_and(|a| a.service_upstream)
+    }
+
     /// Namespace/name key.
     pub fn key(&self) -> (String, String) {
         (self.age.namespace.clone(), self.age.name.clone())

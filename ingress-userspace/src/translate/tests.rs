@@ -468,6 +468,64 @@ fn upstreams_are_shared_per_service_port_and_protocol() {
 }
 
 #[test]
+fn service_upstream_uses_the_cluster_ip() {
+    let svc = |name: &str, ip: &str| {
+        vec![
+            Object::Service(
+                mk_service("ns", name)
+                    .port("http", 80, 8080)
+                    .cluster_ip(ip)
+                    .build(),
+            ),
+            Object::EndpointSlice(
+                mk_slice("ns", &format!("{name}-x"), name)
+                    .port("http", 8080)
+                    .endpoint("10.0.0.1")
+                    .build(),
+            ),
+        ]
+    };
+    let mut objs = svc("web", "10.96.0.10");
+    objs.extend(svc("headless", "None"));
+    objs.push(ing(mk_ingress("ns", "mesh")
+        .annotation("service-upstream", "true")
+        .host("mesh.example")
+        .path("/", "Prefix", "web", 80)
+        .path("/h", "Prefix", "headless", 80)));
+    objs.push(ing(mk_ingress("ns", "pods")
+        .host("pods.example")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    let mesh = vhost(&t, &exact("mesh.example"));
+    let by_path = |p: &str| {
+        mesh.routes
+            .iter()
+            .find(|r| r.path.as_str() == p)
+            .map(|r| r.target.upstream.clone())
+            .unwrap_or_else(|| panic!("no route {p}"))
+    };
+    let up = by_path("/");
+    assert_eq!(
+        up.endpoints,
+        vec!["10.96.0.10:80".parse().unwrap_or_else(|e| panic!("{e}"))]
+    );
+    assert_eq!(up.name, "ns/web:80@cluster-ip");
+    // A headless Service has no cluster IP: its pods, as without the annotation.
+    let up = by_path("/h");
+    assert_eq!(
+        up.endpoints,
+        vec!["10.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}"))]
+    );
+    assert_eq!(up.name, "ns/headless:80");
+    let pods = vhost(&t, &exact("pods.example"));
+    assert_eq!(
+        pods.routes[0].target.upstream.endpoints,
+        vec!["10.0.0.1:8080".parse().unwrap_or_else(|e| panic!("{e}"))]
+    );
+    assert!(diags(&t).is_empty(), "{:?}", diags(&t));
+}
+
+#[test]
 fn tls_good_missing_and_garbage_secrets() {
     let (cert, key) = self_signed(&["secure.example", "*.wild.example"]);
     let mut objs = backend_objects("ns", "web", "10.0.0.1");

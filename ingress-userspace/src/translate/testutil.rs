@@ -287,6 +287,12 @@ impl ServiceBuilder {
         self
     }
 
+    /// `spec.clusterIP` (`"None"` for a headless Service).
+    pub fn cluster_ip(mut self, ip: &str) -> Self {
+        self.0.spec.get_or_insert_with(Default::default).cluster_ip = Some(ip.into());
+        self
+    }
+
     /// An annotation with its full key.
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.0

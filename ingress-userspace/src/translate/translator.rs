@@ -631,7 +631,8 @@ impl Model {
                 service: name.clone(),
                 port,
             };
-            let (upstream, problem) = resolver.upstream(namespace, &backend, BackendProtocol::Http);
+            let (upstream, problem) =
+                resolver.upstream(namespace, &backend, BackendProtocol::Http, false);
             let origin = ObjectRef {
                 kind: "Service",
                 namespace: namespace.clone(),

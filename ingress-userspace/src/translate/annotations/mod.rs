@@ -61,6 +61,8 @@ pub struct Annotations {
     pub passthrough: bool,
     /// `ingress.example.dev/proxy-protocol` (passthrough only).
     pub proxy_protocol: bool,
+    /// `service-upstream`: one endpoint, the Service's cluster IP, instead of its pods.
+    pub service_upstream: bool,
 }
 
 /// The htpasswd Secret of `auth-type: basic`.

@@ -1,5 +1,5 @@
 //! `backend-protocol`, `load-balance`, `proxy-next-upstream-tries`, `upstream-vhost`,
-//! `x-forwarded-prefix`, `upstream-hash-by`.
+//! `x-forwarded-prefix`, `upstream-hash-by`, `service-upstream`.
 use super::{no_space_or_control, parse_in_range, AnnotationError, Annotations, Reader};
 use crate::snapshot::{BackendProtocol, HashKey, HashPart, LoadBalance};
 
@@ -15,6 +15,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     })? {
         a.policy.max_attempts = n;
     }
+    a.service_upstream = r.flag("service-upstream")?.unwrap_or(false);
     a.policy.upstream_vhost = r.get("upstream-vhost", parse_vhost)?;
     a.policy.hash_by = r.get("upstream-hash-by", parse_hash_key)?;
     a.policy.forwarded_prefix = r.get("x-forwarded-prefix", |v| {
@@ -204,6 +205,9 @@ mod tests {
             Some("[::1]:80")
         );
         assert_eq!(nginx(&[]).expect("empty").policy.upstream_vhost, None);
+        assert!(ok("service-upstream", "true").service_upstream);
+        assert!(!nginx(&[]).expect("empty").service_upstream);
+        assert_rejects("service-upstream", &["yes-please"]);
         assert_rejects(
             "upstream-vhost",
             &["$host", "a b", "user@h", "h/x", "h:port", "http://h", ":80"],
