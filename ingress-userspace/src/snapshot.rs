@@ -248,6 +248,9 @@ pub struct RoutePolicy {
     pub upstream_vhost: Option<String>,
     /// `x-forwarded-prefix`: sent upstream as `X-Forwarded-Prefix`.
     pub forwarded_prefix: Option<String>,
+    /// `enable-access-log` (default true): `false` keeps this route's requests out of the
+    /// access log (they are still counted in the metrics).
+    pub access_log: bool,
     /// `upstream-hash-by`: requests with the same key go to the same endpoint while it is
     /// up (consistent hashing); an affinity cookie still wins.
     pub hash_by: Option<HashKey>,
@@ -278,6 +281,7 @@ impl Default for RoutePolicy {
             upstream_vhost: None,
             forwarded_prefix: None,
             hash_by: None,
+            access_log: true,
         }
     }
 }

@@ -88,6 +88,11 @@ impl Completion {
         }
     }
 
+    /// The route keeps its requests out of the access log (`enable-access-log: false`).
+    pub fn unlogged(&mut self) {
+        self.record = None;
+    }
+
     /// The request is being sent to `addr` (the last one tried is what is logged).
     pub fn attempt(&mut self, addr: SocketAddr) {
         if let Some(r) = self.record.as_mut() {

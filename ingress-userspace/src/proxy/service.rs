@@ -135,6 +135,9 @@ async fn pipeline(
     let policy = &target.spec.policy;
     // From here on a client that leaves is logged (499) against this route.
     completion.route(target.primary_metrics.clone(), &target.ingress, None);
+    if !policy.access_log {
+        completion.unlogged();
+    }
 
     // Rewrite phase: redirects.
     if !conn.tls {

@@ -278,6 +278,23 @@ async fn l7_access_log_json_lines() -> anyhow::Result<()> {
     assert_eq!(v["ingress"], "default/logged");
     assert!(v["duration_ms"].as_f64().is_some());
 
+    // A route with `enable-access-log: false` is not logged; the others still are.
+    let mut quiet_policy = test_policy();
+    quiet_policy.access_log = false;
+    let quiet_route = target_with("health", upstream("logged", &[up.addr]), quiet_policy);
+    l7.apply(snapshot(vec![vhost(
+        "log.test",
+        vec![prefix("/healthz", &quiet_route), prefix("/", &t)],
+    )]));
+    assert_eq!(get(l7.http, "log.test", "/healthz").await?.status, 200);
+    assert_eq!(get(l7.http, "log.test", "/other").await?.status, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let paths: Vec<String> = logged(&buf)
+        .iter()
+        .map(|v| v["path"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(paths, ["/bytes/123", "/other"]);
+
     // Switched off: nothing is written.
     let quiet = L7::start_with(
         ProxyOptions {
@@ -290,7 +307,7 @@ async fn l7_access_log_json_lines() -> anyhow::Result<()> {
     assert_eq!(get(quiet.http, "log.test", "/").await?.status, 200);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let out2 = String::from_utf8(buf.0.lock().unwrap_or_else(|e| e.into_inner()).clone())?;
-    assert_eq!(out2.lines().filter(|l| !l.trim().is_empty()).count(), 1);
+    assert_eq!(out2.lines().filter(|l| !l.trim().is_empty()).count(), 2);
     Ok(())
 }
 

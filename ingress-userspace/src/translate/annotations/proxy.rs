@@ -1,5 +1,6 @@
-//! `proxy-connect-timeout`, `proxy-read-timeout`, `proxy-send-timeout` (seconds) and
-//! `proxy-body-size` (nginx size syntax: `8m`, `512k`, `1g`, bytes; `0` = unlimited).
+//! `proxy-connect-timeout`, `proxy-read-timeout`, `proxy-send-timeout` (seconds),
+//! `proxy-body-size` (nginx size syntax: `8m`, `512k`, `1g`, bytes; `0` = unlimited) and
+//! `enable-access-log`.
 use std::time::Duration;
 
 use super::{AnnotationError, Annotations, Reader};
@@ -17,6 +18,9 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     }
     if let Some(size) = r.get("proxy-body-size", parse_size)? {
         a.policy.max_body_bytes = size;
+    }
+    if let Some(on) = r.flag("enable-access-log")? {
+        a.policy.access_log = on;
     }
     Ok(())
 }
@@ -55,6 +59,14 @@ mod tests {
     use super::super::test_support::*;
     use super::parse_size;
     use std::time::Duration;
+
+    #[test]
+    fn enable_access_log() {
+        assert!(nginx(&[]).expect("empty").policy.access_log);
+        assert!(!ok("enable-access-log", "false").policy.access_log);
+        assert!(ok("enable-access-log", "true").policy.access_log);
+        assert_rejects("enable-access-log", &["quiet"]);
+    }
 
     #[test]
     fn timeouts() {
