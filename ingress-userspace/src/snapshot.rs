@@ -248,6 +248,9 @@ pub struct RoutePolicy {
     pub upstream_vhost: Option<String>,
     /// `x-forwarded-prefix`: sent upstream as `X-Forwarded-Prefix`.
     pub forwarded_prefix: Option<String>,
+    /// `proxy-redirect-from` / `proxy-redirect-to`: a `Location` or `Refresh` URL from the
+    /// upstream that starts with `.0` has that prefix replaced by `.1`.
+    pub redirect_rewrite: Option<(String, String)>,
     /// `enable-access-log` (default true): `false` keeps this route's requests out of the
     /// access log (they are still counted in the metrics).
     pub access_log: bool,
@@ -281,6 +284,7 @@ impl Default for RoutePolicy {
             upstream_vhost: None,
             forwarded_prefix: None,
             hash_by: None,
+            redirect_rewrite: None,
             access_log: true,
         }
     }

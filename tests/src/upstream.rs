@@ -68,7 +68,8 @@ impl TestServer {
     }
 
     /// An echo server (HTTP/1.1 and h2c). Paths containing:
-    /// `/status/N` answers N; `/delay/MS` waits first; `/bytes/N` sends N bytes;
+    /// `/status/N` answers N (a 3xx with `Location: http://internal.test:8080/next?step=2`);
+    /// `/delay/MS` waits first; `/bytes/N` sends N bytes;
     /// `/slowbody/MS` sends a first chunk then stalls MS before the rest; anything else
     /// answers 200 with a JSON description of the request. Every answer has `x-upstream`.
     pub async fn echo(name: &str) -> anyhow::Result<TestServer> {
@@ -183,6 +184,13 @@ async fn echo_answer(
         ("status", Some(code)) => {
             let mut r = Response::new(full(format!("status {code} from {name}")));
             *r.status_mut() = StatusCode::from_u16(code as u16).unwrap_or(StatusCode::OK);
+            if r.status().is_redirection() {
+                // As an app behind a proxy often answers: its own, internal address.
+                r.headers_mut().insert(
+                    http::header::LOCATION,
+                    http::HeaderValue::from_static("http://internal.test:8080/next?step=2"),
+                );
+            }
             r
         }
         ("bytes", Some(n)) => Response::new(full(vec![b'x'; n as usize])),

@@ -370,6 +370,9 @@ async fn pipeline(
     if let Some(c) = &policy.cors {
         cors::decorate(c, origin.as_ref(), &mut rparts.headers);
     }
+    if let Some((from, to)) = &policy.redirect_rewrite {
+        redirect::rewrite_upstream_redirects(&mut rparts.headers, from, to);
+    }
     if let Some(aff) = &policy.affinity {
         if sticky != Some(fwd.index) {
             let route_path = match m.route.map(|r| &r.path) {

@@ -840,3 +840,37 @@ async fn l7_upstream_vhost_and_forwarded_prefix() -> anyhow::Result<()> {
     assert_eq!(r.seen_header("x-forwarded-prefix"), None);
     Ok(())
 }
+
+/// `proxy-redirect-from` / `-to`: the upstream's redirects to its internal address come out
+/// with the public prefix; routes without the annotation pass them as sent.
+#[tokio::test]
+async fn l7_proxy_redirect_rewrites_upstream_locations() -> anyhow::Result<()> {
+    let up = TestServer::echo("loc").await?;
+    let rewriting = target_with(
+        "rw",
+        upstream("loc", &[up.addr]),
+        policy(|p| {
+            p.redirect_rewrite = Some((
+                "http://internal.test:8080/".into(),
+                "https://www.example.com/app/".into(),
+            ))
+        }),
+    );
+    let plain = target_with("plain", upstream("loc", &[up.addr]), test_policy());
+    let l7 = L7::start(snapshot(vec![
+        vhost("rw.test", vec![prefix("/", &rewriting)]),
+        vhost("plain.test", vec![prefix("/", &plain)]),
+    ]))
+    .await?;
+    let r = get(l7.http, "rw.test", "/status/302").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.header("location")),
+        (302, Some("https://www.example.com/app/next?step=2"))
+    );
+    let r = get(l7.http, "plain.test", "/status/302").await?;
+    assert_eq!(
+        r.header("location"),
+        Some("http://internal.test:8080/next?step=2")
+    );
+    Ok(())
+}

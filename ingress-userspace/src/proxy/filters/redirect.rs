@@ -1,11 +1,36 @@
 //! Redirects answered by the proxy: `ssl-redirect` / `force-ssl-redirect` (308 to https),
 //! `permanent-redirect` / `temporal-redirect`, and `app-root` (302 from `/`).
-use http::{Response, StatusCode, Uri};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri};
 
 use crate::{
     proxy::{body::ResponseBody, errors},
     snapshot::RoutePolicy,
 };
+
+/// `proxy-redirect-from` / `-to`: the upstream's `Location`, and the URL of its `Refresh`,
+/// get prefix `from` replaced by `to`, as nginx's `proxy_redirect from to`.
+pub fn rewrite_upstream_redirects(headers: &mut HeaderMap, from: &str, to: &str) {
+    if let Some(v) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+        if let Some(rest) = v.strip_prefix(from) {
+            if let Ok(new) = HeaderValue::from_str(&format!("{to}{rest}")) {
+                headers.insert(header::LOCATION, new);
+            }
+        }
+    }
+    let refresh = HeaderName::from_static("refresh");
+    if let Some(v) = headers.get(&refresh).and_then(|v| v.to_str().ok()) {
+        // `5; url=http://...`: only the URL part is a redirect.
+        let url_at = v.to_ascii_lowercase().find("url=").map(|i| i + 4);
+        if let Some(at) = url_at {
+            if let Some(rest) = v[at..].strip_prefix(from) {
+                let new = format!("{}{to}{rest}", &v[..at]);
+                if let Ok(new) = HeaderValue::from_str(&new) {
+                    headers.insert(refresh, new);
+                }
+            }
+        }
+    }
+}
 
 /// 308 to https for a plain-HTTP request when the route asks for it.
 pub fn ssl_redirect(
@@ -45,4 +70,37 @@ pub fn fixed(policy: &RoutePolicy) -> Option<Response<ResponseBody>> {
 pub fn app_root(policy: &RoutePolicy, path: &str) -> Option<Response<ResponseBody>> {
     let root = policy.app_root.as_deref()?;
     (path == "/" && root != "/").then(|| errors::redirect(StatusCode::FOUND, root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_redirects_are_rewritten_by_prefix() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("http://internal:8080/login?x=1"),
+        );
+        h.insert(
+            "refresh",
+            HeaderValue::from_static("5; URL=http://internal:8080/done"),
+        );
+        rewrite_upstream_redirects(
+            &mut h,
+            "http://internal:8080/",
+            "https://www.example.com/app/",
+        );
+        assert_eq!(h[header::LOCATION], "https://www.example.com/app/login?x=1");
+        assert_eq!(h["refresh"], "5; URL=https://www.example.com/app/done");
+        // Other prefixes are left alone.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("https://elsewhere/"),
+        );
+        rewrite_upstream_redirects(&mut h, "http://internal:8080/", "/");
+        assert_eq!(h[header::LOCATION], "https://elsewhere/");
+    }
 }

@@ -214,6 +214,16 @@ impl<'a> Reader<'a> {
             })
     }
 
+    /// An error about annotation `name`, which is present, as given.
+    fn error(&self, name: &str, reason: &str) -> AnnotationError {
+        let v = self.by_name.get(name);
+        AnnotationError {
+            key: v.map_or_else(|| format!("{NGINX_PREFIX}{name}"), |v| v.key.to_owned()),
+            value: v.map_or_else(String::new, |v| v.value.to_owned()),
+            reason: reason.to_owned(),
+        }
+    }
+
     /// A boolean annotation.
     fn flag(&self, name: &str) -> Result<Option<bool>, AnnotationError> {
         self.get(name, parse_bool)

@@ -1,6 +1,7 @@
 //! `ssl-redirect`, `force-ssl-redirect`, `app-root`, `permanent-redirect(-code)`,
 //! `temporal-redirect(-code)`. When both redirects are set the temporal one wins, as in
-//! ingress-nginx.
+//! ingress-nginx. Also `proxy-redirect-from` / `proxy-redirect-to`, which rewrite the
+//! upstream's own redirects.
 use super::{no_space_or_control, parse_in_range, AnnotationError, Annotations, Reader};
 use crate::snapshot::Redirect;
 
@@ -27,7 +28,33 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         }),
         (None, None) => None,
     };
+    let from = r
+        .get("proxy-redirect-from", parse_redirect_prefix)?
+        .flatten();
+    let to = r.get("proxy-redirect-to", parse_redirect_prefix)?;
+    a.policy.redirect_rewrite = match (from, to) {
+        (Some(from), Some(Some(to))) => Some((from, to)),
+        (Some(_), None) => {
+            return Err(r.error(
+                "proxy-redirect-from",
+                "needs proxy-redirect-to (the prefix put in its place)",
+            ))
+        }
+        _ => None,
+    };
     Ok(())
+}
+
+/// A URL prefix of `proxy-redirect-from` / `-to`; `off` turns the rewrite off (`None`).
+fn parse_redirect_prefix(v: &str) -> Result<Option<String>, String> {
+    no_space_or_control(v)?;
+    match v {
+        "" => Err("must not be empty".into()),
+        "off" => Ok(None),
+        // nginx's `default` means "the proxy_pass URL", which has no counterpart here.
+        "default" => Err("default is not supported; give the prefix".into()),
+        _ => Ok(Some(v.to_owned())),
+    }
 }
 
 fn parse_code(v: &str) -> Result<u16, String> {
@@ -59,6 +86,35 @@ pub(super) fn parse_location(v: &str) -> Result<String, String> {
 mod tests {
     use super::super::test_support::*;
     use crate::snapshot::Redirect;
+
+    #[test]
+    fn proxy_redirect() {
+        let a = nginx(&[
+            ("proxy-redirect-from", "http://internal:8080/"),
+            ("proxy-redirect-to", "https://www.example.com/app/"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            a.policy.redirect_rewrite,
+            Some((
+                "http://internal:8080/".to_string(),
+                "https://www.example.com/app/".to_string()
+            ))
+        );
+        let off = nginx(&[("proxy-redirect-from", "off"), ("proxy-redirect-to", "/x")]);
+        assert_eq!(off.expect("valid").policy.redirect_rewrite, None);
+        let to_off = nginx(&[
+            ("proxy-redirect-from", "http://a/"),
+            ("proxy-redirect-to", "off"),
+        ]);
+        assert_eq!(to_off.expect("valid").policy.redirect_rewrite, None);
+        let e = nginx(&[("proxy-redirect-from", "http://a/")]).expect_err("no to");
+        assert!(
+            e.key.ends_with("proxy-redirect-from") && e.value == "http://a/",
+            "{e}"
+        );
+        assert_rejects("proxy-redirect-from", &["default", "http://a b/"]);
+    }
 
     #[test]
     fn ssl_redirect_flags() {
