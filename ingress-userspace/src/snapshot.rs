@@ -248,6 +248,8 @@ pub struct RoutePolicy {
     pub upstream_vhost: Option<String>,
     /// `x-forwarded-prefix`: sent upstream as `X-Forwarded-Prefix`.
     pub forwarded_prefix: Option<String>,
+    /// `auth-url` and its companions: an external service decides on each request.
+    pub external_auth: Option<Arc<ExternalAuth>>,
     /// `proxy-redirect-from` / `proxy-redirect-to`: a `Location` or `Refresh` URL from the
     /// upstream that starts with `.0` has that prefix replaced by `.1`.
     pub redirect_rewrite: Option<(String, String)>,
@@ -284,6 +286,7 @@ impl Default for RoutePolicy {
             upstream_vhost: None,
             forwarded_prefix: None,
             hash_by: None,
+            external_auth: None,
             redirect_rewrite: None,
             access_log: true,
         }
@@ -366,6 +369,21 @@ pub enum LoadBalance {
     RoundRobin,
     /// Power of two choices over peak-EWMA latency (`load-balance: ewma`).
     PeakEwma,
+}
+
+/// `auth-url` (an `http://` URL, with `$host`-style variables), `auth-method`,
+/// `auth-signin`, `auth-signin-redirect-param`, `auth-response-headers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalAuth {
+    pub url: String,
+    /// `GET` unless `auth-method` says otherwise.
+    pub method: String,
+    /// Where a 401 from the service sends the client (302), if set.
+    pub signin: Option<String>,
+    /// Query parameter of `signin` naming the page to come back to (`rd`).
+    pub redirect_param: String,
+    /// Headers of the service's 2xx answer copied onto the request going upstream.
+    pub response_headers: Vec<String>,
 }
 
 /// The key of `upstream-hash-by`: text and request values, concatenated.

@@ -121,6 +121,7 @@ pub(crate) struct Shared {
     connector: Connector,
     limiter: RateLimiter,
     auth: Authenticator,
+    auth_client: filters::external_auth::AuthClient,
     server: auto::Builder<TokioExecutor>,
     drain: Arc<listener::DrainState>,
 }
@@ -155,6 +156,7 @@ impl Proxy {
                 connector,
                 limiter: RateLimiter::default(),
                 auth: Authenticator::default(),
+                auth_client: Default::default(),
                 server,
                 drain: Arc::new(listener::DrainState::default()),
             }),

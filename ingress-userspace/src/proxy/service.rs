@@ -14,7 +14,10 @@ use super::{
     access_log::{AccessRecord, Completion},
     body::{RequestBody, ResponseBody},
     errors::{self, ProxyError},
-    filters::{access, affinity, canary, cors, custom_errors, hash, ratelimit, redirect, rewrite},
+    filters::{
+        access, affinity, canary, cors, custom_errors, external_auth, hash, ratelimit, redirect,
+        rewrite,
+    },
     forward::{self, Destination},
     headers, limits,
     listener::ConnCtx,
@@ -185,6 +188,23 @@ async fn pipeline(
             return errors::unauthorized(&auth.realm);
         }
     }
+    // Headers of the auth service's answer, for the request going upstream.
+    let mut auth_headers = Vec::new();
+    if let Some(ext) = &policy.external_auth {
+        let host = request_host(&req).into_owned();
+        let original = external_auth::Original {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            host: &host,
+            tls: conn.tls,
+            client: conn.fwd.client_ip,
+        };
+        match external_auth::check(&shared.auth_client, ext, &original).await {
+            external_auth::Verdict::Allow(pass) => auth_headers = pass,
+            external_auth::Verdict::Respond(r) => return *r,
+        }
+    }
     if let Some(max) = policy.max_body_bytes {
         if declared_length(&req).is_some_and(|n| n > max) {
             return ProxyError::PayloadTooLarge.response();
@@ -293,6 +313,9 @@ async fn pipeline(
         host_value.as_ref(),
         request_id,
     );
+    if let Some(ext) = &policy.external_auth {
+        external_auth::set_response_headers(&mut parts.headers, ext, auth_headers);
+    }
     let authority = match upstream_vhost(policy) {
         // `upstream-vhost`: the upstream sees this host; X-Forwarded-Host keeps the client's.
         Some((a, h)) => {

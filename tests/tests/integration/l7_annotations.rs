@@ -874,3 +874,150 @@ async fn l7_proxy_redirect_rewrites_upstream_locations() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A stand-in for oauth2-proxy's `/oauth2/auth`: `session=good` is alice (200 with
+/// `X-Auth-Request-User`), `session=anon` passes without a user, `session=banned` is 403,
+/// anything else 401. Records the `X-Original-URL` it was asked about.
+async fn auth_service(
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let h = req.headers();
+                            let original = h
+                                .get("x-original-url")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            seen.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(original);
+                            let cookie =
+                                h.get("cookie").and_then(|v| v.to_str().ok()).unwrap_or("");
+                            let mut r = http::Response::new(Full::new(Bytes::new()));
+                            if cookie.contains("session=good") {
+                                r.headers_mut().insert(
+                                    "x-auth-request-user",
+                                    http::HeaderValue::from_static("alice"),
+                                );
+                            } else if cookie.contains("session=anon") {
+                            } else if cookie.contains("session=banned") {
+                                *r.status_mut() = http::StatusCode::FORBIDDEN;
+                            } else {
+                                *r.status_mut() = http::StatusCode::UNAUTHORIZED;
+                                r.headers_mut().insert(
+                                    "www-authenticate",
+                                    http::HeaderValue::from_static("Bearer"),
+                                );
+                            }
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+/// `auth-url`: the auth service decides, its user header reaches the upstream (and a client
+/// cannot forge it), a 401 becomes the sign-in redirect, 403 stays 403, and an auth service
+/// that cannot be reached fails closed (500).
+#[tokio::test]
+async fn l7_external_auth() -> anyhow::Result<()> {
+    use ingress::snapshot::ExternalAuth;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (auth, _task) = auth_service(seen.clone()).await?;
+    let up = TestServer::echo("private").await?;
+    let ext = |url: String, signin: Option<&str>| {
+        policy(|p| {
+            p.external_auth = Some(Arc::new(ExternalAuth {
+                url,
+                method: "GET".into(),
+                signin: signin.map(str::to_string),
+                redirect_param: "rd".into(),
+                response_headers: vec!["x-auth-request-user".into()],
+            }))
+        })
+    };
+    let url = format!("http://{auth}/oauth2/auth");
+    let signin = target_with(
+        "signin",
+        upstream("private", &[up.addr]),
+        ext(url.clone(), Some("https://$host/oauth2/start")),
+    );
+    let plain = target_with("plain", upstream("private", &[up.addr]), ext(url, None));
+    let dead = target_with(
+        "dead",
+        upstream("private", &[up.addr]),
+        ext(format!("http://{}/auth", refused_addr().await?), None),
+    );
+    let l7 = L7::start(snapshot(vec![
+        vhost("app.test", vec![prefix("/", &signin)]),
+        vhost("api.test", vec![prefix("/", &plain)]),
+        vhost("dead.test", vec![prefix("/", &dead)]),
+    ]))
+    .await?;
+    let with_cookie = |host: &str, path: &str, cookie: &str| {
+        http::Request::builder()
+            .uri(path)
+            .header("host", host)
+            .header("cookie", cookie)
+            .header("x-auth-request-user", "mallory")
+            .body(Full::new(Bytes::new()))
+    };
+
+    let r = send(
+        l7.http,
+        with_cookie("app.test", "/page?id=7", "session=good")?,
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.seen_header("x-auth-request-user").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        seen.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .map(String::as_str),
+        Some("http://app.test/page?id=7")
+    );
+    // Allowed without a user: the client's own header does not get through.
+    let r = send(l7.http, with_cookie("api.test", "/", "session=anon")?).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_header("x-auth-request-user"), None);
+
+    let hits = up.hits();
+    let r = get(l7.http, "app.test", "/page?id=7").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.header("location")),
+        (
+            302,
+            Some("https://app.test/oauth2/start?rd=http%3A%2F%2Fapp.test%2Fpage%3Fid%3D7")
+        )
+    );
+    let r = get(l7.http, "api.test", "/").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.header("www-authenticate")),
+        (401, Some("Bearer"))
+    );
+    let r = send(l7.http, with_cookie("api.test", "/", "session=banned")?).await?;
+    assert_eq!(r.status, 403);
+    assert_eq!(get(l7.http, "dead.test", "/").await?.status, 500);
+    assert_eq!(up.hits(), hits, "nothing refused reached the upstream");
+    Ok(())
+}

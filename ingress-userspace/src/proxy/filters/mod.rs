@@ -8,6 +8,7 @@ pub mod auth;
 pub mod canary;
 pub mod cors;
 pub mod custom_errors;
+pub mod external_auth;
 pub mod hash;
 pub mod ratelimit;
 pub mod redirect;

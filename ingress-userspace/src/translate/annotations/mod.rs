@@ -21,6 +21,7 @@ pub(crate) mod auth;
 mod canary;
 mod cors;
 mod errors;
+mod external_auth;
 mod passthrough;
 mod proxy;
 mod ratelimit;
@@ -111,6 +112,7 @@ const FAMILIES: &[Family] = &[
     ratelimit::parse,
     cors::parse,
     auth::parse,
+    external_auth::parse,
     errors::parse,
     passthrough::parse,
 ];

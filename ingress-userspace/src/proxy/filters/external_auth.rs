@@ -1,0 +1,305 @@
+//! `auth-url`: an external service (oauth2-proxy and the like) decides whether a request may
+//! pass, as ingress-nginx's `auth_request` does. The service gets the request's headers and
+//! `X-Original-URL` / `X-Original-Method`, without the body; 2xx lets the request through
+//! (with the `auth-response-headers` of its answer), 401 becomes a redirect to `auth-signin`
+//! or a 401, 403 a 403, and anything else (including no answer in time) a 500.
+use std::{net::IpAddr, time::Duration};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
+
+use super::super::{body::ResponseBody, errors, headers};
+use crate::snapshot::ExternalAuth;
+
+/// How long the auth service has to answer, connection included.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keep-alive HTTP/1.1 client for auth services, shared by every route.
+#[derive(Debug, Clone)]
+pub struct AuthClient(Client<HttpConnector, Empty<Bytes>>);
+
+impl Default for AuthClient {
+    fn default() -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(AUTH_TIMEOUT));
+        AuthClient(
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(conn),
+        )
+    }
+}
+
+/// What the auth service said.
+pub enum Verdict {
+    /// Pass, with these headers of its answer set on the request going upstream.
+    Allow(Vec<(HeaderName, HeaderValue)>),
+    /// Answer the client with this instead.
+    Respond(Box<http::Response<ResponseBody>>),
+}
+
+/// The request as the auth service sees it, and as `auth-signin` is built from.
+pub struct Original<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    /// The request's host, as routed on.
+    pub host: &'a str,
+    pub tls: bool,
+    pub client: IpAddr,
+}
+
+impl Original<'_> {
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn request_uri(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    /// The nginx variables `auth-url` and `auth-signin` may hold, replaced.
+    fn expand(&self, template: &str) -> String {
+        let escaped = escape(self.request_uri());
+        template
+            .replace("$escaped_request_uri", &escaped)
+            .replace("$request_uri", self.request_uri())
+            .replace("$best_http_host", self.host)
+            .replace("$http_host", self.host)
+            .replace("$host", self.host)
+            .replace("$scheme", self.scheme())
+    }
+}
+
+/// Asks the auth service of `cfg` about `req`.
+pub async fn check(client: &AuthClient, cfg: &ExternalAuth, req: &Original<'_>) -> Verdict {
+    let sub = match subrequest(cfg, req) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(url = %cfg.url, error = %e, "auth-url request could not be built");
+            return Verdict::Respond(Box::new(errors::status_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )));
+        }
+    };
+    let answer = match tokio::time::timeout(AUTH_TIMEOUT, client.0.request(sub)).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            tracing::warn!(url = %cfg.url, error = %e, "auth-url service failed");
+            return Verdict::Respond(Box::new(errors::status_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )));
+        }
+        Err(_) => {
+            tracing::warn!(url = %cfg.url, "auth-url service did not answer in time");
+            return Verdict::Respond(Box::new(errors::status_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )));
+        }
+    };
+    let status = answer.status();
+    // The body is not needed; dropping the answer closes or recycles the connection.
+    let head = answer.headers();
+    if status.is_success() {
+        let pass = cfg
+            .response_headers
+            .iter()
+            .filter_map(|name| {
+                let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+                let v = head.get(&name)?.clone();
+                Some((name, v))
+            })
+            .collect();
+        return Verdict::Allow(pass);
+    }
+    let response = match status {
+        StatusCode::UNAUTHORIZED => match &cfg.signin {
+            Some(signin) => signin_redirect(&req.expand(signin), &cfg.redirect_param, req),
+            None => {
+                let mut r = errors::status_response(StatusCode::UNAUTHORIZED);
+                if let Some(v) = head.get(header::WWW_AUTHENTICATE) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v.clone());
+                }
+                r
+            }
+        },
+        StatusCode::FORBIDDEN => errors::status_response(StatusCode::FORBIDDEN),
+        other => {
+            tracing::warn!(url = %cfg.url, status = other.as_u16(), "auth-url service answered neither 2xx, 401 nor 403");
+            errors::status_response(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    };
+    Verdict::Respond(Box::new(response))
+}
+
+/// Sets the auth service's `auth-response-headers` on the request going upstream. Each one
+/// the service did not send is removed, so a client cannot supply it (nginx's
+/// `proxy_set_header` of an empty value does the same).
+pub fn set_response_headers(
+    headers: &mut HeaderMap,
+    cfg: &ExternalAuth,
+    pass: Vec<(HeaderName, HeaderValue)>,
+) {
+    for name in &cfg.response_headers {
+        headers.remove(name.as_str());
+    }
+    for (name, value) in pass {
+        headers.insert(name, value);
+    }
+}
+
+/// The auth request: the client's headers (hop-by-hop and body framing left out), who asked
+/// for what, and no body.
+fn subrequest(cfg: &ExternalAuth, req: &Original<'_>) -> Result<Request<Empty<Bytes>>, String> {
+    let uri: Uri = req
+        .expand(&cfg.url)
+        .parse()
+        .map_err(|e| format!("bad URL: {e}"))?;
+    let method = Method::from_bytes(cfg.method.as_bytes()).map_err(|e| e.to_string())?;
+    let mut h = req.headers.clone();
+    headers::remove_hop_by_hop(&mut h, false);
+    for gone in [header::HOST, header::CONTENT_LENGTH, header::EXPECT] {
+        h.remove(gone);
+    }
+    let original_url = format!("{}://{}{}", req.scheme(), req.host, req.request_uri());
+    let pairs = [
+        ("x-original-url", original_url.as_str()),
+        ("x-original-method", req.method.as_str()),
+        ("x-auth-request-redirect", req.request_uri()),
+        ("x-forwarded-host", req.host),
+        ("x-forwarded-proto", req.scheme()),
+    ];
+    for (name, value) in pairs {
+        let v = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+        h.insert(HeaderName::from_static(name), v);
+    }
+    let client =
+        HeaderValue::from_str(&req.client.to_canonical().to_string()).map_err(|e| e.to_string())?;
+    h.insert(headers::X_REAL_IP.clone(), client.clone());
+    h.insert(headers::X_FORWARDED_FOR.clone(), client);
+    let mut sub = Request::new(Empty::new());
+    *sub.method_mut() = method;
+    *sub.uri_mut() = uri;
+    *sub.headers_mut() = h;
+    Ok(sub)
+}
+
+/// 302 to the sign-in page, with the page to come back to in `param` unless the sign-in URL
+/// already names it (as ingress-nginx builds it).
+fn signin_redirect(signin: &str, param: &str, req: &Original<'_>) -> http::Response<ResponseBody> {
+    let has_param = signin
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|kv| kv.split('=').next() == Some(param)));
+    let location = if has_param {
+        signin.to_string()
+    } else {
+        let back = format!("{}://{}{}", req.scheme(), req.host, req.request_uri());
+        let sep = if signin.contains('?') { '&' } else { '?' };
+        format!("{signin}{sep}{param}={}", escape(&back))
+    };
+    let mut r = errors::status_response(StatusCode::FOUND);
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+            r
+        }
+        Err(_) => errors::status_response(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), as a query value.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn original<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Original<'a> {
+        Original {
+            method: &Method::POST,
+            uri,
+            headers,
+            host: "app.example",
+            tls: true,
+            client: "192.0.2.9".parse().unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    #[test]
+    fn variables_are_expanded_and_the_signin_gets_its_rd() {
+        let uri: Uri = "/a b?x=1"
+            .replace(' ', "%20")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let h = HeaderMap::new();
+        let o = original(&uri, &h);
+        assert_eq!(
+            o.expand("https://$host/oauth2/start?rd=$escaped_request_uri"),
+            "https://app.example/oauth2/start?rd=%2Fa%2520b%3Fx%3D1"
+        );
+        let r = signin_redirect("https://auth.example/start", "rd", &o);
+        assert_eq!(r.status(), StatusCode::FOUND);
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            "https://auth.example/start?rd=https%3A%2F%2Fapp.example%2Fa%2520b%3Fx%3D1"
+        );
+        // A sign-in URL that already says where to come back to is left as it is.
+        let r = signin_redirect("https://auth.example/start?rd=/home", "rd", &o);
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            "https://auth.example/start?rd=/home"
+        );
+    }
+
+    #[test]
+    fn the_subrequest_carries_the_original_request_without_its_body() {
+        let uri: Uri = "/p?q=1".parse().unwrap_or_else(|e| panic!("{e}"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("_oauth2_proxy=abc"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(header::HOST, HeaderValue::from_static("app.example"));
+        let o = original(&uri, &h);
+        let cfg = ExternalAuth {
+            url: "http://auth.internal:4180/oauth2/auth".into(),
+            method: "GET".into(),
+            signin: None,
+            redirect_param: "rd".into(),
+            response_headers: vec![],
+        };
+        let sub = subrequest(&cfg, &o).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sub.method(), Method::GET);
+        assert_eq!(sub.uri(), "http://auth.internal:4180/oauth2/auth");
+        let sh = sub.headers();
+        assert_eq!(sh[header::COOKIE], "_oauth2_proxy=abc");
+        assert_eq!(sh["x-original-url"], "https://app.example/p?q=1");
+        assert_eq!(sh["x-original-method"], "POST");
+        assert_eq!(sh["x-forwarded-for"], "192.0.2.9");
+        for gone in [header::CONTENT_LENGTH, header::CONNECTION, header::HOST] {
+            assert!(!sh.contains_key(&gone), "{gone}");
+        }
+    }
+}
