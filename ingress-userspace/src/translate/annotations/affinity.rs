@@ -1,7 +1,7 @@
 //! `affinity: cookie` with `session-cookie-name`, `session-cookie-path`,
 //! `session-cookie-max-age`, `session-cookie-samesite`, `session-cookie-secure`. The
 //! `session-cookie-*` annotations are read only with `affinity: cookie`.
-use super::{is_token, no_space_or_control, AnnotationError, Annotations, Reader};
+use super::{no_space_or_control, parse_token, AnnotationError, Annotations, Reader};
 use crate::snapshot::CookieAffinity;
 
 /// ingress-nginx's default cookie name.
@@ -16,13 +16,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         return Ok(());
     };
     let name = r
-        .get("session-cookie-name", |v| {
-            if is_token(v) {
-                Ok(v.to_owned())
-            } else {
-                Err("not a valid cookie name".to_string())
-            }
-        })?
+        .get("session-cookie-name", |v| parse_token(v, "cookie name"))?
         .unwrap_or_else(|| DEFAULT_COOKIE.to_owned());
     let path = r.get("session-cookie-path", |v| {
         no_space_or_control(v)?;

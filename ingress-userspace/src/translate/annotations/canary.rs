@@ -1,6 +1,6 @@
 //! `canary`, `canary-weight`, `canary-weight-total`, `canary-by-header`,
 //! `canary-by-header-value`, `canary-by-cookie`.
-use super::{is_token, parse_in_range, AnnotationError, Annotations, CanaryConfig, Reader};
+use super::{parse_in_range, parse_token, AnnotationError, Annotations, CanaryConfig, Reader};
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
     if r.flag("canary")? != Some(true) {
@@ -14,13 +14,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     let weight = r
         .get("canary-weight", |v| parse_in_range(v, 0u32..=weight_total))?
         .unwrap_or(0);
-    let header = r.get("canary-by-header", |v| {
-        if is_token(v) {
-            Ok(v.to_owned())
-        } else {
-            Err("not a valid header name".to_string())
-        }
-    })?;
+    let header = r.get("canary-by-header", |v| parse_token(v, "header name"))?;
     let header_value = r.get("canary-by-header-value", |v| {
         if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()) {
             Ok(v.to_owned())
@@ -28,13 +22,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
             Err("must be visible ASCII without spaces".to_string())
         }
     })?;
-    let cookie = r.get("canary-by-cookie", |v| {
-        if is_token(v) {
-            Ok(v.to_owned())
-        } else {
-            Err("not a valid cookie name".to_string())
-        }
-    })?;
+    let cookie = r.get("canary-by-cookie", |v| parse_token(v, "cookie name"))?;
     a.canary = Some(CanaryConfig {
         weight,
         weight_total,

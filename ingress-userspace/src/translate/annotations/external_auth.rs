@@ -2,7 +2,7 @@
 //! `auth-response-headers`: external authentication (see `proxy::filters::external_auth`).
 use std::sync::Arc;
 
-use super::{is_token, no_space_or_control, AnnotationError, Annotations, Reader};
+use super::{is_token, no_space_or_control, parse_token, AnnotationError, Annotations, Reader};
 use crate::snapshot::ExternalAuth;
 
 /// Variables `auth-url` and `auth-signin` may use (replaced per request).
@@ -39,11 +39,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     })?;
     let redirect_param = r
         .get("auth-signin-redirect-param", |v| {
-            if is_token(v) {
-                Ok(v.to_owned())
-            } else {
-                Err("expected a query parameter name".to_string())
-            }
+            parse_token(v, "query parameter name")
         })?
         .unwrap_or_else(|| "rd".to_owned());
     let response_headers = r

@@ -265,6 +265,15 @@ pub(crate) fn no_space_or_control(v: &str) -> Result<(), String> {
     }
 }
 
+/// `v` as an owned HTTP token, or why not (`what` it was meant to be).
+pub(crate) fn parse_token(v: &str, what: &str) -> Result<String, String> {
+    if is_token(v) {
+        Ok(v.to_owned())
+    } else {
+        Err(format!("not a valid {what}"))
+    }
+}
+
 /// An HTTP token (header names, cookie names).
 pub(crate) fn is_token(v: &str) -> bool {
     !v.is_empty()
