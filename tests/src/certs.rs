@@ -128,3 +128,25 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A server config presenting `key` for every name, offering `alpn`.
+pub fn server_config(
+    key: Arc<CertifiedKey>,
+    alpn: &[&[u8]],
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let mut c = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Always(key)));
+    c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Ok(Arc::new(c))
+}
+
+#[derive(Debug)]
+struct Always(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Always {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}

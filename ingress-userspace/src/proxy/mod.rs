@@ -145,7 +145,10 @@ impl Proxy {
         };
         let resolver = Arc::new(tls::CertResolver::new(config.clone(), default_cert));
         let acceptor = TlsAcceptor::from(tls::server_config(resolver)?);
-        let connector = Connector::new(tls::upstream_client_configs()?);
+        let tls_clients = tls::upstream_client_configs()?;
+        // The http/1.1-only one, as upgrades use.
+        let auth_client = filters::external_auth::AuthClient::new(tls_clients[2].clone());
+        let connector = Connector::new(tls_clients);
         let server = server_builder(&options.limits);
         Ok(Proxy {
             shared: Arc::new(Shared {
@@ -156,7 +159,7 @@ impl Proxy {
                 connector,
                 limiter: RateLimiter::default(),
                 auth: Authenticator::default(),
-                auth_client: Default::default(),
+                auth_client,
                 server,
                 drain: Arc::new(listener::DrainState::default()),
             }),

@@ -875,18 +875,31 @@ async fn l7_proxy_redirect_rewrites_upstream_locations() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A plain or TLS connection of the stand-in auth service.
+trait AuthIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AuthIo for T {}
+
 /// A stand-in for oauth2-proxy's `/oauth2/auth`: `session=good` is alice (200 with
 /// `X-Auth-Request-User`), `session=anon` passes without a user, `session=banned` is 403,
 /// anything else 401. Records the `X-Original-URL` it was asked about.
 async fn auth_service(
     seen: Arc<std::sync::Mutex<Vec<String>>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        while let Ok((tcp, _)) = listener.accept().await {
             let seen = seen.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
+                let stream: Box<dyn AuthIo> = match tls {
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(s) => Box::new(s),
+                        Err(_) => return,
+                    },
+                    None => Box::new(tcp),
+                };
                 let svc =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let seen = seen.clone();
@@ -939,7 +952,13 @@ async fn auth_service(
 async fn l7_external_auth() -> anyhow::Result<()> {
     use ingress::snapshot::ExternalAuth;
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (auth, _task) = auth_service(seen.clone()).await?;
+    let (auth, _task) = auth_service(seen.clone(), None).await?;
+    let ca = tests::certs::TestCa::new()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tests::certs::server_config(
+        ca.issue(&["localhost"])?,
+        &[b"http/1.1"],
+    )?);
+    let (tls_auth, _tls_task) = auth_service(seen.clone(), Some(acceptor)).await?;
     let up = TestServer::echo("private").await?;
     let ext = |url: String, signin: Option<&str>| {
         policy(|p| {
@@ -964,10 +983,19 @@ async fn l7_external_auth() -> anyhow::Result<()> {
         upstream("private", &[up.addr]),
         ext(format!("http://{}/auth", refused_addr().await?), None),
     );
+    let over_tls = target_with(
+        "tls",
+        upstream("private", &[up.addr]),
+        ext(
+            format!("https://localhost:{}/oauth2/auth", tls_auth.port()),
+            None,
+        ),
+    );
     let l7 = L7::start(snapshot(vec![
         vhost("app.test", vec![prefix("/", &signin)]),
         vhost("api.test", vec![prefix("/", &plain)]),
         vhost("dead.test", vec![prefix("/", &dead)]),
+        vhost("tls.test", vec![prefix("/", &over_tls)]),
     ]))
     .await?;
     let with_cookie = |host: &str, path: &str, cookie: &str| {
@@ -1018,6 +1046,14 @@ async fn l7_external_auth() -> anyhow::Result<()> {
     let r = send(l7.http, with_cookie("api.test", "/", "session=banned")?).await?;
     assert_eq!(r.status, 403);
     assert_eq!(get(l7.http, "dead.test", "/").await?.status, 500);
+    assert_eq!(get(l7.http, "tls.test", "/").await?.status, 401);
     assert_eq!(up.hits(), hits, "nothing refused reached the upstream");
+    // An https:// auth service (its certificate is not checked, as by nginx by default).
+    let r = send(l7.http, with_cookie("tls.test", "/t", "session=good")?).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.seen_header("x-auth-request-user").as_deref(),
+        Some("alice")
+    );
     Ok(())
 }

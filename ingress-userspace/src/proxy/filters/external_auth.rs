@@ -3,15 +3,22 @@
 //! `X-Original-URL` / `X-Original-Method`, without the body; 2xx lets the request through
 //! (with the `auth-response-headers` of its answer), 401 becomes a redirect to `auth-signin`
 //! or a 401, 403 a 403, and anything else (including no answer in time) a 500.
-use std::{net::IpAddr, time::Duration};
+//!
+//! One connection per check, as nginx's `auth_request` makes by default; over `https://` the
+//! service's certificate is not verified, as nginx's `proxy_ssl_verify` is off by default
+//! and as for HTTPS upstreams.
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::Empty;
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
+use http::{
+    header, uri::Scheme, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode,
+    Uri,
 };
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::{pki_types::ServerName, ClientConfig};
+use tokio::net::TcpStream;
 
 use super::super::{body::ResponseBody, errors, headers};
 use crate::snapshot::ExternalAuth;
@@ -19,21 +26,60 @@ use crate::snapshot::ExternalAuth;
 /// How long the auth service has to answer, connection included.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Keep-alive HTTP/1.1 client for auth services, shared by every route.
+/// Reaches auth services over HTTP/1.1, plain or TLS.
 #[derive(Debug, Clone)]
-pub struct AuthClient(Client<HttpConnector, Empty<Bytes>>);
+pub struct AuthClient {
+    tls: Arc<ClientConfig>,
+}
 
-impl Default for AuthClient {
-    fn default() -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(AUTH_TIMEOUT));
-        AuthClient(
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(conn),
-        )
+impl AuthClient {
+    /// A client using `tls` (offering `http/1.1`) for `https://` services.
+    pub fn new(tls: Arc<ClientConfig>) -> Self {
+        AuthClient { tls }
     }
+
+    /// Sends `req` (absolute URI) on a new connection and returns the answer's head.
+    async fn exchange(&self, mut req: Request<Empty<Bytes>>) -> Result<Response<Incoming>, String> {
+        let uri = req.uri().clone();
+        let https = uri.scheme() == Some(&Scheme::HTTPS);
+        let authority = uri.authority().ok_or("no host in the URL")?;
+        let host = authority.host();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = TcpStream::connect((bare, port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let host_value = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        req.headers_mut().insert(header::HOST, host_value);
+        *req.uri_mut() = uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        if https {
+            let name = ServerName::try_from(bare.to_owned()).map_err(|e| e.to_string())?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("tls: {e}"))?;
+            send_on(TokioIo::new(tls), req).await
+        } else {
+            send_on(TokioIo::new(tcp), req).await
+        }
+    }
+}
+
+async fn send_on<T>(io: T, req: Request<Empty<Bytes>>) -> Result<Response<Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Ends with the answer: the sender is dropped after this one request.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
 /// What the auth service said.
@@ -92,7 +138,7 @@ pub async fn check(client: &AuthClient, cfg: &ExternalAuth, req: &Original<'_>) 
             )));
         }
     };
-    let answer = match tokio::time::timeout(AUTH_TIMEOUT, client.0.request(sub)).await {
+    let answer = match tokio::time::timeout(AUTH_TIMEOUT, client.exchange(sub)).await {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             tracing::warn!(url = %cfg.url, error = %e, "auth-url service failed");

@@ -67,21 +67,17 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     Ok(())
 }
 
-/// An `http://` URL; `https://` auth services are not reachable from here yet, and a
-/// refusal says so rather than failing every request.
+/// An `http://` or `https://` URL with a host.
 fn parse_url(v: &str) -> Result<String, String> {
     no_space_or_control(v)?;
     check_variables(v)?;
-    if v.starts_with("https://") {
-        return Err(
-            "https auth services are not supported; use the service's in-cluster http:// address"
-                .into(),
-        );
-    }
-    let rest = v.strip_prefix("http://").ok_or("expected an http:// URL")?;
+    let rest = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"))
+        .ok_or("expected an http:// or https:// URL")?;
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     if authority.is_empty() || authority.contains('@') {
-        return Err("expected http://host[:port]/path".into());
+        return Err("expected http(s)://host[:port]/path".into());
     }
     Ok(v.to_owned())
 }
@@ -135,10 +131,17 @@ mod tests {
             e.response_headers,
             ["x-auth-request-user", "x-auth-request-email"]
         );
+        let tls = ok("auth-url", "https://$host/oauth2/auth")
+            .policy
+            .external_auth;
+        assert_eq!(
+            tls.map(|e| e.url.clone()).as_deref(),
+            Some("https://$host/oauth2/auth")
+        );
         assert_rejects(
             "auth-url",
             &[
-                "https://auth.example/check",
+                "ftp://auth.example/check",
                 "auth.example/check",
                 "http:///x",
                 "http://$remote_addr/x",
