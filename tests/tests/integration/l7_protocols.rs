@@ -1,6 +1,6 @@
 //! Protocols: HTTP/2 from clients (TLS+ALPN and h2c), gRPC over h2c upstreams with trailers
 //! end to end, WebSocket upgrades, and HTTPS upstreams.
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -194,12 +194,8 @@ async fn l7_idle_websocket_is_closed_after_the_read_timeout() -> anyhow::Result<
 /// An HTTPS upstream with a certificate the proxy cannot verify (it does not try to).
 async fn https_upstream(ca: &TestCa) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let key = ca.issue(&["pod.internal"])?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Fixed(key)));
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(tests::certs::server_config(key, &[b"h2", b"http/1.1"])?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -236,18 +232,6 @@ async fn https_upstream(ca: &TestCa) -> anyhow::Result<(SocketAddr, tokio::task:
         }
     });
     Ok((addr, task))
-}
-
-#[derive(Debug)]
-struct Fixed(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::server::ResolvesServerCert for Fixed {
-    fn resolve(
-        &self,
-        _: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
-    }
 }
 
 #[tokio::test]
