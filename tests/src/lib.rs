@@ -13,6 +13,7 @@ pub mod l7;
 pub mod netns;
 pub mod packet;
 pub mod passthrough;
+pub mod ports;
 pub mod rbac;
 pub mod topology;
 pub mod upstream;

@@ -111,14 +111,8 @@ async fn kubernetes_mode_routes_follows_endpoints_and_writes_status() {
         ),
     )
     .unwrap();
-    let http = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let http = tests::ports::free_loopback_addr();
+    let admin = tests::ports::free_loopback_addr();
     let args: Vec<String> = [
         "--kubeconfig",
         &kubeconfig.to_string_lossy(),

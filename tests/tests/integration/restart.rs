@@ -371,14 +371,8 @@ fn drain_case(cpu: Option<usize>) -> Vec<serde_json::Value> {
         ),
     )
     .unwrap();
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let http = tests::ports::free_loopback_addr();
+    let admin = tests::ports::free_loopback_addr();
     let args: Vec<String> = [
         "--manifests",
         &dir.path().to_string_lossy(),

@@ -86,9 +86,7 @@ fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<String> {
 }
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
+    tests::ports::free_loopback_addr()
 }
 
 /// Starts `ingressd run <args>` and waits until it reports ready (off the async threads: the
