@@ -288,7 +288,7 @@ impl Compiler<'_, '_> {
                             })
                     })
                     .collect();
-                Arc::new(UpstreamState::new(u.name.as_str().into(), u.protocol, eps))
+                Arc::new(UpstreamState::new(key.0.clone(), u.protocol, eps))
             }
         };
         self.upstreams.insert(key, state.clone());

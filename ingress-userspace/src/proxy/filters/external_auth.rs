@@ -114,6 +114,11 @@ impl Original<'_> {
         self.uri.path_and_query().map_or("/", |p| p.as_str())
     }
 
+    /// The full URL the client asked for.
+    fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme(), self.host, self.request_uri())
+    }
+
     /// The nginx variables `auth-url` and `auth-signin` may hold, replaced.
     fn expand(&self, template: &str) -> String {
         let escaped = escape(self.request_uri());
@@ -129,25 +134,16 @@ impl Original<'_> {
 
 /// Asks the auth service of `cfg` about `req`.
 pub async fn check(client: &AuthClient, cfg: &ExternalAuth, req: &Original<'_>) -> Verdict {
-    let sub = match subrequest(cfg, req) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(url = %cfg.url, error = %e, "auth-url request could not be built");
-            return Verdict::Respond(Box::new(errors::status_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-            )));
-        }
+    let asked = async {
+        let sub = subrequest(cfg, req).map_err(|e| format!("request not built: {e}"))?;
+        tokio::time::timeout(AUTH_TIMEOUT, client.exchange(sub))
+            .await
+            .map_err(|_| "no answer in time".to_string())?
     };
-    let answer = match tokio::time::timeout(AUTH_TIMEOUT, client.exchange(sub)).await {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => {
-            tracing::warn!(url = %cfg.url, error = %e, "auth-url service failed");
-            return Verdict::Respond(Box::new(errors::status_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-            )));
-        }
-        Err(_) => {
-            tracing::warn!(url = %cfg.url, "auth-url service did not answer in time");
+    let answer = match asked.await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(url = %cfg.url, error = %e, "auth-url check failed");
             return Verdict::Respond(Box::new(errors::status_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
             )));
@@ -217,7 +213,7 @@ fn subrequest(cfg: &ExternalAuth, req: &Original<'_>) -> Result<Request<Empty<By
     for gone in [header::HOST, header::CONTENT_LENGTH, header::EXPECT] {
         h.remove(gone);
     }
-    let original_url = format!("{}://{}{}", req.scheme(), req.host, req.request_uri());
+    let original_url = req.url();
     let pairs = [
         ("x-original-url", original_url.as_str()),
         ("x-original-method", req.method.as_str()),
@@ -249,18 +245,10 @@ fn signin_redirect(signin: &str, param: &str, req: &Original<'_>) -> http::Respo
     let location = if has_param {
         signin.to_string()
     } else {
-        let back = format!("{}://{}{}", req.scheme(), req.host, req.request_uri());
         let sep = if signin.contains('?') { '&' } else { '?' };
-        format!("{signin}{sep}{param}={}", escape(&back))
+        format!("{signin}{sep}{param}={}", escape(&req.url()))
     };
-    let mut r = errors::status_response(StatusCode::FOUND);
-    match HeaderValue::from_str(&location) {
-        Ok(v) => {
-            r.headers_mut().insert(header::LOCATION, v);
-            r
-        }
-        Err(_) => errors::status_response(StatusCode::INTERNAL_SERVER_ERROR),
-    }
+    errors::redirect(StatusCode::FOUND, &location)
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986), as a query value.
