@@ -30,7 +30,8 @@ pub fn parse_host(raw: &str) -> Result<HostMatch, String> {
     })
 }
 
-fn validate_dns_name(name: &str) -> Result<(), &'static str> {
+/// A lower-case DNS name: 1-63-character labels of letters, digits and inner '-'.
+pub(crate) fn validate_dns_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 253 {
         return Err("must be 1 to 253 characters");
     }

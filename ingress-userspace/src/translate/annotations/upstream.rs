@@ -93,7 +93,8 @@ fn hash_var(name: &str) -> Result<HashPart, String> {
     })
 }
 
-/// A Host value: `host[:port]`, the host a DNS name, an IPv4 address or a bracketed IPv6 one.
+/// A Host value: `host[:port]`, the host a DNS name (as Ingress hosts are checked; an IPv4
+/// address passes as one) or a bracketed IPv6 address.
 /// ingress-nginx takes nginx variables here (`$host`...); those are refused rather than sent
 /// literally.
 fn parse_vhost(v: &str) -> Result<String, String> {
@@ -112,11 +113,8 @@ fn parse_vhost(v: &str) -> Result<String, String> {
             None => (v, None),
         },
     };
-    let name_ok = !host.is_empty()
-        && (v.starts_with('[')
-            || host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    let name_ok = v.starts_with('[')
+        || crate::translate::hosts::validate_dns_name(&host.to_ascii_lowercase()).is_ok();
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n != 0));
     if name_ok && port_ok {
         Ok(v.to_owned())
