@@ -108,24 +108,25 @@ pub enum PathMatch {
     Prefix(String),
     /// `use-regex`: the regex anchored at the start of the path, case-insensitive
     /// (ingress-nginx semantics). Precedence by the length of the source string.
-    Regex(RegexPath),
+    Regex(Pattern),
 }
 
-/// A compiled path regex and the text it came from.
+/// A compiled regex (a `use-regex` path, a `canary-by-header-pattern`) and the text it came from.
 #[derive(Clone, Debug)]
-pub struct RegexPath {
+pub struct Pattern {
     pub source: String,
     pub regex: regex::Regex,
 }
 
-/// Two regex paths are equal when their source is: they are always compiled the same way.
-impl PartialEq for RegexPath {
+/// Two patterns are equal when their source is: each field that holds one always compiles it
+/// the same way.
+impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
         self.source == other.source
     }
 }
 
-impl Eq for RegexPath {}
+impl Eq for Pattern {}
 
 impl PathMatch {
     /// Whether the request path (without query) matches.
@@ -197,6 +198,9 @@ pub struct Canary {
     pub header: Option<String>,
     /// `canary-by-header-value`: if set, only this value forces the canary.
     pub header_value: Option<String>,
+    /// `canary-by-header-pattern`: without a `header_value`, a header value this regex finds a
+    /// match in (anywhere, case-sensitive, as nginx's `ngx.re.match`) forces the canary.
+    pub header_pattern: Option<Pattern>,
     /// `canary-by-cookie`: cookie name; value "always" forces the canary, "never" forbids
     /// it. Looked at after the header, before the weight.
     pub cookie: Option<String>,

@@ -16,8 +16,8 @@ use ingress::{
     apply::proxy::ProxyApplier,
     proxy::{Proxy, ProxyOptions},
     snapshot::{
-        BackendProtocol, HostMatch, HttpConfig, ObjectRef, PathMatch, RegexPath, Route,
-        RoutePolicy, RouteTarget, Snapshot, TlsCert, TlsConfig, Upstream, VirtualHost,
+        BackendProtocol, HostMatch, HttpConfig, ObjectRef, PathMatch, Pattern, Route, RoutePolicy,
+        RouteTarget, Snapshot, TlsCert, TlsConfig, Upstream, VirtualHost,
     },
 };
 use rustls::ClientConfig;
@@ -110,7 +110,7 @@ pub fn regex(source: &str, target: &Arc<RouteTarget>) -> Route {
         .build()
         .unwrap_or_else(|e| panic!("bad test regex {source}: {e}"));
     Route {
-        path: PathMatch::Regex(RegexPath {
+        path: PathMatch::Regex(Pattern {
             source: source.into(),
             regex,
         }),

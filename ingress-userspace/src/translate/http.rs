@@ -189,6 +189,7 @@ pub fn build_host(
                         weight_total: cfg.weight_total,
                         header: cfg.header.clone(),
                         header_value: cfg.header_value.clone(),
+                        header_pattern: cfg.header_pattern.clone(),
                         cookie: cfg.cookie.clone(),
                     });
                 }

@@ -11,7 +11,7 @@
 //! in ingress-nginx. A missing or empty path means `/`.
 use std::cmp::Ordering;
 
-use crate::snapshot::{PathMatch, RegexPath};
+use crate::snapshot::{PathMatch, Pattern};
 
 /// Compiled-size cap for one path regex, so an Ingress cannot make the proxy slow.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -38,7 +38,7 @@ pub fn parse_path(
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
             .map_err(|e| format!("invalid path regex {path:?}: {e}"))?;
-        return Ok(PathMatch::Regex(RegexPath {
+        return Ok(PathMatch::Regex(Pattern {
             source: path.to_owned(),
             regex,
         }));

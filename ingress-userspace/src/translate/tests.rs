@@ -1003,6 +1003,7 @@ fn canary_attaches_to_main_routes() {
         .annotation("canary-weight", "20")
         .annotation("canary-by-header", "X-Canary")
         .annotation("canary-by-cookie", "use_canary")
+        .annotation("canary-by-header-pattern", "^beta")
         .host("a.example")
         .path("/", "Prefix", "next", 80)
         .path("/nomatch", "Prefix", "next", 80)
@@ -1030,6 +1031,10 @@ fn canary_attaches_to_main_routes() {
                 (20, Some("X-Canary"), "canary")
             );
             assert_eq!(c.cookie.as_deref(), Some("use_canary"));
+            assert_eq!(
+                c.header_pattern.as_ref().map(|p| p.source.as_str()),
+                Some("^beta")
+            );
             assert_eq!(c.weight_total, 100);
             assert_eq!(c.upstream.name, "ns/next:80");
             assert_eq!(route.target.upstream.name, "ns/stable:80");

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use bytes::Bytes;
 use ingress::{
     proxy::metrics::UpstreamErrorKind,
-    snapshot::{Canary, CookieAffinity, LoadBalance, RouteTarget},
+    snapshot::{Canary, CookieAffinity, LoadBalance, Pattern, RouteTarget},
 };
 use tests::{l7::*, upstream::*};
 
@@ -214,6 +214,7 @@ async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
             weight_total: 100,
             header: Some("X-Canary".into()),
             header_value: header_value.map(str::to_string),
+            header_pattern: None,
             cookie: Some("canary".into()),
         });
         Arc::new(t)
@@ -284,6 +285,32 @@ async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
         send(l7.http, with_header("always")?).await?.upstream(),
         Some("main")
     );
+
+    // `canary-by-header-pattern`: a value the regex finds a match in picks the canary; any
+    // other value, `always` included, leaves it to the weight (0 here).
+    let mut patterned = (*with_canary(0, None)).clone();
+    if let Some(c) = patterned.canary.as_mut() {
+        c.header_pattern = Some(Pattern {
+            source: "^(beta|alpha)-[0-9]+$".into(),
+            regex: regex::Regex::new("^(beta|alpha)-[0-9]+$")?,
+        });
+    }
+    l7.apply(snapshot(vec![vhost(
+        "c.test",
+        vec![prefix("/", &Arc::new(patterned))],
+    )]));
+    for (value, expected) in [
+        ("beta-42", "canary"),
+        ("alpha-1", "canary"),
+        ("beta-x", "main"),
+        ("always", "main"),
+    ] {
+        assert_eq!(
+            send(l7.http, with_header(value)?).await?.upstream(),
+            Some(expected),
+            "x-canary: {value}"
+        );
+    }
 
     l7.apply(snapshot(vec![vhost(
         "c.test",

@@ -1,21 +1,29 @@
 //! Canary choice (ingress-nginx `canary-by-header`, `canary-by-header-value`,
-//! `canary-by-cookie`, `canary-weight`).
+//! `canary-by-header-pattern`, `canary-by-cookie`, `canary-weight`).
 use http::HeaderMap;
 
 use super::affinity::cookie_value;
 use crate::snapshot::Canary;
 
 /// Whether this request goes to the canary, in ingress-nginx's order: the header decides when
-/// it says so (`always` / `never`, or the configured value), then the cookie (`always` /
-/// `never`), then the weight, out of `weight_total`.
+/// it says so (the configured value, else a match of the configured pattern, else `always` /
+/// `never`), then the cookie (`always` / `never`), then the weight, out of `weight_total`.
+/// A header that does not decide leaves it to the cookie and the weight.
 pub fn use_canary(canary: &Canary, headers: &HeaderMap) -> bool {
     if let Some(value) = canary.header.as_deref().and_then(|h| headers.get(h)) {
-        match &canary.header_value {
-            Some(expected) if value.as_bytes() == expected.as_bytes() => return true,
-            Some(_) => {}
-            None if value.as_bytes().eq_ignore_ascii_case(b"always") => return true,
-            None if value.as_bytes().eq_ignore_ascii_case(b"never") => return false,
-            None => {}
+        if let Some(expected) = &canary.header_value {
+            if value.as_bytes() == expected.as_bytes() {
+                return true;
+            }
+        } else if let Some(pattern) = &canary.header_pattern {
+            // A value that is not UTF-8 cannot match a text pattern.
+            if value.to_str().is_ok_and(|v| pattern.regex.is_match(v)) {
+                return true;
+            }
+        } else if value.as_bytes().eq_ignore_ascii_case(b"always") {
+            return true;
+        } else if value.as_bytes().eq_ignore_ascii_case(b"never") {
+            return false;
         }
     }
     if let Some(value) = canary
@@ -58,6 +66,7 @@ mod tests {
             weight_total: 100,
             header: Some("x-canary".into()),
             header_value: header_value.map(str::to_string),
+            header_pattern: None,
             cookie: Some("canary".into()),
         }
     }
@@ -104,5 +113,44 @@ mod tests {
         let v2 = canary(0, Some("v2"));
         let h = headers(&[("x-canary", "v1"), ("cookie", "canary=always")]);
         assert!(use_canary(&v2, &h));
+    }
+
+    #[test]
+    fn header_pattern() {
+        let mut c = canary(0, None);
+        c.header_pattern = Some(crate::snapshot::Pattern {
+            source: "^(beta|alpha)-[0-9]+$".into(),
+            regex: regex::Regex::new("^(beta|alpha)-[0-9]+$").expect("regex"),
+        });
+        assert!(use_canary(&c, &headers(&[("x-canary", "beta-7")])));
+        assert!(use_canary(&c, &headers(&[("x-canary", "alpha-12")])));
+        // Case-sensitive, as nginx's ngx.re.match without the `i` option.
+        assert!(!use_canary(&c, &headers(&[("x-canary", "BETA-7")])));
+        // With a pattern, `always` is just a value: it does not match, so the weight (0) decides.
+        assert!(!use_canary(&c, &headers(&[("x-canary", "always")])));
+        // A value that does not match leaves it to the cookie.
+        let h = headers(&[("x-canary", "gamma-1"), ("cookie", "canary=always")]);
+        assert!(use_canary(&c, &h));
+        // A value that is not UTF-8 does not match and does not panic.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-canary",
+            HeaderValue::from_bytes(b"beta-\xff").expect("opaque value"),
+        );
+        assert!(!use_canary(&c, &h));
+        // An unanchored pattern finds its match anywhere in the value.
+        c.header_pattern = Some(crate::snapshot::Pattern {
+            source: "canary".into(),
+            regex: regex::Regex::new("canary").expect("regex"),
+        });
+        assert!(use_canary(
+            &c,
+            &headers(&[("x-canary", "i-want-canary-now")])
+        ));
+        // A configured value wins over the pattern (ingress-nginx reads the pattern only
+        // without a value).
+        c.header_value = Some("v2".into());
+        assert!(!use_canary(&c, &headers(&[("x-canary", "canary")])));
+        assert!(use_canary(&c, &headers(&[("x-canary", "v2")])));
     }
 }

@@ -46,14 +46,14 @@ fn ensure_slash(s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::RegexPath;
+    use crate::snapshot::Pattern;
 
     fn regex(src: &str) -> PathMatch {
         let regex = regex::RegexBuilder::new(&format!("^{src}"))
             .case_insensitive(true)
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
-        PathMatch::Regex(RegexPath {
+        PathMatch::Regex(Pattern {
             source: src.into(),
             regex,
         })

@@ -1,6 +1,11 @@
 //! `canary`, `canary-weight`, `canary-weight-total`, `canary-by-header`,
-//! `canary-by-header-value`, `canary-by-cookie`.
+//! `canary-by-header-value`, `canary-by-header-pattern`, `canary-by-cookie`.
 use super::{parse_in_range, parse_token, AnnotationError, Annotations, CanaryConfig, Reader};
+use crate::snapshot::Pattern;
+
+/// Bounds the compiled pattern, as for `use-regex` paths: an annotation must not be able to
+/// make every request run a huge automaton.
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
     if r.flag("canary")? != Some(true) {
@@ -22,15 +27,33 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
             Err("must be visible ASCII without spaces".to_string())
         }
     })?;
+    let header_pattern = r.get("canary-by-header-pattern", parse_pattern)?;
     let cookie = r.get("canary-by-cookie", |v| parse_token(v, "cookie name"))?;
     a.canary = Some(CanaryConfig {
         weight,
         weight_total,
         header,
         header_value,
+        header_pattern,
         cookie,
     });
     Ok(())
+}
+
+/// Compiles `canary-by-header-pattern` as nginx's `ngx.re.match` uses it: unanchored,
+/// case-sensitive.
+fn parse_pattern(v: &str) -> Result<Pattern, String> {
+    if v.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    let regex = regex::RegexBuilder::new(v)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("not a valid regex: {e}"))?;
+    Ok(Pattern {
+        source: v.to_owned(),
+        regex,
+    })
 }
 
 #[cfg(test)]
@@ -48,6 +71,7 @@ mod tests {
                 weight_total: 100,
                 header: None,
                 header_value: None,
+                header_pattern: None,
                 cookie: None,
             })
         );
@@ -66,6 +90,7 @@ mod tests {
                 weight_total: 100,
                 header: Some("X-Canary".into()),
                 header_value: Some("yes-please".into()),
+                header_pattern: None,
                 cookie: Some("use_canary".into()),
             })
         );
@@ -94,9 +119,32 @@ mod tests {
             ("canary-by-header", "X Canary"),
             ("canary-by-header-value", "a b"),
             ("canary-by-cookie", "a;b"),
+            ("canary-by-header-pattern", ""),
+            ("canary-by-header-pattern", "(unclosed"),
+            // PCRE look-around has no equivalent here: refused, not silently changed.
+            ("canary-by-header-pattern", "^(?!beta)"),
         ] {
             let e = nginx(&[("canary", "true"), (name, bad)]).expect_err(bad);
             assert!(e.key.ends_with(name) && e.value == bad, "{e}");
         }
+    }
+
+    #[test]
+    fn header_pattern_is_compiled_unanchored_and_case_sensitive() {
+        let a = nginx(&[
+            ("canary", "true"),
+            ("canary-by-header", "X-Region"),
+            ("canary-by-header-pattern", "eu-(west|north)"),
+        ])
+        .expect("valid");
+        let p = a.canary.and_then(|c| c.header_pattern).expect("pattern");
+        assert_eq!(p.source, "eu-(west|north)");
+        assert!(p.regex.is_match("dc-eu-west-1"));
+        assert!(!p.regex.is_match("EU-WEST"));
+        // A pattern large enough to blow the compile limit is refused.
+        let huge = format!("({})", vec!["[a-z]{50}"; 400].join("|"));
+        let e = nginx(&[("canary", "true"), ("canary-by-header-pattern", &huge)])
+            .expect_err("over the size limit");
+        assert!(e.key.ends_with("canary-by-header-pattern"), "{e}");
     }
 }

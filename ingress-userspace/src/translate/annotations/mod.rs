@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use crate::{
     config::NamespacedName,
-    snapshot::{BackendProtocol, RoutePolicy},
+    snapshot::{BackendProtocol, Pattern, RoutePolicy},
 };
 
 mod affinity;
@@ -87,6 +87,8 @@ pub struct CanaryConfig {
     pub header: Option<String>,
     /// `canary-by-header-value`.
     pub header_value: Option<String>,
+    /// `canary-by-header-pattern`, compiled.
+    pub header_pattern: Option<Pattern>,
     /// `canary-by-cookie`.
     pub cookie: Option<String>,
 }
