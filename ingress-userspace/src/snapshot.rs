@@ -89,7 +89,66 @@ pub struct VirtualHost {
     pub fallback: Option<Arc<RouteTarget>>,
     /// Some Ingress lists this host under `spec.tls` (drives `ssl-redirect`).
     pub tls: bool,
+    /// `auth-tls-*` of the oldest main Ingress of the host that sets them: client certificates
+    /// are asked for in the handshake and checked on every request to the host, as
+    /// ingress-nginx's server-level `ssl_verify_client`.
+    pub client_auth: Option<Arc<ClientAuth>>,
 }
+
+/// `auth-tls-verify-client`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VerifyClient {
+    /// A certificate that verifies is required (`on`, the default).
+    #[default]
+    On,
+    /// No certificate is fine; one that does not verify is refused.
+    Optional,
+    /// Asked for and passed on, never refused (`optional_no_ca`).
+    OptionalNoCa,
+}
+
+/// Client certificate authentication of a host (`auth-tls-secret` and friends).
+#[derive(Clone, Debug)]
+pub struct ClientAuth {
+    /// The Ingress the settings come from.
+    pub origin: ObjectRef,
+    /// `namespace/name` of the CA Secret, for logs.
+    pub secret: String,
+    /// The CA certificates of `ca.crt`, in the Secret's order; empty when `denied`.
+    pub ca: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The same CAs as trust anchors.
+    pub roots: Arc<rustls::RootCertStore>,
+    pub mode: VerifyClient,
+    /// `auth-tls-verify-depth`: certificates allowed above the client's, its CA included
+    /// (1: signed by a CA of the bundle directly).
+    pub depth: u8,
+    /// `auth-tls-error-page`: where a refused client is redirected instead of a 400.
+    pub error_page: Option<String>,
+    /// `auth-tls-pass-certificate-to-upstream`: the PEM chain, URL-escaped, in
+    /// `ssl-client-cert`.
+    pub pass_certificate: bool,
+    /// `auth-tls-match-cn`: the subject DN must match, else 403.
+    pub match_cn: Option<Pattern>,
+    /// The CA Secret is missing or unusable: requests answer 503 until it is fixed.
+    pub denied: bool,
+}
+
+/// Equal when the same Ingress sets the same CAs and settings (the roots are derived from `ca`).
+impl PartialEq for ClientAuth {
+    fn eq(&self, other: &Self) -> bool {
+        self.origin == other.origin
+            && self.secret == other.secret
+            && self.ca == other.ca
+            && self.mode == other.mode
+            && self.depth == other.depth
+            && self.error_page == other.error_page
+            && self.pass_certificate == other.pass_certificate
+            && self.match_cn == other.match_cn
+            && self.denied == other.denied
+    }
+}
+
+impl Eq for ClientAuth {}
 
 /// One path rule.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -66,6 +66,59 @@ impl TestCa {
         ))
     }
 
+    /// A client certificate for `common_name` signed by the CA, with its key: (chain leaf
+    /// first, then the CA; key).
+    pub fn issue_client(
+        &self,
+        common_name: &str,
+    ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((
+            vec![cert.der().clone(), self.cert_der()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        ))
+    }
+
+    /// The CA certificate as PEM, as a `ca.crt` Secret key holds it.
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A client config trusting only this CA, offering `alpn`, that presents `identity`
+    /// when the server asks and counts how often it was asked.
+    pub fn client_config_with_cert(
+        &self,
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+        alpn: &[&[u8]],
+    ) -> anyhow::Result<(Arc<ClientConfig>, Arc<AskedFor>)> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.cert_der())?;
+        let key = match identity {
+            Some((chain, key)) => Some(Arc::new(CertifiedKey::new(
+                chain,
+                provider().key_provider.load_private_key(key)?,
+            ))),
+            None => None,
+        };
+        let asked = Arc::new(AskedFor {
+            key,
+            times: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let mut c = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_cert_resolver(asked.clone());
+        c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        Ok((Arc::new(c), asked))
+    }
+
     /// A client config trusting only this CA, offering `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> anyhow::Result<Arc<ClientConfig>> {
         let mut roots = RootCertStore::empty();
@@ -148,5 +201,34 @@ struct Always(Arc<CertifiedKey>);
 impl rustls::server::ResolvesServerCert for Always {
     fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.0.clone())
+    }
+}
+
+/// A client's certificate, and how many times servers asked for one.
+#[derive(Debug)]
+pub struct AskedFor {
+    key: Option<Arc<CertifiedKey>>,
+    times: std::sync::atomic::AtomicUsize,
+}
+
+impl AskedFor {
+    /// How many handshakes asked for a client certificate.
+    pub fn times(&self) -> usize {
+        self.times.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl rustls::client::ResolvesClientCert for AskedFor {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.times.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.key.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.key.is_some()
     }
 }

@@ -16,8 +16,9 @@ use ingress::{
     apply::proxy::ProxyApplier,
     proxy::{Proxy, ProxyOptions},
     snapshot::{
-        BackendProtocol, HostMatch, HttpConfig, ObjectRef, PathMatch, Pattern, Route, RoutePolicy,
-        RouteTarget, Snapshot, TlsCert, TlsConfig, Upstream, VirtualHost,
+        BackendProtocol, ClientAuth, HostMatch, HttpConfig, ObjectRef, PathMatch, Pattern, Route,
+        RoutePolicy, RouteTarget, Snapshot, TlsCert, TlsConfig, Upstream, VerifyClient,
+        VirtualHost,
     },
 };
 use rustls::ClientConfig;
@@ -134,7 +135,26 @@ pub fn vhost(host: &str, routes: Vec<Route>) -> VirtualHost {
         routes,
         fallback: None,
         tls: false,
+        client_auth: None,
     }
+}
+
+/// Client certificate settings trusting `ca`, in `mode`, depth 1, nothing else set.
+pub fn client_auth(ca: &crate::certs::TestCa, mode: VerifyClient) -> anyhow::Result<ClientAuth> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der())?;
+    Ok(ClientAuth {
+        origin: ingress_ref("mtls"),
+        secret: "default/client-ca".into(),
+        ca: vec![ca.cert_der()],
+        roots: Arc::new(roots),
+        mode,
+        depth: 1,
+        error_page: None,
+        pass_certificate: false,
+        match_cn: None,
+        denied: false,
+    })
 }
 
 /// A snapshot with `hosts` (in the given order) and a fresh generation.

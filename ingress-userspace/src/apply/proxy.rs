@@ -59,6 +59,7 @@ impl ProxyApplier {
             metrics: &metrics,
             max_idle_per_endpoint: limits.upstream_max_idle_per_endpoint,
             idle_timeout: limits.upstream_idle_timeout,
+            tls_base: Some(self.proxy.tls_config()),
         };
         let routes = RouteTable::compile(&snapshot.http, &previous.routes, &ctx);
         let certs = CertTable::compile(&snapshot.tls);

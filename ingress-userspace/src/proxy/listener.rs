@@ -19,7 +19,12 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{headers::ForwardedValues, limits::FramingGuard, service, Proxy, Shared};
+use rustls_pki_types::CertificateDer;
+
+use super::{
+    filters::client_cert, headers::ForwardedValues, limits::FramingGuard, service, Proxy, Shared,
+};
+use crate::snapshot::ClientAuth;
 
 /// Binds a listening socket for the proxy: `SO_REUSEADDR`, a deep accept backlog, and for
 /// IPv6 addresses `IPV6_V6ONLY` off so `[::]` serves IPv4 too.
@@ -99,10 +104,38 @@ impl DrainHandle {
 #[derive(Debug)]
 pub(crate) struct ConnCtx {
     pub tls: bool,
+    /// The certificate chain the client sent in the handshake (leaf first), if asked and sent.
+    pub client_chain: Option<Arc<[CertificateDer<'static>]>>,
+    /// The last judgement of `client_chain`, against the settings it was made for: a
+    /// connection's requests normally all go to one host, so the chain is verified once.
+    pub client_verdict: std::sync::Mutex<Option<(Arc<ClientAuth>, Arc<client_cert::Verdict>)>>,
     pub fwd: ForwardedValues,
     pub framing: Arc<super::limits::FramingFlag>,
     /// Requests in progress, for the idle limit.
     pub activity: Arc<super::idle::Activity>,
+}
+
+impl ConnCtx {
+    /// The judgement of this connection's client certificate under `auth`, made once per
+    /// connection and settings.
+    pub fn client_verdict(&self, auth: &Arc<ClientAuth>) -> Arc<client_cert::Verdict> {
+        let mut cached = self
+            .client_verdict
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((a, v)) = cached.as_ref() {
+            if Arc::ptr_eq(a, auth) {
+                return v.clone();
+            }
+        }
+        let verdict = Arc::new(client_cert::verify(
+            auth,
+            self.client_chain.as_deref(),
+            rustls_pki_types::UnixTime::now(),
+        ));
+        *cached = Some((auth.clone(), verdict.clone()));
+        verdict
+    }
 }
 
 impl Proxy {
@@ -119,6 +152,7 @@ impl Proxy {
                     peer,
                     local,
                     false,
+                    None,
                 ));
             })
             .await;
@@ -155,13 +189,27 @@ impl Proxy {
         let tracker = shared.drain.tracker.clone();
         tracker.track_future(async move {
             let timeout = shared.options.limits.tls_handshake_timeout;
-            let handshake = super::tls::accept(&shared.acceptor, stream, timeout, &shared.metrics);
+            let choose_config =
+                |sni: Option<&str>| shared.config.load().routes.handshake_config(sni);
+            let choose: Option<super::tls::ChooseConfig<'_>> = shared
+                .config
+                .load()
+                .routes
+                .requests_client_certs()
+                .then_some(&choose_config);
+            let handshake =
+                super::tls::accept(&shared.acceptor, choose, stream, timeout, &shared.metrics);
             let tls = tokio::select! {
                 tls = handshake => tls,
                 _ = shared.drain.force.cancelled() => None,
             };
             if let Some(tls) = tls {
-                serve_conn(shared, tls, peer, local, true).await;
+                let chain = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| Arc::<[CertificateDer<'static>]>::from(c.to_vec()));
+                serve_conn(shared, tls, peer, local, true, chain).await;
             }
         })
     }
@@ -178,7 +226,7 @@ impl Proxy {
     {
         let shared = self.shared.clone();
         let tracker = shared.drain.tracker.clone();
-        tracker.track_future(serve_conn(shared, stream, peer, local, false))
+        tracker.track_future(serve_conn(shared, stream, peer, local, false, None))
     }
 }
 
@@ -215,6 +263,7 @@ async fn serve_conn<S>(
     peer: SocketAddr,
     local: SocketAddr,
     tls: bool,
+    client_chain: Option<Arc<[CertificateDer<'static>]>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -224,6 +273,8 @@ async fn serve_conn<S>(
     let activity = super::idle::Activity::new(shared.options.limits.max_requests_per_connection);
     let ctx = Arc::new(ConnCtx {
         tls,
+        client_chain,
+        client_verdict: std::sync::Mutex::new(None),
         fwd: ForwardedValues::new(
             peer.ip(),
             local.port(),

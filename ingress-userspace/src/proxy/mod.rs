@@ -176,6 +176,11 @@ impl Proxy {
         self.shared.config.load_full()
     }
 
+    /// The TLS server config of the HTTPS listener.
+    pub(crate) fn tls_config(&self) -> &rustls::ServerConfig {
+        self.shared.acceptor.config()
+    }
+
     /// Options the proxy was built with.
     pub fn options(&self) -> &ProxyOptions {
         &self.shared.options

@@ -12,7 +12,11 @@ use std::{
     sync::Arc,
 };
 
-use crate::snapshot::{BackendProtocol, HostMatch, HttpConfig, PathMatch, RouteTarget, Upstream};
+use rustls::ServerConfig;
+
+use crate::snapshot::{
+    BackendProtocol, ClientAuth, HostMatch, HttpConfig, PathMatch, RouteTarget, Upstream,
+};
 
 use super::{
     metrics::{ProxyMetrics, RouteMetrics},
@@ -52,6 +56,16 @@ pub struct CompiledHost {
     pub tls: bool,
     pub routes: Vec<CompiledRoute>,
     pub fallback: Option<Arc<Target>>,
+    pub client_auth: Option<Arc<ClientCheck>>,
+}
+
+/// A host's client certificate settings and the TLS server config that asks for them.
+#[derive(Debug)]
+pub struct ClientCheck {
+    pub spec: Arc<ClientAuth>,
+    /// `None` when it could not be built (logged): requests are still checked, so clients
+    /// get the refusal rather than an unchecked pass.
+    pub handshake: Option<Arc<ServerConfig>>,
 }
 
 /// A routing decision.
@@ -59,6 +73,8 @@ pub struct CompiledHost {
 pub struct Matched<'a> {
     /// The matched host is listed under some Ingress' `spec.tls`.
     pub host_tls: bool,
+    /// The matched host's client certificate settings.
+    pub client_auth: Option<&'a Arc<ClientCheck>>,
     /// The path rule, when one matched (not for fallbacks and the default backend).
     pub route: Option<&'a CompiledRoute>,
     pub target: &'a Arc<Target>,
@@ -81,13 +97,16 @@ pub struct RouteTable {
     /// Ingresses that name one Service port with different `backend-protocol`s two upstreams
     /// of the same name.
     upstreams: HashMap<UpstreamKey, Arc<UpstreamState>>,
+    /// Client certificate settings by the address of their snapshot `ClientAuth`, reused by
+    /// the next compile like `targets`.
+    client_checks: HashMap<usize, Arc<ClientCheck>>,
 }
 
 impl RouteTable {
-    /// Routes a request by its normalized host and its path (without query).
-    pub fn find(&self, host: &str, path: &str) -> Option<Matched<'_>> {
-        let vhost = self
-            .exact
+    /// The virtual host serving a normalized host name: exact, then one-label wildcard, then
+    /// the catch-all.
+    fn vhost(&self, host: &str) -> Option<&CompiledHost> {
+        self.exact
             .get(host)
             .or_else(|| {
                 let (label, suffix) = host.split_once('.')?;
@@ -97,10 +116,15 @@ impl RouteTable {
             })
             .copied()
             .or(self.any)
-            .and_then(|i| self.hosts.get(i));
-        let Some(vhost) = vhost else {
+            .and_then(|i| self.hosts.get(i))
+    }
+
+    /// Routes a request by its normalized host and its path (without query).
+    pub fn find(&self, host: &str, path: &str) -> Option<Matched<'_>> {
+        let Some(vhost) = self.vhost(host) else {
             return self.default_backend.as_ref().map(|target| Matched {
                 host_tls: false,
+                client_auth: None,
                 route: None,
                 target,
             });
@@ -108,6 +132,7 @@ impl RouteTable {
         if let Some(route) = vhost.routes.iter().find(|r| r.path.matches(path)) {
             return Some(Matched {
                 host_tls: vhost.tls,
+                client_auth: vhost.client_auth.as_ref(),
                 route: Some(route),
                 target: &route.target,
             });
@@ -118,9 +143,26 @@ impl RouteTable {
             .or(self.default_backend.as_ref())
             .map(|target| Matched {
                 host_tls: vhost.tls,
+                client_auth: vhost.client_auth.as_ref(),
                 route: None,
                 target,
             })
+    }
+
+    /// Whether some host asks for client certificates (the handshake then looks at the SNI
+    /// before choosing its config).
+    pub fn requests_client_certs(&self) -> bool {
+        !self.client_checks.is_empty()
+    }
+
+    /// The TLS server config for a handshake with this SNI (lower-case, no trailing dot), when
+    /// its host asks for client certificates. Without SNI, the catch-all host's.
+    pub fn handshake_config(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
+        let vhost = match sni {
+            Some(name) => self.vhost(name),
+            None => self.any.and_then(|i| self.hosts.get(i)),
+        }?;
+        vhost.client_auth.as_ref()?.handshake.clone()
     }
 
     /// The global default backend, used by `custom-http-errors`.
@@ -139,8 +181,10 @@ impl RouteTable {
             ctx,
             previous: &previous.upstreams,
             previous_targets: &previous.targets,
+            previous_checks: &previous.client_checks,
             upstreams: HashMap::new(),
             targets: HashMap::new(),
+            client_checks: HashMap::new(),
         };
         let mut table = RouteTable::default();
         for vhost in &http.hosts {
@@ -163,15 +207,18 @@ impl RouteTable {
                 })
                 .collect();
             let fallback = vhost.fallback.as_ref().map(|t| c.target(t));
+            let client_auth = vhost.client_auth.as_ref().map(|a| c.client_check(a));
             table.hosts.push(CompiledHost {
                 tls: vhost.tls,
                 routes,
                 fallback,
+                client_auth,
             });
         }
         table.default_backend = http.default_backend.as_ref().map(|t| c.target(t));
         table.targets = c.targets;
         table.upstreams = c.upstreams;
+        table.client_checks = c.client_checks;
         table
     }
 }
@@ -192,6 +239,9 @@ pub struct CompileContext<'a> {
     /// Idle HTTP/1.1 connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: std::time::Duration,
+    /// The proxy's TLS server config, which hosts asking for client certificates derive
+    /// theirs from; without it they are checked per request only.
+    pub tls_base: Option<&'a ServerConfig>,
 }
 
 /// An upstream's name and protocol.
@@ -201,11 +251,45 @@ struct Compiler<'a, 'b> {
     ctx: &'a CompileContext<'b>,
     previous: &'a HashMap<UpstreamKey, Arc<UpstreamState>>,
     previous_targets: &'a HashMap<usize, Arc<Target>>,
+    previous_checks: &'a HashMap<usize, Arc<ClientCheck>>,
     upstreams: HashMap<UpstreamKey, Arc<UpstreamState>>,
     targets: HashMap<usize, Arc<Target>>,
+    client_checks: HashMap<usize, Arc<ClientCheck>>,
 }
 
 impl Compiler<'_, '_> {
+    /// The compiled form of a host's client certificate settings, shared by every host with
+    /// the same `Arc` and kept from the previous table while the translator hands out the
+    /// same one.
+    fn client_check(&mut self, spec: &Arc<ClientAuth>) -> Arc<ClientCheck> {
+        let key = Arc::as_ptr(spec) as usize;
+        if let Some(c) = self.client_checks.get(&key) {
+            return c.clone();
+        }
+        let check = match self
+            .previous_checks
+            .get(&key)
+            .filter(|c| Arc::ptr_eq(&c.spec, spec))
+        {
+            Some(c) => c.clone(),
+            None => {
+                let handshake = self.ctx.tls_base.and_then(|base| {
+                    super::tls::client_auth_server_config(base, &spec.roots)
+                        .map_err(|e| {
+                            tracing::warn!(secret = %spec.secret, error = %e, "cannot ask for client certificates");
+                        })
+                        .ok()
+                });
+                Arc::new(ClientCheck {
+                    spec: spec.clone(),
+                    handshake,
+                })
+            }
+        };
+        self.client_checks.insert(key, check.clone());
+        check
+    }
+
     fn target(&mut self, spec: &Arc<RouteTarget>) -> Arc<Target> {
         let key = Arc::as_ptr(spec) as usize;
         if let Some(t) = self.targets.get(&key) {

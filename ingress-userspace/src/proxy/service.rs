@@ -15,8 +15,8 @@ use super::{
     body::{RequestBody, ResponseBody},
     errors::{self, ProxyError},
     filters::{
-        access, affinity, canary, cors, custom_errors, external_auth, hash, ratelimit, redirect,
-        rewrite,
+        access, affinity, canary, client_cert, cors, custom_errors, external_auth, hash, ratelimit,
+        redirect, rewrite,
     },
     forward::{self, Destination},
     headers, limits,
@@ -149,6 +149,19 @@ async fn pipeline(
             return r;
         }
     }
+    // nginx judges the client certificate before any location runs; a plain-HTTP request
+    // has none, so a host requiring one refuses it (rather than serving it unchecked).
+    // The `ssl-client-*` headers for the upstream; `None`: the host does not ask.
+    let client_cert_headers = match m.client_auth {
+        None => None,
+        Some(check) => {
+            let verdict = conn.client_verdict(&check.spec);
+            match client_cert::decide(&check.spec, &verdict) {
+                Ok(set) => Some(set),
+                Err(r) => return *r,
+            }
+        }
+    };
     if let Some(r) = redirect::fixed(policy) {
         return r;
     }
@@ -315,6 +328,12 @@ async fn pipeline(
     );
     if let Some(ext) = &policy.external_auth {
         external_auth::set_response_headers(&mut parts.headers, ext, auth_headers);
+    }
+    if let Some(set) = client_cert_headers {
+        client_cert::strip(&mut parts.headers);
+        parts
+            .headers
+            .extend(set.into_iter().map(|(k, v)| (Some(k), v)));
     }
     let authority = match upstream_vhost(policy) {
         // `upstream-vhost`: the upstream sees this host; X-Forwarded-Host keeps the client's.

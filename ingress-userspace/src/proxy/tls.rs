@@ -169,9 +169,107 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Terminates TLS on `stream` within `timeout`, counting the outcome.
+/// `base` asking clients for a certificate issued by one of `roots` (the names are sent as
+/// hints). The chain is not judged in the handshake but on each request, as nginx does with
+/// `ssl_verify_client`: a client without a certificate, or with one that does not verify,
+/// completes the handshake and gets a 400 (or the `auth-tls-error-page`), and
+/// `optional_no_ca` can pass any certificate on. The handshake still proves the client holds
+/// the key of the certificate it sent. Tickets are shared with `base`; rustls resumes a
+/// session only under the SNI it was made for, and a resumed session brings back the
+/// certificate it was made with, which is judged on each request like a fresh one.
+pub fn client_auth_server_config(
+    base: &ServerConfig,
+    roots: &rustls::RootCertStore,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let verifier = Arc::new(RequestClientCert {
+        provider: base.crypto_provider().clone(),
+        hints: roots.subjects(),
+    });
+    let mut config = ServerConfig::builder_with_provider(base.crypto_provider().clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(base.cert_resolver.clone());
+    config.ignore_client_order = base.ignore_client_order;
+    config.alpn_protocols = base.alpn_protocols.clone();
+    config.ticketer = base.ticketer.clone();
+    config.session_storage = base.session_storage.clone();
+    Ok(Arc::new(config))
+}
+
+/// Asks for a client certificate and checks the handshake signature made with its key;
+/// the chain itself is judged per request (see [`client_auth_server_config`]).
+#[derive(Debug)]
+struct RequestClientCert {
+    provider: Arc<CryptoProvider>,
+    hints: Vec<rustls::DistinguishedName>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Picks the server config for a handshake by its SNI; `None`: the acceptor's own.
+pub(crate) type ChooseConfig<'a> = &'a (dyn Fn(Option<&str>) -> Option<Arc<ServerConfig>> + Sync);
+
+/// Terminates TLS on `stream` within `timeout`, counting the outcome. With `choose`, the
+/// ClientHello is read first and its SNI picks the config (hosts that ask for client
+/// certificates); without, the acceptor's config is used straight away.
 pub(crate) async fn accept<S>(
     acceptor: &TlsAcceptor,
+    choose: Option<ChooseConfig<'_>>,
     stream: S,
     timeout: Duration,
     metrics: &ProxyMetrics,
@@ -179,7 +277,30 @@ pub(crate) async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+    let handshake = async {
+        let Some(choose) = choose else {
+            return acceptor.accept(stream).await;
+        };
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await?;
+        let config = {
+            let hello = start.client_hello();
+            let sni = hello.server_name().map(|n| {
+                let n = n.trim_end_matches('.');
+                if n.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Cow::Owned(n.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(n)
+                }
+            });
+            choose(sni.as_deref())
+        };
+        start
+            .into_stream(config.unwrap_or_else(|| acceptor.config().clone()))
+            .await
+    };
+    match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(tls)) => {
             metrics.tls_handshake(true);
             Some(tls)

@@ -22,7 +22,8 @@ use super::{
     Diagnostic,
 };
 use crate::snapshot::{
-    Canary, HostMatch, PathMatch, Route, RoutePolicy, RouteTarget, Upstream, VirtualHost,
+    Canary, ClientAuth, HostMatch, PathMatch, Route, RoutePolicy, RouteTarget, Upstream,
+    VirtualHost,
 };
 
 /// Resolves a backend of an Ingress, reporting why it has no endpoints if so.
@@ -96,11 +97,15 @@ pub fn build_host(
     let mut routes: Vec<RouteDraft> = Vec::new();
     let mut fallback = None;
     let mut any_main = false;
+    let mut client_auth: Option<Arc<ClientAuth>> = None;
     for key in mains {
         let Some(st) = states.get_mut(&key.namespace, &key.name) else {
             continue;
         };
         let parsed = st.parsed.clone();
+        if parsed.rules.iter().any(|r| &r.host == host) {
+            host_client_auth(host, st, &mut client_auth, diags);
+        }
         for rule in parsed.rules.iter().filter(|r| &r.host == host) {
             // Only the oldest main Ingress of the host decides its fallback, even when it has
             // no defaultBackend and a younger one does. Rules without host join the
@@ -221,5 +226,44 @@ pub fn build_host(
         routes,
         fallback,
         tls: false,
+        client_auth,
     })
+}
+
+/// Client certificates are a property of the host (ingress-nginx sets `ssl_verify_client` on
+/// the server): the oldest main Ingress with `auth-tls-*` decides for every route of it. A
+/// younger one asking for different settings is told so.
+fn host_client_auth(
+    host: &HostMatch,
+    st: &IngressState,
+    current: &mut Option<Arc<ClientAuth>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(mine) = &st.client_auth else {
+        return;
+    };
+    match current {
+        None => *current = Some(mine.clone()),
+        Some(winner) if winner.secret == mine.secret && settings_equal(winner, mine) => {}
+        Some(winner) => diags.push(Diagnostic::new(
+            st.parsed.origin.clone(),
+            reason::RULE_CONFLICT,
+            format!(
+                "host {} already has client certificate settings from {}; its auth-tls annotations do not apply there",
+                show(host),
+                winner.origin
+            ),
+        )),
+    }
+}
+
+/// Same CA Secret and checks, from whichever Ingress.
+fn settings_equal(a: &ClientAuth, b: &ClientAuth) -> bool {
+    a.ca == b.ca
+        && a.mode == b.mode
+        && a.depth == b.depth
+        && a.error_page == b.error_page
+        && a.pass_certificate == b.pass_certificate
+        && a.match_cn == b.match_cn
+        && a.denied == b.denied
 }

@@ -8,7 +8,7 @@ use std::{
 use k8s_openapi::{api::networking::v1::Ingress, apimachinery::pkg::apis::meta::v1::Time};
 
 use super::{annotations::Annotations, ingress::ParsedIngress, Diagnostic};
-use crate::snapshot::{BackendProtocol, BasicAuth, RouteTarget, VirtualHost};
+use crate::snapshot::{BackendProtocol, BasicAuth, ClientAuth, RouteTarget, VirtualHost};
 
 /// Precedence between Ingresses, as ingress-nginx's `sortIngressSlice`: oldest first (no
 /// timestamp counts as oldest); on equal timestamps, `namespace/name` DESCENDING comes
@@ -69,8 +69,11 @@ pub struct IngressState {
     pub role: Role,
     /// Users of the `auth-secret`, when it resolved.
     pub auth: Option<Arc<BasicAuth>>,
-    /// The `auth-secret` named (resolved or not), to re-translate when it changes.
-    pub auth_secret: Option<(String, String)>,
+    /// `auth-tls-*` with its CA Secret resolved (`denied` when it did not resolve).
+    pub client_auth: Option<Arc<ClientAuth>>,
+    /// The Secrets its annotations name (`auth-secret`, `auth-tls-secret`), resolved or not,
+    /// to re-translate it when one changes.
+    pub secrets: Vec<(String, String)>,
     /// Its own diagnostics (parse notes, rejection), when it is ours.
     pub diags: Vec<Diagnostic>,
     /// Route targets by slot (see `ParsedPath::slot`), reused between translations.

@@ -4,7 +4,9 @@ use std::{net::SocketAddr, sync::Arc};
 use super::{testutil::*, *};
 use crate::{
     config::{NamespacedName, ServicePortRef},
-    snapshot::{BackendProtocol, HostMatch, L4Protocol, L4Service, PathMatch, VirtualHost},
+    snapshot::{
+        BackendProtocol, HostMatch, L4Protocol, L4Service, PathMatch, VerifyClient, VirtualHost,
+    },
     source::Object,
 };
 
@@ -1112,6 +1114,73 @@ fn basic_auth_resolves_the_secret_or_rejects_the_ingress() {
             ("missing".into(), reason::AUTH_SECRET_INVALID)
         ]
     );
+}
+
+#[test]
+fn client_certificates_are_a_host_setting_read_from_the_ca_secret() {
+    let (ca, _) = self_signed(&["ca.example"]);
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(Object::Secret(mk_secret("ns", "ca", &[("ca.crt", &ca)])));
+    let with_tls_auth = |name: &str, created: i64, host: &str, path: &str, secret: Option<&str>| {
+        let mut b = mk_ingress("ns", name).created(created);
+        if let Some(secret) = secret {
+            b = b.annotation("auth-tls-secret", secret);
+        }
+        if name == "c" {
+            b = b.annotation("auth-tls-verify-client", "optional");
+        }
+        ing(b.host(host).path(path, "Prefix", "web", 80))
+    };
+    objs.push(with_tls_auth("a", 1, "m.example", "/", Some("ca")));
+    // No annotation of its own: its paths are still behind the host's client certificates.
+    objs.push(with_tls_auth("b", 2, "m.example", "/b", None));
+    // Different settings for the same host: the oldest Ingress's stay.
+    objs.push(with_tls_auth("c", 3, "m.example", "/c", Some("ns/ca")));
+    objs.push(with_tls_auth("d", 4, "x.example", "/", Some("ghost")));
+    objs.push(with_tls_auth("e", 5, "plain.example", "/", None));
+    let t = run(objs.clone());
+    let m = vhost(&t, &exact("m.example"));
+    assert_eq!(m.routes.len(), 3);
+    let auth = m.client_auth.clone().expect("client auth on m.example");
+    assert_eq!(auth.origin.name, "a");
+    assert_eq!(
+        (auth.secret.as_str(), auth.mode),
+        ("ns/ca", VerifyClient::On)
+    );
+    assert_eq!(
+        (auth.ca.len(), auth.roots.len(), auth.denied),
+        (1, 1, false)
+    );
+    // Fail closed on a missing Secret: the host keeps asking, and answers 503.
+    let x = vhost(&t, &exact("x.example"))
+        .client_auth
+        .clone()
+        .expect("denied");
+    assert!(x.denied && x.ca.is_empty());
+    assert!(vhost(&t, &exact("plain.example")).client_auth.is_none());
+    assert_eq!(
+        diags(&t),
+        vec![
+            ("c".into(), reason::RULE_CONFLICT),
+            ("d".into(), reason::AUTH_SECRET_INVALID)
+        ]
+    );
+
+    // The Secret appearing later is picked up by the running translator, as a fresh one would.
+    let s = settings();
+    let mut cache =
+        ObjectCache::from_objects(objs.into_iter().chain([class()]).collect::<Vec<_>>());
+    let mut tr = Translator::new(s.clone());
+    let before = tr.translate(&cache);
+    assert!(before.same_content(&translate(&cache, &s)));
+    cache.apply(Object::Secret(mk_secret("ns", "ghost", &[("ca.crt", &ca)])));
+    let after = tr.translate(&cache);
+    assert!(after.same_content(&translate(&cache, &s)));
+    let x = vhost(&after, &exact("x.example"))
+        .client_auth
+        .clone()
+        .expect("auth");
+    assert!(!x.denied && x.ca.len() == 1);
 }
 
 #[test]

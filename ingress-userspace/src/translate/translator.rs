@@ -16,7 +16,7 @@ use std::{
 use k8s_openapi::api::{core::v1::Secret, networking::v1::Ingress};
 
 use super::{
-    annotations::{self, AuthRef},
+    annotations::{self, client_cert::ClientCertRef, AuthRef},
     backends::{self, BackendCache, Resolver},
     class::ClassFilter,
     http,
@@ -29,8 +29,8 @@ use super::{
 use crate::{
     config::{ServicePortRef, Settings},
     snapshot::{
-        BackendProtocol, BasicAuth, HostMatch, HttpConfig, L4Service, ObjectRef, PassthroughRoute,
-        RoutePolicy, RouteTarget, Snapshot, TlsConfig, VirtualHost,
+        BackendProtocol, BasicAuth, ClientAuth, HostMatch, HttpConfig, L4Service, ObjectRef,
+        PassthroughRoute, RoutePolicy, RouteTarget, Snapshot, TlsConfig, VirtualHost,
     },
     store::{cache::Change, ObjectCache},
 };
@@ -269,7 +269,8 @@ impl Translator {
             age: parsed.age_key(),
             role: Role::Foreign,
             auth: None,
-            auth_secret: None,
+            client_auth: None,
+            secrets: Vec::new(),
             diags: Vec::new(),
             slots: Vec::new(),
         };
@@ -286,7 +287,8 @@ impl Translator {
             }
         };
         if let Some(auth) = &ann.auth {
-            st.auth_secret = Some((auth.secret.namespace.clone(), auth.secret.name.clone()));
+            st.secrets
+                .push((auth.secret.namespace.clone(), auth.secret.name.clone()));
             match self.basic_auth(objects, auth) {
                 Ok(b) => st.auth = Some(b),
                 Err(m) => {
@@ -303,6 +305,11 @@ impl Translator {
                     }));
                 }
             }
+        }
+        if let Some(cc) = &ann.client_cert {
+            st.secrets
+                .push((cc.secret.namespace.clone(), cc.secret.name.clone()));
+            st.client_auth = Some(client_auth(objects, &parsed, cc, &mut st.diags));
         }
         st.role = if ann.canary.is_some() {
             Role::Canary
@@ -358,7 +365,7 @@ impl Model {
             self.owned.remove(&st.parsed.origin);
         }
         self.diag_ingresses.remove(&key);
-        if let Some(secret) = &st.auth_secret {
+        for secret in &st.secrets {
             remove_user(&mut self.secret_users, secret, &key);
         }
         for svc in st.parsed.services() {
@@ -397,7 +404,7 @@ impl Model {
                 self.diag_ingresses.insert(key.clone());
             }
         }
-        if let Some(secret) = &st.auth_secret {
+        for secret in &st.secrets {
             self.secret_users
                 .entry(secret.clone())
                 .or_default()
@@ -731,6 +738,46 @@ impl Model {
         }
         out
     }
+}
+
+/// The `auth-tls-*` settings of an Ingress with its CA Secret read. A missing or unusable
+/// Secret gives `denied` settings (its hosts answer 503) and a Warning: failing open would
+/// serve a host meant to require client certificates to anyone.
+fn client_auth(
+    objects: &ObjectCache,
+    parsed: &ParsedIngress,
+    cc: &ClientCertRef,
+    diags: &mut Vec<Diagnostic>,
+) -> Arc<ClientAuth> {
+    let (ns, name) = (&cc.secret.namespace, &cc.secret.name);
+    let ca = match objects.secret(ns, name) {
+        None => Err(format!("auth-tls secret {ns}/{name} not found")),
+        Some(secret) => annotations::client_cert::ca_from_secret(secret)
+            .map_err(|e| format!("auth-tls secret {ns}/{name}: {e}")),
+    };
+    let (ca, roots, denied) = match ca {
+        Ok((ca, roots)) => (ca, roots, false),
+        Err(m) => {
+            diags.push(Diagnostic::new(
+                parsed.origin.clone(),
+                reason::AUTH_SECRET_INVALID,
+                format!("{m}; its hosts answer 503 until it is fixed"),
+            ));
+            (Vec::new(), Arc::new(rustls::RootCertStore::empty()), true)
+        }
+    };
+    Arc::new(ClientAuth {
+        origin: parsed.origin.clone(),
+        secret: format!("{ns}/{name}"),
+        ca,
+        roots,
+        mode: cc.mode,
+        depth: cc.depth,
+        error_page: cc.error_page.clone(),
+        pass_certificate: cc.pass_certificate,
+        match_cn: cc.match_cn.clone(),
+        denied,
+    })
 }
 
 /// Sets `VirtualHost.tls`: a `spec.tls` entry applies to the host (see [`tls::build`]). Only

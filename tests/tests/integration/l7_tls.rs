@@ -398,3 +398,161 @@ async fn l7_hsts_on_https_answers_of_tls_hosts() -> anyhow::Result<()> {
     assert_eq!(hsts.as_deref(), Some("max-age=5"));
     Ok(())
 }
+
+/// `auth-tls-*`: a host asking for client certificates asks in the handshake (and only it),
+/// and judges the certificate on every request, as nginx's `ssl_verify_client`.
+#[tokio::test]
+async fn l7_client_certificates() -> anyhow::Result<()> {
+    use ingress::snapshot::VerifyClient;
+
+    let server_ca = TestCa::new()?;
+    let client_ca = TestCa::new()?;
+    let rogue_ca = TestCa::new()?;
+    let up = TestServer::echo("mtls").await?;
+    let t = target("mtls", upstream("mtls", &[up.addr]));
+    let mut required = client_auth(&client_ca, VerifyClient::On)?;
+    required.pass_certificate = true;
+    let mut optional = client_auth(&client_ca, VerifyClient::Optional)?;
+    optional.origin = ingress_ref("opt");
+    let mut paged = client_auth(&client_ca, VerifyClient::On)?;
+    paged.error_page = Some("https://errors.test/client-cert".into());
+    let hosts_with = |required: Option<ingress::snapshot::ClientAuth>| {
+        let mut hosts = vec![
+            vhost("m.test", vec![prefix("/", &t)]),
+            vhost("open.test", vec![prefix("/", &t)]),
+            vhost("opt.test", vec![prefix("/", &t)]),
+            vhost("page.test", vec![prefix("/", &t)]),
+        ];
+        hosts[0].client_auth = required.map(Arc::new);
+        hosts[2].client_auth = Some(Arc::new(optional.clone()));
+        hosts[3].client_auth = Some(Arc::new(paged.clone()));
+        hosts.iter_mut().for_each(|h| h.tls = true);
+        // Without TLS on the host nothing redirects plain HTTP away.
+        let mut plain = vhost("plain.test", vec![prefix("/", &t)]);
+        plain.client_auth = hosts[2].client_auth.clone();
+        hosts.push(plain);
+        let names = ["m.test", "open.test", "opt.test", "page.test"];
+        with_cert(
+            snapshot(hosts),
+            &names,
+            server_ca.issue(&names).expect("cert"),
+        )
+    };
+    let l7 = L7::start(hosts_with(Some(required.clone()))).await?;
+    let req = |host: &str| build(http::Method::GET, host, "/", Default::default());
+
+    // A certificate from the client CA: served, and the upstream learns who it was. A header
+    // the client sent under the same name is replaced, not passed on.
+    let (alice, asked) = server_ca
+        .client_config_with_cert(Some(client_ca.issue_client("alice")?), &[b"http/1.1"])?;
+    let s = tls_connect(l7.https, "m.test", alice.clone()).await?;
+    assert_eq!(asked.times(), 1, "m.test asks for a certificate");
+    let mut forged = req("m.test");
+    forged.headers_mut().insert(
+        "ssl-client-verify",
+        http::HeaderValue::from_static("SUCCESS-forged"),
+    );
+    let (r, mut sender) = h1_over(s, forged).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.seen_header("ssl-client-verify").as_deref(),
+        Some("SUCCESS")
+    );
+    assert_eq!(
+        r.seen_header("ssl-client-subject-dn").as_deref(),
+        Some("CN=alice")
+    );
+    assert_eq!(
+        r.seen_header("ssl-client-issuer-dn").as_deref(),
+        Some("CN=ingress test CA")
+    );
+    assert!(r
+        .seen_header("ssl-client-cert")
+        .is_some_and(|c| c.starts_with("-----BEGIN%20CERTIFICATE-----%0A")));
+    // The same connection again (the verdict is kept per connection).
+    let r = again(&mut sender, req("m.test")).await?;
+    assert_eq!(r.status, 200);
+
+    // A host that does not ask does not make the client choose a certificate.
+    let s = tls_connect(l7.https, "open.test", alice.clone()).await?;
+    assert_eq!(asked.times(), 1, "open.test does not ask");
+    let (r, mut sender) = h1_over(s, req("open.test")).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_header("ssl-client-verify"), None);
+    // ...and its connection cannot reach a host that requires one (no certificate was sent).
+    let r = again(&mut sender, req("m.test")).await?;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.text(), "400 No required SSL certificate was sent\n");
+
+    // No certificate, or one from another CA: 400, with nginx's texts.
+    let (anonymous, asked_anon) = server_ca.client_config_with_cert(None, &[b"http/1.1"])?;
+    let s = tls_connect(l7.https, "m.test", anonymous.clone()).await?;
+    assert_eq!(asked_anon.times(), 1);
+    let (r, _) = h1_over(s, req("m.test")).await?;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.text(), "400 No required SSL certificate was sent\n");
+    let (mallory, _) = server_ca
+        .client_config_with_cert(Some(rogue_ca.issue_client("mallory")?), &[b"http/1.1"])?;
+    let s = tls_connect(l7.https, "m.test", mallory.clone()).await?;
+    let (r, _) = h1_over(s, req("m.test")).await?;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.text(), "400 The SSL certificate error\n");
+    // Plain HTTP is sent to HTTPS (ssl-redirect), never served unchecked.
+    let r = get(l7.http, "m.test", "/").await?;
+    assert_eq!(r.status, 308);
+    // A host without TLS asking for certificates: plain HTTP has none. `optional` lets it by
+    // as NONE; it never carries a forged verdict.
+    let mut forged = req("plain.test");
+    forged.headers_mut().insert(
+        "ssl-client-verify",
+        http::HeaderValue::from_static("SUCCESS"),
+    );
+    let r = send(l7.http, forged).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_header("ssl-client-verify").as_deref(), Some("NONE"));
+
+    // `optional`: none is fine, a bad one is not. `auth-tls-error-page`: a redirect.
+    let s = tls_connect(l7.https, "opt.test", anonymous.clone()).await?;
+    let (r, _) = h1_over(s, req("opt.test")).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_header("ssl-client-verify").as_deref(), Some("NONE"));
+    let s = tls_connect(l7.https, "opt.test", mallory.clone()).await?;
+    let (r, _) = h1_over(s, req("opt.test")).await?;
+    assert_eq!(r.status, 400);
+    let s = tls_connect(l7.https, "page.test", anonymous.clone()).await?;
+    let (r, _) = h1_over(s, req("page.test")).await?;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location"),
+        Some("https://errors.test/client-cert")
+    );
+
+    // HTTP/2 carries the same check.
+    let (alice_h2, _) =
+        server_ca.client_config_with_cert(Some(client_ca.issue_client("alice")?), &[b"h2"])?;
+    let s = tls_connect(l7.https, "m.test", alice_h2).await?;
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await?;
+    tokio::spawn(conn);
+    let resp = h2
+        .send_request(
+            http::Request::builder()
+                .uri("https://m.test/")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))?,
+        )
+        .await?;
+    assert_eq!(resp.status(), 200);
+
+    // The host stops asking after a config change: new handshakes are not asked.
+    l7.apply(hosts_with(None));
+    let before = asked.times();
+    let s = tls_connect(l7.https, "m.test", alice.clone()).await?;
+    assert_eq!(asked.times(), before);
+    let (r, _) = h1_over(s, req("m.test")).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_header("ssl-client-verify"), None);
+    Ok(())
+}

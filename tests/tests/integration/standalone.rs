@@ -424,3 +424,106 @@ async fn echo_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         .expect("echo");
     assert_eq!(back, payload);
 }
+
+/// `auth-tls-secret` end to end: a CA Secret and an Ingress from files, the running binary
+/// asking for and judging client certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_from_manifests() {
+    let server_ca = tests::certs::TestCa::new().expect("CA");
+    let client_ca = tests::certs::TestCa::new().expect("client CA");
+    let (chain, key) = server_ca.issue_pem(&["mtls.test"]).expect("certificate");
+    let indent = |pem: &str| pem.replace('\n', "\n    ");
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: mtls-tls, namespace: default}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+    {}
+  tls.key: |
+    {}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: client-ca, namespace: default}}
+stringData:
+  ca.crt: |
+    {}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: mtls
+  namespace: default
+  annotations:
+    nginx.ingress.kubernetes.io/auth-tls-secret: default/client-ca
+    nginx.ingress.kubernetes.io/auth-tls-verify-client: "on"
+spec:
+  tls:
+  - hosts: [mtls.test]
+    secretName: mtls-tls
+  rules:
+  - host: mtls.test
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service: {{name: app, port: {{number: 80}}}}
+"#,
+        indent(&chain),
+        indent(&key),
+        indent(&client_ca.cert_pem())
+    );
+    let up = TestServer::echo("app").await.expect("upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = class_and_service_yaml("app", &up.addr.to_string(), "http", 80) + &yaml;
+    std::fs::write(dir.path().join("all.yaml"), all).expect("manifests");
+    let (http, https, admin) = (free_addr(), free_addr(), free_addr());
+    let args: Vec<String> = [
+        "--manifests",
+        &dir.path().to_string_lossy(),
+        "--http-addr",
+        &http.to_string(),
+        "--https-addr",
+        &https.to_string(),
+        "--admin-addr",
+        &admin.to_string(),
+        "--pin-dir",
+        &format!("/sys/fs/bpf/ingressd-mtls-{}", std::process::id()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let status = |identity| {
+        let server_ca = &server_ca;
+        async move {
+            let (config, asked) = server_ca.client_config_with_cert(identity, &[b"http/1.1"])?;
+            let s = tests::l7::tls_connect(https, "mtls.test", config).await?;
+            let req = tests::l7::build(http::Method::GET, "mtls.test", "/", Default::default());
+            let (r, _) = tests::l7::h1_over(s, req).await?;
+            anyhow::Ok((
+                r.status.as_u16(),
+                asked.times(),
+                (r.status == 200)
+                    .then(|| r.seen_header("ssl-client-subject-dn"))
+                    .flatten(),
+            ))
+        }
+    };
+    let with_cert = status(Some(client_ca.issue_client("svc-a").expect("client cert"))).await;
+    let without = status(None).await;
+    let log_text = p.log_text();
+    p.signal(libc::SIGTERM).expect("SIGTERM");
+    let _ = p.wait(Duration::from_secs(10));
+    let with_cert = with_cert.unwrap_or_else(|e| panic!("{e:#}\nlog:\n{log_text}"));
+    assert_eq!(
+        with_cert,
+        (200, 1, Some("CN=svc-a".to_string())),
+        "log:\n{log_text}"
+    );
+    let without = without.unwrap_or_else(|e| panic!("{e:#}\nlog:\n{log_text}"));
+    assert_eq!((without.0, without.1), (400, 1), "log:\n{log_text}");
+}

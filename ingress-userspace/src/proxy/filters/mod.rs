@@ -6,6 +6,7 @@ pub mod access;
 pub mod affinity;
 pub mod auth;
 pub mod canary;
+pub mod client_cert;
 pub mod cors;
 pub mod custom_errors;
 pub mod external_auth;

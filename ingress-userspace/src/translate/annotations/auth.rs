@@ -48,7 +48,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     Ok(())
 }
 
-fn parse_secret_ref(namespace: &str, v: &str) -> Result<NamespacedName, String> {
+pub(super) fn parse_secret_ref(namespace: &str, v: &str) -> Result<NamespacedName, String> {
     let (ns, name) = match v.split_once('/') {
         Some((ns, name)) => (ns, name),
         None => (namespace, v),

@@ -19,6 +19,7 @@ use crate::{
 mod affinity;
 pub(crate) mod auth;
 mod canary;
+pub(crate) mod client_cert;
 mod cors;
 mod errors;
 mod external_auth;
@@ -64,6 +65,8 @@ pub struct Annotations {
     pub proxy_protocol: bool,
     /// `service-upstream`: one endpoint, the Service's cluster IP, instead of its pods.
     pub service_upstream: bool,
+    /// `auth-tls-secret` and the rest of its family (not `off`).
+    pub client_cert: Option<client_cert::ClientCertRef>,
 }
 
 /// The htpasswd Secret of `auth-type: basic`.
@@ -114,6 +117,7 @@ const FAMILIES: &[Family] = &[
     ratelimit::parse,
     cors::parse,
     auth::parse,
+    client_cert::parse,
     external_auth::parse,
     errors::parse,
     passthrough::parse,
