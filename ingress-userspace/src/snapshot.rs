@@ -93,6 +93,12 @@ pub struct VirtualHost {
     /// are asked for in the handshake and checked on every request to the host, as
     /// ingress-nginx's server-level `ssl_verify_client`.
     pub client_auth: Option<Arc<ClientAuth>>,
+    /// `server-alias`: more names served by this host (its routes, certificate and settings),
+    /// each only where no host of its own has that name.
+    pub aliases: Vec<HostMatch>,
+    /// `from-to-www-redirect`: `www.` + this name (or this name without its `www.`) answers
+    /// a 308 to this host, where no host of its own has that name. Exact hosts only.
+    pub www_redirect: bool,
 }
 
 /// `auth-tls-verify-client`.

@@ -136,6 +136,8 @@ pub fn vhost(host: &str, routes: Vec<Route>) -> VirtualHost {
         fallback: None,
         tls: false,
         client_auth: None,
+        aliases: Vec::new(),
+        www_redirect: false,
     }
 }
 

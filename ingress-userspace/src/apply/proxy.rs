@@ -62,7 +62,8 @@ impl ProxyApplier {
             tls_base: Some(self.proxy.tls_config()),
         };
         let routes = RouteTable::compile(&snapshot.http, &previous.routes, &ctx);
-        let certs = CertTable::compile(&snapshot.tls);
+        let mut certs = CertTable::compile(&snapshot.tls);
+        certs.borrow(routes.borrowed_names());
         let summary = ApplySummary {
             generation: snapshot.generation,
             upstreams: routes.upstreams().len(),

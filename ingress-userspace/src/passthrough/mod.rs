@@ -684,6 +684,8 @@ mod tests {
                         fallback: None,
                         tls: true,
                         client_auth: None,
+                        aliases: Vec::new(),
+                        www_redirect: false,
                     },
                     crate::snapshot::VirtualHost {
                         host: HostMatch::Exact("pt.wild.test".into()),
@@ -691,6 +693,8 @@ mod tests {
                         fallback: None,
                         tls: true,
                         client_auth: None,
+                        aliases: Vec::new(),
+                        www_redirect: false,
                     },
                 ],
                 default_backend: None,

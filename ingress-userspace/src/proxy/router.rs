@@ -100,6 +100,11 @@ pub struct RouteTable {
     /// Client certificate settings by the address of their snapshot `ClientAuth`, reused by
     /// the next compile like `targets`.
     client_checks: HashMap<usize, Arc<ClientCheck>>,
+    /// `from-to-www-redirect`: a name no host has -> the host it redirects to.
+    www_redirects: HashMap<Box<str>, Box<str>>,
+    /// Names served for another host (`server-alias`, the `www` side of a redirect) and that
+    /// host: SNI for them gets its certificate.
+    borrowed_names: Vec<(HostMatch, HostMatch)>,
 }
 
 impl RouteTable {
@@ -149,6 +154,20 @@ impl RouteTable {
             })
     }
 
+    /// `from-to-www-redirect`: the host a request for this normalized name is sent to, when
+    /// no host of its own has the name.
+    pub fn www_redirect(&self, host: &str) -> Option<&str> {
+        if self.www_redirects.is_empty() {
+            return None;
+        }
+        self.www_redirects.get(host).map(|h| &**h)
+    }
+
+    /// Names served for another host, and that host (for the certificate index).
+    pub fn borrowed_names(&self) -> &[(HostMatch, HostMatch)] {
+        &self.borrowed_names
+    }
+
     /// Whether some host asks for client certificates (the handshake then looks at the SNI
     /// before choosing its config).
     pub fn requests_client_certs(&self) -> bool {
@@ -187,6 +206,7 @@ impl RouteTable {
             client_checks: HashMap::new(),
         };
         let mut table = RouteTable::default();
+        let mut compiled: Vec<(usize, &crate::snapshot::VirtualHost)> = Vec::new();
         for vhost in &http.hosts {
             let idx = table.hosts.len();
             let fresh = match &vhost.host {
@@ -208,6 +228,7 @@ impl RouteTable {
                 .collect();
             let fallback = vhost.fallback.as_ref().map(|t| c.target(t));
             let client_auth = vhost.client_auth.as_ref().map(|a| c.client_check(a));
+            compiled.push((table.hosts.len(), vhost));
             table.hosts.push(CompiledHost {
                 tls: vhost.tls,
                 routes,
@@ -215,11 +236,54 @@ impl RouteTable {
                 client_auth,
             });
         }
+        table.add_borrowed_names(&compiled);
         table.default_backend = http.default_backend.as_ref().map(|t| c.target(t));
         table.targets = c.targets;
         table.upstreams = c.upstreams;
         table.client_checks = c.client_checks;
         table
+    }
+}
+
+impl RouteTable {
+    /// Aliases and `www` redirects, after every host's own name so that those always win
+    /// (ingress-nginx ignores an alias naming an existing server); among themselves, the first
+    /// host in snapshot order wins.
+    fn add_borrowed_names(&mut self, compiled: &[(usize, &crate::snapshot::VirtualHost)]) {
+        for (idx, vhost) in compiled {
+            for alias in &vhost.aliases {
+                let fresh = match alias {
+                    HostMatch::Exact(h) => insert_first(&mut self.exact, h, *idx),
+                    HostMatch::Wildcard(s) => insert_first(&mut self.wildcard, s, *idx),
+                    HostMatch::Any => false,
+                };
+                if fresh {
+                    self.borrowed_names
+                        .push((alias.clone(), vhost.host.clone()));
+                }
+            }
+        }
+        for (_, vhost) in compiled {
+            let HostMatch::Exact(name) = &vhost.host else {
+                continue;
+            };
+            if !vhost.www_redirect {
+                continue;
+            }
+            let name = name.to_ascii_lowercase();
+            let other = match name.strip_prefix("www.") {
+                Some(bare) => bare.to_owned(),
+                None => format!("www.{name}"),
+            };
+            if self.exact.contains_key(other.as_str())
+                || self.www_redirects.contains_key(other.as_str())
+            {
+                continue;
+            }
+            self.borrowed_names
+                .push((HostMatch::Exact(other.clone()), vhost.host.clone()));
+            self.www_redirects.insert(other.into(), name.into());
+        }
     }
 }
 

@@ -129,6 +129,9 @@ async fn pipeline(
         return errors::status_response(StatusCode::METHOD_NOT_ALLOWED);
     }
     let host = request_host(&req);
+    if let Some(to) = config.routes.www_redirect(&host) {
+        return redirect::www(to, conn.tls, shared.options.https_port, req.uri());
+    }
     let matched = config.routes.find(&host, route_path);
     let Some(m) = matched else {
         return ProxyError::NotFound.response();

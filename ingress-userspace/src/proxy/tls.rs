@@ -59,6 +59,27 @@ impl CertTable {
         table
     }
 
+    /// Adds names served for another host (see `RouteTable::borrowed_names`): each gets
+    /// that host's certificate, unless it has one of its own.
+    pub fn borrow(&mut self, names: &[(HostMatch, HostMatch)]) {
+        for (name, owner) in names {
+            let key = match owner {
+                HostMatch::Exact(h) => self.exact.get(h.to_ascii_lowercase().as_str()),
+                HostMatch::Wildcard(s) => self.wildcard.get(s.to_ascii_lowercase().as_str()),
+                HostMatch::Any => None,
+            };
+            let Some(key) = key.cloned() else {
+                continue;
+            };
+            let (map, n) = match name {
+                HostMatch::Exact(h) => (&mut self.exact, h),
+                HostMatch::Wildcard(s) => (&mut self.wildcard, s),
+                HostMatch::Any => continue,
+            };
+            map.entry(n.to_ascii_lowercase().into()).or_insert(key);
+        }
+    }
+
     /// The certificate for a lower-case server name: exact first, then a one-label wildcard.
     pub fn lookup(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
         self.exact.get(name).or_else(|| {

@@ -98,6 +98,8 @@ pub fn build_host(
     let mut fallback = None;
     let mut any_main = false;
     let mut client_auth: Option<Arc<ClientAuth>> = None;
+    let mut aliases: Vec<HostMatch> = Vec::new();
+    let mut www_redirect = false;
     for key in mains {
         let Some(st) = states.get_mut(&key.namespace, &key.name) else {
             continue;
@@ -105,6 +107,13 @@ pub fn build_host(
         let parsed = st.parsed.clone();
         if parsed.rules.iter().any(|r| &r.host == host) {
             host_client_auth(host, st, &mut client_auth, diags);
+            if let Some(a) = st.annotations() {
+                // The oldest Ingress naming aliases decides them; any asks for the redirect.
+                if aliases.is_empty() {
+                    aliases.clone_from(&a.server_aliases);
+                }
+                www_redirect |= a.www_redirect && matches!(host, HostMatch::Exact(_));
+            }
         }
         for rule in parsed.rules.iter().filter(|r| &r.host == host) {
             // Only the oldest main Ingress of the host decides its fallback, even when it has
@@ -227,6 +236,8 @@ pub fn build_host(
         fallback,
         tls: false,
         client_auth,
+        aliases: aliases.into_iter().filter(|a| a != host).collect(),
+        www_redirect,
     })
 }
 

@@ -1184,6 +1184,54 @@ fn client_certificates_are_a_host_setting_read_from_the_ca_secret() {
 }
 
 #[test]
+fn server_aliases_and_www_redirect_are_host_settings() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(ing(mk_ingress("ns", "old")
+        .created(1)
+        .annotation("server-alias", "b.example, *.b.example")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "young")
+        .created(2)
+        .annotation("server-alias", "c.example")
+        .annotation("from-to-www-redirect", "true")
+        .host("a.example")
+        .path("/young", "Prefix", "web", 80)
+        .host("*.w.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "self")
+        .created(3)
+        .annotation("server-alias", "s.example")
+        .host("s.example")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    let a = vhost(&t, &exact("a.example"));
+    // The oldest Ingress naming aliases decides them; any Ingress of the host asks for the
+    // redirect.
+    assert_eq!(
+        a.aliases,
+        vec![exact("b.example"), HostMatch::Wildcard("b.example".into())]
+    );
+    assert!(a.www_redirect);
+    // Only exact hosts have a `www` twin; a host is not its own alias. An Ingress's aliases
+    // go to each of its hosts (the router gives a name to the first host in order).
+    let w = vhost(&t, &HostMatch::Wildcard("w.example".into()));
+    assert!(!w.www_redirect);
+    assert_eq!(w.aliases, vec![exact("c.example")]);
+    assert!(vhost(&t, &exact("s.example")).aliases.is_empty());
+    // An invalid alias rejects the Ingress, naming the annotation.
+    let bad = run(vec![ing(mk_ingress("ns", "bad")
+        .annotation("server-alias", "under_score.example")
+        .host("x.example")
+        .path("/", "Prefix", "web", 80))]);
+    assert!(bad.snapshot.http.hosts.is_empty());
+    assert!(bad
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("server-alias")));
+}
+
+#[test]
 fn static_endpoints_setting() {
     let objs = vec![
         Object::Service(

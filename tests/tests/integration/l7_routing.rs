@@ -325,3 +325,109 @@ async fn l7_paths_match_normalized_and_hosts_are_validated() -> anyhow::Result<(
     assert_eq!(raw_status(&out), Some(404), "{out}");
     Ok(())
 }
+
+/// `server-alias` and `from-to-www-redirect`: more names for a host, and the `www` twin
+/// redirected to it; a host of their own always wins over both.
+#[tokio::test]
+async fn l7_server_aliases_and_www_redirects() -> anyhow::Result<()> {
+    use ingress::snapshot::HostMatch;
+    use tests::certs::TestCa;
+
+    let main = TestServer::echo("main").await?;
+    let other = TestServer::echo("other").await?;
+    let t_main = target("main", upstream("main", &[main.addr]));
+    let t_other = target("other", upstream("other", &[other.addr]));
+    let mut a = vhost("a.test", vec![prefix("/", &t_main)]);
+    a.aliases = vec![
+        HostMatch::Exact("alias.test".into()),
+        HostMatch::Wildcard("wild-alias.test".into()),
+        HostMatch::Exact("taken.test".into()),
+    ];
+    // No `tls` flag: plain HTTP is served, not sent to HTTPS (ssl-redirect).
+    let mut bare = vhost("example.test", vec![prefix("/", &t_main)]);
+    bare.www_redirect = true;
+    let mut www = vhost("www.shop.test", vec![prefix("/", &t_main)]);
+    www.www_redirect = true;
+    let mut both = vhost("both.test", vec![prefix("/", &t_main)]);
+    both.www_redirect = true;
+    let hosts = vec![
+        a,
+        bare,
+        www,
+        both,
+        vhost("www.both.test", vec![prefix("/", &t_other)]),
+        vhost("taken.test", vec![prefix("/", &t_other)]),
+    ];
+    let ca = TestCa::new()?;
+    // The certificate is declared for the hosts only; SNI for an alias or the `www` twin
+    // gets it too (as the nginx server block holding those names would serve it).
+    let snap = with_cert(
+        with_cert(
+            snapshot(hosts),
+            &["a.test"],
+            ca.issue(&["a.test", "alias.test", "x.wild-alias.test"])?,
+        ),
+        &["example.test"],
+        ca.issue(&["example.test", "www.example.test"])?,
+    );
+    let l7 = L7::start(snap).await?;
+
+    for (host, expected) in [
+        ("a.test", "main"),
+        ("alias.test", "main"),
+        ("Alias.TEST", "main"),
+        ("x.wild-alias.test", "main"),
+        // A host of its own wins over an alias and over a redirect.
+        ("taken.test", "other"),
+        ("www.both.test", "other"),
+        ("both.test", "main"),
+    ] {
+        let r = get(l7.http, host, "/p").await?;
+        assert_eq!(r.status, 200, "{host}");
+        assert_eq!(r.upstream(), Some(expected), "{host}");
+    }
+    for (host, path, location) in [
+        (
+            "www.example.test",
+            "/docs/?q=1",
+            "http://example.test/docs/?q=1",
+        ),
+        ("www.example.test", "/docs/", "http://example.test/docs"),
+        ("www.example.test", "/", "http://example.test"),
+        ("shop.test", "/cart", "http://www.shop.test/cart"),
+    ] {
+        let r = get(l7.http, host, path).await?;
+        assert_eq!(r.status, 308, "{host}{path}");
+        assert_eq!(r.header("location"), Some(location), "{host}{path}");
+    }
+    assert_eq!(main.hits() + other.hits(), 7, "redirects reach no upstream");
+    // Unknown names stay unknown.
+    assert_eq!(get(l7.http, "www.a.test", "/").await?.status, 404);
+
+    let verified = ca.client_config(&[b"http/1.1"])?;
+    let s = tls_connect(l7.https, "alias.test", verified.clone()).await?;
+    let (r, _) = h1_over(
+        s,
+        build(http::Method::GET, "alias.test", "/", Default::default()),
+    )
+    .await?;
+    assert_eq!(r.upstream(), Some("main"));
+    let s = tls_connect(l7.https, "www.example.test", verified).await?;
+    let (r, _) = h1_over(
+        s,
+        build(
+            http::Method::GET,
+            "www.example.test",
+            "/x",
+            Default::default(),
+        ),
+    )
+    .await?;
+    assert_eq!(r.status, 308);
+    let port = l7.https.port();
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://example.test:{port}/x").as_str())
+    );
+    Ok(())
+}

@@ -72,6 +72,20 @@ pub fn app_root(policy: &RoutePolicy, path: &str) -> Option<Response<ResponseBod
     (path == "/" && root != "/").then(|| errors::redirect(StatusCode::FOUND, root))
 }
 
+/// `from-to-www-redirect`: 308 to the same scheme on host `to`, the request URI kept but for
+/// one trailing `/` (as ingress-nginx's redirect server does: `/` goes to the bare host), and
+/// the HTTPS port named when it is not 443.
+pub fn www(to: &str, tls: bool, https_port: u16, uri: &Uri) -> Response<ResponseBody> {
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = target.strip_suffix('/').unwrap_or(target);
+    let location = match (tls, https_port) {
+        (false, _) => format!("http://{to}{target}"),
+        (true, 443) => format!("https://{to}{target}"),
+        (true, port) => format!("https://{to}:{port}{target}"),
+    };
+    errors::redirect(StatusCode::PERMANENT_REDIRECT, &location)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,7 @@ mod proxy;
 mod ratelimit;
 mod redirect;
 mod rewrite;
+mod server;
 mod source_range;
 mod upstream;
 
@@ -67,6 +68,10 @@ pub struct Annotations {
     pub service_upstream: bool,
     /// `auth-tls-secret` and the rest of its family (not `off`).
     pub client_cert: Option<client_cert::ClientCertRef>,
+    /// `server-alias`: more names for the Ingress's hosts.
+    pub server_aliases: Vec<crate::snapshot::HostMatch>,
+    /// `from-to-www-redirect`.
+    pub www_redirect: bool,
 }
 
 /// The htpasswd Secret of `auth-type: basic`.
@@ -121,6 +126,7 @@ const FAMILIES: &[Family] = &[
     external_auth::parse,
     errors::parse,
     passthrough::parse,
+    server::parse,
 ];
 
 /// Reads the annotations of an Ingress in `namespace`.
