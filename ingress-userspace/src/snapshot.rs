@@ -302,6 +302,8 @@ pub struct RoutePolicy {
     pub limit_burst_multiplier: u32,
     /// `limit-whitelist` / `limit-allowlist`: client networks the rate limits skip.
     pub limit_exempt: Vec<IpNet>,
+    /// `limit-connections`: requests in progress per client address; excess gets 503.
+    pub limit_connections: Option<u32>,
     /// `enable-cors` family.
     pub cors: Option<Cors>,
     /// `auth-type: basic` with an htpasswd Secret.
@@ -347,6 +349,7 @@ impl Default for RoutePolicy {
             limit_rpm: None,
             limit_burst_multiplier: 5,
             limit_exempt: Vec::new(),
+            limit_connections: None,
             cors: None,
             basic_auth: None,
             custom_http_errors: Vec::new(),

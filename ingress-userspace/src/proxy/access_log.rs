@@ -37,12 +37,19 @@ pub(crate) struct Completion {
     record: Option<Box<AccessRecord>>,
     /// Keeps the request counted as in progress on its connection until the body ends.
     active: Option<super::idle::ActiveStream>,
+    /// Its place under `limit-connections`, given back when the response is done.
+    conn_permit: Option<super::filters::connlimit::ConnPermit>,
 }
 
 impl Completion {
     /// Holds the connection's in-progress mark until the response is finished.
     pub fn hold(&mut self, active: super::idle::ActiveStream) {
         self.active = Some(active);
+    }
+
+    /// Holds the request's `limit-connections` place until the response is finished.
+    pub fn hold_permit(&mut self, permit: super::filters::connlimit::ConnPermit) {
+        self.conn_permit = Some(permit);
     }
 
     /// Counts body bytes sent.
@@ -71,6 +78,7 @@ impl Completion {
             metrics,
             record,
             active: None,
+            conn_permit: None,
         }
     }
 

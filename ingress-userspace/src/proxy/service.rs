@@ -193,6 +193,20 @@ async fn pipeline(
     ) {
         return ProxyError::RateLimited.response();
     }
+    if let Some(max) = policy.limit_connections {
+        if !policy
+            .limit_exempt
+            .iter()
+            .any(|n| n.contains(&conn.fwd.client_ip))
+        {
+            // A zone of its own: not the rate limit's buckets.
+            let zone = target.limit_zone.rotate_left(1);
+            match shared.conn_limiter.acquire(zone, conn.fwd.client_ip, max) {
+                Some(permit) => completion.hold_permit(permit),
+                None => return ProxyError::RateLimited.response(),
+            }
+        }
+    }
     if !access::source_allowed(policy, conn.fwd.client_ip) {
         return ProxyError::Forbidden.response();
     }

@@ -1057,3 +1057,56 @@ async fn l7_external_auth() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `limit-connections`: requests in progress per client; one over the limit gets 503, and a
+/// place comes back when its response is done. `limit-whitelist` clients are not counted.
+#[tokio::test]
+async fn l7_limit_connections() -> anyhow::Result<()> {
+    let up = TestServer::echo("conn").await?;
+    let u = upstream("conn", &[up.addr]);
+    let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap_or_else(|e| panic!("{e}"));
+    let limited = target_with(
+        "limited",
+        u.clone(),
+        policy(|p| p.limit_connections = Some(2)),
+    );
+    let exempt = target_with(
+        "exempt",
+        u.clone(),
+        policy(|p| {
+            p.limit_connections = Some(1);
+            p.limit_exempt = vec![net("127.0.0.0/8")];
+        }),
+    );
+    let l7 = L7::start(snapshot(vec![
+        vhost("conn.test", vec![prefix("/", &limited)]),
+        vhost("free.test", vec![prefix("/", &exempt)]),
+    ]))
+    .await?;
+    let slow = |host: &'static str| {
+        let addr = l7.http;
+        tokio::spawn(async move {
+            get(addr, host, "/delay/400")
+                .await
+                .map(|r| r.status.as_u16())
+        })
+    };
+    let mut statuses = Vec::new();
+    for task in (0..3).map(|_| slow("conn.test")).collect::<Vec<_>>() {
+        statuses.push(task.await??);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 503], "two in progress at most");
+    // Every place came back: the same client is served again, twice at once.
+    let again: Vec<_> = (0..2).map(|_| slow("conn.test")).collect();
+    for task in again {
+        assert_eq!(task.await??, 200);
+    }
+    // Exempt clients are not counted at all.
+    let mut statuses = Vec::new();
+    for task in (0..3).map(|_| slow("free.test")).collect::<Vec<_>>() {
+        statuses.push(task.await??);
+    }
+    assert_eq!(statuses, [200, 200, 200]);
+    Ok(())
+}

@@ -7,6 +7,7 @@ pub mod affinity;
 pub mod auth;
 pub mod canary;
 pub mod client_cert;
+pub mod connlimit;
 pub mod cors;
 pub mod custom_errors;
 pub mod external_auth;

@@ -1,5 +1,6 @@
-//! `limit-rps`, `limit-rpm` (per client address; `0` disables), `limit-burst-multiplier`,
-//! `limit-whitelist` (or its newer name `limit-allowlist`: client networks not limited).
+//! `limit-rps`, `limit-rpm`, `limit-connections` (per client address; `0` disables),
+//! `limit-burst-multiplier`, `limit-whitelist` (or its newer name `limit-allowlist`: client
+//! networks not limited).
 use super::{parse_in_range, source_range::parse_ranges, AnnotationError, Annotations, Reader};
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
@@ -8,6 +9,9 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     }
     if let Some(n) = r.get("limit-rpm", |v| parse_in_range(v, 0u32..=60_000_000))? {
         a.policy.limit_rpm = (n != 0).then_some(n);
+    }
+    if let Some(n) = r.get("limit-connections", |v| parse_in_range(v, 0u32..=1_000_000))? {
+        a.policy.limit_connections = (n != 0).then_some(n);
     }
     if let Some(n) = r.get("limit-burst-multiplier", |v| parse_in_range(v, 1u32..=1000))? {
         a.policy.limit_burst_multiplier = n;
@@ -58,6 +62,12 @@ mod tests {
         .expect("valid");
         assert_eq!(a.policy.limit_exempt.len(), 1);
         assert_eq!(a.policy.limit_exempt[0].to_string(), "172.16.0.0/12");
+        assert_eq!(
+            ok("limit-connections", "4").policy.limit_connections,
+            Some(4)
+        );
+        assert_eq!(ok("limit-connections", "0").policy.limit_connections, None);
+        assert_rejects("limit-connections", &["-1", "many", "1000001"]);
         assert_rejects("limit-rpm", &["-1", "x"]);
         assert_rejects("limit-burst-multiplier", &["0", "1.5"]);
         assert_rejects("limit-allowlist", &["10.0.0.0/33", "nope"]);
