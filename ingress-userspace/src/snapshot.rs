@@ -236,7 +236,50 @@ pub struct Upstream {
     /// Ready pod endpoints (or serving+terminating ones when none is ready). Empty -> 503.
     pub endpoints: Vec<SocketAddr>,
     pub protocol: BackendProtocol,
+    /// `proxy-ssl-*` for HTTPS and GRPCS upstreams; `None`: not verified, no client
+    /// certificate, no SNI.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
+
+/// `proxy-ssl-*`: how the TLS of an upstream is checked, and what the proxy presents to it.
+#[derive(Clone, Debug)]
+pub struct UpstreamTls {
+    /// `namespace/name` of the `proxy-ssl-secret`, for logs.
+    pub secret: String,
+    /// `proxy-ssl-verify: on`: the upstream's chain must lead to one of these (`ca.crt`; no
+    /// anchor at all when the Secret is unusable, so nothing verifies).
+    pub verify: Option<Arc<rustls::RootCertStore>>,
+    /// The CA certificates of `ca.crt` (what `verify` was made from).
+    pub ca: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// `proxy-ssl-verify-depth`: certificates allowed above the upstream's.
+    pub depth: u8,
+    /// `proxy-ssl-name` (else the Service's cluster DNS name): checked in the upstream's
+    /// certificate, and sent as SNI with `sni`.
+    pub name: String,
+    /// `proxy-ssl-server-name: on`.
+    pub sni: bool,
+    /// `tls.crt` and `tls.key` of the Secret: presented when the upstream asks.
+    pub client_cert: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+/// Equal settings, compared by content (the roots come from `ca`).
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.secret == other.secret
+            && self.verify.is_some() == other.verify.is_some()
+            && self.ca == other.ca
+            && self.depth == other.depth
+            && self.name == other.name
+            && self.sni == other.sni
+            && match (&self.client_cert, &other.client_cert) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.cert == b.cert,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for UpstreamTls {}
 
 /// `backend-protocol` annotation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -48,6 +48,7 @@ pub fn upstream_with(
         name: format!("default/{name}:80"),
         endpoints: endpoints.to_vec(),
         protocol,
+        tls: None,
     })
 }
 

@@ -277,6 +277,7 @@ pub fn route(host: &str, backends: &[SocketAddr], proxy_protocol: bool) -> Passt
             ),
             endpoints: backends.to_vec(),
             protocol: BackendProtocol::Https,
+            tls: None,
         }),
         proxy_protocol,
         load_balance: LoadBalance::RoundRobin,

@@ -157,6 +157,7 @@ mod tests {
                 .map(|i| SocketAddr::from(([127, 0, 0, 1], 1000 + i)))
                 .collect(),
             protocol: BackendProtocol::Https,
+            tls: None,
         })
     }
 
@@ -213,6 +214,7 @@ mod tests {
             name: "ns/x:1".into(),
             endpoints: vec![dead, live.local_addr().unwrap()],
             protocol: BackendProtocol::Https,
+            tls: None,
         });
         let b = Balancer::new(u, LoadBalance::RoundRobin);
         let (_s, addr, _g) = b.connect(Duration::from_secs(5)).await.unwrap();

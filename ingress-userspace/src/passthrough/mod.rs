@@ -603,6 +603,7 @@ mod tests {
                 name: name.into(),
                 endpoints: vec![],
                 protocol: BackendProtocol::Https,
+                tls: None,
             }),
             proxy_protocol: false,
             load_balance: LoadBalance::RoundRobin,

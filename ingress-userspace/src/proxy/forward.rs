@@ -111,7 +111,13 @@ pub(crate) async fn send(
         loop {
             let checkout = match shared
                 .connector
-                .checkout(ep, upstream.protocol, policy.timeouts.connect, mode)
+                .checkout(
+                    ep,
+                    upstream.protocol,
+                    upstream.tls.as_deref(),
+                    policy.timeouts.connect,
+                    mode,
+                )
                 .await
             {
                 Ok(c) => c,

@@ -410,7 +410,11 @@ impl Compiler<'_, '_> {
         if let Some(s) = self.upstreams.get(&key) {
             return s.clone();
         }
-        let prev = self.previous.get(&key);
+        // Pools hold connections checked under the old TLS settings: new settings, new pools.
+        let prev = self
+            .previous
+            .get(&key)
+            .filter(|p| p.tls.as_ref().map(|t| &t.spec) == u.tls.as_ref());
         let state = match prev {
             Some(p)
                 if p.endpoints
@@ -436,7 +440,21 @@ impl Compiler<'_, '_> {
                             })
                     })
                     .collect();
-                Arc::new(UpstreamState::new(key.0.clone(), u.protocol, eps))
+                let tls = u.tls.as_ref().and_then(|spec| {
+                    super::tls::UpstreamTlsClients::new(spec.clone())
+                        .map(Arc::new)
+                        .map_err(|e| {
+                            tracing::warn!(upstream = %u.name, error = %e, "proxy-ssl settings unusable: no endpoint is used (503)");
+                        })
+                        .ok()
+                });
+                // Never connect without the checks asked for.
+                let eps = if u.tls.is_some() && tls.is_none() {
+                    Vec::new()
+                } else {
+                    eps
+                };
+                Arc::new(UpstreamState::new(key.0.clone(), u.protocol, eps).with_tls(tls))
             }
         };
         self.upstreams.insert(key, state.clone());

@@ -339,6 +339,177 @@ where
     }
 }
 
+/// Whether `leaf` (with the `intermediates` its peer sent) chains to `roots` for `usage` with
+/// at most `depth` certificates above it, the anchor included (nginx's `*_verify_depth`).
+pub(crate) fn verify_chain(
+    roots: &rustls::RootCertStore,
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    usage: webpki::KeyUsage,
+    depth: u8,
+) -> Result<(), String> {
+    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("{e:?}"))?;
+    let algorithms =
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
+    let allowed = usize::from(depth);
+    let depth_ok = |path: &webpki::VerifiedPath<'_>| {
+        if path.intermediate_certificates().count() < allowed {
+            Ok(())
+        } else {
+            Err(webpki::Error::MaximumPathDepthExceeded)
+        }
+    };
+    cert.verify_for_usage(
+        algorithms.all,
+        &roots.roots,
+        intermediates,
+        now,
+        usage,
+        None,
+        Some(&depth_ok),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("{e:?}"))
+}
+
+/// TLS towards one upstream with `proxy-ssl-*`: its client configs (as
+/// [`upstream_client_configs`]) and the name it is checked against.
+#[derive(Debug)]
+pub struct UpstreamTlsClients {
+    pub spec: Arc<crate::snapshot::UpstreamTls>,
+    /// (HTTPS, GRPCS, upgrades), as [`upstream_client_configs`].
+    pub configs: [Arc<ClientConfig>; 3],
+    /// Checked in the certificate; sent as SNI only with `proxy-ssl-server-name: on`.
+    pub server_name: ServerName<'static>,
+}
+
+impl UpstreamTlsClients {
+    /// Builds the configs of `spec`.
+    pub fn new(spec: Arc<crate::snapshot::UpstreamTls>) -> Result<Self, TlsSetupError> {
+        let server_name = ServerName::try_from(spec.name.clone())
+            .map_err(|_| rustls::Error::General(format!("bad proxy-ssl-name {:?}", spec.name)))?;
+        let build = |alpn: &[&[u8]]| -> Result<Arc<ClientConfig>, TlsSetupError> {
+            let p = provider();
+            let verifier: Arc<dyn ServerCertVerifier> = match &spec.verify {
+                Some(roots) => Arc::new(UpstreamCertCheck {
+                    roots: roots.clone(),
+                    depth: spec.depth,
+                    provider: p.clone(),
+                }),
+                None => Arc::new(NoCertificateCheck(p.clone())),
+            };
+            let builder = ClientConfig::builder_with_provider(p)
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier);
+            let mut c = match &spec.client_cert {
+                Some(key) => builder.with_client_cert_resolver(Arc::new(PresentCert(key.clone()))),
+                None => builder.with_no_client_auth(),
+            };
+            c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+            c.enable_sni = spec.sni;
+            Ok(Arc::new(c))
+        };
+        Ok(UpstreamTlsClients {
+            configs: [
+                build(&[b"h2", b"http/1.1"])?,
+                build(&[b"h2"])?,
+                build(&[b"http/1.1"])?,
+            ],
+            server_name,
+            spec,
+        })
+    }
+}
+
+/// `proxy-ssl-verify: on`: the upstream's chain against `ca.crt` and the name rustls is given
+/// (`proxy-ssl-name`).
+#[derive(Debug)]
+struct UpstreamCertCheck {
+    roots: Arc<rustls::RootCertStore>,
+    depth: u8,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for UpstreamCertCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        verify_chain(
+            &self.roots,
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            self.depth,
+        )
+        .map_err(|e| rustls::Error::General(format!("upstream certificate: {e}")))?;
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::General(format!("upstream certificate: {e:?}")))?;
+        cert.verify_is_valid_for_subject_name(server_name)
+            .map_err(|e| rustls::Error::General(format!("upstream certificate name: {e:?}")))?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The `proxy-ssl-secret`'s certificate, presented whenever an upstream asks.
+#[derive(Debug)]
+struct PresentCert(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for PresentCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// Client configs towards TLS upstreams: (HTTPS: h2+http/1.1, GRPCS: h2, upgrades: http/1.1).
 pub fn upstream_client_configs() -> Result<[Arc<ClientConfig>; 3], TlsSetupError> {
     let build = |alpn: &[&[u8]]| -> Result<Arc<ClientConfig>, TlsSetupError> {

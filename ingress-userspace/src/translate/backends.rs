@@ -162,6 +162,7 @@ impl<'a> Resolver<'a> {
                         name: format!("{}:{}", qualified(), backend.port),
                         endpoints: Vec::new(),
                         protocol,
+                        tls: None,
                     })
                 })
                 .clone();
@@ -191,6 +192,7 @@ impl<'a> Resolver<'a> {
             name,
             endpoints,
             protocol,
+            tls: None,
         });
         entry.upstreams.insert(key, up.clone());
         (up, problem)

@@ -10,7 +10,10 @@
 //! Hosts are built one at a time so that the translator can rebuild only those whose inputs
 //! changed; the result only depends on the contributing Ingresses (oldest first) and their
 //! backends.
-use std::sync::Arc;
+use std::{
+    hash::{Hash, Hasher},
+    sync::Arc,
+};
 
 use super::{
     backends::{BackendRef, Resolver},
@@ -22,8 +25,8 @@ use super::{
     Diagnostic,
 };
 use crate::snapshot::{
-    Canary, ClientAuth, HostMatch, PathMatch, Route, RoutePolicy, RouteTarget, Upstream,
-    VirtualHost,
+    BackendProtocol, Canary, ClientAuth, HostMatch, PathMatch, Route, RoutePolicy, RouteTarget,
+    Upstream, UpstreamTls, VirtualHost,
 };
 
 /// Resolves a backend of an Ingress, reporting why it has no endpoints if so.
@@ -47,6 +50,60 @@ pub fn upstream(
         ));
     }
     up
+}
+
+/// [`upstream`] for HTTP routes: with the Ingress's `proxy-ssl-*` settings.
+pub fn http_upstream(
+    resolver: &mut Resolver<'_>,
+    st: &mut IngressState,
+    backend: &BackendRef,
+    diags: &mut Vec<Diagnostic>,
+) -> Arc<Upstream> {
+    let up = upstream(resolver, st, backend, diags);
+    with_proxy_ssl(st, backend, up)
+}
+
+/// `up` with the Ingress's `proxy-ssl-*` settings when it is reached over TLS. The settings
+/// are part of the name: the proxy keys connection pools by it, and a connection checked
+/// under one Ingress's settings must not serve another's.
+fn with_proxy_ssl(st: &mut IngressState, backend: &BackendRef, up: Arc<Upstream>) -> Arc<Upstream> {
+    let Some(tls) = st.proxy_ssl.clone() else {
+        return up;
+    };
+    if !matches!(up.protocol, BackendProtocol::Https | BackendProtocol::Grpcs) {
+        return up;
+    }
+    if let Some((_, derived)) = st.tls_upstreams.iter().find(|(b, _)| Arc::ptr_eq(b, &up)) {
+        return derived.clone();
+    }
+    let name = if tls.name.is_empty() {
+        format!("{}.{}.svc", backend.service, st.parsed.origin.namespace)
+    } else {
+        tls.name.clone()
+    };
+    let spec = UpstreamTls {
+        name,
+        ..(*tls).clone()
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &spec.secret,
+        spec.verify.is_some(),
+        &spec.ca,
+        spec.depth,
+        &spec.name,
+        spec.sni,
+        spec.client_cert.as_ref().map(|k| &k.cert),
+    )
+        .hash(&mut h);
+    let derived = Arc::new(Upstream {
+        name: format!("{}@tls-{:016x}", up.name, h.finish()),
+        tls: Some(Arc::new(spec)),
+        ..(*up).clone()
+    });
+    st.tls_upstreams.retain(|(b, _)| b.name != up.name);
+    st.tls_upstreams.push((up, derived.clone()));
+    derived
 }
 
 /// The route target of `slot` of an Ingress, reused (same `Arc`) while its upstream is the
@@ -121,7 +178,7 @@ pub fn build_host(
             // catch-all server, whose fallback is the global default.
             if !any_main && *host != HostMatch::Any {
                 if let Some(b) = &parsed.default_backend {
-                    let up = upstream(resolver, st, b, diags);
+                    let up = http_upstream(resolver, st, b, diags);
                     fallback = Some(target(st, 0, up));
                 }
             }
@@ -142,7 +199,7 @@ pub fn build_host(
                     ));
                     continue;
                 }
-                let up = upstream(resolver, st, &p.backend, diags);
+                let up = http_upstream(resolver, st, &p.backend, diags);
                 let t = target(st, p.slot, up);
                 routes.push(RouteDraft {
                     path: p.path.clone(),
@@ -181,7 +238,7 @@ pub fn build_host(
                     ));
                     continue;
                 }
-                let up = upstream(resolver, st, &p.backend, diags);
+                let up = http_upstream(resolver, st, &p.backend, diags);
                 for i in matching {
                     let route = &mut routes[i];
                     if let Some(existing) = &route.canary {

@@ -8,7 +8,9 @@ use std::{
 use k8s_openapi::{api::networking::v1::Ingress, apimachinery::pkg::apis::meta::v1::Time};
 
 use super::{annotations::Annotations, ingress::ParsedIngress, Diagnostic};
-use crate::snapshot::{BackendProtocol, BasicAuth, ClientAuth, RouteTarget, VirtualHost};
+use crate::snapshot::{
+    BackendProtocol, BasicAuth, ClientAuth, RouteTarget, Upstream, UpstreamTls, VirtualHost,
+};
 
 /// Precedence between Ingresses, as ingress-nginx's `sortIngressSlice`: oldest first (no
 /// timestamp counts as oldest); on equal timestamps, `namespace/name` DESCENDING comes
@@ -71,6 +73,11 @@ pub struct IngressState {
     pub auth: Option<Arc<BasicAuth>>,
     /// `auth-tls-*` with its CA Secret resolved (`denied` when it did not resolve).
     pub client_auth: Option<Arc<ClientAuth>>,
+    /// `proxy-ssl-*` with its Secret resolved; an empty `name` stands for each Service's own.
+    pub proxy_ssl: Option<Arc<UpstreamTls>>,
+    /// Upstreams given `proxy_ssl`, by the resolver's upstream they were made from, so that an
+    /// unchanged upstream keeps its `Arc` (and its routes theirs).
+    pub tls_upstreams: Vec<(Arc<Upstream>, Arc<Upstream>)>,
     /// The Secrets its annotations name (`auth-secret`, `auth-tls-secret`), resolved or not,
     /// to re-translate it when one changes.
     pub secrets: Vec<(String, String)>,

@@ -1232,6 +1232,75 @@ fn server_aliases_and_www_redirect_are_host_settings() {
 }
 
 #[test]
+fn proxy_ssl_settings_make_upstreams_of_their_own() {
+    let (ca, _) = self_signed(&["ca.example"]);
+    let (cert, key) = self_signed(&["ingress.example"]);
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(Object::Secret(mk_secret(
+        "ns",
+        "up-tls",
+        &[("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)],
+    )));
+    let https = |name: &str, host: &str, secret: &str, extra: &[(&str, &str)]| {
+        let mut b = mk_ingress("ns", name)
+            .annotation("backend-protocol", "HTTPS")
+            .annotation("proxy-ssl-secret", secret);
+        for (k, v) in extra {
+            b = b.annotation(k, v);
+        }
+        ing(b.host(host).path("/", "Prefix", "web", 80))
+    };
+    objs.push(https(
+        "verified",
+        "a.example",
+        "up-tls",
+        &[("proxy-ssl-verify", "on")],
+    ));
+    objs.push(https(
+        "named",
+        "b.example",
+        "up-tls",
+        &[
+            ("proxy-ssl-name", "api.internal"),
+            ("proxy-ssl-server-name", "on"),
+        ],
+    ));
+    objs.push(https(
+        "missing",
+        "c.example",
+        "ghost",
+        &[("proxy-ssl-verify", "on")],
+    ));
+    // Plain HTTP upstreams have no TLS to set.
+    objs.push(ing(mk_ingress("ns", "plain")
+        .annotation("proxy-ssl-secret", "up-tls")
+        .host("d.example")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    let up = |h: &str| vhost(&t, &exact(h)).routes[0].target.upstream.clone();
+    let a = up("a.example");
+    let spec = a.tls.clone().expect("tls on a");
+    assert!(a.name.starts_with("ns/web:80@tls-"), "{}", a.name);
+    assert_eq!(spec.name, "web.ns.svc", "the Service's name by default");
+    assert!(spec.verify.as_ref().is_some_and(|r| r.len() == 1));
+    assert!(spec.client_cert.is_some() && !spec.sni);
+    let b = up("b.example");
+    let spec_b = b.tls.clone().expect("tls on b");
+    assert_eq!((spec_b.name.as_str(), spec_b.sni), ("api.internal", true));
+    assert!(spec_b.verify.is_none());
+    // Other settings, another upstream (pools are keyed by name).
+    assert_ne!(a.name, b.name);
+    // An unusable Secret with verify on: nothing verifies (502), and a Warning says so.
+    let c = up("c.example").tls.clone().expect("tls on c");
+    assert!(c.verify.as_ref().is_some_and(|r| r.is_empty()));
+    assert!(up("d.example").tls.is_none());
+    assert_eq!(
+        diags(&t),
+        vec![("missing".into(), reason::AUTH_SECRET_INVALID)]
+    );
+}
+
+#[test]
 fn static_endpoints_setting() {
     let objs = vec![
         Object::Service(

@@ -16,7 +16,7 @@ use std::{
 use k8s_openapi::api::{core::v1::Secret, networking::v1::Ingress};
 
 use super::{
-    annotations::{self, client_cert::ClientCertRef, AuthRef},
+    annotations::{self, client_cert::ClientCertRef, proxy_ssl::ProxySslRef, AuthRef},
     backends::{self, BackendCache, Resolver},
     class::ClassFilter,
     http,
@@ -30,7 +30,7 @@ use crate::{
     config::{ServicePortRef, Settings},
     snapshot::{
         BackendProtocol, BasicAuth, ClientAuth, HostMatch, HttpConfig, L4Service, ObjectRef,
-        PassthroughRoute, RoutePolicy, RouteTarget, Snapshot, TlsConfig, VirtualHost,
+        PassthroughRoute, RoutePolicy, RouteTarget, Snapshot, TlsConfig, UpstreamTls, VirtualHost,
     },
     store::{cache::Change, ObjectCache},
 };
@@ -270,6 +270,8 @@ impl Translator {
             role: Role::Foreign,
             auth: None,
             client_auth: None,
+            proxy_ssl: None,
+            tls_upstreams: Vec::new(),
             secrets: Vec::new(),
             diags: Vec::new(),
             slots: Vec::new(),
@@ -310,6 +312,11 @@ impl Translator {
             st.secrets
                 .push((cc.secret.namespace.clone(), cc.secret.name.clone()));
             st.client_auth = Some(client_auth(objects, &parsed, cc, &mut st.diags));
+        }
+        if let Some(ps) = &ann.proxy_ssl {
+            st.secrets
+                .push((ps.secret.namespace.clone(), ps.secret.name.clone()));
+            st.proxy_ssl = Some(proxy_ssl(objects, &parsed, ps, &mut st.diags));
         }
         st.role = if ann.canary.is_some() {
             Role::Canary
@@ -662,7 +669,7 @@ impl Model {
         let key = self.defaults.iter().next()?;
         let st = self.ingresses.get_mut(&key.namespace, &key.name)?;
         let backend = st.parsed.default_backend.clone()?;
-        let upstream = http::upstream(resolver, st, &backend, diags);
+        let upstream = http::http_upstream(resolver, st, &backend, diags);
         Some(http::target(st, 0, upstream))
     }
 
@@ -777,6 +784,48 @@ fn client_auth(
         pass_certificate: cc.pass_certificate,
         match_cn: cc.match_cn.clone(),
         denied,
+    })
+}
+
+/// The `proxy-ssl-*` settings of an Ingress with its Secret read. An unusable Secret is a
+/// Warning; with `proxy-ssl-verify: on` nothing verifies then (its HTTPS upstreams answer 502
+/// until it is fixed), as failing open would talk to any upstream.
+fn proxy_ssl(
+    objects: &ObjectCache,
+    parsed: &ParsedIngress,
+    ps: &ProxySslRef,
+    diags: &mut Vec<Diagnostic>,
+) -> Arc<UpstreamTls> {
+    let (ns, name) = (&ps.secret.namespace, &ps.secret.name);
+    let read = match objects.secret(ns, name) {
+        None => Err(format!("proxy-ssl secret {ns}/{name} not found")),
+        Some(secret) => annotations::proxy_ssl::from_secret(secret, ps.verify)
+            .map_err(|e| format!("proxy-ssl secret {ns}/{name}: {e}")),
+    };
+    let (ca, roots, client_cert) = match read {
+        Ok((ca, roots, client)) => (ca, roots, client.map(Arc::new)),
+        Err(m) => {
+            let effect = if ps.verify {
+                "its HTTPS upstreams answer 502 until it is fixed"
+            } else {
+                "its HTTPS upstreams are reached without a client certificate"
+            };
+            diags.push(Diagnostic::new(
+                parsed.origin.clone(),
+                reason::AUTH_SECRET_INVALID,
+                format!("{m}; {effect}"),
+            ));
+            (Vec::new(), rustls::RootCertStore::empty(), None)
+        }
+    };
+    Arc::new(UpstreamTls {
+        secret: format!("{ns}/{name}"),
+        verify: ps.verify.then(|| Arc::new(roots)),
+        ca,
+        depth: ps.depth,
+        name: ps.name.clone().unwrap_or_default(),
+        sni: ps.sni,
+        client_cert,
     })
 }
 

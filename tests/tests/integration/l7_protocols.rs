@@ -1,6 +1,6 @@
 //! Protocols: HTTP/2 from clients (TLS+ALPN and h2c), gRPC over h2c upstreams with trailers
 //! end to end, WebSocket upgrades, and HTTPS upstreams.
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -319,5 +319,176 @@ async fn l7_upstream_with_length_and_chunked_reaches_the_client_whole() -> anyho
         "{out}"
     );
     assert_eq!(out.matches("abc").count(), 2, "{out}");
+    Ok(())
+}
+
+/// An HTTPS upstream named `names` by `ca`, asking clients for a certificate from
+/// `client_ca` (optional), answering `sni=<SNI> client=<subject CN or none>`.
+async fn mtls_upstream(
+    ca: &TestCa,
+    names: &[&str],
+    client_ca: &TestCa,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let key = ca.issue(names)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(client_ca.cert_der())?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        tests::certs::provider(),
+    )
+    .allow_unauthenticated()
+    .build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(tests::certs::provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(AnySni(key)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let conn = tls.get_ref().1;
+                let sni = conn.server_name().unwrap_or("none").to_string();
+                // The verifier admitted only certificates from `client_ca`.
+                let client = if conn.peer_certificates().is_some_and(|c| !c.is_empty()) {
+                    "cert"
+                } else {
+                    "none"
+                };
+                let svc = hyper::service::service_fn(
+                    move |_req: http::Request<hyper::body::Incoming>| {
+                        let body = format!("sni={sni} client={client}");
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(body),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+#[derive(Debug)]
+struct AnySni(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for AnySni {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// `proxy-ssl-*`: the upstream's certificate checked against `ca.crt` and `proxy-ssl-name`,
+/// SNI sent only when asked, and the Secret's certificate presented to the upstream.
+#[tokio::test]
+async fn l7_proxy_ssl_verifies_upstreams_and_presents_a_certificate() -> anyhow::Result<()> {
+    use ingress::snapshot::UpstreamTls;
+
+    let upstream_ca = TestCa::new()?;
+    let proxy_ca = TestCa::new()?;
+    let other_ca = TestCa::new()?;
+    let (addr, task) = mtls_upstream(&upstream_ca, &["api.internal"], &proxy_ca).await?;
+    let (chain, key) = proxy_ca.issue_client("ingress")?;
+    let client_cert = Arc::new(rustls::sign::CertifiedKey::new(
+        chain,
+        tests::certs::provider()
+            .key_provider
+            .load_private_key(key)?,
+    ));
+    let roots = |ca: &TestCa| -> anyhow::Result<Arc<rustls::RootCertStore>> {
+        let mut r = rustls::RootCertStore::empty();
+        r.add(ca.cert_der())?;
+        Ok(Arc::new(r))
+    };
+    let tls = |verify: Option<Arc<rustls::RootCertStore>>, name: &str, sni: bool, cert: bool| {
+        Arc::new(UpstreamTls {
+            secret: "default/upstream-tls".into(),
+            verify,
+            ca: Vec::new(),
+            depth: 1,
+            name: name.into(),
+            sni,
+            client_cert: cert.then(|| client_cert.clone()),
+        })
+    };
+    let cases = [
+        // (host, settings, expected status, expected body)
+        (
+            "ok.test",
+            tls(Some(roots(&upstream_ca)?), "api.internal", true, true),
+            200,
+            "sni=api.internal client=cert",
+        ),
+        (
+            "nosni.test",
+            tls(Some(roots(&upstream_ca)?), "api.internal", false, true),
+            200,
+            "sni=none client=cert",
+        ),
+        (
+            "nocert.test",
+            tls(None, "api.internal", true, false),
+            200,
+            "sni=api.internal client=none",
+        ),
+        (
+            "wrongname.test",
+            tls(Some(roots(&upstream_ca)?), "db.internal", true, true),
+            502,
+            "",
+        ),
+        (
+            "wrongca.test",
+            tls(Some(roots(&other_ca)?), "api.internal", true, true),
+            502,
+            "",
+        ),
+        (
+            "noroots.test",
+            tls(
+                Some(Arc::new(rustls::RootCertStore::empty())),
+                "api.internal",
+                true,
+                true,
+            ),
+            502,
+            "",
+        ),
+    ];
+    let hosts = cases
+        .iter()
+        .map(|(host, settings, _, _)| {
+            let mut up = (*upstream_with(host, &[addr], BackendProtocol::Https)).clone();
+            up.name = format!("{}@tls", up.name);
+            up.tls = Some(settings.clone());
+            vhost(host, vec![prefix("/", &target(host, Arc::new(up)))])
+        })
+        .collect();
+    let l7 = L7::start(snapshot(hosts)).await?;
+    for (host, _, status, body) in &cases {
+        // Twice: the second request may use a pooled connection, checked once.
+        for _ in 0..2 {
+            let r = get(l7.http, host, "/").await?;
+            assert_eq!(r.status.as_u16(), *status, "{host}: {}", r.text());
+            if *status == 200 {
+                assert_eq!(r.text(), *body, "{host}");
+            }
+        }
+    }
+    task.abort();
     Ok(())
 }

@@ -61,6 +61,7 @@ mod tests {
                 name: "default/canary:80".into(),
                 endpoints: Vec::new(),
                 protocol: Default::default(),
+                tls: None,
             }),
             weight,
             weight_total: 100,

@@ -76,29 +76,14 @@ fn chain_status(
     intermediates: &[CertificateDer<'static>],
     now: UnixTime,
 ) -> Result<(), String> {
-    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("{e:?}"))?;
-    let algorithms =
-        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
-    // Certificates above the client's, the anchor included: nginx's `ssl_verify_depth`.
-    let allowed = usize::from(auth.depth);
-    let depth_ok = |path: &webpki::VerifiedPath<'_>| {
-        if path.intermediate_certificates().count() < allowed {
-            Ok(())
-        } else {
-            Err(webpki::Error::MaximumPathDepthExceeded)
-        }
-    };
-    cert.verify_for_usage(
-        algorithms.all,
-        &auth.roots.roots,
+    crate::proxy::tls::verify_chain(
+        &auth.roots,
+        leaf,
         intermediates,
         now,
         webpki::KeyUsage::client_auth(),
-        None,
-        Some(&depth_ok),
+        auth.depth,
     )
-    .map(|_| ())
-    .map_err(|e| format!("{e:?}"))
 }
 
 /// Subject and issuer of a certificate, RFC 4514 (last RDN first), as nginx prints them.

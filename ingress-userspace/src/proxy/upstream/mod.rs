@@ -53,6 +53,8 @@ pub struct UpstreamState {
     pub name: Arc<str>,
     pub protocol: BackendProtocol,
     pub endpoints: Box<[Arc<Endpoint>]>,
+    /// `proxy-ssl-*`, for TLS upstreams that set it.
+    pub tls: Option<Arc<super::tls::UpstreamTlsClients>>,
     rr: AtomicUsize,
 }
 
@@ -98,8 +100,15 @@ impl UpstreamState {
             name,
             protocol,
             endpoints: endpoints.into(),
+            tls: None,
             rr: AtomicUsize::new(0),
         }
+    }
+
+    /// With `proxy-ssl-*` TLS settings.
+    pub fn with_tls(mut self, tls: Option<Arc<super::tls::UpstreamTlsClients>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Chooses an endpoint index not in `tried`, preferring ones not ejected.

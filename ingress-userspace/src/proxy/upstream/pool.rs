@@ -15,6 +15,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+
+use crate::proxy::tls::UpstreamTlsClients;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -214,8 +216,9 @@ impl ConnectError {
     }
 }
 
-/// Dials endpoints. Upstream TLS does not verify the certificate: endpoints are pod
-/// addresses, which certificates do not name (ingress-nginx's `proxy-ssl-verify` default).
+/// Dials endpoints. Upstream TLS does not verify the certificate unless the upstream has
+/// `proxy-ssl-*` settings: endpoints are pod addresses, which certificates do not name
+/// (ingress-nginx's `proxy-ssl-verify` default is off).
 #[derive(Debug)]
 pub struct Connector {
     h1: http1::Builder,
@@ -251,13 +254,14 @@ impl Connector {
         &self,
         ep: &Arc<Endpoint>,
         protocol: BackendProtocol,
+        tls: Option<&UpstreamTlsClients>,
         timeout: Duration,
         mode: ConnMode,
     ) -> Result<Checkout, ConnectError> {
         // The dials are boxed: inline, their TLS and handshake state (~1.4 KB) sat in every
         // request's future, pooled or not, and hyper copies that future several times.
         if mode == ConnMode::Upgrade {
-            let sender = Box::pin(self.connect_upgradable(ep, protocol, timeout)).await?;
+            let sender = Box::pin(self.connect_upgradable(ep, protocol, tls, timeout)).await?;
             return Ok(Checkout {
                 conn: Conn::H1(sender),
                 reused: false,
@@ -276,7 +280,7 @@ impl Connector {
                 return Ok(Checkout { conn, reused: true });
             }
         }
-        let conn = tokio::time::timeout(timeout, Box::pin(self.connect(ep, protocol)))
+        let conn = tokio::time::timeout(timeout, Box::pin(self.connect(ep, protocol, tls)))
             .await
             .map_err(|_| ConnectError::Timeout)??;
         Ok(Checkout {
@@ -289,13 +293,18 @@ impl Connector {
         &self,
         ep: &Endpoint,
         protocol: BackendProtocol,
+        upstream_tls: Option<&UpstreamTlsClients>,
     ) -> Result<Conn, ConnectError> {
+        let (https, grpcs) = match upstream_tls {
+            Some(t) => (&t.configs[0], &t.configs[1]),
+            None => (&self.tls_https, &self.tls_grpcs),
+        };
         let tls = match protocol {
             BackendProtocol::Http | BackendProtocol::Grpc => None,
-            BackendProtocol::Https => Some(&self.tls_https),
-            BackendProtocol::Grpcs => Some(&self.tls_grpcs),
+            BackendProtocol::Https => Some(https),
+            BackendProtocol::Grpcs => Some(grpcs),
         };
-        let io = dial(ep.addr, tls).await?;
+        let io = dial(ep.addr, tls, upstream_tls.map(|t| &t.server_name)).await?;
         let h2 = match protocol {
             BackendProtocol::Http => false,
             BackendProtocol::Grpc => true,
@@ -335,14 +344,16 @@ impl Connector {
         &self,
         ep: &Endpoint,
         protocol: BackendProtocol,
+        upstream_tls: Option<&UpstreamTlsClients>,
         timeout: Duration,
     ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
+        let upgrade = upstream_tls.map_or(&self.tls_upgrade, |t| &t.configs[2]);
         let tls = match protocol {
             BackendProtocol::Http | BackendProtocol::Grpc => None,
-            BackendProtocol::Https | BackendProtocol::Grpcs => Some(&self.tls_upgrade),
+            BackendProtocol::Https | BackendProtocol::Grpcs => Some(upgrade),
         };
         let fut = async {
-            let io = TokioIo::new(dial(ep.addr, tls).await?);
+            let io = TokioIo::new(dial(ep.addr, tls, upstream_tls.map(|t| &t.server_name)).await?);
             let (sender, conn) = self
                 .h1
                 .handshake(io)
@@ -361,7 +372,13 @@ impl Connector {
     }
 }
 
-async fn dial(addr: SocketAddr, tls: Option<&Arc<ClientConfig>>) -> Result<UpIo, ConnectError> {
+/// Connects to `addr`, over TLS with `tls`. `name` is what the certificate is checked against
+/// (and the SNI when the config sends one); without it the address, and no SNI.
+async fn dial(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+    name: Option<&ServerName<'static>>,
+) -> Result<UpIo, ConnectError> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
         io::ErrorKind::ConnectionRefused => ConnectError::Refused,
         _ => ConnectError::Io(e),
@@ -371,7 +388,9 @@ async fn dial(addr: SocketAddr, tls: Option<&Arc<ClientConfig>>) -> Result<UpIo,
         None => Ok(UpIo::Plain(tcp)),
         Some(cfg) => {
             // An IP server name: rustls sends no SNI, as ingress-nginx does by default.
-            let name = ServerName::IpAddress(addr.ip().into());
+            let name = name
+                .cloned()
+                .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
             let stream = tokio_rustls::TlsConnector::from(cfg.clone())
                 .connect(name, tcp)
                 .await

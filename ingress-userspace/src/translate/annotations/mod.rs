@@ -25,6 +25,7 @@ mod errors;
 mod external_auth;
 mod passthrough;
 mod proxy;
+pub(crate) mod proxy_ssl;
 mod ratelimit;
 mod redirect;
 mod rewrite;
@@ -72,6 +73,8 @@ pub struct Annotations {
     pub server_aliases: Vec<crate::snapshot::HostMatch>,
     /// `from-to-www-redirect`.
     pub www_redirect: bool,
+    /// `proxy-ssl-secret` and its family.
+    pub proxy_ssl: Option<proxy_ssl::ProxySslRef>,
 }
 
 /// The htpasswd Secret of `auth-type: basic`.
@@ -127,6 +130,7 @@ const FAMILIES: &[Family] = &[
     errors::parse,
     passthrough::parse,
     server::parse,
+    proxy_ssl::parse,
 ];
 
 /// Reads the annotations of an Ingress in `namespace`.
