@@ -226,6 +226,9 @@ pub struct RouteTarget {
     pub policy: RoutePolicy,
     /// Alternative backend chosen by weight or header (ingress-nginx canary Ingress).
     pub canary: Option<Canary>,
+    /// `default-backend`: serves the route's requests while `upstream` has no endpoint, and
+    /// its `custom-http-errors` pages instead of the global default backend.
+    pub default_backend: Option<Arc<Upstream>>,
 }
 
 /// A Service port resolved to its endpoints.

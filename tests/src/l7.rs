@@ -68,6 +68,7 @@ pub fn target_with(
         upstream,
         policy,
         canary: None,
+        default_backend: None,
     })
 }
 

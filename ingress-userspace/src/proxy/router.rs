@@ -30,6 +30,8 @@ pub struct Target {
     pub primary: Arc<UpstreamState>,
     pub primary_metrics: Arc<RouteMetrics>,
     pub canary: Option<CanaryTarget>,
+    /// `default-backend` of the Ingress.
+    pub default_backend: Option<Arc<UpstreamState>>,
     /// `namespace/name` of the Ingress.
     pub ingress: Arc<str>,
     /// Rate-limit zone of the Ingress (one per Ingress, like ingress-nginx).
@@ -371,6 +373,9 @@ impl Compiler<'_, '_> {
             if let Some(c) = &t.canary {
                 self.adopt_upstream(&c.upstream);
             }
+            if let Some(d) = &t.default_backend {
+                self.adopt_upstream(d);
+            }
             self.targets.insert(key, t.clone());
             return t;
         }
@@ -383,6 +388,7 @@ impl Compiler<'_, '_> {
             let metrics = self.ctx.metrics.route(&canary_ingress, &upstream.name);
             CanaryTarget { upstream, metrics }
         });
+        let default_backend = spec.default_backend.as_ref().map(|u| self.upstream(u));
         let mut h = std::collections::hash_map::DefaultHasher::new();
         ingress.hash(&mut h);
         let t = Arc::new(Target {
@@ -390,6 +396,7 @@ impl Compiler<'_, '_> {
             primary,
             primary_metrics,
             canary,
+            default_backend,
             ingress,
             limit_zone: h.finish(),
         });

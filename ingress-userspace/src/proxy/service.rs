@@ -250,6 +250,11 @@ async fn pipeline(
         }
         _ => (&target.primary, &target.primary_metrics),
     };
+    // `default-backend`: the Ingress's own stand-in while its backend has no endpoint.
+    let upstream = match &target.default_backend {
+        Some(db) if upstream.endpoints.is_empty() && !db.endpoints.is_empty() => db,
+        _ => upstream,
+    };
     completion.route(metrics.clone(), &target.ingress, Some(&upstream.name));
     let error_ctx = (!policy.custom_http_errors.is_empty()).then(|| {
         (
@@ -459,10 +464,13 @@ async fn custom_error(
     original_uri: &str,
     request_id: &HeaderValue,
 ) -> Response<ResponseBody> {
-    let Some(db) = config.routes.default_backend() else {
-        return errors::status_response(status);
+    // The route's `default-backend` first, else the global one.
+    let (db, db_policy) = match (&target.default_backend, config.routes.default_backend()) {
+        (Some(own), _) => (own, &target.spec.policy),
+        (None, Some(global)) => (&global.primary, &global.spec.policy),
+        (None, None) => return errors::status_response(status),
     };
-    if db.primary.endpoints.is_empty() {
+    if db.endpoints.is_empty() {
         return errors::status_response(status);
     }
     let mut req_headers = http::HeaderMap::new();
@@ -483,23 +491,13 @@ async fn custom_error(
         progress: None,
         mode: ConnMode::Pooled,
     };
-    match forward::send(
-        shared,
-        &db.primary,
-        &db.spec.policy,
-        None,
-        req,
-        &dest,
-        &mut |_| {},
-    )
-    .await
-    {
+    match forward::send(shared, db, db_policy, None, req, &dest, &mut |_| {}).await {
         Ok(f) => {
             let (mut parts, body) = f.response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers, false);
             Response::from_parts(
                 parts,
-                ResponseBody::upstream(body, db.spec.policy.timeouts.read, f.pool_return),
+                ResponseBody::upstream(body, db_policy.timeouts.read, f.pool_return),
             )
         }
         Err(e) => {

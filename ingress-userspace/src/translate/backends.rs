@@ -41,6 +41,8 @@ pub const STATIC_ENDPOINTS_ANNOTATION: &str = "ingress.example.dev/endpoints";
 pub enum PortRef {
     Number(i32),
     Name(String),
+    /// The Service's first port (the `default-backend` annotation names no port).
+    First,
 }
 
 impl fmt::Display for PortRef {
@@ -48,6 +50,7 @@ impl fmt::Display for PortRef {
         match self {
             PortRef::Number(n) => write!(f, "{n}"),
             PortRef::Name(n) => f.write_str(n),
+            PortRef::First => f.write_str("first-port"),
         }
     }
 }
@@ -364,11 +367,16 @@ fn find_port<'s>(
     port: &PortRef,
     protocol: Option<&str>,
 ) -> Option<&'s ServicePort> {
-    svc.spec.as_ref()?.ports.iter().flatten().find(|sp| {
+    let ports = svc.spec.as_ref()?.ports.as_ref()?;
+    if *port == PortRef::First {
+        return ports.first();
+    }
+    ports.iter().find(|sp| {
         let proto_ok = protocol.is_none_or(|p| sp.protocol.as_deref().unwrap_or("TCP") == p);
         let port_ok = match port {
             PortRef::Number(n) => sp.port == *n,
             PortRef::Name(name) => sp.name.as_deref() == Some(name.as_str()),
+            PortRef::First => false,
         };
         proto_ok && port_ok
     })

@@ -29,6 +29,20 @@ use crate::snapshot::{
     Upstream, UpstreamTls, VirtualHost,
 };
 
+/// The upstream of an Ingress's `default-backend` annotation (the Service's first port).
+pub fn annotated_default(
+    resolver: &mut Resolver<'_>,
+    st: &mut IngressState,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Arc<Upstream>> {
+    let service = st.annotations()?.default_backend.clone()?;
+    let backend = BackendRef {
+        service,
+        port: super::backends::PortRef::First,
+    };
+    Some(http_upstream(resolver, st, &backend, diags))
+}
+
 /// Resolves a backend of an Ingress, reporting why it has no endpoints if so.
 pub fn upstream(
     resolver: &mut Resolver<'_>,
@@ -108,12 +122,22 @@ fn with_proxy_ssl(st: &mut IngressState, backend: &BackendRef, up: Arc<Upstream>
 
 /// The route target of `slot` of an Ingress, reused (same `Arc`) while its upstream is the
 /// same object: unchanged routes then cost no allocation and compare by pointer.
-pub fn target(st: &mut IngressState, slot: usize, upstream: Arc<Upstream>) -> Arc<RouteTarget> {
+pub fn target(
+    st: &mut IngressState,
+    slot: usize,
+    upstream: Arc<Upstream>,
+    default_backend: Option<Arc<Upstream>>,
+) -> Arc<RouteTarget> {
     if st.slots.len() <= slot {
         st.slots.resize(slot + 1, None);
     }
     if let Some(t) = &st.slots[slot] {
-        if Arc::ptr_eq(&t.upstream, &upstream) {
+        let same_default = match (&t.default_backend, &default_backend) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if Arc::ptr_eq(&t.upstream, &upstream) && same_default {
             return t.clone();
         }
     }
@@ -129,6 +153,7 @@ pub fn target(st: &mut IngressState, slot: usize, upstream: Arc<Upstream>) -> Ar
         upstream,
         policy,
         canary: None,
+        default_backend,
     });
     st.slots[slot] = Some(t.clone());
     t
@@ -179,7 +204,8 @@ pub fn build_host(
             if !any_main && *host != HostMatch::Any {
                 if let Some(b) = &parsed.default_backend {
                     let up = http_upstream(resolver, st, b, diags);
-                    fallback = Some(target(st, 0, up));
+                    let db = annotated_default(resolver, st, diags);
+                    fallback = Some(target(st, 0, up, db));
                 }
             }
             any_main = true;
@@ -200,7 +226,8 @@ pub fn build_host(
                     continue;
                 }
                 let up = http_upstream(resolver, st, &p.backend, diags);
-                let t = target(st, p.slot, up);
+                let db = annotated_default(resolver, st, diags);
+                let t = target(st, p.slot, up, db);
                 routes.push(RouteDraft {
                     path: p.path.clone(),
                     owner: parsed.clone(),

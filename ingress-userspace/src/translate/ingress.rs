@@ -82,6 +82,12 @@ impl ParsedIngress {
             .iter()
             .flat_map(|r| r.paths.iter().map(|p| p.backend.service.as_str()))
             .chain(self.default_backend.iter().map(|b| b.service.as_str()))
+            .chain(
+                self.annotations
+                    .as_ref()
+                    .ok()
+                    .and_then(|a| a.default_backend.as_deref()),
+            )
             .collect();
         out.sort_unstable();
         out.dedup();

@@ -1301,6 +1301,56 @@ fn proxy_ssl_settings_make_upstreams_of_their_own() {
 }
 
 #[test]
+fn default_backend_annotation_is_the_services_first_port_and_follows_it() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(Object::Service(
+        mk_service("ns", "errors")
+            .port("http", 8080, 80)
+            .port("metrics", 9090, 9090)
+            .build(),
+    ));
+    objs.push(ing(mk_ingress("ns", "a")
+        .annotation("default-backend", "errors")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "b")
+        .annotation("default-backend", "ghost")
+        .host("b.example")
+        .path("/", "Prefix", "web", 80)));
+    let s = settings();
+    let mut cache = ObjectCache::from_objects(objs.into_iter().chain([class()]).collect::<Vec<_>>());
+    let mut tr = Translator::new(s.clone());
+    let first = tr.translate(&cache);
+    let db = |t: &Translation, h: &str| {
+        vhost(t, &exact(h)).routes[0]
+            .target
+            .default_backend
+            .clone()
+            .expect("default backend")
+    };
+    assert_eq!(db(&first, "a.example").name, "ns/errors:8080");
+    assert!(db(&first, "a.example").endpoints.is_empty(), "no slice yet");
+    // A missing Service is reported, and its stand-in has no endpoint (the proxy's own 503).
+    assert!(db(&first, "b.example").endpoints.is_empty());
+    assert!(diags(&first)
+        .iter()
+        .any(|(name, reason)| name == "b" && *reason == reason::BACKEND_NOT_FOUND));
+    // Its endpoints arriving reach the route, as a fresh translation would have them.
+    cache.apply(Object::EndpointSlice(
+        mk_slice("ns", "errors-x", "errors")
+            .port("http", 80)
+            .endpoint("10.0.0.9")
+            .build(),
+    ));
+    let second = tr.translate(&cache);
+    assert!(second.same_content(&translate(&cache, &s)));
+    assert_eq!(
+        db(&second, "a.example").endpoints,
+        vec!["10.0.0.9:80".parse::<SocketAddr>().expect("addr")]
+    );
+}
+
+#[test]
 fn static_endpoints_setting() {
     let objs = vec![
         Object::Service(

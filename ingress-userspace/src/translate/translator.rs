@@ -664,13 +664,14 @@ impl Model {
                 upstream,
                 policy: RoutePolicy::default(),
                 canary: None,
+                default_backend: None,
             }));
         }
         let key = self.defaults.iter().next()?;
         let st = self.ingresses.get_mut(&key.namespace, &key.name)?;
         let backend = st.parsed.default_backend.clone()?;
         let upstream = http::http_upstream(resolver, st, &backend, diags);
-        Some(http::target(st, 0, upstream))
+        Some(http::target(st, 0, upstream, None))
     }
 
     /// The virtual hosts in snapshot order, with their TLS flags.

@@ -1110,3 +1110,49 @@ async fn l7_limit_connections() -> anyhow::Result<()> {
     assert_eq!(statuses, [200, 200, 200]);
     Ok(())
 }
+
+/// `default-backend`: the Ingress's own stand-in serves its routes while their backend has
+/// no endpoint, and answers their `custom-http-errors` instead of the global default backend.
+#[tokio::test]
+async fn l7_annotated_default_backend() -> anyhow::Result<()> {
+    let app = TestServer::echo("app").await?;
+    let own = TestServer::echo("own-errors").await?;
+    let global = TestServer::echo("global-errors").await?;
+    let with_default = |name: &str, up: Arc<ingress::snapshot::Upstream>, codes: Vec<u16>| {
+        let mut t = (*target_with(name, up, policy(|p| p.custom_http_errors = codes))).clone();
+        t.default_backend = Some(upstream("own-errors", &[own.addr]));
+        Arc::new(t)
+    };
+    let empty = with_default("empty", upstream("empty", &[]), Vec::new());
+    let app_t = with_default("app", upstream("app", &[app.addr]), vec![404]);
+    let plain = target_with(
+        "plain",
+        upstream("app", &[app.addr]),
+        policy(|p| p.custom_http_errors = vec![404]),
+    );
+    let mut snap = snapshot(vec![
+        vhost("empty.test", vec![prefix("/", &empty)]),
+        vhost("app.test", vec![prefix("/", &app_t)]),
+        vhost("plain.test", vec![prefix("/", &plain)]),
+    ]);
+    snap.http.default_backend = Some(target(
+        "default-backend",
+        upstream("global-errors", &[global.addr]),
+    ));
+    let l7 = L7::start(snap).await?;
+
+    // No endpoint: the whole request goes to the stand-in, path and all.
+    let r = get(l7.http, "empty.test", "/some/page?q=1").await?;
+    assert_eq!((r.status.as_u16(), r.upstream()), (200, Some("own-errors")));
+    assert_eq!(r.json()["uri"], "/some/page?q=1");
+    // An intercepted error: the Ingress's own default backend, not the global one.
+    let r = get(l7.http, "app.test", "/status/404").await?;
+    assert_eq!(r.upstream(), Some("own-errors"), "{}", r.text());
+    assert_eq!(r.json()["headers"]["x-code"], "404");
+    let r = get(l7.http, "plain.test", "/status/404").await?;
+    assert_eq!(r.upstream(), Some("global-errors"), "{}", r.text());
+    // Normal answers are the app's.
+    let r = get(l7.http, "app.test", "/x").await?;
+    assert_eq!(r.upstream(), Some("app"));
+    Ok(())
+}

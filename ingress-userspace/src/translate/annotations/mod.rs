@@ -75,6 +75,8 @@ pub struct Annotations {
     pub www_redirect: bool,
     /// `proxy-ssl-secret` and its family.
     pub proxy_ssl: Option<proxy_ssl::ProxySslRef>,
+    /// `default-backend`: a Service name in the Ingress's namespace.
+    pub default_backend: Option<String>,
 }
 
 /// The htpasswd Secret of `auth-type: basic`.
