@@ -502,6 +502,18 @@ pub struct ExternalAuth {
     pub redirect_param: String,
     /// Headers of the service's 2xx answer copied onto the request going upstream.
     pub response_headers: Vec<String>,
+    /// `auth-cache-key` and `auth-cache-duration`: answers kept per key and route.
+    pub cache: Option<AuthCacheSpec>,
+}
+
+/// How long answers of the auth service are kept, and under which key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthCacheSpec {
+    /// The request values an answer is kept for (`auth-cache-key`).
+    pub key: HashKey,
+    /// Status codes kept and for how long (`auth-cache-duration`, `200 202 401 5m` unless
+    /// set); `None` as the code stands for `any`.
+    pub valid: Vec<(Option<u16>, std::time::Duration)>,
 }
 
 /// The key of `upstream-hash-by`: text and request values, concatenated.

@@ -230,7 +230,14 @@ async fn pipeline(
             tls: conn.tls,
             client: conn.fwd.client_ip,
         };
-        match external_auth::check(&shared.auth_client, ext, &original).await {
+        // Kept answers are per route, as nginx's cache is per location.
+        let scope = {
+            let mut h = hash::Fnv::default();
+            h.write(&target.limit_zone.to_le_bytes());
+            h.write(m.route.map_or("", |r| r.path.as_str()).as_bytes());
+            h.finish()
+        };
+        match external_auth::check(&shared.auth_client, ext, &original, scope).await {
             external_auth::Verdict::Allow(pass) => auth_headers = pass,
             external_auth::Verdict::Respond(r) => return *r,
         }

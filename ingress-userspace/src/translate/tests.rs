@@ -1318,7 +1318,8 @@ fn default_backend_annotation_is_the_services_first_port_and_follows_it() {
         .host("b.example")
         .path("/", "Prefix", "web", 80)));
     let s = settings();
-    let mut cache = ObjectCache::from_objects(objs.into_iter().chain([class()]).collect::<Vec<_>>());
+    let mut cache =
+        ObjectCache::from_objects(objs.into_iter().chain([class()]).collect::<Vec<_>>());
     let mut tr = Translator::new(s.clone());
     let first = tr.translate(&cache);
     let db = |t: &Translation, h: &str| {

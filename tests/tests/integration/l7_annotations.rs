@@ -968,6 +968,7 @@ async fn l7_external_auth() -> anyhow::Result<()> {
                 signin: signin.map(str::to_string),
                 redirect_param: "rd".into(),
                 response_headers: vec!["x-auth-request-user".into()],
+                cache: None,
             }))
         })
     };
@@ -1154,5 +1155,68 @@ async fn l7_annotated_default_backend() -> anyhow::Result<()> {
     // Normal answers are the app's.
     let r = get(l7.http, "app.test", "/x").await?;
     assert_eq!(r.upstream(), Some("app"));
+    Ok(())
+}
+
+/// `auth-cache-key` / `auth-cache-duration`: an answer is kept per key value and route for
+/// its time, only for the listed codes; another key value, or another route, asks again.
+#[tokio::test]
+async fn l7_external_auth_cache() -> anyhow::Result<()> {
+    use ingress::snapshot::{AuthCacheSpec, ExternalAuth, HashKey, HashPart};
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (auth, _task) = auth_service(seen.clone(), None).await?;
+    let asked = || seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let up = TestServer::echo("private").await?;
+    let ext = policy(|p| {
+        p.external_auth = Some(Arc::new(ExternalAuth {
+            url: format!("http://{auth}/oauth2/auth"),
+            method: "GET".into(),
+            signin: None,
+            redirect_param: "rd".into(),
+            response_headers: vec!["x-auth-request-user".into()],
+            cache: Some(AuthCacheSpec {
+                key: HashKey {
+                    parts: vec![HashPart::Cookie("session".into())],
+                },
+                valid: vec![(Some(200), Duration::from_millis(800))],
+            }),
+        }))
+    });
+    let t = target_with("cached", upstream("private", &[up.addr]), ext);
+    let l7 = L7::start(snapshot(vec![vhost(
+        "c.test",
+        vec![prefix("/a", &t), prefix("/b", &t)],
+    )]))
+    .await?;
+    let req = |path: &str, session: &str| {
+        http::Request::builder()
+            .uri(path)
+            .header("host", "c.test")
+            .header("cookie", format!("session={session}"))
+            .header("x-auth-request-user", "mallory")
+            .body(Full::new(Bytes::new()))
+    };
+    for _ in 0..3 {
+        let r = send(l7.http, req("/a/x", "good")?).await?;
+        assert_eq!(r.status, 200, "{}", r.text());
+        // The kept answer carries its headers too; the client's copy is still replaced.
+        assert_eq!(
+            r.seen_header("x-auth-request-user").as_deref(),
+            Some("alice")
+        );
+    }
+    assert_eq!(asked(), 1, "one question for three requests");
+    // Another route is another keyspace.
+    assert_eq!(send(l7.http, req("/b/x", "good")?).await?.status, 200);
+    assert_eq!(asked(), 2);
+    // 401 is not in the list: asked every time.
+    for _ in 0..2 {
+        assert_eq!(send(l7.http, req("/a/x", "nope")?).await?.status, 401);
+    }
+    assert_eq!(asked(), 4);
+    // After its time the answer is asked for again.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(send(l7.http, req("/a/x", "good")?).await?.status, 200);
+    assert_eq!(asked(), 5);
     Ok(())
 }

@@ -7,7 +7,12 @@
 //! One connection per check, as nginx's `auth_request` makes by default; over `https://` the
 //! service's certificate is not verified, as nginx's `proxy_ssl_verify` is off by default
 //! and as for HTTPS upstreams.
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http::{
@@ -26,16 +31,73 @@ use crate::snapshot::ExternalAuth;
 /// How long the auth service has to answer, connection included.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reaches auth services over HTTP/1.1, plain or TLS.
+/// Reaches auth services over HTTP/1.1, plain or TLS, and keeps their answers where
+/// `auth-cache-key` asks.
 #[derive(Debug, Clone)]
 pub struct AuthClient {
     tls: Arc<ClientConfig>,
+    cache: Arc<AnswerCache>,
+}
+
+/// What an auth service said, as much as deciding needs: its status and the headers the
+/// decision uses (`auth-response-headers`, `WWW-Authenticate`).
+#[derive(Clone, Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+}
+
+/// (route scope, `auth-cache-key` value).
+type CacheKey = (u64, Vec<u8>);
+
+/// Kept answers with the time they expire, at most `CACHE_ENTRIES`.
+#[derive(Debug, Default)]
+struct AnswerCache {
+    entries: Mutex<HashMap<CacheKey, (Answer, Instant)>>,
+}
+
+/// Bound on kept answers; past it, expired ones go, then the half nearest expiry.
+const CACHE_ENTRIES: usize = 10_000;
+
+impl AnswerCache {
+    fn get(&self, key: &CacheKey, now: Instant) -> Option<Answer> {
+        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(a, _)| a.clone())
+    }
+
+    fn put(&self, key: CacheKey, answer: Answer, until: Instant, now: Instant) {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CACHE_ENTRIES && !map.contains_key(&key) {
+            map.retain(|_, (_, u)| *u > now);
+            if map.len() >= CACHE_ENTRIES {
+                let mut ends: Vec<Instant> = map.values().map(|(_, u)| *u).collect();
+                ends.sort_unstable();
+                let cutoff = ends[ends.len() / 2];
+                map.retain(|_, (_, u)| *u > cutoff);
+            }
+        }
+        map.insert(key, (answer, until));
+    }
+
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
 }
 
 impl AuthClient {
     /// A client using `tls` (offering `http/1.1`) for `https://` services.
     pub fn new(tls: Arc<ClientConfig>) -> Self {
-        AuthClient { tls }
+        AuthClient {
+            tls,
+            cache: Arc::default(),
+        }
+    }
+
+    /// Answers kept (for tests and metrics).
+    pub fn cached(&self) -> usize {
+        self.cache.len()
     }
 
     /// Sends `req` (absolute URI) on a new connection and returns the answer's head.
@@ -132,8 +194,22 @@ impl Original<'_> {
     }
 }
 
-/// Asks the auth service of `cfg` about `req`.
-pub async fn check(client: &AuthClient, cfg: &ExternalAuth, req: &Original<'_>) -> Verdict {
+/// Asks the auth service of `cfg` about `req`, or takes its kept answer for the same
+/// `auth-cache-key` value within `scope` (the route).
+pub async fn check(
+    client: &AuthClient,
+    cfg: &ExternalAuth,
+    req: &Original<'_>,
+    scope: u64,
+) -> Verdict {
+    let now = Instant::now();
+    let cache_key = cfg.cache.as_ref().map(|c| {
+        let value = super::hash::key_bytes(&c.key, req.uri, req.headers, req.client, req.tls);
+        (scope, value)
+    });
+    if let Some(answer) = cache_key.as_ref().and_then(|k| client.cache.get(k, now)) {
+        return decide(cfg, req, &answer);
+    }
     let asked = async {
         let sub = subrequest(cfg, req).map_err(|e| format!("request not built: {e}"))?;
         tokio::time::timeout(AUTH_TIMEOUT, client.exchange(sub))
@@ -141,7 +217,11 @@ pub async fn check(client: &AuthClient, cfg: &ExternalAuth, req: &Original<'_>) 
             .map_err(|_| "no answer in time".to_string())?
     };
     let answer = match asked.await {
-        Ok(a) => a,
+        // The body is not needed; dropping the answer closes the connection.
+        Ok(a) => Answer {
+            status: a.status(),
+            headers: kept_headers(cfg, a.headers()),
+        },
         Err(e) => {
             tracing::warn!(url = %cfg.url, error = %e, "auth-url check failed");
             return Verdict::Respond(Box::new(errors::status_response(
@@ -149,9 +229,42 @@ pub async fn check(client: &AuthClient, cfg: &ExternalAuth, req: &Original<'_>) 
             )));
         }
     };
-    let status = answer.status();
-    // The body is not needed; dropping the answer closes or recycles the connection.
-    let head = answer.headers();
+    if let (Some(spec), Some(key)) = (&cfg.cache, cache_key) {
+        let code = answer.status.as_u16();
+        let ttl = spec
+            .valid
+            .iter()
+            .find(|(c, _)| c.is_none_or(|c| c == code))
+            .map(|(_, ttl)| *ttl);
+        if let Some(ttl) = ttl {
+            client.cache.put(key, answer.clone(), now + ttl, now);
+        }
+    }
+    decide(cfg, req, &answer)
+}
+
+/// The headers of an answer a decision can use.
+fn kept_headers(cfg: &ExternalAuth, head: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in cfg
+        .response_headers
+        .iter()
+        .map(String::as_str)
+        .chain(["www-authenticate"])
+    {
+        for v in head.get_all(name) {
+            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                out.append(n, v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The verdict on an answer of the auth service.
+fn decide(cfg: &ExternalAuth, req: &Original<'_>, answer: &Answer) -> Verdict {
+    let status = answer.status;
+    let head = &answer.headers;
     if status.is_success() {
         let pass = cfg
             .response_headers
@@ -323,6 +436,7 @@ mod tests {
             signin: None,
             redirect_param: "rd".into(),
             response_headers: vec![],
+            cache: None,
         };
         let sub = subrequest(&cfg, &o).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(sub.method(), Method::GET);
@@ -335,5 +449,26 @@ mod tests {
         for gone in [header::CONTENT_LENGTH, header::CONNECTION, header::HOST] {
             assert!(!sh.contains_key(&gone), "{gone}");
         }
+    }
+
+    #[test]
+    fn kept_answers_are_bounded_and_expire() {
+        let cache = AnswerCache::default();
+        let now = Instant::now();
+        let answer = Answer {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+        };
+        for i in 0..(CACHE_ENTRIES as u64 + 10) {
+            let until = now + Duration::from_secs(60 + i);
+            cache.put((i, b"k".to_vec()), answer.clone(), until, now);
+        }
+        assert!(cache.len() <= CACHE_ENTRIES, "{}", cache.len());
+        // The latest stays; an expired one is not served.
+        let last = (CACHE_ENTRIES as u64 + 9, b"k".to_vec());
+        assert!(cache.get(&last, now).is_some());
+        assert!(cache
+            .get(&last, now + Duration::from_secs(100_000))
+            .is_none());
     }
 }

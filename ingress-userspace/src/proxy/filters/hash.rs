@@ -35,42 +35,85 @@ impl Fnv {
 /// query parameter) contributes nothing, as an empty nginx variable does.
 pub fn key(key: &HashKey, uri: &Uri, headers: &HeaderMap, client: IpAddr, tls: bool) -> u64 {
     let mut h = Fnv::default();
+    feed(key, uri, headers, client, tls, &mut |b| h.write(b));
+    h.finish()
+}
+
+/// The value of `key` for a request, each part length-prefixed so that two different
+/// requests never give the same bytes (`auth-cache-key`, where a clash would share an
+/// authorization).
+pub fn key_bytes(
+    key: &HashKey,
+    uri: &Uri,
+    headers: &HeaderMap,
+    client: IpAddr,
+    tls: bool,
+) -> Vec<u8> {
+    let mut out = Vec::new();
     for part in &key.parts {
-        match part {
-            HashPart::Text(t) => h.write(t.as_bytes()),
-            HashPart::RequestUri => {
-                h.write(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes())
+        let mut value = Vec::new();
+        feed_part(part, uri, headers, client, tls, &mut |b| {
+            value.extend_from_slice(b)
+        });
+        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        out.extend_from_slice(&value);
+    }
+    out
+}
+
+/// Feeds the request's value of every part of `key` to `sink`, in order.
+fn feed(
+    key: &HashKey,
+    uri: &Uri,
+    headers: &HeaderMap,
+    client: IpAddr,
+    tls: bool,
+    sink: &mut dyn FnMut(&[u8]),
+) {
+    for part in &key.parts {
+        feed_part(part, uri, headers, client, tls, sink);
+    }
+}
+
+fn feed_part(
+    part: &HashPart,
+    uri: &Uri,
+    headers: &HeaderMap,
+    client: IpAddr,
+    tls: bool,
+    sink: &mut dyn FnMut(&[u8]),
+) {
+    match part {
+        HashPart::Text(t) => sink(t.as_bytes()),
+        HashPart::RequestUri => sink(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes()),
+        HashPart::Uri => sink(uri.path().as_bytes()),
+        HashPart::RemoteAddr => match client.to_canonical() {
+            IpAddr::V4(a) => sink(&a.octets()),
+            IpAddr::V6(a) => sink(&a.octets()),
+        },
+        HashPart::Host => {
+            let host = host(uri, headers);
+            for b in host.bytes() {
+                sink(&[b.to_ascii_lowercase()]);
             }
-            HashPart::Uri => h.write(uri.path().as_bytes()),
-            HashPart::RemoteAddr => match client.to_canonical() {
-                IpAddr::V4(a) => h.write(&a.octets()),
-                IpAddr::V6(a) => h.write(&a.octets()),
-            },
-            HashPart::Host => {
-                let host = host(uri, headers);
-                for b in host.bytes() {
-                    h.write(&[b.to_ascii_lowercase()]);
-                }
+        }
+        HashPart::Scheme => sink(if tls { b"https" } else { b"http" }),
+        HashPart::Header(name) => {
+            if let Some(v) = headers.get(name.as_str()) {
+                sink(v.as_bytes());
             }
-            HashPart::Scheme => h.write(if tls { b"https" } else { b"http" }),
-            HashPart::Header(name) => {
-                if let Some(v) = headers.get(name.as_str()) {
-                    h.write(v.as_bytes());
-                }
+        }
+        HashPart::Cookie(name) => {
+            if let Some(v) = cookie_value(headers, name) {
+                sink(v.as_bytes());
             }
-            HashPart::Cookie(name) => {
-                if let Some(v) = cookie_value(headers, name) {
-                    h.write(v.as_bytes());
-                }
-            }
-            HashPart::Arg(name) => {
-                if let Some(v) = arg(uri.query(), name) {
-                    h.write(v.as_bytes());
-                }
+        }
+        HashPart::Arg(name) => {
+            if let Some(v) = arg(uri.query(), name) {
+                sink(v.as_bytes());
             }
         }
     }
-    h.finish()
 }
 
 /// nginx's `$host`: the request's host without its port.

@@ -1,9 +1,10 @@
 //! `auth-url`, `auth-method`, `auth-signin`, `auth-signin-redirect-param`,
-//! `auth-response-headers`: external authentication (see `proxy::filters::external_auth`).
-use std::sync::Arc;
+//! `auth-response-headers`, `auth-cache-key`, `auth-cache-duration`: external authentication
+//! (see `proxy::filters::external_auth`).
+use std::{sync::Arc, time::Duration};
 
 use super::{is_token, no_space_or_control, parse_token, AnnotationError, Annotations, Reader};
-use crate::snapshot::ExternalAuth;
+use crate::snapshot::{AuthCacheSpec, ExternalAuth};
 
 /// Variables `auth-url` and `auth-signin` may use (replaced per request).
 const VARIABLES: &[&str] = &[
@@ -57,14 +58,83 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
                 .collect::<Result<Vec<_>, _>>()
         })?
         .unwrap_or_default();
+    let cache = match r.get("auth-cache-key", super::upstream::parse_hash_key)? {
+        None => None,
+        Some(key) => Some(AuthCacheSpec {
+            key,
+            valid: r
+                .get("auth-cache-duration", parse_cache_duration)?
+                .unwrap_or_else(|| {
+                    let five_minutes = Duration::from_secs(300);
+                    vec![
+                        (Some(200), five_minutes),
+                        (Some(202), five_minutes),
+                        (Some(401), five_minutes),
+                    ]
+                }),
+        }),
+    };
     a.policy.external_auth = Some(Arc::new(ExternalAuth {
         url,
         method,
         signin,
         redirect_param,
         response_headers,
+        cache,
     }));
     Ok(())
+}
+
+/// nginx's `proxy_cache_valid` lists, comma-separated: status codes (or `any`) then a time
+/// (`30s`, `5m`, `1h`, `1d`; seconds when bare), e.g. `200 202 10m, 401 1m`.
+fn parse_cache_duration(v: &str) -> Result<Vec<(Option<u16>, Duration)>, String> {
+    let mut out = Vec::new();
+    for group in v.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+        let words: Vec<&str> = group.split_whitespace().collect();
+        let Some((time, codes)) = words.split_last() else {
+            continue;
+        };
+        let ttl = parse_time(time)?;
+        if codes.is_empty() {
+            return Err(format!("{group:?}: which status codes?"));
+        }
+        for code in codes {
+            let code = match *code {
+                "any" => None,
+                c => Some(
+                    c.parse::<u16>()
+                        .ok()
+                        .filter(|n| (100..=599).contains(n))
+                        .ok_or_else(|| format!("{c:?} is not a status code"))?,
+                ),
+            };
+            out.push((code, ttl));
+        }
+    }
+    if out.is_empty() {
+        return Err("expected status codes and a time, such as 200 202 5m".into());
+    }
+    Ok(out)
+}
+
+/// An nginx time: digits and one unit of s, m, h, d (seconds when none), at most a week.
+fn parse_time(v: &str) -> Result<Duration, String> {
+    let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{v:?} is not a time"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{v:?}: unit must be s, m, h or d")),
+    };
+    if secs == 0 || secs > 7 * 86_400 {
+        return Err(format!("{v:?}: must be between 1s and 7d"));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// An `http://` or `https://` URL with a host.
@@ -155,6 +225,71 @@ mod tests {
         ] {
             let e = nginx(&[("auth-url", "http://a/b"), (name, bad)]).expect_err(bad);
             assert!(e.key.ends_with(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn auth_cache() {
+        use std::time::Duration;
+        let a = nginx(&[
+            ("auth-url", "http://a/b"),
+            ("auth-cache-key", "$cookie_session$http_authorization"),
+        ])
+        .expect("valid");
+        let c = a
+            .policy
+            .external_auth
+            .and_then(|e| e.cache.clone())
+            .expect("cache");
+        assert_eq!(c.key.parts.len(), 2);
+        let five = Duration::from_secs(300);
+        assert_eq!(
+            c.valid,
+            vec![(Some(200), five), (Some(202), five), (Some(401), five)]
+        );
+        let a = nginx(&[
+            ("auth-url", "http://a/b"),
+            ("auth-cache-key", "$remote_addr"),
+            ("auth-cache-duration", "200 202 10m, 401 30s, any 2"),
+        ])
+        .expect("valid");
+        let c = a
+            .policy
+            .external_auth
+            .and_then(|e| e.cache.clone())
+            .expect("cache");
+        assert_eq!(
+            c.valid,
+            vec![
+                (Some(200), Duration::from_secs(600)),
+                (Some(202), Duration::from_secs(600)),
+                (Some(401), Duration::from_secs(30)),
+                (None, Duration::from_secs(2)),
+            ]
+        );
+        // A duration without a key keeps nothing.
+        let a = nginx(&[
+            ("auth-url", "http://a/b"),
+            ("auth-cache-duration", "200 5m"),
+        ])
+        .expect("valid");
+        assert!(a.policy.external_auth.is_some_and(|e| e.cache.is_none()));
+        for (name, bad) in [
+            ("auth-cache-key", "$remote_user"),
+            ("auth-cache-duration", "5m"),
+            ("auth-cache-duration", "200 5y"),
+            ("auth-cache-duration", "999 5m"),
+            ("auth-cache-duration", "200 0s"),
+            ("auth-cache-duration", "200 30d"),
+        ] {
+            let mut pairs = vec![
+                ("auth-url", "http://a/b"),
+                ("auth-cache-key", "$remote_addr"),
+            ];
+            pairs.retain(|(n, _)| *n != name);
+            pairs.push((name, bad));
+            let e = nginx(&pairs).expect_err(bad);
+            assert!(e.key.ends_with(name) && e.value == bad, "{e}");
         }
     }
 }

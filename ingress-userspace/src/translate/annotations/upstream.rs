@@ -30,7 +30,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
 
 /// An nginx-style key (`$request_uri`, `$http_x_user$arg_id`, `${cookie_sid}-x`): text and
 /// the variables [`HashPart`] lists. Anything else is refused, not hashed as text.
-fn parse_hash_key(v: &str) -> Result<HashKey, String> {
+pub(super) fn parse_hash_key(v: &str) -> Result<HashKey, String> {
     let mut parts = Vec::new();
     let mut text = String::new();
     let mut rest = v;
