@@ -504,6 +504,9 @@ pub struct ExternalAuth {
     pub response_headers: Vec<String>,
     /// `auth-cache-key` and `auth-cache-duration`: answers kept per key and route.
     pub cache: Option<AuthCacheSpec>,
+    /// `auth-always-set-cookie`: the service's `Set-Cookie` goes on every answer to the
+    /// client, not only on 2xx and redirects.
+    pub always_set_cookie: bool,
 }
 
 /// How long answers of the auth service are kept, and under which key.

@@ -220,6 +220,7 @@ async fn pipeline(
     }
     // Headers of the auth service's answer, for the request going upstream.
     let mut auth_headers = Vec::new();
+    let mut auth_cookies = Vec::new();
     if let Some(ext) = &policy.external_auth {
         let host = request_host(&req).into_owned();
         let original = external_auth::Original {
@@ -238,7 +239,10 @@ async fn pipeline(
             h.finish()
         };
         match external_auth::check(&shared.auth_client, ext, &original, scope).await {
-            external_auth::Verdict::Allow(pass) => auth_headers = pass,
+            external_auth::Verdict::Allow { pass, cookies } => {
+                auth_headers = pass;
+                auth_cookies = cookies;
+            }
             external_auth::Verdict::Respond(r) => return *r,
         }
     }
@@ -454,6 +458,9 @@ async fn pipeline(
                 rparts.headers.append(header::SET_COOKIE, v);
             }
         }
+    }
+    if let Some(ext) = &policy.external_auth {
+        external_auth::add_cookies(&mut rparts.headers, ext, status, auth_cookies);
     }
     // An upgradable connection never goes back to the pool.
     let pool_return = if upgrading { None } else { fwd.pool_return };

@@ -921,6 +921,15 @@ async fn auth_service(
                                     "x-auth-request-user",
                                     http::HeaderValue::from_static("alice"),
                                 );
+                                // A refreshed session, as oauth2-proxy sends.
+                                r.headers_mut().append(
+                                    "set-cookie",
+                                    http::HeaderValue::from_static("session=good; Path=/"),
+                                );
+                                r.headers_mut().append(
+                                    "set-cookie",
+                                    http::HeaderValue::from_static("csrf=1; Path=/"),
+                                );
                             } else if cookie.contains("session=anon") {
                             } else if cookie.contains("session=banned") {
                                 *r.status_mut() = http::StatusCode::FORBIDDEN;
@@ -969,6 +978,7 @@ async fn l7_external_auth() -> anyhow::Result<()> {
                 redirect_param: "rd".into(),
                 response_headers: vec!["x-auth-request-user".into()],
                 cache: None,
+                always_set_cookie: false,
             }))
         })
     };
@@ -1180,6 +1190,7 @@ async fn l7_external_auth_cache() -> anyhow::Result<()> {
                 },
                 valid: vec![(Some(200), Duration::from_millis(800))],
             }),
+            always_set_cookie: false,
         }))
     });
     let t = target_with("cached", upstream("private", &[up.addr]), ext);
@@ -1218,5 +1229,59 @@ async fn l7_external_auth_cache() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(send(l7.http, req("/a/x", "good")?).await?.status, 200);
     assert_eq!(asked(), 5);
+    Ok(())
+}
+
+/// The auth service's `Set-Cookie`s reach the client on 2xx and redirects, and on every
+/// answer with `auth-always-set-cookie`.
+#[tokio::test]
+async fn l7_external_auth_cookies() -> anyhow::Result<()> {
+    use ingress::snapshot::ExternalAuth;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (auth, _task) = auth_service(seen.clone(), None).await?;
+    let up = TestServer::echo("private").await?;
+    let ext = |always: bool| {
+        policy(|p| {
+            p.external_auth = Some(Arc::new(ExternalAuth {
+                url: format!("http://{auth}/oauth2/auth"),
+                method: "GET".into(),
+                signin: None,
+                redirect_param: "rd".into(),
+                response_headers: Vec::new(),
+                cache: None,
+                always_set_cookie: always,
+            }))
+        })
+    };
+    let default = target_with("default", upstream("private", &[up.addr]), ext(false));
+    let always = target_with("always", upstream("private", &[up.addr]), ext(true));
+    let l7 = L7::start(snapshot(vec![
+        vhost("d.test", vec![prefix("/", &default)]),
+        vhost("a.test", vec![prefix("/", &always)]),
+    ]))
+    .await?;
+    let cookies = |r: &Reply| -> Vec<String> {
+        r.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    };
+    let req = |host: &str, path: &str| {
+        http::Request::builder()
+            .uri(path)
+            .header("host", host)
+            .header("cookie", "session=good")
+            .body(Full::new(Bytes::new()))
+    };
+    let r = send(l7.http, req("d.test", "/ok")?).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(cookies(&r), ["session=good; Path=/", "csrf=1; Path=/"]);
+    let r = send(l7.http, req("d.test", "/status/404")?).await?;
+    assert_eq!(r.status, 404);
+    assert!(cookies(&r).is_empty(), "{:?}", cookies(&r));
+    let r = send(l7.http, req("a.test", "/status/404")?).await?;
+    assert_eq!(r.status, 404);
+    assert_eq!(cookies(&r).len(), 2);
     Ok(())
 }

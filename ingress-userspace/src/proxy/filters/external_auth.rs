@@ -146,8 +146,12 @@ where
 
 /// What the auth service said.
 pub enum Verdict {
-    /// Pass, with these headers of its answer set on the request going upstream.
-    Allow(Vec<(HeaderName, HeaderValue)>),
+    /// Pass, with these headers of its answer set on the request going upstream, and its
+    /// `Set-Cookie`s for the answer to the client (see [`add_cookies`]).
+    Allow {
+        pass: Vec<(HeaderName, HeaderValue)>,
+        cookies: Vec<HeaderValue>,
+    },
     /// Answer the client with this instead.
     Respond(Box<http::Response<ResponseBody>>),
 }
@@ -250,7 +254,7 @@ fn kept_headers(cfg: &ExternalAuth, head: &HeaderMap) -> HeaderMap {
         .response_headers
         .iter()
         .map(String::as_str)
-        .chain(["www-authenticate"])
+        .chain(["www-authenticate", "set-cookie"])
     {
         for v in head.get_all(name) {
             if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
@@ -275,7 +279,8 @@ fn decide(cfg: &ExternalAuth, req: &Original<'_>, answer: &Answer) -> Verdict {
                 Some((name, v))
             })
             .collect();
-        return Verdict::Allow(pass);
+        let cookies = head.get_all(header::SET_COOKIE).iter().cloned().collect();
+        return Verdict::Allow { pass, cookies };
     }
     let response = match status {
         StatusCode::UNAUTHORIZED => match &cfg.signin {
@@ -295,6 +300,26 @@ fn decide(cfg: &ExternalAuth, req: &Original<'_>, answer: &Answer) -> Verdict {
         }
     };
     Verdict::Respond(Box::new(response))
+}
+
+/// Adds the auth service's `Set-Cookie`s to the answer to the client: on 2xx and redirects,
+/// or on every answer with `auth-always-set-cookie` (nginx's `add_header` without and with
+/// `always`).
+pub fn add_cookies(
+    headers: &mut HeaderMap,
+    cfg: &ExternalAuth,
+    status: StatusCode,
+    cookies: Vec<HeaderValue>,
+) {
+    let added_by_default = matches!(
+        status.as_u16(),
+        200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
+    );
+    if cfg.always_set_cookie || added_by_default {
+        for c in cookies {
+            headers.append(header::SET_COOKIE, c);
+        }
+    }
 }
 
 /// Sets the auth service's `auth-response-headers` on the request going upstream. Each one
@@ -437,6 +462,7 @@ mod tests {
             redirect_param: "rd".into(),
             response_headers: vec![],
             cache: None,
+            always_set_cookie: false,
         };
         let sub = subrequest(&cfg, &o).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(sub.method(), Method::GET);

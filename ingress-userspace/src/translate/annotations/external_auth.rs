@@ -81,6 +81,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         redirect_param,
         response_headers,
         cache,
+        always_set_cookie: r.flag("auth-always-set-cookie")?.unwrap_or(false),
     }));
     Ok(())
 }
@@ -267,6 +268,12 @@ mod tests {
                 (None, Duration::from_secs(2)),
             ]
         );
+        let a = nginx(&[
+            ("auth-url", "http://a/b"),
+            ("auth-always-set-cookie", "true"),
+        ])
+        .expect("valid");
+        assert!(a.policy.external_auth.is_some_and(|e| e.always_set_cookie));
         // A duration without a key keeps nothing.
         let a = nginx(&[
             ("auth-url", "http://a/b"),
