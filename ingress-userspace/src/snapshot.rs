@@ -350,6 +350,9 @@ pub struct RoutePolicy {
     pub limit_exempt: Vec<IpNet>,
     /// `limit-connections`: requests in progress per client address; excess gets 503.
     pub limit_connections: Option<u32>,
+    /// `satisfy: any`: one of the access checks (source range, basic auth, `auth-url`)
+    /// allowing is enough, as nginx's `satisfy any`; otherwise all must.
+    pub satisfy_any: bool,
     /// `enable-cors` family.
     pub cors: Option<Cors>,
     /// `auth-type: basic` with an htpasswd Secret.
@@ -396,6 +399,7 @@ impl Default for RoutePolicy {
             limit_burst_multiplier: 5,
             limit_exempt: Vec::new(),
             limit_connections: None,
+            satisfy_any: false,
             cors: None,
             basic_auth: None,
             custom_http_errors: Vec::new(),

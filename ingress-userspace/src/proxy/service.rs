@@ -207,21 +207,39 @@ async fn pipeline(
             }
         }
     }
-    if !access::source_allowed(policy, conn.fwd.client_ip) {
-        return ProxyError::Forbidden.response();
+    // Access phase: source ranges, basic auth, `auth-url`. All must allow, or with
+    // `satisfy: any` one allowing is enough (nginx's `satisfy any`: a module that neither
+    // allows nor denies does not count; when some deny and none allows, a 401 wins).
+    let any = policy.satisfy_any;
+    let mut granted = false;
+    let mut denial: Option<Response<ResponseBody>> = None;
+    let source_ok = access::source_allowed(policy, conn.fwd.client_ip);
+    if !source_ok {
+        if !any {
+            return ProxyError::Forbidden.response();
+        }
+        denial = Some(ProxyError::Forbidden.response());
+    } else if any && !policy.allow_sources.is_empty() {
+        granted = true;
     }
-    if let Some(auth) = &policy.basic_auth {
+    if let Some(auth) = policy.basic_auth.as_ref().filter(|_| !granted) {
         if auth.denied {
             return errors::status_response(StatusCode::SERVICE_UNAVAILABLE);
         }
-        if !shared.auth.check(auth, req.headers()).await {
-            return errors::unauthorized(&auth.realm);
+        if shared.auth.check(auth, req.headers()).await {
+            granted = any;
+        } else {
+            let r = errors::unauthorized(&auth.realm);
+            if !any {
+                return r;
+            }
+            denial = Some(r);
         }
     }
     // Headers of the auth service's answer, for the request going upstream.
     let mut auth_headers = Vec::new();
     let mut auth_cookies = Vec::new();
-    if let Some(ext) = &policy.external_auth {
+    if let Some(ext) = policy.external_auth.as_ref().filter(|_| !granted) {
         let host = request_host(&req).into_owned();
         let original = external_auth::Original {
             method: req.method(),
@@ -242,9 +260,23 @@ async fn pipeline(
             external_auth::Verdict::Allow { pass, cookies } => {
                 auth_headers = pass;
                 auth_cookies = cookies;
+                granted = any;
             }
-            external_auth::Verdict::Respond(r) => return *r,
+            external_auth::Verdict::Respond(r) => {
+                if !any {
+                    return *r;
+                }
+                if !denial
+                    .as_ref()
+                    .is_some_and(|d| d.status() == StatusCode::UNAUTHORIZED)
+                {
+                    denial = Some(*r);
+                }
+            }
         }
+    }
+    if let (false, Some(d)) = (granted, denial) {
+        return d;
     }
     if let Some(max) = policy.max_body_bytes {
         if declared_length(&req).is_some_and(|n| n > max) {

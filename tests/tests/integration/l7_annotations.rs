@@ -1285,3 +1285,78 @@ async fn l7_external_auth_cookies() -> anyhow::Result<()> {
     assert_eq!(cookies(&r).len(), 2);
     Ok(())
 }
+
+/// `satisfy: any`: a client in the allow list needs no credentials, one outside it may still
+/// sign in, and with neither it gets basic auth's 401 (not the 403); the default still asks
+/// for both.
+#[tokio::test]
+async fn l7_satisfy_any() -> anyhow::Result<()> {
+    let up = TestServer::echo("sat").await?;
+    let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap_or_else(|e| panic!("{e}"));
+    let auth = Arc::new(BasicAuth {
+        realm: "Staff".into(),
+        users: BTreeMap::from([(
+            "sha".to_string(),
+            "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=".to_string(),
+        )]),
+        denied: false,
+    });
+    let make = |name: &str, allow: &str, any: bool| {
+        let auth = auth.clone();
+        let allow = net(allow);
+        target_with(
+            name,
+            upstream("sat", &[up.addr]),
+            policy(move |p| {
+                p.basic_auth = Some(auth);
+                p.allow_sources = vec![allow];
+                p.satisfy_any = any;
+            }),
+        )
+    };
+    let l7 = L7::start(snapshot(vec![
+        vhost(
+            "inside-any.test",
+            vec![prefix("/", &make("a", "127.0.0.0/8", true))],
+        ),
+        vhost(
+            "outside-any.test",
+            vec![prefix("/", &make("b", "10.0.0.0/8", true))],
+        ),
+        vhost(
+            "inside-all.test",
+            vec![prefix("/", &make("c", "127.0.0.0/8", false))],
+        ),
+        vhost(
+            "outside-all.test",
+            vec![prefix("/", &make("d", "10.0.0.0/8", false))],
+        ),
+    ]))
+    .await?;
+    let with_creds = |host: &str| {
+        let v = base64::engine::general_purpose::STANDARD.encode("sha:password");
+        http::Request::builder()
+            .uri("/")
+            .header("host", host)
+            .header("authorization", format!("Basic {v}"))
+            .body(Full::new(Bytes::new()))
+    };
+    for (host, bare, signed) in [
+        ("inside-any.test", 200, 200),
+        ("outside-any.test", 401, 200),
+        ("inside-all.test", 401, 200),
+        ("outside-all.test", 403, 403),
+    ] {
+        assert_eq!(
+            get(l7.http, host, "/").await?.status,
+            bare,
+            "{host} without"
+        );
+        assert_eq!(
+            send(l7.http, with_creds(host)?).await?.status,
+            signed,
+            "{host} with"
+        );
+    }
+    Ok(())
+}

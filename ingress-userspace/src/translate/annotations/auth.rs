@@ -12,6 +12,13 @@ use crate::config::NamespacedName;
 pub const DEFAULT_REALM: &str = "Authentication Required";
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
+    a.policy.satisfy_any = r
+        .get("satisfy", |v| match v {
+            "any" => Ok(true),
+            "all" => Ok(false),
+            _ => Err("expected any or all".to_string()),
+        })?
+        .unwrap_or(false);
     let Some(()) = r.get("auth-type", |v| match v {
         "basic" => Ok(()),
         "digest" => Err("digest authentication is not supported".to_string()),
@@ -204,5 +211,14 @@ mod tests {
         let users = users_from_secret(&secret(&[("u1", "h1"), ("u2", "h2\n")]), true).expect("map");
         assert_eq!(users["u2"], "h2");
         assert!(users_from_secret(&Secret::default(), true).is_err());
+    }
+
+    #[test]
+    fn satisfy() {
+        use super::super::test_support::*;
+        assert!(ok("satisfy", "any").policy.satisfy_any);
+        assert!(!ok("satisfy", "all").policy.satisfy_any);
+        assert!(!nginx(&[]).expect("empty").policy.satisfy_any);
+        assert_rejects("satisfy", &["either", "ANY"]);
     }
 }
