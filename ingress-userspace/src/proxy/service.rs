@@ -266,9 +266,9 @@ async fn pipeline(
                 if !any {
                     return *r;
                 }
-                if !denial
+                if denial
                     .as_ref()
-                    .is_some_and(|d| d.status() == StatusCode::UNAUTHORIZED)
+                    .is_none_or(|d| d.status() != StatusCode::UNAUTHORIZED)
                 {
                     denial = Some(*r);
                 }
