@@ -139,11 +139,11 @@ pub struct ClientAuth {
     pub denied: bool,
 }
 
-/// Equal when the same Ingress sets the same CAs and settings (the roots are derived from `ca`).
-impl PartialEq for ClientAuth {
-    fn eq(&self, other: &Self) -> bool {
-        self.origin == other.origin
-            && self.secret == other.secret
+impl ClientAuth {
+    /// The same CA Secret and checks, whichever Ingress sets them (the roots are derived
+    /// from `ca`).
+    pub fn same_settings(&self, other: &Self) -> bool {
+        self.secret == other.secret
             && self.ca == other.ca
             && self.mode == other.mode
             && self.depth == other.depth
@@ -151,6 +151,13 @@ impl PartialEq for ClientAuth {
             && self.pass_certificate == other.pass_certificate
             && self.match_cn == other.match_cn
             && self.denied == other.denied
+    }
+}
+
+/// Equal when the same Ingress sets the same settings.
+impl PartialEq for ClientAuth {
+    fn eq(&self, other: &Self) -> bool {
+        self.origin == other.origin && self.same_settings(other)
     }
 }
 

@@ -253,12 +253,7 @@ impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        signatures::tls12(&self.provider, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -267,18 +262,11 @@ impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        signatures::tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        signatures::schemes(&self.provider)
     }
 }
 
@@ -463,12 +451,7 @@ impl ServerCertVerifier for UpstreamCertCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        signatures::tls12(&self.provider, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -477,18 +460,11 @@ impl ServerCertVerifier for UpstreamCertCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        signatures::tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        signatures::schemes(&self.provider)
     }
 }
 
@@ -507,6 +483,49 @@ impl rustls::client::ResolvesClientCert for PresentCert {
 
     fn has_certs(&self) -> bool {
         true
+    }
+}
+
+/// The handshake-signature checks every verifier here makes the same way, with the
+/// provider's algorithms: whatever a verifier decides about the chain, the peer must prove
+/// it holds the certificate's key.
+mod signatures {
+    use rustls::{
+        client::danger::HandshakeSignatureValid, crypto::CryptoProvider, DigitallySignedStruct,
+        SignatureScheme,
+    };
+    use rustls_pki_types::CertificateDer;
+
+    pub(super) fn tls12(
+        p: &CryptoProvider,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &p.signature_verification_algorithms,
+        )
+    }
+
+    pub(super) fn tls13(
+        p: &CryptoProvider,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &p.signature_verification_algorithms,
+        )
+    }
+
+    pub(super) fn schemes(p: &CryptoProvider) -> Vec<SignatureScheme> {
+        p.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -552,12 +571,7 @@ impl ServerCertVerifier for NoCertificateCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        signatures::tls12(&self.0, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -566,16 +580,11 @@ impl ServerCertVerifier for NoCertificateCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        signatures::tls13(&self.0, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        signatures::schemes(&self.0)
     }
 }
 

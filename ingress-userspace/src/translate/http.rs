@@ -339,7 +339,7 @@ fn host_client_auth(
     };
     match current {
         None => *current = Some(mine.clone()),
-        Some(winner) if winner.secret == mine.secret && settings_equal(winner, mine) => {}
+        Some(winner) if winner.same_settings(mine) => {}
         Some(winner) => diags.push(Diagnostic::new(
             st.parsed.origin.clone(),
             reason::RULE_CONFLICT,
@@ -350,15 +350,4 @@ fn host_client_auth(
             ),
         )),
     }
-}
-
-/// Same CA Secret and checks, from whichever Ingress.
-fn settings_equal(a: &ClientAuth, b: &ClientAuth) -> bool {
-    a.ca == b.ca
-        && a.mode == b.mode
-        && a.depth == b.depth
-        && a.error_page == b.error_page
-        && a.pass_certificate == b.pass_certificate
-        && a.match_cn == b.match_cn
-        && a.denied == b.denied
 }

@@ -748,6 +748,30 @@ impl Model {
     }
 }
 
+/// Reads Secret `ns/name` with `parse`; a missing or unparsable one is a Warning on the
+/// Ingress saying what follows (`effect`), and `None`.
+fn read_secret<T>(
+    objects: &ObjectCache,
+    parsed: &ParsedIngress,
+    (what, ns, name): (&str, &str, &str),
+    parse: impl FnOnce(&k8s_openapi::api::core::v1::Secret) -> Result<T, String>,
+    effect: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let read = match objects.secret(ns, name) {
+        None => Err(format!("{what} secret {ns}/{name} not found")),
+        Some(secret) => parse(secret).map_err(|e| format!("{what} secret {ns}/{name}: {e}")),
+    };
+    read.map_err(|m| {
+        diags.push(Diagnostic::new(
+            parsed.origin.clone(),
+            reason::AUTH_SECRET_INVALID,
+            format!("{m}; {effect}"),
+        ));
+    })
+    .ok()
+}
+
 /// The `auth-tls-*` settings of an Ingress with its CA Secret read. A missing or unusable
 /// Secret gives `denied` settings (its hosts answer 503) and a Warning: failing open would
 /// serve a host meant to require client certificates to anyone.
@@ -758,21 +782,17 @@ fn client_auth(
     diags: &mut Vec<Diagnostic>,
 ) -> Arc<ClientAuth> {
     let (ns, name) = (&cc.secret.namespace, &cc.secret.name);
-    let ca = match objects.secret(ns, name) {
-        None => Err(format!("auth-tls secret {ns}/{name} not found")),
-        Some(secret) => annotations::client_cert::ca_from_secret(secret)
-            .map_err(|e| format!("auth-tls secret {ns}/{name}: {e}")),
-    };
-    let (ca, roots, denied) = match ca {
-        Ok((ca, roots)) => (ca, roots, false),
-        Err(m) => {
-            diags.push(Diagnostic::new(
-                parsed.origin.clone(),
-                reason::AUTH_SECRET_INVALID,
-                format!("{m}; its hosts answer 503 until it is fixed"),
-            ));
-            (Vec::new(), Arc::new(rustls::RootCertStore::empty()), true)
-        }
+    let read = read_secret(
+        objects,
+        parsed,
+        ("auth-tls", ns, name),
+        annotations::client_cert::ca_from_secret,
+        "its hosts answer 503 until it is fixed",
+        diags,
+    );
+    let (ca, roots, denied) = match read {
+        Some((ca, roots)) => (ca, roots, false),
+        None => (Vec::new(), Arc::new(rustls::RootCertStore::empty()), true),
     };
     Arc::new(ClientAuth {
         origin: parsed.origin.clone(),
@@ -798,26 +818,22 @@ fn proxy_ssl(
     diags: &mut Vec<Diagnostic>,
 ) -> Arc<UpstreamTls> {
     let (ns, name) = (&ps.secret.namespace, &ps.secret.name);
-    let read = match objects.secret(ns, name) {
-        None => Err(format!("proxy-ssl secret {ns}/{name} not found")),
-        Some(secret) => annotations::proxy_ssl::from_secret(secret, ps.verify)
-            .map_err(|e| format!("proxy-ssl secret {ns}/{name}: {e}")),
+    let effect = if ps.verify {
+        "its HTTPS upstreams answer 502 until it is fixed"
+    } else {
+        "its HTTPS upstreams are reached without a client certificate"
     };
+    let read = read_secret(
+        objects,
+        parsed,
+        ("proxy-ssl", ns, name),
+        |s| annotations::proxy_ssl::from_secret(s, ps.verify),
+        effect,
+        diags,
+    );
     let (ca, roots, client_cert) = match read {
-        Ok((ca, roots, client)) => (ca, roots, client.map(Arc::new)),
-        Err(m) => {
-            let effect = if ps.verify {
-                "its HTTPS upstreams answer 502 until it is fixed"
-            } else {
-                "its HTTPS upstreams are reached without a client certificate"
-            };
-            diags.push(Diagnostic::new(
-                parsed.origin.clone(),
-                reason::AUTH_SECRET_INVALID,
-                format!("{m}; {effect}"),
-            ));
-            (Vec::new(), rustls::RootCertStore::empty(), None)
-        }
+        Some((ca, roots, client)) => (ca, roots, client.map(Arc::new)),
+        None => (Vec::new(), rustls::RootCertStore::empty(), None),
     };
     Arc::new(UpstreamTls {
         secret: format!("{ns}/{name}"),

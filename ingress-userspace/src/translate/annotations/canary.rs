@@ -1,11 +1,6 @@
 //! `canary`, `canary-weight`, `canary-weight-total`, `canary-by-header`,
 //! `canary-by-header-value`, `canary-by-header-pattern`, `canary-by-cookie`.
 use super::{parse_in_range, parse_token, AnnotationError, Annotations, CanaryConfig, Reader};
-use crate::snapshot::Pattern;
-
-/// Bounds the compiled pattern, as for `use-regex` paths: an annotation must not be able to
-/// make every request run a huge automaton.
-const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
     if r.flag("canary")? != Some(true) {
@@ -27,7 +22,8 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
             Err("must be visible ASCII without spaces".to_string())
         }
     })?;
-    let header_pattern = r.get("canary-by-header-pattern", parse_pattern)?;
+    // nginx's `ngx.re.match`: unanchored, case-sensitive.
+    let header_pattern = r.get("canary-by-header-pattern", super::compile_pattern)?;
     let cookie = r.get("canary-by-cookie", |v| parse_token(v, "cookie name"))?;
     a.canary = Some(CanaryConfig {
         weight,
@@ -38,22 +34,6 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         cookie,
     });
     Ok(())
-}
-
-/// Compiles `canary-by-header-pattern` as nginx's `ngx.re.match` uses it: unanchored,
-/// case-sensitive.
-fn parse_pattern(v: &str) -> Result<Pattern, String> {
-    if v.is_empty() {
-        return Err("must not be empty".to_string());
-    }
-    let regex = regex::RegexBuilder::new(v)
-        .size_limit(PATTERN_SIZE_LIMIT)
-        .build()
-        .map_err(|e| format!("not a valid regex: {e}"))?;
-    Ok(Pattern {
-        source: v.to_owned(),
-        regex,
-    })
 }
 
 #[cfg(test)]

@@ -14,9 +14,6 @@ use crate::{
     snapshot::{Pattern, VerifyClient},
 };
 
-/// Bounds the compiled `auth-tls-match-cn` regex, as for `use-regex` paths.
-const PATTERN_SIZE_LIMIT: usize = 1 << 20;
-
 /// What the `auth-tls-*` annotations ask for, before the Secret is read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCertRef {
@@ -93,14 +90,7 @@ fn parse_match_cn(v: &str) -> Result<Pattern, String> {
     if !v.starts_with("CN=") {
         return Err("must start with CN=".into());
     }
-    let regex = regex::RegexBuilder::new(v)
-        .size_limit(PATTERN_SIZE_LIMIT)
-        .build()
-        .map_err(|e| format!("not a valid regex: {e}"))?;
-    Ok(Pattern {
-        source: v.to_owned(),
-        regex,
-    })
+    super::compile_pattern(v)
 }
 
 /// The CA certificates under `ca.crt` of the Secret named by `auth-tls-secret`, and the

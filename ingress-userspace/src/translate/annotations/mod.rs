@@ -283,6 +283,25 @@ pub(crate) fn no_space_or_control(v: &str) -> Result<(), String> {
     }
 }
 
+/// Bounds a compiled annotation regex, as for `use-regex` paths: an annotation must not be
+/// able to make every request run a huge automaton.
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+/// An annotation's regex (Rust `regex` syntax, case-sensitive, unanchored), compiled.
+pub(crate) fn compile_pattern(v: &str) -> Result<Pattern, String> {
+    if v.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    let regex = regex::RegexBuilder::new(v)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("not a valid regex: {e}"))?;
+    Ok(Pattern {
+        source: v.to_owned(),
+        regex,
+    })
+}
+
 /// `v` as an owned HTTP token, or why not (`what` it was meant to be).
 pub(crate) fn parse_token(v: &str, what: &str) -> Result<String, String> {
     if is_token(v) {
