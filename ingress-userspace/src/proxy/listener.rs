@@ -106,6 +106,8 @@ pub(crate) struct ConnCtx {
     pub tls: bool,
     /// The certificate chain the client sent in the handshake (leaf first), if asked and sent.
     pub client_chain: Option<Arc<[CertificateDer<'static>]>>,
+    /// The handshake asked for a client certificate (its SNI named a host that asks).
+    pub client_cert_asked: bool,
     /// The last judgement of `client_chain`, against the settings it was made for: a
     /// connection's requests normally all go to one host, so the chain is verified once.
     pub client_verdict: std::sync::Mutex<Option<(Arc<ClientAuth>, Arc<client_cert::Verdict>)>>,
@@ -113,6 +115,13 @@ pub(crate) struct ConnCtx {
     pub framing: Arc<super::limits::FramingFlag>,
     /// Requests in progress, for the idle limit.
     pub activity: Arc<super::idle::Activity>,
+}
+
+/// What the TLS handshake learnt of the client's certificate.
+#[derive(Debug, Default)]
+struct ClientCert {
+    chain: Option<Arc<[CertificateDer<'static>]>>,
+    asked: bool,
 }
 
 impl ConnCtx {
@@ -152,7 +161,7 @@ impl Proxy {
                     peer,
                     local,
                     false,
-                    None,
+                    ClientCert::default(),
                 ));
             })
             .await;
@@ -203,13 +212,14 @@ impl Proxy {
                 tls = handshake => tls,
                 _ = shared.drain.force.cancelled() => None,
             };
-            if let Some(tls) = tls {
+            if let Some((tls, asked)) = tls {
                 let chain = tls
                     .get_ref()
                     .1
                     .peer_certificates()
                     .map(|c| Arc::<[CertificateDer<'static>]>::from(c.to_vec()));
-                serve_conn(shared, tls, peer, local, true, chain).await;
+                let client = ClientCert { chain, asked };
+                serve_conn(shared, tls, peer, local, true, client).await;
             }
         })
     }
@@ -226,7 +236,14 @@ impl Proxy {
     {
         let shared = self.shared.clone();
         let tracker = shared.drain.tracker.clone();
-        tracker.track_future(serve_conn(shared, stream, peer, local, false, None))
+        tracker.track_future(serve_conn(
+            shared,
+            stream,
+            peer,
+            local,
+            false,
+            ClientCert::default(),
+        ))
     }
 }
 
@@ -263,7 +280,7 @@ async fn serve_conn<S>(
     peer: SocketAddr,
     local: SocketAddr,
     tls: bool,
-    client_chain: Option<Arc<[CertificateDer<'static>]>>,
+    client: ClientCert,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -273,7 +290,8 @@ async fn serve_conn<S>(
     let activity = super::idle::Activity::new(shared.options.limits.max_requests_per_connection);
     let ctx = Arc::new(ConnCtx {
         tls,
-        client_chain,
+        client_chain: client.chain,
+        client_cert_asked: client.asked,
         client_verdict: std::sync::Mutex::new(None),
         fwd: ForwardedValues::new(
             peer.ip(),

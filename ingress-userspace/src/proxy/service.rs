@@ -157,6 +157,12 @@ async fn pipeline(
     // The `ssl-client-*` headers for the upstream; `None`: the host does not ask.
     let client_cert_headers = match m.client_auth {
         None => None,
+        // A TLS connection made for a host that does not ask (HTTP/2 clients reuse one for
+        // every name its certificate covers) cannot show a certificate: 421 sends the
+        // client to a connection of its own for this host, whose handshake will ask.
+        Some(_) if conn.tls && !conn.client_cert_asked => {
+            return errors::status_response(StatusCode::MISDIRECTED_REQUEST);
+        }
         Some(check) => {
             let verdict = conn.client_verdict(&check.spec);
             match client_cert::decide(&check.spec, &verdict) {

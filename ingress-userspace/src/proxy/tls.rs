@@ -275,20 +275,21 @@ pub(crate) type ChooseConfig<'a> = &'a (dyn Fn(Option<&str>) -> Option<Arc<Serve
 
 /// Terminates TLS on `stream` within `timeout`, counting the outcome. With `choose`, the
 /// ClientHello is read first and its SNI picks the config (hosts that ask for client
-/// certificates); without, the acceptor's config is used straight away.
+/// certificates); without, the acceptor's config is used straight away. The flag says
+/// whether the handshake asked the client for a certificate.
 pub(crate) async fn accept<S>(
     acceptor: &TlsAcceptor,
     choose: Option<ChooseConfig<'_>>,
     stream: S,
     timeout: Duration,
     metrics: &ProxyMetrics,
-) -> Option<TlsStream<S>>
+) -> Option<(TlsStream<S>, bool)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let handshake = async {
         let Some(choose) = choose else {
-            return acceptor.accept(stream).await;
+            return acceptor.accept(stream).await.map(|s| (s, false));
         };
         let start =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
@@ -305,9 +306,11 @@ where
             });
             choose(sni.as_deref())
         };
+        let asked = config.is_some();
         start
             .into_stream(config.unwrap_or_else(|| acceptor.config().clone()))
             .await
+            .map(|s| (s, asked))
     };
     match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(tls)) => {
