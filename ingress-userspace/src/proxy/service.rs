@@ -200,11 +200,7 @@ async fn pipeline(
         return ProxyError::RateLimited.response();
     }
     if let Some(max) = policy.limit_connections {
-        if !policy
-            .limit_exempt
-            .iter()
-            .any(|n| n.contains(&conn.fwd.client_ip))
-        {
+        if !ratelimit::exempt(policy, conn.fwd.client_ip) {
             // A zone of its own: not the rate limit's buckets.
             let zone = target.limit_zone.rotate_left(1);
             match shared.conn_limiter.acquire(zone, conn.fwd.client_ip, max) {
@@ -256,12 +252,12 @@ async fn pipeline(
             client: conn.fwd.client_ip,
         };
         // Kept answers are per route, as nginx's cache is per location.
-        let scope = {
+        let scope = ext.cache.as_ref().map(|_| {
             let mut h = hash::Fnv::default();
             h.write(&target.limit_zone.to_le_bytes());
             h.write(m.route.map_or("", |r| r.path.as_str()).as_bytes());
             h.finish()
-        };
+        });
         match external_auth::check(&shared.auth_client, ext, &original, scope).await {
             external_auth::Verdict::Allow { pass, cookies } => {
                 auth_headers = pass;

@@ -187,6 +187,8 @@ pub fn build_host(
             continue;
         };
         let parsed = st.parsed.clone();
+        // Once per Ingress: resolving per path would repeat its diagnostics.
+        let db = annotated_default(resolver, st, diags);
         if parsed.rules.iter().any(|r| &r.host == host) {
             host_client_auth(host, st, &mut client_auth, diags);
             if let Some(a) = st.annotations() {
@@ -204,8 +206,7 @@ pub fn build_host(
             if !any_main && *host != HostMatch::Any {
                 if let Some(b) = &parsed.default_backend {
                     let up = http_upstream(resolver, st, b, diags);
-                    let db = annotated_default(resolver, st, diags);
-                    fallback = Some(target(st, 0, up, db));
+                    fallback = Some(target(st, 0, up, db.clone()));
                 }
             }
             any_main = true;
@@ -226,8 +227,7 @@ pub fn build_host(
                     continue;
                 }
                 let up = http_upstream(resolver, st, &p.backend, diags);
-                let db = annotated_default(resolver, st, diags);
-                let t = target(st, p.slot, up, db);
+                let t = target(st, p.slot, up, db.clone());
                 routes.push(RouteDraft {
                     path: p.path.clone(),
                     owner: parsed.clone(),

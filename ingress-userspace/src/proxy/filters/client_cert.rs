@@ -155,15 +155,7 @@ fn escaped_pem(der: &CertificateDer<'_>) -> String {
         pem.push('\n');
     }
     pem.push_str("-----END CERTIFICATE-----\n");
-    let mut out = String::with_capacity(pem.len() * 3 / 2);
-    for b in pem.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    super::external_auth::escape(&pem)
 }
 
 /// Removes what a client sent under the names the proxy sets, so an upstream never sees a

@@ -199,15 +199,15 @@ impl Original<'_> {
 }
 
 /// Asks the auth service of `cfg` about `req`, or takes its kept answer for the same
-/// `auth-cache-key` value within `scope` (the route).
+/// `auth-cache-key` value within `scope` (the route; given when `cfg` keeps answers).
 pub async fn check(
     client: &AuthClient,
     cfg: &ExternalAuth,
     req: &Original<'_>,
-    scope: u64,
+    scope: Option<u64>,
 ) -> Verdict {
     let now = Instant::now();
-    let cache_key = cfg.cache.as_ref().map(|c| {
+    let cache_key = cfg.cache.as_ref().zip(scope).map(|(c, scope)| {
         let value = super::hash::key_bytes(&c.key, req.uri, req.headers, req.client, req.tls);
         (scope, value)
     });
@@ -390,7 +390,7 @@ fn signin_redirect(signin: &str, param: &str, req: &Original<'_>) -> http::Respo
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986), as a query value.
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

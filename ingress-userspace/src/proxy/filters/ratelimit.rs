@@ -109,7 +109,7 @@ pub fn allowed(limiter: &RateLimiter, policy: &RoutePolicy, zone: u64, client: I
     if policy.limit_rps.is_none() && policy.limit_rpm.is_none() {
         return true;
     }
-    if policy.limit_exempt.iter().any(|n| n.contains(&client)) {
+    if exempt(policy, client) {
         return true;
     }
     let now = Instant::now();
@@ -121,6 +121,11 @@ pub fn allowed(limiter: &RateLimiter, policy: &RoutePolicy, zone: u64, client: I
             // A zone id of its own: the per-minute bucket is not the per-second one.
             limiter.check(!zone, client, Limit::per_minute(n, m), now)
         })
+}
+
+/// Whether `client` is in `limit-whitelist` / `limit-allowlist`, which every limit skips.
+pub fn exempt(policy: &RoutePolicy, client: IpAddr) -> bool {
+    policy.limit_exempt.iter().any(|n| n.contains(&client))
 }
 
 /// Drops buckets that have refilled (idle clients); if none has, the half least recently used.

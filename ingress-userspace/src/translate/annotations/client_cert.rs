@@ -103,7 +103,15 @@ pub fn ca_from_secret(
         .as_ref()
         .and_then(|d| d.get("ca.crt"))
         .ok_or("no key ca.crt")?;
-    let certs = CertificateDer::pem_slice_iter(&pem.0)
+    let (certs, roots) = ca_bundle(&pem.0)?;
+    Ok((certs, Arc::new(roots)))
+}
+
+/// A PEM `ca.crt` bundle: its certificates, in order, and the trust anchors made from them.
+pub(crate) fn ca_bundle(
+    pem: &[u8],
+) -> Result<(Vec<CertificateDer<'static>>, RootCertStore), String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("ca.crt: {e}"))?;
     if certs.is_empty() {
@@ -115,7 +123,7 @@ pub fn ca_from_secret(
             .add(cert.clone())
             .map_err(|e| format!("ca.crt: certificate {}: {e}", i + 1))?;
     }
-    Ok((certs, Arc::new(roots)))
+    Ok((certs, roots))
 }
 
 #[cfg(test)]

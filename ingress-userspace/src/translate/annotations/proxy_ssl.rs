@@ -4,7 +4,7 @@
 //! [`from_secret`]. `proxy-ssl-protocols` and `proxy-ssl-ciphers` are not read.
 use k8s_openapi::api::core::v1::Secret;
 use rustls::{sign::CertifiedKey, RootCertStore};
-use rustls_pki_types::{pem::PemObject, CertificateDer};
+use rustls_pki_types::CertificateDer;
 
 use super::{auth::parse_secret_ref, AnnotationError, Annotations, Reader};
 use crate::{config::NamespacedName, translate::hosts::validate_dns_name};
@@ -80,25 +80,11 @@ pub fn from_secret(
 > {
     let data = secret.data.as_ref();
     let get = |k: &str| data.and_then(|d| d.get(k)).map(|b| b.0.as_slice());
-    let mut ca = Vec::new();
-    let mut roots = RootCertStore::empty();
-    match get("ca.crt") {
-        Some(pem) => {
-            ca = CertificateDer::pem_slice_iter(pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("ca.crt: {e}"))?;
-            if ca.is_empty() {
-                return Err("ca.crt: no certificate".into());
-            }
-            for (i, cert) in ca.iter().enumerate() {
-                roots
-                    .add(cert.clone())
-                    .map_err(|e| format!("ca.crt: certificate {}: {e}", i + 1))?;
-            }
-        }
+    let (ca, roots) = match get("ca.crt") {
+        Some(pem) => super::client_cert::ca_bundle(pem)?,
         None if verify => return Err("no key ca.crt (proxy-ssl-verify is on)".into()),
-        None => {}
-    }
+        None => (Vec::new(), RootCertStore::empty()),
+    };
     let client = match (get("tls.crt"), get("tls.key")) {
         (Some(chain), Some(key)) => {
             Some(crate::translate::tls::certified_key_from_pem(chain, key)?)
