@@ -368,8 +368,10 @@ pub struct RoutePolicy {
     /// default backend's answer (or a short proxy-generated body if there is none).
     pub custom_http_errors: Vec<u16>,
     pub load_balance: LoadBalance,
-    /// Retry idempotent requests that failed before any byte was sent (tries incl. first).
+    /// Tries per request, the first included (`proxy-next-upstream-tries`).
     pub max_attempts: u32,
+    /// Which failures send a request on to the next endpoint (`proxy-next-upstream`).
+    pub next_upstream: NextUpstream,
     /// `upstream-vhost`: the Host (and HTTP/2 `:authority`) the upstream sees instead of the
     /// client's; `X-Forwarded-Host` keeps the client's. A valid `host[:port]`.
     pub upstream_vhost: Option<String>,
@@ -412,6 +414,7 @@ impl Default for RoutePolicy {
             custom_http_errors: Vec::new(),
             load_balance: LoadBalance::RoundRobin,
             max_attempts: 3,
+            next_upstream: NextUpstream::default(),
             upstream_vhost: None,
             forwarded_prefix: None,
             hash_by: None,
@@ -428,6 +431,66 @@ pub struct Redirect {
     /// 301/308 for permanent, 302/307 for temporal (`*-redirect-code` annotations).
     pub status: u16,
     pub location: String,
+}
+
+/// When a request goes on to the next endpoint (nginx's `proxy_next_upstream`). A request
+/// that reached an upstream goes again only without a body (client bodies are streamed, not
+/// kept) and, unless `non_idempotent`, only with an idempotent method.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextUpstream {
+    /// A connection that could not be made (refused, reset, unreachable): `error`.
+    pub connect_error: bool,
+    /// A connection not made within the connect timeout: `timeout`.
+    pub connect_timeout: bool,
+    /// The request was sent and the exchange failed before a response head: `error`,
+    /// `invalid_header`.
+    pub sent_error: bool,
+    /// The request was sent and no response head came within the read timeout: `timeout`.
+    pub sent_timeout: bool,
+    /// Upstream answers that go on to the next endpoint (`http_500`, `http_502`...).
+    pub statuses: Vec<u16>,
+    /// Non-idempotent methods go on too (`non_idempotent`).
+    pub non_idempotent: bool,
+    /// `proxy-next-upstream-timeout`: no new try once this long has passed.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for NextUpstream {
+    /// Without the annotation: connect failures only, for idempotent requests.
+    fn default() -> Self {
+        NextUpstream {
+            connect_error: true,
+            connect_timeout: true,
+            sent_error: false,
+            sent_timeout: false,
+            statuses: Vec::new(),
+            non_idempotent: false,
+            timeout: None,
+        }
+    }
+}
+
+impl NextUpstream {
+    /// No try after the first (`off`).
+    pub fn off() -> Self {
+        NextUpstream {
+            connect_error: false,
+            connect_timeout: false,
+            ..NextUpstream::default()
+        }
+    }
+
+    /// Whether a failure after the request was sent can send it again, so a copy of its
+    /// head must be kept.
+    pub fn after_send(&self) -> bool {
+        self.sent_error || self.sent_timeout || !self.statuses.is_empty()
+    }
+
+    /// Whether an upstream answer with `status` counts against its endpoint, as nginx's
+    /// `max_fails` counts them: 500, 502, 503, 504 and 429, never 403 or 404.
+    pub fn status_is_failure(status: u16) -> bool {
+        matches!(status, 500 | 502 | 503 | 504 | 429)
+    }
 }
 
 /// Upstream timeouts (`proxy-*-timeout`, seconds in annotations).

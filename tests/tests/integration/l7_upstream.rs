@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use bytes::Bytes;
 use ingress::{
     proxy::metrics::UpstreamErrorKind,
-    snapshot::{Canary, CookieAffinity, LoadBalance, Pattern, RouteTarget},
+    snapshot::{Canary, CookieAffinity, LoadBalance, Pattern, RoutePolicy, RouteTarget},
 };
 use tests::{l7::*, upstream::*};
 
@@ -641,5 +641,248 @@ async fn l7_one_service_port_two_backend_protocols() -> anyhow::Result<()> {
         let seen = up.last().ok_or_else(|| anyhow::anyhow!("nothing seen"))?;
         assert_eq!(seen.version, want, "{host}");
     }
+    Ok(())
+}
+
+/// An HTTP/1.1 upstream answering every request (keep-alive) with `status` after `delay`,
+/// counting the requests it read.
+async fn answering(
+    name: &'static str,
+    status: u16,
+    delay: Duration,
+) -> anyhow::Result<(RawUpstream, Arc<std::sync::atomic::AtomicUsize>)> {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use tokio::io::AsyncWriteExt;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let count = hits.clone();
+    let up = RawUpstream::start(move |mut s, _| {
+        let count = count.clone();
+        async move {
+            while read_head(&mut s).await.is_some() {
+                count.fetch_add(1, SeqCst);
+                tokio::time::sleep(delay).await;
+                let body = format!("{name} says {status}");
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nx-upstream: {name}\r\n\r\n{body}",
+                    body.len()
+                );
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await?;
+    Ok((up, hits))
+}
+
+/// `proxy-next-upstream`: chosen answers, errors and timeouts after the request was sent go
+/// on to the next endpoint for bodiless requests, within the tries and the
+/// `proxy-next-upstream-timeout`; `off` stops even connect-failure retries.
+#[tokio::test]
+async fn l7_proxy_next_upstream_conditions() -> anyhow::Result<()> {
+    use ingress::snapshot::NextUpstream;
+    use std::sync::atomic::Ordering::SeqCst;
+    let good = TestServer::echo("good").await?;
+    let (busy, busy_hits) = answering("busy", 503, Duration::ZERO).await?;
+    let (busy2, busy2_hits) = answering("busy2", 503, Duration::ZERO).await?;
+    let (slow503, slow503_hits) = answering("slow503", 503, Duration::from_millis(150)).await?;
+    let slow = TestServer::echo_slow("slow", Duration::from_secs(2)).await?;
+    let resetter = Resetter::start().await?;
+    let refused = refused_addr().await?;
+
+    let with = |next: NextUpstream| {
+        let mut p = test_policy();
+        p.next_upstream = next;
+        p
+    };
+    let on_503 = NextUpstream {
+        statuses: vec![503],
+        ..NextUpstream::default()
+    };
+    let mut on_503_any_method = on_503.clone();
+    on_503_any_method.non_idempotent = true;
+    let mut on_503_within = on_503.clone();
+    on_503_within.timeout = Some(Duration::from_millis(50));
+    let mut timeout_policy = with(NextUpstream {
+        sent_timeout: true,
+        ..NextUpstream::default()
+    });
+    timeout_policy.timeouts.read = Duration::from_millis(300);
+    let mut no_timeout_policy = test_policy();
+    no_timeout_policy.timeouts.read = Duration::from_millis(300);
+    let route = |name: &str, eps: &[std::net::SocketAddr], p: RoutePolicy| {
+        target_with(name, upstream(name, eps), p)
+    };
+    let l7 = L7::start(snapshot(vec![vhost(
+        "n.test",
+        vec![
+            prefix(
+                "/503",
+                &route("s", &[busy.addr, good.addr], with(on_503.clone())),
+            ),
+            prefix(
+                "/any-method",
+                &route("m", &[busy.addr, good.addr], with(on_503_any_method)),
+            ),
+            prefix(
+                "/all-busy",
+                &route("a", &[busy.addr, busy2.addr], with(on_503.clone())),
+            ),
+            prefix(
+                "/within",
+                &route("w", &[slow503.addr, good.addr], with(on_503_within)),
+            ),
+            prefix(
+                "/timeout",
+                &route("t", &[slow.addr, good.addr], timeout_policy),
+            ),
+            prefix(
+                "/no-timeout",
+                &route("nt", &[slow.addr, good.addr], no_timeout_policy),
+            ),
+            prefix(
+                "/reset",
+                &route(
+                    "r",
+                    &[resetter.addr, good.addr],
+                    with(NextUpstream {
+                        sent_error: true,
+                        ..NextUpstream::default()
+                    }),
+                ),
+            ),
+            prefix(
+                "/off",
+                &route("o", &[refused, good.addr], with(NextUpstream::off())),
+            ),
+        ],
+    )]))
+    .await?;
+
+    // A 503 goes on to the next endpoint: the client sees the good answer.
+    for i in 0..3 {
+        let r = get(l7.http, "n.test", &format!("/503/{i}")).await?;
+        assert_eq!(
+            (r.status.as_u16(), r.upstream()),
+            (200, Some("good")),
+            "GET {i}"
+        );
+    }
+    assert!(
+        busy_hits.load(SeqCst) >= 1,
+        "the 503 endpoint was never tried"
+    );
+
+    // A request with a body is streamed, not kept: it cannot go again, and the 503 stands.
+    // A bodiless POST is not idempotent: it goes again only with `non_idempotent`.
+    // (Each list in a loop of its own: round robin alternates per pick, so interleaving
+    // two kinds of request on one route would give each the same endpoint every time.)
+    let post = |path: String, body: &'static [u8]| {
+        send(
+            l7.http,
+            build(
+                http::Method::POST,
+                "n.test",
+                &path,
+                Bytes::from_static(body),
+            ),
+        )
+    };
+    let mut with_body = Vec::new();
+    for i in 0..4 {
+        with_body.push(
+            post(format!("/503/b{i}"), b"payload")
+                .await?
+                .status
+                .as_u16(),
+        );
+    }
+    let mut bodiless = Vec::new();
+    for i in 0..4 {
+        bodiless.push(post(format!("/503/e{i}"), b"").await?.status.as_u16());
+    }
+    let mut any_method = Vec::new();
+    for i in 0..4 {
+        any_method.push(post(format!("/any-method/{i}"), b"").await?.status.as_u16());
+    }
+    assert!(
+        with_body.contains(&503),
+        "POST with a body went again: {with_body:?}"
+    );
+    assert!(
+        bodiless.contains(&503),
+        "bodiless POST went again: {bodiless:?}"
+    );
+    assert!(
+        any_method.iter().all(|s| *s == 200),
+        "non_idempotent: {any_method:?}"
+    );
+
+    // Every endpoint answers 503: the last answer is the client's, body and all, after one
+    // try on each endpoint.
+    let (b1, b2) = (busy_hits.load(SeqCst), busy2_hits.load(SeqCst));
+    let r = get(l7.http, "n.test", "/all-busy").await?;
+    assert_eq!(r.status.as_u16(), 503);
+    assert!(r.text().ends_with("says 503"), "{}", r.text());
+    assert_eq!(busy_hits.load(SeqCst) - b1, 1);
+    assert_eq!(busy2_hits.load(SeqCst) - b2, 1);
+
+    // `proxy-next-upstream-timeout`: once it has passed, no new try; the 503 stands.
+    let mut within = Vec::new();
+    for i in 0..4 {
+        within.push(
+            get(l7.http, "n.test", &format!("/within/{i}"))
+                .await?
+                .status
+                .as_u16(),
+        );
+    }
+    assert!(within.contains(&503), "{within:?}");
+    assert!(slow503_hits.load(SeqCst) >= 1);
+
+    // `timeout`: no response head within the read timeout goes on; without it, 504.
+    for i in 0..2 {
+        let r = get(l7.http, "n.test", &format!("/timeout/{i}")).await?;
+        assert_eq!(
+            (r.status.as_u16(), r.upstream()),
+            (200, Some("good")),
+            "timeout {i}"
+        );
+    }
+    let mut plain = Vec::new();
+    for i in 0..2 {
+        plain.push(
+            get(l7.http, "n.test", &format!("/no-timeout/{i}"))
+                .await?
+                .status
+                .as_u16(),
+        );
+    }
+    assert!(plain.contains(&504), "{plain:?}");
+
+    // `error`: a connection reset after the request was sent goes on (by default: 502).
+    for i in 0..4 {
+        let r = get(l7.http, "n.test", &format!("/reset/{i}")).await?;
+        assert_eq!(
+            (r.status.as_u16(), r.upstream()),
+            (200, Some("good")),
+            "reset {i}"
+        );
+    }
+    assert!(resetter.accepted.load(SeqCst) >= 1);
+
+    // `off`: not even a refused connection is retried.
+    let mut off = Vec::new();
+    for i in 0..4 {
+        off.push(
+            get(l7.http, "n.test", &format!("/off/{i}"))
+                .await?
+                .status
+                .as_u16(),
+        );
+    }
+    assert!(off.contains(&502), "{off:?}");
+    assert!(off.contains(&200), "{off:?}");
     Ok(())
 }

@@ -1,7 +1,10 @@
-//! `backend-protocol`, `load-balance`, `proxy-next-upstream-tries`, `upstream-vhost`,
-//! `x-forwarded-prefix`, `upstream-hash-by`, `service-upstream`.
+//! `backend-protocol`, `load-balance`, `proxy-next-upstream`, `proxy-next-upstream-tries`,
+//! `proxy-next-upstream-timeout`, `upstream-vhost`, `x-forwarded-prefix`, `upstream-hash-by`,
+//! `service-upstream`.
+use std::time::Duration;
+
 use super::{no_space_or_control, parse_in_range, AnnotationError, Annotations, Reader};
-use crate::snapshot::{BackendProtocol, HashKey, HashPart, LoadBalance};
+use crate::snapshot::{BackendProtocol, HashKey, HashPart, LoadBalance, NextUpstream};
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
     if let Some(p) = r.get("backend-protocol", parse_protocol)? {
@@ -15,6 +18,15 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     })? {
         a.policy.max_attempts = n;
     }
+    if let Some(next) = r.get("proxy-next-upstream", parse_next_upstream)? {
+        a.policy.next_upstream = next;
+    }
+    if let Some(t) = r.get("proxy-next-upstream-timeout", |v| {
+        parse_in_range(v.strip_suffix('s').unwrap_or(v), 0u64..=604_800)
+    })? {
+        // 0 is nginx's "no limit".
+        a.policy.next_upstream.timeout = (t != 0).then(|| Duration::from_secs(t));
+    }
     a.service_upstream = r.flag("service-upstream")?.unwrap_or(false);
     a.policy.upstream_vhost = r.get("upstream-vhost", parse_vhost)?;
     a.policy.hash_by = r.get("upstream-hash-by", parse_hash_key)?;
@@ -26,6 +38,52 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         Ok(v.to_owned())
     })?;
     Ok(())
+}
+
+/// nginx's `proxy_next_upstream` list: `error`, `timeout`, `invalid_header`, `http_500`,
+/// `http_502`, `http_503`, `http_504`, `http_403`, `http_404`, `http_429`, `non_idempotent`,
+/// or `off` alone.
+fn parse_next_upstream(v: &str) -> Result<NextUpstream, String> {
+    let mut next = NextUpstream::off();
+    let mut words = 0;
+    for word in v.split_ascii_whitespace() {
+        words += 1;
+        match word {
+            "off" => {}
+            "error" | "invalid_header" => {
+                next.connect_error = true;
+                next.sent_error = true;
+            }
+            "timeout" => {
+                next.connect_timeout = true;
+                next.sent_timeout = true;
+            }
+            "non_idempotent" => next.non_idempotent = true,
+            _ => {
+                let status = word
+                    .strip_prefix("http_")
+                    .and_then(|c| c.parse::<u16>().ok())
+                    .filter(|c| matches!(c, 500 | 502 | 503 | 504 | 403 | 404 | 429))
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown condition {word:?} (expected error, timeout, invalid_header, \
+                             http_500, http_502, http_503, http_504, http_403, http_404, \
+                             http_429, non_idempotent or off)"
+                        )
+                    })?;
+                if !next.statuses.contains(&status) {
+                    next.statuses.push(status);
+                }
+            }
+        }
+    }
+    if words == 0 {
+        return Err("expected a list of conditions, or off".into());
+    }
+    if v.split_ascii_whitespace().any(|w| w == "off") && words > 1 {
+        return Err("off cannot be combined with other conditions".into());
+    }
+    Ok(next)
 }
 
 /// An nginx-style key (`$request_uri`, `$http_x_user$arg_id`, `${cookie_sid}-x`): text and
@@ -254,5 +312,81 @@ mod tests {
         assert_eq!(ok("proxy-next-upstream-tries", "5").policy.max_attempts, 5);
         assert_eq!(ok("proxy-next-upstream-tries", "1").policy.max_attempts, 1);
         assert_rejects("proxy-next-upstream-tries", &["0", "101", "-1", "three"]);
+    }
+
+    #[test]
+    fn next_upstream_conditions() {
+        use crate::snapshot::NextUpstream;
+        assert_eq!(
+            nginx(&[]).expect("empty").policy.next_upstream,
+            NextUpstream::default()
+        );
+        let n = ok(
+            "proxy-next-upstream",
+            "error timeout http_502 http_503 http_502",
+        )
+        .policy
+        .next_upstream;
+        assert!(n.connect_error && n.connect_timeout && n.sent_error && n.sent_timeout);
+        assert_eq!(n.statuses, vec![502, 503]);
+        assert!(!n.non_idempotent);
+        assert!(n.after_send());
+
+        let n = ok("proxy-next-upstream", "http_404  non_idempotent")
+            .policy
+            .next_upstream;
+        assert!(!n.connect_error && !n.connect_timeout && !n.sent_error && !n.sent_timeout);
+        assert_eq!(n.statuses, vec![404]);
+        assert!(n.non_idempotent);
+
+        let n = ok("proxy-next-upstream", "timeout").policy.next_upstream;
+        assert!(!n.connect_error && n.connect_timeout && !n.sent_error && n.sent_timeout);
+        let n = ok("proxy-next-upstream", "invalid_header")
+            .policy
+            .next_upstream;
+        assert!(n.connect_error && n.sent_error && !n.sent_timeout);
+
+        let off = ok("proxy-next-upstream", "off").policy.next_upstream;
+        assert_eq!(off, NextUpstream::off());
+        assert!(!off.after_send());
+
+        assert_rejects(
+            "proxy-next-upstream",
+            &[
+                "",
+                "  ",
+                "http_501",
+                "http_5xx",
+                "error off",
+                "retry",
+                "http_",
+            ],
+        );
+    }
+
+    #[test]
+    fn next_upstream_timeout() {
+        use std::time::Duration;
+        let t = |v: &str| {
+            ok("proxy-next-upstream-timeout", v)
+                .policy
+                .next_upstream
+                .timeout
+        };
+        assert_eq!(t("10"), Some(Duration::from_secs(10)));
+        assert_eq!(t("3s"), Some(Duration::from_secs(3)));
+        assert_eq!(t("0"), None);
+        // The timeout combines with the condition list whatever their order.
+        let a = nginx(&[
+            ("proxy-next-upstream-timeout", "7"),
+            ("proxy-next-upstream", "http_503"),
+        ])
+        .expect("valid");
+        assert_eq!(a.policy.next_upstream.timeout, Some(Duration::from_secs(7)));
+        assert_eq!(a.policy.next_upstream.statuses, vec![503]);
+        assert_rejects(
+            "proxy-next-upstream-timeout",
+            &["-1", "1m", "ten", "604801"],
+        );
     }
 }
