@@ -159,6 +159,17 @@ pub fn parse(ing: &Ingress) -> ParsedIngress {
             format!("annotation {key} ignored: snippets are not supported"),
         ));
     }
+    if !parsed.unread.is_empty() {
+        out.notes.push(Diagnostic::new(
+            origin.clone(),
+            reason::ANNOTATION_IGNORED,
+            format!(
+                "annotations not used (unknown to ingressd, or without effect with the \
+                 others given): {}",
+                parsed.unread.join(", ")
+            ),
+        ));
+    }
     let ann = match parsed.result {
         Ok(a) => a,
         Err(e) => {

@@ -55,6 +55,8 @@ pub mod reason {
     pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
     /// A `*-snippet` annotation was ignored.
     pub const SNIPPET_REJECTED: &str = "SnippetRejected";
+    /// Annotations under our prefixes that nothing read (unknown here, or without effect).
+    pub const ANNOTATION_IGNORED: &str = "AnnotationIgnored";
     /// The `auth-secret` is missing or unusable; the whole Ingress is not applied.
     pub const AUTH_SECRET_INVALID: &str = "AuthSecretInvalid";
     /// A canary rule has no main route to attach to.

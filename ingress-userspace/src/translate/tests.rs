@@ -896,6 +896,7 @@ fn annotations_apply_to_every_route_of_the_ingress() {
         .annotation("proxy-body-size", "8m")
         .own_annotation("whitelist-source-range", "10.0.0.0/8")
         .annotation("configuration-snippet", "deny all;")
+        .annotation("proxy-buffering", "on")
         .host("a.example")
         .path("/x", "Prefix", "web", 80)
         .path("/y", "Prefix", "web", 80)
@@ -907,7 +908,22 @@ fn annotations_apply_to_every_route_of_the_ingress() {
     let t = run(objs);
     assert_eq!(
         diags(&t),
-        vec![("limited".into(), reason::SNIPPET_REJECTED)]
+        vec![
+            ("limited".into(), reason::ANNOTATION_IGNORED),
+            ("limited".into(), reason::SNIPPET_REJECTED)
+        ]
+    );
+    let ignored = t
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == reason::ANNOTATION_IGNORED)
+        .map(|d| d.message.as_str());
+    assert_eq!(
+        ignored,
+        Some(
+            "annotations not used (unknown to ingressd, or without effect with the others \
+             given): nginx.ingress.kubernetes.io/proxy-buffering"
+        )
     );
     let vh = vhost(&t, &exact("a.example"));
     for route in &vh.routes {

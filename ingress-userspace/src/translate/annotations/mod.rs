@@ -3,11 +3,16 @@
 //! Annotations are read under `nginx.ingress.kubernetes.io/` (ingress-nginx compatibility) and
 //! under our own prefix `ingress.example.dev/`; when both name the same annotation, ours wins
 //! and the other is not looked at. Values are validated: one invalid value rejects the whole
-//! Ingress rather than applying it half-way. Unknown annotations are ignored. Annotations never
-//! execute anything: every `*-snippet` annotation is rejected and ignored.
+//! Ingress rather than applying it half-way. Annotations under either prefix that nothing read
+//! (unknown here, or without effect given the others) are listed, for a Warning, and otherwise
+//! ignored. Annotations never execute anything: every `*-snippet` annotation is rejected and
+//! ignored.
 //!
 //! One file per family; each `parse` reads its annotations into [`Annotations`].
-use std::collections::BTreeMap;
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use thiserror::Error;
 
@@ -112,6 +117,9 @@ pub struct Parsed {
     pub result: Result<Annotations, AnnotationError>,
     /// `*-snippet` annotation keys that were ignored.
     pub rejected_snippets: Vec<String>,
+    /// Keys under our prefixes that nothing read: unknown here, or without effect given the
+    /// others (`session-cookie-name` without `affinity`). Empty when `result` is an error.
+    pub unread: Vec<String>,
 }
 
 type Family = fn(&Reader<'_>, &mut Annotations) -> Result<(), AnnotationError>;
@@ -143,9 +151,14 @@ pub fn parse(namespace: &str, annotations: Option<&BTreeMap<String, String>>) ->
         .iter()
         .try_for_each(|family| family(&reader, &mut out))
         .map(|()| out);
+    let unread = match result {
+        Ok(_) => reader.unread(),
+        Err(_) => Vec::new(),
+    };
     Parsed {
         result,
         rejected_snippets,
+        unread,
     }
 }
 
@@ -161,6 +174,8 @@ struct Value<'a> {
 pub(crate) struct Reader<'a> {
     by_name: BTreeMap<&'a str, Value<'a>>,
     namespace: &'a str,
+    /// Names some family looked up.
+    read: RefCell<BTreeSet<&'a str>>,
 }
 
 impl<'a> Reader<'a> {
@@ -190,7 +205,22 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        (Reader { by_name, namespace }, rejected)
+        let reader = Reader {
+            by_name,
+            namespace,
+            read: RefCell::default(),
+        };
+        (reader, rejected)
+    }
+
+    /// Full keys of the annotations no family looked up.
+    fn unread(&self) -> Vec<String> {
+        let read = self.read.borrow();
+        self.by_name
+            .iter()
+            .filter(|(name, _)| !read.contains(*name))
+            .map(|(_, v)| v.key.to_owned())
+            .collect()
     }
 
     /// Namespace of the Ingress being read.
@@ -222,9 +252,14 @@ impl<'a> Reader<'a> {
         own_only: bool,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<Option<T>, AnnotationError> {
-        let Some(v) = self.by_name.get(name).filter(|v| v.own || !own_only) else {
+        let Some((name, v)) = self
+            .by_name
+            .get_key_value(name)
+            .filter(|(_, v)| v.own || !own_only)
+        else {
             return Ok(None);
         };
+        self.read.borrow_mut().insert(name);
         parse(v.value.trim())
             .map(Some)
             .map_err(|reason| AnnotationError {
@@ -407,7 +442,46 @@ mod tests {
         let p = parse("ns", Some(&map));
         assert_eq!(p.result, Ok(Annotations::default()));
         assert!(p.rejected_snippets.is_empty());
+        // Ours are listed; a foreign prefix is none of our business.
+        assert_eq!(p.unread, vec![format!("{NGINX_PREFIX}no-such-thing")]);
         assert_eq!(parse("ns", None).result, Ok(Annotations::default()));
+    }
+
+    #[test]
+    fn annotations_nothing_read_are_listed() {
+        let map = BTreeMap::from([
+            (format!("{NGINX_PREFIX}proxy-buffering"), "on".to_owned()),
+            (format!("{OWN_PREFIX}limit-rsp"), "5".to_owned()),
+            // Read only with `affinity: cookie`: without it, it has no effect.
+            (format!("{NGINX_PREFIX}session-cookie-name"), "s".to_owned()),
+            // Ours only: the nginx-prefixed one means nothing here.
+            (format!("{NGINX_PREFIX}proxy-protocol"), "true".to_owned()),
+            (format!("{NGINX_PREFIX}ssl-redirect"), "false".to_owned()),
+            // Shadowed by ours: not listed, ours was read.
+            (format!("{NGINX_PREFIX}limit-rps"), "1".to_owned()),
+            (format!("{OWN_PREFIX}limit-rps"), "2".to_owned()),
+        ]);
+        let p = parse("ns", Some(&map));
+        assert_eq!(p.result.as_ref().map(|a| a.policy.limit_rps), Ok(Some(2)));
+        assert_eq!(
+            p.unread,
+            vec![
+                format!("{OWN_PREFIX}limit-rsp"),
+                format!("{NGINX_PREFIX}proxy-buffering"),
+                format!("{NGINX_PREFIX}proxy-protocol"),
+                format!("{NGINX_PREFIX}session-cookie-name"),
+            ]
+        );
+        // With `affinity: cookie` the cookie name is read.
+        let mut with = map.clone();
+        with.insert(format!("{NGINX_PREFIX}affinity"), "cookie".to_owned());
+        let p = parse("ns", Some(&with));
+        assert!(!p.unread.iter().any(|k| k.ends_with("session-cookie-name")));
+        // An invalid value rejects the Ingress; nothing is listed then.
+        with.insert(format!("{NGINX_PREFIX}limit-connections"), "x".to_owned());
+        let p = parse("ns", Some(&with));
+        assert!(p.result.is_err());
+        assert!(p.unread.is_empty());
     }
 
     #[test]
