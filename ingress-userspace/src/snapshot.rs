@@ -522,6 +522,13 @@ pub struct CookieAffinity {
     pub path: Option<String>,
     /// `session-cookie-max-age` seconds.
     pub max_age: Option<u64>,
+    /// `session-cookie-expires` seconds: an `Expires` date that far ahead, for clients that
+    /// ignore `Max-Age`.
+    pub expires: Option<u64>,
+    /// `session-cookie-change-on-failure`: when the cookie's endpoint failed or is ejected and
+    /// another one served, the cookie names the new one. Off (ingress-nginx's default), the
+    /// client keeps its cookie and goes back to its endpoint once that recovers.
+    pub change_on_failure: bool,
     /// `session-cookie-samesite`: `Strict`, `Lax` or `None`.
     pub same_site: Option<&'static str>,
     /// `session-cookie-secure`: `Secure` even over plain HTTP (it is always set over HTTPS,

@@ -337,11 +337,13 @@ async fn pipeline(
     if upstream.endpoints.is_empty() {
         return own_error(ProxyError::NoEndpoints).await;
     }
-    let sticky = policy
+    let cookie = policy
         .affinity
         .as_ref()
-        .and_then(|a| affinity::cookie_value(req.headers(), &a.name))
-        .and_then(|v| upstream.by_cookie(v));
+        .and_then(|a| affinity::cookie_value(req.headers(), &a.name));
+    let sticky = cookie.and_then(|v| upstream.by_cookie(v));
+    // Whether the cookie names an endpoint that exists, even one ejected for failing.
+    let cookie_known = sticky.is_some() || cookie.is_some_and(|v| upstream.knows_cookie(v));
     let preferred = sticky.or_else(|| {
         let key = policy.hash_by.as_ref()?;
         let h = hash::key(key, req.uri(), req.headers(), conn.fwd.client_ip, conn.tls);
@@ -483,7 +485,7 @@ async fn pipeline(
         redirect::rewrite_upstream_redirects(&mut rparts.headers, from, to);
     }
     if let Some(aff) = &policy.affinity {
-        if sticky != Some(fwd.index) {
+        if affinity::sets_cookie(aff, fwd.index, sticky, cookie_known) {
             let route_path = match m.route.map(|r| &r.path) {
                 Some(PathMatch::Prefix(p) | PathMatch::Exact(p)) => p.as_str(),
                 _ => "/",

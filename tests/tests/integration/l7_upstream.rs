@@ -133,8 +133,10 @@ async fn l7_cookie_affinity() -> anyhow::Result<()> {
         name: "INGRESSCOOKIE".into(),
         path: None,
         max_age: Some(3600),
+        expires: None,
         same_site: None,
         secure: false,
+        change_on_failure: false,
     });
     let snap_for = |addrs: &[std::net::SocketAddr]| {
         let t = target_with("sticky", upstream("sticky", addrs), policy.clone());
@@ -198,6 +200,94 @@ async fn l7_cookie_affinity() -> anyhow::Result<()> {
     assert!(r
         .header("set-cookie")
         .is_some_and(|c| !c.starts_with(&cookie)));
+    Ok(())
+}
+
+/// `session-cookie-change-on-failure`: when the cookie's endpoint fails and another one
+/// serves, the cookie is kept by default (the client goes back once its endpoint recovers)
+/// and moved to the new endpoint when asked. `session-cookie-expires` adds an `Expires` date.
+#[tokio::test]
+async fn l7_cookie_affinity_on_failure() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    // s0 closes every connection after its answer, so none is pooled: once it is dropped,
+    // connections to it are refused.
+    let s0 = RawUpstream::start(|mut s, _| async move {
+        if read_head(&mut s).await.is_some() {
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\
+                          x-upstream: s0\r\n\r\nok";
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    })
+    .await?;
+    let s1 = TestServer::echo("s1").await?;
+    let addrs = [s0.addr, s1.addr];
+    let policy = |change_on_failure: bool| {
+        let mut p = test_policy();
+        p.affinity = Some(CookieAffinity {
+            name: "route".into(),
+            path: None,
+            max_age: None,
+            expires: Some(7200),
+            same_site: None,
+            secure: false,
+            change_on_failure,
+        });
+        p
+    };
+    let keep = target_with("keep", upstream("keep", &addrs), policy(false));
+    let change = target_with("change", upstream("change", &addrs), policy(true));
+    let l7 = L7::start(snapshot(vec![vhost(
+        "aff.test",
+        vec![prefix("/keep", &keep), prefix("/change", &change)],
+    )]))
+    .await?;
+
+    // A cookie for s0 on each route: ask until s0 serves one without a cookie.
+    let mut cookies = HashMap::new();
+    for route in ["/keep", "/change"] {
+        for _ in 0..4 {
+            let r = get(l7.http, "aff.test", route).await?;
+            let set = r.header("set-cookie").unwrap_or_default().to_string();
+            assert!(set.contains("; Expires="), "{set}");
+            if r.upstream() == Some("s0") {
+                let cookie = set.split(';').next().unwrap_or_default().to_string();
+                cookies.insert(route, cookie);
+                break;
+            }
+        }
+    }
+    let with_cookie = |route: &str| -> anyhow::Result<_> {
+        Ok(http::Request::builder()
+            .uri(route)
+            .header("host", "aff.test")
+            .header("cookie", cookies.get(route).cloned().unwrap_or_default())
+            .body(http_body_util::Full::new(Bytes::new()))?)
+    };
+    assert_eq!(cookies.len(), 2, "s0 never served");
+    // s0 goes down (connections refused): s1 serves the retried GET.
+    drop(s0);
+    let r = send(l7.http, with_cookie("/keep")?).await?;
+    assert_eq!((r.status.as_u16(), r.upstream()), (200, Some("s1")));
+    assert!(
+        r.header("set-cookie").is_none(),
+        "cookie moved without change-on-failure"
+    );
+    let r = send(l7.http, with_cookie("/change")?).await?;
+    assert_eq!((r.status.as_u16(), r.upstream()), (200, Some("s1")));
+    let moved = r.header("set-cookie").unwrap_or_default().to_string();
+    assert!(
+        moved.starts_with("route=") && !moved.starts_with(&cookies["/change"]),
+        "{moved}"
+    );
+    // The moved cookie sticks to s1 and is not set again.
+    let again = http::Request::builder()
+        .uri("/change")
+        .header("host", "aff.test")
+        .header("cookie", moved.split(';').next().unwrap_or_default())
+        .body(http_body_util::Full::new(Bytes::new()))?;
+    let r = send(l7.http, again).await?;
+    assert_eq!(r.upstream(), Some("s1"));
+    assert!(r.header("set-cookie").is_none());
     Ok(())
 }
 

@@ -15,6 +15,21 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim_matches('"'))
 }
 
+/// Whether a response served by endpoint `served` sets the cookie: not when the cookie
+/// already names it, nor when it names another endpoint that still exists (failed or
+/// ejected), unless `change-on-failure` says so.
+pub fn sets_cookie(
+    aff: &CookieAffinity,
+    served: usize,
+    routed: Option<usize>,
+    named_exists: bool,
+) -> bool {
+    if routed == Some(served) {
+        return false;
+    }
+    !named_exists || aff.change_on_failure
+}
+
 /// The `Set-Cookie` value naming endpoint cookie `value`, for a request that came over TLS
 /// or not (`Secure` over HTTPS, as ingress-nginx sets it).
 pub fn set_cookie(
@@ -25,6 +40,10 @@ pub fn set_cookie(
 ) -> Option<HeaderValue> {
     let path = aff.path.as_deref().unwrap_or(route_path);
     let mut s = format!("{}={}; Path={}", aff.name, value, path);
+    if let Some(secs) = aff.expires {
+        let at = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
+        s.push_str(&format!("; Expires={}", httpdate::fmt_http_date(at)));
+    }
     if let Some(age) = aff.max_age {
         s.push_str(&format!("; Max-Age={age}"));
     }
@@ -55,8 +74,10 @@ mod tests {
             name: "INGRESSCOOKIE".into(),
             path: None,
             max_age: Some(60),
+            expires: None,
             same_site: None,
             secure: false,
+            change_on_failure: false,
         };
         let v = set_cookie(&aff, "abc", "/app", false).unwrap_or_else(|| panic!("no cookie"));
         assert_eq!(v, "INGRESSCOOKIE=abc; Path=/app; Max-Age=60; HttpOnly");
@@ -71,5 +92,42 @@ mod tests {
             v,
             "INGRESSCOOKIE=abc; Path=/app; Max-Age=60; SameSite=None; Secure; HttpOnly"
         );
+        aff.same_site = None;
+        aff.expires = Some(3600);
+        let v = set_cookie(&aff, "abc", "/", false).unwrap_or_else(|| panic!("no cookie"));
+        let v = v.to_str().unwrap_or_default();
+        let date = v
+            .split("; ")
+            .find_map(|a| a.strip_prefix("Expires="))
+            .unwrap_or_else(|| panic!("no Expires: {v}"));
+        let at = httpdate::parse_http_date(date).unwrap_or_else(|e| panic!("{date}: {e}"));
+        let ahead = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            .as_secs();
+        assert!((3590..=3600).contains(&ahead), "{v}");
+    }
+
+    #[test]
+    fn cookie_changes_only_when_it_must() {
+        let mut aff = CookieAffinity {
+            name: "c".into(),
+            path: None,
+            max_age: None,
+            expires: None,
+            same_site: None,
+            secure: false,
+            change_on_failure: false,
+        };
+        // Its endpoint served: nothing to change.
+        assert!(!sets_cookie(&aff, 2, Some(2), true));
+        // No cookie, or one naming no endpoint of the upstream: a new one.
+        assert!(sets_cookie(&aff, 2, None, false));
+        // Its endpoint is there but failed or is ejected: kept, unless asked.
+        assert!(!sets_cookie(&aff, 2, Some(1), true));
+        assert!(!sets_cookie(&aff, 2, None, true));
+        aff.change_on_failure = true;
+        assert!(sets_cookie(&aff, 2, Some(1), true));
+        assert!(sets_cookie(&aff, 2, None, true));
     }
 }

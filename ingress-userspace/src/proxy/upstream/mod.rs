@@ -130,6 +130,11 @@ impl UpstreamState {
             .map(|(i, _)| i)
     }
 
+    /// Whether an affinity cookie names an endpoint of this upstream, ejected or not.
+    pub fn knows_cookie(&self, value: &str) -> bool {
+        self.endpoints.iter().any(|e| &*e.cookie == value)
+    }
+
     /// The endpoint an affinity cookie names, if it exists and is not ejected.
     pub fn by_cookie(&self, value: &str) -> Option<usize> {
         let now = now_ms();

@@ -1,6 +1,7 @@
 //! `affinity: cookie` with `session-cookie-name`, `session-cookie-path`,
-//! `session-cookie-max-age`, `session-cookie-samesite`, `session-cookie-secure`. The
-//! `session-cookie-*` annotations are read only with `affinity: cookie`.
+//! `session-cookie-max-age`, `session-cookie-expires`, `session-cookie-samesite`,
+//! `session-cookie-secure`, `session-cookie-change-on-failure`. The `session-cookie-*`
+//! annotations are read only with `affinity: cookie`.
 use super::{no_space_or_control, parse_token, AnnotationError, Annotations, Reader};
 use crate::snapshot::CookieAffinity;
 
@@ -26,10 +27,15 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
             Err("must be a path starting with / and without ;".to_string())
         }
     })?;
-    let max_age = r.get("session-cookie-max-age", |v| {
+    let seconds = |v: &str| {
         v.parse::<u64>()
-            .map_err(|_| "expected a number of seconds".to_string())
-    })?;
+            .ok()
+            .filter(|n| *n <= MAX_COOKIE_SECONDS)
+            .ok_or_else(|| format!("expected a number of seconds up to {MAX_COOKIE_SECONDS}"))
+    };
+    let max_age = r.get("session-cookie-max-age", seconds)?;
+    let expires = r.get("session-cookie-expires", seconds)?;
+    let change_on_failure = r.flag("session-cookie-change-on-failure")?.unwrap_or(false);
     let same_site = r.get("session-cookie-samesite", |v| {
         ["Strict", "Lax", "None"]
             .into_iter()
@@ -47,11 +53,16 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         name,
         path,
         max_age,
+        expires,
         same_site,
         secure,
+        change_on_failure,
     });
     Ok(())
 }
+
+/// About 100 years: beyond it an `Expires` date would not fit every client's date type.
+const MAX_COOKIE_SECONDS: u64 = 100 * 365 * 24 * 3600;
 
 #[cfg(test)]
 mod tests {
@@ -66,8 +77,10 @@ mod tests {
                 name: "INGRESSCOOKIE".into(),
                 path: None,
                 max_age: None,
+                expires: None,
                 same_site: None,
                 secure: false,
+                change_on_failure: false,
             })
         );
         let a = nginx(&[
@@ -77,6 +90,8 @@ mod tests {
             ("session-cookie-max-age", "3600"),
             ("session-cookie-samesite", "lax"),
             ("session-cookie-secure", "true"),
+            ("session-cookie-expires", "172800"),
+            ("session-cookie-change-on-failure", "true"),
         ])
         .expect("valid");
         assert_eq!(
@@ -85,8 +100,10 @@ mod tests {
                 name: "route".into(),
                 path: Some("/app".into()),
                 max_age: Some(3600),
+                expires: Some(172_800),
                 same_site: Some("Lax"),
                 secure: true,
+                change_on_failure: true,
             })
         );
         // Without affinity the cookie settings are inert.
@@ -101,6 +118,9 @@ mod tests {
             ("session-cookie-max-age", "1h"),
             ("session-cookie-samesite", "Sometimes"),
             ("session-cookie-secure", "yes"),
+            ("session-cookie-expires", "tomorrow"),
+            ("session-cookie-expires", "99999999999"),
+            ("session-cookie-change-on-failure", "sometimes"),
         ] {
             let e = nginx(&[("affinity", "cookie"), (name, bad)]).expect_err(bad);
             assert!(e.key.ends_with(name) && e.value == bad, "{e}");
