@@ -382,6 +382,9 @@ pub struct RoutePolicy {
     /// `proxy-redirect-from` / `proxy-redirect-to`: a `Location` or `Refresh` URL from the
     /// upstream that starts with `.0` has that prefix replaced by `.1`.
     pub redirect_rewrite: Option<(String, String)>,
+    /// `proxy-cookie-path` / `proxy-cookie-domain`: the upstream's `Set-Cookie` attributes
+    /// rewritten.
+    pub cookie_rewrite: Option<CookieRewrite>,
     /// `enable-access-log` (default true): `false` keeps this route's requests out of the
     /// access log (they are still counted in the metrics).
     pub access_log: bool,
@@ -420,6 +423,7 @@ impl Default for RoutePolicy {
             hash_by: None,
             external_auth: None,
             redirect_rewrite: None,
+            cookie_rewrite: None,
             access_log: true,
         }
     }
@@ -511,6 +515,15 @@ impl Default for Timeouts {
             send: Duration::from_secs(60),
         }
     }
+}
+
+/// nginx's `proxy_cookie_path` and `proxy_cookie_domain`, as `(from, to)` pairs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CookieRewrite {
+    /// A `Path` starting with `.0` has that prefix replaced by `.1`.
+    pub path: Option<(String, String)>,
+    /// A `Domain` equal to `.0` (case-insensitively, leading dots ignored) becomes `.1`.
+    pub domain: Option<(String, String)>,
 }
 
 /// Sticky sessions by cookie.

@@ -15,8 +15,8 @@ use super::{
     body::{RequestBody, ResponseBody},
     errors::{self, ProxyError},
     filters::{
-        access, affinity, canary, client_cert, cors, custom_errors, external_auth, hash, ratelimit,
-        redirect, rewrite,
+        access, affinity, canary, client_cert, cookie_rewrite, cors, custom_errors, external_auth,
+        hash, ratelimit, redirect, rewrite,
     },
     forward::{self, Destination},
     headers, limits,
@@ -483,6 +483,9 @@ async fn pipeline(
     }
     if let Some((from, to)) = &policy.redirect_rewrite {
         redirect::rewrite_upstream_redirects(&mut rparts.headers, from, to);
+    }
+    if let Some(rw) = &policy.cookie_rewrite {
+        cookie_rewrite::apply(&mut rparts.headers, rw);
     }
     if let Some(aff) = &policy.affinity {
         if affinity::sets_cookie(aff, fwd.index, sticky, cookie_known) {

@@ -1360,3 +1360,73 @@ async fn l7_satisfy_any() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `proxy-cookie-path` / `proxy-cookie-domain`: the upstream's cookies, every one of them,
+/// have their `Path` prefix and `Domain` rewritten on the way to the client, over HTTP/1.1
+/// and HTTP/2; cookies that do not match are left as sent.
+#[tokio::test]
+async fn l7_proxy_cookie_path_and_domain() -> anyhow::Result<()> {
+    use ingress::snapshot::CookieRewrite;
+    use tokio::io::AsyncWriteExt;
+    let up = RawUpstream::start(|mut s, _| async move {
+        while read_head(&mut s).await.is_some() {
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\
+                          set-cookie: sid=1; Path=/internal/app/x; Domain=svc.local; HttpOnly\r\n\
+                          set-cookie: theme=dark; Path=/elsewhere; Domain=other.local\r\n\
+                          set-cookie: lang=en; path=/internal/; domain=.SVC.local\r\n\r\nok";
+            if s.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await?;
+    let t = target_with(
+        "cookies",
+        upstream("cookies", &[up.addr]),
+        policy(|p| {
+            p.cookie_rewrite = Some(CookieRewrite {
+                path: Some(("/internal/".into(), "/".into())),
+                domain: Some(("svc.local".into(), "shop.example.com".into())),
+            })
+        }),
+    );
+    let plain = target("plain", upstream("plain", &[up.addr]));
+    let l7 = L7::start(snapshot(vec![vhost(
+        "c.test",
+        vec![prefix("/plain", &plain), prefix("/", &t)],
+    )]))
+    .await?;
+    let cookies = |r: &Reply| -> Vec<String> {
+        r.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    };
+    let want = vec![
+        "sid=1; Path=/app/x; Domain=shop.example.com; HttpOnly".to_string(),
+        "theme=dark; Path=/elsewhere; Domain=other.local".to_string(),
+        "lang=en; path=/; domain=.shop.example.com".to_string(),
+    ];
+    let r = get(l7.http, "c.test", "/").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(cookies(&r), want);
+    let (mut h2, conn) = h2c(l7.http).await?;
+    let req = http::Request::builder()
+        .uri("http://c.test/")
+        .body(Full::new(Bytes::new()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), h2.send_request(req)).await??;
+    let h2_cookies: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    assert_eq!(h2_cookies, want);
+    drop(h2);
+    conn.abort();
+    // A route without the annotations passes them on untouched.
+    let r = get(l7.http, "c.test", "/plain").await?;
+    assert!(cookies(&r)[0].starts_with("sid=1; Path=/internal/app/x; Domain=svc.local"));
+    Ok(())
+}

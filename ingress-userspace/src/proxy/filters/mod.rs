@@ -8,6 +8,7 @@ pub mod auth;
 pub mod canary;
 pub mod client_cert;
 pub mod connlimit;
+pub mod cookie_rewrite;
 pub mod cors;
 pub mod custom_errors;
 pub mod external_auth;

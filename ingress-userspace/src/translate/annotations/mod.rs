@@ -25,6 +25,7 @@ mod affinity;
 pub(crate) mod auth;
 mod canary;
 pub(crate) mod client_cert;
+mod cookie_rewrite;
 mod cors;
 mod errors;
 mod external_auth;
@@ -141,6 +142,7 @@ const FAMILIES: &[Family] = &[
     passthrough::parse,
     server::parse,
     proxy_ssl::parse,
+    cookie_rewrite::parse,
 ];
 
 /// Reads the annotations of an Ingress in `namespace`.
