@@ -12,7 +12,7 @@ const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 
 macro_rules! stats {
     ($( $(#[$doc:meta])* $variant:ident = $name:literal, )*) => {
-        /// Every outcome of the XDP program, verdicts and drop reasons alike.
+        /// Every outcome of the kernel programs, verdicts and drop reasons alike.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Stat { $( $(#[$doc])* $variant, )* }
@@ -86,6 +86,12 @@ stats! {
     /// Too big for its egress link: a client's IPv4 packet without DF (XDP cannot fragment,
     /// and the stack cannot take it translated), or one whose "too big" answer failed.
     DropTooBig = "drop_too_big",
+    /// TLS passthrough splice (`sk_passthrough`, counted per skb): bytes on a socket of the
+    /// sockhash with no peer recorded (never paired, or unpaired by userspace).
+    DropSpliceUnpaired = "drop_splice_unpaired",
+    /// TLS passthrough splice: bytes whose peer socket has left the sockhash (it closed or
+    /// was reset); userspace resets the other side.
+    DropSplicePeerGone = "drop_splice_peer_gone",
 }
 
 /// Number of counter slots.

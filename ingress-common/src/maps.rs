@@ -2,7 +2,7 @@
 
 /// Bumped whenever a map's key or value layout or its flags change; pinned maps of another
 /// version are never adopted.
-pub const MAPS_VERSION: u32 = 12;
+pub const MAPS_VERSION: u32 = 13;
 
 /// VipKey -> VipMeta.
 pub const VIPS: &str = "VIPS";

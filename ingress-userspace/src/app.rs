@@ -336,7 +336,8 @@ impl App {
         // Listeners.
         let mut admin_server = AdminServer::new(readiness.clone())
             .with_source(proxy.metrics())
-            .with_source(passthrough.metrics());
+            .with_source(passthrough.metrics())
+            .with_source(passthrough.clone());
         if let Some(m) = kernel_metrics {
             admin_server = admin_server.with_source(m);
         }

@@ -5,8 +5,12 @@ use aya_ebpf::{
     programs::SkBuffContext, EbpfContext,
 };
 use aya_log_ebpf::debug;
+use ingress_common::counters::Stat;
 
-use crate::maps::{SPLICE_PEERS, SPLICE_SOCKS};
+use crate::{
+    counters::count,
+    maps::{SPLICE_PEERS, SPLICE_SOCKS},
+};
 
 #[stream_verdict]
 pub fn sk_passthrough(ctx: SkBuffContext) -> u32 {
@@ -21,6 +25,7 @@ pub fn sk_passthrough(ctx: SkBuffContext) -> u32 {
     let Some(peer) = SPLICE_PEERS.get_ptr_mut(cookie) else {
         // Not (or no longer) paired: nothing sane to do with the bytes.
         debug!(&ctx, "unpaired socket {}: {} bytes dropped", cookie, len);
+        count(Stat::DropSpliceUnpaired, u64::from(len));
         return sk_action::SK_DROP;
     };
     // SAFETY: `peer` points into a live map value.
@@ -34,6 +39,8 @@ pub fn sk_passthrough(ctx: SkBuffContext) -> u32 {
         // (tcp_read_skb), so this entry has a single writer and a plain add is race-free;
         // userspace only reads it.
         unsafe { (*peer).redirected += u64::from(len) };
+    } else {
+        count(Stat::DropSplicePeerGone, u64::from(len));
     }
     verdict
 }

@@ -57,6 +57,31 @@ impl MetricsSource for crate::passthrough::metrics::PassthroughMetrics {
     }
 }
 
+impl MetricsSource for crate::passthrough::Passthrough {
+    /// The kernel splice's drops by reason (the userspace copy drops nothing).
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let Some((unpaired, peer_gone)) = self.splice_drops() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP ingress_passthrough_splice_dropped_bytes_total Bytes the in-kernel splice dropped, by reason."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE ingress_passthrough_splice_dropped_bytes_total counter"
+        );
+        for (reason, c) in [("unpaired", unpaired), ("peer_gone", peer_gone)] {
+            let _ = writeln!(
+                out,
+                "ingress_passthrough_splice_dropped_bytes_total{{reason=\"{reason}\"}} {}",
+                c.bytes
+            );
+        }
+    }
+}
+
 impl MetricsSource for ProxyMetrics {
     fn render(&self, out: &mut String) {
         ProxyMetrics::render(self, out);

@@ -391,6 +391,20 @@ impl Passthrough {
         matches!(self.engine, Engine::Kernel(_))
     }
 
+    /// What the kernel splice dropped: (bytes on an unpaired socket, bytes whose peer was
+    /// gone), with skb counts. `None` for the userspace copy.
+    pub fn splice_drops(
+        &self,
+    ) -> Option<(
+        ingress_common::counters::Counter,
+        ingress_common::counters::Counter,
+    )> {
+        match &self.engine {
+            Engine::Kernel(k) => k.drops(),
+            Engine::Userspace => None,
+        }
+    }
+
     /// Entries in (SPLICE_SOCKS, SPLICE_PEERS) when splicing in the kernel.
     pub fn map_entries(&self) -> Option<(usize, usize)> {
         match &self.engine {

@@ -31,7 +31,11 @@ use aya::{
     programs::SkSkb,
     Ebpf, EbpfLoader,
 };
-use ingress_common::{maps as names, passthrough::SplicePeer};
+use ingress_common::{
+    counters::{Counter, Stat},
+    maps as names,
+    passthrough::SplicePeer,
+};
 use rustix::net::RecvFlags;
 use thiserror::Error;
 use tokio::{net::TcpStream, sync::mpsc};
@@ -78,6 +82,8 @@ pub struct KernelSplice {
     _ebpf: Option<Ebpf>,
     socks: SockHash<MapData, u64>,
     peers: BpfHashMap<MapData, u64, SplicePeer>,
+    /// The object's verdict counters, for the program's drop reasons.
+    counters: Option<crate::maps::counters::Counters>,
 }
 
 impl std::fmt::Debug for KernelSplice {
@@ -137,10 +143,15 @@ pub fn attach_kernel(ebpf: &mut Ebpf) -> Result<KernelSplice, SpliceError> {
         PROGRAM,
     )?;
     prog.attach(socks.fd())?;
+    // Only the drop counts need it: the splice works without.
+    let counters = crate::maps::counters::Counters::from_ebpf(ebpf)
+        .inspect_err(|e| tracing::warn!(error = %e, "splice drop counters unavailable"))
+        .ok();
     Ok(KernelSplice {
         _ebpf: None,
         socks,
         peers,
+        counters,
     })
 }
 
@@ -219,6 +230,15 @@ impl SpliceEngine {
         // Every critical section is a handful of map syscalls; a poisoned lock still guards
         // consistent maps.
         self.kernel.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes (and skbs) the verdict program dropped, by reason: (unpaired socket, peer gone).
+    pub fn drops(&self) -> Option<(Counter, Counter)> {
+        let k = self.kernel();
+        let c = k.counters.as_ref()?;
+        let unpaired = c.stat(Stat::DropSpliceUnpaired).ok()?;
+        let peer_gone = c.stat(Stat::DropSplicePeerGone).ok()?;
+        Some((unpaired, peer_gone))
     }
 
     /// Entries in (SPLICE_SOCKS, SPLICE_PEERS): two each per live splice, zero when idle.

@@ -132,6 +132,151 @@ async fn kernel_splice_self_test_passes() {
     assert_eq!(engine.map_entries(), (0, 0));
 }
 
+/// The socket cookie of `s` (SO_COOKIE), the key of the splice maps.
+fn socket_cookie(s: &impl std::os::fd::AsRawFd) -> u64 {
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: a valid fd and an 8-byte out buffer with its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_COOKIE: {}", std::io::Error::last_os_error());
+    cookie
+}
+
+/// Takes the socket with `cookie` out of whichever loaded SPLICE_SOCKS map holds it (tests
+/// run in parallel, each engine with its own maps), as the kernel does when a socket closes
+/// and as teardown does before the peer entries go.
+fn remove_from_sockhash(cookie: u64) -> bool {
+    let mut removed = false;
+    for info in aya::maps::loaded_maps().flatten() {
+        if info.name_as_str() != Some("SPLICE_SOCKS") {
+            continue;
+        }
+        let Ok(data) = aya::maps::MapData::from_id(info.id()) else {
+            continue;
+        };
+        let map = aya::maps::Map::SockHash(data);
+        if let Ok(mut hash) = aya::maps::SockHash::<_, u64>::try_from(map) {
+            removed |= hash.remove(&cookie).is_ok();
+        }
+    }
+    removed
+}
+
+/// Takes the entry of `cookie` out of whichever loaded SPLICE_PEERS map holds it.
+fn remove_peer_entry(cookie: u64) -> bool {
+    let mut removed = false;
+    for info in aya::maps::loaded_maps().flatten() {
+        if info.name_as_str() != Some("SPLICE_PEERS") {
+            continue;
+        }
+        let Ok(data) = aya::maps::MapData::from_id(info.id()) else {
+            continue;
+        };
+        let map = aya::maps::Map::HashMap(data);
+        if let Ok(mut peers) = aya::maps::HashMap::<_, u64, [u64; 2]>::try_from(map) {
+            removed |= peers.remove(&cookie).is_ok();
+        }
+    }
+    removed
+}
+
+/// The verdict program's two drop branches, each counted and never delivered: a peer that
+/// left the sockhash (`drop_splice_peer_gone`), and a socket without a peer entry
+/// (`drop_splice_unpaired`). Both are windows of a teardown (or a socket closing) while
+/// bytes still arrive; here they are opened on purpose by editing the maps.
+#[tokio::test]
+async fn kernel_splice_counts_bytes_whose_peer_is_gone() {
+    let engine =
+        Arc::new(SpliceEngine::new().expect("load the sk_skb program (needs root and BPF)"));
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let back = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut client = tokio::net::TcpStream::connect(front.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (proxy_client, _) = front.accept().await.expect("accept");
+    let proxy_backend = tokio::net::TcpStream::connect(back.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (mut server, _) = back.accept().await.expect("accept");
+    let backend_cookie = socket_cookie(&proxy_backend);
+    let client_cookie = socket_cookie(&proxy_client);
+    let splice = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.splice(proxy_client, proxy_backend, 0).await }
+    });
+    // The splice is armed once bytes flow through it.
+    client.write_all(b"ping").await.expect("write");
+    let mut buf = [0u8; 4];
+    timeout(STEP, server.read_exact(&mut buf))
+        .await
+        .expect("spliced in time")
+        .expect("read");
+    assert_eq!(&buf, b"ping");
+    let (unpaired_before, gone_before) = engine.drops().expect("drop counters");
+
+    assert!(
+        remove_from_sockhash(backend_cookie),
+        "backend socket in a sockhash"
+    );
+    client.write_all(b"lost bytes").await.expect("write");
+    let counted = eventually(STEP, || {
+        engine
+            .drops()
+            .is_some_and(|(_, gone)| gone.bytes - gone_before.bytes == 10)
+    })
+    .await;
+    let (unpaired, gone) = engine.drops().expect("drop counters");
+    assert!(
+        counted,
+        "peer-gone bytes not counted: {gone:?} (before {gone_before:?})"
+    );
+    assert!(gone.packets > gone_before.packets);
+    assert_eq!(unpaired, unpaired_before, "the client side is still paired");
+    // Nothing reached the backend.
+    let res = timeout(Duration::from_millis(200), server.read(&mut buf)).await;
+    assert!(res.is_err(), "dropped bytes delivered: {res:?}");
+
+    assert!(
+        remove_peer_entry(client_cookie),
+        "client entry in a peer map"
+    );
+    client.write_all(b"unpaired").await.expect("write");
+    let counted = eventually(STEP, || {
+        engine
+            .drops()
+            .is_some_and(|(u, _)| u.bytes - unpaired_before.bytes == 8)
+    })
+    .await;
+    let (unpaired, _) = engine.drops().expect("drop counters");
+    assert!(counted, "unpaired bytes not counted: {unpaired:?}");
+
+    // Closing both ends still ends the splice and leaves no entry behind.
+    drop(client);
+    drop(server);
+    let report = timeout(STEP, splice)
+        .await
+        .expect("splice ends in time")
+        .expect("task");
+    assert!(report.is_ok(), "splice setup failed");
+    assert!(
+        eventually(STEP, || engine.map_entries() == (0, 0)).await,
+        "entries left: {:?}",
+        engine.map_entries()
+    );
+}
+
 /// The unified-loader path: the object is loaded by someone else, the splice only takes its
 /// two maps and attaches the program; it works while that object lives.
 #[tokio::test]
