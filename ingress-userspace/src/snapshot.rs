@@ -385,6 +385,8 @@ pub struct RoutePolicy {
     /// `proxy-cookie-path` / `proxy-cookie-domain`: the upstream's `Set-Cookie` attributes
     /// rewritten.
     pub cookie_rewrite: Option<CookieRewrite>,
+    /// `mirror-target`: a copy of each request goes there too, its answer ignored.
+    pub mirror: Option<Arc<Mirror>>,
     /// `enable-access-log` (default true): `false` keeps this route's requests out of the
     /// access log (they are still counted in the metrics).
     pub access_log: bool,
@@ -424,6 +426,7 @@ impl Default for RoutePolicy {
             external_auth: None,
             redirect_rewrite: None,
             cookie_rewrite: None,
+            mirror: None,
             access_log: true,
         }
     }
@@ -515,6 +518,18 @@ impl Default for Timeouts {
             send: Duration::from_secs(60),
         }
     }
+}
+
+/// `mirror-target` and its companions (nginx's `mirror`): shadow traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mirror {
+    /// An `http://` or `https://` URL; `$request_uri`, `$host` and `$scheme` are replaced.
+    /// Without a path, the request's own path and query are appended.
+    pub target: String,
+    /// `mirror-host`: the Host the mirror sees (default: the target URL's).
+    pub host: Option<String>,
+    /// `mirror-request-body` (default on): the body is copied too.
+    pub body: bool,
 }
 
 /// nginx's `proxy_cookie_path` and `proxy_cookie_domain`, as `(from, to)` pairs.

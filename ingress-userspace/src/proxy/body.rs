@@ -417,6 +417,8 @@ pub enum RequestBody {
         send_timeout: Duration,
         rearm: bool,
         progress: Arc<BodyProgress>,
+        /// `mirror-target` with the body: each frame is copied to the mirror too.
+        tee: Option<super::filters::mirror::Tee>,
     },
 }
 
@@ -452,6 +454,14 @@ impl RequestBody {
         }
     }
 
+    /// Copies every frame of the client's body to a mirror (no-op for other bodies).
+    pub fn with_tee(mut self, tee: Option<super::filters::mirror::Tee>) -> Self {
+        if let RequestBody::Client { tee: slot, .. } = &mut self {
+            *slot = tee;
+        }
+        self
+    }
+
     /// The client's body, cut off past `limit` bytes or after `send_timeout` without data.
     /// Also returns the progress handle (`None` for an empty body).
     pub fn client(
@@ -471,6 +481,7 @@ impl RequestBody {
             send_timeout,
             rearm: false,
             progress: progress.clone(),
+            tee: None,
         };
         (body, Some(progress))
     }
@@ -494,6 +505,7 @@ impl Body for RequestBody {
                 send_timeout,
                 rearm,
                 progress,
+                tee,
             } => {
                 if *rearm {
                     timer.as_mut().reset(Instant::now() + *send_timeout);
@@ -509,8 +521,16 @@ impl Body for RequestBody {
                         }
                         *rearm = true;
                         progress.frames.fetch_add(1, Relaxed);
+                        if let Some(t) = tee {
+                            if let Some(d) = frame.data_ref() {
+                                t.frame(d);
+                            }
+                        }
                         if body.is_end_stream() {
                             progress.finished.store(true, Relaxed);
+                            if let Some(t) = tee {
+                                t.finish();
+                            }
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
@@ -522,6 +542,9 @@ impl Body for RequestBody {
                     }
                     Poll::Ready(None) => {
                         progress.finished.store(true, Relaxed);
+                        if let Some(t) = tee {
+                            t.finish();
+                        }
                         Poll::Ready(None)
                     }
                     Poll::Pending => match timer.as_mut().poll(cx) {

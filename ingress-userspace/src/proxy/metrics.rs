@@ -11,6 +11,8 @@ use std::{
     time::Duration,
 };
 
+use super::filters::mirror::MirrorOutcome;
+
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -151,6 +153,8 @@ pub struct ProxyMetrics {
     /// Requests that matched nothing (404 from the proxy).
     unrouted: Arc<RouteMetrics>,
     upstream_errors: [AtomicU64; 6],
+    /// `mirror-target` copies: sent, failed, skipped.
+    mirrors: [AtomicU64; 3],
     tls_handshakes: AtomicU64,
     tls_handshake_failures: AtomicU64,
     config_applies: AtomicU64,
@@ -165,6 +169,7 @@ impl Default for ProxyMetrics {
             routes: Mutex::default(),
             unrouted: Arc::new(RouteMetrics::new("", "")),
             upstream_errors: Default::default(),
+            mirrors: Default::default(),
             tls_handshakes: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
             config_applies: AtomicU64::new(0),
@@ -172,6 +177,14 @@ impl Default for ProxyMetrics {
             apply_duration: Histogram::default(),
             open_connections: AtomicI64::new(0),
         }
+    }
+}
+
+fn mirror_slot(outcome: MirrorOutcome) -> usize {
+    match outcome {
+        MirrorOutcome::Sent => 0,
+        MirrorOutcome::Failed => 1,
+        MirrorOutcome::Skipped => 2,
     }
 }
 
@@ -209,6 +222,16 @@ impl ProxyMetrics {
             .iter()
             .position(|k| *k == kind)
             .map_or(0, |i| self.upstream_errors[i].load(Relaxed))
+    }
+
+    /// Counts a `mirror-target` copy by what became of it.
+    pub fn mirror(&self, outcome: MirrorOutcome) {
+        self.mirrors[mirror_slot(outcome)].fetch_add(1, Relaxed);
+    }
+
+    /// `mirror-target` copies with this outcome so far.
+    pub fn mirrors(&self, outcome: MirrorOutcome) -> u64 {
+        self.mirrors[mirror_slot(outcome)].load(Relaxed)
     }
 
     /// Counts a TLS handshake and whether it failed.
@@ -273,6 +296,19 @@ impl ProxyMetrics {
             );
             m.latency
                 .render("ingress_request_duration_seconds", &labels, out);
+        }
+        out.push_str("# HELP ingress_mirror_requests_total mirror-target copies by outcome.\n");
+        out.push_str("# TYPE ingress_mirror_requests_total counter\n");
+        for (outcome, label) in [
+            (MirrorOutcome::Sent, "sent"),
+            (MirrorOutcome::Failed, "failed"),
+            (MirrorOutcome::Skipped, "skipped"),
+        ] {
+            let _ = writeln!(
+                out,
+                "ingress_mirror_requests_total{{outcome=\"{label}\"}} {}",
+                self.mirrors(outcome)
+            );
         }
         out.push_str("# HELP ingress_upstream_errors_total Upstream failures by kind.\n");
         out.push_str("# TYPE ingress_upstream_errors_total counter\n");

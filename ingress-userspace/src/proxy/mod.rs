@@ -17,6 +17,7 @@ pub mod idle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub(crate) mod outbound;
 pub mod router;
 mod service;
 pub mod slow_reader;
@@ -123,6 +124,7 @@ pub(crate) struct Shared {
     conn_limiter: Arc<filters::connlimit::ConnLimiter>,
     auth: Authenticator,
     auth_client: filters::external_auth::AuthClient,
+    mirrors: filters::mirror::Mirrors,
     server: auto::Builder<TokioExecutor>,
     drain: Arc<listener::DrainState>,
 }
@@ -149,6 +151,7 @@ impl Proxy {
         let tls_clients = tls::upstream_client_configs()?;
         // The http/1.1-only one, as upgrades use.
         let auth_client = filters::external_auth::AuthClient::new(tls_clients[2].clone());
+        let mirrors = filters::mirror::Mirrors::new(tls_clients[2].clone());
         let connector = Connector::new(tls_clients);
         let server = server_builder(&options.limits);
         Ok(Proxy {
@@ -162,6 +165,7 @@ impl Proxy {
                 conn_limiter: Arc::default(),
                 auth: Authenticator::default(),
                 auth_client,
+                mirrors,
                 server,
                 drain: Arc::new(listener::DrainState::default()),
             }),

@@ -16,7 +16,7 @@ use super::{
     errors::{self, ProxyError},
     filters::{
         access, affinity, canary, client_cert, cookie_rewrite, cors, custom_errors, external_auth,
-        hash, ratelimit, redirect, rewrite,
+        hash, mirror, ratelimit, redirect, rewrite,
     },
     forward::{self, Destination},
     headers, limits,
@@ -377,6 +377,11 @@ async fn pipeline(
             .get(header::HOST)
             .and_then(|h| Authority::try_from(h.as_bytes()).ok())
     });
+    // `$host` for a mirror: the host routed on, before `upstream-vhost` replaces it.
+    let mirror_host = policy
+        .mirror
+        .as_ref()
+        .map(|_| request_host(&req).into_owned());
     let (mut parts, body) = req.into_parts();
     // The authority of an absolute-form target (or HTTP/2's `:authority`) is what was
     // routed on, so it is also what the upstream sees as Host (RFC 9112 §3.2.2).
@@ -419,7 +424,23 @@ async fn pipeline(
     {
         parts.headers.insert(&headers::X_FORWARDED_PREFIX, prefix);
     }
+    let tee = policy
+        .mirror
+        .as_ref()
+        .zip(mirror_host)
+        .and_then(|(mirror, host)| {
+            let original = mirror::Original {
+                method: &parts.method,
+                uri: &parts.uri,
+                headers: &parts.headers,
+                host: &host,
+                tls: conn.tls,
+                has_body: !body.is_end_stream(),
+            };
+            shared.mirrors.start(mirror, &original, &shared.metrics)
+        });
     let (body, progress) = RequestBody::client(body, policy.max_body_bytes, policy.timeouts.send);
+    let body = body.with_tee(tee);
     let dest = Destination {
         path_and_query,
         authority,

@@ -1430,3 +1430,126 @@ async fn l7_proxy_cookie_path_and_domain() -> anyhow::Result<()> {
     assert!(cookies(&r)[0].starts_with("sid=1; Path=/internal/app/x; Domain=svc.local"));
     Ok(())
 }
+
+/// `mirror-target`: each request is copied to the shadow (method, path and query, headers,
+/// body), with `mirror-host` and without the body when asked; the client's answer comes from
+/// the real upstream and never waits for the shadow; failed copies are counted, not felt.
+#[tokio::test]
+async fn l7_mirror_copies_requests_to_a_shadow() -> anyhow::Result<()> {
+    use ingress::{proxy::filters::mirror::MirrorOutcome, snapshot::Mirror};
+    use tests::passthrough::eventually;
+    let main = TestServer::echo("main").await?;
+    let shadow = TestServer::echo("shadow").await?;
+    let slow_shadow = TestServer::echo_slow("slow-shadow", Duration::from_secs(2)).await?;
+    let refused = refused_addr().await?;
+    let route = |name: &str, target: String, host: Option<&str>, body: bool| {
+        target_with(
+            name,
+            upstream(name, &[main.addr]),
+            policy(|p| {
+                p.mirror = Some(Arc::new(Mirror {
+                    target,
+                    host: host.map(str::to_owned),
+                    body,
+                }))
+            }),
+        )
+    };
+    let l7 = L7::start(snapshot(vec![vhost(
+        "m.test",
+        vec![
+            prefix(
+                "/copy",
+                &route(
+                    "copy",
+                    format!("http://{}$request_uri", shadow.addr),
+                    None,
+                    true,
+                ),
+            ),
+            prefix(
+                "/nobody",
+                &route(
+                    "nobody",
+                    format!("http://{}", shadow.addr),
+                    Some("copy.internal"),
+                    false,
+                ),
+            ),
+            prefix(
+                "/slow",
+                &route("slow", format!("http://{}", slow_shadow.addr), None, true),
+            ),
+            prefix(
+                "/down",
+                &route("down", format!("http://{refused}"), None, true),
+            ),
+        ],
+    )]))
+    .await?;
+    let m = l7.proxy.metrics();
+    let seen = |path: &str| shadow.seen().into_iter().find(|s| s.uri.path() == path);
+
+    let r = get(l7.http, "m.test", "/copy/a?x=1").await?;
+    assert_eq!((r.status.as_u16(), r.upstream()), (200, Some("main")));
+    assert!(eventually(Duration::from_secs(5), || seen("/copy/a").is_some()).await);
+    let copy = seen("/copy/a").unwrap_or_else(|| unreachable!());
+    assert_eq!(copy.uri.query(), Some("x=1"));
+    assert_eq!(copy.headers["x-original-uri"], "/copy/a?x=1");
+    assert_eq!(copy.headers["host"], shadow.addr.to_string().as_str());
+    assert_eq!(copy.headers["x-forwarded-host"], "m.test");
+
+    let body = Bytes::from_static(b"hello mirror");
+    let r = send(
+        l7.http,
+        build(http::Method::POST, "m.test", "/copy/post", body.clone()),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_len"], 12, "the real upstream got the body");
+    assert!(eventually(Duration::from_secs(5), || seen("/copy/post").is_some()).await);
+    let copy = seen("/copy/post").unwrap_or_else(|| unreachable!());
+    assert_eq!(
+        (copy.method.as_str(), copy.body.clone()),
+        ("POST", body.clone())
+    );
+
+    // `mirror-request-body: off` and `mirror-host`; a target without a path gets the
+    // request's own.
+    let r = send(
+        l7.http,
+        build(http::Method::POST, "m.test", "/nobody/p", body),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    assert!(eventually(Duration::from_secs(5), || seen("/nobody/p").is_some()).await);
+    let copy = seen("/nobody/p").unwrap_or_else(|| unreachable!());
+    assert!(copy.body.is_empty(), "body copied: {:?}", copy.body);
+    assert_eq!(copy.headers["host"], "copy.internal");
+
+    // A slow shadow does not slow the client; a dead one costs it nothing.
+    let started = std::time::Instant::now();
+    let r = get(l7.http, "m.test", "/slow/x").await?;
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = get(l7.http, "m.test", "/down/x").await?;
+    assert_eq!((r.status.as_u16(), r.upstream()), (200, Some("main")));
+    assert!(
+        eventually(Duration::from_secs(5), || m.mirrors(MirrorOutcome::Failed)
+            == 1)
+        .await,
+        "failed copies: {}",
+        m.mirrors(MirrorOutcome::Failed)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || m.mirrors(MirrorOutcome::Sent)
+            == 4)
+        .await
+    );
+    assert_eq!(m.mirrors(MirrorOutcome::Skipped), 0);
+    Ok(())
+}

@@ -16,14 +16,11 @@ use std::{
 
 use bytes::Bytes;
 use http::{
-    header, uri::Scheme, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode,
-    Uri,
+    header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri,
 };
 use http_body_util::Empty;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use rustls::{pki_types::ServerName, ClientConfig};
-use tokio::net::TcpStream;
+use rustls::ClientConfig;
 
 use super::super::{body::ResponseBody, errors, headers};
 use crate::snapshot::ExternalAuth;
@@ -101,47 +98,11 @@ impl AuthClient {
     }
 
     /// Sends `req` (absolute URI) on a new connection and returns the answer's head.
-    async fn exchange(&self, mut req: Request<Empty<Bytes>>) -> Result<Response<Incoming>, String> {
-        let uri = req.uri().clone();
-        let https = uri.scheme() == Some(&Scheme::HTTPS);
-        let authority = uri.authority().ok_or("no host in the URL")?;
-        let host = authority.host();
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = TcpStream::connect((bare, port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let host_value = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-        req.headers_mut().insert(header::HOST, host_value);
-        *req.uri_mut() = uri
-            .path_and_query()
-            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-        if https {
-            let name = ServerName::try_from(bare.to_owned()).map_err(|e| e.to_string())?;
-            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("tls: {e}"))?;
-            send_on(TokioIo::new(tls), req).await
-        } else {
-            send_on(TokioIo::new(tcp), req).await
-        }
+    /// The request carries no Host ([`subrequest`] leaves the client's out): the service's
+    /// own name goes.
+    async fn exchange(&self, req: Request<Empty<Bytes>>) -> Result<Response<Incoming>, String> {
+        super::super::outbound::exchange(&self.tls, req).await
     }
-}
-
-async fn send_on<T>(io: T, req: Request<Empty<Bytes>>) -> Result<Response<Incoming>, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    // Ends with the answer: the sender is dropped after this one request.
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
 /// What the auth service said.

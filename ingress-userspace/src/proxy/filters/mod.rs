@@ -13,6 +13,7 @@ pub mod cors;
 pub mod custom_errors;
 pub mod external_auth;
 pub mod hash;
+pub mod mirror;
 pub mod ratelimit;
 pub mod redirect;
 pub mod rewrite;

@@ -29,6 +29,7 @@ mod cookie_rewrite;
 mod cors;
 mod errors;
 mod external_auth;
+mod mirror;
 mod passthrough;
 mod proxy;
 pub(crate) mod proxy_ssl;
@@ -143,6 +144,7 @@ const FAMILIES: &[Family] = &[
     server::parse,
     proxy_ssl::parse,
     cookie_rewrite::parse,
+    mirror::parse,
 ];
 
 /// Reads the annotations of an Ingress in `namespace`.

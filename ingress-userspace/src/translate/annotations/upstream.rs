@@ -155,7 +155,7 @@ fn hash_var(name: &str) -> Result<HashPart, String> {
 /// address passes as one) or a bracketed IPv6 address.
 /// ingress-nginx takes nginx variables here (`$host`...); those are refused rather than sent
 /// literally.
-fn parse_vhost(v: &str) -> Result<String, String> {
+pub(super) fn parse_vhost(v: &str) -> Result<String, String> {
     const WANT: &str = "expected host or host:port";
     let (host, port) = match v.strip_prefix('[') {
         Some(rest) => {
