@@ -523,7 +523,7 @@ impl Default for Timeouts {
 /// `mirror-target` and its companions (nginx's `mirror`): shadow traffic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mirror {
-    /// An `http://` or `https://` URL; `$request_uri`, `$host` and `$scheme` are replaced.
+    /// An `http://` or `https://` URL; the variables of `auth-url` are replaced.
     /// Without a path, the request's own path and query are appended.
     pub target: String,
     /// `mirror-host`: the Host the mirror sees (default: the target URL's).

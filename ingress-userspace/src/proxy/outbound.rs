@@ -1,8 +1,8 @@
 //! One-off HTTP/1.1 exchanges with a URL outside the routing tables (the `auth-url` service,
 //! the `mirror-target`): a new connection each, plain or TLS, closed after the answer.
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
-use http::{header, uri::Scheme, HeaderValue, Request, Response, Uri};
+use http::{header, uri::Scheme, HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use rustls::{pki_types::ServerName, ClientConfig};
@@ -63,4 +63,48 @@ where
         let _ = conn.await;
     });
     sender.send_request(req).await.map_err(|e| e.to_string())
+}
+
+/// The client's request, as an `auth-url` check or a mirror copy is built from.
+pub struct Original<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    /// The request's host, as routed on.
+    pub host: &'a str,
+    pub tls: bool,
+    pub client: IpAddr,
+}
+
+impl Original<'_> {
+    /// `http` or `https`, as the client came.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The path and query the client asked for.
+    pub fn request_uri(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    /// The full URL the client asked for.
+    pub fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme(), self.host, self.request_uri())
+    }
+
+    /// The nginx variables `auth-url`, `auth-signin` and `mirror-target` may hold, replaced.
+    pub fn expand(&self, template: &str) -> String {
+        let escaped = super::filters::external_auth::escape(self.request_uri());
+        template
+            .replace("$escaped_request_uri", &escaped)
+            .replace("$request_uri", self.request_uri())
+            .replace("$best_http_host", self.host)
+            .replace("$http_host", self.host)
+            .replace("$host", self.host)
+            .replace("$scheme", self.scheme())
+    }
 }

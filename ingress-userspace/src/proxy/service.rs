@@ -16,11 +16,12 @@ use super::{
     errors::{self, ProxyError},
     filters::{
         access, affinity, canary, client_cert, cookie_rewrite, cors, custom_errors, external_auth,
-        hash, mirror, ratelimit, redirect, rewrite,
+        hash, ratelimit, redirect, rewrite,
     },
     forward::{self, Destination},
     headers, limits,
     listener::ConnCtx,
+    outbound,
     router::{normalize_host, Target},
     target,
     unread::ClientBody,
@@ -243,7 +244,7 @@ async fn pipeline(
     let mut auth_cookies = Vec::new();
     if let Some(ext) = policy.external_auth.as_ref().filter(|_| !granted) {
         let host = request_host(&req).into_owned();
-        let original = external_auth::Original {
+        let original = outbound::Original {
             method: req.method(),
             uri: req.uri(),
             headers: req.headers(),
@@ -429,15 +430,18 @@ async fn pipeline(
         .as_ref()
         .zip(mirror_host)
         .and_then(|(mirror, host)| {
-            let original = mirror::Original {
+            let original = outbound::Original {
                 method: &parts.method,
                 uri: &parts.uri,
                 headers: &parts.headers,
                 host: &host,
                 tls: conn.tls,
-                has_body: !body.is_end_stream(),
+                client: conn.fwd.client_ip,
             };
-            shared.mirrors.start(mirror, &original, &shared.metrics)
+            let has_body = !body.is_end_stream();
+            shared
+                .mirrors
+                .start(mirror, &original, has_body, &shared.metrics)
         });
     let (body, progress) = RequestBody::client(body, policy.max_body_bytes, policy.timeouts.send);
     let body = body.with_tee(tee);

@@ -9,7 +9,6 @@
 //! and as for HTTPS upstreams.
 use std::{
     collections::HashMap,
-    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -22,7 +21,7 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use rustls::ClientConfig;
 
-use super::super::{body::ResponseBody, errors, headers};
+use super::super::{body::ResponseBody, errors, headers, outbound::Original};
 use crate::snapshot::ExternalAuth;
 
 /// How long the auth service has to answer, connection included.
@@ -115,48 +114,6 @@ pub enum Verdict {
     },
     /// Answer the client with this instead.
     Respond(Box<http::Response<ResponseBody>>),
-}
-
-/// The request as the auth service sees it, and as `auth-signin` is built from.
-pub struct Original<'a> {
-    pub method: &'a Method,
-    pub uri: &'a Uri,
-    pub headers: &'a HeaderMap,
-    /// The request's host, as routed on.
-    pub host: &'a str,
-    pub tls: bool,
-    pub client: IpAddr,
-}
-
-impl Original<'_> {
-    fn scheme(&self) -> &'static str {
-        if self.tls {
-            "https"
-        } else {
-            "http"
-        }
-    }
-
-    fn request_uri(&self) -> &str {
-        self.uri.path_and_query().map_or("/", |p| p.as_str())
-    }
-
-    /// The full URL the client asked for.
-    fn url(&self) -> String {
-        format!("{}://{}{}", self.scheme(), self.host, self.request_uri())
-    }
-
-    /// The nginx variables `auth-url` and `auth-signin` may hold, replaced.
-    fn expand(&self, template: &str) -> String {
-        let escaped = escape(self.request_uri());
-        template
-            .replace("$escaped_request_uri", &escaped)
-            .replace("$request_uri", self.request_uri())
-            .replace("$best_http_host", self.host)
-            .replace("$http_host", self.host)
-            .replace("$host", self.host)
-            .replace("$scheme", self.scheme())
-    }
 }
 
 /// Asks the auth service of `cfg` about `req`, or takes its kept answer for the same

@@ -15,12 +15,16 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use hyper::body::{Body, Frame, SizeHint};
 use rustls::ClientConfig;
 use tokio::sync::mpsc;
 
-use super::super::{headers, metrics::ProxyMetrics, outbound};
+use super::super::{
+    headers,
+    metrics::ProxyMetrics,
+    outbound::{self, Original},
+};
 use crate::snapshot::Mirror;
 
 /// Copies in progress at most, for the whole proxy.
@@ -35,20 +39,6 @@ const MIRROR_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Mirrors {
     tls: Arc<ClientConfig>,
     in_flight: Arc<AtomicUsize>,
-}
-
-/// The request being mirrored, as the client sent it.
-pub struct Original<'a> {
-    pub method: &'a Method,
-    /// The client's request URI (before `rewrite-target`).
-    pub uri: &'a Uri,
-    /// The headers going upstream (forwarding headers included).
-    pub headers: &'a HeaderMap,
-    /// The request's host, as routed on.
-    pub host: &'a str,
-    pub tls: bool,
-    /// Whether the request has a body.
-    pub has_body: bool,
 }
 
 /// The client body's copy on its way to a mirror: fed frame by frame by the request body.
@@ -135,12 +125,13 @@ impl Mirrors {
         self.in_flight.load(Relaxed)
     }
 
-    /// Starts the copy of `req` to `cfg`'s target. Returns the tee the client's body must
-    /// feed when the copy takes the body.
+    /// Starts the copy of `req` (`headers` as they go upstream) to `cfg`'s target. Returns
+    /// the tee the client's body must feed when the copy takes the body.
     pub fn start(
         &self,
         cfg: &Mirror,
         req: &Original<'_>,
+        has_body: bool,
         metrics: &Arc<ProxyMetrics>,
     ) -> Option<Tee> {
         if self.in_flight.fetch_add(1, Relaxed) >= MAX_IN_FLIGHT {
@@ -148,7 +139,7 @@ impl Mirrors {
             metrics.mirror(MirrorOutcome::Skipped);
             return None;
         }
-        let with_body = cfg.body && req.has_body;
+        let with_body = cfg.body && has_body;
         let (tee, body) = if with_body {
             let (tx, rx) = mpsc::channel(QUEUE);
             let cut = Arc::new(AtomicBool::new(false));
@@ -225,24 +216,12 @@ where
         .map_err(|_| "no answer in time".to_string())?
 }
 
-fn scheme(tls: bool) -> &'static str {
-    if tls {
-        "https"
-    } else {
-        "http"
-    }
-}
-
 /// The copy's head: the target URL with its variables replaced, the headers going upstream
 /// (without Host and, unless the body goes too, without body framing), `X-Original-URI`, and
 /// `mirror-host` as Host when set.
 fn build(cfg: &Mirror, req: &Original<'_>, with_body: bool) -> Result<Request<()>, String> {
-    let request_uri = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut url = cfg
-        .target
-        .replace("$request_uri", request_uri)
-        .replace("$host", req.host)
-        .replace("$scheme", scheme(req.tls));
+    let request_uri = req.request_uri();
+    let mut url = req.expand(&cfg.target);
     let parsed: Uri = url
         .parse()
         .map_err(|e| format!("bad mirror URL {url:?}: {e}"))?;
@@ -293,12 +272,12 @@ mod tests {
 
     fn original<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Original<'a> {
         Original {
-            method: &Method::POST,
+            method: &http::Method::POST,
             uri,
             headers,
             host: "shop.example",
             tls: true,
-            has_body: true,
+            client: std::net::IpAddr::from([192, 0, 2, 1]),
         }
     }
 
@@ -323,7 +302,7 @@ mod tests {
         let copy = build(&mirror("http://shadow:8080$request_uri", None), &req, true)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(copy.uri(), "http://shadow:8080/cart/add?id=7");
-        assert_eq!(copy.method(), Method::POST);
+        assert_eq!(copy.method(), http::Method::POST);
         assert_eq!(copy.headers()["x-original-uri"], "/cart/add?id=7");
         assert_eq!(copy.headers()["x-request-id"], "r1");
         assert_eq!(copy.headers()[header::CONTENT_LENGTH], "5");

@@ -138,8 +138,9 @@ fn parse_time(v: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-/// An `http://` or `https://` URL with a host.
-fn parse_url(v: &str) -> Result<String, String> {
+/// An `http://` or `https://` URL with a host, holding only the variables the proxy
+/// replaces.
+pub(super) fn parse_url(v: &str) -> Result<String, String> {
     no_space_or_control(v)?;
     check_variables(v)?;
     let rest = v

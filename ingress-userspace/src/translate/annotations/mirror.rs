@@ -2,11 +2,11 @@
 //! another URL (nginx's `mirror`). The companions are read only with a target.
 use std::sync::Arc;
 
-use super::{no_space_or_control, AnnotationError, Annotations, Reader};
+use super::{AnnotationError, Annotations, Reader};
 use crate::snapshot::Mirror;
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
-    let Some(target) = r.get("mirror-target", parse_target)? else {
+    let Some(target) = r.get("mirror-target", super::external_auth::parse_url)? else {
         return Ok(());
     };
     let host = r.get("mirror-host", super::upstream::parse_vhost)?;
@@ -19,30 +19,6 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         .unwrap_or(true);
     a.policy.mirror = Some(Arc::new(Mirror { target, host, body }));
     Ok(())
-}
-
-/// The variables a target may hold.
-const VARIABLES: [&str; 3] = ["$request_uri", "$host", "$scheme"];
-
-/// An absolute `http(s)://` URL with a host, `$request_uri`, `$host` and `$scheme` allowed.
-fn parse_target(v: &str) -> Result<String, String> {
-    no_space_or_control(v)?;
-    // Checked with the variables given sample values; any other `$` is refused.
-    let sample = v
-        .replace("$request_uri", "/sample?x=1")
-        .replace("$host", "sample.example")
-        .replace("$scheme", "http");
-    if sample.contains('$') {
-        return Err(format!(
-            "unsupported variable (supported: {})",
-            VARIABLES.join(", ")
-        ));
-    }
-    let uri: http::Uri = sample.parse().map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-        return Err("expected an http:// or https:// URL with a host".into());
-    }
-    Ok(v.to_owned())
 }
 
 #[cfg(test)]
