@@ -82,20 +82,13 @@ pub(crate) fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-/// What one endpoint made of the request.
-enum Attempt {
-    /// The answer or the error to give the client.
-    Done(Result<Forwarded, ProxyError>),
-    /// `proxy-next-upstream` lets the request go on: `last` is what to give the client if
-    /// no other try is left, `req` what to send next.
-    Next {
-        last: Result<Forwarded, ProxyError>,
-        req: Box<Request<RequestBody>>,
-    },
-}
-
 /// Sends `req` to an endpoint of `upstream` (`preferred` first, e.g. from affinity), telling
 /// `attempt` each endpoint it tries.
+///
+/// One async fn on purpose: this future lives inside every request's, and a nested one per
+/// endpoint would hold a second copy of the request in it. What a try leaves for the client
+/// when no other try is left is kept small (an error, or a boxed answer on the rare
+/// `proxy-next-upstream` status path).
 pub(crate) async fn send(
     shared: &Shared,
     upstream: &UpstreamState,
@@ -105,15 +98,17 @@ pub(crate) async fn send(
     dest: &Destination,
     attempt: &mut (dyn FnMut(SocketAddr) + Send),
 ) -> Result<Forwarded, ProxyError> {
-    let deadline = policy
-        .next_upstream
-        .timeout
-        .map(|t| std::time::Instant::now() + t);
+    let next = &policy.next_upstream;
+    let idempotent = is_idempotent(req.method());
+    let may_repeat = idempotent || next.non_idempotent;
+    let deadline = next.timeout.map(|t| std::time::Instant::now() + t);
     let max_attempts = policy.max_attempts.max(1);
     let mut tried = Tried::default();
     let mut attempts = 0;
-    let mut last = Err(ProxyError::ConnectFailed);
-    while attempts < max_attempts {
+    let mut last_err = ProxyError::ConnectFailed;
+    // An answer `proxy-next-upstream` passed over, given to the client if nothing follows.
+    let mut last_answer: Option<Box<Forwarded>> = None;
+    'endpoints: while attempts < max_attempts {
         if attempts > 0 && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             break;
         }
@@ -129,156 +124,138 @@ pub(crate) async fn send(
             break;
         };
         attempt(ep.addr);
-        match try_endpoint(shared, upstream, policy, idx, ep, req, dest).await {
-            Attempt::Done(result) => return result,
-            Attempt::Next { last: l, req: r } => {
-                last = l;
-                req = *r;
+        let mut mode = dest.mode;
+        // Once per endpoint, and once more on a fresh connection when a pooled one turns out
+        // closed under the request.
+        loop {
+            let checkout = match shared
+                .connector
+                .checkout(
+                    ep,
+                    upstream.protocol,
+                    upstream.tls.as_deref(),
+                    policy.timeouts.connect,
+                    mode,
+                )
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    shared.metrics.upstream_error(e.kind());
+                    upstream.failed(idx);
+                    tracing::debug!(upstream = %upstream.name, endpoint = %ep.addr, error = %e, "upstream connect failed");
+                    let go_on = match e {
+                        ConnectError::Timeout => next.connect_timeout,
+                        _ => next.connect_error,
+                    };
+                    last_err = e.proxy_error();
+                    last_answer = None;
+                    if go_on && may_repeat {
+                        continue 'endpoints;
+                    }
+                    return Err(last_err);
+                }
+            };
+            // A copy of a bodiless head, for the two cases that send a request again after
+            // it left. First, an upstream may close an idle pooled connection (its
+            // keep-alive timeout) just before we write to it, too late for hyper to have
+            // seen the FIN: an idempotent request that then fails with no response goes once
+            // more on a new connection, as nginx does for errors on its cached keep-alive
+            // connections. Second, `proxy-next-upstream` conditions met after it was sent.
+            let resend_pooled = checkout.reused && idempotent;
+            let copy = (is_bodiless(&req) && (resend_pooled || (may_repeat && next.after_send())))
+                .then(|| copy_head(&req));
+            let in_flight = InFlight::new(ep);
+            let started = std::time::Instant::now();
+            let result = send_on(
+                checkout.conn,
+                ep,
+                upstream.protocol,
+                req,
+                dest,
+                policy.timeouts.read,
+            )
+            .await;
+            match (result, copy) {
+                (Ok((response, pool_return)), copy) => {
+                    let status = response.status().as_u16();
+                    let fwd = Forwarded {
+                        response,
+                        endpoint: ep.clone(),
+                        index: idx,
+                        pool_return,
+                        _in_flight: in_flight,
+                    };
+                    let Some(again) =
+                        copy.filter(|_| may_repeat && next.statuses.contains(&status))
+                    else {
+                        upstream.succeeded(idx, started.elapsed());
+                        return Ok(fwd);
+                    };
+                    if NextUpstream::status_is_failure(status) {
+                        upstream.failed(idx);
+                    } else {
+                        upstream.succeeded(idx, started.elapsed());
+                    }
+                    tracing::debug!(upstream = %upstream.name, endpoint = %ep.addr, status, "proxy-next-upstream: trying the next endpoint");
+                    last_answer = Some(Box::new(fwd));
+                    req = again;
+                    continue 'endpoints;
+                }
+                (Err(SendFailure::Unsent(r)), _) if checkout.reused && mode == ConnMode::Pooled => {
+                    req = *r;
+                    mode = ConnMode::Fresh;
+                }
+                (Err(SendFailure::Failed(ProxyError::UpstreamFailed)), Some(again))
+                    if resend_pooled && mode == ConnMode::Pooled =>
+                {
+                    tracing::debug!(upstream = %upstream.name, endpoint = %ep.addr, "pooled connection closed under the request; sending it again on a new one");
+                    req = again;
+                    mode = ConnMode::Fresh;
+                }
+                (Err(SendFailure::Unsent(r)), _) => {
+                    shared.metrics.upstream_error(UpstreamErrorKind::Protocol);
+                    upstream.failed(idx);
+                    last_err = ProxyError::UpstreamFailed;
+                    last_answer = None;
+                    // Nothing left: like a connection that could not be made.
+                    if next.connect_error && may_repeat {
+                        req = *r;
+                        continue 'endpoints;
+                    }
+                    return Err(last_err);
+                }
+                (Err(SendFailure::Failed(e)), copy) => {
+                    let (kind, go_on) = match e {
+                        ProxyError::UpstreamTimeout => {
+                            (Some(UpstreamErrorKind::Timeout), next.sent_timeout)
+                        }
+                        ProxyError::UpstreamFailed => {
+                            (Some(UpstreamErrorKind::Protocol), next.sent_error)
+                        }
+                        _ => (None, false),
+                    };
+                    if let Some(kind) = kind {
+                        shared.metrics.upstream_error(kind);
+                        upstream.failed(idx);
+                    }
+                    match copy {
+                        Some(again) if go_on && may_repeat => {
+                            tracing::debug!(upstream = %upstream.name, endpoint = %ep.addr, error = %e, "proxy-next-upstream: trying the next endpoint");
+                            last_err = e;
+                            last_answer = None;
+                            req = again;
+                            continue 'endpoints;
+                        }
+                        _ => return Err(e),
+                    }
+                }
             }
         }
     }
-    last
-}
-
-/// Sends `req` to endpoint `idx`, once more on a fresh connection if a pooled one turns out
-/// closed under it.
-async fn try_endpoint(
-    shared: &Shared,
-    upstream: &UpstreamState,
-    policy: &RoutePolicy,
-    idx: usize,
-    ep: &Arc<Endpoint>,
-    mut req: Request<RequestBody>,
-    dest: &Destination,
-) -> Attempt {
-    let next = &policy.next_upstream;
-    let idempotent = is_idempotent(req.method());
-    let may_repeat = idempotent || next.non_idempotent;
-    let mut mode = dest.mode;
-    loop {
-        let checkout = match shared
-            .connector
-            .checkout(
-                ep,
-                upstream.protocol,
-                upstream.tls.as_deref(),
-                policy.timeouts.connect,
-                mode,
-            )
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                shared.metrics.upstream_error(e.kind());
-                upstream.failed(idx);
-                tracing::debug!(upstream = %upstream.name, endpoint = %ep.addr, error = %e, "upstream connect failed");
-                let go_on = match e {
-                    ConnectError::Timeout => next.connect_timeout,
-                    _ => next.connect_error,
-                };
-                let last = Err(e.proxy_error());
-                return match go_on && may_repeat {
-                    true => Attempt::Next {
-                        last,
-                        req: Box::new(req),
-                    },
-                    false => Attempt::Done(last),
-                };
-            }
-        };
-        // A copy of a bodiless head, for the two cases that send a request again after it
-        // left. First, an upstream may close an idle pooled connection (its keep-alive
-        // timeout) just before we write to it, too late for hyper to have seen the FIN: an
-        // idempotent request that then fails with no response goes once more on a new
-        // connection, as nginx does for errors on its cached keep-alive connections. Second,
-        // `proxy-next-upstream` conditions met after the request was sent.
-        let resend_pooled = checkout.reused && idempotent;
-        let copy = (is_bodiless(&req) && (resend_pooled || (may_repeat && next.after_send())))
-            .then(|| copy_head(&req));
-        let in_flight = InFlight::new(ep);
-        let started = std::time::Instant::now();
-        let result = send_on(
-            checkout.conn,
-            ep,
-            upstream.protocol,
-            req,
-            dest,
-            policy.timeouts.read,
-        )
-        .await;
-        match (result, copy) {
-            (Ok((response, pool_return)), copy) => {
-                let status = response.status().as_u16();
-                let fwd = Forwarded {
-                    response,
-                    endpoint: ep.clone(),
-                    index: idx,
-                    pool_return,
-                    _in_flight: in_flight,
-                };
-                let Some(again) = copy.filter(|_| may_repeat && next.statuses.contains(&status))
-                else {
-                    upstream.succeeded(idx, started.elapsed());
-                    return Attempt::Done(Ok(fwd));
-                };
-                if NextUpstream::status_is_failure(status) {
-                    upstream.failed(idx);
-                } else {
-                    upstream.succeeded(idx, started.elapsed());
-                }
-                tracing::debug!(upstream = %upstream.name, endpoint = %ep.addr, status, "proxy-next-upstream: trying the next endpoint");
-                return Attempt::Next {
-                    last: Ok(fwd),
-                    req: Box::new(again),
-                };
-            }
-            (Err(SendFailure::Unsent(r)), _) if checkout.reused && mode == ConnMode::Pooled => {
-                req = *r;
-                mode = ConnMode::Fresh;
-            }
-            (Err(SendFailure::Failed(ProxyError::UpstreamFailed)), Some(again))
-                if resend_pooled && mode == ConnMode::Pooled =>
-            {
-                tracing::debug!(upstream = %upstream.name, endpoint = %ep.addr, "pooled connection closed under the request; sending it again on a new one");
-                req = again;
-                mode = ConnMode::Fresh;
-            }
-            (Err(SendFailure::Unsent(r)), _) => {
-                shared.metrics.upstream_error(UpstreamErrorKind::Protocol);
-                upstream.failed(idx);
-                let last = Err(ProxyError::UpstreamFailed);
-                // Nothing left: like a connection that could not be made.
-                return match next.connect_error && may_repeat {
-                    true => Attempt::Next { last, req: r },
-                    false => Attempt::Done(last),
-                };
-            }
-            (Err(SendFailure::Failed(e)), copy) => {
-                let (kind, go_on) = match e {
-                    ProxyError::UpstreamTimeout => {
-                        (Some(UpstreamErrorKind::Timeout), next.sent_timeout)
-                    }
-                    ProxyError::UpstreamFailed => {
-                        (Some(UpstreamErrorKind::Protocol), next.sent_error)
-                    }
-                    _ => (None, false),
-                };
-                if let Some(kind) = kind {
-                    shared.metrics.upstream_error(kind);
-                    upstream.failed(idx);
-                }
-                return match copy {
-                    Some(again) if go_on && may_repeat => {
-                        tracing::debug!(upstream = %upstream.name, endpoint = %ep.addr, error = %e, "proxy-next-upstream: trying the next endpoint");
-                        Attempt::Next {
-                            last: Err(e),
-                            req: Box::new(again),
-                        }
-                    }
-                    _ => Attempt::Done(Err(e)),
-                };
-            }
-        }
+    match last_answer {
+        Some(fwd) => Ok(*fwd),
+        None => Err(last_err),
     }
 }
 
