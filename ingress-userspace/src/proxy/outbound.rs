@@ -8,8 +8,9 @@ use hyper_util::rt::TokioIo;
 use rustls::{pki_types::ServerName, ClientConfig};
 use tokio::net::TcpStream;
 
-/// Sends `req` (absolute URI) on a new connection, with `Host` set to the URL's authority,
-/// and returns the answer's head. Over `https://` the peer's certificate is checked by `tls`.
+/// Sends `req` (absolute URI) on a new connection, with `Host` set to the URL's authority
+/// unless it has one, and returns the answer's head. Over `https://`, `tls` decides what of
+/// the peer's certificate is checked.
 pub async fn exchange<B>(
     tls: &Arc<ClientConfig>,
     mut req: Request<B>,

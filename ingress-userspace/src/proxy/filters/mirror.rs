@@ -112,17 +112,13 @@ impl Body for TeeBody {
 static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 
 impl Mirrors {
-    /// Copies go out over `tls` (offering `http/1.1`) to `https://` targets.
+    /// Copies go out over `tls` (offering `http/1.1`) to `https://` targets; it does not
+    /// check their certificates, as for `auth-url` and nginx's `proxy_ssl_verify off`.
     pub fn new(tls: Arc<ClientConfig>) -> Self {
         Mirrors {
             tls,
             in_flight: Arc::default(),
         }
-    }
-
-    /// Copies in progress (for tests).
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Relaxed)
     }
 
     /// Starts the copy of `req` (`headers` as they go upstream) to `cfg`'s target. Returns
@@ -221,17 +217,20 @@ where
 /// `mirror-host` as Host when set.
 fn build(cfg: &Mirror, req: &Original<'_>, with_body: bool) -> Result<Request<()>, String> {
     let request_uri = req.request_uri();
-    let mut url = req.expand(&cfg.target);
-    let parsed: Uri = url
-        .parse()
-        .map_err(|e| format!("bad mirror URL {url:?}: {e}"))?;
-    if parsed.path_and_query().is_none_or(|p| p.as_str() == "/") && !cfg.target.ends_with('/') {
+    let parse = |url: String| -> Result<Uri, String> {
+        url.parse()
+            .map_err(|e| format!("bad mirror URL {url:?}: {e}"))
+    };
+    let expanded = parse(req.expand(&cfg.target))?;
+    let uri = if expanded.path_and_query().is_none_or(|p| p.as_str() == "/")
+        && !cfg.target.ends_with('/')
+    {
         // `http://shadow:8080` alone: the request's own path, as a mirror is expected to get.
-        url = format!("{}{request_uri}", url.trim_end_matches('/'));
-    }
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("bad mirror URL {url:?}: {e}"))?;
+        let base = expanded.to_string();
+        parse(format!("{}{request_uri}", base.trim_end_matches('/')))?
+    } else {
+        expanded
+    };
     let mut h = req.headers.clone();
     headers::remove_hop_by_hop(&mut h, false);
     h.remove(header::HOST);
