@@ -452,7 +452,7 @@ async fn serve_https(
         return;
     };
     loop {
-        let (tcp, peer) = tokio::select! {
+        let (mut tcp, peer) = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -468,8 +468,11 @@ async fn serve_https(
         // Tracked by the drain: a passthrough connection (spliced or copied) gets the drain
         // timeout to finish, like an in-flight request, instead of being cut by the exit.
         tokio::spawn(proxy.drain_handle().track(async move {
-            if let Some(tls) = passthrough.handle(tcp, peer).await {
-                proxy.serve_tls(tls, peer, local).await;
+            let Some(origin) = proxy.origin(&mut tcp, peer, local).await else {
+                return;
+            };
+            if let Some(tls) = passthrough.handle(tcp, origin).await {
+                proxy.serve_tls(tls, origin).await;
             }
         }));
     }

@@ -113,6 +113,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub hsts: HstsArgs,
 
+    #[command(flatten)]
+    pub real_ip: RealIpArgs,
+
     /// Log one JSON line per request.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
@@ -143,6 +146,41 @@ pub struct RunArgs {
     /// write per logged packet; off, the statements are removed at load.
     #[arg(long)]
     pub kernel_log: bool,
+}
+
+/// Behind a load balancer or another proxy, named after ingress-nginx's ConfigMap keys.
+#[derive(Debug, Args, Clone)]
+pub struct RealIpArgs {
+    /// Every connection to the HTTP and HTTPS ports must start with a PROXY protocol header
+    /// (v1 or v2), as sent by AWS NLB/ELB, HAProxy and others; connections without one are
+    /// closed (`use-proxy-protocol`).
+    #[arg(long)]
+    pub use_proxy_protocol: bool,
+    /// Believe `X-Forwarded-Proto`, `-Port`, `-Host` and the client address in
+    /// `--forwarded-for-header` from peers in `--proxy-real-ip-cidr`, for a load balancer that
+    /// terminates TLS in front (`use-forwarded-headers`).
+    #[arg(long)]
+    pub use_forwarded_headers: bool,
+    /// Peers whose PROXY headers and forwarding headers are believed, comma-separated
+    /// (`proxy-real-ip-cidr`). Narrow it to the load balancer's addresses.
+    #[arg(long, value_delimiter = ',', default_value = "0.0.0.0/0,::/0")]
+    pub proxy_real_ip_cidr: Vec<ipnet::IpNet>,
+    /// The header that names the client's address (`forwarded-for-header`).
+    #[arg(long, default_value = "X-Forwarded-For")]
+    pub forwarded_for_header: http::HeaderName,
+}
+
+impl RealIpArgs {
+    /// The proxy's settings from these flags.
+    pub fn settings(&self) -> crate::proxy::real_ip::RealIp {
+        crate::proxy::real_ip::RealIp {
+            proxy_protocol: self.use_proxy_protocol,
+            forwarded_headers: self.use_forwarded_headers,
+            trusted: self.proxy_real_ip_cidr.clone(),
+            forwarded_for: self.forwarded_for_header.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// `Strict-Transport-Security` on HTTPS responses, as ingress-nginx's ConfigMap keys of the

@@ -24,6 +24,7 @@ pub mod config;
 pub mod maps;
 pub mod passthrough;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod snapshot;
 pub mod source;
 pub mod store;

@@ -13,7 +13,8 @@ use std::{
 };
 
 use ingress::{
-    passthrough::{proxy_v2, Passthrough},
+    passthrough::Passthrough,
+    proxy_protocol::{v2 as proxy_v2, Origin},
     snapshot::{
         BackendProtocol, HostMatch, LoadBalance, ObjectRef, PassthroughRoute, Snapshot, Upstream,
     },
@@ -322,7 +323,9 @@ impl Front {
                 while let Ok((tcp, peer)) = listener.accept().await {
                     let (pt, terminator) = (pt.clone(), terminator.clone());
                     tokio::spawn(async move {
-                        let Some(replay) = pt.handle(tcp, peer).await else {
+                        let Ok(local) = tcp.local_addr() else { return };
+                        let origin = Origin::direct(peer, local);
+                        let Some(replay) = pt.handle(tcp, origin).await else {
                             return;
                         };
                         let Some(cfg) = terminator else { return };

@@ -84,6 +84,12 @@ pub fn test(extra: &[String]) -> Result<()> {
         "tests/data/paths",
         FUZZ_PATH_SECS,
     )?;
+    fuzz(
+        "proxy_header",
+        "the PROXY protocol decoder",
+        "tests/data/proxy_protocol",
+        FUZZ_PROXY_SECS,
+    )?;
     bench_smoke()?;
     step("all tests passed");
     Ok(())
@@ -211,6 +217,9 @@ const FUZZ_HELLO_SECS: u32 = 60;
 /// How long CI fuzzes the path normalizer (hostile input from any client, and routing
 /// depends on its answer).
 const FUZZ_PATH_SECS: u32 = 30;
+/// How long CI fuzzes the PROXY protocol decoder (the first bytes of every connection behind
+/// a load balancer; a small grammar).
+const FUZZ_PROXY_SECS: u32 = 20;
 
 /// Fuzzes the target `name` (`fuzz/fuzz_targets/<name>.rs`) for `secs`, seeded with the
 /// committed corpus in `corpus`; new inputs go to a scratch directory, so the tree stays

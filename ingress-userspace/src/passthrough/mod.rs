@@ -17,13 +17,12 @@
 //! Wiring (app.rs): `let pt = Arc::new(Passthrough::start(PassthroughConfig { userspace:
 //! args.passthrough_userspace, ..Default::default() }).await);` once, `pt.apply(&snapshot)`
 //! for every snapshot, and per accepted HTTPS connection, in its own task:
-//! `if let Some(tls) = pt.handle(tcp, peer).await { /* terminate TLS on `tls` */ }`.
+//! `if let Some(tls) = pt.handle(tcp, origin).await { /* terminate TLS on `tls` */ }`.
 pub mod balance;
 pub mod copy;
 pub mod metrics;
 pub mod peek;
 pub mod plain_http;
-pub mod proxy_v2;
 pub mod sni;
 mod sockdiag;
 pub mod splice;
@@ -219,6 +218,9 @@ pub struct PassthroughConn {
     stream: TcpStream,
     sni: Option<String>,
     route: Arc<RouteEntry>,
+    /// Client and destination named by the connection's trusted PROXY header, for the
+    /// backend's own PROXY header; `None`: the socket's addresses.
+    proxied: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 impl PassthroughConn {
@@ -483,7 +485,12 @@ impl Passthrough {
             Hello::NoSni => (None, self.router.lookup_no_sni()),
         };
         match route {
-            Some(route) => Classified::Passthrough(PassthroughConn { stream, sni, route }),
+            Some(route) => Classified::Passthrough(PassthroughConn {
+                stream,
+                sni,
+                route,
+                proxied: None,
+            }),
             None => Classified::Terminate(Replay::new(Bytes::new(), stream)),
         }
     }
@@ -496,6 +503,7 @@ impl Passthrough {
             stream: client,
             sni,
             route,
+            proxied,
         } = conn;
         let peer = client.peer_addr().ok();
         let (mut backend, endpoint, _active) =
@@ -506,12 +514,18 @@ impl Passthrough {
         }
         let mut prelude = 0;
         if route.route.proxy_protocol {
-            let (Ok(src), Ok(dst)) = (client.peer_addr(), client.local_addr()) else {
+            let addresses = match proxied {
+                Some(a) => Ok(a),
+                None => client
+                    .peer_addr()
+                    .and_then(|p| Ok((p, client.local_addr()?))),
+            };
+            let Ok((src, dst)) = addresses else {
                 return Err(ServeError::ProxyHeader(std::io::Error::other(
                     "client address unknown",
                 )));
             };
-            let header = proxy_v2::encode(src, dst);
+            let header = crate::proxy_protocol::v2::encode(src, dst);
             backend
                 .write_all(&header)
                 .await
@@ -547,15 +561,17 @@ impl Passthrough {
     }
 
     /// Classifies and serves passthrough connections to the end; returns the stream when it
-    /// is for TLS termination. The one call the HTTPS accept loop needs.
+    /// is for TLS termination. The one call the HTTPS accept loop needs. `origin` is where
+    /// the connection comes from (its PROXY header already read, if the listener takes one).
     pub async fn handle(
         &self,
         stream: TcpStream,
-        peer: std::net::SocketAddr,
+        origin: crate::proxy_protocol::Origin,
     ) -> Option<Replay<TcpStream>> {
         use metrics::Outcome;
-        match self.classify(stream, peer).await {
-            Classified::Passthrough(conn) => {
+        match self.classify(stream, origin.client).await {
+            Classified::Passthrough(mut conn) => {
+                conn.proxied = origin.proxied.then_some((origin.client, origin.local));
                 let sni = conn.sni.clone();
                 self.metrics.active(true);
                 match self.serve(conn).await {

@@ -123,18 +123,29 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Per-connection values of the forwarded headers, computed once per connection.
+/// Values of the forwarded headers: computed once per connection, and per request only when
+/// a trusted peer's forwarding headers change them ([`super::real_ip::RealIp::from_headers`]).
 #[derive(Clone, Debug)]
 pub struct ForwardedValues {
+    /// The client's address (canonical form): for source ranges, rate limits and the log.
     pub client_ip: IpAddr,
     /// The client address as a header value (`X-Real-IP`, `X-Forwarded-For`).
     pub client: HeaderValue,
-    /// `http` or `https`.
+    /// The address the connection came from (the PROXY header's source, if any), appended to
+    /// an incoming `X-Forwarded-For` with `append_xff`.
+    pub hop: HeaderValue,
+    /// `http` or `https` (or what a trusted peer's `X-Forwarded-Proto` says).
     pub proto: HeaderValue,
+    /// Whether the client used HTTPS: decides `ssl-redirect` and the scheme of redirects.
+    pub https: bool,
     /// Port the client connected to.
     pub port: HeaderValue,
+    /// `X-Forwarded-Host` from a trusted peer, passed on in place of the request's host.
+    pub host: Option<HeaderValue>,
     /// Append the client to an incoming `X-Forwarded-For` instead of replacing it.
     pub append_xff: bool,
+    /// The connection's peer may set the forwarding headers (`proxy-real-ip-cidr`).
+    pub trusted_peer: bool,
 }
 
 impl ForwardedValues {
@@ -142,15 +153,35 @@ impl ForwardedValues {
     /// ingress-nginx's `compute-full-forwarded-for`.
     pub fn new(client: IpAddr, port: u16, tls: bool, append_xff: bool) -> Self {
         let client = client.to_canonical();
+        let value = ip_value(client);
         ForwardedValues {
             client_ip: client,
-            client: HeaderValue::from_str(&client.to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("0.0.0.0")),
+            hop: value.clone(),
+            client: value,
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            https: tls,
             port: HeaderValue::from(port),
+            host: None,
             append_xff,
+            trusted_peer: false,
         }
     }
+
+    /// Whether the connection's peer may set the forwarding headers.
+    pub fn with_trust(mut self, trusted: bool) -> Self {
+        self.trusted_peer = trusted;
+        self
+    }
+
+    /// The client is `ip` (named by a trusted peer); the hop stays the connection's.
+    pub fn set_client(&mut self, ip: IpAddr) {
+        self.client_ip = ip.to_canonical();
+        self.client = ip_value(self.client_ip);
+    }
+}
+
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("0.0.0.0"))
 }
 
 /// Sets the forwarding headers on a request going upstream. `X-Forwarded-For` is the client
@@ -166,11 +197,11 @@ pub fn set_forwarded(
     let original = incoming_xff(headers);
     let xff = match &original {
         Some(prev) if fwd.append_xff => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + fwd.client.len());
+            let mut v = Vec::with_capacity(prev.len() + 2 + fwd.hop.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(fwd.client.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| fwd.client.clone())
+            v.extend_from_slice(fwd.hop.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| fwd.hop.clone())
         }
         _ => fwd.client.clone(),
     };
@@ -185,7 +216,7 @@ pub fn set_forwarded(
     headers.insert(X_FORWARDED_SCHEME.clone(), fwd.proto.clone());
     headers.insert(X_SCHEME.clone(), fwd.proto.clone());
     headers.insert(X_FORWARDED_PORT.clone(), fwd.port.clone());
-    if let Some(h) = host {
+    if let Some(h) = fwd.host.as_ref().or(host) {
         headers.insert(X_FORWARDED_HOST.clone(), h.clone());
     }
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());

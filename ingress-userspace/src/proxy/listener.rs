@@ -24,7 +24,7 @@ use rustls_pki_types::CertificateDer;
 use super::{
     filters::client_cert, headers::ForwardedValues, limits::FramingGuard, service, Proxy, Shared,
 };
-use crate::snapshot::ClientAuth;
+use crate::{proxy_protocol::Origin, snapshot::ClientAuth};
 
 /// Binds a listening socket for the proxy: `SO_REUSEADDR`, a deep accept backlog, and for
 /// IPv6 addresses `IPV6_V6ONLY` off so `[::]` serves IPv4 too.
@@ -153,16 +153,15 @@ impl Proxy {
         let proxy = self.clone();
         async move {
             let local = listener.local_addr().ok();
-            accept_loop(&proxy.shared, listener, |stream, peer| {
+            accept_loop(&proxy.shared, listener, |mut stream, peer| {
                 let local = local.unwrap_or(peer);
-                proxy.shared.drain.tracker.spawn(serve_conn(
-                    proxy.shared.clone(),
-                    stream,
-                    peer,
-                    local,
-                    false,
-                    ClientCert::default(),
-                ));
+                let proxy = proxy.clone();
+                proxy.shared.drain.tracker.clone().spawn(async move {
+                    if let Some(origin) = proxy.origin(&mut stream, peer, local).await {
+                        let client = ClientCert::default();
+                        serve_conn(proxy.shared, stream, origin, false, client).await;
+                    }
+                });
             })
             .await;
         }
@@ -174,22 +173,58 @@ impl Proxy {
         let proxy = self.clone();
         async move {
             let local = listener.local_addr().ok();
-            accept_loop(&proxy.shared, listener, |stream, peer| {
+            accept_loop(&proxy.shared, listener, |mut stream, peer| {
                 let local = local.unwrap_or(peer);
-                tokio::spawn(proxy.serve_tls(stream, peer, local));
+                let proxy = proxy.clone();
+                tokio::spawn(async move {
+                    if let Some(origin) = proxy.origin(&mut stream, peer, local).await {
+                        proxy.serve_tls(stream, origin).await;
+                    }
+                });
             })
             .await;
         }
     }
 
+    /// Where a new connection comes from. With the PROXY protocol on, its header is read
+    /// first: `None` when it is missing, bad or late (the connection is to be closed).
+    pub async fn origin(
+        &self,
+        stream: &mut TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Origin> {
+        let real_ip = &self.shared.options.real_ip;
+        if !real_ip.proxy_protocol {
+            return Some(Origin::direct(peer, local));
+        }
+        let read = crate::proxy_protocol::read(stream, real_ip.header_timeout);
+        let header = tokio::select! {
+            header = read => header,
+            _ = self.shared.drain.stop.cancelled() => return None,
+        };
+        match header {
+            Ok(h) => Some(Origin::from_header(
+                &h,
+                peer,
+                local,
+                real_ip.trusts(peer.ip()),
+            )),
+            Err(e) => {
+                self.shared.metrics.proxy_protocol_refused();
+                tracing::debug!(%peer, error = %e, "closing connection: PROXY protocol header");
+                None
+            }
+        }
+    }
+
     /// Terminates TLS on an accepted connection and serves it. `stream` may replay bytes
-    /// already peeked (SNI routing); `peer` is the client, `local` the address it connected
-    /// to. The future is tracked by the drain.
+    /// already peeked (SNI routing); `origin` says who the client is. The future is tracked
+    /// by the drain.
     pub fn serve_tls<S>(
         &self,
         stream: S,
-        peer: SocketAddr,
-        local: SocketAddr,
+        origin: Origin,
     ) -> impl Future<Output = ()> + Send + 'static
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -219,7 +254,7 @@ impl Proxy {
                     .peer_certificates()
                     .map(|c| Arc::<[CertificateDer<'static>]>::from(c.to_vec()));
                 let client = ClientCert { chain, asked };
-                serve_conn(shared, tls, peer, local, true, client).await;
+                serve_conn(shared, tls, origin, true, client).await;
             }
         })
     }
@@ -228,8 +263,7 @@ impl Proxy {
     pub fn serve_plain<S>(
         &self,
         stream: S,
-        peer: SocketAddr,
-        local: SocketAddr,
+        origin: Origin,
     ) -> impl Future<Output = ()> + Send + 'static
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -239,8 +273,7 @@ impl Proxy {
         tracker.track_future(serve_conn(
             shared,
             stream,
-            peer,
-            local,
+            origin,
             false,
             ClientCert::default(),
         ))
@@ -277,13 +310,13 @@ async fn accept_loop(
 async fn serve_conn<S>(
     shared: Arc<Shared>,
     stream: S,
-    peer: SocketAddr,
-    local: SocketAddr,
+    origin: Origin,
     tls: bool,
     client: ClientCert,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = origin.client;
     let stream =
         super::slow_reader::SendDeadline::new(stream, shared.options.limits.client_send_timeout);
     let (io, framing) = FramingGuard::new(stream);
@@ -294,11 +327,12 @@ async fn serve_conn<S>(
         client_cert_asked: client.asked,
         client_verdict: std::sync::Mutex::new(None),
         fwd: ForwardedValues::new(
-            peer.ip(),
-            local.port(),
+            origin.client.ip(),
+            origin.local.port(),
             tls,
             shared.options.compute_full_forwarded_for,
-        ),
+        )
+        .with_trust(shared.options.real_ip.trusts(origin.peer)),
         framing,
         activity: activity.clone(),
     });

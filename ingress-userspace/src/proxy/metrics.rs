@@ -157,6 +157,8 @@ pub struct ProxyMetrics {
     mirrors: [AtomicU64; 3],
     tls_handshakes: AtomicU64,
     tls_handshake_failures: AtomicU64,
+    /// Connections closed for a missing or bad PROXY protocol header.
+    proxy_protocol_refused: AtomicU64,
     config_applies: AtomicU64,
     config_generation: AtomicU64,
     apply_duration: Histogram,
@@ -172,6 +174,7 @@ impl Default for ProxyMetrics {
             mirrors: Default::default(),
             tls_handshakes: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
+            proxy_protocol_refused: AtomicU64::new(0),
             config_applies: AtomicU64::new(0),
             config_generation: AtomicU64::new(0),
             apply_duration: Histogram::default(),
@@ -240,6 +243,16 @@ impl ProxyMetrics {
         if !ok {
             self.tls_handshake_failures.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counts a connection closed for its PROXY protocol header.
+    pub fn proxy_protocol_refused(&self) {
+        self.proxy_protocol_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Connections closed for their PROXY protocol header so far.
+    pub fn proxy_protocol_refusals(&self) -> u64 {
+        self.proxy_protocol_refused.load(Relaxed)
     }
 
     /// Counts a configuration applied to the proxy.
@@ -328,6 +341,9 @@ impl ProxyMetrics {
              # HELP ingress_tls_handshake_failures_total TLS handshakes that failed or timed out.\n\
              # TYPE ingress_tls_handshake_failures_total counter\n\
              ingress_tls_handshake_failures_total {}\n\
+             # HELP ingress_proxy_protocol_refused_total Connections closed for a missing or bad PROXY protocol header.\n\
+             # TYPE ingress_proxy_protocol_refused_total counter\n\
+             ingress_proxy_protocol_refused_total {}\n\
              # HELP ingress_config_applies_total Configurations applied to the proxy.\n\
              # TYPE ingress_config_applies_total counter\n\
              ingress_config_applies_total {}\n\
@@ -339,6 +355,7 @@ impl ProxyMetrics {
              ingress_open_connections {}",
             self.tls_handshakes.load(Relaxed),
             self.tls_handshake_failures.load(Relaxed),
+            self.proxy_protocol_refused.load(Relaxed),
             self.config_applies.load(Relaxed),
             self.config_generation.load(Relaxed),
             self.open_connections.load(Relaxed),

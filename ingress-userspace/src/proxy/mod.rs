@@ -18,6 +18,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub(crate) mod outbound;
+pub mod real_ip;
 pub mod router;
 mod service;
 pub mod slow_reader;
@@ -68,6 +69,8 @@ pub struct ProxyOptions {
     pub default_certificate: Option<Arc<CertifiedKey>>,
     /// Append the client to an incoming `X-Forwarded-For` (else it is replaced).
     pub compute_full_forwarded_for: bool,
+    /// Behind a load balancer: the PROXY protocol and trusted forwarding headers.
+    pub real_ip: real_ip::RealIp,
     /// `Strict-Transport-Security` for HTTPS responses of hosts with TLS; `None`: not sent.
     pub hsts: Option<HeaderValue>,
 }
@@ -80,6 +83,7 @@ impl Default for ProxyOptions {
             https_port: 443,
             default_certificate: None,
             compute_full_forwarded_for: false,
+            real_ip: real_ip::RealIp::default(),
             hsts: Some(HeaderValue::from_static(
                 "max-age=31536000; includeSubDomains",
             )),
@@ -94,6 +98,7 @@ impl ProxyOptions {
             access_log: args.access_log,
             https_port: args.https_addr.port(),
             compute_full_forwarded_for: args.compute_full_forwarded_for,
+            real_ip: args.real_ip.settings(),
             hsts: args.hsts.header_value(),
             limits: Limits {
                 upstream_max_idle_per_endpoint: args.limits.upstream_keepalive_connections,

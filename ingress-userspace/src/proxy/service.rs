@@ -42,6 +42,12 @@ pub(crate) async fn handle(
     let active = conn.activity.start(req.version() == Version::HTTP_2);
     let config = shared.config.load_full();
     let request_id = headers::request_id(req.headers());
+    // Behind a trusted load balancer its headers may name another client, scheme or port.
+    let forwarded = shared
+        .options
+        .real_ip
+        .from_headers(&conn.fwd, req.headers());
+    let fwd = forwarded.as_ref().unwrap_or(&conn.fwd);
     let client_version = req.version();
     let record = shared.options.access_log.then(|| {
         Box::new(AccessRecord {
@@ -49,7 +55,7 @@ pub(crate) async fn handle(
             host: request_host(&req).into_owned(),
             path: req.uri().path().to_string(),
             version: req.version(),
-            client: conn.fwd.client_ip,
+            client: fwd.client_ip,
             request_id: request_id.clone(),
             upstream: None,
             upstream_name: None,
@@ -60,9 +66,13 @@ pub(crate) async fn handle(
     let mut completion = Completion::pending(start, shared.metrics.unrouted(), record);
     completion.hold(active);
     let mut tls_host = false;
+    let via = Via {
+        conn: &conn,
+        client: fwd,
+    };
     let mut response = pipeline(
         &shared,
-        &conn,
+        via,
         &config,
         req,
         &request_id,
@@ -70,7 +80,7 @@ pub(crate) async fn handle(
         &mut tls_host,
     )
     .await;
-    if conn.tls && tls_host {
+    if fwd.https && tls_host {
         // As ingress-nginx's `more_set_headers` in a TLS server: every answer, the proxy's
         // own included, and in place of one the upstream sent.
         if let Some(v) = &shared.options.hsts {
@@ -92,15 +102,23 @@ pub(crate) async fn handle(
     response
 }
 
+/// The connection a request came on, and its client as the request's trusted forwarding
+/// headers name it (the connection's own values otherwise).
+struct Via<'a> {
+    conn: &'a ConnCtx,
+    client: &'a headers::ForwardedValues,
+}
+
 async fn pipeline(
     shared: &Shared,
-    conn: &ConnCtx,
+    via: Via<'_>,
     config: &ActiveConfig,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     completion: &mut Completion,
     tls_host: &mut bool,
 ) -> Response<ResponseBody> {
+    let Via { conn, client } = via;
     // Every early answer below drops the body unread; it drains itself (HTTP/2).
     let version = req.version();
     let mut req = req.map(|b| ClientBody::new(b, version));
@@ -131,7 +149,7 @@ async fn pipeline(
     }
     let host = request_host(&req);
     if let Some(to) = config.routes.www_redirect(&host) {
-        return redirect::www(to, conn.tls, shared.options.https_port, req.uri());
+        return redirect::www(to, client.https, shared.options.https_port, req.uri());
     }
     let matched = config.routes.find(&host, route_path);
     let Some(m) = matched else {
@@ -146,8 +164,9 @@ async fn pipeline(
         completion.unlogged();
     }
 
-    // Rewrite phase: redirects.
-    if !conn.tls {
+    // Rewrite phase: redirects. Behind a load balancer that terminated TLS, its
+    // `X-Forwarded-Proto` says whether the client used HTTPS.
+    if !client.https {
         let https_port = shared.options.https_port;
         if let Some(r) = redirect::ssl_redirect(policy, m.host_tls, &host, req.uri(), https_port) {
             return r;
@@ -192,19 +211,14 @@ async fn pipeline(
         }
     }
     // Preaccess and access phases.
-    if !ratelimit::allowed(
-        &shared.limiter,
-        policy,
-        target.limit_zone,
-        conn.fwd.client_ip,
-    ) {
+    if !ratelimit::allowed(&shared.limiter, policy, target.limit_zone, client.client_ip) {
         return ProxyError::RateLimited.response();
     }
     if let Some(max) = policy.limit_connections {
-        if !ratelimit::exempt(policy, conn.fwd.client_ip) {
+        if !ratelimit::exempt(policy, client.client_ip) {
             // A zone of its own: not the rate limit's buckets.
             let zone = target.limit_zone.rotate_left(1);
-            match shared.conn_limiter.acquire(zone, conn.fwd.client_ip, max) {
+            match shared.conn_limiter.acquire(zone, client.client_ip, max) {
                 Some(permit) => completion.hold_permit(permit),
                 None => return ProxyError::RateLimited.response(),
             }
@@ -216,7 +230,7 @@ async fn pipeline(
     let any = policy.satisfy_any;
     let mut granted = false;
     let mut denial: Option<Response<ResponseBody>> = None;
-    let source_ok = access::source_allowed(policy, conn.fwd.client_ip);
+    let source_ok = access::source_allowed(policy, client.client_ip);
     if !source_ok {
         if !any {
             return ProxyError::Forbidden.response();
@@ -249,8 +263,8 @@ async fn pipeline(
             uri: req.uri(),
             headers: req.headers(),
             host: &host,
-            tls: conn.tls,
-            client: conn.fwd.client_ip,
+            tls: client.https,
+            client: client.client_ip,
         };
         // Kept answers are per route, as nginx's cache is per location.
         let scope = ext.cache.as_ref().map(|_| {
@@ -347,7 +361,13 @@ async fn pipeline(
     let cookie_known = sticky.is_some() || cookie.is_some_and(|v| upstream.knows_cookie(v));
     let preferred = sticky.or_else(|| {
         let key = policy.hash_by.as_ref()?;
-        let h = hash::key(key, req.uri(), req.headers(), conn.fwd.client_ip, conn.tls);
+        let h = hash::key(
+            key,
+            req.uri(),
+            req.headers(),
+            client.client_ip,
+            client.https,
+        );
         upstream.by_hash(h)
     });
 
@@ -395,12 +415,7 @@ async fn pipeline(
     if let Some(h) = &host_value {
         parts.headers.insert(header::HOST, h.clone());
     }
-    headers::set_forwarded(
-        &mut parts.headers,
-        &conn.fwd,
-        host_value.as_ref(),
-        request_id,
-    );
+    headers::set_forwarded(&mut parts.headers, client, host_value.as_ref(), request_id);
     if let Some(ext) = &policy.external_auth {
         external_auth::set_response_headers(&mut parts.headers, ext, auth_headers);
     }
@@ -435,8 +450,8 @@ async fn pipeline(
                 uri: &parts.uri,
                 headers: &parts.headers,
                 host: &host,
-                tls: conn.tls,
-                client: conn.fwd.client_ip,
+                tls: client.https,
+                client: client.client_ip,
             };
             let has_body = !body.is_end_stream();
             shared

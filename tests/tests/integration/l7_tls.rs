@@ -254,7 +254,8 @@ async fn l7_serve_tls_with_peeked_bytes_replayed() -> anyhow::Result<()> {
         tcp.read_exact(&mut peeked).await?;
         let local = tcp.local_addr()?;
         let stream = ingress::passthrough::peek::Replay::new(bytes::Bytes::from(peeked), tcp);
-        proxy.serve_tls(stream, peer, local).await;
+        let origin = ingress::proxy_protocol::Origin::direct(peer, local);
+        proxy.serve_tls(stream, origin).await;
         anyhow::Ok(())
     });
     let s = tls_connect(

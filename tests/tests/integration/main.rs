@@ -10,6 +10,7 @@ mod l7_annotations;
 mod l7_lifecycle;
 mod l7_limits;
 mod l7_protocols;
+mod l7_real_ip;
 mod l7_routing;
 mod l7_tls;
 mod l7_upstream;

@@ -527,3 +527,118 @@ spec:
     let without = without.unwrap_or_else(|e| panic!("{e:#}\nlog:\n{log_text}"));
     assert_eq!((without.0, without.1), (400, 1), "log:\n{log_text}");
 }
+
+/// `--use-proxy-protocol` through the real binary: behind a load balancer that sends PROXY
+/// headers, a passthrough backend gets the balancer's client in its own PROXY v2 header, the
+/// L7 upstream sees it as `X-Real-IP`, and a connection without a header is closed and
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_from_a_load_balancer_reaches_passthrough_and_l7_backends() {
+    use tests::passthrough::{connect, tls_over, BackendBehavior, Pki, TlsBackend, STEP};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HOST: &str = "pass.test";
+    let pki = Pki::new();
+    let behavior = BackendBehavior {
+        expect_proxy: true,
+        ..BackendBehavior::default()
+    };
+    let mut backend = TlsBackend::start(pki.server_config(&[HOST]), behavior).await;
+    let web = TestServer::echo("web").await.expect("upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let passthrough = tests::ingressd::passthrough_ingress_yaml(HOST, "tls-backend", 443).replacen(
+        "ssl-passthrough: \"true\"\n",
+        "ssl-passthrough: \"true\"\n    ingress.example.dev/proxy-protocol: \"true\"\n",
+        1,
+    );
+    let web_service = class_and_service_yaml("web", &web.addr.to_string(), "http", 80)
+        .split("---\n")
+        .nth(1)
+        .map(str::to_string)
+        .expect("service part");
+    let yaml = class_and_service_yaml("tls-backend", &backend.addr.to_string(), "https", 443)
+        + &passthrough
+        + "---\n"
+        + &web_service
+        + "---\n"
+        + &tests::ingressd::ingress_yaml("web", "web.test", "web", 80);
+    std::fs::write(dir.path().join("all.yaml"), yaml).expect("manifests");
+    let (http, https, admin) = (free_addr(), free_addr(), free_addr());
+    let args: Vec<String> = [
+        "--manifests",
+        &dir.path().to_string_lossy(),
+        "--http-addr",
+        &http.to_string(),
+        "--https-addr",
+        &https.to_string(),
+        "--admin-addr",
+        &admin.to_string(),
+        "--use-proxy-protocol",
+        "--proxy-real-ip-cidr",
+        "127.0.0.0/8,::1/128",
+        "--pin-dir",
+        &format!("/sys/fs/bpf/ingressd-ppin-{}", std::process::id()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = start_ready(args, admin, dir.path().join("log")).await;
+
+    // Passthrough: the header goes first, then the client's TLS straight to the backend.
+    let mut tcp = connect(https).await;
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n")
+        .await
+        .expect("header");
+    let mut tls = tls_over(tcp, HOST, pki.client_config())
+        .await
+        .unwrap_or_else(|e| panic!("handshake after the header: {e}\n{}", p.log_text()));
+    echo_tls(&mut tls, b"through the balancer").await;
+    tls.shutdown().await.expect("close_notify");
+    let mut rest = Vec::new();
+    tokio::time::timeout(STEP, tls.read_to_end(&mut rest))
+        .await
+        .expect("EOF in time")
+        .expect("read to end");
+    let conn = backend.next().await;
+    let want: (SocketAddr, SocketAddr) = (
+        "203.0.113.7:40000".parse().expect("addr"),
+        "198.51.100.1:443".parse().expect("addr"),
+    );
+    assert_eq!(conn.proxy, Some(want), "the backend's PROXY header");
+
+    // L7 on the HTTP port, a v2 header this time.
+    let header = ingress::proxy_protocol::v2::encode(
+        "198.51.100.20:5000".parse().expect("addr"),
+        "198.51.100.1:80".parse().expect("addr"),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(http).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(&header).expect("header");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .await
+    .expect("join");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}\n{}", p.log_text());
+    assert!(
+        out.contains(r#""x-real-ip":"198.51.100.20""#),
+        "upstream did not see the balancer's client: {out}"
+    );
+
+    // No header: closed before TLS, and counted.
+    let mut bare = connect(https).await;
+    let closed = tls_over(&mut bare, HOST, pki.client_config())
+        .await
+        .is_err();
+    assert!(closed, "a TLS handshake without a PROXY header succeeded");
+    let counted = tests::passthrough::eventually(STEP, || {
+        p.metrics()
+            .is_some_and(|m| m.contains("ingress_proxy_protocol_refused_total 1"))
+    })
+    .await;
+    assert!(counted, "refusal not counted: {:?}", p.metrics());
+}

@@ -1,8 +1,9 @@
-//! PROXY protocol version 2 (binary) header, so backends see the client address.
+//! PROXY protocol version 2 (binary): written to passthrough backends so they see the client
+//! address, and read from load balancers in front of the listeners.
 //! Spec: <https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt>, section 2.2.
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use thiserror::Error;
+use super::{DecodeError, ProxyHeader};
 
 /// The 12-byte v2 signature.
 pub const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -42,32 +43,11 @@ pub fn encode(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
     out
 }
 
-/// A decoded v2 header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProxyHeader {
-    /// Source and destination for a proxied TCP connection; `None` for LOCAL or other
-    /// protocols.
-    pub addresses: Option<(SocketAddr, SocketAddr)>,
-    /// Bytes the header occupies, TLVs included.
-    pub len: usize,
-}
-
-/// Why bytes are not a v2 header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
-pub enum DecodeError {
-    #[error("missing PROXY v2 signature")]
-    Signature,
-    #[error("unsupported version/command byte {0:#04x}")]
-    Command(u8),
-    #[error("address block of {0} bytes too short for its family")]
-    Length(usize),
-}
-
-/// Decodes a header at the start of `buf`; `Ok(None)` if more bytes are needed.
+/// Decodes a v2 header at the start of `buf`; `Ok(None)` if more bytes are needed.
 pub fn decode(buf: &[u8]) -> Result<Option<ProxyHeader>, DecodeError> {
     let sig = buf.len().min(SIGNATURE.len());
     if buf[..sig] != SIGNATURE[..sig] {
-        return Err(DecodeError::Signature);
+        return Err(DecodeError::NotProxy);
     }
     if buf.len() < 16 {
         return Ok(None);
@@ -162,7 +142,7 @@ mod tests {
         for end in 0..h.len() {
             assert_eq!(decode(&h[..end]), Ok(None), "{end}");
         }
-        assert_eq!(decode(b"GET / HTTP/1.1"), Err(DecodeError::Signature));
+        assert_eq!(decode(b"GET / HTTP/1.1"), Err(DecodeError::NotProxy));
         let mut bad = h.clone();
         bad[12] = 0x11;
         assert_eq!(decode(&bad), Err(DecodeError::Command(0x11)));
