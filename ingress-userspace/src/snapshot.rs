@@ -113,6 +113,15 @@ pub enum VerifyClient {
     OptionalNoCa,
 }
 
+/// The revocation lists of a client CA Secret (`ca.crl`), as nginx's `ssl_crl` reads them.
+#[derive(Clone, Debug, Default)]
+pub struct Crls {
+    /// The lists as read, in order (compared between settings).
+    pub der: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+    /// The same, parsed for verification.
+    pub parsed: Arc<Vec<webpki::CertRevocationList<'static>>>,
+}
+
 /// Client certificate authentication of a host (`auth-tls-secret` and friends).
 #[derive(Clone, Debug)]
 pub struct ClientAuth {
@@ -124,6 +133,8 @@ pub struct ClientAuth {
     pub ca: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// The same CAs as trust anchors.
     pub roots: Arc<rustls::RootCertStore>,
+    /// Revocation lists (`ca.crl`); empty: no revocation check.
+    pub crls: Crls,
     pub mode: VerifyClient,
     /// `auth-tls-verify-depth`: certificates allowed above the client's, its CA included
     /// (1: signed by a CA of the bundle directly).
@@ -145,6 +156,7 @@ impl ClientAuth {
     pub fn same_settings(&self, other: &Self) -> bool {
         self.secret == other.secret
             && self.ca == other.ca
+            && self.crls.der == other.crls.der
             && self.mode == other.mode
             && self.depth == other.depth
             && self.error_page == other.error_page

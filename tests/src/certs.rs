@@ -86,6 +86,48 @@ impl TestCa {
         ))
     }
 
+    /// Like [`TestCa::issue_client`], with the serial number `serial` (to revoke it).
+    pub fn issue_client_serial(
+        &self,
+        common_name: &str,
+        serial: u64,
+    ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.serial_number = Some(serial.into());
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((
+            vec![cert.der().clone(), self.cert_der()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        ))
+    }
+
+    /// A PEM CRL (`ca.crl`) from this CA revoking `serials`, current until 2099.
+    pub fn crl_pem(&self, serials: &[u64]) -> anyhow::Result<String> {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: (*s).into(),
+                    revocation_time: rcgen::date_time_ymd(2020, 6, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
     /// The CA certificate as PEM, as a `ca.crt` Secret key holds it.
     pub fn cert_pem(&self) -> String {
         self.issuer.pem()

@@ -152,6 +152,7 @@ pub fn client_auth(ca: &crate::certs::TestCa, mode: VerifyClient) -> anyhow::Res
         secret: "default/client-ca".into(),
         ca: vec![ca.cert_der()],
         roots: Arc::new(roots),
+        crls: Default::default(),
         mode,
         depth: 1,
         error_page: None,

@@ -339,6 +339,7 @@ pub(crate) fn verify_chain(
     now: UnixTime,
     usage: webpki::KeyUsage,
     depth: u8,
+    revocation: Option<webpki::RevocationOptions<'_>>,
 ) -> Result<(), String> {
     let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("{e:?}"))?;
     let algorithms =
@@ -357,7 +358,7 @@ pub(crate) fn verify_chain(
         intermediates,
         now,
         usage,
-        None,
+        revocation,
         Some(&depth_ok),
     )
     .map(|_| ())
@@ -439,6 +440,7 @@ impl ServerCertVerifier for UpstreamCertCheck {
             now,
             webpki::KeyUsage::server_auth(),
             self.depth,
+            None,
         )
         .map_err(|e| rustls::Error::General(format!("upstream certificate: {e}")))?;
         let cert = webpki::EndEntityCert::try_from(end_entity)

@@ -29,7 +29,7 @@ use super::{
 use crate::{
     config::{ServicePortRef, Settings},
     snapshot::{
-        BackendProtocol, BasicAuth, ClientAuth, HostMatch, HttpConfig, L4Service, ObjectRef,
+        BackendProtocol, BasicAuth, ClientAuth, Crls, HostMatch, HttpConfig, L4Service, ObjectRef,
         PassthroughRoute, RoutePolicy, RouteTarget, Snapshot, TlsConfig, UpstreamTls, VirtualHost,
     },
     store::{cache::Change, ObjectCache},
@@ -790,15 +790,21 @@ fn client_auth(
         "its hosts answer 503 until it is fixed",
         diags,
     );
-    let (ca, roots, denied) = match read {
-        Some((ca, roots)) => (ca, roots, false),
-        None => (Vec::new(), Arc::new(rustls::RootCertStore::empty()), true),
+    let (ca, roots, crls, denied) = match read {
+        Some(ca) => (ca.certs, ca.roots, ca.crls, false),
+        None => (
+            Vec::new(),
+            Arc::new(rustls::RootCertStore::empty()),
+            Crls::default(),
+            true,
+        ),
     };
     Arc::new(ClientAuth {
         origin: parsed.origin.clone(),
         secret: format!("{ns}/{name}"),
         ca,
         roots,
+        crls,
         mode: cc.mode,
         depth: cc.depth,
         error_page: cc.error_page.clone(),

@@ -425,8 +425,8 @@ async fn echo_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     assert_eq!(back, payload);
 }
 
-/// `auth-tls-secret` end to end: a CA Secret and an Ingress from files, the running binary
-/// asking for and judging client certificates.
+/// `auth-tls-secret` end to end: a CA Secret (with a revocation list) and an Ingress from
+/// files, the running binary asking for and judging client certificates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_from_manifests() {
     let server_ca = tests::certs::TestCa::new().expect("CA");
@@ -449,6 +449,8 @@ kind: Secret
 metadata: {{name: client-ca, namespace: default}}
 stringData:
   ca.crt: |
+    {}
+  ca.crl: |
     {}
 ---
 apiVersion: networking.k8s.io/v1
@@ -474,7 +476,8 @@ spec:
 "#,
         indent(&chain),
         indent(&key),
-        indent(&client_ca.cert_pem())
+        indent(&client_ca.cert_pem()),
+        indent(&client_ca.crl_pem(&[66]).expect("CRL"))
     );
     let up = TestServer::echo("app").await.expect("upstream");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -515,6 +518,12 @@ spec:
     };
     let with_cert = status(Some(client_ca.issue_client("svc-a").expect("client cert"))).await;
     let without = status(None).await;
+    let revoked = status(Some(
+        client_ca
+            .issue_client_serial("svc-r", 66)
+            .expect("client cert"),
+    ))
+    .await;
     let log_text = p.log_text();
     p.signal(libc::SIGTERM).expect("SIGTERM");
     let _ = p.wait(Duration::from_secs(10));
@@ -526,6 +535,9 @@ spec:
     );
     let without = without.unwrap_or_else(|e| panic!("{e:#}\nlog:\n{log_text}"));
     assert_eq!((without.0, without.1), (400, 1), "log:\n{log_text}");
+    // Revoked by the Secret's ca.crl: "The SSL certificate error", as nginx's ssl_crl.
+    let revoked = revoked.unwrap_or_else(|e| panic!("{e:#}\nlog:\n{log_text}"));
+    assert_eq!((revoked.0, revoked.1), (400, 1), "log:\n{log_text}");
 }
 
 /// `--use-proxy-protocol` through the real binary: behind a load balancer that sends PROXY

@@ -76,6 +76,16 @@ fn chain_status(
     intermediates: &[CertificateDer<'static>],
     now: UnixTime,
 ) -> Result<(), String> {
+    // With `ca.crl`, as nginx's `ssl_crl` (OpenSSL's CRL_CHECK_ALL): every certificate of
+    // the chain below the trust anchor needs a current list from its issuer, and is refused
+    // when it is revoked, its issuer has no list, or the list has expired.
+    let lists: Vec<&webpki::CertRevocationList<'static>> = auth.crls.parsed.iter().collect();
+    let revocation = webpki::RevocationOptionsBuilder::new(&lists).ok().map(|b| {
+        b.with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+            .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+            .build()
+    });
     crate::proxy::tls::verify_chain(
         &auth.roots,
         leaf,
@@ -83,6 +93,7 @@ fn chain_status(
         now,
         webpki::KeyUsage::client_auth(),
         auth.depth,
+        revocation,
     )
 }
 
@@ -280,6 +291,7 @@ mod tests {
             secret: "ns/ca".into(),
             ca,
             roots: Arc::new(store),
+            crls: Default::default(),
             mode,
             depth,
             error_page: None,
@@ -291,6 +303,88 @@ mod tests {
 
     fn now() -> UnixTime {
         UnixTime::now()
+    }
+
+    fn client_with_serial(cn: &str, issuer: &Ca, serial: u64) -> CertificateDer<'static> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.serial_number = Some(serial.into());
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("key");
+        p.signed_by(&key, issuer)
+            .expect("client cert")
+            .der()
+            .clone()
+    }
+
+    /// A CRL from `issuer` revoking `serials`, current until `until` (a year).
+    fn crl(issuer: &Ca, serials: &[u64], until: i32) -> webpki::CertRevocationList<'static> {
+        let p = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(until, 1, 1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: (*s).into(),
+                    revocation_time: rcgen::date_time_ymd(2020, 6, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let der = p.signed_by(issuer).expect("CRL").der().clone();
+        webpki::OwnedCertRevocationList::from_der(der.as_ref())
+            .expect("parses")
+            .into()
+    }
+
+    fn with_crls(mut a: ClientAuth, lists: Vec<webpki::CertRevocationList<'static>>) -> ClientAuth {
+        a.crls.parsed = Arc::new(lists);
+        a
+    }
+
+    #[test]
+    fn a_revoked_client_fails_and_the_others_pass() {
+        let root = ca("Test Root", None);
+        let a = with_crls(
+            auth(&[&root], VerifyClient::On, 1),
+            vec![crl(&root, &[2], 2099)],
+        );
+        let alice = client_with_serial("alice", &root, 1);
+        assert_eq!(verify(&a, Some(&[alice]), now()).status, Status::Success);
+        let bob = client_with_serial("bob", &root, 2);
+        let v = verify(&a, Some(&[bob]), now());
+        assert!(
+            matches!(&v.status, Status::Failed(r) if r.contains("CertRevoked")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn every_ca_of_the_chain_needs_a_current_list() {
+        let root = ca("Test Root", None);
+        let mid = ca("Test Intermediate", Some(&root));
+        let chain = [client_with_serial("carol", &mid, 7), mid.der().clone()];
+        let base = || auth(&[&root], VerifyClient::On, 2);
+        // The root's list alone says nothing about carol: refused, as nginx's CRL_CHECK_ALL.
+        let a = with_crls(base(), vec![crl(&root, &[], 2099)]);
+        let v = verify(&a, Some(&chain), now());
+        assert!(
+            matches!(&v.status, Status::Failed(r) if r.contains("UnknownRevocationStatus")),
+            "{v:?}"
+        );
+        let a = with_crls(base(), vec![crl(&root, &[], 2099), crl(&mid, &[8], 2099)]);
+        assert_eq!(verify(&a, Some(&chain), now()).status, Status::Success);
+        // A list past its next update no longer counts.
+        let a = with_crls(base(), vec![crl(&root, &[], 2099), crl(&mid, &[], 2021)]);
+        let v = verify(&a, Some(&chain), now());
+        assert!(
+            matches!(&v.status, Status::Failed(r) if r.contains("CrlExpired")),
+            "{v:?}"
+        );
     }
 
     #[test]

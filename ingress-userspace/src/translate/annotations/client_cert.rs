@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use rustls::RootCertStore;
-use rustls_pki_types::{pem::PemObject, CertificateDer};
+use rustls_pki_types::{pem::PemObject, CertificateDer, CertificateRevocationListDer};
 
 use super::{auth::parse_secret_ref, no_space_or_control, AnnotationError, Annotations, Reader};
 use crate::{
     config::NamespacedName,
-    snapshot::{Pattern, VerifyClient},
+    snapshot::{Crls, Pattern, VerifyClient},
 };
 
 /// What the `auth-tls-*` annotations ask for, before the Secret is read.
@@ -93,18 +93,54 @@ fn parse_match_cn(v: &str) -> Result<Pattern, String> {
     super::compile_pattern(v)
 }
 
-/// The CA certificates under `ca.crt` of the Secret named by `auth-tls-secret`, and the
-/// trust anchors made from them.
-pub fn ca_from_secret(
-    secret: &Secret,
-) -> Result<(Vec<CertificateDer<'static>>, Arc<RootCertStore>), String> {
-    let pem = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("ca.crt"))
-        .ok_or("no key ca.crt")?;
+/// The CAs of the Secret named by `auth-tls-secret`: the certificates under `ca.crt`, the
+/// trust anchors made from them, and the revocation lists under `ca.crl` if there is one.
+pub fn ca_from_secret(secret: &Secret) -> Result<ClientCa, String> {
+    let data = secret.data.as_ref();
+    let pem = data.and_then(|d| d.get("ca.crt")).ok_or("no key ca.crt")?;
     let (certs, roots) = ca_bundle(&pem.0)?;
-    Ok((certs, Arc::new(roots)))
+    let crls = match data.and_then(|d| d.get("ca.crl")) {
+        Some(pem) => crl_bundle(&pem.0)?,
+        None => Crls::default(),
+    };
+    Ok(ClientCa {
+        certs,
+        roots: Arc::new(roots),
+        crls,
+    })
+}
+
+/// What a client CA Secret holds.
+#[derive(Debug)]
+pub struct ClientCa {
+    pub certs: Vec<CertificateDer<'static>>,
+    pub roots: Arc<RootCertStore>,
+    pub crls: Crls,
+}
+
+/// A PEM `ca.crl`: one or more X.509 v2 CRLs, each signed by a CA it covers. Refused whole
+/// when any list is unreadable: checking fewer lists than the operator gave would let a
+/// revoked certificate in.
+fn crl_bundle(pem: &[u8]) -> Result<Crls, String> {
+    let der = CertificateRevocationListDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ca.crl: {e}"))?;
+    if der.is_empty() {
+        return Err("ca.crl: no X509 CRL".into());
+    }
+    let parsed = der
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            webpki::OwnedCertRevocationList::from_der(d.as_ref())
+                .map(webpki::CertRevocationList::from)
+                .map_err(|e| format!("ca.crl: list {}: {e}", i + 1))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Crls {
+        der,
+        parsed: Arc::new(parsed),
+    })
 }
 
 /// A PEM `ca.crt` bundle: its certificates, in order, and the trust anchors made from them.
@@ -229,13 +265,53 @@ mod tests {
             params.self_signed(&key).expect("cert").pem()
         };
         let bundle = format!("{}{}", make(), make());
-        let (certs, roots) = ca_from_secret(&secret(Some(bundle.as_bytes()))).expect("valid");
-        assert_eq!((certs.len(), roots.len()), (2, 2));
+        let ca = ca_from_secret(&secret(Some(bundle.as_bytes()))).expect("valid");
+        assert_eq!((ca.certs.len(), ca.roots.len()), (2, 2));
+        assert!(ca.crls.der.is_empty() && ca.crls.parsed.is_empty());
         let e = ca_from_secret(&secret(None)).expect_err("no key");
         assert!(e.contains("ca.crt"), "{e}");
         let e = ca_from_secret(&secret(Some(b"not pem"))).expect_err("no cert");
         assert!(e.contains("no certificate"), "{e}");
         let broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         assert!(ca_from_secret(&secret(Some(broken))).is_err());
+    }
+
+    #[test]
+    fn revocation_lists_from_the_secret() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA");
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca)
+        .expect("CRL")
+        .pem()
+        .expect("PEM");
+        let with_crl = |crl: &[u8]| {
+            let mut s = secret(Some(ca.pem().as_bytes()));
+            if let Some(d) = s.data.as_mut() {
+                d.insert("ca.crl".to_string(), ByteString(crl.to_vec()));
+            }
+            ca_from_secret(&s)
+        };
+        let two = format!("{crl}{crl}");
+        let read = with_crl(two.as_bytes()).expect("two lists");
+        assert_eq!((read.crls.der.len(), read.crls.parsed.len()), (2, 2));
+        // A key that holds no list, or a list that does not parse, refuses the whole Secret:
+        // checking fewer lists than given would let revoked certificates in.
+        let e = with_crl(b"").expect_err("empty");
+        assert!(e.contains("ca.crl"), "{e}");
+        let e = with_crl(ca.pem().as_bytes()).expect_err("a certificate, not a CRL");
+        assert!(e.contains("no X509 CRL"), "{e}");
+        let junk = b"-----BEGIN X509 CRL-----\nMAMCAQA=\n-----END X509 CRL-----\n";
+        let e = with_crl(&[crl.as_bytes(), &junk[..]].concat()).expect_err("junk list");
+        assert!(e.contains("list 2"), "{e}");
     }
 }
