@@ -574,6 +574,19 @@ pub struct CookieAffinity {
     /// `session-cookie-secure`: `Secure` even over plain HTTP (it is always set over HTTPS,
     /// and with `SameSite=None`, which browsers accept only with it).
     pub secure: bool,
+    /// `affinity-mode`.
+    pub mode: AffinityMode,
+}
+
+/// `affinity-mode`: how sessions meet new endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AffinityMode {
+    /// The cookie holds a session key hashed to an endpoint: adding endpoints moves about
+    /// 1/n of the sessions to them (ingress-nginx's default).
+    #[default]
+    Balanced,
+    /// The cookie names its endpoint: a session moves only when that endpoint leaves.
+    Persistent,
 }
 
 /// CORS settings (`enable-cors`, `cors-allow-*`).

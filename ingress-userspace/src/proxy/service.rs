@@ -352,24 +352,23 @@ async fn pipeline(
     if upstream.endpoints.is_empty() {
         return own_error(ProxyError::NoEndpoints).await;
     }
-    let cookie = policy
+    // An affinity session wins over `upstream-hash-by`, as ingress-nginx's sticky balancer
+    // replaces its hash balancer.
+    let session = policy
         .affinity
         .as_ref()
-        .and_then(|a| affinity::cookie_value(req.headers(), &a.name));
-    let sticky = cookie.and_then(|v| upstream.by_cookie(v));
-    // Whether the cookie names an endpoint that exists, even one ejected for failing.
-    let cookie_known = sticky.is_some() || cookie.is_some_and(|v| upstream.knows_cookie(v));
-    let preferred = sticky.or_else(|| {
-        let key = policy.hash_by.as_ref()?;
-        let h = hash::key(
+        .map(|a| affinity::Session::resolve(a, req.headers(), upstream));
+    let preferred = match (&session, &policy.hash_by) {
+        (Some(s), _) => s.preferred,
+        (None, Some(key)) => upstream.by_hash(hash::key(
             key,
             req.uri(),
             req.headers(),
             client.client_ip,
             client.https,
-        );
-        upstream.by_hash(h)
-    });
+        )),
+        (None, None) => None,
+    };
 
     // The request as it goes upstream.
     let path_and_query = match (&policy.rewrite_target, m.route) {
@@ -527,13 +526,13 @@ async fn pipeline(
     if let Some(rw) = &policy.cookie_rewrite {
         cookie_rewrite::apply(&mut rparts.headers, rw);
     }
-    if let Some(aff) = &policy.affinity {
-        if affinity::sets_cookie(aff, fwd.index, sticky, cookie_known) {
+    if let (Some(aff), Some(session)) = (&policy.affinity, &session) {
+        if let Some(value) = session.cookie_after(aff, fwd.index, upstream) {
             let route_path = match m.route.map(|r| &r.path) {
                 Some(PathMatch::Prefix(p) | PathMatch::Exact(p)) => p.as_str(),
                 _ => "/",
             };
-            if let Some(v) = affinity::set_cookie(aff, &fwd.endpoint.cookie, route_path, conn.tls) {
+            if let Some(v) = affinity::set_cookie(aff, &value, route_path, conn.tls) {
                 rparts.headers.append(header::SET_COOKIE, v);
             }
         }

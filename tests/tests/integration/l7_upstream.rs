@@ -5,7 +5,9 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use bytes::Bytes;
 use ingress::{
     proxy::metrics::UpstreamErrorKind,
-    snapshot::{Canary, CookieAffinity, LoadBalance, Pattern, RoutePolicy, RouteTarget},
+    snapshot::{
+        AffinityMode, Canary, CookieAffinity, LoadBalance, Pattern, RoutePolicy, RouteTarget,
+    },
 };
 use tests::{l7::*, upstream::*};
 
@@ -137,6 +139,7 @@ async fn l7_cookie_affinity() -> anyhow::Result<()> {
         same_site: None,
         secure: false,
         change_on_failure: false,
+        mode: AffinityMode::Persistent,
     });
     let snap_for = |addrs: &[std::net::SocketAddr]| {
         let t = target_with("sticky", upstream("sticky", addrs), policy.clone());
@@ -203,6 +206,93 @@ async fn l7_cookie_affinity() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `affinity-mode`: a balanced session (ingress-nginx's default) carries a key hashed to its
+/// endpoint, so a new endpoint takes about a quarter of four endpoints' sessions and the
+/// others stay; a persistent one stays where it is.
+#[tokio::test]
+async fn l7_affinity_modes_when_endpoints_are_added() -> anyhow::Result<()> {
+    let servers = [
+        TestServer::echo("s0").await?,
+        TestServer::echo("s1").await?,
+        TestServer::echo("s2").await?,
+        TestServer::echo("s3").await?,
+    ];
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let target_for = |name: &str, mode: AffinityMode, addrs: &[std::net::SocketAddr]| {
+        let mut p = test_policy();
+        p.affinity = Some(CookieAffinity {
+            name: "s".into(),
+            path: None,
+            max_age: None,
+            expires: None,
+            same_site: None,
+            secure: false,
+            change_on_failure: false,
+            mode,
+        });
+        target_with(name, upstream(name, addrs), p)
+    };
+    let snap_for = |addrs: &[std::net::SocketAddr]| {
+        snapshot(vec![vhost(
+            "aff.test",
+            vec![
+                prefix("/balanced", &target_for("b", AffinityMode::Balanced, addrs)),
+                prefix(
+                    "/persistent",
+                    &target_for("p", AffinityMode::Persistent, addrs),
+                ),
+            ],
+        )])
+    };
+    let l7 = L7::start(snap_for(&addrs[..3])).await?;
+    let with = |path: &str, cookie: &str| -> anyhow::Result<_> {
+        Ok(http::Request::builder()
+            .uri(path)
+            .header("host", "aff.test")
+            .header("cookie", cookie)
+            .body(http_body_util::Full::new(Bytes::new()))?)
+    };
+    const SESSIONS: usize = 60;
+    let mut sessions = Vec::new();
+    for path in ["/balanced", "/persistent"] {
+        for _ in 0..SESSIONS {
+            let r = get(l7.http, "aff.test", path).await?;
+            let cookie = r
+                .header("set-cookie")
+                .and_then(|c| c.split(';').next())
+                .unwrap_or_else(|| panic!("{path}: a new session sets its cookie"))
+                .to_string();
+            let served = r.upstream().unwrap_or_default().to_string();
+            // Back with the cookie: the same endpoint, and no new cookie.
+            let again = send(l7.http, with(path, &cookie)?).await?;
+            assert_eq!(again.upstream(), Some(served.as_str()), "{path} {cookie}");
+            assert!(again.header("set-cookie").is_none(), "{path}");
+            sessions.push((path, cookie, served));
+        }
+    }
+    l7.apply(snap_for(&addrs));
+    let mut moved = std::collections::HashMap::new();
+    for (path, cookie, served) in &sessions {
+        let r = send(l7.http, with(path, cookie)?).await?;
+        let now = r.upstream().unwrap_or_default();
+        assert!(
+            r.header("set-cookie").is_none(),
+            "{path}: the session keeps its cookie"
+        );
+        if now != served {
+            assert_eq!(now, "s3", "{path}: a session moved between old endpoints");
+            *moved.entry(*path).or_insert(0) += 1;
+        }
+    }
+    let balanced = moved.get("/balanced").copied().unwrap_or(0);
+    assert!(
+        (3..=35).contains(&balanced),
+        "balanced: {balanced} of {SESSIONS} sessions moved to the new endpoint"
+    );
+    assert_eq!(moved.get("/persistent"), None, "persistent sessions moved");
+    Ok(())
+}
+
 /// `session-cookie-change-on-failure`: when the cookie's endpoint fails and another one
 /// serves, the cookie is kept by default (the client goes back once its endpoint recovers)
 /// and moved to the new endpoint when asked. `session-cookie-expires` adds an `Expires` date.
@@ -231,6 +321,7 @@ async fn l7_cookie_affinity_on_failure() -> anyhow::Result<()> {
             same_site: None,
             secure: false,
             change_on_failure,
+            mode: AffinityMode::Persistent,
         });
         p
     };

@@ -1,7 +1,121 @@
-//! `affinity: cookie`: the endpoint is named by a cookie holding its stable hash.
+//! `affinity: cookie`, in ingress-nginx's two `affinity-mode`s. `balanced` (its default): the
+//! cookie holds a random session key, and the endpoint is the key's by rendezvous hashing, so
+//! adding endpoints moves about 1/n of the sessions to them. `persistent`: the cookie names
+//! its endpoint by a stable hash, and a session moves only when its endpoint leaves.
+use std::borrow::Cow;
+
 use http::{header, HeaderMap, HeaderValue};
 
-use crate::snapshot::CookieAffinity;
+use super::hash::Fnv;
+use crate::{
+    proxy::upstream::UpstreamState,
+    snapshot::{AffinityMode, CookieAffinity},
+};
+
+/// A request's session: where its cookie routes it and what the answer must set.
+#[derive(Debug)]
+pub struct Session {
+    /// The endpoint the cookie routes to; `None` without a usable cookie, or (persistent)
+    /// when its endpoint is gone or ejected.
+    pub routed: Option<usize>,
+    /// The endpoint to try first: `routed`, or a new balanced session's.
+    pub preferred: Option<usize>,
+    /// The cookie is a session of this upstream: a key (balanced), or an endpoint that still
+    /// exists, failed or ejected (persistent).
+    known: bool,
+    /// Balanced: the session key, the client's or a new one.
+    key: Option<Box<str>>,
+}
+
+impl Session {
+    /// The session of a request carrying `headers` to `upstream`.
+    pub fn resolve(aff: &CookieAffinity, headers: &HeaderMap, upstream: &UpstreamState) -> Self {
+        let cookie = cookie_value(headers, &aff.name).filter(|v| !v.is_empty());
+        match aff.mode {
+            AffinityMode::Persistent => {
+                let routed = cookie.and_then(|v| upstream.by_cookie(v));
+                Session {
+                    routed,
+                    preferred: routed,
+                    known: routed.is_some() || cookie.is_some_and(|v| upstream.knows_cookie(v)),
+                    key: None,
+                }
+            }
+            AffinityMode::Balanced => match cookie.filter(|v| usable_key(v)) {
+                Some(key) => {
+                    let routed = upstream.by_hash(key_hash(key));
+                    Session {
+                        routed,
+                        preferred: routed,
+                        known: true,
+                        key: Some(key.into()),
+                    }
+                }
+                None => {
+                    let key = new_key();
+                    Session {
+                        routed: None,
+                        preferred: upstream.by_hash(key_hash(&key)),
+                        known: false,
+                        key: Some(key.into()),
+                    }
+                }
+            },
+        }
+    }
+
+    /// The cookie value the answer from endpoint `served` sets, if any (see [`sets_cookie`]).
+    /// Balanced, a moved session gets a new key that hashes to `served`.
+    pub fn cookie_after<'a>(
+        &'a self,
+        aff: &CookieAffinity,
+        served: usize,
+        upstream: &'a UpstreamState,
+    ) -> Option<Cow<'a, str>> {
+        if !sets_cookie(aff, served, self.routed, self.known) {
+            return None;
+        }
+        match (&self.key, aff.mode) {
+            (_, AffinityMode::Persistent) => upstream
+                .endpoints
+                .get(served)
+                .map(|e| Cow::Borrowed(&*e.cookie)),
+            // A new session keeps the key it was routed by, whoever served.
+            (Some(key), AffinityMode::Balanced) if !self.known => Some(Cow::Borrowed(key)),
+            (_, AffinityMode::Balanced) => key_for(upstream, served).map(Cow::Owned),
+        }
+    }
+}
+
+/// How hard to look for a key that hashes to a given endpoint: each try hits it with
+/// probability about 1/n, so this fails only above a few hundred endpoints, and then the
+/// cookie stays as it was.
+const KEY_TRIES: usize = 256;
+
+/// A new session key whose endpoint is `served`.
+fn key_for(upstream: &UpstreamState, served: usize) -> Option<String> {
+    (0..KEY_TRIES)
+        .map(|_| new_key())
+        .find(|k| upstream.by_hash(key_hash(k)) == Some(served))
+}
+
+/// A random session key: 32 hex digits.
+fn new_key() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// A key a client may hand back: short and plain (anything else starts a new session).
+fn usable_key(v: &str) -> bool {
+    v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn key_hash(key: &str) -> u64 {
+    let mut h = Fnv::default();
+    h.write(key.as_bytes());
+    h.finish()
+}
 
 /// The value of cookie `name` in the request, if any.
 pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -61,6 +175,110 @@ pub fn set_cookie(
 mod tests {
     use super::*;
 
+    fn aff(mode: AffinityMode, change_on_failure: bool) -> CookieAffinity {
+        CookieAffinity {
+            name: "s".into(),
+            path: None,
+            max_age: None,
+            expires: None,
+            same_site: None,
+            secure: false,
+            change_on_failure,
+            mode,
+        }
+    }
+
+    fn upstream(n: u8) -> UpstreamState {
+        use crate::proxy::upstream::{pool::Pool, Endpoint};
+        let endpoints = (1..=n)
+            .map(|i| {
+                let addr = std::net::SocketAddr::from(([10, 0, 0, i], 80));
+                let pool = Pool::new(1, std::time::Duration::from_secs(1));
+                std::sync::Arc::new(Endpoint::new("ns/app:80", addr, pool))
+            })
+            .collect();
+        UpstreamState::new(
+            "ns/app:80".into(),
+            crate::snapshot::BackendProtocol::Http,
+            endpoints,
+        )
+    }
+
+    fn with_cookie(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&format!("s={v}")) {
+            h.insert(header::COOKIE, v);
+        }
+        h
+    }
+
+    #[test]
+    fn balanced_sessions_follow_their_key_and_new_endpoints_take_about_a_share() {
+        let a = aff(AffinityMode::Balanced, false);
+        let three = upstream(3);
+        let four = upstream(4);
+        let (mut moved, total) = (0, 2000);
+        for _ in 0..total {
+            let new = Session::resolve(&a, &HeaderMap::new(), &three);
+            let served = new.preferred.unwrap_or_else(|| panic!("no endpoint"));
+            let key = new
+                .cookie_after(&a, served, &three)
+                .unwrap_or_else(|| panic!("a new session sets its key"))
+                .into_owned();
+            let back = Session::resolve(&a, &with_cookie(&key), &three);
+            assert_eq!(back.routed, Some(served));
+            assert!(back.cookie_after(&a, served, &three).is_none());
+            let after = Session::resolve(&a, &with_cookie(&key), &four);
+            if after.routed.map(|i| four.endpoints[i].addr) != Some(three.endpoints[served].addr) {
+                // Only to the new endpoint.
+                assert_eq!(after.routed, Some(3));
+                moved += 1;
+            }
+        }
+        // About a quarter of the sessions move to the fourth endpoint, none elsewhere.
+        assert!(
+            (total / 4 - 150..total / 4 + 150).contains(&moved),
+            "{moved}"
+        );
+    }
+
+    #[test]
+    fn balanced_keys_move_only_on_failure_when_asked() {
+        let up = upstream(3);
+        let keep = aff(AffinityMode::Balanced, false);
+        let change = aff(AffinityMode::Balanced, true);
+        let key = "0123456789abcdef";
+        let s = Session::resolve(&keep, &with_cookie(key), &up);
+        let routed = s.routed.unwrap_or_else(|| panic!("routed"));
+        let other = (routed + 1) % 3;
+        assert!(s.cookie_after(&keep, other, &up).is_none());
+        let s = Session::resolve(&change, &with_cookie(key), &up);
+        let moved = s
+            .cookie_after(&change, other, &up)
+            .unwrap_or_else(|| panic!("moved"))
+            .into_owned();
+        assert_eq!(
+            Session::resolve(&change, &with_cookie(&moved), &up).routed,
+            Some(other)
+        );
+        // A key no client should send starts a new session.
+        let s = Session::resolve(&keep, &with_cookie("a%20b"), &up);
+        assert!(s.routed.is_none() && s.preferred.is_some());
+    }
+
+    #[test]
+    fn persistent_cookies_name_their_endpoint() {
+        let a = aff(AffinityMode::Persistent, false);
+        let up = upstream(3);
+        let s = Session::resolve(&a, &HeaderMap::new(), &up);
+        assert_eq!((s.routed, s.preferred), (None, None));
+        let named = s.cookie_after(&a, 2, &up).map(Cow::into_owned);
+        assert_eq!(named.as_deref(), Some(&*up.endpoints[2].cookie));
+        let s = Session::resolve(&a, &with_cookie(&up.endpoints[1].cookie), &up);
+        assert_eq!(s.routed, Some(1));
+        assert!(s.cookie_after(&a, 1, &up).is_none());
+    }
+
     #[test]
     fn reads_and_writes() {
         let mut h = HeaderMap::new();
@@ -78,6 +296,7 @@ mod tests {
             same_site: None,
             secure: false,
             change_on_failure: false,
+            mode: AffinityMode::Persistent,
         };
         let v = set_cookie(&aff, "abc", "/app", false).unwrap_or_else(|| panic!("no cookie"));
         assert_eq!(v, "INGRESSCOOKIE=abc; Path=/app; Max-Age=60; HttpOnly");
@@ -118,6 +337,7 @@ mod tests {
             same_site: None,
             secure: false,
             change_on_failure: false,
+            mode: AffinityMode::Persistent,
         };
         // Its endpoint served: nothing to change.
         assert!(!sets_cookie(&aff, 2, Some(2), true));

@@ -1,9 +1,9 @@
 //! `affinity: cookie` with `session-cookie-name`, `session-cookie-path`,
 //! `session-cookie-max-age`, `session-cookie-expires`, `session-cookie-samesite`,
-//! `session-cookie-secure`, `session-cookie-change-on-failure`. The `session-cookie-*`
-//! annotations are read only with `affinity: cookie`.
+//! `session-cookie-secure`, `session-cookie-change-on-failure` and `affinity-mode`. The
+//! `session-cookie-*` annotations are read only with `affinity: cookie`.
 use super::{no_space_or_control, parse_token, AnnotationError, Annotations, Reader};
-use crate::snapshot::CookieAffinity;
+use crate::snapshot::{AffinityMode, CookieAffinity};
 
 /// ingress-nginx's default cookie name.
 pub const DEFAULT_COOKIE: &str = "INGRESSCOOKIE";
@@ -49,6 +49,13 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
             _ => Err("expected \"true\" or \"false\"".to_string()),
         })?
         .unwrap_or(false);
+    let mode = r
+        .get("affinity-mode", |v| match v {
+            "balanced" => Ok(AffinityMode::Balanced),
+            "persistent" => Ok(AffinityMode::Persistent),
+            _ => Err("expected balanced or persistent".to_string()),
+        })?
+        .unwrap_or_default();
     a.policy.affinity = Some(CookieAffinity {
         name,
         path,
@@ -57,6 +64,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         same_site,
         secure,
         change_on_failure,
+        mode,
     });
     Ok(())
 }
@@ -67,7 +75,7 @@ const MAX_COOKIE_SECONDS: u64 = 100 * 365 * 24 * 3600;
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
-    use crate::snapshot::CookieAffinity;
+    use crate::snapshot::{AffinityMode, CookieAffinity};
 
     #[test]
     fn cookie_affinity() {
@@ -81,6 +89,7 @@ mod tests {
                 same_site: None,
                 secure: false,
                 change_on_failure: false,
+                mode: AffinityMode::Balanced,
             })
         );
         let a = nginx(&[
@@ -92,6 +101,7 @@ mod tests {
             ("session-cookie-secure", "true"),
             ("session-cookie-expires", "172800"),
             ("session-cookie-change-on-failure", "true"),
+            ("affinity-mode", "persistent"),
         ])
         .expect("valid");
         assert_eq!(
@@ -104,6 +114,7 @@ mod tests {
                 same_site: Some("Lax"),
                 secure: true,
                 change_on_failure: true,
+                mode: AffinityMode::Persistent,
             })
         );
         // Without affinity the cookie settings are inert.
@@ -121,6 +132,8 @@ mod tests {
             ("session-cookie-expires", "tomorrow"),
             ("session-cookie-expires", "99999999999"),
             ("session-cookie-change-on-failure", "sometimes"),
+            ("affinity-mode", "sticky"),
+            ("affinity-mode", "Balanced"),
         ] {
             let e = nginx(&[("affinity", "cookie"), (name, bad)]).expect_err(bad);
             assert!(e.key.ends_with(name) && e.value == bad, "{e}");
