@@ -369,6 +369,8 @@ pub struct RoutePolicy {
     pub limit_exempt: Vec<IpNet>,
     /// `limit-connections`: requests in progress per client address; excess gets 503.
     pub limit_connections: Option<u32>,
+    /// `limit-rate` and `limit-rate-after`: each response's body is sent no faster than this.
+    pub limit_rate: Option<SendRate>,
     /// `satisfy: any`: one of the access checks (source range, basic auth, `auth-url`)
     /// allowing is enough, as nginx's `satisfy any`; otherwise all must.
     pub satisfy_any: bool,
@@ -425,6 +427,7 @@ impl Default for RoutePolicy {
             limit_burst_multiplier: 5,
             limit_exempt: Vec::new(),
             limit_connections: None,
+            limit_rate: None,
             satisfy_any: false,
             cors: None,
             basic_auth: None,
@@ -576,6 +579,15 @@ pub struct CookieAffinity {
     pub secure: bool,
     /// `affinity-mode`.
     pub mode: AffinityMode,
+}
+
+/// `limit-rate` / `limit-rate-after`, as nginx's `limit_rate` and `limit_rate_after`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendRate {
+    /// Bytes per second.
+    pub bytes_per_sec: u64,
+    /// Bytes of each response sent before the limit applies.
+    pub after: u64,
 }
 
 /// `affinity-mode`: how sessions meet new endpoints.

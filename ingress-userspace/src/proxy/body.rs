@@ -64,6 +64,79 @@ pin_project! {
         #[pin]
         kind: RespKind,
         completion: Option<Completion>,
+        // `limit-rate`: boxed, as only the routes that set it pay for it.
+        pace: Option<Box<Pace>>,
+    }
+}
+
+/// Sends a body no faster than a rate, as nginx's `limit_rate`: by `t` seconds after the
+/// start, at most `after + rate * (t + 1)` bytes have gone (nginx also grants the first
+/// second's worth at once). Data frames are cut into pieces that fit what is allowed, so a
+/// large upstream chunk trickles out instead of leaving in bursts.
+#[derive(Debug)]
+struct Pace {
+    rate: crate::snapshot::SendRate,
+    start: Instant,
+    sent: u64,
+    /// Data taken from the body and not yet sent.
+    held: Option<Bytes>,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Pace {
+    /// Bytes that may still go now.
+    fn budget(&self, now: Instant) -> u64 {
+        let secs = now.saturating_duration_since(self.start).as_secs_f64() + 1.0;
+        let allowed = self.rate.after as f64 + self.rate.bytes_per_sec as f64 * secs;
+        (allowed as u64).saturating_sub(self.sent)
+    }
+
+    /// When `bytes` more may go.
+    fn when(&self, bytes: u64) -> Instant {
+        let target = (self.sent + bytes).saturating_sub(self.rate.after) as f64;
+        let secs = (target / self.rate.bytes_per_sec.max(1) as f64 - 1.0).max(0.0);
+        self.start + Duration::from_secs_f64(secs.min(1e9))
+    }
+
+    fn poll(
+        &mut self,
+        mut kind: Pin<&mut RespKind>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if let Some(len) = self.held.as_ref().map(Bytes::len) {
+                let budget = self.budget(Instant::now());
+                if budget == 0 {
+                    // Wait for a piece of a tenth of a second's worth (at least 1 KiB).
+                    let piece = (self.rate.bytes_per_sec / 10).max(1024).min(len as u64);
+                    let at = self.when(piece);
+                    self.sleep.as_mut().reset(at);
+                    std::task::ready!(self.sleep.as_mut().poll(cx));
+                    continue;
+                }
+                let n = usize::try_from(budget).unwrap_or(usize::MAX).min(len);
+                let piece = match self.held.take() {
+                    Some(mut data) if n < len => {
+                        let piece = data.split_to(n);
+                        self.held = Some(data);
+                        piece
+                    }
+                    Some(data) => data,
+                    None => continue,
+                };
+                self.sent += n as u64;
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
+            }
+            match std::task::ready!(poll_kind(kind.as_mut(), cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => continue,
+                    Ok(data) => self.held = Some(data),
+                    // Trailers.
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return Poll::Ready(other),
+            }
+        }
     }
 }
 
@@ -232,6 +305,7 @@ impl ResponseBody {
         ResponseBody {
             kind: RespKind::Full { data: None },
             completion: None,
+            pace: None,
         }
     }
 
@@ -241,6 +315,7 @@ impl ResponseBody {
         ResponseBody {
             kind: RespKind::Full { data },
             completion: None,
+            pace: None,
         }
     }
 
@@ -266,6 +341,7 @@ impl ResponseBody {
                 ret,
             },
             completion: None,
+            pace: None,
         }
     }
 
@@ -273,9 +349,17 @@ impl ResponseBody {
     /// connection or stream released) when the client grants it no flow-control window for
     /// `timeout`, as nginx's `send_timeout` does. Fixed bodies are left as they are.
     pub(crate) fn guard_client_stalls(self, timeout: Duration) -> Self {
-        let ResponseBody { kind, completion } = self;
+        let ResponseBody {
+            kind,
+            completion,
+            pace,
+        } = self;
         if !matches!(kind, RespKind::Upstream { .. }) {
-            return ResponseBody { kind, completion };
+            return ResponseBody {
+                kind,
+                completion,
+                pace,
+            };
         }
         let shared = Arc::new(StallShared {
             state: std::sync::Mutex::new(StallState {
@@ -290,7 +374,19 @@ impl ResponseBody {
         ResponseBody {
             kind: RespKind::Guarded { shared },
             completion,
+            pace,
         }
+    }
+
+    /// Sends this body no faster than `rate` (`limit-rate`), from now on.
+    pub(crate) fn limit_rate(&mut self, rate: crate::snapshot::SendRate) {
+        self.pace = Some(Box::new(Pace {
+            rate,
+            start: Instant::now(),
+            sent: 0,
+            held: None,
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }));
     }
 
     /// Attaches the access-log and metrics record emitted when the body is done.
@@ -308,7 +404,10 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let polled = poll_kind(this.kind, cx);
+        let polled = match this.pace.as_deref_mut() {
+            Some(pace) => pace.poll(this.kind, cx),
+            None => poll_kind(this.kind, cx),
+        };
         if let (Poll::Ready(Some(Ok(frame))), Some(c)) = (&polled, this.completion.as_mut()) {
             if let Some(d) = frame.data_ref() {
                 c.add_bytes(d.len());
@@ -321,7 +420,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        kind_is_end_stream(&self.kind)
+        self.pace.as_ref().is_none_or(|p| p.held.is_none()) && kind_is_end_stream(&self.kind)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -572,5 +671,60 @@ impl Body for RequestBody {
             }
             RequestBody::Client { body, .. } => body.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::snapshot::SendRate;
+
+    /// Reads `body` to its end on paused time; (bytes, seconds it took, frames).
+    async fn drain(body: ResponseBody) -> (usize, f64, usize) {
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        let (mut bytes, mut frames) = (0, 0);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.unwrap_or_else(|e| panic!("{e}"));
+            bytes += frame.data_ref().map_or(0, Bytes::len);
+            frames += 1;
+        }
+        (bytes, start.elapsed().as_secs_f64(), frames)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limit_rate_paces_the_body_after_its_free_share() {
+        const KB: u64 = 1024;
+        let data = Bytes::from(vec![7u8; 200 * 1024]);
+        // 100 KB/s, nothing free beyond nginx's first second: 100 KB at once, then 1 s.
+        let mut body = ResponseBody::full(data.clone());
+        body.limit_rate(SendRate {
+            bytes_per_sec: 100 * KB,
+            after: 0,
+        });
+        let (bytes, secs, frames) = drain(body).await;
+        assert_eq!(bytes, data.len());
+        assert!((0.95..1.1).contains(&secs), "{secs}");
+        // Trickled in pieces (a tenth of a second's worth), not one burst at the end.
+        assert!(frames >= 10, "{frames}");
+        // 50 KB free first: half a second.
+        let mut body = ResponseBody::full(data.clone());
+        body.limit_rate(SendRate {
+            bytes_per_sec: 100 * KB,
+            after: 50 * KB,
+        });
+        let (_, secs, _) = drain(body).await;
+        assert!((0.45..0.6).contains(&secs), "{secs}");
+        // Within the first second's share: no wait at all, one frame.
+        let mut body = ResponseBody::full(Bytes::from_static(b"small"));
+        body.limit_rate(SendRate {
+            bytes_per_sec: KB,
+            after: 0,
+        });
+        let (bytes, secs, frames) = drain(body).await;
+        assert_eq!((bytes, frames), (5, 1));
+        assert!(secs < 0.01, "{secs}");
     }
 }

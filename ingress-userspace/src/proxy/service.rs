@@ -542,7 +542,10 @@ async fn pipeline(
     }
     // An upgradable connection never goes back to the pool.
     let pool_return = if upgrading { None } else { fwd.pool_return };
-    let body = ResponseBody::upstream(rbody, policy.timeouts.read, pool_return);
+    let mut body = ResponseBody::upstream(rbody, policy.timeouts.read, pool_return);
+    if let Some(rate) = policy.limit_rate {
+        body.limit_rate(rate);
+    }
     Response::from_parts(rparts, body)
 }
 

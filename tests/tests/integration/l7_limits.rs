@@ -528,3 +528,63 @@ async fn l7_idle_upstream_connections_are_kept_up_to_the_keepalive_limit() -> an
     );
     Ok(())
 }
+
+/// `limit-rate` / `limit-rate-after`: a 160 KiB response at 64 KiB/s with 32 KiB free takes
+/// about one second after nginx's free first second (over HTTP/1.1 and HTTP/2), arrives
+/// whole, and a route without the limit is not slowed.
+#[tokio::test]
+async fn l7_limit_rate_paces_responses() -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    use ingress::snapshot::SendRate;
+    let up = TestServer::echo("big").await?;
+    let u = upstream("big", &[up.addr]);
+    let mut policy = test_policy();
+    policy.limit_rate = Some(SendRate {
+        bytes_per_sec: 64 * 1024,
+        after: 32 * 1024,
+    });
+    let slow = target_with("slow", u.clone(), policy);
+    let fast = target("fast", u);
+    let l7 = L7::start(snapshot(vec![vhost(
+        "rate.test",
+        vec![prefix("/slow", &slow), prefix("/", &fast)],
+    )]))
+    .await?;
+    const SIZE: usize = 160 * 1024;
+
+    let started = std::time::Instant::now();
+    let r = get(l7.http, "rate.test", &format!("/slow/bytes/{SIZE}")).await?;
+    let took = started.elapsed();
+    assert_eq!((r.status.as_u16(), r.body.len()), (200, SIZE));
+    assert!(
+        (Duration::from_millis(850)..Duration::from_secs(3)).contains(&took),
+        "HTTP/1.1 took {took:?}"
+    );
+
+    let (mut h2, conn) = h2c(l7.http).await?;
+    let started = std::time::Instant::now();
+    let req = http::Request::builder()
+        .uri(format!("http://rate.test/slow/bytes/{SIZE}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), h2.send_request(req)).await??;
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+        .await??
+        .to_bytes();
+    let took = started.elapsed();
+    assert_eq!(body.len(), SIZE);
+    assert!(
+        (Duration::from_millis(850)..Duration::from_secs(3)).contains(&took),
+        "HTTP/2 took {took:?}"
+    );
+    drop(h2);
+    conn.abort();
+
+    let started = std::time::Instant::now();
+    let r = get(l7.http, "rate.test", &format!("/bytes/{SIZE}")).await?;
+    assert_eq!(r.body.len(), SIZE);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "unlimited route was slowed"
+    );
+    Ok(())
+}

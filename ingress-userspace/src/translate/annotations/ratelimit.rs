@@ -1,6 +1,7 @@
 //! `limit-rps`, `limit-rpm`, `limit-connections` (per client address; `0` disables),
 //! `limit-burst-multiplier`, `limit-whitelist` (or its newer name `limit-allowlist`: client
-//! networks not limited).
+//! networks not limited), and `limit-rate` / `limit-rate-after` (kilobytes per second and
+//! kilobytes, as ingress-nginx writes them into `limit_rate ...k`).
 use super::{parse_in_range, source_range::parse_ranges, AnnotationError, Annotations, Reader};
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
@@ -16,6 +17,23 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     if let Some(n) = r.get("limit-burst-multiplier", |v| parse_in_range(v, 1u32..=1000))? {
         a.policy.limit_burst_multiplier = n;
     }
+    // Read only with a rate, so a lone `limit-rate-after` is reported as without effect.
+    if let Some(kb) = r
+        .get("limit-rate", |v| {
+            parse_in_range(v, 0u64..=u64::from(u32::MAX))
+        })?
+        .filter(|kb| *kb != 0)
+    {
+        let after = r
+            .get("limit-rate-after", |v| {
+                parse_in_range(v, 0u64..=u64::from(u32::MAX))
+            })?
+            .unwrap_or(0);
+        a.policy.limit_rate = Some(crate::snapshot::SendRate {
+            bytes_per_sec: kb * 1024,
+            after: after * 1024,
+        });
+    }
     // ingress-nginx renamed the annotation; the newer name wins when both are given.
     for name in ["limit-whitelist", "limit-allowlist"] {
         if let Some(nets) = r.get(name, parse_ranges)? {
@@ -28,6 +46,23 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
+
+    #[test]
+    fn limit_rate_in_kilobytes() {
+        let a = nginx(&[("limit-rate", "100"), ("limit-rate-after", "2048")]).expect("valid");
+        assert_eq!(
+            a.policy.limit_rate,
+            Some(crate::snapshot::SendRate {
+                bytes_per_sec: 102_400,
+                after: 2_097_152
+            })
+        );
+        assert_eq!(ok("limit-rate", "0").policy.limit_rate, None);
+        assert_eq!(ok("limit-rate-after", "10").policy.limit_rate, None);
+        assert_rejects("limit-rate", &["-1", "1m", "1.5", "99999999999"]);
+        let e = nginx(&[("limit-rate", "1"), ("limit-rate-after", "lots")]).expect_err("bad");
+        assert!(e.key.ends_with("limit-rate-after"), "{e}");
+    }
 
     #[test]
     fn limit_rps() {
