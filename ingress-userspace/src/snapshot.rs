@@ -282,6 +282,26 @@ pub struct UpstreamTls {
     pub sni: bool,
     /// `tls.crt` and `tls.key` of the Secret: presented when the upstream asks.
     pub client_cert: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// `proxy-ssl-protocols`: the versions offered.
+    pub versions: TlsVersions,
+    /// `proxy-ssl-ciphers`: the TLS 1.2 suites offered, in order; `None`: all of rustls's.
+    pub tls12_suites: Option<Vec<rustls::CipherSuite>>,
+}
+
+/// TLS versions offered to an upstream (`proxy-ssl-protocols`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct TlsVersions {
+    pub tls12: bool,
+    pub tls13: bool,
+}
+
+impl Default for TlsVersions {
+    fn default() -> Self {
+        TlsVersions {
+            tls12: true,
+            tls13: true,
+        }
+    }
 }
 
 /// Equal settings, compared by content (the roots come from `ca`).
@@ -293,6 +313,8 @@ impl PartialEq for UpstreamTls {
             && self.depth == other.depth
             && self.name == other.name
             && self.sni == other.sni
+            && self.versions == other.versions
+            && self.tls12_suites == other.tls12_suites
             && match (&self.client_cert, &other.client_cert) {
                 (None, None) => true,
                 (Some(a), Some(b)) => a.cert == b.cert,

@@ -381,8 +381,35 @@ impl UpstreamTlsClients {
     pub fn new(spec: Arc<crate::snapshot::UpstreamTls>) -> Result<Self, TlsSetupError> {
         let server_name = ServerName::try_from(spec.name.clone())
             .map_err(|_| rustls::Error::General(format!("bad proxy-ssl-name {:?}", spec.name)))?;
+        // `proxy-ssl-ciphers` narrows the TLS 1.2 suites (TLS 1.3's are not OpenSSL cipher
+        // list material, as in nginx); `proxy-ssl-protocols` the versions.
+        let p = match &spec.tls12_suites {
+            None => provider(),
+            Some(allowed) => {
+                let mut p = (*provider()).clone();
+                let all = std::mem::take(&mut p.cipher_suites);
+                p.cipher_suites = all
+                    .iter()
+                    .filter(|s| s.version() == &rustls::version::TLS13)
+                    .cloned()
+                    .collect();
+                for want in allowed {
+                    if let Some(s) = all.iter().find(|s| s.suite() == *want) {
+                        p.cipher_suites.push(*s);
+                    }
+                }
+                Arc::new(p)
+            }
+        };
+        let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+        if spec.versions.tls13 {
+            versions.push(&rustls::version::TLS13);
+        }
+        if spec.versions.tls12 {
+            versions.push(&rustls::version::TLS12);
+        }
         let build = |alpn: &[&[u8]]| -> Result<Arc<ClientConfig>, TlsSetupError> {
-            let p = provider();
+            let p = p.clone();
             let verifier: Arc<dyn ServerCertVerifier> = match &spec.verify {
                 Some(roots) => Arc::new(UpstreamCertCheck {
                     roots: roots.clone(),
@@ -392,7 +419,7 @@ impl UpstreamTlsClients {
                 None => Arc::new(NoCertificateCheck(p.clone())),
             };
             let builder = ClientConfig::builder_with_provider(p)
-                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+                .with_protocol_versions(&versions)?
                 .dangerous()
                 .with_custom_certificate_verifier(verifier);
             let mut c = match &spec.client_cert {

@@ -108,6 +108,10 @@ fn with_proxy_ssl(st: &mut IngressState, backend: &BackendRef, up: Arc<Upstream>
         &spec.name,
         spec.sni,
         spec.client_cert.as_ref().map(|k| &k.cert),
+        spec.versions,
+        spec.tls12_suites
+            .as_ref()
+            .map(|s| s.iter().map(|c| u16::from(*c)).collect::<Vec<_>>()),
     )
         .hash(&mut h);
     let derived = Arc::new(Upstream {

@@ -849,6 +849,8 @@ fn proxy_ssl(
         name: ps.name.clone().unwrap_or_default(),
         sni: ps.sni,
         client_cert,
+        versions: ps.versions,
+        tls12_suites: ps.tls12_suites.clone(),
     })
 }
 

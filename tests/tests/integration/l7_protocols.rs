@@ -361,14 +361,20 @@ async fn mtls_upstream(
                 } else {
                     "none"
                 };
+                // What was negotiated, for `proxy-ssl-protocols` and `-ciphers`.
+                let negotiated = format!(
+                    "{:?} {:?}",
+                    conn.protocol_version(),
+                    conn.negotiated_cipher_suite().map(|s| s.suite())
+                );
                 let svc = hyper::service::service_fn(
                     move |_req: http::Request<hyper::body::Incoming>| {
                         let body = format!("sni={sni} client={client}");
-                        async move {
-                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                Bytes::from(body),
-                            )))
+                        let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+                        if let Ok(v) = http::HeaderValue::from_str(&negotiated) {
+                            resp.headers_mut().insert("x-tls", v);
                         }
+                        async move { Ok::<_, std::convert::Infallible>(resp) }
                     },
                 );
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -423,6 +429,8 @@ async fn l7_proxy_ssl_verifies_upstreams_and_presents_a_certificate() -> anyhow:
             name: name.into(),
             sni,
             client_cert: cert.then(|| client_cert.clone()),
+            versions: Default::default(),
+            tls12_suites: None,
         })
     };
     let cases = [
@@ -469,7 +477,7 @@ async fn l7_proxy_ssl_verifies_upstreams_and_presents_a_certificate() -> anyhow:
             "",
         ),
     ];
-    let hosts = cases
+    let hosts: Vec<_> = cases
         .iter()
         .map(|(host, settings, _, _)| {
             let mut up = (*upstream_with(host, &[addr], BackendProtocol::Https)).clone();
@@ -478,7 +486,50 @@ async fn l7_proxy_ssl_verifies_upstreams_and_presents_a_certificate() -> anyhow:
             vhost(host, vec![prefix("/", &target(host, Arc::new(up)))])
         })
         .collect();
+    // `proxy-ssl-protocols` and `proxy-ssl-ciphers`: what the upstream negotiated.
+    use ingress::snapshot::TlsVersions;
+    let tuned = |versions: TlsVersions, suites: Option<Vec<rustls::CipherSuite>>| {
+        let mut t = (*tls(None, "api.internal", true, true)).clone();
+        t.versions = versions;
+        t.tls12_suites = suites;
+        Arc::new(t)
+    };
+    let only12 = TlsVersions {
+        tls12: true,
+        tls13: false,
+    };
+    let tuned_cases = [
+        (
+            "v13.test",
+            tuned(TlsVersions::default(), None),
+            "Some(TLSv1_3)",
+        ),
+        ("v12.test", tuned(only12, None), "Some(TLSv1_2)"),
+        (
+            "chacha.test",
+            tuned(
+                only12,
+                Some(vec![
+                    rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                ]),
+            ),
+            "Some(TLSv1_2) Some(TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)",
+        ),
+    ];
+    let mut hosts = hosts;
+    for (host, settings, _) in &tuned_cases {
+        let mut up = (*upstream_with(host, &[addr], BackendProtocol::Https)).clone();
+        up.name = format!("{}@tls", up.name);
+        up.tls = Some(settings.clone());
+        hosts.push(vhost(host, vec![prefix("/", &target(host, Arc::new(up)))]));
+    }
     let l7 = L7::start(snapshot(hosts)).await?;
+    for (host, _, want) in &tuned_cases {
+        let r = get(l7.http, host, "/").await?;
+        assert_eq!(r.status.as_u16(), 200, "{host}: {}", r.text());
+        let seen = r.header("x-tls").unwrap_or_default();
+        assert!(seen.starts_with(want), "{host}: {seen}");
+    }
     for (host, _, status, body) in &cases {
         // Twice: the second request may use a pooled connection, checked once.
         for _ in 0..2 {

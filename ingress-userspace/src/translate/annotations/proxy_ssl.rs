@@ -1,13 +1,13 @@
 //! `proxy-ssl-secret` (a Secret with `ca.crt` and/or `tls.crt` + `tls.key`), `proxy-ssl-verify`
-//! (`on`/`off`), `proxy-ssl-verify-depth`, `proxy-ssl-name` and `proxy-ssl-server-name`: TLS
-//! towards HTTPS and GRPCS upstreams. The Secret is resolved by the translator; see
-//! [`from_secret`]. `proxy-ssl-protocols` and `proxy-ssl-ciphers` are not read.
+//! (`on`/`off`), `proxy-ssl-verify-depth`, `proxy-ssl-name`, `proxy-ssl-server-name`,
+//! `proxy-ssl-protocols` and `proxy-ssl-ciphers`: TLS towards HTTPS and GRPCS upstreams. The
+//! Secret is resolved by the translator; see [`from_secret`].
 use k8s_openapi::api::core::v1::Secret;
 use rustls::{sign::CertifiedKey, RootCertStore};
 use rustls_pki_types::CertificateDer;
 
 use super::{auth::parse_secret_ref, AnnotationError, Annotations, Reader};
-use crate::{config::NamespacedName, translate::hosts::validate_dns_name};
+use crate::{config::NamespacedName, snapshot::TlsVersions, translate::hosts::validate_dns_name};
 
 /// What the `proxy-ssl-*` annotations ask for, before the Secret is read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub struct ProxySslRef {
     pub depth: u8,
     pub name: Option<String>,
     pub sni: bool,
+    pub versions: TlsVersions,
+    pub tls12_suites: Option<Vec<rustls::CipherSuite>>,
 }
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
@@ -36,6 +38,10 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     let sni = r
         .get("proxy-ssl-server-name", parse_on_off)?
         .unwrap_or(false);
+    let versions = r
+        .get("proxy-ssl-protocols", parse_protocols)?
+        .unwrap_or_default();
+    let tls12_suites = r.get("proxy-ssl-ciphers", parse_ciphers)?.flatten();
     let Some(secret) = secret else {
         if verify {
             // Verifying against nothing would refuse every upstream: say why instead.
@@ -52,8 +58,116 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         depth,
         name,
         sni,
+        versions,
+        tls12_suites,
     });
     Ok(())
+}
+
+/// nginx's `proxy_ssl_protocols` list. Versions before 1.2 are accepted in the list (it is
+/// ingress-nginx's default) but never offered: rustls has none of them.
+fn parse_protocols(v: &str) -> Result<TlsVersions, String> {
+    let mut out = TlsVersions {
+        tls12: false,
+        tls13: false,
+    };
+    for p in v.split_whitespace() {
+        match p {
+            "TLSv1" | "TLSv1.1" => {}
+            "TLSv1.2" => out.tls12 = true,
+            "TLSv1.3" => out.tls13 = true,
+            _ => return Err(format!("unknown protocol {p:?} (TLSv1.2, TLSv1.3)")),
+        }
+    }
+    if !out.tls12 && !out.tls13 {
+        return Err("needs TLSv1.2 or TLSv1.3 (older versions are not available)".into());
+    }
+    Ok(out)
+}
+
+/// The TLS 1.2 suites rustls has, by their OpenSSL names (as nginx's cipher lists use them).
+const OPENSSL_SUITES: [(&str, rustls::CipherSuite); 6] = [
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+];
+
+/// nginx's `proxy_ssl_ciphers` (OpenSSL's cipher list; TLS 1.2 only, as in nginx). Suites
+/// named in it are offered, in its order; `!name` removes one. Keywords (`DEFAULT`, `HIGH`,
+/// `!aNULL`, `!MD5`, ...) only ever exclude suites rustls does not have, so they leave its
+/// suites as they are. `None`: all of them. Names of suites rustls lacks are skipped, but a
+/// list that names suites and leaves none is refused.
+fn parse_ciphers(v: &str) -> Result<Option<Vec<rustls::CipherSuite>>, String> {
+    let lookup = |name: &str| {
+        OPENSSL_SUITES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| *s)
+    };
+    let mut named = false;
+    let mut chosen: Vec<rustls::CipherSuite> = Vec::new();
+    let mut removed: Vec<rustls::CipherSuite> = Vec::new();
+    for token in v.split([':', ',', ' ']).filter(|t| !t.is_empty()) {
+        if !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_+!@=.".contains(&b))
+        {
+            return Err(format!("unexpected characters in {token:?}"));
+        }
+        let (negated, name) = match token.strip_prefix(['!', '-']) {
+            Some(rest) => (true, rest),
+            None => (false, token.trim_start_matches('+')),
+        };
+        // A suite name has a key exchange and a cipher joined by dashes; keywords do not.
+        if !name.contains('-') {
+            continue;
+        }
+        match (negated, lookup(name)) {
+            (true, Some(s)) => removed.push(s),
+            (false, Some(s)) => {
+                named = true;
+                if !chosen.contains(&s) {
+                    chosen.push(s);
+                }
+            }
+            (false, None) => named = true,
+            (true, None) => {}
+        }
+    }
+    if !named {
+        if removed.is_empty() {
+            return Ok(None);
+        }
+        chosen = OPENSSL_SUITES.iter().map(|(_, s)| *s).collect();
+    }
+    chosen.retain(|s| !removed.contains(s));
+    if chosen.is_empty() {
+        return Err(
+            "leaves no TLS 1.2 suite that is available (ECDHE with AES-GCM or ChaCha20)".into(),
+        );
+    }
+    Ok(Some(chosen))
 }
 
 fn parse_on_off(v: &str) -> Result<bool, String> {
@@ -97,6 +211,49 @@ pub fn from_secret(
 
 #[cfg(test)]
 mod tests {
+    use rustls::CipherSuite as C;
+
+    #[test]
+    fn protocols_and_ciphers() {
+        let both = TlsVersions {
+            tls12: true,
+            tls13: true,
+        };
+        assert_eq!(parse_protocols("TLSv1.2 TLSv1.3"), Ok(both));
+        // ingress-nginx's default lists the old versions too: they are never offered.
+        assert_eq!(parse_protocols("TLSv1 TLSv1.1 TLSv1.2 TLSv1.3"), Ok(both));
+        assert_eq!(
+            parse_protocols("TLSv1.3"),
+            Ok(TlsVersions {
+                tls12: false,
+                tls13: true
+            })
+        );
+        assert!(parse_protocols("TLSv1 TLSv1.1").is_err());
+        assert!(parse_protocols("SSLv3 TLSv1.2").is_err());
+        assert!(parse_protocols("").is_err());
+
+        // Keywords alone: rustls's suites as they are.
+        assert_eq!(parse_ciphers("DEFAULT"), Ok(None));
+        assert_eq!(parse_ciphers("HIGH:!aNULL:!MD5"), Ok(None));
+        assert_eq!(
+            parse_ciphers("ECDHE-RSA-AES256-GCM-SHA384:AES128-SHA:ECDHE-ECDSA-AES128-GCM-SHA256"),
+            Ok(Some(vec![
+                C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            ]))
+        );
+        let all_but_one = parse_ciphers("HIGH:!ECDHE-RSA-CHACHA20-POLY1305")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        assert_eq!(all_but_one.len(), 5);
+        assert!(!all_but_one.contains(&C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256));
+        // Names only of suites rustls lacks: nothing left to offer.
+        assert!(parse_ciphers("AES128-SHA:DES-CBC3-SHA").is_err());
+        assert!(parse_ciphers("HIGH;rm").is_err());
+    }
+
     use super::super::test_support::*;
     use super::*;
 
