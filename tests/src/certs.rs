@@ -72,18 +72,7 @@ impl TestCa {
         &self,
         common_name: &str,
     ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, common_name);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = rcgen::KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok((
-            vec![cert.der().clone(), self.cert_der()],
-            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        ))
+        self.client_cert(common_name, None)
     }
 
     /// Like [`TestCa::issue_client`], with the serial number `serial` (to revoke it).
@@ -92,12 +81,20 @@ impl TestCa {
         common_name: &str,
         serial: u64,
     ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        self.client_cert(common_name, Some(serial))
+    }
+
+    fn client_cert(
+        &self,
+        common_name: &str,
+        serial: Option<u64>,
+    ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, common_name);
-        params.serial_number = Some(serial.into());
+        params.serial_number = serial.map(Into::into);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let key = rcgen::KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
