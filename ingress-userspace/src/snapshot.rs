@@ -429,6 +429,9 @@ pub struct RoutePolicy {
     /// `upstream-hash-by`: requests with the same key go to the same endpoint while it is
     /// up (consistent hashing); an affinity cookie still wins.
     pub hash_by: Option<HashKey>,
+    /// `upstream-hash-by-subset` with its `-size`: a key goes to a fixed set of this many
+    /// endpoints (its best by the same hash), one of them at random per request.
+    pub hash_subset: Option<u32>,
 }
 
 impl Default for RoutePolicy {
@@ -460,6 +463,7 @@ impl Default for RoutePolicy {
             upstream_vhost: None,
             forwarded_prefix: None,
             hash_by: None,
+            hash_subset: None,
             external_auth: None,
             redirect_rewrite: None,
             cookie_rewrite: None,

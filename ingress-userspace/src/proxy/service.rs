@@ -360,13 +360,19 @@ async fn pipeline(
         .map(|a| affinity::Session::resolve(a, req.headers(), upstream));
     let preferred = match (&session, &policy.hash_by) {
         (Some(s), _) => s.preferred,
-        (None, Some(key)) => upstream.by_hash(hash::key(
-            key,
-            req.uri(),
-            req.headers(),
-            client.client_ip,
-            client.https,
-        )),
+        (None, Some(key)) => {
+            let h = hash::key(
+                key,
+                req.uri(),
+                req.headers(),
+                client.client_ip,
+                client.https,
+            );
+            match policy.hash_subset {
+                Some(size) => upstream.by_hash_subset(h, size),
+                None => upstream.by_hash(h),
+            }
+        }
         (None, None) => None,
     };
 

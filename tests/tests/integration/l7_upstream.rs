@@ -739,6 +739,47 @@ async fn l7_forged_forwarding_headers_and_authorities_are_refused() -> anyhow::R
 
 /// `upstream-hash-by`: every request with the same key reaches the same endpoint, different
 /// keys spread over all of them, and a key's endpoint leaving moves that key only.
+/// `upstream-hash-by-subset`: a key's requests spread over its own set of
+/// `upstream-hash-by-subset-size` endpoints, and different keys get different sets.
+#[tokio::test]
+async fn l7_upstream_hash_by_subset_spreads_a_key_over_its_set() -> anyhow::Result<()> {
+    let mut servers = Vec::new();
+    for i in 0..6 {
+        servers.push(TestServer::echo(&format!("e{i}")).await?);
+    }
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let mut t = (*target("app", upstream("app", &addrs))).clone();
+    t.policy.hash_by = Some(ingress::snapshot::HashKey {
+        parts: vec![ingress::snapshot::HashPart::Header("x-user".into())],
+    });
+    t.policy.hash_subset = Some(2);
+    let l7 = L7::start(snapshot(vec![vhost(
+        "h.test",
+        vec![prefix("/", &Arc::new(t))],
+    )]))
+    .await?;
+    let mut conn = H1::connect(l7.http).await?;
+    let mut sets = std::collections::BTreeSet::new();
+    for i in 0..8 {
+        let user = format!("user{i}");
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let req = http::Request::builder()
+                .uri("/")
+                .header("host", "h.test")
+                .header("x-user", &user)
+                .body(http_body_util::Full::new(Bytes::new()))?;
+            let r = conn.send(req).await?;
+            seen.insert(r.upstream().unwrap_or("?").to_string());
+        }
+        // 40 random picks from a set of two miss one with probability 2^-39.
+        assert_eq!(seen.len(), 2, "{user} went to {seen:?}");
+        sets.insert(seen);
+    }
+    assert!(sets.len() > 1, "every key got the same endpoints: {sets:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn l7_upstream_hash_by_keeps_a_key_on_one_endpoint() -> anyhow::Result<()> {
     let servers = [

@@ -130,6 +130,27 @@ impl UpstreamState {
             .map(|(i, _)| i)
     }
 
+    /// `upstream-hash-by-subset`: the key's `size` best endpoints by the same rendezvous
+    /// score as [`UpstreamState::by_hash`] (so a key keeps its set as endpoints come and go,
+    /// as far as they allow), and one of them at random. Ejected endpoints are passed over.
+    pub fn by_hash_subset(&self, key: u64, size: u32) -> Option<usize> {
+        let now = now_ms();
+        let mut scored: Vec<(u64, usize)> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.outlier.is_ejected(now))
+            .map(|(i, e)| (mix64(key ^ e.hash_id), i))
+            .collect();
+        scored.sort_unstable_by(|a, b| b.cmp(a));
+        scored.truncate(usize::try_from(size).unwrap_or(usize::MAX).max(1));
+        if scored.is_empty() {
+            return None;
+        }
+        let pick = rand::random_range(0..scored.len());
+        Some(scored[pick].1)
+    }
+
     /// Whether an affinity cookie names an endpoint of this upstream, ejected or not.
     pub fn knows_cookie(&self, value: &str) -> bool {
         self.endpoints.iter().any(|e| &*e.cookie == value)
@@ -265,6 +286,22 @@ mod tests {
         u.endpoints[0].outlier.eject(now_ms());
         assert_eq!(u.pick(LoadBalance::RoundRobin, &Tried::default()), Some(0));
         assert_eq!(u.pick(LoadBalance::PeakEwma, &Tried::default()), Some(0));
+    }
+
+    #[test]
+    fn a_hash_subset_spreads_a_key_over_its_own_endpoints() {
+        let u = upstream(8);
+        for key in [1u64, 42, 0xdead_beef] {
+            let seen: std::collections::BTreeSet<usize> =
+                (0..400).filter_map(|_| u.by_hash_subset(key, 3)).collect();
+            assert_eq!(seen.len(), 3, "key {key}: {seen:?}");
+            // The key's best endpoint is one of them.
+            assert!(u.by_hash(key).is_some_and(|b| seen.contains(&b)));
+        }
+        // A subset larger than the upstream is the whole upstream.
+        let all: std::collections::BTreeSet<usize> =
+            (0..400).filter_map(|_| u.by_hash_subset(7, 20)).collect();
+        assert_eq!(all.len(), 8);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `backend-protocol`, `load-balance`, `proxy-next-upstream`, `proxy-next-upstream-tries`,
-//! `proxy-next-upstream-timeout`, `upstream-vhost`, `x-forwarded-prefix`, `upstream-hash-by`,
-//! `service-upstream`.
+//! `proxy-next-upstream-timeout`, `upstream-vhost`, `x-forwarded-prefix`, `upstream-hash-by`
+//! (with `upstream-hash-by-subset` and `-subset-size`), `service-upstream`.
 use std::time::Duration;
 
 use super::{no_space_or_control, parse_in_range, AnnotationError, Annotations, Reader};
@@ -30,6 +30,15 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     a.service_upstream = r.flag("service-upstream")?.unwrap_or(false);
     a.policy.upstream_vhost = r.get("upstream-vhost", parse_vhost)?;
     a.policy.hash_by = r.get("upstream-hash-by", parse_hash_key)?;
+    // Read only with a hash key, so they are reported as without effect otherwise.
+    if a.policy.hash_by.is_some() && r.flag("upstream-hash-by-subset")?.unwrap_or(false) {
+        let size = r
+            .get("upstream-hash-by-subset-size", |v| {
+                parse_in_range(v, 1u32..=1000)
+            })?
+            .unwrap_or(3);
+        a.policy.hash_subset = Some(size);
+    }
     a.policy.forwarded_prefix = r.get("x-forwarded-prefix", |v| {
         no_space_or_control(v)?;
         if v.is_empty() || !v.is_ascii() {
@@ -228,6 +237,34 @@ mod tests {
             })
         );
         assert_eq!(nginx(&[]).expect("empty").policy.hash_by, None);
+        let subset = |pairs: &[(&str, &str)]| nginx(pairs).map(|a| a.policy.hash_subset);
+        let by = ("upstream-hash-by", "$request_uri");
+        assert_eq!(
+            subset(&[by, ("upstream-hash-by-subset", "true")]),
+            Ok(Some(3))
+        );
+        assert_eq!(
+            subset(&[
+                by,
+                ("upstream-hash-by-subset", "true"),
+                ("upstream-hash-by-subset-size", "5")
+            ]),
+            Ok(Some(5))
+        );
+        assert_eq!(
+            subset(&[by, ("upstream-hash-by-subset", "false")]),
+            Ok(None)
+        );
+        assert_eq!(subset(&[("upstream-hash-by-subset", "true")]), Ok(None));
+        for bad in ["0", "-1", "three"] {
+            let e = nginx(&[
+                by,
+                ("upstream-hash-by-subset", "true"),
+                ("upstream-hash-by-subset-size", bad),
+            ])
+            .expect_err(bad);
+            assert!(e.key.ends_with("upstream-hash-by-subset-size"), "{e}");
+        }
         assert_rejects(
             "upstream-hash-by",
             &[
