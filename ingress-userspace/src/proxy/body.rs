@@ -104,8 +104,9 @@ impl Pace {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
-            if let Some(len) = self.held.as_ref().map(Bytes::len) {
-                let budget = self.budget(Instant::now());
+            let budget = self.budget(Instant::now());
+            if let Some(data) = self.held.as_mut() {
+                let len = data.len();
                 if budget == 0 {
                     // Wait for a piece of a tenth of a second's worth (at least 1 KiB).
                     let piece = (self.rate.bytes_per_sec / 10).max(1024).min(len as u64);
@@ -115,15 +116,10 @@ impl Pace {
                     continue;
                 }
                 let n = usize::try_from(budget).unwrap_or(usize::MAX).min(len);
-                let piece = match self.held.take() {
-                    Some(mut data) if n < len => {
-                        let piece = data.split_to(n);
-                        self.held = Some(data);
-                        piece
-                    }
-                    Some(data) => data,
-                    None => continue,
-                };
+                let piece = data.split_to(n);
+                if n == len {
+                    self.held = None;
+                }
                 self.sent += n as u64;
                 return Poll::Ready(Some(Ok(Frame::data(piece))));
             }

@@ -93,8 +93,7 @@ impl RealIp {
     /// address ends the walk at the last good one. `None`: no usable entry.
     fn client_from(&self, headers: &HeaderMap) -> Option<IpAddr> {
         let mut found = None;
-        let lines: Vec<&HeaderValue> = headers.get_all(&self.forwarded_for).iter().collect();
-        for line in lines.into_iter().rev() {
+        for line in headers.get_all(&self.forwarded_for).iter().rev() {
             let Ok(text) = line.to_str() else {
                 return found;
             };

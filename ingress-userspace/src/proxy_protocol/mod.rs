@@ -80,16 +80,17 @@ impl Origin {
 /// Waits up to `timeout` for the header `stream` must start with and consumes exactly its
 /// bytes.
 pub async fn read(stream: &mut TcpStream, timeout: Duration) -> Result<ProxyHeader, ReadError> {
-    let header = tokio::time::timeout(timeout, peek_header(stream))
+    let (header, mut buf) = tokio::time::timeout(timeout, peek_header(stream))
         .await
         .map_err(|_| ReadError::Timeout(timeout))??;
-    let mut consumed = vec![0u8; header.len];
-    stream.read_exact(&mut consumed).await?;
+    // The peeked bytes, taken off the socket this time.
+    stream.read_exact(&mut buf[..header.len]).await?;
     Ok(header)
 }
 
-/// Peeks until the queued bytes hold a whole header (or cannot start one).
-async fn peek_header(stream: &TcpStream) -> Result<ProxyHeader, ReadError> {
+/// Peeks until the queued bytes hold a whole header (or cannot start one); returns it with
+/// the buffer it was peeked into (holding at least its bytes).
+async fn peek_header(stream: &TcpStream) -> Result<(ProxyHeader, Vec<u8>), ReadError> {
     // v1 and v2 without TLVs fit in the first 256 bytes; the buffer grows for TLVs.
     let mut buf = vec![0u8; 256];
     loop {
@@ -117,7 +118,7 @@ async fn peek_header(stream: &TcpStream) -> Result<ProxyHeader, ReadError> {
             }
         });
         match res {
-            Ok(verdict) => return verdict,
+            Ok(verdict) => return verdict.map(|h| (h, buf)),
             Err(e)
                 if matches!(
                     e.kind(),

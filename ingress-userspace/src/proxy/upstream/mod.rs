@@ -121,27 +121,14 @@ impl UpstreamState {
     /// and adding one takes about 1/n of them. Ejected endpoints are passed over, which
     /// sends their keys to each key's next-best endpoint until they return.
     pub fn by_hash(&self, key: u64) -> Option<usize> {
-        let now = now_ms();
-        self.endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| !e.outlier.is_ejected(now))
-            .max_by_key(|(_, e)| mix64(key ^ e.hash_id))
-            .map(|(i, _)| i)
+        self.scored(key).max().map(|(_, i)| i)
     }
 
     /// `upstream-hash-by-subset`: the key's `size` best endpoints by the same rendezvous
     /// score as [`UpstreamState::by_hash`] (so a key keeps its set as endpoints come and go,
     /// as far as they allow), and one of them at random. Ejected endpoints are passed over.
     pub fn by_hash_subset(&self, key: u64, size: u32) -> Option<usize> {
-        let now = now_ms();
-        let mut scored: Vec<(u64, usize)> = self
-            .endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| !e.outlier.is_ejected(now))
-            .map(|(i, e)| (mix64(key ^ e.hash_id), i))
-            .collect();
+        let mut scored: Vec<(u64, usize)> = self.scored(key).collect();
         scored.sort_unstable_by(|a, b| b.cmp(a));
         scored.truncate(usize::try_from(size).unwrap_or(usize::MAX).max(1));
         if scored.is_empty() {
@@ -149,6 +136,16 @@ impl UpstreamState {
         }
         let pick = rand::random_range(0..scored.len());
         Some(scored[pick].1)
+    }
+
+    /// Each endpoint not ejected, with its rendezvous score for `key`: (score, index).
+    fn scored(&self, key: u64) -> impl Iterator<Item = (u64, usize)> + '_ {
+        let now = now_ms();
+        self.endpoints
+            .iter()
+            .enumerate()
+            .filter(move |(_, e)| !e.outlier.is_ejected(now))
+            .map(move |(i, e)| (mix64(key ^ e.hash_id), i))
     }
 
     /// Whether an affinity cookie names an endpoint of this upstream, ejected or not.
