@@ -532,3 +532,57 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A stream whose first write goes out with `prefix` in front, in one write: a PROXY header
+/// and the ClientHello in the same segment, as a load balancer often sends them.
+pub struct Prefixed<S> {
+    prefix: Vec<u8>,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// Wraps `inner`.
+    pub fn new(prefix: &[u8], inner: S) -> Self {
+        Prefixed {
+            prefix: prefix.to_vec(),
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_write(cx, buf);
+        }
+        // The prefix and this write together; report `buf` written once the prefix is out.
+        let mut joined = self.prefix.clone();
+        joined.extend_from_slice(buf);
+        let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &joined))?;
+        let from_prefix = n.min(self.prefix.len());
+        self.prefix.drain(..from_prefix);
+        Poll::Ready(Ok(n - from_prefix))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -221,6 +221,8 @@ pub struct PassthroughConn {
     /// Client and destination named by the connection's trusted PROXY header, for the
     /// backend's own PROXY header; `None`: the socket's addresses.
     proxied: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// A PROXY header was read off the client socket before the ClientHello.
+    header_read: bool,
 }
 
 impl PassthroughConn {
@@ -490,6 +492,7 @@ impl Passthrough {
                 sni,
                 route,
                 proxied: None,
+                header_read: false,
             }),
             None => Classified::Terminate(Replay::new(Bytes::new(), stream)),
         }
@@ -504,6 +507,7 @@ impl Passthrough {
             sni,
             route,
             proxied,
+            header_read,
         } = conn;
         let peer = client.peer_addr().ok();
         let (mut backend, endpoint, _active) =
@@ -512,7 +516,9 @@ impl Passthrough {
             let _ = s.set_nodelay(true);
             keepalive(s);
         }
-        let mut prelude = 0;
+        // Bytes userspace writes to the backend before the splice: its PROXY header, then
+        // (after an incoming PROXY header) what the client has sent so far.
+        let mut prelude = Vec::new();
         if route.route.proxy_protocol {
             let addresses = match proxied {
                 Some(a) => Ok(a),
@@ -525,15 +531,26 @@ impl Passthrough {
                     "client address unknown",
                 )));
             };
-            let header = crate::proxy_protocol::v2::encode(src, dst);
+            prelude = crate::proxy_protocol::v2::encode(src, dst);
+        }
+        let header_len = prelude.len() as u64;
+        if header_read {
+            // The sockmap's read path hands the verdict whole segments, bytes already read
+            // from them included: after the PROXY header was read, the ClientHello may share
+            // its segment, and would reach the backend with the header in front. So what is
+            // queued goes over here, and the splice starts on an empty queue.
+            take_queued(&client, &mut prelude).map_err(ServeError::ProxyHeader)?;
+        }
+        if !prelude.is_empty() {
             backend
-                .write_all(&header)
+                .write_all(&prelude)
                 .await
                 .map_err(ServeError::ProxyHeader)?;
-            prelude = header.len() as u64;
         }
+        let from_client = prelude.len() as u64 - header_len;
+        let prelude = prelude.len() as u64;
         tracing::debug!(?peer, ?sni, %endpoint, upstream = %route.route.upstream.name, "passthrough: connected");
-        let report = match &self.engine {
+        let mut report = match &self.engine {
             Engine::Kernel(k) => match k.splice(client, backend, prelude).await {
                 Ok(r) => ServeReport {
                     ending: r.ending,
@@ -555,6 +572,7 @@ impl Passthrough {
             },
             Engine::Userspace => copied(copy::copy(client, backend).await),
         };
+        report.client_bytes += from_client;
         tracing::debug!(?peer, ?sni, %endpoint, ending = ?report.ending, client_bytes = report.client_bytes,
             backend_bytes = report.backend_bytes, "passthrough: closed");
         Ok(report)
@@ -572,6 +590,7 @@ impl Passthrough {
         match self.classify(stream, origin.client).await {
             Classified::Passthrough(mut conn) => {
                 conn.proxied = origin.proxied.then_some((origin.client, origin.local));
+                conn.header_read = origin.header_read;
                 let sni = conn.sni.clone();
                 self.metrics.active(true);
                 match self.serve(conn).await {
@@ -607,6 +626,19 @@ impl Passthrough {
                 });
                 None
             }
+        }
+    }
+}
+
+/// Appends every byte queued on `client` (read, not peeked) to `out`, without waiting.
+fn take_queued(client: &TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match rustix::net::recv(client, &mut buf[..], rustix::net::RecvFlags::DONTWAIT) {
+            Ok((0, _)) => return Ok(()),
+            Ok((n, _)) => out.extend_from_slice(&buf[..n]),
+            Err(rustix::io::Errno::AGAIN) => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
     }
 }

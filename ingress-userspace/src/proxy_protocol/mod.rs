@@ -44,6 +44,9 @@ pub struct Origin {
     pub peer: IpAddr,
     /// Whether a PROXY header named `client` and `local`.
     pub proxied: bool,
+    /// Whether a PROXY header was read off the socket (named addresses or not): what is
+    /// queued after it may start in the middle of a segment.
+    pub header_read: bool,
 }
 
 impl Origin {
@@ -54,6 +57,7 @@ impl Origin {
             local,
             peer: peer.ip(),
             proxied: false,
+            header_read: false,
         }
     }
 
@@ -71,8 +75,12 @@ impl Origin {
                 local: reached,
                 peer: peer.ip(),
                 proxied: true,
+                header_read: true,
             },
-            _ => Self::direct(peer, local),
+            _ => Origin {
+                header_read: true,
+                ..Self::direct(peer, local)
+            },
         }
     }
 }

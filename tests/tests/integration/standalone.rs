@@ -546,7 +546,7 @@ spec:
 /// counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_protocol_from_a_load_balancer_reaches_passthrough_and_l7_backends() {
-    use tests::passthrough::{connect, tls_over, BackendBehavior, Pki, TlsBackend, STEP};
+    use tests::passthrough::{connect, tls_over, BackendBehavior, Pki, Prefixed, TlsBackend, STEP};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const HOST: &str = "pass.test";
     let pki = Pki::new();
@@ -595,11 +595,12 @@ async fn proxy_protocol_from_a_load_balancer_reaches_passthrough_and_l7_backends
     .collect();
     let p = start_ready(args, admin, dir.path().join("log")).await;
 
-    // Passthrough: the header goes first, then the client's TLS straight to the backend.
-    let mut tcp = connect(https).await;
-    tcp.write_all(b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n")
-        .await
-        .expect("header");
+    // Passthrough: the header goes first, in the ClientHello's segment (the kernel splice
+    // must not pass its bytes on), then the client's TLS straight to the backend.
+    let tcp = Prefixed::new(
+        b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n",
+        connect(https).await,
+    );
     let mut tls = tls_over(tcp, HOST, pki.client_config())
         .await
         .unwrap_or_else(|e| panic!("handshake after the header: {e}\n{}", p.log_text()));
