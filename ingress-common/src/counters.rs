@@ -57,6 +57,8 @@ stats! {
     /// A reply too big for its egress link, IPv4 without DF: passed translated, for the stack
     /// to fragment (XDP cannot).
     PassTooBig = "pass_too_big",
+    /// To a protected listener, past the edge checks: passed to the stack.
+    PassEdgeChecked = "pass_edge_checked",
     /// New flow: backend picked by Maglev, NATed and forwarded.
     FwdNewFlow = "fwd_new_flow",
     /// Established flow found in conntrack, NATed and forwarded.
@@ -86,6 +88,10 @@ stats! {
     /// Too big for its egress link: a client's IPv4 packet without DF (XDP cannot fragment,
     /// and the stack cannot take it translated), or one whose "too big" answer failed.
     DropTooBig = "drop_too_big",
+    /// Edge protection: a packet to a protected destination from a blocked source.
+    DropBlocked = "drop_blocked",
+    /// Edge protection: a SYN over its source's new-connection rate.
+    DropSynRate = "drop_syn_rate",
     /// TLS passthrough splice (`sk_passthrough`, counted per skb): bytes on a socket of the
     /// sockhash with no peer recorded (never paired, or unpaired by userspace).
     DropSpliceUnpaired = "drop_splice_unpaired",

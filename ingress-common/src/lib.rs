@@ -7,6 +7,7 @@
 
 pub mod conntrack;
 pub mod counters;
+pub mod edge;
 pub mod l4;
 pub mod maps;
 pub mod passthrough;

@@ -2,7 +2,7 @@
 
 /// Bumped whenever a map's key or value layout or its flags change; pinned maps of another
 /// version are never adopted.
-pub const MAPS_VERSION: u32 = 13;
+pub const MAPS_VERSION: u32 = 14;
 
 /// VipKey -> VipMeta.
 pub const VIPS: &str = "VIPS";
@@ -37,12 +37,26 @@ pub const JUMP_TOO_BIG: u32 = 1;
 pub const JUMP_FLOW: u32 = 2;
 /// Slot of the forwarding program itself, which `xdp_flow` calls back once a flow is recorded.
 pub const JUMP_LB: u32 = 3;
+/// Slot of the edge program (blocked sources, SYN rate), called for protected destinations.
+pub const JUMP_EDGE: u32 = 4;
 /// Slots in JUMPS.
-pub const JUMP_SLOTS: u32 = 4;
+pub const JUMP_SLOTS: u32 = 5;
 /// Per CPU: what `xdp_lb` hands the programs it tail-calls (flow key, MTU, ...). Pinned with
 /// the L4 maps: during a restart the old forwarding program tail-calls the new process's
 /// programs, and both must read the same slot.
 pub const SCRATCH: &str = "SCRATCH";
+/// VipKey of a protected destination -> EdgeDest.
+pub const EDGE_DESTS: &str = "EDGE_DESTS";
+/// Word i of the edge prefilter bitmap (see `edge::edge_filter_bit`).
+pub const EDGE_FILTER: &str = "EDGE_FILTER";
+/// Slot 0: EdgeConfig.
+pub const EDGE_CONFIG: &str = "EDGE_CONFIG";
+/// Blocked IPv4 source prefixes (LPM trie, 4 data bytes in network order) -> 1.
+pub const BLOCK_V4: &str = "BLOCK_V4";
+/// Blocked IPv6 source prefixes (LPM trie, 16 data bytes) -> 1.
+pub const BLOCK_V6: &str = "BLOCK_V6";
+/// SourceKey -> the theoretical arrival time (ns) of its next SYN (LRU).
+pub const SYN_RATE: &str = "SYN_RATE";
 /// Socket cookie -> socket, for the passthrough splice.
 pub const SPLICE_SOCKS: &str = "SPLICE_SOCKS";
 /// Socket cookie -> SplicePeer.
@@ -54,5 +68,11 @@ pub const DEFAULT_MAX_VIPS: u32 = 64;
 pub const DEFAULT_MAX_BACKENDS: u32 = 65536;
 /// Compiled-in conntrack capacity (entries in each of CONNTRACK and REPLY_NAT).
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262144;
+/// Compiled-in capacity of each block list (prefixes).
+pub const MAX_BLOCKED_PREFIXES: u32 = 16384;
+/// Compiled-in capacity of the protected destinations.
+pub const MAX_EDGE_DESTS: u32 = 1024;
+/// Compiled-in number of sources whose SYN rate is tracked (least recently seen go first).
+pub const SYN_RATE_SOURCES: u32 = 65536;
 /// Compiled-in passthrough capacity (sockets).
 pub const MAX_SPLICE_SOCKS: u32 = 65536;

@@ -2,7 +2,7 @@
 //!
 //! Sound because every type is `#[repr(C)]`, made of integers only, with no padding
 //! (sizes asserted next to each type).
-use crate::{conntrack::*, counters::Counter, l4::*, passthrough::SplicePeer};
+use crate::{conntrack::*, counters::Counter, edge::*, l4::*, passthrough::SplicePeer};
 
 macro_rules! pod {
     ($($t:ty),*) => { $( unsafe impl aya::Pod for $t {} )* };
@@ -20,6 +20,9 @@ pod!(
     ReplyNat,
     Counter,
     SplicePeer,
+    EdgeDest,
+    EdgeConfig,
+    SourceKey,
     Bucket<FlowNat>,
     Bucket<ReplyNat>
 );

@@ -2,16 +2,17 @@
 //! Names and value types are the contract in `ingress_common::maps`.
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
-    btf_maps::{Array, HashMap, PerCpuArray, ProgramArray, SockHash},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, SockHash},
     macros::btf_map,
 };
 use ingress_common::{
     conntrack::{buckets_for, Bucket, FlowKey, FlowNat, Hop, ReplyNat},
     counters::{Counter, STAT_COUNT},
+    edge::{EdgeConfig, EdgeDest, SourceKey, EDGE_FILTER_BITS},
     l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta, VIP_FILTER_BITS},
     maps::{
         DEFAULT_CONNTRACK_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, JUMP_SLOTS,
-        MAX_SPLICE_SOCKS,
+        MAX_BLOCKED_PREFIXES, MAX_EDGE_DESTS, MAX_SPLICE_SOCKS, SYN_RATE_SOURCES,
     },
     passthrough::SplicePeer,
 };
@@ -86,6 +87,31 @@ pub static VIP_STATS: PerCpuArray<Counter, MAX_VIPS> = PerCpuArray::new();
 #[btf_map]
 pub static JUMPS: ProgramArray<{ JUMP_SLOTS as usize }> = ProgramArray::new();
 
+/// Protected destination (address, port, protocol) -> what it is. Written by userspace.
+#[btf_map]
+pub static EDGE_DESTS: HashMap<VipKey, EdgeDest, { MAX_EDGE_DESTS as usize }> = HashMap::new();
+
+/// Prefilter bitmap of protected destinations and their addresses (see
+/// `edge::edge_filter_bit`). Written by userspace.
+#[btf_map]
+pub static EDGE_FILTER: Array<u64, { (EDGE_FILTER_BITS / 64) as usize }> = Array::new();
+
+/// Slot 0: the SYN rate limit. Written by userspace.
+#[btf_map]
+pub static EDGE_CONFIG: Array<EdgeConfig, 1> = Array::new();
+
+/// Blocked IPv4 source prefixes. Written by userspace.
+#[btf_map]
+pub static BLOCK_V4: LpmTrie<[u8; 4], u32, { MAX_BLOCKED_PREFIXES as usize }> = LpmTrie::new();
+
+/// Blocked IPv6 source prefixes. Written by userspace.
+#[btf_map]
+pub static BLOCK_V6: LpmTrie<[u8; 16], u32, { MAX_BLOCKED_PREFIXES as usize }> = LpmTrie::new();
+
+/// Source -> when its next SYN is due at the sustained rate (ns). Written by `xdp_edge`.
+#[btf_map]
+pub static SYN_RATE: LruHashMap<SourceKey, u64, { SYN_RATE_SOURCES as usize }> = LruHashMap::new();
+
 /// Socket cookie -> socket of a spliced passthrough connection. Written by userspace.
 #[btf_map]
 pub static SPLICE_SOCKS: SockHash<u64, { MAX_SPLICE_SOCKS as usize }> = SockHash::new();
@@ -133,6 +159,9 @@ pub struct Scratch {
     /// Set by `xdp_flow` just before it calls `xdp_lb` again for the same packet (`AGAIN_*`);
     /// `xdp_lb` clears it on reading.
     pub again: u32,
+    /// Set by `xdp_edge` just before it calls `xdp_lb` again for a packet that passed its
+    /// checks; `xdp_lb` clears it on reading.
+    pub edge_checked: u32,
 }
 
 /// `Scratch::again`: a fresh packet.

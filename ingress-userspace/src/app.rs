@@ -24,12 +24,14 @@ use crate::{
     admin::{kernel::KernelMetrics, AdminServer, Readiness},
     apply::{
         self,
+        edge::{EdgeApplier, EdgeSettings, SynRate},
         maps::{FlowTimeouts, L4Applier, SnatSettings},
         proxy::ProxyApplier,
     },
     cli::{Cli, Command, RunArgs},
     config::{self, parse_port_range, Settings},
     maps::{
+        edge::AyaEdgeWriter,
         kernel_log,
         loader::{self, Datapath, LoaderOptions},
         neigh,
@@ -138,10 +140,48 @@ fn snat_settings(args: &RunArgs) -> anyhow::Result<SnatSettings> {
             unreplied: args.xdp.conntrack_unreplied_timeout,
         },
     };
+    if args.xdp.interfaces.is_empty() && args.edge.edge_syn_rate.is_some() {
+        bail!(
+            "--edge-syn-rate needs --xdp-interface: the SYN limit is enforced by the XDP program"
+        );
+    }
     if !args.xdp.interfaces.is_empty() && snat.v4.is_none() && snat.v6.is_none() {
         bail!("--xdp-interface needs --snat-v4 and/or --snat-v6: the source address for L4 traffic to backends");
     }
     Ok(snat)
+}
+
+/// What the XDP program's edge protection enforces, and on which listener addresses: the
+/// HTTP and HTTPS listeners' own, or for a wildcard listener every node address the flags
+/// name (publish, L4 and SNAT addresses) of its family.
+pub fn edge_settings(args: &RunArgs) -> EdgeSettings {
+    let named: BTreeSet<IpAddr> = args
+        .publish_address
+        .iter()
+        .chain(&args.l4_address)
+        .copied()
+        .chain(args.xdp.snat_v4.map(IpAddr::V4))
+        .chain(args.xdp.snat_v6.map(IpAddr::V6))
+        .collect();
+    let mut listeners = BTreeSet::new();
+    for addr in [args.http_addr, args.https_addr] {
+        if !addr.ip().is_unspecified() {
+            listeners.insert(addr);
+            continue;
+        }
+        // A `[::]` socket also takes IPv4 (Linux's default dual stack).
+        for ip in named.iter().filter(|ip| addr.is_ipv6() || ip.is_ipv4()) {
+            listeners.insert(std::net::SocketAddr::new(*ip, addr.port()));
+        }
+    }
+    EdgeSettings {
+        block: args.edge.block_cidrs.clone(),
+        syn_rate: args.edge.edge_syn_rate.map(|per_second| SynRate {
+            per_second,
+            burst: args.edge.edge_syn_burst,
+        }),
+        listeners: listeners.into_iter().collect(),
+    }
 }
 
 /// The kernel side: loaded programs, the L4 applier, and which next hops are kept resolved.
@@ -151,6 +191,7 @@ struct Kernel {
     // Held so the programs and links live as long as the process.
     _datapath: Datapath,
     applier: L4Applier<AyaMapWriter>,
+    edge: EdgeApplier<AyaEdgeWriter>,
     resolved: BTreeSet<IpAddr>,
 }
 
@@ -171,6 +212,7 @@ impl Kernel {
             );
         }
         let applier = L4Applier::new(datapath.map_writer()?, snat)?;
+        let edge = EdgeApplier::new(datapath.edge_writer()?, edge_settings(args))?;
         let splice =
             (!args.passthrough_userspace).then(|| splice::attach_kernel(datapath.ebpf_mut()));
         for ifname in &x.interfaces {
@@ -182,12 +224,14 @@ impl Kernel {
             splice,
             _datapath: datapath,
             applier,
+            edge,
             resolved: BTreeSet::new(),
         })
     }
 
     fn apply(&mut self, services: &[L4Service]) -> anyhow::Result<()> {
         let report = self.applier.apply(services)?;
+        self.edge.apply(&self.applier.vip_ids())?;
         let wanted: BTreeSet<IpAddr> = services
             .iter()
             .flat_map(|s| s.backends.iter().map(|b| b.ip()))

@@ -116,6 +116,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub real_ip: RealIpArgs,
 
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+
     /// Log one JSON line per request.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
@@ -217,6 +220,24 @@ impl HstsArgs {
         }
         http::HeaderValue::from_str(&v).ok()
     }
+}
+
+/// Edge protection of the node's ingress destinations (the HTTP and HTTPS listeners and every
+/// L4 VIP), enforced by the XDP program before the stack sees a packet.
+#[derive(Debug, Args, Clone)]
+pub struct EdgeArgs {
+    /// Client prefixes refused everywhere (ingress-nginx's `block-cidrs`), comma-separated:
+    /// dropped in the kernel with `--xdp-interface`, and refused by the proxy (connection
+    /// closed, or 403 for a client named by trusted forwarding headers) in any case.
+    #[arg(long, value_delimiter = ',')]
+    pub block_cidrs: Vec<ipnet::IpNet>,
+    /// New TCP connections per second a source address (an IPv6 /64) may open to the
+    /// ingress; SYNs over it are dropped by the XDP program (needs `--xdp-interface`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub edge_syn_rate: Option<u32>,
+    /// How many new connections a source may open at once above `--edge-syn-rate`.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub edge_syn_burst: u32,
 }
 
 /// Connection limits of the L7 proxy, named after ingress-nginx's ConfigMap keys.

@@ -5,11 +5,12 @@ use aya_log_ebpf::debug;
 use ingress_common::{
     conntrack::{FlowKey, FlowNat, SEEN_REPLIED},
     counters::Stat,
+    edge::{edge_addr_filter_bit, edge_filter_bit},
     l4::{
         vip_addr_filter_bit, vip_filter_bit, LbConfig, VipAddrKey, VipKey, FAMILY_V6, PROTO_ICMP,
         PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
     },
-    maps::{JUMP_FLOW, JUMP_ICMP},
+    maps::{JUMP_EDGE, JUMP_FLOW, JUMP_ICMP},
 };
 
 use crate::{
@@ -21,7 +22,8 @@ use crate::{
         nat::{self, Layout, Tuple},
     },
     maps::{
-        Scratch, AGAIN_NONE, FLOWS, JUMPS, LB_CONFIG, REPLIES, SCRATCH, VIPS, VIP_ADDRS, VIP_FILTER,
+        Scratch, AGAIN_NONE, EDGE_FILTER, FLOWS, JUMPS, LB_CONFIG, REPLIES, SCRATCH, VIPS,
+        VIP_ADDRS, VIP_FILTER,
     },
     parse::{
         eth::{self, ETH_P_IP, ETH_P_IPV6},
@@ -84,9 +86,9 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
     } else {
         l3.dst[0] == cfg.snat_v4
     };
-    // Most traffic is for neither a VIP address nor the SNAT address: it leaves before its
-    // ports are read.
-    if !is_snat && !may_be_vip_addr(&l3.dst) {
+    // Most traffic is for neither a VIP address, the SNAT address nor a protected address: it
+    // leaves before its ports are read.
+    if !is_snat && !may_be_vip_addr(&l3.dst) && !edge_has(edge_addr_filter_bit(&l3.dst)) {
         return Outcome::pass(Stat::PassNotOurs);
     }
     let l4_len = (l3.ip_len as usize).saturating_sub(l3.l4_off - l2.l3_off);
@@ -109,6 +111,10 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
         sport: ports.sport,
         dport: ports.dport,
     };
+    // Protected destinations go through the edge checks first; they come back here marked.
+    if edge_has(edge_filter_bit(&l3.dst, ports.dport, l3.proto)) {
+        to_edge(ctx, &layout, &tuple, ports.syn);
+    }
     // One array read rules out most traffic before any hash lookup.
     if may_be_vip(&l3.dst, ports.dport, l3.proto) {
         if let Some(out) = forward(ctx, &layout, &l3, &tuple, cfg, ports.syn, ports.closing) {
@@ -138,6 +144,34 @@ fn filter_has(bit: u32) -> bool {
     VIP_FILTER
         .get(bit >> 6)
         .is_some_and(|w| *w & (1u64 << (bit & 63)) != 0)
+}
+
+#[inline(always)]
+fn edge_has(bit: u32) -> bool {
+    EDGE_FILTER
+        .get(bit >> 6)
+        .is_some_and(|w| *w & (1u64 << (bit & 63)) != 0)
+}
+
+/// Tail-calls `xdp_edge` for a packet to a protected destination, unless it comes back from
+/// there already checked. Returns (and the packet goes on unchecked) only if that program is
+/// not loaded.
+#[inline(always)]
+fn to_edge(ctx: &XdpContext, layout: &Layout, t: &Tuple, syn: bool) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch slot, used by this packet only.
+    let scratch = unsafe { &mut *scratch };
+    if scratch.edge_checked != 0 {
+        scratch.edge_checked = 0;
+        return;
+    }
+    scratch.syn = syn as u32;
+    scratch.layout = *layout;
+    scratch.tuple = *t;
+    // SAFETY: tail call into the program userspace put in the slot.
+    unsafe { JUMPS.tail_call(ctx, JUMP_EDGE) };
 }
 
 /// Whether the packet is an ICMP or ICMPv6 error message (the kinds that quote a packet of a

@@ -262,6 +262,11 @@ impl<W: MapWriter> L4Applier<W> {
         self.vips.get(key).map(|v| v.id)
     }
 
+    /// Every VIP with its id.
+    pub fn vip_ids(&self) -> Vec<(VipKey, u32)> {
+        self.vips.iter().map(|(k, v)| (*k, v.id)).collect()
+    }
+
     fn has_snat(&self, family: u8) -> bool {
         if family == FAMILY_V6 {
             self.snat.v6.is_some()

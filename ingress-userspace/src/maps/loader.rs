@@ -32,6 +32,7 @@ pub const JUMP_PROGRAMS: &[(u32, &str)] = &[
     (names::JUMP_ICMP, "xdp_icmp"),
     (names::JUMP_TOO_BIG, "xdp_too_big"),
     (names::JUMP_FLOW, "xdp_flow"),
+    (names::JUMP_EDGE, "xdp_edge"),
 ];
 
 /// A loader failure, with the step that failed.
@@ -156,6 +157,12 @@ const PINNED_MAPS: &[&str] = &[
     names::LB_CONFIG,
     names::STATS,
     names::VIP_STATS,
+    names::EDGE_DESTS,
+    names::EDGE_FILTER,
+    names::EDGE_CONFIG,
+    names::BLOCK_V4,
+    names::BLOCK_V6,
+    names::SYN_RATE,
     // Pinned so its slot outlives this process: the kernel empties a program array when its
     // last user reference goes, and the pinned link keeps forwarding after an exit.
     names::JUMPS,
@@ -516,6 +523,11 @@ impl Datapath {
     /// Takes the L4 maps for writing.
     pub fn map_writer(&mut self) -> Result<AyaMapWriter, LoadError> {
         Ok(AyaMapWriter::from_ebpf(&mut self.ebpf)?)
+    }
+
+    /// Takes the edge protection maps out of the object (once).
+    pub fn edge_writer(&mut self) -> Result<super::edge::AyaEdgeWriter, LoadError> {
+        Ok(super::edge::AyaEdgeWriter::from_ebpf(&mut self.ebpf)?)
     }
 
     /// Opens readers for the counters.

@@ -4,6 +4,7 @@
 //! This is the only userspace module allowed `unsafe` (the mmap of the Maglev ring).
 
 pub mod counters;
+pub mod edge;
 pub mod fake;
 pub mod kernel_log;
 pub mod loader;

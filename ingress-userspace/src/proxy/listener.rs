@@ -187,8 +187,24 @@ impl Proxy {
     }
 
     /// Where a new connection comes from. With the PROXY protocol on, its header is read
-    /// first: `None` when it is missing, bad or late (the connection is to be closed).
+    /// first: `None` when it is missing, bad or late, or when the client is blocked (the
+    /// connection is to be closed).
     pub async fn origin(
+        &self,
+        stream: &mut TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Origin> {
+        let origin = self.read_origin(stream, peer, local).await?;
+        if self.shared.options.blocked(origin.client.ip()) {
+            self.shared.metrics.blocked();
+            tracing::debug!(client = %origin.client, "closing connection: client in --block-cidrs");
+            return None;
+        }
+        Some(origin)
+    }
+
+    async fn read_origin(
         &self,
         stream: &mut TcpStream,
         peer: SocketAddr,

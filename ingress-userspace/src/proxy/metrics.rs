@@ -159,6 +159,8 @@ pub struct ProxyMetrics {
     tls_handshake_failures: AtomicU64,
     /// Connections closed for a missing or bad PROXY protocol header.
     proxy_protocol_refused: AtomicU64,
+    /// Connections closed and requests refused because their client is in `--block-cidrs`.
+    blocked: AtomicU64,
     config_applies: AtomicU64,
     config_generation: AtomicU64,
     apply_duration: Histogram,
@@ -175,6 +177,7 @@ impl Default for ProxyMetrics {
             tls_handshakes: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
             proxy_protocol_refused: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
             config_applies: AtomicU64::new(0),
             config_generation: AtomicU64::new(0),
             apply_duration: Histogram::default(),
@@ -253,6 +256,16 @@ impl ProxyMetrics {
     /// Connections closed for their PROXY protocol header so far.
     pub fn proxy_protocol_refusals(&self) -> u64 {
         self.proxy_protocol_refused.load(Relaxed)
+    }
+
+    /// Counts a connection or request refused for a blocked client.
+    pub fn blocked(&self) {
+        self.blocked.fetch_add(1, Relaxed);
+    }
+
+    /// Connections and requests refused for a blocked client so far.
+    pub fn blocked_count(&self) -> u64 {
+        self.blocked.load(Relaxed)
     }
 
     /// Counts a configuration applied to the proxy.
@@ -344,6 +357,9 @@ impl ProxyMetrics {
              # HELP ingress_proxy_protocol_refused_total Connections closed for a missing or bad PROXY protocol header.\n\
              # TYPE ingress_proxy_protocol_refused_total counter\n\
              ingress_proxy_protocol_refused_total {}\n\
+             # HELP ingress_blocked_total Connections closed and requests refused (403) because their client is in --block-cidrs.\n\
+             # TYPE ingress_blocked_total counter\n\
+             ingress_blocked_total {}\n\
              # HELP ingress_config_applies_total Configurations applied to the proxy.\n\
              # TYPE ingress_config_applies_total counter\n\
              ingress_config_applies_total {}\n\
@@ -356,6 +372,7 @@ impl ProxyMetrics {
             self.tls_handshakes.load(Relaxed),
             self.tls_handshake_failures.load(Relaxed),
             self.proxy_protocol_refused.load(Relaxed),
+            self.blocked.load(Relaxed),
             self.config_applies.load(Relaxed),
             self.config_generation.load(Relaxed),
             self.open_connections.load(Relaxed),

@@ -73,6 +73,8 @@ pub struct ProxyOptions {
     pub real_ip: real_ip::RealIp,
     /// `Strict-Transport-Security` for HTTPS responses of hosts with TLS; `None`: not sent.
     pub hsts: Option<HeaderValue>,
+    /// Clients refused everywhere (`--block-cidrs`).
+    pub block_cidrs: Vec<ipnet::IpNet>,
 }
 
 impl Default for ProxyOptions {
@@ -87,11 +89,20 @@ impl Default for ProxyOptions {
             hsts: Some(HeaderValue::from_static(
                 "max-age=31536000; includeSubDomains",
             )),
+            block_cidrs: Vec::new(),
         }
     }
 }
 
 impl ProxyOptions {
+    /// Whether a client is in `--block-cidrs`.
+    pub fn blocked(&self, client: std::net::IpAddr) -> bool {
+        !self.block_cidrs.is_empty() && {
+            let ip = client.to_canonical();
+            self.block_cidrs.iter().any(|n| n.contains(&ip))
+        }
+    }
+
     /// Options from the `run` command line.
     pub fn from_run_args(args: &RunArgs) -> Self {
         ProxyOptions {
@@ -100,6 +111,7 @@ impl ProxyOptions {
             compute_full_forwarded_for: args.compute_full_forwarded_for,
             real_ip: args.real_ip.settings(),
             hsts: args.hsts.header_value(),
+            block_cidrs: args.edge.block_cidrs.clone(),
             limits: Limits {
                 upstream_max_idle_per_endpoint: args.limits.upstream_keepalive_connections,
                 upstream_idle_timeout: args.limits.upstream_keepalive_timeout,

@@ -230,6 +230,12 @@ async fn pipeline(
     let any = policy.satisfy_any;
     let mut granted = false;
     let mut denial: Option<Response<ResponseBody>> = None;
+    // A client named by trusted forwarding headers is known only now (a connection's own
+    // client was checked at accept).
+    if shared.options.blocked(client.client_ip) {
+        shared.metrics.blocked();
+        return ProxyError::Forbidden.response();
+    }
     let source_ok = access::source_allowed(policy, client.client_ip);
     if !source_ok {
         if !any {

@@ -19,5 +19,6 @@ mod passthrough;
 mod pins;
 mod restart;
 mod standalone;
+mod xdp_edge;
 mod xdp_lb;
 mod xdp_netns;

@@ -1,0 +1,127 @@
+//! Edge protection for the node's ingress destinations (the HTTP and HTTPS listeners and
+//! every L4 VIP): a packet from a blocked source is dropped, and a SYN over its source's
+//! new-connection rate is dropped, here in the driver, before the stack or the proxy spends
+//! anything on it. What passes goes to the stack (a listener) or back to `xdp_lb` (a VIP).
+//!
+//! Tail-called by `xdp_lb`, with the packet's addressing in `Scratch`, only for destinations
+//! in the edge prefilter: traffic to other destinations never pays for it.
+use aya_ebpf::{
+    btf_maps::lpm_trie::Key, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+};
+use ingress_common::{
+    counters::Stat,
+    edge::{EdgeConfig, SourceKey, EDGE_LISTENER},
+    l4::{VipKey, FAMILY_V6},
+    maps::JUMP_LB,
+};
+
+use crate::{
+    lb::copy_addr,
+    maps::{Scratch, BLOCK_V4, BLOCK_V6, EDGE_CONFIG, EDGE_DESTS, JUMPS, SCRATCH, SYN_RATE},
+    verdict::{self, Outcome, NO_VIP},
+};
+
+#[xdp]
+pub fn xdp_edge(ctx: XdpContext) -> u32 {
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let out = try_edge(&ctx);
+    verdict::finish(&out, bytes)
+}
+
+#[inline(always)]
+fn try_edge(ctx: &XdpContext) -> Outcome {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Outcome::pass(Stat::PassNotReady);
+    };
+    // SAFETY: this CPU's scratch slot, filled by xdp_lb for this packet.
+    let scratch = unsafe { &mut *scratch };
+    let family = scratch.layout.family;
+    let t = &scratch.tuple;
+    let dest = VipKey {
+        addr: copy_addr(&t.dst),
+        port: t.dport,
+        proto: scratch.layout.proto,
+        family,
+    };
+    // SAFETY: plain data, copied at once.
+    let vip_id = match unsafe { EDGE_DESTS.get(&dest) } {
+        Some(d) => d.vip_id,
+        // A prefilter false positive: not protected, and maybe a VIP.
+        None => return back_to_lb(ctx, scratch, NO_VIP),
+    };
+    let charged = if vip_id == EDGE_LISTENER {
+        NO_VIP
+    } else {
+        vip_id
+    };
+    if blocked(family, &t.src) {
+        return Outcome::drop(Stat::DropBlocked, charged);
+    }
+    if scratch.syn != 0 {
+        if let Some(cfg) = EDGE_CONFIG.get(0) {
+            if cfg.syn_interval_ns != 0 && !syn_allowed(cfg, family, &t.src) {
+                return Outcome::drop(Stat::DropSynRate, charged);
+            }
+        }
+    }
+    if vip_id == EDGE_LISTENER {
+        return Outcome::pass(Stat::PassEdgeChecked);
+    }
+    back_to_lb(ctx, scratch, vip_id)
+}
+
+/// Whether `src` falls in a blocked prefix of its family.
+#[inline(always)]
+fn blocked(family: u8, src: &[u32; 4]) -> bool {
+    if family == FAMILY_V6 {
+        // SAFETY: four words in network order are the address's sixteen bytes in order.
+        let data = unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(copy_addr(src)) };
+        BLOCK_V6.get(&Key::new(128, data)).is_some()
+    } else {
+        BLOCK_V4.get(&Key::new(32, src[0].to_ne_bytes())).is_some()
+    }
+}
+
+/// Generic cell rate algorithm: a SYN is allowed unless its source's next one is due more
+/// than the burst tolerance ahead of now; an allowed SYN moves that time one interval on.
+/// Not atomic: two CPUs taking SYNs of one source at the same instant may both be allowed,
+/// which lets a burst through slightly larger than configured, never blocks a legal one.
+#[inline(always)]
+fn syn_allowed(cfg: &EdgeConfig, family: u8, src: &[u32; 4]) -> bool {
+    let mut addr = copy_addr(src);
+    if family == FAMILY_V6 {
+        // One host holds a /64: counting its addresses apart would let it multiply its rate.
+        addr[2] = 0;
+        addr[3] = 0;
+    }
+    let key = SourceKey {
+        addr,
+        family: family as u32,
+    };
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(due) = SYN_RATE.get_ptr_mut(&key) else {
+        // A source's first SYN; if the insert fails the SYN is let through, as a limiter
+        // that cannot count must not turn into a block.
+        let _ = SYN_RATE.insert(&key, now + cfg.syn_interval_ns, 0);
+        return true;
+    };
+    // SAFETY: a live map value, read and written once.
+    let next = unsafe { *due }.max(now);
+    if next - now > cfg.syn_tolerance_ns {
+        return false;
+    }
+    // SAFETY: as above.
+    unsafe { *due = next + cfg.syn_interval_ns };
+    true
+}
+
+/// Hands the packet back to `xdp_lb`, marked as checked. Returns only if that slot is empty.
+#[inline(always)]
+fn back_to_lb(ctx: &XdpContext, scratch: &mut Scratch, vip_id: u32) -> Outcome {
+    scratch.edge_checked = 1;
+    // SAFETY: tail call into the program userspace put in the slot.
+    unsafe { JUMPS.tail_call(ctx, JUMP_LB) };
+    scratch.edge_checked = 0;
+    Outcome::pass_vip(Stat::PassNotReady, vip_id)
+}

@@ -1,0 +1,292 @@
+//! Edge applier: keeps the kernel's edge protection (blocked sources, the SYN rate limit, and
+//! the destinations they guard) in line with the settings and the current VIPs, by diff.
+//!
+//! Guarded destinations are the node's HTTP and HTTPS listeners and every L4 VIP. With no
+//! block list and no rate limit nothing is guarded, and the kernel's fast path pays nothing.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    time::Duration,
+};
+
+use ingress_common::{
+    edge::{
+        edge_addr_filter_bit, edge_filter_bit, EdgeConfig, EdgeDest, EDGE_FILTER_BITS,
+        EDGE_LISTENER,
+    },
+    l4::{VipKey, PROTO_TCP},
+};
+use ipnet::IpNet;
+use tracing::debug;
+
+use super::maps::{addr_words, ApplyError};
+use crate::maps::edge::EdgeWriter;
+
+/// New TCP connections allowed per source address (an IPv6 /64) per second, and how many may
+/// come at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynRate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// What the operator asked the edge to do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EdgeSettings {
+    /// Source prefixes dropped on every guarded destination.
+    pub block: Vec<IpNet>,
+    /// The per-source SYN limit, if any.
+    pub syn_rate: Option<SynRate>,
+    /// The node's TCP listeners (exact addresses) guarded besides the VIPs.
+    pub listeners: Vec<SocketAddr>,
+}
+
+impl EdgeSettings {
+    /// Whether anything is to be enforced.
+    pub fn enabled(&self) -> bool {
+        !self.block.is_empty() || self.syn_rate.is_some()
+    }
+
+    /// The kernel's form of the SYN limit (zero: none).
+    pub fn kernel_config(&self) -> EdgeConfig {
+        match self.syn_rate {
+            Some(r) if r.per_second > 0 => {
+                let interval = Duration::from_secs(1) / r.per_second;
+                let interval_ns = interval.as_nanos() as u64;
+                EdgeConfig {
+                    syn_interval_ns: interval_ns.max(1),
+                    syn_tolerance_ns: interval_ns.saturating_mul(u64::from(r.burst.max(1) - 1)),
+                }
+            }
+            _ => EdgeConfig::default(),
+        }
+    }
+}
+
+/// Owns the edge maps.
+pub struct EdgeApplier<W: EdgeWriter> {
+    writer: W,
+    settings: EdgeSettings,
+    /// Destinations as last written (or adopted from pinned maps).
+    dests: BTreeMap<VipKey, EdgeDest>,
+    /// Prefilter words as last written (`None` until the first write after start).
+    filter: Option<Vec<u64>>,
+}
+
+fn listener_key(addr: &SocketAddr) -> VipKey {
+    let (a, family) = addr_words(addr.ip());
+    VipKey {
+        addr: a,
+        port: addr.port().to_be(),
+        proto: PROTO_TCP,
+        family,
+    }
+}
+
+impl<W: EdgeWriter> EdgeApplier<W> {
+    /// Writes the rate setting and the block list (by diff against what pinned maps hold),
+    /// and adopts the guarded destinations already written.
+    pub fn new(mut writer: W, settings: EdgeSettings) -> Result<Self, ApplyError> {
+        writer.write_config(&settings.kernel_config())?;
+        let wanted: BTreeSet<IpNet> = settings.block.iter().map(|n| n.trunc()).collect();
+        let have = writer.read_blocked()?;
+        for net in wanted.difference(&have) {
+            writer.block(net)?;
+        }
+        for net in have.difference(&wanted) {
+            writer.unblock(net)?;
+        }
+        let dests = writer.read_dests()?.into_iter().collect();
+        Ok(EdgeApplier {
+            writer,
+            settings,
+            dests,
+            filter: None,
+        })
+    }
+
+    /// The writer, e.g. to inspect a fake in tests.
+    pub fn writer(&self) -> &W {
+        &self.writer
+    }
+
+    /// Gives the writer back, e.g. to start over with other settings on the same maps, as a
+    /// restart adopting pinned maps does.
+    pub fn into_writer(self) -> W {
+        self.writer
+    }
+
+    /// Guards the listeners and `vips` (each with its id), and nothing else; returns how
+    /// many destinations were added, changed or removed.
+    pub fn apply(&mut self, vips: &[(VipKey, u32)]) -> Result<usize, ApplyError> {
+        let mut desired: BTreeMap<VipKey, EdgeDest> = BTreeMap::new();
+        if self.settings.enabled() {
+            for l in &self.settings.listeners {
+                desired.insert(
+                    listener_key(l),
+                    EdgeDest {
+                        vip_id: EDGE_LISTENER,
+                        _pad: 0,
+                    },
+                );
+            }
+            // A VIP on a listener's address and port takes it over: its packets must reach
+            // the balancer.
+            for (key, id) in vips {
+                desired.insert(
+                    *key,
+                    EdgeDest {
+                        vip_id: *id,
+                        _pad: 0,
+                    },
+                );
+            }
+        }
+        let mut changed = 0;
+        // Entries before their prefilter bits, bits cleared before entries go: a packet the
+        // prefilter sends to the edge program always finds what it is.
+        for (key, dest) in &desired {
+            if self.dests.get(key) != Some(dest) {
+                self.writer.put_dest(key, dest)?;
+                changed += 1;
+            }
+        }
+        let mut words = vec![0u64; (EDGE_FILTER_BITS / 64) as usize];
+        for key in desired.keys() {
+            for bit in [
+                edge_filter_bit(&key.addr, key.port, key.proto),
+                edge_addr_filter_bit(&key.addr),
+            ] {
+                words[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        if self.filter.as_ref() != Some(&words) {
+            self.writer.write_filter(&words)?;
+            self.filter = Some(words);
+        }
+        for key in self.dests.keys().filter(|k| !desired.contains_key(k)) {
+            self.writer.remove_dest(key)?;
+            changed += 1;
+        }
+        if changed > 0 {
+            debug!(
+                guarded = desired.len(),
+                changed, "edge destinations applied"
+            );
+        }
+        self.dests = desired;
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::maps::edge::FakeEdgeWriter;
+
+    fn settings(block: &[&str], rate: Option<SynRate>) -> EdgeSettings {
+        EdgeSettings {
+            block: block.iter().map(|s| s.parse().unwrap()).collect(),
+            syn_rate: rate,
+            listeners: vec![
+                "198.18.0.1:80".parse().unwrap(),
+                "[2001:db8::1]:443".parse().unwrap(),
+            ],
+        }
+    }
+
+    fn vip(addr: &str, port: u16) -> VipKey {
+        let (a, family) = addr_words(addr.parse::<IpAddr>().unwrap());
+        VipKey {
+            addr: a,
+            port: port.to_be(),
+            proto: PROTO_TCP,
+            family,
+        }
+    }
+
+    fn has_bit(w: &FakeEdgeWriter, bit: u32) -> bool {
+        w.filter[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    }
+
+    #[test]
+    fn nothing_is_guarded_without_a_block_list_or_a_rate() {
+        let mut a = EdgeApplier::new(FakeEdgeWriter::default(), settings(&[], None)).unwrap();
+        assert_eq!(a.apply(&[(vip("198.18.1.1", 9000), 0)]).unwrap(), 0);
+        assert!(a.writer().dests.is_empty());
+        assert!(a.writer().filter.iter().all(|w| *w == 0));
+        assert_eq!(a.writer().config, EdgeConfig::default());
+    }
+
+    #[test]
+    fn listeners_and_vips_are_guarded_and_diffed() {
+        let s = settings(&["203.0.113.7/24", "2001:db8:bad::/48"], None);
+        let mut a = EdgeApplier::new(FakeEdgeWriter::default(), s).unwrap();
+        // Prefixes are stored truncated, as the trie matches them.
+        let blocked: Vec<String> = a.writer().blocked.iter().map(|n| n.to_string()).collect();
+        assert_eq!(blocked, ["203.0.113.0/24", "2001:db8:bad::/48"]);
+        let v = vip("198.18.1.1", 9000);
+        assert_eq!(a.apply(&[(v, 3)]).unwrap(), 3);
+        let w = a.writer();
+        assert_eq!(w.dests.get(&v).map(|d| d.vip_id), Some(3));
+        let l = listener_key(&"198.18.0.1:80".parse().unwrap());
+        assert_eq!(w.dests.get(&l).map(|d| d.vip_id), Some(EDGE_LISTENER));
+        for k in [v, l] {
+            assert!(has_bit(w, edge_filter_bit(&k.addr, k.port, k.proto)));
+            assert!(has_bit(w, edge_addr_filter_bit(&k.addr)));
+        }
+        // Unchanged: nothing written.
+        let before = a.writer().writes;
+        assert_eq!(a.apply(&[(v, 3)]).unwrap(), 0);
+        assert_eq!(a.writer().writes, before);
+        // The VIP goes: its entry and its bit go, the listeners stay.
+        assert_eq!(a.apply(&[]).unwrap(), 1);
+        let w = a.writer();
+        assert!(!w.dests.contains_key(&v));
+        assert!(!has_bit(w, edge_filter_bit(&v.addr, v.port, v.proto)));
+        assert_eq!(w.dests.len(), 2);
+    }
+
+    #[test]
+    fn a_restart_adopts_and_corrects_what_pinned_maps_hold() {
+        let mut w = FakeEdgeWriter::default();
+        w.blocked.insert("192.0.2.0/24".parse().unwrap());
+        w.blocked.insert("198.51.100.0/24".parse().unwrap());
+        let stale = vip("198.18.9.9", 53);
+        w.dests.insert(stale, EdgeDest { vip_id: 7, _pad: 0 });
+        let mut a = EdgeApplier::new(w, settings(&["192.0.2.0/24"], None)).unwrap();
+        let blocked: Vec<String> = a.writer().blocked.iter().map(|n| n.to_string()).collect();
+        assert_eq!(blocked, ["192.0.2.0/24"]);
+        a.apply(&[]).unwrap();
+        assert!(!a.writer().dests.contains_key(&stale));
+    }
+
+    #[test]
+    fn syn_rate_becomes_an_interval_and_a_tolerance() {
+        let s = settings(
+            &[],
+            Some(SynRate {
+                per_second: 10,
+                burst: 5,
+            }),
+        );
+        assert!(s.enabled());
+        let c = s.kernel_config();
+        assert_eq!(c.syn_interval_ns, 100_000_000);
+        assert_eq!(c.syn_tolerance_ns, 400_000_000);
+        let one = settings(
+            &[],
+            Some(SynRate {
+                per_second: 1,
+                burst: 1,
+            }),
+        )
+        .kernel_config();
+        assert_eq!(
+            (one.syn_interval_ns, one.syn_tolerance_ns),
+            (1_000_000_000, 0)
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! Edge protection in the XDP program on synthetic packets through `BPF_PROG_TEST_RUN`:
+//! blocked sources and the per-source SYN rate, on VIPs and on the node's listeners.
+use std::time::Duration;
+
+use ingress::{
+    apply::edge::{EdgeApplier, EdgeSettings, SynRate},
+    maps::edge::AyaEdgeWriter,
+};
+use ingress_common::counters::Stat;
+use tests::{
+    packet::{Spec, ACK, SYN},
+    xdp::{lab_services, XdpLab},
+};
+
+const PASS: u32 = 2;
+const DROP: u32 = 1;
+const REDIRECT: u32 = 4;
+
+/// The node's listener the lab guards (198.18.0.1 is the node's address on `xa`).
+const LISTENER: &str = "198.18.0.1:443";
+
+fn lab() -> XdpLab {
+    XdpLab::new(&lab_services(), 16, 4096).expect("XDP lab (needs root, BPF and netns)")
+}
+
+fn guard(
+    lab: &mut XdpLab,
+    block: &[&str],
+    syn_rate: Option<SynRate>,
+) -> EdgeApplier<AyaEdgeWriter> {
+    let settings = EdgeSettings {
+        block: block.iter().map(|b| b.parse().unwrap()).collect(),
+        syn_rate,
+        listeners: vec![LISTENER.parse().unwrap()],
+    };
+    let mut edge = EdgeApplier::new(lab.datapath.edge_writer().unwrap(), settings).unwrap();
+    edge.apply(&lab.applier.vip_ids()).unwrap();
+    edge
+}
+
+fn packets(lab: &XdpLab, stat: Stat) -> u64 {
+    lab.datapath.counters().unwrap().stat(stat).unwrap().packets
+}
+
+/// Runs `frame` and returns its verdict, checking that a passed or dropped frame is left
+/// as it came.
+fn verdict(lab: &XdpLab, frame: &[u8]) -> u32 {
+    let (v, out) = lab.run(frame, lab.ifindex_a).unwrap();
+    if v != REDIRECT {
+        assert_eq!(out, frame, "a passed or dropped frame must be unchanged");
+    }
+    v
+}
+
+#[test]
+fn blocked_sources_are_dropped_on_vips_and_listeners_and_nowhere_else() {
+    let mut lab = lab();
+    let _edge = guard(&mut lab, &["198.18.0.2/32", "2001:2::/64"], None);
+    let vip_id = lab
+        .applier
+        .vip_id(&ingress::apply::maps::vip_key(&lab_services()[0]))
+        .unwrap();
+    let vip_before = lab
+        .datapath
+        .counters()
+        .unwrap()
+        .vip(vip_id)
+        .unwrap()
+        .packets;
+    let cases: &[(&str, Spec, u32)] = &[
+        (
+            "blocked, tcp vip",
+            Spec::tcp("198.18.0.2", 40001, "198.19.0.10", 80, SYN),
+            DROP,
+        ),
+        (
+            "blocked, established packet",
+            Spec::tcp("198.18.0.2", 40001, "198.19.0.10", 80, ACK),
+            DROP,
+        ),
+        (
+            "blocked, udp vip",
+            Spec::udp("198.18.0.2", 40001, "198.19.0.10", 53),
+            DROP,
+        ),
+        (
+            "blocked, listener",
+            Spec::tcp("198.18.0.2", 40001, "198.18.0.1", 443, SYN),
+            DROP,
+        ),
+        (
+            "blocked, ipv6 vip",
+            Spec::tcp("2001:2::2", 40001, "2001:2:ff::10", 80, SYN),
+            DROP,
+        ),
+        // The node's other services are not the ingress's to guard.
+        (
+            "blocked, node ssh",
+            Spec::tcp("198.18.0.2", 40001, "198.18.0.1", 22, SYN),
+            PASS,
+        ),
+        (
+            "blocked, vip address, other port",
+            Spec::tcp("198.18.0.2", 40001, "198.19.0.10", 81, SYN),
+            PASS,
+        ),
+        (
+            "allowed, tcp vip",
+            Spec::tcp("198.18.0.3", 40001, "198.19.0.10", 80, SYN),
+            REDIRECT,
+        ),
+        (
+            "allowed, listener",
+            Spec::tcp("198.18.0.3", 40001, "198.18.0.1", 443, SYN),
+            PASS,
+        ),
+        (
+            "allowed, ipv6 vip",
+            Spec::tcp("2001:2:1::9", 40001, "2001:2:ff::10", 80, SYN),
+            REDIRECT,
+        ),
+    ];
+    for (name, spec, want) in cases {
+        assert_eq!(verdict(&lab, &spec.build()), *want, "{name}");
+    }
+    assert_eq!(packets(&lab, Stat::DropBlocked), 5);
+    assert_eq!(packets(&lab, Stat::PassEdgeChecked), 1);
+    // Drops on a VIP are charged to it (the SYN and the ACK; the UDP one is another VIP's),
+    // besides the allowed new flow.
+    let vip_after = lab
+        .datapath
+        .counters()
+        .unwrap()
+        .vip(vip_id)
+        .unwrap()
+        .packets;
+    assert_eq!(vip_after - vip_before, 2 + 1);
+}
+
+#[test]
+fn syns_over_a_sources_rate_are_dropped_and_its_connections_go_on() {
+    let mut lab = lab();
+    let _edge = guard(
+        &mut lab,
+        &[],
+        Some(SynRate {
+            per_second: 1,
+            burst: 3,
+        }),
+    );
+    let syn = |src: &str, sport| Spec::tcp(src, sport, "198.18.0.1", 443, SYN).build();
+    // The burst, then a drop.
+    for sport in 1..=3 {
+        assert_eq!(
+            verdict(&lab, &syn("198.18.0.2", sport)),
+            PASS,
+            "syn {sport}"
+        );
+    }
+    assert_eq!(verdict(&lab, &syn("198.18.0.2", 4)), DROP);
+    // Only SYNs count: the source's open connections go on.
+    let ack = Spec::tcp("198.18.0.2", 1, "198.18.0.1", 443, ACK).build();
+    assert_eq!(verdict(&lab, &ack), PASS);
+    // Other sources have their own budget.
+    assert_eq!(verdict(&lab, &syn("198.18.0.3", 1)), PASS);
+    // An IPv6 /64 is one source: its addresses share one budget.
+    let syn6 = |src: &str, sport| Spec::tcp(src, sport, "2001:2:ff::10", 80, SYN).build();
+    for (i, src) in ["2001:2::2", "2001:2::3", "2001:2::4"].iter().enumerate() {
+        assert_eq!(verdict(&lab, &syn6(src, 100 + i as u16)), REDIRECT, "{src}");
+    }
+    assert_eq!(verdict(&lab, &syn6("2001:2::5", 200)), DROP);
+    assert_eq!(packets(&lab, Stat::DropSynRate), 2);
+    // At the sustained rate the source may connect again.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(verdict(&lab, &syn("198.18.0.2", 5)), PASS);
+    assert_eq!(verdict(&lab, &syn("198.18.0.2", 6)), DROP);
+}
+
+#[test]
+fn a_restart_with_another_block_list_lifts_the_old_blocks_and_no_settings_guard_nothing() {
+    let mut lab = lab();
+    let blocked = Spec::tcp("198.18.0.2", 40001, "198.18.0.1", 443, SYN).build();
+    let edge = guard(&mut lab, &["198.18.0.0/24"], None);
+    assert_eq!(verdict(&lab, &blocked), DROP);
+    // A restart over the same maps, with another list.
+    let restart = |edge: EdgeApplier<AyaEdgeWriter>, block: &[&str]| {
+        let settings = EdgeSettings {
+            block: block.iter().map(|b| b.parse().unwrap()).collect(),
+            syn_rate: None,
+            listeners: vec![LISTENER.parse().unwrap()],
+        };
+        let mut edge = EdgeApplier::new(edge.into_writer(), settings).unwrap();
+        edge.apply(&lab.applier.vip_ids()).unwrap();
+        edge
+    };
+    let edge = restart(edge, &["192.0.2.0/24"]);
+    assert_eq!(verdict(&lab, &blocked), PASS);
+    assert_eq!(packets(&lab, Stat::PassEdgeChecked), 1);
+    // Nothing to enforce: nothing guarded, the listener's packets never reach the edge.
+    let _edge = restart(edge, &[]);
+    assert_eq!(verdict(&lab, &blocked), PASS);
+    assert_eq!(packets(&lab, Stat::PassEdgeChecked), 1);
+    assert_eq!(packets(&lab, Stat::DropBlocked), 1);
+}
+
+#[test]
+fn truncated_packets_to_a_guarded_listener_are_passed_to_the_stack() {
+    let mut lab = lab();
+    let _edge = guard(&mut lab, &["198.18.0.2/32"], None);
+    let full = Spec::tcp("198.18.0.2", 40001, "198.18.0.1", 443, SYN).build();
+    // Cut inside the TCP header: the ports cannot be trusted, and the address is no VIP's.
+    for len in [14 + 20 + 2, 14 + 20 + 12, 14 + 20 + 19] {
+        let mut frame = full[..len].to_vec();
+        // Keep the IP total length consistent with what is left, as a short packet would.
+        let ip_len = (len - 14) as u16;
+        frame[16..18].copy_from_slice(&ip_len.to_be_bytes());
+        assert_eq!(verdict(&lab, &frame), PASS, "cut at {len}");
+    }
+    assert_eq!(packets(&lab, Stat::DropBlocked), 0);
+}
