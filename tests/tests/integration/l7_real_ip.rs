@@ -296,3 +296,98 @@ async fn l7_forwarded_headers_from_an_untrusted_peer_change_nothing() -> anyhow:
     assert_eq!(seen(&out, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
     Ok(())
 }
+
+/// `--block-cidrs` in the proxy (the kernel drops these earlier when XDP is on): a blocked
+/// connection is closed unanswered, on HTTP and before a TLS handshake; a blocked client named
+/// by a PROXY header or by trusted forwarding headers is refused too, the latter with 403.
+#[tokio::test]
+async fn l7_blocked_clients_are_refused_however_they_are_named() -> anyhow::Result<()> {
+    let up = TestServer::echo("blk").await?;
+    let t = target("blk", upstream("blk", &[up.addr]));
+    let routes = || snapshot(vec![vhost("pp.test", vec![prefix("/", &t)])]);
+
+    // The connection's own address.
+    let l7 = L7::start_with(
+        ProxyOptions {
+            block_cidrs: vec![net("127.0.0.0/8")],
+            ..options(RealIp::default())
+        },
+        routes(),
+    )
+    .await?;
+    let out = after_header(l7.http, b"", GET).await;
+    assert_eq!(out, "", "a blocked client was answered");
+    let mut tls = TcpStream::connect(l7.https).await?;
+    tls.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0])
+        .await?;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await?;
+    assert!(matches!(read, Ok(0)) || read.is_err(), "{read:?}");
+    assert_eq!(l7.proxy.metrics().blocked_count(), 2);
+    drop(l7);
+
+    // A client a trusted balancer names in a PROXY header.
+    let blocked = vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")];
+    let l7 = L7::start_with(
+        ProxyOptions {
+            block_cidrs: blocked.clone(),
+            ..options(proxy_protocol(&["127.0.0.0/8"]))
+        },
+        routes(),
+    )
+    .await?;
+    let out = after_header(
+        l7.http,
+        b"PROXY TCP4 203.0.113.7 198.51.100.1 1 80\r\n",
+        GET,
+    )
+    .await;
+    assert_eq!(
+        out, "",
+        "a blocked client named by a PROXY header was answered"
+    );
+    let out = after_header(
+        l7.http,
+        b"PROXY TCP6 2001:db8:bad::1 2001:db8::2 1 80\r\n",
+        GET,
+    )
+    .await;
+    assert_eq!(out, "");
+    let out = after_header(
+        l7.http,
+        b"PROXY TCP4 198.51.100.7 198.51.100.1 1 80\r\n",
+        GET,
+    )
+    .await;
+    assert_eq!(raw_status(&out), Some(200), "{out}");
+    assert_eq!(l7.proxy.metrics().blocked_count(), 2);
+    drop(l7);
+
+    // ... or in forwarded headers: known only per request, refused with 403.
+    let l7 = L7::start_with(
+        ProxyOptions {
+            block_cidrs: blocked,
+            ..options(RealIp {
+                forwarded_headers: true,
+                trusted: vec![net("127.0.0.0/8")],
+                ..Default::default()
+            })
+        },
+        routes(),
+    )
+    .await?;
+    let fwd = |client: &str| {
+        format!(
+            "GET /who HTTP/1.1\r\nHost: pp.test\r\nConnection: close\r\n\
+             X-Forwarded-For: {client}\r\n\r\n"
+        )
+    };
+    let out = after_header(l7.http, b"", &fwd("203.0.113.9")).await;
+    assert_eq!(raw_status(&out), Some(403), "{out}");
+    let out = after_header(l7.http, b"", &fwd("198.51.100.9")).await;
+    assert_eq!(raw_status(&out), Some(200), "{out}");
+    assert_eq!(seen(&out, "x-real-ip").as_deref(), Some("198.51.100.9"));
+    assert_eq!(l7.proxy.metrics().blocked_count(), 1);
+    assert_eq!(up.hits(), 2, "a blocked client's request went upstream");
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 mod bench_manifests;
 mod deploy;
+mod edge;
 mod kernel_log;
 mod kube_mode;
 mod kube_source;

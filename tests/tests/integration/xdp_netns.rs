@@ -533,3 +533,85 @@ fn static_neighbour_entries_are_left_alone() {
     let managed = ns.run("ip neigh show 198.18.9.3 dev v0").expect("ip neigh");
     assert!(managed.contains("managed"), "{managed}");
 }
+
+/// Whether a TCP connection from `ns` to `addr` is set up within `within`.
+fn connects(ns: &tests::netns::NetNs, addr: SocketAddr, within: Duration) -> bool {
+    in_ns(ns, move || {
+        std::net::TcpStream::connect_timeout(&addr, within)
+    })
+    .unwrap()
+    .is_ok()
+}
+
+/// Edge protection on real connections: a blocked client reaches neither a VIP nor the
+/// node's own listener, and a client opening connections faster than its SYN rate has the
+/// excess dropped while its open connections go on.
+#[test]
+fn blocked_clients_and_syn_bursts_are_stopped_before_the_stack() {
+    use ingress::apply::edge::{EdgeApplier, EdgeSettings, SynRate};
+
+    let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
+    let _backend = Server::start(&topo.backends[0], "b1", 8080).unwrap();
+    // A listener of the node's own stack, in the place of ingressd's HTTPS port.
+    let _listener = Server::start(&topo.node, "node", 8443).unwrap();
+    let mut node = Node::start(&topo, &[service(&[1])], &[&backend_ip(1)]);
+    let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
+    let listener: SocketAddr = "198.18.0.1:8443".parse().unwrap();
+    for addr in [vip, listener] {
+        let answer = Conn::open(&topo.client, addr)
+            .unwrap()
+            .ask("before")
+            .unwrap();
+        assert!(answer.ends_with("before"), "{answer}");
+    }
+
+    let settings = |block: &[&str], syn_rate| EdgeSettings {
+        block: block.iter().map(|b| b.parse().unwrap()).collect(),
+        syn_rate,
+        listeners: vec![listener],
+    };
+    let mut edge = EdgeApplier::new(
+        node.dp.edge_writer().unwrap(),
+        settings(&["198.18.0.0/30"], None),
+    )
+    .unwrap();
+    edge.apply(&node.applier.vip_ids()).unwrap();
+    for addr in [vip, listener] {
+        assert!(
+            !connects(&topo.client, addr, Duration::from_millis(500)),
+            "blocked client connected to {addr}"
+        );
+    }
+    let counters = node.dp.counters().unwrap();
+    let blocked = counters.stat(Stat::DropBlocked).unwrap().packets;
+    assert!(blocked >= 2, "drop_blocked {blocked}");
+
+    // Unblocked, with two new connections a second allowed.
+    let mut edge = EdgeApplier::new(
+        edge.into_writer(),
+        settings(
+            &[],
+            Some(SynRate {
+                per_second: 1,
+                burst: 2,
+            }),
+        ),
+    )
+    .unwrap();
+    edge.apply(&node.applier.vip_ids()).unwrap();
+    let mut first = Conn::open(&topo.client, listener).unwrap();
+    let mut second = Conn::open(&topo.client, vip).unwrap();
+    assert!(
+        !connects(&topo.client, listener, Duration::from_millis(300)),
+        "a third connection within the burst's second was let through"
+    );
+    assert!(first.ask("still").unwrap().ends_with("still"));
+    assert!(second.ask("still").unwrap().ends_with("still"));
+    let limited = counters.stat(Stat::DropSynRate).unwrap().packets;
+    assert!(limited >= 1, "drop_syn_rate {limited}");
+    // A second later the client may connect again.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(connects(&topo.client, listener, Duration::from_secs(2)));
+    drop((first, second));
+    drop(node);
+}

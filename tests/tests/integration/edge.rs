@@ -1,0 +1,156 @@
+//! Edge protection through the real binary: `--block-cidrs` and `--edge-syn-rate` with the
+//! XDP program attached to the node of a namespace topology.
+use std::{
+    net::{SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use tests::{
+    ingressd::Ingressd,
+    netns::{in_ns, sh},
+    topology::{backend_ip, Server, Topology, SNAT},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ingressd_under_test");
+
+fn manifests(dir: &std::path::Path) {
+    let endpoints = format!("{}:8080", backend_ip(1));
+    std::fs::write(
+        dir.join("l4.yaml"),
+        format!(
+            r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: tcp-services
+  namespace: default
+data:
+  "80": "default/echo:8080"
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+  namespace: default
+  annotations:
+    ingress.example.dev/endpoints: "{endpoints}"
+spec:
+  ports:
+  - name: echo
+    port: 8080
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn connects(topo: &Topology, addr: SocketAddr) -> bool {
+    in_ns(&topo.client, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+    })
+    .unwrap()
+    .is_ok()
+}
+
+fn counter(metrics: &str, outcome: &str) -> u64 {
+    let prefix = format!("ingress_xdp_packets_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn start(topo: &Topology, dir: &std::path::Path, pin_dir: &str, extra: &[&str]) -> Ingressd {
+    let mut args: Vec<String> = [
+        "--manifests",
+        &dir.to_string_lossy(),
+        // A wildcard listener: the guarded addresses are the node's addresses the flags name.
+        "--http-addr",
+        "0.0.0.0:8081",
+        "--https-addr",
+        "198.18.0.1:8443",
+        "--publish-address",
+        "198.18.0.1",
+        "--admin-addr",
+        "127.0.0.1:10254",
+        "--xdp-interface",
+        "nc",
+        "--xdp-interface",
+        "nb1",
+        "--snat-v4",
+        SNAT,
+        "--l4-address",
+        "198.19.0.10",
+        "--tcp-services-configmap",
+        "default/tcp-services",
+        "--pin-dir",
+        pin_dir,
+        "--max-vips",
+        "4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let log = dir.join(format!("ingressd-{}.log", extra.len()));
+    let mut d = Ingressd::start(
+        BIN.as_ref(),
+        Some(&topo.node),
+        &args,
+        "127.0.0.1:10254",
+        &log,
+    )
+    .unwrap();
+    d.wait_ready(Duration::from_secs(20)).unwrap();
+    d
+}
+
+#[test]
+fn the_binary_drops_blocked_clients_and_syn_bursts_in_the_driver() {
+    let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
+    let _backend = Server::start(&topo.backends[0], "b1", 8080).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    manifests(dir.path());
+    let pin_dir = format!("/sys/fs/bpf/{}", tests::netns::owned("edge", "pins"));
+    let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
+    let http: SocketAddr = "198.18.0.1:8081".parse().unwrap();
+    let https: SocketAddr = "198.18.0.1:8443".parse().unwrap();
+
+    let mut d = start(
+        &topo,
+        dir.path(),
+        &pin_dir,
+        &["--block-cidrs", "198.18.0.0/30,192.0.2.0/24"],
+    );
+    for addr in [vip, http, https] {
+        assert!(!connects(&topo, addr), "blocked client connected to {addr}");
+    }
+    let m = d.metrics().unwrap_or_default();
+    // Each refused connect is at least its first SYN, dropped before the stack saw it.
+    assert!(counter(&m, "drop_blocked") >= 3, "{m}");
+    d.signal(libc::SIGTERM).unwrap();
+    d.wait(Duration::from_secs(10)).unwrap();
+
+    // Restarted over the same pinned maps without the block list, with a SYN rate.
+    let mut d = start(
+        &topo,
+        dir.path(),
+        &pin_dir,
+        &["--edge-syn-rate", "1", "--edge-syn-burst", "2"],
+    );
+    assert!(connects(&topo, vip), "the block outlived its flag");
+    assert!(connects(&topo, http));
+    assert!(
+        !connects(&topo, https),
+        "a third connection in one second got through"
+    );
+    let m = d.metrics().unwrap_or_default();
+    assert!(counter(&m, "drop_syn_rate") >= 1, "{m}");
+    assert!(counter(&m, "pass_edge_checked") >= 1, "{m}");
+    d.signal(libc::SIGTERM).unwrap();
+    d.wait(Duration::from_secs(10)).unwrap();
+    let _ = std::process::Command::new(BIN)
+        .args(["cleanup", "--pin-dir", &pin_dir])
+        .status();
+    let _ = sh(&format!("rm -rf {pin_dir}"));
+}
