@@ -159,9 +159,6 @@ pub struct Scratch {
     /// Set by `xdp_flow` just before it calls `xdp_lb` again for the same packet (`AGAIN_*`);
     /// `xdp_lb` clears it on reading.
     pub again: u32,
-    /// Set by `xdp_edge` just before it calls `xdp_lb` again for a packet that passed its
-    /// checks; `xdp_lb` clears it on reading.
-    pub edge_checked: u32,
 }
 
 /// `Scratch::again`: a fresh packet.

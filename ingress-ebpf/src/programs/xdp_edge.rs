@@ -1,10 +1,12 @@
-//! Edge protection for the node's ingress destinations (the HTTP and HTTPS listeners and
-//! every L4 VIP): a packet from a blocked source is dropped, and a SYN over its source's
+//! Edge protection for the node's ingress destinations (the HTTP and HTTPS listeners and every
+//! L4 VIP): a packet from a blocked source is dropped, and a SYN over its source's
 //! new-connection rate is dropped, here in the driver, before the stack or the proxy spends
-//! anything on it. What passes goes to the stack (a listener) or back to `xdp_lb` (a VIP).
+//! anything on it.
 //!
 //! Tail-called by `xdp_lb`, with the packet's addressing in `Scratch`, only for destinations
-//! in the edge prefilter: traffic to other destinations never pays for it.
+//! in the edge prefilter: for every packet to a guarded listener (what passes goes to the
+//! stack), and for each packet that would start a flow on a guarded VIP (what passes goes on
+//! to `xdp_flow`). Established VIP flows and other traffic never pay for it.
 use aya_ebpf::{
     btf_maps::lpm_trie::Key, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
@@ -12,12 +14,12 @@ use ingress_common::{
     counters::Stat,
     edge::{EdgeConfig, SourceKey, EDGE_LISTENER},
     l4::{VipKey, FAMILY_V6},
-    maps::JUMP_LB,
+    maps::JUMP_FLOW,
 };
 
 use crate::{
     lb::copy_addr,
-    maps::{Scratch, BLOCK_V4, BLOCK_V6, EDGE_CONFIG, EDGE_DESTS, JUMPS, SCRATCH, SYN_RATE},
+    maps::{BLOCK_V4, BLOCK_V6, EDGE_CONFIG, EDGE_DESTS, JUMPS, SCRATCH, SYN_RATE},
     verdict::{self, Outcome, NO_VIP},
 };
 
@@ -34,7 +36,9 @@ fn try_edge(ctx: &XdpContext) -> Outcome {
         return Outcome::pass(Stat::PassNotReady);
     };
     // SAFETY: this CPU's scratch slot, filled by xdp_lb for this packet.
-    let scratch = unsafe { &mut *scratch };
+    let scratch = unsafe { &*scratch };
+    // xdp_lb found the VIP of a new flow; otherwise the packet is for a listener.
+    let new_flow = scratch.vip_known != 0;
     let family = scratch.layout.family;
     let t = &scratch.tuple;
     let dest = VipKey {
@@ -46,8 +50,9 @@ fn try_edge(ctx: &XdpContext) -> Outcome {
     // SAFETY: plain data, copied at once.
     let vip_id = match unsafe { EDGE_DESTS.get(&dest) } {
         Some(d) => d.vip_id,
-        // A prefilter false positive: not protected, and maybe a VIP.
-        None => return back_to_lb(ctx, scratch, NO_VIP),
+        // A prefilter false positive: not guarded.
+        None if new_flow => return to_flow(ctx),
+        None => return Outcome::pass(Stat::PassNotOurs),
     };
     let charged = if vip_id == EDGE_LISTENER {
         NO_VIP
@@ -64,10 +69,19 @@ fn try_edge(ctx: &XdpContext) -> Outcome {
             }
         }
     }
-    if vip_id == EDGE_LISTENER {
-        return Outcome::pass(Stat::PassEdgeChecked);
+    if new_flow {
+        return to_flow(ctx);
     }
-    back_to_lb(ctx, scratch, vip_id)
+    Outcome::pass(Stat::PassEdgeChecked)
+}
+
+/// Hands a new flow's packet on to `xdp_flow`, as `xdp_lb` would have. Returns only if that
+/// slot is empty.
+#[inline(always)]
+fn to_flow(ctx: &XdpContext) -> Outcome {
+    // SAFETY: tail call into the program userspace put in the slot.
+    unsafe { JUMPS.tail_call(ctx, JUMP_FLOW) };
+    Outcome::pass(Stat::PassNotReady)
 }
 
 /// Whether `src` falls in a blocked prefix of its family.
@@ -114,14 +128,4 @@ fn syn_allowed(cfg: &EdgeConfig, family: u8, src: &[u32; 4]) -> bool {
     // SAFETY: as above.
     unsafe { *due = next + cfg.syn_interval_ns };
     true
-}
-
-/// Hands the packet back to `xdp_lb`, marked as checked. Returns only if that slot is empty.
-#[inline(always)]
-fn back_to_lb(ctx: &XdpContext, scratch: &mut Scratch, vip_id: u32) -> Outcome {
-    scratch.edge_checked = 1;
-    // SAFETY: tail call into the program userspace put in the slot.
-    unsafe { JUMPS.tail_call(ctx, JUMP_LB) };
-    scratch.edge_checked = 0;
-    Outcome::pass_vip(Stat::PassNotReady, vip_id)
 }

@@ -111,10 +111,6 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
         sport: ports.sport,
         dport: ports.dport,
     };
-    // Protected destinations go through the edge checks first; they come back here marked.
-    if edge_has(edge_filter_bit(&l3.dst, ports.dport, l3.proto)) {
-        to_edge(ctx, &layout, &tuple, ports.syn);
-    }
     // One array read rules out most traffic before any hash lookup.
     if may_be_vip(&l3.dst, ports.dport, l3.proto) {
         if let Some(out) = forward(ctx, &layout, &l3, &tuple, cfg, ports.syn, ports.closing) {
@@ -125,6 +121,10 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
     // pay a hash lookup, and only ports we hand out can carry a reply.
     if is_snat && nat::in_snat_range(ports.dport, cfg) {
         return reply(ctx, &layout, &l3, &tuple, cfg, ports.closing);
+    }
+    // A listener of the node's own stack the edge guards.
+    if edge_has(edge_filter_bit(&l3.dst, ports.dport, l3.proto)) {
+        to_edge(ctx, &layout, &tuple, ports.syn);
     }
     Outcome::pass(Stat::PassNotOurs)
 }
@@ -153,9 +153,8 @@ fn edge_has(bit: u32) -> bool {
         .is_some_and(|w| *w & (1u64 << (bit & 63)) != 0)
 }
 
-/// Tail-calls `xdp_edge` for a packet to a protected destination, unless it comes back from
-/// there already checked. Returns (and the packet goes on unchecked) only if that program is
-/// not loaded.
+/// Tail-calls `xdp_edge` for a packet to a guarded listener, which passes it to the stack or
+/// drops it. Returns (and the packet is passed unchecked) only if that program is not loaded.
 #[inline(always)]
 fn to_edge(ctx: &XdpContext, layout: &Layout, t: &Tuple, syn: bool) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -163,10 +162,7 @@ fn to_edge(ctx: &XdpContext, layout: &Layout, t: &Tuple, syn: bool) {
     };
     // SAFETY: this CPU's scratch slot, used by this packet only.
     let scratch = unsafe { &mut *scratch };
-    if scratch.edge_checked != 0 {
-        scratch.edge_checked = 0;
-        return;
-    }
+    scratch.vip_known = 0;
     scratch.syn = syn as u32;
     scratch.layout = *layout;
     scratch.tuple = *t;
@@ -358,6 +354,13 @@ fn hand_over(
     scratch.closing = closing;
     scratch.layout = *layout;
     scratch.tuple = *t;
+    // A flow starting on a guarded VIP passes the edge checks first, which hand it on to
+    // `xdp_flow`. Established flows never pay for them: as a stateful firewall accepting
+    // established traffic, the edge judges a flow where it starts.
+    if !known && edge_has(edge_filter_bit(&l3.dst, t.dport, l3.proto)) {
+        // SAFETY: tail call into the program userspace put in the slot.
+        unsafe { JUMPS.tail_call(ctx, JUMP_EDGE) };
+    }
     // SAFETY: tail call into the program userspace put in the slot.
     unsafe { JUMPS.tail_call(ctx, JUMP_FLOW) };
     Some(Outcome::pass(Stat::PassNotReady))

@@ -6,7 +6,11 @@ use std::{net::IpAddr, time::Duration};
 
 use anyhow::{bail, ensure, Context, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use ingress::snapshot::{L4Protocol, L4Service, ObjectRef};
+use ingress::{
+    apply::edge::{EdgeApplier, EdgeSettings, SynRate},
+    maps::edge::AyaEdgeWriter,
+    snapshot::{L4Protocol, L4Service, ObjectRef},
+};
 use tests::{
     packet::{parse, Spec, ACK, SYN},
     xdp::{xdp_md, XdpLab, SNAT_V4},
@@ -33,6 +37,9 @@ struct Args {
     /// Another build of the kernel object, timed in the same batches as this one (before /
     /// after): `--baseline-object PATH`.
     baseline: Option<std::path::PathBuf>,
+    /// `--edge on`: this build with edge protection configured, timed against itself without
+    /// (the baseline side), in the 1-VIP configuration only.
+    edge: bool,
 }
 
 fn args() -> Result<Args> {
@@ -45,6 +52,7 @@ fn args() -> Result<Args> {
         big_conntrack: 1_000_000,
         full_table: 65_536,
         baseline: None,
+        edge: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -62,6 +70,10 @@ fn args() -> Result<Args> {
                     bail!("--profile {other}: expected non-vip, node, ct-hit, ct-hit-v6, ct-hit-large, new-flow or reply")
                 }
             });
+            continue;
+        }
+        if k == "--edge" {
+            a.edge = raw == "on";
             continue;
         }
         if k == "--baseline-object" {
@@ -493,10 +505,15 @@ fn run_config(
     eprintln!(
         "==> {label}: {vips} VIPs, conntrack capacity {conntrack}, prefilling {prefill} flows"
     );
-    let lab = lab_for(vips, conntrack, None)?;
-    let base_lab = baseline
-        .map(|o| lab_for(vips, conntrack, Some(o)))
-        .transpose()?;
+    let mut lab = lab_for(vips, conntrack, None)?;
+    let _edge = a.edge.then(|| with_edge(&mut lab)).transpose()?;
+    let base_lab = if a.edge {
+        Some(lab_for(vips, conntrack, None)?)
+    } else {
+        baseline
+            .map(|o| lab_for(vips, conntrack, Some(o)))
+            .transpose()?
+    };
     let last = vips - 1;
     let vip = format!("198.19.{}.{}", last / 250, last % 250 + 1);
     let mut this = Side::new(&lab, &vip, prefill)?;
@@ -583,6 +600,26 @@ fn run_config(
     Ok(this.rows)
 }
 
+/// Edge protection as an operator would configure it: a block list of 1,000 prefixes (none
+/// of them the bench's sources), a SYN rate no bench source reaches, and a listener on the
+/// node address the non-VIP case talks to (another port), so that case pays the port check.
+fn with_edge(lab: &mut XdpLab) -> Result<EdgeApplier<AyaEdgeWriter>> {
+    let block = (0..1000u32)
+        .map(|i| format!("100.{}.{}.0/24", 64 + i / 256, i % 256).parse())
+        .collect::<Result<Vec<_>, _>>()?;
+    let settings = EdgeSettings {
+        block,
+        syn_rate: Some(SynRate {
+            per_second: 1_000_000_000,
+            burst: 1_000_000_000,
+        }),
+        listeners: vec!["198.18.0.1:443".parse()?],
+    };
+    let mut edge = EdgeApplier::new(lab.datapath.edge_writer()?, settings)?;
+    edge.apply(&lab.applier.vip_ids())?;
+    Ok(edge)
+}
+
 /// Conntrack capacity that holds `flows` entries without evicting: a table gets twice the
 /// slots of its capacity, and the margin keeps bucket overflow out of the measured runs.
 fn capacity_for(flows: u32) -> u32 {
@@ -626,6 +663,11 @@ fn main() -> Result<()> {
     let baseline = baseline.as_deref();
     // New flows created by the timed batches also stay in the table.
     let timed_flows = (a.calls * a.batches) as u32;
+    if a.edge {
+        println!("edge protection on (this) against off (baseline), same build:");
+        run_config("1 VIP", 1, capacity_for(timed_flows), 0, &a, None)?;
+        return Ok(());
+    }
     let small = run_config("1 VIP", 1, capacity_for(timed_flows), 0, &a, baseline)?;
     let big = run_config(
         &format!("{} VIPs, {} conntrack entries", a.big_vips, a.big_conntrack),

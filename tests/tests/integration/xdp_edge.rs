@@ -218,3 +218,21 @@ fn truncated_packets_to_a_guarded_listener_are_passed_to_the_stack() {
     }
     assert_eq!(packets(&lab, Stat::DropBlocked), 0);
 }
+
+/// On a VIP the edge judges a flow where it starts (any packet without a conntrack entry):
+/// a flow established before its source was blocked runs to its end, as behind a stateful
+/// firewall that accepts established traffic, while the source can start no new one.
+#[test]
+fn a_vip_flow_established_before_the_block_runs_on_and_no_new_one_starts() {
+    let mut lab = lab();
+    let syn = Spec::tcp("198.18.0.2", 40001, "198.19.0.10", 80, SYN).build();
+    let ack = Spec::tcp("198.18.0.2", 40001, "198.19.0.10", 80, ACK).build();
+    assert_eq!(verdict(&lab, &syn), REDIRECT);
+    let _edge = guard(&mut lab, &["198.18.0.2/32"], None);
+    assert_eq!(verdict(&lab, &ack), REDIRECT);
+    let other = Spec::tcp("198.18.0.2", 40002, "198.19.0.10", 80, SYN).build();
+    assert_eq!(verdict(&lab, &other), DROP);
+    // A retransmitted SYN of the established flow starts it again: judged, and refused.
+    assert_eq!(verdict(&lab, &syn), DROP);
+    assert_eq!(packets(&lab, Stat::DropBlocked), 2);
+}
