@@ -192,6 +192,34 @@ impl Drop for Ingressd {
     }
 }
 
+/// An L4 service for `ingressd run --manifests --tcp-services-configmap default/tcp-services`:
+/// port 80 of the VIPs goes to Service `echo` port 8080, whose static `endpoints` are
+/// `addr:port` pairs, comma-separated.
+pub fn tcp_services_yaml(endpoints: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: tcp-services
+  namespace: default
+data:
+  "80": "default/echo:8080"
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+  namespace: default
+  annotations:
+    ingress.example.dev/endpoints: "{endpoints}"
+spec:
+  ports:
+  - name: echo
+    port: 8080
+"#
+    )
+}
+
 /// The start of a manifest set for `ingressd run --manifests`: our IngressClass as the cluster
 /// default, and Service `name` in `default` with static `endpoints` (the annotation manifests
 /// mode reads) on `port`, named `port_name`. Callers append their Ingresses.

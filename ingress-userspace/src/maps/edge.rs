@@ -94,19 +94,7 @@ impl EdgeWriter for AyaEdgeWriter {
     }
 
     fn write_filter(&mut self, words: &[u64]) -> Result<(), MapError> {
-        for (i, w) in words.iter().enumerate() {
-            let i = i as u32;
-            let cur = self
-                .filter
-                .get(&i, 0)
-                .map_err(map_err("read", names::EDGE_FILTER))?;
-            if cur != *w {
-                self.filter
-                    .set(i, w, 0)
-                    .map_err(map_err("update", names::EDGE_FILTER))?;
-            }
-        }
-        Ok(())
+        super::writer::write_bitmap(&mut self.filter, words, names::EDGE_FILTER)
     }
 
     fn read_blocked(&self) -> Result<BTreeSet<IpNet>, MapError> {

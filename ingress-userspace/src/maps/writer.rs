@@ -184,6 +184,23 @@ impl AyaMapWriter {
     }
 }
 
+/// Makes a prefilter bitmap equal `words`, writing only words that differ (a word being
+/// rewritten is never seen empty by the kernel).
+pub(crate) fn write_bitmap(
+    array: &mut Array<MapData, u64>,
+    words: &[u64],
+    name: &'static str,
+) -> Result<(), MapError> {
+    for (i, w) in words.iter().enumerate() {
+        let i = i as u32;
+        let cur = array.get(&i, 0).map_err(map_err("read", name))?;
+        if cur != *w {
+            array.set(i, w, 0).map_err(map_err("update", name))?;
+        }
+    }
+    Ok(())
+}
+
 impl MapWriter for AyaMapWriter {
     fn capacity(&self) -> Capacity {
         self.capacity
@@ -247,19 +264,7 @@ impl MapWriter for AyaMapWriter {
     }
 
     fn write_vip_filter(&mut self, words: &[u64]) -> Result<(), MapError> {
-        for (i, w) in words.iter().enumerate() {
-            let i = i as u32;
-            let cur = self
-                .vip_filter
-                .get(&i, 0)
-                .map_err(map_err("read", names::VIP_FILTER))?;
-            if cur != *w {
-                self.vip_filter
-                    .set(i, w, 0)
-                    .map_err(map_err("update", names::VIP_FILTER))?;
-            }
-        }
-        Ok(())
+        write_bitmap(&mut self.vip_filter, words, names::VIP_FILTER)
     }
 
     fn put_backend(&mut self, id: u32, backend: &Backend) -> Result<(), MapError> {

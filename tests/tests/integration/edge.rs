@@ -6,7 +6,7 @@ use std::{
 };
 
 use tests::{
-    ingressd::Ingressd,
+    ingressd::{tcp_services_yaml, Ingressd},
     netns::{in_ns, sh},
     topology::{backend_ip, Server, Topology, SNAT},
 };
@@ -15,32 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ingressd_under_test");
 
 fn manifests(dir: &std::path::Path) {
     let endpoints = format!("{}:8080", backend_ip(1));
-    std::fs::write(
-        dir.join("l4.yaml"),
-        format!(
-            r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: tcp-services
-  namespace: default
-data:
-  "80": "default/echo:8080"
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: echo
-  namespace: default
-  annotations:
-    ingress.example.dev/endpoints: "{endpoints}"
-spec:
-  ports:
-  - name: echo
-    port: 8080
-"#
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.join("l4.yaml"), tcp_services_yaml(&endpoints)).unwrap();
 }
 
 fn connects(topo: &Topology, addr: SocketAddr) -> bool {

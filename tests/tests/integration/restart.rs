@@ -12,7 +12,7 @@ use std::{
 };
 
 use tests::{
-    ingressd::{class_and_service_yaml, ingress_yaml, Ingressd},
+    ingressd::{class_and_service_yaml, ingress_yaml, tcp_services_yaml, Ingressd},
     netns::{in_ns, sh},
     topology::{backend_ip, Server, Topology, SNAT},
 };
@@ -21,32 +21,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ingressd_under_test");
 
 fn l4_manifests(dir: &std::path::Path) {
     let endpoints = format!("{}:8080,{}:8080", backend_ip(1), backend_ip(2));
-    std::fs::write(
-        dir.join("l4.yaml"),
-        format!(
-            r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: tcp-services
-  namespace: default
-data:
-  "80": "default/echo:8080"
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: echo
-  namespace: default
-  annotations:
-    ingress.example.dev/endpoints: "{endpoints}"
-spec:
-  ports:
-  - name: echo
-    port: 8080
-"#
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.join("l4.yaml"), tcp_services_yaml(&endpoints)).unwrap();
 }
 
 fn run_args(dir: &std::path::Path, pin_dir: &str) -> Vec<String> {
