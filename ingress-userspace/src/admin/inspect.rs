@@ -61,6 +61,50 @@ fn liveness(seen: u32, now: u32) -> String {
     s
 }
 
+/// Prefixes and destinations listed before the rest is summed up.
+const EDGE_LIST_LIMIT: usize = 20;
+
+/// What edge protection guards and enforces.
+fn edge_section(out: &mut String, maps: &Path) -> Result<(), MapError> {
+    use crate::maps::edge::{AyaEdgeWriter, EdgeWriter};
+    let edge = AyaEdgeWriter::from_pins(maps)?;
+    let cfg = edge.config()?;
+    let dests = edge.read_dests()?;
+    let blocked = edge.read_blocked()?;
+    let rate = if cfg.syn_interval_ns == 0 {
+        "no SYN rate limit".to_string()
+    } else {
+        let per_second = 1e9 / cfg.syn_interval_ns as f64;
+        let burst = cfg.syn_tolerance_ns / cfg.syn_interval_ns + 1;
+        format!("SYN rate {per_second:.0}/s per source, burst {burst}")
+    };
+    let _ = writeln!(
+        out,
+        "\nedge: {} guarded destinations, {} blocked prefixes, {rate}",
+        dests.len(),
+        blocked.len()
+    );
+    for (k, d) in dests.iter().take(EDGE_LIST_LIMIT) {
+        let what = if d.vip_id == ingress_common::edge::EDGE_LISTENER {
+            "listener".to_string()
+        } else {
+            format!("VIP #{}", d.vip_id)
+        };
+        let proto = if k.proto == PROTO_UDP { "udp" } else { "tcp" };
+        let addr = SocketAddr::new(words_addr(k.addr, k.family), u16::from_be(k.port));
+        let _ = writeln!(out, "  guarded {addr}/{proto}  ({what})");
+    }
+    for net in blocked.iter().take(EDGE_LIST_LIMIT) {
+        let _ = writeln!(out, "  blocked {net}");
+    }
+    let more =
+        dests.len().saturating_sub(EDGE_LIST_LIMIT) + blocked.len().saturating_sub(EDGE_LIST_LIMIT);
+    if more > 0 {
+        let _ = writeln!(out, "  ... and {more} more");
+    }
+    Ok(())
+}
+
 /// Builds the report for the maps pinned under `pin_dir`; lists up to `flows` conntrack
 /// entries.
 pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
@@ -117,6 +161,7 @@ pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
             liveness(nat.seen, now),
         );
     }
+    edge_section(&mut out, &maps.dir)?;
     let _ = writeln!(out, "\ncounters (packets, bytes, all CPUs):");
     for (stat, c) in maps.counters.stats()? {
         if c.packets > 0 {

@@ -67,6 +67,36 @@ impl AyaEdgeWriter {
     }
 }
 
+impl AyaEdgeWriter {
+    /// Opens the edge maps pinned in `maps` (a `maps_v<N>` directory), for inspection.
+    pub fn from_pins(maps: &std::path::Path) -> Result<Self, MapError> {
+        use aya::maps::Map;
+        let open = |name: &'static str| {
+            MapData::from_pin(maps.join(name)).map_err(map_err("open pinned", name))
+        };
+        let conv = |name: &'static str| map_err("open", name);
+        Ok(AyaEdgeWriter {
+            config: Array::try_from(Map::Array(open(names::EDGE_CONFIG)?))
+                .map_err(conv(names::EDGE_CONFIG))?,
+            dests: HashMap::try_from(Map::HashMap(open(names::EDGE_DESTS)?))
+                .map_err(conv(names::EDGE_DESTS))?,
+            filter: Array::try_from(Map::Array(open(names::EDGE_FILTER)?))
+                .map_err(conv(names::EDGE_FILTER))?,
+            v4: LpmTrie::try_from(Map::LpmTrie(open(names::BLOCK_V4)?))
+                .map_err(conv(names::BLOCK_V4))?,
+            v6: LpmTrie::try_from(Map::LpmTrie(open(names::BLOCK_V6)?))
+                .map_err(conv(names::BLOCK_V6))?,
+        })
+    }
+
+    /// The SYN rate setting as written.
+    pub fn config(&self) -> Result<EdgeConfig, MapError> {
+        self.config
+            .get(&0, 0)
+            .map_err(map_err("read", names::EDGE_CONFIG))
+    }
+}
+
 impl EdgeWriter for AyaEdgeWriter {
     fn write_config(&mut self, cfg: &EdgeConfig) -> Result<(), MapError> {
         self.config

@@ -103,6 +103,25 @@ fn the_binary_drops_blocked_clients_and_syn_bursts_in_the_driver() {
     let m = d.metrics().unwrap_or_default();
     // Each refused connect is at least its first SYN, dropped before the stack saw it.
     assert!(counter(&m, "drop_blocked") >= 3, "{m}");
+    // What is guarded, as `ingressd inspect` reads it from the pins: the wildcard HTTP
+    // listener on each node address the flags name, the HTTPS listener, the VIP.
+    let out = std::process::Command::new(BIN)
+        .args(["inspect", "--pin-dir", &pin_dir])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "edge: 5 guarded destinations, 2 blocked prefixes, no SYN rate limit",
+        "guarded 198.18.0.1:8081/tcp  (listener)",
+        "guarded 198.19.0.10:8081/tcp  (listener)",
+        &format!("guarded {SNAT}:8081/tcp  (listener)"),
+        "guarded 198.18.0.1:8443/tcp  (listener)",
+        "guarded 198.19.0.10:80/tcp  (VIP #0)",
+        "blocked 192.0.2.0/24",
+        "blocked 198.18.0.0/30",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
     d.signal(libc::SIGTERM).unwrap();
     d.wait(Duration::from_secs(10)).unwrap();
 
@@ -122,6 +141,13 @@ fn the_binary_drops_blocked_clients_and_syn_bursts_in_the_driver() {
     let m = d.metrics().unwrap_or_default();
     assert!(counter(&m, "drop_syn_rate") >= 1, "{m}");
     assert!(counter(&m, "pass_edge_checked") >= 1, "{m}");
+    let out = std::process::Command::new(BIN)
+        .args(["inspect", "--pin-dir", &pin_dir])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = "edge: 5 guarded destinations, 0 blocked prefixes, SYN rate 1/s per source, burst 2";
+    assert!(text.contains(want), "{text}");
     d.signal(libc::SIGTERM).unwrap();
     d.wait(Duration::from_secs(10)).unwrap();
     let _ = std::process::Command::new(BIN)
