@@ -1101,6 +1101,7 @@ fn map_memory(datapath: &ingress::maps::loader::Datapath) -> Result<u64, String>
         let data = match map {
             Map::Array(d)
             | Map::HashMap(d)
+            | Map::LpmTrie(d)
             | Map::LruHashMap(d)
             | Map::PerCpuArray(d)
             | Map::PerCpuHashMap(d)
