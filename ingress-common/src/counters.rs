@@ -90,7 +90,8 @@ stats! {
     DropTooBig = "drop_too_big",
     /// Edge protection: a packet to a protected destination from a blocked source.
     DropBlocked = "drop_blocked",
-    /// Edge protection: a SYN over its source's new-connection rate.
+    /// Edge protection: a SYN (or a datagram starting a UDP flow) over its source's
+    /// new-connection rate.
     DropSynRate = "drop_syn_rate",
     /// TLS passthrough splice (`sk_passthrough`, counted per skb): bytes on a socket of the
     /// sockhash with no peer recorded (never paired, or unpaired by userspace).

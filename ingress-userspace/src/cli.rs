@@ -231,8 +231,9 @@ pub struct EdgeArgs {
     /// closed, or 403 for a client named by trusted forwarding headers) in any case.
     #[arg(long, value_delimiter = ',')]
     pub block_cidrs: Vec<ipnet::IpNet>,
-    /// New TCP connections per second a source address (an IPv6 /64) may open to the
-    /// ingress; SYNs over it are dropped by the XDP program (needs `--xdp-interface`).
+    /// New TCP connections (and UDP flows to a UDP VIP) per second a source address (an IPv6
+    /// /64) may open to the ingress; the excess is dropped by the XDP program (needs
+    /// `--xdp-interface`).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub edge_syn_rate: Option<u32>,
     /// How many new connections a source may open at once above `--edge-syn-rate`.

@@ -1,6 +1,6 @@
 //! Edge protection for the node's ingress destinations (the HTTP and HTTPS listeners and every
-//! L4 VIP): a packet from a blocked source is dropped, and a SYN over its source's
-//! new-connection rate is dropped, here in the driver, before the stack or the proxy spends
+//! L4 VIP): a packet from a blocked source is dropped, and a SYN (or a datagram starting a
+//! UDP flow) over its source's new-connection rate is dropped, here in the driver, before the stack or the proxy spends
 //! anything on it.
 //!
 //! Tail-called by `xdp_lb`, with the packet's addressing in `Scratch`, only for destinations
@@ -13,7 +13,7 @@ use aya_ebpf::{
 use ingress_common::{
     counters::Stat,
     edge::{EdgeConfig, SourceKey, EDGE_LISTENER},
-    l4::{VipKey, FAMILY_V6},
+    l4::{VipKey, FAMILY_V6, PROTO_UDP},
     maps::JUMP_FLOW,
 };
 
@@ -62,7 +62,9 @@ fn try_edge(ctx: &XdpContext) -> Outcome {
     if blocked(family, &t.src) {
         return Outcome::drop(Stat::DropBlocked, charged);
     }
-    if scratch.syn != 0 {
+    // A connection starts with a SYN; a UDP flow with whichever datagram finds no flow.
+    let starts = scratch.syn != 0 || (new_flow && dest.proto == PROTO_UDP);
+    if starts {
         if let Some(cfg) = EDGE_CONFIG.get(0) {
             if cfg.syn_interval_ns != 0 && !syn_allowed(cfg, family, &t.src) {
                 return Outcome::drop(Stat::DropSynRate, charged);

@@ -169,7 +169,15 @@ fn syns_over_a_sources_rate_are_dropped_and_its_connections_go_on() {
         assert_eq!(verdict(&lab, &syn6(src, 100 + i as u16)), REDIRECT, "{src}");
     }
     assert_eq!(verdict(&lab, &syn6("2001:2::5", 200)), DROP);
-    assert_eq!(packets(&lab, Stat::DropSynRate), 2);
+    // On a UDP VIP a datagram that starts a flow counts as a connection; the flow's next
+    // datagrams do not.
+    let udp = |sport| Spec::udp("198.18.0.9", sport, "198.19.0.10", 53).build();
+    for sport in 1..=3 {
+        assert_eq!(verdict(&lab, &udp(sport)), REDIRECT, "udp flow {sport}");
+    }
+    assert_eq!(verdict(&lab, &udp(4)), DROP);
+    assert_eq!(verdict(&lab, &udp(1)), REDIRECT, "an existing UDP flow");
+    assert_eq!(packets(&lab, Stat::DropSynRate), 3);
     // At the sustained rate the source may connect again.
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(verdict(&lab, &syn("198.18.0.2", 5)), PASS);
