@@ -174,6 +174,17 @@ pub fn edge_settings(args: &RunArgs) -> EdgeSettings {
             listeners.insert(std::net::SocketAddr::new(*ip, addr.port()));
         }
     }
+    let enabled = !args.edge.block_cidrs.is_empty() || args.edge.edge_syn_rate.is_some();
+    for addr in [args.http_addr, args.https_addr] {
+        let covered =
+            !addr.ip().is_unspecified() || listeners.iter().any(|l| l.port() == addr.port());
+        if enabled && !covered {
+            warn!(
+                listener = %addr,
+                "edge protection cannot guard a wildcard listener without a node address: give --publish-address, --l4-address or --snat-v4/-v6"
+            );
+        }
+    }
     EdgeSettings {
         block: args.edge.block_cidrs.clone(),
         syn_rate: args.edge.edge_syn_rate.map(|per_second| SynRate {
@@ -281,6 +292,9 @@ impl App {
         };
         let (kernel, kernel_metrics, passthrough) = if args.xdp.interfaces.is_empty() {
             info!("no --xdp-interface: the kernel L4 path is off");
+            if !args.edge.block_cidrs.is_empty() {
+                info!("--block-cidrs is enforced by the proxy only (no --xdp-interface)");
+            }
             (None, None, Passthrough::start(pt_config).await)
         } else {
             let mut k = Kernel::load(&args, snat)?;

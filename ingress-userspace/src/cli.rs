@@ -358,6 +358,35 @@ mod tests {
     }
 
     #[test]
+    fn edge_flags_name_what_is_guarded() {
+        let e = crate::app::edge_settings(&run_args(&[
+            "--http-addr=0.0.0.0:80",
+            "--https-addr=[2001:db8::1]:443",
+            "--publish-address=198.18.0.1",
+            "--publish-address=2001:db8::1",
+            "--snat-v4=198.18.0.1",
+            "--block-cidrs=192.0.2.0/24,2001:db8:bad::/48",
+            "--edge-syn-rate=50",
+        ]));
+        let listeners: Vec<String> = e.listeners.iter().map(|l| l.to_string()).collect();
+        // A wildcard IPv4 listener on each named IPv4 address; an exact one as given.
+        assert_eq!(listeners, ["198.18.0.1:80", "[2001:db8::1]:443"]);
+        assert_eq!(e.block.len(), 2);
+        assert_eq!(
+            e.syn_rate,
+            Some(crate::apply::edge::SynRate {
+                per_second: 50,
+                burst: 20
+            })
+        );
+        assert!(!crate::app::edge_settings(&run_args(&[])).enabled());
+        let bad = ["ingressd", "run", "--block-cidrs=192.0.2.0/33"];
+        assert!(Cli::try_parse_from(bad).is_err(), "an invalid prefix");
+        let bad = ["ingressd", "run", "--edge-syn-rate=0"];
+        assert!(Cli::try_parse_from(bad).is_err(), "a zero rate");
+    }
+
+    #[test]
     fn limit_flags_reach_the_proxy_limits() {
         let defaults = crate::proxy::limits::Limits::default();
         let l = crate::proxy::ProxyOptions::from_run_args(&run_args(&[])).limits;
