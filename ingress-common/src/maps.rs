@@ -70,7 +70,8 @@ pub const DEFAULT_MAX_BACKENDS: u32 = 65536;
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262144;
 /// Compiled-in capacity of each block list (prefixes).
 pub const MAX_BLOCKED_PREFIXES: u32 = 16384;
-/// Compiled-in capacity of the protected destinations.
+/// Compiled-in capacity of the guarded destinations; userspace sizes the map at load to the
+/// VIP capacity plus room for the listeners.
 pub const MAX_EDGE_DESTS: u32 = 1024;
 /// Compiled-in number of sources whose SYN rate is tracked (least recently seen go first).
 pub const SYN_RATE_SOURCES: u32 = 65536;

@@ -17,7 +17,7 @@ use ingress_common::{
     l4::{VipKey, PROTO_TCP},
 };
 use ipnet::IpNet;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::maps::{addr_words, ApplyError};
 use crate::maps::edge::EdgeWriter;
@@ -110,6 +110,24 @@ impl<W: EdgeWriter> EdgeApplier<W> {
         &self.writer
     }
 
+    /// Makes the prefilter mark exactly `keys` (and their addresses).
+    fn write_filter(&mut self, keys: &[VipKey]) -> Result<(), ApplyError> {
+        let mut words = vec![0u64; (EDGE_FILTER_BITS / 64) as usize];
+        for key in keys {
+            for bit in [
+                edge_filter_bit(&key.addr, key.port, key.proto),
+                edge_addr_filter_bit(&key.addr),
+            ] {
+                words[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        if self.filter.as_ref() != Some(&words) {
+            self.writer.write_filter(&words)?;
+            self.filter = Some(words);
+        }
+        Ok(())
+    }
+
     /// Gives the writer back, e.g. to start over with other settings on the same maps, as a
     /// restart adopting pinned maps does.
     pub fn into_writer(self) -> W {
@@ -143,31 +161,49 @@ impl<W: EdgeWriter> EdgeApplier<W> {
             }
         }
         let mut changed = 0;
-        // Entries before their prefilter bits, bits cleared before entries go: a packet the
-        // prefilter sends to the edge program always finds what it is.
-        for (key, dest) in &desired {
-            if self.dests.get(key) != Some(dest) {
-                self.writer.put_dest(key, dest)?;
+        // Bits are set after their entries are written and cleared before their entries go:
+        // a packet the prefilter sends to the edge program always finds what it is. Leaving
+        // entries go first, so a full map has room for the new ones.
+        let leaving: Vec<VipKey> = self
+            .dests
+            .keys()
+            .filter(|k| !desired.contains_key(k))
+            .copied()
+            .collect();
+        if !leaving.is_empty() {
+            let staying: Vec<VipKey> = self
+                .dests
+                .keys()
+                .filter(|k| desired.contains_key(k))
+                .copied()
+                .collect();
+            self.write_filter(&staying)?;
+            for key in &leaving {
+                self.writer.remove_dest(key)?;
+                self.dests.remove(key);
                 changed += 1;
             }
         }
-        let mut words = vec![0u64; (EDGE_FILTER_BITS / 64) as usize];
-        for key in desired.keys() {
-            for bit in [
-                edge_filter_bit(&key.addr, key.port, key.proto),
-                edge_addr_filter_bit(&key.addr),
-            ] {
-                words[(bit / 64) as usize] |= 1 << (bit % 64);
+        let mut unwritten = Vec::new();
+        for (key, dest) in &desired {
+            if self.dests.get(key) != Some(dest) {
+                // One destination that cannot be written (a pinned map smaller than the VIP
+                // capacity now asks for) leaves that one unguarded, not the rest, and not the
+                // L4 tables unapplied; it is tried again at the next apply.
+                match self.writer.put_dest(key, dest) {
+                    Ok(()) => changed += 1,
+                    Err(e) => {
+                        warn!(error = %e, "edge protection: a destination left unguarded");
+                        unwritten.push(*key);
+                    }
+                }
             }
         }
-        if self.filter.as_ref() != Some(&words) {
-            self.writer.write_filter(&words)?;
-            self.filter = Some(words);
+        for key in &unwritten {
+            desired.remove(key);
         }
-        for key in self.dests.keys().filter(|k| !desired.contains_key(k)) {
-            self.writer.remove_dest(key)?;
-            changed += 1;
-        }
+        let keys: Vec<VipKey> = desired.keys().copied().collect();
+        self.write_filter(&keys)?;
         if changed > 0 {
             debug!(
                 guarded = desired.len(),
@@ -247,6 +283,41 @@ mod tests {
         assert!(!w.dests.contains_key(&v));
         assert!(!has_bit(w, edge_filter_bit(&v.addr, v.port, v.proto)));
         assert_eq!(w.dests.len(), 2);
+    }
+
+    #[test]
+    fn a_full_map_leaves_some_destinations_unguarded_not_the_apply_failed() {
+        let w = FakeEdgeWriter {
+            max_dests: Some(3),
+            ..Default::default()
+        };
+        let mut a = EdgeApplier::new(w, settings(&["192.0.2.0/24"], None)).unwrap();
+        let vips = [(vip("198.18.1.1", 1), 0), (vip("198.18.1.2", 2), 1)];
+        // Three of the four fit; the fourth is left out and unmarked.
+        assert_eq!(a.apply(&vips).unwrap(), 3);
+        let w = a.writer();
+        assert_eq!(w.dests.len(), 3);
+        let mut all: Vec<VipKey> = vips.iter().map(|(k, _)| *k).collect();
+        all.extend(settings(&[], None).listeners.iter().map(listener_key));
+        let left: Vec<VipKey> = all
+            .into_iter()
+            .filter(|k| !w.dests.contains_key(k))
+            .collect();
+        assert_eq!(left.len(), 1);
+        let left = left[0];
+        assert!(!has_bit(
+            w,
+            edge_filter_bit(&left.addr, left.port, left.proto)
+        ));
+        // Room again (a VIP went): the one left out is written this time.
+        let gone = vips.iter().map(|(k, _)| *k).find(|k| *k != left).unwrap();
+        let fewer: Vec<(VipKey, u32)> = vips.iter().filter(|(k, _)| *k != gone).copied().collect();
+        a.apply(&fewer).unwrap();
+        assert!(a.writer().dests.contains_key(&left));
+        assert!(has_bit(
+            a.writer(),
+            edge_filter_bit(&left.addr, left.port, left.proto)
+        ));
     }
 
     #[test]

@@ -186,6 +186,8 @@ pub struct FakeEdgeWriter {
     pub blocked: BTreeSet<IpNet>,
     /// Number of map updates and deletes, to check that an unchanged apply writes nothing.
     pub writes: usize,
+    /// Capacity of the destination map, if limited.
+    pub max_dests: Option<usize>,
 }
 
 impl EdgeWriter for FakeEdgeWriter {
@@ -200,6 +202,15 @@ impl EdgeWriter for FakeEdgeWriter {
     }
 
     fn put_dest(&mut self, key: &VipKey, dest: &EdgeDest) -> Result<(), MapError> {
+        if let Some(max) = self.max_dests {
+            if self.dests.len() >= max && !self.dests.contains_key(key) {
+                return Err(MapError::OutOfRange {
+                    what: "guarded destination",
+                    index: max as u32,
+                    capacity: max as u32,
+                });
+            }
+        }
         self.dests.insert(*key, *dest);
         self.writes += 1;
         Ok(())

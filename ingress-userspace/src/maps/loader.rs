@@ -27,6 +27,8 @@ use super::{counters::Counters, writer::AyaMapWriter, MapError, OBJECT};
 
 /// Name of the XDP program in the object.
 pub const XDP_PROGRAM: &str = "xdp_lb";
+/// Room in EDGE_DESTS for guarded listeners, besides one entry per VIP.
+pub const EDGE_LISTENER_SLOTS: u32 = 256;
 /// The programs the XDP program tail-calls, by their `JUMPS` slot.
 pub const JUMP_PROGRAMS: &[(u32, &str)] = &[
     (names::JUMP_ICMP, "xdp_icmp"),
@@ -299,6 +301,11 @@ impl Datapath {
             (names::VIPS, opts.max_vips),
             (names::VIP_ADDRS, opts.max_vips),
             (names::VIP_STATS, opts.max_vips),
+            // Every VIP may be guarded, besides the listeners.
+            (
+                names::EDGE_DESTS,
+                opts.max_vips.saturating_add(EDGE_LISTENER_SLOTS),
+            ),
             (names::MAGLEV, ring_entries),
             (names::CONNTRACK, buckets_for(opts.conntrack_entries)),
             (names::REPLY_NAT, buckets_for(opts.conntrack_entries)),

@@ -244,3 +244,25 @@ fn a_vip_flow_established_before_the_block_runs_on_and_no_new_one_starts() {
     assert_eq!(verdict(&lab, &syn), DROP);
     assert_eq!(packets(&lab, Stat::DropBlocked), 2);
 }
+
+/// Every VIP may be guarded: the guarded-destination map is sized at load with the VIP
+/// capacity, plus room for the listeners.
+#[test]
+fn the_guarded_destinations_map_holds_every_vip_and_the_listeners() {
+    let lab = XdpLab::new(&lab_services(), 100, 4096).expect("XDP lab");
+    let map = lab
+        .datapath
+        .ebpf()
+        .map(ingress_common::maps::EDGE_DESTS)
+        .expect("EDGE_DESTS");
+    let data = match map {
+        aya::maps::Map::HashMap(d) => d,
+        _ => panic!("EDGE_DESTS is not a hash map"),
+    };
+    let max = data.info().unwrap().max_entries();
+    assert_eq!(
+        max,
+        100 + ingress::maps::loader::EDGE_LISTENER_SLOTS,
+        "EDGE_DESTS capacity"
+    );
+}
