@@ -192,6 +192,35 @@ impl Drop for Ingressd {
     }
 }
 
+/// `ingressd run` arguments for the node of a [`crate::topology::Topology`]: manifests from
+/// `dir` (with [`tcp_services_yaml`]), the XDP program on `links`, the L4 VIP 198.19.0.10,
+/// pins under `pin_dir`, admin on 127.0.0.1:10254. Callers add the listeners.
+pub fn l4_node_args(dir: &std::path::Path, pin_dir: &str, links: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--manifests",
+        &dir.to_string_lossy(),
+        "--admin-addr",
+        "127.0.0.1:10254",
+        "--snat-v4",
+        crate::topology::SNAT,
+        "--l4-address",
+        "198.19.0.10",
+        "--tcp-services-configmap",
+        "default/tcp-services",
+        "--pin-dir",
+        pin_dir,
+        "--max-vips",
+        "4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for link in links {
+        args.extend(["--xdp-interface".to_string(), link.to_string()]);
+    }
+    args
+}
+
 /// An L4 service for `ingressd run --manifests --tcp-services-configmap default/tcp-services`:
 /// port 80 of the VIPs goes to Service `echo` port 8080, whose static `endpoints` are
 /// `addr:port` pairs, comma-separated.

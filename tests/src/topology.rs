@@ -221,3 +221,11 @@ impl Drop for Conn {
         let _ = self.s.shutdown(Shutdown::Both);
     }
 }
+
+/// Whether a TCP connection from `ns` to `addr` is set up within `within`. Panics if the
+/// namespace cannot be entered: that is no answer to "does it connect".
+pub fn connects(ns: &NetNs, addr: SocketAddr, within: Duration) -> bool {
+    in_ns(ns, move || TcpStream::connect_timeout(&addr, within))
+        .expect("entering the namespace")
+        .is_ok()
+}

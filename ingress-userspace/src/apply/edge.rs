@@ -19,7 +19,7 @@ use ingress_common::{
 use ipnet::IpNet;
 use tracing::{debug, warn};
 
-use super::maps::{addr_words, ApplyError};
+use super::maps::{dest_key, ApplyError};
 use crate::maps::edge::EdgeWriter;
 
 /// New TCP connections allowed per source address (an IPv6 /64) per second, and how many may
@@ -74,13 +74,7 @@ pub struct EdgeApplier<W: EdgeWriter> {
 }
 
 fn listener_key(addr: &SocketAddr) -> VipKey {
-    let (a, family) = addr_words(addr.ip());
-    VipKey {
-        addr: a,
-        port: addr.port().to_be(),
-        proto: PROTO_TCP,
-        family,
-    }
+    dest_key(*addr, PROTO_TCP)
 }
 
 impl<W: EdgeWriter> EdgeApplier<W> {
@@ -234,13 +228,10 @@ mod tests {
     }
 
     fn vip(addr: &str, port: u16) -> VipKey {
-        let (a, family) = addr_words(addr.parse::<IpAddr>().unwrap());
-        VipKey {
-            addr: a,
-            port: port.to_be(),
-            proto: PROTO_TCP,
-            family,
-        }
+        dest_key(
+            SocketAddr::new(addr.parse::<IpAddr>().unwrap(), port),
+            PROTO_TCP,
+        )
     }
 
     fn has_bit(w: &FakeEdgeWriter, bit: u32) -> bool {

@@ -127,14 +127,20 @@ pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
 
 /// The map key of a service's VIP.
 pub fn vip_key(svc: &L4Service) -> VipKey {
-    let (addr, family) = addr_words(svc.vip);
+    let proto = match svc.protocol {
+        L4Protocol::Tcp => PROTO_TCP,
+        L4Protocol::Udp => PROTO_UDP,
+    };
+    dest_key(SocketAddr::new(svc.vip, svc.port), proto)
+}
+
+/// The map key of a destination address, port and IP protocol (VIPS, EDGE_DESTS).
+pub fn dest_key(dest: SocketAddr, proto: u8) -> VipKey {
+    let (addr, family) = addr_words(dest.ip());
     VipKey {
         addr,
-        port: svc.port.to_be(),
-        proto: match svc.protocol {
-            L4Protocol::Tcp => PROTO_TCP,
-            L4Protocol::Udp => PROTO_UDP,
-        },
+        port: dest.port().to_be(),
+        proto,
         family,
     }
 }

@@ -230,9 +230,9 @@ async fn pipeline(
     let any = policy.satisfy_any;
     let mut granted = false;
     let mut denial: Option<Response<ResponseBody>> = None;
-    // A client named by trusted forwarding headers is known only now (a connection's own
-    // client was checked at accept).
-    if shared.options.blocked(client.client_ip) {
+    // A client named by trusted forwarding headers is known only now; a connection's own
+    // client was checked at accept and is not scanned again per request.
+    if client.client_ip != conn.fwd.client_ip && shared.options.blocked(client.client_ip) {
         shared.metrics.blocked();
         return ProxyError::Forbidden.response();
     }

@@ -1,14 +1,11 @@
 //! Edge protection through the real binary: `--block-cidrs` and `--edge-syn-rate` with the
 //! XDP program attached to the node of a namespace topology.
-use std::{
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use tests::{
-    ingressd::{tcp_services_yaml, Ingressd},
-    netns::{in_ns, sh},
-    topology::{backend_ip, Server, Topology, SNAT},
+    ingressd::{l4_node_args, tcp_services_yaml, Ingressd},
+    netns::sh,
+    topology::{backend_ip, connects, Server, Topology, SNAT},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ingressd_under_test");
@@ -18,12 +15,9 @@ fn manifests(dir: &std::path::Path) {
     std::fs::write(dir.join("l4.yaml"), tcp_services_yaml(&endpoints)).unwrap();
 }
 
-fn connects(topo: &Topology, addr: SocketAddr) -> bool {
-    in_ns(&topo.client, move || {
-        TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-    })
-    .unwrap()
-    .is_ok()
+/// Whether the client connects to `addr` within half a second.
+fn reaches(topo: &Topology, addr: SocketAddr) -> bool {
+    connects(&topo.client, addr, Duration::from_millis(500))
 }
 
 fn counter(metrics: &str, outcome: &str) -> u64 {
@@ -36,36 +30,15 @@ fn counter(metrics: &str, outcome: &str) -> u64 {
 }
 
 fn start(topo: &Topology, dir: &std::path::Path, pin_dir: &str, extra: &[&str]) -> Ingressd {
-    let mut args: Vec<String> = [
-        "--manifests",
-        &dir.to_string_lossy(),
-        // A wildcard listener: the guarded addresses are the node's addresses the flags name.
-        "--http-addr",
-        "0.0.0.0:8081",
-        "--https-addr",
-        "198.18.0.1:8443",
-        "--publish-address",
-        "198.18.0.1",
-        "--admin-addr",
-        "127.0.0.1:10254",
-        "--xdp-interface",
-        "nc",
-        "--xdp-interface",
-        "nb1",
-        "--snat-v4",
-        SNAT,
-        "--l4-address",
-        "198.19.0.10",
-        "--tcp-services-configmap",
-        "default/tcp-services",
-        "--pin-dir",
-        pin_dir,
-        "--max-vips",
-        "4",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = l4_node_args(dir, pin_dir, &["nc", "nb1"]);
+    // A wildcard listener: the guarded addresses are the node's addresses the flags name.
+    for a in [
+        "--http-addr=0.0.0.0:8081",
+        "--https-addr=198.18.0.1:8443",
+        "--publish-address=198.18.0.1",
+    ] {
+        args.push(a.to_string());
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let log = dir.join(format!("ingressd-{}.log", extra.len()));
     let mut d = Ingressd::start(
@@ -98,7 +71,7 @@ fn the_binary_drops_blocked_clients_and_syn_bursts_in_the_driver() {
         &["--block-cidrs", "198.18.0.0/30,192.0.2.0/24"],
     );
     for addr in [vip, http, https] {
-        assert!(!connects(&topo, addr), "blocked client connected to {addr}");
+        assert!(!reaches(&topo, addr), "blocked client connected to {addr}");
     }
     let m = d.metrics().unwrap_or_default();
     // Each refused connect is at least its first SYN, dropped before the stack saw it.
@@ -132,10 +105,10 @@ fn the_binary_drops_blocked_clients_and_syn_bursts_in_the_driver() {
         &pin_dir,
         &["--edge-syn-rate", "1", "--edge-syn-burst", "2"],
     );
-    assert!(connects(&topo, vip), "the block outlived its flag");
-    assert!(connects(&topo, http));
+    assert!(reaches(&topo, vip), "the block outlived its flag");
+    assert!(reaches(&topo, http));
     assert!(
-        !connects(&topo, https),
+        !reaches(&topo, https),
         "a third connection in one second got through"
     );
     let m = d.metrics().unwrap_or_default();

@@ -12,9 +12,9 @@ use std::{
 };
 
 use tests::{
-    ingressd::{class_and_service_yaml, ingress_yaml, tcp_services_yaml, Ingressd},
+    ingressd::{class_and_service_yaml, ingress_yaml, l4_node_args, tcp_services_yaml, Ingressd},
     netns::{in_ns, sh},
-    topology::{backend_ip, Server, Topology, SNAT},
+    topology::{backend_ip, Server, Topology},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ingressd_under_test");
@@ -25,37 +25,15 @@ fn l4_manifests(dir: &std::path::Path) {
 }
 
 fn run_args(dir: &std::path::Path, pin_dir: &str) -> Vec<String> {
-    [
-        "--manifests",
-        &dir.to_string_lossy(),
-        "--http-addr",
-        "198.18.0.1:8081",
-        "--https-addr",
-        "198.18.0.1:8443",
-        "--admin-addr",
-        "127.0.0.1:10254",
-        "--xdp-interface",
-        "nc",
-        "--xdp-interface",
-        "nb1",
-        "--xdp-interface",
-        "nb2",
-        "--snat-v4",
-        SNAT,
-        "--l4-address",
-        "198.19.0.10",
-        "--tcp-services-configmap",
-        "default/tcp-services",
-        "--pin-dir",
-        pin_dir,
-        "--max-vips",
-        "4",
-        "--conntrack-entries",
-        "65536",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let mut args = l4_node_args(dir, pin_dir, &["nc", "nb1", "nb2"]);
+    for a in [
+        "--http-addr=198.18.0.1:8081",
+        "--https-addr=198.18.0.1:8443",
+        "--conntrack-entries=65536",
+    ] {
+        args.push(a.to_string());
+    }
+    args
 }
 
 /// One short L4 exchange through the VIP from the client namespace.

@@ -15,7 +15,7 @@ use ingress_common::counters::Stat;
 use tests::{
     fixtures::Fixture,
     netns::{in_ns, NsGuard},
-    topology::{backend_ip, Conn, FarClient, Server, Topology, FAR_CLIENT, SNAT},
+    topology::{backend_ip, connects, Conn, FarClient, Server, Topology, FAR_CLIENT, SNAT},
 };
 
 /// The node's IPv6 SNAT address (the IPv6 test adds it to the node's loopback).
@@ -532,15 +532,6 @@ fn static_neighbour_entries_are_left_alone() {
     );
     let managed = ns.run("ip neigh show 198.18.9.3 dev v0").expect("ip neigh");
     assert!(managed.contains("managed"), "{managed}");
-}
-
-/// Whether a TCP connection from `ns` to `addr` is set up within `within`.
-fn connects(ns: &tests::netns::NetNs, addr: SocketAddr, within: Duration) -> bool {
-    in_ns(ns, move || {
-        std::net::TcpStream::connect_timeout(&addr, within)
-    })
-    .unwrap()
-    .is_ok()
 }
 
 /// Edge protection on real connections: a blocked client reaches neither a VIP nor the
