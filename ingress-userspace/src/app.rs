@@ -39,7 +39,7 @@ use crate::{
     },
     passthrough::{splice, Passthrough, PassthroughConfig},
     proxy::{self, Proxy, ProxyOptions},
-    snapshot::L4Service,
+    snapshot::{Global, Snapshot},
     source::{self, SourceEvent},
     store,
     translate::Translation,
@@ -87,6 +87,11 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
         );
     }
     Ok(Settings {
+        controller_config: parse_nn(&args.configmap)?,
+        global: Global {
+            block_cidrs: args.edge.block_cidrs.clone(),
+            hsts: args.hsts.settings(),
+        },
         controller_name: args.controller_name.clone(),
         ingress_class: args.ingress_class.clone(),
         tcp_services: parse_nn(&args.tcp_services_configmap)?,
@@ -174,7 +179,10 @@ pub fn edge_settings(args: &RunArgs) -> EdgeSettings {
             listeners.insert(std::net::SocketAddr::new(*ip, addr.port()));
         }
     }
-    let enabled = !args.edge.block_cidrs.is_empty() || args.edge.edge_syn_rate.is_some();
+    // The controller ConfigMap may give a block list at any time.
+    let enabled = !args.edge.block_cidrs.is_empty()
+        || args.edge.edge_syn_rate.is_some()
+        || args.configmap.is_some();
     for addr in [args.http_addr, args.https_addr] {
         let covered =
             !addr.ip().is_unspecified() || listeners.iter().any(|l| l.port() == addr.port());
@@ -186,7 +194,6 @@ pub fn edge_settings(args: &RunArgs) -> EdgeSettings {
         }
     }
     EdgeSettings {
-        block: args.edge.block_cidrs.clone(),
         syn_rate: args.edge.edge_syn_rate.map(|per_second| SynRate {
             per_second,
             burst: args.edge.edge_syn_burst,
@@ -240,9 +247,11 @@ impl Kernel {
         })
     }
 
-    fn apply(&mut self, services: &[L4Service]) -> anyhow::Result<()> {
+    fn apply(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
+        let services = &snapshot.l4;
         let report = self.applier.apply(services)?;
-        self.edge.apply(&self.applier.vip_ids())?;
+        self.edge
+            .apply(&self.applier.vip_ids(), &snapshot.global.block_cidrs)?;
         let wanted: BTreeSet<IpAddr> = services
             .iter()
             .flat_map(|s| s.backends.iter().map(|b| b.ip()))
@@ -466,7 +475,7 @@ async fn apply_loop(
         if let Some(k) = kernel.clone() {
             let snap = snapshot.clone();
             let res = tokio::task::spawn_blocking(move || {
-                k.lock().unwrap_or_else(|e| e.into_inner()).apply(&snap.l4)
+                k.lock().unwrap_or_else(|e| e.into_inner()).apply(&snap)
             })
             .await;
             match res {

@@ -91,6 +91,12 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
 
+    /// The controller ConfigMap `namespace/name` (ingress-nginx's `--configmap`): `block-cidrs`,
+    /// the `hsts` keys, and defaults for annotations (`proxy-body-size`, `ssl-redirect`,
+    /// `whitelist-source-range`, ...). Its keys replace the flags of the same names; changes
+    /// apply without a restart.
+    #[arg(long)]
+    pub configmap: Option<String>,
     /// ConfigMap `namespace/name` listing TCP services (`"port": "ns/svc:port"`).
     #[arg(long)]
     pub tcp_services_configmap: Option<String>,
@@ -187,7 +193,7 @@ impl RealIpArgs {
 }
 
 /// `Strict-Transport-Security` on HTTPS responses, as ingress-nginx's ConfigMap keys of the
-/// same names (and defaults) set it.
+/// same names (and defaults) set it; those keys in the controller ConfigMap replace these.
 #[derive(Debug, Args, Clone)]
 pub struct HstsArgs {
     /// Send `Strict-Transport-Security` on HTTPS responses for hosts listed under some
@@ -206,19 +212,14 @@ pub struct HstsArgs {
 }
 
 impl HstsArgs {
-    /// The header value, or `None` when HSTS is off.
-    pub fn header_value(&self) -> Option<http::HeaderValue> {
-        if !self.hsts {
-            return None;
+    /// The settings these flags give.
+    pub fn settings(&self) -> crate::snapshot::Hsts {
+        crate::snapshot::Hsts {
+            enabled: self.hsts,
+            max_age: self.hsts_max_age,
+            include_subdomains: self.hsts_include_subdomains,
+            preload: self.hsts_preload,
         }
-        let mut v = format!("max-age={}", self.hsts_max_age);
-        if self.hsts_include_subdomains {
-            v.push_str("; includeSubDomains");
-        }
-        if self.hsts_preload {
-            v.push_str("; preload");
-        }
-        http::HeaderValue::from_str(&v).ok()
     }
 }
 
@@ -226,7 +227,8 @@ impl HstsArgs {
 /// L4 VIP), enforced by the XDP program before the stack sees a packet.
 #[derive(Debug, Args, Clone)]
 pub struct EdgeArgs {
-    /// Client prefixes refused everywhere (ingress-nginx's `block-cidrs`), comma-separated:
+    /// Client prefixes refused everywhere (ingress-nginx's `block-cidrs`, which the controller
+    /// ConfigMap's key of that name replaces), comma-separated:
     /// dropped in the kernel with `--xdp-interface`, and refused by the proxy (connection
     /// closed, or 403 for a client named by trusted forwarding headers) in any case.
     #[arg(long, value_delimiter = ',')]
@@ -371,7 +373,10 @@ mod tests {
         let listeners: Vec<String> = e.listeners.iter().map(|l| l.to_string()).collect();
         // A wildcard IPv4 listener on each named IPv4 address; an exact one as given.
         assert_eq!(listeners, ["198.18.0.1:80", "[2001:db8::1]:443"]);
-        assert_eq!(e.block.len(), 2);
+        let settings =
+            crate::app::settings(&run_args(&["--block-cidrs=192.0.2.0/24,2001:db8:bad::/48"]))
+                .unwrap();
+        assert_eq!(settings.global.block_cidrs.len(), 2);
         assert_eq!(
             e.syn_rate,
             Some(crate::apply::edge::SynRate {
@@ -379,7 +384,7 @@ mod tests {
                 burst: 20
             })
         );
-        assert!(!crate::app::edge_settings(&run_args(&[])).enabled());
+        assert_eq!(crate::app::edge_settings(&run_args(&[])).syn_rate, None);
         let bad = ["ingressd", "run", "--block-cidrs=192.0.2.0/33"];
         assert!(Cli::try_parse_from(bad).is_err(), "an invalid prefix");
         let bad = ["ingressd", "run", "--edge-syn-rate=0"];
@@ -426,14 +431,13 @@ mod tests {
 
     #[test]
     fn hsts_flags_build_the_header() {
-        let hsts = |argv: &[&str]| crate::proxy::ProxyOptions::from_run_args(&run_args(argv)).hsts;
+        let hsts = |argv: &[&str]| run_args(argv).hsts.settings().header();
         assert_eq!(
-            hsts(&[]).as_ref().map(|v| v.to_str().unwrap()),
+            hsts(&[]).as_deref(),
             Some("max-age=31536000; includeSubDomains"),
-            "ingress-nginx's defaults"
         );
         assert_eq!(
-            crate::proxy::ProxyOptions::default().hsts,
+            crate::snapshot::Hsts::default().header(),
             hsts(&[]),
             "the flags' defaults are the library's"
         );
@@ -445,10 +449,7 @@ mod tests {
             "--hsts-preload",
             "true",
         ]);
-        assert_eq!(
-            v.as_ref().map(|v| v.to_str().unwrap()),
-            Some("max-age=600; preload")
-        );
+        assert_eq!(v.as_deref(), Some("max-age=600; preload"));
         assert_eq!(hsts(&["--hsts", "false"]), None);
         let argv = ["ingressd", "run", "--hsts-max-age", "-1"];
         assert!(

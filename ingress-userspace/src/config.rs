@@ -81,6 +81,11 @@ pub struct Settings {
     pub controller_name: String,
     /// Class name also accepted through the legacy `kubernetes.io/ingress.class` annotation.
     pub ingress_class: String,
+    /// The controller ConfigMap (ingress-nginx's `--configmap`): global settings and
+    /// annotation defaults.
+    pub controller_config: Option<NamespacedName>,
+    /// The flags' controller-wide settings, which the controller ConfigMap's keys replace.
+    pub global: crate::snapshot::Global,
     /// ConfigMap with TCP services (ingress-nginx `tcp-services` shape).
     pub tcp_services: Option<NamespacedName>,
     /// ConfigMap with UDP services.

@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub passthrough: Vec<PassthroughRoute>,
     /// VIP:port services balanced in the kernel.
     pub l4: Vec<L4Service>,
+    /// Controller-wide settings: the flags', with the controller ConfigMap's keys over them.
+    pub global: Global,
 }
 
 impl Snapshot {
@@ -41,6 +43,56 @@ impl Snapshot {
             && self.tls == other.tls
             && self.passthrough == other.passthrough
             && self.l4 == other.l4
+            && self.global == other.global
+    }
+}
+
+/// Settings that hold for every host and listener (ingress-nginx's ConfigMap keys of the same
+/// names).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Global {
+    /// Clients refused everywhere (`block-cidrs`): by the proxy, and in the kernel with XDP.
+    pub block_cidrs: Vec<IpNet>,
+    /// `Strict-Transport-Security` on HTTPS answers of hosts with TLS.
+    pub hsts: Hsts,
+}
+
+/// The `Strict-Transport-Security` header's settings (`hsts`, `hsts-max-age`,
+/// `hsts-include-subdomains`, `hsts-preload`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hsts {
+    pub enabled: bool,
+    /// Seconds.
+    pub max_age: u64,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl Default for Hsts {
+    fn default() -> Self {
+        Hsts {
+            enabled: true,
+            max_age: 31_536_000,
+            include_subdomains: true,
+            preload: false,
+        }
+    }
+}
+
+impl Hsts {
+    /// The header value, or `None` when HSTS is off.
+    pub fn header(&self) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        let mut v = format!("max-age={}", self.max_age);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        Some(v)
     }
 }
 

@@ -30,11 +30,9 @@ pub struct SynRate {
     pub burst: u32,
 }
 
-/// What the operator asked the edge to do.
+/// What the flags ask the edge to do (the block list comes with each snapshot).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EdgeSettings {
-    /// Source prefixes dropped on every guarded destination.
-    pub block: Vec<IpNet>,
     /// The per-source SYN limit, if any.
     pub syn_rate: Option<SynRate>,
     /// The node's TCP listeners (exact addresses) guarded besides the VIPs.
@@ -42,11 +40,6 @@ pub struct EdgeSettings {
 }
 
 impl EdgeSettings {
-    /// Whether anything is to be enforced.
-    pub fn enabled(&self) -> bool {
-        !self.block.is_empty() || self.syn_rate.is_some()
-    }
-
     /// The kernel's form of the SYN limit (zero: none).
     pub fn kernel_config(&self) -> EdgeConfig {
         match self.syn_rate {
@@ -69,6 +62,8 @@ pub struct EdgeApplier<W: EdgeWriter> {
     settings: EdgeSettings,
     /// Destinations as last written (or adopted from pinned maps).
     dests: BTreeMap<VipKey, EdgeDest>,
+    /// Blocked prefixes as last written (or adopted), truncated.
+    blocked: BTreeSet<IpNet>,
     /// Prefilter words as last written (`None` until the first write after start).
     filter: Option<Vec<u64>>,
 }
@@ -78,23 +73,17 @@ fn listener_key(addr: &SocketAddr) -> VipKey {
 }
 
 impl<W: EdgeWriter> EdgeApplier<W> {
-    /// Writes the rate setting and the block list (by diff against what pinned maps hold),
-    /// and adopts the guarded destinations already written.
+    /// Writes the rate setting and adopts the block list and guarded destinations pinned maps
+    /// hold: a restart keeps blocking until its first apply says otherwise.
     pub fn new(mut writer: W, settings: EdgeSettings) -> Result<Self, ApplyError> {
         writer.write_config(&settings.kernel_config())?;
-        let wanted: BTreeSet<IpNet> = settings.block.iter().map(|n| n.trunc()).collect();
-        let have = writer.read_blocked()?;
-        for net in wanted.difference(&have) {
-            writer.block(net)?;
-        }
-        for net in have.difference(&wanted) {
-            writer.unblock(net)?;
-        }
+        let blocked = writer.read_blocked()?;
         let dests = writer.read_dests()?.into_iter().collect();
         Ok(EdgeApplier {
             writer,
             settings,
             dests,
+            blocked,
             filter: None,
         })
     }
@@ -128,11 +117,36 @@ impl<W: EdgeWriter> EdgeApplier<W> {
         self.writer
     }
 
-    /// Guards the listeners and `vips` (each with its id), and nothing else; returns how
-    /// many destinations were added, changed or removed.
-    pub fn apply(&mut self, vips: &[(VipKey, u32)]) -> Result<usize, ApplyError> {
+    /// Blocks exactly `block` and guards the listeners and `vips` (each with its id), and
+    /// nothing else; returns how many destinations were added, changed or removed.
+    pub fn apply(&mut self, vips: &[(VipKey, u32)], block: &[IpNet]) -> Result<usize, ApplyError> {
+        // New prefixes go in before the destinations they are to guard; leaving ones after.
+        let wanted: BTreeSet<IpNet> = block.iter().map(IpNet::trunc).collect();
+        for net in wanted
+            .difference(&self.blocked)
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            self.writer.block(&net)?;
+            self.blocked.insert(net);
+        }
+        let changed =
+            self.apply_dests(vips, !wanted.is_empty() || self.settings.syn_rate.is_some())?;
+        for net in self
+            .blocked
+            .difference(&wanted)
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            self.writer.unblock(&net)?;
+            self.blocked.remove(&net);
+        }
+        Ok(changed)
+    }
+
+    fn apply_dests(&mut self, vips: &[(VipKey, u32)], enabled: bool) -> Result<usize, ApplyError> {
         let mut desired: BTreeMap<VipKey, EdgeDest> = BTreeMap::new();
-        if self.settings.enabled() {
+        if enabled {
             for l in &self.settings.listeners {
                 desired.insert(
                     listener_key(l),
@@ -216,15 +230,18 @@ mod tests {
     use super::*;
     use crate::maps::edge::FakeEdgeWriter;
 
-    fn settings(block: &[&str], rate: Option<SynRate>) -> EdgeSettings {
+    fn settings(rate: Option<SynRate>) -> EdgeSettings {
         EdgeSettings {
-            block: block.iter().map(|s| s.parse().unwrap()).collect(),
             syn_rate: rate,
             listeners: vec![
                 "198.18.0.1:80".parse().unwrap(),
                 "[2001:db8::1]:443".parse().unwrap(),
             ],
         }
+    }
+
+    fn nets(v: &[&str]) -> Vec<IpNet> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
     }
 
     fn vip(addr: &str, port: u16) -> VipKey {
@@ -240,8 +257,8 @@ mod tests {
 
     #[test]
     fn nothing_is_guarded_without_a_block_list_or_a_rate() {
-        let mut a = EdgeApplier::new(FakeEdgeWriter::default(), settings(&[], None)).unwrap();
-        assert_eq!(a.apply(&[(vip("198.18.1.1", 9000), 0)]).unwrap(), 0);
+        let mut a = EdgeApplier::new(FakeEdgeWriter::default(), settings(None)).unwrap();
+        assert_eq!(a.apply(&[(vip("198.18.1.1", 9000), 0)], &[]).unwrap(), 0);
         assert!(a.writer().dests.is_empty());
         assert!(a.writer().filter.iter().all(|w| *w == 0));
         assert_eq!(a.writer().config, EdgeConfig::default());
@@ -249,13 +266,13 @@ mod tests {
 
     #[test]
     fn listeners_and_vips_are_guarded_and_diffed() {
-        let s = settings(&["203.0.113.7/24", "2001:db8:bad::/48"], None);
-        let mut a = EdgeApplier::new(FakeEdgeWriter::default(), s).unwrap();
+        let block = nets(&["203.0.113.7/24", "2001:db8:bad::/48"]);
+        let mut a = EdgeApplier::new(FakeEdgeWriter::default(), settings(None)).unwrap();
+        let v = vip("198.18.1.1", 9000);
+        assert_eq!(a.apply(&[(v, 3)], &block).unwrap(), 3);
         // Prefixes are stored truncated, as the trie matches them.
         let blocked: Vec<String> = a.writer().blocked.iter().map(|n| n.to_string()).collect();
         assert_eq!(blocked, ["203.0.113.0/24", "2001:db8:bad::/48"]);
-        let v = vip("198.18.1.1", 9000);
-        assert_eq!(a.apply(&[(v, 3)]).unwrap(), 3);
         let w = a.writer();
         assert_eq!(w.dests.get(&v).map(|d| d.vip_id), Some(3));
         let l = listener_key(&"198.18.0.1:80".parse().unwrap());
@@ -266,14 +283,24 @@ mod tests {
         }
         // Unchanged: nothing written.
         let before = a.writer().writes;
-        assert_eq!(a.apply(&[(v, 3)]).unwrap(), 0);
+        assert_eq!(a.apply(&[(v, 3)], &block).unwrap(), 0);
         assert_eq!(a.writer().writes, before);
         // The VIP goes: its entry and its bit go, the listeners stay.
-        assert_eq!(a.apply(&[]).unwrap(), 1);
+        assert_eq!(a.apply(&[], &block).unwrap(), 1);
         let w = a.writer();
         assert!(!w.dests.contains_key(&v));
         assert!(!has_bit(w, edge_filter_bit(&v.addr, v.port, v.proto)));
         assert_eq!(w.dests.len(), 2);
+        // One prefix goes (the controller ConfigMap changed): only it is deleted.
+        a.apply(&[], &block[1..]).unwrap();
+        let blocked: Vec<String> = a.writer().blocked.iter().map(|n| n.to_string()).collect();
+        assert_eq!(blocked, ["2001:db8:bad::/48"]);
+        assert_eq!(a.writer().dests.len(), 2);
+        // The list emptied, no rate: nothing is guarded any more, nothing blocked.
+        assert_eq!(a.apply(&[], &[]).unwrap(), 2);
+        let w = a.writer();
+        assert!(w.blocked.is_empty() && w.dests.is_empty());
+        assert!(w.filter.iter().all(|word| *word == 0));
     }
 
     #[test]
@@ -282,14 +309,15 @@ mod tests {
             max_dests: Some(3),
             ..Default::default()
         };
-        let mut a = EdgeApplier::new(w, settings(&["192.0.2.0/24"], None)).unwrap();
+        let block = nets(&["192.0.2.0/24"]);
+        let mut a = EdgeApplier::new(w, settings(None)).unwrap();
         let vips = [(vip("198.18.1.1", 1), 0), (vip("198.18.1.2", 2), 1)];
         // Three of the four fit; the fourth is left out and unmarked.
-        assert_eq!(a.apply(&vips).unwrap(), 3);
+        assert_eq!(a.apply(&vips, &block).unwrap(), 3);
         let w = a.writer();
         assert_eq!(w.dests.len(), 3);
         let mut all: Vec<VipKey> = vips.iter().map(|(k, _)| *k).collect();
-        all.extend(settings(&[], None).listeners.iter().map(listener_key));
+        all.extend(settings(None).listeners.iter().map(listener_key));
         let left: Vec<VipKey> = all
             .into_iter()
             .filter(|k| !w.dests.contains_key(k))
@@ -303,7 +331,7 @@ mod tests {
         // Room again (a VIP went): the one left out is written this time.
         let gone = vips.iter().map(|(k, _)| *k).find(|k| *k != left).unwrap();
         let fewer: Vec<(VipKey, u32)> = vips.iter().filter(|(k, _)| *k != gone).copied().collect();
-        a.apply(&fewer).unwrap();
+        a.apply(&fewer, &block).unwrap();
         assert!(a.writer().dests.contains_key(&left));
         assert!(has_bit(
             a.writer(),
@@ -318,33 +346,28 @@ mod tests {
         w.blocked.insert("198.51.100.0/24".parse().unwrap());
         let stale = vip("198.18.9.9", 53);
         w.dests.insert(stale, EdgeDest { vip_id: 7, _pad: 0 });
-        let mut a = EdgeApplier::new(w, settings(&["192.0.2.0/24"], None)).unwrap();
+        let mut a = EdgeApplier::new(w, settings(None)).unwrap();
+        // Until the first apply the pinned block list stays in force.
+        assert_eq!(a.writer().blocked.len(), 2);
+        a.apply(&[], &nets(&["192.0.2.0/24"])).unwrap();
         let blocked: Vec<String> = a.writer().blocked.iter().map(|n| n.to_string()).collect();
         assert_eq!(blocked, ["192.0.2.0/24"]);
-        a.apply(&[]).unwrap();
         assert!(!a.writer().dests.contains_key(&stale));
     }
 
     #[test]
     fn syn_rate_becomes_an_interval_and_a_tolerance() {
-        let s = settings(
-            &[],
-            Some(SynRate {
-                per_second: 10,
-                burst: 5,
-            }),
-        );
-        assert!(s.enabled());
+        let s = settings(Some(SynRate {
+            per_second: 10,
+            burst: 5,
+        }));
         let c = s.kernel_config();
         assert_eq!(c.syn_interval_ns, 100_000_000);
         assert_eq!(c.syn_tolerance_ns, 400_000_000);
-        let one = settings(
-            &[],
-            Some(SynRate {
-                per_second: 1,
-                burst: 1,
-            }),
-        )
+        let one = settings(Some(SynRate {
+            per_second: 1,
+            burst: 1,
+        }))
         .kernel_config();
         assert_eq!(
             (one.syn_interval_ns, one.syn_tolerance_ns),

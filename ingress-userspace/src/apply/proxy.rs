@@ -10,7 +10,7 @@ use crate::{
     proxy::{
         router::{CompileContext, RouteTable},
         tls::CertTable,
-        ActiveConfig, Proxy,
+        ActiveConfig, GlobalPolicy, Proxy,
     },
     snapshot::Snapshot,
 };
@@ -74,6 +74,7 @@ impl ProxyApplier {
             generation: snapshot.generation,
             routes,
             certs,
+            global: GlobalPolicy::compile(&snapshot.global),
         });
         metrics.prune();
         let took = started.elapsed();

@@ -196,9 +196,9 @@ impl Proxy {
         local: SocketAddr,
     ) -> Option<Origin> {
         let origin = self.read_origin(stream, peer, local).await?;
-        if self.shared.options.blocked(origin.client.ip()) {
+        if self.shared.config.load().global.blocked(origin.client.ip()) {
             self.shared.metrics.blocked();
-            tracing::debug!(client = %origin.client, "closing connection: client in --block-cidrs");
+            tracing::debug!(client = %origin.client, "closing connection: client in block-cidrs");
             return None;
         }
         Some(origin)

@@ -357,7 +357,7 @@ impl ProxyMetrics {
              # HELP ingress_proxy_protocol_refused_total Connections closed for a missing or bad PROXY protocol header.\n\
              # TYPE ingress_proxy_protocol_refused_total counter\n\
              ingress_proxy_protocol_refused_total {}\n\
-             # HELP ingress_blocked_total Connections closed and requests refused (403) because their client is in --block-cidrs.\n\
+             # HELP ingress_blocked_total Connections closed and requests refused (403) because their client is in block-cidrs.\n\
              # TYPE ingress_blocked_total counter\n\
              ingress_blocked_total {}\n\
              # HELP ingress_config_applies_total Configurations applied to the proxy.\n\

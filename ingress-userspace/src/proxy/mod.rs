@@ -55,6 +55,37 @@ pub struct ActiveConfig {
     pub generation: u64,
     pub routes: RouteTable,
     pub certs: CertTable,
+    /// Clients refused everywhere (`block-cidrs`) and the HSTS header.
+    pub global: GlobalPolicy,
+}
+
+/// The snapshot's controller-wide settings, in the form requests use.
+#[derive(Debug, Default)]
+pub struct GlobalPolicy {
+    pub block_cidrs: Vec<ipnet::IpNet>,
+    /// `Strict-Transport-Security` for HTTPS answers of hosts with TLS; `None`: not sent.
+    pub hsts: Option<HeaderValue>,
+}
+
+impl GlobalPolicy {
+    /// Compiles the snapshot's settings.
+    pub fn compile(global: &crate::snapshot::Global) -> Self {
+        GlobalPolicy {
+            block_cidrs: global.block_cidrs.clone(),
+            hsts: global
+                .hsts
+                .header()
+                .and_then(|v| HeaderValue::from_str(&v).ok()),
+        }
+    }
+
+    /// Whether a client is in `block-cidrs`.
+    pub fn blocked(&self, client: std::net::IpAddr) -> bool {
+        !self.block_cidrs.is_empty() && {
+            let ip = client.to_canonical();
+            self.block_cidrs.iter().any(|n| n.contains(&ip))
+        }
+    }
 }
 
 /// Settings of the proxy that do not come from the snapshot.
@@ -71,10 +102,6 @@ pub struct ProxyOptions {
     pub compute_full_forwarded_for: bool,
     /// Behind a load balancer: the PROXY protocol and trusted forwarding headers.
     pub real_ip: real_ip::RealIp,
-    /// `Strict-Transport-Security` for HTTPS responses of hosts with TLS; `None`: not sent.
-    pub hsts: Option<HeaderValue>,
-    /// Clients refused everywhere (`--block-cidrs`).
-    pub block_cidrs: Vec<ipnet::IpNet>,
 }
 
 impl Default for ProxyOptions {
@@ -86,23 +113,11 @@ impl Default for ProxyOptions {
             default_certificate: None,
             compute_full_forwarded_for: false,
             real_ip: real_ip::RealIp::default(),
-            hsts: Some(HeaderValue::from_static(
-                "max-age=31536000; includeSubDomains",
-            )),
-            block_cidrs: Vec::new(),
         }
     }
 }
 
 impl ProxyOptions {
-    /// Whether a client is in `--block-cidrs`.
-    pub fn blocked(&self, client: std::net::IpAddr) -> bool {
-        !self.block_cidrs.is_empty() && {
-            let ip = client.to_canonical();
-            self.block_cidrs.iter().any(|n| n.contains(&ip))
-        }
-    }
-
     /// Options from the `run` command line.
     pub fn from_run_args(args: &RunArgs) -> Self {
         ProxyOptions {
@@ -110,8 +125,6 @@ impl ProxyOptions {
             https_port: args.https_addr.port(),
             compute_full_forwarded_for: args.compute_full_forwarded_for,
             real_ip: args.real_ip.settings(),
-            hsts: args.hsts.header_value(),
-            block_cidrs: args.edge.block_cidrs.clone(),
             limits: Limits {
                 upstream_max_idle_per_endpoint: args.limits.upstream_keepalive_connections,
                 upstream_idle_timeout: args.limits.upstream_keepalive_timeout,

@@ -83,7 +83,7 @@ pub(crate) async fn handle(
     if fwd.https && tls_host {
         // As ingress-nginx's `more_set_headers` in a TLS server: every answer, the proxy's
         // own included, and in place of one the upstream sent.
-        if let Some(v) = &shared.options.hsts {
+        if let Some(v) = &config.global.hsts {
             response
                 .headers_mut()
                 .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
@@ -232,7 +232,7 @@ async fn pipeline(
     let mut denial: Option<Response<ResponseBody>> = None;
     // A client named by trusted forwarding headers is known only now; a connection's own
     // client was checked at accept and is not scanned again per request.
-    if client.client_ip != conn.fwd.client_ip && shared.options.blocked(client.client_ip) {
+    if client.client_ip != conn.fwd.client_ip && config.global.blocked(client.client_ip) {
         shared.metrics.blocked();
         return ProxyError::Forbidden.response();
     }

@@ -192,11 +192,15 @@ fn watches(client: &Client, settings: &Settings) -> Vec<(Kind, ObjectStream)> {
 
 /// The distinct ConfigMaps named in the settings.
 fn configmaps(settings: &Settings) -> BTreeSet<NamespacedName> {
-    [&settings.tcp_services, &settings.udp_services]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect()
+    [
+        &settings.controller_config,
+        &settings.tcp_services,
+        &settings.udp_services,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect()
 }
 
 fn watch<K>(api: Api<K>, config: watcher::Config, wrap: fn(K) -> Object) -> ObjectStream
@@ -489,5 +493,15 @@ mod tests {
         };
         assert_eq!(configmaps(&settings).len(), 1);
         assert!(configmaps(&Settings::default()).is_empty());
+        let controller = NamespacedName {
+            namespace: "ingress-system".into(),
+            name: "ingressd".into(),
+        };
+        let settings = Settings {
+            controller_config: Some(controller.clone()),
+            ..settings
+        };
+        assert!(configmaps(&settings).contains(&controller));
+        assert_eq!(configmaps(&settings).len(), 2);
     }
 }

@@ -115,8 +115,8 @@ impl ParsedIngress {
     }
 }
 
-/// Parses an Ingress.
-pub fn parse(ing: &Ingress) -> ParsedIngress {
+/// Parses an Ingress, with `defaults` for the annotations it does not set.
+pub fn parse(ing: &Ingress, defaults: &annotations::Defaults) -> ParsedIngress {
     let meta = &ing.metadata;
     let origin = ObjectRef {
         kind: "Ingress",
@@ -151,7 +151,7 @@ pub fn parse(ing: &Ingress) -> ParsedIngress {
         default_backend: None,
         tls: Vec::new(),
     };
-    let parsed = annotations::parse(&origin.namespace, meta.annotations.as_ref());
+    let parsed = annotations::parse(&origin.namespace, meta.annotations.as_ref(), defaults);
     for key in parsed.rejected_snippets {
         out.notes.push(Diagnostic::new(
             origin.clone(),
@@ -295,11 +295,15 @@ mod tests {
     use super::*;
     use crate::translate::testutil::*;
 
+    fn parse_plain(ing: &Ingress) -> ParsedIngress {
+        parse(ing, &Default::default())
+    }
+
     #[test]
     fn class_reference_precedence() {
-        let p = parse(&mk_ingress("ns", "a").class("x").build());
+        let p = parse_plain(&mk_ingress("ns", "a").class("x").build());
         assert_eq!(p.class, ClassRef::Name("x".into()));
-        let p = parse(
+        let p = parse_plain(
             &mk_ingress("ns", "a")
                 .class("x")
                 .raw_annotation(LEGACY_CLASS_ANNOTATION, "y")
@@ -307,14 +311,14 @@ mod tests {
         );
         // The class name alone decides when it is set.
         assert_eq!(p.class, ClassRef::Name("x".into()));
-        let p = parse(
+        let p = parse_plain(
             &mk_ingress("ns", "a")
                 .no_class()
                 .raw_annotation(LEGACY_CLASS_ANNOTATION, "y")
                 .build(),
         );
         assert_eq!(p.class, ClassRef::Annotation("y".into()));
-        let p = parse(&mk_ingress("ns", "a").no_class().build());
+        let p = parse_plain(&mk_ingress("ns", "a").no_class().build());
         assert_eq!(p.class, ClassRef::Unset);
     }
 
@@ -330,7 +334,7 @@ mod tests {
             .path("/z", "Prefix", "svc", "http")
             .resource_path("/r")
             .build();
-        let p = parse(&ing);
+        let p = parse_plain(&ing);
         assert_eq!(p.rules.len(), 1);
         assert_eq!(p.rules[0].paths.len(), 1);
         assert_eq!(
@@ -357,7 +361,7 @@ mod tests {
 
     #[test]
     fn invalid_annotation_rejects_everything() {
-        let p = parse(
+        let p = parse_plain(
             &mk_ingress("ns", "a")
                 .annotation("proxy-body-size", "huge")
                 .host("a.example")

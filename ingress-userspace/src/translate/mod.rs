@@ -17,6 +17,7 @@ use crate::{
 pub mod annotations;
 pub mod backends;
 pub mod class;
+pub mod global;
 pub mod hosts;
 pub mod http;
 pub mod ingress;
@@ -67,6 +68,10 @@ pub mod reason {
     pub const INVALID_L4_SERVICE: &str = "InvalidL4Service";
     /// Bad entries in a Service's static-endpoints annotation.
     pub const INVALID_ENDPOINTS: &str = "InvalidEndpoints";
+    /// A controller ConfigMap key with a bad value; that key is ignored.
+    pub const INVALID_CONFIG_KEY: &str = "InvalidConfigKey";
+    /// Controller ConfigMap keys ingressd does not use.
+    pub const CONFIG_KEY_IGNORED: &str = "ConfigKeyIgnored";
 }
 
 /// Something wrong with one object that was dropped from (or partly applied to) the snapshot.

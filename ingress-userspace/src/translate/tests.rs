@@ -944,6 +944,162 @@ fn annotations_apply_to_every_route_of_the_ingress() {
     );
 }
 
+/// Settings naming the controller ConfigMap `ingress/ingressd`, with a flag's block list.
+fn controller_settings() -> Settings {
+    let mut s = settings();
+    s.controller_config = Some(NamespacedName {
+        namespace: "ingress".into(),
+        name: "ingressd".into(),
+    });
+    s.global.block_cidrs = vec!["192.0.2.0/24".parse().expect("net")];
+    s
+}
+
+fn controller_configmap(data: &[(&str, &str)]) -> Object {
+    Object::ConfigMap(mk_configmap("ingress", "ingressd", data))
+}
+
+#[test]
+fn the_controller_configmap_sets_globals_and_annotation_defaults() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(class());
+    objs.push(ing(mk_ingress("ns", "plain")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "own")
+        .annotation("proxy-body-size", "8k")
+        .annotation("whitelist-source-range", "127.0.0.1")
+        .host("b.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(controller_configmap(&[
+        ("proxy-body-size", "2k"),
+        ("whitelist-source-range", "10.0.0.0/8"),
+        ("ssl-redirect", "false"),
+        ("block-cidrs", "203.0.113.0/24, 2001:db8:bad::/48"),
+        ("hsts-max-age", "600"),
+        ("proxy-read-timeout", "bogus"),
+        ("hsts-preload", "maybe"),
+        ("worker-processes", "4"),
+        ("use-forwarded-headers", "true"),
+        ("server-snippet", "deny all;"),
+    ]));
+    let t = run_with(objs, &controller_settings());
+
+    let plain = &vhost(&t, &exact("a.example")).routes[0].target.policy;
+    assert_eq!(plain.max_body_bytes, Some(2048));
+    assert_eq!(plain.allow_sources, ["10.0.0.0/8".parse().expect("net")]);
+    assert!(!plain.ssl_redirect);
+    // An Ingress's own annotations replace the defaults; the rest still apply.
+    let own = &vhost(&t, &exact("b.example")).routes[0].target.policy;
+    assert_eq!(own.max_body_bytes, Some(8192));
+    assert_eq!(own.allow_sources, ["127.0.0.1/32".parse().expect("net")]);
+    assert!(!own.ssl_redirect);
+    // The defaults with a bad value (and the keys not read) change nothing.
+    assert_eq!(
+        plain.timeouts,
+        crate::snapshot::RoutePolicy::default().timeouts
+    );
+
+    let g = &t.snapshot.global;
+    let blocked: Vec<String> = g.block_cidrs.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        blocked,
+        ["203.0.113.0/24", "2001:db8:bad::/48"],
+        "replaces the flag's"
+    );
+    assert_eq!(
+        g.hsts.header().as_deref(),
+        Some("max-age=600; includeSubDomains"),
+        "a bad hsts-preload leaves the flag's"
+    );
+
+    // Only the ConfigMap has diagnostics: the defaults are not "unread" annotations.
+    let on_cm: Vec<(&str, &str)> = t
+        .diagnostics
+        .iter()
+        .map(|d| (d.object.kind, d.reason))
+        .collect();
+    assert_eq!(
+        on_cm,
+        [
+            ("ConfigMap", reason::CONFIG_KEY_IGNORED),
+            ("ConfigMap", reason::INVALID_CONFIG_KEY),
+            ("ConfigMap", reason::INVALID_CONFIG_KEY),
+        ]
+    );
+    let messages: Vec<&str> = t.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        messages[0],
+        "keys not used by ingressd: server-snippet (snippets are never run), \
+         use-forwarded-headers (set with --use-forwarded-headers), worker-processes"
+    );
+    assert!(messages[1..]
+        .iter()
+        .any(|m| m.starts_with("key hsts-preload: invalid value \"maybe\"")));
+    assert!(messages[1..].iter().any(|m| m
+        .starts_with("key proxy-read-timeout: invalid value \"bogus\"")
+        && m.ends_with("; ignored")));
+}
+
+#[test]
+fn without_the_controller_configmap_the_flags_hold() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(class());
+    objs.push(ing(mk_ingress("ns", "plain")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    // Named but absent, and a ConfigMap of another name: neither counts.
+    objs.push(Object::ConfigMap(mk_configmap(
+        "ingress",
+        "other",
+        &[("proxy-body-size", "2k"), ("block-cidrs", "")],
+    )));
+    let s = controller_settings();
+    let t = run_with(objs, &s);
+    assert_eq!(t.snapshot.global, s.global);
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let policy = &vhost(&t, &exact("a.example")).routes[0].target.policy;
+    assert_eq!(policy.max_body_bytes, Some(1 << 20));
+}
+
+/// Editing, then deleting, the controller ConfigMap re-translates every Ingress.
+#[test]
+fn controller_configmap_changes_reach_every_ingress() {
+    let s = controller_settings();
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(class());
+    objs.push(ing(mk_ingress("ns", "plain")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    let mut cache = ObjectCache::from_objects(objs);
+    let mut tr = Translator::new(s.clone());
+    let body = |t: &Translation| {
+        vhost(t, &exact("a.example")).routes[0]
+            .target
+            .policy
+            .max_body_bytes
+    };
+    assert_eq!(body(&tr.translate(&cache)), Some(1 << 20));
+    cache.apply(controller_configmap(&[
+        ("proxy-body-size", "0"),
+        ("block-cidrs", ""),
+    ]));
+    let t = tr.translate(&cache);
+    assert_eq!(body(&t), None, "0 is unlimited");
+    assert!(
+        t.snapshot.global.block_cidrs.is_empty(),
+        "an empty list replaces the flag's"
+    );
+    cache.delete(&crate::source::Key {
+        kind: crate::source::Kind::ConfigMap,
+        namespace: "ingress".into(),
+        name: "ingressd".into(),
+    });
+    let t = tr.translate(&cache);
+    assert_eq!(body(&t), Some(1 << 20));
+    assert_eq!(t.snapshot.global, s.global);
+}
+
 #[test]
 fn an_invalid_annotation_rejects_the_whole_ingress() {
     let mut objs = backend_objects("ns", "web", "10.0.0.1");
@@ -1608,7 +1764,11 @@ fn incremental_translation_equals_translation_from_scratch() {
         self_signed(&["a.example", "*.w.example"]),
         self_signed(&["b.example"]),
     ];
-    let mut s = settings();
+    let mut s = controller_settings();
+    s.controller_config = Some(NamespacedName {
+        namespace: "ns0".into(),
+        name: "ingressd".into(),
+    });
     s.tcp_services = Some(NamespacedName {
         namespace: "ns0".into(),
         name: "tcp".into(),
@@ -1669,6 +1829,27 @@ fn incremental_translation_equals_translation_from_scratch() {
                         ),
                     };
                     cache.apply(Object::Secret(secret));
+                }
+                8 if rng.chance(50) => {
+                    let data: &[(&str, &str)] = match rng.pick(4) {
+                        0 => &[("proxy-body-size", "2k"), ("ssl-redirect", "false")],
+                        1 => &[
+                            ("whitelist-source-range", "10.0.0.0/8"),
+                            ("block-cidrs", ""),
+                        ],
+                        2 => &[("proxy-body-size", "lots"), ("hsts", "false"), ("x", "y")],
+                        _ => {
+                            cache.delete(&crate::source::Key {
+                                kind: crate::source::Kind::ConfigMap,
+                                namespace: "ns0".into(),
+                                name: "ingressd".into(),
+                            });
+                            &[]
+                        }
+                    };
+                    if !data.is_empty() {
+                        cache.apply(Object::ConfigMap(mk_configmap("ns0", "ingressd", data)));
+                    }
                 }
                 8 => {
                     let data: &[(&str, &str)] = match rng.pick(3) {

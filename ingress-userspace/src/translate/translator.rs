@@ -19,6 +19,7 @@ use super::{
     annotations::{self, client_cert::ClientCertRef, proxy_ssl::ProxySslRef, AuthRef},
     backends::{self, BackendCache, Resolver},
     class::ClassFilter,
+    global::{self, ControllerConfig},
     http,
     ingress::{self, ParsedIngress},
     l4, passthrough, reason,
@@ -92,6 +93,8 @@ struct Model {
     l4: (Vec<L4Service>, Vec<Diagnostic>),
     /// Services the L4 ConfigMaps name.
     l4_services: HashSet<NsName>,
+    /// The controller ConfigMap, read (again) with every translation from scratch.
+    controller: ControllerConfig,
 }
 
 /// What to redo in one translation.
@@ -179,13 +182,21 @@ impl Translator {
         };
         self.seen = Some((objects.id(), objects.version()));
         let mut work = Work::default();
+        // The controller ConfigMap holds defaults for every Ingress's annotations.
         let full = match changes {
-            Some(changes) if !changes.contains(&Change::IngressClass) => {
+            Some(changes)
+                if !changes
+                    .iter()
+                    .any(|c| *c == Change::IngressClass || self.is_controller_config(c)) =>
+            {
                 self.collect_work(changes, &mut work);
                 false
             }
             _ => {
-                self.model = Model::default();
+                self.model = Model {
+                    controller: global::read(objects, &self.settings),
+                    ..Model::default()
+                };
                 for ing in objects.ingresses().iter() {
                     let ns = ing.metadata.namespace.clone().unwrap_or_default();
                     work.ingresses
@@ -196,6 +207,16 @@ impl Translator {
             }
         };
         (work, full)
+    }
+
+    /// Whether `change` is to the controller ConfigMap.
+    fn is_controller_config(&self, change: &Change) -> bool {
+        match (change, &self.settings.controller_config) {
+            (Change::ConfigMap { namespace, name }, Some(nn)) => {
+                *namespace == nn.namespace && *name == nn.name
+            }
+            _ => false,
+        }
     }
 
     /// Translates the changed Ingresses again.
@@ -249,7 +270,7 @@ impl Translator {
         };
         let parsed = match &old {
             Some(o) if Arc::ptr_eq(&o.object, object) => o.parsed.clone(),
-            _ => Arc::new(ingress::parse(object)),
+            _ => Arc::new(ingress::parse(object, &self.model.controller.defaults)),
         };
         let st = self.evaluate(objects, classes, object, parsed);
         self.model.attach(st, work);
@@ -572,6 +593,7 @@ impl Model {
             tls: self.tls.0.clone(),
             passthrough: self.passthrough.0.clone(),
             l4: self.l4.0.clone(),
+            global: self.controller.global.clone(),
         };
         Translation {
             snapshot: Arc::new(snapshot),
@@ -721,6 +743,7 @@ impl Model {
         out.extend(self.tls.2.iter().cloned());
         out.extend(self.passthrough.1.iter().cloned());
         out.extend(self.l4.1.iter().cloned());
+        out.extend(self.controller.diagnostics.iter().cloned());
         out
     }
 

@@ -604,11 +604,10 @@ fn run_config(
 /// of them the bench's sources), a SYN rate no bench source reaches, and a listener on the
 /// node address the non-VIP case talks to (another port), so that case pays the port check.
 fn with_edge(lab: &mut XdpLab) -> Result<EdgeApplier<AyaEdgeWriter>> {
-    let block = (0..1000u32)
+    let block: Vec<ipnet::IpNet> = (0..1000u32)
         .map(|i| format!("100.{}.{}.0/24", 64 + i / 256, i % 256).parse())
         .collect::<Result<Vec<_>, _>>()?;
     let settings = EdgeSettings {
-        block,
         syn_rate: Some(SynRate {
             per_second: 1_000_000_000,
             burst: 1_000_000_000,
@@ -616,7 +615,7 @@ fn with_edge(lab: &mut XdpLab) -> Result<EdgeApplier<AyaEdgeWriter>> {
         listeners: vec!["198.18.0.1:443".parse()?],
     };
     let mut edge = EdgeApplier::new(lab.datapath.edge_writer()?, settings)?;
-    edge.apply(&lab.applier.vip_ids())?;
+    edge.apply(&lab.applier.vip_ids(), &block)?;
     Ok(edge)
 }
 

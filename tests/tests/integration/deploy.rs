@@ -232,6 +232,17 @@ impl Manifests {
         Ok(m)
     }
 
+    /// The ConfigMap `nn` of the manifests.
+    fn config_map(&self, nn: &NamespacedName) -> &ConfigMap {
+        self.config_maps
+            .iter()
+            .find(|c| {
+                c.metadata.namespace.as_deref() == Some(nn.namespace.as_str())
+                    && c.metadata.name.as_deref() == Some(nn.name.as_str())
+            })
+            .unwrap_or_else(|| panic!("deploy/ creates no ConfigMap {}/{}", nn.namespace, nn.name))
+    }
+
     fn one<'a, T>(items: &'a [T], kind: &str) -> &'a T {
         match items {
             [one] => one,
@@ -369,10 +380,10 @@ fn deploy_manifests_parse_into_typed_objects_without_losing_fields() {
         ("RoleBinding", m.role_bindings.len()),
         ("IngressClass", m.ingress_classes.len()),
         ("DaemonSet", m.daemon_sets.len()),
-        ("ConfigMap", m.config_maps.len()),
     ] {
         assert_eq!(n, 1, "expected exactly one {kind}");
     }
+    assert_eq!(m.config_maps.len(), 2, "tcp-services and the controller's");
 
     // The kustomization's image override applies to the DaemonSet's image.
     let image = m.container().image.clone().expect("image");
@@ -683,16 +694,18 @@ fn deploy_daemonset_args_parse_with_the_real_cli() {
     // The namespaces the args name are the ones the manifests create and grant.
     let ns = m.namespace();
     assert_eq!(run.election_namespace, ns);
-    let tcp = parse_ref(run.tcp_services_configmap.as_deref().expect("tcp services"));
-    let cm = Manifests::one(&m.config_maps, "ConfigMap");
-    assert_eq!(
-        (Some(tcp.namespace.as_str()), Some(tcp.name.as_str())),
-        (
-            cm.metadata.namespace.as_deref(),
-            cm.metadata.name.as_deref()
-        ),
-        "--tcp-services-configmap names the ConfigMap deploy/ creates"
-    );
+    for (flag, value) in [
+        ("--tcp-services-configmap", &run.tcp_services_configmap),
+        ("--configmap", &run.configmap),
+    ] {
+        let nn = parse_ref(
+            value
+                .as_deref()
+                .unwrap_or_else(|| panic!("{flag} not given")),
+        );
+        // Panics unless deploy/ creates it.
+        m.config_map(&nn);
+    }
     assert!(
         run.udp_services_configmap.is_none(),
         "rbac.yaml grants no UDP ConfigMap"
@@ -811,7 +824,7 @@ fn deploy_rbac_evaluator_follows_kubernetes_semantics() {
     assert_eq!(other.problems.len(), 2, "{:?}", other.problems);
 }
 
-fn seed(api: &FakeApi, tcp_services: &ConfigMap) {
+fn seed(api: &FakeApi, config_maps: &[&ConfigMap]) {
     let meta = |name: &str| json!({"namespace": "shop", "name": name});
     api.apply(json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta("web"),
@@ -838,12 +851,14 @@ fn seed(api: &FakeApi, tcp_services: &ConfigMap) {
         "apiVersion": "v1", "kind": "Secret", "metadata": meta("web-tls"),
         "type": "kubernetes.io/tls", "data": {"tls.crt": "Y3J0", "tls.key": "a2V5"},
     }));
-    api.apply(serde_json::to_value(tcp_services).expect("ConfigMap as JSON"));
+    for cm in config_maps {
+        api.apply(serde_json::to_value(cm).expect("ConfigMap as JSON"));
+    }
 }
 
 /// One diagnostic on each kind `apply::events` can attach an Event to, so every lookup it
 /// makes happens.
-fn diagnostics(tcp: &NamespacedName) -> Vec<Diagnostic> {
+fn diagnostics(tcp: &NamespacedName, controller: &NamespacedName) -> Vec<Diagnostic> {
     let on = |kind: &'static str, namespace: &str, name: &str| Diagnostic {
         object: ObjectRef {
             kind,
@@ -860,6 +875,7 @@ fn diagnostics(tcp: &NamespacedName) -> Vec<Diagnostic> {
         on("EndpointSlice", "shop", "web-abc"),
         on("Secret", "shop", "web-tls"),
         on("ConfigMap", &tcp.namespace, &tcp.name),
+        on("ConfigMap", &controller.namespace, &controller.name),
     ]
 }
 
@@ -880,7 +896,9 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
     assert_eq!(settings.tcp_services.as_ref(), Some(&tcp));
 
     let api = FakeApi::start().await.expect("fake API server");
-    seed(&api, Manifests::one(&m.config_maps, "ConfigMap"));
+    let controller = parse_ref(run.configmap.as_deref().expect("--configmap"));
+    assert_eq!(settings.controller_config.as_ref(), Some(&controller));
+    seed(&api, &[m.config_map(&tcp), m.config_map(&controller)]);
     // This replica's own pod, running on its node: the address --publish-pods publishes.
     let pod_labels = m.pod_labels();
     api.apply(json!({
@@ -905,7 +923,7 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
     })
     .await;
     let watches = |a: &FakeApi| a.requests().iter().filter(|r| r.is_watch()).count();
-    api.wait_until(WAIT, "a watch per kind", |a| watches(a) >= 6)
+    api.wait_until(WAIT, "a watch per kind and ConfigMap", |a| watches(a) >= 7)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
@@ -941,7 +959,7 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
         leading.clone(),
         shutdown.clone(),
     ));
-    let diagnostics = diagnostics(&tcp);
+    let diagnostics = diagnostics(&tcp, &controller);
     let n_events = diagnostics.len();
     translations.send_replace(Arc::new(Translation {
         snapshot: Arc::new(Snapshot {

@@ -128,3 +128,77 @@ fn the_binary_drops_blocked_clients_and_syn_bursts_in_the_driver() {
         .status();
     let _ = sh(&format!("rm -rf {pin_dir}"));
 }
+
+/// `ingressd inspect` over the pins.
+fn inspect(pin_dir: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["inspect", "--pin-dir", pin_dir])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (at most 10 s) until `check` holds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_controller_configmaps_block_list_reaches_the_driver_without_a_restart() {
+    let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
+    let _backend = Server::start(&topo.backends[0], "b1", 8080).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    manifests(dir.path());
+    let cm = dir.path().join("controller.yaml");
+    let write_cm = |data: &str| {
+        let yaml = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ingressd\n  namespace: default\ndata:\n{data}"
+        );
+        std::fs::write(&cm, yaml).unwrap();
+    };
+    write_cm("  block-cidrs: 198.18.0.0/30\n");
+    let pin_dir = format!("/sys/fs/bpf/{}", tests::netns::owned("edgecm", "pins"));
+    let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
+    let http: SocketAddr = "198.18.0.1:8081".parse().unwrap();
+
+    let mut d = start(
+        &topo,
+        dir.path(),
+        &pin_dir,
+        &["--configmap", "default/ingressd"],
+    );
+    for addr in [vip, http] {
+        assert!(!reaches(&topo, addr), "blocked client connected to {addr}");
+    }
+    let m = d.metrics().unwrap_or_default();
+    assert!(counter(&m, "drop_blocked") >= 2, "{m}");
+    let text = inspect(&pin_dir);
+    assert!(text.contains("blocked 198.18.0.0/30"), "{text}");
+
+    // Another prefix: this client connects again, without a restart.
+    write_cm("  block-cidrs: 192.0.2.0/24\n");
+    eventually("the edited block list took effect", || reaches(&topo, vip));
+    assert!(reaches(&topo, http));
+    let text = inspect(&pin_dir);
+    assert!(
+        text.contains("blocked 192.0.2.0/24") && !text.contains("198.18.0.0/30"),
+        "{text}"
+    );
+    // The key removed (and no rate limit): nothing is guarded or blocked any more.
+    write_cm("  proxy-body-size: 2m\n");
+    eventually("the block list emptied", || {
+        inspect(&pin_dir).contains("edge: 0 guarded destinations, 0 blocked prefixes")
+    });
+    assert!(reaches(&topo, vip));
+
+    d.signal(libc::SIGTERM).unwrap();
+    d.wait(Duration::from_secs(10)).unwrap();
+    let _ = std::process::Command::new(BIN)
+        .args(["cleanup", "--pin-dir", &pin_dir])
+        .status();
+    let _ = sh(&format!("rm -rf {pin_dir}"));
+}

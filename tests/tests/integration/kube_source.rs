@@ -110,8 +110,12 @@ fn seed(api: &FakeApi) {
         json!({"auth": "dXNlcjokYXByMSR4"}),
     ));
     api.apply(configmap("ingress", TCP_SERVICES));
+    api.apply(configmap("ingress", CONTROLLER_CONFIG));
     api.apply(configmap("ingress", "unrelated"));
 }
+
+/// The controller ConfigMap (`--configmap`).
+const CONTROLLER_CONFIG: &str = "ingressd";
 
 fn settings() -> Settings {
     Settings {
@@ -226,7 +230,14 @@ fn assert_stripped(object: &Object) {
 async fn kube_source_lists_every_kind_then_synced_once() {
     let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
     seed(&api);
-    let mut source = Source::start(client(&api), settings());
+    let settings = Settings {
+        controller_config: Some(NamespacedName {
+            namespace: "ingress".into(),
+            name: CONTROLLER_CONFIG.into(),
+        }),
+        ..settings()
+    };
+    let mut source = Source::start(client(&api), settings);
     let events = source.until_synced().await;
     let mut replaced: Vec<(Kind, Vec<String>)> = Vec::new();
     for e in &events[..events.len() - 1] {
@@ -238,6 +249,16 @@ async fn kube_source_lists_every_kind_then_synced_once() {
             other => panic!("only Replace before Synced, got {other:?}"),
         }
     }
+    // One Replace per ConfigMap watch, each with everything listed so far: the last holds
+    // both, whichever list came first.
+    let configmaps: Vec<Vec<String>> = replaced
+        .iter()
+        .filter(|(k, _)| *k == Kind::ConfigMap)
+        .map(|(_, n)| n.clone())
+        .collect();
+    assert_eq!(configmaps.len(), 2, "{configmaps:?}");
+    assert_eq!(configmaps[1], [CONTROLLER_CONFIG, TCP_SERVICES]);
+    replaced.retain(|(k, _)| *k != Kind::ConfigMap);
     replaced.sort();
     let expect = |k: Kind, n: &[&str]| (k, n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     assert_eq!(
@@ -248,20 +269,18 @@ async fn kube_source_lists_every_kind_then_synced_once() {
             expect(Kind::Service, &["web"]),
             expect(Kind::EndpointSlice, &["web-abc"]),
             expect(Kind::Secret, &["basic-auth", "web-tls"]),
-            expect(Kind::ConfigMap, &[TCP_SERVICES]),
         ]
     );
-    // The ConfigMap was watched by name, in its namespace only.
-    let cm = api
-        .wait_for_request(WAIT, |r| {
+    // Each ConfigMap was watched by name, in its namespace only.
+    for name in [TCP_SERVICES, CONTROLLER_CONFIG] {
+        let selector = format!("metadata.name={name}");
+        api.wait_for_request(WAIT, |r| {
             r.path() == "/api/v1/namespaces/ingress/configmaps"
+                && r.query("fieldSelector").as_deref() == Some(selector.as_str())
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        cm.query("fieldSelector").as_deref(),
-        Some("metadata.name=tcp-services")
-    );
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
     assert!(
         !api.requests()
             .iter()

@@ -304,17 +304,15 @@ async fn l7_forwarded_headers_from_an_untrusted_peer_change_nothing() -> anyhow:
 async fn l7_blocked_clients_are_refused_however_they_are_named() -> anyhow::Result<()> {
     let up = TestServer::echo("blk").await?;
     let t = target("blk", upstream("blk", &[up.addr]));
-    let routes = || snapshot(vec![vhost("pp.test", vec![prefix("/", &t)])]);
+    // The block list comes with the snapshot (flag or controller ConfigMap).
+    let routes = |block: Vec<ipnet::IpNet>| {
+        let mut s = snapshot(vec![vhost("pp.test", vec![prefix("/", &t)])]);
+        s.global.block_cidrs = block;
+        s
+    };
 
     // The connection's own address.
-    let l7 = L7::start_with(
-        ProxyOptions {
-            block_cidrs: vec![net("127.0.0.0/8")],
-            ..options(RealIp::default())
-        },
-        routes(),
-    )
-    .await?;
+    let l7 = L7::start_with(options(RealIp::default()), routes(vec![net("127.0.0.0/8")])).await?;
     let out = after_header(l7.http, b"", GET).await;
     assert_eq!(out, "", "a blocked client was answered");
     let mut tls = TcpStream::connect(l7.https).await?;
@@ -329,11 +327,8 @@ async fn l7_blocked_clients_are_refused_however_they_are_named() -> anyhow::Resu
     // A client a trusted balancer names in a PROXY header.
     let blocked = vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")];
     let l7 = L7::start_with(
-        ProxyOptions {
-            block_cidrs: blocked.clone(),
-            ..options(proxy_protocol(&["127.0.0.0/8"]))
-        },
-        routes(),
+        options(proxy_protocol(&["127.0.0.0/8"])),
+        routes(blocked.clone()),
     )
     .await?;
     let out = after_header(
@@ -365,15 +360,12 @@ async fn l7_blocked_clients_are_refused_however_they_are_named() -> anyhow::Resu
 
     // ... or in forwarded headers: known only per request, refused with 403.
     let l7 = L7::start_with(
-        ProxyOptions {
-            block_cidrs: blocked,
-            ..options(RealIp {
-                forwarded_headers: true,
-                trusted: vec![net("127.0.0.0/8")],
-                ..Default::default()
-            })
-        },
-        routes(),
+        options(RealIp {
+            forwarded_headers: true,
+            trusted: vec![net("127.0.0.0/8")],
+            ..Default::default()
+        }),
+        routes(blocked),
     )
     .await?;
     let fwd = |client: &str| {

@@ -383,19 +383,24 @@ async fn l7_hsts_on_https_answers_of_tls_hosts() -> anyhow::Result<()> {
     let r = get(l7.http, "open.test", "/weak").await?;
     assert_eq!(r.status, 200);
 
-    // `--hsts false`: none, and the upstream's own header passes untouched.
-    let off = L7::start_with(
-        ingress::proxy::ProxyOptions {
-            access_log: false,
-            hsts: None,
-            ..Default::default()
-        },
-        snap(),
-    )
-    .await?;
-    let (_, _, hsts) = https_get(&off, "secure.test", "/", b"http/1.1").await?;
+    // Other settings in the next snapshot (the controller ConfigMap's `hsts-*` keys change
+    // them without a restart).
+    let mut next = snap();
+    next.global.hsts.max_age = 600;
+    next.global.hsts.preload = true;
+    l7.apply(next);
+    let (_, _, hsts) = https_get(&l7, "secure.test", "/", b"http/1.1").await?;
+    assert_eq!(
+        hsts.as_deref(),
+        Some("max-age=600; includeSubDomains; preload")
+    );
+    // `hsts: false`: none, and the upstream's own header passes untouched.
+    let mut off = snap();
+    off.global.hsts.enabled = false;
+    l7.apply(off);
+    let (_, _, hsts) = https_get(&l7, "secure.test", "/", b"http/1.1").await?;
     assert_eq!(hsts, None);
-    let (_, _, hsts) = https_get(&off, "secure.test", "/weak", b"http/1.1").await?;
+    let (_, _, hsts) = https_get(&l7, "secure.test", "/weak", b"http/1.1").await?;
     assert_eq!(hsts.as_deref(), Some("max-age=5"));
     Ok(())
 }

@@ -38,6 +38,7 @@ fn settings() -> Settings {
         l4_addresses: vec![VIP.parse().unwrap()],
         default_backend: None,
         static_endpoints: true,
+        ..Settings::default()
     }
 }
 

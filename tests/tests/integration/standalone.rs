@@ -655,3 +655,144 @@ async fn proxy_protocol_from_a_load_balancer_reaches_passthrough_and_l7_backends
     .await;
     assert!(counted, "refusal not counted: {:?}", p.metrics());
 }
+
+/// The controller ConfigMap of [`the_controller_configmap_applies_without_a_restart`].
+fn controller_configmap(data: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ingressd\n  namespace: ingress-system\n\
+         data:\n{data}"
+    )
+}
+
+/// A POST with a body of `len` bytes; the status line, or "" when the connection was closed
+/// unanswered.
+fn post(addr: SocketAddr, host: &str, len: usize) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: {host}\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+    );
+    // A refused body may meet a closed connection: the answer still decides.
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(&vec![b'x'; len]);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// Polls `check` until it holds, for at most 10 s; returns the last value it saw.
+fn until(what: &str, mut check: impl FnMut() -> (bool, String)) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, seen) = check();
+        if ok {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{what}: still {seen:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `--configmap`: its annotation defaults, its `block-cidrs` and a bad value, each edited in
+/// the running process's manifest directory and in force without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_configmap_applies_without_a_restart() {
+    let up = TestServer::echo("app").await.expect("upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ingresses = class_and_service_yaml("app", &up.addr.to_string(), "http", 80)
+        + &tests::ingressd::ingress_yaml("plain", "c.test", "app", 80)
+        + "---\n"
+        + &tests::ingressd::ingress_yaml("own", "o.test", "app", 80).replace(
+            "  namespace: default\n",
+            "  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/proxy-body-size: 8k\n",
+        );
+    std::fs::write(dir.path().join("all.yaml"), ingresses).expect("manifests");
+    let cm = dir.path().join("controller.yaml");
+    let write_cm =
+        move |data: &str| std::fs::write(&cm, controller_configmap(data)).expect("configmap");
+    write_cm("  proxy-body-size: 1k\n  worker-processes: \"4\"\n");
+    let (http, admin) = (free_addr(), free_addr());
+    let args: Vec<String> = [
+        "--manifests",
+        &dir.path().to_string_lossy(),
+        "--configmap",
+        "ingress-system/ingressd",
+        "--http-addr",
+        &http.to_string(),
+        "--https-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        &admin.to_string(),
+        "--pin-dir",
+        &format!("/sys/fs/bpf/ingressd-configmap-{}", std::process::id()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+
+    let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let status =
+            |host: &str, len: usize| post(http, host, len).unwrap_or_else(|e| e.to_string());
+        // The default applies where the Ingress sets nothing; its own annotation wins.
+        let r = status("c.test", 2048);
+        if !r.starts_with("HTTP/1.1 413") {
+            return Err(format!("default proxy-body-size: {r}"));
+        }
+        let r = status("o.test", 2048);
+        if !r.starts_with("HTTP/1.1 200") {
+            return Err(format!("the Ingress's own proxy-body-size: {r}"));
+        }
+        // Edited: a larger limit, and an allow-list this client is not in, for every Ingress
+        // without its own.
+        write_cm("  proxy-body-size: 4k\n  whitelist-source-range: 10.0.0.0/8\n");
+        until("whitelist-source-range default", || {
+            let r = status("c.test", 2048);
+            (r.starts_with("HTTP/1.1 403"), r)
+        })?;
+        let r = status("o.test", 2048);
+        if !r.starts_with("HTTP/1.1 403") {
+            return Err(format!("the default allow-list on o.test: {r}"));
+        }
+        // block-cidrs: the connection is closed unanswered.
+        write_cm("  block-cidrs: 127.0.0.0/8\n");
+        until("block-cidrs", || {
+            let r = status("o.test", 10);
+            (r.is_empty(), r)
+        })?;
+        // A bad value: that key alone is ignored (the built-in 1m holds); the block is gone.
+        write_cm("  proxy-body-size: lots\n");
+        until("a bad proxy-body-size ignored", || {
+            let r = status("c.test", 2048);
+            (r.starts_with("HTTP/1.1 200"), r)
+        })?;
+        Ok(())
+    })
+    .await
+    .expect("join");
+    let metrics = p.metrics().unwrap_or_default();
+    let log_text = p.log_text();
+    p.signal(libc::SIGTERM).expect("SIGTERM");
+    let _ = p.wait(Duration::from_secs(10));
+    checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
+    let blocked: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ingress_blocked_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(blocked >= 1, "{metrics}");
+    for needle in [
+        "ConfigKeyIgnored",
+        "keys not used by ingressd: worker-processes",
+        "InvalidConfigKey",
+        "key proxy-body-size: invalid value \"lots\"",
+    ] {
+        assert!(
+            log_text.contains(needle),
+            "{needle:?} not logged:\n{log_text}"
+        );
+    }
+}

@@ -29,13 +29,16 @@ fn guard(
     syn_rate: Option<SynRate>,
 ) -> EdgeApplier<AyaEdgeWriter> {
     let settings = EdgeSettings {
-        block: block.iter().map(|b| b.parse().unwrap()).collect(),
         syn_rate,
         listeners: vec![LISTENER.parse().unwrap()],
     };
     let mut edge = EdgeApplier::new(lab.datapath.edge_writer().unwrap(), settings).unwrap();
-    edge.apply(&lab.applier.vip_ids()).unwrap();
+    edge.apply(&lab.applier.vip_ids(), &nets(block)).unwrap();
     edge
+}
+
+fn nets(v: &[&str]) -> Vec<ipnet::IpNet> {
+    v.iter().map(|b| b.parse().unwrap()).collect()
 }
 
 fn packets(lab: &XdpLab, stat: Stat) -> u64 {
@@ -193,12 +196,11 @@ fn a_restart_with_another_block_list_lifts_the_old_blocks_and_no_settings_guard_
     // A restart over the same maps, with another list.
     let restart = |edge: EdgeApplier<AyaEdgeWriter>, block: &[&str]| {
         let settings = EdgeSettings {
-            block: block.iter().map(|b| b.parse().unwrap()).collect(),
             syn_rate: None,
             listeners: vec![LISTENER.parse().unwrap()],
         };
         let mut edge = EdgeApplier::new(edge.into_writer(), settings).unwrap();
-        edge.apply(&lab.applier.vip_ids()).unwrap();
+        edge.apply(&lab.applier.vip_ids(), &nets(block)).unwrap();
         edge
     };
     let edge = restart(edge, &["192.0.2.0/24"]);

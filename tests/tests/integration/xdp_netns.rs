@@ -556,17 +556,13 @@ fn blocked_clients_and_syn_bursts_are_stopped_before_the_stack() {
         assert!(answer.ends_with("before"), "{answer}");
     }
 
-    let settings = |block: &[&str], syn_rate| EdgeSettings {
-        block: block.iter().map(|b| b.parse().unwrap()).collect(),
+    let settings = |syn_rate| EdgeSettings {
         syn_rate,
         listeners: vec![listener],
     };
-    let mut edge = EdgeApplier::new(
-        node.dp.edge_writer().unwrap(),
-        settings(&["198.18.0.0/30"], None),
-    )
-    .unwrap();
-    edge.apply(&node.applier.vip_ids()).unwrap();
+    let mut edge = EdgeApplier::new(node.dp.edge_writer().unwrap(), settings(None)).unwrap();
+    let block: Vec<ipnet::IpNet> = vec!["198.18.0.0/30".parse().unwrap()];
+    edge.apply(&node.applier.vip_ids(), &block).unwrap();
     for addr in [vip, listener] {
         assert!(
             !connects(&topo.client, addr, Duration::from_millis(500)),
@@ -580,16 +576,13 @@ fn blocked_clients_and_syn_bursts_are_stopped_before_the_stack() {
     // Unblocked, with two new connections a second allowed.
     let mut edge = EdgeApplier::new(
         edge.into_writer(),
-        settings(
-            &[],
-            Some(SynRate {
-                per_second: 1,
-                burst: 2,
-            }),
-        ),
+        settings(Some(SynRate {
+            per_second: 1,
+            burst: 2,
+        })),
     )
     .unwrap();
-    edge.apply(&node.applier.vip_ids()).unwrap();
+    edge.apply(&node.applier.vip_ids(), &[]).unwrap();
     let mut first = Conn::open(&topo.client, listener).unwrap();
     let mut second = Conn::open(&topo.client, vip).unwrap();
     assert!(

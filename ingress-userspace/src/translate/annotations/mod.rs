@@ -10,6 +10,7 @@
 //!
 //! One file per family; each `parse` reads its annotations into [`Annotations`].
 use std::{
+    borrow::Cow,
     cell::RefCell,
     collections::{BTreeMap, BTreeSet},
 };
@@ -39,6 +40,8 @@ mod rewrite;
 mod server;
 mod source_range;
 mod upstream;
+
+pub(crate) use source_range::parse_ranges;
 
 /// ingress-nginx's annotation prefix.
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
@@ -84,6 +87,17 @@ pub struct Annotations {
     pub proxy_ssl: Option<proxy_ssl::ProxySslRef>,
     /// `default-backend`: a Service name in the Ingress's namespace.
     pub default_backend: Option<String>,
+}
+
+/// Values for annotations an Ingress does not set, from the controller ConfigMap (whose keys
+/// of the same names are ingress-nginx's global defaults). Each was checked on its own when
+/// the ConfigMap was read; an Ingress's own annotation replaces it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Defaults {
+    /// Where the values come from, for messages (`ConfigMap ns/name`).
+    pub source: String,
+    /// By annotation name, without prefix.
+    pub values: BTreeMap<String, String>,
 }
 
 /// The htpasswd Secret of `auth-type: basic`.
@@ -147,9 +161,14 @@ const FAMILIES: &[Family] = &[
     mirror::parse,
 ];
 
-/// Reads the annotations of an Ingress in `namespace`.
-pub fn parse(namespace: &str, annotations: Option<&BTreeMap<String, String>>) -> Parsed {
-    let (reader, rejected_snippets) = Reader::new(namespace, annotations);
+/// Reads the annotations of an Ingress in `namespace`, with `defaults` for those it does not
+/// set.
+pub fn parse(
+    namespace: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+    defaults: &Defaults,
+) -> Parsed {
+    let (reader, rejected_snippets) = Reader::new(namespace, annotations, defaults);
     let mut out = Annotations::default();
     let result = FAMILIES
         .iter()
@@ -174,9 +193,11 @@ struct Value<'a> {
     own: bool,
 }
 
-/// Annotation lookup by short name (without prefix), ours taking precedence.
+/// Annotation lookup by short name (without prefix), ours taking precedence, then the
+/// defaults.
 pub(crate) struct Reader<'a> {
     by_name: BTreeMap<&'a str, Value<'a>>,
+    defaults: &'a Defaults,
     namespace: &'a str,
     /// Names some family looked up.
     read: RefCell<BTreeSet<&'a str>>,
@@ -186,6 +207,7 @@ impl<'a> Reader<'a> {
     fn new(
         namespace: &'a str,
         annotations: Option<&'a BTreeMap<String, String>>,
+        defaults: &'a Defaults,
     ) -> (Self, Vec<String>) {
         let mut by_name: BTreeMap<&str, Value<'_>> = BTreeMap::new();
         let mut rejected = Vec::new();
@@ -211,6 +233,7 @@ impl<'a> Reader<'a> {
         }
         let reader = Reader {
             by_name,
+            defaults,
             namespace,
             read: RefCell::default(),
         };
@@ -256,29 +279,40 @@ impl<'a> Reader<'a> {
         own_only: bool,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<Option<T>, AnnotationError> {
-        let Some((name, v)) = self
-            .by_name
-            .get_key_value(name)
-            .filter(|(_, v)| v.own || !own_only)
-        else {
-            return Ok(None);
+        let (name, key, value) = match self.by_name.get_key_value(name) {
+            Some((name, v)) if v.own || !own_only => (*name, Cow::Borrowed(v.key), v.value),
+            Some(_) => return Ok(None),
+            None if own_only => return Ok(None),
+            None => match self.defaults.values.get_key_value(name) {
+                Some((name, value)) => (name.as_str(), self.default_key(name), value.as_str()),
+                None => return Ok(None),
+            },
         };
         self.read.borrow_mut().insert(name);
-        parse(v.value.trim())
+        parse(value.trim())
             .map(Some)
             .map_err(|reason| AnnotationError {
-                key: v.key.to_owned(),
-                value: v.value.to_owned(),
+                key: key.into_owned(),
+                value: value.to_owned(),
                 reason,
             })
     }
 
+    /// How a default is named in messages: the ConfigMap and its key.
+    fn default_key(&self, name: &str) -> Cow<'a, str> {
+        Cow::Owned(format!("{} key {name}", self.defaults.source))
+    }
+
     /// An error about annotation `name`, which is present, as given.
     fn error(&self, name: &str, reason: &str) -> AnnotationError {
-        let v = self.by_name.get(name);
+        let (key, value) = match (self.by_name.get(name), self.defaults.values.get(name)) {
+            (Some(v), _) => (v.key.to_owned(), v.value.to_owned()),
+            (None, Some(d)) => (self.default_key(name).into_owned(), d.clone()),
+            (None, None) => (format!("{NGINX_PREFIX}{name}"), String::new()),
+        };
         AnnotationError {
-            key: v.map_or_else(|| format!("{NGINX_PREFIX}{name}"), |v| v.key.to_owned()),
-            value: v.map_or_else(String::new, |v| v.value.to_owned()),
+            key,
+            value,
             reason: reason.to_owned(),
         }
     }
@@ -367,7 +401,7 @@ pub(crate) mod test_support {
             .iter()
             .map(|(k, v)| (format!("{NGINX_PREFIX}{k}"), (*v).to_owned()))
             .collect();
-        parse("ns", Some(&map)).result
+        parse("ns", Some(&map), &Defaults::default()).result
     }
 
     /// Asserts that every value is rejected for `name`, naming annotation and value.
@@ -396,19 +430,51 @@ mod tests {
     use super::{test_support::*, *};
 
     #[test]
+    fn defaults_fill_in_and_are_named_as_their_configmap_key() {
+        let defaults = Defaults {
+            source: "ConfigMap ingress/ingressd".into(),
+            values: BTreeMap::from([
+                ("proxy-body-size".to_string(), "2k".to_string()),
+                ("ssl-redirect".to_string(), "false".to_string()),
+            ]),
+        };
+        let map = BTreeMap::from([(format!("{NGINX_PREFIX}proxy-body-size"), "8k".to_string())]);
+        let p = parse("ns", Some(&map), &defaults);
+        let a = p.result.expect("valid");
+        assert_eq!(
+            a.policy.max_body_bytes,
+            Some(8192),
+            "the Ingress's own wins"
+        );
+        assert!(!a.policy.ssl_redirect, "the default fills in");
+        assert!(p.unread.is_empty(), "defaults are never listed as unread");
+        let bad = Defaults {
+            values: BTreeMap::from([("proxy-body-size".to_string(), "lots".to_string())]),
+            ..defaults
+        };
+        let e = parse("ns", None, &bad).result.expect_err("invalid");
+        assert_eq!(e.key, "ConfigMap ingress/ingressd key proxy-body-size");
+        assert_eq!(e.value, "lots");
+    }
+
+    #[test]
     fn own_prefix_wins_over_nginx() {
         let map = BTreeMap::from([
             (format!("{NGINX_PREFIX}limit-rps"), "nonsense".to_owned()),
             (format!("{OWN_PREFIX}limit-rps"), "7".to_owned()),
         ]);
-        let a = parse("ns", Some(&map)).result.expect("valid");
+        let a = parse("ns", Some(&map), &Defaults::default())
+            .result
+            .expect("valid");
         assert_eq!(a.policy.limit_rps, Some(7));
         // And the other way round: our invalid value is not rescued by a valid nginx one.
         let map = BTreeMap::from([
             (format!("{NGINX_PREFIX}limit-rps"), "7".to_owned()),
             (format!("{OWN_PREFIX}limit-rps"), "x".to_owned()),
         ]);
-        let e = parse("ns", Some(&map)).result.expect_err("invalid");
+        let e = parse("ns", Some(&map), &Defaults::default())
+            .result
+            .expect_err("invalid");
         assert_eq!(e.key, format!("{OWN_PREFIX}limit-rps"));
     }
 
@@ -425,7 +491,7 @@ mod tests {
             ),
             (format!("{NGINX_PREFIX}ssl-redirect"), "false".to_owned()),
         ]);
-        let p = parse("ns", Some(&map));
+        let p = parse("ns", Some(&map), &Defaults::default());
         let a = p.result.expect("rest still valid");
         assert!(!a.policy.ssl_redirect);
         assert_eq!(
@@ -443,12 +509,15 @@ mod tests {
             (format!("{NGINX_PREFIX}no-such-thing"), "???".to_owned()),
             ("example.com/limit-rps".to_owned(), "x".to_owned()),
         ]);
-        let p = parse("ns", Some(&map));
+        let p = parse("ns", Some(&map), &Defaults::default());
         assert_eq!(p.result, Ok(Annotations::default()));
         assert!(p.rejected_snippets.is_empty());
         // Ours are listed; a foreign prefix is none of our business.
         assert_eq!(p.unread, vec![format!("{NGINX_PREFIX}no-such-thing")]);
-        assert_eq!(parse("ns", None).result, Ok(Annotations::default()));
+        assert_eq!(
+            parse("ns", None, &Defaults::default()).result,
+            Ok(Annotations::default())
+        );
     }
 
     #[test]
@@ -465,7 +534,7 @@ mod tests {
             (format!("{NGINX_PREFIX}limit-rps"), "1".to_owned()),
             (format!("{OWN_PREFIX}limit-rps"), "2".to_owned()),
         ]);
-        let p = parse("ns", Some(&map));
+        let p = parse("ns", Some(&map), &Defaults::default());
         assert_eq!(p.result.as_ref().map(|a| a.policy.limit_rps), Ok(Some(2)));
         assert_eq!(
             p.unread,
@@ -479,11 +548,11 @@ mod tests {
         // With `affinity: cookie` the cookie name is read.
         let mut with = map.clone();
         with.insert(format!("{NGINX_PREFIX}affinity"), "cookie".to_owned());
-        let p = parse("ns", Some(&with));
+        let p = parse("ns", Some(&with), &Defaults::default());
         assert!(!p.unread.iter().any(|k| k.ends_with("session-cookie-name")));
         // An invalid value rejects the Ingress; nothing is listed then.
         with.insert(format!("{NGINX_PREFIX}limit-connections"), "x".to_owned());
-        let p = parse("ns", Some(&with));
+        let p = parse("ns", Some(&with), &Defaults::default());
         assert!(p.result.is_err());
         assert!(p.unread.is_empty());
     }

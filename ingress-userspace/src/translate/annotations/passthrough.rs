@@ -10,7 +10,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse, test_support::*, OWN_PREFIX};
+    use super::super::{parse, test_support::*, Defaults, OWN_PREFIX};
     use std::collections::BTreeMap;
 
     #[test]
@@ -25,7 +25,7 @@ mod tests {
                 (format!("{OWN_PREFIX}ssl-passthrough"), "true".to_owned()),
                 (format!("{OWN_PREFIX}proxy-protocol"), v.to_owned()),
             ]);
-            parse("ns", Some(&map)).result
+            parse("ns", Some(&map), &Defaults::default()).result
         };
         let a = own("true").expect("valid");
         assert!(a.passthrough && a.proxy_protocol);

@@ -15,7 +15,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     Ok(())
 }
 
-pub(super) fn parse_ranges(v: &str) -> Result<Vec<IpNet>, String> {
+pub(crate) fn parse_ranges(v: &str) -> Result<Vec<IpNet>, String> {
     v.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())

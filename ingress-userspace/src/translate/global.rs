@@ -1,0 +1,157 @@
+//! The controller ConfigMap (`--configmap`, as ingress-nginx's flag of the same name): global
+//! settings over the flags' values, and defaults for annotations an Ingress does not set.
+//!
+//! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
+//! ignored, so the flag's value or the built-in default stays in force. Keys this controller
+//! does not implement are listed in one Event, so a migrated ConfigMap says what it lost.
+use std::collections::BTreeMap;
+
+use super::{
+    annotations::{self, parse_bool, parse_in_range, Defaults, NGINX_PREFIX},
+    reason, Diagnostic,
+};
+use crate::{
+    config::Settings,
+    snapshot::{Global, ObjectRef},
+    store::ObjectCache,
+};
+
+/// Keys that give a default to the annotation of the same name (same syntax); an Ingress's
+/// own annotation replaces it.
+pub const DEFAULT_KEYS: &[&str] = &[
+    "custom-http-errors",
+    "force-ssl-redirect",
+    "limit-rate",
+    "limit-rate-after",
+    "load-balance",
+    "proxy-body-size",
+    "proxy-connect-timeout",
+    "proxy-cookie-domain",
+    "proxy-cookie-path",
+    "proxy-next-upstream",
+    "proxy-next-upstream-timeout",
+    "proxy-next-upstream-tries",
+    "proxy-read-timeout",
+    "proxy-send-timeout",
+    "service-upstream",
+    "ssl-redirect",
+    "whitelist-source-range",
+];
+
+/// ingress-nginx keys that a command-line flag sets here, fixed for the process's life.
+const FLAG_KEYS: &[(&str, &str)] = &[
+    ("compute-full-forwarded-for", "--compute-full-forwarded-for"),
+    ("disable-access-log", "--access-log"),
+    ("forwarded-for-header", "--forwarded-for-header"),
+    (
+        "http2-max-concurrent-streams",
+        "--http2-max-concurrent-streams",
+    ),
+    ("keep-alive-requests", "--keep-alive-requests"),
+    ("proxy-real-ip-cidr", "--proxy-real-ip-cidr"),
+    (
+        "upstream-keepalive-connections",
+        "--upstream-keepalive-connections",
+    ),
+    ("upstream-keepalive-timeout", "--upstream-keepalive-timeout"),
+    ("use-forwarded-headers", "--use-forwarded-headers"),
+    ("use-proxy-protocol", "--use-proxy-protocol"),
+];
+
+/// What the controller ConfigMap contributes to a translation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// The flags' settings with the ConfigMap's keys over them.
+    pub global: Global,
+    /// Defaults for the annotations of every Ingress.
+    pub defaults: Defaults,
+    /// Bad values and ignored keys, on the ConfigMap.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Reads the ConfigMap `settings.controller_config` names; without one (or while it does not
+/// exist) the flags' settings hold and annotations have no defaults.
+pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
+    let mut out = ControllerConfig {
+        global: settings.global.clone(),
+        ..Default::default()
+    };
+    let Some(nn) = &settings.controller_config else {
+        return out;
+    };
+    let Some(cm) = objects.config_map(&nn.namespace, &nn.name) else {
+        return out;
+    };
+    let origin = ObjectRef {
+        kind: "ConfigMap",
+        namespace: nn.namespace.clone(),
+        name: nn.name.clone(),
+    };
+    out.defaults.source = origin.to_string();
+    let mut ignored = Vec::new();
+    for (key, value) in cm.data.iter().flatten() {
+        let result = if DEFAULT_KEYS.contains(&key.as_str()) {
+            check_default(key, value).map(|()| {
+                out.defaults.values.insert(key.clone(), value.clone());
+            })
+        } else {
+            match set_global(&mut out.global, key, value.trim()) {
+                Some(r) => r,
+                None => {
+                    ignored.push(ignored_key(key));
+                    continue;
+                }
+            }
+        };
+        if let Err(m) = result {
+            out.diagnostics.push(Diagnostic::new(
+                origin.clone(),
+                reason::INVALID_CONFIG_KEY,
+                format!("key {key}: invalid value {value:?}: {m}; ignored"),
+            ));
+        }
+    }
+    if !ignored.is_empty() {
+        out.diagnostics.push(Diagnostic::new(
+            origin,
+            reason::CONFIG_KEY_IGNORED,
+            format!("keys not used by ingressd: {}", ignored.join(", ")),
+        ));
+    }
+    out
+}
+
+/// Checks a default the way an Ingress carrying it alone as an annotation would be.
+fn check_default(key: &str, value: &str) -> Result<(), String> {
+    let one = BTreeMap::from([(format!("{NGINX_PREFIX}{key}"), value.to_owned())]);
+    annotations::parse("", Some(&one), &Defaults::default())
+        .result
+        .map(drop)
+        .map_err(|e| e.reason)
+}
+
+/// Applies a global key; `None` when `key` is not one.
+fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), String>> {
+    let r = match key {
+        "block-cidrs" => annotations::parse_ranges(value).map(|n| g.block_cidrs = n),
+        "hsts" => parse_bool(value).map(|b| g.hsts.enabled = b),
+        "hsts-max-age" => {
+            parse_in_range(value, 0..=u64::from(u32::MAX)).map(|n| g.hsts.max_age = n)
+        }
+        "hsts-include-subdomains" => parse_bool(value).map(|b| g.hsts.include_subdomains = b),
+        "hsts-preload" => parse_bool(value).map(|b| g.hsts.preload = b),
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// An ignored key as listed, with what to do instead where there is something.
+fn ignored_key(key: &str) -> String {
+    if let Some((_, flag)) = FLAG_KEYS.iter().find(|(k, _)| *k == key) {
+        format!("{key} (set with {flag})")
+    } else if key.ends_with("-snippet") || key == "allow-snippet-annotations" {
+        format!("{key} (snippets are never run)")
+    } else {
+        key.to_owned()
+    }
+}
