@@ -91,6 +91,7 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
         global: Global {
             block_cidrs: args.edge.block_cidrs.clone(),
             hsts: args.hsts.settings(),
+            ..Global::default()
         },
         controller_name: args.controller_name.clone(),
         ingress_class: args.ingress_class.clone(),

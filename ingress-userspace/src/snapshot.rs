@@ -49,12 +49,34 @@ impl Snapshot {
 
 /// Settings that hold for every host and listener (ingress-nginx's ConfigMap keys of the same
 /// names).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Global {
     /// Clients refused everywhere (`block-cidrs`): by the proxy, and in the kernel with XDP.
     pub block_cidrs: Vec<IpNet>,
     /// `Strict-Transport-Security` on HTTPS answers of hosts with TLS.
     pub hsts: Hsts,
+    /// Status of a request over `limit-rps`/`limit-rpm` (`limit-req-status-code`).
+    pub limit_req_status: u16,
+    /// Status of a request over `limit-connections` (`limit-conn-status-code`).
+    pub limit_conn_status: u16,
+    /// Status of the `ssl-redirect`/`force-ssl-redirect` redirect (`http-redirect-code`).
+    pub http_redirect_code: u16,
+    /// Routes whose path starts with one of these are never redirected to HTTPS
+    /// (`no-tls-redirect-locations`), so HTTP-01 challenges answer over HTTP.
+    pub no_tls_redirect_locations: Vec<String>,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            block_cidrs: Vec::new(),
+            hsts: Hsts::default(),
+            limit_req_status: 503,
+            limit_conn_status: 503,
+            http_redirect_code: 308,
+            no_tls_redirect_locations: vec!["/.well-known/acme-challenge".into()],
+        }
+    }
 }
 
 /// The `Strict-Transport-Security` header's settings (`hsts`, `hsts-max-age`,

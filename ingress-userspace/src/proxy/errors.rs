@@ -23,9 +23,6 @@ pub enum ProxyError {
     /// The client stopped sending its request body for longer than the send timeout.
     #[error("client request body timed out")]
     ClientTimeout,
-    /// `limit-rps` exceeded; 503 like ingress-nginx.
-    #[error("rate limit exceeded")]
-    RateLimited,
     /// The upstream has no endpoint.
     #[error("upstream has no endpoint")]
     NoEndpoints,
@@ -52,7 +49,7 @@ impl ProxyError {
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::RateLimited | ProxyError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed | ProxyError::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -145,7 +142,6 @@ mod tests {
             ProxyError::Forbidden,
             ProxyError::PayloadTooLarge,
             ProxyError::ClientTimeout,
-            ProxyError::RateLimited,
             ProxyError::NoEndpoints,
             ProxyError::ConnectFailed,
             ProxyError::ConnectTimeout,

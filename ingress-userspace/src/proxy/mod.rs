@@ -60,23 +60,55 @@ pub struct ActiveConfig {
 }
 
 /// The snapshot's controller-wide settings, in the form requests use.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GlobalPolicy {
     pub block_cidrs: Vec<ipnet::IpNet>,
     /// `Strict-Transport-Security` for HTTPS answers of hosts with TLS; `None`: not sent.
     pub hsts: Option<HeaderValue>,
+    pub limit_req_status: http::StatusCode,
+    pub limit_conn_status: http::StatusCode,
+    pub http_redirect_code: http::StatusCode,
+    pub no_tls_redirect_locations: Vec<String>,
+}
+
+impl Default for GlobalPolicy {
+    fn default() -> Self {
+        Self::compile(&crate::snapshot::Global::default())
+    }
 }
 
 impl GlobalPolicy {
     /// Compiles the snapshot's settings.
     pub fn compile(global: &crate::snapshot::Global) -> Self {
+        // The translator checked the codes; a bad one falls back to ingress-nginx's default.
+        let status = |code: u16, default| http::StatusCode::from_u16(code).unwrap_or(default);
         GlobalPolicy {
             block_cidrs: global.block_cidrs.clone(),
             hsts: global
                 .hsts
                 .header()
                 .and_then(|v| HeaderValue::from_str(&v).ok()),
+            limit_req_status: status(
+                global.limit_req_status,
+                http::StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            limit_conn_status: status(
+                global.limit_conn_status,
+                http::StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            http_redirect_code: status(
+                global.http_redirect_code,
+                http::StatusCode::PERMANENT_REDIRECT,
+            ),
+            no_tls_redirect_locations: global.no_tls_redirect_locations.clone(),
         }
+    }
+
+    /// Whether a route with path `path` is exempt from the redirect to HTTPS.
+    pub fn no_tls_redirect(&self, path: &str) -> bool {
+        self.no_tls_redirect_locations
+            .iter()
+            .any(|l| path.starts_with(l.as_str()))
     }
 
     /// Whether a client is in `block-cidrs`.

@@ -166,9 +166,13 @@ async fn pipeline(
 
     // Rewrite phase: redirects. Behind a load balancer that terminated TLS, its
     // `X-Forwarded-Proto` says whether the client used HTTPS.
-    if !client.https {
-        let https_port = shared.options.https_port;
-        if let Some(r) = redirect::ssl_redirect(policy, m.host_tls, &host, req.uri(), https_port) {
+    let exempt = m
+        .route
+        .is_some_and(|r| config.global.no_tls_redirect(r.path.as_str()));
+    if !client.https && !exempt {
+        let (port, status) = (shared.options.https_port, config.global.http_redirect_code);
+        if let Some(r) = redirect::ssl_redirect(policy, m.host_tls, &host, req.uri(), port, status)
+        {
             return r;
         }
     }
@@ -212,7 +216,7 @@ async fn pipeline(
     }
     // Preaccess and access phases.
     if !ratelimit::allowed(&shared.limiter, policy, target.limit_zone, client.client_ip) {
-        return ProxyError::RateLimited.response();
+        return errors::status_response(config.global.limit_req_status);
     }
     if let Some(max) = policy.limit_connections {
         if !ratelimit::exempt(policy, client.client_ip) {
@@ -220,7 +224,7 @@ async fn pipeline(
             let zone = target.limit_zone.rotate_left(1);
             match shared.conn_limiter.acquire(zone, client.client_ip, max) {
                 Some(permit) => completion.hold_permit(permit),
-                None => return ProxyError::RateLimited.response(),
+                None => return errors::status_response(config.global.limit_conn_status),
             }
         }
     }

@@ -1,6 +1,9 @@
 //! The controller ConfigMap (`--configmap`, as ingress-nginx's flag of the same name): global
 //! settings over the flags' values, and defaults for annotations an Ingress does not set.
 //!
+//! Global keys: `block-cidrs`, the `hsts` family, `limit-req-status-code`,
+//! `limit-conn-status-code`, `http-redirect-code` and `no-tls-redirect-locations`.
+//!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
 //! ignored, so the flag's value or the built-in default stays in force. Keys this controller
 //! does not implement are listed in one Event, so a migrated ConfigMap says what it lost.
@@ -140,9 +143,38 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         }
         "hsts-include-subdomains" => parse_bool(value).map(|b| g.hsts.include_subdomains = b),
         "hsts-preload" => parse_bool(value).map(|b| g.hsts.preload = b),
+        "limit-req-status-code" => parse_in_range(value, 400..=599).map(|c| g.limit_req_status = c),
+        "limit-conn-status-code" => {
+            parse_in_range(value, 400..=599).map(|c| g.limit_conn_status = c)
+        }
+        "http-redirect-code" => match value.parse::<u16>() {
+            Ok(c @ (301 | 302 | 307 | 308)) => {
+                g.http_redirect_code = c;
+                Ok(())
+            }
+            _ => Err("expected 301, 302, 307 or 308".into()),
+        },
+        "no-tls-redirect-locations" => {
+            parse_locations(value).map(|l| g.no_tls_redirect_locations = l)
+        }
         _ => return None,
     };
     Some(r)
+}
+
+/// Comma-separated path prefixes, each absolute.
+fn parse_locations(v: &str) -> Result<Vec<String>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Ok(s.to_owned())
+            } else {
+                Err(format!("{s:?} is not an absolute path"))
+            }
+        })
+        .collect()
 }
 
 /// An ignored key as listed, with what to do instead where there is something.

@@ -977,6 +977,13 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
         ("ssl-redirect", "false"),
         ("block-cidrs", "203.0.113.0/24, 2001:db8:bad::/48"),
         ("hsts-max-age", "600"),
+        ("limit-req-status-code", "429"),
+        ("limit-conn-status-code", "429"),
+        (
+            "no-tls-redirect-locations",
+            "/.well-known/acme-challenge, /healthz",
+        ),
+        ("http-redirect-code", "303"),
         ("proxy-read-timeout", "bogus"),
         ("hsts-preload", "maybe"),
         ("worker-processes", "4"),
@@ -1012,6 +1019,15 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
         Some("max-age=600; includeSubDomains"),
         "a bad hsts-preload leaves the flag's"
     );
+    assert_eq!((g.limit_req_status, g.limit_conn_status), (429, 429));
+    assert_eq!(
+        g.no_tls_redirect_locations,
+        ["/.well-known/acme-challenge", "/healthz"]
+    );
+    assert_eq!(
+        g.http_redirect_code, 308,
+        "303 is refused, the default stays"
+    );
 
     // Only the ConfigMap has diagnostics: the defaults are not "unread" annotations.
     let on_cm: Vec<(&str, &str)> = t
@@ -1025,6 +1041,7 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
             ("ConfigMap", reason::CONFIG_KEY_IGNORED),
             ("ConfigMap", reason::INVALID_CONFIG_KEY),
             ("ConfigMap", reason::INVALID_CONFIG_KEY),
+            ("ConfigMap", reason::INVALID_CONFIG_KEY),
         ]
     );
     let messages: Vec<&str> = t.diagnostics.iter().map(|d| d.message.as_str()).collect();
@@ -1036,6 +1053,9 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
     assert!(messages[1..]
         .iter()
         .any(|m| m.starts_with("key hsts-preload: invalid value \"maybe\"")));
+    assert!(messages[1..]
+        .iter()
+        .any(|m| m.starts_with("key http-redirect-code: invalid value \"303\"")));
     assert!(messages[1..].iter().any(|m| m
         .starts_with("key proxy-read-timeout: invalid value \"bogus\"")
         && m.ends_with("; ignored")));

@@ -1119,6 +1119,34 @@ async fn l7_limit_connections() -> anyhow::Result<()> {
         statuses.push(task.await??);
     }
     assert_eq!(statuses, [200, 200, 200]);
+
+    // `limit-conn-status-code` and `limit-req-status-code` from the controller ConfigMap.
+    let rate = target_with(
+        "rate",
+        u.clone(),
+        policy(|p| {
+            p.limit_rps = Some(1);
+            p.limit_burst_multiplier = 1;
+        }),
+    );
+    let mut snap = snapshot(vec![
+        vhost("conn.test", vec![prefix("/", &limited)]),
+        vhost("rate.test", vec![prefix("/", &rate)]),
+    ]);
+    snap.global.limit_conn_status = 429;
+    snap.global.limit_req_status = 420;
+    l7.apply(snap);
+    let mut statuses = Vec::new();
+    for task in (0..3).map(|_| slow("conn.test")).collect::<Vec<_>>() {
+        statuses.push(task.await??);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429]);
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        codes.push(get(l7.http, "rate.test", "/").await?.status.as_u16());
+    }
+    assert_eq!(codes, [200, 420, 420]);
     Ok(())
 }
 

@@ -229,6 +229,48 @@ async fn l7_ssl_redirect_and_force_ssl_redirect() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The controller ConfigMap's `http-redirect-code` and `no-tls-redirect-locations` (by
+/// default `/.well-known/acme-challenge`, so an HTTP-01 challenge route of a TLS host answers
+/// over HTTP, as in ingress-nginx).
+#[tokio::test]
+async fn l7_redirect_code_and_locations_exempt_from_it() -> anyhow::Result<()> {
+    let up = TestServer::echo("r").await?;
+    let plain = target("plain", upstream("r", &[up.addr]));
+    let mut secure = vhost(
+        "secure.test",
+        vec![
+            prefix("/.well-known/acme-challenge", &plain),
+            prefix("/status", &plain),
+            prefix("/", &plain),
+        ],
+    );
+    secure.tls = true;
+    let snap = || snapshot(vec![secure.clone()]);
+    let l7 = L7::start(snap()).await?;
+    let r = get(l7.http, "secure.test", "/.well-known/acme-challenge/token").await?;
+    assert_eq!(r.status, 200, "the challenge is answered over HTTP");
+    assert_eq!(get(l7.http, "secure.test", "/status").await?.status, 308);
+    assert_eq!(get(l7.http, "secure.test", "/").await?.status, 308);
+    // A request path under the exempt prefix on a route that is not: redirected, as nginx
+    // judges the location, not the request.
+    let r = get(l7.http, "secure.test", "/x/.well-known/acme-challenge/t").await?;
+    assert_eq!(r.status, 308);
+
+    let mut next = snap();
+    next.global.http_redirect_code = 301;
+    next.global.no_tls_redirect_locations = vec!["/status".into()];
+    l7.apply(next);
+    let r = get(l7.http, "secure.test", "/").await?;
+    assert_eq!(r.status, 301);
+    assert!(r
+        .header("location")
+        .is_some_and(|l| l.starts_with("https://secure.test")));
+    assert_eq!(get(l7.http, "secure.test", "/status").await?.status, 200);
+    let r = get(l7.http, "secure.test", "/.well-known/acme-challenge/token").await?;
+    assert_eq!(r.status, 301, "the list replaced the default");
+    Ok(())
+}
+
 #[tokio::test]
 async fn l7_serve_tls_with_peeked_bytes_replayed() -> anyhow::Result<()> {
     use tokio::io::AsyncReadExt;

@@ -32,13 +32,15 @@ pub fn rewrite_upstream_redirects(headers: &mut HeaderMap, from: &str, to: &str)
     }
 }
 
-/// 308 to https for a plain-HTTP request when the route asks for it.
+/// `status` (308 unless `http-redirect-code` says otherwise) to https for a plain-HTTP request
+/// when the route asks for it.
 pub fn ssl_redirect(
     policy: &RoutePolicy,
     host_tls: bool,
     host: &str,
     uri: &Uri,
     https_port: u16,
+    status: StatusCode,
 ) -> Option<Response<ResponseBody>> {
     if !(policy.force_ssl_redirect || (policy.ssl_redirect && host_tls)) {
         return None;
@@ -54,7 +56,7 @@ pub fn ssl_redirect(
     } else {
         format!("https://{host}:{https_port}{pq}")
     };
-    Some(errors::redirect(StatusCode::PERMANENT_REDIRECT, &location))
+    Some(errors::redirect(status, &location))
 }
 
 /// The fixed redirect of the route, if any.
