@@ -7,8 +7,14 @@
 //! in the edge prefilter: for every packet to a guarded listener (what passes goes to the
 //! stack), and for each packet that would start a flow on a guarded VIP (what passes goes on
 //! to `xdp_flow`). Established VIP flows and other traffic never pay for it.
+use core::{
+    intrinsics::{atomic_cxchg, AtomicOrdering},
+    ptr::read_volatile,
+};
+
 use aya_ebpf::{
-    btf_maps::lpm_trie::Key, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+    bindings::BPF_NOEXIST, btf_maps::lpm_trie::Key, helpers::bpf_ktime_get_ns, macros::xdp,
+    programs::XdpContext,
 };
 use ingress_common::{
     counters::Stat,
@@ -98,10 +104,13 @@ fn blocked(family: u8, src: &[u32; 4]) -> bool {
     }
 }
 
+/// Compare-and-swap attempts on one source's due time before its SYN is refused: losing that
+/// many races means other CPUs are spending the same source's budget at this very moment.
+const SYN_CAS_TRIES: u32 = 4;
+
 /// Generic cell rate algorithm: a SYN is allowed unless its source's next one is due more
-/// than the burst tolerance ahead of now; an allowed SYN moves that time one interval on.
-/// Not atomic: two CPUs taking SYNs of one source at the same instant may both be allowed,
-/// which lets a burst through slightly larger than configured, never blocks a legal one.
+/// than the burst tolerance ahead of now; an allowed SYN moves that time one interval on, by
+/// compare-and-swap, so SYNs of one source on several CPUs at once are counted one by one.
 #[inline(always)]
 fn syn_allowed(cfg: &EdgeConfig, family: u8, src: &[u32; 4]) -> bool {
     let mut addr = copy_addr(src);
@@ -116,18 +125,45 @@ fn syn_allowed(cfg: &EdgeConfig, family: u8, src: &[u32; 4]) -> bool {
     };
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let Some(due) = SYN_RATE.get_ptr_mut(&key) else {
-        // A source's first SYN; if the insert fails the SYN is let through, as a limiter
-        // that cannot count must not turn into a block.
-        let _ = SYN_RATE.insert(&key, now + cfg.syn_interval_ns, 0);
-        return true;
+    let due = match SYN_RATE.get_ptr_mut(&key) {
+        Some(due) => due,
+        None => {
+            // A source's first SYN. Only one CPU can create the entry; one that finds it
+            // created meanwhile counts against it like any later SYN.
+            if SYN_RATE
+                .insert(&key, now + cfg.syn_interval_ns, BPF_NOEXIST as u64)
+                .is_ok()
+            {
+                return true;
+            }
+            match SYN_RATE.get_ptr_mut(&key) {
+                Some(due) => due,
+                // The map cannot hold it (or it was evicted at once): a limiter that cannot
+                // count must not turn into a block.
+                None => return true,
+            }
+        }
     };
-    // SAFETY: a live map value, read and written once.
-    let next = unsafe { *due }.max(now);
-    if next - now > cfg.syn_tolerance_ns {
-        return false;
+    let mut tries = 0;
+    while tries < SYN_CAS_TRIES {
+        // SAFETY: a live map value; read once, then only swapped atomically.
+        let seen = unsafe { read_volatile(due) };
+        let next = seen.max(now);
+        if next - now > cfg.syn_tolerance_ns {
+            return false;
+        }
+        // SAFETY: as above. The intrinsic, as in the conntrack table's lock, for BPF_CMPXCHG.
+        let (_, won) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                due,
+                seen,
+                next + cfg.syn_interval_ns,
+            )
+        };
+        if won {
+            return true;
+        }
+        tries += 1;
     }
-    // SAFETY: as above.
-    unsafe { *due = next + cfg.syn_interval_ns };
-    true
+    false
 }
