@@ -64,6 +64,9 @@ pub struct Global {
     /// Routes whose path starts with one of these are never redirected to HTTPS
     /// (`no-tls-redirect-locations`), so HTTP-01 challenges answer over HTTP.
     pub no_tls_redirect_locations: Vec<String>,
+    /// Routes whose path starts with one of these skip the global external authentication
+    /// (`no-auth-locations`).
+    pub no_auth_locations: Vec<String>,
 }
 
 impl Default for Global {
@@ -75,6 +78,7 @@ impl Default for Global {
             limit_conn_status: 503,
             http_redirect_code: 308,
             no_tls_redirect_locations: vec!["/.well-known/acme-challenge".into()],
+            no_auth_locations: vec!["/.well-known/acme-challenge".into()],
         }
     }
 }
@@ -753,6 +757,9 @@ pub struct ExternalAuth {
     /// `auth-always-set-cookie`: the service's `Set-Cookie` goes on every answer to the
     /// client, not only on 2xx and redirects.
     pub always_set_cookie: bool,
+    /// From the controller ConfigMap's `global-auth-*` keys, not the Ingress's own: routes in
+    /// `no-auth-locations` skip it.
+    pub global: bool,
 }
 
 /// How long answers of the auth service are kept, and under which key.

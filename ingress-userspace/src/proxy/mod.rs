@@ -69,6 +69,7 @@ pub struct GlobalPolicy {
     pub limit_conn_status: http::StatusCode,
     pub http_redirect_code: http::StatusCode,
     pub no_tls_redirect_locations: Vec<String>,
+    pub no_auth_locations: Vec<String>,
 }
 
 impl Default for GlobalPolicy {
@@ -101,14 +102,18 @@ impl GlobalPolicy {
                 http::StatusCode::PERMANENT_REDIRECT,
             ),
             no_tls_redirect_locations: global.no_tls_redirect_locations.clone(),
+            no_auth_locations: global.no_auth_locations.clone(),
         }
     }
 
     /// Whether a route with path `path` is exempt from the redirect to HTTPS.
     pub fn no_tls_redirect(&self, path: &str) -> bool {
-        self.no_tls_redirect_locations
-            .iter()
-            .any(|l| path.starts_with(l.as_str()))
+        starts_with_any(&self.no_tls_redirect_locations, path)
+    }
+
+    /// Whether a route with path `path` is exempt from the global external authentication.
+    pub fn no_auth(&self, path: &str) -> bool {
+        starts_with_any(&self.no_auth_locations, path)
     }
 
     /// Whether a client is in `block-cidrs`.
@@ -118,6 +123,10 @@ impl GlobalPolicy {
             self.block_cidrs.iter().any(|n| n.contains(&ip))
         }
     }
+}
+
+fn starts_with_any(prefixes: &[String], path: &str) -> bool {
+    prefixes.iter().any(|l| path.starts_with(l.as_str()))
 }
 
 /// Settings of the proxy that do not come from the snapshot.

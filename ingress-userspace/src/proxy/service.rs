@@ -266,7 +266,15 @@ async fn pipeline(
     // Headers of the auth service's answer, for the request going upstream.
     let mut auth_headers = Vec::new();
     let mut auth_cookies = Vec::new();
-    if let Some(ext) = policy.external_auth.as_ref().filter(|_| !granted) {
+    // The global `auth-url` (controller ConfigMap) spares the routes in `no-auth-locations`.
+    let auth_exempt = m
+        .route
+        .is_some_and(|r| config.global.no_auth(r.path.as_str()));
+    if let Some(ext) = policy
+        .external_auth
+        .as_ref()
+        .filter(|ext| !(granted || (ext.global && auth_exempt)))
+    {
         let host = request_host(&req).into_owned();
         let original = outbound::Original {
             method: req.method(),

@@ -2,7 +2,8 @@
 //! settings over the flags' values, and defaults for annotations an Ingress does not set.
 //!
 //! Global keys: `block-cidrs`, the `hsts` family, `limit-req-status-code`,
-//! `limit-conn-status-code`, `http-redirect-code` and `no-tls-redirect-locations`.
+//! `limit-conn-status-code`, `http-redirect-code`, `no-tls-redirect-locations` and
+//! `no-auth-locations`; the `global-auth-*` keys, an `auth-url` for every Ingress.
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
 //! ignored, so the flag's value or the built-in default stays in force. Keys this controller
@@ -39,6 +40,18 @@ pub const DEFAULT_KEYS: &[&str] = &[
     "service-upstream",
     "ssl-redirect",
     "whitelist-source-range",
+];
+
+/// The `global-auth-*` keys: each stands for the `auth-*` annotation without its `global-`.
+pub const GLOBAL_AUTH_KEYS: &[&str] = &[
+    "global-auth-always-set-cookie",
+    "global-auth-cache-duration",
+    "global-auth-cache-key",
+    "global-auth-method",
+    "global-auth-response-headers",
+    "global-auth-signin",
+    "global-auth-signin-redirect-param",
+    "global-auth-url",
 ];
 
 /// ingress-nginx keys that a command-line flag sets here, fixed for the process's life.
@@ -91,11 +104,27 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
         name: nn.name.clone(),
     };
     out.defaults.source = origin.to_string();
+    let data = cm.data.clone().unwrap_or_default();
+    // The other global-auth keys are checked alongside the URL (an annotation family reads
+    // them only with one).
+    let auth_url = data
+        .get("global-auth-url")
+        .filter(|url| check_default(&[("auth-url", url)]).is_ok());
     let mut ignored = Vec::new();
-    for (key, value) in cm.data.iter().flatten() {
+    for (key, value) in &data {
         let result = if DEFAULT_KEYS.contains(&key.as_str()) {
-            check_default(key, value).map(|()| {
+            check_default(&[(key, value)]).map(|()| {
                 out.defaults.values.insert(key.clone(), value.clone());
+            })
+        } else if let Some(name) = GLOBAL_AUTH_KEYS
+            .contains(&key.as_str())
+            .then(|| key.trim_start_matches("global-"))
+        {
+            let url = auth_url.map_or("http://auth.invalid/", String::as_str);
+            check_default(&[("auth-url", url), (name, value)]).map(|()| {
+                out.defaults
+                    .global_auth
+                    .insert(name.to_owned(), value.clone());
             })
         } else {
             match set_global(&mut out.global, key, value.trim()) {
@@ -124,10 +153,13 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
     out
 }
 
-/// Checks a default the way an Ingress carrying it alone as an annotation would be.
-fn check_default(key: &str, value: &str) -> Result<(), String> {
-    let one = BTreeMap::from([(format!("{NGINX_PREFIX}{key}"), value.to_owned())]);
-    annotations::parse("", Some(&one), &Defaults::default())
+/// Checks defaults the way an Ingress carrying just these annotations would be.
+fn check_default(pairs: &[(&str, &str)]) -> Result<(), String> {
+    let map: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (format!("{NGINX_PREFIX}{k}"), (*v).to_owned()))
+        .collect();
+    annotations::parse("", Some(&map), &Defaults::default())
         .result
         .map(drop)
         .map_err(|e| e.reason)
@@ -157,6 +189,7 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "no-tls-redirect-locations" => {
             parse_locations(value).map(|l| g.no_tls_redirect_locations = l)
         }
+        "no-auth-locations" => parse_locations(value).map(|l| g.no_auth_locations = l),
         _ => return None,
     };
     Some(r)

@@ -1082,6 +1082,85 @@ fn without_the_controller_configmap_the_flags_hold() {
     assert_eq!(policy.max_body_bytes, Some(1 << 20));
 }
 
+/// `global-auth-*`: every Ingress without its own `auth-url` and without
+/// `enable-global-auth: "false"` gets them as a whole.
+#[test]
+fn global_auth_from_the_controller_configmap() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(class());
+    let ingress = |name: &str, host: &str| {
+        mk_ingress("ns", name)
+            .host(host)
+            .path("/", "Prefix", "web", 80)
+    };
+    objs.push(ing(ingress("plain", "a.example")));
+    objs.push(ing(
+        ingress("own", "b.example").annotation("auth-url", "http://own.example/auth")
+    ));
+    objs.push(ing(
+        ingress("off", "c.example").annotation("enable-global-auth", "false")
+    ));
+    objs.push(ing(
+        ingress("bad", "d.example").annotation("enable-global-auth", "maybe")
+    ));
+    objs.push(controller_configmap(&[
+        ("global-auth-url", "http://auth.example/check"),
+        ("global-auth-method", "POST"),
+        ("global-auth-response-headers", "X-User"),
+        ("global-auth-signin", "not a url"),
+        ("no-auth-locations", "/public"),
+    ]));
+    let t = run_with(objs, &controller_settings());
+    let auth = |host: &str| {
+        vhost(&t, &exact(host)).routes[0]
+            .target
+            .policy
+            .external_auth
+            .clone()
+    };
+    let plain = auth("a.example").expect("global auth");
+    assert!(plain.global);
+    assert_eq!(
+        (
+            plain.url.as_str(),
+            plain.method.as_str(),
+            plain.signin.as_deref()
+        ),
+        ("http://auth.example/check", "POST", None)
+    );
+    assert_eq!(plain.response_headers, ["x-user"]);
+    let own = auth("b.example").expect("its own auth");
+    assert!(!own.global);
+    assert_eq!(
+        (own.url.as_str(), own.method.as_str()),
+        ("http://own.example/auth", "GET"),
+        "none of the global keys mix into an Ingress's own"
+    );
+    assert!(auth("c.example").is_none(), "enable-global-auth: false");
+    assert!(t
+        .snapshot
+        .http
+        .hosts
+        .iter()
+        .all(|h| h.host != exact("d.example")));
+    assert_eq!(t.snapshot.global.no_auth_locations, ["/public"]);
+    let problems: Vec<(&str, &str)> = t
+        .diagnostics
+        .iter()
+        .map(|d| (d.object.name.as_str(), d.reason))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            ("ingressd", reason::INVALID_CONFIG_KEY),
+            ("bad", reason::INVALID_ANNOTATION)
+        ]
+    );
+    assert!(t.diagnostics[0]
+        .message
+        .starts_with("key global-auth-signin: "));
+}
+
 /// Editing, then deleting, the controller ConfigMap re-translates every Ingress.
 #[test]
 fn controller_configmap_changes_reach_every_ingress() {

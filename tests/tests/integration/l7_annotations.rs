@@ -979,6 +979,7 @@ async fn l7_external_auth() -> anyhow::Result<()> {
                 response_headers: vec!["x-auth-request-user".into()],
                 cache: None,
                 always_set_cookie: false,
+                global: false,
             }))
         })
     };
@@ -1219,6 +1220,7 @@ async fn l7_external_auth_cache() -> anyhow::Result<()> {
                 valid: vec![(Some(200), Duration::from_millis(800))],
             }),
             always_set_cookie: false,
+            global: false,
         }))
     });
     let t = target_with("cached", upstream("private", &[up.addr]), ext);
@@ -1278,6 +1280,7 @@ async fn l7_external_auth_cookies() -> anyhow::Result<()> {
                 response_headers: Vec::new(),
                 cache: None,
                 always_set_cookie: always,
+                global: false,
             }))
         })
     };
@@ -1579,5 +1582,55 @@ async fn l7_mirror_copies_requests_to_a_shadow() -> anyhow::Result<()> {
         .await
     );
     assert_eq!(m.mirrors(MirrorOutcome::Skipped), 0);
+    Ok(())
+}
+
+/// The controller ConfigMap's `global-auth-url` spares routes in `no-auth-locations`
+/// (by default the ACME challenge path); an Ingress's own `auth-url` does not.
+#[tokio::test]
+async fn l7_global_auth_spares_no_auth_locations() -> anyhow::Result<()> {
+    use ingress::snapshot::ExternalAuth;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (auth, _task) = auth_service(seen.clone(), None).await?;
+    let asked = || seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let up = TestServer::echo("app").await?;
+    let ext = |global| {
+        policy(move |p| {
+            p.external_auth = Some(Arc::new(ExternalAuth {
+                url: format!("http://{auth}/oauth2/auth"),
+                method: "GET".into(),
+                signin: None,
+                redirect_param: "rd".into(),
+                response_headers: vec![],
+                cache: None,
+                always_set_cookie: false,
+                global,
+            }))
+        })
+    };
+    let global = target_with("global", upstream("app", &[up.addr]), ext(true));
+    let own = target_with("own", upstream("app", &[up.addr]), ext(false));
+    let mut snap = snapshot(vec![
+        vhost(
+            "g.test",
+            vec![
+                prefix("/.well-known/acme-challenge", &global),
+                prefix("/public", &global),
+                prefix("/", &global),
+            ],
+        ),
+        vhost("o.test", vec![prefix("/public", &own)]),
+    ]);
+    snap.global.no_auth_locations = vec!["/public".into(), "/.well-known/acme-challenge".into()];
+    let l7 = L7::start(snap).await?;
+    // No session cookie: the auth service says 401.
+    assert_eq!(get(l7.http, "g.test", "/private").await?.status, 401);
+    assert_eq!(asked(), 1);
+    assert_eq!(get(l7.http, "g.test", "/public/x").await?.status, 200);
+    let r = get(l7.http, "g.test", "/.well-known/acme-challenge/t").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(asked(), 1, "exempt routes never ask");
+    assert_eq!(get(l7.http, "o.test", "/public/x").await?.status, 401);
+    assert_eq!(asked(), 2, "an Ingress's own auth-url is not exempt");
     Ok(())
 }

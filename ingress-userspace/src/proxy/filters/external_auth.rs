@@ -381,6 +381,7 @@ mod tests {
             response_headers: vec![],
             cache: None,
             always_set_cookie: false,
+            global: false,
         };
         let sub = subrequest(&cfg, &o).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(sub.method(), Method::GET);

@@ -1,6 +1,8 @@
 //! `auth-url`, `auth-method`, `auth-signin`, `auth-signin-redirect-param`,
 //! `auth-response-headers`, `auth-cache-key`, `auth-cache-duration`: external authentication
-//! (see `proxy::filters::external_auth`).
+//! (see `proxy::filters::external_auth`). The controller ConfigMap's `global-auth-*` keys
+//! give every Ingress without its own `auth-url` the same, unless it says
+//! `enable-global-auth: "false"`.
 use std::{sync::Arc, time::Duration};
 
 use super::{is_token, no_space_or_control, parse_token, AnnotationError, Annotations, Reader};
@@ -17,6 +19,9 @@ const VARIABLES: &[&str] = &[
 ];
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
+    // Read (so checked, and never "unread") even without a global auth to turn off.
+    r.flag("enable-global-auth")?;
+    let global = r.comes_from_global_auth("auth-url");
     let Some(url) = r.get("auth-url", parse_url)? else {
         return Ok(());
     };
@@ -82,6 +87,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         response_headers,
         cache,
         always_set_cookie: r.flag("auth-always-set-cookie")?.unwrap_or(false),
+        global,
     }));
     Ok(())
 }

@@ -98,6 +98,9 @@ pub struct Defaults {
     pub source: String,
     /// By annotation name, without prefix.
     pub values: BTreeMap<String, String>,
+    /// The `global-auth-*` keys, by the `auth-*` annotation name they stand for: used as a
+    /// whole by an Ingress without its own `auth-url` and without `enable-global-auth: false`.
+    pub global_auth: BTreeMap<String, String>,
 }
 
 /// The htpasswd Secret of `auth-type: basic`.
@@ -198,6 +201,8 @@ struct Value<'a> {
 pub(crate) struct Reader<'a> {
     by_name: BTreeMap<&'a str, Value<'a>>,
     defaults: &'a Defaults,
+    /// Whether the Ingress takes the global external authentication.
+    global_auth: bool,
     namespace: &'a str,
     /// Names some family looked up.
     read: RefCell<BTreeSet<&'a str>>,
@@ -231,9 +236,17 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+        // Its own `auth-url` replaces the global one entirely, as `enable-global-auth: false`
+        // turns it off (a bad value is reported when the family reads it).
+        let global_auth = !defaults.global_auth.is_empty()
+            && !by_name.contains_key("auth-url")
+            && by_name
+                .get("enable-global-auth")
+                .is_none_or(|v| parse_bool(v.value.trim()) != Ok(false));
         let reader = Reader {
             by_name,
             defaults,
+            global_auth,
             namespace,
             read: RefCell::default(),
         };
@@ -283,8 +296,8 @@ impl<'a> Reader<'a> {
             Some((name, v)) if v.own || !own_only => (*name, Cow::Borrowed(v.key), v.value),
             Some(_) => return Ok(None),
             None if own_only => return Ok(None),
-            None => match self.defaults.values.get_key_value(name) {
-                Some((name, value)) => (name.as_str(), self.default_key(name), value.as_str()),
+            None => match self.default_value(name) {
+                Some((name, key, value)) => (name, key, value),
                 None => return Ok(None),
             },
         };
@@ -299,15 +312,41 @@ impl<'a> Reader<'a> {
     }
 
     /// How a default is named in messages: the ConfigMap and its key.
-    fn default_key(&self, name: &str) -> Cow<'a, str> {
-        Cow::Owned(format!("{} key {name}", self.defaults.source))
+    fn default_key(&self, key: &str) -> Cow<'a, str> {
+        Cow::Owned(format!("{} key {key}", self.defaults.source))
+    }
+
+    /// The default for annotation `name`: a `global-auth-*` key when the Ingress takes the
+    /// global authentication, else the key of the same name.
+    fn default_value(&self, name: &str) -> Option<(&'a str, Cow<'a, str>, &'a str)> {
+        let defaults: &'a Defaults = self.defaults;
+        if self.global_auth {
+            if let Some((n, v)) = defaults.global_auth.get_key_value(name) {
+                return Some((
+                    n.as_str(),
+                    self.default_key(&format!("global-{n}")),
+                    v.as_str(),
+                ));
+            }
+        }
+        defaults
+            .values
+            .get_key_value(name)
+            .map(|(n, v)| (n.as_str(), self.default_key(n), v.as_str()))
+    }
+
+    /// Whether annotation `name` would come from the global external authentication.
+    fn comes_from_global_auth(&self, name: &str) -> bool {
+        self.global_auth
+            && !self.by_name.contains_key(name)
+            && self.defaults.global_auth.contains_key(name)
     }
 
     /// An error about annotation `name`, which is present, as given.
     fn error(&self, name: &str, reason: &str) -> AnnotationError {
-        let (key, value) = match (self.by_name.get(name), self.defaults.values.get(name)) {
+        let (key, value) = match (self.by_name.get(name), self.default_value(name)) {
             (Some(v), _) => (v.key.to_owned(), v.value.to_owned()),
-            (None, Some(d)) => (self.default_key(name).into_owned(), d.clone()),
+            (None, Some((_, key, value))) => (key.into_owned(), value.to_owned()),
             (None, None) => (format!("{NGINX_PREFIX}{name}"), String::new()),
         };
         AnnotationError {
@@ -437,6 +476,7 @@ mod tests {
                 ("proxy-body-size".to_string(), "2k".to_string()),
                 ("ssl-redirect".to_string(), "false".to_string()),
             ]),
+            ..Default::default()
         };
         let map = BTreeMap::from([(format!("{NGINX_PREFIX}proxy-body-size"), "8k".to_string())]);
         let p = parse("ns", Some(&map), &defaults);
