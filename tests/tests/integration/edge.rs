@@ -78,11 +78,7 @@ fn the_binary_drops_blocked_clients_and_syn_bursts_in_the_driver() {
     assert!(counter(&m, "drop_blocked") >= 3, "{m}");
     // What is guarded, as `ingressd inspect` reads it from the pins: the wildcard HTTP
     // listener on each node address the flags name, the HTTPS listener, the VIP.
-    let out = std::process::Command::new(BIN)
-        .args(["inspect", "--pin-dir", &pin_dir])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = inspect(&pin_dir);
     for line in [
         "edge: 5 guarded destinations, 2 blocked prefixes, no SYN rate limit",
         "guarded 198.18.0.1:8081/tcp  (listener)",
@@ -99,7 +95,7 @@ fn the_binary_drops_blocked_clients_and_syn_bursts_in_the_driver() {
     d.wait(Duration::from_secs(10)).unwrap();
 
     // Restarted over the same pinned maps without the block list, with a SYN rate.
-    let mut d = start(
+    let d = start(
         &topo,
         dir.path(),
         &pin_dir,
@@ -114,17 +110,18 @@ fn the_binary_drops_blocked_clients_and_syn_bursts_in_the_driver() {
     let m = d.metrics().unwrap_or_default();
     assert!(counter(&m, "drop_syn_rate") >= 1, "{m}");
     assert!(counter(&m, "pass_edge_checked") >= 1, "{m}");
-    let out = std::process::Command::new(BIN)
-        .args(["inspect", "--pin-dir", &pin_dir])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = inspect(&pin_dir);
     let want = "edge: 5 guarded destinations, 0 blocked prefixes, SYN rate 1/s per source, burst 2";
     assert!(text.contains(want), "{text}");
+    stop_and_clean(d, &pin_dir);
+}
+
+/// Stops ingressd and removes its pins (its programs stay attached through them).
+fn stop_and_clean(mut d: Ingressd, pin_dir: &str) {
     d.signal(libc::SIGTERM).unwrap();
     d.wait(Duration::from_secs(10)).unwrap();
     let _ = std::process::Command::new(BIN)
-        .args(["cleanup", "--pin-dir", &pin_dir])
+        .args(["cleanup", "--pin-dir", pin_dir])
         .status();
     let _ = sh(&format!("rm -rf {pin_dir}"));
 }
@@ -165,7 +162,7 @@ fn the_controller_configmaps_block_list_reaches_the_driver_without_a_restart() {
     let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
     let http: SocketAddr = "198.18.0.1:8081".parse().unwrap();
 
-    let mut d = start(
+    let d = start(
         &topo,
         dir.path(),
         &pin_dir,
@@ -195,10 +192,5 @@ fn the_controller_configmaps_block_list_reaches_the_driver_without_a_restart() {
     });
     assert!(reaches(&topo, vip));
 
-    d.signal(libc::SIGTERM).unwrap();
-    d.wait(Duration::from_secs(10)).unwrap();
-    let _ = std::process::Command::new(BIN)
-        .args(["cleanup", "--pin-dir", &pin_dir])
-        .status();
-    let _ = sh(&format!("rm -rf {pin_dir}"));
+    stop_and_clean(d, &pin_dir);
 }

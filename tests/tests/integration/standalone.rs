@@ -89,6 +89,35 @@ fn free_addr() -> SocketAddr {
     tests::ports::free_loopback_addr()
 }
 
+/// `ingressd run` in standalone mode on `dir`, with its own pin directory named after `pins`,
+/// the listeners given (`127.0.0.1:0` for one not used) and `extra` flags.
+fn standalone_args(
+    dir: &std::path::Path,
+    http: &str,
+    https: &str,
+    admin: SocketAddr,
+    pins: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--manifests",
+        &dir.to_string_lossy(),
+        "--http-addr",
+        http,
+        "--https-addr",
+        https,
+        "--admin-addr",
+        &admin.to_string(),
+        "--pin-dir",
+        &format!("/sys/fs/bpf/ingressd-{pins}-{}", std::process::id()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// Starts `ingressd run <args>` and waits until it reports ready (off the async threads: the
 /// wait polls the admin port with blocking I/O).
 async fn start_ready(args: Vec<String>, admin: SocketAddr, log: std::path::PathBuf) -> Ingressd {
@@ -108,21 +137,15 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("all.yaml"), manifests(up.addr)).expect("manifests");
     let (http, admin) = (free_addr(), free_addr());
-    let args: Vec<String> = [
-        "--manifests",
-        &dir.path().to_string_lossy(),
-        "--http-addr",
-        &http.to_string(),
-        "--https-addr",
+    let http_addr = http.to_string();
+    let args = standalone_args(
+        dir.path(),
+        &http_addr,
         "127.0.0.1:0",
-        "--admin-addr",
-        &admin.to_string(),
-        "--pin-dir",
-        &format!("/sys/fs/bpf/ingressd-standalone-{}", std::process::id()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        admin,
+        "standalone",
+        &[],
+    );
     let mut p = start_ready(args, admin, dir.path().join("log")).await;
 
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -177,25 +200,16 @@ async fn default_certificate_from_files_serves_unknown_sni() {
     std::fs::write(&key_path, key).expect("write key");
     let (http, https, admin) = (free_addr(), free_addr(), free_addr());
     let args = |key: &std::path::Path| -> Vec<String> {
-        [
-            "--manifests",
-            &dir.path().to_string_lossy(),
-            "--http-addr",
+        let (cert, key) = (cert_path.to_string_lossy(), key.to_string_lossy());
+        let certs = ["--default-tls-cert", &cert, "--default-tls-key", &key];
+        standalone_args(
+            dir.path(),
             &http.to_string(),
-            "--https-addr",
             &https.to_string(),
-            "--admin-addr",
-            &admin.to_string(),
-            "--pin-dir",
-            &format!("/sys/fs/bpf/ingressd-defcert-{}", std::process::id()),
-            "--default-tls-cert",
-            &cert_path.to_string_lossy(),
-            "--default-tls-key",
-            &key.to_string_lossy(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+            admin,
+            "defcert",
+            &certs,
+        )
     };
 
     // A key file that is not a key: startup fails and says why.
@@ -335,23 +349,15 @@ async fn sigterm_lets_open_passthrough_connections_finish() {
     let yaml = class_and_service_yaml("tls-backend", &backend.addr.to_string(), "https", 443);
     std::fs::write(dir.path().join("all.yaml"), yaml + &ingress).expect("manifests");
     let (https, admin) = (free_addr(), free_addr());
-    let args: Vec<String> = [
-        "--manifests",
-        &dir.path().to_string_lossy(),
-        "--http-addr",
+    let https_addr = https.to_string();
+    let args = standalone_args(
+        dir.path(),
         "127.0.0.1:0",
-        "--https-addr",
-        &https.to_string(),
-        "--admin-addr",
-        &admin.to_string(),
-        "--drain-timeout",
-        "30s",
-        "--pin-dir",
-        &format!("/sys/fs/bpf/ingressd-ptdrain-{}", std::process::id()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        &https_addr,
+        admin,
+        "ptdrain",
+        &["--drain-timeout", "30s"],
+    );
     let mut p = start_ready(args, admin, dir.path().join("log")).await;
 
     let mut tls = tls_over(connect(https).await, HOST, pki.client_config())
@@ -484,21 +490,8 @@ spec:
     let all = class_and_service_yaml("app", &up.addr.to_string(), "http", 80) + &yaml;
     std::fs::write(dir.path().join("all.yaml"), all).expect("manifests");
     let (http, https, admin) = (free_addr(), free_addr(), free_addr());
-    let args: Vec<String> = [
-        "--manifests",
-        &dir.path().to_string_lossy(),
-        "--http-addr",
-        &http.to_string(),
-        "--https-addr",
-        &https.to_string(),
-        "--admin-addr",
-        &admin.to_string(),
-        "--pin-dir",
-        &format!("/sys/fs/bpf/ingressd-mtls-{}", std::process::id()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let (http_addr, https_addr) = (http.to_string(), https.to_string());
+    let args = standalone_args(dir.path(), &http_addr, &https_addr, admin, "mtls", &[]);
     let mut p = start_ready(args, admin, dir.path().join("log")).await;
     let status = |identity| {
         let server_ca = &server_ca;
@@ -575,24 +568,19 @@ async fn proxy_protocol_from_a_load_balancer_reaches_passthrough_and_l7_backends
         + &tests::ingressd::ingress_yaml("web", "web.test", "web", 80);
     std::fs::write(dir.path().join("all.yaml"), yaml).expect("manifests");
     let (http, https, admin) = (free_addr(), free_addr(), free_addr());
-    let args: Vec<String> = [
-        "--manifests",
-        &dir.path().to_string_lossy(),
-        "--http-addr",
-        &http.to_string(),
-        "--https-addr",
-        &https.to_string(),
-        "--admin-addr",
-        &admin.to_string(),
-        "--use-proxy-protocol",
-        "--proxy-real-ip-cidr",
-        "127.0.0.0/8,::1/128",
-        "--pin-dir",
-        &format!("/sys/fs/bpf/ingressd-ppin-{}", std::process::id()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let (http_addr, https_addr) = (http.to_string(), https.to_string());
+    let args = standalone_args(
+        dir.path(),
+        &http_addr,
+        &https_addr,
+        admin,
+        "ppin",
+        &[
+            "--use-proxy-protocol",
+            "--proxy-real-ip-cidr",
+            "127.0.0.0/8,::1/128",
+        ],
+    );
     let p = start_ready(args, admin, dir.path().join("log")).await;
 
     // Passthrough: the header goes first, in the ClientHello's segment (the kernel splice
@@ -715,23 +703,15 @@ async fn the_controller_configmap_applies_without_a_restart() {
         move |data: &str| std::fs::write(&cm, controller_configmap(data)).expect("configmap");
     write_cm("  proxy-body-size: 1k\n  worker-processes: \"4\"\n");
     let (http, admin) = (free_addr(), free_addr());
-    let args: Vec<String> = [
-        "--manifests",
-        &dir.path().to_string_lossy(),
-        "--configmap",
-        "ingress-system/ingressd",
-        "--http-addr",
-        &http.to_string(),
-        "--https-addr",
+    let http_addr = http.to_string();
+    let args = standalone_args(
+        dir.path(),
+        &http_addr,
         "127.0.0.1:0",
-        "--admin-addr",
-        &admin.to_string(),
-        "--pin-dir",
-        &format!("/sys/fs/bpf/ingressd-configmap-{}", std::process::id()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        admin,
+        "configmap",
+        &["--configmap", "ingress-system/ingressd"],
+    );
     let mut p = start_ready(args, admin, dir.path().join("log")).await;
 
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
