@@ -204,8 +204,8 @@ fn pin_to_cpu(cpu: usize) {
 
 /// SYNs of one source racing on two CPUs are counted one by one: no more pass than the
 /// burst plus what the rate refills while they run. The race is rare: the earlier version
-/// without compare-and-swap let 3 SYNs too many through in 1 of 17 runs here, so this bounds
-/// the behaviour under real contention rather than proving there is no race.
+/// without compare-and-swap let 3 SYNs too many through once in 76 such races here, so this
+/// bounds the behaviour under real contention rather than proving there is no race.
 #[test]
 fn syns_of_one_source_on_two_cpus_at_once_share_one_budget() {
     const BURST: u32 = 200;
