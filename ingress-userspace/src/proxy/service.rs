@@ -166,10 +166,11 @@ async fn pipeline(
 
     // Rewrite phase: redirects. Behind a load balancer that terminated TLS, its
     // `X-Forwarded-Proto` says whether the client used HTTPS.
-    let exempt = m
-        .route
-        .is_some_and(|r| config.global.no_tls_redirect(r.path.as_str()));
-    if !client.https && !exempt {
+    if !client.https
+        && !m
+            .route
+            .is_some_and(|r| config.global.no_tls_redirect(r.path.as_str()))
+    {
         let (port, status) = (shared.options.https_port, config.global.http_redirect_code);
         if let Some(r) = redirect::ssl_redirect(policy, m.host_tls, &host, req.uri(), port, status)
         {
@@ -267,13 +268,14 @@ async fn pipeline(
     let mut auth_headers = Vec::new();
     let mut auth_cookies = Vec::new();
     // The global `auth-url` (controller ConfigMap) spares the routes in `no-auth-locations`.
-    let auth_exempt = m
-        .route
-        .is_some_and(|r| config.global.no_auth(r.path.as_str()));
+    let auth_exempt = || {
+        m.route
+            .is_some_and(|r| config.global.no_auth(r.path.as_str()))
+    };
     if let Some(ext) = policy
         .external_auth
         .as_ref()
-        .filter(|ext| !(granted || (ext.global && auth_exempt)))
+        .filter(|ext| !(granted || (ext.global && auth_exempt())))
     {
         let host = request_host(&req).into_owned();
         let original = outbound::Original {
