@@ -295,6 +295,7 @@ impl App {
             default_certificate: default_certificate(&args)?,
             ..ProxyOptions::from_run_args(&args)
         })?;
+        proxy.seed_global(&settings.global);
         let pt_config = PassthroughConfig {
             userspace: args.passthrough_userspace,
             kernel_log: args.kernel_log,

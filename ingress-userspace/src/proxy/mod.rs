@@ -263,6 +263,17 @@ impl Proxy {
         &self.shared.options
     }
 
+    /// Holds the flags' controller-wide settings (the block list above all) until the first
+    /// snapshot arrives, which in a cluster waits for every watch to list.
+    pub fn seed_global(&self, global: &crate::snapshot::Global) {
+        if self.shared.config.load().generation == 0 {
+            self.install(ActiveConfig {
+                global: GlobalPolicy::compile(global),
+                ..ActiveConfig::default()
+            });
+        }
+    }
+
     /// Makes `config` the one new requests and handshakes use.
     pub(crate) fn install(&self, config: ActiveConfig) {
         let old = self.shared.config.swap(Arc::new(config));
@@ -305,4 +316,29 @@ fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Some(std::time::Duration::from_secs(60)))
         .keep_alive_timeout(std::time::Duration::from_secs(20));
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_block_list_holds_before_the_first_snapshot_and_not_after() {
+        let proxy = Proxy::new(ProxyOptions::default()).expect("proxy");
+        let client: std::net::IpAddr = "192.0.2.7".parse().expect("ip");
+        assert!(!proxy.active().global.blocked(client));
+        let flags = crate::snapshot::Global {
+            block_cidrs: vec!["192.0.2.0/24".parse().expect("net")],
+            ..Default::default()
+        };
+        proxy.seed_global(&flags);
+        assert!(proxy.active().global.blocked(client));
+        // A snapshot decides from then on, and a late seed does not undo it.
+        proxy.install(ActiveConfig {
+            generation: 1,
+            ..ActiveConfig::default()
+        });
+        proxy.seed_global(&flags);
+        assert!(!proxy.active().global.blocked(client));
+    }
 }
