@@ -19,7 +19,7 @@ use ingress_common::{
 use ipnet::IpNet;
 use tracing::{debug, warn};
 
-use super::maps::{dest_key, ApplyError};
+use super::maps::{bitmap, dest_key, ApplyError};
 use crate::maps::edge::EdgeWriter;
 
 /// New TCP connections allowed per source address (an IPv6 /64) per second, and how many may
@@ -95,15 +95,15 @@ impl<W: EdgeWriter> EdgeApplier<W> {
 
     /// Makes the prefilter mark exactly `keys` (and their addresses).
     fn write_filter(&mut self, keys: &[VipKey]) -> Result<(), ApplyError> {
-        let mut words = vec![0u64; (EDGE_FILTER_BITS / 64) as usize];
-        for key in keys {
-            for bit in [
-                edge_filter_bit(&key.addr, key.port, key.proto),
-                edge_addr_filter_bit(&key.addr),
-            ] {
-                words[(bit / 64) as usize] |= 1 << (bit % 64);
-            }
-        }
+        let words = bitmap(
+            EDGE_FILTER_BITS,
+            keys.iter().flat_map(|k| {
+                [
+                    edge_filter_bit(&k.addr, k.port, k.proto),
+                    edge_addr_filter_bit(&k.addr),
+                ]
+            }),
+        );
         if self.filter.as_ref() != Some(&words) {
             self.writer.write_filter(&words)?;
             self.filter = Some(words);

@@ -134,6 +134,15 @@ pub fn vip_key(svc: &L4Service) -> VipKey {
     dest_key(SocketAddr::new(svc.vip, svc.port), proto)
 }
 
+/// A prefilter bitmap of `n_bits` bits with `bits` set.
+pub(super) fn bitmap(n_bits: u32, bits: impl IntoIterator<Item = u32>) -> Vec<u64> {
+    let mut words = vec![0u64; (n_bits / 64) as usize];
+    for bit in bits {
+        words[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+    words
+}
+
 /// The map key of a destination address, port and IP protocol (VIPS, EDGE_DESTS).
 pub fn dest_key(dest: SocketAddr, proto: u8) -> VipKey {
     let (addr, family) = addr_words(dest.ip());
@@ -477,15 +486,15 @@ impl<W: MapWriter> L4Applier<W> {
     }
 
     fn sync_vip_filter(&mut self) -> Result<(), ApplyError> {
-        let mut words = vec![0u64; (VIP_FILTER_BITS / 64) as usize];
-        for k in self.vips.keys() {
-            for bit in [
-                vip_filter_bit(&k.addr, k.port, k.proto),
-                vip_addr_filter_bit(&k.addr),
-            ] {
-                words[(bit / 64) as usize] |= 1 << (bit % 64);
-            }
-        }
+        let words = bitmap(
+            VIP_FILTER_BITS,
+            self.vips.keys().flat_map(|k| {
+                [
+                    vip_filter_bit(&k.addr, k.port, k.proto),
+                    vip_addr_filter_bit(&k.addr),
+                ]
+            }),
+        );
         if self.vip_filter.as_ref() != Some(&words) {
             self.writer.write_vip_filter(&words)?;
             self.vip_filter = Some(words);

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    annotations::{self, parse_bool, parse_in_range, Defaults, NGINX_PREFIX},
+    annotations::{self, no_space_or_control, parse_bool, parse_in_range, Defaults, NGINX_PREFIX},
     reason, Diagnostic,
 };
 use crate::{
@@ -104,14 +104,15 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
         name: nn.name.clone(),
     };
     out.defaults.source = origin.to_string();
-    let data = cm.data.clone().unwrap_or_default();
+    let no_data = BTreeMap::new();
+    let data = cm.data.as_ref().unwrap_or(&no_data);
     // The other global-auth keys are checked alongside the URL (an annotation family reads
     // them only with one).
     let auth_url = data
         .get("global-auth-url")
         .filter(|url| check_default(&[("auth-url", url)]).is_ok());
     let mut ignored = Vec::new();
-    for (key, value) in &data {
+    for (key, value) in data {
         let result = if DEFAULT_KEYS.contains(&key.as_str()) {
             check_default(&[(key, value)]).map(|()| {
                 out.defaults.values.insert(key.clone(), value.clone());
@@ -201,7 +202,8 @@ fn parse_locations(v: &str) -> Result<Vec<String>, String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
-            if s.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            no_space_or_control(s)?;
+            if s.starts_with('/') {
                 Ok(s.to_owned())
             } else {
                 Err(format!("{s:?} is not an absolute path"))
