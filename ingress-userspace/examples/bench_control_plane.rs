@@ -356,11 +356,7 @@ async fn main() {
         &first.diagnostics[..1]
     );
     // The L7 proxy the snapshots are applied to, as the app does after each translation.
-    let proxy = Proxy::new(ProxyOptions {
-        access_log: false,
-        ..Default::default()
-    })
-    .expect("proxy");
+    let proxy = Proxy::new(ProxyOptions::default()).expect("proxy");
     let applier = ProxyApplier::new(proxy);
     let t0 = Instant::now();
     applier.apply(&first.snapshot);

@@ -91,6 +91,8 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
         global: Global {
             block_cidrs: args.edge.block_cidrs.clone(),
             hsts: args.hsts.settings(),
+            real_ip: args.real_ip.settings(),
+            access_log: args.access_log,
             ..Global::default()
         },
         controller_name: args.controller_name.clone(),

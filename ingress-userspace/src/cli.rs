@@ -92,9 +92,9 @@ pub struct RunArgs {
     pub identity: Option<String>,
 
     /// The controller ConfigMap `namespace/name` (ingress-nginx's `--configmap`): `block-cidrs`,
-    /// the `hsts` keys, and defaults for annotations (`proxy-body-size`, `ssl-redirect`,
-    /// `whitelist-source-range`, ...). Its keys replace the flags of the same names; changes
-    /// apply without a restart.
+    /// the `hsts` keys, `use-forwarded-headers` and the other load-balancer keys, and defaults
+    /// for annotations (`proxy-body-size`, `ssl-redirect`, `whitelist-source-range`, ...). Its
+    /// keys replace the flags of the same names; changes apply without a restart.
     #[arg(long)]
     pub configmap: Option<String>,
     /// ConfigMap `namespace/name` listing TCP services (`"port": "ns/svc:port"`).
@@ -129,10 +129,6 @@ pub struct RunArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
 
-    /// Append the client address to an incoming `X-Forwarded-For` instead of replacing it
-    /// (ingress-nginx's `compute-full-forwarded-for`): only behind a trusted proxy.
-    #[arg(long)]
-    pub compute_full_forwarded_for: bool,
     /// On SIGTERM, wait this long for in-flight requests and open TLS passthrough connections
     /// before exiting.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -170,6 +166,10 @@ pub struct RealIpArgs {
     /// terminates TLS in front (`use-forwarded-headers`).
     #[arg(long)]
     pub use_forwarded_headers: bool,
+    /// Believe only the client address in `--forwarded-for-header` from peers in
+    /// `--proxy-real-ip-cidr`, e.g. `CF-Connecting-IP` behind a CDN (`enable-real-ip`).
+    #[arg(long)]
+    pub enable_real_ip: bool,
     /// Peers whose PROXY headers and forwarding headers are believed, comma-separated
     /// (`proxy-real-ip-cidr`). Narrow it to the load balancer's addresses.
     #[arg(long, value_delimiter = ',', default_value = "0.0.0.0/0,::/0")]
@@ -177,17 +177,22 @@ pub struct RealIpArgs {
     /// The header that names the client's address (`forwarded-for-header`).
     #[arg(long, default_value = "X-Forwarded-For")]
     pub forwarded_for_header: http::HeaderName,
+    /// Append the client address to an incoming `X-Forwarded-For` instead of replacing it
+    /// (ingress-nginx's `compute-full-forwarded-for`): only behind a trusted proxy.
+    #[arg(long)]
+    pub compute_full_forwarded_for: bool,
 }
 
 impl RealIpArgs {
-    /// The proxy's settings from these flags.
-    pub fn settings(&self) -> crate::proxy::real_ip::RealIp {
-        crate::proxy::real_ip::RealIp {
+    /// The settings from these flags (the controller ConfigMap's keys go over them).
+    pub fn settings(&self) -> crate::snapshot::RealIp {
+        crate::snapshot::RealIp {
             proxy_protocol: self.use_proxy_protocol,
             forwarded_headers: self.use_forwarded_headers,
+            enable_real_ip: self.enable_real_ip,
             trusted: self.proxy_real_ip_cidr.clone(),
-            forwarded_for: self.forwarded_for_header.clone(),
-            ..Default::default()
+            forwarded_for: self.forwarded_for_header.as_str().to_owned(),
+            compute_full_forwarded_for: self.compute_full_forwarded_for,
         }
     }
 }

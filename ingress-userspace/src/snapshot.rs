@@ -67,6 +67,10 @@ pub struct Global {
     /// Routes whose path starts with one of these skip the global external authentication
     /// (`no-auth-locations`).
     pub no_auth_locations: Vec<String>,
+    /// Behind a load balancer: where the client's address and scheme come from.
+    pub real_ip: RealIp,
+    /// One JSON access-log line per request (`disable-access-log` turns it off).
+    pub access_log: bool,
 }
 
 impl Default for Global {
@@ -79,6 +83,41 @@ impl Default for Global {
             http_redirect_code: 308,
             no_tls_redirect_locations: vec!["/.well-known/acme-challenge".into()],
             no_auth_locations: vec!["/.well-known/acme-challenge".into()],
+            real_ip: RealIp::default(),
+            access_log: true,
+        }
+    }
+}
+
+/// Who the client is behind another proxy (`use-proxy-protocol`, `use-forwarded-headers`,
+/// `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header`,
+/// `compute-full-forwarded-for`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealIp {
+    /// Every connection starts with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: bool,
+    /// Trusted peers' `X-Forwarded-*` headers name the client, scheme, port and host.
+    pub forwarded_headers: bool,
+    /// Trusted peers' `forwarded_for` header names the client, and nothing else is believed
+    /// (`enable-real-ip`, e.g. with `CF-Connecting-IP`).
+    pub enable_real_ip: bool,
+    /// The peers whose PROXY header or forwarding headers are believed.
+    pub trusted: Vec<IpNet>,
+    /// The header naming the client's address, lower case.
+    pub forwarded_for: String,
+    /// Append the client to an incoming `X-Forwarded-For` instead of replacing it.
+    pub compute_full_forwarded_for: bool,
+}
+
+impl Default for RealIp {
+    fn default() -> Self {
+        RealIp {
+            proxy_protocol: false,
+            forwarded_headers: false,
+            enable_real_ip: false,
+            trusted: vec![IpNet::V4(Default::default()), IpNet::V6(Default::default())],
+            forwarded_for: "x-forwarded-for".into(),
+            compute_full_forwarded_for: false,
         }
     }
 }

@@ -16,8 +16,8 @@ use ingress::{
     apply::proxy::ProxyApplier,
     proxy::{Proxy, ProxyOptions},
     snapshot::{
-        BackendProtocol, ClientAuth, HostMatch, HttpConfig, ObjectRef, PathMatch, Pattern, Route,
-        RoutePolicy, RouteTarget, Snapshot, TlsCert, TlsConfig, Upstream, VerifyClient,
+        BackendProtocol, ClientAuth, Global, HostMatch, HttpConfig, ObjectRef, PathMatch, Pattern,
+        Route, RoutePolicy, RouteTarget, Snapshot, TlsCert, TlsConfig, Upstream, VerifyClient,
         VirtualHost,
     },
 };
@@ -170,8 +170,19 @@ pub fn snapshot(hosts: Vec<VirtualHost>) -> Snapshot {
             hosts,
             default_backend: None,
         },
+        // Quiet unless a test is about the access log (`with_access_log`).
+        global: Global {
+            access_log: false,
+            ..Default::default()
+        },
         ..Default::default()
     }
+}
+
+/// The snapshot with the access log on.
+pub fn with_access_log(mut snap: Snapshot) -> Snapshot {
+    snap.global.access_log = true;
+    snap
 }
 
 /// Adds a certificate for `hosts` to a snapshot.
@@ -211,16 +222,9 @@ impl Drop for L7 {
 }
 
 impl L7 {
-    /// Starts with the access log off and default limits.
+    /// Starts with default limits.
     pub async fn start(snap: Snapshot) -> anyhow::Result<L7> {
-        Self::start_with(
-            ProxyOptions {
-                access_log: false,
-                ..Default::default()
-            },
-            snap,
-        )
-        .await
+        Self::start_with(ProxyOptions::default(), snap).await
     }
 
     /// Starts with `options` (the https port is set from the bound listener).

@@ -118,7 +118,7 @@ impl Completion {
 /// Counts and logs a request that hyper refused while parsing its head (and answered with
 /// `status` itself): nothing of it is known but the client.
 pub(crate) fn refused(shared: &super::Shared, client: IpAddr, status: u16) {
-    let record = shared.options.access_log.then(|| {
+    let record = shared.config.load().global.access_log.then(|| {
         Box::new(AccessRecord {
             method: None,
             host: String::new(),

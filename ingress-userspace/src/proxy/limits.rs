@@ -35,6 +35,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Time allowed for a TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Time a new connection has to send its PROXY protocol header (`use-proxy-protocol`).
+    pub proxy_protocol_timeout: Duration,
     /// Time a write to the client may make no progress (a client that stopped reading)
     /// before the connection is closed: nginx's `send_timeout`. An HTTP/2 stream that gets
     /// no flow-control window for this long is reset instead (`body::StallShared`).
@@ -61,6 +63,7 @@ impl Default for Limits {
             max_headers: 100,
             header_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
+            proxy_protocol_timeout: Duration::from_secs(5),
             client_send_timeout: Duration::from_secs(60),
             h2_max_concurrent_streams: 128,
             max_requests_per_connection: 1000,

@@ -210,22 +210,23 @@ impl Proxy {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Option<Origin> {
-        let real_ip = &self.shared.options.real_ip;
-        if !real_ip.proxy_protocol {
+        // Read before the wait: a guard is not held across it.
+        let (proxy_protocol, trusted) = {
+            let config = self.shared.config.load();
+            let real_ip = &config.global.real_ip;
+            (real_ip.proxy_protocol, real_ip.trusts(peer.ip()))
+        };
+        if !proxy_protocol {
             return Some(Origin::direct(peer, local));
         }
-        let read = crate::proxy_protocol::read(stream, real_ip.header_timeout);
+        let timeout = self.shared.options.limits.proxy_protocol_timeout;
+        let read = crate::proxy_protocol::read(stream, timeout);
         let header = tokio::select! {
             header = read => header,
             _ = self.shared.drain.stop.cancelled() => return None,
         };
         match header {
-            Ok(h) => Some(Origin::from_header(
-                &h,
-                peer,
-                local,
-                real_ip.trusts(peer.ip()),
-            )),
+            Ok(h) => Some(Origin::from_header(&h, peer, local, trusted)),
             Err(e) => {
                 self.shared.metrics.proxy_protocol_refused();
                 tracing::debug!(%peer, error = %e, "closing connection: PROXY protocol header");
@@ -337,18 +338,23 @@ async fn serve_conn<S>(
         super::slow_reader::SendDeadline::new(stream, shared.options.limits.client_send_timeout);
     let (io, framing) = FramingGuard::new(stream);
     let activity = super::idle::Activity::new(shared.options.limits.max_requests_per_connection);
+    let fwd = {
+        let config = shared.config.load();
+        let real_ip = &config.global.real_ip;
+        ForwardedValues::new(
+            origin.client.ip(),
+            origin.local.port(),
+            tls,
+            real_ip.compute_full_forwarded_for,
+        )
+        .with_trust(real_ip.trusts(origin.peer))
+    };
     let ctx = Arc::new(ConnCtx {
         tls,
         client_chain: client.chain,
         client_cert_asked: client.asked,
         client_verdict: std::sync::Mutex::new(None),
-        fwd: ForwardedValues::new(
-            origin.client.ip(),
-            origin.local.port(),
-            tls,
-            shared.options.compute_full_forwarded_for,
-        )
-        .with_trust(shared.options.real_ip.trusts(origin.peer)),
+        fwd,
         framing,
         activity: activity.clone(),
     });

@@ -70,6 +70,12 @@ pub struct GlobalPolicy {
     pub http_redirect_code: http::StatusCode,
     pub no_tls_redirect_locations: Vec<String>,
     pub no_auth_locations: Vec<String>,
+    /// Behind a load balancer: the PROXY protocol and trusted forwarding headers. A
+    /// connection keeps the PROXY setting and peer trust it was accepted with; requests on it
+    /// read the forwarding headers the way the newest settings say.
+    pub real_ip: real_ip::RealIp,
+    /// Write one JSON access-log line per request (tracing target `access_log`).
+    pub access_log: bool,
 }
 
 impl Default for GlobalPolicy {
@@ -103,6 +109,8 @@ impl GlobalPolicy {
             ),
             no_tls_redirect_locations: global.no_tls_redirect_locations.clone(),
             no_auth_locations: global.no_auth_locations.clone(),
+            real_ip: real_ip::RealIp::compile(&global.real_ip),
+            access_log: global.access_log,
         }
     }
 
@@ -132,28 +140,19 @@ fn starts_with_any(prefixes: &[String], path: &str) -> bool {
 /// Settings of the proxy that do not come from the snapshot.
 #[derive(Clone, Debug)]
 pub struct ProxyOptions {
-    /// Write one JSON access-log line per request (tracing target `access_log`).
-    pub access_log: bool,
     pub limits: Limits,
     /// Port put in `ssl-redirect` locations (omitted when 443).
     pub https_port: u16,
     /// Certificate for unknown or missing SNI; a self-signed one is generated when `None`.
     pub default_certificate: Option<Arc<CertifiedKey>>,
-    /// Append the client to an incoming `X-Forwarded-For` (else it is replaced).
-    pub compute_full_forwarded_for: bool,
-    /// Behind a load balancer: the PROXY protocol and trusted forwarding headers.
-    pub real_ip: real_ip::RealIp,
 }
 
 impl Default for ProxyOptions {
     fn default() -> Self {
         ProxyOptions {
-            access_log: true,
             limits: Limits::default(),
             https_port: 443,
             default_certificate: None,
-            compute_full_forwarded_for: false,
-            real_ip: real_ip::RealIp::default(),
         }
     }
 }
@@ -162,10 +161,7 @@ impl ProxyOptions {
     /// Options from the `run` command line.
     pub fn from_run_args(args: &RunArgs) -> Self {
         ProxyOptions {
-            access_log: args.access_log,
             https_port: args.https_addr.port(),
-            compute_full_forwarded_for: args.compute_full_forwarded_for,
-            real_ip: args.real_ip.settings(),
             limits: Limits {
                 upstream_max_idle_per_endpoint: args.limits.upstream_keepalive_connections,
                 upstream_idle_timeout: args.limits.upstream_keepalive_timeout,

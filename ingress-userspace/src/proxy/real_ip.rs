@@ -2,14 +2,14 @@
 //! it used, from the PROXY protocol header or the forwarding headers of a trusted peer. The
 //! settings are ingress-nginx's ConfigMap keys `use-proxy-protocol`, `use-forwarded-headers`,
 //! `proxy-real-ip-cidr` and `forwarded-for-header`.
-use std::{net::IpAddr, time::Duration};
+use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use super::headers::{ForwardedValues, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO};
 
-/// Where the client's address and scheme come from.
+/// Where the client's address and scheme come from, compiled from the snapshot's settings.
 #[derive(Clone, Debug)]
 pub struct RealIp {
     /// Every connection starts with a PROXY protocol header (v1 or v2), whose source address
@@ -19,27 +19,38 @@ pub struct RealIp {
     /// `X-Forwarded-Proto`/`-Port`/`-Host`, and (without the PROXY protocol) its address in
     /// the `forwarded_for` header.
     pub forwarded_headers: bool,
+    /// Requests from a trusted peer name the client in the `forwarded_for` header, and only
+    /// that is believed.
+    pub enable_real_ip: bool,
     /// The peers whose PROXY header or forwarding headers are believed.
     pub trusted: Vec<IpNet>,
     /// The header naming the client's address (`X-Forwarded-For`).
     pub forwarded_for: HeaderName,
-    /// How long a new connection has to send its PROXY header.
-    pub header_timeout: Duration,
+    /// Append the client to an incoming `X-Forwarded-For` (else it is replaced).
+    pub compute_full_forwarded_for: bool,
 }
 
 impl Default for RealIp {
     fn default() -> Self {
-        RealIp {
-            proxy_protocol: false,
-            forwarded_headers: false,
-            trusted: vec![IpNet::V4(Default::default()), IpNet::V6(Default::default())],
-            forwarded_for: super::headers::X_FORWARDED_FOR.clone(),
-            header_timeout: Duration::from_secs(5),
-        }
+        Self::compile(&crate::snapshot::RealIp::default())
     }
 }
 
 impl RealIp {
+    /// The snapshot's settings in the form connections use. The translator and the flags
+    /// checked the header name; a bad one falls back to `X-Forwarded-For`.
+    pub fn compile(s: &crate::snapshot::RealIp) -> Self {
+        RealIp {
+            proxy_protocol: s.proxy_protocol,
+            forwarded_headers: s.forwarded_headers,
+            enable_real_ip: s.enable_real_ip,
+            trusted: s.trusted.clone(),
+            forwarded_for: HeaderName::from_bytes(s.forwarded_for.as_bytes())
+                .unwrap_or_else(|_| super::headers::X_FORWARDED_FOR.clone()),
+            compute_full_forwarded_for: s.compute_full_forwarded_for,
+        }
+    }
+
     /// Whether `ip` may speak for its clients.
     pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
@@ -47,19 +58,24 @@ impl RealIp {
     }
 
     /// The request's forwarded values when its forwarding headers change them: only with
-    /// `forwarded_headers`, from a trusted peer, and when the request carries one of them.
-    /// `None`: the connection's values stand.
+    /// `forwarded_headers` (or `enable_real_ip`, for the client alone), from a trusted peer,
+    /// and when the request carries one of them. `None`: the connection's values stand.
     pub fn from_headers(
         &self,
         conn: &ForwardedValues,
         headers: &HeaderMap,
     ) -> Option<ForwardedValues> {
-        if !self.forwarded_headers || !conn.trusted_peer {
+        if !(self.forwarded_headers || self.enable_real_ip) || !conn.trusted_peer {
             return None;
         }
-        let proto = usable(headers.get(&X_FORWARDED_PROTO));
-        let port = usable(headers.get(&X_FORWARDED_PORT));
-        let host = usable(headers.get(&X_FORWARDED_HOST));
+        let forwarded = |name| {
+            self.forwarded_headers
+                .then(|| usable(headers.get(name)))
+                .flatten()
+        };
+        let proto = forwarded(&X_FORWARDED_PROTO);
+        let port = forwarded(&X_FORWARDED_PORT);
+        let host = forwarded(&X_FORWARDED_HOST);
         // With the PROXY protocol its header names the client, as nginx's `real_ip_header
         // proxy_protocol`; the forwarded-for header is then only passed on.
         let client = if self.proxy_protocol {
@@ -279,5 +295,34 @@ mod tests {
             .from_headers(&c, &h)
             .unwrap_or_else(|| panic!("no values"));
         assert_eq!(f.client_ip, ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn enable_real_ip_believes_the_client_address_alone() {
+        let r = RealIp {
+            forwarded_headers: false,
+            enable_real_ip: true,
+            forwarded_for: HeaderName::from_static("cf-connecting-ip"),
+            ..behind(&["10.0.0.0/8"])
+        };
+        let h = headers(&[
+            ("cf-connecting-ip", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "elsewhere.example"),
+        ]);
+        let c = conn(&r, "10.0.0.5", false);
+        let f = r
+            .from_headers(&c, &h)
+            .unwrap_or_else(|| panic!("no values"));
+        assert_eq!(f.client_ip, ip("203.0.113.7"));
+        assert!(!f.https, "the scheme is not believed");
+        assert!(f.host.is_none(), "nor the host");
+        // Only the scheme is forwarded: nothing changes.
+        let h = headers(&[("x-forwarded-proto", "https")]);
+        assert!(r.from_headers(&c, &h).is_none());
+        // From an untrusted peer, not even the address.
+        let h = headers(&[("cf-connecting-ip", "203.0.113.7")]);
+        let c = conn(&r, "192.0.2.1", false);
+        assert!(r.from_headers(&c, &h).is_none());
     }
 }

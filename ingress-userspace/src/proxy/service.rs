@@ -43,13 +43,10 @@ pub(crate) async fn handle(
     let config = shared.config.load_full();
     let request_id = headers::request_id(req.headers());
     // Behind a trusted load balancer its headers may name another client, scheme or port.
-    let forwarded = shared
-        .options
-        .real_ip
-        .from_headers(&conn.fwd, req.headers());
+    let forwarded = config.global.real_ip.from_headers(&conn.fwd, req.headers());
     let fwd = forwarded.as_ref().unwrap_or(&conn.fwd);
     let client_version = req.version();
-    let record = shared.options.access_log.then(|| {
+    let record = config.global.access_log.then(|| {
         Box::new(AccessRecord {
             method: Some(req.method().clone()),
             host: request_host(&req).into_owned(),

@@ -2,8 +2,11 @@
 //! settings over the flags' values, and defaults for annotations an Ingress does not set.
 //!
 //! Global keys: `block-cidrs`, the `hsts` family, `limit-req-status-code`,
-//! `limit-conn-status-code`, `http-redirect-code`, `no-tls-redirect-locations` and
-//! `no-auth-locations`; the `global-auth-*` keys, an `auth-url` for every Ingress.
+//! `limit-conn-status-code`, `http-redirect-code`, `no-tls-redirect-locations`,
+//! `no-auth-locations`, `disable-access-log`; behind a load balancer `use-proxy-protocol`,
+//! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header`
+//! and `compute-full-forwarded-for`; the `global-auth-*` keys, an `auth-url` for every
+//! Ingress.
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
 //! ignored, so the flag's value or the built-in default stays in force. Keys this controller
@@ -56,22 +59,16 @@ pub const GLOBAL_AUTH_KEYS: &[&str] = &[
 
 /// ingress-nginx keys that a command-line flag sets here, fixed for the process's life.
 const FLAG_KEYS: &[(&str, &str)] = &[
-    ("compute-full-forwarded-for", "--compute-full-forwarded-for"),
-    ("disable-access-log", "--access-log"),
-    ("forwarded-for-header", "--forwarded-for-header"),
     (
         "http2-max-concurrent-streams",
         "--http2-max-concurrent-streams",
     ),
     ("keep-alive-requests", "--keep-alive-requests"),
-    ("proxy-real-ip-cidr", "--proxy-real-ip-cidr"),
     (
         "upstream-keepalive-connections",
         "--upstream-keepalive-connections",
     ),
     ("upstream-keepalive-timeout", "--upstream-keepalive-timeout"),
-    ("use-forwarded-headers", "--use-forwarded-headers"),
-    ("use-proxy-protocol", "--use-proxy-protocol"),
 ];
 
 /// What the controller ConfigMap contributes to a translation.
@@ -191,6 +188,20 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
             parse_locations(value).map(|l| g.no_tls_redirect_locations = l)
         }
         "no-auth-locations" => parse_locations(value).map(|l| g.no_auth_locations = l),
+        "disable-access-log" => parse_bool(value).map(|b| g.access_log = !b),
+        "use-proxy-protocol" => parse_bool(value).map(|b| g.real_ip.proxy_protocol = b),
+        "use-forwarded-headers" => parse_bool(value).map(|b| g.real_ip.forwarded_headers = b),
+        "enable-real-ip" => parse_bool(value).map(|b| g.real_ip.enable_real_ip = b),
+        "compute-full-forwarded-for" => {
+            parse_bool(value).map(|b| g.real_ip.compute_full_forwarded_for = b)
+        }
+        "proxy-real-ip-cidr" => match annotations::parse_ranges(value) {
+            Ok(n) if n.is_empty() => Err("expected at least one CIDR".into()),
+            r => r.map(|n| g.real_ip.trusted = n),
+        },
+        "forwarded-for-header" => http::HeaderName::from_bytes(value.as_bytes())
+            .map(|h| g.real_ip.forwarded_for = h.as_str().to_owned())
+            .map_err(|_| "not a header name".into()),
         _ => return None,
     };
     Some(r)
@@ -220,5 +231,29 @@ fn ignored_key(key: &str) -> String {
         format!("{key} (snippets are never run)")
     } else {
         key.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, value: &str) -> Result<Global, String> {
+        let mut g = Global::default();
+        set_global(&mut g, key, value).unwrap_or_else(|| panic!("{key} is not global"))?;
+        Ok(g)
+    }
+
+    #[test]
+    fn load_balancer_keys_are_checked() {
+        assert!(set("proxy-real-ip-cidr", " , ").is_err(), "trusting nobody");
+        assert!(set("proxy-real-ip-cidr", "10.0.0.0/33").is_err());
+        assert!(set("forwarded-for-header", "X Forwarded").is_err());
+        assert!(set("use-forwarded-headers", "1").is_ok_and(|g| g.real_ip.forwarded_headers));
+        assert!(set("disable-access-log", "false").is_ok_and(|g| g.access_log));
+        assert!(set("disable-access-log", "true").is_ok_and(|g| !g.access_log));
+        assert!(set("forwarded-for-header", "X-Client-IP")
+            .is_ok_and(|g| g.real_ip.forwarded_for == "x-client-ip"));
+        assert!(set_global(&mut Global::default(), "keep-alive-requests", "5").is_none());
     }
 }

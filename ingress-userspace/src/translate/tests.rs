@@ -988,6 +988,13 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
         ("hsts-preload", "maybe"),
         ("worker-processes", "4"),
         ("use-forwarded-headers", "true"),
+        ("enable-real-ip", "true"),
+        ("compute-full-forwarded-for", "true"),
+        ("proxy-real-ip-cidr", "10.0.0.0/8, 192.0.2.1"),
+        ("forwarded-for-header", "CF-Connecting-IP"),
+        ("use-proxy-protocol", "yes please"),
+        ("disable-access-log", "true"),
+        ("keep-alive-requests", "100"),
         ("server-snippet", "deny all;"),
     ]));
     let t = run_with(objs, &controller_settings());
@@ -1028,6 +1035,22 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
         g.http_redirect_code, 308,
         "303 is refused, the default stays"
     );
+    assert!(!g.access_log);
+    let real_ip = crate::snapshot::RealIp {
+        proxy_protocol: false,
+        forwarded_headers: true,
+        enable_real_ip: true,
+        trusted: vec![
+            "10.0.0.0/8".parse().expect("net"),
+            "192.0.2.1/32".parse().expect("net"),
+        ],
+        forwarded_for: "cf-connecting-ip".into(),
+        compute_full_forwarded_for: true,
+    };
+    assert_eq!(
+        g.real_ip, real_ip,
+        "a bad use-proxy-protocol leaves the flag's"
+    );
 
     // Only the ConfigMap has diagnostics: the defaults are not "unread" annotations.
     let on_cm: Vec<(&str, &str)> = t
@@ -1042,14 +1065,18 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
             ("ConfigMap", reason::INVALID_CONFIG_KEY),
             ("ConfigMap", reason::INVALID_CONFIG_KEY),
             ("ConfigMap", reason::INVALID_CONFIG_KEY),
+            ("ConfigMap", reason::INVALID_CONFIG_KEY),
         ]
     );
     let messages: Vec<&str> = t.diagnostics.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(
         messages[0],
-        "keys not used by ingressd: server-snippet (snippets are never run), \
-         use-forwarded-headers (set with --use-forwarded-headers), worker-processes"
+        "keys not used by ingressd: keep-alive-requests (set with --keep-alive-requests), \
+         server-snippet (snippets are never run), worker-processes"
     );
+    assert!(messages[1..]
+        .iter()
+        .any(|m| m.starts_with("key use-proxy-protocol: invalid value \"yes please\"")));
     assert!(messages[1..]
         .iter()
         .any(|m| m.starts_with("key hsts-preload: invalid value \"maybe\"")));

@@ -150,10 +150,7 @@ async fn l7_drain_timeout_cuts_what_is_left() -> anyhow::Result<()> {
 #[tokio::test]
 async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
     let up = TestServer::echo("m").await?;
-    let proxy = Proxy::new(ProxyOptions {
-        access_log: false,
-        ..Default::default()
-    })?;
+    let proxy = Proxy::new(ProxyOptions::default())?;
     let readiness = Arc::new(Readiness::default());
     let applier = ProxyApplier::new(proxy.clone()).with_readiness(readiness.clone());
     let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -247,15 +244,8 @@ async fn l7_access_log_json_lines() -> anyhow::Result<()> {
     let (buf, _guard) = capture_access_log();
     let up = TestServer::echo("logged").await?;
     let t = target("logged", upstream("logged", &[up.addr]));
-    let snap = snapshot(vec![vhost("log.test", vec![prefix("/", &t)])]);
-    let l7 = L7::start_with(
-        ProxyOptions {
-            access_log: true,
-            ..Default::default()
-        },
-        snap.clone(),
-    )
-    .await?;
+    let snap = with_access_log(snapshot(vec![vhost("log.test", vec![prefix("/", &t)])]));
+    let l7 = L7::start(snap.clone()).await?;
     let req = http::Request::builder()
         .uri("/bytes/123?q=1")
         .header("host", "log.test")
@@ -282,10 +272,10 @@ async fn l7_access_log_json_lines() -> anyhow::Result<()> {
     let mut quiet_policy = test_policy();
     quiet_policy.access_log = false;
     let quiet_route = target_with("health", upstream("logged", &[up.addr]), quiet_policy);
-    l7.apply(snapshot(vec![vhost(
+    l7.apply(with_access_log(snapshot(vec![vhost(
         "log.test",
         vec![prefix("/healthz", &quiet_route), prefix("/", &t)],
-    )]));
+    )])));
     assert_eq!(get(l7.http, "log.test", "/healthz").await?.status, 200);
     assert_eq!(get(l7.http, "log.test", "/other").await?.status, 200);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -295,19 +285,27 @@ async fn l7_access_log_json_lines() -> anyhow::Result<()> {
         .collect();
     assert_eq!(paths, ["/bytes/123", "/other"]);
 
-    // Switched off: nothing is written.
-    let quiet = L7::start_with(
-        ProxyOptions {
-            access_log: false,
-            ..Default::default()
-        },
-        snap,
-    )
-    .await?;
-    assert_eq!(get(quiet.http, "log.test", "/").await?.status, 200);
+    // Switched off by a new snapshot (`disable-access-log`), on the open connection's
+    // next request too: nothing is written. Then on again.
+    let mut off = snap.clone();
+    off.global.access_log = false;
+    l7.apply(off);
+    let mut conn = H1::connect(l7.http).await?;
+    let on_conn = |path: &str| build(http::Method::GET, "log.test", path, Bytes::new());
+    assert_eq!(conn.send(on_conn("/off")).await?.status, 200);
+    assert_eq!(get(l7.http, "log.test", "/off").await?.status, 200);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let out2 = String::from_utf8(buf.0.lock().unwrap_or_else(|e| e.into_inner()).clone())?;
-    assert_eq!(out2.lines().filter(|l| !l.trim().is_empty()).count(), 2);
+    assert_eq!(logged(&buf).len(), 2);
+    let mut on = snap;
+    on.generation += 1_000;
+    l7.apply(on);
+    assert_eq!(conn.send(on_conn("/on")).await?.status, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let paths: Vec<String> = logged(&buf)
+        .iter()
+        .map(|v| v["path"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(paths, ["/bytes/123", "/other", "/on"]);
     Ok(())
 }
 
@@ -329,22 +327,16 @@ async fn l7_abandoned_requests_log_499_and_broken_bodies_are_400() -> anyhow::Re
     let (buf, _guard) = capture_access_log();
     let slow = TestServer::echo_slow("slow", Duration::from_secs(2)).await?;
     let up = TestServer::echo("body").await?;
-    let l7 = L7::start_with(
-        ProxyOptions {
-            access_log: true,
-            ..Default::default()
-        },
-        snapshot(vec![
-            vhost(
-                "slow.test",
-                vec![prefix("/", &target("slow", upstream("slow", &[slow.addr])))],
-            ),
-            vhost(
-                "body.test",
-                vec![prefix("/", &target("body", upstream("body", &[up.addr])))],
-            ),
-        ]),
-    )
+    let l7 = L7::start(with_access_log(snapshot(vec![
+        vhost(
+            "slow.test",
+            vec![prefix("/", &target("slow", upstream("slow", &[slow.addr])))],
+        ),
+        vhost(
+            "body.test",
+            vec![prefix("/", &target("body", upstream("body", &[up.addr])))],
+        ),
+    ])))
     .await?;
 
     let mut c = tokio::net::TcpStream::connect(l7.http).await?;
@@ -407,16 +399,10 @@ async fn l7_abandoned_requests_log_499_and_broken_bodies_are_400() -> anyhow::Re
 async fn l7_requests_refused_by_the_parser_are_logged_and_counted() -> anyhow::Result<()> {
     let (buf, _guard) = capture_access_log();
     let up = TestServer::echo("parse").await?;
-    let l7 = L7::start_with(
-        ProxyOptions {
-            access_log: true,
-            ..Default::default()
-        },
-        snapshot(vec![vhost(
-            "",
-            vec![prefix("/", &target("parse", upstream("parse", &[up.addr])))],
-        )]),
-    )
+    let l7 = L7::start(with_access_log(snapshot(vec![vhost(
+        "",
+        vec![prefix("/", &target("parse", upstream("parse", &[up.addr])))],
+    )])))
     .await?;
     let cases: [(&[u8], u16); 3] = [
         (b"\x16\x03\x01\x00\x00 nonsense\r\n\r\n", 400),

@@ -10,7 +10,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn serving(up: &TestServer, name: &str, limits: Limits) -> anyhow::Result<L7> {
     let t = target(name, upstream(name, &[up.addr]));
     let opts = ProxyOptions {
-        access_log: false,
         limits,
         ..Default::default()
     };

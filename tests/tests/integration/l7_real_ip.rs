@@ -3,8 +3,9 @@
 //! real echo upstream and by the route's source ranges and `ssl-redirect`.
 use std::time::Duration;
 
-use ingress::proxy::{real_ip::RealIp, ProxyOptions};
+use ingress::proxy::{limits::Limits, ProxyOptions};
 use ingress::proxy_protocol::v2;
+use ingress::snapshot::{RealIp, Snapshot};
 use tests::{certs::*, l7::*, upstream::*};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -15,19 +16,23 @@ fn net(s: &str) -> ipnet::IpNet {
     s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
 }
 
-fn options(real_ip: RealIp) -> ProxyOptions {
-    ProxyOptions {
-        access_log: false,
-        real_ip,
+/// The proxy on `snap` behind `real_ip`, with a short PROXY header timeout.
+async fn behind(real_ip: RealIp, mut snap: Snapshot) -> anyhow::Result<L7> {
+    snap.global.real_ip = real_ip;
+    let options = ProxyOptions {
+        limits: Limits {
+            proxy_protocol_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
         ..Default::default()
-    }
+    };
+    L7::start_with(options, snap).await
 }
 
 fn proxy_protocol(trusted: &[&str]) -> RealIp {
     RealIp {
         proxy_protocol: true,
         trusted: trusted.iter().map(|s| net(s)).collect(),
-        header_timeout: Duration::from_millis(500),
         ..Default::default()
     }
 }
@@ -58,8 +63,8 @@ async fn l7_proxy_protocol_v1_and_v2_name_the_client_on_the_http_port() -> anyho
     // Only the clients the headers name may use the route; the test connects from loopback.
     policy.allow_sources = vec![net("203.0.113.0/24")];
     let t = target_with("pp", upstream("pp", &[up.addr]), policy);
-    let l7 = L7::start_with(
-        options(proxy_protocol(&["127.0.0.0/8"])),
+    let l7 = behind(
+        proxy_protocol(&["127.0.0.0/8"]),
         snapshot(vec![vhost("pp.test", vec![prefix("/", &t)])]),
     )
     .await?;
@@ -78,7 +83,10 @@ async fn l7_proxy_protocol_v1_and_v2_name_the_client_on_the_http_port() -> anyho
     let mut policy6 = test_policy();
     policy6.allow_sources = vec![net("2001:db8::/32")];
     let t6 = target_with("pp6", upstream("pp6", &[up.addr]), policy6);
-    l7.apply(snapshot(vec![vhost("pp.test", vec![prefix("/", &t6)])]));
+    // Every snapshot carries the settings: a later one without them would turn them off.
+    let mut next = snapshot(vec![vhost("pp.test", vec![prefix("/", &t6)])]);
+    next.global.real_ip = proxy_protocol(&["127.0.0.0/8"]);
+    l7.apply(next);
     let out = after_header(l7.http, &header, GET).await;
     assert_eq!(raw_status(&out), Some(200), "{out}");
     assert_eq!(seen(&out, "x-real-ip").as_deref(), Some("2001:db8::1"));
@@ -97,8 +105,8 @@ async fn l7_proxy_protocol_v1_and_v2_name_the_client_on_the_http_port() -> anyho
 async fn l7_proxy_protocol_header_split_over_segments_is_reassembled() -> anyhow::Result<()> {
     let up = TestServer::echo("split").await?;
     let t = target("split", upstream("split", &[up.addr]));
-    let l7 = L7::start_with(
-        options(proxy_protocol(&["127.0.0.0/8"])),
+    let l7 = behind(
+        proxy_protocol(&["127.0.0.0/8"]),
         snapshot(vec![vhost("pp.test", vec![prefix("/", &t)])]),
     )
     .await?;
@@ -122,8 +130,8 @@ async fn l7_proxy_protocol_header_split_over_segments_is_reassembled() -> anyhow
 async fn l7_connections_without_a_good_proxy_header_are_closed_and_counted() -> anyhow::Result<()> {
     let up = TestServer::echo("bad").await?;
     let t = target("bad", upstream("bad", &[up.addr]));
-    let l7 = L7::start_with(
-        options(proxy_protocol(&["127.0.0.0/8"])),
+    let l7 = behind(
+        proxy_protocol(&["127.0.0.0/8"]),
         snapshot(vec![vhost("pp.test", vec![prefix("/", &t)])]),
     )
     .await?;
@@ -165,8 +173,8 @@ async fn l7_an_untrusted_peer_must_send_the_header_but_does_not_name_the_client(
 ) -> anyhow::Result<()> {
     let up = TestServer::echo("untrusted").await?;
     let t = target("untrusted", upstream("untrusted", &[up.addr]));
-    let l7 = L7::start_with(
-        options(proxy_protocol(&["10.0.0.0/8"])),
+    let l7 = behind(
+        proxy_protocol(&["10.0.0.0/8"]),
         snapshot(vec![vhost("pp.test", vec![prefix("/", &t)])]),
     )
     .await?;
@@ -194,8 +202,8 @@ async fn l7_proxy_protocol_before_a_tls_handshake() -> anyhow::Result<()> {
     let t = target("tls", upstream("tls", &[up.addr]));
     let mut host = vhost("pp.test", vec![prefix("/", &t)]);
     host.tls = true;
-    let l7 = L7::start_with(
-        options(proxy_protocol(&["127.0.0.0/8"])),
+    let l7 = behind(
+        proxy_protocol(&["127.0.0.0/8"]),
         with_cert(snapshot(vec![host]), &["pp.test"], key),
     )
     .await?;
@@ -234,7 +242,7 @@ async fn l7_forwarded_headers_from_a_trusted_balancer_decide_client_scheme_and_r
         trusted: vec![net("127.0.0.0/8"), net("10.0.0.0/8")],
         ..Default::default()
     };
-    let l7 = L7::start_with(options(real_ip), snapshot(vec![secure])).await?;
+    let l7 = behind(real_ip, snapshot(vec![secure])).await?;
 
     // The balancer terminated TLS: no redirect loop, and the upstream hears it was HTTPS.
     let req = "GET /a HTTP/1.1\r\nHost: secure.test\r\nConnection: close\r\n\
@@ -282,7 +290,7 @@ async fn l7_forwarded_headers_from_an_untrusted_peer_change_nothing() -> anyhow:
         trusted: vec![net("10.0.0.0/8")],
         ..Default::default()
     };
-    let l7 = L7::start_with(options(real_ip), snapshot(vec![secure, open])).await?;
+    let l7 = behind(real_ip, snapshot(vec![secure, open])).await?;
     let req = "GET /a HTTP/1.1\r\nHost: secure.test\r\nConnection: close\r\n\
                X-Forwarded-Proto: https\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n";
     let out = after_header(l7.http, b"", req).await;
@@ -312,7 +320,7 @@ async fn l7_blocked_clients_are_refused_however_they_are_named() -> anyhow::Resu
     };
 
     // The connection's own address.
-    let l7 = L7::start_with(options(RealIp::default()), routes(vec![net("127.0.0.0/8")])).await?;
+    let l7 = behind(RealIp::default(), routes(vec![net("127.0.0.0/8")])).await?;
     let out = after_header(l7.http, b"", GET).await;
     assert_eq!(out, "", "a blocked client was answered");
     let mut tls = TcpStream::connect(l7.https).await?;
@@ -326,11 +334,7 @@ async fn l7_blocked_clients_are_refused_however_they_are_named() -> anyhow::Resu
 
     // A client a trusted balancer names in a PROXY header.
     let blocked = vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")];
-    let l7 = L7::start_with(
-        options(proxy_protocol(&["127.0.0.0/8"])),
-        routes(blocked.clone()),
-    )
-    .await?;
+    let l7 = behind(proxy_protocol(&["127.0.0.0/8"]), routes(blocked.clone())).await?;
     let out = after_header(
         l7.http,
         b"PROXY TCP4 203.0.113.7 198.51.100.1 1 80\r\n",
@@ -359,12 +363,12 @@ async fn l7_blocked_clients_are_refused_however_they_are_named() -> anyhow::Resu
     drop(l7);
 
     // ... or in forwarded headers: known only per request, refused with 403.
-    let l7 = L7::start_with(
-        options(RealIp {
+    let l7 = behind(
+        RealIp {
             forwarded_headers: true,
             trusted: vec![net("127.0.0.0/8")],
             ..Default::default()
-        }),
+        },
         routes(blocked),
     )
     .await?;

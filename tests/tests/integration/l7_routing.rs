@@ -203,17 +203,12 @@ async fn l7_forwarded_and_hop_by_hop_headers() -> anyhow::Result<()> {
     );
 
     // Behind a trusted proxy (`--compute-full-forwarded-for`) the chain is kept.
-    let chain = L7::start_with(
-        ingress::proxy::ProxyOptions {
-            compute_full_forwarded_for: true,
-            ..Default::default()
-        },
-        snapshot(vec![vhost(
-            "h.test",
-            vec![prefix("/", &target("h", upstream("h", &[up.addr])))],
-        )]),
-    )
-    .await?;
+    let mut snap = snapshot(vec![vhost(
+        "h.test",
+        vec![prefix("/", &target("h", upstream("h", &[up.addr])))],
+    )]);
+    snap.global.real_ip.compute_full_forwarded_for = true;
+    let chain = L7::start(snap).await?;
     let req = http::Request::builder()
         .uri("/")
         .header("host", "h.test")

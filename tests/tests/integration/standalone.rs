@@ -669,6 +669,21 @@ fn post(addr: SocketAddr, host: &str, len: usize) -> std::io::Result<String> {
     Ok(text.lines().next().unwrap_or("").to_string())
 }
 
+/// A GET for `/` on `host` with `extra` header lines, after `prefix` (a PROXY header); the
+/// whole answer, or "" when the connection was closed unanswered.
+fn get_after(addr: SocketAddr, prefix: &[u8], host: &str, extra: &str) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return "connect failed".into();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let head = format!("GET / HTTP/1.1\r\nhost: {host}\r\n{extra}connection: close\r\n\r\n");
+    let _ = s.write_all(prefix);
+    let _ = s.write_all(head.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Polls `check` until it holds, for at most 10 s; returns the last value it saw.
 fn until(what: &str, mut check: impl FnMut() -> (bool, String)) -> Result<(), String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -684,8 +699,9 @@ fn until(what: &str, mut check: impl FnMut() -> (bool, String)) -> Result<(), St
     }
 }
 
-/// `--configmap`: its annotation defaults, its `block-cidrs` and a bad value, each edited in
-/// the running process's manifest directory and in force without a restart.
+/// `--configmap`: its annotation defaults, its `block-cidrs`, a bad value and the
+/// load-balancer keys, each edited in the running process's manifest directory and in force
+/// without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_configmap_applies_without_a_restart() {
     let up = TestServer::echo("app").await.expect("upstream");
@@ -749,6 +765,37 @@ async fn the_controller_configmap_applies_without_a_restart() {
             let r = status("c.test", 2048);
             (r.starts_with("HTTP/1.1 200"), r)
         })?;
+        // Behind a load balancer, without the flags: its forwarding headers, from a trusted
+        // peer only ...
+        let fwd = "x-forwarded-for: 203.0.113.7\r\n";
+        let real_ip = |out: &str| {
+            out.split(r#""x-real-ip":""#)
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        write_cm("  use-forwarded-headers: \"true\"\n  proxy-real-ip-cidr: 127.0.0.1/32\n");
+        until("use-forwarded-headers", || {
+            let out = get_after(http, b"", "c.test", fwd);
+            (real_ip(&out) == "203.0.113.7", out)
+        })?;
+        write_cm("  use-forwarded-headers: \"true\"\n  proxy-real-ip-cidr: 10.0.0.0/8\n");
+        until("proxy-real-ip-cidr", || {
+            let out = get_after(http, b"", "c.test", fwd);
+            (real_ip(&out) == "127.0.0.1", out)
+        })?;
+        // ... then the PROXY protocol: a connection without its header is closed unanswered.
+        write_cm("  use-proxy-protocol: \"true\"\n");
+        until("use-proxy-protocol", || {
+            let out = get_after(http, b"", "c.test", "");
+            (out.is_empty(), out)
+        })?;
+        let header = b"PROXY TCP4 198.51.100.20 198.51.100.1 5000 80\r\n";
+        let out = get_after(http, header, "c.test", "");
+        if real_ip(&out) != "198.51.100.20" {
+            return Err(format!("after a PROXY header: {out}"));
+        }
         Ok(())
     })
     .await
