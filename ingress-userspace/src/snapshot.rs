@@ -71,6 +71,10 @@ pub struct Global {
     pub real_ip: RealIp,
     /// One JSON access-log line per request (`disable-access-log` turns it off).
     pub access_log: bool,
+    /// Headers set on every request to an upstream (`proxy-set-headers`), lower-case names.
+    pub proxy_set_headers: Vec<(String, String)>,
+    /// Headers set on every answer to a client (`add-headers`), lower-case names.
+    pub add_headers: Vec<(String, String)>,
 }
 
 impl Default for Global {
@@ -85,6 +89,8 @@ impl Default for Global {
             no_auth_locations: vec!["/.well-known/acme-challenge".into()],
             real_ip: RealIp::default(),
             access_log: true,
+            proxy_set_headers: Vec::new(),
+            add_headers: Vec::new(),
         }
     }
 }

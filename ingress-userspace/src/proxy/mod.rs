@@ -76,6 +76,46 @@ pub struct GlobalPolicy {
     pub real_ip: real_ip::RealIp,
     /// Write one JSON access-log line per request (tracing target `access_log`).
     pub access_log: bool,
+    /// Set on every request to an upstream (`proxy-set-headers`).
+    pub proxy_set_headers: HeaderSet,
+    /// Set on every answer to a client (`add-headers`).
+    pub add_headers: HeaderSet,
+}
+
+/// Headers to set, each replacing any of its name; `None` removes it.
+#[derive(Debug, Default)]
+pub struct HeaderSet(Vec<(http::HeaderName, Option<HeaderValue>)>);
+
+impl HeaderSet {
+    /// The snapshot's checked headers; an empty value means removal.
+    fn compile(headers: &[(String, String)]) -> Self {
+        HeaderSet(
+            headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+                    if value.is_empty() {
+                        return Some((name, None));
+                    }
+                    Some((name, Some(HeaderValue::from_str(value).ok()?)))
+                })
+                .collect(),
+        )
+    }
+
+    /// Applies the set to `headers`.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for (name, value) in &self.0 {
+            match value {
+                Some(v) => {
+                    headers.insert(name, v.clone());
+                }
+                None => {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
 }
 
 impl Default for GlobalPolicy {
@@ -111,6 +151,8 @@ impl GlobalPolicy {
             no_auth_locations: global.no_auth_locations.clone(),
             real_ip: real_ip::RealIp::compile(&global.real_ip),
             access_log: global.access_log,
+            proxy_set_headers: HeaderSet::compile(&global.proxy_set_headers),
+            add_headers: HeaderSet::compile(&global.add_headers),
         }
     }
 

@@ -77,6 +77,7 @@ pub(crate) async fn handle(
         &mut tls_host,
     )
     .await;
+    config.global.add_headers.apply(response.headers_mut());
     if fwd.https && tls_host {
         // As ingress-nginx's `more_set_headers` in a TLS server: every answer, the proxy's
         // own included, and in place of one the upstream sent.
@@ -455,6 +456,7 @@ async fn pipeline(
         }
         None => authority,
     };
+    config.global.proxy_set_headers.apply(&mut parts.headers);
     if let Some(prefix) = policy
         .forwarded_prefix
         .as_deref()

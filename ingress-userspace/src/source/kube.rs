@@ -1,7 +1,7 @@
 //! Kubernetes source: kube-rs watchers for every watched kind, relisting with backoff after errors.
 //!
-//! Each kind gets a `kube::runtime::watcher` (ConfigMaps get one per configured ConfigMap, by
-//! field selector; Secrets leave out Helm release and service-account token Secrets, by field
+//! Each kind gets a `kube::runtime::watcher` (ConfigMaps: the controller ConfigMap's namespace
+//! whole, and one per other configured ConfigMap, by field selector; Secrets leave out Helm release and service-account token Secrets, by field
 //! selector). A watcher's `Init .. InitDone` run, which is both the first list and every
 //! relist after a watch error, becomes one [`SourceEvent::Replace`]; live changes become
 //! [`SourceEvent::Apply`] / [`SourceEvent::Delete`]. Once every watcher has listed once, one
@@ -182,7 +182,18 @@ fn watches(client: &Client, settings: &Settings) -> Vec<(Kind, ObjectStream)> {
             ),
         ),
     ];
+    // The controller ConfigMap's namespace is watched whole: its keys may name header
+    // ConfigMaps there, known only once it is read.
+    let whole = settings.controller_config.as_ref().map(|c| &c.namespace);
+    if let Some(ns) = whole {
+        let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
+        let config = watcher::Config::default();
+        out.push((Kind::ConfigMap, watch(api, config, Object::ConfigMap)));
+    }
     for nn in configmaps(settings) {
+        if Some(&nn.namespace) == whole {
+            continue;
+        }
         let api = Api::<ConfigMap>::namespaced(client.clone(), &nn.namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={}", nn.name));
         out.push((Kind::ConfigMap, watch(api, config, Object::ConfigMap)));

@@ -6,19 +6,20 @@
 //! `no-auth-locations`, `disable-access-log`; behind a load balancer `use-proxy-protocol`,
 //! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header`
 //! and `compute-full-forwarded-for`; the `global-auth-*` keys, an `auth-url` for every
-//! Ingress.
+//! Ingress; `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers
+//! ([`super::header_sets`]).
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
 //! ignored, so the flag's value or the built-in default stays in force. Keys this controller
 //! does not implement are listed in one Event, so a migrated ConfigMap says what it lost.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     annotations::{self, no_space_or_control, parse_bool, parse_in_range, Defaults, NGINX_PREFIX},
-    reason, Diagnostic,
+    header_sets, reason, Diagnostic,
 };
 use crate::{
-    config::Settings,
+    config::{NamespacedName, Settings},
     snapshot::{Global, ObjectRef},
     store::ObjectCache,
 };
@@ -80,6 +81,8 @@ pub struct ControllerConfig {
     pub defaults: Defaults,
     /// Bad values and ignored keys, on the ConfigMap.
     pub diagnostics: Vec<Diagnostic>,
+    /// The header ConfigMaps its keys name, found or not: a change to one is a change to it.
+    pub sources: BTreeSet<NamespacedName>,
 }
 
 /// Reads the ConfigMap `settings.controller_config` names; without one (or while it does not
@@ -124,6 +127,8 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
                     .global_auth
                     .insert(name.to_owned(), value.clone());
             })
+        } else if key == "proxy-set-headers" || key == "add-headers" {
+            header_set(objects, nn, key, value.trim(), &mut out)
         } else {
             match set_global(&mut out.global, key, value.trim()) {
                 Some(r) => r,
@@ -149,6 +154,38 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
         ));
     }
     out
+}
+
+/// `proxy-set-headers` or `add-headers`: the headers of the ConfigMap `value` names, each bad
+/// entry reported on the controller ConfigMap; `Err` when there is no such ConfigMap.
+fn header_set(
+    objects: &ObjectCache,
+    controller: &NamespacedName,
+    key: &str,
+    value: &str,
+    out: &mut ControllerConfig,
+) -> Result<(), String> {
+    let nn = header_sets::reference(&controller.namespace, value)?;
+    out.sources.insert(nn.clone());
+    let set = header_sets::read(objects, &nn)?;
+    let origin = ObjectRef {
+        kind: "ConfigMap",
+        namespace: controller.namespace.clone(),
+        name: controller.name.clone(),
+    };
+    for problem in set.problems {
+        out.diagnostics.push(Diagnostic::new(
+            origin.clone(),
+            reason::INVALID_CONFIG_KEY,
+            format!("key {key}: ConfigMap {value}: {problem}; that header is ignored"),
+        ));
+    }
+    if key == "proxy-set-headers" {
+        out.global.proxy_set_headers = set.headers;
+    } else {
+        out.global.add_headers = set.headers;
+    }
+    Ok(())
 }
 
 /// Checks defaults the way an Ingress carrying just these annotations would be.

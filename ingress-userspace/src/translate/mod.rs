@@ -18,6 +18,7 @@ pub mod annotations;
 pub mod backends;
 pub mod class;
 pub mod global;
+pub mod header_sets;
 pub mod hosts;
 pub mod http;
 pub mod ingress;

@@ -1226,6 +1226,85 @@ fn controller_configmap_changes_reach_every_ingress() {
     assert_eq!(t.snapshot.global, s.global);
 }
 
+/// `proxy-set-headers` / `add-headers`: the header ConfigMaps they name are followed like the
+/// controller ConfigMap itself, from absent to present to edited, incrementally as from
+/// scratch.
+#[test]
+fn header_configmaps_are_followed() {
+    let s = controller_settings();
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(class());
+    objs.push(controller_configmap(&[
+        ("proxy-set-headers", "ingress/up"),
+        ("add-headers", "down"),
+    ]));
+    let mut cache = ObjectCache::from_objects(objs);
+    let mut tr = Translator::new(s.clone());
+    let t = tr.translate(&cache);
+    assert!(t.snapshot.global.proxy_set_headers.is_empty());
+    let messages: Vec<&str> = t.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "key add-headers: invalid value \"down\": ConfigMap ingress/down not found; ignored",
+            "key proxy-set-headers: invalid value \"ingress/up\": ConfigMap ingress/up not found; \
+             ignored",
+        ]
+    );
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    cache.apply(Object::ConfigMap(mk_configmap(
+        "ingress",
+        "up",
+        &[("X-Env", "prod"), ("Host", "x")],
+    )));
+    cache.apply(Object::ConfigMap(mk_configmap(
+        "ingress",
+        "down",
+        &[("X-Frame-Options", "DENY")],
+    )));
+    // One no key names adds nothing.
+    cache.apply(Object::ConfigMap(mk_configmap(
+        "ingress",
+        "unrelated",
+        &[("X-Other", "1")],
+    )));
+    let t = tr.translate(&cache);
+    assert_eq!(t.snapshot.global.proxy_set_headers, [pair("x-env", "prod")]);
+    assert_eq!(
+        t.snapshot.global.add_headers,
+        [pair("x-frame-options", "DENY")]
+    );
+    assert!(
+        t.same_content(&translate(&cache, &s)),
+        "incremental equals from scratch"
+    );
+    let messages: Vec<&str> = t.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "key proxy-set-headers: ConfigMap ingress/up: header \"Host\": set by the proxy \
+          itself; that header is ignored"
+        ]
+    );
+    cache.apply(Object::ConfigMap(mk_configmap(
+        "ingress",
+        "down",
+        &[("X-Frame-Options", "SAMEORIGIN"), ("Server", "")],
+    )));
+    let t = tr.translate(&cache);
+    assert_eq!(
+        t.snapshot.global.add_headers,
+        [pair("server", ""), pair("x-frame-options", "SAMEORIGIN")]
+    );
+    // In another namespace: refused, the key ignored.
+    cache.apply(controller_configmap(&[("add-headers", "other/down")]));
+    let t = tr.translate(&cache);
+    assert!(t.snapshot.global.add_headers.is_empty());
+    assert!(t.diagnostics[0]
+        .message
+        .contains("must be in namespace ingress"));
+}
+
 #[test]
 fn an_invalid_annotation_rejects_the_whole_ingress() {
     let mut objs = backend_objects("ns", "web", "10.0.0.1");
@@ -1957,13 +2036,14 @@ fn incremental_translation_equals_translation_from_scratch() {
                     cache.apply(Object::Secret(secret));
                 }
                 8 if rng.chance(50) => {
-                    let data: &[(&str, &str)] = match rng.pick(4) {
+                    let data: &[(&str, &str)] = match rng.pick(5) {
                         0 => &[("proxy-body-size", "2k"), ("ssl-redirect", "false")],
                         1 => &[
                             ("whitelist-source-range", "10.0.0.0/8"),
                             ("block-cidrs", ""),
                         ],
                         2 => &[("proxy-body-size", "lots"), ("hsts", "false"), ("x", "y")],
+                        3 => &[("proxy-set-headers", "ns0/hdr"), ("add-headers", "hdr")],
                         _ => {
                             cache.delete(&crate::source::Key {
                                 kind: crate::source::Kind::ConfigMap,
@@ -1976,6 +2056,14 @@ fn incremental_translation_equals_translation_from_scratch() {
                     if !data.is_empty() {
                         cache.apply(Object::ConfigMap(mk_configmap("ns0", "ingressd", data)));
                     }
+                }
+                8 if rng.chance(30) => {
+                    // The header ConfigMap the controller ConfigMap may name.
+                    let data: &[(&str, &str)] = match rng.pick(2) {
+                        0 => &[("X-A", "1")],
+                        _ => &[("X-B", "2"), ("Host", "refused")],
+                    };
+                    cache.apply(Object::ConfigMap(mk_configmap("ns0", "hdr", data)));
                 }
                 8 => {
                     let data: &[(&str, &str)] = match rng.pick(3) {

@@ -209,14 +209,15 @@ impl Translator {
         (work, full)
     }
 
-    /// Whether `change` is to the controller ConfigMap.
+    /// Whether `change` is to the controller ConfigMap or to a header ConfigMap it names.
     fn is_controller_config(&self, change: &Change) -> bool {
-        match (change, &self.settings.controller_config) {
-            (Change::ConfigMap { namespace, name }, Some(nn)) => {
-                *namespace == nn.namespace && *name == nn.name
-            }
-            _ => false,
-        }
+        let Change::ConfigMap { namespace, name } = change else {
+            return false;
+        };
+        let is =
+            |nn: &crate::config::NamespacedName| nn.namespace == *namespace && nn.name == *name;
+        self.settings.controller_config.as_ref().is_some_and(is)
+            || self.model.controller.sources.iter().any(is)
     }
 
     /// Translates the changed Ingresses again.

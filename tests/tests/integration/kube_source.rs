@@ -110,9 +110,15 @@ fn seed(api: &FakeApi) {
         json!({"auth": "dXNlcjokYXByMSR4"}),
     ));
     api.apply(configmap("ingress", TCP_SERVICES));
-    api.apply(configmap("ingress", CONTROLLER_CONFIG));
     api.apply(configmap("ingress", "unrelated"));
+    // The controller ConfigMap's namespace is watched whole (for the header ConfigMaps it
+    // names).
+    api.apply(configmap(CONTROLLER_NS, CONTROLLER_CONFIG));
+    api.apply(configmap(CONTROLLER_NS, "headers"));
 }
+
+/// The controller ConfigMap's namespace.
+const CONTROLLER_NS: &str = "ingress-system";
 
 /// The controller ConfigMap (`--configmap`).
 const CONTROLLER_CONFIG: &str = "ingressd";
@@ -232,7 +238,7 @@ async fn kube_source_lists_every_kind_then_synced_once() {
     seed(&api);
     let settings = Settings {
         controller_config: Some(NamespacedName {
-            namespace: "ingress".into(),
+            namespace: CONTROLLER_NS.into(),
             name: CONTROLLER_CONFIG.into(),
         }),
         ..settings()
@@ -250,14 +256,16 @@ async fn kube_source_lists_every_kind_then_synced_once() {
         }
     }
     // One Replace per ConfigMap watch, each with everything listed so far: the last holds
-    // both, whichever list came first.
+    // all, whichever list came first. Not `unrelated`, in the tcp-services namespace.
     let configmaps: Vec<Vec<String>> = replaced
         .iter()
         .filter(|(k, _)| *k == Kind::ConfigMap)
         .map(|(_, n)| n.clone())
         .collect();
     assert_eq!(configmaps.len(), 2, "{configmaps:?}");
-    assert_eq!(configmaps[1], [CONTROLLER_CONFIG, TCP_SERVICES]);
+    let mut all = configmaps[1].clone();
+    all.sort();
+    assert_eq!(all, ["headers", CONTROLLER_CONFIG, TCP_SERVICES]);
     replaced.retain(|(k, _)| *k != Kind::ConfigMap);
     replaced.sort();
     let expect = |k: Kind, n: &[&str]| (k, n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
@@ -271,16 +279,21 @@ async fn kube_source_lists_every_kind_then_synced_once() {
             expect(Kind::Secret, &["basic-auth", "web-tls"]),
         ]
     );
-    // Each ConfigMap was watched by name, in its namespace only.
-    for name in [TCP_SERVICES, CONTROLLER_CONFIG] {
-        let selector = format!("metadata.name={name}");
-        api.wait_for_request(WAIT, |r| {
-            r.path() == "/api/v1/namespaces/ingress/configmaps"
-                && r.query("fieldSelector").as_deref() == Some(selector.as_str())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    }
+    // tcp-services was watched by name, in its namespace only; the controller's namespace
+    // whole.
+    let selector = format!("metadata.name={TCP_SERVICES}");
+    api.wait_for_request(WAIT, |r| {
+        r.path() == "/api/v1/namespaces/ingress/configmaps"
+            && r.query("fieldSelector").as_deref() == Some(selector.as_str())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{TCP_SERVICES}: {e}"));
+    let whole = format!("/api/v1/namespaces/{CONTROLLER_NS}/configmaps");
+    api.wait_for_request(WAIT, |r| {
+        r.path() == whole && r.query("fieldSelector").is_none()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{CONTROLLER_NS}: {e}"));
     assert!(
         !api.requests()
             .iter()

@@ -426,3 +426,55 @@ async fn l7_server_aliases_and_www_redirects() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `proxy-set-headers` and `add-headers` (header ConfigMaps the controller ConfigMap names):
+/// set on every request to an upstream and on every answer, the proxy's own 404 included;
+/// an empty value removes the header; a new snapshot changes them for the next request on a
+/// connection already open.
+#[tokio::test]
+async fn l7_global_header_sets_reach_upstreams_and_clients() -> anyhow::Result<()> {
+    let up = TestServer::echo("hs").await?;
+    let t = target("hs", upstream("hs", &[up.addr]));
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let mut snap = snapshot(vec![vhost("h.test", vec![prefix("/", &t)])]);
+    snap.global.proxy_set_headers = vec![
+        pair("x-env", "prod"),
+        pair("x-forwarded-port", ""),
+        pair("user-agent", "ingressd-test"),
+    ];
+    snap.global.add_headers = vec![pair("x-frame-options", "DENY"), pair("x-upstream", "")];
+    let l7 = L7::start(snap.clone()).await?;
+
+    let mut conn = H1::connect(l7.http).await?;
+    let req = || build(http::Method::GET, "h.test", "/", bytes::Bytes::new());
+    let r = conn.send(req()).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.seen_header("x-env").as_deref(), Some("prod"));
+    assert_eq!(
+        r.seen_header("user-agent").as_deref(),
+        Some("ingressd-test")
+    );
+    assert_eq!(r.seen_header("x-forwarded-port"), None, "removed");
+    assert_eq!(
+        r.seen_header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1"),
+        "the proxy's own headers stay"
+    );
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.upstream(), None, "the upstream's header removed");
+    let r = get(l7.http, "nowhere.test", "/").await?;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+
+    // The ConfigMaps edited: the open connection's next request sees the new sets.
+    snap.generation += 1_000;
+    snap.global.proxy_set_headers = vec![pair("x-env", "staging")];
+    snap.global.add_headers = Vec::new();
+    l7.apply(snap);
+    let r = conn.send(req()).await?;
+    assert_eq!(r.seen_header("x-env").as_deref(), Some("staging"));
+    assert!(r.seen_header("x-forwarded-port").is_some());
+    assert_eq!(r.header("x-frame-options"), None);
+    assert_eq!(r.upstream(), Some("hs"));
+    Ok(())
+}

@@ -699,8 +699,8 @@ fn until(what: &str, mut check: impl FnMut() -> (bool, String)) -> Result<(), St
     }
 }
 
-/// `--configmap`: its annotation defaults, its `block-cidrs`, a bad value and the
-/// load-balancer keys, each edited in the running process's manifest directory and in force
+/// `--configmap`: its annotation defaults, its `block-cidrs`, a bad value, the header
+/// ConfigMaps and the load-balancer keys, each edited in the running process's manifest directory and in force
 /// without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_configmap_applies_without_a_restart() {
@@ -715,6 +715,7 @@ async fn the_controller_configmap_applies_without_a_restart() {
         );
     std::fs::write(dir.path().join("all.yaml"), ingresses).expect("manifests");
     let cm = dir.path().join("controller.yaml");
+    let headers_path = dir.path().join("headers.yaml");
     let write_cm =
         move |data: &str| std::fs::write(&cm, controller_configmap(data)).expect("configmap");
     write_cm("  proxy-body-size: 1k\n  worker-processes: \"4\"\n");
@@ -764,6 +765,27 @@ async fn the_controller_configmap_applies_without_a_restart() {
         until("a bad proxy-body-size ignored", || {
             let r = status("c.test", 2048);
             (r.starts_with("HTTP/1.1 200"), r)
+        })?;
+        // Header ConfigMaps: named, then edited on their own.
+        let headers = |data: &str| {
+            let yaml = format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: headers\n  \
+                 namespace: ingress-system\ndata:\n{data}"
+            );
+            std::fs::write(headers_path.as_path(), yaml).expect("header ConfigMap");
+        };
+        headers("  X-Frame-Options: DENY\n");
+        write_cm("  add-headers: ingress-system/headers\n  proxy-set-headers: headers\n");
+        until("add-headers and proxy-set-headers", || {
+            let out = get_after(http, b"", "c.test", "").to_ascii_lowercase();
+            let both = out.contains("x-frame-options: deny")
+                && out.contains(r#""x-frame-options":"deny""#);
+            (both, out)
+        })?;
+        headers("  X-Frame-Options: SAMEORIGIN\n");
+        until("an edited header ConfigMap", || {
+            let out = get_after(http, b"", "c.test", "").to_ascii_lowercase();
+            (out.contains("x-frame-options: sameorigin"), out)
         })?;
         // Behind a load balancer, without the flags: its forwarding headers, from a trusted
         // peer only ...
