@@ -75,6 +75,18 @@ pub struct Global {
     pub proxy_set_headers: Vec<(String, String)>,
     /// Headers set on every answer to a client (`add-headers`), lower-case names.
     pub add_headers: Vec<(String, String)>,
+    /// TLS offered to clients (`ssl-protocols`, `ssl-ciphers`).
+    pub server_tls: ServerTls,
+}
+
+/// TLS offered to clients on the HTTPS listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerTls {
+    /// `ssl-protocols`.
+    pub versions: TlsVersions,
+    /// `ssl-ciphers`: the TLS 1.2 suites, in the server's order of preference; `None`: all of
+    /// rustls's.
+    pub tls12_suites: Option<Vec<rustls::CipherSuite>>,
 }
 
 impl Default for Global {
@@ -91,6 +103,7 @@ impl Default for Global {
             access_log: true,
             proxy_set_headers: Vec::new(),
             add_headers: Vec::new(),
+            server_tls: ServerTls::default(),
         }
     }
 }

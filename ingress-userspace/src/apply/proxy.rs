@@ -9,10 +9,10 @@ use crate::{
     admin::Readiness,
     proxy::{
         router::{CompileContext, RouteTable},
-        tls::CertTable,
+        tls::{self, CertTable},
         ActiveConfig, GlobalPolicy, Proxy,
     },
-    snapshot::Snapshot,
+    snapshot::{ServerTls, Snapshot},
 };
 
 /// Brings the proxy up to date with each new snapshot.
@@ -55,11 +55,20 @@ impl ProxyApplier {
         let metrics = self.proxy.metrics();
         let limits = &self.proxy.options().limits;
         let previous = self.proxy.active();
+        let tls = &snapshot.global.server_tls;
+        let tls_same = previous.global.server_tls == *tls;
+        let server_tls = self.server_tls(tls, tls_same.then_some(&previous.server_tls));
         let ctx = CompileContext {
             metrics: &metrics,
             max_idle_per_endpoint: limits.upstream_max_idle_per_endpoint,
             idle_timeout: limits.upstream_idle_timeout,
-            tls_base: Some(self.proxy.tls_config()),
+            tls_base: Some(server_tls.as_deref().unwrap_or(self.proxy.tls_config())),
+            tls_versions: if server_tls.is_some() {
+                tls.versions
+            } else {
+                Default::default()
+            },
+            reuse_handshakes: tls_same,
         };
         let routes = RouteTable::compile(&snapshot.http, &previous.routes, &ctx);
         let mut certs = CertTable::compile(&snapshot.tls);
@@ -75,6 +84,7 @@ impl ProxyApplier {
             routes,
             certs,
             global: GlobalPolicy::compile(&snapshot.global),
+            server_tls,
         });
         metrics.prune();
         let took = started.elapsed();
@@ -90,5 +100,25 @@ impl ProxyApplier {
             "proxy configuration applied"
         );
         summary
+    }
+
+    /// The TLS server config for `tls` (`ssl-protocols`, `ssl-ciphers`): `None` for the
+    /// acceptor's own, else `previous` when it was built from the same settings.
+    fn server_tls(
+        &self,
+        tls: &ServerTls,
+        previous: Option<&Option<Arc<rustls::ServerConfig>>>,
+    ) -> Option<Arc<rustls::ServerConfig>> {
+        if *tls == ServerTls::default() {
+            return None;
+        }
+        if let Some(Some(config)) = previous {
+            return Some(config.clone());
+        }
+        // The translator checked the settings; should rustls still refuse them, the
+        // acceptor's own (every version and suite) is the one left to serve with.
+        tls::server_config_narrowed(self.proxy.tls_config(), tls)
+            .map_err(|e| tracing::error!(error = %e, "ssl-protocols/ssl-ciphers not applied"))
+            .ok()
     }
 }

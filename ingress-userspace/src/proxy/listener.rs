@@ -250,14 +250,20 @@ impl Proxy {
         let tracker = shared.drain.tracker.clone();
         tracker.track_future(async move {
             let timeout = shared.options.limits.tls_handshake_timeout;
-            let choose_config =
-                |sni: Option<&str>| shared.config.load().routes.handshake_config(sni);
-            let choose: Option<super::tls::ChooseConfig<'_>> = shared
-                .config
-                .load()
-                .routes
-                .requests_client_certs()
-                .then_some(&choose_config);
+            // Hosts asking for client certificates, or narrowed versions and suites, need
+            // the ClientHello read before a config is chosen.
+            let choose_config = |sni: Option<&str>| {
+                let config = shared.config.load();
+                match config.routes.handshake_config(sni) {
+                    Some(c) => Some((c, true)),
+                    None => config.server_tls.clone().map(|c| (c, false)),
+                }
+            };
+            let choose: Option<super::tls::ChooseConfig<'_>> = {
+                let config = shared.config.load();
+                (config.routes.requests_client_certs() || config.server_tls.is_some())
+                    .then_some(&choose_config)
+            };
             let handshake =
                 super::tls::accept(&shared.acceptor, choose, stream, timeout, &shared.metrics);
             let tls = tokio::select! {

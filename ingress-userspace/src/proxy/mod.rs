@@ -57,6 +57,8 @@ pub struct ActiveConfig {
     pub certs: CertTable,
     /// Clients refused everywhere (`block-cidrs`) and the HSTS header.
     pub global: GlobalPolicy,
+    /// The TLS server config when `ssl-protocols`/`ssl-ciphers` narrow the acceptor's.
+    pub server_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The snapshot's controller-wide settings, in the form requests use.
@@ -80,6 +82,8 @@ pub struct GlobalPolicy {
     pub proxy_set_headers: HeaderSet,
     /// Set on every answer to a client (`add-headers`).
     pub add_headers: HeaderSet,
+    /// The TLS settings [`ActiveConfig::server_tls`] was built from.
+    pub server_tls: crate::snapshot::ServerTls,
 }
 
 /// Headers to set, each replacing any of its name; `None` removes it.
@@ -153,6 +157,7 @@ impl GlobalPolicy {
             access_log: global.access_log,
             proxy_set_headers: HeaderSet::compile(&global.proxy_set_headers),
             add_headers: HeaderSet::compile(&global.add_headers),
+            server_tls: global.server_tls.clone(),
         }
     }
 

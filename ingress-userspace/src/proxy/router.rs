@@ -308,6 +308,10 @@ pub struct CompileContext<'a> {
     /// The proxy's TLS server config, which hosts asking for client certificates derive
     /// theirs from; without it they are checked per request only.
     pub tls_base: Option<&'a ServerConfig>,
+    /// The versions `tls_base` offers.
+    pub tls_versions: crate::snapshot::TlsVersions,
+    /// Whether the previous table's client-certificate configs still fit `tls_base`.
+    pub reuse_handshakes: bool,
 }
 
 /// An upstream's name and protocol.
@@ -335,12 +339,12 @@ impl Compiler<'_, '_> {
         let check = match self
             .previous_checks
             .get(&key)
-            .filter(|c| Arc::ptr_eq(&c.spec, spec))
+            .filter(|c| self.ctx.reuse_handshakes && Arc::ptr_eq(&c.spec, spec))
         {
             Some(c) => c.clone(),
             None => {
                 let handshake = self.ctx.tls_base.and_then(|base| {
-                    super::tls::client_auth_server_config(base, &spec.roots)
+                    super::tls::client_auth_server_config(base, self.ctx.tls_versions, &spec.roots)
                         .map_err(|e| {
                             tracing::warn!(secret = %spec.secret, error = %e, "cannot ask for client certificates");
                         })

@@ -15,7 +15,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 
-use crate::snapshot::{HostMatch, TlsConfig};
+use crate::snapshot::{HostMatch, TlsConfig, TlsVersions};
 
 use super::{metrics::ProxyMetrics, ActiveConfig};
 
@@ -190,6 +190,57 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// `base` offering only the versions and TLS 1.2 suites of `tls` (`ssl-protocols`,
+/// `ssl-ciphers`); certificates, ALPN, tickets and the session cache are `base`'s.
+pub fn server_config_narrowed(
+    base: &ServerConfig,
+    tls: &crate::snapshot::ServerTls,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let provider = match &tls.tls12_suites {
+        Some(allowed) => Arc::new(narrowed(base.crypto_provider(), allowed)),
+        None => base.crypto_provider().clone(),
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions(tls.versions))?
+        .with_no_client_auth()
+        .with_cert_resolver(base.cert_resolver.clone());
+    config.ignore_client_order = base.ignore_client_order;
+    config.alpn_protocols = base.alpn_protocols.clone();
+    config.ticketer = base.ticketer.clone();
+    config.session_storage = base.session_storage.clone();
+    Ok(Arc::new(config))
+}
+
+/// rustls's versions for `v`, newest first.
+pub(crate) fn versions(v: TlsVersions) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    let mut out: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    if v.tls13 {
+        out.push(&rustls::version::TLS13);
+    }
+    if v.tls12 {
+        out.push(&rustls::version::TLS12);
+    }
+    out
+}
+
+/// `provider` with its TLS 1.2 suites narrowed to `allowed`, in that order; TLS 1.3's are
+/// kept (they are not OpenSSL cipher-list material, as in nginx).
+fn narrowed(provider: &CryptoProvider, allowed: &[rustls::CipherSuite]) -> CryptoProvider {
+    let mut p = provider.clone();
+    let all = std::mem::take(&mut p.cipher_suites);
+    p.cipher_suites = all
+        .iter()
+        .filter(|s| s.version() == &rustls::version::TLS13)
+        .cloned()
+        .collect();
+    for want in allowed {
+        if let Some(s) = all.iter().find(|s| s.suite() == *want) {
+            p.cipher_suites.push(*s);
+        }
+    }
+    p
+}
+
 /// `base` asking clients for a certificate issued by one of `roots` (the names are sent as
 /// hints). The chain is not judged in the handshake but on each request, as nginx does with
 /// `ssl_verify_client`: a client without a certificate, or with one that does not verify,
@@ -200,6 +251,7 @@ pub fn server_config(
 /// certificate it was made with, which is judged on each request like a fresh one.
 pub fn client_auth_server_config(
     base: &ServerConfig,
+    base_versions: TlsVersions,
     roots: &rustls::RootCertStore,
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let verifier = Arc::new(RequestClientCert {
@@ -207,7 +259,7 @@ pub fn client_auth_server_config(
         hints: roots.subjects(),
     });
     let mut config = ServerConfig::builder_with_provider(base.crypto_provider().clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(&versions(base_versions))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(base.cert_resolver.clone());
     config.ignore_client_order = base.ignore_client_order;
@@ -270,12 +322,14 @@ impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
     }
 }
 
-/// Picks the server config for a handshake by its SNI; `None`: the acceptor's own.
-pub(crate) type ChooseConfig<'a> = &'a (dyn Fn(Option<&str>) -> Option<Arc<ServerConfig>> + Sync);
+/// Picks the server config for a handshake by its SNI, and says whether it asks for a client
+/// certificate; `None`: the acceptor's own.
+pub(crate) type ChooseConfig<'a> =
+    &'a (dyn Fn(Option<&str>) -> Option<(Arc<ServerConfig>, bool)> + Sync);
 
 /// Terminates TLS on `stream` within `timeout`, counting the outcome. With `choose`, the
 /// ClientHello is read first and its SNI picks the config (hosts that ask for client
-/// certificates); without, the acceptor's config is used straight away. The flag says
+/// certificates, `ssl-protocols`); without, the acceptor's config is used straight away. The flag says
 /// whether the handshake asked the client for a certificate.
 pub(crate) async fn accept<S>(
     acceptor: &TlsAcceptor,
@@ -306,11 +360,8 @@ where
             });
             choose(sni.as_deref())
         };
-        let asked = config.is_some();
-        start
-            .into_stream(config.unwrap_or_else(|| acceptor.config().clone()))
-            .await
-            .map(|s| (s, asked))
+        let (config, asked) = config.unwrap_or_else(|| (acceptor.config().clone(), false));
+        start.into_stream(config).await.map(|s| (s, asked))
     };
     match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(tls)) => {
@@ -385,29 +436,9 @@ impl UpstreamTlsClients {
         // list material, as in nginx); `proxy-ssl-protocols` the versions.
         let p = match &spec.tls12_suites {
             None => provider(),
-            Some(allowed) => {
-                let mut p = (*provider()).clone();
-                let all = std::mem::take(&mut p.cipher_suites);
-                p.cipher_suites = all
-                    .iter()
-                    .filter(|s| s.version() == &rustls::version::TLS13)
-                    .cloned()
-                    .collect();
-                for want in allowed {
-                    if let Some(s) = all.iter().find(|s| s.suite() == *want) {
-                        p.cipher_suites.push(*s);
-                    }
-                }
-                Arc::new(p)
-            }
+            Some(allowed) => Arc::new(narrowed(&provider(), allowed)),
         };
-        let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
-        if spec.versions.tls13 {
-            versions.push(&rustls::version::TLS13);
-        }
-        if spec.versions.tls12 {
-            versions.push(&rustls::version::TLS12);
-        }
+        let versions = versions(spec.versions);
         let build = |alpn: &[&[u8]]| -> Result<Arc<ClientConfig>, TlsSetupError> {
             let p = p.clone();
             let verifier: Arc<dyn ServerCertVerifier> = match &spec.verify {

@@ -3,7 +3,7 @@
 //!
 //! Global keys: `block-cidrs`, the `hsts` family, `limit-req-status-code`,
 //! `limit-conn-status-code`, `http-redirect-code`, `no-tls-redirect-locations`,
-//! `no-auth-locations`, `disable-access-log`; behind a load balancer `use-proxy-protocol`,
+//! `no-auth-locations`, `disable-access-log`, `ssl-protocols`, `ssl-ciphers`; behind a load balancer `use-proxy-protocol`,
 //! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header`
 //! and `compute-full-forwarded-for`; the `global-auth-*` keys, an `auth-url` for every
 //! Ingress; `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers
@@ -226,6 +226,12 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         }
         "no-auth-locations" => parse_locations(value).map(|l| g.no_auth_locations = l),
         "disable-access-log" => parse_bool(value).map(|b| g.access_log = !b),
+        "ssl-protocols" => {
+            annotations::proxy_ssl::parse_protocols(value).map(|v| g.server_tls.versions = v)
+        }
+        "ssl-ciphers" => {
+            annotations::proxy_ssl::parse_ciphers(value).map(|c| g.server_tls.tls12_suites = c)
+        }
         "use-proxy-protocol" => parse_bool(value).map(|b| g.real_ip.proxy_protocol = b),
         "use-forwarded-headers" => parse_bool(value).map(|b| g.real_ip.forwarded_headers = b),
         "enable-real-ip" => parse_bool(value).map(|b| g.real_ip.enable_real_ip = b),
@@ -292,5 +298,33 @@ mod tests {
         assert!(set("forwarded-for-header", "X-Client-IP")
             .is_ok_and(|g| g.real_ip.forwarded_for == "x-client-ip"));
         assert!(set_global(&mut Global::default(), "keep-alive-requests", "5").is_none());
+    }
+
+    #[test]
+    fn ssl_protocols_and_ciphers_as_nginx_writes_them() {
+        use rustls::CipherSuite as C;
+        let g = set("ssl-protocols", "TLSv1.3").expect("1.3 only");
+        assert!(g.server_tls.versions.tls13 && !g.server_tls.versions.tls12);
+        // ingress-nginx's default list: the versions rustls lacks are accepted, not offered.
+        let g = set("ssl-protocols", "TLSv1 TLSv1.1 TLSv1.2 TLSv1.3").expect("default");
+        assert_eq!(g.server_tls, Default::default());
+        assert!(set("ssl-protocols", "TLSv1.1").is_err(), "nothing left");
+        assert!(set("ssl-protocols", "SSLv3").is_err());
+        let g = set(
+            "ssl-ciphers",
+            "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256",
+        )
+        .expect("ciphers");
+        assert_eq!(
+            g.server_tls.tls12_suites,
+            Some(vec![
+                C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            ])
+        );
+        assert!(
+            set("ssl-ciphers", "AES128-SHA:DES-CBC3-SHA").is_err(),
+            "none available"
+        );
     }
 }

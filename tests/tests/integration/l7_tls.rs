@@ -604,3 +604,109 @@ async fn l7_client_certificates() -> anyhow::Result<()> {
     assert_eq!(r.seen_header("ssl-client-verify"), None);
     Ok(())
 }
+
+/// `ssl-protocols` and `ssl-ciphers` (the controller ConfigMap's): the versions and TLS 1.2
+/// suites clients can get, changed by a new snapshot for the next handshake, for hosts that
+/// ask for client certificates too; back to every version when the keys go.
+#[tokio::test]
+async fn l7_ssl_protocols_and_ciphers_narrow_what_clients_get() -> anyhow::Result<()> {
+    use ingress::snapshot::{ServerTls, TlsVersions, VerifyClient};
+    use rustls::{CipherSuite as C, ProtocolVersion as V};
+
+    let ca = TestCa::new()?;
+    let client_ca = TestCa::new()?;
+    let up = TestServer::echo("v").await?;
+    let t = target("v", upstream("v", &[up.addr]));
+    let mut hosts = vec![
+        vhost("v.test", vec![prefix("/", &t)]),
+        vhost("m.test", vec![prefix("/", &t)]),
+    ];
+    hosts[1].client_auth = Some(Arc::new(client_auth(&client_ca, VerifyClient::Optional)?));
+    hosts.iter_mut().for_each(|h| h.tls = true);
+    let base = with_cert(
+        snapshot(hosts),
+        &["v.test", "m.test"],
+        ca.issue(&["v.test", "m.test"])?,
+    );
+    let with_tls = |tls: ServerTls| {
+        let mut s = base.clone();
+        s.generation += 1_000 + u64::from(tls.versions.tls12) * 10 + u64::from(tls.versions.tls13);
+        s.global.server_tls = tls;
+        s
+    };
+    let client = |version: &'static rustls::SupportedProtocolVersion| -> anyhow::Result<_> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der())?;
+        let c = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[version])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(c))
+    };
+    let (tls12, tls13) = (
+        client(&rustls::version::TLS12)?,
+        client(&rustls::version::TLS13)?,
+    );
+    // What a handshake with `sni` got: its version and suite, or `None` when refused.
+    let got = |addr, sni: &'static str, c: Arc<rustls::ClientConfig>| async move {
+        let s = tls_connect(addr, sni, c).await.ok()?;
+        let conn = s.get_ref().1;
+        Some((
+            conn.protocol_version()?,
+            conn.negotiated_cipher_suite()?.suite(),
+        ))
+    };
+
+    let l7 = L7::start(with_tls(ServerTls {
+        versions: TlsVersions {
+            tls12: false,
+            tls13: true,
+        },
+        tls12_suites: None,
+    }))
+    .await?;
+    for sni in ["v.test", "m.test"] {
+        assert_eq!(got(l7.https, sni, tls12.clone()).await, None, "{sni}");
+        let (v, _) = got(l7.https, sni, tls13.clone())
+            .await
+            .unwrap_or_else(|| panic!("{sni}: TLS 1.3 refused"));
+        assert_eq!(v, V::TLSv1_3);
+    }
+    // Served over the narrowed config: requests still go through.
+    let s = tls_connect(l7.https, "v.test", tls13.clone()).await?;
+    let (r, _) = h1_over(
+        s,
+        build(http::Method::GET, "v.test", "/", Default::default()),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+
+    // TLS 1.2 only, with one suite.
+    l7.apply(with_tls(ServerTls {
+        versions: TlsVersions {
+            tls12: true,
+            tls13: false,
+        },
+        tls12_suites: Some(vec![C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]),
+    }));
+    for sni in ["v.test", "m.test"] {
+        assert_eq!(got(l7.https, sni, tls13.clone()).await, None, "{sni}");
+        assert_eq!(
+            got(l7.https, sni, tls12.clone()).await,
+            Some((V::TLSv1_2, C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)),
+            "{sni}"
+        );
+    }
+
+    // The keys removed: both versions, and TLS 1.2's preferred suite again.
+    l7.apply(with_tls(ServerTls::default()));
+    for sni in ["v.test", "m.test"] {
+        assert_eq!(
+            got(l7.https, sni, tls12.clone()).await,
+            Some((V::TLSv1_2, C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)),
+            "{sni}"
+        );
+        assert!(got(l7.https, sni, tls13.clone()).await.is_some(), "{sni}");
+    }
+    Ok(())
+}

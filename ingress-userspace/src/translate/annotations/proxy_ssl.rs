@@ -64,9 +64,10 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     Ok(())
 }
 
-/// nginx's `proxy_ssl_protocols` list. Versions before 1.2 are accepted in the list (it is
-/// ingress-nginx's default) but never offered: rustls has none of them.
-fn parse_protocols(v: &str) -> Result<TlsVersions, String> {
+/// nginx's `proxy_ssl_protocols` list (and `ssl_protocols`). Versions before 1.2 are
+/// accepted in the list (it is ingress-nginx's default) but never offered: rustls has none
+/// of them.
+pub(crate) fn parse_protocols(v: &str) -> Result<TlsVersions, String> {
     let mut out = TlsVersions {
         tls12: false,
         tls13: false,
@@ -113,12 +114,13 @@ const OPENSSL_SUITES: [(&str, rustls::CipherSuite); 6] = [
     ),
 ];
 
-/// nginx's `proxy_ssl_ciphers` (OpenSSL's cipher list; TLS 1.2 only, as in nginx). Suites
+/// nginx's `proxy_ssl_ciphers` and `ssl_ciphers` (OpenSSL's cipher list; TLS 1.2 only, as in
+/// nginx). Suites
 /// named in it are offered, in its order; `!name` removes one. Keywords (`DEFAULT`, `HIGH`,
 /// `!aNULL`, `!MD5`, ...) only ever exclude suites rustls does not have, so they leave its
 /// suites as they are. `None`: all of them. Names of suites rustls lacks are skipped, but a
 /// list that names suites and leaves none is refused.
-fn parse_ciphers(v: &str) -> Result<Option<Vec<rustls::CipherSuite>>, String> {
+pub(crate) fn parse_ciphers(v: &str) -> Result<Option<Vec<rustls::CipherSuite>>, String> {
     let lookup = |name: &str| {
         OPENSSL_SUITES
             .iter()
