@@ -77,6 +77,51 @@ pub struct Global {
     pub add_headers: Vec<(String, String)>,
     /// TLS offered to clients (`ssl-protocols`, `ssl-ciphers`).
     pub server_tls: ServerTls,
+    /// Compressed answers (`use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`).
+    pub gzip: Gzip,
+}
+
+/// `use-gzip` and its settings, with ingress-nginx's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gzip {
+    pub enabled: bool,
+    /// 1 (fastest) to 9.
+    pub level: u32,
+    /// Answers known to be shorter are sent as they are.
+    pub min_length: u64,
+    /// MIME types compressed (`text/html` always is); `*` for all.
+    pub types: Vec<String>,
+}
+
+impl Default for Gzip {
+    fn default() -> Self {
+        Gzip {
+            enabled: false,
+            level: 1,
+            min_length: 256,
+            types: [
+                "application/atom+xml",
+                "application/javascript",
+                "application/x-javascript",
+                "application/json",
+                "application/rss+xml",
+                "application/vnd.ms-fontobject",
+                "application/x-font-ttf",
+                "application/x-web-app-manifest+json",
+                "application/xhtml+xml",
+                "application/xml",
+                "font/opentype",
+                "image/svg+xml",
+                "image/x-icon",
+                "text/css",
+                "text/javascript",
+                "text/plain",
+                "text/x-component",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
 }
 
 /// TLS offered to clients on the HTTPS listener.
@@ -104,6 +149,7 @@ impl Default for Global {
             proxy_set_headers: Vec::new(),
             add_headers: Vec::new(),
             server_tls: ServerTls::default(),
+            gzip: Gzip::default(),
         }
     }
 }

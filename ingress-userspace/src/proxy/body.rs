@@ -151,6 +151,8 @@ pin_project! {
         },
         // An upstream body shared with its stall watchdog (`guard_client_stalls`).
         Guarded { shared: Arc<StallShared> },
+        // An upstream body compressed on the way (`use-gzip`).
+        Gzip { inner: Pin<Box<RespKind>>, encoder: Box<super::gzip::Encoder> },
     }
 }
 
@@ -350,7 +352,7 @@ impl ResponseBody {
             completion,
             pace,
         } = self;
-        if !matches!(kind, RespKind::Upstream { .. }) {
+        if !matches!(kind, RespKind::Upstream { .. } | RespKind::Gzip { .. }) {
             return ResponseBody {
                 kind,
                 completion,
@@ -383,6 +385,19 @@ impl ResponseBody {
             held: None,
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }));
+    }
+
+    /// Compresses an upstream body with `encoder` (`use-gzip`); other bodies are left as
+    /// they are.
+    pub(crate) fn gzip(&mut self, encoder: super::gzip::Encoder) {
+        if !matches!(self.kind, RespKind::Upstream { .. }) {
+            return;
+        }
+        let inner = std::mem::replace(&mut self.kind, RespKind::Full { data: None });
+        self.kind = RespKind::Gzip {
+            inner: Box::pin(inner),
+            encoder: Box::new(encoder),
+        };
     }
 
     /// Attaches the access-log and metrics record emitted when the body is done.
@@ -430,6 +445,7 @@ fn kind_size_hint(kind: &RespKind) -> SizeHint {
             SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
         }
         RespKind::Upstream { body, .. } => body.size_hint(),
+        RespKind::Gzip { .. } => SizeHint::default(),
         RespKind::Guarded { shared } => shared
             .lock()
             .body
@@ -442,6 +458,8 @@ fn kind_is_end_stream(kind: &RespKind) -> bool {
     match kind {
         RespKind::Full { data } => data.is_none(),
         RespKind::Upstream { body, .. } => body.is_end_stream(),
+        // The trailer is still to come until the encoder says it is done.
+        RespKind::Gzip { .. } => false,
         RespKind::Guarded { shared } => {
             let st = shared.lock();
             !st.cut && st.rest.is_none() && st.body.as_ref().is_none_or(|b| kind_is_end_stream(b))
@@ -457,6 +475,7 @@ fn poll_kind(
     match kind.project() {
         RespProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         RespProj::Guarded { shared } => shared.poll_frame(cx),
+        RespProj::Gzip { inner, encoder } => poll_gzip(inner.as_mut(), encoder, cx),
         RespProj::Upstream {
             mut body,
             mut timer,
@@ -493,6 +512,52 @@ fn poll_kind(
                     Poll::Pending => Poll::Pending,
                 },
             }
+        }
+    }
+}
+
+/// The next compressed frame: input is fed until the encoder has output, and the end of the
+/// input (or its trailers, which follow on the next poll) finishes the stream.
+fn poll_gzip(
+    mut inner: Pin<&mut RespKind>,
+    encoder: &mut super::gzip::Encoder,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if let Some(trailers) = encoder.take_trailers() {
+        inner.set(RespKind::Full { data: None });
+        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+    }
+    loop {
+        let frame = match poll_kind(inner.as_mut(), cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => {
+                return Poll::Ready(match encoder.finish() {
+                    Ok(rest) => rest.map(|b| Ok(Frame::data(b))),
+                    Err(e) => Some(Err(e.into())),
+                });
+            }
+            Poll::Pending => return Poll::Pending,
+        };
+        let out = match frame.into_data() {
+            Ok(data) => encoder.feed(&data),
+            Err(frame) => match frame.into_trailers() {
+                Ok(trailers) => {
+                    encoder.hold_trailers(trailers);
+                    encoder.finish()
+                }
+                Err(_) => continue,
+            },
+        };
+        match out {
+            Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+            Ok(None) => {
+                if let Some(trailers) = encoder.take_trailers() {
+                    inner.set(RespKind::Full { data: None });
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+            }
+            Err(e) => return Poll::Ready(Some(Err(e.into()))),
         }
     }
 }

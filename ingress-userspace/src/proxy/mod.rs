@@ -12,6 +12,7 @@ pub mod body;
 pub mod errors;
 pub mod filters;
 mod forward;
+pub mod gzip;
 pub mod headers;
 pub mod idle;
 pub mod limits;
@@ -84,6 +85,8 @@ pub struct GlobalPolicy {
     pub add_headers: HeaderSet,
     /// The TLS settings [`ActiveConfig::server_tls`] was built from.
     pub server_tls: crate::snapshot::ServerTls,
+    /// `use-gzip`: compressed answers; `None` while off.
+    pub gzip: Option<gzip::GzipPolicy>,
 }
 
 /// Headers to set, each replacing any of its name; `None` removes it.
@@ -158,6 +161,7 @@ impl GlobalPolicy {
             proxy_set_headers: HeaderSet::compile(&global.proxy_set_headers),
             add_headers: HeaderSet::compile(&global.add_headers),
             server_tls: global.server_tls.clone(),
+            gzip: gzip::GzipPolicy::compile(&global.gzip),
         }
     }
 

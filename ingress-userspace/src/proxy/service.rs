@@ -46,6 +46,11 @@ pub(crate) async fn handle(
     let forwarded = config.global.real_ip.from_headers(&conn.fwd, req.headers());
     let fwd = forwarded.as_ref().unwrap_or(&conn.fwd);
     let client_version = req.version();
+    let gzip = config
+        .global
+        .gzip
+        .as_ref()
+        .filter(|g| g.wanted(req.method(), req.headers()));
     let record = config.global.access_log.then(|| {
         Box::new(AccessRecord {
             method: Some(req.method().clone()),
@@ -77,6 +82,9 @@ pub(crate) async fn handle(
         &mut tls_host,
     )
     .await;
+    if let Some(g) = gzip {
+        g.apply(&mut response);
+    }
     config.global.add_headers.apply(response.headers_mut());
     if fwd.https && tls_host {
         // As ingress-nginx's `more_set_headers` in a TLS server: every answer, the proxy's

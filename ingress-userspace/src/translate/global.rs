@@ -3,7 +3,8 @@
 //!
 //! Global keys: `block-cidrs`, the `hsts` family, `limit-req-status-code`,
 //! `limit-conn-status-code`, `http-redirect-code`, `no-tls-redirect-locations`,
-//! `no-auth-locations`, `disable-access-log`, `ssl-protocols`, `ssl-ciphers`; behind a load balancer `use-proxy-protocol`,
+//! `no-auth-locations`, `disable-access-log`, `ssl-protocols`, `ssl-ciphers`, `use-gzip` and
+//! the `gzip-*` keys; behind a load balancer `use-proxy-protocol`,
 //! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header`
 //! and `compute-full-forwarded-for`; the `global-auth-*` keys, an `auth-url` for every
 //! Ingress; `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers
@@ -226,6 +227,10 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         }
         "no-auth-locations" => parse_locations(value).map(|l| g.no_auth_locations = l),
         "disable-access-log" => parse_bool(value).map(|b| g.access_log = !b),
+        "use-gzip" => parse_bool(value).map(|b| g.gzip.enabled = b),
+        "gzip-level" => parse_in_range(value, 1..=9).map(|l| g.gzip.level = l),
+        "gzip-min-length" => parse_in_range(value, 0..=u64::MAX).map(|n| g.gzip.min_length = n),
+        "gzip-types" => parse_mime_types(value).map(|t| g.gzip.types = t),
         "ssl-protocols" => {
             annotations::proxy_ssl::parse_protocols(value).map(|v| g.server_tls.versions = v)
         }
@@ -248,6 +253,28 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         _ => return None,
     };
     Some(r)
+}
+
+/// nginx's `gzip_types`: MIME types separated by spaces, or `*`.
+fn parse_mime_types(v: &str) -> Result<Vec<String>, String> {
+    let types: Vec<String> = v.split_whitespace().map(str::to_ascii_lowercase).collect();
+    for t in &types {
+        let ok = t == "*"
+            || t.split_once('/').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && !b.contains('/')
+                    && t.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"/+-.*_".contains(&c))
+            });
+        if !ok {
+            return Err(format!("{t:?} is not a MIME type"));
+        }
+    }
+    if types.is_empty() {
+        return Err("no MIME type".into());
+    }
+    Ok(types)
 }
 
 /// Comma-separated path prefixes, each absolute.
@@ -326,5 +353,19 @@ mod tests {
             set("ssl-ciphers", "AES128-SHA:DES-CBC3-SHA").is_err(),
             "none available"
         );
+    }
+
+    #[test]
+    fn gzip_keys() {
+        assert!(set("use-gzip", "true").is_ok_and(|g| g.gzip.enabled));
+        assert!(set("gzip-level", "0").is_err());
+        assert!(set("gzip-level", "6").is_ok_and(|g| g.gzip.level == 6));
+        assert!(set("gzip-min-length", "-1").is_err());
+        let g = set("gzip-types", "Application/JSON  text/css").expect("types");
+        assert_eq!(g.gzip.types, ["application/json", "text/css"]);
+        assert!(set("gzip-types", "*").is_ok());
+        assert!(set("gzip-types", "text").is_err());
+        assert!(set("gzip-types", "text/plain;q=1").is_err());
+        assert!(set("gzip-types", "  ").is_err());
     }
 }

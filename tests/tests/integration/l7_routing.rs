@@ -478,3 +478,90 @@ async fn l7_global_header_sets_reach_upstreams_and_clients() -> anyhow::Result<(
     assert_eq!(r.upstream(), Some("hs"));
     Ok(())
 }
+
+fn gunzip(body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// `use-gzip` and the `gzip-*` keys: answers of a listed type are compressed for clients that
+/// accept gzip, over HTTP/1.1 and HTTP/2, and decompress to what the upstream sent; short,
+/// unlisted, HEAD and not-accepted ones are not; a new snapshot turns it off.
+#[tokio::test]
+async fn l7_gzip_compresses_listed_answers_for_clients_that_accept_it() -> anyhow::Result<()> {
+    let up = TestServer::echo("gz").await?;
+    let t = target("gz", upstream("gz", &[up.addr]));
+    let mut snap = snapshot(vec![vhost("g.test", vec![prefix("/", &t)])]);
+    snap.global.gzip.enabled = true;
+    let l7 = L7::start(snap.clone()).await?;
+    let req = |method: http::Method, path: &str, accept: Option<&str>| {
+        let mut r = build(method, "g.test", path, bytes::Bytes::new());
+        if let Some(a) = accept {
+            r.headers_mut().insert(
+                "accept-encoding",
+                http::HeaderValue::from_str(a).expect("value"),
+            );
+        }
+        r
+    };
+
+    // The JSON echo (application/json, listed), over HTTP/1.1.
+    let r = send(l7.http, req(http::Method::GET, "/j", Some("br, gzip"))).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    let plain = gunzip(&r.body)?;
+    let echo: serde_json::Value = serde_json::from_slice(&plain)?;
+    assert_eq!(echo["uri"], "/j");
+    assert_eq!(echo["headers"]["accept-encoding"], "br, gzip");
+
+    // Over HTTP/2.
+    let (mut h2, _conn) = h2c(l7.http).await?;
+    let mut r2 = req(http::Method::GET, "/h2", Some("gzip"));
+    *r2.uri_mut() = "http://g.test/h2".parse()?;
+    let resp = tokio::time::timeout(WAIT, h2.send_request(r2)).await??;
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await?
+        .to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&gunzip(&body)?)?;
+    assert_eq!(echo["uri"], "/h2");
+
+    // Not accepted, refused with q=0, or HEAD: as the upstream sent it.
+    for (method, accept) in [
+        (http::Method::GET, None),
+        (http::Method::GET, Some("gzip;q=0, identity")),
+        (http::Method::HEAD, Some("gzip")),
+    ] {
+        let r = send(l7.http, req(method.clone(), "/j", accept)).await?;
+        assert_eq!(r.header("content-encoding"), None, "{method} {accept:?}");
+    }
+    // No type (`/bytes/N`): not listed by default ...
+    let r = send(l7.http, req(http::Method::GET, "/bytes/4000", Some("gzip"))).await?;
+    assert_eq!((r.header("content-encoding"), r.body.len()), (None, 4000));
+
+    // ... but under `*`, unless shorter than gzip-min-length.
+    let mut all = snap.clone();
+    all.generation += 1_000;
+    all.global.gzip.types = vec!["*".into()];
+    all.global.gzip.level = 9;
+    l7.apply(all);
+    let r = send(l7.http, req(http::Method::GET, "/bytes/4000", Some("gzip"))).await?;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert!(r.body.len() < 200, "{} bytes", r.body.len());
+    assert_eq!(gunzip(&r.body)?, vec![b'x'; 4000]);
+    let r = send(l7.http, req(http::Method::GET, "/bytes/100", Some("gzip"))).await?;
+    assert_eq!((r.header("content-encoding"), r.body.len()), (None, 100));
+
+    // Off again.
+    snap.generation += 2_000;
+    snap.global.gzip.enabled = false;
+    l7.apply(snap);
+    let r = send(l7.http, req(http::Method::GET, "/j", Some("gzip"))).await?;
+    assert_eq!(r.header("content-encoding"), None);
+    serde_json::from_slice::<serde_json::Value>(&r.body)?;
+    Ok(())
+}
