@@ -200,15 +200,21 @@ pub fn server_config_narrowed(
         Some(allowed) => Arc::new(narrowed(base.crypto_provider(), allowed)),
         None => base.crypto_provider().clone(),
     };
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions(tls.versions))?
         .with_no_client_auth()
         .with_cert_resolver(base.cert_resolver.clone());
+    Ok(Arc::new(inherit(config, base)))
+}
+
+/// `config` with `base`'s suite order, ALPN, tickets and session cache, so a session made
+/// under one resumes under the other.
+fn inherit(mut config: ServerConfig, base: &ServerConfig) -> ServerConfig {
     config.ignore_client_order = base.ignore_client_order;
     config.alpn_protocols = base.alpn_protocols.clone();
     config.ticketer = base.ticketer.clone();
     config.session_storage = base.session_storage.clone();
-    Ok(Arc::new(config))
+    config
 }
 
 /// rustls's versions for `v`, newest first.
@@ -258,15 +264,11 @@ pub fn client_auth_server_config(
         provider: base.crypto_provider().clone(),
         hints: roots.subjects(),
     });
-    let mut config = ServerConfig::builder_with_provider(base.crypto_provider().clone())
+    let config = ServerConfig::builder_with_provider(base.crypto_provider().clone())
         .with_protocol_versions(&versions(base_versions))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(base.cert_resolver.clone());
-    config.ignore_client_order = base.ignore_client_order;
-    config.alpn_protocols = base.alpn_protocols.clone();
-    config.ticketer = base.ticketer.clone();
-    config.session_storage = base.session_storage.clone();
-    Ok(Arc::new(config))
+    Ok(Arc::new(inherit(config, base)))
 }
 
 /// Asks for a client certificate and checks the handshake signature made with its key;
