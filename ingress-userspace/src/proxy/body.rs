@@ -151,7 +151,7 @@ pin_project! {
         },
         // An upstream body shared with its stall watchdog (`guard_client_stalls`).
         Guarded { shared: Arc<StallShared> },
-        // An upstream body compressed on the way (`use-gzip`).
+        // A body compressed on the way (`use-gzip`).
         Gzip { inner: Pin<Box<RespKind>>, encoder: Box<super::gzip::Encoder> },
     }
 }
@@ -387,12 +387,9 @@ impl ResponseBody {
         }));
     }
 
-    /// Compresses an upstream body with `encoder` (`use-gzip`); other bodies are left as
-    /// they are.
+    /// Compresses this body with `encoder` (`use-gzip`): an upstream's or the proxy's own,
+    /// whichever the headers already say is gzip.
     pub(crate) fn gzip(&mut self, encoder: super::gzip::Encoder) {
-        if !matches!(self.kind, RespKind::Upstream { .. }) {
-            return;
-        }
         let inner = std::mem::replace(&mut self.kind, RespKind::Full { data: None });
         self.kind = RespKind::Gzip {
             inner: Box::pin(inner),

@@ -1,7 +1,7 @@
-//! `use-gzip`: upstream responses compressed on their way to clients that accept gzip, as
-//! nginx's gzip filter decides it under ingress-nginx's settings (`gzip_proxied any`,
-//! `gzip_vary on`): only 200, 403 and 404 answers, not already encoded, of a listed type, and
-//! not known to be shorter than `gzip-min-length`.
+//! `use-gzip`: answers (upstreams' and the proxy's own) compressed for clients that accept
+//! gzip, as nginx's gzip filter decides it under ingress-nginx's settings (`gzip_proxied
+//! any`, `gzip_vary on`): only 200, 403 and 404 answers, not already encoded, of a listed
+//! type, and not known to be shorter than `gzip-min-length`.
 use std::io::Write;
 
 use bytes::Bytes;

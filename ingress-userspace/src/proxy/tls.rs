@@ -331,8 +331,8 @@ pub(crate) type ChooseConfig<'a> =
 
 /// Terminates TLS on `stream` within `timeout`, counting the outcome. With `choose`, the
 /// ClientHello is read first and its SNI picks the config (hosts that ask for client
-/// certificates, `ssl-protocols`); without, the acceptor's config is used straight away. The flag says
-/// whether the handshake asked the client for a certificate.
+/// certificates, `ssl-protocols`); without, the acceptor's config is used straight away. The
+/// flag says whether the handshake asked the client for a certificate.
 pub(crate) async fn accept<S>(
     acceptor: &TlsAcceptor,
     choose: Option<ChooseConfig<'_>>,

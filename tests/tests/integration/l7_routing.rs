@@ -555,6 +555,20 @@ async fn l7_gzip_compresses_listed_answers_for_clients_that_accept_it() -> anyho
     assert_eq!(gunzip(&r.body)?, vec![b'x'; 4000]);
     let r = send(l7.http, req(http::Method::GET, "/bytes/100", Some("gzip"))).await?;
     assert_eq!((r.header("content-encoding"), r.body.len()), (None, 100));
+    // The proxy's own answers qualify like an upstream's: with no minimum, its 404
+    // (text/plain) goes compressed, and says so only because it is.
+    let mut own = snap.clone();
+    own.generation += 1_500;
+    own.global.gzip.min_length = 0;
+    l7.apply(own);
+    let mut r404 = build(http::Method::GET, "nowhere.test", "/", bytes::Bytes::new());
+    r404.headers_mut()
+        .insert("accept-encoding", http::HeaderValue::from_static("gzip"));
+    let r = send(l7.http, r404).await?;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    let text = String::from_utf8(gunzip(&r.body)?)?;
+    assert!(text.contains("404"), "{text:?}");
 
     // Off again.
     snap.generation += 2_000;
