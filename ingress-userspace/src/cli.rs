@@ -248,7 +248,8 @@ pub struct EdgeArgs {
     pub edge_syn_burst: u32,
 }
 
-/// Connection limits of the L7 proxy, named after ingress-nginx's ConfigMap keys.
+/// Connection limits of the L7 proxy, named after ingress-nginx's ConfigMap keys; the controller
+/// ConfigMap's keys of those names replace them while present.
 #[derive(Debug, Args, Clone)]
 pub struct LimitArgs {
     /// Idle keep-alive connections kept per upstream endpoint (ingress-nginx's
@@ -259,6 +260,14 @@ pub struct LimitArgs {
     /// How long an idle upstream connection is kept (`upstream-keepalive-timeout`).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub upstream_keepalive_timeout: std::time::Duration,
+    /// Requests one upstream keep-alive connection serves before it is closed
+    /// (`upstream-keepalive-requests`); 0: no limit.
+    #[arg(long, default_value_t = 10_000)]
+    pub upstream_keepalive_requests: u64,
+    /// How long one upstream keep-alive connection is reused at most
+    /// (`upstream-keepalive-time`).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub upstream_keepalive_time: std::time::Duration,
     /// HTTP/2 streams served on one client connection before it is closed gracefully
     /// (`keep-alive-requests`); 0: no limit. HTTP/1.1 connections are not counted.
     #[arg(long, default_value_t = 1000)]
@@ -405,13 +414,17 @@ mod tests {
                 l.upstream_max_idle_per_endpoint,
                 l.upstream_idle_timeout,
                 l.max_requests_per_connection,
-                l.h2_max_concurrent_streams
+                l.h2_max_concurrent_streams,
+                l.upstream_max_requests,
+                l.upstream_max_lifetime
             ),
             (
                 defaults.upstream_max_idle_per_endpoint,
                 defaults.upstream_idle_timeout,
                 defaults.max_requests_per_connection,
-                defaults.h2_max_concurrent_streams
+                defaults.h2_max_concurrent_streams,
+                defaults.upstream_max_requests,
+                defaults.upstream_max_lifetime
             ),
             "the flags' defaults are the library's"
         );
@@ -424,8 +437,14 @@ mod tests {
             "0",
             "--http2-max-concurrent-streams",
             "16",
+            "--upstream-keepalive-requests",
+            "0",
+            "--upstream-keepalive-time",
+            "10m",
         ]))
         .limits;
+        assert_eq!(l.upstream_max_requests, 0);
+        assert_eq!(l.upstream_max_lifetime, std::time::Duration::from_secs(600));
         assert_eq!(l.upstream_max_idle_per_endpoint, 1024);
         assert_eq!(l.upstream_idle_timeout, std::time::Duration::from_secs(5));
         assert_eq!(l.max_requests_per_connection, 0);

@@ -79,6 +79,26 @@ pub struct Global {
     pub server_tls: ServerTls,
     /// Compressed answers (`use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`).
     pub gzip: Gzip,
+    /// Connection reuse, client and upstream side: the ConfigMap's keys over the flags.
+    pub keep_alive: KeepAlive,
+}
+
+/// The controller ConfigMap's connection-reuse keys; `None` leaves the flag's value (the
+/// proxy's start-time limits) in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// `keep-alive-requests`: HTTP/2 streams per client connection; 0 for no limit.
+    pub requests: Option<usize>,
+    /// `http2-max-concurrent-streams`, for client connections accepted from then on.
+    pub h2_max_concurrent_streams: Option<u32>,
+    /// `upstream-keepalive-connections`: idle connections kept per endpoint.
+    pub upstream_connections: Option<usize>,
+    /// `upstream-keepalive-timeout`: how long one stays idle.
+    pub upstream_timeout: Option<Duration>,
+    /// `upstream-keepalive-requests`: requests one upstream connection serves; 0 for no limit.
+    pub upstream_requests: Option<u64>,
+    /// `upstream-keepalive-time`: how long one upstream connection is reused at most.
+    pub upstream_time: Option<Duration>,
 }
 
 /// `use-gzip` and its settings, with ingress-nginx's defaults.
@@ -150,6 +170,7 @@ impl Default for Global {
             add_headers: Vec::new(),
             server_tls: ServerTls::default(),
             gzip: Gzip::default(),
+            keep_alive: KeepAlive::default(),
         }
     }
 }

@@ -58,10 +58,13 @@ impl ProxyApplier {
         let tls = &snapshot.global.server_tls;
         let tls_same = previous.global.server_tls == *tls;
         let server_tls = self.server_tls(tls, tls_same.then_some(&previous.server_tls));
+        let global = GlobalPolicy::compile(&snapshot.global, limits);
+        // Pools that already exist follow the new limits too: they share these settings.
+        let pool = self.proxy.pool_settings();
+        pool.set(global.upstream_keep_alive);
         let ctx = CompileContext {
             metrics: &metrics,
-            max_idle_per_endpoint: limits.upstream_max_idle_per_endpoint,
-            idle_timeout: limits.upstream_idle_timeout,
+            pool,
             tls_base: Some(server_tls.as_deref().unwrap_or(self.proxy.tls_config())),
             tls_versions: if server_tls.is_some() {
                 tls.versions
@@ -83,7 +86,7 @@ impl ProxyApplier {
             generation: snapshot.generation,
             routes,
             certs,
-            global: GlobalPolicy::compile(&snapshot.global),
+            global,
             server_tls,
         });
         metrics.prune();

@@ -268,12 +268,12 @@ async fn send_on(
     read_timeout: Duration,
 ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendFailure> {
     match conn {
-        Conn::H1(mut sender) => {
+        Conn::H1(mut sender, reuse) => {
             *req.version_mut() = Version::HTTP_11;
             *req.uri_mut() = Uri::from(dest.path_and_query.clone());
             let fut = sender.try_send_request(req);
             let response = wait(fut, read_timeout, dest.progress.as_deref()).await?;
-            Ok((response, Some(PoolReturn::new(ep.clone(), sender))))
+            Ok((response, Some(PoolReturn::new(ep.clone(), sender, reuse))))
         }
         Conn::H2(mut sender) => {
             *req.version_mut() = Version::HTTP_2;

@@ -54,6 +54,10 @@ pub struct Limits {
     pub upstream_max_idle_per_endpoint: usize,
     /// How long an idle upstream connection is kept.
     pub upstream_idle_timeout: Duration,
+    /// Requests one upstream HTTP/1.1 connection serves before it is closed; 0: no limit.
+    pub upstream_max_requests: u64,
+    /// How long one upstream HTTP/1.1 connection is reused at most.
+    pub upstream_max_lifetime: Duration,
 }
 
 impl Default for Limits {
@@ -69,6 +73,8 @@ impl Default for Limits {
             max_requests_per_connection: 1000,
             upstream_max_idle_per_endpoint: 320,
             upstream_idle_timeout: Duration::from_secs(60),
+            upstream_max_requests: 10_000,
+            upstream_max_lifetime: Duration::from_secs(3600),
         }
     }
 }

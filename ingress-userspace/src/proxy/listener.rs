@@ -343,17 +343,18 @@ async fn serve_conn<S>(
     let stream =
         super::slow_reader::SendDeadline::new(stream, shared.options.limits.client_send_timeout);
     let (io, framing) = FramingGuard::new(stream);
-    let activity = super::idle::Activity::new(shared.options.limits.max_requests_per_connection);
-    let fwd = {
+    let (fwd, activity, server) = {
         let config = shared.config.load();
-        let real_ip = &config.global.real_ip;
-        ForwardedValues::new(
+        let global = &config.global;
+        let fwd = ForwardedValues::new(
             origin.client.ip(),
             origin.local.port(),
             tls,
-            real_ip.compute_full_forwarded_for,
+            global.real_ip.compute_full_forwarded_for,
         )
-        .with_trust(real_ip.trusts(origin.peer))
+        .with_trust(global.real_ip.trusts(origin.peer));
+        let activity = super::idle::Activity::new(global.max_requests_per_connection);
+        (fwd, activity, global.server.clone())
     };
     let ctx = Arc::new(ConnCtx {
         tls,
@@ -371,8 +372,9 @@ async fn serve_conn<S>(
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(service::handle(shared, ctx, req).await) }
     });
-    let conn = shared
-        .server
+    let conn = server
+        .as_deref()
+        .unwrap_or(&shared.server)
         .serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let stop = shared.drain.stop.clone();

@@ -87,6 +87,14 @@ pub struct GlobalPolicy {
     pub server_tls: crate::snapshot::ServerTls,
     /// `use-gzip`: compressed answers; `None` while off.
     pub gzip: Option<gzip::GzipPolicy>,
+    /// HTTP/2 streams a client connection accepted now serves before it is retired
+    /// (`keep-alive-requests` over the flag's); 0: no limit.
+    pub max_requests_per_connection: usize,
+    /// The HTTP server for connections accepted now, when `http2-max-concurrent-streams`
+    /// differs from the flag's; `None`: the proxy's own.
+    pub server: Option<Arc<auto::Builder<TokioExecutor>>>,
+    /// The upstream keep-alive limits in force.
+    pub upstream_keep_alive: upstream::pool::KeepAliveLimits,
 }
 
 /// Headers to set, each replacing any of its name; `None` removes it.
@@ -127,13 +135,30 @@ impl HeaderSet {
 
 impl Default for GlobalPolicy {
     fn default() -> Self {
-        Self::compile(&crate::snapshot::Global::default())
+        Self::compile(&crate::snapshot::Global::default(), &Limits::default())
     }
 }
 
 impl GlobalPolicy {
-    /// Compiles the snapshot's settings.
-    pub fn compile(global: &crate::snapshot::Global) -> Self {
+    /// Compiles the snapshot's settings; `limits` are the flags' values its keys replace.
+    pub fn compile(global: &crate::snapshot::Global, limits: &Limits) -> Self {
+        let ka = &global.keep_alive;
+        let server = ka
+            .h2_max_concurrent_streams
+            .filter(|n| *n != limits.h2_max_concurrent_streams)
+            .map(|n| {
+                Arc::new(server_builder(&Limits {
+                    h2_max_concurrent_streams: n,
+                    ..limits.clone()
+                }))
+            });
+        let flags = upstream::pool::KeepAliveLimits::from(limits);
+        let upstream_keep_alive = upstream::pool::KeepAliveLimits {
+            max_idle: ka.upstream_connections.unwrap_or(flags.max_idle),
+            idle_timeout: ka.upstream_timeout.unwrap_or(flags.idle_timeout),
+            max_requests: ka.upstream_requests.unwrap_or(flags.max_requests),
+            max_lifetime: ka.upstream_time.unwrap_or(flags.max_lifetime),
+        };
         // The translator checked the codes; a bad one falls back to ingress-nginx's default.
         let status = |code: u16, default| http::StatusCode::from_u16(code).unwrap_or(default);
         GlobalPolicy {
@@ -162,6 +187,9 @@ impl GlobalPolicy {
             add_headers: HeaderSet::compile(&global.add_headers),
             server_tls: global.server_tls.clone(),
             gzip: gzip::GzipPolicy::compile(&global.gzip),
+            max_requests_per_connection: ka.requests.unwrap_or(limits.max_requests_per_connection),
+            server,
+            upstream_keep_alive,
         }
     }
 
@@ -216,6 +244,8 @@ impl ProxyOptions {
             limits: Limits {
                 upstream_max_idle_per_endpoint: args.limits.upstream_keepalive_connections,
                 upstream_idle_timeout: args.limits.upstream_keepalive_timeout,
+                upstream_max_requests: args.limits.upstream_keepalive_requests,
+                upstream_max_lifetime: args.limits.upstream_keepalive_time,
                 max_requests_per_connection: args.limits.keep_alive_requests,
                 h2_max_concurrent_streams: args.limits.http2_max_concurrent_streams,
                 ..Limits::default()
@@ -244,6 +274,8 @@ pub(crate) struct Shared {
     auth_client: filters::external_auth::AuthClient,
     mirrors: filters::mirror::Mirrors,
     server: auto::Builder<TokioExecutor>,
+    /// The keep-alive limits of every upstream pool, updated with each snapshot.
+    pool_settings: Arc<upstream::pool::PoolSettings>,
     drain: Arc<listener::DrainState>,
 }
 
@@ -259,7 +291,11 @@ impl std::fmt::Debug for Shared {
 impl Proxy {
     /// A proxy serving nothing (every request 404) until a snapshot is applied.
     pub fn new(options: ProxyOptions) -> Result<Proxy, TlsSetupError> {
-        let config = Arc::new(ArcSwap::from_pointee(ActiveConfig::default()));
+        // The flags' limits hold until a snapshot says otherwise.
+        let config = Arc::new(ArcSwap::from_pointee(ActiveConfig {
+            global: GlobalPolicy::compile(&Default::default(), &options.limits),
+            ..ActiveConfig::default()
+        }));
         let default_cert = match &options.default_certificate {
             Some(c) => c.clone(),
             None => tls::generate_default_certificate()?,
@@ -272,6 +308,7 @@ impl Proxy {
         let mirrors = filters::mirror::Mirrors::new(tls_clients[2].clone());
         let connector = Connector::new(tls_clients);
         let server = server_builder(&options.limits);
+        let pool_settings = upstream::pool::PoolSettings::new((&options.limits).into());
         Ok(Proxy {
             shared: Arc::new(Shared {
                 config,
@@ -285,6 +322,7 @@ impl Proxy {
                 auth_client,
                 mirrors,
                 server,
+                pool_settings,
                 drain: Arc::new(listener::DrainState::default()),
             }),
         })
@@ -305,6 +343,11 @@ impl Proxy {
         self.shared.acceptor.config()
     }
 
+    /// The keep-alive limits every upstream pool follows.
+    pub(crate) fn pool_settings(&self) -> &Arc<upstream::pool::PoolSettings> {
+        &self.shared.pool_settings
+    }
+
     /// Options the proxy was built with.
     pub fn options(&self) -> &ProxyOptions {
         &self.shared.options
@@ -315,7 +358,7 @@ impl Proxy {
     pub fn seed_global(&self, global: &crate::snapshot::Global) {
         if self.shared.config.load().generation == 0 {
             self.install(ActiveConfig {
-                global: GlobalPolicy::compile(global),
+                global: GlobalPolicy::compile(global, &self.shared.options.limits),
                 ..ActiveConfig::default()
             });
         }

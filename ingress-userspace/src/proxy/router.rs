@@ -302,9 +302,8 @@ fn insert_first(map: &mut HashMap<Box<str>, usize>, key: &str, idx: usize) -> bo
 #[derive(Debug)]
 pub struct CompileContext<'a> {
     pub metrics: &'a ProxyMetrics,
-    /// Idle HTTP/1.1 connections kept per endpoint.
-    pub max_idle_per_endpoint: usize,
-    pub idle_timeout: std::time::Duration,
+    /// The keep-alive limits new endpoints' pools follow.
+    pub pool: &'a Arc<super::upstream::pool::PoolSettings>,
     /// The proxy's TLS server config, which hosts asking for client certificates derive
     /// theirs from; without it they are checked per request only.
     pub tls_base: Option<&'a ServerConfig>,
@@ -443,10 +442,7 @@ impl Compiler<'_, '_> {
                         prev.and_then(|p| p.endpoints.iter().find(|e| e.addr == *addr))
                             .cloned()
                             .unwrap_or_else(|| {
-                                let pool = Pool::new(
-                                    self.ctx.max_idle_per_endpoint,
-                                    self.ctx.idle_timeout,
-                                );
+                                let pool = Pool::new(self.ctx.pool.clone());
                                 Arc::new(Endpoint::new(&u.name, *addr, pool))
                             })
                     })

@@ -6,7 +6,9 @@
 //! `no-auth-locations`, `disable-access-log`, `ssl-protocols`, `ssl-ciphers`, `use-gzip` and
 //! the `gzip-*` keys; behind a load balancer `use-proxy-protocol`,
 //! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header`
-//! and `compute-full-forwarded-for`; the `global-auth-*` keys, an `auth-url` for every
+//! and `compute-full-forwarded-for`; connection reuse, over the flags of the same names:
+//! `keep-alive-requests`, `http2-max-concurrent-streams` and the `upstream-keepalive-*` keys
+//! (`-connections`, `-timeout`, `-requests`, `-time`); the `global-auth-*` keys, an `auth-url` for every
 //! Ingress; `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers
 //! ([`super::header_sets`]).
 //!
@@ -57,20 +59,6 @@ pub const GLOBAL_AUTH_KEYS: &[&str] = &[
     "global-auth-signin",
     "global-auth-signin-redirect-param",
     "global-auth-url",
-];
-
-/// ingress-nginx keys that a command-line flag sets here, fixed for the process's life.
-const FLAG_KEYS: &[(&str, &str)] = &[
-    (
-        "http2-max-concurrent-streams",
-        "--http2-max-concurrent-streams",
-    ),
-    ("keep-alive-requests", "--keep-alive-requests"),
-    (
-        "upstream-keepalive-connections",
-        "--upstream-keepalive-connections",
-    ),
-    ("upstream-keepalive-timeout", "--upstream-keepalive-timeout"),
 ];
 
 /// What the controller ConfigMap contributes to a translation.
@@ -250,6 +238,22 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "forwarded-for-header" => http::HeaderName::from_bytes(value.as_bytes())
             .map(|h| g.real_ip.forwarded_for = h.as_str().to_owned())
             .map_err(|_| "not a header name".into()),
+        "keep-alive-requests" => {
+            parse_in_range(value, 0..=u32::MAX as usize).map(|n| g.keep_alive.requests = Some(n))
+        }
+        "http2-max-concurrent-streams" => parse_in_range(value, 1..=u32::MAX)
+            .map(|n| g.keep_alive.h2_max_concurrent_streams = Some(n)),
+        "upstream-keepalive-connections" => parse_in_range(value, 0..=u32::MAX as usize)
+            .map(|n| g.keep_alive.upstream_connections = Some(n)),
+        "upstream-keepalive-timeout" => {
+            annotations::parse_time(value).map(|t| g.keep_alive.upstream_timeout = Some(t))
+        }
+        "upstream-keepalive-requests" => {
+            parse_in_range(value, 0..=u64::MAX).map(|n| g.keep_alive.upstream_requests = Some(n))
+        }
+        "upstream-keepalive-time" => {
+            annotations::parse_time(value).map(|t| g.keep_alive.upstream_time = Some(t))
+        }
         _ => return None,
     };
     Some(r)
@@ -295,9 +299,7 @@ fn parse_locations(v: &str) -> Result<Vec<String>, String> {
 
 /// An ignored key as listed, with what to do instead where there is something.
 fn ignored_key(key: &str) -> String {
-    if let Some((_, flag)) = FLAG_KEYS.iter().find(|(k, _)| *k == key) {
-        format!("{key} (set with {flag})")
-    } else if key.ends_with("-snippet") || key == "allow-snippet-annotations" {
+    if key.ends_with("-snippet") || key == "allow-snippet-annotations" {
         format!("{key} (snippets are never run)")
     } else {
         key.to_owned()
@@ -324,7 +326,7 @@ mod tests {
         assert!(set("disable-access-log", "true").is_ok_and(|g| !g.access_log));
         assert!(set("forwarded-for-header", "X-Client-IP")
             .is_ok_and(|g| g.real_ip.forwarded_for == "x-client-ip"));
-        assert!(set_global(&mut Global::default(), "keep-alive-requests", "5").is_none());
+        assert!(set_global(&mut Global::default(), "keep-alive", "5").is_none());
     }
 
     #[test]

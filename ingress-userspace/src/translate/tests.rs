@@ -995,6 +995,9 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
         ("use-proxy-protocol", "yes please"),
         ("disable-access-log", "true"),
         ("keep-alive-requests", "100"),
+        ("upstream-keepalive-timeout", "90"),
+        ("upstream-keepalive-time", "30m"),
+        ("upstream-keepalive-requests", "-1"),
         ("server-snippet", "deny all;"),
     ]));
     let t = run_with(objs, &controller_settings());
@@ -1051,6 +1054,16 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
         g.real_ip, real_ip,
         "a bad use-proxy-protocol leaves the flag's"
     );
+    let keep_alive = crate::snapshot::KeepAlive {
+        requests: Some(100),
+        upstream_timeout: Some(std::time::Duration::from_secs(90)),
+        upstream_time: Some(std::time::Duration::from_secs(1800)),
+        ..Default::default()
+    };
+    assert_eq!(
+        g.keep_alive, keep_alive,
+        "a bad upstream-keepalive-requests leaves the flag's"
+    );
 
     // Only the ConfigMap has diagnostics: the defaults are not "unread" annotations.
     let on_cm: Vec<(&str, &str)> = t
@@ -1066,13 +1079,13 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
             ("ConfigMap", reason::INVALID_CONFIG_KEY),
             ("ConfigMap", reason::INVALID_CONFIG_KEY),
             ("ConfigMap", reason::INVALID_CONFIG_KEY),
+            ("ConfigMap", reason::INVALID_CONFIG_KEY),
         ]
     );
     let messages: Vec<&str> = t.diagnostics.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(
         messages[0],
-        "keys not used by ingressd: keep-alive-requests (set with --keep-alive-requests), \
-         server-snippet (snippets are never run), worker-processes"
+        "keys not used by ingressd: server-snippet (snippets are never run), worker-processes"
     );
     assert!(messages[1..]
         .iter()

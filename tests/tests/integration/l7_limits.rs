@@ -587,3 +587,95 @@ async fn l7_limit_rate_paces_responses() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The controller ConfigMap's connection-reuse keys replace the flags' limits without a
+/// restart: `upstream-keepalive-requests` retires pooled upstream connections (one pooled
+/// before the change too), `http2-max-concurrent-streams` and `keep-alive-requests` hold for
+/// client connections accepted after it; a snapshot without the keys brings the flags back.
+#[tokio::test]
+async fn l7_connection_reuse_keys_apply_without_a_restart() -> anyhow::Result<()> {
+    use ingress::snapshot::KeepAlive;
+    let up = TestServer::echo("reuse").await?;
+    let t = target("reuse", upstream("reuse", &[up.addr]));
+    let routes = || vec![vhost("", vec![prefix("/", &t)])];
+    let opts = ProxyOptions {
+        limits: Limits {
+            h2_max_concurrent_streams: 7,
+            max_requests_per_connection: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let l7 = L7::start_with(opts, snapshot(routes())).await?;
+    let sequential = |round: &'static str| {
+        let addr = l7.http;
+        async move {
+            for i in 0..6 {
+                let r = get(addr, "x", &format!("/{round}/{i}")).await?;
+                assert_eq!(r.status, 200, "{round} {i}");
+            }
+            anyhow::Ok(())
+        }
+    };
+    // A fresh h2c connection: the streams it may open, and whether the proxy closes it
+    // after two requests.
+    let h2_client = |addr| async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let (client, conn) = h2::client::handshake(tcp).await?;
+        let conn = tokio::spawn(conn);
+        let mut client = tokio::time::timeout(WAIT, client.ready()).await??;
+        let mut streams = 0;
+        for i in 0..2 {
+            let req = http::Request::builder()
+                .uri(format!("http://x/h2/{i}"))
+                .body(())?;
+            let (resp, _) = client.send_request(req, true)?;
+            assert_eq!(tokio::time::timeout(WAIT, resp).await??.status(), 200);
+            if i == 0 {
+                // The server's SETTINGS have arrived with its first answer.
+                streams = client.current_max_send_streams();
+                client = tokio::time::timeout(WAIT, client.ready()).await??;
+            }
+        }
+        // With the client still held, only the proxy can end the connection.
+        let retired = tokio::time::timeout(Duration::from_secs(2), conn)
+            .await
+            .is_ok();
+        drop(client);
+        anyhow::Ok((streams, retired))
+    };
+
+    sequential("flags").await?;
+    assert_eq!(
+        up.connections.load(SeqCst),
+        1,
+        "one pooled connection serves all"
+    );
+    let (streams, retired) = h2_client(l7.http).await?;
+    assert_eq!((streams, retired), (7, false), "the flags' limits");
+
+    let mut snap = snapshot(routes());
+    snap.global.keep_alive = KeepAlive {
+        requests: Some(2),
+        h2_max_concurrent_streams: Some(3),
+        upstream_requests: Some(2),
+        ..Default::default()
+    };
+    l7.apply(snap);
+    sequential("configmap").await?;
+    assert_eq!(
+        up.connections.load(SeqCst),
+        4,
+        "the pooled connection is past 2 requests; then one connection per 2 requests"
+    );
+    let (streams, retired) = h2_client(l7.http).await?;
+    assert_eq!((streams, retired), (3, true), "the ConfigMap's limits");
+
+    l7.apply(snapshot(routes()));
+    sequential("flags-again").await?;
+    // The two HTTP/2 requests above took one more upstream connection and retired it.
+    assert_eq!(up.connections.load(SeqCst), 6, "no request limit again");
+    let (streams, retired) = h2_client(l7.http).await?;
+    assert_eq!((streams, retired), (7, false), "the flags' limits again");
+    Ok(())
+}

@@ -193,7 +193,9 @@ mod tests {
         let endpoints = (1..=n)
             .map(|i| {
                 let addr = std::net::SocketAddr::from(([10, 0, 0, i], 80));
-                let pool = Pool::new(1, std::time::Duration::from_secs(1));
+                let pool = Pool::new(crate::proxy::upstream::pool::PoolSettings::new(
+                    Default::default(),
+                ));
                 std::sync::Arc::new(Endpoint::new("ns/app:80", addr, pool))
             })
             .collect();

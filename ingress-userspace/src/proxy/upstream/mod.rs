@@ -233,7 +233,7 @@ mod tests {
                 Arc::new(Endpoint::new(
                     "ns/s:80",
                     addr,
-                    Pool::new(8, Duration::from_secs(60)),
+                    Pool::new(pool::PoolSettings::new(Default::default())),
                 ))
             })
             .collect();

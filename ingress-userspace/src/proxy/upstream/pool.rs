@@ -6,7 +6,10 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+        Arc, Mutex,
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -29,39 +32,145 @@ use crate::{
 
 use super::Endpoint;
 
+/// How upstream HTTP/1.1 connections are reused (the `upstream-keepalive-*` settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepAliveLimits {
+    /// Idle connections kept per endpoint.
+    pub max_idle: usize,
+    /// How long one is kept idle.
+    pub idle_timeout: Duration,
+    /// Requests one connection serves before it is closed; 0: no limit.
+    pub max_requests: u64,
+    /// How long one connection is reused at most.
+    pub max_lifetime: Duration,
+}
+
+impl From<&crate::proxy::limits::Limits> for KeepAliveLimits {
+    fn from(l: &crate::proxy::limits::Limits) -> Self {
+        KeepAliveLimits {
+            max_idle: l.upstream_max_idle_per_endpoint,
+            idle_timeout: l.upstream_idle_timeout,
+            max_requests: l.upstream_max_requests,
+            max_lifetime: l.upstream_max_lifetime,
+        }
+    }
+}
+
+impl Default for KeepAliveLimits {
+    fn default() -> Self {
+        (&crate::proxy::limits::Limits::default()).into()
+    }
+}
+
+/// The limits every pool reads when it takes or keeps a connection, shared so that a change
+/// of the controller ConfigMap reaches the pools that already exist.
+#[derive(Debug)]
+pub struct PoolSettings {
+    max_idle: AtomicUsize,
+    idle_timeout_ms: AtomicU64,
+    max_requests: AtomicU64,
+    max_lifetime_ms: AtomicU64,
+}
+
+impl PoolSettings {
+    /// Settings starting at `limits`.
+    pub fn new(limits: KeepAliveLimits) -> Arc<Self> {
+        let s = PoolSettings {
+            max_idle: AtomicUsize::new(0),
+            idle_timeout_ms: AtomicU64::new(0),
+            max_requests: AtomicU64::new(0),
+            max_lifetime_ms: AtomicU64::new(0),
+        };
+        s.set(limits);
+        Arc::new(s)
+    }
+
+    /// Makes `limits` the ones pools use from now on.
+    pub fn set(&self, limits: KeepAliveLimits) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.max_idle.store(limits.max_idle, Relaxed);
+        self.idle_timeout_ms.store(ms(limits.idle_timeout), Relaxed);
+        self.max_requests.store(limits.max_requests, Relaxed);
+        self.max_lifetime_ms.store(ms(limits.max_lifetime), Relaxed);
+    }
+
+    /// The limits in force.
+    pub fn get(&self) -> KeepAliveLimits {
+        KeepAliveLimits {
+            max_idle: self.max_idle.load(Relaxed),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.load(Relaxed)),
+            max_requests: self.max_requests.load(Relaxed),
+            max_lifetime: Duration::from_millis(self.max_lifetime_ms.load(Relaxed)),
+        }
+    }
+}
+
 /// Idle HTTP/1.1 connections and the shared HTTP/2 connection of one endpoint.
 #[derive(Debug)]
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
-    max_idle: usize,
-    idle_timeout: Duration,
+    settings: Arc<PoolSettings>,
 }
 
 #[derive(Debug)]
 struct Idle {
     sender: http1::SendRequest<RequestBody>,
     since: Instant,
+    reuse: Reuse,
 }
 
-impl Pool {
-    /// A pool keeping at most `max_idle` idle HTTP/1.1 connections for `idle_timeout`.
-    pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
-        Pool {
-            idle: Mutex::default(),
-            h2: Mutex::default(),
-            max_idle,
-            idle_timeout,
+/// What an HTTP/1.1 upstream connection has served: `upstream-keepalive-requests` and
+/// `upstream-keepalive-time` retire it.
+#[derive(Clone, Copy, Debug)]
+pub struct Reuse {
+    born: Instant,
+    served: u64,
+}
+
+impl Reuse {
+    /// A connection just made.
+    pub fn new() -> Self {
+        Reuse {
+            born: Instant::now(),
+            served: 0,
         }
     }
 
-    /// Pops the most recently idled connection that is still open and fresh.
-    fn pop_h1(&self) -> Option<http1::SendRequest<RequestBody>> {
+    /// Whether the connection, having served one more request, may be used again at `now`.
+    fn may_serve_again(&self, limits: &KeepAliveLimits, now: Instant) -> bool {
+        (limits.max_requests == 0 || self.served < limits.max_requests)
+            && now.saturating_duration_since(self.born) < limits.max_lifetime
+    }
+}
+
+impl Default for Reuse {
+    fn default() -> Self {
+        Reuse::new()
+    }
+}
+
+impl Pool {
+    /// A pool following `settings`.
+    pub fn new(settings: Arc<PoolSettings>) -> Self {
+        Pool {
+            idle: Mutex::default(),
+            h2: Mutex::default(),
+            settings,
+        }
+    }
+
+    /// Pops the most recently idled connection that is still open, fresh and young enough.
+    fn pop_h1(&self) -> Option<(http1::SendRequest<RequestBody>, Reuse)> {
         let now = Instant::now();
+        let limits = self.settings.get();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(i) = idle.pop() {
-            if !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout {
-                return Some(i.sender);
+            if !i.sender.is_closed()
+                && now.duration_since(i.since) < limits.idle_timeout
+                && i.reuse.may_serve_again(&limits, now)
+            {
+                return Some((i.sender, i.reuse));
             }
         }
         None
@@ -70,30 +179,35 @@ impl Pool {
     /// An idle HTTP/1.1 connection ready for a request. A connection given back right at the
     /// end of a body may need a moment before hyper marks it ready: wait briefly here rather
     /// than spawn a task per request to watch it.
-    async fn take_h1(&self) -> Option<http1::SendRequest<RequestBody>> {
-        while let Some(mut sender) = self.pop_h1() {
+    async fn take_h1(&self) -> Option<(http1::SendRequest<RequestBody>, Reuse)> {
+        while let Some((mut sender, reuse)) = self.pop_h1() {
             if sender.is_ready() {
-                return Some(sender);
+                return Some((sender, reuse));
             }
             let ready = tokio::time::timeout(Duration::from_millis(50), sender.ready()).await;
             if let Ok(Ok(())) = ready {
-                return Some(sender);
+                return Some((sender, reuse));
             }
         }
         None
     }
 
-    fn put_h1(&self, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() || self.max_idle == 0 {
+    /// Keeps a connection that has just served one more request, unless it is due to close.
+    fn put_h1(&self, sender: http1::SendRequest<RequestBody>, mut reuse: Reuse) {
+        reuse.served = reuse.served.saturating_add(1);
+        let limits = self.settings.get();
+        let now = Instant::now();
+        if sender.is_closed() || limits.max_idle == 0 || !reuse.may_serve_again(&limits, now) {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() >= self.max_idle {
+        while idle.len() >= limits.max_idle {
             idle.remove(0);
         }
         idle.push(Idle {
             sender,
-            since: Instant::now(),
+            since: now,
+            reuse,
         });
     }
 
@@ -124,15 +238,21 @@ impl Pool {
 pub struct PoolReturn {
     endpoint: Arc<Endpoint>,
     sender: Option<http1::SendRequest<RequestBody>>,
+    reuse: Reuse,
     ended: bool,
 }
 
 impl PoolReturn {
     /// Returns `sender` to `endpoint`'s pool on drop, if the body was read to its end.
-    pub fn new(endpoint: Arc<Endpoint>, sender: http1::SendRequest<RequestBody>) -> Self {
+    pub fn new(
+        endpoint: Arc<Endpoint>,
+        sender: http1::SendRequest<RequestBody>,
+        reuse: Reuse,
+    ) -> Self {
         PoolReturn {
             endpoint,
             sender: Some(sender),
+            reuse,
             ended: false,
         }
     }
@@ -150,7 +270,7 @@ impl Drop for PoolReturn {
         };
         // A body dropped early leaves the connection mid-message: let it close.
         if self.ended {
-            self.endpoint.pool.put_h1(sender);
+            self.endpoint.pool.put_h1(sender, self.reuse);
         }
     }
 }
@@ -169,7 +289,7 @@ pub enum ConnMode {
 /// A connection ready to take a request.
 #[derive(Debug)]
 pub enum Conn {
-    H1(http1::SendRequest<RequestBody>),
+    H1(http1::SendRequest<RequestBody>, Reuse),
     H2(http2::SendRequest<RequestBody>),
 }
 
@@ -263,16 +383,16 @@ impl Connector {
         if mode == ConnMode::Upgrade {
             let sender = Box::pin(self.connect_upgradable(ep, protocol, tls, timeout)).await?;
             return Ok(Checkout {
-                conn: Conn::H1(sender),
+                conn: Conn::H1(sender, Reuse::new()),
                 reused: false,
             });
         }
         if mode == ConnMode::Pooled {
             let pooled = match protocol {
-                BackendProtocol::Http => ep.pool.take_h1().await.map(Conn::H1),
+                BackendProtocol::Http => ep.pool.take_h1().await.map(|(s, r)| Conn::H1(s, r)),
                 BackendProtocol::Https => match ep.pool.take_h2() {
                     Some(h2) => Some(Conn::H2(h2)),
-                    None => ep.pool.take_h1().await.map(Conn::H1),
+                    None => ep.pool.take_h1().await.map(|(s, r)| Conn::H1(s, r)),
                 },
                 BackendProtocol::Grpc | BackendProtocol::Grpcs => ep.pool.take_h2().map(Conn::H2),
             };
@@ -335,7 +455,7 @@ impl Connector {
                     tracing::debug!(error = %e, "upstream connection ended");
                 }
             });
-            Ok(Conn::H1(sender))
+            Ok(Conn::H1(sender, Reuse::new()))
         }
     }
 
@@ -471,5 +591,48 @@ impl AsyncWrite for UpIo {
             UpIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
             UpIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_reused_within_its_request_and_age_limits() {
+        let limits = KeepAliveLimits {
+            max_requests: 2,
+            max_lifetime: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let now = Instant::now();
+        let mut r = Reuse::new();
+        assert!(r.may_serve_again(&limits, now));
+        r.served = 2;
+        assert!(!r.may_serve_again(&limits, now), "served its 2");
+        let unlimited = KeepAliveLimits {
+            max_requests: 0,
+            ..limits
+        };
+        assert!(r.may_serve_again(&unlimited, now), "0: no request limit");
+        let later = now + Duration::from_secs(61);
+        assert!(
+            !r.may_serve_again(&unlimited, later),
+            "older than its lifetime"
+        );
+    }
+
+    #[test]
+    fn settings_changes_reach_existing_pools() {
+        let settings = PoolSettings::new(KeepAliveLimits::default());
+        let pool = Pool::new(settings.clone());
+        let changed = KeepAliveLimits {
+            max_idle: 3,
+            idle_timeout: Duration::from_secs(5),
+            max_requests: 7,
+            max_lifetime: Duration::from_millis(1500),
+        };
+        settings.set(changed);
+        assert_eq!(pool.settings.get(), changed);
     }
 }

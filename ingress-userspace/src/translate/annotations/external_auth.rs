@@ -125,7 +125,7 @@ fn parse_cache_duration(v: &str) -> Result<Vec<(Option<u16>, Duration)>, String>
 }
 
 /// An nginx time: digits and one unit of s, m, h, d (seconds when none), at most a week.
-fn parse_time(v: &str) -> Result<Duration, String> {
+pub(crate) fn parse_time(v: &str) -> Result<Duration, String> {
     let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => v.split_at(i),
         None => (v, "s"),

@@ -30,6 +30,7 @@ mod cookie_rewrite;
 mod cors;
 mod errors;
 mod external_auth;
+pub(crate) use external_auth::parse_time;
 mod mirror;
 mod passthrough;
 mod proxy;
