@@ -360,7 +360,7 @@ impl App {
             });
         } else {
             let client = source::kube::client(args.kubeconfig.as_deref()).await?;
-            source::kube::spawn(client.clone(), settings.clone(), store.events.clone());
+            source::kube::spawn(client.clone(), store.events.clone());
             kube_client = Some(client);
         }
         drop(store.events);

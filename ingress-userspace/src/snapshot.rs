@@ -635,6 +635,8 @@ pub struct RoutePolicy {
     /// `upstream-hash-by-subset` with its `-size`: a key goes to a fixed set of this many
     /// endpoints (its best by the same hash), one of them at random per request.
     pub hash_subset: Option<u32>,
+    /// `custom-headers`: set on every answer of the route, from a ConfigMap.
+    pub custom_headers: Option<Arc<CustomHeaders>>,
 }
 
 impl Default for RoutePolicy {
@@ -672,11 +674,23 @@ impl Default for RoutePolicy {
             cookie_rewrite: None,
             mirror: None,
             access_log: true,
+            custom_headers: None,
         }
     }
 }
 
-/// A fixed redirect answered by the proxy.
+/// The headers of a `custom-headers` ConfigMap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CustomHeaders {
+    /// `(name, value)`, lower-case names; each replaces the upstream's, an empty value
+    /// removes it.
+    pub headers: Vec<(String, String)>,
+    /// The ConfigMap is missing, or holds a header that is invalid or not in
+    /// `global-allowed-response-headers`: every request is answered 503, as ingress-nginx
+    /// answers a denied location, rather than served without the headers it asks for.
+    pub denied: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Redirect {
     /// 301/308 for permanent, 302/307 for temporal (`*-redirect-code` annotations).

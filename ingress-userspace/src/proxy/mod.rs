@@ -103,7 +103,7 @@ pub struct HeaderSet(Vec<(http::HeaderName, Option<HeaderValue>)>);
 
 impl HeaderSet {
     /// The snapshot's checked headers; an empty value means removal.
-    fn compile(headers: &[(String, String)]) -> Self {
+    pub(crate) fn compile(headers: &[(String, String)]) -> Self {
         HeaderSet(
             headers
                 .iter()

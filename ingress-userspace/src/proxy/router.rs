@@ -36,6 +36,8 @@ pub struct Target {
     pub ingress: Arc<str>,
     /// Rate-limit zone of the Ingress (one per Ingress, like ingress-nginx).
     pub limit_zone: u64,
+    /// `custom-headers`, set on every answer of the route.
+    pub custom_headers: Option<super::HeaderSet>,
 }
 
 /// The canary side of a target.
@@ -402,6 +404,11 @@ impl Compiler<'_, '_> {
             default_backend,
             ingress,
             limit_zone: h.finish(),
+            custom_headers: spec
+                .policy
+                .custom_headers
+                .as_ref()
+                .map(|c| super::HeaderSet::compile(&c.headers)),
         });
         self.targets.insert(key, t.clone());
         t

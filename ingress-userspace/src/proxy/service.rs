@@ -67,7 +67,7 @@ pub(crate) async fn handle(
     // Dropped with this future if the client leaves before the response: logged as 499.
     let mut completion = Completion::pending(start, shared.metrics.unrouted(), record);
     completion.hold(active);
-    let mut tls_host = false;
+    let mut answered = Answered::default();
     let via = Via {
         conn: &conn,
         client: fwd,
@@ -79,14 +79,17 @@ pub(crate) async fn handle(
         req,
         &request_id,
         &mut completion,
-        &mut tls_host,
+        &mut answered,
     )
     .await;
     if let Some(g) = gzip {
         g.apply(&mut response);
     }
     config.global.add_headers.apply(response.headers_mut());
-    if fwd.https && tls_host {
+    if let Some(h) = answered.custom_headers {
+        h.apply(response.headers_mut());
+    }
+    if fwd.https && answered.tls_host {
         // As ingress-nginx's `more_set_headers` in a TLS server: every answer, the proxy's
         // own included, and in place of one the upstream sent.
         if let Some(v) = &config.global.hsts {
@@ -108,6 +111,16 @@ pub(crate) async fn handle(
     response
 }
 
+/// What the pipeline found out about the route that answers, for the headers every answer
+/// of it gets.
+#[derive(Default)]
+struct Answered<'c> {
+    /// The host has TLS (HSTS).
+    tls_host: bool,
+    /// The route's `custom-headers`.
+    custom_headers: Option<&'c super::HeaderSet>,
+}
+
 /// The connection a request came on, and its client as the request's trusted forwarding
 /// headers name it (the connection's own values otherwise).
 struct Via<'a> {
@@ -115,14 +128,14 @@ struct Via<'a> {
     client: &'a headers::ForwardedValues,
 }
 
-async fn pipeline(
+async fn pipeline<'c>(
     shared: &Shared,
     via: Via<'_>,
-    config: &ActiveConfig,
+    config: &'c ActiveConfig,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     completion: &mut Completion,
-    tls_host: &mut bool,
+    answered: &mut Answered<'c>,
 ) -> Response<ResponseBody> {
     let Via { conn, client } = via;
     // Every early answer below drops the body unread; it drains itself (HTTP/2).
@@ -161,13 +174,17 @@ async fn pipeline(
     let Some(m) = matched else {
         return ProxyError::NotFound.response();
     };
-    *tls_host = m.host_tls;
+    answered.tls_host = m.host_tls;
     let target: &Target = m.target;
     let policy = &target.spec.policy;
     // From here on a client that leaves is logged (499) against this route.
     completion.route(target.primary_metrics.clone(), &target.ingress, None);
     if !policy.access_log {
         completion.unlogged();
+    }
+    answered.custom_headers = target.custom_headers.as_ref();
+    if policy.custom_headers.as_ref().is_some_and(|c| c.denied) {
+        return errors::status_response(StatusCode::SERVICE_UNAVAILABLE);
     }
 
     // Rewrite phase: redirects. Behind a load balancer that terminated TLS, its

@@ -1,15 +1,11 @@
 //! Kubernetes source: kube-rs watchers for every watched kind, relisting with backoff after errors.
 //!
-//! Each kind gets a `kube::runtime::watcher` (ConfigMaps: the controller ConfigMap's namespace
-//! whole, and one per other configured ConfigMap, by field selector; Secrets leave out Helm release and service-account token Secrets, by field
-//! selector). A watcher's `Init .. InitDone` run, which is both the first list and every
+//! Each kind gets one `kube::runtime::watcher` over every namespace (Secrets leave out Helm
+//! release and service-account token Secrets, by field selector). A watcher's `Init .. InitDone` run, which is both the first list and every
 //! relist after a watch error, becomes one [`SourceEvent::Replace`]; live changes become
 //! [`SourceEvent::Apply`] / [`SourceEvent::Delete`]. Once every watcher has listed once, one
 //! [`SourceEvent::Synced`] follows.
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    path::Path,
-};
+use std::{collections::BTreeMap, path::Path};
 
 use futures_util::{stream::BoxStream, StreamExt};
 use k8s_openapi::{
@@ -34,7 +30,6 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::{Key, Kind, Object, SourceEvent};
-use crate::config::{NamespacedName, Settings};
 
 /// Annotation `kubectl apply` stores the whole previous manifest in; dropped to save memory.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -95,18 +90,14 @@ pub fn strip_metadata(meta: &mut ObjectMeta) {
 }
 
 /// Spawns [`run`] on the current runtime.
-pub fn spawn(
-    client: Client,
-    settings: Settings,
-    tx: mpsc::Sender<SourceEvent>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move { run(client, &settings, tx).await })
+pub fn spawn(client: Client, tx: mpsc::Sender<SourceEvent>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(client, tx))
 }
 
 /// Watches every kind the translator needs and sends [`SourceEvent`]s until `tx` is closed.
 /// Transient API errors are logged and retried with backoff; this never gives up.
-pub async fn run(client: Client, settings: &Settings, tx: mpsc::Sender<SourceEvent>) {
-    let (kinds, streams): (Vec<Kind>, Vec<_>) = watches(&client, settings).into_iter().unzip();
+pub async fn run(client: Client, tx: mpsc::Sender<SourceEvent>) {
+    let (kinds, streams): (Vec<Kind>, Vec<_>) = watches(&client).into_iter().unzip();
     let mut merger = Merger::new(kinds);
     let mut events = futures_util::stream::select_all(
         streams
@@ -137,10 +128,10 @@ pub async fn run(client: Client, settings: &Settings, tx: mpsc::Sender<SourceEve
 
 type ObjectStream = BoxStream<'static, Result<Event<Object>, watcher::Error>>;
 
-/// One watcher per kind (and per configured ConfigMap), in a fixed order.
-fn watches(client: &Client, settings: &Settings) -> Vec<(Kind, ObjectStream)> {
+/// One watcher per kind, in a fixed order.
+fn watches(client: &Client) -> Vec<(Kind, ObjectStream)> {
     let all = watcher::Config::default();
-    let mut out = vec![
+    vec![
         (
             Kind::Ingress,
             watch(
@@ -181,37 +172,17 @@ fn watches(client: &Client, settings: &Settings) -> Vec<(Kind, ObjectStream)> {
                 Object::Secret,
             ),
         ),
-    ];
-    // The controller ConfigMap's namespace is watched whole: its keys may name header
-    // ConfigMaps there, known only once it is read.
-    let whole = settings.controller_config.as_ref().map(|c| &c.namespace);
-    if let Some(ns) = whole {
-        let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
-        let config = watcher::Config::default();
-        out.push((Kind::ConfigMap, watch(api, config, Object::ConfigMap)));
-    }
-    for nn in configmaps(settings) {
-        if Some(&nn.namespace) == whole {
-            continue;
-        }
-        let api = Api::<ConfigMap>::namespaced(client.clone(), &nn.namespace);
-        let config = watcher::Config::default().fields(&format!("metadata.name={}", nn.name));
-        out.push((Kind::ConfigMap, watch(api, config, Object::ConfigMap)));
-    }
-    out
-}
-
-/// The distinct ConfigMaps named in the settings.
-fn configmaps(settings: &Settings) -> BTreeSet<NamespacedName> {
-    [
-        &settings.controller_config,
-        &settings.tcp_services,
-        &settings.udp_services,
+        // Every namespace's: `custom-headers` names a ConfigMap in its Ingress's namespace,
+        // and the controller ConfigMap's keys name more; which ones is known only once read.
+        (
+            Kind::ConfigMap,
+            watch(
+                Api::<ConfigMap>::all(client.clone()),
+                watcher::Config::default(),
+                Object::ConfigMap,
+            ),
+        ),
     ]
-    .into_iter()
-    .flatten()
-    .cloned()
-    .collect()
 }
 
 fn watch<K>(api: Api<K>, config: watcher::Config, wrap: fn(K) -> Object) -> ObjectStream
@@ -489,30 +460,5 @@ mod tests {
         let annotations = meta.annotations.unwrap_or_default();
         assert_eq!(annotations.len(), 1);
         assert!(annotations.contains_key("nginx.ingress.kubernetes.io/rewrite-target"));
-    }
-
-    #[test]
-    fn configmaps_are_deduplicated() {
-        let nn = NamespacedName {
-            namespace: "ns".into(),
-            name: "tcp".into(),
-        };
-        let settings = Settings {
-            tcp_services: Some(nn.clone()),
-            udp_services: Some(nn),
-            ..Default::default()
-        };
-        assert_eq!(configmaps(&settings).len(), 1);
-        assert!(configmaps(&Settings::default()).is_empty());
-        let controller = NamespacedName {
-            namespace: "ingress-system".into(),
-            name: "ingressd".into(),
-        };
-        let settings = Settings {
-            controller_config: Some(controller.clone()),
-            ..settings
-        };
-        assert!(configmaps(&settings).contains(&controller));
-        assert_eq!(configmaps(&settings).len(), 2);
     }
 }

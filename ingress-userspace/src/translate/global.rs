@@ -10,7 +10,8 @@
 //! `keep-alive-requests`, `http2-max-concurrent-streams` and the `upstream-keepalive-*` keys
 //! (`-connections`, `-timeout`, `-requests`, `-time`); the `global-auth-*` keys, an `auth-url` for every
 //! Ingress; `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers
-//! ([`super::header_sets`]).
+//! ([`super::header_sets`]); `global-allowed-response-headers`, the headers the
+//! `custom-headers` annotation may set.
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
 //! ignored, so the flag's value or the built-in default stays in force. Keys this controller
@@ -72,6 +73,9 @@ pub struct ControllerConfig {
     pub diagnostics: Vec<Diagnostic>,
     /// The header ConfigMaps its keys name, found or not: a change to one is a change to it.
     pub sources: BTreeSet<NamespacedName>,
+    /// `global-allowed-response-headers`: the only headers a `custom-headers` ConfigMap may
+    /// set, lower-case.
+    pub allowed_response_headers: Vec<String>,
 }
 
 /// Reads the ConfigMap `settings.controller_config` names; without one (or while it does not
@@ -118,6 +122,8 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
             })
         } else if key == "proxy-set-headers" || key == "add-headers" {
             header_set(objects, nn, key, value.trim(), &mut out)
+        } else if key == "global-allowed-response-headers" {
+            parse_header_names(value).map(|names| out.allowed_response_headers = names)
         } else {
             match set_global(&mut out.global, key, value.trim()) {
                 Some(r) => r,
@@ -257,6 +263,19 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         _ => return None,
     };
     Some(r)
+}
+
+/// Comma-separated header names, lower-cased.
+fn parse_header_names(v: &str) -> Result<Vec<String>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            http::HeaderName::from_bytes(s.as_bytes())
+                .map(|h| h.as_str().to_owned())
+                .map_err(|_| format!("{s:?} is not a header name"))
+        })
+        .collect()
 }
 
 /// nginx's `gzip_types`: MIME types separated by spaces, or `*`.

@@ -61,6 +61,37 @@ pub fn read(objects: &ObjectCache, nn: &NamespacedName) -> Result<HeaderSet, Str
     Ok(out)
 }
 
+/// The headers of the `custom-headers` ConfigMap `nn`, all or none: `Err` when it does not
+/// exist or an entry is invalid or not named in `allowed` (lower-case names), as
+/// ingress-nginx denies the location then.
+pub fn custom(
+    objects: &ObjectCache,
+    nn: &NamespacedName,
+    allowed: &[String],
+) -> Result<Vec<(String, String)>, String> {
+    let cm = objects
+        .config_map(&nn.namespace, &nn.name)
+        .ok_or_else(|| format!("ConfigMap {}/{} not found", nn.namespace, nn.name))?;
+    let mut out = Vec::new();
+    for (name, value) in cm.data.iter().flatten() {
+        let (name, value) = entry(name, value).map_err(|m| {
+            format!(
+                "ConfigMap {}/{}: header {name:?}: {m}",
+                nn.namespace, nn.name
+            )
+        })?;
+        if !allowed.contains(&name) {
+            return Err(format!(
+                "ConfigMap {}/{}: header {name:?} is not in the controller ConfigMap's \
+                 global-allowed-response-headers",
+                nn.namespace, nn.name
+            ));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
 /// One entry as a header.
 fn entry(name: &str, value: &str) -> Result<(String, String), String> {
     let name = http::HeaderName::from_bytes(name.as_bytes())

@@ -148,6 +148,7 @@ pub fn target(
     let policy = match st.annotations() {
         Some(a) => RoutePolicy {
             basic_auth: st.auth.clone(),
+            custom_headers: st.custom_headers.clone(),
             ..a.policy.clone()
         },
         None => RoutePolicy::default(),

@@ -61,6 +61,8 @@ pub mod reason {
     pub const ANNOTATION_IGNORED: &str = "AnnotationIgnored";
     /// The `auth-secret` is missing or unusable; the whole Ingress is not applied.
     pub const AUTH_SECRET_INVALID: &str = "AuthSecretInvalid";
+    /// A `custom-headers` ConfigMap is missing or sets a header it may not.
+    pub const CUSTOM_HEADERS_INVALID: &str = "CustomHeadersInvalid";
     /// A canary rule has no main route to attach to.
     pub const CANARY_WITHOUT_MAIN_ROUTE: &str = "CanaryWithoutMainRoute";
     /// A passthrough rule without host or backend.

@@ -9,7 +9,8 @@ use k8s_openapi::{api::networking::v1::Ingress, apimachinery::pkg::apis::meta::v
 
 use super::{annotations::Annotations, ingress::ParsedIngress, Diagnostic};
 use crate::snapshot::{
-    BackendProtocol, BasicAuth, ClientAuth, RouteTarget, Upstream, UpstreamTls, VirtualHost,
+    BackendProtocol, BasicAuth, ClientAuth, CustomHeaders, RouteTarget, Upstream, UpstreamTls,
+    VirtualHost,
 };
 
 /// Precedence between Ingresses, as ingress-nginx's `sortIngressSlice`: oldest first (no
@@ -81,6 +82,10 @@ pub struct IngressState {
     /// The Secrets its annotations name (`auth-secret`, `auth-tls-secret`), resolved or not,
     /// to re-translate it when one changes.
     pub secrets: Vec<(String, String)>,
+    /// The ConfigMap `custom-headers` names, found or not, likewise.
+    pub config_maps: Vec<(String, String)>,
+    /// `custom-headers` with its ConfigMap read (`denied` when it could not be used).
+    pub custom_headers: Option<Arc<CustomHeaders>>,
     /// Its own diagnostics (parse notes, rejection), when it is ours.
     pub diags: Vec<Diagnostic>,
     /// Route targets by slot (see `ParsedPath::slot`), reused between translations.

@@ -2110,3 +2110,101 @@ fn incremental_translation_equals_translation_from_scratch() {
         }
     }
 }
+
+/// `custom-headers`: the ConfigMap is followed incrementally (absent, present, edited) as from
+/// scratch; a missing one, or one setting a header `global-allowed-response-headers` does not
+/// list, leaves the routes in place but denied (503) with a Warning.
+#[test]
+fn custom_headers_follow_their_configmap_and_the_allowed_list() {
+    let s = controller_settings();
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(class());
+    objs.push(controller_configmap(&[(
+        "global-allowed-response-headers",
+        "X-Frame-Options, Content-Security-Policy",
+    )]));
+    objs.push(ing(mk_ingress("ns", "site")
+        .annotation("custom-headers", "sec")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "other")
+        .host("b.example")
+        .path("/", "Prefix", "web", 80)));
+    let mut cache = ObjectCache::from_objects(objs);
+    let mut tr = Translator::new(s.clone());
+    let custom = |t: &Translation, host: &str| {
+        vhost(t, &exact(host)).routes[0]
+            .target
+            .policy
+            .custom_headers
+            .as_deref()
+            .cloned()
+    };
+    let check = |tr: &mut Translator, cache: &ObjectCache| {
+        let t = tr.translate(cache);
+        let scratch = translate(cache, &s);
+        assert_eq!(
+            t.snapshot.http, scratch.snapshot.http,
+            "incremental = scratch"
+        );
+        assert_eq!(custom(&t, "b.example"), None);
+        t
+    };
+
+    let t = check(&mut tr, &cache);
+    let denied = Some(crate::snapshot::CustomHeaders {
+        headers: Vec::new(),
+        denied: true,
+    });
+    assert_eq!(custom(&t, "a.example"), denied, "missing ConfigMap");
+    assert_eq!(
+        diags(&t),
+        vec![("site".into(), reason::CUSTOM_HEADERS_INVALID)]
+    );
+
+    cache.apply(Object::ConfigMap(mk_configmap(
+        "ns",
+        "sec",
+        &[
+            ("X-Frame-Options", "DENY"),
+            ("Content-Security-Policy", "default-src 'self'"),
+        ],
+    )));
+    let t = check(&mut tr, &cache);
+    let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+    assert_eq!(
+        custom(&t, "a.example"),
+        Some(crate::snapshot::CustomHeaders {
+            headers: vec![
+                pair("content-security-policy", "default-src 'self'"),
+                pair("x-frame-options", "DENY"),
+            ],
+            denied: false,
+        })
+    );
+    assert!(diags(&t).is_empty());
+
+    // One header not allowed: none of them, and the routes answer 503.
+    cache.apply(Object::ConfigMap(mk_configmap(
+        "ns",
+        "sec",
+        &[("X-Frame-Options", "DENY"), ("Server", "mine")],
+    )));
+    let t = check(&mut tr, &cache);
+    assert_eq!(custom(&t, "a.example"), denied);
+    let message = &t.diagnostics[0].message;
+    assert!(
+        message.contains("\"server\" is not in the controller ConfigMap's global-allowed"),
+        "{message}"
+    );
+    // The allowed list grows (a full translation): the same ConfigMap is now fine.
+    cache.apply(controller_configmap(&[(
+        "global-allowed-response-headers",
+        "x-frame-options,server",
+    )]));
+    let t = check(&mut tr, &cache);
+    assert_eq!(
+        custom(&t, "a.example").map(|c| (c.denied, c.headers.len())),
+        Some((false, 2))
+    );
+}

@@ -20,7 +20,7 @@ use super::{
     backends::{self, BackendCache, Resolver},
     class::ClassFilter,
     global::{self, ControllerConfig},
-    http,
+    header_sets, http,
     ingress::{self, ParsedIngress},
     l4, passthrough, reason,
     state::{AgeKey, HostState, IngressState, IngressStates, Role},
@@ -30,8 +30,9 @@ use super::{
 use crate::{
     config::{ServicePortRef, Settings},
     snapshot::{
-        BackendProtocol, BasicAuth, ClientAuth, Crls, HostMatch, HttpConfig, L4Service, ObjectRef,
-        PassthroughRoute, RoutePolicy, RouteTarget, Snapshot, TlsConfig, UpstreamTls, VirtualHost,
+        BackendProtocol, BasicAuth, ClientAuth, Crls, CustomHeaders, HostMatch, HttpConfig,
+        L4Service, ObjectRef, PassthroughRoute, RoutePolicy, RouteTarget, Snapshot, TlsConfig,
+        UpstreamTls, VirtualHost,
     },
     store::{cache::Change, ObjectCache},
 };
@@ -77,6 +78,8 @@ struct Model {
     service_users: HashMap<NsName, BTreeSet<NsName>>,
     /// (namespace, secret) -> Ingresses using it for basic auth.
     secret_users: HashMap<NsName, BTreeSet<NsName>>,
+    /// (namespace, ConfigMap) -> Ingresses naming it in `custom-headers`.
+    config_map_users: HashMap<NsName, BTreeSet<NsName>>,
     owned: BTreeSet<ObjectRef>,
     /// Main Ingresses with a `spec.defaultBackend` and no `spec.rules`: candidates for the
     /// global default backend.
@@ -247,7 +250,14 @@ impl Translator {
                     let users = self.model.secret_users.get(&key);
                     work.ingresses.extend(users.into_iter().flatten().cloned());
                 }
-                Change::ConfigMap { .. } => work.l4 = true,
+                Change::ConfigMap { namespace, name } => {
+                    work.l4 = true;
+                    let users = self
+                        .model
+                        .config_map_users
+                        .get(&(namespace.clone(), name.clone()));
+                    work.ingresses.extend(users.into_iter().flatten().cloned());
+                }
                 Change::IngressClass => {}
             }
         }
@@ -295,6 +305,8 @@ impl Translator {
             proxy_ssl: None,
             tls_upstreams: Vec::new(),
             secrets: Vec::new(),
+            config_maps: Vec::new(),
+            custom_headers: None,
             diags: Vec::new(),
             slots: Vec::new(),
         };
@@ -339,6 +351,27 @@ impl Translator {
             st.secrets
                 .push((ps.secret.namespace.clone(), ps.secret.name.clone()));
             st.proxy_ssl = Some(proxy_ssl(objects, &parsed, ps, &mut st.diags));
+        }
+        if let Some(nn) = &ann.custom_headers {
+            st.config_maps.push((nn.namespace.clone(), nn.name.clone()));
+            let allowed = &self.model.controller.allowed_response_headers;
+            let custom = header_sets::custom(objects, nn, allowed)
+                .map(|headers| CustomHeaders {
+                    headers,
+                    denied: false,
+                })
+                .unwrap_or_else(|m| {
+                    st.diags.push(Diagnostic::new(
+                        parsed.origin.clone(),
+                        reason::CUSTOM_HEADERS_INVALID,
+                        format!("custom-headers: {m}; its routes answer 503 until it is fixed"),
+                    ));
+                    CustomHeaders {
+                        headers: Vec::new(),
+                        denied: true,
+                    }
+                });
+            st.custom_headers = Some(Arc::new(custom));
         }
         st.role = if ann.canary.is_some() {
             Role::Canary
@@ -397,6 +430,9 @@ impl Model {
         for secret in &st.secrets {
             remove_user(&mut self.secret_users, secret, &key);
         }
+        for cm in &st.config_maps {
+            remove_user(&mut self.config_map_users, cm, &key);
+        }
         for svc in st.parsed.services() {
             remove_user(
                 &mut self.service_users,
@@ -436,6 +472,12 @@ impl Model {
         for secret in &st.secrets {
             self.secret_users
                 .entry(secret.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        for cm in &st.config_maps {
+            self.config_map_users
+                .entry(cm.clone())
                 .or_default()
                 .insert(key.clone());
         }

@@ -912,7 +912,7 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
 
     // The source: lists, then watches, every kind.
     let (tx, mut rx) = mpsc::channel(256);
-    let source = kube_source::spawn(client.clone(), settings, tx);
+    let source = kube_source::spawn(client.clone(), tx);
     bounded("source synced", async {
         while let Some(event) = rx.recv().await {
             if matches!(event, SourceEvent::Synced) {
@@ -923,8 +923,7 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
     })
     .await;
     let watches = |a: &FakeApi| a.requests().iter().filter(|r| r.is_watch()).count();
-    // One ConfigMap watch: both named ConfigMaps are in the controller ConfigMap's namespace,
-    // which is watched whole.
+    // One watch per kind, ConfigMaps included (all namespaces).
     api.wait_until(WAIT, "a watch per kind", |a| watches(a) >= 6)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

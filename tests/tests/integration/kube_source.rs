@@ -10,7 +10,6 @@ use ingress::{
         publish::{self, PublishSource},
         status::{self, StatusConfig},
     },
-    config::{NamespacedName, Settings},
     snapshot::{ObjectRef, Snapshot},
     source::{kube as kube_source, Key, Kind, Object, SourceEvent},
     translate::{Diagnostic, Translation},
@@ -91,7 +90,7 @@ fn ingress_class(name: &str) -> Value {
     })
 }
 
-/// One of each kind, plus a ConfigMap that must not be watched.
+/// One of each kind, and ConfigMaps in several namespaces.
 fn seed(api: &FakeApi) {
     api.apply(ingress("shop", "web"));
     api.apply(ingress_class("xdp"));
@@ -111,8 +110,6 @@ fn seed(api: &FakeApi) {
     ));
     api.apply(configmap("ingress", TCP_SERVICES));
     api.apply(configmap("ingress", "unrelated"));
-    // The controller ConfigMap's namespace is watched whole (for the header ConfigMaps it
-    // names).
     api.apply(configmap(CONTROLLER_NS, CONTROLLER_CONFIG));
     api.apply(configmap(CONTROLLER_NS, "headers"));
 }
@@ -122,16 +119,6 @@ const CONTROLLER_NS: &str = "ingress-system";
 
 /// The controller ConfigMap (`--configmap`).
 const CONTROLLER_CONFIG: &str = "ingressd";
-
-fn settings() -> Settings {
-    Settings {
-        tcp_services: Some(NamespacedName {
-            namespace: "ingress".into(),
-            name: TCP_SERVICES.into(),
-        }),
-        ..Default::default()
-    }
-}
 
 /// A running Kubernetes source and its output.
 struct Source {
@@ -146,9 +133,9 @@ impl Drop for Source {
 }
 
 impl Source {
-    fn start(client: kube::Client, settings: Settings) -> Source {
+    fn start(client: kube::Client) -> Source {
         let (tx, rx) = mpsc::channel(64);
-        let task = tokio::spawn(async move { kube_source::run(client, &settings, tx).await });
+        let task = tokio::spawn(kube_source::run(client, tx));
         Source { rx, task }
     }
 
@@ -236,14 +223,7 @@ fn assert_stripped(object: &Object) {
 async fn kube_source_lists_every_kind_then_synced_once() {
     let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
     seed(&api);
-    let settings = Settings {
-        controller_config: Some(NamespacedName {
-            namespace: CONTROLLER_NS.into(),
-            name: CONTROLLER_CONFIG.into(),
-        }),
-        ..settings()
-    };
-    let mut source = Source::start(client(&api), settings);
+    let mut source = Source::start(client(&api));
     let events = source.until_synced().await;
     let mut replaced: Vec<(Kind, Vec<String>)> = Vec::new();
     for e in &events[..events.len() - 1] {
@@ -255,17 +235,20 @@ async fn kube_source_lists_every_kind_then_synced_once() {
             other => panic!("only Replace before Synced, got {other:?}"),
         }
     }
-    // One Replace per ConfigMap watch, each with everything listed so far: the last holds
-    // all, whichever list came first. Not `unrelated`, in the tcp-services namespace.
+    // One ConfigMap watch over every namespace: `custom-headers` may name any ConfigMap in
+    // its Ingress's namespace, and the controller ConfigMap's keys name more.
     let configmaps: Vec<Vec<String>> = replaced
         .iter()
         .filter(|(k, _)| *k == Kind::ConfigMap)
         .map(|(_, n)| n.clone())
         .collect();
-    assert_eq!(configmaps.len(), 2, "{configmaps:?}");
-    let mut all = configmaps[1].clone();
+    assert_eq!(configmaps.len(), 1, "{configmaps:?}");
+    let mut all = configmaps[0].clone();
     all.sort();
-    assert_eq!(all, ["headers", CONTROLLER_CONFIG, TCP_SERVICES]);
+    assert_eq!(
+        all,
+        ["headers", CONTROLLER_CONFIG, TCP_SERVICES, "unrelated"]
+    );
     replaced.retain(|(k, _)| *k != Kind::ConfigMap);
     replaced.sort();
     let expect = |k: Kind, n: &[&str]| (k, n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
@@ -279,26 +262,17 @@ async fn kube_source_lists_every_kind_then_synced_once() {
             expect(Kind::Secret, &["basic-auth", "web-tls"]),
         ]
     );
-    // tcp-services was watched by name, in its namespace only; the controller's namespace
-    // whole.
-    let selector = format!("metadata.name={TCP_SERVICES}");
     api.wait_for_request(WAIT, |r| {
-        r.path() == "/api/v1/namespaces/ingress/configmaps"
-            && r.query("fieldSelector").as_deref() == Some(selector.as_str())
+        r.path() == "/api/v1/configmaps" && r.query("fieldSelector").is_none()
     })
     .await
-    .unwrap_or_else(|e| panic!("{TCP_SERVICES}: {e}"));
-    let whole = format!("/api/v1/namespaces/{CONTROLLER_NS}/configmaps");
-    api.wait_for_request(WAIT, |r| {
-        r.path() == whole && r.query("fieldSelector").is_none()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{CONTROLLER_NS}: {e}"));
+    .unwrap_or_else(|e| panic!("cluster-wide ConfigMaps: {e}"));
     assert!(
         !api.requests()
             .iter()
-            .any(|r| r.path() == "/api/v1/configmaps"),
-        "no cluster-wide ConfigMap watch"
+            .any(|r| r.path().starts_with("/api/v1/namespaces/")
+                && r.path().ends_with("/configmaps")),
+        "no per-namespace ConfigMap watch besides"
     );
     source.assert_quiet(Duration::from_millis(300)).await;
 }
@@ -307,7 +281,7 @@ async fn kube_source_lists_every_kind_then_synced_once() {
 async fn kube_source_streams_add_modify_delete() {
     let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
     seed(&api);
-    let mut source = Source::start(client(&api), settings());
+    let mut source = Source::start(client(&api));
     source.until_synced().await;
     // Watches must be open before the changes, or they would arrive as part of a list.
     api.wait_until(WAIT, "6 watches", |a| a.open_watches() == 6)
@@ -371,9 +345,24 @@ async fn kube_source_streams_add_modify_delete() {
         matches!(source.next_of(Kind::Secret).await, SourceEvent::Delete(k) if k.name == "basic-auth")
     );
 
-    // A ConfigMap that is not configured never shows up.
-    api.apply(configmap("ingress", "unrelated-2"));
-    api.apply(configmap("other", TCP_SERVICES));
+    // A ConfigMap in any namespace streams too (a custom-headers ConfigMap may be anywhere).
+    api.apply(configmap("other", "headers"));
+    match source.next_of(Kind::ConfigMap).await {
+        SourceEvent::Apply(o @ Object::ConfigMap(_)) => {
+            let key = kube_source::key_of(&o);
+            assert_eq!(
+                (key.namespace.as_str(), key.name.as_str()),
+                ("other", "headers")
+            );
+            assert_stripped(&o);
+        }
+        other => panic!("expected Apply(ConfigMap other/headers), got {other:?}"),
+    }
+    api.delete("v1", "ConfigMap", "other", "headers");
+    assert!(matches!(
+        source.next_of(Kind::ConfigMap).await,
+        SourceEvent::Delete(k) if k.name == "headers" && k.namespace == "other"
+    ));
     source.assert_quiet(Duration::from_millis(300)).await;
 }
 
@@ -401,7 +390,7 @@ async fn kube_source_skips_helm_release_and_token_secrets() {
     };
     api.apply(helm(1));
     api.apply(token("dG9rZW4x"));
-    let mut source = Source::start(client(&api), settings());
+    let mut source = Source::start(client(&api));
     let listed = source
         .until_synced()
         .await
@@ -458,7 +447,7 @@ async fn kube_source_skips_helm_release_and_token_secrets() {
 async fn kube_source_relists_after_410_gone() {
     let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
     seed(&api);
-    let mut source = Source::start(client(&api), settings());
+    let mut source = Source::start(client(&api));
     source.until_synced().await;
     api.wait_until(WAIT, "6 watches", |a| a.open_watches() == 6)
         .await
@@ -484,7 +473,12 @@ async fn kube_source_relists_after_410_gone() {
     }
     assert_eq!(relisted[&Kind::Ingress], ["late"]);
     assert_eq!(relisted[&Kind::Secret], ["basic-auth", "web-tls"]);
-    assert_eq!(relisted[&Kind::ConfigMap], [TCP_SERVICES]);
+    let mut configmaps = relisted[&Kind::ConfigMap].clone();
+    configmaps.sort();
+    assert_eq!(
+        configmaps,
+        ["headers", CONTROLLER_CONFIG, TCP_SERVICES, "unrelated"]
+    );
     let relists = api
         .requests()
         .iter()
@@ -500,7 +494,7 @@ async fn kube_source_relists_after_410_gone() {
 async fn kube_source_resumes_or_relists_after_dropped_connection() {
     let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
     seed(&api);
-    let mut source = Source::start(client(&api), settings());
+    let mut source = Source::start(client(&api));
     source.until_synced().await;
     api.wait_until(WAIT, "6 watches", |a| a.open_watches() == 6)
         .await
@@ -540,7 +534,7 @@ async fn kube_source_keeps_retrying_until_the_api_answers() {
     // 500s are not retried inside kube's client: the watcher's own backoff must do it.
     api.set_failing(Some(http::StatusCode::INTERNAL_SERVER_ERROR));
     let (tx, mut rx) = mpsc::channel(64);
-    let task = kube_source::spawn(client(&api), settings(), tx);
+    let task = kube_source::spawn(client(&api), tx);
     let lists = |a: &FakeApi| {
         a.requests()
             .iter()

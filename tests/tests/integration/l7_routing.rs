@@ -479,6 +479,87 @@ async fn l7_global_header_sets_reach_upstreams_and_clients() -> anyhow::Result<(
     Ok(())
 }
 
+/// `custom-headers`: the route's headers on every answer of that route (the upstream's 200,
+/// replacing the upstream's own or removing it, and the proxy's own 413), over the global
+/// `add-headers`; other routes get none; a denied set answers 503 without reaching the
+/// upstream.
+#[tokio::test]
+async fn l7_custom_headers_are_set_on_every_answer_of_their_routes() -> anyhow::Result<()> {
+    use ingress::snapshot::CustomHeaders;
+    let up = TestServer::echo("ch").await?;
+    let u = upstream("ch", &[up.addr]);
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let mut policy = test_policy();
+    policy.max_body_bytes = Some(4);
+    policy.custom_headers = Some(Arc::new(CustomHeaders {
+        headers: vec![
+            pair("content-security-policy", "default-src 'self'"),
+            pair("x-frame-options", "SAMEORIGIN"),
+            pair("x-upstream", ""),
+        ],
+        denied: false,
+    }));
+    let with_headers = target_with("ch", u.clone(), policy);
+    let mut denied_policy = test_policy();
+    denied_policy.custom_headers = Some(Arc::new(CustomHeaders {
+        headers: Vec::new(),
+        denied: true,
+    }));
+    let denied = target_with("denied", u.clone(), denied_policy);
+    let plain = target("plain", u);
+    let mut snap = snapshot(vec![vhost(
+        "ch.test",
+        vec![
+            prefix("/secure", &with_headers),
+            prefix("/denied", &denied),
+            prefix("/", &plain),
+        ],
+    )]);
+    snap.global.add_headers = vec![pair("x-frame-options", "DENY")];
+    let l7 = L7::start(snap).await?;
+
+    let r = get(l7.http, "ch.test", "/secure/page").await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("default-src 'self'")
+    );
+    assert_eq!(
+        r.header("x-frame-options"),
+        Some("SAMEORIGIN"),
+        "over add-headers"
+    );
+    assert_eq!(r.upstream(), None, "the upstream's header removed");
+    let big = build(
+        http::Method::POST,
+        "ch.test",
+        "/secure/upload",
+        bytes::Bytes::from_static(b"too long"),
+    );
+    let r = send(l7.http, big).await?;
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("default-src 'self'")
+    );
+
+    let r = get(l7.http, "ch.test", "/other").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-security-policy"), None);
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.upstream(), Some("ch"));
+
+    let before = up.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let r = get(l7.http, "ch.test", "/denied/x").await?;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        up.requests.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "never forwarded"
+    );
+    Ok(())
+}
+
 fn gunzip(body: &[u8]) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::new();

@@ -700,7 +700,8 @@ fn until(what: &str, mut check: impl FnMut() -> (bool, String)) -> Result<(), St
 }
 
 /// `--configmap`: its annotation defaults, its `block-cidrs`, a bad value, the header
-/// ConfigMaps and the load-balancer keys, each edited in the running process's manifest directory and in force
+/// ConfigMaps, `global-allowed-response-headers` for a `custom-headers` Ingress and the
+/// load-balancer keys, each edited in the running process's manifest directory and in force
 /// without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_configmap_applies_without_a_restart() {
@@ -716,6 +717,7 @@ async fn the_controller_configmap_applies_without_a_restart() {
     std::fs::write(dir.path().join("all.yaml"), ingresses).expect("manifests");
     let cm = dir.path().join("controller.yaml");
     let headers_path = dir.path().join("headers.yaml");
+    let custom_path = dir.path().join("custom.yaml");
     let write_cm =
         move |data: &str| std::fs::write(&cm, controller_configmap(data)).expect("configmap");
     write_cm("  proxy-body-size: 1k\n  worker-processes: \"4\"\n");
@@ -786,6 +788,24 @@ async fn the_controller_configmap_applies_without_a_restart() {
         until("an edited header ConfigMap", || {
             let out = get_after(http, b"", "c.test", "").to_ascii_lowercase();
             (out.contains("x-frame-options: sameorigin"), out)
+        })?;
+        // custom-headers: denied (503) until the controller ConfigMap allows its header.
+        let custom_ingress = tests::ingressd::ingress_yaml("custom", "h.test", "app", 80).replace(
+            "  namespace: default\n",
+            "  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/custom-headers: sec\n",
+        );
+        let sec = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sec\n  namespace: default\n\
+                   data:\n  X-Robots-Tag: noindex\n";
+        std::fs::write(custom_path.as_path(), format!("{custom_ingress}---\n{sec}"))
+            .expect("custom-headers manifests");
+        until("custom-headers denied", || {
+            let out = get_after(http, b"", "h.test", "");
+            (out.starts_with("HTTP/1.1 503"), out)
+        })?;
+        write_cm("  global-allowed-response-headers: X-Robots-Tag\n");
+        until("custom-headers allowed", || {
+            let out = get_after(http, b"", "h.test", "").to_ascii_lowercase();
+            (out.starts_with("http/1.1 200") && out.contains("x-robots-tag: noindex"), out)
         })?;
         // Behind a load balancer, without the flags: its forwarding headers, from a trusted
         // peer only ...

@@ -28,6 +28,7 @@ mod canary;
 pub(crate) mod client_cert;
 mod cookie_rewrite;
 mod cors;
+mod custom_headers;
 mod errors;
 mod external_auth;
 pub(crate) use external_auth::parse_time;
@@ -88,6 +89,8 @@ pub struct Annotations {
     pub proxy_ssl: Option<proxy_ssl::ProxySslRef>,
     /// `default-backend`: a Service name in the Ingress's namespace.
     pub default_backend: Option<String>,
+    /// `custom-headers`: a ConfigMap of response headers in the Ingress's namespace.
+    pub custom_headers: Option<NamespacedName>,
 }
 
 /// Values for annotations an Ingress does not set, from the controller ConfigMap (whose keys
@@ -163,6 +166,7 @@ const FAMILIES: &[Family] = &[
     proxy_ssl::parse,
     cookie_rewrite::parse,
     mirror::parse,
+    custom_headers::parse,
 ];
 
 /// Reads the annotations of an Ingress in `namespace`, with `defaults` for those it does not
