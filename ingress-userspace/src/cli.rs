@@ -268,6 +268,11 @@ pub struct LimitArgs {
     /// (`upstream-keepalive-time`).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub upstream_keepalive_time: std::time::Duration,
+    /// How long a client connection may wait for its next request (ingress-nginx's
+    /// `keep-alive`); the whole request head must arrive within it too, so it also bounds
+    /// slow clients (slowloris). Raise it above the idle timeout of a load balancer in front.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    pub keep_alive: std::time::Duration,
     /// HTTP/2 streams served on one client connection before it is closed gracefully
     /// (`keep-alive-requests`); 0: no limit. HTTP/1.1 connections are not counted.
     #[arg(long, default_value_t = 1000)]
@@ -345,6 +350,14 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+/// A duration of more than zero.
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than zero".into()),
+        d => Ok(d),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,7 +429,8 @@ mod tests {
                 l.max_requests_per_connection,
                 l.h2_max_concurrent_streams,
                 l.upstream_max_requests,
-                l.upstream_max_lifetime
+                l.upstream_max_lifetime,
+                l.header_read_timeout
             ),
             (
                 defaults.upstream_max_idle_per_endpoint,
@@ -424,7 +438,8 @@ mod tests {
                 defaults.max_requests_per_connection,
                 defaults.h2_max_concurrent_streams,
                 defaults.upstream_max_requests,
-                defaults.upstream_max_lifetime
+                defaults.upstream_max_lifetime,
+                defaults.header_read_timeout
             ),
             "the flags' defaults are the library's"
         );
@@ -441,8 +456,13 @@ mod tests {
             "0",
             "--upstream-keepalive-time",
             "10m",
+            "--keep-alive",
+            "75s",
         ]))
         .limits;
+        assert_eq!(l.header_read_timeout, std::time::Duration::from_secs(75));
+        let argv = ["ingressd", "run", "--keep-alive", "0"];
+        assert!(Cli::try_parse_from(argv).is_err(), "no time at all");
         assert_eq!(l.upstream_max_requests, 0);
         assert_eq!(l.upstream_max_lifetime, std::time::Duration::from_secs(600));
         assert_eq!(l.upstream_max_idle_per_endpoint, 1024);

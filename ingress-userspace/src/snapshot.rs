@@ -87,6 +87,9 @@ pub struct Global {
 /// proxy's start-time limits) in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeepAlive {
+    /// `keep-alive`: how long a client connection may wait for its next request head (also
+    /// the time to send a whole head); zero: HTTP/1.1 connections close after one response.
+    pub timeout: Option<Duration>,
     /// `keep-alive-requests`: HTTP/2 streams per client connection; 0 for no limit.
     pub requests: Option<usize>,
     /// `http2-max-concurrent-streams`, for client connections accepted from then on.

@@ -31,7 +31,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most header fields in a request.
     pub max_headers: usize,
-    /// Time allowed to receive a complete request head, also the keep-alive idle limit.
+    /// Time allowed to receive a complete request head, also the keep-alive idle limit
+    /// (`--keep-alive`): hyper's timer runs from the end of the previous response.
     pub header_read_timeout: Duration,
     /// Time allowed for a TLS handshake.
     pub tls_handshake_timeout: Duration,

@@ -343,7 +343,7 @@ async fn serve_conn<S>(
     let stream =
         super::slow_reader::SendDeadline::new(stream, shared.options.limits.client_send_timeout);
     let (io, framing) = FramingGuard::new(stream);
-    let (fwd, activity, server) = {
+    let (fwd, activity, server, limit) = {
         let config = shared.config.load();
         let global = &config.global;
         let fwd = ForwardedValues::new(
@@ -354,7 +354,7 @@ async fn serve_conn<S>(
         )
         .with_trust(global.real_ip.trusts(origin.peer));
         let activity = super::idle::Activity::new(global.max_requests_per_connection);
-        (fwd, activity, global.server.clone())
+        (fwd, activity, global.server.clone(), global.idle_timeout)
     };
     let ctx = Arc::new(ConnCtx {
         tls,
@@ -379,7 +379,6 @@ async fn serve_conn<S>(
     tokio::pin!(conn);
     let stop = shared.drain.stop.clone();
     let force = shared.drain.force.clone();
-    let limit = shared.options.limits.header_read_timeout;
     let idle = activity.idle_for(limit);
     tokio::select! {
         res = conn.as_mut() => {

@@ -90,9 +90,12 @@ pub struct GlobalPolicy {
     /// HTTP/2 streams a client connection accepted now serves before it is retired
     /// (`keep-alive-requests` over the flag's); 0: no limit.
     pub max_requests_per_connection: usize,
-    /// The HTTP server for connections accepted now, when `http2-max-concurrent-streams`
-    /// differs from the flag's; `None`: the proxy's own.
+    /// The HTTP server for connections accepted now, when `keep-alive` or
+    /// `http2-max-concurrent-streams` differ from the flags'; `None`: the proxy's own.
     pub server: Option<Arc<auto::Builder<TokioExecutor>>>,
+    /// How long a connection accepted now may go without a request in progress (`keep-alive`
+    /// over the flag's; the flag's when `keep-alive` turns keep-alive off).
+    pub idle_timeout: std::time::Duration,
     /// The upstream keep-alive limits in force.
     pub upstream_keep_alive: upstream::pool::KeepAliveLimits,
 }
@@ -143,15 +146,24 @@ impl GlobalPolicy {
     /// Compiles the snapshot's settings; `limits` are the flags' values its keys replace.
     pub fn compile(global: &crate::snapshot::Global, limits: &Limits) -> Self {
         let ka = &global.keep_alive;
-        let server = ka
-            .h2_max_concurrent_streams
-            .filter(|n| *n != limits.h2_max_concurrent_streams)
-            .map(|n| {
-                Arc::new(server_builder(&Limits {
-                    h2_max_concurrent_streams: n,
-                    ..limits.clone()
-                }))
-            });
+        // `keep-alive: 0` closes HTTP/1.1 connections after one response; a new connection
+        // still has the flag's time to send its first head.
+        let reuse = ka.timeout.is_none_or(|t| !t.is_zero());
+        let server_limits = Limits {
+            h2_max_concurrent_streams: ka
+                .h2_max_concurrent_streams
+                .unwrap_or(limits.h2_max_concurrent_streams),
+            header_read_timeout: ka
+                .timeout
+                .filter(|_| reuse)
+                .unwrap_or(limits.header_read_timeout),
+            ..limits.clone()
+        };
+        let idle_timeout = server_limits.header_read_timeout;
+        let own = server_limits.h2_max_concurrent_streams == limits.h2_max_concurrent_streams
+            && idle_timeout == limits.header_read_timeout
+            && reuse;
+        let server = (!own).then(|| Arc::new(server_builder(&server_limits, reuse)));
         let flags = upstream::pool::KeepAliveLimits::from(limits);
         let upstream_keep_alive = upstream::pool::KeepAliveLimits {
             max_idle: ka.upstream_connections.unwrap_or(flags.max_idle),
@@ -189,6 +201,7 @@ impl GlobalPolicy {
             gzip: gzip::GzipPolicy::compile(&global.gzip),
             max_requests_per_connection: ka.requests.unwrap_or(limits.max_requests_per_connection),
             server,
+            idle_timeout,
             upstream_keep_alive,
         }
     }
@@ -242,6 +255,7 @@ impl ProxyOptions {
         ProxyOptions {
             https_port: args.https_addr.port(),
             limits: Limits {
+                header_read_timeout: args.limits.keep_alive,
                 upstream_max_idle_per_endpoint: args.limits.upstream_keepalive_connections,
                 upstream_idle_timeout: args.limits.upstream_keepalive_timeout,
                 upstream_max_requests: args.limits.upstream_keepalive_requests,
@@ -307,7 +321,7 @@ impl Proxy {
         let auth_client = filters::external_auth::AuthClient::new(tls_clients[2].clone());
         let mirrors = filters::mirror::Mirrors::new(tls_clients[2].clone());
         let connector = Connector::new(tls_clients);
-        let server = server_builder(&options.limits);
+        let server = server_builder(&options.limits, true);
         let pool_settings = upstream::pool::PoolSettings::new((&options.limits).into());
         Ok(Proxy {
             shared: Arc::new(Shared {
@@ -385,12 +399,12 @@ impl Proxy {
 /// hyper's HTTP/1.1 header count limit when none is set.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-/// The client-side HTTP server settings from the limits.
-fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+/// The client-side HTTP server settings from the limits; `reuse`: HTTP/1.1 keep-alive.
+fn server_builder(limits: &Limits, reuse: bool) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .keep_alive(true)
+        .keep_alive(reuse)
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
     // hyper's own limit is 100 header fields, parsed into arrays on the stack; any explicit

@@ -7,7 +7,7 @@
 //! the `gzip-*` keys; behind a load balancer `use-proxy-protocol`,
 //! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header`
 //! and `compute-full-forwarded-for`; connection reuse, over the flags of the same names:
-//! `keep-alive-requests`, `http2-max-concurrent-streams` and the `upstream-keepalive-*` keys
+//! `keep-alive`, `keep-alive-requests`, `http2-max-concurrent-streams` and the `upstream-keepalive-*` keys
 //! (`-connections`, `-timeout`, `-requests`, `-time`); the `global-auth-*` keys, an `auth-url` for every
 //! Ingress; `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers
 //! ([`super::header_sets`]); `global-allowed-response-headers`, the headers the
@@ -244,6 +244,8 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "forwarded-for-header" => http::HeaderName::from_bytes(value.as_bytes())
             .map(|h| g.real_ip.forwarded_for = h.as_str().to_owned())
             .map_err(|_| "not a header name".into()),
+        "keep-alive" => parse_in_range(value, 0..=86_400u64)
+            .map(|n| g.keep_alive.timeout = Some(std::time::Duration::from_secs(n))),
         "keep-alive-requests" => {
             parse_in_range(value, 0..=u32::MAX as usize).map(|n| g.keep_alive.requests = Some(n))
         }
@@ -345,7 +347,10 @@ mod tests {
         assert!(set("disable-access-log", "true").is_ok_and(|g| !g.access_log));
         assert!(set("forwarded-for-header", "X-Client-IP")
             .is_ok_and(|g| g.real_ip.forwarded_for == "x-client-ip"));
-        assert!(set_global(&mut Global::default(), "keep-alive", "5").is_none());
+        assert!(set_global(&mut Global::default(), "client-header-timeout", "5").is_none());
+        assert!(set("keep-alive", "-1").is_err());
+        assert!(set("keep-alive", "75")
+            .is_ok_and(|g| g.keep_alive.timeout == Some(std::time::Duration::from_secs(75))));
     }
 
     #[test]

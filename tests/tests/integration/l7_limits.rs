@@ -679,3 +679,66 @@ async fn l7_connection_reuse_keys_apply_without_a_restart() -> anyhow::Result<()
     assert_eq!((streams, retired), (7, false), "the flags' limits again");
     Ok(())
 }
+
+/// The controller ConfigMap's `keep-alive` replaces the flag's idle limit for connections
+/// accepted after the change (the one a load balancer in front needs to exceed its own), and
+/// `keep-alive: 0` closes an HTTP/1.1 connection after its response.
+#[tokio::test]
+async fn l7_keep_alive_key_sets_the_idle_limit() -> anyhow::Result<()> {
+    use ingress::snapshot::KeepAlive;
+    let up = TestServer::echo("ka").await?;
+    let t = target("ka", upstream("ka", &[up.addr]));
+    let routes = || vec![vhost("", vec![prefix("/", &t)])];
+    let opts = ProxyOptions {
+        limits: Limits {
+            header_read_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let l7 = L7::start_with(opts, snapshot(routes())).await?;
+    // One request, then how long the idle connection stays open (None: over `limit`).
+    let idle_close = |limit: Duration| async move {
+        let mut s = tokio::net::TcpStream::connect(l7.http).await?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await?;
+        assert_eq!(&head, b"HTTP/1.1 200");
+        anyhow::Ok(closed_within(&mut s, limit).await)
+    };
+    let took = idle_close(Duration::from_secs(3)).await?;
+    assert!(
+        took.is_some_and(|d| d < Duration::from_millis(1500)),
+        "flag: {took:?}"
+    );
+
+    let mut snap = snapshot(routes());
+    snap.global.keep_alive = KeepAlive {
+        timeout: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
+    l7.apply(snap);
+    let took = idle_close(Duration::from_secs(4)).await?;
+    assert!(
+        took.is_some_and(|d| d >= Duration::from_millis(1500)),
+        "keep-alive 2 s: {took:?}"
+    );
+
+    let mut snap = snapshot(routes());
+    snap.global.keep_alive = KeepAlive {
+        timeout: Some(Duration::ZERO),
+        ..Default::default()
+    };
+    l7.apply(snap);
+    let out = raw(
+        l7.http,
+        b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await?;
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 1, "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("connection: close"),
+        "{out}"
+    );
+    Ok(())
+}
