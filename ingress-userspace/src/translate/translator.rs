@@ -251,7 +251,12 @@ impl Translator {
                     work.ingresses.extend(users.into_iter().flatten().cloned());
                 }
                 Change::ConfigMap { namespace, name } => {
-                    work.l4 = true;
+                    // Every namespace's ConfigMaps are watched: most concern nothing here.
+                    let is = |nn: &Option<crate::config::NamespacedName>| {
+                        nn.as_ref()
+                            .is_some_and(|nn| nn.namespace == *namespace && nn.name == *name)
+                    };
+                    work.l4 |= is(&self.settings.tcp_services) || is(&self.settings.udp_services);
                     let users = self
                         .model
                         .config_map_users
