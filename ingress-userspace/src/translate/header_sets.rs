@@ -26,24 +26,17 @@ pub struct HeaderSet {
     pub problems: Vec<String>,
 }
 
-/// The ConfigMap a key's value names: `namespace/name`, or `name` in `namespace`. Only the
-/// controller ConfigMap's own namespace is watched, so only it may be named.
+/// The ConfigMap a key's value names: `namespace/name`, or `name` in `namespace` (the
+/// controller ConfigMap's). Every namespace's ConfigMaps are watched, so any may be named.
 pub fn reference(namespace: &str, value: &str) -> Result<NamespacedName, String> {
-    let nn = match value.parse::<NamespacedName>() {
-        Ok(nn) => nn,
-        Err(_) if !value.is_empty() && !value.contains('/') => NamespacedName {
+    match value.parse::<NamespacedName>() {
+        Ok(nn) => Ok(nn),
+        Err(_) if !value.is_empty() && !value.contains('/') => Ok(NamespacedName {
             namespace: namespace.to_owned(),
             name: value.to_owned(),
-        },
-        Err(e) => return Err(e.to_string()),
-    };
-    if nn.namespace != namespace {
-        return Err(format!(
-            "the ConfigMap must be in namespace {namespace}, the controller ConfigMap's: only \
-             its ConfigMaps are read"
-        ));
+        }),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(nn)
 }
 
 /// Reads the ConfigMap `nn`; `Err` when it does not exist.
@@ -115,14 +108,14 @@ mod tests {
     use crate::{source::Object, translate::testutil::mk_configmap};
 
     #[test]
-    fn references_stay_in_the_controller_namespace() {
+    fn references_default_to_the_controller_namespace() {
         let nn = |ns: &str, name: &str| NamespacedName {
             namespace: ns.into(),
             name: name.into(),
         };
         assert_eq!(reference("ingress", "ingress/h"), Ok(nn("ingress", "h")));
         assert_eq!(reference("ingress", "h"), Ok(nn("ingress", "h")));
-        assert!(reference("ingress", "other/h").is_err());
+        assert_eq!(reference("ingress", "other/h"), Ok(nn("other", "h")));
         assert!(reference("ingress", "").is_err());
         assert!(reference("ingress", "a/b/c").is_err());
     }

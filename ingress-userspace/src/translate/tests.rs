@@ -1309,13 +1309,27 @@ fn header_configmaps_are_followed() {
         t.snapshot.global.add_headers,
         [pair("server", ""), pair("x-frame-options", "SAMEORIGIN")]
     );
-    // In another namespace: refused, the key ignored.
+    // In another namespace (as ingress-nginx allows): followed the same way.
     cache.apply(controller_configmap(&[("add-headers", "other/down")]));
     let t = tr.translate(&cache);
     assert!(t.snapshot.global.add_headers.is_empty());
     assert!(t.diagnostics[0]
         .message
-        .contains("must be in namespace ingress"));
+        .contains("ConfigMap other/down not found"));
+    cache.apply(Object::ConfigMap(mk_configmap(
+        "other",
+        "down",
+        &[("X-Frame-Options", "DENY")],
+    )));
+    let t = tr.translate(&cache);
+    assert_eq!(
+        t.snapshot.global.add_headers,
+        [pair("x-frame-options", "DENY")]
+    );
+    assert!(
+        t.snapshot.same_config(&translate(&cache, &s).snapshot),
+        "incremental = scratch"
+    );
 }
 
 #[test]
