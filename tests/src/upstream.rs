@@ -175,7 +175,7 @@ async fn echo_answer(
         .windows(2)
         .find_map(|w| {
             let n = w[1].parse::<u64>().ok()?;
-            ["status", "bytes", "slowbody", "delay"]
+            ["status", "bytes", "slowbody", "delay", "trailers"]
                 .contains(&w[0])
                 .then_some((w[0], Some(n)))
         })
@@ -194,6 +194,22 @@ async fn echo_answer(
             r
         }
         ("bytes", Some(n)) => Response::new(full(vec![b'x'; n as usize])),
+        ("trailers", Some(n)) => {
+            // Plain text, then trailers (HTTP/2, or HTTP/1.1 chunked to a `TE: trailers`
+            // client): `x-checksum` names the length.
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-checksum", http::HeaderValue::from(n));
+            let frames = vec![
+                Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b't'; n as usize]))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+                frames,
+            ))));
+            r.headers_mut()
+                .insert("content-type", http::HeaderValue::from_static("text/plain"));
+            r
+        }
         ("slowbody", Some(ms)) => {
             let stream = futures_util::stream::unfold(0u8, move |step| async move {
                 match step {

@@ -560,6 +560,44 @@ async fn l7_custom_headers_are_set_on_every_answer_of_their_routes() -> anyhow::
     Ok(())
 }
 
+/// gzip on a response that ends with trailers (an h2c upstream, an HTTP/2 client): the body
+/// arrives compressed and whole, and the trailers after it, unchanged.
+#[tokio::test]
+async fn l7_gzip_keeps_the_trailers_after_the_compressed_body() -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Full};
+    use ingress::snapshot::BackendProtocol;
+    let up = TestServer::echo("gzt").await?;
+    let u = upstream_with("gzt", &[up.addr], BackendProtocol::Grpc);
+    let t = target("gzt", u);
+    let mut snap = snapshot(vec![vhost("gt.test", vec![prefix("/", &t)])]);
+    snap.global.gzip.enabled = true;
+    let l7 = L7::start(snap).await?;
+    let (mut sender, _conn) = h2c(l7.http).await?;
+    let req = http::Request::builder()
+        .uri("http://gt.test/trailers/4000")
+        .header("accept-encoding", "gzip")
+        .body(Full::new(bytes::Bytes::new()))?;
+    let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await??;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers().get("content-encoding").map(|v| v.as_bytes()),
+        Some(&b"gzip"[..])
+    );
+    let collected = tokio::time::timeout(WAIT, resp.into_body().collect()).await??;
+    let trailers = collected.trailers().cloned();
+    let body = gunzip(&collected.to_bytes())?;
+    assert_eq!(body, vec![b't'; 4000], "decompressed body");
+    assert_eq!(
+        trailers
+            .as_ref()
+            .and_then(|t| t.get("x-checksum"))
+            .map(|v| v.as_bytes()),
+        Some(&b"4000"[..]),
+        "trailers after the compressed stream"
+    );
+    Ok(())
+}
+
 fn gunzip(body: &[u8]) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::new();
