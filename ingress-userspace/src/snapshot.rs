@@ -75,6 +75,8 @@ pub struct Global {
     pub proxy_set_headers: Vec<(String, String)>,
     /// Headers set on every answer to a client (`add-headers`), lower-case names.
     pub add_headers: Vec<(String, String)>,
+    /// Upstream response headers never passed to clients (`hide-headers`), lower-case.
+    pub hide_headers: Vec<String>,
     /// TLS offered to clients (`ssl-protocols`, `ssl-ciphers`).
     pub server_tls: ServerTls,
     /// Compressed answers (`use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`).
@@ -171,6 +173,7 @@ impl Default for Global {
             access_log: true,
             proxy_set_headers: Vec::new(),
             add_headers: Vec::new(),
+            hide_headers: Vec::new(),
             server_tls: ServerTls::default(),
             gzip: Gzip::default(),
             keep_alive: KeepAlive::default(),

@@ -81,7 +81,7 @@ pub struct GlobalPolicy {
     pub access_log: bool,
     /// Set on every request to an upstream (`proxy-set-headers`).
     pub proxy_set_headers: HeaderSet,
-    /// Set on every answer to a client (`add-headers`).
+    /// Set on every answer to a client (`add-headers`), after the `hide-headers` are removed.
     pub add_headers: HeaderSet,
     /// The TLS settings [`ActiveConfig::server_tls`] was built from.
     pub server_tls: crate::snapshot::ServerTls,
@@ -196,7 +196,14 @@ impl GlobalPolicy {
             real_ip: real_ip::RealIp::compile(&global.real_ip),
             access_log: global.access_log,
             proxy_set_headers: HeaderSet::compile(&global.proxy_set_headers),
-            add_headers: HeaderSet::compile(&global.add_headers),
+            add_headers: HeaderSet::compile(
+                &global
+                    .hide_headers
+                    .iter()
+                    .map(|h| (h.clone(), String::new()))
+                    .chain(global.add_headers.iter().cloned())
+                    .collect::<Vec<_>>(),
+            ),
             server_tls: global.server_tls.clone(),
             gzip: gzip::GzipPolicy::compile(&global.gzip),
             max_requests_per_connection: ka.requests.unwrap_or(limits.max_requests_per_connection),

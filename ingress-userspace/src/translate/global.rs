@@ -10,7 +10,8 @@
 //! `keep-alive`, `keep-alive-requests`, `http2-max-concurrent-streams` and the `upstream-keepalive-*` keys
 //! (`-connections`, `-timeout`, `-requests`, `-time`); the `global-auth-*` keys, an `auth-url` for every
 //! Ingress; `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers
-//! ([`super::header_sets`]); `global-allowed-response-headers`, the headers the
+//! ([`super::header_sets`]); `hide-headers`, upstream headers clients never see;
+//! `global-allowed-response-headers`, the headers the
 //! `custom-headers` annotation may set.
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
@@ -60,6 +61,14 @@ pub const GLOBAL_AUTH_KEYS: &[&str] = &[
     "global-auth-signin",
     "global-auth-signin-redirect-param",
     "global-auth-url",
+];
+
+/// Headers `hide-headers` may not remove: they frame or describe the body the client gets.
+const HIDE_REFUSED: &[&str] = &[
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
 ];
 
 /// What the controller ConfigMap contributes to a translation.
@@ -244,6 +253,15 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "forwarded-for-header" => http::HeaderName::from_bytes(value.as_bytes())
             .map(|h| g.real_ip.forwarded_for = h.as_str().to_owned())
             .map_err(|_| "not a header name".into()),
+        "hide-headers" => parse_header_names(value).and_then(|names| {
+            match names.iter().find(|n| HIDE_REFUSED.contains(&n.as_str())) {
+                Some(n) => Err(format!("{n:?} frames the answer and cannot be hidden")),
+                None => {
+                    g.hide_headers = names;
+                    Ok(())
+                }
+            }
+        }),
         "keep-alive" => parse_in_range(value, 0..=86_400u64)
             .map(|n| g.keep_alive.timeout = Some(std::time::Duration::from_secs(n))),
         "keep-alive-requests" => {
@@ -349,6 +367,10 @@ mod tests {
             .is_ok_and(|g| g.real_ip.forwarded_for == "x-client-ip"));
         assert!(set_global(&mut Global::default(), "client-header-timeout", "5").is_none());
         assert!(set("keep-alive", "-1").is_err());
+        assert!(set("hide-headers", "X-Powered-By, server")
+            .is_ok_and(|g| g.hide_headers == ["x-powered-by", "server"]));
+        assert!(set("hide-headers", "Content-Length").is_err());
+        assert!(set("hide-headers", "bad name").is_err());
         assert!(set("keep-alive", "75")
             .is_ok_and(|g| g.keep_alive.timeout == Some(std::time::Duration::from_secs(75))));
     }

@@ -430,7 +430,7 @@ async fn l7_server_aliases_and_www_redirects() -> anyhow::Result<()> {
 /// `proxy-set-headers` and `add-headers` (header ConfigMaps the controller ConfigMap names):
 /// set on every request to an upstream and on every answer, the proxy's own 404 included;
 /// an empty value removes the header; a new snapshot changes them for the next request on a
-/// connection already open.
+/// connection already open. `hide-headers` drops upstream headers before `add-headers`.
 #[tokio::test]
 async fn l7_global_header_sets_reach_upstreams_and_clients() -> anyhow::Result<()> {
     let up = TestServer::echo("hs").await?;
@@ -470,12 +470,28 @@ async fn l7_global_header_sets_reach_upstreams_and_clients() -> anyhow::Result<(
     snap.generation += 1_000;
     snap.global.proxy_set_headers = vec![pair("x-env", "staging")];
     snap.global.add_headers = Vec::new();
-    l7.apply(snap);
+    l7.apply(snap.clone());
     let r = conn.send(req()).await?;
     assert_eq!(r.seen_header("x-env").as_deref(), Some("staging"));
     assert!(r.seen_header("x-forwarded-port").is_some());
     assert_eq!(r.header("x-frame-options"), None);
     assert_eq!(r.upstream(), Some("hs"));
+
+    // `hide-headers`: the upstream's headers are dropped; one `add-headers` also names is
+    // then set.
+    snap.generation += 1_000;
+    snap.global.hide_headers = vec!["x-upstream".into(), "x-env".into()];
+    snap.global.add_headers = vec![pair("x-env", "edge")];
+    l7.apply(snap);
+    let r = conn.send(req()).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream(), None, "hidden");
+    assert_eq!(r.header("x-env"), Some("edge"), "hidden, then added");
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json"),
+        "the rest stays"
+    );
     Ok(())
 }
 
