@@ -520,11 +520,12 @@ fn poll_gzip(
     encoder: &mut super::gzip::Encoder,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-    if let Some(trailers) = encoder.take_trailers() {
-        inner.set(RespKind::Full { data: None });
-        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-    }
     loop {
+        // Held until the compressed stream has ended.
+        if let Some(trailers) = encoder.take_trailers() {
+            inner.set(RespKind::Full { data: None });
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         let frame = match poll_kind(inner.as_mut(), cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
@@ -548,12 +549,7 @@ fn poll_gzip(
         };
         match out {
             Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(out)))),
-            Ok(None) => {
-                if let Some(trailers) = encoder.take_trailers() {
-                    inner.set(RespKind::Full { data: None });
-                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                }
-            }
+            Ok(None) => {}
             Err(e) => return Poll::Ready(Some(Err(e.into()))),
         }
     }

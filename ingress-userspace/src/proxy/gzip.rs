@@ -59,10 +59,8 @@ impl GzipPolicy {
         let encoded = headers
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| !v.is_empty());
-        let too_short = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|len| len < self.min_length);
+        let too_short =
+            super::headers::content_length(headers).is_some_and(|len| len < self.min_length);
         status_ok && !encoded && !too_short && self.listed(headers)
     }
 
@@ -89,30 +87,21 @@ impl GzipPolicy {
 
 /// Whether `Accept-Encoding` lists gzip without `q=0`.
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            let coding = parts.next().unwrap_or("");
-            let refused = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            coding.eq_ignore_ascii_case("gzip") && !refused
-        })
+    super::headers::list_items(headers, header::ACCEPT_ENCODING).any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or("");
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        coding.eq_ignore_ascii_case("gzip") && !refused
+    })
 }
 
 fn add_vary(h: &mut HeaderMap) {
-    let listed = h
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| v.trim().eq_ignore_ascii_case("accept-encoding") || v.trim() == "*");
+    let listed = super::headers::list_items(h, header::VARY)
+        .any(|v| v.eq_ignore_ascii_case("accept-encoding") || v == "*");
     if !listed {
         h.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     }

@@ -33,6 +33,28 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static PROXY: HeaderName = HeaderName::from_static("proxy");
 
+/// The items of a comma-separated header, every field of that name, trimmed (empty ones
+/// included); values that are not text are skipped.
+pub fn list_items(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// The `Content-Length` a message declares, when it is a number.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Drops request headers whose names contain `_`, as nginx does by default
 /// (`underscores_in_headers off`, ingress-nginx `enable-underscores-in-headers: false`): CGI,
 /// WSGI and PHP servers read `X_Forwarded_For` as `X-Forwarded-For`, so a client could pass
@@ -62,12 +84,8 @@ fn remove_where(headers: &mut HeaderMap, pred: impl Fn(&str) -> bool) {
 /// upgrade` is set afresh for the next hop).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        let listed: Vec<HeaderName> = list_items(headers, header::CONNECTION)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .filter(|n| !(upgrading && n == header::UPGRADE))
             .collect();
         for name in listed {

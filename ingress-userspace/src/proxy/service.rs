@@ -339,7 +339,7 @@ async fn pipeline<'c>(
         return d;
     }
     if let Some(max) = policy.max_body_bytes {
-        if declared_length(&req).is_some_and(|n| n > max) {
+        if headers::content_length(req.headers()).is_some_and(|n| n > max) {
             return ProxyError::PayloadTooLarge.response();
         }
     }
@@ -661,17 +661,6 @@ fn request_host<B>(req: &Request<B>) -> Cow<'_, str> {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map_or(Cow::Borrowed(""), normalize_host)
-}
-
-/// The declared `Content-Length`, if any.
-fn declared_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The `upstream-vhost` of a route as an HTTP/2 authority and a Host value (validated when
