@@ -132,7 +132,7 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
         } else if key == "proxy-set-headers" || key == "add-headers" {
             header_set(objects, nn, key, value.trim(), &mut out)
         } else if key == "global-allowed-response-headers" {
-            parse_header_names(value).map(|names| out.allowed_response_headers = names)
+            annotations::parse_header_names(value).map(|names| out.allowed_response_headers = names)
         } else {
             match set_global(&mut out.global, key, value.trim()) {
                 Some(r) => r,
@@ -253,7 +253,7 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "forwarded-for-header" => http::HeaderName::from_bytes(value.as_bytes())
             .map(|h| g.real_ip.forwarded_for = h.as_str().to_owned())
             .map_err(|_| "not a header name".into()),
-        "hide-headers" => parse_header_names(value).and_then(|names| {
+        "hide-headers" => annotations::parse_header_names(value).and_then(|names| {
             match names.iter().find(|n| HIDE_REFUSED.contains(&n.as_str())) {
                 Some(n) => Err(format!("{n:?} frames the answer and cannot be hidden")),
                 None => {
@@ -283,19 +283,6 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         _ => return None,
     };
     Some(r)
-}
-
-/// Comma-separated header names, lower-cased.
-fn parse_header_names(v: &str) -> Result<Vec<String>, String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            http::HeaderName::from_bytes(s.as_bytes())
-                .map(|h| h.as_str().to_owned())
-                .map_err(|_| format!("{s:?} is not a header name"))
-        })
-        .collect()
 }
 
 /// nginx's `gzip_types`: MIME types separated by spaces, or `*`.

@@ -62,27 +62,18 @@ pub fn custom(
     nn: &NamespacedName,
     allowed: &[String],
 ) -> Result<Vec<(String, String)>, String> {
-    let cm = objects
-        .config_map(&nn.namespace, &nn.name)
-        .ok_or_else(|| format!("ConfigMap {}/{} not found", nn.namespace, nn.name))?;
-    let mut out = Vec::new();
-    for (name, value) in cm.data.iter().flatten() {
-        let (name, value) = entry(name, value).map_err(|m| {
-            format!(
-                "ConfigMap {}/{}: header {name:?}: {m}",
-                nn.namespace, nn.name
-            )
-        })?;
-        if !allowed.contains(&name) {
-            return Err(format!(
-                "ConfigMap {}/{}: header {name:?} is not in the controller ConfigMap's \
-                 global-allowed-response-headers",
-                nn.namespace, nn.name
-            ));
-        }
-        out.push((name, value));
+    let set = read(objects, nn)?;
+    let in_cm = |m: &str| format!("ConfigMap {}/{}: {m}", nn.namespace, nn.name);
+    if let Some(problem) = set.problems.first() {
+        return Err(in_cm(problem));
     }
-    Ok(out)
+    match set.headers.iter().find(|(name, _)| !allowed.contains(name)) {
+        Some((name, _)) => Err(in_cm(&format!(
+            "header {name:?} is not in the controller ConfigMap's \
+             global-allowed-response-headers"
+        ))),
+        None => Ok(set.headers),
+    }
 }
 
 /// One entry as a header.

@@ -49,19 +49,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         })?
         .unwrap_or_else(|| "rd".to_owned());
     let response_headers = r
-        .get("auth-response-headers", |v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-                .map(|h| {
-                    if is_token(h) {
-                        Ok(h.to_ascii_lowercase())
-                    } else {
-                        Err(format!("{h:?} is not a header name"))
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })?
+        .get("auth-response-headers", super::parse_header_names)?
         .unwrap_or_default();
     let cache = match r.get("auth-cache-key", super::upstream::parse_hash_key)? {
         None => None,

@@ -435,6 +435,21 @@ pub(crate) fn is_token(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Comma-separated header names, lower-cased (an empty list is allowed).
+pub(crate) fn parse_header_names(v: &str) -> Result<Vec<String>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            if is_token(h) {
+                Ok(h.to_ascii_lowercase())
+            } else {
+                Err(format!("{h:?} is not a header name"))
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
