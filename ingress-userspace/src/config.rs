@@ -30,6 +30,13 @@ pub enum ConfigError {
     PortRange(String),
 }
 
+impl NamespacedName {
+    /// Whether this names the object `namespace/name`.
+    pub fn is(&self, namespace: &str, name: &str) -> bool {
+        self.namespace == namespace && self.name == name
+    }
+}
+
 impl std::str::FromStr for NamespacedName {
     type Err = ConfigError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -1,10 +1,11 @@
 //! Kubernetes source: kube-rs watchers for every watched kind, relisting with backoff after errors.
 //!
 //! Each kind gets one `kube::runtime::watcher` over every namespace (Secrets leave out Helm
-//! release and service-account token Secrets, by field selector). A watcher's `Init .. InitDone` run, which is both the first list and every
-//! relist after a watch error, becomes one [`SourceEvent::Replace`]; live changes become
-//! [`SourceEvent::Apply`] / [`SourceEvent::Delete`]. Once every watcher has listed once, one
-//! [`SourceEvent::Synced`] follows.
+//! release and service-account token Secrets, by field selector). A watcher's
+//! `Init .. InitDone` run, which is both the first list and every relist after a watch error,
+//! becomes one [`SourceEvent::Replace`]; live changes become [`SourceEvent::Apply`] /
+//! [`SourceEvent::Delete`]. Once every watcher has listed once, one [`SourceEvent::Synced`]
+//! follows.
 use std::{collections::BTreeMap, path::Path};
 
 use futures_util::{stream::BoxStream, StreamExt};

@@ -7,11 +7,11 @@
 //! the `gzip-*` keys; behind a load balancer `use-proxy-protocol`,
 //! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header`
 //! and `compute-full-forwarded-for`; connection reuse, over the flags of the same names:
-//! `keep-alive`, `keep-alive-requests`, `http2-max-concurrent-streams` and the `upstream-keepalive-*` keys
-//! (`-connections`, `-timeout`, `-requests`, `-time`); the `global-auth-*` keys, an `auth-url` for every
-//! Ingress; `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers
-//! ([`super::header_sets`]); `hide-headers`, upstream headers clients never see;
-//! `global-allowed-response-headers`, the headers the
+//! `keep-alive`, `keep-alive-requests`, `http2-max-concurrent-streams` and the
+//! `upstream-keepalive-*` keys (`-connections`, `-timeout`, `-requests`, `-time`); the
+//! `global-auth-*` keys, an `auth-url` for every Ingress; `proxy-set-headers` and
+//! `add-headers`, naming ConfigMaps of headers ([`super::header_sets`]); `hide-headers`,
+//! upstream headers clients never see; `global-allowed-response-headers`, the headers the
 //! `custom-headers` annotation may set.
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is

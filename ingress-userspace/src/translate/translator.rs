@@ -217,8 +217,7 @@ impl Translator {
         let Change::ConfigMap { namespace, name } = change else {
             return false;
         };
-        let is =
-            |nn: &crate::config::NamespacedName| nn.namespace == *namespace && nn.name == *name;
+        let is = |nn: &crate::config::NamespacedName| nn.is(namespace, name);
         self.settings.controller_config.as_ref().is_some_and(is)
             || self.model.controller.sources.iter().any(is)
     }
@@ -253,8 +252,7 @@ impl Translator {
                 Change::ConfigMap { namespace, name } => {
                     // Every namespace's ConfigMaps are watched: most concern nothing here.
                     let is = |nn: &Option<crate::config::NamespacedName>| {
-                        nn.as_ref()
-                            .is_some_and(|nn| nn.namespace == *namespace && nn.name == *name)
+                        nn.as_ref().is_some_and(|nn| nn.is(namespace, name))
                     };
                     work.l4 |= is(&self.settings.tcp_services) || is(&self.settings.udp_services);
                     let users = self
