@@ -351,8 +351,13 @@ impl App {
 
         // Sources.
         let mut kube_client = None;
+        // Every source's events pass the ExternalName resolver on their way to the store.
+        let events = source::external_names::spawn(
+            store.events.clone(),
+            args.external_name_refresh,
+            Arc::new(source::external_names::SystemLookup),
+        );
         if let Some(dir) = args.manifests.clone() {
-            let events = store.events.clone();
             tokio::spawn(async move {
                 if let Err(e) = source::manifests::run(dir, events).await {
                     error!("manifest source stopped: {e}");
@@ -360,7 +365,7 @@ impl App {
             });
         } else {
             let client = source::kube::client(args.kubeconfig.as_deref()).await?;
-            source::kube::spawn(client.clone(), store.events.clone());
+            source::kube::spawn(client.clone(), events);
             kube_client = Some(client);
         }
         drop(store.events);

@@ -136,6 +136,10 @@ pub struct RunArgs {
     /// Coalesce source events for this long before translating.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     pub debounce: std::time::Duration,
+    /// How often the DNS names of ExternalName Services are looked up again (nginx's
+    /// `resolver valid=30s`, as ingress-nginx configures it).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub external_name_refresh: std::time::Duration,
     /// Certificate chain (PEM) served to HTTPS clients whose SNI matches no Ingress, e.g. the
     /// `tls.crt` of a mounted Secret; a self-signed one is generated when absent.
     #[arg(long, requires = "default_tls_key")]

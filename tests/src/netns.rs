@@ -127,3 +127,25 @@ pub fn in_ns<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'stat
     .join()
     .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
 }
+
+/// An address added to `lo` of this namespace for one test, removed on drop: a local address
+/// that is not loopback (for what refuses loopback, such as ExternalName Services).
+pub struct LoAddress {
+    pub ip: std::net::IpAddr,
+}
+
+impl LoAddress {
+    /// Adds `ip`/32 to `lo`, replacing a copy left by an interrupted run.
+    pub fn add(ip: std::net::IpAddr) -> Result<Self> {
+        require_privileges()?;
+        let _ = sh(&format!("ip addr del {ip}/32 dev lo"));
+        sh(&format!("ip addr add {ip}/32 dev lo"))?;
+        Ok(LoAddress { ip })
+    }
+}
+
+impl Drop for LoAddress {
+    fn drop(&mut self) {
+        let _ = sh(&format!("ip addr del {}/32 dev lo", self.ip));
+    }
+}

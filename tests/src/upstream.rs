@@ -87,8 +87,23 @@ impl TestServer {
         Self::serve(name, true, Duration::ZERO).await
     }
 
+    /// An echo server listening on `addr` (port 0: any).
+    pub async fn echo_on(name: &str, addr: SocketAddr) -> anyhow::Result<TestServer> {
+        Self::serve_on(name, addr, false, Duration::ZERO).await
+    }
+
     async fn serve(name: &str, grpc: bool, delay: Duration) -> anyhow::Result<TestServer> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::serve_on(name, any, grpc, delay).await
+    }
+
+    async fn serve_on(
+        name: &str,
+        addr: SocketAddr,
+        grpc: bool,
+        delay: Duration,
+    ) -> anyhow::Result<TestServer> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));

@@ -1,5 +1,6 @@
 //! Sources of Kubernetes objects. Both emit the same [`SourceEvent`]s into the store; nothing
 //! past the store knows which source an object came from.
+pub mod external_names;
 pub mod kube;
 pub mod manifests;
 

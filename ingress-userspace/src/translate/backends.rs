@@ -10,6 +10,7 @@
 //! terminating are (as kube-proxy does). Upstreams are cached per Service and reused, as the
 //! same `Arc`, while the Service and its EndpointSlices are the same objects.
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     fmt,
     net::{IpAddr, SocketAddr},
@@ -27,6 +28,7 @@ use k8s_openapi::{
 use super::reason;
 use crate::{
     snapshot::{BackendProtocol, L4Protocol, ObjectRef, Upstream},
+    source::external_names::{external_name, resolve_error},
     store::ObjectCache,
 };
 
@@ -143,10 +145,12 @@ impl<'a> Resolver<'a> {
         let qualified = || format!("{namespace}/{}", backend.service);
         let entry = self.entry(namespace, &backend.service);
         // The common case (Service and port exist) must not allocate: this runs per path.
-        let resolved = entry
-            .service
-            .as_ref()
-            .and_then(|svc| find_port(svc, &backend.port, None).map(|sp| (svc, sp)));
+        let resolved = entry.service.as_ref().and_then(|svc| {
+            find_port(svc, &backend.port, None)
+                .map(Cow::Borrowed)
+                .or_else(|| external_name_port(svc, &backend.port).map(Cow::Owned))
+                .map(|sp| (svc, sp))
+        });
         let Some((svc, sp)) = resolved else {
             let message = match &entry.service {
                 None => format!("service {} not found", qualified()),
@@ -171,13 +175,13 @@ impl<'a> Resolver<'a> {
                 .clone();
             return (up, Some(problem));
         };
-        let problem = external_name_problem(svc, namespace, &backend.service);
+        let problem = external_name_problem(svc, namespace, &backend.service, &entry.slices);
         let key = (sp.port, protocol, via_cluster_ip);
         if let Some(up) = entry.upstreams.get(&key) {
             return (up.clone(), problem);
         }
         let cluster = via_cluster_ip
-            .then(|| cluster_ip_endpoint(svc, sp))
+            .then(|| cluster_ip_endpoint(svc, &sp))
             .flatten();
         let (endpoints, name) = match (problem.is_some(), cluster) {
             (true, _) => (Vec::new(), format!("{}:{}", qualified(), sp.port)),
@@ -187,7 +191,7 @@ impl<'a> Resolver<'a> {
                 format!("{}:{}@cluster-ip", qualified(), sp.port),
             ),
             (false, None) => (
-                endpoints_of(sp, &entry.slices, &entry.static_endpoints),
+                endpoints_of(&sp, &entry.slices, &entry.static_endpoints),
                 format!("{}:{}", qualified(), sp.port),
             ),
         };
@@ -227,8 +231,13 @@ impl<'a> Resolver<'a> {
                 message: format!("service {qualified} has no {proto} port {port}"),
             });
         };
-        if let Some(p) = external_name_problem(svc, namespace, service) {
-            return Err(p);
+        if external_name(svc).is_some() {
+            return Err(Problem {
+                reason: reason::UNSUPPORTED_BACKEND,
+                message: format!(
+                    "service {qualified} is of type ExternalName, which L4 services do not support"
+                ),
+            });
         }
         Ok(endpoints_of(sp, &entry.slices, &entry.static_endpoints))
     }
@@ -339,12 +348,44 @@ impl<'a> Resolver<'a> {
     }
 }
 
-fn external_name_problem(svc: &Service, namespace: &str, name: &str) -> Option<Problem> {
-    (svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName")).then(|| Problem {
-        reason: reason::UNSUPPORTED_BACKEND,
-        message: format!(
-            "service {namespace}/{name} is of type ExternalName, which is not supported"
-        ),
+/// Why an ExternalName Service has no endpoints: its name is refused, or did not resolve
+/// (`source::external_names` records that on the slice it keeps for the Service).
+fn external_name_problem(
+    svc: &Service,
+    namespace: &str,
+    name: &str,
+    slices: &[Arc<EndpointSlice>],
+) -> Option<Problem> {
+    match external_name(svc)? {
+        Err(why) => Some(Problem {
+            reason: reason::INVALID_BACKEND,
+            message: format!("service {namespace}/{name} {why}"),
+        }),
+        Ok(_) => slices
+            .iter()
+            .find_map(|s| resolve_error(s))
+            .map(|why| Problem {
+                reason: reason::EXTERNAL_NAME_UNRESOLVED,
+                message: format!("service {namespace}/{name} is of type ExternalName: {why}"),
+            }),
+    }
+}
+
+/// The port of an ExternalName Service without `ports`: the number the Ingress names, as
+/// ingress-nginx takes it.
+fn external_name_port(svc: &Service, port: &PortRef) -> Option<ServicePort> {
+    let PortRef::Number(n) = port else {
+        return None;
+    };
+    let no_ports = svc
+        .spec
+        .as_ref()?
+        .ports
+        .as_ref()
+        .is_none_or(|p| p.is_empty());
+    (no_ports && external_name(svc).is_some()).then(|| ServicePort {
+        port: *n,
+        ..Default::default()
     })
 }
 
@@ -816,5 +857,83 @@ mod tests {
         assert!(r
             .l4_endpoints("kube-system", "nope", &PortRef::Number(53), L4Protocol::Tcp)
             .is_err());
+    }
+
+    #[test]
+    fn external_name_services_use_their_resolved_slice() {
+        use crate::source::external_names::RESOLVE_ERROR_ANNOTATION;
+        // Without ports, the Ingress's port number is the port, as in ingress-nginx.
+        let resolved = mk_slice("ns", "ext:external-name", "ext")
+            .endpoint("198.18.0.7")
+            .build();
+        let (up, problem) = resolve(
+            vec![
+                Object::Service(mk_service("ns", "ext").external_name("api.example").build()),
+                Object::EndpointSlice(resolved.clone()),
+            ],
+            be("ext", PortRef::Number(8443)),
+            false,
+        );
+        assert_eq!(problem, None);
+        assert_eq!(up.endpoints, addrs(&["198.18.0.7:8443"]));
+        // With ports, the target port.
+        let (up, _) = resolve(
+            vec![
+                Object::Service(
+                    mk_service("ns", "ext")
+                        .external_name("api.example")
+                        .port("https", 443, 8443)
+                        .build(),
+                ),
+                Object::EndpointSlice(resolved.clone()),
+            ],
+            be("ext", PortRef::Name("https".into())),
+            false,
+        );
+        assert_eq!(up.endpoints, addrs(&["198.18.0.7:8443"]));
+        // Not resolved: no endpoints, and why.
+        let mut failed = mk_slice("ns", "ext:external-name", "ext").build();
+        failed.metadata.annotations = Some(BTreeMap::from([(
+            RESOLVE_ERROR_ANNOTATION.to_owned(),
+            "looking up api.example failed: NXDOMAIN".to_owned(),
+        )]));
+        let (up, problem) = resolve(
+            vec![
+                Object::Service(mk_service("ns", "ext").external_name("api.example").build()),
+                Object::EndpointSlice(failed),
+            ],
+            be("ext", PortRef::Number(80)),
+            false,
+        );
+        assert!(up.endpoints.is_empty());
+        let problem = problem.expect("a problem");
+        assert_eq!(problem.reason, reason::EXTERNAL_NAME_UNRESOLVED);
+        assert!(problem.message.contains("NXDOMAIN"), "{}", problem.message);
+        // Refused names never get endpoints, even from a slice.
+        for refused in ["localhost", "127.0.0.1", "bad_name"] {
+            let (up, problem) = resolve(
+                vec![
+                    Object::Service(mk_service("ns", "ext").external_name(refused).build()),
+                    Object::EndpointSlice(resolved.clone()),
+                ],
+                be("ext", PortRef::Number(80)),
+                false,
+            );
+            assert!(up.endpoints.is_empty(), "{refused}");
+            assert_eq!(problem.map(|p| p.reason), Some(reason::INVALID_BACKEND));
+        }
+        // L4 services do not take them.
+        let cache = ObjectCache::from_objects(vec![Object::Service(
+            mk_service("ns", "ext")
+                .external_name("api.example")
+                .port("", 53, 53)
+                .build(),
+        )]);
+        let mut bc = BackendCache::default();
+        let mut r = Resolver::new(&mut bc, &cache, false, 1);
+        let err = r
+            .l4_endpoints("ns", "ext", &PortRef::Number(53), L4Protocol::Tcp)
+            .expect_err("refused");
+        assert_eq!(err.reason, reason::UNSUPPORTED_BACKEND);
     }
 }

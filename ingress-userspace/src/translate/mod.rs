@@ -49,6 +49,8 @@ pub mod reason {
     pub const UNSUPPORTED_BACKEND: &str = "UnsupportedBackend";
     /// The Service or its port does not exist: the route answers 503.
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
+    /// An ExternalName Service whose name did not resolve to a usable address.
+    pub const EXTERNAL_NAME_UNRESOLVED: &str = "ExternalNameUnresolved";
     /// The same rule (or TLS host, canary, passthrough host) from an older Ingress wins.
     pub const RULE_CONFLICT: &str = "RuleConflict";
     /// A `spec.tls` Secret is missing or unusable; that certificate is dropped.

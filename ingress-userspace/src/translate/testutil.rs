@@ -287,6 +287,14 @@ impl ServiceBuilder {
         self
     }
 
+    /// `spec.type: ExternalName` pointing at `name`.
+    pub fn external_name(mut self, name: &str) -> Self {
+        let spec = self.0.spec.get_or_insert_with(Default::default);
+        spec.type_ = Some("ExternalName".into());
+        spec.external_name = Some(name.into());
+        self
+    }
+
     /// `spec.clusterIP` (`"None"` for a headless Service).
     pub fn cluster_ip(mut self, ip: &str) -> Self {
         self.0.spec.get_or_insert_with(Default::default).cluster_ip = Some(ip.into());

@@ -865,3 +865,105 @@ async fn the_controller_configmap_applies_without_a_restart() {
         );
     }
 }
+
+/// The Services and Ingresses of [`external_name_services_route_to_their_addresses`]: two
+/// ExternalName Services on local non-loopback addresses (one with ports, one without), one
+/// on `localhost` (refused) and one on a name that cannot resolve.
+fn external_name_manifests(ext: &str, ext_port: u16, bare: &str, bare_port: u16) -> String {
+    let ingress = |name: &str, host: &str, svc: &str, port: u16| {
+        tests::ingressd::ingress_yaml(name, host, svc, port) + "---\n"
+    };
+    let service = |name: &str, external: &str, ports: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n\
+             spec:\n  type: ExternalName\n  externalName: {external}\n{ports}---\n"
+        )
+    };
+    class_and_service_yaml("app", "127.0.0.1:9", "http", 80)
+        + &service(
+            "ext",
+            ext,
+            &format!("  ports:\n  - name: http\n    port: 80\n    targetPort: {ext_port}\n"),
+        )
+        + &service("bare", bare, "")
+        + &service("local", "localhost", "")
+        + &service("nowhere", "nowhere.invalid", "")
+        + &ingress("ext", "e.test", "ext", 80)
+        + &ingress("bare", "b.test", "bare", bare_port)
+        + &ingress("local", "l.test", "local", 80)
+        + &ingress("nowhere", "n.test", "nowhere", 80)
+}
+
+/// ExternalName Services, end to end: an IP address (here added to `lo`, since loopback is
+/// refused as in ingress-nginx) is used with the Service's target port, or without ports with
+/// the port the Ingress names; changing `externalName` moves the traffic without a restart;
+/// `localhost` and a name that does not resolve answer 503 and are reported with their reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_name_services_route_to_their_addresses() {
+    use tests::netns::LoAddress;
+    let a = LoAddress::add("198.18.250.1".parse().expect("ip")).expect("address on lo");
+    let b = LoAddress::add("198.18.250.2".parse().expect("ip")).expect("address on lo");
+    let up_a = TestServer::echo_on("up-a", SocketAddr::new(a.ip, 0))
+        .await
+        .expect("upstream a");
+    let up_b = TestServer::echo_on("up-b", SocketAddr::new(b.ip, 0))
+        .await
+        .expect("upstream b");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("all.yaml");
+    let (b_ip, bare_port) = (b.ip, up_b.addr.port());
+    let write = move |ext: &str, ext_port: u16| {
+        let yaml = external_name_manifests(ext, ext_port, &b_ip.to_string(), bare_port);
+        std::fs::write(&path, yaml).expect("manifests")
+    };
+    write(&a.ip.to_string(), up_a.addr.port());
+    let (http, admin) = (free_addr(), free_addr());
+    let http_addr = http.to_string();
+    let args = standalone_args(dir.path(), &http_addr, "127.0.0.1:0", admin, "extname", &[]);
+    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let answer = |host: &str| get(http, host, "/status/200").unwrap_or_else(|e| e.to_string());
+        let r = answer("e.test");
+        if !(r.starts_with("HTTP/1.1 200") && r.contains("from up-a")) {
+            return Err(format!("e.test, ExternalName with a target port: {r}"));
+        }
+        let r = answer("b.test");
+        if !(r.starts_with("HTTP/1.1 200") && r.contains("from up-b")) {
+            return Err(format!("b.test, ExternalName without ports: {r}"));
+        }
+        for host in ["l.test", "n.test"] {
+            let r = answer(host);
+            if !r.starts_with("HTTP/1.1 503") {
+                return Err(format!("{host} must answer 503: {r}"));
+            }
+        }
+        // The Service now points at the other address: followed without a restart.
+        write(&b_ip.to_string(), bare_port);
+        until("e.test after the externalName change", || {
+            let r = answer("e.test");
+            (r.contains("from up-b"), r)
+        })?;
+        Ok(())
+    })
+    .await
+    .expect("join");
+    // The failed lookup may take up to its timeout to be reported.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !p.log_text().contains("ExternalNameUnresolved") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log_text = p.log_text();
+    p.signal(libc::SIGTERM).expect("SIGTERM");
+    let _ = p.wait(Duration::from_secs(10));
+    drop((a, b));
+    checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
+    assert!(
+        log_text.contains("default/local") && log_text.contains("localhost, which is refused"),
+        "localhost is reported:\n{log_text}"
+    );
+    assert!(
+        log_text.contains("ExternalNameUnresolved") && log_text.contains("nowhere.invalid"),
+        "the failed lookup is reported:\n{log_text}"
+    );
+    assert!(up_a.hits() >= 1 && up_b.hits() >= 2);
+}
