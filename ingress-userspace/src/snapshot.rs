@@ -77,6 +77,8 @@ pub struct Global {
     pub add_headers: Vec<(String, String)>,
     /// Upstream response headers never passed to clients (`hide-headers`), lower-case.
     pub hide_headers: Vec<String>,
+    /// The upstream's `Server` header reaches clients (`allow-backend-server-header`).
+    pub backend_server_header: bool,
     /// TLS offered to clients (`ssl-protocols`, `ssl-ciphers`).
     pub server_tls: ServerTls,
     /// Compressed answers (`use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`).
@@ -174,6 +176,7 @@ impl Default for Global {
             proxy_set_headers: Vec::new(),
             add_headers: Vec::new(),
             hide_headers: Vec::new(),
+            backend_server_header: false,
             server_tls: ServerTls::default(),
             gzip: Gzip::default(),
             keep_alive: KeepAlive::default(),

@@ -63,6 +63,16 @@ pub fn drop_underscored(headers: &mut HeaderMap) {
     remove_where(headers, |name| name.contains('_'));
 }
 
+/// Removes the upstream response headers nginx never passes on (its `proxy_hide_header`
+/// defaults): `X-Accel-*`, which nginx acts on and an application may fill with internal paths,
+/// `X-Pad`, and `Server` unless `server` (ingress-nginx `allow-backend-server-header`), so the
+/// upstream's software and version stay private.
+pub fn hide_upstream_private(headers: &mut HeaderMap, server: bool) {
+    remove_where(headers, |name| {
+        name.starts_with("x-accel-") || name == "x-pad" || (!server && name == "server")
+    });
+}
+
 /// Removes every header whose name satisfies `pred`; allocates only when one does.
 fn remove_where(headers: &mut HeaderMap, pred: impl Fn(&str) -> bool) {
     if !headers.keys().any(|k| pred(k.as_str())) {
@@ -445,5 +455,34 @@ mod tests {
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["accept", "x-forwarded-for"]);
+    }
+
+    #[test]
+    fn upstream_private_headers_are_hidden_as_nginx_does() {
+        let answer = || {
+            let mut h = HeaderMap::new();
+            for (k, v) in [
+                ("server", "gunicorn/20.1.0"),
+                ("x-accel-redirect", "/protected/file"),
+                ("x-accel-buffering", "no"),
+                ("x-pad", "avoid browser bug"),
+                ("x-accelerated", "kept"),
+                ("content-type", "text/plain"),
+            ] {
+                h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            h
+        };
+        let names = |h: &HeaderMap| {
+            let mut n: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+            n.sort_unstable();
+            n
+        };
+        let mut h = answer();
+        hide_upstream_private(&mut h, false);
+        assert_eq!(names(&h), ["content-type", "x-accelerated"]);
+        let mut h = answer();
+        hide_upstream_private(&mut h, true);
+        assert_eq!(names(&h), ["content-type", "server", "x-accelerated"]);
     }
 }

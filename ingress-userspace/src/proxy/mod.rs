@@ -83,6 +83,8 @@ pub struct GlobalPolicy {
     pub proxy_set_headers: HeaderSet,
     /// Set on every answer to a client (`add-headers`), after the `hide-headers` are removed.
     pub add_headers: HeaderSet,
+    /// `allow-backend-server-header`: the upstream's `Server` header is passed on.
+    pub backend_server_header: bool,
     /// The TLS settings [`ActiveConfig::server_tls`] was built from.
     pub server_tls: crate::snapshot::ServerTls,
     /// `use-gzip`: compressed answers; `None` while off.
@@ -204,6 +206,7 @@ impl GlobalPolicy {
                     .chain(global.add_headers.iter().cloned())
                     .collect::<Vec<_>>(),
             ),
+            backend_server_header: global.backend_server_header,
             server_tls: global.server_tls.clone(),
             gzip: gzip::GzipPolicy::compile(&global.gzip),
             max_requests_per_connection: ka.requests.unwrap_or(limits.max_requests_per_connection),

@@ -85,6 +85,7 @@ pub(crate) async fn handle(
     if let Some(g) = gzip {
         g.apply(&mut response);
     }
+    headers::hide_upstream_private(response.headers_mut(), config.global.backend_server_header);
     config.global.add_headers.apply(response.headers_mut());
     if let Some(h) = answered.custom_headers {
         h.apply(response.headers_mut());

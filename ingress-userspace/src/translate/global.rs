@@ -11,7 +11,8 @@
 //! `upstream-keepalive-*` keys (`-connections`, `-timeout`, `-requests`, `-time`); the
 //! `global-auth-*` keys, an `auth-url` for every Ingress; `proxy-set-headers` and
 //! `add-headers`, naming ConfigMaps of headers ([`super::header_sets`]); `hide-headers`,
-//! upstream headers clients never see; `global-allowed-response-headers`, the headers the
+//! upstream headers clients never see; `allow-backend-server-header`, the upstream's `Server`
+//! header passed on; `global-allowed-response-headers`, the headers the
 //! `custom-headers` annotation may set.
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
@@ -262,6 +263,7 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
                 }
             }
         }),
+        "allow-backend-server-header" => parse_bool(value).map(|b| g.backend_server_header = b),
         "keep-alive" => parse_in_range(value, 0..=86_400u64)
             .map(|n| g.keep_alive.timeout = Some(std::time::Duration::from_secs(n))),
         "keep-alive-requests" => {
@@ -357,6 +359,8 @@ mod tests {
         assert!(set("hide-headers", "X-Powered-By, server")
             .is_ok_and(|g| g.hide_headers == ["x-powered-by", "server"]));
         assert!(set("hide-headers", "Content-Length").is_err());
+        assert!(set("allow-backend-server-header", "true").is_ok_and(|g| g.backend_server_header));
+        assert!(set("allow-backend-server-header", "sometimes").is_err());
         assert!(set("hide-headers", "bad name").is_err());
         assert!(set("keep-alive", "75")
             .is_ok_and(|g| g.keep_alive.timeout == Some(std::time::Duration::from_secs(75))));

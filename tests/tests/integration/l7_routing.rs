@@ -495,6 +495,49 @@ async fn l7_global_header_sets_reach_upstreams_and_clients() -> anyhow::Result<(
     Ok(())
 }
 
+/// The upstream's `Server`, `X-Pad` and `X-Accel-*` headers never reach clients, as nginx
+/// hides them; `allow-backend-server-header` lets `Server` through, over HTTP/1.1 and HTTP/2.
+#[tokio::test]
+async fn l7_upstream_private_headers_are_hidden() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let up = RawUpstream::start(|mut s, _| async move {
+        while read_head(&mut s).await.is_some() {
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nserver: gunicorn/20.1.0\r\n\
+                          x-accel-redirect: /internal/report.pdf\r\nx-accel-buffering: no\r\n\
+                          x-pad: avoid browser bug\r\nx-app: kept\r\n\r\nok";
+            if s.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await?;
+    let t = target("private", upstream("private", &[up.addr]));
+    let mut snap = snapshot(vec![vhost("p.test", vec![prefix("/", &t)])]);
+    let l7 = L7::start(snap.clone()).await?;
+    let r = get(l7.http, "p.test", "/").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "ok");
+    assert_eq!(r.header("x-app"), Some("kept"));
+    for hidden in ["server", "x-accel-redirect", "x-accel-buffering", "x-pad"] {
+        assert_eq!(r.header(hidden), None, "{hidden} reached the client");
+    }
+    let (mut h2, _conn) = h2c(l7.http).await?;
+    let req = http::Request::builder()
+        .uri("http://p.test/")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), h2.send_request(req)).await??;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("server"), None, "over HTTP/2 too");
+
+    snap.generation += 1;
+    snap.global.backend_server_header = true;
+    l7.apply(snap);
+    let r = get(l7.http, "p.test", "/").await?;
+    assert_eq!(r.header("server"), Some("gunicorn/20.1.0"));
+    assert_eq!(r.header("x-accel-redirect"), None, "X-Accel-* stays hidden");
+    Ok(())
+}
+
 /// `custom-headers`: the route's headers on every answer of that route (the upstream's 200,
 /// replacing the upstream's own or removing it, and the proxy's own 413), over the global
 /// `add-headers`; other routes get none; a denied set answers 503 without reaching the
