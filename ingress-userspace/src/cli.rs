@@ -277,6 +277,11 @@ pub struct LimitArgs {
     /// slow clients (slowloris). Raise it above the idle timeout of a load balancer in front.
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
     pub keep_alive: std::time::Duration,
+    /// Time an HTTP/1.1 request head may take once it has started to arrive (ingress-nginx's
+    /// `client-header-timeout`): a client trickling its headers is cut at this, even when
+    /// `--keep-alive` is longer. The connection is closed unanswered.
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    pub client_header_timeout: std::time::Duration,
     /// HTTP/2 streams served on one client connection before it is closed gracefully
     /// (`keep-alive-requests`); 0: no limit. HTTP/1.1 connections are not counted.
     #[arg(long, default_value_t = 1000)]

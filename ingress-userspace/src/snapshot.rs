@@ -79,6 +79,9 @@ pub struct Global {
     pub hide_headers: Vec<String>,
     /// The upstream's `Server` header reaches clients (`allow-backend-server-header`).
     pub backend_server_header: bool,
+    /// `client-header-timeout`: time an HTTP/1.1 request head may take once started; `None`
+    /// leaves the flag's value.
+    pub client_header_timeout: Option<Duration>,
     /// TLS offered to clients (`ssl-protocols`, `ssl-ciphers`).
     pub server_tls: ServerTls,
     /// Compressed answers (`use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`).
@@ -177,6 +180,7 @@ impl Default for Global {
             add_headers: Vec::new(),
             hide_headers: Vec::new(),
             backend_server_header: false,
+            client_header_timeout: None,
             server_tls: ServerTls::default(),
             gzip: Gzip::default(),
             keep_alive: KeepAlive::default(),

@@ -7,8 +7,10 @@
 //! allows processing it as chunked), and codings such as `gzip, chunked`; those are
 //! smuggling-shaped, so we reject them too: the coding list in [`check_framing`], and the
 //! CL+TE pair with [`FramingGuard`], which watches the raw HTTP/1 header lines because hyper
-//! drops the `Content-Length` before the request reaches us.
+//! drops the `Content-Length` before the request reaches us. The same watcher bounds a head
+//! from its first bytes (`client-header-timeout`), which hyper's timer cannot do.
 use std::{
+    future::Future,
     io,
     pin::Pin,
     sync::{
@@ -34,6 +36,9 @@ pub struct Limits {
     /// Time allowed to receive a complete request head, also the keep-alive idle limit
     /// (`--keep-alive`): hyper's timer runs from the end of the previous response.
     pub header_read_timeout: Duration,
+    /// Time an HTTP/1.1 request head may take once its first bytes arrived
+    /// (`--client-header-timeout`), enforced by [`FramingGuard`].
+    pub client_header_timeout: Duration,
     /// Time allowed for a TLS handshake.
     pub tls_handshake_timeout: Duration,
     /// Time a new connection has to send its PROXY protocol header (`use-proxy-protocol`).
@@ -67,6 +72,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             header_read_timeout: Duration::from_secs(30),
+            client_header_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
             proxy_protocol_timeout: Duration::from_secs(5),
             client_send_timeout: Duration::from_secs(60),
@@ -170,6 +176,8 @@ struct Scanner {
     /// The head's `Content-Length` value, when it parsed.
     cl: Option<u64>,
     conflict: bool,
+    /// Bytes of a request head have arrived, and not yet its end.
+    in_head: bool,
 }
 
 impl Default for Scanner {
@@ -185,6 +193,7 @@ impl Default for Scanner {
             saw_te: false,
             cl: None,
             conflict: false,
+            in_head: false,
         }
     }
 }
@@ -210,7 +219,11 @@ impl Scanner {
         }
         while !data.is_empty() && !self.disabled && !self.conflict {
             data = match self.phase {
-                Phase::Head | Phase::Trailers => self.lines(data),
+                Phase::Head => {
+                    self.in_head = true;
+                    self.lines(data)
+                }
+                Phase::Trailers => self.lines(data),
                 Phase::Body(n) => {
                     let (left, rest) = skip(n, data);
                     self.phase = if left == 0 {
@@ -309,6 +322,7 @@ impl Scanner {
             self.phase = Phase::Head;
             return;
         }
+        self.in_head = false;
         let (cl, te) = (self.saw_cl, self.saw_te);
         let len = self.cl.take();
         self.saw_cl = false;
@@ -368,22 +382,32 @@ impl Scanner {
 /// and raises a [`FramingFlag`] at a head with both `Content-Length` and
 /// `Transfer-Encoding`. The request that carries them is parsed after its bytes were read, so
 /// the flag is up before that request reaches the handler.
+///
+/// It also bounds the time from a head's first bytes to its end (`client-header-timeout`):
+/// hyper's own head timer runs from the end of the previous response, so it is the keep-alive
+/// limit too and cannot be shorter than that. The timer is armed only when a read ends inside
+/// a head, so a head that arrives whole costs none.
 #[derive(Debug)]
 pub struct FramingGuard<S> {
     inner: S,
     scanner: Scanner,
     flag: Arc<FramingFlag>,
+    head_timeout: Duration,
+    head_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> FramingGuard<S> {
-    /// Wraps `inner`; the returned flag is shared with the request handler.
-    pub fn new(inner: S) -> (Self, Arc<FramingFlag>) {
+    /// Wraps `inner`, allowing each head `head_timeout` from its first bytes; the returned
+    /// flag is shared with the request handler.
+    pub fn new(inner: S, head_timeout: Duration) -> (Self, Arc<FramingFlag>) {
         let flag = Arc::new(FramingFlag::default());
         (
             FramingGuard {
                 inner,
                 scanner: Scanner::default(),
                 flag: flag.clone(),
+                head_timeout,
+                head_deadline: None,
             },
             flag,
         )
@@ -399,10 +423,29 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            if this.scanner.feed(&buf.filled()[before..]) {
-                this.flag.0.store(true, Relaxed);
+        match res {
+            Poll::Ready(Ok(())) => {
+                if this.scanner.feed(&buf.filled()[before..]) {
+                    this.flag.0.store(true, Relaxed);
+                }
+                if !this.scanner.in_head || this.scanner.disabled {
+                    this.head_deadline = None;
+                } else if this.head_deadline.is_none() {
+                    this.head_deadline = Some(Box::pin(tokio::time::sleep(this.head_timeout)));
+                }
             }
+            Poll::Pending => {
+                if let Some(d) = this.head_deadline.as_mut() {
+                    if d.as_mut().poll(cx).is_ready() {
+                        tracing::debug!("client-header-timeout: request head incomplete");
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "request head not received within client-header-timeout",
+                        )));
+                    }
+                }
+            }
+            Poll::Ready(Err(_)) => {}
         }
         res
     }
@@ -470,6 +513,51 @@ mod tests {
     fn scan(chunks: &[&[u8]]) -> bool {
         let mut s = Scanner::default();
         chunks.iter().any(|c| s.feed(c))
+    }
+
+    #[test]
+    fn a_head_is_in_progress_from_its_first_byte_to_its_blank_line() {
+        let mut s = Scanner::default();
+        let steps: &[(&[u8], bool)] = &[
+            (b"\r\n", false), // a stray line break before a request starts none
+            (b"POST / HTTP/1.1\r\nHost: x\r\n", true),
+            (b"Content-Length: 4\r\n\r\nab", false), // the body is not the head's
+            (b"cd", false),
+            (b"GET /next", true),
+            (b" HTTP/1.1\r\n\r\n", false),
+        ];
+        for (bytes, in_head) in steps {
+            s.feed(bytes);
+            assert_eq!(
+                s.in_head,
+                *in_head,
+                "after {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unfinished_head_times_out_and_a_finished_one_does_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(1024);
+        let (mut guard, _) = FramingGuard::new(server, Duration::from_secs(5));
+        let mut client = client;
+        client
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 64];
+        let n = guard.read(&mut buf).await.expect("a whole head");
+        assert_eq!(n, 18);
+        // Idle after a whole head: no timer, the read just waits.
+        let idle = tokio::time::timeout(Duration::from_secs(60), guard.read(&mut buf)).await;
+        assert!(idle.is_err(), "an idle connection is not the head timer's");
+        client.write_all(b"GET / HT").await.expect("write");
+        let n = guard.read(&mut buf).await.expect("part of a head");
+        assert_eq!(n, 8);
+        let err = guard.read(&mut buf).await.expect_err("cut");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]

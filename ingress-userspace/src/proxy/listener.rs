@@ -342,8 +342,7 @@ async fn serve_conn<S>(
     let peer = origin.client;
     let stream =
         super::slow_reader::SendDeadline::new(stream, shared.options.limits.client_send_timeout);
-    let (io, framing) = FramingGuard::new(stream);
-    let (fwd, activity, server, limit) = {
+    let (fwd, activity, server, limit, head_timeout) = {
         let config = shared.config.load();
         let global = &config.global;
         let fwd = ForwardedValues::new(
@@ -354,8 +353,15 @@ async fn serve_conn<S>(
         )
         .with_trust(global.real_ip.trusts(origin.peer));
         let activity = super::idle::Activity::new(global.max_requests_per_connection);
-        (fwd, activity, global.server.clone(), global.idle_timeout)
+        (
+            fwd,
+            activity,
+            global.server.clone(),
+            global.idle_timeout,
+            global.client_header_timeout,
+        )
     };
+    let (io, framing) = FramingGuard::new(stream, head_timeout);
     let ctx = Arc::new(ConnCtx {
         tls,
         client_chain: client.chain,

@@ -187,6 +187,83 @@ async fn l7_slowloris_header_timeout() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `client-header-timeout`: a head that has started must end within it, though the keep-alive
+/// limit (hyper's head timer) is far longer; an idle connection is not cut by it, and a head
+/// in several pieces inside it is served; the controller ConfigMap's key replaces the flag for
+/// new connections.
+#[tokio::test]
+async fn l7_client_header_timeout_bounds_a_started_head() -> anyhow::Result<()> {
+    let up = TestServer::echo("heads").await?;
+    let l7 = serving(
+        &up,
+        "heads",
+        Limits {
+            header_read_timeout: Duration::from_secs(30),
+            client_header_timeout: Duration::from_millis(600),
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    // A trickled head is cut at the header timeout, not at the 30 s keep-alive.
+    let s = tokio::net::TcpStream::connect(l7.http).await?;
+    let (mut r, mut w) = s.into_split();
+    w.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await?;
+    let trickle = tokio::spawn(async move {
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if w.write_all(b"a").await.is_err() {
+                return;
+            }
+        }
+    });
+    let closed = closed_within(&mut r, Duration::from_millis(2000)).await;
+    trickle.abort();
+    let closed = closed.ok_or_else(|| anyhow::anyhow!("a trickled head was not cut"))?;
+    assert!(closed >= Duration::from_millis(500), "{closed:?}");
+
+    // Idle, with no byte sent: the header timeout does not apply.
+    let mut s = tokio::net::TcpStream::connect(l7.http).await?;
+    assert_eq!(
+        closed_within(&mut s, Duration::from_millis(1200)).await,
+        None,
+        "an idle connection is the keep-alive limit's"
+    );
+    // A head in three pieces, 200 ms apart, then a second request on the same connection.
+    for piece in ["GET /one HTTP/1.1\r\n", "Host: x\r\n", "\r\n"] {
+        s.write_all(piece.as_bytes()).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.write_all(b"GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await??;
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+
+    // The ConfigMap key, longer than the flag: a new connection's head may take 600 ms+.
+    let mut snap = snapshot(vec![vhost(
+        "",
+        vec![prefix("/", &target("heads", upstream("heads", &[up.addr])))],
+    )]);
+    snap.generation = 2;
+    snap.global.client_header_timeout = Some(Duration::from_secs(20));
+    l7.apply(snap);
+    let mut s = tokio::net::TcpStream::connect(l7.http).await?;
+    s.write_all(b"GET / HTTP/1.1\r\n").await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.write_all(b"Host: x\r\nConnection: close\r\n\r\n").await?;
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await??;
+    assert!(
+        String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn l7_h2_max_concurrent_streams_advertised() -> anyhow::Result<()> {
     let up = TestServer::echo("h2").await?;
