@@ -282,6 +282,11 @@ pub struct LimitArgs {
     /// `--keep-alive` is longer. The connection is closed unanswered.
     #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
     pub client_header_timeout: std::time::Duration,
+    /// Longest wait between two reads of a request body (ingress-nginx's
+    /// `client-body-timeout`); a route's shorter `proxy-send-timeout` still applies. A client
+    /// that stalls its upload gets 408.
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    pub client_body_timeout: std::time::Duration,
     /// HTTP/2 streams served on one client connection before it is closed gracefully
     /// (`keep-alive-requests`); 0: no limit. HTTP/1.1 connections are not counted.
     #[arg(long, default_value_t = 1000)]

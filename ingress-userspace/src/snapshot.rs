@@ -82,6 +82,9 @@ pub struct Global {
     /// `client-header-timeout`: time an HTTP/1.1 request head may take once started; `None`
     /// leaves the flag's value.
     pub client_header_timeout: Option<Duration>,
+    /// `client-body-timeout`: longest wait between two reads of a request body; `None` leaves
+    /// the flag's value.
+    pub client_body_timeout: Option<Duration>,
     /// TLS offered to clients (`ssl-protocols`, `ssl-ciphers`).
     pub server_tls: ServerTls,
     /// Compressed answers (`use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`).
@@ -181,6 +184,7 @@ impl Default for Global {
             hide_headers: Vec::new(),
             backend_server_header: false,
             client_header_timeout: None,
+            client_body_timeout: None,
             server_tls: ServerTls::default(),
             gzip: Gzip::default(),
             keep_alive: KeepAlive::default(),

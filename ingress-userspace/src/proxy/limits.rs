@@ -39,6 +39,9 @@ pub struct Limits {
     /// Time an HTTP/1.1 request head may take once its first bytes arrived
     /// (`--client-header-timeout`), enforced by [`FramingGuard`].
     pub client_header_timeout: Duration,
+    /// Longest wait between two reads of a request body (`--client-body-timeout`); a route's
+    /// shorter `proxy-send-timeout` wins.
+    pub client_body_timeout: Duration,
     /// Time allowed for a TLS handshake.
     pub tls_handshake_timeout: Duration,
     /// Time a new connection has to send its PROXY protocol header (`use-proxy-protocol`).
@@ -73,6 +76,7 @@ impl Default for Limits {
             max_headers: 100,
             header_read_timeout: Duration::from_secs(30),
             client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
             proxy_protocol_timeout: Duration::from_secs(5),
             client_send_timeout: Duration::from_secs(60),

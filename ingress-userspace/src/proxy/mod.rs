@@ -87,6 +87,8 @@ pub struct GlobalPolicy {
     pub backend_server_header: bool,
     /// Time an HTTP/1.1 request head may take from its first bytes (`client-header-timeout`).
     pub client_header_timeout: std::time::Duration,
+    /// Longest wait between two reads of a request body (`client-body-timeout`).
+    pub client_body_timeout: std::time::Duration,
     /// The TLS settings [`ActiveConfig::server_tls`] was built from.
     pub server_tls: crate::snapshot::ServerTls,
     /// `use-gzip`: compressed answers; `None` while off.
@@ -212,6 +214,9 @@ impl GlobalPolicy {
             client_header_timeout: global
                 .client_header_timeout
                 .unwrap_or(limits.client_header_timeout),
+            client_body_timeout: global
+                .client_body_timeout
+                .unwrap_or(limits.client_body_timeout),
             server_tls: global.server_tls.clone(),
             gzip: gzip::GzipPolicy::compile(&global.gzip),
             max_requests_per_connection: ka.requests.unwrap_or(limits.max_requests_per_connection),
@@ -272,6 +277,7 @@ impl ProxyOptions {
             limits: Limits {
                 header_read_timeout: args.limits.keep_alive,
                 client_header_timeout: args.limits.client_header_timeout,
+                client_body_timeout: args.limits.client_body_timeout,
                 upstream_max_idle_per_endpoint: args.limits.upstream_keepalive_connections,
                 upstream_idle_timeout: args.limits.upstream_keepalive_timeout,
                 upstream_max_requests: args.limits.upstream_keepalive_requests,

@@ -508,7 +508,10 @@ async fn pipeline<'c>(
                 .mirrors
                 .start(mirror, &original, has_body, &shared.metrics)
         });
-    let (body, progress) = RequestBody::client(body, policy.max_body_bytes, policy.timeouts.send);
+    // nginx has two timers here, `client_body_timeout` on reading the body and
+    // `proxy_send_timeout` on writing it on; streamed, the body's gaps are both.
+    let body_gap = policy.timeouts.send.min(config.global.client_body_timeout);
+    let (body, progress) = RequestBody::client(body, policy.max_body_bytes, body_gap);
     let body = body.with_tee(tee);
     let dest = Destination {
         path_and_query,

@@ -7,7 +7,7 @@
 //! the `gzip-*` keys; behind a load balancer `use-proxy-protocol`,
 //! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header`
 //! and `compute-full-forwarded-for`; connection reuse, over the flags of the same names:
-//! `keep-alive`, `client-header-timeout`, `keep-alive-requests`, `http2-max-concurrent-streams` and the
+//! `keep-alive`, `client-header-timeout`, `client-body-timeout`, `keep-alive-requests`, `http2-max-concurrent-streams` and the
 //! `upstream-keepalive-*` keys (`-connections`, `-timeout`, `-requests`, `-time`); the
 //! `global-auth-*` keys, an `auth-url` for every Ingress; `proxy-set-headers` and
 //! `add-headers`, naming ConfigMaps of headers ([`super::header_sets`]); `hide-headers`,
@@ -265,6 +265,8 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         }),
         "client-header-timeout" => parse_in_range(value, 1..=86_400u64)
             .map(|s| g.client_header_timeout = Some(std::time::Duration::from_secs(s))),
+        "client-body-timeout" => parse_in_range(value, 1..=86_400u64)
+            .map(|s| g.client_body_timeout = Some(std::time::Duration::from_secs(s))),
         "allow-backend-server-header" => parse_bool(value).map(|b| g.backend_server_header = b),
         "keep-alive" => parse_in_range(value, 0..=86_400u64)
             .map(|n| g.keep_alive.timeout = Some(std::time::Duration::from_secs(n))),
@@ -356,7 +358,9 @@ mod tests {
         assert!(set("disable-access-log", "true").is_ok_and(|g| !g.access_log));
         assert!(set("forwarded-for-header", "X-Client-IP")
             .is_ok_and(|g| g.real_ip.forwarded_for == "x-client-ip"));
-        assert!(set_global(&mut Global::default(), "client-body-timeout", "5").is_none());
+        assert!(set_global(&mut Global::default(), "client-body-buffer-size", "8k").is_none());
+        assert!(set("client-body-timeout", "15")
+            .is_ok_and(|g| g.client_body_timeout == Some(std::time::Duration::from_secs(15))));
         assert!(set("client-header-timeout", "10")
             .is_ok_and(|g| g.client_header_timeout == Some(std::time::Duration::from_secs(10))));
         assert!(set("client-header-timeout", "0").is_err());

@@ -264,6 +264,50 @@ async fn l7_client_header_timeout_bounds_a_started_head() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `client-body-timeout`: an upload that stalls gets 408 after it, though the route's
+/// `proxy-send-timeout` (60 s here) is longer; one that keeps moving is forwarded whole.
+#[tokio::test]
+async fn l7_client_body_timeout_cuts_a_stalled_upload() -> anyhow::Result<()> {
+    let up = TestServer::echo("uploads").await?;
+    let l7 = serving(
+        &up,
+        "uploads",
+        Limits {
+            client_body_timeout: Duration::from_millis(400),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let started = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(l7.http).await?;
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await?;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
+    let out = String::from_utf8_lossy(&buf[..n]);
+    assert_eq!(raw_status(&out), Some(408), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Gaps shorter than the timeout: the whole body arrives.
+    let mut s = tokio::net::TcpStream::connect(l7.http).await?;
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\nConnection: close\r\n\r\n")
+        .await?;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(b"0123456789").await?;
+    }
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await??;
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(up.last().map(|r| r.body.len()), Some(30));
+    Ok(())
+}
+
 #[tokio::test]
 async fn l7_h2_max_concurrent_streams_advertised() -> anyhow::Result<()> {
     let up = TestServer::echo("h2").await?;
