@@ -165,6 +165,8 @@ pub struct ServerTls {
     /// `ssl-ciphers`: the TLS 1.2 suites, in the server's order of preference; `None`: all of
     /// rustls's.
     pub tls12_suites: Option<Vec<rustls::CipherSuite>>,
+    /// `use-http2: "false"`: ALPN offers only `http/1.1`.
+    pub http1_only: bool,
 }
 
 impl Default for Global {

@@ -191,7 +191,8 @@ pub fn server_config(
 }
 
 /// `base` offering only the versions and TLS 1.2 suites of `tls` (`ssl-protocols`,
-/// `ssl-ciphers`); certificates, ALPN, tickets and the session cache are `base`'s.
+/// `ssl-ciphers`), and only HTTP/1.1 with `use-http2: "false"`; certificates, tickets and the
+/// session cache are `base`'s.
 pub fn server_config_narrowed(
     base: &ServerConfig,
     tls: &crate::snapshot::ServerTls,
@@ -204,7 +205,11 @@ pub fn server_config_narrowed(
         .with_protocol_versions(&versions(tls.versions))?
         .with_no_client_auth()
         .with_cert_resolver(base.cert_resolver.clone());
-    Ok(Arc::new(inherit(config, base)))
+    let mut config = inherit(config, base);
+    if tls.http1_only {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
+    Ok(Arc::new(config))
 }
 
 /// `config` with `base`'s suite order, ALPN, tickets and session cache, so a session made

@@ -1,7 +1,7 @@
 //! The controller ConfigMap (`--configmap`, as ingress-nginx's flag of the same name): global
 //! settings over the flags' values, and defaults for annotations an Ingress does not set.
 //!
-//! Global keys: `block-cidrs`, the `hsts` family, `limit-req-status-code`,
+//! Global keys: `block-cidrs`, `use-http2`, the `hsts` family, `limit-req-status-code`,
 //! `limit-conn-status-code`, `http-redirect-code`, `no-tls-redirect-locations`,
 //! `no-auth-locations`, `disable-access-log`, `ssl-protocols`, `ssl-ciphers`, `use-gzip` and
 //! the `gzip-*` keys; behind a load balancer `use-proxy-protocol`,
@@ -267,6 +267,7 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
             .map(|s| g.client_header_timeout = Some(std::time::Duration::from_secs(s))),
         "client-body-timeout" => parse_in_range(value, 1..=86_400u64)
             .map(|s| g.client_body_timeout = Some(std::time::Duration::from_secs(s))),
+        "use-http2" => parse_bool(value).map(|b| g.server_tls.http1_only = !b),
         "allow-backend-server-header" => parse_bool(value).map(|b| g.backend_server_header = b),
         "keep-alive" => parse_in_range(value, 0..=86_400u64)
             .map(|n| g.keep_alive.timeout = Some(std::time::Duration::from_secs(n))),
@@ -370,6 +371,8 @@ mod tests {
         assert!(set("hide-headers", "Content-Length").is_err());
         assert!(set("allow-backend-server-header", "true").is_ok_and(|g| g.backend_server_header));
         assert!(set("allow-backend-server-header", "sometimes").is_err());
+        assert!(set("use-http2", "false").is_ok_and(|g| g.server_tls.http1_only));
+        assert!(set("use-http2", "true").is_ok_and(|g| g.server_tls == Default::default()));
         assert!(set("hide-headers", "bad name").is_err());
         assert!(set("keep-alive", "75")
             .is_ok_and(|g| g.keep_alive.timeout == Some(std::time::Duration::from_secs(75))));

@@ -630,7 +630,10 @@ async fn l7_ssl_protocols_and_ciphers_narrow_what_clients_get() -> anyhow::Resul
     );
     let with_tls = |tls: ServerTls| {
         let mut s = base.clone();
-        s.generation += 1_000 + u64::from(tls.versions.tls12) * 10 + u64::from(tls.versions.tls13);
+        s.generation += 1_000
+            + u64::from(tls.http1_only) * 100
+            + u64::from(tls.versions.tls12) * 10
+            + u64::from(tls.versions.tls13);
         s.global.server_tls = tls;
         s
     };
@@ -663,6 +666,7 @@ async fn l7_ssl_protocols_and_ciphers_narrow_what_clients_get() -> anyhow::Resul
             tls13: true,
         },
         tls12_suites: None,
+        ..Default::default()
     }))
     .await?;
     for sni in ["v.test", "m.test"] {
@@ -688,6 +692,7 @@ async fn l7_ssl_protocols_and_ciphers_narrow_what_clients_get() -> anyhow::Resul
             tls13: false,
         },
         tls12_suites: Some(vec![C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]),
+        ..Default::default()
     }));
     for sni in ["v.test", "m.test"] {
         assert_eq!(got(l7.https, sni, tls13.clone()).await, None, "{sni}");
@@ -698,8 +703,40 @@ async fn l7_ssl_protocols_and_ciphers_narrow_what_clients_get() -> anyhow::Resul
         );
     }
 
+    // `use-http2: "false"`: HTTP/1.1 is what a client offering both gets, on both hosts.
+    let alpn = |protocols: &[&[u8]]| -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let mut c = (*client(&rustls::version::TLS13)?).clone();
+        c.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(c))
+    };
+    let h2_or_h1 = alpn(&[b"h2", b"http/1.1"])?;
+    let negotiated = |c: Arc<rustls::ClientConfig>, sni: &'static str| async move {
+        let s = tls_connect(l7.https, sni, c).await?;
+        anyhow::Ok(s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+    };
+    l7.apply(with_tls(ServerTls {
+        http1_only: true,
+        ..Default::default()
+    }));
+    for sni in ["v.test", "m.test"] {
+        let got = negotiated(h2_or_h1.clone(), sni).await?;
+        assert_eq!(got.as_deref(), Some(&b"http/1.1"[..]), "{sni}");
+    }
+    let s = tls_connect(l7.https, "v.test", h2_or_h1.clone()).await?;
+    let (r, _) = h1_over(
+        s,
+        build(http::Method::GET, "v.test", "/", Default::default()),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+
     // The keys removed: both versions, and TLS 1.2's preferred suite again.
     l7.apply(with_tls(ServerTls::default()));
+    assert_eq!(
+        negotiated(h2_or_h1.clone(), "v.test").await?.as_deref(),
+        Some(&b"h2"[..]),
+        "HTTP/2 offered again"
+    );
     for sni in ["v.test", "m.test"] {
         assert_eq!(
             got(l7.https, sni, tls12.clone()).await,
