@@ -79,6 +79,8 @@ pub struct Global {
     pub hide_headers: Vec<String>,
     /// The upstream's `Server` header reaches clients (`allow-backend-server-header`).
     pub backend_server_header: bool,
+    /// Client headers with `_` in their names are passed on (`enable-underscores-in-headers`).
+    pub underscores_in_headers: bool,
     /// `client-header-timeout`: time an HTTP/1.1 request head may take once started; `None`
     /// leaves the flag's value.
     pub client_header_timeout: Option<Duration>,
@@ -185,6 +187,7 @@ impl Default for Global {
             add_headers: Vec::new(),
             hide_headers: Vec::new(),
             backend_server_header: false,
+            underscores_in_headers: false,
             client_header_timeout: None,
             client_body_timeout: None,
             server_tls: ServerTls::default(),

@@ -85,6 +85,8 @@ pub struct GlobalPolicy {
     pub add_headers: HeaderSet,
     /// `allow-backend-server-header`: the upstream's `Server` header is passed on.
     pub backend_server_header: bool,
+    /// `enable-underscores-in-headers`: client headers with `_` in their names are kept.
+    pub underscores_in_headers: bool,
     /// Time an HTTP/1.1 request head may take from its first bytes (`client-header-timeout`).
     pub client_header_timeout: std::time::Duration,
     /// Longest wait between two reads of a request body (`client-body-timeout`).
@@ -211,6 +213,7 @@ impl GlobalPolicy {
                     .collect::<Vec<_>>(),
             ),
             backend_server_header: global.backend_server_header,
+            underscores_in_headers: global.underscores_in_headers,
             client_header_timeout: global
                 .client_header_timeout
                 .unwrap_or(limits.client_header_timeout),

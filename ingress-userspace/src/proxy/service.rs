@@ -151,7 +151,9 @@ async fn pipeline<'c>(
         tracing::debug!(reason = %e, "bad request");
         return ProxyError::BadRequest.response();
     }
-    headers::drop_underscored(req.headers_mut());
+    if !config.global.underscores_in_headers {
+        headers::drop_underscored(req.headers_mut());
+    }
     // Routes match the normalized path (as nginx's locations); the upstream still gets the
     // path as the client sent it unless a rewrite applies.
     let normalized = match target::normalize_path(req.uri().path()) {

@@ -1,18 +1,18 @@
 //! The controller ConfigMap (`--configmap`, as ingress-nginx's flag of the same name): global
 //! settings over the flags' values, and defaults for annotations an Ingress does not set.
 //!
-//! Global keys: `block-cidrs`, `use-http2`, the `hsts` family, `limit-req-status-code`,
-//! `limit-conn-status-code`, `http-redirect-code`, `no-tls-redirect-locations`,
-//! `no-auth-locations`, `disable-access-log`, `ssl-protocols`, `ssl-ciphers`, `use-gzip` and
-//! the `gzip-*` keys; behind a load balancer `use-proxy-protocol`,
-//! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header`
-//! and `compute-full-forwarded-for`; connection reuse, over the flags of the same names:
-//! `keep-alive`, `client-header-timeout`, `client-body-timeout`, `keep-alive-requests`, `http2-max-concurrent-streams` and the
-//! `upstream-keepalive-*` keys (`-connections`, `-timeout`, `-requests`, `-time`); the
-//! `global-auth-*` keys, an `auth-url` for every Ingress; `proxy-set-headers` and
-//! `add-headers`, naming ConfigMaps of headers ([`super::header_sets`]); `hide-headers`,
-//! upstream headers clients never see; `allow-backend-server-header`, the upstream's `Server`
-//! header passed on; `global-allowed-response-headers`, the headers the
+//! Global keys: `block-cidrs`, `use-http2`, `enable-underscores-in-headers`, the `hsts` family,
+//! `limit-req-status-code`, `limit-conn-status-code`, `http-redirect-code`,
+//! `no-tls-redirect-locations`, `no-auth-locations`, `disable-access-log`, `ssl-protocols`,
+//! `ssl-ciphers`, `use-gzip` and the `gzip-*` keys; behind a load balancer `use-proxy-protocol`,
+//! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header` and
+//! `compute-full-forwarded-for`; connection reuse, over the flags of the same names: `keep-alive`,
+//! `client-header-timeout`, `client-body-timeout`, `keep-alive-requests`,
+//! `http2-max-concurrent-streams` and the `upstream-keepalive-*` keys (`-connections`, `-timeout`,
+//! `-requests`, `-time`); the `global-auth-*` keys, an `auth-url` for every Ingress;
+//! `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers ([`super::header_sets`]);
+//! `hide-headers`, upstream headers clients never see; `allow-backend-server-header`, the
+//! upstream's `Server` header passed on; `global-allowed-response-headers`, the headers the
 //! `custom-headers` annotation may set.
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
@@ -267,6 +267,7 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
             .map(|s| g.client_header_timeout = Some(std::time::Duration::from_secs(s))),
         "client-body-timeout" => parse_in_range(value, 1..=86_400u64)
             .map(|s| g.client_body_timeout = Some(std::time::Duration::from_secs(s))),
+        "enable-underscores-in-headers" => parse_bool(value).map(|b| g.underscores_in_headers = b),
         "use-http2" => parse_bool(value).map(|b| g.server_tls.http1_only = !b),
         "allow-backend-server-header" => parse_bool(value).map(|b| g.backend_server_header = b),
         "keep-alive" => parse_in_range(value, 0..=86_400u64)
@@ -372,6 +373,9 @@ mod tests {
         assert!(set("allow-backend-server-header", "true").is_ok_and(|g| g.backend_server_header));
         assert!(set("allow-backend-server-header", "sometimes").is_err());
         assert!(set("use-http2", "false").is_ok_and(|g| g.server_tls.http1_only));
+        assert!(
+            set("enable-underscores-in-headers", "true").is_ok_and(|g| g.underscores_in_headers)
+        );
         assert!(set("use-http2", "true").is_ok_and(|g| g.server_tls == Default::default()));
         assert!(set("hide-headers", "bad name").is_err());
         assert!(set("keep-alive", "75")

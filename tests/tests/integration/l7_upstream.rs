@@ -723,6 +723,20 @@ async fn l7_forged_forwarding_headers_and_authorities_are_refused() -> anyhow::R
     assert_eq!(seen.headers["x-custom"], "kept");
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
 
+    // `enable-underscores-in-headers: "true"` passes them on, as nginx's
+    // `underscores_in_headers on`.
+    let mut snap = snapshot(vec![vhost("u.test", vec![prefix("/", &t)])]);
+    snap.generation = 2;
+    snap.global.underscores_in_headers = true;
+    l7.apply(snap);
+    let out = raw(
+        l7.http,
+        b"GET / HTTP/1.1\r\nHost: u.test\r\nX_Tenant: blue\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    assert_eq!(raw_status(&out), Some(200), "{out}");
+    assert_eq!(up.last().expect("request seen").headers["x_tenant"], "blue");
+
     let hits = up.hits();
     for target in ["http://evil.test:80@u.test/", "http://u.test:99999/"] {
         let out = raw(
