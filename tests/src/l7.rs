@@ -438,6 +438,23 @@ pub async fn h2c_with(
     Ok((sender, tokio::spawn(conn)))
 }
 
+/// A POST promising 100 body bytes that sends 10 and stalls (the connection stays open):
+/// the status of the answer, and how long it took to come.
+pub async fn stalled_upload(
+    addr: SocketAddr,
+) -> anyhow::Result<(Option<u16>, std::time::Duration)> {
+    let started = std::time::Instant::now();
+    let mut s = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await??;
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await?;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await??;
+    Ok((
+        raw_status(&String::from_utf8_lossy(&buf[..n])),
+        started.elapsed(),
+    ))
+}
+
 /// Writes raw bytes and reads until the server closes (or `WAIT`).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<String> {
     let mut s = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await??;

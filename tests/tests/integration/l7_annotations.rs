@@ -626,23 +626,9 @@ async fn l7_send_timeout_on_stalled_request_body() -> anyhow::Result<()> {
         policy(|p| p.timeouts.send = Duration::from_millis(300)),
     );
     let l7 = L7::start(snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
-    let started = std::time::Instant::now();
-    // Promise 100 bytes, send 10, then stall (the connection stays open).
-    let mut s = tokio::net::TcpStream::connect(l7.http).await?;
-    tokio::io::AsyncWriteExt::write_all(
-        &mut s,
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
-    )
-    .await?;
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await??;
-    let out = String::from_utf8_lossy(&buf[..n]);
-    assert_eq!(raw_status(&out), Some(408), "{out}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    let (status, took) = stalled_upload(l7.http).await?;
+    assert_eq!(status, Some(408));
+    assert!(took < Duration::from_secs(2), "{took:?}");
     // CONNECT is not proxied.
     let out = raw(
         l7.http,
