@@ -365,7 +365,7 @@ impl App {
             });
         } else {
             let client = source::kube::client(args.kubeconfig.as_deref()).await?;
-            source::kube::spawn(client.clone(), events);
+            source::kube::spawn(client.clone(), events, args.watch_namespace.clone());
             kube_client = Some(client);
         }
         drop(store.events);

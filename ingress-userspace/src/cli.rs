@@ -76,6 +76,12 @@ pub struct RunArgs {
     /// Name of the IngressClass also accepted through the legacy annotation.
     #[arg(long, default_value = "xdp")]
     pub ingress_class: String,
+    /// Watch Ingresses, Services, EndpointSlices and Secrets of this namespace only
+    /// (ingress-nginx's flag of the same name), for one controller per tenant namespace.
+    /// IngressClasses are cluster-scoped and ConfigMaps stay watched everywhere (the
+    /// controller ConfigMap lives in the controller's namespace). Kubernetes mode only.
+    #[arg(long, conflicts_with = "manifests")]
+    pub watch_namespace: Option<String>,
     /// Address written to `status.loadBalancer.ingress` of owned Ingresses.
     #[arg(long)]
     pub publish_address: Vec<IpAddr>,
@@ -485,6 +491,31 @@ mod tests {
         assert_eq!(l.h2_max_concurrent_streams, 16);
         let argv = ["ingressd", "run", "--http2-max-concurrent-streams", "0"];
         assert!(Cli::try_parse_from(argv).is_err(), "no streams at all");
+    }
+
+    #[test]
+    fn watch_namespace_is_for_kubernetes_mode_only() {
+        let argv = ["ingressd", "run", "--watch-namespace", "team-a"];
+        let Ok(Cli {
+            command: Command::Run(r),
+            ..
+        }) = Cli::try_parse_from(argv)
+        else {
+            panic!("--watch-namespace alone parses");
+        };
+        assert_eq!(r.watch_namespace.as_deref(), Some("team-a"));
+        let argv = [
+            "ingressd",
+            "run",
+            "--manifests",
+            "/m",
+            "--watch-namespace",
+            "a",
+        ];
+        assert!(
+            Cli::try_parse_from(argv).is_err(),
+            "standalone mode has no namespaces"
+        );
     }
 
     #[test]

@@ -91,14 +91,21 @@ pub fn strip_metadata(meta: &mut ObjectMeta) {
 }
 
 /// Spawns [`run`] on the current runtime.
-pub fn spawn(client: Client, tx: mpsc::Sender<SourceEvent>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(client, tx))
+pub fn spawn(
+    client: Client,
+    tx: mpsc::Sender<SourceEvent>,
+    namespace: Option<String>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(client, tx, namespace))
 }
 
-/// Watches every kind the translator needs and sends [`SourceEvent`]s until `tx` is closed.
-/// Transient API errors are logged and retried with backoff; this never gives up.
-pub async fn run(client: Client, tx: mpsc::Sender<SourceEvent>) {
-    let (kinds, streams): (Vec<Kind>, Vec<_>) = watches(&client).into_iter().unzip();
+/// Watches every kind the translator needs and sends [`SourceEvent`]s until `tx` is closed;
+/// with `namespace` (`--watch-namespace`), Ingresses, Services, EndpointSlices and Secrets of
+/// that namespace only. Transient API errors are logged and retried with backoff; this never
+/// gives up.
+pub async fn run(client: Client, tx: mpsc::Sender<SourceEvent>, namespace: Option<String>) {
+    let (kinds, streams): (Vec<Kind>, Vec<_>) =
+        watches(&client, namespace.as_deref()).into_iter().unzip();
     let mut merger = Merger::new(kinds);
     let mut events = futures_util::stream::select_all(
         streams
@@ -129,14 +136,25 @@ pub async fn run(client: Client, tx: mpsc::Sender<SourceEvent>) {
 
 type ObjectStream = BoxStream<'static, Result<Event<Object>, watcher::Error>>;
 
+/// The API of a namespaced kind: every namespace's, or `namespace`'s only.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// One watcher per kind, in a fixed order.
-fn watches(client: &Client) -> Vec<(Kind, ObjectStream)> {
+fn watches(client: &Client, namespace: Option<&str>) -> Vec<(Kind, ObjectStream)> {
     let all = watcher::Config::default();
     vec![
         (
             Kind::Ingress,
             watch(
-                Api::<Ingress>::all(client.clone()),
+                scoped::<Ingress>(client, namespace),
                 all.clone(),
                 Object::Ingress,
             ),
@@ -152,7 +170,7 @@ fn watches(client: &Client) -> Vec<(Kind, ObjectStream)> {
         (
             Kind::Service,
             watch(
-                Api::<Service>::all(client.clone()),
+                scoped::<Service>(client, namespace),
                 all.clone(),
                 Object::Service,
             ),
@@ -160,7 +178,7 @@ fn watches(client: &Client) -> Vec<(Kind, ObjectStream)> {
         (
             Kind::EndpointSlice,
             watch(
-                Api::<EndpointSlice>::all(client.clone()),
+                scoped::<EndpointSlice>(client, namespace),
                 all,
                 Object::EndpointSlice,
             ),
@@ -168,7 +186,7 @@ fn watches(client: &Client) -> Vec<(Kind, ObjectStream)> {
         (
             Kind::Secret,
             watch(
-                Api::<Secret>::all(client.clone()),
+                scoped::<Secret>(client, namespace),
                 watcher::Config::default().fields(SECRET_FIELD_SELECTOR),
                 Object::Secret,
             ),

@@ -912,7 +912,7 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
 
     // The source: lists, then watches, every kind.
     let (tx, mut rx) = mpsc::channel(256);
-    let source = kube_source::spawn(client.clone(), tx);
+    let source = kube_source::spawn(client.clone(), tx, None);
     bounded("source synced", async {
         while let Some(event) = rx.recv().await {
             if matches!(event, SourceEvent::Synced) {

@@ -134,8 +134,13 @@ impl Drop for Source {
 
 impl Source {
     fn start(client: kube::Client) -> Source {
+        Source::start_in(client, None)
+    }
+
+    /// Watching `namespace` only, as `--watch-namespace`.
+    fn start_in(client: kube::Client, namespace: Option<&str>) -> Source {
         let (tx, rx) = mpsc::channel(64);
-        let task = tokio::spawn(kube_source::run(client, tx));
+        let task = tokio::spawn(kube_source::run(client, tx, namespace.map(str::to_owned)));
         Source { rx, task }
     }
 
@@ -275,6 +280,67 @@ async fn kube_source_lists_every_kind_then_synced_once() {
         "no per-namespace ConfigMap watch besides"
     );
     source.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// `--watch-namespace`: Ingresses, Services, EndpointSlices and Secrets are listed and watched
+/// in that namespace only (the API requests name it); IngressClasses and ConfigMaps stay
+/// cluster-wide.
+#[tokio::test]
+async fn kube_source_watch_namespace_scopes_the_namespaced_kinds() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    seed(&api);
+    api.apply(ingress("other", "theirs"));
+    api.apply(service("other", "theirs", 80));
+    api.apply(slice("other", "theirs-xyz", "10.2.0.5"));
+    api.apply(secret(
+        "other",
+        "their-tls",
+        "kubernetes.io/tls",
+        json!({"tls.crt": "Y3J0"}),
+    ));
+    let mut source = Source::start_in(client(&api), Some("shop"));
+    let events = source.until_synced().await;
+    let mut replaced: Vec<(Kind, Vec<String>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            SourceEvent::Replace(kind, objects) => Some((*kind, names(objects))),
+            _ => None,
+        })
+        .collect();
+    replaced.iter_mut().for_each(|(_, n)| n.sort());
+    replaced.sort();
+    let expect = |k: Kind, n: &[&str]| (k, n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        replaced,
+        vec![
+            expect(Kind::Ingress, &["web"]),
+            expect(Kind::IngressClass, &["xdp"]),
+            expect(Kind::Service, &["web"]),
+            expect(Kind::EndpointSlice, &["web-abc"]),
+            expect(Kind::Secret, &["basic-auth", "web-tls"]),
+            expect(
+                Kind::ConfigMap,
+                &["headers", CONTROLLER_CONFIG, TCP_SERVICES, "unrelated"]
+            ),
+        ]
+    );
+    for plural in ["ingresses", "services", "endpointslices", "secrets"] {
+        api.wait_for_request(WAIT, |r| {
+            r.path().starts_with("/api")
+                && r.path().ends_with(&format!("/namespaces/shop/{plural}"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{plural} in shop: {e}"));
+    }
+    // A change in another namespace is not seen; one in the watched namespace is.
+    api.apply(ingress("other", "later"));
+    api.apply(ingress("shop", "later"));
+    match source.next_of(Kind::Ingress).await {
+        SourceEvent::Apply(Object::Ingress(i)) => {
+            assert_eq!(i.metadata.namespace.as_deref(), Some("shop"));
+        }
+        other => panic!("expected the shop Ingress, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -534,7 +600,7 @@ async fn kube_source_keeps_retrying_until_the_api_answers() {
     // 500s are not retried inside kube's client: the watcher's own backoff must do it.
     api.set_failing(Some(http::StatusCode::INTERNAL_SERVER_ERROR));
     let (tx, mut rx) = mpsc::channel(64);
-    let task = kube_source::spawn(client(&api), tx);
+    let task = kube_source::spawn(client(&api), tx, None);
     let lists = |a: &FakeApi| {
         a.requests()
             .iter()
