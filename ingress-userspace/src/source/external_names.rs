@@ -1,6 +1,7 @@
 //! ExternalName Services, resolved: the DNS name a Service of type `ExternalName` points at
 //! becomes an EndpointSlice of that Service, so translation and the proxy treat its addresses
-//! as they treat pods (pooling, balancing, outlier ejection), as ingress-nginx does.
+//! as they treat pods (pooling, balancing, outlier ejection; the kernel's balancing for L4
+//! services), as ingress-nginx does.
 //!
 //! The resolver sits between the sources and the store. Every event passes through it
 //! unchanged, except that a `Replace` of EndpointSlices keeps the resolved slices (the source

@@ -225,21 +225,19 @@ impl<'a> Resolver<'a> {
             L4Protocol::Tcp => "TCP",
             L4Protocol::Udp => "UDP",
         };
-        let Some(sp) = find_port(svc, port, Some(proto)) else {
+        let found = find_port(svc, port, Some(proto))
+            .map(Cow::Borrowed)
+            .or_else(|| external_name_port(svc, port).map(Cow::Owned));
+        let Some(sp) = found else {
             return Err(Problem {
                 reason: reason::BACKEND_NOT_FOUND,
                 message: format!("service {qualified} has no {proto} port {port}"),
             });
         };
-        if external_name(svc).is_some() {
-            return Err(Problem {
-                reason: reason::UNSUPPORTED_BACKEND,
-                message: format!(
-                    "service {qualified} is of type ExternalName, which L4 services do not support"
-                ),
-            });
+        if let Some(p) = external_name_problem(svc, namespace, service, &entry.slices) {
+            return Err(p);
         }
-        Ok(endpoints_of(sp, &entry.slices, &entry.static_endpoints))
+        Ok(endpoints_of(&sp, &entry.slices, &entry.static_endpoints))
     }
 
     /// Problems with Services themselves (a bad static-endpoints annotation), for the
@@ -922,18 +920,27 @@ mod tests {
             assert!(up.endpoints.is_empty(), "{refused}");
             assert_eq!(problem.map(|p| p.reason), Some(reason::INVALID_BACKEND));
         }
-        // L4 services do not take them.
-        let cache = ObjectCache::from_objects(vec![Object::Service(
-            mk_service("ns", "ext")
-                .external_name("api.example")
-                .port("", 53, 53)
-                .build(),
-        )]);
-        let mut bc = BackendCache::default();
-        let mut r = Resolver::new(&mut bc, &cache, false, 1);
-        let err = r
-            .l4_endpoints("ns", "ext", &PortRef::Number(53), L4Protocol::Tcp)
-            .expect_err("refused");
-        assert_eq!(err.reason, reason::UNSUPPORTED_BACKEND);
+        // L4 services take them as well, with or without ports, and refuse what L7 refuses.
+        let l4 = |svc: Service, port: i32| {
+            let cache = ObjectCache::from_objects(vec![
+                Object::Service(svc),
+                Object::EndpointSlice(resolved.clone()),
+            ]);
+            let mut bc = BackendCache::default();
+            let mut r = Resolver::new(&mut bc, &cache, false, 1);
+            r.l4_endpoints("ns", "ext", &PortRef::Number(port), L4Protocol::Tcp)
+        };
+        let ported = mk_service("ns", "ext")
+            .external_name("api.example")
+            .port("", 53, 5353)
+            .build();
+        assert_eq!(l4(ported, 53), Ok(addrs(&["198.18.0.7:5353"])));
+        let bare = mk_service("ns", "ext").external_name("api.example").build();
+        assert_eq!(l4(bare, 53), Ok(addrs(&["198.18.0.7:53"])));
+        let local = mk_service("ns", "ext").external_name("localhost").build();
+        assert_eq!(
+            l4(local, 53).map_err(|p| p.reason),
+            Err(reason::INVALID_BACKEND)
+        );
     }
 }

@@ -194,3 +194,29 @@ fn the_controller_configmaps_block_list_reaches_the_driver_without_a_restart() {
 
     stop_and_clean(d, &pin_dir);
 }
+
+/// An L4 service whose Service is of type ExternalName (an IP address here: the topology has
+/// no DNS): the kernel balances over the address it names, with the Service's target port.
+#[test]
+fn an_l4_service_reaches_an_external_name_backend() {
+    let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
+    let _backend = Server::start(&topo.backends[0], "b1", 8080).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = tcp_services_yaml("").replace(
+        "  annotations:\n    ingress.example.dev/endpoints: \"\"\nspec:\n  ports:\n  - name: echo\n    port: 8080\n",
+        &format!(
+            "spec:\n  type: ExternalName\n  externalName: {}\n  ports:\n  - name: echo\n    port: 8080\n    targetPort: 8080\n",
+            backend_ip(1)
+        ),
+    );
+    assert!(yaml.contains("ExternalName"), "{yaml}");
+    std::fs::write(dir.path().join("l4.yaml"), yaml).unwrap();
+    let pin_dir = format!("/sys/fs/bpf/{}", tests::netns::owned("extl4", "pins"));
+    let mut d = start(&topo, dir.path(), &pin_dir, &[]);
+    let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
+    let mut conn = tests::topology::Conn::open(&topo.client, vip).expect("connect to the VIP");
+    let answer = conn.ask("hello\n").expect("an answer");
+    let _ = d.signal(libc::SIGTERM);
+    let _ = d.wait(Duration::from_secs(10));
+    assert_eq!(answer.trim(), "b1 hello", "{}", d.log_text());
+}
