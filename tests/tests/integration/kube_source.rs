@@ -114,6 +114,18 @@ fn seed(api: &FakeApi) {
     api.apply(configmap(CONTROLLER_NS, "headers"));
 }
 
+/// What [`seed`] puts in namespace `shop` and the cluster scope, by kind, sorted.
+fn seeded_besides_configmaps() -> Vec<(Kind, Vec<String>)> {
+    let expect = |k: Kind, n: &[&str]| (k, n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    vec![
+        expect(Kind::Ingress, &["web"]),
+        expect(Kind::IngressClass, &["xdp"]),
+        expect(Kind::Service, &["web"]),
+        expect(Kind::EndpointSlice, &["web-abc"]),
+        expect(Kind::Secret, &["basic-auth", "web-tls"]),
+    ]
+}
+
 /// The controller ConfigMap's namespace.
 const CONTROLLER_NS: &str = "ingress-system";
 
@@ -256,17 +268,7 @@ async fn kube_source_lists_every_kind_then_synced_once() {
     );
     replaced.retain(|(k, _)| *k != Kind::ConfigMap);
     replaced.sort();
-    let expect = |k: Kind, n: &[&str]| (k, n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    assert_eq!(
-        replaced,
-        vec![
-            expect(Kind::Ingress, &["web"]),
-            expect(Kind::IngressClass, &["xdp"]),
-            expect(Kind::Service, &["web"]),
-            expect(Kind::EndpointSlice, &["web-abc"]),
-            expect(Kind::Secret, &["basic-auth", "web-tls"]),
-        ]
-    );
+    assert_eq!(replaced, seeded_besides_configmaps());
     api.wait_for_request(WAIT, |r| {
         r.path() == "/api/v1/configmaps" && r.query("fieldSelector").is_none()
     })
@@ -308,22 +310,19 @@ async fn kube_source_watch_namespace_scopes_the_namespaced_kinds() {
         })
         .collect();
     replaced.iter_mut().for_each(|(_, n)| n.sort());
-    replaced.sort();
-    let expect = |k: Kind, n: &[&str]| (k, n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let configmaps: Vec<_> = replaced
+        .iter()
+        .filter(|(k, _)| *k == Kind::ConfigMap)
+        .map(|(_, n)| n.clone())
+        .collect();
     assert_eq!(
-        replaced,
-        vec![
-            expect(Kind::Ingress, &["web"]),
-            expect(Kind::IngressClass, &["xdp"]),
-            expect(Kind::Service, &["web"]),
-            expect(Kind::EndpointSlice, &["web-abc"]),
-            expect(Kind::Secret, &["basic-auth", "web-tls"]),
-            expect(
-                Kind::ConfigMap,
-                &["headers", CONTROLLER_CONFIG, TCP_SERVICES, "unrelated"]
-            ),
-        ]
+        configmaps,
+        [["headers", CONTROLLER_CONFIG, TCP_SERVICES, "unrelated"]],
+        "ConfigMaps stay cluster-wide"
     );
+    replaced.retain(|(k, _)| *k != Kind::ConfigMap);
+    replaced.sort();
+    assert_eq!(replaced, seeded_besides_configmaps(), "only shop's");
     for plural in ["ingresses", "services", "endpointslices", "secrets"] {
         api.wait_for_request(WAIT, |r| {
             r.path().starts_with("/api")
