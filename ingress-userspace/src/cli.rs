@@ -144,7 +144,7 @@ pub struct RunArgs {
     pub debounce: std::time::Duration,
     /// How often the DNS names of ExternalName Services are looked up again (nginx's
     /// `resolver valid=30s`, as ingress-nginx configures it).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
     pub external_name_refresh: std::time::Duration,
     /// Certificate chain (PEM) served to HTTPS clients whose SNI matches no Ingress, e.g. the
     /// `tls.crt` of a mounted Secret; a self-signed one is generated when absent.
@@ -516,6 +516,16 @@ mod tests {
             Cli::try_parse_from(argv).is_err(),
             "standalone mode has no namespaces"
         );
+    }
+
+    #[test]
+    fn external_names_are_looked_up_again_after_a_positive_time() {
+        assert_eq!(
+            run_args(&[]).external_name_refresh,
+            std::time::Duration::from_secs(30)
+        );
+        let argv = ["ingressd", "run", "--external-name-refresh", "0s"];
+        assert!(Cli::try_parse_from(argv).is_err(), "a zero period");
     }
 
     #[test]

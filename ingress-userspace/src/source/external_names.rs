@@ -137,6 +137,7 @@ impl Lookup for SystemLookup {
 }
 
 /// Starts the resolver in front of `store`; sources send to the returned sender instead.
+/// `refresh` must not be zero (the command line refuses it).
 pub fn spawn(
     store: mpsc::Sender<SourceEvent>,
     refresh: Duration,
@@ -184,7 +185,9 @@ type Done = (String, io::Result<Vec<IpAddr>>);
 impl Resolver {
     async fn run(mut self, mut rx: mpsc::Receiver<SourceEvent>) {
         let mut lookups: JoinSet<Done> = JoinSet::new();
-        let mut tick = tokio::time::interval_at(Instant::now() + self.refresh, self.refresh);
+        // A zero period would panic in `interval_at`; the flag refuses it, this guards callers.
+        let refresh = self.refresh.max(Duration::from_secs(1));
+        let mut tick = tokio::time::interval_at(Instant::now() + refresh, refresh);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let sync_deadline = self.held_sync;
