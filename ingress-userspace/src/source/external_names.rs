@@ -381,6 +381,9 @@ impl Resolver {
     async fn publish(&mut self, key: (String, String)) -> bool {
         let want = match self.services.get(&key) {
             Some(ExternalName::Ip(ip)) => Some(Outcome::Addrs(vec![*ip])),
+            // A name being looked up for the first time: the old slice serves until it answers,
+            // so changing `externalName` does not leave the Service without endpoints meanwhile.
+            Some(ExternalName::Host(h)) if !self.results.contains_key(h) => return true,
             Some(ExternalName::Host(h)) => self.results.get(h).cloned(),
             None => None,
         };
@@ -673,6 +676,37 @@ mod tests {
             }
             other => panic!("expected a delete, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_changed_name_keeps_the_old_addresses_until_the_new_one_answers() {
+        let mut r = rig(
+            &[
+                ("old.example", Ok(&["198.18.0.20"])),
+                ("new.example", Ok(&["198.18.0.21"])),
+            ],
+            true,
+        );
+        r.tx.send(SourceEvent::Apply(Object::Service(svc(
+            "app",
+            "old.example",
+        ))))
+        .await
+        .expect("send");
+        next(&mut r.rx).await;
+        assert_eq!(addresses(&next(&mut r.rx).await), ["198.18.0.20"]);
+        r.tx.send(SourceEvent::Apply(Object::Service(svc(
+            "app",
+            "new.example",
+        ))))
+        .await
+        .expect("send");
+        assert!(matches!(
+            next(&mut r.rx).await,
+            SourceEvent::Apply(Object::Service(_))
+        ));
+        // No delete in between: the next event is the new name's slice.
+        assert_eq!(addresses(&next(&mut r.rx).await), ["198.18.0.21"]);
     }
 
     #[tokio::test]
