@@ -33,7 +33,7 @@ use k8s_openapi::{
 use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 
 use super::{Key, Kind, Object, SourceEvent};
-use crate::store::cache::SERVICE_NAME_LABEL;
+use crate::store::cache::{ns_name, SERVICE_NAME_LABEL};
 
 /// Suffix of a resolved slice's name: `:` is not allowed in object names, so it never
 /// collides with a slice from the cluster or a manifest.
@@ -231,7 +231,7 @@ impl Resolver {
     async fn handle(&mut self, ev: SourceEvent, lookups: &mut JoinSet<Done>) -> bool {
         let touched: Vec<(String, String)> = match &ev {
             SourceEvent::Apply(Object::Service(svc)) => {
-                let key = service_key(svc);
+                let key = ns_name(&svc.metadata);
                 self.track(key.clone(), svc);
                 key.into_iter().collect()
             }
@@ -249,7 +249,7 @@ impl Resolver {
                 self.services.clear();
                 for o in list {
                     if let Object::Service(svc) = o {
-                        let key = service_key(svc);
+                        let key = ns_name(&svc.metadata);
                         self.track(key.clone(), svc);
                         touched.extend(key);
                     }
@@ -276,15 +276,17 @@ impl Resolver {
         if self.store.send(ev).await.is_err() {
             return false;
         }
+        // Only Service events change which names are in use: the rest (EndpointSlices above
+        // all) pass without this bookkeeping.
+        if touched.is_empty() {
+            return true;
+        }
         let used: HashSet<String> = self.hosts().cloned().collect();
         self.results.retain(|h, _| used.contains(h));
-        let new_hosts: Vec<String> = self
-            .hosts()
-            .filter(|h| !self.results.contains_key(*h))
-            .cloned()
-            .collect();
-        for host in new_hosts {
-            self.start(host, lookups);
+        for host in used {
+            if !self.results.contains_key(&host) {
+                self.start(host, lookups);
+            }
         }
         for key in touched {
             if !self.publish(key).await {
@@ -416,11 +418,6 @@ impl Resolver {
     }
 }
 
-fn service_key(svc: &Service) -> Option<(String, String)> {
-    let name = svc.metadata.name.clone().filter(|n| !n.is_empty())?;
-    Some((svc.metadata.namespace.clone().unwrap_or_default(), name))
-}
-
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -520,6 +517,16 @@ mod tests {
         rx: mpsc::Receiver<SourceEvent>,
         fake: Arc<Fake>,
         open: tokio::sync::watch::Sender<bool>,
+    }
+
+    impl Rig {
+        async fn send(&self, ev: SourceEvent) {
+            self.tx.send(ev).await.expect("the resolver is running");
+        }
+
+        async fn apply(&self, svc: Service) {
+            self.send(SourceEvent::Apply(Object::Service(svc))).await;
+        }
     }
 
     fn rig(answers: &[(&str, Result<&[&str], &str>)], open: bool) -> Rig {
@@ -626,12 +633,7 @@ mod tests {
             )],
             true,
         );
-        r.tx.send(SourceEvent::Apply(Object::Service(svc(
-            "api",
-            "api.example",
-        ))))
-        .await
-        .expect("send");
+        r.apply(svc("api", "api.example")).await;
         assert!(matches!(
             next(&mut r.rx).await,
             SourceEvent::Apply(Object::Service(_))
@@ -653,19 +655,12 @@ mod tests {
         assert_eq!(resolve_error(slice), None);
 
         // An IP literal needs no lookup; a Service that stops being ExternalName loses its slice.
-        r.tx.send(SourceEvent::Apply(Object::Service(svc(
-            "api",
-            "198.18.0.9",
-        ))))
-        .await
-        .expect("send");
+        r.apply(svc("api", "198.18.0.9")).await;
         next(&mut r.rx).await;
         assert_eq!(addresses(&next(&mut r.rx).await), ["198.18.0.9"]);
         let mut plain = svc("api", "");
         plain.spec = Some(ServiceSpec::default());
-        r.tx.send(SourceEvent::Apply(Object::Service(plain)))
-            .await
-            .expect("send");
+        r.apply(plain).await;
         next(&mut r.rx).await;
         match next(&mut r.rx).await {
             SourceEvent::Delete(k) => {
@@ -687,20 +682,10 @@ mod tests {
             ],
             true,
         );
-        r.tx.send(SourceEvent::Apply(Object::Service(svc(
-            "app",
-            "old.example",
-        ))))
-        .await
-        .expect("send");
+        r.apply(svc("app", "old.example")).await;
         next(&mut r.rx).await;
         assert_eq!(addresses(&next(&mut r.rx).await), ["198.18.0.20"]);
-        r.tx.send(SourceEvent::Apply(Object::Service(svc(
-            "app",
-            "new.example",
-        ))))
-        .await
-        .expect("send");
+        r.apply(svc("app", "new.example")).await;
         assert!(matches!(
             next(&mut r.rx).await,
             SourceEvent::Apply(Object::Service(_))
@@ -712,13 +697,12 @@ mod tests {
     #[tokio::test]
     async fn synced_waits_for_the_first_lookups_and_relists_keep_the_slices() {
         let mut r = rig(&[("db.example", Ok(&["198.18.0.3"]))], false);
-        r.tx.send(SourceEvent::Replace(
+        r.send(SourceEvent::Replace(
             Kind::Service,
             vec![Object::Service(svc("db", "db.example"))],
         ))
-        .await
-        .expect("send");
-        r.tx.send(SourceEvent::Synced).await.expect("send");
+        .await;
+        r.send(SourceEvent::Synced).await;
         assert!(matches!(
             next(&mut r.rx).await,
             SourceEvent::Replace(Kind::Service, _)
@@ -731,9 +715,8 @@ mod tests {
         assert!(matches!(next(&mut r.rx).await, SourceEvent::Synced));
 
         // A source that relists its EndpointSlices does not wipe the resolved one.
-        r.tx.send(SourceEvent::Replace(Kind::EndpointSlice, Vec::new()))
-            .await
-            .expect("send");
+        r.send(SourceEvent::Replace(Kind::EndpointSlice, Vec::new()))
+            .await;
         match next(&mut r.rx).await {
             SourceEvent::Replace(Kind::EndpointSlice, list) => assert_eq!(list.len(), 1),
             other => panic!("expected a replace, got {other:?}"),
@@ -743,12 +726,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn refreshes_follow_the_name_and_a_failure_keeps_the_last_addresses() {
         let mut r = rig(&[("app.example", Ok(&["198.18.0.4"]))], true);
-        r.tx.send(SourceEvent::Apply(Object::Service(svc(
-            "app",
-            "app.example",
-        ))))
-        .await
-        .expect("send");
+        r.apply(svc("app", "app.example")).await;
         next(&mut r.rx).await;
         assert_eq!(addresses(&next(&mut r.rx).await), ["198.18.0.4"]);
 
@@ -768,12 +746,7 @@ mod tests {
         assert_eq!(addresses(&next(&mut r.rx).await), ["198.18.0.5"]);
 
         // A name that never resolved: an empty slice carrying the reason.
-        r.tx.send(SourceEvent::Apply(Object::Service(svc(
-            "gone",
-            "gone.example",
-        ))))
-        .await
-        .expect("send");
+        r.apply(svc("gone", "gone.example")).await;
         next(&mut r.rx).await;
         match next(&mut r.rx).await {
             SourceEvent::Apply(Object::EndpointSlice(s)) => {

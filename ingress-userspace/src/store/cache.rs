@@ -459,7 +459,8 @@ fn meta_eq(a: &ObjectMeta, b: &ObjectMeta) -> bool {
         && a.deletion_timestamp == b.deletion_timestamp
 }
 
-fn ns_name(meta: &ObjectMeta) -> Option<(String, String)> {
+/// `(namespace, name)` of an object; `None` when it has no name.
+pub(crate) fn ns_name(meta: &ObjectMeta) -> Option<(String, String)> {
     let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
     Some((meta.namespace.clone().unwrap_or_default(), name.to_owned()))
 }
