@@ -263,15 +263,12 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
                 }
             }
         }),
-        "client-header-timeout" => parse_in_range(value, 1..=86_400u64)
-            .map(|s| g.client_header_timeout = Some(std::time::Duration::from_secs(s))),
-        "client-body-timeout" => parse_in_range(value, 1..=86_400u64)
-            .map(|s| g.client_body_timeout = Some(std::time::Duration::from_secs(s))),
+        "client-header-timeout" => parse_secs(value, 1).map(|t| g.client_header_timeout = Some(t)),
+        "client-body-timeout" => parse_secs(value, 1).map(|t| g.client_body_timeout = Some(t)),
         "enable-underscores-in-headers" => parse_bool(value).map(|b| g.underscores_in_headers = b),
         "use-http2" => parse_bool(value).map(|b| g.server_tls.http1_only = !b),
         "allow-backend-server-header" => parse_bool(value).map(|b| g.backend_server_header = b),
-        "keep-alive" => parse_in_range(value, 0..=86_400u64)
-            .map(|n| g.keep_alive.timeout = Some(std::time::Duration::from_secs(n))),
+        "keep-alive" => parse_secs(value, 0).map(|t| g.keep_alive.timeout = Some(t)),
         "keep-alive-requests" => {
             parse_in_range(value, 0..=u32::MAX as usize).map(|n| g.keep_alive.requests = Some(n))
         }
@@ -291,6 +288,11 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         _ => return None,
     };
     Some(r)
+}
+
+/// A whole number of seconds, as nginx's timeout keys take them, from `min` up to a day.
+fn parse_secs(v: &str, min: u64) -> Result<std::time::Duration, String> {
+    parse_in_range(v, min..=86_400).map(std::time::Duration::from_secs)
 }
 
 /// nginx's `gzip_types`: MIME types separated by spaces, or `*`.
