@@ -93,6 +93,23 @@ pub struct Global {
     pub gzip: Gzip,
     /// Connection reuse, client and upstream side: the ConfigMap's keys over the flags.
     pub keep_alive: KeepAlive,
+    /// Requests whose `User-Agent` matches one of these get 403 (`block-user-agents`).
+    pub block_user_agents: Vec<MapSource>,
+    /// Requests whose `Referer` matches one of these get 403 (`block-referers`).
+    pub block_referers: Vec<MapSource>,
+    /// Requests whose URI (path and query as sent) matches one of these are not logged
+    /// (`skip-access-log-urls`).
+    pub skip_access_log_urls: Vec<MapSource>,
+}
+
+/// One entry of a list written as the sources of an nginx `map`: a string the whole value
+/// must equal, or after `~` (`~*`: ignoring case) a regex found anywhere in the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapSource {
+    /// The value equals this.
+    Exact(String),
+    /// The value contains a match of `pattern` (Rust `regex` syntax).
+    Regex { pattern: String, ignore_case: bool },
 }
 
 /// The controller ConfigMap's connection-reuse keys; `None` leaves the flag's value (the
@@ -193,6 +210,9 @@ impl Default for Global {
             server_tls: ServerTls::default(),
             gzip: Gzip::default(),
             keep_alive: KeepAlive::default(),
+            block_user_agents: Vec::new(),
+            block_referers: Vec::new(),
+            skip_access_log_urls: Vec::new(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod tls;
 mod unread;
 pub mod upgrade;
 pub mod upstream;
+pub mod value_match;
 
 use std::sync::Arc;
 
@@ -106,6 +107,12 @@ pub struct GlobalPolicy {
     pub idle_timeout: std::time::Duration,
     /// The upstream keep-alive limits in force.
     pub upstream_keep_alive: upstream::pool::KeepAliveLimits,
+    /// `block-user-agents`: matching requests get 403.
+    pub block_user_agents: Option<value_match::ValueMatcher>,
+    /// `block-referers`: matching requests get 403.
+    pub block_referers: Option<value_match::ValueMatcher>,
+    /// `skip-access-log-urls`: matching request URIs are not logged.
+    pub skip_access_log_urls: Option<value_match::ValueMatcher>,
 }
 
 /// Headers to set, each replacing any of its name; `None` removes it.
@@ -226,7 +233,34 @@ impl GlobalPolicy {
             server,
             idle_timeout,
             upstream_keep_alive,
+            block_user_agents: value_match::ValueMatcher::compile(&global.block_user_agents),
+            block_referers: value_match::ValueMatcher::compile(&global.block_referers),
+            skip_access_log_urls: value_match::ValueMatcher::compile(&global.skip_access_log_urls),
         }
+    }
+
+    /// Whether a request's `User-Agent` or `Referer` is refused (`block-user-agents`,
+    /// `block-referers`). A request without the header is never refused, as in nginx, where
+    /// the empty value matches no entry.
+    pub fn refused_client(&self, headers: &http::HeaderMap) -> bool {
+        let hit = |m: &Option<value_match::ValueMatcher>, name: http::header::HeaderName| {
+            m.as_ref().is_some_and(|m| {
+                headers
+                    .get(name)
+                    .is_some_and(|v| !v.is_empty() && m.matches(v.as_bytes()))
+            })
+        };
+        hit(&self.block_user_agents, http::header::USER_AGENT)
+            || hit(&self.block_referers, http::header::REFERER)
+    }
+
+    /// Whether a request to `uri` is logged (`access_log`, less `skip-access-log-urls`).
+    pub fn logs(&self, uri: &http::Uri) -> bool {
+        self.access_log
+            && !self.skip_access_log_urls.as_ref().is_some_and(|m| {
+                let request_uri = uri.path_and_query().map_or("/", |p| p.as_str());
+                m.matches(request_uri.as_bytes())
+            })
     }
 
     /// Whether a route with path `path` is exempt from the redirect to HTTPS.

@@ -51,7 +51,7 @@ pub(crate) async fn handle(
         .gzip
         .as_ref()
         .filter(|g| g.wanted(req.method(), req.headers()));
-    let record = config.global.access_log.then(|| {
+    let record = config.global.logs(req.uri()).then(|| {
         Box::new(AccessRecord {
             method: Some(req.method().clone()),
             host: request_host(&req).into_owned(),
@@ -153,6 +153,9 @@ async fn pipeline<'c>(
     }
     if !config.global.underscores_in_headers {
         headers::drop_underscored(req.headers_mut());
+    }
+    if config.global.refused_client(req.headers()) {
+        return errors::status_response(StatusCode::FORBIDDEN);
     }
     // Routes match the normalized path (as nginx's locations); the upstream still gets the
     // path as the client sent it unless a rewrite applies.

@@ -13,7 +13,8 @@
 //! `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers ([`super::header_sets`]);
 //! `hide-headers`, upstream headers clients never see; `allow-backend-server-header`, the
 //! upstream's `Server` header passed on; `global-allowed-response-headers`, the headers the
-//! `custom-headers` annotation may set.
+//! `custom-headers` annotation may set; `block-user-agents` and `block-referers` (403), and
+//! `skip-access-log-urls`, lists of strings and `~`/`~*` regexes as nginx's `map` takes them.
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
 //! ignored, so the flag's value or the built-in default stays in force. Keys this controller
@@ -26,7 +27,7 @@ use super::{
 };
 use crate::{
     config::{NamespacedName, Settings},
-    snapshot::{Global, ObjectRef},
+    snapshot::{Global, MapSource, ObjectRef},
     store::ObjectCache,
 };
 
@@ -285,9 +286,38 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "upstream-keepalive-time" => {
             annotations::parse_time(value).map(|t| g.keep_alive.upstream_time = Some(t))
         }
+        "block-user-agents" => parse_map_sources(value).map(|l| g.block_user_agents = l),
+        "block-referers" => parse_map_sources(value).map(|l| g.block_referers = l),
+        "skip-access-log-urls" => parse_map_sources(value).map(|l| g.skip_access_log_urls = l),
         _ => return None,
     };
     Some(r)
+}
+
+/// A comma-separated list as ingress-nginx puts it into an nginx `map`: each entry a string
+/// to equal, or after `~` (`~*`: ignoring case) a regex to find.
+fn parse_map_sources(v: &str) -> Result<Vec<MapSource>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let regex = |pattern: &str, ignore_case| {
+                annotations::compile_pattern(pattern).map(|_| MapSource::Regex {
+                    pattern: pattern.to_owned(),
+                    ignore_case,
+                })
+            };
+            if let Some(p) = s.strip_prefix("~*") {
+                regex(p, true)
+            } else if let Some(p) = s.strip_prefix('~') {
+                regex(p, false)
+            } else if s.chars().any(char::is_control) {
+                Err(format!("{s:?} contains control characters"))
+            } else {
+                Ok(MapSource::Exact(s.to_owned()))
+            }
+        })
+        .collect()
 }
 
 /// A whole number of seconds, as nginx's timeout keys take them, from `min` up to a day.
@@ -410,6 +440,38 @@ mod tests {
             set("ssl-ciphers", "AES128-SHA:DES-CBC3-SHA").is_err(),
             "none available"
         );
+    }
+
+    #[test]
+    fn map_source_lists() {
+        let g = set(
+            "block-user-agents",
+            " ~*curl/ , Mozilla/5.0 (X11; Linux), ~^Bot$,,",
+        )
+        .expect("list");
+        assert_eq!(
+            g.block_user_agents,
+            [
+                MapSource::Regex {
+                    pattern: "curl/".into(),
+                    ignore_case: true
+                },
+                MapSource::Exact("Mozilla/5.0 (X11; Linux)".into()),
+                MapSource::Regex {
+                    pattern: "^Bot$".into(),
+                    ignore_case: false
+                },
+            ]
+        );
+        assert!(set("block-referers", "~(unclosed").is_err());
+        assert!(
+            set("block-referers", "~").is_err(),
+            "an empty regex matches everything"
+        );
+        assert!(set("skip-access-log-urls", "/ok,/bad\u{1}").is_err());
+        assert!(set("skip-access-log-urls", "/healthz, ~^/metrics")
+            .is_ok_and(|g| g.skip_access_log_urls.len() == 2));
+        assert!(set("skip-access-log-urls", "").is_ok_and(|g| g.skip_access_log_urls.is_empty()));
     }
 
     #[test]

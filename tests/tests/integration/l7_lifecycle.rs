@@ -309,6 +309,87 @@ async fn l7_access_log_json_lines() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn l7_skip_access_log_urls_and_blocked_clients() -> anyhow::Result<()> {
+    use ingress::snapshot::MapSource;
+    let (buf, _guard) = capture_access_log();
+    let up = TestServer::echo("logged").await?;
+    let t = target("logged", upstream("logged", &[up.addr]));
+    let mut snap = with_access_log(snapshot(vec![vhost("log.test", vec![prefix("/", &t)])]));
+    let re = |p: &str, ignore_case| MapSource::Regex {
+        pattern: p.into(),
+        ignore_case,
+    };
+    snap.global.skip_access_log_urls =
+        vec![MapSource::Exact("/healthz".into()), re("^/metrics", false)];
+    snap.global.block_user_agents = vec![re("badbot", true), MapSource::Exact("curl/7.0".into())];
+    snap.global.block_referers = vec![MapSource::Exact("http://spam.test/".into())];
+    let l7 = L7::start(snap.clone()).await?;
+    let with = |path: &str, header: Option<(&str, &str)>| {
+        let mut b = http::Request::builder()
+            .uri(path)
+            .header("host", "log.test");
+        if let Some((k, v)) = header {
+            b = b.header(k, v);
+        }
+        b.body(http_body_util::Full::new(Bytes::new()))
+    };
+    for (path, header, status) in [
+        ("/healthz", None, 200),
+        ("/healthz?full=1", None, 200),
+        ("/metrics/cpu", None, 200),
+        ("/METRICS", None, 200),
+        ("/ua", Some(("user-agent", "Mozilla/5.0 (BadBot 2.1)")), 403),
+        ("/ua-exact", Some(("user-agent", "curl/7.0")), 403),
+        ("/ua-longer", Some(("user-agent", "curl/7.0.1")), 200),
+        ("/ref", Some(("referer", "http://spam.test/")), 403),
+        (
+            "/ref-other",
+            Some(("referer", "http://spam.test/page")),
+            200,
+        ),
+        ("/fine", Some(("user-agent", "Mozilla/5.0")), 200),
+    ] {
+        let reply = send(l7.http, with(path, header)?).await?;
+        assert_eq!(reply.status, status, "{path}");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let seen: Vec<(String, u64)> = logged(&buf)
+        .iter()
+        .map(|v| {
+            let path = v["path"].as_str().unwrap_or("").to_string();
+            (path, v["status"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    let want = [
+        ("/healthz", 200),
+        ("/METRICS", 200),
+        ("/ua", 403),
+        ("/ua-exact", 403),
+        ("/ua-longer", 200),
+        ("/ref", 403),
+        ("/ref-other", 200),
+        ("/fine", 200),
+    ]
+    .map(|(p, s)| (p.to_string(), s));
+    assert_eq!(
+        seen, want,
+        "/healthz exactly and ^/metrics are not logged; /healthz?full=1 is"
+    );
+    assert_eq!(up.hits(), 7, "the three refused requests never reach the upstream");
+
+    // A new snapshot without the lists lets them through and logs everything.
+    let mut open = snap;
+    open.global.block_user_agents.clear();
+    open.global.skip_access_log_urls.clear();
+    l7.apply(open);
+    let reply = send(l7.http, with("/healthz", Some(("user-agent", "badbot")))?).await?;
+    assert_eq!(reply.status, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(logged(&buf).len(), want.len() + 1);
+    Ok(())
+}
+
 /// The access log lines written so far, parsed.
 fn logged(buf: &Buf) -> Vec<serde_json::Value> {
     let out = buf.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
