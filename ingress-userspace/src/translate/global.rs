@@ -35,6 +35,7 @@ use crate::{
 /// own annotation replaces it.
 pub const DEFAULT_KEYS: &[&str] = &[
     "custom-http-errors",
+    "denylist-source-range",
     "force-ssl-redirect",
     "limit-rate",
     "limit-rate-after",

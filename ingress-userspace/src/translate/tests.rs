@@ -968,13 +968,16 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
         .path("/", "Prefix", "web", 80)));
     objs.push(ing(mk_ingress("ns", "own")
         .annotation("proxy-body-size", "8k")
-        .annotation("whitelist-source-range", "127.0.0.1")
+        .annotation("allowlist-source-range", "127.0.0.1")
+        .annotation("denylist-source-range", "")
         .host("b.example")
         .path("/", "Prefix", "web", 80)));
     objs.push(controller_configmap(&[
         ("proxy-body-size", "2k"),
         ("whitelist-source-range", "10.0.0.0/8"),
+        ("denylist-source-range", "10.9.0.0/16"),
         ("ssl-redirect", "false"),
+        ("skip-access-log-urls", "/healthz, ~*^/ping"),
         ("block-cidrs", "203.0.113.0/24, 2001:db8:bad::/48"),
         ("hsts-max-age", "600"),
         ("limit-req-status-code", "429"),
@@ -1005,11 +1008,16 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
     let plain = &vhost(&t, &exact("a.example")).routes[0].target.policy;
     assert_eq!(plain.max_body_bytes, Some(2048));
     assert_eq!(plain.allow_sources, ["10.0.0.0/8".parse().expect("net")]);
+    assert_eq!(plain.deny_sources, ["10.9.0.0/16".parse().expect("net")]);
     assert!(!plain.ssl_redirect);
     // An Ingress's own annotations replace the defaults; the rest still apply.
     let own = &vhost(&t, &exact("b.example")).routes[0].target.policy;
     assert_eq!(own.max_body_bytes, Some(8192));
     assert_eq!(own.allow_sources, ["127.0.0.1/32".parse().expect("net")]);
+    assert!(
+        own.deny_sources.is_empty(),
+        "an empty annotation replaces the default too"
+    );
     assert!(!own.ssl_redirect);
     // The defaults with a bad value (and the keys not read) change nothing.
     assert_eq!(
@@ -1039,6 +1047,7 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
         "303 is refused, the default stays"
     );
     assert!(!g.access_log);
+    assert_eq!(g.skip_access_log_urls.len(), 2);
     let real_ip = crate::snapshot::RealIp {
         proxy_protocol: false,
         forwarded_headers: true,

@@ -376,7 +376,11 @@ async fn l7_skip_access_log_urls_and_blocked_clients() -> anyhow::Result<()> {
         seen, want,
         "/healthz exactly and ^/metrics are not logged; /healthz?full=1 is"
     );
-    assert_eq!(up.hits(), 7, "the three refused requests never reach the upstream");
+    assert_eq!(
+        up.hits(),
+        7,
+        "the three refused requests never reach the upstream"
+    );
 
     // A new snapshot without the lists lets them through and logs everything.
     let mut open = snap;
