@@ -100,6 +100,9 @@ pub struct Global {
     /// Requests whose URI (path and query as sent) matches one of these are not logged
     /// (`skip-access-log-urls`).
     pub skip_access_log_urls: Vec<MapSource>,
+    /// `ssl-reject-handshake`: a TLS handshake without SNI, or for a name no host serves, is
+    /// refused instead of answered with the default certificate.
+    pub ssl_reject_handshake: bool,
 }
 
 /// One entry of a list written as the sources of an nginx `map`: a string the whole value
@@ -213,6 +216,7 @@ impl Default for Global {
             block_user_agents: Vec::new(),
             block_referers: Vec::new(),
             skip_access_log_urls: Vec::new(),
+            ssl_reject_handshake: false,
         }
     }
 }

@@ -113,6 +113,8 @@ pub struct GlobalPolicy {
     pub block_referers: Option<value_match::ValueMatcher>,
     /// `skip-access-log-urls`: matching request URIs are not logged.
     pub skip_access_log_urls: Option<value_match::ValueMatcher>,
+    /// `ssl-reject-handshake`: no default certificate for names no host serves.
+    pub ssl_reject_handshake: bool,
 }
 
 /// Headers to set, each replacing any of its name; `None` removes it.
@@ -236,6 +238,7 @@ impl GlobalPolicy {
             block_user_agents: value_match::ValueMatcher::compile(&global.block_user_agents),
             block_referers: value_match::ValueMatcher::compile(&global.block_referers),
             skip_access_log_urls: value_match::ValueMatcher::compile(&global.skip_access_log_urls),
+            ssl_reject_handshake: global.ssl_reject_handshake,
         }
     }
 

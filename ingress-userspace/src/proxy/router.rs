@@ -158,6 +158,17 @@ impl RouteTable {
             })
     }
 
+    /// Whether a host of its own serves this normalized name (exact or wildcard, not the
+    /// catch-all), or a `from-to-www-redirect` answers it: `ssl-reject-handshake` lets its
+    /// handshakes through.
+    pub fn serves_name(&self, host: &str) -> bool {
+        let own = self.exact.contains_key(host)
+            || host.split_once('.').is_some_and(|(label, suffix)| {
+                !label.is_empty() && self.wildcard.contains_key(suffix)
+            });
+        own || self.www_redirects.contains_key(host)
+    }
+
     /// `from-to-www-redirect`: the host a request for this normalized name is sent to, when
     /// no host of its own has the name.
     pub fn www_redirect(&self, host: &str) -> Option<&str> {

@@ -116,8 +116,14 @@ impl CertResolver {
 }
 
 impl ResolvesServerCert for CertResolver {
+    /// `None` (the handshake fails with an alert) only under `ssl-reject-handshake`, as
+    /// nginx's `ssl_reject_handshake` in the default server: for a missing SNI, or one no host
+    /// serves. A host without a certificate of its own still gets the default one.
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let Some(sni) = hello.server_name() else {
+            if self.config.load().global.ssl_reject_handshake {
+                return None;
+            }
             return Some(self.default.clone());
         };
         let sni: Cow<'_, str> = if sni.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -127,13 +133,13 @@ impl ResolvesServerCert for CertResolver {
         };
         let sni = sni.trim_end_matches('.');
         let config = self.config.load();
-        Some(
-            config
-                .certs
-                .lookup(sni)
-                .cloned()
-                .unwrap_or_else(|| self.default.clone()),
-        )
+        if let Some(cert) = config.certs.lookup(sni) {
+            return Some(cert.clone());
+        }
+        if config.global.ssl_reject_handshake && !config.routes.serves_name(sni) {
+            return None;
+        }
+        Some(self.default.clone())
     }
 }
 

@@ -14,7 +14,8 @@
 //! `hide-headers`, upstream headers clients never see; `allow-backend-server-header`, the
 //! upstream's `Server` header passed on; `global-allowed-response-headers`, the headers the
 //! `custom-headers` annotation may set; `block-user-agents` and `block-referers` (403), and
-//! `skip-access-log-urls`, lists of strings and `~`/`~*` regexes as nginx's `map` takes them.
+//! `skip-access-log-urls`, lists of strings and `~`/`~*` regexes as nginx's `map` takes them;
+//! `ssl-reject-handshake`, no default certificate for names no host serves.
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
 //! ignored, so the flag's value or the built-in default stays in force. Keys this controller
@@ -290,6 +291,7 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "block-user-agents" => parse_map_sources(value).map(|l| g.block_user_agents = l),
         "block-referers" => parse_map_sources(value).map(|l| g.block_referers = l),
         "skip-access-log-urls" => parse_map_sources(value).map(|l| g.skip_access_log_urls = l),
+        "ssl-reject-handshake" => parse_bool(value).map(|b| g.ssl_reject_handshake = b),
         _ => return None,
     };
     Some(r)
@@ -406,6 +408,8 @@ mod tests {
         assert!(set("allow-backend-server-header", "true").is_ok_and(|g| g.backend_server_header));
         assert!(set("allow-backend-server-header", "sometimes").is_err());
         assert!(set("use-http2", "false").is_ok_and(|g| g.server_tls.http1_only));
+        assert!(set("ssl-reject-handshake", "true").is_ok_and(|g| g.ssl_reject_handshake));
+        assert!(set("ssl-reject-handshake", "on").is_err());
         assert!(
             set("enable-underscores-in-headers", "true").is_ok_and(|g| g.underscores_in_headers)
         );

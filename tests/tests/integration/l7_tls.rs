@@ -747,3 +747,87 @@ async fn l7_ssl_protocols_and_ciphers_narrow_what_clients_get() -> anyhow::Resul
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn l7_ssl_reject_handshake_refuses_names_no_host_serves() -> anyhow::Result<()> {
+    let ca = TestCa::new()?;
+    let cert = ca.issue(&["a.example.com"])?;
+    let up = TestServer::echo("tls").await?;
+    let t = target("tls", upstream("tls", &[up.addr]));
+    let mut secure = vhost("a.example.com", vec![prefix("/", &t)]);
+    secure.tls = true;
+    let mut www = vhost("www.example.org", vec![prefix("/", &t)]);
+    www.www_redirect = true;
+    let hosts = vec![
+        secure,
+        vhost("plain.example.com", vec![prefix("/", &t)]),
+        vhost("*.wild.example.com", vec![prefix("/", &t)]),
+        www,
+        // A catch-all rule is ingress-nginx's default server: it does not make names known.
+        vhost("", vec![prefix("/", &t)]),
+    ];
+    let mut snap = with_cert(snapshot(hosts), &["a.example.com"], cert.clone());
+    let l7 = L7::start(snap.clone()).await?;
+    let insecure = insecure_client_config(&[b"http/1.1"])?;
+    // Off (the default): every name gets a certificate.
+    for sni in ["unknown.org", ""] {
+        assert!(
+            tls_connect(l7.https, sni, insecure.clone()).await.is_ok(),
+            "{sni:?}"
+        );
+    }
+
+    snap.global.ssl_reject_handshake = true;
+    snap.generation += 1;
+    l7.apply(snap.clone());
+    let verified = ca.client_config(&[b"http/1.1"])?;
+    let s = tls_connect(l7.https, "a.example.com", verified).await?;
+    assert_eq!(peer_leaf(&s).as_ref(), cert.cert.first());
+    let (r, _) = h1_over(
+        s,
+        build(http::Method::GET, "a.example.com", "/", Default::default()),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    // Hosts without a certificate of their own still get the default one.
+    for sni in ["plain.example.com", "x.wild.example.com", "example.org"] {
+        let s = tls_connect(l7.https, sni, insecure.clone()).await?;
+        assert_ne!(peer_leaf(&s).as_ref(), cert.cert.first(), "{sni}");
+    }
+    for sni in [
+        "unknown.org",
+        "",
+        "a.b.wild.example.com",
+        "wild.example.com",
+    ] {
+        let err = tls_connect(l7.https, sni, insecure.clone())
+            .await
+            .expect_err(sni);
+        assert!(
+            format!("{err:#}").contains("alert"),
+            "{sni:?}: refused with an alert, not a timeout: {err:#}"
+        );
+    }
+    let before = up.hits();
+    // Refused handshakes left the proxy serving.
+    let s = tls_connect(l7.https, "plain.example.com", insecure.clone()).await?;
+    let (r, _) = h1_over(
+        s,
+        build(
+            http::Method::GET,
+            "plain.example.com",
+            "/",
+            Default::default(),
+        ),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.hits(), before + 1);
+
+    // Off again: the default certificate is back without a restart.
+    snap.global.ssl_reject_handshake = false;
+    snap.generation += 1;
+    l7.apply(snap);
+    assert!(tls_connect(l7.https, "unknown.org", insecure).await.is_ok());
+    Ok(())
+}
