@@ -103,6 +103,12 @@ pub struct Global {
     /// `ssl-reject-handshake`: a TLS handshake without SNI, or for a name no host serves, is
     /// refused instead of answered with the default certificate.
     pub ssl_reject_handshake: bool,
+    /// `generate-request-id`: a request without a usable `X-Request-ID` gets a random one;
+    /// off, it goes upstream without.
+    pub generate_request_id: bool,
+    /// `proxy-add-original-uri-header`: requests go upstream with `X-Original-Uri`, the path
+    /// and query as the client sent them.
+    pub original_uri_header: bool,
 }
 
 /// One entry of a list written as the sources of an nginx `map`: a string the whole value
@@ -217,6 +223,8 @@ impl Default for Global {
             block_referers: Vec::new(),
             skip_access_log_urls: Vec::new(),
             ssl_reject_handshake: false,
+            generate_request_id: true,
+            original_uri_header: false,
         }
     }
 }

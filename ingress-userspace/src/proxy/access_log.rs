@@ -125,7 +125,7 @@ pub(crate) fn refused(shared: &super::Shared, client: IpAddr, status: u16) {
             path: String::new(),
             version: Version::HTTP_11,
             client,
-            request_id: super::headers::request_id(&http::HeaderMap::new()),
+            request_id: super::headers::request_id(&http::HeaderMap::new(), true),
             upstream: None,
             upstream_name: None,
             ingress: None,

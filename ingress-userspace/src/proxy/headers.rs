@@ -28,6 +28,7 @@ pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -247,7 +248,11 @@ pub fn set_forwarded(
     if let Some(h) = fwd.host.as_ref().or(host) {
         headers.insert(X_FORWARDED_HOST.clone(), h.clone());
     }
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if request_id.is_empty() {
+        headers.remove(&X_REQUEST_ID);
+    } else {
+        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
     // httpoxy (CVE-2016-5385): a CGI-style upstream exposes `Proxy` as `HTTP_PROXY`, which
     // its HTTP clients then use as their proxy. ingress-nginx clears it the same way.
     headers.remove(&PROXY);
@@ -272,14 +277,18 @@ fn incoming_xff(headers: &HeaderMap) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&v).ok()
 }
 
-/// The request's id: a sane client-supplied `X-Request-ID`, else 32 random hex digits.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+/// The request's id: a sane client-supplied `X-Request-ID`, else 32 random hex digits, or
+/// empty (no id) unless `generate`.
+pub fn request_id(headers: &HeaderMap, generate: bool) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let ok =
             !v.is_empty() && v.len() <= 200 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
         if ok {
             return v.clone();
         }
+    }
+    if !generate {
+        return HeaderValue::from_static("");
     }
     let n: u128 = rand::random();
     let mut buf = [0u8; 32];
@@ -435,13 +444,15 @@ mod tests {
 
     #[test]
     fn request_ids() {
-        let a = request_id(&HeaderMap::new());
+        let a = request_id(&HeaderMap::new(), true);
         assert_eq!(a.len(), 32);
-        assert_ne!(a, request_id(&HeaderMap::new()));
+        assert_ne!(a, request_id(&HeaderMap::new(), true));
         let h = map(&[("x-request-id", "given-1")]);
-        assert_eq!(request_id(&h), "given-1");
+        assert_eq!(request_id(&h, true), "given-1");
+        assert_eq!(request_id(&h, false), "given-1");
         let h = map(&[("x-request-id", "has space")]);
-        assert_eq!(request_id(&h).len(), 32);
+        assert_eq!(request_id(&h, true).len(), 32);
+        assert!(request_id(&HeaderMap::new(), false).is_empty());
     }
 
     #[test]

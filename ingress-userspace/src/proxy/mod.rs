@@ -115,6 +115,10 @@ pub struct GlobalPolicy {
     pub skip_access_log_urls: Option<value_match::ValueMatcher>,
     /// `ssl-reject-handshake`: no default certificate for names no host serves.
     pub ssl_reject_handshake: bool,
+    /// `generate-request-id`: a request without a usable `X-Request-ID` gets one.
+    pub generate_request_id: bool,
+    /// `proxy-add-original-uri-header`: `X-Original-Uri` on requests to upstreams.
+    pub original_uri_header: bool,
 }
 
 /// Headers to set, each replacing any of its name; `None` removes it.
@@ -239,6 +243,8 @@ impl GlobalPolicy {
             block_referers: value_match::ValueMatcher::compile(&global.block_referers),
             skip_access_log_urls: value_match::ValueMatcher::compile(&global.skip_access_log_urls),
             ssl_reject_handshake: global.ssl_reject_handshake,
+            generate_request_id: global.generate_request_id,
+            original_uri_header: global.original_uri_header,
         }
     }
 

@@ -41,7 +41,7 @@ pub(crate) async fn handle(
     // cleanly, where closing a keep-alive HTTP/1.1 connection races the client's next request.
     let active = conn.activity.start(req.version() == Version::HTTP_2);
     let config = shared.config.load_full();
-    let request_id = headers::request_id(req.headers());
+    let request_id = headers::request_id(req.headers(), config.global.generate_request_id);
     // Behind a trusted load balancer its headers may name another client, scheme or port.
     let forwarded = config.global.real_ip.from_headers(&conn.fwd, req.headers());
     let fwd = forwarded.as_ref().unwrap_or(&conn.fwd);
@@ -470,6 +470,13 @@ async fn pipeline<'c>(
         parts.headers.insert(header::HOST, h.clone());
     }
     headers::set_forwarded(&mut parts.headers, client, host_value.as_ref(), request_id);
+    if config.global.original_uri_header {
+        // `$request_uri`: what the client asked for, before any rewrite.
+        let original = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(v) = HeaderValue::from_str(original) {
+            parts.headers.insert(headers::X_ORIGINAL_URI.clone(), v);
+        }
+    }
     if let Some(ext) = &policy.external_auth {
         external_auth::set_response_headers(&mut parts.headers, ext, auth_headers);
     }

@@ -15,7 +15,8 @@
 //! upstream's `Server` header passed on; `global-allowed-response-headers`, the headers the
 //! `custom-headers` annotation may set; `block-user-agents` and `block-referers` (403), and
 //! `skip-access-log-urls`, lists of strings and `~`/`~*` regexes as nginx's `map` takes them;
-//! `ssl-reject-handshake`, no default certificate for names no host serves.
+//! `ssl-reject-handshake`, no default certificate for names no host serves;
+//! `generate-request-id` and `proxy-add-original-uri-header`, headers to upstreams.
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
 //! ignored, so the flag's value or the built-in default stays in force. Keys this controller
@@ -292,6 +293,8 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "block-referers" => parse_map_sources(value).map(|l| g.block_referers = l),
         "skip-access-log-urls" => parse_map_sources(value).map(|l| g.skip_access_log_urls = l),
         "ssl-reject-handshake" => parse_bool(value).map(|b| g.ssl_reject_handshake = b),
+        "generate-request-id" => parse_bool(value).map(|b| g.generate_request_id = b),
+        "proxy-add-original-uri-header" => parse_bool(value).map(|b| g.original_uri_header = b),
         _ => return None,
     };
     Some(r)
@@ -410,6 +413,8 @@ mod tests {
         assert!(set("use-http2", "false").is_ok_and(|g| g.server_tls.http1_only));
         assert!(set("ssl-reject-handshake", "true").is_ok_and(|g| g.ssl_reject_handshake));
         assert!(set("ssl-reject-handshake", "on").is_err());
+        assert!(set("generate-request-id", "false").is_ok_and(|g| !g.generate_request_id));
+        assert!(set("proxy-add-original-uri-header", "true").is_ok_and(|g| g.original_uri_header));
         assert!(
             set("enable-underscores-in-headers", "true").is_ok_and(|g| g.underscores_in_headers)
         );

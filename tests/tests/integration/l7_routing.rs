@@ -495,6 +495,79 @@ async fn l7_global_header_sets_reach_upstreams_and_clients() -> anyhow::Result<(
     Ok(())
 }
 
+/// `generate-request-id` and `proxy-add-original-uri-header`, switched by new snapshots on
+/// one open connection.
+#[tokio::test]
+async fn l7_request_ids_and_the_original_uri_header() -> anyhow::Result<()> {
+    let up = TestServer::echo("ids").await?;
+    let mut rewrite = test_policy();
+    rewrite.rewrite_target = Some("/v1".into());
+    let api = target_with("api", upstream("ids", &[up.addr]), rewrite);
+    let t = target("ids", upstream("ids", &[up.addr]));
+    let mut snap = snapshot(vec![vhost(
+        "ids.test",
+        vec![prefix("/api", &api), prefix("/", &t)],
+    )]);
+    let l7 = L7::start(snap.clone()).await?;
+    let mut conn = H1::connect(l7.http).await?;
+    let req = |path: &str, id: Option<&str>| {
+        let mut r = build(http::Method::GET, "ids.test", path, bytes::Bytes::new());
+        if let Some(id) = id {
+            r.headers_mut()
+                .insert("x-request-id", id.parse().expect("value"));
+        }
+        r
+    };
+    // Defaults: an id is made up when the client sends none; no X-Original-Uri.
+    let r = conn.send(req("/a?b=1", None)).await?;
+    let made = r.seen_header("x-request-id").unwrap_or_default();
+    assert!(
+        made.len() == 32 && made.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{made:?}"
+    );
+    assert_eq!(r.seen_header("x-original-uri"), None);
+    let r = conn.send(req("/a", Some("client-7"))).await?;
+    assert_eq!(r.seen_header("x-request-id").as_deref(), Some("client-7"));
+
+    snap.generation += 1;
+    snap.global.generate_request_id = false;
+    snap.global.original_uri_header = true;
+    l7.apply(snap.clone());
+    let r = conn.send(req("/a?b=1", None)).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_header("x-request-id"), None, "none made up");
+    assert_eq!(r.seen_header("x-original-uri").as_deref(), Some("/a?b=1"));
+    let r = conn.send(req("/a", Some("client-8"))).await?;
+    assert_eq!(
+        r.seen_header("x-request-id").as_deref(),
+        Some("client-8"),
+        "the client's kept"
+    );
+    // The original URI is the client's, before `rewrite-target`.
+    let r = conn.send(req("/api/users?x=%20y", None)).await?;
+    assert_eq!(
+        r.seen_header("x-original-uri").as_deref(),
+        Some("/api/users?x=%20y")
+    );
+    assert_eq!(r.json()["uri"], "/v1/users?x=%20y");
+    // The client's own header is replaced while the key is on, and passes on as any other
+    // header while it is off (as nginx, which only sets it when asked to).
+    let spoofed = || {
+        let mut r = req("/a", None);
+        r.headers_mut()
+            .insert("x-original-uri", "/admin".parse().expect("value"));
+        r
+    };
+    let r = conn.send(spoofed()).await?;
+    assert_eq!(r.seen_header("x-original-uri").as_deref(), Some("/a"));
+    snap.generation += 1;
+    snap.global.original_uri_header = false;
+    l7.apply(snap);
+    let r = conn.send(spoofed()).await?;
+    assert_eq!(r.seen_header("x-original-uri").as_deref(), Some("/admin"));
+    Ok(())
+}
+
 /// The upstream's `Server`, `X-Pad` and `X-Accel-*` headers never reach clients, as nginx
 /// hides them; `allow-backend-server-header` lets `Server` through, over HTTP/1.1 and HTTP/2.
 #[tokio::test]

@@ -42,6 +42,8 @@ pub fn error_headers(
     let (svc_name, svc_port) = svc.rsplit_once(':').unwrap_or((svc, ""));
     set("x-service-name", svc_name);
     set("x-service-port", svc_port);
-    h.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if !request_id.is_empty() {
+        h.insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
     h
 }
