@@ -947,6 +947,9 @@ pub struct ExternalAuth {
     pub response_headers: Vec<String>,
     /// `auth-cache-key` and `auth-cache-duration`: answers kept per key and route.
     pub cache: Option<AuthCacheSpec>,
+    /// `auth-request-redirect`: the `X-Auth-Request-Redirect` the service gets, variables
+    /// replaced per request; the request's path and query when unset.
+    pub request_redirect: Option<String>,
     /// `auth-always-set-cookie`: the service's `Set-Cookie` goes on every answer to the
     /// client, not only on 2xx and redirects.
     pub always_set_cookie: bool,

@@ -62,6 +62,7 @@ pub const GLOBAL_AUTH_KEYS: &[&str] = &[
     "global-auth-cache-duration",
     "global-auth-cache-key",
     "global-auth-method",
+    "global-auth-request-redirect",
     "global-auth-response-headers",
     "global-auth-signin",
     "global-auth-signin-redirect-param",

@@ -964,6 +964,7 @@ async fn l7_external_auth() -> anyhow::Result<()> {
                 redirect_param: "rd".into(),
                 response_headers: vec!["x-auth-request-user".into()],
                 cache: None,
+                request_redirect: None,
                 always_set_cookie: false,
                 global: false,
             }))
@@ -1205,6 +1206,7 @@ async fn l7_external_auth_cache() -> anyhow::Result<()> {
                 },
                 valid: vec![(Some(200), Duration::from_millis(800))],
             }),
+            request_redirect: None,
             always_set_cookie: false,
             global: false,
         }))
@@ -1265,6 +1267,7 @@ async fn l7_external_auth_cookies() -> anyhow::Result<()> {
                 redirect_param: "rd".into(),
                 response_headers: Vec::new(),
                 cache: None,
+                request_redirect: None,
                 always_set_cookie: always,
                 global: false,
             }))
@@ -1589,6 +1592,7 @@ async fn l7_global_auth_spares_no_auth_locations() -> anyhow::Result<()> {
                 redirect_param: "rd".into(),
                 response_headers: vec![],
                 cache: None,
+                request_redirect: None,
                 always_set_cookie: false,
                 global,
             }))

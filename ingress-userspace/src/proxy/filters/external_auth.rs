@@ -270,10 +270,14 @@ fn subrequest(cfg: &ExternalAuth, req: &Original<'_>) -> Result<Request<Empty<By
         h.remove(gone);
     }
     let original_url = req.url();
+    let redirect = cfg.request_redirect.as_ref().map(|t| req.expand(t));
     let pairs = [
         ("x-original-url", original_url.as_str()),
         ("x-original-method", req.method.as_str()),
-        ("x-auth-request-redirect", req.request_uri()),
+        (
+            "x-auth-request-redirect",
+            redirect.as_deref().unwrap_or(req.request_uri()),
+        ),
         ("x-forwarded-host", req.host),
         ("x-forwarded-proto", req.scheme()),
     ];
@@ -380,6 +384,7 @@ mod tests {
             redirect_param: "rd".into(),
             response_headers: vec![],
             cache: None,
+            request_redirect: None,
             always_set_cookie: false,
             global: false,
         };
@@ -394,6 +399,16 @@ mod tests {
         for gone in [header::CONTENT_LENGTH, header::CONNECTION, header::HOST] {
             assert!(!sh.contains_key(&gone), "{gone}");
         }
+        assert_eq!(sh["x-auth-request-redirect"], "/p?q=1");
+        let cfg = ExternalAuth {
+            request_redirect: Some("https://$host/back?to=$escaped_request_uri".into()),
+            ..cfg
+        };
+        let sub = subrequest(&cfg, &o).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            sub.headers()["x-auth-request-redirect"],
+            "https://app.example/back?to=%2Fp%3Fq%3D1"
+        );
     }
 
     #[test]

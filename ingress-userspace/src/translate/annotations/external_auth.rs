@@ -1,5 +1,6 @@
 //! `auth-url`, `auth-method`, `auth-signin`, `auth-signin-redirect-param`,
-//! `auth-response-headers`, `auth-cache-key`, `auth-cache-duration`: external authentication
+//! `auth-response-headers`, `auth-cache-key`, `auth-cache-duration`, `auth-request-redirect`
+//! (the `X-Auth-Request-Redirect` the service gets), `auth-always-set-cookie`: external authentication
 //! (see `proxy::filters::external_auth`). The controller ConfigMap's `global-auth-*` keys
 //! give every Ingress without its own `auth-url` the same, unless it says
 //! `enable-global-auth: "false"`.
@@ -74,6 +75,11 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         redirect_param,
         response_headers,
         cache,
+        request_redirect: r.get("auth-request-redirect", |v| {
+            no_space_or_control(v)?;
+            check_variables(v)?;
+            Ok(v.to_owned())
+        })?,
         always_set_cookie: r.flag("auth-always-set-cookie")?.unwrap_or(false),
         global,
     }));
@@ -193,6 +199,19 @@ mod tests {
             Some("https://$host/oauth2/start?rd=$escaped_request_uri")
         );
         assert_eq!(e.redirect_param, "rd");
+        assert_eq!(e.request_redirect, None);
+        let a = nginx(&[
+            ("auth-url", "http://a/b"),
+            ("auth-request-redirect", "https://$host$request_uri"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            a.policy
+                .external_auth
+                .and_then(|e| e.request_redirect.clone())
+                .as_deref(),
+            Some("https://$host$request_uri")
+        );
         assert_eq!(
             e.response_headers,
             ["x-auth-request-user", "x-auth-request-email"]
@@ -218,6 +237,8 @@ mod tests {
             ("auth-method", "get"),
             ("auth-signin", "ftp://x"),
             ("auth-response-headers", "X Bad"),
+            ("auth-request-redirect", "$remote_addr"),
+            ("auth-request-redirect", "/a b"),
         ] {
             let e = nginx(&[("auth-url", "http://a/b"), (name, bad)]).expect_err(bad);
             assert!(e.key.ends_with(name), "{e}");
