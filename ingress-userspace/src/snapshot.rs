@@ -132,6 +132,8 @@ pub struct KeepAlive {
     pub requests: Option<usize>,
     /// `http2-max-concurrent-streams`, for client connections accepted from then on.
     pub h2_max_concurrent_streams: Option<u32>,
+    /// `large-client-header-buffers` (number times size): the largest request head, bytes.
+    pub max_header_bytes: Option<usize>,
     /// `upstream-keepalive-connections`: idle connections kept per endpoint.
     pub upstream_connections: Option<usize>,
     /// `upstream-keepalive-timeout`: how long one stays idle.

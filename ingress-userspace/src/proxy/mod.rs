@@ -178,11 +178,13 @@ impl GlobalPolicy {
                 .timeout
                 .filter(|_| reuse)
                 .unwrap_or(limits.header_read_timeout),
+            max_header_bytes: ka.max_header_bytes.unwrap_or(limits.max_header_bytes),
             ..limits.clone()
         };
         let idle_timeout = server_limits.header_read_timeout;
         let own = server_limits.h2_max_concurrent_streams == limits.h2_max_concurrent_streams
             && idle_timeout == limits.header_read_timeout
+            && server_limits.max_header_bytes == limits.max_header_bytes
             && reuse;
         let server = (!own).then(|| Arc::new(server_builder(&server_limits, reuse)));
         let flags = upstream::pool::KeepAliveLimits::from(limits);

@@ -8,7 +8,7 @@
 //! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header` and
 //! `compute-full-forwarded-for`; connection reuse, over the flags of the same names: `keep-alive`,
 //! `client-header-timeout`, `client-body-timeout`, `keep-alive-requests`,
-//! `http2-max-concurrent-streams` and the `upstream-keepalive-*` keys (`-connections`, `-timeout`,
+//! `http2-max-concurrent-streams`, `large-client-header-buffers` and the `upstream-keepalive-*` keys (`-connections`, `-timeout`,
 //! `-requests`, `-time`); the `global-auth-*` keys, an `auth-url` for every Ingress;
 //! `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers ([`super::header_sets`]);
 //! `hide-headers`, upstream headers clients never see; `allow-backend-server-header`, the
@@ -279,6 +279,9 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         }
         "http2-max-concurrent-streams" => parse_in_range(value, 1..=u32::MAX)
             .map(|n| g.keep_alive.h2_max_concurrent_streams = Some(n)),
+        "large-client-header-buffers" => {
+            parse_header_buffers(value).map(|n| g.keep_alive.max_header_bytes = Some(n))
+        }
         "upstream-keepalive-connections" => parse_in_range(value, 0..=u32::MAX as usize)
             .map(|n| g.keep_alive.upstream_connections = Some(n)),
         "upstream-keepalive-timeout" => {
@@ -325,6 +328,22 @@ fn parse_map_sources(v: &str) -> Result<Vec<MapSource>, String> {
             }
         })
         .collect()
+}
+
+/// nginx's `large_client_header_buffers` (`4 8k`): the head may take that many buffers of that
+/// size, so the product bounds it; between 8 KiB (the proxy's floor) and 4 MiB.
+fn parse_header_buffers(v: &str) -> Result<usize, String> {
+    let mut words = v.split_whitespace();
+    let (Some(n), Some(size), None) = (words.next(), words.next(), words.next()) else {
+        return Err("expected a number and a size, such as 4 8k".into());
+    };
+    let n: u64 = parse_in_range(n, 1..=1024)?;
+    let size = annotations::proxy::parse_size(size)?.ok_or("the size must not be 0")?;
+    let total = n.saturating_mul(size);
+    if !(8 << 10..=4 << 20).contains(&total) {
+        return Err(format!("{total} bytes in all: must be between 8k and 4m"));
+    }
+    usize::try_from(total).map_err(|e| e.to_string())
 }
 
 /// A whole number of seconds, as nginx's timeout keys take them, from `min` up to a day.
@@ -451,6 +470,18 @@ mod tests {
             set("ssl-ciphers", "AES128-SHA:DES-CBC3-SHA").is_err(),
             "none available"
         );
+    }
+
+    #[test]
+    fn large_client_header_buffers() {
+        let bytes =
+            |v: &str| set("large-client-header-buffers", v).map(|g| g.keep_alive.max_header_bytes);
+        assert_eq!(bytes("4 8k"), Ok(Some(32 << 10)));
+        assert_eq!(bytes(" 8  16K "), Ok(Some(128 << 10)));
+        assert_eq!(bytes("1 1m"), Ok(Some(1 << 20)));
+        for bad in ["4", "4 8k 2", "x 8k", "0 8k", "4 0", "2 1k", "8 1m", "4 8q"] {
+            assert!(bytes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -853,3 +853,63 @@ async fn l7_keep_alive_key_sets_the_idle_limit() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The controller ConfigMap's `large-client-header-buffers` bounds request heads for
+/// connections accepted after the change, over HTTP/1.1 (431) and HTTP/2 (the stream is
+/// refused), and the default comes back with the key gone.
+#[tokio::test]
+async fn l7_large_client_header_buffers_key_bounds_request_heads() -> anyhow::Result<()> {
+    use ingress::snapshot::KeepAlive;
+    let up = TestServer::echo("heads").await?;
+    let t = target("heads", upstream("heads", &[up.addr]));
+    let routes = || vec![vhost("", vec![prefix("/", &t)])];
+    let l7 = L7::start(snapshot(routes())).await?;
+    let with_cookie = |bytes: usize| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: s={}\r\n\r\n",
+            "c".repeat(bytes)
+        )
+    };
+    let h2_status = |bytes: usize| async move {
+        let tcp = tokio::net::TcpStream::connect(l7.http).await?;
+        let (client, conn) = h2::client::handshake(tcp).await?;
+        tokio::spawn(conn);
+        let mut client = tokio::time::timeout(WAIT, client.ready()).await??;
+        let req = http::Request::builder()
+            .uri("http://x/h2")
+            .header("cookie", format!("s={}", "c".repeat(bytes)))
+            .body(())?;
+        let (resp, _) = client.send_request(req, true)?;
+        anyhow::Ok(
+            tokio::time::timeout(WAIT, resp)
+                .await?
+                .map(|r| r.status().as_u16()),
+        )
+    };
+    // The flags' 64 KiB.
+    let out = raw(l7.http, with_cookie(40_000).as_bytes()).await?;
+    assert_eq!(raw_status(&out), Some(200), "{out}");
+
+    let mut snap = snapshot(routes());
+    snap.global.keep_alive = KeepAlive {
+        max_header_bytes: Some(16 << 10),
+        ..Default::default()
+    };
+    l7.apply(snap);
+    let out = raw(l7.http, with_cookie(20_000).as_bytes()).await?;
+    assert_eq!(raw_status(&out), Some(431), "{out}");
+    let out = raw(l7.http, with_cookie(10_000).as_bytes()).await?;
+    assert_eq!(raw_status(&out), Some(200), "{out}");
+    assert!(
+        !matches!(h2_status(20_000).await?, Ok(200)),
+        "an HTTP/2 head over the limit is not forwarded"
+    );
+    assert_eq!(h2_status(10_000).await?.ok(), Some(200));
+    let forwarded = up.hits();
+
+    l7.apply(snapshot(routes()));
+    let out = raw(l7.http, with_cookie(40_000).as_bytes()).await?;
+    assert_eq!(raw_status(&out), Some(200), "the flags' limit again: {out}");
+    assert_eq!(up.hits(), forwarded + 1);
+    Ok(())
+}

@@ -34,7 +34,7 @@ mod external_auth;
 pub(crate) use external_auth::parse_time;
 mod mirror;
 mod passthrough;
-mod proxy;
+pub(crate) mod proxy;
 pub(crate) mod proxy_ssl;
 mod ratelimit;
 mod redirect;
