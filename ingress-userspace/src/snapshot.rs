@@ -109,6 +109,73 @@ pub struct Global {
     /// `proxy-add-original-uri-header`: requests go upstream with `X-Original-Uri`, the path
     /// and query as the client sent them.
     pub original_uri_header: bool,
+    /// `log-format-upstream`: access-log lines in this nginx format instead of the JSON
+    /// record; `None`: the JSON record.
+    pub log_format: Option<LogFormat>,
+    /// `log-format-escape-json` / `log-format-escape-none`: how variable values are escaped.
+    pub log_escape: LogEscape,
+}
+
+/// An nginx `log_format`: text and variables, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFormat {
+    pub parts: Vec<LogPart>,
+}
+
+/// One piece of a [`LogFormat`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogPart {
+    /// Written as it is.
+    Text(String),
+    /// Replaced by the request's value.
+    Var(LogVar),
+}
+
+/// The nginx variables an access-log format may use (ingress-nginx's own among them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogVar {
+    RemoteAddr,
+    RemoteUser,
+    TimeLocal,
+    TimeIso8601,
+    Msec,
+    Request,
+    RequestMethod,
+    RequestUri,
+    Uri,
+    Args,
+    ServerProtocol,
+    Scheme,
+    Host,
+    Status,
+    BodyBytesSent,
+    RequestLength,
+    RequestTime,
+    ProxyUpstreamName,
+    ProxyAlternativeUpstreamName,
+    UpstreamAddr,
+    UpstreamStatus,
+    UpstreamResponseTime,
+    UpstreamResponseLength,
+    RequestId,
+    Namespace,
+    IngressName,
+    ServiceName,
+    ServicePort,
+    /// `$http_<name>`: a request header, lower-case with `-` for `_`.
+    Header(String),
+}
+
+/// nginx's `log_format ... escape=`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogEscape {
+    /// `"`, `\` and bytes outside printable ASCII as `\xXX`; an empty value as `-`.
+    #[default]
+    Default,
+    /// As inside a JSON string; an empty value as nothing.
+    Json,
+    /// Values as they are; an empty value as `-`.
+    None,
 }
 
 /// One entry of a list written as the sources of an nginx `map`: a string the whole value
@@ -227,6 +294,8 @@ impl Default for Global {
             ssl_reject_handshake: false,
             generate_request_id: true,
             original_uri_header: false,
+            log_format: None,
+            log_escape: LogEscape::Default,
         }
     }
 }

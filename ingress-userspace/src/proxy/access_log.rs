@@ -6,7 +6,10 @@ use std::{net::IpAddr, net::SocketAddr, sync::Arc, time::Instant};
 use http::{HeaderValue, Method, Version};
 use serde_json::json;
 
-use super::metrics::RouteMetrics;
+use super::{
+    log_format::{AccessFormat, Captured, Outcome},
+    metrics::RouteMetrics,
+};
 
 /// Tracing target of access-log lines.
 pub const TARGET: &str = "access_log";
@@ -23,7 +26,15 @@ pub(crate) struct AccessRecord {
     pub request_id: HeaderValue,
     pub upstream: Option<SocketAddr>,
     pub upstream_name: Option<Arc<str>>,
+    /// The route's main upstream when its canary served the request (`upstream_name`).
+    pub main_upstream: Option<Arc<str>>,
     pub ingress: Option<Arc<str>>,
+    /// When the last upstream attempt started.
+    pub upstream_start: Option<Instant>,
+    /// The upstream's answer, when one came.
+    pub upstream_status: Option<u16>,
+    /// `log-format-upstream` and what it needs of the request; `None`: the JSON record.
+    pub format: Option<(Arc<AccessFormat>, Box<Captured>)>,
 }
 
 /// Finishes a request when dropped: records metrics, writes the access-log line.
@@ -105,6 +116,21 @@ impl Completion {
     pub fn attempt(&mut self, addr: SocketAddr) {
         if let Some(r) = self.record.as_mut() {
             r.upstream = Some(addr);
+            r.upstream_start = Some(Instant::now());
+        }
+    }
+
+    /// The route's canary serves the request; `main` is the route's own upstream.
+    pub fn canary_of(&mut self, main: &Arc<str>) {
+        if let Some(r) = self.record.as_mut() {
+            r.main_upstream = Some(main.clone());
+        }
+    }
+
+    /// The upstream answered with `status`.
+    pub fn upstream_answered(&mut self, status: u16) {
+        if let Some(r) = self.record.as_mut() {
+            r.upstream_status = Some(status);
         }
     }
 
@@ -118,7 +144,8 @@ impl Completion {
 /// Counts and logs a request that hyper refused while parsing its head (and answered with
 /// `status` itself): nothing of it is known but the client.
 pub(crate) fn refused(shared: &super::Shared, client: IpAddr, status: u16) {
-    let record = shared.config.load().global.access_log.then(|| {
+    let global = &shared.config.load().global;
+    let record = global.access_log.then(|| {
         Box::new(AccessRecord {
             method: None,
             host: String::new(),
@@ -128,7 +155,14 @@ pub(crate) fn refused(shared: &super::Shared, client: IpAddr, status: u16) {
             request_id: super::headers::request_id(&http::HeaderMap::new(), true),
             upstream: None,
             upstream_name: None,
+            main_upstream: None,
             ingress: None,
+            upstream_start: None,
+            upstream_status: None,
+            format: global
+                .log_format
+                .as_ref()
+                .map(|f| (f.clone(), Box::default())),
         })
     });
     Completion::pending(Instant::now(), shared.metrics.unrouted(), record).respond(status);
@@ -142,6 +176,27 @@ impl Drop for Completion {
         let elapsed = self.start.elapsed();
         self.metrics.record(self.status, elapsed);
         if let Some(r) = self.record.take() {
+            if let Some((format, captured)) = &r.format {
+                // As nginx: an attempt that got no answer logs the 502 or 504 it became, and
+                // no bytes from the upstream.
+                let attempted = r.upstream_start.is_some();
+                let outcome = Outcome {
+                    status: self.status,
+                    bytes: self.bytes,
+                    elapsed,
+                    upstream_elapsed: r.upstream_start.map(|t| t.elapsed()),
+                    upstream_status: r.upstream_status.or_else(|| {
+                        (attempted && matches!(self.status, 502 | 504)).then_some(self.status)
+                    }),
+                    upstream_bytes: match r.upstream_status {
+                        Some(_) => Some(self.bytes),
+                        None => attempted.then_some(0),
+                    },
+                };
+                let line = format.render(&r, captured, &outcome, std::time::SystemTime::now());
+                tracing::info!(target: TARGET, "{line}");
+                return;
+            }
             if crate::telemetry::json_logs() {
                 self.emit_fields(&r, elapsed);
                 return;

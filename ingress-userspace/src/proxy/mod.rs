@@ -17,6 +17,7 @@ pub mod headers;
 pub mod idle;
 pub mod limits;
 pub mod listener;
+pub mod log_format;
 pub mod metrics;
 pub(crate) mod outbound;
 pub mod real_ip;
@@ -119,6 +120,8 @@ pub struct GlobalPolicy {
     pub generate_request_id: bool,
     /// `proxy-add-original-uri-header`: `X-Original-Uri` on requests to upstreams.
     pub original_uri_header: bool,
+    /// `log-format-upstream`: access-log lines in this format; `None`: the JSON record.
+    pub log_format: Option<Arc<log_format::AccessFormat>>,
 }
 
 /// Headers to set, each replacing any of its name; `None` removes it.
@@ -247,6 +250,10 @@ impl GlobalPolicy {
             ssl_reject_handshake: global.ssl_reject_handshake,
             generate_request_id: global.generate_request_id,
             original_uri_header: global.original_uri_header,
+            log_format: global
+                .log_format
+                .as_ref()
+                .map(|f| Arc::new(log_format::AccessFormat::compile(f, global.log_escape))),
         }
     }
 

@@ -61,7 +61,15 @@ pub(crate) async fn handle(
             request_id: request_id.clone(),
             upstream: None,
             upstream_name: None,
+            main_upstream: None,
             ingress: None,
+            upstream_start: None,
+            upstream_status: None,
+            format: config
+                .global
+                .log_format
+                .as_ref()
+                .map(|f| (f.clone(), Box::new(f.capture(&req, fwd.https)))),
         })
     });
     // Dropped with this future if the client leaves before the response: logged as 499.
@@ -355,6 +363,7 @@ async fn pipeline<'c>(
         (Some(c), Some(spec))
             if !c.upstream.endpoints.is_empty() && canary::use_canary(spec, req.headers()) =>
         {
+            completion.canary_of(&target.primary.name);
             (&c.upstream, &c.metrics)
         }
         _ => (&target.primary, &target.primary_metrics),
@@ -551,6 +560,7 @@ async fn pipeline<'c>(
     };
     let mut response = fwd.response;
     let status = response.status();
+    completion.upstream_answered(status.as_u16());
 
     if status == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {

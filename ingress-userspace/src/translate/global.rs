@@ -16,7 +16,8 @@
 //! `custom-headers` annotation may set; `block-user-agents` and `block-referers` (403), and
 //! `skip-access-log-urls`, lists of strings and `~`/`~*` regexes as nginx's `map` takes them;
 //! `ssl-reject-handshake`, no default certificate for names no host serves;
-//! `generate-request-id` and `proxy-add-original-uri-header`, headers to upstreams.
+//! `generate-request-id` and `proxy-add-original-uri-header`, headers to upstreams;
+//! `log-format-upstream` with `log-format-escape-json` / `-none`, the access log's lines.
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
 //! ignored, so the flag's value or the built-in default stays in force. Keys this controller
@@ -29,7 +30,7 @@ use super::{
 };
 use crate::{
     config::{NamespacedName, Settings},
-    snapshot::{Global, MapSource, ObjectRef},
+    snapshot::{Global, LogEscape, MapSource, ObjectRef},
     store::ObjectCache,
 };
 
@@ -299,6 +300,18 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "ssl-reject-handshake" => parse_bool(value).map(|b| g.ssl_reject_handshake = b),
         "generate-request-id" => parse_bool(value).map(|b| g.generate_request_id = b),
         "proxy-add-original-uri-header" => parse_bool(value).map(|b| g.original_uri_header = b),
+        "log-format-upstream" => super::log_format::parse(value).map(|f| g.log_format = Some(f)),
+        // Keys are read in name order, so `-none` (which wins in ingress-nginx) comes last.
+        "log-format-escape-json" => parse_bool(value).map(|b| {
+            if b {
+                g.log_escape = LogEscape::Json;
+            }
+        }),
+        "log-format-escape-none" => parse_bool(value).map(|b| {
+            if b {
+                g.log_escape = LogEscape::None;
+            }
+        }),
         _ => return None,
     };
     Some(r)
@@ -482,6 +495,30 @@ mod tests {
         for bad in ["4", "4 8k 2", "x 8k", "0 8k", "4 0", "2 1k", "8 1m", "4 8q"] {
             assert!(bytes(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn log_format_keys() {
+        let g = set("log-format-upstream", "$remote_addr $status").expect("format");
+        assert_eq!(g.log_format.map(|f| f.parts.len()), Some(3));
+        assert!(set("log-format-upstream", "$ssl_cipher").is_err());
+        let mut g = Global::default();
+        for (k, v) in [
+            ("log-format-escape-json", "true"),
+            ("log-format-escape-none", "true"),
+        ] {
+            set_global(&mut g, k, v).expect("a key").expect("valid");
+        }
+        assert_eq!(
+            g.log_escape,
+            LogEscape::None,
+            "-none wins, as in ingress-nginx"
+        );
+        assert!(
+            set("log-format-escape-json", "true").is_ok_and(|g| g.log_escape == LogEscape::Json)
+        );
+        assert!(set("log-format-escape-json", "false")
+            .is_ok_and(|g| g.log_escape == LogEscape::Default));
     }
 
     #[test]

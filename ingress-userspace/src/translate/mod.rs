@@ -23,6 +23,7 @@ pub mod hosts;
 pub mod http;
 pub mod ingress;
 pub mod l4;
+pub mod log_format;
 pub mod passthrough;
 pub mod paths;
 pub mod state;

@@ -394,6 +394,82 @@ async fn l7_skip_access_log_urls_and_blocked_clients() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `log-format-upstream`: ingress-nginx's default text format, then a JSON one, on the open
+/// connection's next requests; a refused upstream connection logs 502 as its status, as nginx.
+#[tokio::test]
+async fn l7_log_format_upstream_writes_the_operators_lines() -> anyhow::Result<()> {
+    use ingress::snapshot::LogEscape;
+    let (buf, _guard) = capture_access_log();
+    let up = TestServer::echo("fmt").await?;
+    let t = target("fmt", upstream("fmt", &[up.addr]));
+    let dead = target("dead", upstream("dead", &[refused_addr().await?]));
+    let mut snap = with_access_log(snapshot(vec![vhost(
+        "fmt.test",
+        vec![prefix("/dead", &dead), prefix("/", &t)],
+    )]));
+    let default_format = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $request_length $request_time [$proxy_upstream_name] [$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length $upstream_response_time $upstream_status $req_id"#;
+    snap.global.log_format =
+        Some(ingress::translate::log_format::parse(default_format).map_err(anyhow::Error::msg)?);
+    let l7 = L7::start(snap.clone()).await?;
+    let mut conn = H1::connect(l7.http).await?;
+    let req = |path: &str| {
+        let mut r = build(http::Method::GET, "fmt.test", path, Bytes::new());
+        let h = r.headers_mut();
+        h.insert("user-agent", "probe \"1\"".parse().expect("value"));
+        h.insert("x-request-id", "rid-1".parse().expect("value"));
+        h.insert("authorization", "Basic Ym9iOnB3".parse().expect("value"));
+        r
+    };
+    assert_eq!(conn.send(req("/bytes/7?x=1")).await?.status, 200);
+    assert_eq!(conn.send(req("/dead")).await?.status, 502);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let lines = text_lines(&buf);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let line = regex::Regex::new(
+        r#"^127\.0\.0\.1 - bob \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /bytes/7\?x=1 HTTP/1\.1" 200 7 "-" "probe \\x221\\x22" \d+ \d+\.\d{3} \[default/fmt:80\] \[-\] (\S+) 7 \d+\.\d{3} 200 rid-1$"#,
+    )?;
+    let caps = line
+        .captures(&lines[0])
+        .ok_or_else(|| anyhow::anyhow!("{}", lines[0]))?;
+    assert_eq!(&caps[1], up.addr.to_string());
+    let dead_line = regex::Regex::new(
+        r#""GET /dead HTTP/1\.1" 502 \d+ .* \[default/dead:80\] \[-\] \S+ 0 \d+\.\d{3} 502 rid-1$"#,
+    )?;
+    assert!(dead_line.is_match(&lines[1]), "{}", lines[1]);
+
+    // A JSON format, escaped as JSON, from the next request on.
+    snap.generation += 1;
+    snap.global.log_format = Some(ingress::translate::log_format::parse(
+        r#"{"status": $status, "ua": "$http_user_agent", "ns": "$namespace", "ingress": "$ingress_name", "svc": "$service_name", "port": "$service_port", "referer": "$http_referer"}"#,
+    ).map_err(anyhow::Error::msg)?);
+    snap.global.log_escape = LogEscape::Json;
+    l7.apply(snap);
+    assert_eq!(conn.send(req("/")).await?.status, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let lines = text_lines(&buf);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let v: serde_json::Value = serde_json::from_str(&lines[2])?;
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["ua"], "probe \"1\"");
+    assert_eq!(
+        (&v["ns"], &v["ingress"]),
+        (&"default".into(), &"fmt".into())
+    );
+    assert_eq!((&v["svc"], &v["port"]), (&"fmt".into(), &"80".into()));
+    assert_eq!(v["referer"], "");
+    Ok(())
+}
+
+/// The access log's lines as written, trimmed.
+fn text_lines(buf: &Buf) -> Vec<String> {
+    let out = buf.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 /// The access log lines written so far, parsed.
 fn logged(buf: &Buf) -> Vec<serde_json::Value> {
     let out = buf.0.lock().unwrap_or_else(|e| e.into_inner()).clone();

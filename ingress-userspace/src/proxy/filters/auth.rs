@@ -63,7 +63,7 @@ impl Authenticator {
 }
 
 /// `Basic base64(user:pass)` -> (user, pass).
-fn parse_basic(value: &[u8]) -> Option<(String, String)> {
+pub(crate) fn parse_basic(value: &[u8]) -> Option<(String, String)> {
     let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
     if !scheme.eq_ignore_ascii_case(b"basic") {
         return None;
