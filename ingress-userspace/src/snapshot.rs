@@ -114,6 +114,18 @@ pub struct Global {
     pub log_format: Option<LogFormat>,
     /// `log-format-escape-json` / `log-format-escape-none`: how variable values are escaped.
     pub log_escape: LogEscape,
+    /// `error-log-level`: the level of the process's own log; `None`: RUST_LOG's filter.
+    pub error_log_level: Option<LogLevel>,
+}
+
+/// nginx's error-log levels folded onto tracing's (`notice` is `info`; `crit`, `alert` and
+/// `emerg` are `error`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
 }
 
 /// An nginx `log_format`: text and variables, in order.
@@ -296,6 +308,7 @@ impl Default for Global {
             original_uri_header: false,
             log_format: None,
             log_escape: LogEscape::Default,
+            error_log_level: None,
         }
     }
 }

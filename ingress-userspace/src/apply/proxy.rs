@@ -59,6 +59,8 @@ impl ProxyApplier {
         let tls_same = previous.global.server_tls == *tls;
         let server_tls = self.server_tls(tls, tls_same.then_some(&previous.server_tls));
         let global = GlobalPolicy::compile(&snapshot.global, limits);
+        // The process's own log level travels with the proxy's settings (`error-log-level`).
+        crate::telemetry::set_level(snapshot.global.error_log_level);
         // Pools that already exist follow the new limits too: they share these settings.
         let pool = self.proxy.pool_settings();
         pool.set(global.upstream_keep_alive);

@@ -17,7 +17,8 @@
 //! `skip-access-log-urls`, lists of strings and `~`/`~*` regexes as nginx's `map` takes them;
 //! `ssl-reject-handshake`, no default certificate for names no host serves;
 //! `generate-request-id` and `proxy-add-original-uri-header`, headers to upstreams;
-//! `log-format-upstream` with `log-format-escape-json` / `-none`, the access log's lines.
+//! `log-format-upstream` with `log-format-escape-json` / `-none`, the access log's lines;
+//! `error-log-level`, the process's own log (over RUST_LOG while set).
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
 //! ignored, so the flag's value or the built-in default stays in force. Keys this controller
@@ -30,7 +31,7 @@ use super::{
 };
 use crate::{
     config::{NamespacedName, Settings},
-    snapshot::{Global, LogEscape, MapSource, ObjectRef},
+    snapshot::{Global, LogEscape, LogLevel, MapSource, ObjectRef},
     store::ObjectCache,
 };
 
@@ -300,6 +301,7 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "ssl-reject-handshake" => parse_bool(value).map(|b| g.ssl_reject_handshake = b),
         "generate-request-id" => parse_bool(value).map(|b| g.generate_request_id = b),
         "proxy-add-original-uri-header" => parse_bool(value).map(|b| g.original_uri_header = b),
+        "error-log-level" => parse_log_level(value).map(|l| g.error_log_level = Some(l)),
         "log-format-upstream" => super::log_format::parse(value).map(|f| g.log_format = Some(f)),
         // Keys are read in name order, so `-none` (which wins in ingress-nginx) comes last.
         "log-format-escape-json" => parse_bool(value).map(|b| {
@@ -357,6 +359,17 @@ fn parse_header_buffers(v: &str) -> Result<usize, String> {
         return Err(format!("{total} bytes in all: must be between 8k and 4m"));
     }
     usize::try_from(total).map_err(|e| e.to_string())
+}
+
+/// nginx's `error_log` levels.
+fn parse_log_level(v: &str) -> Result<LogLevel, String> {
+    Ok(match v {
+        "debug" => LogLevel::Debug,
+        "info" | "notice" => LogLevel::Info,
+        "warn" => LogLevel::Warn,
+        "error" | "crit" | "alert" | "emerg" => LogLevel::Error,
+        _ => return Err("expected debug, info, notice, warn, error, crit, alert or emerg".into()),
+    })
 }
 
 /// A whole number of seconds, as nginx's timeout keys take them, from `min` up to a day.
@@ -495,6 +508,16 @@ mod tests {
         for bad in ["4", "4 8k 2", "x 8k", "0 8k", "4 0", "2 1k", "8 1m", "4 8q"] {
             assert!(bytes(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn error_log_level() {
+        let level = |v: &str| set("error-log-level", v).map(|g| g.error_log_level);
+        assert_eq!(level("notice"), Ok(Some(LogLevel::Info)));
+        assert_eq!(level("crit"), Ok(Some(LogLevel::Error)));
+        assert_eq!(level("debug"), Ok(Some(LogLevel::Debug)));
+        assert!(level("verbose").is_err());
+        assert!(level("WARN").is_err(), "nginx's levels are lower-case");
     }
 
     #[test]

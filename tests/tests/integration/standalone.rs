@@ -866,6 +866,77 @@ async fn the_controller_configmap_applies_without_a_restart() {
     }
 }
 
+/// The controller ConfigMap's `log-format-upstream` and `error-log-level` reach the running
+/// binary's own log, and edits apply without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_and_error_log_level_apply_without_a_restart() {
+    let up = TestServer::echo("app").await.expect("upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ingresses = class_and_service_yaml("app", &up.addr.to_string(), "http", 80)
+        + &tests::ingressd::ingress_yaml("plain", "c.test", "app", 80);
+    std::fs::write(dir.path().join("all.yaml"), ingresses).expect("manifests");
+    let cm = dir.path().join("controller.yaml");
+    let write_cm =
+        move |data: &str| std::fs::write(&cm, controller_configmap(data)).expect("configmap");
+    write_cm(
+        "  log-format-upstream: '$remote_addr \"$request\" $status [$proxy_upstream_name] $req_id'\n  \
+         error-log-level: debug\n",
+    );
+    let (http, admin) = (free_addr(), free_addr());
+    let http_addr = http.to_string();
+    let args = standalone_args(
+        dir.path(),
+        &http_addr,
+        "127.0.0.1:0",
+        admin,
+        "logfmt",
+        &["--configmap", "ingress-system/ingressd"],
+    );
+    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let log_path = p.log.clone();
+    let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let count = |needle: &str| log().matches(needle).count();
+        let out = get_after(http, b"", "c.test", "x-request-id: fmt-1\r\n");
+        if !out.starts_with("HTTP/1.1 200") {
+            return Err(format!("request: {out}"));
+        }
+        until("a line in the operator's format", || {
+            let text = log();
+            let want = r#"127.0.0.1 "GET / HTTP/1.1" 200 [default/app:80] fmt-1"#;
+            (text.contains(want), text)
+        })?;
+        // At debug, a refused Host is logged with its reason (info would say nothing).
+        let out = get_after(http, b"", "a/b", "");
+        if !out.starts_with("HTTP/1.1 400") {
+            return Err(format!("bad host: {out}"));
+        }
+        until("a debug record", || (count("bad request") == 1, log()))?;
+        write_cm("  error-log-level: error\n");
+        until("the JSON access log back", || {
+            let _ = get_after(http, b"", "c.test", "x-request-id: json-2\r\n");
+            let text = log();
+            (text.contains(r#""request_id":"json-2""#), text)
+        })?;
+        let _ = get_after(http, b"", "a/b", "");
+        let _ = get_after(http, b"", "c.test", "x-request-id: json-3\r\n");
+        until("the access log still written at level error", || {
+            let text = log();
+            (text.contains(r#""request_id":"json-3""#), text)
+        })?;
+        if count("bad request") != 1 {
+            return Err(format!("a debug record at level error:\n{}", log()));
+        }
+        Ok(())
+    })
+    .await
+    .expect("join");
+    let log_text = p.log_text();
+    p.signal(libc::SIGTERM).expect("SIGTERM");
+    let _ = p.wait(Duration::from_secs(10));
+    checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
+}
+
 /// The Services and Ingresses of [`external_name_services_route_to_their_addresses`]: two
 /// ExternalName Services on local non-loopback addresses (one with ports, one without), one
 /// on `localhost` (refused) and one on a name that cannot resolve.
