@@ -276,6 +276,34 @@ pub struct ServerTls {
     pub tls12_suites: Option<Vec<rustls::CipherSuite>>,
     /// `use-http2: "false"`: ALPN offers only `http/1.1`.
     pub http1_only: bool,
+    /// Session resumption (`ssl-session-*`).
+    pub sessions: TlsSessions,
+}
+
+/// How TLS sessions are resumed (`ssl-session-tickets`, `ssl-session-cache`,
+/// `ssl-session-cache-size`, `ssl-session-timeout`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSessions {
+    /// Resumption by tickets the client keeps (keys made in memory, rotated every 6 h).
+    pub tickets: bool,
+    /// Resumption by sessions the proxy keeps.
+    pub cache: bool,
+    /// How many sessions it keeps.
+    pub cache_entries: usize,
+    /// How long after its handshake a session may be resumed; `None`: until its ticket key
+    /// retires (12 h at most) or the cache drops it.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for TlsSessions {
+    fn default() -> Self {
+        TlsSessions {
+            tickets: true,
+            cache: true,
+            cache_entries: 256,
+            timeout: None,
+        }
+    }
 }
 
 impl Default for Global {

@@ -123,7 +123,7 @@ impl ProxyApplier {
         // The translator checked the settings; should rustls still refuse them, the
         // acceptor's own (every version and suite) is the one left to serve with.
         tls::server_config_narrowed(self.proxy.tls_config(), tls)
-            .map_err(|e| tracing::error!(error = %e, "ssl-protocols/ssl-ciphers not applied"))
+            .map_err(|e| tracing::error!(error = %e, "ssl-protocols, ssl-ciphers or ssl-session keys not applied"))
             .ok()
     }
 }

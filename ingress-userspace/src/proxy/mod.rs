@@ -26,6 +26,7 @@ mod service;
 pub mod slow_reader;
 mod target;
 pub mod tls;
+pub mod tls_sessions;
 mod unread;
 pub mod upgrade;
 pub mod upstream;

@@ -197,8 +197,9 @@ pub fn server_config(
 }
 
 /// `base` offering only the versions and TLS 1.2 suites of `tls` (`ssl-protocols`,
-/// `ssl-ciphers`), and only HTTP/1.1 with `use-http2: "false"`; certificates, tickets and the
-/// session cache are `base`'s.
+/// `ssl-ciphers`), and only HTTP/1.1 with `use-http2: "false"`; certificates are `base`'s, and
+/// so are tickets and the session cache unless the `ssl-session-*` keys change them (then
+/// sessions made under `base` are not resumed under this config).
 pub fn server_config_narrowed(
     base: &ServerConfig,
     tls: &crate::snapshot::ServerTls,
@@ -212,6 +213,10 @@ pub fn server_config_narrowed(
         .with_no_client_auth()
         .with_cert_resolver(base.cert_resolver.clone());
     let mut config = inherit(config, base);
+    if tls.sessions != crate::snapshot::TlsSessions::default() {
+        config.ticketer = super::tls_sessions::ticketer(&tls.sessions)?;
+        config.session_storage = super::tls_sessions::storage(&tls.sessions);
+    }
     if tls.http1_only {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }

@@ -15,7 +15,8 @@
 //! upstream's `Server` header passed on; `global-allowed-response-headers`, the headers the
 //! `custom-headers` annotation may set; `block-user-agents` and `block-referers` (403), and
 //! `skip-access-log-urls`, lists of strings and `~`/`~*` regexes as nginx's `map` takes them;
-//! `ssl-reject-handshake`, no default certificate for names no host serves;
+//! `ssl-reject-handshake`, no default certificate for names no host serves; the `ssl-session-*`
+//! keys (tickets, cache, its size, timeout);
 //! `generate-request-id` and `proxy-add-original-uri-header`, headers to upstreams;
 //! `log-format-upstream` with `log-format-escape-json` / `-none`, the access log's lines;
 //! `error-log-level`, the process's own log (over RUST_LOG while set).
@@ -274,6 +275,21 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "client-body-timeout" => parse_secs(value, 1).map(|t| g.client_body_timeout = Some(t)),
         "enable-underscores-in-headers" => parse_bool(value).map(|b| g.underscores_in_headers = b),
         "use-http2" => parse_bool(value).map(|b| g.server_tls.http1_only = !b),
+        "ssl-session-tickets" => parse_bool(value).map(|b| g.server_tls.sessions.tickets = b),
+        "ssl-session-cache" => parse_bool(value).map(|b| g.server_tls.sessions.cache = b),
+        // nginx: one megabyte holds about 4000 sessions.
+        "ssl-session-cache-size" => annotations::proxy::parse_size(value).and_then(|b| {
+            let entries = b.unwrap_or(0) / 256;
+            if (1..=1 << 20).contains(&entries) {
+                g.server_tls.sessions.cache_entries = entries as usize;
+                Ok(())
+            } else {
+                Err("expected a size from 1k to 256m, such as 10m".into())
+            }
+        }),
+        "ssl-session-timeout" => {
+            annotations::parse_time(value).map(|t| g.server_tls.sessions.timeout = Some(t))
+        }
         "allow-backend-server-header" => parse_bool(value).map(|b| g.backend_server_header = b),
         "keep-alive" => parse_secs(value, 0).map(|t| g.keep_alive.timeout = Some(t)),
         "keep-alive-requests" => {
@@ -459,6 +475,20 @@ mod tests {
         assert!(set("use-http2", "false").is_ok_and(|g| g.server_tls.http1_only));
         assert!(set("ssl-reject-handshake", "true").is_ok_and(|g| g.ssl_reject_handshake));
         assert!(set("ssl-reject-handshake", "on").is_err());
+        let sessions = |k: &str, v: &str| set(k, v).map(|g| g.server_tls.sessions);
+        assert!(sessions("ssl-session-tickets", "false").is_ok_and(|s| !s.tickets));
+        assert!(sessions("ssl-session-cache", "false").is_ok_and(|s| !s.cache));
+        assert_eq!(
+            sessions("ssl-session-cache-size", "10m").map(|s| s.cache_entries),
+            Ok(40_960)
+        );
+        assert!(sessions("ssl-session-cache-size", "0").is_err());
+        assert!(sessions("ssl-session-cache-size", "1g").is_err());
+        assert_eq!(
+            sessions("ssl-session-timeout", "10m").map(|s| s.timeout),
+            Ok(Some(std::time::Duration::from_secs(600)))
+        );
+        assert!(sessions("ssl-session-timeout", "0").is_err());
         assert!(set("generate-request-id", "false").is_ok_and(|g| !g.generate_request_id));
         assert!(set("proxy-add-original-uri-header", "true").is_ok_and(|g| g.original_uri_header));
         assert!(

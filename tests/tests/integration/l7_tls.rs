@@ -831,3 +831,119 @@ async fn l7_ssl_reject_handshake_refuses_names_no_host_serves() -> anyhow::Resul
     assert!(tls_connect(l7.https, "unknown.org", insecure).await.is_ok());
     Ok(())
 }
+
+/// Whether a second handshake with `config` (after a first one that got its session ticket)
+/// resumes; `pause` is waited between the two.
+async fn resumes(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    pause: std::time::Duration,
+) -> anyhow::Result<bool> {
+    let mut kinds = Vec::new();
+    for i in 0..2 {
+        if i == 1 {
+            tokio::time::sleep(pause).await;
+        }
+        let s = tls_connect(addr, "a.example.com", config.clone()).await?;
+        kinds.push(s.get_ref().1.handshake_kind());
+        // The answer is read after the server's tickets, so the client has stored them.
+        let (r, _) = h1_over(
+            s,
+            build(http::Method::GET, "a.example.com", "/", Default::default()),
+        )
+        .await?;
+        anyhow::ensure!(r.status == 200, "status {}", r.status);
+    }
+    anyhow::ensure!(kinds[0] == Some(rustls::HandshakeKind::Full), "{kinds:?}");
+    Ok(kinds[1] == Some(rustls::HandshakeKind::Resumed))
+}
+
+#[tokio::test]
+async fn l7_ssl_session_keys_set_how_sessions_resume() -> anyhow::Result<()> {
+    use ingress::snapshot::TlsSessions;
+    use std::time::Duration;
+    let ca = TestCa::new()?;
+    let cert = ca.issue(&["a.example.com"])?;
+    let up = TestServer::echo("tls").await?;
+    let t = target("tls", upstream("tls", &[up.addr]));
+    let mut host = vhost("a.example.com", vec![prefix("/", &t)]);
+    host.tls = true;
+    let mut snap = with_cert(snapshot(vec![host]), &["a.example.com"], cert);
+    let l7 = L7::start(snap.clone()).await?;
+    let tls12 = || -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der())?;
+        let c = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(c))
+    };
+    let tls13 = || ca.client_config(&[b"http/1.1"]);
+    let now = Duration::ZERO;
+    // Defaults: tickets and the cache.
+    assert!(resumes(l7.https, tls13()?, now).await?, "TLS 1.3, default");
+    assert!(resumes(l7.https, tls12()?, now).await?, "TLS 1.2, default");
+
+    let mut apply = |sessions: TlsSessions| {
+        snap.generation += 1;
+        snap.global.server_tls.sessions = sessions;
+        l7.apply(snap.clone());
+    };
+    // No tickets: resumed from the proxy's cache (TLS 1.3 tickets then name cached sessions;
+    // TLS 1.2 resumes by session id).
+    apply(TlsSessions {
+        tickets: false,
+        ..TlsSessions::default()
+    });
+    assert!(
+        resumes(l7.https, tls13()?, now).await?,
+        "TLS 1.3 from the cache"
+    );
+    assert!(
+        resumes(l7.https, tls12()?, now).await?,
+        "TLS 1.2 from the cache"
+    );
+    // Neither: every handshake is full.
+    apply(TlsSessions {
+        tickets: false,
+        cache: false,
+        ..TlsSessions::default()
+    });
+    assert!(
+        !resumes(l7.https, tls13()?, now).await?,
+        "TLS 1.3, nothing kept"
+    );
+    assert!(
+        !resumes(l7.https, tls12()?, now).await?,
+        "TLS 1.2, nothing kept"
+    );
+    // A timeout: resumed within it, not after.
+    apply(TlsSessions {
+        timeout: Some(Duration::from_secs(1)),
+        ..TlsSessions::default()
+    });
+    assert!(
+        resumes(l7.https, tls13()?, now).await?,
+        "within the timeout"
+    );
+    let later = Duration::from_millis(2_100);
+    assert!(
+        !resumes(l7.https, tls13()?, later).await?,
+        "TLS 1.3 ticket past it"
+    );
+    apply(TlsSessions {
+        tickets: false,
+        timeout: Some(Duration::from_secs(1)),
+        ..TlsSessions::default()
+    });
+    assert!(
+        !resumes(l7.https, tls12()?, later).await?,
+        "cached session past it"
+    );
+    assert!(
+        resumes(l7.https, tls12()?, now).await?,
+        "cached session within it"
+    );
+    Ok(())
+}
