@@ -278,6 +278,9 @@ pub struct ServerTls {
     pub http1_only: bool,
     /// Session resumption (`ssl-session-*`).
     pub sessions: TlsSessions,
+    /// `ssl-ecdh-curve`: the key exchange groups, in the server's order of preference;
+    /// `None`: rustls's.
+    pub kx_groups: Option<Vec<rustls::NamedGroup>>,
 }
 
 /// How TLS sessions are resumed (`ssl-session-tickets`, `ssl-session-cache`,

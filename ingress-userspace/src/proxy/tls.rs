@@ -196,18 +196,32 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// `base` offering only the versions and TLS 1.2 suites of `tls` (`ssl-protocols`,
-/// `ssl-ciphers`), and only HTTP/1.1 with `use-http2: "false"`; certificates are `base`'s, and
+/// `base` offering only the versions, TLS 1.2 suites and key exchange groups of `tls`
+/// (`ssl-protocols`, `ssl-ciphers`, `ssl-ecdh-curve`), and only HTTP/1.1 with `use-http2: "false"`; certificates are `base`'s, and
 /// so are tickets and the session cache unless the `ssl-session-*` keys change them (then
 /// sessions made under `base` are not resumed under this config).
 pub fn server_config_narrowed(
     base: &ServerConfig,
     tls: &crate::snapshot::ServerTls,
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
-    let provider = match &tls.tls12_suites {
+    let mut provider = match &tls.tls12_suites {
         Some(allowed) => Arc::new(narrowed(base.crypto_provider(), allowed)),
         None => base.crypto_provider().clone(),
     };
+    if let Some(groups) = &tls.kx_groups {
+        // The operator's order; the translator kept only groups rustls has.
+        let mut p = (*provider).clone();
+        p.kx_groups = groups
+            .iter()
+            .filter_map(|g| {
+                rustls::crypto::aws_lc_rs::ALL_KX_GROUPS
+                    .iter()
+                    .find(|k| k.name() == *g)
+                    .copied()
+            })
+            .collect();
+        provider = Arc::new(p);
+    }
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions(tls.versions))?
         .with_no_client_auth()

@@ -16,7 +16,7 @@
 //! `custom-headers` annotation may set; `block-user-agents` and `block-referers` (403), and
 //! `skip-access-log-urls`, lists of strings and `~`/`~*` regexes as nginx's `map` takes them;
 //! `ssl-reject-handshake`, no default certificate for names no host serves; the `ssl-session-*`
-//! keys (tickets, cache, its size, timeout);
+//! keys (tickets, cache, its size, timeout); `ssl-ecdh-curve`;
 //! `generate-request-id` and `proxy-add-original-uri-header`, headers to upstreams;
 //! `log-format-upstream` with `log-format-escape-json` / `-none`, the access log's lines;
 //! `error-log-level`, the process's own log (over RUST_LOG while set).
@@ -275,6 +275,7 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "client-body-timeout" => parse_secs(value, 1).map(|t| g.client_body_timeout = Some(t)),
         "enable-underscores-in-headers" => parse_bool(value).map(|b| g.underscores_in_headers = b),
         "use-http2" => parse_bool(value).map(|b| g.server_tls.http1_only = !b),
+        "ssl-ecdh-curve" => parse_curves(value).map(|c| g.server_tls.kx_groups = c),
         "ssl-session-tickets" => parse_bool(value).map(|b| g.server_tls.sessions.tickets = b),
         "ssl-session-cache" => parse_bool(value).map(|b| g.server_tls.sessions.cache = b),
         // nginx: one megabyte holds about 4000 sessions.
@@ -375,6 +376,35 @@ fn parse_header_buffers(v: &str) -> Result<usize, String> {
         return Err(format!("{total} bytes in all: must be between 8k and 4m"));
     }
     usize::try_from(total).map_err(|e| e.to_string())
+}
+
+/// nginx's `ssl_ecdh_curve`: `auto`, or OpenSSL group names joined by `:`. Groups rustls
+/// lacks (`secp521r1`, `X448`) are accepted and not offered, as `ssl-protocols` takes TLS 1.1.
+fn parse_curves(v: &str) -> Result<Option<Vec<rustls::NamedGroup>>, String> {
+    use rustls::NamedGroup as G;
+    if v == "auto" {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for name in v.split(':').map(str::trim).filter(|n| !n.is_empty()) {
+        let group = match name {
+            "X25519" | "x25519" => Some(G::X25519),
+            "prime256v1" | "secp256r1" | "P-256" => Some(G::secp256r1),
+            "secp384r1" | "P-384" => Some(G::secp384r1),
+            "X25519MLKEM768" => Some(G::X25519MLKEM768),
+            "secp521r1" | "P-521" | "X448" | "x448" => None,
+            _ => return Err(format!("unknown group {name:?}")),
+        };
+        if let Some(g) = group.filter(|g| !out.contains(g)) {
+            out.push(g);
+        }
+    }
+    if out.is_empty() {
+        return Err(
+            "no group this proxy offers (X25519, prime256v1, secp384r1, X25519MLKEM768)".into(),
+        );
+    }
+    Ok(Some(out))
 }
 
 /// nginx's `error_log` levels.
@@ -489,6 +519,17 @@ mod tests {
             Ok(Some(std::time::Duration::from_secs(600)))
         );
         assert!(sessions("ssl-session-timeout", "0").is_err());
+        let curves = |v: &str| set("ssl-ecdh-curve", v).map(|g| g.server_tls.kx_groups);
+        assert_eq!(curves("auto"), Ok(None));
+        assert_eq!(
+            curves("secp384r1:X448:prime256v1:P-384"),
+            Ok(Some(vec![
+                rustls::NamedGroup::secp384r1,
+                rustls::NamedGroup::secp256r1
+            ]))
+        );
+        assert!(curves("secp521r1").is_err(), "nothing left");
+        assert!(curves("brainpoolP256r1").is_err());
         assert!(set("generate-request-id", "false").is_ok_and(|g| !g.generate_request_id));
         assert!(set("proxy-add-original-uri-header", "true").is_ok_and(|g| g.original_uri_header));
         assert!(

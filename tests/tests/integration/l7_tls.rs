@@ -947,3 +947,61 @@ async fn l7_ssl_session_keys_set_how_sessions_resume() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn l7_ssl_ecdh_curve_sets_the_key_exchange_groups() -> anyhow::Result<()> {
+    use rustls::{crypto::aws_lc_rs::kx_group, NamedGroup};
+    let ca = TestCa::new()?;
+    let cert = ca.issue(&["a.example.com"])?;
+    let up = TestServer::echo("tls").await?;
+    let t = target("tls", upstream("tls", &[up.addr]));
+    let mut host = vhost("a.example.com", vec![prefix("/", &t)]);
+    host.tls = true;
+    let mut snap = with_cert(snapshot(vec![host]), &["a.example.com"], cert);
+    let l7 = L7::start(snap.clone()).await?;
+    // A client offering only `groups`, in that order.
+    let client = |groups: &[&'static dyn rustls::crypto::SupportedKxGroup]| {
+        let mut p = rustls::crypto::aws_lc_rs::default_provider();
+        p.kx_groups = groups.to_vec();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der())?;
+        let c = rustls::ClientConfig::builder_with_provider(Arc::new(p))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        anyhow::Ok(Arc::new(c))
+    };
+    let group = |s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        s.get_ref()
+            .1
+            .negotiated_key_exchange_group()
+            .map(|g| g.name())
+    };
+    let s = tls_connect(l7.https, "a.example.com", client(&[kx_group::X25519])?).await?;
+    assert_eq!(
+        group(&s),
+        Some(NamedGroup::X25519),
+        "rustls's groups by default"
+    );
+
+    snap.generation += 1;
+    snap.global.server_tls.kx_groups = Some(vec![NamedGroup::secp384r1, NamedGroup::secp256r1]);
+    l7.apply(snap);
+    assert!(
+        tls_connect(l7.https, "a.example.com", client(&[kx_group::X25519])?)
+            .await
+            .is_err(),
+        "X25519 is no longer offered"
+    );
+    // The client's first key share is X25519: the server asks again for one it offers.
+    let fallback = client(&[kx_group::X25519, kx_group::SECP384R1])?;
+    let s = tls_connect(l7.https, "a.example.com", fallback).await?;
+    assert_eq!(group(&s), Some(NamedGroup::secp384r1));
+    let (r, _) = h1_over(
+        s,
+        build(http::Method::GET, "a.example.com", "/", Default::default()),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    Ok(())
+}
