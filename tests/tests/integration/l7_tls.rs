@@ -832,6 +832,20 @@ async fn l7_ssl_reject_handshake_refuses_names_no_host_serves() -> anyhow::Resul
     Ok(())
 }
 
+/// A proxy serving `a.example.com` over TLS, with a certificate of `ca`, from `up`; and its
+/// snapshot, to change.
+async fn one_tls_host(
+    ca: &TestCa,
+    up: &TestServer,
+) -> anyhow::Result<(L7, ingress::snapshot::Snapshot)> {
+    let cert = ca.issue(&["a.example.com"])?;
+    let t = target("tls", upstream("tls", &[up.addr]));
+    let mut host = vhost("a.example.com", vec![prefix("/", &t)]);
+    host.tls = true;
+    let snap = with_cert(snapshot(vec![host]), &["a.example.com"], cert);
+    Ok((L7::start(snap.clone()).await?, snap))
+}
+
 /// Whether a second handshake with `config` (after a first one that got its session ticket)
 /// resumes; `pause` is waited between the two.
 async fn resumes(
@@ -863,13 +877,8 @@ async fn l7_ssl_session_keys_set_how_sessions_resume() -> anyhow::Result<()> {
     use ingress::snapshot::TlsSessions;
     use std::time::Duration;
     let ca = TestCa::new()?;
-    let cert = ca.issue(&["a.example.com"])?;
     let up = TestServer::echo("tls").await?;
-    let t = target("tls", upstream("tls", &[up.addr]));
-    let mut host = vhost("a.example.com", vec![prefix("/", &t)]);
-    host.tls = true;
-    let mut snap = with_cert(snapshot(vec![host]), &["a.example.com"], cert);
-    let l7 = L7::start(snap.clone()).await?;
+    let (l7, mut snap) = one_tls_host(&ca, &up).await?;
     let tls12 = || -> anyhow::Result<Arc<rustls::ClientConfig>> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.cert_der())?;
@@ -952,13 +961,8 @@ async fn l7_ssl_session_keys_set_how_sessions_resume() -> anyhow::Result<()> {
 async fn l7_ssl_ecdh_curve_sets_the_key_exchange_groups() -> anyhow::Result<()> {
     use rustls::{crypto::aws_lc_rs::kx_group, NamedGroup};
     let ca = TestCa::new()?;
-    let cert = ca.issue(&["a.example.com"])?;
     let up = TestServer::echo("tls").await?;
-    let t = target("tls", upstream("tls", &[up.addr]));
-    let mut host = vhost("a.example.com", vec![prefix("/", &t)]);
-    host.tls = true;
-    let mut snap = with_cert(snapshot(vec![host]), &["a.example.com"], cert);
-    let l7 = L7::start(snap.clone()).await?;
+    let (l7, mut snap) = one_tls_host(&ca, &up).await?;
     // A client offering only `groups`, in that order.
     let client = |groups: &[&'static dyn rustls::crypto::SupportedKxGroup]| {
         let mut p = rustls::crypto::aws_lc_rs::default_provider();
