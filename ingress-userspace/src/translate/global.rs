@@ -72,6 +72,34 @@ pub const GLOBAL_AUTH_KEYS: &[&str] = &[
     "global-auth-url",
 ];
 
+/// ingress-nginx keys that size or shape nginx's own workers, buffers and hash tables: a
+/// migrated ConfigMap carries them, and they have no counterpart to set here (the proxy
+/// streams bodies, sizes its buffers itself and runs one worker per core), so they are
+/// listed apart from the features ingressd lacks.
+const NGINX_TUNING: &[&str] = &[
+    "client-body-buffer-size",
+    "client-header-buffer-size",
+    "enable-multi-accept",
+    "map-hash-bucket-size",
+    "max-worker-connections",
+    "max-worker-open-files",
+    "proxy-buffer-size",
+    "proxy-buffering",
+    "proxy-buffers-number",
+    "proxy-headers-hash-bucket-size",
+    "proxy-headers-hash-max-size",
+    "proxy-max-temp-file-size",
+    "reuse-port",
+    "server-name-hash-bucket-size",
+    "server-name-hash-max-size",
+    "ssl-buffer-size",
+    "variables-hash-bucket-size",
+    "variables-hash-max-size",
+    "worker-cpu-affinity",
+    "worker-processes",
+    "worker-rlimit-nofile",
+];
+
 /// Headers `hide-headers` may not remove: they frame or describe the body the client gets.
 const HIDE_REFUSED: &[&str] = &[
     "content-encoding",
@@ -122,7 +150,7 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
     let auth_url = data
         .get("global-auth-url")
         .filter(|url| check_default(&[("auth-url", url)]).is_ok());
-    let mut ignored = Vec::new();
+    let (mut ignored, mut tuning) = (Vec::new(), Vec::new());
     for (key, value) in data {
         let result = if DEFAULT_KEYS.contains(&key.as_str()) {
             check_default(&[(key, value)]).map(|()| {
@@ -146,7 +174,11 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
             match set_global(&mut out.global, key, value.trim()) {
                 Some(r) => r,
                 None => {
-                    ignored.push(ignored_key(key));
+                    if NGINX_TUNING.contains(&key.as_str()) {
+                        tuning.push(key.as_str());
+                    } else {
+                        ignored.push(ignored_key(key));
+                    }
                     continue;
                 }
             }
@@ -159,11 +191,21 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
             ));
         }
     }
-    if !ignored.is_empty() {
+    if !ignored.is_empty() || !tuning.is_empty() {
+        let mut message = Vec::new();
+        if !ignored.is_empty() {
+            message.push(format!("keys not used by ingressd: {}", ignored.join(", ")));
+        }
+        if !tuning.is_empty() {
+            message.push(format!(
+                "keys that tune nginx itself, with nothing to set here: {}",
+                tuning.join(", ")
+            ));
+        }
         out.diagnostics.push(Diagnostic::new(
             origin,
             reason::CONFIG_KEY_IGNORED,
-            format!("keys not used by ingressd: {}", ignored.join(", ")),
+            message.join("; "),
         ));
     }
     out

@@ -1094,7 +1094,8 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
     let messages: Vec<&str> = t.diagnostics.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(
         messages[0],
-        "keys not used by ingressd: server-snippet (snippets are never run), worker-processes"
+        "keys not used by ingressd: server-snippet (snippets are never run); keys that tune nginx \
+         itself, with nothing to set here: worker-processes"
     );
     assert!(messages[1..]
         .iter()

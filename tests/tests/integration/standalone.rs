@@ -855,7 +855,7 @@ async fn the_controller_configmap_applies_without_a_restart() {
     assert!(blocked >= 1, "{metrics}");
     for needle in [
         "ConfigKeyIgnored",
-        "keys not used by ingressd: worker-processes",
+        "keys that tune nginx itself, with nothing to set here: worker-processes",
         "InvalidConfigKey",
         "key proxy-body-size: invalid value \"lots\"",
     ] {
