@@ -429,10 +429,16 @@ impl App {
         info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, "ingressd running");
 
         wait_for_signal().await?;
-        info!(timeout = ?args.drain_timeout, "draining");
+        // The controller ConfigMap's `worker-shutdown-timeout`, as last applied, over the flag.
+        let drain_timeout = proxy
+            .active()
+            .global
+            .drain_timeout
+            .unwrap_or(args.drain_timeout);
+        info!(timeout = ?drain_timeout, "draining");
         readiness.set_draining();
         stop_accepting.cancel();
-        let clean = proxy.drain_handle().drain(args.drain_timeout).await;
+        let clean = proxy.drain_handle().drain(drain_timeout).await;
         if !clean {
             warn!("drain timeout reached with requests still in flight");
         }

@@ -116,6 +116,9 @@ pub struct Global {
     pub log_escape: LogEscape,
     /// `error-log-level`: the level of the process's own log; `None`: RUST_LOG's filter.
     pub error_log_level: Option<LogLevel>,
+    /// `worker-shutdown-timeout`: on SIGTERM, how long in-flight requests and passthrough
+    /// connections may take; `None`: the flag's.
+    pub drain_timeout: Option<Duration>,
 }
 
 /// nginx's error-log levels folded onto tracing's (`notice` is `info`; `crit`, `alert` and
@@ -340,6 +343,7 @@ impl Default for Global {
             log_format: None,
             log_escape: LogEscape::Default,
             error_log_level: None,
+            drain_timeout: None,
         }
     }
 }

@@ -123,6 +123,8 @@ pub struct GlobalPolicy {
     pub original_uri_header: bool,
     /// `log-format-upstream`: access-log lines in this format; `None`: the JSON record.
     pub log_format: Option<Arc<log_format::AccessFormat>>,
+    /// `worker-shutdown-timeout`: the drain on SIGTERM; `None`: the flag's.
+    pub drain_timeout: Option<std::time::Duration>,
 }
 
 /// Headers to set, each replacing any of its name; `None` removes it.
@@ -255,6 +257,7 @@ impl GlobalPolicy {
                 .log_format
                 .as_ref()
                 .map(|f| Arc::new(log_format::AccessFormat::compile(f, global.log_escape))),
+            drain_timeout: global.drain_timeout,
         }
     }
 

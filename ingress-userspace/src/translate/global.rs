@@ -19,7 +19,8 @@
 //! keys (tickets, cache, its size, timeout); `ssl-ecdh-curve`;
 //! `generate-request-id` and `proxy-add-original-uri-header`, headers to upstreams;
 //! `log-format-upstream` with `log-format-escape-json` / `-none`, the access log's lines;
-//! `error-log-level`, the process's own log (over RUST_LOG while set).
+//! `error-log-level`, the process's own log (over RUST_LOG while set); `worker-shutdown-timeout`,
+//! the drain on SIGTERM (over `--drain-timeout`).
 //!
 //! Read key by key: a bad value is reported (an Event on the ConfigMap) and only that key is
 //! ignored, so the flag's value or the built-in default stays in force. Keys this controller
@@ -360,6 +361,9 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "ssl-reject-handshake" => parse_bool(value).map(|b| g.ssl_reject_handshake = b),
         "generate-request-id" => parse_bool(value).map(|b| g.generate_request_id = b),
         "proxy-add-original-uri-header" => parse_bool(value).map(|b| g.original_uri_header = b),
+        "worker-shutdown-timeout" => {
+            annotations::parse_time(value).map(|t| g.drain_timeout = Some(t))
+        }
         "error-log-level" => parse_log_level(value).map(|l| g.error_log_level = Some(l)),
         "log-format-upstream" => super::log_format::parse(value).map(|f| g.log_format = Some(f)),
         // Keys are read in name order, so `-none` (which wins in ingress-nginx) comes last.
@@ -631,6 +635,11 @@ mod tests {
         assert_eq!(level("debug"), Ok(Some(LogLevel::Debug)));
         assert!(level("verbose").is_err());
         assert!(level("WARN").is_err(), "nginx's levels are lower-case");
+        assert_eq!(
+            set("worker-shutdown-timeout", "240s").map(|g| g.drain_timeout),
+            Ok(Some(std::time::Duration::from_secs(240)))
+        );
+        assert!(set("worker-shutdown-timeout", "0s").is_err());
     }
 
     #[test]

@@ -416,6 +416,74 @@ async fn sigterm_lets_open_passthrough_connections_finish() {
     );
 }
 
+/// The controller ConfigMap's `worker-shutdown-timeout` replaces `--drain-timeout`: on
+/// SIGTERM, a request whose upstream never answers is given that long, then the process
+/// exits saying the drain timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_shutdown_timeout_bounds_the_drain() {
+    // An upstream that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = class_and_service_yaml("slow", &silent_addr.to_string(), "http", 80)
+        + &tests::ingressd::ingress_yaml("slow", "s.test", "slow", 80);
+    std::fs::write(dir.path().join("all.yaml"), yaml).expect("manifests");
+    std::fs::write(
+        dir.path().join("controller.yaml"),
+        controller_configmap("  worker-shutdown-timeout: 1s\n"),
+    )
+    .expect("configmap");
+    let (http, admin) = (free_addr(), free_addr());
+    let http_addr = http.to_string();
+    let args = standalone_args(
+        dir.path(),
+        &http_addr,
+        "127.0.0.1:0",
+        admin,
+        "wst",
+        &[
+            "--drain-timeout",
+            "30s",
+            "--configmap",
+            "ingress-system/ingressd",
+        ],
+    );
+    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let in_flight = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect_timeout(&http, Duration::from_secs(2)).expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nhost: s.test\r\n\r\n")
+            .expect("request");
+        let (upstream, _) = silent.accept().expect("the request reached the upstream");
+        (s, upstream)
+    })
+    .await
+    .expect("join");
+    let started = std::time::Instant::now();
+    p.signal(libc::SIGTERM).expect("SIGTERM");
+    let (status, log) = tokio::task::spawn_blocking(move || {
+        let s = p.wait(Duration::from_secs(15));
+        (s, p.log_text())
+    })
+    .await
+    .expect("join");
+    let waited = started.elapsed();
+    drop(in_flight);
+    let status = status.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(status.success(), "exit status {status:?}\n{log}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "exited after {waited:?}, not after the ConfigMap's 1s:\n{log}"
+    );
+    let plain = regex::Regex::new("\x1b\\[[0-9;]*m")
+        .expect("regex")
+        .replace_all(&log, "");
+    assert!(
+        plain.contains("draining timeout=1s"),
+        "the drain's timeout is logged:\n{plain}"
+    );
+    assert!(log.contains("drain timeout reached"), "{log}");
+}
+
 /// Writes `payload` and reads the same bytes back (the test backend echoes).
 async fn echo_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     tls: &mut S,
