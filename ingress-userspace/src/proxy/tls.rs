@@ -197,9 +197,9 @@ pub fn server_config(
 }
 
 /// `base` offering only the versions, TLS 1.2 suites and key exchange groups of `tls`
-/// (`ssl-protocols`, `ssl-ciphers`, `ssl-ecdh-curve`), and only HTTP/1.1 with `use-http2: "false"`; certificates are `base`'s, and
-/// so are tickets and the session cache unless the `ssl-session-*` keys change them (then
-/// sessions made under `base` are not resumed under this config).
+/// (`ssl-protocols`, `ssl-ciphers`, `ssl-ecdh-curve`), and only HTTP/1.1 with `use-http2: "false"`;
+/// certificates are `base`'s, and so are tickets and the session cache unless the `ssl-session-*`
+/// keys change them (then sessions made under `base` are not resumed under this config).
 pub fn server_config_narrowed(
     base: &ServerConfig,
     tls: &crate::snapshot::ServerTls,

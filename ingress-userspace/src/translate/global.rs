@@ -8,8 +8,9 @@
 //! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header` and
 //! `compute-full-forwarded-for`; connection reuse, over the flags of the same names: `keep-alive`,
 //! `client-header-timeout`, `client-body-timeout`, `keep-alive-requests`,
-//! `http2-max-concurrent-streams`, `large-client-header-buffers` and the `upstream-keepalive-*` keys (`-connections`, `-timeout`,
-//! `-requests`, `-time`); the `global-auth-*` keys, an `auth-url` for every Ingress;
+//! `http2-max-concurrent-streams`, `large-client-header-buffers` and the `upstream-keepalive-*`
+//! keys (`-connections`, `-timeout`, `-requests`, `-time`); the `global-auth-*` keys, an `auth-url`
+//! for every Ingress;
 //! `proxy-set-headers` and `add-headers`, naming ConfigMaps of headers ([`super::header_sets`]);
 //! `hide-headers`, upstream headers clients never see; `allow-backend-server-header`, the
 //! upstream's `Server` header passed on; `global-allowed-response-headers`, the headers the

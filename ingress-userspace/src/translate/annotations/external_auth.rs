@@ -1,9 +1,8 @@
-//! `auth-url`, `auth-method`, `auth-signin`, `auth-signin-redirect-param`,
-//! `auth-response-headers`, `auth-cache-key`, `auth-cache-duration`, `auth-request-redirect`
-//! (the `X-Auth-Request-Redirect` the service gets), `auth-always-set-cookie`: external authentication
-//! (see `proxy::filters::external_auth`). The controller ConfigMap's `global-auth-*` keys
-//! give every Ingress without its own `auth-url` the same, unless it says
-//! `enable-global-auth: "false"`.
+//! `auth-url`, `auth-method`, `auth-signin`, `auth-signin-redirect-param`, `auth-response-headers`,
+//! `auth-cache-key`, `auth-cache-duration`, `auth-request-redirect` (the `X-Auth-Request-Redirect`
+//! the service gets), `auth-always-set-cookie`: external authentication (see
+//! `proxy::filters::external_auth`). The controller ConfigMap's `global-auth-*` keys give every
+//! Ingress without its own `auth-url` the same, unless it says `enable-global-auth: "false"`.
 use std::{sync::Arc, time::Duration};
 
 use super::{is_token, no_space_or_control, parse_token, AnnotationError, Annotations, Reader};
