@@ -5,7 +5,9 @@ use std::sync::{
     Mutex, OnceLock,
 };
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{
+    fmt, layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Layer, Registry,
+};
 
 use crate::{cli::LogFormat, snapshot::LogLevel};
 
@@ -18,32 +20,20 @@ pub fn init(format: LogFormat, kernel_log: bool) {
         .unwrap_or_else(|| "info".to_owned());
     let filter = with_kernel_log(EnvFilter::new(&base), kernel_log);
     JSON.store(format == LogFormat::Json, Relaxed);
-    // The reloading layer wraps the formatter, so each output gets its own builder.
-    let installed = match format {
-        LogFormat::Json => {
-            let builder = tracing_subscriber::fmt()
-                .json()
-                .flatten_event(true)
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder
-                .try_init()
-                .map(|()| Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())) as Reload)
-        }
-        LogFormat::Text => {
-            let builder = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder
-                .try_init()
-                .map(|()| Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())) as Reload)
-        }
+    let (filter, reload) = reload::Layer::new(filter);
+    let output = match format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
     };
-    if let Ok(reload) = installed {
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init();
+    if installed.is_ok() {
         let _ = FILTER.set(Filter {
             base,
             kernel_log,
@@ -53,14 +43,12 @@ pub fn init(format: LogFormat, kernel_log: bool) {
     }
 }
 
-type Reload = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
-
 /// The installed filter and how to replace it.
 struct Filter {
     /// RUST_LOG's directives (or `info`), back in force when the key goes.
     base: String,
     kernel_log: bool,
-    reload: Reload,
+    reload: reload::Handle<EnvFilter, Registry>,
     /// The `error-log-level` in force; `None`: `base`.
     level: Mutex<Option<LogLevel>>,
 }
@@ -103,7 +91,7 @@ pub fn set_level(level: Option<LogLevel>) {
         Some(l) => EnvFilter::new(directives(l)),
         None => EnvFilter::new(&f.base),
     };
-    match (f.reload)(with_kernel_log(filter, f.kernel_log)) {
+    match f.reload.reload(with_kernel_log(filter, f.kernel_log)) {
         Ok(()) => {
             *current = level;
             tracing::info!(?level, "log level changed");
