@@ -8,6 +8,7 @@ use std::{
 };
 
 use http::{header, HeaderName, HeaderValue, Request, Version};
+use k8s_openapi::jiff;
 
 use super::access_log::AccessRecord;
 use crate::snapshot::{LogEscape, LogFormat, LogPart, LogVar};
@@ -195,8 +196,8 @@ fn fill(
     let _ = match var {
         LogVar::RemoteAddr => write!(out, "{}", r.client.to_canonical()),
         LogVar::RemoteUser => write!(out, "{}", c.user.as_deref().unwrap_or("")),
-        LogVar::TimeLocal => write!(out, "{}", clock(now).local()),
-        LogVar::TimeIso8601 => write!(out, "{}", clock(now).iso8601()),
+        LogVar::TimeLocal => write!(out, "{}", time_local(now)),
+        LogVar::TimeIso8601 => write!(out, "{}", time_iso8601(now)),
         LogVar::Msec => {
             let d = now
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -271,66 +272,19 @@ fn head_length<B>(req: &Request<B>, uri_len: usize) -> u64 {
     (line + fields + 2) as u64 + body
 }
 
-/// A UTC civil time (containers run in UTC; nginx prints the local zone).
-struct Clock {
-    year: i64,
-    month: usize,
-    day: u64,
-    hour: u64,
-    minute: u64,
-    second: u64,
+/// `now` as nginx's `$time_local` would print it in UTC (containers run in UTC; nginx
+/// prints the local zone): `28/Nov/2026:05:00:00 +0000`.
+fn time_local(now: SystemTime) -> impl std::fmt::Display {
+    timestamp(now).strftime("%d/%b/%Y:%H:%M:%S +0000")
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-fn clock(now: SystemTime) -> Clock {
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as usize;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    Clock {
-        year,
-        month,
-        day,
-        hour: rem / 3600,
-        minute: rem % 3600 / 60,
-        second: rem % 60,
-    }
+/// `now` as `$time_iso8601` in UTC: `2026-11-28T05:00:00+00:00`.
+fn time_iso8601(now: SystemTime) -> impl std::fmt::Display {
+    timestamp(now).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 }
 
-impl Clock {
-    /// `28/Nov/2026:05:00:00 +0000`.
-    fn local(&self) -> String {
-        format!(
-            "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
-            self.day,
-            MONTHS[self.month - 1],
-            self.year,
-            self.hour,
-            self.minute,
-            self.second
-        )
-    }
-
-    /// `2026-11-28T05:00:00+00:00`.
-    fn iso8601(&self) -> String {
-        format!(
-            "{}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
-        )
-    }
+fn timestamp(now: SystemTime) -> jiff::Timestamp {
+    jiff::Timestamp::try_from(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -436,7 +390,7 @@ mod tests {
 
     #[test]
     fn civil_dates() {
-        let at = |s: u64| clock(SystemTime::UNIX_EPOCH + Duration::from_secs(s)).iso8601();
+        let at = |s: u64| time_iso8601(SystemTime::UNIX_EPOCH + Duration::from_secs(s)).to_string();
         assert_eq!(at(0), "1970-01-01T00:00:00+00:00");
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00+00:00");
         assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59+00:00");
