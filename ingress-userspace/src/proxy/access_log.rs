@@ -29,7 +29,7 @@ pub(crate) struct AccessRecord {
     /// The route's main upstream when its canary served the request (`upstream_name`).
     pub main_upstream: Option<Arc<str>>,
     pub ingress: Option<Arc<str>>,
-    /// When the last upstream attempt started.
+    /// When the last upstream attempt started (kept for `format` only).
     pub upstream_start: Option<Instant>,
     /// The upstream's answer, when one came.
     pub upstream_status: Option<u16>,
@@ -116,7 +116,10 @@ impl Completion {
     pub fn attempt(&mut self, addr: SocketAddr) {
         if let Some(r) = self.record.as_mut() {
             r.upstream = Some(addr);
-            r.upstream_start = Some(Instant::now());
+            // Only a `log-format-upstream` line reports upstream timing.
+            if r.format.is_some() {
+                r.upstream_start = Some(Instant::now());
+            }
         }
     }
 

@@ -21,6 +21,7 @@ pub struct AccessFormat {
     /// The `$http_*` headers, each once, in the order `Part::Header` indexes them.
     headers: Vec<HeaderName>,
     wants_user: bool,
+    wants_length: bool,
 }
 
 #[derive(Debug)]
@@ -55,7 +56,7 @@ impl AccessFormat {
     /// The translator's checked format, with its escaping.
     pub fn compile(format: &LogFormat, escape: LogEscape) -> Self {
         let mut headers: Vec<HeaderName> = Vec::new();
-        let mut wants_user = false;
+        let (mut wants_user, mut wants_length) = (false, false);
         let parts = format
             .parts
             .iter()
@@ -72,6 +73,7 @@ impl AccessFormat {
                 }
                 LogPart::Var(v) => {
                     wants_user |= *v == LogVar::RemoteUser;
+                    wants_length |= *v == LogVar::RequestLength;
                     Some(Part::Var(v.clone()))
                 }
             })
@@ -81,6 +83,7 @@ impl AccessFormat {
             escape,
             headers,
             wants_user,
+            wants_length,
         }
     }
 
@@ -93,7 +96,11 @@ impl AccessFormat {
             .map_or("/", |p| p.as_str())
             .to_owned();
         Captured {
-            request_length: head_length(req, request_uri.len()),
+            request_length: if self.wants_length {
+                head_length(req, request_uri.len())
+            } else {
+                0
+            },
             request_uri,
             headers: self.headers.iter().map(|n| h.get(n).cloned()).collect(),
             user: self
