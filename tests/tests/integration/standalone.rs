@@ -118,6 +118,15 @@ fn standalone_args(
     args
 }
 
+/// Stops `p` (SIGTERM, then up to 10 s for it to exit) and returns its log as it was when
+/// asked to stop.
+fn stop(mut p: Ingressd) -> String {
+    let log_text = p.log_text();
+    p.signal(libc::SIGTERM).expect("SIGTERM");
+    let _ = p.wait(Duration::from_secs(10));
+    log_text
+}
+
 /// Starts `ingressd run <args>` and waits until it reports ready (off the async threads: the
 /// wait polls the admin port with blocking I/O).
 async fn start_ready(args: Vec<String>, admin: SocketAddr, log: std::path::PathBuf) -> Ingressd {
@@ -146,7 +155,7 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
         "standalone",
         &[],
     );
-    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let p = start_ready(args, admin, dir.path().join("log")).await;
 
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
         // rewrite-target with use-regex capture groups.
@@ -171,9 +180,7 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
     })
     .await
     .expect("join");
-    let log_text = p.log_text();
-    p.signal(libc::SIGTERM).expect("SIGTERM");
-    let _ = p.wait(Duration::from_secs(10));
+    let log_text = stop(p);
     checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
     assert_eq!(
         up.hits(),
@@ -228,7 +235,7 @@ async fn default_certificate_from_files_serves_unknown_sni() {
     assert!(!status.success(), "started with an unusable key:\n{text}");
     assert!(text.contains("default certificate"), "{text}");
 
-    let mut p = start_ready(args(&key_path), admin, dir.path().join("log")).await;
+    let p = start_ready(args(&key_path), admin, dir.path().join("log")).await;
     // No Ingress claims fallback.test: the client verifies the default certificate against
     // the test CA, which only the operator's certificate passes.
     let verified = ca.client_config(&[b"http/1.1"]).expect("client config");
@@ -236,9 +243,7 @@ async fn default_certificate_from_files_serves_unknown_sni() {
     // A client sending no SNI at all (dialling the address, as load balancer health checks
     // do) is terminated with the same certificate and routed by its Host header.
     let no_sni = no_sni_get(https, &cert_path).await;
-    let log_text = p.log_text();
-    p.signal(libc::SIGTERM).expect("SIGTERM");
-    let _ = p.wait(Duration::from_secs(10));
+    let log_text = stop(p);
     assert!(
         r.is_ok(),
         "default certificate not served: {r:?}\nlog:\n{log_text}"
@@ -560,7 +565,7 @@ spec:
     let (http, https, admin) = (free_addr(), free_addr(), free_addr());
     let (http_addr, https_addr) = (http.to_string(), https.to_string());
     let args = standalone_args(dir.path(), &http_addr, &https_addr, admin, "mtls", &[]);
-    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let p = start_ready(args, admin, dir.path().join("log")).await;
     let status = |identity| {
         let server_ca = &server_ca;
         async move {
@@ -585,9 +590,7 @@ spec:
             .expect("client cert"),
     ))
     .await;
-    let log_text = p.log_text();
-    p.signal(libc::SIGTERM).expect("SIGTERM");
-    let _ = p.wait(Duration::from_secs(10));
+    let log_text = stop(p);
     let with_cert = with_cert.unwrap_or_else(|e| panic!("{e:#}\nlog:\n{log_text}"));
     assert_eq!(
         with_cert,
@@ -799,7 +802,7 @@ async fn the_controller_configmap_applies_without_a_restart() {
         "configmap",
         &["--configmap", "ingress-system/ingressd"],
     );
-    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let p = start_ready(args, admin, dir.path().join("log")).await;
 
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let status =
@@ -911,9 +914,7 @@ async fn the_controller_configmap_applies_without_a_restart() {
     .await
     .expect("join");
     let metrics = p.metrics().unwrap_or_default();
-    let log_text = p.log_text();
-    p.signal(libc::SIGTERM).expect("SIGTERM");
-    let _ = p.wait(Duration::from_secs(10));
+    let log_text = stop(p);
     checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
     let blocked: u64 = metrics
         .lines()
@@ -960,7 +961,7 @@ async fn log_format_and_error_log_level_apply_without_a_restart() {
         "logfmt",
         &["--configmap", "ingress-system/ingressd"],
     );
-    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let p = start_ready(args, admin, dir.path().join("log")).await;
     let log_path = p.log.clone();
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -999,9 +1000,7 @@ async fn log_format_and_error_log_level_apply_without_a_restart() {
     })
     .await
     .expect("join");
-    let log_text = p.log_text();
-    p.signal(libc::SIGTERM).expect("SIGTERM");
-    let _ = p.wait(Duration::from_secs(10));
+    let log_text = stop(p);
     checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
 }
 
@@ -1059,7 +1058,7 @@ async fn external_name_services_route_to_their_addresses() {
     let (http, admin) = (free_addr(), free_addr());
     let http_addr = http.to_string();
     let args = standalone_args(dir.path(), &http_addr, "127.0.0.1:0", admin, "extname", &[]);
-    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let p = start_ready(args, admin, dir.path().join("log")).await;
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let answer = |host: &str| get(http, host, "/status/200").unwrap_or_else(|e| e.to_string());
         let r = answer("e.test");
@@ -1091,9 +1090,7 @@ async fn external_name_services_route_to_their_addresses() {
     while !p.log_text().contains("ExternalNameUnresolved") && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let log_text = p.log_text();
-    p.signal(libc::SIGTERM).expect("SIGTERM");
-    let _ = p.wait(Duration::from_secs(10));
+    let log_text = stop(p);
     drop((a, b));
     checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
     assert!(
