@@ -472,10 +472,9 @@ fn text_lines(buf: &Buf) -> Vec<String> {
 
 /// The access log lines written so far, parsed.
 fn logged(buf: &Buf) -> Vec<serde_json::Value> {
-    let out = buf.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    String::from_utf8_lossy(&out)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+    text_lines(buf)
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
 
