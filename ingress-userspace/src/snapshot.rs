@@ -89,8 +89,12 @@ pub struct Global {
     pub client_body_timeout: Option<Duration>,
     /// TLS offered to clients (`ssl-protocols`, `ssl-ciphers`).
     pub server_tls: ServerTls,
-    /// Compressed answers (`use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`).
-    pub gzip: Gzip,
+    /// gzip-compressed answers (`use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`,
+    /// `gzip-disable`).
+    pub gzip: Compression,
+    /// brotli-compressed answers (`enable-brotli`, `brotli-level`, `brotli-min-length`,
+    /// `brotli-types`), preferred over gzip for clients that accept both.
+    pub brotli: Compression,
     /// Connection reuse, client and upstream side: the ConfigMap's keys over the flags.
     pub keep_alive: KeepAlive,
     /// Requests whose `User-Agent` matches one of these get 403 (`block-user-agents`).
@@ -226,47 +230,67 @@ pub struct KeepAlive {
     pub upstream_time: Option<Duration>,
 }
 
-/// `use-gzip` and its settings, with ingress-nginx's defaults.
+/// One response compression (`use-gzip` or `enable-brotli`) and its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Gzip {
+pub struct Compression {
     pub enabled: bool,
-    /// 1 (fastest) to 9.
+    /// gzip: 1 (fastest) to 9; brotli: 0 to 11.
     pub level: u32,
     /// Answers known to be shorter are sent as they are.
     pub min_length: u64,
     /// MIME types compressed (`text/html` always is); `*` for all.
     pub types: Vec<String>,
+    /// `gzip-disable`: clients whose `User-Agent` matches one of these get no compression.
+    pub disable_for: Vec<MapSource>,
 }
 
-impl Default for Gzip {
-    fn default() -> Self {
-        Gzip {
+impl Compression {
+    /// `use-gzip`'s settings as ingress-nginx defaults them (off).
+    pub fn gzip_default() -> Self {
+        Compression {
             enabled: false,
             level: 1,
             min_length: 256,
-            types: [
-                "application/atom+xml",
-                "application/javascript",
-                "application/x-javascript",
-                "application/json",
-                "application/rss+xml",
-                "application/vnd.ms-fontobject",
-                "application/x-font-ttf",
-                "application/x-web-app-manifest+json",
-                "application/xhtml+xml",
-                "application/xml",
-                "font/opentype",
-                "image/svg+xml",
-                "image/x-icon",
-                "text/css",
-                "text/javascript",
-                "text/plain",
-                "text/x-component",
-            ]
-            .map(String::from)
-            .to_vec(),
+            types: default_compressed_types(),
+            disable_for: Vec::new(),
         }
     }
+
+    /// `enable-brotli`'s settings as ingress-nginx defaults them (off).
+    pub fn brotli_default() -> Self {
+        Compression {
+            enabled: false,
+            level: 4,
+            min_length: 20,
+            types: default_compressed_types(),
+            disable_for: Vec::new(),
+        }
+    }
+}
+
+/// ingress-nginx's default `gzip-types` and `brotli-types`.
+fn default_compressed_types() -> Vec<String> {
+    [
+        "application/atom+xml",
+        "application/javascript",
+        "application/x-javascript",
+        "application/json",
+        "application/rss+xml",
+        "application/vnd.ms-fontobject",
+        "application/x-font-ttf",
+        "application/x-web-app-manifest+json",
+        "application/xhtml+xml",
+        "application/xml",
+        "font/opentype",
+        "image/svg+xml",
+        "image/x-icon",
+        "text/css",
+        "text/javascript",
+        "text/plain",
+        "text/x-component",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// TLS offered to clients on the HTTPS listener.
@@ -332,7 +356,8 @@ impl Default for Global {
             client_header_timeout: None,
             client_body_timeout: None,
             server_tls: ServerTls::default(),
-            gzip: Gzip::default(),
+            gzip: Compression::gzip_default(),
+            brotli: Compression::brotli_default(),
             keep_alive: KeepAlive::default(),
             block_user_agents: Vec::new(),
             block_referers: Vec::new(),

@@ -151,8 +151,8 @@ pin_project! {
         },
         // An upstream body shared with its stall watchdog (`guard_client_stalls`).
         Guarded { shared: Arc<StallShared> },
-        // A body compressed on the way (`use-gzip`).
-        Gzip { inner: Pin<Box<RespKind>>, encoder: Box<super::gzip::Encoder> },
+        // A body compressed on the way (`use-gzip`, `enable-brotli`).
+        Compressed { inner: Pin<Box<RespKind>>, encoder: Box<super::compression::Encoder> },
     }
 }
 
@@ -352,7 +352,10 @@ impl ResponseBody {
             completion,
             pace,
         } = self;
-        if !matches!(kind, RespKind::Upstream { .. } | RespKind::Gzip { .. }) {
+        if !matches!(
+            kind,
+            RespKind::Upstream { .. } | RespKind::Compressed { .. }
+        ) {
             return ResponseBody {
                 kind,
                 completion,
@@ -387,11 +390,11 @@ impl ResponseBody {
         }));
     }
 
-    /// Compresses this body with `encoder` (`use-gzip`): an upstream's or the proxy's own,
-    /// whichever the headers already say is gzip.
-    pub(crate) fn gzip(&mut self, encoder: super::gzip::Encoder) {
+    /// Compresses this body with `encoder`: an upstream's or the proxy's own, whichever the
+    /// headers already say is compressed.
+    pub(crate) fn compress(&mut self, encoder: super::compression::Encoder) {
         let inner = std::mem::replace(&mut self.kind, RespKind::Full { data: None });
-        self.kind = RespKind::Gzip {
+        self.kind = RespKind::Compressed {
             inner: Box::pin(inner),
             encoder: Box::new(encoder),
         };
@@ -442,7 +445,7 @@ fn kind_size_hint(kind: &RespKind) -> SizeHint {
             SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
         }
         RespKind::Upstream { body, .. } => body.size_hint(),
-        RespKind::Gzip { .. } => SizeHint::default(),
+        RespKind::Compressed { .. } => SizeHint::default(),
         RespKind::Guarded { shared } => shared
             .lock()
             .body
@@ -456,7 +459,7 @@ fn kind_is_end_stream(kind: &RespKind) -> bool {
         RespKind::Full { data } => data.is_none(),
         RespKind::Upstream { body, .. } => body.is_end_stream(),
         // The trailer is still to come until the encoder says it is done.
-        RespKind::Gzip { .. } => false,
+        RespKind::Compressed { .. } => false,
         RespKind::Guarded { shared } => {
             let st = shared.lock();
             !st.cut && st.rest.is_none() && st.body.as_ref().is_none_or(|b| kind_is_end_stream(b))
@@ -472,7 +475,7 @@ fn poll_kind(
     match kind.project() {
         RespProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         RespProj::Guarded { shared } => shared.poll_frame(cx),
-        RespProj::Gzip { inner, encoder } => poll_gzip(inner.as_mut(), encoder, cx),
+        RespProj::Compressed { inner, encoder } => poll_compressed(inner.as_mut(), encoder, cx),
         RespProj::Upstream {
             mut body,
             mut timer,
@@ -515,9 +518,9 @@ fn poll_kind(
 
 /// The next compressed frame: input is fed until the encoder has output, and the end of the
 /// input (or its trailers, which follow on the next poll) finishes the stream.
-fn poll_gzip(
+fn poll_compressed(
     mut inner: Pin<&mut RespKind>,
-    encoder: &mut super::gzip::Encoder,
+    encoder: &mut super::compression::Encoder,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
     loop {

@@ -9,10 +9,10 @@
 //! passthrough dispatcher on the HTTPS port).
 pub mod access_log;
 pub mod body;
+pub mod compression;
 pub mod errors;
 pub mod filters;
 mod forward;
-pub mod gzip;
 pub mod headers;
 pub mod idle;
 pub mod limits;
@@ -96,8 +96,8 @@ pub struct GlobalPolicy {
     pub client_body_timeout: std::time::Duration,
     /// The TLS settings [`ActiveConfig::server_tls`] was built from.
     pub server_tls: crate::snapshot::ServerTls,
-    /// `use-gzip`: compressed answers; `None` while off.
-    pub gzip: Option<gzip::GzipPolicy>,
+    /// `use-gzip` and `enable-brotli`: compressed answers; `None` while both are off.
+    pub compression: Option<compression::CompressionPolicy>,
     /// HTTP/2 streams a client connection accepted now serves before it is retired
     /// (`keep-alive-requests` over the flag's); 0: no limit.
     pub max_requests_per_connection: usize,
@@ -242,7 +242,7 @@ impl GlobalPolicy {
                 .client_body_timeout
                 .unwrap_or(limits.client_body_timeout),
             server_tls: global.server_tls.clone(),
-            gzip: gzip::GzipPolicy::compile(&global.gzip),
+            compression: compression::CompressionPolicy::compile(global),
             max_requests_per_connection: ka.requests.unwrap_or(limits.max_requests_per_connection),
             server,
             idle_timeout,

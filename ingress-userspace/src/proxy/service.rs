@@ -46,11 +46,11 @@ pub(crate) async fn handle(
     let forwarded = config.global.real_ip.from_headers(&conn.fwd, req.headers());
     let fwd = forwarded.as_ref().unwrap_or(&conn.fwd);
     let client_version = req.version();
-    let gzip = config
+    let compression = config
         .global
-        .gzip
+        .compression
         .as_ref()
-        .filter(|g| g.wanted(req.method(), req.headers()));
+        .and_then(|c| c.wanted(req.method(), req.headers()));
     let record = config.global.logs(req.uri()).then(|| {
         Box::new(AccessRecord {
             method: Some(req.method().clone()),
@@ -90,8 +90,8 @@ pub(crate) async fn handle(
         &mut answered,
     )
     .await;
-    if let Some(g) = gzip {
-        g.apply(&mut response);
+    if let Some(c) = compression {
+        c.apply(&mut response);
     }
     headers::hide_upstream_private(response.headers_mut(), config.global.backend_server_header);
     config.global.add_headers.apply(response.headers_mut());

@@ -4,7 +4,7 @@
 //! Global keys: `block-cidrs`, `use-http2`, `enable-underscores-in-headers`, the `hsts` family,
 //! `limit-req-status-code`, `limit-conn-status-code`, `http-redirect-code`,
 //! `no-tls-redirect-locations`, `no-auth-locations`, `disable-access-log`, `ssl-protocols`,
-//! `ssl-ciphers`, `use-gzip` and the `gzip-*` keys; behind a load balancer `use-proxy-protocol`,
+//! `ssl-ciphers`, `use-gzip` and the `gzip-*` keys, `enable-brotli` and the `brotli-*` keys; behind a load balancer `use-proxy-protocol`,
 //! `use-forwarded-headers`, `enable-real-ip`, `proxy-real-ip-cidr`, `forwarded-for-header` and
 //! `compute-full-forwarded-for`; connection reuse, over the flags of the same names: `keep-alive`,
 //! `client-header-timeout`, `client-body-timeout`, `keep-alive-requests`,
@@ -287,6 +287,11 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         "gzip-level" => parse_in_range(value, 1..=9).map(|l| g.gzip.level = l),
         "gzip-min-length" => parse_in_range(value, 0..=u64::MAX).map(|n| g.gzip.min_length = n),
         "gzip-types" => parse_mime_types(value).map(|t| g.gzip.types = t),
+        "gzip-disable" => parse_gzip_disable(value).map(|d| g.gzip.disable_for = d),
+        "enable-brotli" => parse_bool(value).map(|b| g.brotli.enabled = b),
+        "brotli-level" => parse_in_range(value, 0..=11).map(|l| g.brotli.level = l),
+        "brotli-min-length" => parse_in_range(value, 0..=u64::MAX).map(|n| g.brotli.min_length = n),
+        "brotli-types" => parse_mime_types(value).map(|t| g.brotli.types = t),
         "ssl-protocols" => {
             annotations::proxy_ssl::parse_protocols(value).map(|v| g.server_tls.versions = v)
         }
@@ -407,6 +412,21 @@ fn parse_map_sources(v: &str) -> Result<Vec<MapSource>, String> {
             }
         })
         .collect()
+}
+
+/// nginx's `gzip_disable` as ingress-nginx writes it: one regex matched against `User-Agent`
+/// ignoring case, or `msie6`, nginx's name for Internet Explorer 4 to 6; empty: none.
+fn parse_gzip_disable(v: &str) -> Result<Vec<MapSource>, String> {
+    let pattern = match v {
+        "" => return Ok(Vec::new()),
+        "msie6" => r"MSIE [4-6]\.",
+        p => p,
+    };
+    annotations::compile_pattern(pattern)?;
+    Ok(vec![MapSource::Regex {
+        pattern: pattern.to_owned(),
+        ignore_case: true,
+    }])
 }
 
 /// nginx's `large_client_header_buffers` (`4 8k`): the head may take that many buffers of that
@@ -711,5 +731,37 @@ mod tests {
         assert!(set("gzip-types", "text").is_err());
         assert!(set("gzip-types", "text/plain;q=1").is_err());
         assert!(set("gzip-types", "  ").is_err());
+        let g = set("gzip-disable", "msie6").expect("msie6");
+        assert!(matches!(
+            &g.gzip.disable_for[..],
+            [MapSource::Regex {
+                ignore_case: true,
+                ..
+            }]
+        ));
+        assert!(set("gzip-disable", "").is_ok_and(|g| g.gzip.disable_for.is_empty()));
+        assert!(set("gzip-disable", "(unclosed").is_err());
+    }
+
+    #[test]
+    fn brotli_keys() {
+        let g = set("enable-brotli", "true").expect("on");
+        assert!(g.brotli.enabled && !g.gzip.enabled);
+        assert_eq!(
+            (g.brotli.level, g.brotli.min_length),
+            (4, 20),
+            "ingress-nginx's"
+        );
+        assert!(set("brotli-level", "12").is_err());
+        assert!(set("brotli-level", "0").is_ok_and(|g| g.brotli.level == 0));
+        assert!(set("brotli-min-length", "x").is_err());
+        assert!(set("brotli-min-length", "1000").is_ok_and(|g| g.brotli.min_length == 1000));
+        let g = set("brotli-types", "text/css").expect("types");
+        assert_eq!(g.brotli.types, ["text/css"]);
+        assert_eq!(
+            g.gzip.types,
+            crate::snapshot::Compression::gzip_default().types
+        );
+        assert!(set("brotli-types", "css").is_err());
     }
 }

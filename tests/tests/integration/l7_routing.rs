@@ -830,3 +830,100 @@ async fn l7_gzip_compresses_listed_answers_for_clients_that_accept_it() -> anyho
     serde_json::from_slice::<serde_json::Value>(&r.body)?;
     Ok(())
 }
+
+fn unbrotli(body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    brotli::Decompressor::new(body, 4096).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// `enable-brotli` and the `brotli-*` keys beside `use-gzip`: a client that accepts both gets
+/// brotli, over HTTP/1.1 and HTTP/2, decompressing to what the upstream sent, a large
+/// body included; one that accepts gzip alone gets gzip; `gzip-disable` spares the agents it
+/// names from gzip only; `brotli-min-length` and `brotli-types` hold for brotli alone.
+#[tokio::test]
+async fn l7_brotli_is_preferred_where_accepted_beside_gzip() -> anyhow::Result<()> {
+    let up = TestServer::echo("br").await?;
+    let t = target("br", upstream("br", &[up.addr]));
+    let mut snap = snapshot(vec![vhost("b.test", vec![prefix("/", &t)])]);
+    snap.global.gzip.enabled = true;
+    snap.global.brotli.enabled = true;
+    snap.global.gzip.disable_for = vec![ingress::snapshot::MapSource::Regex {
+        pattern: r"MSIE [4-6]\.".into(),
+        ignore_case: true,
+    }];
+    let l7 = L7::start(snap.clone()).await?;
+    let req = |path: &str, accept: &str, agent: Option<&'static str>| {
+        let mut r = build(http::Method::GET, "b.test", path, bytes::Bytes::new());
+        let h = r.headers_mut();
+        h.insert(
+            "accept-encoding",
+            http::HeaderValue::from_str(accept).expect("value"),
+        );
+        if let Some(a) = agent {
+            h.insert("user-agent", http::HeaderValue::from_static(a));
+        }
+        r
+    };
+
+    let r = send(l7.http, req("/j", "gzip, deflate, br", None)).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    let echo: serde_json::Value = serde_json::from_slice(&unbrotli(&r.body)?)?;
+    assert_eq!(echo["uri"], "/j");
+    assert_eq!(echo["headers"]["accept-encoding"], "gzip, deflate, br");
+
+    let r = send(l7.http, req("/j", "gzip, br;q=0", None)).await?;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    serde_json::from_slice::<serde_json::Value>(&gunzip(&r.body)?)?;
+
+    // gzip-disable: no gzip for that agent, brotli still.
+    let msie = Some("Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)");
+    let r = send(l7.http, req("/j", "gzip", msie)).await?;
+    assert_eq!(r.header("content-encoding"), None);
+    serde_json::from_slice::<serde_json::Value>(&r.body)?;
+    let r = send(l7.http, req("/j", "gzip, br", msie)).await?;
+    assert_eq!(r.header("content-encoding"), Some("br"));
+
+    // Over HTTP/2.
+    let (mut h2, _conn) = h2c(l7.http).await?;
+    let mut r2 = req("/h2", "br", None);
+    *r2.uri_mut() = "http://b.test/h2".parse()?;
+    let resp = tokio::time::timeout(WAIT, h2.send_request(r2)).await??;
+    assert_eq!(resp.headers()["content-encoding"], "br");
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await?
+        .to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&unbrotli(&body)?)?;
+    assert_eq!(echo["uri"], "/h2");
+
+    // Every type for brotli alone, with its own minimum; a body of many chunks.
+    let mut all = snap.clone();
+    all.generation += 1_000;
+    all.global.brotli.types = vec!["*".into()];
+    all.global.brotli.min_length = 50;
+    l7.apply(all);
+    let r = send(l7.http, req("/bytes/2000000", "br, gzip", None)).await?;
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert!(r.body.len() < 10_000, "{} bytes", r.body.len());
+    assert_eq!(unbrotli(&r.body)?, vec![b'x'; 2_000_000]);
+    let r = send(l7.http, req("/bytes/40", "br", None)).await?;
+    assert_eq!((r.header("content-encoding"), r.body.len()), (None, 40));
+    let r = send(l7.http, req("/bytes/4000", "gzip", None)).await?;
+    assert_eq!(
+        (r.header("content-encoding"), r.body.len()),
+        (None, 4000),
+        "gzip-types still leaves untyped answers alone"
+    );
+
+    // Brotli off: gzip for the same client.
+    snap.generation += 2_000;
+    snap.global.brotli.enabled = false;
+    l7.apply(snap);
+    let r = send(l7.http, req("/j", "br, gzip", None)).await?;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    Ok(())
+}
