@@ -170,6 +170,8 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
             })
         } else if key == "proxy-set-headers" || key == "add-headers" {
             header_set(objects, nn, key, value.trim(), &mut out)
+        } else if key == "retry-non-idempotent" {
+            parse_bool(value.trim()).map(|b| out.defaults.retry_non_idempotent = b)
         } else if key == "global-allowed-response-headers" {
             annotations::parse_header_names(value).map(|names| out.allowed_response_headers = names)
         } else {

@@ -1229,12 +1229,22 @@ fn controller_configmap_changes_reach_every_ingress() {
             .max_body_bytes
     };
     assert_eq!(body(&tr.translate(&cache)), Some(1 << 20));
+    let retries = |t: &Translation| {
+        vhost(t, &exact("a.example")).routes[0]
+            .target
+            .policy
+            .next_upstream
+            .non_idempotent
+    };
     cache.apply(controller_configmap(&[
         ("proxy-body-size", "0"),
         ("block-cidrs", ""),
+        ("retry-non-idempotent", "true"),
     ]));
     let t = tr.translate(&cache);
     assert_eq!(body(&t), None, "0 is unlimited");
+    assert!(retries(&t), "retry-non-idempotent");
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
     assert!(
         t.snapshot.global.block_cidrs.is_empty(),
         "an empty list replaces the flag's"
@@ -1246,6 +1256,7 @@ fn controller_configmap_changes_reach_every_ingress() {
     });
     let t = tr.translate(&cache);
     assert_eq!(body(&t), Some(1 << 20));
+    assert!(!retries(&t));
     assert_eq!(t.snapshot.global, s.global);
 }
 

@@ -105,6 +105,9 @@ pub struct Defaults {
     /// The `global-auth-*` keys, by the `auth-*` annotation name they stand for: used as a
     /// whole by an Ingress without its own `auth-url` and without `enable-global-auth: false`.
     pub global_auth: BTreeMap<String, String>,
+    /// `retry-non-idempotent`: every Ingress's `proxy-next-upstream` also retries
+    /// non-idempotent requests, as ingress-nginx appends `non_idempotent` to each.
+    pub retry_non_idempotent: bool,
 }
 
 /// The htpasswd Secret of `auth-type: basic`.
@@ -515,6 +518,31 @@ mod tests {
         let e = parse("ns", None, &bad).result.expect_err("invalid");
         assert_eq!(e.key, "ConfigMap ingress/ingressd key proxy-body-size");
         assert_eq!(e.value, "lots");
+    }
+
+    #[test]
+    fn retry_non_idempotent_applies_to_every_next_upstream_list() {
+        let on = Defaults {
+            retry_non_idempotent: true,
+            ..Default::default()
+        };
+        let next = |map: Option<&BTreeMap<String, String>>, d: &Defaults| {
+            parse("ns", map, d)
+                .result
+                .expect("valid")
+                .policy
+                .next_upstream
+        };
+        assert!(!next(None, &Defaults::default()).non_idempotent);
+        assert!(next(None, &on).non_idempotent, "the default list");
+        let own = BTreeMap::from([(
+            format!("{NGINX_PREFIX}proxy-next-upstream"),
+            "http_503".to_string(),
+        )]);
+        let n = next(Some(&own), &on);
+        assert!(n.non_idempotent, "an Ingress's own list too");
+        assert_eq!(n.statuses, [503]);
+        assert!(!next(Some(&own), &Defaults::default()).non_idempotent);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `backend-protocol`, `load-balance`, `proxy-next-upstream`, `proxy-next-upstream-tries`,
 //! `proxy-next-upstream-timeout`, `upstream-vhost`, `x-forwarded-prefix`, `upstream-hash-by`
-//! (with `upstream-hash-by-subset` and `-subset-size`), `service-upstream`.
+//! (with `upstream-hash-by-subset` and `-subset-size`), `service-upstream`; the ConfigMap's
+//! `retry-non-idempotent`.
 use std::time::Duration;
 
 use super::{no_space_or_control, parse_in_range, AnnotationError, Annotations, Reader};
@@ -20,6 +21,9 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     }
     if let Some(next) = r.get("proxy-next-upstream", parse_next_upstream)? {
         a.policy.next_upstream = next;
+    }
+    if r.defaults.retry_non_idempotent {
+        a.policy.next_upstream.non_idempotent = true;
     }
     if let Some(t) = r.get("proxy-next-upstream-timeout", |v| {
         parse_in_range(v.strip_suffix('s').unwrap_or(v), 0u64..=604_800)
