@@ -757,6 +757,9 @@ pub struct Canary {
     /// `canary-by-cookie`: cookie name; value "always" forces the canary, "never" forbids
     /// it. Looked at after the header, before the weight.
     pub cookie: Option<String>,
+    /// `affinity-canary-behavior: sticky` (the default): on a route with cookie affinity, a
+    /// session the canary served stays with it; `legacy`: the canary keeps no session.
+    pub sticky: bool,
 }
 
 /// Per-route behaviour from annotations. Defaults mean "annotation absent".

@@ -359,14 +359,21 @@ async fn pipeline<'c>(
     }
 
     // Upstream choice.
-    let (upstream, metrics) = match (&target.canary, &target.spec.canary) {
+    let canary_spec = target.spec.canary.as_ref();
+    let (upstream, metrics, on_canary) = match (&target.canary, canary_spec) {
         (Some(c), Some(spec))
-            if !c.upstream.endpoints.is_empty() && canary::use_canary(spec, req.headers()) =>
+            if !c.upstream.endpoints.is_empty()
+                && canary::chooses_canary(
+                    spec,
+                    policy.affinity.as_ref(),
+                    &target.primary.name,
+                    req.headers(),
+                ) =>
         {
             completion.canary_of(&target.primary.name);
-            (&c.upstream, &c.metrics)
+            (&c.upstream, &c.metrics, true)
         }
-        _ => (&target.primary, &target.primary_metrics),
+        _ => (&target.primary, &target.primary_metrics, false),
     };
     // `default-backend`: the Ingress's own stand-in while its backend has no endpoint.
     let upstream = match &target.default_backend {
@@ -412,10 +419,16 @@ async fn pipeline<'c>(
     }
     // An affinity session wins over `upstream-hash-by`, as ingress-nginx's sticky balancer
     // replaces its hash balancer.
+    // On a route with a canary, cookies name the upstream holding the session; under
+    // `legacy` the canary keeps none.
     let session = policy
         .affinity
         .as_ref()
-        .map(|a| affinity::Session::resolve(a, req.headers(), upstream));
+        .filter(|_| !on_canary || canary_spec.is_some_and(|c| c.sticky))
+        .map(|a| {
+            let tag = canary_spec.map(|_| affinity::upstream_tag(&upstream.name));
+            affinity::Session::resolve(a, req.headers(), upstream, tag.as_deref())
+        });
     let preferred = match (&session, &policy.hash_by) {
         (Some(s), _) => s.preferred,
         (None, Some(key)) => {

@@ -294,6 +294,7 @@ pub fn build_host(
                         header_value: cfg.header_value.clone(),
                         header_pattern: cfg.header_pattern.clone(),
                         cookie: cfg.cookie.clone(),
+                        sticky: cfg.sticky,
                     });
                 }
             }

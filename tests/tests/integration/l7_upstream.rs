@@ -382,6 +382,108 @@ async fn l7_cookie_affinity_on_failure() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `affinity-canary-behavior` with cookie affinity on the route, as ingress-nginx's balancer:
+/// the cookie names the upstream that holds the session, which keeps it (a header asking
+/// for the canary does not move a session the primary holds); `sticky` keeps canary sessions
+/// on the canary, `legacy` gives the canary none, and its requests are shaped again.
+#[tokio::test]
+async fn l7_canary_sessions_stay_with_the_upstream_that_holds_them() -> anyhow::Result<()> {
+    let main = TestServer::echo("main").await?;
+    let canary = TestServer::echo("canary").await?;
+    let mut policy = test_policy();
+    policy.affinity = Some(CookieAffinity {
+        name: "route".into(),
+        path: None,
+        max_age: None,
+        expires: None,
+        same_site: None,
+        secure: false,
+        change_on_failure: false,
+        mode: AffinityMode::Balanced,
+    });
+    let with_canary = |weight: u32, sticky: bool| {
+        let mut t = (*target_with("app", upstream("main", &[main.addr]), policy.clone())).clone();
+        t.canary = Some(Canary {
+            origin: ingress_ref("app-canary"),
+            upstream: upstream("canary", &[canary.addr]),
+            weight,
+            weight_total: 100,
+            header: Some("X-Canary".into()),
+            header_value: None,
+            header_pattern: None,
+            cookie: None,
+            sticky,
+        });
+        snapshot(vec![vhost("s.test", vec![prefix("/", &Arc::new(t))])])
+    };
+    let l7 = L7::start(with_canary(50, true)).await?;
+    let request = |cookie: Option<&str>, header: Option<&str>| {
+        let mut b = http::Request::builder().uri("/").header("host", "s.test");
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        if let Some(h) = header {
+            b = b.header("x-canary", h);
+        }
+        b.body(http_body_util::Full::new(Bytes::new()))
+    };
+    let cookie_of = |r: &Reply| {
+        r.header("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .map(str::to_string)
+    };
+
+    // sticky: new sessions land on either side by weight, then stay there.
+    let mut held = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let r = send(l7.http, request(None, None)?).await?;
+        let served = r.upstream().unwrap_or_default().to_string();
+        let cookie = cookie_of(&r).unwrap_or_else(|| panic!("{served}: no session cookie"));
+        assert!(cookie.contains('|'), "tagged with its upstream: {cookie}");
+        for _ in 0..3 {
+            let again = send(l7.http, request(Some(&cookie), None)?).await?;
+            assert_eq!(again.upstream(), Some(served.as_str()), "{cookie}");
+            assert_eq!(again.header("set-cookie"), None, "{cookie}");
+        }
+        held.insert(served, cookie);
+    }
+    let (Some(on_main), Some(on_canary)) = (held.get("main"), held.get("canary")) else {
+        panic!("40 new sessions at weight 50 all went one way: {held:?}");
+    };
+    // A session the primary holds stays there whatever the header says, as in ingress-nginx.
+    let r = send(l7.http, request(Some(on_main), Some("always"))?).await?;
+    assert_eq!(r.upstream(), Some("main"));
+    // One the canary holds stays there at weight 0, and even against `never`.
+    l7.apply(with_canary(0, true));
+    for header in [None, Some("never")] {
+        let r = send(l7.http, request(Some(on_canary), header)?).await?;
+        assert_eq!(r.upstream(), Some("canary"), "{header:?}");
+    }
+    // A cookie set before the route had a canary (no tag) keeps its endpoint and is tagged.
+    let untagged = on_main.split('|').next().unwrap_or_default();
+    let r = send(l7.http, request(Some(untagged), None)?).await?;
+    assert_eq!(r.upstream(), Some("main"));
+    assert_eq!(cookie_of(&r).as_deref(), Some(on_main.as_str()));
+
+    // legacy: the canary keeps no session; a canary cookie is shaped again (weight 0: main).
+    l7.apply(with_canary(0, false));
+    let r = send(l7.http, request(Some(on_canary), None)?).await?;
+    assert_eq!(r.upstream(), Some("main"));
+    l7.apply(with_canary(100, false));
+    let r = send(l7.http, request(None, None)?).await?;
+    assert_eq!(
+        (r.upstream(), r.header("set-cookie")),
+        (Some("canary"), None)
+    );
+    let r = send(l7.http, request(Some(on_main), None)?).await?;
+    assert_eq!(
+        r.upstream(),
+        Some("main"),
+        "the primary's sessions still hold"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
     let main = TestServer::echo("main").await?;
@@ -397,6 +499,7 @@ async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
             header_value: header_value.map(str::to_string),
             header_pattern: None,
             cookie: Some("canary".into()),
+            sticky: true,
         });
         Arc::new(t)
     };

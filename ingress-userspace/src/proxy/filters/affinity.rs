@@ -2,6 +2,10 @@
 //! cookie holds a random session key, and the endpoint is the key's by rendezvous hashing, so
 //! adding endpoints moves about 1/n of the sessions to them. `persistent`: the cookie names
 //! its endpoint by a stable hash, and a session moves only when its endpoint leaves.
+//!
+//! On a route with a canary the cookie also names the upstream that holds the session
+//! (`value|tag`, as ingress-nginx appends its backend key), so a session stays with the
+//! primary or, under `affinity-canary-behavior: sticky`, with the canary.
 use std::borrow::Cow;
 
 use http::{header, HeaderMap, HeaderValue};
@@ -25,13 +29,27 @@ pub struct Session {
     known: bool,
     /// Balanced: the session key, the client's or a new one.
     key: Option<Box<str>>,
+    /// The tag of the upstream, which every cookie set here carries (routes with a canary).
+    tag: Option<Box<str>>,
+    /// The client's cookie (without its tag), to set again with `tag` because it carried
+    /// another one or none.
+    retag: Option<Box<str>>,
 }
 
 impl Session {
-    /// The session of a request carrying `headers` to `upstream`.
-    pub fn resolve(aff: &CookieAffinity, headers: &HeaderMap, upstream: &UpstreamState) -> Self {
-        let cookie = cookie_value(headers, &aff.name).filter(|v| !v.is_empty());
-        match aff.mode {
+    /// The session of a request carrying `headers` to `upstream`; cookies set carry `tag`.
+    pub fn resolve(
+        aff: &CookieAffinity,
+        headers: &HeaderMap,
+        upstream: &UpstreamState,
+        tag: Option<&str>,
+    ) -> Self {
+        let raw = cookie_value(headers, &aff.name).filter(|v| !v.is_empty());
+        let (cookie, client_tag) = match raw {
+            Some(v) => split_tag(v),
+            None => (None, None),
+        };
+        let mut session = match aff.mode {
             AffinityMode::Persistent => {
                 let routed = cookie.and_then(|v| upstream.by_cookie(v));
                 Session {
@@ -39,6 +57,8 @@ impl Session {
                     preferred: routed,
                     known: routed.is_some() || cookie.is_some_and(|v| upstream.knows_cookie(v)),
                     key: None,
+                    tag: None,
+                    retag: None,
                 }
             }
             AffinityMode::Balanced => match cookie.filter(|v| usable_key(v)) {
@@ -49,6 +69,8 @@ impl Session {
                         preferred: routed,
                         known: true,
                         key: Some(key.into()),
+                        tag: None,
+                        retag: None,
                     }
                 }
                 None => {
@@ -58,10 +80,19 @@ impl Session {
                         preferred: upstream.by_hash(key_hash(&key)),
                         known: false,
                         key: Some(key.into()),
+                        tag: None,
+                        retag: None,
                     }
                 }
             },
+        };
+        if let Some(tag) = tag {
+            session.tag = Some(tag.into());
+            if session.known && client_tag != Some(tag) {
+                session.retag = cookie.map(Into::into);
+            }
         }
+        session
     }
 
     /// The cookie value the answer from endpoint `served` sets, if any (see [`sets_cookie`]).
@@ -72,9 +103,23 @@ impl Session {
         served: usize,
         upstream: &'a UpstreamState,
     ) -> Option<Cow<'a, str>> {
-        if !sets_cookie(aff, served, self.routed, self.known) {
-            return None;
-        }
+        let value = if sets_cookie(aff, served, self.routed, self.known) {
+            self.new_value(aff, served, upstream)?
+        } else {
+            Cow::Borrowed(self.retag.as_deref()?)
+        };
+        Some(match &self.tag {
+            Some(tag) => Cow::Owned(format!("{value}{TAG_SEPARATOR}{tag}")),
+            None => value,
+        })
+    }
+
+    fn new_value<'a>(
+        &'a self,
+        aff: &CookieAffinity,
+        served: usize,
+        upstream: &'a UpstreamState,
+    ) -> Option<Cow<'a, str>> {
         match (&self.key, aff.mode) {
             (_, AffinityMode::Persistent) => upstream
                 .endpoints
@@ -85,6 +130,31 @@ impl Session {
             (_, AffinityMode::Balanced) => key_for(upstream, served).map(Cow::Owned),
         }
     }
+}
+
+/// Between a cookie's value and the tag of the upstream holding the session.
+const TAG_SEPARATOR: char = '|';
+
+/// The tag naming upstream `name` in cookies: 8 hex digits of its name's hash, so a session
+/// follows the Service, not the position of a route.
+pub fn upstream_tag(name: &str) -> String {
+    let mut h = Fnv::default();
+    h.write(name.as_bytes());
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// The tag of the upstream the request's session cookie names, if it carries one.
+pub fn cookie_tag<'a>(aff: &CookieAffinity, headers: &'a HeaderMap) -> Option<&'a str> {
+    cookie_value(headers, &aff.name).and_then(|v| split_tag(v).1)
+}
+
+/// A cookie value and its tag, if any; `None` for an empty value.
+fn split_tag(v: &str) -> (Option<&str>, Option<&str>) {
+    let (value, tag) = match v.rsplit_once(TAG_SEPARATOR) {
+        Some((value, tag)) => (value, Some(tag)),
+        None => (v, None),
+    };
+    ((!value.is_empty()).then_some(value), tag)
 }
 
 /// How hard to look for a key that hashes to a given endpoint: each try hits it with
@@ -221,16 +291,16 @@ mod tests {
         let four = upstream(4);
         let (mut moved, total) = (0, 2000);
         for _ in 0..total {
-            let new = Session::resolve(&a, &HeaderMap::new(), &three);
+            let new = Session::resolve(&a, &HeaderMap::new(), &three, None);
             let served = new.preferred.unwrap_or_else(|| panic!("no endpoint"));
             let key = new
                 .cookie_after(&a, served, &three)
                 .unwrap_or_else(|| panic!("a new session sets its key"))
                 .into_owned();
-            let back = Session::resolve(&a, &with_cookie(&key), &three);
+            let back = Session::resolve(&a, &with_cookie(&key), &three, None);
             assert_eq!(back.routed, Some(served));
             assert!(back.cookie_after(&a, served, &three).is_none());
-            let after = Session::resolve(&a, &with_cookie(&key), &four);
+            let after = Session::resolve(&a, &with_cookie(&key), &four, None);
             if after.routed.map(|i| four.endpoints[i].addr) != Some(three.endpoints[served].addr) {
                 // Only to the new endpoint.
                 assert_eq!(after.routed, Some(3));
@@ -250,21 +320,21 @@ mod tests {
         let keep = aff(AffinityMode::Balanced, false);
         let change = aff(AffinityMode::Balanced, true);
         let key = "0123456789abcdef";
-        let s = Session::resolve(&keep, &with_cookie(key), &up);
+        let s = Session::resolve(&keep, &with_cookie(key), &up, None);
         let routed = s.routed.unwrap_or_else(|| panic!("routed"));
         let other = (routed + 1) % 3;
         assert!(s.cookie_after(&keep, other, &up).is_none());
-        let s = Session::resolve(&change, &with_cookie(key), &up);
+        let s = Session::resolve(&change, &with_cookie(key), &up, None);
         let moved = s
             .cookie_after(&change, other, &up)
             .unwrap_or_else(|| panic!("moved"))
             .into_owned();
         assert_eq!(
-            Session::resolve(&change, &with_cookie(&moved), &up).routed,
+            Session::resolve(&change, &with_cookie(&moved), &up, None).routed,
             Some(other)
         );
         // A key no client should send starts a new session.
-        let s = Session::resolve(&keep, &with_cookie("a%20b"), &up);
+        let s = Session::resolve(&keep, &with_cookie("a%20b"), &up, None);
         assert!(s.routed.is_none() && s.preferred.is_some());
     }
 
@@ -272,13 +342,48 @@ mod tests {
     fn persistent_cookies_name_their_endpoint() {
         let a = aff(AffinityMode::Persistent, false);
         let up = upstream(3);
-        let s = Session::resolve(&a, &HeaderMap::new(), &up);
+        let s = Session::resolve(&a, &HeaderMap::new(), &up, None);
         assert_eq!((s.routed, s.preferred), (None, None));
         let named = s.cookie_after(&a, 2, &up).map(Cow::into_owned);
         assert_eq!(named.as_deref(), Some(&*up.endpoints[2].cookie));
-        let s = Session::resolve(&a, &with_cookie(&up.endpoints[1].cookie), &up);
+        let s = Session::resolve(&a, &with_cookie(&up.endpoints[1].cookie), &up, None);
         assert_eq!(s.routed, Some(1));
         assert!(s.cookie_after(&a, 1, &up).is_none());
+    }
+
+    #[test]
+    fn tagged_cookies_name_their_upstream_and_are_retagged_once() {
+        let tag = upstream_tag("ns/app:80");
+        assert_eq!(tag.len(), 8);
+        assert_ne!(tag, upstream_tag("ns/app-canary:80"));
+        for mode in [AffinityMode::Balanced, AffinityMode::Persistent] {
+            let a = aff(mode, false);
+            let up = upstream(3);
+            let new = Session::resolve(&a, &HeaderMap::new(), &up, Some(&tag));
+            let served = new.preferred.unwrap_or(1);
+            let set = new
+                .cookie_after(&a, served, &up)
+                .unwrap_or_else(|| panic!("{mode:?}: a new session sets its cookie"))
+                .into_owned();
+            let (value, got) = set.rsplit_once('|').unwrap_or_else(|| panic!("{set}"));
+            assert_eq!(got, tag, "{mode:?}");
+            assert_eq!(cookie_tag(&a, &with_cookie(&set)), Some(&*tag));
+            // Tagged: routed by its value, nothing to set again.
+            let back = Session::resolve(&a, &with_cookie(&set), &up, Some(&tag));
+            assert_eq!(back.routed, Some(served), "{mode:?}");
+            assert!(back.cookie_after(&a, served, &up).is_none(), "{mode:?}");
+            // Untagged (set before the route had a canary): same session, tagged now.
+            let old = Session::resolve(&a, &with_cookie(value), &up, Some(&tag));
+            assert_eq!(old.routed, Some(served), "{mode:?}");
+            assert_eq!(old.cookie_after(&a, served, &up).as_deref(), Some(&*set));
+            // Without a canary the tag is read past and none is written.
+            let plain = Session::resolve(&a, &with_cookie(&set), &up, None);
+            assert_eq!(plain.routed, Some(served), "{mode:?}");
+            assert!(plain.cookie_after(&a, served, &up).is_none(), "{mode:?}");
+        }
+        let a = aff(AffinityMode::Balanced, false);
+        assert_eq!(cookie_tag(&a, &with_cookie("abc")), None);
+        assert_eq!(split_tag("|x"), (None, Some("x")));
     }
 
     #[test]

@@ -2,8 +2,30 @@
 //! `canary-by-header-pattern`, `canary-by-cookie`, `canary-weight`).
 use http::HeaderMap;
 
-use super::affinity::cookie_value;
-use crate::snapshot::Canary;
+use super::affinity::{cookie_tag, cookie_value, upstream_tag};
+use crate::snapshot::{Canary, CookieAffinity};
+
+/// Whether this request goes to the canary, as ingress-nginx's balancer decides it: with
+/// cookie affinity on the route, a session the primary holds stays there, and one the canary
+/// holds stays there too unless `affinity-canary-behavior` is `legacy`; only a request in
+/// neither is shaped by [`use_canary`]. (So, as there, a header or cookie that asks for the
+/// canary does not move a session the primary holds.)
+pub fn chooses_canary(
+    canary: &Canary,
+    affinity: Option<&CookieAffinity>,
+    primary: &str,
+    headers: &HeaderMap,
+) -> bool {
+    if let Some(tag) = affinity.and_then(|a| cookie_tag(a, headers)) {
+        if tag == upstream_tag(primary) {
+            return false;
+        }
+        if canary.sticky && tag == upstream_tag(&canary.upstream.name) {
+            return true;
+        }
+    }
+    use_canary(canary, headers)
+}
 
 /// Whether this request goes to the canary, in ingress-nginx's order: the header decides when
 /// it says so (the configured value, else a match of the configured pattern, else `always` /
@@ -69,6 +91,7 @@ mod tests {
             header_value: header_value.map(str::to_string),
             header_pattern: None,
             cookie: Some("canary".into()),
+            sticky: true,
         }
     }
 
@@ -114,6 +137,44 @@ mod tests {
         let v2 = canary(0, Some("v2"));
         let h = headers(&[("x-canary", "v1"), ("cookie", "canary=always")]);
         assert!(use_canary(&v2, &h));
+    }
+
+    #[test]
+    fn sessions_stay_where_they_are_held() {
+        let aff = CookieAffinity {
+            name: "route".into(),
+            path: None,
+            max_age: None,
+            expires: None,
+            same_site: None,
+            secure: false,
+            change_on_failure: false,
+            mode: crate::snapshot::AffinityMode::Balanced,
+        };
+        let primary = "default/main:80";
+        let cookie = |upstream: &str, extra: &str| {
+            let v = format!("route=k|{}{extra}", upstream_tag(upstream));
+            let mut h = HeaderMap::new();
+            h.insert("cookie", HeaderValue::from_str(&v).expect("value"));
+            h
+        };
+        let mut c = canary(100, None);
+        let on_primary = cookie(primary, "; canary=always");
+        assert!(!chooses_canary(&c, Some(&aff), primary, &on_primary));
+        assert!(
+            chooses_canary(&c, None, primary, &on_primary),
+            "no affinity"
+        );
+        c.weight = 0;
+        let on_canary = cookie("default/canary:80", "");
+        assert!(chooses_canary(&c, Some(&aff), primary, &on_canary));
+        c.sticky = false;
+        assert!(
+            !chooses_canary(&c, Some(&aff), primary, &on_canary),
+            "legacy"
+        );
+        let elsewhere = cookie("default/gone:80", "; canary=always");
+        assert!(chooses_canary(&c, Some(&aff), primary, &elsewhere));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `canary`, `canary-weight`, `canary-weight-total`, `canary-by-header`,
-//! `canary-by-header-value`, `canary-by-header-pattern`, `canary-by-cookie`.
+//! `canary-by-header-value`, `canary-by-header-pattern`, `canary-by-cookie`,
+//! `affinity-canary-behavior`.
 use super::{parse_in_range, parse_token, AnnotationError, Annotations, CanaryConfig, Reader};
 
 pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), AnnotationError> {
@@ -25,6 +26,13 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     // nginx's `ngx.re.match`: unanchored, case-sensitive.
     let header_pattern = r.get("canary-by-header-pattern", super::compile_pattern)?;
     let cookie = r.get("canary-by-cookie", |v| parse_token(v, "cookie name"))?;
+    let sticky = r
+        .get("affinity-canary-behavior", |v| match v {
+            "sticky" => Ok(true),
+            "legacy" => Ok(false),
+            _ => Err("expected sticky or legacy".to_string()),
+        })?
+        .unwrap_or(true);
     a.canary = Some(CanaryConfig {
         weight,
         weight_total,
@@ -32,6 +40,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         header_value,
         header_pattern,
         cookie,
+        sticky,
     });
     Ok(())
 }
@@ -53,6 +62,7 @@ mod tests {
                 header_value: None,
                 header_pattern: None,
                 cookie: None,
+                sticky: true,
             })
         );
         let a = nginx(&[
@@ -61,6 +71,7 @@ mod tests {
             ("canary-by-header", "X-Canary"),
             ("canary-by-header-value", "yes-please"),
             ("canary-by-cookie", "use_canary"),
+            ("affinity-canary-behavior", "legacy"),
         ])
         .expect("valid");
         assert_eq!(
@@ -72,6 +83,7 @@ mod tests {
                 header_value: Some("yes-please".into()),
                 header_pattern: None,
                 cookie: Some("use_canary".into()),
+                sticky: false,
             })
         );
         let a = nginx(&[
@@ -91,6 +103,9 @@ mod tests {
         .expect_err("over the total");
         assert!(e.key.ends_with("canary-weight"), "{e}");
         assert_rejects("canary", &["sometimes"]);
+        let e = nginx(&[("canary", "true"), ("affinity-canary-behavior", "Sticky")])
+            .expect_err("case matters, as in ingress-nginx");
+        assert!(e.key.ends_with("affinity-canary-behavior"), "{e}");
         for (name, bad) in [
             ("canary-weight", "101"),
             ("canary-weight", "-1"),

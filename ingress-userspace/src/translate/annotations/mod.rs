@@ -135,6 +135,8 @@ pub struct CanaryConfig {
     pub header_pattern: Option<Pattern>,
     /// `canary-by-cookie`.
     pub cookie: Option<String>,
+    /// `affinity-canary-behavior`: `sticky` (true, the default) or `legacy`.
+    pub sticky: bool,
 }
 
 /// The outcome of reading one Ingress's annotations.
