@@ -1103,6 +1103,12 @@ pub struct ExternalAuth {
     /// From the controller ConfigMap's `global-auth-*` keys, not the Ingress's own: routes in
     /// `no-auth-locations` skip it.
     pub global: bool,
+    /// `auth-proxy-set-headers`: `(name, value)` set on every auth request (lower-case names;
+    /// an empty value removes the header), read from the ConfigMap it names.
+    pub proxy_set_headers: Vec<(String, String)>,
+    /// That ConfigMap is missing or holds an invalid entry: every request is answered 503,
+    /// as ingress-nginx denies the location, rather than asking the service without them.
+    pub denied: bool,
 }
 
 /// How long answers of the auth service are kept, and under which key.

@@ -149,6 +149,10 @@ pub fn target(
         Some(a) => RoutePolicy {
             basic_auth: st.auth.clone(),
             custom_headers: st.custom_headers.clone(),
+            external_auth: st
+                .external_auth
+                .clone()
+                .or_else(|| a.policy.external_auth.clone()),
             ..a.policy.clone()
         },
         None => RoutePolicy::default(),

@@ -66,6 +66,8 @@ pub mod reason {
     pub const AUTH_SECRET_INVALID: &str = "AuthSecretInvalid";
     /// A `custom-headers` ConfigMap is missing or sets a header it may not.
     pub const CUSTOM_HEADERS_INVALID: &str = "CustomHeadersInvalid";
+    /// The `auth-proxy-set-headers` ConfigMap is missing or holds an invalid header.
+    pub const AUTH_HEADERS_INVALID: &str = "AuthProxySetHeadersInvalid";
     /// A canary rule has no main route to attach to.
     pub const CANARY_WITHOUT_MAIN_ROUTE: &str = "CanaryWithoutMainRoute";
     /// A passthrough rule without host or backend.

@@ -9,8 +9,8 @@ use k8s_openapi::{api::networking::v1::Ingress, apimachinery::pkg::apis::meta::v
 
 use super::{annotations::Annotations, ingress::ParsedIngress, Diagnostic};
 use crate::snapshot::{
-    BackendProtocol, BasicAuth, ClientAuth, CustomHeaders, RouteTarget, Upstream, UpstreamTls,
-    VirtualHost,
+    BackendProtocol, BasicAuth, ClientAuth, CustomHeaders, ExternalAuth, RouteTarget, Upstream,
+    UpstreamTls, VirtualHost,
 };
 
 /// Precedence between Ingresses, as ingress-nginx's `sortIngressSlice`: oldest first (no
@@ -82,10 +82,14 @@ pub struct IngressState {
     /// The Secrets its annotations name (`auth-secret`, `auth-tls-secret`), resolved or not,
     /// to re-translate it when one changes.
     pub secrets: Vec<(String, String)>,
-    /// The ConfigMap `custom-headers` names, found or not, likewise.
+    /// The ConfigMaps `custom-headers` and `auth-proxy-set-headers` name, found or not,
+    /// likewise.
     pub config_maps: Vec<(String, String)>,
     /// `custom-headers` with its ConfigMap read (`denied` when it could not be used).
     pub custom_headers: Option<Arc<CustomHeaders>>,
+    /// `auth-url` with the `auth-proxy-set-headers` ConfigMap read (`denied` when it could
+    /// not be used); `None` leaves the annotations' own.
+    pub external_auth: Option<Arc<ExternalAuth>>,
     /// Its own diagnostics (parse notes, rejection), when it is ours.
     pub diags: Vec<Diagnostic>,
     /// Route targets by slot (see `ParsedPath::slot`), reused between translations.

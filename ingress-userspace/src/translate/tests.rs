@@ -2243,3 +2243,64 @@ fn custom_headers_follow_their_configmap_and_the_allowed_list() {
         Some((false, 2))
     );
 }
+
+/// `auth-proxy-set-headers`: the ConfigMap it names (any namespace) is followed from absent
+/// to present to edited, incrementally as from scratch; missing or holding a bad entry, the
+/// routes stay but are denied (503) with a Warning.
+#[test]
+fn auth_proxy_set_headers_follow_their_configmap() {
+    let s = settings();
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(class());
+    objs.push(ing(mk_ingress("ns", "site")
+        .annotation("auth-url", "http://auth.example/check")
+        .annotation("auth-proxy-set-headers", "auth/hdrs")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    let mut cache = ObjectCache::from_objects(objs);
+    let mut tr = Translator::new(s.clone());
+    let auth = |t: &Translation| {
+        let ext = vhost(t, &exact("a.example")).routes[0]
+            .target
+            .policy
+            .external_auth
+            .clone()
+            .expect("auth-url");
+        (ext.denied, ext.proxy_set_headers.clone())
+    };
+    let check = |tr: &mut Translator, cache: &ObjectCache| {
+        let t = tr.translate(cache);
+        assert_eq!(t.snapshot.http, translate(cache, &s).snapshot.http);
+        t
+    };
+
+    let t = check(&mut tr, &cache);
+    assert_eq!(auth(&t), (true, Vec::new()), "missing ConfigMap");
+    assert_eq!(
+        diags(&t),
+        vec![("site".into(), reason::AUTH_HEADERS_INVALID)]
+    );
+    cache.apply(Object::ConfigMap(mk_configmap(
+        "auth",
+        "hdrs",
+        &[("X-Auth-Tenant", "blue"), ("X-Forwarded-Host", "")],
+    )));
+    let t = check(&mut tr, &cache);
+    let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+    assert_eq!(
+        auth(&t),
+        (
+            false,
+            vec![pair("x-auth-tenant", "blue"), pair("x-forwarded-host", "")]
+        )
+    );
+    assert!(diags(&t).is_empty());
+    cache.apply(Object::ConfigMap(mk_configmap(
+        "auth",
+        "hdrs",
+        &[("X-Auth-Tenant", "$remote_addr")],
+    )));
+    let t = check(&mut tr, &cache);
+    assert_eq!(auth(&t), (true, Vec::new()), "an nginx variable");
+    assert!(t.diagnostics[0].message.contains("nginx variable"));
+}

@@ -30,9 +30,9 @@ use super::{
 use crate::{
     config::{ServicePortRef, Settings},
     snapshot::{
-        BackendProtocol, BasicAuth, ClientAuth, Crls, CustomHeaders, HostMatch, HttpConfig,
-        L4Service, ObjectRef, PassthroughRoute, RoutePolicy, RouteTarget, Snapshot, TlsConfig,
-        UpstreamTls, VirtualHost,
+        BackendProtocol, BasicAuth, ClientAuth, Crls, CustomHeaders, ExternalAuth, HostMatch,
+        HttpConfig, L4Service, ObjectRef, PassthroughRoute, RoutePolicy, RouteTarget, Snapshot,
+        TlsConfig, UpstreamTls, VirtualHost,
     },
     store::{cache::Change, ObjectCache},
 };
@@ -310,6 +310,7 @@ impl Translator {
             secrets: Vec::new(),
             config_maps: Vec::new(),
             custom_headers: None,
+            external_auth: None,
             diags: Vec::new(),
             slots: Vec::new(),
         };
@@ -375,6 +376,33 @@ impl Translator {
                     }
                 });
             st.custom_headers = Some(Arc::new(custom));
+        }
+        if let (Some(nn), Some(ext)) = (&ann.auth_proxy_set_headers, &ann.policy.external_auth) {
+            st.config_maps.push((nn.namespace.clone(), nn.name.clone()));
+            let read = header_sets::read(objects, nn).and_then(|set| match set.problems.first() {
+                Some(p) => Err(format!("ConfigMap {}/{}: {p}", nn.namespace, nn.name)),
+                None => Ok(set.headers),
+            });
+            let with_headers = match read {
+                Ok(headers) => ExternalAuth {
+                    proxy_set_headers: headers,
+                    ..(**ext).clone()
+                },
+                Err(m) => {
+                    st.diags.push(Diagnostic::new(
+                        parsed.origin.clone(),
+                        reason::AUTH_HEADERS_INVALID,
+                        format!(
+                            "auth-proxy-set-headers: {m}; its routes answer 503 until it is fixed"
+                        ),
+                    ));
+                    ExternalAuth {
+                        denied: true,
+                        ..(**ext).clone()
+                    }
+                }
+            };
+            st.external_auth = Some(Arc::new(with_headers));
         }
         st.role = if ann.canary.is_some() {
             Role::Canary

@@ -917,6 +917,12 @@ async fn auth_service(
                                     http::HeaderValue::from_static("csrf=1; Path=/"),
                                 );
                             } else if cookie.contains("session=anon") {
+                            } else if h.get("x-auth-tenant").is_some_and(|v| v == "blue") {
+                                // What `auth-proxy-set-headers` adds for its routes.
+                                r.headers_mut().insert(
+                                    "x-auth-request-user",
+                                    http::HeaderValue::from_static("tenant-blue"),
+                                );
                             } else if cookie.contains("session=banned") {
                                 *r.status_mut() = http::StatusCode::FORBIDDEN;
                             } else {
@@ -942,7 +948,8 @@ async fn auth_service(
 
 /// `auth-url`: the auth service decides, its user header reaches the upstream (and a client
 /// cannot forge it), a 401 becomes the sign-in redirect, 403 stays 403, and an auth service
-/// that cannot be reached fails closed (500).
+/// that cannot be reached fails closed (500). `auth-proxy-set-headers` reach the service;
+/// with their ConfigMap unusable, the route answers 503 without asking it.
 #[tokio::test]
 async fn l7_external_auth() -> anyhow::Result<()> {
     use ingress::snapshot::ExternalAuth;
@@ -967,6 +974,8 @@ async fn l7_external_auth() -> anyhow::Result<()> {
                 request_redirect: None,
                 always_set_cookie: false,
                 global: false,
+                proxy_set_headers: Vec::new(),
+                denied: false,
             }))
         })
     };
@@ -990,11 +999,32 @@ async fn l7_external_auth() -> anyhow::Result<()> {
             None,
         ),
     );
+    let with_set_headers = |denied: bool| {
+        let mut p = ext(format!("http://{auth}/oauth2/auth"), None);
+        if let Some(e) = p.external_auth.as_mut() {
+            let e = Arc::make_mut(e);
+            e.proxy_set_headers = vec![("x-auth-tenant".into(), "blue".into())];
+            e.denied = denied;
+        }
+        p
+    };
+    let tenant = target_with(
+        "tenant",
+        upstream("private", &[up.addr]),
+        with_set_headers(false),
+    );
+    let denied = target_with(
+        "denied",
+        upstream("private", &[up.addr]),
+        with_set_headers(true),
+    );
     let l7 = L7::start(snapshot(vec![
         vhost("app.test", vec![prefix("/", &signin)]),
         vhost("api.test", vec![prefix("/", &plain)]),
         vhost("dead.test", vec![prefix("/", &dead)]),
         vhost("tls.test", vec![prefix("/", &over_tls)]),
+        vhost("tenant.test", vec![prefix("/", &tenant)]),
+        vhost("denied.test", vec![prefix("/", &denied)]),
     ]))
     .await?;
     let with_cookie = |host: &str, path: &str, cookie: &str| {
@@ -1045,8 +1075,22 @@ async fn l7_external_auth() -> anyhow::Result<()> {
     let r = send(l7.http, with_cookie("api.test", "/", "session=banned")?).await?;
     assert_eq!(r.status, 403);
     assert_eq!(get(l7.http, "dead.test", "/").await?.status, 500);
+    let asked = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+    assert_eq!(get(l7.http, "denied.test", "/").await?.status, 503);
+    assert_eq!(
+        seen.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        asked,
+        "a denied route does not ask the service"
+    );
     assert_eq!(get(l7.http, "tls.test", "/").await?.status, 401);
     assert_eq!(up.hits(), hits, "nothing refused reached the upstream");
+    // The service allows the tenant's requests by the header auth-proxy-set-headers adds.
+    let r = get(l7.http, "tenant.test", "/").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.seen_header("x-auth-request-user").as_deref(),
+        Some("tenant-blue")
+    );
     // An https:// auth service (its certificate is not checked, as by nginx by default).
     let r = send(l7.http, with_cookie("tls.test", "/t", "session=good")?).await?;
     assert_eq!(r.status, 200);
@@ -1209,6 +1253,8 @@ async fn l7_external_auth_cache() -> anyhow::Result<()> {
             request_redirect: None,
             always_set_cookie: false,
             global: false,
+            proxy_set_headers: Vec::new(),
+            denied: false,
         }))
     });
     let t = target_with("cached", upstream("private", &[up.addr]), ext);
@@ -1270,6 +1316,8 @@ async fn l7_external_auth_cookies() -> anyhow::Result<()> {
                 request_redirect: None,
                 always_set_cookie: always,
                 global: false,
+                proxy_set_headers: Vec::new(),
+                denied: false,
             }))
         })
     };
@@ -1595,6 +1643,8 @@ async fn l7_global_auth_spares_no_auth_locations() -> anyhow::Result<()> {
                 request_redirect: None,
                 always_set_cookie: false,
                 global,
+                proxy_set_headers: Vec::new(),
+                denied: false,
             }))
         })
     };

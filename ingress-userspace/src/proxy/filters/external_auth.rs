@@ -124,6 +124,11 @@ pub async fn check(
     req: &Original<'_>,
     scope: Option<u64>,
 ) -> Verdict {
+    if cfg.denied {
+        return Verdict::Respond(Box::new(errors::status_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+        )));
+    }
     let now = Instant::now();
     let cache_key = cfg.cache.as_ref().zip(scope).map(|(c, scope)| {
         let value = super::hash::key_bytes(&c.key, req.uri, req.headers, req.client, req.tls);
@@ -289,6 +294,19 @@ fn subrequest(cfg: &ExternalAuth, req: &Original<'_>) -> Result<Request<Empty<By
         HeaderValue::from_str(&req.client.to_canonical().to_string()).map_err(|e| e.to_string())?;
     h.insert(headers::X_REAL_IP.clone(), client.clone());
     h.insert(headers::X_FORWARDED_FOR.clone(), client);
+    // `auth-proxy-set-headers` last, over the ones above, as its `proxy_set_header` lines
+    // follow them in ingress-nginx's auth location.
+    for (name, value) in &cfg.proxy_set_headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+        if value.is_empty() {
+            h.remove(&name);
+        } else {
+            h.insert(
+                name,
+                HeaderValue::from_str(value).map_err(|e| e.to_string())?,
+            );
+        }
+    }
     let mut sub = Request::new(Empty::new());
     *sub.method_mut() = method;
     *sub.uri_mut() = uri;
@@ -387,6 +405,8 @@ mod tests {
             request_redirect: None,
             always_set_cookie: false,
             global: false,
+            proxy_set_headers: Vec::new(),
+            denied: false,
         };
         let sub = subrequest(&cfg, &o).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(sub.method(), Method::GET);
@@ -409,6 +429,20 @@ mod tests {
             sub.headers()["x-auth-request-redirect"],
             "https://app.example/back?to=%2Fp%3Fq%3D1"
         );
+        // `auth-proxy-set-headers` go last: added, replacing, or (empty) removing.
+        let cfg = ExternalAuth {
+            proxy_set_headers: vec![
+                ("x-auth-tenant".into(), "blue".into()),
+                ("x-original-method".into(), "GET".into()),
+                ("cookie".into(), String::new()),
+            ],
+            ..cfg
+        };
+        let sub = subrequest(&cfg, &o).unwrap_or_else(|e| panic!("{e}"));
+        let sh = sub.headers();
+        assert_eq!(sh["x-auth-tenant"], "blue");
+        assert_eq!(sh["x-original-method"], "GET");
+        assert!(!sh.contains_key(header::COOKIE));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `auth-url`, `auth-method`, `auth-signin`, `auth-signin-redirect-param`, `auth-response-headers`,
 //! `auth-cache-key`, `auth-cache-duration`, `auth-request-redirect` (the `X-Auth-Request-Redirect`
-//! the service gets), `auth-always-set-cookie`: external authentication (see
+//! the service gets), `auth-always-set-cookie`, `auth-proxy-set-headers` (a ConfigMap of
+//! headers for the service, read by the translator): external authentication (see
 //! `proxy::filters::external_auth`). The controller ConfigMap's `global-auth-*` keys give every
 //! Ingress without its own `auth-url` the same, unless it says `enable-global-auth: "false"`.
 use std::{sync::Arc, time::Duration};
@@ -67,6 +68,11 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
                 }),
         }),
     };
+    let namespace = r.namespace().to_owned();
+    a.auth_proxy_set_headers = r.get("auth-proxy-set-headers", |v| {
+        crate::translate::header_sets::reference(&namespace, v)
+            .map_err(|_| "expected a ConfigMap name or namespace/name".to_string())
+    })?;
     a.policy.external_auth = Some(Arc::new(ExternalAuth {
         url,
         method,
@@ -81,6 +87,8 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         })?,
         always_set_cookie: r.flag("auth-always-set-cookie")?.unwrap_or(false),
         global,
+        proxy_set_headers: Vec::new(),
+        denied: false,
     }));
     Ok(())
 }

@@ -91,6 +91,9 @@ pub struct Annotations {
     pub default_backend: Option<String>,
     /// `custom-headers`: a ConfigMap of response headers in the Ingress's namespace.
     pub custom_headers: Option<NamespacedName>,
+    /// `auth-proxy-set-headers` (with `auth-url`): a ConfigMap of headers for the auth
+    /// service.
+    pub auth_proxy_set_headers: Option<NamespacedName>,
 }
 
 /// Values for annotations an Ingress does not set, from the controller ConfigMap (whose keys
