@@ -1160,6 +1160,8 @@ pub struct TlsConfig {
 #[derive(Clone, Debug)]
 pub struct TlsCert {
     pub origin: ObjectRef,
+    /// The Secret the chain and key come from.
+    pub secret: ObjectRef,
     /// `spec.tls[].hosts` turned into matchers; `Any` never appears here.
     pub hosts: Vec<HostMatch>,
     /// Parsed chain and key, checked to match each other.
@@ -1171,6 +1173,7 @@ pub struct TlsCert {
 impl PartialEq for TlsCert {
     fn eq(&self, other: &Self) -> bool {
         self.origin == other.origin
+            && self.secret == other.secret
             && self.hosts == other.hosts
             && (Arc::ptr_eq(&self.key, &other.key) || self.key.cert == other.key.cert)
     }

@@ -38,8 +38,18 @@ impl TestCa {
 
     /// A server certificate for `names` (DNS names, `*.` wildcards allowed), signed by the CA.
     pub fn issue(&self, names: &[&str]) -> anyhow::Result<Arc<CertifiedKey>> {
+        self.issue_until(names, (4096, 1, 1))
+    }
+
+    /// Like [`TestCa::issue`], valid until midnight UTC at the start of `(year, month, day)`.
+    pub fn issue_until(
+        &self,
+        names: &[&str],
+        (year, month, day): (i32, u8, u8),
+    ) -> anyhow::Result<Arc<CertifiedKey>> {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        params.not_after = rcgen::date_time_ymd(year, month, day);
         params.distinguished_name.push(
             rcgen::DnType::CommonName,
             names.first().copied().unwrap_or("test"),

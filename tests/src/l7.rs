@@ -193,6 +193,11 @@ pub fn with_cert(
 ) -> Snapshot {
     snap.tls.certs.push(TlsCert {
         origin: ingress_ref("tls"),
+        secret: ObjectRef {
+            kind: "Secret",
+            namespace: "default".into(),
+            name: "tls".into(),
+        },
         hosts: hosts.iter().map(|h| host_match(h)).collect(),
         key,
     });

@@ -93,7 +93,7 @@ impl ProxyApplier {
         });
         metrics.prune();
         let took = started.elapsed();
-        metrics.config_applied(snapshot.generation, took);
+        metrics.config_applied(snapshot.generation, &snapshot.tls, took);
         if let Some(r) = &self.readiness {
             r.set_ready();
         }

@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use super::filters::mirror::MirrorOutcome;
+use super::{
+    filters::mirror::MirrorOutcome,
+    nginx_metrics::{CertExpiries, CertExpiry, StatusCounts},
+};
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] = [
@@ -46,7 +49,8 @@ impl Histogram {
         self.count.load(Relaxed)
     }
 
-    fn render(&self, name: &str, labels: &str, out: &mut String) {
+    /// Appends the histogram's series, `labels` (`k="v",...`) on each.
+    pub fn render(&self, name: &str, labels: &str, out: &mut String) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -79,6 +83,8 @@ pub struct RouteMetrics {
     service: Box<str>,
     /// Responses by status class 1xx..5xx.
     classes: [AtomicU64; 5],
+    /// And by exact status, for ingress-nginx's `nginx_ingress_controller_requests`.
+    statuses: StatusCounts,
     latency: Histogram,
 }
 
@@ -88,14 +94,36 @@ impl RouteMetrics {
             ingress: ingress.into(),
             service: service.into(),
             classes: Default::default(),
+            statuses: StatusCounts::default(),
             latency: Histogram::default(),
         }
+    }
+
+    /// The ingress (`namespace/name`; empty for requests no route took).
+    pub fn ingress(&self) -> &str {
+        &self.ingress
+    }
+
+    /// The service (`namespace/name:port`).
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Responses by exact status.
+    pub fn statuses(&self) -> &StatusCounts {
+        &self.statuses
+    }
+
+    /// Time from request to response end.
+    pub fn latency(&self) -> &Histogram {
+        &self.latency
     }
 
     /// Records a finished request.
     pub fn record(&self, status: u16, elapsed: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.classes[class].fetch_add(1, Relaxed);
+        self.statuses.add(status);
         self.latency.observe(elapsed);
     }
 
@@ -164,6 +192,10 @@ pub struct ProxyMetrics {
     config_applies: AtomicU64,
     config_generation: AtomicU64,
     apply_duration: Histogram,
+    /// Unix time of the last configuration applied.
+    last_apply: AtomicU64,
+    /// The applied configuration's certificates, for `ssl_expire_time_seconds`.
+    certificates: Mutex<(CertExpiries, Vec<CertExpiry>)>,
     open_connections: AtomicI64,
 }
 
@@ -181,6 +213,8 @@ impl Default for ProxyMetrics {
             config_applies: AtomicU64::new(0),
             config_generation: AtomicU64::new(0),
             apply_duration: Histogram::default(),
+            last_apply: AtomicU64::new(0),
+            certificates: Mutex::default(),
             open_connections: AtomicI64::new(0),
         }
     }
@@ -268,8 +302,22 @@ impl ProxyMetrics {
         self.blocked.load(Relaxed)
     }
 
-    /// Counts a configuration applied to the proxy.
-    pub fn config_applied(&self, generation: u64, took: Duration) {
+    /// Counts a configuration applied to the proxy, with its certificates.
+    pub fn config_applied(
+        &self,
+        generation: u64,
+        tls: &crate::snapshot::TlsConfig,
+        took: Duration,
+    ) {
+        {
+            let mut certs = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
+            let (parsed, expiries) = &mut *certs;
+            *expiries = parsed.of(tls);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_apply.store(now.as_secs(), Relaxed);
         self.config_applies.fetch_add(1, Relaxed);
         self.config_generation.store(generation, Relaxed);
         self.apply_duration.observe(took);
@@ -383,11 +431,21 @@ impl ProxyMetrics {
         out.push_str("# TYPE ingress_config_apply_duration_seconds histogram\n");
         self.apply_duration
             .render("ingress_config_apply_duration_seconds", "", out);
+        let certs = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
+        super::nginx_metrics::render(
+            &super::nginx_metrics::Sources {
+                routes: &routes,
+                certificates: &certs.1,
+                last_apply: self.last_apply.load(Relaxed),
+                open_connections: self.open_connections.load(Relaxed),
+            },
+            out,
+        );
     }
 }
 
 /// Escapes a label value (backslash, quote, newline).
-fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn escape(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains(['\\', '"', '\n']) {
         s.replace('\\', "\\\\")
             .replace('"', "\\\"")

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod listener;
 pub mod log_format;
 pub mod metrics;
+pub mod nginx_metrics;
 pub(crate) mod outbound;
 pub mod real_ip;
 pub mod router;

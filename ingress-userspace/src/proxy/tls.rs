@@ -765,11 +765,13 @@ mod tests {
             certs: vec![
                 TlsCert {
                     origin: ObjectRef::default(),
+                    secret: ObjectRef::default(),
                     hosts: vec![HostMatch::Exact("a.example.com".into())],
                     key: a.clone(),
                 },
                 TlsCert {
                     origin: ObjectRef::default(),
+                    secret: ObjectRef::default(),
                     hosts: vec![HostMatch::Wildcard("example.com".into())],
                     key: b.clone(),
                 },

@@ -19,7 +19,7 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName
 
 use super::{hosts::host_order, ingress::ParsedIngress, reason, Diagnostic};
 use crate::{
-    snapshot::{HostMatch, TlsCert, TlsConfig},
+    snapshot::{HostMatch, ObjectRef, TlsCert, TlsConfig},
     store::ObjectCache,
 };
 
@@ -244,6 +244,11 @@ pub fn build(
                 has_exact,
                 TlsCert {
                     origin: ing.origin.clone(),
+                    secret: ObjectRef {
+                        kind: "Secret",
+                        namespace: ns.to_owned(),
+                        name: secret.to_owned(),
+                    },
                     hosts,
                     key,
                 },

@@ -168,10 +168,12 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
     assert_eq!(get(admin, "admin", "/healthz").await?.status, 200);
     assert_eq!(get(admin, "admin", "/readyz").await?.status, 503);
     let t = target("metered", upstream("metered", &[up.addr]));
-    applier.apply(&Arc::new(snapshot(vec![vhost(
-        "m.test",
-        vec![prefix("/", &t)],
-    )])));
+    let ca = tests::certs::TestCa::new()?;
+    applier.apply(&Arc::new(with_cert(
+        snapshot(vec![vhost("m.test", vec![prefix("/", &t)])]),
+        &["m.test", "*.m.test"],
+        ca.issue_until(&["m.test", "*.m.test"], (2031, 6, 15))?,
+    )));
     assert_eq!(get(admin, "admin", "/readyz").await?.status, 200);
 
     for _ in 0..3 {
@@ -194,6 +196,15 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
         "ingress_config_apply_duration_seconds_count 1",
         "ingress_upstream_errors_total{kind=\"connect_refused\"} 0",
         "ingress_tls_handshakes_total 0",
+        // The same under ingress-nginx's names, for its dashboards and alerts.
+        "nginx_ingress_controller_requests{namespace=\"default\",ingress=\"metered\",service=\"metered\",status=\"200\"} 3",
+        "nginx_ingress_controller_requests{namespace=\"default\",ingress=\"metered\",service=\"metered\",status=\"503\"} 1",
+        "nginx_ingress_controller_requests{namespace=\"\",ingress=\"\",service=\"\",status=\"404\"} 1",
+        "nginx_ingress_controller_request_duration_seconds_count{namespace=\"default\",ingress=\"metered\",service=\"metered\"} 4",
+        "nginx_ingress_controller_ssl_expire_time_seconds{host=\"m.test\",namespace=\"default\",secret_name=\"tls\"} 1939248000",
+        "nginx_ingress_controller_ssl_expire_time_seconds{host=\"*.m.test\",namespace=\"default\",secret_name=\"tls\"} 1939248000",
+        "nginx_ingress_controller_config_last_reload_successful 1",
+        "nginx_ingress_controller_nginx_process_connections{state=\"active\"} ",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
