@@ -769,6 +769,11 @@ pub struct RoutePolicy {
     pub ssl_redirect: bool,
     /// Redirect HTTP to HTTPS (308) even without TLS on the host.
     pub force_ssl_redirect: bool,
+    /// `preserve-trailing-slash`: the HTTPS redirect keeps a trailing `/` of the request URI,
+    /// which it otherwise drops, as ingress-nginx does.
+    pub preserve_trailing_slash: bool,
+    /// `use-port-in-redirects`: the HTTPS redirect names the port even when it is 443.
+    pub use_port_in_redirects: bool,
     /// `rewrite-target`: replacement for the matched path; `$1`.. refer to regex groups.
     pub rewrite_target: Option<String>,
     /// `app-root`: redirect `/` to this path (302).
@@ -845,6 +850,8 @@ impl Default for RoutePolicy {
         RoutePolicy {
             ssl_redirect: true,
             force_ssl_redirect: false,
+            preserve_trailing_slash: false,
+            use_port_in_redirects: false,
             rewrite_target: None,
             app_root: None,
             redirect: None,

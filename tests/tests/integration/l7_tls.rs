@@ -181,9 +181,16 @@ async fn l7_ssl_redirect_and_force_ssl_redirect() -> anyhow::Result<()> {
     let mut off_policy = test_policy();
     off_policy.ssl_redirect = false;
     let off = target_with("off", u.clone(), off_policy);
+    let mut slash_policy = test_policy();
+    slash_policy.preserve_trailing_slash = true;
+    let slash = target_with("slash", u.clone(), slash_policy);
     let mut secure = vhost(
         "secure.test",
-        vec![prefix("/off", &off), prefix("/", &plain)],
+        vec![
+            prefix("/off", &off),
+            prefix("/keep", &slash),
+            prefix("/", &plain),
+        ],
     );
     secure.tls = true;
     let snap = snapshot(vec![
@@ -202,6 +209,16 @@ async fn l7_ssl_redirect_and_force_ssl_redirect() -> anyhow::Result<()> {
         r.header("location"),
         Some(format!("https://secure.test:{port}/a/b?x=1").as_str())
     );
+    // One trailing slash goes, as ingress-nginx's redirect drops it, unless the route says
+    // preserve-trailing-slash.
+    for (path, expected) in [("/a/b/", "/a/b"), ("/", ""), ("/keep/", "/keep/")] {
+        let r = get(l7.http, "secure.test", path).await?;
+        assert_eq!(
+            r.header("location"),
+            Some(format!("https://secure.test:{port}{expected}").as_str()),
+            "{path}"
+        );
+    }
     assert_eq!(up.hits(), 0);
     // ssl-redirect: "false" on the route.
     assert_eq!(get(l7.http, "secure.test", "/off").await?.status, 200);

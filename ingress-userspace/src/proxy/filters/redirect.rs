@@ -33,7 +33,9 @@ pub fn rewrite_upstream_redirects(headers: &mut HeaderMap, from: &str, to: &str)
 }
 
 /// `status` (308 unless `http-redirect-code` says otherwise) to https for a plain-HTTP request
-/// when the route asks for it.
+/// when the route asks for it. As ingress-nginx, one trailing `/` of the request URI is
+/// dropped (`/` itself goes to the bare host) unless `preserve-trailing-slash`; the port is
+/// named when it is not 443, or always with `use-port-in-redirects`.
 pub fn ssl_redirect(
     policy: &RoutePolicy,
     host_tls: bool,
@@ -46,12 +48,16 @@ pub fn ssl_redirect(
         return None;
     }
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    let pq = match pq.strip_suffix('/') {
+        Some(stripped) if !policy.preserve_trailing_slash => stripped,
+        _ => pq,
+    };
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {
         host.to_string()
     };
-    let location = if https_port == 443 {
+    let location = if https_port == 443 && !policy.use_port_in_redirects {
         format!("https://{host}{pq}")
     } else {
         format!("https://{host}:{https_port}{pq}")
@@ -91,6 +97,46 @@ pub fn www(to: &str, tls: bool, https_port: u16, uri: &Uri) -> Response<Response
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssl_redirect_drops_one_trailing_slash_unless_asked() {
+        let location = |policy: &RoutePolicy, uri: &str, port: u16| {
+            let uri: Uri = uri.parse().unwrap_or_else(|e| panic!("{e}"));
+            ssl_redirect(
+                policy,
+                true,
+                "h.example",
+                &uri,
+                port,
+                StatusCode::PERMANENT_REDIRECT,
+            )
+            .and_then(|r| r.headers().get(header::LOCATION).cloned())
+            .and_then(|v| v.to_str().map(str::to_owned).ok())
+        };
+        let mut p = RoutePolicy::default();
+        assert_eq!(
+            location(&p, "/a/b/", 443).as_deref(),
+            Some("https://h.example/a/b")
+        );
+        assert_eq!(location(&p, "/", 443).as_deref(), Some("https://h.example"));
+        assert_eq!(
+            location(&p, "/a/?x=1", 443).as_deref(),
+            Some("https://h.example/a/?x=1"),
+            "the URI ends with the query"
+        );
+        assert_eq!(
+            location(&p, "/a", 8443).as_deref(),
+            Some("https://h.example:8443/a")
+        );
+        p.preserve_trailing_slash = true;
+        p.use_port_in_redirects = true;
+        assert_eq!(
+            location(&p, "/a/b/", 443).as_deref(),
+            Some("https://h.example:443/a/b/")
+        );
+        p.ssl_redirect = false;
+        assert_eq!(location(&p, "/a/b/", 443), None);
+    }
 
     #[test]
     fn upstream_redirects_are_rewritten_by_prefix() {

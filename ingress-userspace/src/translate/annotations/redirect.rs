@@ -1,4 +1,5 @@
-//! `ssl-redirect`, `force-ssl-redirect`, `app-root`, `permanent-redirect(-code)`,
+//! `ssl-redirect`, `force-ssl-redirect` (with `preserve-trailing-slash` and
+//! `use-port-in-redirects`), `app-root`, `permanent-redirect(-code)`,
 //! `temporal-redirect(-code)`. When both redirects are set the temporal one wins, as in
 //! ingress-nginx. Also `proxy-redirect-from` / `proxy-redirect-to`, which rewrite the
 //! upstream's own redirects.
@@ -12,6 +13,8 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     if let Some(v) = r.flag("force-ssl-redirect")? {
         a.policy.force_ssl_redirect = v;
     }
+    a.policy.preserve_trailing_slash = r.flag("preserve-trailing-slash")?.unwrap_or(false);
+    a.policy.use_port_in_redirects = r.flag("use-port-in-redirects")?.unwrap_or(false);
     a.policy.app_root = r.get("app-root", parse_app_root)?;
     let permanent = r.get("permanent-redirect", parse_location)?;
     let permanent_code = r.get("permanent-redirect-code", parse_code)?.unwrap_or(301);
@@ -124,6 +127,19 @@ mod tests {
         assert!(!nginx(&[]).expect("empty").policy.force_ssl_redirect);
         assert_rejects("ssl-redirect", &["yes", "maybe"]);
         assert_rejects("force-ssl-redirect", &["on"]);
+        assert!(
+            ok("preserve-trailing-slash", "true")
+                .policy
+                .preserve_trailing_slash
+        );
+        assert!(
+            ok("use-port-in-redirects", "true")
+                .policy
+                .use_port_in_redirects
+        );
+        let none = nginx(&[]).expect("empty").policy;
+        assert!(!none.preserve_trailing_slash && !none.use_port_in_redirects);
+        assert_rejects("preserve-trailing-slash", &["yes"]);
     }
 
     #[test]
