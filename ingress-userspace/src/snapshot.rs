@@ -87,6 +87,9 @@ pub struct Global {
     /// `client-body-timeout`: longest wait between two reads of a request body; `None` leaves
     /// the flag's value.
     pub client_body_timeout: Option<Duration>,
+    /// `proxy-protocol-header-timeout`: how long a connection may take to send its PROXY
+    /// protocol header; `None` leaves the built-in 5 s.
+    pub proxy_protocol_timeout: Option<Duration>,
     /// TLS offered to clients (`ssl-protocols`, `ssl-ciphers`).
     pub server_tls: ServerTls,
     /// gzip-compressed answers (`use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`,
@@ -355,6 +358,7 @@ impl Default for Global {
             underscores_in_headers: false,
             client_header_timeout: None,
             client_body_timeout: None,
+            proxy_protocol_timeout: None,
             server_tls: ServerTls::default(),
             gzip: Compression::gzip_default(),
             brotli: Compression::brotli_default(),

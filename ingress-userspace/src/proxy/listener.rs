@@ -211,15 +211,18 @@ impl Proxy {
         local: SocketAddr,
     ) -> Option<Origin> {
         // Read before the wait: a guard is not held across it.
-        let (proxy_protocol, trusted) = {
+        let (proxy_protocol, trusted, timeout) = {
             let config = self.shared.config.load();
             let real_ip = &config.global.real_ip;
-            (real_ip.proxy_protocol, real_ip.trusts(peer.ip()))
+            (
+                real_ip.proxy_protocol,
+                real_ip.trusts(peer.ip()),
+                config.global.proxy_protocol_timeout,
+            )
         };
         if !proxy_protocol {
             return Some(Origin::direct(peer, local));
         }
-        let timeout = self.shared.options.limits.proxy_protocol_timeout;
         let read = crate::proxy_protocol::read(stream, timeout);
         let header = tokio::select! {
             header = read => header,

@@ -95,6 +95,9 @@ pub struct GlobalPolicy {
     pub client_header_timeout: std::time::Duration,
     /// Longest wait between two reads of a request body (`client-body-timeout`).
     pub client_body_timeout: std::time::Duration,
+    /// Time a connection has to send its PROXY protocol header
+    /// (`proxy-protocol-header-timeout`).
+    pub proxy_protocol_timeout: std::time::Duration,
     /// The TLS settings [`ActiveConfig::server_tls`] was built from.
     pub server_tls: crate::snapshot::ServerTls,
     /// `use-gzip` and `enable-brotli`: compressed answers; `None` while both are off.
@@ -242,6 +245,9 @@ impl GlobalPolicy {
             client_body_timeout: global
                 .client_body_timeout
                 .unwrap_or(limits.client_body_timeout),
+            proxy_protocol_timeout: global
+                .proxy_protocol_timeout
+                .unwrap_or(limits.proxy_protocol_timeout),
             server_tls: global.server_tls.clone(),
             compression: compression::CompressionPolicy::compile(global),
             max_requests_per_connection: ka.requests.unwrap_or(limits.max_requests_per_connection),

@@ -301,6 +301,9 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
             annotations::proxy_ssl::parse_ciphers(value).map(|c| g.server_tls.tls12_suites = c)
         }
         "use-proxy-protocol" => parse_bool(value).map(|b| g.real_ip.proxy_protocol = b),
+        "proxy-protocol-header-timeout" => {
+            annotations::parse_time(value).map(|t| g.proxy_protocol_timeout = Some(t))
+        }
         "use-forwarded-headers" => parse_bool(value).map(|b| g.real_ip.forwarded_headers = b),
         "enable-real-ip" => parse_bool(value).map(|b| g.real_ip.enable_real_ip = b),
         "compute-full-forwarded-for" => {
@@ -743,6 +746,18 @@ mod tests {
         ));
         assert!(set("gzip-disable", "").is_ok_and(|g| g.gzip.disable_for.is_empty()));
         assert!(set("gzip-disable", "(unclosed").is_err());
+    }
+
+    #[test]
+    fn proxy_protocol_header_timeout() {
+        let g = set("proxy-protocol-header-timeout", "2s").expect("2s");
+        assert_eq!(
+            g.proxy_protocol_timeout,
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert!(set("proxy-protocol-header-timeout", "1m").is_ok());
+        assert!(set("proxy-protocol-header-timeout", "0s").is_err());
+        assert!(set("proxy-protocol-header-timeout", "soon").is_err());
     }
 
     #[test]

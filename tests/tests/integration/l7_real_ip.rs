@@ -165,6 +165,24 @@ async fn l7_connections_without_a_good_proxy_header_are_closed_and_counted() -> 
         0,
         "a request without a good header went upstream"
     );
+
+    // `proxy-protocol-header-timeout` (2 s) over the start-time limit (500 ms): a new
+    // connection gets the longer wait, then is closed all the same.
+    let mut next = snapshot(vec![vhost("pp.test", vec![prefix("/", &t)])]);
+    next.global.real_ip = proxy_protocol(&["127.0.0.0/8"]);
+    next.global.proxy_protocol_timeout = Some(Duration::from_secs(2));
+    l7.apply(next);
+    let mut s = TcpStream::connect(l7.http).await?;
+    s.write_all(b"PROXY TCP4 203.0.11").await?;
+    let started = std::time::Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await?;
+    assert!(matches!(read, Ok(0)) || read.is_err(), "{read:?}");
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_millis(1_800)..Duration::from_millis(4_000)).contains(&waited),
+        "closed after {waited:?}"
+    );
+    assert_eq!(metrics.proxy_protocol_refusals() - before, 5);
     Ok(())
 }
 
