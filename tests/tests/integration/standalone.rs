@@ -716,6 +716,14 @@ async fn proxy_protocol_from_a_load_balancer_reaches_passthrough_and_l7_backends
 }
 
 /// The controller ConfigMap of [`the_controller_configmap_applies_without_a_restart`].
+/// Replaces `path` at once (a temporary file renamed over it), so the manifest watcher never
+/// reads it half written: a truncated ConfigMap would look like one without the keys.
+fn write_whole(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
 fn controller_configmap(data: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ingressd\n  namespace: ingress-system\n\
@@ -790,7 +798,7 @@ async fn the_controller_configmap_applies_without_a_restart() {
     let headers_path = dir.path().join("headers.yaml");
     let custom_path = dir.path().join("custom.yaml");
     let write_cm =
-        move |data: &str| std::fs::write(&cm, controller_configmap(data)).expect("configmap");
+        move |data: &str| write_whole(&cm, &controller_configmap(data));
     write_cm("  proxy-body-size: 1k\n  worker-processes: \"4\"\n");
     let (http, admin) = (free_addr(), free_addr());
     let http_addr = http.to_string();
@@ -946,7 +954,7 @@ async fn log_format_and_error_log_level_apply_without_a_restart() {
     std::fs::write(dir.path().join("all.yaml"), ingresses).expect("manifests");
     let cm = dir.path().join("controller.yaml");
     let write_cm =
-        move |data: &str| std::fs::write(&cm, controller_configmap(data)).expect("configmap");
+        move |data: &str| write_whole(&cm, &controller_configmap(data));
     write_cm(
         "  log-format-upstream: '$remote_addr \"$request\" $status [$proxy_upstream_name] $req_id'\n  \
          error-log-level: debug\n",
