@@ -88,6 +88,7 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
     }
     Ok(Settings {
         controller_config: parse_nn(&args.configmap)?,
+        default_certificate: parse_nn(&args.default_ssl_certificate)?,
         global: Global {
             block_cidrs: args.edge.block_cidrs.clone(),
             hsts: args.hsts.settings(),

@@ -153,6 +153,11 @@ pub struct RunArgs {
     /// Private key (PEM) of `--default-tls-cert`.
     #[arg(long, requires = "default_tls_cert")]
     pub default_tls_key: Option<PathBuf>,
+    /// TLS Secret `namespace/name` served to HTTPS clients whose SNI matches no certificate
+    /// of an Ingress, as ingress-nginx's flag of the same name; followed while running, over
+    /// `--default-tls-cert`.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub default_ssl_certificate: Option<String>,
     /// TLS passthrough: force the userspace copy instead of the sockmap splice.
     #[arg(long)]
     pub passthrough_userspace: bool,

@@ -93,6 +93,8 @@ pub struct Settings {
     pub controller_config: Option<NamespacedName>,
     /// The flags' controller-wide settings, which the controller ConfigMap's keys replace.
     pub global: crate::snapshot::Global,
+    /// `--default-ssl-certificate`: the TLS Secret for names no Ingress has a certificate for.
+    pub default_certificate: Option<NamespacedName>,
     /// ConfigMap with TCP services (ingress-nginx `tcp-services` shape).
     pub tcp_services: Option<NamespacedName>,
     /// ConfigMap with UDP services.

@@ -1165,6 +1165,9 @@ pub enum HashPart {
 pub struct TlsConfig {
     /// Ordered: exact names first, then wildcards.
     pub certs: Vec<TlsCert>,
+    /// `--default-ssl-certificate`, read (no `hosts`): for names no certificate serves, in
+    /// place of the one the proxy started with.
+    pub default: Option<TlsCert>,
 }
 
 /// A certificate from an Ingress `spec.tls` entry, and the SNI names it serves.

@@ -39,12 +39,17 @@ pub struct CertTable {
     exact: HashMap<Box<str>, Arc<CertifiedKey>>,
     /// `*.example.com` stored under `example.com`.
     wildcard: HashMap<Box<str>, Arc<CertifiedKey>>,
+    /// `--default-ssl-certificate`, over the proxy's own default.
+    default: Option<Arc<CertifiedKey>>,
 }
 
 impl CertTable {
     /// Indexes `tls.certs`; the first certificate naming a host wins (the snapshot is ordered).
     pub fn compile(tls: &TlsConfig) -> Self {
-        let mut table = CertTable::default();
+        let mut table = CertTable {
+            default: tls.default.as_ref().map(|c| c.key.clone()),
+            ..CertTable::default()
+        };
         for cert in &tls.certs {
             for host in &cert.hosts {
                 let (map, name) = match host {
@@ -121,10 +126,18 @@ impl ResolvesServerCert for CertResolver {
     /// serves. A host without a certificate of its own still gets the default one.
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let Some(sni) = hello.server_name() else {
-            if self.config.load().global.ssl_reject_handshake {
+            let config = self.config.load();
+            if config.global.ssl_reject_handshake {
                 return None;
             }
-            return Some(self.default.clone());
+            return Some(
+                config
+                    .certs
+                    .default
+                    .as_ref()
+                    .unwrap_or(&self.default)
+                    .clone(),
+            );
         };
         let sni: Cow<'_, str> = if sni.bytes().any(|b| b.is_ascii_uppercase()) {
             sni.to_ascii_lowercase().into()
@@ -139,7 +152,14 @@ impl ResolvesServerCert for CertResolver {
         if config.global.ssl_reject_handshake && !config.routes.serves_name(sni) {
             return None;
         }
-        Some(self.default.clone())
+        Some(
+            config
+                .certs
+                .default
+                .as_ref()
+                .unwrap_or(&self.default)
+                .clone(),
+        )
     }
 }
 
@@ -776,6 +796,7 @@ mod tests {
                     key: b.clone(),
                 },
             ],
+            default: None,
         };
         let t = CertTable::compile(&tls);
         assert!(t

@@ -2304,3 +2304,64 @@ fn auth_proxy_set_headers_follow_their_configmap() {
     assert_eq!(auth(&t), (true, Vec::new()), "an nginx variable");
     assert!(t.diagnostics[0].message.contains("nginx variable"));
 }
+
+/// `--default-ssl-certificate`: the Secret is read into `tls.default` and followed (absent,
+/// present, replaced), incrementally as from scratch; while it cannot be used there is a
+/// Warning on it and no default, so the proxy's own stays.
+#[test]
+fn the_default_certificate_secret_is_followed() {
+    let mut s = settings();
+    s.default_certificate = Some(NamespacedName {
+        namespace: "ingress".into(),
+        name: "wildcard".into(),
+    });
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(class());
+    objs.push(ing(mk_ingress("ns", "plain")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    let mut cache = ObjectCache::from_objects(objs);
+    let mut tr = Translator::new(s.clone());
+    let check = |tr: &mut Translator, cache: &ObjectCache| {
+        let t = tr.translate(cache);
+        assert_eq!(t.snapshot.tls, translate(cache, &s).snapshot.tls);
+        t
+    };
+    let t = check(&mut tr, &cache);
+    assert_eq!(t.snapshot.tls.default, None);
+    assert_eq!(
+        t.diagnostics
+            .iter()
+            .map(|d| (d.object.to_string(), d.reason))
+            .collect::<Vec<_>>(),
+        vec![(
+            "Secret ingress/wildcard".to_string(),
+            reason::TLS_SECRET_INVALID
+        )]
+    );
+
+    let (cert, key) = self_signed(&["*.example"]);
+    cache.apply(Object::Secret(mk_tls_secret(
+        "ingress", "wildcard", &cert, &key,
+    )));
+    let t = check(&mut tr, &cache);
+    let first = t.snapshot.tls.default.clone().expect("read");
+    assert_eq!(first.secret.name, "wildcard");
+    assert!(first.hosts.is_empty());
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+
+    let (cert, key) = self_signed(&["*.example"]);
+    cache.apply(Object::Secret(mk_tls_secret(
+        "ingress", "wildcard", &cert, &key,
+    )));
+    let t = check(&mut tr, &cache);
+    let second = t.snapshot.tls.default.clone().expect("read");
+    assert_ne!(
+        first.key.cert, second.key.cert,
+        "a renewed certificate is taken"
+    );
+    // An unrelated Secret changes nothing.
+    cache.apply(Object::Secret(mk_tls_secret("ns", "other", &cert, &key)));
+    let t = check(&mut tr, &cache);
+    assert!(t.snapshot.tls.default.is_some());
+}

@@ -19,6 +19,7 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName
 
 use super::{hosts::host_order, ingress::ParsedIngress, reason, Diagnostic};
 use crate::{
+    config::NamespacedName,
     snapshot::{HostMatch, ObjectRef, TlsCert, TlsConfig},
     store::ObjectCache,
 };
@@ -260,9 +261,44 @@ pub fn build(
     (
         TlsConfig {
             certs: out.into_iter().map(|(_, c)| c).collect(),
+            default: None,
         },
         tls_hosts,
     )
+}
+
+/// The `--default-ssl-certificate` Secret `nn`, read; a Warning on it when it cannot be used
+/// (the proxy's own default certificate stays).
+pub fn default_certificate(
+    nn: &NamespacedName,
+    certs: &mut CertCache,
+    objects: &ObjectCache,
+    run: u64,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<TlsCert> {
+    let secret = ObjectRef {
+        kind: "Secret",
+        namespace: nn.namespace.clone(),
+        name: nn.name.clone(),
+    };
+    match certs.get(objects, &nn.namespace, &nn.name, run) {
+        Ok(key) => Some(TlsCert {
+            origin: secret.clone(),
+            secret,
+            hosts: Vec::new(),
+            key,
+        }),
+        Err(e) => {
+            diags.push(Diagnostic::new(
+                secret,
+                reason::TLS_SECRET_INVALID,
+                format!(
+                    "--default-ssl-certificate: {e}; the built-in default certificate is served"
+                ),
+            ));
+            None
+        }
+    }
 }
 
 /// A host as written in an Ingress.

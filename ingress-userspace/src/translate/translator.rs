@@ -170,7 +170,7 @@ impl Translator {
             auth.retain(|k, _| used.contains(k));
         }
         if work.tls {
-            model.rebuild_tls(objects, certs, run);
+            model.rebuild_tls(objects, certs, run, settings.default_certificate.as_ref());
         }
         model.output(default_backend, diagnostics)
     }
@@ -602,7 +602,13 @@ impl Model {
         self.l4 = (services, diags);
     }
 
-    fn rebuild_tls(&mut self, objects: &ObjectCache, certs: &mut CertCache, run: u64) {
+    fn rebuild_tls(
+        &mut self,
+        objects: &ObjectCache,
+        certs: &mut CertCache,
+        run: u64,
+        default: Option<&crate::config::NamespacedName>,
+    ) {
         let list: Vec<&ParsedIngress> = self
             .tls_ingresses
             .iter()
@@ -610,7 +616,10 @@ impl Model {
             .map(|st| st.parsed.as_ref())
             .collect();
         let mut diags = Vec::new();
-        let (config, hosts) = tls::build(&list, certs, objects, run, &mut diags);
+        let (mut config, hosts) = tls::build(&list, certs, objects, run, &mut diags);
+        if let Some(nn) = default {
+            config.default = tls::default_certificate(nn, certs, objects, run, &mut diags);
+        }
         certs.evict(run);
         self.tls_secrets = list
             .iter()
@@ -619,6 +628,7 @@ impl Model {
                     .iter()
                     .filter_map(|t| Some((p.origin.namespace.clone(), t.secret.clone()?)))
             })
+            .chain(default.map(|nn| (nn.namespace.clone(), nn.name.clone())))
             .collect();
         let hosts: HashSet<HostMatch> = hosts.into_iter().collect();
         if hosts != self.tls.1 {

@@ -254,6 +254,53 @@ async fn default_certificate_from_files_serves_unknown_sni() {
     assert!(body.contains("/users/7"), "routed by Host: {body}");
 }
 
+/// `--default-ssl-certificate namespace/name` (ingress-nginx's flag): the TLS Secret is what
+/// clients with an unknown SNI get, and a renewed Secret is served without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_ssl_certificate_secret_serves_unknown_sni_and_is_followed() {
+    let ca = tests::certs::TestCa::new().expect("CA");
+    let secret = |names: &[&str]| {
+        let (chain, key) = ca.issue_pem(names).expect("certificate");
+        let indent = |pem: &str| pem.replace('\n', "\n    ");
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: wildcard, namespace: ingress-system}}\n\
+             type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n",
+            indent(&chain),
+            indent(&key)
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = TestServer::echo("app").await.expect("upstream");
+    std::fs::write(dir.path().join("all.yaml"), manifests(up.addr)).expect("manifests");
+    let secret_path = dir.path().join("default-cert.yaml");
+    write_whole(&secret_path, &secret(&["fallback.test"]));
+    let (http, https, admin) = (free_addr(), free_addr(), free_addr());
+    let args = standalone_args(
+        dir.path(),
+        &http.to_string(),
+        &https.to_string(),
+        admin,
+        "defsecret",
+        &["--default-ssl-certificate", "ingress-system/wildcard"],
+    );
+    let p = start_ready(args, admin, dir.path().join("log")).await;
+    let verified = ca.client_config(&[b"http/1.1"]).expect("client config");
+    // Only the Secret's certificate passes the test CA for a name no Ingress has.
+    let first = tests::l7::tls_connect(https, "fallback.test", verified.clone()).await;
+    write_whole(&secret_path, &secret(&["renewed.test"]));
+    let mut renewed = Err(anyhow::anyhow!("not tried"));
+    for _ in 0..100 {
+        renewed = tests::l7::tls_connect(https, "renewed.test", verified.clone()).await;
+        if renewed.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log_text = stop(p);
+    assert!(first.is_ok(), "{first:?}\nlog:\n{log_text}");
+    assert!(renewed.is_ok(), "{renewed:?}\nlog:\n{log_text}");
+}
+
 /// Connects without SNI, checks the certificate is the one in `cert_pem`, and sends one
 /// `GET /api/users/7` for `r.test` (a rewrite route of [`manifests`]).
 async fn no_sni_get(
@@ -797,8 +844,7 @@ async fn the_controller_configmap_applies_without_a_restart() {
     let cm = dir.path().join("controller.yaml");
     let headers_path = dir.path().join("headers.yaml");
     let custom_path = dir.path().join("custom.yaml");
-    let write_cm =
-        move |data: &str| write_whole(&cm, &controller_configmap(data));
+    let write_cm = move |data: &str| write_whole(&cm, &controller_configmap(data));
     write_cm("  proxy-body-size: 1k\n  worker-processes: \"4\"\n");
     let (http, admin) = (free_addr(), free_addr());
     let http_addr = http.to_string();
@@ -953,8 +999,7 @@ async fn log_format_and_error_log_level_apply_without_a_restart() {
         + &tests::ingressd::ingress_yaml("plain", "c.test", "app", 80);
     std::fs::write(dir.path().join("all.yaml"), ingresses).expect("manifests");
     let cm = dir.path().join("controller.yaml");
-    let write_cm =
-        move |data: &str| write_whole(&cm, &controller_configmap(data));
+    let write_cm = move |data: &str| write_whole(&cm, &controller_configmap(data));
     write_cm(
         "  log-format-upstream: '$remote_addr \"$request\" $status [$proxy_upstream_name] $req_id'\n  \
          error-log-level: debug\n",
