@@ -177,7 +177,7 @@ pub const CLIENT_CLOSED: u16 = 499;
 impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
-        self.metrics.record(self.status, elapsed);
+        self.metrics.record(self.status, elapsed, self.bytes);
         if let Some(r) = self.record.take() {
             if let Some((format, captured)) = &r.format {
                 // As nginx: an attempt that got no answer logs the 502 or 504 it became, and

@@ -86,6 +86,8 @@ pub struct RouteMetrics {
     /// And by exact status, for ingress-nginx's `nginx_ingress_controller_requests`.
     statuses: StatusCounts,
     latency: Histogram,
+    /// Response body bytes sent, all requests together.
+    response_bytes: AtomicU64,
 }
 
 impl RouteMetrics {
@@ -96,6 +98,7 @@ impl RouteMetrics {
             classes: Default::default(),
             statuses: StatusCounts::default(),
             latency: Histogram::default(),
+            response_bytes: AtomicU64::new(0),
         }
     }
 
@@ -119,8 +122,14 @@ impl RouteMetrics {
         &self.latency
     }
 
-    /// Records a finished request.
-    pub fn record(&self, status: u16, elapsed: Duration) {
+    /// Response body bytes sent so far.
+    pub fn response_bytes(&self) -> u64 {
+        self.response_bytes.load(Relaxed)
+    }
+
+    /// Records a finished request that sent `bytes` of response body.
+    pub fn record(&self, status: u16, elapsed: Duration, bytes: u64) {
+        self.response_bytes.fetch_add(bytes, Relaxed);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.classes[class].fetch_add(1, Relaxed);
         self.statuses.add(status);
@@ -464,8 +473,8 @@ mod tests {
     fn renders_classes_histogram_and_prunes() {
         let m = ProxyMetrics::default();
         let r = m.route("ns/ing", "ns/svc:80");
-        r.record(200, Duration::from_millis(3));
-        r.record(503, Duration::from_millis(30));
+        r.record(200, Duration::from_millis(3), 10);
+        r.record(503, Duration::from_millis(30), 0);
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.contains(

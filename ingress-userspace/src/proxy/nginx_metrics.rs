@@ -1,7 +1,8 @@
 //! The proxy's metrics again under ingress-nginx's names (`nginx_ingress_controller_*`), so
 //! dashboards and alerts written for it keep working after a migration: requests by exact
-//! status, their duration, certificate expiry, the last configuration's success and time,
-//! and open connections. Labels are `namespace`, `ingress` and `service` (and `host`,
+//! status, their duration, response sizes (sum and count: a summary without quantiles, where
+//! ingress-nginx keeps a histogram), certificate expiry, the last configuration's success and
+//! time, and open connections. Labels are `namespace`, `ingress` and `service` (and `host`,
 //! `secret_name` for certificates); ingress-nginx's `method`, `path`, `host` and
 //! `controller_*` labels on request series are left out, so selectors such as
 //! `{controller_class=~".*"}` still match and groupings by them find one group.
@@ -160,6 +161,20 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
             "nginx_ingress_controller_request_duration_seconds",
             &route_labels(m),
             out,
+        );
+    }
+    out.push_str(
+        "# HELP nginx_ingress_controller_response_size The response length (body bytes sent).\n\
+         # TYPE nginx_ingress_controller_response_size summary\n",
+    );
+    for m in s.routes {
+        let labels = route_labels(m);
+        let _ = writeln!(
+            out,
+            "nginx_ingress_controller_response_size_sum{{{labels}}} {}\n\
+             nginx_ingress_controller_response_size_count{{{labels}}} {}",
+            m.response_bytes(),
+            m.latency().count()
         );
     }
     out.push_str(

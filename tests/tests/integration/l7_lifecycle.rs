@@ -201,6 +201,7 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
         "nginx_ingress_controller_requests{namespace=\"default\",ingress=\"metered\",service=\"metered\",status=\"503\"} 1",
         "nginx_ingress_controller_requests{namespace=\"\",ingress=\"\",service=\"\",status=\"404\"} 1",
         "nginx_ingress_controller_request_duration_seconds_count{namespace=\"default\",ingress=\"metered\",service=\"metered\"} 4",
+        "nginx_ingress_controller_response_size_count{namespace=\"default\",ingress=\"metered\",service=\"metered\"} 4",
         "nginx_ingress_controller_ssl_expire_time_seconds{host=\"m.test\",namespace=\"default\",secret_name=\"tls\"} 1939248000",
         "nginx_ingress_controller_ssl_expire_time_seconds{host=\"*.m.test\",namespace=\"default\",secret_name=\"tls\"} 1939248000",
         "nginx_ingress_controller_config_last_reload_successful 1",
