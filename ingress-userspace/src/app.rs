@@ -98,6 +98,8 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
         },
         controller_name: args.controller_name.clone(),
         ingress_class: args.ingress_class.clone(),
+        without_class: args.watch_ingress_without_class,
+        class_by_name: args.ingress_class_by_name,
         tcp_services: parse_nn(&args.tcp_services_configmap)?,
         udp_services: parse_nn(&args.udp_services_configmap)?,
         l4_addresses: if args.l4_address.is_empty() {

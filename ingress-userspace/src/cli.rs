@@ -76,6 +76,14 @@ pub struct RunArgs {
     /// Name of the IngressClass also accepted through the legacy annotation.
     #[arg(long, default_value = "xdp")]
     pub ingress_class: String,
+    /// Also take Ingresses that name no class at all (no `ingressClassName`, no annotation)
+    /// while none of our IngressClasses is the cluster default (ingress-nginx's flag).
+    #[arg(long)]
+    pub watch_ingress_without_class: bool,
+    /// Also take Ingresses whose `ingressClassName` is `--ingress-class`, whether or not an
+    /// IngressClass of that name names our controller (ingress-nginx's flag).
+    #[arg(long)]
+    pub ingress_class_by_name: bool,
     /// Watch Ingresses, Services, EndpointSlices and Secrets of this namespace only
     /// (ingress-nginx's flag of the same name), for one controller per tenant namespace.
     /// IngressClasses are cluster-scoped and ConfigMaps stay watched everywhere (the

@@ -88,6 +88,10 @@ pub struct Settings {
     pub controller_name: String,
     /// Class name also accepted through the legacy `kubernetes.io/ingress.class` annotation.
     pub ingress_class: String,
+    /// `--watch-ingress-without-class`: class-less Ingresses are ours.
+    pub without_class: bool,
+    /// `--ingress-class-by-name`: `ingressClassName: <ingress_class>` is ours by name alone.
+    pub class_by_name: bool,
     /// The controller ConfigMap (ingress-nginx's `--configmap`): global settings and
     /// annotation defaults.
     pub controller_config: Option<NamespacedName>,

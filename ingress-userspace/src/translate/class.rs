@@ -21,6 +21,8 @@ pub struct ClassFilter<'a> {
     ours: HashSet<&'a str>,
     default_is_ours: bool,
     legacy: &'a str,
+    /// `--ingress-class-by-name`.
+    by_name: bool,
 }
 
 impl<'a> ClassFilter<'a> {
@@ -44,8 +46,9 @@ impl<'a> ClassFilter<'a> {
         }
         ClassFilter {
             ours,
-            default_is_ours,
+            default_is_ours: default_is_ours || settings.without_class,
             legacy: &settings.ingress_class,
+            by_name: settings.class_by_name,
         }
     }
 
@@ -55,7 +58,10 @@ impl<'a> ClassFilter<'a> {
             // ingress-nginx compares the annotation with `--ingress-class` only; the
             // IngressClass objects play no part here.
             ClassRef::Annotation(a) => !self.legacy.is_empty() && a == self.legacy,
-            ClassRef::Name(n) => self.ours.contains(n.as_str()),
+            ClassRef::Name(n) => {
+                self.ours.contains(n.as_str())
+                    || (self.by_name && !self.legacy.is_empty() && n == self.legacy)
+            }
             ClassRef::Unset => self.default_is_ours,
         }
     }
@@ -102,5 +108,29 @@ mod tests {
         let objects = ObjectCache::default();
         assert!(!ClassFilter::new(&objects, &s).owns(&ClassRef::Unset));
         assert!(!ClassFilter::new(&objects, &s).owns(&ClassRef::Name("xdp".into())));
+    }
+
+    #[test]
+    fn the_two_flags_widen_what_is_ours() {
+        // A foreign default class, and no IngressClass named after `--ingress-class`.
+        let objects = ObjectCache::from_objects([Object::IngressClass(mk_class(
+            "nginx",
+            "k8s.io/ingress-nginx",
+            true,
+        ))]);
+        let mut s = settings();
+        s.without_class = true;
+        let f = ClassFilter::new(&objects, &s);
+        assert!(f.owns(&ClassRef::Unset), "--watch-ingress-without-class");
+        assert!(!f.owns(&ClassRef::Name("xdp".into())));
+        s.without_class = false;
+        s.class_by_name = true;
+        let f = ClassFilter::new(&objects, &s);
+        assert!(!f.owns(&ClassRef::Unset));
+        assert!(
+            f.owns(&ClassRef::Name("xdp".into())),
+            "--ingress-class-by-name"
+        );
+        assert!(!f.owns(&ClassRef::Name("nginx".into())));
     }
 }

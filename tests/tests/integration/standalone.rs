@@ -254,6 +254,68 @@ async fn default_certificate_from_files_serves_unknown_sni() {
     assert!(body.contains("/users/7"), "routed by Host: {body}");
 }
 
+/// `--watch-ingress-without-class` and `--ingress-class-by-name` (ingress-nginx's flags): with
+/// no IngressClass of ours at all, a class-less Ingress and one naming `--ingress-class` are
+/// served only with the flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class_flags_take_ingresses_without_an_ingressclass_of_ours() {
+    let up = TestServer::echo("app").await.expect("upstream");
+    let with_class = class_and_service_yaml("app", &up.addr.to_string(), "http", 80);
+    // The Service alone: no IngressClass object.
+    let service = with_class
+        .split_once("---\n")
+        .map(|(_, rest)| rest.to_string())
+        .expect("class then service");
+    let ingress = |name: &str, host: &str, class: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, \
+             namespace: default}}\nspec:\n{class}  rules:\n  - host: {host}\n    http:\n      \
+             paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          \
+             service: {{name: app, port: {{number: 80}}}}\n"
+        )
+    };
+    let yaml = format!(
+        "{service}{}{}",
+        ingress("classless", "n.test", ""),
+        ingress("named", "k.test", "  ingressClassName: xdp\n")
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("all.yaml"), yaml).expect("manifests");
+    let mut statuses = Vec::new();
+    for flags in [
+        &[][..],
+        &["--watch-ingress-without-class", "--ingress-class-by-name"][..],
+    ] {
+        let (http, admin) = (free_addr(), free_addr());
+        let args = standalone_args(
+            dir.path(),
+            &http.to_string(),
+            "127.0.0.1:0",
+            admin,
+            "classes",
+            flags,
+        );
+        let p = start_ready(args, admin, dir.path().join(format!("log{}", flags.len()))).await;
+        let got: Vec<String> = ["n.test", "k.test"]
+            .iter()
+            .map(|h| {
+                get(http, h, "/")
+                    .map(|r| r.lines().next().unwrap_or("").to_string())
+                    .unwrap_or_else(|e| e.to_string())
+            })
+            .collect();
+        stop(p);
+        statuses.push(got);
+    }
+    assert_eq!(
+        statuses,
+        [
+            ["HTTP/1.1 404 Not Found", "HTTP/1.1 404 Not Found"],
+            ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]
+        ]
+    );
+}
+
 /// `--default-ssl-certificate namespace/name` (ingress-nginx's flag): the TLS Secret is what
 /// clients with an unknown SNI get, and a renewed Secret is served without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
