@@ -118,6 +118,17 @@ impl CertResolver {
     pub(crate) fn new(config: Arc<ArcSwap<ActiveConfig>>, default: Arc<CertifiedKey>) -> Self {
         CertResolver { config, default }
     }
+
+    /// The certificate for names no host has one for: `--default-ssl-certificate`'s while
+    /// its Secret is usable, else the one the proxy started with.
+    fn fallback(&self, config: &ActiveConfig) -> Arc<CertifiedKey> {
+        config
+            .certs
+            .default
+            .as_ref()
+            .unwrap_or(&self.default)
+            .clone()
+    }
 }
 
 impl ResolvesServerCert for CertResolver {
@@ -130,14 +141,7 @@ impl ResolvesServerCert for CertResolver {
             if config.global.ssl_reject_handshake {
                 return None;
             }
-            return Some(
-                config
-                    .certs
-                    .default
-                    .as_ref()
-                    .unwrap_or(&self.default)
-                    .clone(),
-            );
+            return Some(self.fallback(&config));
         };
         let sni: Cow<'_, str> = if sni.bytes().any(|b| b.is_ascii_uppercase()) {
             sni.to_ascii_lowercase().into()
@@ -152,14 +156,7 @@ impl ResolvesServerCert for CertResolver {
         if config.global.ssl_reject_handshake && !config.routes.serves_name(sni) {
             return None;
         }
-        Some(
-            config
-                .certs
-                .default
-                .as_ref()
-                .unwrap_or(&self.default)
-                .clone(),
-        )
+        Some(self.fallback(&config))
     }
 }
 
