@@ -392,17 +392,21 @@ impl App {
                 shutdown.clone(),
             );
             leader_task = Some(task);
-            tokio::spawn(apply::status::run(
-                client.clone(),
-                apply::status::StatusConfig::following(apply::publish::spawn(
-                    Some(client.clone()),
-                    publish_source(&args),
+            if args.update_status {
+                tokio::spawn(apply::status::run(
+                    client.clone(),
+                    apply::status::StatusConfig::following(apply::publish::spawn(
+                        Some(client.clone()),
+                        publish_source(&args),
+                        shutdown.clone(),
+                    )),
+                    store.translations.clone(),
+                    leading.clone(),
                     shutdown.clone(),
-                )),
-                store.translations.clone(),
-                leading.clone(),
-                shutdown.clone(),
-            ));
+                ));
+            } else {
+                info!("--update-status=false: Ingress status is not written");
+            }
             tokio::spawn(apply::events::run(
                 client,
                 apply::events::EventsConfig::new(&args.controller_name, &identity),

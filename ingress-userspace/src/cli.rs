@@ -90,9 +90,14 @@ pub struct RunArgs {
     /// controller ConfigMap lives in the controller's namespace). Kubernetes mode only.
     #[arg(long, conflicts_with = "manifests")]
     pub watch_namespace: Option<String>,
-    /// Address written to `status.loadBalancer.ingress` of owned Ingresses.
-    #[arg(long)]
+    /// Address written to `status.loadBalancer.ingress` of owned Ingresses (repeated or
+    /// comma-separated; also as ingress-nginx's `--publish-status-address`).
+    #[arg(long, alias = "publish-status-address", value_delimiter = ',')]
     pub publish_address: Vec<IpAddr>,
+    /// Write the status of owned Ingresses (ingress-nginx's flag); `false` leaves it to
+    /// something else, such as another controller in front.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub update_status: bool,
     /// Instead of fixed addresses, publish the node address (`status.hostIP`) of every running
     /// pod matching this label selector in `--election-namespace` (ingressd's own): with the
     /// DaemonSet, every node that takes traffic.
@@ -504,6 +509,34 @@ mod tests {
         assert_eq!(l.h2_max_concurrent_streams, 16);
         let argv = ["ingressd", "run", "--http2-max-concurrent-streams", "0"];
         assert!(Cli::try_parse_from(argv).is_err(), "no streams at all");
+    }
+
+    #[test]
+    fn ingress_nginx_status_flags() {
+        let argv = [
+            "ingressd",
+            "run",
+            "--publish-status-address",
+            "192.0.2.1,192.0.2.2",
+            "--update-status=false",
+        ];
+        let Ok(Cli {
+            command: Command::Run(r),
+            ..
+        }) = Cli::try_parse_from(argv)
+        else {
+            panic!("ingress-nginx's spellings parse");
+        };
+        assert_eq!(r.publish_address.len(), 2);
+        assert!(!r.update_status);
+        let Ok(Cli {
+            command: Command::Run(r),
+            ..
+        }) = Cli::try_parse_from(["ingressd", "run"])
+        else {
+            panic!("defaults parse");
+        };
+        assert!(r.update_status && r.publish_address.is_empty());
     }
 
     #[test]

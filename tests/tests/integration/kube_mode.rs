@@ -80,11 +80,14 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubernetes_mode_routes_follows_endpoints_and_writes_status() {
-    let api = FakeApi::start().await.unwrap();
-    let blue = upstream("blue");
-    let green = upstream("green");
+/// The shop objects (an IngressClass of ours, Service `shop/web` on `port`, its Ingress for
+/// `shop.test`) in `api`, and ingressd started against it with `extra` flags and ready: the
+/// process, its HTTP address, and the directory holding its kubeconfig and log.
+fn start_against(
+    api: &FakeApi,
+    port: u16,
+    extra: &[&str],
+) -> (Ingressd, SocketAddr, tempfile::TempDir) {
     api.apply(json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "xdp"},
         "spec": {"controller": "ingress.example.dev/xdp-ingress"},
@@ -93,7 +96,7 @@ async fn kubernetes_mode_routes_follows_endpoints_and_writes_status() {
         "apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "shop", "name": "web"},
         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
     }));
-    api.apply(slice(blue));
+    api.apply(slice(port));
     api.apply(json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"namespace": "shop", "name": "web"},
         "spec": {"ingressClassName": "xdp", "rules": [{"host": "shop.test", "http": {"paths": [
@@ -127,9 +130,10 @@ async fn kubernetes_mode_routes_follows_endpoints_and_writes_status() {
         "--identity",
         "replica-1",
         "--pin-dir",
-        &format!("/sys/fs/bpf/ingressd-kube-{}", std::process::id()),
+        &format!("/sys/fs/bpf/ingressd-kube-{}-{port}", std::process::id()),
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
     let mut p = Ingressd::start(
@@ -141,6 +145,15 @@ async fn kubernetes_mode_routes_follows_endpoints_and_writes_status() {
     )
     .unwrap();
     tokio::task::block_in_place(|| p.wait_ready(Duration::from_secs(30))).unwrap();
+    (p, http, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_mode_routes_follows_endpoints_and_writes_status() {
+    let api = FakeApi::start().await.unwrap();
+    let blue = upstream("blue");
+    let green = upstream("green");
+    let (mut p, http, _dir) = start_against(&api, blue, &[]);
 
     tokio::task::block_in_place(|| {
         let r = get(http, "shop.test");
@@ -188,4 +201,42 @@ async fn kubernetes_mode_routes_follows_endpoints_and_writes_status() {
         lease["spec"]["holderIdentity"].is_null() || lease["spec"]["holderIdentity"] == "",
         "lease not released: {lease}"
     );
+}
+
+/// `--update-status=false` (ingress-nginx's flag): the leader writes no Ingress status, while
+/// routing and leadership go on as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_mode_without_status_updates_writes_none() {
+    let api = FakeApi::start().await.unwrap();
+    let blue = upstream("blue");
+    let (mut p, http, _dir) = start_against(&api, blue, &["--update-status=false"]);
+    tokio::task::block_in_place(|| {
+        assert!(get(http, "shop.test").ends_with("blue"), "{}", p.log_text());
+        eventually("leadership", || {
+            api.get(
+                "coordination.k8s.io/v1",
+                "Lease",
+                "default",
+                "ingressd-leader",
+            )
+            .is_some_and(|l| l["spec"]["holderIdentity"] == "replica-1")
+        });
+        // The leader writes the status within a few hundred ms when it may (the test above):
+        // a second and a half with none is no write.
+        thread::sleep(Duration::from_millis(1_500));
+        let patched = api
+            .requests()
+            .iter()
+            .filter(|r| r.path().contains("/status"))
+            .count();
+        assert_eq!(patched, 0, "{}", p.log_text());
+        let web = api.get("networking.k8s.io/v1", "Ingress", "shop", "web");
+        assert!(
+            web.is_some_and(|w| w["status"]["loadBalancer"]["ingress"].is_null()),
+            "status written"
+        );
+        p.signal(libc::SIGTERM).unwrap();
+        let status = p.wait(Duration::from_secs(35)).unwrap();
+        assert!(status.success(), "{}", p.log_text());
+    });
 }
