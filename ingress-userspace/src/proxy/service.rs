@@ -366,7 +366,7 @@ async fn pipeline<'c>(
                 && canary::chooses_canary(
                     spec,
                     policy.affinity.as_ref(),
-                    &target.primary.name,
+                    (&target.primary.tag, &c.upstream.tag),
                     req.headers(),
                 ) =>
         {
@@ -426,8 +426,8 @@ async fn pipeline<'c>(
         .as_ref()
         .filter(|_| !on_canary || canary_spec.is_some_and(|c| c.sticky))
         .map(|a| {
-            let tag = canary_spec.map(|_| affinity::upstream_tag(&upstream.name));
-            affinity::Session::resolve(a, req.headers(), upstream, tag.as_deref())
+            let tag = canary_spec.map(|_| &*upstream.tag);
+            affinity::Session::resolve(a, req.headers(), upstream, tag)
         });
     let preferred = match (&session, &policy.hash_by) {
         (Some(s), _) => s.preferred,

@@ -135,14 +135,6 @@ impl Session {
 /// Between a cookie's value and the tag of the upstream holding the session.
 const TAG_SEPARATOR: char = '|';
 
-/// The tag naming upstream `name` in cookies: 8 hex digits of its name's hash, so a session
-/// follows the Service, not the position of a route.
-pub fn upstream_tag(name: &str) -> String {
-    let mut h = Fnv::default();
-    h.write(name.as_bytes());
-    format!("{:08x}", h.finish() as u32)
-}
-
 /// The tag of the upstream the request's session cookie names, if it carries one.
 pub fn cookie_tag<'a>(aff: &CookieAffinity, headers: &'a HeaderMap) -> Option<&'a str> {
     cookie_value(headers, &aff.name).and_then(|v| split_tag(v).1)
@@ -353,9 +345,13 @@ mod tests {
 
     #[test]
     fn tagged_cookies_name_their_upstream_and_are_retagged_once() {
-        let tag = upstream_tag("ns/app:80");
+        let tag = crate::proxy::upstream::upstream_tag("ns/app:80");
         assert_eq!(tag.len(), 8);
-        assert_ne!(tag, upstream_tag("ns/app-canary:80"));
+        assert_eq!(*upstream(1).tag, tag, "computed with the upstream");
+        assert_ne!(
+            tag,
+            crate::proxy::upstream::upstream_tag("ns/app-canary:80")
+        );
         for mode in [AffinityMode::Balanced, AffinityMode::Persistent] {
             let a = aff(mode, false);
             let up = upstream(3);

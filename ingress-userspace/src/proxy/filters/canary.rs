@@ -2,7 +2,7 @@
 //! `canary-by-header-pattern`, `canary-by-cookie`, `canary-weight`).
 use http::HeaderMap;
 
-use super::affinity::{cookie_tag, cookie_value, upstream_tag};
+use super::affinity::{cookie_tag, cookie_value};
 use crate::snapshot::{Canary, CookieAffinity};
 
 /// Whether this request goes to the canary, as ingress-nginx's balancer decides it: with
@@ -10,17 +10,18 @@ use crate::snapshot::{Canary, CookieAffinity};
 /// holds stays there too unless `affinity-canary-behavior` is `legacy`; only a request in
 /// neither is shaped by [`use_canary`]. (So, as there, a header or cookie that asks for the
 /// canary does not move a session the primary holds.)
+/// `primary_tag` and `canary_tag` are the two upstreams' cookie tags.
 pub fn chooses_canary(
     canary: &Canary,
     affinity: Option<&CookieAffinity>,
-    primary: &str,
+    (primary_tag, canary_tag): (&str, &str),
     headers: &HeaderMap,
 ) -> bool {
     if let Some(tag) = affinity.and_then(|a| cookie_tag(a, headers)) {
-        if tag == upstream_tag(primary) {
+        if tag == primary_tag {
             return false;
         }
-        if canary.sticky && tag == upstream_tag(&canary.upstream.name) {
+        if canary.sticky && tag == canary_tag {
             return true;
         }
     }
@@ -151,7 +152,12 @@ mod tests {
             change_on_failure: false,
             mode: crate::snapshot::AffinityMode::Balanced,
         };
-        let primary = "default/main:80";
+        use crate::proxy::upstream::upstream_tag;
+        let (main_tag, canary_tag) = (
+            upstream_tag("default/main:80"),
+            upstream_tag("default/canary:80"),
+        );
+        let tags = (main_tag.as_str(), canary_tag.as_str());
         let cookie = |upstream: &str, extra: &str| {
             let v = format!("route=k|{}{extra}", upstream_tag(upstream));
             let mut h = HeaderMap::new();
@@ -159,22 +165,16 @@ mod tests {
             h
         };
         let mut c = canary(100, None);
-        let on_primary = cookie(primary, "; canary=always");
-        assert!(!chooses_canary(&c, Some(&aff), primary, &on_primary));
-        assert!(
-            chooses_canary(&c, None, primary, &on_primary),
-            "no affinity"
-        );
+        let on_primary = cookie("default/main:80", "; canary=always");
+        assert!(!chooses_canary(&c, Some(&aff), tags, &on_primary));
+        assert!(chooses_canary(&c, None, tags, &on_primary), "no affinity");
         c.weight = 0;
         let on_canary = cookie("default/canary:80", "");
-        assert!(chooses_canary(&c, Some(&aff), primary, &on_canary));
+        assert!(chooses_canary(&c, Some(&aff), tags, &on_canary));
         c.sticky = false;
-        assert!(
-            !chooses_canary(&c, Some(&aff), primary, &on_canary),
-            "legacy"
-        );
+        assert!(!chooses_canary(&c, Some(&aff), tags, &on_canary), "legacy");
         let elsewhere = cookie("default/gone:80", "; canary=always");
-        assert!(chooses_canary(&c, Some(&aff), primary, &elsewhere));
+        assert!(chooses_canary(&c, Some(&aff), tags, &elsewhere));
     }
 
     #[test]

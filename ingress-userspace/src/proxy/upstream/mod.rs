@@ -55,6 +55,8 @@ pub struct UpstreamState {
     pub endpoints: Box<[Arc<Endpoint>]>,
     /// `proxy-ssl-*`, for TLS upstreams that set it.
     pub tls: Option<Arc<super::tls::UpstreamTlsClients>>,
+    /// Names this upstream in affinity cookies on canary routes ([`upstream_tag`] of `name`).
+    pub tag: Box<str>,
     rr: AtomicUsize,
 }
 
@@ -97,6 +99,7 @@ impl UpstreamState {
     /// An upstream over `endpoints`.
     pub fn new(name: Arc<str>, protocol: BackendProtocol, endpoints: Vec<Arc<Endpoint>>) -> Self {
         UpstreamState {
+            tag: upstream_tag(&name).into(),
             name,
             protocol,
             endpoints: endpoints.into(),
@@ -202,6 +205,14 @@ pub(crate) fn now_ms() -> u64 {
 /// Stable across restarts and replicas, and does not reveal the pod address.
 pub fn affinity_cookie(upstream: &str, addr: SocketAddr) -> String {
     format!("{:016x}", endpoint_hash(upstream, addr))
+}
+
+/// The tag naming upstream `name` in affinity cookies: 8 hex digits of its name's hash, so a
+/// session follows the Service, not the position of a route.
+pub fn upstream_tag(name: &str) -> String {
+    let mut h = super::filters::hash::Fnv::default();
+    h.write(name.as_bytes());
+    format!("{:08x}", h.finish() as u32)
 }
 
 /// FNV-1a of the upstream name and the endpoint address: the same on every node.
