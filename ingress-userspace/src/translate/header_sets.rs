@@ -54,25 +54,34 @@ pub fn read(objects: &ObjectCache, nn: &NamespacedName) -> Result<HeaderSet, Str
     Ok(out)
 }
 
-/// The headers of the `custom-headers` ConfigMap `nn`, all or none: `Err` when it does not
-/// exist or an entry is invalid or not named in `allowed` (lower-case names), as
-/// ingress-nginx denies the location then.
+/// The headers of ConfigMap `nn`, all or none: `Err` when it does not exist or an entry is
+/// invalid, as ingress-nginx denies the location then (`auth-proxy-set-headers`).
+pub fn all_or_none(
+    objects: &ObjectCache,
+    nn: &NamespacedName,
+) -> Result<Vec<(String, String)>, String> {
+    let set = read(objects, nn)?;
+    match set.problems.first() {
+        Some(problem) => Err(format!("ConfigMap {}/{}: {problem}", nn.namespace, nn.name)),
+        None => Ok(set.headers),
+    }
+}
+
+/// The headers of the `custom-headers` ConfigMap `nn`, as [`all_or_none`], and each named in
+/// `allowed` (lower-case names).
 pub fn custom(
     objects: &ObjectCache,
     nn: &NamespacedName,
     allowed: &[String],
 ) -> Result<Vec<(String, String)>, String> {
-    let set = read(objects, nn)?;
-    let in_cm = |m: &str| format!("ConfigMap {}/{}: {m}", nn.namespace, nn.name);
-    if let Some(problem) = set.problems.first() {
-        return Err(in_cm(problem));
-    }
-    match set.headers.iter().find(|(name, _)| !allowed.contains(name)) {
-        Some((name, _)) => Err(in_cm(&format!(
-            "header {name:?} is not in the controller ConfigMap's \
-             global-allowed-response-headers"
-        ))),
-        None => Ok(set.headers),
+    let headers = all_or_none(objects, nn)?;
+    match headers.iter().find(|(name, _)| !allowed.contains(name)) {
+        Some((name, _)) => Err(format!(
+            "ConfigMap {}/{}: header {name:?} is not in the controller ConfigMap's \
+             global-allowed-response-headers",
+            nn.namespace, nn.name
+        )),
+        None => Ok(headers),
     }
 }
 

@@ -379,11 +379,7 @@ impl Translator {
         }
         if let (Some(nn), Some(ext)) = (&ann.auth_proxy_set_headers, &ann.policy.external_auth) {
             st.config_maps.push((nn.namespace.clone(), nn.name.clone()));
-            let read = header_sets::read(objects, nn).and_then(|set| match set.problems.first() {
-                Some(p) => Err(format!("ConfigMap {}/{}: {p}", nn.namespace, nn.name)),
-                None => Ok(set.headers),
-            });
-            let with_headers = match read {
+            let with_headers = match header_sets::all_or_none(objects, nn) {
                 Ok(headers) => ExternalAuth {
                     proxy_set_headers: headers,
                     ..(**ext).clone()
