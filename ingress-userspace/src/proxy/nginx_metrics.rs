@@ -88,17 +88,11 @@ impl CertExpiries {
         let mut out = Vec::new();
         for cert in &tls.certs {
             let addr = Arc::as_ptr(&cert.key) as usize;
-            let not_after = match self.parsed.remove(&addr).or_else(|| kept.remove(&addr)) {
-                Some((key, t)) => {
-                    kept.insert(addr, (key, t));
-                    t
-                }
-                None => {
-                    let t = leaf_not_after(&cert.key);
-                    kept.insert(addr, (cert.key.clone(), t));
-                    t
-                }
-            };
+            let (_, not_after) = *kept.entry(addr).or_insert_with(|| {
+                self.parsed
+                    .remove(&addr)
+                    .unwrap_or_else(|| (cert.key.clone(), leaf_not_after(&cert.key)))
+            });
             let Some(not_after) = not_after else {
                 continue;
             };

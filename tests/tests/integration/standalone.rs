@@ -266,18 +266,14 @@ async fn class_flags_take_ingresses_without_an_ingressclass_of_ours() {
         .split_once("---\n")
         .map(|(_, rest)| rest.to_string())
         .expect("class then service");
-    let ingress = |name: &str, host: &str, class: &str| {
-        format!(
-            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, \
-             namespace: default}}\nspec:\n{class}  rules:\n  - host: {host}\n    http:\n      \
-             paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          \
-             service: {{name: app, port: {{number: 80}}}}\n"
-        )
-    };
+    let named = tests::ingressd::ingress_yaml("named", "k.test", "app", 80).replacen(
+        "spec:\n",
+        "spec:\n  ingressClassName: xdp\n",
+        1,
+    );
     let yaml = format!(
-        "{service}{}{}",
-        ingress("classless", "n.test", ""),
-        ingress("named", "k.test", "  ingressClassName: xdp\n")
+        "{service}---\n{}---\n{named}",
+        tests::ingressd::ingress_yaml("classless", "n.test", "app", 80)
     );
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("all.yaml"), yaml).expect("manifests");
