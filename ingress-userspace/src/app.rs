@@ -86,6 +86,13 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
              --publish-address): the VIP addresses the L4 services are exposed on"
         );
     }
+    if let Some(s) = &args.publish_service {
+        s.parse::<config::NamespacedName>()
+            .map_err(|e| anyhow::anyhow!("--publish-service {s:?}: {e}"))?;
+        if !args.publish_address.is_empty() {
+            info!("--publish-address is given: --publish-service is not used for Ingress status");
+        }
+    }
     Ok(Settings {
         controller_config: parse_nn(&args.configmap)?,
         default_certificate: parse_nn(&args.default_ssl_certificate)?,
@@ -567,14 +574,24 @@ async fn serve_https(
     }
 }
 
-/// Where the Ingress status addresses come from, by the flags.
+/// Where the Ingress status addresses come from, by the flags (`--publish-service` is
+/// checked to be `namespace/name` at start, by [`settings`]).
 pub fn publish_source(args: &RunArgs) -> apply::publish::PublishSource {
-    match &args.publish_pods {
-        Some(selector) => apply::publish::PublishSource::Pods {
+    let service = args
+        .publish_service
+        .as_deref()
+        .filter(|_| args.publish_address.is_empty())
+        .and_then(|s| s.parse::<config::NamespacedName>().ok());
+    match (&args.publish_pods, service) {
+        (Some(selector), _) => apply::publish::PublishSource::Pods {
             namespace: args.election_namespace.clone(),
             selector: selector.clone(),
         },
-        None => apply::publish::PublishSource::Fixed(args.publish_address.clone()),
+        (None, Some(nn)) => apply::publish::PublishSource::Service {
+            namespace: nn.namespace,
+            name: nn.name,
+        },
+        (None, None) => apply::publish::PublishSource::Fixed(args.publish_address.clone()),
     }
 }
 

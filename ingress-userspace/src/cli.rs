@@ -103,6 +103,11 @@ pub struct RunArgs {
     /// DaemonSet, every node that takes traffic.
     #[arg(long, value_name = "SELECTOR", conflicts_with = "publish_address")]
     pub publish_pods: Option<String>,
+    /// Instead, publish the addresses of the Service `namespace/name` that fronts ingressd
+    /// (ingress-nginx's flag): a LoadBalancer's IPs or hostnames, else its external or cluster
+    /// IPs. `--publish-address` wins when both are given, as in ingress-nginx.
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with = "publish_pods")]
+    pub publish_service: Option<String>,
     /// Namespace of the leader-election Lease.
     #[arg(long, default_value = "default")]
     pub election_namespace: String,
@@ -537,6 +542,34 @@ mod tests {
             panic!("defaults parse");
         };
         assert!(r.update_status && r.publish_address.is_empty());
+    }
+
+    #[test]
+    fn publish_service_names_the_status_source() {
+        use crate::{app, apply::publish::PublishSource};
+        let svc = ["--publish-service", "ingress/front"];
+        assert_eq!(
+            app::publish_source(&run_args(&svc)),
+            PublishSource::Service {
+                namespace: "ingress".into(),
+                name: "front".into()
+            }
+        );
+        assert!(app::settings(&run_args(&svc)).is_ok());
+        // As in ingress-nginx, fixed addresses win over the Service.
+        let both = run_args(&[svc[0], svc[1], "--publish-address", "192.0.2.1"]);
+        assert!(matches!(
+            app::publish_source(&both),
+            PublishSource::Fixed(a) if a.len() == 1
+        ));
+        let argv = ["ingressd", "run", svc[0], svc[1], "--publish-pods", "app=x"];
+        assert!(Cli::try_parse_from(argv).is_err(), "two dynamic sources");
+        let bad = app::settings(&run_args(&["--publish-service", "front"]));
+        let msg = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            msg.contains("--publish-service") && msg.contains("namespace/name"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! The addresses the leader writes into Ingress status: fixed ones (`--publish-address`), or
-//! the node address of every running ingressd pod (`--publish-pods`), as ingress-nginx
-//! publishes when no LoadBalancer Service fronts it. With the DaemonSet, that is every node
-//! taking traffic, so DNS built from the status (external-dns) names all of them, not only the
-//! node the leader happens to run on.
-use std::{collections::BTreeMap, net::IpAddr};
+//! The addresses the leader writes into Ingress status: fixed ones (`--publish-address`), the
+//! node address of every running ingressd pod (`--publish-pods`), as ingress-nginx publishes
+//! when no LoadBalancer Service fronts it, or the addresses of the Service that does
+//! (`--publish-service`, ingress-nginx's flag). With the DaemonSet and `--publish-pods`, that
+//! is every node taking traffic, so DNS built from the status (external-dns) names all of
+//! them, not only the node the leader happens to run on.
+use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::{
     runtime::{watcher, WatchStreamExt},
     Api, Client,
@@ -15,6 +16,29 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// One entry of `status.loadBalancer.ingress`: an address, or a DNS name (a cloud load
+/// balancer's, as a LoadBalancer Service on AWS reports it).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StatusAddress {
+    Ip(IpAddr),
+    Hostname(String),
+}
+
+impl From<IpAddr> for StatusAddress {
+    fn from(ip: IpAddr) -> Self {
+        StatusAddress::Ip(ip)
+    }
+}
+
+impl fmt::Display for StatusAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusAddress::Ip(ip) => ip.fmt(f),
+            StatusAddress::Hostname(h) => f.write_str(h),
+        }
+    }
+}
+
 /// Where the published addresses come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublishSource {
@@ -22,6 +46,56 @@ pub enum PublishSource {
     Fixed(Vec<IpAddr>),
     /// The `status.hostIP` of each running pod matching `selector` in `namespace`.
     Pods { namespace: String, selector: String },
+    /// The addresses of this Service, as [`service_addresses`] reads them.
+    Service { namespace: String, name: String },
+}
+
+/// What a Service contributes, as ingress-nginx reads its `--publish-service`: a
+/// LoadBalancer's `status.loadBalancer.ingress` (IP, else hostname) then its external IPs; a
+/// NodePort's external IPs, else its cluster IP; a ClusterIP's cluster IP; an ExternalName's
+/// name. Entries that are neither an address nor a name are skipped.
+pub fn service_addresses(svc: &Service) -> Vec<StatusAddress> {
+    let Some(spec) = svc.spec.as_ref() else {
+        return Vec::new();
+    };
+    let ip = |s: &String| s.parse().ok().map(StatusAddress::Ip);
+    let cluster_ip = || spec.cluster_ip.iter().filter_map(ip).collect::<Vec<_>>();
+    let external = || {
+        spec.external_ips
+            .iter()
+            .flatten()
+            .filter_map(ip)
+            .collect::<Vec<_>>()
+    };
+    match spec.type_.as_deref().unwrap_or("ClusterIP") {
+        "LoadBalancer" => {
+            let lb = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref());
+            let mut out: Vec<StatusAddress> = lb
+                .iter()
+                .flat_map(|entries| entries.iter())
+                .filter_map(|e| match (e.ip.as_ref().and_then(ip), &e.hostname) {
+                    (Some(a), _) => Some(a),
+                    (None, Some(h)) if !h.is_empty() => Some(StatusAddress::Hostname(h.clone())),
+                    _ => None,
+                })
+                .collect();
+            out.extend(external());
+            out
+        }
+        "NodePort" if spec.external_ips.as_ref().is_some_and(|e| !e.is_empty()) => external(),
+        "NodePort" | "ClusterIP" => cluster_ip(),
+        "ExternalName" => spec
+            .external_name
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| StatusAddress::Hostname(n.clone()))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The address a pod contributes: its node's, once it runs and until it is being deleted (a
@@ -38,23 +112,39 @@ pub fn pod_address(pod: &Pod) -> Option<IpAddr> {
 }
 
 /// Sorted distinct addresses of `pods` (several pods on one node count once).
-fn addresses<'a>(pods: impl IntoIterator<Item = &'a Option<IpAddr>>) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = pods.into_iter().flatten().copied().collect();
+fn addresses<'a>(pods: impl IntoIterator<Item = &'a Option<IpAddr>>) -> Vec<StatusAddress> {
+    let mut out: Vec<StatusAddress> = pods.into_iter().flatten().map(|a| (*a).into()).collect();
     out.sort();
     out.dedup();
     out
 }
 
 /// Starts following `source`; the receiver always holds the current addresses (empty until
-/// the first list of pods). A fixed source never changes (its sender is dropped at once).
+/// the first list of pods or the Service). A fixed source never changes (its sender is dropped
+/// at once).
 pub fn spawn(
     client: Option<Client>,
     source: PublishSource,
     shutdown: CancellationToken,
-) -> watch::Receiver<Vec<IpAddr>> {
+) -> watch::Receiver<Vec<StatusAddress>> {
     match (source, client) {
-        (PublishSource::Fixed(addrs), _) => watch::channel(addrs).1,
-        (PublishSource::Pods { .. }, None) => watch::channel(Vec::new()).1,
+        (PublishSource::Fixed(addrs), _) => {
+            watch::channel(addrs.into_iter().map(Into::into).collect()).1
+        }
+        (PublishSource::Pods { .. } | PublishSource::Service { .. }, None) => {
+            watch::channel(Vec::new()).1
+        }
+        (PublishSource::Service { namespace, name }, Some(client)) => {
+            let (tx, rx) = watch::channel(Vec::new());
+            let api = Api::<Service>::namespaced(client, &namespace);
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = follow_service(api, &name, tx) => {}
+                    () = shutdown.cancelled() => {}
+                }
+            });
+            rx
+        }
         (
             PublishSource::Pods {
                 namespace,
@@ -78,7 +168,7 @@ pub fn spawn(
 /// Keeps `tx` at the addresses of the running pods matching `selector`. An empty result is
 /// never sent: the leader's own pod runs, so an empty list is a transient view (a relist
 /// racing a rollout), and publishing it would clear every Ingress status.
-async fn follow(api: Api<Pod>, selector: &str, tx: watch::Sender<Vec<IpAddr>>) {
+async fn follow(api: Api<Pod>, selector: &str, tx: watch::Sender<Vec<StatusAddress>>) {
     let config = watcher::Config::default().labels(selector);
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     let mut pods: BTreeMap<String, Option<IpAddr>> = BTreeMap::new();
@@ -119,10 +209,49 @@ async fn follow(api: Api<Pod>, selector: &str, tx: watch::Sender<Vec<IpAddr>>) {
             debug!("no running ingressd pod seen; keeping the published addresses");
             continue;
         }
-        if *tx.borrow() != now {
-            info!(addresses = ?now, "Ingress status addresses changed");
-            tx.send_replace(now);
+        publish(&tx, now);
+    }
+}
+
+/// Keeps `tx` at the addresses of the Service `name`. While it is missing or has none (a
+/// LoadBalancer still waiting for its address), the addresses published last stay: clearing
+/// every Ingress status for a Service being recreated would send DNS nowhere.
+async fn follow_service(api: Api<Service>, name: &str, tx: watch::Sender<Vec<StatusAddress>>) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        let svc = match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => s,
+            Ok(watcher::Event::Delete(_)) => {
+                warn!(
+                    service = name,
+                    "the --publish-service Service was deleted; keeping the published addresses"
+                );
+                continue;
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+            Err(error) => {
+                warn!(%error, "watching the --publish-service Service failed; retrying");
+                continue;
+            }
+        };
+        let now = service_addresses(&svc);
+        if now.is_empty() {
+            info!(
+                service = name,
+                "the --publish-service Service has no address yet; keeping the published addresses"
+            );
+            continue;
         }
+        publish(&tx, now);
+    }
+}
+
+/// Sends `now` if it differs from what `tx` holds.
+fn publish(tx: &watch::Sender<Vec<StatusAddress>>, now: Vec<StatusAddress>) {
+    if *tx.borrow() != now {
+        info!(addresses = ?now, "Ingress status addresses changed");
+        tx.send_replace(now);
     }
 }
 
@@ -132,6 +261,7 @@ mod tests {
     use k8s_openapi::{
         api::core::v1::PodStatus, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
     };
+    use serde_json::json;
 
     fn pod(phase: &str, host_ip: Option<&str>, deleting: bool) -> Pod {
         let mut p = Pod {
@@ -166,10 +296,82 @@ mod tests {
         assert_eq!(pod_address(&Pod::default()), None);
     }
 
+    fn service(ty: &str, spec: serde_json::Value, status: serde_json::Value) -> Service {
+        let mut spec = spec;
+        spec["type"] = json!(ty);
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "ingress", "name": "front"},
+            "spec": spec,
+            "status": status,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_service_publishes_what_ingress_nginx_reads_from_it() {
+        let ip = |s: &str| StatusAddress::Ip(s.parse().unwrap_or_else(|e| panic!("{e}")));
+        let host = |s: &str| StatusAddress::Hostname(s.into());
+        // A LoadBalancer: its status entries (IP first, else hostname), then external IPs.
+        let lb = service(
+            "LoadBalancer",
+            json!({"clusterIP": "10.0.0.5", "externalIPs": ["198.51.100.9"]}),
+            json!({"loadBalancer": {"ingress": [
+                {"ip": "203.0.113.7", "hostname": "ignored.example"},
+                {"hostname": "a1.elb.example.com"},
+                {"ip": "not-an-ip"},
+                {},
+            ]}}),
+        );
+        assert_eq!(
+            service_addresses(&lb),
+            vec![
+                ip("203.0.113.7"),
+                host("a1.elb.example.com"),
+                ip("198.51.100.9")
+            ]
+        );
+        // One still waiting for its load balancer has none (not its cluster IP).
+        let pending = service("LoadBalancer", json!({"clusterIP": "10.0.0.5"}), json!({}));
+        assert_eq!(service_addresses(&pending), vec![]);
+        // NodePort: external IPs, else the cluster IP; ClusterIP (the default type): that.
+        let np = service(
+            "NodePort",
+            json!({"clusterIP": "10.0.0.6", "externalIPs": ["198.51.100.1", "2001:db8::9"]}),
+            json!({}),
+        );
+        assert_eq!(
+            service_addresses(&np),
+            vec![ip("198.51.100.1"), ip("2001:db8::9")]
+        );
+        let np = service("NodePort", json!({"clusterIP": "10.0.0.6"}), json!({}));
+        assert_eq!(service_addresses(&np), vec![ip("10.0.0.6")]);
+        let mut cip = service("ClusterIP", json!({"clusterIP": "10.0.0.7"}), json!({}));
+        assert_eq!(service_addresses(&cip), vec![ip("10.0.0.7")]);
+        if let Some(spec) = cip.spec.as_mut() {
+            spec.type_ = None;
+        }
+        assert_eq!(service_addresses(&cip), vec![ip("10.0.0.7")]);
+        // A headless Service has no address to give.
+        let headless = service("ClusterIP", json!({"clusterIP": "None"}), json!({}));
+        assert_eq!(service_addresses(&headless), vec![]);
+        let ext = service(
+            "ExternalName",
+            json!({"externalName": "ingress.example.net"}),
+            json!({}),
+        );
+        assert_eq!(service_addresses(&ext), vec![host("ingress.example.net")]);
+        assert_eq!(service_addresses(&Service::default()), vec![]);
+    }
+
     #[test]
     fn addresses_are_sorted_and_distinct() {
         let a = |s: &str| Some(s.parse::<IpAddr>().unwrap_or_else(|e| panic!("{e}")));
         let got = addresses(&[a("192.0.2.9"), None, a("192.0.2.1"), a("192.0.2.9")]);
-        assert_eq!(got, vec![a("192.0.2.1").unwrap(), a("192.0.2.9").unwrap()]);
+        let want: Vec<StatusAddress> = [a("192.0.2.1"), a("192.0.2.9")]
+            .into_iter()
+            .flatten()
+            .map(Into::into)
+            .collect();
+        assert_eq!(got, want);
     }
 }

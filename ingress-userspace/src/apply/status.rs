@@ -16,7 +16,7 @@
 //! every owned Ingress is written again. Lists this process published before still count as
 //! ours for clearing, so an Ingress we stopped owning while the addresses changed is cleared
 //! too instead of keeping the old list.
-use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::{
@@ -29,7 +29,7 @@ use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::{snapshot::ObjectRef, translate::Translation};
+use crate::{apply::publish::StatusAddress, snapshot::ObjectRef, translate::Translation};
 
 /// Field manager recorded for our status writes.
 pub const FIELD_MANAGER: &str = "ingressd";
@@ -46,7 +46,7 @@ const CLEAR_TRIES: usize = 3;
 pub struct StatusConfig {
     /// Addresses published on owned Ingresses, in this order (duplicates dropped); when they
     /// change (`apply::publish`), every owned Ingress is written again.
-    pub addresses: watch::Receiver<Vec<IpAddr>>,
+    pub addresses: watch::Receiver<Vec<StatusAddress>>,
     /// Interval of the full re-check against the API server.
     pub resync: Duration,
     /// Delay before retrying after a failed write.
@@ -55,12 +55,12 @@ pub struct StatusConfig {
 
 impl StatusConfig {
     /// Fixed addresses; re-check every 60 s, retry failed writes after 5 s.
-    pub fn new(addresses: Vec<IpAddr>) -> Self {
+    pub fn new(addresses: Vec<StatusAddress>) -> Self {
         Self::following(watch::channel(addresses).1)
     }
 
     /// Addresses that change (see `apply::publish`); the same timers as [`StatusConfig::new`].
-    pub fn following(addresses: watch::Receiver<Vec<IpAddr>>) -> Self {
+    pub fn following(addresses: watch::Receiver<Vec<StatusAddress>>) -> Self {
         StatusConfig {
             addresses,
             resync: Duration::from_secs(60),
@@ -148,11 +148,11 @@ pub async fn run(
 }
 
 /// `addresses` in order without repeats.
-fn distinct(addresses: &[IpAddr]) -> Vec<IpAddr> {
+fn distinct(addresses: &[StatusAddress]) -> Vec<StatusAddress> {
     let mut out = Vec::with_capacity(addresses.len());
     for a in addresses {
         if !out.contains(a) {
-            out.push(*a);
+            out.push(a.clone());
         }
     }
     out
@@ -178,7 +178,10 @@ struct PatchLoadBalancer {
 
 #[derive(Debug, Serialize)]
 struct PatchIngress {
-    ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
 }
 
 /// `{"metadata":{"resourceVersion":..},"status":{"loadBalancer":{"ingress":null}}}`: a clear
@@ -197,11 +200,20 @@ struct PatchMetadata {
 }
 
 /// The merge patch setting `addresses`, or clearing the list when empty.
-fn patch_body(addresses: &[IpAddr]) -> StatusPatch {
+fn patch_body(addresses: &[StatusAddress]) -> StatusPatch {
     let ingress = (!addresses.is_empty()).then(|| {
         addresses
             .iter()
-            .map(|a| PatchIngress { ip: a.to_string() })
+            .map(|a| match a {
+                StatusAddress::Ip(ip) => PatchIngress {
+                    ip: Some(ip.to_string()),
+                    hostname: None,
+                },
+                StatusAddress::Hostname(h) => PatchIngress {
+                    ip: None,
+                    hostname: Some(h.clone()),
+                },
+            })
             .collect()
     });
     StatusPatch {
@@ -211,9 +223,9 @@ fn patch_body(addresses: &[IpAddr]) -> StatusPatch {
     }
 }
 
-/// The addresses an Ingress status lists, if it lists only IPs; anything else (hostnames,
-/// ports, unparsable) counts as "not ours", so it is overwritten.
-fn status_addresses(ingress: &Ingress) -> Option<Vec<IpAddr>> {
+/// The addresses an Ingress status lists, if each entry is a plain IP or a plain hostname;
+/// anything else (both, ports, an unparsable IP) counts as "not ours", so it is overwritten.
+fn status_addresses(ingress: &Ingress) -> Option<Vec<StatusAddress>> {
     let entries = ingress
         .status
         .as_ref()
@@ -225,7 +237,8 @@ fn status_addresses(ingress: &Ingress) -> Option<Vec<IpAddr>> {
     entries
         .iter()
         .map(|e| match (&e.ip, &e.hostname, &e.ports) {
-            (Some(ip), None, None) => ip.parse().ok(),
+            (Some(ip), None, None) => ip.parse().ok().map(StatusAddress::Ip),
+            (None, Some(h), None) if !h.is_empty() => Some(StatusAddress::Hostname(h.clone())),
             _ => None,
         })
         .collect()
@@ -234,9 +247,9 @@ fn status_addresses(ingress: &Ingress) -> Option<Vec<IpAddr>> {
 /// Writes statuses and remembers which Ingresses the server shows our addresses on.
 struct StatusWriter {
     api: Api<Ingress>,
-    addresses: Vec<IpAddr>,
+    addresses: Vec<StatusAddress>,
     /// Lists published before `addresses`, newest last.
-    past: Vec<Vec<IpAddr>>,
+    past: Vec<Vec<StatusAddress>>,
     /// Ingresses whose status is exactly `addresses`, as far as we know.
     known: BTreeSet<IngressKey>,
     /// Ingresses whose status is one of the `past` lists, as the last LIST showed.
@@ -246,7 +259,7 @@ struct StatusWriter {
 }
 
 impl StatusWriter {
-    fn new(client: Client, addresses: Vec<IpAddr>) -> Self {
+    fn new(client: Client, addresses: Vec<StatusAddress>) -> Self {
         StatusWriter {
             api: Api::all(client),
             addresses,
@@ -264,7 +277,7 @@ impl StatusWriter {
     }
 
     /// Publishes `addresses` from now on; the current list joins the past ones.
-    fn replace_addresses(&mut self, addresses: Vec<IpAddr>) {
+    fn replace_addresses(&mut self, addresses: Vec<StatusAddress>) {
         let old = std::mem::replace(&mut self.addresses, addresses);
         self.past.retain(|p| *p != old && *p != self.addresses);
         if !old.is_empty() {
@@ -495,14 +508,16 @@ mod tests {
 
     #[test]
     fn patch_bodies_are_stable() {
+        let ip = |s: &str| StatusAddress::Ip(s.parse().unwrap_or_else(|e| panic!("{e}")));
         let set = serde_json::to_string(&patch_body(&[
-            "192.0.2.10".parse().unwrap_or_else(|e| panic!("{e}")),
-            "2001:db8::1".parse().unwrap_or_else(|e| panic!("{e}")),
+            ip("192.0.2.10"),
+            ip("2001:db8::1"),
+            StatusAddress::Hostname("lb-1.elb.example.com".into()),
         ]))
         .unwrap_or_default();
         assert_eq!(
             set,
-            r#"{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.10"},{"ip":"2001:db8::1"}]}}}"#
+            r#"{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.10"},{"ip":"2001:db8::1"},{"hostname":"lb-1.elb.example.com"}]}}}"#
         );
         let clear = serde_json::to_string(&patch_body(&[])).unwrap_or_default();
         assert_eq!(clear, r#"{"status":{"loadBalancer":{"ingress":null}}}"#);
@@ -520,7 +535,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_only_plain_ip_statuses() {
+    fn reads_only_plain_ip_and_hostname_statuses() {
         let with = |entries: Option<Vec<IngressLoadBalancerIngress>>| Ingress {
             status: Some(IngressStatus {
                 load_balancer: Some(IngressLoadBalancerStatus { ingress: entries }),
@@ -533,15 +548,30 @@ mod tests {
             ip: Some("192.0.2.1".into()),
             ..Default::default()
         };
-        assert_eq!(
-            status_addresses(&with(Some(vec![ip]))),
-            Some(vec!["192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}"))])
-        );
         let host = IngressLoadBalancerIngress {
             hostname: Some("lb".into()),
             ..Default::default()
         };
-        assert_eq!(status_addresses(&with(Some(vec![host]))), None);
+        assert_eq!(
+            status_addresses(&with(Some(vec![ip.clone(), host.clone()]))),
+            Some(vec![
+                StatusAddress::Ip("192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}"))),
+                StatusAddress::Hostname("lb".into()),
+            ])
+        );
+        let both = IngressLoadBalancerIngress {
+            ports: None,
+            ..IngressLoadBalancerIngress {
+                hostname: Some("lb".into()),
+                ..ip
+            }
+        };
+        assert_eq!(status_addresses(&with(Some(vec![both]))), None);
+        let empty = IngressLoadBalancerIngress {
+            hostname: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(status_addresses(&with(Some(vec![host, empty]))), None);
         let bad = IngressLoadBalancerIngress {
             ip: Some("nope".into()),
             ..Default::default()

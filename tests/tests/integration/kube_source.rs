@@ -7,7 +7,7 @@ use ingress::{
     apply::{
         events::{self, EventsConfig},
         leader::{self, LeaderConfig},
-        publish::{self, PublishSource},
+        publish::{self, PublishSource, StatusAddress},
         status::{self, StatusConfig},
     },
     snapshot::{ObjectRef, Snapshot},
@@ -753,7 +753,7 @@ impl StatusTask {
         let addr: IpAddr = PUBLISH.parse().unwrap_or_else(|e| panic!("{e}"));
         Self::following(
             api,
-            watch::channel(vec![addr]).1,
+            watch::channel(vec![addr.into()]).1,
             Arc::new(Translation::default()),
             leading,
             resync,
@@ -763,7 +763,7 @@ impl StatusTask {
     /// The status writer publishing whatever `addresses` holds, starting from `first`.
     fn following(
         api: &FakeApi,
-        addresses: watch::Receiver<Vec<IpAddr>>,
+        addresses: watch::Receiver<Vec<StatusAddress>>,
         first: Arc<Translation>,
         leading: bool,
         resync: Duration,
@@ -1104,6 +1104,80 @@ async fn status_publishes_the_nodes_of_running_ingressd_pods() {
     shutdown.cancel();
 }
 
+/// A Service `ingress/<name>` of `spec` (its `type` among it) and `status`.
+fn front_service(name: &str, spec: Value, status: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": "ingress", "name": name},
+        "spec": spec, "status": status,
+    })
+}
+
+/// `--publish-service`: the status lists the Service's load balancer (hostnames as
+/// hostnames), follows it as it changes, ignores other Services, keeps the last list while
+/// the Service has no address or is gone, and takes a recreated Service's cluster IP.
+#[tokio::test]
+async fn status_publishes_the_addresses_of_the_publish_service() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    let lb_spec = json!({"type": "LoadBalancer", "clusterIP": "10.96.0.9"});
+    api.apply(front_service("front", lb_spec.clone(), json!({})));
+    let other_status = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.50"}]}});
+    api.apply(front_service("other", lb_spec.clone(), other_status));
+    let shutdown = CancellationToken::new();
+    let source = PublishSource::Service {
+        namespace: "ingress".into(),
+        name: "front".into(),
+    };
+    let addresses = publish::spawn(Some(client(&api)), source, shutdown.clone());
+    let st = StatusTask::following(
+        &api,
+        addresses,
+        translation(1, owned(&["web"]), vec![]),
+        true,
+        Duration::from_secs(60),
+    );
+    // No load balancer yet: nothing is written (not the cluster IP, not the other Service's).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(patches(&api).len(), 0, "a status was written");
+    let wait = |want: Value| {
+        let api = &api;
+        async move {
+            let what = format!("status {want}");
+            api.wait_until(WAIT, &what, |a| lb(a, "web") == json!({"ingress": want}))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    let lb_status = |entries: Value| json!({"loadBalancer": {"ingress": entries}});
+    api.apply(front_service(
+        "front",
+        lb_spec.clone(),
+        lb_status(json!([{"hostname": "a1.elb.example.com"}])),
+    ));
+    wait(json!([{"hostname": "a1.elb.example.com"}])).await;
+    api.apply(front_service(
+        "front",
+        lb_spec.clone(),
+        lb_status(json!([{"ip": "203.0.113.7"}, {"hostname": "a1.elb.example.com"}])),
+    ));
+    wait(json!([{"ip": "203.0.113.7"}, {"hostname": "a1.elb.example.com"}])).await;
+    // Deleted: the last list stays.
+    let before = patches(&api).len();
+    api.delete("v1", "Service", "ingress", "front");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(patches(&api).len(), before, "statuses changed");
+    // Recreated as a ClusterIP Service: its cluster IP.
+    api.apply(front_service(
+        "front",
+        json!({"type": "ClusterIP", "clusterIP": "10.96.0.10"}),
+        json!({}),
+    ));
+    wait(json!([{"ip": "10.96.0.10"}])).await;
+    st.stop().await;
+    shutdown.cancel();
+}
+
 /// An Ingress un-owned while the published addresses change still shows the old list,
 /// which is no longer "ours" by the current one; it is cleared all the same, and a status
 /// this process never wrote is left alone.
@@ -1115,7 +1189,7 @@ async fn status_clears_an_ingress_unowned_while_the_addresses_change() {
     let mut foreign = ingress("shop", "foreign");
     foreign["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}});
     api.apply(foreign);
-    let ip = |s: &str| -> IpAddr { s.parse().unwrap_or_else(|e| panic!("{e}")) };
+    let ip = |s: &str| StatusAddress::Ip(s.parse().unwrap_or_else(|e| panic!("{e}")));
     let (addresses, arx) = watch::channel(vec![ip("192.0.2.1")]);
     let st = StatusTask::following(
         &api,
