@@ -6,6 +6,10 @@
 //! stack with IPVS or iptables NAT; a counting XDP sink in the backend namespace drops them.
 //! The whole path runs on the generator's CPU, so packets/s is the throughput of the node
 //! path plus a constant generator and sink cost.
+//!
+//! Arguments: `[rounds] [frames per run]`. For studies, not for the recorded figures:
+//! `BENCH_CONNTRACK=<entries>` sizes the conntrack tables (default 65,536), and
+//! `BENCH_FLOWS=1` or `BENCH_FLOWS=10000` runs that case alone (to profile one of them).
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -88,11 +92,15 @@ impl Rig {
         let (node, pass) = match mode {
             Mode::Xdp => {
                 let links = topo.node_links.clone();
+                let conntrack_entries = match std::env::var("BENCH_CONNTRACK") {
+                    Ok(v) => v.parse().context("BENCH_CONNTRACK")?,
+                    Err(_) => 1 << 16,
+                };
                 let dp = in_ns(&topo.node, move || -> Result<Datapath> {
                     let mut dp = Datapath::load(&LoaderOptions {
                         pin_dir: None,
                         max_vips: 4,
-                        conntrack_entries: 1 << 16,
+                        conntrack_entries,
                         kernel_log: false,
                     })?;
                     for l in &links {
@@ -246,11 +254,19 @@ fn main() -> Result<()> {
     for rig in rigs.iter_mut() {
         rig.run(10_000, 200_000)?;
     }
+    let only: Option<u64> = match std::env::var("BENCH_FLOWS") {
+        Ok(v) => Some(v.parse().context("BENCH_FLOWS")?),
+        Err(_) => None,
+    };
     let mut results = vec![[Vec::new(), Vec::new()]; rigs.len()];
     let mut delivered = vec![[1.0f64, 1.0f64]; rigs.len()];
     for round in 0..rounds {
         for (i, rig) in rigs.iter_mut().enumerate() {
             for (j, flows) in [1u64, 10_000].into_iter().enumerate() {
+                if only.is_some_and(|o| o != flows) {
+                    results[i][j].push(f64::NAN);
+                    continue;
+                }
                 let (pps, frac) = rig.run(flows, count)?;
                 results[i][j].push(pps);
                 delivered[i][j] = delivered[i][j].min(frac);
