@@ -89,8 +89,8 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
     if let Some(s) = &args.publish_service {
         s.parse::<config::NamespacedName>()
             .map_err(|e| anyhow::anyhow!("--publish-service {s:?}: {e}"))?;
-        if !args.publish_address.is_empty() {
-            info!("--publish-address is given: --publish-service is not used for Ingress status");
+        if !args.publish_address.is_empty() || !args.publish_status_address.is_empty() {
+            info!("fixed status addresses are given: --publish-service is not used");
         }
     }
     Ok(Settings {
@@ -577,10 +577,16 @@ async fn serve_https(
 /// Where the Ingress status addresses come from, by the flags (`--publish-service` is
 /// checked to be `namespace/name` at start, by [`settings`]).
 pub fn publish_source(args: &RunArgs) -> apply::publish::PublishSource {
+    let fixed: Vec<apply::publish::StatusAddress> = args
+        .publish_address
+        .iter()
+        .map(|a| (*a).into())
+        .chain(args.publish_status_address.iter().cloned())
+        .collect();
     let service = args
         .publish_service
         .as_deref()
-        .filter(|_| args.publish_address.is_empty())
+        .filter(|_| fixed.is_empty())
         .and_then(|s| s.parse::<config::NamespacedName>().ok());
     match (&args.publish_pods, service) {
         (Some(selector), _) => apply::publish::PublishSource::Pods {
@@ -591,7 +597,7 @@ pub fn publish_source(args: &RunArgs) -> apply::publish::PublishSource {
             namespace: nn.namespace,
             name: nn.name,
         },
-        (None, None) => apply::publish::PublishSource::Fixed(args.publish_address.clone()),
+        (None, None) => apply::publish::PublishSource::Fixed(fixed),
     }
 }
 

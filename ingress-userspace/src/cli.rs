@@ -91,9 +91,14 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "manifests")]
     pub watch_namespace: Option<String>,
     /// Address written to `status.loadBalancer.ingress` of owned Ingresses (repeated or
-    /// comma-separated; also as ingress-nginx's `--publish-status-address`).
-    #[arg(long, alias = "publish-status-address", value_delimiter = ',')]
+    /// comma-separated); also the default L4 VIP addresses and, for a wildcard listener, the
+    /// addresses edge protection guards.
+    #[arg(long, value_delimiter = ',')]
     pub publish_address: Vec<IpAddr>,
+    /// ingress-nginx's flag: addresses or DNS names (a load balancer's) written to Ingress
+    /// status only, after any `--publish-address` (repeated or comma-separated).
+    #[arg(long, value_delimiter = ',', conflicts_with = "publish_pods")]
+    pub publish_status_address: Vec<crate::apply::publish::StatusAddress>,
     /// Write the status of owned Ingresses (ingress-nginx's flag); `false` leaves it to
     /// something else, such as another controller in front.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -532,8 +537,31 @@ mod tests {
         else {
             panic!("ingress-nginx's spellings parse");
         };
-        assert_eq!(r.publish_address.len(), 2);
+        assert_eq!(r.publish_status_address.len(), 2);
+        assert!(
+            r.publish_address.is_empty(),
+            "status only, not an L4 address"
+        );
         assert!(!r.update_status);
+        // It takes DNS names too, after --publish-address's entries.
+        let r = run_args(&[
+            "--publish-address=192.0.2.9",
+            "--publish-status-address=lb-1.elb.example.com,198.51.100.1",
+        ]);
+        let crate::apply::publish::PublishSource::Fixed(a) = crate::app::publish_source(&r) else {
+            panic!("fixed addresses");
+        };
+        let shown: Vec<String> = a.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["192.0.2.9", "lb-1.elb.example.com", "198.51.100.1"]);
+        let argv = ["ingressd", "run", "--publish-status-address", "not a name"];
+        assert!(Cli::try_parse_from(argv).is_err());
+        let argv = [
+            "ingressd",
+            "run",
+            "--publish-status-address=192.0.2.1",
+            "--publish-pods=app=x",
+        ];
+        assert!(Cli::try_parse_from(argv).is_err(), "two sources");
         let Ok(Cli {
             command: Command::Run(r),
             ..

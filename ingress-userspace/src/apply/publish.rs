@@ -30,6 +30,23 @@ impl From<IpAddr> for StatusAddress {
     }
 }
 
+impl std::str::FromStr for StatusAddress {
+    type Err = String;
+
+    /// An IP address, else a DNS name (lower-cased; RFC 1123, as the API server checks it).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(ip) = s.parse() {
+            return Ok(StatusAddress::Ip(ip));
+        }
+        let name = s.to_ascii_lowercase();
+        if crate::source::external_names::is_dns_subdomain(&name) {
+            Ok(StatusAddress::Hostname(name))
+        } else {
+            Err(format!("{s:?} is neither an IP address nor a DNS name"))
+        }
+    }
+}
+
 impl fmt::Display for StatusAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -43,7 +60,7 @@ impl fmt::Display for StatusAddress {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublishSource {
     /// These addresses, in this order.
-    Fixed(Vec<IpAddr>),
+    Fixed(Vec<StatusAddress>),
     /// The `status.hostIP` of each running pod matching `selector` in `namespace`.
     Pods { namespace: String, selector: String },
     /// The addresses of this Service, as [`service_addresses`] reads them.
@@ -128,9 +145,7 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> watch::Receiver<Vec<StatusAddress>> {
     match (source, client) {
-        (PublishSource::Fixed(addrs), _) => {
-            watch::channel(addrs.into_iter().map(Into::into).collect()).1
-        }
+        (PublishSource::Fixed(addrs), _) => watch::channel(addrs).1,
         (PublishSource::Pods { .. } | PublishSource::Service { .. }, None) => {
             watch::channel(Vec::new()).1
         }
@@ -361,6 +376,32 @@ mod tests {
         );
         assert_eq!(service_addresses(&ext), vec![host("ingress.example.net")]);
         assert_eq!(service_addresses(&Service::default()), vec![]);
+    }
+
+    #[test]
+    fn status_addresses_parse_as_ips_or_dns_names() {
+        let parse = |s: &str| s.parse::<StatusAddress>();
+        assert_eq!(
+            parse("192.0.2.1"),
+            Ok(StatusAddress::Ip(
+                "192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}"))
+            ))
+        );
+        assert!(matches!(parse("2001:db8::1"), Ok(StatusAddress::Ip(_))));
+        assert_eq!(
+            parse("LB-1.Example.com"),
+            Ok(StatusAddress::Hostname("lb-1.example.com".into()))
+        );
+        for bad in [
+            "",
+            "a..b",
+            "-lb.example.com",
+            "lb_1.example.com",
+            "lb example",
+            "1.2.3.4:80",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]

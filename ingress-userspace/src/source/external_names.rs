@@ -92,7 +92,7 @@ fn parse(raw: &str) -> Result<ExternalName, String> {
 
 /// RFC 1123 subdomain, as Kubernetes validates it: labels of `a-z0-9-`, not starting or ending
 /// with `-`, at most 63 bytes each and 253 in all.
-fn is_dns_subdomain(s: &str) -> bool {
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253
         && s.split('.').all(|l| {
             !l.is_empty()
