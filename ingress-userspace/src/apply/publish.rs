@@ -150,15 +150,10 @@ pub fn spawn(
             watch::channel(Vec::new()).1
         }
         (PublishSource::Service { namespace, name }, Some(client)) => {
-            let (tx, rx) = watch::channel(Vec::new());
             let api = Api::<Service>::namespaced(client, &namespace);
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = follow_service(api, &name, tx) => {}
-                    () = shutdown.cancelled() => {}
-                }
-            });
-            rx
+            following(shutdown, move |tx| async move {
+                follow_service(api, &name, tx).await
+            })
         }
         (
             PublishSource::Pods {
@@ -167,17 +162,31 @@ pub fn spawn(
             },
             Some(client),
         ) => {
-            let (tx, rx) = watch::channel(Vec::new());
             let api = Api::<Pod>::namespaced(client, &namespace);
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = follow(api, &selector, tx) => {}
-                    () = shutdown.cancelled() => {}
-                }
-            });
-            rx
+            following(shutdown, move |tx| async move {
+                follow(api, &selector, tx).await
+            })
         }
     }
+}
+
+/// Runs `follow` on a new channel's sender until it ends or `shutdown`; returns the receiver.
+fn following<F>(
+    shutdown: CancellationToken,
+    follow: impl FnOnce(watch::Sender<Vec<StatusAddress>>) -> F,
+) -> watch::Receiver<Vec<StatusAddress>>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = watch::channel(Vec::new());
+    let run = follow(tx);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = run => {}
+            () = shutdown.cancelled() => {}
+        }
+    });
+    rx
 }
 
 /// Keeps `tx` at the addresses of the running pods matching `selector`. An empty result is

@@ -760,6 +760,21 @@ impl StatusTask {
         )
     }
 
+    /// The leading status writer publishing what `source` finds, for the owned Ingress
+    /// `shop/web`; cancel the token to stop the source.
+    fn publishing(api: &FakeApi, source: PublishSource) -> (StatusTask, CancellationToken) {
+        let shutdown = CancellationToken::new();
+        let addresses = publish::spawn(Some(client(api)), source, shutdown.clone());
+        let st = Self::following(
+            api,
+            addresses,
+            translation(1, owned(&["web"]), vec![]),
+            true,
+            Duration::from_secs(60),
+        );
+        (st, shutdown)
+    }
+
     /// The status writer publishing whatever `addresses` holds, starting from `first`.
     fn following(
         api: &FakeApi,
@@ -1035,19 +1050,11 @@ async fn status_publishes_the_nodes_of_running_ingressd_pods() {
     let mut other = ingressd_pod("web-x", "192.0.2.9", "Running", false);
     other["metadata"]["labels"]["app"] = json!("web");
     api.apply(other);
-    let shutdown = CancellationToken::new();
     let source = PublishSource::Pods {
         namespace: "ingress".into(),
         selector: "app=ingressd".into(),
     };
-    let addresses = publish::spawn(Some(client(&api)), source, shutdown.clone());
-    let st = StatusTask::following(
-        &api,
-        addresses,
-        translation(1, owned(&["web"]), vec![]),
-        true,
-        Duration::from_secs(60),
-    );
+    let (st, shutdown) = StatusTask::publishing(&api, source);
     let shows = |want: &[&str]| {
         let want: Vec<Value> = want.iter().map(|ip| json!({"ip": ip})).collect();
         move |a: &FakeApi| {
@@ -1124,19 +1131,11 @@ async fn status_publishes_the_addresses_of_the_publish_service() {
     api.apply(front_service("front", lb_spec.clone(), json!({})));
     let other_status = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.50"}]}});
     api.apply(front_service("other", lb_spec.clone(), other_status));
-    let shutdown = CancellationToken::new();
     let source = PublishSource::Service {
         namespace: "ingress".into(),
         name: "front".into(),
     };
-    let addresses = publish::spawn(Some(client(&api)), source, shutdown.clone());
-    let st = StatusTask::following(
-        &api,
-        addresses,
-        translation(1, owned(&["web"]), vec![]),
-        true,
-        Duration::from_secs(60),
-    );
+    let (st, shutdown) = StatusTask::publishing(&api, source);
     // No load balancer yet: nothing is written (not the cluster IP, not the other Service's).
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(patches(&api).len(), 0, "a status was written");
