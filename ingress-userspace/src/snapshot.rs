@@ -71,6 +71,9 @@ pub struct Global {
     pub real_ip: RealIp,
     /// One JSON access-log line per request (`disable-access-log` turns it off).
     pub access_log: bool,
+    /// `enable-access-log-for-default-backend`: requests for a host no Ingress names (the
+    /// default backend's, or 404) are logged too; by default they are not, as in ingress-nginx.
+    pub access_log_default_backend: bool,
     /// Headers set on every request to an upstream (`proxy-set-headers`), lower-case names.
     pub proxy_set_headers: Vec<(String, String)>,
     /// Headers set on every answer to a client (`add-headers`), lower-case names.
@@ -351,6 +354,7 @@ impl Default for Global {
             no_auth_locations: vec!["/.well-known/acme-challenge".into()],
             real_ip: RealIp::default(),
             access_log: true,
+            access_log_default_backend: false,
             proxy_set_headers: Vec::new(),
             add_headers: Vec::new(),
             hide_headers: Vec::new(),

@@ -83,6 +83,8 @@ pub struct GlobalPolicy {
     pub real_ip: real_ip::RealIp,
     /// Write one JSON access-log line per request (tracing target `access_log`).
     pub access_log: bool,
+    /// Also for requests to a host no Ingress names (`enable-access-log-for-default-backend`).
+    pub access_log_default_backend: bool,
     /// Set on every request to an upstream (`proxy-set-headers`).
     pub proxy_set_headers: HeaderSet,
     /// Set on every answer to a client (`add-headers`), after the `hide-headers` are removed.
@@ -228,6 +230,7 @@ impl GlobalPolicy {
             no_auth_locations: global.no_auth_locations.clone(),
             real_ip: real_ip::RealIp::compile(&global.real_ip),
             access_log: global.access_log,
+            access_log_default_backend: global.access_log_default_backend,
             proxy_set_headers: HeaderSet::compile(&global.proxy_set_headers),
             add_headers: HeaderSet::compile(
                 &global

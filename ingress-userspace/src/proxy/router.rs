@@ -82,6 +82,8 @@ pub struct Matched<'a> {
     /// The path rule, when one matched (not for fallbacks and the default backend).
     pub route: Option<&'a CompiledRoute>,
     pub target: &'a Arc<Target>,
+    /// No host matched: the default backend answers (ingress-nginx's default server).
+    pub default_server: bool,
 }
 
 /// Hosts and routes of one snapshot.
@@ -128,6 +130,11 @@ impl RouteTable {
             .and_then(|i| self.hosts.get(i))
     }
 
+    /// Whether some virtual host (the catch-all included) serves a normalized host name.
+    pub fn serves(&self, host: &str) -> bool {
+        self.vhost(host).is_some()
+    }
+
     /// Routes a request by its normalized host and its path (without query).
     pub fn find(&self, host: &str, path: &str) -> Option<Matched<'_>> {
         let Some(vhost) = self.vhost(host) else {
@@ -136,6 +143,7 @@ impl RouteTable {
                 client_auth: None,
                 route: None,
                 target,
+                default_server: true,
             });
         };
         if let Some(route) = vhost.routes.iter().find(|r| r.path.matches(path)) {
@@ -144,6 +152,7 @@ impl RouteTable {
                 client_auth: vhost.client_auth.as_ref(),
                 route: Some(route),
                 target: &route.target,
+                default_server: false,
             });
         }
         vhost
@@ -155,6 +164,7 @@ impl RouteTable {
                 client_auth: vhost.client_auth.as_ref(),
                 route: None,
                 target,
+                default_server: false,
             })
     }
 

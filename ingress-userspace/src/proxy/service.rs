@@ -185,6 +185,15 @@ async fn pipeline<'c>(
         return redirect::www(to, client.https, shared.options.https_port, req.uri());
     }
     let matched = config.routes.find(&host, route_path);
+    // ingress-nginx's default server keeps its requests (scanners, health checks by address)
+    // out of the access log unless asked.
+    let default_server = match &matched {
+        Some(m) => m.default_server,
+        None => !config.routes.serves(&host),
+    };
+    if default_server && !config.global.access_log_default_backend {
+        completion.unlogged();
+    }
     let Some(m) = matched else {
         return ProxyError::NotFound.response();
     };

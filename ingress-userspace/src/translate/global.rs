@@ -285,6 +285,9 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
         }
         "no-auth-locations" => parse_locations(value).map(|l| g.no_auth_locations = l),
         "disable-access-log" => parse_bool(value).map(|b| g.access_log = !b),
+        "enable-access-log-for-default-backend" => {
+            parse_bool(value).map(|b| g.access_log_default_backend = b)
+        }
         "use-gzip" => parse_bool(value).map(|b| g.gzip.enabled = b),
         "gzip-level" => parse_in_range(value, 1..=9).map(|l| g.gzip.level = l),
         "gzip-min-length" => parse_in_range(value, 0..=u64::MAX).map(|n| g.gzip.min_length = n),
@@ -560,6 +563,10 @@ mod tests {
         assert!(set("use-forwarded-headers", "1").is_ok_and(|g| g.real_ip.forwarded_headers));
         assert!(set("disable-access-log", "false").is_ok_and(|g| g.access_log));
         assert!(set("disable-access-log", "true").is_ok_and(|g| !g.access_log));
+        assert!(!Global::default().access_log_default_backend);
+        assert!(set("enable-access-log-for-default-backend", "true")
+            .is_ok_and(|g| g.access_log_default_backend));
+        assert!(set("enable-access-log-for-default-backend", "maybe").is_err());
         assert!(set("forwarded-for-header", "X-Client-IP")
             .is_ok_and(|g| g.real_ip.forwarded_for == "x-client-ip"));
         assert!(set_global(&mut Global::default(), "client-body-buffer-size", "8k").is_none());

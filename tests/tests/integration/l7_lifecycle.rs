@@ -321,6 +321,66 @@ async fn l7_access_log_json_lines() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Requests for a host no Ingress names are left out of the access log, whether a default
+/// backend answers them or the proxy's 404 does (ingress-nginx's default server), unless
+/// `enable-access-log-for-default-backend` is set; a named host's unmatched path is logged.
+#[tokio::test]
+async fn l7_default_server_requests_are_logged_only_when_asked() -> anyhow::Result<()> {
+    let (buf, _guard) = capture_access_log();
+    let up = TestServer::echo("logged").await?;
+    let t = target("logged", upstream("logged", &[up.addr]));
+    let mut snap = with_access_log(snapshot(vec![vhost("log.test", vec![prefix("/app", &t)])]));
+    let l7 = L7::start(snap.clone()).await?;
+    assert_eq!(get(l7.http, "scan.test", "/").await?.status, 404);
+    assert_eq!(get(l7.http, "log.test", "/elsewhere").await?.status, 404);
+    assert_eq!(get(l7.http, "log.test", "/app").await?.status, 200);
+    let db = TestServer::echo("default").await?;
+    snap.http.default_backend = Some(target("default-backend", upstream("db", &[db.addr])));
+    snap.generation += 1;
+    l7.apply(snap.clone());
+    let r = get(l7.http, "scan.test", "/x").await?;
+    assert_eq!(r.status, 200);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("default"),
+        "{r:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let seen = |buf: &Buf| -> Vec<(String, String, u64)> {
+        logged(buf)
+            .iter()
+            .map(|v| {
+                let field = |k: &str| v[k].as_str().unwrap_or("").to_string();
+                (
+                    field("host"),
+                    field("path"),
+                    v["status"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let named = vec![
+        ("log.test".to_string(), "/elsewhere".to_string(), 404),
+        ("log.test".to_string(), "/app".to_string(), 200),
+    ];
+    assert_eq!(seen(&buf), named);
+
+    // Asked for: both kinds of default-server answers are logged.
+    snap.global.access_log_default_backend = true;
+    snap.generation += 1;
+    l7.apply(snap.clone());
+    assert_eq!(get(l7.http, "scan.test", "/y").await?.status, 200);
+    snap.http.default_backend = None;
+    snap.generation += 1;
+    l7.apply(snap);
+    assert_eq!(get(l7.http, "scan.test", "/z").await?.status, 404);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut want = named;
+    want.push(("scan.test".into(), "/y".into(), 200));
+    want.push(("scan.test".into(), "/z".into(), 404));
+    assert_eq!(seen(&buf), want);
+    Ok(())
+}
+
 #[tokio::test]
 async fn l7_skip_access_log_urls_and_blocked_clients() -> anyhow::Result<()> {
     use ingress::snapshot::MapSource;
