@@ -212,11 +212,13 @@ fn an_l4_service_reaches_an_external_name_backend() {
     assert!(yaml.contains("ExternalName"), "{yaml}");
     std::fs::write(dir.path().join("l4.yaml"), yaml).unwrap();
     let pin_dir = format!("/sys/fs/bpf/{}", tests::netns::owned("extl4", "pins"));
-    let mut d = start(&topo, dir.path(), &pin_dir, &[]);
+    let d = start(&topo, dir.path(), &pin_dir, &[]);
     let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
     let mut conn = tests::topology::Conn::open(&topo.client, vip).expect("connect to the VIP");
-    let answer = conn.ask("hello\n").expect("an answer");
-    let _ = d.signal(libc::SIGTERM);
-    let _ = d.wait(Duration::from_secs(10));
-    assert_eq!(answer.trim(), "b1 hello", "{}", d.log_text());
+    let answer = conn.ask("hello\n");
+    let log = d.log_text();
+    // Its pins keep the programs attached: removed before anything is asserted.
+    stop_and_clean(d, &pin_dir);
+    let answer = answer.expect("an answer");
+    assert_eq!(answer.trim(), "b1 hello", "{log}");
 }
