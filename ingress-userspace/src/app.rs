@@ -86,12 +86,10 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
              --publish-address): the VIP addresses the L4 services are exposed on"
         );
     }
-    if let Some(s) = &args.publish_service {
-        s.parse::<config::NamespacedName>()
-            .map_err(|e| anyhow::anyhow!("--publish-service {s:?}: {e}"))?;
-        if !args.publish_address.is_empty() || !args.publish_status_address.is_empty() {
-            info!("fixed status addresses are given: --publish-service is not used");
-        }
+    if args.publish_service.is_some()
+        && (!args.publish_address.is_empty() || !args.publish_status_address.is_empty())
+    {
+        info!("fixed status addresses are given: --publish-service is not used");
     }
     Ok(Settings {
         controller_config: parse_nn(&args.configmap)?,
@@ -574,8 +572,7 @@ async fn serve_https(
     }
 }
 
-/// Where the Ingress status addresses come from, by the flags (`--publish-service` is
-/// checked to be `namespace/name` at start, by [`settings`]).
+/// Where the Ingress status addresses come from, by the flags.
 pub fn publish_source(args: &RunArgs) -> apply::publish::PublishSource {
     let fixed: Vec<apply::publish::StatusAddress> = args
         .publish_address
@@ -583,11 +580,7 @@ pub fn publish_source(args: &RunArgs) -> apply::publish::PublishSource {
         .map(|a| (*a).into())
         .chain(args.publish_status_address.iter().cloned())
         .collect();
-    let service = args
-        .publish_service
-        .as_deref()
-        .filter(|_| fixed.is_empty())
-        .and_then(|s| s.parse::<config::NamespacedName>().ok());
+    let service = args.publish_service.clone().filter(|_| fixed.is_empty());
     match (&args.publish_pods, service) {
         (Some(selector), _) => apply::publish::PublishSource::Pods {
             namespace: args.election_namespace.clone(),

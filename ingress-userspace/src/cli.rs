@@ -112,7 +112,7 @@ pub struct RunArgs {
     /// (ingress-nginx's flag): a LoadBalancer's IPs or hostnames, else its external or cluster
     /// IPs. `--publish-address` wins when both are given, as in ingress-nginx.
     #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with = "publish_pods")]
-    pub publish_service: Option<String>,
+    pub publish_service: Option<crate::config::NamespacedName>,
     /// Namespace of the leader-election Lease.
     #[arg(long, default_value = "default")]
     pub election_namespace: String,
@@ -592,7 +592,7 @@ mod tests {
         ));
         let argv = ["ingressd", "run", svc[0], svc[1], "--publish-pods", "app=x"];
         assert!(Cli::try_parse_from(argv).is_err(), "two dynamic sources");
-        let bad = app::settings(&run_args(&["--publish-service", "front"]));
+        let bad = Cli::try_parse_from(["ingressd", "run", "--publish-service", "front"]);
         let msg = bad.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
             msg.contains("--publish-service") && msg.contains("namespace/name"),
