@@ -31,6 +31,17 @@ fn ing(b: IngressBuilder) -> Object {
     Object::Ingress(b.build())
 }
 
+/// The Service `ns/web` with one endpoint, our class, and the Ingress `ns/plain` routing
+/// `a.example/` to it: the base of the controller-wide settings tests.
+fn plain_ingress_objects() -> Vec<Object> {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(class());
+    objs.push(ing(mk_ingress("ns", "plain")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    objs
+}
+
 fn run_with(objs: Vec<Object>, settings: &Settings) -> Translation {
     translate(&ObjectCache::from_objects(objs), settings)
 }
@@ -961,11 +972,7 @@ fn controller_configmap(data: &[(&str, &str)]) -> Object {
 
 #[test]
 fn the_controller_configmap_sets_globals_and_annotation_defaults() {
-    let mut objs = backend_objects("ns", "web", "10.0.0.1");
-    objs.push(class());
-    objs.push(ing(mk_ingress("ns", "plain")
-        .host("a.example")
-        .path("/", "Prefix", "web", 80)));
+    let mut objs = plain_ingress_objects();
     objs.push(ing(mk_ingress("ns", "own")
         .annotation("proxy-body-size", "8k")
         .annotation("allowlist-source-range", "127.0.0.1")
@@ -1113,11 +1120,7 @@ fn the_controller_configmap_sets_globals_and_annotation_defaults() {
 
 #[test]
 fn without_the_controller_configmap_the_flags_hold() {
-    let mut objs = backend_objects("ns", "web", "10.0.0.1");
-    objs.push(class());
-    objs.push(ing(mk_ingress("ns", "plain")
-        .host("a.example")
-        .path("/", "Prefix", "web", 80)));
+    let mut objs = plain_ingress_objects();
     // Named but absent, and a ConfigMap of another name: neither counts.
     objs.push(Object::ConfigMap(mk_configmap(
         "ingress",
@@ -1215,11 +1218,7 @@ fn global_auth_from_the_controller_configmap() {
 #[test]
 fn controller_configmap_changes_reach_every_ingress() {
     let s = controller_settings();
-    let mut objs = backend_objects("ns", "web", "10.0.0.1");
-    objs.push(class());
-    objs.push(ing(mk_ingress("ns", "plain")
-        .host("a.example")
-        .path("/", "Prefix", "web", 80)));
+    let objs = plain_ingress_objects();
     let mut cache = ObjectCache::from_objects(objs);
     let mut tr = Translator::new(s.clone());
     let body = |t: &Translation| {
@@ -2315,11 +2314,7 @@ fn the_default_certificate_secret_is_followed() {
         namespace: "ingress".into(),
         name: "wildcard".into(),
     });
-    let mut objs = backend_objects("ns", "web", "10.0.0.1");
-    objs.push(class());
-    objs.push(ing(mk_ingress("ns", "plain")
-        .host("a.example")
-        .path("/", "Prefix", "web", 80)));
+    let objs = plain_ingress_objects();
     let mut cache = ObjectCache::from_objects(objs);
     let mut tr = Translator::new(s.clone());
     let check = |tr: &mut Translator, cache: &ObjectCache| {
