@@ -304,6 +304,23 @@ spec:
     )
 }
 
+/// A `kubernetes.io/tls` Secret `namespace/name` holding a PEM chain and key, as a manifest
+/// document (end it with `---` before appending another).
+pub fn tls_secret_yaml(namespace: &str, name: &str, chain: &str, key: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n",
+        indent_block(chain),
+        indent_block(key)
+    )
+}
+
+/// `text` as a YAML block scalar's body at four spaces (its first line is indented by the
+/// template).
+pub fn indent_block(text: &str) -> String {
+    text.replace('\n', "\n    ")
+}
+
 /// An Ingress annotated `ssl-passthrough` for `host`, to Service `service` (in `default`) on
 /// `port`: append it to [`class_and_service_yaml`].
 pub fn passthrough_ingress_yaml(host: &str, service: &str, port: u16) -> String {

@@ -319,13 +319,7 @@ async fn default_ssl_certificate_secret_serves_unknown_sni_and_is_followed() {
     let ca = tests::certs::TestCa::new().expect("CA");
     let secret = |names: &[&str]| {
         let (chain, key) = ca.issue_pem(names).expect("certificate");
-        let indent = |pem: &str| pem.replace('\n', "\n    ");
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: wildcard, namespace: ingress-system}}\n\
-             type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n",
-            indent(&chain),
-            indent(&key)
-        )
+        tests::ingressd::tls_secret_yaml("ingress-system", "wildcard", &chain, &key)
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let up = TestServer::echo("app").await.expect("upstream");
@@ -616,18 +610,9 @@ async fn client_certificates_from_manifests() {
     let server_ca = tests::certs::TestCa::new().expect("CA");
     let client_ca = tests::certs::TestCa::new().expect("client CA");
     let (chain, key) = server_ca.issue_pem(&["mtls.test"]).expect("certificate");
-    let indent = |pem: &str| pem.replace('\n', "\n    ");
+    let indent = tests::ingressd::indent_block;
     let yaml = format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: mtls-tls, namespace: default}}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-    {}
-  tls.key: |
-    {}
----
+        r#"{}---
 apiVersion: v1
 kind: Secret
 metadata: {{name: client-ca, namespace: default}}
@@ -658,8 +643,7 @@ spec:
         backend:
           service: {{name: app, port: {{number: 80}}}}
 "#,
-        indent(&chain),
-        indent(&key),
+        tests::ingressd::tls_secret_yaml("default", "mtls-tls", &chain, &key),
         indent(&client_ca.cert_pem()),
         indent(&client_ca.crl_pem(&[66]).expect("CRL"))
     );
