@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// Admin listener: /healthz, /readyz, /metrics.
     #[arg(long, default_value = "127.0.0.1:10254")]
     pub admin_addr: SocketAddr,
+    /// Label ingress-nginx's request series (`nginx_ingress_controller_*`) with the rule's
+    /// host (ingress-nginx's flag); `false` merges the hosts of a path's series.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics_per_host: bool,
 
     /// Controller string an IngressClass must name in `spec.controller` to be ours.
     #[arg(long, default_value = "ingress.example.dev/xdp-ingress")]
@@ -570,6 +574,8 @@ mod tests {
             panic!("defaults parse");
         };
         assert!(r.update_status && r.publish_address.is_empty());
+        assert!(r.metrics_per_host);
+        assert!(!run_args(&["--metrics-per-host=false"]).metrics_per_host);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::{
     log_format::{AccessFormat, Captured, Outcome},
     metrics::RouteMetrics,
+    nginx_metrics::{LocationSeries, MethodSlot},
 };
 
 /// Tracing target of access-log lines.
@@ -37,6 +38,14 @@ pub(crate) struct AccessRecord {
     pub format: Option<(Arc<AccessFormat>, Box<Captured>)>,
 }
 
+/// Where a routed request counts under ingress-nginx's names.
+#[derive(Debug)]
+struct Located {
+    series: Arc<LocationSeries>,
+    method: MethodSlot,
+    on_canary: bool,
+}
+
 /// Finishes a request when dropped: records metrics, writes the access-log line.
 #[derive(Debug)]
 pub(crate) struct Completion {
@@ -45,6 +54,8 @@ pub(crate) struct Completion {
     bytes: u64,
     aborted: bool,
     metrics: Arc<RouteMetrics>,
+    /// ingress-nginx's series the request counts in, once routed to a location.
+    location: Option<Located>,
     record: Option<Box<AccessRecord>>,
     /// Keeps the request counted as in progress on its connection until the body ends.
     active: Option<super::idle::ActiveStream>,
@@ -87,6 +98,7 @@ impl Completion {
             bytes: 0,
             aborted: true,
             metrics,
+            location: None,
             record,
             active: None,
             conn_permit: None,
@@ -107,6 +119,16 @@ impl Completion {
         }
     }
 
+    /// The request is a `method` request at a location with ingress-nginx series (none for
+    /// the default backend's).
+    pub fn locate(&mut self, series: Option<&Arc<LocationSeries>>, method: &Method) {
+        self.location = series.map(|series| Located {
+            series: series.clone(),
+            method: MethodSlot::of(method),
+            on_canary: false,
+        });
+    }
+
     /// The route keeps its requests out of the access log (`enable-access-log: false`).
     pub fn unlogged(&mut self) {
         self.record = None;
@@ -125,6 +147,9 @@ impl Completion {
 
     /// The route's canary serves the request; `main` is the route's own upstream.
     pub fn canary_of(&mut self, main: &Arc<str>) {
+        if let Some(l) = self.location.as_mut() {
+            l.on_canary = true;
+        }
         if let Some(r) = self.record.as_mut() {
             r.main_upstream = Some(main.clone());
         }
@@ -177,7 +202,11 @@ pub const CLIENT_CLOSED: u16 = 499;
 impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
-        self.metrics.record(self.status, elapsed, self.bytes);
+        self.metrics.record(self.status, elapsed);
+        if let Some(l) = &self.location {
+            l.series
+                .record(l.method, l.on_canary, self.status, elapsed, self.bytes);
+        }
         if let Some(r) = self.record.take() {
             if let Some((format, captured)) = &r.format {
                 // As nginx: an attempt that got no answer logs the 502 or 504 it became, and

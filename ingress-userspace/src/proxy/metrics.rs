@@ -2,7 +2,7 @@
 //! Label sets are bounded by the configuration: one series set per (ingress, service) pair that
 //! exists in the current snapshot, pruned when a pair leaves it.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt::Write as _,
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
@@ -13,7 +13,7 @@ use std::{
 
 use super::{
     filters::mirror::MirrorOutcome,
-    nginx_metrics::{CertExpiries, CertExpiry, StatusCounts},
+    nginx_metrics::{CertExpiries, CertExpiry, LocationLabels, LocationSeries},
 };
 
 /// Upper bounds (seconds) of the latency histogram buckets.
@@ -83,11 +83,7 @@ pub struct RouteMetrics {
     service: Box<str>,
     /// Responses by status class 1xx..5xx.
     classes: [AtomicU64; 5],
-    /// And by exact status, for ingress-nginx's `nginx_ingress_controller_requests`.
-    statuses: StatusCounts,
     latency: Histogram,
-    /// Response body bytes sent, all requests together.
-    response_bytes: AtomicU64,
 }
 
 impl RouteMetrics {
@@ -96,9 +92,7 @@ impl RouteMetrics {
             ingress: ingress.into(),
             service: service.into(),
             classes: Default::default(),
-            statuses: StatusCounts::default(),
             latency: Histogram::default(),
-            response_bytes: AtomicU64::new(0),
         }
     }
 
@@ -112,27 +106,15 @@ impl RouteMetrics {
         &self.service
     }
 
-    /// Responses by exact status.
-    pub fn statuses(&self) -> &StatusCounts {
-        &self.statuses
-    }
-
     /// Time from request to response end.
     pub fn latency(&self) -> &Histogram {
         &self.latency
     }
 
-    /// Response body bytes sent so far.
-    pub fn response_bytes(&self) -> u64 {
-        self.response_bytes.load(Relaxed)
-    }
-
-    /// Records a finished request that sent `bytes` of response body.
-    pub fn record(&self, status: u16, elapsed: Duration, bytes: u64) {
-        self.response_bytes.fetch_add(bytes, Relaxed);
+    /// Records a finished request.
+    pub fn record(&self, status: u16, elapsed: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.classes[class].fetch_add(1, Relaxed);
-        self.statuses.add(status);
         self.latency.observe(elapsed);
     }
 
@@ -182,11 +164,19 @@ impl UpstreamErrorKind {
 /// (ingress, service).
 type RouteKey = (Box<str>, Box<str>);
 
+/// A location's labels and its canary's upstream.
+type LocationKey = (String, Option<Box<str>>);
+
 /// All L7 metrics of one proxy.
 #[derive(Debug)]
 pub struct ProxyMetrics {
     /// (ingress, service) -> counters; locked only at apply and scrape time.
     routes: Mutex<BTreeMap<RouteKey, Arc<RouteMetrics>>>,
+    /// Location (path rule on its host) -> its ingress-nginx request series, by label text;
+    /// locked like `routes`.
+    locations: Mutex<HashMap<LocationKey, Arc<LocationSeries>>>,
+    /// Whether location series are labelled with their host (`--metrics-per-host`).
+    per_host: bool,
     /// Requests that matched nothing (404 from the proxy).
     unrouted: Arc<RouteMetrics>,
     upstream_errors: [AtomicU64; 6],
@@ -208,10 +198,27 @@ pub struct ProxyMetrics {
     open_connections: AtomicI64,
 }
 
+fn mirror_slot(outcome: MirrorOutcome) -> usize {
+    match outcome {
+        MirrorOutcome::Sent => 0,
+        MirrorOutcome::Failed => 1,
+        MirrorOutcome::Skipped => 2,
+    }
+}
+
 impl Default for ProxyMetrics {
     fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+impl ProxyMetrics {
+    /// Metrics whose location series carry a `host` label when `per_host`.
+    pub fn new(per_host: bool) -> Self {
         ProxyMetrics {
             routes: Mutex::default(),
+            locations: Mutex::default(),
+            per_host,
             unrouted: Arc::new(RouteMetrics::new("", "")),
             upstream_errors: Default::default(),
             mirrors: Default::default(),
@@ -227,23 +234,26 @@ impl Default for ProxyMetrics {
             open_connections: AtomicI64::new(0),
         }
     }
-}
 
-fn mirror_slot(outcome: MirrorOutcome) -> usize {
-    match outcome {
-        MirrorOutcome::Sent => 0,
-        MirrorOutcome::Failed => 1,
-        MirrorOutcome::Skipped => 2,
-    }
-}
-
-impl ProxyMetrics {
     /// The counters of an (ingress, service) pair, created on first use (apply time).
     pub fn route(&self, ingress: &str, service: &str) -> Arc<RouteMetrics> {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes
             .entry((ingress.into(), service.into()))
             .or_insert_with(|| Arc::new(RouteMetrics::new(ingress, service)))
+            .clone()
+    }
+
+    /// The ingress-nginx series of a location, created on first use (apply time).
+    pub fn location(&self, labels: LocationLabels<'_>) -> Arc<LocationSeries> {
+        let labels = LocationLabels {
+            host: labels.host.filter(|_| self.per_host),
+            ..labels
+        };
+        let mut locations = self.locations.lock().unwrap_or_else(|e| e.into_inner());
+        locations
+            .entry((labels.render(), labels.canary.map(Into::into)))
+            .or_insert_with(|| Arc::new(LocationSeries::new(&labels)))
             .clone()
     }
 
@@ -256,6 +266,9 @@ impl ProxyMetrics {
     pub fn prune(&self) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes.retain(|_, m| Arc::strong_count(m) > 1);
+        drop(routes);
+        let mut locations = self.locations.lock().unwrap_or_else(|e| e.into_inner());
+        locations.retain(|_, m| Arc::strong_count(m) > 1);
     }
 
     /// Counts an upstream failure.
@@ -440,10 +453,16 @@ impl ProxyMetrics {
         out.push_str("# TYPE ingress_config_apply_duration_seconds histogram\n");
         self.apply_duration
             .render("ingress_config_apply_duration_seconds", "", out);
+        let locations: Vec<Arc<LocationSeries>> = {
+            let locations = self.locations.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sorted: Vec<_> = locations.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            sorted.into_iter().map(|(_, l)| l.clone()).collect()
+        };
         let certs = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
         super::nginx_metrics::render(
             &super::nginx_metrics::Sources {
-                routes: &routes,
+                locations: &locations,
                 certificates: &certs.1,
                 last_apply: self.last_apply.load(Relaxed),
                 open_connections: self.open_connections.load(Relaxed),
@@ -473,8 +492,8 @@ mod tests {
     fn renders_classes_histogram_and_prunes() {
         let m = ProxyMetrics::default();
         let r = m.route("ns/ing", "ns/svc:80");
-        r.record(200, Duration::from_millis(3), 10);
-        r.record(503, Duration::from_millis(30), 0);
+        r.record(200, Duration::from_millis(3));
+        r.record(503, Duration::from_millis(30));
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.contains(

@@ -326,6 +326,8 @@ pub struct ProxyOptions {
     pub https_port: u16,
     /// Certificate for unknown or missing SNI; a self-signed one is generated when `None`.
     pub default_certificate: Option<Arc<CertifiedKey>>,
+    /// ingress-nginx's request series carry a `host` label (`--metrics-per-host`).
+    pub metrics_per_host: bool,
 }
 
 impl Default for ProxyOptions {
@@ -334,6 +336,7 @@ impl Default for ProxyOptions {
             limits: Limits::default(),
             https_port: 443,
             default_certificate: None,
+            metrics_per_host: true,
         }
     }
 }
@@ -343,6 +346,7 @@ impl ProxyOptions {
     pub fn from_run_args(args: &RunArgs) -> Self {
         ProxyOptions {
             https_port: args.https_addr.port(),
+            metrics_per_host: args.metrics_per_host,
             limits: Limits {
                 header_read_timeout: args.limits.keep_alive,
                 client_header_timeout: args.limits.client_header_timeout,
@@ -417,7 +421,7 @@ impl Proxy {
         Ok(Proxy {
             shared: Arc::new(Shared {
                 config,
-                metrics: Arc::new(ProxyMetrics::default()),
+                metrics: Arc::new(ProxyMetrics::new(options.metrics_per_host)),
                 options,
                 acceptor,
                 connector,

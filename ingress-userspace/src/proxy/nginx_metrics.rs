@@ -2,22 +2,25 @@
 //! dashboards and alerts written for it keep working after a migration: requests by exact
 //! status, their duration, response sizes (sum and count: a summary without quantiles, where
 //! ingress-nginx keeps a histogram), certificate expiry, the last configuration's success and
-//! time, and open connections. Labels are `namespace`, `ingress` and `service` (and `host`,
-//! `secret_name` for certificates); ingress-nginx's `method`, `path`, `host` and
-//! `controller_*` labels on request series are left out, so selectors such as
-//! `{controller_class=~".*"}` still match and groupings by them find one group.
+//! time, and open connections. Request series are kept per location (a path rule on its host,
+//! as ingress-nginx's) and labelled as its are: `namespace`, `ingress`, `service`, `host`,
+//! `path`, `method`, `status`, and `canary` on the requests a canary served. Its
+//! `controller_*` labels are left out, so selectors such as `{controller_class=~".*"}` still
+//! match and groupings by them find one group.
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
+    time::Duration,
 };
 
+use http::Method;
 use rustls::sign::CertifiedKey;
 
-use super::metrics::RouteMetrics;
+use super::metrics::{escape, Histogram};
 use crate::snapshot::{HostMatch, TlsConfig};
 
 /// Status codes counted without a lock; any other goes to a locked map.
@@ -28,14 +31,14 @@ const COMMON: [u16; 24] = [
 
 /// Responses of one route by exact status code.
 #[derive(Debug, Default)]
-pub struct StatusCounts {
+struct StatusCounts {
     common: [AtomicU64; COMMON.len()],
     other: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl StatusCounts {
     /// Counts one response.
-    pub fn add(&self, status: u16) {
+    fn add(&self, status: u16) {
         match COMMON.binary_search(&status) {
             Ok(i) => {
                 self.common[i].fetch_add(1, Relaxed);
@@ -59,6 +62,156 @@ impl StatusCounts {
         out.extend(other.iter().map(|(s, n)| (*s, *n)));
         out.sort_unstable();
         out
+    }
+}
+
+/// Methods counted under their own name; any other is counted as `OTHER`, so clients cannot
+/// make a series per invented method.
+const METHODS: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::PATCH,
+    Method::CONNECT,
+    Method::TRACE,
+];
+
+/// A request method's slot in a [`LocationSeries`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodSlot(u8);
+
+impl MethodSlot {
+    /// The slot of `m` (`OTHER` for a method not in [`METHODS`]).
+    pub fn of(m: &Method) -> Self {
+        let i = METHODS.iter().position(|k| k == m).unwrap_or(METHODS.len());
+        MethodSlot(i as u8)
+    }
+
+    fn label(self) -> &'static str {
+        METHODS
+            .get(usize::from(self.0))
+            .map_or("OTHER", Method::as_str)
+    }
+}
+
+/// What identifies a location's series.
+#[derive(Clone, Copy, Debug)]
+pub struct LocationLabels<'a> {
+    /// `namespace/name` of the Ingress.
+    pub ingress: &'a str,
+    /// The upstream, `namespace/service:port`.
+    pub service: &'a str,
+    /// The rule's host (`*.` for wildcards, empty for rules without one); `None` leaves the
+    /// label out (`--metrics-per-host=false`).
+    pub host: Option<&'a HostMatch>,
+    /// The path as matched.
+    pub path: &'a str,
+    /// The canary's upstream, `namespace/service:port`, when the route has one.
+    pub canary: Option<&'a str>,
+}
+
+impl LocationLabels<'_> {
+    /// The series' key and label text (without `method`, `status` and `canary`).
+    pub(super) fn render(&self) -> String {
+        let mut out = route_labels(self.ingress, self.service);
+        if let Some(host) = self.host {
+            let host = match host {
+                HostMatch::Exact(h) => h.clone(),
+                HostMatch::Wildcard(s) => format!("*.{s}"),
+                HostMatch::Any => String::new(),
+            };
+            let _ = write!(out, ",host=\"{}\"", escape(&host));
+        }
+        let _ = write!(out, ",path=\"{}\"", escape(self.path));
+        out
+    }
+}
+
+/// The requests of one location (a path rule on its host, ingress-nginx's `location`) by
+/// method, and apart those its canary served.
+#[derive(Debug)]
+pub struct LocationSeries {
+    /// `namespace`, `ingress`, `service`, `host` and `path`, rendered once.
+    labels: Box<str>,
+    /// The `canary` label of the requests the canary served: its upstream as ingress-nginx
+    /// names upstreams (`namespace-service-port`).
+    canary: Box<str>,
+    /// Made on the location's first request, as each method's series on its own first one:
+    /// a location without traffic costs only this pointer.
+    methods: OnceLock<Box<MethodTable>>,
+}
+
+/// A location's series by [served by the canary][method slot].
+type MethodTable = [[OnceLock<Box<MethodSeries>>; METHODS.len() + 1]; 2];
+
+/// One method's requests at a location.
+#[derive(Debug, Default)]
+struct MethodSeries {
+    statuses: StatusCounts,
+    latency: Histogram,
+    /// Response body bytes sent, all requests together.
+    response_bytes: AtomicU64,
+}
+
+impl LocationSeries {
+    /// The series of the location `labels` names.
+    pub fn new(labels: &LocationLabels<'_>) -> Self {
+        LocationSeries {
+            labels: labels.render().into(),
+            canary: labels
+                .canary
+                .map(|c| c.replace(['/', ':'], "-"))
+                .unwrap_or_default()
+                .into(),
+            methods: OnceLock::new(),
+        }
+    }
+
+    /// Records a finished request that sent `bytes` of response body.
+    pub fn record(
+        &self,
+        method: MethodSlot,
+        on_canary: bool,
+        status: u16,
+        elapsed: Duration,
+        bytes: u64,
+    ) {
+        let table = self.methods.get_or_init(|| {
+            Box::new(std::array::from_fn(|_| {
+                std::array::from_fn(|_| OnceLock::new())
+            }))
+        });
+        let half = &table[usize::from(on_canary)];
+        let Some(slot) = half.get(usize::from(method.0)) else {
+            return;
+        };
+        let m = slot.get_or_init(Box::default);
+        m.statuses.add(status);
+        m.latency.observe(elapsed);
+        m.response_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Every method series with its full label text (status aside).
+    fn each(&self) -> impl Iterator<Item = (String, &MethodSeries)> + '_ {
+        let table = self.methods.get().map_or(&[][..], |t| &t[..]);
+        table.iter().enumerate().flat_map(move |(half, slots)| {
+            slots.iter().enumerate().filter_map(move |(i, slot)| {
+                let m = slot.get()?;
+                let method = MethodSlot(i as u8).label();
+                let labels = match half {
+                    0 => format!("{},method=\"{method}\"", self.labels),
+                    _ => format!(
+                        "{},method=\"{method}\",canary=\"{}\"",
+                        self.labels,
+                        escape(&self.canary)
+                    ),
+                };
+                Some((labels, &**m))
+            })
+        })
     }
 }
 
@@ -123,7 +276,7 @@ fn leaf_not_after(key: &CertifiedKey) -> Option<i64> {
 
 /// What the compatible series are rendered from.
 pub struct Sources<'a> {
-    pub routes: &'a [Arc<RouteMetrics>],
+    pub locations: &'a [Arc<LocationSeries>],
     pub certificates: &'a [CertExpiry],
     /// Unix time of the last configuration applied; 0 before the first.
     pub last_apply: u64,
@@ -132,13 +285,13 @@ pub struct Sources<'a> {
 
 /// Appends the `nginx_ingress_controller_*` series.
 pub fn render(s: &Sources<'_>, out: &mut String) {
+    let series: Vec<(String, &MethodSeries)> = s.locations.iter().flat_map(|l| l.each()).collect();
     out.push_str(
         "# HELP nginx_ingress_controller_requests The total number of client requests.\n\
          # TYPE nginx_ingress_controller_requests counter\n",
     );
-    for m in s.routes {
-        let labels = route_labels(m);
-        for (status, n) in m.statuses().counts() {
+    for (labels, m) in &series {
+        for (status, n) in m.statuses.counts() {
             let _ = writeln!(
                 out,
                 "nginx_ingress_controller_requests{{{labels},status=\"{status}\"}} {n}"
@@ -150,10 +303,10 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
          in seconds.\n\
          # TYPE nginx_ingress_controller_request_duration_seconds histogram\n",
     );
-    for m in s.routes {
-        m.latency().render(
+    for (labels, m) in &series {
+        m.latency.render(
             "nginx_ingress_controller_request_duration_seconds",
-            &route_labels(m),
+            labels,
             out,
         );
     }
@@ -161,14 +314,13 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
         "# HELP nginx_ingress_controller_response_size The response length (body bytes sent).\n\
          # TYPE nginx_ingress_controller_response_size summary\n",
     );
-    for m in s.routes {
-        let labels = route_labels(m);
+    for (labels, m) in &series {
         let _ = writeln!(
             out,
             "nginx_ingress_controller_response_size_sum{{{labels}}} {}\n\
              nginx_ingress_controller_response_size_count{{{labels}}} {}",
-            m.response_bytes(),
-            m.latency().count()
+            m.response_bytes.load(Relaxed),
+            m.latency.count()
         );
     }
     out.push_str(
@@ -181,9 +333,9 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
             out,
             "nginx_ingress_controller_ssl_expire_time_seconds{{host=\"{}\",namespace=\"{}\",\
              secret_name=\"{}\"}} {}",
-            super::metrics::escape(&c.host),
-            super::metrics::escape(&c.namespace),
-            super::metrics::escape(&c.secret),
+            escape(&c.host),
+            escape(&c.namespace),
+            escape(&c.secret),
             c.not_after
         );
     }
@@ -211,15 +363,15 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
 
 /// `namespace`, `ingress` (its name alone) and `service` (`name`, without namespace or
 /// port, as ingress-nginx's label) of a route's series.
-fn route_labels(m: &RouteMetrics) -> String {
-    let (namespace, ingress) = m.ingress().split_once('/').unwrap_or(("", m.ingress()));
-    let service = m.service().split_once('/').map_or(m.service(), |(_, s)| s);
+fn route_labels(ingress: &str, service: &str) -> String {
+    let (namespace, ingress) = ingress.split_once('/').unwrap_or(("", ingress));
+    let service = service.split_once('/').map_or(service, |(_, s)| s);
     let service = service.rsplit_once(':').map_or(service, |(s, _)| s);
     format!(
         "namespace=\"{}\",ingress=\"{}\",service=\"{}\"",
-        super::metrics::escape(namespace),
-        super::metrics::escape(ingress),
-        super::metrics::escape(service)
+        escape(namespace),
+        escape(ingress),
+        escape(service)
     )
 }
 
@@ -238,5 +390,95 @@ mod tests {
             COMMON.windows(2).all(|w| w[0] < w[1]),
             "sorted for the search"
         );
+    }
+
+    fn labels<'a>(host: &'a HostMatch, canary: Option<&'a str>) -> LocationLabels<'a> {
+        LocationLabels {
+            ingress: "shop/web",
+            service: "shop/api:8080",
+            host: Some(host),
+            path: "/api",
+            canary,
+        }
+    }
+
+    fn rendered(m: &super::super::metrics::ProxyMetrics) -> String {
+        let mut out = String::new();
+        m.render(&mut out);
+        out
+    }
+
+    #[test]
+    fn location_series_are_labelled_as_ingress_nginx_labels_them() {
+        let m = super::super::metrics::ProxyMetrics::default();
+        let host = HostMatch::Exact("shop.example".into());
+        let l = m.location(labels(&host, Some("shop/api-next:8080")));
+        let ms = Duration::from_millis;
+        l.record(MethodSlot::of(&Method::GET), false, 200, ms(2), 100);
+        l.record(MethodSlot::of(&Method::GET), false, 200, ms(2), 50);
+        l.record(MethodSlot::of(&Method::POST), false, 503, ms(30), 0);
+        l.record(MethodSlot::of(&Method::GET), true, 200, ms(2), 7);
+        // Methods outside the standard set share one series: a client cannot add series.
+        for token in [&b"PROPFIND"[..], b"BREW"] {
+            let odd = Method::from_bytes(token).expect("a method token");
+            l.record(MethodSlot::of(&odd), false, 405, ms(1), 0);
+        }
+        let out = rendered(&m);
+        let base = "namespace=\"shop\",ingress=\"web\",service=\"api\",host=\"shop.example\",path=\"/api\"";
+        for want in [
+            format!("nginx_ingress_controller_requests{{{base},method=\"GET\",status=\"200\"}} 2"),
+            format!("nginx_ingress_controller_requests{{{base},method=\"POST\",status=\"503\"}} 1"),
+            format!("nginx_ingress_controller_requests{{{base},method=\"OTHER\",status=\"405\"}} 2"),
+            format!(
+                "nginx_ingress_controller_requests{{{base},method=\"GET\",canary=\"shop-api-next-8080\",status=\"200\"}} 1"
+            ),
+            format!("nginx_ingress_controller_response_size_sum{{{base},method=\"GET\"}} 150"),
+            format!("nginx_ingress_controller_response_size_count{{{base},method=\"GET\"}} 2"),
+            format!(
+                "nginx_ingress_controller_request_duration_seconds_bucket{{{base},method=\"POST\",le=\"0.05\"}} 1"
+            ),
+        ] {
+            assert!(out.contains(&want), "missing {want:?} in\n{out}");
+        }
+        // No series for a method that saw no request.
+        assert!(!out.contains("method=\"PUT\""));
+        // The same location again is the same series; gone once nothing refers to it.
+        assert!(Arc::ptr_eq(
+            &l,
+            &m.location(labels(&host, Some("shop/api-next:8080")))
+        ));
+        drop(l);
+        m.prune();
+        assert!(!rendered(&m).contains("shop.example"));
+    }
+
+    #[test]
+    fn location_hosts_are_rule_hosts_or_left_out() {
+        let ms = Duration::from_millis(1);
+        let get = MethodSlot::of(&Method::GET);
+        let m = super::super::metrics::ProxyMetrics::default();
+        let wild = HostMatch::Wildcard("example.com".into());
+        let any = HostMatch::Any;
+        m.location(labels(&wild, None))
+            .record(get, false, 200, ms, 0);
+        m.location(labels(&any, None))
+            .record(get, false, 200, ms, 0);
+        let out = rendered(&m);
+        assert!(
+            out.contains("host=\"*.example.com\",path=\"/api\",method=\"GET\",status=\"200\"} 1")
+        );
+        assert!(out.contains("host=\"\",path=\"/api\",method=\"GET\",status=\"200\"} 1"));
+        // `--metrics-per-host=false`: one series for the path, whatever the host.
+        let m = super::super::metrics::ProxyMetrics::new(false);
+        let a = m.location(labels(&wild, None));
+        let b = m.location(labels(&any, None));
+        assert!(Arc::ptr_eq(&a, &b));
+        a.record(get, false, 200, ms, 0);
+        b.record(get, false, 200, ms, 0);
+        let out = rendered(&m);
+        assert!(!out.contains("host="), "{out}");
+        assert!(out.contains(
+            "{namespace=\"shop\",ingress=\"web\",service=\"api\",path=\"/api\",method=\"GET\",status=\"200\"} 2"
+        ));
     }
 }

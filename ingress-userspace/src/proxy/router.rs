@@ -7,7 +7,7 @@
 //! `default_backend`; else 404.
 use std::{
     borrow::Cow,
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     hash::{Hash, Hasher},
     sync::Arc,
 };
@@ -20,6 +20,7 @@ use crate::snapshot::{
 
 use super::{
     metrics::{ProxyMetrics, RouteMetrics},
+    nginx_metrics::{LocationLabels, LocationSeries},
     upstream::{pool::Pool, Endpoint, UpstreamState},
 };
 
@@ -38,6 +39,10 @@ pub struct Target {
     pub limit_zone: u64,
     /// `custom-headers`, set on every answer of the route.
     pub custom_headers: Option<super::HeaderSet>,
+    /// ingress-nginx's series of the path rule the target was compiled for: reused with the
+    /// target, so an unchanged table keeps its series at no cost. `None` for fallbacks and the
+    /// default backend.
+    pub location: Option<Arc<LocationSeries>>,
 }
 
 /// The canary side of a target.
@@ -52,6 +57,17 @@ pub struct CanaryTarget {
 pub struct CompiledRoute {
     pub path: PathMatch,
     pub target: Arc<Target>,
+    /// ingress-nginx's series of this path rule on its host when its target's cannot be
+    /// trusted to be this rule's: the snapshot gave more than one rule this target (the
+    /// translator gives each rule its own), or the target was compiled as a fallback.
+    pub own_location: Option<Arc<LocationSeries>>,
+}
+
+impl CompiledRoute {
+    /// ingress-nginx's series of this path rule on its host.
+    pub fn location(&self) -> Option<&Arc<LocationSeries>> {
+        self.own_location.as_ref().or(self.target.location.as_ref())
+    }
 }
 
 /// One compiled virtual host.
@@ -60,6 +76,8 @@ pub struct CompiledHost {
     pub tls: bool,
     pub routes: Vec<CompiledRoute>,
     pub fallback: Option<Arc<Target>>,
+    /// ingress-nginx's series of the fallback on this host (its location `/`).
+    pub fallback_location: Option<Arc<LocationSeries>>,
     pub client_auth: Option<Arc<ClientCheck>>,
 }
 
@@ -82,6 +100,9 @@ pub struct Matched<'a> {
     /// The path rule, when one matched (not for fallbacks and the default backend).
     pub route: Option<&'a CompiledRoute>,
     pub target: &'a Arc<Target>,
+    /// ingress-nginx's series the request counts in: a path rule's or a host's fallback's,
+    /// not the default backend's (ingress-nginx leaves those out too).
+    pub location: Option<&'a Arc<LocationSeries>>,
     /// No host matched: the default backend answers (ingress-nginx's default server).
     pub default_server: bool,
 }
@@ -143,6 +164,7 @@ impl RouteTable {
                 client_auth: None,
                 route: None,
                 target,
+                location: None,
                 default_server: true,
             });
         };
@@ -152,20 +174,22 @@ impl RouteTable {
                 client_auth: vhost.client_auth.as_ref(),
                 route: Some(route),
                 target: &route.target,
+                location: route.location(),
                 default_server: false,
             });
         }
-        vhost
-            .fallback
-            .as_ref()
-            .or(self.default_backend.as_ref())
-            .map(|target| Matched {
-                host_tls: vhost.tls,
-                client_auth: vhost.client_auth.as_ref(),
-                route: None,
-                target,
-                default_server: false,
-            })
+        let (target, location) = match &vhost.fallback {
+            Some(t) => (t, vhost.fallback_location.as_ref()),
+            None => (self.default_backend.as_ref()?, None),
+        };
+        Some(Matched {
+            host_tls: vhost.tls,
+            client_auth: vhost.client_auth.as_ref(),
+            route: None,
+            target,
+            location,
+            default_server: false,
+        })
     }
 
     /// Whether a host of its own serves this normalized name (exact or wildcard, not the
@@ -228,6 +252,7 @@ impl RouteTable {
             previous_checks: &previous.client_checks,
             upstreams: HashMap::new(),
             targets: HashMap::new(),
+            shared: HashSet::new(),
             client_checks: HashMap::new(),
         };
         let mut table = RouteTable::default();
@@ -246,23 +271,44 @@ impl RouteTable {
             let routes = vhost
                 .routes
                 .iter()
-                .map(|r| CompiledRoute {
-                    path: r.path.clone(),
-                    target: c.target(&r.target),
+                .map(|r| {
+                    let at = (&vhost.host, r.path.as_str());
+                    let key = Arc::as_ptr(&r.target) as usize;
+                    let again = c.targets.contains_key(&key);
+                    if again {
+                        c.shared.insert(key);
+                    }
+                    let target = c.target(&r.target, Some(at));
+                    let own_location = (again || target.location.is_none())
+                        .then(|| ctx.metrics.location(location_labels(&target, at)));
+                    CompiledRoute {
+                        path: r.path.clone(),
+                        target,
+                        own_location,
+                    }
                 })
                 .collect();
-            let fallback = vhost.fallback.as_ref().map(|t| c.target(t));
+            let fallback = vhost.fallback.as_ref().map(|t| c.target(t, None));
+            let fallback_location = fallback
+                .as_ref()
+                .map(|t| ctx.metrics.location(location_labels(t, (&vhost.host, "/"))));
             let client_auth = vhost.client_auth.as_ref().map(|a| c.client_check(a));
             compiled.push((table.hosts.len(), vhost));
             table.hosts.push(CompiledHost {
                 tls: vhost.tls,
                 routes,
                 fallback,
+                fallback_location,
                 client_auth,
             });
         }
+        if !c.shared.is_empty() {
+            // The first rule of a shared target took the target's series, which an earlier
+            // table may have made for another of its rules.
+            table.own_shared_locations(&compiled, &c.shared, ctx.metrics);
+        }
         table.add_borrowed_names(&compiled);
-        table.default_backend = http.default_backend.as_ref().map(|t| c.target(t));
+        table.default_backend = http.default_backend.as_ref().map(|t| c.target(t, None));
         table.targets = c.targets;
         table.upstreams = c.upstreams;
         table.client_checks = c.client_checks;
@@ -271,6 +317,27 @@ impl RouteTable {
 }
 
 impl RouteTable {
+    /// Gives every rule of a target that `shared` names series of its own.
+    fn own_shared_locations(
+        &mut self,
+        compiled: &[(usize, &crate::snapshot::VirtualHost)],
+        shared: &HashSet<usize>,
+        metrics: &ProxyMetrics,
+    ) {
+        for (idx, vhost) in compiled {
+            let Some(host) = self.hosts.get_mut(*idx) else {
+                continue;
+            };
+            for route in &mut host.routes {
+                let key = Arc::as_ptr(&route.target.spec) as usize;
+                if route.own_location.is_none() && shared.contains(&key) {
+                    let at = (&vhost.host, route.path.as_str());
+                    route.own_location = Some(metrics.location(location_labels(&route.target, at)));
+                }
+            }
+        }
+    }
+
     /// Aliases and `www` redirects, after every host's own name so that those always win
     /// (ingress-nginx ignores an alias naming an existing server); among themselves, the first
     /// host in snapshot order wins.
@@ -336,6 +403,20 @@ pub struct CompileContext<'a> {
     pub reuse_handshakes: bool,
 }
 
+/// A path rule's (host, path).
+type Location<'a> = (&'a HostMatch, &'a str);
+
+/// The labels of ingress-nginx's series for a target's requests at (host, path).
+fn location_labels<'a>(target: &'a Target, (host, path): Location<'a>) -> LocationLabels<'a> {
+    LocationLabels {
+        ingress: &target.ingress,
+        service: &target.primary.name,
+        host: Some(host),
+        path,
+        canary: target.canary.as_ref().map(|c| &*c.upstream.name),
+    }
+}
+
 /// An upstream's name and protocol.
 pub type UpstreamKey = (Arc<str>, BackendProtocol);
 
@@ -343,6 +424,8 @@ struct Compiler<'a, 'b> {
     ctx: &'a CompileContext<'b>,
     previous: &'a HashMap<UpstreamKey, Arc<UpstreamState>>,
     previous_targets: &'a HashMap<usize, Arc<Target>>,
+    /// Targets (by the address of their `RouteTarget`) that more than one rule has.
+    shared: HashSet<usize>,
     previous_checks: &'a HashMap<usize, Arc<ClientCheck>>,
     upstreams: HashMap<UpstreamKey, Arc<UpstreamState>>,
     targets: HashMap<usize, Arc<Target>>,
@@ -382,7 +465,8 @@ impl Compiler<'_, '_> {
         check
     }
 
-    fn target(&mut self, spec: &Arc<RouteTarget>) -> Arc<Target> {
+    /// The compiled target of `spec`; `at` is the path rule it is compiled for, if any.
+    fn target(&mut self, spec: &Arc<RouteTarget>, at: Option<Location<'_>>) -> Arc<Target> {
         let key = Arc::as_ptr(spec) as usize;
         if let Some(t) = self.targets.get(&key) {
             return t.clone();
@@ -417,6 +501,15 @@ impl Compiler<'_, '_> {
         let default_backend = spec.default_backend.as_ref().map(|u| self.upstream(u));
         let mut h = std::collections::hash_map::DefaultHasher::new();
         ingress.hash(&mut h);
+        let location = at.map(|(host, path)| {
+            self.ctx.metrics.location(LocationLabels {
+                ingress: &ingress,
+                service: &primary.name,
+                host: Some(host),
+                path,
+                canary: canary.as_ref().map(|c| &*c.upstream.name),
+            })
+        });
         let t = Arc::new(Target {
             spec: spec.clone(),
             primary,
@@ -430,6 +523,7 @@ impl Compiler<'_, '_> {
                 .custom_headers
                 .as_ref()
                 .map(|c| super::HeaderSet::compile(&c.headers)),
+            location,
         });
         self.targets.insert(key, t.clone());
         t

@@ -202,6 +202,7 @@ async fn pipeline<'c>(
     let policy = &target.spec.policy;
     // From here on a client that leaves is logged (499) against this route.
     completion.route(target.primary_metrics.clone(), &target.ingress, None);
+    completion.locate(m.location, req.method());
     if !policy.access_log {
         completion.unlogged();
     }

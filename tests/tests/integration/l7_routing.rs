@@ -57,6 +57,31 @@ async fn l7_routing_precedence_table() -> anyhow::Result<()> {
     let r = get(l7.http, "foo.example.com", "/app/x?y=1&z=%20").await?;
     assert_eq!(r.json()["uri"], "/app/x?y=1&z=%20");
 
+    // ingress-nginx's request series count each path rule on its host, as its location: the
+    // host's fallback at `/`, a wildcard under its pattern, a rule without host under no host.
+    // The default backend's requests are left out, as ingress-nginx leaves out undefined hosts.
+    let mut metrics = String::new();
+    l7.proxy.metrics().render(&mut metrics);
+    let series = |ingress: &str, host: &str, path: &str| {
+        format!(
+            "nginx_ingress_controller_requests{{namespace=\"default\",ingress=\"{ingress}\",\
+             service=\"{ingress}\",host=\"{host}\",path=\"{path}\",method=\"GET\",status=\"200\"}}"
+        )
+    };
+    for (ingress, host, path, n) in [
+        ("a", "foo.example.com", "/exact", 1),
+        ("e", "foo.example.com", "/", 2),
+        ("b", "foo.example.com", "/app/v2", 2),
+        ("c", "foo.example.com", "/app", 5),
+        ("d", "foo.example.com", "/re[0-9]+", 1),
+        ("f", "*.example.com", "/", 1),
+        ("a", "", "/any", 2),
+    ] {
+        let want = format!("{} {n}\n", series(ingress, host, path));
+        assert!(metrics.contains(&want), "missing {want:?} in\n{metrics}");
+    }
+    assert!(!metrics.contains("ingress=\"dflt\""), "{metrics}");
+
     // Without a default backend, an unmatched request is 404 from the proxy.
     snap.http.default_backend = None;
     snap.generation += 100;
@@ -65,6 +90,17 @@ async fn l7_routing_precedence_table() -> anyhow::Result<()> {
     assert_eq!(r.status, 404);
     assert_eq!(r.text(), "404 Not Found\n");
     assert_eq!(r.upstream(), None);
+    // Target `a` serves two rules: after the recompile each still counts in its own series.
+    assert_eq!(
+        get(l7.http, "other.org", "/any").await?.upstream(),
+        Some("a")
+    );
+    let mut metrics = String::new();
+    l7.proxy.metrics().render(&mut metrics);
+    for (host, path, n) in [("", "/any", 3), ("foo.example.com", "/exact", 1)] {
+        let want = format!("{} {n}\n", series("a", host, path));
+        assert!(metrics.contains(&want), "missing {want:?} in\n{metrics}");
+    }
     Ok(())
 }
 

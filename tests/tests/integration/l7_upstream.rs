@@ -539,6 +539,21 @@ async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
         send(l7.http, with_cookie("maybe")?).await?.upstream(),
         Some("main")
     );
+    // As ingress-nginx counts them: under the main Ingress and Service, those the canary
+    // served apart, with its upstream as the `canary` label.
+    let mut metrics = String::new();
+    l7.proxy.metrics().render(&mut metrics);
+    let location = "namespace=\"default\",ingress=\"app\",service=\"main\",host=\"c.test\",\
+                    path=\"/\",method=\"GET\"";
+    for want in [
+        format!("nginx_ingress_controller_requests{{{location},status=\"200\"}} 3\n"),
+        format!(
+            "nginx_ingress_controller_requests{{{location},canary=\"default-canary-80\",\
+             status=\"200\"}} 2\n"
+        ),
+    ] {
+        assert!(metrics.contains(&want), "missing {want:?} in\n{metrics}");
+    }
 
     l7.apply(snapshot(vec![vhost(
         "c.test",
