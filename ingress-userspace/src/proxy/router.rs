@@ -309,6 +309,11 @@ impl RouteTable {
         }
         table.add_borrowed_names(&compiled);
         table.default_backend = http.default_backend.as_ref().map(|t| c.target(t, None));
+        // A shared target's series belong to whichever rule compiled it: the next table builds
+        // it again rather than lend them to a rule that may now have it alone.
+        if !c.shared.is_empty() {
+            c.targets.retain(|key, _| !c.shared.contains(key));
+        }
         table.targets = c.targets;
         table.upstreams = c.upstreams;
         table.client_checks = c.client_checks;

@@ -101,6 +101,16 @@ async fn l7_routing_precedence_table() -> anyhow::Result<()> {
         let want = format!("{} {n}\n", series("a", host, path));
         assert!(metrics.contains(&want), "missing {want:?} in\n{metrics}");
     }
+    // Now the rule without host has `a` alone: its requests still count as its own.
+    l7.apply(snapshot(vec![vhost("", vec![prefix("/any", &a)])]));
+    assert_eq!(
+        get(l7.http, "other.org", "/any").await?.upstream(),
+        Some("a")
+    );
+    let mut metrics = String::new();
+    l7.proxy.metrics().render(&mut metrics);
+    let want = format!("{} 4\n", series("a", "", "/any"));
+    assert!(metrics.contains(&want), "missing {want:?} in\n{metrics}");
     Ok(())
 }
 
