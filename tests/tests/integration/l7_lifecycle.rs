@@ -243,6 +243,15 @@ impl Write for Buf {
     }
 }
 
+/// An access-logged snapshot that routes `log.test` + `path` to a new echo upstream, and
+/// that upstream.
+async fn logged_host(path: &str) -> anyhow::Result<(TestServer, ingress::snapshot::Snapshot)> {
+    let up = TestServer::echo("logged").await?;
+    let t = target("logged", upstream("logged", &[up.addr]));
+    let snap = with_access_log(snapshot(vec![vhost("log.test", vec![prefix(path, &t)])]));
+    Ok((up, snap))
+}
+
 /// Captures this thread's access-log lines until the guard drops.
 fn capture_access_log() -> (Buf, tracing::subscriber::DefaultGuard) {
     let buf = Buf::default();
@@ -335,9 +344,7 @@ async fn l7_access_log_json_lines() -> anyhow::Result<()> {
 #[tokio::test]
 async fn l7_default_server_requests_are_logged_only_when_asked() -> anyhow::Result<()> {
     let (buf, _guard) = capture_access_log();
-    let up = TestServer::echo("logged").await?;
-    let t = target("logged", upstream("logged", &[up.addr]));
-    let mut snap = with_access_log(snapshot(vec![vhost("log.test", vec![prefix("/app", &t)])]));
+    let (_up, mut snap) = logged_host("/app").await?;
     let l7 = L7::start(snap.clone()).await?;
     assert_eq!(get(l7.http, "scan.test", "/").await?.status, 404);
     assert_eq!(get(l7.http, "log.test", "/elsewhere").await?.status, 404);
@@ -393,9 +400,7 @@ async fn l7_default_server_requests_are_logged_only_when_asked() -> anyhow::Resu
 async fn l7_skip_access_log_urls_and_blocked_clients() -> anyhow::Result<()> {
     use ingress::snapshot::MapSource;
     let (buf, _guard) = capture_access_log();
-    let up = TestServer::echo("logged").await?;
-    let t = target("logged", upstream("logged", &[up.addr]));
-    let mut snap = with_access_log(snapshot(vec![vhost("log.test", vec![prefix("/", &t)])]));
+    let (up, mut snap) = logged_host("/").await?;
     let re = |p: &str, ignore_case| MapSource::Regex {
         pattern: p.into(),
         ignore_case,
