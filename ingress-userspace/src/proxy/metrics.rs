@@ -96,21 +96,6 @@ impl RouteMetrics {
         }
     }
 
-    /// The ingress (`namespace/name`; empty for requests no route took).
-    pub fn ingress(&self) -> &str {
-        &self.ingress
-    }
-
-    /// The service (`namespace/name:port`).
-    pub fn service(&self) -> &str {
-        &self.service
-    }
-
-    /// Time from request to response end.
-    pub fn latency(&self) -> &Histogram {
-        &self.latency
-    }
-
     /// Records a finished request.
     pub fn record(&self, status: u16, elapsed: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -250,11 +235,14 @@ impl ProxyMetrics {
             host: labels.host.filter(|_| self.per_host),
             ..labels
         };
+        let key = (labels.render(), labels.canary.map(Into::into));
         let mut locations = self.locations.lock().unwrap_or_else(|e| e.into_inner());
-        locations
-            .entry((labels.render(), labels.canary.map(Into::into)))
-            .or_insert_with(|| Arc::new(LocationSeries::new(&labels)))
-            .clone()
+        if let Some(series) = locations.get(&key) {
+            return series.clone();
+        }
+        let series = Arc::new(LocationSeries::new(key.0.clone(), labels.canary));
+        locations.insert(key, series.clone());
+        series
     }
 
     /// Counters for requests that matched no route.

@@ -157,12 +157,11 @@ struct MethodSeries {
 }
 
 impl LocationSeries {
-    /// The series of the location `labels` names.
-    pub fn new(labels: &LocationLabels<'_>) -> Self {
+    /// The series of a location, from its rendered labels and its canary's upstream.
+    pub fn new(labels: String, canary: Option<&str>) -> Self {
         LocationSeries {
-            labels: labels.render().into(),
-            canary: labels
-                .canary
+            labels: labels.into(),
+            canary: canary
                 .map(|c| c.replace(['/', ':'], "-"))
                 .unwrap_or_default()
                 .into(),
