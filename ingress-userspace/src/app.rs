@@ -397,6 +397,7 @@ impl App {
                 shutdown.clone(),
             );
             leader_task = Some(task);
+            tokio::spawn(report_leadership(leading.clone(), proxy.metrics()));
             if args.update_status {
                 tokio::spawn(apply::status::run(
                     client.clone(),
@@ -569,6 +570,20 @@ async fn serve_https(
                 proxy.serve_tls(tls, origin).await;
             }
         }));
+    }
+}
+
+/// Mirrors the election's result into `leader_election_status` until the election ends.
+async fn report_leadership(
+    mut leading: tokio::sync::watch::Receiver<bool>,
+    metrics: Arc<crate::proxy::metrics::ProxyMetrics>,
+) {
+    loop {
+        let now = *leading.borrow_and_update();
+        metrics.set_leader(apply::leader::LEASE_NAME, now);
+        if leading.changed().await.is_err() {
+            return;
+        }
     }
 }
 

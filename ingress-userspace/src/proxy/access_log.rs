@@ -1,15 +1,20 @@
 //! The per-request record: metrics always, and one JSON access-log line (tracing target
 //! `access_log`) when enabled. Emitted when the response body is finished or dropped, so the
 //! duration and byte count cover the whole response.
-use std::{net::IpAddr, net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::IpAddr,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use http::{HeaderValue, Method, Version};
+use http::{HeaderValue, Method, Request, Response, Version};
 use serde_json::json;
 
 use super::{
     log_format::{AccessFormat, Captured, Outcome},
     metrics::RouteMetrics,
-    nginx_metrics::{LocationSeries, MethodSlot},
+    nginx_metrics::{Finished, LocationSeries, MethodSlot},
 };
 
 /// Tracing target of access-log lines.
@@ -38,12 +43,21 @@ pub(crate) struct AccessRecord {
     pub format: Option<(Arc<AccessFormat>, Box<Captured>)>,
 }
 
-/// Where a routed request counts under ingress-nginx's names.
+/// Where a routed request counts under ingress-nginx's names, and what those series observe
+/// beyond status, duration and body bytes.
 #[derive(Debug)]
 struct Located {
     series: Arc<LocationSeries>,
     method: MethodSlot,
     on_canary: bool,
+    /// nginx's `$request_length`.
+    request_bytes: u64,
+    /// The response head as written (estimated: hyper adds `date` and framing).
+    response_head: u64,
+    /// When the last upstream attempt started.
+    upstream_start: Option<Instant>,
+    /// From then to the upstream's response head.
+    upstream_header: Option<Duration>,
 }
 
 /// Finishes a request when dropped: records metrics, writes the access-log line.
@@ -121,11 +135,15 @@ impl Completion {
 
     /// The request is a `method` request at a location with ingress-nginx series (none for
     /// the default backend's).
-    pub fn locate(&mut self, series: Option<&Arc<LocationSeries>>, method: &Method) {
+    pub fn locate<B>(&mut self, series: Option<&Arc<LocationSeries>>, req: &Request<B>) {
         self.location = series.map(|series| Located {
             series: series.clone(),
-            method: MethodSlot::of(method),
+            method: MethodSlot::of(req.method()),
             on_canary: false,
+            request_bytes: super::log_format::request_length(req),
+            response_head: 0,
+            upstream_start: None,
+            upstream_header: None,
         });
     }
 
@@ -136,11 +154,18 @@ impl Completion {
 
     /// The request is being sent to `addr` (the last one tried is what is logged).
     pub fn attempt(&mut self, addr: SocketAddr) {
+        let wants_time =
+            self.location.is_some() || self.record.as_ref().is_some_and(|r| r.format.is_some());
+        let now = wants_time.then(Instant::now);
+        if let Some(l) = self.location.as_mut() {
+            l.upstream_start = now;
+            l.upstream_header = None;
+        }
         if let Some(r) = self.record.as_mut() {
             r.upstream = Some(addr);
             // Only a `log-format-upstream` line reports upstream timing.
             if r.format.is_some() {
-                r.upstream_start = Some(Instant::now());
+                r.upstream_start = now;
             }
         }
     }
@@ -157,6 +182,9 @@ impl Completion {
 
     /// The upstream answered with `status`.
     pub fn upstream_answered(&mut self, status: u16) {
+        if let Some(l) = self.location.as_mut() {
+            l.upstream_header = l.upstream_start.map(|t| t.elapsed());
+        }
         if let Some(r) = self.record.as_mut() {
             r.upstream_status = Some(status);
         }
@@ -166,6 +194,15 @@ impl Completion {
     pub fn respond(&mut self, status: u16) {
         self.status = status;
         self.aborted = false;
+    }
+
+    /// The response is made as `head` is: its status, and its head's size for the series
+    /// that count bytes sent.
+    pub fn respond_with<B>(&mut self, head: &Response<B>) {
+        self.respond(head.status().as_u16());
+        if let Some(l) = self.location.as_mut() {
+            l.response_head = response_head_length(head);
+        }
     }
 }
 
@@ -204,8 +241,15 @@ impl Drop for Completion {
         let elapsed = self.start.elapsed();
         self.metrics.record(self.status, elapsed);
         if let Some(l) = &self.location {
-            l.series
-                .record(l.method, l.on_canary, self.status, elapsed, self.bytes);
+            let finished = Finished {
+                status: self.status,
+                elapsed,
+                request_bytes: l.request_bytes,
+                response_bytes: l.response_head + self.bytes,
+                upstream_header: l.upstream_header,
+                upstream_response: l.upstream_start.map(|t| t.elapsed()),
+            };
+            l.series.record(l.method, l.on_canary, &finished);
         }
         if let Some(r) = self.record.take() {
             if let Some((format, captured)) = &r.format {
@@ -277,6 +321,27 @@ impl Completion {
             "request"
         );
     }
+}
+
+/// The size of `head` as an HTTP/1.1 status line and header block, with the `date` field
+/// hyper adds (nginx's `$bytes_sent` counts them; the framing fields hyper adds are left out).
+fn response_head_length<B>(head: &Response<B>) -> u64 {
+    const DATE_FIELD: usize = "date: Sat, 28 Nov 2026 15:00:00 GMT\r\n".len();
+    let status = head.status();
+    let reason = status.canonical_reason().unwrap_or("");
+    let line = "HTTP/1.1 200 ".len() + reason.len() + 2;
+    let fields: usize = head
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    // hyper adds `date` only where the upstream sent none.
+    let date = if head.headers().contains_key(http::header::DATE) {
+        0
+    } else {
+        DATE_FIELD
+    };
+    (line + fields + date + 2) as u64
 }
 
 /// Seconds since the Unix epoch, with milliseconds.

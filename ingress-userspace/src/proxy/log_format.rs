@@ -97,7 +97,7 @@ impl AccessFormat {
             .to_owned();
         Captured {
             request_length: if self.wants_length {
-                head_length(req, request_uri.len())
+                request_length(req)
             } else {
                 0
             },
@@ -268,7 +268,8 @@ fn fill(
 
 /// nginx's `$request_length` as the proxy can know it without counting every read: the head
 /// as it reads over HTTP/1.1, plus the body's `Content-Length` (a chunked body is not counted).
-fn head_length<B>(req: &Request<B>, uri_len: usize) -> u64 {
+pub(crate) fn request_length<B>(req: &Request<B>) -> u64 {
+    let uri_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     let line = req.method().as_str().len() + 1 + uri_len + 1 + 8 + 2;
     let fields: usize = req
         .headers()

@@ -24,10 +24,10 @@ const BUCKETS: [f64; 12] = [
 /// A fixed-bucket histogram of durations.
 #[derive(Debug, Default)]
 pub struct Histogram {
-    /// Non-cumulative counts; the last slot is `+Inf`.
+    /// Non-cumulative counts; the last slot is `+Inf`. Their sum is the count, so an
+    /// observation costs two atomic adds.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_micros: AtomicU64,
-    count: AtomicU64,
 }
 
 impl Histogram {
@@ -41,12 +41,11 @@ impl Histogram {
         self.buckets[idx].fetch_add(1, Relaxed);
         self.sum_micros
             .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
-        self.count.fetch_add(1, Relaxed);
     }
 
     /// Number of observations.
     pub fn count(&self) -> u64 {
-        self.count.load(Relaxed)
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
     }
 
     /// Appends the histogram's series, `labels` (`k="v",...`) on each.
@@ -72,7 +71,7 @@ impl Histogram {
             format!("{{{labels}}}")
         };
         let _ = writeln!(out, "{name}_sum{braced} {sum}");
-        let _ = writeln!(out, "{name}_count{braced} {}", self.count.load(Relaxed));
+        let _ = writeln!(out, "{name}_count{braced} {cumulative}");
     }
 }
 
@@ -101,6 +100,11 @@ impl RouteMetrics {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.classes[class].fetch_add(1, Relaxed);
         self.latency.observe(elapsed);
+    }
+
+    /// Requests answered.
+    fn requests(&self) -> u64 {
+        self.classes.iter().map(|c| c.load(Relaxed)).sum()
     }
 
     /// Requests counted in status class `class` (1..=5).
@@ -181,6 +185,12 @@ pub struct ProxyMetrics {
     /// The applied configuration's certificates, for `ssl_expire_time_seconds`.
     certificates: Mutex<(CertExpiries, Vec<CertExpiry>)>,
     open_connections: AtomicI64,
+    /// Client connections that reached HTTP since start.
+    connections_accepted: AtomicU64,
+    /// Requests of the (ingress, service) pairs pruned so far, so the total never goes back.
+    retired_requests: AtomicU64,
+    /// The leader election's Lease name and whether this replica holds it.
+    leader: Mutex<Option<(String, bool)>>,
 }
 
 fn mirror_slot(outcome: MirrorOutcome) -> usize {
@@ -217,6 +227,9 @@ impl ProxyMetrics {
             last_apply: AtomicU64::new(0),
             certificates: Mutex::default(),
             open_connections: AtomicI64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            retired_requests: AtomicU64::new(0),
+            leader: Mutex::new(None),
         }
     }
 
@@ -253,7 +266,13 @@ impl ProxyMetrics {
     /// Drops the series no configuration or in-flight request refers to any more.
     pub fn prune(&self) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        routes.retain(|_, m| Arc::strong_count(m) > 1);
+        routes.retain(|_, m| {
+            let kept = Arc::strong_count(m) > 1;
+            if !kept {
+                self.retired_requests.fetch_add(m.requests(), Relaxed);
+            }
+            kept
+        });
         drop(routes);
         let mut locations = self.locations.lock().unwrap_or_else(|e| e.into_inner());
         locations.retain(|_, m| Arc::strong_count(m) > 1);
@@ -340,6 +359,13 @@ impl ProxyMetrics {
 
     pub(crate) fn connection_opened(&self) {
         self.open_connections.fetch_add(1, Relaxed);
+        self.connections_accepted.fetch_add(1, Relaxed);
+    }
+
+    /// Notes whether this replica holds the leader election's Lease `name`.
+    pub fn set_leader(&self, name: &str, leading: bool) {
+        let mut leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        *leader = Some((name.to_owned(), leading));
     }
 
     pub(crate) fn connection_closed(&self) {
@@ -447,13 +473,21 @@ impl ProxyMetrics {
             sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
             sorted.into_iter().map(|(_, l)| l.clone()).collect()
         };
+        let requests_total =
+            self.retired_requests.load(Relaxed) + routes.iter().map(|m| m.requests()).sum::<u64>();
         let certs = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
+        let leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
         super::nginx_metrics::render(
             &super::nginx_metrics::Sources {
                 locations: &locations,
                 certificates: &certs.1,
                 last_apply: self.last_apply.load(Relaxed),
+                applies: self.config_applies.load(Relaxed),
+                leader: leader.as_ref().map(|(n, l)| (n.as_str(), *l)),
                 open_connections: self.open_connections.load(Relaxed),
+                connections_accepted: self.connections_accepted.load(Relaxed),
+                requests_total,
+                process: super::process_stats::ProcessStats::of_self(),
             },
             out,
         );

@@ -21,6 +21,7 @@ pub mod log_format;
 pub mod metrics;
 pub mod nginx_metrics;
 pub(crate) mod outbound;
+pub mod process_stats;
 pub mod real_ip;
 pub mod router;
 mod service;

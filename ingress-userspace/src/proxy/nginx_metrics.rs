@@ -1,12 +1,12 @@
 //! The proxy's metrics again under ingress-nginx's names (`nginx_ingress_controller_*`), so
-//! dashboards and alerts written for it keep working after a migration: requests by exact
-//! status, their duration, response sizes (sum and count: a summary without quantiles, where
-//! ingress-nginx keeps a histogram), certificate expiry, the last configuration's success and
-//! time, and open connections. Request series are kept per location (a path rule on its host,
-//! as ingress-nginx's) and labelled as its are: `namespace`, `ingress`, `service`, `host`,
-//! `path`, `method`, `status`, and `canary` on the requests a canary served. Its
-//! `controller_*` labels are left out, so selectors such as `{controller_class=~".*"}` still
-//! match and groupings by them find one group.
+//! dashboards and alerts written for it keep working after a migration. Request series are
+//! kept per location (a path rule on its host, as ingress-nginx's) and labelled as its are:
+//! `namespace`, `ingress`, `service`, `host`, `path`, `method`, `status`, and `canary` on the
+//! requests a canary served: requests, their duration, the upstream's header and response
+//! times, request and response sizes. Beside them: certificate expiry, configuration applies,
+//! leadership, client connections and the process's CPU, memory and I/O. Its `controller_*`
+//! labels are left out, so selectors such as `{controller_class=~".*"}` still match and
+//! groupings by them find one group.
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
@@ -20,48 +20,126 @@ use std::{
 use http::Method;
 use rustls::sign::CertifiedKey;
 
-use super::metrics::{escape, Histogram};
+use super::{
+    metrics::{escape, Histogram},
+    process_stats::ProcessStats,
+};
 use crate::snapshot::{HostMatch, TlsConfig};
 
-/// Status codes counted without a lock; any other goes to a locked map.
+/// How one finished request went, as ingress-nginx's series observe it.
+#[derive(Clone, Copy, Debug)]
+pub struct Finished {
+    pub status: u16,
+    /// From the request's arrival to its response's end.
+    pub elapsed: Duration,
+    /// The request as read: head and declared body (nginx's `$request_length`).
+    pub request_bytes: u64,
+    /// The response as sent: head and body (nginx's `$bytes_sent`).
+    pub response_bytes: u64,
+    /// From the last upstream attempt's start to its response head, when one came
+    /// (`$upstream_header_time`).
+    pub upstream_header: Option<Duration>,
+    /// From the last upstream attempt's start to the response's end, when one was made
+    /// (`$upstream_response_time`).
+    pub upstream_response: Option<Duration>,
+}
+
+/// ingress-nginx's default `--length-buckets` (bytes), for request and response sizes.
+const LENGTH_BUCKETS: [u64; 10] = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
+
+/// A histogram of byte counts over [`LENGTH_BUCKETS`].
+#[derive(Debug, Default)]
+struct SizeHistogram {
+    /// Non-cumulative counts; the last slot is `+Inf`.
+    buckets: [AtomicU64; LENGTH_BUCKETS.len() + 1],
+    sum: AtomicU64,
+}
+
+impl SizeHistogram {
+    fn observe(&self, n: u64) {
+        // The bounds are 10, 20, ... 100: the bucket is found by division.
+        let idx = (n.saturating_sub(1) / 10).min(LENGTH_BUCKETS.len() as u64) as usize;
+        self.buckets[idx].fetch_add(1, Relaxed);
+        self.sum.fetch_add(n, Relaxed);
+    }
+
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        let mut cumulative = 0;
+        for (bound, n) in LENGTH_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[LENGTH_BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}\n\
+             {name}_sum{{{labels}}} {}\n\
+             {name}_count{{{labels}}} {cumulative}",
+            self.sum.load(Relaxed)
+        );
+    }
+}
+
+/// The requests of one method and status at a location.
+#[derive(Debug, Default)]
+struct Observed {
+    duration: Histogram,
+    upstream_header: Histogram,
+    upstream_response: Histogram,
+    request_size: SizeHistogram,
+    response_size: SizeHistogram,
+}
+
+impl Observed {
+    fn observe(&self, f: &Finished) {
+        self.duration.observe(f.elapsed);
+        self.request_size.observe(f.request_bytes);
+        self.response_size.observe(f.response_bytes);
+        if let Some(d) = f.upstream_header {
+            self.upstream_header.observe(d);
+        }
+        if let Some(d) = f.upstream_response {
+            self.upstream_response.observe(d);
+        }
+    }
+}
+
+/// Status codes whose series are found without a lock; any other's go to a locked map.
 const COMMON: [u16; 24] = [
     200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 413, 429,
     499, 500, 502, 503, 504,
 ];
 
-/// Responses of one route by exact status code.
+/// One method's requests at a location, by exact status code; each status's series is made
+/// on its first request.
 #[derive(Debug, Default)]
-struct StatusCounts {
-    common: [AtomicU64; COMMON.len()],
-    other: Mutex<BTreeMap<u16, u64>>,
+struct MethodSeries {
+    common: [OnceLock<Arc<Observed>>; COMMON.len()],
+    other: Mutex<BTreeMap<u16, Arc<Observed>>>,
 }
 
-impl StatusCounts {
-    /// Counts one response.
-    fn add(&self, status: u16) {
-        match COMMON.binary_search(&status) {
-            Ok(i) => {
-                self.common[i].fetch_add(1, Relaxed);
-            }
+impl MethodSeries {
+    fn observe(&self, f: &Finished) {
+        match COMMON.binary_search(&f.status) {
+            Ok(i) => self.common[i].get_or_init(Arc::default).observe(f),
             Err(_) => {
                 let mut other = self.other.lock().unwrap_or_else(|e| e.into_inner());
-                *other.entry(status).or_default() += 1;
+                other.entry(f.status).or_default().observe(f);
             }
         }
     }
 
-    /// Every status seen, with its count, in code order.
-    fn counts(&self) -> Vec<(u16, u64)> {
-        let mut out: Vec<(u16, u64)> = COMMON
+    /// Every status seen, with its series, in code order.
+    fn statuses(&self) -> Vec<(u16, Arc<Observed>)> {
+        let mut all: Vec<(u16, Arc<Observed>)> = COMMON
             .iter()
             .zip(&self.common)
-            .map(|(s, c)| (*s, c.load(Relaxed)))
-            .filter(|(_, n)| *n > 0)
+            .filter_map(|(s, o)| Some((*s, o.get()?.clone())))
             .collect();
         let other = self.other.lock().unwrap_or_else(|e| e.into_inner());
-        out.extend(other.iter().map(|(s, n)| (*s, *n)));
-        out.sort_unstable();
-        out
+        all.extend(other.iter().map(|(s, o)| (*s, o.clone())));
+        all.sort_unstable_by_key(|(s, _)| *s);
+        all
     }
 }
 
@@ -147,15 +225,6 @@ pub struct LocationSeries {
 /// A location's series by [served by the canary][method slot].
 type MethodTable = [[OnceLock<Box<MethodSeries>>; METHODS.len() + 1]; 2];
 
-/// One method's requests at a location.
-#[derive(Debug, Default)]
-struct MethodSeries {
-    statuses: StatusCounts,
-    latency: Histogram,
-    /// Response body bytes sent, all requests together.
-    response_bytes: AtomicU64,
-}
-
 impl LocationSeries {
     /// The series of a location, from its rendered labels and its canary's upstream.
     pub fn new(labels: String, canary: Option<&str>) -> Self {
@@ -169,15 +238,8 @@ impl LocationSeries {
         }
     }
 
-    /// Records a finished request that sent `bytes` of response body.
-    pub fn record(
-        &self,
-        method: MethodSlot,
-        on_canary: bool,
-        status: u16,
-        elapsed: Duration,
-        bytes: u64,
-    ) {
+    /// Records a finished `method` request, `on_canary` when the canary served it.
+    pub fn record(&self, method: MethodSlot, on_canary: bool, finished: &Finished) {
         let table = self.methods.get_or_init(|| {
             Box::new(std::array::from_fn(|_| {
                 std::array::from_fn(|_| OnceLock::new())
@@ -187,10 +249,7 @@ impl LocationSeries {
         let Some(slot) = half.get(usize::from(method.0)) else {
             return;
         };
-        let m = slot.get_or_init(Box::default);
-        m.statuses.add(status);
-        m.latency.observe(elapsed);
-        m.response_bytes.fetch_add(bytes, Relaxed);
+        slot.get_or_init(Box::default).observe(finished);
     }
 
     /// Every method series with its full label text (status aside).
@@ -279,53 +338,91 @@ pub struct Sources<'a> {
     pub certificates: &'a [CertExpiry],
     /// Unix time of the last configuration applied; 0 before the first.
     pub last_apply: u64,
+    /// Configurations applied so far.
+    pub applies: u64,
+    /// The Lease's name, and whether this replica holds it; `None` without an election.
+    pub leader: Option<(&'a str, bool)>,
     pub open_connections: i64,
+    /// Client connections that reached HTTP (after TLS), since start.
+    pub connections_accepted: u64,
+    /// Requests answered, since start.
+    pub requests_total: u64,
+    /// The process's CPU, memory and I/O; `None` where `/proc` cannot be read.
+    pub process: Option<ProcessStats>,
 }
+
+/// A histogram family of the request series: its name, help, and where each series keeps it.
+type Family<H> = (&'static str, &'static str, fn(&Observed) -> &H);
 
 /// Appends the `nginx_ingress_controller_*` series.
 pub fn render(s: &Sources<'_>, out: &mut String) {
-    let series: Vec<(String, &MethodSeries)> = s.locations.iter().flat_map(|l| l.each()).collect();
-    out.push_str(
-        "# HELP nginx_ingress_controller_requests The total number of client requests.\n\
-         # TYPE nginx_ingress_controller_requests counter\n",
-    );
-    for (labels, m) in &series {
-        for (status, n) in m.statuses.counts() {
-            let _ = writeln!(
-                out,
-                "nginx_ingress_controller_requests{{{labels},status=\"{status}\"}} {n}"
-            );
+    let mut series: Vec<(String, Arc<Observed>)> = Vec::new();
+    for location in s.locations {
+        for (labels, m) in location.each() {
+            for (status, o) in m.statuses() {
+                series.push((format!("{labels},status=\"{status}\""), o));
+            }
         }
     }
-    out.push_str(
-        "# HELP nginx_ingress_controller_request_duration_seconds The request processing time \
-         in seconds.\n\
-         # TYPE nginx_ingress_controller_request_duration_seconds histogram\n",
+    family(
+        out,
+        "requests",
+        "counter",
+        "The total number of client requests.",
     );
-    for (labels, m) in &series {
-        m.latency.render(
-            "nginx_ingress_controller_request_duration_seconds",
-            labels,
-            out,
-        );
+    for (labels, o) in &series {
+        let n = o.duration.count();
+        let _ = writeln!(out, "nginx_ingress_controller_requests{{{labels}}} {n}");
     }
-    out.push_str(
-        "# HELP nginx_ingress_controller_response_size The response length (body bytes sent).\n\
-         # TYPE nginx_ingress_controller_response_size summary\n",
-    );
-    for (labels, m) in &series {
-        let _ = writeln!(
-            out,
-            "nginx_ingress_controller_response_size_sum{{{labels}}} {}\n\
-             nginx_ingress_controller_response_size_count{{{labels}}} {}",
-            m.response_bytes.load(Relaxed),
-            m.latency.count()
-        );
+    let times: [Family<Histogram>; 3] = [
+        (
+            "request_duration_seconds",
+            "The request processing time in seconds.",
+            |o| &o.duration,
+        ),
+        (
+            "header_duration_seconds",
+            "The time spent on receiving the first header from the upstream server.",
+            |o| &o.upstream_header,
+        ),
+        (
+            "response_duration_seconds",
+            "The time spent on receiving the response from the upstream server.",
+            |o| &o.upstream_response,
+        ),
+    ];
+    for (name, help, of) in times {
+        family(out, name, "histogram", help);
+        let name = format!("nginx_ingress_controller_{name}");
+        // As ingress-nginx: no upstream series for requests never sent upstream.
+        for (labels, o) in series.iter().filter(|(_, o)| of(o).count() > 0) {
+            of(o).render(&name, labels, out);
+        }
     }
-    out.push_str(
-        "# HELP nginx_ingress_controller_ssl_expire_time_seconds Number of seconds since \
-         1970 to the SSL Certificate expire.\n\
-         # TYPE nginx_ingress_controller_ssl_expire_time_seconds gauge\n",
+    let sizes: [Family<SizeHistogram>; 2] = [
+        (
+            "request_size",
+            "The request length (including request line, header, and request body).",
+            |o| &o.request_size,
+        ),
+        (
+            "response_size",
+            "The response length (including status line, header, and body).",
+            |o| &o.response_size,
+        ),
+    ];
+    for (name, help, of) in sizes {
+        family(out, name, "histogram", help);
+        let name = format!("nginx_ingress_controller_{name}");
+        for (labels, o) in &series {
+            of(o).render(&name, labels, out);
+        }
+    }
+    family(
+        out,
+        "ssl_expire_time_seconds",
+        "gauge",
+        "Number of seconds since 1970 to the SSL Certificate expire.",
     );
     for c in s.certificates {
         let _ = writeln!(
@@ -338,26 +435,153 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
             c.not_after
         );
     }
-    // A snapshot is applied whole or not at all (bad objects are reported and left out), so
-    // once one is in use the last "reload" succeeded.
+    render_controller(s, out);
+    if let Some(p) = &s.process {
+        render_process(p, out);
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines of `nginx_ingress_controller_{name}`.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(
         out,
-        "# HELP nginx_ingress_controller_config_last_reload_successful Whether the last \
-         configuration reload attempt was successful.\n\
-         # TYPE nginx_ingress_controller_config_last_reload_successful gauge\n\
-         nginx_ingress_controller_config_last_reload_successful {}\n\
-         # HELP nginx_ingress_controller_config_last_reload_successful_timestamp_seconds \
-         Timestamp of the last successful configuration reload.\n\
-         # TYPE nginx_ingress_controller_config_last_reload_successful_timestamp_seconds gauge\n\
-         nginx_ingress_controller_config_last_reload_successful_timestamp_seconds {}\n\
-         # HELP nginx_ingress_controller_nginx_process_connections Current number of client \
-         connections with state {{active}}.\n\
-         # TYPE nginx_ingress_controller_nginx_process_connections gauge\n\
-         nginx_ingress_controller_nginx_process_connections{{state=\"active\"}} {}",
-        u8::from(s.last_apply > 0),
-        s.last_apply,
-        s.open_connections,
+        "# HELP nginx_ingress_controller_{name} {help}\n\
+         # TYPE nginx_ingress_controller_{name} {kind}"
     );
+}
+
+/// Configuration applies, leadership and client connections.
+fn render_controller(s: &Sources<'_>, out: &mut String) {
+    // A snapshot is applied whole or not at all (bad objects are reported and left out), so
+    // once one is in use the last "reload" succeeded, and no reload ever fails.
+    family(
+        out,
+        "config_last_reload_successful",
+        "gauge",
+        "Whether the last configuration reload attempt was successful.",
+    );
+    let _ = writeln!(
+        out,
+        "nginx_ingress_controller_config_last_reload_successful {}",
+        u8::from(s.last_apply > 0)
+    );
+    family(
+        out,
+        "config_last_reload_successful_timestamp_seconds",
+        "gauge",
+        "Timestamp of the last successful configuration reload.",
+    );
+    let _ = writeln!(
+        out,
+        "nginx_ingress_controller_config_last_reload_successful_timestamp_seconds {}",
+        s.last_apply
+    );
+    family(
+        out,
+        "success",
+        "counter",
+        "Cumulative number of Ingress controller reload operations.",
+    );
+    let _ = writeln!(out, "nginx_ingress_controller_success {}", s.applies);
+    if let Some((name, leading)) = s.leader {
+        family(
+            out,
+            "leader_election_status",
+            "gauge",
+            "Gauge reporting status of the leader election, 0 indicates follower, 1 indicates \
+             leader.",
+        );
+        let _ = writeln!(
+            out,
+            "nginx_ingress_controller_leader_election_status{{name=\"{}\"}} {}",
+            escape(name),
+            u8::from(leading)
+        );
+    }
+    family(
+        out,
+        "nginx_process_connections",
+        "gauge",
+        "Current number of client connections with state {active}.",
+    );
+    let _ = writeln!(
+        out,
+        "nginx_ingress_controller_nginx_process_connections{{state=\"active\"}} {}",
+        s.open_connections
+    );
+    family(
+        out,
+        "nginx_process_connections_total",
+        "counter",
+        "Total number of connections with state {accepted, handled}.",
+    );
+    // Every connection accepted is handled: none is dropped for a worker limit.
+    for state in ["accepted", "handled"] {
+        let _ = writeln!(
+            out,
+            "nginx_ingress_controller_nginx_process_connections_total{{state=\"{state}\"}} {}",
+            s.connections_accepted
+        );
+    }
+    family(
+        out,
+        "nginx_process_requests_total",
+        "counter",
+        "Total number of client requests.",
+    );
+    let _ = writeln!(
+        out,
+        "nginx_ingress_controller_nginx_process_requests_total {}",
+        s.requests_total
+    );
+}
+
+/// The proxy process's own figures, under the names ingress-nginx gives nginx's.
+fn render_process(p: &ProcessStats, out: &mut String) {
+    let rows: [(&str, &str, &str, f64); 7] = [
+        ("num_procs", "gauge", "Number of processes.", 1.0),
+        (
+            "cpu_seconds_total",
+            "counter",
+            "CPU usage in seconds (user and system).",
+            p.cpu_seconds,
+        ),
+        (
+            "resident_memory_bytes",
+            "gauge",
+            "Number of bytes of memory in use.",
+            p.resident_bytes as f64,
+        ),
+        (
+            "virtual_memory_bytes",
+            "gauge",
+            "Number of bytes of virtual memory.",
+            p.virtual_bytes as f64,
+        ),
+        (
+            "oldest_start_time_seconds",
+            "gauge",
+            "Start time in seconds since 1970/01/01.",
+            p.start_time as f64,
+        ),
+        (
+            "read_bytes_total",
+            "counter",
+            "Number of bytes read from storage.",
+            p.read_bytes as f64,
+        ),
+        (
+            "write_bytes_total",
+            "counter",
+            "Number of bytes written to storage.",
+            p.write_bytes as f64,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        let name = format!("nginx_process_{name}");
+        family(out, &name, kind, help);
+        let _ = writeln!(out, "nginx_ingress_controller_{name} {value}");
+    }
 }
 
 /// `namespace`, `ingress` (its name alone) and `service` (`name`, without namespace or
@@ -378,17 +602,55 @@ fn route_labels(ingress: &str, service: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A request that took `ms` and sent `bytes` in all, never sent upstream.
+    fn done(status: u16, ms: u64, bytes: u64) -> Finished {
+        Finished {
+            status,
+            elapsed: Duration::from_millis(ms),
+            request_bytes: 40,
+            response_bytes: bytes,
+            upstream_header: None,
+            upstream_response: None,
+        }
+    }
+
     #[test]
     fn statuses_count_exactly_common_or_not() {
-        let s = StatusCounts::default();
+        let m = MethodSeries::default();
         for status in [200, 200, 503, 418, 418, 599, 200] {
-            s.add(status);
+            m.observe(&done(status, 1, 0));
         }
-        assert_eq!(s.counts(), [(200, 3), (418, 2), (503, 1), (599, 1)]);
+        let counts: Vec<(u16, u64)> = m
+            .statuses()
+            .iter()
+            .map(|(s, o)| (*s, o.duration.count()))
+            .collect();
+        assert_eq!(counts, [(200, 3), (418, 2), (503, 1), (599, 1)]);
         assert!(
             COMMON.windows(2).all(|w| w[0] < w[1]),
             "sorted for the search"
         );
+    }
+
+    #[test]
+    fn sizes_fall_in_ingress_nginx_length_buckets() {
+        let h = SizeHistogram::default();
+        for n in [0, 10, 11, 100, 101, 5000] {
+            h.observe(n);
+        }
+        let mut out = String::new();
+        h.render("x", "a=\"b\"", &mut out);
+        for want in [
+            "x_bucket{a=\"b\",le=\"10\"} 2\n",
+            "x_bucket{a=\"b\",le=\"20\"} 3\n",
+            "x_bucket{a=\"b\",le=\"90\"} 3\n",
+            "x_bucket{a=\"b\",le=\"100\"} 4\n",
+            "x_bucket{a=\"b\",le=\"+Inf\"} 6\n",
+            "x_sum{a=\"b\"} 5222\n",
+            "x_count{a=\"b\"} 6\n",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
     }
 
     fn labels<'a>(host: &'a HostMatch, canary: Option<&'a str>) -> LocationLabels<'a> {
@@ -413,14 +675,26 @@ mod tests {
         let host = HostMatch::Exact("shop.example".into());
         let l = m.location(labels(&host, Some("shop/api-next:8080")));
         let ms = Duration::from_millis;
-        l.record(MethodSlot::of(&Method::GET), false, 200, ms(2), 100);
-        l.record(MethodSlot::of(&Method::GET), false, 200, ms(2), 50);
-        l.record(MethodSlot::of(&Method::POST), false, 503, ms(30), 0);
-        l.record(MethodSlot::of(&Method::GET), true, 200, ms(2), 7);
+        let get = MethodSlot::of(&Method::GET);
+        let upstream = |f: Finished, header: u64, all: u64| Finished {
+            upstream_header: Some(ms(header)),
+            upstream_response: Some(ms(all)),
+            ..f
+        };
+        l.record(get, false, &upstream(done(200, 2, 100), 1, 2));
+        l.record(get, false, &upstream(done(200, 2, 50), 1, 2));
+        // An answer of the proxy's own: no upstream series.
+        l.record(get, false, &done(308, 1, 120));
+        l.record(
+            MethodSlot::of(&Method::POST),
+            false,
+            &upstream(done(503, 30, 0), 20, 30),
+        );
+        l.record(get, true, &done(200, 2, 7));
         // Methods outside the standard set share one series: a client cannot add series.
         for token in [&b"PROPFIND"[..], b"BREW"] {
             let odd = Method::from_bytes(token).expect("a method token");
-            l.record(MethodSlot::of(&odd), false, 405, ms(1), 0);
+            l.record(MethodSlot::of(&odd), false, &done(405, 1, 0));
         }
         let out = rendered(&m);
         let base = "namespace=\"shop\",ingress=\"web\",service=\"api\",host=\"shop.example\",path=\"/api\"";
@@ -431,16 +705,41 @@ mod tests {
             format!(
                 "nginx_ingress_controller_requests{{{base},method=\"GET\",canary=\"shop-api-next-8080\",status=\"200\"}} 1"
             ),
-            format!("nginx_ingress_controller_response_size_sum{{{base},method=\"GET\"}} 150"),
-            format!("nginx_ingress_controller_response_size_count{{{base},method=\"GET\"}} 2"),
+            format!("nginx_ingress_controller_requests{{{base},method=\"GET\",status=\"308\"}} 1"),
             format!(
-                "nginx_ingress_controller_request_duration_seconds_bucket{{{base},method=\"POST\",le=\"0.05\"}} 1"
+                "nginx_ingress_controller_response_size_sum{{{base},method=\"GET\",status=\"200\"}} 150"
+            ),
+            format!(
+                "nginx_ingress_controller_response_size_count{{{base},method=\"GET\",status=\"200\"}} 2"
+            ),
+            format!(
+                "nginx_ingress_controller_request_size_sum{{{base},method=\"GET\",status=\"200\"}} 80"
+            ),
+            format!(
+                "nginx_ingress_controller_request_duration_seconds_bucket{{{base},method=\"POST\",status=\"503\",le=\"0.05\"}} 1"
+            ),
+            format!(
+                "nginx_ingress_controller_header_duration_seconds_bucket{{{base},method=\"POST\",status=\"503\",le=\"0.01\"}} 0"
+            ),
+            format!(
+                "nginx_ingress_controller_header_duration_seconds_bucket{{{base},method=\"POST\",status=\"503\",le=\"0.025\"}} 1"
+            ),
+            format!(
+                "nginx_ingress_controller_response_duration_seconds_sum{{{base},method=\"GET\",status=\"200\"}} 0.004"
             ),
         ] {
             assert!(out.contains(&want), "missing {want:?} in\n{out}");
         }
-        // No series for a method that saw no request.
+        // No series for a method that saw no request, nor upstream series for answers that
+        // never went upstream.
         assert!(!out.contains("method=\"PUT\""));
+        for family in ["header", "response"] {
+            let upstream = format!("nginx_ingress_controller_{family}_duration_seconds_count");
+            assert!(!out.contains(&format!(
+                "{upstream}{{{base},method=\"GET\",status=\"308\"}}"
+            )));
+            assert!(!out.contains(&format!("{upstream}{{{base},method=\"GET\",canary")));
+        }
         // The same location again is the same series; gone once nothing refers to it.
         assert!(Arc::ptr_eq(
             &l,
@@ -452,16 +751,92 @@ mod tests {
     }
 
     #[test]
+    fn controller_and_process_series_as_ingress_nginx_names_them() {
+        let m = super::super::metrics::ProxyMetrics::default();
+        let value = |out: &str, series: &str| -> f64 {
+            let line = out
+                .lines()
+                .find(|l| l.strip_prefix(series).is_some_and(|v| v.starts_with(' ')))
+                .unwrap_or_else(|| panic!("no {series} in\n{out}"));
+            line[series.len()..].trim().parse().expect("a number")
+        };
+        let out = rendered(&m);
+        assert_eq!(value(&out, "nginx_ingress_controller_success"), 0.0);
+        assert!(
+            !out.contains("leader_election_status"),
+            "no election, no series"
+        );
+        m.config_applied(1, &TlsConfig::default(), Duration::from_millis(1));
+        m.config_applied(2, &TlsConfig::default(), Duration::from_millis(1));
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed();
+        m.set_leader("ingressd-leader", true);
+        // Requests of a route that goes away still count in the process's total.
+        let route = m.route("shop/web", "shop/api:80");
+        route.record(200, Duration::from_millis(1));
+        route.record(404, Duration::from_millis(1));
+        m.unrouted().record(404, Duration::from_millis(1));
+        drop(route);
+        m.prune();
+        let out = rendered(&m);
+        for (series, want) in [
+            ("nginx_ingress_controller_success", 2.0),
+            (
+                "nginx_ingress_controller_config_last_reload_successful",
+                1.0,
+            ),
+            (
+                "nginx_ingress_controller_nginx_process_connections{state=\"active\"}",
+                1.0,
+            ),
+            (
+                "nginx_ingress_controller_nginx_process_connections_total{state=\"accepted\"}",
+                2.0,
+            ),
+            ("nginx_ingress_controller_nginx_process_requests_total", 3.0),
+            (
+                "nginx_ingress_controller_leader_election_status{name=\"ingressd-leader\"}",
+                1.0,
+            ),
+            ("nginx_ingress_controller_nginx_process_num_procs", 1.0),
+        ] {
+            assert_eq!(value(&out, series), want, "{series}");
+        }
+        assert!(
+            value(
+                &out,
+                "nginx_ingress_controller_nginx_process_resident_memory_bytes"
+            ) > 1e6
+        );
+        // Present (a fresh test process may not have used a clock tick of CPU yet).
+        assert!(
+            value(
+                &out,
+                "nginx_ingress_controller_nginx_process_cpu_seconds_total"
+            ) >= 0.0
+        );
+        let started = value(
+            &out,
+            "nginx_ingress_controller_nginx_process_oldest_start_time_seconds",
+        );
+        assert!(started > 1.7e9, "{started}");
+        m.set_leader("ingressd-leader", false);
+        let out = rendered(&m);
+        let leader = "nginx_ingress_controller_leader_election_status{name=\"ingressd-leader\"}";
+        assert_eq!(value(&out, leader), 0.0);
+    }
+
+    #[test]
     fn location_hosts_are_rule_hosts_or_left_out() {
-        let ms = Duration::from_millis(1);
         let get = MethodSlot::of(&Method::GET);
         let m = super::super::metrics::ProxyMetrics::default();
         let wild = HostMatch::Wildcard("example.com".into());
         let any = HostMatch::Any;
         m.location(labels(&wild, None))
-            .record(get, false, 200, ms, 0);
+            .record(get, false, &done(200, 1, 0));
         m.location(labels(&any, None))
-            .record(get, false, 200, ms, 0);
+            .record(get, false, &done(200, 1, 0));
         let out = rendered(&m);
         assert!(
             out.contains("host=\"*.example.com\",path=\"/api\",method=\"GET\",status=\"200\"} 1")
@@ -472,8 +847,8 @@ mod tests {
         let a = m.location(labels(&wild, None));
         let b = m.location(labels(&any, None));
         assert!(Arc::ptr_eq(&a, &b));
-        a.record(get, false, 200, ms, 0);
-        b.record(get, false, 200, ms, 0);
+        a.record(get, false, &done(200, 1, 0));
+        b.record(get, false, &done(200, 1, 0));
         let out = rendered(&m);
         assert!(!out.contains("host="), "{out}");
         assert!(out.contains(

@@ -115,7 +115,7 @@ pub(crate) async fn handle(
         let timeout = shared.options.limits.client_send_timeout;
         response = response.map(|b| b.guard_client_stalls(timeout));
     }
-    completion.respond(response.status().as_u16());
+    completion.respond_with(&response);
     response.body_mut().set_completion(completion);
     response
 }
@@ -202,7 +202,7 @@ async fn pipeline<'c>(
     let policy = &target.spec.policy;
     // From here on a client that leaves is logged (499) against this route.
     completion.route(target.primary_metrics.clone(), &target.ingress, None);
-    completion.locate(m.location, req.method());
+    completion.locate(m.location, &req);
     if !policy.access_log {
         completion.unlogged();
     }

@@ -181,6 +181,14 @@ async fn kubernetes_mode_routes_follows_endpoints_and_writes_status() {
             )
             .expect("lease");
         assert_eq!(lease["spec"]["holderIdentity"], "replica-1");
+        // ingress-nginx's leadership gauge says so too.
+        eventually("leader_election_status 1", || {
+            p.metrics().is_some_and(|m| {
+                m.contains(
+                    "nginx_ingress_controller_leader_election_status{name=\"ingressd-leader\"} 1\n",
+                )
+            })
+        });
         // A slow API: releasing the Lease (a GET and a PUT) takes longer than a token grace
         // period, so shutdown has to wait for it.
         api.set_delay(Some(Duration::from_millis(300)));

@@ -183,6 +183,10 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
     let post = build(http::Method::POST, "m.test", "/", Bytes::from_static(b"x"));
     assert_eq!(send(http, post).await?.status, 200);
     assert_eq!(get(http, "nowhere.test", "/").await?.status, 404);
+    // One request on the wire as written, to compare with the sizes the series count.
+    let put = b"PUT /bytes/3000 HTTP/1.1\r\nHost: m.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    let put_response = raw(http, put).await?;
+    assert_eq!(raw_status(&put_response), Some(200), "{put_response}");
     let m = get(admin, "admin", "/metrics").await?;
     assert_eq!(m.status, 200);
     assert!(m
@@ -190,10 +194,10 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
         .is_some_and(|c| c.starts_with("text/plain; version=0.0.4")));
     let text = m.text();
     for want in [
-        "ingress_requests_total{ingress=\"default/metered\",service=\"default/metered:80\",status_class=\"2xx\"} 4",
+        "ingress_requests_total{ingress=\"default/metered\",service=\"default/metered:80\",status_class=\"2xx\"} 5",
         "ingress_requests_total{ingress=\"default/metered\",service=\"default/metered:80\",status_class=\"5xx\"} 1",
         "ingress_requests_total{ingress=\"\",service=\"\",status_class=\"4xx\"} 1",
-        "ingress_request_duration_seconds_count{ingress=\"default/metered\",service=\"default/metered:80\"} 5",
+        "ingress_request_duration_seconds_count{ingress=\"default/metered\",service=\"default/metered:80\"} 6",
         "ingress_config_applies_total 1",
         "ingress_config_apply_duration_seconds_count 1",
         "ingress_upstream_errors_total{kind=\"connect_refused\"} 0",
@@ -202,15 +206,69 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
         "nginx_ingress_controller_requests{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"GET\",status=\"200\"} 3",
         "nginx_ingress_controller_requests{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"GET\",status=\"503\"} 1",
         "nginx_ingress_controller_requests{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"POST\",status=\"200\"} 1",
-        "nginx_ingress_controller_request_duration_seconds_count{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"GET\"} 4",
-        "nginx_ingress_controller_response_size_count{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"POST\"} 1",
+        "nginx_ingress_controller_request_duration_seconds_count{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"GET\",status=\"200\"} 3",
+        "nginx_ingress_controller_request_duration_seconds_count{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"GET\",status=\"503\"} 1",
+        "nginx_ingress_controller_response_duration_seconds_count{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"GET\",status=\"503\"} 1",
+        "nginx_ingress_controller_header_duration_seconds_count{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"PUT\",status=\"200\"} 1",
+        "nginx_ingress_controller_response_size_count{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"POST\",status=\"200\"} 1",
         "nginx_ingress_controller_ssl_expire_time_seconds{host=\"m.test\",namespace=\"default\",secret_name=\"tls\"} 1939248000",
         "nginx_ingress_controller_ssl_expire_time_seconds{host=\"*.m.test\",namespace=\"default\",secret_name=\"tls\"} 1939248000",
         "nginx_ingress_controller_config_last_reload_successful 1",
+        "nginx_ingress_controller_success 1\n",
         "nginx_ingress_controller_nginx_process_connections{state=\"active\"} ",
+        "nginx_ingress_controller_nginx_process_requests_total 7\n",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    // Every series ingress-nginx's two Grafana dashboards (nginx.json and
+    // request-handling-performance.json) query.
+    for name in [
+        "nginx_ingress_controller_requests{",
+        "nginx_ingress_controller_success ",
+        "nginx_ingress_controller_config_last_reload_successful ",
+        "nginx_ingress_controller_config_last_reload_successful_timestamp_seconds ",
+        "nginx_ingress_controller_nginx_process_connections{",
+        "nginx_ingress_controller_nginx_process_resident_memory_bytes ",
+        "nginx_ingress_controller_nginx_process_cpu_seconds_total ",
+        "nginx_ingress_controller_request_size_sum{",
+        "nginx_ingress_controller_response_size_sum{",
+        "nginx_ingress_controller_response_size_count{",
+        "nginx_ingress_controller_response_size_bucket{",
+        "nginx_ingress_controller_request_duration_seconds_bucket{",
+        "nginx_ingress_controller_request_duration_seconds_count{",
+        "nginx_ingress_controller_response_duration_seconds_bucket{",
+        "nginx_ingress_controller_response_duration_seconds_sum{",
+        "nginx_ingress_controller_ssl_expire_time_seconds{",
+    ] {
+        assert!(text.contains(name), "no {name:?} in\n{text}");
+    }
+    let put_labels = "{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"PUT\",status=\"200\"}";
+    // The request is counted as read, head and body; the response as sent, within what
+    // hyper adds on its own (the `connection: close` it answers with).
+    let request_size = value(
+        &text,
+        &format!("nginx_ingress_controller_request_size_sum{put_labels}"),
+    );
+    assert_eq!(request_size, put.len() as f64);
+    let response_size = value(
+        &text,
+        &format!("nginx_ingress_controller_response_size_sum{put_labels}"),
+    );
+    let sent = put_response.len() as f64;
+    assert!(
+        (sent - 40.0..=sent).contains(&response_size),
+        "counted {response_size} of {sent} bytes:\n{put_response}"
+    );
+    let cpu = value(
+        &text,
+        "nginx_ingress_controller_nginx_process_cpu_seconds_total",
+    );
+    assert!(cpu > 0.0, "{cpu}");
+    let accepted = value(
+        &text,
+        "nginx_ingress_controller_nginx_process_connections_total{state=\"accepted\"}",
+    );
+    assert!(accepted >= 2.0, "{accepted}");
     // As ingress-nginx's default (`--metrics-per-undefined-host=false`), requests for a host
     // no rule names are left out of its series; ingressd's own count them.
     assert!(
@@ -695,4 +753,13 @@ async fn l7_requests_refused_by_the_parser_are_logged_and_counted() -> anyhow::R
     );
     assert_eq!(up.hits(), 0);
     Ok(())
+}
+
+/// The value of the one sample of `series` (its name and labels as rendered) in `text`.
+fn value(text: &str, series: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.strip_prefix(series).is_some_and(|v| v.starts_with(' ')))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    line[series.len()..].trim().parse().expect("a number")
 }
