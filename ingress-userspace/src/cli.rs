@@ -73,6 +73,15 @@ pub struct RunArgs {
     /// host (ingress-nginx's flag); `false` merges the hosts of a path's series.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics_per_host: bool,
+    /// Label ingress-nginx's request series with the status class (`2xx`) instead of the
+    /// code (ingress-nginx's flag), for fewer series.
+    #[arg(long)]
+    pub report_status_classes: bool,
+    /// ingress-nginx's request series families to leave out of `/metrics`, such as
+    /// `nginx_ingress_controller_header_duration_seconds` (ingress-nginx's flag; the prefix
+    /// may be left off; repeated or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_socket_metrics: Vec<String>,
 
     /// Controller string an IngressClass must name in `spec.controller` to be ours.
     #[arg(long, default_value = "ingress.example.dev/xdp-ingress")]
@@ -576,6 +585,16 @@ mod tests {
         assert!(r.update_status && r.publish_address.is_empty());
         assert!(r.metrics_per_host);
         assert!(!run_args(&["--metrics-per-host=false"]).metrics_per_host);
+        assert!(!r.report_status_classes && r.exclude_socket_metrics.is_empty());
+        let r = run_args(&[
+            "--report-status-classes",
+            "--exclude-socket-metrics=nginx_ingress_controller_request_size,response_size",
+        ]);
+        assert!(r.report_status_classes);
+        assert_eq!(
+            r.exclude_socket_metrics,
+            ["nginx_ingress_controller_request_size", "response_size"]
+        );
     }
 
     #[test]

@@ -238,7 +238,8 @@ pub const CLIENT_CLOSED: u16 = 499;
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        let elapsed = self.start.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
         self.metrics.record(self.status, elapsed);
         if let Some(l) = &self.location {
             let finished = Finished {
@@ -247,7 +248,7 @@ impl Drop for Completion {
                 request_bytes: l.request_bytes,
                 response_bytes: l.response_head + self.bytes,
                 upstream_header: l.upstream_header,
-                upstream_response: l.upstream_start.map(|t| t.elapsed()),
+                upstream_response: l.upstream_start.map(|t| now.saturating_duration_since(t)),
             };
             l.series.record(l.method, l.on_canary, &finished);
         }
@@ -260,7 +261,7 @@ impl Drop for Completion {
                     status: self.status,
                     bytes: self.bytes,
                     elapsed,
-                    upstream_elapsed: r.upstream_start.map(|t| t.elapsed()),
+                    upstream_elapsed: r.upstream_start.map(|t| now.saturating_duration_since(t)),
                     upstream_status: r.upstream_status.or_else(|| {
                         (attempted && matches!(self.status, 502 | 504)).then_some(self.status)
                     }),

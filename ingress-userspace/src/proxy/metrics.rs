@@ -13,7 +13,7 @@ use std::{
 
 use super::{
     filters::mirror::MirrorOutcome,
-    nginx_metrics::{CertExpiries, CertExpiry, LocationLabels, LocationSeries},
+    nginx_metrics::{CertExpiries, CertExpiry, LocationLabels, LocationSeries, SeriesOptions},
 };
 
 /// Upper bounds (seconds) of the latency histogram buckets.
@@ -164,8 +164,8 @@ pub struct ProxyMetrics {
     /// Location (path rule on its host) -> its ingress-nginx request series, by label text;
     /// locked like `routes`.
     locations: Mutex<HashMap<LocationKey, Arc<LocationSeries>>>,
-    /// Whether location series are labelled with their host (`--metrics-per-host`).
-    per_host: bool,
+    /// ingress-nginx's flags for its request series.
+    options: SeriesOptions,
     /// Requests that matched nothing (404 from the proxy).
     unrouted: Arc<RouteMetrics>,
     upstream_errors: [AtomicU64; 6],
@@ -203,17 +203,17 @@ fn mirror_slot(outcome: MirrorOutcome) -> usize {
 
 impl Default for ProxyMetrics {
     fn default() -> Self {
-        Self::new(true)
+        Self::new(SeriesOptions::default())
     }
 }
 
 impl ProxyMetrics {
-    /// Metrics whose location series carry a `host` label when `per_host`.
-    pub fn new(per_host: bool) -> Self {
+    /// Metrics whose location series ingress-nginx's flags in `options` shape.
+    pub fn new(options: SeriesOptions) -> Self {
         ProxyMetrics {
             routes: Mutex::default(),
             locations: Mutex::default(),
-            per_host,
+            options,
             unrouted: Arc::new(RouteMetrics::new("", "")),
             upstream_errors: Default::default(),
             mirrors: Default::default(),
@@ -245,7 +245,7 @@ impl ProxyMetrics {
     /// The ingress-nginx series of a location, created on first use (apply time).
     pub fn location(&self, labels: LocationLabels<'_>) -> Arc<LocationSeries> {
         let labels = LocationLabels {
-            host: labels.host.filter(|_| self.per_host),
+            host: labels.host.filter(|_| self.options.per_host),
             ..labels
         };
         let key = (labels.render(), labels.canary.map(Into::into));
@@ -253,7 +253,11 @@ impl ProxyMetrics {
         if let Some(series) = locations.get(&key) {
             return series.clone();
         }
-        let series = Arc::new(LocationSeries::new(key.0.clone(), labels.canary));
+        let mut series = LocationSeries::new(key.0.clone(), labels.canary);
+        if self.options.status_classes {
+            series = series.by_class();
+        }
+        let series = Arc::new(series);
         locations.insert(key, series.clone());
         series
     }
@@ -479,6 +483,7 @@ impl ProxyMetrics {
         let leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
         super::nginx_metrics::render(
             &super::nginx_metrics::Sources {
+                options: &self.options,
                 locations: &locations,
                 certificates: &certs.1,
                 last_apply: self.last_apply.load(Relaxed),

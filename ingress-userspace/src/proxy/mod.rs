@@ -327,8 +327,9 @@ pub struct ProxyOptions {
     pub https_port: u16,
     /// Certificate for unknown or missing SNI; a self-signed one is generated when `None`.
     pub default_certificate: Option<Arc<CertifiedKey>>,
-    /// ingress-nginx's request series carry a `host` label (`--metrics-per-host`).
-    pub metrics_per_host: bool,
+    /// ingress-nginx's flags for its request series (`--metrics-per-host`,
+    /// `--report-status-classes`, `--exclude-socket-metrics`).
+    pub series: nginx_metrics::SeriesOptions,
 }
 
 impl Default for ProxyOptions {
@@ -337,7 +338,7 @@ impl Default for ProxyOptions {
             limits: Limits::default(),
             https_port: 443,
             default_certificate: None,
-            metrics_per_host: true,
+            series: nginx_metrics::SeriesOptions::default(),
         }
     }
 }
@@ -347,7 +348,15 @@ impl ProxyOptions {
     pub fn from_run_args(args: &RunArgs) -> Self {
         ProxyOptions {
             https_port: args.https_addr.port(),
-            metrics_per_host: args.metrics_per_host,
+            series: nginx_metrics::SeriesOptions {
+                per_host: args.metrics_per_host,
+                status_classes: args.report_status_classes,
+                excluded: args
+                    .exclude_socket_metrics
+                    .iter()
+                    .map(|m| m.trim_start_matches("nginx_ingress_controller_").to_owned())
+                    .collect(),
+            },
             limits: Limits {
                 header_read_timeout: args.limits.keep_alive,
                 client_header_timeout: args.limits.client_header_timeout,
@@ -422,7 +431,7 @@ impl Proxy {
         Ok(Proxy {
             shared: Arc::new(Shared {
                 config,
-                metrics: Arc::new(ProxyMetrics::new(options.metrics_per_host)),
+                metrics: Arc::new(ProxyMetrics::new(options.series.clone())),
                 options,
                 acceptor,
                 connector,

@@ -26,6 +26,35 @@ use super::{
 };
 use crate::snapshot::{HostMatch, TlsConfig};
 
+/// ingress-nginx's flags that shape its request series.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesOptions {
+    /// Label series with the rule's host (`--metrics-per-host`).
+    pub per_host: bool,
+    /// Label series with the status class (`2xx`) instead of the code
+    /// (`--report-status-classes`).
+    pub status_classes: bool,
+    /// Request series families left out of `/metrics` (`--exclude-socket-metrics`), by name
+    /// without the `nginx_ingress_controller_` prefix.
+    pub excluded: Vec<String>,
+}
+
+impl Default for SeriesOptions {
+    fn default() -> Self {
+        SeriesOptions {
+            per_host: true,
+            status_classes: false,
+            excluded: Vec::new(),
+        }
+    }
+}
+
+impl SeriesOptions {
+    fn shows(&self, family: &str) -> bool {
+        !self.excluded.iter().any(|e| e == family)
+    }
+}
+
 /// How one finished request went, as ingress-nginx's series observe it.
 #[derive(Clone, Copy, Debug)]
 pub struct Finished {
@@ -105,9 +134,10 @@ impl Observed {
 }
 
 /// Status codes whose series are found without a lock; any other's go to a locked map.
-const COMMON: [u16; 24] = [
-    200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 413, 429,
-    499, 500, 502, 503, 504,
+/// (100 and 300 stand for their classes under `--report-status-classes`.)
+const COMMON: [u16; 26] = [
+    100, 200, 201, 202, 204, 206, 300, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408,
+    413, 429, 499, 500, 502, 503, 504,
 ];
 
 /// One method's requests at a location, by exact status code; each status's series is made
@@ -220,6 +250,8 @@ pub struct LocationSeries {
     /// Made on the location's first request, as each method's series on its own first one:
     /// a location without traffic costs only this pointer.
     methods: OnceLock<Box<MethodTable>>,
+    /// Statuses are counted by class, each class under its `x00` code.
+    status_classes: bool,
 }
 
 /// A location's series by [served by the canary][method slot].
@@ -235,6 +267,15 @@ impl LocationSeries {
                 .unwrap_or_default()
                 .into(),
             methods: OnceLock::new(),
+            status_classes: false,
+        }
+    }
+
+    /// The same, counting statuses by class (`--report-status-classes`).
+    pub(super) fn by_class(self) -> Self {
+        LocationSeries {
+            status_classes: true,
+            ..self
         }
     }
 
@@ -249,7 +290,16 @@ impl LocationSeries {
         let Some(slot) = half.get(usize::from(method.0)) else {
             return;
         };
-        slot.get_or_init(Box::default).observe(finished);
+        let series = slot.get_or_init(Box::default);
+        if self.status_classes {
+            let status = finished.status / 100 * 100;
+            series.observe(&Finished {
+                status,
+                ..*finished
+            });
+        } else {
+            series.observe(finished);
+        }
     }
 
     /// Every method series with its full label text (status aside).
@@ -334,6 +384,7 @@ fn leaf_not_after(key: &CertifiedKey) -> Option<i64> {
 
 /// What the compatible series are rendered from.
 pub struct Sources<'a> {
+    pub options: &'a SeriesOptions,
     pub locations: &'a [Arc<LocationSeries>],
     pub certificates: &'a [CertExpiry],
     /// Unix time of the last configuration applied; 0 before the first.
@@ -360,19 +411,25 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
     for location in s.locations {
         for (labels, m) in location.each() {
             for (status, o) in m.statuses() {
+                let status = match location.status_classes {
+                    true => format!("{}xx", status / 100),
+                    false => status.to_string(),
+                };
                 series.push((format!("{labels},status=\"{status}\""), o));
             }
         }
     }
-    family(
-        out,
-        "requests",
-        "counter",
-        "The total number of client requests.",
-    );
-    for (labels, o) in &series {
-        let n = o.duration.count();
-        let _ = writeln!(out, "nginx_ingress_controller_requests{{{labels}}} {n}");
+    if s.options.shows("requests") {
+        family(
+            out,
+            "requests",
+            "counter",
+            "The total number of client requests.",
+        );
+        for (labels, o) in &series {
+            let n = o.duration.count();
+            let _ = writeln!(out, "nginx_ingress_controller_requests{{{labels}}} {n}");
+        }
     }
     let times: [Family<Histogram>; 3] = [
         (
@@ -391,7 +448,7 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
             |o| &o.upstream_response,
         ),
     ];
-    for (name, help, of) in times {
+    for (name, help, of) in times.into_iter().filter(|f| s.options.shows(f.0)) {
         family(out, name, "histogram", help);
         let name = format!("nginx_ingress_controller_{name}");
         // As ingress-nginx: no upstream series for requests never sent upstream.
@@ -411,7 +468,7 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
             |o| &o.response_size,
         ),
     ];
-    for (name, help, of) in sizes {
+    for (name, help, of) in sizes.into_iter().filter(|f| s.options.shows(f.0)) {
         family(out, name, "histogram", help);
         let name = format!("nginx_ingress_controller_{name}");
         for (labels, o) in &series {
@@ -828,6 +885,41 @@ mod tests {
     }
 
     #[test]
+    fn status_classes_and_excluded_families_as_ingress_nginx_flags_ask() {
+        let get = MethodSlot::of(&Method::GET);
+        let host = HostMatch::Exact("shop.example".into());
+        let m = super::super::metrics::ProxyMetrics::new(SeriesOptions {
+            status_classes: true,
+            excluded: vec!["request_size".into(), "header_duration_seconds".into()],
+            ..SeriesOptions::default()
+        });
+        let l = m.location(labels(&host, None));
+        for status in [200, 204, 404, 418, 503, 101] {
+            l.record(get, false, &done(status, 1, 10));
+        }
+        let out = rendered(&m);
+        let series = "nginx_ingress_controller_requests{namespace=\"shop\",ingress=\"web\",\
+                      service=\"api\",host=\"shop.example\",path=\"/api\",method=\"GET\"";
+        for (class, n) in [("1xx", 1), ("2xx", 2), ("4xx", 2), ("5xx", 1)] {
+            let want = format!("{series},status=\"{class}\"}} {n}\n");
+            assert!(out.contains(&want), "missing {want:?} in\n{out}");
+        }
+        assert!(!out.contains("status=\"200\""), "{out}");
+        assert!(
+            !out.contains("nginx_ingress_controller_request_size"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("nginx_ingress_controller_header_duration"),
+            "{out}"
+        );
+        assert!(
+            out.contains("nginx_ingress_controller_response_size_sum{"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn location_hosts_are_rule_hosts_or_left_out() {
         let get = MethodSlot::of(&Method::GET);
         let m = super::super::metrics::ProxyMetrics::default();
@@ -843,7 +935,10 @@ mod tests {
         );
         assert!(out.contains("host=\"\",path=\"/api\",method=\"GET\",status=\"200\"} 1"));
         // `--metrics-per-host=false`: one series for the path, whatever the host.
-        let m = super::super::metrics::ProxyMetrics::new(false);
+        let m = super::super::metrics::ProxyMetrics::new(SeriesOptions {
+            per_host: false,
+            ..SeriesOptions::default()
+        });
         let a = m.location(labels(&wild, None));
         let b = m.location(labels(&any, None));
         assert!(Arc::ptr_eq(&a, &b));

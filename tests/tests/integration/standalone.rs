@@ -153,7 +153,11 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
         "127.0.0.1:0",
         admin,
         "standalone",
-        &[],
+        // ingress-nginx's flags for its request series, which migrating operators carry over.
+        &[
+            "--report-status-classes",
+            "--exclude-socket-metrics=nginx_ingress_controller_request_size",
+        ],
     );
     let p = start_ready(args, admin, dir.path().join("log")).await;
 
@@ -180,12 +184,27 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
     })
     .await
     .expect("join");
+    let metrics = tokio::task::block_in_place(|| p.metrics()).unwrap_or_default();
     let log_text = stop(p);
     checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
     assert_eq!(
         up.hits(),
         1,
         "only the rewritten request reached the upstream"
+    );
+    // The redirect counts under its class; the excluded family is left out, the others stay.
+    assert!(
+        metrics.contains("host=\"m.test\",path=\"/\",method=\"GET\",status=\"3xx\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("status=\"301\""), "{metrics}");
+    assert!(
+        !metrics.contains("nginx_ingress_controller_request_size"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nginx_ingress_controller_response_size_sum{"),
+        "{metrics}"
     );
     assert!(
         log_text.contains("default/broken") && log_text.contains("proxy-body-size"),
