@@ -91,7 +91,6 @@ impl ProxyApplier {
             global,
             server_tls,
         });
-        metrics.prune();
         let took = started.elapsed();
         metrics.config_applied(snapshot.generation, &snapshot.tls, took);
         if let Some(r) = &self.readiness {

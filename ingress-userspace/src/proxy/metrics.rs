@@ -242,7 +242,7 @@ impl ProxyMetrics {
             .clone()
     }
 
-    /// The ingress-nginx series of a location, created on first use (apply time).
+    /// The ingress-nginx series of a location: found, or made on the location's first request.
     pub fn location(&self, labels: LocationLabels<'_>) -> Arc<LocationSeries> {
         let labels = LocationLabels {
             host: labels.host.filter(|_| self.options.per_host),
@@ -253,7 +253,7 @@ impl ProxyMetrics {
         if let Some(series) = locations.get(&key) {
             return series.clone();
         }
-        let mut series = LocationSeries::new(key.0.clone(), labels.canary);
+        let mut series = LocationSeries::new(key.0.clone(), labels.ingress, labels.canary);
         if self.options.status_classes {
             series = series.by_class();
         }
@@ -267,8 +267,11 @@ impl ProxyMetrics {
         self.unrouted.clone()
     }
 
-    /// Drops the series no configuration or in-flight request refers to any more.
-    pub fn prune(&self) {
+    /// Drops the series no configuration or in-flight request refers to any more; a
+    /// location's series stay while `table` serves their Ingress, as ingress-nginx keeps
+    /// them until their Ingress is deleted (a location's first request after an apply finds
+    /// its series again, so an edited Ingress keeps its counts).
+    pub fn prune(&self, table: &super::router::RouteTable) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes.retain(|_, m| {
             let kept = Arc::strong_count(m) > 1;
@@ -279,7 +282,12 @@ impl ProxyMetrics {
         });
         drop(routes);
         let mut locations = self.locations.lock().unwrap_or_else(|e| e.into_inner());
-        locations.retain(|_, m| Arc::strong_count(m) > 1);
+        if locations.values().all(|m| Arc::strong_count(m) > 1) {
+            // Every series is in use (an unchanged table): no need for the Ingress set.
+            return;
+        }
+        let live = table.ingresses();
+        locations.retain(|_, m| Arc::strong_count(m) > 1 || live.contains(m.ingress()));
     }
 
     /// Counts an upstream failure.
@@ -533,7 +541,7 @@ mod tests {
             "ingress_request_duration_seconds_count{ingress=\"ns/ing\",service=\"ns/svc:80\"} 2"
         ));
         drop(r);
-        m.prune();
+        m.prune(&super::super::router::RouteTable::default());
         let mut out = String::new();
         m.render(&mut out);
         assert!(!out.contains("ns/ing"));

@@ -244,6 +244,8 @@ impl LocationLabels<'_> {
 pub struct LocationSeries {
     /// `namespace`, `ingress`, `service`, `host` and `path`, rendered once.
     labels: Box<str>,
+    /// The Ingress, `namespace/name`: the series go with it.
+    ingress: Box<str>,
     /// The `canary` label of the requests the canary served: its upstream as ingress-nginx
     /// names upstreams (`namespace-service-port`).
     canary: Box<str>,
@@ -258,10 +260,12 @@ pub struct LocationSeries {
 type MethodTable = [[OnceLock<Box<MethodSeries>>; METHODS.len() + 1]; 2];
 
 impl LocationSeries {
-    /// The series of a location, from its rendered labels and its canary's upstream.
-    pub fn new(labels: String, canary: Option<&str>) -> Self {
+    /// The series of a location of `ingress` (`namespace/name`), from its rendered labels
+    /// and its canary's upstream.
+    pub fn new(labels: String, ingress: &str, canary: Option<&str>) -> Self {
         LocationSeries {
             labels: labels.into(),
+            ingress: ingress.into(),
             canary: canary
                 .map(|c| c.replace(['/', ':'], "-"))
                 .unwrap_or_default()
@@ -277,6 +281,11 @@ impl LocationSeries {
             status_classes: true,
             ..self
         }
+    }
+
+    /// The Ingress of the location, `namespace/name`.
+    pub fn ingress(&self) -> &str {
+        &self.ingress
     }
 
     /// Records a finished `method` request, `on_canary` when the canary served it.
@@ -803,7 +812,7 @@ mod tests {
             &m.location(labels(&host, Some("shop/api-next:8080")))
         ));
         drop(l);
-        m.prune();
+        m.prune(&super::super::router::RouteTable::default());
         assert!(!rendered(&m).contains("shop.example"));
     }
 
@@ -835,7 +844,7 @@ mod tests {
         route.record(404, Duration::from_millis(1));
         m.unrouted().record(404, Duration::from_millis(1));
         drop(route);
-        m.prune();
+        m.prune(&super::super::router::RouteTable::default());
         let out = rendered(&m);
         for (series, want) in [
             ("nginx_ingress_controller_success", 2.0),

@@ -9,7 +9,7 @@ use std::{
     borrow::Cow,
     collections::{HashMap, HashSet},
     hash::{Hash, Hasher},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use rustls::ServerConfig;
@@ -39,11 +39,15 @@ pub struct Target {
     pub limit_zone: u64,
     /// `custom-headers`, set on every answer of the route.
     pub custom_headers: Option<super::HeaderSet>,
-    /// ingress-nginx's series of the path rule the target was compiled for: reused with the
-    /// target, so an unchanged table keeps its series at no cost. `None` for fallbacks and the
-    /// default backend.
-    pub location: Option<Arc<LocationSeries>>,
+    /// ingress-nginx's series of the path rule the target serves, made on its first request
+    /// and reused with the target: an unchanged table keeps its series at no cost.
+    pub location: LazyLocation,
 }
+
+/// ingress-nginx's series of one location, made on the location's first request: applying a
+/// table makes none.
+#[derive(Debug, Default)]
+pub struct LazyLocation(OnceLock<Arc<LocationSeries>>);
 
 /// The canary side of a target.
 #[derive(Debug)]
@@ -59,25 +63,27 @@ pub struct CompiledRoute {
     pub target: Arc<Target>,
     /// ingress-nginx's series of this path rule on its host when its target's cannot be
     /// trusted to be this rule's: the snapshot gave more than one rule this target (the
-    /// translator gives each rule its own), or the target was compiled as a fallback.
-    pub own_location: Option<Arc<LocationSeries>>,
+    /// translator gives each rule its own).
+    pub own_location: Option<LazyLocation>,
 }
 
 impl CompiledRoute {
     /// ingress-nginx's series of this path rule on its host.
-    pub fn location(&self) -> Option<&Arc<LocationSeries>> {
-        self.own_location.as_ref().or(self.target.location.as_ref())
+    fn location(&self) -> &LazyLocation {
+        self.own_location.as_ref().unwrap_or(&self.target.location)
     }
 }
 
 /// One compiled virtual host.
 #[derive(Debug)]
 pub struct CompiledHost {
+    /// The host as the rule names it (its series' `host` label).
+    pub host: HostMatch,
     pub tls: bool,
     pub routes: Vec<CompiledRoute>,
     pub fallback: Option<Arc<Target>>,
     /// ingress-nginx's series of the fallback on this host (its location `/`).
-    pub fallback_location: Option<Arc<LocationSeries>>,
+    pub fallback_location: LazyLocation,
     pub client_auth: Option<Arc<ClientCheck>>,
 }
 
@@ -102,9 +108,27 @@ pub struct Matched<'a> {
     pub target: &'a Arc<Target>,
     /// ingress-nginx's series the request counts in: a path rule's or a host's fallback's,
     /// not the default backend's (ingress-nginx leaves those out too).
-    pub location: Option<&'a Arc<LocationSeries>>,
+    pub location: Option<LocationRef<'a>>,
     /// No host matched: the default backend answers (ingress-nginx's default server).
     pub default_server: bool,
+}
+
+/// Where a matched request counts under ingress-nginx's names.
+#[derive(Clone, Copy, Debug)]
+pub struct LocationRef<'a> {
+    cell: &'a LazyLocation,
+    target: &'a Target,
+    host: &'a HostMatch,
+    path: &'a str,
+}
+
+impl<'a> LocationRef<'a> {
+    /// The location's series, found or made in `metrics` on its first request.
+    pub fn series(&self, metrics: &ProxyMetrics) -> &'a Arc<LocationSeries> {
+        self.cell
+            .0
+            .get_or_init(|| metrics.location(location_labels(self.target, (self.host, self.path))))
+    }
 }
 
 /// Hosts and routes of one snapshot.
@@ -174,12 +198,25 @@ impl RouteTable {
                 client_auth: vhost.client_auth.as_ref(),
                 route: Some(route),
                 target: &route.target,
-                location: route.location(),
+                location: Some(LocationRef {
+                    cell: route.location(),
+                    target: &route.target,
+                    host: &vhost.host,
+                    path: route.path.as_str(),
+                }),
                 default_server: false,
             });
         }
         let (target, location) = match &vhost.fallback {
-            Some(t) => (t, vhost.fallback_location.as_ref()),
+            Some(t) => {
+                let at = LocationRef {
+                    cell: &vhost.fallback_location,
+                    target: t,
+                    host: &vhost.host,
+                    path: "/",
+                };
+                (t, Some(at))
+            }
             None => (self.default_backend.as_ref()?, None),
         };
         Some(Matched {
@@ -238,6 +275,13 @@ impl RouteTable {
         self.default_backend.as_ref()
     }
 
+    /// The Ingresses (`namespace/name`) whose rules or fallbacks the table serves.
+    pub fn ingresses(&self) -> HashSet<&str> {
+        let routes = self.hosts.iter().flat_map(|h| &h.routes).map(|r| &r.target);
+        let fallbacks = self.hosts.iter().filter_map(|h| h.fallback.as_ref());
+        routes.chain(fallbacks).map(|t| &*t.ingress).collect()
+    }
+
     /// Every distinct upstream of the table, by name and protocol.
     pub fn upstreams(&self) -> &HashMap<UpstreamKey, Arc<UpstreamState>> {
         &self.upstreams
@@ -272,15 +316,13 @@ impl RouteTable {
                 .routes
                 .iter()
                 .map(|r| {
-                    let at = (&vhost.host, r.path.as_str());
                     let key = Arc::as_ptr(&r.target) as usize;
                     let again = c.targets.contains_key(&key);
                     if again {
                         c.shared.insert(key);
                     }
-                    let target = c.target(&r.target, Some(at));
-                    let own_location = (again || target.location.is_none())
-                        .then(|| ctx.metrics.location(location_labels(&target, at)));
+                    let target = c.target(&r.target);
+                    let own_location = again.then(LazyLocation::default);
                     CompiledRoute {
                         path: r.path.clone(),
                         target,
@@ -288,27 +330,25 @@ impl RouteTable {
                     }
                 })
                 .collect();
-            let fallback = vhost.fallback.as_ref().map(|t| c.target(t, None));
-            let fallback_location = fallback
-                .as_ref()
-                .map(|t| ctx.metrics.location(location_labels(t, (&vhost.host, "/"))));
+            let fallback = vhost.fallback.as_ref().map(|t| c.target(t));
             let client_auth = vhost.client_auth.as_ref().map(|a| c.client_check(a));
             compiled.push((table.hosts.len(), vhost));
             table.hosts.push(CompiledHost {
+                host: vhost.host.clone(),
                 tls: vhost.tls,
                 routes,
                 fallback,
-                fallback_location,
+                fallback_location: LazyLocation::default(),
                 client_auth,
             });
         }
         if !c.shared.is_empty() {
             // The first rule of a shared target took the target's series, which an earlier
             // table may have made for another of its rules.
-            table.own_shared_locations(&compiled, &c.shared, ctx.metrics);
+            table.own_shared_locations(&c.shared);
         }
         table.add_borrowed_names(&compiled);
-        table.default_backend = http.default_backend.as_ref().map(|t| c.target(t, None));
+        table.default_backend = http.default_backend.as_ref().map(|t| c.target(t));
         // A shared target's series belong to whichever rule compiled it: the next table builds
         // it again rather than lend them to a rule that may now have it alone.
         if !c.shared.is_empty() {
@@ -323,22 +363,11 @@ impl RouteTable {
 
 impl RouteTable {
     /// Gives every rule of a target that `shared` names series of its own.
-    fn own_shared_locations(
-        &mut self,
-        compiled: &[(usize, &crate::snapshot::VirtualHost)],
-        shared: &HashSet<usize>,
-        metrics: &ProxyMetrics,
-    ) {
-        for (idx, vhost) in compiled {
-            let Some(host) = self.hosts.get_mut(*idx) else {
-                continue;
-            };
-            for route in &mut host.routes {
-                let key = Arc::as_ptr(&route.target.spec) as usize;
-                if route.own_location.is_none() && shared.contains(&key) {
-                    let at = (&vhost.host, route.path.as_str());
-                    route.own_location = Some(metrics.location(location_labels(&route.target, at)));
-                }
+    fn own_shared_locations(&mut self, shared: &HashSet<usize>) {
+        for route in self.hosts.iter_mut().flat_map(|h| &mut h.routes) {
+            let key = Arc::as_ptr(&route.target.spec) as usize;
+            if route.own_location.is_none() && shared.contains(&key) {
+                route.own_location = Some(LazyLocation::default());
             }
         }
     }
@@ -471,7 +500,7 @@ impl Compiler<'_, '_> {
     }
 
     /// The compiled target of `spec`; `at` is the path rule it is compiled for, if any.
-    fn target(&mut self, spec: &Arc<RouteTarget>, at: Option<Location<'_>>) -> Arc<Target> {
+    fn target(&mut self, spec: &Arc<RouteTarget>) -> Arc<Target> {
         let key = Arc::as_ptr(spec) as usize;
         if let Some(t) = self.targets.get(&key) {
             return t.clone();
@@ -506,15 +535,6 @@ impl Compiler<'_, '_> {
         let default_backend = spec.default_backend.as_ref().map(|u| self.upstream(u));
         let mut h = std::collections::hash_map::DefaultHasher::new();
         ingress.hash(&mut h);
-        let location = at.map(|(host, path)| {
-            self.ctx.metrics.location(LocationLabels {
-                ingress: &ingress,
-                service: &primary.name,
-                host: Some(host),
-                path,
-                canary: canary.as_ref().map(|c| &*c.upstream.name),
-            })
-        });
         let t = Arc::new(Target {
             spec: spec.clone(),
             primary,
@@ -528,7 +548,7 @@ impl Compiler<'_, '_> {
                 .custom_headers
                 .as_ref()
                 .map(|c| super::HeaderSet::compile(&c.headers)),
-            location,
+            location: LazyLocation::default(),
         });
         self.targets.insert(key, t.clone());
         t

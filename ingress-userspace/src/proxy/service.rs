@@ -202,7 +202,7 @@ async fn pipeline<'c>(
     let policy = &target.spec.policy;
     // From here on a client that leaves is logged (499) against this route.
     completion.route(target.primary_metrics.clone(), &target.ingress, None);
-    completion.locate(m.location, &req);
+    completion.locate(m.location.map(|l| l.series(&shared.metrics)), &req);
     if !policy.access_log {
         completion.unlogged();
     }

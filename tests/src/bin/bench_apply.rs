@@ -62,14 +62,14 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let again = RouteTable::compile(&first, &previous, &ctx);
         same.push(t.elapsed().as_secs_f64() * 1e3);
-        metrics.prune();
+        metrics.prune(&again);
         drop(std::mem::replace(&mut previous, again));
         let fresh = table(args.hosts, round + 1)?;
         let t = Instant::now();
         let other = RouteTable::compile(&fresh, &previous, &ctx);
         scratch.push(t.elapsed().as_secs_f64() * 1e3);
         drop(other);
-        metrics.prune();
+        metrics.prune(&previous);
     }
     println!(
         "{} hosts, {} path rules: unchanged {:.1} ms, from scratch {:.1} ms (medians of {})",

@@ -111,6 +111,41 @@ async fn l7_routing_precedence_table() -> anyhow::Result<()> {
     l7.proxy.metrics().render(&mut metrics);
     let want = format!("{} 4\n", series("a", "", "/any"));
     assert!(metrics.contains(&want), "missing {want:?} in\n{metrics}");
+
+    // A location's series are made on its first request, not by the apply; an edit of its
+    // Ingress (a new target) keeps its counts; deleting the Ingress drops them.
+    let rendered = || {
+        let mut out = String::new();
+        l7.proxy.metrics().render(&mut out);
+        out
+    };
+    let g = |n: usize| {
+        let g = target("g", upstream("g", &[servers[n].addr]));
+        snapshot(vec![
+            vhost("", vec![prefix("/any", &a)]),
+            vhost("g.test", vec![prefix("/", &g)]),
+        ])
+    };
+    l7.apply(g(0));
+    assert!(!rendered().contains("ingress=\"g\""), "{}", rendered());
+    assert_eq!(get(l7.http, "g.test", "/x").await?.upstream(), Some("a"));
+    l7.apply(g(1));
+    assert_eq!(get(l7.http, "g.test", "/x").await?.upstream(), Some("b"));
+    let want = format!("{} 2\n", series("g", "g.test", "/"));
+    assert!(
+        rendered().contains(&want),
+        "missing {want:?} in\n{}",
+        rendered()
+    );
+    l7.apply(snapshot(vec![vhost("", vec![prefix("/any", &a)])]));
+    // They go once the old table is freed, off the apply path.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while rendered().contains("ingress=\"g\"") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = rendered();
+    assert!(!metrics.contains("ingress=\"g\""), "{metrics}");
+    assert!(metrics.contains(&series("a", "", "/any")), "{metrics}");
     Ok(())
 }
 
