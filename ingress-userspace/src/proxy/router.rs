@@ -499,7 +499,7 @@ impl Compiler<'_, '_> {
         check
     }
 
-    /// The compiled target of `spec`; `at` is the path rule it is compiled for, if any.
+    /// The compiled target of `spec`, reused from the previous table when unchanged.
     fn target(&mut self, spec: &Arc<RouteTarget>) -> Arc<Target> {
         let key = Arc::as_ptr(spec) as usize;
         if let Some(t) = self.targets.get(&key) {
