@@ -84,6 +84,9 @@ pub struct CompiledHost {
     pub fallback: Option<Arc<Target>>,
     /// ingress-nginx's series of the fallback on this host (its location `/`).
     pub fallback_location: LazyLocation,
+    /// ingress-nginx's series of this host's requests that no rule or fallback takes (its
+    /// location `/` on the default backend).
+    pub unmatched_location: LazyLocation,
     pub client_auth: Option<Arc<ClientCheck>>,
 }
 
@@ -113,21 +116,64 @@ pub struct Matched<'a> {
     pub default_server: bool,
 }
 
-/// Where a matched request counts under ingress-nginx's names.
+/// Where a request counts under ingress-nginx's names.
 #[derive(Clone, Copy, Debug)]
 pub struct LocationRef<'a> {
     cell: &'a LazyLocation,
-    target: &'a Target,
+    /// The target of the location; `None` for a host's unmatched paths, which ingress-nginx
+    /// counts under the host's Ingress with no Service.
+    target: Option<&'a Target>,
+    /// `namespace/name` of the Ingress.
+    ingress: &'a str,
     host: &'a HostMatch,
     path: &'a str,
 }
 
 impl<'a> LocationRef<'a> {
+    /// The location `path` of `target` on `host`.
+    fn of(cell: &'a LazyLocation, target: &'a Target, host: &'a HostMatch, path: &'a str) -> Self {
+        LocationRef {
+            cell,
+            target: Some(target),
+            ingress: &target.ingress,
+            host,
+            path,
+        }
+    }
+
     /// The location's series, found or made in `metrics` on its first request.
     pub fn series(&self, metrics: &ProxyMetrics) -> &'a Arc<LocationSeries> {
-        self.cell
-            .0
-            .get_or_init(|| metrics.location(location_labels(self.target, (self.host, self.path))))
+        self.cell.0.get_or_init(|| {
+            metrics.location(LocationLabels {
+                ingress: self.ingress,
+                service: self.target.map_or("", |t| &t.primary.name),
+                host: Some(self.host),
+                path: self.path,
+                canary: self
+                    .target
+                    .and_then(|t| t.canary.as_ref())
+                    .map(|c| &*c.upstream.name),
+            })
+        })
+    }
+}
+
+impl CompiledHost {
+    /// Where this host's requests that no rule or fallback takes count: ingress-nginx's
+    /// location `/` on the default backend, under the Ingress of the host's first rule. The
+    /// catch-all of rules without a host has none: ingress-nginx's default server owns it.
+    fn unmatched(&self) -> Option<LocationRef<'_>> {
+        if self.host == HostMatch::Any {
+            return None;
+        }
+        let first = self.routes.first()?;
+        Some(LocationRef {
+            cell: &self.unmatched_location,
+            target: None,
+            ingress: &first.target.ingress,
+            host: &self.host,
+            path: "/",
+        })
     }
 }
 
@@ -175,6 +221,12 @@ impl RouteTable {
             .and_then(|i| self.hosts.get(i))
     }
 
+    /// Where a request for a normalized host name that nothing answers (the proxy's 404)
+    /// counts under ingress-nginx's names: its host's location `/`, when the host is defined.
+    pub fn unmatched(&self, host: &str) -> Option<LocationRef<'_>> {
+        self.vhost(host)?.unmatched()
+    }
+
     /// Whether some virtual host (the catch-all included) serves a normalized host name.
     pub fn serves(&self, host: &str) -> bool {
         self.vhost(host).is_some()
@@ -198,26 +250,21 @@ impl RouteTable {
                 client_auth: vhost.client_auth.as_ref(),
                 route: Some(route),
                 target: &route.target,
-                location: Some(LocationRef {
-                    cell: route.location(),
-                    target: &route.target,
-                    host: &vhost.host,
-                    path: route.path.as_str(),
-                }),
+                location: Some(LocationRef::of(
+                    route.location(),
+                    &route.target,
+                    &vhost.host,
+                    route.path.as_str(),
+                )),
                 default_server: false,
             });
         }
         let (target, location) = match &vhost.fallback {
             Some(t) => {
-                let at = LocationRef {
-                    cell: &vhost.fallback_location,
-                    target: t,
-                    host: &vhost.host,
-                    path: "/",
-                };
+                let at = LocationRef::of(&vhost.fallback_location, t, &vhost.host, "/");
                 (t, Some(at))
             }
-            None => (self.default_backend.as_ref()?, None),
+            None => (self.default_backend.as_ref()?, vhost.unmatched()),
         };
         Some(Matched {
             host_tls: vhost.tls,
@@ -339,6 +386,7 @@ impl RouteTable {
                 routes,
                 fallback,
                 fallback_location: LazyLocation::default(),
+                unmatched_location: LazyLocation::default(),
                 client_auth,
             });
         }
@@ -435,20 +483,6 @@ pub struct CompileContext<'a> {
     pub tls_versions: crate::snapshot::TlsVersions,
     /// Whether the previous table's client-certificate configs still fit `tls_base`.
     pub reuse_handshakes: bool,
-}
-
-/// A path rule's (host, path).
-type Location<'a> = (&'a HostMatch, &'a str);
-
-/// The labels of ingress-nginx's series for a target's requests at (host, path).
-fn location_labels<'a>(target: &'a Target, (host, path): Location<'a>) -> LocationLabels<'a> {
-    LocationLabels {
-        ingress: &target.ingress,
-        service: &target.primary.name,
-        host: Some(host),
-        path,
-        canary: target.canary.as_ref().map(|c| &*c.upstream.name),
-    }
 }
 
 /// An upstream's name and protocol.

@@ -195,6 +195,9 @@ async fn pipeline<'c>(
         completion.unlogged();
     }
     let Some(m) = matched else {
+        // A defined host's unmatched path counts at its location `/`, as in ingress-nginx.
+        let location = config.routes.unmatched(&host);
+        completion.locate(location.map(|l| l.series(&shared.metrics)), &req);
         return ProxyError::NotFound.response();
     };
     answered.tls_host = m.host_tls;

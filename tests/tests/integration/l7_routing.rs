@@ -113,7 +113,9 @@ async fn l7_routing_precedence_table() -> anyhow::Result<()> {
     assert!(metrics.contains(&want), "missing {want:?} in\n{metrics}");
 
     // A location's series are made on its first request, not by the apply; an edit of its
-    // Ingress (a new target) keeps its counts; deleting the Ingress drops them.
+    // Ingress (a new target) keeps its counts; deleting the Ingress drops them. A path no
+    // rule of the host takes counts at the host's `/`, under its Ingress with no Service,
+    // whether the default backend or the proxy's 404 answers (ingress-nginx's location `/`).
     let rendered = || {
         let mut out = String::new();
         l7.proxy.metrics().render(&mut out);
@@ -121,22 +123,42 @@ async fn l7_routing_precedence_table() -> anyhow::Result<()> {
     };
     let g = |n: usize| {
         let g = target("g", upstream("g", &[servers[n].addr]));
-        snapshot(vec![
+        let mut snap = snapshot(vec![
             vhost("", vec![prefix("/any", &a)]),
-            vhost("g.test", vec![prefix("/", &g)]),
-        ])
+            vhost("g.test", vec![prefix("/app", &g)]),
+        ]);
+        snap.http.default_backend = (n == 1).then(|| dflt.clone());
+        snap
     };
     l7.apply(g(0));
     assert!(!rendered().contains("ingress=\"g\""), "{}", rendered());
-    assert_eq!(get(l7.http, "g.test", "/x").await?.upstream(), Some("a"));
-    l7.apply(g(1));
-    assert_eq!(get(l7.http, "g.test", "/x").await?.upstream(), Some("b"));
-    let want = format!("{} 2\n", series("g", "g.test", "/"));
-    assert!(
-        rendered().contains(&want),
-        "missing {want:?} in\n{}",
-        rendered()
+    assert_eq!(
+        get(l7.http, "g.test", "/app/x").await?.upstream(),
+        Some("a")
     );
+    assert_eq!(get(l7.http, "g.test", "/other").await?.status, 404);
+    l7.apply(g(1));
+    assert_eq!(
+        get(l7.http, "g.test", "/app/x").await?.upstream(),
+        Some("b")
+    );
+    assert_eq!(
+        get(l7.http, "g.test", "/other").await?.upstream(),
+        Some("dflt")
+    );
+    let unmatched = "nginx_ingress_controller_requests{namespace=\"default\",ingress=\"g\",\
+                     service=\"\",host=\"g.test\",path=\"/\",method=\"GET\"";
+    for want in [
+        format!("{} 2\n", series("g", "g.test", "/app")),
+        format!("{unmatched},status=\"404\"}} 1\n"),
+        format!("{unmatched},status=\"200\"}} 1\n"),
+    ] {
+        assert!(
+            rendered().contains(&want),
+            "missing {want:?} in\n{}",
+            rendered()
+        );
+    }
     l7.apply(snapshot(vec![vhost("", vec![prefix("/any", &a)])]));
     // They go once the old table is freed, off the apply path.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
