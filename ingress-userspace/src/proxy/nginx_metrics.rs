@@ -332,14 +332,26 @@ impl LocationSeries {
     }
 }
 
-/// When one served name's certificate expires.
+/// When one served name's certificate expires, and what identifies the certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertExpiry {
     pub namespace: String,
     pub host: String,
     pub secret: String,
+    pub leaf: Arc<LeafFacts>,
+}
+
+/// What ingress-nginx's `ssl_certificate_info` says of a leaf certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeafFacts {
     /// `notAfter`, seconds since the Unix epoch.
     pub not_after: i64,
+    /// The serial number, in decimal.
+    pub serial: String,
+    pub issuer_common_name: String,
+    pub issuer_organization: String,
+    /// As Go names it: `RSA`, `ECDSA`, `Ed25519`, `DSA`, else `Unknown`.
+    pub public_key_algorithm: &'static str,
 }
 
 /// Expiry times of the certificates of each applied configuration, each chain parsed once
@@ -347,7 +359,7 @@ pub struct CertExpiry {
 #[derive(Debug, Default)]
 pub struct CertExpiries {
     /// By the address of the chain's `CertifiedKey`, which the value keeps alive.
-    parsed: HashMap<usize, (Arc<CertifiedKey>, Option<i64>)>,
+    parsed: HashMap<usize, (Arc<CertifiedKey>, Option<Arc<LeafFacts>>)>,
 }
 
 impl CertExpiries {
@@ -358,12 +370,19 @@ impl CertExpiries {
         let mut out = Vec::new();
         for cert in &tls.certs {
             let addr = Arc::as_ptr(&cert.key) as usize;
-            let (_, not_after) = *kept.entry(addr).or_insert_with(|| {
-                self.parsed
-                    .remove(&addr)
-                    .unwrap_or_else(|| (cert.key.clone(), leaf_not_after(&cert.key)))
+            let (_, leaf) = kept.entry(addr).or_insert_with(|| {
+                self.parsed.remove(&addr).unwrap_or_else(|| {
+                    (
+                        cert.key.clone(),
+                        cert.key
+                            .cert
+                            .first()
+                            .and_then(|der| leaf_facts(der))
+                            .map(Arc::new),
+                    )
+                })
             });
-            let Some(not_after) = not_after else {
+            let Some(leaf) = leaf.clone() else {
                 continue;
             };
             for host in &cert.hosts {
@@ -376,7 +395,7 @@ impl CertExpiries {
                     namespace: cert.secret.namespace.clone(),
                     host,
                     secret: cert.secret.name.clone(),
-                    not_after,
+                    leaf: leaf.clone(),
                 });
             }
         }
@@ -385,10 +404,36 @@ impl CertExpiries {
     }
 }
 
-fn leaf_not_after(key: &CertifiedKey) -> Option<i64> {
-    let leaf = key.cert.first()?;
+/// The facts of a DER leaf certificate; `None` when it cannot be parsed.
+fn leaf_facts(leaf: &[u8]) -> Option<LeafFacts> {
+    use x509_parser::public_key::PublicKey;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
-    Some(cert.validity().not_after.timestamp())
+    let spki = cert.public_key();
+    let public_key_algorithm = match spki.parsed() {
+        Ok(PublicKey::RSA(_)) => "RSA",
+        Ok(PublicKey::EC(_)) => "ECDSA",
+        Ok(PublicKey::DSA(_)) => "DSA",
+        _ if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" => "Ed25519",
+        _ => "Unknown",
+    };
+    Some(LeafFacts {
+        not_after: cert.validity().not_after.timestamp(),
+        serial: cert.serial.to_string(),
+        issuer_common_name: first_value(cert.issuer().iter_common_name()),
+        issuer_organization: first_value(cert.issuer().iter_organization()),
+        public_key_algorithm,
+    })
+}
+
+/// The text of the first of `values` (empty when there is none, or it is not text).
+fn first_value<'a>(
+    mut values: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+) -> String {
+    values
+        .next()
+        .and_then(|v| v.as_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// What the compatible series are rendered from.
@@ -498,7 +543,32 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
             escape(&c.host),
             escape(&c.namespace),
             escape(&c.secret),
-            c.not_after
+            c.leaf.not_after
+        );
+    }
+    family(
+        out,
+        "ssl_certificate_info",
+        "gauge",
+        "Hold all labels associated to a certificate.",
+    );
+    for c in s.certificates {
+        let l = &c.leaf;
+        // ingress-nginx's identifier: the issuer's serialNumber attribute (hardly ever set:
+        // empty here) and the certificate's serial.
+        let _ = writeln!(
+            out,
+            "nginx_ingress_controller_ssl_certificate_info{{host=\"{}\",namespace=\"{}\",\
+             secret_name=\"{}\",identifier=\"-{}\",issuer_organization=\"{}\",\
+             issuer_common_name=\"{}\",serial_number=\"{}\",public_key_algorithm=\"{}\"}} 1",
+            escape(&c.host),
+            escape(&c.namespace),
+            escape(&c.secret),
+            l.serial,
+            escape(&l.issuer_organization),
+            escape(&l.issuer_common_name),
+            l.serial,
+            l.public_key_algorithm,
         );
     }
     render_controller(s, out);
@@ -696,6 +766,33 @@ mod tests {
             COMMON.windows(2).all(|w| w[0] < w[1]),
             "sorted for the search"
         );
+    }
+
+    #[test]
+    fn leaf_facts_name_issuer_serial_and_key_as_ingress_nginx_does() {
+        let mut ca = rcgen::CertificateParams::default();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "Example Issuing CA");
+        ca.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example Org");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).expect("CA");
+        for (alg, name) in [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, "ECDSA"),
+            (&rcgen::PKCS_ED25519, "Ed25519"),
+        ] {
+            let mut leaf = rcgen::CertificateParams::new(vec!["a.test".into()]).expect("params");
+            leaf.serial_number = Some(rcgen::SerialNumber::from(vec![0x01, 0x00]));
+            let key = rcgen::KeyPair::generate_for(alg).expect("key");
+            let cert = leaf.signed_by(&key, &ca).expect("leaf");
+            let facts = leaf_facts(cert.der()).expect("parses");
+            assert_eq!(facts.public_key_algorithm, name);
+            assert_eq!(facts.serial, "256");
+            assert_eq!(facts.issuer_common_name, "Example Issuing CA");
+            assert_eq!(facts.issuer_organization, "Example Org");
+        }
+        assert_eq!(leaf_facts(b"not a certificate"), None);
     }
 
     #[test]

@@ -213,6 +213,9 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
         "nginx_ingress_controller_response_size_count{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"POST\",status=\"200\"} 1",
         "nginx_ingress_controller_ssl_expire_time_seconds{host=\"m.test\",namespace=\"default\",secret_name=\"tls\"} 1939248000",
         "nginx_ingress_controller_ssl_expire_time_seconds{host=\"*.m.test\",namespace=\"default\",secret_name=\"tls\"} 1939248000",
+        "nginx_ingress_controller_ssl_certificate_info{host=\"m.test\",namespace=\"default\",secret_name=\"tls\",identifier=\"-",
+        "issuer_organization=\"\",issuer_common_name=\"ingress test CA\",serial_number=\"",
+        "public_key_algorithm=\"ECDSA\"} 1\n",
         "nginx_ingress_controller_config_last_reload_successful 1",
         "nginx_ingress_controller_success 1\n",
         "nginx_ingress_controller_nginx_process_connections{state=\"active\"} ",
@@ -242,6 +245,26 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
     ] {
         assert!(text.contains(name), "no {name:?} in\n{text}");
     }
+    // The certificate is named as ingress-nginx names it: its serial in decimal, and the
+    // identifier made from it.
+    let info = text
+        .lines()
+        .find(|l| l.starts_with("nginx_ingress_controller_ssl_certificate_info{host=\"m.test\""))
+        .expect("certificate info");
+    let label = |name: &str| {
+        let start = info.find(&format!("{name}=\"")).expect("label") + name.len() + 2;
+        info[start..]
+            .split('"')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let serial = label("serial_number");
+    assert!(
+        !serial.is_empty() && serial.bytes().all(|b| b.is_ascii_digit()),
+        "{info}"
+    );
+    assert_eq!(label("identifier"), format!("-{serial}"), "{info}");
     let put_labels = "{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"PUT\",status=\"200\"}";
     // The request is counted as read, head and body; the response as sent, within what
     // hyper adds on its own (the `connection: close` it answers with).
