@@ -267,10 +267,11 @@ impl ProxyMetrics {
         self.unrouted.clone()
     }
 
-    /// Drops the series no configuration or in-flight request refers to any more; a
-    /// location's series stay while `table` serves their Ingress, as ingress-nginx keeps
-    /// them until their Ingress is deleted (a location's first request after an apply finds
-    /// its series again, so an edited Ingress keeps its counts).
+    /// Drops the (ingress, service) counters no configuration or in-flight request refers
+    /// to any more, and the location series of the Ingresses `table` no longer serves: as
+    /// ingress-nginx, a location's series stay until their Ingress is deleted (its first
+    /// request after an apply finds them again, so an edited Ingress keeps its counts), and
+    /// go then even while a request of theirs is still being answered.
     pub fn prune(&self, table: &super::router::RouteTable) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes.retain(|_, m| {
@@ -282,12 +283,11 @@ impl ProxyMetrics {
         });
         drop(routes);
         let mut locations = self.locations.lock().unwrap_or_else(|e| e.into_inner());
-        if locations.values().all(|m| Arc::strong_count(m) > 1) {
-            // Every series is in use (an unchanged table): no need for the Ingress set.
+        if locations.is_empty() {
             return;
         }
         let live = table.ingresses();
-        locations.retain(|_, m| Arc::strong_count(m) > 1 || live.contains(m.ingress()));
+        locations.retain(|_, m| live.contains(m.ingress()));
     }
 
     /// Counts an upstream failure.

@@ -487,8 +487,8 @@ impl Proxy {
     pub(crate) fn install(&self, config: ActiveConfig) {
         let old = self.shared.config.swap(Arc::new(config));
         // Freeing a large table (10,000 hosts) takes ~20 ms: not on the apply path. Requests
-        // still holding it keep it alive; whoever drops it last frees it. Series only the old
-        // table used go once it is freed (or at a later apply, when requests held it).
+        // still holding it keep it alive; whoever drops it last frees it. Counters only the
+        // old table used go once it is freed (or at a later apply, when requests held it).
         if Arc::strong_count(&old) == 1 {
             let shared = self.shared.clone();
             let _ = std::thread::Builder::new()

@@ -903,14 +903,15 @@ mod tests {
             )));
             assert!(!out.contains(&format!("{upstream}{{{base},method=\"GET\",canary")));
         }
-        // The same location again is the same series; gone once nothing refers to it.
+        // The same location again is the same series; gone once no table serves its
+        // Ingress, even while a request still holds it.
         assert!(Arc::ptr_eq(
             &l,
             &m.location(labels(&host, Some("shop/api-next:8080")))
         ));
-        drop(l);
         m.prune(&super::super::router::RouteTable::default());
         assert!(!rendered(&m).contains("shop.example"));
+        drop(l);
     }
 
     #[test]
