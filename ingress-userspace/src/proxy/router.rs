@@ -109,8 +109,9 @@ pub struct Matched<'a> {
     /// The path rule, when one matched (not for fallbacks and the default backend).
     pub route: Option<&'a CompiledRoute>,
     pub target: &'a Arc<Target>,
-    /// ingress-nginx's series the request counts in: a path rule's or a host's fallback's,
-    /// not the default backend's (ingress-nginx leaves those out too).
+    /// ingress-nginx's series the request counts in: a path rule's, a host's fallback's, or
+    /// a named host's location `/` when the default backend answers its unmatched path; none
+    /// for hosts no rule names (ingress-nginx leaves those out too).
     pub location: Option<LocationRef<'a>>,
     /// No host matched: the default backend answers (ingress-nginx's default server).
     pub default_server: bool,
