@@ -50,29 +50,43 @@ impl Histogram {
 
     /// Appends the histogram's series, `labels` (`k="v",...`) on each.
     pub fn render(&self, name: &str, labels: &str, out: &mut String) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        cumulative += self.buckets[BUCKETS.len()].load(Relaxed);
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        render_buckets(name, labels, &BUCKETS, &self.buckets, sum, out);
+    }
+}
+
+/// Appends a histogram's series, `labels` (`k="v",...`) on each: a cumulative `_bucket` per
+/// bound and `+Inf` from the non-cumulative `counts` (one more than `bounds`, the last for
+/// `+Inf`), then `_sum` and `_count`.
+pub(super) fn render_buckets(
+    name: &str,
+    labels: &str,
+    bounds: &[impl std::fmt::Display],
+    counts: &[AtomicU64],
+    sum: impl std::fmt::Display,
+    out: &mut String,
+) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0;
+    for (bound, n) in bounds.iter().zip(counts) {
+        cumulative += n.load(Relaxed);
         let _ = writeln!(
             out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+            "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
         );
-        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
-        let braced = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braced} {sum}");
-        let _ = writeln!(out, "{name}_count{braced} {cumulative}");
     }
+    cumulative += counts.get(bounds.len()).map_or(0, |n| n.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+    );
+    let braced = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braced} {sum}");
+    let _ = writeln!(out, "{name}_count{braced} {cumulative}");
 }
 
 /// Counters of one (ingress, service) pair.

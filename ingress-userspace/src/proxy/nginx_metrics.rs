@@ -21,7 +21,7 @@ use http::Method;
 use rustls::sign::CertifiedKey;
 
 use super::{
-    metrics::{escape, Histogram},
+    metrics::{escape, render_buckets, Histogram},
     process_stats::ProcessStats,
 };
 use crate::snapshot::{HostMatch, TlsConfig};
@@ -91,21 +91,32 @@ impl SizeHistogram {
         self.buckets[idx].fetch_add(1, Relaxed);
         self.sum.fetch_add(n, Relaxed);
     }
+}
+
+/// The histograms of the request series, as one rendering loop sees them.
+trait RequestHistogram {
+    fn count(&self) -> u64;
+    fn render(&self, name: &str, labels: &str, out: &mut String);
+}
+
+impl RequestHistogram for Histogram {
+    fn count(&self) -> u64 {
+        Histogram::count(self)
+    }
 
     fn render(&self, name: &str, labels: &str, out: &mut String) {
-        let mut cumulative = 0;
-        for (bound, n) in LENGTH_BUCKETS.iter().zip(&self.buckets) {
-            cumulative += n.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.buckets[LENGTH_BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}\n\
-             {name}_sum{{{labels}}} {}\n\
-             {name}_count{{{labels}}} {cumulative}",
-            self.sum.load(Relaxed)
-        );
+        Histogram::render(self, name, labels, out);
+    }
+}
+
+impl RequestHistogram for SizeHistogram {
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        let sum = self.sum.load(Relaxed);
+        render_buckets(name, labels, &LENGTH_BUCKETS, &self.buckets, sum, out);
     }
 }
 
@@ -457,7 +468,11 @@ pub struct Sources<'a> {
 }
 
 /// A histogram family of the request series: its name, help, and where each series keeps it.
-type Family<H> = (&'static str, &'static str, fn(&Observed) -> &H);
+type Family = (
+    &'static str,
+    &'static str,
+    fn(&Observed) -> &dyn RequestHistogram,
+);
 
 /// Appends the `nginx_ingress_controller_*` series.
 pub fn render(s: &Sources<'_>, out: &mut String) {
@@ -485,7 +500,7 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
             let _ = writeln!(out, "nginx_ingress_controller_requests{{{labels}}} {n}");
         }
     }
-    let times: [Family<Histogram>; 3] = [
+    let histograms: [Family; 5] = [
         (
             "request_duration_seconds",
             "The request processing time in seconds.",
@@ -501,16 +516,6 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
             "The time spent on receiving the response from the upstream server.",
             |o| &o.upstream_response,
         ),
-    ];
-    for (name, help, of) in times.into_iter().filter(|f| s.options.shows(f.0)) {
-        family(out, name, "histogram", help);
-        let name = format!("nginx_ingress_controller_{name}");
-        // As ingress-nginx: no upstream series for requests never sent upstream.
-        for (labels, o) in series.iter().filter(|(_, o)| of(o).count() > 0) {
-            of(o).render(&name, labels, out);
-        }
-    }
-    let sizes: [Family<SizeHistogram>; 2] = [
         (
             "request_size",
             "The request length (including request line, header, and request body).",
@@ -522,10 +527,12 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
             |o| &o.response_size,
         ),
     ];
-    for (name, help, of) in sizes.into_iter().filter(|f| s.options.shows(f.0)) {
+    for (name, help, of) in histograms.into_iter().filter(|f| s.options.shows(f.0)) {
         family(out, name, "histogram", help);
         let name = format!("nginx_ingress_controller_{name}");
-        for (labels, o) in &series {
+        // As ingress-nginx: no upstream series for requests never sent upstream (every
+        // request has a duration and sizes).
+        for (labels, o) in series.iter().filter(|(_, o)| of(o).count() > 0) {
             of(o).render(&name, labels, out);
         }
     }
