@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http::{HeaderValue, Method, Request, Response, Version};
+use http::{HeaderValue, Method, Response, Version};
 use serde_json::json;
 
 use super::{
@@ -50,8 +50,6 @@ struct Located {
     series: Arc<LocationSeries>,
     method: MethodSlot,
     on_canary: bool,
-    /// nginx's `$request_length`.
-    request_bytes: u64,
     /// The response head as written (estimated: hyper adds `date` and framing).
     response_head: u64,
     /// When the last upstream attempt started.
@@ -64,6 +62,8 @@ struct Located {
 #[derive(Debug)]
 pub(crate) struct Completion {
     start: Instant,
+    /// The request as read (nginx's `$request_length`).
+    request_bytes: u64,
     status: u16,
     bytes: u64,
     aborted: bool,
@@ -98,16 +98,18 @@ impl Completion {
         self.aborted = true;
     }
 
-    /// A completion for a request whose response is not made yet: dropped as it is (the
-    /// client went away first, and hyper dropped the request's future), it is logged and
-    /// counted as nginx's 499.
+    /// A completion for a request of `request_bytes` (nginx's `$request_length`) whose
+    /// response is not made yet: dropped as it is (the client went away first, and hyper
+    /// dropped the request's future), it is logged and counted as nginx's 499.
     pub fn pending(
         start: Instant,
+        request_bytes: u64,
         metrics: Arc<RouteMetrics>,
         record: Option<Box<AccessRecord>>,
     ) -> Self {
         Completion {
             start,
+            request_bytes,
             status: CLIENT_CLOSED,
             bytes: 0,
             aborted: true,
@@ -135,12 +137,11 @@ impl Completion {
 
     /// The request is a `method` request at a location with ingress-nginx series (none for
     /// the default backend's).
-    pub fn locate<B>(&mut self, series: Option<&Arc<LocationSeries>>, req: &Request<B>) {
+    pub fn locate(&mut self, series: Option<&Arc<LocationSeries>>, method: &Method) {
         self.location = series.map(|series| Located {
             series: series.clone(),
-            method: MethodSlot::of(req.method()),
+            method: MethodSlot::of(method),
             on_canary: false,
-            request_bytes: super::log_format::request_length(req),
             response_head: 0,
             upstream_start: None,
             upstream_header: None,
@@ -230,7 +231,7 @@ pub(crate) fn refused(shared: &super::Shared, client: IpAddr, status: u16) {
                 .map(|f| (f.clone(), Box::default())),
         })
     });
-    Completion::pending(Instant::now(), shared.metrics.unrouted(), record).respond(status);
+    Completion::pending(Instant::now(), 0, shared.metrics.unrouted(), record).respond(status);
 }
 
 /// nginx's status for a request whose client closed the connection before the response.
@@ -245,7 +246,7 @@ impl Drop for Completion {
             let finished = Finished {
                 status: self.status,
                 elapsed,
-                request_bytes: l.request_bytes,
+                request_bytes: self.request_bytes,
                 response_bytes: l.response_head + self.bytes,
                 upstream_header: l.upstream_header,
                 upstream_response: l.upstream_start.map(|t| now.saturating_duration_since(t)),

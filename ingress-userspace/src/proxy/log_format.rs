@@ -21,7 +21,6 @@ pub struct AccessFormat {
     /// The `$http_*` headers, each once, in the order `Part::Header` indexes them.
     headers: Vec<HeaderName>,
     wants_user: bool,
-    wants_length: bool,
 }
 
 #[derive(Debug)]
@@ -56,7 +55,7 @@ impl AccessFormat {
     /// The translator's checked format, with its escaping.
     pub fn compile(format: &LogFormat, escape: LogEscape) -> Self {
         let mut headers: Vec<HeaderName> = Vec::new();
-        let (mut wants_user, mut wants_length) = (false, false);
+        let mut wants_user = false;
         let parts = format
             .parts
             .iter()
@@ -73,7 +72,6 @@ impl AccessFormat {
                 }
                 LogPart::Var(v) => {
                     wants_user |= *v == LogVar::RemoteUser;
-                    wants_length |= *v == LogVar::RequestLength;
                     Some(Part::Var(v.clone()))
                 }
             })
@@ -83,12 +81,16 @@ impl AccessFormat {
             escape,
             headers,
             wants_user,
-            wants_length,
         }
     }
 
-    /// The values of `req` the format names.
-    pub(crate) fn capture<B>(&self, req: &Request<B>, https: bool) -> Captured {
+    /// The values of `req` the format names; `request_length` is its [`request_length`].
+    pub(crate) fn capture<B>(
+        &self,
+        req: &Request<B>,
+        https: bool,
+        request_length: u64,
+    ) -> Captured {
         let h = req.headers();
         let request_uri = req
             .uri()
@@ -96,11 +98,7 @@ impl AccessFormat {
             .map_or("/", |p| p.as_str())
             .to_owned();
         Captured {
-            request_length: if self.wants_length {
-                request_length(req)
-            } else {
-                0
-            },
+            request_length,
             request_uri,
             headers: self.headers.iter().map(|n| h.get(n).cloned()).collect(),
             user: self
@@ -344,7 +342,8 @@ mod tests {
 
     fn line(format: &str, escape: LogEscape) -> String {
         let f = AccessFormat::compile(&parse(format).expect("format"), escape);
-        let c = f.capture(&request(), true);
+        let req = request();
+        let c = f.capture(&req, true, request_length(&req));
         // 2026-11-28T05:06:07Z
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_842_367);
         f.render(&record(), &c, &outcome(), now)

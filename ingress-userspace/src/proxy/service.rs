@@ -51,6 +51,9 @@ pub(crate) async fn handle(
         .compression
         .as_ref()
         .and_then(|c| c.wanted(req.method(), req.headers()));
+    // Measured once, as received (before any header is dropped): the access log's
+    // `$request_length` and ingress-nginx's `request_size` are the same figure.
+    let request_bytes = super::log_format::request_length(&req);
     let record = config.global.logs(req.uri()).then(|| {
         Box::new(AccessRecord {
             method: Some(req.method().clone()),
@@ -65,15 +68,17 @@ pub(crate) async fn handle(
             ingress: None,
             upstream_start: None,
             upstream_status: None,
-            format: config
-                .global
-                .log_format
-                .as_ref()
-                .map(|f| (f.clone(), Box::new(f.capture(&req, fwd.https)))),
+            format: config.global.log_format.as_ref().map(|f| {
+                (
+                    f.clone(),
+                    Box::new(f.capture(&req, fwd.https, request_bytes)),
+                )
+            }),
         })
     });
     // Dropped with this future if the client leaves before the response: logged as 499.
-    let mut completion = Completion::pending(start, shared.metrics.unrouted(), record);
+    let mut completion =
+        Completion::pending(start, request_bytes, shared.metrics.unrouted(), record);
     completion.hold(active);
     let mut answered = Answered::default();
     let via = Via {
@@ -197,7 +202,7 @@ async fn pipeline<'c>(
     let Some(m) = matched else {
         // A defined host's unmatched path counts at its location `/`, as in ingress-nginx.
         let location = config.routes.unmatched(&host);
-        completion.locate(location.map(|l| l.series(&shared.metrics)), &req);
+        completion.locate(location.map(|l| l.series(&shared.metrics)), req.method());
         return ProxyError::NotFound.response();
     };
     answered.tls_host = m.host_tls;
@@ -205,7 +210,7 @@ async fn pipeline<'c>(
     let policy = &target.spec.policy;
     // From here on a client that leaves is logged (499) against this route.
     completion.route(target.primary_metrics.clone(), &target.ingress, None);
-    completion.locate(m.location.map(|l| l.series(&shared.metrics)), &req);
+    completion.locate(m.location.map(|l| l.series(&shared.metrics)), req.method());
     if !policy.access_log {
         completion.unlogged();
     }
