@@ -31,13 +31,42 @@ impl ProcessStats {
     }
 }
 
+/// The fields of a `/proc/PID/stat` line.
+#[derive(Clone, Debug)]
+pub struct StatLine<'a> {
+    comm: &'a str,
+    /// From field 3 (the state) on.
+    fields: Vec<&'a str>,
+}
+
+impl<'a> StatLine<'a> {
+    /// Splits `text`; `None` without the command name's parentheses.
+    pub fn parse(text: &'a str) -> Option<Self> {
+        // The command name may hold spaces and parentheses: it runs from the first '(' to
+        // the last ')', and the other fields follow.
+        let (head, rest) = text.rsplit_once(')')?;
+        let (_, comm) = head.split_once('(')?;
+        Some(StatLine {
+            comm,
+            fields: rest.split_whitespace().collect(),
+        })
+    }
+
+    /// The command name (field 2, without its parentheses).
+    pub fn comm(&self) -> &'a str {
+        self.comm
+    }
+
+    /// Field `n` as numbered in proc(5) (3 and up), parsed.
+    pub fn field<T: std::str::FromStr>(&self, n: usize) -> Option<T> {
+        self.fields.get(n.checked_sub(3)?)?.parse().ok()
+    }
+}
+
 /// The figures from the text of `/proc/self/stat`, `/proc/stat` and `/proc/self/io`.
 fn parse(stat: &str, boot: &str, io: &str, ticks: u64, page: u64) -> Option<ProcessStats> {
-    // The command name may hold spaces and parentheses: the fields start after the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `fields[0]` is the state, field 3 of proc(5).
-    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    let stat = StatLine::parse(stat)?;
+    let field = |n: usize| stat.field::<u64>(n);
     let (utime, stime) = (field(14)?, field(15)?);
     let started_ticks = field(22)?;
     let btime: u64 = boot
@@ -72,6 +101,10 @@ mod tests {
                     250 150 0 0 20 0 9 0 30000 734003200 2048 18446744073709551615";
         let boot = "cpu  1 2 3\nbtime 1764300000\nprocesses 99\n";
         let io = "rchar: 10\nwchar: 20\nread_bytes: 4096\nwrite_bytes: 8192\n";
+        assert_eq!(
+            StatLine::parse(stat).map(|s| s.comm()),
+            Some("ingress d) (x)")
+        );
         let p = parse(stat, boot, io, 100, 4096).expect("parses");
         assert_eq!(p.cpu_seconds, 4.0);
         assert_eq!(p.resident_bytes, 2048 * 4096);

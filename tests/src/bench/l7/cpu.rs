@@ -32,16 +32,13 @@ pub struct Stat {
     pub stime: u64,
 }
 
-/// Parses a `/proc/PID/stat` line. The command name may hold spaces and parentheses, so the
-/// fields are counted from the last `)`.
+/// Parses a `/proc/PID/stat` line (fields 4, 14 and 15 of proc(5)).
 pub fn parse_stat(text: &str) -> Option<Stat> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // f[0] is field 3 (state): field n is f[n - 3].
+    let f = ingress::proxy::process_stats::StatLine::parse(text)?;
     Some(Stat {
-        ppid: f.get(1)?.parse().ok()?,
-        utime: f.get(11)?.parse().ok()?,
-        stime: f.get(12)?.parse().ok()?,
+        ppid: f.field(4)?,
+        utime: f.field(14)?,
+        stime: f.field(15)?,
     })
 }
 

@@ -82,15 +82,13 @@ impl SystemCpu {
 
 /// Fields of /proc/PID/stat after the command name: (ppid, utime, stime, comm).
 fn parse_stat(text: &str) -> Option<(u32, u64, u64, String)> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    // rest[0] = state (field 3), so field N is rest[N - 3].
-    let ppid = rest.get(1)?.parse().ok()?;
-    let utime = rest.get(11)?.parse().ok()?;
-    let stime = rest.get(12)?.parse().ok()?;
-    Some((ppid, utime, stime, comm))
+    let f = ingress::proxy::process_stats::StatLine::parse(text)?;
+    Some((
+        f.field(4)?,
+        f.field(14)?,
+        f.field(15)?,
+        f.comm().to_string(),
+    ))
 }
 
 fn stat_of(path: &str) -> Option<(u32, u64, u64, String)> {
