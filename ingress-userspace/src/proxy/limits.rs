@@ -121,15 +121,26 @@ pub fn check_method(method: &http::Method) -> Result<(), ProxyError> {
     }
 }
 
-/// Set when an HTTP/1 header block on the connection carried both `Content-Length` and
-/// `Transfer-Encoding`.
+/// Shared between a connection's [`FramingGuard`] and its request handler: the guard raises
+/// `conflict` at an HTTP/1 header block with both `Content-Length` and `Transfer-Encoding`;
+/// the handler raises `upgraded` when it switches the connection to another protocol.
 #[derive(Debug, Default)]
-pub struct FramingFlag(AtomicBool);
+pub struct FramingFlag {
+    conflict: AtomicBool,
+    upgraded: AtomicBool,
+}
 
 impl FramingFlag {
     /// Whether a conflicting header block was seen.
     pub fn is_set(&self) -> bool {
-        self.0.load(Relaxed)
+        self.conflict.load(Relaxed)
+    }
+
+    /// The connection is switching protocols (a `101` is on its way to the client): the bytes
+    /// that follow are the new protocol's (WebSocket frames), not request heads, so the guard
+    /// stops reading them as HTTP and stops timing them as a head.
+    pub fn set_upgraded(&self) {
+        self.upgraded.store(true, Relaxed);
     }
 }
 
@@ -425,12 +436,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.scanner.disabled && this.flag.upgraded.load(Relaxed) {
+            // Frames of the new protocol may already sit in the scanner as a "head" (read
+            // with the upgrade request): that head never ends, so its timer must go too.
+            this.scanner.disabled = true;
+            this.head_deadline = None;
+        }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         match res {
             Poll::Ready(Ok(())) => {
                 if this.scanner.feed(&buf.filled()[before..]) {
-                    this.flag.0.store(true, Relaxed);
+                    this.flag.conflict.store(true, Relaxed);
                 }
                 if !this.scanner.in_head || this.scanner.disabled {
                     this.head_deadline = None;

@@ -602,6 +602,7 @@ async fn pipeline<'c>(
             tracing::warn!(upstream = %fwd.endpoint.addr, "upstream switched protocols without an upgrade request");
             return ProxyError::UpstreamFailed.response();
         };
+        conn.framing.set_upgraded();
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         upgrade::spawn_tunnel(
             shared,

@@ -543,3 +543,41 @@ async fn l7_proxy_ssl_verifies_upstreams_and_presents_a_certificate() -> anyhow:
     task.abort();
     Ok(())
 }
+
+/// A WebSocket's frames are not request heads: the client may pause between messages for
+/// longer than `client-header-timeout` (which bounds a started head) without being cut.
+#[tokio::test]
+async fn l7_websocket_outlives_the_client_header_timeout() -> anyhow::Result<()> {
+    let (ws_addr, ws_task) = websocket_echo().await?;
+    let opts = ingress::proxy::ProxyOptions {
+        limits: ingress::proxy::limits::Limits {
+            client_header_timeout: std::time::Duration::from_millis(400),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let t = target("ws", upstream("ws", &[ws_addr]));
+    let l7 = L7::start_with(
+        opts,
+        snapshot(vec![vhost("ws.test", vec![prefix("/", &t)])]),
+    )
+    .await?;
+    let tcp = TcpStream::connect(l7.http).await?;
+    let (mut ws, resp) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async("ws://ws.test/chat", tcp),
+    )
+    .await??;
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        ws.send(Message::text(format!("after a pause {i}"))).await?;
+        let echoed = tokio::time::timeout(WAIT, ws.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("tunnel closed after {i} pauses"))??;
+        assert_eq!(echoed, Message::text(format!("after a pause {i}")));
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    ws.close(None).await?;
+    ws_task.abort();
+    Ok(())
+}
