@@ -158,14 +158,69 @@ enum Phase {
     Head,
     /// This many more body bytes (Content-Length).
     Body(u64),
-    /// A chunk-size line: the size so far, and whether the hex digits ended (extension).
-    ChunkSize { size: u64, ext: bool },
-    /// This many more chunk-data bytes, then the line break after them.
-    ChunkData(u64),
-    /// The line break after chunk data.
-    ChunkEnd,
-    /// Trailer lines after the last chunk, until an empty line.
-    Trailers,
+    /// Inside a chunked body.
+    Chunked(Chunked),
+}
+
+/// hyper's chunked-body grammar, state by state (its `ChunkedState`), so that where the
+/// scanner thinks a body ends is where hyper does. A looser reading would let text that
+/// hyper takes as trailer bytes pass for a head of its own, and a large `Content-Length` in
+/// it would make the scanner skip the real next head as a body. Whatever hyper refuses ends
+/// the connection, so the scanner stops there too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunked {
+    /// The first hex digit of a chunk size.
+    Start,
+    /// More hex digits, or whitespace, `;` or CR after them.
+    Size(u64),
+    /// Whitespace after the size.
+    SizeLws(u64),
+    /// A chunk extension, up to CR.
+    Extension(u64),
+    /// The LF ending a size line.
+    SizeLf(u64),
+    /// This many more chunk-data bytes.
+    Data(u64),
+    /// The CR after chunk data.
+    DataCr,
+    /// The LF after chunk data.
+    DataLf,
+    /// After the last chunk's size line (or a trailer line): CR, or a trailer's first byte.
+    EndCr,
+    /// A trailer line, up to CR (a bare LF does not end it).
+    Trailer,
+    /// The LF after a trailer line.
+    TrailerLf,
+    /// The LF ending the body.
+    EndLf,
+}
+
+impl Chunked {
+    /// The state after byte `b`; `None` where hyper refuses the body.
+    fn step(self, b: u8) -> Option<Chunked> {
+        use Chunked::*;
+        let hex = |b: u8| (b as char).to_digit(16).map(u64::from);
+        Some(match (self, b) {
+            (Start, b) => Size(hex(b)?),
+            (Size(n), b) if b.is_ascii_hexdigit() => Size(n.checked_mul(16)?.checked_add(hex(b)?)?),
+            (Size(n) | SizeLws(n), b' ' | b'\t') => SizeLws(n),
+            (Size(n) | SizeLws(n), b';') => Extension(n),
+            (Size(n) | SizeLws(n) | Extension(n), b'\r') => SizeLf(n),
+            (Size(_) | SizeLws(_) | Extension(_), b'\n') => return None,
+            (Size(_) | SizeLws(_), _) => return None,
+            (Extension(n), _) => Extension(n),
+            (SizeLf(0), b'\n') => EndCr,
+            (SizeLf(n), b'\n') => Data(n),
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => Start,
+            (EndCr, b'\r') => EndLf,
+            (Trailer, b'\r') => TrailerLf,
+            (EndCr | Trailer, _) => Trailer,
+            (TrailerLf, b'\n') => EndCr,
+            // EndLf's LF is taken by the caller (the body ends); Data is skipped in bulk.
+            (SizeLf(_) | DataCr | DataLf | TrailerLf | EndLf | Data(_), _) => return None,
+        })
+    }
 }
 
 /// Skips up to `n` body bytes of `data`: how many are still to come, and what follows them.
@@ -238,7 +293,6 @@ impl Scanner {
                     self.in_head = true;
                     self.lines(data)
                 }
-                Phase::Trailers => self.lines(data),
                 Phase::Body(n) => {
                     let (left, rest) = skip(n, data);
                     self.phase = if left == 0 {
@@ -248,32 +302,13 @@ impl Scanner {
                     };
                     rest
                 }
-                Phase::ChunkSize { size, ext } => self.chunk_size(data, size, ext),
-                Phase::ChunkData(n) => {
-                    let (left, rest) = skip(n, data);
-                    self.phase = if left == 0 {
-                        Phase::ChunkEnd
-                    } else {
-                        Phase::ChunkData(left)
-                    };
-                    rest
-                }
-                Phase::ChunkEnd => match memchr::memchr(b'\n', data) {
-                    Some(p) => {
-                        self.phase = Phase::ChunkSize {
-                            size: 0,
-                            ext: false,
-                        };
-                        &data[p + 1..]
-                    }
-                    None => &[],
-                },
+                Phase::Chunked(state) => self.chunked(state, data),
             };
         }
         self.conflict
     }
 
-    /// Head or trailer lines, up to the end of the block or of `data`. Only the first
+    /// Head lines, up to the end of the head or of `data`. Only the first
     /// `LINE` bytes of a line are kept; the rest is skipped to the line break.
     fn lines<'d>(&mut self, mut data: &'d [u8]) -> &'d [u8] {
         while !data.is_empty() {
@@ -293,7 +328,7 @@ impl Scanner {
             };
             data = &data[end + 1..];
             self.end_line();
-            if self.phase != Phase::Head && self.phase != Phase::Trailers {
+            if self.phase != Phase::Head {
                 break;
             }
         }
@@ -304,8 +339,8 @@ impl Scanner {
         let line = &self.line[..self.line_len];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() && !self.long {
-            self.end_block();
-        } else if self.phase == Phase::Head {
+            self.end_head();
+        } else {
             self.header(self.long);
         }
         self.line_len = 0;
@@ -330,13 +365,9 @@ impl Scanner {
         }
     }
 
-    /// The empty line ending a head (or the trailers): what follows is decided by the head's
-    /// framing, as hyper decides it.
-    fn end_block(&mut self) {
-        if self.phase == Phase::Trailers {
-            self.phase = Phase::Head;
-            return;
-        }
+    /// The empty line ending a head: what follows is decided by the head's framing, as hyper
+    /// decides it.
+    fn end_head(&mut self) {
         self.in_head = false;
         let (cl, te) = (self.saw_cl, self.saw_te);
         let len = self.cl.take();
@@ -347,10 +378,7 @@ impl Scanner {
                 self.conflict = true;
                 Phase::Head
             }
-            (_, true, _) => Phase::ChunkSize {
-                size: 0,
-                ext: false,
-            },
+            (_, true, _) => Phase::Chunked(Chunked::Start),
             (true, false, Some(0)) | (false, false, _) => Phase::Head,
             (true, false, Some(n)) => Phase::Body(n),
             (true, false, None) => {
@@ -361,35 +389,36 @@ impl Scanner {
         };
     }
 
-    /// A chunk-size line: hex digits, then an optional extension, then the line break.
-    fn chunk_size<'d>(&mut self, mut data: &'d [u8], mut size: u64, mut ext: bool) -> &'d [u8] {
-        while let Some((&b, rest)) = data.split_first() {
-            data = rest;
-            if b == b'\n' {
-                self.phase = if size == 0 {
-                    Phase::Trailers
+    /// Follows a chunked body through `data`: what follows its end, or nothing.
+    fn chunked<'d>(&mut self, mut state: Chunked, mut data: &'d [u8]) -> &'d [u8] {
+        loop {
+            if let Chunked::Data(n) = state {
+                let (left, rest) = skip(n, data);
+                data = rest;
+                state = if left == 0 {
+                    Chunked::DataCr
                 } else {
-                    Phase::ChunkData(size)
+                    Chunked::Data(left)
                 };
+            }
+            let Some((&b, rest)) = data.split_first() else {
+                self.phase = Phase::Chunked(state);
+                return data;
+            };
+            data = rest;
+            if state == Chunked::EndLf && b == b'\n' {
+                self.phase = Phase::Head;
                 return data;
             }
-            if ext {
-                continue;
-            }
-            match (b as char).to_digit(16) {
-                Some(d) => match size.checked_mul(16) {
-                    Some(v) => size = v + u64::from(d),
-                    None => {
-                        // hyper refuses an overflowing size and closes the connection.
-                        self.disabled = true;
-                        return &[];
-                    }
-                },
-                None => ext = true,
+            match state.step(b) {
+                Some(next) => state = next,
+                None => {
+                    // hyper refuses this body and closes the connection.
+                    self.disabled = true;
+                    return &[];
+                }
             }
         }
-        self.phase = Phase::ChunkSize { size, ext };
-        data
     }
 }
 
@@ -646,6 +675,59 @@ mod tests {
             two.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
             two.extend_from_slice(bad);
             scan_all_splits(&two, true);
+        }
+    }
+
+    /// Trailers end at an empty CRLF line only, as hyper reads them: a bare LF line inside
+    /// them does not end the body, so a head written after it is trailer bytes, and a
+    /// conflicting head after the real end is still caught.
+    #[test]
+    fn trailers_end_where_hyper_ends_them() {
+        let bad = b"POST /x HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut stream = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+            3\r\nabc\r\n0\r\nX-T: a\n\nGET /fake HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n"
+            .to_vec();
+        stream.extend_from_slice(bad);
+        scan_all_splits(&stream, true);
+        // The same hidden text is never a head of its own, even when it conflicts.
+        let hidden = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\n\n\
+            GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        scan_all_splits(hidden, false);
+        // No trailers: `0`, CRLF, CRLF, then the next head.
+        let mut plain = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec();
+        plain.extend_from_slice(bad);
+        scan_all_splits(&plain, true);
+    }
+
+    /// Chunk framing hyper refuses (it closes the connection) stops the scanner, with no
+    /// verdict on what follows; what hyper takes (whitespace and extensions after the size,
+    /// upper-case hex) is followed to the body's end.
+    #[test]
+    fn chunk_framing_hyper_refuses_stops_the_scan() {
+        let head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in [
+            "3\nabc\r\n0\r\n\r\n",     // bare LF after the size
+            "3;ext\nabc\r\n0\r\n\r\n", // bare LF after an extension
+            "3\r\nabcX\r\n0\r\n\r\n",  // data longer than its size
+            "3\r\nabc\n0\r\n\r\n",     // bare LF after data
+            "x\r\n0\r\n\r\n",          // no size digit
+            "3 x\r\nabc\r\n0\r\n\r\n", // junk after the size's whitespace
+            "0\r\nX: 1\rY\r\n\r\n",    // CR without LF in a trailer
+            "0\r\n\rX",                // CR without LF at the end
+            "11111111111111111\r\n",   // a size past 64 bits
+        ] {
+            let mut s = Scanner::default();
+            s.feed(format!("{head}{body}").as_bytes());
+            assert!(s.disabled, "{body:?}");
+        }
+        for body in [
+            "A \t;a=\"b\"\r\n0123456789\r\n0\r\n\r\n",
+            "0 \r\nT: 1\r\nU: 2\r\n\r\n",
+        ] {
+            let mut s = Scanner::default();
+            s.feed(format!("{head}{body}").as_bytes());
+            assert!(!s.disabled, "{body:?}");
+            assert_eq!(s.phase, Phase::Head, "{body:?}");
         }
     }
 

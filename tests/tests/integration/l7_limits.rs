@@ -79,6 +79,38 @@ async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::R
     Ok(())
 }
 
+/// The smuggling guard reads a chunked body's trailers as hyper does (they end only at an
+/// empty CRLF line), so text hidden in them cannot pass for a head of its own: here a fake
+/// head with a large `Content-Length` inside the trailers, which a looser reading would take
+/// as a request and skip the next one as its body, is trailer bytes to both, and the real
+/// next request, carrying both `Content-Length` and `Transfer-Encoding`, still gets 400.
+#[tokio::test]
+async fn l7_a_head_hidden_in_trailers_does_not_blind_the_smuggling_guard() -> anyhow::Result<()> {
+    let up = TestServer::echo("trailers").await?;
+    let l7 = serving(&up, "trailers", Limits::default()).await?;
+    let first = "POST /first HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+        3\r\nabc\r\n0\r\nX-T: a\n\n\
+        GET /fake HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n";
+    let second = "POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\
+        Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    // One after the other, so the first is answered before the second arrives (a conflict
+    // seen while requests are pipelined refuses the connection's requests not yet answered).
+    let mut s = tokio::net::TcpStream::connect(l7.http).await?;
+    s.write_all(first.as_bytes()).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(second.as_bytes()).await?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    let statuses: Vec<&str> = out
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &out[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "400"], "{out}");
+    assert_eq!(up.hits(), 1, "the CL+TE request reached the upstream");
+    Ok(())
+}
+
 /// The default header count limit (100, as hyper's own, which the proxy leaves in place)
 /// holds: 101 fields get 431 from the proxy and nothing reaches the upstream; 100 fields are
 /// forwarded (what the upstream answers is its own business: the proxy adds the forwarding
