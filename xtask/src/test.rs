@@ -90,6 +90,12 @@ pub fn test(extra: &[String]) -> Result<()> {
         "tests/data/proxy_protocol",
         FUZZ_PROXY_SECS,
     )?;
+    fuzz(
+        "framing",
+        "the smuggling guard's HTTP/1 scanner against hyper",
+        "tests/data/framing",
+        FUZZ_FRAMING_SECS,
+    )?;
     bench_smoke()?;
     step("all tests passed");
     Ok(())
@@ -220,6 +226,9 @@ const FUZZ_PATH_SECS: u32 = 30;
 /// How long CI fuzzes the PROXY protocol decoder (the first bytes of every connection behind
 /// a load balancer; a small grammar).
 const FUZZ_PROXY_SECS: u32 = 20;
+/// How long CI fuzzes the smuggling guard's scanner against hyper (every HTTP/1 byte a
+/// client sends; a scanner that loses its place in the stream blinds the guard).
+const FUZZ_FRAMING_SECS: u32 = 30;
 
 /// Fuzzes the target `name` (`fuzz/fuzz_targets/<name>.rs`) for `secs`, seeded with the
 /// committed corpus in `corpus`; new inputs go to a scratch directory, so the tree stays

@@ -13,6 +13,7 @@ pub mod compression;
 pub mod errors;
 pub mod filters;
 mod forward;
+mod framing;
 pub mod headers;
 pub mod idle;
 pub mod limits;
