@@ -548,12 +548,29 @@ async fn l7_proxy_ssl_verifies_upstreams_and_presents_a_certificate() -> anyhow:
 /// longer than `client-header-timeout` (which bounds a started head) without being cut.
 #[tokio::test]
 async fn l7_websocket_outlives_the_client_header_timeout() -> anyhow::Result<()> {
+    websocket_with_pauses(ingress::proxy::limits::Limits {
+        client_header_timeout: std::time::Duration::from_millis(400),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Nor is a tunnel an idle keep-alive connection: pauses longer than the keep-alive limit
+/// (no request in progress on the connection since the 101) do not cut it.
+#[tokio::test]
+async fn l7_websocket_outlives_the_keep_alive_limit() -> anyhow::Result<()> {
+    websocket_with_pauses(ingress::proxy::limits::Limits {
+        header_read_timeout: std::time::Duration::from_millis(400),
+        ..Default::default()
+    })
+    .await
+}
+
+/// A WebSocket through a proxy with `limits`: three messages 700 ms apart are echoed.
+async fn websocket_with_pauses(limits: ingress::proxy::limits::Limits) -> anyhow::Result<()> {
     let (ws_addr, ws_task) = websocket_echo().await?;
     let opts = ingress::proxy::ProxyOptions {
-        limits: ingress::proxy::limits::Limits {
-            client_header_timeout: std::time::Duration::from_millis(400),
-            ..Default::default()
-        },
+        limits,
         ..Default::default()
     };
     let t = target("ws", upstream("ws", &[ws_addr]));
