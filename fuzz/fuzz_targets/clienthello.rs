@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
     let verdict = parse_client_hello(data);
     if let HelloParse::Found(name) = &verdict {
         assert!(!name.is_empty() && name.len() <= 253);
-        assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b)));
+        assert!(name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b)));
     }
     // Every prefix of an input that parses to a final verdict is either Incomplete or the
     // same kind of final verdict reached earlier (an Invalid can be detected early).

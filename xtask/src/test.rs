@@ -79,6 +79,12 @@ pub fn test(extra: &[String]) -> Result<()> {
         FUZZ_HELLO_SECS,
     )?;
     fuzz(
+        "clienthello_rustls",
+        "the ClientHello parser against rustls",
+        "tests/data/clienthello",
+        FUZZ_HELLO_RUSTLS_SECS,
+    )?;
+    fuzz(
         "path",
         "the path normalizer",
         "tests/data/paths",
@@ -219,7 +225,10 @@ fn sweep_leftovers() {
 }
 
 /// How long CI fuzzes the ClientHello parser (hostile input from any client on :443).
-const FUZZ_HELLO_SECS: u32 = 60;
+const FUZZ_HELLO_SECS: u32 = 40;
+/// How long CI fuzzes the same parser against rustls (where rustls reads a hello, ours must
+/// route it by the same name).
+const FUZZ_HELLO_RUSTLS_SECS: u32 = 20;
 /// How long CI fuzzes the path normalizer (hostile input from any client, and routing
 /// depends on its answer).
 const FUZZ_PATH_SECS: u32 = 30;
