@@ -128,25 +128,11 @@ async fn l7_websocket_echo() -> anyhow::Result<()> {
         vec![prefix("/", &target("ws", upstream("ws", &[ws_addr])))],
     )]))
     .await?;
-    let tcp = TcpStream::connect(l7.http).await?;
-    let (mut ws, resp) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::client_async("ws://ws.test/chat", tcp),
-    )
-    .await??;
-    assert_eq!(resp.status(), 101);
+    let mut ws = ws_client(l7.http).await?;
     for i in 0..5 {
-        ws.send(Message::text(format!("hello {i}"))).await?;
-        let echoed = tokio::time::timeout(WAIT, ws.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("closed"))??;
-        assert_eq!(echoed, Message::text(format!("hello {i}")));
+        echo(&mut ws, Message::text(format!("hello {i}"))).await?;
     }
-    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await?;
-    let echoed = tokio::time::timeout(WAIT, ws.next())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("closed"))??;
-    assert_eq!(echoed, Message::binary(vec![0u8, 1, 2, 255]));
+    echo(&mut ws, Message::binary(vec![0u8, 1, 2, 255])).await?;
     ws.close(None).await?;
     ws_task.abort();
     Ok(())
@@ -163,19 +149,10 @@ async fn l7_idle_websocket_is_closed_after_the_read_timeout() -> anyhow::Result<
         p
     });
     let l7 = L7::start(snapshot(vec![vhost("ws.test", vec![prefix("/", &t)])])).await?;
-    let tcp = TcpStream::connect(l7.http).await?;
-    let (mut ws, _) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::client_async("ws://ws.test/chat", tcp),
-    )
-    .await??;
+    let mut ws = ws_client(l7.http).await?;
     // Talking every 300 ms for 2 s: longer than the timeout, never idle for it.
     for i in 0..7 {
-        ws.send(Message::text(format!("still here {i}"))).await?;
-        let echoed = tokio::time::timeout(WAIT, ws.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("closed while talking"))??;
-        assert_eq!(echoed, Message::text(format!("still here {i}")));
+        echo(&mut ws, Message::text(format!("still here {i}"))).await?;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     // Then silence: the proxy closes the tunnel.
@@ -579,22 +556,36 @@ async fn websocket_with_pauses(limits: ingress::proxy::limits::Limits) -> anyhow
         snapshot(vec![vhost("ws.test", vec![prefix("/", &t)])]),
     )
     .await?;
-    let tcp = TcpStream::connect(l7.http).await?;
-    let (mut ws, resp) = tokio::time::timeout(
+    let mut ws = ws_client(l7.http).await?;
+    for i in 0..3 {
+        echo(&mut ws, Message::text(format!("after a pause {i}"))).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    ws.close(None).await?;
+    ws_task.abort();
+    Ok(())
+}
+
+type WsClient = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// A WebSocket client of `ws://ws.test/chat` through the proxy listening on `http`, switched.
+async fn ws_client(http: SocketAddr) -> anyhow::Result<WsClient> {
+    let tcp = TcpStream::connect(http).await?;
+    let (ws, resp) = tokio::time::timeout(
         WAIT,
         tokio_tungstenite::client_async("ws://ws.test/chat", tcp),
     )
     .await??;
     assert_eq!(resp.status(), 101);
-    for i in 0..3 {
-        ws.send(Message::text(format!("after a pause {i}"))).await?;
-        let echoed = tokio::time::timeout(WAIT, ws.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("tunnel closed after {i} pauses"))??;
-        assert_eq!(echoed, Message::text(format!("after a pause {i}")));
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    }
-    ws.close(None).await?;
-    ws_task.abort();
+    Ok(ws)
+}
+
+/// Sends `msg` and checks the echo upstream sends it back.
+async fn echo(ws: &mut WsClient, msg: Message) -> anyhow::Result<()> {
+    ws.send(msg.clone()).await?;
+    let echoed = tokio::time::timeout(WAIT, ws.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("tunnel closed before {msg:?} came back"))??;
+    assert_eq!(echoed, msg);
     Ok(())
 }
