@@ -543,6 +543,40 @@ async fn l7_websocket_outlives_the_keep_alive_limit() -> anyhow::Result<()> {
     .await
 }
 
+/// The same over TLS (`wss://`, as browsers open it): the guard reads the decrypted stream,
+/// so the switch must stop it there too.
+#[tokio::test]
+async fn l7_secure_websocket_outlives_the_client_header_timeout() -> anyhow::Result<()> {
+    let (ws_addr, ws_task) = websocket_echo().await?;
+    let opts = ingress::proxy::ProxyOptions {
+        limits: ingress::proxy::limits::Limits {
+            client_header_timeout: std::time::Duration::from_millis(400),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let t = target("ws", upstream("ws", &[ws_addr]));
+    let l7 = L7::start_with(
+        opts,
+        snapshot(vec![vhost("ws.test", vec![prefix("/", &t)])]),
+    )
+    .await?;
+    let tls = tls_connect(l7.https, "ws.test", insecure_client_config(&[b"http/1.1"])?).await?;
+    let (mut ws, resp) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async("wss://ws.test/chat", tls),
+    )
+    .await??;
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        echo(&mut ws, Message::text(format!("secure, after a pause {i}"))).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    ws.close(None).await?;
+    ws_task.abort();
+    Ok(())
+}
+
 /// A WebSocket through a proxy with `limits`: three messages 700 ms apart are echoed.
 async fn websocket_with_pauses(limits: ingress::proxy::limits::Limits) -> anyhow::Result<()> {
     let (ws_addr, ws_task) = websocket_echo().await?;
@@ -581,7 +615,10 @@ async fn ws_client(http: SocketAddr) -> anyhow::Result<WsClient> {
 }
 
 /// Sends `msg` and checks the echo upstream sends it back.
-async fn echo(ws: &mut WsClient, msg: Message) -> anyhow::Result<()> {
+async fn echo<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, msg: Message) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     ws.send(msg.clone()).await?;
     let echoed = tokio::time::timeout(WAIT, ws.next())
         .await?
