@@ -128,7 +128,7 @@ async fn l7_websocket_echo() -> anyhow::Result<()> {
         vec![prefix("/", &target("ws", upstream("ws", &[ws_addr])))],
     )]))
     .await?;
-    let mut ws = ws_client(l7.http).await?;
+    let mut ws = ws_client(TcpStream::connect(l7.http).await?, "ws://ws.test/chat").await?;
     for i in 0..5 {
         echo(&mut ws, Message::text(format!("hello {i}"))).await?;
     }
@@ -149,7 +149,7 @@ async fn l7_idle_websocket_is_closed_after_the_read_timeout() -> anyhow::Result<
         p
     });
     let l7 = L7::start(snapshot(vec![vhost("ws.test", vec![prefix("/", &t)])])).await?;
-    let mut ws = ws_client(l7.http).await?;
+    let mut ws = ws_client(TcpStream::connect(l7.http).await?, "ws://ws.test/chat").await?;
     // Talking every 300 ms for 2 s: longer than the timeout, never idle for it.
     for i in 0..7 {
         echo(&mut ws, Message::text(format!("still here {i}"))).await?;
@@ -525,10 +525,13 @@ async fn l7_proxy_ssl_verifies_upstreams_and_presents_a_certificate() -> anyhow:
 /// longer than `client-header-timeout` (which bounds a started head) without being cut.
 #[tokio::test]
 async fn l7_websocket_outlives_the_client_header_timeout() -> anyhow::Result<()> {
-    websocket_with_pauses(ingress::proxy::limits::Limits {
-        client_header_timeout: std::time::Duration::from_millis(400),
-        ..Default::default()
-    })
+    websocket_with_pauses(
+        ingress::proxy::limits::Limits {
+            client_header_timeout: std::time::Duration::from_millis(400),
+            ..Default::default()
+        },
+        false,
+    )
     .await
 }
 
@@ -536,10 +539,13 @@ async fn l7_websocket_outlives_the_client_header_timeout() -> anyhow::Result<()>
 /// (no request in progress on the connection since the 101) do not cut it.
 #[tokio::test]
 async fn l7_websocket_outlives_the_keep_alive_limit() -> anyhow::Result<()> {
-    websocket_with_pauses(ingress::proxy::limits::Limits {
-        header_read_timeout: std::time::Duration::from_millis(400),
-        ..Default::default()
-    })
+    websocket_with_pauses(
+        ingress::proxy::limits::Limits {
+            header_read_timeout: std::time::Duration::from_millis(400),
+            ..Default::default()
+        },
+        false,
+    )
     .await
 }
 
@@ -547,38 +553,22 @@ async fn l7_websocket_outlives_the_keep_alive_limit() -> anyhow::Result<()> {
 /// so the switch must stop it there too.
 #[tokio::test]
 async fn l7_secure_websocket_outlives_the_client_header_timeout() -> anyhow::Result<()> {
-    let (ws_addr, ws_task) = websocket_echo().await?;
-    let opts = ingress::proxy::ProxyOptions {
-        limits: ingress::proxy::limits::Limits {
+    websocket_with_pauses(
+        ingress::proxy::limits::Limits {
             client_header_timeout: std::time::Duration::from_millis(400),
             ..Default::default()
         },
-        ..Default::default()
-    };
-    let t = target("ws", upstream("ws", &[ws_addr]));
-    let l7 = L7::start_with(
-        opts,
-        snapshot(vec![vhost("ws.test", vec![prefix("/", &t)])]),
+        true,
     )
-    .await?;
-    let tls = tls_connect(l7.https, "ws.test", insecure_client_config(&[b"http/1.1"])?).await?;
-    let (mut ws, resp) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::client_async("wss://ws.test/chat", tls),
-    )
-    .await??;
-    assert_eq!(resp.status(), 101);
-    for i in 0..3 {
-        echo(&mut ws, Message::text(format!("secure, after a pause {i}"))).await?;
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    }
-    ws.close(None).await?;
-    ws_task.abort();
-    Ok(())
+    .await
 }
 
-/// A WebSocket through a proxy with `limits`: three messages 700 ms apart are echoed.
-async fn websocket_with_pauses(limits: ingress::proxy::limits::Limits) -> anyhow::Result<()> {
+/// A WebSocket through a proxy with `limits`, over its HTTPS listener when `tls`: three
+/// messages 700 ms apart are echoed.
+async fn websocket_with_pauses(
+    limits: ingress::proxy::limits::Limits,
+    tls: bool,
+) -> anyhow::Result<()> {
     let (ws_addr, ws_task) = websocket_echo().await?;
     let opts = ingress::proxy::ProxyOptions {
         limits,
@@ -590,26 +580,38 @@ async fn websocket_with_pauses(limits: ingress::proxy::limits::Limits) -> anyhow
         snapshot(vec![vhost("ws.test", vec![prefix("/", &t)])]),
     )
     .await?;
-    let mut ws = ws_client(l7.http).await?;
+    if tls {
+        let config = insecure_client_config(&[b"http/1.1"])?;
+        let stream = tls_connect(l7.https, "ws.test", config).await?;
+        talk_with_pauses(ws_client(stream, "wss://ws.test/chat").await?).await?;
+    } else {
+        let stream = TcpStream::connect(l7.http).await?;
+        talk_with_pauses(ws_client(stream, "ws://ws.test/chat").await?).await?;
+    }
+    ws_task.abort();
+    Ok(())
+}
+
+/// Three messages echoed 700 ms apart, then a clean close.
+async fn talk_with_pauses<S>(mut ws: tokio_tungstenite::WebSocketStream<S>) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     for i in 0..3 {
         echo(&mut ws, Message::text(format!("after a pause {i}"))).await?;
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     }
     ws.close(None).await?;
-    ws_task.abort();
     Ok(())
 }
 
-type WsClient = tokio_tungstenite::WebSocketStream<TcpStream>;
-
-/// A WebSocket client of `ws://ws.test/chat` through the proxy listening on `http`, switched.
-async fn ws_client(http: SocketAddr) -> anyhow::Result<WsClient> {
-    let tcp = TcpStream::connect(http).await?;
-    let (ws, resp) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::client_async("ws://ws.test/chat", tcp),
-    )
-    .await??;
+/// A WebSocket client of `url` over `stream` (connected to the proxy), switched.
+async fn ws_client<S>(stream: S, url: &str) -> anyhow::Result<tokio_tungstenite::WebSocketStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (ws, resp) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream)).await??;
     assert_eq!(resp.status(), 101);
     Ok(ws)
 }
