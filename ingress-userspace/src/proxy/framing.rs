@@ -66,7 +66,7 @@ impl Chunked {
             (Size(n) | SizeLws(n), b' ' | b'\t') => SizeLws(n),
             (Size(n) | SizeLws(n), b';') => Extension(n),
             (Size(n) | SizeLws(n) | Extension(n), b'\r') => SizeLf(n),
-            (Size(_) | SizeLws(_) | Extension(_), b'\n') => return None,
+            (Extension(_), b'\n') => return None,
             (Size(_) | SizeLws(_), _) => return None,
             (Extension(n), _) => Extension(n),
             (SizeLf(0), b'\n') => EndCr,
