@@ -102,13 +102,15 @@ async fn peek_header(stream: &TcpStream) -> Result<(ProxyHeader, Vec<u8>), ReadE
     // v1 and v2 without TLVs fit in the first 256 bytes; the buffer grows for TLVs.
     let mut buf = vec![0u8; 256];
     loop {
-        stream.readable().await?;
+        let ready = stream.ready(tokio::io::Interest::READABLE).await?;
+        let mut seen = 0;
         let res = stream.try_io(tokio::io::Interest::READABLE, || {
             let (n, _) = rustix::net::recv(
                 stream,
                 &mut buf[..],
                 rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
             )?;
+            seen = n;
             if n == 0 {
                 return Ok(Err(ReadError::Closed(0)));
             }
@@ -127,6 +129,13 @@ async fn peek_header(stream: &TcpStream) -> Result<(ProxyHeader, Vec<u8>), ReadE
         });
         match res {
             Ok(verdict) => return verdict.map(|h| (h, buf)),
+            // tokio's closed flags are sticky: readiness never clears after a FIN, so a
+            // partial header followed by one would be peeked again at once, forever, on a
+            // worker that never yields (readiness checks take no coop budget) and so never
+            // lets the timeout, or anything else on that worker, run.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && ready.is_read_closed() => {
+                return Err(ReadError::Closed(seen));
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -134,12 +143,58 @@ async fn peek_header(stream: &TcpStream) -> Result<(ProxyHeader, Vec<u8>), ReadE
                 ) => {}
             Err(e) => return Err(e.into()),
         }
+        // Belt and braces: a loop that keeps finding readiness still lets the timer and
+        // the worker's other tasks run.
+        tokio::task::consume_budget().await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads the header of a connection whose peer sent `bytes` and then FIN, on a
+    /// single-threaded runtime of its own; `None` if that does not finish within a second.
+    fn read_after_fin(bytes: &'static [u8]) -> Option<io::Result<Result<ProxyHeader, ReadError>>> {
+        use tokio::io::AsyncWriteExt;
+        let (tx, rx) = std::sync::mpsc::channel();
+        // A spinning reader would never give the thread back: it is left behind on failure.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let res = rt.and_then(|rt| {
+                rt.block_on(async {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                    let mut client = TcpStream::connect(listener.local_addr()?).await?;
+                    let (mut server, _) = listener.accept().await?;
+                    client.write_all(bytes).await?;
+                    client.shutdown().await?;
+                    Ok(read(&mut server, Duration::from_secs(3)).await)
+                })
+            });
+            let _ = tx.send(res);
+        });
+        rx.recv_timeout(Duration::from_secs(1)).ok()
+    }
+
+    #[test]
+    fn a_partial_header_cut_by_fin_is_closed_at_once_not_peeked_forever() {
+        let v2 = v2::encode(
+            "192.0.2.1:1000".parse().unwrap_or_else(|e| panic!("{e}")),
+            "192.0.2.2:80".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        let v2_prefix: &'static [u8] = v2[..20].to_vec().leak();
+        for bytes in [&b"P"[..], b"PROXY TCP4 192.0.2.1", v2_prefix] {
+            let res = read_after_fin(bytes)
+                .unwrap_or_else(|| panic!("{bytes:?} + FIN: no verdict within 1 s (spinning)"));
+            let res = res.unwrap_or_else(|e| panic!("setup: {e}"));
+            assert!(
+                matches!(res, Err(ReadError::Closed(n)) if n == bytes.len()),
+                "{bytes:?} + FIN: {res:?}"
+            );
+        }
+    }
 
     #[test]
     fn either_version_is_recognised_by_its_first_byte() {
