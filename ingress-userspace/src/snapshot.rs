@@ -510,6 +510,38 @@ pub struct VirtualHost {
     pub www_redirect: bool,
 }
 
+impl VirtualHost {
+    /// The other name `from-to-www-redirect` answers for an exact host (lower-cased):
+    /// `www.` + the name, or the name without its `www.`.
+    pub fn www_counterpart(&self) -> Option<String> {
+        let HostMatch::Exact(name) = &self.host else {
+            return None;
+        };
+        if !self.www_redirect {
+            return None;
+        }
+        let name = name.to_ascii_lowercase();
+        Some(match name.strip_prefix("www.") {
+            Some(bare) => bare.to_owned(),
+            None => format!("www.{name}"),
+        })
+    }
+
+    /// Every exact name TLS is terminated for on this host (lower-cased): its own, its exact
+    /// `server-alias` names, and its `from-to-www-redirect` counterpart.
+    pub fn exact_names(&self) -> impl Iterator<Item = String> + '_ {
+        let own = match &self.host {
+            HostMatch::Exact(h) => Some(h.to_ascii_lowercase()),
+            _ => None,
+        };
+        let aliases = self.aliases.iter().filter_map(|a| match a {
+            HostMatch::Exact(h) => Some(h.to_ascii_lowercase()),
+            _ => None,
+        });
+        own.into_iter().chain(aliases).chain(self.www_counterpart())
+    }
+}
+
 /// `auth-tls-verify-client`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum VerifyClient {

@@ -149,10 +149,7 @@ impl Router {
             .http
             .hosts
             .iter()
-            .filter_map(|vh| match &vh.host {
-                HostMatch::Exact(h) => Some(h.to_ascii_lowercase()),
-                _ => None,
-            })
+            .flat_map(|vh| vh.exact_names())
             .collect();
         self.table.store(Arc::new(t));
     }
@@ -750,6 +747,29 @@ mod tests {
                         aliases: Vec::new(),
                         www_redirect: false,
                     },
+                    // ingress-nginx terminates the names a terminated host borrows too:
+                    // its passthrough matches SNI exactly, never by wildcard.
+                    crate::snapshot::VirtualHost {
+                        host: HostMatch::Exact("term.test".into()),
+                        routes: vec![],
+                        fallback: None,
+                        tls: true,
+                        client_auth: None,
+                        aliases: vec![
+                            HostMatch::Exact("Alias.wild.test".into()),
+                            HostMatch::Wildcard("sub.wild.test".into()),
+                        ],
+                        www_redirect: false,
+                    },
+                    crate::snapshot::VirtualHost {
+                        host: HostMatch::Exact("wild.test".into()),
+                        routes: vec![],
+                        fallback: None,
+                        tls: true,
+                        client_auth: None,
+                        aliases: Vec::new(),
+                        www_redirect: true,
+                    },
                     crate::snapshot::VirtualHost {
                         host: HostMatch::Exact("pt.wild.test".into()),
                         routes: vec![],
@@ -767,6 +787,14 @@ mod tests {
         let name = |h: &str| r.lookup(h).map(|e| e.route.upstream.name.clone());
         assert_eq!(name("a.wild.test"), None, "terminated host spliced");
         assert_eq!(name("b.wild.test").as_deref(), Some("wild"));
+        assert_eq!(name("alias.wild.test"), None, "server-alias spliced");
+        assert_eq!(name("www.wild.test"), None, "www redirect name spliced");
+        // A wildcard alias borrows no exact name: the passthrough wildcard keeps those.
+        assert_eq!(
+            name("x.sub.wild.test"),
+            None,
+            "not under *.wild.test anyway"
+        );
         // An exact passthrough host stays passthrough.
         assert_eq!(name("pt.wild.test").as_deref(), Some("exact"));
     }

@@ -439,17 +439,11 @@ impl RouteTable {
             }
         }
         for (_, vhost) in compiled {
-            let HostMatch::Exact(name) = &vhost.host else {
+            let (HostMatch::Exact(name), Some(other)) = (&vhost.host, vhost.www_counterpart())
+            else {
                 continue;
             };
-            if !vhost.www_redirect {
-                continue;
-            }
             let name = name.to_ascii_lowercase();
-            let other = match name.strip_prefix("www.") {
-                Some(bare) => bare.to_owned(),
-                None => format!("www.{name}"),
-            };
             if self.exact.contains_key(other.as_str())
                 || self.www_redirects.contains_key(other.as_str())
             {
