@@ -805,6 +805,9 @@ pub struct Canary {
 /// Per-route behaviour from annotations. Defaults mean "annotation absent".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoutePolicy {
+    /// The Ingress's annotations are invalid and no valid version of it is kept: every
+    /// request gets 503, as ingress-nginx answers a denied location.
+    pub rejected: bool,
     /// Redirect HTTP to HTTPS (308) when the host has TLS (`ssl-redirect`, default true).
     pub ssl_redirect: bool,
     /// Redirect HTTP to HTTPS (308) even without TLS on the host.
@@ -888,6 +891,7 @@ pub struct RoutePolicy {
 impl Default for RoutePolicy {
     fn default() -> Self {
         RoutePolicy {
+            rejected: false,
             ssl_redirect: true,
             force_ssl_redirect: false,
             preserve_trailing_slash: false,

@@ -215,7 +215,7 @@ async fn pipeline<'c>(
         completion.unlogged();
     }
     answered.custom_headers = target.custom_headers.as_ref();
-    if policy.custom_headers.as_ref().is_some_and(|c| c.denied) {
+    if policy.rejected || policy.custom_headers.as_ref().is_some_and(|c| c.denied) {
         return errors::status_response(StatusCode::SERVICE_UNAVAILABLE);
     }
 

@@ -148,6 +148,7 @@ pub fn target(
     let policy = match st.annotations() {
         Some(a) => RoutePolicy {
             basic_auth: st.auth.clone(),
+            rejected: st.parsed.rejected.is_some(),
             custom_headers: st.custom_headers.clone(),
             external_auth: st
                 .external_auth

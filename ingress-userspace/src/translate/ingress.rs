@@ -7,7 +7,7 @@ use k8s_openapi::{
 };
 
 use super::{
-    annotations::{self, Annotations},
+    annotations::{self, AnnotationError, Annotations},
     backends::{BackendRef, PortRef},
     hosts::parse_host,
     paths::parse_path,
@@ -16,6 +16,7 @@ use super::{
     Diagnostic,
 };
 use crate::snapshot::{HostMatch, ObjectRef, PathMatch};
+use std::collections::BTreeMap;
 
 /// Legacy class annotation, consulted only when `spec.ingressClassName` is unset.
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
@@ -38,8 +39,11 @@ pub struct ParsedIngress {
     pub origin: ObjectRef,
     pub created: Option<Time>,
     pub class: ClassRef,
-    /// Invalid annotations reject the whole Ingress; this is then the diagnostic.
-    pub annotations: Result<Annotations, Diagnostic>,
+    /// What the annotations say; when some are invalid ([`Self::rejected`]), what the valid
+    /// ones say.
+    pub annotations: Annotations,
+    /// Why its annotations were rejected: it must not be applied as written.
+    pub rejected: Option<AnnotationError>,
     /// Parts that were dropped (and rejected snippets), reported if the Ingress is ours.
     pub notes: Vec<Diagnostic>,
     pub rules: Vec<ParsedRule>,
@@ -82,12 +86,7 @@ impl ParsedIngress {
             .iter()
             .flat_map(|r| r.paths.iter().map(|p| p.backend.service.as_str()))
             .chain(self.default_backend.iter().map(|b| b.service.as_str()))
-            .chain(
-                self.annotations
-                    .as_ref()
-                    .ok()
-                    .and_then(|a| a.default_backend.as_deref()),
-            )
+            .chain(self.annotations.default_backend.as_deref())
             .collect();
         out.sort_unstable();
         out.dedup();
@@ -138,11 +137,8 @@ pub fn parse(ing: &Ingress, defaults: &annotations::Defaults) -> ParsedIngress {
         origin: origin.clone(),
         created: meta.creation_timestamp.clone(),
         class,
-        annotations: Err(Diagnostic::new(
-            origin.clone(),
-            reason::INVALID_ANNOTATION,
-            String::new(),
-        )),
+        annotations: Annotations::default(),
+        rejected: None,
         notes: Vec::new(),
         rules: Vec::new(),
         has_rules: spec
@@ -173,16 +169,13 @@ pub fn parse(ing: &Ingress, defaults: &annotations::Defaults) -> ParsedIngress {
     let ann = match parsed.result {
         Ok(a) => a,
         Err(e) => {
-            out.annotations = Err(Diagnostic::new(
-                origin,
-                reason::INVALID_ANNOTATION,
-                format!("{e}; the Ingress is not applied"),
-            ));
-            return out;
+            let valid = without_invalid(&origin.namespace, meta.annotations.as_ref(), defaults, &e);
+            out.rejected = Some(e);
+            valid
         }
     };
     let Some(spec) = spec else {
-        out.annotations = Ok(ann);
+        out.annotations = ann;
         return out;
     };
     let mut note = |reason: &'static str, message: String| {
@@ -251,8 +244,32 @@ pub fn parse(ing: &Ingress, defaults: &annotations::Defaults) -> ParsedIngress {
             hosts,
         });
     }
-    out.annotations = Ok(ann);
+    out.annotations = ann;
     out
+}
+
+/// The annotations read with every invalid one left out, `first` being the first found.
+/// The rules must still be read as the Ingress means them (`use-regex`, `canary`), to put
+/// its routes in place answering 503 rather than leave its paths to other routes.
+fn without_invalid(
+    namespace: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+    defaults: &annotations::Defaults,
+    first: &AnnotationError,
+) -> Annotations {
+    let mut left: BTreeMap<String, String> = annotations.cloned().unwrap_or_default();
+    let mut bad = first.key.clone();
+    // Each round removes one key, so this ends within the annotation count.
+    for _ in 0..=left.len() {
+        if left.remove(&bad).is_none() {
+            break;
+        }
+        match annotations::parse(namespace, Some(&left), defaults).result {
+            Ok(a) => return a,
+            Err(e) => bad = e.key,
+        }
+    }
+    Annotations::default()
 }
 
 fn parse_backend(b: &IngressBackend) -> Result<BackendRef, (&'static str, String)> {
@@ -368,13 +385,12 @@ mod tests {
                 .path("/", "Prefix", "s", 80)
                 .build(),
         );
-        let d = p.annotations.expect_err("rejected");
-        assert_eq!(d.reason, reason::INVALID_ANNOTATION);
+        let e = p.rejected.expect("rejected");
         assert!(
-            d.message.contains("proxy-body-size") && d.message.contains("huge"),
-            "{}",
-            d.message
+            e.key.ends_with("proxy-body-size") && e.value == "huge",
+            "{e:?}"
         );
-        assert!(p.rules.is_empty());
+        // The rules are still read, to stand in place answering 503.
+        assert_eq!(p.rules.len(), 1);
     }
 }

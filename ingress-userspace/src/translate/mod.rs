@@ -56,13 +56,14 @@ pub mod reason {
     pub const RULE_CONFLICT: &str = "RuleConflict";
     /// A `spec.tls` Secret is missing or unusable; that certificate is dropped.
     pub const TLS_SECRET_INVALID: &str = "TlsSecretInvalid";
-    /// An annotation value is invalid; the whole Ingress is not applied.
+    /// An annotation value is invalid; the Ingress's routes answer 503 (a canary or
+    /// passthrough Ingress is not applied).
     pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
     /// A `*-snippet` annotation was ignored.
     pub const SNIPPET_REJECTED: &str = "SnippetRejected";
     /// Annotations under our prefixes that nothing read (unknown here, or without effect).
     pub const ANNOTATION_IGNORED: &str = "AnnotationIgnored";
-    /// The `auth-secret` is missing or unusable; the whole Ingress is not applied.
+    /// The `auth-secret` is missing or unusable; the Ingress's routes answer 503.
     pub const AUTH_SECRET_INVALID: &str = "AuthSecretInvalid";
     /// A `custom-headers` ConfigMap is missing or sets a header it may not.
     pub const CUSTOM_HEADERS_INVALID: &str = "CustomHeadersInvalid";

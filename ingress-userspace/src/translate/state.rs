@@ -53,7 +53,7 @@ impl PartialOrd for AgeKey {
 pub enum Role {
     /// Another controller's: ignored completely.
     Foreign,
-    /// Ours, but not applied (invalid annotation).
+    /// Ours, but not applied (a canary or passthrough Ingress with an invalid annotation).
     Rejected,
     /// Ours: host/path routes.
     Main,
@@ -99,7 +99,7 @@ pub struct IngressState {
 impl IngressState {
     /// Its valid annotations (`None` when rejected for them).
     pub fn annotations(&self) -> Option<&Annotations> {
-        self.parsed.annotations.as_ref().ok()
+        Some(&self.parsed.annotations)
     }
 
     /// Protocol of its upstreams.

@@ -1190,12 +1190,10 @@ fn global_auth_from_the_controller_configmap() {
         "none of the global keys mix into an Ingress's own"
     );
     assert!(auth("c.example").is_none(), "enable-global-auth: false");
-    assert!(t
-        .snapshot
-        .http
-        .hosts
+    assert!(vhost(&t, &exact("d.example"))
+        .routes
         .iter()
-        .all(|h| h.host != exact("d.example")));
+        .all(|r| r.target.policy.rejected));
     assert_eq!(t.snapshot.global.no_auth_locations, ["/public"]);
     let problems: Vec<(&str, &str)> = t
         .diagnostics
@@ -1353,32 +1351,74 @@ fn header_configmaps_are_followed() {
 }
 
 #[test]
-fn an_invalid_annotation_rejects_the_whole_ingress() {
+fn an_invalid_annotation_leaves_its_routes_answering_503() {
     let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    // An older Ingress serves the rest of the host: the broken one's paths must not fall
+    // to it, which would drop the allow-list they were meant to have.
+    objs.push(ing(mk_ingress("ns", "open")
+        .created(1)
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
     objs.push(ing(mk_ingress("ns", "broken")
-        .annotation("limit-rps", "5")
+        .created(2)
+        .annotation("whitelist-source-range", "10.0.0.0/8")
         .annotation("proxy-read-timeout", "soon")
         .host("a.example")
-        .path("/", "Prefix", "web", 80)
-        .default_backend("web", 80)));
+        .path("/admin", "Prefix", "web", 80)));
     objs.push(ing(mk_ingress("ns", "fine")
         .host("b.example")
+        .path("/", "Prefix", "web", 80)));
+    // Neither a canary nor a passthrough Ingress is applied with invalid annotations.
+    objs.push(ing(mk_ingress("ns", "canary")
+        .annotation("canary", "true")
+        .annotation("canary-weight", "50")
+        .annotation("proxy-body-size", "huge")
+        .host("b.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "pt")
+        .annotation("ssl-passthrough", "true")
+        .annotation("proxy-body-size", "huge")
+        .host("pt.example")
         .path("/", "Prefix", "web", 80)));
     let t = run(objs);
     assert_eq!(
         diags(&t),
-        vec![("broken".into(), reason::INVALID_ANNOTATION)]
+        vec![
+            ("broken".into(), reason::INVALID_ANNOTATION),
+            ("canary".into(), reason::INVALID_ANNOTATION),
+            ("pt".into(), reason::INVALID_ANNOTATION),
+        ]
     );
-    assert!(t.diagnostics[0]
-        .message
-        .contains("nginx.ingress.kubernetes.io/proxy-read-timeout"));
-    assert!(t.diagnostics[0].message.contains("\"soon\""));
-    let hosts: Vec<&HostMatch> = t.snapshot.http.hosts.iter().map(|v| &v.host).collect();
-    assert_eq!(hosts, vec![&exact("b.example")]);
-    assert!(t.snapshot.http.default_backend.is_none());
+    let broken = &t.diagnostics[0].message;
+    assert!(
+        broken.contains("nginx.ingress.kubernetes.io/proxy-read-timeout")
+            && broken.contains("\"soon\"")
+            && broken.contains("503"),
+        "{broken}"
+    );
+    let a = vhost(&t, &exact("a.example"));
+    let policy = |path: &str| {
+        let r = a
+            .routes
+            .iter()
+            .find(|r| r.path == PathMatch::Prefix(path.into()))
+            .unwrap_or_else(|| panic!("no route {path}"));
+        r.target.policy.clone()
+    };
+    let admin = policy("/admin");
+    assert!(admin.rejected, "the broken Ingress's route must answer 503");
+    // Its valid annotations are still read as meant.
+    assert_eq!(admin.allow_sources.len(), 1);
+    assert!(!policy("/").rejected);
+    let b = vhost(&t, &exact("b.example"));
+    assert!(b
+        .routes
+        .iter()
+        .all(|r| !r.target.policy.rejected && r.target.canary.is_none()));
+    assert!(t.snapshot.passthrough.is_empty());
     assert_eq!(
         t.owned_ingresses.len(),
-        2,
+        5,
         "still ours, so status and events can be written"
     );
 }
@@ -1643,12 +1683,14 @@ fn server_aliases_and_www_redirect_are_host_settings() {
     assert!(!w.www_redirect);
     assert_eq!(w.aliases, vec![exact("c.example")]);
     assert!(vhost(&t, &exact("s.example")).aliases.is_empty());
-    // An invalid alias rejects the Ingress, naming the annotation.
+    // An invalid alias rejects the Ingress, naming the annotation: its routes answer 503.
     let bad = run(vec![ing(mk_ingress("ns", "bad")
         .annotation("server-alias", "under_score.example")
         .host("x.example")
         .path("/", "Prefix", "web", 80))]);
-    assert!(bad.snapshot.http.hosts.is_empty());
+    let x = vhost(&bad, &exact("x.example"));
+    assert!(x.aliases.is_empty());
+    assert!(x.routes.iter().all(|r| r.target.policy.rejected));
     assert!(bad
         .diagnostics
         .iter()

@@ -318,14 +318,29 @@ impl Translator {
             return st;
         }
         st.diags.extend(parsed.notes.iter().cloned());
-        let ann = match &parsed.annotations {
-            Ok(a) => a,
-            Err(d) => {
-                st.diags.push(d.clone());
+        let ann = &parsed.annotations;
+        if let Some(e) = &parsed.rejected {
+            // Fail closed: its routes stand, answering 503, so that a typo never hands its
+            // paths to a less specific route of the host (one without its allow-list or
+            // auth). Translation stays a function of the objects alone, so the last valid
+            // version is not kept, as ingress-nginx does until it restarts. A passthrough
+            // Ingress (no HTTP routes) is not applied, nor is a canary: its traffic stays
+            // with the main routes, under their policy.
+            let (then, applied) = if ann.passthrough || ann.canary.is_some() {
+                ("the Ingress is not applied", false)
+            } else {
+                ("its routes answer 503 until it is fixed", true)
+            };
+            st.diags.push(Diagnostic::new(
+                parsed.origin.clone(),
+                reason::INVALID_ANNOTATION,
+                format!("{e}; {then}"),
+            ));
+            if !applied {
                 st.role = Role::Rejected;
                 return st;
             }
-        };
+        }
         if let Some(auth) = &ann.auth {
             st.secrets
                 .push((auth.secret.namespace.clone(), auth.secret.name.clone()));

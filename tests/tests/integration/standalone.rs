@@ -175,10 +175,11 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
         {
             return Err(format!("redirect: {r}"));
         }
-        // An invalid annotation rejects its whole Ingress (not applied half-way): no route.
+        // An invalid annotation rejects its whole Ingress (not applied half-way): its
+        // routes stand, answering 503, and nothing reaches the upstream.
         let r = get(http, "b.test", "/").map_err(|e| e.to_string())?;
-        if !r.starts_with("HTTP/1.1 404") {
-            return Err(format!("broken ingress still routed: {r}"));
+        if !r.starts_with("HTTP/1.1 503") {
+            return Err(format!("broken ingress not answered 503: {r}"));
         }
         Ok(())
     })

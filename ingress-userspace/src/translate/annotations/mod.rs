@@ -3,7 +3,7 @@
 //! Annotations are read under `nginx.ingress.kubernetes.io/` (ingress-nginx compatibility) and
 //! under our own prefix `ingress.example.dev/`; when both name the same annotation, ours wins
 //! and the other is not looked at. Values are validated: one invalid value rejects the whole
-//! Ingress rather than applying it half-way. Annotations under either prefix that nothing read
+//! Ingress rather than applying it half-way (its routes answer 503). Annotations under either prefix that nothing read
 //! (unknown here, or without effect given the others) are listed, for a Warning, and otherwise
 //! ignored. Annotations never execute anything: every `*-snippet` annotation is rejected and
 //! ignored.
