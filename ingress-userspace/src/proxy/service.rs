@@ -506,6 +506,11 @@ async fn pipeline<'c>(
         .or_else(|| parts.headers.get(header::HOST).cloned());
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
     headers::join_cookies(&mut parts.headers);
+    if policy.basic_auth.is_some() {
+        // The credentials were for this proxy, not the app: ingress-nginx clears the
+        // header too, so a password never reaches (or is logged by) the upstream.
+        parts.headers.remove(header::AUTHORIZATION);
+    }
     if let Some(h) = &host_value {
         parts.headers.insert(header::HOST, h.clone());
     }

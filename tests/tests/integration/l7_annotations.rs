@@ -1,4 +1,5 @@
 //! Annotation behaviours from `RoutePolicy`, end to end.
+use anyhow::Context as _;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use base64::Engine as _;
@@ -486,6 +487,12 @@ async fn l7_basic_auth() -> anyhow::Result<()> {
     ] {
         let r = send(l7.http, with_creds(user, pass)?).await?;
         assert_eq!(r.status, 200, "{user}");
+        let seen = up.last().context("the upstream saw no request")?;
+        assert!(
+            seen.headers.get("authorization").is_none(),
+            "the client's credentials reached the upstream: {:?}",
+            seen.headers.get("authorization")
+        );
     }
     for (user, pass) in [
         ("apr", "wrong"),
