@@ -99,6 +99,12 @@ stats! {
     /// TLS passthrough splice: bytes whose peer socket has left the sockhash (it closed or
     /// was reset); userspace resets the other side.
     DropSplicePeerGone = "drop_splice_peer_gone",
+    /// TLS passthrough splice: bytes held back for userspace to relay because the peer had
+    /// not taken enough of what was redirected to it (or earlier bytes were still held).
+    SpliceHeld = "splice_held",
+    /// TLS passthrough splice: bytes that began a hold whose notice did not fit in the ring
+    /// buffer; userspace's periodic sweep finds them.
+    SpliceHeldUnnotified = "splice_held_unnotified",
 }
 
 /// Number of counter slots.

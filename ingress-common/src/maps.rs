@@ -61,6 +61,10 @@ pub const SYN_RATE: &str = "SYN_RATE";
 pub const SPLICE_SOCKS: &str = "SPLICE_SOCKS";
 /// Socket cookie -> SplicePeer.
 pub const SPLICE_PEERS: &str = "SPLICE_PEERS";
+/// Socket cookie -> SpliceCredit.
+pub const SPLICE_CREDIT: &str = "SPLICE_CREDIT";
+/// Ring buffer of socket cookies (u64) that began to hold bytes.
+pub const SPLICE_HELD: &str = "SPLICE_HELD";
 
 /// Compiled-in VIP capacity; userspace may resize VIPS, MAGLEV and VIP_STATS at load.
 pub const DEFAULT_MAX_VIPS: u32 = 64;

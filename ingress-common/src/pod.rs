@@ -2,7 +2,13 @@
 //!
 //! Sound because every type is `#[repr(C)]`, made of integers only, with no padding
 //! (sizes asserted next to each type).
-use crate::{conntrack::*, counters::Counter, edge::*, l4::*, passthrough::SplicePeer};
+use crate::{
+    conntrack::*,
+    counters::Counter,
+    edge::*,
+    l4::*,
+    passthrough::{SpliceCredit, SplicePeer},
+};
 
 macro_rules! pod {
     ($($t:ty),*) => { $( unsafe impl aya::Pod for $t {} )* };
@@ -20,6 +26,7 @@ pod!(
     ReplyNat,
     Counter,
     SplicePeer,
+    SpliceCredit,
     EdgeDest,
     EdgeConfig,
     SourceKey,

@@ -2,7 +2,7 @@
 //! Names and value types are the contract in `ingress_common::maps`.
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, SockHash},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf, SockHash},
     macros::btf_map,
 };
 use ingress_common::{
@@ -14,7 +14,7 @@ use ingress_common::{
         DEFAULT_CONNTRACK_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, JUMP_SLOTS,
         MAX_BLOCKED_PREFIXES, MAX_EDGE_DESTS, MAX_SPLICE_SOCKS, SYN_RATE_SOURCES,
     },
-    passthrough::SplicePeer,
+    passthrough::{SpliceCredit, SplicePeer},
 };
 
 use crate::lb::{
@@ -119,6 +119,16 @@ pub static SPLICE_SOCKS: SockHash<u64, { MAX_SPLICE_SOCKS as usize }> = SockHash
 /// Socket cookie -> cookie of the socket that receives its bytes. Written by userspace.
 #[btf_map]
 pub static SPLICE_PEERS: HashMap<u64, SplicePeer, { MAX_SPLICE_SOCKS as usize }> = HashMap::new();
+
+/// Socket cookie -> how far its bytes may be redirected. Written by userspace.
+#[btf_map]
+pub static SPLICE_CREDIT: HashMap<u64, SpliceCredit, { MAX_SPLICE_SOCKS as usize }> =
+    HashMap::new();
+
+/// Cookies of spliced sockets that began to hold bytes, so userspace relays them without
+/// watching every socket. Written by `sk_passthrough`.
+#[btf_map]
+pub static SPLICE_HELD: RingBuf<u64, { 256 * 1024 }> = RingBuf::new();
 
 /// The 64-byte frame the benchmark generator rewrites into every buffer it sends (live-frame
 /// buffers are recycled after the receiver rewrote them). Written by userspace.

@@ -1,5 +1,7 @@
 //! TLS passthrough splice: every byte received on a paired socket is redirected to the egress
-//! of its peer. Verdict only (no stream parser), no data is read.
+//! of its peer, as far as userspace's credit allows; past it, bytes are held in the socket's
+//! own receive queue (charged to it, so TCP's window closes) for userspace to relay. Verdict
+//! only (no stream parser), no data is read.
 use aya_ebpf::{
     bindings::sk_action, helpers::bpf_get_socket_cookie, macros::stream_verdict,
     programs::SkBuffContext, EbpfContext,
@@ -9,7 +11,7 @@ use ingress_common::counters::Stat;
 
 use crate::{
     counters::count,
-    maps::{SPLICE_PEERS, SPLICE_SOCKS},
+    maps::{SPLICE_CREDIT, SPLICE_HELD, SPLICE_PEERS, SPLICE_SOCKS},
 };
 
 #[stream_verdict]
@@ -28,8 +30,22 @@ pub fn sk_passthrough(ctx: SkBuffContext) -> u32 {
         count(Stat::DropSpliceUnpaired, u64::from(len));
         return sk_action::SK_DROP;
     };
-    // SAFETY: `peer` points into a live map value.
-    let mut peer_cookie = unsafe { (*peer).peer_cookie };
+    // SAFETY: `peer` points into a live map value; `passed` and `redirected` have the single
+    // writer described below.
+    let (mut peer_cookie, redirected, passed) =
+        unsafe { ((*peer).peer_cookie, (*peer).redirected, (*peer).passed) };
+    if let Some(first) = hold(cookie, redirected, passed, len) {
+        // SK_PASS without a redirect: the skb joins this socket's receive queue, where
+        // userspace reads it once the peer has taken everything redirected before it.
+        // SAFETY: as above.
+        unsafe { (*peer).passed = passed + u64::from(len) };
+        count(Stat::SpliceHeld, u64::from(len));
+        if first && SPLICE_HELD.output(cookie, 0).is_err() {
+            // Userspace also sweeps every pair now and then: late, not lost.
+            count(Stat::SpliceHeldUnnotified, u64::from(len));
+        }
+        return sk_action::SK_PASS;
+    }
     // bpf_sk_redirect_hash returns SK_PASS (queued to the peer) or SK_DROP (peer gone).
     let verdict = SPLICE_SOCKS.redirect_skb(&ctx, &mut peer_cookie, 0) as u32;
     if verdict == sk_action::SK_PASS {
@@ -38,9 +54,25 @@ pub fn sk_passthrough(ctx: SkBuffContext) -> u32 {
         // SAFETY: as above. The verdict of one socket runs under that socket's lock
         // (tcp_read_skb), so this entry has a single writer and a plain add is race-free;
         // userspace only reads it.
-        unsafe { (*peer).redirected += u64::from(len) };
+        unsafe { (*peer).redirected = redirected + u64::from(len) };
     } else {
         count(Stat::DropSplicePeerGone, u64::from(len));
     }
     verdict
+}
+
+/// Whether `len` more bytes must be held (`Some(first of a hold)`): earlier bytes are still
+/// held (order), or redirecting them would pass the credit. No credit entry holds too, so
+/// memory stays bounded.
+#[inline(always)]
+fn hold(cookie: u64, redirected: u64, passed: u64, len: u32) -> Option<bool> {
+    let Some(credit) = SPLICE_CREDIT.get_ptr(cookie) else {
+        return Some(false);
+    };
+    // SAFETY: a live map value; userspace replaces it whole, never in place.
+    let (limit, consumed) = unsafe { ((*credit).limit, (*credit).consumed) };
+    if passed != consumed {
+        return Some(false);
+    }
+    (redirected + u64::from(len) > limit).then_some(true)
 }

@@ -406,8 +406,8 @@ impl Passthrough {
         }
     }
 
-    /// Entries in (SPLICE_SOCKS, SPLICE_PEERS) when splicing in the kernel.
-    pub fn map_entries(&self) -> Option<(usize, usize)> {
+    /// Entries in (SPLICE_SOCKS, SPLICE_PEERS, SPLICE_CREDIT) when splicing in the kernel.
+    pub fn map_entries(&self) -> Option<(usize, usize, usize)> {
         match &self.engine {
             Engine::Kernel(k) => Some(k.map_entries()),
             Engine::Userspace => None,

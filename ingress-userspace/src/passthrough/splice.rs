@@ -14,8 +14,13 @@
 //!   from a worker, and a shutdown before that worker ran would drop them. The verdict
 //!   program counts redirected bytes; sock_diag says what the peer socket has taken.
 //! - A reset on one side resets the other (SO_LINGER 0, close).
+//! - The kernel queues redirected skbs without bound, so each direction has a credit
+//!   (`SPLICE_CREDIT`): past it the verdict holds bytes in the sender's own receive queue,
+//!   where they count against its buffer and TCP's window closes. Userspace, told through a
+//!   ring buffer, relays the held bytes once the peer has taken every redirected one, then
+//!   renews the credit. A reader slower than its sender costs [`CREDIT`] of queue, not
+//!   the whole transfer; a fast pair relays a little once per [`CREDIT`].
 use std::{
-    collections::VecDeque,
     io,
     net::Shutdown,
     os::fd::AsRawFd,
@@ -27,16 +32,16 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, SockHash},
+    maps::{HashMap as BpfHashMap, MapData, RingBuf, SockHash},
     programs::SkSkb,
     Ebpf, EbpfLoader,
 };
 use ingress_common::{
     counters::{Counter, Stat},
     maps as names,
-    passthrough::SplicePeer,
+    passthrough::{SpliceCredit, SplicePeer},
 };
-use rustix::net::RecvFlags;
+use rustix::net::{RecvFlags, SendFlags};
 use thiserror::Error;
 use tokio::{net::TcpStream, sync::mpsc};
 
@@ -56,6 +61,15 @@ const DRAIN_STALL: Duration = Duration::from_secs(600);
 /// How often a FIN's drain is checked while the peer takes bytes, and once it has paused.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 const DRAIN_POLL_PAUSED: Duration = Duration::from_secs(1);
+/// Bytes a direction may have redirected beyond what its peer has taken when the credit is
+/// renewed: the most kernel queue a slow reader can pin, besides both socket buffers.
+pub const CREDIT: u64 = 16 << 20;
+/// How often a pair is checked for held bytes whose notice was lost (ring buffer full)...
+const SWEEP: Duration = Duration::from_secs(5);
+/// ...and how soon after a credit renewal, which can race with a hold that sees the old one.
+const SWEEP_AFTER_RENEWAL: Duration = Duration::from_millis(20);
+/// Bytes read per relay step.
+const RELAY_CHUNK: usize = 256 * 1024;
 
 /// Why the kernel splice cannot be used.
 #[derive(Debug, Error)]
@@ -82,6 +96,9 @@ pub struct KernelSplice {
     _ebpf: Option<Ebpf>,
     socks: SockHash<MapData, u64>,
     peers: BpfHashMap<MapData, u64, SplicePeer>,
+    credit: BpfHashMap<MapData, u64, SpliceCredit>,
+    /// Notices of held bytes; handed to the close watcher's thread.
+    held: Option<RingBuf<MapData>>,
     /// The object's verdict counters, for the program's drop reasons.
     counters: Option<crate::maps::counters::Counters>,
 }
@@ -133,6 +150,14 @@ pub fn attach_kernel(ebpf: &mut Ebpf) -> Result<KernelSplice, SpliceError> {
         .take_map(names::SPLICE_PEERS)
         .ok_or(SpliceError::MissingMap(names::SPLICE_PEERS))?
         .try_into()?;
+    let credit: BpfHashMap<MapData, u64, SpliceCredit> = ebpf
+        .take_map(names::SPLICE_CREDIT)
+        .ok_or(SpliceError::MissingMap(names::SPLICE_CREDIT))?
+        .try_into()?;
+    let held: RingBuf<MapData> = ebpf
+        .take_map(names::SPLICE_HELD)
+        .ok_or(SpliceError::MissingMap(names::SPLICE_HELD))?
+        .try_into()?;
     let prog: &mut SkSkb = ebpf
         .program_mut(PROGRAM)
         .ok_or(SpliceError::MissingProgram)?
@@ -151,6 +176,8 @@ pub fn attach_kernel(ebpf: &mut Ebpf) -> Result<KernelSplice, SpliceError> {
         _ebpf: None,
         socks,
         peers,
+        credit,
+        held: Some(held),
         counters,
     })
 }
@@ -162,7 +189,7 @@ pub enum Ending {
     Graceful,
     /// A reset (or socket error) on this side; the other side was reset too.
     Reset(Side),
-    /// Bytes queued towards this side made no progress for a minute; both were reset.
+    /// Bytes queued towards this side made no progress for [`DRAIN_STALL`]; both were reset.
     Stalled(Side),
 }
 
@@ -170,10 +197,13 @@ pub enum Ending {
 #[derive(Clone, Copy, Debug)]
 pub struct SpliceReport {
     pub ending: Ending,
-    /// Bytes the kernel moved client -> backend (the ClientHello included).
+    /// Bytes moved client -> backend (the ClientHello included), by the kernel or relayed.
     pub client_bytes: u64,
-    /// Bytes the kernel moved backend -> client.
+    /// Bytes moved backend -> client.
     pub backend_bytes: u64,
+    /// Of those, bytes the kernel held for userspace to relay (client -> backend, backend
+    /// -> client).
+    pub relayed: (u64, u64),
 }
 
 /// A splice that could not be set up. The streams are handed back for the userspace copy
@@ -217,10 +247,11 @@ impl SpliceEngine {
     }
 
     /// An engine over an attached program (from [`load_kernel`] or [`attach_kernel`]).
-    pub fn with_kernel(kernel: KernelSplice) -> Result<Self, SpliceError> {
+    pub fn with_kernel(mut kernel: KernelSplice) -> Result<Self, SpliceError> {
+        let held = kernel.held.take();
         Ok(SpliceEngine {
             kernel: Mutex::new(kernel),
-            watcher: Watcher::new()?,
+            watcher: Watcher::new(held)?,
             diag: SockDiag::open()?,
             next_conn: AtomicU64::new(1),
         })
@@ -241,10 +272,21 @@ impl SpliceEngine {
         Some((unpaired, peer_gone))
     }
 
-    /// Entries in (SPLICE_SOCKS, SPLICE_PEERS): two each per live splice, zero when idle.
-    pub fn map_entries(&self) -> (usize, usize) {
+    /// Bytes (and skbs) the verdict program held for userspace to relay, past a credit.
+    pub fn held(&self) -> Option<Counter> {
         let k = self.kernel();
-        (k.socks.keys().count(), k.peers.keys().count())
+        k.counters.as_ref()?.stat(Stat::SpliceHeld).ok()
+    }
+
+    /// Entries in (SPLICE_SOCKS, SPLICE_PEERS, SPLICE_CREDIT): two each per live splice,
+    /// zero when idle.
+    pub fn map_entries(&self) -> (usize, usize, usize) {
+        let k = self.kernel();
+        (
+            k.socks.keys().count(),
+            k.peers.keys().count(),
+            k.credit.keys().count(),
+        )
     }
 
     /// Splices `client` and `backend` until both sides closed or one reset. `backend_prelude`
@@ -298,6 +340,7 @@ impl SpliceEngine {
             Ok(mut armed) => {
                 let ending = armed.run().await;
                 let (client_bytes, backend_bytes) = armed.counters();
+                let relayed = (armed.flows[0].sent, armed.flows[1].sent);
                 drop(armed);
                 if ending != Ending::Graceful {
                     // Pass the reset on: closing with SO_LINGER 0 sends RST instead of FIN.
@@ -309,6 +352,7 @@ impl SpliceEngine {
                     ending,
                     client_bytes,
                     backend_bytes,
+                    relayed,
                 });
             }
             Err(e) => e,
@@ -369,6 +413,75 @@ fn other(side: Side) -> Side {
     }
 }
 
+/// One direction of a pair, named by the side that sends: what userspace relays of it and
+/// whether its FIN is owed to the peer.
+#[derive(Default)]
+struct Flow {
+    /// The kernel holds bytes of this direction (a notice, or the sweep found some).
+    held: bool,
+    /// Held bytes read from the sender; `sent` of them are written to the peer.
+    read: u64,
+    sent: u64,
+    /// Read but not yet written (`pending[offset..]`).
+    pending: Vec<u8>,
+    offset: usize,
+    /// The sender sent FIN; a recv settles anything before it.
+    fin: bool,
+    kick: bool,
+    /// The FIN was passed on: the direction is closed.
+    done: bool,
+    /// What the peer had taken when last seen, and since when, against a stall.
+    last_written: Option<u64>,
+    since: Option<Instant>,
+    delay: Duration,
+}
+
+/// What a step of a flow left to do.
+enum Step {
+    /// Nothing until the next event.
+    Idle,
+    /// Waiting on the peer (or on the kernel's queue): try again after this long.
+    Retry(Duration),
+}
+
+impl Flow {
+    /// Notes whether the peer took bytes and says how long to wait; past [`DRAIN_STALL`]
+    /// without progress the direction has stalled.
+    fn wait(&mut self, written: u64) -> Result<Step, ()> {
+        let now = Instant::now();
+        if self.last_written != Some(written) || self.since.is_none() {
+            self.last_written = Some(written);
+            self.since = Some(now);
+            self.delay = Duration::from_micros(50);
+        }
+        let since = self.since.map_or(Duration::ZERO, |s| now - s);
+        if since > DRAIN_STALL {
+            return Err(());
+        }
+        // A paused reader is polled once a second, not fifty times.
+        let cap = if since > DRAIN_POLL_PAUSED {
+            DRAIN_POLL_PAUSED
+        } else {
+            DRAIN_POLL
+        };
+        let delay = self.delay;
+        self.delay = (self.delay * 2).min(cap);
+        Ok(Step::Retry(delay))
+    }
+
+    fn settled(&mut self) -> Step {
+        self.since = None;
+        Step::Idle
+    }
+}
+
+fn index(side: Side) -> usize {
+    match side {
+        Side::Client => 0,
+        Side::Backend => 1,
+    }
+}
+
 /// A pair in the maps and the close watcher; dropping it removes every entry.
 struct Armed<'a> {
     engine: &'a SpliceEngine,
@@ -376,49 +489,45 @@ struct Armed<'a> {
     client: &'a Half,
     backend: &'a Half,
     events: mpsc::UnboundedReceiver<Event>,
-    /// Events that arrived while a FIN was being passed on.
-    queued: VecDeque<Event>,
+    /// Client -> backend, backend -> client.
+    flows: [Flow; 2],
 }
 
 impl<'a> Armed<'a> {
-    /// Watches both sockets, writes the peer entries, the backend, the client, and kicks
-    /// both. On error everything done so far is undone (by Drop).
+    /// Watches both sockets, writes the peer and credit entries, the backend, the client,
+    /// and kicks both. On error everything done so far is undone (by Drop).
     fn arm(
         engine: &'a SpliceEngine,
         conn: u64,
         client: &'a Half,
         backend: &'a Half,
     ) -> Result<Self, SpliceError> {
+        let (c, b) = (client.id.cookie, backend.id.cookie);
         let events = engine
             .watcher
-            .register(conn, &client.stream, &backend.stream)?;
+            .register(conn, (&client.stream, c), (&backend.stream, b))?;
         let armed = Armed {
             engine,
             conn,
             client,
             backend,
             events,
-            queued: VecDeque::new(),
+            flows: Default::default(),
         };
-        let (c, b) = (client.id.cookie, backend.id.cookie);
         {
             let mut k = engine.kernel();
-            k.peers.insert(
-                c,
-                SplicePeer {
-                    peer_cookie: b,
-                    redirected: 0,
-                },
-                0,
-            )?;
-            k.peers.insert(
-                b,
-                SplicePeer {
-                    peer_cookie: c,
-                    redirected: 0,
-                },
-                0,
-            )?;
+            for (from, to) in [(c, b), (b, c)] {
+                let peer = SplicePeer {
+                    peer_cookie: to,
+                    ..SplicePeer::default()
+                };
+                k.peers.insert(from, peer, 0)?;
+                let credit = SpliceCredit {
+                    limit: CREDIT,
+                    consumed: 0,
+                };
+                k.credit.insert(from, credit, 0)?;
+            }
             k.socks.insert(b, backend.stream.as_raw_fd(), 0)?;
             k.socks.insert(c, client.stream.as_raw_fd(), 0)?;
         }
@@ -435,116 +544,197 @@ impl<'a> Armed<'a> {
         }
     }
 
-    fn redirected(&self, side: Side) -> Result<u64, aya::maps::MapError> {
+    fn entry(&self, side: Side) -> Result<SplicePeer, aya::maps::MapError> {
         self.engine
             .kernel()
             .peers
             .get(&self.half(side).id.cookie, 0)
-            .map(|p| p.redirected)
     }
 
     /// Bytes moved (client -> backend, backend -> client).
     fn counters(&self) -> (u64, u64) {
-        (
-            self.redirected(Side::Client).unwrap_or(0),
-            self.redirected(Side::Backend).unwrap_or(0),
-        )
+        let moved = |side| {
+            let redirected = self.entry(side).map_or(0, |p| p.redirected);
+            redirected + self.flows[index(side)].sent
+        };
+        (moved(Side::Client), moved(Side::Backend))
     }
 
-    async fn next_event(&mut self) -> Option<Event> {
-        match self.queued.pop_front() {
-            Some(ev) => Some(ev),
-            None => self.events.recv().await,
-        }
-    }
-
-    /// Waits for hang-ups and passes them on until both directions are closed.
+    /// Waits for hang-ups and held bytes, relays and passes FINs on until both directions
+    /// are closed.
     async fn run(&mut self) -> Ending {
-        let (mut client_done, mut backend_done) = (false, false);
+        let mut sweep_at = Instant::now() + SWEEP;
+        let mut retry: [Option<Instant>; 2] = [None, None];
         loop {
-            // No event source left means the runtime is shutting down: reset, don't hang.
-            let Some(ev) = self.next_event().await else {
-                return Ending::Reset(Side::Client);
-            };
-            let from = self.half(ev.side);
-            if !matches!(from.stream.take_error(), Ok(None)) {
-                return Ending::Reset(ev.side);
+            let wake = retry.iter().flatten().chain([&sweep_at]).min().copied();
+            let wake = wake.unwrap_or(sweep_at);
+            tokio::select! {
+                ev = self.events.recv() => {
+                    // No event source left means the runtime is shutting down: reset.
+                    let Some(ev) = ev else {
+                        return Ending::Reset(Side::Client);
+                    };
+                    if let Err(ending) = self.on_event(ev) {
+                        return ending;
+                    }
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
             }
-            let done = match ev.side {
-                Side::Client => &mut client_done,
-                Side::Backend => &mut backend_done,
-            };
-            if !*done {
-                *done = true;
-                if let Err(ending) = self.pass_fin(ev.side).await {
-                    return ending;
+            let now = Instant::now();
+            if now >= sweep_at {
+                sweep_at = now + SWEEP;
+                for side in [Side::Client, Side::Backend] {
+                    let Ok(entry) = self.entry(side) else {
+                        return Ending::Reset(side);
+                    };
+                    let flow = &mut self.flows[index(side)];
+                    if !flow.done && entry.passed > flow.read {
+                        flow.held = true;
+                    }
                 }
             }
-            if client_done && backend_done {
+            for side in [Side::Client, Side::Backend] {
+                retry[index(side)] = match self.step(side) {
+                    Ok(Step::Idle) => None,
+                    Ok(Step::Retry(after)) => Some(now + after),
+                    Err(ending) => return ending,
+                };
+            }
+            if self.flows.iter().any(|f| f.held) {
+                // A renewal may have raced with a hold that saw the old credit.
+                sweep_at = sweep_at.min(now + SWEEP_AFTER_RENEWAL);
+            }
+            if self.flows.iter().all(|f| f.done) {
                 return Ending::Graceful;
-            }
-            // EPOLLHUP is level-triggered: re-arming after it would fire again at once. It
-            // only follows our own shutdown of this socket, so the other side still reports.
-            if ev.hup_or_err {
-                continue;
-            }
-            if let Err(e) = self.engine.watcher.rearm(self.conn, ev.side, &from.stream) {
-                tracing::warn!(error = %e, "re-arming the passthrough close watch failed");
-                return Ending::Reset(ev.side);
             }
         }
     }
 
-    /// `side` sent FIN: once its peer has taken every byte redirected to it, shut the peer's
-    /// write side so the FIN follows them.
-    async fn pass_fin(&mut self, side: Side) -> Result<(), Ending> {
+    fn on_event(&mut self, ev: Event) -> Result<(), Ending> {
+        let from = self.half(ev.side);
+        let flow = &mut self.flows[index(ev.side)];
+        if ev.held {
+            flow.held = !flow.done;
+            return Ok(());
+        }
+        if !matches!(from.stream.take_error(), Ok(None)) {
+            return Err(Ending::Reset(ev.side));
+        }
+        if !flow.fin {
+            flow.fin = true;
+            flow.kick = true;
+        }
+        // EPOLLHUP is level-triggered: re-arming after it would fire again at once. It
+        // only follows our own shutdown of this socket, so the other side still reports.
+        if !ev.hup_or_err {
+            if let Err(e) = self.engine.watcher.rearm(self.conn, ev.side, &from.stream) {
+                tracing::warn!(error = %e, "re-arming the passthrough close watch failed");
+                return Err(Ending::Reset(ev.side));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves one direction as far as it can go without waiting: held bytes to the peer once
+    /// it has taken the redirected ones, the credit renewed once nothing is held, and the
+    /// FIN passed on once the peer has taken everything.
+    fn step(&mut self, side: Side) -> Result<Step, Ending> {
         let (from, to) = (self.half(side), self.half(other(side)));
-        // Settle the verdicts of everything received before the FIN.
-        kick(from).map_err(|_| Ending::Reset(side))?;
-        let mut last = None;
-        let mut since = Instant::now();
-        let mut delay = Duration::from_micros(50);
+        let (reset_from, reset_to) = (Ending::Reset(side), Ending::Reset(other(side)));
+        let stalled = |()| {
+            tracing::warn!("passthrough splice: the reader made no progress; resetting");
+            Ending::Stalled(other(side))
+        };
+        let i = index(side);
+        if self.flows[i].done {
+            return Ok(Step::Idle);
+        }
         loop {
-            let redirected = self.redirected(side).map_err(|_| Ending::Reset(side))?;
-            let expected = to.prelude + redirected;
+            let entry = self.entry(side).map_err(|_| reset_from)?;
+            let flow = &mut self.flows[i];
+            if flow.offset < flow.pending.len() {
+                // Held bytes come after every redirected one.
+                let taken = to.prelude + entry.redirected + flow.sent;
+                let written = self
+                    .engine
+                    .diag
+                    .bytes_written(to.id)
+                    .map_err(|_| reset_to)?;
+                if written < taken {
+                    return flow.wait(written).map_err(stalled);
+                }
+                let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+                match rustix::net::send(&to.stream, &flow.pending[flow.offset..], flags) {
+                    Ok(n) => {
+                        flow.offset += n;
+                        flow.sent += n as u64;
+                        flow.since = None;
+                    }
+                    Err(rustix::io::Errno::AGAIN) => return flow.wait(written).map_err(stalled),
+                    Err(_) => return Err(reset_to),
+                }
+                continue;
+            }
+            if entry.passed > flow.read || flow.kick {
+                flow.kick = false;
+                flow.pending.resize(RELAY_CHUNK, 0);
+                flow.offset = 0;
+                let got = rustix::net::recv(&from.stream, &mut flow.pending, RecvFlags::DONTWAIT);
+                let n = match got {
+                    Ok((n, _)) => n,
+                    Err(rustix::io::Errno::AGAIN) => 0,
+                    Err(_) => return Err(reset_from),
+                };
+                flow.pending.truncate(n);
+                flow.read += n as u64;
+                if n > 0 {
+                    continue;
+                }
+                if entry.passed > flow.read {
+                    // Counted by the verdict, not queued yet (the kernel's worker has it).
+                    let read = flow.read;
+                    return flow.wait(read).map_err(stalled);
+                }
+            }
+            if flow.held {
+                // Caught up: redirect again, a credit ahead of what the peer has taken
+                // (all of it, by now).
+                flow.held = false;
+                let credit = SpliceCredit {
+                    limit: entry.redirected + CREDIT,
+                    consumed: flow.sent,
+                };
+                let cookie = from.id.cookie;
+                self.engine
+                    .kernel()
+                    .credit
+                    .insert(cookie, credit, 0)
+                    .map_err(|_| reset_from)?;
+                let passed = self.entry(side).map_err(|_| reset_from)?.passed;
+                let flow = &mut self.flows[i];
+                if passed > flow.read {
+                    flow.held = true;
+                    continue;
+                }
+            }
+            let flow = &mut self.flows[i];
+            if !flow.fin {
+                return Ok(flow.settled());
+            }
+            // The FIN follows every byte before it, redirected or relayed.
+            let taken = to.prelude + entry.redirected + flow.sent;
             let written = self
                 .engine
                 .diag
                 .bytes_written(to.id)
-                .map_err(|_| Ending::Reset(other(side)))?;
-            if written >= expected {
-                break;
+                .map_err(|_| reset_to)?;
+            if written < taken {
+                return flow.wait(written).map_err(stalled);
             }
-            if last != Some(written) {
-                last = Some(written);
-                since = Instant::now();
-            } else if since.elapsed() > DRAIN_STALL {
-                tracing::warn!(
-                    pending = expected - written,
-                    "passthrough splice stalled before FIN; resetting"
-                );
-                return Err(Ending::Stalled(other(side)));
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                ev = self.events.recv() => match ev {
-                    Some(ev) if ev.side != side && ev.hup_or_err
-                        && !matches!(to.stream.take_error(), Ok(None)) => return Err(Ending::Reset(ev.side)),
-                    Some(ev) => self.queued.push_back(ev),
-                    None => return Err(Ending::Reset(side)),
-                },
-            }
-            // A paused reader is polled once a second, not fifty times.
-            let cap = if since.elapsed() > DRAIN_POLL_PAUSED {
-                DRAIN_POLL_PAUSED
-            } else {
-                DRAIN_POLL
-            };
-            delay = (delay * 2).min(cap);
+            to.stream.shutdown(Shutdown::Write).map_err(|_| reset_to)?;
+            flow.done = true;
+            return Ok(flow.settled());
         }
-        to.stream
-            .shutdown(Shutdown::Write)
-            .map_err(|_| Ending::Reset(other(side)))
     }
 }
 
@@ -557,6 +747,7 @@ impl Drop for Armed<'_> {
         for cookie in [self.client.id.cookie, self.backend.id.cookie] {
             let _ = k.socks.remove(&cookie);
             let _ = k.peers.remove(&cookie);
+            let _ = k.credit.remove(&cookie);
         }
     }
 }
@@ -606,7 +797,7 @@ async fn self_test(engine: &SpliceEngine) -> Result<(), SpliceError> {
     if report?.ending != Ending::Graceful {
         return Err(fail("splice did not end gracefully"));
     }
-    if engine.map_entries() != (0, 0) {
+    if engine.map_entries() != (0, 0, 0) {
         return Err(fail("map entries left behind"));
     }
     Ok(())

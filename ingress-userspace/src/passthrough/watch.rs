@@ -4,7 +4,8 @@
 //! wakes the socket's waiters. Registering with tokio (EPOLLIN) would wake a task per
 //! segment; this epoll set asks only for EPOLLRDHUP (FIN), EPOLLHUP and EPOLLERR (RST), one
 //! shot at a time, so an established splice costs no userspace work at all. One thread
-//! blocks in epoll_wait and routes the events to the connection tasks.
+//! blocks in epoll_wait and routes the events to the connection tasks, along with the
+//! kernel's notices (a ring buffer of socket cookies) that a socket began to hold bytes.
 use std::{
     collections::HashMap,
     io,
@@ -12,6 +13,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use aya::maps::{MapData, RingBuf};
 use rustix::event::epoll::{self, EventData, EventFlags};
 use tokio::sync::mpsc;
 
@@ -30,12 +32,23 @@ pub struct Event {
     pub read_closed: bool,
     /// EPOLLERR or EPOLLHUP: reset, or both directions shut.
     pub hup_or_err: bool,
+    /// The kernel began to hold this socket's bytes for userspace to relay.
+    pub held: bool,
 }
 
-type Subscribers = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Event>>>>;
+/// Connection tasks by connection, and their sockets by cookie (for the kernel's notices).
+#[derive(Debug, Default)]
+struct Subs {
+    conns: HashMap<u64, mpsc::UnboundedSender<Event>>,
+    cookies: HashMap<u64, (u64, Side)>,
+}
+
+type Subscribers = Arc<Mutex<Subs>>;
 
 /// Token of the eventfd that stops the dispatcher thread.
 const STOP: u64 = u64::MAX;
+/// Token of the ring buffer of held-byte notices.
+const HELD: u64 = u64::MAX - 1;
 
 /// The shared epoll set and its dispatcher thread.
 #[derive(Debug)]
@@ -69,17 +82,20 @@ const AFTER_FIN: EventFlags = EventFlags::ERR
 
 impl Watcher {
     /// Creates the epoll set and starts its dispatcher thread (a blocking epoll_wait; the
-    /// events are few, one per FIN or RST).
-    pub fn new() -> io::Result<Self> {
+    /// events are few, one per FIN or RST, and one per hold).
+    pub fn new(mut held: Option<RingBuf<MapData>>) -> io::Result<Self> {
         let epoll = Arc::new(epoll::create(epoll::CreateFlags::CLOEXEC)?);
         let stop = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
         epoll::add(&*epoll, &stop, EventData::new_u64(STOP), EventFlags::IN)?;
+        if let Some(rb) = &held {
+            epoll::add(&*epoll, rb, EventData::new_u64(HELD), EventFlags::IN)?;
+        }
         let subs: Subscribers = Arc::default();
         let thread = std::thread::Builder::new()
             .name("passthrough-watch".into())
             .spawn({
                 let (epoll, subs) = (epoll.clone(), subs.clone());
-                move || dispatch(&epoll, &subs)
+                move || dispatch(&epoll, &subs, held.as_mut())
             })?;
         Ok(Watcher {
             epoll,
@@ -89,15 +105,21 @@ impl Watcher {
         })
     }
 
-    /// Starts watching both sockets of connection `conn`; events arrive on the receiver.
+    /// Starts watching both sockets of connection `conn` (with their cookies); events arrive
+    /// on the receiver.
     pub fn register(
         &self,
         conn: u64,
-        client: impl AsFd,
-        backend: impl AsFd,
+        (client, client_cookie): (impl AsFd, u64),
+        (backend, backend_cookie): (impl AsFd, u64),
     ) -> io::Result<mpsc::UnboundedReceiver<Event>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().insert(conn, tx);
+        {
+            let mut subs = self.lock();
+            subs.conns.insert(conn, tx);
+            subs.cookies.insert(client_cookie, (conn, Side::Client));
+            subs.cookies.insert(backend_cookie, (conn, Side::Backend));
+        }
         let res = epoll::add(&*self.epoll, &client, token(conn, Side::Client), FIRST)
             .and_then(|()| epoll::add(&*self.epoll, &backend, token(conn, Side::Backend), FIRST));
         if let Err(e) = res {
@@ -121,22 +143,42 @@ impl Watcher {
     pub fn unregister(&self, conn: u64, client: impl AsFd, backend: impl AsFd) {
         let _ = epoll::delete(&*self.epoll, client);
         let _ = epoll::delete(&*self.epoll, backend);
-        self.lock().remove(&conn);
+        let mut subs = self.lock();
+        subs.conns.remove(&conn);
+        subs.cookies.retain(|_, (c, _)| *c != conn);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<Event>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Subs> {
         lock(&self.subs)
     }
 }
 
-fn lock(
-    subs: &Subscribers,
-) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<Event>>> {
+fn lock(subs: &Subscribers) -> std::sync::MutexGuard<'_, Subs> {
     // A poisoned map is still a consistent map: every operation is a single insert/remove.
     subs.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn dispatch(epoll: &OwnedFd, subs: &Subscribers) {
+/// Routes every queued hold notice to its connection.
+fn route_held(rb: &mut RingBuf<MapData>, subs: &Subs) {
+    while let Some(item) = rb.next() {
+        let Some(cookie) = item.get(..8).and_then(|b| b.try_into().ok()) else {
+            continue;
+        };
+        let cookie = u64::from_ne_bytes(cookie);
+        if let Some((conn, side)) = subs.cookies.get(&cookie) {
+            if let Some(tx) = subs.conns.get(conn) {
+                let _ = tx.send(Event {
+                    side: *side,
+                    read_closed: false,
+                    hup_or_err: false,
+                    held: true,
+                });
+            }
+        }
+    }
+}
+
+fn dispatch(epoll: &OwnedFd, subs: &Subscribers, mut held: Option<&mut RingBuf<MapData>>) {
     let mut events = Vec::with_capacity(256);
     loop {
         events.clear();
@@ -155,16 +197,23 @@ fn dispatch(epoll: &OwnedFd, subs: &Subscribers) {
             if data == STOP {
                 return;
             }
+            if data == HELD {
+                if let Some(rb) = held.as_deref_mut() {
+                    route_held(rb, &subs);
+                }
+                continue;
+            }
             let side = if data & 1 == 1 {
                 Side::Backend
             } else {
                 Side::Client
             };
-            if let Some(tx) = subs.get(&(data >> 1)) {
+            if let Some(tx) = subs.conns.get(&(data >> 1)) {
                 let _ = tx.send(Event {
                     side,
                     read_closed: flags.intersects(EventFlags::RDHUP),
                     hup_or_err: flags.intersects(EventFlags::HUP | EventFlags::ERR),
+                    held: false,
                 });
             }
         }

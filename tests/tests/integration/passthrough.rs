@@ -88,7 +88,7 @@ async fn assert_clean(s: &Setup) {
     let ports = [s.front.addr.port(), s.backend.addr.port()];
     let pt = s.front.pt.clone();
     let clean = eventually(STEP, || {
-        pt.map_entries().is_none_or(|e| e == (0, 0)) && open_sockets_on(&ports) == 0
+        pt.map_entries().is_none_or(|e| e == (0, 0, 0)) && open_sockets_on(&ports) == 0
     })
     .await;
     assert!(
@@ -129,7 +129,7 @@ async fn echo_once(s: &mut Setup, sni: &str, payload: &[u8]) {
 async fn kernel_splice_self_test_passes() {
     let engine = SpliceEngine::new().expect("load the sk_skb program (needs root and BPF)");
     engine.self_test().await.expect("self-test");
-    assert_eq!(engine.map_entries(), (0, 0));
+    assert_eq!(engine.map_entries(), (0, 0, 0));
 }
 
 /// The socket cookie of `s` (SO_COOKIE), the key of the splice maps.
@@ -181,7 +181,7 @@ fn remove_peer_entry(cookie: u64) -> bool {
             continue;
         };
         let map = aya::maps::Map::HashMap(data);
-        if let Ok(mut peers) = aya::maps::HashMap::<_, u64, [u64; 2]>::try_from(map) {
+        if let Ok(mut peers) = aya::maps::HashMap::<_, u64, [u64; 3]>::try_from(map) {
             removed |= peers.remove(&cookie).is_ok();
         }
     }
@@ -271,10 +271,111 @@ async fn kernel_splice_counts_bytes_whose_peer_is_gone() {
         .expect("task");
     assert!(report.is_ok(), "splice setup failed");
     assert!(
-        eventually(STEP, || engine.map_entries() == (0, 0)).await,
+        eventually(STEP, || engine.map_entries() == (0, 0, 0)).await,
         "entries left: {:?}",
         engine.map_entries()
     );
+}
+
+/// A reader slower than its sender pins at most a credit of kernel queue: past it the
+/// verdict holds bytes in the sender's socket (whose TCP window then closes), and userspace
+/// relays them, in order, once the reader drains. Without the credit the kernel queued the
+/// backend's whole transfer for a client that did not read.
+#[tokio::test]
+async fn kernel_splice_holds_bytes_for_a_reader_that_does_not_read() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    const TOTAL: usize = 96 << 20;
+    // What the sockets on the way may buffer besides the credit: the backend's send buffer,
+    // the proxy's two spliced sockets (8 MiB each, doubled 4 MiB) and the client's receive
+    // buffer, with room to spare.
+    const BOUND: usize = ingress::passthrough::splice::CREDIT as usize + (40 << 20);
+    let engine =
+        Arc::new(SpliceEngine::new().expect("load the sk_skb program (needs root and BPF)"));
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let back = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut client = tokio::net::TcpStream::connect(front.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (proxy_client, _) = front.accept().await.expect("accept");
+    let proxy_backend = tokio::net::TcpStream::connect(back.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (mut server, _) = back.accept().await.expect("accept");
+    let splice = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.splice(proxy_client, proxy_backend, 0).await }
+    });
+    client.write_all(b"ping").await.expect("write");
+    let mut buf = [0u8; 4];
+    timeout(STEP, server.read_exact(&mut buf))
+        .await
+        .expect("spliced in time")
+        .expect("read");
+    let held_before = engine.held().expect("held counter");
+
+    // Sequence numbers: a lost, repeated or reordered chunk shows.
+    let data: Arc<Vec<u8>> = Arc::new(
+        (0..(TOTAL / 8) as u64)
+            .flat_map(|i| i.to_be_bytes())
+            .collect(),
+    );
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn({
+        let (data, accepted) = (data.clone(), accepted.clone());
+        async move {
+            for chunk in data.chunks(1 << 20) {
+                server.write_all(chunk).await.expect("backend write");
+                accepted.fetch_add(chunk.len(), SeqCst);
+            }
+            server.shutdown().await.expect("backend FIN");
+            server
+        }
+    });
+    // The client reads nothing for a while: the backend's writes must stall.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stalled_at = accepted.load(SeqCst);
+    assert!(
+        stalled_at < BOUND,
+        "the backend handed over {stalled_at} bytes to a client that read nothing (bound {BOUND})"
+    );
+    assert!(
+        stalled_at > ingress::passthrough::splice::CREDIT as usize,
+        "the splice moved only {stalled_at} bytes before holding"
+    );
+    let held = engine.held().expect("held counter");
+    assert!(held.bytes > held_before.bytes, "no byte was held");
+
+    // Then it reads everything, intact and in order.
+    let mut got = Vec::with_capacity(TOTAL);
+    timeout(Duration::from_secs(60), client.read_to_end(&mut got))
+        .await
+        .expect("the transfer completes once the client reads")
+        .expect("client read");
+    assert_eq!(got.len(), TOTAL, "bytes lost or added");
+    assert!(got == *data, "bytes reordered or corrupted");
+    let mut server = writer.await.expect("writer");
+    client.shutdown().await.expect("client FIN");
+    let mut rest = Vec::new();
+    timeout(STEP, server.read_to_end(&mut rest))
+        .await
+        .expect("FIN passed on")
+        .expect("server read");
+    let report = timeout(STEP, splice)
+        .await
+        .expect("splice ends in time")
+        .expect("task")
+        .expect("splice set up");
+    assert_eq!(
+        report.ending,
+        ingress::passthrough::splice::Ending::Graceful
+    );
+    assert_eq!(report.backend_bytes, TOTAL as u64);
+    assert!(report.relayed.1 > 0, "nothing was relayed: {report:?}");
+    assert_eq!(engine.map_entries(), (0, 0, 0));
 }
 
 /// The unified-loader path: the object is loaded by someone else, the splice only takes its
@@ -301,7 +402,7 @@ async fn kernel_splice_on_an_object_loaded_elsewhere() {
         pt.is_kernel_splice(),
         "self-test passed on the shared object"
     );
-    assert_eq!(pt.map_entries(), Some((0, 0)));
+    assert_eq!(pt.map_entries(), Some((0, 0, 0)));
     drop(pt);
     drop(ebpf);
 }
