@@ -79,6 +79,21 @@ impl MetricsSource for crate::passthrough::Passthrough {
                 c.bytes
             );
         }
+        if let Some(held) = self.splice_held() {
+            let _ = writeln!(
+                out,
+                "# HELP ingress_passthrough_splice_held_bytes_total Bytes the in-kernel splice held for userspace to relay: their reader was a credit behind."
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE ingress_passthrough_splice_held_bytes_total counter"
+            );
+            let _ = writeln!(
+                out,
+                "ingress_passthrough_splice_held_bytes_total {}",
+                held.bytes
+            );
+        }
     }
 }
 

@@ -392,6 +392,14 @@ impl Passthrough {
         matches!(self.engine, Engine::Kernel(_))
     }
 
+    /// Bytes the kernel splice held for userspace to relay; `None` for the userspace copy.
+    pub fn splice_held(&self) -> Option<ingress_common::counters::Counter> {
+        match &self.engine {
+            Engine::Kernel(k) => k.held(),
+            Engine::Userspace => None,
+        }
+    }
+
     /// What the kernel splice dropped: (bytes on an unpaired socket, bytes whose peer was
     /// gone), with skb counts. `None` for the userspace copy.
     pub fn splice_drops(

@@ -700,6 +700,7 @@ impl<'a> Armed<'a> {
                 // Caught up: redirect again, a credit ahead of what the peer has taken
                 // (all of it, by now).
                 flow.held = false;
+                flow.pending = Vec::new();
                 let credit = SpliceCredit {
                     limit: entry.redirected + CREDIT,
                     consumed: flow.sent,

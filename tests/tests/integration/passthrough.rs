@@ -379,7 +379,8 @@ async fn kernel_splice_holds_bytes_for_a_reader_that_does_not_read() {
 }
 
 /// The unified-loader path: the object is loaded by someone else, the splice only takes its
-/// two maps and attaches the program; it works while that object lives.
+/// maps and attaches the program; it works while that object lives, and reports its drop and
+/// hold counters in `/metrics`.
 #[tokio::test]
 async fn kernel_splice_on_an_object_loaded_elsewhere() {
     let mut loader = aya::EbpfLoader::new();
@@ -403,6 +404,17 @@ async fn kernel_splice_on_an_object_loaded_elsewhere() {
         "self-test passed on the shared object"
     );
     assert_eq!(pt.map_entries(), Some((0, 0, 0)));
+    let mut metrics = String::new();
+    ingress::admin::MetricsSource::render(&pt, &mut metrics);
+    for line in [
+        "ingress_passthrough_splice_dropped_bytes_total{reason=\"peer_gone\"} 0",
+        "ingress_passthrough_splice_held_bytes_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing from {metrics}"
+        );
+    }
     drop(pt);
     drop(ebpf);
 }
