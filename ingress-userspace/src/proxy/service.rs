@@ -468,10 +468,11 @@ async fn pipeline<'c>(
     // The request as it goes upstream.
     let path_and_query = match (&policy.rewrite_target, m.route) {
         (Some(t), Some(route)) => {
-            let path = rewrite::rewrite_path(&route.path, t, route_path);
-            let path = target::encode_path(&path);
-            let pq = match req.uri().query() {
-                Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+            let rewritten = rewrite::rewrite_path(&route.path, t, route_path);
+            let (path, query) = rewrite::with_query(&rewritten, req.uri().query());
+            let path = target::encode_path(path);
+            let pq = match query {
+                Some(q) => PathAndQuery::try_from(format!("{path}?{}", target::encode_query(&q))),
                 None => PathAndQuery::try_from(path.as_ref()),
             };
             match pq {

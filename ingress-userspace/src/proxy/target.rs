@@ -115,6 +115,24 @@ pub fn encode_path(path: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Percent-encodes what a query may not carry (controls, space, non-ASCII, `"#<>\^`{|}`);
+/// `%`, `&`, `=` and `?` stay as written.
+pub fn encode_query(query: &str) -> Cow<'_, str> {
+    let keep = |b: u8| b.is_ascii_graphic() && !b"\"#<>\\^`{|}".contains(&b);
+    if query.bytes().all(keep) {
+        return Cow::Borrowed(query);
+    }
+    let mut out = String::with_capacity(query.len() + 16);
+    for b in query.bytes() {
+        if keep(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// RFC 9112 §3.2: one `Host` at most, present in HTTP/1.1 unless the target carries the
 /// authority, and a valid host[:port] (no userinfo, path or whitespace). The authority of an
 /// absolute-form target or HTTP/2's `:authority` is held to the same rules: it is what is

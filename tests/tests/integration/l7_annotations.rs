@@ -29,6 +29,16 @@ async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
         u.clone(),
         policy(|p| p.rewrite_target = Some("/v2".into())),
     );
+    let query = target_with(
+        "query",
+        u.clone(),
+        policy(|p| p.rewrite_target = Some("/items?id=$1".into())),
+    );
+    let drop_query = target_with(
+        "drop-query",
+        u.clone(),
+        policy(|p| p.rewrite_target = Some("/fixed?".into())),
+    );
     let root = target_with(
         "root",
         u.clone(),
@@ -57,7 +67,12 @@ async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
     let snap = snapshot(vec![
         vhost(
             "rw.test",
-            vec![regex("/something(/|$)(.*)", &re), prefix("/api", &pre)],
+            vec![
+                regex("/something(/|$)(.*)", &re),
+                prefix("/api", &pre),
+                regex("/item/([0-9]+)", &query),
+                regex("/drop", &drop_query),
+            ],
         ),
         vhost("root.test", vec![prefix("/", &root)]),
         vhost("perm.test", vec![prefix("/", &perm)]),
@@ -71,6 +86,11 @@ async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
         ("/SOMETHING/Case", "/Case"),
         ("/api/users/7", "/v2/users/7"),
         ("/api", "/v2"),
+        // nginx's `rewrite`: the target's arguments, then the request's; a target ending in
+        // `?` drops the request's.
+        ("/item/42?x=1", "/items?id=42&x=1"),
+        ("/item/42", "/items?id=42"),
+        ("/drop/a?x=1", "/fixed"),
     ] {
         let r = get(l7.http, "rw.test", path).await?;
         assert_eq!(r.json()["uri"], want, "{path}");
@@ -91,7 +111,7 @@ async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
         (r.status.as_u16(), r.header("location")),
         (302, Some("https://tmp.example/x"))
     );
-    assert_eq!(up.hits(), 6);
+    assert_eq!(up.hits(), 9);
     Ok(())
 }
 

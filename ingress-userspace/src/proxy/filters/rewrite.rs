@@ -1,8 +1,25 @@
 //! `rewrite-target`: with a regex path the whole path becomes the target with `$n` expanded
 //! from the path's capture groups (nginx `rewrite ... break`); with a prefix path the matched
 //! prefix is replaced by the target and the rest kept; an exact path becomes the target.
-//! The query string is kept.
+//! The query string is kept; a target with its own (`/new?a=1`) goes first, as nginx's
+//! `rewrite` puts new arguments before the request's, and a target ending in `?` drops them.
 use crate::snapshot::PathMatch;
+
+/// Splits a rewritten target into its path and the query the upstream gets, given the
+/// request's own query.
+pub fn with_query<'a>(rewritten: &'a str, query: Option<&'a str>) -> (&'a str, Option<String>) {
+    match rewritten.split_once('?') {
+        None => (rewritten, query.map(str::to_string)),
+        Some((path, "")) => (path, None),
+        Some((path, args)) => (
+            path,
+            Some(match query {
+                Some(q) if !q.is_empty() => format!("{args}&{q}"),
+                _ => args.to_string(),
+            }),
+        ),
+    }
+}
 
 /// The upstream path for `path` matched by `route_path`, rewritten to `target`.
 pub fn rewrite_path(route_path: &PathMatch, target: &str, path: &str) -> String {
@@ -57,6 +74,24 @@ mod tests {
             source: src.into(),
             regex,
         })
+    }
+
+    #[test]
+    fn a_target_with_a_query_goes_before_the_request_s_and_a_trailing_question_mark_drops_it() {
+        assert_eq!(
+            with_query("/new", Some("b=2")),
+            ("/new", Some("b=2".into()))
+        );
+        assert_eq!(with_query("/new", None), ("/new", None));
+        assert_eq!(
+            with_query("/new?a=1", Some("b=2")),
+            ("/new", Some("a=1&b=2".into()))
+        );
+        assert_eq!(with_query("/new?a=1", None), ("/new", Some("a=1".into())));
+        assert_eq!(with_query("/new?", Some("b=2")), ("/new", None));
+        let p = regex("/old/(.*)");
+        let rewritten = rewrite_path(&p, "/new?id=$1", "/old/42");
+        assert_eq!(with_query(&rewritten, None), ("/new", Some("id=42".into())));
     }
 
     #[test]
