@@ -405,7 +405,8 @@ impl App {
                         Some(client.clone()),
                         publish_source(&args),
                         shutdown.clone(),
-                    )),
+                    ))
+                    .in_namespace(args.watch_namespace.clone()),
                     store.translations.clone(),
                     leading.clone(),
                     shutdown.clone(),

@@ -51,6 +51,9 @@ pub struct StatusConfig {
     pub resync: Duration,
     /// Delay before retrying after a failed write.
     pub retry: Duration,
+    /// The one namespace watched (`--watch-namespace`): Ingresses are listed there only, so a
+    /// namespaced Role suffices and other namespaces' statuses are never touched.
+    pub namespace: Option<String>,
 }
 
 impl StatusConfig {
@@ -65,7 +68,14 @@ impl StatusConfig {
             addresses,
             resync: Duration::from_secs(60),
             retry: Duration::from_secs(5),
+            namespace: None,
         }
+    }
+
+    /// Lists and writes Ingresses of `namespace` only, if given.
+    pub fn in_namespace(mut self, namespace: Option<String>) -> Self {
+        self.namespace = namespace;
+        self
     }
 }
 
@@ -100,7 +110,7 @@ pub async fn run(
         info!("no publish address; Ingress status is not written");
         return;
     }
-    let mut writer = StatusWriter::new(client, Vec::new());
+    let mut writer = StatusWriter::new(client, config.namespace.as_deref(), Vec::new());
     let mut resync_at = Instant::now();
     let mut retry_at: Option<Instant> = None;
     loop {
@@ -259,9 +269,12 @@ struct StatusWriter {
 }
 
 impl StatusWriter {
-    fn new(client: Client, addresses: Vec<StatusAddress>) -> Self {
+    fn new(client: Client, namespace: Option<&str>, addresses: Vec<StatusAddress>) -> Self {
         StatusWriter {
-            api: Api::all(client),
+            api: match namespace {
+                Some(ns) => Api::namespaced(client, ns),
+                None => Api::all(client),
+            },
             addresses,
             past: Vec::new(),
             known: BTreeSet::new(),

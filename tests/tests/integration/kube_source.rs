@@ -994,6 +994,73 @@ async fn status_resync_repairs_and_clears_leftovers() {
     st.stop().await;
 }
 
+/// With `--watch-namespace` the writer lists that namespace only (a namespaced Role allows
+/// nothing else) and leaves another namespace's Ingress alone even when it shows our address.
+#[tokio::test]
+async fn status_in_one_namespace_lists_and_clears_there_only() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    let mut old = ingress("shop", "old");
+    old["status"] = json!({"loadBalancer": {"ingress": [{"ip": PUBLISH}]}});
+    api.apply(old);
+    let mut theirs = ingress("other", "theirs");
+    theirs["status"] = json!({"loadBalancer": {"ingress": [{"ip": PUBLISH}]}});
+    api.apply(theirs);
+    let addr: IpAddr = PUBLISH.parse().unwrap_or_else(|e| panic!("{e}"));
+    let (translations, trx) = watch::channel(translation(1, owned(&["web"]), vec![]));
+    let (_leader, lrx) = watch::channel(true);
+    let shutdown = CancellationToken::new();
+    let config = StatusConfig {
+        resync: Duration::from_millis(300),
+        retry: Duration::from_millis(200),
+        ..StatusConfig::following(watch::channel(vec![addr.into()]).1)
+    }
+    .in_namespace(Some("shop".into()));
+    let task = tokio::spawn(status::run(
+        client(&api),
+        config,
+        trx,
+        lrx,
+        shutdown.clone(),
+    ));
+    let p = wait_patches(&api, 2).await;
+    let mut uris: Vec<&str> = p.iter().map(|r| r.uri.as_str()).collect();
+    uris.sort();
+    assert_eq!(uris, [status_path("old"), status_path("web")]);
+    // A few re-checks later, the other namespace was never read nor written.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let requests = api.requests();
+    assert_eq!(
+        (requests[0].method.as_str(), requests[0].path()),
+        (
+            "GET",
+            "/apis/networking.k8s.io/v1/namespaces/shop/ingresses"
+        )
+    );
+    for r in &requests {
+        assert!(
+            r.path()
+                .starts_with("/apis/networking.k8s.io/v1/namespaces/shop/"),
+            "outside the namespace: {} {}",
+            r.method,
+            r.uri
+        );
+    }
+    let theirs = api
+        .get("networking.k8s.io/v1", "Ingress", "other", "theirs")
+        .unwrap_or_default();
+    assert_eq!(
+        theirs["status"]["loadBalancer"],
+        json!({"ingress": [{"ip": PUBLISH}]})
+    );
+    drop(translations);
+    shutdown.cancel();
+    timeout(WAIT, task)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[tokio::test]
 async fn status_retries_after_api_errors() {
     let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
