@@ -399,7 +399,9 @@ struct FileState {
 /// The objects a file defines after a read, and its rejected documents as errors: its good
 /// objects plus, for each rejected document whose identity is known, the version of that
 /// object the file defined before (as the API server keeps an object whose update it
-/// refuses). A rejected document without identity only loses itself.
+/// refuses). A document too broken to say which object it is (a YAML syntax error) keeps
+/// every object of the file's previous version that no good document redefines: it may be
+/// any of them, and a typo must not delete an object; they go once the file reads cleanly.
 fn merge_file(
     path: &Path,
     parsed: Parsed,
@@ -410,13 +412,19 @@ fn merge_file(
         .into_iter()
         .filter_map(|o| Some((key_of(&o)?, o)))
         .collect();
+    let defined =
+        |objects: &[Object], k: &Key| objects.iter().any(|o| key_of(o).as_ref() == Some(k));
     let mut errors = Vec::new();
+    let mut unidentified = Vec::new();
     for r in parsed.rejected {
+        let Some(key) = r.key else {
+            unidentified.push(r.reason);
+            continue;
+        };
         // A good document for the same object in this file already replaces it.
-        let kept = r
-            .key
-            .filter(|k| !objects.iter().any(|o| key_of(o).as_ref() == Some(k)))
-            .and_then(|k| previous.remove(&k));
+        let kept = (!defined(&objects, &key))
+            .then(|| previous.remove(&key))
+            .flatten();
         let reason = match kept {
             Some(obj) => {
                 objects.push(obj);
@@ -428,6 +436,32 @@ fn merge_file(
             path: path.to_owned(),
             reason,
         });
+    }
+    if !unidentified.is_empty() {
+        let mut kept: Vec<(Key, Object)> = previous
+            .into_iter()
+            .filter(|(k, _)| !defined(&objects, k))
+            .collect();
+        kept.sort_by(|a, b| a.0.cmp(&b.0));
+        let note = if kept.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = kept
+                .iter()
+                .map(|(k, _)| format!("{:?} {}/{}", k.kind, k.namespace, k.name))
+                .collect();
+            format!(
+                "; until the file reads cleanly, the previous version of what it no longer defines is kept ({})",
+                names.join(", ")
+            )
+        };
+        objects.extend(kept.into_iter().map(|(_, o)| o));
+        for reason in unidentified {
+            errors.push(ManifestError::Document {
+                path: path.to_owned(),
+                reason: format!("{reason}{note}"),
+            });
+        }
     }
     (objects, errors)
 }

@@ -320,6 +320,36 @@ fn a_rejected_document_keeps_the_previous_version_of_its_object() {
     assert!(!r.errors[0].to_string().contains("kept"), "{}", r.errors[0]);
 }
 
+#[test]
+fn a_syntax_error_deletes_nothing_until_the_file_reads_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("70-app.yaml");
+    let write = |docs: &[String]| std::fs::write(&path, docs.join("---\n")).expect("write");
+    write(&[ingress("web", "80"), service("a")]);
+    let mut state = DirState::new(dir.path().to_owned());
+    let r = state.rescan().expect("scan");
+    assert_eq!(applied(&r.events), vec!["apply a", "apply web"]);
+
+    // The Service's document loses a bracket: which object it was cannot be read, so the
+    // Service is kept (a typo is not a delete) while the Ingress's edit applies.
+    let broken = "apiVersion: v1\nkind: Service\nmetadata: {name: a\n".to_owned();
+    write(&[ingress("web", "81"), broken]);
+    let r = state.rescan().expect("scan");
+    assert_eq!(applied(&r.events), vec!["apply web"]);
+    assert_eq!(r.errors.len(), 1);
+    let error = r.errors[0].to_string();
+    assert!(
+        error.contains("invalid YAML") && error.contains("is kept (Service default/a)"),
+        "{error}"
+    );
+
+    // Fixed without the Service: now it goes.
+    write(&[ingress("web", "81")]);
+    let r = state.rescan().expect("scan");
+    assert_eq!(applied(&r.events), vec!["delete a"]);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+}
+
 fn service(name: &str) -> String {
     format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: 80}}]}}\n")
 }
