@@ -567,7 +567,12 @@ impl Passthrough {
                     streams: Some((client, backend)),
                     error,
                 }) => {
-                    tracing::warn!(error = %error, "passthrough: kernel splice setup failed; copying in userspace");
+                    if error.socket_not_established() {
+                        // Per connection and up to each client: not worth a warning.
+                        tracing::debug!(error = %error, "passthrough: a socket closed before the kernel splice; copying in userspace");
+                    } else {
+                        tracing::warn!(error = %error, "passthrough: kernel splice setup failed; copying in userspace");
+                    }
                     copied(copy::copy(client, backend).await)
                 }
                 Err(splice::SetupFailed {

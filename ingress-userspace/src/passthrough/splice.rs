@@ -90,7 +90,22 @@ pub enum SpliceError {
     SelfTest(String),
 }
 
-/// The loaded program and the two maps it uses.
+impl SpliceError {
+    /// The sockhash refused a socket that is no longer established (a client that sent its
+    /// ClientHello and FIN at once, a backend that closed): the connection's own doing, any
+    /// client can cause it, and the userspace copy serves it.
+    pub fn socket_not_established(&self) -> bool {
+        match self {
+            SpliceError::Map(aya::maps::MapError::SyscallError(e)) => {
+                e.io_error.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error())
+            }
+            SpliceError::Io(e) => e.kind() == io::ErrorKind::NotConnected,
+            _ => false,
+        }
+    }
+}
+
+/// The loaded program and the maps it uses.
 pub struct KernelSplice {
     // Keeps the program and its attachment alive when this module loaded the object itself.
     _ebpf: Option<Ebpf>,

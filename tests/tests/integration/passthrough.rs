@@ -378,6 +378,43 @@ async fn kernel_splice_holds_bytes_for_a_reader_that_does_not_read() {
     assert_eq!(engine.map_entries(), (0, 0, 0));
 }
 
+/// A client that sends its bytes and FIN before the splice is armed cannot enter the
+/// sockhash (only established sockets may): the setup says so, distinctly from a real
+/// failure (it is logged at debug: any client can cause it), and hands both streams back.
+#[tokio::test]
+async fn kernel_splice_refuses_a_socket_already_half_closed_and_hands_it_back() {
+    let engine = SpliceEngine::new().expect("load the sk_skb program (needs root and BPF)");
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let back = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut client = tokio::net::TcpStream::connect(front.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (proxy_client, _) = front.accept().await.expect("accept");
+    let proxy_backend = tokio::net::TcpStream::connect(back.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (_server, _) = back.accept().await.expect("accept");
+    client.write_all(b"hello").await.expect("write");
+    client.shutdown().await.expect("FIN");
+    // Loopback delivers the FIN at once; the bytes stay unread.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let failed = engine
+        .splice(proxy_client, proxy_backend, 0)
+        .await
+        .expect_err("a half-closed socket is not spliced");
+    assert!(
+        failed.error.socket_not_established(),
+        "not recognised: {}",
+        failed.error
+    );
+    assert!(failed.streams.is_some(), "streams handed back for the copy");
+    assert_eq!(engine.map_entries(), (0, 0, 0));
+}
+
 /// The unified-loader path: the object is loaded by someone else, the splice only takes its
 /// maps and attaches the program; it works while that object lives, and reports its drop and
 /// hold counters in `/metrics`.
