@@ -166,7 +166,23 @@ fn valid_host(h: &[u8]) -> bool {
         && !h.windows(2).any(|w| w == b"..")
         && h[0] != b'.'
         && h[0] != b':'
+        && valid_brackets(h)
         && valid_port(h)
+}
+
+/// Brackets enclose an IP literal that is the whole host (`[::1]`, `[::1]:80`), nothing
+/// else: `[a]junk` or `a[b]` would route as one name and reach the upstream as another.
+fn valid_brackets(h: &[u8]) -> bool {
+    let opens = h.iter().filter(|&&b| b == b'[').count();
+    let closes = h.iter().filter(|&&b| b == b']').count();
+    match (opens, closes) {
+        (0, 0) => true,
+        (1, 1) => {
+            let end = h.iter().position(|&b| b == b']').unwrap_or(0);
+            h[0] == b'[' && end > 1 && matches!(h.get(end + 1), None | Some(b':'))
+        }
+        _ => false,
+    }
 }
 
 /// The port after the host, if any, is a TCP port: digits, at most 65535 (an empty port is
@@ -296,6 +312,13 @@ mod tests {
             "r..test",
             ".r.test",
             "r.test\\x",
+            "[::1]junk",
+            "[h]junk",
+            "a[::1]",
+            "[::1",
+            "::1]",
+            "[]",
+            "[[::1]]",
         ] {
             assert_eq!(
                 ok(Version::HTTP_11, "/", &[bad]),
