@@ -468,9 +468,8 @@ async fn pipeline<'c>(
     // The request as it goes upstream.
     let path_and_query = match (&policy.rewrite_target, m.route) {
         (Some(t), Some(route)) => {
-            let rewritten = rewrite::rewrite_path(&route.path, t, route_path);
-            let (path, query) = rewrite::with_query(&rewritten, req.uri().query());
-            let path = target::encode_path(path);
+            let (path, query) = rewrite::rewrite(&route.path, t, route_path, req.uri().query());
+            let path = target::encode_path(&path);
             let pq = match query {
                 Some(q) => PathAndQuery::try_from(format!("{path}?{}", target::encode_query(&q))),
                 None => PathAndQuery::try_from(path.as_ref()),

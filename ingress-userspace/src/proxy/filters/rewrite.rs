@@ -5,19 +5,46 @@
 //! `rewrite` puts new arguments before the request's, and a target ending in `?` drops them.
 use crate::snapshot::PathMatch;
 
-/// Splits a rewritten target into its path and the query the upstream gets, given the
-/// request's own query.
-pub fn with_query<'a>(rewritten: &'a str, query: Option<&'a str>) -> (&'a str, Option<String>) {
-    match rewritten.split_once('?') {
-        None => (rewritten, query.map(str::to_string)),
-        Some((path, "")) => (path, None),
-        Some((path, args)) => (
-            path,
+/// The upstream path and query for `path` (with the request's `query`) matched by
+/// `route_path`, rewritten to `target`. The target's own query, if any, is expanded like its
+/// path (capture groups) and goes before the request's; an empty one drops the request's.
+pub fn rewrite(
+    route_path: &PathMatch,
+    target: &str,
+    path: &str,
+    query: Option<&str>,
+) -> (String, Option<String>) {
+    let (target_path, target_query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let new_path = rewrite_path(route_path, target_path, path);
+    let new_query = match target_query {
+        None => query.map(str::to_string),
+        Some("") => None,
+        Some(args) => {
+            let args = expand(route_path, args, path);
             Some(match query {
                 Some(q) if !q.is_empty() => format!("{args}&{q}"),
-                _ => args.to_string(),
-            }),
-        ),
+                _ => args,
+            })
+        }
+    };
+    (new_path, new_query)
+}
+
+/// `template` with `$n` expanded from a regex path's capture groups (as is, otherwise).
+fn expand(route_path: &PathMatch, template: &str, path: &str) -> String {
+    match route_path {
+        PathMatch::Regex(r) => match r.regex.captures(path) {
+            Some(caps) if caps.get(0).is_some_and(|m| m.start() == 0) => {
+                let mut out = String::with_capacity(template.len() + path.len());
+                caps.expand(template, &mut out);
+                out
+            }
+            _ => template.to_string(),
+        },
+        _ => template.to_string(),
     }
 }
 
@@ -78,20 +105,32 @@ mod tests {
 
     #[test]
     fn a_target_with_a_query_goes_before_the_request_s_and_a_trailing_question_mark_drops_it() {
+        let p = PathMatch::Prefix("/old".into());
+        let q = |target, path, query| rewrite(&p, target, path, query);
         assert_eq!(
-            with_query("/new", Some("b=2")),
-            ("/new", Some("b=2".into()))
+            q("/new", "/old", Some("b=2")),
+            ("/new".into(), Some("b=2".into()))
         );
-        assert_eq!(with_query("/new", None), ("/new", None));
+        assert_eq!(q("/new", "/old", None), ("/new".into(), None));
         assert_eq!(
-            with_query("/new?a=1", Some("b=2")),
-            ("/new", Some("a=1&b=2".into()))
+            q("/new?a=1", "/old", Some("b=2")),
+            ("/new".into(), Some("a=1&b=2".into()))
         );
-        assert_eq!(with_query("/new?a=1", None), ("/new", Some("a=1".into())));
-        assert_eq!(with_query("/new?", Some("b=2")), ("/new", None));
-        let p = regex("/old/(.*)");
-        let rewritten = rewrite_path(&p, "/new?id=$1", "/old/42");
-        assert_eq!(with_query(&rewritten, None), ("/new", Some("id=42".into())));
+        assert_eq!(
+            q("/new?a=1", "/old", None),
+            ("/new".into(), Some("a=1".into()))
+        );
+        assert_eq!(q("/new?", "/old", Some("b=2")), ("/new".into(), None));
+        let re = regex("/old/(.*)");
+        assert_eq!(
+            rewrite(&re, "/new?id=$1", "/old/42", None),
+            ("/new".into(), Some("id=42".into()))
+        );
+        // A `?` of the (decoded) request path is path, not a query.
+        assert_eq!(
+            rewrite(&re, "/new/$1", "/old/x?y", Some("q=1")),
+            ("/new/x?y".into(), Some("q=1".into()))
+        );
     }
 
     #[test]
