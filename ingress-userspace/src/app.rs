@@ -8,7 +8,7 @@ use std::{
     collections::BTreeSet,
     net::IpAddr,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
@@ -478,7 +478,9 @@ impl App {
 }
 
 /// Applies every new translation to the proxy and the kernel maps; readiness follows the
-/// first one that reached both.
+/// first one that reached both. A failed kernel apply is retried (1 s, doubling to 30 s)
+/// until it succeeds or a newer translation replaces it: nothing else would write the maps
+/// again while the configuration stays the same.
 async fn apply_loop(
     mut translations: watch::Receiver<Arc<Translation>>,
     proxy: ProxyApplier,
@@ -487,10 +489,29 @@ async fn apply_loop(
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
+    const RETRY_FIRST: Duration = Duration::from_secs(1);
+    const RETRY_MAX: Duration = Duration::from_secs(30);
+    let mut retry: Option<(Instant, Duration, Arc<crate::snapshot::Snapshot>)> = None;
     loop {
+        let retry_at = retry.as_ref().map(|(at, _, _)| *at);
         tokio::select! {
             changed = translations.changed() => if changed.is_err() { return },
             () = shutdown.cancelled() => return,
+            () = sleep_until_some(retry_at) => {
+                if let Some((_, delay, snap)) = retry.take() {
+                    match apply_kernel(kernel.clone(), snap.clone()).await {
+                        true => {
+                            info!(generation = snap.generation, "L4 services applied to the kernel maps on retry");
+                            readiness.set_ready();
+                        }
+                        false => {
+                            let delay = (delay * 2).min(RETRY_MAX);
+                            retry = Some((Instant::now() + delay, delay, snap));
+                        }
+                    }
+                }
+                continue;
+            }
         }
         let t = translations.borrow_and_update().clone();
         let snapshot = t.snapshot.clone();
@@ -500,25 +521,8 @@ async fn apply_loop(
         let started = Instant::now();
         let summary = proxy.apply(&snapshot);
         passthrough.apply(&snapshot);
-        let mut kernel_ok = true;
-        if let Some(k) = kernel.clone() {
-            let snap = snapshot.clone();
-            let res = tokio::task::spawn_blocking(move || {
-                k.lock().unwrap_or_else(|e| e.into_inner()).apply(&snap)
-            })
-            .await;
-            match res {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    kernel_ok = false;
-                    error!("applying L4 services to the kernel maps failed: {e:#}");
-                }
-                Err(e) => {
-                    kernel_ok = false;
-                    error!("kernel applier panicked: {e}");
-                }
-            }
-        }
+        let kernel_ok = apply_kernel(kernel.clone(), snapshot.clone()).await;
+        retry = (!kernel_ok).then(|| (Instant::now() + RETRY_FIRST, RETRY_FIRST, snapshot.clone()));
         if kernel_ok {
             readiness.set_ready();
         }
@@ -530,6 +534,39 @@ async fn apply_loop(
             elapsed_us = started.elapsed().as_micros() as u64,
             "configuration applied"
         );
+    }
+}
+
+/// Sleeps until `at`, forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies the L4 services of `snapshot` to the kernel maps (if any); false when it failed.
+async fn apply_kernel(
+    kernel: Option<Arc<Mutex<Kernel>>>,
+    snapshot: Arc<crate::snapshot::Snapshot>,
+) -> bool {
+    let Some(k) = kernel else {
+        return true;
+    };
+    let res = tokio::task::spawn_blocking(move || {
+        k.lock().unwrap_or_else(|e| e.into_inner()).apply(&snapshot)
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            error!("applying L4 services to the kernel maps failed (retrying): {e:#}");
+            false
+        }
+        Err(e) => {
+            error!("kernel applier panicked: {e}");
+            false
+        }
     }
 }
 

@@ -272,6 +272,11 @@ impl<W: MapWriter> L4Applier<W> {
         &self.writer
     }
 
+    /// The writer, e.g. to make a fake fail in tests.
+    pub fn writer_mut(&mut self) -> &mut W {
+        &mut self.writer
+    }
+
     /// The id of a VIP, if present.
     pub fn vip_id(&self, key: &VipKey) -> Option<u32> {
         self.vips.get(key).map(|v| v.id)
@@ -348,14 +353,20 @@ impl<W: MapWriter> L4Applier<W> {
             .copied()
             .collect();
         for key in gone {
-            if let Some(state) = self.vips.remove(&key) {
-                self.writer.remove_vip(&key)?;
-                report.ring_slots_written += self
-                    .writer
-                    .write_ring(state.id, &vec![NO_BACKEND; ring_size as usize])?;
-                self.free_vip_ids.push_back(state.id);
-                report.vips_removed += 1;
-            }
+            let Some(id) = self.vips.get(&key).map(|s| s.id) else {
+                continue;
+            };
+            // Forgotten only once the kernel forgot it: a failed delete is retried by the
+            // next apply, where forgetting first would have left the VIP live for good.
+            self.writer.remove_vip(&key)?;
+            self.vips.remove(&key);
+            report.vips_removed += 1;
+            // The id is reused only over a cleared ring (a failure leaks it, never a ring
+            // naming old backends).
+            report.ring_slots_written += self
+                .writer
+                .write_ring(id, &vec![NO_BACKEND; ring_size as usize])?;
+            self.free_vip_ids.push_back(id);
         }
 
         // Add or update the rest, in the order an operator reads them (address, then port in
@@ -639,6 +650,20 @@ mod tests {
             .rposition(|o| matches!(o, Op::PutBackend(..)))
             .unwrap();
         assert!(ring_pos < vip_pos && vip_pos < free_pos);
+    }
+
+    #[test]
+    fn a_failed_vip_delete_is_retried_by_the_next_apply_not_forgotten() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        a.apply(&[svc("198.18.0.10", 80, &["198.18.1.2:80"])])
+            .unwrap();
+        a.writer_mut().fail_vip_removals = 1;
+        assert!(a.apply(&[]).is_err());
+        assert_eq!(a.writer().vips.len(), 1, "the kernel still has it");
+        let r = a.apply(&[]).unwrap();
+        assert_eq!(r.vips_removed, 1);
+        assert!(a.writer().vips.is_empty());
+        assert!(a.writer().ring(0).iter().all(|b| *b == NO_BACKEND));
     }
 
     #[test]

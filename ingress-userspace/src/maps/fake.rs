@@ -34,6 +34,8 @@ pub struct FakeMapWriter {
     pub rings: Vec<u32>,
     pub vip_filter: Vec<u64>,
     pub ops: Vec<Op>,
+    /// VIP deletes still to fail, to test recovery from a kernel refusal.
+    pub fail_vip_removals: u32,
 }
 
 fn vip_bytes(k: &VipKey) -> [u8; 20] {
@@ -68,6 +70,7 @@ impl FakeMapWriter {
             rings: vec![0; (capacity.max_vips * capacity.ring_size) as usize],
             vip_filter: vec![0; (ingress_common::l4::VIP_FILTER_BITS / 64) as usize],
             ops: Vec::new(),
+            fail_vip_removals: 0,
         }
     }
 
@@ -120,6 +123,10 @@ impl MapWriter for FakeMapWriter {
     }
 
     fn remove_vip(&mut self, key: &VipKey) -> Result<(), MapError> {
+        if self.fail_vip_removals > 0 {
+            self.fail_vip_removals -= 1;
+            return Err(MapError::Missing("VIPS (injected failure)"));
+        }
         self.vips.remove(&vip_bytes(key));
         self.ops.push(Op::RemoveVip(*key));
         Ok(())
