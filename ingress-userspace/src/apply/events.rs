@@ -65,6 +65,8 @@ pub struct EventsConfig {
     pub per_object_limit: u32,
     /// At most this many Events per minute in total.
     pub per_minute_limit: u32,
+    /// How often diagnostics held back by the limits are tried again while they last.
+    pub retry_deferred: Duration,
 }
 
 impl EventsConfig {
@@ -76,6 +78,7 @@ impl EventsConfig {
             dedup_window: Duration::from_secs(600),
             per_object_limit: 5,
             per_minute_limit: 60,
+            retry_deferred: Duration::from_secs(60),
         }
     }
 }
@@ -91,6 +94,9 @@ pub async fn run(
 ) {
     let mut limiter = Limiter::new(&config);
     let mut previous: HashSet<DiagKey> = HashSet::new();
+    // Diagnostics the limits held back: not in `previous`, so they are tried again (on a
+    // timer, since nothing else may change) until posted or gone.
+    let mut deferred = false;
     loop {
         let leading = *leader.borrow_and_update();
         let translation = translations.borrow_and_update().clone();
@@ -102,6 +108,7 @@ pub async fn run(
                 .iter()
                 .filter(|d| !previous.contains(&key(d)));
             let mut completed = true;
+            let mut held_back: HashSet<DiagKey> = HashSet::new();
             for diagnostic in fresh {
                 if !*leader.borrow() {
                     // Whoever leads now reports the rest.
@@ -109,6 +116,9 @@ pub async fn run(
                     break;
                 }
                 if !limiter.admit(diagnostic, now) {
+                    if !limiter.is_recent(diagnostic, now) {
+                        held_back.insert(key(diagnostic));
+                    }
                     debug!(object = %diagnostic.object, reason = diagnostic.reason, "event suppressed");
                     continue;
                 }
@@ -118,13 +128,27 @@ pub async fn run(
                 }
             }
             if completed {
-                previous = translation.diagnostics.iter().map(key).collect();
+                previous = translation
+                    .diagnostics
+                    .iter()
+                    .map(key)
+                    .filter(|k| !held_back.contains(k))
+                    .collect();
             }
+            deferred = !held_back.is_empty();
         }
+        let retry = async {
+            if deferred {
+                tokio::time::sleep(config.retry_deferred).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = translations.changed() => if r.is_err() { return },
             r = leader.changed() => if r.is_err() { return },
+            () = retry => {}
         }
     }
 }
@@ -312,6 +336,13 @@ impl Limiter {
         self.recent.retain(|_, at| now.duration_since(*at) < window);
         self.per_object
             .retain(|_, w| now.duration_since(w.start) < window);
+    }
+
+    /// Whether the same diagnostic was reported within the dedup window.
+    pub fn is_recent(&self, diagnostic: &Diagnostic, now: Instant) -> bool {
+        self.recent
+            .get(&key(diagnostic))
+            .is_some_and(|at| now.duration_since(*at) < self.dedup_window)
     }
 
     /// True if an Event for `diagnostic` may be sent now (and counts it).

@@ -1568,6 +1568,60 @@ fn posts(api: &FakeApi) -> Vec<RecordedRequest> {
         .collect()
 }
 
+/// A diagnostic the rate limits held back is posted once they allow, without waiting for
+/// the configuration to change (it was dropped for as long as it lasted).
+#[tokio::test]
+async fn events_held_back_by_the_limits_are_posted_later() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    let (translations, trx) = watch::channel(Arc::new(Translation::default()));
+    let (_leader, lrx) = watch::channel(true);
+    let shutdown = CancellationToken::new();
+    let config = EventsConfig {
+        dedup_window: Duration::from_millis(700),
+        per_object_limit: 1,
+        retry_deferred: Duration::from_millis(200),
+        ..EventsConfig::new("ingress.example.dev/xdp-ingress", "pod-a")
+    };
+    let task = tokio::spawn(events::run(
+        client(&api),
+        config,
+        trx,
+        lrx,
+        shutdown.clone(),
+    ));
+    translations.send_replace(translation(
+        1,
+        vec![],
+        vec![
+            diagnostic("web", "service shop/a not found"),
+            diagnostic("web", "service shop/b not found"),
+        ],
+    ));
+    api.wait_until(WAIT, "the first event", |a| posts(a).len() == 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // One per object per window: the second waits for the window, then goes alone.
+    api.wait_until(WAIT, "the held-back event", |a| posts(a).len() == 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let notes: Vec<String> = posts(&api)
+        .iter()
+        .map(|p| p.json()["note"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        notes,
+        ["service shop/a not found", "service shop/b not found"]
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(posts(&api).len(), 2, "each posted once");
+    shutdown.cancel();
+    timeout(WAIT, task)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[tokio::test]
 async fn events_one_post_per_new_diagnostic() {
     let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
