@@ -669,13 +669,12 @@ impl<'a> Armed<'a> {
             let flow = &mut self.flows[i];
             if flow.offset < flow.pending.len() {
                 // Held bytes come after every redirected one.
-                let taken = to.prelude + entry.redirected + flow.sent;
                 let written = self
                     .engine
                     .diag
                     .bytes_written(to.id)
                     .map_err(|_| reset_to)?;
-                if written < taken {
+                if written < to.prelude + entry.redirected + flow.sent {
                     return flow.wait(written).map_err(stalled);
                 }
                 let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
@@ -738,13 +737,12 @@ impl<'a> Armed<'a> {
                 return Ok(flow.settled());
             }
             // The FIN follows every byte before it, redirected or relayed.
-            let taken = to.prelude + entry.redirected + flow.sent;
             let written = self
                 .engine
                 .diag
                 .bytes_written(to.id)
                 .map_err(|_| reset_to)?;
-            if written < taken {
+            if written < to.prelude + entry.redirected + flow.sent {
                 return flow.wait(written).map_err(stalled);
             }
             to.stream.shutdown(Shutdown::Write).map_err(|_| reset_to)?;

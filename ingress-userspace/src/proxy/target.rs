@@ -100,12 +100,18 @@ fn percent_decode(raw: &[u8]) -> Result<Vec<u8>, TargetError> {
 /// Percent-encodes what may not stand in a path as is (controls, space, `"#%<>?\^`{|}`,
 /// non-ASCII): for a path built from a normalized (decoded) one, such as a rewrite target.
 pub fn encode_path(path: &str) -> Cow<'_, str> {
-    let keep = |b: u8| b.is_ascii_graphic() && !b"\"#%<>?\\^`{|}".contains(&b);
-    if path.bytes().all(keep) {
-        return Cow::Borrowed(path);
+    percent_encode(path, |b| {
+        b.is_ascii_graphic() && !b"\"#%<>?\\^`{|}".contains(&b)
+    })
+}
+
+/// `s` with every byte `keep` refuses written as `%XX`.
+fn percent_encode(s: &str, keep: impl Fn(u8) -> bool) -> Cow<'_, str> {
+    if s.bytes().all(&keep) {
+        return Cow::Borrowed(s);
     }
-    let mut out = String::with_capacity(path.len() + 16);
-    for b in path.bytes() {
+    let mut out = String::with_capacity(s.len() + 16);
+    for b in s.bytes() {
         if keep(b) {
             out.push(b as char);
         } else {
@@ -118,19 +124,9 @@ pub fn encode_path(path: &str) -> Cow<'_, str> {
 /// Percent-encodes what a query may not carry (controls, space, non-ASCII, `"#<>\^`{|}`);
 /// `%`, `&`, `=` and `?` stay as written.
 pub fn encode_query(query: &str) -> Cow<'_, str> {
-    let keep = |b: u8| b.is_ascii_graphic() && !b"\"#<>\\^`{|}".contains(&b);
-    if query.bytes().all(keep) {
-        return Cow::Borrowed(query);
-    }
-    let mut out = String::with_capacity(query.len() + 16);
-    for b in query.bytes() {
-        if keep(b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Cow::Owned(out)
+    percent_encode(query, |b| {
+        b.is_ascii_graphic() && !b"\"#<>\\^`{|}".contains(&b)
+    })
 }
 
 /// RFC 9112 §3.2: one `Host` at most, present in HTTP/1.1 unless the target carries the

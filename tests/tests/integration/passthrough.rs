@@ -170,6 +170,31 @@ fn remove_from_sockhash(cookie: u64) -> bool {
     removed
 }
 
+/// A client and a backend on loopback with the proxy's two ends of them: (client, proxy's
+/// client socket, proxy's backend socket, backend).
+async fn loopback_pair() -> (
+    tokio::net::TcpStream,
+    tokio::net::TcpStream,
+    tokio::net::TcpStream,
+    tokio::net::TcpStream,
+) {
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let back = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let client = tokio::net::TcpStream::connect(front.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (proxy_client, _) = front.accept().await.expect("accept");
+    let proxy_backend = tokio::net::TcpStream::connect(back.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (server, _) = back.accept().await.expect("accept");
+    (client, proxy_client, proxy_backend, server)
+}
+
 /// Takes the entry of `cookie` out of whichever loaded SPLICE_PEERS map holds it.
 fn remove_peer_entry(cookie: u64) -> bool {
     let mut removed = false;
@@ -196,20 +221,7 @@ fn remove_peer_entry(cookie: u64) -> bool {
 async fn kernel_splice_counts_bytes_whose_peer_is_gone() {
     let engine =
         Arc::new(SpliceEngine::new().expect("load the sk_skb program (needs root and BPF)"));
-    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let back = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let mut client = tokio::net::TcpStream::connect(front.local_addr().expect("addr"))
-        .await
-        .expect("connect");
-    let (proxy_client, _) = front.accept().await.expect("accept");
-    let proxy_backend = tokio::net::TcpStream::connect(back.local_addr().expect("addr"))
-        .await
-        .expect("connect");
-    let (mut server, _) = back.accept().await.expect("accept");
+    let (mut client, proxy_client, proxy_backend, mut server) = loopback_pair().await;
     let backend_cookie = socket_cookie(&proxy_backend);
     let client_cookie = socket_cookie(&proxy_client);
     let splice = tokio::spawn({
@@ -291,20 +303,7 @@ async fn kernel_splice_holds_bytes_for_a_reader_that_does_not_read() {
     const BOUND: usize = ingress::passthrough::splice::CREDIT as usize + (40 << 20);
     let engine =
         Arc::new(SpliceEngine::new().expect("load the sk_skb program (needs root and BPF)"));
-    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let back = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let mut client = tokio::net::TcpStream::connect(front.local_addr().expect("addr"))
-        .await
-        .expect("connect");
-    let (proxy_client, _) = front.accept().await.expect("accept");
-    let proxy_backend = tokio::net::TcpStream::connect(back.local_addr().expect("addr"))
-        .await
-        .expect("connect");
-    let (mut server, _) = back.accept().await.expect("accept");
+    let (mut client, proxy_client, proxy_backend, mut server) = loopback_pair().await;
     let splice = tokio::spawn({
         let engine = engine.clone();
         async move { engine.splice(proxy_client, proxy_backend, 0).await }
@@ -384,20 +383,7 @@ async fn kernel_splice_holds_bytes_for_a_reader_that_does_not_read() {
 #[tokio::test]
 async fn kernel_splice_refuses_a_socket_already_half_closed_and_hands_it_back() {
     let engine = SpliceEngine::new().expect("load the sk_skb program (needs root and BPF)");
-    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let back = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let mut client = tokio::net::TcpStream::connect(front.local_addr().expect("addr"))
-        .await
-        .expect("connect");
-    let (proxy_client, _) = front.accept().await.expect("accept");
-    let proxy_backend = tokio::net::TcpStream::connect(back.local_addr().expect("addr"))
-        .await
-        .expect("connect");
-    let (_server, _) = back.accept().await.expect("accept");
+    let (mut client, proxy_client, proxy_backend, _server) = loopback_pair().await;
     client.write_all(b"hello").await.expect("write");
     client.shutdown().await.expect("FIN");
     // Loopback delivers the FIN at once; the bytes stay unread.
