@@ -71,7 +71,9 @@ fn hold(cookie: u64, redirected: u64, passed: u64, len: u32) -> Option<bool> {
     };
     // SAFETY: a live map value; userspace replaces it whole, never in place.
     let (limit, consumed) = unsafe { ((*credit).limit, (*credit).consumed) };
-    if passed != consumed {
+    // `>`, not `!=`: should userspace ever read more than was held (bytes that reached the
+    // receive queue before the verdict ran), the splice resumes instead of holding for good.
+    if passed > consumed {
         return Some(false);
     }
     (redirected + u64::from(len) > limit).then_some(true)
