@@ -497,7 +497,7 @@ async fn apply_loop(
         tokio::select! {
             changed = translations.changed() => if changed.is_err() { return },
             () = shutdown.cancelled() => return,
-            () = sleep_until_some(retry_at) => {
+            () = crate::sleep_until_opt(retry_at.map(Into::into)) => {
                 if let Some((_, delay, snap)) = retry.take() {
                     match apply_kernel(kernel.clone(), snap.clone()).await {
                         true => {
@@ -534,14 +534,6 @@ async fn apply_loop(
             elapsed_us = started.elapsed().as_micros() as u64,
             "configuration applied"
         );
-    }
-}
-
-/// Sleeps until `at`, forever without one.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

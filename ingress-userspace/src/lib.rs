@@ -30,3 +30,11 @@ pub mod source;
 pub mod store;
 pub mod telemetry;
 pub mod translate;
+
+/// Sleeps until `deadline`, forever without one: a `select!` arm for an optional timer.
+pub(crate) async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -490,6 +490,13 @@ impl Flow {
     }
 }
 
+/// What `to` has taken, and whether that is all of its prelude plus `moved` bytes
+/// (redirected and relayed): it must be before more relayed bytes or a FIN may follow.
+fn taken(diag: &SockDiag, to: &Half, moved: u64) -> io::Result<(u64, bool)> {
+    let written = diag.bytes_written(to.id)?;
+    Ok((written, written >= to.prelude + moved))
+}
+
 fn index(side: Side) -> usize {
     match side {
         Side::Client => 0,
@@ -581,8 +588,7 @@ impl<'a> Armed<'a> {
         let mut sweep_at = Instant::now() + SWEEP;
         let mut retry: [Option<Instant>; 2] = [None, None];
         loop {
-            let wake = retry.iter().flatten().chain([&sweep_at]).min().copied();
-            let wake = wake.unwrap_or(sweep_at);
+            let wake = retry.iter().flatten().fold(sweep_at, |a, &b| a.min(b));
             tokio::select! {
                 ev = self.events.recv() => {
                     // No event source left means the runtime is shutting down: reset.
@@ -669,12 +675,9 @@ impl<'a> Armed<'a> {
             let flow = &mut self.flows[i];
             if flow.offset < flow.pending.len() {
                 // Held bytes come after every redirected one.
-                let written = self
-                    .engine
-                    .diag
-                    .bytes_written(to.id)
-                    .map_err(|_| reset_to)?;
-                if written < to.prelude + entry.redirected + flow.sent {
+                let taken = taken(&self.engine.diag, to, entry.redirected + flow.sent);
+                let (written, all) = taken.map_err(|_| reset_to)?;
+                if !all {
                     return flow.wait(written).map_err(stalled);
                 }
                 let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
@@ -737,12 +740,9 @@ impl<'a> Armed<'a> {
                 return Ok(flow.settled());
             }
             // The FIN follows every byte before it, redirected or relayed.
-            let written = self
-                .engine
-                .diag
-                .bytes_written(to.id)
-                .map_err(|_| reset_to)?;
-            if written < to.prelude + entry.redirected + flow.sent {
+            let taken = taken(&self.engine.diag, to, entry.redirected + flow.sent);
+            let (written, all) = taken.map_err(|_| reset_to)?;
+            if !all {
                 return flow.wait(written).map_err(stalled);
             }
             to.stream.shutdown(Shutdown::Write).map_err(|_| reset_to)?;

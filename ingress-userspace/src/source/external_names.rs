@@ -210,7 +210,7 @@ impl Resolver {
                     }
                     true
                 }
-                () = sleep_until_opt(sync_deadline) => {
+                () = crate::sleep_until_opt(sync_deadline) => {
                     tracing::warn!("ExternalName lookups still running; reporting synced without them");
                     self.release_sync().await
                 }
@@ -415,13 +415,6 @@ impl Resolver {
             return true;
         }
         self.store.send(SourceEvent::Synced).await.is_ok()
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
