@@ -577,22 +577,16 @@ async fn serve_https(
         return;
     };
     loop {
-        let (mut tcp, peer) = tokio::select! {
+        let (mut tcp, peer, admitted) = tokio::select! {
             () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!("https accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+            accepted = proxy.accept(&listener) => accepted,
         };
         let _ = tcp.set_nodelay(true);
         let (proxy, passthrough) = (proxy.clone(), passthrough.clone());
         // Tracked by the drain: a passthrough connection (spliced or copied) gets the drain
         // timeout to finish, like an in-flight request, instead of being cut by the exit.
         tokio::spawn(proxy.drain_handle().track(async move {
+            let _admitted = admitted;
             let Some(origin) = proxy.origin(&mut tcp, peer, local).await else {
                 return;
             };

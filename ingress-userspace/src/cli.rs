@@ -341,6 +341,12 @@ pub struct LimitArgs {
     /// Concurrent streams per HTTP/2 client connection (`http2-max-concurrent-streams`).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     pub http2_max_concurrent_streams: u32,
+    /// Client connections open at once, HTTP, HTTPS and TLS passthrough together (like
+    /// nginx's `worker_connections`): at the cap, new connections wait in the listen backlog
+    /// until one closes. Default: half the open-file limit, which is raised to its hard
+    /// limit at start.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
 }
 
 /// Kernel data path settings.

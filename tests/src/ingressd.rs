@@ -154,6 +154,11 @@ impl Ingressd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Sends a signal (e.g. `libc::SIGTERM`, `libc::SIGKILL`).
     pub fn signal(&self, sig: i32) -> Result<()> {
         let pid = self.child.as_ref().context("not running")?.id();

@@ -128,16 +128,10 @@ impl AdminServer {
     /// Serves on `listener` until `shutdown` is cancelled.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
         let this = Arc::new(self);
+        let admission = crate::proxy::accept::Admission::unbounded();
         loop {
-            let (stream, _) = tokio::select! {
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "admin accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+            let (stream, _, _) = tokio::select! {
+                a = admission.accept(&listener) => a,
                 _ = shutdown.cancelled() => break,
             };
             let this = this.clone();

@@ -52,9 +52,9 @@ pub struct PassthroughConfig {
     pub userspace: bool,
     /// Bounds on reading one ClientHello (16 KiB, 5 s).
     pub peek: PeekLimits,
-    /// ClientHellos being read at once; further connections are closed at once. A
-    /// connection takes a slot only once its first bytes arrived, so idle connects cannot
-    /// hold them.
+    /// ClientHellos being read at once; further connections wait for a slot within the
+    /// ClientHello time limit, then are closed. A connection takes a slot only once its
+    /// first bytes arrived, so idle connects cannot hold them.
     pub max_handshakes: usize,
     /// ClientHellos being read at once from one client address: one host cannot take every
     /// slot.
@@ -450,12 +450,22 @@ impl Passthrough {
             tracing::debug!(%peer, "passthrough: closing connection: too many pending ClientHellos from this address");
             return Classified::Reject(RejectReason::Overloaded);
         };
-        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(
-                peer = ?stream.peer_addr().ok(),
-                "passthrough: closing connection: too many pending ClientHellos"
-            );
-            return Classified::Reject(RejectReason::Overloaded);
+        // A burst over the cap waits for a slot (within the ClientHello's time limit) rather
+        // than being closed: the open-connection cap already bounds how many can wait.
+        let wait = limit.saturating_sub(started.elapsed());
+        let slot = self.handshakes.clone();
+        let permit = match slot.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => match tokio::time::timeout(wait, slot.acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(
+                        peer = ?stream.peer_addr().ok(),
+                        "passthrough: closing connection: too many pending ClientHellos"
+                    );
+                    return Classified::Reject(RejectReason::Overloaded);
+                }
+            },
         };
         let peek = PeekLimits {
             timeout: limit.saturating_sub(started.elapsed()),

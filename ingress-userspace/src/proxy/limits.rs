@@ -67,6 +67,8 @@ pub struct Limits {
     pub upstream_max_requests: u64,
     /// How long one upstream HTTP/1.1 connection is reused at most.
     pub upstream_max_lifetime: Duration,
+    /// Client connections open at once, all listeners together (`--max-connections`).
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -86,6 +88,7 @@ impl Default for Limits {
             upstream_idle_timeout: Duration::from_secs(60),
             upstream_max_requests: 10_000,
             upstream_max_lifetime: Duration::from_secs(3600),
+            max_connections: tokio::sync::Semaphore::MAX_PERMITS,
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use rustls_pki_types::CertificateDer;
 
 use super::{
+    accept::Admitted,
     filters::client_cert, headers::ForwardedValues, limits::FramingGuard, service, Proxy, Shared,
 };
 use crate::{proxy_protocol::Origin, snapshot::ClientAuth};
@@ -153,10 +154,11 @@ impl Proxy {
         let proxy = self.clone();
         async move {
             let local = listener.local_addr().ok();
-            accept_loop(&proxy.shared, listener, |mut stream, peer| {
+            accept_loop(&proxy.shared, listener, |mut stream, peer, admitted| {
                 let local = local.unwrap_or(peer);
                 let proxy = proxy.clone();
                 proxy.shared.drain.tracker.clone().spawn(async move {
+                    let _admitted = admitted;
                     if let Some(origin) = proxy.origin(&mut stream, peer, local).await {
                         let client = ClientCert::default();
                         serve_conn(proxy.shared, stream, origin, false, client).await;
@@ -173,10 +175,11 @@ impl Proxy {
         let proxy = self.clone();
         async move {
             let local = listener.local_addr().ok();
-            accept_loop(&proxy.shared, listener, |mut stream, peer| {
+            accept_loop(&proxy.shared, listener, |mut stream, peer, admitted| {
                 let local = local.unwrap_or(peer);
                 let proxy = proxy.clone();
                 tokio::spawn(async move {
+                    let _admitted = admitted;
                     if let Some(origin) = proxy.origin(&mut stream, peer, local).await {
                         proxy.serve_tls(stream, origin).await;
                     }
@@ -309,24 +312,15 @@ impl Proxy {
 async fn accept_loop(
     shared: &Shared,
     listener: TcpListener,
-    mut on_conn: impl FnMut(TcpStream, SocketAddr),
+    mut on_conn: impl FnMut(TcpStream, SocketAddr, Admitted),
 ) {
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let (stream, peer, admitted) = tokio::select! {
+            a = shared.admission.accept(&listener) => a,
             _ = shared.drain.stop.cancelled() => break,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                on_conn(stream, peer);
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let _ = stream.set_nodelay(true);
+        on_conn(stream, peer, admitted);
     }
     // Dropping the listener here makes new connections fail fast during the drain.
     drop(listener);

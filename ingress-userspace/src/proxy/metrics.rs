@@ -199,6 +199,12 @@ pub struct ProxyMetrics {
     /// The applied configuration's certificates, for `ssl_expire_time_seconds`.
     certificates: Mutex<(CertExpiries, Vec<CertExpiry>)>,
     open_connections: AtomicI64,
+    /// The open-connection cap (`--max-connections`).
+    max_connections: AtomicU64,
+    /// Times accepting paused at the cap.
+    accept_pauses: AtomicU64,
+    /// Accept calls that failed for the listener (EMFILE and the like).
+    accept_errors: AtomicU64,
     /// Client connections that reached HTTP since start.
     connections_accepted: AtomicU64,
     /// Requests of the (ingress, service) pairs pruned so far, so the total never goes back.
@@ -241,6 +247,9 @@ impl ProxyMetrics {
             last_apply: AtomicU64::new(0),
             certificates: Mutex::default(),
             open_connections: AtomicI64::new(0),
+            max_connections: AtomicU64::new(0),
+            accept_pauses: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
             retired_requests: AtomicU64::new(0),
             leader: Mutex::new(None),
@@ -394,6 +403,27 @@ impl ProxyMetrics {
         *leader = Some((name.to_owned(), leading));
     }
 
+    /// Notes the open-connection cap.
+    pub fn set_max_connections(&self, max: usize) {
+        self.max_connections
+            .store(u64::try_from(max).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// Counts a pause of accepting at the open-connection cap.
+    pub fn accept_paused(&self) {
+        self.accept_pauses.fetch_add(1, Relaxed);
+    }
+
+    /// Pauses of accepting at the open-connection cap so far.
+    pub fn accept_pauses(&self) -> u64 {
+        self.accept_pauses.load(Relaxed)
+    }
+
+    /// Counts an accept that failed for the listener.
+    pub fn accept_failed(&self) {
+        self.accept_errors.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn connection_closed(&self) {
         self.open_connections.fetch_sub(1, Relaxed);
     }
@@ -478,7 +508,16 @@ impl ProxyMetrics {
              ingress_config_generation {}\n\
              # HELP ingress_open_connections Client connections open.\n\
              # TYPE ingress_open_connections gauge\n\
-             ingress_open_connections {}",
+             ingress_open_connections {}\n\
+             # HELP ingress_max_connections Client connections admitted at once (--max-connections).\n\
+             # TYPE ingress_max_connections gauge\n\
+             ingress_max_connections {}\n\
+             # HELP ingress_accept_paused_total Times accepting paused with --max-connections open.\n\
+             # TYPE ingress_accept_paused_total counter\n\
+             ingress_accept_paused_total {}\n\
+             # HELP ingress_accept_errors_total Accepts that failed for the listener (out of file descriptors, memory).\n\
+             # TYPE ingress_accept_errors_total counter\n\
+             ingress_accept_errors_total {}",
             self.tls_handshakes.load(Relaxed),
             self.tls_handshake_failures.load(Relaxed),
             self.proxy_protocol_refused.load(Relaxed),
@@ -486,6 +525,9 @@ impl ProxyMetrics {
             self.config_applies.load(Relaxed),
             self.config_generation.load(Relaxed),
             self.open_connections.load(Relaxed),
+            self.max_connections.load(Relaxed),
+            self.accept_pauses.load(Relaxed),
+            self.accept_errors.load(Relaxed),
         );
         out.push_str(
             "# HELP ingress_config_apply_duration_seconds Time to apply a configuration.\n",

@@ -7,6 +7,7 @@
 //!
 //! Wiring: see `app.rs` (`Proxy::new`, `ProxyApplier`, `serve_http`, and `serve_tls` behind the
 //! passthrough dispatcher on the HTTPS port).
+pub mod accept;
 pub mod access_log;
 pub mod body;
 pub mod compression;
@@ -368,11 +369,23 @@ impl ProxyOptions {
                 upstream_max_lifetime: args.limits.upstream_keepalive_time,
                 max_requests_per_connection: args.limits.keep_alive_requests,
                 h2_max_concurrent_streams: args.limits.http2_max_concurrent_streams,
+                max_connections: max_connections(args.limits.max_connections),
                 ..Limits::default()
             },
             ..Default::default()
         }
     }
+}
+
+/// The open-connection cap: the flag's, or half the open-file limit (raised first).
+fn max_connections(flag: Option<u64>) -> usize {
+    let open_files = accept::raise_open_file_limit();
+    let max = match flag {
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => open_files.map_or(usize::MAX, accept::default_max_connections),
+    };
+    tracing::info!(?open_files, max_connections = max, "client connection cap");
+    max
 }
 
 /// Handle to the L7 proxy; cheap to clone.
@@ -397,6 +410,8 @@ pub(crate) struct Shared {
     /// The keep-alive limits of every upstream pool, updated with each snapshot.
     pool_settings: Arc<upstream::pool::PoolSettings>,
     drain: Arc<listener::DrainState>,
+    /// The open-connection cap of every listener.
+    admission: accept::Admission,
 }
 
 impl std::fmt::Debug for Shared {
@@ -429,10 +444,12 @@ impl Proxy {
         let connector = Connector::new(tls_clients);
         let server = server_builder(&options.limits, true);
         let pool_settings = upstream::pool::PoolSettings::new((&options.limits).into());
+        let metrics = Arc::new(ProxyMetrics::new(options.series.clone()));
+        let admission = accept::Admission::new(options.limits.max_connections, metrics.clone());
         Ok(Proxy {
             shared: Arc::new(Shared {
                 config,
-                metrics: Arc::new(ProxyMetrics::new(options.series.clone())),
+                metrics,
                 options,
                 acceptor,
                 connector,
@@ -444,8 +461,18 @@ impl Proxy {
                 server,
                 pool_settings,
                 drain: Arc::new(listener::DrainState::default()),
+                admission,
             }),
         })
+    }
+
+    /// The next client connection on `listener`, once the open-connection cap has room; the
+    /// connection keeps its place until the [`accept::Admitted`] is dropped.
+    pub async fn accept(
+        &self,
+        listener: &tokio::net::TcpListener,
+    ) -> (tokio::net::TcpStream, std::net::SocketAddr, accept::Admitted) {
+        self.shared.admission.accept(listener).await
     }
 
     /// The proxy's metrics (for the admin endpoint).

@@ -170,6 +170,10 @@ async fn pipeline<'c>(
     if config.global.refused_client(req.headers()) {
         return errors::status_response(StatusCode::FORBIDDEN);
     }
+    if req.method() == Method::CONNECT {
+        // Not a forward proxy: nothing behind an Ingress expects a tunnel request.
+        return errors::status_response(StatusCode::METHOD_NOT_ALLOWED);
+    }
     // Routes match the normalized path (as nginx's locations); the upstream still gets the
     // path as the client sent it unless a rewrite applies.
     let normalized = match target::normalize_path(req.uri().path()) {
@@ -181,10 +185,6 @@ async fn pipeline<'c>(
         }
     };
     let route_path = normalized.as_deref().unwrap_or(req.uri().path());
-    if req.method() == Method::CONNECT {
-        // Not a forward proxy: nothing behind an Ingress expects a tunnel request.
-        return errors::status_response(StatusCode::METHOD_NOT_ALLOWED);
-    }
     let host = request_host(&req);
     if let Some(to) = config.routes.www_redirect(&host) {
         return redirect::www(to, client.https, shared.options.https_port, req.uri());

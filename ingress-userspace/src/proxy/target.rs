@@ -23,6 +23,8 @@ pub enum TargetError {
     InvalidHost,
     #[error("asterisk-form request target")]
     Asterisk,
+    #[error("authority-form request target outside CONNECT")]
+    AuthorityForm,
 }
 
 /// The path routes are matched against: percent-decoded, `.` and `..` segments resolved and
@@ -35,8 +37,9 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, TargetError> {
         return Err(TargetError::Asterisk);
     }
     if !raw.starts_with('/') {
-        // An authority-form target (CONNECT, refused later): nothing to resolve.
-        return Ok(Cow::Borrowed(raw));
+        // `GET host:port`: only CONNECT may name an authority alone (refused before this),
+        // and nginx answers 400. Forwarding it would route by that authority to `/`.
+        return Err(TargetError::AuthorityForm);
     }
     if !raw.contains('%') && !raw.contains("//") && !raw.contains("/.") {
         return Ok(Cow::Borrowed(raw));
@@ -215,6 +218,7 @@ mod tests {
     #[test]
     fn asterisk_form_is_refused() {
         assert_eq!(normalize_path("*"), Err(TargetError::Asterisk));
+        assert_eq!(normalize_path(""), Err(TargetError::AuthorityForm));
     }
 
     #[test]

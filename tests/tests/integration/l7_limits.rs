@@ -58,6 +58,8 @@ async fn l7_malformed_and_smuggling_requests_never_reach_upstream() -> anyhow::R
         ("lower-case method", "get / HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[400]),
         ("digit in method", "G3T / HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[400]),
         ("asterisk-form", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[400]),
+        ("authority-form GET", "GET x:80 HTTP/1.1\r\nHost: x\r\n\r\n".into(), &[400]),
+        ("authority-form POST", "POST x:80 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".into(), &[400]),
     ];
     for (name, req, want) in &cases {
         let out = raw(l7.http, req.as_bytes()).await?;
@@ -943,5 +945,52 @@ async fn l7_large_client_header_buffers_key_bounds_request_heads() -> anyhow::Re
     let out = raw(l7.http, with_cookie(40_000).as_bytes()).await?;
     assert_eq!(raw_status(&out), Some(200), "the flags' limit again: {out}");
     assert_eq!(up.hits(), forwarded + 1);
+    Ok(())
+}
+
+/// One keep-alive GET on `s`; the status of its answer (read up to the end of its body).
+async fn keep_alive_get(s: &mut tokio::net::TcpStream) -> anyhow::Result<Option<u16>> {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    let mut buf = vec![0u8; 8192];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "closed before an answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    Ok(raw_status(&String::from_utf8_lossy(&got)))
+}
+
+/// `--max-connections`: with the cap's worth of connections open, a new one is not served
+/// (it waits in the listen backlog, unaccepted) until one of them closes; then it is.
+#[tokio::test]
+async fn l7_connections_over_the_cap_wait_for_one_to_close() -> anyhow::Result<()> {
+    let up = TestServer::echo("capped").await?;
+    let l7 = serving(
+        &up,
+        "capped",
+        Limits {
+            max_connections: 2,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(l7.http).await?;
+        assert_eq!(keep_alive_get(&mut s).await?, Some(200));
+        open.push(s);
+    }
+    let mut third = tokio::net::TcpStream::connect(l7.http).await?;
+    let answer = tokio::spawn(async move { keep_alive_get(&mut third).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!answer.is_finished(), "a third connection was served over a cap of 2");
+    let metrics = l7.proxy.metrics();
+    assert!(metrics.accept_pauses() >= 1);
+    drop(open.pop());
+    let status = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .map_err(|_| anyhow::anyhow!("the waiting connection was not served after one closed"))???;
+    assert_eq!(status, Some(200));
     Ok(())
 }

@@ -1009,6 +1009,44 @@ async fn idle_connects_and_one_busy_address_cannot_lock_others_out() {
     assert_clean(&s).await;
 }
 
+/// A burst over the ClientHello cap waits for a slot instead of being closed: with every
+/// slot held by a partial hello, a full one is served as soon as a holder leaves.
+#[tokio::test]
+async fn a_hello_over_the_cap_waits_for_a_slot() {
+    let cfg = PassthroughConfig {
+        peek: PeekLimits {
+            timeout: Duration::from_secs(4),
+            ..PeekLimits::default()
+        },
+        max_handshakes: 2,
+        ..config(Mode::Kernel)
+    };
+    let mut s = setup_with(Mode::Kernel, cfg, BackendBehavior::default(), "127.0.0.1:0").await;
+    let hello = capture_client_hello(s.pki.client_config(), PASS);
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect(s.front.addr).await;
+        c.write_all(&hello[..10]).await.expect("write");
+        holders.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tcp = connect(s.front.addr).await;
+    let waiting = tokio::spawn(tls_over(tcp, PASS, s.pki.client_config()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the third hello was answered past a cap of 2");
+    drop(holders.pop());
+    let mut tls = timeout(STEP, waiting)
+        .await
+        .expect("the waiting hello is served once a slot frees")
+        .expect("task")
+        .expect("handshake after waiting for a slot");
+    assert_eq!(exchange(&mut tls, b"waited", 6).await, b"waited");
+    drop((tls, holders));
+    assert_eq!(s.backend.next().await.sni.as_deref(), Some(PASS));
+    echo_once(&mut s, PASS, b"after the burst").await;
+    assert_clean(&s).await;
+}
+
 /// Keep-alive timers (`tr` 2 in /proc/net/tcp) of the established IPv4 sockets whose local
 /// port is `local` or whose remote port is `remote`.
 fn keepalive_timers(local: u16, remote: u16) -> Vec<bool> {

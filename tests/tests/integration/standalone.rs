@@ -213,6 +213,83 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
     );
 }
 
+/// The soft open-file limit of process `pid`.
+fn open_files_limit(pid: u32) -> Option<usize> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Sets the soft open-file limit of process `pid`.
+fn set_open_files(pid: u32, n: usize) {
+    let out = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={n}:")])
+        .output()
+        .expect("prlimit runs");
+    assert!(out.status.success(), "prlimit: {out:?}");
+}
+
+/// Out of file descriptors (the cap set above the open-file limit): accepting backs off with
+/// one warning per burst instead of one every few milliseconds, nothing crashes, and once
+/// descriptors are free again new connections are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_backs_off_and_recovers() {
+    let up = TestServer::echo("app").await.expect("upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("all.yaml"), manifests(up.addr)).expect("manifests");
+    let (http, admin) = (free_addr(), free_addr());
+    let http_addr = http.to_string();
+    let args = standalone_args(
+        dir.path(),
+        &http_addr,
+        "127.0.0.1:0",
+        admin,
+        "fd-exhaustion",
+        &["--max-connections", "100000"],
+    );
+    let p = start_ready(args, admin, dir.path().join("log")).await;
+    let pid = p.pid().expect("running");
+    let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map_err(|e| e.to_string())?
+            .count();
+        let before = open_files_limit(pid).ok_or("no open-file limit in /proc")?;
+        set_open_files(pid, open + 4);
+        // Each completes its TCP handshake in the backlog; few can be accepted.
+        let clients: Vec<TcpStream> = (0..40)
+            .filter_map(|_| TcpStream::connect_timeout(&http, Duration::from_secs(2)).ok())
+            .collect();
+        std::thread::sleep(Duration::from_secs(2));
+        let warnings = |log: &str| log.matches("accept failed").count();
+        let text = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        if warnings(&text) == 0 || warnings(&text) > 2 {
+            return Err(format!(
+                "{} accept warnings in 2 s (want 1 or 2)",
+                warnings(&text)
+            ));
+        }
+        drop(clients);
+        set_open_files(pid, before);
+        let r = get(http, "m.test", "/old").map_err(|e| format!("after recovery: {e}"))?;
+        if !r.starts_with("HTTP/1.1 301") {
+            return Err(format!("after recovery: {r}"));
+        }
+        Ok(())
+    })
+    .await
+    .expect("join");
+    let metrics = tokio::task::block_in_place(|| p.metrics()).unwrap_or_default();
+    let log_text = stop(p);
+    checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ingress_accept_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(errors > 0, "accept errors counted:\n{metrics}");
+    assert!(metrics.contains("ingress_max_connections 100000\n"), "{metrics}");
+}
+
 /// `--default-tls-cert/--default-tls-key`: the operator's certificate is what clients with an
 /// unknown SNI get; an unusable one stops startup with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
