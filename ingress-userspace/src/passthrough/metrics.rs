@@ -1,8 +1,11 @@
-//! Passthrough counters for `/metrics`: connections by outcome, bytes, and splices open now.
+//! Passthrough counters for `/metrics`: connections by outcome and by ending, bytes, and
+//! splices open now.
 use std::{
     fmt::Write as _,
     sync::atomic::{AtomicU64, Ordering::Relaxed},
 };
+
+use super::{splice::Ending, watch::Side};
 
 /// Counters of the passthrough side of the HTTPS port.
 #[derive(Debug, Default)]
@@ -17,6 +20,27 @@ pub struct PassthroughMetrics {
     client_bytes: AtomicU64,
     backend_bytes: AtomicU64,
     active: AtomicU64,
+    /// How served connections ended, by [`ENDINGS`].
+    endings: [AtomicU64; 5],
+}
+
+/// The labels of `ingress_passthrough_endings_total`, in counter order.
+const ENDINGS: [&str; 5] = [
+    "graceful",
+    "client_reset",
+    "backend_reset",
+    "client_stalled",
+    "backend_stalled",
+];
+
+fn ending_slot(e: Ending) -> usize {
+    match e {
+        Ending::Graceful => 0,
+        Ending::Reset(Side::Client) => 1,
+        Ending::Reset(Side::Backend) => 2,
+        Ending::Stalled(Side::Client) => 3,
+        Ending::Stalled(Side::Backend) => 4,
+    }
 }
 
 /// What happened to one connection on the HTTPS port.
@@ -59,6 +83,11 @@ impl PassthroughMetrics {
         self.backend_bytes.fetch_add(backend, Relaxed);
     }
 
+    /// Counts how a served connection ended.
+    pub fn ending(&self, e: Ending) {
+        self.endings[ending_slot(e)].fetch_add(1, Relaxed);
+    }
+
     /// A passthrough connection started (`true`) or ended (`false`).
     pub fn active(&self, up: bool) {
         if up {
@@ -84,6 +113,18 @@ impl PassthroughMetrics {
             let _ = writeln!(
                 out,
                 "ingress_passthrough_connections_total{{outcome=\"{label}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ingress_passthrough_endings_total How passed-through connections ended: both FINs passed on, a reset (or socket error) on one side, or bytes towards one side stalled."
+        );
+        let _ = writeln!(out, "# TYPE ingress_passthrough_endings_total counter");
+        for (label, c) in ENDINGS.iter().zip(&self.endings) {
+            let _ = writeln!(
+                out,
+                "ingress_passthrough_endings_total{{ending=\"{label}\"}} {}",
                 c.load(Relaxed)
             );
         }
@@ -126,11 +167,17 @@ mod tests {
         m.count(Outcome::RejectedHello);
         m.bytes(10, 20);
         m.active(true);
+        m.ending(Ending::Graceful);
+        m.ending(Ending::Reset(Side::Backend));
+        m.ending(Ending::Reset(Side::Backend));
         let mut s = String::new();
         m.render(&mut s);
         assert!(s.contains("ingress_passthrough_connections_total{outcome=\"spliced\"} 1"));
         assert!(s.contains("ingress_passthrough_connections_total{outcome=\"rejected_hello\"} 1"));
         assert!(s.contains("ingress_passthrough_bytes_total{from=\"backend\"} 20"));
         assert!(s.contains("ingress_passthrough_active 1"));
+        assert!(s.contains("ingress_passthrough_endings_total{ending=\"graceful\"} 1\n"));
+        assert!(s.contains("ingress_passthrough_endings_total{ending=\"backend_reset\"} 2\n"));
+        assert!(s.contains("ingress_passthrough_endings_total{ending=\"client_stalled\"} 0\n"));
     }
 }

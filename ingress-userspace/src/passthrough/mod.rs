@@ -621,6 +621,7 @@ impl Passthrough {
                             Outcome::Copied
                         });
                         self.metrics.bytes(r.client_bytes, r.backend_bytes);
+                        self.metrics.ending(r.ending);
                     }
                     Err(e) => {
                         self.metrics.count(Outcome::Failed);

@@ -753,6 +753,16 @@ async fn half_close_userspace() {
     half_close(Mode::Userspace).await;
 }
 
+/// Whether the front's `/metrics` shows `line` within a step.
+async fn metrics_show(s: &Setup, line: &str) -> bool {
+    eventually(STEP, || {
+        let mut text = String::new();
+        s.front.pt.metrics().render(&mut text);
+        text.lines().any(|l| l == line)
+    })
+    .await
+}
+
 async fn client_reset(mode: Mode) {
     let mut s = setup(mode).await;
     let tcp = connect(s.front.addr).await;
@@ -777,6 +787,17 @@ async fn client_reset(mode: Mode) {
         "the backend must see the reset"
     );
     assert_clean(&s).await;
+    let line = "ingress_passthrough_endings_total{ending=\"client_reset\"} 1";
+    assert!(metrics_show(&s, line).await, "{mode:?}: {line}");
+    // The bytes before the reset count, the ClientHello and the one written after it.
+    let mut text = String::new();
+    s.front.pt.metrics().render(&mut text);
+    let client_bytes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ingress_passthrough_bytes_total{from=\"client\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(client_bytes > 1, "{mode:?}: client bytes before the reset: {client_bytes}");
 }
 
 #[tokio::test]
@@ -803,6 +824,8 @@ async fn backend_reset(mode: Mode) {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     assert_eq!(s.backend.next().await.end, BackendEnd::ResetByBackend);
     assert_clean(&s).await;
+    let line = "ingress_passthrough_endings_total{ending=\"backend_reset\"} 1";
+    assert!(metrics_show(&s, line).await, "{mode:?}: {line}");
 }
 
 #[tokio::test]
