@@ -271,6 +271,13 @@ async fn send_on(
         Conn::H1(mut sender, reuse) => {
             *req.version_mut() = Version::HTTP_11;
             *req.uri_mut() = Uri::from(dest.path_and_query.clone());
+            if !req.headers().contains_key(header::HOST) {
+                // Only an HTTP/1.0 client may leave Host out, and HTTP/1.1 needs one: the
+                // endpoint's address, as HTTP/2 upstreams get for `:authority`.
+                if let Ok(h) = http::HeaderValue::from_str(&ep.addr.to_string()) {
+                    req.headers_mut().insert(header::HOST, h);
+                }
+            }
             let fut = sender.try_send_request(req);
             let response = wait(fut, read_timeout, dest.progress.as_deref()).await?;
             Ok((response, Some(PoolReturn::new(ep.clone(), sender, reuse))))

@@ -4,8 +4,8 @@
 //! are skipped) is read as Kubernetes manifests: multi-document YAML (`---`), or JSON holding
 //! one object; in both, a `kind: List` contributes its `items`. Objects are dispatched on
 //! `apiVersion` + `kind`: `networking.k8s.io/v1` Ingress and IngressClass, `v1` Service,
-//! Secret and ConfigMap, `discovery.k8s.io/v1` EndpointSlice; other kinds are ignored (debug
-//! log). A missing namespace means `default`, as with kubectl; a Secret's `stringData` is
+//! Secret and ConfigMap, `discovery.k8s.io/v1` EndpointSlice; their removed `v1beta1` versions
+//! are rejected with what to write instead, other kinds are ignored (debug log). A missing namespace means `default`, as with kubectl; a Secret's `stringData` is
 //! merged into `data`, as the API server does.
 //!
 //! There is no EndpointSlice controller in standalone mode: write EndpointSlices, or annotate
@@ -211,6 +211,25 @@ fn kind_of(api_version: &str, kind: &str) -> Option<Kind> {
     })
 }
 
+/// A removed API version of a kind read here (`extensions/v1beta1` Ingress and the like).
+fn retired_version(api_version: &str, kind: &str) -> bool {
+    matches!(
+        (api_version, kind),
+        (
+            "extensions/v1beta1" | "networking.k8s.io/v1beta1",
+            "Ingress" | "IngressClass"
+        ) | ("discovery.k8s.io/v1beta1", "EndpointSlice")
+    )
+}
+
+/// The `apiVersion` to write a kind read here as.
+fn current_version(kind: &str) -> &'static str {
+    match kind {
+        "EndpointSlice" => "discovery.k8s.io/v1",
+        _ => "networking.k8s.io/v1",
+    }
+}
+
 /// The identity a document claims, read without validating the rest of it (with the same
 /// default namespace as [`fill_namespace`]).
 fn identity(doc: &serde_json::Value) -> Option<Key> {
@@ -290,6 +309,14 @@ fn convert(
         Some(Kind::Secret) => Object::Secret(normalize_secret(typed::<Secret>(doc, &what)?)),
         Some(Kind::ConfigMap) => Object::ConfigMap(typed::<ConfigMap>(doc, &what)?),
         Some(Kind::EndpointSlice) => Object::EndpointSlice(typed::<EndpointSlice>(doc, &what)?),
+        None if retired_version(&api_version, &kind) => {
+            // Ignoring it would leave its hosts unserved without a word.
+            return Err(format!(
+                "{what}: {api_version} is no longer served (removed in Kubernetes 1.22 and \
+                 1.25); write it as {}",
+                current_version(&kind)
+            ));
+        }
         None => {
             debug!(
                 api_version,

@@ -424,6 +424,22 @@ async fn l7_paths_match_normalized_and_hosts_are_validated() -> anyhow::Result<(
     Ok(())
 }
 
+/// An HTTP/1.0 request without Host reaches a rule without a host, and the upstream (spoken
+/// to in HTTP/1.1, which requires Host) gets the endpoint's address as Host.
+#[tokio::test]
+async fn l7_http10_without_host_gets_a_host_upstream() -> anyhow::Result<()> {
+    let up = TestServer::echo("any").await?;
+    let t = target("any", upstream("any", &[up.addr]));
+    let l7 = L7::start(snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    let out = raw(l7.http, b"GET /x HTTP/1.0\r\n\r\n").await?;
+    assert_eq!(raw_status(&out), Some(200), "{out}");
+    assert!(
+        out.contains(&format!("\"host\":\"{}\"", up.addr)),
+        "{out}"
+    );
+    Ok(())
+}
+
 /// `server-alias` and `from-to-www-redirect`: more names for a host, and the `www` twin
 /// redirected to it; a host of their own always wins over both.
 #[tokio::test]

@@ -536,3 +536,29 @@ async fn a_missing_directory_fails_at_start() {
         .expect_err("no directory");
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+/// An Ingress in a removed API version is rejected with what to write instead, not ignored
+/// (which would leave its hosts unserved without a word); other unknown kinds are ignored.
+#[test]
+fn a_removed_api_version_is_rejected_with_its_replacement() {
+    let text = "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\n\
+                spec: {backend: {serviceName: web, servicePort: 80}}\n---\n\
+                apiVersion: networking.k8s.io/v1beta1\nkind: Ingress\nmetadata: {name: older}\n\
+                ---\napiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\n\
+                metadata: {name: web-1}\naddressType: IPv4\nendpoints: []\n---\n\
+                apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n";
+    let parsed = parse_manifests(text, Format::Yaml).expect("parsed");
+    assert!(parsed.objects.is_empty());
+    let reasons: Vec<&str> = parsed.rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    for (reason, version, replacement) in [
+        (reasons[0], "extensions/v1beta1", "networking.k8s.io/v1"),
+        (reasons[1], "networking.k8s.io/v1beta1", "networking.k8s.io/v1"),
+        (reasons[2], "discovery.k8s.io/v1beta1", "discovery.k8s.io/v1"),
+    ] {
+        assert!(
+            reason.contains(version) && reason.ends_with(&format!("write it as {replacement}")),
+            "{reason}"
+        );
+    }
+}

@@ -479,7 +479,8 @@ pub(crate) mod test_support {
                     assert_eq!(e.key, format!("{NGINX_PREFIX}{name}"));
                     assert_eq!(e.value, *v);
                     let text = e.to_string();
-                    assert!(text.contains(name) && text.contains(v), "{text}");
+                    // The value is quoted (escaped) in the message.
+                    assert!(text.contains(name) && text.contains(&format!("{v:?}")), "{text}");
                 }
                 Ok(a) => panic!("{name}: {v:?} accepted: {a:?}"),
             }

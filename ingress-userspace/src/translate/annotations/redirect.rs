@@ -66,17 +66,27 @@ fn parse_code(v: &str) -> Result<u16, String> {
 
 fn parse_app_root(v: &str) -> Result<String, String> {
     no_space_or_control(v)?;
-    if !v.starts_with('/') || v.starts_with("//") {
-        return Err("must be a path starting with /".into());
+    if !local_path(v) {
+        return Err("must be a path starting with / (no backslash)".into());
     }
     Ok(v.to_owned())
+}
+
+/// A path on the same host: browsers read a backslash as a slash, so `/\evil.example` in a
+/// `Location` would send them to another host, as `//evil.example` would.
+fn local_path(v: &str) -> bool {
+    v.starts_with('/') && !v.starts_with("//") && !v.contains('\\')
 }
 
 /// An absolute `http(s)://` URL or an absolute path.
 pub(super) fn parse_location(v: &str) -> Result<String, String> {
     no_space_or_control(v)?;
-    if v.starts_with('/') && !v.starts_with("//") {
-        return Ok(v.to_owned());
+    if v.starts_with('/') {
+        return if local_path(v) {
+            Ok(v.to_owned())
+        } else {
+            Err("a path must start with a single / and hold no backslash".into())
+        };
     }
     let uri: http::Uri = v.parse().map_err(|e| format!("not a URL: {e}"))?;
     match (uri.scheme_str(), uri.authority()) {
@@ -148,7 +158,10 @@ mod tests {
             ok("app-root", "/app1").policy.app_root.as_deref(),
             Some("/app1")
         );
-        assert_rejects("app-root", &["app1", "//evil.example", "/a b", "http://x/"]);
+        assert_rejects(
+            "app-root",
+            &["app1", "//evil.example", "/\\evil.example", "/a b", "http://x/"],
+        );
     }
 
     #[test]
@@ -192,7 +205,7 @@ mod tests {
         assert_eq!(r(&[("permanent-redirect-code", "308")]), None);
         assert_rejects(
             "permanent-redirect",
-            &["ftp://x/", "no-scheme", "https://a b", "//host/x"],
+            &["ftp://x/", "no-scheme", "https://a b", "//host/x", "/\\host/x"],
         );
         assert_rejects("temporal-redirect", &["javascript:alert(1)"]);
         assert_rejects("permanent-redirect-code", &["200", "404", "x", "-301"]);
