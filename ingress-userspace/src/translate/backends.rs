@@ -400,7 +400,9 @@ fn cluster_ip_endpoint(svc: &Service, sp: &ServicePort) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// The Service port named by `port`, with `protocol` if given (default protocol is TCP).
+/// The Service port named by `port`, with `protocol` if given (default protocol is TCP). When
+/// no port has that number or name, one whose `targetPort` does stands in, as ingress-nginx
+/// matches either (an Ingress naming the pod's port instead of the Service's works there).
 fn find_port<'s>(
     svc: &'s Service,
     port: &PortRef,
@@ -410,15 +412,22 @@ fn find_port<'s>(
     if *port == PortRef::First {
         return ports.first();
     }
-    ports.iter().find(|sp| {
-        let proto_ok = protocol.is_none_or(|p| sp.protocol.as_deref().unwrap_or("TCP") == p);
-        let port_ok = match port {
-            PortRef::Number(n) => sp.port == *n,
-            PortRef::Name(name) => sp.name.as_deref() == Some(name.as_str()),
-            PortRef::First => false,
-        };
-        proto_ok && port_ok
-    })
+    let proto_ok =
+        |sp: &ServicePort| protocol.is_none_or(|p| sp.protocol.as_deref().unwrap_or("TCP") == p);
+    let own = |sp: &ServicePort| match port {
+        PortRef::Number(n) => sp.port == *n,
+        PortRef::Name(name) => sp.name.as_deref() == Some(name.as_str()),
+        PortRef::First => false,
+    };
+    let target = |sp: &ServicePort| match (port, &sp.target_port) {
+        (PortRef::Number(n), Some(IntOrString::Int(t))) => t == n,
+        (PortRef::Name(name), Some(IntOrString::String(t))) => t == name,
+        _ => false,
+    };
+    ports
+        .iter()
+        .find(|sp| proto_ok(sp) && own(sp))
+        .or_else(|| ports.iter().find(|sp| proto_ok(sp) && target(sp)))
 }
 
 /// Parses the static-endpoints annotation; bad entries are skipped and reported.
@@ -629,6 +638,53 @@ mod tests {
             metrics.endpoints,
             addrs(&["10.0.0.1:9090", "[fd00::2]:9090"])
         );
+    }
+
+    /// As in ingress-nginx, a port that no Service port has by number or name is looked for
+    /// among the targetPorts; a Service port's own number or name still wins.
+    #[test]
+    fn a_backend_port_may_name_a_target_port() {
+        let objs = || {
+            vec![
+                Object::Service(
+                    mk_service("ns", "web")
+                        .port("http", 80, 8080)
+                        .port("admin", 8080, "admin-port")
+                        .port("grpc", 9000, "grpc-port")
+                        .build(),
+                ),
+                Object::EndpointSlice(
+                    mk_slice("ns", "web-a", "web")
+                        .port("http", 8080)
+                        .port("admin", 7000)
+                        .port("grpc", 9090)
+                        .endpoint("10.0.0.1")
+                        .build(),
+                ),
+            ]
+        };
+        // 8080 is port "admin"'s own number before it is "http"'s targetPort.
+        let (up, problem) = resolve(objs(), be("web", PortRef::Number(8080)), false);
+        assert_eq!(problem, None);
+        assert_eq!(up.endpoints, addrs(&["10.0.0.1:7000"]));
+        let (up, problem) = resolve(objs(), be("web", PortRef::Name("grpc-port".into())), false);
+        assert_eq!(problem, None);
+        assert_eq!(up.name, "ns/web:9000");
+        assert_eq!(up.endpoints, addrs(&["10.0.0.1:9090"]));
+        let (only_target, _) = {
+            let mut o = objs();
+            if let Object::Service(svc) = &mut o[0] {
+                if let Some(ports) = svc.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+                    ports.retain(|p| p.name.as_deref() == Some("http"));
+                }
+            }
+            resolve(o, be("web", PortRef::Number(8080)), false)
+        };
+        assert_eq!(only_target.name, "ns/web:80");
+        assert_eq!(only_target.endpoints, addrs(&["10.0.0.1:8080"]));
+        let (none, problem) = resolve(objs(), be("web", PortRef::Number(1234)), false);
+        assert!(none.endpoints.is_empty());
+        assert!(problem.is_some());
     }
 
     #[test]
