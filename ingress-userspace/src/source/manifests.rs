@@ -14,7 +14,8 @@
 //! endpoints of every port of the Service (the app enables this with
 //! `Settings::static_endpoints` in this mode).
 //!
-//! The directory is watched (notify). After a change settles, files are re-read; only files
+//! The directory is watched (notify), and read again every [`RESYNC`] for what a watch misses
+//! (symlinks leading out of it). After a change settles, files are re-read; only files
 //! whose bytes changed are parsed again, and the store gets `Apply`/`Delete` for objects that
 //! changed. As with `kubectl apply -f`, each document (and each item of a `kind: List`) stands
 //! alone: a bad one is reported (error log naming the file, the document and, if readable, its
@@ -53,6 +54,10 @@ use crate::store::cache::key_of;
 /// How long the directory must be quiet after a change before it is re-read (editors write
 /// files in several steps).
 pub const SETTLE: Duration = Duration::from_millis(100);
+
+/// How often the whole directory is read again even when the watch saw nothing (unchanged
+/// files are compared by bytes, not parsed again).
+pub const RESYNC: Duration = Duration::from_secs(30);
 
 /// Largest manifest file read, so a stray huge file cannot exhaust memory.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
@@ -656,6 +661,15 @@ fn log_report(report: &ScanReport) {
 /// Runs the source: first full read (`Replace` per kind, then `Synced`), then live updates
 /// until the store goes away. Fails only if the directory cannot be read or watched at start.
 pub async fn run(dir: PathBuf, events: mpsc::Sender<SourceEvent>) -> Result<(), ManifestError> {
+    run_resyncing(dir, events, RESYNC).await
+}
+
+/// [`run`], reading the whole directory again every `resync` besides on each change seen.
+pub async fn run_resyncing(
+    dir: PathBuf,
+    events: mpsc::Sender<SourceEvent>,
+    resync: Duration,
+) -> Result<(), ManifestError> {
     let (tx, mut changed) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         match &res {
@@ -693,17 +707,34 @@ pub async fn run(dir: PathBuf, events: mpsc::Sender<SourceEvent>) -> Result<(), 
             return Ok(());
         }
     }
-    while changed.recv().await.is_some() {
-        // Let the burst of events from one save settle, then read once.
-        tokio::time::sleep(SETTLE).await;
-        while changed.try_recv().is_ok() {}
-        let report = match state.rescan() {
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + resync, resync);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let by_resync = tokio::select! {
+            c = changed.recv() => {
+                if c.is_none() {
+                    break;
+                }
+                // Let the burst of events from one save settle, then read once.
+                tokio::time::sleep(SETTLE).await;
+                while changed.try_recv().is_ok() {}
+                false
+            }
+            // What the watch cannot see: files behind symlinks that lead out of the
+            // directory, and events the kernel dropped (inotify queue overflow).
+            _ = every.tick() => true,
+        };
+        let mut report = match state.rescan() {
             Ok(r) => r,
             Err(e) => {
                 error!("{e}; keeping the current objects");
                 continue;
             }
         };
+        if by_resync && report.events.is_empty() {
+            // Nothing changed: the duplicates were reported when they appeared.
+            report.duplicates.clear();
+        }
         log_report(&report);
         if !report.events.is_empty() {
             info!(dir = %dir.display(), changes = report.events.len(), "manifests changed");

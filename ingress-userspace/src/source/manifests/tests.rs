@@ -562,3 +562,27 @@ fn a_removed_api_version_is_rejected_with_its_replacement() {
         );
     }
 }
+
+/// A manifest that is a symlink leading out of the directory (the watch sees only the
+/// directory's own entries) is read again by the periodic resync.
+#[tokio::test]
+async fn a_symlinked_file_outside_the_directory_is_followed_by_the_resync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let target = elsewhere.path().join("svc.yaml");
+    std::fs::write(&target, service("a")).expect("write");
+    std::os::unix::fs::symlink(&target, dir.path().join("svc.yaml")).expect("symlink");
+    let (tx, mut rx) = mpsc::channel(64);
+    let task = tokio::spawn(run_resyncing(
+        dir.path().to_owned(),
+        tx,
+        Duration::from_millis(300),
+    ));
+    while !matches!(recv(&mut rx).await, SourceEvent::Synced) {}
+    std::fs::write(&target, service("a").replace("port: 80", "port: 8080")).expect("write");
+    assert_eq!(applied(&[recv(&mut rx).await]), vec!["apply a"]);
+    // Nothing more while nothing changes.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(rx.try_recv().is_err(), "an unchanged directory sent events");
+    task.abort();
+}
