@@ -538,6 +538,64 @@ fn service_upstream_uses_the_cluster_ip() {
     assert!(diags(&t).is_empty(), "{:?}", diags(&t));
 }
 
+/// A Secret rotated into something unusable (a half-written Secret, a key of another
+/// certificate) keeps its last usable certificate served, with a Warning, as ingress-nginx
+/// keeps the one it last read; a usable version replaces it, and a deleted Secret takes it
+/// away for good.
+#[test]
+fn a_botched_rotation_keeps_the_last_usable_certificate() {
+    let (cert, key) = self_signed(&["secure.example"]);
+    let (other_cert, other_key) = self_signed(&["secure.example"]);
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(class());
+    objs.push(Object::Secret(mk_tls_secret("ns", "tls", &cert, &key)));
+    objs.push(ing(mk_ingress("ns", "a")
+        .tls(&["secure.example"], "tls")
+        .host("secure.example")
+        .path("/", "Prefix", "web", 80)));
+    let mut cache = ObjectCache::from_objects(objs);
+    let mut tr = Translator::new(settings());
+    let served = |t: &Translation| t.snapshot.tls.certs.first().map(|c| c.key.cert.clone());
+    let t = tr.translate(&cache);
+    let first = served(&t).expect("served");
+    assert!(diags(&t).is_empty());
+
+    // The new certificate with the old key: unusable.
+    cache.apply(Object::Secret(mk_tls_secret("ns", "tls", &other_cert, &key)));
+    let t = tr.translate(&cache);
+    assert_eq!(served(&t), Some(first.clone()), "the last usable certificate stays");
+    assert_eq!(diags(&t), vec![("a".into(), reason::TLS_SECRET_INVALID)]);
+    assert!(
+        t.diagnostics[0].message.contains("last usable certificate is served"),
+        "{}",
+        t.diagnostics[0].message
+    );
+    // A translation from scratch knows no history: nothing to serve.
+    assert_eq!(served(&translate(&cache, &settings())), None);
+
+    cache.apply(Object::Secret(mk_tls_secret(
+        "ns",
+        "tls",
+        &other_cert,
+        &other_key,
+    )));
+    let t = tr.translate(&cache);
+    let second = served(&t).expect("served");
+    assert_ne!(second, first, "the fixed Secret is served");
+    assert!(diags(&t).is_empty());
+
+    cache.delete(&crate::source::Key {
+        kind: crate::source::Kind::Secret,
+        namespace: "ns".into(),
+        name: "tls".into(),
+    });
+    let t = tr.translate(&cache);
+    assert_eq!(served(&t), None, "a deleted Secret is not served");
+    cache.apply(Object::Secret(mk_tls_secret("ns", "tls", "garbage", "garbage")));
+    let t = tr.translate(&cache);
+    assert_eq!(served(&t), None, "nothing usable since it was deleted");
+}
+
 #[test]
 fn tls_good_missing_and_garbage_secrets() {
     let (cert, key) = self_signed(&["secure.example", "*.wild.example"]);

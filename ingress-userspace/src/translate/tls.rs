@@ -24,7 +24,7 @@ use crate::{
     store::ObjectCache,
 };
 
-/// Parsed certificates kept across translations.
+/// Parsed certificates kept across translations, with each Secret's last usable one.
 #[derive(Debug, Default)]
 pub struct CertCache {
     entries: HashMap<(String, String), CertEntry>,
@@ -34,42 +34,76 @@ pub struct CertCache {
 struct CertEntry {
     secret: Arc<Secret>,
     result: Result<Arc<CertifiedKey>, String>,
+    /// The certificate of the last version of the Secret that could be used: a botched
+    /// rotation (a half-written Secret, a key that does not match) keeps it served, as
+    /// ingress-nginx keeps the certificate it last read.
+    last_good: Option<Arc<CertifiedKey>>,
     used_run: u64,
 }
 
+/// A Secret's certificate as it is to be served.
+#[derive(Clone, Debug)]
+pub struct ServedCert {
+    pub key: Arc<CertifiedKey>,
+    /// Why the Secret as it is now cannot be used; [`Self::key`] is then its last usable
+    /// version's.
+    pub stale: Option<String>,
+}
+
 impl CertCache {
-    /// The certified key of Secret `namespace/name`, parsed once per Secret object.
+    /// The certificate of Secret `namespace/name`, parsed once per Secret object. While the
+    /// Secret holds something unusable, its last usable certificate (if this cache read one
+    /// since the Secret was last unused or deleted) is served, with the reason.
     pub fn get(
         &mut self,
         objects: &ObjectCache,
         namespace: &str,
         name: &str,
         run: u64,
-    ) -> Result<Arc<CertifiedKey>, String> {
+    ) -> Result<ServedCert, String> {
+        let key = (namespace.to_owned(), name.to_owned());
         let Some(secret) = objects.secret(namespace, name) else {
+            // A deleted Secret was meant to go: nothing of it is kept.
+            self.entries.remove(&key);
             return Err(format!("secret {namespace}/{name} not found"));
         };
-        let key = (namespace.to_owned(), name.to_owned());
-        match self.entries.get_mut(&key) {
-            Some(e) if Arc::ptr_eq(&e.secret, secret) => {
-                e.used_run = run;
-                e.result.clone()
-            }
-            _ => {
+        let entry = match self.entries.remove(&key) {
+            Some(e) if Arc::ptr_eq(&e.secret, secret) => e,
+            previous => {
                 let result = certified_key_from_secret(secret)
                     .map(Arc::new)
                     .map_err(|e| format!("secret {namespace}/{name}: {e}"));
-                self.entries.insert(
-                    key,
-                    CertEntry {
-                        secret: secret.clone(),
-                        result: result.clone(),
-                        used_run: run,
-                    },
-                );
-                result
+                let last_good = match &result {
+                    Ok(k) => Some(k.clone()),
+                    Err(_) => previous.and_then(|p| p.last_good),
+                };
+                CertEntry {
+                    secret: secret.clone(),
+                    result,
+                    last_good,
+                    used_run: run,
+                }
             }
-        }
+        };
+        let served = match (&entry.result, &entry.last_good) {
+            (Ok(k), _) => Ok(ServedCert {
+                key: k.clone(),
+                stale: None,
+            }),
+            (Err(e), Some(k)) => Ok(ServedCert {
+                key: k.clone(),
+                stale: Some(e.clone()),
+            }),
+            (Err(e), None) => Err(e.clone()),
+        };
+        self.entries.insert(
+            key,
+            CertEntry {
+                used_run: run,
+                ..entry
+            },
+        );
+        served
     }
 
     /// Forgets Secrets not used in this run.
@@ -160,7 +194,7 @@ fn hosts_per_entry(
             e.secret
                 .as_ref()
                 .and_then(|s| certs.get(objects, &ing.origin.namespace, s, run).ok())
-                .is_some_and(|key| valid_for(&key, name))
+                .is_some_and(|served| valid_for(&served.key, name))
         });
         if let Some(i) = found {
             out[i].push(host.clone());
@@ -201,7 +235,16 @@ pub fn build(
                 continue;
             };
             let key = match certs.get(objects, ns, secret, run) {
-                Ok(k) => k,
+                Ok(served) => {
+                    if let Some(e) = served.stale {
+                        diags.push(Diagnostic::new(
+                            ing.origin.clone(),
+                            reason::TLS_SECRET_INVALID,
+                            format!("spec.tls[{i}]: {e}; its last usable certificate is served"),
+                        ));
+                    }
+                    served.key
+                }
                 Err(e) => {
                     diags.push(Diagnostic::new(
                         ing.origin.clone(),
@@ -282,12 +325,21 @@ pub fn default_certificate(
         name: nn.name.clone(),
     };
     match certs.get(objects, &nn.namespace, &nn.name, run) {
-        Ok(key) => Some(TlsCert {
-            origin: secret.clone(),
-            secret,
-            hosts: Vec::new(),
-            key,
-        }),
+        Ok(served) => {
+            if let Some(e) = served.stale {
+                diags.push(Diagnostic::new(
+                    secret.clone(),
+                    reason::TLS_SECRET_INVALID,
+                    format!("--default-ssl-certificate: {e}; its last usable certificate is served"),
+                ));
+            }
+            Some(TlsCert {
+                origin: secret.clone(),
+                secret,
+                hosts: Vec::new(),
+                key: served.key,
+            })
+        }
         Err(e) => {
             diags.push(Diagnostic::new(
                 secret,
