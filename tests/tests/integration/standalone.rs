@@ -445,9 +445,25 @@ async fn default_ssl_certificate_secret_serves_unknown_sni_and_is_followed() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A botched rotation: the renewed certificate stays served, with a warning.
+    write_whole(
+        &secret_path,
+        &tests::ingressd::tls_secret_yaml("ingress-system", "wildcard", "garbage", "garbage"),
+    );
+    let mut warned = false;
+    for _ in 0..100 {
+        warned = p.log_text().contains("last usable certificate is served");
+        if warned {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = tests::l7::tls_connect(https, "renewed.test", verified.clone()).await;
     let log_text = stop(p);
     assert!(first.is_ok(), "{first:?}\nlog:\n{log_text}");
     assert!(renewed.is_ok(), "{renewed:?}\nlog:\n{log_text}");
+    assert!(warned, "no warning about the unusable Secret:\n{log_text}");
+    assert!(kept.is_ok(), "{kept:?}\nlog:\n{log_text}");
 }
 
 /// Connects without SNI, checks the certificate is the one in `cert_pem`, and sends one
