@@ -1,8 +1,9 @@
 //! Accepting client connections, for every listener (HTTP, HTTPS, TLS passthrough).
 //!
-//! A cap on open client connections: at the cap the accept loops pause, so new connections
-//! wait in the listen backlog (as with nginx's `worker_connections`) instead of the process
-//! running out of file descriptors halfway through proxying one. Accept errors back off: a
+//! A cap on open client connections: at the cap each accept loop pauses with the connection
+//! it just accepted, so further ones wait in the listen backlog (as with nginx's
+//! `worker_connections`) instead of the process running out of file descriptors halfway
+//! through proxying one. Accept errors back off: a
 //! connection that was reset while queued is skipped at once, while running out of
 //! descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) waits, doubling up to a second,
 //! and is logged once per burst rather than on every try.
@@ -78,19 +79,25 @@ impl Admission {
         self.max
     }
 
-    /// The next connection on `listener`, once there is room for it. Cancel-safe: dropping
-    /// the future leaves the connection queued in the listener.
+    /// The next connection on `listener`, once there is room for it. At the cap the
+    /// connection is accepted but waits unread (and the loop with it, so further ones stay in
+    /// the listen backlog): a permit is never held by an idle listener. Dropping the future
+    /// while it waits closes that one connection, which only the drain does.
     pub async fn accept(&self, listener: &TcpListener) -> (TcpStream, SocketAddr, Admitted) {
+        let (stream, peer) = self.next(listener).await;
+        (stream, peer, Admitted(self.room().await))
+    }
+
+    /// The next connection, backing off while accepting fails for the listener.
+    async fn next(&self, listener: &TcpListener) -> (TcpStream, SocketAddr) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let permit = self.room().await;
             match listener.accept().await {
-                Ok((stream, peer)) => return (stream, peer, Admitted(permit)),
+                Ok(accepted) => return accepted,
                 Err(e) if per_connection(&e) => {
                     tracing::debug!(error = %e, "a queued connection failed before accept");
                 }
                 Err(e) => {
-                    drop(permit);
                     if let Some(m) = &self.metrics {
                         m.accept_failed();
                     }
@@ -219,14 +226,19 @@ mod tests {
         assert!(due(&mut last, &mut unreported));
     }
 
-    /// At the cap the next connection stays in the backlog, unaccepted, until an admitted
-    /// one is dropped; then it is accepted.
+    /// At the cap the next connection is not admitted until an admitted one is dropped;
+    /// then it is. Two listeners sharing the cap park no permit while idle.
     #[tokio::test]
     async fn at_the_cap_accepting_waits_for_a_connection_to_close() {
         let metrics = Arc::new(ProxyMetrics::default());
-        let admission = Admission::new(2, metrics.clone());
+        let admission = Arc::new(Admission::new(2, metrics.clone()));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        // An idle second listener waiting on the same cap.
+        let idle = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let other = admission.clone();
+        let idle_loop = tokio::spawn(async move { other.accept(&idle).await });
+        tokio::task::yield_now().await;
         let mut clients = Vec::new();
         for _ in 0..3 {
             let mut c = TcpStream::connect(addr).await.expect("connect");
@@ -234,7 +246,10 @@ mod tests {
             clients.push(c);
         }
         let (_a, _, first) = admission.accept(&listener).await;
-        let (_b, _, _second) = admission.accept(&listener).await;
+        let (_b, _, _second) =
+            tokio::time::timeout(Duration::from_secs(5), admission.accept(&listener))
+                .await
+                .expect("the second is admitted: the idle listener holds no place");
         assert_eq!(metrics.accept_pauses(), 0);
         let third = admission.accept(&listener);
         tokio::pin!(third);
@@ -245,5 +260,6 @@ mod tests {
         let (_c, _, _) = tokio::time::timeout(Duration::from_secs(5), third)
             .await
             .expect("the third connection is admitted once the first is dropped");
+        idle_loop.abort();
     }
 }
