@@ -40,7 +40,11 @@ pub async fn copy(mut client: TcpStream, mut backend: TcpStream) -> CopyReport {
         Err(e) => {
             // The side whose socket failed; when neither read nor write saw it (it cannot
             // happen with plain sockets), the backend.
-            let side = if c.failed { Side::Client } else { Side::Backend };
+            let side = if c.failed {
+                Side::Client
+            } else {
+                Side::Backend
+            };
             tracing::debug!(error = %e, ?side, "passthrough copy ended with an error; resetting both sides");
             for s in [&client, &backend] {
                 let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));

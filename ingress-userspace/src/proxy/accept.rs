@@ -39,7 +39,9 @@ pub struct Admission {
 
 /// One admitted connection's place under the cap, given back when dropped.
 #[derive(Debug)]
-pub struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Admitted {
+    _place: OwnedSemaphorePermit,
+}
 
 #[derive(Debug, Default)]
 struct Warnings {
@@ -74,18 +76,14 @@ impl Admission {
         }
     }
 
-    /// The cap.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// The next connection on `listener`, once there is room for it. At the cap the
     /// connection is accepted but waits unread (and the loop with it, so further ones stay in
     /// the listen backlog): a permit is never held by an idle listener. Dropping the future
     /// while it waits closes that one connection, which only the drain does.
     pub async fn accept(&self, listener: &TcpListener) -> (TcpStream, SocketAddr, Admitted) {
         let (stream, peer) = self.next(listener).await;
-        (stream, peer, Admitted(self.room().await))
+        let place = self.room().await;
+        (stream, peer, Admitted { _place: place })
     }
 
     /// The next connection, backing off while accepting fails for the listener.
@@ -254,7 +252,10 @@ mod tests {
         let third = admission.accept(&listener);
         tokio::pin!(third);
         let waited = tokio::time::timeout(Duration::from_millis(200), &mut third).await;
-        assert!(waited.is_err(), "a third connection was admitted over a cap of 2");
+        assert!(
+            waited.is_err(),
+            "a third connection was admitted over a cap of 2"
+        );
         assert_eq!(metrics.accept_pauses(), 1);
         drop(first);
         let (_c, _, _) = tokio::time::timeout(Duration::from_secs(5), third)

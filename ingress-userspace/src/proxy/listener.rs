@@ -22,8 +22,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use rustls_pki_types::CertificateDer;
 
 use super::{
-    accept::Admitted,
-    filters::client_cert, headers::ForwardedValues, limits::FramingGuard, service, Proxy, Shared,
+    accept::Admitted, filters::client_cert, headers::ForwardedValues, limits::FramingGuard,
+    service, Proxy, Shared,
 };
 use crate::{proxy_protocol::Origin, snapshot::ClientAuth};
 

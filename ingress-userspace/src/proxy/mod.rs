@@ -471,7 +471,11 @@ impl Proxy {
     pub async fn accept(
         &self,
         listener: &tokio::net::TcpListener,
-    ) -> (tokio::net::TcpStream, std::net::SocketAddr, accept::Admitted) {
+    ) -> (
+        tokio::net::TcpStream,
+        std::net::SocketAddr,
+        accept::Admitted,
+    ) {
         self.shared.admission.accept(listener).await
     }
 

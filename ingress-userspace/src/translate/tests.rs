@@ -561,12 +561,23 @@ fn a_botched_rotation_keeps_the_last_usable_certificate() {
     assert!(diags(&t).is_empty());
 
     // The new certificate with the old key: unusable.
-    cache.apply(Object::Secret(mk_tls_secret("ns", "tls", &other_cert, &key)));
+    cache.apply(Object::Secret(mk_tls_secret(
+        "ns",
+        "tls",
+        &other_cert,
+        &key,
+    )));
     let t = tr.translate(&cache);
-    assert_eq!(served(&t), Some(first.clone()), "the last usable certificate stays");
+    assert_eq!(
+        served(&t),
+        Some(first.clone()),
+        "the last usable certificate stays"
+    );
     assert_eq!(diags(&t), vec![("a".into(), reason::TLS_SECRET_INVALID)]);
     assert!(
-        t.diagnostics[0].message.contains("last usable certificate is served"),
+        t.diagnostics[0]
+            .message
+            .contains("last usable certificate is served"),
         "{}",
         t.diagnostics[0].message
     );
@@ -591,7 +602,9 @@ fn a_botched_rotation_keeps_the_last_usable_certificate() {
     });
     let t = tr.translate(&cache);
     assert_eq!(served(&t), None, "a deleted Secret is not served");
-    cache.apply(Object::Secret(mk_tls_secret("ns", "tls", "garbage", "garbage")));
+    cache.apply(Object::Secret(mk_tls_secret(
+        "ns", "tls", "garbage", "garbage",
+    )));
     let t = tr.translate(&cache);
     assert_eq!(served(&t), None, "nothing usable since it was deleted");
 }

@@ -330,7 +330,9 @@ pub fn default_certificate(
                 diags.push(Diagnostic::new(
                     secret.clone(),
                     reason::TLS_SECRET_INVALID,
-                    format!("--default-ssl-certificate: {e}; its last usable certificate is served"),
+                    format!(
+                        "--default-ssl-certificate: {e}; its last usable certificate is served"
+                    ),
                 ));
             }
             Some(TlsCert {

@@ -984,13 +984,18 @@ async fn l7_connections_over_the_cap_wait_for_one_to_close() -> anyhow::Result<(
     let mut third = tokio::net::TcpStream::connect(l7.http).await?;
     let answer = tokio::spawn(async move { keep_alive_get(&mut third).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!answer.is_finished(), "a third connection was served over a cap of 2");
+    assert!(
+        !answer.is_finished(),
+        "a third connection was served over a cap of 2"
+    );
     let metrics = l7.proxy.metrics();
     assert!(metrics.accept_pauses() >= 1);
     drop(open.pop());
     let status = tokio::time::timeout(Duration::from_secs(5), answer)
         .await
-        .map_err(|_| anyhow::anyhow!("the waiting connection was not served after one closed"))???;
+        .map_err(|_| {
+            anyhow::anyhow!("the waiting connection was not served after one closed")
+        })???;
     assert_eq!(status, Some(200));
     Ok(())
 }

@@ -433,10 +433,7 @@ async fn l7_http10_without_host_gets_a_host_upstream() -> anyhow::Result<()> {
     let l7 = L7::start(snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
     let out = raw(l7.http, b"GET /x HTTP/1.0\r\n\r\n").await?;
     assert_eq!(raw_status(&out), Some(200), "{out}");
-    assert!(
-        out.contains(&format!("\"host\":\"{}\"", up.addr)),
-        "{out}"
-    );
+    assert!(out.contains(&format!("\"host\":\"{}\"", up.addr)), "{out}");
     Ok(())
 }
 

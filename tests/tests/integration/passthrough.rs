@@ -797,7 +797,10 @@ async fn client_reset(mode: Mode) {
         .find_map(|l| l.strip_prefix("ingress_passthrough_bytes_total{from=\"client\"} "))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    assert!(client_bytes > 1, "{mode:?}: client bytes before the reset: {client_bytes}");
+    assert!(
+        client_bytes > 1,
+        "{mode:?}: client bytes before the reset: {client_bytes}"
+    );
 }
 
 #[tokio::test]
@@ -1056,7 +1059,10 @@ async fn a_hello_over_the_cap_waits_for_a_slot() {
     let tcp = connect(s.front.addr).await;
     let waiting = tokio::spawn(tls_over(tcp, PASS, s.pki.client_config()));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiting.is_finished(), "the third hello was answered past a cap of 2");
+    assert!(
+        !waiting.is_finished(),
+        "the third hello was answered past a cap of 2"
+    );
     drop(holders.pop());
     let mut tls = timeout(STEP, waiting)
         .await

@@ -287,7 +287,10 @@ async fn running_out_of_descriptors_backs_off_and_recovers() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     assert!(errors > 0, "accept errors counted:\n{metrics}");
-    assert!(metrics.contains("ingress_max_connections 100000\n"), "{metrics}");
+    assert!(
+        metrics.contains("ingress_max_connections 100000\n"),
+        "{metrics}"
+    );
 }
 
 /// `--default-tls-cert/--default-tls-key`: the operator's certificate is what clients with an

@@ -553,8 +553,16 @@ fn a_removed_api_version_is_rejected_with_its_replacement() {
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     for (reason, version, replacement) in [
         (reasons[0], "extensions/v1beta1", "networking.k8s.io/v1"),
-        (reasons[1], "networking.k8s.io/v1beta1", "networking.k8s.io/v1"),
-        (reasons[2], "discovery.k8s.io/v1beta1", "discovery.k8s.io/v1"),
+        (
+            reasons[1],
+            "networking.k8s.io/v1beta1",
+            "networking.k8s.io/v1",
+        ),
+        (
+            reasons[2],
+            "discovery.k8s.io/v1beta1",
+            "discovery.k8s.io/v1",
+        ),
     ] {
         assert!(
             reason.contains(version) && reason.ends_with(&format!("write it as {replacement}")),

@@ -480,7 +480,10 @@ pub(crate) mod test_support {
                     assert_eq!(e.value, *v);
                     let text = e.to_string();
                     // The value is quoted (escaped) in the message.
-                    assert!(text.contains(name) && text.contains(&format!("{v:?}")), "{text}");
+                    assert!(
+                        text.contains(name) && text.contains(&format!("{v:?}")),
+                        "{text}"
+                    );
                 }
                 Ok(a) => panic!("{name}: {v:?} accepted: {a:?}"),
             }

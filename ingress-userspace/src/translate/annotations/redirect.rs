@@ -160,7 +160,13 @@ mod tests {
         );
         assert_rejects(
             "app-root",
-            &["app1", "//evil.example", "/\\evil.example", "/a b", "http://x/"],
+            &[
+                "app1",
+                "//evil.example",
+                "/\\evil.example",
+                "/a b",
+                "http://x/",
+            ],
         );
     }
 
@@ -205,7 +211,13 @@ mod tests {
         assert_eq!(r(&[("permanent-redirect-code", "308")]), None);
         assert_rejects(
             "permanent-redirect",
-            &["ftp://x/", "no-scheme", "https://a b", "//host/x", "/\\host/x"],
+            &[
+                "ftp://x/",
+                "no-scheme",
+                "https://a b",
+                "//host/x",
+                "/\\host/x",
+            ],
         );
         assert_rejects("temporal-redirect", &["javascript:alert(1)"]);
         assert_rejects("permanent-redirect-code", &["200", "404", "x", "-301"]);
