@@ -548,7 +548,8 @@ fn a_botched_rotation_keeps_the_last_usable_certificate() {
     let (other_cert, other_key) = self_signed(&["secure.example"]);
     let mut objs = backend_objects("ns", "web", "10.0.0.1");
     objs.push(class());
-    objs.push(Object::Secret(mk_tls_secret("ns", "tls", &cert, &key)));
+    let secret = |c: &str, k: &str| Object::Secret(mk_tls_secret("ns", "tls", c, k));
+    objs.push(secret(&cert, &key));
     objs.push(ing(mk_ingress("ns", "a")
         .tls(&["secure.example"], "tls")
         .host("secure.example")
@@ -561,12 +562,7 @@ fn a_botched_rotation_keeps_the_last_usable_certificate() {
     assert!(diags(&t).is_empty());
 
     // The new certificate with the old key: unusable.
-    cache.apply(Object::Secret(mk_tls_secret(
-        "ns",
-        "tls",
-        &other_cert,
-        &key,
-    )));
+    cache.apply(secret(&other_cert, &key));
     let t = tr.translate(&cache);
     assert_eq!(
         served(&t),
@@ -584,12 +580,7 @@ fn a_botched_rotation_keeps_the_last_usable_certificate() {
     // A translation from scratch knows no history: nothing to serve.
     assert_eq!(served(&translate(&cache, &settings())), None);
 
-    cache.apply(Object::Secret(mk_tls_secret(
-        "ns",
-        "tls",
-        &other_cert,
-        &other_key,
-    )));
+    cache.apply(secret(&other_cert, &other_key));
     let t = tr.translate(&cache);
     let second = served(&t).expect("served");
     assert_ne!(second, first, "the fixed Secret is served");
@@ -602,9 +593,7 @@ fn a_botched_rotation_keeps_the_last_usable_certificate() {
     });
     let t = tr.translate(&cache);
     assert_eq!(served(&t), None, "a deleted Secret is not served");
-    cache.apply(Object::Secret(mk_tls_secret(
-        "ns", "tls", "garbage", "garbage",
-    )));
+    cache.apply(secret("garbage", "garbage"));
     let t = tr.translate(&cache);
     assert_eq!(served(&t), None, "nothing usable since it was deleted");
 }

@@ -140,26 +140,40 @@ async fn start_ready(args: Vec<String>, admin: SocketAddr, log: std::path::PathB
     .expect("ingressd starts")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn annotations_from_manifests_reach_the_running_proxy() {
+/// `ingressd` in standalone mode on [`manifests`] for a fresh echo upstream, serving HTTP on
+/// a free port (HTTPS on an unused one), with its pins named after `pins` and `extra` flags:
+/// the upstream, the manifest directory (which holds the log), the HTTP address, the process.
+async fn on_manifests(
+    pins: &str,
+    extra: &[&str],
+) -> (TestServer, tempfile::TempDir, SocketAddr, Ingressd) {
     let up = TestServer::echo("app").await.expect("upstream");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("all.yaml"), manifests(up.addr)).expect("manifests");
     let (http, admin) = (free_addr(), free_addr());
-    let http_addr = http.to_string();
     let args = standalone_args(
         dir.path(),
-        &http_addr,
+        &http.to_string(),
         "127.0.0.1:0",
         admin,
+        pins,
+        extra,
+    );
+    let p = start_ready(args, admin, dir.path().join("log")).await;
+    (up, dir, http, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_from_manifests_reach_the_running_proxy() {
+    let (up, _dir, http, p) = on_manifests(
         "standalone",
         // ingress-nginx's flags for its request series, which migrating operators carry over.
         &[
             "--report-status-classes",
             "--exclude-socket-metrics=nginx_ingress_controller_request_size",
         ],
-    );
-    let p = start_ready(args, admin, dir.path().join("log")).await;
+    )
+    .await;
 
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
         // rewrite-target with use-regex capture groups.
@@ -234,20 +248,9 @@ fn set_open_files(pid: u32, n: usize) {
 /// descriptors are free again new connections are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_descriptors_backs_off_and_recovers() {
-    let up = TestServer::echo("app").await.expect("upstream");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("all.yaml"), manifests(up.addr)).expect("manifests");
-    let (http, admin) = (free_addr(), free_addr());
-    let http_addr = http.to_string();
-    let args = standalone_args(
-        dir.path(),
-        &http_addr,
-        "127.0.0.1:0",
-        admin,
-        "fd-exhaustion",
-        &["--max-connections", "100000"],
-    );
-    let p = start_ready(args, admin, dir.path().join("log")).await;
+    let (_up, _dir, http, p) =
+        on_manifests("fd-exhaustion", &["--max-connections", "100000"]).await;
+    let log = p.log.clone();
     let pid = p.pid().expect("running");
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -261,7 +264,7 @@ async fn running_out_of_descriptors_backs_off_and_recovers() {
             .collect();
         std::thread::sleep(Duration::from_secs(2));
         let warnings = |log: &str| log.matches("accept failed").count();
-        let text = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
         if warnings(&text) == 0 || warnings(&text) > 2 {
             return Err(format!(
                 "{} accept warnings in 2 s (want 1 or 2)",
