@@ -195,6 +195,34 @@ async fn loopback_pair() -> (
     (client, proxy_client, proxy_backend, server)
 }
 
+/// The running splice of a [`loopback_pair`].
+type SpliceTask = tokio::task::JoinHandle<
+    Result<ingress::passthrough::splice::SpliceReport, ingress::passthrough::splice::SetupFailed>,
+>;
+
+/// Splices the proxy's two sockets with `engine` and returns once a `ping` written by
+/// `client` has reached `server` through it (the splice is armed by its first bytes).
+async fn spliced(
+    engine: &Arc<SpliceEngine>,
+    proxy_client: tokio::net::TcpStream,
+    proxy_backend: tokio::net::TcpStream,
+    client: &mut tokio::net::TcpStream,
+    server: &mut tokio::net::TcpStream,
+) -> SpliceTask {
+    let splice = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.splice(proxy_client, proxy_backend, 0).await }
+    });
+    client.write_all(b"ping").await.expect("write");
+    let mut buf = [0u8; 4];
+    timeout(STEP, server.read_exact(&mut buf))
+        .await
+        .expect("spliced in time")
+        .expect("read");
+    assert_eq!(&buf, b"ping");
+    splice
+}
+
 /// Takes the entry of `cookie` out of whichever loaded SPLICE_PEERS map holds it.
 fn remove_peer_entry(cookie: u64) -> bool {
     let mut removed = false;
@@ -224,18 +252,15 @@ async fn kernel_splice_counts_bytes_whose_peer_is_gone() {
     let (mut client, proxy_client, proxy_backend, mut server) = loopback_pair().await;
     let backend_cookie = socket_cookie(&proxy_backend);
     let client_cookie = socket_cookie(&proxy_client);
-    let splice = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.splice(proxy_client, proxy_backend, 0).await }
-    });
-    // The splice is armed once bytes flow through it.
-    client.write_all(b"ping").await.expect("write");
+    let splice = spliced(
+        &engine,
+        proxy_client,
+        proxy_backend,
+        &mut client,
+        &mut server,
+    )
+    .await;
     let mut buf = [0u8; 4];
-    timeout(STEP, server.read_exact(&mut buf))
-        .await
-        .expect("spliced in time")
-        .expect("read");
-    assert_eq!(&buf, b"ping");
     let (unpaired_before, gone_before) = engine.drops().expect("drop counters");
 
     assert!(
@@ -304,16 +329,14 @@ async fn kernel_splice_holds_bytes_for_a_reader_that_does_not_read() {
     let engine =
         Arc::new(SpliceEngine::new().expect("load the sk_skb program (needs root and BPF)"));
     let (mut client, proxy_client, proxy_backend, mut server) = loopback_pair().await;
-    let splice = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.splice(proxy_client, proxy_backend, 0).await }
-    });
-    client.write_all(b"ping").await.expect("write");
-    let mut buf = [0u8; 4];
-    timeout(STEP, server.read_exact(&mut buf))
-        .await
-        .expect("spliced in time")
-        .expect("read");
+    let splice = spliced(
+        &engine,
+        proxy_client,
+        proxy_backend,
+        &mut client,
+        &mut server,
+    )
+    .await;
     let held_before = engine.held().expect("held counter");
 
     // Sequence numbers: a lost, repeated or reordered chunk shows.
