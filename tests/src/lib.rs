@@ -18,3 +18,12 @@ pub mod rbac;
 pub mod topology;
 pub mod upstream;
 pub mod xdp;
+
+/// The value of one sample in Prometheus text, by its whole series (`name{labels}`); 0 when
+/// absent or not a number.
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -21,12 +21,10 @@ fn reaches(topo: &Topology, addr: SocketAddr) -> bool {
 }
 
 fn counter(metrics: &str, outcome: &str) -> u64 {
-    let prefix = format!("ingress_xdp_packets_total{{outcome=\"{outcome}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    tests::metric(
+        metrics,
+        &format!("ingress_xdp_packets_total{{outcome=\"{outcome}\"}}"),
+    )
 }
 
 fn start(topo: &Topology, dir: &std::path::Path, pin_dir: &str, extra: &[&str]) -> Ingressd {

@@ -815,11 +815,7 @@ async fn client_reset(mode: Mode) {
     // The bytes before the reset count, the ClientHello and the one written after it.
     let mut text = String::new();
     s.front.pt.metrics().render(&mut text);
-    let client_bytes: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("ingress_passthrough_bytes_total{from=\"client\"} "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let client_bytes = tests::metric(&text, "ingress_passthrough_bytes_total{from=\"client\"}");
     assert!(
         client_bytes > 1,
         "{mode:?}: client bytes before the reset: {client_bytes}"

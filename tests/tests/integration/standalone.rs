@@ -284,11 +284,7 @@ async fn running_out_of_descriptors_backs_off_and_recovers() {
     let metrics = tokio::task::block_in_place(|| p.metrics()).unwrap_or_default();
     let log_text = stop(p);
     checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
-    let errors: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ingress_accept_errors_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let errors = tests::metric(&metrics, "ingress_accept_errors_total");
     assert!(errors > 0, "accept errors counted:\n{metrics}");
     assert!(
         metrics.contains("ingress_max_connections 100000\n"),
@@ -1131,11 +1127,7 @@ async fn the_controller_configmap_applies_without_a_restart() {
     let metrics = p.metrics().unwrap_or_default();
     let log_text = stop(p);
     checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
-    let blocked: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ingress_blocked_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let blocked = tests::metric(&metrics, "ingress_blocked_total");
     assert!(blocked >= 1, "{metrics}");
     for needle in [
         "ConfigKeyIgnored",
