@@ -783,6 +783,18 @@ impl StatusTask {
         leading: bool,
         resync: Duration,
     ) -> StatusTask {
+        Self::following_in(api, addresses, first, leading, resync, None)
+    }
+
+    /// [`Self::following`], with `--watch-namespace` set to `namespace`.
+    fn following_in(
+        api: &FakeApi,
+        addresses: watch::Receiver<Vec<StatusAddress>>,
+        first: Arc<Translation>,
+        leading: bool,
+        resync: Duration,
+        namespace: Option<&str>,
+    ) -> StatusTask {
         let (translations, trx) = watch::channel(first);
         let (leader, lrx) = watch::channel(leading);
         let shutdown = CancellationToken::new();
@@ -790,7 +802,8 @@ impl StatusTask {
             resync,
             retry: Duration::from_millis(200),
             ..StatusConfig::following(addresses)
-        };
+        }
+        .in_namespace(namespace.map(str::to_owned));
         let task = tokio::spawn(status::run(client(api), config, trx, lrx, shutdown.clone()));
         StatusTask {
             translations,
@@ -1007,22 +1020,14 @@ async fn status_in_one_namespace_lists_and_clears_there_only() {
     theirs["status"] = json!({"loadBalancer": {"ingress": [{"ip": PUBLISH}]}});
     api.apply(theirs);
     let addr: IpAddr = PUBLISH.parse().unwrap_or_else(|e| panic!("{e}"));
-    let (translations, trx) = watch::channel(translation(1, owned(&["web"]), vec![]));
-    let (_leader, lrx) = watch::channel(true);
-    let shutdown = CancellationToken::new();
-    let config = StatusConfig {
-        resync: Duration::from_millis(300),
-        retry: Duration::from_millis(200),
-        ..StatusConfig::following(watch::channel(vec![addr.into()]).1)
-    }
-    .in_namespace(Some("shop".into()));
-    let task = tokio::spawn(status::run(
-        client(&api),
-        config,
-        trx,
-        lrx,
-        shutdown.clone(),
-    ));
+    let st = StatusTask::following_in(
+        &api,
+        watch::channel(vec![addr.into()]).1,
+        translation(1, owned(&["web"]), vec![]),
+        true,
+        Duration::from_millis(300),
+        Some("shop"),
+    );
     let p = wait_patches(&api, 2).await;
     let mut uris: Vec<&str> = p.iter().map(|r| r.uri.as_str()).collect();
     uris.sort();
@@ -1053,12 +1058,7 @@ async fn status_in_one_namespace_lists_and_clears_there_only() {
         theirs["status"]["loadBalancer"],
         json!({"ingress": [{"ip": PUBLISH}]})
     );
-    drop(translations);
-    shutdown.cancel();
-    timeout(WAIT, task)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    st.stop().await;
 }
 
 #[tokio::test]
