@@ -122,6 +122,8 @@ pub fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Before anything reads it: the default --max-connections is derived from it.
+    crate::proxy::accept::raise_open_file_limit();
     let settings = settings(&args)?;
     let snat = snat_settings(&args)?;
     // Pinned to one CPU (a cpuset of one, `taskset`), one worker is all a multi-thread

@@ -182,9 +182,8 @@ pub fn default_max_connections(open_files: u64) -> usize {
 }
 
 /// Raises the soft open-file limit to the hard one, as servers do at start (the soft default
-/// of 1024 is for interactive shells), and returns the soft limit now in force (`None`:
-/// unlimited).
-pub fn raise_open_file_limit() -> Option<u64> {
+/// of 1024 is for interactive shells). Best effort.
+pub fn raise_open_file_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let lim = getrlimit(Resource::Nofile);
     if lim.current != lim.maximum {
@@ -192,12 +191,15 @@ pub fn raise_open_file_limit() -> Option<u64> {
             current: lim.maximum,
             maximum: lim.maximum,
         };
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => return lim.maximum,
-            Err(e) => tracing::debug!(error = %e, "could not raise the open-file limit"),
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "could not raise the open-file limit");
         }
     }
-    lim.current
+}
+
+/// The soft open-file limit in force (`None`: unlimited).
+pub fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 #[cfg(test)]

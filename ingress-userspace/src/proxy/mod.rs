@@ -377,9 +377,10 @@ impl ProxyOptions {
     }
 }
 
-/// The open-connection cap: the flag's, or half the open-file limit (raised first).
+/// The open-connection cap: the flag's, or half the open-file limit (which `ingressd` raises
+/// at start).
 fn max_connections(flag: Option<u64>) -> usize {
-    let open_files = accept::raise_open_file_limit();
+    let open_files = accept::open_file_limit();
     let max = match flag {
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         None => open_files.map_or(usize::MAX, accept::default_max_connections),
