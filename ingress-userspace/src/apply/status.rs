@@ -1,5 +1,7 @@
 //! Ingress status: writes the publish addresses into `status.loadBalancer.ingress` of every
 //! owned Ingress and clears it on Ingresses we stop owning. Only the elected leader writes.
+//! An Ingress of another controller's class is never cleared: two controllers on the same
+//! nodes publish the same addresses, and clearing would fight the other one's writes.
 //!
 //! Writes are JSON merge patches (`application/merge-patch+json`) on the `status` subresource:
 //! a merge patch replaces the `ingress` list whole, which is exactly "we own this field", and
@@ -136,10 +138,9 @@ pub async fn run(
             if refresh {
                 resync_at = Instant::now() + config.resync;
             }
-            let owned = &translation.owned_ingresses;
             let failed = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                failed = writer.round(refresh, owned, &leader) => failed,
+                failed = writer.round(refresh, &translation, &leader) => failed,
             };
             retry_at = (failed > 0).then(|| {
                 warn!(failed, "Ingress status requests failed; retrying");
@@ -313,7 +314,7 @@ impl StatusWriter {
     async fn round(
         &mut self,
         refresh: bool,
-        owned: &[ObjectRef],
+        translation: &Translation,
         leader: &watch::Receiver<bool>,
     ) -> usize {
         let mut failed = 0;
@@ -323,7 +324,7 @@ impl StatusWriter {
                 failed += 1;
             }
         }
-        failed + self.sync(owned, leader).await
+        failed + self.sync(translation, leader).await
     }
 
     /// Reloads `known` and `stale` from a paged LIST. This also finds Ingresses we no longer
@@ -362,18 +363,21 @@ impl StatusWriter {
     }
 
     /// Sets the status of owned Ingresses and clears it on the others that show our
-    /// addresses, current or past; returns how many writes failed. Stops as soon as
-    /// leadership is lost.
-    async fn sync(&mut self, owned: &[ObjectRef], leader: &watch::Receiver<bool>) -> usize {
-        let owned: BTreeSet<IngressKey> = owned
-            .iter()
-            .map(|o| (o.namespace.clone(), o.name.clone()))
-            .collect();
+    /// addresses, current or past, unless another controller's class claims them; returns
+    /// how many writes failed. Stops as soon as leadership is lost.
+    async fn sync(&mut self, translation: &Translation, leader: &watch::Receiver<bool>) -> usize {
+        let keys = |refs: &[ObjectRef]| -> BTreeSet<IngressKey> {
+            refs.iter()
+                .map(|o| (o.namespace.clone(), o.name.clone()))
+                .collect()
+        };
+        let owned = keys(&translation.owned_ingresses);
+        let claimed = keys(&translation.claimed_elsewhere);
         let set: Vec<IngressKey> = owned.difference(&self.known).cloned().collect();
         let clear: Vec<IngressKey> = self
             .known
             .union(&self.stale)
-            .filter(|k| !owned.contains(*k))
+            .filter(|k| !owned.contains(*k) && !claimed.contains(*k))
             .cloned()
             .collect();
         let mut failed = 0;

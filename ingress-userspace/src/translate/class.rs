@@ -7,6 +7,10 @@
 //! annotation equals `Settings::ingress_class` exactly (not just any of our IngressClass
 //! names). With neither, the Ingress is ours when one of our IngressClasses is the cluster
 //! default.
+//!
+//! An Ingress that is not ours can still be *claimed elsewhere*: its class is another
+//! controller's, so its status is that controller's to write, even when it lists the same
+//! addresses as ours (two controllers on the same nodes, as during a migration).
 use std::collections::HashSet;
 
 use super::ingress::ClassRef;
@@ -20,6 +24,10 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-defaul
 pub struct ClassFilter<'a> {
     ours: HashSet<&'a str>,
     default_is_ours: bool,
+    /// IngressClasses of other controllers.
+    others: HashSet<&'a str>,
+    /// Another controller's IngressClass is the cluster default.
+    default_is_other: bool,
     legacy: &'a str,
     /// `--ingress-class-by-name`.
     by_name: bool,
@@ -29,23 +37,29 @@ impl<'a> ClassFilter<'a> {
     /// Reads our IngressClasses from the cache.
     pub fn new(objects: &'a ObjectCache, settings: &'a Settings) -> Self {
         let mut ours = HashSet::new();
+        let mut others = HashSet::new();
         let mut default_is_ours = false;
+        let mut default_is_other = false;
         for (name, class) in objects.ingress_classes() {
             let controller = class.spec.as_ref().and_then(|s| s.controller.as_deref());
-            if controller != Some(settings.controller_name.as_str()) {
-                continue;
-            }
-            ours.insert(name.as_str());
             let is_default = class
                 .metadata
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
                 .is_some_and(|v| v == "true");
-            default_is_ours |= is_default;
+            if controller == Some(settings.controller_name.as_str()) {
+                ours.insert(name.as_str());
+                default_is_ours |= is_default;
+            } else if controller.is_some_and(|c| !c.is_empty()) {
+                others.insert(name.as_str());
+                default_is_other |= is_default;
+            }
         }
         ClassFilter {
             ours,
+            others,
+            default_is_other,
             default_is_ours: default_is_ours || settings.without_class,
             legacy: &settings.ingress_class,
             by_name: settings.class_by_name,
@@ -63,6 +77,21 @@ impl<'a> ClassFilter<'a> {
                     || (self.by_name && !self.legacy.is_empty() && n == self.legacy)
             }
             ClassRef::Unset => self.default_is_ours,
+        }
+    }
+
+    /// Whether an Ingress that is not ours belongs to another controller: it names another
+    /// controller's IngressClass, or a legacy class annotation other than ours (no object
+    /// says who serves that, so someone is assumed to), or nothing while another
+    /// controller's class is the default. A class that names no IngressClass is nobody's.
+    pub fn claimed_elsewhere(&self, class: &ClassRef) -> bool {
+        if self.owns(class) {
+            return false;
+        }
+        match class {
+            ClassRef::Annotation(a) => !a.is_empty(),
+            ClassRef::Name(n) => self.others.contains(n.as_str()),
+            ClassRef::Unset => self.default_is_other,
         }
     }
 }
@@ -97,6 +126,37 @@ mod tests {
         for (class, want) in table {
             assert_eq!(f.owns(&class), want, "{class:?}");
         }
+    }
+
+    #[test]
+    fn claimed_elsewhere_table() {
+        let objects = ObjectCache::from_objects([
+            Object::IngressClass(mk_class("xdp", CONTROLLER, false)),
+            Object::IngressClass(mk_class("nginx", "k8s.io/ingress-nginx", true)),
+        ]);
+        let s = settings();
+        let f = ClassFilter::new(&objects, &s);
+        let table = [
+            (ClassRef::Name("xdp".into()), false),
+            (ClassRef::Name("nginx".into()), true),
+            // No IngressClass of that name: nobody serves it.
+            (ClassRef::Name("missing".into()), false),
+            (ClassRef::Annotation("xdp".into()), false),
+            (ClassRef::Annotation("nginx".into()), true),
+            (ClassRef::Annotation("haproxy".into()), true),
+            // ingress-nginx's default class takes the class-less ones.
+            (ClassRef::Unset, true),
+        ];
+        for (class, want) in table {
+            assert_eq!(f.claimed_elsewhere(&class), want, "{class:?}");
+        }
+        // With no default class, a class-less Ingress is nobody's.
+        let objects = ObjectCache::from_objects([Object::IngressClass(mk_class(
+            "nginx",
+            "k8s.io/ingress-nginx",
+            false,
+        ))]);
+        assert!(!ClassFilter::new(&objects, &s).claimed_elsewhere(&ClassRef::Unset));
     }
 
     #[test]

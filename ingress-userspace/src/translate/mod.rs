@@ -117,6 +117,9 @@ pub struct Translation {
     pub diagnostics: Vec<Diagnostic>,
     /// Ingresses this controller owns (class filter passed), sorted; status is written on these.
     pub owned_ingresses: Vec<ObjectRef>,
+    /// Ingresses of other controllers' classes, sorted; their status is theirs, so it is
+    /// never cleared even when it lists our addresses.
+    pub claimed_elsewhere: Vec<ObjectRef>,
 }
 
 impl Translation {
@@ -125,6 +128,7 @@ impl Translation {
         self.snapshot.same_config(&other.snapshot)
             && self.diagnostics == other.diagnostics
             && self.owned_ingresses == other.owned_ingresses
+            && self.claimed_elsewhere == other.claimed_elsewhere
     }
 }
 

@@ -70,6 +70,8 @@ pub struct IngressState {
     pub parsed: Arc<ParsedIngress>,
     pub age: AgeKey,
     pub role: Role,
+    /// `Foreign`, and another controller's class claims it (`ClassFilter::claimed_elsewhere`).
+    pub claimed_elsewhere: bool,
     /// Users of the `auth-secret`, when it resolved.
     pub auth: Option<Arc<BasicAuth>>,
     /// `auth-tls-*` with its CA Secret resolved (`denied` when it did not resolve).

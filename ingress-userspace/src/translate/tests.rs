@@ -387,12 +387,31 @@ fn class_filtering_end_to_end() {
         t.diagnostics
     );
     assert_eq!(t.snapshot.http.hosts.len(), 4);
+    // Those of nginx's class are nginx's to write status on; the missing class is nobody's.
+    let claimed: Vec<&str> = t
+        .claimed_elsewhere
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
+    assert_eq!(
+        claimed,
+        [
+            "foreign",
+            "foreign-annotation",
+            "foreign-name-our-annotation"
+        ]
+    );
 
     // Without the default mark, the class-less one is not ours.
     let mut objs = objs;
     objs[0] = class();
-    let t = run_with(objs, &settings());
+    let t = run_with(objs.clone(), &settings());
     assert!(!t.owned_ingresses.iter().any(|o| o.name == "by-default"));
+    assert!(!t.claimed_elsewhere.iter().any(|o| o.name == "by-default"));
+    // nginx's class becomes the default: the class-less one is nginx's now.
+    objs[1] = Object::IngressClass(mk_class("nginx", "k8s.io/ingress-nginx", true));
+    let t = run_with(objs, &settings());
+    assert!(t.claimed_elsewhere.iter().any(|o| o.name == "by-default"));
 }
 
 #[test]

@@ -81,6 +81,8 @@ struct Model {
     /// (namespace, ConfigMap) -> Ingresses naming it in `custom-headers`.
     config_map_users: HashMap<NsName, BTreeSet<NsName>>,
     owned: BTreeSet<ObjectRef>,
+    /// Foreign Ingresses that another controller's class claims.
+    claimed: BTreeSet<ObjectRef>,
     /// Main Ingresses with a `spec.defaultBackend` and no `spec.rules`: candidates for the
     /// global default backend.
     defaults: BTreeSet<AgeKey>,
@@ -303,6 +305,7 @@ impl Translator {
             parsed: parsed.clone(),
             age: parsed.age_key(),
             role: Role::Foreign,
+            claimed_elsewhere: false,
             auth: None,
             client_auth: None,
             proxy_ssl: None,
@@ -315,6 +318,7 @@ impl Translator {
             slots: Vec::new(),
         };
         if !classes.owns(&parsed.class) {
+            st.claimed_elsewhere = classes.claimed_elsewhere(&parsed.class);
             return st;
         }
         st.diags.extend(parsed.notes.iter().cloned());
@@ -468,6 +472,7 @@ impl Model {
         if st.role != Role::Foreign {
             self.owned.remove(&st.parsed.origin);
         }
+        self.claimed.remove(&st.parsed.origin);
         self.diag_ingresses.remove(&key);
         for secret in &st.secrets {
             remove_user(&mut self.secret_users, secret, &key);
@@ -505,6 +510,9 @@ impl Model {
     /// Records what an Ingress contributes; marks what must be rebuilt.
     fn attach(&mut self, st: IngressState, work: &mut Work) {
         let key = st.key();
+        if st.claimed_elsewhere {
+            self.claimed.insert(st.parsed.origin.clone());
+        }
         if st.role != Role::Foreign {
             self.owned.insert(st.parsed.origin.clone());
             if !st.diags.is_empty() {
@@ -694,6 +702,7 @@ impl Model {
             snapshot: Arc::new(snapshot),
             diagnostics,
             owned_ingresses: self.owned.iter().cloned().collect(),
+            claimed_elsewhere: self.claimed.iter().cloned().collect(),
         }
     }
 

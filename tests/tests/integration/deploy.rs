@@ -973,6 +973,7 @@ async fn deploy_rbac_allows_exactly_the_calls_the_controller_makes() {
             namespace: "shop".into(),
             name: "web".into(),
         }],
+        claimed_elsewhere: Vec::new(),
     }));
     let is = |r: &tests::fake_api::RecordedRequest, method: &str, suffix: &str| {
         r.method.as_str() == method && r.path().ends_with(suffix)

@@ -698,6 +698,7 @@ fn translation(
         }),
         diagnostics,
         owned_ingresses,
+        claimed_elsewhere: Vec::new(),
     })
 }
 
@@ -1004,6 +1005,55 @@ async fn status_resync_repairs_and_clears_leftovers() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     assert_patch(&patches(&api)[2], "web", SET_BODY);
+    st.stop().await;
+}
+
+/// An Ingress of another controller's class that shows our address (both controllers publish
+/// the same nodes) is left alone on every resync; once no class claims it, it is cleared.
+#[tokio::test]
+async fn status_never_clears_an_ingress_another_controller_claims() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    let ours = json!({"ingress": [{"ip": PUBLISH}]});
+    for name in ["theirs", "old"] {
+        let mut i = ingress("shop", name);
+        i["status"] = json!({"loadBalancer": ours.clone()});
+        api.apply(i);
+    }
+    let claimed = |names: &[&str], generation| {
+        let mut t = (*translation(generation, owned(&["web"]), vec![])).clone();
+        t.claimed_elsewhere = owned(names);
+        Arc::new(t)
+    };
+    let st = StatusTask::start(&api, true, Duration::from_millis(300));
+    st.translations.send_replace(claimed(&["theirs"], 1));
+    let p = wait_patches(&api, 2).await;
+    let mut uris: Vec<&str> = p.iter().map(|r| r.uri.as_str()).collect();
+    uris.sort();
+    assert_eq!(uris, [status_path("old"), status_path("web")]);
+    // Several resyncs later: still theirs, untouched, not even read.
+    let lists = |a: &FakeApi| {
+        a.requests()
+            .iter()
+            .filter(|r| r.method == http::Method::GET && r.path().ends_with("/ingresses"))
+            .count()
+    };
+    let before = lists(&api);
+    api.wait_until(WAIT, "three more resyncs", |a| lists(a) >= before + 3)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !api.requests().iter().any(|r| r.uri.contains("/theirs")),
+        "{:#?}",
+        api.requests()
+    );
+    assert_eq!(lb(&api, "theirs"), ours);
+
+    // Its class now names no IngressClass: nobody's, so it is cleared.
+    st.translations.send_replace(claimed(&[], 2));
+    let p = wait_patches(&api, 3).await;
+    assert_eq!(p[2].uri, status_path("theirs"));
+    assert_eq!(lb(&api, "theirs"), json!({}));
     st.stop().await;
 }
 
