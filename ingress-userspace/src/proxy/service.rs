@@ -103,6 +103,9 @@ pub(crate) async fn handle(
     if let Some(h) = answered.custom_headers {
         h.apply(response.headers_mut());
     }
+    if let Some((c, origin)) = &answered.cors {
+        cors::decorate(c, origin.as_ref(), response.headers_mut());
+    }
     if fwd.https && answered.tls_host {
         // As ingress-nginx's `more_set_headers` in a TLS server: every answer, the proxy's
         // own included, and in place of one the upstream sent.
@@ -133,6 +136,10 @@ struct Answered<'c> {
     tls_host: bool,
     /// The route's `custom-headers`.
     custom_headers: Option<&'c super::HeaderSet>,
+    /// The route's `enable-cors`, and the request's `Origin`: as ingress-nginx's
+    /// `more_set_headers`, on every answer (a 401 or 429 a page script must be able to read
+    /// too), except the preflight's own.
+    cors: Option<(&'c crate::snapshot::Cors, Option<HeaderValue>)>,
 }
 
 /// The connection a request came on, and its client as the request's trusted forwarding
@@ -215,6 +222,10 @@ async fn pipeline<'c>(
         completion.unlogged();
     }
     answered.custom_headers = target.custom_headers.as_ref();
+    answered.cors = policy
+        .cors
+        .as_ref()
+        .map(|c| (c, req.headers().get(header::ORIGIN).cloned()));
     if policy.rejected || policy.custom_headers.as_ref().is_some_and(|c| c.denied) {
         return errors::status_response(StatusCode::SERVICE_UNAVAILABLE);
     }
@@ -259,20 +270,48 @@ async fn pipeline<'c>(
     }
     // A CORS preflight is answered in the rewrite phase too, as ingress-nginx's `return 204`
     // is: before the rate limit and the access checks.
-    let origin = policy
-        .cors
-        .as_ref()
-        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
-    if let Some(c) = &policy.cors {
+    if let Some((c, origin)) = &answered.cors {
         if req.method() == Method::OPTIONS {
             if let Some(r) = cors::preflight(c, origin.as_ref()) {
+                answered.cors = None;
                 return r;
             }
         }
     }
+    let error_ctx = (!policy.custom_http_errors.is_empty()).then(|| ErrorContext {
+        accept: req.headers().get(header::ACCEPT).cloned(),
+        original_uri: req.uri().to_string(),
+        host: req.headers().get(header::HOST).cloned().or_else(|| {
+            let a = req.uri().authority()?;
+            HeaderValue::from_str(a.as_str()).ok()
+        }),
+    });
+    // The custom error page for `status`, if the route replaces it: for upstream answers
+    // and for the proxy's own (a limit, a refusal, 502/503/504) alike, as nginx's
+    // error_page covers both.
+    let error_page = |status: StatusCode| {
+        error_ctx
+            .as_ref()
+            .filter(|_| custom_errors::intercepts(&policy.custom_http_errors, status.as_u16()))
+            .map(|ctx| {
+                // Boxed: inline, this rare path's future (a whole upstream exchange) made
+                // every request's future twice as large, and hyper copies that future
+                // several times per request (for HTTP/2, into a task of its own).
+                Box::pin(custom_error(
+                    shared, config, target, status, ctx, request_id,
+                ))
+            })
+    };
+    let own_answer = |r: Response<ResponseBody>| async move {
+        match error_page(r.status()) {
+            Some(page) => page.await,
+            None => r,
+        }
+    };
+    let own_error = |e: ProxyError| own_answer(e.response());
     // Preaccess and access phases.
     if !ratelimit::allowed(&shared.limiter, policy, target.limit_zone, client.client_ip) {
-        return errors::status_response(config.global.limit_req_status);
+        return own_answer(errors::status_response(config.global.limit_req_status)).await;
     }
     if let Some(max) = policy.limit_connections {
         if !ratelimit::exempt(policy, client.client_ip) {
@@ -280,7 +319,10 @@ async fn pipeline<'c>(
             let zone = target.limit_zone.rotate_left(1);
             match shared.conn_limiter.acquire(zone, client.client_ip, max) {
                 Some(permit) => completion.hold_permit(permit),
-                None => return errors::status_response(config.global.limit_conn_status),
+                None => {
+                    let r = errors::status_response(config.global.limit_conn_status);
+                    return own_answer(r).await;
+                }
             }
         }
     }
@@ -299,7 +341,7 @@ async fn pipeline<'c>(
     let source_ok = access::source_allowed(policy, client.client_ip);
     if !source_ok {
         if !any {
-            return ProxyError::Forbidden.response();
+            return own_error(ProxyError::Forbidden).await;
         }
         denial = Some(ProxyError::Forbidden.response());
     } else if any && !policy.allow_sources.is_empty() {
@@ -314,7 +356,7 @@ async fn pipeline<'c>(
         } else {
             let r = errors::unauthorized(&auth.realm);
             if !any {
-                return r;
+                return own_answer(r).await;
             }
             denial = Some(r);
         }
@@ -356,7 +398,7 @@ async fn pipeline<'c>(
             }
             external_auth::Verdict::Respond(r) => {
                 if !any {
-                    return *r;
+                    return own_answer(*r).await;
                 }
                 if denial
                     .as_ref()
@@ -368,11 +410,11 @@ async fn pipeline<'c>(
         }
     }
     if let (false, Some(d)) = (granted, denial) {
-        return d;
+        return own_answer(d).await;
     }
     if let Some(max) = policy.max_body_bytes {
         if headers::content_length(req.headers()).is_some_and(|n| n > max) {
-            return ProxyError::PayloadTooLarge.response();
+            return own_error(ProxyError::PayloadTooLarge).await;
         }
     }
 
@@ -399,39 +441,6 @@ async fn pipeline<'c>(
         _ => upstream,
     };
     completion.route(metrics.clone(), &target.ingress, Some(&upstream.name));
-    let error_ctx = (!policy.custom_http_errors.is_empty()).then(|| {
-        (
-            req.headers().get(header::ACCEPT).cloned(),
-            req.uri().to_string(),
-        )
-    });
-    // The custom error page for `status`, if the route replaces it: for upstream answers
-    // and for the proxy's own 502/503/504 alike, as nginx's error_page covers both.
-    let error_page = |status: StatusCode| {
-        error_ctx
-            .as_ref()
-            .filter(|_| custom_errors::intercepts(&policy.custom_http_errors, status.as_u16()))
-            .map(|(accept, original_uri)| {
-                // Boxed: inline, this rare path's future (a whole upstream exchange) made
-                // every request's future twice as large, and hyper copies that future
-                // several times per request (for HTTP/2, into a task of its own).
-                Box::pin(custom_error(
-                    shared,
-                    config,
-                    target,
-                    status,
-                    accept.as_ref(),
-                    original_uri,
-                    request_id,
-                ))
-            })
-    };
-    let own_error = |e: ProxyError| async move {
-        match error_page(e.status()) {
-            Some(page) => page.await,
-            None => e.response(),
-        }
-    };
     if upstream.endpoints.is_empty() {
         return own_error(ProxyError::NoEndpoints).await;
     }
@@ -630,9 +639,6 @@ async fn pipeline<'c>(
         // Content-Length on them as a framing error.
         rparts.headers.remove(header::CONTENT_LENGTH);
     }
-    if let Some(c) = &policy.cors {
-        cors::decorate(c, origin.as_ref(), &mut rparts.headers);
-    }
     if let Some((from, to)) = &policy.redirect_rewrite {
         redirect::rewrite_upstream_redirects(&mut rparts.headers, from, to);
     }
@@ -662,14 +668,21 @@ async fn pipeline<'c>(
     Response::from_parts(rparts, body)
 }
 
-/// Replaces an intercepted upstream response with the default backend's answer for `status`.
+/// What a custom error page needs of the request it replaces the answer to.
+struct ErrorContext {
+    accept: Option<HeaderValue>,
+    original_uri: String,
+    /// The client's `Host` (`$best_http_host`): a shared error backend may answer per site.
+    host: Option<HeaderValue>,
+}
+
+/// Replaces an intercepted answer with the default backend's answer for `status`.
 async fn custom_error(
     shared: &Shared,
     config: &ActiveConfig,
     target: &Target,
     status: StatusCode,
-    accept: Option<&HeaderValue>,
-    original_uri: &str,
+    ctx: &ErrorContext,
     request_id: &HeaderValue,
 ) -> Response<ResponseBody> {
     // The route's `default-backend` first, else the global one.
@@ -682,17 +695,20 @@ async fn custom_error(
         return errors::status_response(status);
     }
     let mut req_headers = http::HeaderMap::new();
-    if let Some(a) = accept {
+    if let Some(a) = &ctx.accept {
         req_headers.insert(header::ACCEPT, a.clone());
     }
     let mut req = Request::new(RequestBody::empty());
     *req.headers_mut() = custom_errors::error_headers(
         status.as_u16(),
         &req_headers,
-        original_uri,
+        &ctx.original_uri,
         target,
         request_id,
     );
+    if let Some(h) = &ctx.host {
+        req.headers_mut().insert(header::HOST, h.clone());
+    }
     let dest = Destination {
         path_and_query: PathAndQuery::from_static("/"),
         authority: None,

@@ -560,6 +560,8 @@ async fn l7_custom_http_errors() -> anyhow::Result<()> {
     assert_eq!(h["x-service-name"], "app");
     assert_eq!(h["x-service-port"], "80");
     assert!(h["x-request-id"].as_str().is_some_and(|v| v.len() == 32));
+    // The client's Host, as `$best_http_host`: one error backend can answer per site.
+    assert_eq!(h["host"], "ce.test");
     // Codes not listed pass through.
     let r = get(l7.http, "ce.test", "/status/500").await?;
     assert_eq!((r.status.as_u16(), r.upstream()), (500, Some("app")));
@@ -602,6 +604,143 @@ async fn l7_custom_http_errors() -> anyhow::Result<()> {
         (404, "404 Not Found\n")
     );
     assert_eq!(r.upstream(), None);
+    Ok(())
+}
+
+/// The proxy's own refusals (a source range, the rate limit, the body size, basic auth) get
+/// the custom error page when their code is listed, as nginx's `error_page` covers what its
+/// own modules answer; and every answer of a CORS route carries its CORS headers, so a page
+/// script can read the 401 or 503 instead of failing on an opaque CORS error.
+#[tokio::test]
+async fn l7_own_refusals_get_custom_error_pages_and_cors_headers() -> anyhow::Result<()> {
+    let app = TestServer::echo("app").await?;
+    let errors = TestServer::echo("errors").await?;
+    let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap_or_else(|e| panic!("{e}"));
+    let auth = Arc::new(BasicAuth {
+        realm: "Staff".into(),
+        users: Default::default(),
+        denied: false,
+    });
+    let cors = Cors {
+        allow_origins: vec!["https://app.example".into()],
+        allow_methods: "GET".into(),
+        allow_headers: "X-Custom".into(),
+        expose_headers: String::new(),
+        allow_credentials: true,
+        max_age: 60,
+    };
+    let refusing = |name: &str, codes: Vec<u16>, set: &dyn Fn(&mut RoutePolicy)| {
+        target_with(
+            name,
+            upstream("app", &[app.addr]),
+            policy(|p| {
+                p.custom_http_errors = codes;
+                p.cors = Some(cors.clone());
+                set(p);
+            }),
+        )
+    };
+    let hosts = [
+        (
+            "acl.test",
+            refusing("acl", vec![403], &|p| {
+                p.allow_sources = vec![net("10.0.0.0/8")]
+            }),
+        ),
+        (
+            "rl.test",
+            refusing("rl", vec![503], &|p| {
+                p.limit_rps = Some(1);
+                p.limit_burst_multiplier = 1;
+            }),
+        ),
+        (
+            "big.test",
+            refusing("big", vec![413], &|p| p.max_body_bytes = Some(4)),
+        ),
+        (
+            "auth.test",
+            refusing("auth", vec![401], &|p| p.basic_auth = Some(auth.clone())),
+        ),
+        // Not listed: the proxy's own page, with the CORS headers.
+        (
+            "plain.test",
+            refusing("plain", vec![404], &|p| p.basic_auth = Some(auth.clone())),
+        ),
+    ];
+    let mut snap = snapshot(
+        hosts
+            .iter()
+            .map(|(h, t)| vhost(h, vec![prefix("/", t)]))
+            .collect(),
+    );
+    snap.http.default_backend = Some(target(
+        "default-backend",
+        upstream("errors", &[errors.addr]),
+    ));
+    let l7 = L7::start(snap).await?;
+    let request = |host: &str, body: &'static str| {
+        http::Request::builder()
+            .method(if body.is_empty() { "GET" } else { "POST" })
+            .uri("/page")
+            .header("host", host)
+            .header("origin", "https://app.example")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+    };
+    let cors_of = |r: &Reply| {
+        (
+            r.header("access-control-allow-origin").map(str::to_owned),
+            r.header("access-control-allow-credentials")
+                .map(str::to_owned),
+        )
+    };
+    let want_cors = (
+        Some("https://app.example".to_owned()),
+        Some("true".to_owned()),
+    );
+    // The rate limit lets the first request through.
+    let r = send(l7.http, request("rl.test", "")?).await?;
+    assert_eq!((r.status.as_u16(), r.upstream()), (200, Some("app")));
+    assert_eq!(cors_of(&r), want_cors, "an upstream answer");
+    for (host, body, code) in [
+        ("acl.test", "", "403"),
+        ("rl.test", "", "503"),
+        ("big.test", "too large", "413"),
+        ("auth.test", "", "401"),
+    ] {
+        let r = send(l7.http, request(host, body)?).await?;
+        assert_eq!(r.upstream(), Some("errors"), "{host}: {}", r.text());
+        let h = &r.json()["headers"];
+        assert_eq!(
+            (h["x-code"].as_str(), h["host"].as_str()),
+            (Some(code), Some(host))
+        );
+        assert_eq!(cors_of(&r), want_cors, "{host}");
+    }
+    let r = send(l7.http, request("plain.test", "")?).await?;
+    assert_eq!((r.status.as_u16(), r.upstream()), (401, None));
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"Staff\""));
+    assert_eq!(cors_of(&r), want_cors, "the proxy's own 401");
+    assert_eq!(app.hits(), 1, "no refused request reached the app");
+    // A preflight still carries its headers once, not twice.
+    let r = send(
+        l7.http,
+        http::Request::builder()
+            .method("OPTIONS")
+            .uri("/page")
+            .header("host", "plain.test")
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "GET")
+            .body(Full::new(Bytes::new()))?,
+    )
+    .await?;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.headers.get_all("vary").iter().count(),
+        1,
+        "{:?}",
+        r.headers
+    );
     Ok(())
 }
 

@@ -7,11 +7,10 @@ use crate::{proxy::body::ResponseBody, snapshot::Cors};
 /// The `Access-Control-Allow-Origin` value for the request's `Origin`, if allowed.
 fn allowed_origin(cors: &Cors, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
     if cors.allow_origins.iter().any(|o| o == "*") {
-        // A wildcard cannot be combined with credentials: echo the origin then.
-        return match (cors.allow_credentials, origin) {
-            (true, Some(o)) => Some(o.clone()),
-            _ => Some(HeaderValue::from_static("*")),
-        };
+        // `*` even with credentials allowed, as ingress-nginx sends it: browsers then refuse
+        // credentialed requests. Echoing the origin instead would let every site read
+        // answers made with the user's cookies; such sites must be listed by name.
+        return Some(HeaderValue::from_static("*"));
     }
     let origin = origin?;
     let text = origin.to_str().ok()?;
@@ -26,7 +25,8 @@ fn allowed_origin(cors: &Cors, origin: Option<&HeaderValue>) -> Option<HeaderVal
 /// `example.com`, with that scheme and port.
 fn origin_matches(allowed: &str, origin: &str) -> bool {
     let Some((scheme, rest)) = allowed.split_once("://") else {
-        return false;
+        // `null`.
+        return allowed == origin;
     };
     let Some(suffix) = rest.strip_prefix("*.") else {
         return allowed.eq_ignore_ascii_case(origin);
@@ -121,10 +121,22 @@ mod tests {
             allowed_origin(&cors(&["*"], false), req),
             Some(HeaderValue::from_static("*"))
         );
+        // Never the origin echoed: with credentials, that would open the user's session to
+        // every site.
         assert_eq!(
             allowed_origin(&cors(&["*"], true), req),
-            Some(origin.clone())
+            Some(HeaderValue::from_static("*"))
         );
+        assert_eq!(
+            allowed_origin(&cors(&["*"], true), None),
+            Some(HeaderValue::from_static("*"))
+        );
+        let null = HeaderValue::from_static("null");
+        let listed = cors(&["capacitor://localhost", "null"], true);
+        assert_eq!(allowed_origin(&listed, Some(&null)), Some(null.clone()));
+        let app = HeaderValue::from_static("capacitor://localhost");
+        assert_eq!(allowed_origin(&listed, Some(&app)), Some(app.clone()));
+        assert_eq!(allowed_origin(&listed, req), None);
         assert_eq!(
             allowed_origin(&cors(&["https://b.example"], false), req),
             None

@@ -1,6 +1,7 @@
 //! `custom-http-errors`: which responses are intercepted, and the headers the default backend
 //! gets (the ingress-nginx set: `X-Code`, `X-Format`, `X-Original-URI`, `X-Namespace`,
-//! `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port`, `X-Request-ID`).
+//! `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port`, `X-Request-ID`; the caller adds the
+//! client's `Host`).
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 use crate::proxy::{headers::X_REQUEST_ID, router::Target};

@@ -71,7 +71,9 @@ fn list_of(v: &str, allow_empty: bool, item: impl Fn(&str) -> bool) -> Result<St
     }
 }
 
-/// `*`, or origins `http(s)://host[:port]` where host may start with `*.`.
+/// `*`, or origins `scheme://host[:port]` where host may start with `*.`, or `null`: as
+/// ingress-nginx, any lower-case scheme (`capacitor://localhost` of a mobile app), and `null`
+/// for the origin of a sandboxed page or a file.
 fn parse_origins(v: &str) -> Result<Vec<String>, String> {
     let origins: Vec<String> = v
         .split(',')
@@ -83,13 +85,18 @@ fn parse_origins(v: &str) -> Result<Vec<String>, String> {
         return Err("must not be empty".into());
     }
     for o in &origins {
-        if o == "*" {
+        if o == "*" || o == "null" {
             continue;
         }
         let rest = o
-            .strip_prefix("https://")
-            .or_else(|| o.strip_prefix("http://"))
-            .ok_or_else(|| format!("{o:?} must be * or start with http:// or https://"))?;
+            .split_once("://")
+            .filter(|(scheme, _)| {
+                !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_lowercase())
+            })
+            .map(|(_, rest)| rest)
+            .ok_or_else(|| {
+                format!("{o:?} must be *, null, or start with a lower-case scheme and ://")
+            })?;
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (h, Some(p)),
             None => (rest, None),
@@ -135,7 +142,7 @@ mod tests {
             ("enable-cors", "true"),
             (
                 "cors-allow-origin",
-                "https://a.example.com, http://*.b.example:8080",
+                "https://a.example.com, http://*.b.example:8080, capacitor://localhost, null",
             ),
             ("cors-allow-methods", "GET,POST"),
             ("cors-allow-headers", "X-Custom, Content-Type"),
@@ -149,7 +156,9 @@ mod tests {
             Some(Cors {
                 allow_origins: vec![
                     "https://a.example.com".into(),
-                    "http://*.b.example:8080".into()
+                    "http://*.b.example:8080".into(),
+                    "capacitor://localhost".into(),
+                    "null".into(),
                 ],
                 allow_methods: "GET, POST".into(),
                 allow_headers: "X-Custom, Content-Type".into(),
@@ -165,6 +174,9 @@ mod tests {
         for (name, bad) in [
             ("enable-cors", "please"),
             ("cors-allow-origin", "example.com"),
+            ("cors-allow-origin", "HTTPS://a.example.com"),
+            ("cors-allow-origin", "://a.example.com"),
+            ("cors-allow-origin", "nil"),
             ("cors-allow-origin", "https://a.example.com/path"),
             ("cors-allow-origin", "https://a:99999"),
             ("cors-allow-methods", "GET;DROP"),
