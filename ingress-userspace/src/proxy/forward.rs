@@ -74,12 +74,10 @@ fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
     copy
 }
 
-/// Whether a method may be repeated (RFC 9110 §9.2.2).
+/// Whether a request that was sent may be sent again: as nginx's `proxy_next_upstream`,
+/// every method but POST, PATCH and LOCK (WebDAV's PROPFIND is as safe as GET).
 pub(crate) fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
+    !matches!(*m, Method::POST | Method::PATCH) && m.as_str() != "LOCK"
 }
 
 /// Sends `req` to an endpoint of `upstream` (`preferred` first, e.g. from affinity), telling
@@ -100,6 +98,9 @@ pub(crate) async fn send(
 ) -> Result<Forwarded, ProxyError> {
     let next = &policy.next_upstream;
     let idempotent = is_idempotent(req.method());
+    // Only a request that left needs this: one whose connection could not be made goes to
+    // the next endpoint whatever its method, as in nginx, so a POST meeting a pod that just
+    // stopped is not a 502.
     let may_repeat = idempotent || next.non_idempotent;
     let deadline = next.timeout.map(|t| std::time::Instant::now() + t);
     let max_attempts = policy.max_attempts.max(1);
@@ -150,7 +151,7 @@ pub(crate) async fn send(
                     };
                     last_err = e.proxy_error();
                     last_answer = None;
-                    if go_on && may_repeat {
+                    if go_on {
                         continue 'endpoints;
                     }
                     return Err(last_err);
@@ -219,7 +220,7 @@ pub(crate) async fn send(
                     last_err = ProxyError::UpstreamFailed;
                     last_answer = None;
                     // Nothing left: like a connection that could not be made.
-                    if next.connect_error && may_repeat {
+                    if next.connect_error {
                         req = *r;
                         continue 'endpoints;
                     }
@@ -278,6 +279,15 @@ async fn send_on(
                     req.headers_mut().insert(header::HOST, h);
                 }
             }
+            if unknown_length_get(&req) {
+                // hyper sends a GET or HEAD body of unknown length (a chunked one, or one from
+                // HTTP/2 without content-length) as no body at all unless told to chunk it;
+                // search APIs take their query in a GET body.
+                req.headers_mut().insert(
+                    header::TRANSFER_ENCODING,
+                    http::HeaderValue::from_static("chunked"),
+                );
+            }
             let fut = sender.try_send_request(req);
             let response = wait(fut, read_timeout, dest.progress.as_deref()).await?;
             Ok((response, Some(PoolReturn::new(ep.clone(), sender, reuse))))
@@ -306,6 +316,15 @@ async fn send_on(
             Ok((response, None))
         }
     }
+}
+
+/// A GET or HEAD request with a body whose length nothing states.
+fn unknown_length_get(req: &Request<RequestBody>) -> bool {
+    use http_body::Body as _;
+    matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && !req.body().is_end_stream()
+        && req.body().size_hint().exact().is_none()
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
 }
 
 /// Waits for the response head: `read_timeout` after the request body is fully sent (the body

@@ -11,8 +11,11 @@ use ingress::{
 };
 use tests::{l7::*, upstream::*};
 
+/// A connection that cannot be made is tried on the next endpoint for every method (the
+/// request never left, so a POST is as safe as a GET), as nginx does; five failures in a row
+/// eject the endpoint.
 #[tokio::test]
-async fn l7_retries_idempotent_only_and_ejects_failing_endpoint() -> anyhow::Result<()> {
+async fn l7_retries_refused_connections_and_ejects_failing_endpoint() -> anyhow::Result<()> {
     let good = TestServer::echo("good").await?;
     let refused = refused_addr().await?;
     let t = target("retry", upstream("retry", &[refused, good.addr]));
@@ -27,7 +30,7 @@ async fn l7_retries_idempotent_only_and_ejects_failing_endpoint() -> anyhow::Res
         assert_eq!(r.upstream(), Some("good"));
     }
     assert_eq!(m.upstream_errors(UpstreamErrorKind::ConnectRefused), 4);
-    // A POST that meets the refusing endpoint is not retried: 502, nothing reached `good`.
+    // A POST with a body that meets the refusing endpoint goes to `good`, body intact.
     let hits_before = good.hits();
     let r = send(
         l7.http,
@@ -35,12 +38,16 @@ async fn l7_retries_idempotent_only_and_ejects_failing_endpoint() -> anyhow::Res
             http::Method::POST,
             "r.test",
             "/post",
-            Bytes::from_static(b"x"),
+            Bytes::from_static(b"xyz"),
         ),
     )
     .await?;
-    assert_eq!(r.status, 502);
-    assert_eq!(good.hits(), hits_before);
+    assert_eq!((r.status.as_u16(), r.upstream()), (200, Some("good")));
+    assert_eq!(
+        (r.json()["method"].as_str(), r.json()["body_len"].as_u64()),
+        (Some("POST"), Some(3))
+    );
+    assert_eq!(good.hits(), hits_before + 1);
     // That was the fifth consecutive failure: the endpoint is ejected and not tried again.
     assert_eq!(m.upstream_errors(UpstreamErrorKind::ConnectRefused), 5);
     for i in 0..6 {
@@ -1238,5 +1245,35 @@ async fn l7_proxy_next_upstream_conditions() -> anyhow::Result<()> {
     }
     assert!(off.contains(&502), "{off:?}");
     assert!(off.contains(&200), "{off:?}");
+    Ok(())
+}
+
+/// A GET with a chunked body (a search API's query) reaches an HTTP/1.1 upstream with its
+/// body: hyper's client would send a GET body of unknown length as none.
+#[tokio::test]
+async fn l7_get_with_a_chunked_body_keeps_its_body() -> anyhow::Result<()> {
+    let up = TestServer::echo("search").await?;
+    let t = target("search", upstream("search", &[up.addr]));
+    let l7 = L7::start(snapshot(vec![vhost("s.test", vec![prefix("/", &t)])])).await?;
+    let out = raw(
+        l7.http,
+        b"GET /_search HTTP/1.1\r\nHost: s.test\r\nTransfer-Encoding: chunked\r\n\
+          Connection: close\r\n\r\n5\r\n{\"q\":\r\n3\r\n1}\n\r\n0\r\n\r\n",
+    )
+    .await?;
+    assert_eq!(raw_status(&out), Some(200), "{out}");
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let seen: serde_json::Value = serde_json::from_str(body.trim())
+        .or_else(|_| {
+            // A chunked answer: the JSON is the first chunk's data.
+            serde_json::from_str(body.lines().nth(1).unwrap_or_default())
+        })
+        .map_err(|e| anyhow::anyhow!("not JSON ({e}): {out}"))?;
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["body_len"], 8, "{seen}");
+    // A bodiless GET still goes without one.
+    let r = get(l7.http, "s.test", "/plain").await?;
+    assert_eq!(r.json()["body_len"], 0);
+    assert_eq!(r.seen_header("transfer-encoding"), None);
     Ok(())
 }
