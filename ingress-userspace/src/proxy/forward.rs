@@ -279,6 +279,9 @@ async fn send_on(
                     req.headers_mut().insert(header::HOST, h);
                 }
             }
+            // nginx clears `TE` towards HTTP/1.1 upstreams (HTTP/2 ones keep `trailers`, which
+            // gRPC servers require).
+            req.headers_mut().remove(header::TE);
             if unknown_length_get(&req) {
                 // hyper sends a GET or HEAD body of unknown length (a chunked one, or one from
                 // HTTP/2 without content-length) as no body at all unless told to chunk it;

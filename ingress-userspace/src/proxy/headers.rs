@@ -67,8 +67,10 @@ pub fn drop_underscored(headers: &mut HeaderMap) {
 /// Removes the upstream response headers nginx never passes on (its `proxy_hide_header`
 /// defaults): `X-Accel-*`, which nginx acts on and an application may fill with internal paths,
 /// `X-Pad`, and `Server` unless `server` (ingress-nginx `allow-backend-server-header`), so the
-/// upstream's software and version stay private.
+/// upstream's software and version stay private; and `Date`, which the server writes afresh
+/// from this node's clock, as nginx does (a pod's clock may be off).
 pub fn hide_upstream_private(headers: &mut HeaderMap, server: bool) {
+    headers.remove(http::header::DATE);
     remove_where(headers, |name| {
         name.starts_with("x-accel-") || name == "x-pad" || (!server && name == "server")
     });
@@ -110,6 +112,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     // describe a different body to the next hop (RFC 9112 §6.3 says remove it).
     if headers.contains_key(header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
+    } else {
+        single_content_length(headers);
     }
     headers.remove(header::TRANSFER_ENCODING);
     if upgrading {
@@ -131,6 +135,33 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     headers.remove(header::PROXY_AUTHORIZATION);
     headers.remove(header::PROXY_AUTHENTICATE);
     remove_where(headers, |name| name.starts_with("proxy-"));
+}
+
+/// Folds a repeated `Content-Length` (`2` twice, or `2, 2`) into one field. hyper's parsers
+/// accept the repeats when every value is the same (RFC 9110 §8.6) and keep them as sent,
+/// but an HTTP/2 peer refuses a message with more than one value.
+fn single_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    if values.next().is_none() && !first.as_bytes().contains(&b',') {
+        return;
+    }
+    let mut lengths = headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|v| v.trim_ascii());
+    let Some(length) = lengths.next().map(<[u8]>::to_vec) else {
+        return;
+    };
+    // Differing values never get here (hyper refuses the message); leave them if they did.
+    if lengths.all(|v| v == length.as_slice()) {
+        if let Ok(v) = HeaderValue::from_bytes(&length) {
+            headers.insert(header::CONTENT_LENGTH, v);
+        }
+    }
 }
 
 /// Joins several `Cookie` lines into one, `; `-separated: HTTP/2 clients send one line per
@@ -344,6 +375,27 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, vec!["te", "x-keep"], "{names:?}");
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn repeated_content_length_is_folded() {
+        for pairs in [
+            &[("content-length", "2"), ("content-length", "2")][..],
+            &[("content-length", "2, 2")],
+            &[("content-length", "2,2"), ("content-length", " 2")],
+        ] {
+            let mut h = map(pairs);
+            remove_hop_by_hop(&mut h, false);
+            let all: Vec<_> = h.get_all("content-length").iter().collect();
+            assert_eq!(all, ["2"], "{pairs:?}");
+        }
+        let mut h = map(&[("content-length", "2"), ("content-length", "3")]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(
+            h.get_all("content-length").iter().count(),
+            2,
+            "left as it was"
+        );
     }
 
     #[test]

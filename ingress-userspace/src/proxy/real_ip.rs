@@ -114,7 +114,7 @@ impl RealIp {
                 return found;
             };
             for entry in text.rsplit(',') {
-                let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                let Some(ip) = entry_address(entry.trim()) else {
                     return found;
                 };
                 let ip = ip.to_canonical();
@@ -126,6 +126,28 @@ impl RealIp {
         }
         found
     }
+}
+
+/// The address of one forwarding entry: `ip`, `ip:port` or `[ipv6]:port` (Azure Application
+/// Gateway adds the port), as nginx's realip module parses it.
+fn entry_address(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (ip, port) = rest.split_once(']')?;
+        return match port {
+            "" => ip.parse().ok(),
+            p => p
+                .strip_prefix(':')?
+                .parse::<u16>()
+                .ok()
+                .and(ip.parse().ok()),
+        };
+    }
+    let (ip, port) = entry.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// A forwarding header's value when present and not empty.
@@ -211,6 +233,30 @@ mod tests {
         assert!(r.from_headers(&c, &h).is_none());
         let h = headers(&[("x-forwarded-for", "")]);
         assert!(r.from_headers(&c, &h).is_none());
+    }
+
+    #[test]
+    fn entries_with_ports() {
+        let r = behind(&["10.0.0.0/8"]);
+        for (xff, want) in [
+            ("203.0.113.7:4567", "203.0.113.7"),
+            ("[2001:db8::7]:4567", "2001:db8::7"),
+            ("[2001:db8::7]", "2001:db8::7"),
+            ("203.0.113.7:4567, 10.0.0.1:80", "203.0.113.7"),
+        ] {
+            let h = headers(&[("x-forwarded-for", xff)]);
+            assert_eq!(r.client_from(&h), Some(ip(want)), "{xff}");
+        }
+        // Not addresses: the walk ends there.
+        for bad in [
+            "203.0.113.7:99999",
+            "[2001:db8::7]:x",
+            "2001:db8::7]:1",
+            "host:80",
+        ] {
+            let h = headers(&[("x-forwarded-for", &format!("{bad}, 10.0.0.1"))]);
+            assert_eq!(r.client_from(&h), Some(ip("10.0.0.1")), "{bad}");
+        }
     }
 
     #[test]

@@ -514,6 +514,9 @@ async fn pipeline<'c>(
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         .or_else(|| parts.headers.get(header::HOST).cloned());
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
+    // The client's `100 Continue` came from here when its body was first read; an upstream
+    // asked again would send one more, as nginx, which clears `Expect`, never has it.
+    parts.headers.remove(header::EXPECT);
     headers::join_cookies(&mut parts.headers);
     if policy.basic_auth.is_some() {
         // The credentials were for this proxy, not the app: ingress-nginx clears the
