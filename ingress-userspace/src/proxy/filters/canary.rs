@@ -43,9 +43,10 @@ pub fn use_canary(canary: &Canary, headers: &HeaderMap) -> bool {
             if value.to_str().is_ok_and(|v| pattern.regex.is_match(v)) {
                 return true;
             }
-        } else if value.as_bytes().eq_ignore_ascii_case(b"always") {
+        } else if value == "always" {
+            // Exactly, as ingress-nginx's balancer compares: `Always` decides nothing.
             return true;
-        } else if value.as_bytes().eq_ignore_ascii_case(b"never") {
+        } else if value == "never" {
             return false;
         }
     }
@@ -54,10 +55,10 @@ pub fn use_canary(canary: &Canary, headers: &HeaderMap) -> bool {
         .as_deref()
         .and_then(|c| cookie_value(headers, c))
     {
-        if value.eq_ignore_ascii_case("always") {
+        if value == "always" {
             return true;
         }
-        if value.eq_ignore_ascii_case("never") {
+        if value == "never" {
             return false;
         }
     }
@@ -126,8 +127,13 @@ mod tests {
             &headers(&[("cookie", "a=1; canary=always")])
         ));
         assert!(!use_canary(&all, &headers(&[("cookie", "canary=never")])));
-        // Other cookie values leave it to the weight.
+        // Other cookie values leave it to the weight, `Always` and `NEVER` included: ingress-nginx
+        // compares exactly.
         assert!(!use_canary(&none, &headers(&[("cookie", "canary=yes")])));
+        assert!(!use_canary(&none, &headers(&[("cookie", "canary=Always")])));
+        assert!(use_canary(&all, &headers(&[("cookie", "canary=NEVER")])));
+        assert!(!use_canary(&none, &headers(&[("x-canary", "ALWAYS")])));
+        assert!(use_canary(&all, &headers(&[("x-canary", "Never")])));
         assert!(use_canary(&all, &headers(&[("cookie", "canary=no")])));
         // The header decides over the cookie.
         let h = headers(&[("x-canary", "never"), ("cookie", "canary=always")]);

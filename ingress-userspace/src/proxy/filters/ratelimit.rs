@@ -1,6 +1,8 @@
 //! `limit-rps` / `limit-rpm`: a token bucket per (Ingress, limit, client address), holding
-//! `limit-burst-multiplier` (5 by default, as ingress-nginx) seconds' or minutes' worth,
-//! answered 503 when empty. Memory is bounded: each shard holds at most `MAX_PER_SHARD`
+//! `limit-burst-multiplier` (5 by default, as ingress-nginx) seconds' or minutes' worth plus
+//! the request at hand, answered 503 when empty: nginx's `limit_req burst=n*multiplier
+//! nodelay` lets a request through while its excess is at most the burst, so a fresh client
+//! gets `burst + 1`. Memory is bounded: each shard holds at most `MAX_PER_SHARD`
 //! buckets and drops idle (refilled) ones first. Sharded locks, taken only on routes that
 //! have a limit.
 use std::{collections::HashMap, hash::BuildHasher, net::IpAddr, sync::Mutex, time::Instant};
@@ -14,24 +16,24 @@ const MAX_PER_SHARD: usize = 4096;
 pub struct Limit {
     /// Tokens added per second.
     pub per_sec: f64,
-    /// Tokens a bucket holds (at least one).
+    /// Tokens a bucket holds: the burst and one.
     pub burst: f64,
 }
 
 impl Limit {
-    /// `n` requests per second, bursts of `n * multiplier`.
+    /// `n` requests per second, bursts of `n * multiplier` beyond the first.
     pub fn per_second(n: u32, multiplier: u32) -> Self {
         Limit {
             per_sec: f64::from(n),
-            burst: (f64::from(n) * f64::from(multiplier)).max(1.0),
+            burst: f64::from(n) * f64::from(multiplier) + 1.0,
         }
     }
 
-    /// `n` requests per minute, bursts of `n * multiplier`.
+    /// `n` requests per minute, bursts of `n * multiplier` beyond the first.
     pub fn per_minute(n: u32, multiplier: u32) -> Self {
         Limit {
             per_sec: f64::from(n) / 60.0,
-            burst: (f64::from(n) * f64::from(multiplier)).max(1.0),
+            burst: f64::from(n) * f64::from(multiplier) + 1.0,
         }
     }
 }
@@ -152,16 +154,17 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}"));
         let t0 = Instant::now();
         let two = Limit::per_second(2, 5);
+        // nginx's `limit_req rate=2r/s burst=10 nodelay`: 11 at once.
         let passed = (0..20).filter(|_| rl.check(1, ip, two, t0)).count();
-        assert_eq!(passed, 10);
+        assert_eq!(passed, 11);
         assert!(!rl.check(1, ip, two, t0));
         assert!(rl.check(1, ip, two, t0 + Duration::from_millis(600)));
         // Another zone or client has its own bucket.
         assert!(rl.check(2, ip, two, t0));
-        // Per minute: 30 a minute, bursts of 30 (multiplier 1), then one every 2 s.
+        // Per minute: 30 a minute, bursts of 30 (multiplier 1) and one, then one every 2 s.
         let rpm = Limit::per_minute(30, 1);
         let passed = (0..40).filter(|_| rl.check(3, ip, rpm, t0)).count();
-        assert_eq!(passed, 30);
+        assert_eq!(passed, 31);
         assert!(!rl.check(3, ip, rpm, t0 + Duration::from_millis(1500)));
         assert!(rl.check(3, ip, rpm, t0 + Duration::from_millis(2100)));
     }

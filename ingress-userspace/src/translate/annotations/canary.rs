@@ -7,11 +7,14 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     if r.flag("canary")? != Some(true) {
         return Ok(());
     }
+    // As ingress-nginx's balancer: a total below 100 is read as 100 (the annotation can only
+    // make the weights finer).
     let weight_total = r
         .get("canary-weight-total", |v| {
             parse_in_range(v, 1u32..=1_000_000)
         })?
-        .unwrap_or(100);
+        .unwrap_or(100)
+        .max(100);
     let weight = r
         .get("canary-weight", |v| parse_in_range(v, 0u32..=weight_total))?
         .unwrap_or(0);
@@ -97,11 +100,21 @@ mod tests {
         // The weight is out of the total, not out of 100.
         let e = nginx(&[
             ("canary", "true"),
-            ("canary-weight", "60"),
-            ("canary-weight-total", "50"),
+            ("canary-weight", "1001"),
+            ("canary-weight-total", "1000"),
         ])
         .expect_err("over the total");
         assert!(e.key.ends_with("canary-weight"), "{e}");
+        // A total below 100 counts as 100, as in ingress-nginx: 5 of 10 is 5%, not half.
+        let c = nginx(&[
+            ("canary", "true"),
+            ("canary-weight", "5"),
+            ("canary-weight-total", "10"),
+        ])
+        .expect("valid")
+        .canary
+        .expect("canary");
+        assert_eq!((c.weight, c.weight_total), (5, 100));
         assert_rejects("canary", &["sometimes"]);
         let e = nginx(&[("canary", "true"), ("affinity-canary-behavior", "Sticky")])
             .expect_err("case matters, as in ingress-nginx");
