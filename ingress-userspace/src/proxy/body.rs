@@ -5,7 +5,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed},
         Arc,
     },
     task::{Context, Poll},
@@ -583,6 +583,9 @@ pub enum RequestBody {
 pub struct BodyProgress {
     finished: AtomicBool,
     frames: AtomicU64,
+    /// How the body was cut off (`BodyError as u8 + 1`; 0: it was not). The HTTP/2 client
+    /// turns a body error into a stream reset whose error no longer carries the cause.
+    failure: AtomicU8,
 }
 
 impl BodyProgress {
@@ -594,6 +597,23 @@ impl BodyProgress {
     /// Whether the whole body has been handed to the upstream connection.
     pub fn finished(&self) -> bool {
         self.finished.load(Relaxed)
+    }
+
+    /// Why the proxy cut the body off, if it did.
+    pub fn failure(&self) -> Option<BodyError> {
+        const CUTS: [BodyError; 3] = [
+            BodyError::TooLarge,
+            BodyError::ClientTimeout,
+            BodyError::ClientBody,
+        ];
+        CUTS.into_iter()
+            .find(|c| *c as u8 + 1 == self.failure.load(Relaxed))
+    }
+
+    /// Records `e` as the reason the body ended; returns it as the body's error.
+    fn cut(&self, e: BodyError) -> Option<Result<Frame<Bytes>, BoxError>> {
+        self.failure.store(e as u8 + 1, Relaxed);
+        Some(Err(Box::new(e)))
     }
 }
 
@@ -672,7 +692,7 @@ impl Body for RequestBody {
                         if let Some(d) = frame.data_ref() {
                             *seen += d.len() as u64;
                             if *seen > *limit {
-                                return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge))));
+                                return Poll::Ready(progress.cut(BodyError::TooLarge));
                             }
                         }
                         *rearm = true;
@@ -694,7 +714,7 @@ impl Body for RequestBody {
                         // The client's fault, not the upstream's: a 400, and no mark on the
                         // endpoint (the cause is kept in the debug log only).
                         tracing::debug!(error = %e, "client request body failed");
-                        Poll::Ready(Some(Err(Box::new(BodyError::ClientBody))))
+                        Poll::Ready(progress.cut(BodyError::ClientBody))
                     }
                     Poll::Ready(None) => {
                         progress.finished.store(true, Relaxed);
@@ -704,9 +724,7 @@ impl Body for RequestBody {
                         Poll::Ready(None)
                     }
                     Poll::Pending => match timer.as_mut().poll(cx) {
-                        Poll::Ready(()) => {
-                            Poll::Ready(Some(Err(Box::new(BodyError::ClientTimeout))))
-                        }
+                        Poll::Ready(()) => Poll::Ready(progress.cut(BodyError::ClientTimeout)),
                         Poll::Pending => Poll::Pending,
                     },
                 }

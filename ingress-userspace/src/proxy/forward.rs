@@ -361,7 +361,8 @@ where
         Some(req) => SendFailure::Unsent(Box::new(req)),
         None => {
             let err = e.into_error();
-            let mapped = match BodyError::find(&err) {
+            let cause = BodyError::find(&err).or_else(|| progress.and_then(|p| p.failure()));
+            let mapped = match cause {
                 Some(BodyError::TooLarge) => ProxyError::PayloadTooLarge,
                 Some(BodyError::ClientTimeout) => ProxyError::ClientTimeout,
                 Some(BodyError::ClientBody) => ProxyError::BadRequest,

@@ -298,6 +298,43 @@ async fn l7_client_header_timeout_bounds_a_started_head() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A stalled upload to an HTTP/2 upstream (gRPC) is the client's fault there too: 408, and
+/// no mark against the endpoint. (The HTTP/2 client resets the stream, and the reset no
+/// longer says why; it was a 502 that counted towards ejecting a healthy endpoint.)
+#[tokio::test]
+async fn l7_stalled_upload_to_an_http2_upstream_is_408_not_an_upstream_failure(
+) -> anyhow::Result<()> {
+    let grpc = TestServer::grpc("grpc").await?;
+    let t = target(
+        "grpc",
+        upstream_with(
+            "grpc",
+            &[grpc.addr],
+            ingress::snapshot::BackendProtocol::Grpc,
+        ),
+    );
+    let opts = ProxyOptions {
+        limits: Limits {
+            client_body_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    // More than the five failures in a row that would eject it.
+    for i in 0..6 {
+        let (status, took) = stalled_upload(l7.http).await?;
+        assert_eq!(status, Some(408), "upload {i}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+    let m = l7.proxy.metrics();
+    use ingress::proxy::metrics::UpstreamErrorKind as K;
+    for kind in [K::Protocol, K::Timeout] {
+        assert_eq!(m.upstream_errors(kind), 0, "{kind:?}");
+    }
+    Ok(())
+}
+
 /// `client-body-timeout`: an upload that stalls gets 408 after it, though the route's
 /// `proxy-send-timeout` (60 s here) is longer; one that keeps moving is forwarded whole.
 #[tokio::test]
