@@ -148,6 +148,8 @@ pin_project! {
             read_timeout: Duration,
             rearm: bool,
             ret: Option<PoolReturn>,
+            // The request body's progress, told of every frame relayed back.
+            request: Option<Arc<BodyProgress>>,
         },
         // An upstream body shared with its stall watchdog (`guard_client_stalls`).
         Guarded { shared: Arc<StallShared> },
@@ -337,10 +339,21 @@ impl ResponseBody {
                 read_timeout,
                 rearm: false,
                 ret,
+                request: None,
             },
             completion: None,
             pace: None,
         }
+    }
+
+    /// Tells the request body's `progress` of every frame of this upstream body, so a client
+    /// quiet on its side of a stream that flows the other way (a gRPC subscription) is not
+    /// cut off by the send timeout.
+    pub(crate) fn answering(mut self, progress: Option<Arc<BodyProgress>>) -> Self {
+        if let RespKind::Upstream { request, .. } = &mut self.kind {
+            *request = progress;
+        }
+        self
     }
 
     /// For a response to an HTTP/2 client: an upstream body is cut off (and its upstream
@@ -482,6 +495,7 @@ fn poll_kind(
             read_timeout,
             rearm,
             ret,
+            request,
         } => {
             if *rearm {
                 // Time spent while the client was not asking for data is not the upstream's.
@@ -491,6 +505,9 @@ fn poll_kind(
             match body.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     *rearm = true;
+                    if let Some(p) = request {
+                        p.answered.fetch_add(1, Relaxed);
+                    }
                     if body.is_end_stream() {
                         if let Some(r) = ret.as_mut() {
                             r.mark_ended();
@@ -572,6 +589,8 @@ pub enum RequestBody {
         timer: Pin<Box<Sleep>>,
         send_timeout: Duration,
         rearm: bool,
+        /// `progress.answered` when the timer was last armed.
+        answered: u64,
         progress: Arc<BodyProgress>,
         /// `mirror-target` with the body: each frame is copied to the mirror too.
         tee: Option<super::filters::mirror::Tee>,
@@ -586,6 +605,8 @@ pub struct BodyProgress {
     /// How the body was cut off (`BodyError as u8 + 1`; 0: it was not). The HTTP/2 client
     /// turns a body error into a stream reset whose error no longer carries the cause.
     failure: AtomicU8,
+    /// Frames of the response relayed to the client so far.
+    answered: AtomicU64,
 }
 
 impl BodyProgress {
@@ -656,6 +677,7 @@ impl RequestBody {
             timer: Box::pin(tokio::time::sleep(send_timeout)),
             send_timeout,
             rearm: false,
+            answered: 0,
             progress: progress.clone(),
             tee: None,
         };
@@ -680,11 +702,13 @@ impl Body for RequestBody {
                 timer,
                 send_timeout,
                 rearm,
+                answered,
                 progress,
                 tee,
             } => {
                 if *rearm {
                     timer.as_mut().reset(Instant::now() + *send_timeout);
+                    *answered = progress.answered.load(Relaxed);
                     *rearm = false;
                 }
                 match Pin::new(body.get_mut()).poll_frame(cx) {
@@ -723,9 +747,18 @@ impl Body for RequestBody {
                         }
                         Poll::Ready(None)
                     }
-                    Poll::Pending => match timer.as_mut().poll(cx) {
-                        Poll::Ready(()) => Poll::Ready(progress.cut(BodyError::ClientTimeout)),
-                        Poll::Pending => Poll::Pending,
+                    Poll::Pending => loop {
+                        if timer.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        // A stream that flows the other way is not stalled (nginx's timer
+                        // waits for silence both ways too): wait on.
+                        let now = progress.answered.load(Relaxed);
+                        if now == *answered {
+                            return Poll::Ready(progress.cut(BodyError::ClientTimeout));
+                        }
+                        *answered = now;
+                        timer.as_mut().reset(Instant::now() + *send_timeout);
                     },
                 }
             }

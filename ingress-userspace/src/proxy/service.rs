@@ -664,7 +664,8 @@ async fn pipeline<'c>(
     }
     // An upgradable connection never goes back to the pool.
     let pool_return = if upgrading { None } else { fwd.pool_return };
-    let mut body = ResponseBody::upstream(rbody, policy.timeouts.read, pool_return);
+    let mut body = ResponseBody::upstream(rbody, policy.timeouts.read, pool_return)
+        .answering(dest.progress.clone());
     if let Some(rate) = policy.limit_rate {
         body.limit_rate(rate);
     }

@@ -335,6 +335,88 @@ async fn l7_stalled_upload_to_an_http2_upstream_is_408_not_an_upstream_failure(
     Ok(())
 }
 
+/// A gRPC stream whose client is quiet on its side while the server streams (a subscription)
+/// outlives `client-body-timeout`: the timer waits for silence both ways, as nginx's does.
+#[tokio::test]
+async fn l7_a_quiet_client_of_a_streaming_answer_is_not_cut_off() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    // An h2c upstream that answers at once and sends a message every 100 ms, twelve times,
+    // without reading the request body.
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        let mut conn = h2::server::handshake(tcp).await?;
+        let Some(accepted) = conn.accept().await else {
+            anyhow::bail!("no stream");
+        };
+        let (_req, mut respond) = accepted?;
+        tokio::spawn(async move { while conn.accept().await.is_some() {} });
+        let resp = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(())?;
+        let mut send = respond.send_response(resp, false)?;
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            send.send_data(bytes::Bytes::from_static(b"\0\0\0\0\x01m"), false)?;
+        }
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        send.send_trailers(trailers)?;
+        anyhow::Ok(())
+    });
+    let t = target(
+        "watch",
+        upstream_with("watch", &[addr], ingress::snapshot::BackendProtocol::Grpc),
+    );
+    let opts = ProxyOptions {
+        limits: Limits {
+            client_body_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    let tcp = tokio::net::TcpStream::connect(l7.http).await?;
+    let (client, conn) = h2::client::handshake(tcp).await?;
+    tokio::spawn(conn);
+    let mut client = tokio::time::timeout(WAIT, client.ready()).await??;
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://watch.test/pkg.Watch/Follow")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())?;
+    let (resp, mut stream) = client.send_request(req, false)?;
+    // One message, and the client's side stays open and quiet from then on.
+    stream.send_data(bytes::Bytes::from_static(b"\0\0\0\0\x01q"), false)?;
+    let resp = tokio::time::timeout(WAIT, resp).await??;
+    assert_eq!(resp.status(), 200);
+    let started = std::time::Instant::now();
+    let mut body = resp.into_body();
+    let mut messages = 0;
+    while let Some(chunk) = tokio::time::timeout(WAIT, body.data()).await? {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        messages += chunk.len() / 6;
+    }
+    let trailers = tokio::time::timeout(WAIT, body.trailers())
+        .await??
+        .unwrap_or_default();
+    assert_eq!(messages, 12);
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert!(
+        started.elapsed() > Duration::from_millis(900),
+        "the stream outlived the timeout several times over: {:?}",
+        started.elapsed()
+    );
+    tokio::time::timeout(WAIT, server).await???;
+    drop(stream);
+    Ok(())
+}
+
 /// `client-body-timeout`: an upload that stalls gets 408 after it, though the route's
 /// `proxy-send-timeout` (60 s here) is longer; one that keeps moving is forwarded whole.
 #[tokio::test]
