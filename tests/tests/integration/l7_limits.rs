@@ -298,20 +298,12 @@ async fn l7_client_header_timeout_bounds_a_started_head() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A stalled upload to an HTTP/2 upstream (gRPC) is the client's fault there too: 408, and
-/// no mark against the endpoint. (The HTTP/2 client resets the stream, and the reset no
-/// longer says why; it was a 502 that counted towards ejecting a healthy endpoint.)
-#[tokio::test]
-async fn l7_stalled_upload_to_an_http2_upstream_is_408_not_an_upstream_failure(
-) -> anyhow::Result<()> {
-    let grpc = TestServer::grpc("grpc").await?;
+/// A proxy sending everything to the gRPC (h2c) upstream at `addr`, with a 300 ms
+/// `client-body-timeout`.
+async fn grpc_with_body_timeout(addr: std::net::SocketAddr) -> anyhow::Result<L7> {
     let t = target(
         "grpc",
-        upstream_with(
-            "grpc",
-            &[grpc.addr],
-            ingress::snapshot::BackendProtocol::Grpc,
-        ),
+        upstream_with("grpc", &[addr], ingress::snapshot::BackendProtocol::Grpc),
     );
     let opts = ProxyOptions {
         limits: Limits {
@@ -320,7 +312,17 @@ async fn l7_stalled_upload_to_an_http2_upstream_is_408_not_an_upstream_failure(
         },
         ..Default::default()
     };
-    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await
+}
+
+/// A stalled upload to an HTTP/2 upstream (gRPC) is the client's fault there too: 408, and
+/// no mark against the endpoint. (The HTTP/2 client resets the stream, and the reset no
+/// longer says why; it was a 502 that counted towards ejecting a healthy endpoint.)
+#[tokio::test]
+async fn l7_stalled_upload_to_an_http2_upstream_is_408_not_an_upstream_failure(
+) -> anyhow::Result<()> {
+    let grpc = TestServer::grpc("grpc").await?;
+    let l7 = grpc_with_body_timeout(grpc.addr).await?;
     // More than the five failures in a row that would eject it.
     for i in 0..6 {
         let (status, took) = stalled_upload(l7.http).await?;
@@ -364,18 +366,7 @@ async fn l7_a_quiet_client_of_a_streaming_answer_is_not_cut_off() -> anyhow::Res
         send.send_trailers(trailers)?;
         anyhow::Ok(())
     });
-    let t = target(
-        "watch",
-        upstream_with("watch", &[addr], ingress::snapshot::BackendProtocol::Grpc),
-    );
-    let opts = ProxyOptions {
-        limits: Limits {
-            client_body_timeout: Duration::from_millis(300),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let l7 = L7::start_with(opts, snapshot(vec![vhost("", vec![prefix("/", &t)])])).await?;
+    let l7 = grpc_with_body_timeout(addr).await?;
     let tcp = tokio::net::TcpStream::connect(l7.http).await?;
     let (client, conn) = h2::client::handshake(tcp).await?;
     tokio::spawn(conn);
