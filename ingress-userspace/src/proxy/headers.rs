@@ -200,7 +200,9 @@ pub struct ForwardedValues {
     pub https: bool,
     /// Port the client connected to.
     pub port: HeaderValue,
-    /// `X-Forwarded-Host` from a trusted peer, passed on in place of the request's host.
+    /// The first `X-Forwarded-Host` entry from a trusted peer: the upstream's `Host`, the
+    /// `X-Forwarded-Host` passed on and the host of `ssl-redirect`'s Location, as
+    /// ingress-nginx's `$best_http_host` (routing still uses the request's own host).
     pub host: Option<HeaderValue>,
     /// Append the client to an incoming `X-Forwarded-For` instead of replacing it.
     pub append_xff: bool,

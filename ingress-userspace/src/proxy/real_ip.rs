@@ -97,8 +97,8 @@ impl RealIp {
         if let Some(p) = port {
             fwd.port = p.clone();
         }
-        if let Some(h) = host {
-            fwd.host = Some(h.clone());
+        if let Some(h) = host.and_then(first_host) {
+            fwd.host = Some(h);
         }
         Some(fwd)
     }
@@ -153,6 +153,16 @@ fn entry_address(entry: &str) -> Option<IpAddr> {
 /// A forwarding header's value when present and not empty.
 fn usable(v: Option<&HeaderValue>) -> Option<&HeaderValue> {
     v.filter(|v| !v.is_empty())
+}
+
+/// The first host of an `X-Forwarded-Host` list (a chain of proxies appends to it): what
+/// ingress-nginx takes as the client's host. `None` when that entry is empty.
+fn first_host(v: &HeaderValue) -> Option<HeaderValue> {
+    let first = v.as_bytes().split(|&b| b == b',').next()?.trim_ascii();
+    if first.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(first).ok()
 }
 
 #[cfg(test)]
@@ -295,6 +305,15 @@ mod tests {
         assert_eq!(
             f.host.as_ref().map(|h| h.as_bytes()),
             Some(&b"shop.example.com"[..])
+        );
+        // Behind a chain of proxies, the first host is the client's.
+        let chained = headers(&[("x-forwarded-host", "shop.example.com:8443 , cdn.example")]);
+        let f = r
+            .from_headers(&conn(&r, "10.0.0.5", false), &chained)
+            .unwrap_or_else(|| panic!("no values"));
+        assert_eq!(
+            f.host.as_ref().map(|h| h.as_bytes()),
+            Some(&b"shop.example.com:8443"[..])
         );
         // An untrusted peer changes nothing.
         let c = conn(&r, "192.0.2.1", false);

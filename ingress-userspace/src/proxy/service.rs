@@ -238,8 +238,13 @@ async fn pipeline<'c>(
             .is_some_and(|r| config.global.no_tls_redirect(r.path.as_str()))
     {
         let (port, status) = (shared.options.https_port, config.global.http_redirect_code);
-        if let Some(r) = redirect::ssl_redirect(policy, m.host_tls, &host, req.uri(), port, status)
-        {
+        // The Location names the host the client asked for: a trusted balancer's, if any.
+        let to = client
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .map_or(host.as_ref(), redirect::without_port);
+        if let Some(r) = redirect::ssl_redirect(policy, m.host_tls, to, req.uri(), port, status) {
             return r;
         }
     }
@@ -496,11 +501,16 @@ async fn pipeline<'c>(
     };
     let upgrading = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-    let authority = req.uri().authority().cloned().or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-    });
+    // A trusted balancer's `X-Forwarded-Host` is the host the upstream sees (ingress-nginx's
+    // `$best_http_host`); routing went by the request's own.
+    let authority = match &client.host {
+        Some(h) => Authority::try_from(h.as_bytes()).ok(),
+        None => req.uri().authority().cloned().or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        }),
+    };
     // `$host` for a mirror: the host routed on, before `upstream-vhost` replaces it.
     let mirror_host = policy
         .mirror
@@ -509,10 +519,12 @@ async fn pipeline<'c>(
     let (mut parts, body) = req.into_parts();
     // The authority of an absolute-form target (or HTTP/2's `:authority`) is what was
     // routed on, so it is also what the upstream sees as Host (RFC 9112 §3.2.2).
-    let host_value = authority
-        .as_ref()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        .or_else(|| parts.headers.get(header::HOST).cloned());
+    let host_value = client.host.clone().or_else(|| {
+        authority
+            .as_ref()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(header::HOST).cloned())
+    });
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
     // The client's `100 Continue` came from here when its body was first read; an upstream
     // asked again would send one more, as nginx, which clears `Expect`, never has it.

@@ -265,16 +265,19 @@ async fn l7_forwarded_headers_from_a_trusted_balancer_decide_client_scheme_and_r
     // The balancer terminated TLS: no redirect loop, and the upstream hears it was HTTPS.
     let req = "GET /a HTTP/1.1\r\nHost: secure.test\r\nConnection: close\r\n\
                X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n\
-               X-Forwarded-Host: www.secure.test\r\n\
+               X-Forwarded-Host: www.secure.test, lb.internal\r\n\
                X-Forwarded-For: 198.51.100.9, 203.0.113.7, 10.1.1.1\r\n\r\n";
     let out = after_header(l7.http, b"", req).await;
     assert_eq!(raw_status(&out), Some(200), "{out}");
     assert_eq!(seen(&out, "x-forwarded-proto").as_deref(), Some("https"));
     assert_eq!(seen(&out, "x-forwarded-port").as_deref(), Some("443"));
+    // Routed by its own Host, the request reaches the upstream with the host the client
+    // asked the balancer for (the first of the list), as ingress-nginx's `$best_http_host`.
     assert_eq!(
         seen(&out, "x-forwarded-host").as_deref(),
         Some("www.secure.test")
     );
+    assert_eq!(seen(&out, "host").as_deref(), Some("www.secure.test"));
     // The client is the rightmost address that is not a trusted proxy.
     assert_eq!(seen(&out, "x-real-ip").as_deref(), Some("203.0.113.7"));
     assert_eq!(
@@ -293,6 +296,25 @@ async fn l7_forwarded_headers_from_a_trusted_balancer_decide_client_scheme_and_r
                X-Forwarded-Proto: http\r\n\r\n";
     let out = after_header(l7.http, b"", req).await;
     assert_eq!(raw_status(&out), Some(308), "{out}");
+    assert!(
+        out.contains(&format!(
+            "location: https://secure.test:{}/a\r\n",
+            l7.https.port()
+        )),
+        "{out}"
+    );
+    // ... to the host the client asked the balancer for, without the balancer's port.
+    let req = "GET /a HTTP/1.1\r\nHost: secure.test\r\nConnection: close\r\n\
+               X-Forwarded-Proto: http\r\nX-Forwarded-Host: www.secure.test:8080\r\n\r\n";
+    let out = after_header(l7.http, b"", req).await;
+    assert_eq!(raw_status(&out), Some(308), "{out}");
+    assert!(
+        out.contains(&format!(
+            "location: https://www.secure.test:{}/a\r\n",
+            l7.https.port()
+        )),
+        "{out}"
+    );
     Ok(())
 }
 
