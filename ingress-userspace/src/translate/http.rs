@@ -258,10 +258,13 @@ pub fn build_host(
         for rule in parsed.rules.iter().filter(|r| &r.host == host) {
             for p in &rule.paths {
                 let text = p.path.as_str();
+                // The path type must agree too, as in ingress-nginx: a `Prefix` canary does
+                // not split the traffic of an `Exact` rule of the same text.
+                let identity = rule_identity(&p.path);
                 let matching: Vec<usize> = routes
                     .iter()
                     .enumerate()
-                    .filter(|(_, r)| r.path.as_str() == text)
+                    .filter(|(_, r)| rule_identity(&r.path) == identity)
                     .map(|(i, _)| i)
                     .collect();
                 if matching.is_empty() {

@@ -1552,6 +1552,8 @@ fn canary_attaches_to_main_routes() {
         .host("a.example")
         .path("/", "Prefix", "next", 80)
         .path("/nomatch", "Prefix", "next", 80)
+        // The text of a main rule, but not its type: no match, as in ingress-nginx.
+        .path("/b", "Exact", "next", 80)
         .host("other.example")
         .path("/", "Prefix", "next", 80)));
     objs.push(ing(mk_ingress("ns", "canary2")
@@ -1569,8 +1571,8 @@ fn canary_attaches_to_main_routes() {
     assert_eq!(vh.routes.len(), 3, "a canary creates no route of its own");
     for route in &vh.routes {
         let c = route.target.canary.as_ref();
-        if route.path.as_str() == "/" {
-            let c = c.expect("canary on /");
+        if route.path == PathMatch::Prefix("/".into()) {
+            let c = c.expect("canary on prefix /");
             assert_eq!(
                 (c.weight, c.header.as_deref(), c.origin.name.as_str()),
                 (20, Some("X-Canary"), "canary")
@@ -1592,7 +1594,7 @@ fn canary_attaches_to_main_routes() {
         vec![
             ("canary".into(), reason::CANARY_WITHOUT_MAIN_ROUTE),
             ("canary".into(), reason::CANARY_WITHOUT_MAIN_ROUTE),
-            // One per path text: the Prefix and Exact "/" routes give the same message.
+            ("canary".into(), reason::CANARY_WITHOUT_MAIN_ROUTE),
             ("canary2".into(), reason::RULE_CONFLICT),
         ]
     );
