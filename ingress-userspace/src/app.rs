@@ -391,6 +391,9 @@ impl App {
             shutdown.clone(),
         ));
         let mut leader_task = None;
+        // Stopped before `shutdown`, so a last-replica clear runs while the Lease is held.
+        let stop_status = CancellationToken::new();
+        let mut status_task = None;
         if let Some(client) = kube_client {
             let identity = args.identity.clone().unwrap_or_else(hostname);
             let (leading, task) = apply::leader::spawn(
@@ -401,18 +404,26 @@ impl App {
             leader_task = Some(task);
             tokio::spawn(report_leadership(leading.clone(), proxy.metrics()));
             if args.update_status {
-                tokio::spawn(apply::status::run(
+                let replicas = args
+                    .update_status_on_shutdown
+                    .then(|| apply::status::Replicas {
+                        namespace: args.election_namespace.clone(),
+                        pod: identity.clone(),
+                        selector: args.publish_pods.clone(),
+                    });
+                status_task = Some(tokio::spawn(apply::status::run(
                     client.clone(),
                     apply::status::StatusConfig::following(apply::publish::spawn(
                         Some(client.clone()),
                         publish_source(&args),
                         shutdown.clone(),
                     ))
-                    .in_namespace(args.watch_namespace.clone()),
+                    .in_namespace(args.watch_namespace.clone())
+                    .clearing_on_shutdown(replicas),
                     store.translations.clone(),
                     leading.clone(),
-                    shutdown.clone(),
-                ));
+                    stop_status.clone(),
+                )));
             } else {
                 info!("--update-status=false: Ingress status is not written");
             }
@@ -454,9 +465,21 @@ impl App {
         info!(timeout = ?drain_timeout, "draining");
         readiness.set_draining();
         stop_accepting.cancel();
+        stop_status.cancel();
         let clean = proxy.drain_handle().drain(drain_timeout).await;
         if !clean {
             warn!("drain timeout reached with requests still in flight");
+        }
+        // The status writer's last round (a clear by the last replica) ran during the drain;
+        // bounded, since the API may be unreachable.
+        if let Some(task) = status_task {
+            const STATUS_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+            if tokio::time::timeout(STATUS_STOP_TIMEOUT, task)
+                .await
+                .is_err()
+            {
+                warn!(timeout = ?STATUS_STOP_TIMEOUT, "Ingress status not cleared in time");
+            }
         }
         shutdown.cancel();
         // Let the leader task release its Lease, so another replica takes over at once instead

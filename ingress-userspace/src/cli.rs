@@ -116,6 +116,11 @@ pub struct RunArgs {
     /// something else, such as another controller in front.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub update_status: bool,
+    /// On shutdown, the leader clears the status it wrote when no other ingressd pod remains
+    /// and at most one address is published (ingress-nginx's flag): uninstalling then leaves
+    /// no dead address for DNS. A rolling update keeps it (the next pod exists already).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub update_status_on_shutdown: bool,
     /// Instead of fixed addresses, publish the node address (`status.hostIP`) of every running
     /// pod matching this label selector in `--election-namespace` (ingressd's own): with the
     /// DaemonSet, every node that takes traffic.
@@ -589,6 +594,8 @@ mod tests {
             panic!("defaults parse");
         };
         assert!(r.update_status && r.publish_address.is_empty());
+        assert!(r.update_status_on_shutdown);
+        assert!(!run_args(&["--update-status-on-shutdown=false"]).update_status_on_shutdown);
         assert!(r.metrics_per_host);
         assert!(!run_args(&["--metrics-per-host=false"]).metrics_per_host);
         assert!(!r.report_status_classes && r.exclude_socket_metrics.is_empty());

@@ -18,9 +18,14 @@
 //! every owned Ingress is written again. Lists this process published before still count as
 //! ours for clearing, so an Ingress we stopped owning while the addresses changed is cleared
 //! too instead of keeping the old list.
+//!
+//! When asked to stop (`--update-status-on-shutdown`, ingress-nginx's flag), the leader clears
+//! the statuses it wrote if it is the last replica: one published address at most and no other
+//! ingressd pod left. Otherwise the next leader keeps them, so a rolling update never empties
+//! them.
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::{core::v1::Pod, networking::v1::Ingress};
 use kube::{
     api::{ListParams, Patch, PatchParams},
     Api, Client,
@@ -56,7 +61,29 @@ pub struct StatusConfig {
     /// The one namespace watched (`--watch-namespace`): Ingresses are listed there only, so a
     /// namespaced Role suffices and other namespaces' statuses are never touched.
     pub namespace: Option<String>,
+    /// Clear the statuses on stop when no other replica remains (`--update-status-on-shutdown`),
+    /// finding the others this way; `None`: leave them.
+    pub clear_on_shutdown: Option<Replicas>,
 }
+
+/// How to find ingressd's other replicas: the pods of `selector`, else of this pod's own
+/// labels (less the revision hashes), in `namespace`, as ingress-nginx finds them.
+#[derive(Clone, Debug)]
+pub struct Replicas {
+    /// Namespace of ingressd's pods.
+    pub namespace: String,
+    /// This replica's pod name.
+    pub pod: String,
+    /// Label selector of all replicas (`--publish-pods`), if known.
+    pub selector: Option<String>,
+}
+
+/// Labels a controller stamps per revision: a new revision's pods are replicas all the same.
+const REVISION_LABELS: [&str; 3] = [
+    "pod-template-hash",
+    "controller-revision-hash",
+    "pod-template-generation",
+];
 
 impl StatusConfig {
     /// Fixed addresses; re-check every 60 s, retry failed writes after 5 s.
@@ -71,7 +98,14 @@ impl StatusConfig {
             resync: Duration::from_secs(60),
             retry: Duration::from_secs(5),
             namespace: None,
+            clear_on_shutdown: None,
         }
+    }
+
+    /// On stop, clears the statuses if no replica but this one is found this way.
+    pub fn clearing_on_shutdown(mut self, replicas: Option<Replicas>) -> Self {
+        self.clear_on_shutdown = replicas;
+        self
     }
 
     /// Lists and writes Ingresses of `namespace` only, if given.
@@ -88,13 +122,15 @@ pub enum StatusError {
     Api(String, #[source] kube::Error),
     #[error("status request for {0} timed out after {REQUEST_TIMEOUT:?}")]
     Timeout(String),
+    #[error("pod {0} not found, or it has no labels: cannot tell which pods are replicas")]
+    NoPod(String),
 }
 
 /// Namespace and name of an Ingress.
 type IngressKey = (String, String);
 
 /// Keeps Ingress statuses in line with the translations while `leader` is true, until
-/// `shutdown`. Translations with snapshot generation 0 (the `Default` placeholder published
+/// `shutdown` (then clears them if `clear_on_shutdown` says so and this is the last replica). Translations with snapshot generation 0 (the `Default` placeholder published
 /// before the store has synced) are ignored: clearing is driven by the owned list, so only a
 /// translation built from a complete view may count. With no addresses nothing is written
 /// (an address source that has none yet is waited for).
@@ -112,9 +148,10 @@ pub async fn run(
         info!("no publish address; Ingress status is not written");
         return;
     }
-    let mut writer = StatusWriter::new(client, config.namespace.as_deref(), Vec::new());
+    let mut writer = StatusWriter::new(client.clone(), config.namespace.as_deref(), Vec::new());
     let mut resync_at = Instant::now();
     let mut retry_at: Option<Instant> = None;
+    let mut translation;
     loop {
         let addresses = distinct(&source.borrow_and_update());
         if addresses != writer.addresses {
@@ -125,7 +162,7 @@ pub async fn run(
             retry_at = None;
         }
         let leading = *leader.borrow_and_update();
-        let translation = translations.borrow_and_update().clone();
+        translation = translations.borrow_and_update().clone();
         // Timers run only while there is something to keep in line.
         let active =
             leading && translation.snapshot.generation != 0 && !writer.addresses.is_empty();
@@ -139,7 +176,7 @@ pub async fn run(
                 resync_at = Instant::now() + config.resync;
             }
             let failed = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 failed = writer.round(refresh, &translation, &leader) => failed,
             };
             retry_at = (failed > 0).then(|| {
@@ -149,13 +186,127 @@ pub async fn run(
         }
         let wake = retry_at.map_or(resync_at, |r| r.min(resync_at));
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = translations.changed() => if r.is_err() { return },
-            r = leader.changed() => if r.is_err() { return },
+            _ = shutdown.cancelled() => break,
+            r = translations.changed() => if r.is_err() { break },
+            r = leader.changed() => if r.is_err() { break },
             r = source.changed(), if source_live => source_live = r.is_ok(),
             _ = tokio::time::sleep_until(wake), if active => {}
         }
     }
+    let leading = *leader.borrow();
+    if let Some(replicas) = config.clear_on_shutdown.as_ref().filter(|_| leading) {
+        // The last addresses the source gave, as the loop would have taken them.
+        let addresses = distinct(&source.borrow());
+        if addresses != writer.addresses {
+            writer.replace_addresses(addresses);
+        }
+        farewell(&mut writer, &client, replicas, &translation).await;
+    }
+}
+
+/// Clears every status showing our addresses (current or past) unless another controller's
+/// class claims the Ingress, when this is the last replica. ingress-nginx's rule: with more
+/// than one published address, or another replica's pod present, the next leader keeps them.
+async fn farewell(
+    writer: &mut StatusWriter,
+    client: &Client,
+    replicas: &Replicas,
+    translation: &Translation,
+) {
+    if writer.addresses.len() > 1 {
+        info!(
+            addresses = writer.addresses.len(),
+            "several addresses published: Ingress status left to the next leader"
+        );
+        return;
+    }
+    match other_replicas(client, replicas).await {
+        Ok(0) => {}
+        Ok(others) => {
+            info!(
+                others,
+                "other ingressd pods remain: Ingress status left to them"
+            );
+            return;
+        }
+        Err(error) => {
+            warn!(%error, "Ingress status left as it is on shutdown");
+            return;
+        }
+    }
+    if let Err(error) = writer.refresh().await {
+        warn!(%error, "listing Ingresses to clear their status on shutdown failed");
+        return;
+    }
+    let claimed: BTreeSet<IngressKey> = translation
+        .claimed_elsewhere
+        .iter()
+        .map(|o| (o.namespace.clone(), o.name.clone()))
+        .collect();
+    // With no current address, `known` is every Ingress without a status: nothing of ours.
+    let current = if writer.addresses.is_empty() {
+        BTreeSet::new()
+    } else {
+        writer.known.clone()
+    };
+    let clear: Vec<IngressKey> = current
+        .union(&writer.stale)
+        .filter(|k| !claimed.contains(*k))
+        .cloned()
+        .collect();
+    let mut failed = 0;
+    for key in &clear {
+        failed += usize::from(!writer.write(key, false).await);
+    }
+    info!(
+        cleared = clear.len() - failed,
+        failed, "last ingressd replica stopping: Ingress status cleared"
+    );
+}
+
+/// How many pods besides this one are replicas of ingressd, whatever their phase (one that is
+/// starting will publish again).
+async fn other_replicas(client: &Client, replicas: &Replicas) -> Result<usize, StatusError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &replicas.namespace);
+    let list = |params: ListParams| {
+        let pods = pods.clone();
+        async move {
+            tokio::time::timeout(REQUEST_TIMEOUT, pods.list(&params))
+                .await
+                .map_err(|_| StatusError::Timeout("pods".into()))?
+                .map_err(|e| StatusError::Api("pods".into(), e))
+        }
+    };
+    let me = || format!("{}/{}", replicas.namespace, replicas.pod);
+    let selector = match &replicas.selector {
+        Some(s) => s.clone(),
+        None => {
+            let own =
+                list(ListParams::default().fields(&format!("metadata.name={}", replicas.pod)))
+                    .await?;
+            let labels = own
+                .items
+                .into_iter()
+                .next()
+                .and_then(|p| p.metadata.labels)
+                .unwrap_or_default();
+            let terms: Vec<String> = labels
+                .iter()
+                .filter(|(k, _)| !REVISION_LABELS.contains(&k.as_str()))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if terms.is_empty() {
+                return Err(StatusError::NoPod(me()));
+            }
+            terms.join(",")
+        }
+    };
+    let all = list(ListParams::default().labels(&selector)).await?;
+    Ok(all
+        .items
+        .iter()
+        .filter(|p| p.metadata.name.as_deref() != Some(replicas.pod.as_str()))
+        .count())
 }
 
 /// `addresses` in order without repeats.

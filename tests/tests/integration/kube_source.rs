@@ -8,7 +8,7 @@ use ingress::{
         events::{self, EventsConfig},
         leader::{self, LeaderConfig},
         publish::{self, PublishSource, StatusAddress},
-        status::{self, StatusConfig},
+        status::{self, Replicas, StatusConfig},
     },
     snapshot::{ObjectRef, Snapshot},
     source::{kube as kube_source, Key, Kind, Object, SourceEvent},
@@ -784,10 +784,11 @@ impl StatusTask {
         leading: bool,
         resync: Duration,
     ) -> StatusTask {
-        Self::following_in(api, addresses, first, leading, resync, None)
+        Self::following_in(api, addresses, first, leading, resync, None, None)
     }
 
-    /// [`Self::following`], with `--watch-namespace` set to `namespace`.
+    /// [`Self::following`], with `--watch-namespace` set to `namespace`, and clearing on stop
+    /// when `replicas` finds no other.
     fn following_in(
         api: &FakeApi,
         addresses: watch::Receiver<Vec<StatusAddress>>,
@@ -795,6 +796,7 @@ impl StatusTask {
         leading: bool,
         resync: Duration,
         namespace: Option<&str>,
+        replicas: Option<Replicas>,
     ) -> StatusTask {
         let (translations, trx) = watch::channel(first);
         let (leader, lrx) = watch::channel(leading);
@@ -804,7 +806,8 @@ impl StatusTask {
             retry: Duration::from_millis(200),
             ..StatusConfig::following(addresses)
         }
-        .in_namespace(namespace.map(str::to_owned));
+        .in_namespace(namespace.map(str::to_owned))
+        .clearing_on_shutdown(replicas);
         let task = tokio::spawn(status::run(client(api), config, trx, lrx, shutdown.clone()));
         StatusTask {
             translations,
@@ -1077,6 +1080,7 @@ async fn status_in_one_namespace_lists_and_clears_there_only() {
         true,
         Duration::from_millis(300),
         Some("shop"),
+        None,
     );
     let p = wait_patches(&api, 2).await;
     let mut uris: Vec<&str> = p.iter().map(|r| r.uri.as_str()).collect();
@@ -1788,4 +1792,78 @@ async fn events_one_post_per_new_diagnostic() {
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `--update-status-on-shutdown`: the last replica clears the statuses it wrote when it stops.
+/// With another replica's pod present (the next revision's, in a rolling update), or several
+/// addresses published, they stay for the next leader. An Ingress another controller's class
+/// claims is never cleared.
+#[tokio::test]
+async fn status_is_cleared_on_shutdown_by_the_last_replica_only() {
+    let api = FakeApi::start().await.unwrap_or_else(|e| panic!("{e}"));
+    api.apply(ingress("shop", "web"));
+    let ours = json!({"ingress": [{"ip": PUBLISH}]});
+    let mut theirs = ingress("shop", "theirs");
+    theirs["status"] = json!({"loadBalancer": ours.clone()});
+    api.apply(theirs);
+    let revision = |mut pod: Value, hash: &str| {
+        pod["metadata"]["labels"]["controller-revision-hash"] = json!(hash);
+        pod
+    };
+    api.apply(revision(
+        ingressd_pod("ingressd-a", PUBLISH, "Running", true),
+        "rev1",
+    ));
+    api.apply(revision(
+        ingressd_pod("ingressd-b", "192.0.2.11", "Pending", false),
+        "rev2",
+    ));
+    let mut t = (*translation(1, owned(&["web"]), vec![])).clone();
+    t.claimed_elsewhere = owned(&["theirs"]);
+    let t = Arc::new(t);
+    let run = |addresses: &[&str]| {
+        let addresses: Vec<StatusAddress> = addresses
+            .iter()
+            .map(|a| a.parse().unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let want: Vec<Value> = addresses
+            .iter()
+            .map(|a| json!({"ip": a.to_string()}))
+            .collect();
+        let (api, t) = (&api, t.clone());
+        async move {
+            let st = StatusTask::following_in(
+                api,
+                watch::channel(addresses).1,
+                t,
+                true,
+                Duration::from_secs(60),
+                None,
+                // This pod's own labels, less the revision hash, find the replicas.
+                Some(Replicas {
+                    namespace: "ingress".into(),
+                    pod: "ingressd-a".into(),
+                    selector: None,
+                }),
+            );
+            api.wait_until(WAIT, "status set", |a| {
+                lb(a, "web")["ingress"] == json!(want)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            st.stop().await;
+            lb(api, "web")
+        }
+    };
+    // A rolling update: the next pod exists, so the status stays.
+    assert_eq!(run(&[PUBLISH]).await, ours);
+    // Alone, but two addresses published: the other one's holder keeps them.
+    api.delete("v1", "Pod", "ingress", "ingressd-b");
+    assert_eq!(
+        run(&[PUBLISH, "192.0.2.11"]).await,
+        json!({"ingress": [{"ip": PUBLISH}, {"ip": "192.0.2.11"}]})
+    );
+    // The last replica with one address: cleared, but not another controller's Ingress.
+    assert_eq!(run(&[PUBLISH]).await, json!({}));
+    assert_eq!(lb(&api, "theirs"), ours);
 }
