@@ -481,7 +481,9 @@ async fn pipeline<'c>(
 
     // The request as it goes upstream.
     let path_and_query = match (&policy.rewrite_target, m.route) {
-        (Some(t), Some(route)) => {
+        // A target equal to the path rewrites nothing in ingress-nginx (`buildProxyPass`): the
+        // `rewrite-target: /` copied onto `path: /` keeps the request's path.
+        (Some(t), Some(route)) if t != route.path.as_str() => {
             let (path, query) = rewrite::rewrite(&route.path, t, route_path, req.uri().query());
             let path = target::encode_path(&path);
             let pq = match query {

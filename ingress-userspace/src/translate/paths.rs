@@ -69,7 +69,8 @@ fn kind_rank(p: &PathMatch) -> u8 {
 }
 
 /// Route precedence as a total order, highest precedence first (`Less`): longer path text
-/// first; at equal length `Exact` before `Prefix` before `Regex`; then alphabetically.
+/// first; at equal length `Exact` before `Prefix` before `Regex`; then in reverse byte order,
+/// as ingress-nginx sorts its locations (only regex paths of equal length can both match).
 #[derive(Clone, Copy, Debug)]
 pub struct Precedence<'a>(pub &'a PathMatch);
 
@@ -80,7 +81,7 @@ impl Ord for Precedence<'_> {
             .len()
             .cmp(&a.as_str().len())
             .then_with(|| kind_rank(a).cmp(&kind_rank(b)))
-            .then_with(|| a.as_str().cmp(b.as_str()))
+            .then_with(|| b.as_str().cmp(a.as_str()))
     }
 }
 
@@ -211,6 +212,8 @@ mod tests {
             regex("/foo/.*"),
             prefix("/zzz"),
             exact("/foo/bar/baz"),
+            regex("/(.*)/bar"),
+            regex("/foo/(.*)"),
         ];
         routes.sort_by(|a, b| Precedence(a).cmp(&Precedence(b)));
         let got: Vec<(u8, &str)> = routes.iter().map(rule_identity).collect();
@@ -218,11 +221,15 @@ mod tests {
             got,
             vec![
                 (0, "/foo/bar/baz"),
+                // Equal length: reverse byte order, so `/foo/bar` goes to `/foo/(.*)` as
+                // in ingress-nginx.
+                (2, "/foo/(.*)"),
+                (2, "/(.*)/bar"),
                 (1, "/foo/bar"),
                 (2, "/foo/.*"),
                 (0, "/foo"),
-                (1, "/foo"),
                 (1, "/zzz"),
+                (1, "/foo"),
                 (2, "/foo"),
                 (0, "/a"),
                 (1, "/"),

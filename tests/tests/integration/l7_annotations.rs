@@ -44,6 +44,12 @@ async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
         u.clone(),
         policy(|p| p.app_root = Some("/app1".into())),
     );
+    // `rewrite-target: /` on `path: /`, as tutorials copy it: nothing to rewrite.
+    let same = target_with(
+        "same",
+        u.clone(),
+        policy(|p| p.rewrite_target = Some("/".into())),
+    );
     let perm = target_with(
         "perm",
         u.clone(),
@@ -75,6 +81,7 @@ async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
             ],
         ),
         vhost("root.test", vec![prefix("/", &root)]),
+        vhost("same.test", vec![regex("/", &same)]),
         vhost("perm.test", vec![prefix("/", &perm)]),
         vhost("temp.test", vec![prefix("/", &temp)]),
     ]);
@@ -95,6 +102,8 @@ async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
         let r = get(l7.http, "rw.test", path).await?;
         assert_eq!(r.json()["uri"], want, "{path}");
     }
+    let r = get(l7.http, "same.test", "/foo/bar?x=1").await?;
+    assert_eq!(r.json()["uri"], "/foo/bar?x=1");
     let r = get(l7.http, "root.test", "/").await?;
     assert_eq!(
         (r.status.as_u16(), r.header("location")),
@@ -111,7 +120,7 @@ async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
         (r.status.as_u16(), r.header("location")),
         (302, Some("https://tmp.example/x"))
     );
-    assert_eq!(up.hits(), 9);
+    assert_eq!(up.hits(), 10);
     Ok(())
 }
 
