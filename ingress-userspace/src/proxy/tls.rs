@@ -431,7 +431,8 @@ where
 }
 
 /// Whether `leaf` (with the `intermediates` its peer sent) chains to `roots` for `usage` with
-/// at most `depth` certificates above it, the anchor included (nginx's `*_verify_depth`).
+/// at most `depth` intermediates between it and the anchor (nginx's `*_verify_depth`, which is
+/// OpenSSL's: depth 1 takes a leaf issued by an intermediate of a trusted root).
 pub(crate) fn verify_chain(
     roots: &rustls::RootCertStore,
     leaf: &CertificateDer<'_>,
@@ -446,7 +447,7 @@ pub(crate) fn verify_chain(
         rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
     let allowed = usize::from(depth);
     let depth_ok = |path: &webpki::VerifiedPath<'_>| {
-        if path.intermediate_certificates().count() < allowed {
+        if path.intermediate_certificates().count() <= allowed {
             Ok(())
         } else {
             Err(webpki::Error::MaximumPathDepthExceeded)
@@ -704,6 +705,75 @@ impl ServerCertVerifier for NoCertificateCheck {
 mod tests {
     use super::*;
     use crate::snapshot::{ObjectRef, TlsCert};
+
+    /// A CA certificate signed by `issuer` (self-signed when `None`).
+    fn ca(
+        name: &str,
+        issuer: Option<&rcgen::Issuer<'static, rcgen::KeyPair>>,
+    ) -> (
+        CertificateDer<'static>,
+        rcgen::Issuer<'static, rcgen::KeyPair>,
+    ) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = match issuer {
+            Some(i) => params.signed_by(&key, i),
+            None => params.self_signed(&key),
+        }
+        .expect("cert");
+        let der = cert.der().clone();
+        (der, rcgen::Issuer::new(params, key))
+    }
+
+    /// nginx's `ssl_verify_depth` is OpenSSL's: depth N takes N intermediates between the
+    /// leaf and the trusted root. At the default 1, a Let's Encrypt style chain (leaf, one
+    /// intermediate, root trusted) passes; two intermediates need 2.
+    #[test]
+    fn verify_depth_counts_intermediates_as_openssl_does() {
+        let (root_der, root) = ca("root", None);
+        let (mid1_der, mid1) = ca("intermediate 1", Some(&root));
+        let (mid2_der, mid2) = ca("intermediate 2", Some(&mid1));
+        let leaf = |issuer: &rcgen::Issuer<'static, rcgen::KeyPair>| {
+            let params =
+                rcgen::CertificateParams::new(vec!["api.internal".to_string()]).expect("params");
+            let key = rcgen::KeyPair::generate().expect("key");
+            params.signed_by(&key, issuer).expect("leaf").der().clone()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root_der).expect("root");
+        let now = UnixTime::now();
+        let check = |leaf: &CertificateDer<'_>, chain: &[CertificateDer<'_>], depth| {
+            verify_chain(
+                &roots,
+                leaf,
+                chain,
+                now,
+                webpki::KeyUsage::server_auth(),
+                depth,
+                None,
+            )
+        };
+        let direct = leaf(&root);
+        assert!(check(&direct, &[], 0).is_ok(), "no intermediate at depth 0");
+        let one = leaf(&mid1);
+        let chain1 = [mid1_der.clone()];
+        assert!(check(&one, &chain1, 0).is_err());
+        assert!(
+            check(&one, &chain1, 1).is_ok(),
+            "one intermediate at depth 1"
+        );
+        let two = leaf(&mid2);
+        let chain2 = [mid2_der, mid1_der];
+        assert!(check(&two, &chain2, 1).is_err());
+        assert!(
+            check(&two, &chain2, 2).is_ok(),
+            "two intermediates at depth 2"
+        );
+    }
 
     #[test]
     fn aes_128_gcm_suites_come_first_in_each_version() {
