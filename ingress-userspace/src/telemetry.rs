@@ -1,12 +1,16 @@
-//! Logging setup: tracing with text or JSON output, filtered by RUST_LOG (default `info`),
-//! and the controller ConfigMap's `error-log-level` over it while that key is set.
-use std::sync::{
-    atomic::{AtomicBool, Ordering::Relaxed},
-    Mutex, OnceLock,
+//! Logging setup: tracing with text or JSON output on stderr, filtered by RUST_LOG (default
+//! `info`), and the controller ConfigMap's `error-log-level` over it while that key is set.
+//! The access log goes to stdout as bare lines, as nginx's does in ingress-nginx's image, so
+//! log pipelines read its lines (JSON or `log-format-upstream`) without an envelope.
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    sync::{Mutex, OnceLock},
 };
 
 use tracing_subscriber::{
-    fmt, layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Layer, Registry,
+    filter::filter_fn, fmt, layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter,
+    Layer, Registry,
 };
 
 use crate::{cli::LogFormat, snapshot::LogLevel};
@@ -19,7 +23,6 @@ pub fn init(format: LogFormat, kernel_log: bool) {
         .filter(|v| EnvFilter::try_new(v).is_ok())
         .unwrap_or_else(|| "info".to_owned());
     let filter = with_kernel_log(EnvFilter::new(&base), kernel_log);
-    JSON.store(format == LogFormat::Json, Relaxed);
     let (filter, reload) = reload::Layer::new(filter);
     let output = match format {
         LogFormat::Json => fmt::layer()
@@ -27,11 +30,16 @@ pub fn init(format: LogFormat, kernel_log: bool) {
             .flatten_event(true)
             .with_writer(std::io::stderr)
             .boxed(),
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        // Colours only for a terminal: a log collector would store the escape codes.
+        LogFormat::Text => fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
     let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(output)
+        .with(output.with_filter(filter_fn(|m| !is_access_log(m))))
+        .with(AccessLines.with_filter(filter_fn(is_access_log)))
         .try_init();
     if installed.is_ok() {
         let _ = FILTER.set(Filter {
@@ -100,12 +108,39 @@ pub fn set_level(level: Option<LogLevel>) {
     }
 }
 
-static JSON: AtomicBool = AtomicBool::new(false);
+fn is_access_log(m: &tracing::Metadata<'_>) -> bool {
+    m.target() == crate::proxy::access_log::TARGET
+}
 
-/// Whether log lines are JSON objects: records that are JSON themselves (the access log) then
-/// go out as fields of the line instead of a JSON string inside its message.
-pub fn json_logs() -> bool {
-    JSON.load(Relaxed)
+/// Writes each access-log record's message to stdout as one line, nothing around it.
+struct AccessLines;
+
+impl<S: tracing::Subscriber> Layer<S> for AccessLines {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut line = Message(String::new());
+        event.record(&mut line);
+        line.0.push('\n');
+        // Whole lines under the lock, so concurrent requests' lines never interleave; a
+        // closed stdout loses the access log, not the request.
+        let _ = std::io::stdout().lock().write_all(line.0.as_bytes());
+    }
+}
+
+/// The `message` field of a record.
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0.push_str(value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ impl Ingressd {
         admin: &str,
         log: &Path,
     ) -> Result<Self> {
-        Self::spawn(bin, ns, args, admin, log, None)
+        Self::spawn(bin, ns, args, admin, (log, None), None)
     }
 
     /// Starts `bin run <args>` with its CPU affinity set to `cpu` alone (as `taskset -c`, or
@@ -39,20 +39,39 @@ impl Ingressd {
         log: &Path,
         cpu: usize,
     ) -> Result<Self> {
-        Self::spawn(bin, None, args, admin, log, Some(cpu))
+        Self::spawn(bin, None, args, admin, (log, None), Some(cpu))
     }
 
+    /// Starts `bin run <args>` with its own log (stderr) in `log` and its stdout, the access
+    /// log, in `access_log`.
+    pub fn start_with_access_log(
+        bin: &Path,
+        args: &[String],
+        admin: &str,
+        log: &Path,
+        access_log: &Path,
+    ) -> Result<Self> {
+        Self::spawn(bin, None, args, admin, (log, Some(access_log)), None)
+    }
+
+    /// `logs`: the file for stderr, and one for stdout if not the same.
     fn spawn(
         bin: &Path,
         ns: Option<&NetNs>,
         args: &[String],
         admin: &str,
-        log: &Path,
+        logs: (&Path, Option<&Path>),
         cpu: Option<usize>,
     ) -> Result<Self> {
-        let out =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
+        let create = |p: &Path| {
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))
+        };
+        let (log, stdout) = logs;
+        let err = create(log)?;
+        let out = match stdout {
+            Some(p) => create(p)?,
+            None => err.try_clone()?,
+        };
         let mut cmd = Command::new(bin);
         if let Some(cpu) = cpu {
             // SAFETY: the closure only calls sched_setaffinity(2), which is async-signal-safe,

@@ -275,10 +275,6 @@ impl Drop for Completion {
                 tracing::info!(target: TARGET, "{line}");
                 return;
             }
-            if crate::telemetry::json_logs() {
-                self.emit_fields(&r, elapsed);
-                return;
-            }
             let line = json!({
                 "time": httpdate_now(),
                 "request_id": r.request_id.to_str().unwrap_or(""),
@@ -297,31 +293,6 @@ impl Drop for Completion {
             });
             tracing::info!(target: TARGET, "{line}");
         }
-    }
-}
-
-impl Completion {
-    /// The record as fields of a JSON log line (`--log-format json`).
-    fn emit_fields(&self, r: &AccessRecord, elapsed: std::time::Duration) {
-        let upstream = r.upstream.map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(
-            target: TARGET,
-            time = httpdate_now(),
-            request_id = r.request_id.to_str().unwrap_or(""),
-            client = %r.client,
-            method = r.method.as_ref().map_or("", Method::as_str),
-            host = r.host.as_str(),
-            path = r.path.as_str(),
-            protocol = ?r.version,
-            status = self.status,
-            bytes = self.bytes,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            upstream = upstream.as_str(),
-            upstream_name = r.upstream_name.as_deref().unwrap_or(""),
-            ingress = r.ingress.as_deref().unwrap_or(""),
-            aborted = self.aborted,
-            "request"
-        );
     }
 }
 

@@ -1143,7 +1143,8 @@ async fn the_controller_configmap_applies_without_a_restart() {
 }
 
 /// The controller ConfigMap's `log-format-upstream` and `error-log-level` reach the running
-/// binary's own log, and edits apply without a restart.
+/// binary's own log, and edits apply without a restart. Access-log lines go to stdout bare,
+/// as ingress-nginx's do; everything else to stderr.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_format_and_error_log_level_apply_without_a_restart() {
     let up = TestServer::echo("app").await.expect("upstream");
@@ -1167,11 +1168,29 @@ async fn log_format_and_error_log_level_apply_without_a_restart() {
         "logfmt",
         &["--configmap", "ingress-system/ingressd"],
     );
-    let p = start_ready(args, admin, dir.path().join("log")).await;
+    let access_path = dir.path().join("access.log");
+    let p = {
+        let (log, access) = (dir.path().join("log"), access_path.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut p = Ingressd::start_with_access_log(
+                BIN.as_ref(),
+                &args,
+                &admin.to_string(),
+                &log,
+                &access,
+            )?;
+            p.wait_ready(Duration::from_secs(20))?;
+            anyhow::Ok(p)
+        })
+        .await
+        .expect("join")
+        .expect("ingressd starts")
+    };
     let log_path = p.log.clone();
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        let count = |needle: &str| log().matches(needle).count();
+        let own_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let log = || std::fs::read_to_string(&access_path).unwrap_or_default();
+        let count = |needle: &str| own_log().matches(needle).count();
         let out = get_after(http, b"", "c.test", "x-request-id: fmt-1\r\n");
         if !out.starts_with("HTTP/1.1 200") {
             return Err(format!("request: {out}"));
@@ -1186,7 +1205,7 @@ async fn log_format_and_error_log_level_apply_without_a_restart() {
         if !out.starts_with("HTTP/1.1 400") {
             return Err(format!("bad host: {out}"));
         }
-        until("a debug record", || (count("bad request") == 1, log()))?;
+        until("a debug record", || (count("bad request") == 1, own_log()))?;
         write_cm("  error-log-level: error\n");
         until("the JSON access log back", || {
             let _ = get_after(http, b"", "c.test", "x-request-id: json-2\r\n");
@@ -1200,7 +1219,22 @@ async fn log_format_and_error_log_level_apply_without_a_restart() {
             (text.contains(r#""request_id":"json-3""#), text)
         })?;
         if count("bad request") != 1 {
-            return Err(format!("a debug record at level error:\n{}", log()));
+            return Err(format!("a debug record at level error:\n{}", own_log()));
+        }
+        // Every stdout line is an access-log line as rendered, and none went to stderr.
+        let access = log();
+        let lines: Vec<&str> = access.lines().collect();
+        let json = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok();
+        let bare = lines.first()
+            == Some(&r#"127.0.0.1 "GET / HTTP/1.1" 200 [default/app:80] fmt-1"#)
+            && lines
+                .iter()
+                .all(|l| l.starts_with(r#"127.0.0.1 "GET / HTTP/1.1" "#) || json(l).is_some())
+            && lines
+                .iter()
+                .any(|l| json(l).is_some_and(|v| v["request_id"] == "json-3"));
+        if !bare || own_log().contains("fmt-1") || own_log().contains("json-3") {
+            return Err(format!("stdout:\n{access}\nstderr:\n{}", own_log()));
         }
         Ok(())
     })
