@@ -428,16 +428,18 @@ mod tests {
     }
 
     #[test]
-    fn depth_counts_the_certificates_above_the_client() {
+    fn depth_counts_the_intermediates_as_openssl_does() {
         let root = ca("Test Root", None);
         let mid = ca("Test Intermediate", Some(&root));
         let chain = [client("bob", &mid), mid.der().clone()];
-        let v = verify(&auth(&[&root], VerifyClient::On, 1), Some(&chain), now());
+        let v = verify(&auth(&[&root], VerifyClient::On, 0), Some(&chain), now());
         assert!(
             matches!(&v.status, Status::Failed(r) if r.contains("Depth")),
             "{v:?}"
         );
-        let v = verify(&auth(&[&root], VerifyClient::On, 2), Some(&chain), now());
+        // The default depth 1 takes a client certificate from an issuing CA under the root
+        // in `ca.crt`, as nginx does.
+        let v = verify(&auth(&[&root], VerifyClient::On, 1), Some(&chain), now());
         assert_eq!(v.status, Status::Success);
         // Without the intermediate the chain is incomplete at any depth.
         let v = verify(
