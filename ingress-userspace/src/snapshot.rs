@@ -458,9 +458,14 @@ impl Hsts {
 pub struct HttpConfig {
     /// Ordered: exact hosts, then wildcards (longer suffix first), then the catch-all (`Any`).
     pub hosts: Vec<VirtualHost>,
-    /// Used when no host matches, or a matching host has no route and no fallback of its own.
-    /// `None` means the proxy answers 404 itself.
+    /// Used when no host matches (and for the host-less rules' unmatched paths): the oldest
+    /// catch-all Ingress's `spec.defaultBackend`, else `service_default`. `None`: the proxy
+    /// answers 404 itself.
     pub default_backend: Option<Arc<RouteTarget>>,
+    /// `--default-backend-service`: a named host's paths that no rule and no fallback of its
+    /// own take, and custom error pages, as ingress-nginx's `upstream-default-backend`. Never
+    /// a catch-all Ingress, which serves unknown hosts only. `None`: 404.
+    pub service_default: Option<Arc<RouteTarget>>,
 }
 
 /// How a request's host is matched (case-insensitive, port ignored).

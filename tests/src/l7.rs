@@ -162,6 +162,13 @@ pub fn client_auth(ca: &crate::certs::TestCa, mode: VerifyClient) -> anyhow::Res
     })
 }
 
+/// Sets `--default-backend-service`'s target, as the translator does without a catch-all
+/// Ingress: it answers unknown hosts, named hosts' unmatched paths and custom error pages.
+pub fn set_default_service(snap: &mut Snapshot, target: Option<Arc<RouteTarget>>) {
+    snap.http.default_backend.clone_from(&target);
+    snap.http.service_default = target;
+}
+
 /// A snapshot with `hosts` (in the given order) and a fresh generation.
 pub fn snapshot(hosts: Vec<VirtualHost>) -> Snapshot {
     Snapshot {
@@ -169,6 +176,7 @@ pub fn snapshot(hosts: Vec<VirtualHost>) -> Snapshot {
         http: HttpConfig {
             hosts,
             default_backend: None,
+            service_default: None,
         },
         // Quiet unless a test is about the access log (`with_access_log`).
         global: Global {

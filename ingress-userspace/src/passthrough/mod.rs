@@ -805,6 +805,7 @@ mod tests {
                     },
                 ],
                 default_backend: None,
+                service_default: None,
             },
             ..Snapshot::default()
         });

@@ -186,6 +186,8 @@ pub struct RouteTable {
     any: Option<usize>,
     hosts: Vec<CompiledHost>,
     default_backend: Option<Arc<Target>>,
+    /// `--default-backend-service`: named hosts' unmatched paths, custom error pages.
+    service_default: Option<Arc<Target>>,
     /// Every compiled target by the address of its snapshot `RouteTarget`. The translator
     /// hands unchanged routes the very same `Arc<RouteTarget>` in the next snapshot, so the
     /// next compile reuses these instead of rebuilding them (a 10,000-host table recompiled
@@ -265,7 +267,12 @@ impl RouteTable {
                 let at = LocationRef::of(&vhost.fallback_location, t, &vhost.host, "/");
                 (t, Some(at))
             }
-            None => (self.default_backend.as_ref()?, vhost.unmatched()),
+            // The host-less rules' server is the catch-all's; a named host's is its own, whose
+            // stray paths go to the default Service (ingress-nginx's `upstream-default-backend`).
+            None if vhost.host == HostMatch::Any => {
+                (self.default_backend.as_ref()?, vhost.unmatched())
+            }
+            None => (self.service_default.as_ref()?, vhost.unmatched()),
         };
         Some(Matched {
             host_tls: vhost.tls,
@@ -318,9 +325,10 @@ impl RouteTable {
         vhost.client_auth.as_ref()?.handshake.clone()
     }
 
-    /// The global default backend, used by `custom-http-errors`.
-    pub fn default_backend(&self) -> Option<&Arc<Target>> {
-        self.default_backend.as_ref()
+    /// The default Service (`--default-backend-service`), which `custom-http-errors` asks
+    /// for its pages, as ingress-nginx asks its `upstream-default-backend`.
+    pub fn service_default(&self) -> Option<&Arc<Target>> {
+        self.service_default.as_ref()
     }
 
     /// The Ingresses (`namespace/name`) whose rules or fallbacks the table serves.
@@ -398,6 +406,7 @@ impl RouteTable {
         }
         table.add_borrowed_names(&compiled);
         table.default_backend = http.default_backend.as_ref().map(|t| c.target(t));
+        table.service_default = http.service_default.as_ref().map(|t| c.target(t));
         // A shared target's series belong to whichever rule compiled it: the next table builds
         // it again rather than lend them to a rule that may now have it alone.
         if !c.shared.is_empty() {

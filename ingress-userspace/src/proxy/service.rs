@@ -704,7 +704,7 @@ async fn custom_error(
     request_id: &HeaderValue,
 ) -> Response<ResponseBody> {
     // The route's `default-backend` first, else the global one.
-    let (db, db_policy) = match (&target.default_backend, config.routes.default_backend()) {
+    let (db, db_policy) = match (&target.default_backend, config.routes.service_default()) {
         (Some(own), _) => (own, &target.spec.policy),
         (None, Some(global)) => (&global.primary, &global.spec.policy),
         (None, None) => return errors::status_response(status),

@@ -244,25 +244,38 @@ fn default_backends() {
         .expect("global default");
     assert_eq!(global.upstream.name, "ns/only-default:80");
     assert_eq!(global.origin.name, "lonely");
+    // Without the flag, a named host's stray paths get the proxy's 404, never "lonely".
+    assert!(t.snapshot.http.service_default.is_none());
 
-    // The flag wins over Ingresses.
+    // With the flag, the catch-all Ingress still answers unknown hosts (as in ingress-nginx);
+    // the flag's Service answers named hosts' stray paths and custom error pages.
     let mut s = settings();
     s.default_backend = Some(ServicePortRef {
         namespace: "ns".into(),
-        name: "only-default".into(),
+        name: "web".into(),
         port: "http".into(),
     });
     let mut with_flag = objs;
     with_flag.push(class());
+    let t = run_with(with_flag.clone(), &s);
+    let name =
+        |d: &Option<Arc<crate::snapshot::RouteTarget>>| d.as_ref().map(|d| d.upstream.name.clone());
+    assert_eq!(
+        name(&t.snapshot.http.default_backend).as_deref(),
+        Some("ns/only-default:80")
+    );
+    let service = t.snapshot.http.service_default.as_ref().expect("flag");
+    assert_eq!(service.upstream.name, "ns/web:80");
+    assert_eq!(service.upstream.endpoints.len(), 1);
+    // No catch-all Ingress: the flag's Service answers unknown hosts too.
+    with_flag.retain(
+        |o| !matches!(o, Object::Ingress(i) if i.metadata.name.as_deref() == Some("lonely")),
+    );
     let t = run_with(with_flag, &s);
-    let global = t
-        .snapshot
-        .http
-        .default_backend
-        .as_ref()
-        .expect("global default");
-    assert_eq!(global.upstream.name, "ns/only-default:80");
-    assert_eq!(global.upstream.endpoints.len(), 1);
+    assert_eq!(
+        name(&t.snapshot.http.default_backend).as_deref(),
+        Some("ns/web:80")
+    );
 
     // An Ingress with only a defaultBackend is valid and gives the global default.
     let mut objs = base();

@@ -164,7 +164,7 @@ impl Translator {
             model.rebuild_l4(objects, settings, &mut resolver);
         }
         let mut diagnostics = Vec::new();
-        let default_backend = model.global_default(settings, &mut resolver, &mut diagnostics);
+        let defaults = model.global_default(settings, &mut resolver, &mut diagnostics);
         diagnostics.extend(model.service_problems(&resolver, settings));
         if full {
             resolver.finish();
@@ -174,7 +174,7 @@ impl Translator {
         if work.tls {
             model.rebuild_tls(objects, certs, run, settings.default_certificate.as_ref());
         }
-        model.output(default_backend, diagnostics)
+        model.output(defaults, diagnostics)
     }
 
     /// Decides what to redo: the logged changes, or everything (first call, another cache,
@@ -678,7 +678,7 @@ impl Model {
     /// unique.
     fn output(
         &mut self,
-        default_backend: Option<Arc<RouteTarget>>,
+        (default_backend, service_default): (Option<Arc<RouteTarget>>, Option<Arc<RouteTarget>>),
         mut diagnostics: Vec<Diagnostic>,
     ) -> Translation {
         let hosts = self.assemble_hosts();
@@ -692,6 +692,7 @@ impl Model {
             http: HttpConfig {
                 hosts,
                 default_backend,
+                service_default,
             },
             tls: self.tls.0.clone(),
             passthrough: self.passthrough.0.clone(),
@@ -749,9 +750,29 @@ impl Model {
         }
     }
 
-    /// The global default backend: the configured Service, else the `spec.defaultBackend` of
-    /// the oldest main Ingress that has one and no `spec.rules`.
+    /// The backend of unknown hosts and that of named hosts' unmatched paths, as ingress-nginx
+    /// has them: the `spec.defaultBackend` of the oldest main Ingress that has one and no
+    /// `spec.rules` (a catch-all Ingress) answers unknown hosts, even with
+    /// `--default-backend-service`; that Service answers the rest. A catch-all Ingress never
+    /// takes another Ingress's host: one tenant's would get every other tenant's stray requests.
     fn global_default(
+        &mut self,
+        settings: &Settings,
+        resolver: &mut Resolver<'_>,
+        diags: &mut Vec<Diagnostic>,
+    ) -> (Option<Arc<RouteTarget>>, Option<Arc<RouteTarget>>) {
+        let service = self.service_default(settings, resolver, diags);
+        let catch_all = self.defaults.iter().next().cloned().and_then(|key| {
+            let st = self.ingresses.get_mut(&key.namespace, &key.name)?;
+            let backend = st.parsed.default_backend.clone()?;
+            let upstream = http::http_upstream(resolver, st, &backend, diags);
+            Some(http::target(st, 0, upstream, None))
+        });
+        (catch_all.or_else(|| service.clone()), service)
+    }
+
+    /// `--default-backend-service` as a target.
+    fn service_default(
         &mut self,
         settings: &Settings,
         resolver: &mut Resolver<'_>,
@@ -793,11 +814,7 @@ impl Model {
                 default_backend: None,
             }));
         }
-        let key = self.defaults.iter().next()?;
-        let st = self.ingresses.get_mut(&key.namespace, &key.name)?;
-        let backend = st.parsed.default_backend.clone()?;
-        let upstream = http::http_upstream(resolver, st, &backend, diags);
-        Some(http::target(st, 0, upstream, None))
+        None
     }
 
     /// The virtual hosts in snapshot order, with their TLS flags.

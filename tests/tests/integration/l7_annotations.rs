@@ -547,10 +547,13 @@ async fn l7_custom_http_errors() -> anyhow::Result<()> {
         policy(|p| p.custom_http_errors = vec![404, 503]),
     );
     let mut snap = snapshot(vec![vhost("ce.test", vec![prefix("/", &t)])]);
-    snap.http.default_backend = Some(target(
-        "default-backend",
-        upstream("errors", &[errors.addr]),
-    ));
+    set_default_service(
+        &mut snap,
+        Some(target(
+            "default-backend",
+            upstream("errors", &[errors.addr]),
+        )),
+    );
     let l7 = L7::start(snap.clone()).await?;
 
     let req = http::Request::builder()
@@ -605,7 +608,7 @@ async fn l7_custom_http_errors() -> anyhow::Result<()> {
     }
 
     // No default backend: a short proxy body with the original code.
-    snap.http.default_backend = None;
+    set_default_service(&mut snap, None);
     snap.generation += 1000;
     l7.apply(snap);
     let r = get(l7.http, "ce.test", "/status/404").await?;
@@ -684,10 +687,13 @@ async fn l7_own_refusals_get_custom_error_pages_and_cors_headers() -> anyhow::Re
             .map(|(h, t)| vhost(h, vec![prefix("/", t)]))
             .collect(),
     );
-    snap.http.default_backend = Some(target(
-        "default-backend",
-        upstream("errors", &[errors.addr]),
-    ));
+    set_default_service(
+        &mut snap,
+        Some(target(
+            "default-backend",
+            upstream("errors", &[errors.addr]),
+        )),
+    );
     let l7 = L7::start(snap).await?;
     let request = |host: &str, body: &'static str| {
         http::Request::builder()
@@ -1384,10 +1390,13 @@ async fn l7_annotated_default_backend() -> anyhow::Result<()> {
         vhost("app.test", vec![prefix("/", &app_t)]),
         vhost("plain.test", vec![prefix("/", &plain)]),
     ]);
-    snap.http.default_backend = Some(target(
-        "default-backend",
-        upstream("global-errors", &[global.addr]),
-    ));
+    set_default_service(
+        &mut snap,
+        Some(target(
+            "default-backend",
+            upstream("global-errors", &[global.addr]),
+        )),
+    );
     let l7 = L7::start(snap).await?;
 
     // No endpoint: the whole request goes to the stand-in, path and all.

@@ -431,7 +431,10 @@ async fn l7_default_server_requests_are_logged_only_when_asked() -> anyhow::Resu
     assert_eq!(get(l7.http, "log.test", "/elsewhere").await?.status, 404);
     assert_eq!(get(l7.http, "log.test", "/app").await?.status, 200);
     let db = TestServer::echo("default").await?;
-    snap.http.default_backend = Some(target("default-backend", upstream("db", &[db.addr])));
+    set_default_service(
+        &mut snap,
+        Some(target("default-backend", upstream("db", &[db.addr]))),
+    );
     snap.generation += 1;
     l7.apply(snap.clone());
     let r = get(l7.http, "scan.test", "/x").await?;
@@ -465,7 +468,7 @@ async fn l7_default_server_requests_are_logged_only_when_asked() -> anyhow::Resu
     snap.generation += 1;
     l7.apply(snap.clone());
     assert_eq!(get(l7.http, "scan.test", "/y").await?.status, 200);
-    snap.http.default_backend = None;
+    set_default_service(&mut snap, None);
     snap.generation += 1;
     l7.apply(snap);
     assert_eq!(get(l7.http, "scan.test", "/z").await?.status, 404);

@@ -4,6 +4,56 @@ use std::{sync::Arc, time::Duration};
 
 use tests::{l7::*, upstream::*};
 
+/// A catch-all Ingress (`spec.defaultBackend` without rules) answers unknown hosts and the
+/// stray paths of host-less rules, never a named host's: those get the default Service
+/// (`--default-backend-service`), else the proxy's 404, as in ingress-nginx. One tenant's
+/// catch-all must not receive another tenant's requests, cookies and all.
+#[tokio::test]
+async fn l7_a_catch_all_ingress_never_takes_a_named_hosts_paths() -> anyhow::Result<()> {
+    let names = ["app", "any", "catch-all", "service"];
+    let mut servers = Vec::new();
+    for n in names {
+        servers.push(TestServer::echo(n).await?);
+    }
+    let t = |i: usize| target(names[i], upstream(names[i], &[servers[i].addr]));
+    let (app, any, catch_all, service) = (t(0), t(1), t(2), t(3));
+    let mut snap = snapshot(vec![
+        vhost("named.test", vec![prefix("/api", &app)]),
+        vhost("", vec![prefix("/any", &any)]),
+    ]);
+    snap.http.default_backend = Some(catch_all.clone());
+    let l7 = L7::start(snap.clone()).await?;
+    let who = |host: &'static str, path: &'static str| {
+        let l7 = &l7;
+        async move {
+            let r = get(l7.http, host, path).await.expect("request");
+            (r.status.as_u16(), r.upstream().map(str::to_string))
+        }
+    };
+    assert_eq!(who("named.test", "/api/x").await, (200, Some("app".into())));
+    assert_eq!(who("named.test", "/other").await, (404, None));
+    assert_eq!(
+        who("unknown.test", "/other").await,
+        (200, Some("catch-all".into()))
+    );
+    assert_eq!(who("unknown.test", "/any").await, (200, Some("any".into())));
+
+    // With the default Service too: named hosts' stray paths go there; unknown hosts still to
+    // the catch-all Ingress.
+    snap.http.service_default = Some(service);
+    snap.generation += 1;
+    l7.apply(snap);
+    assert_eq!(
+        who("named.test", "/other").await,
+        (200, Some("service".into()))
+    );
+    assert_eq!(
+        who("unknown.test", "/other").await,
+        (200, Some("catch-all".into()))
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn l7_routing_precedence_table() -> anyhow::Result<()> {
     let names = ["a", "b", "c", "d", "e", "f", "dflt"];
@@ -28,7 +78,7 @@ async fn l7_routing_precedence_table() -> anyhow::Result<()> {
         vhost("*.example.com", vec![prefix("/", &f)]),
         vhost("", vec![prefix("/any", &a)]),
     ]);
-    snap.http.default_backend = Some(dflt.clone());
+    set_default_service(&mut snap, Some(dflt.clone()));
     let l7 = L7::start(snap.clone()).await?;
 
     let table: &[(&str, &str, &str)] = &[
@@ -83,7 +133,7 @@ async fn l7_routing_precedence_table() -> anyhow::Result<()> {
     assert!(!metrics.contains("ingress=\"dflt\""), "{metrics}");
 
     // Without a default backend, an unmatched request is 404 from the proxy.
-    snap.http.default_backend = None;
+    set_default_service(&mut snap, None);
     snap.generation += 100;
     l7.apply(snap);
     let r = get(l7.http, "a.b.example.com", "/nothing").await?;
@@ -127,7 +177,7 @@ async fn l7_routing_precedence_table() -> anyhow::Result<()> {
             vhost("", vec![prefix("/any", &a)]),
             vhost("g.test", vec![prefix("/app", &g)]),
         ]);
-        snap.http.default_backend = (n == 1).then(|| dflt.clone());
+        set_default_service(&mut snap, (n == 1).then(|| dflt.clone()));
         snap
     };
     l7.apply(g(0));
