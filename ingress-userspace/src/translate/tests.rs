@@ -687,13 +687,14 @@ fn tls_good_missing_and_garbage_secrets() {
         Arc::ptr_eq(&certs[0].key, &certs[1].key),
         "one Secret is parsed once"
     );
-    // Routes are served either way; tls marks hosts a spec.tls entry of the same Ingress
-    // applies to.
+    // Routes are served either way; tls marks every rule host of an Ingress with spec.tls,
+    // as ingress-nginx gives each a certificate (the default one for plain.example), so
+    // ssl-redirect and HSTS apply to it.
     assert!(vhost(&t, &HostMatch::Wildcard("wild.example".into())).tls);
     for (host, tls) in [
         ("secure.example", true),
         ("x.wild.example", true),
-        ("plain.example", false),
+        ("plain.example", true),
         ("m.example", true),
         ("g.example", true),
     ] {
@@ -790,10 +791,11 @@ fn tls_entry_without_hosts_applies_by_certificate_name() {
         .path("/", "Prefix", "web", 80)));
     let t = run(objs);
     assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    // plain.example gets the default certificate, and is an HTTPS host all the same.
     for (host, tls) in [
         ("c.example", true),
         ("x.wild.example", true),
-        ("plain.example", false),
+        ("plain.example", true),
     ] {
         assert_eq!(vhost(&t, &exact(host)).tls, tls, "{host}");
     }

@@ -218,6 +218,18 @@ pub fn build(
     let mut tls_hosts = Vec::new();
     for ing in ingresses {
         let ns = &ing.origin.namespace;
+        // ingress-nginx gives every named rule host of an Ingress with `spec.tls` a
+        // certificate (the default one when no entry serves it), which is what its
+        // `ssl-redirect` and HSTS look for: such a host is an HTTPS host whichever entry
+        // lists it, or none.
+        if !ing.tls.is_empty() {
+            tls_hosts.extend(
+                ing.hosts()
+                    .into_iter()
+                    .filter(|h| !matches!(h, HostMatch::Any))
+                    .cloned(),
+            );
+        }
         let applies = hosts_per_entry(ing, certs, objects, run);
         for ((i, entry), entry_hosts) in ing.tls.iter().enumerate().zip(applies) {
             // An entry listing hosts of which none applies has no effect: not even its Secret
