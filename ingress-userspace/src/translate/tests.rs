@@ -813,7 +813,7 @@ fn tls_entry_without_hosts_applies_by_certificate_name() {
 }
 
 #[test]
-fn passthrough_ingresses_become_sni_routes_only() {
+fn passthrough_ingresses_become_sni_routes_and_serve_plain_http() {
     let mut objs = backend_objects("ns", "tls-app", "10.0.0.5");
     objs.extend(backend_objects("ns", "other", "10.0.0.6"));
     objs.push(ing(mk_ingress("ns", "pt")
@@ -835,10 +835,30 @@ fn passthrough_ingresses_become_sni_routes_only() {
         .host("*.pt.example")
         .default_backend("other", 80)));
     let t = run(objs);
-    assert!(
-        t.snapshot.http.hosts.is_empty(),
-        "passthrough rules are not HTTP routes"
+    // As in ingress-nginx, their rules also serve plain HTTP (where `force-ssl-redirect`
+    // sends clients to HTTPS); the oldest Ingress wins a path, as for any host.
+    let hosts: Vec<(HostMatch, usize)> = t
+        .snapshot
+        .http
+        .hosts
+        .iter()
+        .map(|h| (h.host.clone(), h.routes.len()))
+        .collect();
+    assert_eq!(
+        hosts,
+        vec![
+            (exact("first.example"), 1),
+            (exact("pt.example"), 2),
+            (HostMatch::Wildcard("pt.example".into()), 0),
+            (HostMatch::Any, 1),
+        ]
     );
+    let pt_root = vhost(&t, &exact("pt.example"))
+        .routes
+        .iter()
+        .find(|r| r.path.as_str() == "/")
+        .map(|r| r.target.upstream.name.clone());
+    assert_eq!(pt_root.as_deref(), Some("ns/tls-app:80"));
     let pt: Vec<(HostMatch, String, bool)> = t
         .snapshot
         .passthrough
@@ -861,6 +881,8 @@ fn passthrough_ingresses_become_sni_routes_only() {
         diags(&t),
         vec![
             ("pt".into(), reason::INVALID_PASSTHROUGH),
+            // pt.example's SNI route, and its HTTP path `/`.
+            ("pt2".into(), reason::RULE_CONFLICT),
             ("pt2".into(), reason::RULE_CONFLICT)
         ]
     );

@@ -488,7 +488,7 @@ impl Model {
             );
         }
         match st.role {
-            Role::Main | Role::Canary => {
+            Role::Main | Role::Canary | Role::Passthrough => {
                 for host in st.parsed.hosts() {
                     if let Some(hs) = self.hosts.get_mut(host) {
                         hs.mains.remove(&st.age);
@@ -496,8 +496,10 @@ impl Model {
                     }
                     work.hosts.insert(host.clone());
                 }
+                if st.role == Role::Passthrough {
+                    work.passthrough = true;
+                }
             }
-            Role::Passthrough => work.passthrough = true,
             Role::Foreign | Role::Rejected => {}
         }
         self.defaults.remove(&st.age);
@@ -542,13 +544,16 @@ impl Model {
             }
         }
         match st.role {
-            Role::Main | Role::Canary => {
+            // A passthrough Ingress's rules also serve plain HTTP, as ingress-nginx keeps a
+            // server for them: `force-ssl-redirect` sends such clients to HTTPS, where the
+            // SNI is spliced (Argo CD's manifests rely on it).
+            Role::Main | Role::Canary | Role::Passthrough => {
                 for host in st.parsed.hosts() {
                     let hs = self.hosts.entry(host.clone()).or_default();
-                    if st.role == Role::Main {
-                        hs.mains.insert(st.age.clone());
-                    } else {
+                    if st.role == Role::Canary {
                         hs.canaries.insert(st.age.clone());
+                    } else {
+                        hs.mains.insert(st.age.clone());
                     }
                     work.hosts.insert(host.clone());
                 }
@@ -564,10 +569,10 @@ impl Model {
                     self.tls_ingresses.insert(st.age.clone());
                     work.tls = true;
                 }
-            }
-            Role::Passthrough => {
-                self.passthroughs.insert(st.age.clone());
-                work.passthrough = true;
+                if st.role == Role::Passthrough {
+                    self.passthroughs.insert(st.age.clone());
+                    work.passthrough = true;
+                }
             }
             Role::Foreign | Role::Rejected => {}
         }
@@ -587,7 +592,10 @@ impl Model {
                     Role::Main | Role::Canary => {
                         work.hosts.extend(st.parsed.hosts().into_iter().cloned())
                     }
-                    Role::Passthrough => work.passthrough = true,
+                    Role::Passthrough => {
+                        work.hosts.extend(st.parsed.hosts().into_iter().cloned());
+                        work.passthrough = true;
+                    }
                     Role::Foreign | Role::Rejected => {}
                 }
             }

@@ -43,7 +43,10 @@ fn passthrough_bench_manifests_splice_its_host_to_the_backend() {
         HostMatch::Exact(passthrough::peers::HOST.into())
     );
     assert_eq!(routes[0].upstream.endpoints, vec![backend]);
-    assert!(t.snapshot.http.hosts.is_empty() && t.snapshot.tls.certs.is_empty());
+    // Its host also serves plain HTTP (as in ingress-nginx), with no certificate of its own.
+    let hosts: Vec<&HostMatch> = t.snapshot.http.hosts.iter().map(|h| &h.host).collect();
+    assert_eq!(hosts, [&routes[0].host]);
+    assert!(t.snapshot.tls.certs.is_empty());
 }
 
 #[test]

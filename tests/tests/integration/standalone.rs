@@ -811,7 +811,8 @@ spec:
 /// `--use-proxy-protocol` through the real binary: behind a load balancer that sends PROXY
 /// headers, a passthrough backend gets the balancer's client in its own PROXY v2 header, the
 /// L7 upstream sees it as `X-Real-IP`, and a connection without a header is closed and
-/// counted.
+/// counted. The passthrough host's `force-ssl-redirect` sends plain-HTTP clients to HTTPS,
+/// as ingress-nginx's server for it does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_protocol_from_a_load_balancer_reaches_passthrough_and_l7_backends() {
     use tests::passthrough::{connect, tls_over, BackendBehavior, Pki, Prefixed, TlsBackend, STEP};
@@ -827,7 +828,8 @@ async fn proxy_protocol_from_a_load_balancer_reaches_passthrough_and_l7_backends
     let dir = tempfile::tempdir().expect("tempdir");
     let passthrough = tests::ingressd::passthrough_ingress_yaml(HOST, "tls-backend", 443).replacen(
         "ssl-passthrough: \"true\"\n",
-        "ssl-passthrough: \"true\"\n    ingress.example.dev/proxy-protocol: \"true\"\n",
+        "ssl-passthrough: \"true\"\n    ingress.example.dev/proxy-protocol: \"true\"\n    \
+         nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\"\n",
         1,
     );
     let web_service = class_and_service_yaml("web", &web.addr.to_string(), "http", 80)
@@ -886,19 +888,34 @@ async fn proxy_protocol_from_a_load_balancer_reaches_passthrough_and_l7_backends
         "198.51.100.20:5000".parse().expect("addr"),
         "198.51.100.1:80".parse().expect("addr"),
     );
-    let out = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(http).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        s.write_all(&header).expect("header");
-        s.write_all(b"GET / HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n")
-            .expect("request");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    })
-    .await
-    .expect("join");
+    let get = move |host: &'static str| {
+        let header = header.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(http).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            s.write_all(&header).expect("header");
+            let request = format!("GET /app HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            s.write_all(request.as_bytes()).expect("request");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+    };
+    let redirect = get(HOST).await.expect("join");
+    assert!(
+        redirect.starts_with("HTTP/1.1 308"),
+        "{redirect}\n{}",
+        p.log_text()
+    );
+    assert!(
+        redirect.contains(&format!(
+            "location: https://{HOST}:{}/app\r\n",
+            https.port()
+        )),
+        "{redirect}"
+    );
+    let out = get("web.test").await.expect("join");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}\n{}", p.log_text());
     assert!(
         out.contains(r#""x-real-ip":"198.51.100.20""#),
