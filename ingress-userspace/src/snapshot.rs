@@ -129,6 +129,10 @@ pub struct Global {
     /// `worker-shutdown-timeout`: on SIGTERM, how long in-flight requests and passthrough
     /// connections may take; `None`: the flag's.
     pub drain_timeout: Option<Duration>,
+    /// The controller ConfigMap holds an invalid value, so its last change was not applied
+    /// (the previous settings stay, as nginx keeps running when a reload fails):
+    /// `config_last_reload_successful` reads 0 until it is fixed.
+    pub config_rejected: bool,
 }
 
 /// nginx's error-log levels folded onto tracing's (`notice` is `info`; `crit`, `alert` and
@@ -377,6 +381,7 @@ impl Default for Global {
             log_escape: LogEscape::Default,
             error_log_level: None,
             drain_timeout: None,
+            config_rejected: false,
         }
     }
 }

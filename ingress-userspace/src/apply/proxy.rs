@@ -92,7 +92,12 @@ impl ProxyApplier {
             server_tls,
         });
         let took = started.elapsed();
-        metrics.config_applied(snapshot.generation, &snapshot.tls, took);
+        metrics.config_applied(
+            snapshot.generation,
+            &snapshot.tls,
+            snapshot.global.config_rejected,
+            took,
+        );
         if let Some(r) = &self.readiness {
             r.set_ready();
         }

@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
     sync::{
-        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed},
         Arc, Mutex,
     },
     time::Duration,
@@ -196,6 +196,8 @@ pub struct ProxyMetrics {
     apply_duration: Histogram,
     /// Unix time of the last configuration applied.
     last_apply: AtomicU64,
+    /// The applied configuration kept older settings over an invalid controller ConfigMap.
+    config_rejected: AtomicBool,
     /// The applied configuration's certificates, for `ssl_expire_time_seconds`.
     certificates: Mutex<(CertExpiries, Vec<CertExpiry>)>,
     open_connections: AtomicI64,
@@ -245,6 +247,7 @@ impl ProxyMetrics {
             config_generation: AtomicU64::new(0),
             apply_duration: Histogram::default(),
             last_apply: AtomicU64::new(0),
+            config_rejected: AtomicBool::new(false),
             certificates: Mutex::default(),
             open_connections: AtomicI64::new(0),
             max_connections: AtomicU64::new(0),
@@ -371,6 +374,7 @@ impl ProxyMetrics {
         &self,
         generation: u64,
         tls: &crate::snapshot::TlsConfig,
+        rejected: bool,
         took: Duration,
     ) {
         {
@@ -382,6 +386,7 @@ impl ProxyMetrics {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         self.last_apply.store(now.as_secs(), Relaxed);
+        self.config_rejected.store(rejected, Relaxed);
         self.config_applies.fetch_add(1, Relaxed);
         self.config_generation.store(generation, Relaxed);
         self.apply_duration.observe(took);
@@ -551,6 +556,7 @@ impl ProxyMetrics {
                 locations: &locations,
                 certificates: &certs.1,
                 last_apply: self.last_apply.load(Relaxed),
+                config_rejected: self.config_rejected.load(Relaxed),
                 applies: self.config_applies.load(Relaxed),
                 leader: leader.as_ref().map(|(n, l)| (n.as_str(), *l)),
                 open_connections: self.open_connections.load(Relaxed),

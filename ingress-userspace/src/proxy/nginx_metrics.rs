@@ -454,6 +454,8 @@ pub struct Sources<'a> {
     pub certificates: &'a [CertExpiry],
     /// Unix time of the last configuration applied; 0 before the first.
     pub last_apply: u64,
+    /// The controller ConfigMap's last change was refused (`Global::config_rejected`).
+    pub config_rejected: bool,
     /// Configurations applied so far.
     pub applies: u64,
     /// The Lease's name, and whether this replica holds it; `None` without an election.
@@ -595,8 +597,9 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Configuration applies, leadership and client connections.
 fn render_controller(s: &Sources<'_>, out: &mut String) {
-    // A snapshot is applied whole or not at all (bad objects are reported and left out), so
-    // once one is in use the last "reload" succeeded, and no reload ever fails.
+    // A snapshot is applied whole or not at all (bad objects are reported and left out); what
+    // fails as a reload would in nginx is a controller ConfigMap with an invalid value, whose
+    // change is not applied.
     family(
         out,
         "config_last_reload_successful",
@@ -606,7 +609,7 @@ fn render_controller(s: &Sources<'_>, out: &mut String) {
     let _ = writeln!(
         out,
         "nginx_ingress_controller_config_last_reload_successful {}",
-        u8::from(s.last_apply > 0)
+        u8::from(s.last_apply > 0 && !s.config_rejected)
     );
     family(
         out,
@@ -937,8 +940,16 @@ mod tests {
             !out.contains("leader_election_status"),
             "no election, no series"
         );
-        m.config_applied(1, &TlsConfig::default(), Duration::from_millis(1));
-        m.config_applied(2, &TlsConfig::default(), Duration::from_millis(1));
+        m.config_applied(1, &TlsConfig::default(), true, Duration::from_millis(1));
+        assert_eq!(
+            value(
+                &rendered(&m),
+                "nginx_ingress_controller_config_last_reload_successful"
+            ),
+            0.0,
+            "a refused controller ConfigMap fails the reload"
+        );
+        m.config_applied(2, &TlsConfig::default(), false, Duration::from_millis(1));
         m.connection_opened();
         m.connection_opened();
         m.connection_closed();

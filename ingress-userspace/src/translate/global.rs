@@ -124,6 +124,8 @@ pub struct ControllerConfig {
     /// `global-allowed-response-headers`: the only headers a `custom-headers` ConfigMap may
     /// set, lower-case.
     pub allowed_response_headers: Vec<String>,
+    /// Keys of the ConfigMap with an invalid value.
+    pub invalid: usize,
 }
 
 /// Reads the ConfigMap `settings.controller_config` names; without one (or while it does not
@@ -188,6 +190,11 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
             }
         };
         if let Err(m) = result {
+            // A header ConfigMap that is missing or half wrong is reported, not a failure:
+            // ingress-nginx's reload goes through without those headers too.
+            if key != "proxy-set-headers" && key != "add-headers" {
+                out.invalid += 1;
+            }
             out.diagnostics.push(Diagnostic::new(
                 origin.clone(),
                 reason::INVALID_CONFIG_KEY,

@@ -1373,6 +1373,64 @@ fn controller_configmap_changes_reach_every_ingress() {
     assert_eq!(t.snapshot.global, s.global);
 }
 
+/// A controller ConfigMap change with an invalid value is not applied: the previous settings
+/// stay (nginx keeps running when a reload fails) and `config_rejected` is set, until fixed.
+/// Deleting the ConfigMap is not a failure.
+#[test]
+fn an_invalid_controller_configmap_change_keeps_the_previous_settings() {
+    let s = controller_settings();
+    let mut cache = ObjectCache::from_objects(plain_ingress_objects());
+    let mut tr = Translator::new(s.clone());
+    let body = |t: &Translation| {
+        vhost(t, &exact("a.example")).routes[0]
+            .target
+            .policy
+            .max_body_bytes
+    };
+    cache.apply(controller_configmap(&[
+        ("proxy-body-size", "3m"),
+        ("http-redirect-code", "301"),
+    ]));
+    let t = tr.translate(&cache);
+    assert_eq!(body(&t), Some(3 << 20));
+    assert!(!t.snapshot.global.config_rejected);
+    // A typo: neither it nor the valid key beside it is applied.
+    cache.apply(controller_configmap(&[
+        ("proxy-body-size", "3 m"),
+        ("http-redirect-code", "302"),
+    ]));
+    let t = tr.translate(&cache);
+    assert_eq!(body(&t), Some(3 << 20), "the previous limit stays");
+    assert_eq!(t.snapshot.global.http_redirect_code, 301);
+    assert!(t.snapshot.global.config_rejected);
+    let messages: Vec<&str> = t.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("proxy-body-size"))
+            && messages.iter().any(|m| m.contains("not applied")),
+        "{messages:?}"
+    );
+    // Fixed: applied.
+    cache.apply(controller_configmap(&[
+        ("proxy-body-size", "4m"),
+        ("http-redirect-code", "302"),
+    ]));
+    let t = tr.translate(&cache);
+    assert_eq!(body(&t), Some(4 << 20));
+    assert_eq!(t.snapshot.global.http_redirect_code, 302);
+    assert!(!t.snapshot.global.config_rejected && t.diagnostics.is_empty());
+    // Invalid from the start: the valid keys apply, the invalid keep their defaults, and the
+    // failure shows.
+    let mut fresh = Translator::new(s.clone());
+    cache.apply(controller_configmap(&[
+        ("proxy-body-size", "3 m"),
+        ("http-redirect-code", "302"),
+    ]));
+    let t = fresh.translate(&cache);
+    assert_eq!(body(&t), Some(1 << 20));
+    assert_eq!(t.snapshot.global.http_redirect_code, 302);
+    assert!(t.snapshot.global.config_rejected);
+}
+
 /// `proxy-set-headers` / `add-headers`: the header ConfigMaps they name are followed like the
 /// controller ConfigMap itself, from absent to present to edited, incrementally as from
 /// scratch.
@@ -2294,7 +2352,9 @@ fn incremental_translation_equals_translation_from_scratch() {
             }
             let incremental = tr.translate(&cache);
             cache.discard_changes_until(cache.version());
-            let fresh = translate(&cache, &s);
+            // From scratch but for the controller ConfigMap settings last accepted, which an
+            // invalid change keeps.
+            let fresh = Translator::remembering(s.clone(), &tr).translate(&cache);
             assert!(
                 incremental.same_content(&fresh),
                 "seed {seed} step {step}:\nincremental {:#?}\nfresh {:#?}",

@@ -50,6 +50,8 @@ pub struct Translator {
     backends: BackendCache,
     certs: CertCache,
     auth: HashMap<AuthKey, AuthEntry>,
+    /// The last controller ConfigMap settings without an invalid value.
+    accepted_controller: Option<global::ControllerConfig>,
 }
 
 /// Auth cache key: Secret namespace, name, realm, auth-map.
@@ -128,6 +130,7 @@ impl Translator {
             backends: BackendCache::default(),
             certs: CertCache::default(),
             auth: HashMap::new(),
+            accepted_controller: None,
         }
     }
 
@@ -199,7 +202,7 @@ impl Translator {
             }
             _ => {
                 self.model = Model {
-                    controller: global::read(objects, &self.settings),
+                    controller: self.controller_config(objects),
                     ..Model::default()
                 };
                 for ing in objects.ingresses().iter() {
@@ -212,6 +215,51 @@ impl Translator {
             }
         };
         (work, full)
+    }
+
+    /// The controller ConfigMap's settings, unless it holds an invalid value: then the last
+    /// settings without one stay, as nginx keeps its running configuration when a reload
+    /// fails, marked `config_rejected` (a typo in `proxy-body-size` must not turn every
+    /// upload into a 413 of the default limit). With no earlier settings, the valid keys
+    /// apply and the invalid ones keep their defaults.
+    fn controller_config(&mut self, objects: &ObjectCache) -> global::ControllerConfig {
+        let mut read = global::read(objects, &self.settings);
+        if read.invalid == 0 {
+            self.accepted_controller = Some(read.clone());
+            return read;
+        }
+        read.global.config_rejected = true;
+        let Some(previous) = &self.accepted_controller else {
+            return read;
+        };
+        let mut kept = previous.clone();
+        kept.global.config_rejected = true;
+        if let Some(nn) = &self.settings.controller_config {
+            read.diagnostics.push(Diagnostic::new(
+                ObjectRef {
+                    kind: "ConfigMap",
+                    namespace: nn.namespace.clone(),
+                    name: nn.name.clone(),
+                },
+                reason::INVALID_CONFIG_KEY,
+                "this change is not applied: the previous settings stay until its invalid values \
+                 are fixed",
+            ));
+        }
+        kept.diagnostics = read.diagnostics;
+        // Still follow the header ConfigMaps the new version names.
+        kept.sources = read.sources;
+        kept.invalid = read.invalid;
+        kept
+    }
+
+    /// A translator that remembers what `other` last accepted of the controller ConfigMap, so
+    /// from scratch it translates as `other` does incrementally.
+    #[cfg(test)]
+    pub(crate) fn remembering(settings: Settings, other: &Translator) -> Self {
+        let mut t = Translator::new(settings);
+        t.accepted_controller.clone_from(&other.accepted_controller);
+        t
     }
 
     /// Whether `change` is to the controller ConfigMap or to a header ConfigMap it names.

@@ -1061,11 +1061,33 @@ async fn the_controller_configmap_applies_without_a_restart() {
             let r = status("o.test", 10);
             (r.is_empty(), r)
         })?;
-        // A bad value: that key alone is ignored (the built-in 1m holds); the block is gone.
+        // A bad value: the change is not applied, so the block stays, and the reload counts
+        // as failed (nginx keeps running when `nginx -t` refuses a reload) ...
         write_cm("  proxy-body-size: lots\n");
-        until("a bad proxy-body-size ignored", || {
+        let reload_ok = || {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-m", "2", &format!("http://{admin}/metrics")])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            out.lines()
+                .find_map(|l| l.strip_prefix("nginx_ingress_controller_config_last_reload_successful "))
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
+        until("a bad change refused", || {
+            let v = reload_ok();
+            (v == "0", v)
+        })?;
+        let r = status("o.test", 10);
+        if !r.is_empty() {
+            return Err(format!("the previous block-cidrs dropped by a refused change: {r}"));
+        }
+        // ... until fixed.
+        write_cm("  proxy-body-size: 4k\n");
+        until("a fixed change applied", || {
             let r = status("c.test", 2048);
-            (r.starts_with("HTTP/1.1 200"), r)
+            (r.starts_with("HTTP/1.1 200") && reload_ok() == "1", r)
         })?;
         // Header ConfigMaps: named, then edited on their own.
         let headers = |data: &str| {
