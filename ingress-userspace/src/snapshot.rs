@@ -888,6 +888,10 @@ pub struct RoutePolicy {
     /// `enable-access-log` (default true): `false` keeps this route's requests out of the
     /// access log (they are still counted in the metrics).
     pub access_log: bool,
+    /// `auth-tls-secret` with `auth-tls-verify-client: off`: no certificate is asked for, and
+    /// the upstream gets `ssl-client-verify: NONE` in place of any `ssl-client-*` header the
+    /// client sent, as ingress-nginx sets them whenever the host has a client CA.
+    pub client_cert_off: bool,
     /// `upstream-hash-by`: requests with the same key go to the same endpoint while it is
     /// up (consistent hashing); an affinity cookie still wins.
     pub hash_by: Option<HashKey>,
@@ -936,6 +940,7 @@ impl Default for RoutePolicy {
             cookie_rewrite: None,
             mirror: None,
             access_log: true,
+            client_cert_off: false,
             custom_headers: None,
         }
     }

@@ -556,6 +556,11 @@ async fn pipeline<'c>(
         parts
             .headers
             .extend(set.into_iter().map(|(k, v)| (Some(k), v)));
+    } else if policy.client_cert_off {
+        client_cert::strip(&mut parts.headers);
+        parts
+            .headers
+            .insert(client_cert::VERIFY, HeaderValue::from_static("NONE"));
     }
     let authority = match upstream_vhost(policy) {
         // `upstream-vhost`: the upstream sees this host; X-Forwarded-Host keeps the client's.

@@ -1026,3 +1026,44 @@ async fn l7_ssl_ecdh_curve_sets_the_key_exchange_groups() -> anyhow::Result<()> 
     assert_eq!(r.status, 200);
     Ok(())
 }
+
+/// `auth-tls-verify-client: off` on a host with a client CA: the upstream gets
+/// `ssl-client-verify: NONE` in place of whatever `ssl-client-*` headers the client forged, as
+/// ingress-nginx sets them.
+#[tokio::test]
+async fn l7_client_certificates_off_still_replaces_forged_headers() -> anyhow::Result<()> {
+    let up = TestServer::echo("off").await?;
+    let mut policy = test_policy();
+    policy.client_cert_off = true;
+    let off = target_with("off", upstream("off", &[up.addr]), policy);
+    let open = target("open", upstream("off", &[up.addr]));
+    let l7 = L7::start(snapshot(vec![
+        vhost("off.test", vec![prefix("/", &off)]),
+        vhost("open.test", vec![prefix("/", &open)]),
+    ]))
+    .await?;
+    let forged = |host: &str| {
+        let mut req = build(http::Method::GET, host, "/", Default::default());
+        for (name, value) in [
+            ("ssl-client-verify", "SUCCESS"),
+            ("ssl-client-subject-dn", "CN=admin"),
+            ("ssl-client-cert", "forged"),
+        ] {
+            req.headers_mut()
+                .insert(name, http::HeaderValue::from_static(value));
+        }
+        req
+    };
+    let r = send(l7.http, forged("off.test")).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_header("ssl-client-verify").as_deref(), Some("NONE"));
+    assert_eq!(r.seen_header("ssl-client-subject-dn"), None);
+    assert_eq!(r.seen_header("ssl-client-cert"), None);
+    // A host without a client CA passes them on, as nginx does.
+    let r = send(l7.http, forged("open.test")).await?;
+    assert_eq!(
+        r.seen_header("ssl-client-verify").as_deref(),
+        Some("SUCCESS")
+    );
+    Ok(())
+}

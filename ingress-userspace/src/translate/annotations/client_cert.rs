@@ -40,6 +40,7 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         })?
         .unwrap_or(Some(VerifyClient::On));
     let Some(mode) = mode else {
+        a.policy.client_cert_off = true;
         return Ok(());
     };
     let depth = r
@@ -211,6 +212,10 @@ mod tests {
         let a =
             nginx(&[("auth-tls-secret", "ca"), ("auth-tls-verify-client", "off")]).expect("valid");
         assert_eq!(a.client_cert, None);
+        assert!(
+            a.policy.client_cert_off,
+            "forged ssl-client-* headers are replaced"
+        );
         assert!(nginx(&[
             ("auth-tls-secret", "ca"),
             ("auth-tls-error-page", "/cert-error")
