@@ -1381,24 +1381,21 @@ fn an_invalid_controller_configmap_change_keeps_the_previous_settings() {
     let s = controller_settings();
     let mut cache = ObjectCache::from_objects(plain_ingress_objects());
     let mut tr = Translator::new(s.clone());
+    let cm = |body: &str, code: &str| {
+        controller_configmap(&[("proxy-body-size", body), ("http-redirect-code", code)])
+    };
     let body = |t: &Translation| {
         vhost(t, &exact("a.example")).routes[0]
             .target
             .policy
             .max_body_bytes
     };
-    cache.apply(controller_configmap(&[
-        ("proxy-body-size", "3m"),
-        ("http-redirect-code", "301"),
-    ]));
+    cache.apply(cm("3m", "301"));
     let t = tr.translate(&cache);
     assert_eq!(body(&t), Some(3 << 20));
     assert!(!t.snapshot.global.config_rejected);
     // A typo: neither it nor the valid key beside it is applied.
-    cache.apply(controller_configmap(&[
-        ("proxy-body-size", "3 m"),
-        ("http-redirect-code", "302"),
-    ]));
+    cache.apply(cm("3 m", "302"));
     let t = tr.translate(&cache);
     assert_eq!(body(&t), Some(3 << 20), "the previous limit stays");
     assert_eq!(t.snapshot.global.http_redirect_code, 301);
@@ -1410,10 +1407,7 @@ fn an_invalid_controller_configmap_change_keeps_the_previous_settings() {
         "{messages:?}"
     );
     // Fixed: applied.
-    cache.apply(controller_configmap(&[
-        ("proxy-body-size", "4m"),
-        ("http-redirect-code", "302"),
-    ]));
+    cache.apply(cm("4m", "302"));
     let t = tr.translate(&cache);
     assert_eq!(body(&t), Some(4 << 20));
     assert_eq!(t.snapshot.global.http_redirect_code, 302);
@@ -1421,10 +1415,7 @@ fn an_invalid_controller_configmap_change_keeps_the_previous_settings() {
     // Invalid from the start: the valid keys apply, the invalid keep their defaults, and the
     // failure shows.
     let mut fresh = Translator::new(s.clone());
-    cache.apply(controller_configmap(&[
-        ("proxy-body-size", "3 m"),
-        ("http-redirect-code", "302"),
-    ]));
+    cache.apply(cm("3 m", "302"));
     let t = fresh.translate(&cache);
     assert_eq!(body(&t), Some(1 << 20));
     assert_eq!(t.snapshot.global.http_redirect_code, 302);
