@@ -84,13 +84,15 @@ fn check_examples(s: &Snapshot) {
     assert_eq!(
         hosts,
         vec![
+            // The passthrough Ingress's host serves plain HTTP too, as in ingress-nginx.
+            &exact("passthrough.example.test"),
             &exact("secure.example.test"),
             &exact("www.example.test"),
             &HostMatch::Wildcard("apps.example.test".into())
         ]
     );
 
-    let www = &s.http.hosts[1];
+    let www = &s.http.hosts[2];
     let routes: Vec<(String, &str, Vec<SocketAddr>)> = www
         .routes
         .iter()
@@ -130,7 +132,7 @@ fn check_examples(s: &Snapshot) {
     assert!(!www.tls);
     assert!(www.routes[0].path.matches("/healthz") && !www.routes[0].path.matches("/healthz/x"));
 
-    let secure = &s.http.hosts[0];
+    let secure = &s.http.hosts[1];
     assert!(secure.tls);
     assert_eq!(secure.routes.len(), 2);
     assert!(secure
@@ -139,7 +141,7 @@ fn check_examples(s: &Snapshot) {
         .all(|r| r.target.policy.max_body_bytes == Some(8 << 20)));
     assert!(secure.routes.iter().all(|r| r.target.policy.ssl_redirect));
 
-    let apps = &s.http.hosts[2];
+    let apps = &s.http.hosts[3];
     assert!(
         apps.host.matches("shop.apps.example.test") && !apps.host.matches("a.b.apps.example.test")
     );

@@ -404,21 +404,23 @@ fn drain_case(cpu: Option<usize>) -> Vec<serde_json::Value> {
         p.log_text()
     );
 
-    // `--log-format json`: every line is one JSON object with level, target and message,
-    // access-log records included (one per request, with its fields at the top level).
+    // `--log-format json`: every line (stdout and stderr together here) is one JSON object:
+    // ingressd's own records with level, target and message; the access log's bare records
+    // (one per request, nothing around them).
     let log = p.log_text();
     let lines: Vec<serde_json::Value> = log
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
+    let (own, access): (Vec<_>, Vec<_>) = lines.iter().partition(|v| v.get("level").is_some());
     assert!(
-        lines
-            .iter()
+        own.iter()
             .all(|v| v["level"].is_string() && v["target"].is_string()),
         "{log}"
     );
-    let access = lines
+    assert!(access.iter().all(|v| v["request_id"].is_string()), "{log}");
+    let access = access
         .iter()
         .filter(|v| v["host"] == "slow.test" && v["status"] == 200)
         .count();
