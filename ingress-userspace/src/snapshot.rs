@@ -518,6 +518,9 @@ pub struct VirtualHost {
     /// `from-to-www-redirect`: `www.` + this name (or this name without its `www.`) answers
     /// a 308 to this host, where no host of its own has that name. Exact hosts only.
     pub www_redirect: bool,
+    /// `app-root` of the oldest main Ingress of the host that sets it: `/` on the host is a
+    /// 302 there, whichever rule would take `/`, as ingress-nginx's server-level `if`.
+    pub app_root: Option<String>,
 }
 
 impl VirtualHost {

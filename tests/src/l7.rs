@@ -140,6 +140,7 @@ pub fn vhost(host: &str, routes: Vec<Route>) -> VirtualHost {
         client_auth: None,
         aliases: Vec::new(),
         www_redirect: false,
+        app_root: None,
     }
 }
 

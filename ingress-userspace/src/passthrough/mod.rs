@@ -770,6 +770,7 @@ mod tests {
                         client_auth: None,
                         aliases: Vec::new(),
                         www_redirect: false,
+                        app_root: None,
                     },
                     // ingress-nginx terminates the names a terminated host borrows too:
                     // its passthrough matches SNI exactly, never by wildcard.
@@ -784,6 +785,7 @@ mod tests {
                             HostMatch::Wildcard("sub.wild.test".into()),
                         ],
                         www_redirect: false,
+                        app_root: None,
                     },
                     crate::snapshot::VirtualHost {
                         host: HostMatch::Exact("wild.test".into()),
@@ -793,6 +795,7 @@ mod tests {
                         client_auth: None,
                         aliases: Vec::new(),
                         www_redirect: true,
+                        app_root: None,
                     },
                     crate::snapshot::VirtualHost {
                         host: HostMatch::Exact("pt.wild.test".into()),
@@ -802,6 +805,7 @@ mod tests {
                         client_auth: None,
                         aliases: Vec::new(),
                         www_redirect: false,
+                        app_root: None,
                     },
                 ],
                 default_backend: None,

@@ -88,6 +88,8 @@ pub struct CompiledHost {
     /// location `/` on the default backend).
     pub unmatched_location: LazyLocation,
     pub client_auth: Option<Arc<ClientCheck>>,
+    /// `app-root`: where `/` on this host redirects.
+    pub app_root: Option<Box<str>>,
 }
 
 /// A host's client certificate settings and the TLS server config that asks for them.
@@ -297,6 +299,11 @@ impl RouteTable {
 
     /// `from-to-www-redirect`: the host a request for this normalized name is sent to, when
     /// no host of its own has the name.
+    /// The `app-root` of the host serving a normalized host name, if it has one.
+    pub fn app_root(&self, host: &str) -> Option<&str> {
+        self.vhost(host)?.app_root.as_deref()
+    }
+
     pub fn www_redirect(&self, host: &str) -> Option<&str> {
         if self.www_redirects.is_empty() {
             return None;
@@ -397,6 +404,7 @@ impl RouteTable {
                 fallback_location: LazyLocation::default(),
                 unmatched_location: LazyLocation::default(),
                 client_auth,
+                app_root: vhost.app_root.as_deref().map(Box::from),
             });
         }
         if !c.shared.is_empty() {

@@ -196,6 +196,11 @@ async fn pipeline<'c>(
     if let Some(to) = config.routes.www_redirect(&host) {
         return redirect::www(to, client.https, shared.options.https_port, req.uri());
     }
+    // ingress-nginx's `app-root` is a server-level rewrite: before any rule is chosen, so
+    // it also holds where no rule of the Ingress carrying it takes `/`.
+    if let Some(r) = redirect::app_root(config.routes.app_root(&host), route_path) {
+        return r;
+    }
     let matched = config.routes.find(&host, route_path);
     // ingress-nginx's default server keeps its requests (scanners, health checks by address)
     // out of the access log unless asked.
@@ -268,9 +273,6 @@ async fn pipeline<'c>(
         }
     };
     if let Some(r) = redirect::fixed(policy) {
-        return r;
-    }
-    if let Some(r) = redirect::app_root(policy, route_path) {
         return r;
     }
     // A CORS preflight is answered in the rewrite phase too, as ingress-nginx's `return 204`

@@ -192,6 +192,7 @@ pub fn build_host(
     let mut client_auth: Option<Arc<ClientAuth>> = None;
     let mut aliases: Vec<HostMatch> = Vec::new();
     let mut www_redirect = false;
+    let mut app_root: Option<String> = None;
     for key in mains {
         let Some(st) = states.get_mut(&key.namespace, &key.name) else {
             continue;
@@ -207,6 +208,9 @@ pub fn build_host(
                     aliases.clone_from(&a.server_aliases);
                 }
                 www_redirect |= a.www_redirect && matches!(host, HostMatch::Exact(_));
+                if app_root.is_none() {
+                    app_root.clone_from(&a.policy.app_root);
+                }
             }
         }
         for rule in parsed.rules.iter().filter(|r| &r.host == host) {
@@ -336,6 +340,7 @@ pub fn build_host(
         client_auth,
         aliases: aliases.into_iter().filter(|a| a != host).collect(),
         www_redirect,
+        app_root,
     })
 }
 

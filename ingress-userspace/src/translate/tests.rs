@@ -2571,3 +2571,31 @@ fn the_default_certificate_secret_is_followed() {
     let t = check(&mut tr, &cache);
     assert!(t.snapshot.tls.default.is_some());
 }
+
+/// `app-root` is the host's, from the oldest main Ingress of the host that sets it, as
+/// ingress-nginx renders it at server level: it holds even where another Ingress routes `/`.
+#[test]
+fn app_root_belongs_to_the_host() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(ing(mk_ingress("ns", "app")
+        .created(1)
+        .annotation("app-root", "/app")
+        .host("a.example")
+        .path("/app", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "site")
+        .created(2)
+        .annotation("app-root", "/other")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)
+        .host("b.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "plain")
+        .created(3)
+        .host("c.example")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    let root = |h: &str| vhost(&t, &exact(h)).app_root.clone();
+    assert_eq!(root("a.example").as_deref(), Some("/app"));
+    assert_eq!(root("b.example").as_deref(), Some("/other"));
+    assert_eq!(root("c.example"), None);
+}

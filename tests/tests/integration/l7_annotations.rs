@@ -70,6 +70,14 @@ async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
             })
         }),
     );
+    // `app-root` is the host's (the translator takes the oldest Ingress's): `/` redirects
+    // even where the host routes only the app's own path, as ingress-nginx's server-level
+    // `if` does.
+    let with_root = |name: &str, routes| {
+        let mut h = vhost(name, routes);
+        h.app_root = Some("/app1".into());
+        h
+    };
     let snap = snapshot(vec![
         vhost(
             "rw.test",
@@ -80,7 +88,8 @@ async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
                 regex("/drop", &drop_query),
             ],
         ),
-        vhost("root.test", vec![prefix("/", &root)]),
+        with_root("root.test", vec![prefix("/", &root)]),
+        with_root("app-only.test", vec![prefix("/app1", &root)]),
         vhost("same.test", vec![regex("/", &same)]),
         vhost("perm.test", vec![prefix("/", &perm)]),
         vhost("temp.test", vec![prefix("/", &temp)]),
@@ -110,6 +119,11 @@ async fn l7_rewrite_app_root_and_redirects() -> anyhow::Result<()> {
         (302, Some("/app1"))
     );
     assert_eq!(get(l7.http, "root.test", "/app1").await?.status, 200);
+    let r = get(l7.http, "app-only.test", "/").await?;
+    assert_eq!(
+        (r.status.as_u16(), r.header("location")),
+        (302, Some("/app1"))
+    );
     let r = get(l7.http, "perm.test", "/any").await?;
     assert_eq!(
         (r.status.as_u16(), r.header("location")),

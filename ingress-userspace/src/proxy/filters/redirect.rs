@@ -87,9 +87,9 @@ pub fn fixed(policy: &RoutePolicy) -> Option<Response<ResponseBody>> {
     Some(errors::redirect(status, &r.location))
 }
 
-/// 302 from `/` to the app root.
-pub fn app_root(policy: &RoutePolicy, path: &str) -> Option<Response<ResponseBody>> {
-    let root = policy.app_root.as_deref()?;
+/// 302 from `/` to the host's app root.
+pub fn app_root(root: Option<&str>, path: &str) -> Option<Response<ResponseBody>> {
+    let root = root?;
     (path == "/" && root != "/").then(|| errors::redirect(StatusCode::FOUND, root))
 }
 
