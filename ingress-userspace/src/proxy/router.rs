@@ -668,13 +668,11 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
         // IPv6 literal: keep the brackets' content.
         rest.split_once(']').map_or(rest, |(h, _)| h)
     } else {
-        raw.rsplit_once(':').map_or(raw, |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                raw
-            }
-        })
+        match raw.split_once(':') {
+            // More than one colon (a bare IPv6 address) or a port that is not one: no port.
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => raw,
+        }
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -693,6 +691,16 @@ mod tests {
         assert_eq!(normalize_host("Foo.Example.COM:8080"), "foo.example.com");
         assert_eq!(normalize_host("foo.example.com."), "foo.example.com");
         assert_eq!(normalize_host("[::1]:80"), "::1");
+        for (given, want) in [
+            ("shop.example", "shop.example"),
+            ("shop.example:8443", "shop.example"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("198.51.100.1:80", "198.51.100.1"),
+        ] {
+            assert_eq!(normalize_host(given), want, "{given}");
+        }
         assert_eq!(normalize_host("example.com"), "example.com");
         assert_eq!(normalize_host(""), "");
     }

@@ -244,11 +244,12 @@ async fn pipeline<'c>(
     {
         let (port, status) = (shared.options.https_port, config.global.http_redirect_code);
         // The Location names the host the client asked for: a trusted balancer's, if any.
-        let to = client
+        let forwarded = client
             .host
             .as_ref()
             .and_then(|h| h.to_str().ok())
-            .map_or(host.as_ref(), redirect::without_port);
+            .map(normalize_host);
+        let to = forwarded.as_deref().unwrap_or(&host);
         if let Some(r) = redirect::ssl_redirect(policy, m.host_tls, to, req.uri(), port, status) {
             return r;
         }

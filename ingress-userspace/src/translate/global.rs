@@ -110,6 +110,9 @@ const HIDE_REFUSED: &[&str] = &[
     "transfer-encoding",
 ];
 
+/// Keys naming a ConfigMap of headers (`header_set`).
+const HEADER_SET_KEYS: [&str; 2] = ["proxy-set-headers", "add-headers"];
+
 /// What the controller ConfigMap contributes to a translation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ControllerConfig {
@@ -170,7 +173,7 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
                     .global_auth
                     .insert(name.to_owned(), value.clone());
             })
-        } else if key == "proxy-set-headers" || key == "add-headers" {
+        } else if HEADER_SET_KEYS.contains(&key.as_str()) {
             header_set(objects, nn, key, value.trim(), &mut out)
         } else if key == "retry-non-idempotent" {
             parse_bool(value.trim()).map(|b| out.defaults.retry_non_idempotent = b)
@@ -192,7 +195,7 @@ pub fn read(objects: &ObjectCache, settings: &Settings) -> ControllerConfig {
         if let Err(m) = result {
             // A header ConfigMap that is missing or half wrong is reported, not a failure:
             // ingress-nginx's reload goes through without those headers too.
-            if key != "proxy-set-headers" && key != "add-headers" {
+            if !HEADER_SET_KEYS.contains(&key.as_str()) {
                 out.invalid += 1;
             }
             out.diagnostics.push(Diagnostic::new(

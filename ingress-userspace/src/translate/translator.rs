@@ -637,12 +637,9 @@ impl Model {
                     continue;
                 };
                 match st.role {
-                    Role::Main | Role::Canary => {
-                        work.hosts.extend(st.parsed.hosts().into_iter().cloned())
-                    }
-                    Role::Passthrough => {
+                    Role::Main | Role::Canary | Role::Passthrough => {
                         work.hosts.extend(st.parsed.hosts().into_iter().cloned());
-                        work.passthrough = true;
+                        work.passthrough |= st.role == Role::Passthrough;
                     }
                     Role::Foreign | Role::Rejected => {}
                 }

@@ -65,19 +65,6 @@ pub fn ssl_redirect(
     Some(errors::redirect(status, &location))
 }
 
-/// `host[:port]` without its port; an IPv6 literal loses its brackets too, as
-/// `ssl_redirect` adds them back.
-pub fn without_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.split_once(':') {
-        // More than one colon: a bare IPv6 address, no port.
-        Some((h, port)) if !port.contains(':') => h,
-        _ => host,
-    }
-}
-
 /// The fixed redirect of the route, if any.
 pub fn fixed(policy: &RoutePolicy) -> Option<Response<ResponseBody>> {
     let r = policy.redirect.as_ref()?;
@@ -110,20 +97,6 @@ pub fn www(to: &str, tls: bool, https_port: u16, uri: &Uri) -> Response<Response
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn without_port_keeps_the_host_of_any_form() {
-        for (given, want) in [
-            ("shop.example", "shop.example"),
-            ("shop.example:8443", "shop.example"),
-            ("[2001:db8::1]:443", "2001:db8::1"),
-            ("[2001:db8::1]", "2001:db8::1"),
-            ("2001:db8::1", "2001:db8::1"),
-            ("198.51.100.1:80", "198.51.100.1"),
-        ] {
-            assert_eq!(without_port(given), want, "{given}");
-        }
-    }
 
     #[test]
     fn ssl_redirect_drops_one_trailing_slash_unless_asked() {
