@@ -82,7 +82,16 @@ impl TestCa {
         &self,
         common_name: &str,
     ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-        self.client_cert(common_name, None)
+        self.client_cert(common_name, None, None)
+    }
+
+    /// Like [`TestCa::issue_client`], valid only until the start of `(year, month, day)`.
+    pub fn issue_client_until(
+        &self,
+        common_name: &str,
+        (year, month, day): (i32, u8, u8),
+    ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        self.client_cert(common_name, None, Some((year, month, day)))
     }
 
     /// Like [`TestCa::issue_client`], with the serial number `serial` (to revoke it).
@@ -91,15 +100,20 @@ impl TestCa {
         common_name: &str,
         serial: u64,
     ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-        self.client_cert(common_name, Some(serial))
+        self.client_cert(common_name, Some(serial), None)
     }
 
     fn client_cert(
         &self,
         common_name: &str,
         serial: Option<u64>,
+        not_after: Option<(i32, u8, u8)>,
     ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        if let Some((year, month, day)) = not_after {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(year, month, day);
+        }
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name

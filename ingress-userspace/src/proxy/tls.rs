@@ -441,8 +441,8 @@ pub(crate) fn verify_chain(
     usage: webpki::KeyUsage,
     depth: u8,
     revocation: Option<webpki::RevocationOptions<'_>>,
-) -> Result<(), String> {
-    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("{e:?}"))?;
+) -> Result<(), webpki::Error> {
+    let cert = webpki::EndEntityCert::try_from(leaf)?;
     let algorithms =
         rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
     let allowed = usize::from(depth);
@@ -463,7 +463,6 @@ pub(crate) fn verify_chain(
         Some(&depth_ok),
     )
     .map(|_| ())
-    .map_err(|e| format!("{e:?}"))
 }
 
 /// TLS towards one upstream with `proxy-ssl-*`: its client configs (as
@@ -550,7 +549,7 @@ impl ServerCertVerifier for UpstreamCertCheck {
             self.depth,
             None,
         )
-        .map_err(|e| rustls::Error::General(format!("upstream certificate: {e}")))?;
+        .map_err(|e| rustls::Error::General(format!("upstream certificate: {e:?}")))?;
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|e| rustls::Error::General(format!("upstream certificate: {e:?}")))?;
         cert.verify_is_valid_for_subject_name(server_name)

@@ -481,22 +481,26 @@ async fn l7_client_certificates() -> anyhow::Result<()> {
     optional.origin = ingress_ref("opt");
     let mut paged = client_auth(&client_ca, VerifyClient::On)?;
     paged.error_page = Some("https://errors.test/client-cert".into());
+    let mut no_ca = client_auth(&client_ca, VerifyClient::OptionalNoCa)?;
+    no_ca.origin = ingress_ref("noca");
     let hosts_with = |required: Option<ingress::snapshot::ClientAuth>| {
         let mut hosts = vec![
             vhost("m.test", vec![prefix("/", &t)]),
             vhost("open.test", vec![prefix("/", &t)]),
             vhost("opt.test", vec![prefix("/", &t)]),
             vhost("page.test", vec![prefix("/", &t)]),
+            vhost("noca.test", vec![prefix("/", &t)]),
         ];
         hosts[0].client_auth = required.map(Arc::new);
         hosts[2].client_auth = Some(Arc::new(optional.clone()));
         hosts[3].client_auth = Some(Arc::new(paged.clone()));
+        hosts[4].client_auth = Some(Arc::new(no_ca.clone()));
         hosts.iter_mut().for_each(|h| h.tls = true);
         // Without TLS on the host nothing redirects plain HTTP away.
         let mut plain = vhost("plain.test", vec![prefix("/", &t)]);
         plain.client_auth = hosts[2].client_auth.clone();
         hosts.push(plain);
-        let names = ["m.test", "open.test", "opt.test", "page.test"];
+        let names = ["m.test", "open.test", "opt.test", "page.test", "noca.test"];
         with_cert(
             snapshot(hosts),
             &names,
@@ -591,6 +595,30 @@ async fn l7_client_certificates() -> anyhow::Result<()> {
         r.header("location"),
         Some("https://errors.test/client-cert")
     );
+
+    // `optional_no_ca`: an unknown issuer passes, with nginx's words for it; an expired
+    // certificate does not, whoever issued it (`ngx_ssl_verify_error_optional`).
+    let s = tls_connect(l7.https, "noca.test", mallory.clone()).await?;
+    let (r, _) = h1_over(s, req("noca.test")).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.seen_header("ssl-client-verify").as_deref(),
+        Some("FAILED:self-signed certificate in certificate chain")
+    );
+    assert_eq!(
+        r.seen_header("ssl-client-subject-dn").as_deref(),
+        Some("CN=mallory")
+    );
+    for ca in [&client_ca, &rogue_ca] {
+        let (expired, _) = server_ca.client_config_with_cert(
+            Some(ca.issue_client_until("old", (2001, 1, 1))?),
+            &[b"http/1.1"],
+        )?;
+        let s = tls_connect(l7.https, "noca.test", expired).await?;
+        let (r, _) = h1_over(s, req("noca.test")).await?;
+        assert_eq!(r.status, 400);
+        assert_eq!(r.text(), "400 The SSL certificate error\n");
+    }
 
     // HTTP/2 carries the same check.
     let (alice_h2, _) =

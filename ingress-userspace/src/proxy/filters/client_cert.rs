@@ -28,8 +28,17 @@ pub enum Status {
     Success,
     /// The client sent none.
     None,
-    /// It does not verify, for this reason.
-    Failed(String),
+    /// It does not verify.
+    Failed(Failure),
+}
+
+/// Why a certificate does not verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// OpenSSL's words for it where it has them, as nginx's `$ssl_client_verify` says it.
+    pub reason: String,
+    /// Nothing is wrong with it but an unknown issuer: what `optional_no_ca` lets pass.
+    pub issuer_only: bool,
 }
 
 /// The judgement on one connection's certificate against one host's settings.
@@ -60,7 +69,7 @@ pub fn verify(
     let escaped_pem = Some(escaped_pem(leaf));
     let status = match chain_status(auth, leaf, intermediates, now) {
         Ok(()) => Status::Success,
-        Err(e) => Status::Failed(e),
+        Err(e) => Status::Failed(failure(&e, leaf, intermediates)),
     };
     Verdict {
         status,
@@ -75,7 +84,7 @@ fn chain_status(
     leaf: &CertificateDer<'static>,
     intermediates: &[CertificateDer<'static>],
     now: UnixTime,
-) -> Result<(), String> {
+) -> Result<(), webpki::Error> {
     // With `ca.crl`, as nginx's `ssl_crl` (OpenSSL's CRL_CHECK_ALL): every certificate of
     // the chain below the trust anchor needs a current list from its issuer, and is refused
     // when it is revoked, its issuer has no list, or the list has expired.
@@ -95,6 +104,57 @@ fn chain_status(
         auth.depth,
         revocation,
     )
+}
+
+/// `e` in OpenSSL's words (`X509_verify_cert_error_string`), which upstreams behind nginx
+/// read in `ssl-client-verify`, and whether `optional_no_ca` passes it: nginx lets only the
+/// errors of an unknown issuer through (`ngx_ssl_verify_error_optional`), so an expired or
+/// revoked certificate is refused in that mode too.
+fn failure(
+    e: &webpki::Error,
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Failure {
+    use webpki::Error as E;
+    // `openssl req -x509` marks a self-signed certificate as a CA, which OpenSSL does not
+    // mind in a leaf and webpki refuses before looking for an issuer. A signature that a
+    // CA of the bundle with the issuer's name did not make is another issuer's: OpenSSL
+    // skips such a CA by its key identifier, webpki tries it and reports the signature.
+    let issuer_only = match e {
+        E::UnknownIssuer | E::InvalidSignatureForPublicKey => true,
+        E::CaUsedAsEndEntity => self_issued(leaf),
+        _ => false,
+    };
+    let reason = match e {
+        E::UnknownIssuer | E::CaUsedAsEndEntity if self_issued(leaf) => "self-signed certificate",
+        _ if issuer_only && intermediates.iter().any(|c| self_issued(c)) => {
+            "self-signed certificate in certificate chain"
+        }
+        _ if issuer_only => "unable to get local issuer certificate",
+        E::CertExpired { .. } => "certificate has expired",
+        E::CertNotValidYet { .. } => "certificate is not yet valid",
+        E::CertRevoked => "certificate revoked",
+        E::UnknownRevocationStatus => "unable to get certificate CRL",
+        E::CrlExpired { .. } => "CRL has expired",
+        E::MaximumPathDepthExceeded => "certificate chain too long",
+        E::RequiredEkuNotFoundContext(_) => "unsupported certificate purpose",
+        other => {
+            return Failure {
+                reason: format!("{other:?}"),
+                issuer_only: false,
+            }
+        }
+    };
+    Failure {
+        reason: reason.to_owned(),
+        issuer_only,
+    }
+}
+
+/// Whether a certificate names itself as its issuer.
+fn self_issued(der: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(der.as_ref())
+        .is_ok_and(|(_, c)| c.subject().as_raw() == c.issuer().as_raw())
 }
 
 /// Subject and issuer of a certificate, RFC 4514 (last RDN first), as nginx prints them.
@@ -191,8 +251,8 @@ pub fn decide(
     }
     let refusal = match (&verdict.status, auth.mode) {
         (Status::Success, _)
-        | (_, VerifyClient::OptionalNoCa)
-        | (Status::None, VerifyClient::Optional) => None,
+        | (Status::None, VerifyClient::Optional | VerifyClient::OptionalNoCa) => None,
+        (Status::Failed(f), VerifyClient::OptionalNoCa) if f.issuer_only => None,
         (Status::None, VerifyClient::On) => Some("400 No required SSL certificate was sent\n"),
         (Status::Failed(_), _) => Some("400 The SSL certificate error\n"),
     };
@@ -220,7 +280,7 @@ pub fn decide(
     let verify = match &verdict.status {
         Status::Success => "SUCCESS".to_owned(),
         Status::None => "NONE".to_owned(),
-        Status::Failed(reason) => format!("FAILED:{reason}"),
+        Status::Failed(f) => format!("FAILED:{}", f.reason),
     };
     let mut push = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
@@ -272,6 +332,19 @@ mod tests {
         p.distinguished_name
             .push(DnType::OrganizationName, "Example, Inc.");
         p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("key");
+        p.signed_by(&key, issuer)
+            .expect("client cert")
+            .der()
+            .clone()
+    }
+
+    fn expired_client(cn: &str, issuer: &Ca) -> CertificateDer<'static> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2001, 1, 1);
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().expect("key");
         p.signed_by(&key, issuer)
@@ -358,7 +431,7 @@ mod tests {
         let bob = client_with_serial("bob", &root, 2);
         let v = verify(&a, Some(&[bob]), now());
         assert!(
-            matches!(&v.status, Status::Failed(r) if r.contains("CertRevoked")),
+            matches!(&v.status, Status::Failed(f) if f.reason == "certificate revoked"),
             "{v:?}"
         );
     }
@@ -373,7 +446,7 @@ mod tests {
         let a = with_crls(base(), vec![crl(&root, &[], 2099)]);
         let v = verify(&a, Some(&chain), now());
         assert!(
-            matches!(&v.status, Status::Failed(r) if r.contains("UnknownRevocationStatus")),
+            matches!(&v.status, Status::Failed(f) if f.reason == "unable to get certificate CRL"),
             "{v:?}"
         );
         let a = with_crls(base(), vec![crl(&root, &[], 2099), crl(&mid, &[8], 2099)]);
@@ -382,7 +455,7 @@ mod tests {
         let a = with_crls(base(), vec![crl(&root, &[], 2099), crl(&mid, &[], 2021)]);
         let v = verify(&a, Some(&chain), now());
         assert!(
-            matches!(&v.status, Status::Failed(r) if r.contains("CrlExpired")),
+            matches!(&v.status, Status::Failed(f) if f.reason == "CRL has expired"),
             "{v:?}"
         );
     }
@@ -422,7 +495,7 @@ mod tests {
             UnixTime::since_unix_epoch(Duration::from_secs(86_400)),
         );
         assert!(
-            matches!(&v.status, Status::Failed(r) if r.contains("NotValidYet")),
+            matches!(&v.status, Status::Failed(f) if f.reason == "certificate is not yet valid"),
             "{v:?}"
         );
     }
@@ -434,7 +507,7 @@ mod tests {
         let chain = [client("bob", &mid), mid.der().clone()];
         let v = verify(&auth(&[&root], VerifyClient::On, 0), Some(&chain), now());
         assert!(
-            matches!(&v.status, Status::Failed(r) if r.contains("Depth")),
+            matches!(&v.status, Status::Failed(f) if f.reason == "certificate chain too long"),
             "{v:?}"
         );
         // The default depth 1 takes a client certificate from an issuing CA under the root
@@ -505,6 +578,45 @@ mod tests {
         let set = allowed(decide(&no_ca, &verify(&no_ca, Some(&bad), now())));
         assert!(header(&set, &VERIFY).is_some_and(|v| v.starts_with("FAILED:")));
         assert!(header(&set, &CERT).is_some_and(|v| v.contains("BEGIN%20CERTIFICATE")));
+
+        // `optional_no_ca` passes an unknown issuer only, as nginx's
+        // `ngx_ssl_verify_error_optional`: an expired certificate is refused.
+        let plain_self_signed = {
+            let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+            p.distinguished_name.push(DnType::CommonName, "Self");
+            p.self_signed(&KeyPair::generate().expect("key"))
+                .expect("self-signed")
+                .der()
+                .clone()
+        };
+        // The second is a CA, as `openssl req -x509` makes them.
+        for leaf in [plain_self_signed, ca("Self", None).der().clone()] {
+            let v = verify(&no_ca, Some(&[leaf]), now());
+            assert_eq!(
+                header(&allowed(decide(&no_ca, &v)), &VERIFY),
+                Some("FAILED:self-signed certificate")
+            );
+        }
+        let with_root = [client("mallory", &other), other.der().clone()];
+        let v = verify(&no_ca, Some(&with_root), now());
+        assert_eq!(
+            header(&allowed(decide(&no_ca, &v)), &VERIFY),
+            Some("FAILED:self-signed certificate in certificate chain")
+        );
+        let v = verify(&no_ca, Some(&bad), now());
+        assert_eq!(
+            header(&allowed(decide(&no_ca, &v)), &VERIFY),
+            Some("FAILED:unable to get local issuer certificate")
+        );
+        for issuer in [&root, &other] {
+            let expired = [expired_client("old", issuer)];
+            let v = verify(&no_ca, Some(&expired), now());
+            assert!(
+                matches!(&v.status, Status::Failed(f) if f.reason == "certificate has expired"),
+                "{v:?}"
+            );
+            assert_eq!(refused_with(decide(&no_ca, &v)), 400);
+        }
 
         let mut paged = auth(&[&root], VerifyClient::On, 1);
         paged.error_page = Some("https://errors.example/cert.html".into());

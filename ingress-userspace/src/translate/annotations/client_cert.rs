@@ -43,10 +43,12 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
         a.policy.client_cert_off = true;
         return Ok(());
     };
+    // 0 means the default, as ingress-nginx reads it.
     let depth = r
         .get("auth-tls-verify-depth", |v| {
-            super::parse_in_range(v, 1u8..=10)
+            super::parse_in_range(v, 0u8..=10)
         })?
+        .filter(|d| *d > 0)
         .unwrap_or(1);
     let error_page = r.get("auth-tls-error-page", parse_error_page)?;
     let pass_certificate = r
@@ -208,6 +210,9 @@ mod tests {
             Some("https://errors.example.com/cert.html")
         );
         assert!(c.match_cn.is_some_and(|p| p.regex.is_match("CN=bob")));
+        // 0 is ingress-nginx's way of asking for the default.
+        let a = nginx(&[("auth-tls-secret", "ca"), ("auth-tls-verify-depth", "0")]).expect("valid");
+        assert_eq!(a.client_cert.expect("client cert").depth, 1);
         // `off` turns the whole family off, Secret included.
         let a =
             nginx(&[("auth-tls-secret", "ca"), ("auth-tls-verify-client", "off")]).expect("valid");
@@ -230,7 +235,6 @@ mod tests {
         for (name, bad) in [
             ("auth-tls-secret", "Not/A/Name"),
             ("auth-tls-verify-client", "required"),
-            ("auth-tls-verify-depth", "0"),
             ("auth-tls-verify-depth", "11"),
             ("auth-tls-error-page", "errors.example.com"),
             ("auth-tls-error-page", "//evil.example.com/x"),

@@ -25,10 +25,12 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     let namespace = r.namespace().to_owned();
     let secret = r.get("proxy-ssl-secret", |v| parse_secret_ref(&namespace, v))?;
     let verify = r.get("proxy-ssl-verify", parse_on_off)?.unwrap_or(false);
+    // 0 means the default, as ingress-nginx reads it.
     let depth = r
         .get("proxy-ssl-verify-depth", |v| {
-            super::parse_in_range(v, 1u8..=10)
+            super::parse_in_range(v, 0u8..=10)
         })?
+        .filter(|d| *d > 0)
         .unwrap_or(1);
     let name = r.get("proxy-ssl-name", |v| {
         let v = v.to_ascii_lowercase();
@@ -280,13 +282,21 @@ mod tests {
             .proxy_ssl
             .expect("defaults");
         assert_eq!((p.verify, p.depth, p.name, p.sni), (false, 1, None, false));
+        let p = nginx(&[
+            ("proxy-ssl-secret", "upstream"),
+            ("proxy-ssl-verify-depth", "0"),
+        ])
+        .expect("0 is the default")
+        .proxy_ssl
+        .expect("proxy ssl");
+        assert_eq!(p.depth, 1);
     }
 
     #[test]
     fn invalid_values_reject_the_ingress() {
         for (name, bad) in [
             ("proxy-ssl-verify", "true"),
-            ("proxy-ssl-verify-depth", "0"),
+            ("proxy-ssl-verify-depth", "11"),
             ("proxy-ssl-name", "not a name"),
             ("proxy-ssl-name", "$host"),
             ("proxy-ssl-server-name", "yes"),
