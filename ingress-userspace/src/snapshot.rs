@@ -991,13 +991,13 @@ pub struct NextUpstream {
 }
 
 impl Default for NextUpstream {
-    /// Without the annotation: connect failures only, for idempotent requests.
+    /// Without the annotation: ingress-nginx's `error timeout`.
     fn default() -> Self {
         NextUpstream {
             connect_error: true,
             connect_timeout: true,
-            sent_error: false,
-            sent_timeout: false,
+            sent_error: true,
+            sent_timeout: true,
             statuses: Vec::new(),
             non_idempotent: false,
             timeout: None,
@@ -1011,6 +1011,8 @@ impl NextUpstream {
         NextUpstream {
             connect_error: false,
             connect_timeout: false,
+            sent_error: false,
+            sent_timeout: false,
             ..NextUpstream::default()
         }
     }

@@ -238,7 +238,12 @@ pub(crate) async fn send(
                     };
                     if let Some(kind) = kind {
                         shared.metrics.upstream_error(kind);
-                        upstream.failed(idx);
+                        // A late answer is the route's read timeout meeting a slow path, not
+                        // a sick endpoint: one Ingress's short timeout must not eject the
+                        // Service's endpoints for every other Ingress.
+                        if kind != UpstreamErrorKind::Timeout {
+                            upstream.failed(idx);
+                        }
                     }
                     match copy {
                         Some(again) if go_on && may_repeat => {

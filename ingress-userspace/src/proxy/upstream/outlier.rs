@@ -1,5 +1,5 @@
-//! Passive outlier detection: endpoints that fail repeatedly (connects, resets, timeouts) are
-//! skipped for a while.
+//! Passive outlier detection: endpoints that fail repeatedly (connects that fail or time out,
+//! resets, 5xx answers `proxy-next-upstream` passes over) are skipped for a while.
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Consecutive failures that eject an endpoint.

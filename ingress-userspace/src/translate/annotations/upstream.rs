@@ -14,10 +14,11 @@ pub(super) fn parse(r: &Reader<'_>, a: &mut Annotations) -> Result<(), Annotatio
     if let Some(lb) = r.get("load-balance", parse_load_balance)? {
         a.policy.load_balance = lb;
     }
+    // 0 is nginx's "no limit": every endpoint once at most, as any count here.
     if let Some(n) = r.get("proxy-next-upstream-tries", |v| {
-        parse_in_range(v, 1u32..=100)
+        parse_in_range(v, 0u32..=100)
     })? {
-        a.policy.max_attempts = n;
+        a.policy.max_attempts = if n == 0 { u32::MAX } else { n };
     }
     if let Some(next) = r.get("proxy-next-upstream", parse_next_upstream)? {
         a.policy.next_upstream = next;
@@ -352,7 +353,11 @@ mod tests {
         assert_eq!(nginx(&[]).expect("empty").policy.max_attempts, 3);
         assert_eq!(ok("proxy-next-upstream-tries", "5").policy.max_attempts, 5);
         assert_eq!(ok("proxy-next-upstream-tries", "1").policy.max_attempts, 1);
-        assert_rejects("proxy-next-upstream-tries", &["0", "101", "-1", "three"]);
+        assert_eq!(
+            ok("proxy-next-upstream-tries", "0").policy.max_attempts,
+            u32::MAX
+        );
+        assert_rejects("proxy-next-upstream-tries", &["101", "-1", "three"]);
     }
 
     #[test]
@@ -360,6 +365,13 @@ mod tests {
         use crate::snapshot::NextUpstream;
         assert_eq!(
             nginx(&[]).expect("empty").policy.next_upstream,
+            NextUpstream::default()
+        );
+        // ingress-nginx's default list.
+        assert_eq!(
+            ok("proxy-next-upstream", "error timeout")
+                .policy
+                .next_upstream,
             NextUpstream::default()
         );
         let n = ok(
