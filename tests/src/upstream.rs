@@ -35,6 +35,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// TCP connections accepted.
     pub connections: Arc<AtomicUsize>,
+    /// TCP connections accepted and not yet closed.
+    pub open: Arc<AtomicUsize>,
     /// Requests whose head was received.
     pub requests: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -106,8 +108,10 @@ impl TestServer {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let connections = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let o = open.clone();
         let (c, r, s, n) = (
             connections.clone(),
             requests.clone(),
@@ -120,7 +124,8 @@ impl TestServer {
                     continue;
                 };
                 c.fetch_add(1, SeqCst);
-                let (r, s, n) = (r.clone(), s.clone(), n.clone());
+                o.fetch_add(1, SeqCst);
+                let (r, s, n, o) = (r.clone(), s.clone(), n.clone(), o.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (r, s, n) = (r.clone(), s.clone(), n.clone());
@@ -141,6 +146,7 @@ impl TestServer {
                     let _ = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
+                    o.fetch_sub(1, SeqCst);
                 });
             }
         });
@@ -148,6 +154,7 @@ impl TestServer {
             name: name.to_string(),
             addr,
             connections,
+            open,
             requests,
             seen,
             task,

@@ -783,6 +783,53 @@ async fn l7_idle_upstream_connections_are_kept_up_to_the_keepalive_limit() -> an
     Ok(())
 }
 
+/// `upstream-keepalive-timeout`: idle upstream connections are closed once idle that long,
+/// even when no request comes to take them (as nginx's keepalive timer).
+#[tokio::test]
+async fn l7_idle_upstream_connections_close_after_the_keepalive_timeout() -> anyhow::Result<()> {
+    let up = TestServer::echo_slow("idle", Duration::from_millis(200)).await?;
+    let l7 = serving(
+        &up,
+        "idle",
+        Limits {
+            upstream_idle_timeout: Duration::from_millis(400),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = l7.http;
+            tokio::spawn(async move { get(addr, "x", &format!("/{i}")).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await??.status, 200);
+    }
+    assert_eq!(up.connections.load(SeqCst), 4);
+    // Kept for reuse first...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(up.open.load(SeqCst), 4, "pooled");
+    let r = get(l7.http, "x", "/again").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.connections.load(SeqCst), 4, "reused");
+    // ...then closed once idle past the timeout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while up.open.load(SeqCst) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} idle connections still open",
+            up.open.load(SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the next request dials anew.
+    let r = get(l7.http, "x", "/later").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.connections.load(SeqCst), 5);
+    Ok(())
+}
+
 /// `limit-rate` / `limit-rate-after`: a 160 KiB response at 64 KiB/s with 32 KiB free takes
 /// about one second after nginx's free first second (over HTTP/1.1 and HTTP/2), arrives
 /// whole, and a route without the limit is not slowed.

@@ -7,8 +7,8 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
-        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+        Arc, Mutex, Weak,
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -111,6 +111,8 @@ pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     settings: Arc<PoolSettings>,
+    /// A task closes this pool's connections once idle past the timeout (see [`sweep`]).
+    sweeping: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -157,7 +159,20 @@ impl Pool {
             idle: Mutex::default(),
             h2: Mutex::default(),
             settings,
+            sweeping: AtomicBool::new(false),
         }
+    }
+
+    /// Closes the idle connections past the idle timeout (or closed by their upstream), and
+    /// says when the oldest one left will be: `None` when none is left.
+    fn close_expired(&self) -> Option<Duration> {
+        let timeout = self.settings.get().idle_timeout;
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < timeout);
+        // Oldest first: `put_h1` appends.
+        idle.first()
+            .map(|i| timeout.saturating_sub(now.duration_since(i.since)))
     }
 
     /// Pops the most recently idled connection that is still open, fresh and young enough.
@@ -193,12 +208,14 @@ impl Pool {
     }
 
     /// Keeps a connection that has just served one more request, unless it is due to close.
-    fn put_h1(&self, sender: http1::SendRequest<RequestBody>, mut reuse: Reuse) {
+    /// True when it is kept and no task watches the pool's idle time yet: the caller starts
+    /// one.
+    fn put_h1(&self, sender: http1::SendRequest<RequestBody>, mut reuse: Reuse) -> bool {
         reuse.served = reuse.served.saturating_add(1);
         let limits = self.settings.get();
         let now = Instant::now();
         if sender.is_closed() || limits.max_idle == 0 || !reuse.may_serve_again(&limits, now) {
-            return;
+            return false;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while idle.len() >= limits.max_idle {
@@ -209,6 +226,12 @@ impl Pool {
             since: now,
             reuse,
         });
+        drop(idle);
+        !self.sweeping.load(Relaxed)
+            && self
+                .sweeping
+                .compare_exchange(false, true, Relaxed, Relaxed)
+                .is_ok()
     }
 
     fn take_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
@@ -269,9 +292,49 @@ impl Drop for PoolReturn {
             return;
         };
         // A body dropped early leaves the connection mid-message: let it close.
-        if self.ended {
-            self.endpoint.pool.put_h1(sender, self.reuse);
+        if self.ended && self.endpoint.pool.put_h1(sender, self.reuse) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(sweep(Arc::downgrade(&self.endpoint)));
+                }
+                Err(_) => self.endpoint.pool.sweeping.store(false, Relaxed),
+            }
         }
+    }
+}
+
+/// Closes an endpoint's idle connections once past `upstream-keepalive-timeout`, as nginx's
+/// keepalive timer does: without it a burst's connections would stay open until the next
+/// burst took them, or the upstream closed them. One task per endpoint with idle
+/// connections; it wakes when the oldest is due, and ends when none is left or the
+/// endpoint has left the config (its pool then closes them all).
+async fn sweep(endpoint: Weak<Endpoint>) {
+    loop {
+        let next = {
+            let Some(ep) = endpoint.upgrade() else {
+                return;
+            };
+            match ep.pool.close_expired() {
+                Some(next) => next,
+                None => {
+                    ep.pool.sweeping.store(false, Relaxed);
+                    // A connection kept between the check and the store found the flag set
+                    // and started no task: take it on.
+                    if ep.pool.close_expired().is_none()
+                        || ep
+                            .pool
+                            .sweeping
+                            .compare_exchange(false, true, Relaxed, Relaxed)
+                            .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        };
+        // A little past the deadline, so one wake-up finds it expired.
+        tokio::time::sleep(next + Duration::from_millis(10)).await;
     }
 }
 
