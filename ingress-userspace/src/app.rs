@@ -25,6 +25,7 @@ use crate::{
     apply::{
         self,
         edge::{EdgeApplier, EdgeSettings, SynRate},
+        local_ports,
         maps::{FlowTimeouts, L4Applier, SnatSettings},
         proxy::ProxyApplier,
     },
@@ -39,7 +40,7 @@ use crate::{
     },
     passthrough::{splice, Passthrough, PassthroughConfig},
     proxy::{self, Proxy, ProxyOptions},
-    snapshot::{Global, Snapshot},
+    snapshot::{Global, L4Protocol, L4Service, Snapshot},
     source::{self, SourceEvent},
     store,
     translate::Translation,
@@ -224,6 +225,8 @@ struct Kernel {
     applier: L4Applier<AyaMapWriter>,
     edge: EdgeApplier<AyaEdgeWriter>,
     resolved: BTreeSet<IpAddr>,
+    /// L4 entries left out because a local socket serves their port, as last warned.
+    taken: Vec<(IpAddr, u16, L4Protocol)>,
 }
 
 impl Kernel {
@@ -257,11 +260,31 @@ impl Kernel {
             applier,
             edge,
             resolved: BTreeSet::new(),
+            taken: Vec::new(),
         })
     }
 
     fn apply(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
-        let services = &snapshot.l4;
+        let bound = local_ports::bound();
+        let (taken, free): (Vec<&L4Service>, Vec<&L4Service>) = snapshot
+            .l4
+            .iter()
+            .partition(|s| local_ports::taken(&bound, s));
+        let taken_now: Vec<_> = taken.iter().map(|s| (s.vip, s.port, s.protocol)).collect();
+        if taken_now != self.taken {
+            for s in &taken {
+                warn!(vip = %s.vip, port = s.port, protocol = ?s.protocol, configmap = %format!("{}/{}", s.origin.namespace, s.origin.name),
+                    "L4 service left out: a socket of this host already serves that port");
+            }
+            self.taken = taken_now;
+        }
+        let kept: Vec<L4Service>;
+        let services = if taken.is_empty() {
+            &snapshot.l4
+        } else {
+            kept = free.into_iter().cloned().collect();
+            &kept
+        };
         let report = self.applier.apply(services)?;
         self.edge
             .apply(&self.applier.vip_ids(), &snapshot.global.block_cidrs)?;

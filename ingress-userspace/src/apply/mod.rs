@@ -2,6 +2,7 @@
 pub mod edge;
 pub mod events;
 pub mod leader;
+pub mod local_ports;
 pub mod maps;
 pub mod proxy;
 pub mod publish;

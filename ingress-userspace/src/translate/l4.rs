@@ -1,8 +1,10 @@
 //! L4 services from ingress-nginx style ConfigMaps (`--tcp-services-configmap`,
-//! `--udp-services-configmap`): data `"<port>": "<namespace>/<service>:<port>"`. The optional
-//! third and fourth fields (`:PROXY`) are not supported and ignored with a diagnostic. Each
-//! entry is exposed on every `Settings::l4_addresses` address, with the endpoints of the same
-//! address family.
+//! `--udp-services-configmap`): data `"<port>": "<namespace>/<service>:<port>"`. An entry
+//! asking for PROXY protocol in its third or fourth field (`:PROXY`, `::PROXY`) is skipped
+//! with a diagnostic: the kernel path can neither read nor write the header, and serving it
+//! without would hand the backend a stream it cannot parse. Other values there mean no PROXY
+//! protocol, as in ingress-nginx. Each entry is exposed on every `Settings::l4_addresses`
+//! address, with the endpoints of the same address family.
 use std::{collections::HashSet, net::SocketAddr};
 
 use super::{
@@ -53,15 +55,6 @@ pub fn build(
                     continue;
                 }
             };
-            if entry.proxy_fields {
-                diags.push(Diagnostic::new(
-                    origin.clone(),
-                    reason::INVALID_L4_SERVICE,
-                    format!(
-                        "entry {key:?}: PROXY protocol fields are not supported and are ignored"
-                    ),
-                ));
-            }
             referenced.insert((entry.namespace.clone(), entry.service.clone()));
             let backends = match resolver.l4_endpoints(
                 &entry.namespace,
@@ -104,7 +97,6 @@ struct Entry {
     namespace: String,
     service: String,
     port: PortRef,
-    proxy_fields: bool,
 }
 
 fn parse_entry(key: &str, value: &str) -> Result<Entry, String> {
@@ -127,13 +119,14 @@ fn parse_entry(key: &str, value: &str) -> Result<Entry, String> {
         Err(_) if !fields[1].is_empty() => PortRef::Name(fields[1].to_owned()),
         Err(_) => return Err(format!("expected namespace/service:port, got {value:?}")),
     };
-    let proxy_fields = fields[2..].iter().any(|f| !f.is_empty());
+    if fields[2..].contains(&"PROXY") {
+        return Err("PROXY protocol is not supported on L4 services".into());
+    }
     Ok(Entry {
         listen,
         namespace: nn.namespace,
         service: nn.name,
         port,
-        proxy_fields,
     })
 }
 
@@ -143,44 +136,36 @@ mod tests {
 
     #[test]
     fn entry_table() {
-        let ok = |listen, ns: &str, svc: &str, port: PortRef, proxy| Entry {
+        let ok = |listen, ns: &str, svc: &str, port: PortRef| Entry {
             listen,
             namespace: ns.into(),
             service: svc.into(),
             port,
-            proxy_fields: proxy,
         };
         let table: &[(&str, &str, Option<Entry>)] = &[
             (
                 "9000",
                 "default/db:5432",
-                Some(ok(9000, "default", "db", PortRef::Number(5432), false)),
+                Some(ok(9000, "default", "db", PortRef::Number(5432))),
             ),
             (
                 "53",
                 "kube-system/dns:dns",
-                Some(ok(
-                    53,
-                    "kube-system",
-                    "dns",
-                    PortRef::Name("dns".into()),
-                    false,
-                )),
+                Some(ok(53, "kube-system", "dns", PortRef::Name("dns".into()))),
             ),
-            (
-                "9000",
-                "default/db:5432:PROXY",
-                Some(ok(9000, "default", "db", PortRef::Number(5432), true)),
-            ),
-            (
-                "9000",
-                "default/db:5432::PROXY",
-                Some(ok(9000, "default", "db", PortRef::Number(5432), true)),
-            ),
+            ("9000", "default/db:5432:PROXY", None),
+            ("9000", "default/db:5432::PROXY", None),
+            ("9000", "default/db:5432:PROXY:", None),
             (
                 "9000",
                 "default/db:5432::",
-                Some(ok(9000, "default", "db", PortRef::Number(5432), false)),
+                Some(ok(9000, "default", "db", PortRef::Number(5432))),
+            ),
+            // Anything but PROXY there means no PROXY protocol, as in ingress-nginx.
+            (
+                "9000",
+                "default/db:5432:foo",
+                Some(ok(9000, "default", "db", PortRef::Number(5432))),
             ),
             ("0", "default/db:5432", None),
             ("70000", "default/db:5432", None),

@@ -977,23 +977,11 @@ fn l4_services_from_configmaps() {
                 L4Protocol::Tcp,
                 v(&["10.0.0.7:5432", "10.0.0.8:5432"])
             ),
-            (
-                "192.0.2.1".into(),
-                5433,
-                L4Protocol::Tcp,
-                v(&["10.0.0.7:5432", "10.0.0.8:5432"])
-            ),
             ("192.0.2.1".into(), 6000, L4Protocol::Tcp, v(&[])),
             ("2001:db8::1".into(), 53, L4Protocol::Udp, v(&[])),
             (
                 "2001:db8::1".into(),
                 5432,
-                L4Protocol::Tcp,
-                v(&["[fd00::7]:5432"])
-            ),
-            (
-                "2001:db8::1".into(),
-                5433,
                 L4Protocol::Tcp,
                 v(&["[fd00::7]:5432"])
             ),
@@ -1011,6 +999,11 @@ fn l4_services_from_configmaps() {
         ]
     );
     assert!(t.diagnostics.iter().all(|d| d.object.name == "tcp"));
+    // The PROXY entry is skipped, not served without the header its backend expects.
+    assert!(t
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("\"5433\"") && d.message.contains("PROXY")));
 }
 
 #[test]

@@ -220,3 +220,45 @@ fn an_l4_service_reaches_an_external_name_backend() {
     let answer = answer.expect("an answer");
     assert_eq!(answer.trim(), "b1 hello", "{log}");
 }
+
+/// A `tcp-services` entry for a port a socket of the node already serves (here ingressd's
+/// own wildcard HTTP listener, as a node's sshd or kubelet would be) is left out of the
+/// kernel maps with a warning: the listener keeps its port. The other entry is served.
+#[test]
+fn an_l4_entry_never_takes_a_port_the_node_serves() {
+    let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
+    let _backend = Server::start(&topo.backends[0], "b1", 8080).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = tcp_services_yaml(&format!("{}:8080", backend_ip(1))).replace(
+        "  \"80\": \"default/echo:8080\"\n",
+        "  \"80\": \"default/echo:8080\"\n  \"8081\": \"default/echo:8080\"\n",
+    );
+    assert!(yaml.contains("8081"), "{yaml}");
+    std::fs::write(dir.path().join("l4.yaml"), yaml).unwrap();
+    let pin_dir = format!("/sys/fs/bpf/{}", tests::netns::owned("taken", "pins"));
+    let d = start(&topo, dir.path(), &pin_dir, &[]);
+    let served = tests::topology::Conn::open(&topo.client, "198.19.0.10:80".parse().unwrap())
+        .and_then(|mut c| c.ask("hello\n"));
+    // The VIP is not an address of the node here: with the entry left out, the node's stack
+    // refuses to route it.
+    let left_out = tests::topology::Conn::open(&topo.client, "198.19.0.10:8081".parse().unwrap())
+        .and_then(|mut c| c.ask("hello\n"));
+    let text = inspect(&pin_dir);
+    let log = d.log_text();
+    stop_and_clean(d, &pin_dir);
+    assert_eq!(served.expect("the free port").trim(), "b1 hello", "{log}");
+    assert!(
+        !left_out.as_deref().is_ok_and(|a| a.starts_with("b1")),
+        "balanced to the backend: {left_out:?}"
+    );
+    assert!(
+        text.contains("VIPs: 1\n") && text.contains("198.19.0.10:80/tcp  backends 1"),
+        "{text}"
+    );
+    assert!(!text.contains("8081/tcp"), "{text}");
+    assert!(
+        log.contains("L4 service left out: a socket of this host already serves that port")
+            && log.contains("port=8081"),
+        "{log}"
+    );
+}
