@@ -125,6 +125,10 @@ pub(crate) async fn send(
             break;
         };
         attempt(ep.addr);
+        // Counted from the pick, connect included: requests still dialing an endpoint are
+        // load on it, or a burst would all pick the endpoint whose connections are not made
+        // yet.
+        let in_flight = InFlight::new(ep);
         let mut mode = dest.mode;
         // Once per endpoint, and once more on a fresh connection when a pooled one turns out
         // closed under the request.
@@ -166,7 +170,6 @@ pub(crate) async fn send(
             let resend_pooled = checkout.reused && idempotent;
             let copy = (is_bodiless(&req) && (resend_pooled || (may_repeat && next.after_send())))
                 .then(|| copy_head(&req));
-            let in_flight = InFlight::new(ep);
             let started = std::time::Instant::now();
             let result = send_on(
                 checkout.conn,

@@ -628,18 +628,27 @@ impl Compiler<'_, '_> {
                 p.clone()
             }
             _ => {
+                let mut kept = Vec::new();
+                let mut fresh = Vec::new();
                 let eps = u
                     .endpoints
                     .iter()
                     .map(|addr| {
-                        prev.and_then(|p| p.endpoints.iter().find(|e| e.addr == *addr))
-                            .cloned()
-                            .unwrap_or_else(|| {
+                        match prev.and_then(|p| p.endpoints.iter().find(|e| e.addr == *addr)) {
+                            Some(e) => {
+                                kept.push(e.clone());
+                                e.clone()
+                            }
+                            None => {
                                 let pool = Pool::new(self.ctx.pool.clone());
-                                Arc::new(Endpoint::new(&u.name, *addr, pool))
-                            })
+                                let e = Arc::new(Endpoint::new(&u.name, *addr, pool));
+                                fresh.push(e.clone());
+                                e
+                            }
+                        }
                     })
                     .collect();
+                super::upstream::balance::slow_start(&kept, &fresh, super::upstream::now_ms());
                 let tls = u.tls.as_ref().and_then(|spec| {
                     super::tls::UpstreamTlsClients::new(spec.clone())
                         .map(Arc::new)

@@ -1042,6 +1042,46 @@ async fn answering(
     Ok((up, hits))
 }
 
+/// Peak-EWMA: an endpoint added to a Service starts at the mean estimate of the others (as
+/// ingress-nginx's `ewma.lua`), not at the optimistic default that made it look faster than
+/// every measured endpoint and take most of a burst.
+#[tokio::test]
+async fn l7_peak_ewma_gives_a_new_endpoint_its_share_not_the_burst() -> anyhow::Result<()> {
+    let delay = Duration::from_millis(250);
+    let a = TestServer::echo_slow("a", delay).await?;
+    let b = TestServer::echo_slow("b", delay).await?;
+    let c = TestServer::echo_slow("c", delay).await?;
+    let mut policy = test_policy();
+    policy.load_balance = LoadBalance::PeakEwma;
+    let snap = |eps: &[std::net::SocketAddr]| {
+        let t = target_with("ewma", upstream("ewma", eps), policy.clone());
+        snapshot(vec![vhost("e.test", vec![prefix("/", &t)])])
+    };
+    let l7 = L7::start(snap(&[a.addr, b.addr])).await?;
+    let burst = |n: usize| {
+        let addr = l7.http;
+        async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|i| tokio::spawn(async move { get(addr, "e.test", &format!("/{i}")).await }))
+                .collect();
+            let mut count: HashMap<String, usize> = HashMap::new();
+            for t in tasks {
+                let r = t.await??;
+                assert_eq!(r.status, 200);
+                *count.entry(r.upstream().unwrap_or("?").into()).or_default() += 1;
+            }
+            anyhow::Ok(count)
+        }
+    };
+    burst(8).await?;
+    l7.apply(snap(&[a.addr, b.addr, c.addr]));
+    let count = burst(45).await?;
+    let new = count.get("c").copied().unwrap_or(0);
+    assert!(new <= 24, "the new endpoint took {new}/45: {count:?}");
+    assert!(new >= 5, "the new endpoint got only {new}/45: {count:?}");
+    Ok(())
+}
+
 /// A read timeout goes on to the next endpoint (the default `error timeout`) but never ejects
 /// the slow endpoint: it is one route's timeout meeting a slow path, and ejection would move
 /// the Service's traffic away from it for every Ingress.

@@ -50,6 +50,19 @@ impl PeakEwma {
         self.rtt_ns.store(next.to_bits(), Relaxed);
     }
 
+    /// The estimate, if a sample was ever taken (or seeded).
+    fn measured(&self) -> Option<f64> {
+        let rtt = f64::from_bits(self.rtt_ns.load(Relaxed));
+        // A first sample at time 0 leaves the stamp at 0, but not the estimate at the default.
+        (self.stamp_ms.load(Relaxed) != 0 || rtt != DEFAULT_RTT_NS).then_some(rtt)
+    }
+
+    /// Starts the estimate at `rtt_ns` as of `now_ms`.
+    fn seed(&self, rtt_ns: f64, now_ms: u64) {
+        self.rtt_ns.store(rtt_ns.to_bits(), Relaxed);
+        self.stamp_ms.store(now_ms.max(1), Relaxed);
+    }
+
     /// Load score: latency times (requests in flight + 1).
     pub fn cost(&self) -> f64 {
         f64::from_bits(self.rtt_ns.load(Relaxed)) * f64::from(self.pending.load(Relaxed) + 1)
@@ -66,6 +79,21 @@ impl PeakEwma {
 
     fn end(&self) {
         self.pending.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Starts the estimates of endpoints `fresh` (just added to an upstream) at the mean of the
+/// measured ones among `kept`, as ingress-nginx's `ewma.lua` does. Left at the 1 ms default,
+/// a new endpoint looks faster than every busy one and takes nearly all requests until its
+/// own samples catch up.
+pub fn slow_start(kept: &[Arc<Endpoint>], fresh: &[Arc<Endpoint>], now_ms: u64) {
+    let measured: Vec<f64> = kept.iter().filter_map(|e| e.load.measured()).collect();
+    if measured.is_empty() || fresh.is_empty() {
+        return;
+    }
+    let mean = measured.iter().sum::<f64>() / measured.len() as f64;
+    for e in fresh {
+        e.load.seed(mean, now_ms);
     }
 }
 
@@ -136,6 +164,31 @@ fn scan(n: usize, start: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_endpoint_starts_at_the_mean_of_the_measured_ones() {
+        let ep = |port: u16| {
+            Arc::new(Endpoint::new(
+                "ns/app:80",
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                super::super::Pool::new(super::super::pool::PoolSettings::new(Default::default())),
+            ))
+        };
+        let (a, b, unmeasured) = (ep(1), ep(2), ep(3));
+        a.load.observe(Duration::from_millis(300), 5);
+        b.load.observe(Duration::from_millis(100), 0);
+        let fresh = ep(4);
+        slow_start(&[a, b, unmeasured], std::slice::from_ref(&fresh), 10);
+        assert!(
+            (fresh.load.cost() - 200e6).abs() < 1.0,
+            "{}",
+            fresh.load.cost()
+        );
+        // Nothing measured yet: the default stays.
+        let other = ep(5);
+        slow_start(&[ep(6)], std::slice::from_ref(&other), 10);
+        assert!((other.load.cost() - DEFAULT_RTT_NS).abs() < 1.0);
+    }
 
     #[test]
     fn peak_is_taken_then_decays() {
