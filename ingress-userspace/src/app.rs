@@ -479,6 +479,18 @@ impl App {
         info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, "ingressd running");
 
         wait_for_signal().await?;
+        readiness.set_draining();
+        let grace = args.shutdown_grace_period;
+        if !grace.is_zero() {
+            info!(period = ?grace, "shutdown grace period: serving on while /readyz fails");
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {}
+                r = wait_for_signal() => {
+                    r?;
+                    info!("second signal: grace period cut short");
+                }
+            }
+        }
         // The controller ConfigMap's `worker-shutdown-timeout`, as last applied, over the flag.
         let drain_timeout = proxy
             .active()
@@ -486,7 +498,6 @@ impl App {
             .drain_timeout
             .unwrap_or(args.drain_timeout);
         info!(timeout = ?drain_timeout, "draining");
-        readiness.set_draining();
         stop_accepting.cancel();
         stop_status.cancel();
         let clean = proxy.drain_handle().drain(drain_timeout).await;

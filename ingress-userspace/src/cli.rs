@@ -176,6 +176,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
 
+    /// On SIGTERM, keep serving new connections this long first, with `/readyz` failing, so
+    /// load balancers and Endpoints drop the node before it stops accepting (ingress-nginx's
+    /// `--shutdown-grace-period`); a second signal cuts it short.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_grace_period: std::time::Duration,
     /// On SIGTERM, wait this long for in-flight requests and open TLS passthrough connections
     /// before exiting.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]

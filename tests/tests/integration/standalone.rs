@@ -703,6 +703,53 @@ async fn worker_shutdown_timeout_bounds_the_drain() {
     assert!(log.contains("drain timeout reached"), "{log}");
 }
 
+/// `--shutdown-grace-period`: after SIGTERM, `/readyz` fails at once while new connections
+/// are still accepted and served for the period; then the drain and exit follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_grace_period_serves_on_while_not_ready() {
+    let up = TestServer::echo("app").await.expect("upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = class_and_service_yaml("app", &up.addr.to_string(), "http", 80)
+        + &tests::ingressd::ingress_yaml("app", "g.test", "app", 80);
+    std::fs::write(dir.path().join("all.yaml"), yaml).expect("manifests");
+    let (http, admin) = (free_addr(), free_addr());
+    let args = standalone_args(
+        dir.path(),
+        &http.to_string(),
+        "127.0.0.1:0",
+        admin,
+        "grace",
+        &["--shutdown-grace-period", "2s"],
+    );
+    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let started = std::time::Instant::now();
+    p.signal(libc::SIGTERM).expect("SIGTERM");
+    let (during, ready) = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        (get(http, "g.test", "/during"), get(admin, "x", "/readyz"))
+    })
+    .await
+    .expect("join");
+    let (status, log) = tokio::task::spawn_blocking(move || {
+        let s = p.wait(Duration::from_secs(15));
+        (s, p.log_text())
+    })
+    .await
+    .expect("join");
+    let waited = started.elapsed();
+    let during = during.unwrap_or_else(|e| panic!("refused during the grace period: {e}\n{log}"));
+    assert!(during.starts_with("HTTP/1.1 200"), "{during}\n{log}");
+    let ready = ready.expect("admin answers");
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    let status = status.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(status.success(), "exit status {status:?}\n{log}");
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_secs(10)).contains(&waited),
+        "exited after {waited:?}\n{log}"
+    );
+    assert!(log.contains("shutdown grace period"), "{log}");
+}
+
 /// Writes `payload` and reads the same bytes back (the test backend echoes).
 async fn echo_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     tls: &mut S,
