@@ -39,8 +39,19 @@ pub(crate) struct AccessRecord {
     pub upstream_start: Option<Instant>,
     /// The upstream's answer, when one came.
     pub upstream_status: Option<u16>,
+    /// The tries before the last (`proxy-next-upstream`), oldest first.
+    pub earlier: Vec<EarlierTry>,
     /// `log-format-upstream` and what it needs of the request; `None`: the JSON record.
     pub format: Option<(Arc<AccessFormat>, Box<Captured>)>,
+}
+
+/// An upstream try that another followed: where, what it came to, and how long it took
+/// (timed only for `log-format-upstream`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EarlierTry {
+    pub addr: SocketAddr,
+    pub status: u16,
+    pub elapsed: Option<Duration>,
 }
 
 /// Where a routed request counts under ingress-nginx's names, and what those series observe
@@ -153,8 +164,9 @@ impl Completion {
         self.record = None;
     }
 
-    /// The request is being sent to `addr` (the last one tried is what is logged).
-    pub fn attempt(&mut self, addr: SocketAddr) {
+    /// The request is being sent to `addr`; `before` is what the previous try came to, if
+    /// there was one.
+    pub fn attempt(&mut self, addr: SocketAddr, before: Option<u16>) {
         let wants_time =
             self.location.is_some() || self.record.as_ref().is_some_and(|r| r.format.is_some());
         let now = wants_time.then(Instant::now);
@@ -163,6 +175,13 @@ impl Completion {
             l.upstream_header = None;
         }
         if let Some(r) = self.record.as_mut() {
+            if let (Some(prev), Some(status)) = (r.upstream, before) {
+                r.earlier.push(EarlierTry {
+                    addr: prev,
+                    status,
+                    elapsed: r.upstream_start.map(|t| t.elapsed()),
+                });
+            }
             r.upstream = Some(addr);
             // Only a `log-format-upstream` line reports upstream timing.
             if r.format.is_some() {
@@ -225,6 +244,7 @@ pub(crate) fn refused(shared: &super::Shared, client: IpAddr, status: u16) {
             ingress: None,
             upstream_start: None,
             upstream_status: None,
+            earlier: Vec::new(),
             format: global
                 .log_format
                 .as_ref()
@@ -275,7 +295,7 @@ impl Drop for Completion {
                 tracing::info!(target: TARGET, "{line}");
                 return;
             }
-            let line = json!({
+            let mut line = json!({
                 "time": httpdate_now(),
                 "request_id": r.request_id.to_str().unwrap_or(""),
                 "client": r.client.to_string(),
@@ -291,6 +311,14 @@ impl Drop for Completion {
                 "ingress": r.ingress.as_deref(),
                 "aborted": self.aborted,
             });
+            if !r.earlier.is_empty() {
+                // Only when `proxy-next-upstream` went on: the tries before `upstream`.
+                line["upstream_tries_before"] = r
+                    .earlier
+                    .iter()
+                    .map(|t| json!({"upstream": t.addr.to_string(), "status": t.status}))
+                    .collect();
+            }
             tracing::info!(target: TARGET, "{line}");
         }
     }

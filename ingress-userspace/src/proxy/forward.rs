@@ -81,7 +81,8 @@ pub(crate) fn is_idempotent(m: &Method) -> bool {
 }
 
 /// Sends `req` to an endpoint of `upstream` (`preferred` first, e.g. from affinity), telling
-/// `attempt` each endpoint it tries.
+/// `attempt` each endpoint it tries, with the status the try before it came to (an answer
+/// passed over, or the 502/504 its failure was), as nginx's `$upstream_status` lists them.
 ///
 /// One async fn on purpose: this future lives inside every request's, and a nested one per
 /// endpoint would hold a second copy of the request in it. What a try leaves for the client
@@ -94,7 +95,7 @@ pub(crate) async fn send(
     mut preferred: Option<usize>,
     mut req: Request<RequestBody>,
     dest: &Destination,
-    attempt: &mut (dyn FnMut(SocketAddr) + Send),
+    attempt: &mut (dyn FnMut(SocketAddr, Option<u16>) + Send),
 ) -> Result<Forwarded, ProxyError> {
     let next = &policy.next_upstream;
     let idempotent = is_idempotent(req.method());
@@ -119,12 +120,16 @@ pub(crate) async fn send(
         else {
             break;
         };
+        let before = (attempts > 0).then(|| match &last_answer {
+            Some(fwd) => fwd.response.status().as_u16(),
+            None => last_err.status().as_u16(),
+        });
         tried.push(idx);
         attempts += 1;
         let Some(ep) = upstream.endpoints.get(idx) else {
             break;
         };
-        attempt(ep.addr);
+        attempt(ep.addr, before);
         // Counted from the pick, connect included: requests still dialing an endpoint are
         // load on it, or a burst would all pick the endpoint whose connections are not made
         // yet.

@@ -176,6 +176,18 @@ impl AccessFormat {
     }
 }
 
+/// Each earlier try, as `each` writes it, followed by `, ` (a `String` takes every write).
+fn earlier(
+    out: &mut String,
+    r: &AccessRecord,
+    mut each: impl FnMut(&mut String, &super::access_log::EarlierTry) -> std::fmt::Result,
+) {
+    for t in &r.earlier {
+        let _ = each(out, t);
+        out.push_str(", ");
+    }
+}
+
 /// One variable's value into `out`; nothing when it has none.
 fn fill(
     out: &mut String,
@@ -238,22 +250,38 @@ fn fill(
             Some(_) => write!(out, "{}", r.upstream_name.as_deref().unwrap_or("")),
             None => Ok(()),
         },
-        LogVar::UpstreamAddr => match r.upstream {
-            Some(a) => write!(out, "{a}"),
-            None => Ok(()),
-        },
-        LogVar::UpstreamStatus => match o.upstream_status {
-            Some(s) => write!(out, "{s}"),
-            None => Ok(()),
-        },
-        LogVar::UpstreamResponseTime => match o.upstream_elapsed {
-            Some(d) => write!(out, "{:.3}", d.as_secs_f64()),
-            None => Ok(()),
-        },
-        LogVar::UpstreamResponseLength => match o.upstream_bytes {
-            Some(n) => write!(out, "{n}"),
-            None => Ok(()),
-        },
+        // Each try that `proxy-next-upstream` went on from comes first, comma-separated, as
+        // nginx lists them; a failed one received no bytes.
+        LogVar::UpstreamAddr => {
+            earlier(out, r, |out, t| write!(out, "{}", t.addr));
+            match r.upstream {
+                Some(a) => write!(out, "{a}"),
+                None => Ok(()),
+            }
+        }
+        LogVar::UpstreamStatus => {
+            earlier(out, r, |out, t| write!(out, "{}", t.status));
+            match o.upstream_status {
+                Some(s) => write!(out, "{s}"),
+                None => Ok(()),
+            }
+        }
+        LogVar::UpstreamResponseTime => {
+            earlier(out, r, |out, t| {
+                write!(out, "{:.3}", t.elapsed.unwrap_or_default().as_secs_f64())
+            });
+            match o.upstream_elapsed {
+                Some(d) => write!(out, "{:.3}", d.as_secs_f64()),
+                None => Ok(()),
+            }
+        }
+        LogVar::UpstreamResponseLength => {
+            earlier(out, r, |out, _| write!(out, "0"));
+            match o.upstream_bytes {
+                Some(n) => write!(out, "{n}"),
+                None => Ok(()),
+            }
+        }
         LogVar::RequestId => write!(out, "{}", r.request_id.to_str().unwrap_or("")),
         LogVar::Namespace => write!(out, "{}", ingress.map_or("", |(ns, _)| ns)),
         LogVar::IngressName => write!(out, "{}", ingress.map_or("", |(_, n)| n)),
@@ -314,6 +342,7 @@ mod tests {
             ingress: Some(Arc::from("web/api")),
             upstream_start: None,
             upstream_status: None,
+            earlier: Vec::new(),
             format: None,
         }
     }
@@ -365,6 +394,31 @@ mod tests {
                  HTTP/1.1\" 201 42 \"-\" \"curl/8 \\x22quoted\\x22\" {len} 1.234 \
                  [web/api:80] [web/api-canary:80] 10.1.2.3:8080 42 1.200 201 abc123"
             )
+        );
+    }
+
+    #[test]
+    fn earlier_tries_come_first_in_the_upstream_variables() {
+        let f = AccessFormat::compile(
+            &parse(
+                "$upstream_addr|$upstream_status|$upstream_response_time|$upstream_response_length",
+            )
+            .expect("format"),
+            LogEscape::Default,
+        );
+        let req = request();
+        let c = f.capture(&req, true, request_length(&req));
+        let mut r = record();
+        for (port, status, ms) in [(1, 502, 1), (2, 503, 20)] {
+            r.earlier.push(super::super::access_log::EarlierTry {
+                addr: SocketAddr::from(([10, 0, 0, port], 80)),
+                status,
+                elapsed: Some(Duration::from_millis(ms)),
+            });
+        }
+        assert_eq!(
+            f.render(&r, &c, &outcome(), SystemTime::UNIX_EPOCH),
+            "10.0.0.1:80, 10.0.0.2:80, 10.1.2.3:8080|502, 503, 201|0.001, 0.020, 1.200|0, 0, 42"
         );
     }
 

@@ -68,6 +68,7 @@ pub(crate) async fn handle(
             ingress: None,
             upstream_start: None,
             upstream_status: None,
+            earlier: Vec::new(),
             format: config.global.log_format.as_ref().map(|f| {
                 (
                     f.clone(),
@@ -621,7 +622,7 @@ async fn pipeline<'c>(
         preferred,
         Request::from_parts(parts, body),
         &dest,
-        &mut |addr| completion.attempt(addr),
+        &mut |addr, before| completion.attempt(addr, before),
     )
     .await
     {
@@ -741,7 +742,7 @@ async fn custom_error(
         progress: None,
         mode: ConnMode::Pooled,
     };
-    match forward::send(shared, db, db_policy, None, req, &dest, &mut |_| {}).await {
+    match forward::send(shared, db, db_policy, None, req, &dest, &mut |_, _| {}).await {
         Ok(f) => {
             let (mut parts, body) = f.response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers, false);

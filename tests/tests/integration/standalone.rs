@@ -1228,6 +1228,82 @@ async fn the_controller_configmap_applies_without_a_restart() {
     }
 }
 
+/// A request that `proxy-next-upstream` sent on is logged with every try, as nginx's
+/// `$upstream_addr` and `$upstream_status` list them (`refused, good` and `502, 200`), in
+/// `log-format-upstream` lines and in the JSON record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upstream_try_is_logged() {
+    let up = TestServer::echo("app").await.expect("upstream");
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let refused_addr = refused.local_addr().expect("addr");
+    drop(refused);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoints = format!("{refused_addr},{}", up.addr);
+    let ingresses = class_and_service_yaml("app", &endpoints, "http", 80)
+        + &tests::ingressd::ingress_yaml("plain", "c.test", "app", 80);
+    std::fs::write(dir.path().join("all.yaml"), ingresses).expect("manifests");
+    let cm = dir.path().join("controller.yaml");
+    let write_cm = move |data: &str| write_whole(&cm, &controller_configmap(data));
+    write_cm("  log-format-upstream: 'tries $upstream_addr|$upstream_status|$upstream_response_length|$status'\n");
+    let (http, admin) = (free_addr(), free_addr());
+    let args = standalone_args(
+        dir.path(),
+        &http.to_string(),
+        "127.0.0.1:0",
+        admin,
+        "tries",
+        &["--configmap", "ingress-system/ingressd"],
+    );
+    let access_path = dir.path().join("access.log");
+    let p = {
+        let (log, access) = (dir.path().join("log"), access_path.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut p = Ingressd::start_with_access_log(
+                BIN.as_ref(),
+                &args,
+                &admin.to_string(),
+                &log,
+                &access,
+            )?;
+            p.wait_ready(Duration::from_secs(20))?;
+            anyhow::Ok(p)
+        })
+        .await
+        .expect("join")
+        .expect("ingressd starts")
+    };
+    let up_addr = up.addr;
+    let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let log = || std::fs::read_to_string(&access_path).unwrap_or_default();
+        // Round robin: within two requests one meets the refusing endpoint first.
+        for _ in 0..2 {
+            let out = get_after(http, b"", "c.test", "");
+            if !out.starts_with("HTTP/1.1 200") {
+                return Err(format!("request: {out}"));
+            }
+        }
+        until("a line with both tries", || {
+            let text = log();
+            let want = format!("tries {refused_addr}, {up_addr}|502, 200|0, ");
+            (text.contains(&want), text)
+        })?;
+        write_cm("  error-log-level: warn\n");
+        until("the JSON record with the earlier try", || {
+            let _ = get_after(http, b"", "c.test", "");
+            let text = log();
+            let want = format!(
+                r#""upstream_tries_before":[{{"status":502,"upstream":"{refused_addr}"}}]"#
+            );
+            (text.contains(&want), text)
+        })?;
+        Ok(())
+    })
+    .await
+    .expect("join");
+    let log_text = stop(p);
+    checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
+}
+
 /// The controller ConfigMap's `log-format-upstream` and `error-log-level` reach the running
 /// binary's own log, and edits apply without a restart. Access-log lines go to stdout bare,
 /// as ingress-nginx's do; everything else to stderr.
