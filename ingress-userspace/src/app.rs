@@ -225,8 +225,10 @@ struct Kernel {
     applier: L4Applier<AyaMapWriter>,
     edge: EdgeApplier<AyaEdgeWriter>,
     resolved: BTreeSet<IpAddr>,
-    /// L4 entries left out because a local socket serves their port, as last warned.
-    taken: Vec<(IpAddr, u16, L4Protocol)>,
+    /// The L4 entries (VIP, port, protocol) as last checked against the node's sockets, and
+    /// those of them a socket serves (left out).
+    checked: Vec<(IpAddr, u16, L4Protocol)>,
+    taken: BTreeSet<(IpAddr, u16, L4Protocol)>,
 }
 
 impl Kernel {
@@ -260,29 +262,43 @@ impl Kernel {
             applier,
             edge,
             resolved: BTreeSet::new(),
-            taken: Vec::new(),
+            checked: Vec::new(),
+            taken: BTreeSet::new(),
         })
     }
 
     fn apply(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
-        let bound = local_ports::bound();
-        let (taken, free): (Vec<&L4Service>, Vec<&L4Service>) = snapshot
+        // The socket tables are read when the entries change (most snapshots change only
+        // endpoints): on a busy node they are long.
+        let entries: Vec<_> = snapshot
             .l4
             .iter()
-            .partition(|s| local_ports::taken(&bound, s));
-        let taken_now: Vec<_> = taken.iter().map(|s| (s.vip, s.port, s.protocol)).collect();
-        if taken_now != self.taken {
-            for s in &taken {
-                warn!(vip = %s.vip, port = s.port, protocol = ?s.protocol, configmap = %format!("{}/{}", s.origin.namespace, s.origin.name),
-                    "L4 service left out: a socket of this host already serves that port");
-            }
-            self.taken = taken_now;
+            .map(|s| (s.vip, s.port, s.protocol))
+            .collect();
+        if entries != self.checked {
+            let bound = local_ports::bound();
+            self.taken = snapshot
+                .l4
+                .iter()
+                .filter(|s| local_ports::taken(&bound, s))
+                .map(|s| {
+                    warn!(vip = %s.vip, port = s.port, protocol = ?s.protocol, configmap = %format!("{}/{}", s.origin.namespace, s.origin.name),
+                        "L4 service left out: a socket of this host already serves that port");
+                    (s.vip, s.port, s.protocol)
+                })
+                .collect();
+            self.checked = entries;
         }
         let kept: Vec<L4Service>;
-        let services = if taken.is_empty() {
+        let services = if self.taken.is_empty() {
             &snapshot.l4
         } else {
-            kept = free.into_iter().cloned().collect();
+            kept = snapshot
+                .l4
+                .iter()
+                .filter(|s| !self.taken.contains(&(s.vip, s.port, s.protocol)))
+                .cloned()
+                .collect();
             &kept
         };
         let report = self.applier.apply(services)?;
