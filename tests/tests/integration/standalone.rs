@@ -129,6 +129,31 @@ fn stop(mut p: Ingressd) -> String {
 
 /// Starts `ingressd run <args>` and waits until it reports ready (off the async threads: the
 /// wait polls the admin port with blocking I/O).
+/// As [`start_ready`], with the access log on its own file (`access`), the rest in `log`
+/// under `dir`.
+async fn start_ready_with_access_log(
+    args: Vec<String>,
+    admin: SocketAddr,
+    dir: &std::path::Path,
+    access: &std::path::Path,
+) -> Ingressd {
+    let (log, access) = (dir.join("log"), access.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut p = Ingressd::start_with_access_log(
+            BIN.as_ref(),
+            &args,
+            &admin.to_string(),
+            &log,
+            &access,
+        )?;
+        p.wait_ready(Duration::from_secs(20))?;
+        anyhow::Ok(p)
+    })
+    .await
+    .expect("join")
+    .expect("ingressd starts")
+}
+
 async fn start_ready(args: Vec<String>, admin: SocketAddr, log: std::path::PathBuf) -> Ingressd {
     tokio::task::spawn_blocking(move || {
         let mut p = Ingressd::start(BIN.as_ref(), None, &args, &admin.to_string(), &log)?;
@@ -1255,23 +1280,7 @@ async fn every_upstream_try_is_logged() {
         &["--configmap", "ingress-system/ingressd"],
     );
     let access_path = dir.path().join("access.log");
-    let p = {
-        let (log, access) = (dir.path().join("log"), access_path.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut p = Ingressd::start_with_access_log(
-                BIN.as_ref(),
-                &args,
-                &admin.to_string(),
-                &log,
-                &access,
-            )?;
-            p.wait_ready(Duration::from_secs(20))?;
-            anyhow::Ok(p)
-        })
-        .await
-        .expect("join")
-        .expect("ingressd starts")
-    };
+    let p = start_ready_with_access_log(args, admin, dir.path(), &access_path).await;
     let up_addr = up.addr;
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let log = || std::fs::read_to_string(&access_path).unwrap_or_default();
@@ -1331,23 +1340,7 @@ async fn log_format_and_error_log_level_apply_without_a_restart() {
         &["--configmap", "ingress-system/ingressd"],
     );
     let access_path = dir.path().join("access.log");
-    let p = {
-        let (log, access) = (dir.path().join("log"), access_path.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut p = Ingressd::start_with_access_log(
-                BIN.as_ref(),
-                &args,
-                &admin.to_string(),
-                &log,
-                &access,
-            )?;
-            p.wait_ready(Duration::from_secs(20))?;
-            anyhow::Ok(p)
-        })
-        .await
-        .expect("join")
-        .expect("ingressd starts")
-    };
+    let p = start_ready_with_access_log(args, admin, dir.path(), &access_path).await;
     let log_path = p.log.clone();
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let own_log = || std::fs::read_to_string(&log_path).unwrap_or_default();

@@ -332,6 +332,11 @@ mod tests {
         p.distinguished_name
             .push(DnType::OrganizationName, "Example, Inc.");
         p.distinguished_name.push(DnType::CommonName, cn);
+        signed_client(p, issuer)
+    }
+
+    /// A client certificate made from `p`, signed by `issuer`.
+    fn signed_client(mut p: CertificateParams, issuer: &Ca) -> CertificateDer<'static> {
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().expect("key");
         p.signed_by(&key, issuer)
@@ -345,12 +350,7 @@ mod tests {
         p.distinguished_name.push(DnType::CommonName, cn);
         p.not_before = rcgen::date_time_ymd(2000, 1, 1);
         p.not_after = rcgen::date_time_ymd(2001, 1, 1);
-        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().expect("key");
-        p.signed_by(&key, issuer)
-            .expect("client cert")
-            .der()
-            .clone()
+        signed_client(p, issuer)
     }
 
     fn auth(roots: &[&Ca], mode: VerifyClient, depth: u8) -> ClientAuth {
@@ -382,12 +382,7 @@ mod tests {
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
         p.distinguished_name.push(DnType::CommonName, cn);
         p.serial_number = Some(serial.into());
-        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().expect("key");
-        p.signed_by(&key, issuer)
-            .expect("client cert")
-            .der()
-            .clone()
+        signed_client(p, issuer)
     }
 
     /// A CRL from `issuer` revoking `serials`, current until `until` (a year).
