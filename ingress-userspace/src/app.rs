@@ -25,7 +25,7 @@ use crate::{
     apply::{
         self,
         edge::{EdgeApplier, EdgeSettings, SynRate},
-        local_ports,
+        local_ports::LocalPortFilter,
         maps::{FlowTimeouts, L4Applier, SnatSettings},
         proxy::ProxyApplier,
     },
@@ -40,7 +40,7 @@ use crate::{
     },
     passthrough::{splice, Passthrough, PassthroughConfig},
     proxy::{self, Proxy, ProxyOptions},
-    snapshot::{Global, L4Protocol, L4Service, Snapshot},
+    snapshot::{Global, Snapshot},
     source::{self, SourceEvent},
     store,
     translate::Translation,
@@ -225,10 +225,7 @@ struct Kernel {
     applier: L4Applier<AyaMapWriter>,
     edge: EdgeApplier<AyaEdgeWriter>,
     resolved: BTreeSet<IpAddr>,
-    /// The L4 entries (VIP, port, protocol) as last checked against the node's sockets, and
-    /// those of them a socket serves (left out).
-    checked: Vec<(IpAddr, u16, L4Protocol)>,
-    taken: BTreeSet<(IpAddr, u16, L4Protocol)>,
+    local_ports: LocalPortFilter,
 }
 
 impl Kernel {
@@ -262,45 +259,13 @@ impl Kernel {
             applier,
             edge,
             resolved: BTreeSet::new(),
-            checked: Vec::new(),
-            taken: BTreeSet::new(),
+            local_ports: LocalPortFilter::default(),
         })
     }
 
     fn apply(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
-        // The socket tables are read when the entries change (most snapshots change only
-        // endpoints): on a busy node they are long.
-        let entries: Vec<_> = snapshot
-            .l4
-            .iter()
-            .map(|s| (s.vip, s.port, s.protocol))
-            .collect();
-        if entries != self.checked {
-            let bound = local_ports::bound();
-            self.taken = snapshot
-                .l4
-                .iter()
-                .filter(|s| local_ports::taken(&bound, s))
-                .map(|s| {
-                    warn!(vip = %s.vip, port = s.port, protocol = ?s.protocol, configmap = %format!("{}/{}", s.origin.namespace, s.origin.name),
-                        "L4 service left out: a socket of this host already serves that port");
-                    (s.vip, s.port, s.protocol)
-                })
-                .collect();
-            self.checked = entries;
-        }
-        let kept: Vec<L4Service>;
-        let services = if self.taken.is_empty() {
-            &snapshot.l4
-        } else {
-            kept = snapshot
-                .l4
-                .iter()
-                .filter(|s| !self.taken.contains(&(s.vip, s.port, s.protocol)))
-                .cloned()
-                .collect();
-            &kept
-        };
+        let services = self.local_ports.keep(&snapshot.l4);
+        let services = &*services;
         let report = self.applier.apply(services)?;
         self.edge
             .apply(&self.applier.vip_ids(), &snapshot.global.block_cidrs)?;

@@ -6,11 +6,58 @@
 //! and ingress-nginx refuses its reserved ports. Such entries are left out of the kernel
 //! maps with a warning.
 use std::{
+    borrow::Cow,
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use crate::snapshot::{L4Protocol, L4Service};
+
+/// An L4 entry as the check sees it.
+type Entry = (IpAddr, u16, L4Protocol);
+
+fn entry(s: &L4Service) -> Entry {
+    (s.vip, s.port, s.protocol)
+}
+
+/// Leaves out of each snapshot's L4 services those whose port a socket of this host
+/// serves. The socket tables are read only when the entries change (most snapshots change
+/// endpoints only): on a busy node they are long.
+#[derive(Debug, Default)]
+pub struct LocalPortFilter {
+    /// The entries as last checked, and those of them a socket serves.
+    checked: Vec<Entry>,
+    taken: BTreeSet<Entry>,
+}
+
+impl LocalPortFilter {
+    /// `services` without the entries a local socket serves, each warned about once per
+    /// change of the entries.
+    pub fn keep<'a>(&mut self, services: &'a [L4Service]) -> Cow<'a, [L4Service]> {
+        let entries: Vec<Entry> = services.iter().map(entry).collect();
+        if entries != self.checked {
+            let bound = bound();
+            self.taken.clear();
+            for s in services.iter().filter(|s| taken(&bound, s)) {
+                tracing::warn!(vip = %s.vip, port = s.port, protocol = ?s.protocol,
+                    configmap = %format!("{}/{}", s.origin.namespace, s.origin.name),
+                    "L4 service left out: a socket of this host already serves that port");
+                self.taken.insert(entry(s));
+            }
+            self.checked = entries;
+        }
+        if self.taken.is_empty() {
+            return Cow::Borrowed(services);
+        }
+        Cow::Owned(
+            services
+                .iter()
+                .filter(|s| !self.taken.contains(&entry(s)))
+                .cloned()
+                .collect(),
+        )
+    }
+}
 
 /// A socket that takes connections (TCP `LISTEN`) or datagrams (unconnected UDP) on a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -167,6 +214,29 @@ mod tests {
         assert!(taken(&bound, &svc("192.0.2.1", 443, L4Protocol::Tcp)));
         assert!(taken(&bound, &svc("2001:db8::1", 443, L4Protocol::Tcp)));
         assert!(!taken(&bound, &svc("192.0.2.1", 9000, L4Protocol::Tcp)));
+    }
+
+    #[test]
+    fn the_filter_leaves_out_a_served_port_and_keeps_the_rest() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let served = l.local_addr().expect("addr").port();
+        let free = {
+            let f = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            f.local_addr().expect("addr").port()
+        };
+        let services = [
+            svc("127.0.0.1", served, L4Protocol::Tcp),
+            svc("127.0.0.1", free, L4Protocol::Tcp),
+        ];
+        let mut filter = LocalPortFilter::default();
+        let kept = filter.keep(&services);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].port, free);
+        // The same entries again: the same answer, from the last check.
+        drop(l);
+        assert_eq!(filter.keep(&services).len(), 1);
+        // Nothing taken: the snapshot's own slice.
+        assert!(matches!(filter.keep(&services[1..]), Cow::Borrowed(_)));
     }
 
     #[test]

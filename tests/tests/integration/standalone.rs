@@ -85,6 +85,14 @@ fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<String> {
     Ok(out)
 }
 
+/// Writes `all.yaml` in `dir`: the IngressClass, a Service `service` (port 80, named `http`)
+/// with `endpoints`, and one Ingress `name` sending `host` to it.
+fn one_ingress(dir: &std::path::Path, service: &str, endpoints: &str, name: &str, host: &str) {
+    let yaml = class_and_service_yaml(service, endpoints, "http", 80)
+        + &tests::ingressd::ingress_yaml(name, host, service, 80);
+    std::fs::write(dir.join("all.yaml"), yaml).expect("manifests");
+}
+
 fn free_addr() -> SocketAddr {
     tests::ports::free_loopback_addr()
 }
@@ -669,9 +677,13 @@ async fn worker_shutdown_timeout_bounds_the_drain() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let silent_addr = silent.local_addr().expect("addr");
     let dir = tempfile::tempdir().expect("tempdir");
-    let yaml = class_and_service_yaml("slow", &silent_addr.to_string(), "http", 80)
-        + &tests::ingressd::ingress_yaml("slow", "s.test", "slow", 80);
-    std::fs::write(dir.path().join("all.yaml"), yaml).expect("manifests");
+    one_ingress(
+        dir.path(),
+        "slow",
+        &silent_addr.to_string(),
+        "slow",
+        "s.test",
+    );
     std::fs::write(
         dir.path().join("controller.yaml"),
         controller_configmap("  worker-shutdown-timeout: 1s\n"),
@@ -734,9 +746,7 @@ async fn worker_shutdown_timeout_bounds_the_drain() {
 async fn shutdown_grace_period_serves_on_while_not_ready() {
     let up = TestServer::echo("app").await.expect("upstream");
     let dir = tempfile::tempdir().expect("tempdir");
-    let yaml = class_and_service_yaml("app", &up.addr.to_string(), "http", 80)
-        + &tests::ingressd::ingress_yaml("app", "g.test", "app", 80);
-    std::fs::write(dir.path().join("all.yaml"), yaml).expect("manifests");
+    one_ingress(dir.path(), "app", &up.addr.to_string(), "app", "g.test");
     let (http, admin) = (free_addr(), free_addr());
     let args = standalone_args(
         dir.path(),
@@ -1264,9 +1274,7 @@ async fn every_upstream_try_is_logged() {
     drop(refused);
     let dir = tempfile::tempdir().expect("tempdir");
     let endpoints = format!("{refused_addr},{}", up.addr);
-    let ingresses = class_and_service_yaml("app", &endpoints, "http", 80)
-        + &tests::ingressd::ingress_yaml("plain", "c.test", "app", 80);
-    std::fs::write(dir.path().join("all.yaml"), ingresses).expect("manifests");
+    one_ingress(dir.path(), "app", &endpoints, "plain", "c.test");
     let cm = dir.path().join("controller.yaml");
     let write_cm = move |data: &str| write_whole(&cm, &controller_configmap(data));
     write_cm("  log-format-upstream: 'tries $upstream_addr|$upstream_status|$upstream_response_length|$status'\n");
@@ -1320,9 +1328,7 @@ async fn every_upstream_try_is_logged() {
 async fn log_format_and_error_log_level_apply_without_a_restart() {
     let up = TestServer::echo("app").await.expect("upstream");
     let dir = tempfile::tempdir().expect("tempdir");
-    let ingresses = class_and_service_yaml("app", &up.addr.to_string(), "http", 80)
-        + &tests::ingressd::ingress_yaml("plain", "c.test", "app", 80);
-    std::fs::write(dir.path().join("all.yaml"), ingresses).expect("manifests");
+    one_ingress(dir.path(), "app", &up.addr.to_string(), "plain", "c.test");
     let cm = dir.path().join("controller.yaml");
     let write_cm = move |data: &str| write_whole(&cm, &controller_configmap(data));
     write_cm(
