@@ -371,9 +371,12 @@ impl App {
             args.external_name_refresh,
             Arc::new(source::external_names::SystemLookup),
         );
+        let reloads = on_hangup(args.manifests.is_some())?;
         if let Some(dir) = args.manifests.clone() {
             tokio::spawn(async move {
-                if let Err(e) = source::manifests::run(dir, events).await {
+                let resync = source::manifests::RESYNC;
+                if let Err(e) = source::manifests::run_resyncing(dir, events, resync, reloads).await
+                {
                     error!("manifest source stopped: {e}");
                 }
             });
@@ -671,6 +674,26 @@ pub fn publish_source(args: &RunArgs) -> apply::publish::PublishSource {
         },
         (None, None) => apply::publish::PublishSource::Fixed(fixed),
     }
+}
+
+/// Takes SIGHUP, whose default action would kill the process, as nginx does: a reload. In
+/// standalone mode the manifests are read again at once; from the API there is nothing to
+/// read again (the watches are current), so it is only logged.
+fn on_hangup(standalone: bool) -> anyhow::Result<mpsc::Receiver<()>> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if standalone {
+                info!("SIGHUP: reading the manifest directory again");
+                // One pending reload covers any number of signals.
+                let _ = tx.try_send(());
+            } else {
+                info!("SIGHUP: nothing to reload, the configuration follows the API server");
+            }
+        }
+    });
+    Ok(rx)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

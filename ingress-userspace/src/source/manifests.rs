@@ -661,14 +661,16 @@ fn log_report(report: &ScanReport) {
 /// Runs the source: first full read (`Replace` per kind, then `Synced`), then live updates
 /// until the store goes away. Fails only if the directory cannot be read or watched at start.
 pub async fn run(dir: PathBuf, events: mpsc::Sender<SourceEvent>) -> Result<(), ManifestError> {
-    run_resyncing(dir, events, RESYNC).await
+    run_resyncing(dir, events, RESYNC, mpsc::channel(1).1).await
 }
 
-/// [`run`], reading the whole directory again every `resync` besides on each change seen.
+/// [`run`], reading the whole directory again every `resync`, on each change seen, and on
+/// each message of `reload` (SIGHUP: what an nginx operator sends after editing files).
 pub async fn run_resyncing(
     dir: PathBuf,
     events: mpsc::Sender<SourceEvent>,
     resync: Duration,
+    mut reload: mpsc::Receiver<()>,
 ) -> Result<(), ManifestError> {
     let (tx, mut changed) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -723,6 +725,10 @@ pub async fn run_resyncing(
             // What the watch cannot see: files behind symlinks that lead out of the
             // directory, and events the kernel dropped (inotify queue overflow).
             _ = every.tick() => true,
+            Some(()) = reload.recv() => {
+                info!(dir = %dir.display(), "reload asked: reading the manifests again");
+                false
+            }
         };
         let mut report = match state.rescan() {
             Ok(r) => r,

@@ -785,6 +785,65 @@ async fn shutdown_grace_period_serves_on_while_not_ready() {
     assert!(log.contains("shutdown grace period"), "{log}");
 }
 
+/// SIGHUP is nginx's reload: the process lives on and reads its manifests again at once, so
+/// a change the directory watch cannot see (the target of a symlink leading out of the
+/// directory) applies without waiting for the 30 s resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_the_manifests_again() {
+    let up = TestServer::echo("app").await.expect("upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    one_ingress(
+        elsewhere.path(),
+        "app",
+        &up.addr.to_string(),
+        "app",
+        "old.test",
+    );
+    std::os::unix::fs::symlink(
+        elsewhere.path().join("all.yaml"),
+        dir.path().join("all.yaml"),
+    )
+    .expect("symlink");
+    let (http, admin) = (free_addr(), free_addr());
+    let args = standalone_args(
+        dir.path(),
+        &http.to_string(),
+        "127.0.0.1:0",
+        admin,
+        "hup",
+        &[],
+    );
+    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    one_ingress(
+        elsewhere.path(),
+        "app",
+        &up.addr.to_string(),
+        "app",
+        "new.test",
+    );
+    let started = std::time::Instant::now();
+    p.signal(libc::SIGHUP).expect("SIGHUP");
+    let served = tokio::task::spawn_blocking(move || {
+        until("the new host after SIGHUP", || {
+            let r = get(http, "new.test", "/").unwrap_or_else(|e| e.to_string());
+            (r.starts_with("HTTP/1.1 200"), r)
+        })
+    })
+    .await
+    .expect("join");
+    let took = started.elapsed();
+    let old = get(http, "old.test", "/").expect("still serving");
+    let log = p.log_text();
+    served.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(took < Duration::from_secs(10), "took {took:?}\n{log}");
+    assert!(old.starts_with("HTTP/1.1 404"), "{old}");
+    assert!(log.contains("SIGHUP"), "{log}");
+    tokio::task::spawn_blocking(move || stop(p))
+        .await
+        .expect("join");
+}
+
 /// Writes `payload` and reads the same bytes back (the test backend echoes).
 async fn echo_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     tls: &mut S,

@@ -585,6 +585,7 @@ async fn a_symlinked_file_outside_the_directory_is_followed_by_the_resync() {
         dir.path().to_owned(),
         tx,
         Duration::from_millis(300),
+        mpsc::channel(1).1,
     ));
     while !matches!(recv(&mut rx).await, SourceEvent::Synced) {}
     std::fs::write(&target, service("a").replace("port: 80", "port: 8080")).expect("write");
@@ -592,5 +593,34 @@ async fn a_symlinked_file_outside_the_directory_is_followed_by_the_resync() {
     // Nothing more while nothing changes.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(rx.try_recv().is_err(), "an unchanged directory sent events");
+    task.abort();
+}
+
+/// A reload (SIGHUP) reads the directory at once, so a change the watch cannot see (a
+/// symlink's target outside the directory) applies without waiting for the resync.
+#[tokio::test]
+async fn a_reload_reads_what_the_watch_missed_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let target = elsewhere.path().join("svc.yaml");
+    std::fs::write(&target, service("a")).expect("write");
+    std::os::unix::fs::symlink(&target, dir.path().join("svc.yaml")).expect("symlink");
+    let (tx, mut rx) = mpsc::channel(64);
+    let (reload, reloads) = mpsc::channel(1);
+    let task = tokio::spawn(run_resyncing(
+        dir.path().to_owned(),
+        tx,
+        Duration::from_secs(3600),
+        reloads,
+    ));
+    while !matches!(recv(&mut rx).await, SourceEvent::Synced) {}
+    std::fs::write(&target, service("a").replace("port: 80", "port: 8080")).expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "the watch saw a change outside the directory"
+    );
+    reload.send(()).await.expect("source running");
+    assert_eq!(applied(&[recv(&mut rx).await]), vec!["apply a"]);
     task.abort();
 }
