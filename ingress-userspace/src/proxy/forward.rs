@@ -1,14 +1,14 @@
 //! Sending a request to an upstream: endpoint choice, connect, retries and timeouts.
 //!
-//! Retries: a connect failure is retried on a different endpoint, up to `max_attempts` tries,
-//! only for idempotent methods. A pooled connection found closed before the request left is
-//! retried once on a fresh connection to the same endpoint (nothing was sent). A request that
-//! reached the upstream is not retried, with one exception: a bodiless idempotent request
-//! whose pooled connection failed before any response byte (the upstream closed the idle
-//! connection as we wrote) goes once more on a fresh connection. `proxy-next-upstream`
-//! widens or narrows this per route as nginx's `proxy_next_upstream` does (errors and
-//! timeouts after sending, chosen status codes, non-idempotent methods, or `off`), for
-//! requests without a body.
+//! Retries, as nginx's `proxy_next_upstream`: a connection that cannot be made goes to
+//! another endpoint whatever the method. Once a request left, `proxy-next-upstream` (by
+//! default `error timeout`) says which failures send it on, for idempotent methods unless
+//! `non_idempotent` is listed. At most `max_attempts` tries in all; when every endpoint was
+//! tried the round starts over, so one replica gets its tries too. A pooled connection found
+//! closed before the request left is tried again on a fresh connection to the same endpoint
+//! (nothing was sent), and so is an idempotent request whose pooled connection failed before
+//! any response byte (the upstream closed the idle connection as we wrote). Only requests
+//! without a body can be sent twice once they left.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{
@@ -114,10 +114,17 @@ pub(crate) async fn send(
         if attempts > 0 && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             break;
         }
-        let Some(idx) = preferred
+        let mut pick = preferred
             .take()
-            .or_else(|| upstream.pick(policy.load_balance, &tried))
-        else {
+            .or_else(|| upstream.pick(policy.load_balance, &tried));
+        if pick.is_none() && !tried.is_empty() && policy.max_attempts != u32::MAX {
+            // Every endpoint was tried and tries are left: start over, as ingress-nginx's
+            // balancer does (one replica gets its 3 tries). "No limit" stops after one round,
+            // or a dead Service would hold the request forever.
+            tried = Tried::default();
+            pick = upstream.pick(policy.load_balance, &tried);
+        }
+        let Some(idx) = pick else {
             break;
         };
         let before = (attempts > 0).then(|| match &last_answer {
