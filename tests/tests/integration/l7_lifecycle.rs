@@ -602,7 +602,7 @@ async fn l7_log_format_upstream_writes_the_operators_lines() -> anyhow::Result<(
         .ok_or_else(|| anyhow::anyhow!("{}", lines[0]))?;
     assert_eq!(&caps[1], up.addr.to_string());
     let dead_line = regex::Regex::new(
-        r#""GET /dead HTTP/1\.1" 502 \d+ .* \[default/dead:80\] \[-\] \S+ 0 \d+\.\d{3} 502 rid-1$"#,
+        r#""GET /dead HTTP/1\.1" 502 \d+ .* \[default/dead:80\] \[-\] \S+, \S+, \S+ 0, 0, 0 \d+\.\d{3}, \d+\.\d{3}, \d+\.\d{3} 502, 502, 502 rid-1$"#,
     )?;
     assert!(dead_line.is_match(&lines[1]), "{}", lines[1]);
 

@@ -260,6 +260,8 @@ async fn l7_errors_502_503_504_and_connect_timeout() -> anyhow::Result<()> {
         (502, "502 Bad Gateway\n")
     );
 
+    // The lone endpoint gets the three tries of `error timeout`, each cut at the read
+    // timeout, as ingress-nginx's balancer retries one replica.
     let started = std::time::Instant::now();
     let r = get(l7.http, "e.test", "/slow/delay/2000").await?;
     assert_eq!(
@@ -267,11 +269,11 @@ async fn l7_errors_502_503_504_and_connect_timeout() -> anyhow::Result<()> {
         (504, "504 Gateway Timeout\n")
     );
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        (Duration::from_millis(900)..Duration::from_millis(1800)).contains(&started.elapsed()),
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(slow.hits(), 1);
+    assert_eq!(slow.hits(), 3);
     // Within the read timeout it is served.
     let r = get(l7.http, "e.test", "/slow/delay/50").await?;
     assert_eq!(r.status, 200);
@@ -280,7 +282,7 @@ async fn l7_errors_502_503_504_and_connect_timeout() -> anyhow::Result<()> {
     let r = get(l7.http, "e.test", "/hole").await?;
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_millis(1800),
         "{:?}",
         started.elapsed()
     );
