@@ -18,7 +18,9 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::{access_log::Completion, unread::ClientBody, upstream::pool::PoolReturn};
+use super::{
+    access_log::Completion, replay::Replay, unread::ClientBody, upstream::pool::PoolReturn,
+};
 
 /// Error type of the proxy's bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -594,6 +596,8 @@ pub enum RequestBody {
         progress: Arc<BodyProgress>,
         /// `mirror-target` with the body: each frame is copied to the mirror too.
         tee: Option<super::filters::mirror::Tee>,
+        /// Kept as it passes, so the request can go again after it left.
+        replay: Option<Arc<Replay>>,
     },
 }
 
@@ -659,6 +663,30 @@ impl RequestBody {
         self
     }
 
+    /// Keeps the client's body as it passes (up to a limit), so the request can be sent
+    /// again; other bodies need no copy.
+    pub fn keep_for_replay(&mut self) {
+        if let RequestBody::Client { replay, .. } = self {
+            replay.get_or_insert_with(Default::default);
+        }
+    }
+
+    /// The copy [`RequestBody::keep_for_replay`] keeps, if it was asked for.
+    pub fn replay(&self) -> Option<Arc<Replay>> {
+        match self {
+            RequestBody::Client { replay, .. } => replay.clone(),
+            RequestBody::Full { .. } => None,
+        }
+    }
+
+    /// A body that can be sent again as it is (a fixed one), or `None` for the client's.
+    pub fn try_clone(&self) -> Option<Self> {
+        match self {
+            RequestBody::Full { data } => Some(RequestBody::Full { data: data.clone() }),
+            RequestBody::Client { .. } => None,
+        }
+    }
+
     /// The client's body, cut off past `limit` bytes or after `send_timeout` without data.
     /// Also returns the progress handle (`None` for an empty body).
     pub fn client(
@@ -680,6 +708,7 @@ impl RequestBody {
             answered: 0,
             progress: progress.clone(),
             tee: None,
+            replay: None,
         };
         (body, Some(progress))
     }
@@ -705,6 +734,7 @@ impl Body for RequestBody {
                 answered,
                 progress,
                 tee,
+                replay,
             } => {
                 if *rearm {
                     timer.as_mut().reset(Instant::now() + *send_timeout);
@@ -726,10 +756,19 @@ impl Body for RequestBody {
                                 t.frame(d);
                             }
                         }
+                        if let Some(r) = replay {
+                            match frame.data_ref() {
+                                Some(d) => r.data(d),
+                                None => r.other(),
+                            }
+                        }
                         if body.is_end_stream() {
                             progress.finished.store(true, Relaxed);
                             if let Some(t) = tee {
                                 t.finish();
+                            }
+                            if let Some(r) = replay {
+                                r.finish();
                             }
                         }
                         Poll::Ready(Some(Ok(frame)))
@@ -744,6 +783,9 @@ impl Body for RequestBody {
                         progress.finished.store(true, Relaxed);
                         if let Some(t) = tee {
                             t.finish();
+                        }
+                        if let Some(r) = replay {
+                            r.finish();
                         }
                         Poll::Ready(None)
                     }

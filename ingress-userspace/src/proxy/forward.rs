@@ -7,8 +7,9 @@
 //! tried the round starts over, so one replica gets its tries too. A pooled connection found
 //! closed before the request left is tried again on a fresh connection to the same endpoint
 //! (nothing was sent), and so is an idempotent request whose pooled connection failed before
-//! any response byte (the upstream closed the idle connection as we wrote). Only requests
-//! without a body can be sent twice once they left.
+//! any response byte (the upstream closed the idle connection as we wrote). A request that
+//! left goes again only with its whole body: a fixed one, or the client's if it passed to its
+//! end within the replay limit (`replay.rs`) before the try failed.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{
@@ -22,6 +23,7 @@ use super::{
     body::{BodyError, BodyProgress, RequestBody},
     errors::ProxyError,
     metrics::UpstreamErrorKind,
+    replay::Replay,
     upstream::{
         balance::InFlight,
         pool::{Conn, ConnMode, ConnectError, PoolReturn},
@@ -59,19 +61,38 @@ enum SendFailure {
     Failed(ProxyError),
 }
 
-/// Whether the request carries no body, so its head alone can be sent again.
-fn is_bodiless(req: &Request<RequestBody>) -> bool {
-    matches!(req.body(), RequestBody::Full { data: None })
+/// What a request needs to go again after it left: a copy of its head, and its body as
+/// kept while it passed (a fixed body is copied as it is).
+struct Again {
+    head: Request<RequestBody>,
+    replay: Option<Arc<Replay>>,
 }
 
-/// A bodiless copy of the request head, to send again.
-fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
-    let mut copy = Request::new(RequestBody::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
+impl Again {
+    /// Taken before `req` leaves; `None` when its body is the client's and is not kept.
+    fn of(req: &Request<RequestBody>) -> Option<Again> {
+        let replay = req.body().replay();
+        let body = match &replay {
+            Some(_) => RequestBody::empty(),
+            None => req.body().try_clone()?,
+        };
+        let mut head = Request::new(body);
+        *head.method_mut() = req.method().clone();
+        *head.uri_mut() = req.uri().clone();
+        *head.version_mut() = req.version();
+        *head.headers_mut() = req.headers().clone();
+        Some(Again { head, replay })
+    }
+
+    /// The request to send again, once the try is over: `None` if the client's body did not
+    /// pass whole (still coming, or past the replay limit).
+    fn request(self) -> Option<Request<RequestBody>> {
+        let Again { mut head, replay } = self;
+        if let Some(r) = replay {
+            *head.body_mut() = RequestBody::full(r.body()?);
+        }
+        Some(head)
+    }
 }
 
 /// Whether a request that was sent may be sent again: as nginx's `proxy_next_upstream`,
@@ -104,6 +125,9 @@ pub(crate) async fn send(
     // stopped is not a 502.
     let may_repeat = idempotent || next.non_idempotent;
     let deadline = next.timeout.map(|t| std::time::Instant::now() + t);
+    if idempotent || (next.non_idempotent && next.after_send()) {
+        req.body_mut().keep_for_replay();
+    }
     let max_attempts = policy.max_attempts.max(1);
     let mut tried = Tried::default();
     let mut attempts = 0;
@@ -180,8 +204,9 @@ pub(crate) async fn send(
             // more on a new connection, as nginx does for errors on its cached keep-alive
             // connections. Second, `proxy-next-upstream` conditions met after it was sent.
             let resend_pooled = checkout.reused && idempotent;
-            let copy = (is_bodiless(&req) && (resend_pooled || (may_repeat && next.after_send())))
-                .then(|| copy_head(&req));
+            let copy = (resend_pooled || (may_repeat && next.after_send()))
+                .then(|| Again::of(&req))
+                .flatten();
             let started = std::time::Instant::now();
             let result = send_on(
                 checkout.conn,
@@ -192,6 +217,8 @@ pub(crate) async fn send(
                 policy.timeouts.read,
             )
             .await;
+            // Only now, with the try over, is it known whether the body passed whole.
+            let copy = copy.and_then(Again::request);
             match (result, copy) {
                 (Ok((response, pool_return)), copy) => {
                     let status = response.status().as_u16();

@@ -25,6 +25,7 @@ pub mod nginx_metrics;
 pub(crate) mod outbound;
 pub mod process_stats;
 pub mod real_ip;
+mod replay;
 pub mod router;
 mod service;
 pub mod slow_reader;

@@ -804,6 +804,90 @@ async fn l7_stale_pooled_connections_never_fail_idempotent_requests() -> anyhow:
     Ok(())
 }
 
+/// An HTTP/1.1 upstream that echoes the body of the first request of each connection (read
+/// by its `Content-Length`) and resets the connection at the second, unanswered: the idle
+/// keep-alive close that meets a request on its way, made certain.
+async fn echo_once_per_connection() -> anyhow::Result<RawUpstream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    RawUpstream::start(|mut s, _| async move {
+        let mut buf = Vec::new();
+        for served in 0.. {
+            let mut chunk = [0u8; 16384];
+            let head_end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            };
+            if served == 1 {
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < head_end + len {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+            if s.write_all(answer.as_bytes()).await.is_err() || s.write_all(&body).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// A PUT with a body that meets a pooled connection the upstream closes under it goes again,
+/// body and all, on a fresh connection, as nginx resends what it buffered. The body is kept
+/// as it streams, up to 64 KiB: a larger one, and any POST, get the 502.
+#[tokio::test]
+async fn l7_stale_pooled_connections_resend_small_bodies() -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let up = echo_once_per_connection().await?;
+    let t = target("once", upstream("once", &[up.addr]));
+    let l7 = L7::start(snapshot(vec![vhost("x.test", vec![prefix("/", &t)])])).await?;
+    let put = |body: Bytes| send(l7.http, build(http::Method::PUT, "x.test", "/put", body));
+    let post = |body: Bytes| send(l7.http, build(http::Method::POST, "x.test", "/post", body));
+
+    // The first request opens a connection that the pool keeps; each later one meets the
+    // reset on it and goes again on a fresh one, which the pool keeps in its turn.
+    let first = put(Bytes::from_static(b"first")).await?;
+    assert_eq!((first.status.as_u16(), first.text()), (200, "first".into()));
+    for i in 0..5 {
+        let body = Bytes::from(format!("put {i} ").repeat(500 * (i + 1)));
+        let r = put(body.clone()).await?;
+        assert_eq!(r.status, 200, "PUT {i}");
+        assert_eq!(r.body, body, "PUT {i} arrived changed");
+    }
+    assert_eq!(up.accepted.load(SeqCst), 6);
+
+    let big = Bytes::from(vec![b'b'; 64 * 1024 + 1]);
+    assert_eq!(
+        put(big).await?.status,
+        502,
+        "a body past the limit went again"
+    );
+    // The 502 left no pooled connection: open one for the POST to meet.
+    assert_eq!(put(Bytes::from_static(b"x")).await?.status, 200);
+    assert_eq!(
+        post(Bytes::from_static(b"p")).await?.status,
+        502,
+        "a POST went again"
+    );
+    Ok(())
+}
+
 /// The HTTP/2 form: an h2c upstream that sends GOAWAY after one request per connection. The
 /// shared pooled connection must be dropped once it is going away. (Here the GOAWAY always
 /// arrives before the next request; one that raced it would take the resend path the HTTP/1.1
@@ -1209,6 +1293,11 @@ async fn l7_proxy_next_upstream_conditions() -> anyhow::Result<()> {
                 "/503",
                 &route("s", &[busy.addr, good.addr], with(on_503.clone())),
             ),
+            // Its own upstream: each 503 counts towards ejecting `busy`.
+            prefix(
+                "/put-503",
+                &route("p", &[busy.addr, good.addr], with(on_503.clone())),
+            ),
             prefix(
                 "/any-method",
                 &route("m", &[busy.addr, good.addr], with(on_503_any_method)),
@@ -1259,8 +1348,26 @@ async fn l7_proxy_next_upstream_conditions() -> anyhow::Result<()> {
         "the 503 endpoint was never tried"
     );
 
-    // A request with a body is streamed, not kept: it cannot go again, and the 503 stands.
-    // A bodiless POST is not idempotent: it goes again only with `non_idempotent`.
+    // A PUT's small body is kept as it streams: the PUT goes on to `good`, body intact.
+    for i in 0..3 {
+        let r = send(
+            l7.http,
+            build(
+                http::Method::PUT,
+                "n.test",
+                &format!("/put-503/{i}"),
+                Bytes::from_static(b"payload"),
+            ),
+        )
+        .await?;
+        assert_eq!(
+            (r.status.as_u16(), r.json()["body_len"].as_u64()),
+            (200, Some(7)),
+            "PUT {i}"
+        );
+    }
+    // A POST is not idempotent, with a body or without: it goes again only with
+    // `non_idempotent`.
     // (Each list in a loop of its own: round robin alternates per pick, so interleaving
     // two kinds of request on one route would give each the same endpoint every time.)
     let post = |path: String, body: &'static [u8]| {

@@ -814,7 +814,7 @@ async fn sighup_reads_the_manifests_again() {
         "hup",
         &[],
     );
-    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let p = start_ready(args, admin, dir.path().join("log")).await;
     one_ingress(
         elsewhere.path(),
         "app",
