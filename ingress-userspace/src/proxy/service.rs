@@ -125,7 +125,10 @@ pub(crate) async fn handle(
         response = response.map(|b| b.guard_client_stalls(timeout));
     }
     completion.respond_with(&response);
-    response.body_mut().set_completion(completion);
+    match response.extensions_mut().remove::<upgrade::TunnelLog>() {
+        Some(log) => log.hold(completion),
+        None => response.body_mut().set_completion(completion),
+    }
     response
 }
 
@@ -644,14 +647,17 @@ async fn pipeline<'c>(
         };
         conn.framing.set_upgraded();
         let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let log = upgrade::TunnelLog::default();
         upgrade::spawn_tunnel(
             shared,
             client_upgrade,
             upstream_upgrade,
             policy.timeouts.read,
+            log.clone(),
         );
         let (mut rparts, _) = response.into_parts();
         upgrade::switching_headers(&mut rparts.headers);
+        rparts.extensions.insert(log);
         return Response::from_parts(rparts, ResponseBody::empty());
     }
     if let Some(page) = error_page(status) {

@@ -309,7 +309,7 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
 
 /// Collects what the subscriber writes.
 #[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Buf(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Buf {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -334,7 +334,7 @@ async fn logged_host(path: &str) -> anyhow::Result<(TestServer, ingress::snapsho
 }
 
 /// Captures this thread's access-log lines until the guard drops.
-fn capture_access_log() -> (Buf, tracing::subscriber::DefaultGuard) {
+pub(crate) fn capture_access_log() -> (Buf, tracing::subscriber::DefaultGuard) {
     let buf = Buf::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -640,7 +640,7 @@ fn text_lines(buf: &Buf) -> Vec<String> {
 }
 
 /// The access log lines written so far, parsed.
-fn logged(buf: &Buf) -> Vec<serde_json::Value> {
+pub(crate) fn logged(buf: &Buf) -> Vec<serde_json::Value> {
     text_lines(buf)
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())

@@ -120,20 +120,89 @@ async fn l7_grpc_trailers_end_to_end() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A WebSocket echoes through the proxy, and is logged when it closes, as nginx logs one:
+/// status 101, the bytes the upstream sent through the tunnel, the whole time it was open.
 #[tokio::test]
 async fn l7_websocket_echo() -> anyhow::Result<()> {
+    // Current-thread runtime: the tunnel task runs on this thread and sees this subscriber.
+    let (buf, _guard) = crate::l7_lifecycle::capture_access_log();
     let (ws_addr, ws_task) = websocket_echo().await?;
-    let l7 = L7::start(snapshot(vec![vhost(
+    let l7 = L7::start(with_access_log(snapshot(vec![vhost(
         "ws.test",
         vec![prefix("/", &target("ws", upstream("ws", &[ws_addr])))],
-    )]))
+    )])))
     .await?;
     let mut ws = ws_client(TcpStream::connect(l7.http).await?, "ws://ws.test/chat").await?;
     for i in 0..5 {
         echo(&mut ws, Message::text(format!("hello {i}"))).await?;
     }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     echo(&mut ws, Message::binary(vec![0u8, 1, 2, 255])).await?;
+    assert!(
+        crate::l7_lifecycle::logged(&buf).is_empty(),
+        "logged while open"
+    );
     ws.close(None).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let line = loop {
+        if let Some(v) = crate::l7_lifecycle::logged(&buf).pop() {
+            break v;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no line after close"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (line["status"].as_u64(), line["path"].as_str()),
+        (Some(101), Some("/chat"))
+    );
+    // Six echoed messages of 7 and 4 bytes, each with a 2-byte frame header, and the close.
+    let bytes = line["bytes"].as_u64().unwrap_or(0);
+    assert!((5 * 9 + 6..200).contains(&bytes), "{line}");
+    assert!(
+        line["duration_ms"].as_f64().unwrap_or(0.0) >= 300.0,
+        "{line}"
+    );
+    ws_task.abort();
+    Ok(())
+}
+
+/// Under `limit-connections` an open WebSocket holds its client's place until it closes, as
+/// nginx's `limit_conn` counts a request until its upgraded connection ends.
+#[tokio::test]
+async fn l7_websocket_counts_under_limit_connections_until_it_closes() -> anyhow::Result<()> {
+    let (ws_addr, ws_task) = websocket_echo().await?;
+    let mut one = test_policy();
+    one.limit_connections = Some(1);
+    let l7 = L7::start(snapshot(vec![vhost(
+        "ws.test",
+        vec![prefix(
+            "/",
+            &target_with("ws", upstream("ws", &[ws_addr]), one),
+        )],
+    )]))
+    .await?;
+    let mut ws = ws_client(TcpStream::connect(l7.http).await?, "ws://ws.test/chat").await?;
+    echo(&mut ws, Message::text("hello")).await?;
+    assert_eq!(get(l7.http, "ws.test", "/").await?.status, 503);
+    ws.close(None).await?;
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = get(l7.http, "ws.test", "/").await?.status;
+        if status != 503 {
+            // The echo upstream is not HTTP: anything but the limit's 503 shows the place
+            // came back.
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "place not given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     ws_task.abort();
     Ok(())
 }
