@@ -9,7 +9,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     net::{IpAddr, SocketAddr},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use ingress_common::l4::{
@@ -98,6 +98,9 @@ struct VipState {
     /// Some wanted backends found no slot (backend capacity): rebuilt at every apply until
     /// they fit.
     partial: bool,
+    /// Its VIPS entry exists. A VIP with no backend has none: new flows pass to the node's
+    /// stack, which refuses them, while its established flows go on through conntrack.
+    live: bool,
 }
 
 /// Converts an IP address to the kernel's 4-word network-order layout.
@@ -191,6 +194,11 @@ pub struct L4Applier<W: MapWriter> {
     vip_filter: Option<Vec<u64>>,
     /// (address words, family) -> VIP count, as last written.
     vip_addrs: BTreeMap<([u32; 4], u8), u32>,
+    /// VIPs removed, and when: they stay in the prefilter for as long as their established
+    /// flows may live, or those would skip conntrack and be cut at once.
+    lingering: BTreeMap<VipKey, Instant>,
+    /// Whether a VIP is the node's own address (see `live`).
+    is_local: fn(IpAddr) -> bool,
     snat: SnatSettings,
 }
 
@@ -207,6 +215,7 @@ impl<W: MapWriter> L4Applier<W> {
                     id: meta.id,
                     backends: None,
                     partial: false,
+                    live: true,
                 },
             );
         }
@@ -256,6 +265,8 @@ impl<W: MapWriter> L4Applier<W> {
             .saturating_add(1);
         writer.write_config(&cfg)?;
         Ok(L4Applier {
+            lingering: BTreeMap::new(),
+            is_local: crate::maps::local_addrs::is_local,
             vip_filter: None,
             writer,
             vips,
@@ -265,6 +276,12 @@ impl<W: MapWriter> L4Applier<W> {
             vip_addrs,
             snat,
         })
+    }
+
+    /// Decides with `f` whether a VIP is the node's own address (tests).
+    pub fn with_local_check(mut self, f: fn(IpAddr) -> bool) -> Self {
+        self.is_local = f;
+        self
     }
 
     /// The writer, e.g. to inspect a fake in tests.
@@ -358,8 +375,11 @@ impl<W: MapWriter> L4Applier<W> {
             };
             // Forgotten only once the kernel forgot it: a failed delete is retried by the
             // next apply, where forgetting first would have left the VIP live for good.
-            self.writer.remove_vip(&key)?;
+            if self.vips.get(&key).is_some_and(|s| s.live) {
+                self.writer.remove_vip(&key)?;
+            }
             self.vips.remove(&key);
+            self.lingering.insert(key, Instant::now());
             report.vips_removed += 1;
             // The id is reused only over a cleared ring (a failure leaks it, never a ring
             // naming old backends).
@@ -431,20 +451,37 @@ impl<W: MapWriter> L4Applier<W> {
                 id,
                 backends: admitted.len() as u32,
             };
-            if admitted.is_empty() {
-                // New flows must stop before the ring is cleared.
+            let was_live = self.vips.get(key).is_some_and(|s| s.live);
+            let refused = admitted.is_empty() && (self.is_local)(words_addr(key.addr, key.family));
+            if refused {
+                // No VIPS entry: a new flow passes to the node's stack, which refuses it (a
+                // TCP reset, an ICMP port unreachable) as it would refuse a port ingress-nginx
+                // does not listen on, where a drop would leave clients waiting out their
+                // timeouts. New flows stop before the ring is cleared.
+                if was_live {
+                    self.writer.remove_vip(key)?;
+                }
+                warn!(vip = %vip_name(key), "L4 service has no endpoint: new connections are refused, open ones go on");
+                report.ring_slots_written += self.writer.write_ring(id, &ring)?;
+            } else if admitted.is_empty() {
+                // Not the node's address: the stack would route it on, so the kernel path
+                // drops new flows (`drop_no_backend`). New flows stop before the ring is
+                // cleared.
                 self.writer.put_vip(key, &meta)?;
+                warn!(vip = %vip_name(key), "L4 service has no endpoint: new connections are dropped (the VIP is not an address of this node), open ones go on");
                 report.ring_slots_written += self.writer.write_ring(id, &ring)?;
             } else {
                 report.ring_slots_written += self.writer.write_ring(id, &ring)?;
                 self.writer.put_vip(key, &meta)?;
             }
             report.rings_rebuilt += 1;
+            self.lingering.remove(key);
             self.vips.insert(
                 *key,
                 VipState {
                     id,
                     partial: admitted.len() < backends.len(),
+                    live: !refused,
                     backends: Some(admitted.into_iter().map(|(a, _)| a).collect()),
                 },
             );
@@ -497,9 +534,15 @@ impl<W: MapWriter> L4Applier<W> {
     }
 
     fn sync_vip_filter(&mut self) -> Result<(), ApplyError> {
+        let linger = self
+            .snat
+            .timeouts
+            .tcp_established
+            .max(self.snat.timeouts.udp);
+        self.lingering.retain(|_, at| at.elapsed() < linger);
         let words = bitmap(
             VIP_FILTER_BITS,
-            self.vips.keys().flat_map(|k| {
+            self.vips.keys().chain(self.lingering.keys()).flat_map(|k| {
                 [
                     vip_filter_bit(&k.addr, k.port, k.proto),
                     vip_addr_filter_bit(&k.addr),
@@ -789,16 +832,88 @@ mod tests {
         assert_eq!(a.writer().vip(&vip_key(&big)).map(|m| m.backends), Some(15));
     }
 
+    /// Whether the prefilter as written lets `key`'s packets on to conntrack.
+    fn filtered_in(a: &L4Applier<FakeMapWriter>, key: &VipKey) -> bool {
+        let bit = ingress_common::l4::vip_filter_bit(&key.addr, key.port, key.proto);
+        a.writer().vip_filter[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    }
+
+    /// A VIP left with no backend loses its VIPS entry (new flows pass to the node's stack,
+    /// which refuses them) before its ring is cleared, and stays in the prefilter for its
+    /// established flows; with a backend again it is back under its own id.
     #[test]
     fn empty_backend_set_stops_new_flows_first() {
-        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        let mut a = L4Applier::new(fake(), snat())
+            .unwrap()
+            .with_local_check(|_| true);
+        let one = svc("198.18.0.10", 80, &["198.18.1.2:80"]);
+        let key = vip_key(&one);
+        a.apply(std::slice::from_ref(&one)).unwrap();
+        let id = a.vip_id(&key);
+        a.writer.ops.clear();
+        a.apply(&[svc("198.18.0.10", 80, &[])]).unwrap();
+        let ops = &a.writer().ops;
+        assert!(matches!(ops[0], Op::RemoveVip(k) if k == key), "{ops:?}");
+        assert!(matches!(ops[1], Op::Ring(..)), "{ops:?}");
+        assert!(a.writer().vips.values().all(|(k, _)| *k != key));
+        assert!(filtered_in(&a, &key));
+        // Unchanged: nothing to remove twice.
+        a.writer.ops.clear();
+        a.apply(&[svc("198.18.0.10", 80, &[])]).unwrap();
+        assert!(a.writer().ops.is_empty(), "{:?}", a.writer().ops);
+        a.apply(&[one]).unwrap();
+        assert_eq!(a.vip_id(&key), id);
+        assert!(a
+            .writer()
+            .vips
+            .values()
+            .any(|(k, m)| *k == key && m.backends == 1));
+    }
+
+    /// A VIP that is not the node's address keeps its VIPS entry with no backend: the
+    /// kernel drops its new flows, where the stack would route them on.
+    #[test]
+    fn a_vip_elsewhere_with_no_backend_drops_new_flows() {
+        let mut a = L4Applier::new(fake(), snat())
+            .unwrap()
+            .with_local_check(|_| false);
         a.apply(&[svc("198.18.0.10", 80, &["198.18.1.2:80"])])
             .unwrap();
         a.writer.ops.clear();
         a.apply(&[svc("198.18.0.10", 80, &[])]).unwrap();
         let ops = &a.writer().ops;
-        assert!(matches!(ops[0], Op::PutVip(_, VipMeta { backends: 0, .. })));
-        assert!(matches!(ops[1], Op::Ring(..)));
+        assert!(
+            matches!(ops[0], Op::PutVip(_, VipMeta { backends: 0, .. })),
+            "{ops:?}"
+        );
+        assert!(matches!(ops[1], Op::Ring(..)), "{ops:?}");
+        // Removed later: its entry goes.
+        a.apply(&[]).unwrap();
+        assert!(a.writer().vips.is_empty());
+    }
+
+    /// A removed VIP keeps its prefilter bit for as long as its flows may live, so they
+    /// still reach conntrack; a VIP never seen has none.
+    #[test]
+    fn a_removed_vip_stays_in_the_prefilter_for_its_flows() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        let one = svc("198.18.0.10", 80, &["198.18.1.2:80"]);
+        let key = vip_key(&one);
+        a.apply(&[one]).unwrap();
+        a.apply(&[]).unwrap();
+        assert!(a.writer().vips.is_empty());
+        assert!(filtered_in(&a, &key));
+        let never = vip_key(&svc("198.18.0.99", 81, &[]));
+        assert!(!filtered_in(&a, &never));
+        // With no flow lifetime left, the next apply drops it.
+        let mut quick = snat();
+        quick.timeouts.tcp_established = Duration::ZERO;
+        quick.timeouts.udp = Duration::ZERO;
+        let mut b = L4Applier::new(fake(), quick).unwrap();
+        b.apply(&[svc("198.18.0.10", 80, &["198.18.1.2:80"])])
+            .unwrap();
+        b.apply(&[]).unwrap();
+        assert!(!filtered_in(&b, &key));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod edge;
 pub mod fake;
 pub mod kernel_log;
 pub mod loader;
+pub mod local_addrs;
 pub mod maglev;
 pub mod neigh;
 pub mod pinned;

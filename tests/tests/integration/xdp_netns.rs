@@ -150,6 +150,78 @@ fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal
     std::thread::sleep(Duration::from_millis(10));
 }
 
+/// An L4 service left with no endpoint, or removed, refuses new connections at once: its
+/// packets pass to the node's stack, which answers a SYN with a reset and a datagram with a
+/// port unreachable, as for a port ingress-nginx does not listen on (a drop would leave the
+/// client waiting out its timeout). Established flows go on, as ingress-nginx's old workers
+/// finish theirs.
+#[test]
+fn a_vip_without_endpoints_refuses_new_connections_and_keeps_open_ones() {
+    use std::net::{TcpStream, UdpSocket};
+    let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
+    let _s1 = Server::start(&topo.backends[0], "b1", 8080).unwrap();
+    // The VIP is the node's own address, as `--l4-address=$(NODE_IP)` makes it.
+    topo.node.run("ip addr add 198.19.0.10/32 dev lo").unwrap();
+    let udp = |backends: Vec<SocketAddr>| L4Service {
+        protocol: L4Protocol::Udp,
+        port: 54,
+        backends,
+        ..service(&[])
+    };
+    let mut node = Node::start(&topo, &[service(&[1])], &[&backend_ip(1)]);
+    let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
+    let mut kept = Conn::open(&topo.client, vip).unwrap();
+    assert_eq!(backend_of(&kept.ask("first").unwrap()), "b1");
+
+    let udp_backend = format!("{}:54", backend_ip(1)).parse().unwrap();
+    let cases = [
+        ("no endpoint", vec![service(&[]), udp(vec![])]),
+        ("removed", vec![]),
+    ];
+    for (what, services) in cases {
+        node.applier.apply(&services).unwrap();
+        let started = std::time::Instant::now();
+        let tried = in_ns(&topo.client, move || {
+            TcpStream::connect_timeout(&vip, Duration::from_secs(3))
+        })
+        .unwrap();
+        match tried {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            other => panic!("{what}: {other:?} after {:?}", started.elapsed()),
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "{what}");
+        assert_eq!(
+            backend_of(&kept.ask(what).unwrap()),
+            "b1",
+            "{what}: the established flow was cut"
+        );
+    }
+    // UDP: first served by the kernel path (the backend's own kernel refuses port 54, so
+    // the answer is the same; what counts is that the VIP without endpoints answers too).
+    node.applier
+        .apply(&[service(&[1]), udp(vec![udp_backend])])
+        .unwrap();
+    node.applier.apply(&[service(&[1]), udp(vec![])]).unwrap();
+    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    client.connect("198.19.0.10:54").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert!(
+        refused_after_sending(&client, 3),
+        "a datagram to a UDP VIP without endpoints went unanswered"
+    );
+    // With an endpoint again, new connections are served.
+    assert!(connects(&topo.client, vip, Duration::from_secs(3)));
+    assert_eq!(backend_of(&kept.ask("last").unwrap()), "b1");
+    let c = node.dp.counters().unwrap();
+    assert_eq!(c.stat(Stat::DropNoBackend).unwrap().packets, 0);
+    drop(kept);
+    drop(node);
+}
+
 /// Sends on `sock` until a receive fails with "connection refused" (the kernel's report of an
 /// ICMP port unreachable on a connected UDP socket); at most `tries` sends, 1 s apart.
 fn refused_after_sending(sock: &std::net::UdpSocket, tries: usize) -> bool {
