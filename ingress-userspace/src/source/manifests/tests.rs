@@ -571,15 +571,22 @@ fn a_removed_api_version_is_rejected_with_its_replacement() {
     }
 }
 
-/// A manifest that is a symlink leading out of the directory (the watch sees only the
-/// directory's own entries) is read again by the periodic resync.
-#[tokio::test]
-async fn a_symlinked_file_outside_the_directory_is_followed_by_the_resync() {
+/// A directory whose one manifest (Service `a`) is a symlink to a file in another
+/// directory: (the directory, the other one, that file).
+fn symlinked_service() -> (tempfile::TempDir, tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let target = elsewhere.path().join("svc.yaml");
     std::fs::write(&target, service("a")).expect("write");
     std::os::unix::fs::symlink(&target, dir.path().join("svc.yaml")).expect("symlink");
+    (dir, elsewhere, target)
+}
+
+/// A manifest that is a symlink leading out of the directory (the watch sees only the
+/// directory's own entries) is read again by the periodic resync.
+#[tokio::test]
+async fn a_symlinked_file_outside_the_directory_is_followed_by_the_resync() {
+    let (dir, _elsewhere, target) = symlinked_service();
     let (tx, mut rx) = mpsc::channel(64);
     let task = tokio::spawn(run_resyncing(
         dir.path().to_owned(),
@@ -600,11 +607,7 @@ async fn a_symlinked_file_outside_the_directory_is_followed_by_the_resync() {
 /// symlink's target outside the directory) applies without waiting for the resync.
 #[tokio::test]
 async fn a_reload_reads_what_the_watch_missed_at_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let elsewhere = tempfile::tempdir().expect("tempdir");
-    let target = elsewhere.path().join("svc.yaml");
-    std::fs::write(&target, service("a")).expect("write");
-    std::os::unix::fs::symlink(&target, dir.path().join("svc.yaml")).expect("symlink");
+    let (dir, _elsewhere, target) = symlinked_service();
     let (tx, mut rx) = mpsc::channel(64);
     let (reload, reloads) = mpsc::channel(1);
     let task = tokio::spawn(run_resyncing(
