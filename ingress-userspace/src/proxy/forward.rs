@@ -342,7 +342,7 @@ async fn send_on(
             let response = wait(fut, read_timeout, dest.progress.as_deref()).await?;
             Ok((response, Some(PoolReturn::new(ep.clone(), sender, reuse))))
         }
-        Conn::H2(mut sender) => {
+        Conn::H2(mut sender, stream) => {
             *req.version_mut() = Version::HTTP_2;
             let scheme = match protocol {
                 BackendProtocol::Http | BackendProtocol::Grpc => Scheme::HTTP,
@@ -363,7 +363,7 @@ async fn send_on(
             req.headers_mut().remove(header::HOST);
             let fut = sender.try_send_request(req);
             let response = wait(fut, read_timeout, dest.progress.as_deref()).await?;
-            Ok((response, None))
+            Ok((response, Some(PoolReturn::h2(ep.clone(), stream))))
         }
     }
 }

@@ -919,6 +919,83 @@ async fn l7_h2_upstream_going_away_never_fails_idempotent_requests() -> anyhow::
     Ok(())
 }
 
+/// An HTTP/2 upstream allowing 100 streams per connection (nginx's and h2o's limits are
+/// about that): 150 requests at once open a second connection rather than queue behind the
+/// first one's streams, as nginx would open more connections. Once the burst is over the
+/// extra connection goes.
+#[tokio::test]
+async fn l7_h2_upstream_gets_another_connection_when_streams_run_out() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let live = Arc::new(AtomicUsize::new(0));
+    let (n, m, l) = (now.clone(), most.clone(), live.clone());
+    let up = RawUpstream::start(move |s, _| {
+        let (now, most, live) = (n.clone(), m.clone(), l.clone());
+        async move {
+            live.fetch_add(1, SeqCst);
+            let svc =
+                hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                    let (now, most) = (now.clone(), most.clone());
+                    async move {
+                        most.fetch_max(now.fetch_add(1, SeqCst) + 1, SeqCst);
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        now.fetch_sub(1, SeqCst);
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .max_concurrent_streams(100)
+                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                .await;
+            live.fetch_sub(1, SeqCst);
+        }
+    })
+    .await?;
+    let t = target(
+        "h2",
+        upstream_with("h2", &[up.addr], ingress::snapshot::BackendProtocol::Grpc),
+    );
+    let l7 = L7::start(snapshot(vec![vhost("h2.test", vec![prefix("/", &t)])])).await?;
+    // One request first, so the burst finds a pooled connection.
+    assert_eq!(get(l7.http, "h2.test", "/warm").await?.status, 200);
+    // Client connections made one by one first: 150 connects at once would overflow the
+    // listen backlog, and a dropped SYN costs its client a second.
+    let mut clients = Vec::new();
+    for _ in 0..150 {
+        clients.push(H1::connect(l7.http).await?);
+    }
+    let started = std::time::Instant::now();
+    let burst: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let req = build(http::Method::GET, "h2.test", &format!("/{i}"), Bytes::new());
+            tokio::spawn(async move { c.send(req).await })
+        })
+        .collect();
+    for r in burst {
+        assert_eq!(r.await??.status, 200);
+    }
+    let took = started.elapsed();
+    assert_eq!(up.accepted.load(SeqCst), 2, "connections to the upstream");
+    assert!(
+        most.load(SeqCst) > 100,
+        "at most {} at once",
+        most.load(SeqCst)
+    );
+    assert!(took < Duration::from_millis(550), "the burst took {took:?}");
+    // Quiet again: the next request lets the idle extra connection go.
+    assert_eq!(get(l7.http, "h2.test", "/after").await?.status, 200);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while live.load(SeqCst) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(live.load(SeqCst), 1, "upstream connections still open");
+    Ok(())
+}
+
 /// Answers that would break the client's protocol if passed on: a `101` to a request that
 /// asked for no upgrade is a 502 (HTTP/1.1 clients would wait on a protocol they never chose;
 /// HTTP/2 cannot switch), and a `204` claiming a body loses its `Content-Length` (an HTTP/2

@@ -105,14 +105,78 @@ impl PoolSettings {
     }
 }
 
-/// Idle HTTP/1.1 connections and the shared HTTP/2 connection of one endpoint.
+/// Streams an HTTP/2 upstream connection carries before another is opened: the smallest
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` in common use (100, RFC 9113's floor for what a server
+/// should allow). Beyond a server's own limit, requests wait in hyper for a stream.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// HTTP/2 connections kept per endpoint; past them the least busy one takes the request.
+const H2_MAX_CONNECTIONS: usize = 16;
+
+/// Idle HTTP/1.1 connections and the shared HTTP/2 connections of one endpoint.
 #[derive(Debug)]
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    h2: Mutex<H2Conns>,
+    /// Told when a dial for a new HTTP/2 connection ends, for the requests waiting on it.
+    h2_dialed: tokio::sync::Notify,
     settings: Arc<PoolSettings>,
     /// A task closes this pool's connections once idle past the timeout (see [`sweep`]).
     sweeping: AtomicBool,
+}
+
+/// The shared HTTP/2 connections of an endpoint, and whether one is being dialed: requests
+/// that find them all busy meanwhile wait for it rather than each dial their own.
+#[derive(Debug, Default)]
+struct H2Conns {
+    conns: Vec<H2Conn>,
+    dialing: bool,
+}
+
+/// What the pool has for a request to an HTTP/2 endpoint.
+pub(crate) enum H2Take<'a> {
+    /// A stream on a shared connection.
+    Conn(http2::SendRequest<RequestBody>, H2Stream),
+    /// Dial a new connection; others wait until this is dropped.
+    Dial(DialGuard<'a>),
+    /// Another request is dialing one.
+    Wait,
+    /// Nothing known to speak HTTP/2 here: dial (or take an HTTP/1.1 connection).
+    None,
+}
+
+/// Marks an HTTP/2 dial in progress until dropped, then wakes the requests waiting on it.
+pub(crate) struct DialGuard<'a>(&'a Pool);
+
+impl Drop for DialGuard<'_> {
+    fn drop(&mut self) {
+        self.0.h2.lock().unwrap_or_else(|e| e.into_inner()).dialing = false;
+        self.0.h2_dialed.notify_waiters();
+    }
+}
+
+/// A shared HTTP/2 connection and the streams open on it.
+#[derive(Debug)]
+struct H2Conn {
+    sender: http2::SendRequest<RequestBody>,
+    open: Arc<AtomicUsize>,
+}
+
+/// One stream counted on its HTTP/2 connection until dropped (with the response body).
+#[derive(Debug)]
+pub struct H2Stream(Arc<AtomicUsize>);
+
+impl H2Stream {
+    fn on(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Relaxed);
+        H2Stream(open.clone())
+    }
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -158,6 +222,7 @@ impl Pool {
         Pool {
             idle: Mutex::default(),
             h2: Mutex::default(),
+            h2_dialed: tokio::sync::Notify::new(),
             settings,
             sweeping: AtomicBool::new(false),
         }
@@ -234,20 +299,70 @@ impl Pool {
                 .is_ok()
     }
 
-    fn take_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
+    /// A stream on a shared HTTP/2 connection: on the first one with room, so the others
+    /// empty out and go; past [`H2_MAX_CONNECTIONS`], on the least busy. `known`: the
+    /// endpoint speaks HTTP/2 even with no connection yet (not so for ALPN-decided HTTPS).
+    pub(crate) fn take_h2(&self, known: bool) -> H2Take<'_> {
         let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-        match h2.as_ref() {
-            Some(s) if !s.is_closed() => Some(s.clone()),
-            Some(_) => {
-                *h2 = None;
-                None
+        let mut first = true;
+        h2.conns.retain(|c| {
+            let keep = !c.sender.is_closed() && (first || c.open.load(Relaxed) > 0);
+            first &= !keep;
+            keep
+        });
+        let conns = &h2.conns;
+        let c = conns
+            .iter()
+            .find(|c| c.open.load(Relaxed) < H2_STREAMS_PER_CONNECTION)
+            .or_else(|| {
+                (conns.len() >= H2_MAX_CONNECTIONS)
+                    .then(|| conns.iter().min_by_key(|c| c.open.load(Relaxed)))
+                    .flatten()
+            });
+        if let Some(c) = c {
+            return H2Take::Conn(c.sender.clone(), H2Stream::on(&c.open));
+        }
+        if conns.is_empty() && !known {
+            return H2Take::None;
+        }
+        if h2.dialing {
+            return H2Take::Wait;
+        }
+        h2.dialing = true;
+        H2Take::Dial(DialGuard(self))
+    }
+
+    /// Waits up to `timeout` for another request's dial, then takes as [`Pool::take_h2`]
+    /// does; `None` once the time is up (the caller dials).
+    async fn wait_h2(&self, timeout: Duration) -> H2Take<'_> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the check, so a dial ending in between still wakes it.
+            let dialed = self.h2_dialed.notified();
+            tokio::pin!(dialed);
+            dialed.as_mut().enable();
+            match self.take_h2(true) {
+                H2Take::Wait => {}
+                other => return other,
             }
-            None => None,
+            if tokio::time::timeout_at(deadline, dialed).await.is_err() {
+                return H2Take::None;
+            }
         }
     }
 
-    fn set_h2(&self, sender: http2::SendRequest<RequestBody>) {
-        *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+    /// Shares a new HTTP/2 connection (unless enough are); its first stream is the caller's.
+    fn set_h2(&self, sender: &http2::SendRequest<RequestBody>) -> H2Stream {
+        let open = Arc::new(AtomicUsize::new(0));
+        let stream = H2Stream::on(&open);
+        let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        if h2.conns.len() < H2_MAX_CONNECTIONS {
+            h2.conns.push(H2Conn {
+                sender: sender.clone(),
+                open,
+            });
+        }
+        stream
     }
 
     /// Idle HTTP/1.1 connections held (for tests and introspection).
@@ -256,13 +371,15 @@ impl Pool {
     }
 }
 
-/// Gives an HTTP/1.1 connection back to its pool once the response body has ended.
+/// Gives an HTTP/1.1 connection back to its pool once the response body has ended, or
+/// counts an HTTP/2 stream as open on its connection until then.
 #[derive(Debug)]
 pub struct PoolReturn {
     endpoint: Arc<Endpoint>,
     sender: Option<http1::SendRequest<RequestBody>>,
     reuse: Reuse,
     ended: bool,
+    _stream: Option<H2Stream>,
 }
 
 impl PoolReturn {
@@ -277,6 +394,18 @@ impl PoolReturn {
             sender: Some(sender),
             reuse,
             ended: false,
+            _stream: None,
+        }
+    }
+
+    /// Holds `stream` open on its HTTP/2 connection until dropped.
+    pub fn h2(endpoint: Arc<Endpoint>, stream: H2Stream) -> Self {
+        PoolReturn {
+            endpoint,
+            sender: None,
+            reuse: Reuse::new(),
+            ended: false,
+            _stream: Some(stream),
         }
     }
 
@@ -353,7 +482,7 @@ pub enum ConnMode {
 #[derive(Debug)]
 pub enum Conn {
     H1(http1::SendRequest<RequestBody>, Reuse),
-    H2(http2::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>, H2Stream),
 }
 
 /// A checked-out connection and whether it came from the pool.
@@ -450,22 +579,43 @@ impl Connector {
                 reused: false,
             });
         }
+        // Held over the dial of a new HTTP/2 connection.
+        let mut dialing = None;
         if mode == ConnMode::Pooled {
-            let pooled = match protocol {
-                BackendProtocol::Http => ep.pool.take_h1().await.map(|(s, r)| Conn::H1(s, r)),
-                BackendProtocol::Https => match ep.pool.take_h2() {
-                    Some(h2) => Some(Conn::H2(h2)),
-                    None => ep.pool.take_h1().await.map(|(s, r)| Conn::H1(s, r)),
-                },
-                BackendProtocol::Grpc | BackendProtocol::Grpcs => ep.pool.take_h2().map(Conn::H2),
+            let h2 = match protocol {
+                BackendProtocol::Http => H2Take::None,
+                BackendProtocol::Https => ep.pool.take_h2(false),
+                BackendProtocol::Grpc | BackendProtocol::Grpcs => ep.pool.take_h2(true),
             };
-            if let Some(conn) = pooled {
-                return Ok(Checkout { conn, reused: true });
+            let h2 = match h2 {
+                H2Take::Wait => Box::pin(ep.pool.wait_h2(timeout)).await,
+                other => other,
+            };
+            match h2 {
+                H2Take::Conn(s, stream) => {
+                    return Ok(Checkout {
+                        conn: Conn::H2(s, stream),
+                        reused: true,
+                    })
+                }
+                H2Take::Dial(guard) => dialing = Some(guard),
+                H2Take::Wait | H2Take::None => {}
+            }
+            if dialing.is_none()
+                && !matches!(protocol, BackendProtocol::Grpc | BackendProtocol::Grpcs)
+            {
+                if let Some((s, r)) = ep.pool.take_h1().await {
+                    return Ok(Checkout {
+                        conn: Conn::H1(s, r),
+                        reused: true,
+                    });
+                }
             }
         }
         let conn = tokio::time::timeout(timeout, Box::pin(self.connect(ep, protocol, tls)))
             .await
             .map_err(|_| ConnectError::Timeout)??;
+        drop(dialing);
         Ok(Checkout {
             conn,
             reused: false,
@@ -505,8 +655,8 @@ impl Connector {
                     tracing::debug!(error = %e, "upstream h2 connection ended");
                 }
             });
-            ep.pool.set_h2(sender.clone());
-            Ok(Conn::H2(sender))
+            let stream = ep.pool.set_h2(&sender);
+            Ok(Conn::H2(sender, stream))
         } else {
             let (sender, conn) = self
                 .h1
