@@ -280,6 +280,14 @@ impl ProxyMetrics {
             return series.clone();
         }
         let mut series = LocationSeries::new(key.0.clone(), labels.ingress, labels.canary);
+        // The same location under another canary (or none) counts its main route's requests
+        // on the same series: one set of series per label set.
+        if let Some(other) = locations
+            .iter()
+            .find_map(|((l, _), m)| (*l == key.0).then_some(m))
+        {
+            series = series.sharing(other.main_half().clone());
+        }
         if self.options.status_classes {
             series = series.by_class();
         }

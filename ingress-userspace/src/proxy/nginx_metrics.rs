@@ -260,15 +260,23 @@ pub struct LocationSeries {
     /// The `canary` label of the requests the canary served: its upstream as ingress-nginx
     /// names upstreams (`namespace-service-port`).
     canary: Box<str>,
-    /// Made on the location's first request, as each method's series on its own first one:
-    /// a location without traffic costs only this pointer.
-    methods: OnceLock<Box<MethodTable>>,
+    /// The requests the main route served, by method slot: shared by every series of the
+    /// same labels, so attaching a canary (a new series, for its own label) keeps counting
+    /// on the same main series instead of starting a second one with the same labels.
+    /// Made on the first request, as each method's series on its own first one.
+    main: MainHalf,
+    /// The requests the canary served, by method slot.
+    canaried: OnceLock<Box<Half>>,
     /// Statuses are counted by class, each class under its `x00` code.
     status_classes: bool,
 }
 
-/// A location's series by [served by the canary][method slot].
-type MethodTable = [[OnceLock<Box<MethodSeries>>; METHODS.len() + 1]; 2];
+/// A location's series by method slot.
+type Half = [OnceLock<Box<MethodSeries>>; METHODS.len() + 1];
+
+/// The main half of a location's series, shared by its series of every canary.
+#[derive(Clone, Debug, Default)]
+pub struct MainHalf(Arc<OnceLock<Box<Half>>>);
 
 impl LocationSeries {
     /// The series of a location of `ingress` (`namespace/name`), from its rendered labels
@@ -281,7 +289,8 @@ impl LocationSeries {
                 .map(|c| c.replace(['/', ':'], "-"))
                 .unwrap_or_default()
                 .into(),
-            methods: OnceLock::new(),
+            main: MainHalf::default(),
+            canaried: OnceLock::new(),
             status_classes: false,
         }
     }
@@ -294,6 +303,16 @@ impl LocationSeries {
         }
     }
 
+    /// Counts the main route's requests on `main`: another series' of the same labels.
+    pub(super) fn sharing(self, main: MainHalf) -> Self {
+        LocationSeries { main, ..self }
+    }
+
+    /// Its main half, to share with the series of the same labels and another canary.
+    pub(super) fn main_half(&self) -> &MainHalf {
+        &self.main
+    }
+
     /// The Ingress of the location, `namespace/name`.
     pub fn ingress(&self) -> &str {
         &self.ingress
@@ -301,12 +320,11 @@ impl LocationSeries {
 
     /// Records a finished `method` request, `on_canary` when the canary served it.
     pub fn record(&self, method: MethodSlot, on_canary: bool, finished: &Finished) {
-        let table = self.methods.get_or_init(|| {
-            Box::new(std::array::from_fn(|_| {
-                std::array::from_fn(|_| OnceLock::new())
-            }))
-        });
-        let half = &table[usize::from(on_canary)];
+        let half = match on_canary {
+            false => &*self.main.0,
+            true => &self.canaried,
+        }
+        .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
         let Some(slot) = half.get(usize::from(method.0)) else {
             return;
         };
@@ -322,24 +340,32 @@ impl LocationSeries {
         }
     }
 
-    /// Every method series with its full label text (status aside).
-    fn each(&self) -> impl Iterator<Item = (String, &MethodSeries)> + '_ {
-        let table = self.methods.get().map_or(&[][..], |t| &t[..]);
-        table.iter().enumerate().flat_map(move |(half, slots)| {
-            slots.iter().enumerate().filter_map(move |(i, slot)| {
-                let m = slot.get()?;
-                let method = MethodSlot(i as u8).label();
-                let labels = match half {
-                    0 => format!("{},method=\"{method}\"", self.labels),
-                    _ => format!(
-                        "{},method=\"{method}\",canary=\"{}\"",
-                        self.labels,
-                        escape(&self.canary)
-                    ),
-                };
-                Some((labels, &**m))
+    /// Every method series with its full label text (status aside); the main half only
+    /// with `main` (a location's series of other canaries share it).
+    fn each(&self, main: bool) -> impl Iterator<Item = (String, &MethodSeries)> + '_ {
+        let halves = [self.main.0.get().filter(|_| main), self.canaried.get()];
+        halves
+            .into_iter()
+            .enumerate()
+            .flat_map(move |(half, slots)| {
+                slots
+                    .into_iter()
+                    .flat_map(|s| s.iter())
+                    .enumerate()
+                    .filter_map(move |(i, slot)| {
+                        let m = slot.get()?;
+                        let method = MethodSlot(i as u8).label();
+                        let labels = match half {
+                            0 => format!("{},method=\"{method}\"", self.labels),
+                            _ => format!(
+                                "{},method=\"{method}\",canary=\"{}\"",
+                                self.labels,
+                                escape(&self.canary)
+                            ),
+                        };
+                        Some((labels, &**m))
+                    })
             })
-        })
     }
 }
 
@@ -479,8 +505,10 @@ type Family = (
 /// Appends the `nginx_ingress_controller_*` series.
 pub fn render(s: &Sources<'_>, out: &mut String) {
     let mut series: Vec<(String, Arc<Observed>)> = Vec::new();
+    let mut mains = std::collections::HashSet::new();
     for location in s.locations {
-        for (labels, m) in location.each() {
+        let main = mains.insert(Arc::as_ptr(&location.main_half().0));
+        for (labels, m) in location.each(main) {
             for (status, o) in m.statuses() {
                 let status = match location.status_classes {
                     true => format!("{}xx", status / 100),
@@ -840,6 +868,32 @@ mod tests {
         let mut out = String::new();
         m.render(&mut out);
         out
+    }
+
+    /// A canary attached to a location (a new series, for its own label) counts the main
+    /// route's requests on the location's one series: no second series with the same
+    /// labels, and none frozen at the count before the canary came.
+    #[test]
+    fn a_canary_attached_later_keeps_one_main_series() {
+        let m = super::super::metrics::ProxyMetrics::default();
+        let host = HostMatch::Exact("shop.example".into());
+        let get = MethodSlot::of(&Method::GET);
+        let before = m.location(labels(&host, None));
+        before.record(get, false, &done(200, 1, 1));
+        before.record(get, false, &done(200, 1, 1));
+        let with_canary = m.location(labels(&host, Some("shop/api-next:8080")));
+        with_canary.record(get, false, &done(200, 1, 1));
+        with_canary.record(get, true, &done(200, 1, 1));
+        let out = rendered(&m);
+        let base = "namespace=\"shop\",ingress=\"web\",service=\"api\",host=\"shop.example\",path=\"/api\"";
+        let main =
+            format!("nginx_ingress_controller_requests{{{base},method=\"GET\",status=\"200\"}} ");
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with(&main)).collect();
+        assert_eq!(lines, [format!("{main}3")], "{out}");
+        let canary = format!(
+            "nginx_ingress_controller_requests{{{base},method=\"GET\",canary=\"shop-api-next-8080\",status=\"200\"}} 1"
+        );
+        assert_eq!(out.lines().filter(|l| *l == canary).count(), 1, "{out}");
     }
 
     #[test]
