@@ -12,7 +12,7 @@ use crate::{
         tls::{self, CertTable},
         ActiveConfig, GlobalPolicy, Proxy,
     },
-    snapshot::{ServerTls, Snapshot},
+    snapshot::{HostMatch, ServerTls, Snapshot},
 };
 
 /// Brings the proxy up to date with each new snapshot.
@@ -95,6 +95,7 @@ impl ProxyApplier {
         metrics.config_applied(
             snapshot.generation,
             &snapshot.tls,
+            &default_served(&snapshot),
             snapshot.global.config_rejected,
             took,
         );
@@ -130,4 +131,31 @@ impl ProxyApplier {
             .map_err(|e| tracing::error!(error = %e, "ssl-protocols, ssl-ciphers or ssl-session keys not applied"))
             .ok()
     }
+}
+
+/// The TLS hosts that no certificate of their own serves, so the default certificate does
+/// (when one is set): their expiry is the default's, as ingress-nginx reports it.
+fn default_served(snapshot: &Snapshot) -> Vec<String> {
+    if snapshot.tls.default.is_none() {
+        return Vec::new();
+    }
+    let covered = |host: &HostMatch| {
+        snapshot.tls.certs.iter().any(|c| {
+            c.hosts.iter().any(|h| match host {
+                HostMatch::Exact(name) => h.matches(name),
+                other => h == other,
+            })
+        })
+    };
+    snapshot
+        .http
+        .hosts
+        .iter()
+        .filter(|v| v.tls && !covered(&v.host))
+        .filter_map(|v| match &v.host {
+            HostMatch::Exact(h) => Some(h.clone()),
+            HostMatch::Wildcard(s) => Some(format!("*.{s}")),
+            HostMatch::Any => None,
+        })
+        .collect()
 }

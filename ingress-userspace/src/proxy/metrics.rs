@@ -377,18 +377,20 @@ impl ProxyMetrics {
         self.blocked.load(Relaxed)
     }
 
-    /// Counts a configuration applied to the proxy, with its certificates.
+    /// Counts a configuration applied to the proxy, with its certificates (and the TLS hosts
+    /// the default certificate serves, having none of their own).
     pub fn config_applied(
         &self,
         generation: u64,
         tls: &crate::snapshot::TlsConfig,
+        default_served: &[String],
         rejected: bool,
         took: Duration,
     ) {
         {
             let mut certs = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
             let (parsed, expiries) = &mut *certs;
-            *expiries = parsed.of(tls);
+            *expiries = parsed.of(tls, default_served);
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

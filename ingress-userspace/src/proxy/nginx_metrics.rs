@@ -400,12 +400,32 @@ pub struct CertExpiries {
 }
 
 impl CertExpiries {
-    /// One entry per name each certificate of `tls` serves (`*.` for wildcards); a chain
-    /// whose leaf cannot be read is left out.
-    pub fn of(&mut self, tls: &TlsConfig) -> Vec<CertExpiry> {
-        let mut kept = HashMap::with_capacity(tls.certs.len());
+    /// One entry per name each certificate of `tls` serves (`*.` for wildcards), and for
+    /// the `--default-ssl-certificate` one for `_` (the catch-all server, as ingress-nginx
+    /// names it) and one per name in `default_served` (TLS hosts without a certificate of
+    /// their own, which it serves); a chain whose leaf cannot be read is left out.
+    pub fn of(&mut self, tls: &TlsConfig, default_served: &[String]) -> Vec<CertExpiry> {
+        let mut kept = HashMap::with_capacity(tls.certs.len() + 1);
         let mut out = Vec::new();
-        for cert in &tls.certs {
+        let named = tls.certs.iter().map(|cert| {
+            let names: Vec<String> = cert
+                .hosts
+                .iter()
+                .filter_map(|host| match host {
+                    HostMatch::Exact(h) => Some(h.clone()),
+                    HostMatch::Wildcard(s) => Some(format!("*.{s}")),
+                    HostMatch::Any => None,
+                })
+                .collect();
+            (cert, names)
+        });
+        let default = tls.default.as_ref().map(|cert| {
+            let names = std::iter::once("_".to_string())
+                .chain(default_served.iter().cloned())
+                .collect();
+            (cert, names)
+        });
+        for (cert, names) in named.chain(default) {
             let addr = Arc::as_ptr(&cert.key) as usize;
             let (_, leaf) = kept.entry(addr).or_insert_with(|| {
                 self.parsed.remove(&addr).unwrap_or_else(|| {
@@ -422,12 +442,7 @@ impl CertExpiries {
             let Some(leaf) = leaf.clone() else {
                 continue;
             };
-            for host in &cert.hosts {
-                let host = match host {
-                    HostMatch::Exact(h) => h.clone(),
-                    HostMatch::Wildcard(s) => format!("*.{s}"),
-                    HostMatch::Any => continue,
-                };
+            for host in names {
                 out.push(CertExpiry {
                     namespace: cert.secret.namespace.clone(),
                     host,
@@ -994,7 +1009,13 @@ mod tests {
             !out.contains("leader_election_status"),
             "no election, no series"
         );
-        m.config_applied(1, &TlsConfig::default(), true, Duration::from_millis(1));
+        m.config_applied(
+            1,
+            &TlsConfig::default(),
+            &[],
+            true,
+            Duration::from_millis(1),
+        );
         assert_eq!(
             value(
                 &rendered(&m),
@@ -1003,7 +1024,13 @@ mod tests {
             0.0,
             "a refused controller ConfigMap fails the reload"
         );
-        m.config_applied(2, &TlsConfig::default(), false, Duration::from_millis(1));
+        m.config_applied(
+            2,
+            &TlsConfig::default(),
+            &[],
+            false,
+            Duration::from_millis(1),
+        );
         m.connection_opened();
         m.connection_opened();
         m.connection_closed();

@@ -298,6 +298,43 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
         !text.contains("nginx_ingress_controller_requests{namespace=\"\""),
         "{text}"
     );
+    // `--default-ssl-certificate`: its expiry for the catch-all `_`, as ingress-nginx
+    // reports it, and for a TLS host without a certificate of its own, which it serves.
+    let mut snap = with_cert(
+        snapshot(vec![
+            vhost("m.test", vec![prefix("/", &t)]),
+            ingress::snapshot::VirtualHost {
+                tls: true,
+                ..vhost("bare.test", vec![prefix("/", &t)])
+            },
+        ]),
+        &["m.test", "*.m.test"],
+        ca.issue_until(&["m.test", "*.m.test"], (2031, 6, 15))?,
+    );
+    snap.generation += 1;
+    snap.tls.default = Some(ingress::snapshot::TlsCert {
+        origin: ingress::snapshot::ObjectRef::default(),
+        secret: ingress::snapshot::ObjectRef {
+            kind: "Secret",
+            namespace: "ingress".into(),
+            name: "fallback".into(),
+        },
+        hosts: Vec::new(),
+        key: ca.issue_until(&["fallback.test"], (2030, 1, 2))?,
+    });
+    applier.apply(&Arc::new(snap));
+    let text = get(admin, "admin", "/metrics").await?.text();
+    for host in ["_", "bare.test"] {
+        let want = format!(
+            "nginx_ingress_controller_ssl_expire_time_seconds{{host=\"{host}\",namespace=\"ingress\",secret_name=\"fallback\"}} 1893542400"
+        );
+        assert!(text.contains(&want), "missing {want:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("host=\"m.test\",namespace=\"ingress\""),
+        "a host with its own certificate counted the default's"
+    );
+
     readiness.set_draining();
     assert_eq!(get(admin, "admin", "/readyz").await?.status, 503);
     assert_eq!(get(admin, "admin", "/nope").await?.status, 404);
