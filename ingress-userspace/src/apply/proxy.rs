@@ -95,7 +95,7 @@ impl ProxyApplier {
         metrics.config_applied(
             snapshot.generation,
             &snapshot.tls,
-            &default_served(&snapshot),
+            &default_served(snapshot),
             snapshot.global.config_rejected,
             took,
         );
