@@ -34,6 +34,10 @@ pub struct Snapshot {
     pub l4: Vec<L4Service>,
     /// Controller-wide settings: the flags', with the controller ConfigMap's keys over them.
     pub global: Global,
+    /// Only EndpointSlices changed since the snapshot before: ingress-nginx applies such a
+    /// change without a reload, so its reload metrics do not count it. Not configuration:
+    /// [`Snapshot::same_config`] ignores it.
+    pub endpoints_only: bool,
 }
 
 impl Snapshot {

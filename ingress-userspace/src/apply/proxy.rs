@@ -97,6 +97,7 @@ impl ProxyApplier {
             &snapshot.tls,
             &default_served(snapshot),
             snapshot.global.config_rejected,
+            !snapshot.endpoints_only,
             took,
         );
         if let Some(r) = &self.readiness {

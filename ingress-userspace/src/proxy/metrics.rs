@@ -196,6 +196,10 @@ pub struct ProxyMetrics {
     apply_duration: Histogram,
     /// Unix time of the last configuration applied.
     last_apply: AtomicU64,
+    /// Configurations applied that ingress-nginx would have reloaded for (not those that
+    /// change endpoints only), and the Unix time of the last.
+    reloads: AtomicU64,
+    last_reload: AtomicU64,
     /// The applied configuration kept older settings over an invalid controller ConfigMap.
     config_rejected: AtomicBool,
     /// The applied configuration's certificates, for `ssl_expire_time_seconds`.
@@ -247,6 +251,8 @@ impl ProxyMetrics {
             config_generation: AtomicU64::new(0),
             apply_duration: Histogram::default(),
             last_apply: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            last_reload: AtomicU64::new(0),
             config_rejected: AtomicBool::new(false),
             certificates: Mutex::default(),
             open_connections: AtomicI64::new(0),
@@ -378,13 +384,16 @@ impl ProxyMetrics {
     }
 
     /// Counts a configuration applied to the proxy, with its certificates (and the TLS hosts
-    /// the default certificate serves, having none of their own).
+    /// the default certificate serves, having none of their own); `reload` unless it
+    /// changed endpoints only, which ingress-nginx applies without a reload.
+    #[allow(clippy::too_many_arguments)]
     pub fn config_applied(
         &self,
         generation: u64,
         tls: &crate::snapshot::TlsConfig,
         default_served: &[String],
         rejected: bool,
+        reload: bool,
         took: Duration,
     ) {
         {
@@ -396,6 +405,10 @@ impl ProxyMetrics {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         self.last_apply.store(now.as_secs(), Relaxed);
+        if reload {
+            self.last_reload.store(now.as_secs(), Relaxed);
+            self.reloads.fetch_add(1, Relaxed);
+        }
         self.config_rejected.store(rejected, Relaxed);
         self.config_applies.fetch_add(1, Relaxed);
         self.config_generation.store(generation, Relaxed);
@@ -565,9 +578,9 @@ impl ProxyMetrics {
                 options: &self.options,
                 locations: &locations,
                 certificates: &certs.1,
-                last_apply: self.last_apply.load(Relaxed),
+                last_apply: self.last_reload.load(Relaxed),
                 config_rejected: self.config_rejected.load(Relaxed),
-                applies: self.config_applies.load(Relaxed),
+                applies: self.reloads.load(Relaxed),
                 leader: leader.as_ref().map(|(n, l)| (n.as_str(), *l)),
                 open_connections: self.open_connections.load(Relaxed),
                 connections_accepted: self.connections_accepted.load(Relaxed),

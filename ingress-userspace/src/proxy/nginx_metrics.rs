@@ -493,11 +493,12 @@ pub struct Sources<'a> {
     pub options: &'a SeriesOptions,
     pub locations: &'a [Arc<LocationSeries>],
     pub certificates: &'a [CertExpiry],
-    /// Unix time of the last configuration applied; 0 before the first.
+    /// Unix time of the last configuration applied that ingress-nginx would have reloaded
+    /// for (endpoint-only changes aside); 0 before the first.
     pub last_apply: u64,
     /// The controller ConfigMap's last change was refused (`Global::config_rejected`).
     pub config_rejected: bool,
-    /// Configurations applied so far.
+    /// Configurations applied so far, endpoint-only changes aside (ingress-nginx's reloads).
     pub applies: u64,
     /// The Lease's name, and whether this replica holds it; `None` without an election.
     pub leader: Option<(&'a str, bool)>,
@@ -1014,6 +1015,7 @@ mod tests {
             &TlsConfig::default(),
             &[],
             true,
+            true,
             Duration::from_millis(1),
         );
         assert_eq!(
@@ -1028,6 +1030,16 @@ mod tests {
             2,
             &TlsConfig::default(),
             &[],
+            false,
+            true,
+            Duration::from_millis(1),
+        );
+        // Endpoints only: applied, but no reload of ingress-nginx's.
+        m.config_applied(
+            3,
+            &TlsConfig::default(),
+            &[],
+            false,
             false,
             Duration::from_millis(1),
         );
@@ -1045,6 +1057,7 @@ mod tests {
         let out = rendered(&m);
         for (series, want) in [
             ("nginx_ingress_controller_success", 2.0),
+            ("ingress_config_applies_total", 3.0),
             (
                 "nginx_ingress_controller_config_last_reload_successful",
                 1.0,

@@ -34,7 +34,7 @@ pub use cache::ObjectCache;
 
 use crate::{
     config::Settings,
-    source::SourceEvent,
+    source::{Kind, Object, SourceEvent},
     translate::{Diagnostic, Translation, Translator},
 };
 
@@ -72,6 +72,7 @@ pub fn spawn(settings: Settings, debounce: Duration, sources: usize) -> StoreHan
         sources,
         synced: 0,
         dirty: true,
+        beyond_endpoints: true,
         generation: 0,
         last: Arc::new(Translation::default()),
         translations: tx_translations,
@@ -100,6 +101,8 @@ struct Writer {
     synced: usize,
     /// Something changed since the last translation (true at start: publish the first one).
     dirty: bool,
+    /// Something other than an EndpointSlice changed since the last translation.
+    beyond_endpoints: bool,
     generation: u64,
     last: Arc<Translation>,
     translations: watch::Sender<Arc<Translation>>,
@@ -157,6 +160,12 @@ impl Writer {
         let Some(state) = self.state.as_mut() else {
             return;
         };
+        let endpoints = match &ev {
+            SourceEvent::Apply(obj) => matches!(obj, Object::EndpointSlice(_)),
+            SourceEvent::Delete(key) => key.kind == Kind::EndpointSlice,
+            SourceEvent::Replace(kind, _) => *kind == Kind::EndpointSlice,
+            SourceEvent::Synced => true,
+        };
         let changed = match ev {
             SourceEvent::Apply(obj) => state.cache.apply(obj),
             SourceEvent::Delete(key) => state.cache.delete(&key),
@@ -172,6 +181,7 @@ impl Writer {
             }
         };
         self.dirty |= changed;
+        self.beyond_endpoints |= changed && !endpoints;
     }
 
     /// Translates on the blocking pool and publishes if the result differs. Returns false
@@ -181,6 +191,7 @@ impl Writer {
             return false;
         };
         self.dirty = false;
+        let endpoints_only = !std::mem::take(&mut self.beyond_endpoints);
         let started = std::time::Instant::now();
         let flavor = tokio::runtime::Handle::current().runtime_flavor();
         let (mut state, result) = if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
@@ -214,13 +225,21 @@ impl Writer {
             dispose(translation);
             return true;
         }
-        self.publish(translation, elapsed, objects);
+        self.publish(translation, elapsed, objects, endpoints_only);
         true
     }
 
-    fn publish(&mut self, mut translation: Translation, elapsed: Duration, objects: usize) {
+    fn publish(
+        &mut self,
+        mut translation: Translation,
+        elapsed: Duration,
+        objects: usize,
+        endpoints_only: bool,
+    ) {
         self.generation += 1;
-        Arc::make_mut(&mut translation.snapshot).generation = self.generation;
+        let snapshot = Arc::make_mut(&mut translation.snapshot);
+        snapshot.generation = self.generation;
+        snapshot.endpoints_only = endpoints_only && self.generation > 1;
         log_new_diagnostics(&self.last.diagnostics, &translation.diagnostics);
         let s = &translation.snapshot;
         info!(

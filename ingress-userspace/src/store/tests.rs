@@ -132,6 +132,35 @@ async fn an_endpoint_change_propagates() {
     assert_eq!(t.snapshot.http.hosts.len(), 1);
 }
 
+/// A snapshot that only EndpointSlices changed is marked so (ingress-nginx applies those
+/// without a reload); the first one, and one after any other change, are not.
+#[tokio::test]
+async fn endpoint_only_changes_are_marked() {
+    let mut h = spawn(settings(), Duration::from_millis(10), 1);
+    for ev in base_objects().into_iter().chain([SourceEvent::Synced]) {
+        h.events.send(ev).await.expect("store running");
+    }
+    let first = next(&mut h.translations, WAIT).await.expect("first");
+    assert!(!first.snapshot.endpoints_only);
+    h.events
+        .send(SourceEvent::Apply(Object::EndpointSlice(slice("10.0.0.2"))))
+        .await
+        .expect("send");
+    let t = next(&mut h.translations, WAIT).await.expect("published");
+    assert!(t.snapshot.endpoints_only);
+    h.events
+        .send(SourceEvent::Apply(Object::Ingress(
+            mk_ingress("ns", "a")
+                .host("b.example")
+                .path("/", "Prefix", "web", 80)
+                .build(),
+        )))
+        .await
+        .expect("send");
+    let t = next(&mut h.translations, WAIT).await.expect("published");
+    assert!(!t.snapshot.endpoints_only);
+}
+
 #[tokio::test]
 async fn a_burst_is_coalesced_into_one_publish() {
     let mut h = started(Duration::from_millis(50)).await;

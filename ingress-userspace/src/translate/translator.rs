@@ -751,6 +751,7 @@ impl Model {
             passthrough: self.passthrough.0.clone(),
             l4: self.l4.0.clone(),
             global: self.controller.global.clone(),
+            endpoints_only: false,
         };
         Translation {
             snapshot: Arc::new(snapshot),
