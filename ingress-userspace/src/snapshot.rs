@@ -489,6 +489,16 @@ pub enum HostMatch {
 }
 
 impl HostMatch {
+    /// The host as an Ingress writes it (`*.example.com` for a wildcard); `None` for rules
+    /// without a host.
+    pub fn name(&self) -> Option<String> {
+        match self {
+            HostMatch::Exact(h) => Some(h.clone()),
+            HostMatch::Wildcard(s) => Some(format!("*.{s}")),
+            HostMatch::Any => None,
+        }
+    }
+
     /// Whether `host` (already lower-cased, port stripped) matches.
     pub fn matches(&self, host: &str) -> bool {
         match self {

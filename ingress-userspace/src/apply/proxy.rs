@@ -12,7 +12,7 @@ use crate::{
         tls::{self, CertTable},
         ActiveConfig, GlobalPolicy, Proxy,
     },
-    snapshot::{HostMatch, ServerTls, Snapshot},
+    snapshot::{ServerTls, Snapshot},
 };
 
 /// Brings the proxy up to date with each new snapshot.
@@ -83,6 +83,7 @@ impl ProxyApplier {
             upstreams: routes.upstreams().len(),
             certificate_names: certs.len(),
         };
+        let default_served = default_served(snapshot, &certs);
         drop(previous);
         self.proxy.install(ActiveConfig {
             generation: snapshot.generation,
@@ -95,7 +96,7 @@ impl ProxyApplier {
         metrics.config_applied(
             snapshot.generation,
             &snapshot.tls,
-            &default_served(snapshot),
+            &default_served,
             snapshot.global.config_rejected,
             !snapshot.endpoints_only,
             took,
@@ -134,29 +135,19 @@ impl ProxyApplier {
     }
 }
 
-/// The TLS hosts that no certificate of their own serves, so the default certificate does
-/// (when one is set): their expiry is the default's, as ingress-nginx reports it.
-fn default_served(snapshot: &Snapshot) -> Vec<String> {
+/// The TLS hosts that no certificate of their own serves (by `certs`, as SNI would find
+/// one), so the default certificate does (when one is set): their expiry is the default's,
+/// as ingress-nginx reports it.
+fn default_served(snapshot: &Snapshot, certs: &CertTable) -> Vec<String> {
     if snapshot.tls.default.is_none() {
         return Vec::new();
     }
-    let covered = |host: &HostMatch| {
-        snapshot.tls.certs.iter().any(|c| {
-            c.hosts.iter().any(|h| match host {
-                HostMatch::Exact(name) => h.matches(name),
-                other => h == other,
-            })
-        })
-    };
     snapshot
         .http
         .hosts
         .iter()
-        .filter(|v| v.tls && !covered(&v.host))
-        .filter_map(|v| match &v.host {
-            HostMatch::Exact(h) => Some(h.clone()),
-            HostMatch::Wildcard(s) => Some(format!("*.{s}")),
-            HostMatch::Any => None,
-        })
+        .filter(|v| v.tls)
+        .filter_map(|v| v.host.name())
+        .filter(|name| certs.lookup(name).is_none())
         .collect()
 }

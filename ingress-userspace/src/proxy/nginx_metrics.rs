@@ -237,11 +237,7 @@ impl LocationLabels<'_> {
     pub(super) fn render(&self) -> String {
         let mut out = route_labels(self.ingress, self.service);
         if let Some(host) = self.host {
-            let host = match host {
-                HostMatch::Exact(h) => h.clone(),
-                HostMatch::Wildcard(s) => format!("*.{s}"),
-                HostMatch::Any => String::new(),
-            };
+            let host = host.name().unwrap_or_default();
             let _ = write!(out, ",host=\"{}\"", escape(&host));
         }
         let _ = write!(out, ",path=\"{}\"", escape(self.path));
@@ -408,15 +404,7 @@ impl CertExpiries {
         let mut kept = HashMap::with_capacity(tls.certs.len() + 1);
         let mut out = Vec::new();
         let named = tls.certs.iter().map(|cert| {
-            let names: Vec<String> = cert
-                .hosts
-                .iter()
-                .filter_map(|host| match host {
-                    HostMatch::Exact(h) => Some(h.clone()),
-                    HostMatch::Wildcard(s) => Some(format!("*.{s}")),
-                    HostMatch::Any => None,
-                })
-                .collect();
+            let names: Vec<String> = cert.hosts.iter().filter_map(HostMatch::name).collect();
             (cert, names)
         });
         let default = tls.default.as_ref().map(|cert| {

@@ -369,11 +369,7 @@ pub fn default_certificate(
 
 /// A host as written in an Ingress.
 pub fn show(h: &HostMatch) -> String {
-    match h {
-        HostMatch::Exact(h) => h.clone(),
-        HostMatch::Wildcard(s) => format!("*.{s}"),
-        HostMatch::Any => "*".into(),
-    }
+    h.name().unwrap_or_else(|| "*".into())
 }
 
 #[cfg(test)]
