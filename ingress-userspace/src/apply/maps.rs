@@ -451,24 +451,21 @@ impl<W: MapWriter> L4Applier<W> {
                 id,
                 backends: admitted.len() as u32,
             };
-            let was_live = self.vips.get(key).is_some_and(|s| s.live);
             let refused = admitted.is_empty() && (self.is_local)(words_addr(key.addr, key.family));
-            if refused {
-                // No VIPS entry: a new flow passes to the node's stack, which refuses it (a
-                // TCP reset, an ICMP port unreachable) as it would refuse a port ingress-nginx
-                // does not listen on, where a drop would leave clients waiting out their
-                // timeouts. New flows stop before the ring is cleared.
-                if was_live {
+            if admitted.is_empty() {
+                // New flows stop before the ring is cleared. On the node's own address the
+                // VIPS entry goes: a new flow passes to the node's stack, which refuses it (a
+                // TCP reset, an ICMP port unreachable) as it would refuse a port
+                // ingress-nginx does not listen on, where a drop would leave clients waiting
+                // out their timeouts. Elsewhere the stack would route it on, so the kernel
+                // path drops it (`drop_no_backend`).
+                if !refused {
+                    self.writer.put_vip(key, &meta)?;
+                } else if self.vips.get(key).is_some_and(|s| s.live) {
                     self.writer.remove_vip(key)?;
                 }
-                warn!(vip = %vip_name(key), "L4 service has no endpoint: new connections are refused, open ones go on");
-                report.ring_slots_written += self.writer.write_ring(id, &ring)?;
-            } else if admitted.is_empty() {
-                // Not the node's address: the stack would route it on, so the kernel path
-                // drops new flows (`drop_no_backend`). New flows stop before the ring is
-                // cleared.
-                self.writer.put_vip(key, &meta)?;
-                warn!(vip = %vip_name(key), "L4 service has no endpoint: new connections are dropped (the VIP is not an address of this node), open ones go on");
+                let new_connections = if refused { "refused" } else { "dropped" };
+                warn!(vip = %vip_name(key), new_connections, "L4 service has no endpoint: open connections go on");
                 report.ring_slots_written += self.writer.write_ring(id, &ring)?;
             } else {
                 report.ring_slots_written += self.writer.write_ring(id, &ring)?;

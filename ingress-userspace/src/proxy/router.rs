@@ -628,27 +628,23 @@ impl Compiler<'_, '_> {
                 p.clone()
             }
             _ => {
-                let mut kept = Vec::new();
                 let mut fresh = Vec::new();
-                let eps = u
+                let eps: Vec<Arc<Endpoint>> = u
                     .endpoints
                     .iter()
                     .map(|addr| {
-                        match prev.and_then(|p| p.endpoints.iter().find(|e| e.addr == *addr)) {
-                            Some(e) => {
-                                kept.push(e.clone());
-                                e.clone()
-                            }
-                            None => {
+                        prev.and_then(|p| p.endpoints.iter().find(|e| e.addr == *addr))
+                            .cloned()
+                            .unwrap_or_else(|| {
                                 let pool = Pool::new(self.ctx.pool.clone());
                                 let e = Arc::new(Endpoint::new(&u.name, *addr, pool));
                                 fresh.push(e.clone());
                                 e
-                            }
-                        }
+                            })
                     })
                     .collect();
-                super::upstream::balance::slow_start(&kept, &fresh, super::upstream::now_ms());
+                // The new endpoints are not measured yet: the mean is of the kept ones.
+                super::upstream::balance::slow_start(&eps, &fresh, super::upstream::now_ms());
                 let tls = u.tls.as_ref().and_then(|spec| {
                     super::tls::UpstreamTlsClients::new(spec.clone())
                         .map(Arc::new)

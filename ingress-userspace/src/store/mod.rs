@@ -101,7 +101,8 @@ struct Writer {
     synced: usize,
     /// Something changed since the last translation (true at start: publish the first one).
     dirty: bool,
-    /// Something other than an EndpointSlice changed since the last translation.
+    /// Something other than an EndpointSlice changed since the last translation (true at
+    /// start: the first snapshot is all new).
     beyond_endpoints: bool,
     generation: u64,
     last: Arc<Translation>,
@@ -213,6 +214,8 @@ impl Writer {
                 // A bug, not bad input: start over with empty memory and keep serving the
                 // previous snapshot.
                 error!("translation panicked; keeping the previous snapshot");
+                // What changed is still unpublished: the next snapshot carries it.
+                self.beyond_endpoints |= !endpoints_only;
                 state.translator = Translator::new(self.settings.clone());
                 self.state = Some(state);
                 return true;
@@ -239,7 +242,7 @@ impl Writer {
         self.generation += 1;
         let snapshot = Arc::make_mut(&mut translation.snapshot);
         snapshot.generation = self.generation;
-        snapshot.endpoints_only = endpoints_only && self.generation > 1;
+        snapshot.endpoints_only = endpoints_only;
         log_new_diagnostics(&self.last.diagnostics, &translation.diagnostics);
         let s = &translation.snapshot;
         info!(

@@ -83,15 +83,21 @@ impl PeakEwma {
 }
 
 /// Starts the estimates of endpoints `fresh` (just added to an upstream) at the mean of the
-/// measured ones among `kept`, as ingress-nginx's `ewma.lua` does. Left at the 1 ms default,
+/// measured ones among `all`, as ingress-nginx's `ewma.lua` does. Left at the 1 ms default,
 /// a new endpoint looks faster than every busy one and takes nearly all requests until its
 /// own samples catch up.
-pub fn slow_start(kept: &[Arc<Endpoint>], fresh: &[Arc<Endpoint>], now_ms: u64) {
-    let measured: Vec<f64> = kept.iter().filter_map(|e| e.load.measured()).collect();
-    if measured.is_empty() || fresh.is_empty() {
+pub fn slow_start(all: &[Arc<Endpoint>], fresh: &[Arc<Endpoint>], now_ms: u64) {
+    if fresh.is_empty() {
         return;
     }
-    let mean = measured.iter().sum::<f64>() / measured.len() as f64;
+    let (sum, n) = all
+        .iter()
+        .filter_map(|e| e.load.measured())
+        .fold((0.0, 0u32), |(sum, n), rtt| (sum + rtt, n + 1));
+    if n == 0 {
+        return;
+    }
+    let mean = sum / f64::from(n);
     for e in fresh {
         e.load.seed(mean, now_ms);
     }
