@@ -998,14 +998,18 @@ mod tests {
             !out.contains("leader_election_status"),
             "no election, no series"
         );
-        m.config_applied(
-            1,
-            &TlsConfig::default(),
-            &[],
-            true,
-            true,
-            Duration::from_millis(1),
-        );
+        // (generation, refused ConfigMap, a reload of ingress-nginx's)
+        let apply = |generation, rejected, reload| {
+            m.config_applied(
+                generation,
+                &TlsConfig::default(),
+                &[],
+                rejected,
+                reload,
+                Duration::from_millis(1),
+            )
+        };
+        apply(1, true, true);
         assert_eq!(
             value(
                 &rendered(&m),
@@ -1014,23 +1018,9 @@ mod tests {
             0.0,
             "a refused controller ConfigMap fails the reload"
         );
-        m.config_applied(
-            2,
-            &TlsConfig::default(),
-            &[],
-            false,
-            true,
-            Duration::from_millis(1),
-        );
+        apply(2, false, true);
         // Endpoints only: applied, but no reload of ingress-nginx's.
-        m.config_applied(
-            3,
-            &TlsConfig::default(),
-            &[],
-            false,
-            false,
-            Duration::from_millis(1),
-        );
+        apply(3, false, false);
         m.connection_opened();
         m.connection_opened();
         m.connection_closed();

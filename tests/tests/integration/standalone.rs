@@ -173,6 +173,20 @@ async fn start_ready(args: Vec<String>, admin: SocketAddr, log: std::path::PathB
     .expect("ingressd starts")
 }
 
+/// `ingressd run` on `dir` (its log in `dir/log`) once ready, serving HTTP on a free port
+/// (HTTPS on an unused one), with its pins named after `pins` and `extra` flags: the HTTP
+/// address, the admin address, the process.
+async fn start_http_on(
+    dir: &std::path::Path,
+    pins: &str,
+    extra: &[&str],
+) -> (SocketAddr, SocketAddr, Ingressd) {
+    let (http, admin) = (free_addr(), free_addr());
+    let args = standalone_args(dir, &http.to_string(), "127.0.0.1:0", admin, pins, extra);
+    let p = start_ready(args, admin, dir.join("log")).await;
+    (http, admin, p)
+}
+
 /// `ingressd` in standalone mode on [`manifests`] for a fresh echo upstream, serving HTTP on
 /// a free port (HTTPS on an unused one), with its pins named after `pins` and `extra` flags:
 /// the upstream, the manifest directory (which holds the log), the HTTP address, the process.
@@ -183,16 +197,7 @@ async fn on_manifests(
     let up = TestServer::echo("app").await.expect("upstream");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("all.yaml"), manifests(up.addr)).expect("manifests");
-    let (http, admin) = (free_addr(), free_addr());
-    let args = standalone_args(
-        dir.path(),
-        &http.to_string(),
-        "127.0.0.1:0",
-        admin,
-        pins,
-        extra,
-    );
-    let p = start_ready(args, admin, dir.path().join("log")).await;
+    let (http, _, p) = start_http_on(dir.path(), pins, extra).await;
     (up, dir, http, p)
 }
 
@@ -689,13 +694,8 @@ async fn worker_shutdown_timeout_bounds_the_drain() {
         controller_configmap("  worker-shutdown-timeout: 1s\n"),
     )
     .expect("configmap");
-    let (http, admin) = (free_addr(), free_addr());
-    let http_addr = http.to_string();
-    let args = standalone_args(
+    let (http, _, mut p) = start_http_on(
         dir.path(),
-        &http_addr,
-        "127.0.0.1:0",
-        admin,
         "wst",
         &[
             "--drain-timeout",
@@ -703,8 +703,8 @@ async fn worker_shutdown_timeout_bounds_the_drain() {
             "--configmap",
             "ingress-system/ingressd",
         ],
-    );
-    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    )
+    .await;
     let in_flight = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect_timeout(&http, Duration::from_secs(2)).expect("connect");
         s.write_all(b"GET / HTTP/1.1\r\nhost: s.test\r\n\r\n")
@@ -747,16 +747,8 @@ async fn shutdown_grace_period_serves_on_while_not_ready() {
     let up = TestServer::echo("app").await.expect("upstream");
     let dir = tempfile::tempdir().expect("tempdir");
     one_ingress(dir.path(), "app", &up.addr.to_string(), "app", "g.test");
-    let (http, admin) = (free_addr(), free_addr());
-    let args = standalone_args(
-        dir.path(),
-        &http.to_string(),
-        "127.0.0.1:0",
-        admin,
-        "grace",
-        &["--shutdown-grace-period", "2s"],
-    );
-    let mut p = start_ready(args, admin, dir.path().join("log")).await;
+    let (http, admin, mut p) =
+        start_http_on(dir.path(), "grace", &["--shutdown-grace-period", "2s"]).await;
     let started = std::time::Instant::now();
     p.signal(libc::SIGTERM).expect("SIGTERM");
     let (during, ready) = tokio::task::spawn_blocking(move || {
@@ -805,16 +797,7 @@ async fn sighup_reads_the_manifests_again() {
         dir.path().join("all.yaml"),
     )
     .expect("symlink");
-    let (http, admin) = (free_addr(), free_addr());
-    let args = standalone_args(
-        dir.path(),
-        &http.to_string(),
-        "127.0.0.1:0",
-        admin,
-        "hup",
-        &[],
-    );
-    let p = start_ready(args, admin, dir.path().join("log")).await;
+    let (http, _, p) = start_http_on(dir.path(), "hup", &[]).await;
     one_ingress(
         elsewhere.path(),
         "app",
@@ -1161,17 +1144,12 @@ async fn the_controller_configmap_applies_without_a_restart() {
     let custom_path = dir.path().join("custom.yaml");
     let write_cm = move |data: &str| write_whole(&cm, &controller_configmap(data));
     write_cm("  proxy-body-size: 1k\n  worker-processes: \"4\"\n");
-    let (http, admin) = (free_addr(), free_addr());
-    let http_addr = http.to_string();
-    let args = standalone_args(
+    let (http, admin, p) = start_http_on(
         dir.path(),
-        &http_addr,
-        "127.0.0.1:0",
-        admin,
         "configmap",
         &["--configmap", "ingress-system/ingressd"],
-    );
-    let p = start_ready(args, admin, dir.path().join("log")).await;
+    )
+    .await;
 
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let status =
@@ -1515,10 +1493,7 @@ async fn external_name_services_route_to_their_addresses() {
         std::fs::write(&path, yaml).expect("manifests")
     };
     write(&a.ip.to_string(), up_a.addr.port());
-    let (http, admin) = (free_addr(), free_addr());
-    let http_addr = http.to_string();
-    let args = standalone_args(dir.path(), &http_addr, "127.0.0.1:0", admin, "extname", &[]);
-    let p = start_ready(args, admin, dir.path().join("log")).await;
+    let (http, _, p) = start_http_on(dir.path(), "extname", &[]).await;
     let checks = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let answer = |host: &str| get(http, host, "/status/200").unwrap_or_else(|e| e.to_string());
         let r = answer("e.test");
