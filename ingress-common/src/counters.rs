@@ -77,6 +77,9 @@ stats! {
     IcmpTooBig = "icmp_too_big",
     /// A new flow took over the SNAT port of an expired flow (counted besides its verdict).
     NatPortReused = "nat_port_reused",
+    /// A UDP flow whose backend left its VIP was moved to another backend (counted besides
+    /// its verdict).
+    FlowBackendGone = "flow_backend_gone",
     /// Headers to a VIP truncated or inconsistent.
     DropMalformed = "drop_malformed",
     /// VIP has no backend.

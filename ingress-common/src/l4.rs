@@ -86,6 +86,18 @@ pub struct Backend {
     pub _pad: u8,
 }
 
+/// A backend that left a UDP VIP: the VIP's flows still pinned to it move to another
+/// backend at their next periodic check (a UDP client that keeps sending would otherwise
+/// stay pinned to a pod that is gone, as long as it sends; kube-proxy clears such conntrack
+/// entries for the same reason). TCP flows are left to drain, as a terminating pod may still
+/// be finishing them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RetiredKey {
+    pub vip: VipKey,
+    pub backend: Backend,
+}
+
 /// Node-wide settings of the L4 path, slot 0 of the config array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -125,3 +137,4 @@ const _: () = assert!(core::mem::size_of::<VipMeta>() == 8);
 const _: () = assert!(core::mem::size_of::<VipAddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Backend>() == 20);
 const _: () = assert!(core::mem::size_of::<LbConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<RetiredKey>() == 40);

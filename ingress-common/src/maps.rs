@@ -2,7 +2,7 @@
 
 /// Bumped whenever a map's key or value layout or its flags change; pinned maps of another
 /// version are never adopted.
-pub const MAPS_VERSION: u32 = 14;
+pub const MAPS_VERSION: u32 = 15;
 
 /// VipKey -> VipMeta.
 pub const VIPS: &str = "VIPS";
@@ -17,6 +17,10 @@ pub const BACKENDS: &str = "BACKENDS";
 /// Maglev rings: slot g = vip_id * MAGLEV_RING_SIZE + slot is lane g % 2 of element g / 2
 /// ([u32; 2] values); an mmap of the array reads as one flat u32 array indexed by g.
 pub const MAGLEV: &str = "MAGLEV";
+/// RetiredKey (a UDP VIP and a backend that left it) -> 1. Written by userspace.
+pub const RETIRED: &str = "RETIRED";
+/// Compiled-in capacity of RETIRED: when full, flows stay with backends that left.
+pub const MAX_RETIRED: u32 = 16384;
 /// Buckets of FlowKey (client side) -> FlowNat (`conntrack::Bucket`).
 pub const CONNTRACK: &str = "CONNTRACK";
 /// Buckets of FlowKey (backend side reply) -> ReplyNat.

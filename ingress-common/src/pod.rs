@@ -20,6 +20,7 @@ pod!(
     VipAddrKey,
     VipMeta,
     Backend,
+    RetiredKey,
     LbConfig,
     FlowKey,
     FlowNat,

@@ -9,10 +9,10 @@ use ingress_common::{
     conntrack::{buckets_for, Bucket, FlowKey, FlowNat, Hop, ReplyNat},
     counters::{Counter, STAT_COUNT},
     edge::{EdgeConfig, EdgeDest, SourceKey, EDGE_FILTER_BITS},
-    l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta, VIP_FILTER_BITS},
+    l4::{Backend, LbConfig, RetiredKey, VipAddrKey, VipKey, VipMeta, VIP_FILTER_BITS},
     maps::{
         DEFAULT_CONNTRACK_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, JUMP_SLOTS,
-        MAX_BLOCKED_PREFIXES, MAX_EDGE_DESTS, MAX_SPLICE_SOCKS, SYN_RATE_SOURCES,
+        MAX_BLOCKED_PREFIXES, MAX_EDGE_DESTS, MAX_RETIRED, MAX_SPLICE_SOCKS, SYN_RATE_SOURCES,
     },
     passthrough::{SpliceCredit, SplicePeer},
 };
@@ -47,6 +47,11 @@ pub static BACKEND_HOPS: Array<Hop, { DEFAULT_MAX_BACKENDS as usize }> = Array::
 /// Backend id -> backend endpoint. Written by userspace.
 #[btf_map]
 pub static BACKENDS: Array<Backend, { DEFAULT_MAX_BACKENDS as usize }> = Array::new();
+
+/// (UDP VIP, backend that left it) -> 1: flows to such a backend move at their next check.
+/// Written by userspace.
+#[btf_map]
+pub static RETIRED: HashMap<RetiredKey, u32, { MAX_RETIRED as usize }> = HashMap::new();
 
 /// Maglev rings: global slot g = vip_id * MAGLEV_RING_SIZE + slot lives in lane g % 2 of
 /// element g / 2 (array elements are 8-byte aligned, so pairs waste nothing). Written by
@@ -166,6 +171,8 @@ pub struct Scratch {
     /// as `xdp_lb` parsed them, and its addressing.
     pub layout: Layout,
     pub tuple: Tuple,
+    /// For `xdp_flow`'s check of an established UDP flow: its VIP and backend.
+    pub retired: RetiredKey,
     /// Set by `xdp_flow` just before it calls `xdp_lb` again for the same packet (`AGAIN_*`);
     /// `xdp_lb` clears it on reading.
     pub again: u32,

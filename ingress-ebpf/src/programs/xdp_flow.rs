@@ -11,7 +11,7 @@ use aya_log_ebpf::debug;
 use ingress_common::{
     conntrack::{FlowKey, FlowNat, Hop, ReplyNat, SEEN_REPLIED, SEEN_SECS},
     counters::Stat,
-    l4::{LbConfig, VipKey, VipMeta, FAMILY_V6},
+    l4::{LbConfig, VipKey, VipMeta, FAMILY_V6, PROTO_UDP},
     maps::JUMP_LB,
 };
 
@@ -28,7 +28,7 @@ use crate::{
     },
     maps::{
         Scratch, AGAIN_CHECKED, AGAIN_NONE, BACKEND_HOPS, FLOWS, JUMPS, LB_CONFIG, REPLIES,
-        SCRATCH, VIPS,
+        RETIRED, SCRATCH, VIPS,
     },
     verdict::{self, Outcome, NO_VIP},
 };
@@ -54,8 +54,16 @@ fn try_flow(ctx: &XdpContext) -> Outcome {
     if scratch.syn == 0 {
         if let Some(e) = FLOWS.get_ptr_mut(cfg, &scratch.key) {
             // SAFETY: a live table value.
-            if owns_port(scratch, cfg, unsafe { &*e }) {
-                return back_to_lb(ctx, scratch);
+            let nat = unsafe { &*e };
+            if owns_port(scratch, cfg, nat) {
+                if !backend_left(scratch, nat) {
+                    return back_to_lb(ctx, scratch);
+                }
+                // Forgotten in both directions, then recorded again below as a new flow:
+                // Maglev picks among the backends the VIP has now.
+                FLOWS.remove(cfg, &scratch.key);
+                REPLIES.remove(cfg, &scratch.rkey);
+                counters::count(Stat::FlowBackendGone, 0);
             }
         }
     }
@@ -155,6 +163,27 @@ fn owns_port(scratch: &mut Scratch, cfg: &LbConfig, nat: &FlowNat) -> bool {
     // Taken between the lookup and the insert.
     FLOWS.remove(cfg, &scratch.key);
     false
+}
+
+/// Whether the UDP flow `scratch.key`, forwarded by `nat`, goes to a backend that has left
+/// its VIP (userspace lists those in RETIRED). Checked with the port, once per hop TTL.
+#[inline(never)]
+fn backend_left(scratch: &mut Scratch, nat: &FlowNat) -> bool {
+    let key = &scratch.key;
+    if key.proto != PROTO_UDP {
+        return false;
+    }
+    let r = &mut scratch.retired;
+    r.vip.addr = copy_addr(&key.dst);
+    r.vip.port = key.dport;
+    r.vip.proto = key.proto;
+    r.vip.family = key.family;
+    r.backend.addr = copy_addr(&nat.backend);
+    r.backend.port = nat.backend_port;
+    r.backend.family = key.family;
+    r.backend._pad = 0;
+    // SAFETY: presence only; the value is not read.
+    unsafe { RETIRED.get(&*r) }.is_some()
 }
 
 /// Fills `k` with a flow's addresses and ports and `like`'s protocol and family, field by

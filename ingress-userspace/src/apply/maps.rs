@@ -13,11 +13,13 @@ use std::{
 };
 
 use ingress_common::l4::{
-    vip_addr_filter_bit, vip_filter_bit, Backend, LbConfig, VipAddrKey, VipKey, VipMeta, FAMILY_V4,
-    FAMILY_V6, NO_BACKEND, PROTO_TCP, PROTO_UDP, VIP_FILTER_BITS,
+    vip_addr_filter_bit, vip_filter_bit, Backend, LbConfig, RetiredKey, VipAddrKey, VipKey,
+    VipMeta, FAMILY_V4, FAMILY_V6, NO_BACKEND, PROTO_TCP, PROTO_UDP, VIP_FILTER_BITS,
 };
 use thiserror::Error;
 use tracing::{debug, warn};
+
+use ingress_common::maps::MAX_RETIRED;
 
 use crate::{
     maps::{maglev, MapError, MapWriter},
@@ -86,6 +88,8 @@ pub struct ApplyReport {
     pub ring_slots_written: usize,
     pub backends_added: usize,
     pub backends_freed: usize,
+    /// Backends marked as gone from a UDP VIP, whose flows the kernel moves.
+    pub backends_retired: usize,
     /// VIPs left out: capacity exhausted or no SNAT address for their family.
     pub skipped: Vec<String>,
 }
@@ -172,6 +176,31 @@ fn backend_addr(b: &Backend) -> SocketAddr {
     SocketAddr::new(words_addr(b.addr, b.family), u16::from_be(b.port))
 }
 
+/// The RETIRED key of `backend` on the VIP `vip`.
+fn retired_key(vip: &VipKey, backend: SocketAddr) -> RetiredKey {
+    RetiredKey {
+        vip: *vip,
+        backend: backend_value(backend),
+    }
+}
+
+/// The marks for the backends of the UDP VIP `key` (as `state` had them) missing from `now`
+/// (sorted).
+/// A VIP adopted after a restart has no known backends: nothing is marked for it.
+fn udp_left(key: &VipKey, state: Option<&VipState>, now: &[SocketAddr]) -> Vec<RetiredKey> {
+    if key.proto != PROTO_UDP {
+        return Vec::new();
+    }
+    let Some(before) = state.and_then(|s| s.backends.as_ref()) else {
+        return Vec::new();
+    };
+    before
+        .iter()
+        .filter(|a| now.binary_search(a).is_err())
+        .map(|a| retired_key(key, *a))
+        .collect()
+}
+
 fn vip_name(k: &VipKey) -> String {
     let proto = if k.proto == PROTO_UDP { "udp" } else { "tcp" };
     format!(
@@ -197,6 +226,13 @@ pub struct L4Applier<W: MapWriter> {
     /// VIPs removed, and when: they stay in the prefilter for as long as their established
     /// flows may live, or those would skip conntrack and be cut at once.
     lingering: BTreeMap<VipKey, Instant>,
+    /// Backends marked in RETIRED as gone from a UDP VIP, with the order they were marked
+    /// in: kept until the backend comes back, the oldest dropped first when the map is full
+    /// (a mark dropped only leaves that pod's flows pinned, as they were before marks).
+    retired: BTreeMap<RetiredKey, u64>,
+    retired_seq: u64,
+    /// RETIRED's size.
+    retired_capacity: usize,
     /// Whether a VIP is the node's own address (see `live`).
     is_local: fn(IpAddr) -> bool,
     snat: SnatSettings,
@@ -264,7 +300,11 @@ impl<W: MapWriter> L4Applier<W> {
             .saturating_sub(snat.port_min)
             .saturating_add(1);
         writer.write_config(&cfg)?;
+        let retired: BTreeMap<RetiredKey, u64> = state.retired.into_iter().zip(0..).collect();
         Ok(L4Applier {
+            retired_seq: retired.len() as u64,
+            retired_capacity: MAX_RETIRED as usize,
+            retired,
             lingering: BTreeMap::new(),
             is_local: crate::maps::local_addrs::is_local,
             vip_filter: None,
@@ -325,6 +365,7 @@ impl<W: MapWriter> L4Applier<W> {
             report.ring_slots_written += again.ring_slots_written;
             report.backends_added += again.backends_added;
             report.backends_freed += again.backends_freed;
+            report.backends_retired += again.backends_retired;
             report.skipped = again.skipped;
         }
         if !report.skipped.is_empty() {
@@ -336,6 +377,8 @@ impl<W: MapWriter> L4Applier<W> {
     fn apply_once(&mut self, services: &[L4Service]) -> Result<ApplyReport, ApplyError> {
         let mut report = ApplyReport::default();
         let ring_size = self.writer.capacity().ring_size;
+        // (UDP VIP, backend) pairs that ended: marked once the rings no longer name them.
+        let mut left: Vec<RetiredKey> = Vec::new();
 
         // Desired state; the first service for a VIP wins.
         let mut desired: BTreeMap<VipKey, Vec<SocketAddr>> = BTreeMap::new();
@@ -373,6 +416,7 @@ impl<W: MapWriter> L4Applier<W> {
             let Some(id) = self.vips.get(&key).map(|s| s.id) else {
                 continue;
             };
+            left.extend(udp_left(&key, self.vips.get(&key), &[]));
             // Forgotten only once the kernel forgot it: a failed delete is retried by the
             // next apply, where forgetting first would have left the VIP live for good.
             if self.vips.get(&key).is_some_and(|s| s.live) {
@@ -447,6 +491,11 @@ impl<W: MapWriter> L4Applier<W> {
                     .map(|i| admitted[i as usize].1)
                     .collect()
             };
+            let now_in: Vec<SocketAddr> = admitted.iter().map(|(a, _)| *a).collect();
+            // A backend back in the ring first loses its mark, or its new flows would be
+            // moved away from it again.
+            self.unretire(key, &now_in)?;
+            left.extend(udp_left(key, self.vips.get(key), &now_in));
             let meta = VipMeta {
                 id,
                 backends: admitted.len() as u32,
@@ -479,15 +528,66 @@ impl<W: MapWriter> L4Applier<W> {
                     id,
                     partial: admitted.len() < backends.len(),
                     live: !refused,
-                    backends: Some(admitted.into_iter().map(|(a, _)| a).collect()),
+                    backends: Some(now_in),
                 },
             );
         }
+        self.retire(left, &mut report)?;
 
         self.sync_vip_addrs()?;
         self.sync_vip_filter()?;
         self.free_unused_backends(&mut report)?;
         Ok(report)
+    }
+
+    /// Removes the marks of `backends` on the UDP VIP `key`.
+    fn unretire(&mut self, key: &VipKey, backends: &[SocketAddr]) -> Result<(), ApplyError> {
+        if key.proto != PROTO_UDP || self.retired.is_empty() {
+            return Ok(());
+        }
+        for addr in backends {
+            let mark = retired_key(key, *addr);
+            if self.retired.contains_key(&mark) {
+                self.writer.remove_retired(&mark)?;
+                self.retired.remove(&mark);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks each of `left` in RETIRED, dropping the oldest marks to make room. A mark that
+    /// cannot be written is logged, not an error: its flows only stay where they are.
+    fn retire(
+        &mut self,
+        left: Vec<RetiredKey>,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        for mark in left {
+            if self.retired.contains_key(&mark) {
+                continue;
+            }
+            while self.retired.len() >= self.retired_capacity {
+                let Some((&oldest, _)) = self.retired.iter().min_by_key(|(_, seq)| **seq) else {
+                    break;
+                };
+                self.writer.remove_retired(&oldest)?;
+                self.retired.remove(&oldest);
+            }
+            match self.writer.put_retired(&mark) {
+                Ok(()) => {
+                    self.retired.insert(mark, self.retired_seq);
+                    self.retired_seq += 1;
+                    report.backends_retired += 1;
+                }
+                Err(e) => warn!(
+                    vip = %vip_name(&mark.vip),
+                    backend = %backend_addr(&mark.backend),
+                    error = %e,
+                    "UDP flows to a removed endpoint will stay with it"
+                ),
+            }
+        }
+        Ok(())
     }
 
     fn ensure_backend(
@@ -930,6 +1030,108 @@ mod tests {
             (r.vips_added, r.backends_added, r.backends_freed),
             (0, 0, 0)
         );
+    }
+
+    fn udp(vip: &str, port: u16, backends: &[&str]) -> L4Service {
+        L4Service {
+            protocol: L4Protocol::Udp,
+            ..svc(vip, port, backends)
+        }
+    }
+
+    fn marks(a: &L4Applier<FakeMapWriter>) -> Vec<(SocketAddr, SocketAddr)> {
+        a.writer()
+            .retired
+            .iter()
+            .map(|k| {
+                let vip = SocketAddr::new(
+                    words_addr(k.vip.addr, k.vip.family),
+                    u16::from_be(k.vip.port),
+                );
+                (vip, backend_addr(&k.backend))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_backend_leaving_a_udp_vip_is_marked_until_it_comes_back() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        let vip: SocketAddr = "198.18.0.10:53".parse().unwrap();
+        let (b1, b2): (SocketAddr, SocketAddr) = (
+            "198.18.1.2:53".parse().unwrap(),
+            "198.18.2.2:53".parse().unwrap(),
+        );
+        let both = ["198.18.1.2:53", "198.18.2.2:53"];
+        let r = a.apply(&[udp("198.18.0.10", 53, &both)]).unwrap();
+        assert_eq!(r.backends_retired, 0);
+        // TCP VIPs are never marked: their flows drain on a terminating pod.
+        let r = a
+            .apply(&[
+                udp("198.18.0.10", 53, &["198.18.2.2:53"]),
+                svc("198.18.0.10", 80, &[]),
+            ])
+            .unwrap();
+        assert_eq!(r.backends_retired, 1);
+        assert_eq!(marks(&a), vec![(vip, b1)]);
+        a.apply(&[udp("198.18.0.10", 53, &["198.18.2.2:53"])])
+            .unwrap();
+        assert_eq!(
+            marks(&a),
+            vec![(vip, b1)],
+            "an unchanged VIP keeps its marks"
+        );
+        // Back in the ring: unmarked before the ring names it again.
+        a.writer_mut().ops.clear();
+        a.apply(&[udp("198.18.0.10", 53, &both)]).unwrap();
+        assert!(marks(&a).is_empty());
+        let ops = &a.writer().ops;
+        let unmarked = ops
+            .iter()
+            .position(|o| matches!(o, Op::RemoveRetired(_)))
+            .unwrap();
+        let ring = ops.iter().position(|o| matches!(o, Op::Ring(..))).unwrap();
+        assert!(unmarked < ring, "{ops:?}");
+        // A VIP removed, or left without endpoints, marks every backend it had.
+        a.apply(&[udp("198.18.0.10", 53, &[])]).unwrap();
+        assert_eq!(marks(&a), vec![(vip, b1), (vip, b2)]);
+        a.apply(&[udp("198.18.0.10", 53, &both)]).unwrap();
+        a.apply(&[]).unwrap();
+        assert_eq!(marks(&a), vec![(vip, b1), (vip, b2)]);
+        // Marks outlive a restart, and a backend back after it is unmarked.
+        let w = a.writer;
+        let mut b = L4Applier::new(w, snat()).unwrap();
+        b.apply(&[udp("198.18.0.10", 53, &["198.18.1.2:53"])])
+            .unwrap();
+        assert_eq!(marks(&b), vec![(vip, b2)]);
+    }
+
+    #[test]
+    fn marks_make_room_by_dropping_the_oldest_and_a_refused_mark_is_no_error() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        let backends: Vec<String> = (1..=4).map(|i| format!("198.18.{i}.2:53")).collect();
+        let names: Vec<&str> = backends.iter().map(String::as_str).collect();
+        a.apply(&[udp("198.18.0.10", 53, &names)]).unwrap();
+        a.retired_capacity = 2;
+        for keep in [3, 2, 1] {
+            a.apply(&[udp("198.18.0.10", 53, &names[..keep])]).unwrap();
+        }
+        let marked = |a: &L4Applier<FakeMapWriter>| -> Vec<SocketAddr> {
+            marks(a).into_iter().map(|(_, b)| b).collect()
+        };
+        let addr = |i: usize| -> SocketAddr { names[i].parse().unwrap() };
+        assert_eq!(
+            marked(&a),
+            vec![addr(1), addr(2)],
+            "the oldest mark made room"
+        );
+        // A mark the kernel refuses is logged; the apply goes on.
+        a.retired_capacity = 10;
+        a.writer_mut().max_retired = 2;
+        a.apply(&[udp("198.18.0.10", 53, &[])]).unwrap();
+        assert_eq!(marked(&a), vec![addr(1), addr(2)]);
+        a.apply(&[udp("198.18.0.10", 53, &names[..1])]).unwrap();
+        let key = vip_key(&udp("198.18.0.10", 53, &[]));
+        assert_eq!(a.writer().vip(&key).map(|m| m.backends), Some(1));
     }
 
     #[test]

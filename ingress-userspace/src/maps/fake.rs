@@ -1,8 +1,8 @@
 //! A [`MapWriter`] that keeps the maps in memory and records every operation, so the control
 //! plane is tested without root.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use ingress_common::l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta};
+use ingress_common::l4::{Backend, LbConfig, RetiredKey, VipAddrKey, VipKey, VipMeta};
 
 use super::{Capacity, KernelState, MapError, MapWriter};
 
@@ -21,6 +21,8 @@ pub enum Op {
     Filter(usize),
     /// Per-VIP counters zeroed for this vip id.
     ResetVipStats(u32),
+    PutRetired(RetiredKey),
+    RemoveRetired(RetiredKey),
 }
 
 /// In-memory maps plus an operation log.
@@ -36,6 +38,9 @@ pub struct FakeMapWriter {
     pub ops: Vec<Op>,
     /// VIP deletes still to fail, to test recovery from a kernel refusal.
     pub fail_vip_removals: u32,
+    pub retired: BTreeSet<RetiredKey>,
+    /// RETIRED's capacity: a put beyond it fails, as the kernel's does when the map is full.
+    pub max_retired: usize,
 }
 
 fn vip_bytes(k: &VipKey) -> [u8; 20] {
@@ -71,6 +76,8 @@ impl FakeMapWriter {
             vip_filter: vec![0; (ingress_common::l4::VIP_FILTER_BITS / 64) as usize],
             ops: Vec::new(),
             fail_vip_removals: 0,
+            retired: BTreeSet::new(),
+            max_retired: ingress_common::maps::MAX_RETIRED as usize,
         }
     }
 
@@ -107,6 +114,7 @@ impl MapWriter for FakeMapWriter {
                 .map(|(i, b)| (i as u32, *b))
                 .collect(),
             vip_addrs: self.vip_addrs.values().copied().collect(),
+            retired: self.retired.iter().copied().collect(),
         })
     }
 
@@ -182,6 +190,21 @@ impl MapWriter for FakeMapWriter {
             });
         }
         self.ops.push(Op::ResetVipStats(vip_id));
+        Ok(())
+    }
+
+    fn put_retired(&mut self, key: &RetiredKey) -> Result<(), MapError> {
+        if self.retired.len() >= self.max_retired && !self.retired.contains(key) {
+            return Err(MapError::Missing("RETIRED (full)"));
+        }
+        self.retired.insert(*key);
+        self.ops.push(Op::PutRetired(*key));
+        Ok(())
+    }
+
+    fn remove_retired(&mut self, key: &RetiredKey) -> Result<(), MapError> {
+        self.retired.remove(key);
+        self.ops.push(Op::RemoveRetired(*key));
         Ok(())
     }
 

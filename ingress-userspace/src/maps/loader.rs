@@ -165,6 +165,7 @@ const PINNED_MAPS: &[&str] = &[
     names::BLOCK_V4,
     names::BLOCK_V6,
     names::SYN_RATE,
+    names::RETIRED,
     // Pinned so its slot outlives this process: the kernel empties a program array when its
     // last user reference goes, and the pinned link keeps forwarding after an exit.
     names::JUMPS,

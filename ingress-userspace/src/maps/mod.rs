@@ -14,7 +14,7 @@ pub mod neigh;
 pub mod pinned;
 pub mod writer;
 
-use ingress_common::l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta};
+use ingress_common::l4::{Backend, LbConfig, RetiredKey, VipAddrKey, VipKey, VipMeta};
 use thiserror::Error;
 
 /// The kernel programs, built by build.rs (aya-build) and embedded at compile time.
@@ -53,6 +53,8 @@ pub struct KernelState {
     /// Non-empty backend slots.
     pub backends: Vec<(u32, Backend)>,
     pub vip_addrs: Vec<(VipAddrKey, u32)>,
+    /// Backends that left a UDP VIP (see `RetiredKey`).
+    pub retired: Vec<RetiredKey>,
 }
 
 /// Sizes the loaded maps were created with.
@@ -90,4 +92,8 @@ pub trait MapWriter: Send {
     /// Makes the ring of `vip_id` equal to `ring` (backend ids, `ring_size` long), writing
     /// only slots that differ; returns how many were written.
     fn write_ring(&mut self, vip_id: u32, ring: &[u32]) -> Result<usize, MapError>;
+    /// Marks a backend as gone from a UDP VIP: the VIP's flows to it move elsewhere.
+    fn put_retired(&mut self, key: &RetiredKey) -> Result<(), MapError>;
+    /// Forgets such a mark (the backend is back, or the mark is dropped for room).
+    fn remove_retired(&mut self, key: &RetiredKey) -> Result<(), MapError>;
 }

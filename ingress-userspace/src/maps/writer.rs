@@ -11,7 +11,7 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use ingress_common::{
     conntrack::Hop,
     counters::Counter,
-    l4::{Backend, LbConfig, VipAddrKey, VipKey, VipMeta},
+    l4::{Backend, LbConfig, RetiredKey, VipAddrKey, VipKey, VipMeta},
     maps as names,
 };
 
@@ -100,6 +100,7 @@ pub struct AyaMapWriter {
     /// Conntrack geometry and hash seed, stamped into every config written (see `conntrack`).
     tables: Tables,
     vip_stats: PerCpuArray<MapData, Counter>,
+    retired: HashMap<MapData, RetiredKey, u32>,
 }
 
 /// What the kernel needs in `LbConfig` to find flows in the conntrack tables.
@@ -165,6 +166,8 @@ impl AyaMapWriter {
         let ring_size = ingress_common::l4::MAGLEV_RING_SIZE;
         let ring = MmapRing::new(ring_map, slots)?;
         let vip_stats = super::counters::open(ebpf, names::VIP_STATS)?;
+        let retired = HashMap::try_from(take(ebpf, names::RETIRED)?)
+            .map_err(map_err("open", names::RETIRED))?;
         Ok(AyaMapWriter {
             vips,
             vip_addrs,
@@ -180,6 +183,7 @@ impl AyaMapWriter {
             },
             tables,
             vip_stats,
+            retired,
         })
     }
 }
@@ -223,6 +227,11 @@ impl MapWriter for AyaMapWriter {
             if b.family != 0 {
                 state.backends.push((i as u32, b));
             }
+        }
+        for key in self.retired.keys() {
+            state
+                .retired
+                .push(key.map_err(map_err("iterate", names::RETIRED))?);
         }
         Ok(state)
     }
@@ -288,6 +297,18 @@ impl MapWriter for AyaMapWriter {
         self.vip_stats
             .set(vip_id, zeros, 0)
             .map_err(map_err("update", names::VIP_STATS))
+    }
+
+    fn put_retired(&mut self, key: &RetiredKey) -> Result<(), MapError> {
+        self.retired
+            .insert(key, 1, 0)
+            .map_err(map_err("update", names::RETIRED))
+    }
+
+    fn remove_retired(&mut self, key: &RetiredKey) -> Result<(), MapError> {
+        self.retired
+            .remove(key)
+            .map_err(map_err("delete", names::RETIRED))
     }
 
     fn write_ring(&mut self, vip_id: u32, ring: &[u32]) -> Result<usize, MapError> {

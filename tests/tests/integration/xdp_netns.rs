@@ -150,6 +150,139 @@ fn tcp_through_the_vip_is_balanced_and_established_flows_survive_backend_removal
     std::thread::sleep(Duration::from_millis(10));
 }
 
+/// A UDP echo server in `ns` answering every datagram with `name` and what it got, until
+/// the returned flag is set (checked every 100 ms).
+fn udp_echo(
+    ns: &tests::netns::NetNs,
+    name: &'static str,
+    port: u16,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc};
+    let stop = Arc::new(AtomicBool::new(false));
+    let sock = in_ns(ns, move || std::net::UdpSocket::bind(("0.0.0.0", port)))
+        .unwrap()
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !flag.load(Ordering::Relaxed) {
+            if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                let mut answer = format!("{name} ").into_bytes();
+                answer.extend_from_slice(&buf[..n]);
+                let _ = sock.send_to(&answer, peer);
+            }
+        }
+    });
+    stop
+}
+
+/// A UDP client that keeps sending from one port stays with its backend while that backend
+/// stays in the VIP (as a TCP connection does), but moves to another one within a few
+/// seconds once its backend leaves: without that, a resolver or log shipper sending from a
+/// fixed port would go on sending to a pod that is gone for as long as it sends, since each
+/// datagram refreshes its flow. kube-proxy clears such UDP conntrack entries for the same
+/// reason. A backend added back is not left again by its new flows.
+#[test]
+fn a_udp_flow_moves_when_its_backend_leaves_the_vip() {
+    use std::net::UdpSocket;
+    let topo = Topology::new(2).expect("topology (needs root, netns, ethtool)");
+    let stops = [
+        udp_echo(&topo.backends[0], "b1", 5353),
+        udp_echo(&topo.backends[1], "b2", 5353),
+    ];
+    let udp = |backends: &[usize]| L4Service {
+        protocol: L4Protocol::Udp,
+        port: 53,
+        backends: backends
+            .iter()
+            .map(|k| format!("{}:5353", backend_ip(*k)).parse().unwrap())
+            .collect(),
+        ..service(&[])
+    };
+    let mut node = Node::start(&topo, &[udp(&[1, 2])], &[&backend_ip(1), &backend_ip(2)]);
+    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    client.connect("198.19.0.10:53").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let ask = |what: &str| -> Option<String> {
+        let mut buf = [0u8; 512];
+        client.send(what.as_bytes()).ok()?;
+        let n = client.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let first = ask("first").expect("the flow is answered");
+    let victim = backend_of(&first);
+    // Pinned across the hop checks (one every second or so) while its backend stays.
+    for i in 0..15 {
+        std::thread::sleep(Duration::from_millis(200));
+        let answer = ask(&format!("steady {i}"));
+        assert_eq!(answer.as_deref().map(backend_of), Some(victim.clone()));
+    }
+    let (gone, other) = if victim == "b1" { (1, 2) } else { (2, 1) };
+    node.applier.apply(&[udp(&[other])]).unwrap();
+    // The backend is still up (as a terminating pod may be): only the move shows.
+    let started = std::time::Instant::now();
+    let mut moved_after = None;
+    while started.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(a) = ask("after") {
+            if backend_of(&a) != victim {
+                moved_after = Some(started.elapsed());
+                break;
+            }
+        }
+    }
+    let moved_after = moved_after.expect("the flow stayed with the backend that left");
+    assert!(moved_after < Duration::from_secs(4), "{moved_after:?}");
+    for i in 0..5 {
+        let answer = ask(&format!("moved {i}"));
+        assert_eq!(answer.as_deref().map(backend_of), Some(format!("b{other}")));
+    }
+    let c = node.dp.counters().unwrap();
+    assert_eq!(c.stat(Stat::FlowBackendGone).unwrap().packets, 1);
+
+    // The backend comes back: a flow Maglev gives it stays there past several checks.
+    node.applier.apply(&[udp(&[1, 2])]).unwrap();
+    let mut to_returned = None;
+    for _ in 0..40 {
+        let sock = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
+            .unwrap()
+            .unwrap();
+        sock.connect("198.19.0.10:53").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        sock.send(b"hello").unwrap();
+        let n = sock.recv(&mut buf).unwrap();
+        if backend_of(&String::from_utf8_lossy(&buf[..n])) == format!("b{gone}") {
+            to_returned = Some(sock);
+            break;
+        }
+    }
+    let sock = to_returned.expect("no new flow went to the returned backend");
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(250));
+        let mut buf = [0u8; 512];
+        sock.send(b"again").unwrap();
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(
+            backend_of(&String::from_utf8_lossy(&buf[..n])),
+            format!("b{gone}")
+        );
+    }
+    let c = node.dp.counters().unwrap();
+    assert_eq!(c.stat(Stat::FlowBackendGone).unwrap().packets, 1);
+    for s in stops {
+        s.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    drop(node);
+}
+
 /// An L4 service left with no endpoint, or removed, refuses new connections at once: its
 /// packets pass to the node's stack, which answers a SYN with a reset and a datagram with a
 /// port unreachable, as for a port ingress-nginx does not listen on (a drop would leave the
