@@ -49,6 +49,30 @@ impl Snapshot {
             && self.l4 == other.l4
             && self.global == other.global
     }
+
+    /// A hash of what [`Snapshot::same_config`] compares: equal on every replica given the
+    /// same objects (by the same build), for ingress-nginx's `config_hash` series. Fed from
+    /// the configuration's debug text, which every type of it has and which holds no
+    /// unordered map.
+    pub fn config_hash(&self) -> u64 {
+        use std::{fmt::Write as _, hash::Hasher as _};
+        /// Feeds written text to a hasher without keeping it.
+        struct Feed(std::collections::hash_map::DefaultHasher);
+        impl std::fmt::Write for Feed {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.0.write(s.as_bytes());
+                Ok(())
+            }
+        }
+        let mut feed = Feed(std::collections::hash_map::DefaultHasher::new());
+        let _ = write!(
+            feed,
+            "{:?}{:?}{:?}{:?}{:?}",
+            self.http, self.tls, self.passthrough, self.l4, self.global
+        );
+        // 53 bits: ingress-nginx's gauge is a float, which holds those exactly.
+        feed.0.finish() >> 11
+    }
 }
 
 /// Settings that hold for every host and listener (ingress-nginx's ConfigMap keys of the same
@@ -810,6 +834,9 @@ pub enum BackendProtocol {
 pub struct Canary {
     pub origin: ObjectRef,
     pub upstream: Arc<Upstream>,
+    /// ingress-nginx's name of the canary's upstream, `namespace-service-port` with the port
+    /// as the Ingress writes it (a name or a number): the `canary` label of its requests.
+    pub label: String,
     /// Share of requests sent to the canary: `weight` out of `weight_total`.
     pub weight: u32,
     /// `canary-weight-total` (100 unless set).

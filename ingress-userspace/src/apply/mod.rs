@@ -1,4 +1,5 @@
 //! Appliers: each takes a new snapshot and brings one target up to date with it, by diff.
+pub mod config_hash;
 pub mod edge;
 pub mod events;
 pub mod leader;

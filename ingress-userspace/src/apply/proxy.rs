@@ -5,6 +5,7 @@
 //! maps, certificate index, upstream state) is computed here, not per request.
 use std::{sync::Arc, sync::Mutex, time::Instant};
 
+use super::config_hash::ConfigHasher;
 use crate::{
     admin::Readiness,
     proxy::{
@@ -22,6 +23,8 @@ pub struct ProxyApplier {
     readiness: Option<Arc<Readiness>>,
     /// Serializes applies so endpoint reuse always builds on the latest table.
     lock: Mutex<()>,
+    /// Hashes applied configurations for `config_hash`; `None` if its thread could not start.
+    hasher: Option<ConfigHasher>,
 }
 
 /// What one apply installed.
@@ -35,10 +38,14 @@ pub struct ApplySummary {
 impl ProxyApplier {
     /// An applier for `proxy`.
     pub fn new(proxy: Proxy) -> Self {
+        let hasher = ConfigHasher::start(proxy.metrics())
+            .inspect_err(|e| tracing::warn!(error = %e, "no config_hash: its thread did not start"))
+            .ok();
         ProxyApplier {
             proxy,
             readiness: None,
             lock: Mutex::new(()),
+            hasher,
         }
     }
 
@@ -101,6 +108,10 @@ impl ProxyApplier {
             !snapshot.endpoints_only,
             took,
         );
+        // As ingress-nginx, the hash follows the reloads.
+        if let (false, Some(h)) = (snapshot.endpoints_only, &self.hasher) {
+            h.submit(snapshot);
+        }
         if let Some(r) = &self.readiness {
             r.set_ready();
         }

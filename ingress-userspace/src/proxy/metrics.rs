@@ -200,6 +200,8 @@ pub struct ProxyMetrics {
     /// change endpoints only), and the Unix time of the last.
     reloads: AtomicU64,
     last_reload: AtomicU64,
+    /// `Snapshot::config_hash` of the last of those.
+    config_hash: AtomicU64,
     /// The applied configuration kept older settings over an invalid controller ConfigMap.
     config_rejected: AtomicBool,
     /// The applied configuration's certificates, for `ssl_expire_time_seconds`.
@@ -253,6 +255,7 @@ impl ProxyMetrics {
             last_apply: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             last_reload: AtomicU64::new(0),
+            config_hash: AtomicU64::new(0),
             config_rejected: AtomicBool::new(false),
             certificates: Mutex::default(),
             open_connections: AtomicI64::new(0),
@@ -413,6 +416,16 @@ impl ProxyMetrics {
         self.config_applies.fetch_add(1, Relaxed);
         self.config_generation.store(generation, Relaxed);
         self.apply_duration.observe(took);
+    }
+
+    /// Sets `Snapshot::config_hash` of the configuration in use (`apply::config_hash`).
+    pub fn set_config_hash(&self, hash: u64) {
+        self.config_hash.store(hash, Relaxed);
+    }
+
+    /// The last hash set.
+    pub fn config_hash(&self) -> u64 {
+        self.config_hash.load(Relaxed)
     }
 
     /// Number of configurations applied.
@@ -581,6 +594,7 @@ impl ProxyMetrics {
                 last_apply: self.last_reload.load(Relaxed),
                 config_rejected: self.config_rejected.load(Relaxed),
                 applies: self.reloads.load(Relaxed),
+                config_hash: self.config_hash.load(Relaxed),
                 leader: leader.as_ref().map(|(n, l)| (n.as_str(), *l)),
                 open_connections: self.open_connections.load(Relaxed),
                 connections_accepted: self.connections_accepted.load(Relaxed),

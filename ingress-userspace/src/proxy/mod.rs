@@ -359,6 +359,11 @@ impl ProxyOptions {
                     .iter()
                     .map(|m| m.trim_start_matches("nginx_ingress_controller_").to_owned())
                     .collect(),
+                controller: Some(nginx_metrics::ControllerLabels {
+                    class: args.controller_name.clone(),
+                    namespace: args.election_namespace.clone(),
+                    pod: args.identity.clone().unwrap_or_else(crate::app::hostname),
+                }),
             },
             limits: Limits {
                 header_read_timeout: args.limits.keep_alive,

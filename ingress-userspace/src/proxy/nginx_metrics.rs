@@ -4,9 +4,10 @@
 //! `namespace`, `ingress`, `service`, `host`, `path`, `method`, `status`, and `canary` on the
 //! requests a canary served: requests, their duration, the upstream's header and response
 //! times, request and response sizes. Beside them: certificate expiry, configuration applies,
-//! leadership, client connections and the process's CPU, memory and I/O. Its `controller_*`
-//! labels are left out, so selectors such as `{controller_class=~".*"}` still match and
-//! groupings by them find one group.
+//! leadership, client connections and the process's CPU, memory and I/O. As ingress-nginx's,
+//! every series but the certificates' carries the `controller_class`, `controller_namespace`
+//! and `controller_pod` labels its dashboards choose a controller by (the certificates'
+//! carry `class`).
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
@@ -37,6 +38,47 @@ pub struct SeriesOptions {
     /// Request series families left out of `/metrics` (`--exclude-socket-metrics`), by name
     /// without the `nginx_ingress_controller_` prefix.
     pub excluded: Vec<String>,
+    /// The `controller_*` labels; `None` leaves them out.
+    pub controller: Option<ControllerLabels>,
+}
+
+/// Who this controller is, as ingress-nginx labels its series.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControllerLabels {
+    /// The controller class (`--controller-name`).
+    pub class: String,
+    /// The controller's namespace (`--election-namespace`).
+    pub namespace: String,
+    /// This replica's name (`--identity`, the pod's name).
+    pub pod: String,
+}
+
+impl ControllerLabels {
+    fn render(&self) -> String {
+        format!(
+            "controller_class=\"{}\",controller_namespace=\"{}\",controller_pod=\"{}\"",
+            escape(&self.class),
+            escape(&self.namespace),
+            escape(&self.pod)
+        )
+    }
+}
+
+/// Two label lists as one (either may be empty).
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (_, true) => a.to_owned(),
+        (true, false) => b.to_owned(),
+        (false, false) => format!("{a},{b}"),
+    }
+}
+
+/// A label list as written after a series name: in braces, or nothing when empty.
+fn braced(labels: &str) -> String {
+    match labels.is_empty() {
+        true => String::new(),
+        false => format!("{{{labels}}}"),
+    }
 }
 
 impl Default for SeriesOptions {
@@ -45,6 +87,7 @@ impl Default for SeriesOptions {
             per_host: true,
             status_classes: false,
             excluded: Vec::new(),
+            controller: None,
         }
     }
 }
@@ -276,15 +319,12 @@ pub struct MainHalf(Arc<OnceLock<Box<Half>>>);
 
 impl LocationSeries {
     /// The series of a location of `ingress` (`namespace/name`), from its rendered labels
-    /// and its canary's upstream.
+    /// and its canary's `canary` label (`Canary::label`).
     pub fn new(labels: String, ingress: &str, canary: Option<&str>) -> Self {
         LocationSeries {
             labels: labels.into(),
             ingress: ingress.into(),
-            canary: canary
-                .map(|c| c.replace(['/', ':'], "-"))
-                .unwrap_or_default()
-                .into(),
+            canary: canary.unwrap_or_default().into(),
             main: MainHalf::default(),
             canaried: OnceLock::new(),
             status_classes: false,
@@ -488,6 +528,8 @@ pub struct Sources<'a> {
     pub config_rejected: bool,
     /// Configurations applied so far, endpoint-only changes aside (ingress-nginx's reloads).
     pub applies: u64,
+    /// `Snapshot::config_hash` of the configuration in use (0 until it is known).
+    pub config_hash: u64,
     /// The Lease's name, and whether this replica holds it; `None` without an election.
     pub leader: Option<(&'a str, bool)>,
     pub open_connections: i64,
@@ -508,6 +550,8 @@ type Family = (
 
 /// Appends the `nginx_ingress_controller_*` series.
 pub fn render(s: &Sources<'_>, out: &mut String) {
+    let ctl = s.options.controller.as_ref().map(ControllerLabels::render);
+    let ctl = ctl.as_deref().unwrap_or_default();
     let mut series: Vec<(String, Arc<Observed>)> = Vec::new();
     let mut mains = std::collections::HashSet::new();
     for location in s.locations {
@@ -518,7 +562,7 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
                     true => format!("{}xx", status / 100),
                     false => status.to_string(),
                 };
-                series.push((format!("{labels},status=\"{status}\""), o));
+                series.push((join(&format!("{labels},status=\"{status}\""), ctl), o));
             }
         }
     }
@@ -576,14 +620,20 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
         "gauge",
         "Number of seconds since 1970 to the SSL Certificate expire.",
     );
+    // ingress-nginx's `class` label: the controller class.
+    let class = match &s.options.controller {
+        Some(c) => format!(",class=\"{}\"", escape(&c.class)),
+        None => String::new(),
+    };
     for c in s.certificates {
         let _ = writeln!(
             out,
             "nginx_ingress_controller_ssl_expire_time_seconds{{host=\"{}\",namespace=\"{}\",\
-             secret_name=\"{}\"}} {}",
+             secret_name=\"{}\",identifier=\"-{}\"{class}}} {}",
             escape(&c.host),
             escape(&c.namespace),
             escape(&c.secret),
+            c.leaf.serial,
             c.leaf.not_after
         );
     }
@@ -601,7 +651,7 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
             out,
             "nginx_ingress_controller_ssl_certificate_info{{host=\"{}\",namespace=\"{}\",\
              secret_name=\"{}\",identifier=\"-{}\",issuer_organization=\"{}\",\
-             issuer_common_name=\"{}\",serial_number=\"{}\",public_key_algorithm=\"{}\"}} 1",
+             issuer_common_name=\"{}\",serial_number=\"{}\",public_key_algorithm=\"{}\"{class}}} 1",
             escape(&c.host),
             escape(&c.namespace),
             escape(&c.secret),
@@ -612,9 +662,9 @@ pub fn render(s: &Sources<'_>, out: &mut String) {
             l.public_key_algorithm,
         );
     }
-    render_controller(s, out);
+    render_controller(s, ctl, out);
     if let Some(p) = &s.process {
-        render_process(p, out);
+        render_process(p, ctl, out);
     }
 }
 
@@ -627,8 +677,40 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     );
 }
 
-/// Configuration applies, leadership and client connections.
-fn render_controller(s: &Sources<'_>, out: &mut String) {
+/// The build, configuration applies, leadership and client connections, each series
+/// labelled with `ctl` (the `controller_*` labels).
+fn render_controller(s: &Sources<'_>, ctl: &str, out: &mut String) {
+    let only = braced(ctl);
+    family(
+        out,
+        "build_info",
+        "gauge",
+        "A metric with a constant '1' labeled with information about the build.",
+    );
+    let build = format!(
+        "release=\"{}\",build=\"UNKNOWN\",repository=\"{}\"",
+        env!("CARGO_PKG_VERSION"),
+        match env!("CARGO_PKG_REPOSITORY") {
+            "" => "UNKNOWN",
+            repository => repository,
+        }
+    );
+    let _ = writeln!(
+        out,
+        "nginx_ingress_controller_build_info{} 1",
+        braced(&join(ctl, &build))
+    );
+    family(
+        out,
+        "config_hash",
+        "gauge",
+        "Running configuration hash actually running.",
+    );
+    let _ = writeln!(
+        out,
+        "nginx_ingress_controller_config_hash{only} {}",
+        s.config_hash as f64
+    );
     // A snapshot is applied whole or not at all (bad objects are reported and left out); what
     // fails as a reload would in nginx is a controller ConfigMap with an invalid value, whose
     // change is not applied.
@@ -640,7 +722,7 @@ fn render_controller(s: &Sources<'_>, out: &mut String) {
     );
     let _ = writeln!(
         out,
-        "nginx_ingress_controller_config_last_reload_successful {}",
+        "nginx_ingress_controller_config_last_reload_successful{only} {}",
         u8::from(s.last_apply > 0 && !s.config_rejected)
     );
     family(
@@ -651,7 +733,7 @@ fn render_controller(s: &Sources<'_>, out: &mut String) {
     );
     let _ = writeln!(
         out,
-        "nginx_ingress_controller_config_last_reload_successful_timestamp_seconds {}",
+        "nginx_ingress_controller_config_last_reload_successful_timestamp_seconds{only} {}",
         s.last_apply
     );
     family(
@@ -660,7 +742,7 @@ fn render_controller(s: &Sources<'_>, out: &mut String) {
         "counter",
         "Cumulative number of Ingress controller reload operations.",
     );
-    let _ = writeln!(out, "nginx_ingress_controller_success {}", s.applies);
+    let _ = writeln!(out, "nginx_ingress_controller_success{only} {}", s.applies);
     if let Some((name, leading)) = s.leader {
         family(
             out,
@@ -669,10 +751,10 @@ fn render_controller(s: &Sources<'_>, out: &mut String) {
             "Gauge reporting status of the leader election, 0 indicates follower, 1 indicates \
              leader.",
         );
+        let labels = join(&format!("name=\"{}\"", escape(name)), ctl);
         let _ = writeln!(
             out,
-            "nginx_ingress_controller_leader_election_status{{name=\"{}\"}} {}",
-            escape(name),
+            "nginx_ingress_controller_leader_election_status{{{labels}}} {}",
             u8::from(leading)
         );
     }
@@ -684,7 +766,8 @@ fn render_controller(s: &Sources<'_>, out: &mut String) {
     );
     let _ = writeln!(
         out,
-        "nginx_ingress_controller_nginx_process_connections{{state=\"active\"}} {}",
+        "nginx_ingress_controller_nginx_process_connections{{{}}} {}",
+        join("state=\"active\"", ctl),
         s.open_connections
     );
     family(
@@ -697,7 +780,8 @@ fn render_controller(s: &Sources<'_>, out: &mut String) {
     for state in ["accepted", "handled"] {
         let _ = writeln!(
             out,
-            "nginx_ingress_controller_nginx_process_connections_total{{state=\"{state}\"}} {}",
+            "nginx_ingress_controller_nginx_process_connections_total{{{}}} {}",
+            join(&format!("state=\"{state}\""), ctl),
             s.connections_accepted
         );
     }
@@ -709,13 +793,15 @@ fn render_controller(s: &Sources<'_>, out: &mut String) {
     );
     let _ = writeln!(
         out,
-        "nginx_ingress_controller_nginx_process_requests_total {}",
+        "nginx_ingress_controller_nginx_process_requests_total{only} {}",
         s.requests_total
     );
 }
 
-/// The proxy process's own figures, under the names ingress-nginx gives nginx's.
-fn render_process(p: &ProcessStats, out: &mut String) {
+/// The proxy process's own figures, under the names ingress-nginx gives nginx's, labelled
+/// with `ctl`.
+fn render_process(p: &ProcessStats, ctl: &str, out: &mut String) {
+    let only = braced(ctl);
     let rows: [(&str, &str, &str, f64); 7] = [
         ("num_procs", "gauge", "Number of processes.", 1.0),
         (
@@ -758,7 +844,7 @@ fn render_process(p: &ProcessStats, out: &mut String) {
     for (name, kind, help, value) in rows {
         let name = format!("nginx_process_{name}");
         family(out, &name, kind, help);
-        let _ = writeln!(out, "nginx_ingress_controller_{name} {value}");
+        let _ = writeln!(out, "nginx_ingress_controller_{name}{only} {value}");
     }
 }
 
@@ -885,7 +971,7 @@ mod tests {
         let before = m.location(labels(&host, None));
         before.record(get, false, &done(200, 1, 1));
         before.record(get, false, &done(200, 1, 1));
-        let with_canary = m.location(labels(&host, Some("shop/api-next:8080")));
+        let with_canary = m.location(labels(&host, Some("shop-api-next-8080")));
         with_canary.record(get, false, &done(200, 1, 1));
         with_canary.record(get, true, &done(200, 1, 1));
         let out = rendered(&m);
@@ -904,7 +990,7 @@ mod tests {
     fn location_series_are_labelled_as_ingress_nginx_labels_them() {
         let m = super::super::metrics::ProxyMetrics::default();
         let host = HostMatch::Exact("shop.example".into());
-        let l = m.location(labels(&host, Some("shop/api-next:8080")));
+        let l = m.location(labels(&host, Some("shop-api-next-8080")));
         let ms = Duration::from_millis;
         let get = MethodSlot::of(&Method::GET);
         let upstream = |f: Finished, header: u64, all: u64| Finished {
@@ -975,7 +1061,7 @@ mod tests {
         // Ingress, even while a request still holds it.
         assert!(Arc::ptr_eq(
             &l,
-            &m.location(labels(&host, Some("shop/api-next:8080")))
+            &m.location(labels(&host, Some("shop-api-next-8080")))
         ));
         m.prune(&super::super::router::RouteTable::default());
         assert!(!rendered(&m).contains("shop.example"));
@@ -1019,6 +1105,7 @@ mod tests {
             "a refused controller ConfigMap fails the reload"
         );
         apply(2, false, true);
+        m.set_config_hash(42);
         // Endpoints only: applied, but no reload of ingress-nginx's.
         apply(3, false, false);
         m.connection_opened();
@@ -1036,6 +1123,7 @@ mod tests {
         for (series, want) in [
             ("nginx_ingress_controller_success", 2.0),
             ("ingress_config_applies_total", 3.0),
+            ("nginx_ingress_controller_config_hash", 42.0),
             (
                 "nginx_ingress_controller_config_last_reload_successful",
                 1.0,
@@ -1079,6 +1167,76 @@ mod tests {
         let out = rendered(&m);
         let leader = "nginx_ingress_controller_leader_election_status{name=\"ingressd-leader\"}";
         assert_eq!(value(&out, leader), 0.0);
+    }
+
+    /// ingress-nginx's dashboards list controllers from `config_hash`'s `controller_*` labels
+    /// and filter every panel by them: every series must carry them, or choosing a
+    /// controller empties the panels. Certificates carry `class` instead.
+    #[test]
+    fn every_series_names_the_controller_as_ingress_nginx_does() {
+        let m = super::super::metrics::ProxyMetrics::new(SeriesOptions {
+            controller: Some(ControllerLabels {
+                class: "k8s.io/ingress-nginx".into(),
+                namespace: "ingress".into(),
+                pod: "ingressd-x7k2p".into(),
+            }),
+            ..SeriesOptions::default()
+        });
+        let host = HostMatch::Exact("shop.example".into());
+        let l = m.location(labels(&host, Some("shop-api-next-8080")));
+        l.record(MethodSlot::of(&Method::GET), false, &done(200, 1, 10));
+        l.record(MethodSlot::of(&Method::GET), true, &done(200, 1, 10));
+        let (chain, key) = crate::translate::testutil::self_signed(&["shop.example"]);
+        let key = crate::translate::tls::certified_key_from_pem(chain.as_bytes(), key.as_bytes())
+            .expect("a certificate");
+        let tls = TlsConfig {
+            certs: vec![crate::snapshot::TlsCert {
+                origin: Default::default(),
+                secret: Default::default(),
+                hosts: vec![host.clone()],
+                key: Arc::new(key),
+            }],
+            ..TlsConfig::default()
+        };
+        m.config_applied(1, &tls, &[], false, true, Duration::from_millis(1));
+        m.set_config_hash(9);
+        m.set_leader("lease", true);
+        let out = rendered(&m);
+        let ctl = "controller_class=\"k8s.io/ingress-nginx\",controller_namespace=\"ingress\",\
+                   controller_pod=\"ingressd-x7k2p\"";
+        let samples: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("nginx_ingress_controller_"))
+            .collect();
+        for family in [
+            "requests",
+            "config_hash",
+            "build_info",
+            "success",
+            "leader_election",
+        ] {
+            let name = format!("nginx_ingress_controller_{family}");
+            assert!(
+                samples.iter().any(|l| l.starts_with(&name)),
+                "no {name} in\n{out}"
+            );
+        }
+        for line in &samples {
+            if line.starts_with("nginx_ingress_controller_ssl_") {
+                assert!(line.contains(",class=\"k8s.io/ingress-nginx\"}"), "{line}");
+                assert!(!line.contains("controller_pod"), "{line}");
+            } else {
+                assert!(line.contains(ctl), "{line}");
+            }
+        }
+        assert!(out.contains(&format!(
+            "nginx_ingress_controller_config_hash{{{ctl}}} 9\n"
+        )));
+        let expiry = samples
+            .iter()
+            .find(|l| l.starts_with("nginx_ingress_controller_ssl_expire_time_seconds"))
+            .expect("an expiry");
+        assert!(expiry.contains(",identifier=\"-"), "{expiry}");
     }
 
     #[test]

@@ -154,8 +154,8 @@ impl<'a> LocationRef<'a> {
                 path: self.path,
                 canary: self
                     .target
-                    .and_then(|t| t.canary.as_ref())
-                    .map(|c| &*c.upstream.name),
+                    .and_then(|t| t.spec.canary.as_ref())
+                    .map(|c| c.label.as_str()),
             })
         })
     }

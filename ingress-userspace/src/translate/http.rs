@@ -300,6 +300,10 @@ pub fn build_host(
                     route.canary = Some(Canary {
                         origin: parsed.origin.clone(),
                         upstream: up.clone(),
+                        label: format!(
+                            "{}-{}-{}",
+                            parsed.origin.namespace, p.backend.service, p.backend.port
+                        ),
                         weight: cfg.weight,
                         weight_total: cfg.weight_total,
                         header: cfg.header.clone(),

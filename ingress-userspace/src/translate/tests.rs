@@ -1629,7 +1629,8 @@ fn canary_attaches_to_main_routes() {
         .annotation("canary-by-cookie", "use_canary")
         .annotation("canary-by-header-pattern", "^beta")
         .host("a.example")
-        .path("/", "Prefix", "next", 80)
+        // By the port's name: the `canary` label keeps it, as ingress-nginx's upstream name.
+        .path("/", "Prefix", "next", "http")
         .path("/nomatch", "Prefix", "next", 80)
         // The text of a main rule, but not its type: no match, as in ingress-nginx.
         .path("/b", "Exact", "next", 80)
@@ -1663,6 +1664,7 @@ fn canary_attaches_to_main_routes() {
             );
             assert_eq!(c.weight_total, 100);
             assert_eq!(c.upstream.name, "ns/next:80");
+            assert_eq!(c.label, "ns-next-http");
             assert_eq!(route.target.upstream.name, "ns/stable:80");
         } else {
             assert!(c.is_none());
@@ -2591,4 +2593,35 @@ fn app_root_belongs_to_the_host() {
     assert_eq!(root("a.example").as_deref(), Some("/app"));
     assert_eq!(root("b.example").as_deref(), Some("/other"));
     assert_eq!(root("c.example"), None);
+}
+
+/// ingress-nginx's `config_hash` tells replicas running one configuration apart from those
+/// that lag: the same objects give the same hash in another translation, and any change of
+/// the configuration another.
+#[test]
+fn the_config_hash_follows_the_configuration_only() {
+    let objects = || {
+        let mut o = backend_objects("ns", "web", "10.0.0.1");
+        o.push(ing(mk_ingress("ns", "web")
+            .host("a.example")
+            .path("/", "Prefix", "web", 80)));
+        o
+    };
+    let first = run(objects()).snapshot;
+    let again = run(objects()).snapshot;
+    assert_eq!(first.config_hash(), again.config_hash());
+    let mut other_path = objects();
+    other_path.push(ing(mk_ingress("ns", "more")
+        .host("a.example")
+        .path("/more", "Prefix", "web", 80)));
+    assert_ne!(first.config_hash(), run(other_path).snapshot.config_hash());
+    let mut other_endpoint = backend_objects("ns", "web", "10.0.0.2");
+    other_endpoint.push(ing(mk_ingress("ns", "web")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    assert_ne!(
+        first.config_hash(),
+        run(other_endpoint).snapshot.config_hash()
+    );
+    assert!(first.config_hash() < 1 << 53, "a float holds it exactly");
 }

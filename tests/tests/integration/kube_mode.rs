@@ -181,11 +181,13 @@ async fn kubernetes_mode_routes_follows_endpoints_and_writes_status() {
             )
             .expect("lease");
         assert_eq!(lease["spec"]["holderIdentity"], "replica-1");
-        // ingress-nginx's leadership gauge says so too.
+        // ingress-nginx's leadership gauge says so too, naming this replica as its series do.
         eventually("leader_election_status 1", || {
             p.metrics().is_some_and(|m| {
                 m.contains(
-                    "nginx_ingress_controller_leader_election_status{name=\"ingressd-leader\"} 1\n",
+                    "nginx_ingress_controller_leader_election_status{name=\"ingressd-leader\",\
+                     controller_class=\"ingress.example.dev/xdp-ingress\",\
+                     controller_namespace=\"default\",controller_pod=\"replica-1\"} 1\n",
                 )
             })
         });

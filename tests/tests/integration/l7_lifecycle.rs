@@ -211,8 +211,8 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
         "nginx_ingress_controller_response_duration_seconds_count{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"GET\",status=\"503\"} 1",
         "nginx_ingress_controller_header_duration_seconds_count{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"PUT\",status=\"200\"} 1",
         "nginx_ingress_controller_response_size_count{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"POST\",status=\"200\"} 1",
-        "nginx_ingress_controller_ssl_expire_time_seconds{host=\"m.test\",namespace=\"default\",secret_name=\"tls\"} 1939248000",
-        "nginx_ingress_controller_ssl_expire_time_seconds{host=\"*.m.test\",namespace=\"default\",secret_name=\"tls\"} 1939248000",
+        "nginx_ingress_controller_ssl_expire_time_seconds{host=\"m.test\",namespace=\"default\",secret_name=\"tls\",identifier=\"-",
+        "nginx_ingress_controller_ssl_expire_time_seconds{host=\"*.m.test\",namespace=\"default\",secret_name=\"tls\",identifier=\"-",
         "nginx_ingress_controller_ssl_certificate_info{host=\"m.test\",namespace=\"default\",secret_name=\"tls\",identifier=\"-",
         "issuer_organization=\"\",issuer_common_name=\"ingress test CA\",serial_number=\"",
         "public_key_algorithm=\"ECDSA\"} 1\n",
@@ -223,6 +223,17 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    // The configuration's hash, worked out off the apply path, arrives within moments.
+    let mut hash = value(&text, "nginx_ingress_controller_config_hash");
+    for _ in 0..100 {
+        if hash != 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let again = get(admin, "admin", "/metrics").await?.text();
+        hash = value(&again, "nginx_ingress_controller_config_hash");
+    }
+    assert!(hash > 0.0, "no config_hash");
     // Every series ingress-nginx's two Grafana dashboards (nginx.json and
     // request-handling-performance.json) query.
     for name in [
@@ -242,6 +253,7 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
         "nginx_ingress_controller_response_duration_seconds_bucket{",
         "nginx_ingress_controller_response_duration_seconds_sum{",
         "nginx_ingress_controller_ssl_expire_time_seconds{",
+        "nginx_ingress_controller_config_hash ",
     ] {
         assert!(text.contains(name), "no {name:?} in\n{text}");
     }
@@ -265,6 +277,13 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
         "{info}"
     );
     assert_eq!(label("identifier"), format!("-{serial}"), "{info}");
+    for host in ["m.test", "*.m.test"] {
+        let expiry = format!(
+            "nginx_ingress_controller_ssl_expire_time_seconds{{host=\"{host}\",\
+             namespace=\"default\",secret_name=\"tls\",identifier=\"-{serial}\"}}"
+        );
+        assert_eq!(value(&text, &expiry), 1939248000.0);
+    }
     let put_labels = "{namespace=\"default\",ingress=\"metered\",service=\"metered\",host=\"m.test\",path=\"/\",method=\"PUT\",status=\"200\"}";
     // The request is counted as read, head and body; the response as sent, within what
     // hyper adds on its own (the `connection: close` it answers with).
@@ -326,9 +345,13 @@ async fn l7_admin_health_ready_and_metrics() -> anyhow::Result<()> {
     let text = get(admin, "admin", "/metrics").await?.text();
     for host in ["_", "bare.test"] {
         let want = format!(
-            "nginx_ingress_controller_ssl_expire_time_seconds{{host=\"{host}\",namespace=\"ingress\",secret_name=\"fallback\"}} 1893542400"
+            "nginx_ingress_controller_ssl_expire_time_seconds{{host=\"{host}\",namespace=\"ingress\",secret_name=\"fallback\",identifier=\"-"
         );
-        assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        let line = text.lines().find(|l| l.starts_with(&want));
+        assert!(
+            line.is_some_and(|l| l.ends_with("\"} 1893542400")),
+            "missing {want:?} in\n{text}"
+        );
     }
     assert!(
         !text.contains("host=\"m.test\",namespace=\"ingress\""),

@@ -467,6 +467,7 @@ async fn l7_canary_sessions_stay_with_the_upstream_that_holds_them() -> anyhow::
         t.canary = Some(Canary {
             origin: ingress_ref("app-canary"),
             upstream: upstream("canary", &[canary.addr]),
+            label: "default-canary-80".into(),
             weight,
             weight_total: 100,
             header: Some("X-Canary".into()),
@@ -554,6 +555,7 @@ async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
         t.canary = Some(Canary {
             origin: ingress_ref("app-canary"),
             upstream: upstream("canary", &[canary.addr]),
+            label: "default-canary-80".into(),
             weight,
             weight_total: 100,
             header: Some("X-Canary".into()),

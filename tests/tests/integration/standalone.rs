@@ -247,7 +247,9 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
     );
     // The redirect counts under its class; the excluded family is left out, the others stay.
     assert!(
-        metrics.contains("host=\"m.test\",path=\"/\",method=\"GET\",status=\"3xx\"} 1\n"),
+        metrics.lines().any(|l| l.contains(
+            "host=\"m.test\",path=\"/\",method=\"GET\",status=\"3xx\",controller_class=\""
+        ) && l.ends_with("} 1")),
         "{metrics}"
     );
     assert!(!metrics.contains("status=\"301\""), "{metrics}");
@@ -1190,7 +1192,10 @@ async fn the_controller_configmap_applies_without_a_restart() {
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
             out.lines()
-                .find_map(|l| l.strip_prefix("nginx_ingress_controller_config_last_reload_successful "))
+                .find_map(|l| {
+                    let labelled = l.strip_prefix("nginx_ingress_controller_config_last_reload_successful{")?;
+                    Some(labelled.split_once("} ")?.1)
+                })
                 .map(str::to_owned)
                 .unwrap_or_default()
         };

@@ -87,6 +87,7 @@ mod tests {
                 protocol: Default::default(),
                 tls: None,
             }),
+            label: "default-canary-80".into(),
             weight,
             weight_total: 100,
             header: Some("x-canary".into()),
