@@ -140,6 +140,29 @@ pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
             );
         }
     }
+    let mut retired = maps.retired()?;
+    retired.sort();
+    if !retired.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nendpoints gone from UDP VIPs (their flows move): {}",
+            retired.len()
+        );
+    }
+    for r in retired.iter().take(EDGE_LIST_LIMIT) {
+        let vip = SocketAddr::new(
+            words_addr(r.vip.addr, r.vip.family),
+            u16::from_be(r.vip.port),
+        );
+        let ep = SocketAddr::new(
+            words_addr(r.backend.addr, r.backend.family),
+            u16::from_be(r.backend.port),
+        );
+        let _ = writeln!(out, "  {vip}/udp  -x {ep}");
+    }
+    if retired.len() > EDGE_LIST_LIMIT {
+        let _ = writeln!(out, "  ... and {} more", retired.len() - EDGE_LIST_LIMIT);
+    }
     let n = maps.conntrack_count(COUNT_LIMIT);
     let _ = writeln!(
         out,

@@ -9,7 +9,7 @@ use std::{
 use aya::maps::{Array, HashMap, Map, MapData};
 use ingress_common::{
     conntrack::{is_live, Bucket, FlowKey, FlowNat},
-    l4::{Backend, LbConfig, VipKey, VipMeta, MAGLEV_RING_SIZE},
+    l4::{Backend, LbConfig, RetiredKey, VipKey, VipMeta, MAGLEV_RING_SIZE},
     maps as names,
 };
 
@@ -123,6 +123,18 @@ impl PinnedMaps {
                 .filter(|(tag, _)| is_live(*tag))
                 .map(|(_, s)| (s.key, s.value))
         })
+    }
+
+    /// The backends marked as gone from a UDP VIP (`RetiredKey`), in no order.
+    pub fn retired(&self) -> Result<Vec<RetiredKey>, MapError> {
+        let err = |source| MapError::Map {
+            op: "iterate",
+            map: names::RETIRED,
+            source,
+        };
+        let map: HashMap<MapData, RetiredKey, u32> =
+            HashMap::try_from(Map::HashMap(open(&self.dir, names::RETIRED)?)).map_err(err)?;
+        map.keys().map(|k| k.map_err(err)).collect()
     }
 
     /// Number of conntrack entries, counting at most `limit`.

@@ -52,9 +52,19 @@ struct Node {
 
 impl Node {
     fn start(topo: &Topology, services: &[L4Service], neighbours: &[&str]) -> Node {
+        Node::start_pinned(topo, services, neighbours, None)
+    }
+
+    /// The same, with the maps pinned under `pin_dir` (for `ingressd inspect`).
+    fn start_pinned(
+        topo: &Topology,
+        services: &[L4Service],
+        neighbours: &[&str],
+        pin_dir: Option<std::path::PathBuf>,
+    ) -> Node {
         let inside = topo.node.enter().unwrap();
         let mut dp = Datapath::load(&LoaderOptions {
-            pin_dir: None,
+            pin_dir,
             max_vips: 4,
             conntrack_entries: 4096,
             kernel_log: false,
@@ -178,6 +188,15 @@ fn udp_echo(
     stop
 }
 
+/// A pin directory, removed on drop.
+struct Pins(String);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A UDP client that keeps sending from one port stays with its backend while that backend
 /// stays in the VIP (as a TCP connection does), but moves to another one within a few
 /// seconds once its backend leaves: without that, a resolver or log shipper sending from a
@@ -201,7 +220,16 @@ fn a_udp_flow_moves_when_its_backend_leaves_the_vip() {
             .collect(),
         ..service(&[])
     };
-    let mut node = Node::start(&topo, &[udp(&[1, 2])], &[&backend_ip(1), &backend_ip(2)]);
+    let pins = Pins(format!(
+        "/sys/fs/bpf/{}",
+        tests::netns::owned("udpmove", "pins")
+    ));
+    let mut node = Node::start_pinned(
+        &topo,
+        &[udp(&[1, 2])],
+        &[&backend_ip(1), &backend_ip(2)],
+        Some(pins.0.clone().into()),
+    );
     let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
         .unwrap()
         .unwrap();
@@ -245,6 +273,19 @@ fn a_udp_flow_moves_when_its_backend_leaves_the_vip() {
     }
     let c = node.dp.counters().unwrap();
     assert_eq!(c.stat(Stat::FlowBackendGone).unwrap().packets, 1);
+    // `ingressd inspect` lists the departure from the pinned maps.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingressd_under_test"))
+        .args(["inspect", "--pin-dir", &pins.0])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let gone_line = format!("198.19.0.10:53/udp  -x {}:5353", backend_ip(gone));
+    assert!(
+        report.contains("endpoints gone from UDP VIPs (their flows move): 1")
+            && report.contains(&gone_line),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The backend comes back: a flow Maglev gives it stays there past several checks.
     node.applier.apply(&[udp(&[1, 2])]).unwrap();
