@@ -25,6 +25,7 @@ use crate::{
     apply::{
         self,
         edge::{EdgeApplier, EdgeSettings, SynRate},
+        local_l4::LocalL4,
         local_ports::LocalPortFilter,
         maps::{FlowTimeouts, L4Applier, SnatSettings},
         proxy::ProxyApplier,
@@ -226,6 +227,8 @@ struct Kernel {
     edge: EdgeApplier<AyaEdgeWriter>,
     resolved: BTreeSet<IpAddr>,
     local_ports: LocalPortFilter,
+    /// Listeners for clients on this node, whose packets never cross the XDP interfaces.
+    local: LocalL4,
 }
 
 impl Kernel {
@@ -260,13 +263,15 @@ impl Kernel {
             edge,
             resolved: BTreeSet::new(),
             local_ports: LocalPortFilter::default(),
+            local: LocalL4::new(tokio::runtime::Handle::current()),
         })
     }
 
     fn apply(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
-        let services = self.local_ports.keep(&snapshot.l4);
+        let services = self.local_ports.keep(&snapshot.l4, &self.local.serving());
         let services = &*services;
         let report = self.applier.apply(services)?;
+        self.local.apply(services);
         self.edge
             .apply(&self.applier.vip_ids(), &snapshot.global.block_cidrs)?;
         let wanted: BTreeSet<IpAddr> = services

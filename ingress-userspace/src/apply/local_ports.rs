@@ -8,7 +8,7 @@
 use std::{
     borrow::Cow,
     collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
 use crate::snapshot::{L4Protocol, L4Service};
@@ -32,13 +32,21 @@ pub struct LocalPortFilter {
 
 impl LocalPortFilter {
     /// `services` without the entries a local socket serves, each warned about once per
-    /// change of the entries.
-    pub fn keep<'a>(&mut self, services: &'a [L4Service]) -> Cow<'a, [L4Service]> {
+    /// change of the entries; `ours` are TCP VIP:ports whose listener is ingressd's own
+    /// (`apply::local_l4`), which never count.
+    pub fn keep<'a>(
+        &mut self,
+        services: &'a [L4Service],
+        ours: &BTreeSet<SocketAddr>,
+    ) -> Cow<'a, [L4Service]> {
         let entries: Vec<Entry> = services.iter().map(entry).collect();
         if entries != self.checked {
             let bound = bound();
             self.taken.clear();
-            for s in services.iter().filter(|s| taken(&bound, s)) {
+            let own = |s: &L4Service| {
+                s.protocol == L4Protocol::Tcp && ours.contains(&SocketAddr::new(s.vip, s.port))
+            };
+            for s in services.iter().filter(|s| !own(s) && taken(&bound, s)) {
                 tracing::warn!(vip = %s.vip, port = s.port, protocol = ?s.protocol,
                     configmap = %format!("{}/{}", s.origin.namespace, s.origin.name),
                     "L4 service left out: a socket of this host already serves that port");
@@ -229,14 +237,21 @@ mod tests {
             svc("127.0.0.1", free, L4Protocol::Tcp),
         ];
         let mut filter = LocalPortFilter::default();
-        let kept = filter.keep(&services);
+        let none = BTreeSet::new();
+        let kept = filter.keep(&services, &none);
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].port, free);
         // The same entries again: the same answer, from the last check.
-        drop(l);
-        assert_eq!(filter.keep(&services).len(), 1);
+        assert_eq!(filter.keep(&services, &none).len(), 1);
         // Nothing taken: the snapshot's own slice.
-        assert!(matches!(filter.keep(&services[1..]), Cow::Borrowed(_)));
+        assert!(matches!(
+            filter.keep(&services[1..], &none),
+            Cow::Borrowed(_)
+        ));
+        // A listener of ingressd's own for local clients does not count.
+        let ours: BTreeSet<SocketAddr> = [SocketAddr::from(([127, 0, 0, 1], served))].into();
+        assert_eq!(filter.keep(&services, &ours).len(), 2);
+        drop(l);
     }
 
     #[test]

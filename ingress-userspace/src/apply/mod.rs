@@ -3,6 +3,7 @@ pub mod config_hash;
 pub mod edge;
 pub mod events;
 pub mod leader;
+pub mod local_l4;
 pub mod local_ports;
 pub mod maps;
 pub mod proxy;

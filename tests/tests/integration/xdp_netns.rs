@@ -396,6 +396,76 @@ fn a_vip_without_endpoints_refuses_new_connections_and_keeps_open_ones() {
     drop(node);
 }
 
+/// A process on the node (or a pod of it) connecting to a VIP on the node's own address never
+/// crosses the XDP interfaces: the stack gets its SYN and, with no socket there, refuses it.
+/// ingressd listens on such VIPs for them and copies to the same endpoints, while remote
+/// clients still go through the kernel path.
+#[test]
+fn clients_on_the_node_reach_a_tcp_vip_on_its_own_address() {
+    use ingress::apply::local_l4::LocalL4;
+    let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
+    let _s1 = Server::start(&topo.backends[0], "b1", 8080).unwrap();
+    topo.node.run("ip addr add 198.19.0.10/32 dev lo").unwrap();
+    let node = Node::start(&topo, &[service(&[1])], &[&backend_ip(1)]);
+    let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
+    // The gap: the kernel path alone serves remote clients only.
+    assert_eq!(
+        backend_of(
+            &Conn::open(&topo.client, vip)
+                .unwrap()
+                .ask("remote")
+                .unwrap()
+        ),
+        "b1"
+    );
+    let refused = in_ns(&topo.node, move || {
+        std::net::TcpStream::connect_timeout(&vip, Duration::from_secs(2))
+    })
+    .unwrap();
+    assert!(refused.is_err(), "served without a listener? {refused:?}");
+    // Built inside the node's namespace (this thread is in it), so its threads connect
+    // from there.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut local = LocalL4::new(rt.handle().clone());
+    local.apply(&[service(&[1])]);
+    assert_eq!(local.serving(), [vip].into());
+    let new_flows = |n: &Node| {
+        n.dp.counters()
+            .unwrap()
+            .stat(Stat::FwdNewFlow)
+            .unwrap()
+            .packets
+    };
+    let before = new_flows(&node);
+    for i in 0..3 {
+        let mut c = Conn::open(&topo.node, vip).unwrap();
+        let answer = c.ask(&format!("local {i}")).unwrap();
+        assert!(
+            answer.starts_with("b1") && answer.ends_with(&format!("local {i}")),
+            "{answer}"
+        );
+    }
+    assert_eq!(new_flows(&node), before, "local clients went through XDP?");
+    // Remote clients still take the kernel path, listener or not.
+    assert_eq!(
+        backend_of(
+            &Conn::open(&topo.client, vip)
+                .unwrap()
+                .ask("remote")
+                .unwrap()
+        ),
+        "b1"
+    );
+    assert_eq!(new_flows(&node), before + 1);
+    drop(local);
+    drop(rt);
+    drop(node);
+}
+
 /// Sends on `sock` until a receive fails with "connection refused" (the kernel's report of an
 /// ICMP port unreachable on a connected UDP socket); at most `tries` sends, 1 s apart.
 fn refused_after_sending(sock: &std::net::UdpSocket, tries: usize) -> bool {
