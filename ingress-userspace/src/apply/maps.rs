@@ -105,6 +105,9 @@ struct VipState {
     /// Its VIPS entry exists. A VIP with no backend has none: new flows pass to the node's
     /// stack, which refuses them, while its established flows go on through conntrack.
     live: bool,
+    /// The backends its ring named when adopted after a restart (UDP VIPs only), so those
+    /// that left meanwhile are marked at the first apply.
+    adopted: Option<Vec<SocketAddr>>,
 }
 
 /// Converts an IP address to the kernel's 4-word network-order layout.
@@ -184,14 +187,13 @@ fn retired_key(vip: &VipKey, backend: SocketAddr) -> RetiredKey {
     }
 }
 
-/// The marks for the backends of the UDP VIP `key` (as `state` had them) missing from `now`
-/// (sorted).
-/// A VIP adopted after a restart has no known backends: nothing is marked for it.
+/// The marks for the backends of the UDP VIP `key` (as `state` had them, or its ring named
+/// them when adopted) missing from `now` (sorted).
 fn udp_left(key: &VipKey, state: Option<&VipState>, now: &[SocketAddr]) -> Vec<RetiredKey> {
     if key.proto != PROTO_UDP {
         return Vec::new();
     }
-    let Some(before) = state.and_then(|s| s.backends.as_ref()) else {
+    let Some(before) = state.and_then(|s| s.backends.as_ref().or(s.adopted.as_ref())) else {
         return Vec::new();
     };
     before
@@ -210,6 +212,48 @@ fn vip_name(k: &VipKey) -> String {
     )
 }
 
+/// Backends marked in RETIRED as gone from a UDP VIP. A mark is kept until its backend comes
+/// back: a flow idle past the UDP timeout keeps its entry until evicted, and its next packet
+/// must still move it. The oldest go first when the map is full (a mark dropped only leaves
+/// that pod's flows pinned, as they were before marks).
+#[derive(Debug)]
+struct Marks {
+    /// Each mark written, with the order it was written in, and the reverse.
+    by_key: BTreeMap<RetiredKey, u64>,
+    by_age: BTreeMap<u64, RetiredKey>,
+    next: u64,
+    /// RETIRED's size.
+    capacity: usize,
+    /// Departures seen but not written yet: kept across an apply that fails half-way, whose
+    /// next attempt sees the VIP's new backends as unchanged.
+    pending: BTreeSet<RetiredKey>,
+}
+
+impl Marks {
+    fn adopt(written: Vec<RetiredKey>) -> Self {
+        let by_key: BTreeMap<RetiredKey, u64> = written.into_iter().zip(0..).collect();
+        Marks {
+            by_age: by_key.iter().map(|(k, n)| (*n, *k)).collect(),
+            next: by_key.len() as u64,
+            by_key,
+            capacity: MAX_RETIRED as usize,
+            pending: BTreeSet::new(),
+        }
+    }
+
+    fn insert(&mut self, mark: RetiredKey) {
+        self.by_key.insert(mark, self.next);
+        self.by_age.insert(self.next, mark);
+        self.next += 1;
+    }
+
+    fn remove(&mut self, mark: &RetiredKey) {
+        if let Some(n) = self.by_key.remove(mark) {
+            self.by_age.remove(&n);
+        }
+    }
+}
+
 /// Owns the kernel's L4 tables and the id bookkeeping behind them.
 pub struct L4Applier<W: MapWriter> {
     writer: W,
@@ -226,13 +270,8 @@ pub struct L4Applier<W: MapWriter> {
     /// VIPs removed, and when: they stay in the prefilter for as long as their established
     /// flows may live, or those would skip conntrack and be cut at once.
     lingering: BTreeMap<VipKey, Instant>,
-    /// Backends marked in RETIRED as gone from a UDP VIP, with the order they were marked
-    /// in: kept until the backend comes back, the oldest dropped first when the map is full
-    /// (a mark dropped only leaves that pod's flows pinned, as they were before marks).
-    retired: BTreeMap<RetiredKey, u64>,
-    retired_seq: u64,
-    /// RETIRED's size.
-    retired_capacity: usize,
+    /// Backends marked in RETIRED as gone from a UDP VIP.
+    marks: Marks,
     /// Whether a VIP is the node's own address (see `live`).
     is_local: fn(IpAddr) -> bool,
     snat: SnatSettings,
@@ -243,8 +282,24 @@ impl<W: MapWriter> L4Applier<W> {
     pub fn new(mut writer: W, snat: SnatSettings) -> Result<Self, ApplyError> {
         let cap = writer.capacity();
         let state = writer.read_state()?;
+        let mut backend_ids = BTreeMap::new();
+        let mut by_id = BTreeMap::new();
+        for (id, b) in state.backends {
+            backend_ids.insert(backend_addr(&b), id);
+            by_id.insert(id, backend_addr(&b));
+        }
         let mut vips = BTreeMap::new();
         for (key, meta) in state.vips {
+            let adopted = match key.proto {
+                PROTO_UDP => {
+                    let ids = writer.ring_ids(meta.id)?;
+                    let mut named: Vec<SocketAddr> =
+                        ids.iter().filter_map(|id| by_id.get(id).copied()).collect();
+                    named.sort();
+                    Some(named)
+                }
+                _ => None,
+            };
             vips.insert(
                 key,
                 VipState {
@@ -252,12 +307,9 @@ impl<W: MapWriter> L4Applier<W> {
                     backends: None,
                     partial: false,
                     live: true,
+                    adopted,
                 },
             );
-        }
-        let mut backend_ids = BTreeMap::new();
-        for (id, b) in state.backends {
-            backend_ids.insert(backend_addr(&b), id);
         }
         let vip_addrs = state
             .vip_addrs
@@ -300,11 +352,8 @@ impl<W: MapWriter> L4Applier<W> {
             .saturating_sub(snat.port_min)
             .saturating_add(1);
         writer.write_config(&cfg)?;
-        let retired: BTreeMap<RetiredKey, u64> = state.retired.into_iter().zip(0..).collect();
         Ok(L4Applier {
-            retired_seq: retired.len() as u64,
-            retired_capacity: MAX_RETIRED as usize,
-            retired,
+            marks: Marks::adopt(state.retired),
             lingering: BTreeMap::new(),
             is_local: crate::maps::local_addrs::is_local,
             vip_filter: None,
@@ -377,8 +426,6 @@ impl<W: MapWriter> L4Applier<W> {
     fn apply_once(&mut self, services: &[L4Service]) -> Result<ApplyReport, ApplyError> {
         let mut report = ApplyReport::default();
         let ring_size = self.writer.capacity().ring_size;
-        // (UDP VIP, backend) pairs that ended: marked once the rings no longer name them.
-        let mut left: Vec<RetiredKey> = Vec::new();
 
         // Desired state; the first service for a VIP wins.
         let mut desired: BTreeMap<VipKey, Vec<SocketAddr>> = BTreeMap::new();
@@ -416,7 +463,10 @@ impl<W: MapWriter> L4Applier<W> {
             let Some(id) = self.vips.get(&key).map(|s| s.id) else {
                 continue;
             };
-            left.extend(udp_left(&key, self.vips.get(&key), &[]));
+            // (UDP VIP, backend) pairs that ended: marked once the rings no longer name them.
+            self.marks
+                .pending
+                .extend(udp_left(&key, self.vips.get(&key), &[]));
             // Forgotten only once the kernel forgot it: a failed delete is retried by the
             // next apply, where forgetting first would have left the VIP live for good.
             if self.vips.get(&key).is_some_and(|s| s.live) {
@@ -495,7 +545,9 @@ impl<W: MapWriter> L4Applier<W> {
             // A backend back in the ring first loses its mark, or its new flows would be
             // moved away from it again.
             self.unretire(key, &now_in)?;
-            left.extend(udp_left(key, self.vips.get(key), &now_in));
+            self.marks
+                .pending
+                .extend(udp_left(key, self.vips.get(key), &now_in));
             let meta = VipMeta {
                 id,
                 backends: admitted.len() as u32,
@@ -529,10 +581,11 @@ impl<W: MapWriter> L4Applier<W> {
                     partial: admitted.len() < backends.len(),
                     live: !refused,
                     backends: Some(now_in),
+                    adopted: None,
                 },
             );
         }
-        self.retire(left, &mut report)?;
+        self.retire(&mut report)?;
 
         self.sync_vip_addrs()?;
         self.sync_vip_filter()?;
@@ -540,52 +593,49 @@ impl<W: MapWriter> L4Applier<W> {
         Ok(report)
     }
 
-    /// Removes the marks of `backends` on the UDP VIP `key`.
+    /// Removes the marks (written or pending) of `backends` on the UDP VIP `key`.
     fn unretire(&mut self, key: &VipKey, backends: &[SocketAddr]) -> Result<(), ApplyError> {
-        if key.proto != PROTO_UDP || self.retired.is_empty() {
+        if key.proto != PROTO_UDP {
             return Ok(());
         }
         for addr in backends {
             let mark = retired_key(key, *addr);
-            if self.retired.contains_key(&mark) {
+            self.marks.pending.remove(&mark);
+            if self.marks.by_key.contains_key(&mark) {
                 self.writer.remove_retired(&mark)?;
-                self.retired.remove(&mark);
+                self.marks.remove(&mark);
             }
         }
         Ok(())
     }
 
-    /// Marks each of `left` in RETIRED, dropping the oldest marks to make room. A mark that
-    /// cannot be written is logged, not an error: its flows only stay where they are.
-    fn retire(
-        &mut self,
-        left: Vec<RetiredKey>,
-        report: &mut ApplyReport,
-    ) -> Result<(), ApplyError> {
-        for mark in left {
-            if self.retired.contains_key(&mark) {
-                continue;
-            }
-            while self.retired.len() >= self.retired_capacity {
-                let Some((&oldest, _)) = self.retired.iter().min_by_key(|(_, seq)| **seq) else {
-                    break;
-                };
-                self.writer.remove_retired(&oldest)?;
-                self.retired.remove(&oldest);
-            }
-            match self.writer.put_retired(&mark) {
-                Ok(()) => {
-                    self.retired.insert(mark, self.retired_seq);
-                    self.retired_seq += 1;
-                    report.backends_retired += 1;
+    /// Writes the pending marks to RETIRED, dropping the oldest marks to make room. A mark
+    /// that cannot be written is logged, not an error: its flows only stay where they are.
+    fn retire(&mut self, report: &mut ApplyReport) -> Result<(), ApplyError> {
+        while let Some(mark) = self.marks.pending.first().copied() {
+            if !self.marks.by_key.contains_key(&mark) {
+                while self.marks.by_key.len() >= self.marks.capacity {
+                    let Some((_, oldest)) = self.marks.by_age.first_key_value() else {
+                        break;
+                    };
+                    let oldest = *oldest;
+                    self.writer.remove_retired(&oldest)?;
+                    self.marks.remove(&oldest);
                 }
-                Err(e) => warn!(
-                    vip = %vip_name(&mark.vip),
-                    backend = %backend_addr(&mark.backend),
-                    error = %e,
-                    "UDP flows to a removed endpoint will stay with it"
-                ),
+                match self.writer.put_retired(&mark) {
+                    Ok(()) => {
+                        self.marks.insert(mark);
+                        report.backends_retired += 1;
+                    }
+                    Err(e) => warn!(
+                        vip = %vip_name(&mark.vip),
+                        backend = %backend_addr(&mark.backend),
+                        error = %e,
+                        "UDP flows to a removed endpoint will stay with it"
+                    ),
+                }
             }
+            self.marks.pending.remove(&mark);
         }
         Ok(())
     }
@@ -1062,13 +1112,18 @@ mod tests {
             "198.18.2.2:53".parse().unwrap(),
         );
         let both = ["198.18.1.2:53", "198.18.2.2:53"];
-        let r = a.apply(&[udp("198.18.0.10", 53, &both)]).unwrap();
+        let r = a
+            .apply(&[
+                udp("198.18.0.10", 53, &both),
+                svc("198.18.0.10", 80, &["198.18.1.2:80", "198.18.2.2:80"]),
+            ])
+            .unwrap();
         assert_eq!(r.backends_retired, 0);
         // TCP VIPs are never marked: their flows drain on a terminating pod.
         let r = a
             .apply(&[
                 udp("198.18.0.10", 53, &["198.18.2.2:53"]),
-                svc("198.18.0.10", 80, &[]),
+                svc("198.18.0.10", 80, &["198.18.2.2:80"]),
             ])
             .unwrap();
         assert_eq!(r.backends_retired, 1);
@@ -1103,6 +1158,42 @@ mod tests {
         b.apply(&[udp("198.18.0.10", 53, &["198.18.1.2:53"])])
             .unwrap();
         assert_eq!(marks(&b), vec![(vip, b2)]);
+        // A backend that left while no ingressd ran is marked at the first apply after it,
+        // from what the adopted ring named.
+        b.apply(&[udp("198.18.0.10", 53, &both)]).unwrap();
+        let mut c = L4Applier::new(b.writer, snat()).unwrap();
+        assert!(marks(&c).is_empty());
+        c.apply(&[udp("198.18.0.10", 53, &["198.18.2.2:53"])])
+            .unwrap();
+        assert_eq!(marks(&c), vec![(vip, b1)]);
+    }
+
+    /// An apply that fails half-way keeps the departures it saw: the next one sees the VIP's
+    /// new backends as already in place and would not find them again.
+    #[test]
+    fn a_failed_apply_keeps_its_departures_for_the_next() {
+        let mut a = L4Applier::new(fake(), snat())
+            .unwrap()
+            .with_local_check(|_| true);
+        let vip: SocketAddr = "198.18.0.10:53".parse().unwrap();
+        let b1: SocketAddr = "198.18.1.2:53".parse().unwrap();
+        let both = ["198.18.1.2:53", "198.18.2.2:53"];
+        a.apply(&[
+            udp("198.18.0.10", 53, &both),
+            udp("198.18.0.10", 54, &["198.18.3.2:54"]),
+        ])
+        .unwrap();
+        // :53 loses b1 (its ring is rewritten), then :54's VIP entry fails to go.
+        let wanted = [
+            udp("198.18.0.10", 53, &["198.18.2.2:53"]),
+            udp("198.18.0.10", 54, &[]),
+        ];
+        a.writer_mut().fail_vip_removals = 1;
+        assert!(a.apply(&wanted).is_err());
+        a.apply(&wanted).unwrap();
+        let got = marks(&a);
+        assert!(got.contains(&(vip, b1)), "{got:?}");
+        assert_eq!(got.len(), 2, "{got:?}");
     }
 
     #[test]
@@ -1111,7 +1202,7 @@ mod tests {
         let backends: Vec<String> = (1..=4).map(|i| format!("198.18.{i}.2:53")).collect();
         let names: Vec<&str> = backends.iter().map(String::as_str).collect();
         a.apply(&[udp("198.18.0.10", 53, &names)]).unwrap();
-        a.retired_capacity = 2;
+        a.marks.capacity = 2;
         for keep in [3, 2, 1] {
             a.apply(&[udp("198.18.0.10", 53, &names[..keep])]).unwrap();
         }
@@ -1125,7 +1216,7 @@ mod tests {
             "the oldest mark made room"
         );
         // A mark the kernel refuses is logged; the apply goes on.
-        a.retired_capacity = 10;
+        a.marks.capacity = 10;
         a.writer_mut().max_retired = 2;
         a.apply(&[udp("198.18.0.10", 53, &[])]).unwrap();
         assert_eq!(marked(&a), vec![addr(1), addr(2)]);

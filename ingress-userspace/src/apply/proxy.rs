@@ -62,6 +62,10 @@ impl ProxyApplier {
         let metrics = self.proxy.metrics();
         let limits = &self.proxy.options().limits;
         let previous = self.proxy.active();
+        // A snapshot marked endpoints-only differs from the one published before it only in
+        // endpoints; when the one before was skipped (the apply loop takes the latest), it
+        // may differ from what runs now in more, so it counts as a reload.
+        let reload = !snapshot.endpoints_only || snapshot.generation != previous.generation + 1;
         let tls = &snapshot.global.server_tls;
         let tls_same = previous.global.server_tls == *tls;
         let server_tls = self.server_tls(tls, tls_same.then_some(&previous.server_tls));
@@ -105,11 +109,11 @@ impl ProxyApplier {
             &snapshot.tls,
             &default_served,
             snapshot.global.config_rejected,
-            !snapshot.endpoints_only,
+            reload,
             took,
         );
         // As ingress-nginx, the hash follows the reloads.
-        if let (false, Some(h)) = (snapshot.endpoints_only, &self.hasher) {
+        if let (true, Some(h)) = (reload, &self.hasher) {
             h.submit(snapshot);
         }
         if let Some(r) = &self.readiness {
@@ -161,4 +165,31 @@ fn default_served(snapshot: &Snapshot, certs: &CertTable) -> Vec<String> {
         .filter_map(|v| v.host.name())
         .filter(|name| certs.lookup(name).is_none())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::ProxyOptions;
+
+    /// An endpoints-only snapshot counts as a reload when the one before it was skipped:
+    /// it may differ from what runs in more than endpoints.
+    #[tokio::test]
+    async fn endpoint_only_applies_are_reloads_after_a_skipped_snapshot() {
+        let proxy = Proxy::new(ProxyOptions::default()).expect("proxy");
+        let metrics = proxy.metrics();
+        let applier = ProxyApplier::new(proxy);
+        let snapshot = |generation, endpoints_only| {
+            Arc::new(Snapshot {
+                generation,
+                endpoints_only,
+                ..Snapshot::default()
+            })
+        };
+        applier.apply(&snapshot(1, false));
+        applier.apply(&snapshot(2, true));
+        assert_eq!((metrics.config_applies(), metrics.reloads()), (2, 1));
+        applier.apply(&snapshot(4, true));
+        assert_eq!((metrics.config_applies(), metrics.reloads()), (3, 2));
+    }
 }

@@ -202,6 +202,15 @@ impl MapWriter for FakeMapWriter {
         Ok(())
     }
 
+    fn ring_ids(&self, vip_id: u32) -> Result<BTreeSet<u32>, MapError> {
+        Ok(self
+            .ring(vip_id)
+            .iter()
+            .copied()
+            .filter(|id| *id != 0)
+            .collect())
+    }
+
     fn remove_retired(&mut self, key: &RetiredKey) -> Result<(), MapError> {
         self.retired.remove(key);
         self.ops.push(Op::RemoveRetired(*key));

@@ -92,8 +92,11 @@ pub trait MapWriter: Send {
     /// Makes the ring of `vip_id` equal to `ring` (backend ids, `ring_size` long), writing
     /// only slots that differ; returns how many were written.
     fn write_ring(&mut self, vip_id: u32, ring: &[u32]) -> Result<usize, MapError>;
+    /// The backend ids the ring of `vip_id` names (read when adopting pinned maps).
+    fn ring_ids(&self, vip_id: u32) -> Result<std::collections::BTreeSet<u32>, MapError>;
     /// Marks a backend as gone from a UDP VIP: the VIP's flows to it move elsewhere.
     fn put_retired(&mut self, key: &RetiredKey) -> Result<(), MapError>;
-    /// Forgets such a mark (the backend is back, or the mark is dropped for room).
+    /// Forgets such a mark (the backend is back, or the mark is dropped for room); one
+    /// already gone is no error.
     fn remove_retired(&mut self, key: &RetiredKey) -> Result<(), MapError>;
 }

@@ -306,9 +306,30 @@ impl MapWriter for AyaMapWriter {
     }
 
     fn remove_retired(&mut self, key: &RetiredKey) -> Result<(), MapError> {
-        self.retired
-            .remove(key)
-            .map_err(map_err("delete", names::RETIRED))
+        match self.retired.remove(key) {
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
+            other => other.map_err(map_err("delete", names::RETIRED)),
+        }
+    }
+
+    fn ring_ids(&self, vip_id: u32) -> Result<std::collections::BTreeSet<u32>, MapError> {
+        let size = self.capacity.ring_size as usize;
+        let start = vip_id as usize * size;
+        let words = self.ring.words();
+        let slots = words.get(start..start + size).ok_or(MapError::OutOfRange {
+            what: "vip id",
+            index: vip_id,
+            capacity: self.capacity.max_vips,
+        })?;
+        Ok(slots
+            .iter()
+            .map(|w| w.load(std::sync::atomic::Ordering::Relaxed))
+            .filter(|id| *id != ingress_common::l4::NO_BACKEND)
+            .collect())
     }
 
     fn write_ring(&mut self, vip_id: u32, ring: &[u32]) -> Result<usize, MapError> {

@@ -428,6 +428,11 @@ impl ProxyMetrics {
         self.config_hash.load(Relaxed)
     }
 
+    /// Number of those that ingress-nginx would have reloaded for.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Relaxed)
+    }
+
     /// Number of configurations applied.
     pub fn config_applies(&self) -> u64 {
         self.config_applies.load(Relaxed)
