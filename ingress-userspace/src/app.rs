@@ -263,7 +263,12 @@ impl Kernel {
             edge,
             resolved: BTreeSet::new(),
             local_ports: LocalPortFilter::default(),
-            local: LocalL4::new(tokio::runtime::Handle::current()),
+            local: LocalL4::new(tokio::runtime::Handle::current()).with_xdp_interfaces(
+                x.interfaces
+                    .iter()
+                    .filter_map(|i| crate::maps::local_addrs::ifindex(i))
+                    .collect(),
+            ),
         })
     }
 

@@ -1,28 +1,31 @@
-//! Listeners on the node's own TCP L4 VIPs, for clients on the node itself.
+//! Listeners on the node's own L4 VIPs, for clients on the node itself.
 //!
 //! The XDP program sees only what arrives on the interfaces it is attached to. A process on
 //! the node, or a pod of the node, connecting to the node's address never crosses them: its
 //! packets reach the node's stack, which has no socket for the VIP and refuses them, where
 //! ingress-nginx's `stream` server (listening on the host network) serves every client. So
-//! for each TCP service on an address of this node with endpoints, a listener on exactly that
-//! address and port takes what reaches the stack and copies it to an endpoint in userspace.
-//! Traffic from elsewhere still goes through the kernel path: XDP answers before the stack.
-//! A service without endpoints has no listener, so local clients are refused as remote ones
-//! are. Removing a listener leaves its open connections to finish.
+//! for each service on an address of this node with endpoints, a socket on exactly that
+//! address and port takes what reaches the stack and relays it to an endpoint in userspace:
+//! TCP connections are copied; UDP datagrams go through one upstream socket per client
+//! address, forgotten after `UDP_IDLE` without a datagram either way. Traffic from elsewhere
+//! still goes through the kernel path: XDP answers before the stack. A service without
+//! endpoints has no socket, so local clients are refused as remote ones are. Removing a TCP
+//! listener leaves its open connections to finish; removing a UDP socket ends its sessions.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
     },
     time::Duration,
 };
 
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpStream, UdpSocket},
     sync::watch,
     task::JoinHandle,
+    time::Instant,
 };
 use tracing::{debug, warn};
 
@@ -32,34 +35,90 @@ use crate::snapshot::{L4Protocol, L4Service};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Endpoints tried per connection, as ingress-nginx's `proxy-next-upstream-tries` default.
 const TRIES: usize = 3;
+/// How long a UDP client's session lives without a datagram either way: the kernel path's
+/// default UDP conntrack timeout.
+const UDP_IDLE: Duration = Duration::from_secs(120);
+/// UDP sessions per VIP:port at most; a datagram of a new client past it is dropped.
+const MAX_UDP_SESSIONS: usize = 4096;
 
-/// One listening VIP:port: its accept loop and the endpoints it copies to.
+/// A VIP:port and its protocol.
+type Key = (SocketAddr, L4Protocol);
+
+/// One VIP:port served: its receive loop and the endpoints it relays to.
 struct Local {
     endpoints: watch::Sender<Arc<[SocketAddr]>>,
-    accept: JoinHandle<()>,
+    task: JoinHandle<()>,
+    /// UDP only: the sessions, ended with the socket.
+    sessions: Option<Arc<Sessions>>,
 }
 
 impl Drop for Local {
     fn drop(&mut self) {
-        self.accept.abort();
+        self.task.abort();
+        if let Some(s) = &self.sessions {
+            s.end_all();
+        }
     }
 }
 
-/// The listeners, kept equal to the local TCP services of each snapshot.
+/// The sockets, kept equal to the local services of each snapshot.
 pub struct LocalL4 {
     runtime: tokio::runtime::Handle,
-    listeners: BTreeMap<SocketAddr, Local>,
+    listeners: BTreeMap<Key, Local>,
     is_local: fn(IpAddr) -> bool,
+    /// Interfaces the XDP program is attached to: what arrives there is the kernel path's
+    /// (edge checks included), and what it passes to the stack must not reach these sockets.
+    xdp_ifindexes: Vec<u32>,
 }
 
+/// Connections copied at once per TCP VIP:port; more are closed on accept.
+const MAX_TCP_CONNECTIONS: usize = 4096;
+
 impl LocalL4 {
-    /// No listeners yet; they run on `runtime`.
+    /// No sockets yet; they run on `runtime`.
     pub fn new(runtime: tokio::runtime::Handle) -> Self {
         LocalL4 {
             runtime,
             listeners: BTreeMap::new(),
             is_local: crate::maps::local_addrs::is_local,
+            xdp_ifindexes: Vec::new(),
         }
+    }
+
+    /// Ignores what arrives on these interfaces (by index): the XDP program's.
+    pub fn with_xdp_interfaces(mut self, ifindexes: Vec<u32>) -> Self {
+        self.xdp_ifindexes = ifindexes;
+        self
+    }
+
+    /// Attaches a socket filter dropping packets that arrived on an XDP interface. XDP
+    /// hands a few packets of remote clients to the stack (TTL 1, fragments, IPv6
+    /// extension headers, an unresolved next hop): without this they would be served here,
+    /// past the edge checks and split from their flow's kernel path.
+    fn no_remote_clients(&self, socket: &socket2::SockRef<'_>) -> std::io::Result<()> {
+        use socket2::SockFilter;
+        const LD_W_ABS: u16 = 0x20;
+        const JEQ_K: u16 = 0x15;
+        const RET_K: u16 = 0x06;
+        /// `SKF_AD_OFF + SKF_AD_IFINDEX`: the index of the device the packet came in on.
+        const IFINDEX: u32 = 0xffff_f000 + 8;
+        let n = self.xdp_ifindexes.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let Ok(jumps) = u8::try_from(n) else {
+            return Err(std::io::Error::other(
+                "too many XDP interfaces for a socket filter",
+            ));
+        };
+        let mut prog = vec![SockFilter::new(LD_W_ABS, 0, 0, IFINDEX)];
+        for (i, ifindex) in self.xdp_ifindexes.iter().enumerate() {
+            // On a match, past the remaining tests and the accept, to the drop.
+            prog.push(SockFilter::new(JEQ_K, jumps - i as u8, 0, *ifindex));
+        }
+        prog.push(SockFilter::new(RET_K, 0, 0, u32::MAX));
+        prog.push(SockFilter::new(RET_K, 0, 0, 0));
+        socket.attach_filter(&prog)
     }
 
     /// Decides with `f` whether a VIP is the node's own address (tests).
@@ -68,31 +127,36 @@ impl LocalL4 {
         self
     }
 
-    /// The VIP:ports listened on now.
-    pub fn serving(&self) -> BTreeSet<SocketAddr> {
+    /// The VIP:ports served now, with their protocol.
+    pub fn serving(&self) -> BTreeSet<Key> {
         self.listeners.keys().copied().collect()
     }
 
-    /// Listens for each TCP service of `services` on a node address with endpoints (the
-    /// first service of a VIP:port wins, as in the kernel), and closes the others. A
-    /// listener that cannot bind is logged and tried again at the next apply.
+    /// Serves each service of `services` on a node address with endpoints (the first
+    /// service of a VIP:port wins, as in the kernel), and closes the others. A socket that
+    /// cannot bind is logged and tried again at the next apply.
     pub fn apply(&mut self, services: &[L4Service]) {
-        let mut wanted: BTreeMap<SocketAddr, &[SocketAddr]> = BTreeMap::new();
+        let mut wanted: BTreeMap<Key, &[SocketAddr]> = BTreeMap::new();
         for s in services {
-            if s.protocol == L4Protocol::Tcp && !s.backends.is_empty() && (self.is_local)(s.vip) {
+            if (self.is_local)(s.vip) {
                 wanted
-                    .entry(SocketAddr::new(s.vip, s.port))
+                    .entry((SocketAddr::new(s.vip, s.port), s.protocol))
                     .or_insert(&s.backends);
             }
         }
-        self.listeners.retain(|addr, _| wanted.contains_key(addr));
-        for (addr, endpoints) in wanted {
-            let endpoints: Arc<[SocketAddr]> = endpoints
-                .iter()
-                .filter(|e| e.is_ipv6() == addr.is_ipv6())
-                .copied()
-                .collect();
-            if let Some(local) = self.listeners.get(&addr) {
+        // The kernel path balances a VIP over the endpoints of its family only.
+        let wanted: BTreeMap<Key, Arc<[SocketAddr]>> = wanted
+            .into_iter()
+            .map(|(key, endpoints)| {
+                let family = endpoints.iter().filter(|e| e.is_ipv6() == key.0.is_ipv6());
+                (key, family.copied().collect::<Arc<[SocketAddr]>>())
+            })
+            .filter(|(_, endpoints)| !endpoints.is_empty())
+            .collect();
+        self.listeners.retain(|key, _| wanted.contains_key(key));
+        for (key, endpoints) in wanted {
+            let (addr, protocol) = key;
+            if let Some(local) = self.listeners.get(&key) {
                 local.endpoints.send_if_modified(|now| {
                     let changed = **now != *endpoints;
                     if changed {
@@ -102,13 +166,17 @@ impl LocalL4 {
                 });
                 continue;
             }
-            match self.listen(addr, endpoints) {
+            let served = match protocol {
+                L4Protocol::Tcp => self.listen(addr, endpoints),
+                L4Protocol::Udp => self.relay(addr, endpoints),
+            };
+            match served {
                 Ok(local) => {
-                    debug!(%addr, "L4 service listening for clients on this node");
-                    self.listeners.insert(addr, local);
+                    debug!(%addr, ?protocol, "L4 service serving clients on this node");
+                    self.listeners.insert(key, local);
                 }
-                Err(e) => warn!(%addr, error = %e,
-                    "L4 service not reachable from this node itself: cannot listen"),
+                Err(e) => warn!(%addr, ?protocol, error = %e,
+                    "L4 service not reachable from this node itself: cannot bind"),
             }
         }
     }
@@ -119,24 +187,175 @@ impl LocalL4 {
             SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
         };
         socket.set_reuseaddr(true)?;
-        // A listener just removed may not have closed yet when its VIP comes back.
-        socket.set_reuseport(true)?;
+        self.no_remote_clients(&socket2::SockRef::from(&socket))?;
         let listener = {
             let _enter = self.runtime.enter();
             socket.bind(addr)?;
             socket.listen(1024)?
         };
         let (tx, rx) = watch::channel(endpoints);
-        let accept = self.runtime.spawn(accept_loop(listener, rx));
+        let task = self.runtime.spawn(accept_loop(listener, rx));
         Ok(Local {
             endpoints: tx,
-            accept,
+            task,
+            sessions: None,
+        })
+    }
+
+    fn relay(&self, addr: SocketAddr, endpoints: Arc<[SocketAddr]>) -> std::io::Result<Local> {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        self.no_remote_clients(&socket2::SockRef::from(&socket))?;
+        let socket = {
+            let _enter = self.runtime.enter();
+            Arc::new(UdpSocket::from_std(socket)?)
+        };
+        let sessions = Arc::new(Sessions::default());
+        let (tx, rx) = watch::channel(endpoints);
+        let task = self.runtime.spawn(relay_loop(socket, rx, sessions.clone()));
+        Ok(Local {
+            endpoints: tx,
+            task,
+            sessions: Some(sessions),
         })
     }
 }
 
+/// One UDP client's upstream socket, and the task relaying the endpoint's answers.
+struct Session {
+    upstream: Arc<UdpSocket>,
+    /// When the client last sent, in seconds since `Sessions::epoch`.
+    last_sent: Arc<AtomicU64>,
+    reply: JoinHandle<()>,
+}
+
+/// The UDP sessions of one VIP:port, by client address.
+struct Sessions {
+    by_client: Mutex<HashMap<SocketAddr, Session>>,
+    epoch: Instant,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            by_client: Mutex::default(),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Sessions {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Session>> {
+        self.by_client.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    fn end_all(&self) {
+        for (_, s) in self.lock().drain() {
+            s.reply.abort();
+        }
+    }
+}
+
+async fn relay_loop(
+    socket: Arc<UdpSocket>,
+    endpoints: watch::Receiver<Arc<[SocketAddr]>>,
+    sessions: Arc<Sessions>,
+) {
+    let next = AtomicUsize::new(0);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, client) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                debug!(error = %e, "L4 local UDP: receive failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let existing = sessions.lock().get(&client).map(|s| {
+            s.last_sent.store(sessions.now(), Ordering::Relaxed);
+            s.upstream.clone()
+        });
+        let upstream = match existing {
+            Some(u) => u,
+            None => {
+                let endpoints = endpoints.borrow().clone();
+                if endpoints.is_empty() || sessions.lock().len() >= MAX_UDP_SESSIONS {
+                    debug!(%client, "L4 local UDP: no session to be had, datagram dropped");
+                    continue;
+                }
+                let endpoint = endpoints[next.fetch_add(1, Ordering::Relaxed) % endpoints.len()];
+                match open_session(&socket, &sessions, client, endpoint).await {
+                    Ok(u) => u,
+                    Err(e) => {
+                        debug!(%endpoint, error = %e, "L4 local UDP: no upstream socket");
+                        continue;
+                    }
+                }
+            }
+        };
+        let _ = upstream.send(&buf[..n]).await;
+    }
+}
+
+/// Connects an upstream socket for `client` to `endpoint` and starts relaying its answers.
+/// The session ends after `UDP_IDLE` without a datagram either way, or when the endpoint
+/// refuses one (ICMP port unreachable): the client's next datagram opens a session with the
+/// next endpoint.
+async fn open_session(
+    socket: &Arc<UdpSocket>,
+    sessions: &Arc<Sessions>,
+    client: SocketAddr,
+    endpoint: SocketAddr,
+) -> std::io::Result<Arc<UdpSocket>> {
+    let any: SocketAddr = match endpoint {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let upstream = Arc::new(UdpSocket::bind(any).await?);
+    upstream.connect(endpoint).await?;
+    let last_sent = Arc::new(AtomicU64::new(sessions.now()));
+    let reply = tokio::spawn({
+        let (socket, upstream, sessions) = (socket.clone(), upstream.clone(), sessions.clone());
+        let last_sent = last_sent.clone();
+        async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match tokio::time::timeout(UDP_IDLE, upstream.recv(&mut buf)).await {
+                    Ok(Ok(n)) => {
+                        let _ = socket.send_to(&buf[..n], client).await;
+                    }
+                    Ok(Err(_)) => break,
+                    // No answer for a while: the session lives on while the client sends.
+                    Err(_) => {
+                        let quiet = sessions.now() - last_sent.load(Ordering::Relaxed);
+                        if quiet >= UDP_IDLE.as_secs() {
+                            break;
+                        }
+                    }
+                }
+            }
+            sessions.lock().remove(&client);
+        }
+    });
+    sessions.lock().insert(
+        client,
+        Session {
+            upstream: upstream.clone(),
+            last_sent,
+            reply,
+        },
+    );
+    Ok(upstream)
+}
+
 async fn accept_loop(listener: TcpListener, endpoints: watch::Receiver<Arc<[SocketAddr]>>) {
     let next = Arc::new(AtomicUsize::new(0));
+    let room = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
         let client = match listener.accept().await {
             Ok((client, _)) => client,
@@ -147,16 +366,28 @@ async fn accept_loop(listener: TcpListener, endpoints: watch::Receiver<Arc<[Sock
                 continue;
             }
         };
+        let Ok(place) = room.clone().try_acquire_owned() else {
+            debug!("L4 local listener: connection limit, closed");
+            continue;
+        };
         let endpoints = endpoints.borrow().clone();
         let start = next.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            let _place = place;
             let Some(backend) = connect(&endpoints, start).await else {
                 // Dropped: the client sees its connection closed, as nginx's stream
                 // server closes it when no upstream answers.
                 return;
             };
-            let _ = client.set_nodelay(true);
-            let _ = backend.set_nodelay(true);
+            // A peer gone without a reset is found by keepalive, not waited for forever.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(60))
+                .with_interval(Duration::from_secs(10))
+                .with_retries(6);
+            for s in [&client, &backend] {
+                let _ = s.set_nodelay(true);
+                let _ = socket2::SockRef::from(s).set_tcp_keepalive(&keepalive);
+            }
             crate::passthrough::copy::copy(client, backend).await;
         });
     }
@@ -226,14 +457,10 @@ mod tests {
         let vip = SocketAddr::from(([127, 0, 0, 1], port));
         let mut local = LocalL4::new(tokio::runtime::Handle::current()).with_local_check(|_| true);
         let apply = |local: &mut LocalL4, backends: &[SocketAddr]| {
-            local.apply(&[
-                tcp(port, backends, L4Protocol::Tcp),
-                // UDP is not served here, nor a VIP that is not the node's (below).
-                tcp(free_port(), backends, L4Protocol::Udp),
-            ])
+            local.apply(&[tcp(port, backends, L4Protocol::Tcp)])
         };
         apply(&mut local, &[a, dead, b]);
-        assert_eq!(local.serving(), [vip].into());
+        assert_eq!(local.serving(), [(vip, L4Protocol::Tcp)].into());
         // Round robin over the endpoints; the dead one's turn goes to the next.
         let mut seen = BTreeSet::new();
         for _ in 0..6 {
@@ -255,7 +482,80 @@ mod tests {
         assert_eq!(ask(vip).await.expect("served again"), "a");
         let mut elsewhere =
             LocalL4::new(tokio::runtime::Handle::current()).with_local_check(|_| false);
-        elsewhere.apply(&[tcp(free_port(), &[a], L4Protocol::Tcp)]);
+        elsewhere.apply(&[
+            tcp(free_port(), &[a], L4Protocol::Tcp),
+            tcp(free_port(), &[a], L4Protocol::Udp),
+        ]);
         assert!(elsewhere.serving().is_empty());
+    }
+
+    /// A UDP server answering each datagram with `name` and the datagram.
+    async fn udp_server(name: &'static str) -> SocketAddr {
+        let s = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = s.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, peer)) = s.recv_from(&mut buf).await {
+                let mut answer = format!("{name} ").into_bytes();
+                answer.extend_from_slice(&buf[..n]);
+                let _ = s.send_to(&answer, peer).await;
+            }
+        });
+        addr
+    }
+
+    async fn udp_client(vip: SocketAddr) -> UdpSocket {
+        let c = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        c.connect(vip).await.expect("connect");
+        c
+    }
+
+    async fn udp_ask(c: &UdpSocket, what: &str) -> std::io::Result<String> {
+        c.send(what.as_bytes()).await?;
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(2), c.recv(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn local_udp_clients_each_keep_an_endpoint_and_are_refused_without_one() {
+        let a = udp_server("a").await;
+        let b = udp_server("b").await;
+        let port = free_port();
+        let vip = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut local = LocalL4::new(tokio::runtime::Handle::current()).with_local_check(|_| true);
+        local.apply(&[tcp(port, &[a, b], L4Protocol::Udp)]);
+        assert_eq!(local.serving(), [(vip, L4Protocol::Udp)].into());
+        // Each client address gets the next endpoint, and keeps it.
+        let (c1, c2) = (udp_client(vip).await, udp_client(vip).await);
+        let first = udp_ask(&c1, "one").await.expect("answered");
+        let second = udp_ask(&c2, "two").await.expect("answered");
+        assert_ne!(first[..1], second[..1], "{first} / {second}");
+        for i in 0..3 {
+            let again = udp_ask(&c1, &format!("again {i}")).await.expect("answered");
+            assert_eq!(again, format!("{} again {i}", &first[..1]));
+        }
+        // No endpoints: the socket goes, and the stack refuses the next datagram.
+        local.apply(&[tcp(port, &[], L4Protocol::Udp)]);
+        assert!(local.serving().is_empty());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut refused = false;
+        for _ in 0..3 {
+            if let Err(e) = udp_ask(&c1, "anyone?").await {
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        assert!(
+            refused,
+            "a datagram to a VIP without endpoints went unrefused"
+        );
+        local.apply(&[tcp(port, &[b], L4Protocol::Udp)]);
+        let c3 = udp_client(vip).await;
+        assert_eq!(udp_ask(&c3, "back").await.expect("answered"), "b back");
     }
 }

@@ -32,21 +32,26 @@ pub struct LocalPortFilter {
 
 impl LocalPortFilter {
     /// `services` without the entries a local socket serves, each warned about once per
-    /// change of the entries; `ours` are TCP VIP:ports whose listener is ingressd's own
+    /// change of the entries; `ours` are VIP:ports whose socket is ingressd's own
     /// (`apply::local_l4`), which never count.
     pub fn keep<'a>(
         &mut self,
         services: &'a [L4Service],
-        ours: &BTreeSet<SocketAddr>,
+        ours: &BTreeSet<(SocketAddr, L4Protocol)>,
     ) -> Cow<'a, [L4Service]> {
         let entries: Vec<Entry> = services.iter().map(entry).collect();
         if entries != self.checked {
-            let bound = bound();
+            let mut bound = bound();
+            // Only our very sockets: a wildcard or another socket on the port still counts.
+            for (addr, protocol) in ours {
+                bound.remove(&Bound {
+                    protocol: *protocol,
+                    addr: addr.ip(),
+                    port: addr.port(),
+                });
+            }
             self.taken.clear();
-            let own = |s: &L4Service| {
-                s.protocol == L4Protocol::Tcp && ours.contains(&SocketAddr::new(s.vip, s.port))
-            };
-            for s in services.iter().filter(|s| !own(s) && taken(&bound, s)) {
+            for s in services.iter().filter(|s| taken(&bound, s)) {
                 tracing::warn!(vip = %s.vip, port = s.port, protocol = ?s.protocol,
                     configmap = %format!("{}/{}", s.origin.namespace, s.origin.name),
                     "L4 service left out: a socket of this host already serves that port");
@@ -248,10 +253,17 @@ mod tests {
             filter.keep(&services[1..], &none),
             Cow::Borrowed(_)
         ));
-        // A listener of ingressd's own for local clients does not count.
-        let ours: BTreeSet<SocketAddr> = [SocketAddr::from(([127, 0, 0, 1], served))].into();
+        // A listener of ingressd's own for local clients does not count (the entries
+        // changed since the last check, so they are checked again).
+        let ours = [(SocketAddr::from(([127, 0, 0, 1], served)), L4Protocol::Tcp)].into();
         assert_eq!(filter.keep(&services, &ours).len(), 2);
         drop(l);
+        // Ours does not hide another socket on the port: a wildcard listener still counts.
+        let wild = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+        let port = wild.local_addr().expect("addr").port();
+        let ours = [(SocketAddr::from(([127, 0, 0, 1], port)), L4Protocol::Tcp)].into();
+        let services = [svc("127.0.0.1", port, L4Protocol::Tcp)];
+        assert!(filter.keep(&services, &ours).is_empty());
     }
 
     #[test]

@@ -613,7 +613,14 @@ impl<W: MapWriter> L4Applier<W> {
     /// that cannot be written is logged, not an error: its flows only stay where they are.
     fn retire(&mut self, report: &mut ApplyReport) -> Result<(), ApplyError> {
         while let Some(mark) = self.marks.pending.first().copied() {
-            if !self.marks.by_key.contains_key(&mark) {
+            // A departure seen by a failed apply and undone since: the backend is in use.
+            let back = self.vips.get(&mark.vip).is_some_and(|v| {
+                v.backends
+                    .as_ref()
+                    .or(v.adopted.as_ref())
+                    .is_some_and(|b| b.binary_search(&backend_addr(&mark.backend)).is_ok())
+            });
+            if !back && !self.marks.by_key.contains_key(&mark) {
                 while self.marks.by_key.len() >= self.marks.capacity {
                     let Some((_, oldest)) = self.marks.by_age.first_key_value() else {
                         break;
@@ -1223,6 +1230,21 @@ mod tests {
         a.apply(&[udp("198.18.0.10", 53, &names[..1])]).unwrap();
         let key = vip_key(&udp("198.18.0.10", 53, &[]));
         assert_eq!(a.writer().vip(&key).map(|m| m.backends), Some(1));
+    }
+
+    /// The departures a failed apply saw are not written when the next apply puts the
+    /// backends back: they are in use.
+    #[test]
+    fn departures_undone_after_a_failed_apply_are_not_marked() {
+        let mut a = L4Applier::new(fake(), snat())
+            .unwrap()
+            .with_local_check(|_| true);
+        let both = udp("198.18.0.10", 53, &["198.18.1.2:53", "198.18.2.2:53"]);
+        a.apply(std::slice::from_ref(&both)).unwrap();
+        a.writer_mut().fail_vip_removals = 1;
+        assert!(a.apply(&[udp("198.18.0.10", 53, &[])]).is_err());
+        a.apply(std::slice::from_ref(&both)).unwrap();
+        assert!(marks(&a).is_empty(), "{:?}", marks(&a));
     }
 
     #[test]

@@ -48,6 +48,14 @@ fn address(sa: *const libc::sockaddr) -> Option<IpAddr> {
     }
 }
 
+/// The index of interface `name` in this thread's network namespace.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated string; the call only reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +64,7 @@ mod tests {
     fn loopback_is_local_and_a_documentation_address_is_not() {
         assert!(is_local(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         assert!(!is_local("192.0.2.77".parse().expect("address")));
+        assert_eq!(ifindex("lo"), Some(1));
+        assert_eq!(ifindex("no-such-link"), None);
     }
 }

@@ -55,6 +55,8 @@ fn start(topo: &Topology, dir: &std::path::Path, pin_dir: &str, extra: &[&str]) 
 fn the_binary_drops_blocked_clients_and_syn_bursts_in_the_driver() {
     let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
     let _backend = Server::start(&topo.backends[0], "b1", 8080).unwrap();
+    // The VIP is the node's own address, as `--l4-address=$(NODE_IP)` makes it.
+    topo.node.run("ip addr add 198.19.0.10/32 dev lo").unwrap();
     let dir = tempfile::tempdir().unwrap();
     manifests(dir.path());
     let pin_dir = format!("/sys/fs/bpf/{}", tests::netns::owned("edge", "pins"));
@@ -71,6 +73,13 @@ fn the_binary_drops_blocked_clients_and_syn_bursts_in_the_driver() {
     for addr in [vip, http, https] {
         assert!(!reaches(&topo, addr), "blocked client connected to {addr}");
     }
+    // A client on the node itself never crosses the XDP interfaces: ingressd's listener on
+    // the VIP serves it (the block list is the edge's).
+    assert!(
+        connects(&topo.node, vip, Duration::from_secs(2)),
+        "a client on the node could not reach the VIP:\n{}",
+        d.log_text()
+    );
     let m = d.metrics().unwrap_or_default();
     // Each refused connect is at least its first SYN, dropped before the stack saw it.
     assert!(counter(&m, "drop_blocked") >= 3, "{m}");

@@ -430,9 +430,14 @@ fn clients_on_the_node_reach_a_tcp_vip_on_its_own_address() {
         .enable_all()
         .build()
         .unwrap();
-    let mut local = LocalL4::new(rt.handle().clone());
+    let ifindexes = topo
+        .node_links
+        .iter()
+        .filter_map(|l| ingress::maps::local_addrs::ifindex(l))
+        .collect();
+    let mut local = LocalL4::new(rt.handle().clone()).with_xdp_interfaces(ifindexes);
     local.apply(&[service(&[1])]);
-    assert_eq!(local.serving(), [vip].into());
+    assert_eq!(local.serving(), [(vip, L4Protocol::Tcp)].into());
     let new_flows = |n: &Node| {
         n.dp.counters()
             .unwrap()
@@ -461,6 +466,23 @@ fn clients_on_the_node_reach_a_tcp_vip_on_its_own_address() {
         "b1"
     );
     assert_eq!(new_flows(&node), before + 1);
+    // What XDP hands a remote client's flow to the stack for (here TTL 1, which it leaves
+    // to the stack to answer) is not served by the listener, past the edge checks.
+    let ttl_one = in_ns(&topo.client, move || -> std::io::Result<()> {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.set_ttl_v4(1)?;
+        s.connect_timeout(&vip.into(), Duration::from_secs(2))
+    })
+    .unwrap();
+    assert!(ttl_one.is_err(), "a remote TTL-1 connection was served");
+    let passed = node
+        .dp
+        .counters()
+        .unwrap()
+        .stat(Stat::PassTtl)
+        .unwrap()
+        .packets;
+    assert!(passed >= 1, "the SYN never went to the stack");
     drop(local);
     drop(rt);
     drop(node);
