@@ -493,6 +493,11 @@ impl App {
             .unwrap_or(args.drain_timeout);
         info!(timeout = ?drain_timeout, "draining");
         stop_accepting.cancel();
+        // The L4 sockets for clients on the node stop taking new ones too (open TCP
+        // connections go on); a successor must not find them bound.
+        if let Some(k) = &kernel {
+            k.lock().unwrap_or_else(|e| e.into_inner()).local.close();
+        }
         stop_status.cancel();
         let clean = proxy.drain_handle().drain(drain_timeout).await;
         if !clean {

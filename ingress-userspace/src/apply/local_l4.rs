@@ -69,6 +69,8 @@ pub struct LocalL4 {
     /// Interfaces the XDP program is attached to: what arrives there is the kernel path's
     /// (edge checks included), and what it passes to the stack must not reach these sockets.
     xdp_ifindexes: Vec<u32>,
+    /// Closed for good (the process is draining): applies bind nothing.
+    closed: bool,
 }
 
 /// Connections copied at once per TCP VIP:port; more are closed on accept.
@@ -82,7 +84,14 @@ impl LocalL4 {
             listeners: BTreeMap::new(),
             is_local: crate::maps::local_addrs::is_local,
             xdp_ifindexes: Vec::new(),
+            closed: false,
         }
+    }
+
+    /// Closes every socket for good, as the process drains: open TCP connections go on.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.listeners.clear();
     }
 
     /// Ignores what arrives on these interfaces (by index): the XDP program's.
@@ -136,6 +145,9 @@ impl LocalL4 {
     /// service of a VIP:port wins, as in the kernel), and closes the others. A socket that
     /// cannot bind is logged and tried again at the next apply.
     pub fn apply(&mut self, services: &[L4Service]) {
+        if self.closed {
+            return;
+        }
         let mut wanted: BTreeMap<Key, &[SocketAddr]> = BTreeMap::new();
         for s in services {
             if (self.is_local)(s.vip) {
@@ -480,6 +492,10 @@ mod tests {
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
         apply(&mut local, &[a]);
         assert_eq!(ask(vip).await.expect("served again"), "a");
+        // Draining: closed for good, whatever comes next.
+        local.close();
+        apply(&mut local, &[a]);
+        assert!(local.serving().is_empty());
         let mut elsewhere =
             LocalL4::new(tokio::runtime::Handle::current()).with_local_check(|_| false);
         elsewhere.apply(&[

@@ -110,6 +110,29 @@ struct Writer {
     ready: watch::Sender<bool>,
 }
 
+/// Whether two versions of a Service differ at most in the endpoints annotation of
+/// standalone mode (`STATIC_ENDPOINTS_ANNOTATION`): for the reload metrics that is an
+/// endpoint change, as an EndpointSlice's is.
+fn same_but_static_endpoints(
+    old: &k8s_openapi::api::core::v1::Service,
+    new: &k8s_openapi::api::core::v1::Service,
+) -> bool {
+    let without = |s: &k8s_openapi::api::core::v1::Service| {
+        let mut s = s.clone();
+        if let Some(a) = s.metadata.annotations.as_mut() {
+            a.remove(crate::translate::STATIC_ENDPOINTS_ANNOTATION);
+        }
+        // No annotations and none left are the same.
+        if s.metadata.annotations.as_ref().is_some_and(|a| a.is_empty()) {
+            s.metadata.annotations = None;
+        }
+        s.metadata.resource_version = None;
+        s.metadata.managed_fields = None;
+        s
+    };
+    without(old) == without(new)
+}
+
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<SourceEvent>) {
         let mut next_allowed = Instant::now();
@@ -162,6 +185,14 @@ impl Writer {
             return;
         };
         let endpoints = match &ev {
+            SourceEvent::Apply(Object::Service(new)) => {
+                let meta = &new.metadata;
+                let (ns, name) = (meta.namespace.as_deref(), meta.name.as_deref());
+                state
+                    .cache
+                    .service(ns.unwrap_or_default(), name.unwrap_or_default())
+                    .is_some_and(|old| same_but_static_endpoints(old, new))
+            }
             SourceEvent::Apply(obj) => matches!(obj, Object::EndpointSlice(_)),
             SourceEvent::Delete(key) => key.kind == Kind::EndpointSlice,
             SourceEvent::Replace(kind, _) => *kind == Kind::EndpointSlice,

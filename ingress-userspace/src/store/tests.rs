@@ -161,6 +161,40 @@ async fn endpoint_only_changes_are_marked() {
     assert!(!t.snapshot.endpoints_only);
 }
 
+/// Standalone mode's endpoints live in a Service annotation: a change of that alone is an
+/// endpoint change too, and one of anything else in the Service is not.
+#[tokio::test]
+async fn a_change_of_standalone_endpoints_alone_is_marked_too() {
+    let standalone = crate::config::Settings {
+        static_endpoints: true,
+        ..settings()
+    };
+    let mut h = spawn(standalone, Duration::from_millis(10), 1);
+    for ev in base_objects().into_iter().chain([SourceEvent::Synced]) {
+        h.events.send(ev).await.expect("store running");
+    }
+    let first = next(&mut h.translations, WAIT).await.expect("first");
+    assert!(!first.snapshot.endpoints_only);
+    let service = |endpoints: &str, port: i32| {
+        mk_service("ns", "web")
+            .port("http", port, 8080)
+            .annotation(crate::translate::STATIC_ENDPOINTS_ANNOTATION, endpoints)
+            .build()
+    };
+    for (svc, endpoints_only) in [
+        (service("127.0.0.1:9001", 80), true),
+        (service("127.0.0.1:9002", 80), true),
+        (service("127.0.0.1:9002", 81), false),
+    ] {
+        h.events
+            .send(SourceEvent::Apply(Object::Service(svc)))
+            .await
+            .expect("send");
+        let t = next(&mut h.translations, WAIT).await.expect("published");
+        assert_eq!(t.snapshot.endpoints_only, endpoints_only);
+    }
+}
+
 #[tokio::test]
 async fn a_burst_is_coalesced_into_one_publish() {
     let mut h = started(Duration::from_millis(50)).await;
