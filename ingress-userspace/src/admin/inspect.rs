@@ -7,7 +7,7 @@ use ingress_common::{
 };
 
 use crate::{
-    apply::maps::words_addr,
+    apply::maps::{backend_addr, vip_addr, words_addr},
     maps::{pinned::PinnedMaps, MapError},
 };
 
@@ -91,8 +91,7 @@ fn edge_section(out: &mut String, maps: &Path) -> Result<(), MapError> {
             format!("VIP #{}", d.vip_id)
         };
         let proto = if k.proto == PROTO_UDP { "udp" } else { "tcp" };
-        let addr = SocketAddr::new(words_addr(k.addr, k.family), u16::from_be(k.port));
-        let _ = writeln!(out, "  guarded {addr}/{proto}  ({what})");
+        let _ = writeln!(out, "  guarded {}/{proto}  ({what})", vip_addr(k));
     }
     for net in blocked.iter().take(EDGE_LIST_LIMIT) {
         let _ = writeln!(out, "  blocked {net}");
@@ -115,7 +114,6 @@ pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
     let vips = maps.vips()?;
     let _ = writeln!(out, "\nVIPs: {}", vips.len());
     for v in &vips {
-        let addr = words_addr(v.key.addr, v.key.family);
         let proto = if v.key.proto == PROTO_UDP {
             "udp"
         } else {
@@ -126,13 +124,13 @@ pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
             out,
             "  #{:<4} {}/{proto}  backends {}  packets {}  bytes {}",
             v.meta.id,
-            SocketAddr::new(addr, u16::from_be(v.key.port)),
+            vip_addr(&v.key),
             v.meta.backends,
             c.packets,
             c.bytes
         );
         for (b, slots) in &v.spread {
-            let ep = SocketAddr::new(words_addr(b.addr, b.family), u16::from_be(b.port));
+            let ep = backend_addr(b);
             let pct = f64::from(*slots) * 100.0 / f64::from(MAGLEV_RING_SIZE);
             let _ = writeln!(
                 out,
@@ -150,14 +148,7 @@ pub fn report(pin_dir: &Path, flows: usize) -> Result<String, MapError> {
         );
     }
     for r in retired.iter().take(EDGE_LIST_LIMIT) {
-        let vip = SocketAddr::new(
-            words_addr(r.vip.addr, r.vip.family),
-            u16::from_be(r.vip.port),
-        );
-        let ep = SocketAddr::new(
-            words_addr(r.backend.addr, r.backend.family),
-            u16::from_be(r.backend.port),
-        );
+        let (vip, ep) = (vip_addr(&r.vip), backend_addr(&r.backend));
         let _ = writeln!(out, "  {vip}/udp  -x {ep}");
     }
     if retired.len() > EDGE_LIST_LIMIT {

@@ -175,8 +175,14 @@ pub fn backend_value(addr: SocketAddr) -> Backend {
     }
 }
 
-fn backend_addr(b: &Backend) -> SocketAddr {
+/// A backend's address and port, from its map value.
+pub fn backend_addr(b: &Backend) -> SocketAddr {
     SocketAddr::new(words_addr(b.addr, b.family), u16::from_be(b.port))
+}
+
+/// A VIP's address and port, from its map key.
+pub fn vip_addr(k: &VipKey) -> SocketAddr {
+    SocketAddr::new(words_addr(k.addr, k.family), u16::from_be(k.port))
 }
 
 /// The RETIRED key of `backend` on the VIP `vip`.
@@ -205,11 +211,7 @@ fn udp_left(key: &VipKey, state: Option<&VipState>, now: &[SocketAddr]) -> Vec<R
 
 fn vip_name(k: &VipKey) -> String {
     let proto = if k.proto == PROTO_UDP { "udp" } else { "tcp" };
-    format!(
-        "{}:{}/{proto}",
-        words_addr(k.addr, k.family),
-        u16::from_be(k.port)
-    )
+    format!("{}/{proto}", vip_addr(k))
 }
 
 /// Backends marked in RETIRED as gone from a UDP VIP. A mark is kept until its backend comes
@@ -1100,13 +1102,7 @@ mod tests {
         a.writer()
             .retired
             .iter()
-            .map(|k| {
-                let vip = SocketAddr::new(
-                    words_addr(k.vip.addr, k.vip.family),
-                    u16::from_be(k.vip.port),
-                );
-                (vip, backend_addr(&k.backend))
-            })
+            .map(|k| (vip_addr(&k.vip), backend_addr(&k.backend)))
             .collect()
     }
 

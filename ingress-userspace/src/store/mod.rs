@@ -123,7 +123,11 @@ fn same_but_static_endpoints(
             a.remove(crate::translate::STATIC_ENDPOINTS_ANNOTATION);
         }
         // No annotations and none left are the same.
-        if s.metadata.annotations.as_ref().is_some_and(|a| a.is_empty()) {
+        if s.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.is_empty())
+        {
             s.metadata.annotations = None;
         }
         s.metadata.resource_version = None;
