@@ -550,11 +550,22 @@ async fn apply_loop(
     const RETRY_FIRST: Duration = Duration::from_secs(1);
     const RETRY_MAX: Duration = Duration::from_secs(30);
     let mut retry: Option<(Instant, Duration, Arc<crate::snapshot::Snapshot>)> = None;
+    let mut recheck = tokio::time::interval(LOCAL_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let retry_at = retry.as_ref().map(|(at, _, _)| *at);
         tokio::select! {
             changed = translations.changed() => if changed.is_err() { return },
             () = shutdown.cancelled() => return,
+            _ = recheck.tick() => {
+                if let Some(k) = kernel.clone() {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        k.lock().unwrap_or_else(|e| e.into_inner()).local.recheck()
+                    })
+                    .await;
+                }
+                continue;
+            }
             () = crate::sleep_until_opt(retry_at.map(Into::into)) => {
                 if let Some((_, delay, snap)) = retry.take() {
                     match apply_kernel(kernel.clone(), snap.clone()).await {
@@ -594,6 +605,10 @@ async fn apply_loop(
         );
     }
 }
+
+/// How often the node-local L4 sockets are checked against this host's addresses: a VIP
+/// address failing over to the node is served to its own clients within this.
+const LOCAL_RECHECK: Duration = Duration::from_secs(10);
 
 /// Applies the L4 services of `snapshot` to the kernel maps (if any); false when it failed.
 async fn apply_kernel(

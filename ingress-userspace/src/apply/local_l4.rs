@@ -65,7 +65,14 @@ impl Drop for Local {
 pub struct LocalL4 {
     runtime: tokio::runtime::Handle,
     listeners: BTreeMap<Key, Local>,
-    is_local: fn(IpAddr) -> bool,
+    /// The services of the last apply with endpoints, wherever their VIP is: an address
+    /// that comes to this node later (a floating VIP failing over to it) is served from
+    /// the next [`LocalL4::recheck`], without waiting for a config change.
+    candidates: BTreeMap<Key, Arc<[SocketAddr]>>,
+    /// Those of them whose socket could not be bound, warned about once.
+    unbound: BTreeSet<Key>,
+    /// This host's addresses, read once per pass.
+    addresses: fn() -> BTreeSet<IpAddr>,
     /// Interfaces the XDP program is attached to: what arrives there is the kernel path's
     /// (edge checks included), and what it passes to the stack must not reach these sockets.
     xdp_ifindexes: Vec<u32>,
@@ -82,7 +89,9 @@ impl LocalL4 {
         LocalL4 {
             runtime,
             listeners: BTreeMap::new(),
-            is_local: crate::maps::local_addrs::is_local,
+            candidates: BTreeMap::new(),
+            unbound: BTreeSet::new(),
+            addresses: crate::maps::local_addrs::all,
             xdp_ifindexes: Vec::new(),
             closed: false,
         }
@@ -130,9 +139,9 @@ impl LocalL4 {
         socket.attach_filter(&prog)
     }
 
-    /// Decides with `f` whether a VIP is the node's own address (tests).
-    pub fn with_local_check(mut self, f: fn(IpAddr) -> bool) -> Self {
-        self.is_local = f;
+    /// Takes this host's addresses from `f` (tests).
+    pub fn with_addresses(mut self, f: fn() -> BTreeSet<IpAddr>) -> Self {
+        self.addresses = f;
         self
     }
 
@@ -143,21 +152,16 @@ impl LocalL4 {
 
     /// Serves each service of `services` on a node address with endpoints (the first
     /// service of a VIP:port wins, as in the kernel), and closes the others. A socket that
-    /// cannot bind is logged and tried again at the next apply.
+    /// cannot bind is logged and tried again at the next apply or recheck.
     pub fn apply(&mut self, services: &[L4Service]) {
-        if self.closed {
-            return;
-        }
-        let mut wanted: BTreeMap<Key, &[SocketAddr]> = BTreeMap::new();
+        let mut candidates: BTreeMap<Key, &[SocketAddr]> = BTreeMap::new();
         for s in services {
-            if (self.is_local)(s.vip) {
-                wanted
-                    .entry((SocketAddr::new(s.vip, s.port), s.protocol))
-                    .or_insert(&s.backends);
-            }
+            candidates
+                .entry((SocketAddr::new(s.vip, s.port), s.protocol))
+                .or_insert(&s.backends);
         }
         // The kernel path balances a VIP over the endpoints of its family only.
-        let wanted: BTreeMap<Key, Arc<[SocketAddr]>> = wanted
+        self.candidates = candidates
             .into_iter()
             .map(|(key, endpoints)| {
                 let family = endpoints.iter().filter(|e| e.is_ipv6() == key.0.is_ipv6());
@@ -165,32 +169,59 @@ impl LocalL4 {
             })
             .filter(|(_, endpoints)| !endpoints.is_empty())
             .collect();
-        self.listeners.retain(|key, _| wanted.contains_key(key));
-        for (key, endpoints) in wanted {
+        self.sync();
+    }
+
+    /// Reads this host's addresses again and serves what changed since the last pass: a
+    /// VIP address that came or went, a socket that could not be bound before. Returns
+    /// whether any socket was opened or closed.
+    pub fn recheck(&mut self) -> bool {
+        self.sync()
+    }
+
+    fn sync(&mut self) -> bool {
+        if self.closed {
+            return false;
+        }
+        let addresses = (self.addresses)();
+        let before = self.listeners.len();
+        let candidates = &self.candidates;
+        let wanted = |key: &Key| candidates.contains_key(key) && addresses.contains(&key.0.ip());
+        self.listeners.retain(|key, _| wanted(key));
+        self.unbound.retain(|key| wanted(key));
+        let mut changed = self.listeners.len() != before;
+        for (&key, endpoints) in &self.candidates {
+            if !addresses.contains(&key.0.ip()) {
+                continue;
+            }
             let (addr, protocol) = key;
             if let Some(local) = self.listeners.get(&key) {
                 local.endpoints.send_if_modified(|now| {
-                    let changed = **now != *endpoints;
-                    if changed {
+                    let modified = **now != **endpoints;
+                    if modified {
                         *now = endpoints.clone();
                     }
-                    changed
+                    modified
                 });
                 continue;
             }
             let served = match protocol {
-                L4Protocol::Tcp => self.listen(addr, endpoints),
-                L4Protocol::Udp => self.relay(addr, endpoints),
+                L4Protocol::Tcp => self.listen(addr, endpoints.clone()),
+                L4Protocol::Udp => self.relay(addr, endpoints.clone()),
             };
             match served {
                 Ok(local) => {
                     debug!(%addr, ?protocol, "L4 service serving clients on this node");
                     self.listeners.insert(key, local);
+                    self.unbound.remove(&key);
+                    changed = true;
                 }
-                Err(e) => warn!(%addr, ?protocol, error = %e,
-                    "L4 service not reachable from this node itself: cannot bind"),
+                Err(e) if self.unbound.insert(key) => warn!(%addr, ?protocol, error = %e,
+                    "L4 service not reachable from this node itself: cannot bind (tried again every recheck)"),
+                Err(e) => debug!(%addr, ?protocol, error = %e, "L4 service still cannot bind"),
             }
         }
+        changed
     }
 
     fn listen(&self, addr: SocketAddr, endpoints: Arc<[SocketAddr]>) -> std::io::Result<Local> {
@@ -438,6 +469,10 @@ mod tests {
         addr
     }
 
+    fn loopback() -> BTreeSet<IpAddr> {
+        [IpAddr::from([127, 0, 0, 1])].into()
+    }
+
     fn free_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -467,7 +502,7 @@ mod tests {
         let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let port = free_port();
         let vip = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut local = LocalL4::new(tokio::runtime::Handle::current()).with_local_check(|_| true);
+        let mut local = LocalL4::new(tokio::runtime::Handle::current()).with_addresses(loopback);
         let apply = |local: &mut LocalL4, backends: &[SocketAddr]| {
             local.apply(&[tcp(port, backends, L4Protocol::Tcp)])
         };
@@ -497,7 +532,7 @@ mod tests {
         apply(&mut local, &[a]);
         assert!(local.serving().is_empty());
         let mut elsewhere =
-            LocalL4::new(tokio::runtime::Handle::current()).with_local_check(|_| false);
+            LocalL4::new(tokio::runtime::Handle::current()).with_addresses(BTreeSet::new);
         elsewhere.apply(&[
             tcp(free_port(), &[a], L4Protocol::Tcp),
             tcp(free_port(), &[a], L4Protocol::Udp),
@@ -541,7 +576,7 @@ mod tests {
         let b = udp_server("b").await;
         let port = free_port();
         let vip = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut local = LocalL4::new(tokio::runtime::Handle::current()).with_local_check(|_| true);
+        let mut local = LocalL4::new(tokio::runtime::Handle::current()).with_addresses(loopback);
         local.apply(&[tcp(port, &[a, b], L4Protocol::Udp)]);
         assert_eq!(local.serving(), [(vip, L4Protocol::Udp)].into());
         // Each client address gets the next endpoint, and keeps it.
@@ -573,5 +608,51 @@ mod tests {
         local.apply(&[tcp(port, &[b], L4Protocol::Udp)]);
         let c3 = udp_client(vip).await;
         assert_eq!(udp_ask(&c3, "back").await.expect("answered"), "b back");
+    }
+
+    #[tokio::test]
+    async fn a_vip_address_coming_to_the_node_and_a_port_freed_later_are_served_at_the_recheck() {
+        use std::sync::atomic::AtomicBool;
+        static HERE: AtomicBool = AtomicBool::new(false);
+        fn addresses() -> BTreeSet<IpAddr> {
+            match HERE.load(Ordering::SeqCst) {
+                true => [IpAddr::from([127, 0, 0, 1])].into(),
+                false => BTreeSet::new(),
+            }
+        }
+        let a = server("a").await;
+        let port = free_port();
+        let vip = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut local = LocalL4::new(tokio::runtime::Handle::current()).with_addresses(addresses);
+        local.apply(&[tcp(port, &[a], L4Protocol::Tcp)]);
+        assert!(local.serving().is_empty());
+        assert!(!local.recheck(), "nothing changed");
+        // The address fails over to this node: served without another apply.
+        HERE.store(true, Ordering::SeqCst);
+        assert!(local.recheck());
+        assert_eq!(local.serving(), [(vip, L4Protocol::Tcp)].into());
+        assert_eq!(ask(vip).await.expect("served"), "a");
+        assert!(!local.recheck(), "nothing changed");
+        // It leaves again: the socket goes.
+        HERE.store(false, Ordering::SeqCst);
+        assert!(local.recheck());
+        assert!(local.serving().is_empty());
+        HERE.store(true, Ordering::SeqCst);
+        // The listener's task ends at its next poll.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        // Another program holds the port: nothing is bound, and nothing is lost either.
+        let foreign = std::net::TcpListener::bind(vip).expect("foreign listener");
+        assert!(!local.recheck());
+        assert!(local.serving().is_empty());
+        assert!(!local.recheck(), "still held");
+        drop(foreign);
+        assert!(local.recheck());
+        assert_eq!(local.serving(), [(vip, L4Protocol::Tcp)].into());
+        assert_eq!(ask(vip).await.expect("served"), "a");
+        // A later apply without the service closes it, and a recheck brings nothing back.
+        local.apply(&[]);
+        assert!(local.serving().is_empty());
+        assert!(!local.recheck());
     }
 }

@@ -3,21 +3,29 @@
 //! A VIP with no endpoint is left to the node's stack, which refuses its connections, only
 //! when the VIP is the node's own address: the stack would route a packet for any other
 //! address on, possibly back to the router that sent it here.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 /// Whether `ip` is assigned to an interface of this host; `false` if they cannot be read.
 pub fn is_local(ip: IpAddr) -> bool {
+    all().contains(&ip)
+}
+
+/// Every address assigned to an interface of this host; empty if they cannot be read.
+pub fn all() -> BTreeSet<IpAddr> {
+    let mut found = BTreeSet::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return false;
+        return found;
     }
-    let mut found = false;
     let mut cur = head;
-    while !cur.is_null() && !found {
+    while !cur.is_null() {
         // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freed.
         let ifa = unsafe { &*cur };
-        found = address(ifa.ifa_addr) == Some(ip);
+        found.extend(address(ifa.ifa_addr));
         cur = ifa.ifa_next;
     }
     // SAFETY: the list getifaddrs returned, freed once.
@@ -64,6 +72,7 @@ mod tests {
     fn loopback_is_local_and_a_documentation_address_is_not() {
         assert!(is_local(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         assert!(!is_local("192.0.2.77".parse().expect("address")));
+        assert!(all().contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)));
         assert_eq!(ifindex("lo"), Some(1));
         assert_eq!(ifindex("no-such-link"), None);
     }
