@@ -205,7 +205,6 @@ impl Drop for Pins {
 /// reason. A backend added back is not left again by its new flows.
 #[test]
 fn a_udp_flow_moves_when_its_backend_leaves_the_vip() {
-    use std::net::UdpSocket;
     let topo = Topology::new(2).expect("topology (needs root, netns, ethtool)");
     let stops = [
         udp_echo(&topo.backends[0], "b1", 5353),
@@ -230,13 +229,7 @@ fn a_udp_flow_moves_when_its_backend_leaves_the_vip() {
         &[&backend_ip(1), &backend_ip(2)],
         Some(pins.0.clone().into()),
     );
-    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
-        .unwrap()
-        .unwrap();
-    client.connect("198.19.0.10:53").unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    let client = udp_client(&topo.client, "198.19.0.10:53", Duration::from_millis(300));
     let ask = |what: &str| -> Option<String> {
         let mut buf = [0u8; 512];
         client.send(what.as_bytes()).ok()?;
@@ -291,12 +284,7 @@ fn a_udp_flow_moves_when_its_backend_leaves_the_vip() {
     node.applier.apply(&[udp(&[1, 2])]).unwrap();
     let mut to_returned = None;
     for _ in 0..40 {
-        let sock = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
-            .unwrap()
-            .unwrap();
-        sock.connect("198.19.0.10:53").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        let sock = udp_client(&topo.client, "198.19.0.10:53", Duration::from_millis(300));
         let mut buf = [0u8; 512];
         sock.send(b"hello").unwrap();
         let n = sock.recv(&mut buf).unwrap();
@@ -331,7 +319,7 @@ fn a_udp_flow_moves_when_its_backend_leaves_the_vip() {
 /// finish theirs.
 #[test]
 fn a_vip_without_endpoints_refuses_new_connections_and_keeps_open_ones() {
-    use std::net::{TcpStream, UdpSocket};
+    use std::net::TcpStream;
     let topo = Topology::new(1).expect("topology (needs root, netns, ethtool)");
     let _s1 = Server::start(&topo.backends[0], "b1", 8080).unwrap();
     // The VIP is the node's own address, as `--l4-address=$(NODE_IP)` makes it.
@@ -376,13 +364,7 @@ fn a_vip_without_endpoints_refuses_new_connections_and_keeps_open_ones() {
         .apply(&[service(&[1]), udp(vec![udp_backend])])
         .unwrap();
     node.applier.apply(&[service(&[1]), udp(vec![])]).unwrap();
-    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
-        .unwrap()
-        .unwrap();
-    client.connect("198.19.0.10:54").unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
+    let client = udp_client(&topo.client, "198.19.0.10:54", Duration::from_secs(1));
     assert!(
         refused_after_sending(&client, 3),
         "a datagram to a UDP VIP without endpoints went unanswered"
@@ -474,6 +456,16 @@ fn clients_on_the_node_reach_a_tcp_vip_on_its_own_address() {
     drop(node);
 }
 
+/// A UDP socket in `ns` connected to `to`, its reads bounded by `timeout`.
+fn udp_client(ns: &tests::netns::NetNs, to: &str, timeout: Duration) -> std::net::UdpSocket {
+    let sock = in_ns(ns, || std::net::UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    sock.connect(to).unwrap();
+    sock.set_read_timeout(Some(timeout)).unwrap();
+    sock
+}
+
 /// Sends on `sock` until a receive fails with "connection refused" (the kernel's report of an
 /// ICMP port unreachable on a connected UDP socket); at most `tries` sends, 1 s apart.
 fn refused_after_sending(sock: &std::net::UdpSocket, tries: usize) -> bool {
@@ -511,11 +503,7 @@ fn icmp_errors_reach_both_ends_of_a_natted_udp_flow() {
 
     // The backend's kernel answers "port unreachable" to the SNAT address, about the
     // datagram we sent it: the client must hear it about the datagram it sent the VIP.
-    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
-        .unwrap()
-        .unwrap();
-    client.connect("198.19.0.10:54").unwrap();
-    client.set_read_timeout(wait).unwrap();
+    let client = udp_client(&topo.client, "198.19.0.10:54", Duration::from_secs(1));
     assert!(
         refused_after_sending(&client, 3),
         "the client never heard of the closed backend port"
@@ -529,13 +517,7 @@ fn icmp_errors_reach_both_ends_of_a_natted_udp_flow() {
     server
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
-        .unwrap()
-        .unwrap();
-    client.connect("198.19.0.10:53").unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    let client = udp_client(&topo.client, "198.19.0.10:53", Duration::from_secs(5));
     client.send(b"ping").unwrap();
     let mut buf = [0u8; 64];
     let (n, peer) = server.recv_from(&mut buf).unwrap();
@@ -670,13 +652,7 @@ fn the_client_learns_the_mtu_of_the_nodes_link_to_the_backend_and_replies_are_fr
     };
     let node = Node::start(&topo, &[dns], &[&backend_ip(1)]);
 
-    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
-        .unwrap()
-        .unwrap();
-    client.connect("198.19.0.10:53").unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
+    let client = udp_client(&topo.client, "198.19.0.10:53", Duration::from_secs(1));
     // A small datagram goes through.
     client.send(b"small").unwrap();
     let mut buf = vec![0u8; 2048];
@@ -716,13 +692,7 @@ fn the_client_learns_the_mtu_of_the_nodes_link_to_the_backend_and_replies_are_fr
     // (veth also drops what exceeds the MTU of the end that receives it: nb1 gets 1500 back.)
     topo.node.run("ip link set nb1 mtu 1500").unwrap();
     topo.node.run("ip link set nc mtu 1280").unwrap();
-    let client = in_ns(&topo.client, || UdpSocket::bind("0.0.0.0:0"))
-        .unwrap()
-        .unwrap();
-    client.connect("198.19.0.10:53").unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    let client = udp_client(&topo.client, "198.19.0.10:53", Duration::from_secs(2));
     client.send(b"ask").unwrap();
     server
         .set_read_timeout(Some(Duration::from_secs(2)))
