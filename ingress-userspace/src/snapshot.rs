@@ -691,7 +691,7 @@ pub enum PathMatch {
 #[derive(Clone, Debug)]
 pub struct Pattern {
     pub source: String,
-    pub regex: regex::Regex,
+    pub regex: crate::pattern::Regex,
 }
 
 /// Two patterns are equal when their source is: each field that holds one always compiles it
@@ -715,7 +715,7 @@ impl PathMatch {
                         .strip_prefix(p.as_str())
                         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             }
-            PathMatch::Regex(r) => r.regex.find(path).is_some_and(|m| m.start() == 0),
+            PathMatch::Regex(r) => r.regex.matches_at_start(path),
         }
     }
 

@@ -115,7 +115,7 @@ pub fn regex(source: &str, target: &Arc<RouteTarget>) -> Route {
     Route {
         path: PathMatch::Regex(Pattern {
             source: source.into(),
-            regex,
+            regex: regex.into(),
         }),
         target: target.clone(),
     }

@@ -18,8 +18,8 @@ fn manifests(upstream: SocketAddr) -> String {
     class_and_service_yaml("app", &upstream.to_string(), "http", 80) + INGRESSES
 }
 
-/// The Ingresses of [`manifests`]: a regex rewrite, a redirect, and one with an invalid
-/// annotation.
+/// The Ingresses of [`manifests`]: a regex rewrite, one with PCRE look-ahead, a redirect,
+/// and one with an invalid annotation.
 const INGRESSES: &str = r#"apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
@@ -34,6 +34,24 @@ spec:
     http:
       paths:
       - path: /api(/|$)(.*)
+        pathType: ImplementationSpecific
+        backend:
+          service: {name: app, port: {number: 80}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: not-api
+  namespace: default
+  annotations:
+    nginx.ingress.kubernetes.io/use-regex: "true"
+    nginx.ingress.kubernetes.io/rewrite-target: /static/$1
+spec:
+  rules:
+  - host: n.test
+    http:
+      paths:
+      - path: /(?!api(?:/|$))(.*)
         pathType: ImplementationSpecific
         backend:
           service: {name: app, port: {number: 80}}
@@ -219,6 +237,15 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
         if !(r.starts_with("HTTP/1.1 200") && r.contains("\"uri\":\"/users/7?x=1\"")) {
             return Err(format!("rewrite: {r}"));
         }
+        // A PCRE-only path (negative look-ahead) routes and rewrites as in ingress-nginx.
+        let r = get(http, "n.test", "/Web/x").map_err(|e| e.to_string())?;
+        if !(r.starts_with("HTTP/1.1 200") && r.contains("\"uri\":\"/static/Web/x\"")) {
+            return Err(format!("look-ahead rewrite: {r}"));
+        }
+        let r = get(http, "n.test", "/API/x").map_err(|e| e.to_string())?;
+        if !r.starts_with("HTTP/1.1 404") {
+            return Err(format!("look-ahead path took /API/x: {r}"));
+        }
         // permanent-redirect (301 by default, as ingress-nginx).
         let r = get(http, "m.test", "/old").map_err(|e| e.to_string())?;
         if !(r.starts_with("HTTP/1.1 301")
@@ -242,8 +269,8 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
     checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
     assert_eq!(
         up.hits(),
-        1,
-        "only the rewritten request reached the upstream"
+        2,
+        "only the two rewritten requests reached the upstream"
     );
     // The redirect counts under its class; the excluded family is left out, the others stay.
     assert!(

@@ -189,7 +189,9 @@ mod tests {
         let mut c = canary(0, None);
         c.header_pattern = Some(crate::snapshot::Pattern {
             source: "^(beta|alpha)-[0-9]+$".into(),
-            regex: regex::Regex::new("^(beta|alpha)-[0-9]+$").expect("regex"),
+            regex: regex::Regex::new("^(beta|alpha)-[0-9]+$")
+                .expect("regex")
+                .into(),
         });
         assert!(use_canary(&c, &headers(&[("x-canary", "beta-7")])));
         assert!(use_canary(&c, &headers(&[("x-canary", "alpha-12")])));
@@ -210,7 +212,7 @@ mod tests {
         // An unanchored pattern finds its match anywhere in the value.
         c.header_pattern = Some(crate::snapshot::Pattern {
             source: "canary".into(),
-            regex: regex::Regex::new("canary").expect("regex"),
+            regex: regex::Regex::new("canary").expect("regex").into(),
         });
         assert!(use_canary(
             &c,

@@ -412,14 +412,12 @@ pub(crate) fn no_space_or_control(v: &str) -> Result<(), String> {
 /// able to make every request run a huge automaton.
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
-/// An annotation's regex (Rust `regex` syntax, case-sensitive, unanchored), compiled.
+/// An annotation's regex (case-sensitive, unanchored), compiled (`crate::pattern`).
 pub(crate) fn compile_pattern(v: &str) -> Result<Pattern, String> {
     if v.is_empty() {
         return Err("must not be empty".to_string());
     }
-    let regex = regex::RegexBuilder::new(v)
-        .size_limit(PATTERN_SIZE_LIMIT)
-        .build()
+    let regex = crate::pattern::Regex::new(v, false, PATTERN_SIZE_LIMIT)
         .map_err(|e| format!("not a valid regex: {e}"))?;
     Ok(Pattern {
         source: v.to_owned(),
