@@ -749,6 +749,8 @@ pub struct Upstream {
     pub name: String,
     /// Ready pod endpoints (or serving+terminating ones when none is ready). Empty -> 503.
     pub endpoints: Vec<SocketAddr>,
+    /// The Service or its port does not exist (a `BackendNotFound` Warning): no endpoints.
+    pub missing: bool,
     pub protocol: BackendProtocol,
     /// `proxy-ssl-*` for HTTPS and GRPCS upstreams; `None`: not verified, no client
     /// certificate, no SNI.

@@ -47,6 +47,7 @@ pub fn upstream_with(
     Arc::new(Upstream {
         name: format!("default/{name}:80"),
         endpoints: endpoints.to_vec(),
+        missing: false,
         protocol,
         tls: None,
     })

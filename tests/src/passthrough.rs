@@ -277,6 +277,7 @@ pub fn route(host: &str, backends: &[SocketAddr], proxy_protocol: bool) -> Passt
                 backends.first().map(|a| a.port()).unwrap_or(0)
             ),
             endpoints: backends.to_vec(),
+            missing: false,
             protocol: BackendProtocol::Https,
             tls: None,
         }),

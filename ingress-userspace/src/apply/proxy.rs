@@ -112,6 +112,7 @@ impl ProxyApplier {
             reload,
             took,
         );
+        metrics.set_applied(snapshot.clone());
         // As ingress-nginx, the hash follows the reloads.
         if let (true, Some(h)) = (reload, &self.hasher) {
             h.submit(snapshot);

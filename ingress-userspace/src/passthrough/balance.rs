@@ -157,6 +157,7 @@ mod tests {
                 .map(|i| SocketAddr::from(([127, 0, 0, 1], 1000 + i)))
                 .collect(),
             protocol: BackendProtocol::Https,
+            missing: false,
             tls: None,
         })
     }
@@ -213,6 +214,7 @@ mod tests {
         let u = Arc::new(Upstream {
             name: "ns/x:1".into(),
             endpoints: vec![dead, live.local_addr().unwrap()],
+            missing: false,
             protocol: BackendProtocol::Https,
             tls: None,
         });

@@ -685,6 +685,7 @@ mod tests {
             upstream: Arc::new(Upstream {
                 name: name.into(),
                 endpoints: vec![],
+                missing: false,
                 protocol: BackendProtocol::Https,
                 tls: None,
             }),

@@ -206,6 +206,10 @@ pub struct ProxyMetrics {
     config_rejected: AtomicBool,
     /// The applied configuration's certificates, for `ssl_expire_time_seconds`.
     certificates: Mutex<(CertExpiries, Vec<CertExpiry>)>,
+    /// The configuration in use, whose Ingresses `orphan_ingress` reports: worked out at
+    /// scrape time, since it costs milliseconds for 10,000 Ingresses that every endpoint
+    /// change would otherwise pay.
+    applied: Mutex<Option<Arc<crate::snapshot::Snapshot>>>,
     open_connections: AtomicI64,
     /// The open-connection cap (`--max-connections`).
     max_connections: AtomicU64,
@@ -258,6 +262,7 @@ impl ProxyMetrics {
             config_hash: AtomicU64::new(0),
             config_rejected: AtomicBool::new(false),
             certificates: Mutex::default(),
+            applied: Mutex::default(),
             open_connections: AtomicI64::new(0),
             max_connections: AtomicU64::new(0),
             accept_pauses: AtomicU64::new(0),
@@ -416,6 +421,11 @@ impl ProxyMetrics {
         self.config_applies.fetch_add(1, Relaxed);
         self.config_generation.store(generation, Relaxed);
         self.apply_duration.observe(took);
+    }
+
+    /// Keeps the configuration in use, for the series worked out at scrape time.
+    pub fn set_applied(&self, snapshot: Arc<crate::snapshot::Snapshot>) {
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
     }
 
     /// Sets `Snapshot::config_hash` of the configuration in use (`apply::config_hash`).
@@ -591,11 +601,20 @@ impl ProxyMetrics {
             self.retired_requests.load(Relaxed) + routes.iter().map(|m| m.requests()).sum::<u64>();
         let certs = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
         let leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        let applied = self
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let orphans = applied
+            .map(|s| super::orphans::orphans(&s))
+            .unwrap_or_default();
         super::nginx_metrics::render(
             &super::nginx_metrics::Sources {
                 options: &self.options,
                 locations: &locations,
                 certificates: &certs.1,
+                orphans: &orphans,
                 last_apply: self.last_reload.load(Relaxed),
                 config_rejected: self.config_rejected.load(Relaxed),
                 applies: self.reloads.load(Relaxed),

@@ -22,6 +22,7 @@ pub mod listener;
 pub mod log_format;
 pub mod metrics;
 pub mod nginx_metrics;
+pub mod orphans;
 pub(crate) mod outbound;
 pub mod process_stats;
 pub mod real_ip;

@@ -521,6 +521,8 @@ pub struct Sources<'a> {
     pub options: &'a SeriesOptions,
     pub locations: &'a [Arc<LocationSeries>],
     pub certificates: &'a [CertExpiry],
+    /// The Ingresses in use, for `orphan_ingress`.
+    pub orphans: &'a [super::orphans::Orphan],
     /// Unix time of the last configuration applied that ingress-nginx would have reloaded
     /// for (endpoint-only changes aside); 0 before the first.
     pub last_apply: u64,
@@ -743,6 +745,7 @@ fn render_controller(s: &Sources<'_>, ctl: &str, out: &mut String) {
         "Cumulative number of Ingress controller reload operations.",
     );
     let _ = writeln!(out, "nginx_ingress_controller_success{only} {}", s.applies);
+    super::orphans::render(s.orphans, ctl, out);
     if let Some((name, leading)) = s.leader {
         family(
             out,
@@ -1201,6 +1204,27 @@ mod tests {
         m.config_applied(1, &tls, &[], false, true, Duration::from_millis(1));
         m.set_config_hash(9);
         m.set_leader("lease", true);
+        // An Ingress routing to a Service without endpoints.
+        let objects = crate::store::cache::ObjectCache::from_objects([
+            crate::source::Object::IngressClass(crate::translate::testutil::mk_class(
+                "xdp",
+                crate::translate::testutil::CONTROLLER,
+                false,
+            )),
+            crate::source::Object::Service(
+                crate::translate::testutil::mk_service("shop", "web")
+                    .port("http", 80, 8080)
+                    .build(),
+            ),
+            crate::source::Object::Ingress(
+                crate::translate::testutil::mk_ingress("shop", "api")
+                    .host("shop.example")
+                    .path("/", "Prefix", "web", 80)
+                    .build(),
+            ),
+        ]);
+        let t = crate::translate::translate(&objects, &crate::translate::testutil::settings());
+        m.set_applied(t.snapshot);
         let out = rendered(&m);
         let ctl = "controller_class=\"k8s.io/ingress-nginx\",controller_namespace=\"ingress\",\
                    controller_pod=\"ingressd-x7k2p\"";
@@ -1214,6 +1238,7 @@ mod tests {
             "build_info",
             "success",
             "leader_election",
+            "orphan_ingress",
         ] {
             let name = format!("nginx_ingress_controller_{family}");
             assert!(
@@ -1232,6 +1257,13 @@ mod tests {
         assert!(out.contains(&format!(
             "nginx_ingress_controller_config_hash{{{ctl}}} 9\n"
         )));
+        for (kind, value) in [("no-endpoint", 1), ("no-service", 0)] {
+            let line = format!(
+                "nginx_ingress_controller_orphan_ingress{{namespace=\"shop\",ingress=\"api\",\
+                 type=\"{kind}\",{ctl}}} {value}\n"
+            );
+            assert!(out.contains(&line), "no {line} in\n{out}");
+        }
         let expiry = samples
             .iter()
             .find(|l| l.starts_with("nginx_ingress_controller_ssl_expire_time_seconds"))

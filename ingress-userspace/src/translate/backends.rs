@@ -168,6 +168,7 @@ impl<'a> Resolver<'a> {
                     Arc::new(Upstream {
                         name: format!("{}:{}", qualified(), backend.port),
                         endpoints: Vec::new(),
+                        missing: true,
                         protocol,
                         tls: None,
                     })
@@ -198,6 +199,7 @@ impl<'a> Resolver<'a> {
         let up = Arc::new(Upstream {
             name,
             endpoints,
+            missing: false,
             protocol,
             tls: None,
         });
@@ -773,14 +775,14 @@ mod tests {
     #[test]
     fn unknown_service_or_port_routes_with_no_endpoints() {
         let (up, problem) = resolve(vec![], be("ghost", PortRef::Number(80)), false);
-        assert!(up.endpoints.is_empty());
+        assert!(up.endpoints.is_empty() && up.missing);
         assert_eq!(up.name, "ns/ghost:80");
         assert_eq!(problem.map(|p| p.reason), Some(reason::BACKEND_NOT_FOUND));
         let objs = vec![Object::Service(
             mk_service("ns", "web").port("http", 80, 8080).build(),
         )];
         let (up, problem) = resolve(objs, be("web", PortRef::Name("grpc".into())), false);
-        assert!(up.endpoints.is_empty());
+        assert!(up.endpoints.is_empty() && up.missing);
         assert!(problem.expect("problem").message.contains("no port grpc"));
     }
 

@@ -2625,3 +2625,68 @@ fn the_config_hash_follows_the_configuration_only() {
     );
     assert!(first.config_hash() < 1 << 53, "a float holds it exactly");
 }
+
+/// ingress-nginx's `orphan_ingress`: per Ingress, a missing Service or port, and a Service
+/// without endpoints, canaries included; an endpoint that appears clears it.
+#[test]
+fn orphan_ingresses_are_told_apart_by_missing_service_and_missing_endpoints() {
+    use crate::proxy::orphans::{orphans, Orphan};
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(Object::Service(
+        mk_service("ns", "empty").port("http", 80, 8080).build(),
+    ));
+    objs.push(ing(mk_ingress("ns", "ok")
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "ghost")
+        .host("b.example")
+        .path("/", "Prefix", "ghost", 80)
+        .path("/x", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "starved")
+        .host("c.example")
+        .path("/", "Prefix", "empty", 80)
+        .path("/y", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "both")
+        .host("d.example")
+        .path("/", "Prefix", "ghost", 80)
+        .path("/e", "Prefix", "empty", 80)));
+    objs.push(ing(mk_ingress("ns", "canary")
+        .annotation("canary", "true")
+        .annotation("canary-weight", "10")
+        .host("a.example")
+        .path("/", "Prefix", "empty", 80)));
+    let o = |name: &str, no_service, no_endpoint| Orphan {
+        namespace: "ns".into(),
+        ingress: name.into(),
+        no_service,
+        no_endpoint,
+    };
+    let t = run(objs.clone());
+    assert_eq!(
+        orphans(&t.snapshot),
+        vec![
+            o("both", true, true),
+            o("canary", false, true),
+            o("ghost", true, false),
+            o("ok", false, false),
+            o("starved", false, true),
+        ]
+    );
+    objs.push(Object::EndpointSlice(
+        mk_slice("ns", "empty-x", "empty")
+            .port("http", 8080)
+            .endpoint("10.0.0.2")
+            .build(),
+    ));
+    let t = run(objs);
+    assert_eq!(
+        orphans(&t.snapshot),
+        vec![
+            o("both", true, false),
+            o("canary", false, false),
+            o("ghost", true, false),
+            o("ok", false, false),
+            o("starved", false, false),
+        ]
+    );
+}

@@ -288,6 +288,20 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
         metrics.contains("nginx_ingress_controller_response_size_sum{"),
         "{metrics}"
     );
+    // Every Ingress routes to a Service with an endpoint: none is an orphan.
+    for ingress in ["rewrite", "not-api", "moved", "broken"] {
+        for kind in ["no-service", "no-endpoint"] {
+            let series = format!(
+                "nginx_ingress_controller_orphan_ingress{{namespace=\"default\",ingress=\"{ingress}\",type=\"{kind}\""
+            );
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l.starts_with(&series) && l.ends_with("} 0")),
+                "no {series}... 0 in\n{metrics}"
+            );
+        }
+    }
     assert!(
         log_text.contains("default/broken") && log_text.contains("proxy-body-size"),
         "the rejection is logged with its reason:\n{log_text}"

@@ -84,6 +84,7 @@ mod tests {
             upstream: Arc::new(Upstream {
                 name: "default/canary:80".into(),
                 endpoints: Vec::new(),
+                missing: false,
                 protocol: Default::default(),
                 tls: None,
             }),
