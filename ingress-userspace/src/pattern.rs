@@ -147,6 +147,23 @@ mod tests {
     }
 
     #[test]
+    fn long_paths_within_a_request_head_match_without_reaching_the_bound() {
+        // The largest request head the proxy accepts is well under this.
+        let rest = "a/".repeat(32 * 1024);
+        let not_api = Regex::new("^(?:/(?!api(?:/|$))(.*))", true, LIMIT).expect("compiles");
+        let path = format!("/{rest}");
+        assert!(not_api.matches_at_start(&path));
+        let mut out = String::new();
+        assert!(not_api.expand_at_start(&path, "$1", &mut out));
+        assert_eq!(out, rest);
+        assert!(!not_api.matches_at_start(&format!("/api/{rest}")));
+        let back = Regex::new(r"^(?:/(\w+)/\1/(.*))", false, LIMIT).expect("compiles");
+        assert!(back.is_backtracking());
+        assert!(back.matches_at_start(&format!("/ab/ab/{rest}")));
+        assert!(!back.matches_at_start(&format!("/ab/ba/{rest}")));
+    }
+
+    #[test]
     fn a_match_past_the_backtracking_bound_counts_as_no_match() {
         // Catastrophic backtracking: nested quantifiers and a look-ahead that never holds.
         let evil = Regex::new("^(?:(a+)+(?=b))", false, LIMIT).expect("compiles");
