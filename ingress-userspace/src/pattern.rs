@@ -5,14 +5,26 @@
 //! whenever its syntax allows. Only a pattern that needs PCRE-only syntax (look-around such
 //! as `/(?!api)`, backreferences, atomic groups, possessive quantifiers) falls back to
 //! `fancy-regex`, a backtracking engine like PCRE. Its matches are bounded to
-//! [`BACKTRACK_LIMIT`] steps: a request that would take more counts as not matching, so a
-//! hostile path cannot hold a core (nginx bounds PCRE the same way, with `pcre_jit` stack
-//! and match limits).
+//! [`BACKTRACK_LIMIT`] backtracks: a match that would take more is [`Undecided`], which a
+//! path rule answers with a 500 as nginx does when PCRE reaches its match limit, so a
+//! hostile input cannot hold a core nor slip past a rule to a less guarded one. Each
+//! backtrack may rescan part of the input, so the bound is in backtracks times input length,
+//! not in time.
 use std::sync::Arc;
 
-/// Backtracking steps one match may take before it counts as no match. A step is a few
-/// nanoseconds: this bounds a request's cost per pattern to about a millisecond.
+/// Backtracks one match may take before it is [`Undecided`].
 pub const BACKTRACK_LIMIT: usize = 100_000;
+
+/// Instructions of the backtracking program of one pattern, at most.
+const MAX_PROG_SIZE: usize = 10_000;
+
+/// The backtracking engine gave up on a match: its bound was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Undecided;
+
+/// The lazy DFA cache of one pattern, at most: the `regex` crate's default, shared out like
+/// the size limit.
+const DFA_SIZE_LIMIT: usize = 2 << 20;
 
 /// A compiled pattern, by the engine that runs it.
 #[derive(Clone, Debug)]
@@ -31,8 +43,9 @@ impl From<regex::Regex> for Regex {
 
 impl Regex {
     /// Compiles `pattern`, with the linear engine if it can, else the backtracking one.
-    /// `size_limit` bounds the compiled program of either. The error is the linear
-    /// engine's when neither accepts the pattern.
+    /// `size_limit` bounds the compiled program of either: the backtracking engine hands
+    /// each run of plain syntax to a linear regex of its own, so the budget is shared out
+    /// between as many runs as the pattern can have.
     pub fn new(pattern: &str, case_insensitive: bool, size_limit: usize) -> Result<Regex, String> {
         let linear = regex::RegexBuilder::new(pattern)
             .case_insensitive(case_insensitive)
@@ -44,13 +57,25 @@ impl Regex {
             Err(regex::Error::Syntax(e)) => e,
             Err(e) => return Err(e.to_string()),
         };
+        // Runs of plain syntax are separated by a group, an escape or a possessive `+`:
+        // there are at most one more than those.
+        let runs = 1 + pattern
+            .chars()
+            .filter(|c| matches!(c, '(' | '\\' | '+'))
+            .count();
         fancy_regex::RegexBuilder::new(pattern)
             .case_insensitive(case_insensitive)
-            .delegate_size_limit(size_limit)
+            .delegate_size_limit(size_limit / runs)
+            .delegate_dfa_size_limit((DFA_SIZE_LIMIT / runs).max(1))
+            .max_prog_size(MAX_PROG_SIZE)
             .backtrack_limit(BACKTRACK_LIMIT)
             .build()
             .map(|r| Regex::Backtracking(Arc::new(r)))
-            .map_err(|_| error)
+            .map_err(|fancy| match error.contains("not supported") {
+                // Syntax the linear engine lacks: the other one's complaint is the real one.
+                true => format!("the backtracking engine this syntax needs refused it: {fancy}"),
+                false => error,
+            })
     }
 
     /// Whether the backtracking engine runs it.
@@ -58,7 +83,9 @@ impl Regex {
         matches!(self, Regex::Backtracking(_))
     }
 
-    /// Whether it matches anywhere in `s`.
+    /// Whether it matches anywhere in `s`; an undecided match counts as none (a canary
+    /// header then leaves the request to the main backend, a client certificate's name is
+    /// refused).
     pub fn is_match(&self, s: &str) -> bool {
         match self {
             Regex::Linear(r) => r.is_match(s),
@@ -67,10 +94,13 @@ impl Regex {
     }
 
     /// Whether its leftmost match in `s` starts at the start of `s`.
-    pub fn matches_at_start(&self, s: &str) -> bool {
+    pub fn matches_at_start(&self, s: &str) -> Result<bool, Undecided> {
         match self {
-            Regex::Linear(r) => r.find(s).is_some_and(|m| m.start() == 0),
-            Regex::Backtracking(r) => r.find(s).ok().flatten().is_some_and(|m| m.start() == 0),
+            Regex::Linear(r) => Ok(r.find(s).is_some_and(|m| m.start() == 0)),
+            Regex::Backtracking(r) => match r.find(s) {
+                Ok(m) => Ok(m.is_some_and(|m| m.start() == 0)),
+                Err(_) => Err(Undecided),
+            },
         }
     }
 
@@ -113,11 +143,12 @@ mod tests {
         // Everything but /api and what is under it: look-ahead, as ingress-nginx users write.
         let not_api = Regex::new("^(?:/(?!api(?:/|$))(.*))", true, LIMIT).expect("compiles");
         assert!(not_api.is_backtracking());
-        assert!(not_api.matches_at_start("/web/index.html"));
-        assert!(not_api.matches_at_start("/apis"));
-        assert!(!not_api.matches_at_start("/api"));
-        assert!(
-            !not_api.matches_at_start("/API/v1"),
+        assert_eq!(not_api.matches_at_start("/web/index.html"), Ok(true));
+        assert_eq!(not_api.matches_at_start("/apis"), Ok(true));
+        assert_eq!(not_api.matches_at_start("/api"), Ok(false));
+        assert_eq!(
+            not_api.matches_at_start("/API/v1"),
+            Ok(false),
             "case-insensitive as asked"
         );
         let mut out = String::new();
@@ -132,15 +163,16 @@ mod tests {
         assert!(twice.is_backtracking());
         assert!(twice.is_match("xxabab"));
         assert!(!twice.is_match("xxabAB"));
-        assert!(!twice.matches_at_start("xxabab"));
+        assert_eq!(twice.matches_at_start("xxabab"), Ok(false));
     }
 
     #[test]
     fn a_bad_pattern_names_the_linear_engine_s_error_and_a_huge_one_stays_refused() {
         let e = Regex::new("/(unclosed", true, LIMIT).expect_err("refused");
         assert!(e.contains("unclosed"), "{e}");
+        // Refused by both: the backtracking engine's complaint names the real problem.
         let e = Regex::new("(?!x)(", true, LIMIT).expect_err("refused by both");
-        assert!(e.contains("look-around"), "{e}");
+        assert!(e.contains("parenthesis"), "{e}");
         // Too big for the linear engine: not handed to the other one.
         let e = Regex::new("(?:a{1000}){1000}", false, 1 << 16).expect_err("too big");
         assert!(e.contains("size limit"), "{e}");
@@ -152,35 +184,47 @@ mod tests {
         let rest = "a/".repeat(32 * 1024);
         let not_api = Regex::new("^(?:/(?!api(?:/|$))(.*))", true, LIMIT).expect("compiles");
         let path = format!("/{rest}");
-        assert!(not_api.matches_at_start(&path));
+        assert_eq!(not_api.matches_at_start(&path), Ok(true));
         let mut out = String::new();
         assert!(not_api.expand_at_start(&path, "$1", &mut out));
         assert_eq!(out, rest);
-        assert!(!not_api.matches_at_start(&format!("/api/{rest}")));
+        assert_eq!(not_api.matches_at_start(&format!("/api/{rest}")), Ok(false));
         let back = Regex::new(r"^(?:/(\w+)/\1/(.*))", false, LIMIT).expect("compiles");
         assert!(back.is_backtracking());
-        assert!(back.matches_at_start(&format!("/ab/ab/{rest}")));
-        assert!(!back.matches_at_start(&format!("/ab/ba/{rest}")));
+        assert_eq!(back.matches_at_start(&format!("/ab/ab/{rest}")), Ok(true));
+        assert_eq!(back.matches_at_start(&format!("/ab/ba/{rest}")), Ok(false));
     }
 
     #[test]
-    fn a_match_past_the_backtracking_bound_counts_as_no_match() {
-        // Catastrophic backtracking: nested quantifiers and a look-ahead that never holds.
-        let evil = Regex::new("^(?:(a+)+(?=b))", false, LIMIT).expect("compiles");
+    fn a_match_past_the_backtracking_bound_is_undecided_not_a_match_nor_a_miss() {
+        // The second branch matches, but only after the first has backtracked through
+        // every split of the a's: 2^40 ways, far past the bound. (The look-ahead inside
+        // the repetition keeps it in the backtracking engine.)
+        let evil = Regex::new("^(?:(?:(?=a)(a+))+b|a+c)", false, LIMIT).expect("compiles");
         assert!(evil.is_backtracking());
-        assert!(evil.is_match("aaab"));
-        let hostile = "a".repeat(64);
+        assert_eq!(evil.matches_at_start("aaac"), Ok(true), "short: decided");
+        assert_eq!(evil.matches_at_start("aaab"), Ok(true));
+        let hostile = format!("{}c", "a".repeat(40));
         let started = std::time::Instant::now();
+        assert_eq!(evil.matches_at_start(&hostile), Err(Undecided));
+        // Where only yes or no can be answered, undecided is no.
         assert!(!evil.is_match(&hostile));
-        assert!(!evil.matches_at_start(&hostile));
         let mut out = String::new();
         assert!(!evil.expand_at_start(&hostile, "$1", &mut out));
-        // Without the bound this input takes 2^64 steps; with it, well under a second even
-        // on a loaded machine.
+        // Unbounded, this would run for hours.
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(1),
+            started.elapsed() < std::time::Duration::from_secs(5),
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn many_runs_of_plain_syntax_share_one_size_budget() {
+        // Each run alone fits in the budget; 64 of them, split by look-aheads, do not.
+        let run = r"\w{3}(?=x)";
+        Regex::new(run, false, LIMIT).expect("one run fits");
+        let e = Regex::new(&run.repeat(64), false, LIMIT).expect_err("over the budget");
+        assert!(e.contains("backtracking engine"), "{e}");
     }
 }

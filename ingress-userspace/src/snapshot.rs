@@ -705,16 +705,21 @@ impl PartialEq for Pattern {
 impl Eq for Pattern {}
 
 impl PathMatch {
-    /// Whether the request path (without query) matches.
+    /// Whether the request path (without query) matches; a regex that could not decide
+    /// within its bound counts as no match (the router answers those itself).
     pub fn matches(&self, path: &str) -> bool {
+        self.try_matches(path).unwrap_or(false)
+    }
+
+    /// Whether the request path (without query) matches, or undecided: a regex path on
+    /// the backtracking engine reached its bound ([`crate::pattern::Undecided`]).
+    pub fn try_matches(&self, path: &str) -> Result<bool, crate::pattern::Undecided> {
         match self {
-            PathMatch::Exact(p) => p == path,
-            PathMatch::Prefix(p) => {
-                p == "/"
-                    || path
-                        .strip_prefix(p.as_str())
-                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            }
+            PathMatch::Exact(p) => Ok(p == path),
+            PathMatch::Prefix(p) => Ok(p == "/"
+                || path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))),
             PathMatch::Regex(r) => r.regex.matches_at_start(path),
         }
     }
@@ -749,7 +754,7 @@ pub struct Upstream {
     pub name: String,
     /// Ready pod endpoints (or serving+terminating ones when none is ready). Empty -> 503.
     pub endpoints: Vec<SocketAddr>,
-    /// The Service or its port does not exist (a `BackendNotFound` Warning): no endpoints.
+    /// The Service does not exist (a `BackendNotFound` Warning): no endpoints.
     pub missing: bool,
     pub protocol: BackendProtocol,
     /// `proxy-ssl-*` for HTTPS and GRPCS upstreams; `None`: not verified, no client

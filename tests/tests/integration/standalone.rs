@@ -18,8 +18,9 @@ fn manifests(upstream: SocketAddr) -> String {
     class_and_service_yaml("app", &upstream.to_string(), "http", 80) + INGRESSES
 }
 
-/// The Ingresses of [`manifests`]: a regex rewrite, one with PCRE look-ahead, a redirect,
-/// and one with an invalid annotation.
+/// The Ingresses of [`manifests`]: a regex rewrite, one with PCRE look-ahead, a host whose
+/// regex rule can exhaust its backtracking bound before a plain `/` rule, a redirect, and
+/// one with an invalid annotation.
 const INGRESSES: &str = r#"apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
@@ -55,6 +56,38 @@ spec:
         pathType: ImplementationSpecific
         backend:
           service: {name: app, port: {number: 80}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: guarded
+  namespace: default
+  annotations:
+    nginx.ingress.kubernetes.io/use-regex: "true"
+spec:
+  rules:
+  - host: e.test
+    http:
+      paths:
+      - path: /(?:(?:(?=a)(a+))+b|a+c)
+        pathType: ImplementationSpecific
+        backend:
+          service: {name: app, port: {number: 80}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: open
+  namespace: default
+spec:
+  rules:
+  - host: e.test
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service: {name: missing, port: {number: 80}}
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -246,6 +279,18 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
         if !r.starts_with("HTTP/1.1 404") {
             return Err(format!("look-ahead path took /API/x: {r}"));
         }
+        // A regex rule that decides within its bound takes its request; one that cannot
+        // answers 500, as nginx does, rather than fall through to the `/` rule (whose
+        // Service is missing: a 503 would show the fall-through).
+        let r = get(http, "e.test", "/aaac").map_err(|e| e.to_string())?;
+        if !r.starts_with("HTTP/1.1 200") {
+            return Err(format!("short regex request: {r}"));
+        }
+        let evil = format!("/{}c", "a".repeat(40));
+        let r = get(http, "e.test", &evil).map_err(|e| e.to_string())?;
+        if !r.starts_with("HTTP/1.1 500") {
+            return Err(format!("undecided regex rule: {r}"));
+        }
         // permanent-redirect (301 by default, as ingress-nginx).
         let r = get(http, "m.test", "/old").map_err(|e| e.to_string())?;
         if !(r.starts_with("HTTP/1.1 301")
@@ -269,8 +314,8 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
     checks.unwrap_or_else(|e| panic!("{e}\nlog:\n{log_text}"));
     assert_eq!(
         up.hits(),
-        2,
-        "only the two rewritten requests reached the upstream"
+        3,
+        "only the two rewritten requests and the short regex one reached the upstream"
     );
     // The redirect counts under its class; the excluded family is left out, the others stay.
     assert!(
@@ -288,8 +333,8 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
         metrics.contains("nginx_ingress_controller_response_size_sum{"),
         "{metrics}"
     );
-    // Every Ingress routes to a Service with an endpoint: none is an orphan.
-    for ingress in ["rewrite", "not-api", "moved", "broken"] {
+    // Every Ingress but `open` routes to a Service with an endpoint: none is an orphan.
+    for ingress in ["rewrite", "not-api", "guarded", "moved", "broken"] {
         for kind in ["no-service", "no-endpoint"] {
             let series = format!(
                 "nginx_ingress_controller_orphan_ingress{{namespace=\"default\",ingress=\"{ingress}\",type=\"{kind}\""
@@ -301,6 +346,18 @@ async fn annotations_from_manifests_reach_the_running_proxy() {
                 "no {series}... 0 in\n{metrics}"
             );
         }
+    }
+    // `open` names a Service that does not exist.
+    for (kind, value) in [("no-service", "} 1"), ("no-endpoint", "} 0")] {
+        let series = format!(
+            "nginx_ingress_controller_orphan_ingress{{namespace=\"default\",ingress=\"open\",type=\"{kind}\""
+        );
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&series) && l.ends_with(value)),
+            "no {series}...{value} in\n{metrics}"
+        );
     }
     assert!(
         log_text.contains("default/broken") && log_text.contains("proxy-body-size"),
