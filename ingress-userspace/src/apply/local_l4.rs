@@ -71,8 +71,8 @@ pub struct LocalL4 {
     candidates: BTreeMap<Key, Arc<[SocketAddr]>>,
     /// Those of them whose socket could not be bound, warned about once.
     unbound: BTreeSet<Key>,
-    /// This host's addresses, read once per pass.
-    addresses: fn() -> BTreeSet<IpAddr>,
+    /// This host's addresses, read once per pass; `None` when they cannot be read.
+    addresses: fn() -> Option<BTreeSet<IpAddr>>,
     /// Interfaces the XDP program is attached to: what arrives there is the kernel path's
     /// (edge checks included), and what it passes to the stack must not reach these sockets.
     xdp_ifindexes: Vec<u32>,
@@ -140,7 +140,7 @@ impl LocalL4 {
     }
 
     /// Takes this host's addresses from `f` (tests).
-    pub fn with_addresses(mut self, f: fn() -> BTreeSet<IpAddr>) -> Self {
+    pub fn with_addresses(mut self, f: fn() -> Option<BTreeSet<IpAddr>>) -> Self {
         self.addresses = f;
         self
     }
@@ -183,7 +183,14 @@ impl LocalL4 {
         if self.closed {
             return false;
         }
-        let addresses = (self.addresses)();
+        // Unreadable addresses (no file descriptor left) leave the sockets as they are:
+        // closing them all would cut the node's clients off until the next pass.
+        let Some(addresses) = (self.addresses)() else {
+            warn!(
+                "L4 services on this node: its addresses cannot be read; sockets left as they are"
+            );
+            return false;
+        };
         let before = self.listeners.len();
         let candidates = &self.candidates;
         let wanted = |key: &Key| candidates.contains_key(key) && addresses.contains(&key.0.ip());
@@ -469,8 +476,8 @@ mod tests {
         addr
     }
 
-    fn loopback() -> BTreeSet<IpAddr> {
-        [IpAddr::from([127, 0, 0, 1])].into()
+    fn loopback() -> Option<BTreeSet<IpAddr>> {
+        Some([IpAddr::from([127, 0, 0, 1])].into())
     }
 
     fn free_port() -> u16 {
@@ -531,8 +538,8 @@ mod tests {
         local.close();
         apply(&mut local, &[a]);
         assert!(local.serving().is_empty());
-        let mut elsewhere =
-            LocalL4::new(tokio::runtime::Handle::current()).with_addresses(BTreeSet::new);
+        let mut elsewhere = LocalL4::new(tokio::runtime::Handle::current())
+            .with_addresses(|| Some(BTreeSet::new()));
         elsewhere.apply(&[
             tcp(free_port(), &[a], L4Protocol::Tcp),
             tcp(free_port(), &[a], L4Protocol::Udp),
@@ -614,11 +621,15 @@ mod tests {
     async fn a_vip_address_coming_to_the_node_and_a_port_freed_later_are_served_at_the_recheck() {
         use std::sync::atomic::AtomicBool;
         static HERE: AtomicBool = AtomicBool::new(false);
-        fn addresses() -> BTreeSet<IpAddr> {
-            match HERE.load(Ordering::SeqCst) {
+        static UNREADABLE: AtomicBool = AtomicBool::new(false);
+        fn addresses() -> Option<BTreeSet<IpAddr>> {
+            if UNREADABLE.load(Ordering::SeqCst) {
+                return None;
+            }
+            Some(match HERE.load(Ordering::SeqCst) {
                 true => [IpAddr::from([127, 0, 0, 1])].into(),
                 false => BTreeSet::new(),
-            }
+            })
         }
         let a = server("a").await;
         let port = free_port();
@@ -633,6 +644,12 @@ mod tests {
         assert_eq!(local.serving(), [(vip, L4Protocol::Tcp)].into());
         assert_eq!(ask(vip).await.expect("served"), "a");
         assert!(!local.recheck(), "nothing changed");
+        // Addresses that cannot be read (out of file descriptors) close nothing.
+        UNREADABLE.store(true, Ordering::SeqCst);
+        assert!(!local.recheck());
+        assert_eq!(local.serving(), [(vip, L4Protocol::Tcp)].into());
+        assert_eq!(ask(vip).await.expect("still served"), "a");
+        UNREADABLE.store(false, Ordering::SeqCst);
         // It leaves again: the socket goes.
         HERE.store(false, Ordering::SeqCst);
         assert!(local.recheck());

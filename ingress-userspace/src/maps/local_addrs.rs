@@ -10,16 +10,17 @@ use std::{
 
 /// Whether `ip` is assigned to an interface of this host; `false` if they cannot be read.
 pub fn is_local(ip: IpAddr) -> bool {
-    all().contains(&ip)
+    all().is_some_and(|a| a.contains(&ip))
 }
 
-/// Every address assigned to an interface of this host; empty if they cannot be read.
-pub fn all() -> BTreeSet<IpAddr> {
+/// Every address assigned to an interface of this host; `None` if they cannot be read
+/// (out of file descriptors or memory: the call opens a netlink socket).
+pub fn all() -> Option<BTreeSet<IpAddr>> {
     let mut found = BTreeSet::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return found;
+        return None;
     }
     let mut cur = head;
     while !cur.is_null() {
@@ -30,7 +31,7 @@ pub fn all() -> BTreeSet<IpAddr> {
     }
     // SAFETY: the list getifaddrs returned, freed once.
     unsafe { libc::freeifaddrs(head) };
-    found
+    Some(found)
 }
 
 /// The IP address in a socket address of the list, if it holds one.
@@ -72,7 +73,7 @@ mod tests {
     fn loopback_is_local_and_a_documentation_address_is_not() {
         assert!(is_local(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         assert!(!is_local("192.0.2.77".parse().expect("address")));
-        assert!(all().contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert!(all().is_some_and(|a| a.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST))));
         assert_eq!(ifindex("lo"), Some(1));
         assert_eq!(ifindex("no-such-link"), None);
     }

@@ -599,8 +599,7 @@ impl ProxyMetrics {
         };
         let requests_total =
             self.retired_requests.load(Relaxed) + routes.iter().map(|m| m.requests()).sum::<u64>();
-        let certs = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
-        let leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        // Worked out before the locks below are taken: an apply waits on `certificates`.
         let applied = self
             .applied
             .lock()
@@ -609,6 +608,8 @@ impl ProxyMetrics {
         let orphans = applied
             .map(|s| super::orphans::orphans(&s))
             .unwrap_or_default();
+        let certs = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
+        let leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
         super::nginx_metrics::render(
             &super::nginx_metrics::Sources {
                 options: &self.options,

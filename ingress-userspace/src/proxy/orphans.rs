@@ -1,7 +1,7 @@
 //! ingress-nginx's `orphan_ingress` gauge: for each Ingress, whether a backend it routes to
-//! is a Service (or port) that does not exist (`type="no-service"`), and whether one that
-//! exists has no endpoint (`type="no-endpoint"`). Alerts written for ingress-nginx catch
-//! Ingresses answering 503 with it.
+//! is a Service that does not exist (`type="no-service"`), and whether one that exists has
+//! no endpoint for the port (`type="no-endpoint"`, a port the Service lacks included, as in
+//! ingress-nginx). Alerts written for ingress-nginx catch Ingresses answering 503 with it.
 //!
 //! Worked out from the applied snapshot, so an endpoint change updates it as it updates the
 //! routes. ingress-nginx sets the gauges from the first path that creates each upstream, so
@@ -17,14 +17,14 @@ use crate::snapshot::{ObjectRef, Snapshot, Upstream};
 pub struct Orphan {
     pub namespace: String,
     pub ingress: String,
-    /// A backend Service or port does not exist.
+    /// A backend Service does not exist.
     pub no_service: bool,
-    /// A backend Service that exists has no endpoint.
+    /// A backend Service that exists has no endpoint for the port.
     pub no_endpoint: bool,
 }
 
-/// Every Ingress with a rule path, a canary path, a catch-all default backend or a
-/// passthrough host in `snapshot`, sorted by namespace and name.
+/// Every Ingress with a rule path, a canary path, a default backend or a passthrough host
+/// in `snapshot`, sorted by namespace and name.
 pub fn orphans(snapshot: &Snapshot) -> Vec<Orphan> {
     let mut by_ingress: BTreeMap<(&str, &str), (bool, bool)> = BTreeMap::new();
     for (origin, up) in backends(snapshot) {
@@ -51,15 +51,15 @@ pub fn orphans(snapshot: &Snapshot) -> Vec<Orphan> {
 /// Each backend of the snapshot's Ingresses, with the Ingress it comes from.
 fn backends(snapshot: &Snapshot) -> impl Iterator<Item = (&ObjectRef, &Upstream)> {
     let http = &snapshot.http;
-    let routes = http
+    // A host's fallback is the `spec.defaultBackend` of an Ingress that also has rules.
+    let targets = http
         .hosts
         .iter()
-        .flat_map(|h| h.routes.iter())
-        .flat_map(|r| {
-            let t = &r.target;
-            let canary = t.canary.as_ref().map(|c| (&c.origin, &*c.upstream));
-            std::iter::once((&t.origin, &*t.upstream)).chain(canary)
-        });
+        .flat_map(|h| h.routes.iter().map(|r| &r.target).chain(h.fallback.iter()));
+    let routes = targets.flat_map(|t| {
+        let canary = t.canary.as_ref().map(|c| (&c.origin, &*c.upstream));
+        std::iter::once((&t.origin, &*t.upstream)).chain(canary)
+    });
     let fallback = http
         .default_backend
         .iter()

@@ -161,6 +161,9 @@ impl<'a> Resolver<'a> {
                 message,
             };
             let key = (backend.port.to_string(), protocol);
+            // A Service without the port is there, but has no endpoint for it (as
+            // ingress-nginx tells its orphans apart).
+            let missing = entry.service.is_none();
             let up = entry
                 .unresolved
                 .entry(key)
@@ -168,7 +171,7 @@ impl<'a> Resolver<'a> {
                     Arc::new(Upstream {
                         name: format!("{}:{}", qualified(), backend.port),
                         endpoints: Vec::new(),
-                        missing: true,
+                        missing,
                         protocol,
                         tls: None,
                     })
@@ -782,7 +785,7 @@ mod tests {
             mk_service("ns", "web").port("http", 80, 8080).build(),
         )];
         let (up, problem) = resolve(objs, be("web", PortRef::Name("grpc".into())), false);
-        assert!(up.endpoints.is_empty() && up.missing);
+        assert!(up.endpoints.is_empty() && !up.missing);
         assert!(problem.expect("problem").message.contains("no port grpc"));
     }
 

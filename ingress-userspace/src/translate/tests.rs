@@ -2655,6 +2655,15 @@ fn orphan_ingresses_are_told_apart_by_missing_service_and_missing_endpoints() {
         .annotation("canary-weight", "10")
         .host("a.example")
         .path("/", "Prefix", "empty", 80)));
+    // A port the Service lacks: no endpoint, as ingress-nginx counts it.
+    objs.push(ing(mk_ingress("ns", "portless")
+        .host("g.example")
+        .path("/", "Prefix", "web", 81)));
+    // The host's fallback: this Ingress's `spec.defaultBackend`.
+    objs.push(ing(mk_ingress("ns", "fallback")
+        .host("f.example")
+        .path("/x", "Prefix", "web", 80)
+        .default_backend("empty", 80)));
     let o = |name: &str, no_service, no_endpoint| Orphan {
         namespace: "ns".into(),
         ingress: name.into(),
@@ -2667,8 +2676,10 @@ fn orphan_ingresses_are_told_apart_by_missing_service_and_missing_endpoints() {
         vec![
             o("both", true, true),
             o("canary", false, true),
+            o("fallback", false, true),
             o("ghost", true, false),
             o("ok", false, false),
+            o("portless", false, true),
             o("starved", false, true),
         ]
     );
@@ -2684,8 +2695,10 @@ fn orphan_ingresses_are_told_apart_by_missing_service_and_missing_endpoints() {
         vec![
             o("both", true, false),
             o("canary", false, false),
+            o("fallback", false, false),
             o("ghost", true, false),
             o("ok", false, false),
+            o("portless", false, true),
             o("starved", false, false),
         ]
     );
