@@ -35,6 +35,37 @@ pub enum Regex {
     Backtracking(Arc<fancy_regex::Regex>),
 }
 
+/// Why the backtracking engine is not given `pattern`, though it parses: a look-around or
+/// back-reference inside a repetition runs again on every iteration, and recursion has no
+/// bound of its own. `None` for a pattern that does not parse (the builder says why).
+fn costly(pattern: &str) -> Option<&'static str> {
+    use fancy_regex::Expr;
+    let tree = Expr::parse_tree(pattern).ok()?;
+    if tree.contains_subroutines {
+        return Some("recursion is refused");
+    }
+    let fancy = |e: &Expr| {
+        matches!(
+            e,
+            Expr::LookAround(..)
+                | Expr::Backref { .. }
+                | Expr::BackrefWithRelativeRecursionLevel { .. }
+        )
+    };
+    let repeated = |e: &Expr| match e {
+        Expr::Repeat { child, hi, .. } => *hi > 1 && child.has_descendant_or_self(fancy),
+        _ => false,
+    };
+    tree.expr
+        .has_descendant_or_self(repeated)
+        .then_some("a look-around or back-reference inside a repetition is refused")
+}
+
+/// Inputs longer than this are [`Undecided`] on the backtracking engine, which bounds its
+/// work per match to about this squared. nginx's default request line (and header line) is
+/// at most 8 KiB (`large-client-header-buffers`), so real paths and header values fit.
+pub const MAX_BACKTRACKING_INPUT: usize = 8 * 1024;
+
 impl From<regex::Regex> for Regex {
     fn from(r: regex::Regex) -> Self {
         Regex::Linear(r)
@@ -63,6 +94,12 @@ impl Regex {
             .chars()
             .filter(|c| matches!(c, '(' | '\\' | '+'))
             .count();
+        if let Some(why) = costly(pattern) {
+            return Err(format!(
+                "{why}: its cost grows faster than its input, which the backtracking bound \
+                 does not count"
+            ));
+        }
         fancy_regex::RegexBuilder::new(pattern)
             .case_insensitive(case_insensitive)
             .delegate_size_limit(size_limit / runs)
@@ -89,6 +126,7 @@ impl Regex {
     pub fn is_match(&self, s: &str) -> bool {
         match self {
             Regex::Linear(r) => r.is_match(s),
+            Regex::Backtracking(_) if s.len() > MAX_BACKTRACKING_INPUT => false,
             Regex::Backtracking(r) => r.is_match(s).unwrap_or(false),
         }
     }
@@ -97,6 +135,7 @@ impl Regex {
     pub fn matches_at_start(&self, s: &str) -> Result<bool, Undecided> {
         match self {
             Regex::Linear(r) => Ok(r.find(s).is_some_and(|m| m.start() == 0)),
+            Regex::Backtracking(_) if s.len() > MAX_BACKTRACKING_INPUT => Err(Undecided),
             Regex::Backtracking(r) => match r.find(s) {
                 Ok(m) => Ok(m.is_some_and(|m| m.start() == 0)),
                 Err(_) => Err(Undecided),
@@ -115,6 +154,7 @@ impl Regex {
                 }
                 _ => false,
             },
+            Regex::Backtracking(_) if s.len() > MAX_BACKTRACKING_INPUT => false,
             Regex::Backtracking(r) => match r.captures(s) {
                 Ok(Some(caps)) if caps.get(0).is_some_and(|m| m.start() == 0) => {
                     caps.expand(template, out);
@@ -179,31 +219,66 @@ mod tests {
     }
 
     #[test]
-    fn long_paths_within_a_request_head_match_without_reaching_the_bound() {
-        // The largest request head the proxy accepts is well under this.
-        let rest = "a/".repeat(32 * 1024);
+    fn paths_up_to_the_input_cap_match_and_longer_ones_are_undecided() {
         let not_api = Regex::new("^(?:/(?!api(?:/|$))(.*))", true, LIMIT).expect("compiles");
+        let rest = "a/".repeat(MAX_BACKTRACKING_INPUT / 2 - 1);
         let path = format!("/{rest}");
+        assert!(path.len() < MAX_BACKTRACKING_INPUT);
         assert_eq!(not_api.matches_at_start(&path), Ok(true));
         let mut out = String::new();
         assert!(not_api.expand_at_start(&path, "$1", &mut out));
         assert_eq!(out, rest);
-        assert_eq!(not_api.matches_at_start(&format!("/api/{rest}")), Ok(false));
+        assert_eq!(
+            not_api.matches_at_start(&format!("/api/{}", &rest[8..])),
+            Ok(false)
+        );
         let back = Regex::new(r"^(?:/(\w+)/\1/(.*))", false, LIMIT).expect("compiles");
         assert!(back.is_backtracking());
-        assert_eq!(back.matches_at_start(&format!("/ab/ab/{rest}")), Ok(true));
-        assert_eq!(back.matches_at_start(&format!("/ab/ba/{rest}")), Ok(false));
+        assert_eq!(
+            back.matches_at_start(&format!("/ab/ab/{}", &rest[8..])),
+            Ok(true)
+        );
+        assert_eq!(
+            back.matches_at_start(&format!("/ab/ba/{}", &rest[8..])),
+            Ok(false)
+        );
+        // Past the cap: undecided, whatever the pattern would say.
+        let long = format!("/{rest}{rest}");
+        assert_eq!(not_api.matches_at_start(&long), Err(Undecided));
+        assert!(!not_api.is_match(&long));
+        assert!(!not_api.expand_at_start(&long, "$1", &mut String::new()));
+        // The linear engine has no cap.
+        let plain = Regex::new("^(?:/(.*))", true, LIMIT).expect("compiles");
+        assert_eq!(plain.matches_at_start(&long), Ok(true));
+    }
+
+    #[test]
+    fn look_around_or_back_references_inside_a_repetition_are_refused() {
+        for refused in [
+            "^(?:(?:(?=a)(a+))+b)",
+            r"^(a)(?:x\1)+",
+            "(?:.(?=.*a))*y",
+            "^(?:(?!x).)*$",
+        ] {
+            let e = Regex::new(refused, false, LIMIT).expect_err(refused);
+            assert!(e.contains("inside a repetition"), "{refused}: {e}");
+        }
+        // Once, anywhere else, they are fine.
+        for taken in ["^(?:/(?!api)(.*))", r"^(\w+)-\1", "^(?=.*x)(?:a|x)+"] {
+            let r = Regex::new(taken, false, LIMIT).expect(taken);
+            assert!(r.is_backtracking(), "{taken}");
+        }
     }
 
     #[test]
     fn a_match_past_the_backtracking_bound_is_undecided_not_a_match_nor_a_miss() {
         // The second branch matches, but only after the first has backtracked through
-        // every split of the a's: 2^40 ways, far past the bound. (The look-ahead inside
-        // the repetition keeps it in the backtracking engine.)
-        let evil = Regex::new("^(?:(?:(?=a)(a+))+b|a+c)", false, LIMIT).expect("compiles");
+        // every way of splitting the a's into a's and aa's, far past the bound. (The
+        // back-reference keeps the repetition in the backtracking engine.)
+        let evil = Regex::new(r"^(?:((?:a|aa)+)\1b|a+c)", false, LIMIT).expect("compiles");
         assert!(evil.is_backtracking());
         assert_eq!(evil.matches_at_start("aaac"), Ok(true), "short: decided");
-        assert_eq!(evil.matches_at_start("aaab"), Ok(true));
+        assert_eq!(evil.matches_at_start("aaaab"), Ok(true));
         let hostile = format!("{}c", "a".repeat(40));
         let started = std::time::Instant::now();
         assert_eq!(evil.matches_at_start(&hostile), Err(Undecided));

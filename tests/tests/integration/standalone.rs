@@ -69,7 +69,7 @@ spec:
   - host: e.test
     http:
       paths:
-      - path: /(?:(?:(?=a)(a+))+b|a+c)
+      - path: /(?:((?:a|aa)+)\1b|a+c)
         pathType: ImplementationSpecific
         backend:
           service: {name: app, port: {number: 80}}
