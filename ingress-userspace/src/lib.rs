@@ -23,7 +23,6 @@ pub mod config;
 #[allow(unsafe_code)] // mmap of the Maglev ring; see maps/writer.rs
 pub mod maps;
 pub mod passthrough;
-pub mod pattern;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod snapshot;

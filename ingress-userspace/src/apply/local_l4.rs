@@ -73,6 +73,8 @@ pub struct LocalL4 {
     unbound: BTreeSet<Key>,
     /// This host's addresses, read once per pass; `None` when they cannot be read.
     addresses: fn() -> Option<BTreeSet<IpAddr>>,
+    /// The last read failed (warned about once).
+    addresses_unreadable: bool,
     /// Interfaces the XDP program is attached to: what arrives there is the kernel path's
     /// (edge checks included), and what it passes to the stack must not reach these sockets.
     xdp_ifindexes: Vec<u32>,
@@ -92,6 +94,7 @@ impl LocalL4 {
             candidates: BTreeMap::new(),
             unbound: BTreeSet::new(),
             addresses: crate::maps::local_addrs::all,
+            addresses_unreadable: false,
             xdp_ifindexes: Vec::new(),
             closed: false,
         }
@@ -183,13 +186,23 @@ impl LocalL4 {
         if self.closed {
             return false;
         }
-        // Unreadable addresses (no file descriptor left) leave the sockets as they are:
-        // closing them all would cut the node's clients off until the next pass.
-        let Some(addresses) = (self.addresses)() else {
-            warn!(
-                "L4 services on this node: its addresses cannot be read; sockets left as they are"
-            );
-            return false;
+        // Unreadable addresses (no file descriptor left): the addresses served now are
+        // taken as still the node's, since closing every socket would cut the node's
+        // clients off until the next pass; removed services and endpoint changes still
+        // apply.
+        let addresses = match (self.addresses)() {
+            Some(a) => {
+                self.addresses_unreadable = false;
+                a
+            }
+            None => {
+                if !std::mem::replace(&mut self.addresses_unreadable, true) {
+                    warn!(
+                        "L4 services on this node: its addresses cannot be read; those served stay"
+                    );
+                }
+                self.listeners.keys().map(|(addr, _)| addr.ip()).collect()
+            }
         };
         let before = self.listeners.len();
         let candidates = &self.candidates;
@@ -644,11 +657,16 @@ mod tests {
         assert_eq!(local.serving(), [(vip, L4Protocol::Tcp)].into());
         assert_eq!(ask(vip).await.expect("served"), "a");
         assert!(!local.recheck(), "nothing changed");
-        // Addresses that cannot be read (out of file descriptors) close nothing.
+        // Addresses that cannot be read (out of file descriptors) close nothing, and
+        // endpoint changes still reach the open socket.
         UNREADABLE.store(true, Ordering::SeqCst);
         assert!(!local.recheck());
         assert_eq!(local.serving(), [(vip, L4Protocol::Tcp)].into());
         assert_eq!(ask(vip).await.expect("still served"), "a");
+        let b = server("b").await;
+        local.apply(&[tcp(port, &[b], L4Protocol::Tcp)]);
+        assert_eq!(ask(vip).await.expect("still served"), "b");
+        local.apply(&[tcp(port, &[a], L4Protocol::Tcp)]);
         UNREADABLE.store(false, Ordering::SeqCst);
         // It leaves again: the socket goes.
         HERE.store(false, Ordering::SeqCst);

@@ -237,33 +237,20 @@ impl RouteTable {
         self.vhost(host).is_some()
     }
 
-    /// Routes a request by its normalized host and its path (without query). A regex path
-    /// that cannot decide within its backtracking bound stops the search, as nginx stops
-    /// at a PCRE match error (a 500): the next rule may be less guarded than that one.
-    pub fn find(
-        &self,
-        host: &str,
-        path: &str,
-    ) -> Result<Option<Matched<'_>>, crate::pattern::Undecided> {
+    /// Routes a request by its normalized host and its path (without query).
+    pub fn find(&self, host: &str, path: &str) -> Option<Matched<'_>> {
         let Some(vhost) = self.vhost(host) else {
-            return Ok(self.default_backend.as_ref().map(|target| Matched {
+            return self.default_backend.as_ref().map(|target| Matched {
                 host_tls: false,
                 client_auth: None,
                 route: None,
                 target,
                 location: None,
                 default_server: true,
-            }));
+            });
         };
-        let mut found = None;
-        for route in &vhost.routes {
-            if route.path.try_matches(path)? {
-                found = Some(route);
-                break;
-            }
-        }
-        if let Some(route) = found {
-            return Ok(Some(Matched {
+        if let Some(route) = vhost.routes.iter().find(|r| r.path.matches(path)) {
+            return Some(Matched {
                 host_tls: vhost.tls,
                 client_auth: vhost.client_auth.as_ref(),
                 route: Some(route),
@@ -275,7 +262,7 @@ impl RouteTable {
                     route.path.as_str(),
                 )),
                 default_server: false,
-            }));
+            });
         }
         let (target, location) = match &vhost.fallback {
             Some(t) => {
@@ -284,27 +271,19 @@ impl RouteTable {
             }
             // The host-less rules' server is the catch-all's; a named host's is its own, whose
             // stray paths go to the default Service (ingress-nginx's `upstream-default-backend`).
-            // The host-less rules' server is the catch-all's; a named host's is its own, whose
-            // stray paths go to the default Service (ingress-nginx's `upstream-default-backend`).
-            None => {
-                let default = match vhost.host {
-                    HostMatch::Any => self.default_backend.as_ref(),
-                    _ => self.service_default.as_ref(),
-                };
-                let Some(t) = default else {
-                    return Ok(None);
-                };
-                (t, vhost.unmatched())
+            None if vhost.host == HostMatch::Any => {
+                (self.default_backend.as_ref()?, vhost.unmatched())
             }
+            None => (self.service_default.as_ref()?, vhost.unmatched()),
         };
-        Ok(Some(Matched {
+        Some(Matched {
             host_tls: vhost.tls,
             client_auth: vhost.client_auth.as_ref(),
             route: None,
             target,
             location,
             default_server: false,
-        }))
+        })
     }
 
     /// Whether a host of its own serves this normalized name (exact or wildcard, not the

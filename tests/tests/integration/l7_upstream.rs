@@ -654,7 +654,7 @@ async fn l7_canary_by_header_value_and_weight() -> anyhow::Result<()> {
     if let Some(c) = patterned.canary.as_mut() {
         c.header_pattern = Some(Pattern {
             source: "^(beta|alpha)-[0-9]+$".into(),
-            regex: regex::Regex::new("^(beta|alpha)-[0-9]+$")?.into(),
+            regex: regex::Regex::new("^(beta|alpha)-[0-9]+$")?,
         });
     }
     l7.apply(snapshot(vec![vhost(

@@ -631,7 +631,7 @@ mod tests {
         let mut cn = auth(&[&root], VerifyClient::Optional, 1);
         cn.match_cn = Some(Pattern {
             source: "CN=alice".into(),
-            regex: regex::Regex::new("CN=alice").expect("regex").into(),
+            regex: regex::Regex::new("CN=alice").expect("regex"),
         });
         allowed(decide(&cn, &verify(&cn, Some(&good), now())));
         let carol = [client("carol", &root)];

@@ -36,13 +36,14 @@ pub fn rewrite(
 /// `template` with `$n` expanded from a regex path's capture groups (as is, otherwise).
 fn expand(route_path: &PathMatch, template: &str, path: &str) -> String {
     match route_path {
-        PathMatch::Regex(r) => {
-            let mut out = String::with_capacity(template.len() + path.len());
-            match r.regex.expand_at_start(path, template, &mut out) {
-                true => out,
-                false => template.to_string(),
+        PathMatch::Regex(r) => match r.regex.captures(path) {
+            Some(caps) if caps.get(0).is_some_and(|m| m.start() == 0) => {
+                let mut out = String::with_capacity(template.len() + path.len());
+                caps.expand(template, &mut out);
+                out
             }
-        }
+            _ => template.to_string(),
+        },
         _ => template.to_string(),
     }
 }
@@ -50,13 +51,14 @@ fn expand(route_path: &PathMatch, template: &str, path: &str) -> String {
 /// The upstream path for `path` matched by `route_path`, rewritten to `target`.
 pub fn rewrite_path(route_path: &PathMatch, target: &str, path: &str) -> String {
     match route_path {
-        PathMatch::Regex(r) => {
-            let mut out = String::with_capacity(target.len() + path.len());
-            match r.regex.expand_at_start(path, target, &mut out) {
-                true => ensure_slash(out),
-                false => ensure_slash(target.to_string()),
+        PathMatch::Regex(r) => match r.regex.captures(path) {
+            Some(caps) if caps.get(0).is_some_and(|m| m.start() == 0) => {
+                let mut out = String::with_capacity(target.len() + path.len());
+                caps.expand(target, &mut out);
+                ensure_slash(out)
             }
-        }
+            _ => ensure_slash(target.to_string()),
+        },
         PathMatch::Prefix(p) => {
             let rest = if p == "/" {
                 path.strip_prefix('/').unwrap_or(path)
@@ -97,7 +99,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         PathMatch::Regex(Pattern {
             source: src.into(),
-            regex: regex.into(),
+            regex,
         })
     }
 

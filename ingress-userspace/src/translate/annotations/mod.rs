@@ -412,26 +412,14 @@ pub(crate) fn no_space_or_control(v: &str) -> Result<(), String> {
 /// able to make every request run a huge automaton.
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
-/// A regex of a list the proxy matches as one `regex` crate set (the controller
-/// ConfigMap's `block-user-agents` and the like): checked by that engine alone, so
-/// PCRE-only syntax is refused here rather than dropped with the whole set at run time.
-pub(crate) fn check_linear_pattern(v: &str) -> Result<(), String> {
-    if v.is_empty() {
-        return Err("must not be empty".to_string());
-    }
-    regex::RegexBuilder::new(v)
-        .size_limit(PATTERN_SIZE_LIMIT)
-        .build()
-        .map(drop)
-        .map_err(|e| format!("not a valid regex (no look-around or back-references in lists): {e}"))
-}
-
-/// An annotation's regex (case-sensitive, unanchored), compiled (`crate::pattern`).
+/// An annotation's regex (Rust `regex` syntax, case-sensitive, unanchored), compiled.
 pub(crate) fn compile_pattern(v: &str) -> Result<Pattern, String> {
     if v.is_empty() {
         return Err("must not be empty".to_string());
     }
-    let regex = crate::pattern::Regex::new(v, false, PATTERN_SIZE_LIMIT)
+    let regex = regex::RegexBuilder::new(v)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .build()
         .map_err(|e| format!("not a valid regex: {e}"))?;
     Ok(Pattern {
         source: v.to_owned(),
