@@ -691,7 +691,7 @@ pub enum PathMatch {
 #[derive(Clone, Debug)]
 pub struct Pattern {
     pub source: String,
-    pub regex: crate::pattern::Regex,
+    pub regex: regex::Regex,
 }
 
 /// Two patterns are equal when their source is: each field that holds one always compiles it
@@ -705,22 +705,17 @@ impl PartialEq for Pattern {
 impl Eq for Pattern {}
 
 impl PathMatch {
-    /// Whether the request path (without query) matches; a regex that could not decide
-    /// within its bound counts as no match (the router answers those itself).
+    /// Whether the request path (without query) matches.
     pub fn matches(&self, path: &str) -> bool {
-        self.try_matches(path).unwrap_or(false)
-    }
-
-    /// Whether the request path (without query) matches, or undecided: a regex path on
-    /// the backtracking engine reached its bound ([`crate::pattern::Undecided`]).
-    pub fn try_matches(&self, path: &str) -> Result<bool, crate::pattern::Undecided> {
         match self {
-            PathMatch::Exact(p) => Ok(p == path),
-            PathMatch::Prefix(p) => Ok(p == "/"
-                || path
-                    .strip_prefix(p.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))),
-            PathMatch::Regex(r) => r.regex.matches_at_start(path),
+            PathMatch::Exact(p) => p == path,
+            PathMatch::Prefix(p) => {
+                p == "/"
+                    || path
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
+            PathMatch::Regex(r) => r.regex.find(path).is_some_and(|m| m.start() == 0),
         }
     }
 

@@ -116,7 +116,7 @@ pub fn regex(source: &str, target: &Arc<RouteTarget>) -> Route {
     Route {
         path: PathMatch::Regex(Pattern {
             source: source.into(),
-            regex: regex.into(),
+            regex,
         }),
         target: target.clone(),
     }

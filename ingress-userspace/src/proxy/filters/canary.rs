@@ -190,9 +190,7 @@ mod tests {
         let mut c = canary(0, None);
         c.header_pattern = Some(crate::snapshot::Pattern {
             source: "^(beta|alpha)-[0-9]+$".into(),
-            regex: regex::Regex::new("^(beta|alpha)-[0-9]+$")
-                .expect("regex")
-                .into(),
+            regex: regex::Regex::new("^(beta|alpha)-[0-9]+$").expect("regex"),
         });
         assert!(use_canary(&c, &headers(&[("x-canary", "beta-7")])));
         assert!(use_canary(&c, &headers(&[("x-canary", "alpha-12")])));
@@ -213,7 +211,7 @@ mod tests {
         // An unanchored pattern finds its match anywhere in the value.
         c.header_pattern = Some(crate::snapshot::Pattern {
             source: "canary".into(),
-            regex: regex::Regex::new("canary").expect("regex").into(),
+            regex: regex::Regex::new("canary").expect("regex"),
         });
         assert!(use_canary(
             &c,
