@@ -245,6 +245,37 @@ pub enum MapSource {
     Regex { pattern: String, ignore_case: bool },
 }
 
+/// Bounds a list's compiled set, as for `use-regex` paths: a ConfigMap must not be able to
+/// make every request run a huge automaton.
+const MAP_SET_SIZE_LIMIT: usize = 4 << 20;
+
+impl MapSource {
+    /// The regexes of `list` as one set, as the proxy matches them (`~*` ignoring case);
+    /// `None` when it has none. The translator builds it too, so a list that would not
+    /// compile whole (an `(?x)` comment eating the wrapping's `)`, a size over the bound
+    /// together) is refused there rather than dropped at run time.
+    pub fn regex_set(list: &[MapSource]) -> Result<Option<regex::bytes::RegexSet>, regex::Error> {
+        let patterns: Vec<String> = list
+            .iter()
+            .filter_map(|s| match s {
+                MapSource::Exact(_) => None,
+                MapSource::Regex {
+                    pattern,
+                    ignore_case: true,
+                } => Some(format!("(?i:{pattern})")),
+                MapSource::Regex { pattern, .. } => Some(format!("(?:{pattern})")),
+            })
+            .collect();
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        regex::bytes::RegexSetBuilder::new(&patterns)
+            .size_limit(MAP_SET_SIZE_LIMIT)
+            .build()
+            .map(Some)
+    }
+}
+
 /// The controller ConfigMap's connection-reuse keys; `None` leaves the flag's value (the
 /// proxy's start-time limits) in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

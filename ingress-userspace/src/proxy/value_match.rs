@@ -3,13 +3,9 @@
 //! regex in one `RegexSet`, so a request costs one lookup and at most one automaton run.
 use std::collections::HashSet;
 
-use regex::bytes::{RegexSet, RegexSetBuilder};
+use regex::bytes::RegexSet;
 
 use crate::snapshot::MapSource;
-
-/// Bounds the compiled set, as for `use-regex` paths: a ConfigMap must not be able to make
-/// every request run a huge automaton.
-const SET_SIZE_LIMIT: usize = 4 << 20;
 
 /// Whether a value is in a list of exact strings and regexes.
 #[derive(Debug)]
@@ -19,38 +15,23 @@ pub struct ValueMatcher {
 }
 
 impl ValueMatcher {
-    /// The list compiled; `None` when it is empty. The translator checked every regex alone;
-    /// should the set still not build (over the size bound together), its regexes are
-    /// dropped with an error log and the exact strings still match.
+    /// The list compiled; `None` when it is empty. The translator built the same set; should
+    /// it still not build, its regexes are dropped with an error log and the exact strings
+    /// still match.
     pub fn compile(sources: &[MapSource]) -> Option<Self> {
         if sources.is_empty() {
             return None;
         }
-        let mut exact = HashSet::new();
-        let mut patterns = Vec::new();
-        for s in sources {
-            match s {
-                MapSource::Exact(v) => {
-                    exact.insert(v.as_bytes().into());
-                }
-                MapSource::Regex {
-                    pattern,
-                    ignore_case,
-                } => patterns.push(if *ignore_case {
-                    format!("(?i:{pattern})")
-                } else {
-                    format!("(?:{pattern})")
-                }),
-            }
-        }
-        let regexes = (!patterns.is_empty())
-            .then(|| {
-                RegexSetBuilder::new(&patterns)
-                    .size_limit(SET_SIZE_LIMIT)
-                    .build()
-                    .map_err(|e| tracing::error!(error = %e, "value patterns dropped"))
-                    .ok()
+        let exact = sources
+            .iter()
+            .filter_map(|s| match s {
+                MapSource::Exact(v) => Some(v.as_bytes().into()),
+                MapSource::Regex { .. } => None,
             })
+            .collect();
+        let regexes = MapSource::regex_set(sources)
+            .map_err(|e| tracing::error!(error = %e, "value patterns dropped"))
+            .ok()
             .flatten();
         Some(ValueMatcher { exact, regexes })
     }

@@ -409,7 +409,8 @@ fn set_global(g: &mut Global, key: &str, value: &str) -> Option<Result<(), Strin
 /// A comma-separated list as ingress-nginx puts it into an nginx `map`: each entry a string
 /// to equal, or after `~` (`~*`: ignoring case) a regex to find.
 fn parse_map_sources(v: &str) -> Result<Vec<MapSource>, String> {
-    v.split(',')
+    let list = v
+        .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
@@ -429,7 +430,16 @@ fn parse_map_sources(v: &str) -> Result<Vec<MapSource>, String> {
                 Ok(MapSource::Exact(s.to_owned()))
             }
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    whole_set(list)
+}
+
+/// `list` if its regexes compile together as the proxy matches them, or why not.
+fn whole_set(list: Vec<MapSource>) -> Result<Vec<MapSource>, String> {
+    match MapSource::regex_set(&list) {
+        Ok(_) => Ok(list),
+        Err(e) => Err(format!("the regexes do not compile together: {e}")),
+    }
 }
 
 /// nginx's `gzip_disable` as ingress-nginx writes it: one regex matched against `User-Agent`
@@ -441,7 +451,7 @@ fn parse_gzip_disable(v: &str) -> Result<Vec<MapSource>, String> {
         p => p,
     };
     annotations::compile_pattern(pattern)?;
-    Ok(vec![MapSource::Regex {
+    whole_set(vec![MapSource::Regex {
         pattern: pattern.to_owned(),
         ignore_case: true,
     }])
@@ -731,6 +741,9 @@ mod tests {
             ]
         );
         assert!(set("block-referers", "~(unclosed").is_err());
+        // Each regex compiles alone, but not as the proxy wraps it: the `(?x)` comment eats
+        // the closing parenthesis. Refused here, not dropped with the whole list later.
+        assert!(set("block-user-agents", "~*badbot,~*(?x)evilbot#x").is_err());
         assert!(
             set("block-referers", "~").is_err(),
             "an empty regex matches everything"
@@ -763,6 +776,7 @@ mod tests {
         ));
         assert!(set("gzip-disable", "").is_ok_and(|g| g.gzip.disable_for.is_empty()));
         assert!(set("gzip-disable", "(unclosed").is_err());
+        assert!(set("gzip-disable", "(?x)msie#6").is_err());
     }
 
     #[test]
