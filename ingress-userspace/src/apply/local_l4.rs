@@ -172,17 +172,13 @@ impl LocalL4 {
             })
             .filter(|(_, endpoints)| !endpoints.is_empty())
             .collect();
-        self.sync();
+        self.recheck();
     }
 
     /// Reads this host's addresses again and serves what changed since the last pass: a
     /// VIP address that came or went, a socket that could not be bound before. Returns
     /// whether any socket was opened or closed.
     pub fn recheck(&mut self) -> bool {
-        self.sync()
-    }
-
-    fn sync(&mut self) -> bool {
         if self.closed {
             return false;
         }

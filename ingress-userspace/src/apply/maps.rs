@@ -110,6 +110,13 @@ struct VipState {
     adopted: Option<Vec<SocketAddr>>,
 }
 
+impl VipState {
+    /// The sorted backends its ring names: as last applied, else as adopted.
+    fn ring_backends(&self) -> Option<&[SocketAddr]> {
+        self.backends.as_deref().or(self.adopted.as_deref())
+    }
+}
+
 /// Converts an IP address to the kernel's 4-word network-order layout.
 pub fn addr_words(ip: IpAddr) -> ([u32; 4], u8) {
     match ip {
@@ -199,7 +206,7 @@ fn udp_left(key: &VipKey, state: Option<&VipState>, now: &[SocketAddr]) -> Vec<R
     if key.proto != PROTO_UDP {
         return Vec::new();
     }
-    let Some(before) = state.and_then(|s| s.backends.as_ref().or(s.adopted.as_ref())) else {
+    let Some(before) = state.and_then(VipState::ring_backends) else {
         return Vec::new();
     };
     before
@@ -616,12 +623,11 @@ impl<W: MapWriter> L4Applier<W> {
     fn retire(&mut self, report: &mut ApplyReport) -> Result<(), ApplyError> {
         while let Some(mark) = self.marks.pending.first().copied() {
             // A departure seen by a failed apply and undone since: the backend is in use.
-            let back = self.vips.get(&mark.vip).is_some_and(|v| {
-                v.backends
-                    .as_ref()
-                    .or(v.adopted.as_ref())
-                    .is_some_and(|b| b.binary_search(&backend_addr(&mark.backend)).is_ok())
-            });
+            let back = self
+                .vips
+                .get(&mark.vip)
+                .and_then(VipState::ring_backends)
+                .is_some_and(|b| b.binary_search(&backend_addr(&mark.backend)).is_ok());
             if !back && !self.marks.by_key.contains_key(&mark) {
                 while self.marks.by_key.len() >= self.marks.capacity {
                     let Some((_, oldest)) = self.marks.by_age.first_key_value() else {

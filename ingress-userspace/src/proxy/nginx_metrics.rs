@@ -745,7 +745,29 @@ fn render_controller(s: &Sources<'_>, ctl: &str, out: &mut String) {
         "Cumulative number of Ingress controller reload operations.",
     );
     let _ = writeln!(out, "nginx_ingress_controller_success{only} {}", s.applies);
-    super::orphans::render(s.orphans, ctl, out);
+    family(
+        out,
+        "orphan_ingress",
+        "gauge",
+        "Gauge reporting status of ingress orphanity, 1 indicates orphaned ingress. 'namespace' \
+         is the string used to identify namespace of ingress, 'ingress' for ingress name and \
+         'type' for 'no-service' or 'no-endpoint' of orphanity",
+    );
+    for o in s.orphans {
+        for (kind, on) in [("no-endpoint", o.no_endpoint), ("no-service", o.no_service)] {
+            let labels = format!(
+                "namespace=\"{}\",ingress=\"{}\",type=\"{kind}\"",
+                escape(&o.namespace),
+                escape(&o.ingress)
+            );
+            let _ = writeln!(
+                out,
+                "nginx_ingress_controller_orphan_ingress{} {}",
+                braced(&join(&labels, ctl)),
+                u8::from(on)
+            );
+        }
+    }
     if let Some((name, leading)) = s.leader {
         family(
             out,

@@ -7,13 +7,12 @@
 //! routes. ingress-nginx sets the gauges from the first path that creates each upstream, so
 //! an Ingress sharing a Service with an older one may keep a stale value there; here every
 //! path of every Ingress counts, and either type is 1 when any of its backends is so.
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::collections::BTreeMap;
 
-use super::metrics::escape;
 use crate::snapshot::{ObjectRef, Snapshot, Upstream};
 
 /// One Ingress with backends, and which kind of orphan it is (possibly both, or neither).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Orphan {
     pub namespace: String,
     pub ingress: String,
@@ -69,30 +68,4 @@ fn backends(snapshot: &Snapshot) -> impl Iterator<Item = (&ObjectRef, &Upstream)
         .iter()
         .map(|p| (&p.origin, &*p.upstream));
     routes.chain(fallback).chain(passthrough)
-}
-
-/// Renders the gauge, two series per Ingress, each labelled with `ctl` after its own labels.
-pub fn render(orphans: &[Orphan], ctl: &str, out: &mut String) {
-    out.push_str(
-        "# HELP nginx_ingress_controller_orphan_ingress Gauge reporting status of ingress \
-         orphanity, 1 indicates orphaned ingress. 'namespace' is the string used to identify \
-         namespace of ingress, 'ingress' for ingress name and 'type' for 'no-service' or \
-         'no-endpoint' of orphanity\n\
-         # TYPE nginx_ingress_controller_orphan_ingress gauge\n",
-    );
-    let ctl = match ctl {
-        "" => String::new(),
-        ctl => format!(",{ctl}"),
-    };
-    for o in orphans {
-        for (kind, on) in [("no-endpoint", o.no_endpoint), ("no-service", o.no_service)] {
-            let _ = writeln!(
-                out,
-                "nginx_ingress_controller_orphan_ingress{{namespace=\"{}\",ingress=\"{}\",type=\"{kind}\"{ctl}}} {}",
-                escape(&o.namespace),
-                escape(&o.ingress),
-                u8::from(on)
-            );
-        }
-    }
 }
