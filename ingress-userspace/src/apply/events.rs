@@ -193,7 +193,7 @@ pub fn build_event(
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
-    let prefix = truncate(&diagnostic.object.name, NAME_PREFIX_LIMIT).trim_end_matches('.');
+    let prefix = truncate(&diagnostic.object.name, NAME_PREFIX_LIMIT).trim_end_matches(['.', '-']);
     let name = format!("{prefix}.{:x}", now.as_nanosecond());
     Event {
         metadata: ObjectMeta {
@@ -445,6 +445,16 @@ mod tests {
         let r = ev.regarding.unwrap_or_default();
         assert_eq!(r.api_version.as_deref(), Some("networking.k8s.io/v1"));
         assert_eq!(truncate("aé", 2), "a");
+        // Cut where the name's 230th character is a dash or dot: a DNS label cannot end so.
+        for cut in ["-", ".", ".-", "-."] {
+            let mut name = "a".repeat(230 - cut.len());
+            name.push_str(cut);
+            name.push_str("tail");
+            let d = diag(&name, "m");
+            let ev = build_event(&cfg, &d, fallback_reference(&d.object), at);
+            let want = format!("{}.17979cfe362a0000", "a".repeat(230 - cut.len()));
+            assert_eq!(ev.metadata.name.as_deref(), Some(want.as_str()), "{cut}");
+        }
         let cluster = ObjectRef {
             kind: "IngressClass",
             namespace: String::new(),

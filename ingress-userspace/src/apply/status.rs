@@ -194,7 +194,14 @@ pub async fn run(
         }
     }
     let leading = *leader.borrow();
-    if let Some(replicas) = config.clear_on_shutdown.as_ref().filter(|_| leading) {
+    // Only a complete view tells our Ingresses from those another controller publishing the
+    // same address claims: the placeholder before the first sync claims none.
+    let synced = translation.snapshot.generation != 0;
+    if let Some(replicas) = config
+        .clear_on_shutdown
+        .as_ref()
+        .filter(|_| leading && synced)
+    {
         // The last addresses the source gave, as the loop would have taken them.
         let addresses = distinct(&source.borrow());
         if addresses != writer.addresses {

@@ -1866,4 +1866,26 @@ async fn status_is_cleared_on_shutdown_by_the_last_replica_only() {
     // The last replica with one address: cleared, but not another controller's Ingress.
     assert_eq!(run(&[PUBLISH]).await, json!({}));
     assert_eq!(lb(&api, "theirs"), ours);
+    // Stopped before its first sync: it cannot tell whose Ingresses show the address, so
+    // none is cleared (here both, ours written back as by an earlier leader).
+    let mut web = ingress("shop", "web");
+    web["status"] = json!({"loadBalancer": ours.clone()});
+    api.apply(web);
+    let unsynced = StatusTask::following_in(
+        &api,
+        watch::channel(vec![PUBLISH.parse().unwrap_or_else(|e| panic!("{e}"))]).1,
+        translation(0, vec![], vec![]),
+        true,
+        Duration::from_secs(60),
+        None,
+        Some(Replicas {
+            namespace: "ingress".into(),
+            pod: "ingressd-a".into(),
+            selector: None,
+        }),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    unsynced.stop().await;
+    assert_eq!(lb(&api, "web"), ours);
+    assert_eq!(lb(&api, "theirs"), ours);
 }
