@@ -250,8 +250,36 @@ pub fn parse(ing: &Ingress, defaults: &annotations::Defaults) -> ParsedIngress {
 
 /// The annotations read with every invalid one left out, `first` being the first found.
 /// The rules must still be read as the Ingress means them (`use-regex`, `canary`), to put
-/// its routes in place answering 503 rather than leave its paths to other routes.
+/// its routes in place answering 503 rather than leave its paths to other routes: whatever
+/// was left out, the [`annotations::Intent`] of all of them holds.
 fn without_invalid(
+    namespace: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+    defaults: &annotations::Defaults,
+    first: &AnnotationError,
+) -> Annotations {
+    let mut valid = valid_rest(namespace, annotations, defaults, first);
+    let meant = annotations::intent(namespace, annotations, defaults);
+    valid.use_regex |= meant.regex;
+    valid.passthrough |= meant.passthrough;
+    if meant.canary && valid.canary.is_none() {
+        // A canary that selects nothing: a rejected canary is not applied anyway.
+        valid.canary = Some(annotations::CanaryConfig {
+            weight: 0,
+            weight_total: 100,
+            header: None,
+            header_value: None,
+            header_pattern: None,
+            cookie: None,
+            sticky: true,
+        });
+    }
+    valid
+}
+
+/// The annotations that parse once the invalid ones are removed one by one; none when an
+/// error names a key the Ingress lacks (`auth-secret` missing beside `auth-type`).
+fn valid_rest(
     namespace: &str,
     annotations: Option<&BTreeMap<String, String>>,
     defaults: &annotations::Defaults,

@@ -1581,6 +1581,91 @@ fn an_invalid_annotation_leaves_its_routes_answering_503() {
     );
 }
 
+/// Whatever key is invalid, the paths are read as the Ingress meant them and a canary or
+/// passthrough Ingress stays one, so failing closed never hands a path to another route.
+#[test]
+fn an_invalid_annotation_keeps_the_paths_and_role_it_meant() {
+    let mut objs = backend_objects("ns", "web", "10.0.0.1");
+    objs.push(ing(mk_ingress("ns", "open")
+        .created(1)
+        .host("a.example")
+        .path("/", "Prefix", "web", 80)));
+    // The error names `auth-secret`, which the Ingress lacks.
+    objs.push(ing(mk_ingress("ns", "no-secret")
+        .created(2)
+        .annotation("auth-type", "basic")
+        .annotation("rewrite-target", "/$2")
+        .host("a.example")
+        .path("/admin(/|$)(.*)", "ImplementationSpecific", "web", 80)));
+    // The invalid key is the one that made the paths regexes.
+    objs.push(ing(mk_ingress("ns", "bad-target")
+        .created(2)
+        .annotation("rewrite-target", "app/$2")
+        .host("a.example")
+        .path("/api(/|$)(.*)", "ImplementationSpecific", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "bad-flag")
+        .created(2)
+        .annotation("use-regex", "yes")
+        .host("a.example")
+        .path("/v[0-9]+/x", "ImplementationSpecific", "web", 80)));
+    // An invalid canary older than its main Ingress must not take the main's path.
+    objs.push(ing(mk_ingress("ns", "bad-canary")
+        .created(0)
+        .annotation("canary", "yes")
+        .host("b.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "main")
+        .created(5)
+        .host("b.example")
+        .path("/", "Prefix", "web", 80)));
+    objs.push(ing(mk_ingress("ns", "bad-pt")
+        .annotation("ssl-passthrough", "on")
+        .host("pt.example")
+        .path("/", "Prefix", "web", 80)));
+    let t = run(objs);
+    let rejected = |n: &str| (n.to_owned(), reason::INVALID_ANNOTATION);
+    let mut want = vec![
+        rejected("bad-canary"),
+        rejected("bad-flag"),
+        rejected("bad-pt"),
+        rejected("bad-target"),
+        rejected("no-secret"),
+    ];
+    let mut got = diags(&t);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let a = vhost(&t, &exact("a.example"));
+    for (path, probe) in [
+        ("/admin(/|$)(.*)", "/admin/users"),
+        ("/api(/|$)(.*)", "/api/x"),
+        ("/v[0-9]+/x", "/v2/x"),
+    ] {
+        let r = a
+            .routes
+            .iter()
+            .find(|r| matches!(&r.path, PathMatch::Regex(p) if p.source == path))
+            .unwrap_or_else(|| panic!("no regex route {path}: {:?}", routes(a)));
+        assert!(r.target.policy.rejected, "{path} must answer 503");
+        assert!(r.path.matches(probe), "{path} takes {probe}");
+    }
+    let b = vhost(&t, &exact("b.example"));
+    assert!(
+        b.routes
+            .iter()
+            .all(|r| !r.target.policy.rejected && r.target.canary.is_none()),
+        "{:?}",
+        routes(b)
+    );
+    assert!(t.snapshot.passthrough.is_empty());
+    assert!(t
+        .snapshot
+        .http
+        .hosts
+        .iter()
+        .all(|v| v.host != exact("pt.example")));
+}
+
 #[test]
 fn use_regex_and_rewrite_target() {
     let mut objs = backend_objects("ns", "web", "10.0.0.1");

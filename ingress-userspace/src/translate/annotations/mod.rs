@@ -201,6 +201,36 @@ pub fn parse(
     }
 }
 
+/// What an Ingress's annotations mean for how its paths are read and whether it is a canary
+/// or passthrough Ingress, from their keys alone: an Ingress whose annotations do not all
+/// parse keeps that meaning (a bad `rewrite-target` still makes its paths regexes, a bad
+/// `canary` still makes it a canary), so failing closed never turns it into something else.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Intent {
+    pub regex: bool,
+    pub canary: bool,
+    pub passthrough: bool,
+}
+
+/// The [`Intent`] of `annotations`: a flag counts unless it reads as false.
+pub fn intent(
+    namespace: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+    defaults: &Defaults,
+) -> Intent {
+    let (r, _) = Reader::new(namespace, annotations, defaults);
+    let on = |name: &str| {
+        r.by_name
+            .get(name)
+            .is_some_and(|v| parse_bool(v.value.trim()) != Ok(false))
+    };
+    Intent {
+        regex: on("use-regex") || r.by_name.contains_key("rewrite-target"),
+        canary: on("canary"),
+        passthrough: on("ssl-passthrough"),
+    }
+}
+
 /// One annotation as found on the object.
 #[derive(Clone, Copy, Debug)]
 struct Value<'a> {
