@@ -63,9 +63,23 @@ impl PeakEwma {
         self.stamp_ms.store(now_ms.max(1), Relaxed);
     }
 
-    /// Load score: latency times (requests in flight + 1).
-    pub fn cost(&self) -> f64 {
-        f64::from_bits(self.rtt_ns.load(Relaxed)) * f64::from(self.pending.load(Relaxed) + 1)
+    /// Load score at `now_ms`: latency times (requests in flight + 1).
+    pub fn cost(&self, now_ms: u64) -> f64 {
+        self.estimate(now_ms) * f64::from(self.pending.load(Relaxed) + 1)
+    }
+
+    /// The latency estimate decayed for the time since its last sample, as tower's and
+    /// ingress-nginx's `ewma.lua` read it: an endpoint that a peak made the costlier of every
+    /// pair gets no requests and so no samples, and without the decay would stay shunned.
+    /// Never measured (stamp 0): the default or seeded value as it is.
+    fn estimate(&self, now_ms: u64) -> f64 {
+        let rtt = f64::from_bits(self.rtt_ns.load(Relaxed));
+        let stamp = self.stamp_ms.load(Relaxed);
+        if stamp == 0 {
+            return rtt;
+        }
+        let elapsed = now_ms.saturating_sub(stamp) as f64;
+        rtt * (-elapsed / DECAY_MS).exp()
     }
 
     /// Requests in flight.
@@ -150,7 +164,7 @@ pub fn pick(
                 b += 1;
             }
             match (healthy(a), healthy(b)) {
-                (true, true) => Some(if eps[b].load.cost() < eps[a].load.cost() {
+                (true, true) => Some(if eps[b].load.cost(now_ms) < eps[a].load.cost(now_ms) {
                     b
                 } else {
                     a
@@ -186,29 +200,71 @@ mod tests {
         let fresh = ep(4);
         slow_start(&[a, b, unmeasured], std::slice::from_ref(&fresh), 10);
         assert!(
-            (fresh.load.cost() - 200e6).abs() < 1.0,
+            (fresh.load.cost(10) - 200e6).abs() < 1.0,
             "{}",
-            fresh.load.cost()
+            fresh.load.cost(10)
         );
         // Nothing measured yet: the default stays.
         let other = ep(5);
         slow_start(&[ep(6)], std::slice::from_ref(&other), 10);
-        assert!((other.load.cost() - DEFAULT_RTT_NS).abs() < 1.0);
+        assert!((other.load.cost(10) - DEFAULT_RTT_NS).abs() < 1.0);
     }
 
     #[test]
     fn peak_is_taken_then_decays() {
         let e = PeakEwma::default();
-        e.observe(Duration::from_millis(100), 0);
-        assert!((e.cost() - 100e6).abs() < 1.0);
+        e.observe(Duration::from_millis(100), 1);
+        assert!((e.cost(1) - 100e6).abs() < 1.0);
         e.observe(Duration::from_millis(1), 20_000);
-        assert!(e.cost() < 20e6, "{}", e.cost());
+        assert!(e.cost(20_000) < 20e6, "{}", e.cost(20_000));
         e.begin();
-        let one = e.cost();
+        let one = e.cost(20_000);
         e.begin();
-        assert!((e.cost() - one * 1.5).abs() < 1.0);
+        assert!((e.cost(20_000) - one * 1.5).abs() < 1.0);
         e.end();
         e.end();
         assert_eq!(e.pending(), 0);
+    }
+
+    /// One slow request must not shut an endpoint out: unpicked, it gets no samples, so its
+    /// estimate decays as it is read until a pair prefers it again and a sample resets it.
+    #[test]
+    fn a_spiked_endpoint_is_picked_again_once_its_peak_has_decayed() {
+        let eps: Vec<Arc<Endpoint>> = (1..=2)
+            .map(|port| {
+                Arc::new(Endpoint::new(
+                    "ns/app:80",
+                    std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                    super::super::Pool::new(super::super::pool::PoolSettings::new(
+                        Default::default(),
+                    )),
+                ))
+            })
+            .collect();
+        eps[0].load.observe(Duration::from_secs(20), 1_000);
+        eps[1].load.observe(Duration::from_millis(5), 1_000);
+        let rr = AtomicUsize::new(0);
+        let picks = |now: u64| {
+            (0..200)
+                .filter(|_| {
+                    pick(&eps, &rr, LoadBalance::PeakEwma, &Tried::default(), now) == Some(0)
+                })
+                .count()
+        };
+        assert_eq!(picks(2_000), 0, "right after the spike it is avoided");
+        // The other endpoint keeps serving at 5 ms; the spiked one is read 90 s later.
+        eps[1].load.observe(Duration::from_millis(5), 91_000);
+        assert_eq!(
+            picks(91_000),
+            200,
+            "a 20 s peak decays below 5 ms within 90 s"
+        );
+        eps[0].load.observe(Duration::from_millis(5), 91_000);
+        // The sample folds into what is left of the peak (2.5 ms), no longer 20 s.
+        assert!(
+            eps[0].load.cost(91_000) < 8e6,
+            "{}",
+            eps[0].load.cost(91_000)
+        );
     }
 }
