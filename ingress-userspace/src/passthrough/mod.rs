@@ -202,9 +202,10 @@ pub enum Classified {
     Passthrough(PassthroughConn),
     /// Any other SNI: terminate TLS on this stream (the ClientHello is still unread in it).
     Terminate(Replay<TcpStream>),
-    /// Plain HTTP, not TLS: answer with [`plain_http::refuse`], holding the permit (the
-    /// answer lingers up to 2 s, and such connections stay bounded like pending hellos).
-    PlainHttp(TcpStream, tokio::sync::OwnedSemaphorePermit),
+    /// Plain HTTP, not TLS: answer with [`plain_http::refuse`], holding the slots (the
+    /// answer lingers up to 2 s, and such connections stay bounded like pending hellos, per
+    /// source address too).
+    PlainHttp(TcpStream, HelloSlots),
     /// Closed; the reason was logged.
     Reject(RejectReason),
 }
@@ -281,9 +282,29 @@ pub struct Passthrough {
     sources: Arc<SourceSlots>,
 }
 
-/// ClientHellos being read per client address.
+/// The slots a connection holds while its first bytes are handled: one of all, one of its
+/// source's.
+#[derive(Debug)]
+pub struct HelloSlots {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    _source: SourceSlot,
+}
+
+/// ClientHellos being read per client address (an IPv6 client per /64, what one host
+/// usually has).
 #[derive(Debug, Default)]
 struct SourceSlots(std::sync::Mutex<HashMap<std::net::IpAddr, usize>>);
+
+/// The address `addr` counts as: IPv4 as itself (a mapped one too), IPv6 by its /64.
+fn source_key(addr: std::net::IpAddr) -> std::net::IpAddr {
+    match addr.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
 
 /// One ClientHello being read from `addr`; gives its slot back when dropped.
 #[derive(Debug)]
@@ -295,6 +316,7 @@ struct SourceSlot {
 impl SourceSlots {
     /// A slot for `addr`, unless it already has `max`.
     fn take(self: &Arc<Self>, addr: std::net::IpAddr, max: usize) -> Option<SourceSlot> {
+        let addr = source_key(addr);
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(addr).or_insert(0);
         if *n >= max {
@@ -443,7 +465,7 @@ impl Passthrough {
                 return Classified::Reject(e.into());
             }
         };
-        let Some(_source) = self
+        let Some(source) = self
             .sources
             .take(peer.ip(), self.cfg.max_handshakes_per_source)
         else {
@@ -477,7 +499,11 @@ impl Passthrough {
                 if plain_http::looks_like_http(b) =>
             {
                 tracing::debug!(peer = ?stream.peer_addr().ok(), "plain HTTP on the HTTPS port");
-                return Classified::PlainHttp(stream, permit);
+                let slots = HelloSlots {
+                    _all: permit,
+                    _source: source,
+                };
+                return Classified::PlainHttp(stream, slots);
             }
             Err(PeekError::Invalid(HelloError::BadServerName(why))) => {
                 // A name no passthrough host can be (a trailing dot, an empty label): TLS
@@ -635,7 +661,7 @@ impl Passthrough {
                 self.metrics.count(Outcome::Terminated);
                 Some(s)
             }
-            Classified::PlainHttp(stream, _permit) => {
+            Classified::PlainHttp(stream, _slots) => {
                 self.metrics.count(Outcome::PlainHttp);
                 plain_http::refuse(stream).await;
                 None
@@ -677,6 +703,27 @@ fn copied(r: copy::CopyReport) -> ServeReport {
 mod tests {
     use super::*;
     use crate::snapshot::{BackendProtocol, LoadBalance, ObjectRef, Upstream};
+
+    /// A host with a /64 cannot take every slot by spreading its hellos over addresses.
+    #[test]
+    fn an_ipv6_source_is_counted_by_its_64() {
+        let slots = Arc::new(SourceSlots::default());
+        let ip = |s: &str| {
+            s.parse::<std::net::IpAddr>()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let a = slots.take(ip("2001:db8:1:2::1"), 2);
+        let b = slots.take(ip("2001:db8:1:2:ffff::9"), 2);
+        assert!(a.is_some() && b.is_some());
+        assert!(slots.take(ip("2001:db8:1:2::3"), 2).is_none(), "same /64");
+        assert!(slots.take(ip("2001:db8:1:3::1"), 2).is_some(), "next /64");
+        // A mapped IPv4 client counts as itself.
+        let v4 = slots.take(ip("::ffff:198.18.0.1"), 1);
+        assert!(v4.is_some());
+        assert!(slots.take(ip("198.18.0.1"), 1).is_none());
+        drop((a, b, v4));
+        assert!(slots.take(ip("2001:db8:1:2::3"), 2).is_some(), "given back");
+    }
 
     fn route(host: HostMatch, name: &str) -> PassthroughRoute {
         PassthroughRoute {

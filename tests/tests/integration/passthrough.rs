@@ -1050,7 +1050,31 @@ async fn idle_connects_and_one_busy_address_cannot_lock_others_out() {
         .await
         .expect("handshake from another address");
     assert_eq!(exchange(&mut tls, b"other", 5).await, b"other");
-    drop((tls, third, partial, idle));
+    drop((tls, third, partial));
+    // Plain HTTP to the HTTPS port holds its source's slots while its 400 lingers (up to 2 s,
+    // here as long as the client keeps the connection): a third from the same address is
+    // closed unanswered rather than taking one more slot of all.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut plain = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect(s.front.addr).await;
+        c.write_all(b"G").await.expect("write");
+        plain.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = connect(s.front.addr).await;
+    third.write_all(b"G").await.expect("write");
+    let mut got = Vec::new();
+    let _ = timeout(Duration::from_secs(1), third.read_to_end(&mut got)).await;
+    assert!(
+        got.is_empty(),
+        "a third plain-HTTP connection from one address was answered: {}",
+        String::from_utf8_lossy(&got)
+    );
+    let mut answer = [0u8; 12];
+    plain[0].read_exact(&mut answer).await.expect("400 answer");
+    assert_eq!(&answer, b"HTTP/1.1 400");
+    drop((third, plain, idle));
     assert_clean(&s).await;
 }
 
