@@ -447,7 +447,8 @@ async fn accept_loop(listener: TcpListener, endpoints: watch::Receiver<Arc<[Sock
                 let _ = s.set_nodelay(true);
                 let _ = socket2::SockRef::from(s).set_tcp_keepalive(&keepalive);
             }
-            crate::passthrough::copy::copy(client, backend).await;
+            let idle = crate::passthrough::splice::HALF_OPEN_IDLE;
+            crate::passthrough::copy::copy(client, backend, idle).await;
         });
     }
 }

@@ -21,16 +21,17 @@ pub struct PassthroughMetrics {
     backend_bytes: AtomicU64,
     active: AtomicU64,
     /// How served connections ended, by [`ENDINGS`].
-    endings: [AtomicU64; 5],
+    endings: [AtomicU64; 6],
 }
 
 /// The labels of `ingress_passthrough_endings_total`, in counter order.
-const ENDINGS: [&str; 5] = [
+const ENDINGS: [&str; 6] = [
     "graceful",
     "client_reset",
     "backend_reset",
     "client_stalled",
     "backend_stalled",
+    "half_open_idle",
 ];
 
 fn ending_slot(e: Ending) -> usize {
@@ -40,6 +41,7 @@ fn ending_slot(e: Ending) -> usize {
         Ending::Reset(Side::Backend) => 2,
         Ending::Stalled(Side::Client) => 3,
         Ending::Stalled(Side::Backend) => 4,
+        Ending::HalfOpenIdle => 5,
     }
 }
 

@@ -63,6 +63,9 @@ pub struct PassthroughConfig {
     pub connect_timeout: Duration,
     /// Turn on the splice program's log statements when this loads its own object.
     pub kernel_log: bool,
+    /// A pair one side has closed is reset after this long without a byte from the other
+    /// ([`splice::HALF_OPEN_IDLE`]).
+    pub half_open_idle: Duration,
 }
 
 impl Default for PassthroughConfig {
@@ -74,6 +77,7 @@ impl Default for PassthroughConfig {
             max_handshakes_per_source: 64,
             connect_timeout: Duration::from_secs(5),
             kernel_log: false,
+            half_open_idle: splice::HALF_OPEN_IDLE,
         }
     }
 }
@@ -591,8 +595,9 @@ impl Passthrough {
         let from_client = prelude.len() as u64 - header_len;
         let prelude = prelude.len() as u64;
         tracing::debug!(?peer, ?sni, %endpoint, upstream = %route.route.upstream.name, "passthrough: connected");
+        let idle = self.cfg.half_open_idle;
         let mut report = match &self.engine {
-            Engine::Kernel(k) => match k.splice(client, backend, prelude).await {
+            Engine::Kernel(k) => match k.splice(client, backend, prelude, idle).await {
                 Ok(r) => ServeReport {
                     ending: r.ending,
                     client_bytes: r.client_bytes,
@@ -609,14 +614,14 @@ impl Passthrough {
                     } else {
                         tracing::warn!(error = %error, "passthrough: kernel splice setup failed; copying in userspace");
                     }
-                    copied(copy::copy(client, backend).await)
+                    copied(copy::copy(client, backend, idle).await)
                 }
                 Err(splice::SetupFailed {
                     streams: None,
                     error,
                 }) => return Err(ServeError::Setup(error)),
             },
-            Engine::Userspace => copied(copy::copy(client, backend).await),
+            Engine::Userspace => copied(copy::copy(client, backend, idle).await),
         };
         report.client_bytes += from_client;
         tracing::debug!(?peer, ?sni, %endpoint, ending = ?report.ending, client_bytes = report.client_bytes,

@@ -206,7 +206,16 @@ pub enum Ending {
     Reset(Side),
     /// Bytes queued towards this side made no progress for [`DRAIN_STALL`]; both were reset.
     Stalled(Side),
+    /// One side closed its direction and the other sent nothing for the half-open idle
+    /// time; both were reset. Without it a peer that never closes (its kernel answers
+    /// keepalive in FIN_WAIT2) holds the pair, its map entries and descriptors for good.
+    HalfOpenIdle,
 }
+
+/// How long a pair may stay half-closed without a byte from the side still open: nginx's
+/// stream `proxy_timeout` as ingress-nginx sets it (600 s), only once one side has closed,
+/// since a quiet connection both sides keep open is theirs to keep.
+pub const HALF_OPEN_IDLE: Duration = Duration::from_secs(600);
 
 /// Result of one splice.
 #[derive(Clone, Copy, Debug)]
@@ -312,6 +321,7 @@ impl SpliceEngine {
         client: TcpStream,
         backend: TcpStream,
         backend_prelude: u64,
+        half_open_idle: Duration,
     ) -> Result<SpliceReport, SetupFailed> {
         let ids = sock_id(&client).and_then(|c| Ok((c, sock_id(&backend)?)));
         let (client_id, backend_id) = match ids {
@@ -351,7 +361,7 @@ impl SpliceEngine {
             prelude: backend_prelude,
         };
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let error = match Armed::arm(self, conn, &client, &backend) {
+        let error = match Armed::arm(self, conn, &client, &backend, half_open_idle) {
             Ok(mut armed) => {
                 let ending = armed.run().await;
                 let (client_bytes, backend_bytes) = armed.counters();
@@ -513,6 +523,8 @@ struct Armed<'a> {
     events: mpsc::UnboundedReceiver<Event>,
     /// Client -> backend, backend -> client.
     flows: [Flow; 2],
+    /// See [`HALF_OPEN_IDLE`].
+    half_open_idle: Duration,
 }
 
 impl<'a> Armed<'a> {
@@ -523,6 +535,7 @@ impl<'a> Armed<'a> {
         conn: u64,
         client: &'a Half,
         backend: &'a Half,
+        half_open_idle: Duration,
     ) -> Result<Self, SpliceError> {
         let (c, b) = (client.id.cookie, backend.id.cookie);
         let events = engine
@@ -535,6 +548,7 @@ impl<'a> Armed<'a> {
             backend,
             events,
             flows: Default::default(),
+            half_open_idle,
         };
         {
             let mut k = engine.kernel();
@@ -587,6 +601,8 @@ impl<'a> Armed<'a> {
     async fn run(&mut self) -> Ending {
         let mut sweep_at = Instant::now() + SWEEP;
         let mut retry: [Option<Instant>; 2] = [None, None];
+        // Once one direction is closed: since when the other has passed this many bytes.
+        let mut half_open: Option<(Instant, u64)> = None;
         loop {
             let wake = retry.iter().flatten().fold(sweep_at, |a, &b| a.min(b));
             tokio::select! {
@@ -603,7 +619,8 @@ impl<'a> Armed<'a> {
             }
             let now = Instant::now();
             if now >= sweep_at {
-                sweep_at = now + SWEEP;
+                sweep_at = now + SWEEP.min(self.half_open_idle);
+                let closed = self.flows.iter().filter(|f| f.done).count();
                 for side in [Side::Client, Side::Backend] {
                     let Ok(entry) = self.entry(side) else {
                         return Ending::Reset(side);
@@ -611,6 +628,19 @@ impl<'a> Armed<'a> {
                     let flow = &mut self.flows[index(side)];
                     if !flow.done && entry.passed > flow.read {
                         flow.held = true;
+                    }
+                    if closed == 1 && !flow.done {
+                        match half_open {
+                            Some((since, passed)) if passed == entry.passed => {
+                                if now - since >= self.half_open_idle {
+                                    tracing::debug!(
+                                        "passthrough splice: half-closed and idle; resetting"
+                                    );
+                                    return Ending::HalfOpenIdle;
+                                }
+                            }
+                            _ => half_open = Some((now, entry.passed)),
+                        }
                     }
                 }
             }
@@ -779,7 +809,7 @@ async fn self_test(engine: &SpliceEngine) -> Result<(), SpliceError> {
     client.write_all(b"early").await?;
     let task = async {
         engine
-            .splice(proxy_client, proxy_backend, 0)
+            .splice(proxy_client, proxy_backend, 0, HALF_OPEN_IDLE)
             .await
             .map_err(|f| f.error)
     };

@@ -209,9 +209,26 @@ async fn spliced(
     client: &mut tokio::net::TcpStream,
     server: &mut tokio::net::TcpStream,
 ) -> SpliceTask {
+    let idle = ingress::passthrough::splice::HALF_OPEN_IDLE;
+    spliced_with(engine, proxy_client, proxy_backend, client, server, idle).await
+}
+
+/// [`spliced`], with a pair left half-open reset after `half_open_idle`.
+async fn spliced_with(
+    engine: &Arc<SpliceEngine>,
+    proxy_client: tokio::net::TcpStream,
+    proxy_backend: tokio::net::TcpStream,
+    client: &mut tokio::net::TcpStream,
+    server: &mut tokio::net::TcpStream,
+    half_open_idle: Duration,
+) -> SpliceTask {
     let splice = tokio::spawn({
         let engine = engine.clone();
-        async move { engine.splice(proxy_client, proxy_backend, 0).await }
+        async move {
+            engine
+                .splice(proxy_client, proxy_backend, 0, half_open_idle)
+                .await
+        }
     });
     client.write_all(b"ping").await.expect("write");
     let mut buf = [0u8; 4];
@@ -400,6 +417,56 @@ async fn kernel_splice_holds_bytes_for_a_reader_that_does_not_read() {
     assert_eq!(engine.map_entries(), (0, 0, 0));
 }
 
+/// A pair one side closed is reset once the other sends nothing for the half-open idle
+/// time: a client that never closes after the backend did (its kernel answers keepalive in
+/// FIN_WAIT2) cannot hold the pair, its map entries and descriptors for good. Bytes it
+/// still sends keep the pair.
+#[tokio::test]
+async fn kernel_splice_resets_a_half_open_pair_gone_quiet() {
+    let engine =
+        Arc::new(SpliceEngine::new().expect("load the sk_skb program (needs root and BPF)"));
+    let (mut client, proxy_client, proxy_backend, mut server) = loopback_pair().await;
+    let idle = Duration::from_secs(2);
+    let splice = spliced_with(
+        &engine,
+        proxy_client,
+        proxy_backend,
+        &mut client,
+        &mut server,
+        idle,
+    )
+    .await;
+    server.shutdown().await.expect("backend FIN");
+    let mut rest = Vec::new();
+    timeout(STEP, client.read_to_end(&mut rest))
+        .await
+        .expect("FIN passed on")
+        .expect("client read");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        client.write_all(b"x").await.expect("write");
+    }
+    let mut three = [0u8; 3];
+    timeout(STEP, server.read_exact(&mut three))
+        .await
+        .expect("bytes after the FIN in time")
+        .expect("server read");
+    assert!(
+        !splice.is_finished(),
+        "reset while the open side was sending"
+    );
+    let report = timeout(Duration::from_secs(20), splice)
+        .await
+        .expect("a quiet half-open pair is ended")
+        .expect("task")
+        .expect("splice set up");
+    assert_eq!(
+        report.ending,
+        ingress::passthrough::splice::Ending::HalfOpenIdle
+    );
+    assert_eq!(engine.map_entries(), (0, 0, 0));
+}
+
 /// A client that sends its bytes and FIN before the splice is armed cannot enter the
 /// sockhash (only established sockets may): the setup says so, distinctly from a real
 /// failure (it is logged at debug: any client can cause it), and hands both streams back.
@@ -412,7 +479,12 @@ async fn kernel_splice_refuses_a_socket_already_half_closed_and_hands_it_back() 
     // Loopback delivers the FIN at once; the bytes stay unread.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let failed = engine
-        .splice(proxy_client, proxy_backend, 0)
+        .splice(
+            proxy_client,
+            proxy_backend,
+            0,
+            ingress::passthrough::splice::HALF_OPEN_IDLE,
+        )
         .await
         .expect_err("a half-closed socket is not spliced");
     assert!(
