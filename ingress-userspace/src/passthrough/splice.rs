@@ -723,6 +723,7 @@ impl<'a> Armed<'a> {
                 continue;
             }
             if entry.passed > flow.read || flow.kick {
+                let kicked = flow.kick;
                 flow.kick = false;
                 flow.pending.resize(RELAY_CHUNK, 0);
                 flow.offset = 0;
@@ -741,6 +742,12 @@ impl<'a> Armed<'a> {
                     // Counted by the verdict, not queued yet (the kernel's worker has it).
                     let read = flow.read;
                     return flow.wait(read).map_err(stalled);
+                }
+                if kicked {
+                    // The FIN's wake-up can come before the verdict of the data in its own
+                    // segment; the recv took the socket lock after that verdict, so only an
+                    // entry read now counts those bytes before the FIN is passed on.
+                    continue;
                 }
             }
             if flow.held {
