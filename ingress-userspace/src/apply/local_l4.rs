@@ -282,6 +282,7 @@ impl LocalL4 {
 
 /// One UDP client's upstream socket, and the task relaying the endpoint's answers.
 struct Session {
+    endpoint: SocketAddr,
     upstream: Arc<UdpSocket>,
     /// When the client last sent, in seconds since `Sessions::epoch`.
     last_sent: Arc<AtomicU64>,
@@ -321,7 +322,7 @@ impl Sessions {
 
 async fn relay_loop(
     socket: Arc<UdpSocket>,
-    endpoints: watch::Receiver<Arc<[SocketAddr]>>,
+    mut endpoints: watch::Receiver<Arc<[SocketAddr]>>,
     sessions: Arc<Sessions>,
 ) {
     let next = AtomicUsize::new(0);
@@ -335,6 +336,19 @@ async fn relay_loop(
                 continue;
             }
         };
+        if endpoints.has_changed().unwrap_or(false) {
+            // Sessions with an endpoint that left end: a client that keeps sending would
+            // otherwise never idle out and stay on a pod that is gone (the kernel path moves
+            // such a flow too). Its datagram opens a session with one still there.
+            let now = endpoints.borrow_and_update().clone();
+            sessions.lock().retain(|_, s| {
+                let stays = now.contains(&s.endpoint);
+                if !stays {
+                    s.reply.abort();
+                }
+                stays
+            });
+        }
         let existing = sessions.lock().get(&client).map(|s| {
             s.last_sent.store(sessions.now(), Ordering::Relaxed);
             s.upstream.clone()
@@ -404,6 +418,7 @@ async fn open_session(
     sessions.lock().insert(
         client,
         Session {
+            endpoint,
             upstream: upstream.clone(),
             last_sent,
             reply,
@@ -605,6 +620,15 @@ mod tests {
             let again = udp_ask(&c1, &format!("again {i}")).await.expect("answered");
             assert_eq!(again, format!("{} again {i}", &first[..1]));
         }
+        // c1's endpoint leaves: its next datagram goes to the one still there.
+        let (kept, name) = if &first[..1] == "a" {
+            (b, "b")
+        } else {
+            (a, "a")
+        };
+        local.apply(&[tcp(port, &[kept], L4Protocol::Udp)]);
+        let moved = udp_ask(&c1, "moved").await.expect("answered");
+        assert_eq!(moved, format!("{name} moved"));
         // No endpoints: the socket goes, and the stack refuses the next datagram.
         local.apply(&[tcp(port, &[], L4Protocol::Udp)]);
         assert!(local.serving().is_empty());
