@@ -382,12 +382,16 @@ impl App {
             Arc::new(source::external_names::SystemLookup),
         );
         let reloads = on_hangup(args.manifests.is_some())?;
+        // A source that cannot start (a manifest directory that cannot be read or watched)
+        // stops the process: left up, it would serve nothing and never be ready.
+        let (source_failed_tx, mut source_failed) = tokio::sync::oneshot::channel::<String>();
         if let Some(dir) = args.manifests.clone() {
             tokio::spawn(async move {
                 let resync = source::manifests::RESYNC;
                 if let Err(e) = source::manifests::run_resyncing(dir, events, resync, reloads).await
                 {
                     error!("manifest source stopped: {e}");
+                    let _ = source_failed_tx.send(e.to_string());
                 }
             });
         } else {
@@ -472,7 +476,10 @@ impl App {
         ));
         info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, "ingressd running");
 
-        wait_for_signal().await?;
+        tokio::select! {
+            r = wait_for_signal() => r?,
+            Ok(e) = &mut source_failed => anyhow::bail!("manifest source failed: {e}"),
+        }
         readiness.set_draining();
         let grace = args.shutdown_grace_period;
         if !grace.is_zero() {

@@ -54,6 +54,8 @@ use crate::store::cache::key_of;
 /// How long the directory must be quiet after a change before it is re-read (editors write
 /// files in several steps).
 pub const SETTLE: Duration = Duration::from_millis(100);
+/// Longest a re-read waits for the directory to go quiet after a first change.
+pub const SETTLE_MAX: Duration = Duration::from_secs(2);
 
 /// How often the whole directory is read again even when the watch saw nothing (unchanged
 /// files are compared by bytes, not parsed again).
@@ -717,9 +719,20 @@ pub async fn run_resyncing(
                 if c.is_none() {
                     break;
                 }
-                // Let the burst of events from one save settle, then read once.
-                tokio::time::sleep(SETTLE).await;
-                while changed.try_recv().is_ok() {}
+                // Read once the directory has been quiet for SETTLE, so a file written out
+                // over a while (`helm template > dir/app.yaml`) is read whole, but no later
+                // than SETTLE_MAX after the first event.
+                let first = tokio::time::Instant::now();
+                loop {
+                    tokio::time::sleep(SETTLE).await;
+                    let mut more = false;
+                    while changed.try_recv().is_ok() {
+                        more = true;
+                    }
+                    if !more || first.elapsed() >= SETTLE_MAX {
+                        break;
+                    }
+                }
                 false
             }
             // What the watch cannot see: files behind symlinks that lead out of the

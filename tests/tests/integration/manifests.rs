@@ -200,6 +200,81 @@ async fn example_manifests_translate_cleanly() {
     source.abort();
 }
 
+/// A file written out over a while (`helm template > dir/app.yaml`) is read once it is
+/// whole: the directory must be quiet for `SETTLE`, so no translation is published from the
+/// first half of it (an Ingress there without the one further down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_slowly_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        examples_dir().join("00-ingressclass.yaml"),
+        dir.path().join("00-ingressclass.yaml"),
+    )
+    .unwrap();
+    let (store, source) = start(dir.path().to_owned()).await;
+    let hosts = |t: &Translation| -> Vec<String> {
+        t.snapshot
+            .http
+            .hosts
+            .iter()
+            .map(|v| format!("{:?}", v.host))
+            .collect()
+    };
+    let mut seen = store.translations.clone();
+    let watcher = tokio::spawn(async move {
+        let mut published = Vec::new();
+        while seen.changed().await.is_ok() {
+            let h = hosts(&seen.borrow_and_update());
+            let both = h.len() == 2;
+            published.push(h);
+            if both {
+                break;
+            }
+        }
+        published
+    });
+    let ingress = |name: &str, host: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  \
+             namespace: default\nspec:\n  ingressClassName: xdp\n  rules:\n  - host: {host}\n    \
+             http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          \
+             service:\n            name: web\n            port:\n              number: 80\n"
+        )
+    };
+    let text = format!(
+        "{}---\n{}",
+        ingress("first", "a.test"),
+        ingress("second", "b.test")
+    );
+    // Twelve pieces 50 ms apart: never quiet for SETTLE until the end.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(dir.path().join("app.yaml")).unwrap();
+        for piece in text.as_bytes().chunks(text.len().div_ceil(12)) {
+            f.write_all(piece).unwrap();
+            f.flush().unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let published = timeout(WAIT, watcher)
+        .await
+        .expect("both Ingresses in time")
+        .unwrap();
+    // (An empty translation may come first: the class alone, before the file.)
+    assert!(
+        published.iter().all(|h| h.len() != 1),
+        "a translation was published from part of the file: {published:?}"
+    );
+    assert_eq!(
+        published.last(),
+        Some(&vec![
+            format!("{:?}", exact("a.test")),
+            format!("{:?}", exact("b.test"))
+        ])
+    );
+    source.abort();
+}
+
 fn copy_examples(to: &Path) {
     for entry in std::fs::read_dir(examples_dir()).unwrap() {
         let path = entry.unwrap().path();

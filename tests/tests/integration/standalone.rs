@@ -141,6 +141,51 @@ fn standalone_args(
     args
 }
 
+/// A manifest directory that cannot be read at start stops ingressd with an error naming
+/// it, instead of leaving it up serving nothing and never ready.
+#[test]
+fn a_manifest_directory_that_cannot_be_read_stops_ingressd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing");
+    let args = standalone_args(
+        &missing,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        free_addr(),
+        "nodir",
+        &[],
+    );
+    let mut child = std::process::Command::new(BIN)
+        .arg("run")
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ingressd");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ingressd still running on a missing manifest directory");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut log = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut log);
+    }
+    assert!(!status.success(), "exited cleanly: {log}");
+    assert!(
+        log.contains("manifest source failed") && log.contains("missing"),
+        "{log}"
+    );
+}
+
 /// Stops `p` (SIGTERM, then up to 10 s for it to exit) and returns its log as it was when
 /// asked to stop.
 fn stop(mut p: Ingressd) -> String {
