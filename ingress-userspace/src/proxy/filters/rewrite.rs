@@ -39,7 +39,7 @@ fn expand(route_path: &PathMatch, template: &str, path: &str) -> String {
         PathMatch::Regex(r) => match r.regex.captures(path) {
             Some(caps) if caps.get(0).is_some_and(|m| m.start() == 0) => {
                 let mut out = String::with_capacity(template.len() + path.len());
-                caps.expand(template, &mut out);
+                expand_nginx(&caps, template, &mut out);
                 out
             }
             _ => template.to_string(),
@@ -48,13 +48,46 @@ fn expand(route_path: &PathMatch, template: &str, path: &str) -> String {
     }
 }
 
+/// Appends `template` to `out` with capture references expanded as nginx does: `$1`..`$9` are
+/// one digit each (`$1a` is group 1 then `a`, `$10` group 1 then `0`), where the regex
+/// crate would read a group named `1a` or group 10. Named groups (`$name`, `${name}`) and
+/// `${n}` keep the regex crate's reading.
+fn expand_nginx(caps: &regex::Captures<'_>, template: &str, out: &mut String) {
+    let mut rest = template;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        let len = match rest.as_bytes().first() {
+            Some(d) if d.is_ascii_digit() => {
+                if let Some(m) = caps.get(usize::from(d - b'0')) {
+                    out.push_str(m.as_str());
+                }
+                rest = &rest[1..];
+                continue;
+            }
+            Some(b'{') => rest.find('}').map_or(0, |end| end + 1),
+            _ => rest
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count(),
+        };
+        if len == 0 {
+            out.push('$');
+            continue;
+        }
+        caps.expand(&format!("${}", &rest[..len]), out);
+        rest = &rest[len..];
+    }
+    out.push_str(rest);
+}
+
 /// The upstream path for `path` matched by `route_path`, rewritten to `target`.
 pub fn rewrite_path(route_path: &PathMatch, target: &str, path: &str) -> String {
     match route_path {
         PathMatch::Regex(r) => match r.regex.captures(path) {
             Some(caps) if caps.get(0).is_some_and(|m| m.start() == 0) => {
                 let mut out = String::with_capacity(target.len() + path.len());
-                caps.expand(target, &mut out);
+                expand_nginx(&caps, target, &mut out);
                 ensure_slash(out)
             }
             _ => ensure_slash(target.to_string()),
@@ -101,6 +134,19 @@ mod tests {
             source: src.into(),
             regex,
         })
+    }
+
+    #[test]
+    fn capture_references_are_one_digit_as_in_nginx() {
+        let re = regex("/f/(?<name>[a-z]+)(/|$)(.*)");
+        let to = |target: &str| rewrite_path(&re, target, "/f/report/x");
+        assert_eq!(to("/files/$1_v2"), "/files/report_v2");
+        assert_eq!(to("/files/$1a"), "/files/reporta");
+        assert_eq!(to("/$10"), "/report0");
+        assert_eq!(to("/$3/${1}x"), "/x/reportx");
+        assert_eq!(to("/n/$name/${name}"), "/n/report/report");
+        assert_eq!(to("/cost$/$"), "/cost$/$");
+        assert_eq!(to("/$9"), "/");
     }
 
     #[test]
