@@ -787,6 +787,11 @@ fn tls_entry_without_hosts_applies_by_certificate_name() {
         .path("/", "Prefix", "web", 80)
         .host("x.wild.example")
         .path("/", "Prefix", "web", 80)
+        // A wildcard rule host takes the certificate whose SAN is that wildcard.
+        .host("*.wild.example")
+        .path("/", "Prefix", "web", 80)
+        .host("*.c.example")
+        .path("/", "Prefix", "web", 80)
         .host("plain.example")
         .path("/", "Prefix", "web", 80)));
     let t = run(objs);
@@ -808,7 +813,11 @@ fn tls_entry_without_hosts_applies_by_certificate_name() {
         .expect("certificate of Secret named");
     assert_eq!(
         named.hosts,
-        vec![exact("c.example"), exact("x.wild.example")]
+        vec![
+            exact("c.example"),
+            exact("x.wild.example"),
+            HostMatch::Wildcard("wild.example".into())
+        ]
     );
 }
 

@@ -182,9 +182,13 @@ fn hosts_per_entry(
         })
         .collect();
     for host in rule_hosts {
-        // Wildcard rule hosts and rules without host are never a certificate's name.
-        let HostMatch::Exact(name) = host else {
-            continue;
+        // A wildcard rule host is a certificate's name only as that same wildcard (Go's
+        // `VerifyHostname("*.x")` matches a SAN of exactly `*.x`): a name one label under
+        // it, which no other SAN plausibly covers, asks the same. Rules without host never.
+        let name = match host {
+            HostMatch::Exact(name) => name.clone(),
+            HostMatch::Wildcard(suffix) => format!("ingressd-wildcard-probe.{suffix}"),
+            _ => continue,
         };
         if ing.tls.iter().any(|e| e.hosts.contains(host)) {
             continue;
@@ -194,7 +198,7 @@ fn hosts_per_entry(
             e.secret
                 .as_ref()
                 .and_then(|s| certs.get(objects, &ing.origin.namespace, s, run).ok())
-                .is_some_and(|served| valid_for(&served.key, name))
+                .is_some_and(|served| valid_for(&served.key, &name))
         });
         if let Some(i) = found {
             out[i].push(host.clone());
