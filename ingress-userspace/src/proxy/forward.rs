@@ -203,7 +203,9 @@ pub(crate) async fn send(
             // seen the FIN: an idempotent request that then fails with no response goes once
             // more on a new connection, as nginx does for errors on its cached keep-alive
             // connections. Second, `proxy-next-upstream` conditions met after it was sent.
-            let resend_pooled = checkout.reused && idempotent;
+            // nginx does the first only while `error` is among those conditions: with
+            // `proxy-next-upstream: off` such a request fails with 502 as any other.
+            let resend_pooled = checkout.reused && idempotent && next.sent_error;
             let copy = (resend_pooled || (may_repeat && next.after_send()))
                 .then(|| Again::of(&req))
                 .flatten();

@@ -887,6 +887,28 @@ async fn l7_stale_pooled_connections_resend_small_bodies() -> anyhow::Result<()>
         502,
         "a POST went again"
     );
+
+    // With `proxy-next-upstream: off` nothing goes again, as with nginx, whose resend on a
+    // cached connection still needs `error` among the conditions.
+    let mut policy = test_policy();
+    policy.next_upstream = ingress::snapshot::NextUpstream::off();
+    let up = echo_once_per_connection().await?;
+    let t = target_with("off", upstream("off", &[up.addr]), policy);
+    let l7 = L7::start(snapshot(vec![vhost("off.test", vec![prefix("/", &t)])])).await?;
+    let put = |body: &'static [u8]| {
+        send(
+            l7.http,
+            build(
+                http::Method::PUT,
+                "off.test",
+                "/put",
+                Bytes::from_static(body),
+            ),
+        )
+    };
+    assert_eq!(put(b"first").await?.status, 200);
+    assert_eq!(put(b"again").await?.status, 502, "sent again with off");
+    assert_eq!(up.accepted.load(SeqCst), 1);
     Ok(())
 }
 
