@@ -402,6 +402,15 @@ impl<W: MapWriter> L4Applier<W> {
         self.vips.iter().map(|(k, v)| (*k, v.id)).collect()
     }
 
+    /// Whether `svc` is on the SNAT address of its family with a port the SNAT hands out.
+    fn in_snat_range(&self, svc: &L4Service) -> bool {
+        let snat = match svc.vip {
+            IpAddr::V4(v4) => self.snat.v4.map(IpAddr::V4),
+            IpAddr::V6(v6) => self.snat.v6.map(IpAddr::V6),
+        };
+        snat == Some(svc.vip) && (self.snat.port_min..=self.snat.port_max).contains(&svc.port)
+    }
+
     fn has_snat(&self, family: u8) -> bool {
         if family == FAMILY_V6 {
             self.snat.v6.is_some()
@@ -444,6 +453,17 @@ impl<W: MapWriter> L4Applier<W> {
                 report.skipped.push(format!(
                     "{} (no SNAT address for its family)",
                     vip_name(&key)
+                ));
+                continue;
+            }
+            if self.in_snat_range(svc) {
+                // Replies come back to the SNAT address on these ports, and a VIP there
+                // would take them for new flows of its own.
+                report.skipped.push(format!(
+                    "{} (its port is in the SNAT port range {}-{} of its address)",
+                    vip_name(&key),
+                    self.snat.port_min,
+                    self.snat.port_max
                 ));
                 continue;
             }
@@ -809,6 +829,25 @@ mod tests {
             family: u32::from(FAMILY_V4),
         };
         assert_eq!(a.writer().vip_addr(&addr), Some(1));
+    }
+
+    /// A VIP on the SNAT address with a port the SNAT hands out would take the replies of
+    /// flows given that port: it is left out, and said so; its other ports are programmed.
+    #[test]
+    fn a_vip_port_in_the_snat_range_of_its_address_is_left_out() {
+        let mut a = L4Applier::new(fake(), snat()).unwrap();
+        let r = a
+            .apply(&[
+                svc("198.18.0.1", 20500, &["198.18.1.2:8080"]),
+                svc("198.18.0.1", 21000, &["198.18.1.2:8080"]),
+                svc("198.18.0.10", 20500, &["198.18.1.2:8080"]),
+            ])
+            .unwrap();
+        assert_eq!(r.vips_added, 2);
+        assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
+        assert!(r.skipped[0].contains("20000-20999"), "{:?}", r.skipped);
+        let snat_port = svc("198.18.0.1", 20500, &[]);
+        assert!(a.writer().vip(&vip_key(&snat_port)).is_none());
     }
 
     #[test]
