@@ -172,6 +172,8 @@ pub fn target(
 struct RouteDraft {
     path: PathMatch,
     owner: Arc<ParsedIngress>,
+    /// The owner's path slot (see [`ParsedIngress::written`]).
+    slot: usize,
     target: Arc<RouteTarget>,
     canary: Option<Canary>,
 }
@@ -245,6 +247,7 @@ pub fn build_host(
                 routes.push(RouteDraft {
                     path: p.path.clone(),
                     owner: parsed.clone(),
+                    slot: p.slot,
                     target: t,
                     canary: None,
                 });
@@ -263,12 +266,18 @@ pub fn build_host(
             for p in &rule.paths {
                 let text = p.path.as_str();
                 // The path type must agree too, as in ingress-nginx: a `Prefix` canary does
-                // not split the traffic of an `Exact` rule of the same text.
+                // not split the traffic of an `Exact` rule of the same text. A rule written
+                // the same attaches even when the main's annotations read it otherwise
+                // (its `rewrite-target` or `use-regex` makes it a regex, the canary's
+                // own annotations being ignored as ingress-nginx ignores them).
                 let identity = rule_identity(&p.path);
                 let matching: Vec<usize> = routes
                     .iter()
                     .enumerate()
-                    .filter(|(_, r)| rule_identity(&r.path) == identity)
+                    .filter(|(_, r)| {
+                        rule_identity(&r.path) == identity
+                            || r.owner.written(r.slot) == Some(&p.written)
+                    })
                     .map(|(i, _)| i)
                     .collect();
                 if matching.is_empty() {

@@ -69,6 +69,9 @@ pub struct ParsedPath {
     /// Position among all paths of the Ingress, from 1 (0 is the default backend): where
     /// its route target is kept between translations.
     pub slot: usize,
+    /// The path and `pathType` as written: a canary attaches to a main rule written the
+    /// same, as in ingress-nginx, whatever each Ingress's own annotations make of it.
+    pub written: (String, String),
 }
 
 /// One `spec.tls[]` entry.
@@ -79,6 +82,15 @@ pub struct ParsedTls {
 }
 
 impl ParsedIngress {
+    /// The path and `pathType` of the path in `slot`, as written.
+    pub fn written(&self, slot: usize) -> Option<&(String, String)> {
+        self.rules
+            .iter()
+            .flat_map(|r| &r.paths)
+            .find(|p| p.slot == slot)
+            .map(|p| &p.written)
+    }
+
     /// Names of the Services this Ingress routes to (same namespace), sorted, unique.
     pub fn services(&self) -> Vec<&str> {
         let mut out: Vec<&str> = self
@@ -217,6 +229,7 @@ pub fn parse(ing: &Ingress, defaults: &annotations::Defaults) -> ParsedIngress {
                         path,
                         backend,
                         slot: slots,
+                        written: (p.path.clone().unwrap_or_default(), p.path_type.clone()),
                     });
                 }
                 Err((r, m)) => note(r, format!("{where_} dropped: {m}")),

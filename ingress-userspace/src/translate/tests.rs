@@ -1705,6 +1705,37 @@ fn use_regex_and_rewrite_target() {
     assert!(vh.routes[0].path.matches("/SOMETHING/else"));
 }
 
+/// A canary's own annotations do not decide how its paths meet the main's: a rule written
+/// the same attaches to the main's route even when the main's `rewrite-target` makes it a
+/// regex and the canary, which does not repeat it, reads it as a prefix (ingress-nginx
+/// compares the path and pathType as written).
+#[test]
+fn a_canary_attaches_to_a_regex_main_rule_written_the_same() {
+    let mut objs = backend_objects("ns", "stable", "10.0.0.1");
+    objs.extend(backend_objects("ns", "next", "10.0.0.2"));
+    objs.push(ing(mk_ingress("ns", "main")
+        .created(1)
+        .annotation("rewrite-target", "/$2")
+        .host("a.example")
+        .path("/app(/|$)(.*)", "ImplementationSpecific", "stable", 80)));
+    objs.push(ing(mk_ingress("ns", "canary")
+        .created(2)
+        .annotation("canary", "true")
+        .annotation("canary-weight", "20")
+        .host("a.example")
+        .path("/app(/|$)(.*)", "ImplementationSpecific", "next", 80)));
+    let t = run(objs);
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let vh = vhost(&t, &exact("a.example"));
+    assert_eq!(vh.routes.len(), 1);
+    let c = vh.routes[0]
+        .target
+        .canary
+        .as_ref()
+        .expect("canary on the regex route");
+    assert_eq!((c.weight, c.upstream.name.as_str()), (20, "ns/next:80"));
+}
+
 #[test]
 fn canary_attaches_to_main_routes() {
     let mut objs = backend_objects("ns", "stable", "10.0.0.1");
