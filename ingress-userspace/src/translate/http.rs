@@ -77,6 +77,20 @@ pub fn http_upstream(
     with_proxy_ssl(st, backend, up)
 }
 
+/// A canary's upstream called with its main route's `protocol`: ingress-nginx sets
+/// `proxy_pass` per location, so a canary that does not repeat the main's `backend-protocol`
+/// is still called over it. Problems were reported when it was first resolved.
+fn canary_upstream(
+    resolver: &mut Resolver<'_>,
+    st: &mut IngressState,
+    backend: &BackendRef,
+    protocol: BackendProtocol,
+) -> Arc<Upstream> {
+    let namespace = st.parsed.origin.namespace.clone();
+    let (up, _) = resolver.upstream(&namespace, backend, protocol, st.service_upstream());
+    with_proxy_ssl(st, backend, up)
+}
+
 /// `up` with the Ingress's `proxy-ssl-*` settings when it is reached over TLS. The settings
 /// are part of the name: the proxy keys connection pools by it, and a connection checked
 /// under one Ingress's settings must not serve another's.
@@ -294,6 +308,12 @@ pub fn build_host(
                 let up = http_upstream(resolver, st, &p.backend, diags);
                 for i in matching {
                     let route = &mut routes[i];
+                    let main_protocol = route.target.upstream.protocol;
+                    let up = if up.protocol == main_protocol {
+                        up.clone()
+                    } else {
+                        canary_upstream(resolver, st, &p.backend, main_protocol)
+                    };
                     if let Some(existing) = &route.canary {
                         diags.push(Diagnostic::new(
                             parsed.origin.clone(),
@@ -308,7 +328,7 @@ pub fn build_host(
                     }
                     route.canary = Some(Canary {
                         origin: parsed.origin.clone(),
-                        upstream: up.clone(),
+                        upstream: up,
                         label: format!(
                             "{}-{}-{}",
                             parsed.origin.namespace, p.backend.service, p.backend.port

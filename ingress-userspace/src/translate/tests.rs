@@ -1736,6 +1736,31 @@ fn a_canary_attaches_to_a_regex_main_rule_written_the_same() {
     assert_eq!((c.weight, c.upstream.name.as_str()), (20, "ns/next:80"));
 }
 
+/// A canary is called as its main route is: the main's `backend-protocol` holds for it,
+/// as ingress-nginx ignores a canary's own.
+#[test]
+fn a_canary_is_called_over_its_main_s_backend_protocol() {
+    let mut objs = backend_objects("ns", "stable", "10.0.0.1");
+    objs.extend(backend_objects("ns", "next", "10.0.0.2"));
+    objs.push(ing(mk_ingress("ns", "main")
+        .created(1)
+        .annotation("backend-protocol", "HTTPS")
+        .host("a.example")
+        .path("/", "Prefix", "stable", 80)));
+    objs.push(ing(mk_ingress("ns", "canary")
+        .created(2)
+        .annotation("canary", "true")
+        .annotation("canary-weight", "20")
+        .host("a.example")
+        .path("/", "Prefix", "next", 80)));
+    let t = run(objs);
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let vh = vhost(&t, &exact("a.example"));
+    let c = vh.routes[0].target.canary.as_ref().expect("canary");
+    assert_eq!(c.upstream.protocol, BackendProtocol::Https);
+    assert!(!c.upstream.endpoints.is_empty());
+}
+
 #[test]
 fn canary_attaches_to_main_routes() {
     let mut objs = backend_objects("ns", "stable", "10.0.0.1");
