@@ -405,8 +405,8 @@ impl<W: MapWriter> L4Applier<W> {
     /// Whether `svc` is on the SNAT address of its family with a port the SNAT hands out.
     fn in_snat_range(&self, svc: &L4Service) -> bool {
         let snat = match svc.vip {
-            IpAddr::V4(v4) => self.snat.v4.map(IpAddr::V4),
-            IpAddr::V6(v6) => self.snat.v6.map(IpAddr::V6),
+            IpAddr::V4(_) => self.snat.v4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.snat.v6.map(IpAddr::V6),
         };
         snat == Some(svc.vip) && (self.snat.port_min..=self.snat.port_max).contains(&svc.port)
     }
