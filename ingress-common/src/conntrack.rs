@@ -40,8 +40,7 @@ pub const HOP_TTL_JIFFIES: u32 = 256;
 /// `seen` of a flow entry: the seconds part (coarse monotonic clock, wrapping in 29 bits).
 pub const SEEN_SECS: u32 = (1 << 29) - 1;
 
-/// `seen` of a reply entry: the backend has answered (a packet other than a SYN-ACK came back
-/// through it, so the client completed the handshake). Until
+/// `seen` of a reply entry: the backend has answered (a packet came back through it). Until
 /// then the flow is held only for `LbConfig::unreplied_secs` of quiet, so a flood of SYNs
 /// or one-way datagrams to a VIP cannot hold SNAT ports for the established timeout.
 pub const SEEN_REPLIED: u32 = 1 << 29;

@@ -25,11 +25,6 @@ pub struct Ports {
     pub csum_off: usize,
     /// A TCP SYN without ACK: the first packet of a connection.
     pub syn: bool,
-    /// Whether this packet, coming back from a backend, shows the flow answered: anything but
-    /// a TCP SYN. A SYN-ACK alone does not, since a client that never completes the handshake
-    /// (a SYN flood dropping the SYN-ACKs) must not hold its SNAT port for the established
-    /// timeout; the backend's first packet after the handshake does.
-    pub answer: bool,
     /// `SEEN_FIN` and/or `SEEN_RST` when the TCP flags end the connection, else 0.
     pub closing: u32,
 }
@@ -53,7 +48,6 @@ pub fn parse(ctx: &XdpContext, off: usize, proto: u8, l4_len: usize) -> Result<P
             dport,
             csum_off: off + TCP_CSUM_OFF,
             syn: tail[1] & (TCP_SYN | TCP_ACK) == TCP_SYN,
-            answer: tail[1] & TCP_SYN == 0,
             closing: closing_bits(tail[1]),
         })
     } else {
@@ -66,7 +60,6 @@ pub fn parse(ctx: &XdpContext, off: usize, proto: u8, l4_len: usize) -> Result<P
             dport,
             csum_off: off + UDP_CSUM_OFF,
             syn: false,
-            answer: true,
             closing: 0,
         })
     }

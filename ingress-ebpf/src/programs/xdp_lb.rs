@@ -120,7 +120,7 @@ fn try_lb(ctx: &XdpContext) -> Outcome {
     // The SNAT address is usually the node's own: its ssh, kubelet and API traffic must not
     // pay a hash lookup, and only ports we hand out can carry a reply.
     if is_snat && nat::in_snat_range(ports.dport, cfg) {
-        return reply(ctx, &layout, &l3, &tuple, cfg, ports.closing, ports.answer);
+        return reply(ctx, &layout, &l3, &tuple, cfg, ports.closing);
     }
     // A listener of the node's own stack the edge guards.
     if edge_has(edge_filter_bit(&l3.dst, ports.dport, l3.proto)) {
@@ -375,7 +375,6 @@ fn reply(
     t: &Tuple,
     cfg: &LbConfig,
     closing: u32,
-    answer: bool,
 ) -> Outcome {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return Outcome::pass(Stat::PassNotOurs);
@@ -393,14 +392,12 @@ fn reply(
     let r = unsafe { &*entry };
     let vip_id = r.vip_id;
     let now = hop::now();
-    let unanswered = r.seen & SEEN_REPLIED == 0;
-    if closing != 0 || !hop::fresh(&r.hop, now) || (answer && unanswered) {
-        // The first reply always lands here (a new entry has no hop), and so does the first
-        // that shows the flow answered (a SYN-ACK does not), which marks it so.
-        let replied = if answer { SEEN_REPLIED } else { 0 };
+    if closing != 0 || !hop::fresh(&r.hop, now) {
+        // The first reply always lands here (a new entry has no hop): it marks the flow as
+        // answered.
         // SAFETY: the seen field of the same live value.
         let seen = unsafe { &raw mut (*entry).seen };
-        REPLIES.mark_seen(cfg, &scratch.key, seen, closing | replied);
+        REPLIES.mark_seen(cfg, &scratch.key, seen, closing | SEEN_REPLIED);
     }
     let new = Tuple {
         src: copy_addr(&r.vip),
