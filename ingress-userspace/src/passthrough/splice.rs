@@ -599,9 +599,10 @@ impl<'a> Armed<'a> {
     /// Waits for hang-ups and held bytes, relays and passes FINs on until both directions
     /// are closed.
     async fn run(&mut self) -> Ending {
-        let mut sweep_at = Instant::now() + SWEEP;
+        let mut sweep_at = Instant::now() + SWEEP.min(self.half_open_idle);
         let mut retry: [Option<Instant>; 2] = [None, None];
-        // Once one direction is closed: since when the other has passed this many bytes.
+        // Once one direction is closed: since when the other has moved this many bytes
+        // (redirected by the verdict, or held for userspace).
         let mut half_open: Option<(Instant, u64)> = None;
         loop {
             let wake = retry.iter().flatten().fold(sweep_at, |a, &b| a.min(b));
@@ -630,8 +631,9 @@ impl<'a> Armed<'a> {
                         flow.held = true;
                     }
                     if closed == 1 && !flow.done {
+                        let moved = entry.redirected + entry.passed;
                         match half_open {
-                            Some((since, passed)) if passed == entry.passed => {
+                            Some((since, before)) if before == moved => {
                                 if now - since >= self.half_open_idle {
                                     tracing::debug!(
                                         "passthrough splice: half-closed and idle; resetting"
@@ -639,7 +641,7 @@ impl<'a> Armed<'a> {
                                     return Ending::HalfOpenIdle;
                                 }
                             }
-                            _ => half_open = Some((now, entry.passed)),
+                            _ => half_open = Some((now, moved)),
                         }
                     }
                 }

@@ -442,12 +442,15 @@ async fn kernel_splice_resets_a_half_open_pair_gone_quiet() {
         .await
         .expect("FIN passed on")
         .expect("client read");
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Sending for three times the idle time (and more than a sweep past it) keeps the pair:
+    // the bytes the verdict redirects count.
+    let started = tokio::time::Instant::now();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         client.write_all(b"x").await.expect("write");
     }
-    let mut three = [0u8; 3];
-    timeout(STEP, server.read_exact(&mut three))
+    let mut six = [0u8; 6];
+    timeout(STEP, server.read_exact(&mut six))
         .await
         .expect("bytes after the FIN in time")
         .expect("server read");
@@ -464,6 +467,7 @@ async fn kernel_splice_resets_a_half_open_pair_gone_quiet() {
         report.ending,
         ingress::passthrough::splice::Ending::HalfOpenIdle
     );
+    assert!(started.elapsed() >= Duration::from_millis(6000 + 2000));
     assert_eq!(engine.map_entries(), (0, 0, 0));
 }
 

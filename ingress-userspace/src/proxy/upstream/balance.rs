@@ -50,11 +50,12 @@ impl PeakEwma {
         self.rtt_ns.store(next.to_bits(), Relaxed);
     }
 
-    /// The estimate, if a sample was ever taken (or seeded).
-    fn measured(&self) -> Option<f64> {
+    /// The estimate at `now_ms` (decayed as [`Self::cost`] reads it), if a sample was ever
+    /// taken (or seeded).
+    fn measured(&self, now_ms: u64) -> Option<f64> {
         let rtt = f64::from_bits(self.rtt_ns.load(Relaxed));
         // A first sample at time 0 leaves the stamp at 0, but not the estimate at the default.
-        (self.stamp_ms.load(Relaxed) != 0 || rtt != DEFAULT_RTT_NS).then_some(rtt)
+        (self.stamp_ms.load(Relaxed) != 0 || rtt != DEFAULT_RTT_NS).then(|| self.estimate(now_ms))
     }
 
     /// Starts the estimate at `rtt_ns` as of `now_ms`.
@@ -71,11 +72,13 @@ impl PeakEwma {
     /// The latency estimate decayed for the time since its last sample, as tower's and
     /// ingress-nginx's `ewma.lua` read it: an endpoint that a peak made the costlier of every
     /// pair gets no requests and so no samples, and without the decay would stay shunned.
-    /// Never measured (stamp 0): the default or seeded value as it is.
+    /// Not while requests are in flight on it: an endpoint that takes connections but never
+    /// answers gives no samples either, and must not come to look fast. Never measured
+    /// (stamp 0): the default as it is.
     fn estimate(&self, now_ms: u64) -> f64 {
         let rtt = f64::from_bits(self.rtt_ns.load(Relaxed));
         let stamp = self.stamp_ms.load(Relaxed);
-        if stamp == 0 {
+        if stamp == 0 || self.pending.load(Relaxed) > 0 {
             return rtt;
         }
         let elapsed = now_ms.saturating_sub(stamp) as f64;
@@ -106,7 +109,7 @@ pub fn slow_start(all: &[Arc<Endpoint>], fresh: &[Arc<Endpoint>], now_ms: u64) {
     }
     let (sum, n) = all
         .iter()
-        .filter_map(|e| e.load.measured())
+        .filter_map(|e| e.load.measured(now_ms))
         .fold((0.0, 0u32), |(sum, n), rtt| (sum + rtt, n + 1));
     if n == 0 {
         return;
@@ -198,11 +201,12 @@ mod tests {
         a.load.observe(Duration::from_millis(300), 5);
         b.load.observe(Duration::from_millis(100), 0);
         let fresh = ep(4);
-        slow_start(&[a, b, unmeasured], std::slice::from_ref(&fresh), 10);
+        // Read when `a` was measured, so nothing has decayed yet.
+        slow_start(&[a, b, unmeasured], std::slice::from_ref(&fresh), 5);
         assert!(
-            (fresh.load.cost(10) - 200e6).abs() < 1.0,
+            (fresh.load.cost(5) - 200e6).abs() < 1.0,
             "{}",
-            fresh.load.cost(10)
+            fresh.load.cost(5)
         );
         // Nothing measured yet: the default stays.
         let other = ep(5);
@@ -259,6 +263,18 @@ mod tests {
             200,
             "a 20 s peak decays below 5 ms within 90 s"
         );
+        // An endpoint with a request in flight does not decay: one that never answers gives
+        // no samples, and its pending count must keep it costly.
+        let hung = PeakEwma::default();
+        hung.observe(Duration::from_millis(20), 1_000);
+        hung.begin();
+        assert!(
+            (hung.cost(91_000) - 40e6).abs() < 1.0,
+            "{}",
+            hung.cost(91_000)
+        );
+        hung.end();
+        assert!(hung.cost(91_000) < 1e4, "decays once nothing is in flight");
         eps[0].load.observe(Duration::from_millis(5), 91_000);
         // The sample folds into what is left of the peak (2.5 ms), no longer 20 s.
         assert!(
