@@ -723,14 +723,12 @@ pub async fn run_resyncing(
                 // over a while (`helm template > dir/app.yaml`) is read whole, but no later
                 // than SETTLE_MAX after the first event.
                 let first = tokio::time::Instant::now();
-                loop {
-                    tokio::time::sleep(SETTLE).await;
-                    let mut more = false;
-                    while changed.try_recv().is_ok() {
-                        more = true;
-                    }
-                    if !more || first.elapsed() >= SETTLE_MAX {
-                        break;
+                while first.elapsed() < SETTLE_MAX {
+                    match tokio::time::timeout(SETTLE, changed.recv()).await {
+                        // Another change: the quiet period starts again.
+                        Ok(Some(())) => {}
+                        // Quiet for SETTLE, or the watch is gone (seen at the next turn).
+                        Err(_) | Ok(None) => break,
                     }
                 }
                 false

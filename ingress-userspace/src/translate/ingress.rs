@@ -277,15 +277,7 @@ fn without_invalid(
     valid.passthrough |= meant.passthrough;
     if meant.canary && valid.canary.is_none() {
         // A canary that selects nothing: a rejected canary is not applied anyway.
-        valid.canary = Some(annotations::CanaryConfig {
-            weight: 0,
-            weight_total: 100,
-            header: None,
-            header_value: None,
-            header_pattern: None,
-            cookie: None,
-            sticky: true,
-        });
+        valid.canary = Some(annotations::CanaryConfig::selecting_nothing());
     }
     valid
 }

@@ -58,15 +58,7 @@ mod tests {
         assert_eq!(ok("canary-weight", "50").canary, None);
         assert_eq!(
             ok("canary", "true").canary,
-            Some(CanaryConfig {
-                weight: 0,
-                weight_total: 100,
-                header: None,
-                header_value: None,
-                header_pattern: None,
-                cookie: None,
-                sticky: true,
-            })
+            Some(CanaryConfig::selecting_nothing())
         );
         let a = nginx(&[
             ("canary", "true"),

@@ -142,6 +142,21 @@ pub struct CanaryConfig {
     pub sticky: bool,
 }
 
+impl CanaryConfig {
+    /// `canary: "true"` alone: a canary no request is sent to.
+    pub fn selecting_nothing() -> Self {
+        CanaryConfig {
+            weight: 0,
+            weight_total: 100,
+            header: None,
+            header_value: None,
+            header_pattern: None,
+            cookie: None,
+            sticky: true,
+        }
+    }
+}
+
 /// The outcome of reading one Ingress's annotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parsed {
