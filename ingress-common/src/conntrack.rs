@@ -40,9 +40,10 @@ pub const HOP_TTL_JIFFIES: u32 = 256;
 /// `seen` of a flow entry: the seconds part (coarse monotonic clock, wrapping in 29 bits).
 pub const SEEN_SECS: u32 = (1 << 29) - 1;
 
-/// `seen` of a reply entry: the backend has answered (a packet came back through it). Until
-/// then the flow is held only for `LbConfig::unreplied_secs` of quiet, so a flood of SYNs
-/// or one-way datagrams to a VIP cannot hold SNAT ports for the established timeout.
+/// `seen` of a reply entry: the backend has answered (a packet came back through it, a
+/// SYN-ACK included). Until then the flow is held only for `LbConfig::unreplied_secs` of
+/// quiet, so SYNs to a dead backend or one-way datagrams cannot hold SNAT ports for the
+/// established timeout (a SYN flood a live backend answers still can).
 pub const SEEN_REPLIED: u32 = 1 << 29;
 /// The flag bits of `seen`: they stay set once set.
 pub const SEEN_FLAGS: u32 = !SEEN_SECS;

@@ -388,8 +388,8 @@ pub struct XdpArgs {
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub conntrack_udp_timeout: std::time::Duration,
     /// How long a flow the backend never answered (TCP or UDP) may go without packets before
-    /// its SNAT port may go to a new flow: SYN floods and one-way datagrams hold ports this
-    /// long, not the established timeout (Linux conntrack: 30 s for unreplied UDP).
+    /// its SNAT port may go to a new flow: SYNs to a dead backend and one-way datagrams hold
+    /// ports this long, not the established timeout (Linux conntrack: 30 s for unreplied UDP).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub conntrack_unreplied_timeout: std::time::Duration,
     /// VIP capacity of the kernel maps (each VIP's Maglev ring takes 256 KiB).
