@@ -12,7 +12,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::splice::Ending;
+use super::splice::{Ending, Quiet};
 use super::watch::Side;
 
 /// Copy buffer per direction.
@@ -86,25 +86,20 @@ pub async fn copy(
 /// Returns once one socket of the pair was shut (the FIN of the other passed on) and the
 /// direction still open wrote nothing for `idle`.
 async fn half_open(sides: &[Progress; 2], idle: Duration) {
-    let mut quiet: Option<(tokio::time::Instant, u64)> = None;
+    let mut quiet = Quiet::default();
     loop {
         tokio::time::sleep(HALF_OPEN_CHECK.min(idle)).await;
         let open = match (sides[0].shut.load(Relaxed), sides[1].shut.load(Relaxed)) {
             (true, false) => &sides[1],
             (false, true) => &sides[0],
             _ => {
-                quiet = None;
+                quiet.reset();
                 continue;
             }
         };
         let written = open.written.load(Relaxed);
-        match quiet {
-            Some((since, w)) if w == written => {
-                if since.elapsed() >= idle {
-                    return;
-                }
-            }
-            _ => quiet = Some((tokio::time::Instant::now(), written)),
+        if quiet.for_how_long(written, std::time::Instant::now()) >= idle {
+            return;
         }
     }
 }

@@ -217,6 +217,28 @@ pub enum Ending {
 /// since a quiet connection both sides keep open is theirs to keep.
 pub const HALF_OPEN_IDLE: Duration = Duration::from_secs(600);
 
+/// Since when a count of bytes moved has stood still (the half-open check of both engines).
+#[derive(Debug, Default)]
+pub(super) struct Quiet(Option<(Instant, u64)>);
+
+impl Quiet {
+    /// How long `moved` has stood at its value as of `now` (zero when it just changed).
+    pub(super) fn for_how_long(&mut self, moved: u64, now: Instant) -> Duration {
+        match self.0 {
+            Some((since, before)) if before == moved => now - since,
+            _ => {
+                self.0 = Some((now, moved));
+                Duration::ZERO
+            }
+        }
+    }
+
+    /// Forgets the count: watching starts over at the next call.
+    pub(super) fn reset(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// Result of one splice.
 #[derive(Clone, Copy, Debug)]
 pub struct SpliceReport {
@@ -601,9 +623,9 @@ impl<'a> Armed<'a> {
     async fn run(&mut self) -> Ending {
         let mut sweep_at = Instant::now() + SWEEP.min(self.half_open_idle);
         let mut retry: [Option<Instant>; 2] = [None, None];
-        // Once one direction is closed: since when the other has moved this many bytes
-        // (redirected by the verdict, or held for userspace).
-        let mut half_open: Option<(Instant, u64)> = None;
+        // Once one direction is closed: how long the other has moved no byte (redirected by
+        // the verdict, or held for userspace).
+        let mut half_open = Quiet::default();
         loop {
             let wake = retry.iter().flatten().fold(sweep_at, |a, &b| a.min(b));
             tokio::select! {
@@ -632,16 +654,9 @@ impl<'a> Armed<'a> {
                     }
                     if closed == 1 && !flow.done {
                         let moved = entry.redirected + entry.passed;
-                        match half_open {
-                            Some((since, before)) if before == moved => {
-                                if now - since >= self.half_open_idle {
-                                    tracing::debug!(
-                                        "passthrough splice: half-closed and idle; resetting"
-                                    );
-                                    return Ending::HalfOpenIdle;
-                                }
-                            }
-                            _ => half_open = Some((now, moved)),
+                        if half_open.for_how_long(moved, now) >= self.half_open_idle {
+                            tracing::debug!("passthrough splice: half-closed and idle; resetting");
+                            return Ending::HalfOpenIdle;
                         }
                     }
                 }

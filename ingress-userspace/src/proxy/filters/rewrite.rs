@@ -84,14 +84,7 @@ fn expand_nginx(caps: &regex::Captures<'_>, template: &str, out: &mut String) {
 /// The upstream path for `path` matched by `route_path`, rewritten to `target`.
 pub fn rewrite_path(route_path: &PathMatch, target: &str, path: &str) -> String {
     match route_path {
-        PathMatch::Regex(r) => match r.regex.captures(path) {
-            Some(caps) if caps.get(0).is_some_and(|m| m.start() == 0) => {
-                let mut out = String::with_capacity(target.len() + path.len());
-                expand_nginx(&caps, target, &mut out);
-                ensure_slash(out)
-            }
-            _ => ensure_slash(target.to_string()),
-        },
+        PathMatch::Regex(_) => ensure_slash(expand(route_path, target, path)),
         PathMatch::Prefix(p) => {
             let rest = if p == "/" {
                 path.strip_prefix('/').unwrap_or(path)
