@@ -1818,6 +1818,12 @@ async fn status_is_cleared_on_shutdown_by_the_last_replica_only() {
         ingressd_pod("ingressd-b", "192.0.2.11", "Pending", false),
         "rev2",
     ));
+    // This pod's own labels, less the revision hash, find the replicas.
+    let this_pod = || Replicas {
+        namespace: "ingress".into(),
+        pod: "ingressd-a".into(),
+        selector: None,
+    };
     let mut t = (*translation(1, owned(&["web"]), vec![])).clone();
     t.claimed_elsewhere = owned(&["theirs"]);
     let t = Arc::new(t);
@@ -1839,12 +1845,7 @@ async fn status_is_cleared_on_shutdown_by_the_last_replica_only() {
                 true,
                 Duration::from_secs(60),
                 None,
-                // This pod's own labels, less the revision hash, find the replicas.
-                Some(Replicas {
-                    namespace: "ingress".into(),
-                    pod: "ingressd-a".into(),
-                    selector: None,
-                }),
+                Some(this_pod()),
             );
             api.wait_until(WAIT, "status set", |a| {
                 lb(a, "web")["ingress"] == json!(want)
@@ -1878,11 +1879,7 @@ async fn status_is_cleared_on_shutdown_by_the_last_replica_only() {
         true,
         Duration::from_secs(60),
         None,
-        Some(Replicas {
-            namespace: "ingress".into(),
-            pod: "ingressd-a".into(),
-            selector: None,
-        }),
+        Some(this_pod()),
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     unsynced.stop().await;
