@@ -233,18 +233,10 @@ async fn a_file_written_slowly_is_read_whole() {
         }
         published
     });
-    let ingress = |name: &str, host: &str| {
-        format!(
-            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  \
-             namespace: default\nspec:\n  ingressClassName: xdp\n  rules:\n  - host: {host}\n    \
-             http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          \
-             service:\n            name: web\n            port:\n              number: 80\n"
-        )
-    };
     let text = format!(
         "{}---\n{}",
-        ingress("first", "a.test"),
-        ingress("second", "b.test")
+        tests::ingressd::ingress_yaml("first", "a.test", "web", 80),
+        tests::ingressd::ingress_yaml("second", "b.test", "web", 80)
     );
     // Twelve pieces 50 ms apart: never quiet for SETTLE until the end.
     {
